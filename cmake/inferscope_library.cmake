@@ -1,0 +1,27 @@
+# inferscope_library(<name> SOURCES <files...> DEPS <targets...>)
+#
+# One static library per module, named inferscope_<name>, with the repository root as its include
+# root (so includes read "pipeline/status.h"), warnings on, and its dependencies public.
+function(inferscope_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  if(NOT ARG_SOURCES)
+    message(WARNING "module ${name} has no sources yet; skipped")
+    return()
+  endif()
+  add_library(inferscope_${name} STATIC ${ARG_SOURCES})
+  target_include_directories(inferscope_${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_compile_options(inferscope_${name} PRIVATE -Wall -Wextra)
+  target_compile_definitions(inferscope_${name} PUBLIC MSGPACK_NO_BOOST)
+  target_link_libraries(inferscope_${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# inferscope_test(<name> SOURCES <files...> DEPS <targets...> LABELS <labels...>)
+#
+# A GoogleTest executable whose tests CTest discovers one by one, with the given labels.
+function(inferscope_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE -Wall -Wextra)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+namespace inferscope {
+
+// Interned string id (see Interner). 0 is never a valid id.
+using StringId = uint32_t;
+
+enum class EventKind : uint8_t {
+  kRequest = 1,  // the outcome of one inference request
+  kGauge = 2,    // a sampled value (kv_cache_usage, num_requests_waiting, ...)
+};
+
+// Why a request failed. On the wire this is the string in the "err" field.
+enum class ErrorKind : uint8_t {
+  kNone = 0,
+  kTimeout,
+  kRateLimited,
+  kServerError,
+  kClientError,
+  kCancelled,
+  kOther,
+};
+inline constexpr int kNumErrorKinds = 7;
+
+// "timeout", "rate_limited", "server_error", "client_error", "cancelled", "other" ("" for kNone).
+std::string_view ErrorKindName(ErrorKind kind);
+// Parses a wire error kind; unknown strings map to kOther (the set may grow on the publisher side).
+ErrorKind ParseErrorKind(std::string_view name);
+
+// Bits of Event::present: which optional request fields the publisher sent.
+enum RequestField : uint16_t {
+  kHasTtft = 1 << 0,
+  kHasTpot = 1 << 1,
+  kHasE2e = 1 << 2,
+  kHasPromptTokens = 1 << 3,
+  kHasOutputTokens = 1 << 4,
+  kHasCachedTokens = 1 << 5,
+  kHasCost = 1 << 6,
+  kHasQuality = 1 << 7,
+};
+
+// One decoded event. A plain value type: strings are interned ids, so an Event never owns memory
+// and batches of them are reused without allocation.
+//
+// Units are fixed: times in milliseconds since the Unix epoch, latencies in milliseconds, cost in
+// US dollars, quality in [0, 1], tokens as counts.
+struct Event {
+  int64_t time_ms = 0;  // event time
+  StringId instance = 0;
+  StringId model = 0;
+  StringId publisher = 0;
+  EventKind kind = EventKind::kGauge;
+  ErrorKind error = ErrorKind::kNone;  // requests only
+  uint16_t present = 0;                // requests only: RequestField bits
+
+  // kGauge: the metric name and its value.
+  StringId metric = 0;
+  double value = 0;
+
+  // kRequest: fields valid when their RequestField bit is set.
+  double ttft_ms = 0;
+  double tpot_ms = 0;
+  double e2e_ms = 0;
+  double cost_usd = 0;
+  double quality = 0;
+  uint32_t prompt_tokens = 0;
+  uint32_t output_tokens = 0;
+  uint32_t cached_tokens = 0;
+
+  bool Has(RequestField f) const { return (present & f) != 0; }
+  bool ok() const { return error == ErrorKind::kNone; }
+};
+
+// A batch of events from one source message (or several). Batches are pooled and reused: clear()
+// keeps the capacity, so the steady state allocates nothing.
+struct EventBatch {
+  std::vector<Event> events;
+  StringId publisher = 0;  // the publisher of every event in the batch (0 when mixed or unknown)
+  int64_t received_ns = 0;  // monotonic receive time of the message that filled it (latency tracking)
+
+  void Clear() {
+    events.clear();
+    publisher = 0;
+    received_ns = 0;
+  }
+};
+
+using EventBatchPtr = std::unique_ptr<EventBatch>;
+
+}  // namespace inferscope

@@ -1,0 +1,112 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace inferscope {
+
+// Label pairs of one metric series, e.g. {{"stage", "ingest"}, {"reason", "bad_type"}}.
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// A monotonically increasing count. Increment from any thread; hot paths add per batch, not per event.
+class Counter {
+ public:
+  void Inc(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+// A value that goes up and down (queue depth, open panes).
+class Gauge {
+ public:
+  void Set(double v) { value_.store(v, std::memory_order_relaxed); }
+  void Add(double d);
+  double value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0};
+};
+
+// A Prometheus histogram with fixed upper bounds (seconds for durations, by convention).
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds);
+  void Observe(double v);
+  const std::vector<double>& bounds() const { return bounds_; }
+  // Cumulative count per bound, then +Inf; and the sum and count of observations.
+  std::vector<uint64_t> CumulativeCounts() const;
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1 (the +Inf bucket)
+  std::atomic<double> sum_{0};
+  std::atomic<uint64_t> count_{0};
+};
+
+// Default buckets for latencies in seconds: 10 µs .. 10 s.
+std::vector<double> LatencyBuckets();
+
+// MetricsRegistry owns the engine's own metrics and renders them in the Prometheus text format.
+//
+// Get*() returns a pointer that stays valid for the registry's lifetime; components look their
+// metrics up once (at Open) and keep the pointer, so the hot path never touches the registry.
+// Concurrency: all methods are thread-safe.
+// Limitations: a family holds at most kMaxSeriesPerFamily label sets; further label sets share one
+// series labelled overflow="true" so that label cardinality (e.g. publisher ids) cannot grow memory.
+class MetricsRegistry {
+ public:
+  static constexpr size_t kMaxSeriesPerFamily = 10'000;
+
+  Counter* GetCounter(std::string_view name, std::string_view help, const Labels& labels = {});
+  Gauge* GetGauge(std::string_view name, std::string_view help, const Labels& labels = {});
+  Histogram* GetHistogram(std::string_view name, std::string_view help, const Labels& labels = {},
+                          std::vector<double> bounds = LatencyBuckets());
+  // A gauge whose value is read by `fn` at render time (queue depths, table sizes). `fn` must stay
+  // callable until the registry is destroyed or RemoveCallbacks(owner) is called.
+  void AddCallbackGauge(std::string_view name, std::string_view help, const Labels& labels,
+                        std::function<double()> fn, const void* owner = nullptr);
+  void RemoveCallbacks(const void* owner);
+
+  // The whole registry in Prometheus text exposition format 0.0.4.
+  std::string RenderPrometheus() const;
+
+  // Sum of a counter family over all its label sets, or over those matching `labels` (each given
+  // pair must be present). For tests and the CLI.
+  uint64_t CounterValue(std::string_view name, const Labels& labels = {}) const;
+
+ private:
+  enum class Type { kCounter, kGauge, kHistogram };
+  struct Callback {
+    std::function<double()> fn;
+    const void* owner;
+  };
+  struct Family {
+    Type type;
+    std::string help;
+    std::map<Labels, std::unique_ptr<Counter>> counters;
+    std::map<Labels, std::unique_ptr<Gauge>> gauges;
+    std::map<Labels, std::unique_ptr<Histogram>> histograms;
+    std::map<Labels, Callback> callbacks;
+    size_t size() const { return counters.size() + gauges.size() + histograms.size() + callbacks.size(); }
+  };
+
+  Family& FamilyLocked(std::string_view name, std::string_view help, Type type);
+  static Labels Key(const Family& family, const Labels& labels, size_t existing);
+
+  mutable std::mutex mu_;
+  std::map<std::string, Family, std::less<>> families_;
+};
+
+}  // namespace inferscope

@@ -1,0 +1,34 @@
+#pragma once
+
+#include "pipeline/event.h"
+#include "pipeline/stage.h"
+#include "pipeline/status.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+
+// Operator turns event batches into results (window summaries, later alerts and routing weights).
+// Mutable per-series state lives in the operator's own tables, sized by the series it has seen.
+//
+// Lifecycle: Open → Process / OnTimer (interleaved) → Close.
+// Concurrency: every call comes from the engine's operator thread; no locking needed.
+class Operator {
+ public:
+  virtual ~Operator() = default;
+  virtual Status Open(const StageContext& ctx) = 0;
+  // Consumes one batch; appends whatever it completes to `out`.
+  virtual Status Process(const EventBatch& batch, OutputBatch& out) = 0;
+  // Processing-time tick (about every 100 ms, and when input is idle), for idle-watermark handling.
+  virtual Status OnTimer(int64_t now_ms, OutputBatch& out) {
+    (void)now_ms;
+    (void)out;
+    return Status::Ok();
+  }
+  // Shutdown: emits what the operator is configured to flush.
+  virtual Status Close(OutputBatch& out) {
+    (void)out;
+    return Status::Ok();
+  }
+};
+
+}  // namespace inferscope

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <string>
+
+#include "pipeline/stage.h"
+#include "pipeline/status.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+
+// Sink consumes operator results on a thread of its own, behind a bounded queue.
+//
+// Lifecycle: Open (engine thread) → Write* (sink thread) → Flush → Close (engine thread).
+// A Write failure is counted and logged by the engine; the sink decides whether to retry.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual Status Open(const StageContext& ctx) = 0;
+  virtual Status Write(const OutputBatch& batch) = 0;
+  virtual Status Flush() { return Status::Ok(); }
+  virtual void Close() {}
+  // The endpoint actually bound ("tcp://127.0.0.1:40124"); empty when the sink binds nothing.
+  virtual std::string Endpoint() const { return {}; }
+};
+
+}  // namespace inferscope

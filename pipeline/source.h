@@ -1,0 +1,49 @@
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <string_view>
+
+#include "pipeline/event.h"
+#include "pipeline/stage.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// SourceOutput is a source's connection to the rest of the engine: a pool of reusable batches and
+// the bounded queue in front of the operators.
+//
+// Concurrency: called from the source's own thread only.
+class SourceOutput {
+ public:
+  virtual ~SourceOutput() = default;
+  // A cleared batch from the pool. Blocks while every batch is in flight (back-pressure); returns
+  // null once the engine is stopping.
+  virtual EventBatchPtr Acquire() = 0;
+  // Hands a filled batch downstream, blocking while the queue is full (back-pressure). Returns false
+  // (the batch is then recycled) once the engine is stopping.
+  virtual bool Emit(EventBatchPtr batch) = 0;
+  // Like Emit but never blocks: returns false when the queue is full, leaving `batch` with the
+  // caller, who sheds it and counts what it shed.
+  virtual bool TryEmit(EventBatchPtr& batch) = 0;
+  // Returns an unused batch to the pool.
+  virtual void Release(EventBatchPtr batch) = 0;
+};
+
+// Source produces event batches on a thread of its own.
+//
+// Lifecycle: Open (engine thread; bind or connect here so that Endpoint() is known when the engine
+// reports it is ready) → Run (source thread, until `stop` is set; it must notice within ~100 ms)
+// → Close (engine thread, after Run returned).
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual Status Open(const StageContext& ctx) = 0;
+  virtual Status Run(SourceOutput& out, const std::atomic<bool>& stop) = 0;
+  virtual void Close() {}
+  // The endpoint actually bound, with a wildcard port resolved ("tcp://127.0.0.1:40123"); empty
+  // when the source binds nothing.
+  virtual std::string Endpoint() const { return {}; }
+};
+
+}  // namespace inferscope

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/aggregate.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "pipeline/status.h"
+#include "pipeline/summary.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace inferscope {
+
+struct StateStoreOptions {
+  std::string path;            // RocksDB directory; required
+  bool create_if_missing = true;
+  bool sync_writes = false;    // fsync every WriteBatch (default: rely on the WAL without fsync)
+  size_t block_cache_mb = 64;
+
+  Status Validate() const;
+};
+
+// A stored pane as read back.
+struct StoredPane {
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  Aggregate agg;
+};
+
+// What the series index knows of one series.
+struct SeriesInfo {
+  std::string instance;
+  std::string model;
+  std::string metric;
+  int64_t first_seen_ms = 0;  // earliest pane start written
+  int64_t last_seen_ms = 0;   // latest event time written
+};
+
+// StateStore is the engine's durable state: RocksDB with one column family per kind of record.
+//
+//   panes   key: str(instance) str(model) str(metric) be64(pane start ms)  value: end ms + Aggregate
+//   series  key: str(instance) str(model) str(metric)                      value: first/last seen
+//   meta    key: name                                                       value: engine facts (watermark)
+//
+// str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at decode),
+// so a key prefix selects one series and big-endian times keep its panes in time order. Strings, not
+// interned ids, are stored: ids are per process, the store outlives it.
+//
+// Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers.
+class StateStore {
+ public:
+  static Result<std::unique_ptr<StateStore>> Open(const StateStoreOptions& options,
+                                                  MetricsRegistry* metrics);
+  ~StateStore();
+  StateStore(const StateStore&) = delete;
+  StateStore& operator=(const StateStore&) = delete;
+
+  // Writes the panes, their series index entries and the watermark in one atomic WriteBatch. A pane
+  // already stored under the same key is replaced (upsert).
+  Status WritePanes(const std::vector<WindowSummary>& panes, const Interner& names,
+                    int64_t watermark_ms);
+  // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time order.
+  // Stops early and returns the first non-OK Status `fn` returns.
+  Status ScanPanes(std::string_view instance, std::string_view model, std::string_view metric,
+                   int64_t from_ms, int64_t to_ms,
+                   const std::function<Status(const StoredPane&)>& fn) const;
+  // Calls `fn` for every series in the index, ordered by (instance, model, metric).
+  Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
+  // The latest watermark written with WritePanes (0 when none).
+  int64_t Watermark() const;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  StateStore() = default;
+
+  std::string path_;
+  bool sync_writes_ = false;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // default, panes, series, meta
+  Histogram* write_latency_ = nullptr;
+  Counter* write_errors_ = nullptr;
+  Counter* panes_written_ = nullptr;
+};
+
+// Key encoding, exposed for tests and tools.
+void AppendStr(std::string* out, std::string_view s);
+void AppendBigEndian64(std::string* out, uint64_t v);
+std::string PaneKey(std::string_view instance, std::string_view model, std::string_view metric,
+                    int64_t start_ms);
+
+}  // namespace inferscope

@@ -82,11 +82,13 @@ struct EventBatch {
   std::vector<Event> events;
   StringId publisher = 0;  // the publisher of every event in the batch (0 when mixed or unknown)
   int64_t received_ns = 0;  // monotonic receive time of the message that filled it (latency tracking)
+  uint32_t source = 0;      // index of the emitting source; set by the engine, not by sources
 
   void Clear() {
     events.clear();
     publisher = 0;
     received_ns = 0;
+    source = 0;
   }
 };
 

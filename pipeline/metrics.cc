@@ -151,6 +151,7 @@ std::string MetricsRegistry::RenderPrometheus() const {
   std::string out;
   out.reserve(families_.size() * 256);
   for (const auto& [name, f] : families_) {
+    if (f.size() == 0) continue;
     out += "# HELP ";
     out += name;
     out += ' ';

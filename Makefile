@@ -1,0 +1,41 @@
+# inferscope: the two commands a user needs, `make demo` and `make test`, plus build helpers.
+# Everything works on a fresh Debian 12 machine as root: missing packages are installed first.
+
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= $(shell nproc)
+DURATION ?= 30
+
+.PHONY: all deps build test test-unit demo bench clean format
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: deps $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Every test: unit and integration (real sockets, real RocksDB, real subprocesses).
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+test-unit: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
+
+# Engine on the default topology + the fleet simulator; prints a table read from the query API.
+# DURATION=0 keeps it serving until Ctrl-C.
+demo: build
+	@BUILD_DIR=$(BUILD_DIR) DURATION=$(DURATION) bash scripts/demo.sh
+
+bench: build
+	@BUILD_DIR=$(BUILD_DIR) bash scripts/bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cc')
+
+clean:
+	rm -rf $(BUILD_DIR)

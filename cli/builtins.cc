@@ -1,0 +1,15 @@
+#include "cli/builtins.h"
+
+#include "operators/register.h"
+#include "sinks/register.h"
+#include "sources/register.h"
+
+namespace inferscope {
+
+void RegisterBuiltins(Registry& registry) {
+  RegisterSources(registry);
+  RegisterOperators(registry);
+  RegisterSinks(registry);
+}
+
+}  // namespace inferscope

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace inferscope {
+
+// The `inferscope` subcommands. Each returns the process exit code.
+
+struct RunArgs {
+  std::string topology;      // topology file
+  std::string state_dir;     // overrides state.path
+  std::string listen;        // overrides query.listen
+  std::string ready_file;    // written (JSON) once every stage is open
+  double duration_s = 0;     // 0 = until SIGINT/SIGTERM
+};
+int RunCommand(const RunArgs& args);
+
+int CheckTopologyCommand(const std::string& path);
+
+struct SimulateArgs {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  std::string publisher_id = "simulator";
+  int instances = 4;
+  int models = 2;
+  double rate = 2000;        // request outcomes per second, whole fleet
+  double duration_s = 30;    // 0 = forever
+  int64_t gauge_interval_ms = 1000;
+  int batch_size = 256;
+  uint64_t seed = 42;
+  std::string spike_instance;     // inject a latency spike on this instance ...
+  double spike_start_s = -1;      // ... from this many seconds after start ...
+  double spike_duration_s = 0;    // ... for this long ...
+  double spike_factor = 10;       // ... multiplying its latencies by this
+};
+int SimulateCommand(const SimulateArgs& args);
+
+struct TableArgs {
+  std::string url = "http://127.0.0.1:8080";
+  std::string window = "30s";
+  std::string metric = "ttft_ms";
+};
+int QueryTableCommand(const TableArgs& args);
+
+}  // namespace inferscope

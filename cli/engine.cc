@@ -1,0 +1,110 @@
+#include "cli/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include "query/server.h"
+
+namespace inferscope {
+
+Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Registry& registry,
+                                              const Overrides& overrides, const Clock* clock) {
+  INFERSCOPE_RETURN_IF_ERROR(ValidateTopology(spec, registry));
+  std::unique_ptr<Engine> engine(new Engine());
+  engine->spec_ = spec;
+  if (!overrides.state_path.empty()) engine->spec_.state_path = overrides.state_path;
+  if (!overrides.query_listen.empty()) engine->spec_.query_listen = overrides.query_listen;
+  engine->capabilities_ = registry.List();
+  engine->clock_ = clock;
+
+  StageContext base;
+  base.interner = &engine->interner_;
+  base.metrics = &engine->metrics_;
+  base.clock = clock;
+  engine->executor_ = std::make_unique<Executor>(spec.engine, base);
+  for (const auto& s : spec.sources) {
+    Result<std::unique_ptr<Source>> made = registry.CreateSource(s.type, s.options);
+    if (!made.ok()) return made.status();
+    engine->executor_->AddSource(s.name, std::move(made).value());
+  }
+  for (const auto& s : spec.operators) {
+    Result<std::unique_ptr<Operator>> made = registry.CreateOperator(s.type, s.options);
+    if (!made.ok()) return made.status();
+    engine->executor_->AddOperator(s.name, std::move(made).value(), s.inputs);
+  }
+  for (const auto& s : spec.sinks) {
+    Result<std::unique_ptr<Sink>> made = registry.CreateSink(s.type, s.options);
+    if (!made.ok()) return made.status();
+    engine->executor_->AddSink(s.name, std::move(made).value(), s.inputs);
+  }
+  return engine;
+}
+
+Engine::~Engine() { Stop(); }
+
+Status Engine::Start() {
+  started_ms_ = clock_->NowMs();
+  if (!spec_.state_path.empty()) {
+    StateStoreOptions options;
+    options.path = spec_.state_path;
+    Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
+    if (!state.ok()) return state.status();
+    state_ = std::move(state).value();
+  }
+  // The executor's stages were created without the store; hand it to them now, before Open.
+  StageContext base;
+  base.interner = &interner_;
+  base.metrics = &metrics_;
+  base.clock = clock_;
+  base.state = state_.get();
+  executor_->SetStageContext(base);
+  INFERSCOPE_RETURN_IF_ERROR(executor_->Start());
+
+  if (!spec_.query_listen.empty()) {
+    QueryServer::Options options;
+    size_t colon = spec_.query_listen.rfind(':');
+    options.host = spec_.query_listen.substr(0, colon);
+    try {
+      options.port = std::stoi(spec_.query_listen.substr(colon + 1));
+    } catch (const std::exception&) {
+      executor_->Stop();
+      return Status::InvalidArgument(spec_.file + ": query.listen: bad port in '" + spec_.query_listen + "'");
+    }
+    query_ = std::make_unique<QueryServer>(options, state_.get(), &metrics_, clock_,
+                                           [this] { return Health(); }, capabilities_);
+    Status st = query_->Start();
+    if (!st.ok()) {
+      executor_->Stop();
+      return st.WithContext("starting the query API on " + spec_.query_listen);
+    }
+  }
+  spdlog::info("engine '{}' started: {}", spec_.name, Describe().dump());
+  return Status::Ok();
+}
+
+void Engine::Stop() {
+  if (query_) query_->Stop();
+  if (executor_) executor_->Stop();
+}
+
+std::string Engine::HttpUrl() const {
+  if (!query_) return {};
+  size_t colon = spec_.query_listen.rfind(':');
+  return "http://" + spec_.query_listen.substr(0, colon) + ":" + std::to_string(query_->port());
+}
+
+nlohmann::json Engine::Describe() const {
+  nlohmann::json endpoints = nlohmann::json::object();
+  for (const auto& [stage, endpoint] : executor_->Endpoints()) endpoints[stage] = endpoint;
+  return {{"topology", spec_.name}, {"http", HttpUrl()}, {"endpoints", endpoints}, {"state", spec_.state_path}};
+}
+
+nlohmann::json Engine::Health() const {
+  return {{"topology", spec_.name},
+          {"running", executor_->running()},
+          {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
+          {"stage_failures", executor_->stage_failures()},
+          {"watermark_ms", state_ ? state_->Watermark() : 0},
+          {"interned_strings", interner_.size()}};
+}
+
+}  // namespace inferscope

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/clock.h"
+#include "pipeline/executor.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "pipeline/registry.h"
+#include "pipeline/state_store.h"
+#include "pipeline/topology.h"
+
+namespace inferscope {
+
+class QueryServer;
+
+// Engine is one running inferscope process: the state store, the executor running the topology's
+// stages, and the query API, built from a TopologySpec.
+//
+// Lifecycle: Build (validates the topology and creates every stage; nothing runs yet) → Start
+// (opens RocksDB, stages and the HTTP server) → Stop (graceful: drains and flushes) → destroy.
+// Concurrency: Build/Start/Stop from one thread; accessors from any thread once started.
+class Engine {
+ public:
+  struct Overrides {
+    std::string state_path;    // replaces the topology's state.path when not empty
+    std::string query_listen;  // replaces the topology's query.listen when not empty
+  };
+
+  static Result<std::unique_ptr<Engine>> Build(const TopologySpec& spec, const Registry& registry,
+                                               const Overrides& overrides = {},
+                                               const Clock* clock = &SystemClock::Instance());
+  ~Engine();
+
+  Status Start();
+  void Stop();
+
+  // The resolved endpoint of a source or sink ("tcp://127.0.0.1:40123").
+  std::string Endpoint(const std::string& stage) const { return executor_->Endpoint(stage); }
+  // "http://127.0.0.1:PORT", empty without a query API.
+  std::string HttpUrl() const;
+  // What `run --ready-file` writes: {"http": url, "endpoints": {stage: endpoint}, "state": path}.
+  nlohmann::json Describe() const;
+  nlohmann::json Health() const;
+
+  Interner& interner() { return interner_; }
+  MetricsRegistry& metrics() { return metrics_; }
+  StateStore* state() { return state_.get(); }
+
+ private:
+  Engine() = default;
+
+  TopologySpec spec_;
+  std::vector<Registry::Entry> capabilities_;
+  const Clock* clock_ = nullptr;
+  int64_t started_ms_ = 0;
+  Interner interner_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<QueryServer> query_;
+};
+
+}  // namespace inferscope

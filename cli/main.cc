@@ -1,0 +1,69 @@
+// inferscope: a stream-processing engine for LLM-inference fleets. See README.md.
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "pipeline/config.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"inferscope: windowed metrics, anomalies and routing for LLM-inference fleets"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  inferscope::RunArgs run;
+  run.topology = "topologies/inference-fleet.yaml";
+  CLI::App* run_cmd = app.add_subcommand("run", "Run the engine on a topology");
+  run_cmd->add_option("-t,--topology", run.topology, "Topology file")->capture_default_str();
+  run_cmd->add_option("--state-dir", run.state_dir, "RocksDB directory (overrides state.path)");
+  run_cmd->add_option("--listen", run.listen, "host:port of the query API (overrides query.listen)");
+  run_cmd->add_option("--ready-file", run.ready_file, "Write endpoints as JSON here once ready");
+  run_cmd->add_option("--duration", run.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
+
+  std::string check_path;
+  CLI::App* check_cmd = app.add_subcommand("check-topology", "Validate a topology file");
+  check_cmd->add_option("file", check_path, "Topology file")->required();
+
+  inferscope::SimulateArgs sim;
+  std::string gauge_interval = "1s";
+  CLI::App* sim_cmd = app.add_subcommand("simulate", "Publish a simulated inference fleet");
+  sim_cmd->add_option("-e,--endpoint", sim.endpoint, "Engine ingest endpoint (PUSH connects)")->capture_default_str();
+  sim_cmd->add_option("--publisher-id", sim.publisher_id, "Publisher id")->capture_default_str();
+  sim_cmd->add_option("--instances", sim.instances, "Inference instances")->capture_default_str()->check(CLI::Range(1, 100000));
+  sim_cmd->add_option("--models", sim.models, "Models per instance")->capture_default_str()->check(CLI::Range(1, 1000));
+  sim_cmd->add_option("--rate", sim.rate, "Request outcomes per second, whole fleet")->capture_default_str()->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--duration", sim.duration_s, "Seconds; 0 = forever")->capture_default_str();
+  sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period, e.g. 1s")->capture_default_str();
+  sim_cmd->add_option("--batch-size", sim.batch_size, "Events per message")->capture_default_str()->check(CLI::Range(1, 65536));
+  sim_cmd->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
+  sim_cmd->add_option("--spike-instance", sim.spike_instance, "Inject a latency spike on this instance");
+  sim_cmd->add_option("--spike-start", sim.spike_start_s, "Spike start, seconds after start");
+  sim_cmd->add_option("--spike-duration", sim.spike_duration_s, "Spike length in seconds");
+  sim_cmd->add_option("--spike-factor", sim.spike_factor, "Latency multiplier during the spike")->capture_default_str();
+
+  inferscope::TableArgs table;
+  CLI::App* query_cmd = app.add_subcommand("query", "Read from a running engine's query API");
+  query_cmd->require_subcommand(1);
+  CLI::App* table_cmd = query_cmd->add_subcommand("table", "Per-instance latency, throughput and errors");
+  table_cmd->add_option("--url", table.url, "Query API base URL")->capture_default_str();
+  table_cmd->add_option("--window", table.window, "Window, e.g. 30s, 1m")->capture_default_str();
+  table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (*run_cmd) return inferscope::RunCommand(run);
+  if (*check_cmd) return inferscope::CheckTopologyCommand(check_path);
+  if (*sim_cmd) {
+    std::optional<int64_t> ms = inferscope::ParseDurationMs(gauge_interval);
+    if (!ms || *ms <= 0) {
+      spdlog::error("--gauge-interval: expected a duration such as 1s, got '{}'", gauge_interval);
+      return 2;
+    }
+    sim.gauge_interval_ms = *ms;
+    return inferscope::SimulateCommand(sim);
+  }
+  if (*table_cmd) return inferscope::QueryTableCommand(table);
+  return 0;
+}

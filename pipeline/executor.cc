@@ -1,0 +1,328 @@
+#include "pipeline/executor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace inferscope {
+
+struct Executor::SourceSlot {
+  std::string name;
+  std::unique_ptr<Source> source;
+  uint32_t index = 0;
+  bool opened = false;
+};
+
+struct Executor::OperatorSlot {
+  std::string name;
+  std::unique_ptr<Operator> op;
+  std::vector<uint32_t> inputs;    // source indexes
+  std::vector<size_t> consumers;   // sink indexes
+  Counter* events_in = nullptr;
+  Counter* summaries_out = nullptr;
+  Counter* errors = nullptr;
+  bool opened = false;
+};
+
+struct Executor::SinkSlot {
+  SinkSlot(std::string n, std::unique_ptr<Sink> s, size_t capacity)
+      : name(std::move(n)), sink(std::move(s)), queue(capacity) {}
+  std::string name;
+  std::unique_ptr<Sink> sink;
+  BoundedQueue<OutputBatchPtr> queue;
+  Counter* batches_in = nullptr;
+  Counter* summaries_in = nullptr;
+  Counter* errors = nullptr;
+  Histogram* write_seconds = nullptr;
+  bool opened = false;
+};
+
+// The SourceOutput a source thread sees: the shared pool and operator queue, stamped with the
+// source's index so the operator thread knows which operators read the batch.
+class Executor::Output final : public SourceOutput {
+ public:
+  Output(Executor& exec, uint32_t source) : exec_(exec), source_(source) {}
+
+  EventBatchPtr Acquire() override {
+    while (!exec_.stop_sources_.load(std::memory_order_relaxed)) {
+      if (auto batch = exec_.free_batches_.PopFor(std::chrono::milliseconds(100))) {
+        return std::move(*batch);
+      }
+    }
+    return nullptr;
+  }
+
+  bool Emit(EventBatchPtr batch) override {
+    batch->source = source_;
+    if (exec_.operator_queue_.Push(batch)) return true;
+    Release(std::move(batch));
+    return false;
+  }
+
+  bool TryEmit(EventBatchPtr& batch) override {
+    batch->source = source_;
+    return exec_.operator_queue_.TryPush(batch);
+  }
+
+  void Release(EventBatchPtr batch) override {
+    if (!batch) return;
+    batch->Clear();
+    // The pool never holds more than it started with, so this push cannot block.
+    exec_.free_batches_.TryPush(batch);
+  }
+
+ private:
+  Executor& exec_;
+  uint32_t source_;
+};
+
+Executor::Executor(EngineSettings settings, StageContext base)
+    : settings_(settings),
+      base_(std::move(base)),
+      free_batches_(settings.batch_pool),
+      operator_queue_(settings.queue_capacity) {}
+
+Executor::~Executor() { Stop(); }
+
+void Executor::AddSource(std::string name, std::unique_ptr<Source> source) {
+  auto slot = std::make_unique<SourceSlot>();
+  slot->name = std::move(name);
+  slot->source = std::move(source);
+  slot->index = static_cast<uint32_t>(sources_.size());
+  sources_.push_back(std::move(slot));
+}
+
+void Executor::AddOperator(std::string name, std::unique_ptr<Operator> op,
+                           const std::vector<std::string>& inputs) {
+  auto slot = std::make_unique<OperatorSlot>();
+  slot->name = std::move(name);
+  slot->op = std::move(op);
+  for (const auto& input : inputs) {
+    for (const auto& s : sources_) {
+      if (s->name == input) slot->inputs.push_back(s->index);
+    }
+  }
+  operators_.push_back(std::move(slot));
+}
+
+void Executor::AddSink(std::string name, std::unique_ptr<Sink> sink, const std::vector<std::string>& inputs) {
+  size_t index = sinks_.size();
+  sinks_.push_back(std::make_unique<SinkSlot>(std::move(name), std::move(sink), settings_.sink_queue_capacity));
+  for (const auto& input : inputs) {
+    for (auto& op : operators_) {
+      if (op->name == input) op->consumers.push_back(index);
+    }
+  }
+}
+
+StageContext Executor::ContextFor(const std::string& name) const {
+  StageContext ctx = base_;
+  ctx.name = name;
+  return ctx;
+}
+
+Status Executor::Start() {
+  if (running_.load()) return Status::Internal("executor already started");
+  MetricsRegistry& m = *base_.metrics;
+  batches_in_ = m.GetCounter("inferscope_operator_queue_batches_total", "Event batches taken off the operator queue");
+  events_in_ = m.GetCounter("inferscope_operator_queue_events_total", "Events taken off the operator queue");
+  operator_step_seconds_ =
+      m.GetHistogram("inferscope_operator_step_seconds", "Time the operator thread spends on one batch");
+  m.AddCallbackGauge("inferscope_queue_depth", "Batches waiting in a queue", {{"queue", "operators"}},
+                     [this] { return static_cast<double>(operator_queue_.size()); }, this);
+  m.AddCallbackGauge("inferscope_queue_capacity", "Capacity of a queue in batches", {{"queue", "operators"}},
+                     [this] { return static_cast<double>(operator_queue_.capacity()); }, this);
+  m.AddCallbackGauge("inferscope_batch_pool_free", "Event batches free in the pool", {},
+                     [this] { return static_cast<double>(free_batches_.size()); }, this);
+
+  for (size_t i = 0; i < settings_.batch_pool; ++i) {
+    auto batch = std::make_unique<EventBatch>();
+    batch->events.reserve(settings_.batch_reserve);
+    free_batches_.TryPush(batch);
+  }
+
+  auto fail = [this](const std::string& stage, const Status& st) {
+    Status out = st.WithContext("opening stage '" + stage + "'");
+    for (auto& s : sources_) {
+      if (s->opened) s->source->Close();
+    }
+    for (auto& s : sinks_) {
+      if (s->opened) s->sink->Close();
+    }
+    base_.metrics->RemoveCallbacks(this);
+    return out;
+  };
+  // Sinks first so that a sink's endpoint is bound before any result can reach it; sources last so
+  // that nothing is accepted before the stages behind them are ready.
+  for (auto& s : sinks_) {
+    Labels l{{"stage", s->name}};
+    s->batches_in = m.GetCounter("inferscope_sink_batches_total", "Result batches a sink received", l);
+    s->summaries_in = m.GetCounter("inferscope_sink_summaries_total", "Window summaries a sink received", l);
+    s->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
+    s->write_seconds = m.GetHistogram("inferscope_sink_write_seconds", "Time a sink spends on one batch", l);
+    SinkSlot* slot = s.get();
+    m.AddCallbackGauge("inferscope_queue_depth", "Batches waiting in a queue", {{"queue", s->name}},
+                       [slot] { return static_cast<double>(slot->queue.size()); }, this);
+    Status st = s->sink->Open(ContextFor(s->name));
+    if (!st.ok()) return fail(s->name, st);
+    s->opened = true;
+  }
+  for (auto& o : operators_) {
+    Labels l{{"stage", o->name}};
+    o->events_in = m.GetCounter("inferscope_stage_events_in_total", "Events a stage received", l);
+    o->summaries_out = m.GetCounter("inferscope_stage_summaries_out_total", "Window summaries a stage emitted", l);
+    o->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
+    Status st = o->op->Open(ContextFor(o->name));
+    if (!st.ok()) return fail(o->name, st);
+    o->opened = true;
+  }
+  for (auto& s : sources_) {
+    Status st = s->source->Open(ContextFor(s->name));
+    if (!st.ok()) return fail(s->name, st);
+    s->opened = true;
+  }
+
+  stop_sources_.store(false);
+  running_.store(true);
+  for (auto& s : sinks_) sink_threads_.emplace_back([this, slot = s.get()] { SinkLoop(*slot); });
+  operator_thread_ = std::thread([this] { OperatorLoop(); });
+  for (auto& s : sources_) source_threads_.emplace_back([this, slot = s.get()] { SourceLoop(*slot); });
+  return Status::Ok();
+}
+
+void Executor::SourceLoop(SourceSlot& slot) {
+  Output out(*this, slot.index);
+  Status st = slot.source->Run(out, stop_sources_);
+  if (!st.ok()) {
+    stage_failures_.fetch_add(1);
+    spdlog::error("source '{}' stopped: {}", slot.name, st.ToString());
+  }
+}
+
+void Executor::RunOperators(const EventBatch& batch) {
+  for (auto& o : operators_) {
+    if (std::find(o->inputs.begin(), o->inputs.end(), batch.source) == o->inputs.end()) continue;
+    o->events_in->Inc(batch.events.size());
+    OutputBatch out;
+    Status st = o->op->Process(batch, out);
+    if (!st.ok()) {
+      o->errors->Inc();
+      spdlog::warn("operator '{}': {}", o->name, st.ToString());
+    }
+    Route(*o, out);
+  }
+}
+
+void Executor::RunTimers(int64_t now_ms) {
+  for (auto& o : operators_) {
+    OutputBatch out;
+    Status st = o->op->OnTimer(now_ms, out);
+    if (!st.ok()) {
+      o->errors->Inc();
+      spdlog::warn("operator '{}' timer: {}", o->name, st.ToString());
+    }
+    Route(*o, out);
+  }
+}
+
+void Executor::Route(OperatorSlot& op, OutputBatch& out) {
+  if (out.empty()) return;
+  op.summaries_out->Inc(out.summaries.size());
+  auto shared = std::make_shared<const OutputBatch>(std::move(out));
+  for (size_t index : op.consumers) {
+    OutputBatchPtr copy = shared;
+    // Blocks while the sink is behind: results are never dropped; back-pressure reaches the sources.
+    sinks_[index]->queue.Push(copy);
+  }
+}
+
+void Executor::OperatorLoop() {
+  const auto tick = std::chrono::milliseconds(settings_.timer_interval_ms);
+  int64_t next_timer_ns = base_.clock->MonotonicNs() + settings_.timer_interval_ms * 1'000'000;
+  while (true) {
+    std::optional<EventBatchPtr> item = operator_queue_.PopFor(tick);
+    if (item) {
+      EventBatchPtr batch = std::move(*item);
+      int64_t start = base_.clock->MonotonicNs();
+      batches_in_->Inc();
+      events_in_->Inc(batch->events.size());
+      RunOperators(*batch);
+      operator_step_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);
+      batch->Clear();
+      free_batches_.TryPush(batch);
+    } else if (operator_queue_.closed()) {
+      break;
+    }
+    int64_t now_ns = base_.clock->MonotonicNs();
+    if (now_ns >= next_timer_ns) {
+      RunTimers(base_.clock->NowMs());
+      next_timer_ns = now_ns + settings_.timer_interval_ms * 1'000'000;
+    }
+  }
+  for (auto& o : operators_) {
+    OutputBatch out;
+    Status st = o->op->Close(out);
+    if (!st.ok()) spdlog::warn("operator '{}' close: {}", o->name, st.ToString());
+    Route(*o, out);
+  }
+}
+
+void Executor::SinkLoop(SinkSlot& slot) {
+  while (std::optional<OutputBatchPtr> item = slot.queue.Pop()) {
+    const OutputBatch& batch = **item;
+    slot.batches_in->Inc();
+    slot.summaries_in->Inc(batch.summaries.size());
+    int64_t start = base_.clock->MonotonicNs();
+    Status st = slot.sink->Write(batch);
+    slot.write_seconds->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);
+    if (!st.ok()) {
+      slot.errors->Inc();
+      spdlog::error("sink '{}': {}", slot.name, st.ToString());
+    }
+  }
+  Status st = slot.sink->Flush();
+  if (!st.ok()) spdlog::error("sink '{}' flush: {}", slot.name, st.ToString());
+}
+
+void Executor::StopThreads() {
+  stop_sources_.store(true);
+  for (auto& t : source_threads_) t.join();
+  source_threads_.clear();
+  operator_queue_.Close();
+  if (operator_thread_.joinable()) operator_thread_.join();
+  for (auto& s : sinks_) s->queue.Close();
+  for (auto& t : sink_threads_) t.join();
+  sink_threads_.clear();
+}
+
+void Executor::Stop() {
+  if (!running_.exchange(false)) return;
+  StopThreads();
+  for (auto& s : sources_) s->source->Close();
+  for (auto& s : sinks_) s->sink->Close();
+  base_.metrics->RemoveCallbacks(this);
+}
+
+std::string Executor::Endpoint(const std::string& stage) const {
+  for (const auto& s : sources_) {
+    if (s->name == stage) return s->source->Endpoint();
+  }
+  for (const auto& s : sinks_) {
+    if (s->name == stage) return s->sink->Endpoint();
+  }
+  return {};
+}
+
+std::vector<std::pair<std::string, std::string>> Executor::Endpoints() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& s : sources_) {
+    if (auto e = s->source->Endpoint(); !e.empty()) out.emplace_back(s->name, e);
+  }
+  for (const auto& s : sinks_) {
+    if (auto e = s->sink->Endpoint(); !e.empty()) out.emplace_back(s->name, e);
+  }
+  return out;
+}
+
+}  // namespace inferscope

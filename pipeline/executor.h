@@ -1,0 +1,95 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pipeline/bounded_queue.h"
+#include "pipeline/operator.h"
+#include "pipeline/sink.h"
+#include "pipeline/source.h"
+#include "pipeline/stage.h"
+#include "pipeline/topology.h"
+
+namespace inferscope {
+
+// Executor runs a wired set of stages: one thread per source, one operator thread that runs every
+// operator (chained, as Flink chains operators), and one thread per sink.
+//
+//   source threads ──► [bounded batch queue] ──► operator thread ──► [bounded queue per sink] ──► sink threads
+//
+// Event batches come from a fixed pool and go back to it after the operators ran, so ingest memory
+// is bounded by the pool and the steady state allocates nothing per event. A full queue blocks its
+// producer (back-pressure reaches the ZeroMQ socket and, through its high-water mark, the
+// publisher); sources configured to shed use TryEmit and count what they drop.
+//
+// Lifecycle: Add* → Start (opens every stage, then starts threads; on failure nothing is left
+// running) → Stop (sources stop, the operator thread drains the queue, operators Close and their
+// final output reaches the sinks, sinks drain, Flush and Close). Stop is idempotent.
+// Concurrency: Add*/Start/Stop from one control thread; metrics and endpoints from any thread.
+class Executor {
+ public:
+  Executor(EngineSettings settings, StageContext base);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  void AddSource(std::string name, std::unique_ptr<Source> source);
+  // `inputs` are names of sources added before.
+  void AddOperator(std::string name, std::unique_ptr<Operator> op, const std::vector<std::string>& inputs);
+  // `inputs` are names of operators added before.
+  void AddSink(std::string name, std::unique_ptr<Sink> sink, const std::vector<std::string>& inputs);
+
+  // Replaces the context stages are opened with (the engine adds the state store once it is open).
+  void SetStageContext(StageContext base) { base_ = std::move(base); }
+
+  Status Start();
+  void Stop();
+
+  // Resolved endpoint of a source or sink by name (empty if none).
+  std::string Endpoint(const std::string& stage) const;
+  // Stage names with their resolved endpoints, sources and sinks that bind something.
+  std::vector<std::pair<std::string, std::string>> Endpoints() const;
+  bool running() const { return running_.load(); }
+  // Non-OK stage failures so far (a source's Run returning an error, say), for /v1/health.
+  uint64_t stage_failures() const { return stage_failures_.load(); }
+
+ private:
+  struct SourceSlot;
+  struct OperatorSlot;
+  struct SinkSlot;
+  class Output;
+
+  void SourceLoop(SourceSlot& slot);
+  void OperatorLoop();
+  void SinkLoop(SinkSlot& slot);
+  void RunOperators(const EventBatch& batch);
+  void RunTimers(int64_t now_ms);
+  void Route(OperatorSlot& op, OutputBatch& out);
+  StageContext ContextFor(const std::string& name) const;
+  void StopThreads();
+
+  EngineSettings settings_;
+  StageContext base_;
+  std::vector<std::unique_ptr<SourceSlot>> sources_;
+  std::vector<std::unique_ptr<OperatorSlot>> operators_;
+  std::vector<std::unique_ptr<SinkSlot>> sinks_;
+
+  BoundedQueue<EventBatchPtr> free_batches_;
+  BoundedQueue<EventBatchPtr> operator_queue_;
+  std::atomic<bool> stop_sources_{false};
+  std::atomic<bool> running_{false};
+  std::atomic<uint64_t> stage_failures_{0};
+  std::vector<std::thread> source_threads_;
+  std::thread operator_thread_;
+  std::vector<std::thread> sink_threads_;
+
+  Counter* batches_in_ = nullptr;
+  Counter* events_in_ = nullptr;
+  Histogram* operator_step_seconds_ = nullptr;
+};
+
+}  // namespace inferscope

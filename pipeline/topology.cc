@@ -1,0 +1,210 @@
+#include "pipeline/topology.h"
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace inferscope {
+namespace {
+
+std::string MarkPrefix(const std::string& file, const YAML::Mark& mark) {
+  if (mark.line < 0) return file;
+  return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_view section,
+                                           bool has_inputs) {
+  std::vector<StageSpec> out;
+  if (!root.Has(section)) return out;
+  YAML::Node list = root.node()[std::string(section)];
+  if (!list.IsSequence()) return root.Error(section, "expected a list of stages");
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string path = std::string(section) + "[" + std::to_string(i) + "]";
+    if (!list[i].IsMap()) {
+      return Status::InvalidArgument(MarkPrefix(root.file(), list[i].Mark()) + ": " + path +
+                                     ": expected a mapping with name, type" +
+                                     (has_inputs ? ", inputs" : "") + " and options");
+    }
+    ConfigNode stage(root.file(), list[i], path);
+    if (has_inputs) {
+      INFERSCOPE_RETURN_IF_ERROR(stage.CheckKnownFields({"name", "type", "inputs", "options"}));
+    } else {
+      INFERSCOPE_RETURN_IF_ERROR(stage.CheckKnownFields({"name", "type", "options"}));
+    }
+    StageSpec spec;
+    spec.at = stage;
+    Result<std::string> name = stage.GetString("name");
+    if (!name.ok()) return name.status();
+    if (name->empty()) return stage.Error("name", "must not be empty");
+    spec.name = *name;
+    Result<std::string> type = stage.GetString("type");
+    if (!type.ok()) return type.status();
+    spec.type = *type;
+    if (has_inputs) {
+      if (!stage.Has("inputs")) return stage.Error("inputs", "required field is missing");
+      YAML::Node inputs = list[i]["inputs"];
+      if (inputs.IsScalar()) {
+        spec.inputs.push_back(inputs.Scalar());
+      } else if (inputs.IsSequence() && inputs.size() > 0) {
+        for (const auto& input : inputs) {
+          if (!input.IsScalar()) return stage.Error("inputs", "expected stage names");
+          spec.inputs.push_back(input.Scalar());
+        }
+      } else {
+        return stage.Error("inputs", "expected a stage name or a non-empty list of stage names");
+      }
+    }
+    Result<ConfigNode> options = stage.Child("options");
+    if (!options.ok()) return options.status();
+    spec.options = *options;
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
+  Result<ConfigNode> engine = root.Child("engine");
+  if (!engine.ok()) return engine.status();
+  INFERSCOPE_RETURN_IF_ERROR(engine->CheckKnownFields(
+      {"queue_capacity", "batch_pool", "batch_reserve", "sink_queue_capacity", "timer_interval"}));
+  EngineSettings d;
+  Result<int64_t> queue = engine->GetInt("queue_capacity", d.queue_capacity, 1, 1 << 20);
+  if (!queue.ok()) return queue.status();
+  Result<int64_t> pool = engine->GetInt("batch_pool", d.batch_pool, 2, 1 << 20);
+  if (!pool.ok()) return pool.status();
+  Result<int64_t> reserve = engine->GetInt("batch_reserve", d.batch_reserve, 1, 1 << 20);
+  if (!reserve.ok()) return reserve.status();
+  Result<int64_t> sink_queue = engine->GetInt("sink_queue_capacity", d.sink_queue_capacity, 1, 1 << 20);
+  if (!sink_queue.ok()) return sink_queue.status();
+  Result<int64_t> timer = engine->GetDurationMs("timer_interval", d.timer_interval_ms, 1);
+  if (!timer.ok()) return timer.status();
+  out->queue_capacity = static_cast<size_t>(*queue);
+  out->batch_pool = static_cast<size_t>(*pool);
+  out->batch_reserve = static_cast<size_t>(*reserve);
+  out->sink_queue_capacity = static_cast<size_t>(*sink_queue);
+  out->timer_interval_ms = *timer;
+  if (out->batch_pool <= out->queue_capacity) {
+    return engine->Error("batch_pool", "must be larger than queue_capacity (batches in the queue come from the pool)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::string& file) {
+  YAML::Node doc;
+  try {
+    doc = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(MarkPrefix(file, e.mark) + ": YAML syntax error: " + e.msg);
+  }
+  if (!doc.IsMap()) {
+    return Status::InvalidArgument(file + ": expected a mapping with sources, operators and sinks");
+  }
+  ConfigNode root(file, doc, "");
+  INFERSCOPE_RETURN_IF_ERROR(
+      root.CheckKnownFields({"name", "state", "query", "engine", "sources", "operators", "sinks"}));
+
+  TopologySpec spec;
+  spec.file = file;
+  Result<std::string> name = root.GetString("name", std::string("unnamed"));
+  if (!name.ok()) return name.status();
+  spec.name = *name;
+
+  Result<ConfigNode> state = root.Child("state");
+  if (!state.ok()) return state.status();
+  INFERSCOPE_RETURN_IF_ERROR(state->CheckKnownFields({"path"}));
+  Result<std::string> state_path = state->GetString("path", std::string());
+  if (!state_path.ok()) return state_path.status();
+  spec.state_path = *state_path;
+
+  Result<ConfigNode> query = root.Child("query");
+  if (!query.ok()) return query.status();
+  INFERSCOPE_RETURN_IF_ERROR(query->CheckKnownFields({"listen"}));
+  Result<std::string> listen = query->GetString("listen", std::string());
+  if (!listen.ok()) return listen.status();
+  if (!listen->empty() && listen->find(':') == std::string::npos) {
+    return query->Error("listen", "expected host:port, e.g. 127.0.0.1:8080");
+  }
+  spec.query_listen = *listen;
+
+  INFERSCOPE_RETURN_IF_ERROR(ParseEngineSettings(root, &spec.engine));
+
+  Result<std::vector<StageSpec>> sources = ParseStages(root, "sources", false);
+  if (!sources.ok()) return sources.status();
+  spec.sources = std::move(sources).value();
+  Result<std::vector<StageSpec>> operators = ParseStages(root, "operators", true);
+  if (!operators.ok()) return operators.status();
+  spec.operators = std::move(operators).value();
+  Result<std::vector<StageSpec>> sinks = ParseStages(root, "sinks", true);
+  if (!sinks.ok()) return sinks.status();
+  spec.sinks = std::move(sinks).value();
+  return spec;
+}
+
+Result<TopologySpec> LoadTopologyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound(path + ": cannot read topology file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseTopology(text.str(), path);
+}
+
+Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
+  if (spec.sources.empty()) return Status::InvalidArgument(spec.file + ": sources: at least one source is required");
+  if (spec.operators.empty()) {
+    return Status::InvalidArgument(spec.file + ": operators: at least one operator is required");
+  }
+  enum class Kind { kSource, kOperator, kSink };
+  std::map<std::string, Kind> kinds;
+  auto declare = [&](const StageSpec& s, Kind kind) -> Status {
+    if (!kinds.emplace(s.name, kind).second) {
+      return s.at.Error("name", "duplicate stage name '" + s.name + "'");
+    }
+    return Status::Ok();
+  };
+  for (const auto& s : spec.sources) {
+    INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kSource));
+    if (!registry.HasSource(s.type)) {
+      return s.at.Error("type", "unknown source type '" + s.type + "' (known: " + registry.Names("source") + ")");
+    }
+  }
+  for (const auto& s : spec.operators) {
+    INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kOperator));
+    if (!registry.HasOperator(s.type)) {
+      return s.at.Error("type",
+                        "unknown operator type '" + s.type + "' (known: " + registry.Names("operator") + ")");
+    }
+  }
+  for (const auto& s : spec.sinks) {
+    INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kSink));
+    if (!registry.HasSink(s.type)) {
+      return s.at.Error("type", "unknown sink type '" + s.type + "' (known: " + registry.Names("sink") + ")");
+    }
+  }
+
+  std::set<std::string> consumed;
+  auto check_inputs = [&](const StageSpec& s, Kind want, std::string_view want_name) -> Status {
+    std::set<std::string> seen;
+    for (const auto& input : s.inputs) {
+      auto it = kinds.find(input);
+      if (it == kinds.end()) return s.at.Error("inputs", "no stage named '" + input + "'");
+      if (it->second != want) {
+        return s.at.Error("inputs", "'" + input + "' is not a " + std::string(want_name) +
+                                        "; this stage reads " + std::string(want_name) + "s");
+      }
+      if (!seen.insert(input).second) return s.at.Error("inputs", "'" + input + "' is listed twice");
+      consumed.insert(input);
+    }
+    return Status::Ok();
+  };
+  for (const auto& s : spec.operators) INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kSource, "source"));
+  for (const auto& s : spec.sinks) INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kOperator, "operator"));
+  for (const auto& s : spec.sources) {
+    if (!consumed.count(s.name)) return s.at.Error("name", "source '" + s.name + "' feeds no operator");
+  }
+  return Status::Ok();
+}
+
+}  // namespace inferscope

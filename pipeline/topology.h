@@ -1,0 +1,55 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pipeline/config.h"
+#include "pipeline/registry.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// One source, operator or sink as a topology declares it.
+struct StageSpec {
+  std::string name;
+  std::string type;
+  std::vector<std::string> inputs;  // names of upstream stages (empty for sources)
+  ConfigNode options;               // the stage's `options` mapping, handed to its factory
+  ConfigNode at;                    // the stage's own mapping, for error locations
+};
+
+// Engine-wide settings of a topology.
+struct EngineSettings {
+  size_t queue_capacity = 64;       // event batches queued in front of the operators
+  size_t batch_pool = 160;          // event batches in circulation (bounds ingest memory)
+  size_t batch_reserve = 1024;      // events each pooled batch reserves up front
+  size_t sink_queue_capacity = 64;  // result batches queued in front of each sink
+  int64_t timer_interval_ms = 100;  // processing-time tick for operators
+};
+
+// A parsed topology: what runs, how it is wired, where state and the query API live. Files in
+// topologies/ parse into this; a builder can fill it in code just the same.
+struct TopologySpec {
+  std::string file;  // where it came from ("<builder>" when built in code)
+  std::string name;
+  std::string state_path;    // RocksDB directory; empty = no state store
+  std::string query_listen;  // "host:port" of the HTTP API; empty = no API
+  EngineSettings engine;
+  std::vector<StageSpec> sources;
+  std::vector<StageSpec> operators;
+  std::vector<StageSpec> sinks;
+};
+
+// Parses YAML text; `file` names it in errors ("file:line:col: field: message").
+Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::string& file);
+// Reads and parses a topology file.
+Result<TopologySpec> LoadTopologyFile(const std::string& path);
+
+// Checks the wiring against the registry: unique names, known types, inputs that exist and have the
+// right kind (operators read sources, sinks read operators), every source consumed, every operator
+// feeding something. Option values are checked when the stages are created (their factories report
+// file, line and field the same way).
+Status ValidateTopology(const TopologySpec& spec, const Registry& registry);
+
+}  // namespace inferscope

@@ -1,7 +1,12 @@
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace inferscope::testing {
 
@@ -18,6 +23,36 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A child process started with fork/exec. The destructor kills (SIGKILL) and reaps it if it is
+// still running, so a failing test never leaves processes behind.
+class Subprocess {
+ public:
+  // Starts `argv` with stdout and stderr appended to `log_path` (or inherited when empty).
+  // Throws std::runtime_error when fork or exec fails.
+  explicit Subprocess(const std::vector<std::string>& argv, const std::string& log_path = "");
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running();
+  void Signal(int sig);
+  // Waits up to `timeout` for exit; returns the exit code, 128+signal when killed, or -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool reaped_ = false;
+};
+
+// Polls `done` every few milliseconds until it returns true or `timeout` passes; returns its last
+// answer. For waiting on asynchronous effects (a count reaching a value), never as a fixed sleep.
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// The whole content of a file ("" when it cannot be read).
+std::string ReadFile(const std::string& path);
 
 // The repository root and the built `inferscope` binary (set by CMake).
 std::string SourceDir();

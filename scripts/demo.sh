@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make demo`: the engine on the default topology, the fleet simulator publishing into it, and a
+# table of per-instance latency, throughput and errors read back from the query API.
+#
+# DURATION=N (seconds, default 30) runs the simulator that long, prints the table and exits.
+# DURATION=0 keeps everything serving (the table is reprinted every 10 s) until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR=${BUILD_DIR:-build}
+DURATION=${DURATION:-30}
+RATE=${RATE:-2000}
+bin="$BUILD_DIR/cli/inferscope"
+topology=topologies/inference-fleet.yaml
+work=$(mktemp -d /tmp/inferscope-demo.XXXXXX)
+engine_pid=""
+sim_pid=""
+
+cleanup() {
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+  if [ -n "$engine_pid" ] && kill -0 "$engine_pid" 2>/dev/null; then
+    kill -TERM "$engine_pid" 2>/dev/null || true
+    wait "$engine_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== starting the engine on $topology (state in $work/state)"
+"$bin" run --topology "$topology" --state-dir "$work/state" --ready-file "$work/ready.json" \
+  >"$work/engine.log" 2>&1 &
+engine_pid=$!
+for _ in $(seq 1 100); do
+  [ -s "$work/ready.json" ] && break
+  if ! kill -0 "$engine_pid" 2>/dev/null; then
+    echo "the engine did not start:"; cat "$work/engine.log"; exit 1
+  fi
+  sleep 0.1
+done
+[ -s "$work/ready.json" ] || { echo "the engine did not become ready:"; cat "$work/engine.log"; exit 1; }
+
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$work/ready.json"; }
+url=$(json_field http)
+ingest=$(json_field ingest)
+summaries=$(json_field summaries)
+echo "== engine ready: ingest $ingest, summaries stream $summaries, query API $url"
+
+echo "== simulating a fleet: 6 instances x 2 models, $RATE requests/s$( [ "$DURATION" != 0 ] && echo ", ${DURATION} s")"
+"$bin" simulate --endpoint "$ingest" --instances 6 --models 2 --rate "$RATE" --duration "$DURATION" \
+  >"$work/simulate.log" 2>&1 &
+sim_pid=$!
+
+# Windows are 10 s panes; show them over the run, at most the last minute.
+window=$(( DURATION > 0 && DURATION < 60 ? (DURATION / 10) * 10 : 60 ))
+[ "$window" -lt 10 ] && window=10
+
+if [ "$DURATION" = 0 ]; then
+  echo "== serving until Ctrl-C. Try: curl $url/v1/instances | curl $url/metrics"
+  while kill -0 "$sim_pid" 2>/dev/null; do
+    sleep 10
+    "$bin" query table --url "$url" --window "${window}s" || true
+  done
+  exit 0
+fi
+
+wait "$sim_pid" || { echo "the simulator failed:"; cat "$work/simulate.log"; exit 1; }
+sim_pid=""
+# The last panes close once the watermark passes them (idle input advances it): wait for that.
+sleep 2
+echo
+"$bin" query table --url "$url" --window "${window}s"
+echo
+echo "Query API was at $url (e.g. $url/v1/instances, $url/v1/performance/metrics?window=1m, $url/metrics)."
+echo "Run 'DURATION=0 make demo' to keep it serving until Ctrl-C."

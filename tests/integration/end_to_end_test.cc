@@ -1,0 +1,196 @@
+// The whole engine as a user runs it: `inferscope run` as a subprocess on a topology with ephemeral
+// ports, the real Python publisher, the real HTTP API and a real ZeroMQ subscriber.
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <msgpack.hpp>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include <fstream>
+
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using nlohmann::json;
+using testing::ReadFile;
+using testing::Subprocess;
+using testing::TempDir;
+using testing::WaitFor;
+
+constexpr char kTopology[] = R"(name: e2e
+state:
+  path: STATE
+query:
+  listen: 127.0.0.1:0
+sources:
+  - name: ingest
+    type: zmq
+    options:
+      endpoint: tcp://127.0.0.1:*
+operators:
+  - name: windows
+    type: window_aggregate
+    inputs: [ingest]
+    options:
+      pane: 10s
+      out_of_orderness: 2s
+      idle_timeout: 0
+sinks:
+  - name: state
+    type: rocksdb_state
+    inputs: [windows]
+  - name: summaries
+    type: zmq_pub
+    inputs: [windows]
+    options:
+      endpoint: tcp://127.0.0.1:*
+)";
+
+// A running `inferscope run` and what its ready file says.
+class EngineProcess {
+ public:
+  explicit EngineProcess(const TempDir& dir) {
+    std::string topology = kTopology;
+    topology.replace(topology.find("STATE"), 5, dir.str() + "/state");
+    std::string path = dir.str() + "/topology.yaml";
+    std::ofstream(path) << topology;
+    ready_ = dir.str() + "/ready.json";
+    log_ = dir.str() + "/engine.log";
+    process_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path, "--ready-file", ready_},
+        log_);
+  }
+
+  bool WaitReady() {
+    if (!WaitFor([&] { return !ReadFile(ready_).empty() || !process_->Running(); })) return false;
+    if (ReadFile(ready_).empty()) return false;
+    info_ = json::parse(ReadFile(ready_));
+    return true;
+  }
+
+  std::string Endpoint(const std::string& stage) const { return info_["endpoints"][stage]; }
+  std::string Http() const { return info_["http"]; }
+  std::string Log() const { return ReadFile(log_); }
+  Subprocess& process() { return *process_; }
+
+ private:
+  std::string ready_, log_;
+  json info_;
+  std::unique_ptr<Subprocess> process_;
+};
+
+json GetJson(httplib::Client& http, const std::string& path, int* status = nullptr) {
+  auto res = http.Get(path.c_str());
+  if (!res) return json();
+  if (status) *status = res->status;
+  return json::parse(res->body, nullptr, false);
+}
+
+TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
+  TempDir dir;
+  EngineProcess engine(dir);
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+
+  // Subscribe before anything is published; summaries are published once per closed pane.
+  zmq::context_t ctx;
+  zmq::socket_t sub(ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::subscribe, "summaries.node-a.");
+  sub.set(zmq::sockopt::rcvtimeo, 200);
+  sub.connect(engine.Endpoint("summaries"));
+
+  // A pane-aligned start in the recent past, so the decoder's timestamp bounds accept it.
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  int64_t start = (now_ms - 60'000) / 10'000 * 10'000;
+
+  Subprocess publisher({testing::Python(), testing::SourceDir() + "/tests/integration/publish_known_events.py",
+                        engine.Endpoint("ingest"), std::to_string(start)},
+                       dir.str() + "/publisher.log");
+  ASSERT_EQ(publisher.Wait(), 0) << ReadFile(dir.str() + "/publisher.log");
+
+  httplib::Client http(engine.Http());
+  std::string query = "/v1/instances/node-a/summary?model=m1&metric=ttft_ms&window=10s&from=" +
+                      std::to_string(start) + "&to=" + std::to_string(start + 10'000);
+  json summary;
+  ASSERT_TRUE(WaitFor([&] {
+    summary = GetJson(http, query);
+    return summary.is_object() && summary.contains("windows") && summary["windows"].size() == 1 &&
+           summary["windows"][0]["count"] == 100;
+  })) << summary.dump() << "\n" << engine.Log();
+  const json& w = summary["windows"][0];
+  EXPECT_EQ(w["start"], start);
+  EXPECT_EQ(w["end"], start + 10'000);
+  EXPECT_DOUBLE_EQ(w["mean"].get<double>(), 50.5);
+  EXPECT_DOUBLE_EQ(w["min"].get<double>(), 1);
+  EXPECT_DOUBLE_EQ(w["max"].get<double>(), 100);
+  EXPECT_NEAR(w["p50"].get<double>(), 50.5, 50.5 * 0.03);
+  EXPECT_NEAR(w["p99"].get<double>(), 99, 99 * 0.02);
+  EXPECT_DOUBLE_EQ(w["rate"].get<double>(), 10);  // 100 values over 10 s
+  EXPECT_EQ(w["events"], 110);
+  EXPECT_EQ(w["errors"], 10);
+  EXPECT_NEAR(w["error_ratio"].get<double>(), 10.0 / 110, 1e-12);
+
+  json gauge = GetJson(http, "/v1/instances/node-a/summary?model=m1&metric=kv_cache_usage&window=10s&from=" +
+                                 std::to_string(start) + "&to=" + std::to_string(start + 10'000));
+  ASSERT_EQ(gauge["windows"].size(), 1u) << gauge.dump();
+  EXPECT_EQ(gauge["windows"][0]["count"], 3);
+  EXPECT_DOUBLE_EQ(gauge["windows"][0]["mean"].get<double>(), 0.5);
+
+  json instances = GetJson(http, "/v1/instances");
+  EXPECT_NE(instances.dump().find("node-a"), std::string::npos) << instances.dump();
+
+  int status = 0;
+  json missing = GetJson(http, "/v1/instances/nope/summary?metric=ttft_ms", &status);
+  EXPECT_EQ(status, 404);
+  EXPECT_EQ(missing["error"]["code"], "NOT_FOUND") << missing.dump();
+
+  // The subscriber saw the closed pane of ttft_ms with the same numbers.
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    std::vector<zmq::message_t> frames;
+    if (!zmq::recv_multipart(sub, std::back_inserter(frames))) continue;
+    ASSERT_EQ(frames.size(), 2u);
+    EXPECT_EQ(frames[0].to_string(), "summaries.node-a.m1");
+    msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
+    auto m = oh.get().as<std::map<std::string, msgpack::object>>();
+    if (m.at("metric").as<std::string>() != "ttft_ms" || m.at("start").as<int64_t>() != start) continue;
+    EXPECT_EQ(m.at("count").as<uint64_t>(), 100u);
+    EXPECT_DOUBLE_EQ(m.at("mean").as<double>(), 50.5);
+    EXPECT_EQ(m.at("errors").as<uint64_t>(), 10u);
+    seen = true;
+  }
+  EXPECT_TRUE(seen) << "no summaries.node-a.m1 message for ttft_ms";
+
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("inferscope_source_events_total{stage=\"ingest\"} 114"), std::string::npos)
+      << metrics->body;
+
+  // SIGTERM stops the engine cleanly.
+  engine.process().Signal(SIGTERM);
+  EXPECT_EQ(engine.process().Wait(), 0) << engine.Log();
+}
+
+TEST(EndToEndTest, CheckTopologyNamesFileLineAndField) {
+  TempDir dir;
+  std::string path = dir.str() + "/bad.yaml";
+  std::string text = kTopology;
+  text.replace(text.find("pane: 10s"), 9, "pane: often");
+  std::ofstream(path) << text;
+  std::string log = dir.str() + "/check.log";
+  Subprocess check({testing::InferscopeBinary(), "check-topology", path}, log);
+  EXPECT_EQ(check.Wait(), 1);
+  EXPECT_NE(ReadFile(log).find(path + ":16:13: operators[0].options.pane:"), std::string::npos) << ReadFile(log);
+
+  Subprocess good({testing::InferscopeBinary(), "check-topology",
+                   testing::SourceDir() + "/topologies/inference-fleet.yaml"},
+                  dir.str() + "/good.log");
+  EXPECT_EQ(good.Wait(), 0) << ReadFile(dir.str() + "/good.log");
+}
+
+}  // namespace
+}  // namespace inferscope

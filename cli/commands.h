@@ -37,7 +37,8 @@ int SimulateCommand(const SimulateArgs& args);
 
 struct TableArgs {
   std::string url = "http://127.0.0.1:8080";
-  std::string window = "30s";
+  std::string window = "60s";  // at most this much event time, in whole panes
+  std::string pane = "10s";    // the topology's pane length
   std::string metric = "ttft_ms";
 };
 int QueryTableCommand(const TableArgs& args);

@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   query_cmd->require_subcommand(1);
   CLI::App* table_cmd = query_cmd->add_subcommand("table", "Per-instance latency, throughput and errors");
   table_cmd->add_option("--url", table.url, "Query API base URL")->capture_default_str();
-  table_cmd->add_option("--window", table.window, "Window, e.g. 30s, 1m")->capture_default_str();
+  table_cmd->add_option("--window", table.window, "At most this much event time, e.g. 1m")->capture_default_str();
+  table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
   table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

@@ -154,6 +154,7 @@ int SimulateCommand(const SimulateArgs& args) {
   const auto start = Clock::now();
   uint64_t requests = 0;
   double next_gauge_s = 0;
+  double last_flush_s = 0;
   client::RequestOutcome r;
   while (true) {
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -166,7 +167,11 @@ int SimulateCommand(const SimulateArgs& args) {
     // Catch up to where the rate says we should be, then sleep a little.
     auto due = static_cast<uint64_t>(elapsed * args.rate);
     if (requests >= due) {
-      pub.Flush();
+      // Keep batches large at low rates, but never hold events back for more than 50 ms.
+      if (elapsed - last_flush_s >= 0.05) {
+        pub.Flush();
+        last_flush_s = elapsed;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
     }

@@ -54,6 +54,10 @@ class DDSketch {
     int32_t offset = 0;
     uint64_t total = 0;
     void Add(int32_t index, uint64_t n, int max_bins);
+    void MergeFrom(const Store& other, int max_bins);
+    // Covers [new_lo, new_hi]; bins below new_lo fold into it.
+    void Reshape(int32_t new_lo, int32_t new_hi);
+    int32_t IndexAtRank(double rank) const;
     void Clear();
     bool operator==(const Store& other) const;
   };

@@ -1,8 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,8 +69,15 @@ class StateStore {
   StateStore& operator=(const StateStore&) = delete;
 
   // Writes the panes, their series index entries and the watermark in one atomic WriteBatch. A pane
-  // already stored under the same key is replaced (upsert).
+  // already stored under the same key is replaced (upsert). The stored watermark never moves back.
+  // InvalidArgument (and nothing written) when a name is longer than 255 bytes or a pane starts
+  // before the epoch; IOError when RocksDB fails.
   Status WritePanes(const std::vector<WindowSummary>& panes, const Interner& names,
+                    int64_t watermark_ms) {
+    return WritePanes(std::span<const WindowSummary>(panes), names, watermark_ms);
+  }
+  // The same for a slice of a batch (sinks split very large batches without copying).
+  Status WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                     int64_t watermark_ms);
   // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time order.
   // Stops early and returns the first non-OK Status `fn` returns.
@@ -81,12 +92,28 @@ class StateStore {
   const std::string& path() const { return path_; }
 
  private:
+  // first/last seen of one series, as stored in the `series` column family.
+  struct SeriesRange {
+    int64_t first_seen_ms = 0;
+    int64_t last_seen_ms = 0;
+  };
+
   StateStore() = default;
+  Status LoadIndex();
 
   std::string path_;
   bool sync_writes_ = false;
   std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // default, panes, series, meta
+  // default, panes, series, meta, then any other column family found in the directory.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<MetricsRegistry> own_metrics_;  // when Open was given no registry
+
+  // Serialises writers; guards index_ and watermark updates.
+  std::mutex write_mu_;
+  // The series index as stored, keyed like the `series` column family, so that WritePanes merges
+  // first/last seen without a Get per pane.
+  std::map<std::string, SeriesRange, std::less<>> index_;
+  std::atomic<int64_t> watermark_{0};
   Histogram* write_latency_ = nullptr;
   Counter* write_errors_ = nullptr;
   Counter* panes_written_ = nullptr;

@@ -51,25 +51,19 @@ echo "== simulating a fleet: 6 instances x 2 models, $RATE requests/s$( [ "$DURA
   >"$work/simulate.log" 2>&1 &
 sim_pid=$!
 
-# Windows are 10 s panes; show them over the run, at most the last minute.
-window=$(( DURATION > 0 && DURATION < 60 ? (DURATION / 10) * 10 : 60 ))
-[ "$window" -lt 10 ] && window=10
-
 if [ "$DURATION" = 0 ]; then
   echo "== serving until Ctrl-C. Try: curl $url/v1/instances | curl $url/metrics"
   while kill -0 "$sim_pid" 2>/dev/null; do
     sleep 10
-    "$bin" query table --url "$url" --window "${window}s" || true
+    "$bin" query table --url "$url" || true
   done
   exit 0
 fi
 
 wait "$sim_pid" || { echo "the simulator failed:"; cat "$work/simulate.log"; exit 1; }
 sim_pid=""
-# The last panes close once the watermark passes them (idle input advances it): wait for that.
-sleep 2
 echo
-"$bin" query table --url "$url" --window "${window}s"
+"$bin" query table --url "$url"
 echo
 echo "Query API was at $url (e.g. $url/v1/instances, $url/v1/performance/metrics?window=1m, $url/metrics)."
 echo "Run 'DURATION=0 make demo' to keep it serving until Ctrl-C."

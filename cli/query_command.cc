@@ -1,0 +1,98 @@
+// `inferscope query table`: per-instance latency, throughput and errors from the query API.
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include "cli/commands.h"
+#include "pipeline/config.h"
+
+namespace inferscope {
+namespace {
+
+using nlohmann::json;
+
+// GET `path` and parse JSON; prints why and returns a discarded value on failure.
+json Get(httplib::Client& http, const std::string& path) {
+  auto res = http.Get(path.c_str());
+  if (!res) {
+    std::fprintf(stderr, "query: GET %s failed: %s\n", path.c_str(), httplib::to_string(res.error()).c_str());
+    return json(json::value_t::discarded);
+  }
+  json body = json::parse(res->body, nullptr, false);
+  if (res->status != 200) {
+    std::fprintf(stderr, "query: GET %s: HTTP %d %s\n", path.c_str(), res->status, res->body.c_str());
+    return json(json::value_t::discarded);
+  }
+  return body;
+}
+
+double Number(const json& v) { return v.is_number() ? v.get<double>() : 0.0; }
+
+// One window of `metric` for `instance` (all models merged) over [from_ms, to_ms).
+json Window(httplib::Client& http, const std::string& instance, const std::string& metric, int64_t from_ms,
+            int64_t to_ms) {
+  json s = Get(http, "/v1/instances/" + instance + "/summary?metric=" + metric + "&window=" +
+                         std::to_string(to_ms - from_ms) + "ms&from=" + std::to_string(from_ms) +
+                         "&to=" + std::to_string(to_ms));
+  if (s.is_discarded() || !s.contains("windows") || s["windows"].empty()) return json::object();
+  return s["windows"].back();
+}
+
+// The span of whole panes an instance has data for, at most `max_ms` long and ending at its last
+// whole pane: the first and last panes of a stream are usually partial and would understate rates.
+bool WholePanes(const json& instance, int64_t pane_ms, int64_t max_ms, int64_t* from_ms, int64_t* to_ms) {
+  auto first = instance.value("first_seen", int64_t{0});  // start of the first pane written
+  auto last = instance.value("last_seen", int64_t{0});    // latest event time
+  *to_ms = last / pane_ms * pane_ms;
+  *from_ms = std::max(first + pane_ms, *to_ms - max_ms);
+  return *to_ms - *from_ms >= pane_ms;
+}
+
+}  // namespace
+
+int QueryTableCommand(const TableArgs& args) {
+  httplib::Client http(args.url);
+  http.set_connection_timeout(5);
+  json instances = Get(http, "/v1/instances");
+  if (instances.is_discarded()) return 1;
+  std::optional<int64_t> pane_ms = ParseDurationMs(args.pane);
+  std::optional<int64_t> max_ms = ParseDurationMs(args.window);
+  if (!pane_ms || *pane_ms <= 0 || !max_ms || *max_ms < *pane_ms) {
+    std::fprintf(stderr, "query: --pane and --window must be durations, window >= pane\n");
+    return 2;
+  }
+  std::printf("Per instance, all models merged, over its last whole %s panes (at most %s of event time):\n",
+              args.pane.c_str(), args.window.c_str());
+  std::printf("%-16s %6s %7s %9s %10s %10s %10s %11s %7s\n", "instance", "models", "span s", "req/s",
+              "p50 ms", "p95 ms", "p99 ms", "out tok/s", "err %");
+  int rows = 0;
+  for (const json& inst : instances.value("instances", json::array())) {
+    std::string id = inst.value("id", "");
+    int64_t from = 0, to = 0;
+    if (!WholePanes(inst, *pane_ms, *max_ms, &from, &to)) continue;
+    json ttft = Window(http, id, args.metric, from, to);
+    json out = Window(http, id, "output_tokens", from, to);
+    if (ttft.empty()) continue;
+    double span_s = static_cast<double>(to - from) / 1000.0;
+    std::printf("%-16s %6zu %7.0f %9.1f %10.1f %10.1f %10.1f %11.1f %7.2f\n", id.c_str(),
+                inst.value("models", json::array()).size(), span_s, Number(ttft["events"]) / span_s,
+                Number(ttft["p50"]), Number(ttft["p95"]), Number(ttft["p99"]),
+                Number(out["mean"]) * Number(out["rate"]), 100 * Number(ttft["error_ratio"]));
+    ++rows;
+  }
+  if (rows == 0) {
+    std::printf("(no whole pane closed yet: panes close once the watermark passes them)\n");
+    return 1;
+  }
+  std::printf("(%s percentiles merged from stored DDSketch panes, 1%% relative accuracy)\n",
+              args.metric.c_str());
+  return 0;
+}
+
+}  // namespace inferscope

@@ -1,0 +1,381 @@
+#include "operators/window_aggregate.h"
+
+#include <algorithm>
+#include <bit>
+#include <string>
+
+#include "pipeline/interner.h"
+
+namespace inferscope {
+namespace {
+
+constexpr int64_t kMinPaneMs = 100;
+constexpr int64_t kMaxPaneMs = 7 * 86'400'000LL;
+constexpr int64_t kMaxRing = 64;
+constexpr int64_t kMaxSeriesLimit = 100'000'000;
+// Event times beyond ±2^53 ms (±285,000 years) are rejected so pane arithmetic cannot overflow.
+constexpr int64_t kMaxAbsTimeMs = int64_t{1} << 53;
+constexpr size_t kInitialTableSize = 1024;
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+uint64_t Hash(uint64_t instance_model, uint32_t metric) {
+  uint64_t h = instance_model ^ (static_cast<uint64_t>(metric) * 0x9E3779B97F4A7C15ULL);
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDULL;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace
+
+Status WindowAggregateOperator::Options::Validate() const {
+  if (pane_ms < kMinPaneMs || pane_ms > kMaxPaneMs) {
+    return Status::InvalidArgument("pane must be between 100ms and 7d, got " +
+                                   std::to_string(pane_ms) + "ms");
+  }
+  if (out_of_orderness_ms < 0) {
+    return Status::InvalidArgument("out_of_orderness must not be negative");
+  }
+  if (out_of_orderness_ms / pane_ms + 2 > kMaxRing) {
+    return Status::InvalidArgument("out_of_orderness must be at most " +
+                                   std::to_string(kMaxRing - 2) + " panes, got " +
+                                   std::to_string(out_of_orderness_ms) + "ms");
+  }
+  if (idle_timeout_ms < 0) return Status::InvalidArgument("idle_timeout must not be negative");
+  if (max_series < kNumWellKnownIds || max_series > kMaxSeriesLimit) {
+    return Status::InvalidArgument("max_series must be between " +
+                                   std::to_string(kNumWellKnownIds) + " and " +
+                                   std::to_string(kMaxSeriesLimit));
+  }
+  return Status::Ok();
+}
+
+Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
+    const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"pane", "out_of_orderness", "idle_timeout", "flush_on_close", "max_series"}));
+  Options o;
+  Result<int64_t> pane = node.GetDurationMs("pane", o.pane_ms, kMinPaneMs);
+  if (!pane.ok()) return pane.status();
+  Result<int64_t> ooo = node.GetDurationMs("out_of_orderness", o.out_of_orderness_ms, 0);
+  if (!ooo.ok()) return ooo.status();
+  Result<int64_t> idle = node.GetDurationMs("idle_timeout", o.idle_timeout_ms, 0);
+  if (!idle.ok()) return idle.status();
+  Result<bool> flush = node.GetBool("flush_on_close", o.flush_on_close);
+  if (!flush.ok()) return flush.status();
+  Result<int64_t> max_series =
+      node.GetInt("max_series", o.max_series, kNumWellKnownIds, kMaxSeriesLimit);
+  if (!max_series.ok()) return max_series.status();
+  o.pane_ms = *pane;
+  o.out_of_orderness_ms = *ooo;
+  o.idle_timeout_ms = *idle;
+  o.flush_on_close = *flush;
+  o.max_series = *max_series;
+  if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
+  return o;
+}
+
+Result<std::unique_ptr<WindowAggregateOperator>> WindowAggregateOperator::Create(
+    const ConfigNode& options) {
+  Result<Options> parsed = ParseOptions(options);
+  if (!parsed.ok()) return parsed.status();
+  return std::make_unique<WindowAggregateOperator>(*parsed);
+}
+
+WindowAggregateOperator::WindowAggregateOperator(const Options& options)
+    : options_(options),
+      pane_ms_(std::clamp(options.pane_ms, kMinPaneMs, kMaxPaneMs)),
+      out_of_orderness_ms_(std::clamp<int64_t>(options.out_of_orderness_ms, 0,
+                                               (kMaxRing - 2) * pane_ms_)),
+      // An event is applied only if its pane ends after the watermark, and the watermark trails
+      // the largest event time by at most out_of_orderness, so at most
+      // ceil(out_of_orderness / pane) + 1 panes are open at once; a ring of that many slots (per
+      // group, and of close lists) never holds two open panes in one slot.
+      ring_(static_cast<size_t>(out_of_orderness_ms_ / pane_ms_ + 2)),
+      table_(kInitialTableSize),
+      table_mask_(kInitialTableSize - 1),
+      table_shift_(64 - std::countr_zero(kInitialTableSize)),
+      close_lists_(ring_) {}
+
+WindowAggregateOperator::~WindowAggregateOperator() = default;
+
+Status WindowAggregateOperator::Open(const StageContext& ctx) {
+  clock_ = ctx.clock != nullptr ? ctx.clock : &SystemClock::Instance();
+  if (ctx.metrics == nullptr) return Status::Ok();
+  MetricsRegistry& m = *ctx.metrics;
+  const Labels stage = {{"stage", ctx.name}};
+  events_in_ = m.GetCounter("inferscope_window_events_total",
+                            "Events received by the window aggregation operator", stage);
+  summaries_out_ = m.GetCounter("inferscope_window_summaries_total",
+                                "Series-pane summaries emitted when panes closed", stage);
+  late_ = m.GetCounter("inferscope_window_late_events_total",
+                       "Events not applied because their pane had already closed", stage);
+  const char* rejected_help = "Events not applied, by reason";
+  rejected_series_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
+                                  {{"stage", ctx.name}, {"reason", "series_limit"}});
+  rejected_time_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
+                                {{"stage", ctx.name}, {"reason", "bad_time"}});
+  rejected_metric_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
+                                  {{"stage", ctx.name}, {"reason", "no_metric"}});
+  open_panes_gauge_ =
+      m.GetGauge("inferscope_window_open_panes", "Series-pane aggregates currently open", stage);
+  series_gauge_ = m.GetGauge("inferscope_window_series", "Series tracked", stage);
+  watermark_gauge_ = m.GetGauge("inferscope_window_watermark_seconds",
+                                "Event-time watermark (Unix seconds)", stage);
+  return Status::Ok();
+}
+
+uint32_t WindowAggregateOperator::FindOrAddGroup(uint64_t instance_model, uint32_t metric,
+                                                 uint32_t num_metrics) {
+  size_t i = static_cast<size_t>(Hash(instance_model, metric) >> table_shift_);
+  while (true) {
+    TableSlot& slot = table_[i];
+    if (slot.group == kNoGroup) break;
+    if (slot.instance_model == instance_model && slot.metric == metric) return slot.group;
+    i = (i + 1) & table_mask_;
+  }
+  if (series_ + num_metrics > options_.max_series) return kNoGroup;
+  const auto group = static_cast<uint32_t>(groups_.size());
+  groups_.push_back({instance_model, metric, num_metrics, aggs_.size(), panes_.size()});
+  aggs_.resize(aggs_.size() + ring_ * num_metrics);
+  panes_.resize(panes_.size() + ring_);
+  table_[i] = {instance_model, metric, group};
+  series_ += num_metrics;
+  if (groups_.size() * 2 > table_.size()) GrowTable();
+  return group;
+}
+
+void WindowAggregateOperator::GrowTable() {
+  std::vector<TableSlot> old(table_.size() * 2);
+  old.swap(table_);
+  table_mask_ = table_.size() - 1;
+  --table_shift_;
+  for (const TableSlot& s : old) {
+    if (s.group == kNoGroup) continue;
+    size_t i = static_cast<size_t>(Hash(s.instance_model, s.metric) >> table_shift_);
+    while (table_[i].group != kNoGroup) i = (i + 1) & table_mask_;
+    table_[i] = s;
+  }
+}
+
+Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane, size_t slot,
+                                                   int64_t time_ms) {
+  const Group& g = groups_[group];
+  PaneSlot& ps = panes_[g.first_pane + slot];
+  if (ps.pane != pane) {
+    if (ps.pane != kNoPane) return nullptr;
+    CloseList& list = close_lists_[slot];
+    if (list.pane != pane) {
+      if (!list.groups.empty()) return nullptr;
+      list.pane = pane;
+    }
+    list.groups.push_back(group);
+    ps.pane = pane;
+    ps.max_event_time_ms = time_ms;
+    ++open_panes_;
+    if (oldest_open_pane_ == kNoPane || pane < oldest_open_pane_) {
+      oldest_open_pane_ = pane;
+      next_close_end_ms_ = (pane + 1) * pane_ms_;
+    }
+    if (newest_open_pane_ == kNoPane || pane > newest_open_pane_) newest_open_pane_ = pane;
+  } else if (time_ms > ps.max_event_time_ms) {
+    ps.max_event_time_ms = time_ms;
+  }
+  return &aggs_[g.first_agg + slot * g.num_metrics];
+}
+
+void WindowAggregateOperator::AdvanceWatermark(int64_t watermark_ms, OutputBatch& out) {
+  if (watermark_ms <= watermark_ms_) return;
+  watermark_ms_ = watermark_ms;
+  if (watermark_ms_ >= next_close_end_ms_) ClosePanes(watermark_ms_, out);
+}
+
+void WindowAggregateOperator::ClosePanes(int64_t limit_ms, OutputBatch& out) {
+  while (oldest_open_pane_ != kNoPane && (oldest_open_pane_ + 1) * pane_ms_ <= limit_ms) {
+    CloseList& list = close_lists_[SlotOf(oldest_open_pane_)];
+    if (list.pane == oldest_open_pane_) EmitPane(list, out);
+    if (oldest_open_pane_ == newest_open_pane_) {
+      oldest_open_pane_ = newest_open_pane_ = kNoPane;
+    } else {
+      ++oldest_open_pane_;
+    }
+  }
+  next_close_end_ms_ =
+      oldest_open_pane_ == kNoPane ? INT64_MAX : (oldest_open_pane_ + 1) * pane_ms_;
+}
+
+void WindowAggregateOperator::EmitPane(CloseList& list, OutputBatch& out) {
+  const int64_t pane = list.pane;
+  const size_t slot = SlotOf(pane);
+  for (uint32_t group : list.groups) {
+    const Group& g = groups_[group];
+    PaneSlot& ps = panes_[g.first_pane + slot];
+    Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
+    const auto instance = static_cast<StringId>(g.instance_model >> 32);
+    const auto model = static_cast<StringId>(g.instance_model);
+    for (uint32_t m = 0; m < g.num_metrics; ++m) {
+      Aggregate& agg = aggs[m];
+      if (agg.count == 0 && agg.events == 0) continue;
+      WindowSummary& s = out.summaries.emplace_back();
+      s.series = {instance, model, g.metric != 0 ? g.metric : static_cast<StringId>(m + 1)};
+      s.start_ms = pane * pane_ms_;
+      s.end_ms = s.start_ms + pane_ms_;
+      // The first request metrics see every event of the pane; optional fields (cached tokens,
+      // cost, quality) only the events that carried them, whose latest time is `last_time_ms`.
+      const bool every_event = g.metric != 0 || m < kMetricCachedTokens - 1;
+      s.max_event_time_ms = every_event ? ps.max_event_time_ms : agg.last_time_ms;
+      s.agg = agg;  // a copy: the slot keeps its sketch capacity for the next pane
+      agg.Clear();
+      ++emitted_;
+    }
+    ps.pane = kNoPane;
+    --open_panes_;
+  }
+  list.groups.clear();
+  list.pane = kNoPane;
+}
+
+Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& out) {
+  if (batch.events.empty()) return Status::Ok();
+  if (clock_ == nullptr) return Status::Internal("window_aggregate: Process before Open");
+  last_arrival_ms_ = clock_->NowMs();
+  uint64_t late = 0;
+  uint64_t rejected_series = 0;
+  uint64_t rejected_time = 0;
+  uint64_t rejected_metric = 0;
+  // Consecutive events mostly fall into the same pane; skip the division for them.
+  int64_t pane = 0;
+  int64_t pane_start = 0;
+  int64_t pane_end = 0;
+  size_t slot = 0;
+  for (const Event& e : batch.events) {
+    const int64_t t = e.time_ms;
+    if (t > kMaxAbsTimeMs || t < -kMaxAbsTimeMs) {
+      ++rejected_time;
+      continue;
+    }
+    if (e.kind != EventKind::kRequest && e.metric == 0) {
+      ++rejected_metric;
+      continue;
+    }
+    if (t > max_event_time_ms_) {
+      max_event_time_ms_ = t;
+      if (t - out_of_orderness_ms_ > watermark_ms_) AdvanceWatermark(t - out_of_orderness_ms_, out);
+    }
+    if (t < pane_start || t >= pane_end) {
+      pane = FloorDiv(t, pane_ms_);
+      pane_start = pane * pane_ms_;
+      pane_end = pane_start + pane_ms_;
+      slot = SlotOf(pane);
+    }
+    if (pane_end <= watermark_ms_) {
+      ++late;
+      continue;
+    }
+    const uint64_t instance_model = (static_cast<uint64_t>(e.instance) << 32) | e.model;
+    if (e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds) {
+      const uint32_t group = FindOrAddGroup(instance_model, 0, kNumWellKnownIds);
+      if (group == kNoGroup) {
+        ++rejected_series;
+        continue;
+      }
+      Aggregate* a = PaneAggregates(group, pane, slot, t);
+      if (a == nullptr) {
+        ++late;
+        continue;
+      }
+      if (e.kind != EventKind::kRequest) {
+        // A gauge named like a request metric joins that series rather than shadowing it.
+        Aggregate& agg = a[e.metric - 1];
+        agg.Add(e.value, t);
+        agg.AddEvent(false);
+        continue;
+      }
+      const bool error = !e.ok();
+      a[0].AddEvent(error);
+      if (e.Has(kHasTtft)) a[0].Add(e.ttft_ms, t);
+      a[1].AddEvent(error);
+      if (e.Has(kHasTpot)) a[1].Add(e.tpot_ms, t);
+      a[2].AddEvent(error);
+      if (e.Has(kHasE2e)) a[2].Add(e.e2e_ms, t);
+      a[3].AddEvent(error);
+      if (e.Has(kHasPromptTokens)) a[3].Add(e.prompt_tokens, t);
+      a[4].AddEvent(error);
+      if (e.Has(kHasOutputTokens)) a[4].Add(e.output_tokens, t);
+      if (e.Has(kHasCachedTokens)) {
+        a[5].AddEvent(error);
+        a[5].Add(e.cached_tokens, t);
+      }
+      if (e.Has(kHasCost)) {
+        a[6].AddEvent(error);
+        a[6].Add(e.cost_usd, t);
+      }
+      if (e.Has(kHasQuality)) {
+        a[7].AddEvent(error);
+        a[7].Add(e.quality, t);
+      }
+    } else {
+      const uint32_t group = FindOrAddGroup(instance_model, e.metric, 1);
+      if (group == kNoGroup) {
+        ++rejected_series;
+        continue;
+      }
+      Aggregate* a = PaneAggregates(group, pane, slot, t);
+      if (a == nullptr) {
+        ++late;
+        continue;
+      }
+      a->Add(e.value, t);
+      a->AddEvent(false);
+    }
+  }
+  if (events_in_ != nullptr) {
+    events_in_->Inc(batch.events.size());
+    if (late > 0) late_->Inc(late);
+    if (rejected_series > 0) rejected_series_->Inc(rejected_series);
+    if (rejected_time > 0) rejected_time_->Inc(rejected_time);
+    if (rejected_metric > 0) rejected_metric_->Inc(rejected_metric);
+  }
+  PublishGauges();
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
+  return Status::Ok();
+}
+
+Status WindowAggregateOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
+  if (options_.idle_timeout_ms > 0 && max_event_time_ms_ != INT64_MIN &&
+      last_arrival_ms_ != INT64_MIN) {
+    const int64_t idle = std::min(now_ms - last_arrival_ms_, kMaxAbsTimeMs);
+    if (idle >= options_.idle_timeout_ms) {
+      AdvanceWatermark(max_event_time_ms_ + idle - out_of_orderness_ms_, out);
+    }
+  }
+  PublishGauges();
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
+  return Status::Ok();
+}
+
+Status WindowAggregateOperator::Close(OutputBatch& out) {
+  if (options_.flush_on_close) ClosePanes(INT64_MAX, out);
+  PublishGauges();
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
+  return Status::Ok();
+}
+
+void WindowAggregateOperator::PublishGauges() {
+  if (summaries_out_ == nullptr) return;
+  if (emitted_ > 0) {
+    summaries_out_->Inc(emitted_);
+    emitted_ = 0;
+  }
+  open_panes_gauge_->Set(static_cast<double>(open_panes_));
+  series_gauge_->Set(static_cast<double>(series_));
+  if (watermark_ms_ != INT64_MIN) watermark_gauge_->Set(static_cast<double>(watermark_ms_) / 1000);
+}
+
+}  // namespace inferscope

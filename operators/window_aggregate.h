@@ -1,0 +1,161 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/aggregate.h"
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/operator.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// WindowAggregateOperator folds events into fixed event-time panes per series and emits one
+// WindowSummary per series and pane when the watermark passes the pane's end.
+//
+// A series is (instance, model, metric). A request event feeds the well-known request metrics of
+// its (instance, model) (ttft_ms ... quality); a gauge event feeds (instance, model, metric). Panes
+// are aligned to the epoch: [k * pane, (k + 1) * pane). The watermark is the largest event time
+// seen minus `out_of_orderness`, never decreasing; when the input has been idle for
+// `idle_timeout` of processing time, OnTimer advances it as if event time kept pace with the
+// clock, so the last panes of a stream that stops still close.
+//
+// Lifecycle: construct (or Create from options) → Open → Process / OnTimer → Close.
+// Concurrency: none; the engine's operator thread makes every call.
+// Limitations: an event whose pane has already closed is not applied; it is counted in
+// inferscope_window_late_events_total. At most `max_series` series are tracked (a request
+// (instance, model) counts as kNumWellKnownIds series); events for further series are counted in
+// inferscope_window_rejected_events_total{reason="series_limit"}. Events with times beyond
+// ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
+// reason="no_metric". A gauge whose metric is a request metric (ttft_ms ...) joins that series. Series are never evicted.
+class WindowAggregateOperator final : public Operator {
+ public:
+  static constexpr std::string_view kName = "window_aggregate";
+  static constexpr std::string_view kDescription =
+      "Per-series event-time pane aggregates (count, moments, min/max, last, error ratio, "
+      "DDSketch quantiles), emitted when the watermark passes each pane";
+
+  struct Options {
+    // Pane length. Default 10 s; at least 100 ms.
+    int64_t pane_ms = 10'000;
+    // How far behind the largest event time seen the watermark trails. Default 2 s; >= 0.
+    int64_t out_of_orderness_ms = 2'000;
+    // Processing time without input after which the watermark advances with the clock.
+    // Default 5 s; 0 disables.
+    int64_t idle_timeout_ms = 5'000;
+    // Whether Close() emits the panes still open. Default true.
+    bool flush_on_close = true;
+    // Upper bound on tracked series (memory bound). Default 1,000,000; at least kNumWellKnownIds.
+    int64_t max_series = 1'000'000;
+
+    Status Validate() const;
+  };
+
+  // Reads `pane`, `out_of_orderness`, `idle_timeout`, `flush_on_close`, `max_series`; unknown
+  // fields are errors.
+  static Result<std::unique_ptr<WindowAggregateOperator>> Create(const ConfigNode& options);
+  static Result<Options> ParseOptions(const ConfigNode& options);
+
+  // `options` must be valid (see Options::Validate); invalid values are clamped.
+  explicit WindowAggregateOperator(const Options& options);
+  ~WindowAggregateOperator() override;
+
+  Status Open(const StageContext& ctx) override;
+  Status Process(const EventBatch& batch, OutputBatch& out) override;
+  Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  Status Close(OutputBatch& out) override;
+
+  const Options& options() const { return options_; }
+  // The current watermark; INT64_MIN before the first event.
+  int64_t watermark_ms() const { return watermark_ms_; }
+  // Pane slots currently holding data, and tracked series.
+  int64_t open_panes() const { return open_panes_; }
+  int64_t series() const { return series_; }
+
+ private:
+  static constexpr uint32_t kNoGroup = UINT32_MAX;
+  static constexpr int64_t kNoPane = INT64_MIN;
+
+  // One hash-table key: (instance, model) packed in 64 bits, plus the gauge metric (0 for the
+  // request group of an (instance, model)).
+  struct TableSlot {
+    uint64_t instance_model = 0;
+    uint32_t metric = 0;
+    uint32_t group = kNoGroup;
+  };
+  // A request group (kNumWellKnownIds aggregates per pane) or a gauge series (one).
+  struct Group {
+    uint64_t instance_model = 0;
+    uint32_t metric = 0;
+    uint32_t num_metrics = 0;
+    size_t first_agg = 0;   // index into aggs_ of pane slot 0, metric 0
+    size_t first_pane = 0;  // index into panes_ of pane slot 0
+  };
+  // The pane a group's ring slot holds (kNoPane when free).
+  struct PaneSlot {
+    int64_t pane = kNoPane;  // pane number: start / pane_ms
+    int64_t max_event_time_ms = INT64_MIN;
+  };
+  // Groups with data in one pane, for closing without scanning every series.
+  struct CloseList {
+    int64_t pane = kNoPane;
+    std::vector<uint32_t> groups;
+  };
+
+  // Open addressing with linear probing; returns the group index or kNoGroup.
+  // Adds a group when there is room under max_series.
+  uint32_t FindOrAddGroup(uint64_t instance_model, uint32_t metric, uint32_t num_metrics);
+  void GrowTable();
+  // The aggregates of `group` for pane `pane` (ring slot `slot`), claiming the slot; null when it
+  // still holds another open pane (cannot happen with the ring sized from out_of_orderness).
+  Aggregate* PaneAggregates(uint32_t group, int64_t pane, size_t slot, int64_t time_ms);
+  void AdvanceWatermark(int64_t watermark_ms, OutputBatch& out);
+  // Emits and frees every pane whose end is <= `limit_ms`.
+  void ClosePanes(int64_t limit_ms, OutputBatch& out);
+  void EmitPane(CloseList& list, OutputBatch& out);
+  void PublishGauges();
+  size_t SlotOf(int64_t pane) const {
+    const auto ring = static_cast<int64_t>(ring_);
+    return static_cast<size_t>(((pane % ring) + ring) % ring);
+  }
+
+  Options options_;
+  int64_t pane_ms_;
+  int64_t out_of_orderness_ms_;
+  size_t ring_;  // pane slots per group
+
+  std::vector<TableSlot> table_;
+  size_t table_mask_ = 0;
+  int table_shift_ = 64;
+  std::vector<Group> groups_;
+  std::vector<PaneSlot> panes_;
+  std::vector<Aggregate> aggs_;
+  std::vector<CloseList> close_lists_;  // ring_ entries, indexed by pane number mod ring_
+
+  int64_t max_event_time_ms_ = INT64_MIN;
+  int64_t watermark_ms_ = INT64_MIN;
+  int64_t oldest_open_pane_ = kNoPane;  // lowest pane number with a non-empty close list
+  int64_t newest_open_pane_ = kNoPane;
+  int64_t next_close_end_ms_ = INT64_MAX;  // end of oldest_open_pane_
+  int64_t last_arrival_ms_ = INT64_MIN;    // processing time of the last non-empty batch
+  int64_t open_panes_ = 0;
+  int64_t series_ = 0;
+  uint64_t emitted_ = 0;  // summaries emitted since metrics were last published
+
+  const Clock* clock_ = nullptr;
+  MetricsRegistry* metrics_owner_ = nullptr;
+  Counter* events_in_ = nullptr;
+  Counter* summaries_out_ = nullptr;
+  Counter* late_ = nullptr;
+  Counter* rejected_series_ = nullptr;
+  Counter* rejected_time_ = nullptr;
+  Counter* rejected_metric_ = nullptr;
+  Gauge* open_panes_gauge_ = nullptr;
+  Gauge* series_gauge_ = nullptr;
+  Gauge* watermark_gauge_ = nullptr;
+};
+
+}  // namespace inferscope

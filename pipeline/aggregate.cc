@@ -1,0 +1,188 @@
+#include "pipeline/aggregate.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <utility>
+
+namespace inferscope {
+namespace {
+
+constexpr uint8_t kFormatVersion = 1;
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(std::string_view* in, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0, i = 0; i < 10; ++i, shift += 7) {
+    if (in->empty()) return false;
+    const auto byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    if (i == 9 && byte > 1) return false;
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+void PutDouble(std::string* out, double d) {
+  uint64_t bits;
+  std::memcpy(&bits, &d, sizeof(bits));
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(bits >> (8 * i)));
+}
+
+bool GetDouble(std::string_view* in, double* d) {
+  if (in->size() < 8) return false;
+  uint64_t bits = 0;
+  for (int i = 0; i < 8; ++i) bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
+  in->remove_prefix(8);
+  std::memcpy(d, &bits, sizeof(bits));
+  return true;
+}
+
+}  // namespace
+
+// Non-finite values are ignored, as DDSketch::Add does, so that `count` always equals the
+// sketch's count and one bad value cannot poison the moments.
+void Aggregate::Add(double value, int64_t time_ms) {
+  if (!std::isfinite(value)) return;
+  ++count;
+  sum += value;
+  if (value < min) min = value;
+  if (value > max) max = value;
+  const double delta = value - mean;
+  mean += delta / static_cast<double>(count);
+  m2 += delta * (value - mean);
+  if (time_ms > last_time_ms || (time_ms == last_time_ms && value > last)) {
+    last = value;
+    last_time_ms = time_ms;
+  }
+  sketch.Add(value);
+}
+
+void Aggregate::Merge(const Aggregate& other) {
+  events += other.events;
+  errors += other.errors;
+  if (other.count == 0) return;
+  if (count == 0) {
+    mean = other.mean;
+    m2 = other.m2;
+  } else {
+    const auto na = static_cast<double>(count);
+    const auto nb = static_cast<double>(other.count);
+    const double n = na + nb;
+    const double delta = other.mean - mean;
+    mean += delta * (nb / n);
+    m2 += other.m2 + delta * delta * (na * nb / n);
+  }
+  count += other.count;
+  sum += other.sum;
+  if (other.min < min) min = other.min;
+  if (other.max > max) max = other.max;
+  if (other.last_time_ms > last_time_ms ||
+      (other.last_time_ms == last_time_ms && other.last > last)) {
+    last = other.last;
+    last_time_ms = other.last_time_ms;
+  }
+  // Every Aggregate's sketch uses the default accuracy (DecodeFrom enforces it), so this cannot
+  // fail.
+  (void)sketch.Merge(other.sketch);
+}
+
+void Aggregate::Clear() {
+  count = 0;
+  events = 0;
+  errors = 0;
+  sum = 0;
+  min = std::numeric_limits<double>::infinity();
+  max = -std::numeric_limits<double>::infinity();
+  mean = 0;
+  m2 = 0;
+  last = 0;
+  last_time_ms = std::numeric_limits<int64_t>::min();
+  sketch.Clear();
+}
+
+// Format (version 1):
+//   u8 version | varint count | varint events | varint errors |
+//   f64 sum, min, max, mean, m2, last | varint zigzag(last_time_ms) | DDSketch
+void Aggregate::EncodeTo(std::string* out) const {
+  out->push_back(static_cast<char>(kFormatVersion));
+  PutVarint(out, count);
+  PutVarint(out, events);
+  PutVarint(out, errors);
+  for (double d : {sum, min, max, mean, m2, last}) PutDouble(out, d);
+  const auto t = static_cast<uint64_t>(last_time_ms);
+  PutVarint(out, (t << 1) ^ static_cast<uint64_t>(last_time_ms >> 63));
+  sketch.EncodeTo(out);
+}
+
+Status Aggregate::DecodeFrom(std::string_view in, Aggregate* out) {
+  auto corrupt = [](std::string_view what) {
+    std::string message = "Aggregate: ";
+    message.append(what);
+    return Status::Corruption(std::move(message));
+  };
+  if (in.empty() || static_cast<uint8_t>(in.front()) != kFormatVersion) {
+    return corrupt("unknown format version");
+  }
+  in.remove_prefix(1);
+  Aggregate agg;
+  uint64_t zigzag_time = 0;
+  if (!GetVarint(&in, &agg.count) || !GetVarint(&in, &agg.events) || !GetVarint(&in, &agg.errors)) {
+    return corrupt("truncated counts");
+  }
+  for (double* d : {&agg.sum, &agg.min, &agg.max, &agg.mean, &agg.m2, &agg.last}) {
+    if (!GetDouble(&in, d)) return corrupt("truncated moments");
+    if (std::isnan(*d)) return corrupt("NaN moment");
+  }
+  if (!GetVarint(&in, &zigzag_time)) return corrupt("truncated last time");
+  agg.last_time_ms =
+      static_cast<int64_t>(zigzag_time >> 1) ^ -static_cast<int64_t>(zigzag_time & 1);
+  INFERSCOPE_RETURN_IF_ERROR(DDSketch::DecodeFrom(&in, &agg.sketch).WithContext("Aggregate"));
+  if (!in.empty()) return corrupt("trailing bytes");
+  if (agg.errors > agg.events) return corrupt("more errors than events");
+  if (agg.sketch.count() != agg.count) return corrupt("sketch count differs from count");
+  if (agg.sketch.relative_accuracy() != DDSketch::kDefaultRelativeAccuracy) {
+    return corrupt("unexpected sketch accuracy");
+  }
+  if (agg.count > 0 && !(agg.min <= agg.max && agg.m2 >= 0)) return corrupt("inconsistent moments");
+  *out = std::move(agg);
+  return Status::Ok();
+}
+
+SummaryStats Summarize(const Aggregate& agg, int64_t window_ms) {
+  SummaryStats s;
+  s.count = agg.count;
+  s.sum = agg.sum;
+  s.events = agg.events;
+  s.errors = agg.errors;
+  s.error_ratio = agg.error_ratio();
+  s.rate_per_s = window_ms > 0 ? static_cast<double>(agg.count) / (window_ms / 1000.0) : 0;
+  if (agg.count == 0) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    s.p50 = s.p90 = s.p95 = s.p99 = nan;
+    return s;  // mean, min, max, variance and last stay 0
+  }
+  s.mean = agg.mean;
+  s.min = agg.min;
+  s.max = agg.max;
+  s.variance = agg.variance();
+  s.last = agg.last;
+  s.p50 = agg.sketch.Quantile(0.50);
+  s.p90 = agg.sketch.Quantile(0.90);
+  s.p95 = agg.sketch.Quantile(0.95);
+  s.p99 = agg.sketch.Quantile(0.99);
+  return s;
+}
+
+}  // namespace inferscope

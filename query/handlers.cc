@@ -1,0 +1,465 @@
+#include "query/handlers.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <set>
+#include <utility>
+
+#include "pipeline/aggregate.h"
+#include "pipeline/config.h"
+#include "pipeline/state_store.h"
+
+namespace inferscope {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kValidationError = "VALIDATION_ERROR";
+constexpr std::string_view kNotFound = "NOT_FOUND";
+constexpr size_t kMaxNameBytes = 255;
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
+
+ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
+                      json extra = json::object()) {
+  extra["parameter"] = parameter;
+  return ErrorReply(*ctx.clock, 400, kValidationError, std::move(message), std::move(extra));
+}
+
+// A positive duration parameter ("10s", "1m", "5m", "1h"...), or an error reply.
+std::optional<int64_t> ParseWindowParam(const ApiContext& ctx, const ApiRequest& req,
+                                        std::string_view default_text, std::string* text,
+                                        ApiReply* error) {
+  *text = req.Param("window").value_or(std::string(default_text));
+  std::optional<int64_t> ms = ParseDurationMs(*text);
+  if (!ms || *ms <= 0) {
+    *error = BadParameter(ctx, "window",
+                          "window must be a positive duration such as 10s, 1m, 5m or 1h, got '" +
+                              *text + "'",
+                          {{"value", *text}});
+    return std::nullopt;
+  }
+  return ms;
+}
+
+std::optional<int64_t> ParseTimeParam(const ApiContext& ctx, const ApiRequest& req,
+                                      const std::string& name, ApiReply* error, bool* present) {
+  std::optional<std::string> text = req.Param(name);
+  *present = text.has_value();
+  if (!text) return std::nullopt;
+  std::optional<int64_t> ms = ParseTimeMs(*text);
+  if (!ms) {
+    *error = BadParameter(ctx, name,
+                          name + " must be epoch milliseconds or an RFC 3339 time, got '" + *text +
+                              "'",
+                          {{"value", *text}});
+  }
+  return ms;
+}
+
+// The fields of one window of a summary response.
+json WindowJson(int64_t start, int64_t end, const Aggregate& agg) {
+  SummaryStats stats = Summarize(agg, end - start);
+  json w = {{"start", start}, {"end", end}, {"count", stats.count}};
+  const bool has_values = stats.count > 0;
+  w["sum"] = has_values ? Number(stats.sum) : json();
+  w["mean"] = has_values ? Number(stats.mean) : json();
+  w["min"] = has_values ? Number(stats.min) : json();
+  w["max"] = has_values ? Number(stats.max) : json();
+  w["variance"] = has_values ? Number(stats.variance) : json();
+  w["p50"] = has_values ? Number(stats.p50) : json();
+  w["p90"] = has_values ? Number(stats.p90) : json();
+  w["p95"] = has_values ? Number(stats.p95) : json();
+  w["p99"] = has_values ? Number(stats.p99) : json();
+  w["rate"] = Number(stats.rate_per_s);
+  w["error_ratio"] = stats.events > 0 ? Number(stats.error_ratio) : json();
+  w["events"] = stats.events;
+  w["errors"] = stats.errors;
+  return w;
+}
+
+Status ReadSeries(const StateStore& store, std::vector<SeriesInfo>* out) {
+  return store.ListSeries([out](const SeriesInfo& info) { out->push_back(info); });
+}
+
+}  // namespace
+
+std::optional<std::string> ApiRequest::Param(const std::string& name) const {
+  auto it = params.find(name);
+  if (it == params.end()) return std::nullopt;
+  return it->second;
+}
+
+ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::string message,
+                    json details) {
+  ApiReply reply;
+  reply.status = status;
+  reply.body = {{"error", {{"code", code}, {"message", std::move(message)}, {"details", std::move(details)}}},
+                {"timestamp", FormatRfc3339(clock.NowMs())}};
+  return reply;
+}
+
+ApiReply StatusReply(const Clock& clock, const Status& status) {
+  switch (status.code()) {
+    case Status::Code::kInvalidArgument:
+      return ErrorReply(clock, 400, kValidationError, status.message());
+    case Status::Code::kNotFound:
+      return ErrorReply(clock, 404, kNotFound, status.message());
+    default:
+      return ErrorReply(clock, 500, "INTERNAL_ERROR", status.ToString());
+  }
+}
+
+std::string FormatRfc3339(int64_t epoch_ms) {
+  int64_t secs = FloorDiv(epoch_ms, 1000);
+  int millis = static_cast<int>(epoch_ms - secs * 1000);
+  time_t t = static_cast<time_t>(secs);
+  struct tm tm {};
+  if (gmtime_r(&t, &tm) == nullptr) return "1970-01-01T00:00:00.000Z";
+  char buf[40];
+  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, sizeof(buf) - n, ".%03dZ", millis);
+  return buf;
+}
+
+std::optional<int64_t> ParseTimeMs(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  if (std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    int64_t ms = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+    return ms;
+  }
+  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)
+  size_t pos = 0;
+  auto digits = [&](size_t n, int* out) {
+    if (pos + n > text.size()) return false;
+    int v = 0;
+    for (size_t i = 0; i < n; ++i) {
+      char c = text[pos + i];
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + (c - '0');
+    }
+    *out = v;
+    pos += n;
+    return true;
+  };
+  auto expect = [&](std::string_view chars) {
+    if (pos >= text.size() || chars.find(text[pos]) == std::string_view::npos) return false;
+    ++pos;
+    return true;
+  };
+  int year, month, day, hour, minute, second;
+  if (!digits(4, &year) || !expect("-") || !digits(2, &month) || !expect("-") ||
+      !digits(2, &day) || !expect("Tt ") || !digits(2, &hour) || !expect(":") ||
+      !digits(2, &minute) || !expect(":") || !digits(2, &second)) {
+    return std::nullopt;
+  }
+  int64_t millis = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    int64_t scale = 100;
+    size_t start = pos;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      millis += (text[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == start) return std::nullopt;
+  }
+  int64_t offset_min = 0;
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
+    int oh, om;
+    if (!digits(2, &oh) || !expect(":") || !digits(2, &om) || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offset_min = sign * (oh * 60 + om);
+  } else {
+    return std::nullopt;
+  }
+  if (pos != text.size()) return std::nullopt;
+  if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
+  std::chrono::year_month_day ymd{std::chrono::year(year),
+                                  std::chrono::month(static_cast<unsigned>(month)),
+                                  std::chrono::day(static_cast<unsigned>(day))};
+  if (!ymd.ok()) return std::nullopt;
+  int64_t days = std::chrono::sys_days(ymd).time_since_epoch().count();
+  int64_t secs = days * 86'400 + hour * 3'600 + minute * 60 + second - offset_min * 60;
+  return secs * 1000 + millis;
+}
+
+ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest&) {
+  ApiReply reply;
+  reply.body = json::object();
+  if (ctx.health_info) {
+    json extra = ctx.health_info();
+    if (extra.is_object()) reply.body.update(extra);
+  }
+  reply.body["status"] = "ok";
+  reply.body["timestamp"] = FormatRfc3339(ctx.clock->NowMs());
+  return reply;
+}
+
+ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest&) {
+  json kinds = {{"sources", json::array()}, {"operators", json::array()}, {"sinks", json::array()}};
+  for (const Registry::Entry& entry : ctx.capabilities) {
+    std::string key = entry.kind + "s";
+    if (!kinds.contains(key)) kinds[key] = json::array();
+    kinds[key].push_back({{"name", entry.name}, {"description", entry.description}});
+  }
+  ApiReply reply;
+  reply.body = {{"capabilities", std::move(kinds)}, {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
+  return reply;
+}
+
+ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest&) {
+  struct ModelInfo {
+    std::vector<std::string> metrics;
+    int64_t first_seen = INT64_MAX;
+    int64_t last_seen = INT64_MIN;
+  };
+  struct InstanceInfo {
+    std::map<std::string, ModelInfo> models;
+    int64_t first_seen = INT64_MAX;
+    int64_t last_seen = INT64_MIN;
+  };
+  std::map<std::string, InstanceInfo> instances;
+  Status s = ctx.store->ListSeries([&instances](const SeriesInfo& info) {
+    InstanceInfo& inst = instances[info.instance];
+    ModelInfo& model = inst.models[info.model];
+    model.metrics.push_back(info.metric);
+    model.first_seen = std::min(model.first_seen, info.first_seen_ms);
+    model.last_seen = std::max(model.last_seen, info.last_seen_ms);
+    inst.first_seen = std::min(inst.first_seen, info.first_seen_ms);
+    inst.last_seen = std::max(inst.last_seen, info.last_seen_ms);
+  });
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
+  json list = json::array();
+  for (const auto& [id, inst] : instances) {
+    json models = json::array();
+    for (const auto& [name, model] : inst.models) {
+      models.push_back({{"name", name},
+                        {"metrics", model.metrics},
+                        {"first_seen", model.first_seen},
+                        {"last_seen", model.last_seen}});
+    }
+    list.push_back({{"id", id},
+                    {"first_seen", inst.first_seen},
+                    {"last_seen", inst.last_seen},
+                    {"models", std::move(models)}});
+  }
+  ApiReply reply;
+  reply.body = {{"instances", std::move(list)},
+                {"as_of", ctx.store->Watermark()},
+                {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
+  return reply;
+}
+
+ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
+  const std::string instance = req.path_params.empty() ? std::string() : req.path_params[0];
+  const std::optional<std::string> model = req.Param("model");
+  const std::string metric = req.Param("metric").value_or("ttft_ms");
+  if (instance.size() > kMaxNameBytes) {
+    return ErrorReply(*ctx.clock, 400, kValidationError, "instance id longer than 255 bytes",
+                      {{"parameter", "id"}});
+  }
+  if (model && model->size() > kMaxNameBytes) {
+    return BadParameter(ctx, "model", "model longer than 255 bytes");
+  }
+  if (metric.empty() || metric.size() > kMaxNameBytes) {
+    return BadParameter(ctx, "metric", "metric must be 1 to 255 bytes");
+  }
+
+  ApiReply error;
+  std::string window_text;
+  std::optional<int64_t> window = ParseWindowParam(ctx, req, "1m", &window_text, &error);
+  if (!window) return error;
+  const int64_t w = *window;
+  bool has_from = false, has_to = false;
+  std::optional<int64_t> from = ParseTimeParam(ctx, req, "from", &error, &has_from);
+  if (has_from && !from) return error;
+  std::optional<int64_t> to = ParseTimeParam(ctx, req, "to", &error, &has_to);
+  if (has_to && !to) return error;
+
+  // Which series: every model of the instance that has the metric, or just the one asked for.
+  std::vector<SeriesInfo> series;
+  Status s = ReadSeries(*ctx.store, &series);
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
+  bool instance_known = false, model_known = false;
+  std::vector<std::string> models;
+  for (const SeriesInfo& info : series) {
+    if (info.instance != instance) continue;
+    instance_known = true;
+    if (model && info.model != *model) continue;
+    model_known = true;
+    if (info.metric == metric) models.push_back(info.model);
+  }
+  if (!instance_known) {
+    return ErrorReply(*ctx.clock, 404, kNotFound, "unknown instance '" + instance + "'",
+                      {{"instance", instance}});
+  }
+  if (!model_known) {
+    return ErrorReply(*ctx.clock, 404, kNotFound,
+                      "instance '" + instance + "' has no model '" + *model + "'",
+                      {{"instance", instance}, {"model", *model}});
+  }
+  if (models.empty()) {
+    return ErrorReply(*ctx.clock, 404, kNotFound,
+                      "instance '" + instance + "' has no series of metric '" + metric + "'",
+                      {{"instance", instance}, {"metric", metric}});
+  }
+
+  // The range: `to` defaults to the watermark rounded down to a window boundary, `from` to one
+  // window before `to`; windows are aligned to multiples of the window size.
+  const int64_t watermark = ctx.store->Watermark();
+  int64_t to_ms = has_to ? *to : FloorDiv(watermark, w) * w;
+  int64_t from_ms = has_from ? *from : to_ms - w;
+  if (from_ms >= to_ms) {
+    return BadParameter(ctx, "from", "from must be before to",
+                        {{"from", from_ms}, {"to", to_ms}});
+  }
+  const int64_t first_start = FloorDiv(from_ms, w) * w;
+  const int64_t span = to_ms - first_start;
+  const int64_t num_windows = span / w + (span % w != 0 ? 1 : 0);
+  if (num_windows > kMaxWindowsPerRequest) {
+    return BadParameter(ctx, "window",
+                        "the range holds " + std::to_string(num_windows) + " windows; at most " +
+                            std::to_string(kMaxWindowsPerRequest) +
+                            " are allowed per request (use a larger window or a shorter range)",
+                        {{"windows", num_windows}, {"max_windows", kMaxWindowsPerRequest}});
+  }
+  const int64_t end_ms = first_start + num_windows * w;
+
+  std::vector<Aggregate> windows(static_cast<size_t>(num_windows));
+  bool bad_pane = false;
+  int64_t bad_pane_ms = 0;
+  for (const std::string& m : models) {
+    s = ctx.store->ScanPanes(
+        instance, m, metric, first_start, end_ms, [&](const StoredPane& pane) -> Status {
+          int64_t pane_ms = pane.end_ms - pane.start_ms;
+          if (pane_ms <= 0 || w % pane_ms != 0) {
+            bad_pane = true;
+            bad_pane_ms = pane_ms;
+            return Status::InvalidArgument("window is not a multiple of the pane length");
+          }
+          windows[static_cast<size_t>((pane.start_ms - first_start) / w)].Merge(pane.agg);
+          return Status::Ok();
+        });
+    if (bad_pane) {
+      return BadParameter(ctx, "window",
+                          "window " + window_text + " is not a multiple of the stored pane length (" +
+                              std::to_string(bad_pane_ms) + "ms)",
+                          {{"value", window_text}, {"pane_ms", bad_pane_ms}});
+    }
+    if (!s.ok()) return StatusReply(*ctx.clock, s);
+  }
+
+  json list = json::array();
+  for (int64_t i = 0; i < num_windows; ++i) {
+    int64_t start = first_start + i * w;
+    list.push_back(WindowJson(start, start + w, windows[static_cast<size_t>(i)]));
+  }
+  ApiReply reply;
+  reply.body = {{"instance", instance},
+                {"model", model ? json(*model) : json()},
+                {"models", models},
+                {"metric", metric},
+                {"window", window_text},
+                {"window_ms", w},
+                {"from", first_start},
+                {"to", end_ms},
+                {"as_of", watermark},
+                {"windows", std::move(list)}};
+  return reply;
+}
+
+ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) {
+  ApiReply error;
+  std::string window_text;
+  std::optional<int64_t> window = ParseWindowParam(ctx, req, "5m", &window_text, &error);
+  if (!window) return error;
+  const int64_t w = *window;
+  const int64_t watermark = ctx.store->Watermark();
+  const int64_t from_ms = watermark - w;
+
+  std::vector<SeriesInfo> series;
+  Status s = ReadSeries(*ctx.store, &series);
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
+
+  Aggregate e2e;
+  double cached_tokens = 0, prompt_tokens = 0;
+  std::set<std::string> active;
+  for (const SeriesInfo& info : series) {
+    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark) active.insert(info.instance);
+    const bool is_e2e = info.metric == "e2e_ms";
+    const bool is_cached = info.metric == "cached_tokens";
+    const bool is_prompt = info.metric == "prompt_tokens";
+    if (!is_e2e && !is_cached && !is_prompt) continue;
+    s = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, watermark,
+                             [&](const StoredPane& pane) -> Status {
+                               if (is_e2e) e2e.Merge(pane.agg);
+                               if (is_cached) cached_tokens += pane.agg.sum;
+                               if (is_prompt) prompt_tokens += pane.agg.sum;
+                               return Status::Ok();
+                             });
+    if (!s.ok()) return StatusReply(*ctx.clock, s);
+  }
+
+  SummaryStats stats = Summarize(e2e, w);
+  const double seconds = static_cast<double>(w) / 1000.0;
+  json metrics = {
+      {"requests_per_second", static_cast<double>(stats.events) / seconds},
+      {"avg_response_time_ms", stats.count > 0 ? Number(stats.mean) : json()},
+      {"p95_response_time_ms", stats.count > 0 ? Number(stats.p95) : json()},
+      {"p99_response_time_ms", stats.count > 0 ? Number(stats.p99) : json()},
+      {"error_rate", stats.events > 0 ? Number(stats.error_ratio) : json()},
+      {"cache_hit_rate", prompt_tokens > 0 ? Number(cached_tokens / prompt_tokens) : json()},
+      {"active_instances", active.size()},
+      {"requests", stats.events},
+      {"errors", stats.errors},
+  };
+  ApiReply reply;
+  reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
+                {"window", window_text},
+                {"from", from_ms},
+                {"to", watermark},
+                {"metrics", std::move(metrics)},
+                {"as_of", watermark}};
+  return reply;
+}
+
+ApiReply HandlePrometheus(const ApiContext& ctx, const ApiRequest&) {
+  ApiReply reply;
+  reply.text = ctx.metrics->RenderPrometheus();
+  reply.content_type = "text/plain; version=0.0.4";
+  return reply;
+}
+
+const std::vector<Route>& Routes() {
+  static const std::vector<Route> routes = {
+      {"GET", "/v1/health", "/v1/health", false, &HandleHealth},
+      {"GET", "/v1/capabilities", "/v1/capabilities", true, &HandleCapabilities},
+      {"GET", "/v1/instances", "/v1/instances", true, &HandleInstances},
+      {"GET", "/v1/instances/([^/]+)/summary", "/v1/instances/{id}/summary", true,
+       &HandleInstanceSummary},
+      {"GET", "/v1/performance/metrics", "/v1/performance/metrics", true,
+       &HandlePerformanceMetrics},
+      {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
+  };
+  return routes;
+}
+
+}  // namespace inferscope

@@ -1,0 +1,85 @@
+#pragma once
+
+// Internal to query/: the handlers behind QueryServer's route table. Each takes the parsed request
+// and returns a reply; none throws on bad input (errors are replies in the one error shape).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/clock.h"
+#include "pipeline/metrics.h"
+#include "pipeline/registry.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+class StateStore;
+
+// What every handler may read. Owned by QueryServer; shared read-only by the request threads.
+struct ApiContext {
+  StateStore* store = nullptr;
+  MetricsRegistry* metrics = nullptr;
+  const Clock* clock = nullptr;
+  std::function<nlohmann::json()> health_info;
+  std::vector<Registry::Entry> capabilities;
+};
+
+struct ApiRequest {
+  std::vector<std::string> path_params;  // the route pattern's captures, in order
+  std::multimap<std::string, std::string> params;  // query parameters
+  // The first value of `name`, if present.
+  std::optional<std::string> Param(const std::string& name) const;
+};
+
+struct ApiReply {
+  int status = 200;
+  nlohmann::json body;       // sent as JSON unless `text` is set
+  std::string text;          // a non-JSON body (Prometheus text)
+  std::string content_type;  // for `text`
+};
+
+using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>;
+
+// One route: method, httplib path pattern (a regex; captures become path_params), the name used as
+// the `route` metric label, whether the bearer token applies, and the handler.
+struct Route {
+  std::string method;
+  std::string pattern;
+  std::string name;
+  bool requires_auth = true;
+  ApiHandler handler;
+};
+
+// The route table.
+const std::vector<Route>& Routes();
+
+// The error reply: {"error":{"code","message","details"},"timestamp"}.
+ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::string message,
+                    nlohmann::json details = nlohmann::json::object());
+// A Status turned into an error reply: InvalidArgument → 400, NotFound → 404, else 500.
+ApiReply StatusReply(const Clock& clock, const Status& status);
+
+// "2025-06-22T10:30:00.000Z".
+std::string FormatRfc3339(int64_t epoch_ms);
+// Epoch milliseconds ("1718000000000") or RFC 3339 ("2024-06-10T06:13:20Z", with optional fraction
+// and numeric offset).
+std::optional<int64_t> ParseTimeMs(std::string_view text);
+
+// Largest number of windows one summary request may ask for.
+inline constexpr int64_t kMaxWindowsPerRequest = 10'000;
+
+ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandlePrometheus(const ApiContext& ctx, const ApiRequest& req);
+
+}  // namespace inferscope

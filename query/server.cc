@@ -1,0 +1,185 @@
+#include "query/server.h"
+
+#include <httplib.h>
+
+#include <exception>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/state_store.h"
+#include "query/handlers.h"
+
+namespace inferscope {
+namespace {
+
+constexpr std::string_view kRequestsTotal = "inferscope_http_requests_total";
+constexpr std::string_view kRequestsHelp = "HTTP requests served, by route and status";
+constexpr std::string_view kLatency = "inferscope_http_request_seconds";
+constexpr std::string_view kLatencyHelp = "HTTP request latency, by route";
+constexpr std::string_view kUnmatched = "unmatched";
+
+// Compares without an early exit, so the token cannot be guessed byte by byte from timings.
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+void Send(const ApiReply& reply, httplib::Response& res) {
+  res.status = reply.status;
+  if (!reply.text.empty() || !reply.content_type.empty()) {
+    res.set_content(reply.text, reply.content_type.c_str());
+    return;
+  }
+  // Names come from publishers and may hold invalid UTF-8: replace rather than throw.
+  res.set_content(reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
+}
+
+void Count(MetricsRegistry& metrics, std::string_view route, int status) {
+  metrics
+      .GetCounter(kRequestsTotal, kRequestsHelp,
+                  {{"route", std::string(route)}, {"status", std::to_string(status)}})
+      ->Inc();
+}
+
+std::string_view CodeForStatus(int status) {
+  switch (status) {
+    case 401:
+      return "UNAUTHORIZED";
+    case 404:
+      return "NOT_FOUND";
+    default:
+      return status < 500 ? "VALIDATION_ERROR" : "INTERNAL_ERROR";
+  }
+}
+
+}  // namespace
+
+Status QueryServer::Options::Validate() const {
+  if (host.empty()) return Status::InvalidArgument("query server: host must not be empty");
+  if (port < 0 || port > 65535) {
+    return Status::InvalidArgument("query server: port must be in 0..65535, got " +
+                                   std::to_string(port));
+  }
+  if (threads < 1 || threads > 256) {
+    return Status::InvalidArgument("query server: threads must be in 1..256, got " +
+                                   std::to_string(threads));
+  }
+  return Status::Ok();
+}
+
+QueryServer::QueryServer(Options options, StateStore* store, MetricsRegistry* metrics,
+                         const Clock* clock, std::function<nlohmann::json()> health_info,
+                         std::vector<Registry::Entry> capabilities)
+    : options_(std::move(options)), ctx_(std::make_unique<ApiContext>()) {
+  ctx_->store = store;
+  ctx_->metrics = metrics;
+  ctx_->clock = clock;
+  ctx_->health_info = std::move(health_info);
+  ctx_->capabilities = std::move(capabilities);
+}
+
+QueryServer::~QueryServer() { Stop(); }
+
+void QueryServer::RegisterRoutes() {
+  const ApiContext* ctx = ctx_.get();
+  const std::string token = options_.bearer_token;
+  for (const Route& route : Routes()) {
+    Histogram* latency = ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
+    httplib::Server::Handler handler = [ctx, token, &route, latency](const httplib::Request& req,
+                                                                     httplib::Response& res) {
+      const int64_t started_ns = ctx->clock->MonotonicNs();
+      ApiReply reply;
+      try {
+        if (route.requires_auth && !token.empty() &&
+            !ConstantTimeEquals(req.get_header_value("Authorization"), "Bearer " + token)) {
+          reply = ErrorReply(*ctx->clock, 401, "UNAUTHORIZED",
+                             "a valid 'Authorization: Bearer <token>' header is required");
+          res.set_header("WWW-Authenticate", "Bearer");
+        } else {
+          ApiRequest api_request;
+          for (size_t i = 1; i < req.matches.size(); ++i) {
+            api_request.path_params.push_back(req.matches[i].str());
+          }
+          api_request.params.insert(req.params.begin(), req.params.end());
+          reply = route.handler(*ctx, api_request);
+        }
+      } catch (const std::exception& e) {
+        reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR",
+                           std::string("unexpected error: ") + e.what());
+      } catch (...) {
+        reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error");
+      }
+      Send(reply, res);
+      Count(*ctx->metrics, route.name, reply.status);
+      latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
+    };
+    if (route.method == "GET") server_->Get(route.pattern, std::move(handler));
+  }
+
+  // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The
+  // error handler also sees our handlers' error replies; those already have a body.
+  server_->set_error_handler(httplib::Server::HandlerWithResponse(
+      [ctx](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = res.status == 404
+                              ? "no route for " + req.method + " " + req.path
+                              : "request failed with HTTP status " + std::to_string(res.status);
+    nlohmann::json details = {{"method", req.method}, {"path", req.path}};
+    Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
+                    std::move(details)),
+         res);
+    Count(*ctx->metrics, kUnmatched, res.status);
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  server_->set_exception_handler(
+      [ctx](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        Send(ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error"), res);
+      });
+}
+
+Status QueryServer::Start() {
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  if (ctx_->store == nullptr || ctx_->metrics == nullptr || ctx_->clock == nullptr) {
+    return Status::InvalidArgument("query server: store, metrics and clock are required");
+  }
+  if (server_ != nullptr) return Status::Internal("query server: already started");
+  server_ = std::make_unique<httplib::Server>();
+  const int threads = options_.threads;
+  // httplib takes ownership of the returned queue.
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  RegisterRoutes();
+
+  if (options_.port == 0) {
+    port_ = server_->bind_to_any_port(options_.host);
+  } else {
+    port_ = server_->bind_to_port(options_.host, options_.port) ? options_.port : -1;
+  }
+  if (port_ <= 0) {
+    server_.reset();
+    port_ = 0;
+    return Status::IOError("query server: cannot bind " + options_.host + ":" +
+                           std::to_string(options_.port));
+  }
+  thread_done_.store(false);
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    thread_done_.store(true);
+  });
+  // Stop() only takes effect once the accept loop runs, so do not return before it does.
+  while (!server_->is_running() && !thread_done_.load()) std::this_thread::yield();
+  return Status::Ok();
+}
+
+void QueryServer::Stop() {
+  if (server_ == nullptr) return;
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+  port_ = 0;
+}
+
+}  // namespace inferscope

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make bench`: the end-to-end throughput harness, then the micro-benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+echo "== end to end (ratios are to raw libzmq measured in the same run)"
+"$BUILD_DIR/bench/e2e_throughput" "$@"
+for b in "$BUILD_DIR"/bench/*_bench; do
+  echo "== $(basename "$b")"
+  "$b" --benchmark_min_time=0.2
+done

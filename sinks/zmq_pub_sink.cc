@@ -1,0 +1,216 @@
+#include "sinks/zmq_pub_sink.h"
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/aggregate.h"
+#include "pipeline/interner.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+namespace {
+
+// Packs a double, or nil when it is not finite (NaN quantiles, infinite extremes).
+void PackDouble(msgpack::packer<msgpack::sbuffer>& pk, double v) {
+  if (std::isfinite(v)) {
+    pk.pack_double(v);
+  } else {
+    pk.pack_nil();
+  }
+}
+
+void PackKey(msgpack::packer<msgpack::sbuffer>& pk, std::string_view key) {
+  pk.pack_str(static_cast<uint32_t>(key.size()));
+  pk.pack_str_body(key.data(), static_cast<uint32_t>(key.size()));
+}
+
+nlohmann::json JsonDouble(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+
+}  // namespace
+
+Status ZmqPubSink::Options::Validate() const {
+  if (endpoint.empty()) return Status::InvalidArgument("zmq_pub: endpoint is required");
+  if (sndhwm < 0 || sndhwm > INT32_MAX) return Status::InvalidArgument("zmq_pub: sndhwm out of range");
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format"}));
+  Options opts;
+  Result<std::string> endpoint = options.GetString("endpoint");
+  if (!endpoint.ok()) return endpoint.status();
+  opts.endpoint = *endpoint;
+  if (opts.endpoint.empty()) return options.Error("endpoint", "must not be empty");
+  Result<int64_t> hwm = options.GetInt("sndhwm", opts.sndhwm, 0, INT32_MAX);
+  if (!hwm.ok()) return hwm.status();
+  opts.sndhwm = *hwm;
+  Result<std::string> format = options.GetString("format", "msgpack");
+  if (!format.ok()) return format.status();
+  if (*format == "msgpack") {
+    opts.format = Format::kMsgpack;
+  } else if (*format == "json") {
+    opts.format = Format::kJson;
+  } else {
+    return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
+  return std::make_unique<ZmqPubSink>(std::move(opts));
+}
+
+ZmqPubSink::~ZmqPubSink() { Close(); }
+
+Status ZmqPubSink::Open(const StageContext& ctx) {
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  if (ctx.interner == nullptr || ctx.metrics == nullptr) {
+    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks an interner or metrics");
+  }
+  interner_ = ctx.interner;
+  Labels labels = {{"stage", ctx.name}};
+  messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
+                                      "Messages a sink published or wrote", labels);
+  errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
+                                    labels);
+  try {
+    context_ = std::make_unique<zmq::context_t>(1);
+    socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pub);
+    socket_->set(zmq::sockopt::sndhwm, static_cast<int>(options_.sndhwm));
+    socket_->set(zmq::sockopt::linger, kLingerMs);
+    socket_->bind(options_.endpoint);
+    endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    Close();
+    return Status::IOError("zmq_pub: binding '" + options_.endpoint + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+void ZmqPubSink::Close() {
+  // Closing cannot fail in a way the caller could act on; cppzmq's close and the context's
+  // destructor do not throw.
+  socket_.reset();
+  context_.reset();
+}
+
+void ZmqPubSink::EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms) {
+  const SummaryStats stats = Summarize(summary.agg, summary.end_ms - summary.start_ms);
+  const bool has_values = stats.count > 0;
+  packed_.clear();
+  msgpack::packer<msgpack::sbuffer> pk(packed_);
+  pk.pack_map(has_values ? 22 : 18);
+  PackKey(pk, "v");
+  pk.pack_int(kVersion);
+  const std::string_view names[3] = {interner_->Name(summary.series.instance),
+                                     interner_->Name(summary.series.model),
+                                     interner_->Name(summary.series.metric)};
+  const std::string_view name_keys[3] = {"instance", "model", "metric"};
+  for (int i = 0; i < 3; ++i) {
+    PackKey(pk, name_keys[i]);
+    pk.pack_str(static_cast<uint32_t>(names[i].size()));
+    pk.pack_str_body(names[i].data(), static_cast<uint32_t>(names[i].size()));
+  }
+  PackKey(pk, "start");
+  pk.pack_int64(summary.start_ms);
+  PackKey(pk, "end");
+  pk.pack_int64(summary.end_ms);
+  PackKey(pk, "count");
+  pk.pack_uint64(stats.count);
+  PackKey(pk, "sum");
+  PackDouble(pk, stats.sum);
+  PackKey(pk, "mean");
+  PackDouble(pk, stats.mean);
+  PackKey(pk, "min");
+  PackDouble(pk, stats.min);
+  PackKey(pk, "max");
+  PackDouble(pk, stats.max);
+  PackKey(pk, "variance");
+  PackDouble(pk, stats.variance);
+  PackKey(pk, "last");
+  PackDouble(pk, stats.last);
+  if (has_values) {
+    PackKey(pk, "p50");
+    PackDouble(pk, stats.p50);
+    PackKey(pk, "p90");
+    PackDouble(pk, stats.p90);
+    PackKey(pk, "p95");
+    PackDouble(pk, stats.p95);
+    PackKey(pk, "p99");
+    PackDouble(pk, stats.p99);
+  }
+  PackKey(pk, "rate");
+  PackDouble(pk, stats.rate_per_s);
+  PackKey(pk, "events");
+  pk.pack_uint64(stats.events);
+  PackKey(pk, "errors");
+  pk.pack_uint64(stats.errors);
+  PackKey(pk, "error_ratio");
+  PackDouble(pk, stats.error_ratio);
+  PackKey(pk, "watermark");
+  pk.pack_int64(watermark_ms);
+}
+
+void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) {
+  const SummaryStats stats = Summarize(summary.agg, summary.end_ms - summary.start_ms);
+  nlohmann::json j = {
+      {"v", kVersion},
+      {"instance", interner_->Name(summary.series.instance)},
+      {"model", interner_->Name(summary.series.model)},
+      {"metric", interner_->Name(summary.series.metric)},
+      {"start", summary.start_ms},
+      {"end", summary.end_ms},
+      {"count", stats.count},
+      {"sum", JsonDouble(stats.sum)},
+      {"mean", JsonDouble(stats.mean)},
+      {"min", JsonDouble(stats.min)},
+      {"max", JsonDouble(stats.max)},
+      {"variance", JsonDouble(stats.variance)},
+      {"last", JsonDouble(stats.last)},
+      {"rate", JsonDouble(stats.rate_per_s)},
+      {"events", stats.events},
+      {"errors", stats.errors},
+      {"error_ratio", JsonDouble(stats.error_ratio)},
+      {"watermark", watermark_ms},
+  };
+  if (stats.count > 0) {
+    j["p50"] = JsonDouble(stats.p50);
+    j["p90"] = JsonDouble(stats.p90);
+    j["p95"] = JsonDouble(stats.p95);
+    j["p99"] = JsonDouble(stats.p99);
+  }
+  // Names are bytes from publishers; invalid UTF-8 is replaced rather than thrown on.
+  json_ = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Status ZmqPubSink::Write(const OutputBatch& batch) {
+  if (!socket_) return Status::Internal("zmq_pub: Write before Open");
+  uint64_t sent = 0;
+  Status result;
+  for (const WindowSummary& summary : batch.summaries) {
+    topic_.assign("summaries.");
+    topic_.append(interner_->Name(summary.series.instance));
+    topic_.push_back('.');
+    topic_.append(interner_->Name(summary.series.model));
+    zmq::const_buffer payload;
+    if (options_.format == Format::kMsgpack) {
+      EncodeMsgpack(summary, batch.watermark_ms);
+      payload = zmq::buffer(packed_.data(), packed_.size());
+    } else {
+      EncodeJson(summary, batch.watermark_ms);
+      payload = zmq::buffer(json_);
+    }
+    try {
+      // PUB never blocks: past the high-water mark ZeroMQ drops the message for that subscriber.
+      socket_->send(zmq::buffer(topic_), zmq::send_flags::sndmore);
+      socket_->send(payload, zmq::send_flags::none);
+      ++sent;
+    } catch (const zmq::error_t& e) {
+      errors_->Inc();
+      result = Status::IOError(std::string("zmq_pub: send: ") + e.what());
+      break;
+    }
+  }
+  messages_->Inc(sent);
+  return result;
+}
+
+}  // namespace inferscope

@@ -1,0 +1,73 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/sink.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+class Interner;
+struct WindowSummary;
+
+// ZmqPubSink publishes every window summary on a ZeroMQ PUB socket as a two-frame message
+// [topic, payload] with topic "summaries.<instance>.<model>", so subscribers can filter by prefix.
+// The payload (msgpack or JSON) is specified in docs/PROTOCOL.md, "Summary stream".
+//
+// Options: `endpoint` (required; bound, e.g. "tcp://127.0.0.1:*"), `sndhwm` (default 10000
+// messages; beyond it PUB drops for slow subscribers, as ZeroMQ does), `format` ("msgpack", the
+// default, or "json").
+// Lifecycle: Open binds (Endpoint() then returns the resolved address), Write publishes, Close
+// closes the socket with a short linger (100 ms). Concurrency: Write from the sink thread only.
+// Limitations: fire-and-forget; a subscriber that joins late misses earlier summaries.
+class ZmqPubSink final : public Sink {
+ public:
+  static constexpr std::string_view kName = "zmq_pub";
+  static constexpr std::string_view kDescription =
+      "Publishes window summaries on a ZeroMQ PUB socket (topic summaries.<instance>.<model>)";
+
+  enum class Format { kMsgpack, kJson };
+  struct Options {
+    std::string endpoint;   // required; the address to bind
+    int64_t sndhwm = 10'000;  // send high-water mark in messages; >= 0 (0 = unlimited)
+    Format format = Format::kMsgpack;
+    Status Validate() const;
+  };
+  static constexpr int kLingerMs = 100;
+  static constexpr int kVersion = 1;
+
+  static Result<std::unique_ptr<ZmqPubSink>> Create(const ConfigNode& options);
+  explicit ZmqPubSink(Options options) : options_(std::move(options)) {}
+  ~ZmqPubSink() override;
+
+  Status Open(const StageContext& ctx) override;
+  Status Write(const OutputBatch& batch) override;
+  void Close() override;
+  std::string Endpoint() const override { return endpoint_; }
+
+ private:
+  void EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms);
+  void EncodeJson(const WindowSummary& summary, int64_t watermark_ms);
+
+  Options options_;
+  const Interner* interner_ = nullptr;
+  std::unique_ptr<zmq::context_t> context_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::string endpoint_;
+  Counter* messages_ = nullptr;
+  Counter* errors_ = nullptr;
+  // Reused across messages so the steady state does not allocate.
+  std::string topic_;
+  msgpack::sbuffer packed_;
+  std::string json_;
+};
+
+}  // namespace inferscope

@@ -1,0 +1,189 @@
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "pipeline/clock.h"
+#include "pipeline/event.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// Why a message or an event was rejected (docs/PROTOCOL.md lists them). The first group rejects a
+// whole message (counted in messages); the second rejects one event (counted in events).
+enum class RejectReason : uint8_t {
+  kNone = 0,
+  // Message-level.
+  kBadFrames,        // not exactly 2 frames (counted by the transport via RecordBadFrames)
+  kNotMsgpack,       // not exactly one well-formed msgpack value, or nested deeper than 32
+  kBadEnvelope,      // not a map, or v/pub/seq/events missing or of the wrong type
+  kUnknownVersion,   // "v" is not 1
+  kBatchTooLarge,    // more than max_events_per_message events
+  kMessageTooLarge,  // payload larger than max_message_bytes
+  kPublisherLimit,   // the publisher id could not be interned (the Interner is full)
+  // Event-level.
+  kMissingField,
+  kWrongType,
+  kUnknownKind,
+  kNonFinite,
+  kOutOfRange,
+  kEmptyString,
+  kStringTooLong,
+  kTimestampOutOfRange,
+  kCardinalityLimit,  // an instance/model/metric string could not be interned
+};
+inline constexpr int kNumRejectReasons = 17;  // including kNone
+
+// "bad_frames", "not_msgpack", ..., "cardinality_limit"; "" for kNone.
+std::string_view RejectReasonName(RejectReason reason);
+// True for the reasons that reject a whole message.
+bool IsMessageLevel(RejectReason reason);
+
+// What the sequence number of a message says about its publisher's stream.
+enum class SequenceVerdict : uint8_t {
+  kNone = 0,   // the message was rejected before its sequence number was looked at
+  kFirst,      // first message seen from this publisher: tracking starts here
+  kInOrder,    // seq == expected
+  kGap,        // seq > expected: `DecodeResult::missing` messages were lost
+  kDuplicate,  // expected - 1024 <= seq < expected: the message was dropped
+  kRestart,    // seq < expected - 1024: the publisher restarted; accepted, tracking reset
+};
+std::string_view SequenceVerdictName(SequenceVerdict verdict);
+
+// The outcome of decoding one message.
+struct DecodeResult {
+  uint32_t accepted = 0;  // events appended to the batch
+  uint32_t rejected = 0;  // events rejected one by one (the rest of the message was kept)
+  // A message-level reason: nothing was appended (first_reason says why).
+  bool message_rejected = false;
+  StringId publisher = 0;  // 0 when the envelope could not be read
+  uint64_t seq = 0;
+  SequenceVerdict sequence = SequenceVerdict::kNone;
+  uint64_t missing = 0;  // kGap: number of messages missing before this one
+  // The first reason anything in the message was rejected, with a human-readable detail for
+  // (rate-limited) logging; kNone when everything was accepted.
+  RejectReason first_reason = RejectReason::kNone;
+  std::string_view detail() const { return {detail_buf.data(), detail_len}; }
+
+  std::array<char, 160> detail_buf{};
+  uint8_t detail_len = 0;
+};
+
+struct WireDecoderOptions {
+  // Events later than now + max_future_skew_ms (processing time, from the Clock) are rejected.
+  // Default 5 minutes; >= 0.
+  int64_t max_future_skew_ms = 5 * 60 * 1000;
+  // Events earlier than the latest accepted event time - max_past_ms are rejected. Default 1 hour;
+  // > 0.
+  int64_t max_past_ms = 60 * 60 * 1000;
+  // At most this many events per message. Default 65536; 1..2^24.
+  uint32_t max_events_per_message = 65536;
+  // Longest instance/model/metric name in bytes. Default 255; 1..65535.
+  uint32_t max_string_bytes = 255;
+  // Largest payload in bytes. Default 16 MiB; 16..2^31.
+  size_t max_message_bytes = size_t{16} << 20;
+
+  Status Validate() const;
+};
+
+// WireDecoder turns protocol-v1 payloads (docs/PROTOCOL.md) into Events, zero-copy: it walks the
+// msgpack bytes with msgpack-c's visitor parser, validates each event, interns its strings through
+// an InternCache (one hash per string) and appends the accepted events to a batch.
+//
+// It keeps per-publisher sequence tracking (gaps, duplicates, restarts), the latest accepted event
+// time (for max_past_ms) and the source metrics:
+//   inferscope_source_messages_total{stage}             every message handed to
+//   Decode/RecordBadFrames inferscope_source_bytes_total{stage}                their payload bytes
+//   inferscope_source_events_total{stage}               events accepted
+//   inferscope_source_rejected_total{stage,reason}      message-level reasons count messages,
+//                                                       event-level reasons count events
+//   inferscope_source_rejected_by_publisher_total{stage,publisher}  rejected events of publishers
+//                                                       whose envelope was valid
+//   inferscope_source_sequence_gaps_total{stage,publisher}          missing messages
+//   inferscope_source_duplicates_total{stage,publisher}             dropped duplicate messages
+//   inferscope_source_publisher_restarts_total{stage,publisher}
+//
+// Performance: no allocation per event in steady state (the batch's capacity is reused; msgpack-c
+// allocates one small parse stack per message). Per-publisher counters are looked up once.
+// Concurrency: not thread-safe; one decoder per source thread.
+class WireDecoder {
+ public:
+  // Duplicates are recognised this far behind the expected sequence number; further back is a
+  // publisher restart.
+  static constexpr uint64_t kDuplicateWindow = 1024;
+
+  // `interner`, `clock` and `metrics` (may be null: metrics are then kept privately) must outlive
+  // the decoder. `options` must be valid (see Validate).
+  WireDecoder(const WireDecoderOptions& options, Interner& interner, const Clock& clock,
+              MetricsRegistry* metrics, std::string stage);
+  ~WireDecoder();
+  WireDecoder(const WireDecoder&) = delete;
+  WireDecoder& operator=(const WireDecoder&) = delete;
+
+  // Decodes one payload, appending its accepted events to `batch` (events already in the batch
+  // are kept). Never fails and never throws: everything wrong is reported in the result and
+  // counted. Sets batch.publisher to the publisher when the batch holds only its events, else to 0.
+  DecodeResult Decode(std::string_view payload, EventBatch& batch);
+
+  // Counts a transport message that did not have exactly 2 frames (reason bad_frames).
+  void RecordBadFrames(size_t total_bytes);
+
+  // Totals since construction, for tests and logging.
+  uint64_t rejected_count(RejectReason reason) const {
+    return reason_counts_[static_cast<size_t>(reason)];
+  }
+  uint64_t messages() const { return messages_; }
+  uint64_t events() const { return events_; }
+  uint64_t gaps() const { return gaps_; }
+  uint64_t duplicates() const { return duplicates_; }
+  uint64_t restarts() const { return restarts_; }
+  // The latest accepted event time (0 before the first event).
+  int64_t max_event_time_ms() const { return max_event_time_ms_; }
+
+  const WireDecoderOptions& options() const { return options_; }
+
+ private:
+  class Walker;
+  struct PublisherState {
+    bool tracking = false;
+    uint64_t next_seq = 0;
+    Counter* rejected = nullptr;
+    Counter* gaps = nullptr;
+    Counter* duplicates = nullptr;
+    Counter* restarts = nullptr;
+  };
+
+  PublisherState& Publisher(StringId id);
+  Counter* MakeCounter(std::string_view name, std::string_view help, const Labels& labels);
+  void RejectMessage(RejectReason reason, DecodeResult& result);
+
+  const WireDecoderOptions options_;
+  Interner& interner_;
+  InternCache cache_;
+  const Clock& clock_;
+  MetricsRegistry* const metrics_;
+  const std::string stage_;
+  MetricsRegistry own_metrics_;  // used when `metrics` is null
+
+  Counter* messages_counter_;
+  Counter* events_counter_;
+  Counter* bytes_counter_;
+  std::array<Counter*, kNumRejectReasons> reason_counters_{};
+
+  std::unordered_map<StringId, PublisherState> publishers_;
+  std::array<uint64_t, kNumRejectReasons> reason_counts_{};
+  uint64_t messages_ = 0;
+  uint64_t events_ = 0;
+  uint64_t gaps_ = 0;
+  uint64_t duplicates_ = 0;
+  uint64_t restarts_ = 0;
+  int64_t max_event_time_ms_ = 0;
+};
+
+}  // namespace inferscope

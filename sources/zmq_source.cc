@@ -1,0 +1,258 @@
+#include "sources/zmq_source.h"
+
+#include <chrono>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+namespace inferscope {
+namespace {
+
+constexpr auto kPollTimeout = std::chrono::milliseconds(100);
+constexpr int64_t kLogIntervalNs = 1'000'000'000;  // at most one rejection log line per second
+
+Status ZmqError(std::string_view what, const zmq::error_t& e) {
+  return Status::IOError(std::string(what) + ": " + e.what());
+}
+
+}  // namespace
+
+Status ZmqSource::Options::Validate() const {
+  if (endpoint.empty()) return Status::InvalidArgument("zmq source: endpoint is required");
+  if (rcvhwm < 0) return Status::InvalidArgument("zmq source: rcvhwm must be >= 0");
+  if (batch_events < 1) return Status::InvalidArgument("zmq source: batch_events must be >= 1");
+  return decoder.Validate().WithContext("zmq source");
+}
+
+Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
+       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes"}));
+  Options o;
+  Result<std::string> endpoint = node.GetString("endpoint");
+  if (!endpoint.ok()) return endpoint.status();
+  o.endpoint = *endpoint;
+
+  Result<std::string> mode = node.GetString("mode", "pull");
+  if (!mode.ok()) return mode.status();
+  if (*mode == "pull") {
+    o.mode = Mode::kPull;
+  } else if (*mode == "sub") {
+    o.mode = Mode::kSub;
+  } else {
+    return node.Error("mode", "expected pull or sub");
+  }
+  if (node.Has("bind")) {
+    Result<bool> bind = node.GetBool("bind");
+    if (!bind.ok()) return bind.status();
+    o.bind = *bind;
+  }
+  if (node.Has("topics")) {
+    if (o.mode != Mode::kSub) return node.Error("topics", "topics apply to mode sub only");
+    const YAML::Node topics = node.node()["topics"];
+    if (!topics.IsSequence()) return node.Error("topics", "expected a list of topic prefixes");
+    o.topics.clear();
+    for (const YAML::Node& t : topics) {
+      if (!t.IsScalar()) return node.Error("topics", "expected a list of topic prefixes");
+      o.topics.push_back(t.Scalar());
+    }
+  }
+  Result<int64_t> hwm = node.GetInt("rcvhwm", 1000, 0, INT32_MAX);
+  if (!hwm.ok()) return hwm.status();
+  o.rcvhwm = static_cast<int>(*hwm);
+
+  Result<std::string> on_full = node.GetString("on_full", "block");
+  if (!on_full.ok()) return on_full.status();
+  if (*on_full == "block") {
+    o.on_full = OnFull::kBlock;
+  } else if (*on_full == "shed") {
+    o.on_full = OnFull::kShed;
+  } else {
+    return node.Error("on_full", "expected block or shed");
+  }
+  Result<int64_t> batch_events = node.GetInt("batch_events", 1024, 1, 1 << 24);
+  if (!batch_events.ok()) return batch_events.status();
+  o.batch_events = static_cast<size_t>(*batch_events);
+
+  WireDecoderOptions& d = o.decoder;
+  Result<int64_t> skew = node.GetDurationMs("max_future_skew", d.max_future_skew_ms);
+  if (!skew.ok()) return skew.status();
+  d.max_future_skew_ms = *skew;
+  Result<int64_t> past = node.GetDurationMs("max_past", d.max_past_ms, 1);
+  if (!past.ok()) return past.status();
+  d.max_past_ms = *past;
+  Result<int64_t> max_events =
+      node.GetInt("max_events_per_message", d.max_events_per_message, 1, 1 << 24);
+  if (!max_events.ok()) return max_events.status();
+  d.max_events_per_message = static_cast<uint32_t>(*max_events);
+  Result<int64_t> max_string = node.GetInt("max_string_bytes", d.max_string_bytes, 1, 65535);
+  if (!max_string.ok()) return max_string.status();
+  d.max_string_bytes = static_cast<uint32_t>(*max_string);
+  Result<int64_t> max_message = node.GetInt(
+      "max_message_bytes", static_cast<int64_t>(d.max_message_bytes), 16, int64_t{1} << 31);
+  if (!max_message.ok()) return max_message.status();
+  d.max_message_bytes = static_cast<size_t>(*max_message);
+
+  Status valid = o.Validate();
+  if (!valid.ok()) return node.Error("", valid.message());
+  return std::make_unique<ZmqSource>(std::move(o));
+}
+
+ZmqSource::ZmqSource(Options options) : options_(std::move(options)) {}
+
+ZmqSource::~ZmqSource() { Close(); }
+
+Status ZmqSource::Open(const StageContext& ctx) {
+  if (ctx.interner == nullptr || ctx.clock == nullptr) {
+    return Status::InvalidArgument("zmq source: the stage context needs an interner and a clock");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  ctx_ = ctx;
+  decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
+                                           ctx.name);
+  try {
+    context_ = std::make_unique<zmq::context_t>(1);
+    socket_ = std::make_unique<zmq::socket_t>(
+        *context_, options_.mode == Mode::kPull ? zmq::socket_type::pull : zmq::socket_type::sub);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
+    if (options_.mode == Mode::kSub) {
+      for (const std::string& topic : options_.topics) {
+        socket_->set(zmq::sockopt::subscribe, topic);
+      }
+    }
+    if (options_.binds()) {
+      socket_->bind(options_.endpoint);
+      endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
+    } else {
+      socket_->connect(options_.endpoint);
+    }
+  } catch (const zmq::error_t& e) {
+    socket_.reset();
+    context_.reset();
+    return ZmqError(
+        (options_.binds() ? "zmq source: cannot bind " : "zmq source: cannot connect ") +
+            options_.endpoint,
+        e);
+  }
+  return Status::Ok();
+}
+
+bool ZmqSource::ReceiveOne(EventBatch& batch) {
+  if (!socket_->recv(topic_, zmq::recv_flags::dontwait)) return false;
+  // The frames of a multipart message arrive together, so the rest never blocks.
+  if (!topic_.more()) {
+    decoder_->RecordBadFrames(topic_.size());
+    return true;
+  }
+  if (!socket_->recv(payload_, zmq::recv_flags::dontwait)) {
+    decoder_->RecordBadFrames(topic_.size());
+    return true;
+  }
+  if (payload_.more()) {
+    size_t bytes = topic_.size() + payload_.size();
+    bool more = true;
+    while (more && socket_->recv(extra_, zmq::recv_flags::dontwait)) {
+      bytes += extra_.size();
+      more = extra_.more();
+    }
+    decoder_->RecordBadFrames(bytes);
+    return true;
+  }
+  if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
+  DecodeResult result = decoder_->Decode(
+      std::string_view(static_cast<const char*>(payload_.data()), payload_.size()), batch);
+  if (result.first_reason != RejectReason::kNone) LogRejection(result);
+  return true;
+}
+
+void ZmqSource::LogRejection(const DecodeResult& result) {
+  const int64_t now = ctx_.clock->MonotonicNs();
+  if (last_log_ns_ != 0 && now - last_log_ns_ < kLogIntervalNs) {
+    ++suppressed_logs_;
+    return;
+  }
+  last_log_ns_ = now;
+  spdlog::warn(
+      "source {}: rejected {} from publisher '{}' seq {}: {} ({} similar lines suppressed)",
+      ctx_.name, result.message_rejected ? "message" : "events",
+      ctx_.interner->Name(result.publisher), result.seq, result.detail(), suppressed_logs_);
+  suppressed_logs_ = 0;
+}
+
+void ZmqSource::Shed(const EventBatch& batch) {
+  StringId last = 0;
+  Counter* counter = nullptr;
+  uint64_t run = 0;
+  auto flush = [&] {
+    if (counter != nullptr && run > 0) counter->Inc(run);
+    run = 0;
+  };
+  for (const Event& e : batch.events) {
+    if (counter == nullptr || e.publisher != last) {
+      flush();
+      last = e.publisher;
+      auto [it, inserted] = shed_by_publisher_.try_emplace(last, nullptr);
+      if (inserted) {
+        MetricsRegistry* metrics = ctx_.metrics;
+        static Counter unused;  // metrics are optional in the stage context
+        it->second = metrics == nullptr
+                         ? &unused
+                         : metrics->GetCounter(
+                               "inferscope_source_shed_events_total",
+                               "Events dropped because the engine queue was full (on_full: shed).",
+                               {{"stage", ctx_.name},
+                                {"publisher", std::string(ctx_.interner->Name(last))}});
+      }
+      counter = it->second;
+    }
+    ++run;
+  }
+  flush();
+}
+
+Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
+  if (socket_ == nullptr) return Status::Internal("zmq source: Run before Open");
+  try {
+    zmq::pollitem_t item{socket_->handle(), 0, ZMQ_POLLIN, 0};
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (zmq::poll(&item, 1, kPollTimeout) == 0) continue;
+      EventBatchPtr batch = out.Acquire();
+      if (batch == nullptr) return Status::Ok();  // the engine is stopping
+      // Drain what is available without blocking; bound the work by a message count too so that a
+      // stream of rejected messages still lets us check `stop`.
+      size_t messages = 0;
+      while (batch->events.size() < options_.batch_events && messages < 4096 &&
+             ReceiveOne(*batch)) {
+        ++messages;
+      }
+      if (batch->events.empty()) {
+        out.Release(std::move(batch));
+        continue;
+      }
+      if (options_.on_full == OnFull::kBlock) {
+        if (!out.Emit(std::move(batch))) return Status::Ok();
+      } else if (!out.TryEmit(batch)) {
+        Shed(*batch);
+        out.Release(std::move(batch));
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() == ETERM) return Status::Ok();
+    return ZmqError("zmq source: receive failed", e);
+  }
+  return Status::Ok();
+}
+
+void ZmqSource::Close() {
+  if (socket_ != nullptr) {
+    socket_->close();  // linger is 0: pending messages are dropped
+    socket_.reset();
+  }
+  if (context_ != nullptr) {
+    context_->close();
+    context_.reset();
+  }
+}
+
+}  // namespace inferscope

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "pipeline/config.h"
+#include "pipeline/source.h"
+#include "pipeline/status.h"
+#include "sources/wire_decoder.h"
+
+namespace inferscope {
+
+// ZmqSource receives protocol-v1 metric batches (docs/PROTOCOL.md) on a ZeroMQ PULL or SUB socket
+// and emits decoded EventBatches.
+//
+// Lifecycle: Open creates the socket and binds or connects (Endpoint() then reports the bound
+// address with a wildcard port resolved); Run polls (at most 100 ms at a time, so `stop` is
+// noticed), drains every message available without blocking into the current batch, and emits it
+// when it holds >= batch_events events or the socket has nothing more; Close closes the socket
+// (linger 0). Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ
+// then queues up to rcvhwm messages, after which PUSH publishers block); with on_full=shed the
+// batch is dropped and its events counted in inferscope_source_shed_events_total{stage,publisher}.
+// Robustness: any input is decoded or rejected with a reason (see WireDecoder); nothing crashes.
+// Concurrency: Open/Close on the engine thread, Run on the source's own thread.
+class ZmqSource final : public Source {
+ public:
+  static constexpr std::string_view kName = "zmq";
+  static constexpr std::string_view kDescription =
+      "Receives msgpack metric batches (wire protocol v1) on a ZeroMQ PULL or SUB socket";
+
+  enum class Mode { kPull, kSub };
+  enum class OnFull { kBlock, kShed };
+
+  struct Options {
+    // Required. "tcp://127.0.0.1:5555"; "tcp://127.0.0.1:*" binds an ephemeral port.
+    std::string endpoint;
+    // kPull binds by default, kSub connects by default.
+    Mode mode = Mode::kPull;
+    // Overrides the mode's default of binding or connecting when set.
+    std::optional<bool> bind;
+    // SUB only: topic prefixes to subscribe to. Default: everything.
+    std::vector<std::string> topics = {""};
+    // ZMQ_RCVHWM in messages. Default 1000; >= 0 (0 = unlimited).
+    int rcvhwm = 1000;
+    OnFull on_full = OnFull::kBlock;
+    // Emit the current batch once it holds this many events. Default 1024; >= 1.
+    size_t batch_events = 1024;
+    WireDecoderOptions decoder;
+
+    bool binds() const { return bind.has_value() ? *bind : mode == Mode::kPull; }
+    Status Validate() const;
+  };
+
+  // From a topology's `options` mapping: endpoint, mode, bind, topics, rcvhwm, on_full,
+  // batch_events, max_future_skew, max_past, max_events_per_message, max_string_bytes,
+  // max_message_bytes.
+  static Result<std::unique_ptr<ZmqSource>> Create(const ConfigNode& options);
+
+  // `options` must be valid (Create validates; tests may construct directly).
+  explicit ZmqSource(Options options);
+  ~ZmqSource() override;
+
+  Status Open(const StageContext& ctx) override;
+  Status Run(SourceOutput& out, const std::atomic<bool>& stop) override;
+  void Close() override;
+  std::string Endpoint() const override { return endpoint_; }
+
+  // The decoder (valid after Open), for tests and diagnostics. Read it only while Run is not
+  // running, or read its metrics instead.
+  const WireDecoder* decoder() const { return decoder_.get(); }
+
+ private:
+  // Receives one multipart message if one is waiting and decodes it into `batch`. Returns false
+  // when nothing was waiting.
+  bool ReceiveOne(EventBatch& batch);
+  void Shed(const EventBatch& batch);
+  void LogRejection(const DecodeResult& result);
+
+  const Options options_;
+  StageContext ctx_;
+  std::unique_ptr<zmq::context_t> context_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::string endpoint_;
+  std::unique_ptr<WireDecoder> decoder_;
+  zmq::message_t topic_;
+  zmq::message_t payload_;
+  zmq::message_t extra_;
+  std::unordered_map<StringId, Counter*> shed_by_publisher_;
+  int64_t last_log_ns_ = 0;
+  uint64_t suppressed_logs_ = 0;
+};
+
+}  // namespace inferscope

@@ -1,0 +1,235 @@
+#include "pipeline/sketch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace inferscope {
+namespace {
+
+constexpr double kQuantiles[] = {0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0};
+// The bound is exact in real arithmetic; allow for rounding in log/pow.
+constexpr double kTolerance = 0.01 * (1 + 1e-9);
+
+std::vector<double> LogNormal(size_t n, uint64_t seed, double mu = 3.0, double sigma = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> dist(mu, sigma);
+  std::vector<double> v(n);
+  for (double& x : v) x = dist(rng);
+  return v;
+}
+
+// Pareto(x_m = 1, alpha) by inverse transform: heavy-tailed like queueing delays.
+std::vector<double> Pareto(size_t n, uint64_t seed, double alpha = 1.2) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> v(n);
+  for (double& x : v) x = std::pow(1.0 - u(rng), -1.0 / alpha);
+  return v;
+}
+
+DDSketch SketchOf(const std::vector<double>& values, int max_bins = DDSketch::kDefaultMaxBins) {
+  DDSketch s(DDSketch::kDefaultRelativeAccuracy, max_bins);
+  for (double v : values) s.Add(v);
+  return s;
+}
+
+void ExpectWithinRelativeError(const std::vector<double>& values, const DDSketch& sketch) {
+  std::vector<double> sorted = values;
+  std::sort(sorted.begin(), sorted.end());
+  for (double q : kQuantiles) {
+    const double exact = sorted[static_cast<size_t>(std::floor(q * (sorted.size() - 1)))];
+    const double got = sketch.Quantile(q);
+    EXPECT_LE(std::abs(got - exact), kTolerance * std::abs(exact))
+        << "q=" << q << " exact=" << exact << " got=" << got;
+  }
+}
+
+TEST(DDSketchTest, LogNormalQuantilesWithinOnePercent) {
+  const std::vector<double> values = LogNormal(200'000, 42);
+  const DDSketch sketch = SketchOf(values);
+  EXPECT_EQ(sketch.count(), values.size());
+  ExpectWithinRelativeError(values, sketch);
+}
+
+TEST(DDSketchTest, ParetoQuantilesWithinOnePercent) {
+  const std::vector<double> values = Pareto(200'000, 7);
+  ExpectWithinRelativeError(values, SketchOf(values));
+}
+
+TEST(DDSketchTest, WideLogNormalQuantilesWithinOnePercent) {
+  const std::vector<double> values = LogNormal(100'000, 3, 0.0, 4.0);  // ~1e-7 .. 1e7
+  ExpectWithinRelativeError(values, SketchOf(values));
+}
+
+TEST(DDSketchTest, NegativeZeroAndPositiveValues) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> dist(0.0, 100.0);
+  std::vector<double> values(100'000);
+  for (double& v : values) v = dist(rng);
+  for (int i = 0; i < 5000; ++i) values.push_back(0.0);
+  ExpectWithinRelativeError(values, SketchOf(values));
+}
+
+TEST(DDSketchTest, EmptyAndInvalidInput) {
+  DDSketch s;
+  EXPECT_TRUE(s.empty());
+  EXPECT_TRUE(std::isnan(s.Quantile(0.5)));
+  s.Add(std::nan(""));
+  s.Add(INFINITY);
+  s.Add(-INFINITY);
+  EXPECT_TRUE(s.empty());
+  s.Add(5.0);
+  EXPECT_TRUE(std::isnan(s.Quantile(-0.1)));
+  EXPECT_TRUE(std::isnan(s.Quantile(1.1)));
+  EXPECT_NEAR(s.Quantile(0.5), 5.0, 0.05);
+  s.Add(1e-320);  // below the indexable range: counts as zero
+  EXPECT_EQ(s.count(), 2u);
+  EXPECT_EQ(s.Quantile(0.0), 0.0);
+}
+
+TEST(DDSketchTest, MergeEqualsSketchOfUnion) {
+  const std::vector<double> a = LogNormal(60'000, 1);
+  std::vector<double> b = Pareto(60'000, 2);
+  for (size_t i = 0; i < b.size(); i += 10) b[i] = -b[i];
+  std::vector<double> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+
+  DDSketch merged = SketchOf(a);
+  ASSERT_TRUE(merged.Merge(SketchOf(b)).ok());
+  const DDSketch whole = SketchOf(all);
+  EXPECT_TRUE(merged == whole);
+  for (double q : kQuantiles) EXPECT_EQ(merged.Quantile(q), whole.Quantile(q)) << q;
+  ExpectWithinRelativeError(all, merged);
+
+  // Order does not matter.
+  DDSketch other_way = SketchOf(b);
+  ASSERT_TRUE(other_way.Merge(SketchOf(a)).ok());
+  EXPECT_TRUE(other_way == whole);
+}
+
+TEST(DDSketchTest, MergeIntoEmptyAndFromEmpty) {
+  const DDSketch full = SketchOf(LogNormal(1000, 5));
+  DDSketch empty;
+  ASSERT_TRUE(empty.Merge(full).ok());
+  EXPECT_TRUE(empty == full);
+  DDSketch copy = full;
+  ASSERT_TRUE(copy.Merge(DDSketch()).ok());
+  EXPECT_TRUE(copy == full);
+}
+
+TEST(DDSketchTest, MergeRejectsDifferentAccuracy) {
+  DDSketch a(0.01);
+  DDSketch b(0.02);
+  b.Add(1.0);
+  EXPECT_EQ(a.Merge(b).code(), Status::Code::kInvalidArgument);
+}
+
+TEST(DDSketchTest, BinsAreBoundedAndUpperQuantilesStayAccurate) {
+  constexpr int kMaxBins = 64;
+  // 1e-6 .. 1e6 needs ~1400 bins at 1%; only the top 64 survive.
+  std::mt19937_64 rng(9);
+  std::uniform_real_distribution<double> exponent(-6.0, 6.0);
+  std::vector<double> values(50'000);
+  for (double& v : values) v = std::pow(10.0, exponent(rng));
+  const DDSketch sketch = SketchOf(values, kMaxBins);
+
+  std::string encoded;
+  sketch.EncodeTo(&encoded);
+  EXPECT_LT(encoded.size(), 20u + 2u * 5u * kMaxBins);  // at most kMaxBins (index, count) pairs
+  std::string_view in = encoded;
+  DDSketch decoded;
+  ASSERT_TRUE(DDSketch::DecodeFrom(&in, &decoded).ok());  // the decoder enforces the span
+  EXPECT_TRUE(decoded == sketch);
+
+  std::vector<double> sorted = values;
+  std::sort(sorted.begin(), sorted.end());
+  for (double q : {0.999, 1.0}) {
+    const double exact = sorted[static_cast<size_t>(q * (sorted.size() - 1))];
+    EXPECT_LE(std::abs(sketch.Quantile(q) - exact), kTolerance * exact) << q;
+  }
+  // Collapsed low values are reported at the lowest kept bin: never below the true value.
+  EXPECT_GE(sketch.Quantile(0.0), sorted.front());
+
+  // Collapsing commutes with merging.
+  std::vector<double> low(values.begin(), values.begin() + 25'000);
+  std::vector<double> high(values.begin() + 25'000, values.end());
+  DDSketch merged = SketchOf(low, kMaxBins);
+  ASSERT_TRUE(merged.Merge(SketchOf(high, kMaxBins)).ok());
+  EXPECT_TRUE(merged == sketch);
+}
+
+TEST(DDSketchTest, ClearKeepsWorking) {
+  DDSketch s = SketchOf(LogNormal(10'000, 4));
+  s.Clear();
+  EXPECT_TRUE(s.empty());
+  EXPECT_TRUE(s == DDSketch());
+  const std::vector<double> values = Pareto(10'000, 8);
+  for (double v : values) s.Add(v);
+  EXPECT_TRUE(s == SketchOf(values));
+}
+
+TEST(DDSketchTest, EncodeDecodeRoundTrip) {
+  std::vector<double> values = LogNormal(20'000, 12);
+  for (size_t i = 0; i < values.size(); i += 7) values[i] = -values[i];
+  values.push_back(0.0);
+  for (const DDSketch& original : {DDSketch(), SketchOf(values), SketchOf({42.0})}) {
+    std::string bytes = "prefix";
+    original.EncodeTo(&bytes);
+    bytes += "suffix";
+    std::string_view in(bytes);
+    in.remove_prefix(6);
+    DDSketch decoded(0.05, 10);
+    ASSERT_TRUE(DDSketch::DecodeFrom(&in, &decoded).ok());
+    EXPECT_EQ(in, "suffix");
+    EXPECT_TRUE(decoded == original);
+    if (original.empty()) continue;
+    for (double q : kQuantiles) EXPECT_EQ(decoded.Quantile(q), original.Quantile(q));
+  }
+  // Compact: a few bytes per occupied bin.
+  std::string bytes;
+  SketchOf(values).EncodeTo(&bytes);
+  EXPECT_LT(bytes.size(), 2000u);
+}
+
+TEST(DDSketchTest, GarbageIsCorruptionNeverACrash) {
+  std::string valid;
+  SketchOf(LogNormal(5000, 13)).EncodeTo(&valid);
+  // Every truncation.
+  for (size_t n = 0; n < valid.size(); ++n) {
+    std::string_view in(valid.data(), n);
+    DDSketch s;
+    EXPECT_EQ(DDSketch::DecodeFrom(&in, &s).code(), Status::Code::kCorruption) << n;
+  }
+  // Random bytes, and valid bytes with random damage: either decodes or reports Corruption.
+  std::mt19937_64 rng(99);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int iter = 0; iter < 20'000; ++iter) {
+    std::string bytes;
+    if (iter % 2 == 0) {
+      bytes.resize(static_cast<size_t>(rng() % 64));
+      for (char& c : bytes) c = static_cast<char>(byte(rng));
+      if (!bytes.empty() && iter % 4 == 0) bytes[0] = 1;  // get past the version check
+    } else {
+      bytes = valid;
+      for (int k = 0; k < 3; ++k) bytes[rng() % bytes.size()] = static_cast<char>(byte(rng));
+    }
+    std::string_view in(bytes);
+    DDSketch s;
+    const Status st = DDSketch::DecodeFrom(&in, &s);
+    if (st.ok()) {
+      (void)s.Quantile(0.5);
+      std::string again;
+      s.EncodeTo(&again);
+    } else {
+      EXPECT_EQ(st.code(), Status::Code::kCorruption);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -1,0 +1,241 @@
+#include "pipeline/state_store.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+constexpr int64_t kPaneMs = 10'000;
+
+class StateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(Reopen().ok()); }
+
+  Status Reopen() {
+    store_.reset();
+    StateStoreOptions options;
+    options.path = dir_.str();
+    Result<std::unique_ptr<StateStore>> opened = StateStore::Open(options, &metrics_);
+    if (!opened.ok()) return opened.status();
+    store_ = std::move(opened).value();
+    return Status::Ok();
+  }
+
+  // A pane of `values` (all at the pane's start) with `events` requests of which `errors` failed.
+  WindowSummary Pane(std::string_view instance, std::string_view model, std::string_view metric,
+                     int64_t start_ms, std::vector<double> values, uint64_t errors = 0) {
+    WindowSummary pane;
+    pane.series = {interner_.Intern(instance), interner_.Intern(model), interner_.Intern(metric)};
+    pane.start_ms = start_ms;
+    pane.end_ms = start_ms + kPaneMs;
+    pane.max_event_time_ms = start_ms + kPaneMs - 1;
+    for (size_t i = 0; i < values.size(); ++i) {
+      pane.agg.Add(values[i], start_ms + static_cast<int64_t>(i));
+      pane.agg.AddEvent(i < errors);
+    }
+    return pane;
+  }
+
+  std::vector<StoredPane> Scan(std::string_view instance, std::string_view model,
+                               std::string_view metric, int64_t from_ms, int64_t to_ms) {
+    std::vector<StoredPane> out;
+    Status s = store_->ScanPanes(instance, model, metric, from_ms, to_ms,
+                                 [&out](const StoredPane& pane) {
+                                   out.push_back(pane);
+                                   return Status::Ok();
+                                 });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  }
+
+  std::vector<SeriesInfo> Series() {
+    std::vector<SeriesInfo> out;
+    Status s = store_->ListSeries([&out](const SeriesInfo& info) { out.push_back(info); });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  }
+
+  testing::TempDir dir_;
+  MetricsRegistry metrics_;
+  Interner interner_;
+  std::unique_ptr<StateStore> store_;
+};
+
+TEST_F(StateStoreTest, OptionsRequireAPath) {
+  StateStoreOptions options;
+  EXPECT_EQ(options.Validate().code(), Status::Code::kInvalidArgument);
+  Result<std::unique_ptr<StateStore>> opened = StateStore::Open(options, nullptr);
+  EXPECT_EQ(opened.status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST_F(StateStoreTest, RoundTripsPanes) {
+  std::vector<WindowSummary> panes = {Pane("node-1", "llama", "ttft_ms", 20'000, {1, 2, 3}, 1),
+                                      Pane("node-1", "llama", "ttft_ms", 30'000, {4.5})};
+  ASSERT_TRUE(store_->WritePanes(panes, interner_, 40'000).ok());
+
+  std::vector<StoredPane> got = Scan("node-1", "llama", "ttft_ms", 0, 100'000);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].start_ms, 20'000);
+  EXPECT_EQ(got[0].end_ms, 30'000);
+  EXPECT_EQ(got[0].agg.count, 3u);
+  EXPECT_EQ(got[0].agg.events, 3u);
+  EXPECT_EQ(got[0].agg.errors, 1u);
+  EXPECT_DOUBLE_EQ(got[0].agg.sum, 6);
+  EXPECT_DOUBLE_EQ(got[0].agg.min, 1);
+  EXPECT_DOUBLE_EQ(got[0].agg.max, 3);
+  EXPECT_TRUE(got[0].agg.sketch == panes[0].agg.sketch);
+  EXPECT_EQ(got[1].start_ms, 30'000);
+  EXPECT_DOUBLE_EQ(got[1].agg.last, 4.5);
+  EXPECT_EQ(store_->Watermark(), 40'000);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_state_panes_written_total"), 2u);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_state_write_errors_total"), 0u);
+}
+
+TEST_F(StateStoreTest, UpsertReplacesAStoredPane) {
+  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "e2e_ms", 10'000, {1, 2})}, interner_, 0).ok());
+  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "e2e_ms", 10'000, {7, 8, 9})}, interner_, 0).ok());
+  std::vector<StoredPane> got = Scan("n", "m", "e2e_ms", 0, 1'000'000);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].agg.count, 3u);
+  EXPECT_DOUBLE_EQ(got[0].agg.sum, 24);
+}
+
+TEST_F(StateStoreTest, ScanIsBoundedByTheSeriesAndTheRangeAndOrderedByTime) {
+  std::vector<WindowSummary> panes;
+  // Written out of order; neighbours whose keys share a byte prefix must not leak into the scan.
+  for (int64_t start : {40'000, 0, 30'000, 10'000, 20'000}) {
+    panes.push_back(Pane("a", "m", "ttft_ms", start, {static_cast<double>(start)}));
+  }
+  panes.push_back(Pane("a", "m2", "ttft_ms", 10'000, {1}));
+  panes.push_back(Pane("ab", "m", "ttft_ms", 10'000, {1}));
+  panes.push_back(Pane("a", "m", "ttft_ms_x", 10'000, {1}));
+  panes.push_back(Pane("a", "m", "tpot_ms", 10'000, {1}));
+  ASSERT_TRUE(store_->WritePanes(panes, interner_, 50'000).ok());
+
+  std::vector<StoredPane> got = Scan("a", "m", "ttft_ms", 10'000, 40'000);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].start_ms, 10'000);
+  EXPECT_EQ(got[1].start_ms, 20'000);
+  EXPECT_EQ(got[2].start_ms, 30'000);
+  EXPECT_DOUBLE_EQ(got[2].agg.sum, 30'000);
+
+  EXPECT_EQ(Scan("a", "m", "ttft_ms", 0, INT64_MAX).size(), 5u);
+  EXPECT_EQ(Scan("a", "m", "ttft_ms", 40'001, INT64_MAX).size(), 0u);
+  EXPECT_EQ(Scan("a", "m", "ttft_ms", 30'000, 30'000).size(), 0u);
+  EXPECT_EQ(Scan("a", "m", "ttft_ms", 30'000, 30'001).size(), 1u);
+  EXPECT_EQ(Scan("a", "m", "missing", 0, INT64_MAX).size(), 0u);
+  EXPECT_EQ(Scan("a", "", "ttft_ms", 0, INT64_MAX).size(), 0u);
+}
+
+TEST_F(StateStoreTest, ScanStopsAtTheFirstError) {
+  ASSERT_TRUE(
+      store_->WritePanes({Pane("n", "m", "x", 0, {1}), Pane("n", "m", "x", 10'000, {1})}, interner_, 0)
+          .ok());
+  int calls = 0;
+  Status s = store_->ScanPanes("n", "m", "x", 0, INT64_MAX, [&calls](const StoredPane&) {
+    ++calls;
+    return Status::Internal("stop");
+  });
+  EXPECT_EQ(s.code(), Status::Code::kInternal);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST_F(StateStoreTest, SeriesIndexMergesFirstAndLastSeen) {
+  ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 50'000, {1}),
+                                  Pane("a", "z", "e2e_ms", 0, {1}),
+                                  Pane("a", "m", "ttft_ms", 20'000, {1})},
+                                 interner_, 60'000)
+                  .ok());
+  // An older and a newer pane of one series, in separate batches.
+  ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 10'000, {1})}, interner_, 60'000).ok());
+  ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 90'000, {1})}, interner_, 100'000).ok());
+
+  std::vector<SeriesInfo> series = Series();
+  ASSERT_EQ(series.size(), 3u);
+  EXPECT_EQ(series[0].instance, "a");
+  EXPECT_EQ(series[0].model, "m");
+  EXPECT_EQ(series[1].instance, "a");
+  EXPECT_EQ(series[1].model, "z");
+  EXPECT_EQ(series[1].metric, "e2e_ms");
+  EXPECT_EQ(series[2].instance, "b");
+  EXPECT_EQ(series[2].first_seen_ms, 10'000);
+  EXPECT_EQ(series[2].last_seen_ms, 90'000 + kPaneMs - 1);
+}
+
+TEST_F(StateStoreTest, WatermarkNeverMovesBack) {
+  EXPECT_EQ(store_->Watermark(), 0);
+  ASSERT_TRUE(store_->WritePanes(std::vector<WindowSummary>{}, interner_, 100).ok());
+  ASSERT_TRUE(store_->WritePanes(std::vector<WindowSummary>{}, interner_, 50).ok());
+  EXPECT_EQ(store_->Watermark(), 100);
+}
+
+TEST_F(StateStoreTest, ReopenKeepsPanesSeriesAndWatermark) {
+  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "ttft_ms", 30'000, {5, 6})}, interner_, 40'000).ok());
+  ASSERT_TRUE(Reopen().ok());
+  EXPECT_EQ(store_->Watermark(), 40'000);
+  std::vector<StoredPane> got = Scan("n", "m", "ttft_ms", 0, INT64_MAX);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_DOUBLE_EQ(got[0].agg.sum, 11);
+
+  // The reloaded index is merged with, not replaced by, new writes.
+  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "ttft_ms", 10'000, {1})}, interner_, 40'000).ok());
+  std::vector<SeriesInfo> series = Series();
+  ASSERT_EQ(series.size(), 1u);
+  EXPECT_EQ(series[0].first_seen_ms, 10'000);
+  EXPECT_EQ(series[0].last_seen_ms, 30'000 + kPaneMs - 1);
+}
+
+TEST_F(StateStoreTest, RejectsNamesLongerThan255BytesAndWritesNothing) {
+  std::string long_name(256, 'x');
+  Status s = store_->WritePanes({Pane("ok", "m", "x", 0, {1}), Pane(long_name, "m", "x", 0, {1})},
+                                interner_, 10);
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_TRUE(Series().empty());
+  EXPECT_EQ(store_->Watermark(), 0);
+  EXPECT_EQ(store_->ScanPanes(long_name, "m", "x", 0, 1, [](const StoredPane&) { return Status::Ok(); })
+                .code(),
+            Status::Code::kInvalidArgument);
+  // 255 bytes is fine.
+  EXPECT_TRUE(store_->WritePanes({Pane(std::string(255, 'y'), "m", "x", 0, {1})}, interner_, 10).ok());
+}
+
+TEST_F(StateStoreTest, CorruptStoredValuesAreReportedAsCorruption) {
+  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "x", 0, {1})}, interner_, 10).ok());
+  store_.reset();
+  {
+    // Damage the stored values behind the store's back.
+    rocksdb::DBOptions options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"panes", {}}, {"series", {}}, {"meta", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.str(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put({}, handles[1], PaneKey("n", "m", "x", 0), "short").ok());
+    ASSERT_TRUE(db->Put({}, handles[1], PaneKey("n", "m", "x", 10'000),
+                        std::string(8, '\0') + "garbage that is no aggregate")
+                    .ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  ASSERT_TRUE(Reopen().ok());
+  auto ok = [](const StoredPane&) { return Status::Ok(); };
+  EXPECT_EQ(store_->ScanPanes("n", "m", "x", 0, 10'000, ok).code(), Status::Code::kCorruption);
+  EXPECT_EQ(store_->ScanPanes("n", "m", "x", 10'000, 20'000, ok).code(), Status::Code::kCorruption);
+}
+
+TEST_F(StateStoreTest, KeyEncodingIsLengthPrefixedAndBigEndian) {
+  std::string key = PaneKey("ab", "", "c", 0x0102);
+  EXPECT_EQ(key, std::string("\x02"
+                             "ab\x00\x01"
+                             "c\x00\x00\x00\x00\x00\x00\x01\x02",
+                             14));
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -1,0 +1,446 @@
+#include "sources/zmq_source.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+#include <zmq.hpp>
+
+#include "clients/cpp/publisher.h"
+#include "pipeline/clock.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "pipeline/registry.h"
+#include "sources/register.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+constexpr auto kDeadline = std::chrono::seconds(30);
+
+// A real SourceOutput: a small pool of batches and a queue that the test thread drains.
+class TestOutput final : public SourceOutput {
+ public:
+  // `queue_capacity`: TryEmit fails when this many batches are queued (Emit ignores it).
+  explicit TestOutput(size_t queue_capacity = 64) : capacity_(queue_capacity) {}
+
+  EventBatchPtr Acquire() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return nullptr;
+    if (pool_.empty()) return std::make_unique<EventBatch>();
+    EventBatchPtr b = std::move(pool_.back());
+    pool_.pop_back();
+    return b;
+  }
+  bool Emit(EventBatchPtr batch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    queue_.push_back(std::move(batch));
+    cv_.notify_all();
+    return true;
+  }
+  bool TryEmit(EventBatchPtr& batch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || queue_.size() >= capacity_) return false;
+    queue_.push_back(std::move(batch));
+    cv_.notify_all();
+    return true;
+  }
+  void Release(EventBatchPtr batch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch->Clear();
+    pool_.push_back(std::move(batch));
+  }
+  void Stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+
+  // Moves the queued events into `events_` (waiting up to 50 ms for a batch), recycling batches.
+  void Drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !queue_.empty(); });
+    while (!queue_.empty()) {
+      EventBatchPtr b = std::move(queue_.front());
+      queue_.pop_front();
+      ++batches_;
+      events_.insert(events_.end(), b->events.begin(), b->events.end());
+      b->Clear();
+      pool_.push_back(std::move(b));
+    }
+  }
+
+  // Drains until `done()` holds or the deadline passes.
+  bool WaitFor(const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (std::chrono::steady_clock::now() < deadline) {
+      Drain();
+      if (done()) return true;
+    }
+    return false;
+  }
+
+  const std::vector<Event>& events() const { return events_; }
+  size_t batches() const { return batches_; }
+
+ private:
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<EventBatchPtr> pool_;
+  std::deque<EventBatchPtr> queue_;
+  bool stopping_ = false;
+  std::vector<Event> events_;
+  size_t batches_ = 0;
+};
+
+// Opens a ZmqSource and runs it on its own thread until destroyed.
+class Harness {
+ public:
+  explicit Harness(ZmqSource::Options options, size_t queue_capacity = 64)
+      : output(queue_capacity), source(std::move(options)) {
+    StageContext ctx;
+    ctx.name = "zmq-in";
+    ctx.interner = &interner;
+    ctx.metrics = &metrics;
+    ctx.clock = &SystemClock::Instance();
+    Status st = source.Open(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    if (st.ok()) {
+      thread = std::thread([this] { run_status = source.Run(output, stop); });
+    }
+  }
+  ~Harness() {
+    stop = true;
+    if (thread.joinable()) thread.join();
+    EXPECT_TRUE(run_status.ok()) << run_status.ToString();
+    source.Close();
+  }
+
+  uint64_t Counter(std::string_view name, const Labels& labels = {}) const {
+    return metrics.CounterValue(name, labels);
+  }
+  size_t EventsFrom(std::string_view publisher) const {
+    return std::count_if(output.events().begin(), output.events().end(),
+                         [&](const Event& e) { return interner.Name(e.publisher) == publisher; });
+  }
+
+  Interner interner;
+  MetricsRegistry metrics;
+  TestOutput output;
+  ZmqSource source;
+  std::atomic<bool> stop{false};
+  Status run_status;
+  std::thread thread;
+};
+
+ZmqSource::Options PullOptions() {
+  ZmqSource::Options o;
+  o.endpoint = "tcp://127.0.0.1:*";
+  return o;
+}
+
+TEST(ZmqSourceTest, ResolvesWildcardEndpoint) {
+  Harness h(PullOptions());
+  std::string ep = h.source.Endpoint();
+  EXPECT_EQ(ep.rfind("tcp://127.0.0.1:", 0), 0u) << ep;
+  EXPECT_EQ(ep.find('*'), std::string::npos) << ep;
+  EXPECT_GT(std::stoi(ep.substr(ep.rfind(':') + 1)), 0);
+}
+
+TEST(ZmqSourceTest, PullReceivesBatchesFromTheCppPublisher) {
+  ZmqSource::Options options = PullOptions();
+  options.batch_events = 300;
+  Harness h(options);
+  client::PublisherOptions po;
+  po.endpoint = h.source.Endpoint();
+  po.publisher_id = "cpp-pub";
+  po.batch_size = 100;
+  client::Publisher pub(po);
+  std::string error;
+  ASSERT_TRUE(pub.Connect(&error)) << error;
+
+  const int64_t now = client::NowMs();
+  constexpr int kRequests = 1000;
+  for (int i = 0; i < kRequests; ++i) {
+    client::RequestOutcome r;
+    r.instance = i % 2 == 0 ? "node-even" : "node-odd";
+    r.model = "llama";
+    r.e2e_ms = i;
+    r.ttft_ms = i / 2.0;
+    r.output_tokens = static_cast<uint32_t>(i);
+    r.error = i % 10 == 0 ? "timeout" : "";
+    r.time_ms = now;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(pub.Gauge("node-even", "llama", "kv_cache_usage", i / 10.0, now));
+  ASSERT_TRUE(pub.Flush());
+  EXPECT_EQ(pub.messages_sent(), 11u);
+  EXPECT_EQ(pub.events_sent(), 1010u);
+
+  // The publisher stays open until everything is counted (no fire-and-forget tail).
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 1010; }))
+      << h.output.events().size();
+  EXPECT_EQ(h.output.events().size(), 1010u);
+  std::vector<bool> seen(kRequests, false);
+  int gauges = 0;
+  for (const Event& e : h.output.events()) {
+    EXPECT_EQ(h.interner.Name(e.publisher), "cpp-pub");
+    EXPECT_EQ(e.time_ms, now);
+    if (e.kind == EventKind::kGauge) {
+      EXPECT_EQ(h.interner.Name(e.metric), "kv_cache_usage");
+      ++gauges;
+      continue;
+    }
+    int i = static_cast<int>(e.e2e_ms);
+    ASSERT_GE(i, 0);
+    ASSERT_LT(i, kRequests);
+    EXPECT_FALSE(seen[i]);
+    seen[i] = true;
+    EXPECT_EQ(h.interner.Name(e.instance), i % 2 == 0 ? "node-even" : "node-odd");
+    EXPECT_EQ(h.interner.Name(e.model), "llama");
+    EXPECT_DOUBLE_EQ(e.ttft_ms, i / 2.0);
+    EXPECT_EQ(e.output_tokens, static_cast<uint32_t>(i));
+    EXPECT_EQ(e.error, i % 10 == 0 ? ErrorKind::kTimeout : ErrorKind::kNone);
+  }
+  EXPECT_EQ(gauges, 10);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), kRequests);
+  EXPECT_EQ(h.Counter("inferscope_source_messages_total", {{"stage", "zmq-in"}}), 11u);
+  EXPECT_EQ(h.Counter("inferscope_source_events_total"), 1010u);
+  EXPECT_EQ(h.Counter("inferscope_source_sequence_gaps_total"), 0u);
+  EXPECT_EQ(h.Counter("inferscope_source_duplicates_total"), 0u);
+  EXPECT_GT(h.Counter("inferscope_source_bytes_total"), 1010u * 40);
+}
+
+TEST(ZmqSourceTest, BadFramesAndGarbageAreCountedAndSurvived) {
+  Harness h(PullOptions());
+  zmq::context_t ctx(1);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 0);
+  push.connect(h.source.Endpoint());
+
+  push.send(zmq::str_buffer("only-one-frame"), zmq::send_flags::none);
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);
+  push.send(zmq::str_buffer("b"), zmq::send_flags::none);
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::str_buffer("\xc1 definitely not msgpack"), zmq::send_flags::none);
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::buffer(std::string(3000, '\x91')), zmq::send_flags::none);
+  // Then a valid message: PUSH→PULL keeps order, so once it is counted so is everything before.
+  client::BatchEncoder encoder("raw-pub");
+  encoder.AddGauge("n", "m", "g", 1.0);
+  std::string_view payload = encoder.Finish();
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 1; }));
+  EXPECT_EQ(h.Counter("inferscope_source_rejected_total", {{"reason", "bad_frames"}}), 2u);
+  EXPECT_EQ(h.Counter("inferscope_source_rejected_total", {{"reason", "not_msgpack"}}), 2u);
+  EXPECT_EQ(h.Counter("inferscope_source_messages_total"), 5u);
+  EXPECT_EQ(h.Counter("inferscope_source_events_total"), 1u);
+}
+
+TEST(ZmqSourceTest, SubModeFiltersTopicsByPrefix) {
+  zmq::context_t ctx(1);
+  zmq::socket_t pub(ctx, zmq::socket_type::pub);
+  pub.set(zmq::sockopt::linger, 0);
+  pub.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = pub.get(zmq::sockopt::last_endpoint);
+
+  ZmqSource::Options options;
+  options.endpoint = endpoint;
+  options.mode = ZmqSource::Mode::kSub;  // connects
+  options.topics = {"metrics"};
+  Harness h(options);
+  EXPECT_EQ(h.source.Endpoint(), "");  // binds nothing
+
+  client::BatchEncoder wanted("sub-pub");
+  client::BatchEncoder unwanted("other-pub");
+  auto send = [&](std::string_view topic, client::BatchEncoder& enc) {
+    for (int i = 0; i < 5; ++i) enc.AddGauge("node", "m", "queue_depth", i);
+    std::string_view payload = enc.Finish();
+    pub.send(zmq::buffer(topic.data(), topic.size()), zmq::send_flags::sndmore);
+    pub.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+  };
+  // SUB joins late (the subscription travels to the PUB): publish until enough has arrived.
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (h.EventsFrom("sub-pub") < 50 && std::chrono::steady_clock::now() < deadline) {
+    send("other", unwanted);
+    send("metrics.node-1", wanted);
+    h.output.Drain();
+  }
+  ASSERT_GE(h.EventsFrom("sub-pub"), 50u);
+  EXPECT_EQ(h.EventsFrom("other-pub"), 0u);
+  // Every message that arrived was contiguous after the first: no gaps.
+  EXPECT_EQ(h.Counter("inferscope_source_sequence_gaps_total"), 0u);
+}
+
+TEST(ZmqSourceTest, ShedsWhenTheQueueIsFull) {
+  ZmqSource::Options options = PullOptions();
+  options.on_full = ZmqSource::OnFull::kShed;
+  Harness h(options, /*queue_capacity=*/0);  // TryEmit always fails
+  client::PublisherOptions po;
+  po.endpoint = h.source.Endpoint();
+  po.publisher_id = "shed-pub";
+  po.batch_size = 50;
+  client::Publisher pub(po);
+  ASSERT_TRUE(pub.Connect());
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(pub.Gauge("n", "m", "g", i));
+  ASSERT_TRUE(pub.Flush());
+  ASSERT_TRUE(h.output.WaitFor([&] {
+    return h.Counter("inferscope_source_shed_events_total", {{"publisher", "shed-pub"}}) >= 200;
+  }));
+  EXPECT_EQ(h.Counter("inferscope_source_shed_events_total"), 200u);
+  EXPECT_EQ(h.output.events().size(), 0u);
+}
+
+// Runs `command` with its stdin connected to a pipe that stays open until Finish(), so that the
+// child can keep its socket open until the test has counted everything.
+class Child {
+ public:
+  explicit Child(const std::string& command) : pipe_(popen(command.c_str(), "w")) {}
+  ~Child() { Finish(); }
+  bool ok() const { return pipe_ != nullptr; }
+  // Closes the child's stdin and returns its exit status.
+  int Finish() {
+    if (pipe_ == nullptr) return status_;
+    int st = pclose(pipe_);
+    pipe_ = nullptr;
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return status_;
+  }
+
+ private:
+  FILE* pipe_;
+  int status_ = -1;
+};
+
+TEST(ZmqSourceTest, ReceivesThePythonClient) {
+  Harness h(PullOptions());
+  testing::TempDir dir;
+  const std::string script = (dir.path() / "publish.py").string();
+  {
+    std::ofstream out(script);
+    out << R"PY(
+import sys
+from inferscope_client import Publisher
+
+endpoint, now = sys.argv[1], int(sys.argv[2])
+pub = Publisher(endpoint, "py-pub", batch_size=64)
+for i in range(300):
+    pub.request("py-node", "py-model", e2e_ms=float(i), ttft_ms=i / 4, prompt_tokens=i,
+                error="rate_limited" if i % 7 == 0 else None, quality=0.5, time_ms=now)
+for i in range(20):
+    pub.gauge("py-node", "py-model", "num_requests_running", i, time_ms=now)
+pub.flush()
+sys.stdin.read()  # keep the socket open until the test has counted everything
+pub.close()
+)PY";
+  }
+  const int64_t now = client::NowMs();
+  const std::string cmd = "PYTHONPATH='" + testing::SourceDir() + "/clients/python' '" +
+                          testing::Python() + "' '" + script + "' '" + h.source.Endpoint() + "' " +
+                          std::to_string(now);
+  Child child(cmd);
+  ASSERT_TRUE(child.ok());
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 320; }))
+      << h.output.events().size() << " events";
+  EXPECT_EQ(child.Finish(), 0);
+
+  ASSERT_EQ(h.output.events().size(), 320u);
+  std::vector<bool> seen(300, false);
+  int gauges = 0;
+  for (const Event& e : h.output.events()) {
+    EXPECT_EQ(h.interner.Name(e.publisher), "py-pub");
+    EXPECT_EQ(h.interner.Name(e.instance), "py-node");
+    EXPECT_EQ(h.interner.Name(e.model), "py-model");
+    EXPECT_EQ(e.time_ms, now);
+    if (e.kind == EventKind::kGauge) {
+      EXPECT_EQ(h.interner.Name(e.metric), "num_requests_running");
+      EXPECT_DOUBLE_EQ(e.value, gauges);
+      ++gauges;
+      continue;
+    }
+    int i = static_cast<int>(e.e2e_ms);
+    ASSERT_TRUE(i >= 0 && i < 300);
+    seen[i] = true;
+    EXPECT_DOUBLE_EQ(e.ttft_ms, i / 4.0);
+    EXPECT_EQ(e.prompt_tokens, static_cast<uint32_t>(i));
+    EXPECT_FALSE(e.Has(kHasOutputTokens));
+    EXPECT_DOUBLE_EQ(e.quality, 0.5);
+    EXPECT_EQ(e.error, i % 7 == 0 ? ErrorKind::kRateLimited : ErrorKind::kNone);
+  }
+  EXPECT_EQ(gauges, 20);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), 300);
+  EXPECT_EQ(h.Counter("inferscope_source_messages_total"), 5u);  // 320 / 64
+  EXPECT_EQ(h.Counter("inferscope_source_rejected_total"), 0u);
+}
+
+TEST(ZmqSourceTest, RunsThePythonExample) {
+  Harness h(PullOptions());
+  const std::string cmd = "cd '" + testing::SourceDir() + "/clients/python' && '" +
+                          testing::Python() + "' example.py --endpoint '" + h.source.Endpoint() +
+                          "' --requests 300 > /dev/null";
+  Child child(cmd);
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(child.Finish(), 0);
+  // The example exits right after sending; only its first messages are certain to arrive.
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.EventsFrom("example-gateway") >= 64; }));
+  EXPECT_EQ(h.Counter("inferscope_source_rejected_total"), 0u);
+}
+
+TEST(ZmqSourceTest, CreateFromConfig) {
+  Registry registry;
+  RegisterSources(registry);
+  ASSERT_TRUE(registry.HasSource("zmq"));
+
+  auto node = [](const std::string& yaml) {
+    return ConfigNode("test.yaml", YAML::Load(yaml), "sources[0].options");
+  };
+  auto made = registry.CreateSource(
+      "zmq", node("{endpoint: 'tcp://127.0.0.1:*', mode: sub, bind: true, topics: [metrics, x], "
+                  "rcvhwm: 10, on_full: shed, batch_events: 7, max_future_skew: 1m, max_past: 2h, "
+                  "max_events_per_message: 100, max_string_bytes: 64, max_message_bytes: 100000}"));
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+
+  EXPECT_FALSE(ZmqSource::Create(node("{mode: pull}")).ok());  // endpoint is required
+  auto typo = ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', rcvhmw: 5}"));
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.status().message().find("rcvhmw"), std::string::npos) << typo.status().ToString();
+  EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', mode: dealer}")).ok());
+  EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', on_full: drop}")).ok());
+  EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', topics: [a]}")).ok());
+  EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', batch_events: 0}")).ok());
+  EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_past: 0}")).ok());
+
+  // A bad endpoint fails at Open with a Status, not an exception.
+  auto bad = ZmqSource::Create(node("{endpoint: 'nonsense://x'}"));
+  ASSERT_TRUE(bad.ok());
+  Interner interner;
+  StageContext ctx;
+  ctx.name = "s";
+  ctx.interner = &interner;
+  ctx.clock = &SystemClock::Instance();
+  Status st = (*bad)->Open(ctx);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Status::Code::kIOError) << st.ToString();
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -5,9 +5,9 @@
 //   (c) engine:         publisher PUSH ──tcp──► the default topology (zmq source → window_aggregate
 //                       → rocksdb_state + zmq_pub), state in a temp dir
 //
-// The publisher runs in this process on its own thread, encoding protocol-v1 batches on the fly
-// with the C++ client's BatchEncoder from a deterministic generator, so every run sends identical
-// messages. Workload: request outcomes over G (instance, model) groups; each request updates the 5
+// The messages are encoded once, up front, with the C++ client's BatchEncoder (about 100 bytes per
+// event, so 20 M events take about 2 GB of memory); a publisher thread in this process then sends
+// the very same bytes to each receiver, so the three rows differ only in the receiving side. Workload: request outcomes over G (instance, model) groups; each request updates the 5
 // request metrics it carries (ttft, tpot, e2e, prompt and output tokens), so G=2000 gives 10,000
 // series. Event time advances 60 s over the run, so six 10 s panes close for every series and go
 // to RocksDB while ingest goes on.
@@ -79,6 +79,15 @@ class Generator {
 
   uint64_t messages() const { return (args_.events + args_.batch - 1) / args_.batch; }
 
+  // Every message of the run, encoded.
+  std::vector<std::string> EncodeAll() {
+    client::BatchEncoder enc("bench-publisher");
+    std::vector<std::string> out;
+    out.reserve(messages());
+    for (uint64_t k = 0; k < messages(); ++k) out.emplace_back(Message(k, enc));
+    return out;
+  }
+
   // Encodes message `k` into `enc` and returns the payload.
   std::string_view Message(uint64_t k, client::BatchEncoder& enc) {
     client::RequestOutcome r;
@@ -110,16 +119,14 @@ class Generator {
   uint32_t tokens_[kTable];
 };
 
-// Sends every message of `gen` to `endpoint` over PUSH; returns when all are queued.
-void Publish(Generator& gen, const std::string& endpoint, const std::string& publisher_id) {
+// Sends every message to `endpoint` over PUSH; returns when all are queued.
+void Publish(const std::vector<std::string>& messages, const std::string& endpoint) {
   zmq::context_t ctx;
   zmq::socket_t push(ctx, zmq::socket_type::push);
   push.set(zmq::sockopt::sndhwm, 1000);
   push.set(zmq::sockopt::linger, -1);
   push.connect(endpoint);
-  client::BatchEncoder enc(publisher_id);
-  for (uint64_t k = 0; k < gen.messages(); ++k) {
-    std::string_view payload = gen.Message(k, enc);
+  for (const std::string& payload : messages) {
     push.send(zmq::buffer("metrics", 7), zmq::send_flags::sndmore);
     push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
   }
@@ -133,13 +140,12 @@ struct Measured {
 };
 
 // (a) and (b): PULL on an ephemeral port, receive every message, optionally decode it.
-Measured RunPull(const Args& args, int64_t base_time_ms, bool decode) {
+Measured RunPull(const Args& args, const std::vector<std::string>& messages, bool decode) {
   zmq::context_t ctx;
   zmq::socket_t pull(ctx, zmq::socket_type::pull);
   pull.set(zmq::sockopt::rcvhwm, 1000);
   pull.bind("tcp://127.0.0.1:*");
   std::string endpoint = pull.get(zmq::sockopt::last_endpoint);
-  Generator gen(args, base_time_ms);
   Interner interner;
   WireDecoder decoder(WireDecoderOptions{}, interner, SystemClock::Instance(), nullptr, "bench");
   EventBatch batch;
@@ -147,10 +153,10 @@ Measured RunPull(const Args& args, int64_t base_time_ms, bool decode) {
 
   double cpu0 = CpuSeconds();
   auto t0 = SteadyClock::now();
-  std::thread publisher([&] { Publish(gen, endpoint, decode ? "bench-decode" : "bench-raw"); });
+  std::thread publisher([&] { Publish(messages, endpoint); });
   Measured m;
   zmq::message_t topic, payload;
-  for (uint64_t k = 0; k < gen.messages(); ++k) {
+  for (size_t k = 0; k < messages.size(); ++k) {
     (void)pull.recv(topic);
     (void)pull.recv(payload);
     if (decode) {
@@ -169,15 +175,20 @@ Measured RunPull(const Args& args, int64_t base_time_ms, bool decode) {
 }
 
 // (c): the engine on the default topology with ephemeral ports and a temp state dir.
-Measured RunEngine(const Args& args, int64_t base_time_ms, uint64_t* panes_written, double* drain_s) {
+Measured RunEngine(const Args& args, const std::vector<std::string>& messages, uint64_t* panes_written,
+                   double* drain_s) {
   Result<TopologySpec> spec = LoadTopologyFile(args.topology);
   if (!spec.ok()) {
     std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
     std::exit(2);
   }
-  for (auto& s : spec->sources) s.options.node()["endpoint"] = "tcp://127.0.0.1:*";
-  for (auto& s : spec->sinks) {
-    if (s.options.Has("endpoint")) s.options.node()["endpoint"] = "tcp://127.0.0.1:*";
+  // Ephemeral ports, so the harness never collides with a running engine. (YAML::Node copies
+  // share their data: writing through a copy edits the spec.)
+  for (auto* stages : {&spec->sources, &spec->sinks}) {
+    for (auto& s : *stages) {
+      YAML::Node options = s.options.node();
+      if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
+    }
   }
   std::string state = (std::filesystem::temp_directory_path() / ("inferscope-bench-" + std::to_string(getpid()))).string();
   std::filesystem::remove_all(state);
@@ -190,11 +201,10 @@ Measured RunEngine(const Args& args, int64_t base_time_ms, uint64_t* panes_writt
   }
   Engine& engine = **built;
   std::string endpoint = engine.Endpoint(spec->sources[0].name);
-  Generator gen(args, base_time_ms);
 
   double cpu0 = CpuSeconds();
   auto t0 = SteadyClock::now();
-  std::thread publisher([&] { Publish(gen, endpoint, "bench-engine"); });
+  std::thread publisher([&] { Publish(messages, endpoint); });
   Measured m;
   auto last_progress = SteadyClock::now();
   while ((m.events = engine.metrics().CounterValue("inferscope_stage_events_in_total")) < args.events) {
@@ -241,17 +251,21 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  int64_t base = client::NowMs() - 120'000;
-  std::printf("workload: %lu request events, %d (instance, model) groups = %d series, %d events/message, %u cores\n",
+  Generator gen(args, client::NowMs() - 120'000);
+  std::vector<std::string> messages = gen.EncodeAll();
+  size_t bytes = 0;
+  for (const auto& m : messages) bytes += m.size();
+  std::printf("workload: %lu request events, %d (instance, model) groups = %d series, %d events/message "
+              "(%.0f bytes/event), %u cores\n",
               static_cast<unsigned long>(args.events), args.groups, args.groups * 5, args.batch,
-              std::thread::hardware_concurrency());
+              static_cast<double>(bytes) / static_cast<double>(args.events), std::thread::hardware_concurrency());
   std::printf("%-34s %14s %10s %12s %10s\n", "run", "events/s", "seconds", "cpu-seconds", "vs raw");
   for (int run = 0; run < args.runs; ++run) {
-    Measured raw = RunPull(args, base, false);
-    Measured dec = RunPull(args, base, true);
+    Measured raw = RunPull(args, messages, false);
+    Measured dec = RunPull(args, messages, true);
     uint64_t panes = 0;
     double drain = 0;
-    Measured eng = RunEngine(args, base, &panes, &drain);
+    Measured eng = RunEngine(args, messages, &panes, &drain);
     auto row = [&](const char* name, const Measured& m) {
       std::printf("%-34s %14.0f %10.2f %12.2f %9.2fx\n", name, m.rate(), m.seconds, m.cpu_seconds,
                   m.rate() / raw.rate());

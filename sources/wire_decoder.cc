@@ -686,8 +686,14 @@ void WireDecoder::RecordBadFrames(size_t total_bytes) {
 }
 
 // flatten: GCC otherwise leaves msgpack-c's parser and the visitor calls out of line (2-3x slower).
-__attribute__((flatten)) DecodeResult WireDecoder::Decode(std::string_view payload,
-                                                          EventBatch& batch) {
+// Not under AddressSanitizer, where flattening makes this one function take >10 minutes to compile.
+#if defined(__SANITIZE_ADDRESS__)
+#define INFERSCOPE_DECODE_FLATTEN
+#else
+#define INFERSCOPE_DECODE_FLATTEN __attribute__((flatten))
+#endif
+INFERSCOPE_DECODE_FLATTEN DecodeResult WireDecoder::Decode(std::string_view payload,
+                                                           EventBatch& batch) {
   DecodeResult result;
   ++messages_;
   messages_counter_->Inc();

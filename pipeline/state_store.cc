@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace inferscope {
@@ -93,7 +94,8 @@ std::string Printable(std::string_view bytes) {
 
 Status StateStoreOptions::Validate() const {
   if (path.empty()) return Status::InvalidArgument("state store: path is required");
-  if (block_cache_mb == 0) return Status::InvalidArgument("state store: block_cache_mb must be > 0");
+  if (block_cache_mb == 0)
+    return Status::InvalidArgument("state store: block_cache_mb must be > 0");
   return Status::Ok();
 }
 
@@ -105,7 +107,8 @@ void AppendStr(std::string* out, std::string_view s) {
 }
 
 void AppendBigEndian64(std::string* out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 std::string PaneKey(std::string_view instance, std::string_view model, std::string_view metric,
@@ -127,8 +130,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   }
   store->write_latency_ = metrics->GetHistogram("inferscope_state_write_seconds",
                                                 "Latency of RocksDB pane WriteBatch commits");
-  store->write_errors_ = metrics->GetCounter("inferscope_state_write_errors_total",
-                                             "RocksDB pane writes that failed");
+  store->write_errors_ =
+      metrics->GetCounter("inferscope_state_write_errors_total", "RocksDB pane writes that failed");
   store->panes_written_ = metrics->GetCounter("inferscope_state_panes_written_total",
                                               "Panes written to the state store");
 
@@ -144,7 +147,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   // Every column family in the directory must be opened; ours come first, in a fixed order.
   std::vector<std::string> existing;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, options.path, &existing);
-  if (!s.ok() && !(s.IsIOError() || s.IsPathNotFound()) ) {
+  if (!s.ok() && !(s.IsIOError() || s.IsPathNotFound())) {
     return FromRocks(s, "state store: listing column families of " + options.path);
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -164,12 +167,14 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
 }
 
 Status StateStore::LoadIndex() {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     rocksdb::Slice v = it->value();
     if (v.size() != 16) {
-      return Status::Corruption("state store: series entry '" + Printable(it->key().ToStringView()) +
-                                "' has a value of " + std::to_string(v.size()) + " bytes");
+      return Status::Corruption("state store: series entry '" +
+                                Printable(it->key().ToStringView()) + "' has a value of " +
+                                std::to_string(v.size()) + " bytes");
     }
     std::string_view view = v.ToStringView();
     index_[it->key().ToString()] = {static_cast<int64_t>(DecodeBigEndian64(view)),
@@ -222,8 +227,8 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
     auto upd = updates.find(key);
     if (upd == updates.end()) {
       auto stored = index_.find(key);
-      SeriesRange range = stored != index_.end() ? stored->second
-                                                 : SeriesRange{pane.start_ms, last_seen};
+      SeriesRange range =
+          stored != index_.end() ? stored->second : SeriesRange{pane.start_ms, last_seen};
       upd = updates.emplace(key, range).first;
     }
     upd->second.first_seen_ms = std::min(upd->second.first_seen_ms, pane.start_ms);
@@ -236,9 +241,10 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(batch.Put(handles_[kPanes], key, value), "state store"));
   }
   for (const auto& [series_key, range] : updates) {
-    INFERSCOPE_RETURN_IF_ERROR(FromRocks(
-        batch.Put(handles_[kSeries], series_key, EncodeRange(range.first_seen_ms, range.last_seen_ms)),
-        "state store"));
+    INFERSCOPE_RETURN_IF_ERROR(
+        FromRocks(batch.Put(handles_[kSeries], series_key,
+                            EncodeRange(range.first_seen_ms, range.last_seen_ms)),
+                  "state store"));
   }
   int64_t new_watermark = std::max(watermark_.load(std::memory_order_relaxed), watermark_ms);
   value.clear();
@@ -302,8 +308,11 @@ Status StateStore::ScanPanes(std::string_view instance, std::string_view model,
 }
 
 Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) const {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
-  SeriesInfo info;
+  // Keys are length-prefixed, so their byte order is not the (instance, model, metric) order the
+  // contract promises: read them all, then sort.
+  std::vector<SeriesInfo> all;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string_view key = it->key().ToStringView();
     std::string_view value = it->value().ToStringView();
@@ -313,14 +322,19 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
         !rest.empty() || value.size() != 16) {
       return Status::Corruption("state store: malformed series entry '" + Printable(key) + "'");
     }
+    SeriesInfo& info = all.emplace_back();
     info.instance.assign(instance);
     info.model.assign(model);
     info.metric.assign(metric);
     info.first_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value));
     info.last_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value.substr(8)));
-    fn(info);
   }
-  return FromRocks(it->status(), "state store: listing series");
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: listing series"));
+  std::sort(all.begin(), all.end(), [](const SeriesInfo& a, const SeriesInfo& b) {
+    return std::tie(a.instance, a.model, a.metric) < std::tie(b.instance, b.model, b.metric);
+  });
+  for (const SeriesInfo& info : all) fn(info);
+  return Status::Ok();
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }

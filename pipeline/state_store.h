@@ -25,9 +25,9 @@ class ColumnFamilyHandle;
 namespace inferscope {
 
 struct StateStoreOptions {
-  std::string path;            // RocksDB directory; required
+  std::string path;  // RocksDB directory; required
   bool create_if_missing = true;
-  bool sync_writes = false;    // fsync every WriteBatch (default: rely on the WAL without fsync)
+  bool sync_writes = false;  // fsync every WriteBatch (default: rely on the WAL without fsync)
   size_t block_cache_mb = 64;
 
   Status Validate() const;
@@ -51,13 +51,15 @@ struct SeriesInfo {
 
 // StateStore is the engine's durable state: RocksDB with one column family per kind of record.
 //
+// clang-format off
 //   panes   key: str(instance) str(model) str(metric) be64(pane start ms)  value: end ms + Aggregate
 //   series  key: str(instance) str(model) str(metric)                      value: first/last seen
 //   meta    key: name                                                       value: engine facts (watermark)
+// clang-format on
 //
-// str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at decode),
-// so a key prefix selects one series and big-endian times keep its panes in time order. Strings, not
-// interned ids, are stored: ids are per process, the store outlives it.
+// str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at
+// decode), so a key prefix selects one series and big-endian times keep its panes in time order.
+// Strings, not interned ids, are stored: ids are per process, the store outlives it.
 //
 // Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers.
 class StateStore {
@@ -79,8 +81,8 @@ class StateStore {
   // The same for a slice of a batch (sinks split very large batches without copying).
   Status WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                     int64_t watermark_ms);
-  // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time order.
-  // Stops early and returns the first non-OK Status `fn` returns.
+  // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time
+  // order. Stops early and returns the first non-OK Status `fn` returns.
   Status ScanPanes(std::string_view instance, std::string_view model, std::string_view metric,
                    int64_t from_ms, int64_t to_ms,
                    const std::function<Status(const StoredPane&)>& fn) const;

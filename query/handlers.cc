@@ -21,6 +21,10 @@ using nlohmann::json;
 constexpr std::string_view kValidationError = "VALIDATION_ERROR";
 constexpr std::string_view kNotFound = "NOT_FOUND";
 constexpr size_t kMaxNameBytes = 255;
+// Bounds that keep window arithmetic far from int64 overflow: times up to the year 9999, windows
+// up to about 31 years.
+constexpr int64_t kMaxTimeMs = 253'402'300'799'999;
+constexpr int64_t kMaxWindowMs = 1'000'000'000'000;
 
 int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -41,11 +45,11 @@ std::optional<int64_t> ParseWindowParam(const ApiContext& ctx, const ApiRequest&
                                         ApiReply* error) {
   *text = req.Param("window").value_or(std::string(default_text));
   std::optional<int64_t> ms = ParseDurationMs(*text);
-  if (!ms || *ms <= 0) {
-    *error = BadParameter(ctx, "window",
-                          "window must be a positive duration such as 10s, 1m, 5m or 1h, got '" +
-                              *text + "'",
-                          {{"value", *text}});
+  if (!ms || *ms <= 0 || *ms > kMaxWindowMs) {
+    *error = BadParameter(
+        ctx, "window",
+        "window must be a positive duration such as 10s, 1m, 5m or 1h, got '" + *text + "'",
+        {{"value", *text}});
     return std::nullopt;
   }
   return ms;
@@ -57,11 +61,11 @@ std::optional<int64_t> ParseTimeParam(const ApiContext& ctx, const ApiRequest& r
   *present = text.has_value();
   if (!text) return std::nullopt;
   std::optional<int64_t> ms = ParseTimeMs(*text);
+  if (ms && *ms > kMaxTimeMs) ms.reset();
   if (!ms) {
-    *error = BadParameter(ctx, name,
-                          name + " must be epoch milliseconds or an RFC 3339 time, got '" + *text +
-                              "'",
-                          {{"value", *text}});
+    *error = BadParameter(
+        ctx, name, name + " must be epoch milliseconds or an RFC 3339 time, got '" + *text + "'",
+        {{"value", *text}});
   }
   return ms;
 }
@@ -103,8 +107,9 @@ ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::
                     json details) {
   ApiReply reply;
   reply.status = status;
-  reply.body = {{"error", {{"code", code}, {"message", std::move(message)}, {"details", std::move(details)}}},
-                {"timestamp", FormatRfc3339(clock.NowMs())}};
+  reply.body = {
+      {"error", {{"code", code}, {"message", std::move(message)}, {"details", std::move(details)}}},
+      {"timestamp", FormatRfc3339(clock.NowMs())}};
   return reply;
 }
 
@@ -159,9 +164,9 @@ std::optional<int64_t> ParseTimeMs(std::string_view text) {
     return true;
   };
   int year, month, day, hour, minute, second;
-  if (!digits(4, &year) || !expect("-") || !digits(2, &month) || !expect("-") ||
-      !digits(2, &day) || !expect("Tt ") || !digits(2, &hour) || !expect(":") ||
-      !digits(2, &minute) || !expect(":") || !digits(2, &second)) {
+  if (!digits(4, &year) || !expect("-") || !digits(2, &month) || !expect("-") || !digits(2, &day) ||
+      !expect("Tt ") || !digits(2, &hour) || !expect(":") || !digits(2, &minute) || !expect(":") ||
+      !digits(2, &second)) {
     return std::nullopt;
   }
   int64_t millis = 0;
@@ -221,7 +226,8 @@ ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest&) {
     kinds[key].push_back({{"name", entry.name}, {"description", entry.description}});
   }
   ApiReply reply;
-  reply.body = {{"capabilities", std::move(kinds)}, {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
+  reply.body = {{"capabilities", std::move(kinds)},
+                {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
   return reply;
 }
 
@@ -328,8 +334,7 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
   int64_t to_ms = has_to ? *to : FloorDiv(watermark, w) * w;
   int64_t from_ms = has_from ? *from : to_ms - w;
   if (from_ms >= to_ms) {
-    return BadParameter(ctx, "from", "from must be before to",
-                        {{"from", from_ms}, {"to", to_ms}});
+    return BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
   }
   const int64_t first_start = FloorDiv(from_ms, w) * w;
   const int64_t span = to_ms - first_start;
@@ -360,7 +365,8 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
         });
     if (bad_pane) {
       return BadParameter(ctx, "window",
-                          "window " + window_text + " is not a multiple of the stored pane length (" +
+                          "window " + window_text +
+                              " is not a multiple of the stored pane length (" +
                               std::to_string(bad_pane_ms) + "ms)",
                           {{"value", window_text}, {"pane_ms", bad_pane_ms}});
     }
@@ -373,16 +379,11 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
     list.push_back(WindowJson(start, start + w, windows[static_cast<size_t>(i)]));
   }
   ApiReply reply;
-  reply.body = {{"instance", instance},
-                {"model", model ? json(*model) : json()},
-                {"models", models},
-                {"metric", metric},
-                {"window", window_text},
-                {"window_ms", w},
-                {"from", first_start},
-                {"to", end_ms},
-                {"as_of", watermark},
-                {"windows", std::move(list)}};
+  reply.body = {{"instance", instance},  {"model", model ? json(*model) : json()},
+                {"models", models},      {"metric", metric},
+                {"window", window_text}, {"window_ms", w},
+                {"from", first_start},   {"to", end_ms},
+                {"as_of", watermark},    {"windows", std::move(list)}};
   return reply;
 }
 
@@ -403,7 +404,8 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
   double cached_tokens = 0, prompt_tokens = 0;
   std::set<std::string> active;
   for (const SeriesInfo& info : series) {
-    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark) active.insert(info.instance);
+    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark)
+      active.insert(info.instance);
     const bool is_e2e = info.metric == "e2e_ms";
     const bool is_cached = info.metric == "cached_tokens";
     const bool is_prompt = info.metric == "prompt_tokens";

@@ -32,7 +32,7 @@ struct ApiContext {
 };
 
 struct ApiRequest {
-  std::vector<std::string> path_params;  // the route pattern's captures, in order
+  std::vector<std::string> path_params;            // the route pattern's captures, in order
   std::multimap<std::string, std::string> params;  // query parameters
   // The first value of `name`, if present.
   std::optional<std::string> Param(const std::string& name) const;

@@ -88,7 +88,8 @@ void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   const std::string token = options_.bearer_token;
   for (const Route& route : Routes()) {
-    Histogram* latency = ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
+    Histogram* latency =
+        ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
     httplib::Server::Handler handler = [ctx, token, &route, latency](const httplib::Request& req,
                                                                      httplib::Response& res) {
       const int64_t started_ns = ctx->clock->MonotonicNs();
@@ -124,17 +125,17 @@ void QueryServer::RegisterRoutes() {
   // error handler also sees our handlers' error replies; those already have a body.
   server_->set_error_handler(httplib::Server::HandlerWithResponse(
       [ctx](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string message = res.status == 404
-                              ? "no route for " + req.method + " " + req.path
-                              : "request failed with HTTP status " + std::to_string(res.status);
-    nlohmann::json details = {{"method", req.method}, {"path", req.path}};
-    Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
-                    std::move(details)),
-         res);
-    Count(*ctx->metrics, kUnmatched, res.status);
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string message = res.status == 404
+                                  ? "no route for " + req.method + " " + req.path
+                                  : "request failed with HTTP status " + std::to_string(res.status);
+        nlohmann::json details = {{"method", req.method}, {"path", req.path}};
+        Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
+                        std::move(details)),
+             res);
+        Count(*ctx->metrics, kUnmatched, res.status);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
   server_->set_exception_handler(
       [ctx](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
         Send(ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error"), res);

@@ -39,7 +39,8 @@ struct ApiContext;
 // Lifecycle: construct → Start (binds, serves on a thread pool of its own) → Stop (idempotent; the
 // destructor calls it). The pointers given at construction must outlive the server.
 // Concurrency: handlers run on `threads` pool threads and only read the store.
-// Limitations: plain HTTP; when a bearer token is configured every route but /v1/health requires it.
+// Limitations: plain HTTP; when a bearer token is configured every route but /v1/health requires
+// it.
 class QueryServer {
  public:
   struct Options {

@@ -9,14 +9,16 @@
 namespace inferscope {
 
 Status RocksDbStateSink::Options::Validate() const {
-  if (max_batch_panes < 1) return Status::InvalidArgument("rocksdb_state: max_batch_panes must be >= 1");
+  if (max_batch_panes < 1)
+    return Status::InvalidArgument("rocksdb_state: max_batch_panes must be >= 1");
   return Status::Ok();
 }
 
 Result<std::unique_ptr<RocksDbStateSink>> RocksDbStateSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"max_batch_panes"}));
   Options opts;
-  Result<int64_t> max_batch = options.GetInt("max_batch_panes", opts.max_batch_panes, 1, 10'000'000);
+  Result<int64_t> max_batch =
+      options.GetInt("max_batch_panes", opts.max_batch_panes, 1, 10'000'000);
   if (!max_batch.ok()) return max_batch.status();
   opts.max_batch_panes = *max_batch;
   INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
@@ -25,12 +27,14 @@ Result<std::unique_ptr<RocksDbStateSink>> RocksDbStateSink::Create(const ConfigN
 
 Status RocksDbStateSink::Open(const StageContext& ctx) {
   if (ctx.state == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name +
-                                   "' (rocksdb_state) needs a state store, but the topology declares "
-                                   "no state directory");
+    return Status::InvalidArgument(
+        "sink '" + ctx.name +
+        "' (rocksdb_state) needs a state store, but the topology declares "
+        "no state directory");
   }
   if (ctx.interner == nullptr || ctx.metrics == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks an interner or metrics");
+    return Status::InvalidArgument("sink '" + ctx.name +
+                                   "': the stage context lacks an interner or metrics");
   }
   state_ = ctx.state;
   interner_ = ctx.interner;

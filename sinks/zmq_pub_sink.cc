@@ -25,13 +25,16 @@ void PackKey(msgpack::packer<msgpack::sbuffer>& pk, std::string_view key) {
   pk.pack_str_body(key.data(), static_cast<uint32_t>(key.size()));
 }
 
-nlohmann::json JsonDouble(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+nlohmann::json JsonDouble(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+}
 
 }  // namespace
 
 Status ZmqPubSink::Options::Validate() const {
   if (endpoint.empty()) return Status::InvalidArgument("zmq_pub: endpoint is required");
-  if (sndhwm < 0 || sndhwm > INT32_MAX) return Status::InvalidArgument("zmq_pub: sndhwm out of range");
+  if (sndhwm < 0 || sndhwm > INT32_MAX)
+    return Status::InvalidArgument("zmq_pub: sndhwm out of range");
   return Status::Ok();
 }
 
@@ -63,7 +66,8 @@ ZmqPubSink::~ZmqPubSink() { Close(); }
 Status ZmqPubSink::Open(const StageContext& ctx) {
   INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
   if (ctx.interner == nullptr || ctx.metrics == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks an interner or metrics");
+    return Status::InvalidArgument("sink '" + ctx.name +
+                                   "': the stage context lacks an interner or metrics");
   }
   interner_ = ctx.interner;
   Labels labels = {{"stage", ctx.name}};

@@ -36,7 +36,7 @@ class ZmqPubSink final : public Sink {
 
   enum class Format { kMsgpack, kJson };
   struct Options {
-    std::string endpoint;   // required; the address to bind
+    std::string endpoint;     // required; the address to bind
     int64_t sndhwm = 10'000;  // send high-water mark in messages; >= 0 (0 = unlimited)
     Format format = Format::kMsgpack;
     Status Validate() const;

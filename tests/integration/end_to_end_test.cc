@@ -6,6 +6,7 @@
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include <fstream>
 

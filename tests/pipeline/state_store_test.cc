@@ -45,11 +45,11 @@ class StateStoreTest : public ::testing::Test {
   std::vector<StoredPane> Scan(std::string_view instance, std::string_view model,
                                std::string_view metric, int64_t from_ms, int64_t to_ms) {
     std::vector<StoredPane> out;
-    Status s = store_->ScanPanes(instance, model, metric, from_ms, to_ms,
-                                 [&out](const StoredPane& pane) {
-                                   out.push_back(pane);
-                                   return Status::Ok();
-                                 });
+    Status s =
+        store_->ScanPanes(instance, model, metric, from_ms, to_ms, [&out](const StoredPane& pane) {
+          out.push_back(pane);
+          return Status::Ok();
+        });
     EXPECT_TRUE(s.ok()) << s.ToString();
     return out;
   }
@@ -134,9 +134,10 @@ TEST_F(StateStoreTest, ScanIsBoundedByTheSeriesAndTheRangeAndOrderedByTime) {
 }
 
 TEST_F(StateStoreTest, ScanStopsAtTheFirstError) {
-  ASSERT_TRUE(
-      store_->WritePanes({Pane("n", "m", "x", 0, {1}), Pane("n", "m", "x", 10'000, {1})}, interner_, 0)
-          .ok());
+  ASSERT_TRUE(store_
+                  ->WritePanes({Pane("n", "m", "x", 0, {1}), Pane("n", "m", "x", 10'000, {1})},
+                               interner_, 0)
+                  .ok());
   int calls = 0;
   Status s = store_->ScanPanes("n", "m", "x", 0, INT64_MAX, [&calls](const StoredPane&) {
     ++calls;
@@ -147,25 +148,29 @@ TEST_F(StateStoreTest, ScanStopsAtTheFirstError) {
 }
 
 TEST_F(StateStoreTest, SeriesIndexMergesFirstAndLastSeen) {
-  ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 50'000, {1}),
-                                  Pane("a", "z", "e2e_ms", 0, {1}),
-                                  Pane("a", "m", "ttft_ms", 20'000, {1})},
-                                 interner_, 60'000)
-                  .ok());
+  ASSERT_TRUE(
+      store_
+          ->WritePanes({Pane("b", "m", "ttft_ms", 50'000, {1}), Pane("ab", "m", "e2e_ms", 0, {1}),
+                        Pane("a", "z", "e2e_ms", 0, {1}), Pane("a", "m", "ttft_ms", 20'000, {1})},
+                       interner_, 60'000)
+          .ok());
   // An older and a newer pane of one series, in separate batches.
   ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 10'000, {1})}, interner_, 60'000).ok());
-  ASSERT_TRUE(store_->WritePanes({Pane("b", "m", "ttft_ms", 90'000, {1})}, interner_, 100'000).ok());
+  ASSERT_TRUE(
+      store_->WritePanes({Pane("b", "m", "ttft_ms", 90'000, {1})}, interner_, 100'000).ok());
 
   std::vector<SeriesInfo> series = Series();
-  ASSERT_EQ(series.size(), 3u);
+  // Ordered by (instance, model, metric), not by key length.
+  ASSERT_EQ(series.size(), 4u);
   EXPECT_EQ(series[0].instance, "a");
   EXPECT_EQ(series[0].model, "m");
   EXPECT_EQ(series[1].instance, "a");
   EXPECT_EQ(series[1].model, "z");
   EXPECT_EQ(series[1].metric, "e2e_ms");
-  EXPECT_EQ(series[2].instance, "b");
-  EXPECT_EQ(series[2].first_seen_ms, 10'000);
-  EXPECT_EQ(series[2].last_seen_ms, 90'000 + kPaneMs - 1);
+  EXPECT_EQ(series[2].instance, "ab");
+  EXPECT_EQ(series[3].instance, "b");
+  EXPECT_EQ(series[3].first_seen_ms, 10'000);
+  EXPECT_EQ(series[3].last_seen_ms, 90'000 + kPaneMs - 1);
 }
 
 TEST_F(StateStoreTest, WatermarkNeverMovesBack) {
@@ -176,7 +181,8 @@ TEST_F(StateStoreTest, WatermarkNeverMovesBack) {
 }
 
 TEST_F(StateStoreTest, ReopenKeepsPanesSeriesAndWatermark) {
-  ASSERT_TRUE(store_->WritePanes({Pane("n", "m", "ttft_ms", 30'000, {5, 6})}, interner_, 40'000).ok());
+  ASSERT_TRUE(
+      store_->WritePanes({Pane("n", "m", "ttft_ms", 30'000, {5, 6})}, interner_, 40'000).ok());
   ASSERT_TRUE(Reopen().ok());
   EXPECT_EQ(store_->Watermark(), 40'000);
   std::vector<StoredPane> got = Scan("n", "m", "ttft_ms", 0, INT64_MAX);
@@ -198,11 +204,13 @@ TEST_F(StateStoreTest, RejectsNamesLongerThan255BytesAndWritesNothing) {
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
   EXPECT_TRUE(Series().empty());
   EXPECT_EQ(store_->Watermark(), 0);
-  EXPECT_EQ(store_->ScanPanes(long_name, "m", "x", 0, 1, [](const StoredPane&) { return Status::Ok(); })
-                .code(),
-            Status::Code::kInvalidArgument);
+  EXPECT_EQ(
+      store_->ScanPanes(long_name, "m", "x", 0, 1, [](const StoredPane&) { return Status::Ok(); })
+          .code(),
+      Status::Code::kInvalidArgument);
   // 255 bytes is fine.
-  EXPECT_TRUE(store_->WritePanes({Pane(std::string(255, 'y'), "m", "x", 0, {1})}, interner_, 10).ok());
+  EXPECT_TRUE(
+      store_->WritePanes({Pane(std::string(255, 'y'), "m", "x", 0, {1})}, interner_, 10).ok());
 }
 
 TEST_F(StateStoreTest, CorruptStoredValuesAreReportedAsCorruption) {

@@ -51,7 +51,7 @@ class QueryServerTest : public ::testing::Test {
       const int64_t start = 600'000 + k * kPaneMs;
       std::vector<double> llama, mistral, e2e, prompt, cached;
       for (int j = 1; j <= 10; ++j) {
-        llama.push_back(k * 10 + j);          // minute 10: 1..60, minute 11: 61..120
+        llama.push_back(k * 10 + j);  // minute 10: 1..60, minute 11: 61..120
         mistral.push_back(1000 + k * 10 + j);
         e2e.push_back(100.0 * (k + 1) + j);
         prompt.push_back(1000);
@@ -88,7 +88,10 @@ class QueryServerTest : public ::testing::Test {
 
   void StartServer(QueryServer::Options options) {
     server_ = std::make_unique<QueryServer>(
-        options, store_.get(), &metrics_, &clock_, [] { return json{{"version", "test"}}; },
+        options, store_.get(), &metrics_, &clock_,
+        [] {
+          return json{{"version", "test"}};
+        },
         std::vector<Registry::Entry>{{"source", "zmq", "ZeroMQ source"},
                                      {"sink", "rocksdb_state", "state sink"}});
     Status s = server_->Start();
@@ -122,8 +125,7 @@ class QueryServerTest : public ::testing::Test {
     EXPECT_LE(got.get<double>(), hi * 1.01) << "q=" << q;
   }
 
-  json GetJson(const std::string& path, int expected_status,
-               const httplib::Headers& headers = {}) {
+  json GetJson(const std::string& path, int expected_status, const httplib::Headers& headers = {}) {
     auto res = client_->Get(path.c_str(), headers);
     EXPECT_TRUE(res) << path << ": " << httplib::to_string(res.error());
     if (!res) return json();
@@ -258,8 +260,8 @@ TEST_F(QueryServerTest, SummaryDefaultsToTheLastMinuteBeforeTheWatermark) {
 
 TEST_F(QueryServerTest, SummaryMergesPanesIntoAlignedWindowsAndAllModels) {
   // 30 s windows over two minutes given in RFC 3339, all models of the instance merged.
-  json body = GetJson(
-      "/v1/instances/node-1/summary?window=30s&from=1970-01-01T00:10:00Z&to=720000", 200);
+  json body =
+      GetJson("/v1/instances/node-1/summary?window=30s&from=1970-01-01T00:10:00Z&to=720000", 200);
   EXPECT_TRUE(body["model"].is_null());
   EXPECT_EQ(body["models"], json({"llama", "mistral"}));
   ASSERT_EQ(body["windows"].size(), 4u);
@@ -316,6 +318,11 @@ TEST_F(QueryServerTest, SummaryErrors) {
   body = GetJson("/v1/instances/node-1/summary?from=noon", 400);
   ExpectError(body, "VALIDATION_ERROR");
   EXPECT_EQ(body["error"]["details"]["parameter"], "from");
+
+  body = GetJson("/v1/instances/node-1/summary?to=9223372036854775807", 400);
+  EXPECT_EQ(body["error"]["details"]["parameter"], "to");
+  body = GetJson("/v1/instances/node-1/summary?window=100000000d", 400);
+  EXPECT_EQ(body["error"]["details"]["parameter"], "window");
 
   body = GetJson("/v1/instances/node-1/summary?from=720000&to=600000", 400);
   EXPECT_EQ(body["error"]["details"]["parameter"], "from");

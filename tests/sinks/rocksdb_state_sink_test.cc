@@ -68,7 +68,8 @@ class RocksDbStateSinkTest : public ::testing::Test {
 TEST_F(RocksDbStateSinkTest, CreateValidatesOptions) {
   EXPECT_TRUE(RocksDbStateSink::Create(Options("")).ok());
   EXPECT_TRUE(RocksDbStateSink::Create(Options("max_batch_panes: 5")).ok());
-  Result<std::unique_ptr<RocksDbStateSink>> typo = RocksDbStateSink::Create(Options("max_batch: 5"));
+  Result<std::unique_ptr<RocksDbStateSink>> typo =
+      RocksDbStateSink::Create(Options("max_batch: 5"));
   EXPECT_EQ(typo.status().code(), Status::Code::kInvalidArgument);
   EXPECT_NE(typo.status().message().find("max_batch"), std::string::npos);
   EXPECT_EQ(RocksDbStateSink::Create(Options("max_batch_panes: 0")).status().code(),

@@ -139,7 +139,8 @@ TEST_F(ZmqPubSinkTest, PublishesMsgpackSummariesUnderTheInstanceAndModelTopic) {
   ASSERT_TRUE((*sink)->Write(batch).ok());
   Received r = ReceiveSummary(sub);
   EXPECT_EQ(r.topic, "summaries.node-1.llama");
-  EXPECT_EQ(metrics_.CounterValue("inferscope_sink_messages_total", {{"stage", "pub"}}), probes + 1);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_sink_messages_total", {{"stage", "pub"}}),
+            probes + 1);
 
   msgpack::object_handle handle = msgpack::unpack(r.payload.data(), r.payload.size());
   std::map<std::string, msgpack::object> m;

@@ -144,9 +144,8 @@ void BM_WindowProcess(benchmark::State& state) {
   }
   events -= warm_events;
   state.SetItemsProcessed(events);
-  state.counters["ns_per_event"] =
-      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate |
-                                                          benchmark::Counter::kInvert);
+  state.counters["ns_per_event"] = benchmark::Counter(
+      static_cast<double>(events), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["summaries"] = static_cast<double>(summaries);
   state.counters["open_panes"] = static_cast<double>(op.open_panes());
 }

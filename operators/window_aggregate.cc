@@ -16,6 +16,9 @@ constexpr int64_t kMaxSeriesLimit = 100'000'000;
 // Event times beyond ±2^53 ms (±285,000 years) are rejected so pane arithmetic cannot overflow.
 constexpr int64_t kMaxAbsTimeMs = int64_t{1} << 53;
 constexpr size_t kInitialTableSize = 1024;
+// Events between the prefetch of an event's bins and its application (the aggregates are
+// prefetched twice as far ahead).
+constexpr size_t kPrefetchDistance = 4;
 
 int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -91,8 +94,8 @@ Result<std::unique_ptr<WindowAggregateOperator>> WindowAggregateOperator::Create
 WindowAggregateOperator::WindowAggregateOperator(const Options& options)
     : options_(options),
       pane_ms_(std::clamp(options.pane_ms, kMinPaneMs, kMaxPaneMs)),
-      out_of_orderness_ms_(std::clamp<int64_t>(options.out_of_orderness_ms, 0,
-                                               (kMaxRing - 2) * pane_ms_)),
+      out_of_orderness_ms_(
+          std::clamp<int64_t>(options.out_of_orderness_ms, 0, (kMaxRing - 2) * pane_ms_)),
       // An event is applied only if its pane ends after the watermark, and the watermark trails
       // the largest event time by at most out_of_orderness, so at most
       // ceil(out_of_orderness / pane) + 1 panes are open at once; a ring of that many slots (per
@@ -149,6 +152,89 @@ uint32_t WindowAggregateOperator::FindOrAddGroup(uint64_t instance_model, uint32
   series_ += num_metrics;
   if (groups_.size() * 2 > table_.size()) GrowTable();
   return group;
+}
+
+uint32_t WindowAggregateOperator::FindGroup(uint64_t instance_model, uint32_t metric) const {
+  size_t i = static_cast<size_t>(Hash(instance_model, metric) >> table_shift_);
+  while (true) {
+    const TableSlot& slot = table_[i];
+    if (slot.group == kNoGroup) return kNoGroup;
+    if (slot.instance_model == instance_model && slot.metric == metric) return slot.group;
+    i = (i + 1) & table_mask_;
+  }
+}
+
+void WindowAggregateOperator::ResolveBatch(const EventBatch& batch) {
+  const size_t n = batch.events.size();
+  batch_groups_.resize(n);
+  batch_slots_.resize(n);
+  int64_t pane_start = 0;
+  int64_t pane_end = 0;
+  size_t slot = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const Event& e = batch.events[i];
+    const int64_t t = e.time_ms;
+    uint32_t group = kNoGroup;
+    if (t <= kMaxAbsTimeMs && t >= -kMaxAbsTimeMs &&
+        (e.kind == EventKind::kRequest || e.metric != 0)) {
+      if (t < pane_start || t >= pane_end) {
+        const int64_t pane = FloorDiv(t, pane_ms_);
+        pane_start = pane * pane_ms_;
+        pane_end = pane_start + pane_ms_;
+        slot = SlotOf(pane);
+      }
+      const uint64_t instance_model = (static_cast<uint64_t>(e.instance) << 32) | e.model;
+      const bool request_group = e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds;
+      group = FindGroup(instance_model, request_group ? 0 : e.metric);
+    }
+    batch_groups_[i] = group;
+    batch_slots_[i] = static_cast<uint32_t>(slot);
+  }
+}
+
+void WindowAggregateOperator::PrefetchAggregates(const Event& e, size_t i) const {
+  const uint32_t group = batch_groups_[i];
+  if (group == kNoGroup) return;
+  const Group& g = groups_[group];
+  const size_t slot = batch_slots_[i];
+  __builtin_prefetch(&panes_[g.first_pane + slot], 1);
+  const Aggregate* a = &aggs_[g.first_agg + slot * g.num_metrics];
+  auto fetch = [](const Aggregate* agg) {
+    // Add() touches the first two lines (moments, then the sketch's header).
+    __builtin_prefetch(agg, 1);
+    __builtin_prefetch(reinterpret_cast<const char*>(agg) + 64, 1);
+  };
+  if (e.kind != EventKind::kRequest) {
+    fetch(g.metric != 0 ? a : a + (e.metric - 1));
+    return;
+  }
+  for (int m = 0; m < 5; ++m) fetch(a + m);
+  if (e.present & (kHasCachedTokens | kHasCost | kHasQuality)) {
+    if (e.Has(kHasCachedTokens)) fetch(a + 5);
+    if (e.Has(kHasCost)) fetch(a + 6);
+    if (e.Has(kHasQuality)) fetch(a + 7);
+  }
+}
+
+void WindowAggregateOperator::PrefetchBins(const Event& e, size_t i) const {
+  const uint32_t group = batch_groups_[i];
+  if (group == kNoGroup) return;
+  const Group& g = groups_[group];
+  const Aggregate* a = &aggs_[g.first_agg + batch_slots_[i] * g.num_metrics];
+  if (e.kind != EventKind::kRequest) {
+    (g.metric != 0 ? a : a + (e.metric - 1))->sketch.PrefetchBin(e.value);
+    return;
+  }
+  if (e.Has(kHasTtft)) a[0].sketch.PrefetchBin(e.ttft_ms);
+  if (e.Has(kHasTpot)) a[1].sketch.PrefetchBin(e.tpot_ms);
+  if (e.Has(kHasE2e)) a[2].sketch.PrefetchBin(e.e2e_ms);
+  if (e.Has(kHasPromptTokens)) a[3].sketch.PrefetchBin(e.prompt_tokens);
+  if (e.Has(kHasOutputTokens)) a[4].sketch.PrefetchBin(e.output_tokens);
+  if (e.present & (kHasCachedTokens | kHasCost | kHasQuality)) {
+    if (e.Has(kHasCachedTokens)) a[5].sketch.PrefetchBin(e.cached_tokens);
+    if (e.Has(kHasCost)) a[6].sketch.PrefetchBin(e.cost_usd);
+    if (e.Has(kHasQuality)) a[7].sketch.PrefetchBin(e.quality);
+  }
 }
 
 void WindowAggregateOperator::GrowTable() {
@@ -249,12 +335,30 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
   uint64_t rejected_series = 0;
   uint64_t rejected_time = 0;
   uint64_t rejected_metric = 0;
+  // With thousands of series every aggregate and bin an event touches is a cache miss. Resolve
+  // the batch's groups first, then run two prefetch stages ahead of the events being applied:
+  // the aggregates of event i + 2 * kPrefetchDistance, the bins of event i + kPrefetchDistance
+  // (whose aggregates have arrived by then). Prefetching is only a hint: the loop below decides
+  // everything exactly as without it.
+  ResolveBatch(batch);
+  const std::vector<Event>& events = batch.events;
+  const size_t n = events.size();
+  for (size_t i = 0; i < std::min(n, 2 * kPrefetchDistance); ++i) {
+    PrefetchAggregates(events[i], i);
+    if (i < kPrefetchDistance) PrefetchBins(events[i], i);
+  }
   // Consecutive events mostly fall into the same pane; skip the division for them.
   int64_t pane = 0;
   int64_t pane_start = 0;
   int64_t pane_end = 0;
   size_t slot = 0;
-  for (const Event& e : batch.events) {
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 2 * kPrefetchDistance < n) {
+      PrefetchAggregates(events[i + 2 * kPrefetchDistance], i + 2 * kPrefetchDistance);
+    }
+    if (i + kPrefetchDistance < n)
+      PrefetchBins(events[i + kPrefetchDistance], i + kPrefetchDistance);
+    const Event& e = events[i];
     const int64_t t = e.time_ms;
     if (t > kMaxAbsTimeMs || t < -kMaxAbsTimeMs) {
       ++rejected_time;
@@ -280,7 +384,8 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     }
     const uint64_t instance_model = (static_cast<uint64_t>(e.instance) << 32) | e.model;
     if (e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds) {
-      const uint32_t group = FindOrAddGroup(instance_model, 0, kNumWellKnownIds);
+      uint32_t group = batch_groups_[i];
+      if (group == kNoGroup) group = FindOrAddGroup(instance_model, 0, kNumWellKnownIds);
       if (group == kNoGroup) {
         ++rejected_series;
         continue;
@@ -321,7 +426,8 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
         a[7].Add(e.quality, t);
       }
     } else {
-      const uint32_t group = FindOrAddGroup(instance_model, e.metric, 1);
+      uint32_t group = batch_groups_[i];
+      if (group == kNoGroup) group = FindOrAddGroup(instance_model, e.metric, 1);
       if (group == kNoGroup) {
         ++rejected_series;
         continue;

@@ -30,7 +30,8 @@ namespace inferscope {
 // (instance, model) counts as kNumWellKnownIds series); events for further series are counted in
 // inferscope_window_rejected_events_total{reason="series_limit"}. Events with times beyond
 // ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
-// reason="no_metric". A gauge whose metric is a request metric (ttft_ms ...) joins that series. Series are never evicted.
+// reason="no_metric". A gauge whose metric is a request metric (ttft_ms ...) joins that series.
+// Series are never evicted.
 class WindowAggregateOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "window_aggregate";
@@ -108,6 +109,16 @@ class WindowAggregateOperator final : public Operator {
   // Open addressing with linear probing; returns the group index or kNoGroup.
   // Adds a group when there is room under max_series.
   uint32_t FindOrAddGroup(uint64_t instance_model, uint32_t metric, uint32_t num_metrics);
+  // The group of (instance_model, metric), or kNoGroup; never adds.
+  uint32_t FindGroup(uint64_t instance_model, uint32_t metric) const;
+  // Resolves the group and ring slot of every event of `batch` that has a group already into
+  // batch_groups_ / batch_slots_ (kNoGroup otherwise). Read-only: Process uses it for prefetching
+  // and to skip the second lookup; it never decides what an event does.
+  void ResolveBatch(const EventBatch& batch);
+  // Prefetch stages for event `i` of the resolved batch: the group's pane slot and the cache
+  // lines of the aggregates the event will update, then (once those have arrived) their bins.
+  void PrefetchAggregates(const Event& e, size_t i) const;
+  void PrefetchBins(const Event& e, size_t i) const;
   void GrowTable();
   // The aggregates of `group` for pane `pane` (ring slot `slot`), claiming the slot; null when it
   // still holds another open pane (cannot happen with the ring sized from out_of_orderness).
@@ -134,6 +145,9 @@ class WindowAggregateOperator final : public Operator {
   std::vector<PaneSlot> panes_;
   std::vector<Aggregate> aggs_;
   std::vector<CloseList> close_lists_;  // ring_ entries, indexed by pane number mod ring_
+  // Per event of the batch being processed (capacity reused across batches).
+  std::vector<uint32_t> batch_groups_;
+  std::vector<uint32_t> batch_slots_;
 
   int64_t max_event_time_ms_ = INT64_MIN;
   int64_t watermark_ms_ = INT64_MIN;

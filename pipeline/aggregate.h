@@ -16,9 +16,10 @@ namespace inferscope {
 // Merge is associative and commutative for everything but `last`, which keeps the value with the
 // latest event time (ties: the larger value, so merge order never matters). Variance uses Welford
 // updates and Chan's parallel merge; it is the population variance.
-struct Aggregate {
-  uint64_t count = 0;   // values observed
-  uint64_t events = 0;  // events attributed to the series (requests, including ones without this value)
+struct alignas(64) Aggregate {
+  uint64_t count = 0;  // values observed
+  uint64_t events =
+      0;  // events attributed to the series (requests, including ones without this value)
   uint64_t errors = 0;  // failed requests among `events`
   double sum = 0;
   double min = std::numeric_limits<double>::infinity();

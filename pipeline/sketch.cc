@@ -4,9 +4,9 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
-#include <limits>
 
 namespace inferscope {
 namespace {
@@ -43,7 +43,9 @@ bool GetVarint(std::string_view* in, uint64_t* v) {
   return false;
 }
 
-uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 void PutDouble(std::string* out, double d) {
@@ -55,7 +57,8 @@ void PutDouble(std::string* out, double d) {
 bool GetDouble(std::string_view* in, double* d) {
   if (in->size() < 8) return false;
   uint64_t bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
   in->remove_prefix(8);
   std::memcpy(d, &bits, sizeof(bits));
   return true;
@@ -74,9 +77,12 @@ DDSketch::DDSketch(double relative_accuracy, int max_bins) {
   min_indexable_ = DBL_MIN * gamma_;
 }
 
-// Bin i holds magnitudes in (gamma^(i-1), gamma^i].
+// Bin i holds magnitudes in (gamma^(i-1), gamma^i]. |x| stays below 2^29 (see
+// kMinRelativeAccuracy), so the integer ceiling below is exact.
 int32_t DDSketch::Index(double magnitude) const {
-  return static_cast<int32_t>(std::ceil(std::log(magnitude) * log_gamma_inverse_));
+  const double x = std::log(magnitude) * log_gamma_inverse_;
+  const auto truncated = static_cast<int32_t>(x);
+  return truncated + (x > truncated ? 1 : 0);
 }
 
 // The representative 2 gamma^i / (gamma + 1) is within relative_accuracy of both ends of bin i.
@@ -88,10 +94,11 @@ double DDSketch::Value(int32_t index) const {
 void DDSketch::Add(double value) {
   if (value > min_indexable_) {
     if (value > DBL_MAX) return;
-    positive_.Add(Index(value), 1, max_bins_);
+    positive_.Increment(Index(value), max_bins_);
   } else if (value < -min_indexable_) {
     if (value < -DBL_MAX) return;
-    negative_.Add(Index(-value), 1, max_bins_);
+    negative_.Increment(Index(-value), max_bins_);
+    ++negative_count_;
   } else if (value == value) {
     ++zero_count_;
   } else {
@@ -100,89 +107,260 @@ void DDSketch::Add(double value) {
   ++count_;
 }
 
-// Invariant: when non-empty, the first and last bins of `counts` are non-zero, so equal contents
-// have equal representations; the span never exceeds max_bins.
-void DDSketch::Store::Add(int32_t index, uint64_t n, int max_bins) {
-  total += n;
-  const int64_t size = static_cast<int64_t>(counts.size());
-  const int64_t rel = static_cast<int64_t>(index) - offset;
-  if (rel >= 0 && rel < size) {
-    counts[rel] += n;
-    return;
-  }
-  if (size == 0) {
-    counts.push_back(n);  // reuses capacity after Clear()
-    offset = index;
-    return;
-  }
-  const int64_t lo = std::min<int64_t>(offset, index);
-  const int64_t hi = std::max<int64_t>(offset + size - 1, index);
-  const int64_t new_lo = std::max<int64_t>(lo, hi - max_bins + 1);
-  Reshape(static_cast<int32_t>(new_lo), static_cast<int32_t>(hi));
-  counts[std::max<int64_t>(index, new_lo) - new_lo] += n;
+// Only a hint, so the index need not be exact: log2 from the exponent bits plus a quadratic in
+// the mantissa (error < 0.005, a fraction of a bin at 1%) costs a few instructions instead of a
+// call to log, and lands in the right cache line all but rarely.
+void DDSketch::PrefetchBin(double value) const {
+  if (!(value > min_indexable_ && value <= DBL_MAX)) return;
+  uint64_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const auto exponent = static_cast<int32_t>(bits >> 52) - 1023;
+  const uint64_t mantissa_bits = (bits & ((uint64_t{1} << 52) - 1)) | 0x3FF0000000000000ULL;
+  double mantissa;
+  std::memcpy(&mantissa, &mantissa_bits, sizeof(mantissa));
+  const double f = mantissa - 1;  // [0, 1)
+  const double log2 = exponent + f * (1.3466 - 0.3466 * f);
+  positive_.PrefetchIndex(static_cast<int32_t>(log2 * (M_LN2 * log_gamma_inverse_)) + 1);
 }
 
-// Makes `counts` cover [new_lo, new_hi] (new_hi >= current high end); bins below new_lo are folded
-// into bin new_lo (collapsing the lowest magnitudes when the range exceeds max_bins).
-void DDSketch::Store::Reshape(int32_t new_lo, int32_t new_hi) {
-  const size_t new_size = static_cast<size_t>(static_cast<int64_t>(new_hi) - new_lo + 1);
-  const size_t old_size = counts.size();
-  if (old_size == 0) {
-    counts.assign(new_size, 0);
-  } else if (new_lo <= offset) {
-    const size_t front = static_cast<size_t>(static_cast<int64_t>(offset) - new_lo);
-    counts.resize(new_size, 0);
-    if (front > 0) {
-      std::move_backward(counts.begin(), counts.begin() + old_size,
-                         counts.begin() + old_size + front);
-      std::fill(counts.begin(), counts.begin() + front, 0);
-    }
-  } else {
-    const size_t drop =
-        std::min(static_cast<size_t>(static_cast<int64_t>(new_lo) - offset), old_size);
-    uint64_t folded = 0;
-    for (size_t i = 0; i < drop; ++i) folded += counts[i];
-    counts.erase(counts.begin(), counts.begin() + drop);
-    counts.resize(new_size, 0);
-    counts[0] += folded;
+namespace {
+
+unsigned char* AllocateBins(size_t bytes) {
+  // new of unsigned char[] creates the uint16/32/64 count arrays implicitly (C++20) and aligns
+  // them to at least 16 bytes.
+  return bytes == 0 ? nullptr : new unsigned char[bytes];
+}
+
+// Calls f(T*) with the counts viewed as T = uint16_t, uint32_t or uint64_t.
+template <typename F>
+decltype(auto) WithWidth(int width_log2, unsigned char* bins, F&& f) {
+  switch (width_log2) {
+    case 1:
+      return f(reinterpret_cast<uint16_t*>(bins));
+    case 2:
+      return f(reinterpret_cast<uint32_t*>(bins));
+    default:
+      return f(reinterpret_cast<uint64_t*>(bins));
   }
-  offset = new_lo;
+}
+
+}  // namespace
+
+DDSketch::Store::Store(const Store& other)
+    : bins_(AllocateBins(static_cast<size_t>(other.size_) << other.width_log2_)),
+      offset_(other.offset_),
+      size_(other.size_),
+      capacity_bytes_(other.size_ << other.width_log2_),
+      width_log2_(other.width_log2_) {
+  if (capacity_bytes_ > 0) std::memcpy(bins_, other.bins_, capacity_bytes_);
+}
+
+DDSketch::Store::Store(Store&& other) noexcept
+    : bins_(std::exchange(other.bins_, nullptr)),
+      offset_(std::exchange(other.offset_, 0)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_bytes_(std::exchange(other.capacity_bytes_, 0)),
+      width_log2_(std::exchange(other.width_log2_, 1)) {}
+
+DDSketch::Store& DDSketch::Store::operator=(const Store& other) {
+  if (this == &other) return *this;
+  const uint32_t bytes = other.size_ << other.width_log2_;
+  if (bytes > capacity_bytes_) {
+    delete[] bins_;
+    bins_ = AllocateBins(bytes);
+    capacity_bytes_ = bytes;
+  }
+  if (bytes > 0) std::memcpy(bins_, other.bins_, bytes);
+  offset_ = other.offset_;
+  size_ = other.size_;
+  width_log2_ = other.width_log2_;
+  return *this;
+}
+
+DDSketch::Store& DDSketch::Store::operator=(Store&& other) noexcept {
+  if (this == &other) return *this;
+  delete[] bins_;
+  bins_ = std::exchange(other.bins_, nullptr);
+  offset_ = std::exchange(other.offset_, 0);
+  size_ = std::exchange(other.size_, 0);
+  capacity_bytes_ = std::exchange(other.capacity_bytes_, 0);
+  width_log2_ = std::exchange(other.width_log2_, 1);
+  return *this;
+}
+
+DDSketch::Store::~Store() { delete[] bins_; }
+
+uint64_t DDSketch::Store::Get(uint32_t i) const {
+  return WithWidth(width_log2_, bins_, [i](auto* c) { return static_cast<uint64_t>(c[i]); });
+}
+
+void DDSketch::Store::Set(uint32_t i, uint64_t v) {
+  WithWidth(width_log2_, bins_,
+            [i, v](auto* c) { c[i] = static_cast<std::remove_reference_t<decltype(*c)>>(v); });
+}
+
+void DDSketch::Store::Widen() {
+  const uint32_t bytes = std::max<uint32_t>(capacity_bytes_ >> width_log2_, size_)
+                         << (width_log2_ + 1);
+  unsigned char* wider = AllocateBins(bytes);
+  const int new_log2 = width_log2_ + 1;
+  for (uint32_t i = 0; i < size_; ++i) {
+    const uint64_t v = Get(i);
+    WithWidth(new_log2, wider,
+              [i, v](auto* c) { c[i] = static_cast<std::remove_reference_t<decltype(*c)>>(v); });
+  }
+  delete[] bins_;
+  bins_ = wider;
+  capacity_bytes_ = bytes;
+  width_log2_ = static_cast<uint8_t>(new_log2);
+}
+
+// Invariant: when non-empty, the first and last bins are non-zero, so equal contents have equal
+// representations; the span never exceeds max_bins.
+void DDSketch::Store::IncrementSlow(int32_t index, int max_bins) {
+  if (size_ == 0) {
+    if (capacity_bytes_ < (1u << width_log2_)) Reshape(index, index);  // reuses capacity
+    offset_ = index;
+    size_ = 1;
+    Set(0, 1);
+    return;
+  }
+  const int64_t size = size_;
+  const int64_t rel = static_cast<int64_t>(index) - offset_;
+  uint32_t at = static_cast<uint32_t>(rel);
+  if (rel < 0 || rel >= size) {
+    const int64_t lo = std::min<int64_t>(offset_, index);
+    const int64_t hi = std::max<int64_t>(offset_ + size - 1, index);
+    const int64_t new_lo = std::max<int64_t>(lo, hi - max_bins + 1);
+    Reshape(static_cast<int32_t>(new_lo), static_cast<int32_t>(hi));
+    at = static_cast<uint32_t>(std::max<int64_t>(index, new_lo) - new_lo);
+  }
+  const uint64_t c = Get(at);
+  if (c == MaxCount()) Widen();
+  Set(at, c + 1);
+}
+
+// Makes the store cover [new_lo, new_hi] (new_hi >= current high end); bins below new_lo are
+// folded into bin new_lo (collapsing the lowest magnitudes when the range exceeds max_bins).
+void DDSketch::Store::Reshape(int32_t new_lo, int32_t new_hi) {
+  const auto new_size = static_cast<uint32_t>(static_cast<int64_t>(new_hi) - new_lo + 1);
+  const uint32_t old_size = size_;
+  const int w = width_log2_;
+  uint64_t folded = 0;
+  uint32_t drop = 0;   // old bins folded away at the front
+  uint32_t front = 0;  // new zero bins at the front
+  if (old_size > 0) {
+    if (new_lo <= offset_) {
+      front = static_cast<uint32_t>(static_cast<int64_t>(offset_) - new_lo);
+    } else {
+      drop = static_cast<uint32_t>(
+          std::min<int64_t>(static_cast<int64_t>(new_lo) - offset_, old_size));
+      for (uint32_t i = 0; i < drop; ++i) folded += Get(i);
+    }
+  }
+  const uint32_t kept = old_size - drop;
+  const size_t bytes = static_cast<size_t>(new_size) << w;
+  unsigned char* dst = bins_;
+  if (bytes > capacity_bytes_) {
+    // Grow geometrically so a sketch whose range creeps outwards reshapes O(log) times.
+    const size_t want = std::max<size_t>(bytes, static_cast<size_t>(capacity_bytes_) * 3 / 2);
+    const size_t cap = std::max<size_t>(want, size_t{32});
+    dst = AllocateBins(cap);
+    capacity_bytes_ = static_cast<uint32_t>(cap);
+  }
+  if (kept > 0) {
+    std::memmove(dst + (static_cast<size_t>(front) << w), bins_ + (static_cast<size_t>(drop) << w),
+                 static_cast<size_t>(kept) << w);
+  }
+  std::memset(dst, 0, static_cast<size_t>(front) << w);
+  const uint32_t tail = new_size - front - kept;
+  std::memset(dst + (static_cast<size_t>(front + kept) << w), 0, static_cast<size_t>(tail) << w);
+  if (dst != bins_) {
+    delete[] bins_;
+    bins_ = dst;
+  }
+  offset_ = new_lo;
+  size_ = new_size;
+  if (folded > 0) {
+    const uint64_t c = Get(0);
+    while (c + folded > MaxCount()) Widen();
+    Set(0, c + folded);
+  }
 }
 
 void DDSketch::Store::MergeFrom(const Store& other, int max_bins) {
-  if (other.counts.empty()) return;
-  const int64_t other_lo = other.offset;
-  const int64_t other_hi = other_lo + static_cast<int64_t>(other.counts.size()) - 1;
+  if (other.size_ == 0) return;
+  const int64_t other_lo = other.offset_;
+  const int64_t other_hi = other_lo + static_cast<int64_t>(other.size_) - 1;
   int64_t lo = other_lo;
   int64_t hi = other_hi;
-  if (!counts.empty()) {
-    lo = std::min<int64_t>(lo, offset);
-    hi = std::max<int64_t>(hi, offset + static_cast<int64_t>(counts.size()) - 1);
+  if (size_ > 0) {
+    lo = std::min<int64_t>(lo, offset_);
+    hi = std::max<int64_t>(hi, offset_ + static_cast<int64_t>(size_) - 1);
   }
   const int64_t new_lo = std::max<int64_t>(lo, hi - max_bins + 1);
-  if (counts.empty() || new_lo != offset ||
-      hi != offset + static_cast<int64_t>(counts.size()) - 1) {
+  if (size_ == 0 || new_lo != offset_ || hi != offset_ + static_cast<int64_t>(size_) - 1) {
+    if (size_ == 0) offset_ = static_cast<int32_t>(new_lo);
     Reshape(static_cast<int32_t>(new_lo), static_cast<int32_t>(hi));
   }
+  while (width_log2_ < other.width_log2_) Widen();
   // Bins of `other` below new_lo collapse into the lowest bin.
-  size_t i = 0;
-  const size_t n = other.counts.size();
+  uint32_t i = 0;
+  const uint32_t n = other.size_;
   uint64_t folded = 0;
-  for (; i < n && other_lo + static_cast<int64_t>(i) < new_lo; ++i) folded += other.counts[i];
-  counts[0] += folded;
-  uint64_t* dst = counts.data() + (other_lo + static_cast<int64_t>(i) - new_lo);
-  for (; i < n; ++i) *dst++ += other.counts[i];
-  total += other.total;
+  for (; i < n && other_lo + static_cast<int64_t>(i) < new_lo; ++i) folded += other.Get(i);
+  if (folded > 0) {
+    const uint64_t c = Get(0);
+    while (c + folded > MaxCount()) Widen();
+    Set(0, c + folded);
+  }
+  // Other's bin j lands at position j + shift; on a count overflowing the width, widen and resume.
+  const int64_t shift = other_lo - new_lo;
+  while (i < n) {
+    i = WithWidth(width_log2_, bins_, [&](auto* dst) {
+      using T = std::remove_reference_t<decltype(*dst)>;
+      constexpr uint64_t kMax = std::numeric_limits<T>::max();
+      return WithWidth(other.width_log2_, other.bins_, [&](const auto* src) {
+        uint32_t j = i;
+        for (; j < n; ++j) {
+          T& d = dst[j + shift];
+          const uint64_t add = src[j];
+          if (add > kMax - d) break;
+          d = static_cast<T>(d + add);
+        }
+        return j;
+      });
+    });
+    if (i < n) Widen();
+  }
+}
+
+bool DDSketch::Store::Append(int64_t index, uint64_t n, int max_bins) {
+  if (size_ == 0) {
+    offset_ = static_cast<int32_t>(index);
+    Reshape(offset_, offset_);
+  } else {
+    if (index - offset_ + 1 > max_bins) return false;
+    Reshape(offset_, static_cast<int32_t>(index));
+  }
+  while (n > MaxCount()) Widen();
+  Set(size_ - 1, n);
+  return true;
 }
 
 void DDSketch::Store::Clear() {
-  counts.clear();
-  offset = 0;
-  total = 0;
+  // Back to 16-bit counts; the buffer is kept.
+  offset_ = 0;
+  size_ = 0;
+  width_log2_ = 1;
 }
 
 bool DDSketch::Store::operator==(const Store& other) const {
-  return total == other.total && counts == other.counts && (counts.empty() || offset == other.offset);
+  if (size_ != other.size_ || (size_ > 0 && offset_ != other.offset_)) return false;
+  for (uint32_t i = 0; i < size_; ++i) {
+    if (Get(i) != other.Get(i)) return false;
+  }
+  return true;
 }
 
 Status DDSketch::Merge(const DDSketch& other) {
@@ -192,6 +370,7 @@ Status DDSketch::Merge(const DDSketch& other) {
   if (other.count_ == 0) return Status::Ok();
   positive_.MergeFrom(other.positive_, max_bins_);
   negative_.MergeFrom(other.negative_, max_bins_);
+  negative_count_ += other.negative_count_;
   zero_count_ += other.zero_count_;
   count_ += other.count_;
   return Status::Ok();
@@ -200,18 +379,20 @@ Status DDSketch::Merge(const DDSketch& other) {
 // The index of the bin holding the element of 0-based rank `rank` (the first bin whose
 // cumulative count exceeds it), scanning from the low end.
 int32_t DDSketch::Store::IndexAtRank(double rank) const {
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < counts.size(); ++i) {
-    cumulative += counts[i];
-    if (static_cast<double>(cumulative) > rank) return offset + static_cast<int32_t>(i);
-  }
-  return offset + static_cast<int32_t>(counts.size()) - 1;
+  return WithWidth(width_log2_, bins_, [&](const auto* c) {
+    uint64_t cumulative = 0;
+    for (uint32_t i = 0; i < size_; ++i) {
+      cumulative += c[i];
+      if (static_cast<double>(cumulative) > rank) return offset_ + static_cast<int32_t>(i);
+    }
+    return offset_ + static_cast<int32_t>(size_) - 1;
+  });
 }
 
 double DDSketch::Quantile(double q) const {
   if (count_ == 0 || !(q >= 0 && q <= 1)) return std::numeric_limits<double>::quiet_NaN();
   const double rank = q * static_cast<double>(count_ - 1);
-  const auto negatives = static_cast<double>(negative_.total);
+  const auto negatives = static_cast<double>(negative_count_);
   if (rank < negatives) {
     // Negative values in increasing order are magnitudes in decreasing order.
     return -Value(negative_.IndexAtRank(negatives - 1 - rank));
@@ -223,6 +404,7 @@ double DDSketch::Quantile(double q) const {
 void DDSketch::Clear() {
   positive_.Clear();
   negative_.Clear();
+  negative_count_ = 0;
   zero_count_ = 0;
   count_ = 0;
 }
@@ -230,7 +412,8 @@ void DDSketch::Clear() {
 bool DDSketch::operator==(const DDSketch& other) const {
   return relative_accuracy_ == other.relative_accuracy_ && max_bins_ == other.max_bins_ &&
          zero_count_ == other.zero_count_ && count_ == other.count_ &&
-         positive_ == other.positive_ && negative_ == other.negative_;
+         negative_count_ == other.negative_count_ && positive_ == other.positive_ &&
+         negative_ == other.negative_;
 }
 
 // Format (version 1):
@@ -245,15 +428,16 @@ void DDSketch::EncodeTo(std::string* out) const {
   PutVarint(out, zero_count_);
   for (const Store* store : {&positive_, &negative_}) {
     uint64_t nonzero = 0;
-    for (uint64_t c : store->counts) nonzero += c != 0 ? 1 : 0;
+    for (uint32_t i = 0; i < store->size(); ++i) nonzero += store->Get(i) != 0 ? 1 : 0;
     PutVarint(out, nonzero);
     int64_t prev = 0;
     bool first = true;
-    for (size_t i = 0; i < store->counts.size(); ++i) {
-      if (store->counts[i] == 0) continue;
-      const int64_t index = static_cast<int64_t>(store->offset) + static_cast<int64_t>(i);
+    for (uint32_t i = 0; i < store->size(); ++i) {
+      const uint64_t c = store->Get(i);
+      if (c == 0) continue;
+      const int64_t index = static_cast<int64_t>(store->offset()) + static_cast<int64_t>(i);
       PutVarint(out, first ? ZigZag(index) : static_cast<uint64_t>(index - prev));
-      PutVarint(out, store->counts[i]);
+      PutVarint(out, c);
       prev = index;
       first = false;
     }
@@ -292,8 +476,8 @@ Status DDSketch::DecodeFrom(std::string_view* in, DDSketch* out) {
     uint64_t bins = 0;
     if (!GetVarint(&p, &bins)) return corrupt("truncated bin count");
     if (bins > max_bins || bins > p.size() / 2) return corrupt("too many bins");
-    int64_t first_index = 0;
     int64_t index = 0;
+    uint64_t total = 0;
     for (uint64_t b = 0; b < bins; ++b) {
       uint64_t raw = 0;
       uint64_t c = 0;
@@ -301,25 +485,21 @@ Status DDSketch::DecodeFrom(std::string_view* in, DDSketch* out) {
       if (b == 0) {
         index = UnZigZag(raw);
         if (index < min_index || index > max_index) return corrupt("bin index out of range");
-        first_index = index;
-        store->counts.reserve(static_cast<size_t>(std::min<uint64_t>(bins, max_bins)));
-        store->offset = static_cast<int32_t>(index);
       } else {
         if (raw == 0 || raw > static_cast<uint64_t>(max_index - index)) {
           return corrupt("bin indices not increasing or out of range");
         }
         index += static_cast<int64_t>(raw);
-        if (index - first_index + 1 > static_cast<int64_t>(max_bins)) {
-          return corrupt("bins span more than max_bins");
-        }
       }
       if (c == 0) return corrupt("empty bin");
-      if (store->total + c < store->total || count + c < count) return corrupt("count overflow");
-      store->counts.resize(static_cast<size_t>(index - first_index + 1), 0);
-      store->counts.back() = c;
-      store->total += c;
+      if (total + c < total || count + c < count) return corrupt("count overflow");
+      if (!store->Append(index, c, static_cast<int>(max_bins))) {
+        return corrupt("bins span more than max_bins");
+      }
+      total += c;
       count += c;
     }
+    if (store == &sketch.negative_) sketch.negative_count_ = total;
   }
   sketch.zero_count_ = zero_count;
   sketch.count_ = count;

@@ -15,8 +15,13 @@ namespace inferscope {
 //
 // Memory is bounded: at most `max_bins` bins per sign; past that the lowest-magnitude bins are
 // collapsed into one (the accuracy guarantee then holds for the upper quantiles only, as in the
-// paper). Adding a value allocates only when the bin range grows, so a reused sketch reaches a
-// steady state without allocation. Merging requires equal accuracy parameters.
+// paper). Adding a value allocates only when the bin range grows (or a bin count outgrows its
+// width, see below), so a reused sketch reaches a steady state without allocation. Merging
+// requires equal accuracy parameters.
+//
+// Bin counts are stored 16 bits wide and promoted to 32 and then 64 bits when a count would
+// overflow: with many series, inserts are bound by cache misses, and narrow bins keep the hot bins
+// of ten thousands of sketches in far fewer cache lines. The width is invisible to callers.
 //
 // Concurrency: none; one owner.
 class DDSketch {
@@ -24,10 +29,14 @@ class DDSketch {
   static constexpr double kDefaultRelativeAccuracy = 0.01;
   static constexpr int kDefaultMaxBins = 2048;
 
-  explicit DDSketch(double relative_accuracy = kDefaultRelativeAccuracy, int max_bins = kDefaultMaxBins);
+  explicit DDSketch(double relative_accuracy = kDefaultRelativeAccuracy,
+                    int max_bins = kDefaultMaxBins);
 
   // Adds one value. NaN and infinities are ignored (the decoder rejects them before this point).
   void Add(double value);
+  // A hint that `value` is about to be added: prefetches the cache line of its bin. No effect on
+  // the contents.
+  void PrefetchBin(double value) const;
   // Adds the contents of `other`. Fails when the accuracy parameters differ.
   Status Merge(const DDSketch& other);
   // The value at quantile q in [0, 1]; NaN when empty.
@@ -48,32 +57,78 @@ class DDSketch {
   bool operator==(const DDSketch& other) const;
 
  private:
-  // A dense run of bin counts starting at bin index `offset`.
-  struct Store {
-    std::vector<uint64_t> counts;
-    int32_t offset = 0;
-    uint64_t total = 0;
-    void Add(int32_t index, uint64_t n, int max_bins);
+  // A dense run of bin counts for bins [offset, offset + size). Counts are `1 << width_log2` bytes
+  // wide (2, 4 or 8); `capacity_bytes` bytes are allocated.
+  class Store {
+   public:
+    Store() = default;
+    Store(const Store& other);
+    Store(Store&& other) noexcept;
+    Store& operator=(const Store& other);
+    Store& operator=(Store&& other) noexcept;
+    ~Store();
+
+    bool empty() const { return size_ == 0; }
+    int32_t offset() const { return offset_; }
+    uint32_t size() const { return size_; }
+    uint64_t Get(uint32_t i) const;
+    // Adds 1 to bin `index`, growing the range (and collapsing below max_bins) as needed.
+    void Increment(int32_t index, int max_bins) {
+      const auto rel = static_cast<uint32_t>(static_cast<int64_t>(index) - offset_);
+      if (rel < size_ && width_log2_ == 1) {
+        uint16_t& c = reinterpret_cast<uint16_t*>(bins_)[rel];
+        if (c != UINT16_MAX) {
+          ++c;
+          return;
+        }
+      }
+      IncrementSlow(index, max_bins);
+    }
+    void PrefetchIndex(int32_t index) const {
+      const auto rel = static_cast<uint32_t>(static_cast<int64_t>(index) - offset_);
+      if (rel < size_) __builtin_prefetch(bins_ + (static_cast<size_t>(rel) << width_log2_), 1);
+    }
     void MergeFrom(const Store& other, int max_bins);
-    // Covers [new_lo, new_hi]; bins below new_lo fold into it.
-    void Reshape(int32_t new_lo, int32_t new_hi);
+    // Appends bin `index` with count `n` >= 1 above the current range (decoding). Returns false
+    // when the span would exceed max_bins.
+    bool Append(int64_t index, uint64_t n, int max_bins);
     int32_t IndexAtRank(double rank) const;
     void Clear();
     bool operator==(const Store& other) const;
+
+   private:
+    void IncrementSlow(int32_t index, int max_bins);
+    // Covers [new_lo, new_hi]; bins below new_lo fold into it.
+    void Reshape(int32_t new_lo, int32_t new_hi);
+    // Doubles the count width, keeping the contents.
+    void Widen();
+    void Set(uint32_t i, uint64_t v);
+    uint64_t MaxCount() const {
+      return width_log2_ == 3 ? UINT64_MAX : (uint64_t{1} << (8 << width_log2_)) - 1;
+    }
+
+    unsigned char* bins_ = nullptr;
+    int32_t offset_ = 0;
+    uint32_t size_ = 0;
+    uint32_t capacity_bytes_ = 0;
+    uint8_t width_log2_ = 1;
   };
 
   int32_t Index(double magnitude) const;
   double Value(int32_t index) const;
 
-  double relative_accuracy_;
-  int max_bins_;
-  double gamma_;
+  // What Add() touches comes first (48 bytes): with many series, inserts are bound by cache
+  // misses, and an Aggregate's moments plus this fit in two 64-byte lines.
+  uint64_t count_ = 0;
   double log_gamma_inverse_;  // 1 / ln(gamma)
   double min_indexable_;      // magnitudes below this count as zero
   Store positive_;
   Store negative_;
+  uint64_t negative_count_ = 0;
   uint64_t zero_count_ = 0;
-  uint64_t count_ = 0;
+  double relative_accuracy_;
+  double gamma_;
+  int max_bins_;
 };
 
 }  // namespace inferscope

@@ -8,6 +8,10 @@
 #include <tuple>
 #include <vector>
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
 #include <gtest/gtest.h>
 
 #include "operators/register.h"
@@ -15,6 +19,24 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
+
+// Counts heap allocations while `g_count_allocations` is set (the whole test binary's operator
+// new goes through here). GCC cannot see that the replaced new and delete pair malloc and free.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+namespace {
+std::atomic<bool> g_count_allocations{false};
+std::atomic<uint64_t> g_allocations{0};
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (g_count_allocations.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace inferscope {
 namespace {
@@ -67,7 +89,8 @@ Event Gauge(int64_t t, StringId instance, StringId model, StringId metric, doubl
 }
 
 // Key of one series-pane in the reference.
-using PaneKey = std::tuple<StringId, StringId, StringId, int64_t>;  // instance, model, metric, start
+using PaneKey =
+    std::tuple<StringId, StringId, StringId, int64_t>;  // instance, model, metric, start
 
 struct Expected {
   std::vector<double> values;
@@ -290,8 +313,8 @@ TEST(WindowAggregateTest, ClosesPaneWhenWatermarkPassesItsEnd) {
       EXPECT_EQ(s.agg.count, 0u);
     }
   }
-  EXPECT_EQ(metrics, (std::set<StringId>{kMetricTtft, kMetricTpot, kMetricE2e,
-                                         kMetricPromptTokens, kMetricOutputTokens}));
+  EXPECT_EQ(metrics, (std::set<StringId>{kMetricTtft, kMetricTpot, kMetricE2e, kMetricPromptTokens,
+                                         kMetricOutputTokens}));
 
   // A late event for the closed pane is counted, not applied.
   batch.events = {Request(kT0 + 5000, 1000, 2000, 60)};
@@ -444,6 +467,39 @@ TEST(WindowAggregateTest, SteadyStateReusesPaneSlots) {
   EXPECT_EQ(op.open_panes(), 10);
 }
 
+// Once its series, panes and bin ranges exist, applying events allocates nothing.
+TEST(WindowAggregateTest, SteadyStateProcessDoesNotAllocate) {
+  Harness h;
+  WindowAggregateOperator op{Options{}};
+  ASSERT_TRUE(op.Open(h.ctx).ok());
+  std::mt19937_64 rng(17);
+  std::lognormal_distribution<double> latency(4.0, 1.0);
+  EventBatch batch;
+  for (int i = 0; i < 1024; ++i) {
+    Event e = Request(kT0 + 1000 + i % 500, 1 + i % 300, 1 + i % 3, latency(rng), i % 50 == 0);
+    e.present |= kHasTpot | kHasPromptTokens | kHasCachedTokens | kHasCost | kHasQuality;
+    e.tpot_ms = latency(rng) / 20;
+    e.prompt_tokens = static_cast<uint32_t>(latency(rng) * 10);
+    e.cached_tokens = e.prompt_tokens / 2;
+    e.cost_usd = e.prompt_tokens * 1e-6;
+    e.quality = 0.5;
+    batch.events.push_back(e);
+  }
+  batch.events.push_back(Gauge(kT0 + 1200, 7, 1, 900, 3.5));
+  batch.events.push_back(Gauge(kT0 + 1200, 7, 1, kMetricTtft, 3.5));
+  OutputBatch out;
+  ASSERT_TRUE(op.Process(batch, out).ok());  // creates series, panes and bins
+  g_allocations = 0;
+  g_count_allocations = true;
+  for (int round = 0; round < 10; ++round) {
+    if (!op.Process(batch, out).ok()) break;
+  }
+  g_count_allocations = false;
+  EXPECT_EQ(g_allocations.load(), 0u);
+  EXPECT_EQ(out.summaries.size(), 0u);
+  EXPECT_EQ(h.Counter("inferscope_window_events_total", {{"stage", "window"}}), 11u * 1026);
+}
+
 TEST(WindowAggregateTest, OptionsValidation) {
   EXPECT_TRUE(Options{}.Validate().ok());
   Options o;
@@ -467,8 +523,9 @@ TEST(WindowAggregateTest, CreateReadsOptions) {
   auto parse = [](const std::string& yaml) {
     return WindowAggregateOperator::Create(ConfigNode("t.yaml", YAML::Load(yaml), "options"));
   };
-  auto op = parse("pane: 5s\nout_of_orderness: 500ms\nidle_timeout: 0\nflush_on_close: false\n"
-                  "max_series: 1000\n");
+  auto op = parse(
+      "pane: 5s\nout_of_orderness: 500ms\nidle_timeout: 0\nflush_on_close: false\n"
+      "max_series: 1000\n");
   ASSERT_TRUE(op.ok()) << op.status().ToString();
   EXPECT_EQ((*op)->options().pane_ms, 5000);
   EXPECT_EQ((*op)->options().out_of_orderness_ms, 500);

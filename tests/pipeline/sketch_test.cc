@@ -173,6 +173,67 @@ TEST(DDSketchTest, ClearKeepsWorking) {
   EXPECT_TRUE(s == SketchOf(values));
 }
 
+// Bin counts start 16 bits wide and widen to 32 and 64 bits; the width never shows.
+TEST(DDSketchTest, CountsWidenPastSixteenAndThirtyTwoBits) {
+  DDSketch a;
+  DDSketch narrow;  // the same values, counts kept below 2^16 per bin until merged
+  for (int i = 0; i < 70'000; ++i) {
+    a.Add(5.0);
+    a.Add(7.0 + (i % 3));
+  }
+  for (int part = 0; part < 2; ++part) {
+    DDSketch half;
+    for (int i = 0; i < 35'000; ++i) {
+      half.Add(5.0);
+      half.Add(7.0 + ((part * 35'000 + i) % 3));
+    }
+    ASSERT_TRUE(narrow.Merge(half).ok());
+  }
+  EXPECT_EQ(a.count(), 140'000u);
+  EXPECT_TRUE(a == narrow);
+  EXPECT_NEAR(a.Quantile(0.25), 5.0, 0.05);
+  EXPECT_NEAR(a.Quantile(0.75), 8.0, 0.08);
+
+  // Merging a sketch into a copy of itself doubles every count: past 2^32 after 16 rounds.
+  DDSketch big = a;
+  for (int round = 0; round < 20; ++round) {
+    const DDSketch copy = big;
+    ASSERT_TRUE(big.Merge(copy).ok());
+  }
+  EXPECT_EQ(big.count(), 140'000ull << 20);
+  for (double q : kQuantiles) EXPECT_EQ(big.Quantile(q), a.Quantile(q)) << q;
+  big.Add(5.0);  // an increment of a 64-bit count
+  EXPECT_EQ(big.count(), (140'000ull << 20) + 1);
+
+  std::string bytes;
+  big.EncodeTo(&bytes);
+  std::string_view in = bytes;
+  DDSketch decoded;
+  ASSERT_TRUE(DDSketch::DecodeFrom(&in, &decoded).ok());
+  EXPECT_TRUE(decoded == big);
+
+  // A merge of narrow bins into wide ones and the other way round give equal sketches.
+  DDSketch wide_into_narrow = SketchOf({5.0, 6.0});
+  ASSERT_TRUE(wide_into_narrow.Merge(big).ok());
+  DDSketch narrow_into_wide = big;
+  ASSERT_TRUE(narrow_into_wide.Merge(SketchOf({5.0, 6.0})).ok());
+  EXPECT_TRUE(wide_into_narrow == narrow_into_wide);
+
+  // Clear goes back to narrow counts and the sketch keeps working.
+  big.Clear();
+  EXPECT_TRUE(big == DDSketch());
+  const std::vector<double> values = LogNormal(10'000, 21);
+  for (double v : values) big.Add(v);
+  EXPECT_TRUE(big == SketchOf(values));
+}
+
+TEST(DDSketchTest, PrefetchBinChangesNothing) {
+  DDSketch s = SketchOf(LogNormal(1000, 22));
+  const DDSketch before = s;
+  for (double v : {0.0, -1.0, 1e-320, 1e300, 55.0, std::nan(""), HUGE_VAL}) s.PrefetchBin(v);
+  EXPECT_TRUE(s == before);
+}
+
 TEST(DDSketchTest, EncodeDecodeRoundTrip) {
   std::vector<double> values = LogNormal(20'000, 12);
   for (size_t i = 0; i < values.size(); i += 7) values[i] = -values[i];

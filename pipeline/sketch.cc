@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "pipeline/coding.h"
+
 namespace inferscope {
 namespace {
 
@@ -19,50 +21,10 @@ constexpr int kMaxMaxBins = 1 << 20;
 
 constexpr uint8_t kFormatVersion = 1;
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint(std::string_view* in, uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0, i = 0; i < 10; ++i, shift += 7) {
-    if (in->empty()) return false;
-    const auto byte = static_cast<uint8_t>(in->front());
-    in->remove_prefix(1);
-    if (i == 9 && byte > 1) return false;  // more than 64 bits
-    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
-
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
 }
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
-
-void PutDouble(std::string* out, double d) {
-  uint64_t bits;
-  std::memcpy(&bits, &d, sizeof(bits));
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(bits >> (8 * i)));
-}
-
-bool GetDouble(std::string_view* in, double* d) {
-  if (in->size() < 8) return false;
-  uint64_t bits = 0;
-  for (int i = 0; i < 8; ++i)
-    bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
-  in->remove_prefix(8);
-  std::memcpy(d, &bits, sizeof(bits));
-  return true;
-}
 
 }  // namespace
 

@@ -1,11 +1,31 @@
 #include "sources/wire_decoder.h"
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
+#include <new>
 #include <utility>
 
-#include <msgpack.hpp>
+// Why a hand-written msgpack cursor rather than msgpack-c (measured on the 2-vCPU target, GCC 12
+// -O3, bench/decode_bench: 256 events per message, ~100 bytes per event, 11 fields per request):
+//   - the source thread (recv + decode + batch hand-off) must stay well under 250 ns per event to
+//     sustain 2 M events/s with the publisher on the same machine;
+//   - msgpack-c's visitor parser alone, with a visitor that does nothing, costs 140-200 ns per
+//     event, and the decoder built on it cost ~290 ns (3.4 M events/s, ~2800 instructions per
+//     event under callgrind) even with the parser forced inline: its generic state machine
+//     re-dispatches every byte through a parse stack and calls the visitor around every key and
+//     value;
+//   - this cursor knows the schema (envelope map → events array → event maps of scalars), reads
+//   each
+//     header with one type-byte dispatch and a big-endian load, finds keys with a perfect hash of
+//     the key's bytes, and skips anything else with an explicit stack bounded by the depth limit:
+//     ~100 ns per event (10 M events/s, ~1000 instructions), faster than msgpack-c doing nothing.
+// The verdicts are those of a msgpack-c parse plus the protocol's checks: tests/sources/
+// wire_decoder_test.cc compares them with a reference model on valid payloads of every encoding
+// and on random, truncated and mutated ones.
 
 namespace inferscope {
 namespace {
@@ -30,8 +50,7 @@ constexpr std::string_view kReasonNames[kNumRejectReasons] = {
     "cardinality_limit",
 };
 
-// Deeper nesting is rejected (not_msgpack); it also keeps msgpack-c's parse stack at its initial
-// reservation (MSGPACK_EMBED_STACK_SIZE = 32).
+// Deeper nesting is rejected (not_msgpack). The top-level value is at depth 1.
 constexpr int kMaxDepth = 32;
 constexpr uint64_t kMaxTokens = std::numeric_limits<uint32_t>::max();
 
@@ -62,7 +81,49 @@ constexpr std::string_view kFieldNames[kNumFields] = {
 // Envelope fields.
 enum EnvField : uint8_t { kEnvVersion, kEnvPub, kEnvSeq, kEnvEvents, kNumEnvFields, kEnvUnknown };
 
-inline Field EventField(const char* s, uint32_t n) {
+// Big-endian loads (msgpack) and little-endian loads (key matching, hashing) from unaligned bytes.
+static_assert(std::endian::native == std::endian::little,
+              "the loads below assume a little-endian host");
+inline uint16_t LoadBe16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return __builtin_bswap16(v);
+}
+inline uint32_t LoadBe32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
+}
+inline uint64_t LoadBe64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return __builtin_bswap64(v);
+}
+inline uint64_t LoadLe64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline uint32_t LoadLe32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// a[0..len) == b[0..len); len >= 1. Short strings (names are mostly 4..16 bytes) compare with two
+// overlapping loads each instead of a call to memcmp.
+inline bool SameBytes(const char* a, const char* b, uint32_t len) {
+  if (len >= 8) {
+    if (len > 16) return std::memcmp(a, b, len) == 0;
+    return ((LoadLe64(a) ^ LoadLe64(b)) | (LoadLe64(a + len - 8) ^ LoadLe64(b + len - 8))) == 0;
+  }
+  if (len >= 4) {
+    return ((LoadLe32(a) ^ LoadLe32(b)) | (LoadLe32(a + len - 4) ^ LoadLe32(b + len - 4))) == 0;
+  }
+  return a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1];
+}
+
+inline Field EventField(const uint8_t* s, uint32_t n) {
   switch (n) {
     case 1:
       switch (s[0]) {
@@ -92,14 +153,62 @@ inline Field EventField(const char* s, uint32_t n) {
       if (s[0] == 'v' && s[1] == 'a' && s[2] == 'l') return kFieldValue;
       return kFieldUnknown;
     case 4: {
-      std::string_view v(s, 4);
-      if (v == "ttft") return kFieldTtft;
-      if (v == "tpot") return kFieldTpot;
-      if (v == "cost") return kFieldCost;
+      const uint32_t w = LoadLe32(reinterpret_cast<const char*>(s));
+      if (w == LoadLe32("ttft")) return kFieldTtft;
+      if (w == LoadLe32("tpot")) return kFieldTpot;
+      if (w == LoadLe32("cost")) return kFieldCost;
       return kFieldUnknown;
     }
   }
   return kFieldUnknown;
+}
+
+// The event keys as a fixstr would carry them, header byte included, packed little-endian into a
+// word; a perfect hash of these words finds a key's field with one multiply and one compare.
+constexpr uint64_t PackedFixstrKey(std::string_view name) {
+  uint64_t k = 0xa0 | name.size();
+  for (size_t i = 0; i < name.size(); ++i)
+    k |= uint64_t{static_cast<uint8_t>(name[i])} << (8 * (i + 1));
+  return k;
+}
+constexpr uint64_t kKeyHashMultiplier = 0x442e3d437204e52dull;  // collision-free for kFieldNames
+constexpr int kKeyHashBits = 5;
+constexpr size_t KeyHash(uint64_t packed) {
+  return static_cast<size_t>((packed * kKeyHashMultiplier) >> (64 - kKeyHashBits));
+}
+struct KeySlot {
+  uint64_t packed = 0;  // 0: empty (a packed key has 0xa0.. in its low byte)
+  Field field = kFieldUnknown;
+};
+constexpr std::array<KeySlot, size_t{1} << kKeyHashBits> MakeKeyTable() {
+  std::array<KeySlot, size_t{1} << kKeyHashBits> table{};
+  for (int f = 0; f < kNumFields; ++f) {
+    const uint64_t packed = PackedFixstrKey(kFieldNames[f]);
+    KeySlot& slot = table[KeyHash(packed)];
+    if (slot.packed != 0) throw "kKeyHashMultiplier collides: pick another";  // compile error
+    slot = KeySlot{packed, static_cast<Field>(f)};
+  }
+  return table;
+}
+constexpr std::array<KeySlot, size_t{1} << kKeyHashBits> kKeyTable = MakeKeyTable();
+
+// Per fixstr length, the mask keeping its header and bytes in a little-endian word; 0 past the
+// longest protocol key, so that longer keys hash to a word no slot holds.
+constexpr std::array<uint64_t, 32> MakeKeyMasks() {
+  std::array<uint64_t, 32> masks{};
+  for (uint32_t len = 0; len <= 4; ++len) masks[len] = (uint64_t{1} << (8 * (len + 1))) - 1;
+  return masks;
+}
+constexpr std::array<uint64_t, 32> kKeyMasks = MakeKeyMasks();
+
+// The field of the fixstr key of length `len` (< 32) whose header byte is at `p`; at least 8 bytes
+// must be readable from `p`. Every protocol key is 1..4 bytes long.
+inline Field FixstrKeyField(const uint8_t* p, uint32_t len) {
+  uint64_t word;
+  std::memcpy(&word, p, 8);
+  word &= kKeyMasks[len];
+  const KeySlot& slot = kKeyTable[KeyHash(word)];
+  return slot.packed == word ? slot.field : kFieldUnknown;
 }
 
 inline EnvField EnvelopeField(std::string_view s) {
@@ -111,30 +220,33 @@ inline EnvField EnvelopeField(std::string_view s) {
 }
 
 // One scalar as it appeared on the wire. Negative integers are kInt; non-negative ones are kUint
-// whatever their msgpack width or signedness.
+// whatever their msgpack width or signedness. kOther: nil, bool, bin, ext or a container. Only the
+// member that `type` names is meaningful.
 struct Value {
   enum Type : uint8_t { kUint, kInt, kFloat, kStr, kOther };
   Type type = kOther;
-  uint64_t u = 0;
-  int64_t i = 0;
-  double d = 0;
-  const char* s = nullptr;
-  uint32_t len = 0;
+  uint32_t len = 0;  // kStr
+  union {
+    uint64_t u = 0;  // kUint
+    int64_t i;       // kInt
+    double d;        // kFloat
+    const char* s;   // kStr
+  };
   std::string_view str() const { return {s, len}; }
 };
 
 // Reads a number as a double. kNone on success.
 inline RejectReason AsDouble(const Value& v, double& out) {
   switch (v.type) {
+    case Value::kFloat:
+      out = v.d;
+      return std::isfinite(out) ? RejectReason::kNone : RejectReason::kNonFinite;
     case Value::kUint:
       out = static_cast<double>(v.u);
       return RejectReason::kNone;
     case Value::kInt:
       out = static_cast<double>(v.i);
       return RejectReason::kNone;
-    case Value::kFloat:
-      out = v.d;
-      return std::isfinite(out) ? RejectReason::kNone : RejectReason::kNonFinite;
     default:
       return RejectReason::kWrongType;
   }
@@ -211,89 +323,55 @@ Status WireDecoderOptions::Validate() const {
   return Status::Ok();
 }
 
-// Walker is the msgpack-c visitor for one payload: a small state machine over the levels
-// top → envelope map → events array → event map. Values nobody asked for (unknown keys, wrong-typed
-// containers) are skipped by counting nesting. Events are validated when their map ends and
-// appended to the batch straight away; Decode() rolls them back if the envelope turns out bad.
+// Walker decodes one payload in one pass: a bounds-checked cursor over the msgpack bytes that
+// knows the levels top → envelope map → events array → event map. Event values are kept as Values
+// until their map ends; the event is then validated and appended to the batch straight away
+// (Decode() rolls the batch back if the envelope turns out bad). Values nobody asked for (unknown
+// keys, containers where scalars belong, non-map events) are skipped with an explicit stack.
+//
+// Every read checks the bytes left first; a failed check stops the walk (stop() says why), with
+// the same verdict and in the same stream order as a generic msgpack parser: truncated input,
+// the reserved byte 0xc1, nesting deeper than kMaxDepth, and an events array longer than
+// max_events_per_message.
 class WireDecoder::Walker {
  public:
-  Walker(WireDecoder& d, EventBatch& batch, DecodeResult& result, int64_t now_ms)
+  enum class Stop : uint8_t { kNone, kTruncated, kInvalid, kTooDeep, kBatchTooLarge };
+
+  Walker(WireDecoder& d, EventBatch& batch, DecodeResult& result, int64_t now_ms,
+         std::string_view payload)
       : d_(d),
         batch_(batch),
         result_(result),
-        now_ms_(now_ms),
+        future_limit_(static_cast<uint64_t>(now_ms + d.options_.max_future_skew_ms)),
+        max_past_ms_(d.options_.max_past_ms),
         max_time_(d.max_event_time_ms_),
-        string_limit_(d.options_.max_string_bytes) {}
+        string_limit_(d.options_.max_string_bytes),
+        max_events_(d.options_.max_events_per_message),
+        begin_(reinterpret_cast<const uint8_t*>(payload.data())),
+        p_(begin_),
+        end_(begin_ + payload.size()) {}
 
-  // --- msgpack-c visitor interface ---
-  bool visit_nil() { return Scalar(Value{}); }
-  bool visit_boolean(bool) { return Scalar(Value{}); }
-  bool visit_positive_integer(uint64_t v) {
-    Value x;
-    x.type = Value::kUint;
-    x.u = v;
-    return Scalar(x);
-  }
-  bool visit_negative_integer(int64_t v) {
-    Value x;
-    if (v >= 0) {
-      x.type = Value::kUint;
-      x.u = static_cast<uint64_t>(v);
-    } else {
-      x.type = Value::kInt;
-      x.i = v;
+  // Walks the one top-level value. False when the walk stopped early (see stop()); the caller
+  // checks consumed() for trailing bytes.
+  bool Parse() {
+    uint32_t n = 0;
+    switch (MapHeader(n)) {
+      case kYes:
+        top_is_map_ = true;
+        return Envelope(n);
+      case kNo:
+        return Skip(0);
+      case kFailed:
+        break;
     }
-    return Scalar(x);
+    return false;
   }
-  bool visit_float32(float v) { return visit_float64(static_cast<double>(v)); }
-  bool visit_float64(double v) {
-    Value x;
-    x.type = Value::kFloat;
-    x.d = v;
-    return Scalar(x);
-  }
-  bool visit_str(const char* v, uint32_t size) {
-    Value x;
-    x.type = Value::kStr;
-    x.s = v;
-    x.len = size;
-    return Scalar(x);
-  }
-  bool visit_bin(const char*, uint32_t) { return Scalar(Value{}); }
-  bool visit_ext(const char*, uint32_t) { return Scalar(Value{}); }
-  bool start_array(uint32_t n) { return StartContainer(/*is_map=*/false, n); }
-  bool start_array_item() { return true; }
-  bool end_array_item() { return true; }
-  bool end_array() { return EndContainer(); }
-  bool start_map(uint32_t n) { return StartContainer(/*is_map=*/true, n); }
-  bool start_map_key() {
-    if (skip_ == 0) in_key_ = true;
-    return true;
-  }
-  bool end_map_key() { return true; }
-  bool start_map_value() {
-    if (skip_ == 0) in_key_ = false;
-    return true;
-  }
-  bool end_map_value() { return true; }
-  bool end_map() { return EndContainer(); }
-  void parse_error(size_t parsed, size_t error) {
-    parse_failed_at_ = error;
-    (void)parsed;
-  }
-  void insufficient_bytes(size_t parsed, size_t error) {
-    truncated_ = true;
-    parse_failed_at_ = error;
-    (void)parsed;
-  }
-  bool referenced() const { return false; }
-  void set_referenced(bool) {}
 
   // --- results ---
-  RejectReason stop_reason() const { return stop_reason_; }
+  Stop stop() const { return stop_; }
+  size_t stopped_at() const { return stopped_at_; }
+  size_t consumed() const { return static_cast<size_t>(p_ - begin_); }
   bool top_is_map() const { return top_is_map_; }
-  bool truncated() const { return truncated_; }
-  size_t parse_failed_at() const { return parse_failed_at_; }
   const Value* env(EnvField f) const { return (env_seen_ & (1u << f)) ? &env_[f] : nullptr; }
   bool events_is_array() const { return events_is_array_; }
   uint32_t events_declared() const { return events_declared_; }
@@ -303,130 +381,537 @@ class WireDecoder::Walker {
   // The interned publisher if "pub" was valid when seen (0 otherwise; may be stale if "pub" was
   // repeated).
   StringId publisher() const { return publisher_; }
+  // The publisher id written into every appended event, or kMixedStamp when it changed midway.
+  StringId stamped_publisher() const { return stamped_; }
+  static constexpr StringId kMixedStamp = std::numeric_limits<StringId>::max();
   const std::array<uint32_t, kNumRejectReasons>& reasons() const { return reasons_; }
 
  private:
-  enum Level : uint8_t { kTop, kEnvelope, kEvents, kEvent, kDone };
+  enum Got : uint8_t { kYes, kNo, kFailed };
 
-  bool Scalar(const Value& v) {
-    if (skip_ > 0) return true;
-    switch (level_) {
-      case kTop:
-        level_ = kDone;  // top-level value is not a map
-        return true;
-      case kEnvelope:
-        if (in_key_) {
-          env_field_ = v.type == Value::kStr ? EnvelopeField(v.str()) : kEnvUnknown;
-        } else if (env_field_ < kNumEnvFields) {
-          env_[env_field_] = v;
-          env_seen_ |= 1u << env_field_;
-          // Intern the publisher before the events' strings when it comes first (as clients
-          // write it), so that a full Interner rejects events rather than whole messages.
-          if (env_field_ == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255) {
-            publisher_ = d_.cache_.Intern(v.str());
-          }
-        }
-        return true;
-      case kEvents:
-        ++event_index_;
-        RejectEvent(RejectReason::kWrongType, "event is not a map");
-        return true;
-      case kEvent:
-        if (in_key_) {
-          field_ = v.type == Value::kStr ? EventField(v.s, v.len) : kFieldUnknown;
-        } else if (field_ != kFieldUnknown) {
-          fields_[field_] = v;
-          seen_ |= 1u << field_;
-        }
-        return true;
-      case kDone:
-        return true;
+  // --- cursor primitives ---
+
+  size_t Left() const { return static_cast<size_t>(end_ - p_); }
+  bool Fail(Stop why) {
+    stop_ = why;
+    stopped_at_ = consumed();
+    return false;
+  }
+  // True when at least `n` bytes are left; else stops (truncated).
+  bool Need(uint64_t n) { return Left() >= n || Fail(Stop::kTruncated); }
+
+  // A map header at the cursor: kYes with its pair count (cursor past the header), kNo when the
+  // next value is something else (cursor unchanged), kFailed when truncated.
+  Got MapHeader(uint32_t& n) {
+    if (!Need(1)) return kFailed;
+    const uint8_t b = *p_;
+    if ((b & 0xf0) == 0x80) {
+      n = b & 0x0f;
+      p_ += 1;
+      return kYes;
     }
-    return true;
+    if (b == 0xde) {
+      if (!Need(3)) return kFailed;
+      n = LoadBe16(p_ + 1);
+      p_ += 3;
+      return kYes;
+    }
+    if (b == 0xdf) {
+      if (!Need(5)) return kFailed;
+      n = LoadBe32(p_ + 1);
+      p_ += 5;
+      return kYes;
+    }
+    return kNo;
   }
 
-  bool StartContainer(bool is_map, uint32_t n) {
-    if (++depth_ > kMaxDepth) {
-      stop_reason_ = RejectReason::kNotMsgpack;
-      return false;
+  // As MapHeader, for arrays.
+  Got ArrayHeader(uint32_t& n) {
+    if (!Need(1)) return kFailed;
+    const uint8_t b = *p_;
+    if ((b & 0xf0) == 0x90) {
+      n = b & 0x0f;
+      p_ += 1;
+      return kYes;
     }
-    if (skip_ > 0) {
-      ++skip_;
+    if (b == 0xdc) {
+      if (!Need(3)) return kFailed;
+      n = LoadBe16(p_ + 1);
+      p_ += 3;
+      return kYes;
+    }
+    if (b == 0xdd) {
+      if (!Need(5)) return kFailed;
+      n = LoadBe32(p_ + 1);
+      p_ += 5;
+      return kYes;
+    }
+    return kNo;
+  }
+
+  // A whole str at the cursor: kYes with its bytes (cursor past it), kNo when the next value is
+  // not a str (cursor unchanged), kFailed when truncated.
+  Got Str(const uint8_t*& s, uint32_t& n) {
+    if (!Need(1)) return kFailed;
+    const uint8_t b = *p_;
+    uint32_t header;
+    if ((b & 0xe0) == 0xa0) {
+      n = b & 0x1f;
+      header = 1;
+    } else if (b == 0xd9) {
+      if (!Need(2)) return kFailed;
+      n = p_[1];
+      header = 2;
+    } else if (b == 0xda) {
+      if (!Need(3)) return kFailed;
+      n = LoadBe16(p_ + 1);
+      header = 3;
+    } else if (b == 0xdb) {
+      if (!Need(5)) return kFailed;
+      n = LoadBe32(p_ + 1);
+      header = 5;
+    } else {
+      return kNo;
+    }
+    if (!Need(uint64_t{header} + n)) return kFailed;
+    s = p_ + header;
+    p_ += header + n;
+    return kYes;
+  }
+
+  // Reads the value at the cursor into `v`: a scalar, or kOther for nil/bool/bin/ext and for a
+  // container, which is skipped. `depth`: the containers enclosing the value.
+  [[gnu::always_inline]] bool ReadValue(Value& v, int depth) {
+    if (!Need(1)) return false;
+    const uint8_t b = *p_;
+    if (b <= 0x7f) {  // positive fixint
+      v.type = Value::kUint;
+      v.u = b;
+      p_ += 1;
       return true;
     }
-    switch (level_) {
-      case kTop:
-        if (is_map) {
-          top_is_map_ = true;
-          level_ = kEnvelope;
-          return true;
-        }
-        level_ = kDone;
-        break;
-      case kEnvelope:
-        if (!in_key_ && env_field_ == kEnvEvents && !is_map && !events_is_array_) {
+    if ((b & 0xe0) == 0xa0) {  // fixstr
+      const uint32_t n = b & 0x1f;
+      if (!Need(1 + uint64_t{n})) return false;
+      v.type = Value::kStr;
+      v.s = reinterpret_cast<const char*>(p_ + 1);
+      v.len = n;
+      p_ += 1 + n;
+      return true;
+    }
+    if (b >= 0xe0) {  // negative fixint
+      v.type = Value::kInt;
+      v.i = static_cast<int8_t>(b);
+      p_ += 1;
+      return true;
+    }
+    switch (b) {
+      case 0xcb:  // float64
+        if (!Need(9)) return false;
+        v.type = Value::kFloat;
+        v.d = std::bit_cast<double>(LoadBe64(p_ + 1));
+        p_ += 9;
+        return true;
+      case 0xca:  // float32
+        if (!Need(5)) return false;
+        v.type = Value::kFloat;
+        v.d = static_cast<double>(std::bit_cast<float>(LoadBe32(p_ + 1)));
+        p_ += 5;
+        return true;
+      case 0xcc:  // uint8..64
+        if (!Need(2)) return false;
+        SetUint(v, p_[1]);
+        p_ += 2;
+        return true;
+      case 0xcd:
+        if (!Need(3)) return false;
+        SetUint(v, LoadBe16(p_ + 1));
+        p_ += 3;
+        return true;
+      case 0xce:
+        if (!Need(5)) return false;
+        SetUint(v, LoadBe32(p_ + 1));
+        p_ += 5;
+        return true;
+      case 0xcf:
+        if (!Need(9)) return false;
+        SetUint(v, LoadBe64(p_ + 1));
+        p_ += 9;
+        return true;
+      case 0xd0:  // int8..64: non-negative values are unsigned
+        if (!Need(2)) return false;
+        SetInt(v, static_cast<int8_t>(p_[1]));
+        p_ += 2;
+        return true;
+      case 0xd1:
+        if (!Need(3)) return false;
+        SetInt(v, static_cast<int16_t>(LoadBe16(p_ + 1)));
+        p_ += 3;
+        return true;
+      case 0xd2:
+        if (!Need(5)) return false;
+        SetInt(v, static_cast<int32_t>(LoadBe32(p_ + 1)));
+        p_ += 5;
+        return true;
+      case 0xd3:
+        if (!Need(9)) return false;
+        SetInt(v, static_cast<int64_t>(LoadBe64(p_ + 1)));
+        p_ += 9;
+        return true;
+      case 0xd9:
+      case 0xda:
+      case 0xdb: {
+        const uint8_t* s = nullptr;
+        uint32_t n = 0;
+        if (Str(s, n) == kFailed) return false;
+        v.type = Value::kStr;
+        v.s = reinterpret_cast<const char*>(s);
+        v.len = n;
+        return true;
+      }
+      default:
+        v.type = Value::kOther;
+        return Skip(depth);
+    }
+  }
+  static void SetUint(Value& v, uint64_t u) {
+    v.type = Value::kUint;
+    v.u = u;
+  }
+  static void SetInt(Value& v, int64_t i) {
+    if (i >= 0) {
+      SetUint(v, static_cast<uint64_t>(i));
+    } else {
+      v.type = Value::kInt;
+      v.i = i;
+    }
+  }
+
+  // Skips one header at the cursor: a whole scalar (returns kScalar), or a container's header
+  // (returns how many values it holds, keys and values for a map). kBroken when the bytes stop or
+  // hold the reserved byte 0xc1.
+  static constexpr int64_t kScalar = -1;
+  static constexpr int64_t kBroken = -2;
+  int64_t SkipHeader() {
+    if (!Need(1)) return kBroken;
+    const uint8_t b = *p_;
+    uint64_t size = 1;  // of a scalar, header included
+    if (b <= 0x7f || b >= 0xe0) {
+      size = 1;
+    } else if (b <= 0x8f) {
+      p_ += 1;
+      return 2 * int64_t{b & 0x0f};
+    } else if (b <= 0x9f) {
+      p_ += 1;
+      return b & 0x0f;
+    } else if (b <= 0xbf) {
+      size = 1 + uint64_t{b & 0x1fu};
+    } else {
+      switch (b) {
+        case 0xc0:  // nil, false, true
+        case 0xc2:
+        case 0xc3:
+          size = 1;
+          break;
+        case 0xc1:
+          Fail(Stop::kInvalid);
+          return kBroken;
+        case 0xc4:  // bin8, str8
+        case 0xd9:
+          if (!Need(2)) return kBroken;
+          size = 2 + uint64_t{p_[1]};
+          break;
+        case 0xc5:  // bin16, str16
+        case 0xda:
+          if (!Need(3)) return kBroken;
+          size = 3 + uint64_t{LoadBe16(p_ + 1)};
+          break;
+        case 0xc6:  // bin32, str32
+        case 0xdb:
+          if (!Need(5)) return kBroken;
+          size = 5 + uint64_t{LoadBe32(p_ + 1)};
+          break;
+        case 0xc7:  // ext8/16/32: length, type byte, data
+          if (!Need(2)) return kBroken;
+          size = 3 + uint64_t{p_[1]};
+          break;
+        case 0xc8:
+          if (!Need(3)) return kBroken;
+          size = 4 + uint64_t{LoadBe16(p_ + 1)};
+          break;
+        case 0xc9:
+          if (!Need(5)) return kBroken;
+          size = 6 + uint64_t{LoadBe32(p_ + 1)};
+          break;
+        case 0xca:  // float32, uint32, int32
+        case 0xce:
+        case 0xd2:
+          size = 5;
+          break;
+        case 0xcb:  // float64, uint64, int64
+        case 0xcf:
+        case 0xd3:
+          size = 9;
+          break;
+        case 0xcc:  // uint8, int8
+        case 0xd0:
+          size = 2;
+          break;
+        case 0xcd:  // uint16, int16
+        case 0xd1:
+          size = 3;
+          break;
+        case 0xd4:  // fixext 1/2/4/8/16: type byte, data
+          size = 3;
+          break;
+        case 0xd5:
+          size = 4;
+          break;
+        case 0xd6:
+          size = 6;
+          break;
+        case 0xd7:
+          size = 10;
+          break;
+        case 0xd8:
+          size = 18;
+          break;
+        case 0xdc:  // array16/32
+          if (!Need(3)) return kBroken;
+          p_ += 3;
+          return LoadBe16(p_ - 2);
+        case 0xdd:
+          if (!Need(5)) return kBroken;
+          p_ += 5;
+          return LoadBe32(p_ - 4);
+        case 0xde:  // map16/32
+          if (!Need(3)) return kBroken;
+          p_ += 3;
+          return 2 * int64_t{LoadBe16(p_ - 2)};
+        case 0xdf:
+          if (!Need(5)) return kBroken;
+          p_ += 5;
+          return 2 * int64_t{LoadBe32(p_ - 4)};
+      }
+    }
+    if (!Need(size)) return kBroken;
+    p_ += size;
+    return kScalar;
+  }
+
+  // Skips one whole value of any type; `depth`: the containers enclosing it. Iterative: the stack
+  // holds, per open container, the values left in its parent.
+  [[gnu::noinline]] bool Skip(int depth) {
+    std::array<uint64_t, kMaxDepth + 1> parent_left;
+    int open = 0;
+    uint64_t left = 1;
+    for (;;) {
+      while (left == 0) {
+        if (open == 0) return true;
+        left = parent_left[--open];
+      }
+      --left;
+      const int64_t children = SkipHeader();
+      if (children == kScalar) continue;
+      if (children == kBroken) return false;
+      if (depth + open + 1 > kMaxDepth) return Fail(Stop::kTooDeep);
+      parent_left[open++] = left;
+      left = static_cast<uint64_t>(children);
+    }
+  }
+
+  // --- the protocol's levels ---
+
+  // The envelope's `n` pairs (depth 1).
+  bool Envelope(uint32_t n) {
+    for (uint32_t k = 0; k < n; ++k) {
+      EnvField f = kEnvUnknown;
+      const uint8_t* key = nullptr;
+      uint32_t len = 0;
+      switch (Str(key, len)) {
+        case kYes:
+          f = EnvelopeField({reinterpret_cast<const char*>(key), len});
+          break;
+        case kNo:  // a non-string key is an unknown key
+          if (!Skip(1)) return false;
+          break;
+        case kFailed:
+          return false;
+      }
+      if (f == kEnvUnknown) {
+        if (!Skip(1)) return false;
+        continue;
+      }
+      if (f == kEnvEvents && !events_is_array_) {
+        uint32_t count = 0;
+        Got got = ArrayHeader(count);
+        if (got == kFailed) return false;
+        if (got == kYes) {
           env_seen_ |= 1u << kEnvEvents;
           events_is_array_ = true;
-          events_declared_ = n;
-          if (n > d_.options_.max_events_per_message) {
-            stop_reason_ = RejectReason::kBatchTooLarge;
-            return false;
-          }
-          level_ = kEvents;
-          return true;
+          events_declared_ = count;
+          if (count > max_events_) return Fail(Stop::kBatchTooLarge);
+          if (!Events(count)) return false;
+          continue;
         }
-        if (!in_key_ && env_field_ < kNumEnvFields) {
-          env_[env_field_] = Value{};  // wrong type: a container
-          env_seen_ |= 1u << env_field_;
-        }
-        if (in_key_) env_field_ = kEnvUnknown;
-        break;
-      case kEvents:
-        ++event_index_;
-        if (is_map) {
-          level_ = kEvent;
-          seen_ = 0;
-          return true;
-        }
-        RejectEvent(RejectReason::kWrongType, "event is not a map");
-        break;
-      case kEvent:
-        if (in_key_) {
-          field_ = kFieldUnknown;
-        } else if (field_ != kFieldUnknown) {
-          fields_[field_] = Value{};  // wrong type: a container
-          seen_ |= 1u << field_;
-        }
-        break;
-      case kDone:
-        break;
+      }
+      Value& v = env_[f];
+      if (!ReadValue(v, 1)) return false;
+      env_seen_ |= 1u << f;
+      // Intern the publisher before the events' strings when it comes first (as clients write
+      // it), so that a full Interner rejects events rather than whole messages.
+      if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255) {
+        publisher_ = d_.cache_.Intern(v.str());
+      }
     }
-    skip_ = 1;
     return true;
   }
 
-  bool EndContainer() {
-    --depth_;
-    if (skip_ > 0) {
-      --skip_;
-      return true;
-    }
-    switch (level_) {
-      case kEvent:
-        FinishEvent();
-        level_ = kEvents;
-        break;
-      case kEvents:
-        level_ = kEnvelope;
-        break;
-      case kEnvelope:
-        level_ = kDone;
-        break;
-      default:
-        break;
+  // The events array's `n` elements (depth 2).
+  bool Events(uint32_t n) {
+    for (uint32_t k = 0; k < n; ++k) {
+      ++event_index_;
+      uint32_t pairs = 0;
+      switch (MapHeader(pairs)) {
+        case kYes:
+          if (!EventMap(pairs)) return false;
+          break;
+        case kNo:
+          if (!Skip(2)) return false;
+          RejectEvent(RejectReason::kWrongType, "event is not a map");
+          break;
+        case kFailed:
+          return false;
+      }
     }
     return true;
   }
+
+  // One event map's `n` pairs (depth 3); then validates and appends the event.
+  //
+  // Fast path: while at least kFastBytes are left, a pair whose key is a fixstr and whose value is
+  // a fixstr, an integer or a float cannot run past the end (key <= 32 bytes, value <= 32), so it
+  // is read with no bounds checks, from a cursor held in a register. Anything else, and the last
+  // bytes of the payload, go through PairChecked().
+  bool EventMap(uint32_t n) {
+    static constexpr ptrdiff_t kFastBytes = 64;
+    const uint8_t* p = p_;
+    const uint8_t* const end = end_;
+    uint32_t seen = 0;
+    for (uint32_t k = 0; k < n; ++k) {
+      if (end - p < kFastBytes || (*p & 0xe0) != 0xa0) [[unlikely]] {
+        p_ = p;
+        const int64_t bit = PairChecked();
+        if (bit < 0) return false;
+        seen |= static_cast<uint32_t>(bit);
+        p = p_;
+        continue;
+      }
+      const uint32_t key_len = *p & 0x1f;
+      const Field f = FixstrKeyField(p, key_len);
+      p += 1 + key_len;
+      if (f == kFieldUnknown) [[unlikely]] {
+        p_ = p;
+        if (!Skip(3)) return false;
+        p = p_;
+        continue;
+      }
+      Value& v = fields_[f];
+      const uint8_t b = *p;
+      switch (b) {
+        case 0x00 ... 0x7f:  // positive fixint
+          SetUint(v, b);
+          p += 1;
+          break;
+        case 0xa0 ... 0xbf:  // fixstr
+          v.type = Value::kStr;
+          v.s = reinterpret_cast<const char*>(p + 1);
+          v.len = b & 0x1f;
+          p += 1 + (b & 0x1f);
+          break;
+        case 0xcb:
+          v.type = Value::kFloat;
+          v.d = std::bit_cast<double>(LoadBe64(p + 1));
+          p += 9;
+          break;
+        case 0xca:
+          v.type = Value::kFloat;
+          v.d = static_cast<double>(std::bit_cast<float>(LoadBe32(p + 1)));
+          p += 5;
+          break;
+        case 0xcc:
+          SetUint(v, p[1]);
+          p += 2;
+          break;
+        case 0xcd:
+          SetUint(v, LoadBe16(p + 1));
+          p += 3;
+          break;
+        case 0xce:
+          SetUint(v, LoadBe32(p + 1));
+          p += 5;
+          break;
+        case 0xcf:
+          SetUint(v, LoadBe64(p + 1));
+          p += 9;
+          break;
+        case 0xd0:
+          SetInt(v, static_cast<int8_t>(p[1]));
+          p += 2;
+          break;
+        case 0xd1:
+          SetInt(v, static_cast<int16_t>(LoadBe16(p + 1)));
+          p += 3;
+          break;
+        case 0xd2:
+          SetInt(v, static_cast<int32_t>(LoadBe32(p + 1)));
+          p += 5;
+          break;
+        case 0xd3:
+          SetInt(v, static_cast<int64_t>(LoadBe64(p + 1)));
+          p += 9;
+          break;
+        case 0xe0 ... 0xff:  // negative fixint
+          v.type = Value::kInt;
+          v.i = static_cast<int8_t>(b);
+          p += 1;
+          break;
+        default:  // long strings, nil, bool, bin, ext, containers
+          p_ = p;
+          if (!ReadValue(v, 3)) return false;
+          p = p_;
+          break;
+      }
+      seen |= 1u << f;
+    }
+    p_ = p;
+    seen_ = seen;
+    FinishEvent();
+    return true;
+  }
+
+  // One key/value pair of an event map, every read checked. Returns the field's bit for `seen`
+  // (0 for an unknown key), or -1 when the walk stopped.
+  [[gnu::noinline]] int64_t PairChecked() {
+    Field f = kFieldUnknown;
+    const uint8_t* key = nullptr;
+    uint32_t len = 0;
+    switch (Str(key, len)) {
+      case kYes:
+        f = EventField(key, len);
+        break;
+      case kNo:  // a non-string key is an unknown key
+        if (!Skip(3)) return -1;
+        break;
+      case kFailed:
+        return -1;
+    }
+    if (f == kFieldUnknown) return Skip(3) ? 0 : -1;
+    if (!ReadValue(fields_[f], 3)) return -1;
+    return int64_t{1} << f;
+  }
+
+  // --- event validation ---
 
   void RejectEvent(RejectReason reason, const char* what, Field field = kFieldUnknown) {
     ++rejected_;
@@ -452,7 +937,8 @@ class WireDecoder::Walker {
   }
 
   // An optional (or required) non-negative latency/cost; sets the bit in `present` when given.
-  RejectReason NonNegative(Field f, double& out, uint16_t bit, Event& e, bool required) {
+  [[gnu::always_inline]] RejectReason NonNegative(Field f, double& out, uint16_t bit, Event& e,
+                                                  bool required) const {
     if (!Has(f)) return required ? RejectReason::kMissingField : RejectReason::kNone;
     RejectReason r = AsDouble(fields_[f], out);
     if (r != RejectReason::kNone) return r;
@@ -461,7 +947,7 @@ class WireDecoder::Walker {
     return RejectReason::kNone;
   }
 
-  RejectReason Tokens(Field f, uint32_t& out, uint16_t bit, Event& e) {
+  [[gnu::always_inline]] RejectReason Tokens(Field f, uint32_t& out, uint16_t bit, Event& e) const {
     if (!Has(f)) return RejectReason::kNone;
     uint64_t n = 0;
     RejectReason r = AsCount(fields_[f], n);
@@ -472,102 +958,118 @@ class WireDecoder::Walker {
     return RejectReason::kNone;
   }
 
-  void FinishEvent() {
-    Event e;
-    RejectReason r = RejectReason::kNone;
-    Field bad = kFieldUnknown;
-    auto check = [&](RejectReason got, Field f) {
-      if (r == RejectReason::kNone && got != RejectReason::kNone) {
-        r = got;
-        bad = f;
-      }
-    };
+  // Validates the event's fields in the protocol's order (docs/PROTOCOL.md §3: k, i, m, t, the
+  // kind's fields in table order, then interning) and fills `e`. Returns the first failing check
+  // with its field in `bad` (kFieldUnknown for interning).
+  RejectReason Validate(Event& e, Field& bad) {
+    RejectReason r;
+    bad = kFieldKind;
+    if (!Has(kFieldKind)) return RejectReason::kMissingField;
+    const Value& k = fields_[kFieldKind];
+    if (k.type != Value::kStr) return RejectReason::kWrongType;
+    if (k.len != 1 || (k.s[0] != 'r' && k.s[0] != 'g')) return RejectReason::kUnknownKind;
+    e.kind = k.s[0] == 'r' ? EventKind::kRequest : EventKind::kGauge;
 
-    // Kind.
-    if (!Has(kFieldKind)) {
-      check(RejectReason::kMissingField, kFieldKind);
-    } else if (fields_[kFieldKind].type != Value::kStr) {
-      check(RejectReason::kWrongType, kFieldKind);
-    } else {
-      std::string_view k = fields_[kFieldKind].str();
-      if (k == "r") {
-        e.kind = EventKind::kRequest;
-      } else if (k == "g") {
-        e.kind = EventKind::kGauge;
-      } else {
-        check(RejectReason::kUnknownKind, kFieldKind);
-      }
+    bad = kFieldInstance;
+    if ((r = CheckName(kFieldInstance)) != RejectReason::kNone) return r;
+    bad = kFieldModel;
+    if ((r = CheckName(kFieldModel)) != RejectReason::kNone) return r;
+
+    bad = kFieldTime;
+    if (!Has(kFieldTime)) return RejectReason::kMissingField;
+    uint64_t t = 0;
+    if ((r = AsCount(fields_[kFieldTime], t)) != RejectReason::kNone) {
+      return r == RejectReason::kOutOfRange ? RejectReason::kTimestampOutOfRange : r;
     }
-    check(CheckName(kFieldInstance), kFieldInstance);
-    check(CheckName(kFieldModel), kFieldModel);
-
-    // Time.
-    if (r == RejectReason::kNone) {
-      uint64_t t = 0;
-      if (!Has(kFieldTime)) {
-        check(RejectReason::kMissingField, kFieldTime);
-      } else if (RejectReason tr = AsCount(fields_[kFieldTime], t); tr != RejectReason::kNone) {
-        check(tr == RejectReason::kOutOfRange ? RejectReason::kTimestampOutOfRange : tr,
-              kFieldTime);
-      } else if (t == 0 || t > static_cast<uint64_t>(now_ms_ + d_.options_.max_future_skew_ms) ||
-                 static_cast<int64_t>(t) < max_time_ - d_.options_.max_past_ms) {
-        check(RejectReason::kTimestampOutOfRange, kFieldTime);
-      } else {
-        e.time_ms = static_cast<int64_t>(t);
-      }
+    if (t == 0 || t > future_limit_ || static_cast<int64_t>(t) < max_time_ - max_past_ms_) {
+      return RejectReason::kTimestampOutOfRange;
     }
+    e.time_ms = static_cast<int64_t>(t);
 
-    if (r == RejectReason::kNone && e.kind == EventKind::kRequest) {
-      check(NonNegative(kFieldE2e, e.e2e_ms, kHasE2e, e, /*required=*/true), kFieldE2e);
-      check(NonNegative(kFieldTtft, e.ttft_ms, kHasTtft, e, false), kFieldTtft);
-      check(NonNegative(kFieldTpot, e.tpot_ms, kHasTpot, e, false), kFieldTpot);
-      check(Tokens(kFieldPrompt, e.prompt_tokens, kHasPromptTokens, e), kFieldPrompt);
-      check(Tokens(kFieldOutput, e.output_tokens, kHasOutputTokens, e), kFieldOutput);
-      check(Tokens(kFieldCached, e.cached_tokens, kHasCachedTokens, e), kFieldCached);
+    if (e.kind == EventKind::kRequest) {
+      bad = kFieldE2e;
+      if ((r = NonNegative(kFieldE2e, e.e2e_ms, kHasE2e, e, /*required=*/true)) !=
+          RejectReason::kNone) {
+        return r;
+      }
+      bad = kFieldTtft;
+      if ((r = NonNegative(kFieldTtft, e.ttft_ms, kHasTtft, e, false)) != RejectReason::kNone) {
+        return r;
+      }
+      bad = kFieldTpot;
+      if ((r = NonNegative(kFieldTpot, e.tpot_ms, kHasTpot, e, false)) != RejectReason::kNone) {
+        return r;
+      }
+      bad = kFieldPrompt;
+      if ((r = Tokens(kFieldPrompt, e.prompt_tokens, kHasPromptTokens, e)) != RejectReason::kNone) {
+        return r;
+      }
+      bad = kFieldOutput;
+      if ((r = Tokens(kFieldOutput, e.output_tokens, kHasOutputTokens, e)) != RejectReason::kNone) {
+        return r;
+      }
+      bad = kFieldCached;
+      if ((r = Tokens(kFieldCached, e.cached_tokens, kHasCachedTokens, e)) != RejectReason::kNone) {
+        return r;
+      }
       if (Has(kFieldErr)) {
+        bad = kFieldErr;
         const Value& v = fields_[kFieldErr];
-        if (v.type != Value::kStr) {
-          check(RejectReason::kWrongType, kFieldErr);
-        } else if (v.len > 0) {
-          e.error = ParseErrorKind(v.str());
-        }
+        if (v.type != Value::kStr) return RejectReason::kWrongType;
+        if (v.len > 0) e.error = ParseErrorKind(v.str());
       }
-      check(NonNegative(kFieldCost, e.cost_usd, kHasCost, e, false), kFieldCost);
-      RejectReason qr = NonNegative(kFieldQuality, e.quality, kHasQuality, e, false);
-      if (qr == RejectReason::kNone && e.Has(kHasQuality) && e.quality > 1) {
-        qr = RejectReason::kOutOfRange;
+      bad = kFieldCost;
+      if ((r = NonNegative(kFieldCost, e.cost_usd, kHasCost, e, false)) != RejectReason::kNone) {
+        return r;
       }
-      check(qr, kFieldQuality);
-    } else if (r == RejectReason::kNone) {
-      check(CheckName(kFieldName), kFieldName);
-      if (!Has(kFieldValue)) {
-        check(RejectReason::kMissingField, kFieldValue);
-      } else {
-        check(AsDouble(fields_[kFieldValue], e.value), kFieldValue);
+      bad = kFieldQuality;
+      if ((r = NonNegative(kFieldQuality, e.quality, kHasQuality, e, false)) !=
+          RejectReason::kNone) {
+        return r;
       }
+      if (e.Has(kHasQuality) && e.quality > 1) return RejectReason::kOutOfRange;
+    } else {
+      bad = kFieldName;
+      if ((r = CheckName(kFieldName)) != RejectReason::kNone) return r;
+      bad = kFieldValue;
+      if (!Has(kFieldValue)) return RejectReason::kMissingField;
+      if ((r = AsDouble(fields_[kFieldValue], e.value)) != RejectReason::kNone) return r;
     }
 
     // Intern last, so that rejected events never take a slot of the Interner.
-    if (r == RejectReason::kNone) {
-      e.instance = d_.cache_.Intern(fields_[kFieldInstance].str());
-      e.model = d_.cache_.Intern(fields_[kFieldModel].str());
-      if (e.kind == EventKind::kGauge) e.metric = d_.cache_.Intern(fields_[kFieldName].str());
-      if (e.instance == 0 || e.model == 0 || (e.kind == EventKind::kGauge && e.metric == 0)) {
-        r = RejectReason::kCardinalityLimit;
-      }
+    bad = kFieldUnknown;
+    const Value& i = fields_[kFieldInstance];
+    const Value& m = fields_[kFieldModel];
+    e.instance = d_.InternRecent(i.s, i.len);
+    e.model = d_.InternRecent(m.s, m.len);
+    if (e.kind == EventKind::kGauge) {
+      const Value& n = fields_[kFieldName];
+      e.metric = d_.InternRecent(n.s, n.len);
     }
+    if (e.instance == 0 || e.model == 0 || (e.kind == EventKind::kGauge && e.metric == 0)) {
+      return RejectReason::kCardinalityLimit;
+    }
+    return RejectReason::kNone;
+  }
 
-    if (r != RejectReason::kNone) {
+  // Validates the event in place at the end of the batch (no copy); takes it back if rejected.
+  void FinishEvent() {
+    Event& e = batch_.events.emplace_back();
+    Field bad = kFieldUnknown;
+    const RejectReason r = Validate(e, bad);
+    if (r != RejectReason::kNone) [[unlikely]] {
+      batch_.events.pop_back();
       RejectEvent(r, DescribeValue(bad), bad);
       return;
     }
     if (e.time_ms > max_time_) max_time_ = e.time_ms;
-    batch_.events.push_back(e);
+    e.publisher = publisher_;
+    if (stamped_ != publisher_) stamped_ = accepted_ == 0 ? publisher_ : kMixedStamp;
     ++accepted_;
   }
 
   // A short description of the offending value for the rejection detail.
-  const char* DescribeValue(Field f) {
+  const char* DescribeValue(Field f) const {
     if (f == kFieldUnknown) return "cannot intern";
     if (!Has(f)) return "missing";
     switch (fields_[f].type) {
@@ -587,28 +1089,27 @@ class WireDecoder::Walker {
   WireDecoder& d_;
   EventBatch& batch_;
   DecodeResult& result_;
-  const int64_t now_ms_;
+  const uint64_t future_limit_;  // now + max_future_skew_ms, as the unsigned event time
+  const int64_t max_past_ms_;
   int64_t max_time_;
   const uint32_t string_limit_;
+  const uint32_t max_events_;
 
-  Level level_ = kTop;
-  bool in_key_ = false;
-  int depth_ = 0;
-  uint32_t skip_ = 0;
-  RejectReason stop_reason_ = RejectReason::kNone;
+  const uint8_t* const begin_;
+  const uint8_t* p_;
+  const uint8_t* const end_;
+  Stop stop_ = Stop::kNone;
+  size_t stopped_at_ = 0;
   bool top_is_map_ = false;
-  bool truncated_ = false;
-  size_t parse_failed_at_ = 0;
 
-  EnvField env_field_ = kEnvUnknown;
   std::array<Value, kNumEnvFields> env_{};
   uint32_t env_seen_ = 0;
   bool events_is_array_ = false;
   uint32_t events_declared_ = 0;
   StringId publisher_ = 0;
+  StringId stamped_ = 0;
 
-  Field field_ = kFieldUnknown;
-  std::array<Value, kNumFields> fields_{};
+  std::array<Value, kNumFields> fields_;
   uint32_t seen_ = 0;
   uint32_t event_index_ = 0;
 
@@ -622,6 +1123,7 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
     : options_(options),
       interner_(interner),
       cache_(interner),
+      recent_(new RecentString[size_t{1} << kRecentBits]()),
       clock_(clock),
       metrics_(metrics != nullptr ? metrics : &own_metrics_),
       stage_(std::move(stage)) {
@@ -651,6 +1153,7 @@ Counter* WireDecoder::MakeCounter(std::string_view name, std::string_view help,
 }
 
 WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
+  if (id == last_publisher_ && last_publisher_state_ != nullptr) return *last_publisher_state_;
   auto [it, inserted] = publishers_.try_emplace(id);
   if (inserted) {
     const Labels labels = {{"stage", stage_}, {"publisher", std::string(interner_.Name(id))}};
@@ -665,7 +1168,39 @@ WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
         MakeCounter("inferscope_source_publisher_restarts_total",
                     "Publisher restarts (sequence number far behind the expected one).", labels);
   }
+  last_publisher_ = id;
+  last_publisher_state_ = &it->second;  // unordered_map never moves its elements
   return it->second;
+}
+
+StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
+  // A cheap hash of the length and the first, last (and, for long strings, middle) bytes; the
+  // slot's bytes are compared in full, so a collision only costs a trip to cache_. len >= 1.
+  uint64_t a;
+  uint64_t b;
+  if (len >= 8) {
+    a = LoadLe64(s);
+    b = LoadLe64(s + len - 8);
+    if (len > 16) a ^= LoadLe64(s + len / 2 - 4) * 0x165667B19E3779F9ull;
+  } else if (len >= 4) {
+    a = LoadLe32(s);
+    b = LoadLe32(s + len - 4);
+  } else {
+    a = static_cast<uint8_t>(s[0]) | uint64_t{static_cast<uint8_t>(s[len / 2])} << 8 |
+        uint64_t{static_cast<uint8_t>(s[len - 1])} << 16;
+    b = 0;
+  }
+  const uint64_t h =
+      ((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ len) * 0xD6E8FEB86659FD93ull;
+  RecentString& slot = recent_[h >> (64 - kRecentBits)];
+  if (slot.len == len && SameBytes(slot.data, s, len)) return slot.id;
+  const StringId id = cache_.Intern({s, len});
+  if (id != 0) {
+    // The Interner's copy never moves or changes, so the slot can point at it.
+    const std::string_view name = interner_.Name(id);
+    slot = RecentString{name.data(), len, id};
+  }
+  return id;
 }
 
 void WireDecoder::RejectMessage(RejectReason reason, DecodeResult& result) {
@@ -685,15 +1220,7 @@ void WireDecoder::RecordBadFrames(size_t total_bytes) {
   reason_counters_[static_cast<size_t>(RejectReason::kBadFrames)]->Inc();
 }
 
-// flatten: GCC otherwise leaves msgpack-c's parser and the visitor calls out of line (2-3x slower).
-// Not under AddressSanitizer, where flattening makes this one function take >10 minutes to compile.
-#if defined(__SANITIZE_ADDRESS__)
-#define INFERSCOPE_DECODE_FLATTEN
-#else
-#define INFERSCOPE_DECODE_FLATTEN __attribute__((flatten))
-#endif
-INFERSCOPE_DECODE_FLATTEN DecodeResult WireDecoder::Decode(std::string_view payload,
-                                                           EventBatch& batch) {
+DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
   DecodeResult result;
   ++messages_;
   messages_counter_->Inc();
@@ -707,12 +1234,11 @@ INFERSCOPE_DECODE_FLATTEN DecodeResult WireDecoder::Decode(std::string_view payl
   }
 
   const size_t start = batch.events.size();
-  Walker walker(*this, batch, result, clock_.NowMs());
-  size_t off = 0;
+  Walker walker(*this, batch, result, clock_.NowMs(), payload);
   bool parsed = false;
   try {
-    parsed = msgpack::parse(payload.data(), payload.size(), off, walker);
-  } catch (...) {  // msgpack-c throws on a few malformed ext headers and on bad_alloc
+    parsed = walker.Parse();
+  } catch (const std::bad_alloc&) {  // growing the batch; the message is dropped like a bad one
     parsed = false;
   }
 
@@ -722,26 +1248,29 @@ INFERSCOPE_DECODE_FLATTEN DecodeResult WireDecoder::Decode(std::string_view payl
     RejectMessage(reason, result);
   };
 
-  if (walker.stop_reason() == RejectReason::kBatchTooLarge) {
-    reject(RejectReason::kBatchTooLarge);
-    SetDetail(result, "%u events exceed max_events_per_message %u", walker.events_declared(),
-              options_.max_events_per_message);
-    return result;
-  }
-  if (walker.stop_reason() == RejectReason::kNotMsgpack) {
-    reject(RejectReason::kNotMsgpack);
-    SetDetail(result, "msgpack nested deeper than %d levels", kMaxDepth);
-    return result;
-  }
-  if (!parsed || off != payload.size()) {
-    reject(RejectReason::kNotMsgpack);
-    if (!parsed) {
-      SetDetail(result, "%s msgpack at byte %zu of %zu",
-                walker.truncated() ? "truncated" : "invalid", walker.parse_failed_at(),
-                payload.size());
-    } else {
-      SetDetail(result, "%zu trailing bytes after the msgpack value", payload.size() - off);
+  if (!parsed) {
+    switch (walker.stop()) {
+      case Walker::Stop::kBatchTooLarge:
+        reject(RejectReason::kBatchTooLarge);
+        SetDetail(result, "%u events exceed max_events_per_message %u", walker.events_declared(),
+                  options_.max_events_per_message);
+        return result;
+      case Walker::Stop::kTooDeep:
+        reject(RejectReason::kNotMsgpack);
+        SetDetail(result, "msgpack nested deeper than %d levels", kMaxDepth);
+        return result;
+      default:
+        reject(RejectReason::kNotMsgpack);
+        SetDetail(result, "%s msgpack at byte %zu of %zu",
+                  walker.stop() == Walker::Stop::kInvalid ? "invalid" : "truncated",
+                  walker.stopped_at(), payload.size());
+        return result;
     }
+  }
+  if (walker.consumed() != payload.size()) {
+    reject(RejectReason::kNotMsgpack);
+    SetDetail(result, "%zu trailing bytes after the msgpack value",
+              payload.size() - walker.consumed());
     return result;
   }
   if (!walker.top_is_map()) {
@@ -829,11 +1358,15 @@ INFERSCOPE_DECODE_FLATTEN DecodeResult WireDecoder::Decode(std::string_view payl
   p.tracking = true;
   p.next_seq = s + 1;
 
-  // Commit the events.
+  // Commit the events. They were stamped with the publisher known when each was appended; fix
+  // them up only if that was not the final one (the envelope came after the events, or "pub" was
+  // repeated).
   const uint32_t accepted = walker.accepted();
   result.accepted = accepted;
   result.rejected = walker.rejected();
-  for (size_t i = start; i < batch.events.size(); ++i) batch.events[i].publisher = publisher;
+  if (walker.stamped_publisher() != publisher) {
+    for (size_t i = start; i < batch.events.size(); ++i) batch.events[i].publisher = publisher;
+  }
   if (accepted > 0) {
     if (start == 0) {
       batch.publisher = publisher;

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -92,14 +93,16 @@ struct WireDecoderOptions {
   Status Validate() const;
 };
 
-// WireDecoder turns protocol-v1 payloads (docs/PROTOCOL.md) into Events, zero-copy: it walks the
-// msgpack bytes with msgpack-c's visitor parser, validates each event, interns its strings through
-// an InternCache (one hash per string) and appends the accepted events to a batch.
+// WireDecoder turns protocol-v1 payloads (docs/PROTOCOL.md) into Events, zero-copy: one pass of a
+// bounds-checked msgpack cursor specialised for this schema walks the bytes, validates each event,
+// interns its strings (a direct-mapped table of recent strings in front of an InternCache) and
+// appends the accepted events to a batch.
 //
 // It keeps per-publisher sequence tracking (gaps, duplicates, restarts), the latest accepted event
 // time (for max_past_ms) and the source metrics:
-//   inferscope_source_messages_total{stage}             every message handed to
-//   Decode/RecordBadFrames inferscope_source_bytes_total{stage}                their payload bytes
+//   inferscope_source_messages_total{stage}             every message handed to Decode or
+//                                                       RecordBadFrames
+//   inferscope_source_bytes_total{stage}                their payload bytes
 //   inferscope_source_events_total{stage}               events accepted
 //   inferscope_source_rejected_total{stage,reason}      message-level reasons count messages,
 //                                                       event-level reasons count events
@@ -109,8 +112,11 @@ struct WireDecoderOptions {
 //   inferscope_source_duplicates_total{stage,publisher}             dropped duplicate messages
 //   inferscope_source_publisher_restarts_total{stage,publisher}
 //
-// Performance: no allocation per event in steady state (the batch's capacity is reused; msgpack-c
-// allocates one small parse stack per message). Per-publisher counters are looked up once.
+// Performance: no allocation per message or per event in steady state (the batch's capacity is
+// reused; the parser keeps no heap state); counters are added once per message; per-publisher
+// counters are looked up once per publisher.
+// Robustness: every read is bounds-checked, nesting is limited to 32 levels without recursion, so
+// any byte string is decoded or rejected with a reason.
 // Concurrency: not thread-safe; one decoder per source thread.
 class WireDecoder {
  public:
@@ -159,6 +165,17 @@ class WireDecoder {
     Counter* restarts = nullptr;
   };
 
+  // A direct-mapped table of recently interned strings in front of cache_: instance, model and
+  // metric names repeat from event to event, and a hit costs a cheap hash of the first and last
+  // bytes plus one compare against the interned copy (whose bytes never move).
+  struct RecentString {
+    const char* data = nullptr;
+    uint32_t len = 0;
+    StringId id = 0;
+  };
+  static constexpr int kRecentBits = 12;
+
+  StringId InternRecent(const char* s, uint32_t len);
   PublisherState& Publisher(StringId id);
   Counter* MakeCounter(std::string_view name, std::string_view help, const Labels& labels);
   void RejectMessage(RejectReason reason, DecodeResult& result);
@@ -166,6 +183,7 @@ class WireDecoder {
   const WireDecoderOptions options_;
   Interner& interner_;
   InternCache cache_;
+  std::unique_ptr<RecentString[]> recent_;  // 1 << kRecentBits slots
   const Clock& clock_;
   MetricsRegistry* const metrics_;
   const std::string stage_;
@@ -177,6 +195,10 @@ class WireDecoder {
   std::array<Counter*, kNumRejectReasons> reason_counters_{};
 
   std::unordered_map<StringId, PublisherState> publishers_;
+  // The publisher of the previous message and its state (publishers_ never erases, so the pointer
+  // stays valid): most messages come from the same publisher as the one before.
+  StringId last_publisher_ = 0;
+  PublisherState* last_publisher_state_ = nullptr;
   std::array<uint64_t, kNumRejectReasons> reason_counts_{};
   uint64_t messages_ = 0;
   uint64_t events_ = 0;

@@ -213,34 +213,49 @@ void ZmqSource::Shed(const EventBatch& batch) {
 
 Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   if (socket_ == nullptr) return Status::Internal("zmq source: Run before Open");
+  // Receive first and poll only once the socket is drained: under load a message is nearly always
+  // waiting, and zmq_poll costs a system call (about 1 us here) per batch for nothing. The batch
+  // being filled is kept across polls and given back when Run returns.
+  EventBatchPtr batch;
+  auto give_back = [&] {
+    if (batch != nullptr) out.Release(std::move(batch));
+  };
   try {
     zmq::pollitem_t item{socket_->handle(), 0, ZMQ_POLLIN, 0};
     while (!stop.load(std::memory_order_relaxed)) {
-      if (zmq::poll(&item, 1, kPollTimeout) == 0) continue;
-      EventBatchPtr batch = out.Acquire();
-      if (batch == nullptr) return Status::Ok();  // the engine is stopping
+      if (batch == nullptr) {
+        batch = out.Acquire();
+        if (batch == nullptr) return Status::Ok();  // the engine is stopping
+      }
       // Drain what is available without blocking; bound the work by a message count too so that a
       // stream of rejected messages still lets us check `stop`.
       size_t messages = 0;
-      while (batch->events.size() < options_.batch_events && messages < 4096 &&
-             ReceiveOne(*batch)) {
+      bool drained = false;
+      while (batch->events.size() < options_.batch_events && messages < 4096) {
+        if (!ReceiveOne(*batch)) {
+          drained = true;
+          break;
+        }
         ++messages;
       }
-      if (batch->events.empty()) {
-        out.Release(std::move(batch));
-        continue;
+      if (!batch->events.empty()) {
+        // Emit and a successful TryEmit take the batch (a new one is acquired above); a shed batch
+        // is cleared and refilled.
+        if (options_.on_full == OnFull::kBlock) {
+          if (!out.Emit(std::move(batch))) return Status::Ok();
+        } else if (!out.TryEmit(batch)) {
+          Shed(*batch);
+          batch->Clear();
+        }
       }
-      if (options_.on_full == OnFull::kBlock) {
-        if (!out.Emit(std::move(batch))) return Status::Ok();
-      } else if (!out.TryEmit(batch)) {
-        Shed(*batch);
-        out.Release(std::move(batch));
-      }
+      if (drained) (void)zmq::poll(&item, 1, kPollTimeout);
     }
   } catch (const zmq::error_t& e) {
+    give_back();
     if (e.num() == ETERM) return Status::Ok();
     return ZmqError("zmq source: receive failed", e);
   }
+  give_back();
   return Status::Ok();
 }
 

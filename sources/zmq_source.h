@@ -22,9 +22,10 @@ namespace inferscope {
 // and emits decoded EventBatches.
 //
 // Lifecycle: Open creates the socket and binds or connects (Endpoint() then reports the bound
-// address with a wildcard port resolved); Run polls (at most 100 ms at a time, so `stop` is
-// noticed), drains every message available without blocking into the current batch, and emits it
-// when it holds >= batch_events events or the socket has nothing more; Close closes the socket
+// address with a wildcard port resolved); Run drains every message available without blocking into
+// the current batch, emits it when it holds >= batch_events events or the socket has nothing more,
+// and polls (at most 100 ms at a time, so `stop` is noticed) only once the socket is drained, so a
+// loaded source makes no poll system call per batch; Close closes the socket
 // (linger 0). Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ
 // then queues up to rcvhwm messages, after which PUSH publishers block); with on_full=shed the
 // batch is dropped and its events counted in inferscope_source_shed_events_total{stage,publisher}.

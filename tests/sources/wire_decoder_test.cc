@@ -2,9 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <new>
 #include <random>
 #include <string>
@@ -682,8 +687,963 @@ TEST(WireDecoderTest, SteadyStateAllocatesNothingPerEvent) {
   }
   g_count_allocations = false;
   EXPECT_EQ(accepted, 49u * 256u);
-  // msgpack-c allocates its parse stack once per message; nothing per event.
-  EXPECT_LE(g_allocations, payloads.size() - 1) << g_allocations << " allocations";
+  // Nothing per event, and nothing per message either (the cursor keeps no heap state).
+  EXPECT_EQ(g_allocations, 0u) << g_allocations << " allocations";
+}
+
+// --- differential test: WireDecoder against a reference model of docs/PROTOCOL.md ---
+//
+// The reference is written from the protocol text over msgpack-c: msgpack::parse with a small
+// visitor finds the stream-ordered stops (nesting deeper than 32, the events array longer than
+// max_events_per_message, malformed or truncated input, trailing bytes); msgpack::unpack then
+// gives a tree on which the envelope, sequence and event rules are applied one by one.
+
+constexpr int kRefMaxDepth = 32;
+
+// Finds what stops a msgpack-c parse first, in stream order.
+class StopVisitor : public msgpack::null_visitor {
+ public:
+  explicit StopVisitor(uint32_t max_events) : max_events_(max_events) {}
+  bool start_array(uint32_t n) {
+    if (!Open()) return false;
+    if (depth_ == 2 && in_value_ && key_is_events_ && !events_seen_) {
+      events_seen_ = true;
+      if (n > max_events_) {
+        batch_too_large_ = true;
+        return false;
+      }
+    }
+    return true;
+  }
+  bool start_map(uint32_t) { return Open(); }
+  bool end_array() { return Close(); }
+  bool end_map() { return Close(); }
+  bool start_map_key() {
+    if (depth_ == 1) {
+      in_value_ = false;
+      key_is_events_ = false;
+    }
+    return true;
+  }
+  bool start_map_value() {
+    if (depth_ == 1) in_value_ = true;
+    return true;
+  }
+  bool visit_str(const char* v, uint32_t n) {
+    if (depth_ == 1 && !in_value_) key_is_events_ = std::string_view(v, n) == "events";
+    return true;
+  }
+  bool too_deep() const { return too_deep_; }
+  bool batch_too_large() const { return batch_too_large_; }
+
+ private:
+  bool Open() {
+    if (++depth_ > kRefMaxDepth) {
+      too_deep_ = true;
+      return false;
+    }
+    return true;
+  }
+  bool Close() {
+    --depth_;
+    return true;
+  }
+  const uint32_t max_events_;
+  int depth_ = 0;
+  bool in_value_ = false;
+  bool key_is_events_ = false;
+  bool events_seen_ = false;
+  bool too_deep_ = false;
+  bool batch_too_large_ = false;
+};
+
+struct RefEvent {
+  EventKind kind = EventKind::kGauge;
+  int64_t time_ms = 0;
+  std::string instance, model, metric, publisher;
+  ErrorKind error = ErrorKind::kNone;
+  uint16_t present = 0;
+  double value = 0, ttft = 0, tpot = 0, e2e = 0, cost = 0, quality = 0;
+  uint32_t prompt = 0, output = 0, cached = 0;
+};
+
+struct RefResult {
+  RejectReason message_reason = RejectReason::kNone;  // message-level, or kNone
+  RejectReason first_reason = RejectReason::kNone;
+  uint32_t accepted = 0;
+  uint32_t rejected = 0;
+  std::string publisher;
+  uint64_t seq = 0;
+  SequenceVerdict sequence = SequenceVerdict::kNone;
+  uint64_t missing = 0;
+  std::vector<RefEvent> events;
+  std::vector<RejectReason> event_reasons;
+};
+
+class ReferenceDecoder {
+ public:
+  ReferenceDecoder(const WireDecoderOptions& options, int64_t now_ms)
+      : options_(options), now_ms_(now_ms) {}
+
+  RefResult Decode(const std::string& payload) {
+    RefResult r;
+    if (payload.size() > options_.max_message_bytes) {
+      r.message_reason = RejectReason::kMessageTooLarge;
+      return Finish(r);
+    }
+    StopVisitor stops(options_.max_events_per_message);
+    size_t off = 0;
+    bool parsed = false;
+    try {
+      parsed = msgpack::parse(payload.data(), payload.size(), off, stops);
+    } catch (...) {
+      parsed = false;
+    }
+    if (stops.batch_too_large()) {
+      r.message_reason = RejectReason::kBatchTooLarge;
+      return Finish(r);
+    }
+    if (!parsed || stops.too_deep() || off != payload.size()) {
+      r.message_reason = RejectReason::kNotMsgpack;
+      return Finish(r);
+    }
+    msgpack::object_handle handle = msgpack::unpack(payload.data(), payload.size());
+    const msgpack::object& top = handle.get();
+    if (top.type != msgpack::type::MAP) {
+      r.message_reason = RejectReason::kBadEnvelope;
+      return Finish(r);
+    }
+    const msgpack::object* v = nullptr;
+    const msgpack::object* pub = nullptr;
+    const msgpack::object* seq = nullptr;
+    const msgpack::object* events = nullptr;
+    for (uint32_t i = 0; i < top.via.map.size; ++i) {
+      const msgpack::object_kv& kv = top.via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR) continue;
+      const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+      if (key == "v") v = &kv.val;
+      if (key == "pub") pub = &kv.val;
+      if (key == "seq") seq = &kv.val;
+      // The first array under "events" is the batch.
+      if (key == "events" && events == nullptr && kv.val.type == msgpack::type::ARRAY) {
+        events = &kv.val;
+      }
+    }
+    if (v == nullptr || v->type != msgpack::type::POSITIVE_INTEGER) {
+      r.message_reason = RejectReason::kBadEnvelope;
+    } else if (v->via.u64 != 1) {
+      r.message_reason = RejectReason::kUnknownVersion;
+    } else if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
+               pub->via.str.size > 255) {
+      r.message_reason = RejectReason::kBadEnvelope;
+    } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER) {
+      r.message_reason = RejectReason::kBadEnvelope;
+    } else if (events == nullptr) {
+      r.message_reason = RejectReason::kBadEnvelope;
+    }
+    if (r.message_reason != RejectReason::kNone) return Finish(r);
+
+    r.publisher.assign(pub->via.str.ptr, pub->via.str.size);
+    r.seq = seq->via.u64;
+    int64_t max_time = max_time_;
+    for (uint32_t i = 0; i < events->via.array.size; ++i) {
+      RefEvent e;
+      e.publisher = r.publisher;
+      RejectReason reason = Event(events->via.array.ptr[i], max_time, e);
+      if (reason == RejectReason::kNone) {
+        max_time = std::max(max_time, e.time_ms);
+        r.events.push_back(std::move(e));
+      } else {
+        r.event_reasons.push_back(reason);
+        if (r.first_reason == RejectReason::kNone) r.first_reason = reason;
+      }
+    }
+
+    // Sequence (§4).
+    auto [it, first] = next_seq_.try_emplace(r.publisher, 0);
+    uint64_t& expected = it->second;
+    if (first) {
+      r.sequence = SequenceVerdict::kFirst;
+    } else if (r.seq == expected) {
+      r.sequence = SequenceVerdict::kInOrder;
+    } else if (r.seq > expected) {
+      r.sequence = SequenceVerdict::kGap;
+      r.missing = r.seq - expected;
+    } else if (expected - r.seq <= WireDecoder::kDuplicateWindow) {
+      r.sequence = SequenceVerdict::kDuplicate;
+      r.events.clear();
+      r.event_reasons.clear();
+      r.first_reason = RejectReason::kNone;
+      ++duplicates_;
+      return r;
+    } else {
+      r.sequence = SequenceVerdict::kRestart;
+      ++restarts_;
+    }
+    gaps_ += r.missing;
+    expected = r.seq + 1;
+    r.accepted = static_cast<uint32_t>(r.events.size());
+    r.rejected = static_cast<uint32_t>(r.event_reasons.size());
+    for (RejectReason reason : r.event_reasons) ++counts_[static_cast<size_t>(reason)];
+    events_ += r.accepted;
+    if (r.accepted > 0) max_time_ = max_time;
+    return r;
+  }
+
+  uint64_t count(RejectReason reason) const { return counts_[static_cast<size_t>(reason)]; }
+  uint64_t events() const { return events_; }
+  uint64_t gaps() const { return gaps_; }
+  uint64_t duplicates() const { return duplicates_; }
+  uint64_t restarts() const { return restarts_; }
+  int64_t max_time() const { return max_time_; }
+
+ private:
+  RefResult Finish(RefResult& r) {
+    r.first_reason = r.message_reason;
+    ++counts_[static_cast<size_t>(r.message_reason)];
+    return r;
+  }
+
+  enum class Num { kOk, kWrongType, kNonFinite };
+  // "number": any integer or float, finite.
+  static Num Number(const msgpack::object& o, double& out) {
+    switch (o.type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        out = static_cast<double>(o.via.u64);
+        return Num::kOk;
+      case msgpack::type::NEGATIVE_INTEGER:
+        out = static_cast<double>(o.via.i64);
+        return Num::kOk;
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64:
+        out = o.via.f64;
+        return std::isfinite(out) ? Num::kOk : Num::kNonFinite;
+      default:
+        return Num::kWrongType;
+    }
+  }
+  // "count"/"unsigned integer": a non-negative integer or a float without fraction, < 2^64.
+  static RejectReason Whole(const msgpack::object& o, uint64_t& out) {
+    switch (o.type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        out = o.via.u64;
+        return RejectReason::kNone;
+      case msgpack::type::NEGATIVE_INTEGER:
+        return RejectReason::kOutOfRange;
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64: {
+        const double d = o.via.f64;
+        if (!std::isfinite(d)) return RejectReason::kNonFinite;
+        if (d < 0) return RejectReason::kOutOfRange;
+        if (d != std::floor(d)) return RejectReason::kWrongType;
+        if (d >= 18446744073709551616.0) return RejectReason::kOutOfRange;
+        out = static_cast<uint64_t>(d);
+        return RejectReason::kNone;
+      }
+      default:
+        return RejectReason::kWrongType;
+    }
+  }
+
+  RejectReason Name(const msgpack::object* o, std::string& out) const {
+    if (o == nullptr) return RejectReason::kMissingField;
+    if (o->type != msgpack::type::STR) return RejectReason::kWrongType;
+    if (o->via.str.size == 0) return RejectReason::kEmptyString;
+    if (o->via.str.size > options_.max_string_bytes) return RejectReason::kStringTooLong;
+    out.assign(o->via.str.ptr, o->via.str.size);
+    return RejectReason::kNone;
+  }
+
+  // A non-negative number (latency, cost, quality).
+  static RejectReason NonNegative(const msgpack::object* o, double& out, uint16_t bit,
+                                  uint16_t& present) {
+    if (o == nullptr) return RejectReason::kNone;
+    switch (Number(*o, out)) {
+      case Num::kWrongType:
+        return RejectReason::kWrongType;
+      case Num::kNonFinite:
+        return RejectReason::kNonFinite;
+      case Num::kOk:
+        break;
+    }
+    if (out < 0) return RejectReason::kOutOfRange;
+    present |= bit;
+    return RejectReason::kNone;
+  }
+
+  static RejectReason Count(const msgpack::object* o, uint32_t& out, uint16_t bit,
+                            uint16_t& present) {
+    if (o == nullptr) return RejectReason::kNone;
+    uint64_t n = 0;
+    if (RejectReason r = Whole(*o, n); r != RejectReason::kNone) return r;
+    if (n > 0xffffffffu) return RejectReason::kOutOfRange;
+    out = static_cast<uint32_t>(n);
+    present |= bit;
+    return RejectReason::kNone;
+  }
+
+  // §3, checks in the documented order.
+  RejectReason Event(const msgpack::object& o, int64_t max_time, RefEvent& e) const {
+    if (o.type != msgpack::type::MAP) return RejectReason::kWrongType;
+    std::map<std::string, const msgpack::object*> f;  // the last value of a key wins
+    for (uint32_t i = 0; i < o.via.map.size; ++i) {
+      const msgpack::object_kv& kv = o.via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR) continue;
+      f[std::string(kv.key.via.str.ptr, kv.key.via.str.size)] = &kv.val;
+    }
+    auto get = [&](const char* key) -> const msgpack::object* {
+      auto it = f.find(key);
+      return it == f.end() ? nullptr : it->second;
+    };
+    const msgpack::object* k = get("k");
+    if (k == nullptr) return RejectReason::kMissingField;
+    if (k->type != msgpack::type::STR) return RejectReason::kWrongType;
+    const std::string_view kind(k->via.str.ptr, k->via.str.size);
+    if (kind != "r" && kind != "g") return RejectReason::kUnknownKind;
+    e.kind = kind == "r" ? EventKind::kRequest : EventKind::kGauge;
+    if (RejectReason r = Name(get("i"), e.instance); r != RejectReason::kNone) return r;
+    if (RejectReason r = Name(get("m"), e.model); r != RejectReason::kNone) return r;
+    const msgpack::object* t = get("t");
+    if (t == nullptr) return RejectReason::kMissingField;
+    uint64_t time = 0;
+    if (RejectReason r = Whole(*t, time); r != RejectReason::kNone) {
+      return r == RejectReason::kOutOfRange ? RejectReason::kTimestampOutOfRange : r;
+    }
+    if (time == 0 || time > static_cast<uint64_t>(now_ms_ + options_.max_future_skew_ms) ||
+        static_cast<int64_t>(time) < max_time - options_.max_past_ms) {
+      return RejectReason::kTimestampOutOfRange;
+    }
+    e.time_ms = static_cast<int64_t>(time);
+    if (e.kind == EventKind::kRequest) {
+      if (get("e2e") == nullptr) return RejectReason::kMissingField;
+      RejectReason r;
+      if ((r = NonNegative(get("e2e"), e.e2e, kHasE2e, e.present)) != RejectReason::kNone ||
+          (r = NonNegative(get("ttft"), e.ttft, kHasTtft, e.present)) != RejectReason::kNone ||
+          (r = NonNegative(get("tpot"), e.tpot, kHasTpot, e.present)) != RejectReason::kNone ||
+          (r = Count(get("pt"), e.prompt, kHasPromptTokens, e.present)) != RejectReason::kNone ||
+          (r = Count(get("ot"), e.output, kHasOutputTokens, e.present)) != RejectReason::kNone ||
+          (r = Count(get("ct"), e.cached, kHasCachedTokens, e.present)) != RejectReason::kNone) {
+        return r;
+      }
+      if (const msgpack::object* err = get("err"); err != nullptr) {
+        if (err->type != msgpack::type::STR) return RejectReason::kWrongType;
+        if (err->via.str.size > 0) {
+          e.error = ParseErrorKind(std::string_view(err->via.str.ptr, err->via.str.size));
+        }
+      }
+      if ((r = NonNegative(get("cost"), e.cost, kHasCost, e.present)) != RejectReason::kNone ||
+          (r = NonNegative(get("q"), e.quality, kHasQuality, e.present)) != RejectReason::kNone) {
+        return r;
+      }
+      if ((e.present & kHasQuality) && e.quality > 1) return RejectReason::kOutOfRange;
+    } else {
+      if (RejectReason r = Name(get("n"), e.metric); r != RejectReason::kNone) return r;
+      const msgpack::object* val = get("val");
+      if (val == nullptr) return RejectReason::kMissingField;
+      switch (Number(*val, e.value)) {
+        case Num::kWrongType:
+          return RejectReason::kWrongType;
+        case Num::kNonFinite:
+          return RejectReason::kNonFinite;
+        case Num::kOk:
+          break;
+      }
+    }
+    return RejectReason::kNone;
+  }
+
+  const WireDecoderOptions options_;
+  const int64_t now_ms_;
+  std::map<std::string, uint64_t> next_seq_;
+  std::array<uint64_t, kNumRejectReasons> counts_{};
+  uint64_t events_ = 0, gaps_ = 0, duplicates_ = 0, restarts_ = 0;
+  int64_t max_time_ = 0;
+};
+
+// Writes msgpack with a randomly chosen valid encoding for every value: integers as fixint or any
+// uint8..64/int8..64 wide enough, floats as float32 or float64, strings as fixstr/str8/16/32, maps
+// and arrays as fix/16/32. Integers and floats go through msgpack-c's fixed-width packers.
+class VariedPacker {
+ public:
+  explicit VariedPacker(std::mt19937_64& rng) : rng_(rng), packer_(buffer_) {}
+
+  void Uint(uint64_t v) {
+    std::vector<int> options;
+    if (v <= 0x7f) options.push_back(0);
+    if (v <= 0xff) options.push_back(1);
+    if (v <= 0xffff) options.push_back(2);
+    if (v <= 0xffffffffu) options.push_back(3);
+    options.push_back(4);
+    if (v <= 0x7f) options.push_back(5);
+    if (v <= 0x7fff) options.push_back(6);
+    if (v <= 0x7fffffff) options.push_back(7);
+    if (v <= static_cast<uint64_t>(INT64_MAX)) options.push_back(8);
+    switch (options[rng_() % options.size()]) {
+      case 0:
+        packer_.pack_uint64(v);  // the smallest encoding: a fixint here
+        break;
+      case 1:
+        packer_.pack_fix_uint8(static_cast<uint8_t>(v));
+        break;
+      case 2:
+        packer_.pack_fix_uint16(static_cast<uint16_t>(v));
+        break;
+      case 3:
+        packer_.pack_fix_uint32(static_cast<uint32_t>(v));
+        break;
+      case 4:
+        packer_.pack_fix_uint64(v);
+        break;
+      case 5:
+        packer_.pack_fix_int8(static_cast<int8_t>(v));
+        break;
+      case 6:
+        packer_.pack_fix_int16(static_cast<int16_t>(v));
+        break;
+      case 7:
+        packer_.pack_fix_int32(static_cast<int32_t>(v));
+        break;
+      default:
+        packer_.pack_fix_int64(static_cast<int64_t>(v));
+        break;
+    }
+  }
+  void Int(int64_t v) {
+    if (v >= 0) return Uint(static_cast<uint64_t>(v));
+    std::vector<int> options = {3};
+    if (v >= -32) options.push_back(4);
+    if (v >= INT8_MIN) options.push_back(0);
+    if (v >= INT16_MIN) options.push_back(1);
+    if (v >= INT32_MIN) options.push_back(2);
+    switch (options[rng_() % options.size()]) {
+      case 0:
+        packer_.pack_fix_int8(static_cast<int8_t>(v));
+        break;
+      case 1:
+        packer_.pack_fix_int16(static_cast<int16_t>(v));
+        break;
+      case 2:
+        packer_.pack_fix_int32(static_cast<int32_t>(v));
+        break;
+      case 3:
+        packer_.pack_fix_int64(v);
+        break;
+      default:
+        packer_.pack_int64(v);  // negative fixint
+        break;
+    }
+  }
+  // A float as float64, or as float32 when rounding it there is harmless for the caller.
+  void Float(double d, bool allow_float32 = true) {
+    if (allow_float32 && rng_() % 3 == 0) {
+      packer_.pack_float(static_cast<float>(d));
+    } else {
+      packer_.pack_double(d);
+    }
+  }
+  void Str(std::string_view s) {
+    std::vector<int> options = {3};
+    if (s.size() <= 31) options.push_back(0);
+    if (s.size() <= 0xff) options.push_back(1);
+    if (s.size() <= 0xffff) options.push_back(2);
+    const int pick = options[rng_() % options.size()];
+    if (pick == 0) Byte(0xa0 | static_cast<uint8_t>(s.size()));
+    if (pick == 1) Header(0xd9, s.size(), 1);
+    if (pick == 2) Header(0xda, s.size(), 2);
+    if (pick == 3) Header(0xdb, s.size(), 4);
+    buffer_.write(s.data(), s.size());
+  }
+  void Map(uint32_t n) { Container(n, 0x80, 0xde, 0xdf); }
+  void Array(uint32_t n) { Container(n, 0x90, 0xdc, 0xdd); }
+  void Nil() { packer_.pack_nil(); }
+  void Bool(bool b) { b ? packer_.pack_true() : packer_.pack_false(); }
+  void Bin(std::string_view s) {
+    packer_.pack_bin(static_cast<uint32_t>(s.size()));
+    packer_.pack_bin_body(s.data(), static_cast<uint32_t>(s.size()));
+  }
+  void Ext(std::string_view s) {
+    packer_.pack_ext(s.size(), 7);
+    packer_.pack_ext_body(s.data(), static_cast<uint32_t>(s.size()));
+  }
+  std::string bytes() const { return std::string(buffer_.data(), buffer_.size()); }
+
+ private:
+  void Byte(uint8_t b) { buffer_.write(reinterpret_cast<const char*>(&b), 1); }
+  void Header(uint8_t tag, uint64_t n, int width) {
+    Byte(tag);
+    for (int i = width - 1; i >= 0; --i) Byte(static_cast<uint8_t>(n >> (8 * i)));
+  }
+  void Container(uint32_t n, uint8_t fix, uint8_t tag16, uint8_t tag32) {
+    std::vector<int> options = {2};
+    if (n <= 15) options.push_back(0);
+    if (n <= 0xffff) options.push_back(1);
+    const int pick = options[rng_() % options.size()];
+    if (pick == 0) Byte(fix | static_cast<uint8_t>(n));
+    if (pick == 1) Header(tag16, n, 2);
+    if (pick == 2) Header(tag32, n, 4);
+  }
+
+  std::mt19937_64& rng_;
+  msgpack::sbuffer buffer_;
+  msgpack::packer<msgpack::sbuffer> packer_;
+};
+
+// Random protocol-shaped payloads: mostly valid events with varied encodings, with a share of bad
+// values, missing or repeated fields, unknown keys holding nested junk and envelope defects.
+class PayloadGenerator {
+ public:
+  explicit PayloadGenerator(uint64_t seed) : rng_(seed) {}
+
+  std::string Next(uint64_t seq) {
+    VariedPacker p(rng_);
+    const bool bad_envelope = Chance(15);
+    std::vector<int> keys = {0, 1, 2, 3};  // v, pub, seq, events
+    if (Chance(30)) std::shuffle(keys.begin(), keys.end(), rng_);
+    if (bad_envelope && Chance(50)) keys.erase(keys.begin() + static_cast<long>(rng_() % 4));
+    const int extra = Chance(20) ? 1 + static_cast<int>(rng_() % 2) : 0;
+    p.Map(static_cast<uint32_t>(keys.size() + extra));
+    for (int e = 0; e < extra; ++e) {
+      p.Str(Chance(50) ? "x-future" : "events2");
+      Junk(p, 2);
+    }
+    for (int key : keys) {
+      switch (key) {
+        case 0:
+          p.Str("v");
+          if (bad_envelope && Chance(30)) {
+            Chance(50) ? p.Uint(2) : p.Str("1");
+          } else {
+            p.Uint(1);
+          }
+          break;
+        case 1:
+          p.Str("pub");
+          if (bad_envelope && Chance(30)) {
+            Chance(50) ? p.Str("") : p.Uint(5);
+          } else {
+            p.Str(kPublishers[rng_() % 3]);
+          }
+          break;
+        case 2:
+          p.Str("seq");
+          if (bad_envelope && Chance(30)) {
+            p.Int(-1);
+          } else {
+            p.Uint(seq);
+          }
+          break;
+        default: {
+          p.Str("events");
+          if (bad_envelope && Chance(30)) {
+            p.Map(0);
+            break;
+          }
+          const uint32_t n = static_cast<uint32_t>(rng_() % 12);
+          p.Array(n);
+          for (uint32_t i = 0; i < n; ++i) EventValue(p);
+          break;
+        }
+      }
+    }
+    return p.bytes();
+  }
+
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  static constexpr const char* kPublishers[] = {"pub-a", "pub-b", "a-much-longer-publisher-id-17"};
+  static constexpr const char* kInstances[] = {"n", "node-1", "vllm-node-000017", "tgi",
+                                               "an-instance-with-a-long-name-over-16-bytes"};
+  static constexpr const char* kModels[] = {"m", "llama-3-70b", "qwen2-72b-instruct"};
+
+  bool Chance(int percent) { return static_cast<int>(rng_() % 100) < percent; }
+
+  // A random value, possibly nested `depth` levels.
+  void Junk(VariedPacker& p, int depth) {
+    switch (rng_() % (depth > 0 ? 9 : 7)) {
+      case 0:
+        p.Nil();
+        break;
+      case 1:
+        p.Bool(Chance(50));
+        break;
+      case 2:
+        p.Int(static_cast<int64_t>(rng_()) >> (rng_() % 64));
+        break;
+      case 3:
+        p.Float(std::ldexp(static_cast<double>(rng_() % 1000), static_cast<int>(rng_() % 20) - 10));
+        break;
+      case 4:
+        p.Str(std::string(rng_() % 40, 'j'));
+        break;
+      case 5:
+        p.Bin("bin");
+        break;
+      case 6:
+        p.Ext("ext");
+        break;
+      case 7: {
+        const uint32_t n = static_cast<uint32_t>(rng_() % 3);
+        p.Array(n);
+        for (uint32_t i = 0; i < n; ++i) Junk(p, depth - 1);
+        break;
+      }
+      default: {
+        const uint32_t n = static_cast<uint32_t>(rng_() % 3);
+        p.Map(n);
+        for (uint32_t i = 0; i < n; ++i) {
+          Chance(80) ? p.Str("key") : p.Uint(3);
+          Junk(p, depth - 1);
+        }
+        break;
+      }
+    }
+  }
+
+  // A number for a field that wants one: usually valid, sometimes not.
+  void Number(VariedPacker& p, bool count, double max = 1e6) {
+    switch (rng_() % 40) {
+      case 0:
+        p.Float(std::numeric_limits<double>::quiet_NaN());
+        return;
+      case 1:
+        p.Float(-std::numeric_limits<double>::infinity());
+        return;
+      case 2:
+        p.Int(-1 - static_cast<int64_t>(rng_() % 1000));
+        return;
+      case 3:
+        p.Float(-0.5);
+        return;
+      case 4:
+        p.Str("12");
+        return;
+      case 5:
+        p.Nil();
+        return;
+      case 6:
+        p.Uint(uint64_t{1} << 32);
+        return;
+      case 7:
+        p.Float(2.5);  // fractional: fine as a latency, wrong as a count
+        return;
+      default:
+        break;
+    }
+    if (count || Chance(40)) {
+      Chance(80) ? p.Uint(rng_() % 100000) : p.Float(static_cast<double>(rng_() % 5000));
+    } else {
+      p.Float(std::ldexp(static_cast<double>(rng_() % 1000000), -10) * max / 1e3, Chance(50));
+    }
+  }
+
+  void EventValue(VariedPacker& p) {
+    if (Chance(3)) return Junk(p, 1);  // not a map
+    const bool gauge = Chance(25);
+    std::vector<std::string> keys = {"k", "i", "m", "t"};
+    if (gauge) {
+      keys.insert(keys.end(), {"n", "val"});
+    } else {
+      keys.push_back("e2e");
+      for (const char* opt : {"ttft", "tpot", "pt", "ot", "ct", "err", "cost", "q"}) {
+        if (Chance(60)) keys.push_back(opt);
+      }
+    }
+    if (Chance(10)) keys.erase(keys.begin() + static_cast<long>(rng_() % keys.size()));
+    if (Chance(10)) keys.push_back(keys[rng_() % keys.size()]);  // repeated: the last wins
+    if (Chance(10)) keys.push_back(Chance(50) ? "unknown" : "val");
+    if (Chance(20)) std::shuffle(keys.begin(), keys.end(), rng_);
+    const bool non_string_key = Chance(3);
+    p.Map(static_cast<uint32_t>(keys.size() + (non_string_key ? 1 : 0)));
+    if (non_string_key) {
+      p.Uint(7);
+      Junk(p, 1);
+    }
+    for (const std::string& key : keys) {
+      p.Str(key);
+      if (key == "k") {
+        const int r = static_cast<int>(rng_() % 50);
+        if (r == 0) {
+          p.Str("x");
+        } else if (r == 1) {
+          p.Uint(1);
+        } else {
+          p.Str(gauge ? "g" : "r");
+        }
+      } else if (key == "i" || key == "m" || key == "n") {
+        const int r = static_cast<int>(rng_() % 60);
+        if (r == 0) {
+          p.Str("");
+        } else if (r == 1) {
+          p.Str(std::string(256, 'L'));
+        } else if (r == 2) {
+          p.Bin("bin-name");
+        } else if (key == "i") {
+          p.Str(kInstances[rng_() % std::size(kInstances)]);
+        } else if (key == "m") {
+          p.Str(kModels[rng_() % std::size(kModels)]);
+        } else {
+          p.Str(Chance(50) ? "kv_cache_usage" : "num_requests_waiting");
+        }
+      } else if (key == "t") {
+        const int r = static_cast<int>(rng_() % 40);
+        const int64_t hour = 60 * 60 * 1000;
+        if (r == 0) {
+          p.Uint(0);
+        } else if (r == 1) {
+          p.Int(-5);
+        } else if (r == 2) {
+          p.Uint(static_cast<uint64_t>(kNow + 6 * 60 * 1000));  // too far ahead
+        } else if (r == 3) {
+          p.Uint(static_cast<uint64_t>(kNow - 2 * hour));  // too far behind once kNow is seen
+        } else if (r == 4) {
+          p.Float(static_cast<double>(kNow) + 0.5, false);
+        } else if (r == 5) {
+          p.Float(static_cast<double>(kNow - 1000), false);  // whole: accepted
+        } else {
+          p.Uint(static_cast<uint64_t>(kNow - static_cast<int64_t>(rng_() % 100000)));
+        }
+      } else if (key == "pt" || key == "ot" || key == "ct") {
+        Number(p, /*count=*/true);
+      } else if (key == "err") {
+        const char* errs[] = {"", "timeout", "rate_limited", "gpu_on_fire", "cancelled"};
+        Chance(5) ? p.Uint(3) : p.Str(errs[rng_() % std::size(errs)]);
+      } else if (key == "q") {
+        Chance(10) ? p.Float(1.5) : p.Float(std::ldexp(static_cast<double>(rng_() % 1024), -10));
+      } else if (key == "unknown") {
+        Junk(p, 3);
+      } else if (key == "val") {
+        Chance(30) ? p.Int(-static_cast<int64_t>(rng_() % 100)) : Number(p, false);
+      } else {
+        Number(p, /*count=*/false);
+      }
+    }
+  }
+
+  std::mt19937_64 rng_;
+};
+
+// Decodes `payload` with both and compares everything observable.
+class Differential {
+ public:
+  explicit Differential(WireDecoderOptions options = {})
+      : fixture_(options), reference_(options, kNow) {}
+
+  void Check(const std::string& payload) {
+    ++checked_;
+    fixture_.batch.Clear();
+    DecodeResult got = fixture_.decoder.Decode(payload, fixture_.batch);
+    RefResult want = reference_.Decode(payload);
+    const std::string where = Hex(payload);
+    ASSERT_EQ(got.message_rejected, want.message_reason != RejectReason::kNone) << where;
+    ASSERT_EQ(got.first_reason, want.first_reason)
+        << RejectReasonName(got.first_reason) << " vs " << RejectReasonName(want.first_reason)
+        << " (" << got.detail() << ") " << where;
+    ASSERT_EQ(got.accepted, want.accepted) << where;
+    ASSERT_EQ(got.rejected, want.rejected) << where;
+    ASSERT_EQ(got.sequence, want.sequence) << where;
+    ASSERT_EQ(got.missing, want.missing) << where;
+    if (want.message_reason == RejectReason::kNone) {
+      ASSERT_EQ(fixture_.interner.Name(got.publisher), want.publisher) << where;
+      ASSERT_EQ(got.seq, want.seq) << where;
+    }
+    ASSERT_EQ(fixture_.batch.events.size(), want.events.size()) << where;
+    for (size_t i = 0; i < want.events.size(); ++i) {
+      const Event& e = fixture_.batch.events[i];
+      const RefEvent& w = want.events[i];
+      const Interner& names = fixture_.interner;
+      ASSERT_EQ(e.kind, w.kind) << where;
+      ASSERT_EQ(e.time_ms, w.time_ms) << where;
+      ASSERT_EQ(names.Name(e.instance), w.instance) << where;
+      ASSERT_EQ(names.Name(e.model), w.model) << where;
+      ASSERT_EQ(names.Name(e.publisher), w.publisher) << where;
+      ASSERT_EQ(e.error, w.error) << where;
+      ASSERT_EQ(e.present, w.present) << where;
+      if (w.kind == EventKind::kGauge) {
+        ASSERT_EQ(names.Name(e.metric), w.metric) << where;
+        ASSERT_EQ(e.value, w.value) << where;
+      } else {
+        ASSERT_EQ(e.metric, 0u) << where;
+        ASSERT_EQ(e.e2e_ms, w.e2e) << where;
+        ASSERT_EQ(e.ttft_ms, w.ttft) << where;
+        ASSERT_EQ(e.tpot_ms, w.tpot) << where;
+        ASSERT_EQ(e.cost_usd, w.cost) << where;
+        ASSERT_EQ(e.quality, w.quality) << where;
+        ASSERT_EQ(e.prompt_tokens, w.prompt) << where;
+        ASSERT_EQ(e.output_tokens, w.output) << where;
+        ASSERT_EQ(e.cached_tokens, w.cached) << where;
+      }
+    }
+    if (got.accepted > 0) ++with_events_;
+    if (got.rejected > 0) ++with_rejected_events_;
+    if (got.message_rejected) ++rejected_messages_;
+  }
+
+  // The decoder's running totals equal the reference's.
+  void CheckTotals() {
+    const WireDecoder& d = fixture_.decoder;
+    for (int i = 1; i < kNumRejectReasons; ++i) {
+      auto reason = static_cast<RejectReason>(i);
+      EXPECT_EQ(d.rejected_count(reason), reference_.count(reason)) << RejectReasonName(reason);
+      EXPECT_EQ(fixture_.metrics.CounterValue("inferscope_source_rejected_total",
+                                              {{"reason", std::string(RejectReasonName(reason))}}),
+                reference_.count(reason))
+          << RejectReasonName(reason);
+    }
+    EXPECT_EQ(d.events(), reference_.events());
+    EXPECT_EQ(d.gaps(), reference_.gaps());
+    EXPECT_EQ(d.duplicates(), reference_.duplicates());
+    EXPECT_EQ(d.restarts(), reference_.restarts());
+    EXPECT_EQ(d.max_event_time_ms(), reference_.max_time());
+    EXPECT_EQ(d.messages(), checked_);
+    EXPECT_EQ(fixture_.metrics.CounterValue("inferscope_source_events_total"), reference_.events());
+  }
+
+  uint64_t with_events() const { return with_events_; }
+  uint64_t with_rejected_events() const { return with_rejected_events_; }
+  uint64_t rejected_messages() const { return rejected_messages_; }
+
+ private:
+  static std::string Hex(const std::string& payload) {
+    std::string out = "payload (" + std::to_string(payload.size()) + " bytes):";
+    char buf[4];
+    for (size_t i = 0; i < std::min<size_t>(payload.size(), 400); ++i) {
+      std::snprintf(buf, sizeof(buf), " %02x", static_cast<uint8_t>(payload[i]));
+      out += buf;
+    }
+    return out;
+  }
+
+  Fixture fixture_;
+  ReferenceDecoder reference_;
+  uint64_t checked_ = 0;
+  uint64_t with_events_ = 0;
+  uint64_t with_rejected_events_ = 0;
+  uint64_t rejected_messages_ = 0;
+};
+
+TEST(WireDecoderDifferentialTest, VariedEncodingsMatchTheReference) {
+  Differential diff;
+  PayloadGenerator gen(2024);
+  uint64_t seq = 0;
+  for (int i = 0; i < 20000; ++i) {
+    // Mostly consecutive, sometimes a gap, a duplicate or a restart.
+    const uint64_t r = gen.rng()() % 50;
+    seq = r == 0 ? seq + 5 : r == 1 ? seq - 1 : r == 2 ? seq + 3000 : r == 3 ? 0 : seq + 1;
+    ASSERT_NO_FATAL_FAILURE(diff.Check(gen.Next(seq)));
+  }
+  diff.CheckTotals();
+  // The generator reaches every kind of outcome.
+  EXPECT_GT(diff.with_events(), 10000u);
+  EXPECT_GT(diff.with_rejected_events(), 2000u);
+  EXPECT_GT(diff.rejected_messages(), 1000u);
+}
+
+TEST(WireDecoderDifferentialTest, BatchEncoderPayloadsMatchTheReference) {
+  Differential diff;
+  std::mt19937_64 rng(99);
+  client::BatchEncoder encoder("encoder-pub");
+  const char* instances[] = {"vllm-0", "bench-node-123", "a-very-long-instance-name-0001",
+                             "a-very-long-instance-name-0002"};
+  for (int m = 0; m < 300; ++m) {
+    const int n = static_cast<int>(rng() % 300);
+    for (int i = 0; i < n; ++i) {
+      const char* instance = instances[rng() % std::size(instances)];
+      if (rng() % 5 == 0) {
+        encoder.AddGauge(instance, "qwen", "kv_cache_usage", static_cast<double>(rng() % 100) / 7,
+                         kNow - static_cast<int64_t>(rng() % 1000));
+        continue;
+      }
+      client::RequestOutcome r;
+      r.instance = instance;
+      r.model = rng() % 2 ? "llama-3-70b" : "m";
+      r.e2e_ms = static_cast<double>(rng() % 100000) / 3;
+      if (rng() % 2) r.ttft_ms = static_cast<double>(rng() % 1000) / 7;
+      if (rng() % 2) r.tpot_ms = 14.5;
+      if (rng() % 2) r.prompt_tokens = static_cast<uint32_t>(rng());
+      if (rng() % 2) r.output_tokens = static_cast<uint32_t>(rng() % 300);
+      if (rng() % 2) r.cached_tokens = static_cast<uint32_t>(rng() % 70000);
+      if (rng() % 4 == 0) r.error = rng() % 2 ? "timeout" : "weird";
+      if (rng() % 2) r.cost_usd = 0.001 * static_cast<double>(rng() % 100);
+      if (rng() % 2) r.quality = static_cast<double>(rng() % 101) / 100;
+      r.time_ms = kNow - static_cast<int64_t>(rng() % 100000);
+      encoder.AddRequest(r);
+    }
+    const std::string payload(encoder.Finish());
+    ASSERT_NO_FATAL_FAILURE(diff.Check(payload));
+    // Truncations near the end (where the decoder leaves its fast path) and anywhere.
+    for (size_t cut = 1; cut <= std::min<size_t>(payload.size(), 80); ++cut) {
+      ASSERT_NO_FATAL_FAILURE(diff.Check(payload.substr(0, payload.size() - cut)));
+    }
+    ASSERT_NO_FATAL_FAILURE(diff.Check(payload.substr(0, rng() % payload.size())));
+  }
+  diff.CheckTotals();
+  EXPECT_GT(diff.with_events(), 250u);
+}
+
+TEST(WireDecoderDifferentialTest, TruncatedAndMutatedPayloadsMatchTheReference) {
+  WireDecoderOptions options;
+  options.max_events_per_message = 8;  // reachable batch_too_large
+  options.max_string_bytes = 20;       // reachable string_too_long with the generator's names
+  Differential diff(options);
+  PayloadGenerator gen(7);
+  std::mt19937_64& rng = gen.rng();
+  uint64_t seq = 0;
+  for (int i = 0; i < 6000; ++i) {
+    const std::string good = gen.Next(++seq);
+    // Every truncation of some payloads, random ones of the others.
+    if (i % 50 == 0) {
+      for (size_t n = 0; n < good.size(); ++n) {
+        ASSERT_NO_FATAL_FAILURE(diff.Check(good.substr(0, n)));
+      }
+    } else {
+      ASSERT_NO_FATAL_FAILURE(diff.Check(good.substr(0, rng() % (good.size() + 1))));
+    }
+    // Mutations: flipped bytes, inserted or deleted bytes, trailing bytes, then a truncation.
+    for (int k = 0; k < 8; ++k) {
+      std::string m = good;
+      const int edits = 1 + static_cast<int>(rng() % 3);
+      for (int e = 0; e < edits && !m.empty(); ++e) {
+        const size_t at = rng() % m.size();
+        switch (rng() % 4) {
+          case 0:
+            m[at] = static_cast<char>(rng());
+            break;
+          case 1:
+            m[at] ^= static_cast<char>(1 << (rng() % 8));
+            break;
+          case 2:
+            m.insert(at, 1, static_cast<char>(rng()));
+            break;
+          default:
+            m.erase(at, 1);
+            break;
+        }
+      }
+      if (rng() % 8 == 0) m += static_cast<char>(rng());
+      if (rng() % 8 == 0) m.resize(rng() % (m.size() + 1));
+      ASSERT_NO_FATAL_FAILURE(diff.Check(m));
+    }
+  }
+  // Random bytes and nesting around the depth limit.
+  for (int i = 0; i < 5000; ++i) {
+    std::string junk(rng() % 64, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    ASSERT_NO_FATAL_FAILURE(diff.Check(junk));
+  }
+  for (int depth = 28; depth <= 36; ++depth) {
+    for (const char* open : {"\x91", "\x81\xa1x", "\xdc\x00\x01", "\xdf\x00\x00\x00\x01\xa1x"}) {
+      std::string nested = Payload({Request()}, ++seq);
+      nested[0] = static_cast<char>(0x85);  // one more envelope key holding the nesting
+      nested += "\xa1y";
+      for (int d = 1; d < depth; ++d) nested += open;
+      nested += "\x01";
+      ASSERT_NO_FATAL_FAILURE(diff.Check(nested));
+      ASSERT_NO_FATAL_FAILURE(diff.Check(nested.substr(0, nested.size() - 1)));
+    }
+  }
+  diff.CheckTotals();
+  EXPECT_GT(diff.rejected_messages(), 10000u);
 }
 
 }  // namespace

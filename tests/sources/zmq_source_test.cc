@@ -41,6 +41,7 @@ class TestOutput final : public SourceOutput {
   EventBatchPtr Acquire() override {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return nullptr;
+    ++outstanding_;
     if (pool_.empty()) return std::make_unique<EventBatch>();
     EventBatchPtr b = std::move(pool_.back());
     pool_.pop_back();
@@ -48,6 +49,7 @@ class TestOutput final : public SourceOutput {
   }
   bool Emit(EventBatchPtr batch) override {
     std::lock_guard<std::mutex> lock(mu_);
+    --outstanding_;  // taken back, queued or (when stopping) recycled
     if (stopping_) return false;
     queue_.push_back(std::move(batch));
     cv_.notify_all();
@@ -56,12 +58,14 @@ class TestOutput final : public SourceOutput {
   bool TryEmit(EventBatchPtr& batch) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_ || queue_.size() >= capacity_) return false;
+    --outstanding_;
     queue_.push_back(std::move(batch));
     cv_.notify_all();
     return true;
   }
   void Release(EventBatchPtr batch) override {
     std::lock_guard<std::mutex> lock(mu_);
+    --outstanding_;
     batch->Clear();
     pool_.push_back(std::move(batch));
   }
@@ -96,6 +100,11 @@ class TestOutput final : public SourceOutput {
 
   const std::vector<Event>& events() const { return events_; }
   size_t batches() const { return batches_; }
+  // Batches handed out by Acquire and not yet given back (Release, Emit, successful TryEmit).
+  int64_t outstanding() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return outstanding_;
+  }
 
  private:
   const size_t capacity_;
@@ -106,6 +115,7 @@ class TestOutput final : public SourceOutput {
   bool stopping_ = false;
   std::vector<Event> events_;
   size_t batches_ = 0;
+  int64_t outstanding_ = 0;
 };
 
 // Opens a ZmqSource and runs it on its own thread until destroyed.
@@ -125,10 +135,14 @@ class Harness {
     }
   }
   ~Harness() {
-    stop = true;
-    if (thread.joinable()) thread.join();
+    StopAndJoin();
     EXPECT_TRUE(run_status.ok()) << run_status.ToString();
     source.Close();
+  }
+  // Stops Run and waits for it to return.
+  void StopAndJoin() {
+    stop = true;
+    if (thread.joinable()) thread.join();
   }
 
   uint64_t Counter(std::string_view name, const Labels& labels = {}) const {
@@ -308,6 +322,25 @@ TEST(ZmqSourceTest, ShedsWhenTheQueueIsFull) {
   }));
   EXPECT_EQ(h.Counter("inferscope_source_shed_events_total"), 200u);
   EXPECT_EQ(h.output.events().size(), 0u);
+  h.StopAndJoin();
+  EXPECT_EQ(h.output.outstanding(), 0);  // the shed batch went back to the pool
+}
+
+TEST(ZmqSourceTest, GivesItsBatchBackWhenStopped) {
+  Harness h(PullOptions());
+  client::PublisherOptions po;
+  po.endpoint = h.source.Endpoint();
+  po.publisher_id = "stop-pub";
+  po.batch_size = 100;
+  client::Publisher pub(po);
+  ASSERT_TRUE(pub.Connect());
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(pub.Gauge("n", "m", "g", i));
+  ASSERT_TRUE(pub.Flush());
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 300; }));
+  h.StopAndJoin();
+  h.output.Drain();
+  EXPECT_EQ(h.output.events().size(), 300u);
+  EXPECT_EQ(h.output.outstanding(), 0);  // the idle batch Run held went back to the pool
 }
 
 // Runs `command` with its stdin connected to a pipe that stays open until Finish(), so that the

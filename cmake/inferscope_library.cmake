@@ -4,10 +4,6 @@
 # root (so includes read "pipeline/status.h"), warnings on, and its dependencies public.
 function(inferscope_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
-  if(NOT ARG_SOURCES)
-    message(WARNING "module ${name} has no sources yet; skipped")
-    return()
-  endif()
   add_library(inferscope_${name} STATIC ${ARG_SOURCES})
   target_include_directories(inferscope_${name} PUBLIC ${PROJECT_SOURCE_DIR})
   target_compile_options(inferscope_${name} PRIVATE -Wall -Wextra)

@@ -383,62 +383,51 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       continue;
     }
     const uint64_t instance_model = (static_cast<uint64_t>(e.instance) << 32) | e.model;
-    if (e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds) {
-      uint32_t group = batch_groups_[i];
-      if (group == kNoGroup) group = FindOrAddGroup(instance_model, 0, kNumWellKnownIds);
-      if (group == kNoGroup) {
-        ++rejected_series;
-        continue;
-      }
-      Aggregate* a = PaneAggregates(group, pane, slot, t);
-      if (a == nullptr) {
-        ++late;
-        continue;
-      }
-      if (e.kind != EventKind::kRequest) {
-        // A gauge named like a request metric joins that series rather than shadowing it.
-        Aggregate& agg = a[e.metric - 1];
-        agg.Add(e.value, t);
-        agg.AddEvent(false);
-        continue;
-      }
-      const bool error = !e.ok();
-      a[0].AddEvent(error);
-      if (e.Has(kHasTtft)) a[0].Add(e.ttft_ms, t);
-      a[1].AddEvent(error);
-      if (e.Has(kHasTpot)) a[1].Add(e.tpot_ms, t);
-      a[2].AddEvent(error);
-      if (e.Has(kHasE2e)) a[2].Add(e.e2e_ms, t);
-      a[3].AddEvent(error);
-      if (e.Has(kHasPromptTokens)) a[3].Add(e.prompt_tokens, t);
-      a[4].AddEvent(error);
-      if (e.Has(kHasOutputTokens)) a[4].Add(e.output_tokens, t);
-      if (e.Has(kHasCachedTokens)) {
-        a[5].AddEvent(error);
-        a[5].Add(e.cached_tokens, t);
-      }
-      if (e.Has(kHasCost)) {
-        a[6].AddEvent(error);
-        a[6].Add(e.cost_usd, t);
-      }
-      if (e.Has(kHasQuality)) {
-        a[7].AddEvent(error);
-        a[7].Add(e.quality, t);
-      }
-    } else {
-      uint32_t group = batch_groups_[i];
-      if (group == kNoGroup) group = FindOrAddGroup(instance_model, e.metric, 1);
-      if (group == kNoGroup) {
-        ++rejected_series;
-        continue;
-      }
-      Aggregate* a = PaneAggregates(group, pane, slot, t);
-      if (a == nullptr) {
-        ++late;
-        continue;
-      }
-      a->Add(e.value, t);
-      a->AddEvent(false);
+    // Requests, and gauges named like a request metric, live in the (instance, model) request
+    // group (metric key 0, one aggregate per well-known metric); other gauges in a group of one.
+    const bool in_request_group = e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds;
+    uint32_t group = batch_groups_[i];
+    if (group == kNoGroup) {
+      group = in_request_group ? FindOrAddGroup(instance_model, 0, kNumWellKnownIds)
+                               : FindOrAddGroup(instance_model, e.metric, 1);
+    }
+    if (group == kNoGroup) {
+      ++rejected_series;
+      continue;
+    }
+    Aggregate* a = PaneAggregates(group, pane, slot, t);
+    if (a == nullptr) {
+      ++late;
+      continue;
+    }
+    if (e.kind != EventKind::kRequest) {
+      Aggregate& agg = in_request_group ? a[e.metric - 1] : a[0];
+      agg.Add(e.value, t);
+      agg.AddEvent(false);
+      continue;
+    }
+    const bool error = !e.ok();
+    a[0].AddEvent(error);
+    if (e.Has(kHasTtft)) a[0].Add(e.ttft_ms, t);
+    a[1].AddEvent(error);
+    if (e.Has(kHasTpot)) a[1].Add(e.tpot_ms, t);
+    a[2].AddEvent(error);
+    if (e.Has(kHasE2e)) a[2].Add(e.e2e_ms, t);
+    a[3].AddEvent(error);
+    if (e.Has(kHasPromptTokens)) a[3].Add(e.prompt_tokens, t);
+    a[4].AddEvent(error);
+    if (e.Has(kHasOutputTokens)) a[4].Add(e.output_tokens, t);
+    if (e.Has(kHasCachedTokens)) {
+      a[5].AddEvent(error);
+      a[5].Add(e.cached_tokens, t);
+    }
+    if (e.Has(kHasCost)) {
+      a[6].AddEvent(error);
+      a[6].Add(e.cost_usd, t);
+    }
+    if (e.Has(kHasQuality)) {
+      a[7].AddEvent(error);
+      a[7].Add(e.quality, t);
     }
   }
   if (events_in_ != nullptr) {

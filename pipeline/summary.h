@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pipeline/aggregate.h"
+#include "pipeline/alert.h"
 #include "pipeline/event.h"
 
 namespace inferscope {

@@ -18,9 +18,11 @@ struct Executor::OperatorSlot {
   std::string name;
   std::unique_ptr<Operator> op;
   std::vector<uint32_t> inputs;    // source indexes
+  std::vector<size_t> downstream;  // indexes of operators reading this one's results
   std::vector<size_t> consumers;   // sink indexes
   Counter* events_in = nullptr;
   Counter* summaries_out = nullptr;
+  Counter* alerts_out = nullptr;
   Counter* errors = nullptr;
   bool opened = false;
 };
@@ -33,6 +35,7 @@ struct Executor::SinkSlot {
   BoundedQueue<OutputBatchPtr> queue;
   Counter* batches_in = nullptr;
   Counter* summaries_in = nullptr;
+  Counter* alerts_in = nullptr;
   Counter* errors = nullptr;
   Histogram* write_seconds = nullptr;
   bool opened = false;
@@ -98,9 +101,13 @@ void Executor::AddOperator(std::string name, std::unique_ptr<Operator> op,
   auto slot = std::make_unique<OperatorSlot>();
   slot->name = std::move(name);
   slot->op = std::move(op);
+  size_t index = operators_.size();
   for (const auto& input : inputs) {
     for (const auto& s : sources_) {
       if (s->name == input) slot->inputs.push_back(s->index);
+    }
+    for (auto& o : operators_) {
+      if (o->name == input) o->downstream.push_back(index);
     }
   }
   operators_.push_back(std::move(slot));
@@ -159,6 +166,7 @@ Status Executor::Start() {
     Labels l{{"stage", s->name}};
     s->batches_in = m.GetCounter("inferscope_sink_batches_total", "Result batches a sink received", l);
     s->summaries_in = m.GetCounter("inferscope_sink_summaries_total", "Window summaries a sink received", l);
+    s->alerts_in = m.GetCounter("inferscope_sink_alerts_total", "Alert state changes a sink received", l);
     s->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
     s->write_seconds = m.GetHistogram("inferscope_sink_write_seconds", "Time a sink spends on one batch", l);
     SinkSlot* slot = s.get();
@@ -169,9 +177,19 @@ Status Executor::Start() {
     s->opened = true;
   }
   for (auto& o : operators_) {
+    for (size_t d : o->downstream) {
+      if (!operators_[d]->op->ReadsResults()) {
+        return fail(operators_[d]->name, Status::InvalidArgument("operator '" + operators_[d]->name +
+                                                                 "' cannot read the results of operator '" +
+                                                                 o->name + "'"));
+      }
+    }
+  }
+  for (auto& o : operators_) {
     Labels l{{"stage", o->name}};
     o->events_in = m.GetCounter("inferscope_stage_events_in_total", "Events a stage received", l);
     o->summaries_out = m.GetCounter("inferscope_stage_summaries_out_total", "Window summaries a stage emitted", l);
+    o->alerts_out = m.GetCounter("inferscope_stage_alerts_out_total", "Alert state changes a stage emitted", l);
     o->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
     Status st = o->op->Open(ContextFor(o->name));
     if (!st.ok()) return fail(o->name, st);
@@ -229,6 +247,20 @@ void Executor::RunTimers(int64_t now_ms) {
 void Executor::Route(OperatorSlot& op, OutputBatch& out) {
   if (out.empty()) return;
   op.summaries_out->Inc(out.summaries.size());
+  op.alerts_out->Inc(out.alerts.size());
+  // Chained operators see the results first, on this thread (declaration order keeps it acyclic).
+  for (size_t d : op.downstream) {
+    OperatorSlot& next = *operators_[d];
+    OutputBatch next_out;
+    next_out.watermark_ms = out.watermark_ms;
+    Status st = next.op->ProcessResults(out, next_out);
+    if (!st.ok()) {
+      next.errors->Inc();
+      spdlog::warn("operator '{}': {}", next.name, st.ToString());
+    }
+    Route(next, next_out);
+  }
+  if (op.consumers.empty()) return;
   auto shared = std::make_shared<const OutputBatch>(std::move(out));
   for (size_t index : op.consumers) {
     OutputBatchPtr copy = shared;
@@ -273,6 +305,7 @@ void Executor::SinkLoop(SinkSlot& slot) {
     const OutputBatch& batch = **item;
     slot.batches_in->Inc();
     slot.summaries_in->Inc(batch.summaries.size());
+    slot.alerts_in->Inc(batch.alerts.size());
     int64_t start = base_.clock->MonotonicNs();
     Status st = slot.sink->Write(batch);
     slot.write_seconds->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);

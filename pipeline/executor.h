@@ -17,7 +17,9 @@
 namespace inferscope {
 
 // Executor runs a wired set of stages: one thread per source, one operator thread that runs every
-// operator (chained, as Flink chains operators), and one thread per sink.
+// operator (chained, as Flink chains operators), and one thread per sink. An operator whose inputs
+// name another operator receives that operator's results (ProcessResults) on the same thread,
+// before any sink does.
 //
 //   source threads ──► [bounded batch queue] ──► operator thread ──► [bounded queue per sink] ──► sink threads
 //
@@ -38,7 +40,7 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   void AddSource(std::string name, std::unique_ptr<Source> source);
-  // `inputs` are names of sources added before.
+  // `inputs` are names of sources and operators added before.
   void AddOperator(std::string name, std::unique_ptr<Operator> op, const std::vector<std::string>& inputs);
   // `inputs` are names of operators added before.
   void AddSink(std::string name, std::unique_ptr<Sink> sink, const std::vector<std::string>& inputs);

@@ -18,6 +18,16 @@ class Operator {
   virtual Status Open(const StageContext& ctx) = 0;
   // Consumes one batch; appends whatever it completes to `out`.
   virtual Status Process(const EventBatch& batch, OutputBatch& out) = 0;
+  // Whether the operator reads other operators' results (ProcessResults); an operator whose
+  // topology inputs name an operator must return true.
+  virtual bool ReadsResults() const { return false; }
+  // Consumes the results an upstream operator emitted in one step (chained on the same thread,
+  // before they reach any sink); appends whatever it completes to `out`.
+  virtual Status ProcessResults(const OutputBatch& in, OutputBatch& out) {
+    (void)in;
+    (void)out;
+    return Status::Internal("this operator does not read results");
+  }
   // Processing-time tick (about every 100 ms, and when input is idle), for idle-watermark handling.
   virtual Status OnTimer(int64_t now_ms, OutputBatch& out) {
     (void)now_ms;

@@ -31,9 +31,10 @@ struct WindowSummary {
 // every sink it fans out to.
 struct OutputBatch {
   std::vector<WindowSummary> summaries;
-  int64_t watermark_ms = 0;  // the emitting operator's watermark after this step
+  std::vector<Alert> alerts;  // alert state changes (see pipeline/alert.h)
+  int64_t watermark_ms = 0;   // the emitting operator's watermark after this step
 
-  bool empty() const { return summaries.empty(); }
+  bool empty() const { return summaries.empty() && alerts.empty(); }
 };
 
 using OutputBatchPtr = std::shared_ptr<const OutputBatch>;

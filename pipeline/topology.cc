@@ -185,12 +185,19 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
   }
 
   std::set<std::string> consumed;
+  std::set<std::string> declared_operators;  // operators declared before the one being checked
   auto check_inputs = [&](const StageSpec& s, Kind want, std::string_view want_name) -> Status {
     std::set<std::string> seen;
     for (const auto& input : s.inputs) {
       auto it = kinds.find(input);
       if (it == kinds.end()) return s.at.Error("inputs", "no stage named '" + input + "'");
-      if (it->second != want) {
+      // An operator may also read the results of an operator listed before it (chaining).
+      bool chained = want == Kind::kSource && it->second == Kind::kOperator;
+      if (chained && !declared_operators.count(input)) {
+        return s.at.Error("inputs", "operator '" + input +
+                                        "' must be listed before the operators that read it");
+      }
+      if (it->second != want && !chained) {
         return s.at.Error("inputs", "'" + input + "' is not a " + std::string(want_name) +
                                         "; this stage reads " + std::string(want_name) + "s");
       }
@@ -199,7 +206,10 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
     }
     return Status::Ok();
   };
-  for (const auto& s : spec.operators) INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kSource, "source"));
+  for (const auto& s : spec.operators) {
+    INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kSource, "source"));
+    declared_operators.insert(s.name);
+  }
   for (const auto& s : spec.sinks) INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kOperator, "operator"));
   for (const auto& s : spec.sources) {
     if (!consumed.count(s.name)) return s.at.Error("name", "source '" + s.name + "' feeds no operator");

@@ -54,6 +54,23 @@ class SummingOperator final : public Operator {
   }
 };
 
+// Reads SummingOperator's results and emits each summary's sum doubled, plus one alert per batch.
+class DoublingOperator final : public Operator {
+ public:
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  bool ReadsResults() const override { return true; }
+  Status Process(const EventBatch&, OutputBatch&) override { return Status::Internal("reads results only"); }
+  Status ProcessResults(const OutputBatch& in, OutputBatch& out) override {
+    for (const auto& s : in.summaries) {
+      WindowSummary d;
+      d.agg.Add(2 * s.agg.sum, 0);
+      out.summaries.push_back(std::move(d));
+    }
+    out.alerts.emplace_back();
+    return Status::Ok();
+  }
+};
+
 class CollectingSink final : public Sink {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
@@ -120,6 +137,47 @@ TEST(ExecutorTest, EveryEventReachesOperatorsAndResultsReachEverySink) {
   EXPECT_EQ(metrics.CounterValue("inferscope_stage_events_in_total", {{"stage", "op"}}), 5000u);
   EXPECT_NE(metrics.RenderPrometheus().find("inferscope_sink_write_seconds_count{stage=\"a\"}"),
             std::string::npos);
+}
+
+TEST(ExecutorTest, ChainedOperatorReadsUpstreamResultsIncludingCloseFlush) {
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
+  Executor exec(EngineSettings{}, base);
+  exec.AddSource("src", std::make_unique<CountingSource>(20, 5));
+  exec.AddOperator("sum", std::make_unique<SummingOperator>(), {"src"});
+  exec.AddOperator("double", std::make_unique<DoublingOperator>(), {"sum"});
+  auto sink = std::make_unique<CollectingSink>();
+  CollectingSink* collected = sink.get();
+  exec.AddSink("out", std::move(sink), {"double"});
+  ASSERT_TRUE(exec.Start().ok());
+  for (int i = 0; i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  exec.Stop();
+  EXPECT_EQ(collected->summaries(), 21);  // 20 batches + SummingOperator's Close summary
+  EXPECT_EQ(collected->total(), 200);
+  EXPECT_EQ(metrics.CounterValue("inferscope_stage_alerts_out_total", {{"stage", "double"}}), 21u);
+}
+
+TEST(ExecutorTest, OperatorThatCannotReadResultsIsRejectedAtStart) {
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
+  Executor exec(EngineSettings{}, base);
+  exec.AddSource("src", std::make_unique<CountingSource>(1, 1));
+  exec.AddOperator("sum", std::make_unique<SummingOperator>(), {"src"});
+  exec.AddOperator("sum2", std::make_unique<SummingOperator>(), {"sum"});
+  Status st = exec.Start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find("cannot read the results of operator 'sum'"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(exec.running());
 }
 
 TEST(ExecutorTest, FailedOpenLeavesNothingRunning) {

@@ -145,6 +145,26 @@ TEST(TopologyTest, WiringErrors) {
       << no_inputs.message();
 }
 
+TEST(TopologyTest, OperatorsChainOnlyOnOperatorsListedBefore) {
+  const std::string chained = Replace(kGood, "sinks:", R"(  - name: after
+    type: null_operator
+    inputs: [win]
+sinks:)");
+  EXPECT_TRUE(Check(chained).ok()) << Check(chained).message();
+
+  const std::string forward = Replace(kGood, "    inputs: [in]\n", "    inputs: [in, later]\n") +
+                              "  - name: later\n    type: null_sink\n    inputs: [win]\n";
+  Status sink_input = Check(forward);
+  EXPECT_NE(sink_input.message().find("'later' is not a source"), std::string::npos) << sink_input.message();
+
+  const std::string before = Replace(Replace(kGood, "inputs: [in]", "inputs: [in, after]"), "sinks:",
+                                     "  - name: after\n    type: null_operator\n    inputs: [in]\nsinks:");
+  Status order = Check(before);
+  EXPECT_NE(order.message().find("operators[0].inputs: operator 'after' must be listed before"),
+            std::string::npos)
+      << order.message();
+}
+
 TEST(TopologyTest, UnconsumedSourceIsAnError) {
   std::string text = Replace(kGood, "operators:", "  - name: orphan\n    type: null_source\noperators:");
   Status st = Check(text);

@@ -6,7 +6,8 @@ namespace inferscope {
 namespace {
 
 constexpr std::array<std::string_view, kNumAnomalyTypes> kTypeNames = {
-    "none", "spike", "dip", "level_shift", "drift", "seasonal_break", "rate_of_change", "threshold"};
+    "none",           "spike",          "dip",      "level_shift", "drift",
+    "seasonal_break", "rate_of_change", "threshold"};
 constexpr std::array<std::string_view, kNumSeverities> kSeverityNames = {"none", "info", "warning",
                                                                          "critical", "emergency"};
 constexpr std::array<std::string_view, 3> kStateNames = {"pending", "firing", "resolved"};

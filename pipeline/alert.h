@@ -55,22 +55,22 @@ struct Alert {
   AlertState state = AlertState::kFiring;
   AnomalyType type = AnomalyType::kNone;
   Severity severity = Severity::kNone;
-  std::string rule;       // the rule or detector that raised it
-  std::string instance;   // series labels, as names
+  std::string rule;      // the rule or detector that raised it
+  std::string instance;  // series labels, as names
   std::string model;
   std::string metric;
-  std::string stat;       // which statistic of the window was judged ("p95", "mean", ...)
-  double value = 0;       // the observed value
-  double expected = 0;    // baseline / expected value
-  double lower = 0;       // expected range
+  std::string stat;     // which statistic of the window was judged ("p95", "mean", ...)
+  double value = 0;     // the observed value
+  double expected = 0;  // baseline / expected value
+  double lower = 0;     // expected range
   double upper = 0;
-  double score = 0;       // anomaly score in [0, 1]
+  double score = 0;             // anomaly score in [0, 1]
   int64_t window_start_ms = 0;  // event-time window that carried the evidence
   int64_t window_end_ms = 0;
-  int64_t event_time_ms = 0;      // latest event time of that evidence
-  int64_t detected_at_ms = 0;     // wall-clock time of detection
-  int64_t active_since_ms = 0;    // when the condition first held (event time)
-  std::string message;            // one human-readable line
+  int64_t event_time_ms = 0;    // latest event time of that evidence
+  int64_t detected_at_ms = 0;   // wall-clock time of detection
+  int64_t active_since_ms = 0;  // when the condition first held (event time)
+  std::string message;          // one human-readable line
 };
 
 }  // namespace inferscope

@@ -113,9 +113,11 @@ void Executor::AddOperator(std::string name, std::unique_ptr<Operator> op,
   operators_.push_back(std::move(slot));
 }
 
-void Executor::AddSink(std::string name, std::unique_ptr<Sink> sink, const std::vector<std::string>& inputs) {
+void Executor::AddSink(std::string name, std::unique_ptr<Sink> sink,
+                       const std::vector<std::string>& inputs) {
   size_t index = sinks_.size();
-  sinks_.push_back(std::make_unique<SinkSlot>(std::move(name), std::move(sink), settings_.sink_queue_capacity));
+  sinks_.push_back(
+      std::make_unique<SinkSlot>(std::move(name), std::move(sink), settings_.sink_queue_capacity));
   for (const auto& input : inputs) {
     for (auto& op : operators_) {
       if (op->name == input) op->consumers.push_back(index);
@@ -132,16 +134,21 @@ StageContext Executor::ContextFor(const std::string& name) const {
 Status Executor::Start() {
   if (running_.load()) return Status::Internal("executor already started");
   MetricsRegistry& m = *base_.metrics;
-  batches_in_ = m.GetCounter("inferscope_operator_queue_batches_total", "Event batches taken off the operator queue");
-  events_in_ = m.GetCounter("inferscope_operator_queue_events_total", "Events taken off the operator queue");
-  operator_step_seconds_ =
-      m.GetHistogram("inferscope_operator_step_seconds", "Time the operator thread spends on one batch");
-  m.AddCallbackGauge("inferscope_queue_depth", "Batches waiting in a queue", {{"queue", "operators"}},
-                     [this] { return static_cast<double>(operator_queue_.size()); }, this);
-  m.AddCallbackGauge("inferscope_queue_capacity", "Capacity of a queue in batches", {{"queue", "operators"}},
-                     [this] { return static_cast<double>(operator_queue_.capacity()); }, this);
-  m.AddCallbackGauge("inferscope_batch_pool_free", "Event batches free in the pool", {},
-                     [this] { return static_cast<double>(free_batches_.size()); }, this);
+  batches_in_ = m.GetCounter("inferscope_operator_queue_batches_total",
+                             "Event batches taken off the operator queue");
+  events_in_ =
+      m.GetCounter("inferscope_operator_queue_events_total", "Events taken off the operator queue");
+  operator_step_seconds_ = m.GetHistogram("inferscope_operator_step_seconds",
+                                          "Time the operator thread spends on one batch");
+  m.AddCallbackGauge(
+      "inferscope_queue_depth", "Batches waiting in a queue", {{"queue", "operators"}},
+      [this] { return static_cast<double>(operator_queue_.size()); }, this);
+  m.AddCallbackGauge(
+      "inferscope_queue_capacity", "Capacity of a queue in batches", {{"queue", "operators"}},
+      [this] { return static_cast<double>(operator_queue_.capacity()); }, this);
+  m.AddCallbackGauge(
+      "inferscope_batch_pool_free", "Event batches free in the pool", {},
+      [this] { return static_cast<double>(free_batches_.size()); }, this);
 
   for (size_t i = 0; i < settings_.batch_pool; ++i) {
     auto batch = std::make_unique<EventBatch>();
@@ -164,14 +171,20 @@ Status Executor::Start() {
   // that nothing is accepted before the stages behind them are ready.
   for (auto& s : sinks_) {
     Labels l{{"stage", s->name}};
-    s->batches_in = m.GetCounter("inferscope_sink_batches_total", "Result batches a sink received", l);
-    s->summaries_in = m.GetCounter("inferscope_sink_summaries_total", "Window summaries a sink received", l);
-    s->alerts_in = m.GetCounter("inferscope_sink_alerts_total", "Alert state changes a sink received", l);
-    s->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
-    s->write_seconds = m.GetHistogram("inferscope_sink_write_seconds", "Time a sink spends on one batch", l);
+    s->batches_in =
+        m.GetCounter("inferscope_sink_batches_total", "Result batches a sink received", l);
+    s->summaries_in =
+        m.GetCounter("inferscope_sink_summaries_total", "Window summaries a sink received", l);
+    s->alerts_in =
+        m.GetCounter("inferscope_sink_alerts_total", "Alert state changes a sink received", l);
+    s->errors =
+        m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
+    s->write_seconds =
+        m.GetHistogram("inferscope_sink_write_seconds", "Time a sink spends on one batch", l);
     SinkSlot* slot = s.get();
-    m.AddCallbackGauge("inferscope_queue_depth", "Batches waiting in a queue", {{"queue", s->name}},
-                       [slot] { return static_cast<double>(slot->queue.size()); }, this);
+    m.AddCallbackGauge(
+        "inferscope_queue_depth", "Batches waiting in a queue", {{"queue", s->name}},
+        [slot] { return static_cast<double>(slot->queue.size()); }, this);
     Status st = s->sink->Open(ContextFor(s->name));
     if (!st.ok()) return fail(s->name, st);
     s->opened = true;
@@ -179,18 +192,22 @@ Status Executor::Start() {
   for (auto& o : operators_) {
     for (size_t d : o->downstream) {
       if (!operators_[d]->op->ReadsResults()) {
-        return fail(operators_[d]->name, Status::InvalidArgument("operator '" + operators_[d]->name +
-                                                                 "' cannot read the results of operator '" +
-                                                                 o->name + "'"));
+        return fail(
+            operators_[d]->name,
+            Status::InvalidArgument("operator '" + operators_[d]->name +
+                                    "' cannot read the results of operator '" + o->name + "'"));
       }
     }
   }
   for (auto& o : operators_) {
     Labels l{{"stage", o->name}};
     o->events_in = m.GetCounter("inferscope_stage_events_in_total", "Events a stage received", l);
-    o->summaries_out = m.GetCounter("inferscope_stage_summaries_out_total", "Window summaries a stage emitted", l);
-    o->alerts_out = m.GetCounter("inferscope_stage_alerts_out_total", "Alert state changes a stage emitted", l);
-    o->errors = m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
+    o->summaries_out =
+        m.GetCounter("inferscope_stage_summaries_out_total", "Window summaries a stage emitted", l);
+    o->alerts_out =
+        m.GetCounter("inferscope_stage_alerts_out_total", "Alert state changes a stage emitted", l);
+    o->errors =
+        m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
     Status st = o->op->Open(ContextFor(o->name));
     if (!st.ok()) return fail(o->name, st);
     o->opened = true;
@@ -205,7 +222,8 @@ Status Executor::Start() {
   running_.store(true);
   for (auto& s : sinks_) sink_threads_.emplace_back([this, slot = s.get()] { SinkLoop(*slot); });
   operator_thread_ = std::thread([this] { OperatorLoop(); });
-  for (auto& s : sources_) source_threads_.emplace_back([this, slot = s.get()] { SourceLoop(*slot); });
+  for (auto& s : sources_)
+    source_threads_.emplace_back([this, slot = s.get()] { SourceLoop(*slot); });
   return Status::Ok();
 }
 
@@ -264,7 +282,8 @@ void Executor::Route(OperatorSlot& op, OutputBatch& out) {
   auto shared = std::make_shared<const OutputBatch>(std::move(out));
   for (size_t index : op.consumers) {
     OutputBatchPtr copy = shared;
-    // Blocks while the sink is behind: results are never dropped; back-pressure reaches the sources.
+    // Blocks while the sink is behind: results are never dropped; back-pressure reaches the
+    // sources.
     sinks_[index]->queue.Push(copy);
   }
 }
@@ -280,7 +299,8 @@ void Executor::OperatorLoop() {
       batches_in_->Inc();
       events_in_->Inc(batch->events.size());
       RunOperators(*batch);
-      operator_step_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);
+      operator_step_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) *
+                                      1e-9);
       batch->Clear();
       free_batches_.TryPush(batch);
     } else if (operator_queue_.closed()) {

@@ -21,7 +21,8 @@ namespace inferscope {
 // name another operator receives that operator's results (ProcessResults) on the same thread,
 // before any sink does.
 //
-//   source threads ──► [bounded batch queue] ──► operator thread ──► [bounded queue per sink] ──► sink threads
+//   source threads ──► [bounded batch queue] ──► operator thread ──► [bounded queue per sink] ──►
+//   sink threads
 //
 // Event batches come from a fixed pool and go back to it after the operators ran, so ingest memory
 // is bounded by the pool and the steady state allocates nothing per event. A full queue blocks its
@@ -41,9 +42,11 @@ class Executor {
 
   void AddSource(std::string name, std::unique_ptr<Source> source);
   // `inputs` are names of sources and operators added before.
-  void AddOperator(std::string name, std::unique_ptr<Operator> op, const std::vector<std::string>& inputs);
+  void AddOperator(std::string name, std::unique_ptr<Operator> op,
+                   const std::vector<std::string>& inputs);
   // `inputs` are names of operators added before.
-  void AddSink(std::string name, std::unique_ptr<Sink> sink, const std::vector<std::string>& inputs);
+  void AddSink(std::string name, std::unique_ptr<Sink> sink,
+               const std::vector<std::string>& inputs);
 
   // Replaces the context stages are opened with (the engine adds the state store once it is open).
   void SetStageContext(StageContext base) { base_ = std::move(base); }

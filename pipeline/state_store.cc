@@ -20,8 +20,10 @@ constexpr size_t kMaxNameBytes = 255;
 constexpr size_t kPanes = 1;
 constexpr size_t kSeries = 2;
 constexpr size_t kMeta = 3;
+constexpr size_t kFirstTable = 4;  // handles_ index of StateTable 0
 constexpr std::string_view kWatermarkKey = "watermark";
-const char* const kOwnFamilies[] = {"panes", "series", "meta"};
+const char* const kOwnFamilies[] = {"panes",         "series",   "meta",        "alerts",
+                                    "alert_history", "silences", "dead_letter", "checkpoint"};
 
 uint64_t DecodeBigEndian64(std::string_view in) {
   uint64_t v = 0;
@@ -153,7 +155,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
   for (const char* name : kOwnFamilies) descriptors.emplace_back(name, cf_options);
-  std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName, "panes", "series", "meta"};
+  std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
+  for (const char* name : kOwnFamilies) own.insert(name);
   for (const std::string& name : existing) {
     if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
   }
@@ -335,6 +338,51 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
   });
   for (const SeriesInfo& info : all) fn(info);
   return Status::Ok();
+}
+
+std::string_view StateTableName(StateTable table) {
+  auto i = static_cast<size_t>(table);
+  return i < static_cast<size_t>(kNumStateTables) ? kOwnFamilies[kFirstTable - 1 + i] : "unknown";
+}
+
+Status StateStore::WriteRecords(std::span<const RecordWrite> writes) {
+  rocksdb::WriteBatch batch;
+  for (const RecordWrite& w : writes) {
+    rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(w.table)];
+    rocksdb::Status s = w.value ? batch.Put(cf, w.key, *w.value) : batch.Delete(cf, w.key);
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store"));
+  }
+  rocksdb::WriteOptions write_options;
+  write_options.sync = sync_writes_;
+  rocksdb::Status s = db_->Write(write_options, &batch);
+  if (!s.ok()) write_errors_->Inc();
+  return FromRocks(s, "state store: writing " + std::to_string(writes.size()) + " records");
+}
+
+Result<std::optional<std::string>> StateStore::GetRecord(StateTable table,
+                                                         std::string_view key) const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kFirstTable + static_cast<size_t>(table)],
+               rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  INFERSCOPE_RETURN_IF_ERROR(
+      FromRocks(s, "state store: reading " + std::string(StateTableName(table))));
+  return std::optional<std::string>(std::move(value));
+}
+
+Status StateStore::ScanRecords(
+    StateTable table, std::string_view from, std::string_view to,
+    const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  rocksdb::ReadOptions read_options;
+  rocksdb::Slice upper(to.data(), to.size());
+  if (!to.empty()) read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(read_options, handles_[kFirstTable + static_cast<size_t>(table)]));
+  for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
+    if (!fn(it->key().ToStringView(), it->value().ToStringView())) break;
+  }
+  return FromRocks(it->status(), "state store: scanning " + std::string(StateTableName(table)));
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +32,26 @@ struct StateStoreOptions {
   size_t block_cache_mb = 64;
 
   Status Validate() const;
+};
+
+// Column families for records other than panes, each with its own key scheme (documented by the
+// component that owns it). They exist in every store.
+enum class StateTable : uint8_t {
+  kAlerts = 0,    // latest state of each alert, by fingerprint
+  kAlertHistory,  // alert state changes, by time
+  kSilences,      // silences, by id
+  kDeadLetter,    // events rejected after the fact (too late), by time
+  kCheckpoint,    // operator and source state of the last checkpoint
+};
+inline constexpr int kNumStateTables = 5;
+// "alerts", "alert_history", "silences", "dead_letter", "checkpoint".
+std::string_view StateTableName(StateTable table);
+
+// One write to a StateTable: a Put, or a Delete when `value` is empty.
+struct RecordWrite {
+  StateTable table = StateTable::kAlerts;
+  std::string key;
+  std::optional<std::string> value;
 };
 
 // A stored pane as read back.
@@ -88,6 +109,15 @@ class StateStore {
                    const std::function<Status(const StoredPane&)>& fn) const;
   // Calls `fn` for every series in the index, ordered by (instance, model, metric).
   Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
+  // Applies the writes in one atomic WriteBatch.
+  Status WriteRecords(std::span<const RecordWrite> writes);
+  // The value stored under `key`, or nullopt.
+  Result<std::optional<std::string>> GetRecord(StateTable table, std::string_view key) const;
+  // Calls `fn(key, value)` for every record with `from <= key < to` (empty `to`: no upper bound),
+  // in key order, until `fn` returns false.
+  Status ScanRecords(StateTable table, std::string_view from, std::string_view to,
+                     const std::function<bool(std::string_view, std::string_view)>& fn) const;
+
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
 

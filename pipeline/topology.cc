@@ -75,7 +75,8 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   if (!pool.ok()) return pool.status();
   Result<int64_t> reserve = engine->GetInt("batch_reserve", d.batch_reserve, 1, 1 << 20);
   if (!reserve.ok()) return reserve.status();
-  Result<int64_t> sink_queue = engine->GetInt("sink_queue_capacity", d.sink_queue_capacity, 1, 1 << 20);
+  Result<int64_t> sink_queue =
+      engine->GetInt("sink_queue_capacity", d.sink_queue_capacity, 1, 1 << 20);
   if (!sink_queue.ok()) return sink_queue.status();
   Result<int64_t> timer = engine->GetDurationMs("timer_interval", d.timer_interval_ms, 1);
   if (!timer.ok()) return timer.status();
@@ -85,7 +86,9 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   out->sink_queue_capacity = static_cast<size_t>(*sink_queue);
   out->timer_interval_ms = *timer;
   if (out->batch_pool <= out->queue_capacity) {
-    return engine->Error("batch_pool", "must be larger than queue_capacity (batches in the queue come from the pool)");
+    return engine->Error(
+        "batch_pool",
+        "must be larger than queue_capacity (batches in the queue come from the pool)");
   }
   return Status::Ok();
 }
@@ -152,7 +155,8 @@ Result<TopologySpec> LoadTopologyFile(const std::string& path) {
 }
 
 Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
-  if (spec.sources.empty()) return Status::InvalidArgument(spec.file + ": sources: at least one source is required");
+  if (spec.sources.empty())
+    return Status::InvalidArgument(spec.file + ": sources: at least one source is required");
   if (spec.operators.empty()) {
     return Status::InvalidArgument(spec.file + ": operators: at least one operator is required");
   }
@@ -167,20 +171,22 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
   for (const auto& s : spec.sources) {
     INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kSource));
     if (!registry.HasSource(s.type)) {
-      return s.at.Error("type", "unknown source type '" + s.type + "' (known: " + registry.Names("source") + ")");
+      return s.at.Error(
+          "type", "unknown source type '" + s.type + "' (known: " + registry.Names("source") + ")");
     }
   }
   for (const auto& s : spec.operators) {
     INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kOperator));
     if (!registry.HasOperator(s.type)) {
-      return s.at.Error("type",
-                        "unknown operator type '" + s.type + "' (known: " + registry.Names("operator") + ")");
+      return s.at.Error("type", "unknown operator type '" + s.type +
+                                    "' (known: " + registry.Names("operator") + ")");
     }
   }
   for (const auto& s : spec.sinks) {
     INFERSCOPE_RETURN_IF_ERROR(declare(s, Kind::kSink));
     if (!registry.HasSink(s.type)) {
-      return s.at.Error("type", "unknown sink type '" + s.type + "' (known: " + registry.Names("sink") + ")");
+      return s.at.Error(
+          "type", "unknown sink type '" + s.type + "' (known: " + registry.Names("sink") + ")");
     }
   }
 
@@ -194,14 +200,15 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
       // An operator may also read the results of an operator listed before it (chaining).
       bool chained = want == Kind::kSource && it->second == Kind::kOperator;
       if (chained && !declared_operators.count(input)) {
-        return s.at.Error("inputs", "operator '" + input +
-                                        "' must be listed before the operators that read it");
+        return s.at.Error(
+            "inputs", "operator '" + input + "' must be listed before the operators that read it");
       }
       if (it->second != want && !chained) {
         return s.at.Error("inputs", "'" + input + "' is not a " + std::string(want_name) +
                                         "; this stage reads " + std::string(want_name) + "s");
       }
-      if (!seen.insert(input).second) return s.at.Error("inputs", "'" + input + "' is listed twice");
+      if (!seen.insert(input).second)
+        return s.at.Error("inputs", "'" + input + "' is listed twice");
       consumed.insert(input);
     }
     return Status::Ok();
@@ -210,9 +217,11 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
     INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kSource, "source"));
     declared_operators.insert(s.name);
   }
-  for (const auto& s : spec.sinks) INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kOperator, "operator"));
+  for (const auto& s : spec.sinks)
+    INFERSCOPE_RETURN_IF_ERROR(check_inputs(s, Kind::kOperator, "operator"));
   for (const auto& s : spec.sources) {
-    if (!consumed.count(s.name)) return s.at.Error("name", "source '" + s.name + "' feeds no operator");
+    if (!consumed.count(s.name))
+      return s.at.Error("name", "source '" + s.name + "' feeds no operator");
   }
   return Status::Ok();
 }

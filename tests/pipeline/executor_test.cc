@@ -59,7 +59,9 @@ class DoublingOperator final : public Operator {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
   bool ReadsResults() const override { return true; }
-  Status Process(const EventBatch&, OutputBatch&) override { return Status::Internal("reads results only"); }
+  Status Process(const EventBatch&, OutputBatch&) override {
+    return Status::Internal("reads results only");
+  }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override {
     for (const auto& s : in.summaries) {
       WindowSummary d;
@@ -125,7 +127,8 @@ TEST(ExecutorTest, EveryEventReachesOperatorsAndResultsReachEverySink) {
   exec.AddSink("b", std::move(sink_b), {"op"});
   ASSERT_TRUE(exec.Start().ok());
   // Wait until the operator has consumed all 5000 events.
-  for (int i = 0; i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 5000; ++i) {
+  for (int i = 0;
+       i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 5000; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   exec.Stop();
@@ -154,7 +157,8 @@ TEST(ExecutorTest, ChainedOperatorReadsUpstreamResultsIncludingCloseFlush) {
   CollectingSink* collected = sink.get();
   exec.AddSink("out", std::move(sink), {"double"});
   ASSERT_TRUE(exec.Start().ok());
-  for (int i = 0; i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 100; ++i) {
+  for (int i = 0; i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 100;
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   exec.Stop();
@@ -176,7 +180,8 @@ TEST(ExecutorTest, OperatorThatCannotReadResultsIsRejectedAtStart) {
   exec.AddOperator("sum2", std::make_unique<SummingOperator>(), {"sum"});
   Status st = exec.Start();
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.ToString().find("cannot read the results of operator 'sum'"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find("cannot read the results of operator 'sum'"), std::string::npos)
+      << st.ToString();
   EXPECT_FALSE(exec.running());
 }
 
@@ -194,7 +199,8 @@ TEST(ExecutorTest, FailedOpenLeavesNothingRunning) {
   exec.AddSink("bad", std::make_unique<FailingSink>(), {"op"});
   Status st = exec.Start();
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("opening stage 'bad': disk on fire"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("opening stage 'bad': disk on fire"), std::string::npos)
+      << st.message();
   EXPECT_FALSE(exec.running());
 }
 

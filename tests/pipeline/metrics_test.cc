@@ -21,7 +21,8 @@ TEST(MetricsRegistryTest, RendersCountersGaugesAndHistograms) {
   EXPECT_NE(text.find("x_total{stage=\"a\"} 3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("x_total{stage=\"b\\\"q\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("depth 2.5\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("lat_seconds_bucket{le=\"0.10000000000000001\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("lat_seconds_bucket{le=\"0.10000000000000001\"} 1\n"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("lat_seconds_bucket{le=\"1\"} 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("lat_seconds_bucket{le=\"+Inf\"} 3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("lat_seconds_count 3\n"), std::string::npos) << text;
@@ -49,7 +50,8 @@ TEST(MetricsRegistryTest, LabelCardinalityIsBounded) {
 TEST(MetricsRegistryTest, RemoveCallbacks) {
   MetricsRegistry m;
   int owner = 0;
-  m.AddCallbackGauge("cb", "Callback", {}, [] { return 1.0; }, &owner);
+  m.AddCallbackGauge(
+      "cb", "Callback", {}, [] { return 1.0; }, &owner);
   m.RemoveCallbacks(&owner);
   EXPECT_EQ(m.RenderPrometheus().find("cb"), std::string::npos);
 }

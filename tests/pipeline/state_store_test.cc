@@ -197,6 +197,39 @@ TEST_F(StateStoreTest, ReopenKeepsPanesSeriesAndWatermark) {
   EXPECT_EQ(series[0].last_seen_ms, 30'000 + kPaneMs - 1);
 }
 
+TEST_F(StateStoreTest, RecordTablesPutDeleteScanAndSurviveReopen) {
+  std::vector<RecordWrite> writes = {{StateTable::kAlerts, "b", "2"},
+                                     {StateTable::kAlerts, "a", "1"},
+                                     {StateTable::kAlerts, "c", "3"},
+                                     {StateTable::kSilences, "a", "other table"}};
+  ASSERT_TRUE(store_->WriteRecords(writes).ok());
+  std::vector<RecordWrite> remove = {{StateTable::kAlerts, "c", std::nullopt}};
+  ASSERT_TRUE(store_->WriteRecords(remove).ok());
+  ASSERT_TRUE(Reopen().ok());
+
+  Result<std::optional<std::string>> a = store_->GetRecord(StateTable::kAlerts, "a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->value_or("missing"), "1");
+  Result<std::optional<std::string>> c = store_->GetRecord(StateTable::kAlerts, "c");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->has_value());
+
+  std::vector<std::string> seen;
+  auto collect = [&seen](std::string_view k, std::string_view v) {
+    seen.push_back(std::string(k) + "=" + std::string(v));
+    return true;
+  };
+  ASSERT_TRUE(store_->ScanRecords(StateTable::kAlerts, "", "", collect).ok());
+  EXPECT_EQ(seen, (std::vector<std::string>{"a=1", "b=2"}));
+  seen.clear();
+  ASSERT_TRUE(store_->ScanRecords(StateTable::kAlerts, "b", "", collect).ok());
+  EXPECT_EQ(seen, (std::vector<std::string>{"b=2"}));
+  seen.clear();
+  ASSERT_TRUE(store_->ScanRecords(StateTable::kSilences, "", "b", collect).ok());
+  EXPECT_EQ(seen, (std::vector<std::string>{"a=other table"}));
+  EXPECT_EQ(StateTableName(StateTable::kDeadLetter), "dead_letter");
+}
+
 TEST_F(StateStoreTest, RejectsNamesLongerThan255BytesAndWritesNothing) {
   std::string long_name(256, 'x');
   Status s = store_->WritePanes({Pane("ok", "m", "x", 0, {1}), Pane(long_name, "m", "x", 0, {1})},
@@ -219,8 +252,11 @@ TEST_F(StateStoreTest, CorruptStoredValuesAreReportedAsCorruption) {
   {
     // Damage the stored values behind the store's back.
     rocksdb::DBOptions options;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"panes", {}}, {"series", {}}, {"meta", {}}};
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(options, dir_.str(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    ASSERT_EQ(names[1], "panes");
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(options, dir_.str(), families, &handles, &raw).ok());

@@ -35,7 +35,9 @@ struct NullOperator final : Operator {
 struct NullSink final : Sink {
   static constexpr std::string_view kName = "null_sink";
   static constexpr std::string_view kDescription = "drops everything";
-  static Result<std::unique_ptr<NullSink>> Create(const ConfigNode&) { return std::make_unique<NullSink>(); }
+  static Result<std::unique_ptr<NullSink>> Create(const ConfigNode&) {
+    return std::make_unique<NullSink>();
+  }
   Status Open(const StageContext&) override { return Status::Ok(); }
   Status Write(const OutputBatch&) override { return Status::Ok(); }
 };
@@ -120,10 +122,12 @@ TEST(TopologyTest, UnknownFieldIsAnError) {
 TEST(TopologyTest, BadOptionValueNamesFileLineAndField) {
   Result<TopologySpec> spec = ParseTopology(Replace(kGood, "pane: 5s", "pane: fast"), "t.yaml");
   ASSERT_TRUE(spec.ok());
-  Result<std::unique_ptr<Operator>> op = TestRegistry().CreateOperator("null_operator", spec->operators[0].options);
+  Result<std::unique_ptr<Operator>> op =
+      TestRegistry().CreateOperator("null_operator", spec->operators[0].options);
   ASSERT_FALSE(op.ok());
-  EXPECT_NE(op.status().message().find("t.yaml:14:13: operators[0].options.pane: expected a duration"),
-            std::string::npos)
+  EXPECT_NE(
+      op.status().message().find("t.yaml:14:13: operators[0].options.pane: expected a duration"),
+      std::string::npos)
       << op.status().message();
 }
 
@@ -137,11 +141,13 @@ TEST(TopologyTest, WiringErrors) {
       << wrong_kind.message();
 
   Status duplicate = Check(Replace(kGood, "  - name: out", "  - name: win"));
-  EXPECT_NE(duplicate.message().find("sinks[0].name: duplicate stage name 'win'"), std::string::npos)
+  EXPECT_NE(duplicate.message().find("sinks[0].name: duplicate stage name 'win'"),
+            std::string::npos)
       << duplicate.message();
 
   Status no_inputs = Check(Replace(kGood, "    inputs: [win]\n", ""));
-  EXPECT_NE(no_inputs.message().find("sinks[0].inputs: required field is missing"), std::string::npos)
+  EXPECT_NE(no_inputs.message().find("sinks[0].inputs: required field is missing"),
+            std::string::npos)
       << no_inputs.message();
 }
 
@@ -155,10 +161,12 @@ sinks:)");
   const std::string forward = Replace(kGood, "    inputs: [in]\n", "    inputs: [in, later]\n") +
                               "  - name: later\n    type: null_sink\n    inputs: [win]\n";
   Status sink_input = Check(forward);
-  EXPECT_NE(sink_input.message().find("'later' is not a source"), std::string::npos) << sink_input.message();
+  EXPECT_NE(sink_input.message().find("'later' is not a source"), std::string::npos)
+      << sink_input.message();
 
-  const std::string before = Replace(Replace(kGood, "inputs: [in]", "inputs: [in, after]"), "sinks:",
-                                     "  - name: after\n    type: null_operator\n    inputs: [in]\nsinks:");
+  const std::string before =
+      Replace(Replace(kGood, "inputs: [in]", "inputs: [in, after]"),
+              "sinks:", "  - name: after\n    type: null_operator\n    inputs: [in]\nsinks:");
   Status order = Check(before);
   EXPECT_NE(order.message().find("operators[0].inputs: operator 'after' must be listed before"),
             std::string::npos)
@@ -166,19 +174,23 @@ sinks:)");
 }
 
 TEST(TopologyTest, UnconsumedSourceIsAnError) {
-  std::string text = Replace(kGood, "operators:", "  - name: orphan\n    type: null_source\noperators:");
+  std::string text =
+      Replace(kGood, "operators:", "  - name: orphan\n    type: null_source\noperators:");
   Status st = Check(text);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("source 'orphan' feeds no operator"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("source 'orphan' feeds no operator"), std::string::npos)
+      << st.message();
 }
 
 TEST(TopologyTest, EngineSettingsAreChecked) {
   Status st = Check(std::string(kGood) + "engine:\n  queue_capacity: 100\n  batch_pool: 10\n");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("engine.batch_pool: must be larger than queue_capacity"), std::string::npos)
+  EXPECT_NE(st.message().find("engine.batch_pool: must be larger than queue_capacity"),
+            std::string::npos)
       << st.message();
   Status bad_int = Check(std::string(kGood) + "engine:\n  queue_capacity: lots\n");
-  EXPECT_NE(bad_int.message().find("t.yaml:20:19: engine.queue_capacity: expected an integer"), std::string::npos)
+  EXPECT_NE(bad_int.message().find("t.yaml:20:19: engine.queue_capacity: expected an integer"),
+            std::string::npos)
       << bad_int.message();
 }
 

@@ -4,14 +4,17 @@
 #include <bit>
 #include <string>
 
+#include "pipeline/coding.h"
 #include "pipeline/interner.h"
+#include "pipeline/state_store.h"
 
 namespace inferscope {
 namespace {
 
 constexpr int64_t kMinPaneMs = 100;
 constexpr int64_t kMaxPaneMs = 7 * 86'400'000LL;
-constexpr int64_t kMaxRing = 64;
+constexpr int64_t kMaxRing = 512;
+constexpr size_t kMaxPublishers = 4096;
 constexpr int64_t kMaxSeriesLimit = 100'000'000;
 // Event times beyond ±2^53 ms (±285,000 years) are rejected so pane arithmetic cannot overflow.
 constexpr int64_t kMaxAbsTimeMs = int64_t{1} << 53;
@@ -45,10 +48,17 @@ Status WindowAggregateOperator::Options::Validate() const {
   if (out_of_orderness_ms < 0) {
     return Status::InvalidArgument("out_of_orderness must not be negative");
   }
-  if (out_of_orderness_ms / pane_ms + 2 > kMaxRing) {
-    return Status::InvalidArgument("out_of_orderness must be at most " +
-                                   std::to_string(kMaxRing - 2) + " panes, got " +
-                                   std::to_string(out_of_orderness_ms) + "ms");
+  if (allowed_lateness_ms < 0) {
+    return Status::InvalidArgument("allowed_lateness must not be negative");
+  }
+  if (max_publisher_lag_ms < 0) {
+    return Status::InvalidArgument("max_publisher_lag must not be negative");
+  }
+  const int64_t span = out_of_orderness_ms + allowed_lateness_ms + max_publisher_lag_ms;
+  if (span / pane_ms + 2 > kMaxRing) {
+    return Status::InvalidArgument(
+        "out_of_orderness + allowed_lateness + max_publisher_lag must be at most " +
+        std::to_string(kMaxRing - 2) + " panes, got " + std::to_string(span) + "ms");
   }
   if (idle_timeout_ms < 0) return Status::InvalidArgument("idle_timeout must not be negative");
   if (max_series < kNumWellKnownIds || max_series > kMaxSeriesLimit) {
@@ -62,7 +72,8 @@ Status WindowAggregateOperator::Options::Validate() const {
 Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
     const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"pane", "out_of_orderness", "idle_timeout", "flush_on_close", "max_series"}));
+      {"pane", "out_of_orderness", "idle_timeout", "allowed_lateness", "max_publisher_lag",
+       "flush_on_close", "max_series"}));
   Options o;
   Result<int64_t> pane = node.GetDurationMs("pane", o.pane_ms, kMinPaneMs);
   if (!pane.ok()) return pane.status();
@@ -70,6 +81,10 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
   if (!ooo.ok()) return ooo.status();
   Result<int64_t> idle = node.GetDurationMs("idle_timeout", o.idle_timeout_ms, 0);
   if (!idle.ok()) return idle.status();
+  Result<int64_t> lateness = node.GetDurationMs("allowed_lateness", o.allowed_lateness_ms, 0);
+  if (!lateness.ok()) return lateness.status();
+  Result<int64_t> lag = node.GetDurationMs("max_publisher_lag", o.max_publisher_lag_ms, 0);
+  if (!lag.ok()) return lag.status();
   Result<bool> flush = node.GetBool("flush_on_close", o.flush_on_close);
   if (!flush.ok()) return flush.status();
   Result<int64_t> max_series =
@@ -78,6 +93,8 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
   o.pane_ms = *pane;
   o.out_of_orderness_ms = *ooo;
   o.idle_timeout_ms = *idle;
+  o.allowed_lateness_ms = *lateness;
+  o.max_publisher_lag_ms = *lag;
   o.flush_on_close = *flush;
   o.max_series = *max_series;
   if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
@@ -96,20 +113,34 @@ WindowAggregateOperator::WindowAggregateOperator(const Options& options)
       pane_ms_(std::clamp(options.pane_ms, kMinPaneMs, kMaxPaneMs)),
       out_of_orderness_ms_(
           std::clamp<int64_t>(options.out_of_orderness_ms, 0, (kMaxRing - 2) * pane_ms_)),
-      // An event is applied only if its pane ends after the watermark, and the watermark trails
-      // the largest event time by at most out_of_orderness, so at most
-      // ceil(out_of_orderness / pane) + 1 panes are open at once; a ring of that many slots (per
-      // group, and of close lists) never holds two open panes in one slot.
-      ring_(static_cast<size_t>(out_of_orderness_ms_ / pane_ms_ + 2)),
+      // An event is applied only if its pane ends more than allowed_lateness after the watermark,
+      // and the watermark trails the largest event time by at most out_of_orderness +
+      // max_publisher_lag, so at most ceil(that sum / pane) + 1 panes are open at once; a ring of
+      // that many slots (per group, and of close lists) never holds two open panes in one slot.
+      ring_(static_cast<size_t>(
+          std::min(kMaxRing, (out_of_orderness_ms_ +
+                              std::clamp<int64_t>(options.allowed_lateness_ms, 0, kMaxPaneMs) +
+                              std::clamp<int64_t>(options.max_publisher_lag_ms, 0, kMaxPaneMs)) /
+                                     pane_ms_ +
+                                 2))),
       table_(kInitialTableSize),
       table_mask_(kInitialTableSize - 1),
       table_shift_(64 - std::countr_zero(kInitialTableSize)),
-      close_lists_(ring_) {}
+      close_lists_(ring_) {
+  // Whatever the options, the ring bounds the span (Validate rejects what does not fit).
+  const int64_t span = (static_cast<int64_t>(ring_) - 2) * pane_ms_;
+  allowed_lateness_ms_ = std::clamp<int64_t>(options.allowed_lateness_ms, 0, span - out_of_orderness_ms_);
+  max_publisher_lag_ms_ = std::clamp<int64_t>(options.max_publisher_lag_ms, 0,
+                                              span - out_of_orderness_ms_ - allowed_lateness_ms_);
+}
 
 WindowAggregateOperator::~WindowAggregateOperator() = default;
 
 Status WindowAggregateOperator::Open(const StageContext& ctx) {
   clock_ = ctx.clock != nullptr ? ctx.clock : &SystemClock::Instance();
+  interner_ = ctx.interner;
+  stage_ = ctx.name;
+  metrics_ = ctx.metrics;
   if (ctx.metrics == nullptr) return Status::Ok();
   MetricsRegistry& m = *ctx.metrics;
   const Labels stage = {{"stage", ctx.name}};
@@ -118,7 +149,9 @@ Status WindowAggregateOperator::Open(const StageContext& ctx) {
   summaries_out_ = m.GetCounter("inferscope_window_summaries_total",
                                 "Series-pane summaries emitted when panes closed", stage);
   late_ = m.GetCounter("inferscope_window_late_events_total",
-                       "Events not applied because their pane had already closed", stage);
+                       "Events for fired panes, applied within the allowed lateness", stage);
+  updates_out_ = m.GetCounter("inferscope_window_updates_total",
+                              "Series-pane summaries re-emitted after late events", stage);
   const char* rejected_help = "Events not applied, by reason";
   rejected_series_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
                                   {{"stage", ctx.name}, {"reason", "series_limit"}});
@@ -252,7 +285,7 @@ void WindowAggregateOperator::GrowTable() {
 
 Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane, size_t slot,
                                                    int64_t time_ms) {
-  const Group& g = groups_[group];
+  Group& g = groups_[group];
   PaneSlot& ps = panes_[g.first_pane + slot];
   if (ps.pane != pane) {
     if (ps.pane != kNoPane) return nullptr;
@@ -260,20 +293,58 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
     if (list.pane != pane) {
       if (!list.groups.empty()) return nullptr;
       list.pane = pane;
+      // A pane claimed after the watermark passed its end (a late event within the allowed
+      // lateness) has fired already: its groups are emitted as updates.
+      list.fired = (pane + 1) * pane_ms_ <= watermark_ms_;
+      if (!list.fired && (oldest_unfired_pane_ == kNoPane || pane < oldest_unfired_pane_)) {
+        oldest_unfired_pane_ = pane;
+      }
+      if (oldest_open_pane_ == kNoPane || pane < oldest_open_pane_) oldest_open_pane_ = pane;
+      if (newest_open_pane_ == kNoPane || pane > newest_open_pane_) newest_open_pane_ = pane;
+      next_close_end_ms_ = std::min(next_close_end_ms_, (pane + 1) * pane_ms_);
     }
     list.groups.push_back(group);
     ps.pane = pane;
     ps.max_event_time_ms = time_ms;
+    ps.dirty = false;
     ++open_panes_;
-    if (oldest_open_pane_ == kNoPane || pane < oldest_open_pane_) {
-      oldest_open_pane_ = pane;
-      next_close_end_ms_ = (pane + 1) * pane_ms_;
-    }
-    if (newest_open_pane_ == kNoPane || pane > newest_open_pane_) newest_open_pane_ = pane;
   } else if (time_ms > ps.max_event_time_ms) {
     ps.max_event_time_ms = time_ms;
   }
+  g.changed = true;
   return &aggs_[g.first_agg + slot * g.num_metrics];
+}
+
+WindowAggregateOperator::PublisherClock* WindowAggregateOperator::FindOrAddPublisher(
+    StringId publisher) {
+  for (PublisherClock& p : publishers_) {
+    if (p.publisher == publisher) return &p;
+  }
+  if (publishers_.size() >= kMaxPublishers) return nullptr;
+  PublisherClock& p = publishers_.emplace_back();
+  p.publisher = publisher;
+  return &p;
+}
+
+void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) {
+  if (max_event_time_ms_ == INT64_MIN) return;
+  int64_t wm = INT64_MAX;
+  for (const PublisherClock& p : publishers_) {
+    const bool active = options_.idle_timeout_ms == 0 || p.last_arrival_ms == INT64_MIN ||
+                        now_ms - p.last_arrival_ms < options_.idle_timeout_ms;
+    if (active && p.max_event_time_ms != INT64_MIN) {
+      wm = std::min(wm, p.max_event_time_ms - out_of_orderness_ms_);
+    }
+  }
+  if (wm == INT64_MAX) {
+    // Every publisher is idle: let event time keep pace with the clock.
+    if (options_.idle_timeout_ms == 0 || last_arrival_ms_ == INT64_MIN) return;
+    const int64_t idle = std::min(now_ms - last_arrival_ms_, kMaxAbsTimeMs);
+    if (idle < options_.idle_timeout_ms) return;
+    wm = max_event_time_ms_ + idle - out_of_orderness_ms_;
+  }
+  wm = std::max(wm, max_event_time_ms_ - out_of_orderness_ms_ - max_publisher_lag_ms_);
+  AdvanceWatermark(wm, out);
 }
 
 void WindowAggregateOperator::AdvanceWatermark(int64_t watermark_ms, OutputBatch& out) {
@@ -283,58 +354,122 @@ void WindowAggregateOperator::AdvanceWatermark(int64_t watermark_ms, OutputBatch
 }
 
 void WindowAggregateOperator::ClosePanes(int64_t limit_ms, OutputBatch& out) {
-  while (oldest_open_pane_ != kNoPane && (oldest_open_pane_ + 1) * pane_ms_ <= limit_ms) {
+  // Fire in pane order first, then purge: a pane can do both in one step.
+  while (oldest_unfired_pane_ != kNoPane && (oldest_unfired_pane_ + 1) * pane_ms_ <= limit_ms) {
+    CloseList& list = close_lists_[SlotOf(oldest_unfired_pane_)];
+    if (list.pane == oldest_unfired_pane_ && !list.fired) FirePane(list, out);
+    oldest_unfired_pane_ =
+        oldest_unfired_pane_ >= newest_open_pane_ ? kNoPane : oldest_unfired_pane_ + 1;
+  }
+  const int64_t purge_limit =
+      limit_ms == INT64_MAX ? INT64_MAX : limit_ms - allowed_lateness_ms_;
+  while (oldest_open_pane_ != kNoPane && (oldest_open_pane_ + 1) * pane_ms_ <= purge_limit) {
     CloseList& list = close_lists_[SlotOf(oldest_open_pane_)];
-    if (list.pane == oldest_open_pane_) EmitPane(list, out);
-    if (oldest_open_pane_ == newest_open_pane_) {
-      oldest_open_pane_ = newest_open_pane_ = kNoPane;
+    if (list.pane == oldest_open_pane_) PurgePane(list, out);
+    if (oldest_open_pane_ >= newest_open_pane_) {
+      oldest_open_pane_ = newest_open_pane_ = oldest_unfired_pane_ = kNoPane;
     } else {
       ++oldest_open_pane_;
     }
   }
-  next_close_end_ms_ =
-      oldest_open_pane_ == kNoPane ? INT64_MAX : (oldest_open_pane_ + 1) * pane_ms_;
+  next_close_end_ms_ = INT64_MAX;
+  if (oldest_unfired_pane_ != kNoPane) next_close_end_ms_ = (oldest_unfired_pane_ + 1) * pane_ms_;
+  if (oldest_open_pane_ != kNoPane) {
+    next_close_end_ms_ =
+        std::min(next_close_end_ms_, (oldest_open_pane_ + 1) * pane_ms_ + allowed_lateness_ms_);
+  }
 }
 
-void WindowAggregateOperator::EmitPane(CloseList& list, OutputBatch& out) {
-  const int64_t pane = list.pane;
+void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, bool update,
+                                            OutputBatch& out) {
+  const Group& g = groups_[group];
   const size_t slot = SlotOf(pane);
+  const PaneSlot& ps = panes_[g.first_pane + slot];
+  const Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
+  const auto instance = static_cast<StringId>(g.instance_model >> 32);
+  const auto model = static_cast<StringId>(g.instance_model);
+  for (uint32_t m = 0; m < g.num_metrics; ++m) {
+    const Aggregate& agg = aggs[m];
+    if (agg.count == 0 && agg.events == 0) continue;
+    WindowSummary& s = out.summaries.emplace_back();
+    s.series = {instance, model, g.metric != 0 ? g.metric : static_cast<StringId>(m + 1)};
+    s.start_ms = pane * pane_ms_;
+    s.end_ms = s.start_ms + pane_ms_;
+    // The first request metrics see every event of the pane; optional fields (cached tokens,
+    // cost, quality) only the events that carried them, whose latest time is `last_time_ms`.
+    const bool every_event = g.metric != 0 || m < kMetricCachedTokens - 1;
+    s.max_event_time_ms = every_event ? ps.max_event_time_ms : agg.last_time_ms;
+    s.update = update;
+    s.agg = agg;  // a copy: the slot keeps its sketch capacity for the next pane
+    ++(update ? updated_ : emitted_);
+  }
+}
+
+void WindowAggregateOperator::FirePane(CloseList& list, OutputBatch& out) {
   for (uint32_t group : list.groups) {
-    const Group& g = groups_[group];
+    EmitGroupPane(group, list.pane, false, out);
+    panes_[groups_[group].first_pane + SlotOf(list.pane)].dirty = false;
+  }
+  list.fired = true;
+}
+
+void WindowAggregateOperator::PurgePane(CloseList& list, OutputBatch& out) {
+  const size_t slot = SlotOf(list.pane);
+  for (uint32_t group : list.groups) {
+    Group& g = groups_[group];
     PaneSlot& ps = panes_[g.first_pane + slot];
+    if (ps.dirty) EmitGroupPane(group, list.pane, true, out);
     Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
-    const auto instance = static_cast<StringId>(g.instance_model >> 32);
-    const auto model = static_cast<StringId>(g.instance_model);
-    for (uint32_t m = 0; m < g.num_metrics; ++m) {
-      Aggregate& agg = aggs[m];
-      if (agg.count == 0 && agg.events == 0) continue;
-      WindowSummary& s = out.summaries.emplace_back();
-      s.series = {instance, model, g.metric != 0 ? g.metric : static_cast<StringId>(m + 1)};
-      s.start_ms = pane * pane_ms_;
-      s.end_ms = s.start_ms + pane_ms_;
-      // The first request metrics see every event of the pane; optional fields (cached tokens,
-      // cost, quality) only the events that carried them, whose latest time is `last_time_ms`.
-      const bool every_event = g.metric != 0 || m < kMetricCachedTokens - 1;
-      s.max_event_time_ms = every_event ? ps.max_event_time_ms : agg.last_time_ms;
-      s.agg = agg;  // a copy: the slot keeps its sketch capacity for the next pane
-      agg.Clear();
-      ++emitted_;
-    }
+    for (uint32_t m = 0; m < g.num_metrics; ++m) aggs[m].Clear();
     ps.pane = kNoPane;
+    ps.dirty = false;
+    g.changed = true;
     --open_panes_;
   }
   list.groups.clear();
   list.pane = kNoPane;
+  list.fired = false;
+}
+
+void WindowAggregateOperator::EmitUpdates(OutputBatch& out) {
+  for (const auto& [group, pane] : dirty_) {
+    PaneSlot& ps = panes_[groups_[group].first_pane + SlotOf(pane)];
+    if (ps.pane != pane || !ps.dirty) continue;  // purged (and emitted) meanwhile, or a repeat
+    EmitGroupPane(group, pane, true, out);
+    ps.dirty = false;
+  }
+  dirty_.clear();
+}
+
+void WindowAggregateOperator::DeadLetter(const Event& e, StringId publisher, OutputBatch& out) {
+  out.dead_letters.push_back({e, "too_late", watermark_ms_});
+  if (metrics_ == nullptr) return;
+  PublisherClock* p = FindOrAddPublisher(publisher);
+  Counter* counter = p != nullptr ? p->dead_letters : nullptr;
+  if (counter == nullptr) {
+    std::string name = interner_ != nullptr && publisher != 0 ? std::string(interner_->Name(publisher))
+                                                              : std::string("unknown");
+    counter = metrics_->GetCounter("inferscope_window_dead_letters_total",
+                                   "Events not applied because they arrived after their pane's "
+                                   "allowed lateness",
+                                   {{"stage", stage_}, {"publisher", name}});
+    if (p != nullptr) p->dead_letters = counter;
+  }
+  counter->Inc();
 }
 
 Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& out) {
   if (batch.events.empty()) return Status::Ok();
   if (clock_ == nullptr) return Status::Internal("window_aggregate: Process before Open");
-  last_arrival_ms_ = clock_->NowMs();
+  const int64_t now_ms = clock_->NowMs();
+  last_arrival_ms_ = now_ms;
   uint64_t late = 0;
   uint64_t rejected_series = 0;
   uint64_t rejected_time = 0;
   uint64_t rejected_metric = 0;
+  // Batches normally come from one publisher; a mixed batch looks each event's publisher up.
+  PublisherClock* batch_publisher = batch.publisher != 0 ? FindOrAddPublisher(batch.publisher) : nullptr;
+  int64_t batch_max_time = INT64_MIN;
   // With thousands of series every aggregate and bin an event touches is a cache miss. Resolve
   // the batch's groups first, then run two prefetch stages ahead of the events being applied:
   // the aggregates of event i + 2 * kPrefetchDistance, the bins of event i + kPrefetchDistance
@@ -368,9 +503,17 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       ++rejected_metric;
       continue;
     }
+    if (batch_publisher != nullptr) {
+      batch_max_time = std::max(batch_max_time, t);
+    } else if (PublisherClock* p = FindOrAddPublisher(e.publisher); p != nullptr) {
+      p->max_event_time_ms = std::max(p->max_event_time_ms, t);
+      p->last_arrival_ms = now_ms;
+    }
     if (t > max_event_time_ms_) {
       max_event_time_ms_ = t;
-      if (t - out_of_orderness_ms_ > watermark_ms_) AdvanceWatermark(t - out_of_orderness_ms_, out);
+      // The lag bound applies at once, so that the ring never holds two open panes in a slot.
+      const int64_t floor = t - out_of_orderness_ms_ - max_publisher_lag_ms_;
+      if (floor > watermark_ms_) AdvanceWatermark(floor, out);
     }
     if (t < pane_start || t >= pane_end) {
       pane = FloorDiv(t, pane_ms_);
@@ -378,8 +521,9 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       pane_end = pane_start + pane_ms_;
       slot = SlotOf(pane);
     }
-    if (pane_end <= watermark_ms_) {
-      ++late;
+    const bool fired = pane_end <= watermark_ms_;
+    if (fired && pane_end + allowed_lateness_ms_ <= watermark_ms_) {
+      DeadLetter(e, batch.publisher != 0 ? batch.publisher : e.publisher, out);
       continue;
     }
     const uint64_t instance_model = (static_cast<uint64_t>(e.instance) << 32) | e.model;
@@ -397,8 +541,17 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     }
     Aggregate* a = PaneAggregates(group, pane, slot, t);
     if (a == nullptr) {
-      ++late;
+      // Cannot happen with the ring sized from the options; refuse rather than corrupt a pane.
+      DeadLetter(e, batch.publisher != 0 ? batch.publisher : e.publisher, out);
       continue;
+    }
+    if (fired) {
+      ++late;
+      PaneSlot& ps = panes_[groups_[group].first_pane + slot];
+      if (!ps.dirty) {
+        ps.dirty = true;
+        dirty_.emplace_back(group, pane);
+      }
     }
     if (e.kind != EventKind::kRequest) {
       Aggregate& agg = in_request_group ? a[e.metric - 1] : a[0];
@@ -430,6 +583,12 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       a[7].Add(e.quality, t);
     }
   }
+  if (batch_publisher != nullptr) {
+    batch_publisher->max_event_time_ms = std::max(batch_publisher->max_event_time_ms, batch_max_time);
+    batch_publisher->last_arrival_ms = now_ms;
+  }
+  EmitUpdates(out);
+  UpdateWatermark(now_ms, out);
   if (events_in_ != nullptr) {
     events_in_->Inc(batch.events.size());
     if (late > 0) late_->Inc(late);
@@ -443,19 +602,14 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
 }
 
 Status WindowAggregateOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
-  if (options_.idle_timeout_ms > 0 && max_event_time_ms_ != INT64_MIN &&
-      last_arrival_ms_ != INT64_MIN) {
-    const int64_t idle = std::min(now_ms - last_arrival_ms_, kMaxAbsTimeMs);
-    if (idle >= options_.idle_timeout_ms) {
-      AdvanceWatermark(max_event_time_ms_ + idle - out_of_orderness_ms_, out);
-    }
-  }
+  UpdateWatermark(now_ms, out);
   PublishGauges();
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
 }
 
 Status WindowAggregateOperator::Close(OutputBatch& out) {
+  EmitUpdates(out);
   if (options_.flush_on_close) ClosePanes(INT64_MAX, out);
   PublishGauges();
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
@@ -468,9 +622,175 @@ void WindowAggregateOperator::PublishGauges() {
     summaries_out_->Inc(emitted_);
     emitted_ = 0;
   }
+  if (updated_ > 0) {
+    updates_out_->Inc(updated_);
+    updated_ = 0;
+  }
   open_panes_gauge_->Set(static_cast<double>(open_panes_));
   series_gauge_->Set(static_cast<double>(series_));
   if (watermark_ms_ != INT64_MIN) watermark_gauge_->Set(static_cast<double>(watermark_ms_) / 1000);
+}
+
+// Checkpoint records (StateTable::kCheckpoint, under this stage's prefix):
+//   key ""                          value: varint version, zigzag watermark, zigzag max event time,
+//                                          varint publishers, each str(name) zigzag max event time
+//   key str(instance) str(model) str(metric or "")
+//                                   value: varint version, varint num_metrics, varint panes, each
+//                                          zigzag pane, zigzag max event time, byte dirty, and
+//                                          num_metrics × (varint length, Aggregate encoding)
+// A group record exists while the group has panes in memory; it is rewritten only when they
+// changed since the previous checkpoint, and deleted once they are all purged.
+namespace {
+
+constexpr uint64_t kCheckpointVersion = 1;
+
+uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+bool GetZigZag(std::string_view* in, int64_t* v) {
+  uint64_t u = 0;
+  if (!GetVarint(in, &u)) return false;
+  *v = UnZigZag(u);
+  return true;
+}
+
+bool GetLengthPrefixed(std::string_view* in, std::string_view* out) {
+  uint64_t n = 0;
+  if (!GetVarint(in, &n) || n > in->size()) return false;
+  *out = in->substr(0, n);
+  in->remove_prefix(n);
+  return true;
+}
+
+bool GetStr(std::string_view* in, std::string_view* out) {
+  if (in->empty()) return false;
+  const size_t n = static_cast<unsigned char>((*in)[0]);
+  if (in->size() < 1 + n) return false;
+  *out = in->substr(1, n);
+  in->remove_prefix(1 + n);
+  return true;
+}
+
+}  // namespace
+
+Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
+  if (interner_ == nullptr) return Status::Internal("window_aggregate: Checkpoint before Open");
+  std::string value;
+  PutVarint(&value, kCheckpointVersion);
+  PutVarint(&value, ZigZag(watermark_ms_));
+  PutVarint(&value, ZigZag(max_event_time_ms_));
+  PutVarint(&value, publishers_.size());
+  for (const PublisherClock& p : publishers_) {
+    AppendStr(&value, interner_->Name(p.publisher));
+    PutVarint(&value, ZigZag(p.max_event_time_ms));
+  }
+  writer.Put("", std::move(value));
+
+  std::string key;
+  for (uint32_t group = 0; group < groups_.size(); ++group) {
+    Group& g = groups_[group];
+    if (!g.changed) continue;
+    g.changed = false;
+    key.clear();
+    AppendStr(&key, interner_->Name(static_cast<StringId>(g.instance_model >> 32)));
+    AppendStr(&key, interner_->Name(static_cast<StringId>(g.instance_model)));
+    AppendStr(&key, g.metric != 0 ? interner_->Name(g.metric) : std::string_view());
+    value.clear();
+    PutVarint(&value, kCheckpointVersion);
+    PutVarint(&value, g.num_metrics);
+    uint64_t panes = 0;
+    for (size_t slot = 0; slot < ring_; ++slot) panes += panes_[g.first_pane + slot].pane != kNoPane;
+    if (panes == 0) {
+      writer.Delete(key);
+      continue;
+    }
+    PutVarint(&value, panes);
+    std::string agg_bytes;
+    for (size_t slot = 0; slot < ring_; ++slot) {
+      const PaneSlot& ps = panes_[g.first_pane + slot];
+      if (ps.pane == kNoPane) continue;
+      PutVarint(&value, ZigZag(ps.pane));
+      PutVarint(&value, ZigZag(ps.max_event_time_ms));
+      value.push_back(ps.dirty ? 1 : 0);
+      for (uint32_t m = 0; m < g.num_metrics; ++m) {
+        agg_bytes.clear();
+        aggs_[g.first_agg + slot * g.num_metrics + m].EncodeTo(&agg_bytes);
+        PutVarint(&value, agg_bytes.size());
+        value += agg_bytes;
+      }
+    }
+    writer.Put(key, std::move(value));
+  }
+  return Status::Ok();
+}
+
+Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
+  if (interner_ == nullptr) return Status::Internal("window_aggregate: Restore before Open");
+  return reader.ForEach([this](std::string_view key, std::string_view value) -> Status {
+    auto corrupt = [&](std::string_view what) {
+      return Status::Corruption("window_aggregate checkpoint: " + std::string(what));
+    };
+    uint64_t version = 0;
+    if (!GetVarint(&value, &version) || version != kCheckpointVersion) {
+      return corrupt("unknown record version");
+    }
+    if (key.empty()) {
+      uint64_t publishers = 0;
+      if (!GetZigZag(&value, &watermark_ms_) || !GetZigZag(&value, &max_event_time_ms_) ||
+          !GetVarint(&value, &publishers)) {
+        return corrupt("truncated operator record");
+      }
+      for (uint64_t i = 0; i < publishers; ++i) {
+        std::string_view name;
+        int64_t max_time = 0;
+        if (!GetStr(&value, &name) || !GetZigZag(&value, &max_time)) return corrupt("truncated publisher");
+        if (PublisherClock* p = FindOrAddPublisher(interner_->Intern(name)); p != nullptr) {
+          p->max_event_time_ms = max_time;
+        }
+      }
+      return Status::Ok();
+    }
+    std::string_view instance, model, metric;
+    if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) || !key.empty()) {
+      return corrupt("malformed group key");
+    }
+    uint64_t num_metrics = 0, panes = 0;
+    if (!GetVarint(&value, &num_metrics) || !GetVarint(&value, &panes) ||
+        (num_metrics != 1 && num_metrics != kNumWellKnownIds) || panes > ring_) {
+      return corrupt("malformed group record");
+    }
+    const StringId instance_id = interner_->Intern(instance);
+    const StringId model_id = interner_->Intern(model);
+    const StringId metric_id = metric.empty() ? 0 : interner_->Intern(metric);
+    if (instance_id == 0 || model_id == 0 || (!metric.empty() && metric_id == 0)) {
+      return Status::Unavailable("window_aggregate checkpoint: string table full");
+    }
+    const uint64_t instance_model = (static_cast<uint64_t>(instance_id) << 32) | model_id;
+    const uint32_t group = FindOrAddGroup(instance_model, metric_id, static_cast<uint32_t>(num_metrics));
+    if (group == kNoGroup) return Status::Unavailable("window_aggregate checkpoint: max_series reached");
+    for (uint64_t i = 0; i < panes; ++i) {
+      int64_t pane = 0, max_time = 0;
+      if (!GetZigZag(&value, &pane) || !GetZigZag(&value, &max_time) || value.empty()) {
+        return corrupt("truncated pane");
+      }
+      const bool dirty = value[0] != 0;
+      value.remove_prefix(1);
+      Aggregate* a = PaneAggregates(group, pane, SlotOf(pane), max_time);
+      if (a == nullptr) return corrupt("two panes in one ring slot");
+      for (uint64_t m = 0; m < num_metrics; ++m) {
+        std::string_view bytes;
+        if (!GetLengthPrefixed(&value, &bytes)) return corrupt("truncated aggregate");
+        INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(bytes, &a[m]));
+      }
+      if (dirty) {
+        panes_[groups_[group].first_pane + SlotOf(pane)].dirty = true;
+        dirty_.emplace_back(group, pane);
+      }
+    }
+    // Restored state equals the stored record: nothing to rewrite at the next checkpoint.
+    groups_[group].changed = false;
+    return Status::Ok();
+  });
 }
 
 }  // namespace inferscope

@@ -18,15 +18,25 @@ namespace inferscope {
 //
 // A series is (instance, model, metric). A request event feeds the well-known request metrics of
 // its (instance, model) (ttft_ms ... quality); a gauge event feeds (instance, model, metric). Panes
-// are aligned to the epoch: [k * pane, (k + 1) * pane). The watermark is the largest event time
-// seen minus `out_of_orderness`, never decreasing; when the input has been idle for
-// `idle_timeout` of processing time, OnTimer advances it as if event time kept pace with the
-// clock, so the last panes of a stream that stops still close.
+// are aligned to the epoch: [k * pane, (k + 1) * pane).
+//
+// Watermarks: each publisher has its own (its largest event time minus `out_of_orderness`); the
+// operator's watermark is the smallest of them over the publishers heard from within
+// `idle_timeout` (an idle publisher stops holding it back), never decreasing, and never more than
+// `out_of_orderness + max_publisher_lag` behind the largest event time seen (a publisher lagging
+// further has its events treated as late). It advances after each batch. When every publisher has
+// been idle for `idle_timeout` of processing time, OnTimer advances it as if event time kept pace
+// with the clock, so the last panes of a stream that stops still close.
+//
+// Lateness: a pane fires (its summary is emitted) when the watermark passes its end, and stays in
+// memory for `allowed_lateness` more. An event for a fired pane within that time updates it, and
+// the pane is emitted again with `update = true` (once per batch); the store replaces the earlier
+// result. An event beyond it is not applied: it goes to `OutputBatch::dead_letters` (reason
+// "too_late") and is counted per publisher.
 //
 // Lifecycle: construct (or Create from options) → Open → Process / OnTimer → Close.
 // Concurrency: none; the engine's operator thread makes every call.
-// Limitations: an event whose pane has already closed is not applied; it is counted in
-// inferscope_window_late_events_total. At most `max_series` series are tracked (a request
+// Limitations: at most `max_series` series are tracked (a request
 // (instance, model) counts as kNumWellKnownIds series); events for further series are counted in
 // inferscope_window_rejected_events_total{reason="series_limit"}. Events with times beyond
 // ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
@@ -44,9 +54,16 @@ class WindowAggregateOperator final : public Operator {
     int64_t pane_ms = 10'000;
     // How far behind the largest event time seen the watermark trails. Default 2 s; >= 0.
     int64_t out_of_orderness_ms = 2'000;
-    // Processing time without input after which the watermark advances with the clock.
-    // Default 5 s; 0 disables.
+    // Processing time without input from a publisher after which it stops holding the watermark
+    // back; without any input, after which the watermark advances with the clock. Default 5 s;
+    // 0 disables both.
     int64_t idle_timeout_ms = 5'000;
+    // How long a fired pane accepts late events (and re-emits). Default 0: events for a fired
+    // pane are dead letters.
+    int64_t allowed_lateness_ms = 0;
+    // How far the slowest active publisher may hold the watermark back behind the largest event
+    // time seen (beyond out_of_orderness). Bounds the panes open at once. Default 10 s.
+    int64_t max_publisher_lag_ms = 10'000;
     // Whether Close() emits the panes still open. Default true.
     bool flush_on_close = true;
     // Upper bound on tracked series (memory bound). Default 1,000,000; at least kNumWellKnownIds.
@@ -55,8 +72,8 @@ class WindowAggregateOperator final : public Operator {
     Status Validate() const;
   };
 
-  // Reads `pane`, `out_of_orderness`, `idle_timeout`, `flush_on_close`, `max_series`; unknown
-  // fields are errors.
+  // Reads `pane`, `out_of_orderness`, `idle_timeout`, `allowed_lateness`, `max_publisher_lag`,
+  // `flush_on_close`, `max_series`; unknown fields are errors.
   static Result<std::unique_ptr<WindowAggregateOperator>> Create(const ConfigNode& options);
   static Result<Options> ParseOptions(const ConfigNode& options);
 
@@ -68,6 +85,8 @@ class WindowAggregateOperator final : public Operator {
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
   Status Close(OutputBatch& out) override;
+  Status Checkpoint(CheckpointWriter& writer) override;
+  Status Restore(const CheckpointReader& reader) override;
 
   const Options& options() const { return options_; }
   // The current watermark; INT64_MIN before the first event.
@@ -94,16 +113,26 @@ class WindowAggregateOperator final : public Operator {
     uint32_t num_metrics = 0;
     size_t first_agg = 0;   // index into aggs_ of pane slot 0, metric 0
     size_t first_pane = 0;  // index into panes_ of pane slot 0
+    bool changed = false;   // pane data changed since the last checkpoint
   };
   // The pane a group's ring slot holds (kNoPane when free).
   struct PaneSlot {
     int64_t pane = kNoPane;  // pane number: start / pane_ms
     int64_t max_event_time_ms = INT64_MIN;
+    bool dirty = false;  // fired, then changed by late events: to be emitted as an update
   };
-  // Groups with data in one pane, for closing without scanning every series.
+  // Groups with data in one pane, for firing and purging without scanning every series.
   struct CloseList {
     int64_t pane = kNoPane;
+    bool fired = false;
     std::vector<uint32_t> groups;
+  };
+  // The watermark contribution of one publisher.
+  struct PublisherClock {
+    StringId publisher = 0;
+    int64_t max_event_time_ms = INT64_MIN;
+    int64_t last_arrival_ms = INT64_MIN;  // processing time
+    Counter* dead_letters = nullptr;
   };
 
   // Open addressing with linear probing; returns the group index or kNoGroup.
@@ -123,10 +152,18 @@ class WindowAggregateOperator final : public Operator {
   // The aggregates of `group` for pane `pane` (ring slot `slot`), claiming the slot; null when it
   // still holds another open pane (cannot happen with the ring sized from out_of_orderness).
   Aggregate* PaneAggregates(uint32_t group, int64_t pane, size_t slot, int64_t time_ms);
+  PublisherClock* FindOrAddPublisher(StringId publisher);
+  // Recomputes the watermark from the publishers' clocks at processing time `now_ms`.
+  void UpdateWatermark(int64_t now_ms, OutputBatch& out);
   void AdvanceWatermark(int64_t watermark_ms, OutputBatch& out);
-  // Emits and frees every pane whose end is <= `limit_ms`.
+  // Fires every pane whose end is <= `limit_ms`, and frees those whose allowed lateness has
+  // passed too.
   void ClosePanes(int64_t limit_ms, OutputBatch& out);
-  void EmitPane(CloseList& list, OutputBatch& out);
+  void FirePane(CloseList& list, OutputBatch& out);
+  void PurgePane(CloseList& list, OutputBatch& out);
+  void EmitGroupPane(uint32_t group, int64_t pane, bool update, OutputBatch& out);
+  void EmitUpdates(OutputBatch& out);
+  void DeadLetter(const Event& e, StringId publisher, OutputBatch& out);
   void PublishGauges();
   size_t SlotOf(int64_t pane) const {
     const auto ring = static_cast<int64_t>(ring_);
@@ -149,21 +186,31 @@ class WindowAggregateOperator final : public Operator {
   std::vector<uint32_t> batch_groups_;
   std::vector<uint32_t> batch_slots_;
 
+  std::vector<PublisherClock> publishers_;
+  std::vector<std::pair<uint32_t, int64_t>> dirty_;  // (group, pane) changed after firing
   int64_t max_event_time_ms_ = INT64_MIN;
   int64_t watermark_ms_ = INT64_MIN;
-  int64_t oldest_open_pane_ = kNoPane;  // lowest pane number with a non-empty close list
+  int64_t allowed_lateness_ms_ = 0;
+  int64_t max_publisher_lag_ms_ = 0;
+  int64_t oldest_unfired_pane_ = kNoPane;  // lowest pane number with an unfired close list
+  int64_t oldest_open_pane_ = kNoPane;     // lowest pane number with a non-empty close list
   int64_t newest_open_pane_ = kNoPane;
-  int64_t next_close_end_ms_ = INT64_MAX;  // end of oldest_open_pane_
+  int64_t next_close_end_ms_ = INT64_MAX;  // end of the oldest pane to fire or purge
   int64_t last_arrival_ms_ = INT64_MIN;    // processing time of the last non-empty batch
   int64_t open_panes_ = 0;
   int64_t series_ = 0;
   uint64_t emitted_ = 0;  // summaries emitted since metrics were last published
+  uint64_t updated_ = 0;  // of which updates
 
   const Clock* clock_ = nullptr;
   MetricsRegistry* metrics_owner_ = nullptr;
   Counter* events_in_ = nullptr;
   Counter* summaries_out_ = nullptr;
   Counter* late_ = nullptr;
+  Counter* updates_out_ = nullptr;
+  Interner* interner_ = nullptr;
+  MetricsRegistry* metrics_ = nullptr;
+  std::string stage_;
   Counter* rejected_series_ = nullptr;
   Counter* rejected_time_ = nullptr;
   Counter* rejected_metric_ = nullptr;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "pipeline/checkpoint.h"
 #include "pipeline/event.h"
 #include "pipeline/stage.h"
 #include "pipeline/status.h"
@@ -32,6 +33,17 @@ class Operator {
   virtual Status OnTimer(int64_t now_ms, OutputBatch& out) {
     (void)now_ms;
     (void)out;
+    return Status::Ok();
+  }
+  // Writes the state changed since the previous checkpoint (see pipeline/checkpoint.h). Called on
+  // the operator thread between batches. Stateless operators write nothing.
+  virtual Status Checkpoint(CheckpointWriter& writer) {
+    (void)writer;
+    return Status::Ok();
+  }
+  // Restores the state of the last durable checkpoint; called after Open, before any input.
+  virtual Status Restore(const CheckpointReader& reader) {
+    (void)reader;
     return Status::Ok();
   }
   // Shutdown: emits what the operator is configured to flush.

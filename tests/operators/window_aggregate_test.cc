@@ -104,10 +104,13 @@ class Reference {
  public:
   explicit Reference(const Options& o) : o_(o) {}
 
+  // One publisher, no idle timeout: the watermark trails the largest event time by
+  // out_of_orderness after each batch, and by at most out_of_orderness + max_publisher_lag at
+  // every event.
   void Apply(const Event& e) {
     if (e.time_ms > max_time_) {
       max_time_ = e.time_ms;
-      watermark_ = std::max(watermark_, max_time_ - o_.out_of_orderness_ms);
+      watermark_ = std::max(watermark_, max_time_ - o_.out_of_orderness_ms - o_.max_publisher_lag_ms);
     }
     const int64_t start = (e.time_ms / o_.pane_ms) * o_.pane_ms;  // times are positive
     if (start + o_.pane_ms <= watermark_) {
@@ -136,6 +139,8 @@ class Reference {
     if (e.Has(kHasCost)) touch(kMetricCost, true, e.cost_usd, true);
     if (e.Has(kHasQuality)) touch(kMetricQuality, true, e.quality, true);
   }
+
+  void EndBatch() { watermark_ = std::max(watermark_, max_time_ - o_.out_of_orderness_ms); }
 
   const std::map<PaneKey, Expected>& panes() const { return panes_; }
   uint64_t late() const { return late_; }
@@ -214,6 +219,7 @@ TEST(WindowAggregateTest, RandomOutOfOrderStreamMatchesBruteForce) {
 
   int64_t now = kT0;
   uint64_t total_events = 0;
+  uint64_t dead_letters = 0;
   EventBatch batch;
   for (int b = 0; b < 400; ++b) {
     batch.Clear();
@@ -238,14 +244,18 @@ TEST(WindowAggregateTest, RandomOutOfOrderStreamMatchesBruteForce) {
       }
       ref.Apply(batch.events.back());
     }
+    ref.EndBatch();
     total_events += batch.events.size();
     OutputBatch out;
     ASSERT_TRUE(op.Process(batch, out).ok());
+    dead_letters += out.dead_letters.size();
     EXPECT_EQ(out.watermark_ms, ref.watermark());
     collect(out, true);
   }
   ASSERT_GT(ref.late(), 100u);
-  EXPECT_EQ(h.Counter("inferscope_window_late_events_total"), ref.late());
+  EXPECT_EQ(dead_letters, ref.late());
+  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total", {{"stage", "window"}, {"publisher", "unknown"}}),
+            ref.late());
 
   // Before Close: exactly the reference panes that end at or before the watermark.
   size_t closed = 0;
@@ -316,11 +326,16 @@ TEST(WindowAggregateTest, ClosesPaneWhenWatermarkPassesItsEnd) {
   EXPECT_EQ(metrics, (std::set<StringId>{kMetricTtft, kMetricTpot, kMetricE2e, kMetricPromptTokens,
                                          kMetricOutputTokens}));
 
-  // A late event for the closed pane is counted, not applied.
+  // A late event for the closed pane (no allowed lateness) is a dead letter, not applied.
   batch.events = {Request(kT0 + 5000, 1000, 2000, 60)};
   out = {};
   ASSERT_TRUE(op.Process(batch, out).ok());
-  EXPECT_EQ(h.Counter("inferscope_window_late_events_total", {{"stage", "window"}}), 1u);
+  EXPECT_TRUE(out.summaries.empty());
+  ASSERT_EQ(out.dead_letters.size(), 1u);
+  EXPECT_EQ(out.dead_letters[0].event.time_ms, kT0 + 5000);
+  EXPECT_EQ(out.dead_letters[0].reason, "too_late");
+  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total", {{"stage", "window"}, {"publisher", "unknown"}}),
+            1u);
 }
 
 TEST(WindowAggregateTest, IdleInputAdvancesWatermarkWithTheClock) {
@@ -509,7 +524,10 @@ TEST(WindowAggregateTest, OptionsValidation) {
   o.out_of_orderness_ms = -1;
   EXPECT_FALSE(o.Validate().ok());
   o = {};
-  o.out_of_orderness_ms = 3'600'000;  // 360 panes of ring per series: refused
+  o.out_of_orderness_ms = 7'200'000;  // 720 panes of ring per series: refused
+  EXPECT_FALSE(o.Validate().ok());
+  o = {};
+  o.allowed_lateness_ms = 6'000'000;  // with the default lag, 603 panes: refused
   EXPECT_FALSE(o.Validate().ok());
   o = {};
   o.idle_timeout_ms = -5;
@@ -525,20 +543,23 @@ TEST(WindowAggregateTest, CreateReadsOptions) {
   };
   auto op = parse(
       "pane: 5s\nout_of_orderness: 500ms\nidle_timeout: 0\nflush_on_close: false\n"
-      "max_series: 1000\n");
+      "max_series: 1000\nallowed_lateness: 30s\nmax_publisher_lag: 1m\n");
   ASSERT_TRUE(op.ok()) << op.status().ToString();
   EXPECT_EQ((*op)->options().pane_ms, 5000);
   EXPECT_EQ((*op)->options().out_of_orderness_ms, 500);
   EXPECT_EQ((*op)->options().idle_timeout_ms, 0);
   EXPECT_FALSE((*op)->options().flush_on_close);
   EXPECT_EQ((*op)->options().max_series, 1000);
+  EXPECT_EQ((*op)->options().allowed_lateness_ms, 30'000);
+  EXPECT_EQ((*op)->options().max_publisher_lag_ms, 60'000);
 
   auto defaults = WindowAggregateOperator::Create(ConfigNode());
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ((*defaults)->options().pane_ms, 10'000);
 
   for (const char* bad : {"pain: 5s\n", "pane: 50ms\n", "pane: soon\n", "max_series: -1\n",
-                          "flush_on_close: maybe\n", "out_of_orderness: 1h\n"}) {
+                          "flush_on_close: maybe\n", "out_of_orderness: 2h\n",
+                          "allowed_lateness: -1s\n", "max_publisher_lag: 3h\n"}) {
     auto r = parse(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);

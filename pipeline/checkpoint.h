@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/state_store.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// Checkpoints: every `engine.checkpoint_interval` the operator thread asks each operator (and the
+// executor records each source's applied sequence numbers) for the state that changed since the
+// previous checkpoint, as records of StateTable::kCheckpoint. The records travel to the state sink
+// behind every result emitted before them and are written there in one atomic, synced WriteBatch;
+// only then is the checkpoint durable (and acknowledged to publishers). On start, stages restore
+// from the records found.
+//
+// Record keys are `str(kind) str(stage) key`, kind "op" or "src", so one stage's records are one
+// key range.
+
+// Collects one stage's record writes for a checkpoint.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(std::string_view kind, std::string_view stage, std::vector<RecordWrite>* out);
+  // Stores `value` under the stage's `key`, replacing what an earlier checkpoint stored.
+  void Put(std::string_view key, std::string value);
+  // Removes the stage's `key` (no effect when absent).
+  void Delete(std::string_view key);
+
+ private:
+  std::string prefix_;
+  std::vector<RecordWrite>* out_;
+};
+
+// Reads one stage's records of the last durable checkpoint.
+class CheckpointReader {
+ public:
+  // `store` may be null (no state: nothing to restore).
+  CheckpointReader(std::string_view kind, std::string_view stage, const StateStore* store);
+  // Calls `fn(key, value)` for every record of the stage, in key order; stops at the first error.
+  Status ForEach(const std::function<Status(std::string_view, std::string_view)>& fn) const;
+
+ private:
+  std::string prefix_;
+  const StateStore* store_;
+};
+
+// The key prefix of one stage's checkpoint records.
+std::string CheckpointPrefix(std::string_view kind, std::string_view stage);
+
+}  // namespace inferscope

@@ -58,8 +58,22 @@ int main(int argc, char** argv) {
       for (const LabelledSeries& s : suite) {
         if (s.noise == noise) part.push_back(s);
       }
+      const EvalReport sub = Evaluate(part);
       std::printf("\nnoise %s:\n\n%s", std::string(NoiseName(noise)).c_str(),
-                  FormatMarkdown(Evaluate(part)).c_str());
+                  FormatMarkdown(sub).c_str());
+      for (const ScenarioResult& r : sub.scenarios) {
+        std::printf("  %s false alerts by type:", r.name.c_str());
+        for (int t = 0; t < inferscope::kNumAnomalyTypes; ++t) {
+          if (r.false_by_type[t] > 0) {
+            std::printf(
+                " %s=%lld",
+                std::string(inferscope::AnomalyTypeName(static_cast<inferscope::AnomalyType>(t)))
+                    .c_str(),
+                static_cast<long long>(r.false_by_type[t]));
+          }
+        }
+        std::printf("\n");
+      }
     }
   }
   std::vector<std::string> failures;

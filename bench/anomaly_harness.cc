@@ -287,7 +287,11 @@ EvalReport Evaluate(const std::vector<LabelledSeries>& suite) {
       }
       if (rising) {
         ++r->alerts;
-        if (in_window) ++r->true_alerts;
+        if (in_window) {
+          ++r->true_alerts;
+        } else {
+          ++r->false_by_type[static_cast<int>(v.type)];
+        }
       }
     }
     for (size_t a = 0; a < s.anomalies.size(); ++a) {

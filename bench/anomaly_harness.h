@@ -67,6 +67,7 @@ struct ScenarioResult {
   int64_t alerts = 0;
   int64_t true_alerts = 0;
   double delay_sum = 0;
+  int64_t false_by_type[kNumAnomalyTypes] = {};  // false alerts by the verdict's type
   double precision() const;
   double recall() const;
   double f1() const;

@@ -174,12 +174,14 @@ void SpikeDetector::Learn(double residual, bool warm, bool anomalous) {
   if (scale_ > 0) {
     TrackQuantile(std::fabs(residual) / scale_, warm ? kQuantileStepWarm : kQuantileStep, q99_);
   }
-  if (anomalous) return;
   ++n_;
   double sq = residual * residual;
   // Winsorise once a few points give the scale meaning.
   if (n_ > 5 && scale_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
   double a = warm ? std::max(scale_alpha_, 1.0 / static_cast<double>(n_)) : scale_alpha_;
+  // Anomalous points still count, slowly: skipping them entirely would freeze a scale that started
+  // too small (then every point looks anomalous).
+  if (anomalous) a *= 0.25;
   var_ += a * (sq - var_);
   // A perfectly constant series has no scale; keep a floor relative to nothing so z stays finite.
   scale_ = std::sqrt(std::max(var_, std::numeric_limits<double>::min()));
@@ -395,19 +397,21 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   } else {
     interval_ms_ += kIntervalRate * (dt - interval_ms_);
   }
-  // Difference per typical interval; points closer than a quarter interval count as a quarter.
-  const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 0.25) : 1.0;
+  // Difference per typical interval. Closer points are not scaled up: their difference is mostly
+  // noise, which does not shrink with the interval.
+  const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
   rate_ += alpha_ * (diff / units - rate_);
   if (var_ > 0) {
     r.z = rate_ / std::sqrt(var_);
     r.evidence = std::fabs(r.z) / (rate_z_ * TailFactor(q99_, adaptive_));
   }
-  if (learn && r.evidence < 1) {
+  if (learn) {
     if (var_ > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
     ++n_;
     double sq = rate_ * rate_;
     if (n_ > 5 && var_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
-    const double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
+    double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
+    if (r.evidence >= 1) a *= 0.25;
     var_ += a * (sq - var_);
   }
   return r;
@@ -490,7 +494,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       const auto period = static_cast<int64_t>(seasonal_.Periods(index, time_ms));
       if (period != last_period_) {
         last_period_ = period;
-        spike_.RestartWarmup();
+        if (period == kWarmPeriods - 1) spike_.RestartWarmup();
       }
     }
     spike_.Learn(residual, true, false);

@@ -69,9 +69,9 @@ struct DetectorOptions {
   double drift_k = 0.25;
   double drift_h = 18.0;
   // Seasonal break: two-sided CUSUM on the residual projected on the normalised seasonal profile
-  // (a pattern that weakens, vanishes, inverts or shifts phase). Defaults 0.5 and 10.
+  // (a pattern that weakens, vanishes, inverts or shifts phase). Defaults 0.5 and 15.
   double season_break_k = 0.5;
-  double season_break_h = 10.0;
+  double season_break_h = 15.0;
   // Rate of change: EWMA rate of the per-interval difference, and the |z| of that smoothed rate
   // at which it reaches warning. Defaults 0.3 and 8.
   double rate_alpha = 0.3;

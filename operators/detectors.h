@@ -262,13 +262,13 @@ class RateOfChangeDetector {
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
-// Memory: sizeof(SeriesDetector) (~330 bytes) + 4 * season buckets bytes; fixed after
-// construction; Observe never allocates.
-// Limitations: points must come in time order (an older point is ignored and counted); NaN/Inf are
-// ignored. Irregular sampling does not change the level/scale/CUSUM updates (they are per point);
-// the rate detector normalises by the typical interval and the seasonal phase comes from time when
-// season_ms is set. With an index-based period, missing points shift the phase: use season_ms for
-// data with gaps. The period is configured, not detected.
+// Memory: sizeof(SeriesDetector) (~700 bytes, a copy of the options included) + 4 * season buckets
+// bytes; fixed after construction; Observe never allocates. Limitations: points must come in time
+// order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
+// change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
+// typical interval and the seasonal phase comes from time when season_ms is set. With an
+// index-based period, missing points shift the phase: use season_ms for data with gaps. The period
+// is configured, not detected.
 class SeriesDetector {
  public:
   explicit SeriesDetector(const DetectorOptions& options);

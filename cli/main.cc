@@ -51,6 +51,15 @@ int main(int argc, char** argv) {
   table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
   table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
 
+  inferscope::DetectArgs detect;
+  CLI::App* detect_cmd =
+      app.add_subcommand("detect", "Run the anomaly detectors over a timestamp,value CSV");
+  detect_cmd->add_option("-i,--input", detect.input, "CSV file, or - for stdin")->required();
+  detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")->capture_default_str();
+  auto* season_opt = detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
+  detect_cmd->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")->excludes(season_opt);
+  detect_cmd->add_option("--config", detect.config, "YAML file of detector options");
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -66,5 +75,6 @@ int main(int argc, char** argv) {
     return inferscope::SimulateCommand(sim);
   }
   if (*table_cmd) return inferscope::QueryTableCommand(table);
+  if (*detect_cmd) return inferscope::DetectCommand(detect);
   return 0;
 }

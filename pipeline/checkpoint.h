@@ -21,6 +21,17 @@ namespace inferscope {
 // Record keys are `str(kind) str(stage) key`, kind "op" or "src", so one stage's records are one
 // key range.
 
+// One checkpoint on its way from the operator thread to the sink that writes it.
+struct PendingCheckpoint {
+  uint64_t id = 0;
+  int64_t started_ns = 0;  // monotonic time it was taken
+  std::vector<RecordWrite> records;
+  // Per source index: the last sequence number applied per publisher when it was taken.
+  std::vector<std::vector<AppliedSequence>> applied;
+  // Called by the sink once `records` are durable (from the sink's thread).
+  std::function<void(const PendingCheckpoint&)> on_durable;
+};
+
 // Collects one stage's record writes for a checkpoint.
 class CheckpointWriter {
  public:

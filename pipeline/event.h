@@ -76,6 +76,13 @@ struct Event {
   bool ok() const { return error == ErrorKind::kNone; }
 };
 
+// The sequence number of a message a source handed on: once the batch carrying it has been
+// processed, the message's effect is part of the next checkpoint.
+struct AppliedSequence {
+  StringId publisher = 0;
+  uint64_t seq = 0;
+};
+
 // A batch of events from one source message (or several). Batches are pooled and reused: clear()
 // keeps the capacity, so the steady state allocates nothing.
 struct EventBatch {
@@ -83,9 +90,12 @@ struct EventBatch {
   StringId publisher = 0;  // the publisher of every event in the batch (0 when mixed or unknown)
   int64_t received_ns = 0;  // monotonic receive time of the message that filled it (latency tracking)
   uint32_t source = 0;      // index of the emitting source; set by the engine, not by sources
+  // The messages whose events the batch carries, in order (sources that track sequence numbers).
+  std::vector<AppliedSequence> sequences;
 
   void Clear() {
     events.clear();
+    sequences.clear();
     publisher = 0;
     received_ns = 0;
     source = 0;

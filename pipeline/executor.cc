@@ -188,7 +188,23 @@ Status Executor::Start() {
     Status st = s->sink->Open(ContextFor(s->name));
     if (!st.ok()) return fail(s->name, st);
     s->opened = true;
+    if (s->sink->WritesCheckpoints() && checkpoint_sink_ == nullptr) checkpoint_sink_ = s.get();
   }
+  if (settings_.checkpoint_interval_ms == 0) checkpoint_sink_ = nullptr;
+  checkpoints_ = m.GetCounter("inferscope_checkpoints_total", "Checkpoints made durable");
+  checkpoint_skipped_ = m.GetCounter("inferscope_checkpoints_skipped_total",
+                                     "Checkpoint intervals skipped because the previous checkpoint "
+                                     "was not durable yet");
+  checkpoint_seconds_ = m.GetHistogram("inferscope_checkpoint_seconds",
+                                       "Time from taking a checkpoint to its being durable");
+  checkpoint_build_seconds_ = m.GetHistogram(
+      "inferscope_checkpoint_build_seconds", "Operator-thread time spent collecting a checkpoint");
+  checkpoint_records_ =
+      m.GetGauge("inferscope_checkpoint_records", "Records written by the last checkpoint");
+  checkpoint_bytes_ =
+      m.GetGauge("inferscope_checkpoint_bytes", "Bytes written by the last checkpoint");
+  applied_.assign(sources_.size(), {});
+  checkpointed_.assign(sources_.size(), {});
   for (auto& o : operators_) {
     for (size_t d : o->downstream) {
       if (!operators_[d]->op->ReadsResults()) {
@@ -217,6 +233,7 @@ Status Executor::Start() {
     if (!st.ok()) return fail(s->name, st);
     s->opened = true;
   }
+  if (Status st = RestoreStages(); !st.ok()) return fail("restore", st);
 
   stop_sources_.store(false);
   running_.store(true);
@@ -236,7 +253,76 @@ void Executor::SourceLoop(SourceSlot& slot) {
   }
 }
 
+Status Executor::RestoreStages() {
+  if (base_.state == nullptr) return Status::Ok();
+  for (auto& o : operators_) {
+    Status st = o->op->Restore(CheckpointReader("op", o->name, base_.state));
+    if (!st.ok()) return st.WithContext("restoring operator '" + o->name + "'");
+  }
+  for (auto& s : sources_) {
+    Status st = s->source->Restore(CheckpointReader("src", s->name, base_.state));
+    if (!st.ok()) return st.WithContext("restoring source '" + s->name + "'");
+  }
+  return Status::Ok();
+}
+
+void Executor::TakeCheckpoint() {
+  const int64_t started = base_.clock->MonotonicNs();
+  auto checkpoint = std::make_shared<PendingCheckpoint>();
+  checkpoint->id = next_checkpoint_id_++;
+  checkpoint->started_ns = started;
+  for (auto& o : operators_) {
+    CheckpointWriter writer("op", o->name, &checkpoint->records);
+    Status st = o->op->Checkpoint(writer);
+    if (!st.ok()) {
+      // A checkpoint without this operator's state would restore it wrongly: skip it altogether.
+      o->errors->Inc();
+      spdlog::error("operator '{}' checkpoint: {}", o->name, st.ToString());
+      checkpoint_in_flight_.store(false);
+      return;
+    }
+  }
+  checkpoint->applied.resize(sources_.size());
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    CheckpointWriter writer("src", sources_[i]->name, &checkpoint->records);
+    for (const auto& [publisher, seq] : applied_[i]) {
+      checkpoint->applied[i].push_back({publisher, seq});
+      auto [it, inserted] = checkpointed_[i].try_emplace(publisher, seq);
+      if (!inserted && it->second == seq) continue;  // unchanged since the last checkpoint
+      it->second = seq;
+      std::string value;
+      AppendBigEndian64(&value, seq);
+      writer.Put(base_.interner->Name(publisher), std::move(value));
+    }
+  }
+  size_t bytes = 0;
+  for (const RecordWrite& w : checkpoint->records) bytes += w.key.size() + (w.value ? w.value->size() : 0);
+  checkpoint_records_->Set(static_cast<double>(checkpoint->records.size()));
+  checkpoint_bytes_->Set(static_cast<double>(bytes));
+  checkpoint->on_durable = [this](const PendingCheckpoint& c) { CheckpointDurable(c); };
+  checkpoint_build_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - started) * 1e-9);
+  auto batch = std::make_shared<OutputBatch>();
+  batch->checkpoint = std::move(checkpoint);
+  OutputBatchPtr shared = std::move(batch);
+  // Behind every result routed so far: once the sink reaches it, everything before is written.
+  checkpoint_sink_->queue.Push(shared);
+}
+
+void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
+  checkpoint_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - checkpoint.started_ns) *
+                               1e-9);
+  checkpoints_->Inc();
+  for (size_t i = 0; i < sources_.size() && i < checkpoint.applied.size(); ++i) {
+    if (!checkpoint.applied[i].empty()) sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);
+  }
+  checkpoint_in_flight_.store(false);
+}
+
 void Executor::RunOperators(const EventBatch& batch) {
+  if (!batch.sequences.empty() && batch.source < applied_.size()) {
+    auto& applied = applied_[batch.source];
+    for (const AppliedSequence& a : batch.sequences) applied[a.publisher] = a.seq;
+  }
   for (auto& o : operators_) {
     if (std::find(o->inputs.begin(), o->inputs.end(), batch.source) == o->inputs.end()) continue;
     o->events_in->Inc(batch.events.size());
@@ -289,8 +375,12 @@ void Executor::Route(OperatorSlot& op, OutputBatch& out) {
 }
 
 void Executor::OperatorLoop() {
-  const auto tick = std::chrono::milliseconds(settings_.timer_interval_ms);
+  const auto tick = std::chrono::milliseconds(
+      std::min(settings_.timer_interval_ms,
+               settings_.checkpoint_interval_ms > 0 ? settings_.checkpoint_interval_ms : INT64_MAX));
   int64_t next_timer_ns = base_.clock->MonotonicNs() + settings_.timer_interval_ms * 1'000'000;
+  int64_t next_checkpoint_ns =
+      base_.clock->MonotonicNs() + settings_.checkpoint_interval_ms * 1'000'000;
   while (true) {
     std::optional<EventBatchPtr> item = operator_queue_.PopFor(tick);
     if (item) {
@@ -311,6 +401,20 @@ void Executor::OperatorLoop() {
       RunTimers(base_.clock->NowMs());
       next_timer_ns = now_ns + settings_.timer_interval_ms * 1'000'000;
     }
+    if (checkpoint_sink_ != nullptr && now_ns >= next_checkpoint_ns) {
+      next_checkpoint_ns = now_ns + settings_.checkpoint_interval_ms * 1'000'000;
+      if (checkpoint_in_flight_.exchange(true)) {
+        checkpoint_skipped_->Inc();
+      } else {
+        TakeCheckpoint();
+      }
+    }
+  }
+  // A last checkpoint of the open state before operators flush it: a restart restores the open
+  // panes, and the flushed (partial) results are replaced once they complete.
+  if (checkpoint_sink_ != nullptr) {
+    checkpoint_in_flight_.store(true);
+    TakeCheckpoint();
   }
   for (auto& o : operators_) {
     OutputBatch out;

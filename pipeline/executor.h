@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "pipeline/bounded_queue.h"
@@ -72,6 +73,11 @@ class Executor {
   void OperatorLoop();
   void SinkLoop(SinkSlot& slot);
   void RunOperators(const EventBatch& batch);
+  // Takes a checkpoint and sends it to the checkpoint sink (operator thread). Skipped while the
+  // previous one is not durable yet.
+  void TakeCheckpoint();
+  void CheckpointDurable(const PendingCheckpoint& checkpoint);
+  Status RestoreStages();
   void RunTimers(int64_t now_ms);
   void Route(OperatorSlot& op, OutputBatch& out);
   StageContext ContextFor(const std::string& name) const;
@@ -92,6 +98,19 @@ class Executor {
   std::thread operator_thread_;
   std::vector<std::thread> sink_threads_;
 
+  // Checkpoints: the sink that writes them (null: none), whether one is in flight, and per source
+  // the last applied sequence number per publisher (operator thread only).
+  SinkSlot* checkpoint_sink_ = nullptr;
+  std::atomic<bool> checkpoint_in_flight_{false};
+  uint64_t next_checkpoint_id_ = 1;
+  std::vector<std::unordered_map<StringId, uint64_t>> applied_;
+  std::vector<std::unordered_map<StringId, uint64_t>> checkpointed_;
+  Counter* checkpoints_ = nullptr;
+  Counter* checkpoint_skipped_ = nullptr;
+  Histogram* checkpoint_seconds_ = nullptr;
+  Histogram* checkpoint_build_seconds_ = nullptr;
+  Gauge* checkpoint_records_ = nullptr;
+  Gauge* checkpoint_bytes_ = nullptr;
   Counter* batches_in_ = nullptr;
   Counter* events_in_ = nullptr;
   Histogram* operator_step_seconds_ = nullptr;

@@ -18,6 +18,9 @@ class Sink {
   virtual Status Open(const StageContext& ctx) = 0;
   virtual Status Write(const OutputBatch& batch) = 0;
   virtual Status Flush() { return Status::Ok(); }
+  // Whether the sink writes checkpoints: batches with `checkpoint` set reach it, and it calls
+  // `checkpoint->on_durable` once their records are durable. At most one sink of a topology does.
+  virtual bool WritesCheckpoints() const { return false; }
   virtual void Close() {}
   // The endpoint actually bound ("tcp://127.0.0.1:40124"); empty when the sink binds nothing.
   virtual std::string Endpoint() const { return {}; }

@@ -4,6 +4,9 @@
 #include <string>
 #include <string_view>
 
+#include <vector>
+
+#include "pipeline/checkpoint.h"
 #include "pipeline/event.h"
 #include "pipeline/stage.h"
 #include "pipeline/status.h"
@@ -44,6 +47,14 @@ class Source {
   // The endpoint actually bound, with a wildcard port resolved ("tcp://127.0.0.1:40123"); empty
   // when the source binds nothing.
   virtual std::string Endpoint() const { return {}; }
+  // Restores the sequence numbers applied before the last durable checkpoint; called after Open.
+  virtual Status Restore(const CheckpointReader& reader) {
+    (void)reader;
+    return Status::Ok();
+  }
+  // A checkpoint holding the effect of these messages (the last applied per publisher) is
+  // durable. Called from another thread than Run; implementations hand it over safely.
+  virtual void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) { (void)applied; }
 };
 
 }  // namespace inferscope

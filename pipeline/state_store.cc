@@ -345,7 +345,7 @@ std::string_view StateTableName(StateTable table) {
   return i < static_cast<size_t>(kNumStateTables) ? kOwnFamilies[kFirstTable - 1 + i] : "unknown";
 }
 
-Status StateStore::WriteRecords(std::span<const RecordWrite> writes) {
+Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) {
   rocksdb::WriteBatch batch;
   for (const RecordWrite& w : writes) {
     rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(w.table)];
@@ -353,7 +353,7 @@ Status StateStore::WriteRecords(std::span<const RecordWrite> writes) {
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store"));
   }
   rocksdb::WriteOptions write_options;
-  write_options.sync = sync_writes_;
+  write_options.sync = sync_writes_ || sync;
   rocksdb::Status s = db_->Write(write_options, &batch);
   if (!s.ok()) write_errors_->Inc();
   return FromRocks(s, "state store: writing " + std::to_string(writes.size()) + " records");

@@ -109,8 +109,9 @@ class StateStore {
                    const std::function<Status(const StoredPane&)>& fn) const;
   // Calls `fn` for every series in the index, ordered by (instance, model, metric).
   Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
-  // Applies the writes in one atomic WriteBatch.
-  Status WriteRecords(std::span<const RecordWrite> writes);
+  // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
+  // makes every earlier write durable too).
+  Status WriteRecords(std::span<const RecordWrite> writes, bool sync = false);
   // The value stored under `key`, or nullopt.
   Result<std::optional<std::string>> GetRecord(StateTable table, std::string_view key) const;
   // Calls `fn(key, value)` for every record with `from <= key < to` (empty `to`: no upper bound),

@@ -11,6 +11,8 @@
 
 namespace inferscope {
 
+struct PendingCheckpoint;  // pipeline/checkpoint.h
+
 // A series is one metric of one model on one instance.
 struct SeriesKey {
   StringId instance = 0;
@@ -45,9 +47,13 @@ struct OutputBatch {
   std::vector<WindowSummary> summaries;
   std::vector<Alert> alerts;  // alert state changes (see pipeline/alert.h)
   std::vector<DeadLetter> dead_letters;
+  // Set on the batches the executor sends to checkpoint-writing sinks (and on nothing else).
+  std::shared_ptr<const PendingCheckpoint> checkpoint;
   int64_t watermark_ms = 0;   // the emitting operator's watermark after this step
 
-  bool empty() const { return summaries.empty() && alerts.empty() && dead_letters.empty(); }
+  bool empty() const {
+    return summaries.empty() && alerts.empty() && dead_letters.empty() && checkpoint == nullptr;
+  }
 };
 
 using OutputBatchPtr = std::shared_ptr<const OutputBatch>;

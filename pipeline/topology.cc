@@ -67,7 +67,8 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   Result<ConfigNode> engine = root.Child("engine");
   if (!engine.ok()) return engine.status();
   INFERSCOPE_RETURN_IF_ERROR(engine->CheckKnownFields(
-      {"queue_capacity", "batch_pool", "batch_reserve", "sink_queue_capacity", "timer_interval"}));
+      {"queue_capacity", "batch_pool", "batch_reserve", "sink_queue_capacity", "timer_interval",
+       "checkpoint_interval"}));
   EngineSettings d;
   Result<int64_t> queue = engine->GetInt("queue_capacity", d.queue_capacity, 1, 1 << 20);
   if (!queue.ok()) return queue.status();
@@ -80,11 +81,15 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   if (!sink_queue.ok()) return sink_queue.status();
   Result<int64_t> timer = engine->GetDurationMs("timer_interval", d.timer_interval_ms, 1);
   if (!timer.ok()) return timer.status();
+  Result<int64_t> checkpoint =
+      engine->GetDurationMs("checkpoint_interval", d.checkpoint_interval_ms, 0);
+  if (!checkpoint.ok()) return checkpoint.status();
   out->queue_capacity = static_cast<size_t>(*queue);
   out->batch_pool = static_cast<size_t>(*pool);
   out->batch_reserve = static_cast<size_t>(*reserve);
   out->sink_queue_capacity = static_cast<size_t>(*sink_queue);
   out->timer_interval_ms = *timer;
+  out->checkpoint_interval_ms = *checkpoint;
   if (out->batch_pool <= out->queue_capacity) {
     return engine->Error(
         "batch_pool",

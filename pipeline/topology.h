@@ -26,6 +26,9 @@ struct EngineSettings {
   size_t batch_reserve = 1024;      // events each pooled batch reserves up front
   size_t sink_queue_capacity = 64;  // result batches queued in front of each sink
   int64_t timer_interval_ms = 100;  // processing-time tick for operators
+  // How often operator state and applied sequence numbers are checkpointed to the state store
+  // (needs a sink that writes checkpoints, i.e. rocksdb_state). 0 disables.
+  int64_t checkpoint_interval_ms = 1000;
 };
 
 // A parsed topology: what runs, how it is wired, where state and the query API live. Files in

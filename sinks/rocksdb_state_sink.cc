@@ -4,6 +4,8 @@
 #include <span>
 #include <string>
 
+#include "pipeline/checkpoint.h"
+#include "pipeline/interner.h"
 #include "pipeline/state_store.h"
 
 namespace inferscope {
@@ -38,17 +40,30 @@ Status RocksDbStateSink::Open(const StageContext& ctx) {
   }
   state_ = ctx.state;
   interner_ = ctx.interner;
+  clock_ = ctx.clock != nullptr ? ctx.clock : &SystemClock::Instance();
   last_watermark_ = state_->Watermark();
   Labels labels = {{"stage", ctx.name}};
   panes_written_ = ctx.metrics->GetCounter("inferscope_sink_panes_written_total",
                                            "Panes a state sink wrote to RocksDB", labels);
   write_errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total",
                                           "Sink writes that failed", labels);
+  dead_letters_written_ = ctx.metrics->GetCounter(
+      "inferscope_sink_dead_letters_written_total", "Dead letters a state sink wrote", labels);
   return Status::Ok();
 }
 
 Status RocksDbStateSink::Write(const OutputBatch& batch) {
   if (state_ == nullptr) return Status::Internal("rocksdb_state: Write before Open");
+  if (!batch.dead_letters.empty()) INFERSCOPE_RETURN_IF_ERROR(WriteDeadLetters(batch));
+  if (batch.checkpoint != nullptr) {
+    // Pane writes before this one are in the WAL already; the synced write makes them durable too.
+    Status s = state_->WriteRecords(batch.checkpoint->records, /*sync=*/true);
+    if (!s.ok()) {
+      write_errors_->Inc();
+      return s.WithContext("rocksdb_state: checkpoint " + std::to_string(batch.checkpoint->id));
+    }
+    if (batch.checkpoint->on_durable) batch.checkpoint->on_durable(*batch.checkpoint);
+  }
   // Nothing new: skip the write rather than rewrite the same watermark.
   if (batch.summaries.empty() && batch.watermark_ms <= last_watermark_) return Status::Ok();
 
@@ -71,6 +86,52 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
   } while (offset < all.size());
   last_watermark_ = std::max(last_watermark_, batch.watermark_ms);
   return Status::Ok();
+}
+
+Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
+  std::vector<RecordWrite> writes;
+  writes.reserve(batch.dead_letters.size());
+  const int64_t now = clock_->NowMs();
+  for (const DeadLetter& d : batch.dead_letters) {
+    std::string key;
+    AppendBigEndian64(&key, static_cast<uint64_t>(now));
+    AppendBigEndian64(&key, dead_letter_seq_++);
+    writes.push_back({StateTable::kDeadLetter, std::move(key), DeadLetterJson(d, *interner_).dump()});
+  }
+  Status s = state_->WriteRecords(writes);
+  if (!s.ok()) {
+    write_errors_->Inc();
+    return s.WithContext("rocksdb_state: dead letters");
+  }
+  dead_letters_written_->Inc(writes.size());
+  return Status::Ok();
+}
+
+nlohmann::json DeadLetterJson(const DeadLetter& d, const Interner& names) {
+  const Event& e = d.event;
+  nlohmann::json j = {{"reason", d.reason},
+                      {"watermark_ms", d.watermark_ms},
+                      {"pub", names.Name(e.publisher)},
+                      {"i", names.Name(e.instance)},
+                      {"m", names.Name(e.model)},
+                      {"t", e.time_ms}};
+  if (e.kind == EventKind::kGauge) {
+    j["k"] = "g";
+    j["n"] = names.Name(e.metric);
+    j["val"] = e.value;
+    return j;
+  }
+  j["k"] = "r";
+  if (e.Has(kHasE2e)) j["e2e"] = e.e2e_ms;
+  if (e.Has(kHasTtft)) j["ttft"] = e.ttft_ms;
+  if (e.Has(kHasTpot)) j["tpot"] = e.tpot_ms;
+  if (e.Has(kHasPromptTokens)) j["pt"] = e.prompt_tokens;
+  if (e.Has(kHasOutputTokens)) j["ot"] = e.output_tokens;
+  if (e.Has(kHasCachedTokens)) j["ct"] = e.cached_tokens;
+  if (e.Has(kHasCost)) j["cost"] = e.cost_usd;
+  if (e.Has(kHasQuality)) j["q"] = e.quality;
+  if (!e.ok()) j["err"] = ErrorKindName(e.error);
+  return j;
 }
 
 }  // namespace inferscope

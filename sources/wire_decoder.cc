@@ -1152,6 +1152,18 @@ Counter* WireDecoder::MakeCounter(std::string_view name, std::string_view help,
   return metrics_->GetCounter(name, help, labels);
 }
 
+void WireDecoder::RestoreSequence(StringId publisher, uint64_t next_seq) {
+  PublisherState& p = Publisher(publisher);
+  p.tracking = true;
+  p.next_seq = next_seq;
+}
+
+std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher) const {
+  auto it = publishers_.find(publisher);
+  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
+  return it->second.next_seq;
+}
+
 WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
   if (id == last_publisher_ && last_publisher_state_ != nullptr) return *last_publisher_state_;
   auto [it, inserted] = publishers_.try_emplace(id);
@@ -1167,6 +1179,10 @@ WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
     p.restarts =
         MakeCounter("inferscope_source_publisher_restarts_total",
                     "Publisher restarts (sequence number far behind the expected one).", labels);
+    p.out_of_order = MakeCounter("inferscope_source_out_of_order_total",
+                                 "Messages ahead of the expected sequence number, not applied "
+                                 "(acknowledged mode; the publisher resends them).",
+                                 labels);
   }
   last_publisher_ = id;
   last_publisher_state_ = &it->second;  // unordered_map never moves its elements
@@ -1337,6 +1353,19 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
     result.sequence = SequenceVerdict::kRestart;
   }
 
+  if (options_.strict_sequence && result.sequence == SequenceVerdict::kRestart) {
+    result.sequence = SequenceVerdict::kDuplicate;
+  }
+  if (options_.strict_sequence && result.sequence == SequenceVerdict::kGap) {
+    // Not applied: the publisher resends from the first unacknowledged message.
+    batch.events.resize(start);
+    result.accepted = 0;
+    result.rejected = 0;
+    result.first_reason = RejectReason::kNone;
+    ++out_of_order_;
+    p.out_of_order->Inc();
+    return result;
+  }
   if (result.sequence == SequenceVerdict::kDuplicate) {
     batch.events.resize(start);
     result.accepted = 0;
@@ -1357,6 +1386,7 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
   }
   p.tracking = true;
   p.next_seq = s + 1;
+  result.applied = true;
 
   // Commit the events. They were stamped with the publisher known when each was appended; fix
   // them up only if that was not the final one (the envelope came after the events, or "pub" was

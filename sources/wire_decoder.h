@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -66,6 +67,9 @@ struct DecodeResult {
   StringId publisher = 0;  // 0 when the envelope could not be read
   uint64_t seq = 0;
   SequenceVerdict sequence = SequenceVerdict::kNone;
+  // The message's events were appended (it was not rejected, not a duplicate and, with
+  // strict_sequence, not out of order).
+  bool applied = false;
   uint64_t missing = 0;  // kGap: number of messages missing before this one
   // The first reason anything in the message was rejected, with a human-readable detail for
   // (rate-limited) logging; kNone when everything was accepted.
@@ -77,6 +81,10 @@ struct DecodeResult {
 };
 
 struct WireDecoderOptions {
+  // Acknowledged mode: a message ahead of the expected sequence number (a gap) is not applied,
+  // since the publisher resends everything unacknowledged in order, and a message far behind it
+  // (a "restart") is dropped as a duplicate (publishers resume with a hello). Default false.
+  bool strict_sequence = false;
   // Events later than now + max_future_skew_ms (processing time, from the Clock) are rejected.
   // Default 5 minutes; >= 0.
   int64_t max_future_skew_ms = 5 * 60 * 1000;
@@ -137,6 +145,11 @@ class WireDecoder {
   // counted. Sets batch.publisher to the publisher when the batch holds only its events, else to 0.
   DecodeResult Decode(std::string_view payload, EventBatch& batch);
 
+  // Sets the sequence number expected next from `publisher` (restoring from a checkpoint).
+  void RestoreSequence(StringId publisher, uint64_t next_seq);
+  // The sequence number expected next from `publisher`; nullopt before its first message.
+  std::optional<uint64_t> NextSequence(StringId publisher) const;
+
   // Counts a transport message that did not have exactly 2 frames (reason bad_frames).
   void RecordBadFrames(size_t total_bytes);
 
@@ -149,6 +162,7 @@ class WireDecoder {
   uint64_t gaps() const { return gaps_; }
   uint64_t duplicates() const { return duplicates_; }
   uint64_t restarts() const { return restarts_; }
+  uint64_t out_of_order() const { return out_of_order_; }
   // The latest accepted event time (0 before the first event).
   int64_t max_event_time_ms() const { return max_event_time_ms_; }
 
@@ -163,6 +177,7 @@ class WireDecoder {
     Counter* gaps = nullptr;
     Counter* duplicates = nullptr;
     Counter* restarts = nullptr;
+    Counter* out_of_order = nullptr;
   };
 
   // A direct-mapped table of recently interned strings in front of cache_: instance, model and
@@ -205,6 +220,7 @@ class WireDecoder {
   uint64_t gaps_ = 0;
   uint64_t duplicates_ = 0;
   uint64_t restarts_ = 0;
+  uint64_t out_of_order_ = 0;
   int64_t max_event_time_ms_ = 0;
 };
 

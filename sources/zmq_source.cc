@@ -3,12 +3,15 @@
 #include <chrono>
 #include <utility>
 
+#include <msgpack.hpp>
 #include <spdlog/spdlog.h>
 
 namespace inferscope {
 namespace {
 
 constexpr auto kPollTimeout = std::chrono::milliseconds(100);
+// Router mode polls more often so that acks go out soon after their checkpoint is durable.
+constexpr auto kAckPollTimeout = std::chrono::milliseconds(2);
 constexpr int64_t kLogIntervalNs = 1'000'000'000;  // at most one rejection log line per second
 
 Status ZmqError(std::string_view what, const zmq::error_t& e) {
@@ -39,8 +42,11 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
     o.mode = Mode::kPull;
   } else if (*mode == "sub") {
     o.mode = Mode::kSub;
+  } else if (*mode == "router") {
+    o.mode = Mode::kRouter;
+    o.decoder.strict_sequence = true;
   } else {
-    return node.Error("mode", "expected pull or sub");
+    return node.Error("mode", "expected pull, sub or router");
   }
   if (node.Has("bind")) {
     Result<bool> bind = node.GetBool("bind");
@@ -108,12 +114,21 @@ Status ZmqSource::Open(const StageContext& ctx) {
   }
   INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
   ctx_ = ctx;
+  if (ctx.metrics != nullptr && options_.mode == Mode::kRouter) {
+    const Labels labels = {{"stage", ctx.name}};
+    acks_sent_ = ctx.metrics->GetCounter("inferscope_source_acks_total",
+                                         "Acknowledgements sent to publishers", labels);
+    hellos_ = ctx.metrics->GetCounter("inferscope_source_hellos_total",
+                                      "Hello messages answered", labels);
+  }
   decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
                                            ctx.name);
   try {
     context_ = std::make_unique<zmq::context_t>(1);
-    socket_ = std::make_unique<zmq::socket_t>(
-        *context_, options_.mode == Mode::kPull ? zmq::socket_type::pull : zmq::socket_type::sub);
+    const zmq::socket_type type = options_.mode == Mode::kPull  ? zmq::socket_type::pull
+                                  : options_.mode == Mode::kSub ? zmq::socket_type::sub
+                                                                : zmq::socket_type::router;
+    socket_ = std::make_unique<zmq::socket_t>(*context_, type);
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
     if (options_.mode == Mode::kSub) {
@@ -139,7 +154,16 @@ Status ZmqSource::Open(const StageContext& ctx) {
 }
 
 bool ZmqSource::ReceiveOne(EventBatch& batch) {
-  if (!socket_->recv(topic_, zmq::recv_flags::dontwait)) return false;
+  const bool router = options_.mode == Mode::kRouter;
+  if (router) {
+    if (!socket_->recv(identity_, zmq::recv_flags::dontwait)) return false;
+    if (!identity_.more() || !socket_->recv(topic_, zmq::recv_flags::dontwait)) {
+      decoder_->RecordBadFrames(identity_.size());
+      return true;
+    }
+  } else if (!socket_->recv(topic_, zmq::recv_flags::dontwait)) {
+    return false;
+  }
   // The frames of a multipart message arrive together, so the rest never blocks.
   if (!topic_.more()) {
     decoder_->RecordBadFrames(topic_.size());
@@ -159,11 +183,119 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
     decoder_->RecordBadFrames(bytes);
     return true;
   }
+  const std::string_view payload(static_cast<const char*>(payload_.data()), payload_.size());
+  if (router && topic_.to_string_view() == "hello") {
+    AnswerHello(payload);
+    return true;
+  }
   if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
-  DecodeResult result = decoder_->Decode(
-      std::string_view(static_cast<const char*>(payload_.data()), payload_.size()), batch);
+  DecodeResult result = decoder_->Decode(payload, batch);
   if (result.first_reason != RejectReason::kNone) LogRejection(result);
+  if (result.applied) batch.sequences.push_back({result.publisher, result.seq});
+  if (router && result.publisher != 0) {
+    std::string& peer = peers_[result.publisher];
+    if (peer != identity_.to_string_view()) peer.assign(identity_.to_string_view());
+    // A resent message applied before: its ack may have been lost, so repeat it.
+    if (result.sequence == SequenceVerdict::kDuplicate && durable_.count(result.publisher)) {
+      SendAck(result.publisher, decoder_->NextSequence(result.publisher));
+    }
+  }
   return true;
+}
+
+void ZmqSource::AnswerHello(std::string_view payload) {
+  // {"v": 1, "pub": "<id>"}: rare, so the general msgpack parser is fine here.
+  std::string pub;
+  try {
+    msgpack::object_handle handle = msgpack::unpack(payload.data(), payload.size());
+    const msgpack::object& root = handle.get();
+    if (root.type == msgpack::type::MAP) {
+      for (const auto& kv : root.via.map) {
+        if (kv.key.type == msgpack::type::STR && kv.key.as<std::string_view>() == "pub" &&
+            kv.val.type == msgpack::type::STR) {
+          pub = kv.val.as<std::string>();
+        }
+      }
+    }
+  } catch (const std::exception&) {
+    pub.clear();
+  }
+  if (pub.empty() || pub.size() > 255) {
+    decoder_->RecordBadFrames(payload.size());
+    return;
+  }
+  const StringId id = ctx_.interner->Intern(pub);
+  if (id == 0) return;
+  if (hellos_ != nullptr) hellos_->Inc();
+  peers_[id].assign(identity_.to_string_view());
+  SendAck(id, decoder_->NextSequence(id));
+}
+
+void ZmqSource::SendAck(StringId publisher, std::optional<uint64_t> next) {
+  auto peer = peers_.find(publisher);
+  if (peer == peers_.end()) return;
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  auto durable = durable_.find(publisher);
+  pk.pack_map(4);
+  pk.pack("v");
+  pk.pack(1);
+  pk.pack("pub");
+  pk.pack(ctx_.interner->Name(publisher));
+  pk.pack("ack");
+  if (durable != durable_.end()) {
+    pk.pack(durable->second);
+  } else {
+    pk.pack_nil();
+  }
+  pk.pack("next");
+  if (next) {
+    pk.pack(*next);
+  } else {
+    pk.pack_nil();
+  }
+  // A peer that went away is skipped (ROUTER drops what it cannot route); never block here.
+  (void)socket_->send(zmq::buffer(peer->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::str_buffer("ack"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::dontwait);
+  if (acks_sent_ != nullptr) acks_sent_->Inc();
+}
+
+void ZmqSource::SendAcks() {
+  std::vector<AppliedSequence> acks;
+  {
+    std::lock_guard<std::mutex> lock(ack_mu_);
+    acks.swap(ack_pending_);
+    ack_ready_.store(false, std::memory_order_relaxed);
+  }
+  for (const AppliedSequence& a : acks) {
+    uint64_t& durable = durable_[a.publisher];
+    durable = std::max(durable, a.seq);
+    SendAck(a.publisher, decoder_->NextSequence(a.publisher));
+  }
+}
+
+void ZmqSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied) {
+  if (options_.mode != Mode::kRouter) return;
+  std::lock_guard<std::mutex> lock(ack_mu_);
+  ack_pending_.insert(ack_pending_.end(), applied.begin(), applied.end());
+  ack_ready_.store(true, std::memory_order_release);
+}
+
+Status ZmqSource::Restore(const CheckpointReader& reader) {
+  return reader.ForEach([this](std::string_view publisher, std::string_view value) -> Status {
+    if (value.size() != 8) {
+      return Status::Corruption("zmq source checkpoint: sequence of '" + std::string(publisher) +
+                                "' is not 8 bytes");
+    }
+    uint64_t seq = 0;
+    for (char c : value) seq = (seq << 8) | static_cast<unsigned char>(c);
+    const StringId id = ctx_.interner->Intern(publisher);
+    if (id == 0) return Status::Unavailable("zmq source checkpoint: string table full");
+    decoder_->RestoreSequence(id, seq + 1);
+    durable_[id] = seq;
+    return Status::Ok();
+  });
 }
 
 void ZmqSource::LogRejection(const DecodeResult& result) {
@@ -238,7 +370,8 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         }
         ++messages;
       }
-      if (!batch->events.empty()) {
+      if (ack_ready_.load(std::memory_order_acquire)) SendAcks();
+      if (!batch->events.empty() || !batch->sequences.empty()) {
         // Emit and a successful TryEmit take the batch (a new one is acquired above); a shed batch
         // is cleared and refilled.
         if (options_.on_full == OnFull::kBlock) {
@@ -248,7 +381,10 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
           batch->Clear();
         }
       }
-      if (drained) (void)zmq::poll(&item, 1, kPollTimeout);
+      if (drained) {
+        (void)zmq::poll(&item, 1,
+                        options_.mode == Mode::kRouter ? kAckPollTimeout : kPollTimeout);
+      }
     }
   } catch (const zmq::error_t& e) {
     give_back();

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,15 +30,23 @@ namespace inferscope {
 // (linger 0). Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ
 // then queues up to rcvhwm messages, after which PUSH publishers block); with on_full=shed the
 // batch is dropped and its events counted in inferscope_source_shed_events_total{stage,publisher}.
+// Acknowledged mode (`mode: router`): publishers connect DEALER sockets and send sequenced
+// messages; the source applies a publisher's messages strictly in sequence order (a message ahead
+// of the expected one is not applied: the publisher resends from its oldest unacknowledged one),
+// drops the ones it applied already, and sends `ack` messages back once a checkpoint holding their
+// effect is durable (OnCheckpointDurable). A `hello` message returns the last durable sequence
+// number and the next expected one, so a restarted publisher knows where to resume. The applied
+// sequence numbers are part of every checkpoint and restored on start (Restore), in every mode.
 // Robustness: any input is decoded or rejected with a reason (see WireDecoder); nothing crashes.
-// Concurrency: Open/Close on the engine thread, Run on the source's own thread.
+// Concurrency: Open/Close/Restore on the engine thread, Run on the source's own thread,
+// OnCheckpointDurable on a sink thread (it hands the acks over under a mutex).
 class ZmqSource final : public Source {
  public:
   static constexpr std::string_view kName = "zmq";
   static constexpr std::string_view kDescription =
       "Receives msgpack metric batches (wire protocol v1) on a ZeroMQ PULL or SUB socket";
 
-  enum class Mode { kPull, kSub };
+  enum class Mode { kPull, kSub, kRouter };
   enum class OnFull { kBlock, kShed };
 
   struct Options {
@@ -56,7 +65,7 @@ class ZmqSource final : public Source {
     size_t batch_events = 1024;
     WireDecoderOptions decoder;
 
-    bool binds() const { return bind.has_value() ? *bind : mode == Mode::kPull; }
+    bool binds() const { return bind.has_value() ? *bind : mode != Mode::kSub; }
     Status Validate() const;
   };
 
@@ -73,6 +82,8 @@ class ZmqSource final : public Source {
   Status Run(SourceOutput& out, const std::atomic<bool>& stop) override;
   void Close() override;
   std::string Endpoint() const override { return endpoint_; }
+  Status Restore(const CheckpointReader& reader) override;
+  void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override;
 
   // The decoder (valid after Open), for tests and diagnostics. Read it only while Run is not
   // running, or read its metrics instead.
@@ -82,6 +93,10 @@ class ZmqSource final : public Source {
   // Receives one multipart message if one is waiting and decodes it into `batch`. Returns false
   // when nothing was waiting.
   bool ReceiveOne(EventBatch& batch);
+  // Acknowledged mode: answers a hello; sends the acks handed over by OnCheckpointDurable.
+  void AnswerHello(std::string_view payload);
+  void SendAcks();
+  void SendAck(StringId publisher, std::optional<uint64_t> next);
   void Shed(const EventBatch& batch);
   void LogRejection(const DecodeResult& result);
 
@@ -94,6 +109,16 @@ class ZmqSource final : public Source {
   zmq::message_t topic_;
   zmq::message_t payload_;
   zmq::message_t extra_;
+  zmq::message_t identity_;  // router mode: the sending peer's routing id
+  // Router mode (source thread): each publisher's routing id and last durable sequence number.
+  std::unordered_map<StringId, std::string> peers_;
+  std::unordered_map<StringId, uint64_t> durable_;
+  // Acks handed over by OnCheckpointDurable.
+  std::mutex ack_mu_;
+  std::vector<AppliedSequence> ack_pending_;
+  std::atomic<bool> ack_ready_{false};
+  Counter* acks_sent_ = nullptr;
+  Counter* hellos_ = nullptr;
   std::unordered_map<StringId, Counter*> shed_by_publisher_;
   int64_t last_log_ns_ = 0;
   uint64_t suppressed_logs_ = 0;

@@ -67,6 +67,8 @@ class BatchEncoder {
   void Reset();
 
   uint64_t next_seq() const { return next_seq_; }
+  // The sequence number the next Finish() uses (a publisher resuming where the engine expects).
+  void set_next_seq(uint64_t seq) { next_seq_ = seq; }
   const std::string& publisher_id() const { return publisher_id_; }
 
  private:

@@ -637,7 +637,10 @@ void WindowAggregateOperator::PublishGauges() {
 
 // Checkpoint records (StateTable::kCheckpoint, under this stage's prefix):
 //   key ""                          value: varint version, zigzag watermark, zigzag max event time,
-//                                          varint publishers, each str(name) zigzag max event time
+//                                          varint publishers, each str(name) zigzag max event time,
+//                                          then idle ages: varint for the last input, one varint
+//                                          per publisher (0 = none, else 1 + ms since the last
+//                                          input at the checkpoint; absent in older records)
 //   key str(instance) str(model) str(metric or "")
 //                                   value: varint version, varint num_metrics, varint panes, each
 //                                          zigzag pane, zigzag max event time, byte dirty, and
@@ -688,6 +691,15 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
     AppendStr(&value, interner_->Name(p.publisher));
     PutVarint(&value, ZigZag(p.max_event_time_ms));
   }
+  // Idle ages rather than arrival times: downtime between checkpoint and restore is not idleness,
+  // and a publisher idle at the checkpoint must not hold the watermark back again after a restore.
+  const int64_t now_ms = clock_->NowMs();
+  auto age = [now_ms](int64_t last_arrival_ms) -> uint64_t {
+    if (last_arrival_ms == INT64_MIN) return 0;
+    return 1 + static_cast<uint64_t>(std::clamp<int64_t>(now_ms - last_arrival_ms, 0, kMaxAbsTimeMs));
+  };
+  PutVarint(&value, age(last_arrival_ms_));
+  for (const PublisherClock& p : publishers_) PutVarint(&value, age(p.last_arrival_ms));
   writer.Put("", std::move(value));
 
   std::string key;
@@ -744,13 +756,30 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
           !GetVarint(&value, &publishers)) {
         return corrupt("truncated operator record");
       }
+      std::vector<size_t> restored;  // index into publishers_, or SIZE_MAX
       for (uint64_t i = 0; i < publishers; ++i) {
         std::string_view name;
         int64_t max_time = 0;
         if (!GetStr(&value, &name) || !GetZigZag(&value, &max_time)) return corrupt("truncated publisher");
+        restored.push_back(SIZE_MAX);
         if (PublisherClock* p = FindOrAddPublisher(interner_->Intern(name)); p != nullptr) {
           p->max_event_time_ms = max_time;
+          restored.back() = static_cast<size_t>(p - publishers_.data());
         }
+      }
+      if (value.empty()) return Status::Ok();  // a record without idle ages
+      const int64_t now_ms = clock_->NowMs();
+      auto get_arrival = [&](int64_t* last_arrival_ms) {
+        uint64_t age = 0;
+        if (!GetVarint(&value, &age) || age > static_cast<uint64_t>(kMaxAbsTimeMs) + 1) return false;
+        *last_arrival_ms = age == 0 ? INT64_MIN : now_ms - static_cast<int64_t>(age - 1);
+        return true;
+      };
+      if (!get_arrival(&last_arrival_ms_)) return corrupt("truncated idle age");
+      for (size_t index : restored) {
+        int64_t last_arrival_ms = INT64_MIN;
+        if (!get_arrival(&last_arrival_ms)) return corrupt("truncated idle age");
+        if (index != SIZE_MAX) publishers_[index].last_arrival_ms = last_arrival_ms;
       }
       return Status::Ok();
     }

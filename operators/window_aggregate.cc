@@ -127,8 +127,9 @@ WindowAggregateOperator::WindowAggregateOperator(const Options& options)
       table_mask_(kInitialTableSize - 1),
       table_shift_(64 - std::countr_zero(kInitialTableSize)),
       close_lists_(ring_) {
-  // Whatever the options, the ring bounds the span (Validate rejects what does not fit).
-  const int64_t span = (static_cast<int64_t>(ring_) - 2) * pane_ms_;
+  // Whatever the options, the ring bounds the span (Validate rejects what does not fit): ring_
+  // slots hold every pane ending within (ring_ - 1) panes of the largest event time.
+  const int64_t span = (static_cast<int64_t>(ring_) - 1) * pane_ms_;
   allowed_lateness_ms_ = std::clamp<int64_t>(options.allowed_lateness_ms, 0, span - out_of_orderness_ms_);
   max_publisher_lag_ms_ = std::clamp<int64_t>(options.max_publisher_lag_ms, 0,
                                               span - out_of_orderness_ms_ - allowed_lateness_ms_);
@@ -307,6 +308,7 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
     ps.pane = pane;
     ps.max_event_time_ms = time_ms;
     ps.dirty = false;
+    ps.emitted = 0;
     ++open_panes_;
   } else if (time_ms > ps.max_event_time_ms) {
     ps.max_event_time_ms = time_ms;
@@ -380,11 +382,10 @@ void WindowAggregateOperator::ClosePanes(int64_t limit_ms, OutputBatch& out) {
   }
 }
 
-void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, bool update,
-                                            OutputBatch& out) {
+void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, OutputBatch& out) {
   const Group& g = groups_[group];
   const size_t slot = SlotOf(pane);
-  const PaneSlot& ps = panes_[g.first_pane + slot];
+  PaneSlot& ps = panes_[g.first_pane + slot];
   const Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
   const auto instance = static_cast<StringId>(g.instance_model >> 32);
   const auto model = static_cast<StringId>(g.instance_model);
@@ -399,6 +400,9 @@ void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, bool u
     // cost, quality) only the events that carried them, whose latest time is `last_time_ms`.
     const bool every_event = g.metric != 0 || m < kMetricCachedTokens - 1;
     s.max_event_time_ms = every_event ? ps.max_event_time_ms : agg.last_time_ms;
+    const auto bit = static_cast<uint8_t>(1u << m);
+    const bool update = (ps.emitted & bit) != 0;
+    ps.emitted |= bit;
     s.update = update;
     s.agg = agg;  // a copy: the slot keeps its sketch capacity for the next pane
     ++(update ? updated_ : emitted_);
@@ -407,7 +411,7 @@ void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, bool u
 
 void WindowAggregateOperator::FirePane(CloseList& list, OutputBatch& out) {
   for (uint32_t group : list.groups) {
-    EmitGroupPane(group, list.pane, false, out);
+    EmitGroupPane(group, list.pane, out);
     panes_[groups_[group].first_pane + SlotOf(list.pane)].dirty = false;
   }
   list.fired = true;
@@ -418,7 +422,7 @@ void WindowAggregateOperator::PurgePane(CloseList& list, OutputBatch& out) {
   for (uint32_t group : list.groups) {
     Group& g = groups_[group];
     PaneSlot& ps = panes_[g.first_pane + slot];
-    if (ps.dirty) EmitGroupPane(group, list.pane, true, out);
+    if (ps.dirty) EmitGroupPane(group, list.pane, out);
     Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
     for (uint32_t m = 0; m < g.num_metrics; ++m) aggs[m].Clear();
     ps.pane = kNoPane;
@@ -435,7 +439,7 @@ void WindowAggregateOperator::EmitUpdates(OutputBatch& out) {
   for (const auto& [group, pane] : dirty_) {
     PaneSlot& ps = panes_[groups_[group].first_pane + SlotOf(pane)];
     if (ps.pane != pane || !ps.dirty) continue;  // purged (and emitted) meanwhile, or a repeat
-    EmitGroupPane(group, pane, true, out);
+    EmitGroupPane(group, pane, out);
     ps.dirty = false;
   }
   dirty_.clear();
@@ -633,7 +637,10 @@ void WindowAggregateOperator::PublishGauges() {
 
 // Checkpoint records (StateTable::kCheckpoint, under this stage's prefix):
 //   key ""                          value: varint version, zigzag watermark, zigzag max event time,
-//                                          varint publishers, each str(name) zigzag max event time
+//                                          varint publishers, each str(name) zigzag max event time,
+//                                          then idle ages: varint for the last input, one varint
+//                                          per publisher (0 = none, else 1 + ms since the last
+//                                          input at the checkpoint; absent in older records)
 //   key str(instance) str(model) str(metric or "")
 //                                   value: varint version, varint num_metrics, varint panes, each
 //                                          zigzag pane, zigzag max event time, byte dirty, and
@@ -684,6 +691,15 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
     AppendStr(&value, interner_->Name(p.publisher));
     PutVarint(&value, ZigZag(p.max_event_time_ms));
   }
+  // Idle ages rather than arrival times: downtime between checkpoint and restore is not idleness,
+  // and a publisher idle at the checkpoint must not hold the watermark back again after a restore.
+  const int64_t now_ms = clock_->NowMs();
+  auto age = [now_ms](int64_t last_arrival_ms) -> uint64_t {
+    if (last_arrival_ms == INT64_MIN) return 0;
+    return 1 + static_cast<uint64_t>(std::clamp<int64_t>(now_ms - last_arrival_ms, 0, kMaxAbsTimeMs));
+  };
+  PutVarint(&value, age(last_arrival_ms_));
+  for (const PublisherClock& p : publishers_) PutVarint(&value, age(p.last_arrival_ms));
   writer.Put("", std::move(value));
 
   std::string key;
@@ -740,13 +756,30 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
           !GetVarint(&value, &publishers)) {
         return corrupt("truncated operator record");
       }
+      std::vector<size_t> restored;  // index into publishers_, or SIZE_MAX
       for (uint64_t i = 0; i < publishers; ++i) {
         std::string_view name;
         int64_t max_time = 0;
         if (!GetStr(&value, &name) || !GetZigZag(&value, &max_time)) return corrupt("truncated publisher");
+        restored.push_back(SIZE_MAX);
         if (PublisherClock* p = FindOrAddPublisher(interner_->Intern(name)); p != nullptr) {
           p->max_event_time_ms = max_time;
+          restored.back() = static_cast<size_t>(p - publishers_.data());
         }
+      }
+      if (value.empty()) return Status::Ok();  // a record without idle ages
+      const int64_t now_ms = clock_->NowMs();
+      auto get_arrival = [&](int64_t* last_arrival_ms) {
+        uint64_t age = 0;
+        if (!GetVarint(&value, &age) || age > static_cast<uint64_t>(kMaxAbsTimeMs) + 1) return false;
+        *last_arrival_ms = age == 0 ? INT64_MIN : now_ms - static_cast<int64_t>(age - 1);
+        return true;
+      };
+      if (!get_arrival(&last_arrival_ms_)) return corrupt("truncated idle age");
+      for (size_t index : restored) {
+        int64_t last_arrival_ms = INT64_MIN;
+        if (!get_arrival(&last_arrival_ms)) return corrupt("truncated idle age");
+        if (index != SIZE_MAX) publishers_[index].last_arrival_ms = last_arrival_ms;
       }
       return Status::Ok();
     }
@@ -781,6 +814,14 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
         std::string_view bytes;
         if (!GetLengthPrefixed(&value, &bytes)) return corrupt("truncated aggregate");
         INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(bytes, &a[m]));
+      }
+      // Checkpoints are taken between steps: every metric with data in a fired pane has been
+      // emitted (its next summary is an update).
+      if ((pane + 1) * pane_ms_ <= watermark_ms_) {
+        PaneSlot& ps = panes_[groups_[group].first_pane + SlotOf(pane)];
+        for (uint64_t m = 0; m < num_metrics; ++m) {
+          if (a[m].count != 0 || a[m].events != 0) ps.emitted |= static_cast<uint8_t>(1u << m);
+        }
       }
       if (dirty) {
         panes_[groups_[group].first_pane + SlotOf(pane)].dirty = true;

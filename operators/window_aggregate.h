@@ -120,6 +120,10 @@ class WindowAggregateOperator final : public Operator {
     int64_t pane = kNoPane;  // pane number: start / pane_ms
     int64_t max_event_time_ms = INT64_MIN;
     bool dirty = false;  // fired, then changed by late events: to be emitted as an update
+    // Bit m: metric m of the group has been emitted for this pane, so its next summary is an
+    // update. A late event can give a fired pane a metric (or a whole group) it had no data for;
+    // that first summary is not an update (WindowSummary::update).
+    uint8_t emitted = 0;
   };
   // Groups with data in one pane, for firing and purging without scanning every series.
   struct CloseList {
@@ -161,7 +165,8 @@ class WindowAggregateOperator final : public Operator {
   void ClosePanes(int64_t limit_ms, OutputBatch& out);
   void FirePane(CloseList& list, OutputBatch& out);
   void PurgePane(CloseList& list, OutputBatch& out);
-  void EmitGroupPane(uint32_t group, int64_t pane, bool update, OutputBatch& out);
+  // Emits the group's metrics with data in `pane`; each is an update when emitted before.
+  void EmitGroupPane(uint32_t group, int64_t pane, OutputBatch& out);
   void EmitUpdates(OutputBatch& out);
   void DeadLetter(const Event& e, StringId publisher, OutputBatch& out);
   void PublishGauges();

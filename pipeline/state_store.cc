@@ -237,14 +237,15 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
     store->expiry_filters_.push_back(
         std::make_unique<ExpiryFilter>(store->clock_, tier.retention_ms, expired));
     tier_cf.compaction_filter = store->expiry_filters_.back().get();
-    tier_cf.periodic_compaction_seconds = static_cast<uint64_t>(
-        std::clamp<int64_t>(tier.retention_ms / 4 / 1000, 3'600, 86'400));
+    tier_cf.periodic_compaction_seconds =
+        static_cast<uint64_t>(std::clamp<int64_t>(tier.retention_ms / 4 / 1000, 3'600, 86'400));
     return tier_cf;
   };
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
   for (const char* name : kOwnFamilies) {
-    descriptors.emplace_back(name, name == std::string_view("panes") ? tier_options(0) : cf_options);
+    descriptors.emplace_back(name,
+                             name == std::string_view("panes") ? tier_options(0) : cf_options);
   }
   std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
   for (const char* name : kOwnFamilies) own.insert(name);

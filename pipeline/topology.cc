@@ -122,10 +122,9 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
     }
     // Default tiers that do not fit the configured delay or interval: blame those fields.
     std::string field = problem.index >= 0 ? "rollup_delay" : problem.field;
-    std::string message =
-        problem.index >= 0
-            ? "too long for the default tiers (" + problem.message + "); list state.tiers"
-            : problem.message;
+    std::string message = problem.index >= 0 ? "too long for the default tiers (" +
+                                                   problem.message + "); list state.tiers"
+                                             : problem.message;
     return state->Error(field, message);
   }
   return Status::Ok();
@@ -250,10 +249,10 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
       if (!pane.ok()) return pane.status();
       const int64_t tier0 = spec.state_tiers.front().resolution_ms;
       if (*pane != tier0) {
-        return s.options.Error("pane", FormatDurationMs(*pane) +
-                                           " differs from state.tiers[0].resolution (" +
-                                           FormatDurationMs(tier0) +
-                                           "); the finest tier stores the panes, so they must match");
+        return s.options.Error(
+            "pane", FormatDurationMs(*pane) + " differs from state.tiers[0].resolution (" +
+                        FormatDurationMs(tier0) +
+                        "); the finest tier stores the panes, so they must match");
       }
     }
   }

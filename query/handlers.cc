@@ -349,10 +349,10 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
     if (!known) {
       json names = json::array();
       for (const TierSpec& t : tiers) names.push_back(t.Name());
-      return BadParameter(ctx, "resolution",
-                          "resolution must be the resolution of a storage tier, got '" + *text +
-                              "'",
-                          {{"value", *text}, {"tiers", names}});
+      return BadParameter(
+          ctx, "resolution",
+          "resolution must be the resolution of a storage tier, got '" + *text + "'",
+          {{"value", *text}, {"tiers", names}});
     }
     if (w % *ms != 0) {
       return BadParameter(ctx, "resolution",

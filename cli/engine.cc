@@ -1,5 +1,7 @@
 #include "cli/engine.h"
 
+#include <chrono>
+
 #include <spdlog/spdlog.h>
 
 #include "query/server.h"
@@ -46,9 +48,17 @@ Status Engine::Start() {
   if (!spec_.state_path.empty()) {
     StateStoreOptions options;
     options.path = spec_.state_path;
+    options.tiers = spec_.state_tiers;
+    options.rollup_delay_ms = spec_.rollup_delay_ms;
+    options.clock = clock_;
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
     if (!state.ok()) return state.status();
     state_ = std::move(state).value();
+    {
+      std::lock_guard<std::mutex> lock(maintenance_mu_);
+      maintenance_stop_ = false;
+    }
+    maintenance_ = std::thread([this] { MaintenanceLoop(); });
   }
   // The executor's stages were created without the store; hand it to them now, before Open.
   StageContext base;
@@ -57,7 +67,11 @@ Status Engine::Start() {
   base.clock = clock_;
   base.state = state_.get();
   executor_->SetStageContext(base);
-  INFERSCOPE_RETURN_IF_ERROR(executor_->Start());
+  Status started = executor_->Start();
+  if (!started.ok()) {
+    StopMaintenance();
+    return started;
+  }
 
   if (!spec_.query_listen.empty()) {
     QueryServer::Options options;
@@ -67,6 +81,7 @@ Status Engine::Start() {
       options.port = std::stoi(spec_.query_listen.substr(colon + 1));
     } catch (const std::exception&) {
       executor_->Stop();
+      StopMaintenance();
       return Status::InvalidArgument(spec_.file + ": query.listen: bad port in '" + spec_.query_listen + "'");
     }
     query_ = std::make_unique<QueryServer>(options, state_.get(), &metrics_, clock_,
@@ -74,6 +89,7 @@ Status Engine::Start() {
     Status st = query_->Start();
     if (!st.ok()) {
       executor_->Stop();
+      StopMaintenance();
       return st.WithContext("starting the query API on " + spec_.query_listen);
     }
   }
@@ -83,7 +99,28 @@ Status Engine::Start() {
 
 void Engine::Stop() {
   if (query_) query_->Stop();
+  StopMaintenance();
   if (executor_) executor_->Stop();
+}
+
+void Engine::StopMaintenance() {
+  {
+    std::lock_guard<std::mutex> lock(maintenance_mu_);
+    maintenance_stop_ = true;
+  }
+  maintenance_cv_.notify_all();
+  if (maintenance_.joinable()) maintenance_.join();
+}
+
+void Engine::MaintenanceLoop() {
+  const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
+  std::unique_lock<std::mutex> lock(maintenance_mu_);
+  while (!maintenance_cv_.wait_for(lock, interval, [this] { return maintenance_stop_; })) {
+    lock.unlock();
+    Result<MaintenanceReport> report = state_->RunMaintenance();
+    if (!report.ok()) spdlog::warn("{}", report.status().ToString());
+    lock.lock();
+  }
 }
 
 std::string Engine::HttpUrl() const {

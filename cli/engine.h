@@ -1,7 +1,10 @@
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -22,8 +25,12 @@ class QueryServer;
 // stages, and the query API, built from a TopologySpec.
 //
 // Lifecycle: Build (validates the topology and creates every stage; nothing runs yet) → Start
-// (opens RocksDB, stages and the HTTP server) → Stop (graceful: drains and flushes) → destroy.
-// Concurrency: Build/Start/Stop from one thread; accessors from any thread once started.
+// (opens RocksDB, stages, the state maintenance thread and the HTTP server) → Stop (graceful:
+// drains and flushes; the maintenance thread is joined) → destroy.
+// Concurrency: Build/Start/Stop from one thread; accessors from any thread once started. State
+// maintenance (rollups, retention: StateStore::RunMaintenance) runs on its own thread every
+// state.maintenance_interval of real time; a failed run is logged and counted, and retried at the
+// next interval.
 class Engine {
  public:
   struct Overrides {
@@ -53,6 +60,8 @@ class Engine {
 
  private:
   Engine() = default;
+  void MaintenanceLoop();
+  void StopMaintenance();
 
   TopologySpec spec_;
   std::vector<Registry::Entry> capabilities_;
@@ -63,6 +72,11 @@ class Engine {
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;
+
+  std::thread maintenance_;
+  std::mutex maintenance_mu_;
+  std::condition_variable maintenance_cv_;
+  bool maintenance_stop_ = false;  // guarded by maintenance_mu_
 };
 
 }  // namespace inferscope

@@ -1,6 +1,7 @@
 #include "pipeline/state_store.h"
 
 #include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -22,6 +24,10 @@ constexpr size_t kSeries = 2;
 constexpr size_t kMeta = 3;
 constexpr size_t kFirstTable = 4;  // handles_ index of StateTable 0
 constexpr std::string_view kWatermarkKey = "watermark";
+constexpr std::string_view kRolledThroughKeyPrefix = "rollup_through/";
+// Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
+// after a crash between batches rewrites the same buckets with the same values).
+constexpr int64_t kRollupBatchBuckets = 1000;
 const char* const kOwnFamilies[] = {"panes",         "series",   "meta",        "alerts",
                                     "alert_history", "silences", "dead_letter", "checkpoint"};
 
@@ -79,6 +85,44 @@ std::string EncodeRange(int64_t first, int64_t last) {
   return v;
 }
 
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+// Start of the first bucket of `tier` that is not expired when every bucket ending at or before
+// `expired_through` is: bucket [s, s + r) survives iff s + r > expired_through.
+int64_t FirstLiveStart(const TierSpec& tier, int64_t expired_through) {
+  if (expired_through == std::numeric_limits<int64_t>::min() || tier.resolution_ms == 0) {
+    return std::numeric_limits<int64_t>::min();
+  }
+  return FloorDiv(expired_through, tier.resolution_ms) * tier.resolution_ms;
+}
+
+// Drops buckets whose end (the first 8 bytes of the value) plus the tier's retention has passed on
+// the injected clock. Values it cannot read are kept (reads report them as corruption).
+class ExpiryFilter final : public rocksdb::CompactionFilter {
+ public:
+  ExpiryFilter(const Clock* clock, int64_t retention_ms, Counter* expired)
+      : clock_(clock), retention_ms_(retention_ms), expired_(expired) {}
+
+  bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    if (value.size() < 8) return false;
+    uint64_t end = 0;
+    for (size_t i = 0; i < 8; ++i) end = (end << 8) | static_cast<unsigned char>(value[i]);
+    if (static_cast<int64_t>(end) > clock_->NowMs() - retention_ms_) return false;
+    expired_->Inc();
+    return true;
+  }
+  const char* Name() const override { return "inferscope.ExpiryFilter"; }
+
+ private:
+  const Clock* clock_;
+  int64_t retention_ms_;
+  Counter* expired_;
+};
+
 std::string Printable(std::string_view bytes) {
   std::string out;
   for (char c : bytes) {
@@ -98,7 +142,17 @@ Status StateStoreOptions::Validate() const {
   if (path.empty()) return Status::InvalidArgument("state store: path is required");
   if (block_cache_mb == 0)
     return Status::InvalidArgument("state store: block_cache_mb must be > 0");
+  if (!tiers.empty()) {
+    Status s = ValidateTiers(tiers, rollup_delay_ms, /*maintenance_interval_ms=*/0);
+    if (!s.ok()) return s.WithContext("state store");
+  } else if (rollup_delay_ms < 0) {
+    return Status::InvalidArgument("state store: rollup_delay_ms must not be negative");
+  }
   return Status::Ok();
+}
+
+std::string TierFamilyName(size_t index, const TierSpec& tier) {
+  return index == 0 ? std::string("panes") : "rollup_" + tier.Name();
 }
 
 void AppendStr(std::string* out, std::string_view s) {
@@ -136,6 +190,25 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
       metrics->GetCounter("inferscope_state_write_errors_total", "RocksDB pane writes that failed");
   store->panes_written_ = metrics->GetCounter("inferscope_state_panes_written_total",
                                               "Panes written to the state store");
+  store->panes_after_rollup_ = metrics->GetCounter(
+      "inferscope_state_panes_after_rollup_total",
+      "Panes written after their coarse bucket had rolled up (not reflected in rollups)");
+  store->rollups_written_ = metrics->GetCounter("inferscope_state_rollups_written_total",
+                                                "Rollup buckets written by maintenance");
+  store->series_dropped_ =
+      metrics->GetCounter("inferscope_state_series_expired_total",
+                          "Series index entries dropped because all their data expired");
+  store->maintenance_seconds_ = metrics->GetHistogram("inferscope_state_maintenance_seconds",
+                                                      "Duration of state maintenance runs");
+  store->maintenance_errors_ = metrics->GetCounter("inferscope_state_maintenance_errors_total",
+                                                   "State maintenance runs that failed");
+  store->metrics_ = metrics;
+  store->clock_ = options.clock != nullptr ? options.clock : &SystemClock::Instance();
+  store->tiers_ = options.tiers.empty() ? std::vector<TierSpec>{TierSpec{}} : options.tiers;
+  store->rollup_delay_ms_ = options.rollup_delay_ms;
+  store->rolled_through_ = std::make_unique<std::atomic<int64_t>[]>(store->tiers_.size());
+  store->rolled_through_[0].store(std::numeric_limits<int64_t>::max());
+  for (size_t i = 1; i < store->tiers_.size(); ++i) store->rolled_through_[i].store(0);
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
@@ -152,11 +225,36 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   if (!s.ok() && !(s.IsIOError() || s.IsPathNotFound())) {
     return FromRocks(s, "state store: listing column families of " + options.path);
   }
+  // A tier with a retention gets a compaction filter that drops its expired buckets, and periodic
+  // compaction so that files nothing writes to any more are still filtered.
+  auto tier_options = [&](size_t i) {
+    rocksdb::ColumnFamilyOptions tier_cf = cf_options;
+    const TierSpec& tier = store->tiers_[i];
+    if (tier.retention_ms == 0) return tier_cf;
+    Counter* expired = metrics->GetCounter("inferscope_state_buckets_expired_total",
+                                           "Buckets dropped by the retention compaction filter",
+                                           {{"tier", tier.Name()}});
+    store->expiry_filters_.push_back(
+        std::make_unique<ExpiryFilter>(store->clock_, tier.retention_ms, expired));
+    tier_cf.compaction_filter = store->expiry_filters_.back().get();
+    tier_cf.periodic_compaction_seconds =
+        static_cast<uint64_t>(std::clamp<int64_t>(tier.retention_ms / 4 / 1000, 3'600, 86'400));
+    return tier_cf;
+  };
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
-  for (const char* name : kOwnFamilies) descriptors.emplace_back(name, cf_options);
+  for (const char* name : kOwnFamilies) {
+    descriptors.emplace_back(name,
+                             name == std::string_view("panes") ? tier_options(0) : cf_options);
+  }
   std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
   for (const char* name : kOwnFamilies) own.insert(name);
+  store->first_tier_handle_ = descriptors.size();
+  for (size_t i = 1; i < store->tiers_.size(); ++i) {
+    std::string name = TierFamilyName(i, store->tiers_[i]);
+    descriptors.emplace_back(name, tier_options(i));
+    own.insert(name);
+  }
   for (const std::string& name : existing) {
     if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
   }
@@ -166,6 +264,22 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   if (!s.ok()) return FromRocks(s, "state store: opening " + options.path);
   store->db_.reset(raw);
   INFERSCOPE_RETURN_IF_ERROR(store->LoadIndex());
+  for (size_t i = 0; i < store->tiers_.size(); ++i) {
+    const std::string tier = store->tiers_[i].Name();
+    store->rolled_through_gauges_.push_back(metrics->GetGauge(
+        "inferscope_state_rolled_through_ms",
+        "End of the last final bucket rolled up into the tier (epoch ms)", {{"tier", tier}}));
+    StateStore* self = store.get();
+    metrics->AddCallbackGauge(
+        "inferscope_state_tier_keys", "Estimated keys in the tier's column family (RocksDB)",
+        {{"tier", tier}},
+        [self, i] {
+          uint64_t keys = 0;
+          self->db_->GetIntProperty(self->TierHandle(i), "rocksdb.estimate-num-keys", &keys);
+          return static_cast<double>(keys);
+        },
+        self);
+  }
   return store;
 }
 
@@ -188,14 +302,35 @@ Status StateStore::LoadIndex() {
   std::string value;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kWatermarkKey), &value);
-  if (s.IsNotFound()) return Status::Ok();
-  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading the watermark"));
-  if (value.size() != 8) return Status::Corruption("state store: stored watermark is not 8 bytes");
-  watermark_.store(static_cast<int64_t>(DecodeBigEndian64(value)), std::memory_order_release);
+  if (!s.IsNotFound()) {
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading the watermark"));
+    if (value.size() != 8)
+      return Status::Corruption("state store: stored watermark is not 8 bytes");
+    watermark_.store(static_cast<int64_t>(DecodeBigEndian64(value)), std::memory_order_release);
+  }
+  for (size_t i = 1; i < tiers_.size(); ++i) {
+    std::string key = std::string(kRolledThroughKeyPrefix) + tiers_[i].Name();
+    s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], key, &value);
+    if (s.IsNotFound()) continue;
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading " + key));
+    if (value.size() != 8) return Status::Corruption("state store: " + key + " is not 8 bytes");
+    rolled_through_[i].store(static_cast<int64_t>(DecodeBigEndian64(value)));
+  }
   return Status::Ok();
 }
 
+rocksdb::ColumnFamilyHandle* StateStore::TierHandle(size_t tier) const {
+  return tier == 0 ? handles_[kPanes] : handles_[first_tier_handle_ + tier - 1];
+}
+
+int64_t StateStore::RolledThroughMs(size_t tier) const {
+  return tier < tiers_.size() ? rolled_through_[tier].load(std::memory_order_acquire) : 0;
+}
+
+StateStore::StateStore() = default;
+
 StateStore::~StateStore() {
+  if (metrics_ != nullptr) metrics_->RemoveCallbacks(this);
   if (db_ == nullptr) return;
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     // Destroying a handle only fails for a null handle; nothing to report at destruction.
@@ -214,6 +349,8 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   std::map<std::string, SeriesRange, std::less<>> updates;
   std::string key;
   std::string value;
+  const int64_t rolled_through = tiers_.size() > 1 ? RolledThroughMs(1) : INT64_MIN;
+  uint64_t after_rollup = 0;
   for (const WindowSummary& pane : panes) {
     std::string_view instance = names.Name(pane.series.instance);
     std::string_view model = names.Name(pane.series.model);
@@ -225,6 +362,7 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
       return Status::InvalidArgument("state store: pane [" + std::to_string(pane.start_ms) + ", " +
                                      std::to_string(pane.end_ms) + ") is not a valid interval");
     }
+    if (pane.start_ms < rolled_through) ++after_rollup;
     key = SeriesPrefix(instance, model, metric);
     int64_t last_seen = std::max(pane.max_event_time_ms, pane.start_ms);
     auto upd = updates.find(key);
@@ -268,16 +406,24 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   for (auto& [series_key, range] : updates) index_[series_key] = range;
   watermark_.store(new_watermark, std::memory_order_release);
   panes_written_->Inc(panes.size());
+  if (after_rollup > 0) panes_after_rollup_->Inc(after_rollup);
   return Status::Ok();
 }
 
-Status StateStore::ScanPanes(std::string_view instance, std::string_view model,
-                             std::string_view metric, int64_t from_ms, int64_t to_ms,
-                             const std::function<Status(const StoredPane&)>& fn) const {
+Status StateStore::ScanTier(size_t tier, std::string_view instance, std::string_view model,
+                            std::string_view metric, int64_t from_ms, int64_t to_ms,
+                            const std::function<Status(const StoredPane&)>& fn) const {
+  if (tier >= tiers_.size()) {
+    return Status::InvalidArgument("state store: no tier " + std::to_string(tier) + " (" +
+                                   std::to_string(tiers_.size()) + " configured)");
+  }
   INFERSCOPE_RETURN_IF_ERROR(CheckName("instance", instance));
   INFERSCOPE_RETURN_IF_ERROR(CheckName("model", model));
   INFERSCOPE_RETURN_IF_ERROR(CheckName("metric", metric));
-  from_ms = std::max<int64_t>(from_ms, 0);
+  // Expired buckets are skipped by their stored end; when the resolution is known, the scan also
+  // starts past them (they may still be on disk until compaction).
+  const int64_t expired_through = tiers_[tier].ExpiredThroughMs(clock_->NowMs());
+  from_ms = std::max<int64_t>({from_ms, 0, FirstLiveStart(tiers_[tier], expired_through)});
   if (to_ms <= from_ms) return Status::Ok();
 
   const std::string prefix = SeriesPrefix(instance, model, metric);
@@ -286,7 +432,7 @@ Status StateStore::ScanPanes(std::string_view instance, std::string_view model,
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions read_options;
   read_options.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kPanes]));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, TierHandle(tier)));
   for (it->Seek(lower); it->Valid(); it->Next()) {
     std::string_view key = it->key().ToStringView();
     std::string_view value = it->value().ToStringView();
@@ -300,6 +446,7 @@ Status StateStore::ScanPanes(std::string_view instance, std::string_view model,
                                 " bytes for '" + Printable(key) + "'");
     }
     pane.end_ms = static_cast<int64_t>(DecodeBigEndian64(value));
+    if (pane.end_ms <= expired_through) continue;
     Status decoded = Aggregate::DecodeFrom(value.substr(8), &pane.agg);
     if (!decoded.ok()) {
       return Status::Corruption("state store: pane '" + Printable(key) + "' at " +
@@ -386,5 +533,157 @@ Status StateStore::ScanRecords(
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }
+
+Result<MaintenanceReport> StateStore::RunMaintenance() {
+  std::lock_guard<std::mutex> lock(maintenance_mu_);
+  const int64_t started_ns = clock_->MonotonicNs();
+  MaintenanceReport report;
+  report.now_ms = clock_->NowMs();
+  report.watermark_ms = Watermark();
+  report.rollups_written.assign(tiers_.size(), 0);
+  Status status = Status::Ok();
+  // Finest first: tier i reads tier i - 1, which this same run has just brought up to date.
+  for (size_t i = 1; i < tiers_.size() && status.ok(); ++i) {
+    const int64_t res = tiers_[i].resolution_ms;
+    int64_t target = FloorDiv(report.watermark_ms - rollup_delay_ms_, res) * res;
+    if (i > 1) target = std::min(target, RolledThroughMs(i - 1));
+    if (target <= RolledThroughMs(i)) continue;
+    status = RollUp(i, target, report.now_ms, &report.rollups_written[i]);
+  }
+  if (status.ok()) status = DropExpiredSeries(report.now_ms, &report.series_dropped);
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    report.rolled_through_ms.push_back(RolledThroughMs(i));
+    if (i > 0) rolled_through_gauges_[i]->Set(static_cast<double>(RolledThroughMs(i)));
+  }
+  maintenance_seconds_->Observe(static_cast<double>(clock_->MonotonicNs() - started_ns) / 1e9);
+  if (!status.ok()) {
+    maintenance_errors_->Inc();
+    return status.WithContext("state maintenance");
+  }
+  return report;
+}
+
+Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written) {
+  const int64_t res = tiers_[tier].resolution_ms;
+  const int64_t done = RolledThroughMs(tier);
+  // Buckets that would be expired on arrival are not written.
+  const int64_t first_live = FirstLiveStart(tiers_[tier], tiers_[tier].ExpiredThroughMs(now_ms));
+  std::vector<std::pair<std::string, SeriesRange>> series;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    series.assign(index_.begin(), index_.end());
+  }
+
+  rocksdb::WriteOptions write_options;
+  write_options.sync = sync_writes_;
+  rocksdb::WriteBatch batch;
+  int64_t in_batch = 0;
+  auto commit = [&]() -> Status {
+    if (in_batch == 0) return Status::Ok();
+    rocksdb::Status s = db_->Write(write_options, &batch);
+    if (!s.ok()) write_errors_->Inc();
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
+    *written += in_batch;
+    rollups_written_->Inc(static_cast<uint64_t>(in_batch));
+    batch.Clear();
+    in_batch = 0;
+    return Status::Ok();
+  };
+
+  std::string key;
+  std::string value;
+  for (const auto& [prefix, range] : series) {
+    int64_t lo = std::max({done, FloorDiv(range.first_seen_ms, res) * res, first_live});
+    int64_t hi = std::min(target_ms, FloorDiv(range.last_seen_ms, res) * res + res);
+    if (lo >= hi) continue;
+    std::string_view rest = prefix;
+    std::string_view instance, model, metric;
+    if (!ReadStr(&rest, &instance) || !ReadStr(&rest, &model) || !ReadStr(&rest, &metric)) {
+      return Status::Corruption("state store: malformed series entry '" + Printable(prefix) + "'");
+    }
+    int64_t bucket = std::numeric_limits<int64_t>::min();
+    Aggregate merged;
+    auto flush = [&]() -> Status {
+      if (bucket == std::numeric_limits<int64_t>::min()) return Status::Ok();
+      key = prefix;
+      AppendBigEndian64(&key, static_cast<uint64_t>(bucket));
+      value.clear();
+      AppendBigEndian64(&value, static_cast<uint64_t>(bucket + res));
+      merged.EncodeTo(&value);
+      INFERSCOPE_RETURN_IF_ERROR(
+          FromRocks(batch.Put(TierHandle(tier), key, value), "state store: rollup"));
+      merged.Clear();
+      if (++in_batch >= kRollupBatchBuckets) return commit();
+      return Status::Ok();
+    };
+    INFERSCOPE_RETURN_IF_ERROR(
+        ScanTier(tier - 1, instance, model, metric, lo, hi, [&](const StoredPane& fine) -> Status {
+          int64_t b = FloorDiv(fine.start_ms, res) * res;
+          if (b != bucket) {
+            INFERSCOPE_RETURN_IF_ERROR(flush());
+            bucket = b;
+          }
+          merged.Merge(fine.agg);
+          return Status::Ok();
+        }));
+    INFERSCOPE_RETURN_IF_ERROR(flush());
+  }
+  // The cursor moves in the last batch, after every bucket before it is durable.
+  value.clear();
+  AppendBigEndian64(&value, static_cast<uint64_t>(target_ms));
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(
+      batch.Put(handles_[kMeta], std::string(kRolledThroughKeyPrefix) + tiers_[tier].Name(), value),
+      "state store: rollup"));
+  rocksdb::Status s = db_->Write(write_options, &batch);
+  if (!s.ok()) write_errors_->Inc();
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
+  *written += in_batch;
+  rollups_written_->Inc(static_cast<uint64_t>(in_batch));
+  rolled_through_[tier].store(target_ms, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
+  // A series is gone once the bucket of the coarsest tier holding its last value has expired: every
+  // finer bucket ends no later and is kept no longer.
+  const TierSpec& coarsest = tiers_.back();
+  if (coarsest.retention_ms == 0 || coarsest.resolution_ms == 0) return Status::Ok();
+  const int64_t expired_through = coarsest.ExpiredThroughMs(now_ms);
+  const int64_t res = coarsest.resolution_ms;
+  std::lock_guard<std::mutex> lock(write_mu_);
+  rocksdb::WriteBatch batch;
+  std::vector<std::string> gone;
+  for (const auto& [key, range] : index_) {
+    if (FloorDiv(range.last_seen_ms, res) * res + res <= expired_through) {
+      INFERSCOPE_RETURN_IF_ERROR(
+          FromRocks(batch.Delete(handles_[kSeries], key), "state store: dropping series"));
+      gone.push_back(key);
+    }
+  }
+  if (gone.empty()) return Status::Ok();
+  rocksdb::WriteOptions write_options;
+  write_options.sync = sync_writes_;
+  INFERSCOPE_RETURN_IF_ERROR(
+      FromRocks(db_->Write(write_options, &batch), "state store: dropping expired series"));
+  for (const std::string& key : gone) index_.erase(key);
+  *dropped += static_cast<int64_t>(gone.size());
+  series_dropped_->Inc(gone.size());
+  return Status::Ok();
+}
+
+Status StateStore::CompactTiers() {
+  std::lock_guard<std::mutex> lock(maintenance_mu_);
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), TierHandle(i)),
+                                         "state store: flushing tier " + tiers_[i].Name()));
+    rocksdb::CompactRangeOptions options;
+    // Rewrite even the bottommost files, so the filter sees every key.
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    INFERSCOPE_RETURN_IF_ERROR(
+        FromRocks(db_->CompactRange(options, TierHandle(i), nullptr, nullptr),
+                  "state store: compacting tier " + tiers_[i].Name()));
+  }
+  return Status::Ok();
+}
 
 }  // namespace inferscope

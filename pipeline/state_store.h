@@ -13,14 +13,17 @@
 #include <vector>
 
 #include "pipeline/aggregate.h"
+#include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
+#include "pipeline/tiers.h"
 
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class CompactionFilter;
 }  // namespace rocksdb
 
 namespace inferscope {
@@ -30,8 +33,29 @@ struct StateStoreOptions {
   bool create_if_missing = true;
   bool sync_writes = false;  // fsync every WriteBatch (default: rely on the WAL without fsync)
   size_t block_cache_mb = 64;
+  // Storage tiers, finest first (see pipeline/tiers.h and docs/RETENTION.md). Tier 0 is the
+  // `panes` column family and its resolution must be the window operator's pane length; tier i > 0
+  // is the column family `rollup_<name>` ("rollup_1m"). Empty (the default): panes only, of any
+  // length, kept forever, never rolled up.
+  std::vector<TierSpec> tiers;
+  // A bucket of tier i > 0 is rolled up once the stored watermark is at least its end plus this
+  // (default 1 min; must be >= the window operator's allowed lateness). >= 0.
+  int64_t rollup_delay_ms = 60'000;
+  // Processing time for retention (reads, compaction filter, maintenance). nullptr: SystemClock.
+  // Must outlive the store.
+  const Clock* clock = nullptr;
 
   Status Validate() const;
+};
+
+// What one StateStore::RunMaintenance did.
+struct MaintenanceReport {
+  int64_t now_ms = 0;        // the clock when it ran
+  int64_t watermark_ms = 0;  // the stored watermark it rolled up against
+  // Per tier (index 0 always 0): buckets written, and the end of the last final bucket rolled up.
+  std::vector<int64_t> rollups_written;
+  std::vector<int64_t> rolled_through_ms;
+  int64_t series_dropped = 0;  // series index entries whose every bucket had expired
 };
 
 // Column families for records other than panes, each with its own key scheme (documented by the
@@ -73,16 +97,30 @@ struct SeriesInfo {
 // StateStore is the engine's durable state: RocksDB with one column family per kind of record.
 //
 // clang-format off
-//   panes   key: str(instance) str(model) str(metric) be64(pane start ms)  value: end ms + Aggregate
-//   series  key: str(instance) str(model) str(metric)                      value: first/last seen
-//   meta    key: name                                                       value: engine facts (watermark)
+//   panes      key: str(instance) str(model) str(metric) be64(pane start ms)    value: be64(end ms) + Aggregate
+//   rollup_<r> key: str(instance) str(model) str(metric) be64(bucket start ms)  value: be64(end ms) + Aggregate
+//   series     key: str(instance) str(model) str(metric)                        value: first/last seen
+//   meta       key: name                                                         value: engine facts (watermark,
+//                                                                                "rollup_through/<r>": be64 ms)
 // clang-format on
+//
+// Tiers and retention (docs/RETENTION.md has the exact contract): `panes` is tier 0; each further
+// tier holds buckets of its resolution, each the Aggregate::Merge of the buckets of the tier before
+// it that it covers. RunMaintenance writes a bucket once it is final (watermark >= end +
+// rollup_delay) and never again. A bucket [s, e) of a tier with retention R is expired once the
+// clock reaches e + R: reads skip it from then on, and a compaction filter asking the same clock
+// drops it from disk at the next compaction of its column family.
 //
 // str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at
 // decode), so a key prefix selects one series and big-endian times keep its panes in time order.
 // Strings, not interned ids, are stored: ids are per process, the store outlives it.
 //
-// Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers.
+// Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers;
+// RunMaintenance runs on one maintenance thread (calls are serialised) and writes only the rollup
+// tiers, their cursors and the series index, so it never contends with WritePanes for a key.
+// Limitations: a pane upserted after its coarse bucket rolled up (later than rollup_delay) is not
+// re-rolled: the coarse tier keeps the earlier value; such writes are counted in
+// inferscope_state_panes_after_rollup_total.
 class StateStore {
  public:
   static Result<std::unique_ptr<StateStore>> Open(const StateStoreOptions& options,
@@ -103,10 +141,30 @@ class StateStore {
   Status WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                     int64_t watermark_ms);
   // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time
-  // order. Stops early and returns the first non-OK Status `fn` returns.
+  // order, skipping expired panes. Stops early and returns the first non-OK Status `fn` returns.
   Status ScanPanes(std::string_view instance, std::string_view model, std::string_view metric,
                    int64_t from_ms, int64_t to_ms,
-                   const std::function<Status(const StoredPane&)>& fn) const;
+                   const std::function<Status(const StoredPane&)>& fn) const {
+    return ScanTier(0, instance, model, metric, from_ms, to_ms, fn);
+  }
+  // The same for the buckets of tier `tier` (< tiers().size()). A bucket expired at the clock's
+  // current time is never passed to `fn`, whether or not compaction has removed it yet.
+  Status ScanTier(size_t tier, std::string_view instance, std::string_view model,
+                  std::string_view metric, int64_t from_ms, int64_t to_ms,
+                  const std::function<Status(const StoredPane&)>& fn) const;
+
+  // The tiers in use (at least one: tier 0, the panes).
+  const std::vector<TierSpec>& tiers() const { return tiers_; }
+  // Tier `tier` holds every final bucket that ends at or before this (INT64_MAX for tier 0: panes
+  // are written directly). Buckets from here on must be answered from a finer tier.
+  int64_t RolledThroughMs(size_t tier) const;
+  // One maintenance step at the clock's current time: rolls every tier up to the buckets that are
+  // final under the stored watermark, drops the series index entries whose data has all expired,
+  // and updates the tier metrics. Idempotent; safe concurrently with writers and readers.
+  Result<MaintenanceReport> RunMaintenance();
+  // Flushes and compacts every tier's column family, so that the compaction filter drops every
+  // bucket expired at the clock's current time from disk now rather than at the next compaction.
+  Status CompactTiers();
   // Calls `fn` for every series in the index, ordered by (instance, model, metric).
   Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
   // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
@@ -131,8 +189,12 @@ class StateStore {
     int64_t last_seen_ms = 0;
   };
 
-  StateStore() = default;
+  StateStore();
   Status LoadIndex();
+  rocksdb::ColumnFamilyHandle* TierHandle(size_t tier) const;
+  // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
+  Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
+  Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
 
   std::string path_;
   bool sync_writes_ = false;
@@ -140,6 +202,17 @@ class StateStore {
   // default, panes, series, meta, then any other column family found in the directory.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::unique_ptr<MetricsRegistry> own_metrics_;  // when Open was given no registry
+  MetricsRegistry* metrics_ = nullptr;
+  const Clock* clock_ = nullptr;
+  std::vector<TierSpec> tiers_;
+  int64_t rollup_delay_ms_ = 0;
+  size_t first_tier_handle_ = 0;  // handles_ index of tier 1
+  // One per tier with a retention; referenced by the column family options, so they must outlive
+  // db_ (the destructor closes db_ first).
+  std::vector<std::unique_ptr<rocksdb::CompactionFilter>> expiry_filters_;
+  // rolled_through_[i]: RolledThroughMs(i); written by RunMaintenance only.
+  std::unique_ptr<std::atomic<int64_t>[]> rolled_through_;
+  std::mutex maintenance_mu_;  // serialises RunMaintenance and CompactTiers
 
   // Serialises writers; guards index_ and watermark updates.
   std::mutex write_mu_;
@@ -150,6 +223,12 @@ class StateStore {
   Histogram* write_latency_ = nullptr;
   Counter* write_errors_ = nullptr;
   Counter* panes_written_ = nullptr;
+  Counter* panes_after_rollup_ = nullptr;
+  Counter* rollups_written_ = nullptr;
+  Counter* series_dropped_ = nullptr;
+  Histogram* maintenance_seconds_ = nullptr;
+  Counter* maintenance_errors_ = nullptr;
+  std::vector<Gauge*> rolled_through_gauges_;  // per tier
 };
 
 // Key encoding, exposed for tests and tools.
@@ -157,5 +236,7 @@ void AppendStr(std::string* out, std::string_view s);
 void AppendBigEndian64(std::string* out, uint64_t v);
 std::string PaneKey(std::string_view instance, std::string_view model, std::string_view metric,
                     int64_t start_ms);
+// The column family of tier `index`: "panes" for tier 0, "rollup_<name>" after.
+std::string TierFamilyName(size_t index, const TierSpec& tier);
 
 }  // namespace inferscope

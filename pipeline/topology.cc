@@ -63,6 +63,73 @@ Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_v
   return out;
 }
 
+// state: path, tiers, rollup_delay, maintenance_interval.
+Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
+  Result<ConfigNode> state = root.Child("state");
+  if (!state.ok()) return state.status();
+  spec->state_at = *state;
+  INFERSCOPE_RETURN_IF_ERROR(
+      state->CheckKnownFields({"path", "tiers", "rollup_delay", "maintenance_interval"}));
+  Result<std::string> state_path = state->GetString("path", std::string());
+  if (!state_path.ok()) return state_path.status();
+  spec->state_path = *state_path;
+  Result<int64_t> delay = state->GetDurationMs("rollup_delay", spec->rollup_delay_ms, 0);
+  if (!delay.ok()) return delay.status();
+  spec->rollup_delay_ms = *delay;
+  Result<int64_t> interval =
+      state->GetDurationMs("maintenance_interval", spec->maintenance_interval_ms, 100);
+  if (!interval.ok()) return interval.status();
+  spec->maintenance_interval_ms = *interval;
+
+  std::vector<ConfigNode> tier_nodes;
+  if (state->Has("tiers")) {
+    YAML::Node list = state->node()["tiers"];
+    if (!list.IsSequence() || list.size() == 0) {
+      return state->Error("tiers", "expected a non-empty list of {resolution, retention}");
+    }
+    spec->state_tiers.clear();
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string path = state->path() + ".tiers[" + std::to_string(i) + "]";
+      if (!list[i].IsMap()) {
+        return Status::InvalidArgument(MarkPrefix(root.file(), list[i].Mark()) + ": " + path +
+                                       ": expected a mapping {resolution, retention}");
+      }
+      ConfigNode tier(root.file(), list[i], path);
+      INFERSCOPE_RETURN_IF_ERROR(tier.CheckKnownFields({"resolution", "retention"}));
+      Result<int64_t> resolution = tier.GetDurationMs("resolution", std::nullopt, 1);
+      if (!resolution.ok()) return resolution.status();
+      TierSpec t;
+      t.resolution_ms = *resolution;
+      // "forever" (or an absent retention) keeps the tier's buckets for good.
+      if (tier.Has("retention") && list[i]["retention"].IsScalar() &&
+          list[i]["retention"].Scalar() == "forever") {
+        t.retention_ms = 0;
+      } else if (tier.Has("retention")) {
+        Result<int64_t> retention = tier.GetDurationMs("retention", std::nullopt, 1);
+        if (!retention.ok()) return retention.status();
+        t.retention_ms = *retention;
+      }
+      spec->state_tiers.push_back(t);
+      tier_nodes.push_back(tier);
+    }
+  }
+  TierProblem problem;
+  if (!ValidateTiers(spec->state_tiers, spec->rollup_delay_ms, spec->maintenance_interval_ms,
+                     &problem)
+           .ok()) {
+    if (problem.index >= 0 && static_cast<size_t>(problem.index) < tier_nodes.size()) {
+      return tier_nodes[static_cast<size_t>(problem.index)].Error(problem.field, problem.message);
+    }
+    // Default tiers that do not fit the configured delay or interval: blame those fields.
+    std::string field = problem.index >= 0 ? "rollup_delay" : problem.field;
+    std::string message = problem.index >= 0 ? "too long for the default tiers (" +
+                                                   problem.message + "); list state.tiers"
+                                             : problem.message;
+    return state->Error(field, message);
+  }
+  return Status::Ok();
+}
+
 Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   Result<ConfigNode> engine = root.Child("engine");
   if (!engine.ok()) return engine.status();
@@ -120,12 +187,7 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
   if (!name.ok()) return name.status();
   spec.name = *name;
 
-  Result<ConfigNode> state = root.Child("state");
-  if (!state.ok()) return state.status();
-  INFERSCOPE_RETURN_IF_ERROR(state->CheckKnownFields({"path"}));
-  Result<std::string> state_path = state->GetString("path", std::string());
-  if (!state_path.ok()) return state_path.status();
-  spec.state_path = *state_path;
+  INFERSCOPE_RETURN_IF_ERROR(ParseStateSettings(root, &spec));
 
   Result<ConfigNode> query = root.Child("query");
   if (!query.ok()) return query.status();
@@ -185,6 +247,18 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
     if (!registry.HasOperator(s.type)) {
       return s.at.Error("type", "unknown operator type '" + s.type +
                                     "' (known: " + registry.Names("operator") + ")");
+    }
+    // Tier 0 of the state store is the panes themselves: its resolution is the pane length.
+    if (s.type == "window_aggregate" && !spec.state_path.empty() && !spec.state_tiers.empty()) {
+      Result<int64_t> pane = s.options.GetDurationMs("pane", 10'000, 1);
+      if (!pane.ok()) return pane.status();
+      const int64_t tier0 = spec.state_tiers.front().resolution_ms;
+      if (*pane != tier0) {
+        return s.options.Error(
+            "pane", FormatDurationMs(*pane) + " differs from state.tiers[0].resolution (" +
+                        FormatDurationMs(tier0) +
+                        "); the finest tier stores the panes, so they must match");
+      }
     }
   }
   for (const auto& s : spec.sinks) {

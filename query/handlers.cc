@@ -12,6 +12,7 @@
 #include "pipeline/aggregate.h"
 #include "pipeline/config.h"
 #include "pipeline/state_store.h"
+#include "pipeline/tiers.h"
 
 namespace inferscope {
 namespace {
@@ -274,8 +275,38 @@ ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest&) {
   return reply;
 }
 
-ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
-  const std::string instance = req.path_params.empty() ? std::string() : req.path_params[0];
+namespace {
+
+// How a windowed read is asked for: which parameter names the step, its default, how many steps
+// the range covers by default, and the key of the list in the reply.
+struct RangeQuery {
+  std::string_view step_param;
+  std::string_view default_step;
+  int64_t default_steps = 1;
+  std::string_view list_key;
+};
+
+// A positive duration parameter `name` ("10s", "1m", "5m", "1h"...), or an error reply.
+std::optional<int64_t> ParseStepParam(const ApiContext& ctx, const ApiRequest& req,
+                                      std::string_view name, std::string_view default_text,
+                                      std::string* text, ApiReply* error) {
+  *text = req.Param(std::string(name)).value_or(std::string(default_text));
+  std::optional<int64_t> ms = ParseDurationMs(*text);
+  if (!ms || *ms <= 0 || *ms > kMaxWindowMs) {
+    *error = BadParameter(ctx, name,
+                          std::string(name) +
+                              " must be a positive duration such as 10s, 1m, 5m or 1h, got '" +
+                              *text + "'",
+                          {{"value", *text}});
+    return std::nullopt;
+  }
+  return ms;
+}
+
+// Windows of one step over [from, to) for one instance (one model or all of them), each merged
+// from the stored buckets of the coarsest tier that answers it exactly (see PlanTierRead).
+ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::string& instance,
+                      const RangeQuery& query) {
   const std::optional<std::string> model = req.Param("model");
   const std::string metric = req.Param("metric").value_or("ttft_ms");
   if (instance.size() > kMaxNameBytes) {
@@ -291,7 +322,8 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
 
   ApiReply error;
   std::string window_text;
-  std::optional<int64_t> window = ParseWindowParam(ctx, req, "1m", &window_text, &error);
+  std::optional<int64_t> window =
+      ParseStepParam(ctx, req, query.step_param, query.default_step, &window_text, &error);
   if (!window) return error;
   const int64_t w = *window;
   bool has_from = false, has_to = false;
@@ -299,6 +331,37 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
   if (has_from && !from) return error;
   std::optional<int64_t> to = ParseTimeParam(ctx, req, "to", &error, &has_to);
   if (has_to && !to) return error;
+
+  const std::vector<TierSpec>& tiers = ctx.store->tiers();
+  const int64_t finest = tiers.front().resolution_ms;  // 0: unknown (checked per pane below)
+  if (finest > 0 && w % finest != 0) {
+    return BadParameter(ctx, query.step_param,
+                        std::string(query.step_param) + " " + window_text +
+                            " is not a multiple of the stored pane length (" +
+                            FormatDurationMs(finest) + ")",
+                        {{"value", window_text}, {"pane_ms", finest}});
+  }
+  int64_t max_resolution = INT64_MAX;
+  if (std::optional<std::string> text = req.Param("resolution")) {
+    std::optional<int64_t> ms = ParseDurationMs(*text);
+    bool known = false;
+    for (const TierSpec& t : tiers) known = known || (ms && t.resolution_ms == *ms);
+    if (!known) {
+      json names = json::array();
+      for (const TierSpec& t : tiers) names.push_back(t.Name());
+      return BadParameter(
+          ctx, "resolution",
+          "resolution must be the resolution of a storage tier, got '" + *text + "'",
+          {{"value", *text}, {"tiers", names}});
+    }
+    if (w % *ms != 0) {
+      return BadParameter(ctx, "resolution",
+                          "resolution " + *text + " does not divide " +
+                              std::string(query.step_param) + " " + window_text,
+                          {{"value", *text}, {query.step_param, window_text}});
+    }
+    max_resolution = *ms;
+  }
 
   // Which series: every model of the instance that has the metric, or just the one asked for.
   std::vector<SeriesInfo> series;
@@ -328,11 +391,11 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
                       {{"instance", instance}, {"metric", metric}});
   }
 
-  // The range: `to` defaults to the watermark rounded down to a window boundary, `from` to one
-  // window before `to`; windows are aligned to multiples of the window size.
+  // The range: `to` defaults to the watermark rounded down to a step boundary, `from` to
+  // `default_steps` steps before `to`; windows are aligned to multiples of the step.
   const int64_t watermark = ctx.store->Watermark();
   int64_t to_ms = has_to ? *to : FloorDiv(watermark, w) * w;
-  int64_t from_ms = has_from ? *from : to_ms - w;
+  int64_t from_ms = has_from ? *from : to_ms - query.default_steps * w;
   if (from_ms >= to_ms) {
     return BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
   }
@@ -340,37 +403,64 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
   const int64_t span = to_ms - first_start;
   const int64_t num_windows = span / w + (span % w != 0 ? 1 : 0);
   if (num_windows > kMaxWindowsPerRequest) {
-    return BadParameter(ctx, "window",
+    return BadParameter(ctx, query.step_param,
                         "the range holds " + std::to_string(num_windows) + " windows; at most " +
                             std::to_string(kMaxWindowsPerRequest) +
-                            " are allowed per request (use a larger window or a shorter range)",
+                            " are allowed per request (use a larger " +
+                            std::string(query.step_param) + " or a shorter range)",
                         {{"windows", num_windows}, {"max_windows", kMaxWindowsPerRequest}});
   }
   const int64_t end_ms = first_start + num_windows * w;
+
+  // Which tiers answer which part of the range, decided once so that every model is read alike.
+  std::vector<int64_t> rolled;
+  for (size_t i = 0; i < tiers.size(); ++i) rolled.push_back(ctx.store->RolledThroughMs(i));
+  const std::vector<TierSegment> plan =
+      PlanTierRead(tiers, rolled, first_start, end_ms, w, max_resolution);
+  const int64_t now = ctx.clock->NowMs();
+  int64_t complete_from = first_start;
+  json segments = json::array();
+  for (const TierSegment& seg : plan) {
+    const TierSpec& tier = tiers[seg.tier];
+    const int64_t expired = tier.ExpiredThroughMs(now);
+    // Buckets ending at or before `expired` are gone: the answer is complete from the first live
+    // bucket on.
+    if (tier.resolution_ms > 0 && expired != INT64_MIN) {
+      const int64_t live = FloorDiv(expired, tier.resolution_ms) * tier.resolution_ms;
+      if (live > seg.from_ms) complete_from = std::max(complete_from, std::min(live, seg.to_ms));
+    }
+    segments.push_back({{"tier", tier.Name()},
+                        {"resolution_ms", tier.resolution_ms},
+                        {"from", seg.from_ms},
+                        {"to", seg.to_ms}});
+  }
 
   std::vector<Aggregate> windows(static_cast<size_t>(num_windows));
   bool bad_pane = false;
   int64_t bad_pane_ms = 0;
   for (const std::string& m : models) {
-    s = ctx.store->ScanPanes(
-        instance, m, metric, first_start, end_ms, [&](const StoredPane& pane) -> Status {
-          int64_t pane_ms = pane.end_ms - pane.start_ms;
-          if (pane_ms <= 0 || w % pane_ms != 0) {
-            bad_pane = true;
-            bad_pane_ms = pane_ms;
-            return Status::InvalidArgument("window is not a multiple of the pane length");
-          }
-          windows[static_cast<size_t>((pane.start_ms - first_start) / w)].Merge(pane.agg);
-          return Status::Ok();
-        });
-    if (bad_pane) {
-      return BadParameter(ctx, "window",
-                          "window " + window_text +
-                              " is not a multiple of the stored pane length (" +
-                              std::to_string(bad_pane_ms) + "ms)",
-                          {{"value", window_text}, {"pane_ms", bad_pane_ms}});
+    for (const TierSegment& seg : plan) {
+      s = ctx.store->ScanTier(
+          seg.tier, instance, m, metric, seg.from_ms, seg.to_ms,
+          [&](const StoredPane& pane) -> Status {
+            int64_t pane_ms = pane.end_ms - pane.start_ms;
+            if (pane_ms <= 0 || w % pane_ms != 0) {
+              bad_pane = true;
+              bad_pane_ms = pane_ms;
+              return Status::InvalidArgument("window is not a multiple of the pane length");
+            }
+            windows[static_cast<size_t>((pane.start_ms - first_start) / w)].Merge(pane.agg);
+            return Status::Ok();
+          });
+      if (bad_pane) {
+        return BadParameter(ctx, query.step_param,
+                            std::string(query.step_param) + " " + window_text +
+                                " is not a multiple of the stored pane length (" +
+                                std::to_string(bad_pane_ms) + "ms)",
+                            {{"value", window_text}, {"pane_ms", bad_pane_ms}});
+      }
+      if (!s.ok()) return StatusReply(*ctx.clock, s);
     }
-    if (!s.ok()) return StatusReply(*ctx.clock, s);
   }
 
   json list = json::array();
@@ -378,13 +468,38 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
     int64_t start = first_start + i * w;
     list.push_back(WindowJson(start, start + w, windows[static_cast<size_t>(i)]));
   }
+  const TierSpec& answered = tiers[plan.empty() ? 0 : plan.front().tier];
   ApiReply reply;
-  reply.body = {{"instance", instance},  {"model", model ? json(*model) : json()},
-                {"models", models},      {"metric", metric},
-                {"window", window_text}, {"window_ms", w},
-                {"from", first_start},   {"to", end_ms},
-                {"as_of", watermark},    {"windows", std::move(list)}};
+  reply.body = {{"instance", instance},
+                {"model", model ? json(*model) : json()},
+                {"models", models},
+                {"metric", metric},
+                {query.step_param, window_text},
+                {std::string(query.step_param) + "_ms", w},
+                {"from", first_start},
+                {"to", end_ms},
+                {"complete_from", complete_from},
+                {"tier", answered.Name()},
+                {"resolution_ms", answered.resolution_ms},
+                {"tiers", std::move(segments)},
+                {"as_of", watermark},
+                {query.list_key, std::move(list)}};
   return reply;
+}
+
+}  // namespace
+
+ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
+  const std::string instance = req.path_params.empty() ? std::string() : req.path_params[0];
+  return WindowedRead(ctx, req, instance, {"window", "1m", 1, "windows"});
+}
+
+ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req) {
+  std::optional<std::string> instance = req.Param("instance");
+  if (!instance || instance->empty()) {
+    return BadParameter(ctx, "instance", "instance is required");
+  }
+  return WindowedRead(ctx, req, *instance, {"step", "1m", 60, "points"});
 }
 
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) {
@@ -457,6 +572,7 @@ const std::vector<Route>& Routes() {
       {"GET", "/v1/instances", "/v1/instances", true, &HandleInstances},
       {"GET", "/v1/instances/([^/]+)/summary", "/v1/instances/{id}/summary", true,
        &HandleInstanceSummary},
+      {"GET", "/v1/series", "/v1/series", true, &HandleSeries},
       {"GET", "/v1/performance/metrics", "/v1/performance/metrics", true,
        &HandlePerformanceMetrics},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},

@@ -78,7 +78,14 @@ inline constexpr int64_t kMaxWindowsPerRequest = 10'000;
 ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest& req);
+// Summary and series answer windows of one step over [from, to) as merges of stored buckets, each
+// from the coarsest storage tier whose resolution divides the step (and is at most `resolution`)
+// and that has rolled up that far; the reply names the tiers ("tier", "resolution_ms", "tiers":
+// [{tier, resolution_ms, from, to}]) and "complete_from", before which data is past retention.
 ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/series?instance=&model=&metric=&from=&to=&step=&resolution=: one point per step
+// (default: the 60 steps before the watermark).
+ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePrometheus(const ApiContext& ctx, const ApiRequest& req);
 

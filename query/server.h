@@ -29,7 +29,8 @@ struct ApiContext;
 //   GET /v1/health                        liveness, plus whatever `health_info` returns
 //   GET /v1/capabilities                  registered source/operator/sink types
 //   GET /v1/instances                     the series index grouped by instance and model
-//   GET /v1/instances/{id}/summary        tumbling windows merged from stored panes
+//   GET /v1/instances/{id}/summary        tumbling windows merged from stored panes or rollups
+//   GET /v1/series                        one point per step over [from, to) (dashboards)
 //   GET /v1/performance/metrics           fleet-wide latency, throughput, error and cache rates
 //   GET /metrics                          Prometheus text format 0.0.4
 //

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -49,13 +50,14 @@ SlidingWindowOperator::Options OptionsFor(int64_t windows) {
 }
 
 // Feeds panes [kP0, kP0 + panes) of every series, in pane order. Returns the next pane number.
-int64_t Fill(SlidingWindowOperator& op, const std::vector<Aggregate>& pool, int64_t panes) {
+int64_t Fill(SlidingWindowOperator& op, const std::vector<Aggregate>& pool, int64_t panes,
+             int series = kSeries) {
   OutputBatch in;
   in.summaries.resize(1);
   OutputBatch out;
   size_t next = 0;
   for (int64_t p = kP0; p < kP0 + panes; ++p) {
-    for (int s = 0; s < kSeries; ++s) {
+    for (int s = 0; s < series; ++s) {
       WindowSummary& w = in.summaries[0];
       w.series = {static_cast<StringId>(s + 1), 1, 1};
       w.start_ms = p * kPane;
@@ -97,20 +99,26 @@ void BM_SlidingWindowPaneArrival(benchmark::State& state) {
 }
 BENCHMARK(BM_SlidingWindowPaneArrival)->Arg(2)->Arg(3)->ArgName("windows");
 
-// Heap and object bytes per series once every ring is full (mallinfo2 before and after).
+// Heap and object bytes per series once every ring is full (mallinfo2 before and after), and the
+// size the same panes would take in their encoded form (Aggregate::EncodeTo), for comparison.
 void BM_SlidingWindowMemory(benchmark::State& state) {
+  constexpr int kMemorySeries = 100;
   const std::vector<Aggregate> pool = PanePool(64, 2);
   for (auto _ : state) {
     const size_t before = mallinfo2().uordblks;
     auto op = std::make_unique<SlidingWindowOperator>(OptionsFor(state.range(0)));
-    Fill(*op, pool, static_cast<int64_t>(op->ring_size()));
+    Fill(*op, pool, static_cast<int64_t>(op->ring_size()), kMemorySeries);
     const size_t after = mallinfo2().uordblks;
-    state.counters["bytes_per_series"] =
-        static_cast<double>(after - before) / static_cast<double>(kSeries);
+    const auto bytes = static_cast<double>(after - before);
+    state.counters["bytes_per_series"] = bytes / kMemorySeries;
     state.counters["bytes_per_pane"] =
-        static_cast<double>(after - before) / static_cast<double>(kSeries * op->ring_size());
+        bytes / static_cast<double>(kMemorySeries * op->ring_size());
     state.counters["ring_panes"] = static_cast<double>(op->ring_size());
   }
+  std::string encoded;
+  for (const Aggregate& a : pool) a.EncodeTo(&encoded);
+  state.counters["encoded_bytes_per_pane"] =
+      static_cast<double>(encoded.size()) / static_cast<double>(pool.size());
   state.counters["sizeof_aggregate"] = sizeof(Aggregate);
 }
 BENCHMARK(BM_SlidingWindowMemory)->Arg(2)->Arg(3)->ArgName("windows")->Iterations(1)->Unit(

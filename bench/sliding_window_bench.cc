@@ -111,8 +111,7 @@ void BM_SlidingWindowMemory(benchmark::State& state) {
     const size_t after = mallinfo2().uordblks;
     const auto bytes = static_cast<double>(after - before);
     state.counters["bytes_per_series"] = bytes / kMemorySeries;
-    state.counters["bytes_per_pane"] =
-        bytes / static_cast<double>(kMemorySeries * op->ring_size());
+    state.counters["bytes_per_pane"] = bytes / static_cast<double>(kMemorySeries * op->ring_size());
     state.counters["ring_panes"] = static_cast<double>(op->ring_size());
   }
   std::string encoded;
@@ -121,8 +120,12 @@ void BM_SlidingWindowMemory(benchmark::State& state) {
       static_cast<double>(encoded.size()) / static_cast<double>(pool.size());
   state.counters["sizeof_aggregate"] = sizeof(Aggregate);
 }
-BENCHMARK(BM_SlidingWindowMemory)->Arg(2)->Arg(3)->ArgName("windows")->Iterations(1)->Unit(
-    benchmark::kMillisecond);
+BENCHMARK(BM_SlidingWindowMemory)
+    ->Arg(2)
+    ->Arg(3)
+    ->ArgName("windows")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace inferscope

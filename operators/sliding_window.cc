@@ -63,7 +63,8 @@ Status SlidingWindowOperator::Options::Validate() const {
                                      std::to_string(kMaxPanesPerWindow) + " panes");
     }
   }
-  if (allowed_lateness_ms < 0) return Status::InvalidArgument("allowed_lateness must not be negative");
+  if (allowed_lateness_ms < 0)
+    return Status::InvalidArgument("allowed_lateness must not be negative");
   if (max_series < 1 || max_series > kMaxSeriesLimit) {
     return Status::InvalidArgument("max_series must be between 1 and " +
                                    std::to_string(kMaxSeriesLimit));

@@ -120,8 +120,8 @@ class SlidingWindowOperator final : public Operator {
   };
   struct Series {
     SeriesKey key;
-    int64_t newest = kNoPane;  // newest pane number seen
-    int64_t early = kNoPane;   // end pane number of the last early emission (emit: early)
+    int64_t newest = kNoPane;    // newest pane number seen
+    int64_t early = kNoPane;     // end pane number of the last early emission (emit: early)
     std::vector<PaneSlot> ring;  // ring_ slots, indexed by pane number mod ring_
   };
 
@@ -144,7 +144,7 @@ class SlidingWindowOperator final : public Operator {
 
   Options options_;
   int64_t pane_ms_ = 0;
-  bool broken_ = false;              // the learned pane does not divide a window
+  bool broken_ = false;                // the learned pane does not divide a window
   std::vector<int64_t> window_panes_;  // window sizes in panes, ascending
   int64_t max_window_panes_ = 0;
   size_t ring_ = 0;

@@ -21,7 +21,7 @@ using Options = SlidingWindowOperator::Options;
 
 constexpr int64_t kPane = 10'000;
 constexpr int64_t kT0 = 1'700'000'000'000;  // aligned to 10 s
-constexpr int64_t kP0 = kT0 / kPane;         // pane number of kT0
+constexpr int64_t kP0 = kT0 / kPane;        // pane number of kT0
 
 SeriesKey Key(StringId instance, StringId metric = 1) { return {instance, 7, metric}; }
 
@@ -346,9 +346,9 @@ TEST(SlidingWindowTest, SeriesLimitIsCounted) {
                             {{"stage", "sliding"}, {"reason", "series_limit"}})
                 ->value(),
             1u);
-  EXPECT_EQ(metrics.GetCounter("inferscope_sliding_windows_total", "", {{"stage", "sliding"}})
-                ->value(),
-            6u);
+  EXPECT_EQ(
+      metrics.GetCounter("inferscope_sliding_windows_total", "", {{"stage", "sliding"}})->value(),
+      6u);
   EXPECT_EQ(metrics.GetGauge("inferscope_sliding_series", "", {{"stage", "sliding"}})->value(),
             2.0);
 }
@@ -383,8 +383,9 @@ Result<std::unique_ptr<SlidingWindowOperator>> FromYaml(const std::string& yaml)
 }
 
 TEST(SlidingWindowTest, OptionsFromConfig) {
-  auto op = FromYaml("windows: [1m, 5m]\npane: 10s\nemit: early\npass_panes: false\n"
-                     "allowed_lateness: 30s\nmax_series: 10\n");
+  auto op = FromYaml(
+      "windows: [1m, 5m]\npane: 10s\nemit: early\npass_panes: false\n"
+      "allowed_lateness: 30s\nmax_series: 10\n");
   ASSERT_TRUE(op.ok()) << op.status().message();
   const Options& o = (*op)->options();
   EXPECT_EQ(o.windows_ms, (std::vector<int64_t>{60'000, 300'000}));
@@ -397,8 +398,7 @@ TEST(SlidingWindowTest, OptionsFromConfig) {
 
   auto defaults = SlidingWindowOperator::Create(ConfigNode());
   ASSERT_TRUE(defaults.ok());
-  EXPECT_EQ((*defaults)->options().windows_ms,
-            (std::vector<int64_t>{60'000, 300'000, 3'600'000}));
+  EXPECT_EQ((*defaults)->options().windows_ms, (std::vector<int64_t>{60'000, 300'000, 3'600'000}));
   EXPECT_EQ((*defaults)->options().emit, SlidingWindowOperator::Emit::kFinal);
   EXPECT_TRUE((*defaults)->options().pass_panes);
 }

@@ -1,0 +1,176 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/aggregate.h"
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/operator.h"
+#include "pipeline/status.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+
+// SlidingWindowOperator turns the pane summaries of an upstream window_aggregate into sliding
+// windows of several sizes (1 m, 5 m, 1 h by default) that slide by one pane, by merging the
+// aggregates of the panes each window spans; events are never copied per window.
+//
+// Per series it keeps a ring of the last N + L pane aggregates (N = largest window / pane, L =
+// allowed_lateness / pane). When a pane of a series arrives (its pane closed upstream), it emits
+// one WindowSummary per configured size W ending at that pane's end: [end - W, end), the merge of
+// the series' panes in range (panes the series did not have count as empty). A pane that arrives
+// with `update` set (late events upstream) replaces the stored one, and every window that
+// contains it and was emitted before is emitted again with `update` set; the same happens for a
+// pane that arrives after later panes of its series.
+//
+// Emit policy: `final` (default) emits only the windows ending at a pane the series had. `early`
+// additionally emits, on every pane arrival, the windows ending one pane later (the pane in
+// progress upstream, whose data is not yet visible): they are replaced (`update` set) when that
+// pane arrives, and stand as the result for that end when the series has no events in it.
+//
+// Lifecycle: construct (or Create from options) → Open → ProcessResults (chained behind a
+// window_aggregate; Process ignores events) → Close.
+// Concurrency: none; the engine's operator thread makes every call.
+// Limitations: windows end only at pane ends where the series had a pane (or, with `early`, one
+// pane later), so a series that goes quiet gets no window for the ends in its silence: the
+// upstream emits nothing for it, and there is no watermark-driven emission (it would have to
+// visit every series at every pane end). Panes at or before the series' newest pane minus the
+// ring are ignored (counted, reason "too_old"); so are pane summaries whose length differs from
+// the pane (reason "bad_pane") and series beyond `max_series` (reason "series_limit"). A window
+// that would need a pane that has left the ring is not re-emitted (counted as unrecomputable).
+// Series are never evicted. Memory per series is dominated by the ring: see
+// docs/ARCHITECTURE.md, "Sliding windows".
+class SlidingWindowOperator final : public Operator {
+ public:
+  static constexpr std::string_view kName = "sliding_window";
+  static constexpr std::string_view kDescription =
+      "Sliding windows of several sizes (sliding by one pane) merged from the pane summaries of "
+      "a window_aggregate operator; final or early emission, updates re-emitted";
+
+  enum class Emit { kFinal, kEarly };
+
+  struct Options {
+    // Window sizes, each a positive multiple of the pane; at most kMaxWindows distinct sizes of at
+    // most kMaxPanesPerWindow panes. Default 1 m, 5 m and 1 h. Kept sorted ascending.
+    std::vector<int64_t> windows_ms = {60'000, 300'000, 3'600'000};
+    // Pane length of the upstream. Default 0: learned from the first pane summary (whose length
+    // every window must then be a multiple of). Otherwise at least 100 ms.
+    int64_t pane_ms = 0;
+    // Default final (see the class comment).
+    Emit emit = Emit::kFinal;
+    // How far behind a series' newest pane an update may be and still correct every window that
+    // contains it (extra ring panes). Should cover the upstream's allowed lateness. Default 1 m;
+    // >= 0, at most kMaxPanesPerWindow panes.
+    int64_t allowed_lateness_ms = 60'000;
+    // Whether the input pane summaries are forwarded to this operator's output (so that one sink
+    // stores both). Default true.
+    bool pass_panes = true;
+    // Upper bound on tracked series (memory bound). Default 100,000; at least 1.
+    int64_t max_series = 100'000;
+
+    Status Validate() const;
+  };
+
+  static constexpr size_t kMaxWindows = 8;
+  static constexpr int64_t kMaxPanesPerWindow = 4096;
+
+  // Reads `windows` (a list of durations), `pane`, `emit` ("final" or "early"),
+  // `allowed_lateness`, `pass_panes`, `max_series`; unknown fields are errors.
+  static Result<std::unique_ptr<SlidingWindowOperator>> Create(const ConfigNode& options);
+  static Result<Options> ParseOptions(const ConfigNode& options);
+
+  // `options` must be valid (see Options::Validate).
+  explicit SlidingWindowOperator(const Options& options);
+  ~SlidingWindowOperator() override;
+
+  Status Open(const StageContext& ctx) override;
+  // Events are not this operator's input; ignored.
+  Status Process(const EventBatch& batch, OutputBatch& out) override;
+  bool ReadsResults() const override { return true; }
+  // Consumes pane summaries (see the class comment). Fails once, when the learned pane does not
+  // divide a window size; the operator then ignores its input (counted as "bad_pane").
+  Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
+  Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+
+  const Options& options() const { return options_; }
+  // The pane length (0 until learned).
+  int64_t pane_ms() const { return pane_ms_; }
+  // Pane slots per series (0 until the pane is known).
+  size_t ring_size() const { return ring_; }
+  int64_t series() const { return static_cast<int64_t>(series_.size()); }
+  uint64_t windows_emitted() const { return windows_total_; }
+  uint64_t updates_emitted() const { return updates_total_; }
+  uint64_t panes_ignored() const { return too_old_total_ + bad_pane_total_ + series_limit_total_; }
+  uint64_t panes_too_old() const { return too_old_total_; }
+  uint64_t panes_series_limit() const { return series_limit_total_; }
+  uint64_t windows_unrecomputable() const { return unrecomputable_total_; }
+
+ private:
+  static constexpr int64_t kNoPane = INT64_MIN;
+  static constexpr uint32_t kNoSeries = UINT32_MAX;
+
+  // One ring slot: a closed pane of the series (pane number = start / pane_ms).
+  struct PaneSlot {
+    int64_t pane = kNoPane;
+    int64_t max_event_time_ms = INT64_MIN;
+    Aggregate agg;
+  };
+  struct Series {
+    SeriesKey key;
+    int64_t newest = kNoPane;    // newest pane number seen
+    int64_t early = kNoPane;     // end pane number of the last early emission (emit: early)
+    std::vector<PaneSlot> ring;  // ring_ slots, indexed by pane number mod ring_
+  };
+
+  // Sets the pane length and ring size; fails when a window is not a multiple of `pane_ms`.
+  Status SetPane(int64_t pane_ms);
+  uint32_t FindOrAddSeries(const SeriesKey& key);
+  void GrowTable();
+  void OnPane(const WindowSummary& pane, OutputBatch& out);
+  // Emits the windows ending at the end of pane number `q` of `s` that span at least `min_panes`
+  // panes, flagged `update`.
+  void EmitWindows(const Series& s, int64_t q, int64_t min_panes, bool update, OutputBatch& out);
+  PaneSlot& SlotOf(Series& s, int64_t pane) { return s.ring[RingIndex(pane)]; }
+  const PaneSlot& SlotOf(const Series& s, int64_t pane) const { return s.ring[RingIndex(pane)]; }
+  size_t RingIndex(int64_t pane) const {
+    const auto ring = static_cast<int64_t>(ring_);
+    return static_cast<size_t>(((pane % ring) + ring) % ring);
+  }
+  bool Holds(const Series& s, int64_t pane) const { return SlotOf(s, pane).pane == pane; }
+  void PublishMetrics();
+
+  Options options_;
+  int64_t pane_ms_ = 0;
+  bool broken_ = false;                // the learned pane does not divide a window
+  std::vector<int64_t> window_panes_;  // window sizes in panes, ascending
+  int64_t max_window_panes_ = 0;
+  size_t ring_ = 0;
+
+  std::vector<uint32_t> table_;  // open addressing, series index or kNoSeries
+  size_t table_mask_ = 0;
+  std::vector<Series> series_;
+  Aggregate scratch_;  // merge accumulator, reused (keeps its sketch capacity)
+
+  uint64_t windows_total_ = 0;
+  uint64_t updates_total_ = 0;
+  uint64_t too_old_total_ = 0;
+  uint64_t bad_pane_total_ = 0;
+  uint64_t series_limit_total_ = 0;
+  uint64_t unrecomputable_total_ = 0;
+  // Totals already added to the counters below.
+  uint64_t windows_published_ = 0, updates_published_ = 0, too_old_published_ = 0,
+           bad_pane_published_ = 0, series_limit_published_ = 0, unrecomputable_published_ = 0;
+
+  Counter* windows_out_ = nullptr;
+  Counter* updates_out_ = nullptr;
+  Counter* too_old_ = nullptr;
+  Counter* bad_pane_ = nullptr;
+  Counter* series_limit_ = nullptr;
+  Counter* unrecomputable_ = nullptr;
+  Gauge* series_gauge_ = nullptr;
+};
+
+}  // namespace inferscope

@@ -1,0 +1,443 @@
+#include "operators/sliding_window.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include "operators/register.h"
+#include "pipeline/metrics.h"
+#include "pipeline/registry.h"
+
+namespace inferscope {
+namespace {
+
+using Options = SlidingWindowOperator::Options;
+
+constexpr int64_t kPane = 10'000;
+constexpr int64_t kT0 = 1'700'000'000'000;  // aligned to 10 s
+constexpr int64_t kP0 = kT0 / kPane;        // pane number of kT0
+
+SeriesKey Key(StringId instance, StringId metric = 1) { return {instance, 7, metric}; }
+
+// A pane summary of `series` for pane number `pane` with a few random values and events.
+WindowSummary MakePane(const SeriesKey& series, int64_t pane, std::mt19937_64& rng) {
+  WindowSummary s;
+  s.series = series;
+  s.start_ms = pane * kPane;
+  s.end_ms = s.start_ms + kPane;
+  std::lognormal_distribution<double> value(3.0, 1.0);
+  std::uniform_int_distribution<int> n_values(0, 20);
+  std::uniform_int_distribution<int64_t> offset(0, kPane - 1);
+  const int n = n_values(rng);
+  s.max_event_time_ms = s.start_ms;
+  for (int i = 0; i < n; ++i) {
+    const int64_t t = s.start_ms + offset(rng);
+    s.agg.Add(value(rng) * (i % 7 == 3 ? -1 : 1), t);
+    s.agg.AddEvent(i % 5 == 0);
+    s.max_event_time_ms = std::max(s.max_event_time_ms, t);
+  }
+  s.agg.AddEvent(true);  // an event without a value
+  return s;
+}
+
+// The brute-force result: the panes of `series` in [q - panes + 1, q] merged newest first.
+struct Expected {
+  Aggregate agg;
+  int64_t max_event_time_ms = INT64_MIN;
+};
+using PaneMap = std::map<std::tuple<StringId, StringId, StringId, int64_t>, WindowSummary>;
+Expected BruteForce(const PaneMap& panes, const SeriesKey& series, int64_t q, int64_t n) {
+  Expected e;
+  for (int64_t r = q; r > q - n; --r) {
+    auto it = panes.find({series.instance, series.model, series.metric, r});
+    if (it == panes.end()) continue;
+    e.agg.Merge(it->second.agg);
+    e.max_event_time_ms = std::max(e.max_event_time_ms, it->second.max_event_time_ms);
+  }
+  return e;
+}
+
+void ExpectSameAggregate(const Aggregate& got, const Aggregate& want, const std::string& where) {
+  EXPECT_EQ(got.count, want.count) << where;
+  EXPECT_EQ(got.events, want.events) << where;
+  EXPECT_EQ(got.errors, want.errors) << where;
+  EXPECT_EQ(got.sum, want.sum) << where;
+  EXPECT_EQ(got.min, want.min) << where;
+  EXPECT_EQ(got.max, want.max) << where;
+  EXPECT_EQ(got.last, want.last) << where;
+  EXPECT_NEAR(got.mean, want.mean, 1e-9 * (1 + std::abs(want.mean))) << where;
+  EXPECT_NEAR(got.m2, want.m2, 1e-9 * (1 + std::abs(want.m2))) << where;
+  EXPECT_TRUE(got.sketch == want.sketch) << where;
+  for (double q : {0.0, 0.5, 0.9, 0.99, 1.0}) {
+    const double a = got.sketch.Quantile(q);
+    const double b = want.sketch.Quantile(q);
+    if (std::isnan(b)) {
+      EXPECT_TRUE(std::isnan(a)) << where;
+    } else {
+      EXPECT_EQ(a, b) << where << " q=" << q;
+    }
+  }
+}
+
+std::string Where(const WindowSummary& w) {
+  return "series " + std::to_string(w.series.instance) + " [" + std::to_string(w.start_ms) + ", " +
+         std::to_string(w.end_ms) + ") update=" + std::to_string(w.update);
+}
+
+Options SmallOptions() {
+  Options o;
+  o.windows_ms = {30'000, 60'000, 20'000};
+  o.pane_ms = kPane;
+  o.allowed_lateness_ms = 0;
+  return o;
+}
+
+// Feeds one pane and returns what the operator emitted.
+OutputBatch Feed(SlidingWindowOperator& op, const WindowSummary& pane) {
+  OutputBatch in;
+  in.summaries.push_back(pane);
+  OutputBatch out;
+  EXPECT_TRUE(op.ProcessResults(in, out).ok());
+  return out;
+}
+
+std::vector<WindowSummary> WindowsOnly(const OutputBatch& out) {
+  std::vector<WindowSummary> w;
+  for (const WindowSummary& s : out.summaries) {
+    if (s.end_ms - s.start_ms != kPane) w.push_back(s);
+  }
+  return w;
+}
+
+TEST(SlidingWindowTest, WindowsEqualMergeOfPanesInOrder) {
+  Options o = SmallOptions();
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  std::mt19937_64 rng(42);
+  std::bernoulli_distribution present(0.7);
+  PaneMap panes;
+  uint64_t windows = 0;
+  uint64_t pane_count = 0;
+  for (int64_t p = kP0; p < kP0 + 40; ++p) {
+    OutputBatch in;
+    in.watermark_ms = (p + 1) * kPane;
+    for (StringId i = 1; i <= 5; ++i) {
+      if (!present(rng)) continue;
+      WindowSummary pane = MakePane(Key(i), p, rng);
+      panes[{pane.series.instance, pane.series.model, pane.series.metric, p}] = pane;
+      in.summaries.push_back(pane);
+      ++pane_count;
+    }
+    std::shuffle(in.summaries.begin(), in.summaries.end(), rng);
+    OutputBatch out;
+    ASSERT_TRUE(op.ProcessResults(in, out).ok());
+    EXPECT_EQ(out.watermark_ms, in.watermark_ms);
+    size_t forwarded = 0;
+    for (const WindowSummary& s : out.summaries) {
+      if (s.end_ms - s.start_ms == kPane) {
+        ++forwarded;
+        continue;
+      }
+      ++windows;
+      EXPECT_FALSE(s.update);
+      EXPECT_EQ(s.end_ms, (p + 1) * kPane);
+      const int64_t n = (s.end_ms - s.start_ms) / kPane;
+      Expected e = BruteForce(panes, s.series, p, n);
+      ExpectSameAggregate(s.agg, e.agg, Where(s));
+      EXPECT_EQ(s.max_event_time_ms, e.max_event_time_ms) << Where(s);
+    }
+    EXPECT_EQ(forwarded, in.summaries.size());  // pass_panes defaults to true
+  }
+  EXPECT_EQ(windows, pane_count * 3);
+  EXPECT_EQ(op.windows_emitted(), windows);
+  EXPECT_EQ(op.updates_emitted(), 0u);
+  EXPECT_EQ(op.series(), 5);
+}
+
+// Panes arrive in random order within the allowed lateness, some of them twice (updates): the
+// last result emitted for every window equals the merge of the final panes, and every window that
+// contains a pane is (re-)emitted after it.
+TEST(SlidingWindowTest, RandomArrivalConvergesToMergeOfFinalPanes) {
+  Options o = SmallOptions();
+  o.allowed_lateness_ms = 80'000;  // 8 panes
+  o.pass_panes = false;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  std::mt19937_64 rng(7);
+  std::bernoulli_distribution present(0.6);
+  // Arrival order: pane p of a series arrives at "time" p + jitter (jitter < 8), updates later.
+  std::vector<std::pair<double, WindowSummary>> arrivals;
+  PaneMap final_panes;
+  std::uniform_real_distribution<double> jitter(0, 7.9);
+  for (StringId i = 1; i <= 4; ++i) {
+    for (int64_t p = kP0; p < kP0 + 60; ++p) {
+      if (!present(rng)) continue;
+      WindowSummary pane = MakePane(Key(i), p, rng);
+      const double at = static_cast<double>(p - kP0) + jitter(rng);
+      if (present(rng)) {
+        WindowSummary fixed = MakePane(Key(i), p, rng);
+        fixed.update = true;
+        arrivals.emplace_back(at + jitter(rng) * 0.1, fixed);
+        final_panes[{i, 7, 1, p}] = fixed;
+        arrivals.emplace_back(at, pane);
+      } else {
+        final_panes[{i, 7, 1, p}] = pane;
+        arrivals.emplace_back(at, pane);
+      }
+    }
+  }
+  std::stable_sort(arrivals.begin(), arrivals.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::map<std::tuple<StringId, int64_t, int64_t>, WindowSummary> last;  // (series, start, end)
+  for (const auto& [at, pane] : arrivals) {
+    for (const WindowSummary& w : WindowsOnly(Feed(op, pane))) {
+      last[{w.series.instance, w.start_ms, w.end_ms}] = w;
+    }
+  }
+  EXPECT_EQ(op.panes_ignored(), 0u);
+  EXPECT_EQ(op.windows_unrecomputable(), 0u);
+  EXPECT_GT(op.updates_emitted(), 0u);
+  size_t checked = 0;
+  for (const auto& [key, pane] : final_panes) {
+    const SeriesKey series = Key(std::get<0>(key));
+    const int64_t q = std::get<3>(key);
+    for (int64_t n : {2, 3, 6}) {
+      auto it = last.find({series.instance, (q + 1 - n) * kPane, (q + 1) * kPane});
+      ASSERT_NE(it, last.end()) << "no window of " << n << " panes ending at pane " << q;
+      Expected e = BruteForce(final_panes, series, q, n);
+      ExpectSameAggregate(it->second.agg, e.agg, Where(it->second));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, final_panes.size() * 3);
+  EXPECT_EQ(last.size(), checked);  // no window at an end where the series had no pane
+}
+
+TEST(SlidingWindowTest, UpdateReemitsExactlyTheWindowsContainingThePane) {
+  Options o;
+  o.windows_ms = {20'000, 40'000};
+  o.pane_ms = kPane;
+  o.allowed_lateness_ms = 30'000;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  std::mt19937_64 rng(3);
+  PaneMap panes;
+  for (int64_t p = kP0; p < kP0 + 6; ++p) {
+    WindowSummary pane = MakePane(Key(1), p, rng);
+    panes[{1, 7, 1, p}] = pane;
+    EXPECT_EQ(WindowsOnly(Feed(op, pane)).size(), 2u);
+  }
+  WindowSummary fixed = MakePane(Key(1), kP0 + 2, rng);
+  fixed.agg.Add(1e6, fixed.start_ms);  // make the correction visible
+  fixed.update = true;
+  panes[{1, 7, 1, kP0 + 2}] = fixed;
+  const OutputBatch out = Feed(op, fixed);
+  ASSERT_EQ(out.summaries.size(), 7u);
+  EXPECT_TRUE(out.summaries[0].update);  // the pane itself, forwarded
+  EXPECT_EQ(out.summaries[0].end_ms - out.summaries[0].start_ms, kPane);
+  // (end pane, panes): windows ending at panes 2..5 that contain pane 2.
+  const std::vector<std::pair<int64_t, int64_t>> want = {{2, 2}, {2, 4}, {3, 2},
+                                                         {3, 4}, {4, 4}, {5, 4}};
+  std::vector<WindowSummary> got = WindowsOnly(out);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    const auto [q, n] = want[i];
+    const WindowSummary& w = got[i];
+    EXPECT_TRUE(w.update) << Where(w);
+    EXPECT_EQ(w.end_ms, (kP0 + q + 1) * kPane) << i;
+    EXPECT_EQ(w.end_ms - w.start_ms, n * kPane) << i;
+    EXPECT_EQ(w.agg.max, 1e6) << Where(w);
+    ExpectSameAggregate(w.agg, BruteForce(panes, Key(1), kP0 + q, n).agg, Where(w));
+  }
+  EXPECT_EQ(op.updates_emitted(), 6u);
+  EXPECT_EQ(op.windows_emitted(), 12u);
+}
+
+TEST(SlidingWindowTest, PanesOlderThanTheRingAreIgnored) {
+  Options o;
+  o.windows_ms = {20'000};
+  o.pane_ms = kPane;
+  o.allowed_lateness_ms = 0;  // ring of 2 panes
+  o.pass_panes = false;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  EXPECT_EQ(op.ring_size(), 2u);
+  std::mt19937_64 rng(5);
+  Feed(op, MakePane(Key(1), kP0 + 5, rng));
+  EXPECT_TRUE(WindowsOnly(Feed(op, MakePane(Key(1), kP0 + 3, rng))).empty());
+  EXPECT_EQ(op.panes_too_old(), 1u);
+  // Pane 4 is still in the ring: the window ending at 5 that contains it is re-emitted; its own
+  // window would need pane 3, which has left the ring.
+  std::vector<WindowSummary> w = WindowsOnly(Feed(op, MakePane(Key(1), kP0 + 4, rng)));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(w[0].update);
+  EXPECT_EQ(w[0].end_ms, (kP0 + 6) * kPane);
+  EXPECT_EQ(op.windows_unrecomputable(), 1u);
+  // A pane of another length is not used.
+  WindowSummary odd = MakePane(Key(1), kP0 + 6, rng);
+  odd.end_ms += 1;
+  EXPECT_TRUE(WindowsOnly(Feed(op, odd)).empty());
+  EXPECT_EQ(op.panes_ignored(), 2u);
+}
+
+TEST(SlidingWindowTest, EarlyEmitsTheWindowEndingAtThePaneInProgress) {
+  Options o;
+  o.windows_ms = {20'000};
+  o.pane_ms = kPane;
+  o.emit = SlidingWindowOperator::Emit::kEarly;
+  o.pass_panes = false;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  std::mt19937_64 rng(11);
+  PaneMap panes;
+  auto feed = [&](int64_t p) {
+    WindowSummary pane = MakePane(Key(1), kP0 + p, rng);
+    panes[{1, 7, 1, kP0 + p}] = pane;
+    return WindowsOnly(Feed(op, pane));
+  };
+  // Pane 0: final window ending at pane 0, early window ending at pane 1 (pane 0 only so far).
+  std::vector<WindowSummary> w = feed(0);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_FALSE(w[0].update);
+  EXPECT_EQ(w[0].end_ms, (kP0 + 1) * kPane);
+  EXPECT_FALSE(w[1].update);
+  EXPECT_EQ(w[1].end_ms, (kP0 + 2) * kPane);
+  ExpectSameAggregate(w[1].agg, BruteForce(panes, Key(1), kP0 + 1, 2).agg, Where(w[1]));
+  // Pane 1 replaces the early window ending there, and starts the next one.
+  w = feed(1);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_TRUE(w[0].update);
+  EXPECT_EQ(w[0].end_ms, (kP0 + 2) * kPane);
+  ExpectSameAggregate(w[0].agg, BruteForce(panes, Key(1), kP0 + 1, 2).agg, Where(w[0]));
+  EXPECT_FALSE(w[1].update);
+  EXPECT_EQ(w[1].end_ms, (kP0 + 3) * kPane);
+  // No pane 2: the early window ending at pane 2 stands; pane 3 is new at its end.
+  w = feed(3);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_FALSE(w[0].update);
+  EXPECT_EQ(w[0].end_ms, (kP0 + 4) * kPane);
+  ExpectSameAggregate(w[0].agg, BruteForce(panes, Key(1), kP0 + 3, 2).agg, Where(w[0]));
+  EXPECT_EQ(w[1].end_ms, (kP0 + 5) * kPane);
+  EXPECT_EQ(op.windows_emitted(), 5u);
+  EXPECT_EQ(op.updates_emitted(), 1u);
+}
+
+TEST(SlidingWindowTest, SeriesLimitIsCounted) {
+  Options o = SmallOptions();
+  o.max_series = 2;
+  SlidingWindowOperator op(o);
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "sliding";
+  ctx.metrics = &metrics;
+  ASSERT_TRUE(op.Open(ctx).ok());
+  std::mt19937_64 rng(1);
+  for (StringId i = 1; i <= 3; ++i) Feed(op, MakePane(Key(i), kP0, rng));
+  EXPECT_EQ(op.series(), 2);
+  EXPECT_EQ(op.panes_series_limit(), 1u);
+  EXPECT_EQ(metrics
+                .GetCounter("inferscope_sliding_ignored_panes_total", "",
+                            {{"stage", "sliding"}, {"reason", "series_limit"}})
+                ->value(),
+            1u);
+  EXPECT_EQ(
+      metrics.GetCounter("inferscope_sliding_windows_total", "", {{"stage", "sliding"}})->value(),
+      6u);
+  EXPECT_EQ(metrics.GetGauge("inferscope_sliding_series", "", {{"stage", "sliding"}})->value(),
+            2.0);
+}
+
+TEST(SlidingWindowTest, LearnsThePaneFromTheFirstSummary) {
+  Options o;
+  o.windows_ms = {60'000};
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(StageContext{}).ok());
+  std::mt19937_64 rng(2);
+  EXPECT_EQ(WindowsOnly(Feed(op, MakePane(Key(1), kP0, rng))).size(), 1u);
+  EXPECT_EQ(op.pane_ms(), kPane);
+  EXPECT_EQ(op.ring_size(), 12u);  // 6 panes + 1 m allowed lateness
+
+  Options bad;
+  bad.windows_ms = {25'000};
+  SlidingWindowOperator mismatch(bad);
+  ASSERT_TRUE(mismatch.Open(StageContext{}).ok());
+  OutputBatch in;
+  in.summaries.push_back(MakePane(Key(1), kP0, rng));
+  OutputBatch out;
+  Status st = mismatch.ProcessResults(in, out);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("not a multiple"), std::string::npos) << st.message();
+  EXPECT_TRUE(mismatch.ProcessResults(in, out).ok());  // reported once, then counted
+  EXPECT_EQ(mismatch.panes_ignored(), 2u);
+  EXPECT_EQ(out.summaries.size(), 2u);  // the panes are still forwarded
+}
+
+Result<std::unique_ptr<SlidingWindowOperator>> FromYaml(const std::string& yaml) {
+  return SlidingWindowOperator::Create(ConfigNode("t.yaml", YAML::Load(yaml), "options"));
+}
+
+TEST(SlidingWindowTest, OptionsFromConfig) {
+  auto op = FromYaml(
+      "windows: [1m, 5m]\npane: 10s\nemit: early\npass_panes: false\n"
+      "allowed_lateness: 30s\nmax_series: 10\n");
+  ASSERT_TRUE(op.ok()) << op.status().message();
+  const Options& o = (*op)->options();
+  EXPECT_EQ(o.windows_ms, (std::vector<int64_t>{60'000, 300'000}));
+  EXPECT_EQ(o.pane_ms, kPane);
+  EXPECT_EQ(o.emit, SlidingWindowOperator::Emit::kEarly);
+  EXPECT_FALSE(o.pass_panes);
+  EXPECT_EQ(o.allowed_lateness_ms, 30'000);
+  EXPECT_EQ(o.max_series, 10);
+  EXPECT_EQ((*op)->ring_size(), 33u);
+
+  auto defaults = SlidingWindowOperator::Create(ConfigNode());
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ((*defaults)->options().windows_ms, (std::vector<int64_t>{60'000, 300'000, 3'600'000}));
+  EXPECT_EQ((*defaults)->options().emit, SlidingWindowOperator::Emit::kFinal);
+  EXPECT_TRUE((*defaults)->options().pass_panes);
+}
+
+TEST(SlidingWindowTest, OptionErrorsNameFileLineAndField) {
+  struct Case {
+    std::string yaml;
+    std::string location;  // file:line of the field
+    std::string field;
+    std::string text;
+  };
+  const std::vector<Case> cases = {
+      {"pane: 10s\nwindows: [1m, 25s]\n", "t.yaml:2:", "options.windows", "not a multiple"},
+      {"windows: [1m]\npane: 7s\n", "t.yaml:1:", "options.windows", "not a multiple"},
+      {"windows: [1m]\npane: 50ms\n", "t.yaml:2:", "options.pane", "at least 100ms"},
+      {"windows: [1m]\nemit: sometimes\n", "t.yaml:2:", "options.emit", "'final' or 'early'"},
+      {"windows: [1m, soon]\n", "t.yaml:1:", "options.windows", "soon"},
+      {"windows: 1m\n", "t.yaml:1:", "options.windows", "list"},
+      {"windows: [1m, 1m]\n", "t.yaml:1:", "options.windows", "distinct"},
+      {"windows: [1m]\nwindow: [5m]\n", "t.yaml:2:", "window", "unknown"},
+      {"max_series: 0\n", "t.yaml:1:", "options.max_series", ""},
+  };
+  for (const Case& c : cases) {
+    auto r = FromYaml(c.yaml);
+    ASSERT_FALSE(r.ok()) << c.yaml;
+    const std::string message(r.status().message());
+    EXPECT_NE(message.find(c.location), std::string::npos) << message;
+    EXPECT_NE(message.find(c.field), std::string::npos) << message;
+    EXPECT_NE(message.find(c.text), std::string::npos) << message;
+  }
+}
+
+TEST(SlidingWindowTest, RegisteredByName) {
+  Registry registry;
+  RegisterOperators(registry);
+  auto op = registry.CreateOperator("sliding_window", ConfigNode());
+  ASSERT_TRUE(op.ok()) << op.status().message();
+  EXPECT_TRUE((*op)->ReadsResults());
+}
+
+}  // namespace
+}  // namespace inferscope

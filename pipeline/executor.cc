@@ -286,10 +286,10 @@ void Executor::TakeCheckpoint() {
   for (size_t i = 0; i < sources_.size(); ++i) {
     CheckpointWriter writer("src", sources_[i]->name, &checkpoint->records);
     for (const auto& [publisher, seq] : applied_[i]) {
-      checkpoint->applied[i].push_back({publisher, seq});
       auto [it, inserted] = checkpointed_[i].try_emplace(publisher, seq);
       if (!inserted && it->second == seq) continue;  // unchanged since the last checkpoint
       it->second = seq;
+      checkpoint->applied[i].push_back({publisher, seq});
       std::string value;
       AppendBigEndian64(&value, seq);
       writer.Put(base_.interner->Name(publisher), std::move(value));

@@ -12,6 +12,7 @@ namespace {
 constexpr auto kPollTimeout = std::chrono::milliseconds(100);
 // Router mode polls more often so that acks go out soon after their checkpoint is durable.
 constexpr auto kAckPollTimeout = std::chrono::milliseconds(2);
+constexpr int64_t kNackIntervalNs = 50'000'000;
 constexpr int64_t kLogIntervalNs = 1'000'000'000;  // at most one rejection log line per second
 
 Status ZmqError(std::string_view what, const zmq::error_t& e) {
@@ -195,9 +196,18 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
   if (router && result.publisher != 0) {
     std::string& peer = peers_[result.publisher];
     if (peer != identity_.to_string_view()) peer.assign(identity_.to_string_view());
-    // A resent message applied before: its ack may have been lost, so repeat it.
-    if (result.sequence == SequenceVerdict::kDuplicate && durable_.count(result.publisher)) {
-      SendAck(result.publisher, decoder_->NextSequence(result.publisher));
+    // A resent message applied before: its ack may have been lost, so repeat it. A message ahead
+    // of the expected one (messages lost in a reconnect, or an engine restart): say where to
+    // resume, so the publisher resends at once instead of waiting for its timeout. Both at most
+    // every kNackIntervalNs per publisher, since they come in bursts.
+    if ((result.sequence == SequenceVerdict::kDuplicate && durable_.count(result.publisher)) ||
+        (result.sequence == SequenceVerdict::kGap && !result.applied)) {
+      const int64_t now = ctx_.clock->MonotonicNs();
+      int64_t& last = last_nack_ns_[result.publisher];
+      if (now - last >= kNackIntervalNs) {
+        last = now;
+        SendAck(result.publisher, decoder_->NextSequence(result.publisher));
+      }
     }
   }
   return true;

@@ -113,6 +113,7 @@ class ZmqSource final : public Source {
   // Router mode (source thread): each publisher's routing id and last durable sequence number.
   std::unordered_map<StringId, std::string> peers_;
   std::unordered_map<StringId, uint64_t> durable_;
+  std::unordered_map<StringId, int64_t> last_nack_ns_;
   // Acks handed over by OnCheckpointDurable.
   std::mutex ack_mu_;
   std::vector<AppliedSequence> ack_pending_;

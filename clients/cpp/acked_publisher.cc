@@ -9,6 +9,8 @@ namespace inferscope::client {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// At most one go-back resend per this interval (the engine's hints come in bursts).
+constexpr int kGoBackIntervalMs = 100;
 
 // Reads an unsigned field of an ack map; false when absent or nil.
 bool GetUint(const msgpack::object& map, std::string_view key, uint64_t* out) {
@@ -97,13 +99,26 @@ void AckedPublisher::HandleAck(const zmq::message_t& payload) {
         encoder_.set_next_seq(std::max(next, encoder_.next_seq()));
       }
     }
-    if (!has_ack) return;
-    if (!any_acked_ || ack > acked_seq_) {
+    if (has_ack && (!any_acked_ || ack > acked_seq_)) {
       acked_seq_ = ack;
       any_acked_ = true;
       last_progress_ = Clock::now();
     }
-    while (!unacked_.empty() && unacked_.front().seq <= acked_seq_) unacked_.pop_front();
+    while (any_acked_ && !unacked_.empty() && unacked_.front().seq <= acked_seq_) {
+      unacked_.pop_front();
+    }
+    // The engine expects an older message than some we sent (they were lost in a reconnect or
+    // an engine restart): go back to it now rather than at the resend timeout.
+    if (has_next && !unacked_.empty() && next >= unacked_.front().seq && next <= unacked_.back().seq &&
+        Clock::now() - last_go_back_ > std::chrono::milliseconds(kGoBackIntervalMs)) {
+      last_go_back_ = Clock::now();
+      for (const Message& m : unacked_) {
+        if (m.seq < next) continue;
+        Send(m);
+        ++resends_;
+      }
+      last_progress_ = Clock::now();
+    }
   } catch (const std::exception&) {
     // Not an ack we understand; ignore it.
   }

@@ -89,6 +89,7 @@ class AckedPublisher {
   std::unique_ptr<zmq::socket_t> socket_;
   std::deque<Message> unacked_;
   std::chrono::steady_clock::time_point last_progress_;
+  std::chrono::steady_clock::time_point last_go_back_;
   uint64_t acked_seq_ = 0;
   bool any_acked_ = false;
   bool hello_answered_ = false;

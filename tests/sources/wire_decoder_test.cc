@@ -515,6 +515,40 @@ TEST(WireDecoderTest, BadFramesCountsMessages) {
 
 // --- sequence numbers ---
 
+TEST(WireDecoderTest, StrictSequenceAppliesOnlyInOrderAndRestores) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  Fixture f(options);
+  auto decode = [&](uint64_t seq) { return f.Decode(Payload({Request()}, seq, "acked")); };
+  DecodeResult first = decode(10);
+  EXPECT_TRUE(first.applied);
+  EXPECT_EQ(first.sequence, SequenceVerdict::kFirst);
+  DecodeResult ahead = decode(12);  // 11 missing: not applied, the publisher resends from 11
+  EXPECT_FALSE(ahead.applied);
+  EXPECT_EQ(ahead.sequence, SequenceVerdict::kGap);
+  EXPECT_EQ(ahead.accepted, 0u);
+  EXPECT_TRUE(decode(11).applied);
+  EXPECT_TRUE(decode(12).applied);
+  DecodeResult again = decode(11);
+  EXPECT_FALSE(again.applied);
+  EXPECT_EQ(again.sequence, SequenceVerdict::kDuplicate);
+  // Far behind is not a restart in this mode: it would apply messages twice.
+  DecodeResult far = decode(0);
+  EXPECT_FALSE(far.applied);
+  EXPECT_EQ(far.sequence, SequenceVerdict::kDuplicate);
+  EXPECT_EQ(f.batch.events.size(), 3u);
+  EXPECT_EQ(f.decoder.out_of_order(), 1u);
+  const StringId acked = f.interner.Intern("acked");
+  EXPECT_EQ(f.decoder.NextSequence(acked), 13u);
+  EXPECT_FALSE(f.decoder.NextSequence(f.interner.Intern("unknown")).has_value());
+
+  // A restored decoder continues where the checkpoint left off.
+  Fixture restored(options);
+  restored.decoder.RestoreSequence(restored.interner.Intern("acked"), 13);
+  EXPECT_FALSE(restored.Decode(Payload({Request()}, 12, "acked")).applied);
+  EXPECT_TRUE(restored.Decode(Payload({Request()}, 13, "acked")).applied);
+}
+
 TEST(WireDecoderTest, CountsGapsDuplicatesAndRestarts) {
   Fixture f;
   auto decode = [&](uint64_t seq, const std::string& pub = "pub-1") {

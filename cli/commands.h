@@ -43,4 +43,12 @@ struct TableArgs {
 };
 int QueryTableCommand(const TableArgs& args);
 
+struct TailArgs {
+  std::string endpoint = "tcp://127.0.0.1:5557";  // the zmq_alerts sink
+  std::string topic = "alerts.";                  // subscription prefix
+  bool json = false;                              // one JSON object per line
+};
+// Prints one line per alert until SIGINT/SIGTERM.
+int TailCommand(const TailArgs& args);
+
 }  // namespace inferscope

@@ -51,4 +51,16 @@ struct TailArgs {
 // Prints one line per alert until SIGINT/SIGTERM.
 int TailCommand(const TailArgs& args);
 
+// `inferscope detect`: the streaming detectors over a `timestamp,value` CSV (backtesting).
+// Exit code 0, 1 when some lines were bad (each reported on stderr with its line number and
+// skipped), 2 on usage, option or I/O errors.
+struct DetectArgs {
+  std::string input;              // CSV file or "-" (stdin)
+  std::string output = "-";       // CSV file or "-" (stdout)
+  int64_t season_points = 0;      // period in points (0 = none, unless the config sets one)
+  std::string season_period;      // period in time, e.g. "1d" (buckets: season_points or 48)
+  std::string config;             // YAML mapping of DetectorOptions fields
+};
+int DetectCommand(const DetectArgs& args);
+
 }  // namespace inferscope

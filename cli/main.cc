@@ -57,6 +57,15 @@ int main(int argc, char** argv) {
   tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")->capture_default_str();
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
 
+  inferscope::DetectArgs detect;
+  CLI::App* detect_cmd =
+      app.add_subcommand("detect", "Run the anomaly detectors over a timestamp,value CSV");
+  detect_cmd->add_option("-i,--input", detect.input, "CSV file, or - for stdin")->required();
+  detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")->capture_default_str();
+  auto* season_opt = detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
+  detect_cmd->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")->excludes(season_opt);
+  detect_cmd->add_option("--config", detect.config, "YAML file of detector options");
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -73,5 +82,6 @@ int main(int argc, char** argv) {
   }
   if (*table_cmd) return inferscope::QueryTableCommand(table);
   if (*tail_cmd) return inferscope::TailCommand(tail);
+  if (*detect_cmd) return inferscope::DetectCommand(detect);
   return 0;
 }

@@ -1,0 +1,131 @@
+// Cost per point of the streaming detectors (operators/detectors.h). BM_EwmaBaseline is a plain
+// EWMA mean/variance update: the floor the figures are stated against (see docs/DETECTORS.md).
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "operators/detectors.h"
+
+namespace inferscope {
+namespace {
+
+constexpr size_t kPoints = 1 << 16;
+
+const std::vector<double>& Values() {
+  static const std::vector<double> values = [] {
+    std::mt19937_64 rng(1);
+    std::normal_distribution<double> normal(100, 1);
+    std::vector<double> v(kPoints);
+    for (double& x : v) x = normal(rng);
+    return v;
+  }();
+  return values;
+}
+
+void BM_EwmaBaseline(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  double mean = 100, var = 1;
+  size_t i = 0;
+  for (auto _ : state) {
+    const double r = v[i] - mean;
+    mean += 0.02 * r;
+    var += 0.01 * (r * r - var);
+    benchmark::DoNotOptimize(mean);
+    benchmark::DoNotOptimize(var);
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_EwmaBaseline);
+
+void BM_SpikeDetector(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  SpikeDetector d{DetectorOptions{}};
+  size_t i = 0;
+  for (auto _ : state) {
+    const double r = v[i] - 100;
+    const SpikeDetector::Reading reading = d.Score(r);
+    d.Learn(r, false, reading.evidence >= 1);
+    benchmark::DoNotOptimize(reading);
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SpikeDetector);
+
+void BM_ChangePointDetector(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  ChangePointDetector d{DetectorOptions{}};
+  size_t i = 0;
+  for (auto _ : state) {
+    const double r = v[i] - 100;
+    const ChangePointDetector::Reading reading = d.Observe(r, r);
+    d.Learn(r, false);
+    benchmark::DoNotOptimize(reading);
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ChangePointDetector);
+
+void BM_RateOfChangeDetector(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  RateOfChangeDetector d{DetectorOptions{}};
+  size_t i = 0;
+  int64_t t = 0;
+  for (auto _ : state) {
+    t += 1000;
+    benchmark::DoNotOptimize(d.Observe(t, v[i], false, true));
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RateOfChangeDetector);
+
+// The combined detector on one series; arg = season_points (0 = no seasonal component).
+void BM_SeriesDetector(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  DetectorOptions o;
+  o.season_points = state.range(0);
+  SeriesDetector d(o);
+  size_t i = 0;
+  int64_t t = 0;
+  for (auto _ : state) {
+    t += 1000;
+    benchmark::DoNotOptimize(d.Observe(t, v[i]));
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SeriesDetector)->Arg(0)->Arg(48);
+
+// 100k series fed round-robin: every point touches a detector that is not in cache.
+void BM_SeriesDetector100k(benchmark::State& state) {
+  const std::vector<double>& v = Values();
+  constexpr size_t kSeries = 100'000;
+  DetectorOptions o;
+  o.season_points = state.range(0);
+  std::vector<SeriesDetector> detectors(kSeries, SeriesDetector(o));
+  size_t s = 0, i = 0;
+  int64_t t = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(detectors[s].Observe(t, v[i]));
+    if (++s == kSeries) {
+      s = 0;
+      t += 1000;
+    }
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["bytes_per_series"] =
+      static_cast<double>(sizeof(SeriesDetector) + detectors[0].heap_bytes());
+}
+BENCHMARK(BM_SeriesDetector100k)->Arg(0)->Arg(48);
+
+}  // namespace
+}  // namespace inferscope
+
+BENCHMARK_MAIN();

@@ -1,0 +1,555 @@
+#include "operators/detectors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace inferscope {
+namespace {
+
+constexpr double kGaussianQ99 = 2.5758;  // 99th percentile of |N(0, 1)|
+constexpr double kMaxTailFactor = 4.0;
+constexpr double kLnScoreAtUnit = -1.2039728043259361;  // ln(0.3): evidence 1 scores 0.7
+constexpr double kQuantileP = 0.99;
+constexpr double kQuantileStepWarm = 0.2;
+constexpr double kQuantileStep = 0.1;
+constexpr double kInitialQ99 = 2.9;  // a little conservative until the tail is learned
+constexpr double kCorrelationRate = 0.01;
+constexpr double kMaxRho = 0.9;
+constexpr double kRecentRate = 0.2;
+constexpr double kIntervalRate = 0.05;
+constexpr double kGapIntervals = 10;
+constexpr int64_t kDefaultTimeBuckets = 48;
+constexpr int64_t kMaxSeasonPoints = 100'000;
+constexpr double kWarmSeasonRate = 0.3;
+constexpr double kWarmLevelRate = 0.1;
+constexpr int kWarmPeriods = 3;
+
+int64_t FloorMod(int64_t a, int64_t b) {
+  int64_t m = a % b;
+  return m < 0 ? m + b : m;
+}
+
+double Clip(double x, double limit) { return std::clamp(x, -limit, limit); }
+
+double TailFactor(double q99, bool adaptive) {
+  if (!adaptive) return 1.0;
+  double r = q99 / kGaussianQ99;
+  return std::clamp(r * r, 1.0, kMaxTailFactor);
+}
+
+// Stochastic-approximation update of a running 99th percentile of |z|.
+void TrackQuantile(double abs_z, double step, double& q) {
+  q += abs_z > q ? step * kQuantileP : -step * (1 - kQuantileP);
+  q = std::max(q, 1.0);
+}
+
+}  // namespace
+
+Status DetectorOptions::Validate() const {
+  if (warmup_points < 2) return Status::InvalidArgument("warmup_points must be at least 2");
+  if (season_points < 0 || season_points == 1 || season_points > kMaxSeasonPoints) {
+    return Status::InvalidArgument("season_points must be 0 or between 2 and " +
+                                   std::to_string(kMaxSeasonPoints));
+  }
+  if (season_ms < 0) return Status::InvalidArgument("season_period must not be negative");
+  if (!(info > 0 && info < warning && warning < critical && critical < emergency &&
+        emergency <= 1)) {
+    return Status::InvalidArgument(
+        "thresholds must ascend in (0, 1]: info < warning < critical < emergency");
+  }
+  auto rate_ok = [](double a) { return a > 0 && a < 1; };
+  if (!rate_ok(level_alpha) || !rate_ok(scale_alpha) || !rate_ok(season_alpha) ||
+      !rate_ok(rate_alpha)) {
+    return Status::InvalidArgument(
+        "level_alpha, scale_alpha, season_alpha and rate_alpha must be in (0, 1)");
+  }
+  if (!(clip >= 1)) return Status::InvalidArgument("clip must be at least 1");
+  if (!(spike_z > 0) || !(rate_z > 0)) {
+    return Status::InvalidArgument("spike_z and rate_z must be positive");
+  }
+  if (!(shift_k >= 0) || !(drift_k >= 0) || !(season_break_k >= 0)) {
+    return Status::InvalidArgument("CUSUM allowances (*_k) must not be negative");
+  }
+  if (!(shift_h > 0) || !(drift_h > 0) || !(season_break_h > 0)) {
+    return Status::InvalidArgument("CUSUM intervals (*_h) must be positive");
+  }
+  if (shift_max_run < 1) return Status::InvalidArgument("shift_max_run must be at least 1");
+  return Status::Ok();
+}
+
+Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"warmup_points", "season_points", "season_period",  "info",
+       "warning",       "critical",      "emergency",      "adaptive_thresholds",
+       "level_alpha",   "scale_alpha",   "season_alpha",   "clip",
+       "spike_z",       "shift_k",       "shift_h",        "shift_max_run",
+       "drift_k",       "drift_h",       "season_break_k", "season_break_h",
+       "rate_alpha",    "rate_z"}));
+  DetectorOptions o;
+  auto get_int = [&](std::string_view field, int64_t& out, int64_t min, int64_t max) -> Status {
+    Result<int64_t> v = node.GetInt(field, out, min, max);
+    if (!v.ok()) return v.status();
+    out = *v;
+    return Status::Ok();
+  };
+  auto get_double = [&](std::string_view field, double& out, double min, double max) -> Status {
+    Result<double> v = node.GetDouble(field, out, min, max);
+    if (!v.ok()) return v.status();
+    out = *v;
+    return Status::Ok();
+  };
+  INFERSCOPE_RETURN_IF_ERROR(get_int("warmup_points", o.warmup_points, 2, INT64_MAX));
+  INFERSCOPE_RETURN_IF_ERROR(get_int("season_points", o.season_points, 0, kMaxSeasonPoints));
+  Result<int64_t> period = node.GetDurationMs("season_period", o.season_ms, 0);
+  if (!period.ok()) return period.status();
+  o.season_ms = *period;
+  INFERSCOPE_RETURN_IF_ERROR(get_double("info", o.info, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("warning", o.warning, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("critical", o.critical, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("emergency", o.emergency, 0, 1));
+  Result<bool> adaptive = node.GetBool("adaptive_thresholds", o.adaptive_thresholds);
+  if (!adaptive.ok()) return adaptive.status();
+  o.adaptive_thresholds = *adaptive;
+  INFERSCOPE_RETURN_IF_ERROR(get_double("level_alpha", o.level_alpha, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("scale_alpha", o.scale_alpha, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("season_alpha", o.season_alpha, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("clip", o.clip, 1, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("spike_z", o.spike_z, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("shift_k", o.shift_k, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("shift_h", o.shift_h, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_int("shift_max_run", o.shift_max_run, 1, 1'000'000));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("drift_k", o.drift_k, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("drift_h", o.drift_h, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("season_break_k", o.season_break_k, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("season_break_h", o.season_break_h, 0, 1e6));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("rate_alpha", o.rate_alpha, 0, 1));
+  INFERSCOPE_RETURN_IF_ERROR(get_double("rate_z", o.rate_z, 0, 1e6));
+  if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
+  return o;
+}
+
+double EvidenceToScore(double evidence) {
+  if (!(evidence > 0)) return 0.0;
+  return 1.0 - std::exp(kLnScoreAtUnit * evidence * evidence);
+}
+
+Severity SeverityOf(double score, const DetectorOptions& o) {
+  if (score >= o.emergency) return Severity::kEmergency;
+  if (score >= o.critical) return Severity::kCritical;
+  if (score >= o.warning) return Severity::kWarning;
+  if (score >= o.info) return Severity::kInfo;
+  return Severity::kNone;
+}
+
+// ---- SpikeDetector ----
+
+SpikeDetector::SpikeDetector(const DetectorOptions& o)
+    : spike_z_(o.spike_z),
+      scale_alpha_(o.scale_alpha),
+      clip_(o.clip),
+      adaptive_(o.adaptive_thresholds) {
+  Reset();
+}
+
+void SpikeDetector::Reset() {
+  scale_ = 0;
+  var_ = 0;
+  q99_ = kInitialQ99;
+  n_ = 0;
+}
+
+double SpikeDetector::tail_factor() const { return TailFactor(q99_, adaptive_); }
+
+SpikeDetector::Reading SpikeDetector::Score(double residual) const {
+  Reading r;
+  if (scale_ <= 0) return r;
+  r.z = residual / scale_;
+  r.evidence = std::fabs(r.z) / threshold();
+  return r;
+}
+
+void SpikeDetector::Learn(double residual, bool warm, bool anomalous) {
+  if (scale_ > 0) {
+    TrackQuantile(std::fabs(residual) / scale_, warm ? kQuantileStepWarm : kQuantileStep, q99_);
+  }
+  ++n_;
+  double sq = residual * residual;
+  // Winsorise once a few points give the scale meaning.
+  if (n_ > 5 && scale_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
+  double a = warm ? std::max(scale_alpha_, 1.0 / static_cast<double>(n_)) : scale_alpha_;
+  // Anomalous points still count, slowly: skipping them entirely would freeze a scale that started
+  // too small (then every point looks anomalous).
+  if (anomalous) a *= 0.25;
+  var_ += a * (sq - var_);
+  // A perfectly constant series has no scale; keep a floor relative to nothing so z stays finite.
+  scale_ = std::sqrt(std::max(var_, std::numeric_limits<double>::min()));
+}
+
+// ---- ChangePointDetector ----
+
+ChangePointDetector::ChangePointDetector(const DetectorOptions& o)
+    : shift_k_(o.shift_k),
+      shift_h_(o.shift_h),
+      drift_k_(o.drift_k),
+      drift_h_(o.drift_h),
+      clip_(o.clip),
+      shift_max_run_(o.shift_max_run),
+      adaptive_(o.adaptive_thresholds) {}
+
+void ChangePointDetector::Reset() {
+  up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  recent_ = 0;
+  c0_ = 1;
+  c1_ = 0;
+  prev_z_ = 0;
+  factor_ = 1;
+  n_ = 0;
+}
+
+namespace {
+void Step(double u, double residual, double k, double& s, double& sum, int32_t& run) {
+  s = std::max(0.0, s + u - k);
+  if (s == 0) {
+    sum = 0;
+    run = 0;
+  } else {
+    sum += residual;
+    ++run;
+  }
+}
+}  // namespace
+
+ChangePointDetector::Reading ChangePointDetector::Observe(double z, double residual) {
+  const double u = Clip(z, clip_) / factor_;
+  recent_ += kRecentRate * (residual - recent_);
+  Step(u, residual, shift_k_, up_.s, up_.sum, up_.run);
+  Step(-u, residual, shift_k_, down_.s, down_.sum, down_.run);
+  Step(u, residual, drift_k_, drift_up_.s, drift_up_.sum, drift_up_.run);
+  Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.run);
+
+  Reading r;
+  const double fast = std::max(up_.s, down_.s) / shift_h_;
+  const double slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  if (fast >= 1) {
+    const Cusum& c = up_.s >= down_.s ? up_ : down_;
+    r.evidence = fast;
+    r.type = c.run <= shift_max_run_ ? AnomalyType::kLevelShift : AnomalyType::kDrift;
+    r.shift = c.run > 0 ? c.sum / c.run : 0;
+  } else if (slow >= 1) {
+    r.evidence = slow;
+    r.type = AnomalyType::kDrift;
+    r.shift = recent_;
+  } else {
+    r.evidence = std::max(fast, slow);
+    r.type = fast >= slow ? AnomalyType::kLevelShift : AnomalyType::kDrift;
+    return r;
+  }
+  // Alarm: the caller re-baselines by r.shift, so every statistic restarts from the new level.
+  up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  recent_ -= r.shift;
+  return r;
+}
+
+void ChangePointDetector::Learn(double z, bool warm) {
+  ++n_;
+  const double zc = Clip(z, clip_);
+  const double a =
+      warm ? std::max(kCorrelationRate, 1.0 / static_cast<double>(n_)) : kCorrelationRate;
+  c0_ += a * (zc * zc - c0_);
+  if (n_ > 1) c1_ += a * (zc * prev_z_ - c1_);
+  prev_z_ = zc;
+  if (adaptive_ && c0_ > 0) {
+    const double rho = std::clamp(c1_ / c0_, 0.0, kMaxRho);
+    factor_ = std::sqrt((1 + rho) / (1 - rho));
+  } else {
+    factor_ = 1;
+  }
+}
+
+// ---- SeasonalBaseline ----
+
+SeasonalBaseline::SeasonalBaseline(const DetectorOptions& o)
+    : buckets_(o.season_ms > 0 && o.season_points == 0 ? kDefaultTimeBuckets : o.season_points),
+      season_ms_(o.season_ms),
+      k_(o.season_break_k),
+      h_(o.season_break_h),
+      clip_(o.clip),
+      profile_(static_cast<size_t>(std::max<int64_t>(buckets_, 0))) {
+  Reset();
+}
+
+void SeasonalBaseline::Reset() {
+  std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
+  initialised_ = false;
+  first_time_ms_ = INT64_MIN;
+  sum_ = sumsq_ = 0;
+  updates_ = 0;
+  up_ = down_ = 0;
+}
+
+int64_t SeasonalBaseline::Phase(int64_t index, int64_t time_ms) const {
+  if (season_ms_ > 0) {
+    // Epoch-aligned, so a daily period follows UTC days whatever the first point.
+    const int64_t in_period = FloorMod(time_ms, season_ms_);
+    return static_cast<int64_t>(static_cast<__int128>(in_period) * buckets_ / season_ms_);
+  }
+  return index % buckets_;
+}
+
+double SeasonalBaseline::Periods(int64_t index, int64_t time_ms) const {
+  if (season_ms_ > 0) {
+    if (first_time_ms_ == INT64_MIN) return 0;
+    return static_cast<double>(time_ms - first_time_ms_) / static_cast<double>(season_ms_);
+  }
+  return static_cast<double>(index) / static_cast<double>(buckets_);
+}
+
+void SeasonalBaseline::StoreInitial(int64_t phase, double value) {
+  float& slot = profile_[phase];
+  slot = std::isnan(slot) ? static_cast<float>(value) : static_cast<float>(0.5 * (slot + value));
+}
+
+double SeasonalBaseline::FinishInitial() {
+  double sum = 0;
+  int64_t seen = 0;
+  for (float v : profile_) {
+    if (!std::isnan(v)) {
+      sum += v;
+      ++seen;
+    }
+  }
+  const double mean = seen > 0 ? sum / static_cast<double>(seen) : 0.0;
+  for (float& v : profile_) v = std::isnan(v) ? 0.0f : static_cast<float>(v - mean);
+  initialised_ = true;
+  RecomputeMoments();
+  return mean;
+}
+
+void SeasonalBaseline::RecomputeMoments() {
+  sum_ = sumsq_ = 0;
+  for (float v : profile_) {
+    sum_ += v;
+    sumsq_ += static_cast<double>(v) * v;
+  }
+  updates_ = 0;
+}
+
+double SeasonalBaseline::ObserveBreak(int64_t phase, double z, double long_run_factor) {
+  const double n = static_cast<double>(buckets_);
+  const double mean = sum_ / n;
+  const double var = sumsq_ / n - mean * mean;
+  if (!(var > 0)) return 0;
+  const double p = (profile_[phase] - mean) / std::sqrt(var);
+  const double u = Clip(z, clip_) * p / long_run_factor;
+  up_ = std::max(0.0, up_ + u - k_);
+  down_ = std::max(0.0, down_ - u - k_);
+  const double evidence = std::max(up_, down_) / h_;
+  if (evidence >= 1) up_ = down_ = 0;
+  return evidence;
+}
+
+void SeasonalBaseline::Learn(int64_t phase, double residual, double rate) {
+  float& slot = profile_[phase];
+  const double old = slot;
+  const double updated = old + rate * residual;
+  slot = static_cast<float>(updated);
+  sum_ += slot - old;
+  sumsq_ += static_cast<double>(slot) * slot - old * old;
+  // Incremental moments drift with rounding; an exact pass every few periods is O(1) amortised.
+  if (++updates_ >= 4 * buckets_) RecomputeMoments();
+}
+
+// ---- RateOfChangeDetector ----
+
+RateOfChangeDetector::RateOfChangeDetector(const DetectorOptions& o)
+    : alpha_(o.rate_alpha), rate_z_(o.rate_z), clip_(o.clip), adaptive_(o.adaptive_thresholds) {}
+
+void RateOfChangeDetector::Reset() {
+  has_prev_ = false;
+  prev_value_ = 0;
+  prev_time_ms_ = 0;
+  interval_ms_ = 0;
+  rate_ = var_ = 0;
+  q99_ = kInitialQ99;
+  n_ = 0;
+}
+
+RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, double value,
+                                                            bool warm, bool learn) {
+  Reading r;
+  if (!has_prev_) {
+    has_prev_ = true;
+    prev_value_ = value;
+    prev_time_ms_ = time_ms;
+    return r;
+  }
+  const double dt = static_cast<double>(time_ms - prev_time_ms_);
+  const double diff = value - prev_value_;
+  prev_value_ = value;
+  prev_time_ms_ = time_ms;
+  if (interval_ms_ <= 0) {
+    interval_ms_ = dt;
+  } else if (dt > kGapIntervals * interval_ms_) {
+    rate_ = 0;  // a gap: no rate across missing data
+    return r;
+  } else {
+    interval_ms_ += kIntervalRate * (dt - interval_ms_);
+  }
+  // Difference per typical interval. Closer points are not scaled up: their difference is mostly
+  // noise, which does not shrink with the interval.
+  const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
+  rate_ += alpha_ * (diff / units - rate_);
+  if (var_ > 0) {
+    r.z = rate_ / std::sqrt(var_);
+    r.evidence = std::fabs(r.z) / (rate_z_ * TailFactor(q99_, adaptive_));
+  }
+  if (learn) {
+    if (var_ > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
+    ++n_;
+    double sq = rate_ * rate_;
+    if (n_ > 5 && var_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
+    double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
+    if (r.evidence >= 1) a *= 0.25;
+    var_ += a * (sq - var_);
+  }
+  return r;
+}
+
+// ---- SeriesDetector ----
+
+SeriesDetector::SeriesDetector(const DetectorOptions& options)
+    : options_(options), spike_(options), change_(options), seasonal_(options), rate_(options) {}
+
+void SeriesDetector::Reset() {
+  spike_.Reset();
+  change_.Reset();
+  seasonal_.Reset();
+  rate_.Reset();
+  level_ = 0;
+  n_ = 0;
+  ignored_ = 0;
+  last_time_ms_ = INT64_MIN;
+  last_period_ = 0;
+  warm_done_ = false;
+}
+
+bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
+  if (n_ < options_.warmup_points) return false;
+  return !seasonal_.enabled() || seasonal_.Periods(index, time_ms) >= kWarmPeriods;
+}
+
+Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
+  Verdict v;
+  v.warming_up = !warm_done_;
+  if (!std::isfinite(value) || time_ms < last_time_ms_) {
+    ++ignored_;
+    return v;
+  }
+  const int64_t index = n_++;
+  last_time_ms_ = time_ms;
+
+  int64_t phase = 0;
+  if (seasonal_.enabled()) phase = seasonal_.Phase(index, time_ms);
+  if (index == 0) {
+    // The first point defines the level; nothing to judge it against.
+    level_ = value;
+    if (seasonal_.enabled()) {
+      seasonal_.MarkStart(time_ms);
+      seasonal_.StoreInitial(phase, value);
+    }
+    rate_.Observe(time_ms, value, true, true);
+    v.expected = v.lower = v.upper = value;
+    return v;
+  }
+
+  if (seasonal_.enabled() && !seasonal_.initialised()) {
+    if (seasonal_.Periods(index, time_ms) < 1) {
+      seasonal_.StoreInitial(phase, value);
+      level_ += (value - level_) / static_cast<double>(n_);
+      rate_.Observe(time_ms, value, true, true);
+      v.expected = v.lower = v.upper = level_;
+      return v;
+    }
+    level_ = seasonal_.FinishInitial();
+    spike_.RestartWarmup();
+  }
+
+  const double offset = seasonal_.enabled() ? seasonal_.Offset(phase) : 0.0;
+  const double expected = level_ + offset;
+  const double residual = value - expected;
+  const SpikeDetector::Reading spike = spike_.Score(residual);
+  const double band = spike_.threshold() * spike_.scale();
+  v.expected = expected;
+  v.lower = expected - band;
+  v.upper = expected + band;
+  const double limit = options_.clip * spike_.scale();
+  const double clipped = spike_.scale() > 0 ? Clip(residual, limit) : residual;
+
+  if (!warm_done_) {
+    const bool seasonal = seasonal_.enabled();
+    if (seasonal) {
+      // Learn the scale from the last warm-up period only, once the profile has settled.
+      const auto period = static_cast<int64_t>(seasonal_.Periods(index, time_ms));
+      if (period != last_period_) {
+        last_period_ = period;
+        if (period == kWarmPeriods - 1) spike_.RestartWarmup();
+      }
+    }
+    spike_.Learn(residual, true, false);
+    change_.Learn(spike.z, true);
+    rate_.Observe(time_ms, value, true, true);
+    if (seasonal) {
+      level_ += kWarmLevelRate * clipped;
+      seasonal_.Learn(phase, clipped, kWarmSeasonRate);
+    } else {
+      level_ += std::max(options_.level_alpha, 1.0 / static_cast<double>(n_)) * clipped;
+    }
+    warm_done_ = WarmupDone(index, time_ms);
+    return v;
+  }
+  v.warming_up = false;
+
+  const ChangePointDetector::Reading change = change_.Observe(spike.z, residual);
+  const double season_break =
+      seasonal_.enabled() ? seasonal_.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
+  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, value, false, true);
+
+  // The most specific confirmed explanation wins; below alarm level the strongest evidence names
+  // the type.
+  double evidence = 0;
+  AnomalyType type = AnomalyType::kNone;
+  const AnomalyType spike_type = spike.z >= 0 ? AnomalyType::kSpike : AnomalyType::kDip;
+  if (change.evidence >= 1 || season_break >= 1) {
+    if (season_break >= change.evidence) {
+      type = AnomalyType::kSeasonalBreak;
+    } else {
+      type = change.type;
+    }
+    evidence = std::max({change.evidence, season_break, spike.evidence, rate.evidence});
+  } else if (spike.evidence >= 1) {
+    type = spike_type;
+    evidence = std::max(spike.evidence, rate.evidence);
+  } else {
+    evidence = spike.evidence;
+    type = spike_type;
+    if (change.evidence > evidence) evidence = change.evidence, type = change.type;
+    if (season_break > evidence) evidence = season_break, type = AnomalyType::kSeasonalBreak;
+    if (rate.evidence > evidence) evidence = rate.evidence, type = AnomalyType::kRateOfChange;
+  }
+  v.score = EvidenceToScore(evidence);
+  v.severity = SeverityOf(v.score, options_);
+  v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
+
+  // Learn. Points at warning or above do not update the scales.
+  const bool anomalous = v.severity >= Severity::kWarning;
+  spike_.Learn(residual, false, anomalous);
+  if (!anomalous) change_.Learn(spike.z, false);
+  level_ += options_.level_alpha * clipped;
+  if (seasonal_.enabled()) seasonal_.Learn(phase, clipped, options_.season_alpha);
+  if (change.evidence >= 1) level_ += change.shift;
+  return v;
+}
+
+}  // namespace inferscope

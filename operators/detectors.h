@@ -1,0 +1,306 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "pipeline/alert.h"
+#include "pipeline/config.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// Streaming anomaly detectors for one numeric series (issue 4). Every detector is causal (the
+// verdict at a point depends on that point and earlier ones only) and keeps O(1) state per series;
+// the seasonal profile is bounded by `season_points`. See docs/DETECTORS.md for the algorithms,
+// the score combination and the measured accuracy.
+//
+// Each component detector turns its statistic into an *evidence* value: 0 = nothing unusual,
+// 1 = exactly at its warning level, larger = stronger. SeriesDetector maps the strongest evidence
+// to a score in [0, 1] with EvidenceToScore and the score to a severity with the option thresholds.
+
+struct DetectorOptions {
+  // Points before any verdict above Severity::kNone. With a seasonal component the warm-up also
+  // lasts at least 3 periods (one to initialise the profile, two to refine it and learn the scale).
+  // Default 30; >= 2.
+  int64_t warmup_points = 30;
+  // Seasonal profile size in buckets. With season_ms == 0 it is the period in points (the phase is
+  // the point index modulo season_points); 0 disables the seasonal component. Default 0; 0 or
+  // 2..100000.
+  int64_t season_points = 0;
+  // Period in time (e.g. 86400000 for a daily pattern). When > 0 the phase is taken from the
+  // timestamp (epoch-aligned), so gaps and irregular sampling do not shift it, and season_points is
+  // the number of buckets (48 when left 0). Default 0 (index-based or no seasonality); >= 0.
+  int64_t season_ms = 0;
+
+  // Score thresholds of the severities, ascending in (0, 1]. Defaults 0.5 / 0.7 / 0.85 / 0.95.
+  // A component statistic exactly at its warning level (evidence 1) scores 0.7.
+  double info = 0.5;
+  double warning = 0.7;
+  double critical = 0.85;
+  double emergency = 0.95;
+
+  // Threshold-adjustment mode: learn per series how heavy the tails of the residuals are (a
+  // streaming 99th percentile of |z|) and how autocorrelated they are (lag-1 correlation), and
+  // raise the spike / rate and change-point thresholds accordingly. Default true.
+  bool adaptive_thresholds = true;
+
+  // EWMA rate of the baseline level. Smaller = slower to absorb a drift (better drift detection),
+  // slower to follow benign wander. Default 0.02; in (0, 1).
+  double level_alpha = 0.02;
+  // EWMA rate of the residual scale (winsorised RMS). Default 0.01; in (0, 1).
+  double scale_alpha = 0.01;
+  // EWMA rate of a seasonal bucket per visit. Default 0.1; in (0, 1).
+  double season_alpha = 0.1;
+  // Residuals are winsorised at +-clip scale units before they update the baseline, the scale or a
+  // CUSUM, so one outlier moves nothing much. Default 4; >= 1.
+  double clip = 4.0;
+
+  // Spike/dip: |robust z| at which a single point reaches warning. Default 6; > 0.
+  double spike_z = 6.0;
+  // Level shift: two-sided CUSUM on standardised residuals with allowance k and decision interval
+  // h (in scale units). Defaults 1 and 6 (in-control run length ~10^5 points for gaussian noise).
+  double shift_k = 1.0;
+  double shift_h = 6.0;
+  // A level-shift CUSUM alarm whose run is longer than this many points is reported as a drift.
+  // Default 8; >= 1.
+  int64_t shift_max_run = 8;
+  // Drift: a slower CUSUM (small allowance, large interval) for small persistent offsets that the
+  // level baseline follows only slowly. Defaults 0.25 and 18.
+  double drift_k = 0.25;
+  double drift_h = 18.0;
+  // Seasonal break: two-sided CUSUM on the residual projected on the normalised seasonal profile
+  // (a pattern that weakens, vanishes, inverts or shifts phase). Defaults 0.5 and 15.
+  double season_break_k = 0.5;
+  double season_break_h = 15.0;
+  // Rate of change: EWMA rate of the per-interval difference, and the |z| of that smoothed rate
+  // at which it reaches warning. Defaults 0.3 and 8.
+  double rate_alpha = 0.3;
+  double rate_z = 8.0;
+
+  Status Validate() const;
+};
+
+// Reads the options from a topology mapping: `warmup_points`, `season_points`, `season_period`
+// (a duration such as 1d), the four thresholds, `adaptive_thresholds` and the tuning fields above
+// under the same names. Unknown fields are errors naming file:line.
+Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node);
+
+// The verdict of a SeriesDetector on one point.
+struct Verdict {
+  double score = 0;  // [0, 1]
+  AnomalyType type = AnomalyType::kNone;
+  Severity severity = Severity::kNone;
+  double expected = 0, lower = 0, upper = 0;  // baseline and expected range at this point
+  bool warming_up = true;
+};
+
+// Maps evidence (>= 0; 1 = warning level) to a score in [0, 1): 1 - 0.3^(e^2). Evidence 1 scores
+// 0.7, 1.26 scores 0.85, 1.58 scores 0.95.
+double EvidenceToScore(double evidence);
+
+// The severity of `score` under the thresholds of `options`.
+Severity SeverityOf(double score, const DetectorOptions& options);
+
+// SpikeDetector judges single points: the robust z of a residual (value minus baseline) against a
+// winsorised RMS scale, with a tail factor learned per series.
+//
+// Algorithm: scale^2 is an EWMA of min(r^2, (clip * scale)^2); during warm-up a running mean. The
+// tail factor f = (q99(|z|) / 2.576)^2, clamped to [1, 4], where q99 is a stochastic-approximation
+// quantile tracker: gaussian residuals keep f near 1, heavy tails (laplace, student-t) raise the
+// spike threshold to spike_z * f. Why squared: the gap between the 99th percentile and the far tail
+// (1e-5) grows faster than the 99th percentile itself for heavy-tailed noise.
+// Lifecycle: Score (const) then Learn for every point. Concurrency: none.
+class SpikeDetector {
+ public:
+  struct Reading {
+    double z = 0;         // signed residual / scale
+    double evidence = 0;  // |z| / (spike_z * tail factor)
+  };
+  explicit SpikeDetector(const DetectorOptions& options);
+  Reading Score(double residual) const;
+  // Updates the scale (unless `anomalous`) and the tail tracker. `warm` selects the fast warm-up
+  // rates.
+  void Learn(double residual, bool warm, bool anomalous);
+  // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
+  void RestartWarmup() { n_ = 0; }
+  void Reset();
+  double scale() const { return scale_; }
+  double tail_factor() const;
+  double threshold() const { return spike_z_ * tail_factor(); }  // |z| at warning
+
+ private:
+  double spike_z_, scale_alpha_, clip_;
+  bool adaptive_;
+  double scale_ = 0, var_ = 0;
+  double q99_ = 2.576;
+  int64_t n_ = 0;
+};
+
+// ChangePointDetector finds persistent shifts of the mean: a fast two-sided CUSUM (level shifts,
+// reported as drift when its run was long) and a slow one (drifts).
+//
+// Input is the standardised residual z, winsorised at +-clip and divided by the long-run factor
+// sqrt((1 + rho) / (1 - rho)) of the learned lag-1 autocorrelation rho (adaptive mode), so AR(1)
+// noise does not inflate the false-alarm rate. On an alarm the caller moves its level by shift():
+// the mean residual over the alarm's run (fast CUSUM; an unbiased new-level estimate after an
+// abrupt change) or a recent EWMA of the residual (slow CUSUM, whose run mean lags a ramp).
+// Limitations: a shift shorter than about 2 points is a spike, not a level shift; two shifts closer
+// than the run of the first are seen as one.
+class ChangePointDetector {
+ public:
+  struct Reading {
+    double evidence = 0;  // max(S / h) over both CUSUMs and sides; >= 1 = alarm
+    AnomalyType type = AnomalyType::kNone;
+    double shift = 0;  // on alarm: estimated new level minus current level (value units)
+  };
+  explicit ChangePointDetector(const DetectorOptions& options);
+  // Accumulates z (residual / scale) and the raw residual; on alarm resets its sums.
+  Reading Observe(double z, double residual);
+  // Updates the autocorrelation estimate (skip on anomalous points).
+  void Learn(double z, bool warm);
+  void Reset();
+  double long_run_factor() const { return factor_; }
+
+ private:
+  struct Cusum {
+    double s = 0;     // statistic
+    double sum = 0;   // raw residual sum over the run
+    int32_t run = 0;  // points since s left 0
+  };
+  double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
+  int64_t shift_max_run_;
+  bool adaptive_;
+  Cusum up_, down_, drift_up_, drift_down_;
+  double recent_ = 0;  // EWMA(0.2) of the residual
+  double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
+  int64_t n_ = 0;
+};
+
+// SeasonalBaseline keeps an additive seasonal profile (Holt-Winters without trend, error-correction
+// form) and detects breaks of the pattern.
+//
+// The phase of a point is its index modulo season_points, or (season_ms > 0) its epoch time modulo
+// the period, in season_points buckets. The first period stores the values; at its end the profile
+// becomes the values minus their mean (buckets never seen start at 0). Afterwards each visit moves
+// its bucket by season_alpha * winsorised residual. Breaks: the residual z times the normalised
+// profile p = (s - mean(s)) / rms(s) has mean 0 while the pattern holds and mean -A/scale when it
+// vanishes (A = pattern RMS); a two-sided CUSUM on it alarms on weakening, vanishing, inverted or
+// phase-shifted patterns but not on level shifts (a constant residual is orthogonal to p).
+// Memory: season_points floats, allocated at construction.
+class SeasonalBaseline {
+ public:
+  explicit SeasonalBaseline(const DetectorOptions& options);
+  bool enabled() const { return buckets_ > 0; }
+  // Bucket of the point with this index (0-based) and time.
+  int64_t Phase(int64_t index, int64_t time_ms) const;
+  // Periods elapsed since the first point (fractional in time mode).
+  double Periods(int64_t index, int64_t time_ms) const;
+  // The seasonal offset at `phase` (0 while the profile is initialising).
+  double Offset(int64_t phase) const { return initialised_ ? profile_[phase] : 0.0; }
+  // The time of the first point (Periods() counts from it in time mode).
+  void MarkStart(int64_t time_ms) { first_time_ms_ = time_ms; }
+  // First period: stores `value` at `phase` (averaging repeated visits).
+  void StoreInitial(int64_t phase, double value);
+  // Ends the first period: the profile becomes the stored values minus their mean, which is
+  // returned (the initial level).
+  double FinishInitial();
+  bool initialised() const { return initialised_; }
+  // Break evidence (two-sided CUSUM of z * p, divided by the long-run factor).
+  double ObserveBreak(int64_t phase, double z, double long_run_factor);
+  // Moves bucket `phase` towards the residual (winsorised by the caller).
+  void Learn(int64_t phase, double residual, double rate);
+  void Reset();
+  size_t bytes() const { return profile_.capacity() * sizeof(float); }
+
+ private:
+  void RecomputeMoments();
+  int64_t buckets_;
+  int64_t season_ms_;
+  double k_, h_, clip_;
+  std::vector<float> profile_;
+  bool initialised_ = false;
+  int64_t first_time_ms_ = INT64_MIN;
+  double sum_ = 0, sumsq_ = 0;  // of the profile, for its mean and RMS
+  int64_t updates_ = 0;         // since the moments were recomputed exactly
+  double up_ = 0, down_ = 0;
+};
+
+// RateOfChangeDetector judges how fast the series moves: an EWMA of the difference per typical
+// sampling interval (so irregular sampling does not fake a rate), standardised by its own
+// winsorised RMS and tail factor. A gap longer than 10 typical intervals restarts the difference
+// (no rate is inferred across missing data).
+class RateOfChangeDetector {
+ public:
+  struct Reading {
+    double z = 0;
+    double evidence = 0;
+  };
+  explicit RateOfChangeDetector(const DetectorOptions& options);
+  Reading Observe(int64_t time_ms, double value, bool warm, bool learn);
+  void Reset();
+  double interval_ms() const { return interval_ms_; }
+
+ private:
+  double alpha_, rate_z_, clip_;
+  bool adaptive_;
+  bool has_prev_ = false;
+  double prev_value_ = 0;
+  int64_t prev_time_ms_ = 0;
+  double interval_ms_ = 0;
+  double rate_ = 0, var_ = 0, q99_ = 2.576;
+  int64_t n_ = 0;
+};
+
+// SeriesDetector combines the detectors above on one series into a Verdict per point.
+//
+// Per point: expected = level + seasonal offset; residual r = value - expected; each component
+// yields evidence; a change-point or seasonal-break alarm (evidence >= 1) takes precedence over a
+// spike/dip, which takes precedence over a rate alarm (the most specific explanation wins);
+// otherwise the largest evidence names the type. score = EvidenceToScore(evidence), severity from
+// the thresholds. Then the state learns: level += level_alpha * winsorised r (plus the change-point
+// shift on alarm), the seasonal bucket likewise, the scales only from points below warning.
+//
+// Lifecycle: construct → Observe per point in time order → (Reset to forget).
+// Concurrency: none; one owner thread.
+// Memory: sizeof(SeriesDetector) (~700 bytes, a copy of the options included) + 4 * season buckets
+// bytes; fixed after construction; Observe never allocates. Limitations: points must come in time
+// order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
+// change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
+// typical interval and the seasonal phase comes from time when season_ms is set. With an
+// index-based period, missing points shift the phase: use season_ms for data with gaps. The period
+// is configured, not detected.
+class SeriesDetector {
+ public:
+  explicit SeriesDetector(const DetectorOptions& options);
+
+  // Causal verdict on (time_ms, value). NaN/Inf values and out-of-order times are ignored: the
+  // verdict is kNone and the state does not change.
+  Verdict Observe(int64_t time_ms, double value);
+  void Reset();
+
+  const DetectorOptions& options() const { return options_; }
+  int64_t points() const { return n_; }         // accepted points
+  int64_t ignored() const { return ignored_; }  // NaN/Inf or out-of-order points
+  bool warming_up() const { return !warm_done_; }
+  double level() const { return level_; }
+  double scale() const { return spike_.scale(); }
+  // Heap bytes owned (the seasonal profile); total per series = sizeof + this.
+  size_t heap_bytes() const { return seasonal_.bytes(); }
+
+ private:
+  bool WarmupDone(int64_t index, int64_t time_ms) const;
+
+  DetectorOptions options_;
+  SpikeDetector spike_;
+  ChangePointDetector change_;
+  SeasonalBaseline seasonal_;
+  RateOfChangeDetector rate_;
+  double level_ = 0;
+  int64_t n_ = 0;
+  int64_t ignored_ = 0;
+  int64_t last_time_ms_ = INT64_MIN;
+  int64_t last_period_ = 0;
+  bool warm_done_ = false;
+};
+
+}  // namespace inferscope

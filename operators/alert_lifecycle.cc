@@ -80,7 +80,10 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
   }
   Tracked& t = it->second;
   t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
+  // A resolution reports what fired (a detector's clear verdict has no anomaly type).
+  const AnomalyType fired_type = t.last.type;
   t.last = evidence;
+  if (t.state == AlertState::kFiring && condition != Condition::kActive) t.last.type = fired_type;
 
   if (t.state == AlertState::kPending) {
     if (condition != Condition::kActive) {

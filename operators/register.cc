@@ -1,11 +1,13 @@
 #include "operators/register.h"
 
+#include "operators/anomaly_detect.h"
 #include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
 
 namespace inferscope {
 
 void RegisterOperators(Registry& registry) {
+  registry.AddOperator<AnomalyDetectOperator>();
   registry.AddOperator<ThresholdRulesOperator>();
   registry.AddOperator<WindowAggregateOperator>();
 }

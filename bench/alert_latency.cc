@@ -107,8 +107,13 @@ class Load {
  public:
   Load(const std::string& endpoint, int groups) : endpoint_(endpoint) {
     for (int g = 0; g < groups; ++g) {
-      instances_.push_back("load-" + std::to_string(g / 4));
-      models_.push_back("m" + std::to_string(g % 4));
+      // Appending (not "load-" + ...) avoids GCC 12's false -Wrestrict warning.
+      std::string instance("load-");
+      instance.append(std::to_string(g / 4));
+      instances_.push_back(std::move(instance));
+      std::string model("m");
+      model.append(std::to_string(g % 4));
+      models_.push_back(std::move(model));
     }
   }
   ~Load() { Stop(); }

@@ -88,8 +88,9 @@ std::string LocalTime(int64_t ms) {
   return out;
 }
 
-}  // namespace
-
+// One line for a person at a terminal: local time of detection, severity, state, series, the
+// statistic and its value against the limit (rules) or the expected value, range and score
+// (detectors), then type, rule, fingerprint and the message.
 std::string FormatAlertLine(const json& a) {
   const int64_t detected = a.value("detected_at", int64_t{0});
   std::string state = Str(a, "state");
@@ -108,6 +109,8 @@ std::string FormatAlertLine(const json& a) {
           Str(a, "message");
   return line;
 }
+
+}  // namespace
 
 int TailCommand(const TailArgs& args) {
   struct sigaction sa = {};

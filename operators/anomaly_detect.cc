@@ -232,6 +232,7 @@ Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch&
 
 Status AnomalyDetectOperator::OnTimer(int64_t, OutputBatch& out) {
   if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
 }
 

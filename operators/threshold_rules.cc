@@ -373,7 +373,7 @@ Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch
 
 Status ThresholdRulesOperator::OnTimer(int64_t, OutputBatch& out) {
   if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
-  out.watermark_ms = watermark_ms_ == INT64_MIN ? 0 : watermark_ms_;
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
 }
 

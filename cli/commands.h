@@ -43,6 +43,14 @@ struct TableArgs {
 };
 int QueryTableCommand(const TableArgs& args);
 
+struct TailArgs {
+  std::string endpoint = "tcp://127.0.0.1:5557";  // the zmq_alerts sink
+  std::string topic = "alerts.";                  // subscription prefix
+  bool json = false;                              // one JSON object per line
+};
+// Prints one line per alert until SIGINT/SIGTERM.
+int TailCommand(const TailArgs& args);
+
 // `inferscope detect`: the streaming detectors over a `timestamp,value` CSV (backtesting).
 // Exit code 0, 1 when some lines were bad (each reported on stderr with its line number and
 // skipped), 2 on usage, option or I/O errors.

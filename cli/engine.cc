@@ -60,12 +60,15 @@ Status Engine::Start() {
     }
     maintenance_ = std::thread([this] { MaintenanceLoop(); });
   }
+  silences_ = std::make_unique<SilenceRegistry>(state_.get(), clock_);
+  INFERSCOPE_RETURN_IF_ERROR(silences_->Load().WithContext("loading silences"));
   // The executor's stages were created without the store; hand it to them now, before Open.
   StageContext base;
   base.interner = &interner_;
   base.metrics = &metrics_;
   base.clock = clock_;
   base.state = state_.get();
+  base.silences = silences_.get();
   executor_->SetStageContext(base);
   Status started = executor_->Start();
   if (!started.ok()) {
@@ -86,6 +89,7 @@ Status Engine::Start() {
     }
     query_ = std::make_unique<QueryServer>(options, state_.get(), &metrics_, clock_,
                                            [this] { return Health(); }, capabilities_);
+    query_->SetSilences(silences_.get());
     Status st = query_->Start();
     if (!st.ok()) {
       executor_->Stop();

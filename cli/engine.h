@@ -14,6 +14,7 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
+#include "pipeline/silence.h"
 #include "pipeline/state_store.h"
 #include "pipeline/topology.h"
 
@@ -57,6 +58,8 @@ class Engine {
   Interner& interner() { return interner_; }
   MetricsRegistry& metrics() { return metrics_; }
   StateStore* state() { return state_.get(); }
+  // The silences (loaded from the store at Start); null before Start.
+  SilenceRegistry* silences() { return silences_.get(); }
 
  private:
   Engine() = default;
@@ -70,6 +73,7 @@ class Engine {
   Interner interner_;
   MetricsRegistry metrics_;
   std::unique_ptr<StateStore> state_;
+  std::unique_ptr<SilenceRegistry> silences_;  // shared by alerting operators and the query API
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;
 

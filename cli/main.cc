@@ -51,6 +51,12 @@ int main(int argc, char** argv) {
   table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
   table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
 
+  inferscope::TailArgs tail;
+  CLI::App* tail_cmd = app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
+  tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")->capture_default_str();
+  tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")->capture_default_str();
+  tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
+
   inferscope::DetectArgs detect;
   CLI::App* detect_cmd =
       app.add_subcommand("detect", "Run the anomaly detectors over a timestamp,value CSV");
@@ -75,6 +81,7 @@ int main(int argc, char** argv) {
     return inferscope::SimulateCommand(sim);
   }
   if (*table_cmd) return inferscope::QueryTableCommand(table);
+  if (*tail_cmd) return inferscope::TailCommand(tail);
   if (*detect_cmd) return inferscope::DetectCommand(detect);
   return 0;
 }

@@ -1,13 +1,17 @@
 #include "operators/register.h"
 
+#include "operators/anomaly_detect.h"
 #include "operators/sliding_window.h"
+#include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
 
 namespace inferscope {
 
 void RegisterOperators(Registry& registry) {
-  registry.AddOperator<WindowAggregateOperator>();
+  registry.AddOperator<AnomalyDetectOperator>();
+  registry.AddOperator<ThresholdRulesOperator>();
   registry.AddOperator<SlidingWindowOperator>();
+  registry.AddOperator<WindowAggregateOperator>();
 }
 
 }  // namespace inferscope

@@ -1,6 +1,7 @@
 #include "pipeline/alert.h"
 
 #include <array>
+#include <initializer_list>
 
 namespace inferscope {
 namespace {
@@ -39,6 +40,48 @@ std::optional<Severity> ParseSeverity(std::string_view name) {
 std::string_view AlertStateName(AlertState state) { return NameOf(kStateNames, state); }
 std::optional<AlertState> ParseAlertState(std::string_view name) {
   return ParseName<AlertState>(kStateNames, name);
+}
+
+uint64_t AlertFingerprint(std::string_view rule, std::string_view instance, std::string_view model,
+                          std::string_view metric, std::string_view stat) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a offset basis
+  for (std::string_view part : {rule, instance, model, metric, stat}) {
+    for (char c : part) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ULL;  // FNV prime
+    }
+    h *= 0x100000001b3ULL;  // the 0 separator: "ab"+"c" and "a"+"bc" differ
+  }
+  return h;
+}
+
+std::string FingerprintHex(uint64_t fingerprint) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = kDigits[fingerprint & 0xF];
+    fingerprint >>= 4;
+  }
+  return out;
+}
+
+std::optional<uint64_t> ParseFingerprintHex(std::string_view text) {
+  if (text.empty() || text.size() > 16) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : text) {
+    int d;
+    if (c >= '0' && c <= '9') {
+      d = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      d = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      d = c - 'A' + 10;
+    } else {
+      return std::nullopt;
+    }
+    v = (v << 4) | static_cast<uint64_t>(d);
+  }
+  return v;
 }
 
 }  // namespace inferscope

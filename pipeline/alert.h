@@ -71,6 +71,17 @@ struct Alert {
   int64_t detected_at_ms = 0;   // wall-clock time of detection
   int64_t active_since_ms = 0;  // when the condition first held (event time)
   std::string message;          // one human-readable line
+  bool silenced = false;        // a silence matched: stored, not published on the alert stream
 };
+
+// The fingerprint of an alert: FNV-1a (64-bit) over the rule or detector name and the series
+// labels, each followed by a 0 byte. Stable across restarts, builds and platforms (unlike
+// std::hash), so stored alerts and API links keep their identity.
+uint64_t AlertFingerprint(std::string_view rule, std::string_view instance, std::string_view model,
+                          std::string_view metric, std::string_view stat);
+// 16 lowercase hex digits, as the API and the alert stream show fingerprints.
+std::string FingerprintHex(uint64_t fingerprint);
+// The inverse of FingerprintHex (1..16 hex digits, either case); nullopt otherwise.
+std::optional<uint64_t> ParseFingerprintHex(std::string_view text);
 
 }  // namespace inferscope

@@ -8,6 +8,7 @@
 
 namespace inferscope {
 
+class SilenceRegistry;
 class StateStore;
 
 // What the engine hands every source, operator and sink when it opens them. The pointers outlive
@@ -18,6 +19,8 @@ struct StageContext {
   MetricsRegistry* metrics = nullptr;
   const Clock* clock = nullptr;
   StateStore* state = nullptr;
+  // The engine's silences (thread-safe); null when the stage runs outside an Engine.
+  SilenceRegistry* silences = nullptr;
 };
 
 }  // namespace inferscope

@@ -575,6 +575,11 @@ const std::vector<Route>& Routes() {
       {"GET", "/v1/series", "/v1/series", true, &HandleSeries},
       {"GET", "/v1/performance/metrics", "/v1/performance/metrics", true,
        &HandlePerformanceMetrics},
+      {"GET", "/v1/alerts", "/v1/alerts", true, &HandleAlerts},
+      {"GET", "/v1/alerts/([^/]+)", "/v1/alerts/{fingerprint}", true, &HandleAlert},
+      {"POST", "/v1/silences", "/v1/silences", true, &HandleCreateSilence},
+      {"GET", "/v1/silences", "/v1/silences", true, &HandleListSilences},
+      {"DELETE", "/v1/silences/([^/]+)", "/v1/silences/{id}", true, &HandleDeleteSilence},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
   };
   return routes;

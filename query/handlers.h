@@ -20,6 +20,7 @@
 
 namespace inferscope {
 
+class SilenceRegistry;
 class StateStore;
 
 // What every handler may read. Owned by QueryServer; shared read-only by the request threads.
@@ -29,11 +30,13 @@ struct ApiContext {
   const Clock* clock = nullptr;
   std::function<nlohmann::json()> health_info;
   std::vector<Registry::Entry> capabilities;
+  SilenceRegistry* silences = nullptr;  // null: the silence routes answer 500
 };
 
 struct ApiRequest {
   std::vector<std::string> path_params;            // the route pattern's captures, in order
   std::multimap<std::string, std::string> params;  // query parameters
+  std::string body;                                // request body (POST)
   // The first value of `name`, if present.
   std::optional<std::string> Param(const std::string& name) const;
 };
@@ -88,5 +91,11 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePrometheus(const ApiContext& ctx, const ApiRequest& req);
+// Alerts and silences (query/alert_handlers.cc).
+ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleCreateSilence(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleListSilences(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleDeleteSilence(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -84,6 +84,8 @@ QueryServer::QueryServer(Options options, StateStore* store, MetricsRegistry* me
 
 QueryServer::~QueryServer() { Stop(); }
 
+void QueryServer::SetSilences(SilenceRegistry* silences) { ctx_->silences = silences; }
+
 void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   const std::string token = options_.bearer_token;
@@ -106,6 +108,7 @@ void QueryServer::RegisterRoutes() {
             api_request.path_params.push_back(req.matches[i].str());
           }
           api_request.params.insert(req.params.begin(), req.params.end());
+          api_request.body = req.body;
           reply = route.handler(*ctx, api_request);
         }
       } catch (const std::exception& e) {
@@ -118,7 +121,13 @@ void QueryServer::RegisterRoutes() {
       Count(*ctx->metrics, route.name, reply.status);
       latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
     };
-    if (route.method == "GET") server_->Get(route.pattern, std::move(handler));
+    if (route.method == "GET") {
+      server_->Get(route.pattern, std::move(handler));
+    } else if (route.method == "POST") {
+      server_->Post(route.pattern, std::move(handler));
+    } else if (route.method == "DELETE") {
+      server_->Delete(route.pattern, std::move(handler));
+    }
   }
 
   // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The

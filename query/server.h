@@ -20,6 +20,7 @@ class Server;
 
 namespace inferscope {
 
+class SilenceRegistry;
 class StateStore;
 struct ApiContext;
 
@@ -32,6 +33,9 @@ struct ApiContext;
 //   GET /v1/instances/{id}/summary        tumbling windows merged from stored panes or rollups
 //   GET /v1/series                        one point per step over [from, to) (dashboards)
 //   GET /v1/performance/metrics           fleet-wide latency, throughput, error and cache rates
+//   GET /v1/alerts                        stored alerts (latest state), filtered
+//   GET /v1/alerts/{fingerprint}          one alert and its state changes
+//   POST|GET /v1/silences, DELETE /v1/silences/{id}
 //   GET /metrics                          Prometheus text format 0.0.4
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
@@ -60,6 +64,8 @@ class QueryServer {
   QueryServer(const QueryServer&) = delete;
   QueryServer& operator=(const QueryServer&) = delete;
 
+  // The engine's silences, for the /v1/silences routes; call before Start. Must outlive the server.
+  void SetSilences(SilenceRegistry* silences);
   // Validates the options, binds and starts serving. IOError when the address cannot be bound;
   // Internal when already started.
   Status Start();

@@ -1,0 +1,139 @@
+#include "operators/alert_lifecycle.h"
+
+#include <algorithm>
+#include <string>
+
+#include "pipeline/silence.h"
+
+namespace inferscope {
+namespace {
+
+std::string Seconds(int64_t ms) {
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+}  // namespace
+
+Status AlertTiming::Validate() const {
+  if (for_ms < 0) return Status::InvalidArgument("for must not be negative");
+  if (keep_firing_for_ms < 0)
+    return Status::InvalidArgument("keep_firing_for must not be negative");
+  return Status::Ok();
+}
+
+Status AlertLifecycle::Options::Validate() const {
+  if (max_states < 1) return Status::InvalidArgument("max_alert_states must be >= 1");
+  if (stale_after_ms < 0) return Status::InvalidArgument("stale_after must not be negative");
+  return Status::Ok();
+}
+
+void AlertLifecycle::Open(const StageContext& ctx) {
+  if (ctx.clock != nullptr) clock_ = ctx.clock;
+  silences_ = ctx.silences;
+  if (ctx.metrics == nullptr) return;
+  MetricsRegistry& m = *ctx.metrics;
+  const Labels stage = {{"stage", ctx.name}};
+  fired_ = m.GetCounter("inferscope_alerts_fired_total", "Alerts that became firing", stage);
+  escalated_ = m.GetCounter("inferscope_alerts_escalated_total",
+                            "Firing alerts whose severity rose (published again)", stage);
+  resolved_ =
+      m.GetCounter("inferscope_alerts_resolved_total", "Firing alerts that resolved", stage);
+  silenced_ = m.GetCounter("inferscope_alerts_silenced_total",
+                           "Alert state changes not published because a silence matched", stage);
+  dropped_counter_ = m.GetCounter("inferscope_alert_states_dropped_total",
+                                  "Alerts not tracked because max_alert_states was reached", stage);
+  tracked_gauge_ =
+      m.GetGauge("inferscope_alert_states", "Alerts tracked (pending or firing)", stage);
+}
+
+void AlertLifecycle::Emit(Tracked& t, AlertState state, std::vector<Alert>& out) {
+  Alert a = t.last;
+  a.state = state;
+  a.severity = t.severity;
+  a.active_since_ms = t.active_since_ms;
+  a.detected_at_ms = clock_->NowMs();
+  if (state == AlertState::kResolved) {
+    a.message = "resolved: " + a.message;
+  }
+  a.silenced = false;
+  if (silences_ != nullptr && silences_->Match(a, a.detected_at_ms)) {
+    a.silenced = true;
+    if (silenced_) silenced_->Inc();
+  }
+  out.push_back(std::move(a));
+}
+
+void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severity severity,
+                             int64_t time_ms, const AlertTiming& timing, std::vector<Alert>& out) {
+  auto it = states_.find(evidence.fingerprint);
+  if (it == states_.end()) {
+    if (condition != Condition::kActive) return;
+    if (states_.size() >= static_cast<size_t>(options_.max_states)) {
+      ++dropped_;
+      if (dropped_counter_) dropped_counter_->Inc();
+      return;
+    }
+    it = states_.emplace(evidence.fingerprint, Tracked{}).first;
+    it->second.active_since_ms = time_ms;
+    it->second.severity = severity;
+  }
+  Tracked& t = it->second;
+  t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
+  // A resolution reports what fired (a detector's clear verdict has no anomaly type).
+  const AnomalyType fired_type = t.last.type;
+  t.last = evidence;
+  if (t.state == AlertState::kFiring && condition != Condition::kActive) t.last.type = fired_type;
+
+  if (t.state == AlertState::kPending) {
+    if (condition != Condition::kActive) {
+      states_.erase(it);  // the condition did not hold for `for`: forget it
+    } else {
+      t.severity = std::max(t.severity, severity);
+      if (time_ms - t.active_since_ms >= timing.for_ms) {
+        t.state = AlertState::kFiring;
+        Emit(t, AlertState::kFiring, out);
+        if (fired_) fired_->Inc();
+      }
+    }
+  } else {  // firing
+    if (condition == Condition::kClear) {
+      if (t.clear_since_ms == INT64_MIN) t.clear_since_ms = time_ms;
+      if (time_ms - t.clear_since_ms >= timing.keep_firing_for_ms) {
+        Emit(t, AlertState::kResolved, out);
+        if (resolved_) resolved_->Inc();
+        states_.erase(it);
+      }
+    } else {
+      t.clear_since_ms = INT64_MIN;
+      if (condition == Condition::kActive && severity > t.severity) {
+        t.severity = severity;
+        Emit(t, AlertState::kFiring, out);
+        if (escalated_) escalated_->Inc();
+      }
+    }
+  }
+  if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+}
+
+void AlertLifecycle::Sweep(int64_t watermark_ms, std::vector<Alert>& out) {
+  if (options_.stale_after_ms <= 0 || states_.empty()) return;
+  const int64_t limit = watermark_ms - options_.stale_after_ms;
+  for (auto it = states_.begin(); it != states_.end();) {
+    Tracked& t = it->second;
+    if (t.last_eval_ms >= limit) {
+      ++it;
+      continue;
+    }
+    if (t.state == AlertState::kFiring) {
+      t.last.message =
+          "no data for " + Seconds(watermark_ms - t.last_eval_ms) + " (" + t.last.message + ")";
+      Emit(t, AlertState::kResolved, out);
+      if (resolved_) resolved_->Inc();
+    }
+    it = states_.erase(it);
+  }
+  if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+}
+
+}  // namespace inferscope

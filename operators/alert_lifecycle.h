@@ -1,0 +1,109 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "pipeline/alert.h"
+#include "pipeline/clock.h"
+#include "pipeline/metrics.h"
+#include "pipeline/stage.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+class SilenceRegistry;
+
+// What one evaluation of a rule or detector found for one series.
+enum class Condition : uint8_t {
+  kActive,  // the condition holds (value beyond a level, score above the firing level)
+  kHold,    // inside the hysteresis band: not enough to start an alert, not enough to end one
+  kClear,   // clearly back to normal (beyond the band)
+};
+
+// The timing of one rule or detector. Durations are event time (window ends).
+struct AlertTiming {
+  // How long the condition must hold before pending becomes firing. Default 0 (fire on the first
+  // active evaluation); >= 0.
+  int64_t for_ms = 0;
+  // How long the condition must be clear before firing becomes resolved. Default 0 (resolve on the
+  // first clear evaluation); >= 0.
+  int64_t keep_firing_for_ms = 0;
+  Status Validate() const;
+};
+
+// AlertLifecycle turns per-evaluation verdicts into alert state changes, the one piece of logic
+// shared by threshold rules and anomaly detectors.
+//
+// Per fingerprint (rule or detector + series labels): nothing → pending when the condition becomes
+// active; pending → firing once it has been active for `for` (a pending alert whose condition
+// stops being active is forgotten, as in Prometheus); firing → resolved once it has been clear
+// for `keep_firing_for` (an active or hold evaluation restarts that clock — the hysteresis: a
+// value that hovers at the threshold neither fires nor resolves). While firing, a higher severity
+// is published as a firing update (escalation); a lower one is not (severity only rises until the
+// alert resolves). An alert whose series sends nothing for `stale_after` of watermark progress is
+// resolved ("no data") or, if pending, forgotten. Firing, escalation and resolution are appended
+// to the output; pending is not (Prometheus does not notify on pending). An alert that matches an
+// active silence when it changes state is still emitted (so it is stored) with `silenced` set;
+// the stream sink does not publish it.
+//
+// Lifecycle: construct → Open (metrics, silences, clock) → Observe / Sweep.
+// Concurrency: none; the operator thread makes every call.
+// Limitations: at most `max_states` alerts tracked; evaluations that would start more are dropped
+// and counted (inferscope_alert_states_dropped_total). State is not checkpointed: after a restart
+// a condition that still holds fires again under the same fingerprint.
+class AlertLifecycle {
+ public:
+  struct Options {
+    // Tracked alerts (pending or firing). Default 100,000; >= 1.
+    int64_t max_states = 100'000;
+    // Resolve (or forget) alerts whose series has not been evaluated for this much event time.
+    // Default 5 minutes; 0 disables.
+    int64_t stale_after_ms = 300'000;
+    Status Validate() const;
+  };
+
+  explicit AlertLifecycle(Options options) : options_(options) {}
+
+  // Looks up metrics labelled with the stage name; keeps ctx.silences and ctx.clock.
+  void Open(const StageContext& ctx);
+
+  // One evaluation at event time `time_ms` (the end of the window that carried the evidence).
+  // `evidence` carries the fingerprint, labels, type, value, expected range, score, window, event
+  // time and a message describing the evidence; `severity` is the level reached when kActive.
+  // State changes are appended to `out` with state, severity, active_since and detected_at set.
+  void Observe(const Alert& evidence, Condition condition, Severity severity, int64_t time_ms,
+               const AlertTiming& timing, std::vector<Alert>& out);
+  // Resolves or forgets alerts not evaluated since `watermark_ms - stale_after`.
+  void Sweep(int64_t watermark_ms, std::vector<Alert>& out);
+
+  size_t tracked() const { return states_.size(); }
+  uint64_t dropped() const { return dropped_; }
+
+ private:
+  struct Tracked {
+    AlertState state = AlertState::kPending;
+    Severity severity = Severity::kNone;
+    int64_t active_since_ms = 0;
+    int64_t clear_since_ms = INT64_MIN;  // first clear evaluation while firing, or INT64_MIN
+    int64_t last_eval_ms = 0;
+    Alert last;  // the latest evidence
+  };
+
+  void Emit(Tracked& t, AlertState state, std::vector<Alert>& out);
+
+  Options options_;
+  std::unordered_map<uint64_t, Tracked> states_;
+  uint64_t dropped_ = 0;
+  const Clock* clock_ = &SystemClock::Instance();
+  const SilenceRegistry* silences_ = nullptr;
+  Counter* fired_ = nullptr;
+  Counter* escalated_ = nullptr;
+  Counter* resolved_ = nullptr;
+  Counter* silenced_ = nullptr;
+  Counter* dropped_counter_ = nullptr;
+  Gauge* tracked_gauge_ = nullptr;
+};
+
+}  // namespace inferscope

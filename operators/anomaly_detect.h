@@ -1,0 +1,100 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "operators/alert_lifecycle.h"
+#include "operators/detectors.h"
+#include "operators/threshold_rules.h"
+#include "pipeline/config.h"
+#include "pipeline/interner.h"
+#include "pipeline/operator.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// AnomalyDetectOperator runs one SeriesDetector per (series, statistic) over the window summaries
+// of the operator it reads, and turns the verdicts into alerts through the same AlertLifecycle as
+// the threshold rules. The detector's name in alerts (`rule`) is the stage name.
+//
+// Per summary of a configured metric and window length with at least `min_count` values, each
+// configured statistic (p95, mean, ...) is one point (time = window end) of its detector. A verdict
+// at or above `min_severity` is active (with the verdict's severity and type); a score below
+// `clear_below` is clear; in between is the hysteresis band. Warm-up verdicts are ignored.
+//
+// Lifecycle: Create → Open → ProcessResults / OnTimer → Close.
+// Concurrency: none; the operator thread makes every call.
+// Limitations: at most `max_series` detectors (~700 bytes each, plus the seasonal profile); points
+// of further (series, statistic) pairs are dropped and counted
+// (inferscope_detector_series_dropped_total). Detector state is not checkpointed: after a restart
+// each detector warms up again.
+class AnomalyDetectOperator final : public Operator {
+ public:
+  static constexpr std::string_view kName = "anomaly_detect";
+  static constexpr std::string_view kDescription =
+      "Streaming anomaly detectors (spike, level shift, drift, seasonal break, rate of change) per "
+      "series statistic, raising firing/resolved alerts";
+
+  struct Options {
+    std::vector<std::string> metrics;                 // required, at least one
+    std::vector<WindowStat> stats{WindowStat::kP95};  // default [p95]
+    int64_t window_ms = 0;  // 0: the shortest window the upstream emits (its pane)
+    int64_t min_count = 1;  // windows with fewer values are skipped; >= 1
+    Severity min_severity = Severity::kWarning;  // verdicts at or above it are active
+    double clear_below = 0.5;                    // scores below it are clear; in (0, 1]
+    AlertTiming timing;
+    int64_t max_series = 100'000;  // detectors; >= 1
+    DetectorOptions detector;
+    AlertLifecycle::Options lifecycle;
+    Status Validate() const;
+  };
+
+  // Reads `metrics`, `stats`, `window`, `min_count`, `min_severity`, `clear_below`, `for`,
+  // `keep_firing_for`, `max_series`, `max_alert_states`, `stale_after` and `detector` (a mapping of
+  // DetectorOptions, see operators/detectors.h).
+  static Result<std::unique_ptr<AnomalyDetectOperator>> Create(const ConfigNode& options);
+  static Result<Options> ParseOptions(const ConfigNode& options);
+
+  explicit AnomalyDetectOperator(Options options);
+
+  Status Open(const StageContext& ctx) override;
+  Status Process(const EventBatch& batch, OutputBatch& out) override;
+  bool ReadsResults() const override { return true; }
+  Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
+  Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+
+  size_t detectors() const { return detectors_.size(); }
+  const AlertLifecycle& lifecycle() const { return lifecycle_; }
+
+ private:
+  struct Key {
+    SeriesKey series;
+    WindowStat stat;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const;
+  };
+
+  bool WantsMetric(StringId metric);
+  void Observe(const WindowSummary& summary, const SummaryStats& stats, WindowStat stat,
+               std::vector<Alert>& out);
+
+  Options options_;
+  std::string name_;
+  AlertLifecycle lifecycle_;
+  const Interner* interner_ = nullptr;
+  std::unordered_map<StringId, bool> wanted_metrics_;
+  std::unordered_map<Key, std::unique_ptr<SeriesDetector>, KeyHash> detectors_;
+  int64_t shortest_window_ms_ = INT64_MAX;
+  int64_t watermark_ms_ = INT64_MIN;
+  Counter* points_ = nullptr;
+  Counter* dropped_series_ = nullptr;
+  Gauge* detectors_gauge_ = nullptr;
+};
+
+}  // namespace inferscope

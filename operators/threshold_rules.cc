@@ -1,0 +1,380 @@
+#include "operators/threshold_rules.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "pipeline/silence.h"
+
+namespace inferscope {
+namespace {
+
+constexpr std::array<std::string_view, 11> kStatNames = {
+    "mean", "p50", "p90", "p95", "p99", "min", "max", "last", "rate", "error_ratio", "count"};
+constexpr size_t kMaxRules = 10'000;
+
+bool Crosses(ThresholdRule::Op op, double value, double threshold) {
+  switch (op) {
+    case ThresholdRule::Op::kGreater:
+      return value > threshold;
+    case ThresholdRule::Op::kGreaterEqual:
+      return value >= threshold;
+    case ThresholdRule::Op::kLess:
+      return value < threshold;
+    case ThresholdRule::Op::kLessEqual:
+      return value <= threshold;
+  }
+  return false;
+}
+
+bool IsUpper(ThresholdRule::Op op) {
+  return op == ThresholdRule::Op::kGreater || op == ThresholdRule::Op::kGreaterEqual;
+}
+
+std::string FormatValue(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.4g", v);
+  return buf;
+}
+
+std::string FormatDuration(int64_t ms) {
+  if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+Result<ThresholdRule> ParseRule(const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(
+      node.CheckKnownFields({"name", "metric", "stat", "window", "op", "levels", "for",
+                             "keep_firing_for", "hysteresis", "min_count", "instance", "model"}));
+  ThresholdRule r;
+  Result<std::string> name = node.GetString("name");
+  if (!name.ok()) return name.status();
+  if (name->empty() || name->size() > 255) return node.Error("name", "must be 1..255 bytes");
+  r.name = *name;
+  Result<std::string> metric = node.GetString("metric");
+  if (!metric.ok()) return metric.status();
+  if (metric->empty() || metric->size() > 255) return node.Error("metric", "must be 1..255 bytes");
+  r.metric = *metric;
+  Result<std::string> stat = node.GetString("stat", "p95");
+  if (!stat.ok()) return stat.status();
+  std::optional<WindowStat> parsed_stat = ParseWindowStat(*stat);
+  if (!parsed_stat) {
+    return node.Error("stat",
+                      "expected mean, p50, p90, p95, p99, min, max, last, rate, error_ratio or "
+                      "count, got '" +
+                          *stat + "'");
+  }
+  r.stat = *parsed_stat;
+  Result<int64_t> window = node.GetDurationMs("window", 0, 0);
+  if (!window.ok()) return window.status();
+  r.window_ms = *window;
+  Result<std::string> op = node.GetString("op", ">");
+  if (!op.ok()) return op.status();
+  if (*op == ">") {
+    r.op = ThresholdRule::Op::kGreater;
+  } else if (*op == ">=") {
+    r.op = ThresholdRule::Op::kGreaterEqual;
+  } else if (*op == "<") {
+    r.op = ThresholdRule::Op::kLess;
+  } else if (*op == "<=") {
+    r.op = ThresholdRule::Op::kLessEqual;
+  } else {
+    return node.Error("op", "expected '>', '>=', '<' or '<=', got '" + *op + "'");
+  }
+  if (!node.Has("levels"))
+    return node.Error("levels", "required, e.g. {warning: 2000, critical: 5000}");
+  Result<ConfigNode> levels = node.Child("levels");
+  if (!levels.ok()) return levels.status();
+  for (const auto& kv : levels->node()) {
+    std::string key = kv.first.Scalar();
+    std::optional<Severity> severity = ParseSeverity(key);
+    if (!severity || *severity == Severity::kNone) {
+      return levels->Error(key, "expected a severity (info, warning, critical, emergency)");
+    }
+    Result<double> threshold = levels->GetDouble(key);
+    if (!threshold.ok()) return threshold.status();
+    r.levels.emplace_back(*severity, *threshold);
+  }
+  std::sort(r.levels.begin(), r.levels.end());
+  Result<int64_t> for_ms = node.GetDurationMs("for", 0, 0);
+  if (!for_ms.ok()) return for_ms.status();
+  r.timing.for_ms = *for_ms;
+  Result<int64_t> keep = node.GetDurationMs("keep_firing_for", 0, 0);
+  if (!keep.ok()) return keep.status();
+  r.timing.keep_firing_for_ms = *keep;
+  Result<double> hysteresis = node.GetDouble("hysteresis", r.hysteresis, 0, 1);
+  if (!hysteresis.ok()) return hysteresis.status();
+  r.hysteresis = *hysteresis;
+  Result<int64_t> min_count = node.GetInt("min_count", r.min_count, 1);
+  if (!min_count.ok()) return min_count.status();
+  r.min_count = *min_count;
+  Result<std::string> instance = node.GetString("instance", "*");
+  if (!instance.ok()) return instance.status();
+  r.instance = *instance;
+  Result<std::string> model = node.GetString("model", "*");
+  if (!model.ok()) return model.status();
+  r.model = *model;
+  if (Status st = r.Validate(); !st.ok()) return node.Error("", st.message());
+  return r;
+}
+
+}  // namespace
+
+std::string_view WindowStatName(WindowStat stat) {
+  auto i = static_cast<size_t>(stat);
+  return i < kStatNames.size() ? kStatNames[i] : "unknown";
+}
+
+std::optional<WindowStat> ParseWindowStat(std::string_view name) {
+  for (size_t i = 0; i < kStatNames.size(); ++i) {
+    if (kStatNames[i] == name) return static_cast<WindowStat>(i);
+  }
+  return std::nullopt;
+}
+
+double StatValue(const SummaryStats& s, WindowStat stat, bool* has_data) {
+  *has_data = s.count > 0;
+  switch (stat) {
+    case WindowStat::kMean:
+      return s.mean;
+    case WindowStat::kP50:
+      return s.p50;
+    case WindowStat::kP90:
+      return s.p90;
+    case WindowStat::kP95:
+      return s.p95;
+    case WindowStat::kP99:
+      return s.p99;
+    case WindowStat::kMin:
+      return s.min;
+    case WindowStat::kMax:
+      return s.max;
+    case WindowStat::kLast:
+      return s.last;
+    case WindowStat::kRate:
+      *has_data = true;
+      return s.rate_per_s;
+    case WindowStat::kErrorRatio:
+      *has_data = s.events > 0;
+      return s.error_ratio;
+    case WindowStat::kCount:
+      *has_data = true;
+      return static_cast<double>(s.count);
+  }
+  *has_data = false;
+  return 0;
+}
+
+std::string_view ThresholdOpName(ThresholdRule::Op op) {
+  switch (op) {
+    case ThresholdRule::Op::kGreater:
+      return ">";
+    case ThresholdRule::Op::kGreaterEqual:
+      return ">=";
+    case ThresholdRule::Op::kLess:
+      return "<";
+    case ThresholdRule::Op::kLessEqual:
+      return "<=";
+  }
+  return "?";
+}
+
+Status ThresholdRule::Validate() const {
+  if (name.empty()) return Status::InvalidArgument("name is required");
+  if (metric.empty()) return Status::InvalidArgument("metric is required");
+  if (window_ms < 0) return Status::InvalidArgument("window must not be negative");
+  if (levels.empty()) return Status::InvalidArgument("levels: at least one level is required");
+  for (size_t i = 0; i < levels.size(); ++i) {
+    if (!std::isfinite(levels[i].second)) return Status::InvalidArgument("levels: not finite");
+    if (i == 0) continue;
+    if (levels[i].first <= levels[i - 1].first) {
+      return Status::InvalidArgument("levels: each severity at most once");
+    }
+    const bool ordered = IsUpper(op) ? levels[i].second >= levels[i - 1].second
+                                     : levels[i].second <= levels[i - 1].second;
+    if (!ordered) {
+      return Status::InvalidArgument(
+          std::string("levels: for op '") + std::string(ThresholdOpName(op)) +
+          "' a more severe level needs a " + (IsUpper(op) ? "higher" : "lower") + " threshold");
+    }
+  }
+  if (hysteresis < 0 || hysteresis > 1)
+    return Status::InvalidArgument("hysteresis must be in 0..1");
+  if (min_count < 1) return Status::InvalidArgument("min_count must be >= 1");
+  return timing.Validate();
+}
+
+Status ThresholdRulesOperator::Options::Validate() const {
+  if (rules.empty()) return Status::InvalidArgument("rules: at least one rule is required");
+  if (rules.size() > kMaxRules) return Status::InvalidArgument("rules: at most 10000 rules");
+  std::set<std::string_view> names;
+  for (const ThresholdRule& r : rules) {
+    INFERSCOPE_RETURN_IF_ERROR(r.Validate());
+    if (!names.insert(r.name).second) {
+      return Status::InvalidArgument("rules: duplicate rule name '" + r.name + "'");
+    }
+  }
+  return lifecycle.Validate();
+}
+
+Result<ThresholdRulesOperator::Options> ThresholdRulesOperator::ParseOptions(
+    const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields({"rules", "max_alert_states", "stale_after"}));
+  Options o;
+  if (!node.Has("rules") || !node.node()["rules"].IsSequence()) {
+    return node.Error("rules", "expected a list of rules");
+  }
+  const YAML::Node rules = node.node()["rules"];
+  std::set<std::string> names;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    ConfigNode rule_node(node.file(), rules[i], node.path() + ".rules[" + std::to_string(i) + "]");
+    if (!rules[i].IsMap()) return rule_node.Error("", "expected a mapping");
+    Result<ThresholdRule> rule = ParseRule(rule_node);
+    if (!rule.ok()) return rule.status();
+    if (!names.insert(rule->name).second) {
+      return rule_node.Error("name", "duplicate rule name '" + rule->name + "'");
+    }
+    o.rules.push_back(std::move(rule).value());
+  }
+  Result<int64_t> max_states =
+      node.GetInt("max_alert_states", o.lifecycle.max_states, 1, 100'000'000);
+  if (!max_states.ok()) return max_states.status();
+  o.lifecycle.max_states = *max_states;
+  Result<int64_t> stale = node.GetDurationMs("stale_after", o.lifecycle.stale_after_ms, 0);
+  if (!stale.ok()) return stale.status();
+  o.lifecycle.stale_after_ms = *stale;
+  if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
+  return o;
+}
+
+Result<std::unique_ptr<ThresholdRulesOperator>> ThresholdRulesOperator::Create(
+    const ConfigNode& options) {
+  Result<Options> parsed = ParseOptions(options);
+  if (!parsed.ok()) return parsed.status();
+  return std::make_unique<ThresholdRulesOperator>(std::move(parsed).value());
+}
+
+ThresholdRulesOperator::ThresholdRulesOperator(Options options)
+    : options_(std::move(options)), lifecycle_(options_.lifecycle) {}
+
+Status ThresholdRulesOperator::Open(const StageContext& ctx) {
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  if (ctx.interner == nullptr) {
+    return Status::InvalidArgument("operator '" + ctx.name +
+                                   "': the stage context lacks an interner");
+  }
+  interner_ = ctx.interner;
+  lifecycle_.Open(ctx);
+  if (ctx.metrics != nullptr) {
+    evaluations_ =
+        ctx.metrics->GetCounter("inferscope_rule_evaluations_total",
+                                "Window summaries judged by a rule", {{"stage", ctx.name}});
+  }
+  return Status::Ok();
+}
+
+Status ThresholdRulesOperator::Process(const EventBatch&, OutputBatch&) {
+  return Status::InvalidArgument(
+      "threshold_rules reads an operator's results, not events; "
+      "give it a window_aggregate operator as input");
+}
+
+const std::vector<uint32_t>& ThresholdRulesOperator::RulesFor(StringId metric) {
+  auto it = rules_by_metric_.find(metric);
+  if (it != rules_by_metric_.end()) return it->second;
+  std::vector<uint32_t> matching;
+  const std::string_view name = interner_->Name(metric);
+  for (uint32_t i = 0; i < options_.rules.size(); ++i) {
+    if (options_.rules[i].metric == name) matching.push_back(i);
+  }
+  return rules_by_metric_.emplace(metric, std::move(matching)).first->second;
+}
+
+void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSummary& summary,
+                                      std::vector<Alert>& out) {
+  const int64_t window_ms = summary.end_ms - summary.start_ms;
+  const SummaryStats stats = Summarize(summary.agg, window_ms);
+  bool has_data = false;
+  const double value = StatValue(stats, rule.stat, &has_data);
+  const uint64_t population = rule.stat == WindowStat::kErrorRatio ? stats.events : stats.count;
+  if (!has_data || static_cast<int64_t>(population) < rule.min_count || !std::isfinite(value)) {
+    return;
+  }
+  if (evaluations_) evaluations_->Inc();
+
+  Severity severity = Severity::kNone;
+  double crossed = 0;
+  for (const auto& [level, threshold] : rule.levels) {
+    if (Crosses(rule.op, value, threshold)) {
+      severity = level;
+      crossed = threshold;
+    }
+  }
+  const double lowest = rule.levels.front().second;
+  Condition condition = Condition::kActive;
+  if (severity == Severity::kNone) {
+    const double margin = std::fabs(lowest) * rule.hysteresis;
+    const bool clear = IsUpper(rule.op) ? value <= lowest - margin : value >= lowest + margin;
+    condition = clear ? Condition::kClear : Condition::kHold;
+  }
+
+  Alert a;
+  a.rule = rule.name;
+  a.instance = std::string(interner_->Name(summary.series.instance));
+  a.model = std::string(interner_->Name(summary.series.model));
+  a.metric = rule.metric;
+  a.stat = std::string(WindowStatName(rule.stat));
+  a.fingerprint = AlertFingerprint(a.rule, a.instance, a.model, a.metric, a.stat);
+  a.type = AnomalyType::kThreshold;
+  a.value = value;
+  a.expected = lowest;
+  a.lower = IsUpper(rule.op) ? std::nan("") : lowest;
+  a.upper = IsUpper(rule.op) ? lowest : std::nan("");
+  a.score = condition == Condition::kActive ? 1.0 : 0.0;
+  a.window_start_ms = summary.start_ms;
+  a.window_end_ms = summary.end_ms;
+  a.event_time_ms = summary.max_event_time_ms;
+  a.message = std::string(a.stat) + " " + a.metric + " = " + FormatValue(value) + " over " +
+              FormatDuration(window_ms) + " on " + a.instance + "/" + a.model;
+  if (condition == Condition::kActive) {
+    a.message += ", " + std::string(ThresholdOpName(rule.op)) + " " + FormatValue(crossed) + " (" +
+                 std::string(SeverityName(severity)) + " level of rule " + rule.name + ")";
+  } else {
+    a.message += ", within " + std::string(IsUpper(rule.op) ? "<= " : ">= ") + FormatValue(lowest) +
+                 " (rule " + rule.name + ")";
+  }
+  lifecycle_.Observe(a, condition, severity, summary.end_ms, rule.timing, out);
+}
+
+Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
+  if (interner_ == nullptr) return Status::Internal("threshold_rules: ProcessResults before Open");
+  watermark_ms_ = std::max(watermark_ms_, in.watermark_ms);
+  for (const WindowSummary& s : in.summaries) {
+    shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
+  }
+  for (const WindowSummary& s : in.summaries) {
+    const int64_t window_ms = s.end_ms - s.start_ms;
+    for (uint32_t index : RulesFor(s.series.metric)) {
+      const ThresholdRule& rule = options_.rules[index];
+      if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
+      if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
+        continue;
+      if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;
+      Evaluate(rule, s, out.alerts);
+    }
+  }
+  lifecycle_.Sweep(watermark_ms_, out.alerts);
+  return Status::Ok();
+}
+
+Status ThresholdRulesOperator::OnTimer(int64_t, OutputBatch& out) {
+  if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
+  out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
+  return Status::Ok();
+}
+
+}  // namespace inferscope

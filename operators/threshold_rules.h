@@ -1,0 +1,125 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "operators/alert_lifecycle.h"
+#include "pipeline/aggregate.h"
+#include "pipeline/alert.h"
+#include "pipeline/config.h"
+#include "pipeline/interner.h"
+#include "pipeline/operator.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// A statistic of a window summary that a rule or detector judges.
+enum class WindowStat : uint8_t {
+  kMean,
+  kP50,
+  kP90,
+  kP95,
+  kP99,
+  kMin,
+  kMax,
+  kLast,
+  kRate,        // values per second
+  kErrorRatio,  // errors / events
+  kCount,
+};
+// "mean", "p50", "p90", "p95", "p99", "min", "max", "last", "rate", "error_ratio", "count".
+std::string_view WindowStatName(WindowStat stat);
+std::optional<WindowStat> ParseWindowStat(std::string_view name);
+// The statistic of `stats`; `has_data` is false when the window holds nothing to judge (no values
+// for value statistics, no requests for error_ratio).
+double StatValue(const SummaryStats& stats, WindowStat stat, bool* has_data);
+
+// One static threshold rule (see docs/ALERTS.md for the topology syntax).
+struct ThresholdRule {
+  enum class Op : uint8_t { kGreater, kGreaterEqual, kLess, kLessEqual };
+
+  std::string name;    // required; part of the fingerprint
+  std::string metric;  // required: ttft_ms, e2e_ms, error ratio carriers, or a gauge name
+  WindowStat stat = WindowStat::kP95;
+  // Window length the rule judges: summaries with end - start == window_ms. Default 0: the
+  // shortest window the upstream operator emits (its pane).
+  int64_t window_ms = 0;
+  Op op = Op::kGreater;
+  // (severity, threshold), severities ascending and distinct, at least one. For > and >= the
+  // thresholds must not decrease with severity; for < and <= not increase.
+  std::vector<std::pair<Severity, double>> levels;
+  AlertTiming timing;
+  // Relative hysteresis band below (for >) or above (for <) the lowest level: a firing alert
+  // resolves only once the value is beyond threshold ∓ |threshold| × hysteresis. Default 0.05;
+  // 0..1.
+  double hysteresis = 0.05;
+  // Windows with fewer values (requests for error_ratio) are not judged. Default 1; >= 1.
+  int64_t min_count = 1;
+  // Glob matchers on the series ("*" and "?"); default everything.
+  std::string instance = "*";
+  std::string model = "*";
+
+  Status Validate() const;
+};
+
+std::string_view ThresholdOpName(ThresholdRule::Op op);
+
+// ThresholdRulesOperator evaluates Prometheus-style static threshold rules on the window summaries
+// of the operator it reads (topology `inputs: [<window_aggregate operator>]`), and turns the
+// verdicts into alerts through AlertLifecycle: pending → firing after `for`, resolved after
+// `keep_firing_for` below the hysteresis band, escalation when a higher level is crossed.
+//
+// Each summary is judged by every rule whose metric, window length and instance/model matchers
+// fit it; the evaluation time is the window's end (event time), so `for` and `keep_firing_for`
+// count event time, as the windows do.
+//
+// Lifecycle: Create → Open → ProcessResults / OnTimer (stale sweep) → Close.
+// Concurrency: none; the operator thread makes every call.
+// Limitations: see AlertLifecycle (bounded states, no checkpoint). Rules are fixed at start.
+class ThresholdRulesOperator final : public Operator {
+ public:
+  static constexpr std::string_view kName = "threshold_rules";
+  static constexpr std::string_view kDescription =
+      "Static threshold rules on window statistics (levels per severity, for, keep_firing_for, "
+      "hysteresis) raising firing/resolved alerts";
+
+  struct Options {
+    std::vector<ThresholdRule> rules;  // at least one; names unique
+    AlertLifecycle::Options lifecycle;
+    Status Validate() const;
+  };
+
+  // Reads `rules` (a list; see ThresholdRule), `max_alert_states`, `stale_after`.
+  static Result<std::unique_ptr<ThresholdRulesOperator>> Create(const ConfigNode& options);
+  static Result<Options> ParseOptions(const ConfigNode& options);
+
+  explicit ThresholdRulesOperator(Options options);
+
+  Status Open(const StageContext& ctx) override;
+  Status Process(const EventBatch& batch, OutputBatch& out) override;
+  bool ReadsResults() const override { return true; }
+  Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
+  Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+
+  const AlertLifecycle& lifecycle() const { return lifecycle_; }
+
+ private:
+  // The rules that judge one metric id (resolved lazily from names).
+  const std::vector<uint32_t>& RulesFor(StringId metric);
+  void Evaluate(const ThresholdRule& rule, const WindowSummary& summary, std::vector<Alert>& out);
+
+  Options options_;
+  AlertLifecycle lifecycle_;
+  const Interner* interner_ = nullptr;
+  std::unordered_map<StringId, std::vector<uint32_t>> rules_by_metric_;
+  int64_t shortest_window_ms_ = INT64_MAX;
+  int64_t watermark_ms_ = INT64_MIN;
+  Counter* evaluations_ = nullptr;
+};
+
+}  // namespace inferscope

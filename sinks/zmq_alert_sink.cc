@@ -1,0 +1,204 @@
+#include "sinks/zmq_alert_sink.h"
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/alert_store.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+namespace {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+void PackStr(Packer& pk, std::string_view s) {
+  pk.pack_str(static_cast<uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+void PackDouble(Packer& pk, double v) {
+  if (std::isfinite(v)) {
+    pk.pack_double(v);
+  } else {
+    pk.pack_nil();
+  }
+}
+
+}  // namespace
+
+Status ZmqAlertSink::Options::Validate() const {
+  if (endpoint.empty()) return Status::InvalidArgument("zmq_alerts: endpoint is required");
+  if (sndhwm < 0 || sndhwm > INT32_MAX)
+    return Status::InvalidArgument("zmq_alerts: sndhwm out of range");
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& options) {
+  INFERSCOPE_RETURN_IF_ERROR(
+      options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced"}));
+  Options opts;
+  Result<std::string> endpoint = options.GetString("endpoint");
+  if (!endpoint.ok()) return endpoint.status();
+  if (endpoint->empty()) return options.Error("endpoint", "must not be empty");
+  opts.endpoint = *endpoint;
+  Result<int64_t> hwm = options.GetInt("sndhwm", opts.sndhwm, 0, INT32_MAX);
+  if (!hwm.ok()) return hwm.status();
+  opts.sndhwm = *hwm;
+  Result<std::string> format = options.GetString("format", "msgpack");
+  if (!format.ok()) return format.status();
+  if (*format == "msgpack") {
+    opts.format = Format::kMsgpack;
+  } else if (*format == "json") {
+    opts.format = Format::kJson;
+  } else {
+    return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
+  }
+  Result<bool> silenced = options.GetBool("include_silenced", opts.include_silenced);
+  if (!silenced.ok()) return silenced.status();
+  opts.include_silenced = *silenced;
+  INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
+  return std::make_unique<ZmqAlertSink>(std::move(opts));
+}
+
+ZmqAlertSink::~ZmqAlertSink() { Close(); }
+
+Status ZmqAlertSink::Open(const StageContext& ctx) {
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  if (ctx.metrics == nullptr) {
+    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks metrics");
+  }
+  Labels labels = {{"stage", ctx.name}};
+  messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
+                                      "Messages a sink published or wrote", labels);
+  skipped_silenced_ =
+      ctx.metrics->GetCounter("inferscope_sink_alerts_silenced_total",
+                              "Silenced alerts a stream sink did not publish", labels);
+  errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
+                                    labels);
+  try {
+    context_ = std::make_unique<zmq::context_t>(1);
+    socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pub);
+    socket_->set(zmq::sockopt::sndhwm, static_cast<int>(options_.sndhwm));
+    socket_->set(zmq::sockopt::linger, kLingerMs);
+    socket_->bind(options_.endpoint);
+    endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    Close();
+    return Status::IOError("zmq_alerts: binding '" + options_.endpoint + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+void ZmqAlertSink::Close() {
+  socket_.reset();
+  context_.reset();
+}
+
+std::string ZmqAlertSink::Topic(const Alert& a) {
+  std::string topic = "alerts.";
+  topic.append(SeverityName(a.severity));
+  topic.push_back('.');
+  topic.append(a.instance);
+  topic.push_back('.');
+  topic.append(a.model);
+  return topic;
+}
+
+void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
+  out.clear();
+  Packer pk(out);
+  pk.pack_map(23);
+  PackStr(pk, "v");
+  pk.pack_int(kVersion);
+  PackStr(pk, "fingerprint");
+  PackStr(pk, FingerprintHex(a.fingerprint));
+  PackStr(pk, "state");
+  PackStr(pk, AlertStateName(a.state));
+  PackStr(pk, "type");
+  PackStr(pk, AnomalyTypeName(a.type));
+  PackStr(pk, "severity");
+  PackStr(pk, SeverityName(a.severity));
+  PackStr(pk, "rule");
+  PackStr(pk, a.rule);
+  PackStr(pk, "instance");
+  PackStr(pk, a.instance);
+  PackStr(pk, "model");
+  PackStr(pk, a.model);
+  PackStr(pk, "metric");
+  PackStr(pk, a.metric);
+  PackStr(pk, "stat");
+  PackStr(pk, a.stat);
+  PackStr(pk, "value");
+  PackDouble(pk, a.value);
+  PackStr(pk, "expected");
+  PackDouble(pk, a.expected);
+  PackStr(pk, "lower");
+  PackDouble(pk, a.lower);
+  PackStr(pk, "upper");
+  PackDouble(pk, a.upper);
+  PackStr(pk, "score");
+  PackDouble(pk, a.score);
+  PackStr(pk, "window_start");
+  pk.pack_int64(a.window_start_ms);
+  PackStr(pk, "window_end");
+  pk.pack_int64(a.window_end_ms);
+  PackStr(pk, "event_time");
+  pk.pack_int64(a.event_time_ms);
+  PackStr(pk, "detected_at");
+  pk.pack_int64(a.detected_at_ms);
+  PackStr(pk, "active_since");
+  pk.pack_int64(a.active_since_ms);
+  PackStr(pk, "message");
+  PackStr(pk, a.message);
+  PackStr(pk, "silenced");
+  pk.pack(a.silenced);
+  PackStr(pk, "series");
+  PackStr(pk, a.instance + "/" + a.model + "/" + a.metric);
+}
+
+std::string ZmqAlertSink::EncodeJson(const Alert& a) {
+  nlohmann::json j = AlertToJson(a);
+  j["v"] = kVersion;
+  j["series"] = a.instance + "/" + a.model + "/" + a.metric;
+  j["window_start"] = a.window_start_ms;
+  j["window_end"] = a.window_end_ms;
+  j.erase("window");
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Status ZmqAlertSink::Write(const OutputBatch& batch) {
+  if (!socket_) return Status::Internal("zmq_alerts: Write before Open");
+  uint64_t sent = 0, skipped = 0;
+  Status result;
+  for (const Alert& a : batch.alerts) {
+    if (a.silenced && !options_.include_silenced) {
+      ++skipped;
+      continue;
+    }
+    const std::string topic = Topic(a);
+    std::string json;
+    zmq::const_buffer payload;
+    if (options_.format == Format::kMsgpack) {
+      EncodeMsgpack(a, packed_);
+      payload = zmq::buffer(packed_.data(), packed_.size());
+    } else {
+      json = EncodeJson(a);
+      payload = zmq::buffer(json);
+    }
+    try {
+      socket_->send(zmq::buffer(topic), zmq::send_flags::sndmore);
+      socket_->send(payload, zmq::send_flags::none);
+      ++sent;
+    } catch (const zmq::error_t& e) {
+      errors_->Inc();
+      result = Status::IOError(std::string("zmq_alerts: send: ") + e.what());
+      break;
+    }
+  }
+  messages_->Inc(sent);
+  skipped_silenced_->Inc(skipped);
+  return result;
+}
+
+}  // namespace inferscope

@@ -1,0 +1,73 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include "pipeline/alert.h"
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/sink.h"
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// ZmqAlertSink publishes alert state changes (firing, escalation, resolved) on a ZeroMQ PUB socket
+// as [topic, payload] with topic "alerts.<severity>.<instance>.<model>", so a subscriber filters
+// by prefix ("alerts." everything, "alerts.critical." one severity). The payload (msgpack map, or
+// JSON) is specified in docs/PROTOCOL.md, "Alert stream".
+//
+// Options: `endpoint` (required; bound), `sndhwm` (default 10000), `format` (msgpack | json),
+// `include_silenced` (default false: alerts a silence matched are not published).
+// Lifecycle: Open binds; Write publishes; Close closes with a 100 ms linger.
+// Concurrency: Write from the sink thread only.
+// Limitations: fire-and-forget like every PUB socket; the durable copy is in the state store
+// (rocksdb_alerts sink) and at GET /v1/alerts.
+class ZmqAlertSink final : public Sink {
+ public:
+  static constexpr std::string_view kName = "zmq_alerts";
+  static constexpr std::string_view kDescription =
+      "Publishes alert state changes on a ZeroMQ PUB socket (topic "
+      "alerts.<severity>.<instance>.<model>)";
+
+  enum class Format { kMsgpack, kJson };
+  struct Options {
+    std::string endpoint;     // required; the address to bind
+    int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
+    Format format = Format::kMsgpack;
+    bool include_silenced = false;
+    Status Validate() const;
+  };
+  static constexpr int kLingerMs = 100;
+  static constexpr int kVersion = 1;
+
+  static Result<std::unique_ptr<ZmqAlertSink>> Create(const ConfigNode& options);
+  explicit ZmqAlertSink(Options options) : options_(std::move(options)) {}
+  ~ZmqAlertSink() override;
+
+  Status Open(const StageContext& ctx) override;
+  Status Write(const OutputBatch& batch) override;
+  void Close() override;
+  std::string Endpoint() const override { return endpoint_; }
+
+  // The topic and payloads of one alert (exposed for tests and the `tail` command's docs).
+  static std::string Topic(const Alert& alert);
+  static void EncodeMsgpack(const Alert& alert, msgpack::sbuffer& out);
+  static std::string EncodeJson(const Alert& alert);
+
+ private:
+  Options options_;
+  std::unique_ptr<zmq::context_t> context_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::string endpoint_;
+  Counter* messages_ = nullptr;
+  Counter* skipped_silenced_ = nullptr;
+  Counter* errors_ = nullptr;
+  msgpack::sbuffer packed_;
+};
+
+}  // namespace inferscope

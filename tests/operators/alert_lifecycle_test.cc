@@ -1,0 +1,183 @@
+#include "operators/alert_lifecycle.h"
+
+#include <gtest/gtest.h>
+
+#include "pipeline/silence.h"
+
+namespace inferscope {
+namespace {
+
+Alert Evidence(double value) {
+  Alert a;
+  a.rule = "r";
+  a.instance = "node-1";
+  a.model = "m";
+  a.metric = "ttft_ms";
+  a.stat = "p95";
+  a.fingerprint = AlertFingerprint(a.rule, a.instance, a.model, a.metric, a.stat);
+  a.type = AnomalyType::kThreshold;
+  a.value = value;
+  a.message = "p95 = " + std::to_string(value);
+  return a;
+}
+
+class AlertLifecycleTest : public ::testing::Test {
+ protected:
+  AlertLifecycleTest() : lifecycle_(AlertLifecycle::Options{}) {
+    StageContext ctx;
+    ctx.name = "rules";
+    ctx.metrics = &metrics_;
+    ctx.clock = &clock_;
+    lifecycle_.Open(ctx);
+  }
+  void Observe(Condition c, Severity s, int64_t t) {
+    lifecycle_.Observe(Evidence(t), c, s, t, timing_, out_);
+  }
+
+  MetricsRegistry metrics_;
+  ManualClock clock_{1'000'000};
+  AlertTiming timing_;
+  AlertLifecycle lifecycle_;
+  std::vector<Alert> out_;
+};
+
+TEST(AlertFingerprintTest, StableAndSeparatorAware) {
+  // FNV-1a is fixed: this value must not change between builds or releases.
+  EXPECT_EQ(FingerprintHex(AlertFingerprint("r", "a", "b", "c", "d")),
+            FingerprintHex(AlertFingerprint("r", "a", "b", "c", "d")));
+  EXPECT_NE(AlertFingerprint("r", "ab", "c", "m", "p95"),
+            AlertFingerprint("r", "a", "bc", "m", "p95"));
+  EXPECT_EQ(FingerprintHex(AlertFingerprint("", "", "", "", "")).size(), 16u);
+  uint64_t fp = AlertFingerprint("high_ttft", "vllm-0", "llama", "ttft_ms", "p95");
+  EXPECT_EQ(ParseFingerprintHex(FingerprintHex(fp)), fp);
+  EXPECT_FALSE(ParseFingerprintHex("xyz").has_value());
+  EXPECT_FALSE(ParseFingerprintHex("00112233445566778").has_value());
+}
+
+TEST_F(AlertLifecycleTest, PendingBecomesFiringAfterFor) {
+  timing_.for_ms = 3000;
+  Observe(Condition::kActive, Severity::kWarning, 10'000);
+  Observe(Condition::kActive, Severity::kWarning, 12'000);
+  EXPECT_TRUE(out_.empty()) << "pending is not published";
+  EXPECT_EQ(lifecycle_.tracked(), 1u);
+  Observe(Condition::kActive, Severity::kWarning, 13'000);
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].state, AlertState::kFiring);
+  EXPECT_EQ(out_[0].severity, Severity::kWarning);
+  EXPECT_EQ(out_[0].active_since_ms, 10'000);
+  EXPECT_EQ(out_[0].detected_at_ms, 1'000'000);
+}
+
+TEST_F(AlertLifecycleTest, PendingIsForgottenWhenTheConditionStops) {
+  timing_.for_ms = 3000;
+  Observe(Condition::kActive, Severity::kWarning, 10'000);
+  Observe(Condition::kHold, Severity::kNone, 11'000);
+  EXPECT_EQ(lifecycle_.tracked(), 0u);
+  Observe(Condition::kActive, Severity::kWarning, 12'000);
+  Observe(Condition::kActive, Severity::kWarning, 14'000);
+  EXPECT_TRUE(out_.empty()) << "the for clock restarted at 12000";
+  Observe(Condition::kActive, Severity::kWarning, 15'000);
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].active_since_ms, 12'000);
+}
+
+TEST_F(AlertLifecycleTest, HysteresisAndKeepFiringForPreventFlapping) {
+  timing_.keep_firing_for_ms = 2000;
+  Observe(Condition::kActive, Severity::kCritical, 1000);
+  ASSERT_EQ(out_.size(), 1u);
+  // Noise around the threshold: clear, hold, clear, active... never clear for 2 s.
+  Observe(Condition::kClear, Severity::kNone, 2000);
+  Observe(Condition::kHold, Severity::kNone, 3000);
+  Observe(Condition::kClear, Severity::kNone, 4000);
+  Observe(Condition::kActive, Severity::kWarning, 5000);
+  Observe(Condition::kClear, Severity::kNone, 6000);
+  Observe(Condition::kClear, Severity::kNone, 7000);
+  EXPECT_EQ(out_.size(), 1u) << "no flapping inside the hysteresis band";
+  Observe(Condition::kClear, Severity::kNone, 8000);
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(out_[1].state, AlertState::kResolved);
+  EXPECT_EQ(out_[1].severity, Severity::kCritical) << "resolved carries the last firing severity";
+  EXPECT_EQ(out_[1].fingerprint, out_[0].fingerprint);
+  EXPECT_EQ(lifecycle_.tracked(), 0u);
+}
+
+TEST_F(AlertLifecycleTest, EscalationIsPublishedDeescalationIsNot) {
+  Observe(Condition::kActive, Severity::kWarning, 1000);
+  Observe(Condition::kActive, Severity::kCritical, 2000);
+  Observe(Condition::kActive, Severity::kWarning, 3000);
+  Observe(Condition::kActive, Severity::kEmergency, 4000);
+  ASSERT_EQ(out_.size(), 3u);
+  EXPECT_EQ(out_[0].severity, Severity::kWarning);
+  EXPECT_EQ(out_[1].severity, Severity::kCritical);
+  EXPECT_EQ(out_[2].severity, Severity::kEmergency);
+  for (const Alert& a : out_) EXPECT_EQ(a.state, AlertState::kFiring);
+  EXPECT_EQ(
+      metrics_.GetCounter("inferscope_alerts_escalated_total", "", {{"stage", "rules"}})->value(),
+      2u);
+}
+
+TEST(AlertLifecycleLimitsTest, StatesAreBoundedAndDropsCounted) {
+  AlertLifecycle::Options options;
+  options.max_states = 2;
+  AlertLifecycle lifecycle(options);
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "rules";
+  ctx.metrics = &metrics;
+  lifecycle.Open(ctx);
+  std::vector<Alert> out;
+  AlertTiming timing;
+  timing.for_ms = 10'000;
+  for (int i = 0; i < 5; ++i) {
+    Alert a = Evidence(1);
+    a.fingerprint = static_cast<uint64_t>(i);
+    lifecycle.Observe(a, Condition::kActive, Severity::kWarning, 1000, timing, out);
+  }
+  EXPECT_EQ(lifecycle.tracked(), 2u);
+  EXPECT_EQ(lifecycle.dropped(), 3u);
+  EXPECT_EQ(metrics.GetCounter("inferscope_alert_states_dropped_total", "", {{"stage", "rules"}})
+                ->value(),
+            3u);
+}
+
+TEST_F(AlertLifecycleTest, StaleFiringAlertsResolveWithNoData) {
+  Observe(Condition::kActive, Severity::kWarning, 1000);
+  lifecycle_.Sweep(200'000, out_);
+  EXPECT_EQ(out_.size(), 1u) << "within stale_after (5 min)";
+  lifecycle_.Sweep(302'000, out_);
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(out_[1].state, AlertState::kResolved);
+  EXPECT_NE(out_[1].message.find("no data"), std::string::npos) << out_[1].message;
+}
+
+TEST(AlertLifecycleSilenceTest, SilencedAlertsAreEmittedMarked) {
+  ManualClock clock(5000);
+  SilenceRegistry silences(nullptr, &clock);
+  Silence s;
+  s.matchers = {{"instance", "node-*"}, {"rule", "r"}};
+  s.starts_at_ms = 0;
+  s.ends_at_ms = 10'000;
+  ASSERT_TRUE(silences.Add(s).ok());
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "rules";
+  ctx.metrics = &metrics;
+  ctx.clock = &clock;
+  ctx.silences = &silences;
+  AlertLifecycle lifecycle(AlertLifecycle::Options{});
+  lifecycle.Open(ctx);
+  std::vector<Alert> out;
+  lifecycle.Observe(Evidence(1), Condition::kActive, Severity::kWarning, 1000, {}, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].silenced);
+  clock.Set(20'000);  // the silence has ended
+  lifecycle.Observe(Evidence(1), Condition::kClear, Severity::kNone, 2000, {}, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_FALSE(out[1].silenced);
+  EXPECT_EQ(
+      metrics.GetCounter("inferscope_alerts_silenced_total", "", {{"stage", "rules"}})->value(),
+      1u);
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -1,0 +1,182 @@
+#include "operators/threshold_rules.h"
+
+#include <gtest/gtest.h>
+
+#include "operators/anomaly_detect.h"
+
+namespace inferscope {
+namespace {
+
+ConfigNode Parse(const std::string& yaml) {
+  return ConfigNode("rules.yaml", YAML::Load(yaml), "options");
+}
+
+constexpr char kRules[] = R"(
+rules:
+  - name: high_ttft
+    metric: ttft_ms
+    stat: p95
+    levels: {warning: 100, critical: 500}
+    keep_firing_for: 2s
+    hysteresis: 0.1
+)";
+
+class ThresholdRulesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Result<std::unique_ptr<ThresholdRulesOperator>> op =
+        ThresholdRulesOperator::Create(Parse(kRules));
+    ASSERT_TRUE(op.ok()) << op.status().ToString();
+    op_ = std::move(op).value();
+    StageContext ctx;
+    ctx.name = "rules";
+    ctx.interner = &interner_;
+    ctx.metrics = &metrics_;
+    ctx.clock = &clock_;
+    ASSERT_TRUE(op_->Open(ctx).ok());
+  }
+
+  // One 1 s pane of ttft_ms on node-1/m where every value is `value`.
+  OutputBatch Pane(int64_t start_ms, double value, const char* instance = "node-1") {
+    OutputBatch in;
+    WindowSummary s;
+    s.series = {interner_.Intern(instance), interner_.Intern("m"), interner_.Intern("ttft_ms")};
+    s.start_ms = start_ms;
+    s.end_ms = start_ms + 1000;
+    s.max_event_time_ms = start_ms + 999;
+    for (int i = 0; i < 10; ++i) s.agg.Add(value, start_ms + i);
+    in.summaries.push_back(std::move(s));
+    in.watermark_ms = start_ms + 1000;
+    return in;
+  }
+
+  std::vector<Alert> Feed(int64_t start_ms, double value) {
+    OutputBatch out;
+    EXPECT_TRUE(op_->ProcessResults(Pane(start_ms, value), out).ok());
+    return out.alerts;
+  }
+
+  Interner interner_;
+  MetricsRegistry metrics_;
+  ManualClock clock_{42};
+  std::unique_ptr<ThresholdRulesOperator> op_;
+};
+
+TEST_F(ThresholdRulesTest, FiresEscalatesAndResolvesBelowTheBand) {
+  EXPECT_TRUE(Feed(0, 50).empty());
+  std::vector<Alert> a = Feed(1000, 200);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].state, AlertState::kFiring);
+  EXPECT_EQ(a[0].severity, Severity::kWarning);
+  EXPECT_EQ(a[0].type, AnomalyType::kThreshold);
+  EXPECT_EQ(a[0].rule, "high_ttft");
+  EXPECT_EQ(a[0].instance, "node-1");
+  EXPECT_EQ(a[0].stat, "p95");
+  EXPECT_NEAR(a[0].value, 200, 200 * 0.02);
+  EXPECT_EQ(a[0].expected, 100);
+  EXPECT_EQ(a[0].upper, 100);
+  EXPECT_EQ(a[0].window_start_ms, 1000);
+  EXPECT_EQ(a[0].window_end_ms, 2000);
+  EXPECT_EQ(a[0].detected_at_ms, 42);
+  EXPECT_EQ(a[0].fingerprint, AlertFingerprint("high_ttft", "node-1", "m", "ttft_ms", "p95"));
+  a = Feed(2000, 600);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].severity, Severity::kCritical);
+  // 95 is below 100 but inside the 10 % band: the alert keeps firing however long it stays.
+  for (int64_t t = 3000; t < 10'000; t += 1000) EXPECT_TRUE(Feed(t, 95).empty()) << t;
+  // Clearly below (<= 90) for keep_firing_for (2 s): resolved at the third clear evaluation.
+  EXPECT_TRUE(Feed(10'000, 50).empty());
+  EXPECT_TRUE(Feed(11'000, 50).empty());
+  a = Feed(12'000, 50);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].state, AlertState::kResolved);
+  EXPECT_EQ(a[0].severity, Severity::kCritical);
+}
+
+TEST_F(ThresholdRulesTest, OnlyTheRuleWindowLengthIsJudged) {
+  OutputBatch in = Pane(0, 1000);
+  in.summaries[0].start_ms = -59'000;  // a 60 s window: not the pane length of this stream
+  OutputBatch pane = Pane(0, 1000);
+  in.summaries.push_back(pane.summaries[0]);
+  OutputBatch out;
+  ASSERT_TRUE(op_->ProcessResults(in, out).ok());
+  ASSERT_EQ(out.alerts.size(), 1u);
+  EXPECT_EQ(out.alerts[0].window_start_ms, 0);
+}
+
+TEST(ThresholdRulesParseTest, ErrorsNameTheFieldAndLine) {
+  auto error = [](const std::string& yaml) {
+    Result<std::unique_ptr<ThresholdRulesOperator>> op =
+        ThresholdRulesOperator::Create(Parse(yaml));
+    return op.ok() ? std::string("OK") : op.status().message();
+  };
+  EXPECT_NE(error("rules:\n  - name: a\n    metric: x\n    stat: p97\n    levels: {warning: 1}\n")
+                .find("rules.yaml:4:11: options.rules[0].stat"),
+            std::string::npos);
+  EXPECT_NE(error("rules:\n  - name: a\n    metric: x\n    levels: {warning: 5, critical: 2}\n")
+                .find("higher threshold"),
+            std::string::npos);
+  EXPECT_NE(
+      error("rules:\n  - name: a\n    metric: x\n    levels: {loud: 5}\n").find("levels.loud"),
+      std::string::npos);
+  EXPECT_NE(error("rules:\n  - {name: a, metric: x, levels: {warning: 1}}\n  - {name: a, metric: "
+                  "y, levels: {warning: 1}}\n")
+                .find("duplicate rule name"),
+            std::string::npos);
+  EXPECT_NE(error("rules: []\n").find("at least one rule"), std::string::npos);
+  EXPECT_NE(error("rules:\n  - {name: a, metric: x, levels: {warning: 1}, fore: 1s}\n")
+                .find("unknown field"),
+            std::string::npos);
+  EXPECT_EQ(error("rules:\n  - {name: a, metric: x, op: '<', levels: {warning: 5, critical: 2}, "
+                  "for: 1m}\n"),
+            "OK");
+}
+
+TEST(AnomalyDetectTest, SpikeAfterWarmUpFiresAndResolves) {
+  Result<std::unique_ptr<AnomalyDetectOperator>> made = AnomalyDetectOperator::Create(
+      Parse("metrics: [ttft_ms]\nstats: [mean]\ndetector: {warmup_points: 20}\n"));
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  std::unique_ptr<AnomalyDetectOperator> op = std::move(made).value();
+  Interner interner;
+  MetricsRegistry metrics;
+  ManualClock clock(7);
+  StageContext ctx;
+  ctx.name = "anomalies";
+  ctx.interner = &interner;
+  ctx.metrics = &metrics;
+  ctx.clock = &clock;
+  ASSERT_TRUE(op->Open(ctx).ok());
+  auto feed = [&](int64_t start, double value) {
+    OutputBatch in, out;
+    WindowSummary s;
+    s.series = {interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+    s.start_ms = start;
+    s.end_ms = start + 1000;
+    s.agg.Add(value, start);
+    in.summaries.push_back(s);
+    in.watermark_ms = start + 1000;
+    EXPECT_TRUE(op->ProcessResults(in, out).ok());
+    return out.alerts;
+  };
+  int64_t t = 0;
+  for (int i = 0; i < 60; ++i, t += 1000) {
+    ASSERT_TRUE(feed(t, 100 + (i % 5)).empty()) << "false alert at point " << i;
+  }
+  std::vector<Alert> fired = feed(t, 1000);
+  t += 1000;
+  ASSERT_EQ(fired.size(), 1u);
+  EXPECT_EQ(fired[0].state, AlertState::kFiring);
+  EXPECT_EQ(fired[0].type, AnomalyType::kSpike);
+  EXPECT_EQ(fired[0].rule, "anomalies");
+  EXPECT_GT(fired[0].score, 0.7);
+  EXPECT_NEAR(fired[0].expected, 102, 5);
+  std::vector<Alert> resolved;
+  for (int i = 0; i < 10 && resolved.empty(); ++i, t += 1000) resolved = feed(t, 101);
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].state, AlertState::kResolved);
+  EXPECT_EQ(resolved[0].fingerprint, fired[0].fingerprint);
+  EXPECT_EQ(op->detectors(), 1u);
+}
+
+}  // namespace
+}  // namespace inferscope

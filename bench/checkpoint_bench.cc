@@ -663,7 +663,7 @@ T MedianBy(std::vector<T> v, F key) {
 }
 
 void RunEngine(const Args& args) {
-  const uint64_t events = args.events != 0 ? args.events : (args.quick ? 500'000 : 8'000'000);
+  const uint64_t events = args.events != 0 ? args.events : (args.quick ? 500'000 : 3'000'000);
   const int runs = args.quick ? 1 : args.runs;
   std::printf("\n### 3. Acknowledged vs fire-and-forget throughput (in-process engine, same run)\n\n");
   std::printf("zmq source -> window_aggregate (default options) -> rocksdb_state; checkpoint_interval 1 s. "

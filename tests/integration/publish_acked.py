@@ -9,6 +9,7 @@ sent in messages of 7 events. MODE:
   lose-first   the same, but the first message is not sent the first time (as if the network lost
                it): the engine holds the later ones back as out of order, and the publisher's
                resend timer sends everything again in order.
+  lose-second  the same with the second message lost.
   resend-acked connect, then ignore the hello's "next" and publish COUNT events from seq 0: every
                message repeats an acknowledged sequence number (COUNT must fit in the messages
                acknowledged so far), so the engine must drop them all and answer with its ack.
@@ -30,12 +31,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("endpoint")
     parser.add_argument("publisher_id")
-    parser.add_argument("mode", choices=["publish", "lose-first", "resend-acked"])
+    parser.add_argument("mode", choices=["publish", "lose-first", "lose-second", "resend-acked"])
     parser.add_argument("count", type=int)
     parser.add_argument("--expect-first-seq", type=int)
     args = parser.parse_args()
 
-    resend_ms = 1500 if args.mode == "lose-first" else 3000
+    resend_ms = 1500 if args.mode.startswith("lose-") else 3000
     pub = AckedPublisher(args.endpoint, args.publisher_id, batch_size=BATCH, max_unacked=16,
                          block_timeout_ms=30000, resend_timeout_ms=resend_ms)
     pub.connect()
@@ -50,12 +51,13 @@ def main():
                   file=sys.stderr)
             return 2
         pub.next_seq = 0  # as if the publisher had lost its state and ignored the hello
-    if args.mode == "lose-first":
+    if args.mode.startswith("lose-"):
         real_send = pub._send
+        lose_seq = pub.next_seq + (0 if args.mode == "lose-first" else 1)
         lost = []
 
         def lossy_send(message):
-            if not lost:
+            if message[0] == lose_seq and not lost:
                 lost.append(message[0])
                 return
             real_send(message)
@@ -79,7 +81,7 @@ def main():
     if args.mode == "resend-acked" and pub.acked_seq != hello_ack:
         print(f"ack moved from {hello_ack} to {pub.acked_seq}", file=sys.stderr)
         return 1
-    if args.mode == "lose-first" and pub.resends == 0:
+    if args.mode.startswith("lose-") and pub.resends == 0:
         print("nothing was resent", file=sys.stderr)
         return 1
     if args.mode != "resend-acked" and pub.acked_seq != pub.next_seq - 1:

@@ -88,6 +88,7 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
       return state->Error("tiers", "expected a non-empty list of {resolution, retention}");
     }
     spec->state_tiers.clear();
+    spec->state_tiers_given = true;
     for (size_t i = 0; i < list.size(); ++i) {
       std::string path = state->path() + ".tiers[" + std::to_string(i) + "]";
       if (!list[i].IsMap()) {
@@ -207,6 +208,19 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
   Result<std::vector<StageSpec>> operators = ParseStages(root, "operators", true);
   if (!operators.ok()) return operators.status();
   spec.operators = std::move(operators).value();
+  // Default tiers store the panes of the window operator, whatever their length, as long as the
+  // coarser tiers stay multiples of it (ValidateTopology reports it otherwise).
+  if (!spec.state_tiers_given) {
+    for (const StageSpec& s : spec.operators) {
+      if (s.type != "window_aggregate") continue;
+      Result<int64_t> pane = s.options.GetDurationMs("pane", 10'000, 1);
+      if (pane.ok() && spec.state_tiers.size() > 1 && spec.state_tiers[1].resolution_ms % *pane == 0 &&
+          *pane < spec.state_tiers[1].resolution_ms) {
+        spec.state_tiers[0].resolution_ms = *pane;
+      }
+      break;
+    }
+  }
   Result<std::vector<StageSpec>> sinks = ParseStages(root, "sinks", true);
   if (!sinks.ok()) return sinks.status();
   spec.sinks = std::move(sinks).value();

@@ -1340,7 +1340,12 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
   // Sequence.
   PublisherState& p = Publisher(publisher);
   const uint64_t s = seq->u;
-  if (!p.tracking) {
+  if (!p.tracking && options_.strict_sequence && s != 0) {
+    // Acknowledged mode: a publisher the engine has never applied anything from starts at 0, so
+    // a lost first message cannot be covered by a later cumulative ack.
+    result.sequence = SequenceVerdict::kGap;
+    result.missing = s;
+  } else if (!p.tracking) {
     result.sequence = SequenceVerdict::kFirst;
   } else if (s == p.next_seq) {
     result.sequence = SequenceVerdict::kInOrder;

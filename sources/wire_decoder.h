@@ -81,7 +81,8 @@ struct DecodeResult {
 };
 
 struct WireDecoderOptions {
-  // Acknowledged mode: a message ahead of the expected sequence number (a gap) is not applied,
+  // Acknowledged mode: a new publisher's first message must have seq 0 (hello tells a restarted
+  // publisher where to resume); a message ahead of the expected sequence number (a gap) is not applied,
   // since the publisher resends everything unacknowledged in order, and a message far behind it
   // (a "restart") is dropped as a duplicate (publishers resume with a hello). Default false.
   bool strict_sequence = false;

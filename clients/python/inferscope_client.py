@@ -273,6 +273,7 @@ class AckedPublisher:
         self._acked_seq = None
         self._resends = 0
         self._last_progress = time.monotonic()
+        self._last_go_back = 0.0
         self._context = context
         self._own_context = context is None
         self._socket = None
@@ -458,19 +459,31 @@ class AckedPublisher:
             # expects.
             if not self._unacked and not self._events and next_seq is not None:
                 self.next_seq = max(next_seq, self.next_seq)
-        if acked is None:
-            return
-        if self._acked_seq is None or acked > self._acked_seq:
+        if acked is not None and (self._acked_seq is None or acked > self._acked_seq):
             self._acked_seq = acked
             self._last_progress = time.monotonic()
-        while self._unacked and self._unacked[0][0] <= self._acked_seq:
+        while self._acked_seq is not None and self._unacked and self._unacked[0][0] <= self._acked_seq:
             self._unacked.popleft()
+        # The engine expects an older message than some we sent (lost in a reconnect or an engine
+        # restart): go back to it now rather than at the resend timeout, at most every 100 ms.
+        now = time.monotonic()
+        if (next_seq is not None and self._unacked and self._unacked[0][0] <= next_seq <= self._unacked[-1][0]
+                and now - self._last_go_back > _GO_BACK_INTERVAL_S):
+            self._last_go_back = now
+            for message in self._unacked:
+                if message[0] >= next_seq:
+                    self._send(message)
+                    self._resends += 1
+            self._last_progress = now
 
     def _resend_all(self):
         for message in self._unacked:
             self._send(message)
         self._resends += len(self._unacked)
         self._last_progress = time.monotonic()
+
+
+_GO_BACK_INTERVAL_S = 0.1  # at most one go-back resend per interval (the engine's hints come in bursts)
 
 
 def _uint_field(mapping, key):

@@ -243,7 +243,7 @@ TEST(AckedPythonTest, LostMessageIsResentInOrderAndAppliedOnce) {
 // the first message it sees from an unknown publisher as `first` and applies it whatever its seq.
 // When seq 0 of a new publisher is lost, seq 1 is applied, its ack (cumulative) covers seq 0, the
 // publisher drops seq 0 from its buffer and its events are lost (count 93 instead of 100).
-TEST(AckedPythonTest, DISABLED_LostFirstMessageOfNewPublisherIsResentAndAppliedOnce) {
+TEST(AckedPythonTest, LostFirstMessageOfNewPublisherIsResentAndAppliedOnce) {
   TempDir dir;
   const int64_t since = NowMs();
   Engine engine(dir, 0);

@@ -192,7 +192,7 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
   const std::string state = dir.str() + "/state";
   std::mt19937 rng(20261126);
   std::vector<int> kills;
-  for (int i = 0; i < 4; ++i) kills.push_back(std::uniform_int_distribution<int>(50, kMessages - 50)(rng));
+  for (int i = 0; i < 6; ++i) kills.push_back(std::uniform_int_distribution<int>(50, kMessages - 50)(rng));
   std::sort(kills.begin(), kills.end());
   kills.push_back(kMessages);
 
@@ -211,9 +211,10 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
     Publish(pub, stream, sent, kills[k]);
     sent = kills[k];
     if (sent == kMessages) break;
-    // Let a random part of a few checkpoint intervals pass (some messages get acknowledged, the
-    // newest do not), then kill.
-    const int wait_ms = std::uniform_int_distribution<int>(0, 400)(rng);
+    // Kill either at once (messages in flight, none of the latest acknowledged) or after a few
+    // checkpoint intervals (acknowledged state the restart must restore), alternately.
+    const int wait_ms = k % 2 == 0 ? std::uniform_int_distribution<int>(0, 40)(rng)
+                                   : std::uniform_int_distribution<int>(250, 600)(rng);
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     while (std::chrono::steady_clock::now() < until) pub.Poll(5);
     if (pub.any_acked() && pub.acked_seq() > last_acked) ++kills_after_acks;

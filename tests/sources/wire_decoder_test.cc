@@ -520,9 +520,15 @@ TEST(WireDecoderTest, StrictSequenceAppliesOnlyInOrderAndRestores) {
   options.strict_sequence = true;
   Fixture f(options);
   auto decode = [&](uint64_t seq) { return f.Decode(Payload({Request()}, seq, "acked")); };
+  // A new publisher starts at 0: a later first message means 0.. were lost.
+  EXPECT_FALSE(decode(3).applied);
+  Fixture fresh(options);
+  fresh.decoder.RestoreSequence(fresh.interner.Intern("acked"), 10);
+  EXPECT_FALSE(fresh.Decode(Payload({Request()}, 0, "acked")).applied);  // far behind: duplicate
+  for (uint64_t seq = 0; seq < 10; ++seq) ASSERT_TRUE(decode(seq).applied);
   DecodeResult first = decode(10);
   EXPECT_TRUE(first.applied);
-  EXPECT_EQ(first.sequence, SequenceVerdict::kFirst);
+  EXPECT_EQ(first.sequence, SequenceVerdict::kInOrder);
   DecodeResult ahead = decode(12);  // 11 missing: not applied, the publisher resends from 11
   EXPECT_FALSE(ahead.applied);
   EXPECT_EQ(ahead.sequence, SequenceVerdict::kGap);
@@ -536,8 +542,8 @@ TEST(WireDecoderTest, StrictSequenceAppliesOnlyInOrderAndRestores) {
   DecodeResult far = decode(0);
   EXPECT_FALSE(far.applied);
   EXPECT_EQ(far.sequence, SequenceVerdict::kDuplicate);
-  EXPECT_EQ(f.batch.events.size(), 3u);
-  EXPECT_EQ(f.decoder.out_of_order(), 1u);
+  EXPECT_EQ(f.batch.events.size(), 13u);
+  EXPECT_EQ(f.decoder.out_of_order(), 2u);
   const StringId acked = f.interner.Intern("acked");
   EXPECT_EQ(f.decoder.NextSequence(acked), 13u);
   EXPECT_FALSE(f.decoder.NextSequence(f.interner.Intern("unknown")).has_value());

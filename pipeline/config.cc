@@ -28,7 +28,9 @@ std::string ConfigNode::FieldPath(std::string_view field) const {
 
 Status ConfigNode::Error(std::string_view field, std::string_view message) const {
   YAML::Node at = node_;
-  if (!field.empty() && node_.IsMap() && node_[std::string(field)]) at = node_[std::string(field)];
+  // reset(), not operator=: assigning to a YAML::Node writes through to the node it refers to,
+  // which would replace this mapping with the field's value.
+  if (!field.empty() && node_.IsMap() && node_[std::string(field)]) at.reset(node_[std::string(field)]);
   return Status::InvalidArgument(Location(at) + ": " + FieldPath(field) + ": " + std::string(message));
 }
 

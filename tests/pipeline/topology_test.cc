@@ -221,3 +221,21 @@ TEST(ConfigNodeTest, Durations) {
 
 }  // namespace
 }  // namespace inferscope
+
+namespace inferscope {
+namespace {
+
+TEST(ConfigNodeTest, ReportingAnErrorLeavesTheNodeUnchanged) {
+  ConfigNode node("t.yaml", YAML::Load("pane: often\nother: 1\n"), "options");
+  for (int i = 0; i < 2; ++i) {
+    Result<int64_t> pane = node.GetDurationMs("pane", 1000);
+    ASSERT_FALSE(pane.ok());
+    EXPECT_NE(pane.status().message().find("options.pane: expected a duration"), std::string::npos)
+        << pane.status().message();
+  }
+  EXPECT_TRUE(node.node().IsMap());
+  EXPECT_TRUE(node.CheckKnownFields({"pane", "other"}).ok());
+}
+
+}  // namespace
+}  // namespace inferscope

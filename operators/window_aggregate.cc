@@ -71,9 +71,9 @@ Status WindowAggregateOperator::Options::Validate() const {
 
 Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
     const ConfigNode& node) {
-  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"pane", "out_of_orderness", "idle_timeout", "allowed_lateness", "max_publisher_lag",
-       "flush_on_close", "max_series"}));
+  INFERSCOPE_RETURN_IF_ERROR(
+      node.CheckKnownFields({"pane", "out_of_orderness", "idle_timeout", "allowed_lateness",
+                             "max_publisher_lag", "flush_on_close", "max_series"}));
   Options o;
   Result<int64_t> pane = node.GetDurationMs("pane", o.pane_ms, kMinPaneMs);
   if (!pane.ok()) return pane.status();
@@ -117,12 +117,12 @@ WindowAggregateOperator::WindowAggregateOperator(const Options& options)
       // and the watermark trails the largest event time by at most out_of_orderness +
       // max_publisher_lag, so at most ceil(that sum / pane) + 1 panes are open at once; a ring of
       // that many slots (per group, and of close lists) never holds two open panes in one slot.
-      ring_(static_cast<size_t>(
-          std::min(kMaxRing, (out_of_orderness_ms_ +
-                              std::clamp<int64_t>(options.allowed_lateness_ms, 0, kMaxPaneMs) +
-                              std::clamp<int64_t>(options.max_publisher_lag_ms, 0, kMaxPaneMs)) /
-                                     pane_ms_ +
-                                 2))),
+      ring_(static_cast<size_t>(std::min(
+          kMaxRing,
+          (out_of_orderness_ms_ + std::clamp<int64_t>(options.allowed_lateness_ms, 0, kMaxPaneMs) +
+           std::clamp<int64_t>(options.max_publisher_lag_ms, 0, kMaxPaneMs)) /
+                  pane_ms_ +
+              2))),
       table_(kInitialTableSize),
       table_mask_(kInitialTableSize - 1),
       table_shift_(64 - std::countr_zero(kInitialTableSize)),
@@ -130,7 +130,8 @@ WindowAggregateOperator::WindowAggregateOperator(const Options& options)
   // Whatever the options, the ring bounds the span (Validate rejects what does not fit): ring_
   // slots hold every pane ending within (ring_ - 1) panes of the largest event time.
   const int64_t span = (static_cast<int64_t>(ring_) - 1) * pane_ms_;
-  allowed_lateness_ms_ = std::clamp<int64_t>(options.allowed_lateness_ms, 0, span - out_of_orderness_ms_);
+  allowed_lateness_ms_ =
+      std::clamp<int64_t>(options.allowed_lateness_ms, 0, span - out_of_orderness_ms_);
   max_publisher_lag_ms_ = std::clamp<int64_t>(options.max_publisher_lag_ms, 0,
                                               span - out_of_orderness_ms_ - allowed_lateness_ms_);
 }
@@ -363,8 +364,7 @@ void WindowAggregateOperator::ClosePanes(int64_t limit_ms, OutputBatch& out) {
     oldest_unfired_pane_ =
         oldest_unfired_pane_ >= newest_open_pane_ ? kNoPane : oldest_unfired_pane_ + 1;
   }
-  const int64_t purge_limit =
-      limit_ms == INT64_MAX ? INT64_MAX : limit_ms - allowed_lateness_ms_;
+  const int64_t purge_limit = limit_ms == INT64_MAX ? INT64_MAX : limit_ms - allowed_lateness_ms_;
   while (oldest_open_pane_ != kNoPane && (oldest_open_pane_ + 1) * pane_ms_ <= purge_limit) {
     CloseList& list = close_lists_[SlotOf(oldest_open_pane_)];
     if (list.pane == oldest_open_pane_) PurgePane(list, out);
@@ -451,8 +451,9 @@ void WindowAggregateOperator::DeadLetter(const Event& e, StringId publisher, Out
   PublisherClock* p = FindOrAddPublisher(publisher);
   Counter* counter = p != nullptr ? p->dead_letters : nullptr;
   if (counter == nullptr) {
-    std::string name = interner_ != nullptr && publisher != 0 ? std::string(interner_->Name(publisher))
-                                                              : std::string("unknown");
+    std::string name = interner_ != nullptr && publisher != 0
+                           ? std::string(interner_->Name(publisher))
+                           : std::string("unknown");
     counter = metrics_->GetCounter("inferscope_window_dead_letters_total",
                                    "Events not applied because they arrived after their pane's "
                                    "allowed lateness",
@@ -472,7 +473,8 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
   uint64_t rejected_time = 0;
   uint64_t rejected_metric = 0;
   // Batches normally come from one publisher; a mixed batch looks each event's publisher up.
-  PublisherClock* batch_publisher = batch.publisher != 0 ? FindOrAddPublisher(batch.publisher) : nullptr;
+  PublisherClock* batch_publisher =
+      batch.publisher != 0 ? FindOrAddPublisher(batch.publisher) : nullptr;
   int64_t batch_max_time = INT64_MIN;
   // With thousands of series every aggregate and bin an event touches is a cache miss. Resolve
   // the batch's groups first, then run two prefetch stages ahead of the events being applied:
@@ -588,7 +590,8 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     }
   }
   if (batch_publisher != nullptr) {
-    batch_publisher->max_event_time_ms = std::max(batch_publisher->max_event_time_ms, batch_max_time);
+    batch_publisher->max_event_time_ms =
+        std::max(batch_publisher->max_event_time_ms, batch_max_time);
     batch_publisher->last_arrival_ms = now_ms;
   }
   EmitUpdates(out);
@@ -651,7 +654,9 @@ namespace {
 
 constexpr uint64_t kCheckpointVersion = 1;
 
-uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 bool GetZigZag(std::string_view* in, int64_t* v) {
@@ -696,7 +701,8 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
   const int64_t now_ms = clock_->NowMs();
   auto age = [now_ms](int64_t last_arrival_ms) -> uint64_t {
     if (last_arrival_ms == INT64_MIN) return 0;
-    return 1 + static_cast<uint64_t>(std::clamp<int64_t>(now_ms - last_arrival_ms, 0, kMaxAbsTimeMs));
+    return 1 +
+           static_cast<uint64_t>(std::clamp<int64_t>(now_ms - last_arrival_ms, 0, kMaxAbsTimeMs));
   };
   PutVarint(&value, age(last_arrival_ms_));
   for (const PublisherClock& p : publishers_) PutVarint(&value, age(p.last_arrival_ms));
@@ -715,7 +721,8 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
     PutVarint(&value, kCheckpointVersion);
     PutVarint(&value, g.num_metrics);
     uint64_t panes = 0;
-    for (size_t slot = 0; slot < ring_; ++slot) panes += panes_[g.first_pane + slot].pane != kNoPane;
+    for (size_t slot = 0; slot < ring_; ++slot)
+      panes += panes_[g.first_pane + slot].pane != kNoPane;
     if (panes == 0) {
       writer.Delete(key);
       continue;
@@ -760,7 +767,8 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       for (uint64_t i = 0; i < publishers; ++i) {
         std::string_view name;
         int64_t max_time = 0;
-        if (!GetStr(&value, &name) || !GetZigZag(&value, &max_time)) return corrupt("truncated publisher");
+        if (!GetStr(&value, &name) || !GetZigZag(&value, &max_time))
+          return corrupt("truncated publisher");
         restored.push_back(SIZE_MAX);
         if (PublisherClock* p = FindOrAddPublisher(interner_->Intern(name)); p != nullptr) {
           p->max_event_time_ms = max_time;
@@ -771,7 +779,8 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       const int64_t now_ms = clock_->NowMs();
       auto get_arrival = [&](int64_t* last_arrival_ms) {
         uint64_t age = 0;
-        if (!GetVarint(&value, &age) || age > static_cast<uint64_t>(kMaxAbsTimeMs) + 1) return false;
+        if (!GetVarint(&value, &age) || age > static_cast<uint64_t>(kMaxAbsTimeMs) + 1)
+          return false;
         *last_arrival_ms = age == 0 ? INT64_MIN : now_ms - static_cast<int64_t>(age - 1);
         return true;
       };
@@ -784,7 +793,8 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       return Status::Ok();
     }
     std::string_view instance, model, metric;
-    if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) || !key.empty()) {
+    if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) ||
+        !key.empty()) {
       return corrupt("malformed group key");
     }
     uint64_t num_metrics = 0, panes = 0;
@@ -799,8 +809,10 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       return Status::Unavailable("window_aggregate checkpoint: string table full");
     }
     const uint64_t instance_model = (static_cast<uint64_t>(instance_id) << 32) | model_id;
-    const uint32_t group = FindOrAddGroup(instance_model, metric_id, static_cast<uint32_t>(num_metrics));
-    if (group == kNoGroup) return Status::Unavailable("window_aggregate checkpoint: max_series reached");
+    const uint32_t group =
+        FindOrAddGroup(instance_model, metric_id, static_cast<uint32_t>(num_metrics));
+    if (group == kNoGroup)
+      return Status::Unavailable("window_aggregate checkpoint: max_series reached");
     for (uint64_t i = 0; i < panes; ++i) {
       int64_t pane = 0, max_time = 0;
       if (!GetZigZag(&value, &pane) || !GetZigZag(&value, &max_time) || value.empty()) {

@@ -30,8 +30,10 @@ Status ConfigNode::Error(std::string_view field, std::string_view message) const
   YAML::Node at = node_;
   // reset(), not operator=: assigning to a YAML::Node writes through to the node it refers to,
   // which would replace this mapping with the field's value.
-  if (!field.empty() && node_.IsMap() && node_[std::string(field)]) at.reset(node_[std::string(field)]);
-  return Status::InvalidArgument(Location(at) + ": " + FieldPath(field) + ": " + std::string(message));
+  if (!field.empty() && node_.IsMap() && node_[std::string(field)])
+    at.reset(node_[std::string(field)]);
+  return Status::InvalidArgument(Location(at) + ": " + FieldPath(field) + ": " +
+                                 std::string(message));
 }
 
 bool ConfigNode::Has(std::string_view field) const {
@@ -151,7 +153,8 @@ std::optional<int64_t> ParseDurationMs(std::string_view text) {
   return n * scale;
 }
 
-Result<int64_t> ConfigNode::GetDurationMs(std::string_view field, std::optional<int64_t> default_value,
+Result<int64_t> ConfigNode::GetDurationMs(std::string_view field,
+                                          std::optional<int64_t> default_value,
                                           int64_t min_ms) const {
   if (!Has(field)) {
     if (default_value) return *default_value;

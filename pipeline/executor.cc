@@ -197,8 +197,8 @@ Status Executor::Start() {
                                      "was not durable yet");
   checkpoint_seconds_ = m.GetHistogram("inferscope_checkpoint_seconds",
                                        "Time from taking a checkpoint to its being durable");
-  checkpoint_build_seconds_ = m.GetHistogram(
-      "inferscope_checkpoint_build_seconds", "Operator-thread time spent collecting a checkpoint");
+  checkpoint_build_seconds_ = m.GetHistogram("inferscope_checkpoint_build_seconds",
+                                             "Operator-thread time spent collecting a checkpoint");
   checkpoint_records_ =
       m.GetGauge("inferscope_checkpoint_records", "Records written by the last checkpoint");
   checkpoint_bytes_ =
@@ -296,11 +296,13 @@ void Executor::TakeCheckpoint() {
     }
   }
   size_t bytes = 0;
-  for (const RecordWrite& w : checkpoint->records) bytes += w.key.size() + (w.value ? w.value->size() : 0);
+  for (const RecordWrite& w : checkpoint->records)
+    bytes += w.key.size() + (w.value ? w.value->size() : 0);
   checkpoint_records_->Set(static_cast<double>(checkpoint->records.size()));
   checkpoint_bytes_->Set(static_cast<double>(bytes));
   checkpoint->on_durable = [this](const PendingCheckpoint& c) { CheckpointDurable(c); };
-  checkpoint_build_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - started) * 1e-9);
+  checkpoint_build_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - started) *
+                                     1e-9);
   auto batch = std::make_shared<OutputBatch>();
   batch->checkpoint = std::move(checkpoint);
   OutputBatchPtr shared = std::move(batch);
@@ -309,11 +311,12 @@ void Executor::TakeCheckpoint() {
 }
 
 void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
-  checkpoint_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - checkpoint.started_ns) *
-                               1e-9);
+  checkpoint_seconds_->Observe(
+      static_cast<double>(base_.clock->MonotonicNs() - checkpoint.started_ns) * 1e-9);
   checkpoints_->Inc();
   for (size_t i = 0; i < sources_.size() && i < checkpoint.applied.size(); ++i) {
-    if (!checkpoint.applied[i].empty()) sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);
+    if (!checkpoint.applied[i].empty())
+      sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);
   }
   checkpoint_in_flight_.store(false);
 }
@@ -375,9 +378,9 @@ void Executor::Route(OperatorSlot& op, OutputBatch& out) {
 }
 
 void Executor::OperatorLoop() {
-  const auto tick = std::chrono::milliseconds(
-      std::min(settings_.timer_interval_ms,
-               settings_.checkpoint_interval_ms > 0 ? settings_.checkpoint_interval_ms : INT64_MAX));
+  const auto tick = std::chrono::milliseconds(std::min(
+      settings_.timer_interval_ms,
+      settings_.checkpoint_interval_ms > 0 ? settings_.checkpoint_interval_ms : INT64_MAX));
   int64_t next_timer_ns = base_.clock->MonotonicNs() + settings_.timer_interval_ms * 1'000'000;
   int64_t next_checkpoint_ns =
       base_.clock->MonotonicNs() + settings_.checkpoint_interval_ms * 1'000'000;

@@ -23,8 +23,8 @@ class SourceOutput {
   // A cleared batch from the pool. Blocks while every batch is in flight (back-pressure); returns
   // null once the engine is stopping.
   virtual EventBatchPtr Acquire() = 0;
-  // Hands a filled batch downstream, blocking while the queue is full (back-pressure). Returns false
-  // (the batch is then recycled) once the engine is stopping.
+  // Hands a filled batch downstream, blocking while the queue is full (back-pressure). Returns
+  // false (the batch is then recycled) once the engine is stopping.
   virtual bool Emit(EventBatchPtr batch) = 0;
   // Like Emit but never blocks: returns false when the queue is full, leaving `batch` with the
   // caller, who sheds it and counts what it shed.

@@ -37,7 +37,7 @@ struct WindowSummary {
 // after its pane's allowed lateness). Kept with its reason so nothing is dropped silently.
 struct DeadLetter {
   Event event;
-  std::string_view reason;  // a static string, e.g. "too_late"
+  std::string_view reason;   // a static string, e.g. "too_late"
   int64_t watermark_ms = 0;  // the operator's watermark when the event was refused
 };
 
@@ -49,7 +49,7 @@ struct OutputBatch {
   std::vector<DeadLetter> dead_letters;
   // Set on the batches the executor sends to checkpoint-writing sinks (and on nothing else).
   std::shared_ptr<const PendingCheckpoint> checkpoint;
-  int64_t watermark_ms = 0;   // the emitting operator's watermark after this step
+  int64_t watermark_ms = 0;  // the emitting operator's watermark after this step
 
   bool empty() const {
     return summaries.empty() && alerts.empty() && dead_letters.empty() && checkpoint == nullptr;

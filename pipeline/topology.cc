@@ -134,9 +134,9 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
 Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   Result<ConfigNode> engine = root.Child("engine");
   if (!engine.ok()) return engine.status();
-  INFERSCOPE_RETURN_IF_ERROR(engine->CheckKnownFields(
-      {"queue_capacity", "batch_pool", "batch_reserve", "sink_queue_capacity", "timer_interval",
-       "checkpoint_interval"}));
+  INFERSCOPE_RETURN_IF_ERROR(
+      engine->CheckKnownFields({"queue_capacity", "batch_pool", "batch_reserve",
+                                "sink_queue_capacity", "timer_interval", "checkpoint_interval"}));
   EngineSettings d;
   Result<int64_t> queue = engine->GetInt("queue_capacity", d.queue_capacity, 1, 1 << 20);
   if (!queue.ok()) return queue.status();
@@ -214,7 +214,8 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
     for (const StageSpec& s : spec.operators) {
       if (s.type != "window_aggregate") continue;
       Result<int64_t> pane = s.options.GetDurationMs("pane", 10'000, 1);
-      if (pane.ok() && spec.state_tiers.size() > 1 && spec.state_tiers[1].resolution_ms % *pane == 0 &&
+      if (pane.ok() && spec.state_tiers.size() > 1 &&
+          spec.state_tiers[1].resolution_ms % *pane == 0 &&
           *pane < spec.state_tiers[1].resolution_ms) {
         spec.state_tiers[0].resolution_ms = *pane;
       }

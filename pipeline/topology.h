@@ -37,16 +37,16 @@ struct EngineSettings {
 struct TopologySpec {
   std::string file;  // where it came from ("<builder>" when built in code)
   std::string name;
-  std::string state_path;    // RocksDB directory; empty = no state store
+  std::string state_path;  // RocksDB directory; empty = no state store
   // state.tiers, finest first (default: 10s/6h, 1m/7d, 1h/90d); tiers[0].resolution must equal the
   // pane of every window_aggregate operator.
   // Without `state.tiers`: the default tiers, with tier 0 following the window operator's pane.
   std::vector<TierSpec> state_tiers = DefaultTiers();
-  bool state_tiers_given = false;  // `state.tiers` was in the file
+  bool state_tiers_given = false;            // `state.tiers` was in the file
   int64_t rollup_delay_ms = 60'000;          // state.rollup_delay (1m)
   int64_t maintenance_interval_ms = 10'000;  // state.maintenance_interval (10s); rollups, retention
   ConfigNode state_at;                       // the `state` mapping, for error locations
-  std::string query_listen;  // "host:port" of the HTTP API; empty = no API
+  std::string query_listen;                  // "host:port" of the HTTP API; empty = no API
   EngineSettings engine;
   std::vector<StageSpec> sources;
   std::vector<StageSpec> operators;

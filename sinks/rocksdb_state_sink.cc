@@ -47,8 +47,8 @@ Status RocksDbStateSink::Open(const StageContext& ctx) {
                                            "Panes a state sink wrote to RocksDB", labels);
   write_errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total",
                                           "Sink writes that failed", labels);
-  dead_letters_written_ = ctx.metrics->GetCounter(
-      "inferscope_sink_dead_letters_written_total", "Dead letters a state sink wrote", labels);
+  dead_letters_written_ = ctx.metrics->GetCounter("inferscope_sink_dead_letters_written_total",
+                                                  "Dead letters a state sink wrote", labels);
   return Status::Ok();
 }
 
@@ -96,7 +96,8 @@ Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
     std::string key;
     AppendBigEndian64(&key, static_cast<uint64_t>(now));
     AppendBigEndian64(&key, dead_letter_seq_++);
-    writes.push_back({StateTable::kDeadLetter, std::move(key), DeadLetterJson(d, *interner_).dump()});
+    writes.push_back(
+        {StateTable::kDeadLetter, std::move(key), DeadLetterJson(d, *interner_).dump()});
   }
   Status s = state_->WriteRecords(writes);
   if (!s.ok()) {

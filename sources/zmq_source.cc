@@ -3,8 +3,8 @@
 #include <chrono>
 #include <utility>
 
-#include <msgpack.hpp>
 #include <spdlog/spdlog.h>
+#include <msgpack.hpp>
 
 namespace inferscope {
 namespace {
@@ -119,8 +119,8 @@ Status ZmqSource::Open(const StageContext& ctx) {
     const Labels labels = {{"stage", ctx.name}};
     acks_sent_ = ctx.metrics->GetCounter("inferscope_source_acks_total",
                                          "Acknowledgements sent to publishers", labels);
-    hellos_ = ctx.metrics->GetCounter("inferscope_source_hellos_total",
-                                      "Hello messages answered", labels);
+    hellos_ = ctx.metrics->GetCounter("inferscope_source_hellos_total", "Hello messages answered",
+                                      labels);
   }
   decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
                                            ctx.name);
@@ -265,7 +265,8 @@ void ZmqSource::SendAck(StringId publisher, std::optional<uint64_t> next) {
     pk.pack_nil();
   }
   // A peer that went away is skipped (ROUTER drops what it cannot route); never block here.
-  (void)socket_->send(zmq::buffer(peer->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(peer->second),
+                      zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   (void)socket_->send(zmq::str_buffer("ack"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   (void)socket_->send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::dontwait);
   if (acks_sent_ != nullptr) acks_sent_->Inc();
@@ -392,8 +393,7 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         }
       }
       if (drained) {
-        (void)zmq::poll(&item, 1,
-                        options_.mode == Mode::kRouter ? kAckPollTimeout : kPollTimeout);
+        (void)zmq::poll(&item, 1, options_.mode == Mode::kRouter ? kAckPollTimeout : kPollTimeout);
       }
     }
   } catch (const zmq::error_t& e) {

@@ -73,7 +73,8 @@ void AckedPublisher::Send(const Message& m) {
   try {
     // DEALER queues while disconnected; a full queue (sndhwm) drops the send here, and the resend
     // timer brings the message back.
-    if (socket_->send(zmq::buffer(options_.topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+    if (socket_->send(zmq::buffer(options_.topic),
+                      zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
       (void)socket_->send(zmq::buffer(m.payload), zmq::send_flags::dontwait);
       ++messages_sent_;
     }
@@ -109,7 +110,8 @@ void AckedPublisher::HandleAck(const zmq::message_t& payload) {
     }
     // The engine expects an older message than some we sent (they were lost in a reconnect or
     // an engine restart): go back to it now rather than at the resend timeout.
-    if (has_next && !unacked_.empty() && next >= unacked_.front().seq && next <= unacked_.back().seq &&
+    if (has_next && !unacked_.empty() && next >= unacked_.front().seq &&
+        next <= unacked_.back().seq &&
         Clock::now() - last_go_back_ > std::chrono::milliseconds(kGoBackIntervalMs)) {
       last_go_back_ = Clock::now();
       for (const Message& m : unacked_) {
@@ -164,8 +166,8 @@ bool AckedPublisher::Flush() {
   Poll(0);
   while (unacked_.size() >= options_.max_unacked) {
     if (options_.block_timeout_ms >= 0 && Clock::now() >= deadline) {
-      last_error_ = "back-pressure: " + std::to_string(unacked_.size()) +
-                    " messages await acknowledgement";
+      last_error_ =
+          "back-pressure: " + std::to_string(unacked_.size()) + " messages await acknowledgement";
       return false;
     }
     Poll(10);
@@ -183,8 +185,8 @@ bool AckedPublisher::Request(const RequestOutcome& r) {
   return encoder_.size() < options_.batch_size || Flush();
 }
 
-bool AckedPublisher::Gauge(std::string_view instance, std::string_view model,
-                           std::string_view name, double value, int64_t time_ms) {
+bool AckedPublisher::Gauge(std::string_view instance, std::string_view model, std::string_view name,
+                           double value, int64_t time_ms) {
   encoder_.AddGauge(instance, model, name, value, time_ms);
   return encoder_.size() < options_.batch_size || Flush();
 }

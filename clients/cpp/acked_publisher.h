@@ -14,8 +14,8 @@
 namespace inferscope::client {
 
 struct AckedPublisherOptions {
-  std::string endpoint;           // required: the engine's `mode: router` source, e.g. tcp://host:5558
-  std::string publisher_id;       // required, 1..255 bytes, stable across restarts of this publisher
+  std::string endpoint;      // required: the engine's `mode: router` source, e.g. tcp://host:5558
+  std::string publisher_id;  // required, 1..255 bytes, stable across restarts of this publisher
   std::string topic = "metrics";  // first frame of every message
   size_t batch_size = 256;        // events per message; Request/Gauge flush when reached
   // Messages kept until acknowledged (the resend buffer). When it is full, Flush waits up to

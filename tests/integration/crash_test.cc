@@ -134,16 +134,20 @@ std::map<std::string, StoredResult> ReadStore(const std::string& path) {
   std::vector<SeriesInfo> series;
   EXPECT_TRUE((*store)->ListSeries([&](const SeriesInfo& s) { series.push_back(s); }).ok());
   for (const SeriesInfo& s : series) {
-    Status st = (*store)->ScanPanes(s.instance, s.model, s.metric, 0, INT64_MAX,
-                                    [&](const StoredPane& p) {
-                                      const Aggregate& a = p.agg;
-                                      out[s.instance + "/" + s.model + "/" + s.metric + "@" +
-                                          std::to_string(p.start_ms)] = {
-                                          a.count, a.events, a.errors, a.sum, a.min, a.max,
-                                          a.count ? a.sketch.Quantile(0.5) : 0,
-                                          a.count ? a.sketch.Quantile(0.99) : 0};
-                                      return Status::Ok();
-                                    });
+    Status st =
+        (*store)->ScanPanes(s.instance, s.model, s.metric, 0, INT64_MAX, [&](const StoredPane& p) {
+          const Aggregate& a = p.agg;
+          out[s.instance + "/" + s.model + "/" + s.metric + "@" + std::to_string(p.start_ms)] = {
+              a.count,
+              a.events,
+              a.errors,
+              a.sum,
+              a.min,
+              a.max,
+              a.count ? a.sketch.Quantile(0.5) : 0,
+              a.count ? a.sketch.Quantile(0.99) : 0};
+          return Status::Ok();
+        });
     EXPECT_TRUE(st.ok()) << st.ToString();
   }
   return out;
@@ -192,7 +196,8 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
   const std::string state = dir.str() + "/state";
   std::mt19937 rng(20261126);
   std::vector<int> kills;
-  for (int i = 0; i < 6; ++i) kills.push_back(std::uniform_int_distribution<int>(50, kMessages - 50)(rng));
+  for (int i = 0; i < 6; ++i)
+    kills.push_back(std::uniform_int_distribution<int>(50, kMessages - 50)(rng));
   std::sort(kills.begin(), kills.end());
   kills.push_back(kMessages);
 
@@ -248,7 +253,8 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
     EXPECT_EQ(have.max, want.max);
     EXPECT_EQ(have.p50, want.p50);
     EXPECT_EQ(have.p99, want.p99);
-    if (key.find("/e2e_ms@") != std::string::npos || key.find("/kv_cache_usage@") != std::string::npos) {
+    if (key.find("/e2e_ms@") != std::string::npos ||
+        key.find("/kv_cache_usage@") != std::string::npos) {
       total += have.events;
     }
   }

@@ -57,8 +57,10 @@ sinks:
 
 class Engine {
  public:
-  Engine(const TempDir& dir, const std::string& state, const std::string& endpoint, int run) {
+  Engine(const TempDir& dir, const std::string& state, const std::string& endpoint, int run,
+         const std::string& checkpoint_interval = "100ms") {
     std::string topology = kTopology;
+    topology.replace(topology.find("100ms"), 5, checkpoint_interval);
     topology.replace(topology.find("STATE"), 5, state);
     topology.replace(topology.find("ENDPOINT"), 8, endpoint);
     const std::string path = dir.str() + "/topology-" + std::to_string(run) + ".yaml";
@@ -259,6 +261,34 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
     }
   }
   EXPECT_EQ(total, static_cast<uint64_t>(kMessages) * Stream::kEventsPerMessage);
+}
+
+// When acknowledgements do not come (here: checkpoints far apart, as when the engine is saturated),
+// a full resend buffer makes Flush wait and then report back-pressure; no event is dropped.
+TEST(CrashTest, FullResendBufferReportsBackPressureAndKeepsEvents) {
+  TempDir dir;
+  Engine engine(dir, dir.str() + "/state", "tcp://127.0.0.1:*", 0, "1h");
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  client::AckedPublisherOptions o = PublisherOptions(engine.endpoint());
+  o.max_unacked = 2;
+  o.block_timeout_ms = 200;
+  o.batch_size = 1000;
+  client::AckedPublisher pub(o);
+  ASSERT_TRUE(pub.Connect());
+  const Stream stream(client::NowMs() - 60'000);
+  for (int m = 0; m < 2; ++m) {
+    stream.Fill(pub, m);
+    ASSERT_TRUE(pub.Flush()) << pub.last_error();
+  }
+  stream.Fill(pub, 2);
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_FALSE(pub.Flush());
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(200));
+  EXPECT_NE(pub.last_error().find("back-pressure"), std::string::npos) << pub.last_error();
+  EXPECT_EQ(pub.unacked(), 2u);
+  EXPECT_EQ(pub.next_seq(), 2u);  // the third batch is still pending, not sent and not lost
+  engine.process().Signal(SIGTERM);
+  EXPECT_EQ(engine.process().Wait(), 0) << engine.Log();
 }
 
 }  // namespace

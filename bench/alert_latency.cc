@@ -310,9 +310,17 @@ int Main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     std::vector<std::pair<int, Probe>> probes;
     for (int i = 0; i < args.probes; ++i) {
-      // A random position inside a pane, then one probe event.
+      // A random position inside a pane, then one probe event. Meanwhile the probe publisher keeps
+      // publishing a tick every 2 ms, as a live gateway does: watermarks are per publisher, and
+      // one that fell silent after its probe would hold the watermark back for idle_timeout.
       std::uniform_int_distribution<int64_t> offset(0, args.pane_ms - 1);
-      std::this_thread::sleep_for(std::chrono::milliseconds(args.pane_ms + offset(rng)));
+      const auto wake = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(args.pane_ms + offset(rng));
+      while (std::chrono::steady_clock::now() < wake) {
+        probe_pub.Gauge("tick", "m", "tick", 1, NowUs() / 1000);
+        probe_pub.Flush();
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
       Probe p;
       const int index = next_probe++;
       const std::string instance = "probe-" + std::to_string(index);
@@ -329,14 +337,16 @@ int Main(int argc, char** argv) {
       probe_pub.Flush();
       probes.emplace_back(index, p);
     }
-    // Wait for the stragglers (bounded).
+    // Wait for the stragglers (bounded), ticking on.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (std::chrono::steady_clock::now() < deadline) {
       {
         std::lock_guard lock(mu);
         if (received.count(probes.back().first)) break;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      probe_pub.Gauge("tick", "m", "tick", 1, NowUs() / 1000);
+      probe_pub.Flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     load.Stop();
     PhaseResult res;

@@ -101,7 +101,7 @@ void ZmqPubSink::EncodeMsgpack(const WindowSummary& summary, int64_t watermark_m
   const bool has_values = stats.count > 0;
   packed_.clear();
   msgpack::packer<msgpack::sbuffer> pk(packed_);
-  pk.pack_map(has_values ? 22 : 18);
+  pk.pack_map(has_values ? 23 : 19);
   PackKey(pk, "v");
   pk.pack_int(kVersion);
   const std::string_view names[3] = {interner_->Name(summary.series.instance),
@@ -151,6 +151,12 @@ void ZmqPubSink::EncodeMsgpack(const WindowSummary& summary, int64_t watermark_m
   PackDouble(pk, stats.error_ratio);
   PackKey(pk, "watermark");
   pk.pack_int64(watermark_ms);
+  PackKey(pk, "update");
+  if (summary.update) {
+    pk.pack_true();
+  } else {
+    pk.pack_false();
+  }
 }
 
 void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) {
@@ -174,6 +180,7 @@ void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) 
       {"errors", stats.errors},
       {"error_ratio", JsonDouble(stats.error_ratio)},
       {"watermark", watermark_ms},
+      {"update", summary.update},
   };
   if (stats.count > 0) {
     j["p50"] = JsonDouble(stats.p50);

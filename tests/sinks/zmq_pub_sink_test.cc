@@ -135,6 +135,7 @@ TEST_F(ZmqPubSinkTest, PublishesMsgpackSummariesUnderTheInstanceAndModelTopic) {
 
   OutputBatch batch;
   batch.summaries.push_back(KnownSummary());
+  batch.summaries.back().update = true;  // re-published after late events
   batch.watermark_ms = 75'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
   Received r = ReceiveSummary(sub);
@@ -167,6 +168,7 @@ TEST_F(ZmqPubSinkTest, PublishesMsgpackSummariesUnderTheInstanceAndModelTopic) {
   EXPECT_EQ(m.at("errors").as<uint64_t>(), 3u);
   EXPECT_DOUBLE_EQ(m.at("error_ratio").as<double>(), 3.0 / 250);
   EXPECT_EQ(m.at("watermark").as<int64_t>(), 75'000);
+  EXPECT_TRUE(m.at("update").as<bool>());
   (*sink)->Close();
 }
 
@@ -205,6 +207,7 @@ TEST_F(ZmqPubSinkTest, OmitsQuantilesOfAnEmptyPaneAndSpeaksJson) {
   EXPECT_DOUBLE_EQ(k["sum"].get<double>(), 20'100);
   EXPECT_NEAR(k["p50"].get<double>(), 100, 2);
   EXPECT_EQ(k["watermark"], 80'000);
+  EXPECT_EQ(k["update"], false);
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "pipeline/alert_store.h"
 #include "pipeline/silence.h"
 
 namespace inferscope {
@@ -69,6 +72,7 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
   auto it = states_.find(evidence.fingerprint);
   if (it == states_.end()) {
     if (condition != Condition::kActive) return;
+    changed_ = true;
     if (states_.size() >= static_cast<size_t>(options_.max_states)) {
       ++dropped_;
       if (dropped_counter_) dropped_counter_->Inc();
@@ -79,6 +83,7 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
     it->second.severity = severity;
   }
   Tracked& t = it->second;
+  changed_ = true;
   t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
   // A resolution reports what fired (a detector's clear verdict has no anomaly type).
   const AnomalyType fired_type = t.last.type;
@@ -132,8 +137,57 @@ void AlertLifecycle::Sweep(int64_t watermark_ms, std::vector<Alert>& out) {
       if (resolved_) resolved_->Inc();
     }
     it = states_.erase(it);
+    changed_ = true;
   }
   if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+}
+
+Status AlertLifecycle::Checkpoint(CheckpointWriter& writer) {
+  if (!changed_) return Status::Ok();
+  changed_ = false;
+  nlohmann::json states = nlohmann::json::array();
+  for (const auto& [fingerprint, t] : states_) {
+    states.push_back({{"state", AlertStateName(t.state)},
+                      {"severity", SeverityName(t.severity)},
+                      {"active_since", t.active_since_ms},
+                      {"clear_since", t.clear_since_ms},
+                      {"last_eval", t.last_eval_ms},
+                      {"alert", AlertToJson(t.last)}});
+  }
+  writer.Put("lifecycle", states.dump());
+  return Status::Ok();
+}
+
+Status AlertLifecycle::Restore(const CheckpointReader& reader) {
+  return reader.ForEach([this](std::string_view key, std::string_view value) -> Status {
+    if (key != "lifecycle") return Status::Ok();
+    nlohmann::json states = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+    if (!states.is_array())
+      return Status::Corruption("alert lifecycle checkpoint: not a JSON array");
+    for (const nlohmann::json& s : states) {
+      if (!s.is_object() || !s.contains("alert") || !s["state"].is_string() ||
+          !s["severity"].is_string() || !s["active_since"].is_number_integer() ||
+          !s["clear_since"].is_number_integer() || !s["last_eval"].is_number_integer()) {
+        return Status::Corruption("alert lifecycle checkpoint: malformed state");
+      }
+      Result<Alert> alert = AlertFromJson(s["alert"]);
+      if (!alert.ok()) return alert.status().WithContext("alert lifecycle checkpoint");
+      std::optional<AlertState> state = ParseAlertState(s["state"].get<std::string>());
+      std::optional<Severity> severity = ParseSeverity(s["severity"].get<std::string>());
+      if (!state || !severity)
+        return Status::Corruption("alert lifecycle checkpoint: bad state or severity");
+      Tracked t;
+      t.state = *state;
+      t.severity = *severity;
+      t.active_since_ms = s["active_since"].get<int64_t>();
+      t.clear_since_ms = s["clear_since"].get<int64_t>();
+      t.last_eval_ms = s["last_eval"].get<int64_t>();
+      t.last = std::move(alert).value();
+      states_[t.last.fingerprint] = std::move(t);
+    }
+    if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+    return Status::Ok();
+  });
 }
 
 }  // namespace inferscope

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pipeline/alert.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
 #include "pipeline/metrics.h"
 #include "pipeline/stage.h"
@@ -51,8 +52,9 @@ struct AlertTiming {
 // Lifecycle: construct → Open (metrics, silences, clock) → Observe / Sweep.
 // Concurrency: none; the operator thread makes every call.
 // Limitations: at most `max_states` alerts tracked; evaluations that would start more are dropped
-// and counted (inferscope_alert_states_dropped_total). State is not checkpointed: after a restart
-// a condition that still holds fires again under the same fingerprint.
+// and counted (inferscope_alert_states_dropped_total). The tracked states are checkpointed (one
+// record, rewritten when they changed), so after a restart a firing alert resolves when its
+// condition clears instead of staying firing in the store, and does not fire twice.
 class AlertLifecycle {
  public:
   struct Options {
@@ -78,6 +80,10 @@ class AlertLifecycle {
   // Resolves or forgets alerts not evaluated since `watermark_ms - stale_after`.
   void Sweep(int64_t watermark_ms, std::vector<Alert>& out);
 
+  // Writes the tracked states (record "lifecycle") when they changed since the last call.
+  Status Checkpoint(CheckpointWriter& writer);
+  // Restores the states of the last checkpoint; call after Open.
+  Status Restore(const CheckpointReader& reader);
   size_t tracked() const { return states_.size(); }
   uint64_t dropped() const { return dropped_; }
 
@@ -95,6 +101,7 @@ class AlertLifecycle {
 
   Options options_;
   std::unordered_map<uint64_t, Tracked> states_;
+  bool changed_ = false;  // states changed since the last checkpoint
   uint64_t dropped_ = 0;
   const Clock* clock_ = &SystemClock::Instance();
   const SilenceRegistry* silences_ = nullptr;

@@ -66,6 +66,9 @@ class AnomalyDetectOperator final : public Operator {
   bool ReadsResults() const override { return true; }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // The alert states (pending, firing) survive restarts; detector baselines do not.
+  Status Checkpoint(CheckpointWriter& writer) override { return lifecycle_.Checkpoint(writer); }
+  Status Restore(const CheckpointReader& reader) override { return lifecycle_.Restore(reader); }
 
   size_t detectors() const { return detectors_.size(); }
   const AlertLifecycle& lifecycle() const { return lifecycle_; }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "pipeline/silence.h"
+#include "pipeline/state_store.h"
+#include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
@@ -66,6 +68,52 @@ TEST_F(AlertLifecycleTest, PendingBecomesFiringAfterFor) {
   EXPECT_EQ(out_[0].severity, Severity::kWarning);
   EXPECT_EQ(out_[0].active_since_ms, 10'000);
   EXPECT_EQ(out_[0].detected_at_ms, 1'000'000);
+}
+
+TEST_F(AlertLifecycleTest, CheckpointedStatesSurviveARestart) {
+  Observe(Condition::kActive, Severity::kCritical, 10'000);  // fires (for = 0)
+  ASSERT_EQ(out_.size(), 1u);
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str();
+  auto store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::vector<RecordWrite> records;
+  CheckpointWriter writer("op", "rules", &records);
+  ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
+  ASSERT_EQ(records.size(), 1u);
+  ASSERT_TRUE((*store)->WriteRecords(records).ok());
+  // Nothing changed since: the next checkpoint writes nothing.
+  records.clear();
+  ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
+  EXPECT_TRUE(records.empty());
+
+  // A restarted operator: the firing alert resolves when the condition clears, and an active
+  // evaluation does not fire it a second time.
+  AlertLifecycle restarted(AlertLifecycle::Options{});
+  StageContext ctx;
+  ctx.name = "rules";
+  ctx.metrics = &metrics_;
+  ctx.clock = &clock_;
+  restarted.Open(ctx);
+  ASSERT_TRUE(restarted.Restore(CheckpointReader("op", "rules", store->get())).ok());
+  EXPECT_EQ(restarted.tracked(), 1u);
+  std::vector<Alert> out;
+  restarted.Observe(Evidence(11'000), Condition::kActive, Severity::kCritical, 11'000, timing_,
+                    out);
+  EXPECT_TRUE(out.empty()) << "already firing before the restart";
+  restarted.Observe(Evidence(12'000), Condition::kClear, Severity::kNone, 12'000, timing_, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].state, AlertState::kResolved);
+  EXPECT_EQ(out[0].severity, Severity::kCritical);
+  EXPECT_EQ(out[0].active_since_ms, 10'000);
+
+  // Without the checkpoint the clear evaluation means nothing (the alert would stay firing).
+  AlertLifecycle fresh(AlertLifecycle::Options{});
+  fresh.Open(ctx);
+  std::vector<Alert> none;
+  fresh.Observe(Evidence(12'000), Condition::kClear, Severity::kNone, 12'000, timing_, none);
+  EXPECT_TRUE(none.empty());
 }
 
 TEST_F(AlertLifecycleTest, PendingIsForgottenWhenTheConditionStops) {

@@ -76,24 +76,10 @@ Status ZmqAlertSink::Open(const StageContext& ctx) {
                               "Silenced alerts a stream sink did not publish", labels);
   errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
                                     labels);
-  try {
-    context_ = std::make_unique<zmq::context_t>(1);
-    socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pub);
-    socket_->set(zmq::sockopt::sndhwm, static_cast<int>(options_.sndhwm));
-    socket_->set(zmq::sockopt::linger, kLingerMs);
-    socket_->bind(options_.endpoint);
-    endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
-  } catch (const zmq::error_t& e) {
-    Close();
-    return Status::IOError("zmq_alerts: binding '" + options_.endpoint + "': " + e.what());
-  }
-  return Status::Ok();
+  return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_alerts");
 }
 
-void ZmqAlertSink::Close() {
-  socket_.reset();
-  context_.reset();
-}
+void ZmqAlertSink::Close() { pub_.Close(); }
 
 std::string ZmqAlertSink::Topic(const Alert& a) {
   std::string topic = "alerts.";
@@ -168,7 +154,7 @@ std::string ZmqAlertSink::EncodeJson(const Alert& a) {
 }
 
 Status ZmqAlertSink::Write(const OutputBatch& batch) {
-  if (!socket_) return Status::Internal("zmq_alerts: Write before Open");
+  if (!pub_.bound()) return Status::Internal("zmq_alerts: Write before Open");
   uint64_t sent = 0, skipped = 0;
   Status result;
   for (const Alert& a : batch.alerts) {
@@ -186,15 +172,12 @@ Status ZmqAlertSink::Write(const OutputBatch& batch) {
       json = EncodeJson(a);
       payload = zmq::buffer(json);
     }
-    try {
-      socket_->send(zmq::buffer(topic), zmq::send_flags::sndmore);
-      socket_->send(payload, zmq::send_flags::none);
-      ++sent;
-    } catch (const zmq::error_t& e) {
+    result = pub_.Send(zmq::buffer(topic), payload);
+    if (!result.ok()) {
       errors_->Inc();
-      result = Status::IOError(std::string("zmq_alerts: send: ") + e.what());
       break;
     }
+    ++sent;
   }
   messages_->Inc(sent);
   skipped_silenced_->Inc(skipped);

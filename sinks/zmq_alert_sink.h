@@ -13,6 +13,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
+#include "sinks/pub_socket.h"
 
 namespace inferscope {
 
@@ -42,7 +43,6 @@ class ZmqAlertSink final : public Sink {
     bool include_silenced = false;
     Status Validate() const;
   };
-  static constexpr int kLingerMs = 100;
   static constexpr int kVersion = 1;
 
   static Result<std::unique_ptr<ZmqAlertSink>> Create(const ConfigNode& options);
@@ -52,7 +52,7 @@ class ZmqAlertSink final : public Sink {
   Status Open(const StageContext& ctx) override;
   Status Write(const OutputBatch& batch) override;
   void Close() override;
-  std::string Endpoint() const override { return endpoint_; }
+  std::string Endpoint() const override { return pub_.endpoint(); }
 
   // The topic and payloads of one alert (exposed for tests and the `tail` command's docs).
   static std::string Topic(const Alert& alert);
@@ -61,9 +61,7 @@ class ZmqAlertSink final : public Sink {
 
  private:
   Options options_;
-  std::unique_ptr<zmq::context_t> context_;
-  std::unique_ptr<zmq::socket_t> socket_;
-  std::string endpoint_;
+  PubSocket pub_;
   Counter* messages_ = nullptr;
   Counter* skipped_silenced_ = nullptr;
   Counter* errors_ = nullptr;

@@ -75,26 +75,10 @@ Status ZmqPubSink::Open(const StageContext& ctx) {
                                       "Messages a sink published or wrote", labels);
   errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
                                     labels);
-  try {
-    context_ = std::make_unique<zmq::context_t>(1);
-    socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pub);
-    socket_->set(zmq::sockopt::sndhwm, static_cast<int>(options_.sndhwm));
-    socket_->set(zmq::sockopt::linger, kLingerMs);
-    socket_->bind(options_.endpoint);
-    endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
-  } catch (const zmq::error_t& e) {
-    Close();
-    return Status::IOError("zmq_pub: binding '" + options_.endpoint + "': " + e.what());
-  }
-  return Status::Ok();
+  return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_pub");
 }
 
-void ZmqPubSink::Close() {
-  // Closing cannot fail in a way the caller could act on; cppzmq's close and the context's
-  // destructor do not throw.
-  socket_.reset();
-  context_.reset();
-}
+void ZmqPubSink::Close() { pub_.Close(); }
 
 void ZmqPubSink::EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms) {
   const SummaryStats stats = Summarize(summary.agg, summary.end_ms - summary.start_ms);
@@ -193,7 +177,7 @@ void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) 
 }
 
 Status ZmqPubSink::Write(const OutputBatch& batch) {
-  if (!socket_) return Status::Internal("zmq_pub: Write before Open");
+  if (!pub_.bound()) return Status::Internal("zmq_pub: Write before Open");
   uint64_t sent = 0;
   Status result;
   for (const WindowSummary& summary : batch.summaries) {
@@ -209,16 +193,12 @@ Status ZmqPubSink::Write(const OutputBatch& batch) {
       EncodeJson(summary, batch.watermark_ms);
       payload = zmq::buffer(json_);
     }
-    try {
-      // PUB never blocks: past the high-water mark ZeroMQ drops the message for that subscriber.
-      socket_->send(zmq::buffer(topic_), zmq::send_flags::sndmore);
-      socket_->send(payload, zmq::send_flags::none);
-      ++sent;
-    } catch (const zmq::error_t& e) {
+    result = pub_.Send(zmq::buffer(topic_), payload);
+    if (!result.ok()) {
       errors_->Inc();
-      result = Status::IOError(std::string("zmq_pub: send: ") + e.what());
       break;
     }
+    ++sent;
   }
   messages_->Inc(sent);
   return result;

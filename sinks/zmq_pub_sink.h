@@ -12,6 +12,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
+#include "sinks/pub_socket.h"
 
 namespace inferscope {
 
@@ -41,7 +42,6 @@ class ZmqPubSink final : public Sink {
     Format format = Format::kMsgpack;
     Status Validate() const;
   };
-  static constexpr int kLingerMs = 100;
   static constexpr int kVersion = 1;
 
   static Result<std::unique_ptr<ZmqPubSink>> Create(const ConfigNode& options);
@@ -51,7 +51,7 @@ class ZmqPubSink final : public Sink {
   Status Open(const StageContext& ctx) override;
   Status Write(const OutputBatch& batch) override;
   void Close() override;
-  std::string Endpoint() const override { return endpoint_; }
+  std::string Endpoint() const override { return pub_.endpoint(); }
 
  private:
   void EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms);
@@ -59,9 +59,7 @@ class ZmqPubSink final : public Sink {
 
   Options options_;
   const Interner* interner_ = nullptr;
-  std::unique_ptr<zmq::context_t> context_;
-  std::unique_ptr<zmq::socket_t> socket_;
-  std::string endpoint_;
+  PubSocket pub_;
   Counter* messages_ = nullptr;
   Counter* errors_ = nullptr;
   // Reused across messages so the steady state does not allocate.

@@ -220,8 +220,17 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
     if (sent == kMessages) break;
     // Kill either at once (messages in flight, none of the latest acknowledged) or after a few
     // checkpoint intervals (acknowledged state the restart must restore), alternately.
+    // The long waits last until a new acknowledgement arrived (at most 10 s: a slow machine), then
+    // a random part of a checkpoint interval more.
+    if (k % 2 == 1) {
+      const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while ((!pub.any_acked() || pub.acked_seq() <= last_acked) &&
+             std::chrono::steady_clock::now() < limit) {
+        pub.Poll(5);
+      }
+    }
     const int wait_ms = k % 2 == 0 ? std::uniform_int_distribution<int>(0, 40)(rng)
-                                   : std::uniform_int_distribution<int>(250, 600)(rng);
+                                   : std::uniform_int_distribution<int>(0, 150)(rng);
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     while (std::chrono::steady_clock::now() < until) pub.Poll(5);
     if (pub.any_acked() && pub.acked_seq() > last_acked) ++kills_after_acks;

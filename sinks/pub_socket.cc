@@ -1,0 +1,38 @@
+#include "sinks/pub_socket.h"
+
+namespace inferscope {
+
+Status PubSocket::Bind(const std::string& endpoint, int sndhwm, std::string_view what) {
+  what_ = what;
+  try {
+    context_ = std::make_unique<zmq::context_t>(1);
+    socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pub);
+    socket_->set(zmq::sockopt::sndhwm, sndhwm);
+    socket_->set(zmq::sockopt::linger, kLingerMs);
+    socket_->bind(endpoint);
+    endpoint_ = socket_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    Close();
+    return Status::IOError(what_ + ": binding '" + endpoint + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+Status PubSocket::Send(zmq::const_buffer topic, zmq::const_buffer payload) {
+  try {
+    socket_->send(topic, zmq::send_flags::sndmore);
+    socket_->send(payload, zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    return Status::IOError(what_ + ": send: " + e.what());
+  }
+  return Status::Ok();
+}
+
+void PubSocket::Close() {
+  // Closing cannot fail in a way the caller could act on; cppzmq's close and the context's
+  // destructor do not throw.
+  socket_.reset();
+  context_.reset();
+}
+
+}  // namespace inferscope

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "pipeline/status.h"
+
+namespace inferscope {
+
+// PubSocket is the bound ZeroMQ PUB socket (with its own context) of a stream sink: the summary
+// and alert sinks publish `[topic, payload]` messages on one each.
+//
+// Delivery: PUB never blocks; past the high-water mark ZeroMQ drops the message for that
+// subscriber. Close lingers at most 100 ms for queued messages.
+// Concurrency: Bind/Close on the engine thread, Send on the sink thread.
+class PubSocket {
+ public:
+  // Binds `endpoint` (a wildcard port is resolved: see endpoint()). `what` names the sink in
+  // errors ("zmq_pub", "zmq_alerts").
+  Status Bind(const std::string& endpoint, int sndhwm, std::string_view what);
+  // Sends one message. IOError when ZeroMQ fails.
+  Status Send(zmq::const_buffer topic, zmq::const_buffer payload);
+  void Close();
+
+  bool bound() const { return socket_ != nullptr; }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  static constexpr int kLingerMs = 100;
+
+  std::string what_;
+  std::unique_ptr<zmq::context_t> context_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  std::string endpoint_;
+};
+
+}  // namespace inferscope

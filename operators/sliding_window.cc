@@ -17,14 +17,7 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 }
 
 uint64_t Hash(const SeriesKey& k) {
-  uint64_t h = ((static_cast<uint64_t>(k.instance) << 32) | k.model) ^
-               (static_cast<uint64_t>(k.metric) * 0x9E3779B97F4A7C15ULL);
-  h ^= h >> 33;
-  h *= 0xFF51AFD7ED558CCDULL;
-  h ^= h >> 33;
-  h *= 0xC4CEB9FE1A85EC53ULL;
-  h ^= h >> 33;
-  return h;
+  return SeriesHash((static_cast<uint64_t>(k.instance) << 32) | k.model, k.metric);
 }
 
 std::string FormatMs(int64_t ms) { return std::to_string(ms) + "ms"; }

@@ -29,13 +29,7 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 }
 
 uint64_t Hash(uint64_t instance_model, uint32_t metric) {
-  uint64_t h = instance_model ^ (static_cast<uint64_t>(metric) * 0x9E3779B97F4A7C15ULL);
-  h ^= h >> 33;
-  h *= 0xFF51AFD7ED558CCDULL;
-  h ^= h >> 33;
-  h *= 0xC4CEB9FE1A85EC53ULL;
-  h ^= h >> 33;
-  return h;
+  return SeriesHash(instance_model, metric);
 }
 
 }  // namespace

@@ -21,6 +21,19 @@ struct SeriesKey {
   bool operator==(const SeriesKey&) const = default;
 };
 
+// Hash of a series given as (instance << 32 | model, metric), for the operators' open-addressing
+// tables: the metric is spread by a golden-ratio multiply, then MurmurHash3's 64-bit finalizer
+// mixes every bit into the high bits the tables index with.
+inline uint64_t SeriesHash(uint64_t instance_model, uint32_t metric) {
+  uint64_t h = instance_model ^ (static_cast<uint64_t>(metric) * 0x9E3779B97F4A7C15ULL);
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDULL;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
 // The aggregate of one series over [start_ms, end_ms), emitted when a window closes.
 struct WindowSummary {
   SeriesKey series;

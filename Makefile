@@ -6,7 +6,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 DURATION ?= 30
 
-.PHONY: all deps build test test-unit demo bench clean format
+.PHONY: all deps build build-engine test test-unit demo bench clean format
 
 all: build
 
@@ -19,6 +19,10 @@ $(BUILD_DIR)/CMakeCache.txt:
 build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Only the `inferscope` binary: what `make demo` runs (tests and benchmarks are not compiled).
+build-engine: deps $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target inferscope
+
 # Every test: unit and integration (real sockets, real RocksDB, real subprocesses).
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
@@ -28,7 +32,7 @@ test-unit: build
 
 # Engine on the default topology + the fleet simulator; prints a table read from the query API.
 # DURATION=0 keeps it serving until Ctrl-C.
-demo: build
+demo: build-engine
 	@BUILD_DIR=$(BUILD_DIR) DURATION=$(DURATION) bash scripts/demo.sh
 
 bench: build

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pipeline/address.h"
 #include "query/server.h"
 
 namespace inferscope {
@@ -13,8 +14,20 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   INFERSCOPE_RETURN_IF_ERROR(ValidateTopology(spec, registry));
   std::unique_ptr<Engine> engine(new Engine());
   engine->spec_ = spec;
-  if (!overrides.state_path.empty()) engine->spec_.state_path = overrides.state_path;
+  if (!overrides.state_path.empty()) {
+    if (std::optional<std::string> problem = StateDirProblem(overrides.state_path)) {
+      return Status::InvalidArgument("--state-dir: " + *problem);
+    }
+    engine->spec_.state_path = overrides.state_path;
+  }
   if (!overrides.query_listen.empty()) engine->spec_.query_listen = overrides.query_listen;
+  if (!engine->spec_.query_listen.empty()) {
+    if (Result<HostPort> hp = ParseHostPort(engine->spec_.query_listen); !hp.ok()) {
+      return Status::InvalidArgument(
+          (overrides.query_listen.empty() ? spec.file + ": query.listen: " : "--listen: ") +
+          hp.status().message());
+    }
+  }
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
 
@@ -77,18 +90,12 @@ Status Engine::Start() {
   }
 
   if (!spec_.query_listen.empty()) {
+    HostPort listen = ParseHostPort(spec_.query_listen).value();  // checked in Build
     QueryServer::Options options;
-    size_t colon = spec_.query_listen.rfind(':');
-    options.host = spec_.query_listen.substr(0, colon);
-    try {
-      options.port = std::stoi(spec_.query_listen.substr(colon + 1));
-    } catch (const std::exception&) {
-      executor_->Stop();
-      StopMaintenance();
-      return Status::InvalidArgument(spec_.file + ": query.listen: bad port in '" + spec_.query_listen + "'");
-    }
-    query_ = std::make_unique<QueryServer>(options, state_.get(), &metrics_, clock_,
-                                           [this] { return Health(); }, capabilities_);
+    options.host = listen.host;
+    options.port = listen.port;
+    query_ = std::make_unique<QueryServer>(
+        options, state_.get(), &metrics_, clock_, [this] { return Health(); }, capabilities_);
     query_->SetSilences(silences_.get());
     Status st = query_->Start();
     if (!st.ok()) {
@@ -129,14 +136,18 @@ void Engine::MaintenanceLoop() {
 
 std::string Engine::HttpUrl() const {
   if (!query_) return {};
-  size_t colon = spec_.query_listen.rfind(':');
-  return "http://" + spec_.query_listen.substr(0, colon) + ":" + std::to_string(query_->port());
+  std::string host = ParseHostPort(spec_.query_listen).value().host;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "http://" + host + ":" + std::to_string(query_->port());
 }
 
 nlohmann::json Engine::Describe() const {
   nlohmann::json endpoints = nlohmann::json::object();
   for (const auto& [stage, endpoint] : executor_->Endpoints()) endpoints[stage] = endpoint;
-  return {{"topology", spec_.name}, {"http", HttpUrl()}, {"endpoints", endpoints}, {"state", spec_.state_path}};
+  return {{"topology", spec_.name},
+          {"http", HttpUrl()},
+          {"endpoints", endpoints},
+          {"state", spec_.state_path}};
 }
 
 nlohmann::json Engine::Health() const {

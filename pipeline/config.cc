@@ -1,5 +1,7 @@
 #include "pipeline/config.h"
 
+#include "pipeline/address.h"
+
 #include <charconv>
 #include <cmath>
 
@@ -76,6 +78,15 @@ Result<std::string> ConfigNode::GetString(std::string_view field,
   YAML::Node v = node_[std::string(field)];
   if (!v.IsScalar()) return Error(field, "expected a string");
   return v.Scalar();
+}
+
+Result<std::string> ConfigNode::GetEndpoint(std::string_view field,
+                                            std::optional<std::string> default_value) const {
+  Result<std::string> endpoint = GetString(field, std::move(default_value));
+  if (!endpoint.ok()) return endpoint.status();
+  if (std::optional<std::string> problem = ZmqEndpointProblem(*endpoint))
+    return Error(field, *problem);
+  return endpoint;
 }
 
 Result<int64_t> ConfigNode::GetInt(std::string_view field, std::optional<int64_t> default_value,

@@ -27,15 +27,24 @@ class ConfigNode {
   // type or is out of range.
   Result<std::string> GetString(std::string_view field,
                                 std::optional<std::string> default_value = std::nullopt) const;
-  Result<int64_t> GetInt(std::string_view field, std::optional<int64_t> default_value = std::nullopt,
+  Result<int64_t> GetInt(std::string_view field,
+                         std::optional<int64_t> default_value = std::nullopt,
                          int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
-  Result<double> GetDouble(std::string_view field, std::optional<double> default_value = std::nullopt,
-                           double min = -1e308, double max = 1e308) const;
-  Result<bool> GetBool(std::string_view field, std::optional<bool> default_value = std::nullopt) const;
-  // A duration in milliseconds: "250ms", "10s", "5m", "1h", "7d", or a bare integer of milliseconds.
+  Result<double> GetDouble(std::string_view field,
+                           std::optional<double> default_value = std::nullopt, double min = -1e308,
+                           double max = 1e308) const;
+  Result<bool> GetBool(std::string_view field,
+                       std::optional<bool> default_value = std::nullopt) const;
+  // A duration in milliseconds: "250ms", "10s", "5m", "1h", "7d", or a bare integer of
+  // milliseconds.
   Result<int64_t> GetDurationMs(std::string_view field,
                                 std::optional<int64_t> default_value = std::nullopt,
                                 int64_t min_ms = 0) const;
+
+  // A ZeroMQ endpoint (tcp://host:port, ipc://path, inproc://name), checked as
+  // `ZmqEndpointProblem` does, so a typo fails at load time, not when the socket binds.
+  Result<std::string> GetEndpoint(std::string_view field,
+                                  std::optional<std::string> default_value = std::nullopt) const;
 
   bool Has(std::string_view field) const;
   // A child mapping (empty mapping when absent).
@@ -43,8 +52,8 @@ class ConfigNode {
   // Fails on the first field not in `known`, so typos in option names are caught.
   Status CheckKnownFields(std::initializer_list<std::string_view> known) const;
 
-  // An InvalidArgument "<file>:<line>:<col>: <path>.<field>: <message>", located at the field when it
-  // exists, else at this node.
+  // An InvalidArgument "<file>:<line>:<col>: <path>.<field>: <message>", located at the field when
+  // it exists, else at this node.
   Status Error(std::string_view field, std::string_view message) const;
 
   const std::string& file() const { return file_; }

@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include "pipeline/address.h"
+
 namespace inferscope {
 namespace {
 
@@ -73,6 +75,11 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
   Result<std::string> state_path = state->GetString("path", std::string());
   if (!state_path.ok()) return state_path.status();
   spec->state_path = *state_path;
+  if (!spec->state_path.empty()) {
+    if (std::optional<std::string> problem = StateDirProblem(spec->state_path)) {
+      return state->Error("path", *problem);
+    }
+  }
   Result<int64_t> delay = state->GetDurationMs("rollup_delay", spec->rollup_delay_ms, 0);
   if (!delay.ok()) return delay.status();
   spec->rollup_delay_ms = *delay;
@@ -195,8 +202,10 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
   INFERSCOPE_RETURN_IF_ERROR(query->CheckKnownFields({"listen"}));
   Result<std::string> listen = query->GetString("listen", std::string());
   if (!listen.ok()) return listen.status();
-  if (!listen->empty() && listen->find(':') == std::string::npos) {
-    return query->Error("listen", "expected host:port, e.g. 127.0.0.1:8080");
+  if (!listen->empty()) {
+    if (Result<HostPort> hp = ParseHostPort(*listen); !hp.ok()) {
+      return query->Error("listen", hp.status().message());
+    }
   }
   spec.query_listen = *listen;
 

@@ -62,6 +62,20 @@ fi
 
 wait "$sim_pid" || { echo "the simulator failed:"; cat "$work/simulate.log"; exit 1; }
 sim_pid=""
+# The last events fall in a pane that closes only when the watermark passes its end (the engine
+# advances it with processing time once the publisher is idle): wait until the stored watermark
+# says every pane of the run is in the state store, so the table covers the whole run.
+end_ms=$(date +%s%3N)
+pane_ms=10000  # the default topology's pane (operators[windows].options.pane)
+want=$(( (end_ms / pane_ms + 1) * pane_ms ))
+echo "== waiting for the last panes to be stored (watermark >= $want)"
+stored=0
+for _ in $(seq 1 600); do
+  wm=$(curl -s "$url/v1/health" | sed -n 's/.*"watermark_ms":\([0-9]*\).*/\1/p')
+  if [ -n "$wm" ] && [ "$wm" -ge "$want" ]; then stored=1; break; fi
+  sleep 0.1
+done
+[ "$stored" = 1 ] || echo "warning: the stored watermark did not reach the end of the run within 60 s"
 echo
 "$bin" query table --url "$url"
 echo

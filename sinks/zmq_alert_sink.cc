@@ -38,7 +38,7 @@ Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& opt
   INFERSCOPE_RETURN_IF_ERROR(
       options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced"}));
   Options opts;
-  Result<std::string> endpoint = options.GetString("endpoint");
+  Result<std::string> endpoint = options.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
   if (endpoint->empty()) return options.Error("endpoint", "must not be empty");
   opts.endpoint = *endpoint;

@@ -41,7 +41,7 @@ Status ZmqPubSink::Options::Validate() const {
 Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format"}));
   Options opts;
-  Result<std::string> endpoint = options.GetString("endpoint");
+  Result<std::string> endpoint = options.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
   opts.endpoint = *endpoint;
   if (opts.endpoint.empty()) return options.Error("endpoint", "must not be empty");

@@ -33,7 +33,7 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
       {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
        "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes"}));
   Options o;
-  Result<std::string> endpoint = node.GetString("endpoint");
+  Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
   o.endpoint = *endpoint;
 

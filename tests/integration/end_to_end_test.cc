@@ -61,7 +61,8 @@ class EngineProcess {
     ready_ = dir.str() + "/ready.json";
     log_ = dir.str() + "/engine.log";
     process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path, "--ready-file", ready_},
+        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
+                                 "--ready-file", ready_},
         log_);
   }
 
@@ -108,9 +109,10 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
                     .count();
   int64_t start = (now_ms - 60'000) / 10'000 * 10'000;
 
-  Subprocess publisher({testing::Python(), testing::SourceDir() + "/tests/integration/publish_known_events.py",
-                        engine.Endpoint("ingest"), std::to_string(start)},
-                       dir.str() + "/publisher.log");
+  Subprocess publisher(
+      {testing::Python(), testing::SourceDir() + "/tests/integration/publish_known_events.py",
+       engine.Endpoint("ingest"), std::to_string(start)},
+      dir.str() + "/publisher.log");
   ASSERT_EQ(publisher.Wait(), 0) << ReadFile(dir.str() + "/publisher.log");
 
   httplib::Client http(engine.Http());
@@ -121,7 +123,9 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
     summary = GetJson(http, query);
     return summary.is_object() && summary.contains("windows") && summary["windows"].size() == 1 &&
            summary["windows"][0]["count"] == 100;
-  })) << summary.dump() << "\n" << engine.Log();
+  })) << summary.dump()
+      << "\n"
+      << engine.Log();
   const json& w = summary["windows"][0];
   EXPECT_EQ(w["start"], start);
   EXPECT_EQ(w["end"], start + 10'000);
@@ -135,8 +139,9 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
   EXPECT_EQ(w["errors"], 10);
   EXPECT_NEAR(w["error_ratio"].get<double>(), 10.0 / 110, 1e-12);
 
-  json gauge = GetJson(http, "/v1/instances/node-a/summary?model=m1&metric=kv_cache_usage&window=10s&from=" +
-                                 std::to_string(start) + "&to=" + std::to_string(start + 10'000));
+  json gauge =
+      GetJson(http, "/v1/instances/node-a/summary?model=m1&metric=kv_cache_usage&window=10s&from=" +
+                        std::to_string(start) + "&to=" + std::to_string(start + 10'000));
   ASSERT_EQ(gauge["windows"].size(), 1u) << gauge.dump();
   EXPECT_EQ(gauge["windows"][0]["count"], 3);
   EXPECT_DOUBLE_EQ(gauge["windows"][0]["mean"].get<double>(), 0.5);
@@ -158,7 +163,8 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
     EXPECT_EQ(frames[0].to_string(), "summaries.node-a.m1");
     msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
     auto m = oh.get().as<std::map<std::string, msgpack::object>>();
-    if (m.at("metric").as<std::string>() != "ttft_ms" || m.at("start").as<int64_t>() != start) continue;
+    if (m.at("metric").as<std::string>() != "ttft_ms" || m.at("start").as<int64_t>() != start)
+      continue;
     EXPECT_EQ(m.at("count").as<uint64_t>(), 100u);
     EXPECT_DOUBLE_EQ(m.at("mean").as<double>(), 50.5);
     EXPECT_EQ(m.at("errors").as<uint64_t>(), 10u);
@@ -168,7 +174,8 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
 
   auto metrics = http.Get("/metrics");
   ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("inferscope_source_events_total{stage=\"ingest\"} 114"), std::string::npos)
+  EXPECT_NE(metrics->body.find("inferscope_source_events_total{stage=\"ingest\"} 114"),
+            std::string::npos)
       << metrics->body;
 
   // SIGTERM stops the engine cleanly.
@@ -185,12 +192,64 @@ TEST(EndToEndTest, CheckTopologyNamesFileLineAndField) {
   std::string log = dir.str() + "/check.log";
   Subprocess check({testing::InferscopeBinary(), "check-topology", path}, log);
   EXPECT_EQ(check.Wait(), 1);
-  EXPECT_NE(ReadFile(log).find(path + ":16:13: operators[0].options.pane:"), std::string::npos) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find(path + ":16:13: operators[0].options.pane:"), std::string::npos)
+      << ReadFile(log);
 
   Subprocess good({testing::InferscopeBinary(), "check-topology",
                    testing::SourceDir() + "/topologies/inference-fleet.yaml"},
                   dir.str() + "/good.log");
   EXPECT_EQ(good.Wait(), 0) << ReadFile(dir.str() + "/good.log");
+}
+
+// What `run` could not use is refused by `check-topology` already, naming file, line and field.
+TEST(EndToEndTest, CheckTopologyRefusesAddressesAndPathsRunCannotUse) {
+  TempDir dir;
+  std::string a_file = dir.str() + "/not-a-dir";
+  std::ofstream(a_file) << "x";
+  struct Case {
+    std::string from, to, expected;
+  };
+  const std::vector<Case> cases = {
+      {"listen: 127.0.0.1:0", "listen: 127.0.0.1:abc",
+       ":5:11: query.listen: '127.0.0.1:abc': port 'abc'"},
+      {"listen: 127.0.0.1:0", "listen: 127.0.0.1:99999",
+       ":5:11: query.listen: '127.0.0.1:99999': port"},
+      {"listen: 127.0.0.1:0", "listen: 127.0.0.1:-1", ":5:11: query.listen: '127.0.0.1:-1': port"},
+      {"listen: 127.0.0.1:0", "listen: abc", ":5:11: query.listen: 'abc': expected host:port"},
+      {"endpoint: tcp://127.0.0.1:*\noperators", "endpoint: not-an-endpoint\noperators",
+       ":10:17: sources[0].options.endpoint: 'not-an-endpoint' has no transport"},
+      {"endpoint: tcp://127.0.0.1:*\n)", "endpoint: tcp://127.0.0.1:70000\n)",
+       ":27:17: sinks[1].options.endpoint: 'tcp://127.0.0.1:70000': port '70000'"},
+      {"path: STATE", "path: " + a_file,
+       ":3:9: state.path: '" + a_file + "' exists and is not a directory"},
+  };
+  for (const Case& c : cases) {
+    std::string text = std::string(kTopology) + ")";
+    size_t at = text.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    text.replace(at, c.from.size(), c.to);
+    text.pop_back();
+    std::string path = dir.str() + "/bad.yaml";
+    std::ofstream(path, std::ios::trunc) << text;
+    std::string log = dir.str() + "/check.log";
+    std::filesystem::remove(log);
+    Subprocess check({testing::InferscopeBinary(), "check-topology", path}, log);
+    EXPECT_EQ(check.Wait(), 1) << c.to;
+    EXPECT_NE(ReadFile(log).find(path + c.expected), std::string::npos) << c.to << "\n"
+                                                                        << ReadFile(log);
+  }
+
+  // The command-line overrides are checked the same way.
+  std::string good = dir.str() + "/good.yaml";
+  std::ofstream(good) << kTopology;
+  Subprocess bad_dir({testing::InferscopeBinary(), "run", "--topology", good, "--state-dir", a_file,
+                      "--duration", "1"},
+                     dir.str() + "/run.log");
+  EXPECT_EQ(bad_dir.Wait(), 2);
+  EXPECT_NE(ReadFile(dir.str() + "/run.log")
+                .find("--state-dir: '" + a_file + "' exists and is not a directory"),
+            std::string::npos)
+      << ReadFile(dir.str() + "/run.log");
 }
 
 }  // namespace

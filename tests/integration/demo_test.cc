@@ -1,0 +1,54 @@
+// `make demo` as a newcomer runs it: scripts/demo.sh against the built binary, on the default
+// topology and its fixed ports.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using testing::ReadFile;
+using testing::Subprocess;
+using testing::TempDir;
+
+// The table is printed only once the stored watermark has passed the end of the run, so every
+// simulated instance has its whole panes in it (it once printed 4 of 6 instances, with 10 s of a
+// 30 s run each).
+TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
+  TempDir dir;
+  const std::string build_dir =
+      std::filesystem::path(testing::InferscopeBinary()).parent_path().parent_path().string();
+  const std::string log = dir.str() + "/demo.log";
+  Subprocess demo({"/usr/bin/env", "BUILD_DIR=" + build_dir, "DURATION=25", "RATE=600", "bash",
+                   testing::SourceDir() + "/scripts/demo.sh"},
+                  log);
+  ASSERT_EQ(demo.Wait(std::chrono::seconds(120)), 0) << ReadFile(log);
+  const std::string out = ReadFile(log);
+  std::istringstream lines(out);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string instance;
+    int models = 0;
+    double span_s = 0;
+    if (!(fields >> instance >> models >> span_s)) continue;
+    if (instance.rfind("vllm-", 0) != 0 && instance.rfind("tgi-", 0) != 0 &&
+        instance.rfind("sglang-", 0) != 0) {
+      continue;
+    }
+    ++rows;
+    EXPECT_EQ(models, 2) << line;
+    // 25 s of events touch 3 or 4 panes of 10 s; the first and last are partial, so the table
+    // covers the whole panes between them: 10 or 20 s, never less.
+    EXPECT_GE(span_s, 10) << line;
+  }
+  EXPECT_EQ(rows, 6) << out;
+}
+
+}  // namespace
+}  // namespace inferscope

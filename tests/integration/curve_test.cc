@@ -56,7 +56,7 @@ sinks:
     inputs: [windows]
 )";
 
-int Run(const std::vector<std::string>& argv, const std::string& log) {
+int RunProcess(const std::vector<std::string>& argv, const std::string& log) {
   Subprocess p(argv, log);
   return p.Wait(std::chrono::seconds(60));
 }
@@ -84,13 +84,13 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   const std::string log = dir.str() + "/commands.log";
   const std::string bin = testing::InferscopeBinary();
   for (const char* name : {"engine", "gateway", "stranger"}) {
-    ASSERT_EQ(Run({bin, "keygen", "--out", dir.str() + "/" + name}, log), 0) << ReadFile(log);
+    ASSERT_EQ(RunProcess({bin, "keygen", "--out", dir.str() + "/" + name}, log), 0) << ReadFile(log);
   }
   struct stat st {};
   ASSERT_EQ(::stat((dir.str() + "/engine.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   // keygen does not overwrite a key pair by accident.
-  EXPECT_EQ(Run({bin, "keygen", "--out", dir.str() + "/engine"}, log), 1);
+  EXPECT_EQ(RunProcess({bin, "keygen", "--out", dir.str() + "/engine"}, log), 1);
 
   // The gateway key may publish as gateway-*; the stranger key is not listed.
   std::string gateway_pub = ReadFile(dir.str() + "/gateway.pub");
@@ -98,7 +98,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   std::ofstream(dir.str() + "/publishers") << "# who may publish\n" << gateway_pub << " gateway-*\n";
   const std::string topology = dir.str() + "/topology.yaml";
   std::ofstream(topology) << kTopology;
-  ASSERT_EQ(Run({bin, "check-topology", topology}, log), 0) << ReadFile(log);
+  ASSERT_EQ(RunProcess({bin, "check-topology", topology}, log), 0) << ReadFile(log);
 
   const std::string ready = dir.str() + "/ready.json";
   const std::string engine_log = dir.str() + "/engine.log";
@@ -123,14 +123,14 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   };
 
   // A listed key publishes: the simulator and the Python client.
-  ASSERT_EQ(Run({bin, "simulate", "-e", ingest, "--publisher-id", "gateway-sim", "--curve-key",
+  ASSERT_EQ(RunProcess({bin, "simulate", "-e", ingest, "--publisher-id", "gateway-sim", "--curve-key",
                  dir.str() + "/gateway.key", "--curve-server-key", dir.str() + "/engine.pub",
                  "--duration", "0.5", "--rate", "200", "--instances", "1", "--models", "1",
                  "--batch-size", "10"},
                 log),
             0)
       << ReadFile(log);
-  ASSERT_EQ(Run({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
                  ingest, "gateway-py", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "20"},
                 log),
             0)
@@ -141,7 +141,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   })) << metrics();
 
   // A listed key under an id it may not use: every message rejected and counted.
-  ASSERT_EQ(Run({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
                  ingest, "billing", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "32"},
                 log),
             0)
@@ -157,7 +157,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   // An unlisted key: refused at the handshake, counted, nothing applied.
   const double events_before =
       Metric(metrics(), "inferscope_source_events_total", {"stage=\"ingest\""});
-  ASSERT_EQ(Run({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
                  ingest, "gateway-evil", dir.str() + "/stranger.key", dir.str() + "/engine.pub",
                  "16"},
                 log),

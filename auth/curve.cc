@@ -166,29 +166,6 @@ Result<std::string> ReadCurveKeyFile(const std::string& path) {
   return key;
 }
 
-bool GlobMatch(std::string_view pattern, std::string_view text) {
-  size_t p = 0;
-  size_t t = 0;
-  size_t star = std::string_view::npos;  // position of the last '*' in pattern
-  size_t star_text = 0;                  // where the text stood when it was seen
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
-      ++p;
-      ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      star_text = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++star_text;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
-
 bool AuthorizedKeys::Entry::MayPublishAs(std::string_view publisher) const {
   for (const std::string& glob : publisher_globs) {
     if (GlobMatch(glob, publisher)) return true;

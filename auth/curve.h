@@ -14,6 +14,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
+#include "pipeline/silence.h"  // GlobMatch
 #include "pipeline/status.h"
 
 namespace inferscope {
@@ -46,16 +47,13 @@ Status WriteCurveKeyFiles(const std::string& base, const CurveKeyPair& pair, boo
 // with '#' (that are not a key) are ignored. Errors name the file and line.
 Result<std::string> ReadCurveKeyFile(const std::string& path);
 
-// Shell-style glob: '*' matches any run of bytes (also none), '?' any one byte, everything else
-// itself. No allocation; linear backtracking on the last '*'.
-bool GlobMatch(std::string_view pattern, std::string_view text);
-
 // AuthorizedKeys is a parsed authorised-keys file: one client public key per line, each with the
 // publisher ids it may publish under:
 //
 //   # comment lines start with '#'; blank lines are ignored
 //   <40-character Z85 public key> <glob>[,<glob>...]   # optional trailing comment
 //
+// Globs as in silences (GlobMatch): '*' any run of bytes, '?' one byte, anything else itself.
 // Immutable once loaded, so the ZAP thread and a source thread may read it concurrently.
 class AuthorizedKeys {
  public:

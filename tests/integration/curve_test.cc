@@ -50,10 +50,28 @@ operators:
     options:
       pane: 10s
       out_of_orderness: 2s
+  - name: rules
+    type: threshold_rules
+    inputs: [windows]
+    options:
+      rules:
+        - name: slow
+          metric: e2e_ms
+          stat: max
+          op: ">"
+          levels: {warning: 1000000}
 sinks:
   - name: state
     type: rocksdb_state
     inputs: [windows]
+  - name: alerts
+    type: zmq_alerts
+    inputs: [rules]
+    options:
+      endpoint: tcp://127.0.0.1:*
+      curve:                                 # who may subscribe
+        server_secret_key_file: engine.key
+        authorized_keys_file: subscribers
 )";
 
 int RunProcess(const std::vector<std::string>& argv, const std::string& log) {
@@ -96,6 +114,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   std::string gateway_pub = ReadFile(dir.str() + "/gateway.pub");
   gateway_pub = gateway_pub.substr(gateway_pub.find('\n') + 1, 40);
   std::ofstream(dir.str() + "/publishers") << "# who may publish\n" << gateway_pub << " gateway-*\n";
+  std::ofstream(dir.str() + "/subscribers") << gateway_pub << "\n";
   const std::string topology = dir.str() + "/topology.yaml";
   std::ofstream(topology) << kTopology;
   ASSERT_EQ(RunProcess({bin, "check-topology", topology}, log), 0) << ReadFile(log);
@@ -169,6 +188,21 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   EXPECT_EQ(Metric(metrics(), "inferscope_source_events_total", {"stage=\"ingest\""}),
             events_before);
   EXPECT_NE(ReadFile(engine_log).find("refused a CurveZMQ client"), std::string::npos);
+
+  // `tail` presents its key: with an unlisted one the stream sink refuses (and counts) it.
+  const std::string alerts = info["endpoints"]["alerts"];
+  EXPECT_EQ(RunProcess({bin, "tail", "-e", alerts, "--curve-key", dir.str() + "/missing.key",
+                        "--curve-server-key", dir.str() + "/engine.pub"},
+                       log),
+            2);
+  Subprocess tail({bin, "tail", "-e", alerts, "--curve-key", dir.str() + "/stranger.key",
+                   "--curve-server-key", dir.str() + "/engine.pub"},
+                  log);
+  ASSERT_TRUE(WaitFor([&] {
+    return Metric(metrics(), "inferscope_sink_auth_failures_total", {"stage=\"alerts\""}) >= 1;
+  })) << metrics();
+  tail.Signal(SIGTERM);
+  EXPECT_EQ(tail.Wait(), 0);
 
   engine.Signal(SIGTERM);
   EXPECT_EQ(engine.Wait(), 0) << ReadFile(engine_log);

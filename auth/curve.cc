@@ -47,7 +47,6 @@ size_t Tokens(std::string_view line, std::string_view* out, size_t max, std::str
   return n;
 }
 
-
 Result<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::IOError(path + ": cannot open: " + std::strerror(errno));
@@ -130,7 +129,8 @@ Status WriteCurveKeyFiles(const std::string& base, const CurveKeyPair& pair, boo
       "# inferscope CurveZMQ secret key (Z85). Keep it private: whoever holds it can publish or\n"
       "# subscribe as this key. Public key: " +
       pair.public_key + "\n" + pair.secret_key + "\n";
-  const std::string public_text = "# inferscope CurveZMQ public key (Z85)\n" + pair.public_key + "\n";
+  const std::string public_text =
+      "# inferscope CurveZMQ public key (Z85)\n" + pair.public_key + "\n";
   INFERSCOPE_RETURN_IF_ERROR(WriteFile(base + ".key", secret_text, 0600, overwrite));
   return WriteFile(base + ".pub", public_text, 0644, overwrite);
 }

@@ -19,7 +19,8 @@ namespace inferscope {
 // publisher ids the sender may use: the ZAP handler gives each connection the User-Id of its
 // client key, and every message carries that User-Id as a property.
 //
-// Metrics (besides the decoder's inferscope_source_rejected_total{reason="unauthorized_publisher"}):
+// Metrics (besides the decoder's
+// inferscope_source_rejected_total{reason="unauthorized_publisher"}):
 //   inferscope_source_auth_failures_total{stage}                  handshakes refused (unknown key)
 //   inferscope_source_unauthorized_total{stage,publisher}         messages (and hellos) refused,
 //       by claimed publisher id; the first kMaxClaimedLabels ids get a label each, the rest

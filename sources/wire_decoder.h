@@ -29,7 +29,8 @@ enum class RejectReason : uint8_t {
   kBatchTooLarge,    // more than max_events_per_message events
   kMessageTooLarge,  // payload larger than max_message_bytes
   kPublisherLimit,   // the publisher id could not be interned (the Interner is full)
-  kUnauthorizedPublisher,  // CurveZMQ: the sender's key may not use this publisher id
+  // CurveZMQ: the sender's key may not use this publisher id (PublisherAuthorizer).
+  kUnauthorizedPublisher,
   // Event-level.
   kMissingField,
   kWrongType,

@@ -113,7 +113,7 @@ class ZmqSource final : public Source {
   std::unique_ptr<zmq::socket_t> socket_;
   std::string endpoint_;
   std::unique_ptr<WireDecoder> decoder_;
-  std::unique_ptr<IngestAuth> auth_;      // with options_.curve
+  std::unique_ptr<IngestAuth> auth_;       // with options_.curve
   PublisherAuthorizer* sender_ = nullptr;  // the current message's sender (null without curve)
   zmq::message_t topic_;
   zmq::message_t payload_;

@@ -102,7 +102,8 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   const std::string log = dir.str() + "/commands.log";
   const std::string bin = testing::InferscopeBinary();
   for (const char* name : {"engine", "gateway", "stranger"}) {
-    ASSERT_EQ(RunProcess({bin, "keygen", "--out", dir.str() + "/" + name}, log), 0) << ReadFile(log);
+    ASSERT_EQ(RunProcess({bin, "keygen", "--out", dir.str() + "/" + name}, log), 0)
+        << ReadFile(log);
   }
   struct stat st {};
   ASSERT_EQ(::stat((dir.str() + "/engine.key").c_str(), &st), 0);
@@ -113,7 +114,8 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   // The gateway key may publish as gateway-*; the stranger key is not listed.
   std::string gateway_pub = ReadFile(dir.str() + "/gateway.pub");
   gateway_pub = gateway_pub.substr(gateway_pub.find('\n') + 1, 40);
-  std::ofstream(dir.str() + "/publishers") << "# who may publish\n" << gateway_pub << " gateway-*\n";
+  std::ofstream(dir.str() + "/publishers") << "# who may publish\n"
+                                           << gateway_pub << " gateway-*\n";
   std::ofstream(dir.str() + "/subscribers") << gateway_pub << "\n";
   const std::string topology = dir.str() + "/topology.yaml";
   std::ofstream(topology) << kTopology;
@@ -142,14 +144,31 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   };
 
   // A listed key publishes: the simulator and the Python client.
-  ASSERT_EQ(RunProcess({bin, "simulate", "-e", ingest, "--publisher-id", "gateway-sim", "--curve-key",
-                 dir.str() + "/gateway.key", "--curve-server-key", dir.str() + "/engine.pub",
-                 "--duration", "0.5", "--rate", "200", "--instances", "1", "--models", "1",
-                 "--batch-size", "10"},
-                log),
+  ASSERT_EQ(RunProcess({bin,
+                        "simulate",
+                        "-e",
+                        ingest,
+                        "--publisher-id",
+                        "gateway-sim",
+                        "--curve-key",
+                        dir.str() + "/gateway.key",
+                        "--curve-server-key",
+                        dir.str() + "/engine.pub",
+                        "--duration",
+                        "0.5",
+                        "--rate",
+                        "200",
+                        "--instances",
+                        "1",
+                        "--models",
+                        "1",
+                        "--batch-size",
+                        "10"},
+                       log),
             0)
       << ReadFile(log);
-  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+  ASSERT_EQ(RunProcess(
+                {testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
                  ingest, "gateway-py", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "20"},
                 log),
             0)
@@ -160,10 +179,11 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   })) << metrics();
 
   // A listed key under an id it may not use: every message rejected and counted.
-  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
-                 ingest, "billing", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "32"},
-                log),
-            0)
+  ASSERT_EQ(
+      RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+                  ingest, "billing", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "32"},
+                 log),
+      0)
       << ReadFile(log);
   ASSERT_TRUE(WaitFor([&] {
     return Metric(metrics(), "inferscope_source_rejected_total",
@@ -176,11 +196,12 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   // An unlisted key: refused at the handshake, counted, nothing applied.
   const double events_before =
       Metric(metrics(), "inferscope_source_events_total", {"stage=\"ingest\""});
-  ASSERT_EQ(RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
-                 ingest, "gateway-evil", dir.str() + "/stranger.key", dir.str() + "/engine.pub",
-                 "16"},
-                log),
-            0)
+  ASSERT_EQ(
+      RunProcess(
+          {testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py", ingest,
+           "gateway-evil", dir.str() + "/stranger.key", dir.str() + "/engine.pub", "16"},
+          log),
+      0)
       << ReadFile(log);
   ASSERT_TRUE(WaitFor([&] {
     return Metric(metrics(), "inferscope_source_auth_failures_total", {"stage=\"ingest\""}) >= 1;

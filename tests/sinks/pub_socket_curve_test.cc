@@ -99,9 +99,9 @@ TEST(PubSocketCurveTest, StreamSinksTakeTheCurveOption) {
     std::ofstream out(dir.str() + "/subscribers");
     out << "# dashboards\n" << NewPair().public_key << "\n";
   }
-  const std::string yaml = "endpoint: tcp://127.0.0.1:*\ncurve: {server_secret_key_file: " +
-                           dir.str() + "/streams.key, authorized_keys_file: " + dir.str() +
-                           "/subscribers}";
+  const std::string yaml =
+      "endpoint: tcp://127.0.0.1:*\ncurve: {server_secret_key_file: " + dir.str() +
+      "/streams.key, authorized_keys_file: " + dir.str() + "/subscribers}";
   Result<std::unique_ptr<ZmqPubSink>> summaries =
       ZmqPubSink::Create(ConfigNode("<test>", YAML::Load(yaml), "sinks[0].options"));
   ASSERT_TRUE(summaries.ok()) << summaries.status().ToString();

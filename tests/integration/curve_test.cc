@@ -43,10 +43,18 @@ sources:
     type: zmq
     options:
       endpoint: tcp://127.0.0.1:*
+  - name: acked
+    type: zmq
+    options:
+      endpoint: tcp://127.0.0.1:*
+      mode: router
+      curve:
+        server_secret_key_file: engine.key
+        authorized_keys_file: publishers
 operators:
   - name: windows
     type: window_aggregate
-    inputs: [ingest, plain]
+    inputs: [ingest, plain, acked]
     options:
       pane: 10s
       out_of_orderness: 2s
@@ -144,29 +152,27 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   };
 
   // A listed key publishes: the simulator and the Python client.
-  ASSERT_EQ(RunProcess({bin,
-                        "simulate",
-                        "-e",
-                        ingest,
-                        "--publisher-id",
-                        "gateway-sim",
-                        "--curve-key",
-                        dir.str() + "/gateway.key",
-                        "--curve-server-key",
-                        dir.str() + "/engine.pub",
-                        "--duration",
-                        "0.5",
-                        "--rate",
-                        "200",
-                        "--instances",
-                        "1",
-                        "--models",
-                        "1",
-                        "--batch-size",
-                        "10"},
-                       log),
-            0)
-      << ReadFile(log);
+  const std::vector<std::string> simulate = {bin,
+                                             "simulate",
+                                             "-e",
+                                             ingest,
+                                             "--publisher-id",
+                                             "gateway-sim",
+                                             "--curve-key",
+                                             dir.str() + "/gateway.key",
+                                             "--curve-server-key",
+                                             dir.str() + "/engine.pub",
+                                             "--duration",
+                                             "0.5",
+                                             "--rate",
+                                             "200",
+                                             "--instances",
+                                             "1",
+                                             "--models",
+                                             "1",
+                                             "--batch-size",
+                                             "10"};
+  ASSERT_EQ(RunProcess(simulate, log), 0) << ReadFile(log);
   ASSERT_EQ(RunProcess(
                 {testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
                  ingest, "gateway-py", dir.str() + "/gateway.key", dir.str() + "/engine.pub", "20"},
@@ -177,6 +183,16 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
     const std::string m = metrics();
     return Metric(m, "inferscope_source_events_total", {"stage=\"ingest\""}) >= 20;
   })) << metrics();
+
+  // Acknowledged mode with keys: the Python AckedPublisher gets every message acknowledged.
+  ASSERT_EQ(
+      RunProcess({testing::Python(), testing::SourceDir() + "/tests/integration/publish_curve.py",
+                  info["endpoints"]["acked"].get<std::string>(), "gateway-acked",
+                  dir.str() + "/gateway.key", dir.str() + "/engine.pub", "40", "acked"},
+                 log),
+      0)
+      << ReadFile(log);
+  EXPECT_EQ(Metric(metrics(), "inferscope_source_events_total", {"stage=\"acked\""}), 40);
 
   // A listed key under an id it may not use: every message rejected and counted.
   ASSERT_EQ(

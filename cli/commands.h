@@ -32,6 +32,8 @@ struct SimulateArgs {
   double spike_start_s = -1;      // ... from this many seconds after start ...
   double spike_duration_s = 0;    // ... for this long ...
   double spike_factor = 10;       // ... multiplying its latencies by this
+  std::string curve_key;          // CurveZMQ: this publisher's secret key file (keygen's NAME.key)
+  std::string curve_server_key;   // CurveZMQ: the engine source's public key file (NAME.pub)
 };
 int SimulateCommand(const SimulateArgs& args);
 
@@ -47,6 +49,8 @@ struct TailArgs {
   std::string endpoint = "tcp://127.0.0.1:5557";  // the zmq_alerts sink
   std::string topic = "alerts.";                  // subscription prefix
   bool json = false;                              // one JSON object per line
+  std::string curve_key;         // CurveZMQ: this subscriber's secret key file (keygen's NAME.key)
+  std::string curve_server_key;  // CurveZMQ: the stream's public key file (NAME.pub)
 };
 // Prints one line per alert until SIGINT/SIGTERM.
 int TailCommand(const TailArgs& args);
@@ -62,5 +66,14 @@ struct DetectArgs {
   std::string config;             // YAML mapping of DetectorOptions fields
 };
 int DetectCommand(const DetectArgs& args);
+
+// `inferscope keygen`: writes a new CurveZMQ key pair to NAME.key (the secret key, mode 0600) and
+// NAME.pub (the public key) and prints the public key. Exit code 0, 1 on failure (a file exists
+// without --force, I/O errors, libzmq without CURVE).
+struct KeygenArgs {
+  std::string out;     // NAME: the files' path without extension
+  bool force = false;  // overwrite existing files
+};
+int KeygenCommand(const KeygenArgs& args);
 
 }  // namespace inferscope

@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--spike-start", sim.spike_start_s, "Spike start, seconds after start");
   sim_cmd->add_option("--spike-duration", sim.spike_duration_s, "Spike length in seconds");
   sim_cmd->add_option("--spike-factor", sim.spike_factor, "Latency multiplier during the spike")->capture_default_str();
+  sim_cmd->add_option("--curve-key", sim.curve_key, "CurveZMQ: this publisher's secret key file (keygen NAME.key)");
+  sim_cmd->add_option("--curve-server-key", sim.curve_server_key, "CurveZMQ: the source's public key file (NAME.pub)");
 
   inferscope::TableArgs table;
   CLI::App* query_cmd = app.add_subcommand("query", "Read from a running engine's query API");
@@ -56,6 +58,13 @@ int main(int argc, char** argv) {
   tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")->capture_default_str();
   tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")->capture_default_str();
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
+  tail_cmd->add_option("--curve-key", tail.curve_key, "CurveZMQ: this subscriber's secret key file (keygen NAME.key)");
+  tail_cmd->add_option("--curve-server-key", tail.curve_server_key, "CurveZMQ: the stream's public key file (NAME.pub)");
+
+  inferscope::KeygenArgs keygen;
+  CLI::App* keygen_cmd = app.add_subcommand("keygen", "Write a CurveZMQ key pair: NAME.key (secret, mode 0600) and NAME.pub");
+  keygen_cmd->add_option("-o,--out", keygen.out, "NAME: the files' path without extension")->required();
+  keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing files");
 
   inferscope::DetectArgs detect;
   CLI::App* detect_cmd =
@@ -83,5 +92,6 @@ int main(int argc, char** argv) {
   if (*table_cmd) return inferscope::QueryTableCommand(table);
   if (*tail_cmd) return inferscope::TailCommand(tail);
   if (*detect_cmd) return inferscope::DetectCommand(detect);
+  if (*keygen_cmd) return inferscope::KeygenCommand(keygen);
   return 0;
 }

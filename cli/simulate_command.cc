@@ -139,8 +139,15 @@ int SimulateCommand(const SimulateArgs& args) {
   options.endpoint = args.endpoint;
   options.publisher_id = args.publisher_id;
   options.batch_size = static_cast<size_t>(args.batch_size);
-  client::Publisher pub(options);
   std::string error;
+  if (!args.curve_key.empty() || !args.curve_server_key.empty()) {
+    if (!client::LoadCurveClientKeys(args.curve_key, args.curve_server_key, &options.curve,
+                                     &error)) {
+      spdlog::error("simulate: --curve-key/--curve-server-key: {}", error);
+      return 2;
+    }
+  }
+  client::Publisher pub(options);
   if (!pub.Connect(&error)) {
     spdlog::error("simulate: cannot connect to {}: {}", args.endpoint, error);
     return 1;

@@ -17,6 +17,7 @@
 #include <zmq_addon.hpp>
 
 #include "cli/commands.h"
+#include "clients/cpp/curve.h"
 
 namespace inferscope {
 namespace {
@@ -122,6 +123,15 @@ int TailCommand(const TailArgs& args) {
     zmq::socket_t sub(ctx, zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
     sub.set(zmq::sockopt::subscribe, args.topic);
+    if (!args.curve_key.empty() || !args.curve_server_key.empty()) {
+      client::CurveClientKeys keys;
+      std::string error;
+      if (!client::LoadCurveClientKeys(args.curve_key, args.curve_server_key, &keys, &error) ||
+          !client::ApplyCurveClientKeys(sub, keys, &error)) {
+        spdlog::error("tail: --curve-key/--curve-server-key: {}", error);
+        return 2;
+      }
+    }
     sub.connect(args.endpoint);
     spdlog::debug("tail: subscribed to '{}' on {}", args.topic, args.endpoint);
     while (!g_stop) {

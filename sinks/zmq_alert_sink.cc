@@ -36,7 +36,7 @@ Status ZmqAlertSink::Options::Validate() const {
 
 Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(
-      options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced"}));
+      options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced", "curve"}));
   Options opts;
   Result<std::string> endpoint = options.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -57,6 +57,9 @@ Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& opt
   Result<bool> silenced = options.GetBool("include_silenced", opts.include_silenced);
   if (!silenced.ok()) return silenced.status();
   opts.include_silenced = *silenced;
+  Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
+  if (!curve.ok()) return curve.status();
+  opts.curve = std::move(curve).value();
   INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
   return std::make_unique<ZmqAlertSink>(std::move(opts));
 }
@@ -76,6 +79,7 @@ Status ZmqAlertSink::Open(const StageContext& ctx) {
                               "Silenced alerts a stream sink did not publish", labels);
   errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
                                     labels);
+  pub_.RequireKeys(options_.curve, ctx.metrics, ctx.name);
   return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_alerts");
 }
 

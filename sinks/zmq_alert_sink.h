@@ -23,7 +23,8 @@ namespace inferscope {
 // JSON) is specified in docs/PROTOCOL.md, "Alert stream".
 //
 // Options: `endpoint` (required; bound), `sndhwm` (default 10000), `format` (msgpack | json),
-// `include_silenced` (default false: alerts a silence matched are not published).
+// `include_silenced` (default false: alerts a silence matched are not published), `curve`
+// (optional: only the listed subscriber keys may subscribe; see PubSocket).
 // Lifecycle: Open binds; Write publishes; Close closes with a 100 ms linger.
 // Concurrency: Write from the sink thread only.
 // Limitations: fire-and-forget like every PUB socket; the durable copy is in the state store
@@ -40,6 +41,9 @@ class ZmqAlertSink final : public Sink {
     std::string endpoint;     // required; the address to bind
     int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
     Format format = Format::kMsgpack;
+    // Who may subscribe: CurveZMQ server keys and the authorised subscriber keys. Default: off
+    // (anyone who can connect subscribes).
+    CurveServerOptions curve;
     bool include_silenced = false;
     Status Validate() const;
   };

@@ -39,7 +39,7 @@ Status ZmqPubSink::Options::Validate() const {
 }
 
 Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format"}));
+  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
   Options opts;
   Result<std::string> endpoint = options.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -57,6 +57,9 @@ Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options
   } else {
     return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
   }
+  Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
+  if (!curve.ok()) return curve.status();
+  opts.curve = std::move(curve).value();
   INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
   return std::make_unique<ZmqPubSink>(std::move(opts));
 }
@@ -75,6 +78,7 @@ Status ZmqPubSink::Open(const StageContext& ctx) {
                                       "Messages a sink published or wrote", labels);
   errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
                                     labels);
+  pub_.RequireKeys(options_.curve, ctx.metrics, ctx.name);
   return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_pub");
 }
 

@@ -25,7 +25,8 @@ struct WindowSummary;
 //
 // Options: `endpoint` (required; bound, e.g. "tcp://127.0.0.1:*"), `sndhwm` (default 10000
 // messages; beyond it PUB drops for slow subscribers, as ZeroMQ does), `format` ("msgpack", the
-// default, or "json").
+// default, or "json"), `curve` (optional: only the listed subscriber keys may subscribe; see
+// PubSocket).
 // Lifecycle: Open binds (Endpoint() then returns the resolved address), Write publishes, Close
 // closes the socket with a short linger (100 ms). Concurrency: Write from the sink thread only.
 // Limitations: fire-and-forget; a subscriber that joins late misses earlier summaries.
@@ -40,6 +41,9 @@ class ZmqPubSink final : public Sink {
     std::string endpoint;     // required; the address to bind
     int64_t sndhwm = 10'000;  // send high-water mark in messages; >= 0 (0 = unlimited)
     Format format = Format::kMsgpack;
+    // Who may subscribe: CurveZMQ server keys and the authorised subscriber keys. Default: off
+    // (anyone who can connect subscribes).
+    CurveServerOptions curve;
     Status Validate() const;
   };
   static constexpr int kVersion = 1;

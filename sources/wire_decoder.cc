@@ -39,6 +39,7 @@ constexpr std::string_view kReasonNames[kNumRejectReasons] = {
     "batch_too_large",
     "message_too_large",
     "publisher_limit",
+    "unauthorized_publisher",
     "missing_field",
     "wrong_type",
     "unknown_kind",
@@ -287,7 +288,7 @@ std::string_view RejectReasonName(RejectReason reason) {
 }
 
 bool IsMessageLevel(RejectReason reason) {
-  return reason >= RejectReason::kBadFrames && reason <= RejectReason::kPublisherLimit;
+  return reason >= RejectReason::kBadFrames && reason <= RejectReason::kUnauthorizedPublisher;
 }
 
 std::string_view SequenceVerdictName(SequenceVerdict verdict) {
@@ -1139,7 +1140,8 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
     reason_counters_[i] = MakeCounter(
         "inferscope_source_rejected_total",
         "Rejected input: messages for message-level reasons (bad_frames, not_msgpack, "
-        "bad_envelope, unknown_version, batch_too_large, message_too_large, publisher_limit), "
+        "bad_envelope, unknown_version, batch_too_large, message_too_large, publisher_limit, "
+        "unauthorized_publisher), "
         "events for the others.",
         {{"stage", stage_}, {"reason", std::string(RejectReasonName(reason))}});
   }
@@ -1229,14 +1231,19 @@ void WireDecoder::RejectMessage(RejectReason reason, DecodeResult& result) {
 }
 
 void WireDecoder::RecordBadFrames(size_t total_bytes) {
+  RecordRejectedMessage(RejectReason::kBadFrames, total_bytes);
+}
+
+void WireDecoder::RecordRejectedMessage(RejectReason reason, size_t total_bytes) {
   ++messages_;
   messages_counter_->Inc();
   bytes_counter_->Inc(total_bytes);
-  ++reason_counts_[static_cast<size_t>(RejectReason::kBadFrames)];
-  reason_counters_[static_cast<size_t>(RejectReason::kBadFrames)]->Inc();
+  ++reason_counts_[static_cast<size_t>(reason)];
+  reason_counters_[static_cast<size_t>(reason)]->Inc();
 }
 
-DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
+DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
+                                 const PublisherAuthorizer* authorizer) {
   DecodeResult result;
   ++messages_;
   messages_counter_->Inc();
@@ -1323,6 +1330,12 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch) {
   if (!walker.events_is_array()) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"events\" missing or not an array");
+    return result;
+  }
+  if (authorizer != nullptr && !authorizer->MayPublishAs(pub->str())) {
+    reject(RejectReason::kUnauthorizedPublisher);
+    SetDetail(result, "the sender's key may not publish as \"%.*s\"",
+              static_cast<int>(std::min<size_t>(pub->len, 64)), pub->str().data());
     return result;
   }
   const StringId publisher =

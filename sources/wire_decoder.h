@@ -29,6 +29,8 @@ enum class RejectReason : uint8_t {
   kBatchTooLarge,    // more than max_events_per_message events
   kMessageTooLarge,  // payload larger than max_message_bytes
   kPublisherLimit,   // the publisher id could not be interned (the Interner is full)
+  // CurveZMQ: the sender's key may not use this publisher id (PublisherAuthorizer).
+  kUnauthorizedPublisher,
   // Event-level.
   kMissingField,
   kWrongType,
@@ -40,7 +42,7 @@ enum class RejectReason : uint8_t {
   kTimestampOutOfRange,
   kCardinalityLimit,  // an instance/model/metric string could not be interned
 };
-inline constexpr int kNumRejectReasons = 17;  // including kNone
+inline constexpr int kNumRejectReasons = 18;  // including kNone
 
 // "bad_frames", "not_msgpack", ..., "cardinality_limit"; "" for kNone.
 std::string_view RejectReasonName(RejectReason reason);
@@ -78,6 +80,15 @@ struct DecodeResult {
 
   std::array<char, 160> detail_buf{};
   uint8_t detail_len = 0;
+};
+
+// Decides whether the sender of the message being decoded may publish under a publisher id (with
+// CurveZMQ, by the sender's client key: see auth/curve.h). Decode asks it once per message whose
+// envelope is valid, before the publisher id is interned or its sequence number looked at.
+class PublisherAuthorizer {
+ public:
+  virtual ~PublisherAuthorizer() = default;
+  virtual bool MayPublishAs(std::string_view publisher) const = 0;
 };
 
 struct WireDecoderOptions {
@@ -144,7 +155,10 @@ class WireDecoder {
   // Decodes one payload, appending its accepted events to `batch` (events already in the batch
   // are kept). Never fails and never throws: everything wrong is reported in the result and
   // counted. Sets batch.publisher to the publisher when the batch holds only its events, else to 0.
-  DecodeResult Decode(std::string_view payload, EventBatch& batch);
+  // With an `authorizer`, a message whose publisher id it refuses is rejected
+  // (unauthorized_publisher) without touching that publisher's state.
+  DecodeResult Decode(std::string_view payload, EventBatch& batch,
+                      const PublisherAuthorizer* authorizer = nullptr);
 
   // Sets the sequence number expected next from `publisher` (restoring from a checkpoint).
   void RestoreSequence(StringId publisher, uint64_t next_seq);
@@ -153,6 +167,9 @@ class WireDecoder {
 
   // Counts a transport message that did not have exactly 2 frames (reason bad_frames).
   void RecordBadFrames(size_t total_bytes);
+  // Counts a transport message the source rejected itself (a hello with a publisher id its sender
+  // may not use: unauthorized_publisher).
+  void RecordRejectedMessage(RejectReason reason, size_t total_bytes);
 
   // Totals since construction, for tests and logging.
   uint64_t rejected_count(RejectReason reason) const {

@@ -25,13 +25,18 @@ Status ZmqSource::Options::Validate() const {
   if (endpoint.empty()) return Status::InvalidArgument("zmq source: endpoint is required");
   if (rcvhwm < 0) return Status::InvalidArgument("zmq source: rcvhwm must be >= 0");
   if (batch_events < 1) return Status::InvalidArgument("zmq source: batch_events must be >= 1");
+  if (curve.enabled() && !binds()) {
+    return Status::InvalidArgument(
+        "zmq source: curve needs a bound socket (the engine is the CurveZMQ server)");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(curve.Validate().WithContext("zmq source"));
   return decoder.Validate().WithContext("zmq source");
 }
 
 Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
       {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
-       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes"}));
+       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes", "curve"}));
   Options o;
   Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -99,6 +104,9 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
       "max_message_bytes", static_cast<int64_t>(d.max_message_bytes), 16, int64_t{1} << 31);
   if (!max_message.ok()) return max_message.status();
   d.max_message_bytes = static_cast<size_t>(*max_message);
+  Result<CurveServerOptions> curve = ParseCurveServerOptions(node, /*require_globs=*/true);
+  if (!curve.ok()) return curve.status();
+  o.curve = std::move(curve).value();
 
   Status valid = o.Validate();
   if (!valid.ok()) return node.Error("", valid.message());
@@ -130,6 +138,15 @@ Status ZmqSource::Open(const StageContext& ctx) {
                                   : options_.mode == Mode::kSub ? zmq::socket_type::sub
                                                                 : zmq::socket_type::router;
     socket_ = std::make_unique<zmq::socket_t>(*context_, type);
+    if (options_.curve.enabled()) {
+      auth_ = std::make_unique<IngestAuth>(options_.curve, ctx.name, ctx.metrics);
+      Status started = auth_->Start(*context_);
+      if (!started.ok()) {
+        Close();
+        return started;
+      }
+      auth_->Configure(*socket_);
+    }
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
     if (options_.mode == Mode::kSub) {
@@ -145,11 +162,18 @@ Status ZmqSource::Open(const StageContext& ctx) {
     }
   } catch (const zmq::error_t& e) {
     socket_.reset();
+    if (auth_ != nullptr) auth_->Stop();
     context_.reset();
     return ZmqError(
         (options_.binds() ? "zmq source: cannot bind " : "zmq source: cannot connect ") +
             options_.endpoint,
         e);
+  }
+  if (auth_ == nullptr) {
+    spdlog::warn(
+        "source {}: ingest on {} is unauthenticated: any client can publish under any publisher "
+        "id (set the source's curve option; see docs/PROTOCOL.md, Security)",
+        ctx.name, options_.binds() ? endpoint_ : options_.endpoint);
   }
   return Status::Ok();
 }
@@ -185,12 +209,13 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
     return true;
   }
   const std::string_view payload(static_cast<const char*>(payload_.data()), payload_.size());
+  if (auth_ != nullptr) sender_ = auth_->Authorize(payload_);
   if (router && topic_.to_string_view() == "hello") {
     AnswerHello(payload);
     return true;
   }
   if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
-  DecodeResult result = decoder_->Decode(payload, batch);
+  DecodeResult result = decoder_->Decode(payload, batch, sender_);
   if (result.first_reason != RejectReason::kNone) LogRejection(result);
   if (result.applied) batch.sequences.push_back({result.publisher, result.seq});
   if (router && result.publisher != 0) {
@@ -232,6 +257,10 @@ void ZmqSource::AnswerHello(std::string_view payload) {
   }
   if (pub.empty() || pub.size() > 255) {
     decoder_->RecordBadFrames(payload.size());
+    return;
+  }
+  if (sender_ != nullptr && !sender_->MayPublishAs(pub)) {  // unanswered: nothing to learn
+    decoder_->RecordRejectedMessage(RejectReason::kUnauthorizedPublisher, payload.size());
     return;
   }
   const StringId id = ctx_.interner->Intern(pub);
@@ -410,6 +439,7 @@ void ZmqSource::Close() {
     socket_->close();  // linger is 0: pending messages are dropped
     socket_.reset();
   }
+  if (auth_ != nullptr) auth_->Stop();  // its sockets must be closed before the context
   if (context_ != nullptr) {
     context_->close();
     context_.reset();

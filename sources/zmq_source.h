@@ -15,6 +15,7 @@
 #include "pipeline/config.h"
 #include "pipeline/source.h"
 #include "pipeline/status.h"
+#include "sources/ingest_auth.h"
 #include "sources/wire_decoder.h"
 
 namespace inferscope {
@@ -38,6 +39,10 @@ namespace inferscope {
 // number and the next expected one, so a restarted publisher knows where to resume. The applied
 // sequence numbers are part of every checkpoint and restored on start (Restore), in every mode.
 // Robustness: any input is decoded or rejected with a reason (see WireDecoder); nothing crashes.
+// Security (docs/PROTOCOL.md, "Security"): with `curve`, a bound source is a CurveZMQ server that
+// admits only the client keys of its authorised-keys file, and a message or hello whose publisher
+// id the sender's key may not use is rejected (unauthorized_publisher) before it touches that
+// publisher's sequence state. Without it, Open warns that ingest is unauthenticated.
 // Concurrency: Open/Close/Restore on the engine thread, Run on the source's own thread,
 // OnCheckpointDurable on a sink thread (it hands the acks over under a mutex).
 class ZmqSource final : public Source {
@@ -64,6 +69,8 @@ class ZmqSource final : public Source {
     // Emit the current batch once it holds this many events. Default 1024; >= 1.
     size_t batch_events = 1024;
     WireDecoderOptions decoder;
+    // CurveZMQ server keys and the authorised client keys (default: off). Requires binds().
+    CurveServerOptions curve;
 
     bool binds() const { return bind.has_value() ? *bind : mode != Mode::kSub; }
     Status Validate() const;
@@ -71,7 +78,7 @@ class ZmqSource final : public Source {
 
   // From a topology's `options` mapping: endpoint, mode, bind, topics, rcvhwm, on_full,
   // batch_events, max_future_skew, max_past, max_events_per_message, max_string_bytes,
-  // max_message_bytes.
+  // max_message_bytes, curve ({server_secret_key_file, authorized_keys_file}).
   static Result<std::unique_ptr<ZmqSource>> Create(const ConfigNode& options);
 
   // `options` must be valid (Create validates; tests may construct directly).
@@ -106,6 +113,8 @@ class ZmqSource final : public Source {
   std::unique_ptr<zmq::socket_t> socket_;
   std::string endpoint_;
   std::unique_ptr<WireDecoder> decoder_;
+  std::unique_ptr<IngestAuth> auth_;       // with options_.curve
+  PublisherAuthorizer* sender_ = nullptr;  // the current message's sender (null without curve)
   zmq::message_t topic_;
   zmq::message_t payload_;
   zmq::message_t extra_;

@@ -50,6 +50,10 @@ bool AckedPublisher::Connect(std::string* error) {
     socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
     socket_->set(zmq::sockopt::sndhwm, options_.sndhwm);
     socket_->set(zmq::sockopt::linger, options_.linger_ms);
+    std::string curve_error;
+    if (options_.curve.enabled() && !ApplyCurveClientKeys(*socket_, options_.curve, &curve_error)) {
+      return fail(curve_error);
+    }
     socket_->connect(options_.endpoint);
     msgpack::sbuffer hello;
     msgpack::packer<msgpack::sbuffer> pk(hello);

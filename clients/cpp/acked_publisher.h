@@ -28,6 +28,8 @@ struct AckedPublisherOptions {
   int hello_timeout_ms = 2000;  // how long Connect waits for the engine's answer to its hello
   int sndhwm = 100000;          // ZMQ_SNDHWM in messages
   int linger_ms = 0;            // unacknowledged messages are resent, so nothing needs lingering
+  // CurveZMQ keys, for an engine source that requires them.
+  CurveClientKeys curve;
 };
 
 // AckedPublisher sends protocol-v1 messages in acknowledged mode (docs/PROTOCOL.md §9): the engine

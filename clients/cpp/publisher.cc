@@ -183,6 +183,11 @@ bool Publisher::Connect(std::string* error) {
     socket_->set(zmq::sockopt::sndhwm, options_.sndhwm);
     socket_->set(zmq::sockopt::sndtimeo, options_.send_timeout_ms);
     socket_->set(zmq::sockopt::linger, options_.linger_ms);
+    if (options_.curve.enabled()) {
+      std::string curve_error;
+      if (options_.bind) return fail("curve keys need a connecting socket (the engine binds)");
+      if (!ApplyCurveClientKeys(*socket_, options_.curve, &curve_error)) return fail(curve_error);
+    }
     if (options_.bind) {
       socket_->bind(options_.endpoint);
       endpoint_ = socket_->get(zmq::sockopt::last_endpoint);

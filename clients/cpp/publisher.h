@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "clients/cpp/curve.h"
+
 namespace zmq {
 class context_t;
 class socket_t;
@@ -101,6 +103,8 @@ struct PublisherOptions {
   // dropped (and counted) when it expires.
   int send_timeout_ms = 5000;
   int linger_ms = 2000;  // how long Close() waits for unsent messages
+  // CurveZMQ keys, for an engine source that requires them (connecting sockets only).
+  CurveClientKeys curve;
 };
 
 // Publisher batches events and sends them as protocol-v1 messages [topic, payload].

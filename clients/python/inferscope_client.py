@@ -14,6 +14,12 @@ messages. Not thread-safe: use one Publisher per thread.
 AckedPublisher is the acknowledged mode (docs/PROTOCOL.md §9, a ``mode: router`` source): messages
 are kept and resent until the engine acknowledges them as durable, so every event counts exactly
 once, across engine restarts too.
+
+Both take ``curve=CurveKeys(...)`` for an engine source that requires CurveZMQ keys
+(docs/PROTOCOL.md, "Security"):
+
+    keys = CurveKeys.from_files("gateway-1.key", "engine.pub")  # files from `inferscope keygen`
+    pub = Publisher("tcp://engine:5555", "gateway-1", curve=keys)
 """
 
 import collections
@@ -22,12 +28,73 @@ import time
 
 import msgpack
 import zmq
+import zmq.utils.z85
 
 PROTOCOL_VERSION = 1
 MAX_STRING_BYTES = 255
 
-__all__ = ["Publisher", "AckedPublisher", "encode_payload", "request_event", "gauge_event",
-           "PROTOCOL_VERSION"]
+__all__ = ["Publisher", "AckedPublisher", "CurveKeys", "load_key_file", "encode_payload",
+           "request_event", "gauge_event", "PROTOCOL_VERSION"]
+
+
+def _is_z85_key(text):
+    if len(text) != 40:
+        return False
+    try:
+        zmq.utils.z85.decode(text)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True
+
+
+def load_key_file(path):
+    """Returns the Z85 key (str) of a key file written by `inferscope keygen` (NAME.key or
+    NAME.pub): the line holding a 40-character key; '#' lines are comments."""
+    key = None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            words = line.split()
+            if not words:
+                continue
+            if len(words) == 1 and _is_z85_key(words[0]):
+                if key is not None:
+                    raise ValueError(f"{path}:{number}: a second key (a key file holds one)")
+                key = words[0]
+            elif not words[0].startswith("#"):
+                raise ValueError(f"{path}:{number}: expected a 40-character Z85 key")
+    if key is None:
+        raise ValueError(f"{path}: no key")
+    return key
+
+
+class CurveKeys:
+    """CurveZMQ client keys (Z85 strings) for an engine endpoint that requires them: the
+    endpoint's public key, this client's secret key and (derived when None) its public key."""
+
+    def __init__(self, server_public_key, secret_key, public_key=None):
+        if not zmq.has("curve"):
+            raise RuntimeError("this libzmq was built without CURVE (libsodium)")
+        for name, key in (("server_public_key", server_public_key), ("secret_key", secret_key)):
+            if not isinstance(key, str) or not _is_z85_key(key):
+                raise ValueError(f"{name} must be a 40-character Z85 key")
+        if public_key is None:
+            public_key = zmq.curve_public(secret_key.encode("ascii")).decode("ascii")
+        elif not _is_z85_key(public_key):
+            raise ValueError("public_key must be a 40-character Z85 key")
+        self.server_public_key = server_public_key
+        self.secret_key = secret_key
+        self.public_key = public_key
+
+    @classmethod
+    def from_files(cls, secret_key_file, server_public_key_file):
+        """From this client's NAME.key and the engine endpoint's NAME.pub."""
+        return cls(load_key_file(server_public_key_file), load_key_file(secret_key_file))
+
+    def apply(self, sock):
+        """Makes `sock` (before it connects) a CurveZMQ client."""
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_public_key.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key.encode("ascii"))
 
 
 def _now_ms():
@@ -122,7 +189,8 @@ class Publisher:
     """
 
     def __init__(self, endpoint, publisher_id, batch_size=256, socket="push", topic="metrics",
-                 bind=False, sndhwm=1000, send_timeout_ms=5000, context=None, first_seq=0):
+                 bind=False, sndhwm=1000, send_timeout_ms=5000, context=None, first_seq=0,
+                 curve=None):
         _check_name("publisher_id", publisher_id)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -141,6 +209,10 @@ class Publisher:
         self._socket = self._context.socket(zmq.PUSH if socket == "push" else zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, sndhwm)
         self._socket.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+        if curve is not None:
+            if bind:
+                raise ValueError("curve keys need a connecting socket (the engine binds)")
+            curve.apply(self._socket)
         if bind:
             self._socket.bind(endpoint)
             self.endpoint = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -239,6 +311,7 @@ class AckedPublisher:
         acknowledged.
       sndhwm, linger_ms: ZeroMQ socket options (nothing needs lingering: unacknowledged messages
         are resent).
+      curve: CurveKeys for a source that requires CurveZMQ keys (None: plain ZeroMQ).
 
     Acknowledgements are read, and timed-out messages resent, inside every call; a publisher that
     stops calling for longer than resend_timeout_ms should call poll() now and then. Not
@@ -247,7 +320,7 @@ class AckedPublisher:
 
     def __init__(self, endpoint, publisher_id, topic="metrics", batch_size=256, max_unacked=4096,
                  block_timeout_ms=-1, resend_timeout_ms=3000, hello_timeout_ms=2000,
-                 sndhwm=100000, linger_ms=0, context=None):
+                 sndhwm=100000, linger_ms=0, context=None, curve=None):
         if not endpoint:
             raise ValueError("endpoint is required")
         _check_name("publisher_id", publisher_id)
@@ -263,6 +336,7 @@ class AckedPublisher:
         self.hello_timeout_ms = hello_timeout_ms
         self.sndhwm = sndhwm
         self.linger_ms = linger_ms
+        self.curve = curve
         self.next_seq = 0          # the sequence number of the next message
         self.messages_sent = 0     # sends, resends included
         self.last_error = ""
@@ -292,6 +366,8 @@ class AckedPublisher:
         try:
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.LINGER, self.linger_ms)
+            if self.curve is not None:
+                self.curve.apply(sock)
             sock.connect(self.endpoint)
             hello = msgpack.packb({"v": PROTOCOL_VERSION, "pub": self.publisher_id},
                                   use_bin_type=True)

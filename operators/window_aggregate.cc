@@ -323,13 +323,67 @@ WindowAggregateOperator::PublisherClock* WindowAggregateOperator::FindOrAddPubli
   return &p;
 }
 
+int64_t WindowAggregateOperator::OthersProgress(const PublisherClock* p, int64_t now_ms) {
+  progress_scratch_.clear();
+  for (const PublisherClock& other : publishers_) {
+    if (&other != p && other.fresh_max_ms != INT64_MIN && Active(other, now_ms)) {
+      progress_scratch_.push_back(other.fresh_max_ms);
+    }
+  }
+  if (progress_scratch_.empty()) return INT64_MIN;
+  // The processing clock votes too: event time near it is progress, not an outlier, even when
+  // the other active publishers are slow.
+  progress_scratch_.push_back(now_ms);
+  const auto median =
+      progress_scratch_.begin() + static_cast<ptrdiff_t>(progress_scratch_.size() / 2);
+  std::nth_element(progress_scratch_.begin(), median, progress_scratch_.end());
+  return *median;
+}
+
+bool WindowAggregateOperator::SupportsAhead(const PublisherClock* p, int64_t t,
+                                            int64_t running_max_ms, int64_t now_ms) {
+  const int64_t others = OthersProgress(p, now_ms);
+  if (others != INT64_MIN) return t <= others + max_publisher_lag_ms_;
+  // Nobody else is active: the publisher's own recent progress, the clock, or a lasting jump.
+  if (p != nullptr && p->fresh_max_ms != INT64_MIN && Active(*p, now_ms)) {
+    running_max_ms = std::max(running_max_ms, p->fresh_max_ms);
+  }
+  if (running_max_ms != INT64_MIN && t <= running_max_ms + max_publisher_lag_ms_) return true;
+  if (t <= now_ms + out_of_orderness_ms_ + max_publisher_lag_ms_) return true;
+  const int64_t reanchor_ms = options_.idle_timeout_ms > 0 ? options_.idle_timeout_ms : 5'000;
+  return p != nullptr && p->outlier_since_ms != INT64_MIN &&
+         now_ms - p->outlier_since_ms >= reanchor_ms;
+}
+
+void WindowAggregateOperator::FutureOutlier(const Event& e, StringId publisher, PublisherClock* p,
+                                            int64_t now_ms, OutputBatch& out) {
+  out.dead_letters.push_back({e, "future_outlier", watermark_ms_});
+  if (p != nullptr && p->outlier_since_ms == INT64_MIN) p->outlier_since_ms = now_ms;
+  if (metrics_ == nullptr) return;
+  Counter* counter = p != nullptr ? p->future_outliers : nullptr;
+  if (counter == nullptr) {
+    counter = RejectedByPublisher("future_outlier", publisher);
+    if (p != nullptr) p->future_outliers = counter;
+  }
+  counter->Inc();
+}
+
+Counter* WindowAggregateOperator::RejectedByPublisher(std::string_view reason, StringId publisher) {
+  const std::string name = interner_ != nullptr && publisher != 0
+                               ? std::string(interner_->Name(publisher))
+                               : std::string("unknown");
+  return metrics_->GetCounter(
+      "inferscope_window_rejected_by_publisher_total",
+      "Events not applied (future outliers, series over the limit), by "
+      "reason and publisher",
+      {{"stage", stage_}, {"reason", std::string(reason)}, {"publisher", name}});
+}
+
 void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) {
   if (max_event_time_ms_ == INT64_MIN) return;
   int64_t wm = INT64_MAX;
   for (const PublisherClock& p : publishers_) {
-    const bool active = options_.idle_timeout_ms == 0 || p.last_arrival_ms == INT64_MIN ||
-                        now_ms - p.last_arrival_ms < options_.idle_timeout_ms;
-    if (active && p.max_event_time_ms != INT64_MIN) {
+    if (Active(p, now_ms) && p.max_event_time_ms != INT64_MIN) {
       wm = std::min(wm, p.max_event_time_ms - out_of_orderness_ms_);
     }
   }
@@ -340,7 +394,6 @@ void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) 
     if (idle < options_.idle_timeout_ms) return;
     wm = max_event_time_ms_ + idle - out_of_orderness_ms_;
   }
-  wm = std::max(wm, max_event_time_ms_ - out_of_orderness_ms_ - max_publisher_lag_ms_);
   AdvanceWatermark(wm, out);
 }
 
@@ -461,7 +514,6 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
   if (batch.events.empty()) return Status::Ok();
   if (clock_ == nullptr) return Status::Internal("window_aggregate: Process before Open");
   const int64_t now_ms = clock_->NowMs();
-  last_arrival_ms_ = now_ms;
   uint64_t late = 0;
   uint64_t rejected_series = 0;
   uint64_t rejected_time = 0;
@@ -503,17 +555,30 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       ++rejected_metric;
       continue;
     }
+    PublisherClock* p =
+        batch_publisher != nullptr ? batch_publisher : FindOrAddPublisher(e.publisher);
+    if (watermark_ms_ == INT64_MIN) {
+      // The first event anchors the watermark.
+      AdvanceWatermark(t - out_of_orderness_ms_ - max_publisher_lag_ms_, out);
+    } else if (t > watermark_ms_ + out_of_orderness_ms_ + max_publisher_lag_ms_) {
+      // Beyond the horizon: the watermark moves up (so that the ring never holds two open panes
+      // in a slot) only when the other publishers' progress supports it.
+      const int64_t own = batch_publisher != nullptr ? batch_max_time : INT64_MIN;
+      if (!SupportsAhead(p, t, own, now_ms)) {
+        FutureOutlier(e, batch.publisher != 0 ? batch.publisher : e.publisher, p, now_ms, out);
+        continue;
+      }
+      AdvanceWatermark(t - out_of_orderness_ms_ - max_publisher_lag_ms_, out);
+    }
+    last_arrival_ms_ = now_ms;
+    max_event_time_ms_ = std::max(max_event_time_ms_, t);
     if (batch_publisher != nullptr) {
       batch_max_time = std::max(batch_max_time, t);
-    } else if (PublisherClock* p = FindOrAddPublisher(e.publisher); p != nullptr) {
+    } else if (p != nullptr) {
       p->max_event_time_ms = std::max(p->max_event_time_ms, t);
+      p->fresh_max_ms = std::max(p->fresh_max_ms, t);
       p->last_arrival_ms = now_ms;
-    }
-    if (t > max_event_time_ms_) {
-      max_event_time_ms_ = t;
-      // The lag bound applies at once, so that the ring never holds two open panes in a slot.
-      const int64_t floor = t - out_of_orderness_ms_ - max_publisher_lag_ms_;
-      if (floor > watermark_ms_) AdvanceWatermark(floor, out);
+      p->outlier_since_ms = INT64_MIN;
     }
     if (t < pane_start || t >= pane_end) {
       pane = FloorDiv(t, pane_ms_);
@@ -583,10 +648,12 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       a[7].Add(e.quality, t);
     }
   }
-  if (batch_publisher != nullptr) {
+  if (batch_publisher != nullptr && batch_max_time != INT64_MIN) {
     batch_publisher->max_event_time_ms =
         std::max(batch_publisher->max_event_time_ms, batch_max_time);
+    batch_publisher->fresh_max_ms = std::max(batch_publisher->fresh_max_ms, batch_max_time);
     batch_publisher->last_arrival_ms = now_ms;
+    batch_publisher->outlier_since_ms = INT64_MIN;
   }
   EmitUpdates(out);
   UpdateWatermark(now_ms, out);

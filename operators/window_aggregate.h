@@ -20,13 +20,26 @@ namespace inferscope {
 // its (instance, model) (ttft_ms ... quality); a gauge event feeds (instance, model, metric). Panes
 // are aligned to the epoch: [k * pane, (k + 1) * pane).
 //
-// Watermarks: each publisher has its own (its largest event time minus `out_of_orderness`); the
-// operator's watermark is the smallest of them over the publishers heard from within
-// `idle_timeout` (an idle publisher stops holding it back), never decreasing, and never more than
-// `out_of_orderness + max_publisher_lag` behind the largest event time seen (a publisher lagging
-// further has its events treated as late). It advances after each batch. When every publisher has
-// been idle for `idle_timeout` of processing time, OnTimer advances it as if event time kept pace
-// with the clock, so the last panes of a stream that stops still close.
+// Watermarks: each publisher has its own (its largest accepted event time minus
+// `out_of_orderness`); the operator's watermark is the smallest of them over the publishers that
+// had an event accepted within `idle_timeout` (an idle publisher stops holding it back), never
+// decreasing. It advances after each batch. When every publisher has been idle for
+// `idle_timeout` of processing time, OnTimer advances it as if event time kept pace with the
+// clock, so the last panes of a stream that stops still close.
+//
+// Horizon and future outliers: events are applied up to the horizon, watermark +
+// `out_of_orderness` + `max_publisher_lag` (this bound keeps the pane ring finite). An event
+// beyond it moves the watermark up to its time minus `out_of_orderness + max_publisher_lag` only
+// when the other publishers support it: when other publishers are active, it must be within
+// `max_publisher_lag` of the upper median of their largest event times and the processing clock
+// (so one publisher, or any minority, cannot drag the watermark past the others, and a publisher
+// on time by the clock is not held back by slow ones); when none is, within
+// `max_publisher_lag` of its own publisher's progress or of the processing clock (+
+// `out_of_orderness`), or its publisher has sent nothing but such events for `idle_timeout`
+// (a publisher whose clock jumped for good re-anchors). Any other event is a future outlier: not
+// applied, not counted as progress or activity, emitted as a dead letter (reason
+// "future_outlier") and counted per publisher. A publisher lagging more than
+// `max_publisher_lag` behind a publisher so supported has its events treated as late.
 //
 // Lateness: a pane fires (its summary is emitted) when the watermark passes its end, and stays in
 // memory for `allowed_lateness` more. An event for a fired pane within that time updates it, and
@@ -134,9 +147,15 @@ class WindowAggregateOperator final : public Operator {
   // The watermark contribution of one publisher.
   struct PublisherClock {
     StringId publisher = 0;
-    int64_t max_event_time_ms = INT64_MIN;
-    int64_t last_arrival_ms = INT64_MIN;  // processing time
+    int64_t max_event_time_ms = INT64_MIN;  // largest accepted (not future outlier) event time
+    int64_t last_arrival_ms = INT64_MIN;    // processing time of the last accepted event
+    // Largest accepted event time since this operator started (not restored): the progress that
+    // supports another publisher's event beyond the horizon.
+    int64_t fresh_max_ms = INT64_MIN;
+    // Processing time of the first future outlier since the publisher's last accepted event.
+    int64_t outlier_since_ms = INT64_MIN;
     Counter* dead_letters = nullptr;
+    Counter* future_outliers = nullptr;
   };
 
   // Open addressing with linear probing; returns the group index or kNoGroup.
@@ -157,6 +176,19 @@ class WindowAggregateOperator final : public Operator {
   // still holds another open pane (cannot happen with the ring sized from out_of_orderness).
   Aggregate* PaneAggregates(uint32_t group, int64_t pane, size_t slot, int64_t time_ms);
   PublisherClock* FindOrAddPublisher(StringId publisher);
+  bool Active(const PublisherClock& p, int64_t now_ms) const {
+    return options_.idle_timeout_ms == 0 || p.last_arrival_ms == INT64_MIN ||
+           now_ms - p.last_arrival_ms < options_.idle_timeout_ms;
+  }
+  // Whether event time `t`, beyond the horizon, from publisher `p` (null: untracked) whose
+  // progress in this step so far is `running_max_ms`, is supported (see the class comment).
+  bool SupportsAhead(const PublisherClock* p, int64_t t, int64_t running_max_ms, int64_t now_ms);
+  // The upper median of the fresh progress of the active publishers other than `p` and of
+  // `now_ms`, or INT64_MIN when there is no other active publisher.
+  int64_t OthersProgress(const PublisherClock* p, int64_t now_ms);
+  Counter* RejectedByPublisher(std::string_view reason, StringId publisher);
+  void FutureOutlier(const Event& e, StringId publisher, PublisherClock* p, int64_t now_ms,
+                     OutputBatch& out);
   // Recomputes the watermark from the publishers' clocks at processing time `now_ms`.
   void UpdateWatermark(int64_t now_ms, OutputBatch& out);
   void AdvanceWatermark(int64_t watermark_ms, OutputBatch& out);
@@ -192,6 +224,7 @@ class WindowAggregateOperator final : public Operator {
   std::vector<uint32_t> batch_slots_;
 
   std::vector<PublisherClock> publishers_;
+  std::vector<int64_t> progress_scratch_;            // OthersProgress (capacity reused)
   std::vector<std::pair<uint32_t, int64_t>> dirty_;  // (group, pane) changed after firing
   int64_t max_event_time_ms_ = INT64_MIN;
   int64_t watermark_ms_ = INT64_MIN;
@@ -201,7 +234,7 @@ class WindowAggregateOperator final : public Operator {
   int64_t oldest_open_pane_ = kNoPane;     // lowest pane number with a non-empty close list
   int64_t newest_open_pane_ = kNoPane;
   int64_t next_close_end_ms_ = INT64_MAX;  // end of the oldest pane to fire or purge
-  int64_t last_arrival_ms_ = INT64_MIN;    // processing time of the last non-empty batch
+  int64_t last_arrival_ms_ = INT64_MIN;    // processing time of the last accepted event
   int64_t open_panes_ = 0;
   int64_t series_ = 0;
   uint64_t emitted_ = 0;  // summaries emitted since metrics were last published

@@ -49,12 +49,24 @@ namespace inferscope {
 //
 // Lifecycle: construct (or Create from options) → Open → Process / OnTimer → Close.
 // Concurrency: none; the engine's operator thread makes every call.
-// Limitations: at most `max_series` series are tracked (a request
-// (instance, model) counts as kNumWellKnownIds series); events for further series are counted in
-// inferscope_window_rejected_events_total{reason="series_limit"}. Events with times beyond
-// ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
-// reason="no_metric". A gauge whose metric is a request metric (ttft_ms ...) joins that series.
-// Series are never evicted.
+// Series lifetime: a series (a request (instance, model) counts as kNumWellKnownIds series) is
+// tracked from its first event. One with no open pane whose last event is more than `series_ttl`
+// of event time behind the watermark expires: it is forgotten (its checkpoint record deleted, its
+// names released to the Interner so they can be reclaimed) and counted
+// (inferscope_window_series_expired_total); a later event starts it afresh. Event time, not
+// processing time: expiry then follows the data (a replay or a catch-up after downtime expires
+// nothing it still feeds), and when input stops the watermark advances with the clock after
+// idle_timeout, so idle series expire all the same.
+//
+// Limitations: at most `max_series` series are tracked, and at most `max_series_per_publisher`
+// created by one publisher (the publisher of a series' first event owns it until it expires), so
+// one publisher cannot take the whole table. Events for further series are counted in
+// inferscope_window_rejected_events_total{reason="series_limit"} and per publisher in
+// inferscope_window_rejected_by_publisher_total{reason="series_limit",publisher}. Events with
+// times beyond ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
+// reason="no_metric", events whose names were reclaimed while they were queued (possible only
+// for an event queued for longer than a whole Interner sweep interval) with reason="stale_name".
+// A gauge whose metric is a request metric (ttft_ms ...) joins that series.
 class WindowAggregateOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "window_aggregate";
@@ -81,12 +93,19 @@ class WindowAggregateOperator final : public Operator {
     bool flush_on_close = true;
     // Upper bound on tracked series (memory bound). Default 1,000,000; at least kNumWellKnownIds.
     int64_t max_series = 1'000'000;
+    // Series one publisher may own. Default 0: half of max_series. Otherwise between
+    // kNumWellKnownIds and max_series.
+    int64_t max_series_per_publisher = 0;
+    // Event time (on the watermark) after its last event at which a series with no open pane
+    // expires. Default 1 h; 0 keeps series for ever; otherwise at least the pane.
+    int64_t series_ttl_ms = 3'600'000;
 
     Status Validate() const;
   };
 
   // Reads `pane`, `out_of_orderness`, `idle_timeout`, `allowed_lateness`, `max_publisher_lag`,
-  // `flush_on_close`, `max_series`; unknown fields are errors.
+  // `flush_on_close`, `max_series`, `max_series_per_publisher`, `series_ttl`; unknown fields are
+  // errors.
   static Result<std::unique_ptr<WindowAggregateOperator>> Create(const ConfigNode& options);
   static Result<Options> ParseOptions(const ConfigNode& options);
 
@@ -107,9 +126,15 @@ class WindowAggregateOperator final : public Operator {
   // Pane slots currently holding data, and tracked series.
   int64_t open_panes() const { return open_panes_; }
   int64_t series() const { return series_; }
+  // Series expired so far.
+  uint64_t series_expired() const { return series_expired_; }
+  // Expires the idle series among the next `max_groups` groups of the table (OnTimer calls it with
+  // a bound that visits a million series within seconds).
+  void ExpireIdleSeries(size_t max_groups);
 
  private:
   static constexpr uint32_t kNoGroup = UINT32_MAX;
+  static constexpr uint32_t kNoOwner = UINT32_MAX;
   static constexpr int64_t kNoPane = INT64_MIN;
 
   // One hash-table key: (instance, model) packed in 64 bits, plus the gauge metric (0 for the
@@ -124,9 +149,13 @@ class WindowAggregateOperator final : public Operator {
     uint64_t instance_model = 0;
     uint32_t metric = 0;
     uint32_t num_metrics = 0;
-    size_t first_agg = 0;   // index into aggs_ of pane slot 0, metric 0
-    size_t first_pane = 0;  // index into panes_ of pane slot 0
-    bool changed = false;   // pane data changed since the last checkpoint
+    size_t first_agg = 0;               // index into aggs_ of pane slot 0, metric 0
+    size_t first_pane = 0;              // index into panes_ of pane slot 0
+    int64_t last_event_ms = INT64_MIN;  // latest event time applied
+    uint32_t owner = kNoOwner;          // index into publishers_ of the publisher that created it
+    uint32_t open = 0;                  // ring slots holding a pane
+    bool changed = false;               // pane data changed since the last checkpoint
+    bool live = true;                   // false once expired (the slot is on a free list)
   };
   // The pane a group's ring slot holds (kNoPane when free).
   struct PaneSlot {
@@ -156,11 +185,20 @@ class WindowAggregateOperator final : public Operator {
     int64_t outlier_since_ms = INT64_MIN;
     Counter* dead_letters = nullptr;
     Counter* future_outliers = nullptr;
+    Counter* series_rejected = nullptr;
+    int64_t series = 0;  // series owned
   };
 
+  // Why FindOrAddGroup returned kNoGroup.
+  enum class AddFailure { kNone, kLimit, kStaleName };
   // Open addressing with linear probing; returns the group index or kNoGroup.
-  // Adds a group when there is room under max_series.
-  uint32_t FindOrAddGroup(uint64_t instance_model, uint32_t metric, uint32_t num_metrics);
+  // Adds a group when there is room under max_series and `owner`'s share (owner may be null).
+  uint32_t FindOrAddGroup(uint64_t instance_model, uint32_t metric, uint32_t num_metrics,
+                          PublisherClock* owner = nullptr);
+  void EraseFromTable(uint64_t instance_model, uint32_t metric);
+  void ExpireGroup(uint32_t group);
+  // The checkpoint key of a group: str(instance) str(model) str(metric or "").
+  void GroupKey(const Group& g, std::string* key) const;
   // The group of (instance_model, metric), or kNoGroup; never adds.
   uint32_t FindGroup(uint64_t instance_model, uint32_t metric) const;
   // Resolves the group and ring slot of every event of `batch` that has a group already into
@@ -218,7 +256,14 @@ class WindowAggregateOperator final : public Operator {
   std::vector<Group> groups_;
   std::vector<PaneSlot> panes_;
   std::vector<Aggregate> aggs_;
-  std::vector<CloseList> close_lists_;  // ring_ entries, indexed by pane number mod ring_
+  std::vector<CloseList> close_lists_;    // ring_ entries, indexed by pane number mod ring_
+  std::vector<uint32_t> free_groups_[2];  // expired groups to reuse: [0] gauges, [1] requests
+  size_t expire_cursor_ = 0;
+  // Checkpoint keys of expired groups whose deletion is not checkpointed yet.
+  std::vector<std::string> pending_deletes_;
+  int64_t max_series_per_publisher_ = 0;
+  AddFailure add_failure_ = AddFailure::kNone;
+  uint64_t series_expired_ = 0;
   // Per event of the batch being processed (capacity reused across batches).
   std::vector<uint32_t> batch_groups_;
   std::vector<uint32_t> batch_slots_;
@@ -252,6 +297,8 @@ class WindowAggregateOperator final : public Operator {
   Counter* rejected_series_ = nullptr;
   Counter* rejected_time_ = nullptr;
   Counter* rejected_metric_ = nullptr;
+  Counter* rejected_stale_ = nullptr;
+  Counter* expired_ = nullptr;
   Gauge* open_panes_gauge_ = nullptr;
   Gauge* series_gauge_ = nullptr;
   Gauge* watermark_gauge_ = nullptr;

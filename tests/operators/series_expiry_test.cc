@@ -42,7 +42,9 @@ struct Pipeline {
     ctx.metrics = &metrics;
     ctx.clock = &clock;
     op = Make(options);
-    if (op != nullptr) EXPECT_TRUE(op->Open(ctx).ok());
+    if (op != nullptr) {
+      EXPECT_TRUE(op->Open(ctx).ok());
+    }
   }
 
   // Sends one message from `publisher`: one gauge per instance name, at the clock's time.

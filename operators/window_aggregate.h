@@ -65,7 +65,7 @@ namespace inferscope {
 // inferscope_window_rejected_by_publisher_total{reason="series_limit",publisher}. Events with
 // times beyond ±2^53 ms are rejected with reason="bad_time", gauges without a metric id with
 // reason="no_metric", events whose names were reclaimed while they were queued (possible only
-// for an event queued for longer than a whole Interner sweep interval) with reason="stale_name".
+// for an event queued for longer than two Interner sweep intervals) with reason="stale_name".
 // A gauge whose metric is a request metric (ttft_ms ...) joins that series.
 class WindowAggregateOperator final : public Operator {
  public:

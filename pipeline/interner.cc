@@ -121,8 +121,11 @@ size_t Interner::Sweep() {
     Chunk& cell =
         chunks_[slot >> kChunkBits].load(std::memory_order_relaxed)[slot & (kChunkSize - 1)];
     Entry* entry = cell.load(std::memory_order_relaxed);
-    if (entry == nullptr || entry->pinned || entry->refs != 0 || entry->last_used >= epoch)
+    // Unused for two whole intervals: an event decoded through a cache before the previous
+    // sweep (which does not mark the name) has long been processed and written.
+    if (entry == nullptr || entry->pinned || entry->refs != 0 || entry->last_used + 1 >= epoch) {
       continue;
+    }
     cell.store(nullptr, std::memory_order_release);
     ids_.erase(std::string_view(entry->name));
     retired_.push_back(entry);

@@ -31,7 +31,7 @@ struct EngineSettings {
   // (needs a sink that writes checkpoints, i.e. rocksdb_state). 0 disables.
   int64_t checkpoint_interval_ms = 1000;
   // How often the Interner reclaims names that nobody holds any more (series expired, one-off
-  // names of rejected events). A name unused for one interval goes at the next. 0 disables.
+  // names of rejected events). A name unused for two whole intervals goes. 0 disables.
   int64_t string_sweep_interval_ms = 60'000;
 };
 

@@ -86,6 +86,7 @@ TEST(InternerReclaimTest, SweepReclaimsUnheldNamesAfterAFullInterval) {
   EXPECT_EQ(interner.Intern("full"), 0u);  // the table is full
 
   EXPECT_EQ(interner.Sweep(), 0u);  // "loose" was used in this interval
+  EXPECT_EQ(interner.Sweep(), 0u);  // and must stay unused for two
   EXPECT_EQ(interner.Name(loose), "loose");
   EXPECT_EQ(interner.Sweep(), 1u);
   EXPECT_EQ(interner.Name(loose), "");
@@ -105,6 +106,7 @@ TEST(InternerReclaimTest, SweepReclaimsUnheldNamesAfterAFullInterval) {
   // Released names wait a full interval too; well-known names are never reclaimed.
   interner.Unref(held);
   EXPECT_EQ(interner.Sweep(), 0u);  // "held" released and "full" interned in this interval
+  EXPECT_EQ(interner.Sweep(), 0u);
   EXPECT_EQ(interner.Name(held), "held");
   EXPECT_EQ(interner.Sweep(), 2u);
   EXPECT_EQ(interner.Name(held), "");
@@ -119,7 +121,8 @@ TEST(InternerReclaimTest, CachesStartAfreshAfterASweep) {
   InternCache cache(interner, 4);
   const StringId a = cache.Intern("a");
   interner.Sweep();
-  interner.Sweep();  // "a" was never seen again: reclaimed
+  interner.Sweep();
+  interner.Sweep();  // "a" was not seen again for two intervals: reclaimed
   EXPECT_EQ(interner.Name(a), "");
   const StringId again = cache.Intern("a");
   EXPECT_NE(again, a);

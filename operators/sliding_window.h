@@ -41,7 +41,10 @@ namespace inferscope {
 // ring are ignored (counted, reason "too_old"); so are pane summaries whose length differs from
 // the pane (reason "bad_pane") and series beyond `max_series` (reason "series_limit"). A window
 // that would need a pane that has left the ring is not re-emitted (counted as unrecomputable).
-// Series are never evicted. Memory per series is dominated by the ring: see
+// A series whose newest pane ends more than max(`series_ttl`, the ring) behind the upstream
+// watermark expires (counted, inferscope_sliding_series_expired_total): no pane can arrive any more
+// that would share a window with its stored panes, so forgetting them changes no result (a later
+// pane of the series starts it afresh). Memory per series is dominated by the ring: see
 // docs/ARCHITECTURE.md, "Sliding windows".
 class SlidingWindowOperator final : public Operator {
  public:
@@ -70,6 +73,9 @@ class SlidingWindowOperator final : public Operator {
     bool pass_panes = true;
     // Upper bound on tracked series (memory bound). Default 100,000; at least 1.
     int64_t max_series = 100'000;
+    // Event time (on the upstream watermark) after its newest pane at which a series is forgotten;
+    // never less than the ring. Default 1 h; 0 keeps series for ever.
+    int64_t series_ttl_ms = 3'600'000;
 
     Status Validate() const;
   };
@@ -107,6 +113,9 @@ class SlidingWindowOperator final : public Operator {
   uint64_t panes_too_old() const { return too_old_total_; }
   uint64_t panes_series_limit() const { return series_limit_total_; }
   uint64_t windows_unrecomputable() const { return unrecomputable_total_; }
+  uint64_t series_expired() const { return expired_total_; }
+  // Forgets the series idle beyond series_ttl (OnTimer calls it at most once a second).
+  void ExpireIdleSeries();
 
  private:
   static constexpr int64_t kNoPane = INT64_MIN;
@@ -129,6 +138,7 @@ class SlidingWindowOperator final : public Operator {
   Status SetPane(int64_t pane_ms);
   uint32_t FindOrAddSeries(const SeriesKey& key);
   void GrowTable();
+  void Rehash();
   void OnPane(const WindowSummary& pane, OutputBatch& out);
   // Emits the windows ending at the end of pane number `q` of `s` that span at least `min_panes`
   // panes, flagged `update`.
@@ -160,6 +170,11 @@ class SlidingWindowOperator final : public Operator {
   uint64_t bad_pane_total_ = 0;
   uint64_t series_limit_total_ = 0;
   uint64_t unrecomputable_total_ = 0;
+  uint64_t expired_total_ = 0;
+  uint64_t expired_published_ = 0;
+  int64_t watermark_ms_ = INT64_MIN;    // the upstream's, from ProcessResults
+  int64_t next_expiry_ms_ = INT64_MIN;  // processing time of the next expiry pass
+  Counter* expired_ = nullptr;
   // Totals already added to the counters below.
   uint64_t windows_published_ = 0, updates_published_ = 0, too_old_published_ = 0,
            bad_pane_published_ = 0, series_limit_published_ = 0, unrecomputable_published_ = 0;

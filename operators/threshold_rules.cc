@@ -291,6 +291,8 @@ const std::vector<uint32_t>& ThresholdRulesOperator::RulesFor(StringId metric) {
   for (uint32_t i = 0; i < options_.rules.size(); ++i) {
     if (options_.rules[i].metric == name) matching.push_back(i);
   }
+  // Reclaimed ids are never reused, but their entries would pile up: keep the cache small.
+  if (rules_by_metric_.size() >= 4096) rules_by_metric_.clear();
   return rules_by_metric_.emplace(metric, std::move(matching)).first->second;
 }
 

@@ -22,6 +22,9 @@ constexpr size_t kInitialTableSize = 1024;
 // Events between the prefetch of an event's bins and its application (the aggregates are
 // prefetched twice as far ahead).
 constexpr size_t kPrefetchDistance = 4;
+// Groups OnTimer visits for expiry per call (every 100 ms in the engine): a million series within
+// about 6 s, at a few nanoseconds each.
+constexpr size_t kExpireScanGroups = 16384;
 
 int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -60,14 +63,22 @@ Status WindowAggregateOperator::Options::Validate() const {
                                    std::to_string(kNumWellKnownIds) + " and " +
                                    std::to_string(kMaxSeriesLimit));
   }
+  if (max_series_per_publisher != 0 &&
+      (max_series_per_publisher < kNumWellKnownIds || max_series_per_publisher > max_series)) {
+    return Status::InvalidArgument(
+        "max_series_per_publisher must be 0 (half of max_series) or "
+        "between " +
+        std::to_string(kNumWellKnownIds) + " and max_series");
+  }
+  if (series_ttl_ms < 0) return Status::InvalidArgument("series_ttl must not be negative");
   return Status::Ok();
 }
 
 Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
     const ConfigNode& node) {
-  INFERSCOPE_RETURN_IF_ERROR(
-      node.CheckKnownFields({"pane", "out_of_orderness", "idle_timeout", "allowed_lateness",
-                             "max_publisher_lag", "flush_on_close", "max_series"}));
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"pane", "out_of_orderness", "idle_timeout", "allowed_lateness", "max_publisher_lag",
+       "flush_on_close", "max_series", "max_series_per_publisher", "series_ttl"}));
   Options o;
   Result<int64_t> pane = node.GetDurationMs("pane", o.pane_ms, kMinPaneMs);
   if (!pane.ok()) return pane.status();
@@ -84,6 +95,11 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
   Result<int64_t> max_series =
       node.GetInt("max_series", o.max_series, kNumWellKnownIds, kMaxSeriesLimit);
   if (!max_series.ok()) return max_series.status();
+  Result<int64_t> per_publisher =
+      node.GetInt("max_series_per_publisher", o.max_series_per_publisher, 0, kMaxSeriesLimit);
+  if (!per_publisher.ok()) return per_publisher.status();
+  Result<int64_t> ttl = node.GetDurationMs("series_ttl", o.series_ttl_ms, 0);
+  if (!ttl.ok()) return ttl.status();
   o.pane_ms = *pane;
   o.out_of_orderness_ms = *ooo;
   o.idle_timeout_ms = *idle;
@@ -91,6 +107,8 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
   o.max_publisher_lag_ms = *lag;
   o.flush_on_close = *flush;
   o.max_series = *max_series;
+  o.max_series_per_publisher = *per_publisher;
+  o.series_ttl_ms = *ttl;
   if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
   return o;
 }
@@ -128,6 +146,9 @@ WindowAggregateOperator::WindowAggregateOperator(const Options& options)
       std::clamp<int64_t>(options.allowed_lateness_ms, 0, span - out_of_orderness_ms_);
   max_publisher_lag_ms_ = std::clamp<int64_t>(options.max_publisher_lag_ms, 0,
                                               span - out_of_orderness_ms_ - allowed_lateness_ms_);
+  max_series_per_publisher_ = options.max_series_per_publisher > 0
+                                  ? options.max_series_per_publisher
+                                  : std::max<int64_t>(options.max_series / 2, kNumWellKnownIds);
 }
 
 WindowAggregateOperator::~WindowAggregateOperator() = default;
@@ -155,6 +176,10 @@ Status WindowAggregateOperator::Open(const StageContext& ctx) {
                                 {{"stage", ctx.name}, {"reason", "bad_time"}});
   rejected_metric_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
                                   {{"stage", ctx.name}, {"reason", "no_metric"}});
+  rejected_stale_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
+                                 {{"stage", ctx.name}, {"reason", "stale_name"}});
+  expired_ = m.GetCounter("inferscope_window_series_expired_total",
+                          "Series forgotten after series_ttl of event time without events", stage);
   open_panes_gauge_ =
       m.GetGauge("inferscope_window_open_panes", "Series-pane aggregates currently open", stage);
   series_gauge_ = m.GetGauge("inferscope_window_series", "Series tracked", stage);
@@ -164,7 +189,7 @@ Status WindowAggregateOperator::Open(const StageContext& ctx) {
 }
 
 uint32_t WindowAggregateOperator::FindOrAddGroup(uint64_t instance_model, uint32_t metric,
-                                                 uint32_t num_metrics) {
+                                                 uint32_t num_metrics, PublisherClock* owner) {
   size_t i = static_cast<size_t>(Hash(instance_model, metric) >> table_shift_);
   while (true) {
     TableSlot& slot = table_[i];
@@ -172,15 +197,124 @@ uint32_t WindowAggregateOperator::FindOrAddGroup(uint64_t instance_model, uint32
     if (slot.instance_model == instance_model && slot.metric == metric) return slot.group;
     i = (i + 1) & table_mask_;
   }
+  add_failure_ = AddFailure::kLimit;
   if (series_ + num_metrics > options_.max_series) return kNoGroup;
-  const auto group = static_cast<uint32_t>(groups_.size());
-  groups_.push_back({instance_model, metric, num_metrics, aggs_.size(), panes_.size()});
-  aggs_.resize(aggs_.size() + ring_ * num_metrics);
-  panes_.resize(panes_.size() + ring_);
+  if (owner != nullptr && owner->series + num_metrics > max_series_per_publisher_) return kNoGroup;
+  // The group keeps its names: the Interner must not reclaim them while it lives.
+  const auto instance = static_cast<StringId>(instance_model >> 32);
+  const auto model = static_cast<StringId>(instance_model);
+  if (interner_ != nullptr) {
+    add_failure_ = AddFailure::kStaleName;
+    if (!interner_->Ref(instance)) return kNoGroup;
+    if (!interner_->Ref(model)) {
+      interner_->Unref(instance);
+      return kNoGroup;
+    }
+    if (metric != 0 && !interner_->Ref(metric)) {
+      interner_->Unref(instance);
+      interner_->Unref(model);
+      return kNoGroup;
+    }
+  }
+  add_failure_ = AddFailure::kNone;
+  std::vector<uint32_t>& free = free_groups_[num_metrics == 1 ? 0 : 1];
+  uint32_t group;
+  if (!free.empty()) {
+    // An expired group's storage: its panes were purged, so its slots are free and cleared.
+    group = free.back();
+    free.pop_back();
+    Group& g = groups_[group];
+    g.instance_model = instance_model;
+    g.metric = metric;
+    g.last_event_ms = INT64_MIN;
+    g.open = 0;
+    g.changed = false;
+    g.live = true;
+  } else {
+    group = static_cast<uint32_t>(groups_.size());
+    groups_.push_back({instance_model, metric, num_metrics, aggs_.size(), panes_.size()});
+    aggs_.resize(aggs_.size() + ring_ * num_metrics);
+    panes_.resize(panes_.size() + ring_);
+  }
+  Group& g = groups_[group];
+  g.owner = kNoOwner;
+  if (owner != nullptr) {
+    g.owner = static_cast<uint32_t>(owner - publishers_.data());
+    owner->series += num_metrics;
+  }
   table_[i] = {instance_model, metric, group};
   series_ += num_metrics;
   if (groups_.size() * 2 > table_.size()) GrowTable();
   return group;
+}
+
+void WindowAggregateOperator::EraseFromTable(uint64_t instance_model, uint32_t metric) {
+  size_t i = static_cast<size_t>(Hash(instance_model, metric) >> table_shift_);
+  while (true) {
+    const TableSlot& slot = table_[i];
+    if (slot.group == kNoGroup) return;
+    if (slot.instance_model == instance_model && slot.metric == metric) break;
+    i = (i + 1) & table_mask_;
+  }
+  // Backward-shift deletion: move later entries of the probe run into the hole unless their home
+  // slot lies cyclically in (hole, their slot].
+  size_t j = i;
+  while (true) {
+    j = (j + 1) & table_mask_;
+    const TableSlot& next = table_[j];
+    if (next.group == kNoGroup) break;
+    const size_t home = static_cast<size_t>(Hash(next.instance_model, next.metric) >> table_shift_);
+    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    table_[i] = next;
+    i = j;
+  }
+  table_[i] = TableSlot{};
+}
+
+void WindowAggregateOperator::GroupKey(const Group& g, std::string* key) const {
+  key->clear();
+  AppendStr(key, interner_->Name(static_cast<StringId>(g.instance_model >> 32)));
+  AppendStr(key, interner_->Name(static_cast<StringId>(g.instance_model)));
+  AppendStr(key, g.metric != 0 ? interner_->Name(g.metric) : std::string_view());
+}
+
+void WindowAggregateOperator::ExpireGroup(uint32_t group) {
+  Group& g = groups_[group];
+  if (g.changed && interner_ != nullptr) {
+    // Its record's deletion (its last panes were purged) is not checkpointed yet.
+    std::string key;
+    GroupKey(g, &key);
+    pending_deletes_.push_back(std::move(key));
+  }
+  EraseFromTable(g.instance_model, g.metric);
+  series_ -= g.num_metrics;
+  if (g.owner != kNoOwner) publishers_[g.owner].series -= g.num_metrics;
+  if (interner_ != nullptr) {
+    interner_->Unref(static_cast<StringId>(g.instance_model >> 32));
+    interner_->Unref(static_cast<StringId>(g.instance_model));
+    if (g.metric != 0) interner_->Unref(g.metric);
+  }
+  g.live = false;
+  g.changed = false;
+  g.owner = kNoOwner;
+  free_groups_[g.num_metrics == 1 ? 0 : 1].push_back(group);
+  ++series_expired_;
+  if (expired_ != nullptr) expired_->Inc();
+}
+
+void WindowAggregateOperator::ExpireIdleSeries(size_t max_groups) {
+  if (options_.series_ttl_ms <= 0 || watermark_ms_ == INT64_MIN || groups_.empty()) return;
+  // Groups referenced by pending updates are not idle; those lists are empty between steps.
+  if (!dirty_.empty()) return;
+  const int64_t limit = watermark_ms_ - options_.series_ttl_ms;
+  max_groups = std::min(max_groups, groups_.size());
+  for (size_t n = 0; n < max_groups; ++n) {
+    if (expire_cursor_ >= groups_.size()) expire_cursor_ = 0;
+    const auto group = static_cast<uint32_t>(expire_cursor_++);
+    const Group& g = groups_[group];
+    if (g.live && g.open == 0 && g.last_event_ms < limit) ExpireGroup(group);
+  }
 }
 
 uint32_t WindowAggregateOperator::FindGroup(uint64_t instance_model, uint32_t metric) const {
@@ -300,6 +434,7 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
       next_close_end_ms_ = std::min(next_close_end_ms_, (pane + 1) * pane_ms_);
     }
     list.groups.push_back(group);
+    ++g.open;
     ps.pane = pane;
     ps.max_event_time_ms = time_ms;
     ps.dirty = false;
@@ -309,6 +444,7 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
     ps.max_event_time_ms = time_ms;
   }
   g.changed = true;
+  if (time_ms > g.last_event_ms) g.last_event_ms = time_ms;
   return &aggs_[g.first_agg + slot * g.num_metrics];
 }
 
@@ -318,18 +454,76 @@ WindowAggregateOperator::PublisherClock* WindowAggregateOperator::FindOrAddPubli
     if (p.publisher == publisher) return &p;
   }
   if (publishers_.size() >= kMaxPublishers) return nullptr;
+  // Reserved in full at the first publisher: pointers into publishers_ stay valid.
+  if (publishers_.capacity() < kMaxPublishers) publishers_.reserve(kMaxPublishers);
   PublisherClock& p = publishers_.emplace_back();
   p.publisher = publisher;
+  // Checkpoints name publishers for the process's life: their names are never reclaimed.
+  if (interner_ != nullptr && publisher != 0) interner_->Pin(publisher);
   return &p;
+}
+
+int64_t WindowAggregateOperator::OthersProgress(const PublisherClock* p, int64_t now_ms) {
+  progress_scratch_.clear();
+  for (const PublisherClock& other : publishers_) {
+    if (&other != p && other.fresh_max_ms != INT64_MIN && Active(other, now_ms)) {
+      progress_scratch_.push_back(other.fresh_max_ms);
+    }
+  }
+  if (progress_scratch_.empty()) return INT64_MIN;
+  // The processing clock votes too: event time near it is progress, not an outlier, even when
+  // the other active publishers are slow.
+  progress_scratch_.push_back(now_ms);
+  const auto median =
+      progress_scratch_.begin() + static_cast<ptrdiff_t>(progress_scratch_.size() / 2);
+  std::nth_element(progress_scratch_.begin(), median, progress_scratch_.end());
+  return *median;
+}
+
+bool WindowAggregateOperator::SupportsAhead(const PublisherClock* p, int64_t t,
+                                            int64_t running_max_ms, int64_t now_ms) {
+  const int64_t others = OthersProgress(p, now_ms);
+  if (others != INT64_MIN) return t <= others + max_publisher_lag_ms_;
+  // Nobody else is active: the publisher's own recent progress, the clock, or a lasting jump.
+  if (p != nullptr && p->fresh_max_ms != INT64_MIN && Active(*p, now_ms)) {
+    running_max_ms = std::max(running_max_ms, p->fresh_max_ms);
+  }
+  if (running_max_ms != INT64_MIN && t <= running_max_ms + max_publisher_lag_ms_) return true;
+  if (t <= now_ms + out_of_orderness_ms_ + max_publisher_lag_ms_) return true;
+  const int64_t reanchor_ms = options_.idle_timeout_ms > 0 ? options_.idle_timeout_ms : 5'000;
+  return p != nullptr && p->outlier_since_ms != INT64_MIN &&
+         now_ms - p->outlier_since_ms >= reanchor_ms;
+}
+
+void WindowAggregateOperator::FutureOutlier(const Event& e, StringId publisher, PublisherClock* p,
+                                            int64_t now_ms, OutputBatch& out) {
+  out.dead_letters.push_back({e, "future_outlier", watermark_ms_});
+  if (p != nullptr && p->outlier_since_ms == INT64_MIN) p->outlier_since_ms = now_ms;
+  if (metrics_ == nullptr) return;
+  Counter* counter = p != nullptr ? p->future_outliers : nullptr;
+  if (counter == nullptr) {
+    counter = RejectedByPublisher("future_outlier", publisher);
+    if (p != nullptr) p->future_outliers = counter;
+  }
+  counter->Inc();
+}
+
+Counter* WindowAggregateOperator::RejectedByPublisher(std::string_view reason, StringId publisher) {
+  const std::string name = interner_ != nullptr && publisher != 0
+                               ? std::string(interner_->Name(publisher))
+                               : std::string("unknown");
+  return metrics_->GetCounter(
+      "inferscope_window_rejected_by_publisher_total",
+      "Events not applied (future outliers, series over the limit), by "
+      "reason and publisher",
+      {{"stage", stage_}, {"reason", std::string(reason)}, {"publisher", name}});
 }
 
 void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) {
   if (max_event_time_ms_ == INT64_MIN) return;
   int64_t wm = INT64_MAX;
   for (const PublisherClock& p : publishers_) {
-    const bool active = options_.idle_timeout_ms == 0 || p.last_arrival_ms == INT64_MIN ||
-                        now_ms - p.last_arrival_ms < options_.idle_timeout_ms;
-    if (active && p.max_event_time_ms != INT64_MIN) {
+    if (Active(p, now_ms) && p.max_event_time_ms != INT64_MIN) {
       wm = std::min(wm, p.max_event_time_ms - out_of_orderness_ms_);
     }
   }
@@ -340,7 +534,6 @@ void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) 
     if (idle < options_.idle_timeout_ms) return;
     wm = max_event_time_ms_ + idle - out_of_orderness_ms_;
   }
-  wm = std::max(wm, max_event_time_ms_ - out_of_orderness_ms_ - max_publisher_lag_ms_);
   AdvanceWatermark(wm, out);
 }
 
@@ -422,6 +615,7 @@ void WindowAggregateOperator::PurgePane(CloseList& list, OutputBatch& out) {
     ps.pane = kNoPane;
     ps.dirty = false;
     g.changed = true;
+    --g.open;
     --open_panes_;
   }
   list.groups.clear();
@@ -461,11 +655,11 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
   if (batch.events.empty()) return Status::Ok();
   if (clock_ == nullptr) return Status::Internal("window_aggregate: Process before Open");
   const int64_t now_ms = clock_->NowMs();
-  last_arrival_ms_ = now_ms;
   uint64_t late = 0;
   uint64_t rejected_series = 0;
   uint64_t rejected_time = 0;
   uint64_t rejected_metric = 0;
+  uint64_t rejected_stale = 0;
   // Batches normally come from one publisher; a mixed batch looks each event's publisher up.
   PublisherClock* batch_publisher =
       batch.publisher != 0 ? FindOrAddPublisher(batch.publisher) : nullptr;
@@ -503,17 +697,30 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       ++rejected_metric;
       continue;
     }
+    PublisherClock* p =
+        batch_publisher != nullptr ? batch_publisher : FindOrAddPublisher(e.publisher);
+    if (watermark_ms_ == INT64_MIN) {
+      // The first event anchors the watermark.
+      AdvanceWatermark(t - out_of_orderness_ms_ - max_publisher_lag_ms_, out);
+    } else if (t > watermark_ms_ + out_of_orderness_ms_ + max_publisher_lag_ms_) {
+      // Beyond the horizon: the watermark moves up (so that the ring never holds two open panes
+      // in a slot) only when the other publishers' progress supports it.
+      const int64_t own = batch_publisher != nullptr ? batch_max_time : INT64_MIN;
+      if (!SupportsAhead(p, t, own, now_ms)) {
+        FutureOutlier(e, batch.publisher != 0 ? batch.publisher : e.publisher, p, now_ms, out);
+        continue;
+      }
+      AdvanceWatermark(t - out_of_orderness_ms_ - max_publisher_lag_ms_, out);
+    }
+    last_arrival_ms_ = now_ms;
+    max_event_time_ms_ = std::max(max_event_time_ms_, t);
     if (batch_publisher != nullptr) {
       batch_max_time = std::max(batch_max_time, t);
-    } else if (PublisherClock* p = FindOrAddPublisher(e.publisher); p != nullptr) {
+    } else if (p != nullptr) {
       p->max_event_time_ms = std::max(p->max_event_time_ms, t);
+      p->fresh_max_ms = std::max(p->fresh_max_ms, t);
       p->last_arrival_ms = now_ms;
-    }
-    if (t > max_event_time_ms_) {
-      max_event_time_ms_ = t;
-      // The lag bound applies at once, so that the ring never holds two open panes in a slot.
-      const int64_t floor = t - out_of_orderness_ms_ - max_publisher_lag_ms_;
-      if (floor > watermark_ms_) AdvanceWatermark(floor, out);
+      p->outlier_since_ms = INT64_MIN;
     }
     if (t < pane_start || t >= pane_end) {
       pane = FloorDiv(t, pane_ms_);
@@ -532,11 +739,24 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     const bool in_request_group = e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds;
     uint32_t group = batch_groups_[i];
     if (group == kNoGroup) {
-      group = in_request_group ? FindOrAddGroup(instance_model, 0, kNumWellKnownIds)
-                               : FindOrAddGroup(instance_model, e.metric, 1);
+      group = in_request_group ? FindOrAddGroup(instance_model, 0, kNumWellKnownIds, p)
+                               : FindOrAddGroup(instance_model, e.metric, 1, p);
     }
     if (group == kNoGroup) {
+      if (add_failure_ == AddFailure::kStaleName) {
+        ++rejected_stale;
+        continue;
+      }
       ++rejected_series;
+      if (metrics_ != nullptr) {
+        Counter* counter = p != nullptr ? p->series_rejected : nullptr;
+        if (counter == nullptr) {
+          counter = RejectedByPublisher("series_limit",
+                                        batch.publisher != 0 ? batch.publisher : e.publisher);
+          if (p != nullptr) p->series_rejected = counter;
+        }
+        counter->Inc();
+      }
       continue;
     }
     Aggregate* a = PaneAggregates(group, pane, slot, t);
@@ -583,10 +803,12 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
       a[7].Add(e.quality, t);
     }
   }
-  if (batch_publisher != nullptr) {
+  if (batch_publisher != nullptr && batch_max_time != INT64_MIN) {
     batch_publisher->max_event_time_ms =
         std::max(batch_publisher->max_event_time_ms, batch_max_time);
+    batch_publisher->fresh_max_ms = std::max(batch_publisher->fresh_max_ms, batch_max_time);
     batch_publisher->last_arrival_ms = now_ms;
+    batch_publisher->outlier_since_ms = INT64_MIN;
   }
   EmitUpdates(out);
   UpdateWatermark(now_ms, out);
@@ -596,6 +818,7 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     if (rejected_series > 0) rejected_series_->Inc(rejected_series);
     if (rejected_time > 0) rejected_time_->Inc(rejected_time);
     if (rejected_metric > 0) rejected_metric_->Inc(rejected_metric);
+    if (rejected_stale > 0) rejected_stale_->Inc(rejected_stale);
   }
   PublishGauges();
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
@@ -604,6 +827,7 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
 
 Status WindowAggregateOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   UpdateWatermark(now_ms, out);
+  ExpireIdleSeries(kExpireScanGroups);
   PublishGauges();
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
@@ -702,15 +926,14 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
   for (const PublisherClock& p : publishers_) PutVarint(&value, age(p.last_arrival_ms));
   writer.Put("", std::move(value));
 
+  for (const std::string& expired : pending_deletes_) writer.Delete(expired);
+  pending_deletes_.clear();
   std::string key;
   for (uint32_t group = 0; group < groups_.size(); ++group) {
     Group& g = groups_[group];
     if (!g.changed) continue;
     g.changed = false;
-    key.clear();
-    AppendStr(&key, interner_->Name(static_cast<StringId>(g.instance_model >> 32)));
-    AppendStr(&key, interner_->Name(static_cast<StringId>(g.instance_model)));
-    AppendStr(&key, g.metric != 0 ? interner_->Name(g.metric) : std::string_view());
+    GroupKey(g, &key);
     value.clear();
     PutVarint(&value, kCheckpointVersion);
     PutVarint(&value, g.num_metrics);

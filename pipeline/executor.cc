@@ -39,6 +39,10 @@ struct Executor::SinkSlot {
   Counter* errors = nullptr;
   Histogram* write_seconds = nullptr;
   bool opened = false;
+  // The last result batch pushed (operator thread): once it is released, the sink has written
+  // everything routed before it (see SweepStrings).
+  std::weak_ptr<const OutputBatch> last_pushed;
+  std::weak_ptr<const OutputBatch> fence;  // last_pushed at the previous string sweep
 };
 
 // The SourceOutput a source thread sees: the shared pool and operator queue, stamped with the
@@ -149,6 +153,17 @@ Status Executor::Start() {
   m.AddCallbackGauge(
       "inferscope_batch_pool_free", "Event batches free in the pool", {},
       [this] { return static_cast<double>(free_batches_.size()); }, this);
+  if (base_.interner != nullptr) {
+    const Interner* interner = base_.interner;
+    m.AddCallbackGauge(
+        "inferscope_interner_strings",
+        "Names currently interned (instance, model, metric, publisher)", {},
+        [interner] { return static_cast<double>(interner->size()); }, this);
+    m.AddCallbackGauge(
+        "inferscope_interner_reclaimed_strings",
+        "Names reclaimed because nothing held them (total)", {},
+        [interner] { return static_cast<double>(interner->reclaimed()); }, this);
+  }
 
   for (size_t i = 0; i < settings_.batch_pool; ++i) {
     auto batch = std::make_unique<EventBatch>();
@@ -339,6 +354,19 @@ void Executor::RunOperators(const EventBatch& batch) {
   }
 }
 
+bool Executor::SweepStrings() {
+  if (base_.interner == nullptr) return true;
+  // A name released before the previous sweep may still be named by results routed before it:
+  // sweep only once every sink has written those (a sink that is behind postpones the sweep).
+  for (auto& s : sinks_) {
+    if (!s->fence.expired()) return false;
+  }
+  const size_t reclaimed = base_.interner->Sweep();
+  if (reclaimed > 0) spdlog::info("interner: reclaimed {} unused names", reclaimed);
+  for (auto& s : sinks_) s->fence = s->last_pushed;
+  return true;
+}
+
 void Executor::RunTimers(int64_t now_ms) {
   for (auto& o : operators_) {
     OutputBatch out;
@@ -371,6 +399,7 @@ void Executor::Route(OperatorSlot& op, OutputBatch& out) {
   auto shared = std::make_shared<const OutputBatch>(std::move(out));
   for (size_t index : op.consumers) {
     OutputBatchPtr copy = shared;
+    sinks_[index]->last_pushed = shared;
     // Blocks while the sink is behind: results are never dropped; back-pressure reaches the
     // sources.
     sinks_[index]->queue.Push(copy);
@@ -384,6 +413,8 @@ void Executor::OperatorLoop() {
   int64_t next_timer_ns = base_.clock->MonotonicNs() + settings_.timer_interval_ms * 1'000'000;
   int64_t next_checkpoint_ns =
       base_.clock->MonotonicNs() + settings_.checkpoint_interval_ms * 1'000'000;
+  int64_t next_sweep_ns =
+      base_.clock->MonotonicNs() + settings_.string_sweep_interval_ms * 1'000'000;
   while (true) {
     std::optional<EventBatchPtr> item = operator_queue_.PopFor(tick);
     if (item) {
@@ -403,6 +434,9 @@ void Executor::OperatorLoop() {
     if (now_ns >= next_timer_ns) {
       RunTimers(base_.clock->NowMs());
       next_timer_ns = now_ns + settings_.timer_interval_ms * 1'000'000;
+    }
+    if (settings_.string_sweep_interval_ms > 0 && now_ns >= next_sweep_ns) {
+      if (SweepStrings()) next_sweep_ns = now_ns + settings_.string_sweep_interval_ms * 1'000'000;
     }
     if (checkpoint_sink_ != nullptr && now_ns >= next_checkpoint_ns) {
       next_checkpoint_ns = now_ns + settings_.checkpoint_interval_ms * 1'000'000;

@@ -79,6 +79,9 @@ class Executor {
   void CheckpointDurable(const PendingCheckpoint& checkpoint);
   Status RestoreStages();
   void RunTimers(int64_t now_ms);
+  // Lets the Interner reclaim unused names (operator thread, between steps); false when a sink has
+  // not yet written the results routed before the previous sweep (try again later).
+  bool SweepStrings();
   void Route(OperatorSlot& op, OutputBatch& out);
   StageContext ContextFor(const std::string& name) const;
   void StopThreads();

@@ -141,9 +141,9 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
 Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   Result<ConfigNode> engine = root.Child("engine");
   if (!engine.ok()) return engine.status();
-  INFERSCOPE_RETURN_IF_ERROR(
-      engine->CheckKnownFields({"queue_capacity", "batch_pool", "batch_reserve",
-                                "sink_queue_capacity", "timer_interval", "checkpoint_interval"}));
+  INFERSCOPE_RETURN_IF_ERROR(engine->CheckKnownFields(
+      {"queue_capacity", "batch_pool", "batch_reserve", "sink_queue_capacity", "timer_interval",
+       "checkpoint_interval", "string_sweep_interval"}));
   EngineSettings d;
   Result<int64_t> queue = engine->GetInt("queue_capacity", d.queue_capacity, 1, 1 << 20);
   if (!queue.ok()) return queue.status();
@@ -159,12 +159,16 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
   Result<int64_t> checkpoint =
       engine->GetDurationMs("checkpoint_interval", d.checkpoint_interval_ms, 0);
   if (!checkpoint.ok()) return checkpoint.status();
+  Result<int64_t> sweep =
+      engine->GetDurationMs("string_sweep_interval", d.string_sweep_interval_ms, 0);
+  if (!sweep.ok()) return sweep.status();
   out->queue_capacity = static_cast<size_t>(*queue);
   out->batch_pool = static_cast<size_t>(*pool);
   out->batch_reserve = static_cast<size_t>(*reserve);
   out->sink_queue_capacity = static_cast<size_t>(*sink_queue);
   out->timer_interval_ms = *timer;
   out->checkpoint_interval_ms = *checkpoint;
+  out->string_sweep_interval_ms = *sweep;
   if (out->batch_pool <= out->queue_capacity) {
     return engine->Error(
         "batch_pool",

@@ -30,6 +30,9 @@ struct EngineSettings {
   // How often operator state and applied sequence numbers are checkpointed to the state store
   // (needs a sink that writes checkpoints, i.e. rocksdb_state). 0 disables.
   int64_t checkpoint_interval_ms = 1000;
+  // How often the Interner reclaims names that nobody holds any more (series expired, one-off
+  // names of rejected events). A name unused for two whole intervals goes. 0 disables.
+  int64_t string_sweep_interval_ms = 60'000;
 };
 
 // A parsed topology: what runs, how it is wired, where state and the query API live. Files in

@@ -1170,6 +1170,7 @@ WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
   if (id == last_publisher_ && last_publisher_state_ != nullptr) return *last_publisher_state_;
   auto [it, inserted] = publishers_.try_emplace(id);
   if (inserted) {
+    interner_.Pin(id);  // sequence state and counters are keyed by it for the process's life
     const Labels labels = {{"stage", stage_}, {"publisher", std::string(interner_.Name(id))}};
     PublisherState& p = it->second;
     p.rejected = MakeCounter("inferscope_source_rejected_by_publisher_total",
@@ -1192,6 +1193,8 @@ WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
 }
 
 StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
+  // After an Interner::Sweep the slots may point at reclaimed names: start afresh.
+  if (cache_.Sync()) std::fill(recent_.get(), recent_.get() + (size_t{1} << kRecentBits), RecentString{});
   // A cheap hash of the length and the first, last (and, for long strings, middle) bytes; the
   // slot's bytes are compared in full, so a collision only costs a trip to cache_. len >= 1.
   uint64_t a;
@@ -1214,7 +1217,8 @@ StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
   if (slot.len == len && SameBytes(slot.data, s, len)) return slot.id;
   const StringId id = cache_.Intern({s, len});
   if (id != 0) {
-    // The Interner's copy never moves or changes, so the slot can point at it.
+    // The Interner's copy never moves or changes until two sweeps after it is reclaimed (and
+    // the slots are emptied at the first), so the slot can point at it.
     const std::string_view name = interner_.Name(id);
     slot = RecentString{name.data(), len, id};
   }

@@ -419,6 +419,7 @@ TEST(WindowAggregateTest, SeriesLimitRejectsAndCounts) {
   Harness h;
   Options o;
   o.max_series = 9;  // one request group (8 series) and one gauge series
+  o.max_series_per_publisher = 9;
   WindowAggregateOperator op(o);
   ASSERT_TRUE(op.Open(h.ctx).ok());
   EventBatch batch;

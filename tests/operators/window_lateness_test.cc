@@ -82,9 +82,9 @@ class Reference {
 
   void Process(const EventBatch& batch, int64_t now) {
     if (batch.events.empty()) return;
-    last_any_ = now;
     Publisher* bp = batch.publisher != 0 ? &publishers_[batch.publisher] : nullptr;
     int64_t batch_max = INT64_MIN;
+    const int64_t lag = o_.out_of_orderness_ms + o_.max_publisher_lag_ms;
     for (const Event& e : batch.events) {
       const int64_t t = e.time_ms;
       if (t > kMaxAbsTimeMs || t < -kMaxAbsTimeMs ||
@@ -92,29 +92,43 @@ class Reference {
         ++rejected_;
         continue;
       }
+      const StringId pub = bp != nullptr ? batch.publisher : e.publisher;
+      Publisher& p = bp != nullptr ? *bp : publishers_[e.publisher];
+      if (watermark_ == INT64_MIN) {
+        watermark_ = t - lag;
+      } else if (t > watermark_ + lag) {
+        if (!Supported(pub, p, t, bp != nullptr ? batch_max : INT64_MIN, now)) {
+          outliers_.insert(DeadKeyOf(e));
+          ++outliers_by_publisher_[pub];
+          if (p.outlier_since == INT64_MIN) p.outlier_since = now;
+          continue;
+        }
+        watermark_ = t - lag;
+      }
+      last_any_ = now;
+      max_time_ = std::max(max_time_, t);
       if (bp != nullptr) {
         batch_max = std::max(batch_max, t);
       } else {
-        Publisher& p = publishers_[e.publisher];
         p.max_time = std::max(p.max_time, t);
+        p.fresh_max = std::max(p.fresh_max, t);
         p.last_arrival = now;
-      }
-      if (t > max_time_) {
-        max_time_ = t;
-        watermark_ = std::max(watermark_, t - o_.out_of_orderness_ms - o_.max_publisher_lag_ms);
+        p.outlier_since = INT64_MIN;
       }
       const int64_t start = FloorDiv(t, o_.pane_ms) * o_.pane_ms;
       if (start + o_.pane_ms + o_.allowed_lateness_ms <= watermark_) {
         dead_.insert(DeadKeyOf(e));
-        ++dead_by_publisher_[bp != nullptr ? batch.publisher : e.publisher];
+        ++dead_by_publisher_[pub];
         continue;
       }
       ++applied_;
       Apply(e, start);
     }
-    if (bp != nullptr) {
+    if (bp != nullptr && batch_max != INT64_MIN) {
       bp->max_time = std::max(bp->max_time, batch_max);
+      bp->fresh_max = std::max(bp->fresh_max, batch_max);
       bp->last_arrival = now;
+      bp->outlier_since = INT64_MIN;
     }
     UpdateWatermark(now);
   }
@@ -137,6 +151,10 @@ class Reference {
   const std::map<PaneKey, Expected>& panes() const { return panes_; }
   const std::multiset<DeadKey>& dead() const { return dead_; }
   const std::map<StringId, uint64_t>& dead_by_publisher() const { return dead_by_publisher_; }
+  const std::multiset<DeadKey>& outliers() const { return outliers_; }
+  const std::map<StringId, uint64_t>& outliers_by_publisher() const {
+    return outliers_by_publisher_;
+  }
   uint64_t applied() const { return applied_; }
   uint64_t rejected() const { return rejected_; }
   int64_t watermark() const { return watermark_; }
@@ -146,8 +164,34 @@ class Reference {
  private:
   struct Publisher {
     int64_t max_time = INT64_MIN;
+    int64_t fresh_max = INT64_MIN;
     int64_t last_arrival = INT64_MIN;
+    int64_t outlier_since = INT64_MIN;
   };
+
+  bool Active(const Publisher& p, int64_t now) const {
+    return o_.idle_timeout_ms == 0 || p.last_arrival == INT64_MIN ||
+           now - p.last_arrival < o_.idle_timeout_ms;
+  }
+
+  // The documented support rule for an event beyond the horizon.
+  bool Supported(StringId pub, const Publisher& p, int64_t t, int64_t batch_max, int64_t now) {
+    std::vector<int64_t> others;
+    for (const auto& [id, q] : publishers_) {
+      if (id != pub && q.fresh_max != INT64_MIN && Active(q, now)) others.push_back(q.fresh_max);
+    }
+    if (!others.empty()) {
+      others.push_back(now);
+      std::sort(others.begin(), others.end());
+      return t <= others[others.size() / 2] + o_.max_publisher_lag_ms;
+    }
+    int64_t own = batch_max;
+    if (p.fresh_max != INT64_MIN && Active(p, now)) own = std::max(own, p.fresh_max);
+    if (own != INT64_MIN && t <= own + o_.max_publisher_lag_ms) return true;
+    if (t <= now + o_.out_of_orderness_ms + o_.max_publisher_lag_ms) return true;
+    const int64_t reanchor = o_.idle_timeout_ms > 0 ? o_.idle_timeout_ms : 5000;
+    return p.outlier_since != INT64_MIN && now - p.outlier_since >= reanchor;
+  }
 
   void Apply(const Event& e, int64_t start) {
     const bool request_group = e.kind == EventKind::kRequest || e.metric <= kNumWellKnownIds;
@@ -182,9 +226,9 @@ class Reference {
     if (max_time_ == INT64_MIN) return;
     int64_t wm = INT64_MAX;
     for (const auto& [id, p] : publishers_) {
-      const bool active = o_.idle_timeout_ms == 0 || p.last_arrival == INT64_MIN ||
-                          now - p.last_arrival < o_.idle_timeout_ms;
-      if (active && p.max_time != INT64_MIN) wm = std::min(wm, p.max_time - o_.out_of_orderness_ms);
+      if (Active(p, now) && p.max_time != INT64_MIN) {
+        wm = std::min(wm, p.max_time - o_.out_of_orderness_ms);
+      }
     }
     if (wm == INT64_MAX) {
       if (o_.idle_timeout_ms == 0 || last_any_ == INT64_MIN) return;
@@ -192,7 +236,6 @@ class Reference {
       if (idle < o_.idle_timeout_ms) return;
       wm = max_time_ + idle - o_.out_of_orderness_ms;
     }
-    wm = std::max(wm, max_time_ - o_.out_of_orderness_ms - o_.max_publisher_lag_ms);
     watermark_ = std::max(watermark_, wm);
   }
 
@@ -206,6 +249,8 @@ class Reference {
   std::set<PaneKey> changed_;
   std::multiset<DeadKey> dead_;
   std::map<StringId, uint64_t> dead_by_publisher_;
+  std::multiset<DeadKey> outliers_;
+  std::map<StringId, uint64_t> outliers_by_publisher_;
   uint64_t applied_ = 0;
   uint64_t rejected_ = 0;
 };
@@ -492,12 +537,20 @@ class Driver {
       }
     }
     EXPECT_EQ(dead_, ref_.dead());
+    EXPECT_EQ(outliers_, ref_.outliers());
     for (StringId p : s.publishers) {
       auto it = ref_.dead_by_publisher().find(p);
       EXPECT_EQ(metrics_.CounterValue(
                     "inferscope_window_dead_letters_total",
                     {{"stage", ctx_.name}, {"publisher", std::string(interner_.Name(p))}}),
                 it == ref_.dead_by_publisher().end() ? 0u : it->second)
+          << interner_.Name(p);
+      auto o = ref_.outliers_by_publisher().find(p);
+      EXPECT_EQ(metrics_.CounterValue("inferscope_window_rejected_by_publisher_total",
+                                      {{"stage", ctx_.name},
+                                       {"reason", "future_outlier"},
+                                       {"publisher", std::string(interner_.Name(p))}}),
+                o == ref_.outliers_by_publisher().end() ? 0u : o->second)
           << interner_.Name(p);
     }
     // Every applied event is in exactly one event count: gauges in their series, requests in
@@ -516,7 +569,7 @@ class Driver {
     }
     EXPECT_EQ(applied, ref_.applied());
     EXPECT_EQ(rejected, ref_.rejected());
-    EXPECT_EQ(applied + dead_.size() + rejected, fed_);
+    EXPECT_EQ(applied + dead_.size() + outliers_.size() + rejected, fed_);
     EXPECT_EQ(metrics_.CounterValue("inferscope_window_events_total", {{"stage", ctx_.name}}),
               fed_);
   }
@@ -533,6 +586,7 @@ class Driver {
   ManualClock& clock() { return clock_; }
   const std::map<PaneKey, WindowSummary>& last() const { return last_; }
   const std::multiset<DeadKey>& dead() const { return dead_; }
+  const std::multiset<DeadKey>& outliers() const { return outliers_; }
   // When set, every emitted summary is written (upserted) to it.
   StateStore* store = nullptr;
 
@@ -561,6 +615,10 @@ class Driver {
       touched.insert(key);
     }
     for (const DeadLetter& d : out.dead_letters) {
+      if (d.reason == "future_outlier") {
+        outliers_.insert(DeadKeyOf(d.event));
+        continue;
+      }
       EXPECT_EQ(d.reason, "too_late");
       dead_.insert(DeadKeyOf(d.event));
     }
@@ -594,6 +652,7 @@ class Driver {
   Reference ref_;
   std::map<PaneKey, WindowSummary> last_;
   std::multiset<DeadKey> dead_;
+  std::multiset<DeadKey> outliers_;
   int64_t previous_watermark_ = INT64_MIN;
   uint64_t fed_ = 0;
   uint64_t timer_advances_ = 0;
@@ -634,6 +693,164 @@ TEST(WindowLatenessTest, RandomMultiPublisherStreamsMatchReference) {
   EXPECT_GT(late, 100u);
   EXPECT_GT(updates, 50u);
   EXPECT_GT(timer_advances, 5u);
+}
+
+std::string Bytes(const Aggregate& a) {
+  std::string out;
+  a.EncodeTo(&out);
+  return out;
+}
+
+// Adds `count` future outliers to `s` (issue 8, item 5): events 1-4 minutes ahead of the clock
+// from publishers that are sending anyway, each placed first in its part so that the
+// publisher's on-time events of the same batch follow it.
+Scenario WithOutliers(Scenario s, uint64_t seed, int count, std::multiset<DeadKey>* injected) {
+  std::mt19937_64 rng(seed * 7919);
+  std::vector<size_t> candidates;
+  for (size_t i = 60; i < s.steps.size(); ++i) {
+    if (!s.steps[i].timer) candidates.push_back(i);
+  }
+  std::shuffle(candidates.begin(), candidates.end(), rng);
+  for (int k = 0; k < count && k < static_cast<int>(candidates.size()); ++k) {
+    Step& step = s.steps[candidates[static_cast<size_t>(k)]];
+    Part& part = step.parts[rng() % step.parts.size()];
+    Event e = part.events.back();
+    e.time_ms = step.now + 60'000 + static_cast<int64_t>(rng() % 180'000);
+    part.events.insert(part.events.begin(), e);
+    injected->insert(DeadKeyOf(e));
+    ++s.events;
+  }
+  return s;
+}
+
+// Issue 8, item 5: the reported case. Three publishers send on time; one event 4 minutes ahead
+// (inside the decoder's max_future_skew) from one of them is a future outlier, and the 500
+// on-time events that follow are all applied: none is a dead letter.
+TEST(WindowLatenessTest, OneFutureEventDoesNotMakeOtherPublishersLate) {
+  Interner interner;
+  const Names names = InternNames(interner);
+  Options o;  // defaults: 10 s panes, 2 s out-of-orderness, 10 s max publisher lag
+  Driver d(o, interner);
+  int64_t now = kT0 + 60'000;
+  auto send = [&](size_t publisher, int64_t time_ms) {
+    EventBatch batch;
+    batch.publisher = names.publishers[publisher];
+    Event e;
+    e.kind = EventKind::kGauge;
+    e.publisher = batch.publisher;
+    e.instance = names.instances[publisher];
+    e.model = names.models[0];
+    e.metric = names.gauges[0];
+    e.value = 1;
+    e.time_ms = time_ms;
+    batch.events.push_back(e);
+    d.Process(now, batch, batch);
+  };
+  for (int i = 0; i < 30; ++i) {
+    now += 100;
+    for (size_t p = 0; p < 3; ++p) send(p, now - 50);
+  }
+  const int64_t watermark = d.op().watermark_ms();
+  send(1, now + 240'000);  // 4 minutes ahead
+  EXPECT_LE(d.op().watermark_ms(), now);
+  EXPECT_EQ(d.op().watermark_ms(), watermark);
+  for (int i = 0; i < 500; ++i) {
+    now += 20;
+    send(static_cast<size_t>(i % 3), now - 50);
+  }
+  d.Close();
+  EXPECT_EQ(d.dead().size(), 0u) << "on-time events were dead-lettered";
+  EXPECT_EQ(d.outliers().size(), 1u);
+  uint64_t applied = 0;
+  for (const auto& [key, summary] : d.last()) applied += summary.agg.events;
+  EXPECT_EQ(applied, 90u + 500u);
+  EXPECT_EQ(d.Counter("inferscope_window_events_total"), 591u);
+}
+
+// Property (issue 8, item 5): random multi-publisher streams with one or several future outliers
+// injected. The outliers are dead letters ("future_outlier") and nothing else changes: every
+// other event has exactly the fate it has in the same stream without them (no on-time event
+// becomes late, no pane differs), and the operator still matches the reference throughout.
+TEST(WindowLatenessTest, FutureOutliersDoNotChangeOtherEventsFate) {
+  uint64_t outliers = 0;
+  for (uint64_t seed = 41; seed <= 44; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Interner interner;
+    const Names names = InternNames(interner);
+    const Options o = OptionsFor(seed);
+    const Scenario clean = MakeScenario(seed, o, names, 400, /*invalid=*/false);
+    Driver baseline(o, interner);
+    baseline.Run(clean);
+    baseline.Close();
+    baseline.CheckFinal(clean);
+    if (HasFailure()) return;
+
+    std::multiset<DeadKey> injected;
+    const Scenario dirty =
+        WithOutliers(clean, seed, seed % 2 == 0 ? 1 : 1 + static_cast<int>(seed % 7), &injected);
+    Driver d(o, interner);
+    d.Run(dirty);
+    d.Close();
+    d.CheckFinal(dirty);
+    if (HasFailure()) return;
+    EXPECT_EQ(d.outliers(), injected);
+    EXPECT_EQ(d.dead(), baseline.dead());
+    ASSERT_EQ(d.last().size(), baseline.last().size());
+    for (const auto& [key, a] : baseline.last()) {
+      auto b = d.last().find(key);
+      ASSERT_NE(b, d.last().end()) << Describe(key);
+      EXPECT_EQ(Bytes(b->second.agg), Bytes(a.agg)) << Describe(key);
+    }
+    outliers += d.outliers().size();
+  }
+  EXPECT_GE(outliers, 4u);
+}
+
+// A publisher whose clock is ahead for good (beyond max_publisher_lag): while others are active
+// its events are future outliers, the watermark follows the others and the ring stays bounded.
+// Alone, it re-anchors the watermark after idle_timeout of nothing but outliers.
+TEST(WindowLatenessTest, PublisherAheadForGoodNeitherDragsNorStalls) {
+  Interner interner;
+  const Names names = InternNames(interner);
+  Options o;
+  o.pane_ms = 1000;
+  o.out_of_orderness_ms = 500;
+  o.max_publisher_lag_ms = 4000;
+  o.idle_timeout_ms = 3000;
+  Driver d(o, interner);
+  int64_t now = kT0 + 60'000;
+  auto send = [&](size_t publisher, int64_t time_ms) {
+    EventBatch batch;
+    batch.publisher = names.publishers[publisher];
+    Event e;
+    e.kind = EventKind::kGauge;
+    e.publisher = batch.publisher;
+    e.instance = names.instances[publisher];
+    e.model = names.models[0];
+    e.metric = names.gauges[0];
+    e.value = 1;
+    e.time_ms = time_ms;
+    batch.events.push_back(e);
+    d.Process(now, batch, batch);
+  };
+  for (int i = 0; i < 600; ++i) {
+    now += 50;
+    send(static_cast<size_t>(i % 4), i % 4 == 3 ? now + 30'000 : now - 100);
+    ASSERT_LE(d.op().watermark_ms(), now - 100 - o.out_of_orderness_ms);
+    ASSERT_LE(d.op().open_panes(), 3 * 10);  // 3 series x the ring
+    if (HasFailure()) return;
+  }
+  EXPECT_EQ(d.dead().size(), 0u);
+  EXPECT_EQ(d.outliers().size(), 150u);
+  EXPECT_GE(d.op().watermark_ms(), now - 100 - o.out_of_orderness_ms - 1000);
+  // The others stop: after idle_timeout of outliers only, the publisher ahead re-anchors.
+  for (int i = 0; i < 100; ++i) {
+    now += 100;
+    send(3, now + 30'000);
+  }
+  EXPECT_GE(d.op().watermark_ms(), now + 30'000 - 100 - o.out_of_orderness_ms - 4000);
+  EXPECT_LT(d.outliers().size(), 150u + 100u);
+  d.Close();
 }
 
 void Encode(const Event& e, const Interner& names, client::BatchEncoder& encoder) {
@@ -757,12 +974,6 @@ TEST(WindowLatenessTest, StoredResultsMatchReference) {
     }
     EXPECT_EQ(stored, d.ref().panes().size());
   }
-}
-
-std::string Bytes(const Aggregate& a) {
-  std::string out;
-  a.EncodeTo(&out);
-  return out;
 }
 
 // Checkpoints at random points, each followed by a restart (a fresh operator restored from the

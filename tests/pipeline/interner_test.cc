@@ -70,3 +70,69 @@ TEST(InternCacheTest, CollisionsResolveToTheRightId) {
 
 }  // namespace
 }  // namespace inferscope
+
+namespace inferscope {
+namespace {
+
+// Reclamation (issue 8, item 8): names nobody holds go at the second sweep after their last use;
+// referenced and pinned names stay; an old id never names another string.
+TEST(InternerReclaimTest, SweepReclaimsUnheldNamesAfterAFullInterval) {
+  Interner interner(kNumWellKnownIds + 3);
+  const StringId held = interner.Intern("held");
+  const StringId pinned = interner.Intern("pinned");
+  const StringId loose = interner.Intern("loose");
+  ASSERT_TRUE(interner.Ref(held));
+  interner.Pin(pinned);
+  EXPECT_EQ(interner.Intern("full"), 0u);  // the table is full
+
+  EXPECT_EQ(interner.Sweep(), 0u);  // "loose" was used in this interval
+  EXPECT_EQ(interner.Sweep(), 0u);  // and must stay unused for two
+  EXPECT_EQ(interner.Name(loose), "loose");
+  EXPECT_EQ(interner.Sweep(), 1u);
+  EXPECT_EQ(interner.Name(loose), "");
+  EXPECT_FALSE(interner.Find("loose").has_value());
+  EXPECT_FALSE(interner.Ref(loose));  // stale: its name is gone
+  EXPECT_EQ(interner.size(), kNumWellKnownIds + 2u);
+  EXPECT_EQ(interner.reclaimed(), 1u);
+
+  // The slot is reused under a new generation: a different id.
+  const StringId full = interner.Intern("full");
+  ASSERT_NE(full, 0u);
+  EXPECT_NE(full, loose);
+  EXPECT_EQ(full & Interner::kSlotMask, loose & Interner::kSlotMask);
+  EXPECT_EQ(interner.Name(loose), "");
+  EXPECT_EQ(interner.Name(full), "full");
+
+  // Released names wait a full interval too; well-known names are never reclaimed.
+  interner.Unref(held);
+  EXPECT_EQ(interner.Sweep(), 0u);  // "held" released and "full" interned in this interval
+  EXPECT_EQ(interner.Sweep(), 0u);
+  EXPECT_EQ(interner.Name(held), "held");
+  EXPECT_EQ(interner.Sweep(), 2u);
+  EXPECT_EQ(interner.Name(held), "");
+  EXPECT_EQ(interner.Name(full), "");
+  EXPECT_EQ(interner.Name(pinned), "pinned");
+  EXPECT_EQ(interner.Name(kMetricTtft), "ttft_ms");
+  EXPECT_EQ(interner.Intern("ttft_ms"), kMetricTtft);
+}
+
+TEST(InternerReclaimTest, CachesStartAfreshAfterASweep) {
+  Interner interner;
+  InternCache cache(interner, 4);
+  const StringId a = cache.Intern("a");
+  interner.Sweep();
+  interner.Sweep();
+  interner.Sweep();  // "a" was not seen again for two intervals: reclaimed
+  EXPECT_EQ(interner.Name(a), "");
+  const StringId again = cache.Intern("a");
+  EXPECT_NE(again, a);
+  EXPECT_EQ(interner.Name(again), "a");
+  // A name in use through the cache is seen by the interner after each sweep, so it stays.
+  for (int i = 0; i < 5; ++i) {
+    interner.Sweep();
+    EXPECT_EQ(cache.Intern("a"), again);
+  }
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -69,7 +69,25 @@ class BatchEncoder {
   uint64_t next_seq() const { return next_seq_; }
   // The sequence number the next Finish() uses (a publisher resuming where the engine expects).
   void set_next_seq(uint64_t seq) { next_seq_ = seq; }
+  // Acknowledged mode: every payload carries "inc" (the publisher incarnation), written by Finish.
+  // Call before the first Add*; the value may change at any time.
+  void enable_incarnation(uint64_t incarnation) {
+    with_incarnation_ = true;
+    incarnation_ = incarnation;
+  }
+  void set_incarnation(uint64_t incarnation) { incarnation_ = incarnation; }
+  uint64_t incarnation() const { return incarnation_; }
   const std::string& publisher_id() const { return publisher_id_; }
+  // The payload bytes of the current batch so far (header included).
+  size_t bytes() const;
+  // Removes the event added last (the batch must hold one), e.g. because it made the payload too
+  // large.
+  void DropLast();
+  // Where Finish writes the sequence number and the incarnation (8 bytes big-endian each) in every
+  // payload of this encoder, so that a stored payload can be renumbered. inc_offset is 0 without
+  // incarnations.
+  size_t seq_offset() const { return seq_offset_; }
+  size_t inc_offset() const { return inc_offset_; }
 
  private:
   class Buffer;
@@ -81,6 +99,10 @@ class BatchEncoder {
   size_t header_size_ = 0;
   size_t seq_offset_ = 0;    // where the 8 bytes of the sequence number go
   size_t count_offset_ = 0;  // where the 4 bytes of the event count go
+  size_t inc_offset_ = 0;    // where the 8 bytes of the incarnation go (0: none)
+  bool with_incarnation_ = false;
+  uint64_t incarnation_ = 0;
+  size_t last_event_at_ = 0;  // where the event added last starts
   size_t count_ = 0;
   bool finished_ = true;  // the buffer holds a finished payload (or nothing yet)
 };

@@ -455,6 +455,7 @@ class AckedPublisher:
         self.last_error = ""
         self.hello_answered = False
         self.hello_next = None      # the engine's "next" in its answer to the hello (None: unknown)
+        self.hello_latest = None    # the publisher's current incarnation at the engine, per the hello
         self._events = []
         self._pending_bytes = 0     # an upper bound of the encoded size of self._events
         # [seq, events, payload, rejected, spooled], oldest first
@@ -757,6 +758,7 @@ class AckedPublisher:
         if not self.hello_answered:
             self.hello_answered = True
             self.hello_next = next_seq
+            self.hello_latest = latest
         # The engine knows a newer incarnation of this id than ours (our clock went back): move
         # above it while that is safe.
         if latest is not None and latest > self.incarnation and self._can_reincarnate():

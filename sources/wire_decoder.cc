@@ -378,6 +378,38 @@ class WireDecoder::Walker {
     return false;
   }
 
+  // Reads only the envelope's scalars (v, pub, inc, seq), skipping every other value, "events"
+  // included, without looking into it: identifies a message that is rejected as a whole. False
+  // when the payload is not a map or not well-formed up to the map's end.
+  bool ScanEnvelope() {
+    uint32_t n = 0;
+    if (MapHeader(n) != kYes) return false;
+    top_is_map_ = true;
+    Value ignored;
+    for (uint32_t k = 0; k < n; ++k) {
+      EnvField f = kEnvUnknown;
+      const uint8_t* key = nullptr;
+      uint32_t len = 0;
+      switch (Str(key, len)) {
+        case kYes:
+          f = EnvelopeField({reinterpret_cast<const char*>(key), len});
+          break;
+        case kNo:
+          if (!Skip(1)) return false;
+          break;
+        case kFailed:
+          return false;
+      }
+      if (f == kEnvUnknown || f == kEnvEvents) {
+        if (!ReadValue(ignored, 1)) return false;
+        continue;
+      }
+      if (!ReadValue(env_[f], 1)) return false;
+      env_seen_ |= 1u << f;
+    }
+    return true;
+  }
+
   // --- results ---
   Stop stop() const { return stop_; }
   size_t stopped_at() const { return stopped_at_; }
@@ -774,38 +806,6 @@ class WireDecoder::Walker {
       if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255) {
         publisher_ = d_.cache_.Intern(v.str());
       }
-    }
-    return true;
-  }
-
-  // Reads only the envelope's scalars (v, pub, inc, seq), skipping every other value, "events"
-  // included, without looking into it: identifies a message that is rejected as a whole. False
-  // when the payload is not a map or not well-formed up to the map's end.
-  bool ScanEnvelope() {
-    uint32_t n = 0;
-    if (MapHeader(n) != kYes) return false;
-    top_is_map_ = true;
-    Value ignored;
-    for (uint32_t k = 0; k < n; ++k) {
-      EnvField f = kEnvUnknown;
-      const uint8_t* key = nullptr;
-      uint32_t len = 0;
-      switch (Str(key, len)) {
-        case kYes:
-          f = EnvelopeField({reinterpret_cast<const char*>(key), len});
-          break;
-        case kNo:
-          if (!Skip(1)) return false;
-          break;
-        case kFailed:
-          return false;
-      }
-      if (f == kEnvUnknown || f == kEnvEvents) {
-        if (!ReadValue(ignored, 1)) return false;
-        continue;
-      }
-      if (!ReadValue(env_[f], 1)) return false;
-      env_seen_ |= 1u << f;
     }
     return true;
   }

@@ -3,6 +3,7 @@
 #include <msgpack.hpp>
 
 #include <algorithm>
+#include <iterator>
 #include <random>
 #include <utility>
 
@@ -407,7 +408,8 @@ bool AckedPublisher::Flush() {
   return SpoolPending();
 }
 
-bool AckedPublisher::Add(const std::function<void()>& add) {
+template <typename AddFn>
+bool AckedPublisher::Add(AddFn add) {
   add();
   if (encoder_.bytes() > options_.max_message_bytes) {
     // Only an event that alone exceeds the limit gets here (the caller flushed before it).

@@ -124,7 +124,9 @@ class AckedPublisher {
     bool spooled = true;    // written to the spool (only spooled messages are sent)
     std::string payload;
   };
-  bool Add(const std::function<void()>& add);
+  // Adds one event through `add` (a callable) and flushes when the batch is full.
+  template <typename AddFn>
+  bool Add(AddFn add);
   void Send(const Message& m);
   void HandleAck(const zmq::message_t& payload);
   void HandleNack(const zmq::message_t& payload);

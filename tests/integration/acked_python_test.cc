@@ -8,7 +8,11 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -293,7 +297,7 @@ TEST(AckedPythonTest, LostFirstMessageOfNewPublisherIsResentAndAppliedOnce) {
 TEST(AckedPythonTest, PublisherRestartedWhileTheEngineIsDownLosesNothing) {
   TempDir dir;
   const int64_t since = NowMs();
-  constexpr int kFirst = 350, kSecond = 140;
+  constexpr int kFirst = 350, kSecond = 105;  // 15 messages: fewer than max_unacked (16)
   std::string endpoint;
   {
     Engine engine(dir, 0);
@@ -450,6 +454,74 @@ TEST(AckedCppTest, PublisherStartedWhileTheEngineIsDownLosesNothing) {
   ASSERT_TRUE(pub.WaitAcked(60'000)) << pub.last_error() << "\n" << engine.Log();
   EXPECT_EQ(pub.acked_seq(), static_cast<uint64_t>(Messages(70) - 1));
   EXPECT_TRUE(engine.CountIs(since, 280)) << engine.Log();
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+// A child process (fork) running client::AckedPublisher with a spool: it publishes events
+// next_seq*kBatch .. `events`-1 (ttft_ms i+1), writes next_seq to `progress` after each message
+// and pauses 10 ms, then waits for every acknowledgement and exits 0 (1: not acknowledged in time).
+pid_t StartSpooledCppPublisher(const std::string& endpoint, const std::string& spool,
+                               const std::string& progress, int events) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  client::AckedPublisherOptions o;
+  o.endpoint = endpoint;
+  o.publisher_id = "cpp-spool";
+  o.batch_size = kBatch;
+  o.max_unacked = 64;
+  o.spool_path = spool;
+  client::AckedPublisher pub(o);
+  if (!pub.Connect()) _exit(2);
+  for (int i = static_cast<int>(pub.next_seq()) * kBatch; i < events; ++i) {
+    client::RequestOutcome r;
+    r.instance = "node-a";
+    r.model = "m1";
+    r.e2e_ms = 100.0 + i;
+    r.ttft_ms = i + 1.0;
+    if (!pub.Request(r)) _exit(3);
+    if ((i + 1) % kBatch == 0) {
+      std::ofstream(progress + ".tmp") << pub.next_seq();
+      std::rename((progress + ".tmp").c_str(), progress.c_str());
+      pub.Poll(10);
+    }
+  }
+  _exit(pub.WaitAcked(60'000) ? 0 : 1);
+}
+
+// Issue 8 item 3, C++ client: killed with SIGKILL twice and restarted with its spool, the
+// publisher loses nothing and the engine counts nothing twice.
+TEST(AckedCppTest, KilledPublisherRestartedWithItsSpoolLosesAndDuplicatesNothing) {
+  TempDir dir;
+  const int64_t since = NowMs();
+  constexpr int kEvents = kBatch * 120;
+  Engine engine(dir, 0);
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  const std::string spool = dir.str() + "/cpp.spool";
+  const std::string progress = dir.str() + "/cpp.progress";
+  auto messages_written = [&] {
+    const std::string text = ReadFile(progress);
+    return text.empty() ? 0 : std::atoi(text.c_str());
+  };
+  for (int kill_after : {30, 70}) {
+    const pid_t child = StartSpooledCppPublisher(engine.Endpoint(), spool, progress, kEvents);
+    ASSERT_GT(child, 0);
+    int status = 0;
+    const bool reached = WaitFor([&] {
+      return messages_written() >= kill_after || waitpid(child, &status, WNOHANG) == child;
+    });
+    ::kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    ASSERT_TRUE(reached);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the publisher ended before it was killed: " << status;
+  }
+  const pid_t last = StartSpooledCppPublisher(engine.Endpoint(), spool, progress, kEvents);
+  int status = 0;
+  ASSERT_TRUE(WaitFor([&] { return waitpid(last, &status, WNOHANG) == last; },
+                      std::chrono::seconds(90)));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(messages_written(), kEvents / kBatch);
+  EXPECT_TRUE(engine.CountIs(since, kEvents)) << engine.Log();
+  EXPECT_EQ(engine.Sum(since), int64_t{kEvents} * (kEvents + 1) / 2) << engine.Log();
   EXPECT_EQ(engine.Stop(), 0) << engine.Log();
 }
 

@@ -24,9 +24,9 @@ struct HelloMessage {
 // {"v": 1, "pub", "inc", "ack": <uint|nil>, "next": <uint|nil>, "latest": <uint|nil>}.
 struct AckMessage {
   std::string publisher;
-  uint64_t incarnation = 0;     // the incarnation `ack` and `next` are about
-  std::optional<uint64_t> ack;  // highest durable seq of that incarnation (cumulative)
-  std::optional<uint64_t> next;  // seq expected next in that incarnation (nil: closed or unknown)
+  uint64_t incarnation = 0;        // the incarnation `ack` and `next` are about
+  std::optional<uint64_t> ack;     // highest durable seq of that incarnation (cumulative)
+  std::optional<uint64_t> next;    // seq expected next in that incarnation (nil: closed or unknown)
   std::optional<uint64_t> latest;  // the publisher's current incarnation at the engine
 };
 

@@ -1218,8 +1218,7 @@ std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher) const {
   return it->second.next_seq;
 }
 
-std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher,
-                                                  uint64_t incarnation) const {
+std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher, uint64_t incarnation) const {
   auto it = publishers_.find(publisher);
   if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
   const PublisherState& p = it->second;

@@ -68,7 +68,7 @@ struct DecodeResult {
   uint32_t rejected = 0;  // events rejected one by one (the rest of the message was kept)
   // A message-level reason: nothing was appended (first_reason says why).
   bool message_rejected = false;
-  StringId publisher = 0;  // 0 when the envelope could not be read
+  StringId publisher = 0;    // 0 when the envelope could not be read
   uint64_t incarnation = 0;  // the envelope's "inc" (0 when absent)
   uint64_t seq = 0;
   SequenceVerdict sequence = SequenceVerdict::kNone;

@@ -218,7 +218,8 @@ void ZmqSource::RespondToMessage(const DecodeResult& result) {
   if (result.consumed) {
     // Refused for good, its sequence number consumed: say so at once (the ack follows with the
     // checkpoint), so the publisher reports it instead of resending it forever.
-    SendNack(result.publisher, result.incarnation, result.seq, RejectReasonName(result.first_reason),
+    SendNack(result.publisher, result.incarnation, result.seq,
+             RejectReasonName(result.first_reason),
              /*consumed=*/true);
     return;
   }

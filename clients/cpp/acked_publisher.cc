@@ -34,9 +34,9 @@ Control ParseControl(const zmq::message_t& payload) {
   Control c;
   try {
     size_t offset = 0;
-    msgpack::object_handle handle = msgpack::unpack(
-        static_cast<const char*>(payload.data()), payload.size(), offset, nullptr, nullptr,
-        msgpack::unpack_limit(64, 64, 1024, 1024, 1024, 8));
+    msgpack::object_handle handle =
+        msgpack::unpack(static_cast<const char*>(payload.data()), payload.size(), offset, nullptr,
+                        nullptr, msgpack::unpack_limit(64, 64, 1024, 1024, 1024, 8));
     const msgpack::object& root = handle.get();
     if (root.type != msgpack::type::MAP) return c;
     for (const auto& kv : root.via.map) {

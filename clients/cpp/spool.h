@@ -52,8 +52,8 @@ class Spool {
   bool Open(const std::string& path, bool sync, State* state, std::string* error);
   bool is_open() const { return fd_ >= 0; }
 
-  bool AppendMessage(uint64_t incarnation, uint64_t seq, uint32_t events,
-                     std::string_view payload, std::string* error);
+  bool AppendMessage(uint64_t incarnation, uint64_t seq, uint32_t events, std::string_view payload,
+                     std::string* error);
   bool AppendAck(uint64_t incarnation, uint64_t seq, std::string* error);
   bool AppendDrop(uint64_t incarnation, uint64_t seq, std::string* error);
   // Replaces the file by the position and `unacked` (in seq order).

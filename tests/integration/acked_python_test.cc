@@ -162,7 +162,10 @@ class Python {
     log_ = dir.str() + "/python." + std::to_string(run++) + ".log";
     std::vector<std::string> argv = {testing::Python(),
                                      testing::SourceDir() + "/tests/integration/publish_acked.py",
-                                     endpoint, pub, mode, std::to_string(count)};
+                                     endpoint,
+                                     pub,
+                                     mode,
+                                     std::to_string(count)};
     argv.insert(argv.end(), options.begin(), options.end());
     mode_ = mode;
     process_ = std::make_unique<Subprocess>(argv, log_);
@@ -335,8 +338,8 @@ TEST(AckedPythonTest, KilledPublisherRestartedWithItsSpoolLosesAndDuplicatesNoth
   Engine engine(dir, 0);
   ASSERT_TRUE(engine.WaitReady()) << engine.Log();
   const std::string progress = dir.str() + "/progress";
-  const std::vector<std::string> options = {"--spool", dir.str() + "/pub.spool", "--progress",
-                                            progress, "--delay-ms", "10"};
+  const std::vector<std::string> options = {
+      "--spool", dir.str() + "/pub.spool", "--progress", progress, "--delay-ms", "10"};
   auto messages_written = [&] {
     const std::string text = ReadFile(progress);
     return text.empty() ? 0 : std::atoi(text.c_str());
@@ -353,7 +356,8 @@ TEST(AckedPythonTest, KilledPublisherRestartedWithItsSpoolLosesAndDuplicatesNoth
   Python last(dir, engine.Endpoint(), "py-spool", "spool", kEvents, options);
   json r;
   ASSERT_EQ(last.Finish(&r), 0);
-  EXPECT_GT(r["restored"].get<int>(), 0) << "nothing was in flight at the kill: the test proves little";
+  EXPECT_GT(r["restored"].get<int>(), 0)
+      << "nothing was in flight at the kill: the test proves little";
   EXPECT_EQ(r["next_seq"], kEvents / 7) << r.dump();
   EXPECT_TRUE(engine.CountIs(since, kEvents)) << engine.Log();
   EXPECT_EQ(engine.Sum(since), int64_t{kEvents} * (kEvents + 1) / 2) << engine.Log();
@@ -516,8 +520,8 @@ TEST(AckedCppTest, KilledPublisherRestartedWithItsSpoolLosesAndDuplicatesNothing
   }
   const pid_t last = StartSpooledCppPublisher(engine.Endpoint(), spool, progress, kEvents);
   int status = 0;
-  ASSERT_TRUE(WaitFor([&] { return waitpid(last, &status, WNOHANG) == last; },
-                      std::chrono::seconds(90)));
+  ASSERT_TRUE(
+      WaitFor([&] { return waitpid(last, &status, WNOHANG) == last; }, std::chrono::seconds(90)));
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(messages_written(), kEvents / kBatch);
   EXPECT_TRUE(engine.CountIs(since, kEvents)) << engine.Log();

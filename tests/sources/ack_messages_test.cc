@@ -49,11 +49,11 @@ TEST(AckMessagesTest, LegacyHelloHasIncarnationZero) {
 
 TEST(AckMessagesTest, RejectsBadInputWithAReason) {
   EXPECT_FALSE(ParseHello("").ok());
-  EXPECT_FALSE(ParseHello("\x91\x01").ok());              // an array
-  EXPECT_FALSE(ParseHello("\x81\xa3pub\xa0").ok());       // no v, empty pub
+  EXPECT_FALSE(ParseHello("\x91\x01").ok());                              // an array
+  EXPECT_FALSE(ParseHello("\x81\xa3pub\xa0").ok());                       // no v, empty pub
   EXPECT_FALSE(ParseHello(std::string("\xdd\xff\xff\xff\xff", 5)).ok());  // array32 of 4 G
   EXPECT_FALSE(ParseHello(std::string("\xdf\xff\xff\xff\xff", 5)).ok());  // map32 of 4 G
-  EXPECT_FALSE(ParseHello(EncodeHello({"gw-1", 1}) + "x").ok());  // trailing bytes
+  EXPECT_FALSE(ParseHello(EncodeHello({"gw-1", 1}) + "x").ok());          // trailing bytes
   EXPECT_FALSE(ParseHello(EncodeHello({std::string(256, 'p'), 1})).ok());
   EXPECT_FALSE(ParseNack(EncodeAck({"gw-1", 1, 1, 2, 1})).ok());  // no seq, no reason
 

@@ -616,8 +616,10 @@ TEST(WireDecoderTest, StrictSequenceNewIncarnationStartsAgainAtZero) {
   EXPECT_TRUE(again.Decode(IncPayload({Request()}, 9, 2)).applied);
   // "inc" must be an unsigned integer.
   EXPECT_EQ(again
-                .Decode(EnvelopeWith({{"v", uint64_t{1}}, {"pub", std::string("acked")},
-                                      {"inc", std::string("x")}, {"seq", uint64_t{3}}},
+                .Decode(EnvelopeWith({{"v", uint64_t{1}},
+                                      {"pub", std::string("acked")},
+                                      {"inc", std::string("x")},
+                                      {"seq", uint64_t{3}}},
                                      nullptr))
                 .first_reason,
             RejectReason::kBadEnvelope);
@@ -647,9 +649,11 @@ TEST(WireDecoderTest, StrictSequenceConsumesMessagesRefusedForGood) {
   DecodeResult huge = f.Decode(IncPayload({long_event}, 7, 2));
   EXPECT_EQ(huge.first_reason, RejectReason::kMessageTooLarge);
   EXPECT_TRUE(huge.consumed);
-  DecodeResult no_events = f.Decode(EnvelopeWith(
-      {{"v", uint64_t{1}}, {"pub", std::string("acked")}, {"inc", uint64_t{7}}, {"seq", uint64_t{3}}},
-      nullptr));
+  DecodeResult no_events = f.Decode(EnvelopeWith({{"v", uint64_t{1}},
+                                                  {"pub", std::string("acked")},
+                                                  {"inc", uint64_t{7}},
+                                                  {"seq", uint64_t{3}}},
+                                                 nullptr));
   EXPECT_EQ(no_events.first_reason, RejectReason::kBadEnvelope);
   EXPECT_TRUE(no_events.consumed);
   EXPECT_EQ(f.decoder.NextSequence(acked), 4u);

@@ -58,8 +58,8 @@ class BatchEncoder {
   void AddGauge(std::string_view instance, std::string_view model, std::string_view name,
                 double value, int64_t time_ms = 0);
 
-  // Events in the current batch.
-  size_t size() const { return count_; }
+  // Events in the current batch (0 once it is finished).
+  size_t size() const { return finished_ ? 0 : count_; }
   // Completes the batch with the next sequence number and returns the payload. The view stays valid
   // until the next Add*/Reset/Finish; the next Add* starts a new batch.
   std::string_view Finish();

@@ -81,7 +81,10 @@ Status ReadOptionalUint(const msgpack::object& map, std::string_view key,
     return Status::Ok();
   }
   if (!IsUint(o)) {
-    return Status::InvalidArgument("\"" + std::string(key) + "\" not an unsigned integer or nil");
+    std::string message(1, '"');  // (built up: GCC 12 warns wrongly on "literal" + std::string&&)
+    message.append(key);
+    message.append("\" not an unsigned integer or nil");
+    return Status::InvalidArgument(message);
   }
   *out = o->via.u64;
   return Status::Ok();

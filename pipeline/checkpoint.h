@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pipeline/event.h"
 #include "pipeline/state_store.h"
 #include "pipeline/status.h"
 
@@ -58,6 +59,14 @@ class CheckpointReader {
   std::string prefix_;
   const StateStore* store_;
 };
+
+// The checkpoint record value of a source's last applied sequence number (the key is the
+// publisher id). Version 1: byte 0x01, incarnation and seq as big-endian uint64, then, when there
+// is a previous incarnation, its incarnation and last seq (17 or 33 bytes). DecodeAppliedSequence
+// also reads the 8-byte records of earlier versions (seq only: incarnation 0). `publisher` is not
+// part of the value and is left 0.
+std::string EncodeAppliedSequence(const AppliedSequence& applied);
+Result<AppliedSequence> DecodeAppliedSequence(std::string_view value);
 
 // The key prefix of one stage's checkpoint records.
 std::string CheckpointPrefix(std::string_view kind, std::string_view stage);

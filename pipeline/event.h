@@ -76,11 +76,18 @@ struct Event {
   bool ok() const { return error == ErrorKind::kNone; }
 };
 
-// The sequence number of a message a source handed on: once the batch carrying it has been
-// processed, the message's effect is part of the next checkpoint.
+// The sequence number of a message a source handed on (applied, or refused for good and so
+// consumed): once the batch carrying it has been processed, the message's effect is part of the
+// next checkpoint. Acknowledged mode numbers messages per publisher *incarnation*
+// (docs/PROTOCOL.md §9); `prev_*` keep the incarnation that came before, so that its resent
+// messages are still recognised as duplicates.
 struct AppliedSequence {
   StringId publisher = 0;
+  uint64_t incarnation = 0;  // 0: a publisher that sends none (legacy)
   uint64_t seq = 0;
+  bool has_prev = false;
+  uint64_t prev_incarnation = 0;
+  uint64_t prev_seq = 0;  // the last sequence number consumed in prev_incarnation
 };
 
 // A batch of events from one source message (or several). Batches are pooled and reused: clear()

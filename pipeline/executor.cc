@@ -300,14 +300,14 @@ void Executor::TakeCheckpoint() {
   checkpoint->applied.resize(sources_.size());
   for (size_t i = 0; i < sources_.size(); ++i) {
     CheckpointWriter writer("src", sources_[i]->name, &checkpoint->records);
-    for (const auto& [publisher, seq] : applied_[i]) {
-      auto [it, inserted] = checkpointed_[i].try_emplace(publisher, seq);
-      if (!inserted && it->second == seq) continue;  // unchanged since the last checkpoint
-      it->second = seq;
-      checkpoint->applied[i].push_back({publisher, seq});
-      std::string value;
-      AppendBigEndian64(&value, seq);
-      writer.Put(base_.interner->Name(publisher), std::move(value));
+    for (const auto& [publisher, a] : applied_[i]) {
+      auto [it, inserted] = checkpointed_[i].try_emplace(publisher, a);
+      if (!inserted && it->second.incarnation == a.incarnation && it->second.seq == a.seq) {
+        continue;  // unchanged since the last checkpoint
+      }
+      it->second = a;
+      checkpoint->applied[i].push_back(a);
+      writer.Put(base_.interner->Name(publisher), EncodeAppliedSequence(a));
     }
   }
   size_t bytes = 0;
@@ -339,7 +339,7 @@ void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
 void Executor::RunOperators(const EventBatch& batch) {
   if (!batch.sequences.empty() && batch.source < applied_.size()) {
     auto& applied = applied_[batch.source];
-    for (const AppliedSequence& a : batch.sequences) applied[a.publisher] = a.seq;
+    for (const AppliedSequence& a : batch.sequences) applied[a.publisher] = a;
   }
   for (auto& o : operators_) {
     if (std::find(o->inputs.begin(), o->inputs.end(), batch.source) == o->inputs.end()) continue;

@@ -106,8 +106,8 @@ class Executor {
   SinkSlot* checkpoint_sink_ = nullptr;
   std::atomic<bool> checkpoint_in_flight_{false};
   uint64_t next_checkpoint_id_ = 1;
-  std::vector<std::unordered_map<StringId, uint64_t>> applied_;
-  std::vector<std::unordered_map<StringId, uint64_t>> checkpointed_;
+  std::vector<std::unordered_map<StringId, AppliedSequence>> applied_;
+  std::vector<std::unordered_map<StringId, AppliedSequence>> checkpointed_;
   Counter* checkpoints_ = nullptr;
   Counter* checkpoint_skipped_ = nullptr;
   Histogram* checkpoint_seconds_ = nullptr;

@@ -80,7 +80,15 @@ constexpr std::string_view kFieldNames[kNumFields] = {
 };
 
 // Envelope fields.
-enum EnvField : uint8_t { kEnvVersion, kEnvPub, kEnvSeq, kEnvEvents, kNumEnvFields, kEnvUnknown };
+enum EnvField : uint8_t {
+  kEnvVersion,
+  kEnvPub,
+  kEnvSeq,
+  kEnvEvents,
+  kEnvInc,
+  kNumEnvFields,
+  kEnvUnknown
+};
 
 // Big-endian loads (msgpack) and little-endian loads (key matching, hashing) from unaligned bytes.
 static_assert(std::endian::native == std::endian::little,
@@ -217,6 +225,7 @@ inline EnvField EnvelopeField(std::string_view s) {
   if (s == "pub") return kEnvPub;
   if (s == "seq") return kEnvSeq;
   if (s == "events") return kEnvEvents;
+  if (s == "inc") return kEnvInc;
   return kEnvUnknown;
 }
 
@@ -305,6 +314,8 @@ std::string_view SequenceVerdictName(SequenceVerdict verdict) {
       return "duplicate";
     case SequenceVerdict::kRestart:
       return "restart";
+    case SequenceVerdict::kStale:
+      return "stale_incarnation";
   }
   return "none";
 }
@@ -366,6 +377,38 @@ class WireDecoder::Walker {
         break;
     }
     return false;
+  }
+
+  // Reads only the envelope's scalars (v, pub, inc, seq), skipping every other value, "events"
+  // included, without looking into it: identifies a message that is rejected as a whole. False
+  // when the payload is not a map or not well-formed up to the map's end.
+  bool ScanEnvelope() {
+    uint32_t n = 0;
+    if (MapHeader(n) != kYes) return false;
+    top_is_map_ = true;
+    Value ignored;
+    for (uint32_t k = 0; k < n; ++k) {
+      EnvField f = kEnvUnknown;
+      const uint8_t* key = nullptr;
+      uint32_t len = 0;
+      switch (Str(key, len)) {
+        case kYes:
+          f = EnvelopeField({reinterpret_cast<const char*>(key), len});
+          break;
+        case kNo:
+          if (!Skip(1)) return false;
+          break;
+        case kFailed:
+          return false;
+      }
+      if (f == kEnvUnknown || f == kEnvEvents) {
+        if (!ReadValue(ignored, 1)) return false;
+        continue;
+      }
+      if (!ReadValue(env_[f], 1)) return false;
+      env_seen_ |= 1u << f;
+    }
+    return true;
   }
 
   // --- results ---
@@ -1157,13 +1200,53 @@ Counter* WireDecoder::MakeCounter(std::string_view name, std::string_view help,
 void WireDecoder::RestoreSequence(StringId publisher, uint64_t next_seq) {
   PublisherState& p = Publisher(publisher);
   p.tracking = true;
+  p.incarnation = 0;
   p.next_seq = next_seq;
+}
+
+void WireDecoder::RestoreSequence(StringId publisher, const AppliedSequence& applied) {
+  PublisherState& p = Publisher(publisher);
+  p.tracking = true;
+  p.incarnation = applied.incarnation;
+  p.next_seq = applied.seq + 1;
+  p.has_prev = applied.has_prev;
+  p.prev_incarnation = applied.prev_incarnation;
+  p.prev_next_seq = applied.prev_seq + 1;
 }
 
 std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher) const {
   auto it = publishers_.find(publisher);
   if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
   return it->second.next_seq;
+}
+
+std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher, uint64_t incarnation) const {
+  auto it = publishers_.find(publisher);
+  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
+  const PublisherState& p = it->second;
+  if (incarnation == p.incarnation) return p.next_seq;
+  if (incarnation > p.incarnation) return 0;
+  return std::nullopt;
+}
+
+std::optional<uint64_t> WireDecoder::CurrentIncarnation(StringId publisher) const {
+  auto it = publishers_.find(publisher);
+  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
+  return it->second.incarnation;
+}
+
+std::optional<AppliedSequence> WireDecoder::Position(StringId publisher) const {
+  auto it = publishers_.find(publisher);
+  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
+  const PublisherState& p = it->second;
+  AppliedSequence a;
+  a.publisher = publisher;
+  a.incarnation = p.incarnation;
+  a.seq = p.next_seq - 1;
+  a.has_prev = p.has_prev;
+  a.prev_incarnation = p.prev_incarnation;
+  a.prev_seq = p.prev_next_seq - 1;
+  return a;
 }
 
 WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
@@ -1234,6 +1317,93 @@ void WireDecoder::RejectMessage(RejectReason reason, DecodeResult& result) {
   reason_counters_[static_cast<size_t>(reason)]->Inc();
 }
 
+SequenceVerdict WireDecoder::Judge(const PublisherState& p, uint64_t incarnation, uint64_t seq,
+                                   DecodeResult& result) const {
+  const bool strict = options_.strict_sequence;
+  SequenceVerdict verdict;
+  if (!p.tracking) {
+    // Acknowledged mode: a publisher the engine has never applied anything from starts at 0, so a
+    // lost first message cannot be covered by a later cumulative ack.
+    verdict = strict && seq != 0 ? SequenceVerdict::kGap : SequenceVerdict::kFirst;
+    if (verdict == SequenceVerdict::kGap) result.missing = seq;
+  } else if (incarnation != p.incarnation) {
+    if (!strict || (incarnation > p.incarnation && seq == 0)) {
+      verdict = SequenceVerdict::kRestart;  // a new incarnation starts a new sequence
+    } else if (incarnation > p.incarnation) {
+      verdict = SequenceVerdict::kGap;  // its first message (seq 0) is missing
+      result.missing = seq;
+    } else if (p.has_prev && incarnation == p.prev_incarnation && seq < p.prev_next_seq) {
+      verdict = SequenceVerdict::kDuplicate;
+    } else {
+      verdict = SequenceVerdict::kStale;
+    }
+  } else if (seq == p.next_seq) {
+    verdict = SequenceVerdict::kInOrder;
+  } else if (seq > p.next_seq) {
+    verdict = SequenceVerdict::kGap;
+    result.missing = seq - p.next_seq;
+  } else if (strict || p.next_seq - seq <= kDuplicateWindow) {
+    // Acknowledged mode: far behind is no restart (restarts change the incarnation), and applying
+    // it would apply a message twice.
+    verdict = SequenceVerdict::kDuplicate;
+  } else {
+    verdict = SequenceVerdict::kRestart;
+  }
+  result.sequence = verdict;
+  return verdict;
+}
+
+void WireDecoder::Advance(PublisherState& p, uint64_t incarnation, uint64_t seq) {
+  if (p.tracking && incarnation != p.incarnation) {
+    p.has_prev = true;
+    p.prev_incarnation = p.incarnation;
+    p.prev_next_seq = p.next_seq;
+  }
+  p.tracking = true;
+  p.incarnation = incarnation;
+  p.next_seq = seq + 1;
+}
+
+void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
+                                  DecodeResult& result) {
+  if (!options_.strict_sequence) return;
+  Walker scan(*this, batch, result, 0, payload);
+  if (!scan.ScanEnvelope()) return;
+  const Value* v = scan.env(kEnvVersion);
+  const Value* pub = scan.env(kEnvPub);
+  const Value* seq = scan.env(kEnvSeq);
+  const Value* inc = scan.env(kEnvInc);
+  if (v == nullptr || v->type != Value::kUint || v->u != 1 || pub == nullptr ||
+      pub->type != Value::kStr || pub->len == 0 || pub->len > 255 || seq == nullptr ||
+      seq->type != Value::kUint || (inc != nullptr && inc->type != Value::kUint)) {
+    return;
+  }
+  const StringId publisher = cache_.Intern(pub->str());
+  if (publisher == 0) return;
+  result.publisher = publisher;
+  result.incarnation = inc != nullptr ? inc->u : 0;
+  result.seq = seq->u;
+  PublisherState& p = Publisher(publisher);
+  switch (Judge(p, result.incarnation, result.seq, result)) {
+    case SequenceVerdict::kFirst:
+    case SequenceVerdict::kInOrder:
+    case SequenceVerdict::kRestart:
+      Advance(p, result.incarnation, result.seq);
+      result.consumed = true;
+      break;
+    case SequenceVerdict::kGap:
+      ++out_of_order_;
+      p.out_of_order->Inc();
+      break;
+    case SequenceVerdict::kDuplicate:
+      ++duplicates_;
+      p.duplicates->Inc();
+      break;
+    default:
+      break;
+  }
+}
+
 void WireDecoder::RecordBadFrames(size_t total_bytes) {
   RecordRejectedMessage(RejectReason::kBadFrames, total_bytes);
 }
@@ -1257,6 +1427,7 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
     RejectMessage(RejectReason::kMessageTooLarge, result);
     SetDetail(result, "payload of %zu bytes exceeds max_message_bytes %zu", payload.size(),
               options_.max_message_bytes);
+    ConsumeRejected(payload, batch, result);
     return result;
   }
 
@@ -1281,6 +1452,7 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
         reject(RejectReason::kBatchTooLarge);
         SetDetail(result, "%u events exceed max_events_per_message %u", walker.events_declared(),
                   options_.max_events_per_message);
+        ConsumeRejected(payload, batch, result);
         return result;
       case Walker::Stop::kTooDeep:
         reject(RejectReason::kNotMsgpack);
@@ -1331,9 +1503,17 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
     SetDetail(result, "\"seq\" missing or not an unsigned integer");
     return result;
   }
+  const Value* inc = walker.env(kEnvInc);
+  if (inc != nullptr && inc->type != Value::kUint) {
+    reject(RejectReason::kBadEnvelope);
+    SetDetail(result, "\"inc\" not an unsigned integer");
+    return result;
+  }
+  const uint64_t incarnation = inc != nullptr ? inc->u : 0;
   if (!walker.events_is_array()) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"events\" missing or not an array");
+    ConsumeRejected(payload, batch, result);
     return result;
   }
   if (authorizer != nullptr && !authorizer->MayPublishAs(pub->str())) {
@@ -1353,42 +1533,31 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
   }
   result.publisher = publisher;
   result.seq = seq->u;
+  result.incarnation = incarnation;
 
   // Sequence.
   PublisherState& p = Publisher(publisher);
   const uint64_t s = seq->u;
-  if (!p.tracking && options_.strict_sequence && s != 0) {
-    // Acknowledged mode: a publisher the engine has never applied anything from starts at 0, so
-    // a lost first message cannot be covered by a later cumulative ack.
-    result.sequence = SequenceVerdict::kGap;
-    result.missing = s;
-  } else if (!p.tracking) {
-    result.sequence = SequenceVerdict::kFirst;
-  } else if (s == p.next_seq) {
-    result.sequence = SequenceVerdict::kInOrder;
-  } else if (s > p.next_seq) {
-    result.sequence = SequenceVerdict::kGap;
-    result.missing = s - p.next_seq;
-  } else if (p.next_seq - s <= kDuplicateWindow) {
-    result.sequence = SequenceVerdict::kDuplicate;
-  } else {
-    result.sequence = SequenceVerdict::kRestart;
-  }
-
-  if (options_.strict_sequence && result.sequence == SequenceVerdict::kRestart) {
-    result.sequence = SequenceVerdict::kDuplicate;
-  }
-  if (options_.strict_sequence && result.sequence == SequenceVerdict::kGap) {
-    // Not applied: the publisher resends from the first unacknowledged message.
+  const SequenceVerdict verdict = Judge(p, incarnation, s, result);
+  if (options_.strict_sequence &&
+      (verdict == SequenceVerdict::kGap || verdict == SequenceVerdict::kStale)) {
+    // Not applied: the publisher resends from the first unacknowledged message (a gap), or its
+    // incarnation is over (stale).
     batch.events.resize(start);
     result.accepted = 0;
     result.rejected = 0;
     result.first_reason = RejectReason::kNone;
-    ++out_of_order_;
-    p.out_of_order->Inc();
+    if (verdict == SequenceVerdict::kGap) {
+      ++out_of_order_;
+      p.out_of_order->Inc();
+    } else {
+      SetDetail(result, "seq %llu of incarnation %llu, older than the current one %llu",
+                static_cast<unsigned long long>(s), static_cast<unsigned long long>(incarnation),
+                static_cast<unsigned long long>(p.incarnation));
+    }
     return result;
   }
-  if (result.sequence == SequenceVerdict::kDuplicate) {
+  if (verdict == SequenceVerdict::kDuplicate) {
     batch.events.resize(start);
     result.accepted = 0;
     result.rejected = 0;
@@ -1399,15 +1568,14 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
               static_cast<unsigned long long>(p.next_seq));
     return result;
   }
-  if (result.sequence == SequenceVerdict::kGap) {
+  if (verdict == SequenceVerdict::kGap) {
     gaps_ += result.missing;
     p.gaps->Inc(result.missing);
-  } else if (result.sequence == SequenceVerdict::kRestart) {
+  } else if (verdict == SequenceVerdict::kRestart) {
     ++restarts_;
     p.restarts->Inc();
   }
-  p.tracking = true;
-  p.next_seq = s + 1;
+  Advance(p, incarnation, s);
   result.applied = true;
 
   // Commit the events. They were stamped with the publisher known when each was appended; fix

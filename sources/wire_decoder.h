@@ -56,7 +56,11 @@ enum class SequenceVerdict : uint8_t {
   kInOrder,    // seq == expected
   kGap,        // seq > expected: `DecodeResult::missing` messages were lost
   kDuplicate,  // expected - 1024 <= seq < expected: the message was dropped
-  kRestart,    // seq < expected - 1024: the publisher restarted; accepted, tracking reset
+  kRestart,    // seq < expected - 1024, or a new incarnation: the publisher restarted; accepted,
+               // tracking reset
+  // strict_sequence: the message's incarnation is older than the publisher's current one, and it
+  // is not a duplicate of what that incarnation had applied: refused for good, not applied.
+  kStale,
 };
 std::string_view SequenceVerdictName(SequenceVerdict verdict);
 
@@ -66,12 +70,19 @@ struct DecodeResult {
   uint32_t rejected = 0;  // events rejected one by one (the rest of the message was kept)
   // A message-level reason: nothing was appended (first_reason says why).
   bool message_rejected = false;
-  StringId publisher = 0;  // 0 when the envelope could not be read
+  StringId publisher = 0;    // 0 when the envelope could not be read
+  uint64_t incarnation = 0;  // the envelope's "inc" (0 when absent)
   uint64_t seq = 0;
   SequenceVerdict sequence = SequenceVerdict::kNone;
   // The message's events were appended (it was not rejected, not a duplicate and, with
   // strict_sequence, not out of order).
   bool applied = false;
+  // strict_sequence: the message was rejected as a whole for a reason that resending cannot change
+  // (first_reason: batch_too_large, message_too_large, bad_envelope) but its publisher, incarnation
+  // and sequence number were readable and in order: its sequence number is consumed as if it had
+  // been applied (so later messages are not held behind it), and the publisher is told it is
+  // refused for good.
+  bool consumed = false;
   uint64_t missing = 0;  // kGap: number of messages missing before this one
   // The first reason anything in the message was rejected, with a human-readable detail for
   // (rate-limited) logging; kNone when everything was accepted.
@@ -92,10 +103,13 @@ class PublisherAuthorizer {
 };
 
 struct WireDecoderOptions {
-  // Acknowledged mode: a new publisher's first message must have seq 0 (hello tells a restarted
-  // publisher where to resume); a message ahead of the expected sequence number (a gap) is not applied,
-  // since the publisher resends everything unacknowledged in order, and a message far behind it
-  // (a "restart") is dropped as a duplicate (publishers resume with a hello). Default false.
+  // Acknowledged mode (docs/PROTOCOL.md §9): messages are numbered per publisher incarnation
+  // ("inc"); the first message of a publisher or of a newer incarnation must have seq 0; a message
+  // ahead of the expected sequence number (a gap) is not applied, since the publisher resends
+  // everything unacknowledged in order; a message behind it is a duplicate, however far behind; a
+  // message of an older incarnation is a duplicate when the previous incarnation had applied it,
+  // else refused for good (kStale); a message rejected as a whole whose sequence number is in order
+  // consumes it (DecodeResult::consumed). Default false: an incarnation change is a restart.
   bool strict_sequence = false;
   // Events later than now + max_future_skew_ms (processing time, from the Clock) are rejected.
   // Default 5 minutes; >= 0.
@@ -160,10 +174,23 @@ class WireDecoder {
   DecodeResult Decode(std::string_view payload, EventBatch& batch,
                       const PublisherAuthorizer* authorizer = nullptr);
 
-  // Sets the sequence number expected next from `publisher` (restoring from a checkpoint).
+  // Sets the sequence number expected next from `publisher` in incarnation 0 (tests).
   void RestoreSequence(StringId publisher, uint64_t next_seq);
-  // The sequence number expected next from `publisher`; nullopt before its first message.
+  // Restores a publisher's position from a checkpoint record: `applied.seq + 1` is expected next
+  // in `applied.incarnation`; the previous incarnation is kept for duplicate detection.
+  void RestoreSequence(StringId publisher, const AppliedSequence& applied);
+  // The sequence number expected next from `publisher` in its current incarnation; nullopt before
+  // its first message.
   std::optional<uint64_t> NextSequence(StringId publisher) const;
+  // The sequence number expected next from `publisher` in `incarnation`: the current one's next; 0
+  // for a newer incarnation than the current one; nullopt for an older one (it is closed) and for
+  // a publisher never heard of.
+  std::optional<uint64_t> NextSequence(StringId publisher, uint64_t incarnation) const;
+  // The publisher's current incarnation; nullopt before its first message.
+  std::optional<uint64_t> CurrentIncarnation(StringId publisher) const;
+  // The publisher's position (current incarnation, last consumed sequence number, previous
+  // incarnation), as checkpointed; nullopt before its first message.
+  std::optional<AppliedSequence> Position(StringId publisher) const;
 
   // Counts a transport message that did not have exactly 2 frames (reason bad_frames).
   void RecordBadFrames(size_t total_bytes);
@@ -190,7 +217,12 @@ class WireDecoder {
   class Walker;
   struct PublisherState {
     bool tracking = false;
+    uint64_t incarnation = 0;
     uint64_t next_seq = 0;
+    // The incarnation before the current one and the sequence number it expected next (>= 1).
+    bool has_prev = false;
+    uint64_t prev_incarnation = 0;
+    uint64_t prev_next_seq = 0;
     Counter* rejected = nullptr;
     Counter* gaps = nullptr;
     Counter* duplicates = nullptr;
@@ -212,6 +244,14 @@ class WireDecoder {
   PublisherState& Publisher(StringId id);
   Counter* MakeCounter(std::string_view name, std::string_view help, const Labels& labels);
   void RejectMessage(RejectReason reason, DecodeResult& result);
+  // The verdict on sequence number `seq` of `incarnation` (sets result.sequence and missing).
+  SequenceVerdict Judge(const PublisherState& p, uint64_t incarnation, uint64_t seq,
+                        DecodeResult& result) const;
+  // Moves the publisher's position past `seq` of `incarnation` (applied or consumed).
+  static void Advance(PublisherState& p, uint64_t incarnation, uint64_t seq);
+  // strict_sequence: a message rejected as a whole for `reason` (already counted): when its
+  // envelope names a publisher and an in-order sequence number, consumes it.
+  void ConsumeRejected(std::string_view payload, EventBatch& batch, DecodeResult& result);
 
   const WireDecoderOptions options_;
   Interner& interner_;

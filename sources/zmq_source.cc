@@ -4,7 +4,8 @@
 #include <utility>
 
 #include <spdlog/spdlog.h>
-#include <msgpack.hpp>
+
+#include "sources/ack_messages.h"
 
 namespace inferscope {
 namespace {
@@ -129,6 +130,9 @@ Status ZmqSource::Open(const StageContext& ctx) {
                                          "Acknowledgements sent to publishers", labels);
     hellos_ = ctx.metrics->GetCounter("inferscope_source_hellos_total", "Hello messages answered",
                                       labels);
+    nacks_sent_ = ctx.metrics->GetCounter(
+        "inferscope_source_nacks_total",
+        "Messages refused for good, each answered with a nack (acknowledged mode)", labels);
   }
   decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
                                            ctx.name);
@@ -217,88 +221,109 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
   if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
   DecodeResult result = decoder_->Decode(payload, batch, sender_);
   if (result.first_reason != RejectReason::kNone) LogRejection(result);
-  if (result.applied) batch.sequences.push_back({result.publisher, result.seq});
-  if (router && result.publisher != 0) {
-    std::string& peer = peers_[result.publisher];
-    if (peer != identity_.to_string_view()) peer.assign(identity_.to_string_view());
-    // A resent message applied before: its ack may have been lost, so repeat it. A message ahead
-    // of the expected one (messages lost in a reconnect, or an engine restart): say where to
-    // resume, so the publisher resends at once instead of waiting for its timeout. Both at most
-    // every kNackIntervalNs per publisher, since they come in bursts.
-    if ((result.sequence == SequenceVerdict::kDuplicate && durable_.count(result.publisher)) ||
-        (result.sequence == SequenceVerdict::kGap && !result.applied)) {
-      const int64_t now = ctx_.clock->MonotonicNs();
-      int64_t& last = last_nack_ns_[result.publisher];
-      if (now - last >= kNackIntervalNs) {
-        last = now;
-        SendAck(result.publisher, decoder_->NextSequence(result.publisher));
-      }
+  if (result.applied || result.consumed) {
+    if (std::optional<AppliedSequence> position = decoder_->Position(result.publisher)) {
+      batch.sequences.push_back(*position);
     }
+  }
+  if (router && result.publisher != 0) {
+    // Acks go to the peer that sent the publisher's latest message (a reconnected publisher has a
+    // new routing id); a stale incarnation does not take them over.
+    if (result.sequence != SequenceVerdict::kStale) {
+      std::string& peer = peers_[result.publisher];
+      if (peer != identity_.to_string_view()) peer.assign(identity_.to_string_view());
+    }
+    RespondToMessage(result);
   }
   return true;
 }
 
-void ZmqSource::AnswerHello(std::string_view payload) {
-  // {"v": 1, "pub": "<id>"}: rare, so the general msgpack parser is fine here.
-  std::string pub;
-  try {
-    msgpack::object_handle handle = msgpack::unpack(payload.data(), payload.size());
-    const msgpack::object& root = handle.get();
-    if (root.type == msgpack::type::MAP) {
-      for (const auto& kv : root.via.map) {
-        if (kv.key.type == msgpack::type::STR && kv.key.as<std::string_view>() == "pub" &&
-            kv.val.type == msgpack::type::STR) {
-          pub = kv.val.as<std::string>();
-        }
-      }
-    }
-  } catch (const std::exception&) {
-    pub.clear();
+void ZmqSource::RespondToMessage(const DecodeResult& result) {
+  // Answers go to the sender of the message (identity_).
+  if (result.consumed) {
+    // Refused for good, its sequence number consumed: say so at once (the ack follows with the
+    // checkpoint), so the publisher reports it instead of resending it forever.
+    SendNack(result.publisher, result.incarnation, result.seq,
+             RejectReasonName(result.first_reason),
+             /*consumed=*/true);
+    return;
   }
-  if (pub.empty() || pub.size() > 255) {
+  if (result.sequence == SequenceVerdict::kStale) {
+    SendNack(result.publisher, result.incarnation, result.seq, SequenceVerdictName(result.sequence),
+             /*consumed=*/false);
+    return;
+  }
+  // A resent message applied before: its ack may have been lost, so repeat it. A message ahead of
+  // the expected one (messages lost in a reconnect, or an engine restart): say where to resume, so
+  // the publisher resends at once instead of waiting for its timeout. Both at most every
+  // kNackIntervalNs per publisher, since they come in bursts.
+  if (result.sequence == SequenceVerdict::kDuplicate ||
+      (result.sequence == SequenceVerdict::kGap && !result.applied)) {
+    const int64_t now = ctx_.clock->MonotonicNs();
+    int64_t& last = last_nack_ns_[result.publisher];
+    if (now - last >= kNackIntervalNs) {
+      last = now;
+      SendAck(result.publisher, result.incarnation, identity_.to_string_view());
+    }
+  }
+}
+
+void ZmqSource::AnswerHello(std::string_view payload) {
+  Result<HelloMessage> hello = ParseHello(payload);
+  if (!hello.ok()) {
     decoder_->RecordBadFrames(payload.size());
     return;
   }
-  if (sender_ != nullptr && !sender_->MayPublishAs(pub)) {  // unanswered: nothing to learn
+  if (sender_ != nullptr && !sender_->MayPublishAs(hello->publisher)) {  // unanswered: nothing to learn
     decoder_->RecordRejectedMessage(RejectReason::kUnauthorizedPublisher, payload.size());
     return;
   }
-  const StringId id = ctx_.interner->Intern(pub);
+  const StringId id = ctx_.interner->Intern(hello->publisher);
   if (id == 0) return;
   if (hellos_ != nullptr) hellos_->Inc();
-  peers_[id].assign(identity_.to_string_view());
-  SendAck(id, decoder_->NextSequence(id));
+  const std::optional<uint64_t> current = decoder_->CurrentIncarnation(id);
+  if (!current || hello->incarnation >= *current) peers_[id].assign(identity_.to_string_view());
+  SendAck(id, hello->incarnation, identity_.to_string_view());
 }
 
-void ZmqSource::SendAck(StringId publisher, std::optional<uint64_t> next) {
-  auto peer = peers_.find(publisher);
-  if (peer == peers_.end()) return;
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  auto durable = durable_.find(publisher);
-  pk.pack_map(4);
-  pk.pack("v");
-  pk.pack(1);
-  pk.pack("pub");
-  pk.pack(ctx_.interner->Name(publisher));
-  pk.pack("ack");
-  if (durable != durable_.end()) {
-    pk.pack(durable->second);
-  } else {
-    pk.pack_nil();
-  }
-  pk.pack("next");
-  if (next) {
-    pk.pack(*next);
-  } else {
-    pk.pack_nil();
-  }
+void ZmqSource::SendControl(std::string_view peer, std::string_view kind,
+                            const std::string& payload) {
   // A peer that went away is skipped (ROUTER drops what it cannot route); never block here.
-  (void)socket_->send(zmq::buffer(peer->second),
-                      zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)socket_->send(zmq::str_buffer("ack"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)socket_->send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(kind), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(payload), zmq::send_flags::dontwait);
+}
+
+void ZmqSource::SendAck(StringId publisher, uint64_t incarnation, std::string_view peer) {
+  AckMessage ack;
+  ack.publisher = std::string(ctx_.interner->Name(publisher));
+  ack.incarnation = incarnation;
+  auto durable = durable_.find(publisher);
+  if (durable != durable_.end()) {
+    const AppliedSequence& d = durable->second;
+    if (d.incarnation == incarnation) {
+      ack.ack = d.seq;
+    } else if (d.has_prev && d.prev_incarnation == incarnation) {
+      ack.ack = d.prev_seq;
+    }
+  }
+  ack.next = decoder_->NextSequence(publisher, incarnation);
+  ack.latest = decoder_->CurrentIncarnation(publisher);
+  SendControl(peer, "ack", EncodeAck(ack));
   if (acks_sent_ != nullptr) acks_sent_->Inc();
+}
+
+void ZmqSource::SendNack(StringId publisher, uint64_t incarnation, uint64_t seq,
+                         std::string_view reason, bool consumed) {
+  NackMessage nack;
+  nack.publisher = std::string(ctx_.interner->Name(publisher));
+  nack.incarnation = incarnation;
+  nack.seq = seq;
+  nack.reason = std::string(reason);
+  nack.consumed = consumed;
+  nack.latest = decoder_->CurrentIncarnation(publisher);
+  SendControl(identity_.to_string_view(), "nack", EncodeNack(nack));
+  if (nacks_sent_ != nullptr) nacks_sent_->Inc();
 }
 
 void ZmqSource::SendAcks() {
@@ -309,9 +334,9 @@ void ZmqSource::SendAcks() {
     ack_ready_.store(false, std::memory_order_relaxed);
   }
   for (const AppliedSequence& a : acks) {
-    uint64_t& durable = durable_[a.publisher];
-    durable = std::max(durable, a.seq);
-    SendAck(a.publisher, decoder_->NextSequence(a.publisher));
+    durable_[a.publisher] = a;  // checkpoints become durable in the order they were taken
+    auto peer = peers_.find(a.publisher);
+    if (peer != peers_.end()) SendAck(a.publisher, a.incarnation, peer->second);
   }
 }
 
@@ -324,16 +349,16 @@ void ZmqSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied)
 
 Status ZmqSource::Restore(const CheckpointReader& reader) {
   return reader.ForEach([this](std::string_view publisher, std::string_view value) -> Status {
-    if (value.size() != 8) {
-      return Status::Corruption("zmq source checkpoint: sequence of '" + std::string(publisher) +
-                                "' is not 8 bytes");
+    Result<AppliedSequence> applied = DecodeAppliedSequence(value);
+    if (!applied.ok()) {
+      return applied.status().WithContext("zmq source checkpoint: sequence of '" +
+                                          std::string(publisher) + "'");
     }
-    uint64_t seq = 0;
-    for (char c : value) seq = (seq << 8) | static_cast<unsigned char>(c);
     const StringId id = ctx_.interner->Intern(publisher);
     if (id == 0) return Status::Unavailable("zmq source checkpoint: string table full");
-    decoder_->RestoreSequence(id, seq + 1);
-    durable_[id] = seq;
+    applied->publisher = id;
+    decoder_->RestoreSequence(id, *applied);
+    durable_[id] = *applied;
     return Status::Ok();
   });
 }

@@ -35,9 +35,11 @@ namespace inferscope {
 // messages; the source applies a publisher's messages strictly in sequence order (a message ahead
 // of the expected one is not applied: the publisher resends from its oldest unacknowledged one),
 // drops the ones it applied already, and sends `ack` messages back once a checkpoint holding their
-// effect is durable (OnCheckpointDurable). A `hello` message returns the last durable sequence
-// number and the next expected one, so a restarted publisher knows where to resume. The applied
-// sequence numbers are part of every checkpoint and restored on start (Restore), in every mode.
+// effect is durable (OnCheckpointDurable). Sequence numbers are per publisher incarnation ("inc":
+// a new incarnation starts again at 0); a message refused for good gets a `nack` with the reason.
+// A `hello` message returns the last durable sequence number and the next expected one of the
+// hello's incarnation, and the publisher's current incarnation. The applied positions are part of
+// every checkpoint and restored on start (Restore), in every mode.
 // Robustness: any input is decoded or rejected with a reason (see WireDecoder); nothing crashes.
 // Security (docs/PROTOCOL.md, "Security"): with `curve`, a bound source is a CurveZMQ server that
 // admits only the client keys of its authorised-keys file, and a message or hello whose publisher
@@ -100,10 +102,18 @@ class ZmqSource final : public Source {
   // Receives one multipart message if one is waiting and decodes it into `batch`. Returns false
   // when nothing was waiting.
   bool ReceiveOne(EventBatch& batch);
-  // Acknowledged mode: answers a hello; sends the acks handed over by OnCheckpointDurable.
+  // Acknowledged mode: answers a hello; answers a message that was not applied (a nack when it is
+  // refused for good, an ack saying where to resume when it was a duplicate or ahead); sends the
+  // acks handed over by OnCheckpointDurable.
   void AnswerHello(std::string_view payload);
+  void RespondToMessage(const DecodeResult& result);
   void SendAcks();
-  void SendAck(StringId publisher, std::optional<uint64_t> next);
+  // An ack about `incarnation` of `publisher` (its durable and next sequence numbers) to `peer`.
+  void SendAck(StringId publisher, uint64_t incarnation, std::string_view peer);
+  // A nack to the sender of the message being handled.
+  void SendNack(StringId publisher, uint64_t incarnation, uint64_t seq, std::string_view reason,
+                bool consumed);
+  void SendControl(std::string_view peer, std::string_view kind, const std::string& payload);
   void Shed(const EventBatch& batch);
   void LogRejection(const DecodeResult& result);
 
@@ -119,9 +129,9 @@ class ZmqSource final : public Source {
   zmq::message_t payload_;
   zmq::message_t extra_;
   zmq::message_t identity_;  // router mode: the sending peer's routing id
-  // Router mode (source thread): each publisher's routing id and last durable sequence number.
+  // Router mode (source thread): each publisher's routing id and last durable position.
   std::unordered_map<StringId, std::string> peers_;
-  std::unordered_map<StringId, uint64_t> durable_;
+  std::unordered_map<StringId, AppliedSequence> durable_;
   std::unordered_map<StringId, int64_t> last_nack_ns_;
   // Acks handed over by OnCheckpointDurable.
   std::mutex ack_mu_;
@@ -129,6 +139,7 @@ class ZmqSource final : public Source {
   std::atomic<bool> ack_ready_{false};
   Counter* acks_sent_ = nullptr;
   Counter* hellos_ = nullptr;
+  Counter* nacks_sent_ = nullptr;
   std::unordered_map<StringId, Counter*> shed_by_publisher_;
   int64_t last_log_ns_ = 0;
   uint64_t suppressed_logs_ = 0;

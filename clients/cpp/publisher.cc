@@ -15,6 +15,7 @@ class BatchEncoder::Buffer {
   void write(const char* data, size_t n) { bytes_.append(data, n); }
   void clear() { bytes_.clear(); }
   size_t size() const { return bytes_.size(); }
+  void resize(size_t n) { bytes_.resize(n); }
   char* data() { return bytes_.data(); }
 
  private:
@@ -64,11 +65,18 @@ void BatchEncoder::StartIfNeeded() {
   count_ = 0;
   buffer_->clear();
   msgpack::packer<Buffer> p(*buffer_);
-  // {"v": 1, "pub": id, "seq": <uint64, patched>, "events": <array32, patched> ...
-  p.pack_map(4);
+  // {"v": 1, "pub": id, ["inc": <uint64, patched>,] "seq": <uint64, patched>,
+  //  "events": <array32, patched> ...
+  p.pack_map(with_incarnation_ ? 5 : 4);
   PackKey(p, "v");
   p.pack_uint8(1);
   PackStr(p, "pub", publisher_id_);
+  if (with_incarnation_) {
+    PackKey(p, "inc");
+    const char inc_header[9] = {static_cast<char>(0xcf)};
+    buffer_->write(inc_header, sizeof(inc_header));
+    inc_offset_ = buffer_->size() - 8;
+  }
   PackKey(p, "seq");
   const char seq_header[9] = {static_cast<char>(0xcf)};
   buffer_->write(seq_header, sizeof(seq_header));
@@ -82,6 +90,7 @@ void BatchEncoder::StartIfNeeded() {
 
 void BatchEncoder::AddRequest(const RequestOutcome& r) {
   StartIfNeeded();
+  last_event_at_ = buffer_->size();
   msgpack::packer<Buffer> p(*buffer_);
   uint32_t fields = 5;  // k i m t e2e
   fields += r.ttft_ms.has_value() + r.tpot_ms.has_value() + r.prompt_tokens.has_value() +
@@ -130,6 +139,7 @@ void BatchEncoder::AddRequest(const RequestOutcome& r) {
 void BatchEncoder::AddGauge(std::string_view instance, std::string_view model,
                             std::string_view name, double value, int64_t time_ms) {
   StartIfNeeded();
+  last_event_at_ = buffer_->size();
   msgpack::packer<Buffer> p(*buffer_);
   p.pack_map(6);
   PackStr(p, "k", "g");
@@ -146,9 +156,18 @@ void BatchEncoder::AddGauge(std::string_view instance, std::string_view model,
 std::string_view BatchEncoder::Finish() {
   StartIfNeeded();  // an empty batch is a valid (heartbeat) payload
   PutBigEndian(buffer_->data() + seq_offset_, next_seq_++, 8);
+  if (with_incarnation_) PutBigEndian(buffer_->data() + inc_offset_, incarnation_, 8);
   PutBigEndian(buffer_->data() + count_offset_, count_, 4);
   finished_ = true;
   return {buffer_->data(), buffer_->size()};
+}
+
+size_t BatchEncoder::bytes() const { return finished_ ? 0 : buffer_->size(); }
+
+void BatchEncoder::DropLast() {
+  if (finished_ || count_ == 0) return;
+  buffer_->resize(last_event_at_);
+  --count_;
 }
 
 void BatchEncoder::Reset() {

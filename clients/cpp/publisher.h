@@ -60,8 +60,8 @@ class BatchEncoder {
   void AddGauge(std::string_view instance, std::string_view model, std::string_view name,
                 double value, int64_t time_ms = 0);
 
-  // Events in the current batch.
-  size_t size() const { return count_; }
+  // Events in the current batch (0 once it is finished).
+  size_t size() const { return finished_ ? 0 : count_; }
   // Completes the batch with the next sequence number and returns the payload. The view stays valid
   // until the next Add*/Reset/Finish; the next Add* starts a new batch.
   std::string_view Finish();
@@ -71,7 +71,25 @@ class BatchEncoder {
   uint64_t next_seq() const { return next_seq_; }
   // The sequence number the next Finish() uses (a publisher resuming where the engine expects).
   void set_next_seq(uint64_t seq) { next_seq_ = seq; }
+  // Acknowledged mode: every payload carries "inc" (the publisher incarnation), written by Finish.
+  // Call before the first Add*; the value may change at any time.
+  void enable_incarnation(uint64_t incarnation) {
+    with_incarnation_ = true;
+    incarnation_ = incarnation;
+  }
+  void set_incarnation(uint64_t incarnation) { incarnation_ = incarnation; }
+  uint64_t incarnation() const { return incarnation_; }
   const std::string& publisher_id() const { return publisher_id_; }
+  // The payload bytes of the current batch so far (header included).
+  size_t bytes() const;
+  // Removes the event added last (the batch must hold one), e.g. because it made the payload too
+  // large.
+  void DropLast();
+  // Where Finish writes the sequence number and the incarnation (8 bytes big-endian each) in every
+  // payload of this encoder, so that a stored payload can be renumbered. inc_offset is 0 without
+  // incarnations.
+  size_t seq_offset() const { return seq_offset_; }
+  size_t inc_offset() const { return inc_offset_; }
 
  private:
   class Buffer;
@@ -83,6 +101,10 @@ class BatchEncoder {
   size_t header_size_ = 0;
   size_t seq_offset_ = 0;    // where the 8 bytes of the sequence number go
   size_t count_offset_ = 0;  // where the 4 bytes of the event count go
+  size_t inc_offset_ = 0;    // where the 8 bytes of the incarnation go (0: none)
+  bool with_incarnation_ = false;
+  uint64_t incarnation_ = 0;
+  size_t last_event_at_ = 0;  // where the event added last starts
   size_t count_ = 0;
   bool finished_ = true;  // the buffer holds a finished payload (or nothing yet)
 };

@@ -555,6 +555,129 @@ TEST(WireDecoderTest, StrictSequenceAppliesOnlyInOrderAndRestores) {
   EXPECT_TRUE(restored.Decode(Payload({Request()}, 13, "acked")).applied);
 }
 
+// An acknowledged-mode payload with an incarnation.
+std::string IncPayload(const std::vector<Fields>& events, uint64_t inc, uint64_t seq,
+                       const std::string& pub = "acked") {
+  return EnvelopeWith({{"v", uint64_t{1}}, {"pub", pub}, {"inc", inc}, {"seq", seq}}, &events);
+}
+
+// Issue 8 item 2: a restarted publisher (new incarnation) starts again at 0; its messages are
+// never taken for duplicates of the previous incarnation's numbers.
+TEST(WireDecoderTest, StrictSequenceNewIncarnationStartsAgainAtZero) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  Fixture f(options);
+  const StringId acked = f.interner.Intern("acked");
+  AppliedSequence restored;
+  restored.incarnation = 5;
+  restored.seq = 499;  // incarnation 5 applied 0..499 before the engine restarted
+  f.decoder.RestoreSequence(acked, restored);
+  EXPECT_EQ(f.decoder.NextSequence(acked, 5), 500u);
+  EXPECT_EQ(f.decoder.NextSequence(acked, 9), 0u);  // a newer incarnation starts at 0
+
+  DecodeResult first = f.Decode(IncPayload({Request()}, 9, 0));
+  EXPECT_TRUE(first.applied);
+  EXPECT_EQ(first.sequence, SequenceVerdict::kRestart);
+  EXPECT_EQ(first.incarnation, 9u);
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, 9, 1)).applied);
+  EXPECT_EQ(f.decoder.CurrentIncarnation(acked), 9u);
+  EXPECT_EQ(f.decoder.NextSequence(acked), 2u);
+  EXPECT_FALSE(f.decoder.NextSequence(acked, 5).has_value());  // closed
+
+  // The previous incarnation's resends: duplicates up to what it had applied, refused after.
+  DecodeResult old_dup = f.Decode(IncPayload({Request()}, 5, 499));
+  EXPECT_FALSE(old_dup.applied);
+  EXPECT_EQ(old_dup.sequence, SequenceVerdict::kDuplicate);
+  DecodeResult old_new = f.Decode(IncPayload({Request()}, 5, 500));
+  EXPECT_FALSE(old_new.applied);
+  EXPECT_EQ(old_new.sequence, SequenceVerdict::kStale);
+  // Older still, and the legacy incarnation 0: stale.
+  EXPECT_EQ(f.Decode(IncPayload({Request()}, 3, 0)).sequence, SequenceVerdict::kStale);
+  EXPECT_EQ(f.Decode(Payload({Request()}, 0, "acked")).sequence, SequenceVerdict::kStale);
+  // A newer incarnation whose seq 0 is missing: not applied, resume at 0.
+  DecodeResult ahead = f.Decode(IncPayload({Request()}, 12, 3));
+  EXPECT_FALSE(ahead.applied);
+  EXPECT_EQ(ahead.sequence, SequenceVerdict::kGap);
+  EXPECT_EQ(f.batch.events.size(), 2u);
+
+  std::optional<AppliedSequence> position = f.decoder.Position(acked);
+  ASSERT_TRUE(position.has_value());
+  EXPECT_EQ(position->incarnation, 9u);
+  EXPECT_EQ(position->seq, 1u);
+  EXPECT_TRUE(position->has_prev);
+  EXPECT_EQ(position->prev_incarnation, 5u);
+  EXPECT_EQ(position->prev_seq, 499u);
+
+  // Restored from that position, the previous incarnation is still recognised.
+  Fixture again(options);
+  again.decoder.RestoreSequence(again.interner.Intern("acked"), *position);
+  EXPECT_EQ(again.Decode(IncPayload({Request()}, 5, 10)).sequence, SequenceVerdict::kDuplicate);
+  EXPECT_EQ(again.Decode(IncPayload({Request()}, 9, 1)).sequence, SequenceVerdict::kDuplicate);
+  EXPECT_TRUE(again.Decode(IncPayload({Request()}, 9, 2)).applied);
+  // "inc" must be an unsigned integer.
+  EXPECT_EQ(again
+                .Decode(EnvelopeWith({{"v", uint64_t{1}},
+                                      {"pub", std::string("acked")},
+                                      {"inc", std::string("x")},
+                                      {"seq", uint64_t{3}}},
+                                     nullptr))
+                .first_reason,
+            RejectReason::kBadEnvelope);
+}
+
+// Issue 8 item 4: a message that can never be applied consumes its sequence number, so the
+// messages after it are applied instead of being held behind it forever.
+TEST(WireDecoderTest, StrictSequenceConsumesMessagesRefusedForGood) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  options.max_events_per_message = 2;
+  options.max_message_bytes = 400;
+  Fixture f(options);
+  const StringId acked = f.interner.Intern("acked");
+  DecodeResult big = f.Decode(IncPayload({Request(), Request(), Request()}, 7, 0));
+  EXPECT_TRUE(big.message_rejected);
+  EXPECT_EQ(big.first_reason, RejectReason::kBatchTooLarge);
+  EXPECT_TRUE(big.consumed);
+  EXPECT_FALSE(big.applied);
+  EXPECT_EQ(big.publisher, acked);
+  EXPECT_EQ(big.incarnation, 7u);
+  EXPECT_EQ(big.seq, 0u);
+  EXPECT_EQ(f.decoder.NextSequence(acked), 1u);
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, 7, 1)).applied);
+
+  Fields long_event = With(Request(), "err", std::string(500, 'x'));
+  DecodeResult huge = f.Decode(IncPayload({long_event}, 7, 2));
+  EXPECT_EQ(huge.first_reason, RejectReason::kMessageTooLarge);
+  EXPECT_TRUE(huge.consumed);
+  DecodeResult no_events = f.Decode(EnvelopeWith({{"v", uint64_t{1}},
+                                                  {"pub", std::string("acked")},
+                                                  {"inc", uint64_t{7}},
+                                                  {"seq", uint64_t{3}}},
+                                                 nullptr));
+  EXPECT_EQ(no_events.first_reason, RejectReason::kBadEnvelope);
+  EXPECT_TRUE(no_events.consumed);
+  EXPECT_EQ(f.decoder.NextSequence(acked), 4u);
+
+  // Not in order: not consumed (a gap is resent, a duplicate was done before).
+  DecodeResult ahead = f.Decode(IncPayload({Request(), Request(), Request()}, 7, 9));
+  EXPECT_FALSE(ahead.consumed);
+  EXPECT_EQ(ahead.sequence, SequenceVerdict::kGap);
+  DecodeResult behind = f.Decode(IncPayload({Request(), Request(), Request()}, 7, 0));
+  EXPECT_FALSE(behind.consumed);
+  EXPECT_EQ(behind.sequence, SequenceVerdict::kDuplicate);
+  // Not attributable (truncated): nothing consumed.
+  std::string truncated = IncPayload({Request()}, 7, 4);
+  truncated.resize(truncated.size() - 3);
+  EXPECT_FALSE(f.Decode(truncated).consumed);
+  EXPECT_EQ(f.decoder.NextSequence(acked), 4u);
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, 7, 4)).applied);
+  EXPECT_EQ(f.batch.events.size(), 2u);
+
+  // Fire-and-forget modes consume nothing: nothing waits behind a message there.
+  Fixture loose({.max_events_per_message = 2});
+  EXPECT_FALSE(loose.Decode(IncPayload({Request(), Request(), Request()}, 7, 0)).consumed);
+}
+
 TEST(WireDecoderTest, CountsGapsDuplicatesAndRestarts) {
   Fixture f;
   auto decode = [&](uint64_t seq, const std::string& pub = "pub-1") {

@@ -19,11 +19,13 @@
 #include <yaml-cpp/yaml.h>
 #include <zmq.hpp>
 
+#include "clients/cpp/acked_publisher.h"
 #include "clients/cpp/publisher.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
+#include "sources/ack_messages.h"
 #include "sources/register.h"
 #include "tests/test_util.h"
 
@@ -83,6 +85,7 @@ class TestOutput final : public SourceOutput {
       queue_.pop_front();
       ++batches_;
       events_.insert(events_.end(), b->events.begin(), b->events.end());
+      sequences_.insert(sequences_.end(), b->sequences.begin(), b->sequences.end());
       b->Clear();
       pool_.push_back(std::move(b));
     }
@@ -99,6 +102,8 @@ class TestOutput final : public SourceOutput {
   }
 
   const std::vector<Event>& events() const { return events_; }
+  // The sequence numbers the batches carried (applied or consumed messages), in order.
+  const std::vector<AppliedSequence>& sequences() const { return sequences_; }
   size_t batches() const { return batches_; }
   // Batches handed out by Acquire and not yet given back (Release, Emit, successful TryEmit).
   int64_t outstanding() {
@@ -114,6 +119,7 @@ class TestOutput final : public SourceOutput {
   std::deque<EventBatchPtr> queue_;
   bool stopping_ = false;
   std::vector<Event> events_;
+  std::vector<AppliedSequence> sequences_;
   size_t batches_ = 0;
   int64_t outstanding_ = 0;
 };
@@ -473,6 +479,226 @@ TEST(ZmqSourceTest, CreateFromConfig) {
   Status st = (*bad)->Open(ctx);
   EXPECT_FALSE(st.ok());
   EXPECT_EQ(st.code(), Status::Code::kIOError) << st.ToString();
+}
+
+// --- acknowledged mode (router) ---
+
+ZmqSource::Options RouterOptions(uint32_t max_events_per_message = 65536) {
+  ZmqSource::Options o;
+  o.endpoint = "tcp://127.0.0.1:*";
+  o.mode = ZmqSource::Mode::kRouter;
+  o.decoder.strict_sequence = true;
+  o.decoder.max_events_per_message = max_events_per_message;
+  return o;
+}
+
+// A raw DEALER publisher that speaks §9 by hand.
+class RawDealer {
+ public:
+  explicit RawDealer(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint);
+  }
+  void Send(std::string_view kind, std::string_view payload) {
+    socket_.send(zmq::buffer(kind), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(payload), zmq::send_flags::none);
+  }
+  // The next [kind, payload] from the engine; empty kind after 10 s of silence.
+  std::pair<std::string, std::string> Receive() {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::seconds(10)) <= 0) return {};
+    zmq::message_t kind, payload;
+    if (!socket_.recv(kind) || !kind.more() || !socket_.recv(payload)) return {};
+    return {kind.to_string(), payload.to_string()};
+  }
+
+ private:
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+};
+
+// A payload of `events` requests in incarnation `inc`, as the C++ client lays it out.
+std::string AckedPayload(const std::string& pub, uint64_t inc, uint64_t seq, int events) {
+  client::BatchEncoder encoder(pub, seq);
+  encoder.enable_incarnation(inc);
+  for (int i = 0; i < events; ++i) {
+    client::RequestOutcome r;
+    r.instance = "node-1";
+    r.model = "m";
+    r.e2e_ms = 10.0 + i;
+    encoder.AddRequest(r);
+  }
+  return std::string(encoder.Finish());
+}
+
+// Issue 8 item 4: a batch over the engine's event limit is refused for good with a nack, its
+// sequence number consumed; the next message is applied and acknowledged (no wedge).
+TEST(ZmqSourceTest, RouterRefusesAnOverLimitBatchForGoodAndMovesOn) {
+  Harness h(RouterOptions(/*max_events_per_message=*/4));
+  RawDealer pub(h.source.Endpoint());
+  pub.Send("hello", EncodeHello({"poison", 77}));
+  auto [kind, payload] = pub.Receive();
+  ASSERT_EQ(kind, "ack");
+  Result<AckMessage> hello = ParseAck(payload);
+  ASSERT_TRUE(hello.ok()) << hello.status().ToString();
+  EXPECT_EQ(hello->incarnation, 77u);
+  EXPECT_FALSE(hello->next.has_value());  // never heard of it
+
+  pub.Send("metrics", AckedPayload("poison", 77, 0, 6));
+  std::tie(kind, payload) = pub.Receive();
+  ASSERT_EQ(kind, "nack");
+  Result<NackMessage> nack = ParseNack(payload);
+  ASSERT_TRUE(nack.ok()) << nack.status().ToString();
+  EXPECT_EQ(nack->seq, 0u);
+  EXPECT_EQ(nack->incarnation, 77u);
+  EXPECT_EQ(nack->reason, "batch_too_large");
+  EXPECT_TRUE(nack->consumed);
+
+  pub.Send("metrics", AckedPayload("poison", 77, 1, 3));
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() == 3; }));
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.sequences().size() == 2; }));
+  EXPECT_EQ(h.output.sequences()[0].seq, 0u);  // the refused one is checkpointed too
+  EXPECT_EQ(h.output.sequences()[1].seq, 1u);
+  EXPECT_EQ(h.output.sequences()[1].incarnation, 77u);
+  h.source.OnCheckpointDurable({h.output.sequences()[1]});
+  std::tie(kind, payload) = pub.Receive();
+  ASSERT_EQ(kind, "ack");
+  Result<AckMessage> ack = ParseAck(payload);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(ack->ack, 1u);
+  EXPECT_EQ(ack->next, 2u);
+  EXPECT_EQ(h.Counter("inferscope_source_nacks_total", {{"stage", "zmq-in"}}), 1u);
+}
+
+// Drives a client::AckedPublisher against a harnessed router source, making every applied
+// message durable at once (as a checkpoint would), until `done` or 20 s.
+bool DriveAcked(Harness& h, client::AckedPublisher& pub, const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  size_t durable = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pub.Poll(5);
+    h.output.Drain();
+    if (h.output.sequences().size() > durable) {
+      durable = h.output.sequences().size();
+      h.source.OnCheckpointDurable({h.output.sequences().back()});
+    }
+    if (done()) return true;
+  }
+  return false;
+}
+
+TEST(ZmqSourceTest, AckedClientReportsARefusedMessageAndGoesOn) {
+  Harness h(RouterOptions(/*max_events_per_message=*/4));
+  client::AckedPublisherOptions o;
+  o.endpoint = h.source.Endpoint();
+  o.publisher_id = "cpp-poison";
+  o.batch_size = 6;  // more than the engine takes: as if the client's limit were misconfigured
+  std::vector<client::Rejection> rejections;
+  o.on_rejected = [&](const client::Rejection& r) { rejections.push_back(r); };
+  client::AckedPublisher pub(o);
+  ASSERT_TRUE(pub.Connect());
+  EXPECT_TRUE(pub.hello_answered());
+  client::RequestOutcome r;
+  r.instance = "node-1";
+  r.model = "m";
+  r.e2e_ms = 5;
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(pub.Request(r));  // seq 0: 6 events, refused
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(pub.Request(r));
+  ASSERT_TRUE(pub.Flush());  // seq 1: 3 events
+  ASSERT_TRUE(DriveAcked(h, pub, [&] { return pub.unacked() == 0; })) << pub.last_error();
+  ASSERT_EQ(rejections.size(), 1u);
+  EXPECT_EQ(rejections[0].seq, 0u);
+  EXPECT_EQ(rejections[0].events, 6u);
+  EXPECT_EQ(rejections[0].reason, "batch_too_large");
+  EXPECT_EQ(rejections[0].incarnation, pub.incarnation());
+  EXPECT_EQ(pub.rejected_messages(), 1u);
+  EXPECT_EQ(pub.rejected_events(), 6u);
+  EXPECT_EQ(pub.acked_seq(), 1u);
+  EXPECT_EQ(h.output.events().size(), 3u);
+}
+
+TEST(ZmqSourceTest, AckedClientNeverBuildsAMessageOverTheLimits) {
+  client::AckedPublisherOptions o;
+  o.endpoint = "tcp://127.0.0.1:1";
+  o.publisher_id = "p";
+  o.batch_size = 10;
+  o.max_events_per_message = 4;
+  std::string error;
+  EXPECT_FALSE(client::AckedPublisher(o).Connect(&error));
+  EXPECT_NE(error.find("max_events_per_message"), std::string::npos) << error;
+
+  // Messages end early rather than grow past max_message_bytes; an engine with that limit
+  // applies every one of them.
+  ZmqSource::Options so = RouterOptions();
+  so.decoder.max_message_bytes = 4096;
+  Harness h(so);
+  o.endpoint = h.source.Endpoint();
+  o.batch_size = 1000;
+  o.max_events_per_message = 65536;
+  o.max_message_bytes = 4096;
+  client::AckedPublisher pub(o);
+  ASSERT_TRUE(pub.Connect(&error)) << error;
+  const std::string long_error(300, 'e');
+  client::RequestOutcome r;
+  r.instance = "node-1";
+  r.model = "m";
+  r.e2e_ms = 5;
+  r.error = long_error;
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  const std::string too_long(5000, 'x');
+  r.error = too_long;
+  EXPECT_FALSE(pub.Request(r));  // alone larger than the limit: refused at the call
+  EXPECT_NE(pub.last_error().find("max_message_bytes"), std::string::npos) << pub.last_error();
+  ASSERT_TRUE(pub.Flush());
+  ASSERT_TRUE(DriveAcked(h, pub, [&] { return pub.unacked() == 0; })) << pub.last_error();
+  EXPECT_EQ(h.output.events().size(), 100u);
+  EXPECT_EQ(pub.rejected_messages(), 0u);
+  EXPECT_EQ(h.source.decoder()->rejected_count(RejectReason::kMessageTooLarge), 0u);
+  EXPECT_GE(pub.next_seq(), 10u);  // 100 events of ~330 bytes in messages of < 4 KiB
+}
+
+// Issue 8 item 2, in the small: a publisher the engine knows at seq 500 of an earlier incarnation
+// restarts; its new incarnation's messages from seq 0 are applied, not dropped as duplicates.
+TEST(ZmqSourceTest, RouterAppliesANewIncarnationFromZero) {
+  Harness h(RouterOptions());
+  RawDealer pub(h.source.Endpoint());
+  for (uint64_t seq = 0; seq < 3; ++seq) pub.Send("metrics", AckedPayload("restarts", 5, seq, 1));
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() == 3; }));
+  h.source.OnCheckpointDurable({h.output.sequences().back()});
+  auto [kind, payload] = pub.Receive();
+  ASSERT_EQ(kind, "ack");
+  // The new incarnation: hello says where it stands, then its messages from 0 are applied.
+  RawDealer restarted(h.source.Endpoint());
+  restarted.Send("hello", EncodeHello({"restarts", 9}));
+  std::tie(kind, payload) = restarted.Receive();
+  ASSERT_EQ(kind, "ack");
+  Result<AckMessage> hello = ParseAck(payload);
+  ASSERT_TRUE(hello.ok());
+  EXPECT_EQ(hello->incarnation, 9u);
+  EXPECT_FALSE(hello->ack.has_value());
+  EXPECT_EQ(hello->next, 0u);
+  EXPECT_EQ(hello->latest, 5u);
+  for (uint64_t seq = 0; seq < 2; ++seq) {
+    restarted.Send("metrics", AckedPayload("restarts", 9, seq, 1));
+  }
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() == 5; }));
+  h.source.OnCheckpointDurable({h.output.sequences().back()});
+  std::tie(kind, payload) = restarted.Receive();
+  ASSERT_EQ(kind, "ack");
+  Result<AckMessage> ack = ParseAck(payload);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(ack->incarnation, 9u);
+  EXPECT_EQ(ack->ack, 1u);
+  // The old incarnation is over: a message it had not sent before is refused for good.
+  pub.Send("metrics", AckedPayload("restarts", 5, 3, 1));
+  std::tie(kind, payload) = pub.Receive();
+  ASSERT_EQ(kind, "nack");
+  Result<NackMessage> nack = ParseNack(payload);
+  ASSERT_TRUE(nack.ok());
+  EXPECT_EQ(nack->reason, "stale_incarnation");
+  EXPECT_FALSE(nack->consumed);
+  EXPECT_EQ(nack->latest, 9u);
+  EXPECT_EQ(h.output.events().size(), 5u);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "sinks/topic.h"
 
+#include <utility>
+
 namespace inferscope {
 namespace {
 

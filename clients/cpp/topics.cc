@@ -1,5 +1,7 @@
 #include "clients/cpp/topics.h"
 
+#include <utility>
+
 namespace inferscope::client {
 namespace {
 

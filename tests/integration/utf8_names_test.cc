@@ -9,7 +9,10 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -160,7 +163,7 @@ class Utf8NamesTest : public ::testing::Test {
 
 TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
   client::PublisherOptions options;
-  options.endpoint = info_["endpoints"]["ingest"];
+  options.endpoint = info_["endpoints"]["ingest"].get<std::string>();
   options.publisher_id = "utf8-pub";
   options.batch_size = 1000;  // one message per SendMixed
   client::Publisher pub(options);
@@ -241,11 +244,13 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
   EXPECT_EQ(counts, (std::map<int64_t, int64_t>{{0, 1}, {3000, 1}, {5000, 1}})) << summary.dump();
 
   // The alert of the good series fired and is stored; no other instance exists anywhere.
-  auto alerts = http_->Get("/v1/alerts");
-  ASSERT_TRUE(alerts);
-  const json list = json::parse(alerts->body, nullptr, false);
-  ASSERT_TRUE(list.is_object()) << alerts->body;
-  ASSERT_EQ(list["alerts"].size(), 1u) << alerts->body;
+  json list;
+  ASSERT_TRUE(WaitFor([&] {
+    auto alerts = http_->Get("/v1/alerts");
+    list = alerts ? json::parse(alerts->body, nullptr, false) : json();
+    return list.is_object() && list["alerts"].is_array() && !list["alerts"].empty();
+  })) << list.dump();
+  ASSERT_EQ(list["alerts"].size(), 1u) << list.dump();
   EXPECT_EQ(list["alerts"][0]["instance"], "good");
   auto instances = http_->Get("/v1/instances");
   ASSERT_TRUE(instances);

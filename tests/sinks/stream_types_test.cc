@@ -12,6 +12,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -60,7 +61,7 @@ Spec ReadSpec(const std::string& section) {
     const std::string meaning = line.substr(c2 + 1);
     const std::string keys = line.substr(1, c1 - 1);
     for (std::sregex_iterator it(keys.begin(), keys.end(), key_re), e; it != e; ++it) {
-      spec[(*it)[1]] = {type, meaning.find("absent when") != std::string::npos};
+      spec[(*it)[1].str()] = {type, meaning.find("absent when") != std::string::npos};
     }
   }
   return spec;
@@ -134,7 +135,9 @@ void CheckMsgpack(const Spec& spec, const std::string& payload, const std::strin
         << MsgpackTypeName(kv.val);
   }
   for (const auto& [key, field] : spec) {
-    if (!field.optional) EXPECT_TRUE(seen.count(key)) << "documented field '" << key << "' missing";
+    if (!field.optional) {
+      EXPECT_TRUE(seen.count(key)) << "documented field '" << key << "' missing";
+    }
   }
 }
 
@@ -153,7 +156,9 @@ void CheckJson(const Spec& spec, const std::string& payload, const std::string& 
         << value.dump();
   }
   for (const auto& [key, field] : spec) {
-    if (!field.optional) EXPECT_TRUE(j.contains(key)) << "documented field '" << key << "' missing";
+    if (!field.optional) {
+      EXPECT_TRUE(j.contains(key)) << "documented field '" << key << "' missing";
+    }
   }
 }
 

@@ -399,13 +399,16 @@ TEST(WireDecoderTest, Utf8NamesAreKeptAndInvalidOnesRejected) {
                                    {{"publisher", "pub-\xc3\xa9"}}),
             4u);
 
-  // A publisher id that is not UTF-8 rejects the whole message, and is not interned either.
+  // A publisher id that is not UTF-8 rejects the whole message, and is not interned either (the
+  // event's names are interned already).
   const size_t strings = f.interner.size();
-  DecodeResult bad_pub = f.Decode(Payload({Request()}, 0, "pub-\xff"));
+  DecodeResult bad_pub =
+      f.Decode(Payload({With(With(Request(), "i", instance), "m", model)}, 0, "pub-\xff"));
   EXPECT_TRUE(bad_pub.message_rejected);
   EXPECT_EQ(bad_pub.first_reason, RejectReason::kBadEnvelope);
   EXPECT_NE(bad_pub.detail().find("UTF-8"), std::string_view::npos) << bad_pub.detail();
   EXPECT_EQ(f.interner.size(), strings);
+  EXPECT_FALSE(f.interner.Find("pub-\xff").has_value());
   EXPECT_EQ(f.batch.events.size(), 2u);
 }
 
@@ -1363,7 +1366,7 @@ class PayloadGenerator {
           if (bad_envelope && Chance(30)) {
             Chance(50) ? p.Str("") : p.Uint(5);
           } else {
-            p.Str(kPublishers[rng_() % std::size(kPublishers)]);
+            p.Str(Chance(3) ? kBadPublisher : kPublishers[rng_() % std::size(kPublishers)]);
           }
           break;
         case 2:
@@ -1396,17 +1399,18 @@ class PayloadGenerator {
   // Some names are UTF-8 beyond ASCII, some are not UTF-8 at all (invalid_utf8, or bad_envelope
   // for a publisher id).
   static constexpr const char* kPublishers[] = {"pub-a", "pub-b", "a-much-longer-publisher-id-17",
-                                                "pub-\xc3\xa9", "pub-\xc0\xaf"};
+                                                "pub-\xc3\xa9"};
+  static constexpr const char* kBadPublisher = "pub-\xc0\xaf";
   static constexpr const char* kInstances[] = {"n",
                                                "node-1",
                                                "vllm-node-000017",
                                                "tgi",
                                                "an-instance-with-a-long-name-over-16-bytes",
-                                               "n\xc5\x93ud-\xc3\xa4",
-                                               "bad-\xff",
-                                               "a-long-instance-name-then-\xe2\x82"};
+                                               "n\xc5\x93ud-\xc3\xa4"};
   static constexpr const char* kModels[] = {"m", "llama-3-70b", "qwen2-72b-instruct",
-                                            "\xe6\xa8\xa1\xe5\x9e\x8b-7b", "m\xed\xa0\x80"};
+                                            "\xe6\xa8\xa1\xe5\x9e\x8b-7b"};
+  static constexpr const char* kBadNames[] = {"bad-\xff", "a-long-instance-name-then-\xe2\x82",
+                                              "m\xed\xa0\x80", "\xc0\xaf"};
 
   bool Chance(int percent) { return static_cast<int>(rng_() % 100) < percent; }
 
@@ -1530,6 +1534,8 @@ class PayloadGenerator {
           p.Str(std::string(256, 'L'));
         } else if (r == 2) {
           p.Bin("bin-name");
+        } else if (r == 3) {
+          p.Str(kBadNames[rng_() % std::size(kBadNames)]);  // not UTF-8
         } else if (key == "i") {
           p.Str(kInstances[rng_() % std::size(kInstances)]);
         } else if (key == "m") {

@@ -100,6 +100,17 @@ double Metric(const std::string& text, const std::string& name,
   return sum;
 }
 
+client::RequestOutcome Request(std::string_view instance, std::string_view model, double e2e_ms,
+                               int64_t time_ms, std::string_view error = {}) {
+  client::RequestOutcome r;
+  r.instance = instance;
+  r.model = model;
+  r.e2e_ms = e2e_ms;
+  r.time_ms = time_ms;
+  r.error = error;
+  return r;
+}
+
 class Utf8NamesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -138,15 +149,14 @@ class Utf8NamesTest : public ::testing::Test {
   // Sends good events for instance "good" and, in the same message, one bad event per name field,
   // all at `t`. The bad ones must be rejected one by one; the good ones kept.
   void SendMixed(client::Publisher& pub, int64_t t, double e2e) {
-    ASSERT_TRUE(pub.Request({.instance = "good", .model = "m1", .e2e_ms = e2e, .time_ms = t}));
+    ASSERT_TRUE(pub.Request(Request("good", "m1", e2e, t)));
     ASSERT_TRUE(pub.Gauge("good", "m1", "kv", 0.5, t));
     // Not UTF-8: instance (a lone 0xFF), model (a truncated sequence), gauge name (a surrogate),
     // error kind (a stray continuation byte). The instance one would fire the rule.
-    ASSERT_TRUE(pub.Request({.instance = "bad-\xff", .model = "m1", .e2e_ms = 5000, .time_ms = t}));
-    ASSERT_TRUE(pub.Request({.instance = "good", .model = "m-\xc3", .e2e_ms = 5000, .time_ms = t}));
+    ASSERT_TRUE(pub.Request(Request("bad-\xff", "m1", 5000, t)));
+    ASSERT_TRUE(pub.Request(Request("good", "m-\xc3", 5000, t)));
     ASSERT_TRUE(pub.Gauge("good", "m1", "kv-\xed\xa0\x80", 0.5, t));
-    ASSERT_TRUE(pub.Request(
-        {.instance = "good", .model = "m1", .e2e_ms = 5000, .error = "time\x80out", .time_ms = t}));
+    ASSERT_TRUE(pub.Request(Request("good", "m1", 5000, t, "time\x80out")));
     ASSERT_TRUE(pub.Flush()) << pub.last_error();
     good_events_ += 2;
     bad_events_ += 4;
@@ -195,8 +205,7 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
   // Beyond the allowed lateness: pane [t0+1s, t0+2s) is gone; dead letters.
   SendMixed(pub, t0 + 1500, 10);
   // A publisher id that is not UTF-8: the whole message is rejected.
-  ASSERT_TRUE(
-      bad_pub.Request({.instance = "good", .model = "m1", .e2e_ms = 1, .time_ms = t0 + 5000}));
+  ASSERT_TRUE(bad_pub.Request(Request("good", "m1", 1, t0 + 5000)));
   ASSERT_TRUE(bad_pub.Flush());
   // Closes the panes up to t0+20s.
   SendMixed(pub, t0 + 20'000, 10);

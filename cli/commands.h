@@ -48,6 +48,9 @@ int QueryTableCommand(const TableArgs& args);
 struct TailArgs {
   std::string endpoint = "tcp://127.0.0.1:5557";  // the zmq_alerts sink
   std::string topic = "alerts.";                  // subscription prefix
+  // Alternatively the prefix built from names (escaped as docs/PROTOCOL.md, "Topics", says):
+  // severity, then optionally instance, then optionally model. Override `topic` when set.
+  std::string severity, instance, model;
   bool json = false;                              // one JSON object per line
   std::string curve_key;         // CurveZMQ: this subscriber's secret key file (keygen's NAME.key)
   std::string curve_server_key;  // CurveZMQ: the stream's public key file (NAME.pub)

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pipeline/address.h"
+#include "pipeline/json_text.h"
 #include "query/server.h"
 
 namespace inferscope {
@@ -104,7 +105,7 @@ Status Engine::Start() {
       return st.WithContext("starting the query API on " + spec_.query_listen);
     }
   }
-  spdlog::info("engine '{}' started: {}", spec_.name, Describe().dump());
+  spdlog::info("engine '{}' started: {}", spec_.name, ToJsonText(Describe()));
   return Status::Ok();
 }
 

@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
   CLI::App* tail_cmd = app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
   tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")->capture_default_str();
   tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")->capture_default_str();
+  tail_cmd->add_option("--severity", tail.severity, "Only this severity (builds the topic prefix)");
+  tail_cmd->add_option("--instance", tail.instance, "Only this instance (needs --severity)");
+  tail_cmd->add_option("--model", tail.model, "Only this model (needs --instance)");
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
   tail_cmd->add_option("--curve-key", tail.curve_key, "CurveZMQ: this subscriber's secret key file (keygen NAME.key)");
   tail_cmd->add_option("--curve-server-key", tail.curve_server_key, "CurveZMQ: the stream's public key file (NAME.pub)");

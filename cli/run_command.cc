@@ -12,6 +12,7 @@
 #include "cli/builtins.h"
 #include "cli/commands.h"
 #include "cli/engine.h"
+#include "pipeline/json_text.h"
 
 namespace inferscope {
 namespace {
@@ -70,7 +71,7 @@ int RunCommand(const RunArgs& args) {
     return 1;
   }
   if (!args.ready_file.empty()) {
-    if (Status st = WriteFileAtomically(args.ready_file, engine.Describe().dump()); !st.ok()) {
+    if (Status st = WriteFileAtomically(args.ready_file, ToJsonText(engine.Describe())); !st.ok()) {
       spdlog::error("{}", st.ToString());
       engine.Stop();
       return 1;

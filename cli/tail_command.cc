@@ -18,6 +18,9 @@
 
 #include "cli/commands.h"
 #include "clients/cpp/curve.h"
+#include "clients/cpp/topics.h"
+#include "pipeline/alert.h"
+#include "pipeline/json_text.h"
 
 namespace inferscope {
 namespace {
@@ -55,7 +58,7 @@ json ToJson(const msgpack::object& o) {
       for (uint32_t i = 0; i < o.via.map.size; ++i) {
         const msgpack::object& k = o.via.map.ptr[i].key;
         std::string key = k.type == msgpack::type::STR ? std::string(k.via.str.ptr, k.via.str.size)
-                                                       : ToJson(k).dump();
+                                                       : ToJsonText(ToJson(k));
         m[key] = ToJson(o.via.map.ptr[i].val);
       }
       return m;
@@ -114,6 +117,20 @@ std::string FormatAlertLine(const json& a) {
 }  // namespace
 
 int TailCommand(const TailArgs& args) {
+  std::string topic = args.topic;
+  if (!args.severity.empty() || !args.instance.empty() || !args.model.empty()) {
+    if (args.severity.empty() || (!args.model.empty() && args.instance.empty())) {
+      std::cerr << "tail: --instance needs --severity, --model needs --instance (topics are "
+                   "alerts.<severity>.<instance>.<model>.)\n";
+      return 2;
+    }
+    if (!ParseSeverity(args.severity)) {
+      std::cerr << "tail: unknown severity '" << args.severity
+                << "' (info, warning, critical, emergency)\n";
+      return 2;
+    }
+    topic = client::AlertTopicPrefix(args.severity, args.instance, args.model);
+  }
   struct sigaction sa = {};
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
@@ -122,7 +139,7 @@ int TailCommand(const TailArgs& args) {
     zmq::context_t ctx(1);
     zmq::socket_t sub(ctx, zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
-    sub.set(zmq::sockopt::subscribe, args.topic);
+    sub.set(zmq::sockopt::subscribe, topic);
     if (!args.curve_key.empty() || !args.curve_server_key.empty()) {
       client::CurveClientKeys keys;
       std::string error;
@@ -133,7 +150,7 @@ int TailCommand(const TailArgs& args) {
       }
     }
     sub.connect(args.endpoint);
-    spdlog::debug("tail: subscribed to '{}' on {}", args.topic, args.endpoint);
+    spdlog::debug("tail: subscribed to '{}' on {}", topic, args.endpoint);
     while (!g_stop) {
       zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
       // A short poll so that Ctrl-C is noticed promptly (poll returns EINTR, cppzmq throws).
@@ -166,7 +183,7 @@ int TailCommand(const TailArgs& args) {
         continue;
       }
       if (args.json) {
-        std::cout << alert.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
+        std::cout << ToJsonText(alert) << std::endl;
       } else {
         std::cout << FormatAlertLine(alert) << std::endl;
       }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/alert_store.h"
+#include "pipeline/json_text.h"
 #include "pipeline/silence.h"
 
 namespace inferscope {
@@ -154,7 +155,7 @@ Status AlertLifecycle::Checkpoint(CheckpointWriter& writer) {
                       {"last_eval", t.last_eval_ms},
                       {"alert", AlertToJson(t.last)}});
   }
-  writer.Put("lifecycle", states.dump());
+  writer.Put("lifecycle", ToJsonText(states));
   return Status::Ok();
 }
 

@@ -5,6 +5,7 @@
 #include <exception>
 #include <vector>
 
+#include "pipeline/json_text.h"
 #include "pipeline/state_store.h"
 
 namespace inferscope {
@@ -106,7 +107,7 @@ Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {
   std::vector<RecordWrite> writes;
   writes.reserve(alerts.size() * 2);
   for (const Alert& a : alerts) {
-    std::string value = AlertToJson(a).dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string value = ToJsonText(AlertToJson(a));
     writes.push_back({StateTable::kAlerts, AlertKey(a.fingerprint), value});
     writes.push_back({StateTable::kAlertHistory, AlertHistoryKey(a), std::move(value)});
   }

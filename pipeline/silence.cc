@@ -5,6 +5,7 @@
 #include <random>
 
 #include "pipeline/config.h"
+#include "pipeline/json_text.h"
 #include "pipeline/state_store.h"
 
 namespace inferscope {
@@ -213,8 +214,7 @@ Result<Silence> SilenceRegistry::Add(Silence silence) {
   if (store_ != nullptr) {
     json j = SilenceToJson(silence, silence.created_at_ms);
     j.erase("status");
-    RecordWrite w{StateTable::kSilences, silence.id,
-                  j.dump(-1, ' ', false, json::error_handler_t::replace)};
+    RecordWrite w{StateTable::kSilences, silence.id, ToJsonText(j)};
     INFERSCOPE_RETURN_IF_ERROR(store_->WriteRecords(std::span<const RecordWrite>(&w, 1)));
   }
   silences_.push_back(silence);

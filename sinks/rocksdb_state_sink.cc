@@ -6,6 +6,7 @@
 
 #include "pipeline/checkpoint.h"
 #include "pipeline/interner.h"
+#include "pipeline/json_text.h"
 #include "pipeline/state_store.h"
 
 namespace inferscope {
@@ -97,7 +98,7 @@ Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
     AppendBigEndian64(&key, static_cast<uint64_t>(now));
     AppendBigEndian64(&key, dead_letter_seq_++);
     writes.push_back(
-        {StateTable::kDeadLetter, std::move(key), DeadLetterJson(d, *interner_).dump()});
+        {StateTable::kDeadLetter, std::move(key), ToJsonText(DeadLetterJson(d, *interner_))});
   }
   Status s = state_->WriteRecords(writes);
   if (!s.ok()) {

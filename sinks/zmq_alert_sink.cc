@@ -5,25 +5,15 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/alert_store.h"
+#include "pipeline/json_text.h"
 #include "pipeline/summary.h"
+#include "sinks/stream_encoding.h"
+#include "sinks/topic.h"
 
 namespace inferscope {
 namespace {
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
-
-void PackStr(Packer& pk, std::string_view s) {
-  pk.pack_str(static_cast<uint32_t>(s.size()));
-  pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
-
-void PackDouble(Packer& pk, double v) {
-  if (std::isfinite(v)) {
-    pk.pack_double(v);
-  } else {
-    pk.pack_nil();
-  }
-}
 
 }  // namespace
 
@@ -87,11 +77,9 @@ void ZmqAlertSink::Close() { pub_.Close(); }
 
 std::string ZmqAlertSink::Topic(const Alert& a) {
   std::string topic = "alerts.";
-  topic.append(SeverityName(a.severity));
-  topic.push_back('.');
-  topic.append(a.instance);
-  topic.push_back('.');
-  topic.append(a.model);
+  AppendTopicSegment(topic, SeverityName(a.severity));
+  AppendTopicSegment(topic, a.instance);
+  AppendTopicSegment(topic, a.model);
   return topic;
 }
 
@@ -120,15 +108,15 @@ void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
   PackStr(pk, "stat");
   PackStr(pk, a.stat);
   PackStr(pk, "value");
-  PackDouble(pk, a.value);
+  PackFloat64OrNil(out, a.value);
   PackStr(pk, "expected");
-  PackDouble(pk, a.expected);
+  PackFloat64OrNil(out, a.expected);
   PackStr(pk, "lower");
-  PackDouble(pk, a.lower);
+  PackFloat64OrNil(out, a.lower);
   PackStr(pk, "upper");
-  PackDouble(pk, a.upper);
+  PackFloat64OrNil(out, a.upper);
   PackStr(pk, "score");
-  PackDouble(pk, a.score);
+  PackFloat64OrNil(out, a.score);
   PackStr(pk, "window_start");
   pk.pack_int64(a.window_start_ms);
   PackStr(pk, "window_end");
@@ -154,7 +142,7 @@ std::string ZmqAlertSink::EncodeJson(const Alert& a) {
   j["window_start"] = a.window_start_ms;
   j["window_end"] = a.window_end_ms;
   j.erase("window");
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return ToJsonText(j);
 }
 
 Status ZmqAlertSink::Write(const OutputBatch& batch) {

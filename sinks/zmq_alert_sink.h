@@ -18,9 +18,10 @@
 namespace inferscope {
 
 // ZmqAlertSink publishes alert state changes (firing, escalation, resolved) on a ZeroMQ PUB socket
-// as [topic, payload] with topic "alerts.<severity>.<instance>.<model>", so a subscriber filters
-// by prefix ("alerts." everything, "alerts.critical." one severity). The payload (msgpack map, or
-// JSON) is specified in docs/PROTOCOL.md, "Alert stream".
+// as [topic, payload] with topic "alerts.<severity>.<instance>.<model>." (names escaped,
+// sinks/topic.h), so a subscriber filters by prefix ("alerts." everything, "alerts.critical." one
+// severity). The payload (msgpack map, or JSON; documented floats are always float64) is
+// specified in docs/PROTOCOL.md, "Alert stream".
 //
 // Options: `endpoint` (required; bound), `sndhwm` (default 10000), `format` (msgpack | json),
 // `include_silenced` (default false: alerts a silence matched are not published), `curve`
@@ -34,7 +35,7 @@ class ZmqAlertSink final : public Sink {
   static constexpr std::string_view kName = "zmq_alerts";
   static constexpr std::string_view kDescription =
       "Publishes alert state changes on a ZeroMQ PUB socket (topic "
-      "alerts.<severity>.<instance>.<model>)";
+      "alerts.<severity>.<instance>.<model>.)";
 
   enum class Format { kMsgpack, kJson };
   struct Options {

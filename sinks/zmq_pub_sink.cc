@@ -6,25 +6,15 @@
 
 #include "pipeline/aggregate.h"
 #include "pipeline/interner.h"
+#include "pipeline/json_text.h"
 #include "pipeline/summary.h"
+#include "sinks/stream_encoding.h"
+#include "sinks/topic.h"
 
 namespace inferscope {
 namespace {
 
-// Packs a double, or nil when it is not finite (NaN quantiles, infinite extremes).
-void PackDouble(msgpack::packer<msgpack::sbuffer>& pk, double v) {
-  if (std::isfinite(v)) {
-    pk.pack_double(v);
-  } else {
-    pk.pack_nil();
-  }
-}
-
-void PackKey(msgpack::packer<msgpack::sbuffer>& pk, std::string_view key) {
-  pk.pack_str(static_cast<uint32_t>(key.size()));
-  pk.pack_str_body(key.data(), static_cast<uint32_t>(key.size()));
-}
-
+// A JSON number that is always written with a fraction or exponent (1.0, not 1), or null.
 nlohmann::json JsonDouble(double v) {
   return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
 }
@@ -90,56 +80,55 @@ void ZmqPubSink::EncodeMsgpack(const WindowSummary& summary, int64_t watermark_m
   packed_.clear();
   msgpack::packer<msgpack::sbuffer> pk(packed_);
   pk.pack_map(has_values ? 23 : 19);
-  PackKey(pk, "v");
+  PackStr(pk, "v");
   pk.pack_int(kVersion);
   const std::string_view names[3] = {interner_->Name(summary.series.instance),
                                      interner_->Name(summary.series.model),
                                      interner_->Name(summary.series.metric)};
   const std::string_view name_keys[3] = {"instance", "model", "metric"};
   for (int i = 0; i < 3; ++i) {
-    PackKey(pk, name_keys[i]);
-    pk.pack_str(static_cast<uint32_t>(names[i].size()));
-    pk.pack_str_body(names[i].data(), static_cast<uint32_t>(names[i].size()));
+    PackStr(pk, name_keys[i]);
+    PackStr(pk, names[i]);
   }
-  PackKey(pk, "start");
+  PackStr(pk, "start");
   pk.pack_int64(summary.start_ms);
-  PackKey(pk, "end");
+  PackStr(pk, "end");
   pk.pack_int64(summary.end_ms);
-  PackKey(pk, "count");
+  PackStr(pk, "count");
   pk.pack_uint64(stats.count);
-  PackKey(pk, "sum");
-  PackDouble(pk, stats.sum);
-  PackKey(pk, "mean");
-  PackDouble(pk, stats.mean);
-  PackKey(pk, "min");
-  PackDouble(pk, stats.min);
-  PackKey(pk, "max");
-  PackDouble(pk, stats.max);
-  PackKey(pk, "variance");
-  PackDouble(pk, stats.variance);
-  PackKey(pk, "last");
-  PackDouble(pk, stats.last);
+  PackStr(pk, "sum");
+  PackFloat64OrNil(packed_, stats.sum);
+  PackStr(pk, "mean");
+  PackFloat64OrNil(packed_, stats.mean);
+  PackStr(pk, "min");
+  PackFloat64OrNil(packed_, stats.min);
+  PackStr(pk, "max");
+  PackFloat64OrNil(packed_, stats.max);
+  PackStr(pk, "variance");
+  PackFloat64OrNil(packed_, stats.variance);
+  PackStr(pk, "last");
+  PackFloat64OrNil(packed_, stats.last);
   if (has_values) {
-    PackKey(pk, "p50");
-    PackDouble(pk, stats.p50);
-    PackKey(pk, "p90");
-    PackDouble(pk, stats.p90);
-    PackKey(pk, "p95");
-    PackDouble(pk, stats.p95);
-    PackKey(pk, "p99");
-    PackDouble(pk, stats.p99);
+    PackStr(pk, "p50");
+    PackFloat64OrNil(packed_, stats.p50);
+    PackStr(pk, "p90");
+    PackFloat64OrNil(packed_, stats.p90);
+    PackStr(pk, "p95");
+    PackFloat64OrNil(packed_, stats.p95);
+    PackStr(pk, "p99");
+    PackFloat64OrNil(packed_, stats.p99);
   }
-  PackKey(pk, "rate");
-  PackDouble(pk, stats.rate_per_s);
-  PackKey(pk, "events");
+  PackStr(pk, "rate");
+  PackFloat64OrNil(packed_, stats.rate_per_s);
+  PackStr(pk, "events");
   pk.pack_uint64(stats.events);
-  PackKey(pk, "errors");
+  PackStr(pk, "errors");
   pk.pack_uint64(stats.errors);
-  PackKey(pk, "error_ratio");
-  PackDouble(pk, stats.error_ratio);
-  PackKey(pk, "watermark");
+  PackStr(pk, "error_ratio");
+  PackFloat64OrNil(packed_, stats.error_ratio);
+  PackStr(pk, "watermark");
   pk.pack_int64(watermark_ms);
-  PackKey(pk, "update");
+  PackStr(pk, "update");
   if (summary.update) {
     pk.pack_true();
   } else {
@@ -176,8 +165,7 @@ void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) 
     j["p95"] = JsonDouble(stats.p95);
     j["p99"] = JsonDouble(stats.p99);
   }
-  // Names are bytes from publishers; invalid UTF-8 is replaced rather than thrown on.
-  json_ = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  json_ = ToJsonText(j);
 }
 
 Status ZmqPubSink::Write(const OutputBatch& batch) {
@@ -186,9 +174,8 @@ Status ZmqPubSink::Write(const OutputBatch& batch) {
   Status result;
   for (const WindowSummary& summary : batch.summaries) {
     topic_.assign("summaries.");
-    topic_.append(interner_->Name(summary.series.instance));
-    topic_.push_back('.');
-    topic_.append(interner_->Name(summary.series.model));
+    AppendTopicSegment(topic_, interner_->Name(summary.series.instance));
+    AppendTopicSegment(topic_, interner_->Name(summary.series.model));
     zmq::const_buffer payload;
     if (options_.format == Format::kMsgpack) {
       EncodeMsgpack(summary, batch.watermark_ms);

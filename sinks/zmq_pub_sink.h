@@ -20,8 +20,9 @@ class Interner;
 struct WindowSummary;
 
 // ZmqPubSink publishes every window summary on a ZeroMQ PUB socket as a two-frame message
-// [topic, payload] with topic "summaries.<instance>.<model>", so subscribers can filter by prefix.
-// The payload (msgpack or JSON) is specified in docs/PROTOCOL.md, "Summary stream".
+// [topic, payload] with topic "summaries.<instance>.<model>." (names escaped, sinks/topic.h), so
+// subscribers can filter by prefix. The payload (msgpack or JSON; documented floats are always
+// float64) is specified in docs/PROTOCOL.md, "Summary stream".
 //
 // Options: `endpoint` (required; bound, e.g. "tcp://127.0.0.1:*"), `sndhwm` (default 10000
 // messages; beyond it PUB drops for slow subscribers, as ZeroMQ does), `format` ("msgpack", the
@@ -34,7 +35,7 @@ class ZmqPubSink final : public Sink {
  public:
   static constexpr std::string_view kName = "zmq_pub";
   static constexpr std::string_view kDescription =
-      "Publishes window summaries on a ZeroMQ PUB socket (topic summaries.<instance>.<model>)";
+      "Publishes window summaries on a ZeroMQ PUB socket (topic summaries.<instance>.<model>.)";
 
   enum class Format { kMsgpack, kJson };
   struct Options {

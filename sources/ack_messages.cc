@@ -4,6 +4,8 @@
 
 #include <msgpack.hpp>
 
+#include "pipeline/utf8.h"
+
 namespace inferscope {
 namespace {
 
@@ -62,6 +64,9 @@ Status ReadCommon(const msgpack::object& map, std::string* publisher, uint64_t* 
   if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
       pub->via.str.size > kMaxPublisherBytes) {
     return Status::InvalidArgument("\"pub\" missing or not a string of 1..255 bytes");
+  }
+  if (!IsValidUtf8(std::string_view(pub->via.str.ptr, pub->via.str.size))) {
+    return Status::InvalidArgument("\"pub\" is not valid UTF-8");
   }
   publisher->assign(pub->via.str.ptr, pub->via.str.size);
   const msgpack::object* inc = Find(map, "inc");

@@ -9,6 +9,8 @@
 #include <new>
 #include <utility>
 
+#include "pipeline/utf8.h"
+
 // Why a hand-written msgpack cursor rather than msgpack-c (measured on the 2-vCPU target, GCC 12
 // -O3, bench/decode_bench: 256 events per message, ~100 bytes per event, 11 fields per request):
 //   - the source thread (recv + decode + batch hand-off) must stay well under 250 ns per event to
@@ -49,6 +51,7 @@ constexpr std::string_view kReasonNames[kNumRejectReasons] = {
     "string_too_long",
     "timestamp_out_of_range",
     "cardinality_limit",
+    "invalid_utf8",
 };
 
 // Deeper nesting is rejected (not_msgpack). The top-level value is at depth 1.
@@ -804,7 +807,8 @@ class WireDecoder::Walker {
       env_seen_ |= 1u << f;
       // Intern the publisher before the events' strings when it comes first (as clients write
       // it), so that a full Interner rejects events rather than whole messages.
-      if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255) {
+      if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255 &&
+          IsValidUtf8(v.str())) {
         publisher_ = d_.cache_.Intern(v.str());
       }
     }
@@ -977,6 +981,8 @@ class WireDecoder::Walker {
     if (v.type != Value::kStr) return RejectReason::kWrongType;
     if (v.len == 0) return RejectReason::kEmptyString;
     if (v.len > string_limit_) return RejectReason::kStringTooLong;
+    if (!IsValidUtf8(v.str())) [[unlikely]]
+      return RejectReason::kInvalidUtf8;
     return RejectReason::kNone;
   }
 
@@ -1060,7 +1066,11 @@ class WireDecoder::Walker {
         bad = kFieldErr;
         const Value& v = fields_[kFieldErr];
         if (v.type != Value::kStr) return RejectReason::kWrongType;
-        if (v.len > 0) e.error = ParseErrorKind(v.str());
+        if (v.len > 0) {
+          if (!IsValidUtf8(v.str())) [[unlikely]]
+            return RejectReason::kInvalidUtf8;
+          e.error = ParseErrorKind(v.str());
+        }
       }
       bad = kFieldCost;
       if ((r = NonNegative(kFieldCost, e.cost_usd, kHasCost, e, false)) != RejectReason::kNone) {
@@ -1495,6 +1505,11 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
   if (pub == nullptr || pub->type != Value::kStr || pub->len == 0 || pub->len > 255) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"pub\" missing or not a string of 1..255 bytes");
+    return result;
+  }
+  if (!IsValidUtf8(pub->str())) {
+    reject(RejectReason::kBadEnvelope);
+    SetDetail(result, "\"pub\" is not valid UTF-8");
     return result;
   }
   const Value* seq = walker.env(kEnvSeq);

@@ -41,8 +41,9 @@ enum class RejectReason : uint8_t {
   kStringTooLong,
   kTimestampOutOfRange,
   kCardinalityLimit,  // an instance/model/metric string could not be interned
+  kInvalidUtf8,       // an instance/model/metric name or error kind is not well-formed UTF-8
 };
-inline constexpr int kNumRejectReasons = 18;  // including kNone
+inline constexpr int kNumRejectReasons = 19;  // including kNone
 
 // "bad_frames", "not_msgpack", ..., "cardinality_limit"; "" for kNone.
 std::string_view RejectReasonName(RejectReason reason);
@@ -119,7 +120,8 @@ struct WireDecoderOptions {
   int64_t max_past_ms = 60 * 60 * 1000;
   // At most this many events per message. Default 65536; 1..2^24.
   uint32_t max_events_per_message = 65536;
-  // Longest instance/model/metric name in bytes. Default 255; 1..65535.
+  // Longest instance/model/metric name in bytes. Default 255; 1..65535. (Names, the error kind and
+  // the publisher id must also be well-formed UTF-8: see pipeline/utf8.h.)
   uint32_t max_string_bytes = 255;
   // Largest payload in bytes. Default 16 MiB; 16..2^31.
   size_t max_message_bytes = size_t{16} << 20;

@@ -36,7 +36,8 @@ MAX_STRING_BYTES = 255
 
 __all__ = ["Publisher", "AckedPublisher", "Rejection", "CurveKeys", "load_key_file",
            "encode_payload", "request_event", "gauge_event", "PROTOCOL_VERSION",
-           "MAX_EVENTS_PER_MESSAGE", "MAX_MESSAGE_BYTES"]
+           "MAX_EVENTS_PER_MESSAGE", "MAX_MESSAGE_BYTES", "escape_topic_name",
+           "unescape_topic_name", "summary_topic_prefix", "alert_topic_prefix", "parse_topic"]
 
 
 def _is_z85_key(text):
@@ -918,3 +919,85 @@ def _uint_field(mapping, key):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+# --- Topics of the summary and alert streams (docs/PROTOCOL.md, "Topics") ---
+#
+# Every name in a topic is escaped ('.', '%' and every byte outside printable ASCII 0x21..0x7E
+# become '%' and two uppercase hex digits) and followed by '.', so a prefix selects exactly the
+# names given: summary_topic_prefix("vllm-1") == b"summaries.vllm-1.", which instance
+# "vllm-1.eu" (topic b"summaries.vllm-1%2Eeu.<model>.") does not match.
+#
+#     sub.setsockopt(zmq.SUBSCRIBE, alert_topic_prefix("critical", "10.0.0.5", "llama-3.1-8b"))
+
+
+def _name_bytes(name):
+    return name.encode("utf-8") if isinstance(name, str) else bytes(name)
+
+
+def escape_topic_name(name):
+    """The topic segment (bytes, without the terminating '.') of a name (str or bytes)."""
+    out = bytearray()
+    for b in _name_bytes(name):
+        if b < 0x21 or b > 0x7E or b in (0x2E, 0x25):  # '.', '%'
+            out += b"%%%02X" % b
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def unescape_topic_name(segment):
+    """The name (bytes) an escaped segment stands for; ValueError when it is not one."""
+    segment = _name_bytes(segment)
+    out = bytearray()
+    i = 0
+    while i < len(segment):
+        b = segment[i]
+        if b == 0x2E:
+            raise ValueError("a topic segment holds no raw '.'")
+        if b != 0x25:
+            out.append(b)
+            i += 1
+            continue
+        digits = segment[i + 1:i + 3]
+        if len(digits) != 2 or not all(d in b"0123456789ABCDEFabcdef" for d in digits):
+            raise ValueError("bad '%' escape in a topic segment")
+        out.append(int(digits, 16))
+        i += 3
+    return bytes(out)
+
+
+def _prefix(kind, names):
+    prefix = kind + b"."
+    for name in names:
+        if not name:
+            break
+        prefix += escape_topic_name(name) + b"."
+    return prefix
+
+
+def summary_topic_prefix(instance=None, model=None):
+    """Subscription prefix (bytes): b"summaries." (all), b"summaries.<instance>." or
+    b"summaries.<instance>.<model>."."""
+    return _prefix(b"summaries", [instance, model])
+
+
+def alert_topic_prefix(severity=None, instance=None, model=None):
+    """Subscription prefix (bytes): b"alerts." (all), b"alerts.<severity>.",
+    b"alerts.<severity>.<instance>." or b"alerts.<severity>.<instance>.<model>."."""
+    return _prefix(b"alerts", [severity, instance, model])
+
+
+def parse_topic(topic):
+    """The names of a received topic as str: ["summaries", instance, model] or
+    ["alerts", severity, instance, model] (names that are not UTF-8 keep their bytes with
+    surrogateescape). ValueError when the topic is not in this format."""
+    topic = _name_bytes(topic)
+    if not topic.endswith(b"."):
+        raise ValueError("a stream topic ends with '.'")
+    names = [unescape_topic_name(s).decode("utf-8", "surrogateescape")
+             for s in topic[:-1].split(b".")]
+    if not ((names[0] == "summaries" and len(names) == 3) or
+            (names[0] == "alerts" and len(names) == 4)):
+        raise ValueError("not a summary or alert topic")
+    return names

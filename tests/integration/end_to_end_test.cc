@@ -160,7 +160,7 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
     std::vector<zmq::message_t> frames;
     if (!zmq::recv_multipart(sub, std::back_inserter(frames))) continue;
     ASSERT_EQ(frames.size(), 2u);
-    EXPECT_EQ(frames[0].to_string(), "summaries.node-a.m1");
+    EXPECT_EQ(frames[0].to_string(), "summaries.node-a.m1.");
     msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
     auto m = oh.get().as<std::map<std::string, msgpack::object>>();
     if (m.at("metric").as<std::string>() != "ttft_ms" || m.at("start").as<int64_t>() != start)

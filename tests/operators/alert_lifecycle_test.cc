@@ -116,6 +116,37 @@ TEST_F(AlertLifecycleTest, CheckpointedStatesSurviveARestart) {
   EXPECT_TRUE(none.empty());
 }
 
+// Names that are not UTF-8 (the decoder rejects them, but operators must not depend on it) are
+// checkpointed with U+FFFD in place of the bad bytes instead of throwing on the operator thread.
+TEST_F(AlertLifecycleTest, CheckpointOfANameThatIsNotUtf8DoesNotThrow) {
+  Alert a = Evidence(10'000);
+  a.instance = "node-\xff";
+  a.message = "p95 \xc3";
+  lifecycle_.Observe(a, Condition::kActive, Severity::kCritical, 10'000, timing_, out_);
+  ASSERT_EQ(out_.size(), 1u);
+  std::vector<RecordWrite> records;
+  CheckpointWriter writer("op", "rules", &records);
+  ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
+  ASSERT_EQ(records.size(), 1u);
+  ASSERT_TRUE(records[0].value.has_value());
+  EXPECT_NE(records[0].value->find("node-\xef\xbf\xbd"), std::string::npos) << *records[0].value;
+
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str();
+  auto store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->WriteRecords(records).ok());
+  AlertLifecycle restarted(AlertLifecycle::Options{});
+  StageContext ctx;
+  ctx.name = "rules";
+  ctx.metrics = &metrics_;
+  ctx.clock = &clock_;
+  restarted.Open(ctx);
+  ASSERT_TRUE(restarted.Restore(CheckpointReader("op", "rules", store->get())).ok());
+  EXPECT_EQ(restarted.tracked(), 1u);
+}
+
 TEST_F(AlertLifecycleTest, PendingIsForgottenWhenTheConditionStops) {
   timing_.for_ms = 3000;
   Observe(Condition::kActive, Severity::kWarning, 10'000);

@@ -126,6 +126,38 @@ TEST_F(RocksDbStateSinkTest, FailedWritesAreCountedAndReported) {
   EXPECT_EQ(store_->Watermark(), 0);
 }
 
+// The decoder rejects names that are not UTF-8, but the sink must not depend on it: a dead letter
+// is serialised with U+FFFD in place of bad bytes instead of throwing (which killed the engine).
+TEST_F(RocksDbStateSinkTest, DeadLetterWithANameThatIsNotUtf8IsStored) {
+  auto sink = RocksDbStateSink::Create(Options(""));
+  ASSERT_TRUE(sink.ok());
+  ASSERT_TRUE((*sink)->Open(ctx_).ok());
+  OutputBatch batch;
+  DeadLetter& d = batch.dead_letters.emplace_back();
+  d.event.kind = EventKind::kRequest;
+  d.event.publisher = interner_.Intern("pub-\xc0\xaf");
+  d.event.instance = interner_.Intern("vllm-\xff");
+  d.event.model = interner_.Intern("llama");
+  d.event.time_ms = 5;
+  d.event.e2e_ms = 1;
+  d.event.present = kHasE2e;
+  d.reason = "too_late";
+  batch.watermark_ms = 10'000;
+  ASSERT_TRUE((*sink)->Write(batch).ok());
+  EXPECT_EQ(metrics_.CounterValue("inferscope_sink_dead_letters_written_total", {{"stage", "state"}}),
+            1u);
+  std::vector<std::string> values;
+  ASSERT_TRUE(store_
+                  ->ScanRecords(StateTable::kDeadLetter, "", "",
+                                [&](std::string_view, std::string_view value) {
+                                  values.emplace_back(value);
+                                  return true;
+                                })
+                  .ok());
+  ASSERT_EQ(values.size(), 1u);
+  EXPECT_NE(values[0].find("\"i\":\"vllm-\xef\xbf\xbd\""), std::string::npos) << values[0];
+}
+
 TEST_F(RocksDbStateSinkTest, IsRegisteredByName) {
   Registry registry;
   RegisterSinks(registry);

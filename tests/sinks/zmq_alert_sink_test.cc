@@ -51,7 +51,7 @@ TEST(ZmqAlertSinkTest, PublishesTopicAndPayloadSkipsSilenced) {
     return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
   }));
   ASSERT_EQ(frames.size(), 2u);
-  EXPECT_EQ(frames[0].to_string(), "alerts.critical.vllm-1.llama");
+  EXPECT_EQ(frames[0].to_string(), "alerts.critical.vllm-1.llama.");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
   auto m = oh.get().as<std::map<std::string, msgpack::object>>();
   EXPECT_EQ(m.at("fingerprint").as<std::string>(), "0000000000abcdef");
@@ -63,7 +63,7 @@ TEST(ZmqAlertSinkTest, PublishesTopicAndPayloadSkipsSilenced) {
   EXPECT_GE(metrics.GetCounter("inferscope_sink_alerts_silenced_total", "", {{"stage", "alerts"}})
                 ->value(),
             1u);
-  EXPECT_EQ(ZmqAlertSink::Topic(warning), "alerts.warning.vllm-1.llama");
+  EXPECT_EQ(ZmqAlertSink::Topic(warning), "alerts.warning.vllm-1.llama.");
   EXPECT_NE(ZmqAlertSink::EncodeJson(a).find("\"fingerprint\":\"0000000000abcdef\""),
             std::string::npos);
   sink->Close();

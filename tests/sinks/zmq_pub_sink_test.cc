@@ -139,7 +139,7 @@ TEST_F(ZmqPubSinkTest, PublishesMsgpackSummariesUnderTheInstanceAndModelTopic) {
   batch.watermark_ms = 75'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
   Received r = ReceiveSummary(sub);
-  EXPECT_EQ(r.topic, "summaries.node-1.llama");
+  EXPECT_EQ(r.topic, "summaries.node-1.llama.");
   EXPECT_EQ(metrics_.CounterValue("inferscope_sink_messages_total", {{"stage", "pub"}}),
             probes + 1);
 
@@ -191,7 +191,7 @@ TEST_F(ZmqPubSinkTest, OmitsQuantilesOfAnEmptyPaneAndSpeaksJson) {
   ASSERT_TRUE((*sink)->Write(batch).ok());
 
   Received first = ReceiveSummary(sub);
-  EXPECT_EQ(first.topic, "summaries.node-2.qwen");
+  EXPECT_EQ(first.topic, "summaries.node-2.qwen.");
   nlohmann::json j = nlohmann::json::parse(first.payload);
   EXPECT_EQ(j["count"], 0);
   EXPECT_EQ(j["events"], 1);
@@ -201,7 +201,7 @@ TEST_F(ZmqPubSinkTest, OmitsQuantilesOfAnEmptyPaneAndSpeaksJson) {
   EXPECT_FALSE(j.contains("p99"));
 
   Received second = ReceiveSummary(sub);
-  EXPECT_EQ(second.topic, "summaries.node-1.llama");
+  EXPECT_EQ(second.topic, "summaries.node-1.llama.");
   nlohmann::json k = nlohmann::json::parse(second.payload);
   EXPECT_EQ(k["count"], 200);
   EXPECT_DOUBLE_EQ(k["sum"].get<double>(), 20'100);

@@ -55,6 +55,9 @@ TEST(AckMessagesTest, RejectsBadInputWithAReason) {
   EXPECT_FALSE(ParseHello(std::string("\xdf\xff\xff\xff\xff", 5)).ok());  // map32 of 4 G
   EXPECT_FALSE(ParseHello(EncodeHello({"gw-1", 1}) + "x").ok());          // trailing bytes
   EXPECT_FALSE(ParseHello(EncodeHello({std::string(256, 'p'), 1})).ok());
+  Result<HelloMessage> bad_utf8 = ParseHello(EncodeHello({std::string("gw-\xff\xfe", 5), 1}));
+  ASSERT_FALSE(bad_utf8.ok());  // never interned: the decoder refuses such a "pub" too
+  EXPECT_NE(bad_utf8.status().message().find("UTF-8"), std::string::npos);
   EXPECT_FALSE(ParseNack(EncodeAck({"gw-1", 1, 1, 2, 1})).ok());  // no seq, no reason
 
   std::mt19937_64 rng(8);

@@ -324,6 +324,20 @@ TEST(WireDecoderTest, RejectsBadEventsAndKeepsTheRest) {
       {"empty instance", With(Request(), "i", std::string("")), RejectReason::kEmptyString},
       {"empty gauge name", With(Gauge(), "n", std::string("")), RejectReason::kEmptyString},
       {"long model", With(Request(), "m", long_name), RejectReason::kStringTooLong},
+      {"long and not UTF-8: too long first", With(Request(), "m", long_name + "\xff"),
+       RejectReason::kStringTooLong},
+      {"instance not UTF-8", With(Request(), "i", std::string("vllm-\xff")),
+       RejectReason::kInvalidUtf8},
+      {"instance truncated sequence", With(Request(), "i", std::string("a-long-name-\xe2\x82")),
+       RejectReason::kInvalidUtf8},
+      {"model overlong slash", With(Request(), "m", std::string("llama\xc0\xaf")),
+       RejectReason::kInvalidUtf8},
+      {"gauge name surrogate", With(Gauge(), "n", std::string("kv\xed\xa0\x80")),
+       RejectReason::kInvalidUtf8},
+      {"gauge name above U+10FFFF", With(Gauge(), "n", std::string("\xf4\x90\x80\x80")),
+       RejectReason::kInvalidUtf8},
+      {"error kind not UTF-8", With(Request(), "err", std::string("time\x80out")),
+       RejectReason::kInvalidUtf8},
       {"t zero", With(Request(), "t", uint64_t{0}), RejectReason::kTimestampOutOfRange},
       {"t negative", With(Request(), "t", int64_t{-5}), RejectReason::kTimestampOutOfRange},
       {"t in the future", With(Request(), "t", static_cast<uint64_t>(kNow + 5 * 60 * 1000 + 1)),
@@ -349,6 +363,53 @@ TEST(WireDecoderTest, RejectsBadEventsAndKeepsTheRest) {
                                      {{"publisher", "pub-1"}}),
               1u);
   }
+}
+
+TEST(WireDecoderTest, Utf8NamesAreKeptAndInvalidOnesRejected) {
+  Fixture f;
+  const std::string instance = "n\xc5\x93ud-\xf0\x9f\x9a\x80";  // "nœud-" and U+1F680
+  const std::string model = "\xe6\xa8\xa1\xe5\x9e\x8b-3.1-8b";
+  const std::string gauge = "kv_cache_\xc3\xa9";
+  const size_t strings_before = f.interner.size();
+  // Each bad string is rejected on its own, counted per reason and per publisher; the good
+  // events of the message are kept, and no bad string takes a slot of the Interner.
+  DecodeResult r = f.Decode(Payload(
+      {With(With(Request(7), "i", instance), "m", model),
+       With(Request(), "i", std::string("vllm-\xff")), With(Request(), "m", std::string("\xc3")),
+       With(Gauge(), "n", std::string("\xed\xbf\xbf")),
+       With(With(With(Gauge(5), "i", instance), "m", model), "n", gauge),
+       With(Request(), "err", std::string("\xf8\x88\x80\x80\x80"))},
+      0, "pub-\xc3\xa9"));
+  ASSERT_FALSE(r.message_rejected) << r.detail();
+  EXPECT_EQ(r.accepted, 2u);
+  EXPECT_EQ(r.rejected, 4u);
+  EXPECT_EQ(r.first_reason, RejectReason::kInvalidUtf8);
+  EXPECT_NE(r.detail().find("invalid_utf8"), std::string_view::npos) << r.detail();
+  ASSERT_EQ(f.batch.events.size(), 2u);
+  EXPECT_EQ(f.interner.Name(f.batch.events[0].instance), instance);
+  EXPECT_EQ(f.interner.Name(f.batch.events[0].model), model);
+  EXPECT_EQ(f.interner.Name(f.batch.events[1].metric), gauge);
+  EXPECT_EQ(f.interner.Name(f.batch.events[1].publisher), "pub-\xc3\xa9");
+  EXPECT_EQ(f.interner.size(), strings_before + 4);  // publisher, instance, model, gauge name
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kInvalidUtf8), 4u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_total",
+                                   {{"reason", "invalid_utf8"}}),
+            4u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_by_publisher_total",
+                                   {{"publisher", "pub-\xc3\xa9"}}),
+            4u);
+
+  // A publisher id that is not UTF-8 rejects the whole message, and is not interned either (the
+  // event's names are interned already).
+  const size_t strings = f.interner.size();
+  DecodeResult bad_pub =
+      f.Decode(Payload({With(With(Request(), "i", instance), "m", model)}, 0, "pub-\xff"));
+  EXPECT_TRUE(bad_pub.message_rejected);
+  EXPECT_EQ(bad_pub.first_reason, RejectReason::kBadEnvelope);
+  EXPECT_NE(bad_pub.detail().find("UTF-8"), std::string_view::npos) << bad_pub.detail();
+  EXPECT_EQ(f.interner.size(), strings);
+  EXPECT_FALSE(f.interner.Find("pub-\xff").has_value());
+  EXPECT_EQ(f.batch.events.size(), 2u);
 }
 
 TEST(WireDecoderTest, NonMapEventIsWrongType) {
@@ -444,6 +505,10 @@ TEST(WireDecoderTest, RejectsBadEnvelopes) {
        RejectReason::kBadEnvelope},
       {"long pub",
        EnvelopeWith({{"v", uint64_t{1}}, {"pub", std::string(256, 'p')}, {"seq", uint64_t{0}}},
+                    &one),
+       RejectReason::kBadEnvelope},
+      {"pub not UTF-8",
+       EnvelopeWith({{"v", uint64_t{1}}, {"pub", std::string("pub-\xc3")}, {"seq", uint64_t{0}}},
                     &one),
        RejectReason::kBadEnvelope},
       {"pub not str",
@@ -920,6 +985,39 @@ class StopVisitor : public msgpack::null_visitor {
   bool batch_too_large_ = false;
 };
 
+// Well-formed UTF-8, by decoding each code point (written independently of pipeline/utf8.h).
+bool RefValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    int more;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      more = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      more = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      more = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    for (int k = 1; k <= more; ++k) {
+      if (i + k >= s.size() || (static_cast<uint8_t>(s[i + k]) & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3f);
+    }
+    const uint32_t min = more == 1 ? 0x80 : more == 2 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<size_t>(more) + 1;
+  }
+  return true;
+}
+
 struct RefEvent {
   EventKind kind = EventKind::kGauge;
   int64_t time_ms = 0;
@@ -997,7 +1095,8 @@ class ReferenceDecoder {
     } else if (v->via.u64 != 1) {
       r.message_reason = RejectReason::kUnknownVersion;
     } else if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
-               pub->via.str.size > 255) {
+               pub->via.str.size > 255 ||
+               !RefValidUtf8(std::string_view(pub->via.str.ptr, pub->via.str.size))) {
       r.message_reason = RejectReason::kBadEnvelope;
     } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER) {
       r.message_reason = RejectReason::kBadEnvelope;
@@ -1113,6 +1212,9 @@ class ReferenceDecoder {
     if (o->type != msgpack::type::STR) return RejectReason::kWrongType;
     if (o->via.str.size == 0) return RejectReason::kEmptyString;
     if (o->via.str.size > options_.max_string_bytes) return RejectReason::kStringTooLong;
+    if (!RefValidUtf8(std::string_view(o->via.str.ptr, o->via.str.size))) {
+      return RejectReason::kInvalidUtf8;
+    }
     out.assign(o->via.str.ptr, o->via.str.size);
     return RejectReason::kNone;
   }
@@ -1191,6 +1293,9 @@ class ReferenceDecoder {
       if (const msgpack::object* err = get("err"); err != nullptr) {
         if (err->type != msgpack::type::STR) return RejectReason::kWrongType;
         if (err->via.str.size > 0) {
+          if (!RefValidUtf8(std::string_view(err->via.str.ptr, err->via.str.size))) {
+            return RejectReason::kInvalidUtf8;
+          }
           e.error = ParseErrorKind(std::string_view(err->via.str.ptr, err->via.str.size));
         }
       }
@@ -1384,7 +1489,7 @@ class PayloadGenerator {
           if (bad_envelope && Chance(30)) {
             Chance(50) ? p.Str("") : p.Uint(5);
           } else {
-            p.Str(kPublishers[rng_() % 3]);
+            p.Str(Chance(3) ? kBadPublisher : kPublishers[rng_() % std::size(kPublishers)]);
           }
           break;
         case 2:
@@ -1414,10 +1519,21 @@ class PayloadGenerator {
   std::mt19937_64& rng() { return rng_; }
 
  private:
-  static constexpr const char* kPublishers[] = {"pub-a", "pub-b", "a-much-longer-publisher-id-17"};
-  static constexpr const char* kInstances[] = {"n", "node-1", "vllm-node-000017", "tgi",
-                                               "an-instance-with-a-long-name-over-16-bytes"};
-  static constexpr const char* kModels[] = {"m", "llama-3-70b", "qwen2-72b-instruct"};
+  // Some names are UTF-8 beyond ASCII, some are not UTF-8 at all (invalid_utf8, or bad_envelope
+  // for a publisher id).
+  static constexpr const char* kPublishers[] = {"pub-a", "pub-b", "a-much-longer-publisher-id-17",
+                                                "pub-\xc3\xa9"};
+  static constexpr const char* kBadPublisher = "pub-\xc0\xaf";
+  static constexpr const char* kInstances[] = {"n",
+                                               "node-1",
+                                               "vllm-node-000017",
+                                               "tgi",
+                                               "an-instance-with-a-long-name-over-16-bytes",
+                                               "n\xc5\x93ud-\xc3\xa4"};
+  static constexpr const char* kModels[] = {"m", "llama-3-70b", "qwen2-72b-instruct",
+                                            "\xe6\xa8\xa1\xe5\x9e\x8b-7b"};
+  static constexpr const char* kBadNames[] = {"bad-\xff", "a-long-instance-name-then-\xe2\x82",
+                                              "m\xed\xa0\x80", "\xc0\xaf"};
 
   bool Chance(int percent) { return static_cast<int>(rng_() % 100) < percent; }
 
@@ -1541,6 +1657,8 @@ class PayloadGenerator {
           p.Str(std::string(256, 'L'));
         } else if (r == 2) {
           p.Bin("bin-name");
+        } else if (r == 3) {
+          p.Str(kBadNames[rng_() % std::size(kBadNames)]);  // not UTF-8
         } else if (key == "i") {
           p.Str(kInstances[rng_() % std::size(kInstances)]);
         } else if (key == "m") {
@@ -1569,7 +1687,8 @@ class PayloadGenerator {
       } else if (key == "pt" || key == "ot" || key == "ct") {
         Number(p, /*count=*/true);
       } else if (key == "err") {
-        const char* errs[] = {"", "timeout", "rate_limited", "gpu_on_fire", "cancelled"};
+        const char* errs[] = {"",          "timeout",   "rate_limited", "gpu_on_fire",
+                              "cancelled", "d\xc3\xa9j\xc3\xa0", "time\xf4\x90\x80\x80"};
         Chance(5) ? p.Uint(3) : p.Str(errs[rng_() % std::size(errs)]);
       } else if (key == "q") {
         Chance(10) ? p.Float(1.5) : p.Float(std::ldexp(static_cast<double>(rng_() % 1024), -10));

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/build_info.h"
 #include "query/server.h"
 
 namespace inferscope {
@@ -17,6 +18,14 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   if (!overrides.query_listen.empty()) engine->spec_.query_listen = overrides.query_listen;
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
+  if (overrides.metrics_max_publishers > 0) {
+    engine->metrics_.SetMaxPublishersPerFamily(overrides.metrics_max_publishers);
+  }
+  engine->metrics_.AddProcessMetrics();
+  engine->metrics_
+      .GetGauge("inferscope_build_info", "Build of this engine; always 1",
+                {{"version", kBuildVersion}, {"revision", kBuildRevision}, {"build_type", kBuildType}})
+      ->Set(1);
 
   StageContext base;
   base.interner = &engine->interner_;

@@ -37,6 +37,8 @@ class Engine {
   struct Overrides {
     std::string state_path;    // replaces the topology's state.path when not empty
     std::string query_listen;  // replaces the topology's query.listen when not empty
+    // Distinct `publisher` label values per metric family (MetricsRegistry); 0 = the default.
+    size_t metrics_max_publishers = 0;
   };
 
   static Result<std::unique_ptr<Engine>> Build(const TopologySpec& spec, const Registry& registry,

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -140,7 +141,7 @@ class QueryServerConnectionTest : public ::testing::Test {
       auto res = client.Get("/v1/health");
       const auto end = steady_clock::now();
       if (!res || res->status != 200) {
-        ++*failures;
+        if (++*failures >= 5) break;  // a blocked server: fail now rather than after n timeouts
         continue;
       }
       ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
@@ -208,6 +209,8 @@ TEST_F(QueryServerConnectionTest, NormalClientIsServedWhileSlowAndIdleSocketsAre
   const double p99_attack = Percentile(attacked, 0.99);
   EXPECT_LT(p99_attack, p99_base + 50.0)
       << "p99 without attack " << p99_base << " ms, with " << p99_attack << " ms";
+  std::printf("p99 of GET /v1/health: %.2f ms alone, %.2f ms with 1,100 slow and idle sockets\n",
+              p99_base, p99_attack);
   // The attack sockets were held, not dropped.
   EXPECT_GE(server_->open_connections(), 1'100u);
   EXPECT_EQ(Closed("limit"), 0u);

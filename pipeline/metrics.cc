@@ -22,7 +22,9 @@ void AppendDouble(std::string& out, double v) {
     out += v > 0 ? "+Inf" : "-Inf";
   } else {
     char buf[64];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round trip
+    // The shortest digits that read back as `v`, laid out as printf's %g would (exponent below
+    // 1e-4): "0.1", "0.0001", "1e-05" — the form the Prometheus client libraries print.
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general);
     out.append(buf, ec == std::errc() ? end : buf);
   }
 }

@@ -60,8 +60,8 @@ class Histogram {
 // Default buckets for latencies in seconds: 10 µs .. 10 s.
 std::vector<double> LatencyBuckets();
 
-// `v` as Prometheus text: the shortest representation that reads back as the same double
-// ("0.1", "1e-05", "2.5"), NaN, +Inf or -Inf. Used for values and for histogram `le` labels, so
+// `v` as Prometheus text: the shortest digits that read back as the same double, in %g layout
+// ("0.1", "0.0001", "1e-05", "2.5"), NaN, +Inf or -Inf. Used for values and for histogram `le` labels, so
 // that a query for {le="0.1"} matches.
 std::string FormatPrometheusDouble(double v);
 

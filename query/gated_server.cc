@@ -82,6 +82,8 @@ HeaderInfo ParseHeader(std::string_view header) {
     std::string_view value = Trim(line.substr(colon + 1));
     if (EqualsIgnoreCase(name, "transfer-encoding")) {
       info.chunked = true;
+    } else if (EqualsIgnoreCase(name, "expect")) {
+      info.expect_continue = EqualsIgnoreCase(value, "100-continue");
     } else if (EqualsIgnoreCase(name, "content-length")) {
       uint64_t n = 0;
       auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -388,7 +390,8 @@ void GatedServer::OnReadable(int fd) {
   size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
   if (!info.chunked && !info.bad_length) {
     request_bytes = header_bytes + static_cast<size_t>(info.content_length);
-    if (request_bytes <= kPeekBytes && peeked < request_bytes) return;  // wait for the body
+    // Wait here for a small body, unless the client waits for "100 Continue" (httplib sends it).
+    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) return;
   }
   parked_.erase(it);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);

@@ -57,6 +57,8 @@ TEST(MetricsRegistryTest, FormatsDoublesAsTheShortestRoundTrip) {
   EXPECT_EQ(FormatPrometheusDouble(0.1), "0.1");
   EXPECT_EQ(FormatPrometheusDouble(0.25), "0.25");
   EXPECT_EQ(FormatPrometheusDouble(2.5e-3), "0.0025");
+  EXPECT_EQ(FormatPrometheusDouble(1e-4), "0.0001");
+  EXPECT_EQ(FormatPrometheusDouble(1e-5), "1e-05");
   EXPECT_EQ(FormatPrometheusDouble(1), "1");
   EXPECT_EQ(FormatPrometheusDouble(10), "10");
   EXPECT_EQ(FormatPrometheusDouble(-3.5), "-3.5");
@@ -67,12 +69,13 @@ TEST(MetricsRegistryTest, FormatsDoublesAsTheShortestRoundTrip) {
   for (double bound : LatencyBuckets()) {
     const std::string text = FormatPrometheusDouble(bound);
     EXPECT_EQ(std::strtod(text.c_str(), nullptr), bound) << text;
-    EXPECT_LE(text.size(), 6u) << text;  // "0.0005", "1e-05": no 17-digit noise
+    EXPECT_LE(text.size(), 7u) << text;  // "0.00025", "1e-05": no 17-digit noise
   }
   MetricsRegistry m;
   m.GetHistogram("h_seconds", "H")->Observe(0.2);
   const std::string text = m.RenderPrometheus();
-  for (const char* le : {"1e-05", "5e-05", "0.0001", "0.00025", "0.1", "0.25", "2.5", "10"}) {
+  for (const char* le :
+       {"1e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.1", "0.25", "2.5", "10"}) {
     EXPECT_NE(text.find(std::string("h_seconds_bucket{le=\"") + le + "\"}"), std::string::npos)
         << le << "\n"
         << text;

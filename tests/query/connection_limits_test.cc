@@ -283,6 +283,24 @@ TEST_F(QueryServerConnectionTest, DeclaredBodyOverTheLimitGets413BeforeItIsRead)
   EXPECT_EQ(Closed("body_too_large"), 1u);
 }
 
+// A body too large to wait for in the gate is read by a worker, within read_timeout_ms in total.
+TEST_F(QueryServerConnectionTest, SlowLargeBodyIsCutAtTheReadTimeout) {
+  QueryServer::Options options;
+  options.read_timeout_ms = 300;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  Socket s(server_->port());
+  ASSERT_TRUE(
+      s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: 100000\r\n\r\n{\"matchers\""));
+  s.ReadToEnd();  // whatever httplib answers, the connection ends
+  EXPECT_EQ(Closed("read_timeout"), 1u);
+  // The worker is free again.
+  httplib::Client client("127.0.0.1", server_->port());
+  auto res = client.Get("/v1/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
 TEST_F(QueryServerConnectionTest, OversizedHeaderGets431) {
   ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
   Socket s(server_->port());

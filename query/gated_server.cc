@@ -63,8 +63,9 @@ std::string_view Trim(std::string_view s) {
 
 // What the gate needs from a complete request header.
 struct HeaderInfo {
-  bool chunked = false;     // Transfer-Encoding present: length unknown
-  bool bad_length = false;  // Content-Length not a number
+  bool chunked = false;          // Transfer-Encoding present: length unknown
+  bool bad_length = false;       // Content-Length not a number
+  bool expect_continue = false;  // the client waits for "100 Continue" before sending the body
   uint64_t content_length = 0;
 };
 
@@ -151,8 +152,9 @@ class DeadlineStream final : public httplib::Stream {
   }
   socket_t socket() const override { return fd_; }
 
-  // Bytes read from the socket but not consumed by the request (a pipelined next request).
-  bool has_leftover() const { return pos_ < end_; }
+  // Whether exactly the `limit` bytes of the request were read (so the next byte on the socket
+  // starts the next request).
+  bool read_whole_request() const { return limit_ > 0 && consumed_ == limit_ && pos_ == end_; }
   bool timed_out() const { return timed_out_; }
 
  private:
@@ -437,7 +439,9 @@ void GatedServer::Serve(const Job& job) {
   const bool ok =
       process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
   if (stream.timed_out()) Closed("read_timeout")->Inc();
-  if (!ok || connection_closed || stopping || job.request_bytes == 0 || stream.has_leftover()) {
+  // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
+  // no unread body, nothing of a pipelined next request buffered here).
+  if (!ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request()) {
     CloseSocket(job.fd);
     return;
   }
@@ -462,6 +466,11 @@ void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_vi
 }
 
 void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {
+  // Consume what the client sent and the gate only peeked, so that close() ends the connection
+  // with a FIN the client reads as end of stream, not a reset. (Gate thread only: uses peek_.)
+  for (int i = 0; i < 4; ++i) {
+    if (::recv(fd, peek_.data(), peek_.size(), MSG_DONTWAIT) <= 0) break;
+  }
   parked_.erase(fd);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   if (!counter_reason.empty()) Closed(counter_reason)->Inc();

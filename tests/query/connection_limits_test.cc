@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -65,11 +65,16 @@ class Socket {
     char buf[4096];
     while (true) {
       ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) break;
+      if (n <= 0) {
+        closed_by_server_ = n == 0;
+        break;
+      }
       out.append(buf, static_cast<size_t>(n));
     }
     return out;
   }
+  // Whether the last ReadToEnd ended because the server closed (not the 10 s receive timeout).
+  bool closed_by_server() const { return closed_by_server_; }
   // One response of a keep-alive exchange: reads until the header and Content-Length bytes.
   std::string ReadResponse() {
     std::string out;
@@ -89,6 +94,7 @@ class Socket {
 
  private:
   int fd_ = -1;
+  bool closed_by_server_ = false;
 };
 
 // 1,100 client sockets plus as many server sockets need more than the usual 1,024 descriptors.
@@ -246,6 +252,7 @@ TEST_F(QueryServerConnectionTest, IncompleteHeaderIsClosedAfterTheHeaderTimeout)
   Socket slow(server_->port());
   ASSERT_TRUE(slow.Send("GET /v1/health HTTP/1.1\r\nHo"));
   EXPECT_EQ(slow.ReadToEnd(), "");
+  EXPECT_TRUE(slow.closed_by_server());
   EXPECT_EQ(Closed("header_timeout"), 1u);
   Socket silent(server_->port());  // nothing at all: the same deadline
   EXPECT_EQ(silent.ReadToEnd(), "");
@@ -287,12 +294,14 @@ TEST_F(QueryServerConnectionTest, DeclaredBodyOverTheLimitGets413BeforeItIsRead)
 TEST_F(QueryServerConnectionTest, SlowLargeBodyIsCutAtTheReadTimeout) {
   QueryServer::Options options;
   options.read_timeout_ms = 300;
+  options.idle_timeout_ms = 60'000;  // a connection kept after the cut request would hang below
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
   Socket s(server_->port());
   ASSERT_TRUE(
       s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: 100000\r\n\r\n{\"matchers\""));
   s.ReadToEnd();  // whatever httplib answers, the connection ends
+  EXPECT_TRUE(s.closed_by_server());
   EXPECT_EQ(Closed("read_timeout"), 1u);
   // The worker is free again.
   httplib::Client client("127.0.0.1", server_->port());

@@ -23,8 +23,9 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   }
   engine->metrics_.AddProcessMetrics();
   engine->metrics_
-      .GetGauge("inferscope_build_info", "Build of this engine; always 1",
-                {{"version", kBuildVersion}, {"revision", kBuildRevision}, {"build_type", kBuildType}})
+      .GetGauge(
+          "inferscope_build_info", "Build of this engine; always 1",
+          {{"version", kBuildVersion}, {"revision", kBuildRevision}, {"build_type", kBuildType}})
       ->Set(1);
 
   StageContext base;

@@ -184,8 +184,8 @@ MetricsRegistry::Family& MetricsRegistry::FamilyLocked(std::string_view name, st
                                                        Type type) {
   auto it = families_.find(name);
   if (it == families_.end()) {
-    it =
-        families_.emplace(std::string(name), Family{type, std::string(help), {}, {}, {}, {}, {}}).first;
+    it = families_.emplace(std::string(name), Family{type, std::string(help), {}, {}, {}, {}, {}})
+             .first;
   }
   return it->second;
 }

@@ -61,8 +61,8 @@ class Histogram {
 std::vector<double> LatencyBuckets();
 
 // `v` as Prometheus text: the shortest digits that read back as the same double, in %g layout
-// ("0.1", "0.0001", "1e-05", "2.5"), NaN, +Inf or -Inf. Used for values and for histogram `le` labels, so
-// that a query for {le="0.1"} matches.
+// ("0.1", "0.0001", "1e-05", "2.5"), NaN, +Inf or -Inf. Used for values and for histogram `le`
+// labels, so that a query for {le="0.1"} matches.
 std::string FormatPrometheusDouble(double v);
 
 // MetricsRegistry owns the engine's own metrics and renders them in the Prometheus text format.

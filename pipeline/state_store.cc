@@ -492,7 +492,9 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
                               const std::function<bool(const SeriesInfo&)>& fn) const {
   std::string prefix;
   if (!start_instance.empty()) {
-    if (start_instance.size() > 255) return Status::InvalidArgument("instance longer than 255 bytes");
+    if (start_instance.size() > 255) {
+      return Status::InvalidArgument("state store: instance longer than 255 bytes");
+    }
     AppendStr(&prefix, start_instance);
   }
   std::unique_ptr<rocksdb::Iterator> it(

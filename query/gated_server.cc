@@ -454,6 +454,7 @@ void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_vi
   // Consume what was peeked, so that closing with unread data does not reset the connection
   // before the client reads the reply.
   [[maybe_unused]] ssize_t consumed = ::recv(fd, peek_.data(), peeked, MSG_DONTWAIT);
+  Closed(counter_reason)->Inc();  // before the reply: the client may look as soon as it reads it
   const std::string body = error_body_(status, code, std::move(message));
   std::string reply =
       "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase) +
@@ -462,7 +463,7 @@ void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_vi
   [[maybe_unused]] ssize_t sent =
       ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   ::shutdown(fd, SHUT_WR);
-  CloseLocked(fd, counter_reason);
+  CloseLocked(fd, {});
 }
 
 void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {

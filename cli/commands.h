@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -13,6 +14,7 @@ struct RunArgs {
   std::string listen;        // overrides query.listen
   std::string ready_file;    // written (JSON) once every stage is open
   double duration_s = 0;     // 0 = until SIGINT/SIGTERM
+  size_t metrics_max_publishers = 0;  // publisher label values per metric family; 0 = default
 };
 int RunCommand(const RunArgs& args);
 

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/build_info.h"
 #include "pipeline/address.h"
 #include "pipeline/json_text.h"
 #include "query/server.h"
@@ -31,6 +32,15 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   }
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
+  if (overrides.metrics_max_publishers > 0) {
+    engine->metrics_.SetMaxPublishersPerFamily(overrides.metrics_max_publishers);
+  }
+  engine->metrics_.AddProcessMetrics();
+  engine->metrics_
+      .GetGauge(
+          "inferscope_build_info", "Build of this engine; always 1",
+          {{"version", kBuildVersion}, {"revision", kBuildRevision}, {"build_type", kBuildType}})
+      ->Set(1);
 
   StageContext base;
   base.interner = &engine->interner_;

@@ -22,6 +22,15 @@ namespace inferscope {
 
 class QueryServer;
 
+// What `inferscope run` may override in a topology (Engine::Overrides). Outside Engine so that its
+// default member initializers can serve Engine::Build's default argument.
+struct EngineOverrides {
+  std::string state_path;    // replaces the topology's state.path when not empty
+  std::string query_listen;  // replaces the topology's query.listen when not empty
+  // Distinct `publisher` label values per metric family (MetricsRegistry); 0 = the default.
+  size_t metrics_max_publishers = 0;
+};
+
 // Engine is one running inferscope process: the state store, the executor running the topology's
 // stages, and the query API, built from a TopologySpec.
 //
@@ -34,10 +43,7 @@ class QueryServer;
 // next interval.
 class Engine {
  public:
-  struct Overrides {
-    std::string state_path;    // replaces the topology's state.path when not empty
-    std::string query_listen;  // replaces the topology's query.listen when not empty
-  };
+  using Overrides = EngineOverrides;
 
   static Result<std::unique_ptr<Engine>> Build(const TopologySpec& spec, const Registry& registry,
                                                const Overrides& overrides = {},

@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--listen", run.listen, "host:port of the query API (overrides query.listen)");
   run_cmd->add_option("--ready-file", run.ready_file, "Write endpoints as JSON here once ready");
   run_cmd->add_option("--duration", run.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
+  run_cmd->add_option("--metrics-max-publishers", run.metrics_max_publishers,
+                      "Distinct publisher label values per metric family; the rest are "
+                      "reported as publisher=\"_other\" (default 256)");
 
   std::string check_path;
   CLI::App* check_cmd = app.add_subcommand("check-topology", "Validate a topology file");

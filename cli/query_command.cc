@@ -59,8 +59,18 @@ bool WholePanes(const json& instance, int64_t pane_ms, int64_t max_ms, int64_t* 
 int QueryTableCommand(const TableArgs& args) {
   httplib::Client http(args.url);
   http.set_connection_timeout(5);
-  json instances = Get(http, "/v1/instances");
-  if (instances.is_discarded()) return 1;
+  // Every page of /v1/instances (the endpoint is paginated; next_cursor is null on the last page).
+  json instances = {{"instances", json::array()}};
+  for (std::string cursor;;) {
+    json page = Get(http, "/v1/instances?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    if (page.is_discarded()) return 1;
+    for (json& inst : page.value("instances", json::array())) {
+      instances["instances"].push_back(std::move(inst));
+    }
+    const json next = page.value("next_cursor", json());
+    if (!next.is_string()) break;
+    cursor = next.get<std::string>();
+  }
   std::optional<int64_t> pane_ms = ParseDurationMs(args.pane);
   std::optional<int64_t> max_ms = ParseDurationMs(args.window);
   if (!pane_ms || *pane_ms <= 0 || !max_ms || *max_ms < *pane_ms) {

@@ -59,7 +59,7 @@ int RunCommand(const RunArgs& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  Engine::Overrides overrides{args.state_dir, args.listen};
+  Engine::Overrides overrides{args.state_dir, args.listen, args.metrics_max_publishers};
   Result<std::unique_ptr<Engine>> built = BuildFromFile(args.topology, overrides);
   if (!built.ok()) {
     spdlog::error("{}", built.status().message());

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,7 +17,8 @@ namespace inferscope {
 // Label pairs of one metric series, e.g. {{"stage", "ingest"}, {"reason", "bad_type"}}.
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// A monotonically increasing count. Increment from any thread; hot paths add per batch, not per event.
+// A monotonically increasing count. Increment from any thread; hot paths add per batch, not per
+// event.
 class Counter {
  public:
   void Inc(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
@@ -58,16 +60,37 @@ class Histogram {
 // Default buckets for latencies in seconds: 10 µs .. 10 s.
 std::vector<double> LatencyBuckets();
 
+// `v` as Prometheus text: the shortest digits that read back as the same double, in %g layout
+// ("0.1", "0.0001", "1e-05", "2.5"), NaN, +Inf or -Inf. Used for values and for histogram `le`
+// labels, so that a query for {le="0.1"} matches.
+std::string FormatPrometheusDouble(double v);
+
 // MetricsRegistry owns the engine's own metrics and renders them in the Prometheus text format.
 //
 // Get*() returns a pointer that stays valid for the registry's lifetime; components look their
 // metrics up once (at Open) and keep the pointer, so the hot path never touches the registry.
 // Concurrency: all methods are thread-safe.
-// Limitations: a family holds at most kMaxSeriesPerFamily label sets; further label sets share one
-// series labelled overflow="true" so that label cardinality (e.g. publisher ids) cannot grow memory.
+// Limitations: label values that come from outside are bounded. A family tracks at most
+// max_publishers_per_family() distinct values of the `publisher` label; label sets naming a further
+// publisher get publisher="_other" instead (one shared series per remaining label set), and each
+// such lookup is counted in inferscope_metrics_publishers_folded_total{family}. Independently, a
+// family holds at most kMaxSeriesPerFamily label sets; further label sets share one series labelled
+// overflow="true". So no label can grow memory or the exposition without bound.
 class MetricsRegistry {
  public:
   static constexpr size_t kMaxSeriesPerFamily = 10'000;
+  static constexpr size_t kDefaultMaxPublishersPerFamily = 256;
+  static constexpr std::string_view kOtherPublisher = "_other";
+
+  // Distinct `publisher` label values tracked per family (>= 1); applies to label sets looked up
+  // after the call. Default kDefaultMaxPublishersPerFamily.
+  void SetMaxPublishersPerFamily(size_t n);
+  size_t max_publishers_per_family() const;
+
+  // Adds the standard process_* metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+  // process_virtual_memory_bytes, process_open_fds, process_max_fds, process_start_time_seconds),
+  // read from /proc/self at render time as the Prometheus client libraries define them.
+  void AddProcessMetrics();
 
   Counter* GetCounter(std::string_view name, std::string_view help, const Labels& labels = {});
   Gauge* GetGauge(std::string_view name, std::string_view help, const Labels& labels = {});
@@ -99,14 +122,21 @@ class MetricsRegistry {
     std::map<Labels, std::unique_ptr<Gauge>> gauges;
     std::map<Labels, std::unique_ptr<Histogram>> histograms;
     std::map<Labels, Callback> callbacks;
-    size_t size() const { return counters.size() + gauges.size() + histograms.size() + callbacks.size(); }
+    std::set<std::string, std::less<>> publishers;  // distinct `publisher` values seen
+    size_t size() const {
+      return counters.size() + gauges.size() + histograms.size() + callbacks.size();
+    }
   };
 
   Family& FamilyLocked(std::string_view name, std::string_view help, Type type);
   static Labels Key(const Family& family, const Labels& labels, size_t existing);
+  // `labels` with the publisher bound applied (see the class comment).
+  Labels BoundPublisherLocked(std::string_view name, Family& family, const Labels& labels);
 
   mutable std::mutex mu_;
   std::map<std::string, Family, std::less<>> families_;
+  size_t max_publishers_ = kDefaultMaxPublishersPerFamily;
+  bool process_metrics_ = false;
 };
 
 }  // namespace inferscope

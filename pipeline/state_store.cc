@@ -267,8 +267,9 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   for (size_t i = 0; i < store->tiers_.size(); ++i) {
     const std::string tier = store->tiers_[i].Name();
     store->rolled_through_gauges_.push_back(metrics->GetGauge(
-        "inferscope_state_rolled_through_ms",
-        "End of the last final bucket rolled up into the tier (epoch ms)", {{"tier", tier}}));
+        "inferscope_state_rolled_through_timestamp_seconds",
+        "End of the last final bucket rolled up into the tier (Unix time, seconds)",
+        {{"tier", tier}}));
     StateStore* self = store.get();
     metrics->AddCallbackGauge(
         "inferscope_state_tier_keys", "Estimated keys in the tier's column family (RocksDB)",
@@ -487,6 +488,41 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
   return Status::Ok();
 }
 
+Status StateStore::ScanSeries(std::string_view start_instance, bool after,
+                              const std::function<bool(const SeriesInfo&)>& fn) const {
+  std::string prefix;
+  if (!start_instance.empty()) {
+    if (start_instance.size() > 255) {
+      return Status::InvalidArgument("state store: instance longer than 255 bytes");
+    }
+    AppendStr(&prefix, start_instance);
+  }
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
+  it->Seek(prefix);
+  if (after && !prefix.empty()) {
+    while (it->Valid() && it->key().starts_with(prefix)) it->Next();
+  }
+  SeriesInfo info;
+  for (; it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    std::string_view value = it->value().ToStringView();
+    std::string_view instance, model, metric;
+    std::string_view rest = key;
+    if (!ReadStr(&rest, &instance) || !ReadStr(&rest, &model) || !ReadStr(&rest, &metric) ||
+        !rest.empty() || value.size() != 16) {
+      return Status::Corruption("state store: malformed series entry '" + Printable(key) + "'");
+    }
+    info.instance.assign(instance);
+    info.model.assign(model);
+    info.metric.assign(metric);
+    info.first_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value));
+    info.last_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value.substr(8)));
+    if (!fn(info)) return Status::Ok();
+  }
+  return FromRocks(it->status(), "state store: scanning series");
+}
+
 std::string_view StateTableName(StateTable table) {
   auto i = static_cast<size_t>(table);
   return i < static_cast<size_t>(kNumStateTables) ? kOwnFamilies[kFirstTable - 1 + i] : "unknown";
@@ -553,7 +589,7 @@ Result<MaintenanceReport> StateStore::RunMaintenance() {
   if (status.ok()) status = DropExpiredSeries(report.now_ms, &report.series_dropped);
   for (size_t i = 0; i < tiers_.size(); ++i) {
     report.rolled_through_ms.push_back(RolledThroughMs(i));
-    if (i > 0) rolled_through_gauges_[i]->Set(static_cast<double>(RolledThroughMs(i)));
+    if (i > 0) rolled_through_gauges_[i]->Set(static_cast<double>(RolledThroughMs(i)) / 1000.0);
   }
   maintenance_seconds_->Observe(static_cast<double>(clock_->MonotonicNs() - started_ns) / 1e9);
   if (!status.ok()) {

@@ -167,6 +167,13 @@ class StateStore {
   Status CompactTiers();
   // Calls `fn` for every series in the index, ordered by (instance, model, metric).
   Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
+  // Streams the series index in key order without buffering it, until `fn` returns false. Key order
+  // keeps the series of one instance together; instances come ordered by (name length, name bytes),
+  // and within an instance by (model length, model, metric length, metric). Starts at the first
+  // series of `start_instance` (empty: the first series), or just after its last series when
+  // `after` is true — so a scan can resume where an earlier one stopped (query pagination).
+  Status ScanSeries(std::string_view start_instance, bool after,
+                    const std::function<bool(const SeriesInfo&)>& fn) const;
   // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
   // makes every earlier write durable too).
   Status WriteRecords(std::span<const RecordWrite> writes, bool sync = false);

@@ -14,9 +14,37 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kValidationError = "VALIDATION_ERROR";
-constexpr int64_t kDefaultLimit = 100;
-constexpr int64_t kMaxLimit = 10'000;
-constexpr size_t kMaxHistory = 1'000;
+
+// Where a page of /v1/alerts ended: the last alert's (detected_at, fingerprint), the list's order.
+std::string AlertPosition(const Alert& a) {
+  return std::to_string(a.detected_at_ms) + ":" + std::to_string(a.fingerprint);
+}
+
+std::optional<std::pair<int64_t, uint64_t>> ParseAlertPosition(std::string_view text) {
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  int64_t ms = 0;
+  uint64_t fp = 0;
+  auto [p1, e1] = std::from_chars(text.data(), text.data() + colon, ms);
+  auto [p2, e2] = std::from_chars(text.data() + colon + 1, text.data() + text.size(), fp);
+  if (e1 != std::errc() || p1 != text.data() + colon || e2 != std::errc() ||
+      p2 != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return std::make_pair(ms, fp);
+}
+
+// The /v1/alerts order: newest change first; ties by fingerprint so that pages are stable.
+bool AlertBefore(int64_t a_ms, uint64_t a_fp, int64_t b_ms, uint64_t b_fp) {
+  if (a_ms != b_ms) return a_ms > b_ms;
+  return a_fp < b_fp;
+}
+
+ApiReply BadCursor(const ApiContext& ctx) {
+  return ErrorReply(*ctx.clock, 400, kValidationError,
+                    "cursor must be the next_cursor of an earlier reply of this endpoint",
+                    {{"parameter", "cursor"}});
+}
 
 ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
                       const std::string& value) {
@@ -56,15 +84,22 @@ ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req) {
     }
     since = *ms;
   }
-  int64_t limit = kDefaultLimit;
-  if (auto text = req.Param("limit")) {
-    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), limit);
-    if (ec != std::errc() || ptr != text->data() + text->size() || limit < 1 || limit > kMaxLimit) {
-      return BadParameter(ctx, "limit", "limit must be an integer in 1..10000", *text);
-    }
+  ApiReply error;
+  std::optional<PageRequest> page = ParsePage(ctx, req, &error);
+  if (!page) return error;
+  std::optional<std::pair<int64_t, uint64_t>> after;
+  if (page->after) {
+    after = ParseAlertPosition(*page->after);
+    if (!after) return BadCursor(ctx);
   }
 
-  std::vector<Alert> matched;
+  // The page is the first `limit` matches after the cursor in the list's order, kept in a bounded
+  // max-heap (the worst of the kept ones on top), so memory does not grow with the store.
+  auto before = [](const Alert& a, const Alert& b) {
+    return AlertBefore(a.detected_at_ms, a.fingerprint, b.detected_at_ms, b.fingerprint);
+  };
+  std::vector<Alert> kept;
+  size_t total = 0, after_cursor = 0;
   uint64_t skipped = 0;
   Status st = ScanAlerts(
       *ctx.store,
@@ -73,25 +108,33 @@ ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req) {
         if (severity && a.severity != *severity) return true;
         if (instance && !GlobMatch(*instance, a.instance)) return true;
         if (a.detected_at_ms < since) return true;
-        matched.push_back(a);
+        ++total;
+        if (after && !AlertBefore(after->first, after->second, a.detected_at_ms, a.fingerprint)) {
+          return true;
+        }
+        ++after_cursor;
+        if (kept.size() == page->limit) {
+          if (!before(a, kept.front())) return true;
+          std::pop_heap(kept.begin(), kept.end(), before);
+          kept.back() = a;
+        } else {
+          kept.push_back(a);
+        }
+        std::push_heap(kept.begin(), kept.end(), before);
         return true;
       },
       &skipped);
   if (!st.ok()) return StatusReply(*ctx.clock, st);
-  // Newest change first; ties by fingerprint so pages are stable.
-  std::sort(matched.begin(), matched.end(), [](const Alert& a, const Alert& b) {
-    if (a.detected_at_ms != b.detected_at_ms) return a.detected_at_ms > b.detected_at_ms;
-    return a.fingerprint < b.fingerprint;
-  });
-  const size_t total = matched.size();
-  if (matched.size() > static_cast<size_t>(limit)) matched.resize(static_cast<size_t>(limit));
+  std::sort_heap(kept.begin(), kept.end(), before);
   json alerts = json::array();
-  for (const Alert& a : matched) alerts.push_back(AlertToJson(a));
+  for (const Alert& a : kept) alerts.push_back(AlertToJson(a));
+  const bool more = after_cursor > kept.size();
   ApiReply reply;
   reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
                 {"alerts", std::move(alerts)},
-                {"count", matched.size()},
+                {"count", kept.size()},
                 {"matched", total},
+                {"next_cursor", more ? json(EncodeCursor(AlertPosition(kept.back()))) : json()},
                 {"unreadable_records", skipped}};
   return reply;
 }
@@ -108,16 +151,33 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
     return ErrorReply(*ctx.clock, 404, "NOT_FOUND", "no alert with fingerprint " + text,
                       {{"fingerprint", text}});
   }
+  // The history, oldest first, paginated by its store key.
+  ApiReply error;
+  std::optional<PageRequest> page = ParsePage(ctx, req, &error);
+  if (!page) return error;
+  const std::string from = page->after.value_or("");
   json history = json::array();
-  Status st = ScanAlertHistory(*ctx.store, 0, [&](const Alert& a) {
-    if (a.fingerprint == *fingerprint) history.push_back(AlertToJson(a));
-    return history.size() < kMaxHistory;
-  });
+  std::string last_key;
+  bool more = false;
+  Status st = ctx.store->ScanRecords(
+      StateTable::kAlertHistory, from, "", [&](std::string_view key, std::string_view value) {
+        if (page->after && key == *page->after) return true;
+        Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
+        if (!a.ok() || a->fingerprint != *fingerprint) return true;
+        if (history.size() == page->limit) {
+          more = true;
+          return false;
+        }
+        history.push_back(AlertToJson(*a));
+        last_key.assign(key);
+        return true;
+      });
   if (!st.ok()) return StatusReply(*ctx.clock, st);
   ApiReply reply;
   reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
                 {"alert", AlertToJson(**latest)},
-                {"history", std::move(history)}};
+                {"history", std::move(history)},
+                {"next_cursor", more ? json(EncodeCursor(last_key)) : json()}};
   return reply;
 }
 
@@ -159,15 +219,32 @@ ApiReply HandleListSilences(const ApiContext& ctx, const ApiRequest& req) {
   if (status && *status != "active" && *status != "pending" && *status != "expired") {
     return BadParameter(ctx, "status", "status must be active, pending or expired", *status);
   }
+  ApiReply error;
+  std::optional<PageRequest> page = ParsePage(ctx, req, &error);
+  if (!page) return error;
   const int64_t now = ctx.clock->NowMs();
+  // Ordered by id, so that the cursor (the last id of a page) resumes the list.
+  std::vector<Silence> silences = ctx.silences->List();
+  std::sort(silences.begin(), silences.end(),
+            [](const Silence& a, const Silence& b) { return a.id < b.id; });
   json list = json::array();
-  for (const Silence& s : ctx.silences->List()) {
+  std::string last_id;
+  bool more = false;
+  for (const Silence& s : silences) {
+    if (page->after && s.id <= *page->after) continue;
     json j = SilenceToJson(s, now);
     if (status && j["status"] != *status) continue;
+    if (list.size() == page->limit) {
+      more = true;
+      break;
+    }
+    last_id = s.id;
     list.push_back(std::move(j));
   }
   ApiReply reply;
-  reply.body = {{"timestamp", FormatRfc3339(now)}, {"silences", std::move(list)}};
+  reply.body = {{"timestamp", FormatRfc3339(now)},
+                {"silences", std::move(list)},
+                {"next_cursor", more ? json(EncodeCursor(last_id)) : json()}};
   return reply;
 }
 

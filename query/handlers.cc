@@ -92,11 +92,63 @@ json WindowJson(int64_t start, int64_t end, const Aggregate& agg) {
   return w;
 }
 
-Status ReadSeries(const StateStore& store, std::vector<SeriesInfo>* out) {
-  return store.ListSeries([out](const SeriesInfo& info) { out->push_back(info); });
+}  // namespace
+
+std::string EncodeCursor(std::string_view position) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(position.size() * 2);
+  for (unsigned char c : position) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
 }
 
-}  // namespace
+std::optional<std::string> DecodeCursor(std::string_view cursor) {
+  if (cursor.empty() || cursor.size() % 2 != 0 || cursor.size() > 2048) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(cursor.size() / 2);
+  for (size_t i = 0; i < cursor.size(); i += 2) {
+    int hi = nibble(cursor[i]), lo = nibble(cursor[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi << 4 | lo);
+  }
+  return out;
+}
+
+std::optional<PageRequest> ParsePage(const ApiContext& ctx, const ApiRequest& req,
+                                     ApiReply* error) {
+  PageRequest page;
+  if (std::optional<std::string> text = req.Param("limit")) {
+    size_t limit = 0;
+    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), limit);
+    if (ec != std::errc() || ptr != text->data() + text->size() || limit < 1 ||
+        limit > kMaxPageLimit) {
+      *error = BadParameter(ctx, "limit",
+                            "limit must be an integer in 1.." + std::to_string(kMaxPageLimit),
+                            {{"value", *text}, {"max", kMaxPageLimit}});
+      return std::nullopt;
+    }
+    page.limit = limit;
+  }
+  if (std::optional<std::string> text = req.Param("cursor")) {
+    page.after = DecodeCursor(*text);
+    if (!page.after) {
+      *error = BadParameter(ctx, "cursor",
+                            "cursor must be the next_cursor of an earlier reply of this endpoint",
+                            {{"value", text->substr(0, 64)}});
+      return std::nullopt;
+    }
+  }
+  return page;
+}
 
 std::optional<std::string> ApiRequest::Param(const std::string& name) const {
   auto it = params.find(name);
@@ -232,44 +284,62 @@ ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest&) {
   return reply;
 }
 
-ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest&) {
+ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest& req) {
+  ApiReply error;
+  std::optional<PageRequest> page = ParsePage(ctx, req, &error);
+  if (!page) return error;
   struct ModelInfo {
     std::vector<std::string> metrics;
     int64_t first_seen = INT64_MAX;
     int64_t last_seen = INT64_MIN;
   };
   struct InstanceInfo {
+    std::string id;
     std::map<std::string, ModelInfo> models;
     int64_t first_seen = INT64_MAX;
     int64_t last_seen = INT64_MIN;
   };
-  std::map<std::string, InstanceInfo> instances;
-  Status s = ctx.store->ListSeries([&instances](const SeriesInfo& info) {
-    InstanceInfo& inst = instances[info.instance];
-    ModelInfo& model = inst.models[info.model];
-    model.metrics.push_back(info.metric);
-    model.first_seen = std::min(model.first_seen, info.first_seen_ms);
-    model.last_seen = std::max(model.last_seen, info.last_seen_ms);
-    inst.first_seen = std::min(inst.first_seen, info.first_seen_ms);
-    inst.last_seen = std::max(inst.last_seen, info.last_seen_ms);
-  });
+  // Streams the series index from the cursor, keeping only this page's instances (plus one series
+  // of the next, which says there is a next page).
+  std::vector<InstanceInfo> instances;
+  bool more = false;
+  Status s = ctx.store->ScanSeries(
+      page->after.value_or(""), page->after.has_value(), [&](const SeriesInfo& info) {
+        if (instances.empty() || instances.back().id != info.instance) {
+          if (instances.size() == page->limit) {
+            more = true;
+            return false;
+          }
+          instances.emplace_back().id = info.instance;
+        }
+        InstanceInfo& inst = instances.back();
+        ModelInfo& model = inst.models[info.model];
+        model.metrics.push_back(info.metric);
+        model.first_seen = std::min(model.first_seen, info.first_seen_ms);
+        model.last_seen = std::max(model.last_seen, info.last_seen_ms);
+        inst.first_seen = std::min(inst.first_seen, info.first_seen_ms);
+        inst.last_seen = std::max(inst.last_seen, info.last_seen_ms);
+        return true;
+      });
   if (!s.ok()) return StatusReply(*ctx.clock, s);
   json list = json::array();
-  for (const auto& [id, inst] : instances) {
+  for (InstanceInfo& inst : instances) {
     json models = json::array();
-    for (const auto& [name, model] : inst.models) {
+    for (auto& [name, model] : inst.models) {
+      std::sort(model.metrics.begin(), model.metrics.end());
       models.push_back({{"name", name},
                         {"metrics", model.metrics},
                         {"first_seen", model.first_seen},
                         {"last_seen", model.last_seen}});
     }
-    list.push_back({{"id", id},
+    list.push_back({{"id", inst.id},
                     {"first_seen", inst.first_seen},
                     {"last_seen", inst.last_seen},
                     {"models", std::move(models)}});
   }
   ApiReply reply;
   reply.body = {{"instances", std::move(list)},
+                {"next_cursor", more ? json(EncodeCursor(instances.back().id)) : json()},
                 {"as_of", ctx.store->Watermark()},
                 {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
   return reply;
@@ -364,18 +434,18 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   }
 
   // Which series: every model of the instance that has the metric, or just the one asked for.
-  std::vector<SeriesInfo> series;
-  Status s = ReadSeries(*ctx.store, &series);
-  if (!s.ok()) return StatusReply(*ctx.clock, s);
   bool instance_known = false, model_known = false;
   std::vector<std::string> models;
-  for (const SeriesInfo& info : series) {
-    if (info.instance != instance) continue;
+  Status s = ctx.store->ScanSeries(instance, /*after=*/false, [&](const SeriesInfo& info) {
+    if (info.instance != instance) return false;
     instance_known = true;
-    if (model && info.model != *model) continue;
+    if (model && info.model != *model) return true;
     model_known = true;
     if (info.metric == metric) models.push_back(info.model);
-  }
+    return true;
+  });
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
+  std::sort(models.begin(), models.end());
   if (!instance_known) {
     return ErrorReply(*ctx.clock, 404, kNotFound, "unknown instance '" + instance + "'",
                       {{"instance", instance}});
@@ -511,29 +581,34 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
   const int64_t watermark = ctx.store->Watermark();
   const int64_t from_ms = watermark - w;
 
-  std::vector<SeriesInfo> series;
-  Status s = ReadSeries(*ctx.store, &series);
-  if (!s.ok()) return StatusReply(*ctx.clock, s);
-
+  // One streaming pass over the series index (grouped by instance), so memory does not grow with
+  // the number of series.
   Aggregate e2e;
   double cached_tokens = 0, prompt_tokens = 0;
-  std::set<std::string> active;
-  for (const SeriesInfo& info : series) {
-    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark)
-      active.insert(info.instance);
+  size_t active = 0;
+  std::string last_active;
+  Status scan_error;
+  Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
+    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark &&
+        (active == 0 || info.instance != last_active)) {
+      ++active;
+      last_active = info.instance;
+    }
     const bool is_e2e = info.metric == "e2e_ms";
     const bool is_cached = info.metric == "cached_tokens";
     const bool is_prompt = info.metric == "prompt_tokens";
-    if (!is_e2e && !is_cached && !is_prompt) continue;
-    s = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, watermark,
-                             [&](const StoredPane& pane) -> Status {
-                               if (is_e2e) e2e.Merge(pane.agg);
-                               if (is_cached) cached_tokens += pane.agg.sum;
-                               if (is_prompt) prompt_tokens += pane.agg.sum;
-                               return Status::Ok();
-                             });
-    if (!s.ok()) return StatusReply(*ctx.clock, s);
-  }
+    if (!is_e2e && !is_cached && !is_prompt) return true;
+    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, watermark,
+                                      [&](const StoredPane& pane) -> Status {
+                                        if (is_e2e) e2e.Merge(pane.agg);
+                                        if (is_cached) cached_tokens += pane.agg.sum;
+                                        if (is_prompt) prompt_tokens += pane.agg.sum;
+                                        return Status::Ok();
+                                      });
+    return scan_error.ok();
+  });
+  if (!scan_error.ok()) return StatusReply(*ctx.clock, scan_error);
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
 
   SummaryStats stats = Summarize(e2e, w);
   const double seconds = static_cast<double>(w) / 1000.0;
@@ -544,7 +619,7 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
       {"p99_response_time_ms", stats.count > 0 ? Number(stats.p99) : json()},
       {"error_rate", stats.events > 0 ? Number(stats.error_ratio) : json()},
       {"cache_hit_rate", prompt_tokens > 0 ? Number(cached_tokens / prompt_tokens) : json()},
-      {"active_instances", active.size()},
+      {"active_instances", active},
       {"requests", stats.events},
       {"errors", stats.errors},
   };

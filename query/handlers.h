@@ -78,6 +78,24 @@ std::optional<int64_t> ParseTimeMs(std::string_view text);
 // Largest number of windows one summary request may ask for.
 inline constexpr int64_t kMaxWindowsPerRequest = 10'000;
 
+// Pagination of the list endpoints (instances, alerts, an alert's history, silences): `limit`
+// items per page, 1..kMaxPageLimit, default kDefaultPageLimit; the reply's "next_cursor" (a string,
+// or null on the last page) passed back as `cursor` continues after the page's last item. Cursors
+// are opaque (hex) and stay valid across restarts; items added or removed between pages may
+// appear or not, but no item present throughout is skipped or repeated.
+inline constexpr size_t kDefaultPageLimit = 100;
+inline constexpr size_t kMaxPageLimit = 1'000;
+
+struct PageRequest {
+  size_t limit = kDefaultPageLimit;
+  std::optional<std::string> after;  // the decoded cursor: where the previous page ended
+};
+// Reads `limit` and `cursor`; nullopt and *error (400, parameter named) when either is malformed.
+std::optional<PageRequest> ParsePage(const ApiContext& ctx, const ApiRequest& req, ApiReply* error);
+// The cursor for a page that ended at the item whose position is `position`.
+std::string EncodeCursor(std::string_view position);
+std::optional<std::string> DecodeCursor(std::string_view cursor);
+
 ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleCapabilities(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleInstances(const ApiContext& ctx, const ApiRequest& req);

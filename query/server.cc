@@ -1,13 +1,19 @@
 #include "query/server.h"
 
 #include <httplib.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 #include <exception>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include <nlohmann/json.hpp>
 
 #include "pipeline/state_store.h"
+#include "query/gated_server.h"
 #include "query/handlers.h"
 
 namespace inferscope {
@@ -51,6 +57,8 @@ std::string_view CodeForStatus(int status) {
       return "UNAUTHORIZED";
     case 404:
       return "NOT_FOUND";
+    case 413:
+      return "PAYLOAD_TOO_LARGE";
     default:
       return status < 500 ? "VALIDATION_ERROR" : "INTERNAL_ERROR";
   }
@@ -68,8 +76,51 @@ Status QueryServer::Options::Validate() const {
     return Status::InvalidArgument("query server: threads must be in 1..256, got " +
                                    std::to_string(threads));
   }
+  auto check_ms = [](const char* name, int64_t v) {
+    if (v < 1 || v > 3'600'000) {
+      return Status::InvalidArgument(std::string("query server: ") + name +
+                                     " must be in 1..3600000 ms, got " + std::to_string(v));
+    }
+    return Status::Ok();
+  };
+  INFERSCOPE_RETURN_IF_ERROR(check_ms("header_timeout_ms", header_timeout_ms));
+  INFERSCOPE_RETURN_IF_ERROR(check_ms("idle_timeout_ms", idle_timeout_ms));
+  INFERSCOPE_RETURN_IF_ERROR(check_ms("read_timeout_ms", read_timeout_ms));
+  INFERSCOPE_RETURN_IF_ERROR(check_ms("write_timeout_ms", write_timeout_ms));
+  if (max_connections < 1 || max_connections > 1'000'000) {
+    return Status::InvalidArgument("query server: max_connections must be in 1..1000000, got " +
+                                   std::to_string(max_connections));
+  }
+  if (listen_backlog < 1 || listen_backlog > 65'535) {
+    return Status::InvalidArgument("query server: listen_backlog must be in 1..65535, got " +
+                                   std::to_string(listen_backlog));
+  }
+  if (max_header_bytes < 1024 || max_header_bytes > 1024 * 1024) {
+    return Status::InvalidArgument("query server: max_header_bytes must be in 1024..1048576, got " +
+                                   std::to_string(max_header_bytes));
+  }
+  if (max_body_bytes < 1 || max_body_bytes > 1024 * 1024 * 1024) {
+    return Status::InvalidArgument("query server: max_body_bytes must be in 1..1073741824, got " +
+                                   std::to_string(max_body_bytes));
+  }
   return Status::Ok();
 }
+
+namespace {
+
+// Raises the soft open-file limit to `wanted` when the hard limit allows; returns the soft limit.
+rlim_t RaiseOpenFileLimit(rlim_t wanted) {
+  struct rlimit lim {};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return wanted;
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
+    struct rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, lim.rlim_max);
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  return lim.rlim_cur;
+}
+
+}  // namespace
 
 QueryServer::QueryServer(Options options, StateStore* store, MetricsRegistry* metrics,
                          const Clock* clock, std::function<nlohmann::json()> health_info,
@@ -157,10 +208,31 @@ Status QueryServer::Start() {
     return Status::InvalidArgument("query server: store, metrics and clock are required");
   }
   if (server_ != nullptr) return Status::Internal("query server: already started");
-  server_ = std::make_unique<httplib::Server>();
-  const int threads = options_.threads;
-  // httplib takes ownership of the returned queue.
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  constexpr rlim_t kReservedFds = 256;  // RocksDB files, ZeroMQ sockets, logs
+  const rlim_t fd_limit =
+      RaiseOpenFileLimit(static_cast<rlim_t>(options_.max_connections) + kReservedFds);
+  GateOptions gate;
+  gate.threads = options_.threads;
+  gate.header_timeout_ms = options_.header_timeout_ms;
+  gate.idle_timeout_ms = options_.idle_timeout_ms;
+  gate.read_timeout_ms = options_.read_timeout_ms;
+  gate.write_timeout_ms = options_.write_timeout_ms;
+  gate.max_connections = static_cast<size_t>(options_.max_connections);
+  if (fd_limit < gate.max_connections + kReservedFds) {
+    gate.max_connections = fd_limit > 2 * kReservedFds ? fd_limit - kReservedFds : kReservedFds;
+    spdlog::warn("query server: the open-file limit ({}) allows only {} connections, not {}",
+                 fd_limit, gate.max_connections, options_.max_connections);
+  }
+  gate.max_header_bytes = options_.max_header_bytes;
+  gate.max_body_bytes = options_.max_body_bytes;
+  gate.listen_backlog = options_.listen_backlog;
+  const Clock* clock = ctx_->clock;
+  server_ = std::make_unique<GatedServer>(
+      gate, ctx_->metrics, [clock](int status, std::string_view code, std::string message) {
+        return ErrorReply(*clock, status, code, std::move(message))
+            .body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      });
+  server_->set_keep_alive_timeout((options_.idle_timeout_ms + 999) / 1000);
   RegisterRoutes();
 
   if (options_.port == 0) {
@@ -174,6 +246,11 @@ Status QueryServer::Start() {
     return Status::IOError("query server: cannot bind " + options_.host + ":" +
                            std::to_string(options_.port));
   }
+  if (Status gated = server_->StartGate(); !gated.ok()) {
+    server_.reset();
+    port_ = 0;
+    return gated;
+  }
   thread_done_.store(false);
   thread_ = std::thread([this] {
     server_->listen_after_bind();
@@ -184,10 +261,15 @@ Status QueryServer::Start() {
   return Status::Ok();
 }
 
+size_t QueryServer::open_connections() const {
+  return server_ == nullptr ? 0 : server_->open_connections();
+}
+
 void QueryServer::Stop() {
   if (server_ == nullptr) return;
   server_->stop();
   if (thread_.joinable()) thread_.join();
+  server_->StopGate();
   server_.reset();
   port_ = 0;
 }

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,12 +16,9 @@
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
 
-namespace httplib {
-class Server;
-}  // namespace httplib
-
 namespace inferscope {
 
+class GatedServer;
 class SilenceRegistry;
 class StateStore;
 struct ApiContext;
@@ -39,11 +38,22 @@ struct ApiContext;
 //   GET /metrics                          Prometheus text format 0.0.4
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
-// code VALIDATION_ERROR (400), UNAUTHORIZED (401), NOT_FOUND (404) or INTERNAL_ERROR (500).
+// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), PAYLOAD_TOO_LARGE (413)
+// or INTERNAL_ERROR (500).
 //
-// Lifecycle: construct → Start (binds, serves on a thread pool of its own) → Stop (idempotent; the
+// Connections (query/gated_server.h): an accepted socket holds no thread until a whole request
+// header has arrived (idle and slow sockets wait in one epoll set); complete requests are served by
+// `threads` workers. A header must arrive within header_timeout_ms (else the connection is closed),
+// a kept-alive connection is closed after idle_timeout_ms without a request, a body must arrive
+// within read_timeout_ms; connections beyond max_connections are closed at accept; a header over
+// max_header_bytes gets 431 and a declared body over max_body_bytes gets 413 before it is read
+// (PAYLOAD_TOO_LARGE; chunked bodies are cut at the limit). Every such close is counted in
+// inferscope_http_connections_closed_total{reason}. Start raises the soft RLIMIT_NOFILE towards
+// max_connections + 256 when the hard limit allows.
+//
+// Lifecycle: construct → Start (binds, serves on threads of its own) → Stop (idempotent; the
 // destructor calls it). The pointers given at construction must outlive the server.
-// Concurrency: handlers run on `threads` pool threads and only read the store.
+// Concurrency: handlers run on `threads` worker threads and only read the store.
 // Limitations: plain HTTP; when a bearer token is configured every route but /v1/health requires
 // it.
 class QueryServer {
@@ -52,7 +62,16 @@ class QueryServer {
     std::string host = "127.0.0.1";  // address to bind; loopback by default
     int port = 0;                    // 0 = an ephemeral port (read it back with port()); 0..65535
     std::string bearer_token;        // empty = no authentication
-    int threads = 4;                 // request threads; 1..256
+    int threads = 8;                 // request worker threads; 1..256
+    // Connection limits (see "Connections" above). Times in milliseconds, each 1..3,600,000.
+    int64_t header_timeout_ms = 10'000;   // a request header must arrive within this
+    int64_t idle_timeout_ms = 5'000;      // a kept-alive connection may idle this long
+    int64_t read_timeout_ms = 10'000;     // a request body must arrive within this
+    int64_t write_timeout_ms = 10'000;    // each response write must progress within this
+    int max_connections = 4'096;          // open connections; more are closed at accept; 1..1M
+    int listen_backlog = 1'024;           // accept queue length (the kernel caps it at somaxconn)
+    size_t max_header_bytes = 16 * 1024;  // larger request headers get 431; 1 KiB..1 MiB
+    size_t max_body_bytes = 1024 * 1024;  // larger request bodies get 413; 1 B..1 GiB
 
     Status Validate() const;
   };
@@ -71,6 +90,8 @@ class QueryServer {
   Status Start();
   // The bound port (after a successful Start), else 0.
   int port() const { return port_; }
+  // Connections accepted and not yet closed (0 when not started).
+  size_t open_connections() const;
   // Stops accepting, lets running requests finish and joins the server thread.
   void Stop();
 
@@ -79,7 +100,7 @@ class QueryServer {
 
   Options options_;
   std::unique_ptr<ApiContext> ctx_;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<GatedServer> server_;
   std::thread thread_;
   std::atomic<bool> thread_done_{false};
   int port_ = 0;

@@ -14,9 +14,25 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "Installing: ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# promtool (the tests run `promtool check metrics` on a live engine) comes with Debian's
+# `prometheus` package, which would also install and start a Prometheus server: take only the
+# promtool binary (~48 MB) from the package, into /usr/local/bin.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "Installing promtool (from Debian's prometheus package) into /usr/local/bin"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  if ! (cd "$tmp" && apt-get download -qq prometheus); then
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  $SUDO install -m 0755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+fi

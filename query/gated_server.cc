@@ -1,0 +1,486 @@
+#include "query/gated_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <utility>
+
+namespace inferscope {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr std::string_view kClosedTotal = "inferscope_http_connections_closed_total";
+constexpr std::string_view kClosedHelp =
+    "HTTP connections closed by the server's limits, by reason (limit: over max_connections at "
+    "accept; header_timeout, idle_timeout, header_too_large, body_too_large, read_timeout)";
+// Bodies of at most this many bytes (with their header) are waited for in the gate, so that a slow
+// body does not hold a worker either. Well below the loopback receive buffer.
+constexpr size_t kPeekBytes = 16 * 1024;
+constexpr int kSweepIntervalMs = 50;
+
+int RemainingMs(steady_clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(left, 0, 1'000'000));
+}
+
+// Waits until `fd` has `events` or `deadline` passes.
+bool WaitFor(int fd, short events, steady_clock::time_point deadline) {
+  while (true) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, RemainingMs(deadline));
+    if (r > 0) return true;
+    if (r == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// What the gate needs from a complete request header.
+struct HeaderInfo {
+  bool chunked = false;          // Transfer-Encoding present: length unknown
+  bool bad_length = false;       // Content-Length not a number
+  bool expect_continue = false;  // the client waits for "100 Continue" before sending the body
+  uint64_t content_length = 0;
+};
+
+HeaderInfo ParseHeader(std::string_view header) {
+  HeaderInfo info;
+  size_t pos = header.find("\r\n");  // skip the request line
+  while (pos != std::string_view::npos && pos + 2 < header.size()) {
+    size_t start = pos + 2;
+    size_t end = header.find("\r\n", start);
+    std::string_view line = header.substr(start, end == std::string_view::npos ? end : end - start);
+    pos = end;
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view name = Trim(line.substr(0, colon));
+    std::string_view value = Trim(line.substr(colon + 1));
+    if (EqualsIgnoreCase(name, "transfer-encoding")) {
+      info.chunked = true;
+    } else if (EqualsIgnoreCase(name, "expect")) {
+      info.expect_continue = EqualsIgnoreCase(value, "100-continue");
+    } else if (EqualsIgnoreCase(name, "content-length")) {
+      uint64_t n = 0;
+      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || ptr != value.data() + value.size()) {
+        info.bad_length = true;
+      } else {
+        info.content_length = n;
+      }
+    }
+  }
+  return info;
+}
+
+// httplib::Stream over a socket with an overall read deadline and a per-write timeout. Reads at
+// most `limit` bytes (0: unlimited), so a keep-alive connection's next request stays in the socket.
+class DeadlineStream final : public httplib::Stream {
+ public:
+  DeadlineStream(int fd, steady_clock::time_point read_deadline, milliseconds write_timeout,
+                 size_t limit)
+      : fd_(fd), read_deadline_(read_deadline), write_timeout_(write_timeout), limit_(limit) {}
+
+  bool is_readable() const override {
+    if (pos_ < end_) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+  bool is_writable() const override {
+    return WaitFor(fd_, POLLOUT, steady_clock::now() + write_timeout_);
+  }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ == end_) {
+      ssize_t n = Fill();
+      if (n <= 0) return n;
+    }
+    size_t n = std::min(size, end_ - pos_);
+    std::memcpy(ptr, buf_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    const steady_clock::time_point deadline = steady_clock::now() + write_timeout_;
+    size_t off = 0;
+    while (off < size) {
+      ssize_t n = ::send(fd_, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!WaitFor(fd_, POLLOUT, deadline)) return -1;
+      } else {
+        return -1;
+      }
+    }
+    return static_cast<ssize_t>(size);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    Address(&::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    Address(&::getsockname, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+  // Whether exactly the `limit` bytes of the request were read (so the next byte on the socket
+  // starts the next request).
+  bool read_whole_request() const { return limit_ > 0 && consumed_ == limit_ && pos_ == end_; }
+  bool timed_out() const { return timed_out_; }
+
+ private:
+  ssize_t Fill() {
+    size_t want = buf_.size();
+    if (limit_ > 0) {
+      if (consumed_ >= limit_) return 0;
+      want = std::min(want, limit_ - consumed_);
+    }
+    while (true) {
+      ssize_t n = ::recv(fd_, buf_.data(), want, MSG_DONTWAIT);
+      if (n >= 0) {
+        pos_ = 0;
+        end_ = static_cast<size_t>(n);
+        consumed_ += static_cast<size_t>(n);
+        return n;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      if (!WaitFor(fd_, POLLIN, read_deadline_)) {
+        timed_out_ = true;
+        return -1;
+      }
+    }
+  }
+
+  template <typename Fn>
+  void Address(Fn fn, std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    ip.clear();
+    port = 0;
+    if (fn(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (addr.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+      port = ntohs(in->sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      auto* in = reinterpret_cast<sockaddr_in6*>(&addr);
+      ::inet_ntop(AF_INET6, &in->sin6_addr, text, sizeof(text));
+      port = ntohs(in->sin6_port);
+    }
+    ip = text;
+  }
+
+  const int fd_;
+  const steady_clock::time_point read_deadline_;
+  const milliseconds write_timeout_;
+  const size_t limit_;
+  size_t consumed_ = 0;
+  std::array<char, 4096> buf_;
+  size_t pos_ = 0, end_ = 0;
+  bool timed_out_ = false;
+};
+
+// Runs httplib's per-connection task on the accept thread: our process_and_close_socket only
+// parks the socket, which is quick.
+class InlineQueue final : public httplib::TaskQueue {
+ public:
+  void enqueue(std::function<void()> fn) override { fn(); }
+  void shutdown() override {}
+};
+
+}  // namespace
+
+GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBody error_body)
+    : options_(options), metrics_(metrics), error_body_(std::move(error_body)) {
+  new_task_queue = [] { return new InlineQueue(); };
+  set_payload_max_length(options_.max_body_bytes);  // enforced by httplib on chunked bodies
+  peek_.resize(std::max(kPeekBytes, options_.max_header_bytes + 1));
+  accepted_ = metrics_->GetCounter("inferscope_http_connections_accepted_total",
+                                   "HTTP connections accepted");
+  metrics_->AddCallbackGauge(
+      "inferscope_http_connections_open", "HTTP connections open (parked or being served)", {},
+      [this] { return static_cast<double>(open_connections()); }, this);
+  for (std::string_view reason : {"limit", "header_timeout", "idle_timeout", "header_too_large",
+                                  "body_too_large", "read_timeout"}) {
+    Closed(reason);  // so every reason is exported from the start
+  }
+}
+
+GatedServer::~GatedServer() {
+  StopGate();
+  metrics_->RemoveCallbacks(this);
+}
+
+Counter* GatedServer::Closed(std::string_view reason) {
+  return metrics_->GetCounter(kClosedTotal, kClosedHelp, {{"reason", std::string(reason)}});
+}
+
+Status GatedServer::StartGate() {
+  if (started_) return Status::Internal("query server: gate already started");
+  if (svr_sock_ == INVALID_SOCKET) return Status::Internal("query server: not bound");
+  // httplib listens with a backlog of 5; listen() again on a listening socket changes it.
+  if (::listen(svr_sock_, options_.listen_backlog) != 0) {
+    return Status::IOError(std::string("query server: listen: ") + std::strerror(errno));
+  }
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    return Status::IOError(std::string("query server: epoll: ") + std::strerror(errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+    return Status::IOError(std::string("query server: epoll_ctl: ") + std::strerror(errno));
+  }
+  started_ = true;
+  gate_ = std::thread([this] { GateLoop(); });
+  for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  return Status::Ok();
+}
+
+void GatedServer::StopGate() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+  if (gate_.joinable()) gate_.join();
+  {
+    std::lock_guard<std::mutex> lock(jobs_mu_);
+    jobs_stop_ = true;
+  }
+  jobs_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [fd, parked] : parked_) CloseSocket(fd);
+  parked_.clear();
+  for (const Job& job : jobs_) CloseSocket(job.fd);
+  jobs_.clear();
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  epoll_fd_ = wake_fd_ = -1;
+}
+
+bool GatedServer::process_and_close_socket(socket_t sock) {
+  accepted_->Inc();
+  open_.fetch_add(1, std::memory_order_relaxed);
+  // Only this (accept) thread adds connections, so the count cannot overshoot the cap.
+  if (open_connections() > options_.max_connections) {
+    Closed("limit")->Inc();
+    CloseSocket(sock);
+    return false;
+  }
+  int one = 1;
+  ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  Park(sock, /*idle=*/false);
+  return true;
+}
+
+void GatedServer::Park(int fd, bool idle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || epoll_fd_ < 0) {
+    CloseSocket(fd);
+    return;
+  }
+  const int64_t timeout = idle ? options_.idle_timeout_ms : options_.header_timeout_ms;
+  parked_[fd] = Parked{steady_clock::now() + milliseconds(timeout), idle};
+  // Edge-triggered: an incomplete header already in the buffer does not wake the gate again until
+  // more bytes arrive. Adding reports data that is already there.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    parked_.erase(fd);
+    CloseSocket(fd);
+  }
+}
+
+void GatedServer::GateLoop() {
+  std::array<epoll_event, 256> events;
+  SteadyTime next_sweep = steady_clock::now() + milliseconds(kSweepIntervalMs);
+  while (true) {
+    int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
+                         RemainingMs(next_sweep));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == wake_fd_) continue;
+      OnReadable(events[i].data.fd);
+    }
+    const SteadyTime now = steady_clock::now();
+    if (now >= next_sweep) {
+      Sweep(now);
+      next_sweep = now + milliseconds(kSweepIntervalMs);
+    }
+  }
+}
+
+void GatedServer::OnReadable(int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = parked_.find(fd);
+  if (it == parked_.end()) return;
+  ssize_t n = ::recv(fd, peek_.data(), peek_.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  if (n <= 0) {  // the client closed (or reset) the connection
+    CloseLocked(fd, {});
+    return;
+  }
+  if (it->second.idle) {  // a kept-alive connection starts its next request
+    it->second.idle = false;
+    it->second.deadline = steady_clock::now() + milliseconds(options_.header_timeout_ms);
+  }
+  const size_t peeked = static_cast<size_t>(n);
+  const std::string_view data(peek_.data(), std::min(peeked, options_.max_header_bytes));
+  const size_t end = data.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    if (peeked > options_.max_header_bytes) {
+      RefuseLocked(fd, peeked, 431, "Request Header Fields Too Large", "VALIDATION_ERROR",
+                   "the request header is larger than " +
+                       std::to_string(options_.max_header_bytes) + " bytes",
+                   "header_too_large");
+    }
+    return;  // wait for the rest of the header
+  }
+  const size_t header_bytes = end + 4;
+  const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
+  if (info.content_length > options_.max_body_bytes) {
+    RefuseLocked(
+        fd, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
+        "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
+        "body_too_large");
+    return;
+  }
+  size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
+  if (!info.chunked && !info.bad_length) {
+    request_bytes = header_bytes + static_cast<size_t>(info.content_length);
+    // Wait here for a small body, unless the client waits for "100 Continue" (httplib sends it).
+    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) return;
+  }
+  parked_.erase(it);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  {
+    std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
+    jobs_.push_back(Job{fd, request_bytes});
+  }
+  jobs_cv_.notify_one();
+}
+
+void GatedServer::Sweep(SteadyTime now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<int, bool>> expired;
+  for (const auto& [fd, parked] : parked_) {
+    if (parked.deadline <= now) expired.emplace_back(fd, parked.idle);
+  }
+  for (const auto& [fd, idle] : expired) CloseLocked(fd, idle ? "idle_timeout" : "header_timeout");
+}
+
+void GatedServer::WorkerLoop() {
+  while (true) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(jobs_mu_);
+      jobs_cv_.wait(lock, [this] { return jobs_stop_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping and drained
+      job = jobs_.front();
+      jobs_.pop_front();
+    }
+    Serve(job);
+  }
+}
+
+void GatedServer::Serve(const Job& job) {
+  DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
+                        milliseconds(options_.write_timeout_ms), job.request_bytes);
+  bool stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping = stopping_;
+  }
+  bool connection_closed = false;
+  const bool ok =
+      process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
+  if (stream.timed_out()) Closed("read_timeout")->Inc();
+  // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
+  // no unread body, nothing of a pipelined next request buffered here).
+  if (!ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request()) {
+    CloseSocket(job.fd);
+    return;
+  }
+  Park(job.fd, /*idle=*/true);
+}
+
+void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
+                               std::string_view code, std::string message,
+                               std::string_view counter_reason) {
+  // Consume what was peeked, so that closing with unread data does not reset the connection
+  // before the client reads the reply.
+  [[maybe_unused]] ssize_t consumed = ::recv(fd, peek_.data(), peeked, MSG_DONTWAIT);
+  Closed(counter_reason)->Inc();  // before the reply: the client may look as soon as it reads it
+  const std::string body = error_body_(status, code, std::move(message));
+  std::string reply =
+      "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase) +
+      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nConnection: close\r\n\r\n" + body;
+  [[maybe_unused]] ssize_t sent =
+      ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  CloseLocked(fd, {});
+}
+
+void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {
+  // Consume what the client sent and the gate only peeked, so that close() ends the connection
+  // with a FIN the client reads as end of stream, not a reset. (Gate thread only: uses peek_.)
+  for (int i = 0; i < 4; ++i) {
+    if (::recv(fd, peek_.data(), peek_.size(), MSG_DONTWAIT) <= 0) break;
+  }
+  parked_.erase(fd);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  if (!counter_reason.empty()) Closed(counter_reason)->Inc();
+  CloseSocket(fd);
+}
+
+void GatedServer::CloseSocket(int fd) {
+  ::close(fd);
+  open_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace inferscope

@@ -15,6 +15,7 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   engine->spec_ = spec;
   if (!overrides.state_path.empty()) engine->spec_.state_path = overrides.state_path;
   if (!overrides.query_listen.empty()) engine->spec_.query_listen = overrides.query_listen;
+  engine->overrides_ = overrides;
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
 
@@ -51,6 +52,7 @@ Status Engine::Start() {
     options.tiers = spec_.state_tiers;
     options.rollup_delay_ms = spec_.rollup_delay_ms;
     options.clock = clock_;
+    options.file_system = overrides_.state_file_system;
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
     if (!state.ok()) return state.status();
     state_ = std::move(state).value();
@@ -122,7 +124,12 @@ void Engine::MaintenanceLoop() {
   while (!maintenance_cv_.wait_for(lock, interval, [this] { return maintenance_stop_; })) {
     lock.unlock();
     Result<MaintenanceReport> report = state_->RunMaintenance();
-    if (!report.ok()) spdlog::warn("{}", report.status().ToString());
+    if (!report.ok()) {
+      spdlog::warn("{}", report.status().ToString());
+      state_->HoldWriteError("state maintenance", report.status());
+    } else {
+      state_->ReleaseWriteError("state maintenance");
+    }
     lock.lock();
   }
 }
@@ -140,12 +147,22 @@ nlohmann::json Engine::Describe() const {
 }
 
 nlohmann::json Engine::Health() const {
-  return {{"topology", spec_.name},
-          {"running", executor_->running()},
-          {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
-          {"stage_failures", executor_->stage_failures()},
-          {"watermark_ms", state_ ? state_->Watermark() : 0},
-          {"interned_strings", interner_.size()}};
+  nlohmann::json health = {
+      {"status", "ok"},
+      {"topology", spec_.name},
+      {"running", executor_->running()},
+      {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
+      {"stage_failures", executor_->stage_failures()},
+      {"watermark_ms", state_ ? state_->Watermark() : 0},
+      {"interned_strings", interner_.size()}};
+  if (state_) {
+    Status error = state_->BackgroundError();
+    if (!error.ok()) {
+      health["status"] = "degraded";
+      health["reason"] = "state writes failing, held and retried: " + error.message();
+    }
+  }
+  return health;
 }
 
 }  // namespace inferscope

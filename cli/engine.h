@@ -30,13 +30,16 @@ class QueryServer;
 // drains and flushes; the maintenance thread is joined) → destroy.
 // Concurrency: Build/Start/Stop from one thread; accessors from any thread once started. State
 // maintenance (rollups, retention: StateStore::RunMaintenance) runs on its own thread every
-// state.maintenance_interval of real time; a failed run is logged and counted, and retried at the
-// next interval.
+// state.maintenance_interval of real time; a failed run is logged and counted, holds the store's
+// background error (health `degraded`) and is retried at the next interval.
 class Engine {
  public:
   struct Overrides {
     std::string state_path;    // replaces the topology's state.path when not empty
     std::string query_listen;  // replaces the topology's query.listen when not empty
+    // The file system the state store writes through (StateStoreOptions::file_system); null: the
+    // local one. For tests that inject storage failures.
+    std::shared_ptr<rocksdb::FileSystem> state_file_system;
   };
 
   static Result<std::unique_ptr<Engine>> Build(const TopologySpec& spec, const Registry& registry,
@@ -53,6 +56,8 @@ class Engine {
   std::string HttpUrl() const;
   // What `run --ready-file` writes: {"http": url, "endpoints": {stage: endpoint}, "state": path}.
   nlohmann::json Describe() const;
+  // What /v1/health reports: "status" is "ok", or "degraded" with a "reason" while a failed state
+  // write is held and retried (StateStore::BackgroundError; back to "ok" once it succeeded).
   nlohmann::json Health() const;
 
   Interner& interner() { return interner_; }
@@ -67,6 +72,7 @@ class Engine {
   void StopMaintenance();
 
   TopologySpec spec_;
+  Overrides overrides_;
   std::vector<Registry::Entry> capabilities_;
   const Clock* clock_ = nullptr;
   int64_t started_ms_ = 0;

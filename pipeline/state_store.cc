@@ -3,6 +3,8 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
@@ -186,8 +188,14 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   }
   store->write_latency_ = metrics->GetHistogram("inferscope_state_write_seconds",
                                                 "Latency of RocksDB pane WriteBatch commits");
-  store->write_errors_ =
-      metrics->GetCounter("inferscope_state_write_errors_total", "RocksDB pane writes that failed");
+  store->write_errors_ = metrics->GetCounter("inferscope_state_write_errors_total",
+                                             "RocksDB writes that failed (each attempt)");
+  store->write_retries_ =
+      metrics->GetCounter("inferscope_state_write_retries_total",
+                          "Retries of held failed writes that failed again (HoldWriteError)");
+  store->background_error_ = metrics->GetGauge(
+      "inferscope_state_background_error",
+      "1 while a failed state write is held and retried (health is degraded), else 0");
   store->panes_written_ = metrics->GetCounter("inferscope_state_panes_written_total",
                                               "Panes written to the state store");
   store->panes_after_rollup_ = metrics->GetCounter(
@@ -213,6 +221,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.create_missing_column_families = true;
+  if (options.file_system != nullptr) {
+    store->env_ = rocksdb::NewCompositeEnv(options.file_system);
+    db_options.env = store->env_.get();
+  }
 
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_mb << 20);
@@ -534,6 +546,36 @@ Status StateStore::ScanRecords(
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }
 
+void StateStore::HoldWriteError(std::string_view writer, const Status& error) {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  for (HeldError& h : held_) {
+    if (h.writer == writer) {
+      h.error = error;
+      ++h.retries;
+      write_retries_->Inc();
+      return;
+    }
+  }
+  held_.push_back({std::string(writer), error, clock_->NowMs(), 0});
+  background_error_->Set(1);
+}
+
+void StateStore::ReleaseWriteError(std::string_view writer) {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  std::erase_if(held_, [&](const HeldError& h) { return h.writer == writer; });
+  if (held_.empty()) background_error_->Set(0);
+}
+
+Status StateStore::BackgroundError() const {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  if (held_.empty()) return Status::Ok();
+  const HeldError& h = held_.front();
+  const int64_t seconds = std::max<int64_t>(0, (clock_->NowMs() - h.since_ms) / 1000);
+  return Status::IOError(h.writer + ": " + h.error.ToString() + " (failing for " +
+                         std::to_string(seconds) + " s, " + std::to_string(h.retries) +
+                         " retries)");
+}
+
 Result<MaintenanceReport> StateStore::RunMaintenance() {
   std::lock_guard<std::mutex> lock(maintenance_mu_);
   const int64_t started_ns = clock_->MonotonicNs();
@@ -663,8 +705,9 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   if (gone.empty()) return Status::Ok();
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
-  INFERSCOPE_RETURN_IF_ERROR(
-      FromRocks(db_->Write(write_options, &batch), "state store: dropping expired series"));
+  rocksdb::Status s = db_->Write(write_options, &batch);
+  if (!s.ok()) write_errors_->Inc();
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: dropping expired series"));
   for (const std::string& key : gone) index_.erase(key);
   *dropped += static_cast<int64_t>(gone.size());
   series_dropped_->Inc(gone.size());

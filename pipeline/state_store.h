@@ -24,6 +24,8 @@ namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
 class CompactionFilter;
+class Env;
+class FileSystem;
 }  // namespace rocksdb
 
 namespace inferscope {
@@ -44,6 +46,9 @@ struct StateStoreOptions {
   // Processing time for retention (reads, compaction filter, maintenance). nullptr: SystemClock.
   // Must outlive the store.
   const Clock* clock = nullptr;
+  // The file system RocksDB writes through; nullptr (the default): the local one. Tests pass a
+  // wrapper that fails writes on demand (tests/fault_fs.h).
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 
   Status Validate() const;
 };
@@ -115,6 +120,15 @@ struct SeriesInfo {
 // decode), so a key prefix selects one series and big-endian times keep its panes in time order.
 // Strings, not interned ids, are stored: ids are per process, the store outlives it.
 //
+// Write failures (LevelDB's `bg_error_` discipline, docs/ARCHITECTURE.md "Storage failures"): the
+// store itself returns every failure to its caller. A writer that must not skip a failed write (the
+// `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError, keeps
+// retrying the same write, and calls ReleaseWriteError once that write succeeded. While any writer
+// holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its message)
+// and the gauge inferscope_state_background_error is 1. RocksDB recovers by itself from "no space"
+// and other retryable I/O errors once the file system accepts writes again; after a fatal one
+// (an unretryable I/O error, corruption) every write fails until the process restarts.
+//
 // Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers;
 // RunMaintenance runs on one maintenance thread (calls are serialised) and writes only the rollup
 // tiers, their cursors and the series index, so it never contends with WritePanes for a key.
@@ -180,6 +194,15 @@ class StateStore {
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
 
+  // Sticky write errors (see the class comment). `writer` names the holder ("sink 'state'");
+  // HoldWriteError sets or updates its error (counting a retry when it already held one),
+  // ReleaseWriteError clears it. Thread-safe.
+  void HoldWriteError(std::string_view writer, const Status& error);
+  void ReleaseWriteError(std::string_view writer);
+  // OK when no writer holds a failed write; otherwise the oldest held one, as
+  // "<writer>: <error> (failing for <n> s, <k> retries)".
+  Status BackgroundError() const;
+
   const std::string& path() const { return path_; }
 
  private:
@@ -196,8 +219,18 @@ class StateStore {
   Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
   Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
 
+  // A write error a writer holds (HoldWriteError).
+  struct HeldError {
+    std::string writer;
+    Status error;
+    int64_t since_ms = 0;
+    uint64_t retries = 0;
+  };
+
   std::string path_;
   bool sync_writes_ = false;
+  // The Env over options.file_system (null without one); must outlive db_.
+  std::unique_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   // default, panes, series, meta, then any other column family found in the directory.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
@@ -229,6 +262,11 @@ class StateStore {
   Histogram* maintenance_seconds_ = nullptr;
   Counter* maintenance_errors_ = nullptr;
   std::vector<Gauge*> rolled_through_gauges_;  // per tier
+
+  mutable std::mutex held_mu_;
+  std::vector<HeldError> held_;  // guarded by held_mu_; oldest first
+  Counter* write_retries_ = nullptr;
+  Gauge* background_error_ = nullptr;
 };
 
 // Key encoding, exposed for tests and tools.

@@ -15,7 +15,6 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   engine->spec_ = spec;
   if (!overrides.state_path.empty()) engine->spec_.state_path = overrides.state_path;
   if (!overrides.query_listen.empty()) engine->spec_.query_listen = overrides.query_listen;
-  engine->overrides_ = overrides;
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
 
@@ -52,7 +51,7 @@ Status Engine::Start() {
     options.tiers = spec_.state_tiers;
     options.rollup_delay_ms = spec_.rollup_delay_ms;
     options.clock = clock_;
-    options.file_system = overrides_.state_file_system;
+    options.file_system = state_file_system_;
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
     if (!state.ok()) return state.status();
     state_ = std::move(state).value();
@@ -121,10 +120,15 @@ void Engine::StopMaintenance() {
 void Engine::MaintenanceLoop() {
   const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
   std::unique_lock<std::mutex> lock(maintenance_mu_);
+  bool failed = false;
   while (!maintenance_cv_.wait_for(lock, interval, [this] { return maintenance_stop_; })) {
     lock.unlock();
-    Result<MaintenanceReport> report = state_->RunMaintenance();
-    if (!report.ok()) {
+    // After a failed run, clear RocksDB's own error first (it refuses writes until then).
+    Status resumed = failed ? state_->Resume() : Status::Ok();
+    Result<MaintenanceReport> report =
+        resumed.ok() ? state_->RunMaintenance() : Result<MaintenanceReport>(resumed);
+    failed = !report.ok();
+    if (failed) {
       spdlog::warn("{}", report.status().ToString());
       state_->HoldWriteError("state maintenance", report.status());
     } else {

@@ -37,9 +37,6 @@ class Engine {
   struct Overrides {
     std::string state_path;    // replaces the topology's state.path when not empty
     std::string query_listen;  // replaces the topology's query.listen when not empty
-    // The file system the state store writes through (StateStoreOptions::file_system); null: the
-    // local one. For tests that inject storage failures.
-    std::shared_ptr<rocksdb::FileSystem> state_file_system;
   };
 
   static Result<std::unique_ptr<Engine>> Build(const TopologySpec& spec, const Registry& registry,
@@ -49,6 +46,12 @@ class Engine {
 
   Status Start();
   void Stop();
+
+  // The file system the state store writes through (StateStoreOptions::file_system); null (the
+  // default): the local one. Call before Start; for tests that inject storage failures.
+  void SetStateFileSystem(std::shared_ptr<rocksdb::FileSystem> fs) {
+    state_file_system_ = std::move(fs);
+  }
 
   // The resolved endpoint of a source or sink ("tcp://127.0.0.1:40123").
   std::string Endpoint(const std::string& stage) const { return executor_->Endpoint(stage); }
@@ -72,7 +75,7 @@ class Engine {
   void StopMaintenance();
 
   TopologySpec spec_;
-  Overrides overrides_;
+  std::shared_ptr<rocksdb::FileSystem> state_file_system_;
   std::vector<Registry::Entry> capabilities_;
   const Clock* clock_ = nullptr;
   int64_t started_ms_ = 0;

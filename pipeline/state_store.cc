@@ -14,6 +14,7 @@
 #include <chrono>
 #include <limits>
 #include <set>
+#include <shared_mutex>
 #include <tuple>
 #include <utility>
 
@@ -140,6 +141,12 @@ std::string Printable(std::string_view bytes) {
 
 }  // namespace
 
+// What DB::Open needs, kept for Resume (reopening after a write error).
+struct StateStore::OpenSpec {
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+};
+
 Status StateStoreOptions::Validate() const {
   if (path.empty()) return Status::InvalidArgument("state store: path is required");
   if (block_cache_mb == 0)
@@ -193,6 +200,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   store->write_retries_ =
       metrics->GetCounter("inferscope_state_write_retries_total",
                           "Retries of held failed writes that failed again (HoldWriteError)");
+  store->reopens_ = metrics->GetCounter("inferscope_state_reopens_total",
+                                       "RocksDB reopened to clear an error after a failed write");
   store->background_error_ = metrics->GetGauge(
       "inferscope_state_background_error",
       "1 while a failed state write is held and retried (health is degraded), else 0");
@@ -271,10 +280,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
     if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
   }
 
-  rocksdb::DB* raw = nullptr;
-  s = rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &raw);
-  if (!s.ok()) return FromRocks(s, "state store: opening " + options.path);
-  store->db_.reset(raw);
+  store->open_spec_ = std::make_unique<OpenSpec>(OpenSpec{db_options, std::move(descriptors)});
+  INFERSCOPE_RETURN_IF_ERROR(store->OpenDb());
   INFERSCOPE_RETURN_IF_ERROR(store->LoadIndex());
   for (size_t i = 0; i < store->tiers_.size(); ++i) {
     const std::string tier = store->tiers_[i].Name();
@@ -287,7 +294,9 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
         {{"tier", tier}},
         [self, i] {
           uint64_t keys = 0;
-          self->db_->GetIntProperty(self->TierHandle(i), "rocksdb.estimate-num-keys", &keys);
+          std::shared_lock<std::shared_mutex> lock(self->db_mu_);
+          if (self->db_ != nullptr)
+            self->db_->GetIntProperty(self->TierHandle(i), "rocksdb.estimate-num-keys", &keys);
           return static_cast<double>(keys);
         },
         self);
@@ -343,19 +352,52 @@ StateStore::StateStore() = default;
 
 StateStore::~StateStore() {
   if (metrics_ != nullptr) metrics_->RemoveCallbacks(this);
+  CloseDb();
+}
+
+Status StateStore::OpenDb() {
+  rocksdb::DB* raw = nullptr;
+  handles_.clear();
+  rocksdb::Status s = rocksdb::DB::Open(open_spec_->db_options, path_, open_spec_->descriptors,
+                                        &handles_, &raw);
+  if (!s.ok()) {
+    handles_.clear();
+    return FromRocks(s, "state store: opening " + path_);
+  }
+  db_.reset(raw);
+  return Status::Ok();
+}
+
+void StateStore::CloseDb() {
   if (db_ == nullptr) return;
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     // Destroying a handle only fails for a null handle; nothing to report at destruction.
     (void)db_->DestroyColumnFamilyHandle(handle);
   }
   handles_.clear();
+  // After a write error Close reports it again ("seen error"); the reopen is what matters.
   (void)db_->Close();
   db_.reset();
+}
+
+Status StateStore::Resume() {
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
+  CloseDb();
+  Status s = OpenDb();
+  reopens_->Inc();
+  return s.WithContext("state store: reopening after a write error");
+}
+
+Status StateStore::CheckOpen() const {
+  if (db_ != nullptr) return Status::Ok();
+  return Status::Unavailable("state store: closed after a write error; not reopened yet");
 }
 
 Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                               int64_t watermark_ms) {
   std::lock_guard<std::mutex> lock(write_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   // Index entries changed by this batch; applied to index_ only once the write succeeded.
   std::map<std::string, SeriesRange, std::less<>> updates;
@@ -425,6 +467,14 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
 Status StateStore::ScanTier(size_t tier, std::string_view instance, std::string_view model,
                             std::string_view metric, int64_t from_ms, int64_t to_ms,
                             const std::function<Status(const StoredPane&)>& fn) const {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  return ScanTierLocked(tier, instance, model, metric, from_ms, to_ms, fn);
+}
+
+Status StateStore::ScanTierLocked(size_t tier, std::string_view instance, std::string_view model,
+                                  std::string_view metric, int64_t from_ms, int64_t to_ms,
+                                  const std::function<Status(const StoredPane&)>& fn) const {
   if (tier >= tiers_.size()) {
     return Status::InvalidArgument("state store: no tier " + std::to_string(tier) + " (" +
                                    std::to_string(tiers_.size()) + " configured)");
@@ -473,6 +523,8 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
   // Keys are length-prefixed, so their byte order is not the (instance, model, metric) order the
   // contract promises: read them all, then sort.
   std::vector<SeriesInfo> all;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -492,6 +544,8 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
     info.last_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value.substr(8)));
   }
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: listing series"));
+  it.reset();
+  db_lock.unlock();
   std::sort(all.begin(), all.end(), [](const SeriesInfo& a, const SeriesInfo& b) {
     return std::tie(a.instance, a.model, a.metric) < std::tie(b.instance, b.model, b.metric);
   });
@@ -505,6 +559,8 @@ std::string_view StateTableName(StateTable table) {
 }
 
 Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   for (const RecordWrite& w : writes) {
     rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(w.table)];
@@ -521,6 +577,8 @@ Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) 
 Result<std::optional<std::string>> StateStore::GetRecord(StateTable table,
                                                          std::string_view key) const {
   std::string value;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kFirstTable + static_cast<size_t>(table)],
                rocksdb::Slice(key.data(), key.size()), &value);
@@ -536,6 +594,8 @@ Status StateStore::ScanRecords(
   rocksdb::ReadOptions read_options;
   rocksdb::Slice upper(to.data(), to.size());
   if (!to.empty()) read_options.iterate_upper_bound = &upper;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(read_options, handles_[kFirstTable + static_cast<size_t>(table)]));
   for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
@@ -616,6 +676,8 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
     series.assign(index_.begin(), index_.end());
   }
 
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   rocksdb::WriteBatch batch;
@@ -659,7 +721,7 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
       return Status::Ok();
     };
     INFERSCOPE_RETURN_IF_ERROR(
-        ScanTier(tier - 1, instance, model, metric, lo, hi, [&](const StoredPane& fine) -> Status {
+        ScanTierLocked(tier - 1, instance, model, metric, lo, hi, [&](const StoredPane& fine) -> Status {
           int64_t b = FloorDiv(fine.start_ms, res) * res;
           if (b != bucket) {
             INFERSCOPE_RETURN_IF_ERROR(flush());
@@ -693,6 +755,8 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   const int64_t expired_through = coarsest.ExpiredThroughMs(now_ms);
   const int64_t res = coarsest.resolution_ms;
   std::lock_guard<std::mutex> lock(write_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   std::vector<std::string> gone;
   for (const auto& [key, range] : index_) {
@@ -716,6 +780,8 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
 
 Status StateStore::CompactTiers() {
   std::lock_guard<std::mutex> lock(maintenance_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   for (size_t i = 0; i < tiers_.size(); ++i) {
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), TierHandle(i)),
                                          "state store: flushing tier " + tiers_[i].Name()));

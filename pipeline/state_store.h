@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -125,9 +126,9 @@ struct SeriesInfo {
 // `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError, keeps
 // retrying the same write, and calls ReleaseWriteError once that write succeeded. While any writer
 // holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its message)
-// and the gauge inferscope_state_background_error is 1. RocksDB recovers by itself from "no space"
-// and other retryable I/O errors once the file system accepts writes again; after a fatal one
-// (an unretryable I/O error, corruption) every write fails until the process restarts.
+// and the gauge inferscope_state_background_error is 1. Before each retry the holder calls
+// Resume, which clears RocksDB's own error (it refuses every write after a failed one) by
+// reopening the database.
 //
 // Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers;
 // RunMaintenance runs on one maintenance thread (calls are serialised) and writes only the rollup
@@ -202,6 +203,13 @@ class StateStore {
   // OK when no writer holds a failed write; otherwise the oldest held one, as
   // "<writer>: <error> (failing for <n> s, <k> retries)".
   Status BackgroundError() const;
+  // Clears RocksDB's own background error after a failed write by closing and reopening the
+  // database (readers and writers wait meanwhile; what was written before stays). A writer
+  // holding a failed write calls it before each retry: RocksDB stops accepting writes after a
+  // failed WAL write, and its automatic recovery in 7.8 can resume on the log file that failed,
+  // which aborts the process (a failed assertion in WritableFileWriter) at the next write. Until a
+  // reopen succeeds every call answers Unavailable. Counted in inferscope_state_reopens_total.
+  Status Resume();
 
   const std::string& path() const { return path_; }
 
@@ -212,7 +220,19 @@ class StateStore {
     int64_t last_seen_ms = 0;
   };
 
+  struct OpenSpec;  // what DB::Open needs, for Resume
+
   StateStore();
+  // Opens / closes db_ and handles_ (the caller holds db_mu_ exclusively, or is Open / the
+  // destructor).
+  Status OpenDb();
+  void CloseDb();
+  // Unavailable while db_ is closed (a Resume failed to reopen it). Caller holds db_mu_.
+  Status CheckOpen() const;
+  // ScanTier with db_mu_ held (shared) by the caller.
+  Status ScanTierLocked(size_t tier, std::string_view instance, std::string_view model,
+                        std::string_view metric, int64_t from_ms, int64_t to_ms,
+                        const std::function<Status(const StoredPane&)>& fn) const;
   Status LoadIndex();
   rocksdb::ColumnFamilyHandle* TierHandle(size_t tier) const;
   // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
@@ -231,6 +251,10 @@ class StateStore {
   bool sync_writes_ = false;
   // The Env over options.file_system (null without one); must outlive db_.
   std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<OpenSpec> open_spec_;
+  // Guards db_ and handles_: shared by every use, exclusive for Resume. Taken after write_mu_ and
+  // maintenance_mu_, never the other way round.
+  mutable std::shared_mutex db_mu_;
   std::unique_ptr<rocksdb::DB> db_;
   // default, panes, series, meta, then any other column family found in the directory.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
@@ -266,6 +290,7 @@ class StateStore {
   mutable std::mutex held_mu_;
   std::vector<HeldError> held_;  // guarded by held_mu_; oldest first
   Counter* write_retries_ = nullptr;
+  Counter* reopens_ = nullptr;
   Gauge* background_error_ = nullptr;
 };
 

@@ -116,8 +116,8 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
 Status RocksDbStateSink::WriteHeld(std::string_view what, const std::function<Status()>& write) {
   int64_t backoff_ms = options_.retry_backoff_ms;
   uint64_t attempts = 0;
+  Status s = write();
   while (true) {
-    Status s = write();
     ++attempts;
     if (s.ok()) {
       if (attempts > 1) {
@@ -137,17 +137,22 @@ Status RocksDbStateSink::WriteHeld(std::string_view what, const std::function<St
       spdlog::error("rocksdb_state: writing {} failed; holding it and retrying: {}", what,
                     s.ToString());
     }
-    std::unique_lock<std::mutex> lock(interrupt_mu_);
-    if (interrupt_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                               [this] { return interrupted_; })) {
-      given_up_ = true;
-      spdlog::error(
-          "rocksdb_state: stopping while {} cannot be written ({} attempts): given up; nothing "
-          "more is written and no later checkpoint is durable: {}",
-          what, attempts, s.ToString());
-      return s;
+    {
+      std::unique_lock<std::mutex> lock(interrupt_mu_);
+      if (interrupt_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                                 [this] { return interrupted_; })) {
+        given_up_ = true;
+        spdlog::error(
+            "rocksdb_state: stopping while {} cannot be written ({} attempts): given up; nothing "
+            "more is written and no later checkpoint is durable: {}",
+            what, attempts, s.ToString());
+        return s;
+      }
     }
     backoff_ms = std::min(backoff_ms * 2, options_.retry_max_backoff_ms);
+    // RocksDB refuses every write after a failed one until its error is cleared (StateStore::Resume).
+    s = state_->Resume();
+    if (s.ok()) s = write();
   }
 }
 

@@ -201,7 +201,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
       metrics->GetCounter("inferscope_state_write_retries_total",
                           "Retries of held failed writes that failed again (HoldWriteError)");
   store->reopens_ = metrics->GetCounter("inferscope_state_reopens_total",
-                                       "RocksDB reopened to clear an error after a failed write");
+                                        "RocksDB reopened to clear an error after a failed write");
   store->background_error_ = metrics->GetGauge(
       "inferscope_state_background_error",
       "1 while a failed state write is held and retried (health is degraded), else 0");
@@ -358,8 +358,8 @@ StateStore::~StateStore() {
 Status StateStore::OpenDb() {
   rocksdb::DB* raw = nullptr;
   handles_.clear();
-  rocksdb::Status s = rocksdb::DB::Open(open_spec_->db_options, path_, open_spec_->descriptors,
-                                        &handles_, &raw);
+  rocksdb::Status s =
+      rocksdb::DB::Open(open_spec_->db_options, path_, open_spec_->descriptors, &handles_, &raw);
   if (!s.ok()) {
     handles_.clear();
     return FromRocks(s, "state store: opening " + path_);
@@ -720,16 +720,16 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
       if (++in_batch >= kRollupBatchBuckets) return commit();
       return Status::Ok();
     };
-    INFERSCOPE_RETURN_IF_ERROR(
-        ScanTierLocked(tier - 1, instance, model, metric, lo, hi, [&](const StoredPane& fine) -> Status {
-          int64_t b = FloorDiv(fine.start_ms, res) * res;
-          if (b != bucket) {
-            INFERSCOPE_RETURN_IF_ERROR(flush());
-            bucket = b;
-          }
-          merged.Merge(fine.agg);
-          return Status::Ok();
-        }));
+    INFERSCOPE_RETURN_IF_ERROR(ScanTierLocked(tier - 1, instance, model, metric, lo, hi,
+                                              [&](const StoredPane& fine) -> Status {
+                                                int64_t b = FloorDiv(fine.start_ms, res) * res;
+                                                if (b != bucket) {
+                                                  INFERSCOPE_RETURN_IF_ERROR(flush());
+                                                  bucket = b;
+                                                }
+                                                merged.Merge(fine.agg);
+                                                return Status::Ok();
+                                              }));
     INFERSCOPE_RETURN_IF_ERROR(flush());
   }
   // The cursor moves in the last batch, after every bucket before it is durable.

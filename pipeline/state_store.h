@@ -123,10 +123,10 @@ struct SeriesInfo {
 //
 // Write failures (LevelDB's `bg_error_` discipline, docs/ARCHITECTURE.md "Storage failures"): the
 // store itself returns every failure to its caller. A writer that must not skip a failed write (the
-// `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError, keeps
-// retrying the same write, and calls ReleaseWriteError once that write succeeded. While any writer
-// holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its message)
-// and the gauge inferscope_state_background_error is 1. Before each retry the holder calls
+// `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError,
+// keeps retrying the same write, and calls ReleaseWriteError once that write succeeded. While any
+// writer holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its
+// message) and the gauge inferscope_state_background_error is 1. Before each retry the holder calls
 // Resume, which clears RocksDB's own error (it refuses every write after a failed one) by
 // reopening the database.
 //

@@ -215,7 +215,8 @@ ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest&) {
     if (extra.is_object()) reply.body.update(extra);
   }
   // "ok" unless `health_info` says otherwise ("degraded", with a "reason").
-  if (!reply.body.contains("status") || !reply.body["status"].is_string()) reply.body["status"] = "ok";
+  if (!reply.body.contains("status") || !reply.body["status"].is_string())
+    reply.body["status"] = "ok";
   reply.body["timestamp"] = FormatRfc3339(ctx.clock->NowMs());
   return reply;
 }

@@ -81,9 +81,8 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
   if (batch.checkpoint != nullptr) {
     // Pane writes before this one are in the WAL already; the synced write makes them durable too.
     const std::string what = "checkpoint " + std::to_string(batch.checkpoint->id);
-    Status s = WriteHeld(what, [&] {
-      return state_->WriteRecords(batch.checkpoint->records, /*sync=*/true);
-    });
+    Status s = WriteHeld(
+        what, [&] { return state_->WriteRecords(batch.checkpoint->records, /*sync=*/true); });
     if (!s.ok()) {
       if (batch.checkpoint->on_failed) batch.checkpoint->on_failed(*batch.checkpoint);
       return s.WithContext("rocksdb_state: " + what);
@@ -102,9 +101,8 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
     // Only the last chunk carries the new watermark: the earlier ones must not claim panes that
     // are not yet durable.
     int64_t watermark = last ? batch.watermark_ms : last_watermark_;
-    Status s = WriteHeld("panes", [&] {
-      return state_->WritePanes(all.subspan(offset, n), *interner_, watermark);
-    });
+    Status s = WriteHeld(
+        "panes", [&] { return state_->WritePanes(all.subspan(offset, n), *interner_, watermark); });
     if (!s.ok()) return s.WithContext("rocksdb_state");
     panes_written_->Inc(n);
     offset += n;
@@ -150,7 +148,8 @@ Status RocksDbStateSink::WriteHeld(std::string_view what, const std::function<St
       }
     }
     backoff_ms = std::min(backoff_ms * 2, options_.retry_max_backoff_ms);
-    // RocksDB refuses every write after a failed one until its error is cleared (StateStore::Resume).
+    // RocksDB refuses every write after a failed one until its error is cleared
+    // (StateStore::Resume).
     s = state_->Resume();
     if (s.ok()) s = write();
   }

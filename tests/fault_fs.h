@@ -49,8 +49,7 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
                                       const rocksdb::FileOptions& options,
                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
                                       rocksdb::IODebugContext* dbg) override {
-    return Wrap(fname, target()->ReuseWritableFile(fname, old_fname, options, result, dbg),
-                result);
+    return Wrap(fname, target()->ReuseWritableFile(fname, old_fname, options, result, dbg), result);
   }
 
  private:

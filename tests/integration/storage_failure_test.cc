@@ -29,12 +29,12 @@
 namespace inferscope {
 namespace {
 
+using client::Publisher;
+using client::PublisherOptions;
 using nlohmann::json;
 using testing::FaultFileSystem;
 using testing::TempDir;
 using testing::WaitFor;
-using client::Publisher;
-using client::PublisherOptions;
 
 constexpr int64_t kPaneMs = 1000;
 constexpr int64_t kCheckpointMs = 1000;
@@ -330,7 +330,8 @@ TEST(StorageFailureTest, ChangesBeforeAFailedOperatorCheckpointAreInTheNextDurab
   src.Send({src.Gauge(kT0 + 20, 2)}, 2);
   Counter* processed = p.metrics().GetCounter("inferscope_operator_queue_batches_total", "");
   ASSERT_TRUE(WaitFor([&] { return processed->value() >= 2; }));
-  Counter* failed = p.metrics().GetCounter("inferscope_stage_errors_total", "", {{"stage", "flaky"}});
+  Counter* failed =
+      p.metrics().GetCounter("inferscope_stage_errors_total", "", {{"stage", "flaky"}});
   const uint64_t failed_before = failed->value();
   ASSERT_TRUE(WaitFor([&] {
     p.AdvanceClock();
@@ -421,9 +422,13 @@ sinks:
   auto metrics = http.Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find("inferscope_state_background_error 1"), std::string::npos);
-  EXPECT_TRUE(engine->state()->ScanPanes("i", "m", "g", 0, INT64_MAX, [](const StoredPane&) {
-    return Status::Internal("no pane may be stored while the write fails");
-  }).ok());
+  EXPECT_TRUE(engine->state()
+                  ->ScanPanes("i", "m", "g", 0, INT64_MAX,
+                              [](const StoredPane&) {
+                                return Status::Internal(
+                                    "no pane may be stored while the write fails");
+                              })
+                  .ok());
 
   fs->Heal();
   json recovered;

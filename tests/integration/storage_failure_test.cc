@@ -62,7 +62,10 @@ class ScriptedSource final : public Source {
       if (!batch) return Status::Ok();
       batch->events = std::move(events);
       batch->publisher = publisher_;
-      batch->sequences.push_back({publisher_, seq});
+      AppliedSequence applied;  // fields by name: AppliedSequence grows (incarnations)
+      applied.publisher = publisher_;
+      applied.seq = seq;
+      batch->sequences.push_back(applied);
       if (!out.Emit(std::move(batch))) return Status::Ok();
     }
     return Status::Ok();

@@ -75,6 +75,7 @@ Status Engine::Start() {
     options.tiers = spec_.state_tiers;
     options.rollup_delay_ms = spec_.rollup_delay_ms;
     options.clock = clock_;
+    options.file_system = state_file_system_;
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
     if (!state.ok()) return state.status();
     state_ = std::move(state).value();
@@ -137,10 +138,20 @@ void Engine::StopMaintenance() {
 void Engine::MaintenanceLoop() {
   const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
   std::unique_lock<std::mutex> lock(maintenance_mu_);
+  bool failed = false;
   while (!maintenance_cv_.wait_for(lock, interval, [this] { return maintenance_stop_; })) {
     lock.unlock();
-    Result<MaintenanceReport> report = state_->RunMaintenance();
-    if (!report.ok()) spdlog::warn("{}", report.status().ToString());
+    // After a failed run, clear RocksDB's own error first (it refuses writes until then).
+    Status resumed = failed ? state_->Resume() : Status::Ok();
+    Result<MaintenanceReport> report =
+        resumed.ok() ? state_->RunMaintenance() : Result<MaintenanceReport>(resumed);
+    failed = !report.ok();
+    if (failed) {
+      spdlog::warn("{}", report.status().ToString());
+      state_->HoldWriteError("state maintenance", report.status());
+    } else {
+      state_->ReleaseWriteError("state maintenance");
+    }
     lock.lock();
   }
 }
@@ -162,12 +173,22 @@ nlohmann::json Engine::Describe() const {
 }
 
 nlohmann::json Engine::Health() const {
-  return {{"topology", spec_.name},
-          {"running", executor_->running()},
-          {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
-          {"stage_failures", executor_->stage_failures()},
-          {"watermark_ms", state_ ? state_->Watermark() : 0},
-          {"interned_strings", interner_.size()}};
+  nlohmann::json health = {
+      {"status", "ok"},
+      {"topology", spec_.name},
+      {"running", executor_->running()},
+      {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
+      {"stage_failures", executor_->stage_failures()},
+      {"watermark_ms", state_ ? state_->Watermark() : 0},
+      {"interned_strings", interner_.size()}};
+  if (state_) {
+    Status error = state_->BackgroundError();
+    if (!error.ok()) {
+      health["status"] = "degraded";
+      health["reason"] = "state writes failing, held and retried: " + error.message();
+    }
+  }
+  return health;
 }
 
 }  // namespace inferscope

@@ -39,8 +39,8 @@ struct EngineOverrides {
 // drains and flushes; the maintenance thread is joined) → destroy.
 // Concurrency: Build/Start/Stop from one thread; accessors from any thread once started. State
 // maintenance (rollups, retention: StateStore::RunMaintenance) runs on its own thread every
-// state.maintenance_interval of real time; a failed run is logged and counted, and retried at the
-// next interval.
+// state.maintenance_interval of real time; a failed run is logged and counted, holds the store's
+// background error (health `degraded`) and is retried at the next interval.
 class Engine {
  public:
   using Overrides = EngineOverrides;
@@ -53,12 +53,20 @@ class Engine {
   Status Start();
   void Stop();
 
+  // The file system the state store writes through (StateStoreOptions::file_system); null (the
+  // default): the local one. Call before Start; for tests that inject storage failures.
+  void SetStateFileSystem(std::shared_ptr<rocksdb::FileSystem> fs) {
+    state_file_system_ = std::move(fs);
+  }
+
   // The resolved endpoint of a source or sink ("tcp://127.0.0.1:40123").
   std::string Endpoint(const std::string& stage) const { return executor_->Endpoint(stage); }
   // "http://127.0.0.1:PORT", empty without a query API.
   std::string HttpUrl() const;
   // What `run --ready-file` writes: {"http": url, "endpoints": {stage: endpoint}, "state": path}.
   nlohmann::json Describe() const;
+  // What /v1/health reports: "status" is "ok", or "degraded" with a "reason" while a failed state
+  // write is held and retried (StateStore::BackgroundError; back to "ok" once it succeeded).
   nlohmann::json Health() const;
 
   Interner& interner() { return interner_; }
@@ -73,6 +81,7 @@ class Engine {
   void StopMaintenance();
 
   TopologySpec spec_;
+  std::shared_ptr<rocksdb::FileSystem> state_file_system_;
   std::vector<Registry::Entry> capabilities_;
   const Clock* clock_ = nullptr;
   int64_t started_ms_ = 0;

@@ -16,8 +16,9 @@ namespace inferscope {
 // executor records each source's applied sequence numbers) for the state that changed since the
 // previous checkpoint, as records of StateTable::kCheckpoint. The records travel to the state sink
 // behind every result emitted before them and are written there in one atomic, synced WriteBatch;
-// only then is the checkpoint durable (and acknowledged to publishers). On start, stages restore
-// from the records found.
+// only then is the checkpoint durable (and acknowledged to publishers). A checkpoint the sink gives
+// up (on_failed) is merged into the next one, so the "changed since the previous checkpoint" marks
+// operators clear when asked lose nothing. On start, stages restore from the records found.
 //
 // Record keys are `str(kind) str(stage) key`, kind "op" or "src", so one stage's records are one
 // key range.
@@ -31,6 +32,10 @@ struct PendingCheckpoint {
   std::vector<std::vector<AppliedSequence>> applied;
   // Called by the sink once `records` are durable (from the sink's thread).
   std::function<void(const PendingCheckpoint&)> on_durable;
+  // Called by the sink instead when it gives the checkpoint up without writing it (from the sink's
+  // thread): it was not durable and nothing it covers may be acknowledged. The executor carries its
+  // records and sequence numbers over into the next checkpoint.
+  std::function<void(const PendingCheckpoint&)> on_failed;
 };
 
 // Collects one stage's record writes for a checkpoint.

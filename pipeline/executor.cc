@@ -4,8 +4,53 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unordered_set>
 
 namespace inferscope {
+namespace {
+
+// `older` then `newer`, as one WriteBatch would apply them (the newer write of a key wins), with
+// each key once so that repeated failures do not grow what is carried.
+std::vector<RecordWrite> MergeRecords(std::vector<RecordWrite> older,
+                                      std::vector<RecordWrite> newer) {
+  if (older.empty()) return newer;
+  if (newer.empty()) return older;
+  auto id = [](const RecordWrite& w) {
+    std::string k(1, static_cast<char>(w.table));
+    k += w.key;
+    return k;
+  };
+  std::unordered_set<std::string> replaced;
+  for (const RecordWrite& w : newer) replaced.insert(id(w));
+  std::vector<RecordWrite> out;
+  out.reserve(older.size() + newer.size());
+  for (RecordWrite& w : older) {
+    if (replaced.count(id(w)) == 0) out.push_back(std::move(w));
+  }
+  for (RecordWrite& w : newer) out.push_back(std::move(w));
+  return out;
+}
+
+// Per source, the sequence numbers of `older` and `newer` (newer wins per publisher).
+std::vector<std::vector<AppliedSequence>> MergeApplied(
+    std::vector<std::vector<AppliedSequence>> older,
+    std::vector<std::vector<AppliedSequence>> newer) {
+  if (older.size() < newer.size()) older.resize(newer.size());
+  for (size_t i = 0; i < newer.size(); ++i) {
+    for (const AppliedSequence& a : newer[i]) {
+      auto it = std::find_if(older[i].begin(), older[i].end(),
+                             [&](const AppliedSequence& o) { return o.publisher == a.publisher; });
+      if (it != older[i].end()) {
+        *it = a;
+      } else {
+        older[i].push_back(a);
+      }
+    }
+  }
+  return older;
+}
+
+}  // namespace
 
 struct Executor::SourceSlot {
   std::string name;
@@ -207,6 +252,9 @@ Status Executor::Start() {
   }
   if (settings_.checkpoint_interval_ms == 0) checkpoint_sink_ = nullptr;
   checkpoints_ = m.GetCounter("inferscope_checkpoints_total", "Checkpoints made durable");
+  checkpoints_failed_ = m.GetCounter("inferscope_checkpoints_failed_total",
+                                     "Checkpoints never durable (an operator failed, or the sink "
+                                     "gave the write up); their content goes into the next one");
   checkpoint_skipped_ = m.GetCounter("inferscope_checkpoints_skipped_total",
                                      "Checkpoint intervals skipped because the previous checkpoint "
                                      "was not durable yet");
@@ -290,9 +338,12 @@ void Executor::TakeCheckpoint() {
     CheckpointWriter writer("op", o->name, &checkpoint->records);
     Status st = o->op->Checkpoint(writer);
     if (!st.ok()) {
-      // A checkpoint without this operator's state would restore it wrongly: skip it altogether.
+      // A checkpoint without this operator's state would restore it wrongly: skip it altogether,
+      // keeping what the operators before it wrote (their changed marks are cleared).
       o->errors->Inc();
+      checkpoints_failed_->Inc();
       spdlog::error("operator '{}' checkpoint: {}", o->name, st.ToString());
+      Carry(std::move(checkpoint->records), {}, /*older=*/false);
       checkpoint_in_flight_.store(false);
       return;
     }
@@ -310,12 +361,24 @@ void Executor::TakeCheckpoint() {
       writer.Put(base_.interner->Name(publisher), EncodeAppliedSequence(a));
     }
   }
+  {
+    std::lock_guard<std::mutex> lock(carried_mu_);
+    if (!carried_records_.empty() || !carried_applied_.empty()) {
+      checkpoint->records =
+          MergeRecords(std::move(carried_records_), std::move(checkpoint->records));
+      checkpoint->applied =
+          MergeApplied(std::move(carried_applied_), std::move(checkpoint->applied));
+      carried_records_.clear();
+      carried_applied_.clear();
+    }
+  }
   size_t bytes = 0;
   for (const RecordWrite& w : checkpoint->records)
     bytes += w.key.size() + (w.value ? w.value->size() : 0);
   checkpoint_records_->Set(static_cast<double>(checkpoint->records.size()));
   checkpoint_bytes_->Set(static_cast<double>(bytes));
   checkpoint->on_durable = [this](const PendingCheckpoint& c) { CheckpointDurable(c); };
+  checkpoint->on_failed = [this](const PendingCheckpoint& c) { CheckpointFailed(c); };
   checkpoint_build_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - started) *
                                      1e-9);
   auto batch = std::make_shared<OutputBatch>();
@@ -323,6 +386,18 @@ void Executor::TakeCheckpoint() {
   OutputBatchPtr shared = std::move(batch);
   // Behind every result routed so far: once the sink reaches it, everything before is written.
   checkpoint_sink_->queue.Push(shared);
+}
+
+void Executor::Carry(std::vector<RecordWrite> records,
+                     std::vector<std::vector<AppliedSequence>> applied, bool older) {
+  std::lock_guard<std::mutex> lock(carried_mu_);
+  if (older) {
+    carried_records_ = MergeRecords(std::move(records), std::move(carried_records_));
+    carried_applied_ = MergeApplied(std::move(applied), std::move(carried_applied_));
+  } else {
+    carried_records_ = MergeRecords(std::move(carried_records_), std::move(records));
+    carried_applied_ = MergeApplied(std::move(carried_applied_), std::move(applied));
+  }
 }
 
 void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
@@ -333,6 +408,14 @@ void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
     if (!checkpoint.applied[i].empty())
       sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);
   }
+  checkpoint_in_flight_.store(false);
+}
+
+void Executor::CheckpointFailed(const PendingCheckpoint& checkpoint) {
+  checkpoints_failed_->Inc();
+  // Taken before anything carried now (nothing is taken while it is in flight, but the last one
+  // at shutdown): its records are the older ones.
+  Carry(checkpoint.records, checkpoint.applied, /*older=*/true);
   checkpoint_in_flight_.store(false);
 }
 
@@ -480,6 +563,9 @@ void Executor::SinkLoop(SinkSlot& slot) {
 }
 
 void Executor::StopThreads() {
+  // A sink holding a failed write would otherwise hold the drain (and, through back-pressure, the
+  // operator thread and the sources) forever.
+  for (auto& s : sinks_) s->sink->Interrupt();
   stop_sources_.store(true);
   for (auto& t : source_threads_) t.join();
   source_threads_.clear();

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -74,9 +75,18 @@ class Executor {
   void SinkLoop(SinkSlot& slot);
   void RunOperators(const EventBatch& batch);
   // Takes a checkpoint and sends it to the checkpoint sink (operator thread). Skipped while the
-  // previous one is not durable yet.
+  // previous one is not durable yet. What a checkpoint that was never durable held (an operator
+  // failed while it was taken, or the sink gave it up) is carried into this one: operators clear
+  // their "changed" marks when asked, so dropping it would lose those changes from every later
+  // checkpoint.
   void TakeCheckpoint();
   void CheckpointDurable(const PendingCheckpoint& checkpoint);
+  // The sink gave `checkpoint` up: keep its content for the next one (sink thread).
+  void CheckpointFailed(const PendingCheckpoint& checkpoint);
+  // Keeps the content of a checkpoint that was never durable for the next one; `older` content
+  // is overridden by what carried_ already holds when `older` is true, else it overrides it.
+  void Carry(std::vector<RecordWrite> records, std::vector<std::vector<AppliedSequence>> applied,
+             bool older);
   Status RestoreStages();
   void RunTimers(int64_t now_ms);
   // Lets the Interner reclaim unused names (operator thread, between steps); false when a sink has
@@ -108,6 +118,13 @@ class Executor {
   uint64_t next_checkpoint_id_ = 1;
   std::vector<std::unordered_map<StringId, AppliedSequence>> applied_;
   std::vector<std::unordered_map<StringId, AppliedSequence>> checkpointed_;
+  // Content of checkpoints that were never durable, merged into the next one (newer records of a
+  // key replace older ones). Written by the operator thread and, through CheckpointFailed, by the
+  // checkpoint sink's thread.
+  std::mutex carried_mu_;
+  std::vector<RecordWrite> carried_records_;
+  std::vector<std::vector<AppliedSequence>> carried_applied_;
+  Counter* checkpoints_failed_ = nullptr;
   Counter* checkpoints_ = nullptr;
   Counter* checkpoint_skipped_ = nullptr;
   Histogram* checkpoint_seconds_ = nullptr;

@@ -21,6 +21,10 @@ class Sink {
   // Whether the sink writes checkpoints: batches with `checkpoint` set reach it, and it calls
   // `checkpoint->on_durable` once their records are durable. At most one sink of a topology does.
   virtual bool WritesCheckpoints() const { return false; }
+  // Called from the engine's control thread when the engine starts to stop, before the sink's queue
+  // drains: a sink blocked retrying a failed write gives it up (and then writes nothing more, so no
+  // later checkpoint claims what was not written) instead of holding the shutdown forever.
+  virtual void Interrupt() {}
   virtual void Close() {}
   // The endpoint actually bound ("tcp://127.0.0.1:40124"); empty when the sink binds nothing.
   virtual std::string Endpoint() const { return {}; }

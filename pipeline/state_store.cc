@@ -3,6 +3,8 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
@@ -12,6 +14,7 @@
 #include <chrono>
 #include <limits>
 #include <set>
+#include <shared_mutex>
 #include <tuple>
 #include <utility>
 
@@ -138,6 +141,12 @@ std::string Printable(std::string_view bytes) {
 
 }  // namespace
 
+// What DB::Open needs, kept for Resume (reopening after a write error).
+struct StateStore::OpenSpec {
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+};
+
 Status StateStoreOptions::Validate() const {
   if (path.empty()) return Status::InvalidArgument("state store: path is required");
   if (block_cache_mb == 0)
@@ -186,8 +195,16 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   }
   store->write_latency_ = metrics->GetHistogram("inferscope_state_write_seconds",
                                                 "Latency of RocksDB pane WriteBatch commits");
-  store->write_errors_ =
-      metrics->GetCounter("inferscope_state_write_errors_total", "RocksDB pane writes that failed");
+  store->write_errors_ = metrics->GetCounter("inferscope_state_write_errors_total",
+                                             "RocksDB writes that failed (each attempt)");
+  store->write_retries_ =
+      metrics->GetCounter("inferscope_state_write_retries_total",
+                          "Retries of held failed writes that failed again (HoldWriteError)");
+  store->reopens_ = metrics->GetCounter("inferscope_state_reopens_total",
+                                        "RocksDB reopened to clear an error after a failed write");
+  store->background_error_ = metrics->GetGauge(
+      "inferscope_state_background_error",
+      "1 while a failed state write is held and retried (health is degraded), else 0");
   store->panes_written_ = metrics->GetCounter("inferscope_state_panes_written_total",
                                               "Panes written to the state store");
   store->panes_after_rollup_ = metrics->GetCounter(
@@ -213,6 +230,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.create_missing_column_families = true;
+  if (options.file_system != nullptr) {
+    store->env_ = rocksdb::NewCompositeEnv(options.file_system);
+    db_options.env = store->env_.get();
+  }
 
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_mb << 20);
@@ -259,10 +280,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
     if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
   }
 
-  rocksdb::DB* raw = nullptr;
-  s = rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &raw);
-  if (!s.ok()) return FromRocks(s, "state store: opening " + options.path);
-  store->db_.reset(raw);
+  store->open_spec_ = std::make_unique<OpenSpec>(OpenSpec{db_options, std::move(descriptors)});
+  INFERSCOPE_RETURN_IF_ERROR(store->OpenDb());
   INFERSCOPE_RETURN_IF_ERROR(store->LoadIndex());
   for (size_t i = 0; i < store->tiers_.size(); ++i) {
     const std::string tier = store->tiers_[i].Name();
@@ -276,7 +295,9 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
         {{"tier", tier}},
         [self, i] {
           uint64_t keys = 0;
-          self->db_->GetIntProperty(self->TierHandle(i), "rocksdb.estimate-num-keys", &keys);
+          std::shared_lock<std::shared_mutex> lock(self->db_mu_);
+          if (self->db_ != nullptr)
+            self->db_->GetIntProperty(self->TierHandle(i), "rocksdb.estimate-num-keys", &keys);
           return static_cast<double>(keys);
         },
         self);
@@ -332,19 +353,52 @@ StateStore::StateStore() = default;
 
 StateStore::~StateStore() {
   if (metrics_ != nullptr) metrics_->RemoveCallbacks(this);
+  CloseDb();
+}
+
+Status StateStore::OpenDb() {
+  rocksdb::DB* raw = nullptr;
+  handles_.clear();
+  rocksdb::Status s =
+      rocksdb::DB::Open(open_spec_->db_options, path_, open_spec_->descriptors, &handles_, &raw);
+  if (!s.ok()) {
+    handles_.clear();
+    return FromRocks(s, "state store: opening " + path_);
+  }
+  db_.reset(raw);
+  return Status::Ok();
+}
+
+void StateStore::CloseDb() {
   if (db_ == nullptr) return;
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     // Destroying a handle only fails for a null handle; nothing to report at destruction.
     (void)db_->DestroyColumnFamilyHandle(handle);
   }
   handles_.clear();
+  // After a write error Close reports it again ("seen error"); the reopen is what matters.
   (void)db_->Close();
   db_.reset();
+}
+
+Status StateStore::Resume() {
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
+  CloseDb();
+  Status s = OpenDb();
+  reopens_->Inc();
+  return s.WithContext("state store: reopening after a write error");
+}
+
+Status StateStore::CheckOpen() const {
+  if (db_ != nullptr) return Status::Ok();
+  return Status::Unavailable("state store: closed after a write error; not reopened yet");
 }
 
 Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                               int64_t watermark_ms) {
   std::lock_guard<std::mutex> lock(write_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   // Index entries changed by this batch; applied to index_ only once the write succeeded.
   std::map<std::string, SeriesRange, std::less<>> updates;
@@ -414,6 +468,14 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
 Status StateStore::ScanTier(size_t tier, std::string_view instance, std::string_view model,
                             std::string_view metric, int64_t from_ms, int64_t to_ms,
                             const std::function<Status(const StoredPane&)>& fn) const {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  return ScanTierLocked(tier, instance, model, metric, from_ms, to_ms, fn);
+}
+
+Status StateStore::ScanTierLocked(size_t tier, std::string_view instance, std::string_view model,
+                                  std::string_view metric, int64_t from_ms, int64_t to_ms,
+                                  const std::function<Status(const StoredPane&)>& fn) const {
   if (tier >= tiers_.size()) {
     return Status::InvalidArgument("state store: no tier " + std::to_string(tier) + " (" +
                                    std::to_string(tiers_.size()) + " configured)");
@@ -462,6 +524,8 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
   // Keys are length-prefixed, so their byte order is not the (instance, model, metric) order the
   // contract promises: read them all, then sort.
   std::vector<SeriesInfo> all;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -481,6 +545,8 @@ Status StateStore::ListSeries(const std::function<void(const SeriesInfo&)>& fn) 
     info.last_seen_ms = static_cast<int64_t>(DecodeBigEndian64(value.substr(8)));
   }
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: listing series"));
+  it.reset();
+  db_lock.unlock();
   std::sort(all.begin(), all.end(), [](const SeriesInfo& a, const SeriesInfo& b) {
     return std::tie(a.instance, a.model, a.metric) < std::tie(b.instance, b.model, b.metric);
   });
@@ -497,6 +563,8 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
     }
     AppendStr(&prefix, start_instance);
   }
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
   it->Seek(prefix);
@@ -529,6 +597,8 @@ std::string_view StateTableName(StateTable table) {
 }
 
 Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   for (const RecordWrite& w : writes) {
     rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(w.table)];
@@ -545,6 +615,8 @@ Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) 
 Result<std::optional<std::string>> StateStore::GetRecord(StateTable table,
                                                          std::string_view key) const {
   std::string value;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kFirstTable + static_cast<size_t>(table)],
                rocksdb::Slice(key.data(), key.size()), &value);
@@ -560,6 +632,8 @@ Status StateStore::ScanRecords(
   rocksdb::ReadOptions read_options;
   rocksdb::Slice upper(to.data(), to.size());
   if (!to.empty()) read_options.iterate_upper_bound = &upper;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(read_options, handles_[kFirstTable + static_cast<size_t>(table)]));
   for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
@@ -569,6 +643,36 @@ Status StateStore::ScanRecords(
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }
+
+void StateStore::HoldWriteError(std::string_view writer, const Status& error) {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  for (HeldError& h : held_) {
+    if (h.writer == writer) {
+      h.error = error;
+      ++h.retries;
+      write_retries_->Inc();
+      return;
+    }
+  }
+  held_.push_back({std::string(writer), error, clock_->NowMs(), 0});
+  background_error_->Set(1);
+}
+
+void StateStore::ReleaseWriteError(std::string_view writer) {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  std::erase_if(held_, [&](const HeldError& h) { return h.writer == writer; });
+  if (held_.empty()) background_error_->Set(0);
+}
+
+Status StateStore::BackgroundError() const {
+  std::lock_guard<std::mutex> lock(held_mu_);
+  if (held_.empty()) return Status::Ok();
+  const HeldError& h = held_.front();
+  const int64_t seconds = std::max<int64_t>(0, (clock_->NowMs() - h.since_ms) / 1000);
+  return Status::IOError(h.writer + ": " + h.error.ToString() + " (failing for " +
+                         std::to_string(seconds) + " s, " + std::to_string(h.retries) +
+                         " retries)");
+}
 
 Result<MaintenanceReport> StateStore::RunMaintenance() {
   std::lock_guard<std::mutex> lock(maintenance_mu_);
@@ -610,6 +714,8 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
     series.assign(index_.begin(), index_.end());
   }
 
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   rocksdb::WriteBatch batch;
@@ -652,16 +758,16 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
       if (++in_batch >= kRollupBatchBuckets) return commit();
       return Status::Ok();
     };
-    INFERSCOPE_RETURN_IF_ERROR(
-        ScanTier(tier - 1, instance, model, metric, lo, hi, [&](const StoredPane& fine) -> Status {
-          int64_t b = FloorDiv(fine.start_ms, res) * res;
-          if (b != bucket) {
-            INFERSCOPE_RETURN_IF_ERROR(flush());
-            bucket = b;
-          }
-          merged.Merge(fine.agg);
-          return Status::Ok();
-        }));
+    INFERSCOPE_RETURN_IF_ERROR(ScanTierLocked(tier - 1, instance, model, metric, lo, hi,
+                                              [&](const StoredPane& fine) -> Status {
+                                                int64_t b = FloorDiv(fine.start_ms, res) * res;
+                                                if (b != bucket) {
+                                                  INFERSCOPE_RETURN_IF_ERROR(flush());
+                                                  bucket = b;
+                                                }
+                                                merged.Merge(fine.agg);
+                                                return Status::Ok();
+                                              }));
     INFERSCOPE_RETURN_IF_ERROR(flush());
   }
   // The cursor moves in the last batch, after every bucket before it is durable.
@@ -687,6 +793,8 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   const int64_t expired_through = coarsest.ExpiredThroughMs(now_ms);
   const int64_t res = coarsest.resolution_ms;
   std::lock_guard<std::mutex> lock(write_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   std::vector<std::string> gone;
   for (const auto& [key, range] : index_) {
@@ -699,8 +807,9 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   if (gone.empty()) return Status::Ok();
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
-  INFERSCOPE_RETURN_IF_ERROR(
-      FromRocks(db_->Write(write_options, &batch), "state store: dropping expired series"));
+  rocksdb::Status s = db_->Write(write_options, &batch);
+  if (!s.ok()) write_errors_->Inc();
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: dropping expired series"));
   for (const std::string& key : gone) index_.erase(key);
   *dropped += static_cast<int64_t>(gone.size());
   series_dropped_->Inc(gone.size());
@@ -709,6 +818,8 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
 
 Status StateStore::CompactTiers() {
   std::lock_guard<std::mutex> lock(maintenance_mu_);
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   for (size_t i = 0; i < tiers_.size(); ++i) {
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), TierHandle(i)),
                                          "state store: flushing tier " + tiers_[i].Name()));

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,6 +25,8 @@ namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
 class CompactionFilter;
+class Env;
+class FileSystem;
 }  // namespace rocksdb
 
 namespace inferscope {
@@ -44,6 +47,9 @@ struct StateStoreOptions {
   // Processing time for retention (reads, compaction filter, maintenance). nullptr: SystemClock.
   // Must outlive the store.
   const Clock* clock = nullptr;
+  // The file system RocksDB writes through; nullptr (the default): the local one. Tests pass a
+  // wrapper that fails writes on demand (tests/fault_fs.h).
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 
   Status Validate() const;
 };
@@ -114,6 +120,15 @@ struct SeriesInfo {
 // str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at
 // decode), so a key prefix selects one series and big-endian times keep its panes in time order.
 // Strings, not interned ids, are stored: ids are per process, the store outlives it.
+//
+// Write failures (LevelDB's `bg_error_` discipline, docs/ARCHITECTURE.md "Storage failures"): the
+// store itself returns every failure to its caller. A writer that must not skip a failed write (the
+// `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError,
+// keeps retrying the same write, and calls ReleaseWriteError once that write succeeded. While any
+// writer holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its
+// message) and the gauge inferscope_state_background_error is 1. Before each retry the holder calls
+// Resume, which clears RocksDB's own error (it refuses every write after a failed one) by
+// reopening the database.
 //
 // Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers;
 // RunMaintenance runs on one maintenance thread (calls are serialised) and writes only the rollup
@@ -187,6 +202,22 @@ class StateStore {
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
 
+  // Sticky write errors (see the class comment). `writer` names the holder ("sink 'state'");
+  // HoldWriteError sets or updates its error (counting a retry when it already held one),
+  // ReleaseWriteError clears it. Thread-safe.
+  void HoldWriteError(std::string_view writer, const Status& error);
+  void ReleaseWriteError(std::string_view writer);
+  // OK when no writer holds a failed write; otherwise the oldest held one, as
+  // "<writer>: <error> (failing for <n> s, <k> retries)".
+  Status BackgroundError() const;
+  // Clears RocksDB's own background error after a failed write by closing and reopening the
+  // database (readers and writers wait meanwhile; what was written before stays). A writer
+  // holding a failed write calls it before each retry: RocksDB stops accepting writes after a
+  // failed WAL write, and its automatic recovery in 7.8 can resume on the log file that failed,
+  // which aborts the process (a failed assertion in WritableFileWriter) at the next write. Until a
+  // reopen succeeds every call answers Unavailable. Counted in inferscope_state_reopens_total.
+  Status Resume();
+
   const std::string& path() const { return path_; }
 
  private:
@@ -196,15 +227,41 @@ class StateStore {
     int64_t last_seen_ms = 0;
   };
 
+  struct OpenSpec;  // what DB::Open needs, for Resume
+
   StateStore();
+  // Opens / closes db_ and handles_ (the caller holds db_mu_ exclusively, or is Open / the
+  // destructor).
+  Status OpenDb();
+  void CloseDb();
+  // Unavailable while db_ is closed (a Resume failed to reopen it). Caller holds db_mu_.
+  Status CheckOpen() const;
+  // ScanTier with db_mu_ held (shared) by the caller.
+  Status ScanTierLocked(size_t tier, std::string_view instance, std::string_view model,
+                        std::string_view metric, int64_t from_ms, int64_t to_ms,
+                        const std::function<Status(const StoredPane&)>& fn) const;
   Status LoadIndex();
   rocksdb::ColumnFamilyHandle* TierHandle(size_t tier) const;
   // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
   Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
   Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
 
+  // A write error a writer holds (HoldWriteError).
+  struct HeldError {
+    std::string writer;
+    Status error;
+    int64_t since_ms = 0;
+    uint64_t retries = 0;
+  };
+
   std::string path_;
   bool sync_writes_ = false;
+  // The Env over options.file_system (null without one); must outlive db_.
+  std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<OpenSpec> open_spec_;
+  // Guards db_ and handles_: shared by every use, exclusive for Resume. Taken after write_mu_ and
+  // maintenance_mu_, never the other way round.
+  mutable std::shared_mutex db_mu_;
   std::unique_ptr<rocksdb::DB> db_;
   // default, panes, series, meta, then any other column family found in the directory.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
@@ -236,6 +293,12 @@ class StateStore {
   Histogram* maintenance_seconds_ = nullptr;
   Counter* maintenance_errors_ = nullptr;
   std::vector<Gauge*> rolled_through_gauges_;  // per tier
+
+  mutable std::mutex held_mu_;
+  std::vector<HeldError> held_;  // guarded by held_mu_; oldest first
+  Counter* write_retries_ = nullptr;
+  Counter* reopens_ = nullptr;
+  Gauge* background_error_ = nullptr;
 };
 
 // Key encoding, exposed for tests and tools.

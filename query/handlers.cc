@@ -266,7 +266,9 @@ ApiReply HandleHealth(const ApiContext& ctx, const ApiRequest&) {
     json extra = ctx.health_info();
     if (extra.is_object()) reply.body.update(extra);
   }
-  reply.body["status"] = "ok";
+  // "ok" unless `health_info` says otherwise ("degraded", with a "reason").
+  if (!reply.body.contains("status") || !reply.body["status"].is_string())
+    reply.body["status"] = "ok";
   reply.body["timestamp"] = FormatRfc3339(ctx.clock->NowMs());
   return reply;
 }

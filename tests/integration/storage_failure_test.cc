@@ -1,0 +1,459 @@
+// Storage failures are held, not skipped: RocksDB write failures injected through a FileSystem
+// wrapper (tests/fault_fs.h) under the real executor, window_aggregate operator, rocksdb_state sink
+// and state store; and the real engine's /v1/health while its writes fail.
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+
+#include "cli/builtins.h"
+#include "cli/engine.h"
+#include "clients/cpp/publisher.h"
+#include "operators/window_aggregate.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/executor.h"
+#include "pipeline/registry.h"
+#include "pipeline/state_store.h"
+#include "pipeline/topology.h"
+#include "sinks/rocksdb_state_sink.h"
+#include "tests/fault_fs.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using client::Publisher;
+using client::PublisherOptions;
+using nlohmann::json;
+using testing::FaultFileSystem;
+using testing::TempDir;
+using testing::WaitFor;
+
+constexpr int64_t kPaneMs = 1000;
+constexpr int64_t kCheckpointMs = 1000;
+constexpr int64_t kT0 = 1'700'000'000'000;  // pane-aligned event time
+
+// A source the test feeds: each Send becomes one batch with one sequence number of publisher "p".
+// It records what OnCheckpointDurable acknowledges and runs `on_ack` at that moment (the sink's
+// thread, before the executor goes on).
+class ScriptedSource final : public Source {
+ public:
+  Status Open(const StageContext& ctx) override {
+    interner_ = ctx.interner;
+    publisher_ = interner_->Intern("p");
+    return Status::Ok();
+  }
+  Status Run(SourceOutput& out, const std::atomic<bool>& stop) override {
+    while (!stop.load()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return !pending_.empty(); });
+      if (pending_.empty()) continue;
+      auto [events, seq] = std::move(pending_.front());
+      pending_.pop_front();
+      lock.unlock();
+      EventBatchPtr batch = out.Acquire();
+      if (!batch) return Status::Ok();
+      batch->events = std::move(events);
+      batch->publisher = publisher_;
+      AppliedSequence applied;  // fields by name: AppliedSequence grows (incarnations)
+      applied.publisher = publisher_;
+      applied.seq = seq;
+      batch->sequences.push_back(applied);
+      if (!out.Emit(std::move(batch))) return Status::Ok();
+    }
+    return Status::Ok();
+  }
+  void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const AppliedSequence& a : applied) {
+      if (a.publisher != publisher_) continue;
+      acked_ = std::max(acked_, a.seq);
+      if (on_ack) on_ack(a.seq);
+    }
+  }
+
+  // A gauge "g" of instance "i", model "m" at `time_ms`.
+  Event Gauge(int64_t time_ms, double value) const {
+    Event e;
+    e.kind = EventKind::kGauge;
+    e.instance = interner_->Intern("i");
+    e.model = interner_->Intern("m");
+    e.metric = interner_->Intern("g");
+    e.publisher = publisher_;
+    e.time_ms = time_ms;
+    e.value = value;
+    return e;
+  }
+  void Send(std::vector<Event> events, uint64_t seq) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_.emplace_back(std::move(events), seq);
+    }
+    cv_.notify_one();
+  }
+  uint64_t acked() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return acked_;
+  }
+
+  std::function<void(uint64_t)> on_ack;  // set before Start
+
+ private:
+  Interner* interner_ = nullptr;
+  StringId publisher_ = 0;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::vector<Event>, uint64_t>> pending_;
+  uint64_t acked_ = 0;
+};
+
+// Reads the source's events too; its Checkpoint fails while `fail` is set.
+class FlakyCheckpointOperator final : public Operator {
+ public:
+  explicit FlakyCheckpointOperator(std::atomic<bool>* fail) : fail_(fail) {}
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  Status Process(const EventBatch&, OutputBatch&) override { return Status::Ok(); }
+  Status Checkpoint(CheckpointWriter&) override {
+    if (fail_->load()) return Status::Internal("injected checkpoint failure");
+    return Status::Ok();
+  }
+
+ private:
+  std::atomic<bool>* fail_;
+};
+
+WindowAggregateOperator::Options WindowOptions() {
+  WindowAggregateOperator::Options o;
+  o.pane_ms = kPaneMs;
+  o.out_of_orderness_ms = 0;
+  o.idle_timeout_ms = 0;  // only data moves the watermark
+  return o;
+}
+
+// source "src" → window_aggregate "windows" (→ optionally a flaky operator) → rocksdb_state
+// "state", on a store whose WAL writes fail on demand; processing time is a ManualClock, so a
+// checkpoint is taken exactly when the test advances it.
+class Pipeline {
+ public:
+  explicit Pipeline(bool flaky_operator = false) {
+    StateStoreOptions options;
+    options.path = dir_.str() + "/state";
+    options.clock = &clock_;
+    options.file_system = fs_;
+    Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, &metrics_);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+
+    EngineSettings settings;
+    settings.timer_interval_ms = 5;  // the operator loop polls every 5 ms of real time
+    settings.checkpoint_interval_ms = kCheckpointMs;
+    StageContext base;
+    base.interner = &interner_;
+    base.metrics = &metrics_;
+    base.clock = &clock_;
+    base.state = store_.get();
+    executor_ = std::make_unique<Executor>(settings, base);
+    auto source = std::make_unique<ScriptedSource>();
+    source_ = source.get();
+    executor_->AddSource("src", std::move(source));
+    executor_->AddOperator("windows", std::make_unique<WindowAggregateOperator>(WindowOptions()),
+                           {"src"});
+    if (flaky_operator) {
+      executor_->AddOperator("flaky", std::make_unique<FlakyCheckpointOperator>(&flaky_), {"src"});
+    }
+    RocksDbStateSink::Options sink_options;
+    sink_options.retry_backoff_ms = 1;
+    sink_options.retry_max_backoff_ms = 20;
+    executor_->AddSink("state", std::make_unique<RocksDbStateSink>(sink_options), {"windows"});
+  }
+  ~Pipeline() { executor_->Stop(); }
+
+  Status Start() { return executor_->Start(); }
+  // One checkpoint interval of processing time.
+  void AdvanceClock() { clock_.Advance(kCheckpointMs); }
+  // Waits until every checkpoint taken is durable (the clock is not advanced: none is taken).
+  bool WaitNoCheckpointInFlight() {
+    Histogram* taken = metrics_.GetHistogram("inferscope_checkpoint_build_seconds", "");
+    Counter* durable = metrics_.GetCounter("inferscope_checkpoints_total", "");
+    return WaitFor([&] { return taken->count() == durable->value(); });
+  }
+  // Lets a checkpoint interval pass until `seq` is acknowledged (false after 10 s).
+  bool WaitAcked(uint64_t seq) {
+    return WaitFor(
+        [&] {
+          clock_.Advance(kCheckpointMs);
+          return source_->acked() >= seq;
+        },
+        std::chrono::seconds(10));
+  }
+  // The stored panes of series (i, m, g): start → sum.
+  std::map<int64_t, double> StoredPanes() {
+    std::map<int64_t, double> panes;
+    Status s = store_->ScanPanes("i", "m", "g", 0, INT64_MAX, [&](const StoredPane& p) {
+      panes[p.start_ms] = p.agg.sum;
+      return Status::Ok();
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return panes;
+  }
+  // What a restart would restore from the last durable checkpoint: a fresh window operator
+  // restored from the store, then closed, emits every open pane (start → sum).
+  std::map<int64_t, double> RestoredOpenPanes() {
+    WindowAggregateOperator restored(WindowOptions());
+    StageContext ctx;
+    ctx.name = "windows";
+    ctx.interner = &interner_;
+    ctx.metrics = &restore_metrics_;
+    ctx.clock = &clock_;
+    EXPECT_TRUE(restored.Open(ctx).ok());
+    Status s = restored.Restore(CheckpointReader("op", "windows", store_.get()));
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    OutputBatch out;
+    EXPECT_TRUE(restored.Close(out).ok());
+    std::map<int64_t, double> panes;
+    for (const WindowSummary& w : out.summaries) panes[w.start_ms] = w.agg.sum;
+    return panes;
+  }
+
+  FaultFileSystem& fs() { return *fs_; }
+  ScriptedSource& source() { return *source_; }
+  StateStore& store() { return *store_; }
+  MetricsRegistry& metrics() { return metrics_; }
+  std::atomic<bool>& flaky() { return flaky_; }
+
+ private:
+  TempDir dir_;
+  std::shared_ptr<FaultFileSystem> fs_ = std::make_shared<FaultFileSystem>();
+  ManualClock clock_{kT0};
+  Interner interner_;
+  MetricsRegistry metrics_;
+  MetricsRegistry restore_metrics_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<Executor> executor_;
+  ScriptedSource* source_ = nullptr;
+  std::atomic<bool> flaky_{false};
+};
+
+// (a) On main a failed checkpoint write left the checkpoint "in flight" forever: no checkpoint and
+// no acknowledgement ever again.
+TEST(StorageFailureTest, OneFailedCheckpointWriteDoesNotStopLaterCheckpointsAndAcks) {
+  Pipeline p;
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 1)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+
+  p.fs().FailWalSyncs(1);  // only checkpoints sync the WAL: the next checkpoint write fails once
+  src.Send({src.Gauge(kT0 + 20, 2)}, 2);
+  ASSERT_TRUE(p.WaitAcked(2)) << "the checkpoint after the failed write never became durable";
+  EXPECT_EQ(p.fs().injected(), 1);
+  src.Send({src.Gauge(kT0 + 30, 3)}, 3);
+  ASSERT_TRUE(p.WaitAcked(3)) << "no checkpoint after the failed one";
+  EXPECT_TRUE(p.store().BackgroundError().ok()) << p.store().BackgroundError().ToString();
+  EXPECT_GE(p.metrics().GetCounter("inferscope_state_write_errors_total", "")->value(), 1u);
+}
+
+// (b) On main a failed pane write was only logged: the checkpoint behind it acknowledged messages
+// whose panes were never stored.
+TEST(StorageFailureTest, CheckpointAfterFailedPaneWriteIsNotAcknowledgedUntilThePanesAreStored) {
+  Pipeline p;
+  // At each acknowledgement, the panes that the acknowledged messages closed must be stored.
+  std::map<uint64_t, bool> stored_at_ack;
+  p.source().on_ack = [&](uint64_t seq) { stored_at_ack[seq] = p.StoredPanes().count(kT0) == 1; };
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 5)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+  ASSERT_TRUE(p.WaitNoCheckpointInFlight());
+
+  p.fs().FailWalAppends(-1);  // every write fails until healed (a full disk)
+  // Closes pane kT0: its write fails.
+  src.Send({src.Gauge(kT0 + kPaneMs + 10, 7)}, 2);
+  ASSERT_TRUE(WaitFor([&] { return p.fs().injected() >= 1; }));
+  // Checkpoint intervals pass while the write fails: a checkpoint is taken (behind the failed
+  // write, or held itself) and later ones are skipped; nothing is acknowledged.
+  Histogram* taken = p.metrics().GetHistogram("inferscope_checkpoint_build_seconds", "");
+  Counter* skipped = p.metrics().GetCounter("inferscope_checkpoints_skipped_total", "");
+  const uint64_t taken_before = taken->count();
+  const uint64_t skipped_before = skipped->value();
+  ASSERT_TRUE(WaitFor([&] {
+    p.AdvanceClock();
+    return taken->count() > taken_before || skipped->value() > skipped_before;
+  }));
+  EXPECT_FALSE(WaitFor(
+      [&] {
+        p.AdvanceClock();
+        return src.acked() >= 2;
+      },
+      std::chrono::milliseconds(200)));
+  EXPECT_EQ(src.acked(), 1u);
+  EXPECT_TRUE(p.StoredPanes().empty());
+
+  p.fs().Heal();
+  ASSERT_TRUE(p.WaitAcked(2)) << "no acknowledgement after the store recovered";
+  ASSERT_EQ(stored_at_ack.count(2), 1u);
+  EXPECT_TRUE(stored_at_ack[2]) << "seq 2 was acknowledged before the pane it closed was stored";
+  EXPECT_EQ(p.StoredPanes(), (std::map<int64_t, double>{{kT0, 5}}));
+  EXPECT_TRUE(p.store().BackgroundError().ok()) << p.store().BackgroundError().ToString();
+}
+
+// (c) On main the operators' "changed" marks were cleared when a checkpoint was taken: when it was
+// never durable, those changes were missing from every later checkpoint.
+TEST(StorageFailureTest, ChangesBeforeAFailedCheckpointWriteAreInTheNextDurableCheckpoint) {
+  Pipeline p;
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 1)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+  EXPECT_EQ(p.RestoredOpenPanes(), (std::map<int64_t, double>{{kT0, 1}}));
+
+  p.fs().FailWalSyncs(1);
+  src.Send({src.Gauge(kT0 + 20, 2)}, 2);  // changes the open pane; its checkpoint write fails
+  ASSERT_TRUE(p.WaitAcked(2));
+  EXPECT_EQ(p.fs().injected(), 1);
+  EXPECT_EQ(p.RestoredOpenPanes(), (std::map<int64_t, double>{{kT0, 3}}));
+}
+
+TEST(StorageFailureTest, ChangesBeforeAFailedOperatorCheckpointAreInTheNextDurableCheckpoint) {
+  Pipeline p(/*flaky_operator=*/true);
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 1)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+
+  // The window operator writes its changed pane, then the next operator fails: no checkpoint.
+  p.flaky() = true;
+  src.Send({src.Gauge(kT0 + 20, 2)}, 2);
+  Counter* processed = p.metrics().GetCounter("inferscope_operator_queue_batches_total", "");
+  ASSERT_TRUE(WaitFor([&] { return processed->value() >= 2; }));
+  Counter* failed =
+      p.metrics().GetCounter("inferscope_stage_errors_total", "", {{"stage", "flaky"}});
+  const uint64_t failed_before = failed->value();
+  ASSERT_TRUE(WaitFor([&] {
+    p.AdvanceClock();
+    return failed->value() > failed_before;
+  }));
+  EXPECT_EQ(src.acked(), 1u);
+  p.flaky() = false;
+  ASSERT_TRUE(p.WaitAcked(2));
+  EXPECT_EQ(p.RestoredOpenPanes(), (std::map<int64_t, double>{{kT0, 3}}));
+}
+
+// (d) The engine's /v1/health says "degraded" with the reason while a state write fails, and "ok"
+// once it succeeded; the sticky-error gauge follows.
+TEST(StorageFailureTest, HealthIsDegradedWhileStateWritesFailAndOkAfter) {
+  constexpr char kTopology[] = R"(name: storage
+state:
+  path: STATE
+query:
+  listen: 127.0.0.1:0
+sources:
+  - name: ingest
+    type: zmq
+    options:
+      endpoint: tcp://127.0.0.1:*
+operators:
+  - name: windows
+    type: window_aggregate
+    inputs: [ingest]
+    options:
+      pane: 1s
+      out_of_orderness: 0s
+      idle_timeout: 0
+sinks:
+  - name: state
+    type: rocksdb_state
+    inputs: [windows]
+    options:
+      retry_backoff: 5ms
+      retry_max_backoff: 50ms
+)";
+  TempDir dir;
+  std::string yaml = kTopology;
+  yaml.replace(yaml.find("STATE"), 5, dir.str() + "/state");
+  Result<TopologySpec> spec = ParseTopology(yaml, "<test>");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  Registry registry;
+  RegisterBuiltins(registry);
+  auto fs = std::make_shared<FaultFileSystem>();
+  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry);
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  std::unique_ptr<Engine> engine = std::move(built).value();
+  engine->SetStateFileSystem(fs);
+  ASSERT_TRUE(engine->Start().ok());
+  httplib::Client http(engine->HttpUrl());
+  auto health = [&] {
+    auto res = http.Get("/v1/health");
+    return res ? json::parse(res->body, nullptr, false) : json();
+  };
+  ASSERT_EQ(health()["status"], "ok");
+  Gauge* sticky = engine->metrics().GetGauge("inferscope_state_background_error", "");
+  EXPECT_EQ(sticky->value(), 0);
+
+  PublisherOptions options;
+  options.endpoint = engine->Endpoint("ingest");
+  options.publisher_id = "pub";
+  Publisher pub(options);
+  ASSERT_TRUE(pub.Connect());
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const int64_t t0 = (now - 60'000) / 1000 * 1000;
+  ASSERT_TRUE(pub.Gauge("i", "m", "g", 1, t0 + 10));
+  ASSERT_TRUE(pub.Flush());
+
+  fs->FailWalAppends(-1);
+  ASSERT_TRUE(pub.Gauge("i", "m", "g", 2, t0 + 1010));  // closes pane t0: its write fails
+  ASSERT_TRUE(pub.Flush());
+  json degraded;
+  ASSERT_TRUE(WaitFor([&] {
+    degraded = health();
+    return degraded["status"] == "degraded";
+  })) << degraded.dump();
+  ASSERT_TRUE(degraded["reason"].is_string());
+  const std::string reason = degraded["reason"];
+  EXPECT_NE(reason.find("sink 'state'"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("injected by FaultFileSystem"), std::string::npos) << reason;
+  EXPECT_EQ(sticky->value(), 1);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("inferscope_state_background_error 1"), std::string::npos);
+  EXPECT_TRUE(engine->state()
+                  ->ScanPanes("i", "m", "g", 0, INT64_MAX,
+                              [](const StoredPane&) {
+                                return Status::Internal(
+                                    "no pane may be stored while the write fails");
+                              })
+                  .ok());
+
+  fs->Heal();
+  json recovered;
+  ASSERT_TRUE(WaitFor([&] {
+    recovered = health();
+    return recovered["status"] == "ok";
+  })) << recovered.dump();
+  EXPECT_FALSE(recovered.contains("reason"));
+  EXPECT_EQ(sticky->value(), 0);
+  int panes = 0;
+  ASSERT_TRUE(engine->state()
+                  ->ScanPanes("i", "m", "g", 0, INT64_MAX,
+                              [&](const StoredPane& pane) {
+                                EXPECT_EQ(pane.start_ms, t0);
+                                EXPECT_EQ(pane.agg.sum, 1);
+                                ++panes;
+                                return Status::Ok();
+                              })
+                  .ok());
+  EXPECT_EQ(panes, 1);
+  engine->Stop();
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -100,7 +100,7 @@ def wire_decoder_seeds():
     write(t, "truncated", client.encode_payload("p", 1, [request()])[:-7])
     write(t, "trailing", client.encode_payload("p", 1, []) + b"\xc0")
     write(t, "deep", b"\x91" * 40 + b"\xc0")
-    write(t, "seq-max", packb({"v": 1, "pub": "p", "seq": 2**64 - 1, "events": [
+    write(t, "regression-seq-max", packb({"v": 1, "pub": "p", "seq": 2**64 - 1, "events": [
         client.request_event("node-1", "llama", 1.0, time_ms=T0)]}))
 
 

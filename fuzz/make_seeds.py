@@ -9,8 +9,8 @@ small excerpts of /work/shared/traces (when present) and hand-written series.
 
 Seeds are small, deterministic and committed; rerun this script only to change them:
     /usr/bin/python3 fuzz/make_seeds.py
-Files whose name starts with "crash-" or "regression-" are regression inputs found by fuzzing and
-are never rewritten.
+Files named "regression-*" are inputs on which a fuzzer found a bug (kept after the fix, each
+with a unit test); this script writes the ones it knows, other files are left alone.
 """
 
 import os

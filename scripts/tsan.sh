@@ -47,8 +47,8 @@ if [ "$count" -gt 0 ]; then
   cat "$reports"/tsan.* | awk '
     /^WARNING: ThreadSanitizer/ { if (key != "") print key; key = $0; sub(/ \(pid=.*/, "", key); n = 0; grab = 0; next }
     /^  (Write|Read|Previous|Atomic|Mutex|Thread|Location)/ { grab = 1; next }
-    grab && /^    #0 / { if (n < 2) { f = $0; sub(/^ *#0 0x[0-9a-f]+ /, "", f); key = key " | " f; n++ } grab = 0 }
-    END { if (key != "") print key }' | sed 's|/work/[^ ]*/fuzz/||g' | sort | uniq -c | sort -rn
+    grab && /^    #0 / { if (n < 2) { f = $0; sub(/^ *#0 (0x[0-9a-f]+ )?/, "", f); sub(/ \([^ ]*\+0x[0-9a-f]+\)$/, "", f); key = key " | " f; n++ } grab = 0 }
+    END { if (key != "") print key }' | sed "s|$(pwd)/||g" | sort | uniq -c | sort -rn
 fi
 if [ $tests_rc -ne 0 ]; then echo "tsan: integration tests failed (exit $tests_rc)" >&2; exit 1; fi
 if [ "$count" -gt 0 ]; then exit 1; fi

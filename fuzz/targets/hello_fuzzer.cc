@@ -19,7 +19,10 @@
 // must arrive within 10 s), and every reply is a 2-frame ["ack", {"v": 1, "pub": <str>,
 // "ack": <uint|nil>, "next": <uint|nil>}] (more keys allowed).
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -134,17 +137,32 @@ std::string CheckReply(const std::vector<zmq::message_t>& frames) {
   return pub;
 }
 
+// libFuzzer's timers (SIGALRM) interrupt system calls of the fuzzer thread: retry them. (The source
+// thread blocks the signals, as the engine's threads do.)
+template <typename Fn>
+auto RetryOnEintr(Fn fn) {
+  for (;;) {
+    try {
+      return fn();
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
 // Receives every reply waiting on `dealer` (or waits up to `timeout_ms` for the first one);
 // returns true when the barrier's ack was among them.
 bool DrainReplies(zmq::socket_t& dealer, int timeout_ms) {
   bool barrier = false;
   zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
   for (int wait = timeout_ms;; wait = 0) {
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(wait)) <= 0) return barrier;
+    if (RetryOnEintr([&] { return zmq::poll(&item, 1, std::chrono::milliseconds(wait)); }) <= 0) {
+      return barrier;
+    }
     std::vector<zmq::message_t> frames;
     do {
       frames.emplace_back();
-      if (!dealer.recv(frames.back(), zmq::recv_flags::dontwait)) {
+      if (!RetryOnEintr([&] { return dealer.recv(frames.back(), zmq::recv_flags::dontwait); })) {
         Fail("a reply whose frames did not arrive together");
       }
     } while (frames.back().more());
@@ -226,7 +244,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   NullOutput output;
   std::atomic<bool> stop{false};
   Status run_status;
-  std::thread runner([&] { run_status = source.Run(output, stop); });
+  std::thread runner([&] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    run_status = source.Run(output, stop);
+  });
 
   zmq::socket_t dealer(g.context, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
@@ -246,7 +269,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                               : i == 0 && topic == 1 ? std::string("metrics")
                                                      : in.Frame();
           const auto flags = i + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none;
-          if (!dealer.send(zmq::buffer(frame), flags)) Fail("the DEALER cannot send");
+          if (!RetryOnEintr([&] { return dealer.send(zmq::buffer(frame), flags); })) {
+            Fail("the DEALER cannot send");
+          }
         }
         break;
       }
@@ -264,8 +289,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   const std::string hello = Hello(kBarrierPub);
-  dealer.send(zmq::str_buffer("hello"), zmq::send_flags::sndmore);
-  dealer.send(zmq::buffer(hello), zmq::send_flags::none);
+  RetryOnEintr([&] { return dealer.send(zmq::str_buffer("hello"), zmq::send_flags::sndmore); });
+  RetryOnEintr([&] { return dealer.send(zmq::buffer(hello), zmq::send_flags::none); });
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!DrainReplies(dealer, 100)) {
     if (std::chrono::steady_clock::now() > deadline) {

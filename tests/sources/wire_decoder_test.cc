@@ -876,7 +876,8 @@ class ReferenceDecoder {
     } else if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
                pub->via.str.size > 255) {
       r.message_reason = RejectReason::kBadEnvelope;
-    } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER) {
+    } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER ||
+               seq->via.u64 == std::numeric_limits<uint64_t>::max()) {  // §2: seq < 2^64 - 1
       r.message_reason = RejectReason::kBadEnvelope;
     } else if (events == nullptr) {
       r.message_reason = RejectReason::kBadEnvelope;

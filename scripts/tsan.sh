@@ -30,7 +30,7 @@ rm -rf "$reports"
 mkdir -p "$reports"
 # exitcode=0: a report does not change a process's exit status (the tests judge behaviour); the
 # reports are judged here.
-export TSAN_OPTIONS=${TSAN_OPTIONS:-log_path=$reports/tsan:exitcode=0:second_deadlock_stack=1:history_size=4}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-log_path=$reports/tsan:exitcode=0:second_deadlock_stack=1:history_size=4:suppressions=$(pwd)/scripts/tsan.supp}
 for s in /usr/lib/llvm-14/bin/llvm-symbolizer; do
   if [ -x "$s" ]; then export TSAN_SYMBOLIZER_PATH="$s"; fi
 done

@@ -6,7 +6,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 DURATION ?= 30
 
-.PHONY: all deps build build-engine test test-unit demo bench clean format
+.PHONY: all deps build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format
 
 all: build
 
@@ -29,6 +29,18 @@ test: build
 
 test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
+
+# The unit tests under ASan + UBSan (clang, build-asan/); the integration tests under TSan
+# (build-tsan/); every libFuzzer target for FUZZ_SECONDS each (build-fuzz/). See fuzz/README.md.
+FUZZ_SECONDS ?= 60
+test-asan:
+	@bash scripts/sanitize.sh
+
+test-tsan:
+	@bash scripts/tsan.sh
+
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Engine on the default topology + the fleet simulator; prints a table read from the query API.
 # DURATION=0 keeps it serving until Ctrl-C.

@@ -351,7 +351,8 @@ uint64_t MetricsRegistry::CounterValue(std::string_view name, const Labels& labe
   auto it = families_.find(name);
   if (it == families_.end()) return 0;
   uint64_t total = 0;
-  for (const auto& [series_labels, c] : it->second.counters) {
+  for (const auto& [key, c] : it->second.counters) {
+    const auto& series_labels = key;  // clang 14 cannot capture a structured binding
     bool match = std::all_of(labels.begin(), labels.end(), [&](const auto& want) {
       return std::find(series_labels.begin(), series_labels.end(), want) != series_labels.end();
     });

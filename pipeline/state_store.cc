@@ -734,7 +734,8 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
 
   std::string key;
   std::string value;
-  for (const auto& [prefix, range] : series) {
+  for (const auto& [series_prefix, range] : series) {
+    const auto& prefix = series_prefix;  // clang 14 cannot capture a structured binding
     int64_t lo = std::max({done, FloorDiv(range.first_seen_ms, res) * res, first_live});
     int64_t hi = std::min(target_ms, FloorDiv(range.last_seen_ms, res) * res + res);
     if (lo >= hi) continue;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages inferscope needs to build, test and run, when any is missing.
+# Usage: scripts/install-deps.sh [--sanitizers]
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,12 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq python3-msgpack curl
 )
+
+# `--sanitizers`: also clang with its sanitizer and libFuzzer runtimes and llvm-symbolizer, for
+# scripts/fuzz.sh, scripts/sanitize.sh and scripts/tsan.sh.
+if [ "${1:-}" = "--sanitizers" ]; then
+  packages+=(clang libclang-rt-14-dev llvm-14)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

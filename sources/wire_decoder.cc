@@ -1525,6 +1525,12 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
     return result;
   }
   const uint64_t incarnation = inc != nullptr ? inc->u : 0;
+  if (seq->u == std::numeric_limits<uint64_t>::max()) {
+    // The expected sequence number (seq + 1) would wrap to 0 and the message be applied again.
+    reject(RejectReason::kBadEnvelope);
+    SetDetail(result, "\"seq\" 2^64 - 1 is out of range (the largest is 2^64 - 2)");
+    return result;
+  }
   if (!walker.events_is_array()) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"events\" missing or not an array");

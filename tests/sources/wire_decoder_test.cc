@@ -1098,7 +1098,8 @@ class ReferenceDecoder {
                pub->via.str.size > 255 ||
                !RefValidUtf8(std::string_view(pub->via.str.ptr, pub->via.str.size))) {
       r.message_reason = RejectReason::kBadEnvelope;
-    } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER) {
+    } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER ||
+               seq->via.u64 == std::numeric_limits<uint64_t>::max()) {  // §2: seq < 2^64 - 1
       r.message_reason = RejectReason::kBadEnvelope;
     } else if (events == nullptr) {
       r.message_reason = RejectReason::kBadEnvelope;

@@ -1,0 +1,250 @@
+#!/usr/bin/python3
+"""Writes the seed corpora of the fuzz targets into fuzz/corpus/<target>/ (see fuzz/README.md).
+
+Payloads are made by the Python reference client (clients/python/inferscope_client.py:
+encode_payload, request_event, gauge_event) plus hand-encoded variants of what the C++ client
+writes (fixed uint64 seq, array32 event count) and of what the protocol rejects. Topologies are the
+ones in topologies/, query strings are the documented ones (README.md, docs/ALERTS.md), CSVs are
+small excerpts of /work/shared/traces (when present) and hand-written series.
+
+Seeds are small, deterministic and committed; rerun this script only to change them:
+    /usr/bin/python3 fuzz/make_seeds.py
+Files named "regression-*" are inputs on which a fuzzer found a bug (kept after the fix, each
+with a unit test); this script writes the ones it knows, other files are left alone.
+"""
+
+import os
+import struct
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
+
+import msgpack  # noqa: E402
+import inferscope_client as client  # noqa: E402
+
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+T0 = 1718000000123  # 2024-06-10T06:13:20.123Z: the fuzz targets' clocks are set near it
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def packb(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def request(i=0, **kw):
+    args = dict(ttft_ms=95.0, tpot_ms=14.2, prompt_tokens=1200, output_tokens=50,
+                cached_tokens=512, cost_usd=0.0031, quality=0.92, time_ms=T0 + i)
+    args.update(kw)
+    return client.request_event("vllm-3", "llama-3-70b", 812.5 + i, **args)
+
+
+def gauge(i=0, name="kv_cache_usage", value=0.71):
+    return client.gauge_event("vllm-3", "llama-3-70b", name, value, time_ms=T0 + i)
+
+
+def cpp_style(pub, seq, events):
+    """The C++ client's encoding: seq as uint64 (0xcf) and the event count as array32 (0xdd)."""
+    out = bytearray(b"\x84")
+    out += packb("v") + packb(1) + packb("pub") + packb(pub)
+    out += packb("seq") + b"\xcf" + struct.pack(">Q", seq)
+    out += packb("events") + b"\xdd" + struct.pack(">I", len(events))
+    for e in events:
+        out += packb(e)
+    return bytes(out)
+
+
+def wire_decoder_seeds():
+    t = "wire_decoder"
+    # docs/PROTOCOL.md §6.
+    write(t, "protocol-example", client.encode_payload("gateway-eu-1", 41, [request(), gauge()]))
+    write(t, "batch-8", client.encode_payload(
+        "sim", 0, [request(i) for i in range(4)] + [gauge(i, "num_requests_waiting", i) for i in range(4)]))
+    write(t, "heartbeat", client.encode_payload("sim", 7, []))
+    write(t, "minimal-request", client.encode_payload(
+        "me", 0, [client.request_event("node-1", "llama", 120.0, time_ms=T0)]))
+    write(t, "errors", client.encode_payload("me", 3, [
+        request(0, error="timeout"), request(1, error="rate_limited"), request(2, error="weird")]))
+    write(t, "cpp-encoding", cpp_style("cpp-pub", 12345, [request(), gauge()]))
+    # Fields in another order, float32 and integer numbers, unknown keys, envelope after events.
+    write(t, "reordered", packb({"events": [{"t": T0, "e2e": 5, "m": "m", "i": "i", "k": "r",
+                                              "x": [1, {"y": None}], "pt": 3.0}],
+                                  "seq": 2**40, "pub": "p", "v": 1, "extra": b"bin"}))
+    f32 = bytearray(packb({"v": 1, "pub": "p", "seq": 0, "events": []}))
+    write(t, "float32", bytes(f32[:-1]) + b"\x91\x85" + packb("k") + packb("g") + packb("i") +
+          packb("a") + packb("m") + packb("b") + packb("t") + packb(T0) + packb("val") +
+          b"\xca" + struct.pack(">f", 1.5))
+    # Rejected events: negative latency, NaN, empty and long names, unknown kind, wrong types.
+    write(t, "bad-events", packb({"v": 1, "pub": "p", "seq": 1, "events": [
+        {"k": "r", "i": "a", "m": "b", "t": T0, "e2e": -1},
+        {"k": "r", "i": "a", "m": "b", "t": T0, "e2e": float("nan")},
+        {"k": "g", "i": "", "m": "b", "t": T0, "n": "x", "val": 1},
+        {"k": "g", "i": "a" * 300, "m": "b", "t": T0, "n": "x", "val": 1},
+        {"k": "z", "i": "a", "m": "b", "t": T0},
+        {"k": "r", "i": b"bin", "m": "b", "t": T0, "e2e": 1},
+        {"k": "r", "i": "a", "m": "b", "t": 0, "e2e": 1},
+        {"k": "r", "i": "a", "m": "b", "t": T0, "e2e": 1, "q": 2.0, "pt": 1.5},
+        [1, 2],
+    ]}))
+    # Rejected messages.
+    write(t, "unknown-version", packb({"v": 2, "pub": "p", "seq": 0, "events": []}))
+    write(t, "not-a-map", packb([1, "pub", 0, []]))
+    write(t, "truncated", client.encode_payload("p", 1, [request()])[:-7])
+    write(t, "trailing", client.encode_payload("p", 1, []) + b"\xc0")
+    write(t, "deep", b"\x91" * 40 + b"\xc0")
+    write(t, "regression-seq-max", packb({"v": 1, "pub": "p", "seq": 2**64 - 1, "events": [
+        client.request_event("node-1", "llama", 1.0, time_ms=T0)]}))
+
+
+# hello target ops (see fuzz/targets/hello_fuzzer.cc).
+def frame(data):
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) < 255:
+        return bytes([len(data)]) + data
+    return b"\xff" + struct.pack("<H", len(data)) + data
+
+
+def op_hello(pub, extra=None):
+    m = {"v": 1, "pub": pub}
+    if extra:
+        m.update(extra)
+    return bytes([0x04]) + frame(packb(m))  # 2 frames, topic "hello"
+
+
+def op_data(pub, seq, n=1):
+    events = [client.request_event("node-1", "llama", 10.0 + i, time_ms=T0 + i) for i in range(n)]
+    return bytes([0x14]) + frame(client.encode_payload(pub, seq, events))  # 2 frames, "metrics"
+
+
+def op_durable(k, seq):
+    return bytes([0x02 | (k << 2), seq])
+
+
+OP_DRAIN = b"\x03"
+
+
+def hello_seeds():
+    t = "hello"
+    write(t, "hello", op_hello("p0") + OP_DRAIN)
+    write(t, "session", op_hello("p0") + op_data("p0", 0, 2) + op_data("p0", 1) +
+          op_durable(0, 1) + OP_DRAIN + op_data("p0", 2) + op_data("p0", 1) + OP_DRAIN)
+    write(t, "gap-and-resend", op_hello("p1") + op_data("p1", 0) + op_data("p1", 5) + OP_DRAIN +
+          op_data("p1", 1) + op_data("p1", 2) + op_durable(1, 2) + op_hello("p1") + OP_DRAIN)
+    write(t, "first-not-zero", op_data("p2", 7) + op_hello("p2") + OP_DRAIN)
+    write(t, "two-publishers", op_hello("p0") + op_hello("p3") + op_data("p0", 0) +
+          op_data("p3", 0) + op_durable(0, 0) + op_durable(3, 0) + OP_DRAIN)
+    write(t, "bad-hellos", bytes([0x04]) + frame(b"\xc1") + bytes([0x04]) +
+          frame(packb({"v": 1, "pub": ""})) + bytes([0x04]) + frame(packb({"pub": "x" * 300})) +
+          bytes([0x04]) + frame(packb([1, 2])) + op_hello("p0", {"x": [1, 2]}) + OP_DRAIN)
+    # 1, 3 and 4 frames; an empty topic frame.
+    write(t, "bad-frames", bytes([0x20]) + frame("lonely") + bytes([0x18]) + frame("x") +
+          frame("y") + bytes([0x3c]) + frame("a") + frame("b") + frame("c") + frame("d") +
+          bytes([0x24]) + frame("") + frame(packb({"v": 1})) + OP_DRAIN)
+    write(t, "batch-too-large", op_hello("p0") + op_data("p0", 0, 9) + op_data("p0", 0, 1) +
+          OP_DRAIN)
+
+
+def topology_seeds():
+    t = "topology"
+    topo_dir = os.path.join(ROOT, "topologies")
+    for name in sorted(os.listdir(topo_dir)):
+        if name.endswith(".yaml"):
+            with open(os.path.join(topo_dir, name), "rb") as f:
+                write(t, name, f.read())
+    minimal = """name: minimal
+sources:
+  - {name: in, type: zmq, options: {endpoint: "tcp://127.0.0.1:*"}}
+operators:
+  - {name: w, type: window_aggregate, inputs: in, options: {pane: 10s}}
+sinks:
+  - {name: out, type: zmq_pub, inputs: [w], options: {endpoint: "tcp://127.0.0.1:*"}}
+"""
+    write(t, "minimal.yaml", minimal)
+    write(t, "bad-values.yaml", """name: bad
+state: {path: /nonexistent/x, tiers: [{resolution: 10s, retention: forever}, {resolution: 7s}]}
+query: {listen: "abc"}
+engine: {queue_capacity: -1, batch_pool: 99999999999999999999, checkpoint_interval: 1y}
+sources:
+  - {name: in, type: zmq, options: {endpoint: not-an-endpoint, mode: router, rcvhwm: abc, topics: [a]}}
+operators:
+  - {name: in, type: nope, inputs: [in, in]}
+sinks: 7
+""")
+    write(t, "anchors.yaml", """x: &a {name: s, type: zmq, options: {endpoint: "tcp://127.0.0.1:*"}}
+sources: [*a, *a]
+operators: [{name: w, type: window_aggregate, inputs: [s], options: {pane: 1m, allowed_lateness: 5s}}]
+sinks: [{name: k, type: rocksdb_state, inputs: w}]
+""")
+
+
+def query_seeds():
+    t = "query_params"
+    # Route indexes of query/handlers.h Routes() when the seeds were made.
+    routes = {"health": 0, "capabilities": 1, "instances": 2, "summary": 3, "series": 4,
+              "performance": 5, "alerts": 6, "alert": 7, "create_silence": 8, "silences": 9,
+              "delete_silence": 10, "metrics": 11}
+
+    def q(name, route, path="", query="", body=""):
+        write(t, name, bytes([routes[route]]) + f"{path}\n{query}\n{body}".encode())
+
+    q("summary", "summary", "node-1", "window=1m&model=llama&metric=ttft_ms")
+    q("summary-range", "summary", "node-1",
+      "window=10s&from=2024-06-10T06:13:20Z&to=2024-06-10T06:20:00.500%2B01:00&resolution=10s")
+    q("summary-epoch", "summary", "node%2D1", "window=5m&from=1718000000000&to=1718001200000")
+    q("series", "series", "", "instance=node-1&model=llama&metric=e2e_ms&step=1m&resolution=1m")
+    q("series-default", "series", "", "instance=node-2")
+    q("performance", "performance", "", "window=5m")
+    q("alerts", "alerts", "", "state=firing&severity=warning&instance=node-*&since=0&limit=10")
+    q("alerts-since", "alerts", "", "since=2024-06-10T06:13:20.123Z&limit=10000")
+    q("alert", "alert", "0123456789abcdef")
+    q("silence-create", "create_silence", "", "",
+      '{"matchers": {"instance": "vllm-3", "rule": "high_*"}, "duration": "2h", '
+      '"created_by": "ops", "comment": "maintenance"}')
+    q("silence-create-list", "create_silence", "", "",
+      '{"matchers": [{"field": "severity", "pattern": "warn?ng"}], "starts_at": 1718000000000, '
+      '"ends_at": 1718003600000}')
+    q("silences", "silences", "", "status=active")
+    q("silence-delete", "delete_silence", "9f2c000000000000")
+    q("instances", "instances")
+    q("health", "health")
+    q("metrics", "metrics")
+
+
+def detect_seeds():
+    t = "detect_csv"
+    lines = ["timestamp,value"]
+    for i in range(40):
+        v = 100 + (i % 4) * 3 + (60 if i == 33 else 0)
+        lines.append(f"{1718000000 + 60 * i},{v}")
+    write(t, "epoch-seconds.csv", "\n".join(lines) + "\n")
+    lines = ["# RFC 3339 times, offsets, fractions"]
+    for i in range(12):
+        lines.append(f"2024-06-10T06:{i:02d}:20.{i}Z, {i * 1.5}")
+    lines += ["2024-06-10 07:00:00+02:00,3", "2024-06-10T07:00:01-0130,4",
+              "2024-06-10T07:00:02,5e3", "bad line", "2024-13-10T07:00:02,1",
+              "1718000000.5,inf", "1718000001,nan", "1718000000,-0"]
+    write(t, "rfc3339.csv", "\r\n".join(lines) + "\r\n")
+    trace = os.path.join("/work/shared/traces/azure-llm-inference-2023", "code.csv")
+    if os.path.exists(trace):
+        with open(trace, "rb") as f:
+            head = f.read().split(b"\r\n")[:30]
+        write(t, "azure-code-3cols.csv", b"\r\n".join(head) + b"\r\n")
+        two = [b",".join(l.split(b",")[:2]) for l in head]
+        write(t, "azure-code.csv", b"\r\n".join(two) + b"\r\n")
+
+
+if __name__ == "__main__":
+    wire_decoder_seeds()
+    hello_seeds()
+    topology_seeds()
+    query_seeds()
+    detect_seeds()

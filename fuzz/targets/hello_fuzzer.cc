@@ -16,8 +16,8 @@
 // bad frame counts, duplicates and the resend hints are all on this path.
 //
 // Checked besides the sanitizers: the source never dies, never stops answering (the barrier ack
-// must arrive within 10 s), and every reply is a 2-frame ["ack", {"v": 1, "pub": <str>,
-// "ack": <uint|nil>, "next": <uint|nil>}] (more keys allowed).
+// must arrive within 10 s), and every reply is a 2-frame ["ack", ...] or ["nack", ...] that the
+// clients' parsers (sources/ack_messages.h) accept.
 
 #include <signal.h>
 #include <unistd.h>
@@ -48,6 +48,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/source.h"
 #include "pipeline/stage.h"
+#include "sources/ack_messages.h"
 #include "sources/zmq_source.h"
 
 namespace inferscope {
@@ -101,40 +102,27 @@ std::string Hello(std::string_view pub) {
   return std::string(buf.data(), buf.size());
 }
 
-bool IsNilOrUint(const msgpack::object& o) {
-  return o.type == msgpack::type::NIL || o.type == msgpack::type::POSITIVE_INTEGER;
-}
-
-// Checks one reply (already received in full); returns its publisher.
+// Checks one reply (already received in full) with the publisher's own parsers
+// (sources/ack_messages.h: the engine's encoders must produce what they accept); returns its
+// publisher.
 std::string CheckReply(const std::vector<zmq::message_t>& frames) {
-  if (frames.size() != 2 || frames[0].to_string_view() != "ack") {
-    Fail("a reply that is not 2 frames [\"ack\", payload] (" + std::to_string(frames.size()) +
-         " frames)");
+  if (frames.size() != 2) {
+    Fail("a reply that is not 2 frames (" + std::to_string(frames.size()) + " frames)");
   }
-  std::string pub;
-  bool has_v = false;
-  try {
-    msgpack::object_handle h =
-        msgpack::unpack(static_cast<const char*>(frames[1].data()), frames[1].size());
-    const msgpack::object& root = h.get();
-    if (root.type != msgpack::type::MAP) Fail("an ack payload that is not a map");
-    for (const auto& kv : root.via.map) {
-      if (kv.key.type != msgpack::type::STR) Fail("an ack key that is not a string");
-      const std::string_view key = kv.key.as<std::string_view>();
-      if (key == "v") {
-        has_v = kv.val.type == msgpack::type::POSITIVE_INTEGER && kv.val.as<uint64_t>() == 1;
-      } else if (key == "pub") {
-        if (kv.val.type != msgpack::type::STR) Fail("an ack whose pub is not a string");
-        pub = kv.val.as<std::string>();
-      } else if (key == "ack" || key == "next") {
-        if (!IsNilOrUint(kv.val)) Fail("an ack whose " + std::string(key) + " is not uint or nil");
-      }
-    }
-  } catch (const msgpack::unpack_error& e) {
-    Fail(std::string("an ack payload that is not msgpack: ") + e.what());
+  const std::string_view kind = frames[0].to_string_view();
+  const std::string_view payload(static_cast<const char*>(frames[1].data()), frames[1].size());
+  if (kind == "ack") {
+    Result<AckMessage> ack = ParseAck(payload);
+    if (!ack.ok()) Fail("an ack the clients cannot read: " + ack.status().message());
+    return ack->publisher;
   }
-  if (!has_v || pub.empty()) Fail("an ack without v = 1 and a publisher");
-  return pub;
+  if (kind == "nack") {
+    Result<NackMessage> nack = ParseNack(payload);
+    if (!nack.ok()) Fail("a nack the clients cannot read: " + nack.status().message());
+    if (nack->reason.empty()) Fail("a nack without a reason");
+    return nack->publisher;
+  }
+  Fail("a reply that is neither an ack nor a nack: '" + std::string(kind) + "'");
 }
 
 // libFuzzer's timers (SIGALRM) interrupt system calls of the fuzzer thread: retry them. (The source

@@ -116,8 +116,14 @@ TEST_F(ZmqPubSinkTest, CreateValidatesOptions) {
 }
 
 TEST_F(ZmqPubSinkTest, OpenReportsABadEndpoint) {
-  auto sink = ZmqPubSink::Create(Options("{endpoint: 'nonsense://x'}"));
-  ASSERT_TRUE(sink.ok());
+  // Malformed: refused at Create, naming the endpoint.
+  auto malformed = ZmqPubSink::Create(Options("{endpoint: 'nonsense://x'}"));
+  ASSERT_FALSE(malformed.ok());
+  EXPECT_NE(malformed.status().message().find("nonsense"), std::string::npos)
+      << malformed.status().ToString();
+  // Well-formed but unbindable: an IOError at Open.
+  auto sink = ZmqPubSink::Create(Options("{endpoint: 'ipc:///nonexistent-inferscope-dir/out.sock'}"));
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   EXPECT_EQ((*sink)->Open(ctx_).code(), Status::Code::kIOError);
 }
 

@@ -468,9 +468,15 @@ TEST(ZmqSourceTest, CreateFromConfig) {
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', batch_events: 0}")).ok());
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_past: 0}")).ok());
 
-  // A bad endpoint fails at Open with a Status, not an exception.
-  auto bad = ZmqSource::Create(node("{endpoint: 'nonsense://x'}"));
-  ASSERT_TRUE(bad.ok());
+  // An endpoint libzmq cannot parse is refused when the topology is built, naming the field.
+  auto unknown = ZmqSource::Create(node("{endpoint: 'nonsense://x'}"));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("nonsense"), std::string::npos)
+      << unknown.status().ToString();
+
+  // A well-formed endpoint that cannot be bound fails at Open with a Status, not an exception.
+  auto bad = ZmqSource::Create(node("{endpoint: 'ipc:///nonexistent-inferscope-dir/in.sock'}"));
+  ASSERT_TRUE(bad.ok()) << bad.status().ToString();
   Interner interner;
   StageContext ctx;
   ctx.name = "s";

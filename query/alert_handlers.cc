@@ -145,13 +145,9 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
   if (!fingerprint) {
     return BadParameter(ctx, "fingerprint", "fingerprint must be 1..16 hex digits", text);
   }
-  Result<std::optional<Alert>> latest = LoadAlert(*ctx.store, *fingerprint);
-  if (!latest.ok()) return StatusReply(*ctx.clock, latest.status());
-  if (!latest->has_value()) {
-    return ErrorReply(*ctx.clock, 404, "NOT_FOUND", "no alert with fingerprint " + text,
-                      {{"fingerprint", text}});
-  }
-  // The history, oldest first, paginated by its store key.
+  // The history, oldest first, paginated by its store key. It is read before the latest state:
+  // both are written in one batch but read without a common snapshot, so reading the latest
+  // state second guarantees it is never older than the history beside it.
   ApiReply error;
   std::optional<PageRequest> page = ParsePage(ctx, req, &error);
   if (!page) return error;
@@ -173,6 +169,12 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
         return true;
       });
   if (!st.ok()) return StatusReply(*ctx.clock, st);
+  Result<std::optional<Alert>> latest = LoadAlert(*ctx.store, *fingerprint);
+  if (!latest.ok()) return StatusReply(*ctx.clock, latest.status());
+  if (!latest->has_value()) {
+    return ErrorReply(*ctx.clock, 404, "NOT_FOUND", "no alert with fingerprint " + text,
+                      {{"fingerprint", text}});
+  }
   ApiReply reply;
   reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
                 {"alert", AlertToJson(**latest)},

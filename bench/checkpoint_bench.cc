@@ -184,7 +184,7 @@ class Feeder {
       std::fprintf(stderr, "Process: %s\n", st.ToString().c_str());
       std::exit(1);
     }
-    dead_letters_ += out.dead_letters.size();
+    dead_letters_ += out.Get<kind::DeadLetter>().size();
     batch_.events.clear();
   }
   uint64_t dead_letters() const { return dead_letters_; }

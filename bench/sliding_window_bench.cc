@@ -53,18 +53,18 @@ SlidingWindowOperator::Options OptionsFor(int64_t windows) {
 int64_t Fill(SlidingWindowOperator& op, const std::vector<Aggregate>& pool, int64_t panes,
              int series = kSeries) {
   OutputBatch in;
-  in.summaries.resize(1);
+  in.Mutable<kind::PaneSummary>().resize(1);
   OutputBatch out;
   size_t next = 0;
   for (int64_t p = kP0; p < kP0 + panes; ++p) {
     for (int s = 0; s < series; ++s) {
-      WindowSummary& w = in.summaries[0];
+      WindowSummary& w = in.Mutable<kind::PaneSummary>()[0];
       w.series = {static_cast<StringId>(s + 1), 1, 1};
       w.start_ms = p * kPane;
       w.end_ms = w.start_ms + kPane;
       w.agg = pool[next++ % pool.size()];
       (void)op.ProcessResults(in, out);
-      out.summaries.clear();
+      out.Clear();
     }
   }
   return kP0 + panes;
@@ -76,18 +76,18 @@ void BM_SlidingWindowPaneArrival(benchmark::State& state) {
   SlidingWindowOperator op(OptionsFor(state.range(0)));
   int64_t p = Fill(op, pool, static_cast<int64_t>(op.ring_size()));
   OutputBatch in;
-  in.summaries.resize(1);
+  in.Mutable<kind::PaneSummary>().resize(1);
   OutputBatch out;
   size_t next = 0;
   int s = 0;
   for (auto _ : state) {
-    WindowSummary& w = in.summaries[0];
+    WindowSummary& w = in.Mutable<kind::PaneSummary>()[0];
     w.series = {static_cast<StringId>(s + 1), 1, 1};
     w.start_ms = p * kPane;
     w.end_ms = w.start_ms + kPane;
     w.agg = pool[next++ & 63];
     (void)op.ProcessResults(in, out);
-    out.summaries.clear();
+    out.Clear();
     if (++s == kSeries) {
       s = 0;
       ++p;

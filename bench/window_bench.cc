@@ -129,7 +129,7 @@ void BM_WindowProcess(benchmark::State& state) {
     EventBatch& batch = batches[b];
     const int64_t base = t0 + events / events_per_ms;
     for (size_t i = 0; i < kBatch; ++i) batch.events[i].time_ms = base + jitter[b * kBatch + i];
-    out.summaries.clear();
+    out.Clear();
     if (!op.Process(batch, out).ok()) state.SkipWithError("Process failed");
     events += kBatch;
     b = (b + 1) % kBatches;
@@ -140,7 +140,7 @@ void BM_WindowProcess(benchmark::State& state) {
   int64_t summaries = 0;
   for (auto _ : state) {
     step();
-    summaries += static_cast<int64_t>(out.summaries.size());
+    summaries += static_cast<int64_t>(out.Get<kind::PaneSummary>().size());
   }
   events -= warm_events;
   state.SetItemsProcessed(events);

@@ -13,7 +13,8 @@ namespace inferscope {
 
 Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Registry& registry,
                                               const Overrides& overrides, const Clock* clock) {
-  INFERSCOPE_RETURN_IF_ERROR(ValidateTopology(spec, registry));
+  Result<TopologyStages> stages = CreateTopologyStages(spec, registry);
+  if (!stages.ok()) return stages.status();
   std::unique_ptr<Engine> engine(new Engine());
   engine->spec_ = spec;
   if (!overrides.state_path.empty()) {
@@ -47,20 +48,16 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   base.metrics = &engine->metrics_;
   base.clock = clock;
   engine->executor_ = std::make_unique<Executor>(spec.engine, base);
-  for (const auto& s : spec.sources) {
-    Result<std::unique_ptr<Source>> made = registry.CreateSource(s.type, s.options);
-    if (!made.ok()) return made.status();
-    engine->executor_->AddSource(s.name, std::move(made).value());
+  for (size_t i = 0; i < spec.sources.size(); ++i) {
+    engine->executor_->AddSource(spec.sources[i].name, std::move(stages->sources[i]));
   }
-  for (const auto& s : spec.operators) {
-    Result<std::unique_ptr<Operator>> made = registry.CreateOperator(s.type, s.options);
-    if (!made.ok()) return made.status();
-    engine->executor_->AddOperator(s.name, std::move(made).value(), s.inputs);
+  for (size_t i = 0; i < spec.operators.size(); ++i) {
+    engine->executor_->AddOperator(spec.operators[i].name, std::move(stages->operators[i]),
+                                   spec.operators[i].inputs);
   }
-  for (const auto& s : spec.sinks) {
-    Result<std::unique_ptr<Sink>> made = registry.CreateSink(s.type, s.options);
-    if (!made.ok()) return made.status();
-    engine->executor_->AddSink(s.name, std::move(made).value(), s.inputs);
+  for (size_t i = 0; i < spec.sinks.size(); ++i) {
+    engine->executor_->AddSink(spec.sinks[i].name, std::move(stages->sinks[i]),
+                               spec.sinks[i].inputs);
   }
   return engine;
 }
@@ -93,7 +90,7 @@ Status Engine::Start() {
   base.metrics = &metrics_;
   base.clock = clock_;
   base.state = state_.get();
-  base.silences = silences_.get();
+  base.services.Provide(silences_.get());
   executor_->SetStageContext(base);
   Status started = executor_->Start();
   if (!started.ok()) {

@@ -34,7 +34,7 @@ Status AlertLifecycle::Options::Validate() const {
 
 void AlertLifecycle::Open(const StageContext& ctx) {
   if (ctx.clock != nullptr) clock_ = ctx.clock;
-  silences_ = ctx.silences;
+  silences_ = ctx.services.Get<SilenceRegistry>();
   if (ctx.metrics == nullptr) return;
   MetricsRegistry& m = *ctx.metrics;
   const Labels stage = {{"stage", ctx.name}};

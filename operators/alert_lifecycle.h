@@ -68,7 +68,7 @@ class AlertLifecycle {
 
   explicit AlertLifecycle(Options options) : options_(options) {}
 
-  // Looks up metrics labelled with the stage name; keeps ctx.silences and ctx.clock.
+  // Looks up metrics labelled with the stage name; keeps the SilenceRegistry service and ctx.clock.
   void Open(const StageContext& ctx);
 
   // One evaluation at event time `time_ms` (the end of the window that carried the evidence).

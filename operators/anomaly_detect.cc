@@ -228,22 +228,29 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
 Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
   if (interner_ == nullptr) return Status::Internal("anomaly_detect: ProcessResults before Open");
   watermark_ms_ = std::max(watermark_ms_, in.watermark_ms);
-  for (const WindowSummary& s : in.summaries) {
-    shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
+  const std::span<const WindowSummary> summaries[] = {in.Get<kind::PaneSummary>(),
+                                                      in.Get<kind::WindowSummary>()};
+  for (std::span<const WindowSummary> part : summaries) {
+    for (const WindowSummary& s : part) {
+      shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
+    }
   }
   const int64_t window = options_.window_ms > 0 ? options_.window_ms : shortest_window_ms_;
-  for (const WindowSummary& s : in.summaries) {
-    if (s.end_ms - s.start_ms != window || !WantsMetric(s.series.metric)) continue;
-    if (static_cast<int64_t>(s.agg.count) < options_.min_count) continue;
-    const SummaryStats stats = Summarize(s.agg, s.end_ms - s.start_ms);
-    for (WindowStat stat : options_.stats) Observe(s, stats, stat, out.alerts);
+  std::vector<Alert>& alerts = out.Mutable<kind::Alert>();
+  for (std::span<const WindowSummary> part : summaries) {
+    for (const WindowSummary& s : part) {
+      if (s.end_ms - s.start_ms != window || !WantsMetric(s.series.metric)) continue;
+      if (static_cast<int64_t>(s.agg.count) < options_.min_count) continue;
+      const SummaryStats stats = Summarize(s.agg, s.end_ms - s.start_ms);
+      for (WindowStat stat : options_.stats) Observe(s, stats, stat, alerts);
+    }
   }
-  lifecycle_.Sweep(watermark_ms_, out.alerts);
+  lifecycle_.Sweep(watermark_ms_, alerts);
   return Status::Ok();
 }
 
 Status AnomalyDetectOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
-  if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
+  if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.Mutable<kind::Alert>());
   if (options_.series_ttl_ms > 0 && watermark_ms_ > 0 && now_ms >= next_expiry_ms_) {
     next_expiry_ms_ = now_ms + 1000;
     const int64_t limit = watermark_ms_ - options_.series_ttl_ms;

@@ -196,10 +196,16 @@ Status SlidingWindowOperator::Process(const EventBatch& batch, OutputBatch& out)
   return Status::Ok();
 }
 
+KindSet SlidingWindowOperator::Emits() const {
+  KindSet kinds = KindSet::Of<kind::WindowSummary>();
+  if (options_.pass_panes) kinds.Add(KindOf<kind::PaneSummary>());
+  return kinds;
+}
+
 Status SlidingWindowOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
   Status result = Status::Ok();
-  for (const WindowSummary& pane : in.summaries) {
-    if (options_.pass_panes) out.summaries.push_back(pane);
+  for (const WindowSummary& pane : in.Get<kind::PaneSummary>()) {
+    if (options_.pass_panes) out.Add<kind::PaneSummary>(pane);
     if (pane_ms_ == 0 && !broken_) {
       Status st = SetPane(pane.end_ms - pane.start_ms);
       if (!st.ok()) {
@@ -347,7 +353,7 @@ void SlidingWindowOperator::EmitWindows(const Series& s, int64_t q, int64_t min_
     }
     for (; w < n && window_panes_[w] == k; ++w) {
       if (k < min_panes) continue;
-      WindowSummary& out_window = out.summaries.emplace_back();
+      WindowSummary& out_window = out.Emplace<kind::WindowSummary>();
       out_window.series = s.key;
       out_window.end_ms = (q + 1) * pane_ms_;
       out_window.start_ms = out_window.end_ms - k * pane_ms_;

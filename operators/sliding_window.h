@@ -95,7 +95,10 @@ class SlidingWindowOperator final : public Operator {
   Status Open(const StageContext& ctx) override;
   // Events are not this operator's input; ignored.
   Status Process(const EventBatch& batch, OutputBatch& out) override;
-  bool ReadsResults() const override { return true; }
+  // Reads kind::PaneSummary; emits kind::WindowSummary, and the pane summaries it reads too
+  // (kind::PaneSummary) with `pass_panes`.
+  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary>(); }
+  KindSet Emits() const override;
   // Consumes pane summaries (see the class comment). Fails once, when the learned pane does not
   // divide a window size; the operator then ignores its input (counted as "bad_pane").
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;

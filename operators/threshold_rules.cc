@@ -355,26 +355,33 @@ void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSum
 Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
   if (interner_ == nullptr) return Status::Internal("threshold_rules: ProcessResults before Open");
   watermark_ms_ = std::max(watermark_ms_, in.watermark_ms);
-  for (const WindowSummary& s : in.summaries) {
-    shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
-  }
-  for (const WindowSummary& s : in.summaries) {
-    const int64_t window_ms = s.end_ms - s.start_ms;
-    for (uint32_t index : RulesFor(s.series.metric)) {
-      const ThresholdRule& rule = options_.rules[index];
-      if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
-      if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
-        continue;
-      if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;
-      Evaluate(rule, s, out.alerts);
+  const std::span<const WindowSummary> summaries[] = {in.Get<kind::PaneSummary>(),
+                                                      in.Get<kind::WindowSummary>()};
+  for (std::span<const WindowSummary> part : summaries) {
+    for (const WindowSummary& s : part) {
+      shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
     }
   }
-  lifecycle_.Sweep(watermark_ms_, out.alerts);
+  std::vector<Alert>& alerts = out.Mutable<kind::Alert>();
+  for (std::span<const WindowSummary> part : summaries) {
+    for (const WindowSummary& s : part) {
+      const int64_t window_ms = s.end_ms - s.start_ms;
+      for (uint32_t index : RulesFor(s.series.metric)) {
+        const ThresholdRule& rule = options_.rules[index];
+        if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
+        if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
+          continue;
+        if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;
+        Evaluate(rule, s, alerts);
+      }
+    }
+  }
+  lifecycle_.Sweep(watermark_ms_, alerts);
   return Status::Ok();
 }
 
 Status ThresholdRulesOperator::OnTimer(int64_t, OutputBatch& out) {
-  if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.alerts);
+  if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.Mutable<kind::Alert>());
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();
 }

@@ -102,7 +102,9 @@ class ThresholdRulesOperator final : public Operator {
 
   Status Open(const StageContext& ctx) override;
   Status Process(const EventBatch& batch, OutputBatch& out) override;
-  bool ReadsResults() const override { return true; }
+  // Reads pane summaries (window_aggregate) and window summaries (sliding_window); emits alerts.
+  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary, kind::WindowSummary>(); }
+  KindSet Emits() const override { return KindSet::Of<kind::Alert>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
   // The alert states (pending, firing) survive restarts; detector baselines do not.

@@ -497,7 +497,7 @@ bool WindowAggregateOperator::SupportsAhead(const PublisherClock* p, int64_t t,
 
 void WindowAggregateOperator::FutureOutlier(const Event& e, StringId publisher, PublisherClock* p,
                                             int64_t now_ms, OutputBatch& out) {
-  out.dead_letters.push_back({e, "future_outlier", watermark_ms_});
+  out.Add<kind::DeadLetter>({e, "future_outlier", watermark_ms_});
   if (p != nullptr && p->outlier_since_ms == INT64_MIN) p->outlier_since_ms = now_ms;
   if (metrics_ == nullptr) return;
   Counter* counter = p != nullptr ? p->future_outliers : nullptr;
@@ -579,7 +579,7 @@ void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, Output
   for (uint32_t m = 0; m < g.num_metrics; ++m) {
     const Aggregate& agg = aggs[m];
     if (agg.count == 0 && agg.events == 0) continue;
-    WindowSummary& s = out.summaries.emplace_back();
+    WindowSummary& s = out.Emplace<kind::PaneSummary>();
     s.series = {instance, model, g.metric != 0 ? g.metric : static_cast<StringId>(m + 1)};
     s.start_ms = pane * pane_ms_;
     s.end_ms = s.start_ms + pane_ms_;
@@ -634,7 +634,7 @@ void WindowAggregateOperator::EmitUpdates(OutputBatch& out) {
 }
 
 void WindowAggregateOperator::DeadLetter(const Event& e, StringId publisher, OutputBatch& out) {
-  out.dead_letters.push_back({e, "too_late", watermark_ms_});
+  out.Add<kind::DeadLetter>({e, "too_late", watermark_ms_});
   if (metrics_ == nullptr) return;
   PublisherClock* p = FindOrAddPublisher(publisher);
   Counter* counter = p != nullptr ? p->dead_letters : nullptr;

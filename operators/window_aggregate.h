@@ -114,6 +114,8 @@ class WindowAggregateOperator final : public Operator {
   ~WindowAggregateOperator() override;
 
   Status Open(const StageContext& ctx) override;
+  // Reads events; emits kind::PaneSummary (fired and updated panes) and kind::DeadLetter.
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary, kind::DeadLetter>(); }
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
   Status Close(OutputBatch& out) override;

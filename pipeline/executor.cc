@@ -3,11 +3,19 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <unordered_set>
 
 namespace inferscope {
 namespace {
+
+constexpr std::string_view kResultsOutHelp = "Results an operator emitted, by kind";
+
+Counter* ResultsOut(MetricsRegistry& m, const std::string& stage, KindId kind) {
+  return m.GetCounter("inferscope_stage_results_out_total", kResultsOutHelp,
+                      {{"stage", stage}, {"kind", std::string(KindName(kind))}});
+}
 
 // `older` then `newer`, as one WriteBatch would apply them (the newer write of a key wins), with
 // each key once so that repeated failures do not grow what is carried.
@@ -66,8 +74,9 @@ struct Executor::OperatorSlot {
   std::vector<size_t> downstream;  // indexes of operators reading this one's results
   std::vector<size_t> consumers;   // sink indexes
   Counter* events_in = nullptr;
-  Counter* summaries_out = nullptr;
-  Counter* alerts_out = nullptr;
+  // inferscope_stage_results_out_total{stage, kind} by kind id; created at Start for the declared
+  // kinds (and on first sight for an undeclared one, with a warning).
+  std::array<Counter*, kMaxResultKinds> results_out{};
   Counter* errors = nullptr;
   bool opened = false;
 };
@@ -79,8 +88,8 @@ struct Executor::SinkSlot {
   std::unique_ptr<Sink> sink;
   BoundedQueue<OutputBatchPtr> queue;
   Counter* batches_in = nullptr;
-  Counter* summaries_in = nullptr;
-  Counter* alerts_in = nullptr;
+  // inferscope_sink_results_total{stage, kind} by kind id, for the kinds the sink accepts.
+  std::array<Counter*, kMaxResultKinds> results_in{};
   Counter* errors = nullptr;
   Histogram* write_seconds = nullptr;
   bool opened = false;
@@ -182,6 +191,8 @@ StageContext Executor::ContextFor(const std::string& name) const {
 
 Status Executor::Start() {
   if (running_.load()) return Status::Internal("executor already started");
+  // Before anything is opened: a wiring mistake leaves nothing to undo.
+  INFERSCOPE_RETURN_IF_ERROR(CheckEdges());
   MetricsRegistry& m = *base_.metrics;
   batches_in_ = m.GetCounter("inferscope_operator_queue_batches_total",
                              "Event batches taken off the operator queue");
@@ -233,10 +244,11 @@ Status Executor::Start() {
     Labels l{{"stage", s->name}};
     s->batches_in =
         m.GetCounter("inferscope_sink_batches_total", "Result batches a sink received", l);
-    s->summaries_in =
-        m.GetCounter("inferscope_sink_summaries_total", "Window summaries a sink received", l);
-    s->alerts_in =
-        m.GetCounter("inferscope_sink_alerts_total", "Alert state changes a sink received", l);
+    s->sink->Accepts().ForEach([&](KindId kind) {
+      s->results_in[kind] =
+          m.GetCounter("inferscope_sink_results_total", "Results a sink received, by kind",
+                       {{"stage", s->name}, {"kind", std::string(KindName(kind))}});
+    });
     s->errors =
         m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
     s->write_seconds =
@@ -269,22 +281,10 @@ Status Executor::Start() {
   applied_.assign(sources_.size(), {});
   checkpointed_.assign(sources_.size(), {});
   for (auto& o : operators_) {
-    for (size_t d : o->downstream) {
-      if (!operators_[d]->op->ReadsResults()) {
-        return fail(
-            operators_[d]->name,
-            Status::InvalidArgument("operator '" + operators_[d]->name +
-                                    "' cannot read the results of operator '" + o->name + "'"));
-      }
-    }
-  }
-  for (auto& o : operators_) {
     Labels l{{"stage", o->name}};
     o->events_in = m.GetCounter("inferscope_stage_events_in_total", "Events a stage received", l);
-    o->summaries_out =
-        m.GetCounter("inferscope_stage_summaries_out_total", "Window summaries a stage emitted", l);
-    o->alerts_out =
-        m.GetCounter("inferscope_stage_alerts_out_total", "Alert state changes a stage emitted", l);
+    o->op->Emits().ForEach(
+        [&](KindId kind) { o->results_out[kind] = ResultsOut(m, o->name, kind); });
     o->errors =
         m.GetCounter("inferscope_stage_errors_total", "Non-OK results returned by a stage", l);
     Status st = o->op->Open(ContextFor(o->name));
@@ -314,6 +314,36 @@ void Executor::SourceLoop(SourceSlot& slot) {
     stage_failures_.fetch_add(1);
     spdlog::error("source '{}' stopped: {}", slot.name, st.ToString());
   }
+}
+
+Status Executor::CheckEdges() const {
+  const KindSet events = KindSet::Of<kind::Event>();
+  for (const auto& o : operators_) {
+    if (!o->inputs.empty() && !o->op->Reads().Has<kind::Event>()) {
+      return Status::InvalidArgument("operator '" + o->name +
+                                     "' cannot read the events of a source: it reads " +
+                                     o->op->Reads().Names());
+    }
+    const KindSet emits = o->op->Emits();
+    for (size_t d : o->downstream) {
+      const KindSet reads = operators_[d]->op->Reads();
+      if (emits.Intersect(reads.Without(events)).empty()) {
+        return Status::InvalidArgument("operator '" + operators_[d]->name +
+                                       "' cannot read the results of operator '" + o->name +
+                                       "': it reads " + reads.Names() + ", '" + o->name +
+                                       "' emits " + emits.Names());
+      }
+    }
+    for (size_t c : o->consumers) {
+      const KindSet accepts = sinks_[c]->sink->Accepts();
+      if (emits.Intersect(accepts).empty()) {
+        return Status::InvalidArgument(
+            "sink '" + sinks_[c]->name + "' cannot read the results of operator '" + o->name +
+            "': it accepts " + accepts.Names() + ", '" + o->name + "' emits " + emits.Names());
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Status Executor::RestoreStages() {
@@ -463,9 +493,17 @@ void Executor::RunTimers(int64_t now_ms) {
 }
 
 void Executor::Route(OperatorSlot& op, OutputBatch& out) {
-  if (out.empty()) return;
-  op.summaries_out->Inc(out.summaries.size());
-  op.alerts_out->Inc(out.alerts.size());
+  const KindSet kinds = out.kinds();
+  if (kinds.empty() && out.checkpoint == nullptr) return;
+  kinds.ForEach([&](KindId kind) {
+    Counter*& counter = op.results_out[kind];
+    if (counter == nullptr) {
+      spdlog::warn("operator '{}' emitted {} results, which its Emits() does not declare", op.name,
+                   KindName(kind));
+      counter = ResultsOut(*base_.metrics, op.name, kind);
+    }
+    counter->Inc(out.Count(kind));
+  });
   // Chained operators see the results first, on this thread (declaration order keeps it acyclic).
   for (size_t d : op.downstream) {
     OperatorSlot& next = *operators_[d];
@@ -548,8 +586,9 @@ void Executor::SinkLoop(SinkSlot& slot) {
   while (std::optional<OutputBatchPtr> item = slot.queue.Pop()) {
     const OutputBatch& batch = **item;
     slot.batches_in->Inc();
-    slot.summaries_in->Inc(batch.summaries.size());
-    slot.alerts_in->Inc(batch.alerts.size());
+    batch.kinds().ForEach([&](KindId kind) {
+      if (Counter* c = slot.results_in[kind]) c->Inc(batch.Count(kind));
+    });
     int64_t start = base_.clock->MonotonicNs();
     Status st = slot.sink->Write(batch);
     slot.write_seconds->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);

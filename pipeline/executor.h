@@ -87,6 +87,8 @@ class Executor {
   // is overridden by what carried_ already holds when `older` is true, else it overrides it.
   void Carry(std::vector<RecordWrite> records, std::vector<std::vector<AppliedSequence>> applied,
              bool older);
+  // The kinds along every edge (the rule of ValidateTopology, for stages wired in code too).
+  Status CheckEdges() const;
   Status RestoreStages();
   void RunTimers(int64_t now_ms);
   // Lets the Interner reclaim unused names (operator thread, between steps); false when a sink has

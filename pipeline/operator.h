@@ -2,13 +2,14 @@
 
 #include "pipeline/checkpoint.h"
 #include "pipeline/event.h"
+#include "pipeline/result_kind.h"
 #include "pipeline/stage.h"
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
 
 namespace inferscope {
 
-// Operator turns event batches into results (window summaries, later alerts and routing weights).
+// Operator turns event batches (or other operators' results) into results of declared kinds.
 // Mutable per-series state lives in the operator's own tables, sized by the series it has seen.
 //
 // Lifecycle: Open → Process / OnTimer (interleaved) → Close.
@@ -19,9 +20,15 @@ class Operator {
   virtual Status Open(const StageContext& ctx) = 0;
   // Consumes one batch; appends whatever it completes to `out`.
   virtual Status Process(const EventBatch& batch, OutputBatch& out) = 0;
-  // Whether the operator reads other operators' results (ProcessResults); an operator whose
-  // topology inputs name an operator must return true.
-  virtual bool ReadsResults() const { return false; }
+  // The kinds this operator reads (pipeline/result_kind.h): kind::Event for the event batches of
+  // the sources its topology inputs name (Process), and result kinds of the operators its inputs
+  // name (ProcessResults). Topology validation refuses an input that emits none of them.
+  virtual KindSet Reads() const { return KindSet::Of<kind::Event>(); }
+  // The result kinds this operator may put into an OutputBatch (it emits no other). May depend on
+  // the operator's options; fixed once it is created.
+  virtual KindSet Emits() const = 0;
+  // Whether the operator reads other operators' results (any kind besides events).
+  bool ReadsResults() const { return !Reads().Without(KindSet::Of<kind::Event>()).empty(); }
   // Consumes the results an upstream operator emitted in one step (chained on the same thread,
   // before they reach any sink); appends whatever it completes to `out`.
   virtual Status ProcessResults(const OutputBatch& in, OutputBatch& out) {

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "pipeline/result_kind.h"
 #include "pipeline/stage.h"
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
@@ -16,6 +17,9 @@ class Sink {
  public:
   virtual ~Sink() = default;
   virtual Status Open(const StageContext& ctx) = 0;
+  // The result kinds this sink consumes (pipeline/result_kind.h); topology validation refuses an
+  // input operator that emits none of them. Write sees whole batches and reads these kinds only.
+  virtual KindSet Accepts() const = 0;
   virtual Status Write(const OutputBatch& batch) = 0;
   virtual Status Flush() { return Status::Ok(); }
   // Whether the sink writes checkpoints: batches with `checkpoint` set reach it, and it calls

@@ -2,12 +2,16 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pipeline/aggregate.h"
 #include "pipeline/alert.h"
 #include "pipeline/event.h"
+#include "pipeline/result_kind.h"
 
 namespace inferscope {
 
@@ -54,19 +58,175 @@ struct DeadLetter {
   int64_t watermark_ms = 0;  // the operator's watermark when the event was refused
 };
 
-// What operators emit and sinks consume. One batch per operator-thread step; shared read-only by
-// every sink it fans out to.
-struct OutputBatch {
-  std::vector<WindowSummary> summaries;
-  std::vector<Alert> alerts;  // alert state changes (see pipeline/alert.h)
-  std::vector<DeadLetter> dead_letters;
+namespace kind {
+// The built-in result kinds (pipeline/result_kind.h). A kind of another module is declared next to
+// its value type, in that module.
+struct PaneSummary {
+  using Value = ::inferscope::WindowSummary;
+  static constexpr std::string_view kName = "pane_summary";
+  static constexpr std::string_view kDescription =
+      "A fired (or updated) event-time pane of one series (window_aggregate)";
+};
+struct WindowSummary {
+  using Value = ::inferscope::WindowSummary;
+  static constexpr std::string_view kName = "window_summary";
+  static constexpr std::string_view kDescription =
+      "A sliding window of one series merged from panes (sliding_window)";
+};
+struct Alert {
+  using Value = ::inferscope::Alert;
+  static constexpr std::string_view kName = "alert";
+  static constexpr std::string_view kDescription = "An alert state change (pipeline/alert.h)";
+};
+struct DeadLetter {
+  using Value = ::inferscope::DeadLetter;
+  static constexpr std::string_view kName = "dead_letter";
+  static constexpr std::string_view kDescription =
+      "An accepted event that could not be applied, with its reason";
+};
+}  // namespace kind
+
+// What operators emit and sinks consume: one vector per result kind, plus the step's watermark
+// and (for the checkpoint sink only) a checkpoint. One batch per operator-thread step; shared
+// read-only by every sink it fans out to.
+//
+// Per-kind access is O(1): the kind's dense id indexes an inline array of vectors (no map, no
+// allocation until a kind's vector grows). Vectors keep their capacity across Clear(), so an
+// operator that reuses a batch allocates nothing in steady state.
+class OutputBatch {
+ public:
+  OutputBatch() = default;
+  ~OutputBatch() { Reset(); }
+  OutputBatch(OutputBatch&& other) noexcept { MoveFrom(other); }
+  OutputBatch& operator=(OutputBatch&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      MoveFrom(other);
+    }
+    return *this;
+  }
+  OutputBatch(const OutputBatch& other) { CopyFrom(other); }
+  OutputBatch& operator=(const OutputBatch& other) {
+    if (this != &other) {
+      Reset();
+      CopyFrom(other);
+    }
+    return *this;
+  }
+
+  // The results of kind K (empty when there are none).
+  template <typename K>
+  std::span<const typename K::Value> Get() const {
+    const KindId id = KindOf<K>();
+    if (!present_.Has(id)) return {};
+    return *Vec<typename K::Value>(id);
+  }
+  // The vector of kind K, created empty on first use; for producers that append many results.
+  template <typename K>
+  std::vector<typename K::Value>& Mutable() {
+    using V = typename K::Value;
+    const KindId id = KindOf<K>();
+    if (!present_.Has(id)) {
+      new (slots_[id].bytes) std::vector<V>();
+      ops_[id] = &kSlotOps<V>;
+      present_.Add(id);
+    }
+    return *Vec<V>(id);
+  }
+  template <typename K>
+  void Add(typename K::Value value) {
+    Mutable<K>().push_back(std::move(value));
+  }
+  template <typename K, typename... Args>
+  typename K::Value& Emplace(Args&&... args) {
+    return Mutable<K>().emplace_back(std::forward<Args>(args)...);
+  }
+
+  // Results of kind `id` in this batch.
+  size_t Count(KindId id) const { return present_.Has(id) ? ops_[id]->size(slots_[id].bytes) : 0; }
+  // Kinds with at least one result.
+  KindSet kinds() const {
+    KindSet out;
+    present_.ForEach([&](KindId id) {
+      if (ops_[id]->size(slots_[id].bytes) > 0) out.Add(id);
+    });
+    return out;
+  }
+  // No results of any kind and no checkpoint.
+  bool empty() const { return kinds().empty() && checkpoint == nullptr; }
+  // Drops every result, keeping the vectors' capacity, and the checkpoint and watermark.
+  void Clear() {
+    present_.ForEach([&](KindId id) { ops_[id]->clear(slots_[id].bytes); });
+    checkpoint.reset();
+    watermark_ms = 0;
+  }
+
   // Set on the batches the executor sends to checkpoint-writing sinks (and on nothing else).
   std::shared_ptr<const PendingCheckpoint> checkpoint;
   int64_t watermark_ms = 0;  // the emitting operator's watermark after this step
 
-  bool empty() const {
-    return summaries.empty() && alerts.empty() && dead_letters.empty() && checkpoint == nullptr;
+ private:
+  // Type-erased operations on one kind's std::vector<Value>.
+  struct SlotOps {
+    void (*destroy)(void* v);
+    void (*move)(void* to, void* from);  // move-constructs into raw storage
+    void (*copy)(void* to, const void* from);
+    void (*clear)(void* v);
+    size_t (*size)(const void* v);
+  };
+  template <typename V>
+  static constexpr SlotOps kSlotOps = {
+      [](void* v) { static_cast<std::vector<V>*>(v)->~vector(); },
+      [](void* to, void* from) {
+        new (to) std::vector<V>(std::move(*static_cast<std::vector<V>*>(from)));
+      },
+      [](void* to, const void* from) {
+        new (to) std::vector<V>(*static_cast<const std::vector<V>*>(from));
+      },
+      [](void* v) { static_cast<std::vector<V>*>(v)->clear(); },
+      [](const void* v) { return static_cast<const std::vector<V>*>(v)->size(); },
+  };
+  // Raw storage for one std::vector (the same size and alignment whatever its element type).
+  struct Slot {
+    alignas(std::vector<char>) unsigned char bytes[sizeof(std::vector<char>)];
+  };
+
+  template <typename V>
+  std::vector<V>* Vec(KindId id) {
+    static_assert(sizeof(std::vector<V>) == sizeof(Slot) &&
+                  alignof(std::vector<V>) <= alignof(Slot));
+    return std::launder(reinterpret_cast<std::vector<V>*>(slots_[id].bytes));
   }
+  template <typename V>
+  const std::vector<V>* Vec(KindId id) const {
+    return std::launder(reinterpret_cast<const std::vector<V>*>(slots_[id].bytes));
+  }
+  void Reset() {
+    present_.ForEach([&](KindId id) { ops_[id]->destroy(slots_[id].bytes); });
+    present_ = {};
+  }
+  void MoveFrom(OutputBatch& other) {
+    other.present_.ForEach([&](KindId id) {
+      other.ops_[id]->move(slots_[id].bytes, other.slots_[id].bytes);
+      ops_[id] = other.ops_[id];
+    });
+    present_ = other.present_;
+    checkpoint = std::move(other.checkpoint);
+    watermark_ms = other.watermark_ms;
+  }
+  void CopyFrom(const OutputBatch& other) {
+    other.present_.ForEach([&](KindId id) {
+      other.ops_[id]->copy(slots_[id].bytes, other.slots_[id].bytes);
+      ops_[id] = other.ops_[id];
+    });
+    present_ = other.present_;
+    checkpoint = other.checkpoint;
+    watermark_ms = other.watermark_ms;
+  }
+
+  KindSet present_;                      // kinds whose vector is constructed (possibly empty)
+  const SlotOps* ops_[kMaxResultKinds];  // valid where present_ has the id
+  Slot slots_[kMaxResultKinds];          // constructed where present_ has the id
 };
 
 using OutputBatchPtr = std::shared_ptr<const OutputBatch>;

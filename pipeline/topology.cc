@@ -249,7 +249,10 @@ Result<TopologySpec> LoadTopologyFile(const std::string& path) {
   return ParseTopology(text.str(), path);
 }
 
-Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
+namespace {
+
+// Structure only: names, types, roles of inputs (see CreateTopologyStages).
+Status ValidateStructure(const TopologySpec& spec, const Registry& registry) {
   if (spec.sources.empty())
     return Status::InvalidArgument(spec.file + ": sources: at least one source is required");
   if (spec.operators.empty()) {
@@ -331,6 +334,93 @@ Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
       return s.at.Error("name", "source '" + s.name + "' feeds no operator");
   }
   return Status::Ok();
+}
+
+// The error for input `index` of stage `s`, located at that input (`inputs: [a, b]`) or at the
+// field (`inputs: a`).
+Status InputError(const StageSpec& s, size_t index, const std::string& message) {
+  YAML::Node inputs = s.at.node()["inputs"];
+  if (inputs && inputs.IsSequence() && index < inputs.size()) {
+    ConfigNode at(s.at.file(), inputs[index],
+                  s.at.path() + ".inputs[" + std::to_string(index) + "]");
+    return at.Error("", message);
+  }
+  return s.at.Error("inputs", message);
+}
+
+std::string Describe(const StageSpec& s) { return "'" + s.name + "' (" + s.type + ")"; }
+
+// The kinds along every edge (rules in topology.h). Structure is valid already.
+Status CheckKinds(const TopologySpec& spec, const TopologyStages& stages) {
+  std::map<std::string, size_t> operator_index;
+  for (size_t i = 0; i < spec.operators.size(); ++i) operator_index[spec.operators[i].name] = i;
+  const KindSet events = KindSet::Of<kind::Event>();
+  for (size_t i = 0; i < spec.operators.size(); ++i) {
+    const StageSpec& s = spec.operators[i];
+    const KindSet reads = stages.operators[i]->Reads();
+    for (size_t k = 0; k < s.inputs.size(); ++k) {
+      auto it = operator_index.find(s.inputs[k]);
+      if (it == operator_index.end()) {  // a source: emits events
+        if (!reads.Has<kind::Event>()) {
+          return InputError(s, k,
+                            "operator " + Describe(s) + " reads " + reads.Names() +
+                                ", not the events source '" + s.inputs[k] +
+                                "' emits; its inputs must name operators emitting those");
+        }
+        continue;
+      }
+      const StageSpec& from = spec.operators[it->second];
+      const KindSet emits = stages.operators[it->second]->Emits();
+      if (emits.Intersect(reads.Without(events)).empty()) {
+        return InputError(s, k,
+                          "operator " + Describe(from) + " emits " + emits.Names() + "; operator " +
+                              Describe(s) + " reads " + reads.Names());
+      }
+    }
+  }
+  for (size_t i = 0; i < spec.sinks.size(); ++i) {
+    const StageSpec& s = spec.sinks[i];
+    const KindSet accepts = stages.sinks[i]->Accepts();
+    for (size_t k = 0; k < s.inputs.size(); ++k) {
+      const size_t from = operator_index.at(s.inputs[k]);
+      const KindSet emits = stages.operators[from]->Emits();
+      if (emits.Intersect(accepts).empty()) {
+        return InputError(s, k,
+                          "operator " + Describe(spec.operators[from]) + " emits " + emits.Names() +
+                              "; sink " + Describe(s) + " accepts " + accepts.Names());
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<TopologyStages> CreateTopologyStages(const TopologySpec& spec, const Registry& registry) {
+  INFERSCOPE_RETURN_IF_ERROR(ValidateStructure(spec, registry));
+  TopologyStages stages;
+  for (const auto& s : spec.sources) {
+    Result<std::unique_ptr<Source>> made = registry.CreateSource(s.type, s.options);
+    if (!made.ok()) return made.status();
+    stages.sources.push_back(std::move(made).value());
+  }
+  for (const auto& s : spec.operators) {
+    Result<std::unique_ptr<Operator>> made = registry.CreateOperator(s.type, s.options);
+    if (!made.ok()) return made.status();
+    stages.operators.push_back(std::move(made).value());
+  }
+  for (const auto& s : spec.sinks) {
+    Result<std::unique_ptr<Sink>> made = registry.CreateSink(s.type, s.options);
+    if (!made.ok()) return made.status();
+    stages.sinks.push_back(std::move(made).value());
+  }
+  INFERSCOPE_RETURN_IF_ERROR(CheckKinds(spec, stages));
+  return stages;
+}
+
+Status ValidateTopology(const TopologySpec& spec, const Registry& registry) {
+  Result<TopologyStages> stages = CreateTopologyStages(spec, registry);
+  return stages.ok() ? Status::Ok() : stages.status();
 }
 
 }  // namespace inferscope

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -61,10 +62,26 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
 // Reads and parses a topology file.
 Result<TopologySpec> LoadTopologyFile(const std::string& path);
 
-// Checks the wiring against the registry: unique names, known types, inputs that exist and have the
-// right kind (operators read sources, sinks read operators), every source consumed, every operator
-// feeding something. Option values are checked when the stages are created (their factories report
-// file, line and field the same way).
+// The stages of a topology, created by their factories, in the order the spec lists them.
+struct TopologyStages {
+  std::vector<std::unique_ptr<Source>> sources;
+  std::vector<std::unique_ptr<Operator>> operators;
+  std::vector<std::unique_ptr<Sink>> sinks;
+};
+
+// Checks the wiring against the registry, creates every stage, and checks the result kinds along
+// every edge:
+// - structure: unique names, known types, inputs that exist and have the right role (operators
+//   read sources and operators listed before them, sinks read operators), every source consumed;
+// - options: each factory checks its stage's options (file, line and field in its errors);
+// - kinds (pipeline/result_kind.h): an operator reading a source must read kind::Event; a consumer
+//   (operator or sink) of an operator must read (Reads / Accepts) at least one kind that operator
+//   emits. Kinds it does not read pass it by. A mismatch names the file, line and column of the
+//   input in the consumer's `inputs`, both stages and their kinds.
+// Nothing is opened: creating a stage binds no socket and opens no file.
+Result<TopologyStages> CreateTopologyStages(const TopologySpec& spec, const Registry& registry);
+
+// CreateTopologyStages without keeping the stages.
 Status ValidateTopology(const TopologySpec& spec, const Registry& registry);
 
 }  // namespace inferscope

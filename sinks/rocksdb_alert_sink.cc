@@ -30,13 +30,14 @@ Status RocksDbAlertSink::Open(const StageContext& ctx) {
 
 Status RocksDbAlertSink::Write(const OutputBatch& batch) {
   if (state_ == nullptr) return Status::Internal("rocksdb_alerts: Write before Open");
-  if (batch.alerts.empty()) return Status::Ok();
-  Status st = StoreAlerts(*state_, batch.alerts);
+  const std::span<const Alert> alerts = batch.Get<kind::Alert>();
+  if (alerts.empty()) return Status::Ok();
+  Status st = StoreAlerts(*state_, alerts);
   if (!st.ok()) {
     write_errors_->Inc();
     return st.WithContext("rocksdb_alerts");
   }
-  written_->Inc(batch.alerts.size());
+  written_->Inc(alerts.size());
   return Status::Ok();
 }
 

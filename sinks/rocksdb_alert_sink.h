@@ -28,6 +28,7 @@ class RocksDbAlertSink final : public Sink {
   static Result<std::unique_ptr<RocksDbAlertSink>> Create(const ConfigNode& options);
 
   Status Open(const StageContext& ctx) override;
+  KindSet Accepts() const override { return KindSet::Of<kind::Alert>(); }
   Status Write(const OutputBatch& batch) override;
 
  private:

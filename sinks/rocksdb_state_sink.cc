@@ -78,7 +78,7 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
     return Status::Unavailable(
         "rocksdb_state: not written: an earlier write failed and was given up at shutdown");
   }
-  if (!batch.dead_letters.empty()) INFERSCOPE_RETURN_IF_ERROR(WriteDeadLetters(batch));
+  if (!batch.Get<kind::DeadLetter>().empty()) INFERSCOPE_RETURN_IF_ERROR(WriteDeadLetters(batch));
   if (batch.checkpoint != nullptr) {
     // Pane writes before this one are in the WAL already; the synced write makes them durable too.
     const std::string what = "checkpoint " + std::to_string(batch.checkpoint->id);
@@ -91,9 +91,9 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
     if (batch.checkpoint->on_durable) batch.checkpoint->on_durable(*batch.checkpoint);
   }
   // Nothing new: skip the write rather than rewrite the same watermark.
-  if (batch.summaries.empty() && batch.watermark_ms <= last_watermark_) return Status::Ok();
+  const std::span<const WindowSummary> all = batch.Get<kind::PaneSummary>();
+  if (all.empty() && batch.watermark_ms <= last_watermark_) return Status::Ok();
 
-  std::span<const WindowSummary> all(batch.summaries);
   const size_t chunk = static_cast<size_t>(options_.max_batch_panes);
   size_t offset = 0;
   do {
@@ -166,9 +166,10 @@ void RocksDbStateSink::Interrupt() {
 
 Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
   std::vector<RecordWrite> writes;
-  writes.reserve(batch.dead_letters.size());
+  const std::span<const DeadLetter> dead_letters = batch.Get<kind::DeadLetter>();
+  writes.reserve(dead_letters.size());
   const int64_t now = clock_->NowMs();
-  for (const DeadLetter& d : batch.dead_letters) {
+  for (const DeadLetter& d : dead_letters) {
     std::string key;
     AppendBigEndian64(&key, static_cast<uint64_t>(now));
     AppendBigEndian64(&key, dead_letter_seq_++);

@@ -64,6 +64,9 @@ class RocksDbStateSink final : public Sink {
   explicit RocksDbStateSink(Options options) : options_(options) {}
 
   Status Open(const StageContext& ctx) override;
+  // Pane summaries (the panes table, series index and watermark) and dead letters. Not window
+  // summaries: the panes table keys a summary by series and start only.
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary, kind::DeadLetter>(); }
   Status Write(const OutputBatch& batch) override;
   bool WritesCheckpoints() const override { return true; }
   void Interrupt() override;

@@ -149,7 +149,7 @@ Status ZmqAlertSink::Write(const OutputBatch& batch) {
   if (!pub_.bound()) return Status::Internal("zmq_alerts: Write before Open");
   uint64_t sent = 0, skipped = 0;
   Status result;
-  for (const Alert& a : batch.alerts) {
+  for (const Alert& a : batch.Get<kind::Alert>()) {
     if (a.silenced && !options_.include_silenced) {
       ++skipped;
       continue;

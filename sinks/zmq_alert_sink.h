@@ -55,6 +55,7 @@ class ZmqAlertSink final : public Sink {
   ~ZmqAlertSink() override;
 
   Status Open(const StageContext& ctx) override;
+  KindSet Accepts() const override { return KindSet::Of<kind::Alert>(); }
   Status Write(const OutputBatch& batch) override;
   void Close() override;
   std::string Endpoint() const override { return pub_.endpoint(); }

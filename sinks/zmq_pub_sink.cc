@@ -172,16 +172,29 @@ Status ZmqPubSink::Write(const OutputBatch& batch) {
   if (!pub_.bound()) return Status::Internal("zmq_pub: Write before Open");
   uint64_t sent = 0;
   Status result;
-  for (const WindowSummary& summary : batch.summaries) {
+  const std::span<const WindowSummary> summaries[] = {batch.Get<kind::PaneSummary>(),
+                                                      batch.Get<kind::WindowSummary>()};
+  for (std::span<const WindowSummary> part : summaries) {
+    result = Publish(part, batch.watermark_ms, sent);
+    if (!result.ok()) break;
+  }
+  messages_->Inc(sent);
+  return result;
+}
+
+Status ZmqPubSink::Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms,
+                           uint64_t& sent) {
+  Status result;
+  for (const WindowSummary& summary : summaries) {
     topic_.assign("summaries.");
     AppendTopicSegment(topic_, interner_->Name(summary.series.instance));
     AppendTopicSegment(topic_, interner_->Name(summary.series.model));
     zmq::const_buffer payload;
     if (options_.format == Format::kMsgpack) {
-      EncodeMsgpack(summary, batch.watermark_ms);
+      EncodeMsgpack(summary, watermark_ms);
       payload = zmq::buffer(packed_.data(), packed_.size());
     } else {
-      EncodeJson(summary, batch.watermark_ms);
+      EncodeJson(summary, watermark_ms);
       payload = zmq::buffer(json_);
     }
     result = pub_.Send(zmq::buffer(topic_), payload);
@@ -191,7 +204,6 @@ Status ZmqPubSink::Write(const OutputBatch& batch) {
     }
     ++sent;
   }
-  messages_->Inc(sent);
   return result;
 }
 

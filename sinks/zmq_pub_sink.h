@@ -54,11 +54,15 @@ class ZmqPubSink final : public Sink {
   ~ZmqPubSink() override;
 
   Status Open(const StageContext& ctx) override;
+  // Pane summaries and window summaries, published alike (panes first, then windows).
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary, kind::WindowSummary>(); }
   Status Write(const OutputBatch& batch) override;
   void Close() override;
   std::string Endpoint() const override { return pub_.endpoint(); }
 
  private:
+  // Publishes `summaries`, adding each message sent to `sent`; stops at the first failure.
+  Status Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms, uint64_t& sent);
   void EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms);
   void EncodeJson(const WindowSummary& summary, int64_t watermark_ms);
 

@@ -119,6 +119,7 @@ class FlakyCheckpointOperator final : public Operator {
  public:
   explicit FlakyCheckpointOperator(std::atomic<bool>* fail) : fail_(fail) {}
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return {}; }
   Status Process(const EventBatch&, OutputBatch&) override { return Status::Ok(); }
   Status Checkpoint(CheckpointWriter&) override {
     if (fail_->load()) return Status::Internal("injected checkpoint failure");
@@ -218,7 +219,7 @@ class Pipeline {
     OutputBatch out;
     EXPECT_TRUE(restored.Close(out).ok());
     std::map<int64_t, double> panes;
-    for (const WindowSummary& w : out.summaries) panes[w.start_ms] = w.agg.sum;
+    for (const WindowSummary& w : out.Get<kind::PaneSummary>()) panes[w.start_ms] = w.agg.sum;
     return panes;
   }
 

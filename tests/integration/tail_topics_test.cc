@@ -64,7 +64,7 @@ TEST(TailTopicsTest, InstanceOptionSelectsExactlyThatInstance) {
                            out);
   // Until tail's subscription has reached the sink, publish both instances.
   OutputBatch join;
-  join.alerts = {MakeAlert("vllm-1.eu", "join"), MakeAlert("vllm-1", "join")};
+  join.Mutable<kind::Alert>() = {MakeAlert("vllm-1.eu", "join"), MakeAlert("vllm-1", "join")};
   bool seen = false;
   ASSERT_TRUE(testing::WaitFor([&] {
     EXPECT_TRUE((*sink)->Write(join).ok());
@@ -73,7 +73,7 @@ TEST(TailTopicsTest, InstanceOptionSelectsExactlyThatInstance) {
   })) << testing::ReadFile(out);
   ASSERT_TRUE(tail.Running()) << testing::ReadFile(out);
   OutputBatch batch;
-  batch.alerts = {MakeAlert("vllm-1.eu", "x"), MakeAlert("vllm-1", "end")};
+  batch.Mutable<kind::Alert>() = {MakeAlert("vllm-1.eu", "x"), MakeAlert("vllm-1", "end")};
   ASSERT_TRUE((*sink)->Write(batch).ok());
   std::vector<std::string> instances;
   ASSERT_TRUE(testing::WaitFor([&] {

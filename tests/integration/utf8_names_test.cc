@@ -214,7 +214,8 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
     return watermark_at_least(t0 + 20'000)(m) &&
            Metric(m, "inferscope_sink_dead_letters_written_total") >= 2 &&
            Metric(m, "inferscope_source_rejected_total", {{"reason", "bad_envelope"}}) >= 1 &&
-           Metric(m, "inferscope_sink_alerts_total", {{"stage", "alert_store"}}) >= 1;
+           Metric(m, "inferscope_sink_results_total",
+                  {{"stage", "alert_store"}, {"kind", "alert"}}) >= 1;
   })) << "the engine "
       << (engine_->Running() ? "is running" : "died") << "\n"
       << ReadFile(log_);

@@ -242,7 +242,7 @@ TEST(AlertLifecycleSilenceTest, SilencedAlertsAreEmittedMarked) {
   ctx.name = "rules";
   ctx.metrics = &metrics;
   ctx.clock = &clock;
-  ctx.silences = &silences;
+  ctx.services.Provide(&silences);
   AlertLifecycle lifecycle(AlertLifecycle::Options{});
   lifecycle.Open(ctx);
   std::vector<Alert> out;

@@ -116,7 +116,7 @@ TEST(SeriesExpiryTest, CardinalityAttackLeavesRoomThenExpiresAndNamesAreReclaime
   for (int s = 0; s < 180; ++s) {
     p.clock.Advance(1000);
     OutputBatch out = p.Send(good, {"good-0", "good-1"});
-    dead += out.dead_letters.size();
+    dead += out.Get<kind::DeadLetter>().size();
     out = {};
     ASSERT_TRUE(p.op->OnTimer(p.clock.NowMs(), out).ok());
   }
@@ -198,10 +198,10 @@ TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecord) {
   ASSERT_EQ(p.decoder.Decode(pub.Finish(), late).accepted, 1u);
   OutputBatch out;
   ASSERT_TRUE(p.op->Process(late, out).ok());
-  EXPECT_TRUE(out.dead_letters.empty());
-  ASSERT_EQ(out.summaries.size(), 1u);  // the update of the fired pane
-  EXPECT_TRUE(out.summaries[0].update);
-  EXPECT_EQ(out.summaries[0].agg.count, 2u);
+  EXPECT_TRUE(out.Get<kind::DeadLetter>().empty());
+  ASSERT_EQ(out.Get<kind::PaneSummary>().size(), 1u);  // the update of the fired pane
+  EXPECT_TRUE(out.Get<kind::PaneSummary>()[0].update);
+  EXPECT_EQ(out.Get<kind::PaneSummary>()[0].agg.count, 2u);
 
   // Once the lateness has passed the pane is purged and the series expires.
   for (int s = 0; s < 60; ++s) {
@@ -266,8 +266,8 @@ TEST(SeriesExpiryTest, SlidingWindowAndDetectorsForgetIdleSeries) {
 
   auto feed = [&](const std::vector<WindowSummary>& panes, int64_t watermark) {
     OutputBatch in;
-    in.summaries = panes;
-    for (WindowSummary& s : in.summaries) s.series.metric = metric;
+    in.Mutable<kind::PaneSummary>() = panes;
+    for (WindowSummary& s : in.Mutable<kind::PaneSummary>()) s.series.metric = metric;
     in.watermark_ms = watermark;
     OutputBatch out;
     EXPECT_TRUE((*sliding)->ProcessResults(in, out).ok());
@@ -296,7 +296,7 @@ TEST(SeriesExpiryTest, SlidingWindowAndDetectorsForgetIdleSeries) {
   const OutputBatch out = feed({Pane(attacker, kT0 + 310'000, 2)}, kT0 + 320'000);
   EXPECT_EQ((*sliding)->series(), 2);
   bool window = false;
-  for (const WindowSummary& s : out.summaries) {
+  for (const WindowSummary& s : out.Get<kind::WindowSummary>()) {
     if (s.end_ms - s.start_ms == 60'000) {
       window = true;
       EXPECT_FALSE(s.update);

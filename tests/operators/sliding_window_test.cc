@@ -101,7 +101,7 @@ Options SmallOptions() {
 // Feeds one pane and returns what the operator emitted.
 OutputBatch Feed(SlidingWindowOperator& op, const WindowSummary& pane) {
   OutputBatch in;
-  in.summaries.push_back(pane);
+  in.Add<kind::PaneSummary>(pane);
   OutputBatch out;
   EXPECT_TRUE(op.ProcessResults(in, out).ok());
   return out;
@@ -109,9 +109,7 @@ OutputBatch Feed(SlidingWindowOperator& op, const WindowSummary& pane) {
 
 std::vector<WindowSummary> WindowsOnly(const OutputBatch& out) {
   std::vector<WindowSummary> w;
-  for (const WindowSummary& s : out.summaries) {
-    if (s.end_ms - s.start_ms != kPane) w.push_back(s);
-  }
+  for (const WindowSummary& s : out.Get<kind::WindowSummary>()) w.push_back(s);
   return w;
 }
 
@@ -131,19 +129,18 @@ TEST(SlidingWindowTest, WindowsEqualMergeOfPanesInOrder) {
       if (!present(rng)) continue;
       WindowSummary pane = MakePane(Key(i), p, rng);
       panes[{pane.series.instance, pane.series.model, pane.series.metric, p}] = pane;
-      in.summaries.push_back(pane);
+      in.Add<kind::PaneSummary>(pane);
       ++pane_count;
     }
-    std::shuffle(in.summaries.begin(), in.summaries.end(), rng);
+    std::vector<WindowSummary>& in_panes = in.Mutable<kind::PaneSummary>();
+    std::shuffle(in_panes.begin(), in_panes.end(), rng);
     OutputBatch out;
     ASSERT_TRUE(op.ProcessResults(in, out).ok());
     EXPECT_EQ(out.watermark_ms, in.watermark_ms);
-    size_t forwarded = 0;
-    for (const WindowSummary& s : out.summaries) {
-      if (s.end_ms - s.start_ms == kPane) {
-        ++forwarded;
-        continue;
-      }
+    for (const WindowSummary& s : out.Get<kind::PaneSummary>()) {
+      EXPECT_EQ(s.end_ms - s.start_ms, kPane);  // forwarded
+    }
+    for (const WindowSummary& s : out.Get<kind::WindowSummary>()) {
       ++windows;
       EXPECT_FALSE(s.update);
       EXPECT_EQ(s.end_ms, (p + 1) * kPane);
@@ -152,7 +149,8 @@ TEST(SlidingWindowTest, WindowsEqualMergeOfPanesInOrder) {
       ExpectSameAggregate(s.agg, e.agg, Where(s));
       EXPECT_EQ(s.max_event_time_ms, e.max_event_time_ms) << Where(s);
     }
-    EXPECT_EQ(forwarded, in.summaries.size());  // pass_panes defaults to true
+    // pass_panes defaults to true
+    EXPECT_EQ(out.Get<kind::PaneSummary>().size(), in.Get<kind::PaneSummary>().size());
   }
   EXPECT_EQ(windows, pane_count * 3);
   EXPECT_EQ(op.windows_emitted(), windows);
@@ -238,9 +236,9 @@ TEST(SlidingWindowTest, UpdateReemitsExactlyTheWindowsContainingThePane) {
   fixed.update = true;
   panes[{1, 7, 1, kP0 + 2}] = fixed;
   const OutputBatch out = Feed(op, fixed);
-  ASSERT_EQ(out.summaries.size(), 7u);
-  EXPECT_TRUE(out.summaries[0].update);  // the pane itself, forwarded
-  EXPECT_EQ(out.summaries[0].end_ms - out.summaries[0].start_ms, kPane);
+  ASSERT_EQ(out.Get<kind::PaneSummary>().size(), 1u);
+  EXPECT_TRUE(out.Get<kind::PaneSummary>()[0].update);  // the pane itself, forwarded
+  EXPECT_EQ(out.Get<kind::WindowSummary>().size(), 6u);
   // (end pane, panes): windows ending at panes 2..5 that contain pane 2.
   const std::vector<std::pair<int64_t, int64_t>> want = {{2, 2}, {2, 4}, {3, 2},
                                                          {3, 4}, {4, 4}, {5, 4}};
@@ -368,14 +366,14 @@ TEST(SlidingWindowTest, LearnsThePaneFromTheFirstSummary) {
   SlidingWindowOperator mismatch(bad);
   ASSERT_TRUE(mismatch.Open(StageContext{}).ok());
   OutputBatch in;
-  in.summaries.push_back(MakePane(Key(1), kP0, rng));
+  in.Add<kind::PaneSummary>(MakePane(Key(1), kP0, rng));
   OutputBatch out;
   Status st = mismatch.ProcessResults(in, out);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("not a multiple"), std::string::npos) << st.message();
   EXPECT_TRUE(mismatch.ProcessResults(in, out).ok());  // reported once, then counted
   EXPECT_EQ(mismatch.panes_ignored(), 2u);
-  EXPECT_EQ(out.summaries.size(), 2u);  // the panes are still forwarded
+  EXPECT_EQ(out.Get<kind::PaneSummary>().size(), 2u);  // the panes are still forwarded
 }
 
 Result<std::unique_ptr<SlidingWindowOperator>> FromYaml(const std::string& yaml) {
@@ -437,6 +435,13 @@ TEST(SlidingWindowTest, RegisteredByName) {
   auto op = registry.CreateOperator("sliding_window", ConfigNode());
   ASSERT_TRUE(op.ok()) << op.status().message();
   EXPECT_TRUE((*op)->ReadsResults());
+  EXPECT_EQ((*op)->Reads(), KindSet::Of<kind::PaneSummary>());
+  // Windows are their own kind; the panes read are forwarded too by default (pass_panes).
+  EXPECT_EQ((*op)->Emits(), (KindSet::Of<kind::WindowSummary, kind::PaneSummary>()));
+  auto windows_only = registry.CreateOperator(
+      "sliding_window", ConfigNode("t.yaml", YAML::Load("pass_panes: false"), "options"));
+  ASSERT_TRUE(windows_only.ok()) << windows_only.status().message();
+  EXPECT_EQ((*windows_only)->Emits(), KindSet::Of<kind::WindowSummary>());
 }
 
 }  // namespace

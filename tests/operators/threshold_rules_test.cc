@@ -45,7 +45,7 @@ class ThresholdRulesTest : public ::testing::Test {
     s.end_ms = start_ms + 1000;
     s.max_event_time_ms = start_ms + 999;
     for (int i = 0; i < 10; ++i) s.agg.Add(value, start_ms + i);
-    in.summaries.push_back(std::move(s));
+    in.Add<kind::PaneSummary>(std::move(s));
     in.watermark_ms = start_ms + 1000;
     return in;
   }
@@ -53,7 +53,8 @@ class ThresholdRulesTest : public ::testing::Test {
   std::vector<Alert> Feed(int64_t start_ms, double value) {
     OutputBatch out;
     EXPECT_TRUE(op_->ProcessResults(Pane(start_ms, value), out).ok());
-    return out.alerts;
+    const std::span<const Alert> alerts = out.Get<kind::Alert>();
+    return {alerts.begin(), alerts.end()};
   }
 
   Interner interner_;
@@ -95,13 +96,14 @@ TEST_F(ThresholdRulesTest, FiresEscalatesAndResolvesBelowTheBand) {
 
 TEST_F(ThresholdRulesTest, OnlyTheRuleWindowLengthIsJudged) {
   OutputBatch in = Pane(0, 1000);
-  in.summaries[0].start_ms = -59'000;  // a 60 s window: not the pane length of this stream
+  in.Mutable<kind::PaneSummary>()[0].start_ms =
+      -59'000;  // a 60 s window: not the pane length of this stream
   OutputBatch pane = Pane(0, 1000);
-  in.summaries.push_back(pane.summaries[0]);
+  in.Add<kind::PaneSummary>(pane.Get<kind::PaneSummary>()[0]);
   OutputBatch out;
   ASSERT_TRUE(op_->ProcessResults(in, out).ok());
-  ASSERT_EQ(out.alerts.size(), 1u);
-  EXPECT_EQ(out.alerts[0].window_start_ms, 0);
+  ASSERT_EQ(out.Get<kind::Alert>().size(), 1u);
+  EXPECT_EQ(out.Get<kind::Alert>()[0].window_start_ms, 0);
 }
 
 TEST(ThresholdRulesParseTest, ErrorsNameTheFieldAndLine) {
@@ -153,10 +155,11 @@ TEST(AnomalyDetectTest, SpikeAfterWarmUpFiresAndResolves) {
     s.start_ms = start;
     s.end_ms = start + 1000;
     s.agg.Add(value, start);
-    in.summaries.push_back(s);
+    in.Add<kind::PaneSummary>(s);
     in.watermark_ms = start + 1000;
     EXPECT_TRUE(op->ProcessResults(in, out).ok());
-    return out.alerts;
+    const std::span<const Alert> alerts = out.Get<kind::Alert>();
+    return std::vector<Alert>(alerts.begin(), alerts.end());
   };
   int64_t t = 0;
   for (int i = 0; i < 60; ++i, t += 1000) {

@@ -205,7 +205,7 @@ TEST(WindowAggregateTest, RandomOutOfOrderStreamMatchesBruteForce) {
   int64_t previous_watermark = INT64_MIN;
   auto collect = [&](const OutputBatch& out, bool check_watermark) {
     int64_t previous_end = INT64_MIN;
-    for (const WindowSummary& s : out.summaries) {
+    for (const WindowSummary& s : out.Get<kind::PaneSummary>()) {
       EXPECT_GE(s.end_ms, previous_end) << "emitted out of pane order";
       previous_end = s.end_ms;
       if (check_watermark) {
@@ -248,7 +248,7 @@ TEST(WindowAggregateTest, RandomOutOfOrderStreamMatchesBruteForce) {
     total_events += batch.events.size();
     OutputBatch out;
     ASSERT_TRUE(op.Process(batch, out).ok());
-    dead_letters += out.dead_letters.size();
+    dead_letters += out.Get<kind::DeadLetter>().size();
     EXPECT_EQ(out.watermark_ms, ref.watermark());
     collect(out, true);
   }
@@ -294,21 +294,21 @@ TEST(WindowAggregateTest, ClosesPaneWhenWatermarkPassesItsEnd) {
   batch.events = {Request(kT0 + 1000, 1000, 2000, 50), Request(kT0 + 9999, 1000, 2000, 70)};
   OutputBatch out;
   ASSERT_TRUE(op.Process(batch, out).ok());
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
   EXPECT_EQ(out.watermark_ms, kT0 + 9999 - 2000);
 
   batch.events = {Request(kT0 + 11'999, 1000, 2000, 60)};  // watermark 9999: not yet
   out = {};
   ASSERT_TRUE(op.Process(batch, out).ok());
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
 
   batch.events = {Request(kT0 + 12'000, 1000, 2000, 60)};  // watermark reaches the pane end
   out = {};
   ASSERT_TRUE(op.Process(batch, out).ok());
   // ttft, tpot, e2e, prompt_tokens, output_tokens: every request counts as an event of each.
-  ASSERT_EQ(out.summaries.size(), 5u);
+  ASSERT_EQ(out.Get<kind::PaneSummary>().size(), 5u);
   std::set<StringId> metrics;
-  for (const WindowSummary& s : out.summaries) {
+  for (const WindowSummary& s : out.Get<kind::PaneSummary>()) {
     metrics.insert(s.series.metric);
     EXPECT_EQ(s.start_ms, kT0);
     EXPECT_EQ(s.end_ms, kT0 + 10'000);
@@ -330,10 +330,10 @@ TEST(WindowAggregateTest, ClosesPaneWhenWatermarkPassesItsEnd) {
   batch.events = {Request(kT0 + 5000, 1000, 2000, 60)};
   out = {};
   ASSERT_TRUE(op.Process(batch, out).ok());
-  EXPECT_TRUE(out.summaries.empty());
-  ASSERT_EQ(out.dead_letters.size(), 1u);
-  EXPECT_EQ(out.dead_letters[0].event.time_ms, kT0 + 5000);
-  EXPECT_EQ(out.dead_letters[0].reason, "too_late");
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
+  ASSERT_EQ(out.Get<kind::DeadLetter>().size(), 1u);
+  EXPECT_EQ(out.Get<kind::DeadLetter>()[0].event.time_ms, kT0 + 5000);
+  EXPECT_EQ(out.Get<kind::DeadLetter>()[0].reason, "too_late");
   EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total", {{"stage", "window"}, {"publisher", "unknown"}}),
             1u);
 }
@@ -350,20 +350,20 @@ TEST(WindowAggregateTest, IdleInputAdvancesWatermarkWithTheClock) {
 
   out = {};
   ASSERT_TRUE(op.OnTimer(kT0 + 4999, out).ok());  // not idle long enough
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
   EXPECT_EQ(op.watermark_ms(), kT0 + 2000);
 
   out = {};
   ASSERT_TRUE(op.OnTimer(kT0 + 5000, out).ok());  // watermark 4000 + 5000 - 2000 = 7000
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
   EXPECT_EQ(out.watermark_ms, kT0 + 7000);
 
   out = {};
   ASSERT_TRUE(op.OnTimer(kT0 + 8000, out).ok());  // watermark 10000: the pane closes
-  ASSERT_EQ(out.summaries.size(), 1u);
-  EXPECT_EQ(out.summaries[0].series, (SeriesKey{1000, 2000, 500}));
-  EXPECT_EQ(out.summaries[0].agg.count, 2u);
-  EXPECT_EQ(out.summaries[0].agg.last, 0.7);
+  ASSERT_EQ(out.Get<kind::PaneSummary>().size(), 1u);
+  EXPECT_EQ(out.Get<kind::PaneSummary>()[0].series, (SeriesKey{1000, 2000, 500}));
+  EXPECT_EQ(out.Get<kind::PaneSummary>()[0].agg.count, 2u);
+  EXPECT_EQ(out.Get<kind::PaneSummary>()[0].agg.last, 0.7);
   EXPECT_EQ(op.open_panes(), 0);
 
   // After new input the idle clock restarts from the new arrival.
@@ -374,9 +374,9 @@ TEST(WindowAggregateTest, IdleInputAdvancesWatermarkWithTheClock) {
   EXPECT_EQ(op.watermark_ms(), kT0 + 10'000);  // monotonic: not pulled back to 8500
   out = {};
   ASSERT_TRUE(op.OnTimer(kT0 + 24'000, out).ok());
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
   ASSERT_TRUE(op.OnTimer(kT0 + 31'500, out).ok());  // 10500 + 11500 - 2000 = 20000
-  EXPECT_EQ(out.summaries.size(), 1u);
+  EXPECT_EQ(out.Get<kind::PaneSummary>().size(), 1u);
 }
 
 TEST(WindowAggregateTest, IdleTimeoutZeroDisables) {
@@ -390,7 +390,7 @@ TEST(WindowAggregateTest, IdleTimeoutZeroDisables) {
   OutputBatch out;
   ASSERT_TRUE(op.Process(batch, out).ok());
   ASSERT_TRUE(op.OnTimer(kT0 + 3'600'000, out).ok());
-  EXPECT_TRUE(out.summaries.empty());
+  EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
 }
 
 TEST(WindowAggregateTest, FlushOnClose) {
@@ -405,12 +405,12 @@ TEST(WindowAggregateTest, FlushOnClose) {
                     Request(kT0 + 10'002, 1000, 2000, 3)};
     OutputBatch out;
     ASSERT_TRUE(op.Process(batch, out).ok());
-    EXPECT_TRUE(out.summaries.empty());
+    EXPECT_TRUE(out.Get<kind::PaneSummary>().empty());
     out = {};
     ASSERT_TRUE(op.Close(out).ok());
-    EXPECT_EQ(out.summaries.size(), flush ? 2u + 5u : 0u);
-    for (size_t i = 1; i < out.summaries.size(); ++i) {
-      EXPECT_LE(out.summaries[i - 1].end_ms, out.summaries[i].end_ms);
+    EXPECT_EQ(out.Get<kind::PaneSummary>().size(), flush ? 2u + 5u : 0u);
+    for (size_t i = 1; i < out.Get<kind::PaneSummary>().size(); ++i) {
+      EXPECT_LE(out.Get<kind::PaneSummary>()[i - 1].end_ms, out.Get<kind::PaneSummary>()[i].end_ms);
     }
   }
 }
@@ -455,7 +455,7 @@ TEST(WindowAggregateTest, GaugeNamedLikeRequestMetricJoinsThatSeries) {
   ASSERT_TRUE(op.Process(batch, out).ok());
   ASSERT_TRUE(op.Close(out).ok());
   int ttft = 0;
-  for (const WindowSummary& s : out.summaries) {
+  for (const WindowSummary& s : out.Get<kind::PaneSummary>()) {
     if (s.series.metric != kMetricTtft) continue;
     ++ttft;
     EXPECT_EQ(s.agg.count, 2u);
@@ -479,7 +479,7 @@ TEST(WindowAggregateTest, SteadyStateReusesPaneSlots) {
     }
     ASSERT_TRUE(op.Process(batch, out).ok());
   }
-  EXPECT_EQ(out.summaries.size(), 999u * 10 * 5);
+  EXPECT_EQ(out.Get<kind::PaneSummary>().size(), 999u * 10 * 5);
   EXPECT_EQ(op.open_panes(), 10);
 }
 
@@ -512,7 +512,7 @@ TEST(WindowAggregateTest, SteadyStateProcessDoesNotAllocate) {
   }
   g_count_allocations = false;
   EXPECT_EQ(g_allocations.load(), 0u);
-  EXPECT_EQ(out.summaries.size(), 0u);
+  EXPECT_EQ(out.Get<kind::PaneSummary>().size(), 0u);
   EXPECT_EQ(h.Counter("inferscope_window_events_total", {{"stage", "window"}}), 11u * 1026);
 }
 

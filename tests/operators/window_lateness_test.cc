@@ -592,8 +592,9 @@ class Driver {
 
  private:
   void Check(const OutputBatch& out, bool closing) {
-    if (store != nullptr && !out.summaries.empty()) {
-      const Status st = store->WritePanes(out.summaries, interner_, out.watermark_ms);
+    if (store != nullptr && !out.Get<kind::PaneSummary>().empty()) {
+      const Status st =
+          store->WritePanes(out.Get<kind::PaneSummary>(), interner_, out.watermark_ms);
       EXPECT_TRUE(st.ok()) << st.ToString();
     }
     EXPECT_GE(out.watermark_ms, previous_watermark_) << "watermark moved back";
@@ -601,7 +602,7 @@ class Driver {
     EXPECT_EQ(op_->watermark_ms(), ref_.watermark());
 
     std::set<PaneKey> touched = ref_.TakeChanged();
-    for (const WindowSummary& s : out.summaries) {
+    for (const WindowSummary& s : out.Get<kind::PaneSummary>()) {
       const PaneKey key = KeyOf(s);
       const bool seen = last_.count(key) != 0;
       // update=true replaces an earlier result (summary.h); a first result is not an update.
@@ -614,7 +615,7 @@ class Driver {
       last_[key] = s;
       touched.insert(key);
     }
-    for (const DeadLetter& d : out.dead_letters) {
+    for (const DeadLetter& d : out.Get<kind::DeadLetter>()) {
       if (d.reason == "future_outlier") {
         outliers_.insert(DeadKeyOf(d.event));
         continue;

@@ -44,14 +44,15 @@ class CountingSource final : public Source {
 class SummingOperator final : public Operator {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Process(const EventBatch& batch, OutputBatch& out) override {
     WindowSummary s;
     s.agg.Add(static_cast<double>(batch.events.size()), 0);
-    out.summaries.push_back(std::move(s));
+    out.Add<kind::PaneSummary>(std::move(s));
     return Status::Ok();
   }
   Status Close(OutputBatch& out) override {
-    out.summaries.emplace_back();
+    out.Emplace<kind::PaneSummary>();
     return Status::Ok();
   }
 };
@@ -60,17 +61,18 @@ class SummingOperator final : public Operator {
 class DoublingOperator final : public Operator {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
-  bool ReadsResults() const override { return true; }
+  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary>(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary, kind::Alert>(); }
   Status Process(const EventBatch&, OutputBatch&) override {
     return Status::Internal("reads results only");
   }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override {
-    for (const auto& s : in.summaries) {
+    for (const auto& s : in.Get<kind::PaneSummary>()) {
       WindowSummary d;
       d.agg.Add(2 * s.agg.sum, 0);
-      out.summaries.push_back(std::move(d));
+      out.Add<kind::PaneSummary>(std::move(d));
     }
-    out.alerts.emplace_back();
+    out.Emplace<kind::Alert>();
     return Status::Ok();
   }
 };
@@ -78,9 +80,10 @@ class DoublingOperator final : public Operator {
 class CollectingSink final : public Sink {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Write(const OutputBatch& batch) override {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& s : batch.summaries) {
+    for (const auto& s : batch.Get<kind::PaneSummary>()) {
       ++summaries_;
       total_ += s.agg.sum;
     }
@@ -139,9 +142,10 @@ class NamingSource final : public Source {
 class EchoOperator final : public Operator {
  public:
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Process(const EventBatch& batch, OutputBatch& out) override {
     for (const Event& e : batch.events) {
-      WindowSummary& s = out.summaries.emplace_back();
+      WindowSummary& s = out.Emplace<kind::PaneSummary>();
       s.series = {e.instance, e.instance, e.metric};
     }
     return Status::Ok();
@@ -153,9 +157,10 @@ class NameCheckingSink final : public Sink {
  public:
   explicit NameCheckingSink(const Interner& interner) : interner_(interner) {}
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Write(const OutputBatch& batch) override {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a backlog across sweeps
-    for (const WindowSummary& s : batch.summaries) {
+    for (const WindowSummary& s : batch.Get<kind::PaneSummary>()) {
       if (interner_.Name(s.series.instance).empty()) ++missing_;
       ++written_;
     }
@@ -267,7 +272,22 @@ TEST(ExecutorTest, ChainedOperatorReadsUpstreamResultsIncludingCloseFlush) {
   exec.Stop();
   EXPECT_EQ(collected->summaries(), 21);  // 20 batches + SummingOperator's Close summary
   EXPECT_EQ(collected->total(), 200);
-  EXPECT_EQ(metrics.CounterValue("inferscope_stage_alerts_out_total", {{"stage", "double"}}), 21u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_stage_results_out_total",
+                                 {{"stage", "double"}, {"kind", "alert"}}),
+            21u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_stage_results_out_total",
+                                 {{"stage", "double"}, {"kind", "pane_summary"}}),
+            21u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_stage_results_out_total",
+                                 {{"stage", "sum"}, {"kind", "pane_summary"}}),
+            21u);
+  // The sink accepts pane summaries only: it counts those, not the alerts that pass it by.
+  EXPECT_EQ(metrics.CounterValue("inferscope_sink_results_total",
+                                 {{"stage", "out"}, {"kind", "pane_summary"}}),
+            21u);
+  EXPECT_EQ(
+      metrics.CounterValue("inferscope_sink_results_total", {{"stage", "out"}, {"kind", "alert"}}),
+      0u);
 }
 
 TEST(ExecutorTest, OperatorThatCannotReadResultsIsRejectedAtStart) {
@@ -291,11 +311,15 @@ TEST(ExecutorTest, OperatorThatCannotReadResultsIsRejectedAtStart) {
 TEST(ExecutorTest, FailedOpenLeavesNothingRunning) {
   struct FailingSink final : Sink {
     Status Open(const StageContext&) override { return Status::IOError("disk on fire"); }
+    KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
     Status Write(const OutputBatch&) override { return Status::Ok(); }
   };
   Interner interner;
   MetricsRegistry metrics;
-  StageContext base{"", &interner, &metrics, &SystemClock::Instance(), nullptr};
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
   Executor exec(EngineSettings{}, base);
   exec.AddSource("src", std::make_unique<CountingSource>(1, 1));
   exec.AddOperator("op", std::make_unique<SummingOperator>(), {"src"});

@@ -363,6 +363,7 @@ struct FakeWindows final : Operator {
     return std::make_unique<FakeWindows>();
   }
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Process(const EventBatch&, OutputBatch&) override { return Status::Ok(); }
 };
 struct FakeSink final : Sink {
@@ -372,6 +373,7 @@ struct FakeSink final : Sink {
     return std::make_unique<FakeSink>();
   }
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Write(const OutputBatch&) override { return Status::Ok(); }
 };
 

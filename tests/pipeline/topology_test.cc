@@ -30,6 +30,9 @@ struct NullOperator final : Operator {
     return std::make_unique<NullOperator>();
   }
   Status Open(const StageContext&) override { return Status::Ok(); }
+  // Reads events and pane summaries, so that it can be chained behind itself.
+  KindSet Reads() const override { return KindSet::Of<kind::Event, kind::PaneSummary>(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Process(const EventBatch&, OutputBatch&) override { return Status::Ok(); }
 };
 struct NullSink final : Sink {
@@ -39,6 +42,7 @@ struct NullSink final : Sink {
     return std::make_unique<NullSink>();
   }
   Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
   Status Write(const OutputBatch&) override { return Status::Ok(); }
 };
 

@@ -90,7 +90,7 @@ TEST_F(RocksDbStateSinkTest, WritesEveryPaneOfALargeBatchInChunks) {
   ASSERT_TRUE(sink.ok());
   ASSERT_TRUE((*sink)->Open(ctx_).ok());
   OutputBatch batch;
-  for (int i = 0; i < 5; ++i) batch.summaries.push_back(Summary("node-1", i * 10'000, i));
+  for (int i = 0; i < 5; ++i) batch.Add<kind::PaneSummary>(Summary("node-1", i * 10'000, i));
   batch.watermark_ms = 50'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
 
@@ -118,7 +118,7 @@ TEST_F(RocksDbStateSinkTest, FailedWritesAreCountedAndReported) {
   ASSERT_TRUE(sink.ok());
   ASSERT_TRUE((*sink)->Open(ctx_).ok());
   OutputBatch batch;
-  batch.summaries.push_back(Summary(std::string(300, 'n'), 0, 1));
+  batch.Add<kind::PaneSummary>(Summary(std::string(300, 'n'), 0, 1));
   batch.watermark_ms = 10'000;
   Status s = (*sink)->Write(batch);
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
@@ -133,7 +133,7 @@ TEST_F(RocksDbStateSinkTest, DeadLetterWithANameThatIsNotUtf8IsStored) {
   ASSERT_TRUE(sink.ok());
   ASSERT_TRUE((*sink)->Open(ctx_).ok());
   OutputBatch batch;
-  DeadLetter& d = batch.dead_letters.emplace_back();
+  DeadLetter& d = batch.Emplace<kind::DeadLetter>();
   d.event.kind = EventKind::kRequest;
   d.event.publisher = interner_.Intern("pub-\xc0\xaf");
   d.event.instance = interner_.Intern("vllm-\xff");
@@ -167,7 +167,7 @@ TEST_F(RocksDbStateSinkTest, IsRegisteredByName) {
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   ASSERT_TRUE((*sink)->Open(ctx_).ok());
   OutputBatch batch;
-  batch.summaries.push_back(Summary("node-2", 0, 1));
+  batch.Add<kind::PaneSummary>(Summary("node-2", 0, 1));
   batch.watermark_ms = 10'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
   EXPECT_EQ(CountPanes("node-2"), 1u);

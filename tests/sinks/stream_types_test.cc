@@ -235,9 +235,10 @@ class StreamTypesTest : public ::testing::Test {
     EXPECT_TRUE(sink.ok());
     EXPECT_TRUE((*sink)->Open(ctx_).ok());
     OutputBatch join, batch;
-    join.summaries.push_back(EmptySummary("join"));
-    batch.summaries = {WholeSummary("a"), EmptySummary("b"), WholeSummary("last")};
-    batch.summaries[0].update = true;
+    join.Add<kind::PaneSummary>(EmptySummary("join"));
+    batch.Mutable<kind::PaneSummary>() = {WholeSummary("a"), EmptySummary("b"),
+                                          WholeSummary("last")};
+    batch.Mutable<kind::PaneSummary>()[0].update = true;
     batch.watermark_ms = 80'000;
     return PublishAndReceive(**sink, join, batch, "summaries.last.llama.", "summaries.join.llama.");
   }
@@ -286,9 +287,9 @@ class StreamTypesTest : public ::testing::Test {
     EXPECT_TRUE(sink.ok());
     EXPECT_TRUE((*sink)->Open(ctx_).ok());
     OutputBatch join, batch;
-    join.alerts = {WholeAlerts()[0]};
-    join.alerts[0].instance = "join";
-    batch.alerts = WholeAlerts();
+    join.Mutable<kind::Alert>() = {WholeAlerts()[0]};
+    join.Mutable<kind::Alert>()[0].instance = "join";
+    batch.Mutable<kind::Alert>() = WholeAlerts();
     return PublishAndReceive(**sink, join, batch, "alerts.critical.last.llama.",
                              "alerts.critical.join.llama.");
   }

@@ -192,14 +192,14 @@ TEST(TopicTest, SummarySubscribersGetExactlyTheirInstanceAndModel) {
   zmq::context_t zctx;
   Subscribers subs(zctx, (*sink)->Endpoint(), prefixes, "summaries.probe.");
   OutputBatch probe;
-  probe.summaries.push_back(summary("probe", "join"));
+  probe.Add<kind::PaneSummary>(summary("probe", "join"));
   ASSERT_TRUE(subs.Join([&] { ASSERT_TRUE((*sink)->Write(probe).ok()); }));
 
   OutputBatch batch;
   for (const std::string& i : kInstances) {
-    for (const std::string& m : kModels) batch.summaries.push_back(summary(i, m));
+    for (const std::string& m : kModels) batch.Add<kind::PaneSummary>(summary(i, m));
   }
-  batch.summaries.push_back(summary("probe", "end"));
+  batch.Add<kind::PaneSummary>(summary("probe", "end"));
   ASSERT_TRUE((*sink)->Write(batch).ok());
   ASSERT_TRUE(subs.ReceiveUntil("summaries.probe.end."));
 
@@ -248,16 +248,16 @@ TEST(TopicTest, AlertSubscribersGetExactlyTheirSeverityInstanceAndModel) {
   zmq::context_t zctx;
   Subscribers subs(zctx, (*sink)->Endpoint(), prefixes, "alerts.info.");
   OutputBatch probe;
-  probe.alerts.push_back(alert("probe", "join"));
-  probe.alerts.back().severity = Severity::kInfo;
+  probe.Add<kind::Alert>(alert("probe", "join"));
+  probe.Mutable<kind::Alert>().back().severity = Severity::kInfo;
   ASSERT_TRUE(subs.Join([&] { ASSERT_TRUE((*sink)->Write(probe).ok()); }));
 
   OutputBatch batch;
   for (const std::string& i : kInstances) {
-    for (const std::string& m : kModels) batch.alerts.push_back(alert(i, m));
+    for (const std::string& m : kModels) batch.Add<kind::Alert>(alert(i, m));
   }
-  batch.alerts.push_back(alert("end", "end"));
-  batch.alerts.back().severity = Severity::kInfo;
+  batch.Add<kind::Alert>(alert("end", "end"));
+  batch.Mutable<kind::Alert>().back().severity = Severity::kInfo;
   ASSERT_TRUE((*sink)->Write(batch).ok());
   ASSERT_TRUE(subs.ReceiveUntil("alerts.info.end.end."));
 

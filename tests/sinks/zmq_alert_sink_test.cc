@@ -41,7 +41,7 @@ TEST(ZmqAlertSinkTest, PublishesTopicAndPayloadSkipsSilenced) {
   Alert warning = a;
   warning.severity = Severity::kWarning;
   OutputBatch batch;
-  batch.alerts = {silenced, warning, a};
+  batch.Mutable<kind::Alert>() = {silenced, warning, a};
 
   // PUB drops until the subscription has reached it: publish until the subscriber sees one.
   std::vector<zmq::message_t> frames;

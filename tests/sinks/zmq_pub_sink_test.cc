@@ -64,7 +64,7 @@ class ZmqPubSinkTest : public ::testing::Test {
     sub.set(zmq::sockopt::rcvtimeo, 100);
     sub.connect(sink.Endpoint());
     OutputBatch probe;
-    probe.summaries.push_back(Probe());
+    probe.Add<kind::PaneSummary>(Probe());
     for (int attempt = 0; attempt < 100; ++attempt) {
       ASSERT_TRUE(sink.Write(probe).ok());
       Received r;
@@ -140,8 +140,8 @@ TEST_F(ZmqPubSinkTest, PublishesMsgpackSummariesUnderTheInstanceAndModelTopic) {
   uint64_t probes = metrics_.CounterValue("inferscope_sink_messages_total", {{"stage", "pub"}});
 
   OutputBatch batch;
-  batch.summaries.push_back(KnownSummary());
-  batch.summaries.back().update = true;  // re-published after late events
+  batch.Add<kind::PaneSummary>(KnownSummary());
+  batch.Mutable<kind::PaneSummary>().back().update = true;  // re-published after late events
   batch.watermark_ms = 75'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
   Received r = ReceiveSummary(sub);
@@ -191,8 +191,8 @@ TEST_F(ZmqPubSinkTest, OmitsQuantilesOfAnEmptyPaneAndSpeaksJson) {
   empty.start_ms = 0;
   empty.end_ms = 10'000;
   empty.agg.AddEvent(true);
-  batch.summaries.push_back(empty);
-  batch.summaries.push_back(KnownSummary());
+  batch.Add<kind::PaneSummary>(empty);
+  batch.Add<kind::PaneSummary>(KnownSummary());
   batch.watermark_ms = 80'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
 

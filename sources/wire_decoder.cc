@@ -1384,8 +1384,9 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
   const Value* seq = scan.env(kEnvSeq);
   const Value* inc = scan.env(kEnvInc);
   if (v == nullptr || v->type != Value::kUint || v->u != 1 || pub == nullptr ||
-      pub->type != Value::kStr || pub->len == 0 || pub->len > 255 || seq == nullptr ||
-      seq->type != Value::kUint || (inc != nullptr && inc->type != Value::kUint)) {
+      pub->type != Value::kStr || pub->len == 0 || pub->len > 255 || !IsValidUtf8(pub->str()) ||
+      seq == nullptr || seq->type != Value::kUint ||
+      (inc != nullptr && inc->type != Value::kUint)) {
     return;
   }
   const StringId publisher = cache_.Intern(pub->str());

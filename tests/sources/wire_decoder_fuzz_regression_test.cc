@@ -71,6 +71,52 @@ TEST(WireDecoderFuzzRegression, LargestSequenceNumberIsRejectedAndNeverAppliedTw
   }
 }
 
+// Fuzzer finding (fuzz_hello): a message refused for good (here: over the event limit) whose
+// publisher id is not UTF-8 still had its sequence number consumed under that id, so the source
+// answered with a nack naming a publisher no client can parse. A refused message with such an id
+// now touches no publisher state and gets no answer.
+TEST(WireDecoderFuzzRegression, RefusedMessageWithANonUtf8PublisherConsumesNothing) {
+  Interner interner;
+  ManualClock clock(kNow);
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  options.max_events_per_message = 1;
+  WireDecoder decoder(options, interner, clock, nullptr, "test");
+  const std::string bad_pub("\x90\x30", 2);
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(4);
+  pk.pack("v");
+  pk.pack(1);
+  pk.pack("pub");
+  pk.pack(bad_pub);
+  pk.pack("seq");
+  pk.pack(0);
+  pk.pack("events");
+  pk.pack_array(2);
+  for (int i = 0; i < 2; ++i) {
+    pk.pack_map(5);
+    pk.pack("k");
+    pk.pack("r");
+    pk.pack("i");
+    pk.pack("node-1");
+    pk.pack("m");
+    pk.pack("llama");
+    pk.pack("t");
+    pk.pack(kNow - 1000);
+    pk.pack("e2e");
+    pk.pack(1.5);
+  }
+  EventBatch batch;
+  const DecodeResult r = decoder.Decode(std::string_view(buf.data(), buf.size()), batch);
+  EXPECT_TRUE(r.message_rejected);
+  EXPECT_FALSE(r.applied);
+  EXPECT_FALSE(r.consumed);
+  EXPECT_EQ(r.publisher, 0u);
+  EXPECT_FALSE(interner.Find(bad_pub).has_value());
+  EXPECT_TRUE(batch.events.empty());
+}
+
 // The largest allowed value still works: applied once, then a duplicate.
 TEST(WireDecoderFuzzRegression, SecondLargestSequenceNumberIsAppliedOnce) {
   Interner interner;

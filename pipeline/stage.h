@@ -8,8 +8,9 @@
 
 namespace inferscope {
 
-class SilenceRegistry;
-class StateStore;
+class CheckpointStorage;  // pipeline/checkpoint.h
+class SilenceRegistry;    // alerting/silence.h
+class StateStore;         // state/state_store.h (the runtime passes it on, never uses it)
 
 // What the engine hands every source, operator and sink when it opens them. The pointers outlive
 // the stage. `state` is null when the topology declares no state directory.
@@ -19,6 +20,9 @@ struct StageContext {
   MetricsRegistry* metrics = nullptr;
   const Clock* clock = nullptr;
   StateStore* state = nullptr;
+  // Where the executor reads the last durable checkpoint back from on start; null: nothing to
+  // restore. Set together with `state` (state/checkpoint_store.h).
+  const CheckpointStorage* checkpoints = nullptr;
   // The engine's silences (thread-safe); null when the stage runs outside an Engine.
   SilenceRegistry* silences = nullptr;
 };

@@ -5,9 +5,9 @@
 #include <string_view>
 #include <vector>
 
-#include "pipeline/aggregate.h"
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/event.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 
@@ -58,7 +58,7 @@ struct DeadLetter {
 // every sink it fans out to.
 struct OutputBatch {
   std::vector<WindowSummary> summaries;
-  std::vector<Alert> alerts;  // alert state changes (see pipeline/alert.h)
+  std::vector<Alert> alerts;  // alert state changes (see alerting/alert.h)
   std::vector<DeadLetter> dead_letters;
   // Set on the batches the executor sends to checkpoint-writing sinks (and on nothing else).
   std::shared_ptr<const PendingCheckpoint> checkpoint;

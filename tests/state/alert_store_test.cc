@@ -19,10 +19,10 @@ TEST(AlertStoreTest, LatestAndHistoryRoundTrip) {
   Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok());
   Alert a;
-  a.fingerprint = AlertFingerprint("r", "i", "m", "ttft_ms", "p95");
-  a.rule = "r";
-  a.instance = "i";
-  a.model = "m";
+  a.fingerprint = AlertFingerprint("high_ttft", "vllm-1", "llama", "ttft_ms", "p95");
+  a.rule = "high_ttft";
+  a.instance = "vllm-1";
+  a.model = "llama";
   a.metric = "ttft_ms";
   a.stat = "p95";
   a.type = AnomalyType::kThreshold;

@@ -13,8 +13,8 @@
 #include <zmq.hpp>
 
 #include "pipeline/config.h"
+#include "pipeline/glob.h"
 #include "pipeline/metrics.h"
-#include "pipeline/silence.h"  // GlobMatch
 #include "pipeline/status.h"
 
 namespace inferscope {

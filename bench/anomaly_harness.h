@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "alerting/alert.h"
 #include "operators/detectors.h"
-#include "pipeline/alert.h"
 
 namespace inferscope::bench {
 

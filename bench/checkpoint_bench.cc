@@ -44,8 +44,9 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
-#include "pipeline/state_store.h"
 #include "pipeline/topology.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 namespace {
@@ -235,9 +236,9 @@ struct CheckpointRow {
   int64_t restored_series = 0;
 };
 
-size_t RecordBytes(const std::vector<RecordWrite>& recs) {
+size_t RecordBytes(const std::vector<CheckpointRecord>& recs) {
   size_t bytes = 0;
-  for (const RecordWrite& w : recs) bytes += w.key.size() + (w.value ? w.value->size() : 0);
+  for (const CheckpointRecord& w : recs) bytes += w.key.size() + (w.value ? w.value->size() : 0);
   return bytes;
 }
 
@@ -270,12 +271,12 @@ CheckpointRow RunCheckpoint(Layout layout, int64_t series) {
     std::exit(1);
   }
   auto checkpoint = [&](double* collect_s, double* write_s, size_t* records, size_t* bytes) {
-    std::vector<RecordWrite> recs;
-    CheckpointWriter writer("op", "windows", &recs);
+    std::vector<CheckpointRecord> recs;
+    CheckpointCollector writer("op", "windows", &recs);
     auto t0 = SteadyClock::now();
     Status st = op->Checkpoint(writer);
     auto t1 = SteadyClock::now();
-    if (st.ok()) st = (*store)->WriteRecords(recs, /*sync=*/true);
+    if (st.ok()) st = WriteCheckpointRecords(**store, recs, /*sync=*/true);
     auto t2 = SteadyClock::now();
     if (!st.ok()) {
       std::fprintf(stderr, "checkpoint: %s\n", st.ToString().c_str());
@@ -298,7 +299,7 @@ CheckpointRow RunCheckpoint(Layout layout, int64_t series) {
     // Restore into a fresh operator with a fresh interner, as a restarted process would.
     Interner fresh;
     auto restored = OpenOperator(fresh, clock);
-    CheckpointReader reader("op", "windows", store->get());
+    StateCheckpointReader reader("op", "windows", store->get());
     auto t0 = SteadyClock::now();
     Status st = restored->Restore(reader);
     row.restore_s = Seconds(t0, SteadyClock::now());

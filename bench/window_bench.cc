@@ -11,7 +11,7 @@
 #include "operators/window_aggregate.h"
 #include "pipeline/clock.h"
 #include "pipeline/metrics.h"
-#include "pipeline/sketch.h"
+#include "values/sketch.h"
 
 namespace inferscope {
 namespace {

@@ -3,6 +3,7 @@
 #include "operators/register.h"
 #include "sinks/register.h"
 #include "sources/register.h"
+#include "state/register.h"
 
 namespace inferscope {
 
@@ -10,6 +11,7 @@ void RegisterBuiltins(Registry& registry) {
   RegisterSources(registry);
   RegisterOperators(registry);
   RegisterSinks(registry);
+  RegisterStateSinks(registry);
 }
 
 }  // namespace inferscope

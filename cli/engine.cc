@@ -76,13 +76,15 @@ Status Engine::Start() {
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);
     if (!state.ok()) return state.status();
     state_ = std::move(state).value();
+    checkpoints_ = std::make_unique<StateCheckpointStorage>(state_.get());
+    silence_store_ = std::make_unique<StateSilenceStore>(state_.get());
     {
       std::lock_guard<std::mutex> lock(maintenance_mu_);
       maintenance_stop_ = false;
     }
     maintenance_ = std::thread([this] { MaintenanceLoop(); });
   }
-  silences_ = std::make_unique<SilenceRegistry>(state_.get(), clock_);
+  silences_ = std::make_unique<SilenceRegistry>(silence_store_.get(), clock_);
   INFERSCOPE_RETURN_IF_ERROR(silences_->Load().WithContext("loading silences"));
   // The executor's stages were created without the store; hand it to them now, before Open.
   StageContext base;
@@ -90,6 +92,7 @@ Status Engine::Start() {
   base.metrics = &metrics_;
   base.clock = clock_;
   base.state = state_.get();
+  base.checkpoints = checkpoints_.get();
   base.services.Provide(silences_.get());
   executor_->SetStageContext(base);
   Status started = executor_->Start();

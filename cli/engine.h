@@ -9,14 +9,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "alerting/silence.h"
 #include "pipeline/clock.h"
 #include "pipeline/executor.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
-#include "pipeline/silence.h"
-#include "pipeline/state_store.h"
 #include "pipeline/topology.h"
+#include "state/checkpoint_store.h"
+#include "state/silence_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -55,7 +57,7 @@ class Engine {
 
   // The file system the state store writes through (StateStoreOptions::file_system); null (the
   // default): the local one. Call before Start; for tests that inject storage failures.
-  void SetStateFileSystem(std::shared_ptr<rocksdb::FileSystem> fs) {
+  void SetStateFileSystem(std::shared_ptr<StateFileSystem> fs) {
     state_file_system_ = std::move(fs);
   }
 
@@ -81,13 +83,16 @@ class Engine {
   void StopMaintenance();
 
   TopologySpec spec_;
-  std::shared_ptr<rocksdb::FileSystem> state_file_system_;
+  std::shared_ptr<StateFileSystem> state_file_system_;
   std::vector<Registry::Entry> capabilities_;
   const Clock* clock_ = nullptr;
   int64_t started_ms_ = 0;
   Interner interner_;
   MetricsRegistry metrics_;
   std::unique_ptr<StateStore> state_;
+  // Over state_ (null without a state directory): checkpoints for the executor, silences.
+  std::unique_ptr<StateCheckpointStorage> checkpoints_;
+  std::unique_ptr<StateSilenceStore> silence_store_;
   std::unique_ptr<SilenceRegistry> silences_;  // shared by alerting operators and the query API
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;

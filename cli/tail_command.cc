@@ -16,10 +16,10 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "alerting/alert.h"
 #include "cli/commands.h"
 #include "clients/cpp/curve.h"
 #include "clients/cpp/topics.h"
-#include "pipeline/alert.h"
 #include "pipeline/json_text.h"
 
 namespace inferscope {

@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert_store.h"
+#include "alerting/alert_json.h"
+#include "alerting/silence.h"
 #include "pipeline/json_text.h"
-#include "pipeline/silence.h"
 
 namespace inferscope {
 namespace {

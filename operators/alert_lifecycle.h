@@ -5,7 +5,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
 #include "pipeline/metrics.h"

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/config.h"
 #include "pipeline/status.h"
 

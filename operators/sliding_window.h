@@ -5,12 +5,12 @@
 #include <string_view>
 #include <vector>
 
-#include "pipeline/aggregate.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/operator.h"
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <set>
 
-#include "pipeline/silence.h"
+#include "alerting/silence.h"
 
 namespace inferscope {
 namespace {

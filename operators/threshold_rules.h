@@ -8,13 +8,13 @@
 #include <utility>
 #include <vector>
 
+#include "alerting/alert.h"
 #include "operators/alert_lifecycle.h"
-#include "pipeline/aggregate.h"
-#include "pipeline/alert.h"
 #include "pipeline/config.h"
 #include "pipeline/interner.h"
 #include "pipeline/operator.h"
 #include "pipeline/status.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 

@@ -6,7 +6,6 @@
 
 #include "pipeline/coding.h"
 #include "pipeline/interner.h"
-#include "pipeline/state_store.h"
 
 namespace inferscope {
 namespace {

@@ -5,11 +5,11 @@
 #include <string_view>
 #include <vector>
 
-#include "pipeline/aggregate.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/operator.h"
 #include "pipeline/status.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 

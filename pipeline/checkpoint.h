@@ -2,32 +2,41 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "pipeline/event.h"
-#include "pipeline/state_store.h"
 #include "pipeline/status.h"
 
 namespace inferscope {
 
 // Checkpoints: every `engine.checkpoint_interval` the operator thread asks each operator (and the
 // executor records each source's applied sequence numbers) for the state that changed since the
-// previous checkpoint, as records of StateTable::kCheckpoint. The records travel to the state sink
-// behind every result emitted before them and are written there in one atomic, synced WriteBatch;
-// only then is the checkpoint durable (and acknowledged to publishers). A checkpoint the sink gives
-// up (on_failed) is merged into the next one, so the "changed since the previous checkpoint" marks
-// operators clear when asked lose nothing. On start, stages restore from the records found.
+// previous checkpoint, as CheckpointRecords. The records travel to the state sink behind every
+// result emitted before them and are written there in one atomic, synced write (state/: the
+// `checkpoint` table of the StateStore); only then is the checkpoint durable (and acknowledged to
+// publishers). A checkpoint the sink gives up (on_failed) is merged into the next one, so the
+// "changed since the previous checkpoint" marks operators clear when asked lose nothing. On start,
+// stages restore from the records found (CheckpointStorage).
 //
 // Record keys are `str(kind) str(stage) key`, kind "op" or "src", so one stage's records are one
-// key range.
+// key range. This header is all stages see of checkpoints: it does not depend on the store.
+
+// One record of a checkpoint: a Put, or a Delete when `value` is empty. `key` is the full key,
+// CheckpointPrefix(kind, stage) followed by the stage's own key.
+struct CheckpointRecord {
+  std::string key;
+  std::optional<std::string> value;
+};
 
 // One checkpoint on its way from the operator thread to the sink that writes it.
 struct PendingCheckpoint {
   uint64_t id = 0;
   int64_t started_ns = 0;  // monotonic time it was taken
-  std::vector<RecordWrite> records;
+  std::vector<CheckpointRecord> records;
   // Per source index: the last sequence number applied per publisher when it was taken.
   std::vector<std::vector<AppliedSequence>> applied;
   // Called by the sink once `records` are durable (from the sink's thread).
@@ -38,31 +47,48 @@ struct PendingCheckpoint {
   std::function<void(const PendingCheckpoint&)> on_failed;
 };
 
-// Collects one stage's record writes for a checkpoint.
+// Receives one stage's record writes for a checkpoint (Operator::Checkpoint).
 class CheckpointWriter {
  public:
-  CheckpointWriter(std::string_view kind, std::string_view stage, std::vector<RecordWrite>* out);
+  virtual ~CheckpointWriter() = default;
   // Stores `value` under the stage's `key`, replacing what an earlier checkpoint stored.
-  void Put(std::string_view key, std::string value);
+  virtual void Put(std::string_view key, std::string value) = 0;
   // Removes the stage's `key` (no effect when absent).
-  void Delete(std::string_view key);
-
- private:
-  std::string prefix_;
-  std::vector<RecordWrite>* out_;
+  virtual void Delete(std::string_view key) = 0;
 };
 
-// Reads one stage's records of the last durable checkpoint.
+// Reads one stage's records of the last durable checkpoint (Operator::Restore, Source::Restore).
 class CheckpointReader {
  public:
-  // `store` may be null (no state: nothing to restore).
-  CheckpointReader(std::string_view kind, std::string_view stage, const StateStore* store);
+  virtual ~CheckpointReader() = default;
   // Calls `fn(key, value)` for every record of the stage, in key order; stops at the first error.
-  Status ForEach(const std::function<Status(std::string_view, std::string_view)>& fn) const;
+  virtual Status ForEach(
+      const std::function<Status(std::string_view, std::string_view)>& fn) const = 0;
+};
+
+// Where the last durable checkpoint is read back from on start. Implemented over the StateStore
+// in state/checkpoint_store.h; the Engine (cli/) hands it to the executor in
+// StageContext::checkpoints.
+class CheckpointStorage {
+ public:
+  virtual ~CheckpointStorage() = default;
+  // A reader of the records of stage `stage` of kind `kind` ("op" or "src").
+  virtual std::unique_ptr<CheckpointReader> Reader(std::string_view kind,
+                                                   std::string_view stage) const = 0;
+};
+
+// The CheckpointWriter the executor hands each stage: appends the stage's writes, with their full
+// keys, to `*out` (the pending checkpoint's records).
+class CheckpointCollector final : public CheckpointWriter {
+ public:
+  CheckpointCollector(std::string_view kind, std::string_view stage,
+                      std::vector<CheckpointRecord>* out);
+  void Put(std::string_view key, std::string value) override;
+  void Delete(std::string_view key) override;
 
  private:
   std::string prefix_;
-  const StateStore* store_;
+  std::vector<CheckpointRecord>* out_;
 };
 
 // The checkpoint record value of a source's last applied sequence number (the key is the

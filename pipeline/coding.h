@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -7,8 +8,9 @@
 
 namespace inferscope {
 
-// Byte encodings shared by the stored value types (DDSketch, Aggregate). Every Get* reads from the
-// front of `*in`, advances it, and returns false instead of reading past its end.
+// Byte encodings shared by the stored value types (values/: DDSketch, Aggregate), the state
+// store's keys (state/) and checkpoint records (pipeline/checkpoint.h, operators). Every Get* reads
+// from the front of `*in`, advances it, and returns false instead of reading past its end.
 
 // LEB128 varint: 7 bits per byte, least significant group first.
 inline void PutVarint(std::string* out, uint64_t v) {
@@ -49,6 +51,21 @@ inline bool GetDouble(std::string_view* in, double* d) {
   in->remove_prefix(8);
   std::memcpy(d, &bits, sizeof(bits));
   return true;
+}
+
+// str(x): a 1-byte length followed by the bytes. Names are at most 255 bytes (callers check the
+// length first; truncation here only guards the encoding), so a key prefix of str()s selects one
+// series exactly.
+inline void AppendStr(std::string* out, std::string_view s) {
+  size_t n = std::min<size_t>(s.size(), 255);
+  out->push_back(static_cast<char>(n));
+  out->append(s.data(), n);
+}
+
+// be64(v): big-endian, so that byte order is numeric order (times in keys sort in time order).
+inline void AppendBigEndian64(std::string* out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 }  // namespace inferscope

@@ -19,23 +19,18 @@ Counter* ResultsOut(MetricsRegistry& m, const std::string& stage, KindId kind) {
 
 // `older` then `newer`, as one WriteBatch would apply them (the newer write of a key wins), with
 // each key once so that repeated failures do not grow what is carried.
-std::vector<RecordWrite> MergeRecords(std::vector<RecordWrite> older,
-                                      std::vector<RecordWrite> newer) {
+std::vector<CheckpointRecord> MergeRecords(std::vector<CheckpointRecord> older,
+                                           std::vector<CheckpointRecord> newer) {
   if (older.empty()) return newer;
   if (newer.empty()) return older;
-  auto id = [](const RecordWrite& w) {
-    std::string k(1, static_cast<char>(w.table));
-    k += w.key;
-    return k;
-  };
   std::unordered_set<std::string> replaced;
-  for (const RecordWrite& w : newer) replaced.insert(id(w));
-  std::vector<RecordWrite> out;
+  for (const CheckpointRecord& w : newer) replaced.insert(w.key);
+  std::vector<CheckpointRecord> out;
   out.reserve(older.size() + newer.size());
-  for (RecordWrite& w : older) {
-    if (replaced.count(id(w)) == 0) out.push_back(std::move(w));
+  for (CheckpointRecord& w : older) {
+    if (replaced.count(w.key) == 0) out.push_back(std::move(w));
   }
-  for (RecordWrite& w : newer) out.push_back(std::move(w));
+  for (CheckpointRecord& w : newer) out.push_back(std::move(w));
   return out;
 }
 
@@ -347,13 +342,13 @@ Status Executor::CheckEdges() const {
 }
 
 Status Executor::RestoreStages() {
-  if (base_.state == nullptr) return Status::Ok();
+  if (base_.checkpoints == nullptr) return Status::Ok();
   for (auto& o : operators_) {
-    Status st = o->op->Restore(CheckpointReader("op", o->name, base_.state));
+    Status st = o->op->Restore(*base_.checkpoints->Reader("op", o->name));
     if (!st.ok()) return st.WithContext("restoring operator '" + o->name + "'");
   }
   for (auto& s : sources_) {
-    Status st = s->source->Restore(CheckpointReader("src", s->name, base_.state));
+    Status st = s->source->Restore(*base_.checkpoints->Reader("src", s->name));
     if (!st.ok()) return st.WithContext("restoring source '" + s->name + "'");
   }
   return Status::Ok();
@@ -365,7 +360,7 @@ void Executor::TakeCheckpoint() {
   checkpoint->id = next_checkpoint_id_++;
   checkpoint->started_ns = started;
   for (auto& o : operators_) {
-    CheckpointWriter writer("op", o->name, &checkpoint->records);
+    CheckpointCollector writer("op", o->name, &checkpoint->records);
     Status st = o->op->Checkpoint(writer);
     if (!st.ok()) {
       // A checkpoint without this operator's state would restore it wrongly: skip it altogether,
@@ -380,7 +375,7 @@ void Executor::TakeCheckpoint() {
   }
   checkpoint->applied.resize(sources_.size());
   for (size_t i = 0; i < sources_.size(); ++i) {
-    CheckpointWriter writer("src", sources_[i]->name, &checkpoint->records);
+    CheckpointCollector writer("src", sources_[i]->name, &checkpoint->records);
     for (const auto& [publisher, a] : applied_[i]) {
       auto [it, inserted] = checkpointed_[i].try_emplace(publisher, a);
       if (!inserted && it->second.incarnation == a.incarnation && it->second.seq == a.seq) {
@@ -403,7 +398,7 @@ void Executor::TakeCheckpoint() {
     }
   }
   size_t bytes = 0;
-  for (const RecordWrite& w : checkpoint->records)
+  for (const CheckpointRecord& w : checkpoint->records)
     bytes += w.key.size() + (w.value ? w.value->size() : 0);
   checkpoint_records_->Set(static_cast<double>(checkpoint->records.size()));
   checkpoint_bytes_->Set(static_cast<double>(bytes));
@@ -418,7 +413,7 @@ void Executor::TakeCheckpoint() {
   checkpoint_sink_->queue.Push(shared);
 }
 
-void Executor::Carry(std::vector<RecordWrite> records,
+void Executor::Carry(std::vector<CheckpointRecord> records,
                      std::vector<std::vector<AppliedSequence>> applied, bool older) {
   std::lock_guard<std::mutex> lock(carried_mu_);
   if (older) {

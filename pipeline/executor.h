@@ -85,8 +85,8 @@ class Executor {
   void CheckpointFailed(const PendingCheckpoint& checkpoint);
   // Keeps the content of a checkpoint that was never durable for the next one; `older` content
   // is overridden by what carried_ already holds when `older` is true, else it overrides it.
-  void Carry(std::vector<RecordWrite> records, std::vector<std::vector<AppliedSequence>> applied,
-             bool older);
+  void Carry(std::vector<CheckpointRecord> records,
+             std::vector<std::vector<AppliedSequence>> applied, bool older);
   // The kinds along every edge (the rule of ValidateTopology, for stages wired in code too).
   Status CheckEdges() const;
   Status RestoreStages();
@@ -124,7 +124,7 @@ class Executor {
   // key replace older ones). Written by the operator thread and, through CheckpointFailed, by the
   // checkpoint sink's thread.
   std::mutex carried_mu_;
-  std::vector<RecordWrite> carried_records_;
+  std::vector<CheckpointRecord> carried_records_;
   std::vector<std::vector<AppliedSequence>> carried_applied_;
   Counter* checkpoints_failed_ = nullptr;
   Counter* checkpoints_ = nullptr;

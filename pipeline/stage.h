@@ -10,7 +10,8 @@
 
 namespace inferscope {
 
-class StateStore;
+class CheckpointStorage;  // pipeline/checkpoint.h
+class StateStore;         // state/state_store.h (the runtime passes it on, never uses it)
 
 // Engine-wide services a stage may use, looked up by type (the silence registry, say), so that a
 // new service reaches the stages that need it without a new StageContext field.
@@ -53,6 +54,9 @@ struct StageContext {
   MetricsRegistry* metrics = nullptr;
   const Clock* clock = nullptr;
   StateStore* state = nullptr;
+  // Where the executor reads the last durable checkpoint back from on start; null: nothing to
+  // restore. Set together with `state` (state/checkpoint_store.h).
+  const CheckpointStorage* checkpoints = nullptr;
   // Other engine services by type (e.g. `services.Get<SilenceRegistry>()`, the engine's silences).
   StageServices services;
 };

@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "pipeline/aggregate.h"
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/event.h"
 #include "pipeline/result_kind.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 

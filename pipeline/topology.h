@@ -29,7 +29,7 @@ struct EngineSettings {
   size_t sink_queue_capacity = 64;  // result batches queued in front of each sink
   int64_t timer_interval_ms = 100;  // processing-time tick for operators
   // How often operator state and applied sequence numbers are checkpointed to the state store
-  // (needs a sink that writes checkpoints, i.e. rocksdb_state). 0 disables.
+  // (needs a sink that writes checkpoints: the state sink, state/). 0 disables.
   int64_t checkpoint_interval_ms = 1000;
   // How often the Interner reclaims names that nobody holds any more (series expired, one-off
   // names of rejected events). A name unused for two whole intervals goes. 0 disables.

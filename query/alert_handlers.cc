@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <charconv>
 
-#include "pipeline/alert_store.h"
-#include "pipeline/silence.h"
-#include "pipeline/state_store.h"
+#include "alerting/silence.h"
 #include "query/handlers.h"
+#include "state/alert_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 namespace {

@@ -9,10 +9,10 @@
 #include <set>
 #include <utility>
 
-#include "pipeline/aggregate.h"
 #include "pipeline/config.h"
-#include "pipeline/state_store.h"
 #include "pipeline/tiers.h"
+#include "state/state_store.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 namespace {

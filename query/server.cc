@@ -12,9 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/state_store.h"
 #include "query/gated_server.h"
 #include "query/handlers.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 namespace {

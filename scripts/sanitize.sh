@@ -27,7 +27,8 @@ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_R
   -DCMAKE_CXX_COMPILER="$CXX_COMPILER" -DINFERSCOPE_SANITIZE=ON -DINFERSCOPE_TESTS=ON \
   -DINFERSCOPE_BENCH=OFF "${launcher[@]}" $CMAKE_ARGS >/dev/null
 start=$(date +%s)
-cmake --build "$BUILD_DIR" -j "$JOBS" --target pipeline_test auth_test operators_test sources_test sinks_test query_test
+cmake --build "$BUILD_DIR" -j "$JOBS" --target pipeline_test values_test alerting_test state_test auth_test operators_test \
+  sources_test sinks_test query_test
 echo "sanitize: unit tests built in $(($(date +%s) - start)) s"
 
 # alloc_dealloc_mismatch=0: the allocation-counting tests (tests/sources/wire_decoder_test.cc,

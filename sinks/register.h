@@ -4,7 +4,9 @@
 
 namespace inferscope {
 
-// Registers every sink of this module (rocksdb_state, zmq_pub) with `registry`. Call once.
+// Registers the sinks of this module (zmq_pub, zmq_alerts) with `registry`. Called once by
+// RegisterBuiltins(); the sinks that write the state store register with RegisterStateSinks
+// (state/register.h).
 void RegisterSinks(Registry& registry);
 
 }  // namespace inferscope

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert_store.h"
+#include "alerting/alert_json.h"
 #include "pipeline/json_text.h"
 #include "pipeline/summary.h"
 #include "sinks/stream_encoding.h"

@@ -8,7 +8,7 @@
 #include <msgpack.hpp>
 #include <zmq.hpp>
 
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
@@ -29,7 +29,7 @@ namespace inferscope {
 // Lifecycle: Open binds; Write publishes; Close closes with a 100 ms linger.
 // Concurrency: Write from the sink thread only.
 // Limitations: fire-and-forget like every PUB socket; the durable copy is in the state store
-// (rocksdb_alerts sink) and at GET /v1/alerts.
+// (the alert store sink, state/) and at GET /v1/alerts.
 class ZmqAlertSink final : public Sink {
  public:
   static constexpr std::string_view kName = "zmq_alerts";

@@ -4,12 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/aggregate.h"
 #include "pipeline/interner.h"
 #include "pipeline/json_text.h"
 #include "pipeline/summary.h"
 #include "sinks/stream_encoding.h"
 #include "sinks/topic.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 namespace {

@@ -33,16 +33,16 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert.h"
-#include "pipeline/alert_store.h"
+#include "alerting/alert.h"
+#include "alerting/silence.h"
 #include "pipeline/clock.h"
 #include "pipeline/config.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
-#include "pipeline/silence.h"
-#include "pipeline/state_store.h"
 #include "pipeline/tiers.h"
 #include "query/handlers.h"
+#include "state/alert_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 namespace {
@@ -132,7 +132,7 @@ World* MakeWorld() {
   w->ctx.metrics = &w->metrics;
   w->ctx.clock = &w->clock;
   w->ctx.health_info = [] { return nlohmann::json{{"version", "fuzz"}}; };
-  w->ctx.capabilities = {{"source", "zmq", "ZeroMQ source"}, {"sink", "rocksdb_state", "sink"}};
+  w->ctx.capabilities = {{"source", "zmq", "ZeroMQ source"}, {"sink", "zmq_pub", "sink"}};
   return w;
 }
 

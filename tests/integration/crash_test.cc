@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "clients/cpp/acked_publisher.h"
-#include "pipeline/state_store.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {

@@ -20,9 +20,10 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/executor.h"
 #include "pipeline/registry.h"
-#include "pipeline/state_store.h"
 #include "pipeline/topology.h"
-#include "sinks/rocksdb_state_sink.h"
+#include "state/checkpoint_store.h"
+#include "state/rocksdb_state_sink.h"
+#include "state/state_store.h"
 #include "tests/fault_fs.h"
 #include "tests/test_util.h"
 
@@ -160,6 +161,8 @@ class Pipeline {
     base.metrics = &metrics_;
     base.clock = &clock_;
     base.state = store_.get();
+    checkpoints_ = std::make_unique<StateCheckpointStorage>(store_.get());
+    base.checkpoints = checkpoints_.get();
     executor_ = std::make_unique<Executor>(settings, base);
     auto source = std::make_unique<ScriptedSource>();
     source_ = source.get();
@@ -214,7 +217,7 @@ class Pipeline {
     ctx.metrics = &restore_metrics_;
     ctx.clock = &clock_;
     EXPECT_TRUE(restored.Open(ctx).ok());
-    Status s = restored.Restore(CheckpointReader("op", "windows", store_.get()));
+    Status s = restored.Restore(StateCheckpointReader("op", "windows", store_.get()));
     EXPECT_TRUE(s.ok()) << s.ToString();
     OutputBatch out;
     EXPECT_TRUE(restored.Close(out).ok());
@@ -237,6 +240,7 @@ class Pipeline {
   MetricsRegistry metrics_;
   MetricsRegistry restore_metrics_;
   std::unique_ptr<StateStore> store_;
+  std::unique_ptr<StateCheckpointStorage> checkpoints_;
   std::unique_ptr<Executor> executor_;
   ScriptedSource* source_ = nullptr;
   std::atomic<bool> flaky_{false};

@@ -2,8 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "pipeline/silence.h"
-#include "pipeline/state_store.h"
+#include "alerting/silence.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -78,11 +79,11 @@ TEST_F(AlertLifecycleTest, CheckpointedStatesSurviveARestart) {
   options.path = dir.str();
   auto store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  std::vector<RecordWrite> records;
-  CheckpointWriter writer("op", "rules", &records);
+  std::vector<CheckpointRecord> records;
+  CheckpointCollector writer("op", "rules", &records);
   ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
   ASSERT_EQ(records.size(), 1u);
-  ASSERT_TRUE((*store)->WriteRecords(records).ok());
+  ASSERT_TRUE(WriteCheckpointRecords(**store, records).ok());
   // Nothing changed since: the next checkpoint writes nothing.
   records.clear();
   ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
@@ -96,7 +97,7 @@ TEST_F(AlertLifecycleTest, CheckpointedStatesSurviveARestart) {
   ctx.metrics = &metrics_;
   ctx.clock = &clock_;
   restarted.Open(ctx);
-  ASSERT_TRUE(restarted.Restore(CheckpointReader("op", "rules", store->get())).ok());
+  ASSERT_TRUE(restarted.Restore(StateCheckpointReader("op", "rules", store->get())).ok());
   EXPECT_EQ(restarted.tracked(), 1u);
   std::vector<Alert> out;
   restarted.Observe(Evidence(11'000), Condition::kActive, Severity::kCritical, 11'000, timing_,
@@ -124,8 +125,8 @@ TEST_F(AlertLifecycleTest, CheckpointOfANameThatIsNotUtf8DoesNotThrow) {
   a.message = "p95 \xc3";
   lifecycle_.Observe(a, Condition::kActive, Severity::kCritical, 10'000, timing_, out_);
   ASSERT_EQ(out_.size(), 1u);
-  std::vector<RecordWrite> records;
-  CheckpointWriter writer("op", "rules", &records);
+  std::vector<CheckpointRecord> records;
+  CheckpointCollector writer("op", "rules", &records);
   ASSERT_TRUE(lifecycle_.Checkpoint(writer).ok());
   ASSERT_EQ(records.size(), 1u);
   ASSERT_TRUE(records[0].value.has_value());
@@ -136,14 +137,14 @@ TEST_F(AlertLifecycleTest, CheckpointOfANameThatIsNotUtf8DoesNotThrow) {
   options.path = dir.str();
   auto store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  ASSERT_TRUE((*store)->WriteRecords(records).ok());
+  ASSERT_TRUE(WriteCheckpointRecords(**store, records).ok());
   AlertLifecycle restarted(AlertLifecycle::Options{});
   StageContext ctx;
   ctx.name = "rules";
   ctx.metrics = &metrics_;
   ctx.clock = &clock_;
   restarted.Open(ctx);
-  ASSERT_TRUE(restarted.Restore(CheckpointReader("op", "rules", store->get())).ok());
+  ASSERT_TRUE(restarted.Restore(StateCheckpointReader("op", "rules", store->get())).ok());
   EXPECT_EQ(restarted.tracked(), 1u);
 }
 

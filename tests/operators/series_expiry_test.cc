@@ -18,8 +18,9 @@
 #include "pipeline/config.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
-#include "pipeline/state_store.h"
 #include "sources/wire_decoder.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -174,10 +175,10 @@ TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecord) {
   auto store = StateStore::Open(so, nullptr);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   auto checkpoint = [&] {
-    std::vector<RecordWrite> writes;
-    CheckpointWriter writer("op", "window", &writes);
+    std::vector<CheckpointRecord> writes;
+    CheckpointCollector writer("op", "window", &writes);
     EXPECT_TRUE(p.op->Checkpoint(writer).ok());
-    EXPECT_TRUE((*store)->WriteRecords(writes).ok());
+    EXPECT_TRUE(WriteCheckpointRecords(**store, writes).ok());
     return writes;
   };
   client::BatchEncoder pub("publisher");
@@ -212,18 +213,18 @@ TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecord) {
   }
   EXPECT_EQ(p.op->series_expired(), 1u);
   EXPECT_EQ(p.op->series(), 1);
-  const std::vector<RecordWrite> writes = checkpoint();
+  const std::vector<CheckpointRecord> writes = checkpoint();
   std::string key = CheckpointPrefix("op", "window");
   AppendStr(&key, "short-lived");
   AppendStr(&key, "llama-8b");
   AppendStr(&key, "kv_cache_usage");
   bool deleted = false;
-  for (const RecordWrite& w : writes) deleted |= w.key == key && !w.value.has_value();
+  for (const CheckpointRecord& w : writes) deleted |= w.key == key && !w.value.has_value();
   EXPECT_TRUE(deleted);
 
   auto restored = Make("series_ttl: 20s\nallowed_lateness: 1m\nidle_timeout: 0\n");
   ASSERT_TRUE(restored->Open(p.ctx).ok());
-  ASSERT_TRUE(restored->Restore(CheckpointReader("op", "window", store->get())).ok());
+  ASSERT_TRUE(restored->Restore(StateCheckpointReader("op", "window", store->get())).ok());
   EXPECT_EQ(restored->series(), 1);
 }
 

@@ -23,8 +23,9 @@
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
-#include "pipeline/state_store.h"
 #include "sources/wire_decoder.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -1004,15 +1005,15 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
     Driver d(o, interner);
     for (size_t i = 0; i < s.steps.size(); ++i) {
       if (points.count(i) != 0) {
-        std::vector<RecordWrite> writes;
-        CheckpointWriter writer("op", "window", &writes);
+        std::vector<CheckpointRecord> writes;
+        CheckpointCollector writer("op", "window", &writes);
         ASSERT_TRUE(d.op().Checkpoint(writer).ok());
-        ASSERT_TRUE((*store)->WriteRecords(writes).ok());
+        ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
         const int64_t watermark = d.op().watermark_ms();
         const int64_t open_panes = d.op().open_panes();
         d.op_ptr() = std::make_unique<WindowAggregateOperator>(o);
         ASSERT_TRUE(d.op().Open(d.ctx()).ok());
-        const Status restored = d.op().Restore(CheckpointReader("op", "window", store->get()));
+        const Status restored = d.op().Restore(StateCheckpointReader("op", "window", store->get()));
         ASSERT_TRUE(restored.ok()) << restored.ToString();
         EXPECT_EQ(d.op().watermark_ms(), watermark);
         EXPECT_EQ(d.op().open_panes(), open_panes);
@@ -1021,7 +1022,7 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
         ASSERT_TRUE(d.op().Checkpoint(writer).ok());
         ASSERT_EQ(writes.size(), 1u);
         EXPECT_EQ(writes[0].key, CheckpointPrefix("op", "window"));
-        ASSERT_TRUE((*store)->WriteRecords(writes).ok());
+        ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
         ++restores;
       }
       const Step& step = s.steps[i];

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "pipeline/coding.h"
+
 namespace inferscope {
 namespace {
 

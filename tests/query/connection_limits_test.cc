@@ -21,8 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/state_store.h"
 #include "query/server.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {

@@ -10,11 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert_store.h"
-#include "pipeline/silence.h"
-#include "pipeline/state_store.h"
+#include "alerting/silence.h"
 #include "query/handlers.h"
 #include "query/server.h"
+#include "state/alert_store.h"
+#include "state/silence_store.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -73,7 +74,8 @@ class QueryPaginationTest : public ::testing::Test {
     ASSERT_TRUE(StoreAlerts(*store_, alerts).ok());
     first_fingerprint_ = FingerprintHex(alerts[0].fingerprint);
 
-    silences_ = std::make_unique<SilenceRegistry>(store_.get(), &clock_);
+    silence_store_ = std::make_unique<StateSilenceStore>(store_.get());
+    silences_ = std::make_unique<SilenceRegistry>(silence_store_.get(), &clock_);
     for (int i = 0; i < 7; ++i) {
       Silence s;
       s.matchers = {{"instance", "node-" + std::to_string(i)}};
@@ -120,6 +122,7 @@ class QueryPaginationTest : public ::testing::Test {
   Interner interner_;
   ManualClock clock_{1'750'000'000'000};
   std::unique_ptr<StateStore> store_;
+  std::unique_ptr<StateSilenceStore> silence_store_;
   std::unique_ptr<SilenceRegistry> silences_;
   std::unique_ptr<QueryServer> server_;
   std::unique_ptr<httplib::Client> client_;

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/state_store.h"
 #include "query/handlers.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
-#include "pipeline/aggregate.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 namespace {

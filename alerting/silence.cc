@@ -1,4 +1,4 @@
-#include "pipeline/silence.h"
+#include "alerting/silence.h"
 
 #include <algorithm>
 #include <array>
@@ -6,7 +6,6 @@
 
 #include "pipeline/config.h"
 #include "pipeline/json_text.h"
-#include "pipeline/state_store.h"
 
 namespace inferscope {
 namespace {
@@ -50,27 +49,6 @@ Status AddMatcher(std::string field, const json& pattern, std::vector<SilenceMat
 }
 
 }  // namespace
-
-bool GlobMatch(std::string_view pattern, std::string_view text) {
-  // Iterative matcher with one backtrack point (the last '*'): linear in practice, no recursion.
-  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
-      ++p;
-      ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      mark = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
 
 bool Silence::Matches(const Alert& alert) const {
   if (matchers.empty()) return false;
@@ -173,22 +151,21 @@ Status SilenceRegistry::Load() {
   if (store_ == nullptr) return Status::Ok();
   std::vector<Silence> loaded;
   Status parse_error;
-  Status st = store_->ScanRecords(
-      StateTable::kSilences, "", "", [&](std::string_view key, std::string_view value) {
-        json j = json::parse(value, nullptr, false);
-        // Stored silences were validated when created; re-validating with their own creation
-        // time keeps the rule that ends_at > starts_at without rejecting silences that expired.
-        Result<Silence> s = j.is_object() ? SilenceFromJson(j, j.value("created_at", int64_t{0}))
-                                          : Result<Silence>(Status::Corruption("not JSON"));
-        if (!s.ok()) {
-          parse_error =
-              Status::Corruption("silence '" + std::string(key) + "': " + s.status().message());
-          return false;
-        }
-        s->id = std::string(key);
-        loaded.push_back(std::move(s).value());
-        return true;
-      });
+  Status st = store_->Scan([&](std::string_view key, std::string_view value) {
+    json j = json::parse(value, nullptr, false);
+    // Stored silences were validated when created; re-validating with their own creation
+    // time keeps the rule that ends_at > starts_at without rejecting silences that expired.
+    Result<Silence> s = j.is_object() ? SilenceFromJson(j, j.value("created_at", int64_t{0}))
+                                      : Result<Silence>(Status::Corruption("not JSON"));
+    if (!s.ok()) {
+      parse_error =
+          Status::Corruption("silence '" + std::string(key) + "': " + s.status().message());
+      return false;
+    }
+    s->id = std::string(key);
+    loaded.push_back(std::move(s).value());
+    return true;
+  });
   INFERSCOPE_RETURN_IF_ERROR(st);
   INFERSCOPE_RETURN_IF_ERROR(parse_error);
   std::unique_lock lock(mu_);
@@ -214,8 +191,7 @@ Result<Silence> SilenceRegistry::Add(Silence silence) {
   if (store_ != nullptr) {
     json j = SilenceToJson(silence, silence.created_at_ms);
     j.erase("status");
-    RecordWrite w{StateTable::kSilences, silence.id, ToJsonText(j)};
-    INFERSCOPE_RETURN_IF_ERROR(store_->WriteRecords(std::span<const RecordWrite>(&w, 1)));
+    INFERSCOPE_RETURN_IF_ERROR(store_->Put(silence.id, ToJsonText(j)));
   }
   silences_.push_back(silence);
   return silence;
@@ -227,8 +203,7 @@ Status SilenceRegistry::Remove(std::string_view id) {
                          [&](const Silence& s) { return s.id == id; });
   if (it == silences_.end()) return Status::NotFound("no silence '" + std::string(id) + "'");
   if (store_ != nullptr) {
-    RecordWrite w{StateTable::kSilences, std::string(id), std::nullopt};
-    INFERSCOPE_RETURN_IF_ERROR(store_->WriteRecords(std::span<const RecordWrite>(&w, 1)));
+    INFERSCOPE_RETURN_IF_ERROR(store_->Delete(id));
   }
   silences_.erase(it);
   return Status::Ok();

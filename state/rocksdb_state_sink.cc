@@ -1,4 +1,4 @@
-#include "sinks/rocksdb_state_sink.h"
+#include "state/rocksdb_state_sink.h"
 
 #include <spdlog/spdlog.h>
 
@@ -10,7 +10,8 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/interner.h"
 #include "pipeline/json_text.h"
-#include "pipeline/state_store.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -82,8 +83,9 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
   if (batch.checkpoint != nullptr) {
     // Pane writes before this one are in the WAL already; the synced write makes them durable too.
     const std::string what = "checkpoint " + std::to_string(batch.checkpoint->id);
-    Status s = WriteHeld(
-        what, [&] { return state_->WriteRecords(batch.checkpoint->records, /*sync=*/true); });
+    Status s = WriteHeld(what, [&] {
+      return WriteCheckpointRecords(*state_, batch.checkpoint->records, /*sync=*/true);
+    });
     if (!s.ok()) {
       if (batch.checkpoint->on_failed) batch.checkpoint->on_failed(*batch.checkpoint);
       return s.WithContext("rocksdb_state: " + what);

@@ -1,4 +1,4 @@
-#include "pipeline/sketch.h"
+#include "values/sketch.h"
 
 #include <algorithm>
 #include <cmath>

@@ -14,7 +14,7 @@ class StateStore;
 
 // RocksDbAlertSink stores every alert state change it receives in the engine's StateStore: the
 // latest state per fingerprint (table `alerts`) and the change itself (table `alert_history`), in
-// one atomic write per batch (key and value encodings in pipeline/alert_store.h). Silenced alerts
+// one atomic write per batch (key and value encodings in state/alert_store.h). Silenced alerts
 // are stored too, marked `silenced`. The query node serves them at /v1/alerts.
 //
 // Options: none. Lifecycle: Open fails when the topology has no state directory.

@@ -1,4 +1,4 @@
-#include "pipeline/state_store.h"
+#include "state/state_store.h"
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>

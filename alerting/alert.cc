@@ -1,4 +1,4 @@
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 
 #include <array>
 #include <initializer_list>

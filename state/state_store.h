@@ -13,13 +13,15 @@
 #include <string_view>
 #include <vector>
 
-#include "pipeline/aggregate.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
+#include "pipeline/coding.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
 #include "pipeline/tiers.h"
+#include "values/aggregate.h"
 
 namespace rocksdb {
 class DB;
@@ -30,6 +32,10 @@ class FileSystem;
 }  // namespace rocksdb
 
 namespace inferscope {
+
+// The file system RocksDB writes through (StateStoreOptions::file_system), named here so that code
+// outside state/ (the Engine, tests) can pass one on without naming RocksDB.
+using StateFileSystem = rocksdb::FileSystem;
 
 struct StateStoreOptions {
   std::string path;  // RocksDB directory; required
@@ -192,6 +198,9 @@ class StateStore {
   // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
   // makes every earlier write durable too).
   Status WriteRecords(std::span<const RecordWrite> writes, bool sync = false);
+  // The same for records of one table (a checkpoint's records: state/checkpoint_store.h).
+  Status WriteRecords(StateTable table, std::span<const CheckpointRecord> records,
+                      bool sync = false);
   // The value stored under `key`, or nullopt.
   Result<std::optional<std::string>> GetRecord(StateTable table, std::string_view key) const;
   // Calls `fn(key, value)` for every record with `from <= key < to` (empty `to`: no upper bound),
@@ -241,6 +250,10 @@ class StateStore {
                         std::string_view metric, int64_t from_ms, int64_t to_ms,
                         const std::function<Status(const StoredPane&)>& fn) const;
   Status LoadIndex();
+  // WriteRecords for any record type with `key` and optional `value`; `table_of(w)` names the
+  // table of write `w`.
+  template <typename Write, typename TableOf>
+  Status WriteRecordBatch(std::span<const Write> writes, TableOf table_of, bool sync);
   rocksdb::ColumnFamilyHandle* TierHandle(size_t tier) const;
   // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
   Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
@@ -301,9 +314,7 @@ class StateStore {
   Gauge* background_error_ = nullptr;
 };
 
-// Key encoding, exposed for tests and tools.
-void AppendStr(std::string* out, std::string_view s);
-void AppendBigEndian64(std::string* out, uint64_t v);
+// Key encoding, exposed for tests and tools (AppendStr and AppendBigEndian64: pipeline/coding.h).
 std::string PaneKey(std::string_view instance, std::string_view model, std::string_view metric,
                     int64_t start_ms);
 // The column family of tier `index`: "panes" for tier 0, "rollup_<name>" after.

@@ -1,5 +1,6 @@
-// Storage tiers: rollups (exactness, finality, late upserts), retention against an injected clock
-// (answers and disk), read planning and the topology's `state:` section.
+// Storage tiers in the StateStore: rollups (exactness, finality, late upserts) and retention
+// against an injected clock (answers and disk). Read planning, tier validation and the topology's
+// `state:` section: tests/pipeline/tiers_test.cc.
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
@@ -10,10 +11,8 @@
 #include <vector>
 
 #include "pipeline/clock.h"
-#include "pipeline/registry.h"
-#include "pipeline/state_store.h"
 #include "pipeline/tiers.h"
-#include "pipeline/topology.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -296,166 +295,6 @@ TEST_F(RetentionTest, RollupSkipsPanesAlreadyPastRetention) {
   Maintain();
   EXPECT_TRUE(Scan(0, "a", "x").empty());
   EXPECT_TRUE(Scan(1, "a", "x").empty());
-}
-
-TEST(TierPlanTest, PicksTheCoarsestTierThatDividesTheStepAndIsRolledUp) {
-  const std::vector<TierSpec> tiers = {
-      {10 * kSecond, 6 * kHour}, {kMinute, 7 * kDay}, {kHour, 90 * kDay}};
-  const std::vector<int64_t> rolled = {INT64_MAX, kBase + 5 * kHour + 10 * kMinute,
-                                       kBase + 5 * kHour};
-  using S = TierSegment;
-  // Hourly steps: the hour tier as far as it is rolled up, then minutes, then panes.
-  EXPECT_EQ(PlanTierRead(tiers, rolled, kBase, kBase + 6 * kHour, kHour, INT64_MAX),
-            (std::vector<S>{{2, kBase, kBase + 5 * kHour},
-                            {1, kBase + 5 * kHour, kBase + 5 * kHour + 10 * kMinute},
-                            {0, kBase + 5 * kHour + 10 * kMinute, kBase + 6 * kHour}}));
-  // A range that is rolled up entirely: one tier.
-  EXPECT_EQ(PlanTierRead(tiers, rolled, kBase, kBase + 2 * kHour, kHour, INT64_MAX),
-            (std::vector<S>{{2, kBase, kBase + 2 * kHour}}));
-  // 2 min steps: the hour tier does not divide them.
-  EXPECT_EQ(PlanTierRead(tiers, rolled, kBase, kBase + 2 * kHour, 2 * kMinute, INT64_MAX),
-            (std::vector<S>{{1, kBase, kBase + 2 * kHour}}));
-  // 30 s steps: only panes.
-  EXPECT_EQ(PlanTierRead(tiers, rolled, kBase, kBase + kHour, 30 * kSecond, INT64_MAX),
-            (std::vector<S>{{0, kBase, kBase + kHour}}));
-  // A resolution cap.
-  EXPECT_EQ(PlanTierRead(tiers, rolled, kBase, kBase + kHour, kHour, kMinute),
-            (std::vector<S>{{1, kBase, kBase + kHour}}));
-  // Nothing rolled up yet: panes.
-  EXPECT_EQ(PlanTierRead(tiers, {INT64_MAX, 0, 0}, kBase, kBase + kHour, kHour, INT64_MAX),
-            (std::vector<S>{{0, kBase, kBase + kHour}}));
-}
-
-TEST(TierSpecTest, ValidationNamesTheTierAndField) {
-  EXPECT_TRUE(ValidateTiers(DefaultTiers(), kMinute, 10 * kSecond).ok());
-  auto message = [](std::vector<TierSpec> tiers) {
-    return ValidateTiers(tiers, kMinute, 10 * kSecond).message();
-  };
-  EXPECT_NE(message({{10 * kSecond, kHour}, {45 * kSecond, kDay}}).find("tiers[1].resolution"),
-            std::string::npos);
-  EXPECT_NE(message({{10 * kSecond, kDay}, {kMinute, kHour}}).find("tiers[1].retention"),
-            std::string::npos);
-  EXPECT_NE(message({{10 * kSecond, 2 * kMinute}, {kHour, kDay}}).find("tiers[0].retention"),
-            std::string::npos);
-  EXPECT_NE(message({{10 * kSecond, 5 * kSecond}}).find("shorter than one bucket"),
-            std::string::npos);
-  EXPECT_FALSE(ValidateTiers({}, 0, 0).ok());
-  EXPECT_EQ(FormatDurationMs(10 * kSecond), "10s");
-  EXPECT_EQ(FormatDurationMs(90 * kMinute), "90m");
-  EXPECT_EQ(FormatDurationMs(7 * kDay), "7d");
-  EXPECT_EQ(FormatDurationMs(1500), "1500ms");
-}
-
-// Stand-ins so that topology validation can be tested without the real stages.
-struct FakeSource final : Source {
-  static constexpr std::string_view kName = "fake_source";
-  static constexpr std::string_view kDescription = "emits nothing";
-  static Result<std::unique_ptr<FakeSource>> Create(const ConfigNode&) {
-    return std::make_unique<FakeSource>();
-  }
-  Status Open(const StageContext&) override { return Status::Ok(); }
-  Status Run(SourceOutput&, const std::atomic<bool>&) override { return Status::Ok(); }
-};
-struct FakeWindows final : Operator {
-  static constexpr std::string_view kName = "window_aggregate";
-  static constexpr std::string_view kDescription = "emits nothing";
-  static Result<std::unique_ptr<FakeWindows>> Create(const ConfigNode&) {
-    return std::make_unique<FakeWindows>();
-  }
-  Status Open(const StageContext&) override { return Status::Ok(); }
-  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
-  Status Process(const EventBatch&, OutputBatch&) override { return Status::Ok(); }
-};
-struct FakeSink final : Sink {
-  static constexpr std::string_view kName = "fake_sink";
-  static constexpr std::string_view kDescription = "drops everything";
-  static Result<std::unique_ptr<FakeSink>> Create(const ConfigNode&) {
-    return std::make_unique<FakeSink>();
-  }
-  Status Open(const StageContext&) override { return Status::Ok(); }
-  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
-  Status Write(const OutputBatch&) override { return Status::Ok(); }
-};
-
-constexpr char kTopology[] = R"(name: t
-state:
-  path: /tmp/x
-  tiers:
-    - {resolution: 10s, retention: 6h}
-    - {resolution: 1m,  retention: 7d}
-    - {resolution: 1h,  retention: forever}
-  rollup_delay: 2m
-  maintenance_interval: 5s
-sources:
-  - {name: in, type: fake_source}
-operators:
-  - name: win
-    type: window_aggregate
-    inputs: [in]
-    options: {pane: 10s}
-sinks:
-  - {name: out, type: fake_sink, inputs: [win]}
-)";
-
-Status CheckTopology(const std::string& text) {
-  Result<TopologySpec> spec = ParseTopology(text, "t.yaml");
-  if (!spec.ok()) return spec.status();
-  Registry registry;
-  registry.AddSource<FakeSource>();
-  registry.AddOperator<FakeWindows>();
-  registry.AddSink<FakeSink>();
-  return ValidateTopology(*spec, registry);
-}
-
-std::string Replace(std::string text, const std::string& from, const std::string& to) {
-  size_t at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  return text.replace(at, from.size(), to);
-}
-
-TEST(StateTopologyTest, ParsesTiersDelayAndInterval) {
-  Result<TopologySpec> spec = ParseTopology(kTopology, "t.yaml");
-  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  EXPECT_EQ(spec->state_tiers,
-            (std::vector<TierSpec>{{10 * kSecond, 6 * kHour}, {kMinute, 7 * kDay}, {kHour, 0}}));
-  EXPECT_EQ(spec->rollup_delay_ms, 2 * kMinute);
-  EXPECT_EQ(spec->maintenance_interval_ms, 5 * kSecond);
-  EXPECT_TRUE(CheckTopology(kTopology).ok()) << CheckTopology(kTopology).ToString();
-
-  Result<TopologySpec> defaults = ParseTopology("name: d\nstate: {path: /tmp/y}\n", "d.yaml");
-  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
-  EXPECT_EQ(defaults->state_tiers, DefaultTiers());
-  EXPECT_EQ(defaults->rollup_delay_ms, kMinute);
-  EXPECT_EQ(defaults->maintenance_interval_ms, 10 * kSecond);
-}
-
-TEST(StateTopologyTest, ErrorsNameFileLineColumnAndField) {
-  Status s = CheckTopology(
-      Replace(kTopology, "{resolution: 1m,  retention: 7d}", "{resolution: 45s, retention: 7d}"));
-  EXPECT_NE(s.message().find("t.yaml:6:"), std::string::npos) << s.ToString();
-  EXPECT_NE(s.message().find("state.tiers[1].resolution"), std::string::npos) << s.ToString();
-
-  s = CheckTopology(Replace(kTopology, "retention: 7d", "retention: 1h"));
-  EXPECT_NE(s.message().find("t.yaml:6:"), std::string::npos) << s.ToString();
-  EXPECT_NE(s.message().find("state.tiers[1].retention"), std::string::npos) << s.ToString();
-
-  s = CheckTopology(Replace(kTopology, "retention: 6h", "retention: soon"));
-  EXPECT_NE(s.message().find("state.tiers[0].retention: expected a duration"), std::string::npos)
-      << s.ToString();
-
-  s = CheckTopology(Replace(kTopology, "{resolution: 10s, retention: 6h}",
-                            "{resolution: 10s, retention: 6h, resolutoin: 1s}"));
-  EXPECT_NE(s.message().find("resolutoin"), std::string::npos) << s.ToString();
-
-  s = CheckTopology(Replace(kTopology, "rollup_delay: 2m", "rollup_delay: 7h"));
-  EXPECT_NE(s.message().find("state.tiers[0].retention"), std::string::npos) << s.ToString();
-
-  // The finest tier is the panes: its resolution must be the window operator's pane.
-  s = CheckTopology(Replace(kTopology, "options: {pane: 10s}", "options: {pane: 5s}"));
-  EXPECT_NE(s.message().find("t.yaml:16:"), std::string::npos) << s.ToString();
-  EXPECT_NE(s.message().find("operators[0].options.pane: 5s differs from state.tiers[0]"),
-            std::string::npos)
-      << s.ToString();
 }
 
 }  // namespace

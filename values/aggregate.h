@@ -5,8 +5,8 @@
 #include <string>
 #include <string_view>
 
-#include "pipeline/sketch.h"
 #include "pipeline/status.h"
+#include "values/sketch.h"
 
 namespace inferscope {
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -10,13 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
 #include "pipeline/clock.h"
+#include "pipeline/glob.h"
 #include "pipeline/status.h"
 
 namespace inferscope {
-
-class StateStore;
 
 // One condition of a silence: an alert label equals `pattern`, where `*` matches any run of
 // characters and `?` any one character (a pattern without them is an exact match).
@@ -42,9 +42,6 @@ struct Silence {
   bool ActiveAt(int64_t now_ms) const { return now_ms >= starts_at_ms && now_ms < ends_at_ms; }
 };
 
-// `*` and `?` glob match over bytes.
-bool GlobMatch(std::string_view pattern, std::string_view text);
-
 // {"id", "matchers": [{"field", "pattern"}], "starts_at", "ends_at" (epoch ms), "created_at",
 // "created_by", "comment", "status": "pending"|"active"|"expired" (relative to now_ms)}.
 nlohmann::json SilenceToJson(const Silence& silence, int64_t now_ms);
@@ -54,11 +51,25 @@ nlohmann::json SilenceToJson(const Silence& silence, int64_t now_ms);
 // InvalidArgument naming the field on any problem. The id is not read.
 Result<Silence> SilenceFromJson(const nlohmann::json& json, int64_t now_ms);
 
+// Where SilenceRegistry keeps its silences across restarts: one JSON text per silence id.
+// Implemented over the StateStore (its `silences` table) in state/silence_store.h.
+// Concurrency: SilenceRegistry serialises its calls.
+class SilenceStore {
+ public:
+  virtual ~SilenceStore() = default;
+  // Calls `fn(id, json_text)` for every stored silence, in id order, until it returns false.
+  virtual Status Scan(const std::function<bool(std::string_view, std::string_view)>& fn) const = 0;
+  // Stores `json_text` under `id`, replacing what was stored.
+  virtual Status Put(std::string_view id, std::string json_text) = 0;
+  // Removes `id` (no effect when absent).
+  virtual Status Delete(std::string_view id) = 0;
+};
+
 // SilenceRegistry holds the engine's silences: the query node adds, lists and deletes them; the
 // alerting operators ask whether an alert is silenced.
 //
-// Lifecycle: construct → Load (reads the silences stored in the StateStore, if any) → use. With a
-// store, Add and Remove write through before they change the registry, so a restarted engine
+// Lifecycle: construct → Load (reads the silences stored in the SilenceStore, if any) → use. With
+// a store, Add and Remove write through before they change the registry, so a restarted engine
 // finds the same silences.
 // Concurrency: thread-safe; Match takes a shared lock (called on the operator thread only when an
 // alert changes state), Add/Remove an exclusive one.
@@ -68,7 +79,7 @@ class SilenceRegistry {
   static constexpr size_t kMaxSilences = 10'000;
 
   // `store` may be null (silences then live in memory only); `clock` must outlive the registry.
-  SilenceRegistry(StateStore* store, const Clock* clock) : store_(store), clock_(clock) {}
+  SilenceRegistry(SilenceStore* store, const Clock* clock) : store_(store), clock_(clock) {}
 
   Status Load();
   // Validates, assigns an id and the creation time, stores and adds it. Unavailable when full.
@@ -81,7 +92,7 @@ class SilenceRegistry {
   std::optional<std::string> Match(const Alert& alert, int64_t now_ms) const;
 
  private:
-  StateStore* store_;
+  SilenceStore* store_;
   const Clock* clock_;
   mutable std::shared_mutex mu_;
   std::vector<Silence> silences_;

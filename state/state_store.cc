@@ -1,4 +1,4 @@
-#include "pipeline/state_store.h"
+#include "state/state_store.h"
 
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
@@ -162,18 +162,6 @@ Status StateStoreOptions::Validate() const {
 
 std::string TierFamilyName(size_t index, const TierSpec& tier) {
   return index == 0 ? std::string("panes") : "rollup_" + tier.Name();
-}
-
-void AppendStr(std::string* out, std::string_view s) {
-  // Callers check the length first; truncation here only guards the encoding.
-  size_t n = std::min(s.size(), kMaxNameBytes);
-  out->push_back(static_cast<char>(n));
-  out->append(s.data(), n);
-}
-
-void AppendBigEndian64(std::string* out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8)
-    out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 std::string PaneKey(std::string_view instance, std::string_view model, std::string_view metric,
@@ -597,11 +585,23 @@ std::string_view StateTableName(StateTable table) {
 }
 
 Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) {
+  return WriteRecordBatch(
+      writes, [](const RecordWrite& w) { return w.table; }, sync);
+}
+
+Status StateStore::WriteRecords(StateTable table, std::span<const CheckpointRecord> records,
+                                bool sync) {
+  return WriteRecordBatch(
+      records, [table](const CheckpointRecord&) { return table; }, sync);
+}
+
+template <typename Write, typename TableOf>
+Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table_of, bool sync) {
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
-  for (const RecordWrite& w : writes) {
-    rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(w.table)];
+  for (const Write& w : writes) {
+    rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(table_of(w))];
     rocksdb::Status s = w.value ? batch.Put(cf, w.key, *w.value) : batch.Delete(cf, w.key);
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store"));
   }

@@ -1,4 +1,4 @@
-#include "sinks/rocksdb_state_sink.h"
+#include "state/rocksdb_state_sink.h"
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "pipeline/registry.h"
-#include "pipeline/state_store.h"
-#include "sinks/register.h"
+#include "state/register.h"
+#include "state/state_store.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -144,8 +144,9 @@ TEST_F(RocksDbStateSinkTest, DeadLetterWithANameThatIsNotUtf8IsStored) {
   d.reason = "too_late";
   batch.watermark_ms = 10'000;
   ASSERT_TRUE((*sink)->Write(batch).ok());
-  EXPECT_EQ(metrics_.CounterValue("inferscope_sink_dead_letters_written_total", {{"stage", "state"}}),
-            1u);
+  EXPECT_EQ(
+      metrics_.CounterValue("inferscope_sink_dead_letters_written_total", {{"stage", "state"}}),
+      1u);
   std::vector<std::string> values;
   ASSERT_TRUE(store_
                   ->ScanRecords(StateTable::kDeadLetter, "", "",
@@ -160,9 +161,10 @@ TEST_F(RocksDbStateSinkTest, DeadLetterWithANameThatIsNotUtf8IsStored) {
 
 TEST_F(RocksDbStateSinkTest, IsRegisteredByName) {
   Registry registry;
-  RegisterSinks(registry);
+  RegisterStateSinks(registry);
   EXPECT_TRUE(registry.HasSink("rocksdb_state"));
-  EXPECT_TRUE(registry.HasSink("zmq_pub"));
+  EXPECT_TRUE(registry.HasSink("rocksdb_alerts"));
+  EXPECT_FALSE(registry.HasSink("zmq_pub")) << "the stream sinks register in sinks/";
   auto sink = registry.CreateSink("rocksdb_state", Options("max_batch_panes: 3"));
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   ASSERT_TRUE((*sink)->Open(ctx_).ok());

@@ -1,4 +1,4 @@
-#include "pipeline/aggregate.h"
+#include "values/aggregate.h"
 
 #include <cmath>
 #include <random>

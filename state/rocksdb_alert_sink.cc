@@ -1,7 +1,7 @@
-#include "sinks/rocksdb_alert_sink.h"
+#include "state/rocksdb_alert_sink.h"
 
-#include "pipeline/alert_store.h"
-#include "pipeline/state_store.h"
+#include "state/alert_store.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 

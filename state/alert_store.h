@@ -8,7 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/alert.h"
+#include "alerting/alert.h"
+#include "alerting/alert_json.h"
 #include "pipeline/status.h"
 
 namespace inferscope {
@@ -28,14 +29,6 @@ class StateStore;
 // range scan; two changes of one alert in the same millisecond differ by state or severity.
 // Limitations: nothing expires yet (retention is issue 3's); a fingerprint's history is a full
 // scan of alert_history filtered by fingerprint.
-
-// The alert as a JSON object, the shape used by the API, the alert stream's JSON format and the
-// store: {"fingerprint": "<16 hex>", "state", "type", "severity", "rule", "instance", "model",
-// "metric", "stat", "value", "expected", "lower", "upper", "score", "window": {"start", "end"},
-// "event_time", "detected_at", "active_since", "message", "silenced"}. Non-finite numbers are null.
-nlohmann::json AlertToJson(const Alert& alert);
-// The inverse; Corruption when a field is missing or has the wrong type.
-Result<Alert> AlertFromJson(const nlohmann::json& json);
 
 std::string AlertKey(uint64_t fingerprint);
 std::string AlertHistoryKey(const Alert& alert);

@@ -1,0 +1,75 @@
+#include "state/alert_store.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "pipeline/json_text.h"
+#include "state/state_store.h"
+
+namespace inferscope {
+
+using nlohmann::json;
+
+std::string AlertKey(uint64_t fingerprint) {
+  std::string key;
+  AppendBigEndian64(&key, fingerprint);
+  return key;
+}
+
+std::string AlertHistoryKey(const Alert& alert) {
+  std::string key;
+  // Times before the epoch do not occur (detection is wall-clock); clamp so the order holds.
+  AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(alert.detected_at_ms, 0)));
+  AppendBigEndian64(&key, alert.fingerprint);
+  key.push_back(static_cast<char>(alert.state));
+  key.push_back(static_cast<char>(alert.severity));
+  return key;
+}
+
+Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {
+  if (alerts.empty()) return Status::Ok();
+  std::vector<RecordWrite> writes;
+  writes.reserve(alerts.size() * 2);
+  for (const Alert& a : alerts) {
+    std::string value = ToJsonText(AlertToJson(a));
+    writes.push_back({StateTable::kAlerts, AlertKey(a.fingerprint), value});
+    writes.push_back({StateTable::kAlertHistory, AlertHistoryKey(a), std::move(value)});
+  }
+  return store.WriteRecords(writes);
+}
+
+Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerprint) {
+  Result<std::optional<std::string>> value =
+      store.GetRecord(StateTable::kAlerts, AlertKey(fingerprint));
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) return std::optional<Alert>();
+  Result<Alert> alert = AlertFromJson(json::parse(**value, nullptr, false));
+  if (!alert.ok()) return alert.status();
+  return std::optional<Alert>(std::move(alert).value());
+}
+
+Status ScanAlerts(const StateStore& store, const std::function<bool(const Alert&)>& fn,
+                  uint64_t* skipped) {
+  return store.ScanRecords(StateTable::kAlerts, "", "",
+                           [&](std::string_view, std::string_view value) {
+                             Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
+                             if (!a.ok()) {
+                               if (skipped != nullptr) ++*skipped;
+                               return true;
+                             }
+                             return fn(*a);
+                           });
+}
+
+Status ScanAlertHistory(const StateStore& store, int64_t from_ms,
+                        const std::function<bool(const Alert&)>& fn) {
+  std::string from;
+  AppendBigEndian64(&from, static_cast<uint64_t>(std::max<int64_t>(from_ms, 0)));
+  return store.ScanRecords(StateTable::kAlertHistory, from, "",
+                           [&](std::string_view, std::string_view value) {
+                             Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
+                             return a.ok() ? fn(*a) : true;
+                           });
+}
+
+}  // namespace inferscope

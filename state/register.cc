@@ -1,0 +1,13 @@
+#include "state/register.h"
+
+#include "state/rocksdb_alert_sink.h"
+#include "state/rocksdb_state_sink.h"
+
+namespace inferscope {
+
+void RegisterStateSinks(Registry& registry) {
+  registry.AddSink<RocksDbAlertSink>();
+  registry.AddSink<RocksDbStateSink>();
+}
+
+}  // namespace inferscope

@@ -1,0 +1,25 @@
+#include "state/silence_store.h"
+
+#include <optional>
+#include <span>
+
+#include "state/state_store.h"
+
+namespace inferscope {
+
+Status StateSilenceStore::Scan(
+    const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  return store_->ScanRecords(StateTable::kSilences, "", "", fn);
+}
+
+Status StateSilenceStore::Put(std::string_view id, std::string json_text) {
+  RecordWrite w{StateTable::kSilences, std::string(id), std::move(json_text)};
+  return store_->WriteRecords(std::span<const RecordWrite>(&w, 1));
+}
+
+Status StateSilenceStore::Delete(std::string_view id) {
+  RecordWrite w{StateTable::kSilences, std::string(id), std::nullopt};
+  return store_->WriteRecords(std::span<const RecordWrite>(&w, 1));
+}
+
+}  // namespace inferscope

@@ -263,7 +263,6 @@ void ChangePointDetector::Restart() {
 void ChangePointDetector::Reset() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
   recent_ = 0;
-  alarm_run_var_ = 0;
   c0_ = 1;
   c1_ = 0;
   prev_z_ = 0;
@@ -272,15 +271,13 @@ void ChangePointDetector::Reset() {
 }
 
 namespace {
-void Step(double u, double residual, double k, double& s, double& sum, double& sumsq,
-          int32_t& run) {
+void Step(double u, double residual, double k, double& s, double& sum, int32_t& run) {
   s = std::max(0.0, s + u - k);
   if (s == 0) {
-    sum = sumsq = 0;
+    sum = 0;
     run = 0;
   } else {
     sum += residual;
-    sumsq += residual * residual;
     ++run;
   }
 }
@@ -289,10 +286,10 @@ void Step(double u, double residual, double k, double& s, double& sum, double& s
 ChangePointDetector::Reading ChangePointDetector::Observe(double z, double residual) {
   const double u = Clip(z, clip_) / factor_;
   recent_ += kRecentRate * (residual - recent_);
-  Step(u, residual, shift_k_, up_.s, up_.sum, up_.sumsq, up_.run);
-  Step(-u, residual, shift_k_, down_.s, down_.sum, down_.sumsq, down_.run);
-  Step(u, residual, drift_k_, drift_up_.s, drift_up_.sum, drift_up_.sumsq, drift_up_.run);
-  Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.sumsq, drift_down_.run);
+  Step(u, residual, shift_k_, up_.s, up_.sum, up_.run);
+  Step(-u, residual, shift_k_, down_.s, down_.sum, down_.run);
+  Step(u, residual, drift_k_, drift_up_.s, drift_up_.sum, drift_up_.run);
+  Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.run);
 
   Reading r;
   const double fast = std::max(up_.s, down_.s) / shift_h_;
@@ -302,12 +299,10 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
     r.evidence = fast;
     r.type = c.run <= shift_max_run_ ? AnomalyType::kLevelShift : AnomalyType::kDrift;
     r.shift = c.run > 0 ? c.sum / c.run : 0;
-    alarm_run_var_ = c.run >= 3 ? std::max(0.0, c.sumsq / c.run - r.shift * r.shift) : 0.0;
   } else if (slow >= 1) {
     r.evidence = slow;
     r.type = AnomalyType::kDrift;
     r.shift = recent_;
-    alarm_run_var_ = 0;
   } else {
     r.evidence = std::max(fast, slow);
     r.type = fast >= slow ? AnomalyType::kLevelShift : AnomalyType::kDrift;
@@ -672,7 +667,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     }
     spike_.Learn(residual, true, false);
     change_.Learn(spike.z, true);
-    rate_.Observe(time_ms, y, true, true);
+    rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {
       level_ += kWarmLevelRate * clipped;
       seasonal_.Learn(phase, clipped, kWarmSeasonRate);
@@ -688,7 +683,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const ChangePointDetector::Reading change = change_.Observe(spike.z, residual);
   const double season_break =
       seasonal_.enabled() ? seasonal_.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
-  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, y, false, true);
+  // The rate of the deseasonalised value: a regular transition of the pattern is not a rate.
+  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, y - offset, false, true);
 
   // The most specific confirmed explanation wins; below alarm level the strongest evidence names
   // the type.
@@ -736,8 +732,6 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   if (change.evidence >= 1) {
     level_ += change.shift;
     recent_residual_ -= change.shift;
-    // A persistent change re-baselines the scale too: at least the dispersion of the new regime.
-    spike_.RaiseVariance(change_.alarm_run_variance());
   }
 
   // Episode bound.

@@ -172,15 +172,11 @@ class ChangePointDetector {
   void Restart();
   void Reset();
   double long_run_factor() const { return factor_; }
-  // Variance of the raw residuals over the run of the last fast-CUSUM alarm (0 if the run was
-  // shorter than 3 points): the dispersion of the new regime, used to re-baseline the scale.
-  double alarm_run_variance() const { return alarm_run_var_; }
 
  private:
   struct Cusum {
     double s = 0;      // statistic
     double sum = 0;    // raw residual sum over the run
-    double sumsq = 0;  // raw residual sum of squares over the run
     int32_t run = 0;   // points since s left 0
   };
   double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
@@ -188,7 +184,6 @@ class ChangePointDetector {
   bool adaptive_;
   Cusum up_, down_, drift_up_, drift_down_;
   double recent_ = 0;  // EWMA(0.2) of the residual
-  double alarm_run_var_ = 0;
   double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
   int64_t n_ = 0;
 };
@@ -296,8 +291,7 @@ class RateOfChangeDetector {
 //   fresh warm-up in the new space);
 // - episode bound: at most EpisodeBound() = 2 x shift_max_run points at or above warning in a
 //   row (gaps of <= 3 points bridged); then level, scale and every CUSUM re-baseline on the recent
-//   values and the verdicts stay below warning for shift_max_run points while they settle. A
-//   fast-CUSUM alarm also raises the scale to the dispersion of its run;
+//   values and the verdicts stay below warning for shift_max_run points while they settle;
 // - recurrence: evidence is divided by a per-series habituation factor learned from the 99.99th
 //   percentile of the evidence itself (adaptive mode), so deviations the series makes regularly
 //   (the transitions of a periodic signal, the bursts of a sparse count) stop alarming after a few

@@ -243,6 +243,7 @@ void Periodic(Builder& b, Rng& rng, Wave wave, std::string_view name, int k, boo
     b.s.options.season_ms = period * kIntervalMs;
     b.s.options.season_points = std::min<int64_t>(period, 48);
   }
+  b.s.scored_from = 3 * period;
   const double amplitude = 10 + 90 * Uniform(rng);
   const double offset = k % 3 == 0 ? 0 : 50 + 500 * Uniform(rng);
   for (int64_t i = 0; i < b.n(); ++i) {
@@ -452,7 +453,7 @@ std::vector<PointwiseResult> EvaluatePointwise(const std::vector<ShapeSeries>& s
     };
     for (size_t i = 0; i < s.value.size(); ++i) {
       const Verdict v = detector.Observe(s.time_ms[i], s.value[i]);
-      if (v.warming_up) continue;
+      if (v.warming_up || static_cast<int64_t>(i) < s.scored_from) continue;
       ++r->points;
       const auto idx = static_cast<int64_t>(i);
       const bool alarm = v.severity >= Severity::kWarning;

@@ -27,6 +27,7 @@ namespace inferscope::bench {
 //   F1 their harmonic mean; *early recall* weighs each detected window by a sigmoid of the
 //   position of its first alarm point in the window (1 at the start, 0.5 in the middle, ~0 at
 //   the end), so early detection counts more than late;
+// - periodic shapes are scored from their 4th period on (ShapeSeries::scored_from);
 // - a window marked `persistent` is a permanent change (a regime change, a counter reset, idle
 //   after activity): the episode it raises must end within EpisodeBound(options) points of the
 //   window start, and it is not counted as an injected anomaly in recall.
@@ -42,6 +43,9 @@ struct ShapeSeries {
   std::vector<double> value;
   std::vector<LabelledAnomaly> windows;
   std::vector<bool> persistent;  // per window
+  // Points before this index are not scored: a periodic signal is judged once the detector has
+  // seen 3 periods of it ("regular transitions must not alarm once seen a few periods").
+  int64_t scored_from = 0;
 };
 
 struct ShapeSuiteConfig {

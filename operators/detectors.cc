@@ -28,9 +28,9 @@ constexpr double kWarmLevelRate = 0.1;
 constexpr int kWarmPeriods = 3;
 // Safeguards for real metric shapes (issue 10; see docs/DETECTORS.md).
 constexpr double kQ999P = 0.999;
-constexpr double kQ999Up = 0.05;        // relative step of the 99.9th percentile tracker
-constexpr double kInitialQ999 = 3.29;   // gaussian 99.9th percentile of |z|
-constexpr double kTailMargin = 1.25;    // spike threshold >= this x q99.9(|z|)
+constexpr double kQ999Up = 0.05;          // relative step of the 99.9th percentile tracker
+constexpr double kInitialQ999 = 3.29;     // gaussian 99.9th percentile of |z|
+constexpr double kTailMargin = 1.25;      // spike threshold >= this x q99.9(|z|)
 constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
 constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
 constexpr double kSlowFloor = 0.5;        // floor >= this x the long-memory scale
@@ -38,9 +38,9 @@ constexpr double kSlowRateFactor = 0.1;   // long-memory scale rate = this x sca
 constexpr double kMagnitudeRate = 0.01;
 constexpr double kRecentRateFast = 0.25;  // the recent residual mean/variance (re-baseline)
 constexpr double kOctaveRate = 0.02;
-constexpr double kLogSpaceOctaves = 1.0;  // mean |change of log2(1 + |x|)| that selects log1p
+constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
-constexpr double kSettleEvidence = 0.95;   // evidence cap while settling (score < 0.7)
+constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
 
 int64_t FloorMod(int64_t a, int64_t b) {
   int64_t m = a % b;
@@ -76,8 +76,8 @@ double Octaves(double x) {
   uint64_t bits;
   std::memcpy(&bits, &a, sizeof bits);
   const auto exponent = static_cast<int64_t>((bits >> 52) & 0x7ff) - 1023;
-  const double mantissa =
-      static_cast<double>(bits & ((uint64_t{1} << 52) - 1)) / static_cast<double>(uint64_t{1} << 52);
+  const double mantissa = static_cast<double>(bits & ((uint64_t{1} << 52) - 1)) /
+                          static_cast<double>(uint64_t{1} << 52);
   return static_cast<double>(exponent) + mantissa;
 }
 
@@ -562,8 +562,7 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
     double sq = residual * residual;
     const double limit = std::max(slow_var_, spike_.learned_scale() * spike_.learned_scale());
     if (!warm && limit > 0) sq = std::min(sq, options_.clip * options_.clip * limit);
-    const double a = warm ? 1.0 / std::max(1.0, n - 1)
-                          : kSlowRateFactor * options_.scale_alpha;
+    const double a = warm ? 1.0 / std::max(1.0, n - 1) : kSlowRateFactor * options_.scale_alpha;
     slow_var_ += a * (sq - slow_var_);
   }
   // Before any change was seen, integers have a step of at least 1.
@@ -732,6 +731,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   if (change.evidence >= 1) {
     level_ += change.shift;
     recent_residual_ -= change.shift;
+    // The step is explained as a level change: its rate must not linger as rate-of-change alarms.
+    rate_.Rebaseline();
   }
 
   // Episode bound.

@@ -175,9 +175,9 @@ class ChangePointDetector {
 
  private:
   struct Cusum {
-    double s = 0;      // statistic
-    double sum = 0;    // raw residual sum over the run
-    int32_t run = 0;   // points since s left 0
+    double s = 0;     // statistic
+    double sum = 0;   // raw residual sum over the run
+    int32_t run = 0;  // points since s left 0
   };
   double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
   int64_t shift_max_run_;
@@ -317,7 +317,7 @@ class SeriesDetector {
 
   const DetectorOptions& options() const { return options_; }
   int64_t points() const { return accepted_; }  // accepted points
-  int64_t ignored() const { return ignored_; }   // NaN/Inf or out-of-order points
+  int64_t ignored() const { return ignored_; }  // NaN/Inf or out-of-order points
   bool warming_up() const { return !warm_done_; }
   // True once the series is judged in signed log1p space; level() and scale() are in that space.
   bool log_space() const { return log_space_; }
@@ -372,9 +372,9 @@ class SeriesDetector {
 
   // Episode bound and re-baseline.
   double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2
-  int32_t episode_ = 0;  // points at >= warning in the current episode
-  int32_t quiet_ = 0;    // points below warning in a row
-  int32_t settle_ = 0;   // points left with verdicts capped below warning
+  int32_t episode_ = 0;                          // points at >= warning in the current episode
+  int32_t quiet_ = 0;                            // points below warning in a row
+  int32_t settle_ = 0;                           // points left with verdicts capped below warning
 
   // Recurrence (habituation).
   double evidence_q_ = 0;  // streaming 99.99th percentile of the raw evidence

@@ -511,8 +511,6 @@ void SeriesDetector::ResetModel() {
   floor_ = 0;
   recent_residual_ = recent_var_ = 0;
   episode_ = quiet_ = settle_ = 0;
-  evidence_q_ = 0;
-  habituation_ = 1;
 }
 
 void SeriesDetector::Reset() {
@@ -636,7 +634,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const double expected = level_ + offset;
   const double residual = y - expected;
   const SpikeDetector::Reading spike = spike_.Score(residual);
-  const double band = spike_.threshold() * spike_.scale() * habituation_;
+  const double band = spike_.threshold() * spike_.scale();
   if (log_space_) {
     v.expected = ToValue(expected);
     v.lower = ToValue(expected - band);
@@ -707,7 +705,6 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     if (season_break > evidence) evidence = season_break, type = AnomalyType::kSeasonalBreak;
     if (rate.evidence > evidence) evidence = rate.evidence, type = AnomalyType::kRateOfChange;
   }
-  evidence /= habituation_;
   if (settle_ > 0) {
     // Settling after a forced re-baseline: below warning whatever the evidence.
     --settle_;

@@ -291,11 +291,9 @@ class RateOfChangeDetector {
 //   fresh warm-up in the new space);
 // - episode bound: at most EpisodeBound() = 2 x shift_max_run points at or above warning in a
 //   row (gaps of <= 3 points bridged); then level, scale and every CUSUM re-baseline on the recent
-//   values and the verdicts stay below warning for shift_max_run points while they settle;
-// - recurrence: evidence is divided by a per-series habituation factor learned from the 99.99th
-//   percentile of the evidence itself (adaptive mode), so deviations the series makes regularly
-//   (the transitions of a periodic signal, the bursts of a sparse count) stop alarming after a few
-//   occurrences while rare ones still do.
+//   values and the verdicts stay below warning for shift_max_run points while they settle (a
+//   change-point alarm re-baselines the rate detector too);
+// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|.
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
@@ -324,7 +322,6 @@ class SeriesDetector {
   double level() const { return level_; }
   double scale() const { return spike_.scale(); }
   double scale_floor() const { return floor_; }
-  double habituation() const { return habituation_; }
   // The longest run of points at or above warning the detector allows (2 x shift_max_run).
   int64_t EpisodeBound() const { return 2 * options_.shift_max_run; }
   // Heap bytes owned (the seasonal profile); total per series = sizeof + this.
@@ -375,10 +372,6 @@ class SeriesDetector {
   int32_t episode_ = 0;                          // points at >= warning in the current episode
   int32_t quiet_ = 0;                            // points below warning in a row
   int32_t settle_ = 0;                           // points left with verdicts capped below warning
-
-  // Recurrence (habituation).
-  double evidence_q_ = 0;  // streaming 99.99th percentile of the raw evidence
-  double habituation_ = 1;
 };
 
 }  // namespace inferscope

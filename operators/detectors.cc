@@ -540,7 +540,10 @@ bool SeriesDetector::WantsLogSpace(double value) {
 }
 
 double SeriesDetector::ToValue(double y) const {
-  return log_space_ ? std::copysign(std::expm1(std::fabs(y)), y) : y;
+  if (!log_space_) return y;
+  // A wide band in log space can exceed the double range: clamp, so no infinity reaches an alert.
+  const double v = std::min(std::expm1(std::fabs(y)), std::numeric_limits<double>::max());
+  return std::copysign(v, y);
 }
 
 void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {

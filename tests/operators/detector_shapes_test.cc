@@ -180,8 +180,9 @@ TEST(DetectorShapesTest, MultiDecadeBurstsAreJudgedInLogSpace) {
   EXPECT_LE(AlarmPoints(vs, 0, vs.size()), 40);
   EXPECT_EQ(std::count_if(vs.begin(), vs.end(), [](const Verdict& x) { return x.score >= 0.95; }),
             0);
-  // Expected values are reported in value units, not log units.
+  // Expected values are reported in value units, not log units, and stay finite.
   EXPECT_GT(vs.back().upper, 1e3);
+  for (const Verdict& x : vs) ASSERT_TRUE(std::isfinite(x.upper) && std::isfinite(x.lower));
 
   // A sustained write storm at the device limit is found.
   for (size_t i = 8000; i < 8150; ++i) v[i] = 6.5e8;

@@ -102,6 +102,31 @@ void BM_SeriesDetector(benchmark::State& state) {
 }
 BENCHMARK(BM_SeriesDetector)->Arg(0)->Arg(48);
 
+// The combined detector on a bursty multi-decade series (0 to 7e8, like disk write bytes), which
+// it judges in log1p space (issue 10): one log1p and three expm1 per point more.
+void BM_SeriesDetectorBursty(benchmark::State& state) {
+  static const std::vector<double> values = [] {
+    std::mt19937_64 rng(2);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<double> v(kPoints);
+    for (double& x : v) {
+      x = u(rng) < 0.3 ? 0 : (u(rng) < 0.1 ? 5e7 : 1e5) * std::exp(1.5 * normal(rng));
+    }
+    return v;
+  }();
+  SeriesDetector d{DetectorOptions{}};
+  size_t i = 0;
+  int64_t t = 0;
+  for (auto _ : state) {
+    t += 1000;
+    benchmark::DoNotOptimize(d.Observe(t, values[i]));
+    i = (i + 1) & (kPoints - 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SeriesDetectorBursty);
+
 // 100k series fed round-robin: every point touches a detector that is not in cache.
 void BM_SeriesDetector100k(benchmark::State& state) {
   const std::vector<double>& v = Values();

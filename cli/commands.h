@@ -69,6 +69,7 @@ struct DetectArgs {
   int64_t season_points = 0;      // period in points (0 = none, unless the config sets one)
   std::string season_period;      // period in time, e.g. "1d" (buckets: season_points or 48)
   std::string config;             // YAML mapping of DetectorOptions fields
+  int64_t warmup_points = -1;     // points before any verdict (-1: the config's or 30; >= 2)
 };
 int DetectCommand(const DetectArgs& args);
 

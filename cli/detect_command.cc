@@ -36,6 +36,7 @@ int DetectCommand(const DetectArgs& args) {
     options = *parsed;
   }
   if (args.season_points > 0) options.season_points = args.season_points;
+  if (args.warmup_points >= 0) options.warmup_points = args.warmup_points;
   if (!args.season_period.empty()) {
     std::optional<int64_t> ms = ParseDurationMs(args.season_period);
     if (!ms || *ms <= 0) {

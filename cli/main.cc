@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   auto* season_opt = detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
   detect_cmd->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")->excludes(season_opt);
   detect_cmd->add_option("--config", detect.config, "YAML file of detector options");
+  detect_cmd->add_option("--warmup", detect.warmup_points, "Points before any verdict (>= 2; default 30)");
 
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -25,6 +26,21 @@ constexpr int64_t kMaxSeasonPoints = 100'000;
 constexpr double kWarmSeasonRate = 0.3;
 constexpr double kWarmLevelRate = 0.1;
 constexpr int kWarmPeriods = 3;
+// Safeguards for real metric shapes (issue 10; see docs/DETECTORS.md).
+constexpr double kQ999P = 0.999;
+constexpr double kQ999Up = 0.05;          // relative step of the 99.9th percentile tracker
+constexpr double kInitialQ999 = 3.29;     // gaussian 99.9th percentile of |z|
+constexpr double kTailMargin = 1.25;      // spike threshold >= this x q99.9(|z|)
+constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
+constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
+constexpr double kSlowFloor = 0.5;        // floor >= this x the long-memory scale
+constexpr double kSlowRateFactor = 0.1;   // long-memory scale rate = this x scale_alpha
+constexpr double kMagnitudeRate = 0.01;
+constexpr double kRecentRateFast = 0.25;  // the recent residual mean/variance (re-baseline)
+constexpr double kOctaveRate = 0.02;
+constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
+constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
+constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
 
 int64_t FloorMod(int64_t a, int64_t b) {
   int64_t m = a % b;
@@ -44,6 +60,28 @@ void TrackQuantile(double abs_z, double step, double& q) {
   q += abs_z > q ? step * kQuantileP : -step * (1 - kQuantileP);
   q = std::max(q, 1.0);
 }
+
+// Multiplicative stochastic-approximation update of a running `p` quantile of a non-negative
+// statistic: up by `up` (relative) on an exceedance, down so that the equilibrium exceedance rate
+// is 1 - p.
+void TrackQuantileRelative(double x, double p, double up, double floor, double& q) {
+  q *= x > q ? 1 + up : 1 - up * (1 - p) / p;
+  q = std::max(q, floor);
+}
+
+// log2(1 + |x|) to within 0.09: the exponent plus the linear mantissa. Only decides the judged
+// space, so the approximation is enough and costs no transcendental call.
+double Octaves(double x) {
+  const double a = 1 + std::fabs(x);
+  uint64_t bits;
+  std::memcpy(&bits, &a, sizeof bits);
+  const auto exponent = static_cast<int64_t>((bits >> 52) & 0x7ff) - 1023;
+  const double mantissa = static_cast<double>(bits & ((uint64_t{1} << 52) - 1)) /
+                          static_cast<double>(uint64_t{1} << 52);
+  return static_cast<double>(exponent) + mantissa;
+}
+
+double SignedLog1p(double x) { return std::copysign(std::log1p(std::fabs(x)), x); }
 
 }  // namespace
 
@@ -156,28 +194,47 @@ SpikeDetector::SpikeDetector(const DetectorOptions& o)
 void SpikeDetector::Reset() {
   scale_ = 0;
   var_ = 0;
+  floor_ = 0;
   q99_ = kInitialQ99;
+  q999_ = kInitialQ999;
   n_ = 0;
 }
 
 double SpikeDetector::tail_factor() const { return TailFactor(q99_, adaptive_); }
 
+double SpikeDetector::threshold() const {
+  const double t = spike_z_ * tail_factor();
+  return adaptive_ ? std::max(t, kTailMargin * q999_) : t;
+}
+
+void SpikeDetector::RaiseVariance(double var) {
+  if (var > var_) {
+    var_ = var;
+    scale_ = std::sqrt(var_);
+  }
+}
+
 SpikeDetector::Reading SpikeDetector::Score(double residual) const {
   Reading r;
-  if (scale_ <= 0) return r;
-  r.z = residual / scale_;
+  const double s = scale();
+  if (s <= 0) return r;
+  r.z = residual / s;
   r.evidence = std::fabs(r.z) / threshold();
   return r;
 }
 
 void SpikeDetector::Learn(double residual, bool warm, bool anomalous) {
-  if (scale_ > 0) {
-    TrackQuantile(std::fabs(residual) / scale_, warm ? kQuantileStepWarm : kQuantileStep, q99_);
+  const double s = scale();
+  if (s > 0) {
+    const double abs_z = std::fabs(residual) / s;
+    TrackQuantile(abs_z, warm ? kQuantileStepWarm : kQuantileStep, q99_);
+    // Every point, anomalous or not: the 99.9th percentile is what the series does normally.
+    TrackQuantileRelative(abs_z, kQ999P, kQ999Up, kInitialQ999, q999_);
   }
   ++n_;
   double sq = residual * residual;
   // Winsorise once a few points give the scale meaning.
-  if (n_ > 5 && scale_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
+  if (n_ > 5 && s > 0) sq = std::min(sq, clip_ * clip_ * std::max(var_, floor_ * floor_));
   double a = warm ? std::max(scale_alpha_, 1.0 / static_cast<double>(n_)) : scale_alpha_;
   // Anomalous points still count, slowly: skipping them entirely would freeze a scale that started
   // too small (then every point looks anomalous).
@@ -197,6 +254,11 @@ ChangePointDetector::ChangePointDetector(const DetectorOptions& o)
       clip_(o.clip),
       shift_max_run_(o.shift_max_run),
       adaptive_(o.adaptive_thresholds) {}
+
+void ChangePointDetector::Restart() {
+  up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  recent_ = 0;
+}
 
 void ChangePointDetector::Reset() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
@@ -372,8 +434,15 @@ void RateOfChangeDetector::Reset() {
   prev_time_ms_ = 0;
   interval_ms_ = 0;
   rate_ = var_ = 0;
+  recent_sq_ = 0;
+  floor_ = 0;
   q99_ = kInitialQ99;
   n_ = 0;
+}
+
+void RateOfChangeDetector::Rebaseline() {
+  var_ = std::max(var_, recent_sq_);
+  rate_ = 0;
 }
 
 RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, double value,
@@ -401,15 +470,17 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   // noise, which does not shrink with the interval.
   const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
   rate_ += alpha_ * (diff / units - rate_);
-  if (var_ > 0) {
-    r.z = rate_ / std::sqrt(var_);
+  recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
+  const double var = std::max(var_, floor_ * floor_);
+  if (var > 0) {
+    r.z = rate_ / std::sqrt(var);
     r.evidence = std::fabs(r.z) / (rate_z_ * TailFactor(q99_, adaptive_));
   }
   if (learn) {
-    if (var_ > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
+    if (var > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
     ++n_;
     double sq = rate_ * rate_;
-    if (n_ > 5 && var_ > 0) sq = std::min(sq, clip_ * clip_ * var_);
+    if (n_ > 5 && var > 0) sq = std::min(sq, clip_ * clip_ * var);
     double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
     if (r.evidence >= 1) a *= 0.25;
     var_ += a * (sq - var_);
@@ -422,22 +493,98 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
 SeriesDetector::SeriesDetector(const DetectorOptions& options)
     : options_(options), spike_(options), change_(options), seasonal_(options), rate_(options) {}
 
-void SeriesDetector::Reset() {
+void SeriesDetector::ResetModel() {
   spike_.Reset();
   change_.Reset();
   seasonal_.Reset();
   rate_.Reset();
   level_ = 0;
   n_ = 0;
-  ignored_ = 0;
-  last_time_ms_ = INT64_MIN;
   last_period_ = 0;
   warm_done_ = false;
+  has_prev_y_ = false;
+  integral_ = true;
+  prev_y_ = 0;
+  resolution_ = 0;
+  magnitude_ = 0;
+  slow_var_ = 0;
+  floor_ = 0;
+  recent_residual_ = recent_var_ = 0;
+  episode_ = quiet_ = settle_ = 0;
+}
+
+void SeriesDetector::Reset() {
+  ResetModel();
+  accepted_ = 0;
+  ignored_ = 0;
+  last_time_ms_ = INT64_MIN;
+  log_space_ = false;
+  space_n_ = 0;
+  prev_octave_ = octave_step_ = 0;
 }
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
   if (n_ < options_.warmup_points) return false;
   return !seasonal_.enabled() || seasonal_.Periods(index, time_ms) >= kWarmPeriods;
+}
+
+bool SeriesDetector::WantsLogSpace(double value) {
+  const double octave = Octaves(value);
+  if (space_n_ > 0) {
+    const double a = std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
+    octave_step_ += a * (std::fabs(octave - prev_octave_) - octave_step_);
+  }
+  prev_octave_ = octave;
+  ++space_n_;
+  return space_n_ > options_.warmup_points && octave_step_ >= kLogSpaceOctaves;
+}
+
+double SeriesDetector::ToValue(double y) const {
+  if (!log_space_) return y;
+  // A wide band in log space can exceed the double range: clamp, so no infinity reaches an alert.
+  const double v = std::min(std::expm1(std::fabs(y)), std::numeric_limits<double>::max());
+  return std::copysign(v, y);
+}
+
+void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
+  if (has_prev_y_) {
+    const double d = std::fabs(y - prev_y_);
+    // Differences at the rounding level of the values are not a quantisation step.
+    if (d > 1e-9 * std::max(std::fabs(y), std::fabs(prev_y_))) {
+      resolution_ = resolution_ > 0 ? std::min(resolution_, d) : d;
+    }
+  }
+  has_prev_y_ = true;
+  prev_y_ = y;
+  integral_ = integral_ && y == std::rint(y);
+  const double n = static_cast<double>(n_);
+  magnitude_ += std::max(kMagnitudeRate, 1.0 / n) * (std::fabs(y) - magnitude_);
+  if (!std::isnan(residual)) {
+    double sq = residual * residual;
+    const double limit = std::max(slow_var_, spike_.learned_scale() * spike_.learned_scale());
+    if (!warm && limit > 0) sq = std::min(sq, options_.clip * options_.clip * limit);
+    const double a = warm ? 1.0 / std::max(1.0, n - 1) : kSlowRateFactor * options_.scale_alpha;
+    slow_var_ += a * (sq - slow_var_);
+  }
+  // Before any change was seen, integers have a step of at least 1.
+  const double step = resolution_ > 0 ? resolution_ : (integral_ && !log_space_ ? 1.0 : 0.0);
+  floor_ = std::max({kResolutionFloor * step, kMagnitudeFloor * magnitude_,
+                     kSlowFloor * std::sqrt(slow_var_), std::numeric_limits<double>::min()});
+  spike_.set_floor(floor_);
+  rate_.set_floor(kResolutionFloor * floor_);
+}
+
+void SeriesDetector::Rebaseline() {
+  // The recent residuals say where the series is now and how much it moves there.
+  level_ += recent_residual_;
+  spike_.RaiseVariance(recent_var_);
+  slow_var_ = std::max(slow_var_, recent_var_);
+  change_.Restart();
+  seasonal_.RestartBreak();
+  rate_.Rebaseline();
+  recent_residual_ = 0;
+  episode_ = quiet_ = 0;
+  settle_ = static_cast<int32_t>(options_.shift_max_run);
 }
 
 Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
@@ -447,29 +594,39 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     ++ignored_;
     return v;
   }
-  const int64_t index = n_++;
+  ++accepted_;
   last_time_ms_ = time_ms;
+  if (!log_space_ && WantsLogSpace(value)) {
+    // Multi-decade dispersion: judge the series in log1p space from now on, with a fresh model.
+    log_space_ = true;
+    ResetModel();
+    v.warming_up = true;
+  }
+  const double y = log_space_ ? SignedLog1p(value) : value;
+  const int64_t index = n_++;
 
   int64_t phase = 0;
   if (seasonal_.enabled()) phase = seasonal_.Phase(index, time_ms);
   if (index == 0) {
     // The first point defines the level; nothing to judge it against.
-    level_ = value;
+    level_ = y;
     if (seasonal_.enabled()) {
       seasonal_.MarkStart(time_ms);
-      seasonal_.StoreInitial(phase, value);
+      seasonal_.StoreInitial(phase, y);
     }
-    rate_.Observe(time_ms, value, true, true);
+    rate_.Observe(time_ms, y, true, true);
+    UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
     v.expected = v.lower = v.upper = value;
     return v;
   }
 
   if (seasonal_.enabled() && !seasonal_.initialised()) {
     if (seasonal_.Periods(index, time_ms) < 1) {
-      seasonal_.StoreInitial(phase, value);
-      level_ += (value - level_) / static_cast<double>(n_);
-      rate_.Observe(time_ms, value, true, true);
-      v.expected = v.lower = v.upper = level_;
+      seasonal_.StoreInitial(phase, y);
+      level_ += (y - level_) / static_cast<double>(n_);
+      rate_.Observe(time_ms, y, true, true);
+      UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
+      v.expected = v.lower = v.upper = ToValue(level_);
       return v;
     }
     level_ = seasonal_.FinishInitial();
@@ -478,14 +635,25 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
 
   const double offset = seasonal_.enabled() ? seasonal_.Offset(phase) : 0.0;
   const double expected = level_ + offset;
-  const double residual = value - expected;
+  const double residual = y - expected;
   const SpikeDetector::Reading spike = spike_.Score(residual);
   const double band = spike_.threshold() * spike_.scale();
-  v.expected = expected;
-  v.lower = expected - band;
-  v.upper = expected + band;
+  if (log_space_) {
+    v.expected = ToValue(expected);
+    v.lower = ToValue(expected - band);
+    v.upper = ToValue(expected + band);
+  } else {
+    v.expected = expected;
+    v.lower = expected - band;
+    v.upper = expected + band;
+  }
   const double limit = options_.clip * spike_.scale();
-  const double clipped = spike_.scale() > 0 ? Clip(residual, limit) : residual;
+  const double clipped = Clip(residual, limit);
+  {
+    const double d = residual - recent_residual_;
+    recent_residual_ += kRecentRateFast * d;
+    recent_var_ += kRecentRateFast * (d * d - recent_var_);
+  }
 
   if (!warm_done_) {
     const bool seasonal = seasonal_.enabled();
@@ -499,13 +667,14 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     }
     spike_.Learn(residual, true, false);
     change_.Learn(spike.z, true);
-    rate_.Observe(time_ms, value, true, true);
+    rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {
       level_ += kWarmLevelRate * clipped;
       seasonal_.Learn(phase, clipped, kWarmSeasonRate);
     } else {
       level_ += std::max(options_.level_alpha, 1.0 / static_cast<double>(n_)) * clipped;
     }
+    UpdateFloor(y, residual, true);
     warm_done_ = WarmupDone(index, time_ms);
     return v;
   }
@@ -514,7 +683,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const ChangePointDetector::Reading change = change_.Observe(spike.z, residual);
   const double season_break =
       seasonal_.enabled() ? seasonal_.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
-  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, value, false, true);
+  // The rate of the deseasonalised value: a regular transition of the pattern is not a rate.
+  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, y - offset, false, true);
 
   // The most specific confirmed explanation wins; below alarm level the strongest evidence names
   // the type.
@@ -538,6 +708,11 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     if (season_break > evidence) evidence = season_break, type = AnomalyType::kSeasonalBreak;
     if (rate.evidence > evidence) evidence = rate.evidence, type = AnomalyType::kRateOfChange;
   }
+  if (settle_ > 0) {
+    // Settling after a forced re-baseline: below warning whatever the evidence.
+    --settle_;
+    evidence = std::min(evidence, kSettleEvidence);
+  }
   v.score = EvidenceToScore(evidence);
   v.severity = SeverityOf(v.score, options_);
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
@@ -546,9 +721,28 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const bool anomalous = v.severity >= Severity::kWarning;
   spike_.Learn(residual, false, anomalous);
   if (!anomalous) change_.Learn(spike.z, false);
-  level_ += options_.level_alpha * clipped;
+  const double level_rate =
+      settle_ > 0 ? std::max(options_.level_alpha,
+                             1.0 / static_cast<double>(options_.shift_max_run - settle_ + 1))
+                  : options_.level_alpha;
+  level_ += level_rate * clipped;
   if (seasonal_.enabled()) seasonal_.Learn(phase, clipped, options_.season_alpha);
-  if (change.evidence >= 1) level_ += change.shift;
+  UpdateFloor(y, residual, false);
+  if (change.evidence >= 1) {
+    level_ += change.shift;
+    recent_residual_ -= change.shift;
+    // The step is explained as a level change: its rate must not linger as rate-of-change alarms.
+    rate_.Rebaseline();
+  }
+
+  // Episode bound.
+  if (anomalous) {
+    ++episode_;
+    quiet_ = 0;
+    if (episode_ >= EpisodeBound()) Rebaseline();
+  } else if (++quiet_ > kBridgedQuietPoints) {
+    episode_ = 0;
+  }
   return v;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -124,15 +125,24 @@ class SpikeDetector {
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
   void Reset();
-  double scale() const { return scale_; }
+  // The scale used to standardise is max(learned scale, floor): see SeriesDetector (scale floor).
+  void set_floor(double floor) { floor_ = floor; }
+  // Re-baselines the scale after a persistent change: the variance becomes at least `var`.
+  void RaiseVariance(double var);
+  double scale() const { return std::max(scale_, floor_); }
+  double learned_scale() const { return scale_; }
   double tail_factor() const;
-  double threshold() const { return spike_z_ * tail_factor(); }  // |z| at warning
+  // |z| at warning: spike_z times the tail factor, and at least kTailMargin times the learned
+  // 99.9th percentile of |z| (adaptive mode), so a series whose normal bursts are far out in the
+  // tail (sparse counts) does not flag every burst.
+  double threshold() const;
 
  private:
   double spike_z_, scale_alpha_, clip_;
   bool adaptive_;
-  double scale_ = 0, var_ = 0;
+  double scale_ = 0, var_ = 0, floor_ = 0;
   double q99_ = 2.576;
+  double q999_ = 3.29;
   int64_t n_ = 0;
 };
 
@@ -158,6 +168,8 @@ class ChangePointDetector {
   Reading Observe(double z, double residual);
   // Updates the autocorrelation estimate (skip on anomalous points).
   void Learn(double z, bool warm);
+  // Restarts the CUSUMs (after a re-baseline elsewhere); the autocorrelation is kept.
+  void Restart();
   void Reset();
   double long_run_factor() const { return factor_; }
 
@@ -207,6 +219,8 @@ class SeasonalBaseline {
   bool initialised() const { return initialised_; }
   // Break evidence (two-sided CUSUM of z * p, divided by the long-run factor).
   double ObserveBreak(int64_t phase, double z, double long_run_factor);
+  // Restarts the break CUSUM (after a re-baseline).
+  void RestartBreak() { up_ = down_ = 0; }
   // Moves bucket `phase` towards the residual (winsorised by the caller).
   void Learn(int64_t phase, double residual, double rate);
   void Reset();
@@ -238,6 +252,11 @@ class RateOfChangeDetector {
   explicit RateOfChangeDetector(const DetectorOptions& options);
   Reading Observe(int64_t time_ms, double value, bool warm, bool learn);
   void Reset();
+  // Re-baseline after a persistent change: the smoothed rate restarts at 0 and the rate variance
+  // becomes at least the recent mean square of the rate.
+  void Rebaseline();
+  // The rate RMS used to standardise is at least `floor` (a quantisation step per interval).
+  void set_floor(double floor) { floor_ = floor; }
   double interval_ms() const { return interval_ms_; }
 
  private:
@@ -248,6 +267,8 @@ class RateOfChangeDetector {
   int64_t prev_time_ms_ = 0;
   double interval_ms_ = 0;
   double rate_ = 0, var_ = 0, q99_ = 2.576;
+  double recent_sq_ = 0;  // EWMA(0.25) of rate^2, every point
+  double floor_ = 0;
   int64_t n_ = 0;
 };
 
@@ -260,9 +281,23 @@ class RateOfChangeDetector {
 // the thresholds. Then the state learns: level += level_alpha * winsorised r (plus the change-point
 // shift on alarm), the seasonal bucket likewise, the scales only from points below warning.
 //
+// Safeguards for real metric shapes (issue 10; docs/DETECTORS.md explains each with the failure
+// it prevents):
+// - scale floor: the scale never falls below max(half the quantisation step of the values,
+//   1e-3 x the typical |value|, half the long-memory scale), so a long constant run cannot
+//   collapse it;
+// - judged space: a series whose values typically change by a factor >= 2 from one point to the
+//   next (multi-decade bursts) is judged in signed log1p space, decided causally (one way, with a
+//   fresh warm-up in the new space);
+// - episode bound: at most EpisodeBound() = 2 x shift_max_run points at or above warning in a
+//   row (gaps of <= 3 points bridged); then level, scale and every CUSUM re-baseline on the recent
+//   values and the verdicts stay below warning for shift_max_run points while they settle (a
+//   change-point alarm re-baselines the rate detector too);
+// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|.
+//
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
-// Memory: sizeof(SeriesDetector) (~700 bytes, a copy of the options included) + 4 * season buckets
+// Memory: sizeof(SeriesDetector) (< 1 KiB, a copy of the options included) + 4 * season buckets
 // bytes; fixed after construction; Observe never allocates. Limitations: points must come in time
 // order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
 // change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
@@ -279,16 +314,32 @@ class SeriesDetector {
   void Reset();
 
   const DetectorOptions& options() const { return options_; }
-  int64_t points() const { return n_; }         // accepted points
+  int64_t points() const { return accepted_; }  // accepted points
   int64_t ignored() const { return ignored_; }  // NaN/Inf or out-of-order points
   bool warming_up() const { return !warm_done_; }
+  // True once the series is judged in signed log1p space; level() and scale() are in that space.
+  bool log_space() const { return log_space_; }
   double level() const { return level_; }
   double scale() const { return spike_.scale(); }
+  double scale_floor() const { return floor_; }
+  // The longest run of points at or above warning the detector allows (2 x shift_max_run).
+  int64_t EpisodeBound() const { return 2 * options_.shift_max_run; }
   // Heap bytes owned (the seasonal profile); total per series = sizeof + this.
   size_t heap_bytes() const { return seasonal_.bytes(); }
 
  private:
   bool WarmupDone(int64_t index, int64_t time_ms) const;
+  // Forgets the model (level, scales, CUSUMs, profile, episode state), not the counters nor the
+  // judged space.
+  void ResetModel();
+  // Updates the statistic that decides the judged space; true when the series should now be
+  // judged in log1p space.
+  bool WantsLogSpace(double value);
+  // Resolution, magnitude and long-memory scale → floor_.
+  void UpdateFloor(double y, double residual, bool warm);
+  // Forced re-baseline at the end of a bounded episode.
+  void Rebaseline();
+  double ToValue(double y) const;
 
   DetectorOptions options_;
   SpikeDetector spike_;
@@ -296,11 +347,31 @@ class SeriesDetector {
   SeasonalBaseline seasonal_;
   RateOfChangeDetector rate_;
   double level_ = 0;
-  int64_t n_ = 0;
+  int64_t n_ = 0;  // points of the current model (since the last space switch)
+  int64_t accepted_ = 0;
   int64_t ignored_ = 0;
   int64_t last_time_ms_ = INT64_MIN;
   int64_t last_period_ = 0;
   bool warm_done_ = false;
+
+  // Judged space.
+  bool log_space_ = false;
+  int64_t space_n_ = 0;
+  double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
+
+  // Scale floor.
+  bool has_prev_y_ = false, integral_ = true;
+  double prev_y_ = 0;
+  double resolution_ = 0;  // smallest non-zero |change| seen (0 = none yet)
+  double magnitude_ = 0;   // EWMA of |y|
+  double slow_var_ = 0;    // long-memory residual variance, every point
+  double floor_ = 0;
+
+  // Episode bound and re-baseline.
+  double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2
+  int32_t episode_ = 0;                          // points at >= warning in the current episode
+  int32_t quiet_ = 0;                            // points below warning in a row
+  int32_t settle_ = 0;                           // points left with verdicts capped below warning
 };
 
 }  // namespace inferscope

@@ -90,6 +90,41 @@ TEST(DetectCliTest, FlagsAnInjectedSpikeAndEchoesEveryRow) {
   EXPECT_EQ(flagged, 0);
 }
 
+// --warmup N (issue 10): no verdict before N points, a verdict from then on; one row per input row
+// in order with the timestamp echoed; the same input gives the same output (deterministic).
+TEST(DetectCliTest, WarmupFlagSetsTheWarmUpLengthAndOutputIsDeterministic) {
+  TempDir dir;
+  const std::string input = dir.str() + "/series.csv";
+  {
+    std::ofstream f(input);
+    f << "timestamp,value\n";
+    std::mt19937_64 rng(2);
+    std::normal_distribution<double> noise(100, 1);
+    for (int i = 0; i < 60; ++i)
+      f << 1709251200 + i * 60 << "," << noise(rng) + (i == 20 ? 30 : 0) << "\n";
+  }
+  const std::string log = dir.str() + "/log";
+  const std::string out30 = dir.str() + "/out30.csv", out10 = dir.str() + "/out10.csv",
+                    again = dir.str() + "/again.csv";
+  ASSERT_EQ(RunDetect({"--input", input, "--output", out30}, log), 0) << testing::ReadFile(log);
+  ASSERT_EQ(RunDetect({"--input", input, "--output", out10, "--warmup", "10"}, log), 0)
+      << testing::ReadFile(log);
+  ASSERT_EQ(RunDetect({"--input", input, "--output", again, "--warmup", "10"}, log), 0);
+  EXPECT_EQ(testing::ReadFile(out10), testing::ReadFile(again));
+  const auto rows30 = ReadCsv(out30), rows10 = ReadCsv(out10);
+  ASSERT_EQ(rows30.size(), 61u);
+  ASSERT_EQ(rows10.size(), 61u);
+  for (size_t i = 1; i < rows10.size(); ++i) {
+    EXPECT_EQ(rows10[i][0], std::to_string(1709251200 + (i - 1) * 60));
+    EXPECT_EQ(rows10[i][0], rows30[i][0]);
+  }
+  EXPECT_EQ(rows30[21][4], "none");  // point 20 is still in the default warm-up of 30 points
+  EXPECT_EQ(rows10[21][3], "spike");
+  EXPECT_NE(rows10[21][4], "none");
+  // A warm-up shorter than 2 points is an option error.
+  EXPECT_EQ(RunDetect({"--input", input, "--output", out10, "--warmup", "1"}, log), 2);
+}
+
 TEST(DetectCliTest, BadLinesAreReportedWithLineNumbersAndSkipped) {
   TempDir dir;
   const std::string input = dir.str() + "/series.csv";

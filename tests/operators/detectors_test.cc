@@ -246,7 +246,9 @@ TEST(SeriesDetectorTest, ResetForgetsEverything) {
 
 TEST(SeriesDetectorTest, MemoryPerSeriesIsSmall) {
   DetectorOptions o;
-  EXPECT_LE(sizeof(SeriesDetector), 768u);
+  // 696 bytes before the issue-10 safeguards (scale floor, judged space, episode bound: ~140
+  // bytes of state); 100k series x 0.9 KiB stays under 100 MB.
+  EXPECT_LE(sizeof(SeriesDetector), 896u);
   EXPECT_EQ(SeriesDetector(o).heap_bytes(), 0u);
   o.season_points = 96;
   EXPECT_EQ(SeriesDetector(o).heap_bytes(), 96 * sizeof(float));

@@ -5,8 +5,10 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 DURATION ?= 30
+# Extra CMake arguments for the first configure, e.g. CMAKE_ARGS=-DINFERSCOPE_WERROR=ON (as CI does).
+CMAKE_ARGS ?=
 
-.PHONY: all deps build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format
+.PHONY: all deps build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format format-check
 
 all: build
 
@@ -14,7 +16,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 $(BUILD_DIR)/CMakeCache.txt:
-	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
 
 build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
@@ -52,6 +54,9 @@ bench: build
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')
+
+format-check:
+	@bash scripts/check-format.sh
 
 clean:
 	rm -rf $(BUILD_DIR)

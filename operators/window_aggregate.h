@@ -288,7 +288,6 @@ class WindowAggregateOperator final : public Operator {
   uint64_t updated_ = 0;  // of which updates
 
   const Clock* clock_ = nullptr;
-  MetricsRegistry* metrics_owner_ = nullptr;
   Counter* events_in_ = nullptr;
   Counter* summaries_out_ = nullptr;
   Counter* late_ = nullptr;

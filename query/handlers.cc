@@ -450,8 +450,81 @@ std::optional<WindowedParams> ParseWindowedRead(const ApiContext& ctx, const Api
   return p;
 }
 
+// The windows a read covers: [first_start, first_start + num_windows × step).
+struct WindowRange {
+  int64_t first_start = 0;
+  int64_t num_windows = 0;
+};
+
+// The range of a windowed read: `to` defaults to the watermark rounded down to a step boundary,
+// `from` to `default_steps` steps before `to`; windows are aligned to multiples of the step.
+// nullopt with `*error` set when the range is empty or holds too many windows.
+std::optional<WindowRange> ResolveRange(const ApiContext& ctx, const WindowedParams& params,
+                                        const RangeQuery& query, int64_t watermark,
+                                        ApiReply* error) {
+  const int64_t w = params.step_ms;
+  const int64_t to_ms = params.to ? *params.to : FloorDiv(watermark, w) * w;
+  const int64_t from_ms = params.from ? *params.from : to_ms - query.default_steps * w;
+  if (from_ms >= to_ms) {
+    *error =
+        BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
+    return std::nullopt;
+  }
+  WindowRange range;
+  range.first_start = FloorDiv(from_ms, w) * w;
+  const int64_t span = to_ms - range.first_start;
+  range.num_windows = span / w + (span % w != 0 ? 1 : 0);
+  if (range.num_windows > kMaxWindowsPerRequest) {
+    *error = BadParameter(ctx, query.step_param,
+                          "the range holds " + std::to_string(range.num_windows) +
+                              " windows; at most " + std::to_string(kMaxWindowsPerRequest) +
+                              " are allowed per request (use a larger " +
+                              std::string(query.step_param) + " or a shorter range)",
+                          {{"windows", range.num_windows}, {"max_windows", kMaxWindowsPerRequest}});
+    return std::nullopt;
+  }
+  return range;
+}
+
+// The reply of a windowed read.
+json WindowedReply(const ApiContext& ctx, const std::string& instance, const WindowedParams& params,
+                   const RangeQuery& query, const std::vector<std::string>& models,
+                   const WindowRange& range, const WindowsRead& read, int64_t watermark) {
+  const int64_t w = params.step_ms;
+  const std::vector<TierSpec>& tiers = ctx.store->tiers();
+  json segments = json::array();
+  for (const TierSegment& seg : read.plan) {
+    const TierSpec& tier = tiers[seg.tier];
+    segments.push_back({{"tier", tier.Name()},
+                        {"resolution_ms", tier.resolution_ms},
+                        {"from", seg.from_ms},
+                        {"to", seg.to_ms}});
+  }
+  json list = json::array();
+  for (int64_t i = 0; i < range.num_windows; ++i) {
+    const int64_t start = range.first_start + i * w;
+    list.push_back(WindowJson(start, start + w, read.windows[static_cast<size_t>(i)]));
+  }
+  const TierSpec& answered = tiers[read.plan.empty() ? 0 : read.plan.front().tier];
+  return {{"instance", instance},
+          {"model", params.model ? json(*params.model) : json()},
+          {"models", models},
+          {"metric", params.metric},
+          {query.step_param, params.step_text},
+          {std::string(query.step_param) + "_ms", w},
+          {"from", range.first_start},
+          {"to", range.first_start + range.num_windows * w},
+          {"complete_from", read.complete_from_ms},
+          {"tier", answered.Name()},
+          {"resolution_ms", answered.resolution_ms},
+          {"tiers", std::move(segments)},
+          {"as_of", watermark},
+          {query.list_key, std::move(list)}};
+}
+
 // Windows of one step over [from, to) for one instance (one model or all of them), each merged
 // from the stored buckets of the coarsest tier that answers it exactly (StateStore::ReadWindows).
+// Errors come in this order: parameters (400), series (404), range (400), stored panes (400).
 ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::string& instance,
                       const RangeQuery& query) {
   ApiReply error;
@@ -459,7 +532,6 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   if (!params) return error;
   const std::optional<std::string>& model = params->model;
   const std::string& metric = params->metric;
-  const int64_t w = params->step_ms;
 
   // Which series: every model of the instance that has the metric, or just the one asked for.
   Result<SeriesMatch> match = ctx.store->FindSeries(instance, model ? &*model : nullptr, metric);
@@ -479,34 +551,17 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
                       {{"instance", instance}, {"metric", metric}});
   }
 
-  // The range: `to` defaults to the watermark rounded down to a step boundary, `from` to
-  // `default_steps` steps before `to`; windows are aligned to multiples of the step.
   const int64_t watermark = ctx.store->Watermark();
-  const int64_t to_ms = params->to ? *params->to : FloorDiv(watermark, w) * w;
-  const int64_t from_ms = params->from ? *params->from : to_ms - query.default_steps * w;
-  if (from_ms >= to_ms) {
-    return BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
-  }
-  const int64_t first_start = FloorDiv(from_ms, w) * w;
-  const int64_t span = to_ms - first_start;
-  const int64_t num_windows = span / w + (span % w != 0 ? 1 : 0);
-  if (num_windows > kMaxWindowsPerRequest) {
-    return BadParameter(ctx, query.step_param,
-                        "the range holds " + std::to_string(num_windows) + " windows; at most " +
-                            std::to_string(kMaxWindowsPerRequest) +
-                            " are allowed per request (use a larger " +
-                            std::string(query.step_param) + " or a shorter range)",
-                        {{"windows", num_windows}, {"max_windows", kMaxWindowsPerRequest}});
-  }
-  const int64_t end_ms = first_start + num_windows * w;
+  std::optional<WindowRange> range = ResolveRange(ctx, *params, query, watermark, &error);
+  if (!range) return error;
 
   WindowsRequest request;
   request.instance = instance;
   request.models = match->models;
   request.metric = metric;
-  request.from_ms = first_start;
-  request.window_ms = w;
-  request.num_windows = num_windows;
+  request.from_ms = range->first_start;
+  request.window_ms = params->step_ms;
+  request.num_windows = range->num_windows;
   request.max_resolution_ms = params->max_resolution_ms;
   WindowsRead read;
   Status s = ctx.store->ReadWindows(request, &read);
@@ -520,36 +575,8 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   }
   if (!s.ok()) return StatusReply(*ctx.clock, s);
 
-  const std::vector<TierSpec>& tiers = ctx.store->tiers();
-  json segments = json::array();
-  for (const TierSegment& seg : read.plan) {
-    const TierSpec& tier = tiers[seg.tier];
-    segments.push_back({{"tier", tier.Name()},
-                        {"resolution_ms", tier.resolution_ms},
-                        {"from", seg.from_ms},
-                        {"to", seg.to_ms}});
-  }
-  json list = json::array();
-  for (int64_t i = 0; i < num_windows; ++i) {
-    int64_t start = first_start + i * w;
-    list.push_back(WindowJson(start, start + w, read.windows[static_cast<size_t>(i)]));
-  }
-  const TierSpec& answered = tiers[read.plan.empty() ? 0 : read.plan.front().tier];
   ApiReply reply;
-  reply.body = {{"instance", instance},
-                {"model", model ? json(*model) : json()},
-                {"models", match->models},
-                {"metric", metric},
-                {query.step_param, params->step_text},
-                {std::string(query.step_param) + "_ms", w},
-                {"from", first_start},
-                {"to", end_ms},
-                {"complete_from", read.complete_from_ms},
-                {"tier", answered.Name()},
-                {"resolution_ms", answered.resolution_ms},
-                {"tiers", std::move(segments)},
-                {"as_of", watermark},
-                {query.list_key, std::move(list)}};
+  reply.body = WindowedReply(ctx, instance, *params, query, match->models, *range, read, watermark);
   return reply;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -250,8 +251,11 @@ inline RejectReason AsCount(const Value& v, uint64_t& out) {
   }
 }
 
-void SetDetail(DecodeResult& result, const char* fmt, auto... args) {
-  int n = std::snprintf(result.detail_buf.data(), result.detail_buf.size(), fmt, args...);
+[[gnu::format(printf, 2, 3)]] void SetDetail(DecodeResult& result, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  int n = std::vsnprintf(result.detail_buf.data(), result.detail_buf.size(), fmt, args);
+  va_end(args);
   if (n < 0) n = 0;
   result.detail_len =
       static_cast<uint8_t>(std::min<size_t>(static_cast<size_t>(n), result.detail_buf.size() - 1));

@@ -6,6 +6,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/json_text.h"
+#include "pipeline/names.h"
 
 namespace inferscope {
 namespace {
@@ -15,7 +16,6 @@ using nlohmann::json;
 constexpr std::array<std::string_view, 7> kFields = {"instance", "model", "metric",  "stat",
                                                      "rule",     "type",  "severity"};
 constexpr size_t kMaxMatchers = 16;
-constexpr size_t kMaxPatternBytes = 255;
 constexpr size_t kMaxTextBytes = 1024;
 
 std::string_view FieldOf(const Alert& a, std::string_view field) {
@@ -41,8 +41,9 @@ Status AddMatcher(std::string field, const json& pattern, std::vector<SilenceMat
   }
   if (!pattern.is_string()) return Invalid("matchers." + field, "expected a string pattern");
   std::string p = pattern.get<std::string>();
-  if (p.empty() || p.size() > kMaxPatternBytes) {
-    return Invalid("matchers." + field, "pattern must be 1..255 bytes");
+  if (p.empty() || p.size() > kMaxNameBytes) {
+    return Invalid("matchers." + field,
+                   "pattern must be 1.." + std::to_string(kMaxNameBytes) + " bytes");
   }
   out->push_back({std::move(field), std::move(p)});
   return Status::Ok();

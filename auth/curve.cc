@@ -13,6 +13,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pipeline/names.h"
+
 namespace inferscope {
 namespace {
 
@@ -208,8 +210,9 @@ Result<std::shared_ptr<const AuthorizedKeys>> AuthorizedKeys::Parse(std::string_
       while (true) {
         const size_t comma = globs.find(',');
         std::string_view glob = globs.substr(0, comma);
-        if (glob.empty() || glob.size() > 255) {
-          return error("empty or over-long (> 255 bytes) publisher-id glob");
+        if (glob.empty() || glob.size() > kMaxNameBytes) {
+          return error("empty or over-long (> " + std::to_string(kMaxNameBytes) +
+                       " bytes) publisher-id glob");
         }
         entry.publisher_globs.emplace_back(glob);
         if (comma == std::string_view::npos) break;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "operators/alert_options.h"
+
 namespace inferscope {
 namespace {
 
@@ -77,12 +79,12 @@ Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const
       o.stats.push_back(*stat);
     }
   }
-  Result<int64_t> window = node.GetDurationMs("window", 0, 0);
-  if (!window.ok()) return window.status();
-  o.window_ms = *window;
-  Result<int64_t> min_count = node.GetInt("min_count", o.min_count, 1);
-  if (!min_count.ok()) return min_count.status();
-  o.min_count = *min_count;
+  AlertRuleOptions common;
+  common.min_count = o.min_count;
+  INFERSCOPE_RETURN_IF_ERROR(ParseAlertRuleOptions(node, &common));
+  o.window_ms = common.window_ms;
+  o.min_count = common.min_count;
+  o.timing = common.timing;
   Result<std::string> min_severity = node.GetString("min_severity", "warning");
   if (!min_severity.ok()) return min_severity.status();
   std::optional<Severity> severity = ParseSeverity(*min_severity);
@@ -93,25 +95,13 @@ Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const
   Result<double> clear_below = node.GetDouble("clear_below", o.clear_below, 1e-9, 1);
   if (!clear_below.ok()) return clear_below.status();
   o.clear_below = *clear_below;
-  Result<int64_t> for_ms = node.GetDurationMs("for", 0, 0);
-  if (!for_ms.ok()) return for_ms.status();
-  o.timing.for_ms = *for_ms;
-  Result<int64_t> keep = node.GetDurationMs("keep_firing_for", 0, 0);
-  if (!keep.ok()) return keep.status();
-  o.timing.keep_firing_for_ms = *keep;
   Result<int64_t> max_series = node.GetInt("max_series", o.max_series, 1, 100'000'000);
   if (!max_series.ok()) return max_series.status();
   o.max_series = *max_series;
   Result<int64_t> ttl = node.GetDurationMs("series_ttl", o.series_ttl_ms, 0);
   if (!ttl.ok()) return ttl.status();
   o.series_ttl_ms = *ttl;
-  Result<int64_t> max_states =
-      node.GetInt("max_alert_states", o.lifecycle.max_states, 1, 100'000'000);
-  if (!max_states.ok()) return max_states.status();
-  o.lifecycle.max_states = *max_states;
-  Result<int64_t> stale = node.GetDurationMs("stale_after", o.lifecycle.stale_after_ms, 0);
-  if (!stale.ok()) return stale.status();
-  o.lifecycle.stale_after_ms = *stale;
+  INFERSCOPE_RETURN_IF_ERROR(ParseAlertLifecycleOptions(node, &o.lifecycle));
   Result<ConfigNode> detector = node.Child("detector");
   if (!detector.ok()) return detector.status();
   Result<DetectorOptions> detector_options = ParseDetectorOptions(*detector);

@@ -4,17 +4,14 @@
 #include <string>
 #include <utility>
 
+#include "pipeline/int_math.h"
+
 namespace inferscope {
 namespace {
 
 constexpr int64_t kMinPaneMs = 100;
 constexpr int64_t kMaxSeriesLimit = 100'000'000;
 constexpr size_t kInitialTableSize = 1024;
-
-int64_t FloorDiv(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
 
 uint64_t Hash(const SeriesKey& k) {
   return SeriesHash((static_cast<uint64_t>(k.instance) << 32) | k.model, k.metric);

@@ -7,6 +7,8 @@
 #include <set>
 
 #include "alerting/silence.h"
+#include "operators/alert_options.h"
+#include "pipeline/names.h"
 
 namespace inferscope {
 namespace {
@@ -14,6 +16,7 @@ namespace {
 constexpr std::array<std::string_view, 11> kStatNames = {
     "mean", "p50", "p90", "p95", "p99", "min", "max", "last", "rate", "error_ratio", "count"};
 constexpr size_t kMaxRules = 10'000;
+std::string NameLengthError() { return "must be 1.." + std::to_string(kMaxNameBytes) + " bytes"; }
 
 bool Crosses(ThresholdRule::Op op, double value, double threshold) {
   switch (op) {
@@ -53,11 +56,13 @@ Result<ThresholdRule> ParseRule(const ConfigNode& node) {
   ThresholdRule r;
   Result<std::string> name = node.GetString("name");
   if (!name.ok()) return name.status();
-  if (name->empty() || name->size() > 255) return node.Error("name", "must be 1..255 bytes");
+  if (name->empty() || name->size() > kMaxNameBytes) return node.Error("name", NameLengthError());
   r.name = *name;
   Result<std::string> metric = node.GetString("metric");
   if (!metric.ok()) return metric.status();
-  if (metric->empty() || metric->size() > 255) return node.Error("metric", "must be 1..255 bytes");
+  if (metric->empty() || metric->size() > kMaxNameBytes) {
+    return node.Error("metric", NameLengthError());
+  }
   r.metric = *metric;
   Result<std::string> stat = node.GetString("stat", "p95");
   if (!stat.ok()) return stat.status();
@@ -69,9 +74,12 @@ Result<ThresholdRule> ParseRule(const ConfigNode& node) {
                           *stat + "'");
   }
   r.stat = *parsed_stat;
-  Result<int64_t> window = node.GetDurationMs("window", 0, 0);
-  if (!window.ok()) return window.status();
-  r.window_ms = *window;
+  AlertRuleOptions common;
+  common.min_count = r.min_count;
+  INFERSCOPE_RETURN_IF_ERROR(ParseAlertRuleOptions(node, &common));
+  r.window_ms = common.window_ms;
+  r.min_count = common.min_count;
+  r.timing = common.timing;
   Result<std::string> op = node.GetString("op", ">");
   if (!op.ok()) return op.status();
   if (*op == ">") {
@@ -100,18 +108,9 @@ Result<ThresholdRule> ParseRule(const ConfigNode& node) {
     r.levels.emplace_back(*severity, *threshold);
   }
   std::sort(r.levels.begin(), r.levels.end());
-  Result<int64_t> for_ms = node.GetDurationMs("for", 0, 0);
-  if (!for_ms.ok()) return for_ms.status();
-  r.timing.for_ms = *for_ms;
-  Result<int64_t> keep = node.GetDurationMs("keep_firing_for", 0, 0);
-  if (!keep.ok()) return keep.status();
-  r.timing.keep_firing_for_ms = *keep;
   Result<double> hysteresis = node.GetDouble("hysteresis", r.hysteresis, 0, 1);
   if (!hysteresis.ok()) return hysteresis.status();
   r.hysteresis = *hysteresis;
-  Result<int64_t> min_count = node.GetInt("min_count", r.min_count, 1);
-  if (!min_count.ok()) return min_count.status();
-  r.min_count = *min_count;
   Result<std::string> instance = node.GetString("instance", "*");
   if (!instance.ok()) return instance.status();
   r.instance = *instance;
@@ -240,13 +239,7 @@ Result<ThresholdRulesOperator::Options> ThresholdRulesOperator::ParseOptions(
     }
     o.rules.push_back(std::move(rule).value());
   }
-  Result<int64_t> max_states =
-      node.GetInt("max_alert_states", o.lifecycle.max_states, 1, 100'000'000);
-  if (!max_states.ok()) return max_states.status();
-  o.lifecycle.max_states = *max_states;
-  Result<int64_t> stale = node.GetDurationMs("stale_after", o.lifecycle.stale_after_ms, 0);
-  if (!stale.ok()) return stale.status();
-  o.lifecycle.stale_after_ms = *stale;
+  INFERSCOPE_RETURN_IF_ERROR(ParseAlertLifecycleOptions(node, &o.lifecycle));
   if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
   return o;
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "pipeline/coding.h"
+#include "pipeline/int_math.h"
 #include "pipeline/interner.h"
 
 namespace inferscope {
@@ -24,11 +25,6 @@ constexpr size_t kPrefetchDistance = 4;
 // Groups OnTimer visits for expiry per call (every 100 ms in the engine): a million series within
 // about 6 s, at a few nanoseconds each.
 constexpr size_t kExpireScanGroups = 16384;
-
-int64_t FloorDiv(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
 
 uint64_t Hash(uint64_t instance_model, uint32_t metric) {
   return SeriesHash(instance_model, metric);
@@ -870,11 +866,6 @@ void WindowAggregateOperator::PublishGauges() {
 namespace {
 
 constexpr uint64_t kCheckpointVersion = 1;
-
-uint64_t ZigZag(int64_t v) {
-  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
-}
-int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 bool GetZigZag(std::string_view* in, int64_t* v) {
   uint64_t u = 0;

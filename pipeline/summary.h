@@ -76,7 +76,7 @@ struct WindowSummary {
 struct Alert {
   using Value = ::inferscope::Alert;
   static constexpr std::string_view kName = "alert";
-  static constexpr std::string_view kDescription = "An alert state change (pipeline/alert.h)";
+  static constexpr std::string_view kDescription = "An alert state change (alerting/alert.h)";
 };
 struct DeadLetter {
   using Value = ::inferscope::DeadLetter;

@@ -10,6 +10,8 @@
 #include <utility>
 
 #include "pipeline/config.h"
+#include "pipeline/int_math.h"
+#include "pipeline/names.h"
 #include "pipeline/tiers.h"
 #include "state/state_store.h"
 #include "values/aggregate.h"
@@ -21,16 +23,10 @@ using nlohmann::json;
 
 constexpr std::string_view kValidationError = "VALIDATION_ERROR";
 constexpr std::string_view kNotFound = "NOT_FOUND";
-constexpr size_t kMaxNameBytes = 255;
 // Bounds that keep window arithmetic far from int64 overflow: times up to the year 9999, windows
 // up to about 31 years.
 constexpr int64_t kMaxTimeMs = 253'402'300'799'999;
 constexpr int64_t kMaxWindowMs = 1'000'000'000'000;
-
-int64_t FloorDiv(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
 
 json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
 
@@ -375,45 +371,60 @@ std::optional<int64_t> ParseStepParam(const ApiContext& ctx, const ApiRequest& r
   return ms;
 }
 
-// Windows of one step over [from, to) for one instance (one model or all of them), each merged
-// from the stored buckets of the coarsest tier that answers it exactly (see PlanTierRead).
-ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::string& instance,
-                      const RangeQuery& query) {
-  const std::optional<std::string> model = req.Param("model");
-  const std::string metric = req.Param("metric").value_or("ttft_ms");
+// The parameters of a windowed read, parsed and checked (ParseWindowedRead).
+struct WindowedParams {
+  std::optional<std::string> model;
+  std::string metric;
+  std::string step_text;  // as given, for the reply
+  int64_t step_ms = 0;
+  std::optional<int64_t> from;
+  std::optional<int64_t> to;
+  int64_t max_resolution_ms = INT64_MAX;
+};
+
+// Reads and checks the names, the step, from/to and resolution of a windowed read; nullopt with
+// `*error` set when one is wrong.
+std::optional<WindowedParams> ParseWindowedRead(const ApiContext& ctx, const ApiRequest& req,
+                                                const std::string& instance,
+                                                const RangeQuery& query, ApiReply* error) {
+  WindowedParams p;
+  p.model = req.Param("model");
+  p.metric = req.Param("metric").value_or("ttft_ms");
+  const std::string limit = std::to_string(kMaxNameBytes);
   if (instance.size() > kMaxNameBytes) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "instance id longer than 255 bytes",
-                      {{"parameter", "id"}});
+    *error = ErrorReply(*ctx.clock, 400, kValidationError,
+                        "instance id longer than " + limit + " bytes", {{"parameter", "id"}});
+    return std::nullopt;
   }
-  if (model && model->size() > kMaxNameBytes) {
-    return BadParameter(ctx, "model", "model longer than 255 bytes");
+  if (p.model && p.model->size() > kMaxNameBytes) {
+    *error = BadParameter(ctx, "model", "model longer than " + limit + " bytes");
+    return std::nullopt;
   }
-  if (metric.empty() || metric.size() > kMaxNameBytes) {
-    return BadParameter(ctx, "metric", "metric must be 1 to 255 bytes");
+  if (p.metric.empty() || p.metric.size() > kMaxNameBytes) {
+    *error = BadParameter(ctx, "metric", "metric must be 1 to " + limit + " bytes");
+    return std::nullopt;
   }
 
-  ApiReply error;
-  std::string window_text;
-  std::optional<int64_t> window =
-      ParseStepParam(ctx, req, query.step_param, query.default_step, &window_text, &error);
-  if (!window) return error;
-  const int64_t w = *window;
+  std::optional<int64_t> step =
+      ParseStepParam(ctx, req, query.step_param, query.default_step, &p.step_text, error);
+  if (!step) return std::nullopt;
+  p.step_ms = *step;
   bool has_from = false, has_to = false;
-  std::optional<int64_t> from = ParseTimeParam(ctx, req, "from", &error, &has_from);
-  if (has_from && !from) return error;
-  std::optional<int64_t> to = ParseTimeParam(ctx, req, "to", &error, &has_to);
-  if (has_to && !to) return error;
+  p.from = ParseTimeParam(ctx, req, "from", error, &has_from);
+  if (has_from && !p.from) return std::nullopt;
+  p.to = ParseTimeParam(ctx, req, "to", error, &has_to);
+  if (has_to && !p.to) return std::nullopt;
 
   const std::vector<TierSpec>& tiers = ctx.store->tiers();
-  const int64_t finest = tiers.front().resolution_ms;  // 0: unknown (checked per pane below)
-  if (finest > 0 && w % finest != 0) {
-    return BadParameter(ctx, query.step_param,
-                        std::string(query.step_param) + " " + window_text +
-                            " is not a multiple of the stored pane length (" +
-                            FormatDurationMs(finest) + ")",
-                        {{"value", window_text}, {"pane_ms", finest}});
+  const int64_t finest = tiers.front().resolution_ms;  // 0: unknown (checked per bucket on read)
+  if (finest > 0 && p.step_ms % finest != 0) {
+    *error = BadParameter(ctx, query.step_param,
+                          std::string(query.step_param) + " " + p.step_text +
+                              " is not a multiple of the stored pane length (" +
+                              FormatDurationMs(finest) + ")",
+                          {{"value", p.step_text}, {"pane_ms", finest}});
+    return std::nullopt;
   }
-  int64_t max_resolution = INT64_MAX;
   if (std::optional<std::string> text = req.Param("resolution")) {
     std::optional<int64_t> ms = ParseDurationMs(*text);
     bool known = false;
@@ -421,141 +432,151 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
     if (!known) {
       json names = json::array();
       for (const TierSpec& t : tiers) names.push_back(t.Name());
-      return BadParameter(
-          ctx, "resolution",
-          "resolution must be the resolution of a storage tier, got '" + *text + "'",
-          {{"value", *text}, {"tiers", names}});
+      *error =
+          BadParameter(ctx, "resolution",
+                       "resolution must be the resolution of a storage tier, got '" + *text + "'",
+                       {{"value", *text}, {"tiers", names}});
+      return std::nullopt;
     }
-    if (w % *ms != 0) {
-      return BadParameter(ctx, "resolution",
-                          "resolution " + *text + " does not divide " +
-                              std::string(query.step_param) + " " + window_text,
-                          {{"value", *text}, {query.step_param, window_text}});
+    if (p.step_ms % *ms != 0) {
+      *error = BadParameter(ctx, "resolution",
+                            "resolution " + *text + " does not divide " +
+                                std::string(query.step_param) + " " + p.step_text,
+                            {{"value", *text}, {query.step_param, p.step_text}});
+      return std::nullopt;
     }
-    max_resolution = *ms;
+    p.max_resolution_ms = *ms;
   }
+  return p;
+}
 
-  // Which series: every model of the instance that has the metric, or just the one asked for.
-  bool instance_known = false, model_known = false;
-  std::vector<std::string> models;
-  Status s = ctx.store->ScanSeries(instance, /*after=*/false, [&](const SeriesInfo& info) {
-    if (info.instance != instance) return false;
-    instance_known = true;
-    if (model && info.model != *model) return true;
-    model_known = true;
-    if (info.metric == metric) models.push_back(info.model);
-    return true;
-  });
-  if (!s.ok()) return StatusReply(*ctx.clock, s);
-  std::sort(models.begin(), models.end());
-  if (!instance_known) {
-    return ErrorReply(*ctx.clock, 404, kNotFound, "unknown instance '" + instance + "'",
-                      {{"instance", instance}});
-  }
-  if (!model_known) {
-    return ErrorReply(*ctx.clock, 404, kNotFound,
-                      "instance '" + instance + "' has no model '" + *model + "'",
-                      {{"instance", instance}, {"model", *model}});
-  }
-  if (models.empty()) {
-    return ErrorReply(*ctx.clock, 404, kNotFound,
-                      "instance '" + instance + "' has no series of metric '" + metric + "'",
-                      {{"instance", instance}, {"metric", metric}});
-  }
+// The windows a read covers: [first_start, first_start + num_windows × step).
+struct WindowRange {
+  int64_t first_start = 0;
+  int64_t num_windows = 0;
+};
 
-  // The range: `to` defaults to the watermark rounded down to a step boundary, `from` to
-  // `default_steps` steps before `to`; windows are aligned to multiples of the step.
-  const int64_t watermark = ctx.store->Watermark();
-  int64_t to_ms = has_to ? *to : FloorDiv(watermark, w) * w;
-  int64_t from_ms = has_from ? *from : to_ms - query.default_steps * w;
+// The range of a windowed read: `to` defaults to the watermark rounded down to a step boundary,
+// `from` to `default_steps` steps before `to`; windows are aligned to multiples of the step.
+// nullopt with `*error` set when the range is empty or holds too many windows.
+std::optional<WindowRange> ResolveRange(const ApiContext& ctx, const WindowedParams& params,
+                                        const RangeQuery& query, int64_t watermark,
+                                        ApiReply* error) {
+  const int64_t w = params.step_ms;
+  const int64_t to_ms = params.to ? *params.to : FloorDiv(watermark, w) * w;
+  const int64_t from_ms = params.from ? *params.from : to_ms - query.default_steps * w;
   if (from_ms >= to_ms) {
-    return BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
+    *error =
+        BadParameter(ctx, "from", "from must be before to", {{"from", from_ms}, {"to", to_ms}});
+    return std::nullopt;
   }
-  const int64_t first_start = FloorDiv(from_ms, w) * w;
-  const int64_t span = to_ms - first_start;
-  const int64_t num_windows = span / w + (span % w != 0 ? 1 : 0);
-  if (num_windows > kMaxWindowsPerRequest) {
-    return BadParameter(ctx, query.step_param,
-                        "the range holds " + std::to_string(num_windows) + " windows; at most " +
-                            std::to_string(kMaxWindowsPerRequest) +
-                            " are allowed per request (use a larger " +
-                            std::string(query.step_param) + " or a shorter range)",
-                        {{"windows", num_windows}, {"max_windows", kMaxWindowsPerRequest}});
+  WindowRange range;
+  range.first_start = FloorDiv(from_ms, w) * w;
+  const int64_t span = to_ms - range.first_start;
+  range.num_windows = span / w + (span % w != 0 ? 1 : 0);
+  if (range.num_windows > kMaxWindowsPerRequest) {
+    *error = BadParameter(ctx, query.step_param,
+                          "the range holds " + std::to_string(range.num_windows) +
+                              " windows; at most " + std::to_string(kMaxWindowsPerRequest) +
+                              " are allowed per request (use a larger " +
+                              std::string(query.step_param) + " or a shorter range)",
+                          {{"windows", range.num_windows}, {"max_windows", kMaxWindowsPerRequest}});
+    return std::nullopt;
   }
-  const int64_t end_ms = first_start + num_windows * w;
+  return range;
+}
 
-  // Which tiers answer which part of the range, decided once so that every model is read alike.
-  std::vector<int64_t> rolled;
-  for (size_t i = 0; i < tiers.size(); ++i) rolled.push_back(ctx.store->RolledThroughMs(i));
-  const std::vector<TierSegment> plan =
-      PlanTierRead(tiers, rolled, first_start, end_ms, w, max_resolution);
-  const int64_t now = ctx.clock->NowMs();
-  int64_t complete_from = first_start;
+// The reply of a windowed read.
+json WindowedReply(const ApiContext& ctx, const std::string& instance, const WindowedParams& params,
+                   const RangeQuery& query, const std::vector<std::string>& models,
+                   const WindowRange& range, const WindowsRead& read, int64_t watermark) {
+  const int64_t w = params.step_ms;
+  const std::vector<TierSpec>& tiers = ctx.store->tiers();
   json segments = json::array();
-  for (const TierSegment& seg : plan) {
+  for (const TierSegment& seg : read.plan) {
     const TierSpec& tier = tiers[seg.tier];
-    const int64_t expired = tier.ExpiredThroughMs(now);
-    // Buckets ending at or before `expired` are gone: the answer is complete from the first live
-    // bucket on.
-    if (tier.resolution_ms > 0 && expired != INT64_MIN) {
-      const int64_t live = FloorDiv(expired, tier.resolution_ms) * tier.resolution_ms;
-      if (live > seg.from_ms) complete_from = std::max(complete_from, std::min(live, seg.to_ms));
-    }
     segments.push_back({{"tier", tier.Name()},
                         {"resolution_ms", tier.resolution_ms},
                         {"from", seg.from_ms},
                         {"to", seg.to_ms}});
   }
-
-  std::vector<Aggregate> windows(static_cast<size_t>(num_windows));
-  bool bad_pane = false;
-  int64_t bad_pane_ms = 0;
-  for (const std::string& m : models) {
-    for (const TierSegment& seg : plan) {
-      s = ctx.store->ScanTier(
-          seg.tier, instance, m, metric, seg.from_ms, seg.to_ms,
-          [&](const StoredPane& pane) -> Status {
-            int64_t pane_ms = pane.end_ms - pane.start_ms;
-            if (pane_ms <= 0 || w % pane_ms != 0) {
-              bad_pane = true;
-              bad_pane_ms = pane_ms;
-              return Status::InvalidArgument("window is not a multiple of the pane length");
-            }
-            windows[static_cast<size_t>((pane.start_ms - first_start) / w)].Merge(pane.agg);
-            return Status::Ok();
-          });
-      if (bad_pane) {
-        return BadParameter(ctx, query.step_param,
-                            std::string(query.step_param) + " " + window_text +
-                                " is not a multiple of the stored pane length (" +
-                                std::to_string(bad_pane_ms) + "ms)",
-                            {{"value", window_text}, {"pane_ms", bad_pane_ms}});
-      }
-      if (!s.ok()) return StatusReply(*ctx.clock, s);
-    }
-  }
-
   json list = json::array();
-  for (int64_t i = 0; i < num_windows; ++i) {
-    int64_t start = first_start + i * w;
-    list.push_back(WindowJson(start, start + w, windows[static_cast<size_t>(i)]));
+  for (int64_t i = 0; i < range.num_windows; ++i) {
+    const int64_t start = range.first_start + i * w;
+    list.push_back(WindowJson(start, start + w, read.windows[static_cast<size_t>(i)]));
   }
-  const TierSpec& answered = tiers[plan.empty() ? 0 : plan.front().tier];
+  const TierSpec& answered = tiers[read.plan.empty() ? 0 : read.plan.front().tier];
+  return {{"instance", instance},
+          {"model", params.model ? json(*params.model) : json()},
+          {"models", models},
+          {"metric", params.metric},
+          {query.step_param, params.step_text},
+          {std::string(query.step_param) + "_ms", w},
+          {"from", range.first_start},
+          {"to", range.first_start + range.num_windows * w},
+          {"complete_from", read.complete_from_ms},
+          {"tier", answered.Name()},
+          {"resolution_ms", answered.resolution_ms},
+          {"tiers", std::move(segments)},
+          {"as_of", watermark},
+          {query.list_key, std::move(list)}};
+}
+
+// Windows of one step over [from, to) for one instance (one model or all of them), each merged
+// from the stored buckets of the coarsest tier that answers it exactly (StateStore::ReadWindows).
+// Errors come in this order: parameters (400), series (404), range (400), stored panes (400).
+ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::string& instance,
+                      const RangeQuery& query) {
+  ApiReply error;
+  std::optional<WindowedParams> params = ParseWindowedRead(ctx, req, instance, query, &error);
+  if (!params) return error;
+  const std::optional<std::string>& model = params->model;
+  const std::string& metric = params->metric;
+
+  // Which series: every model of the instance that has the metric, or just the one asked for.
+  Result<SeriesMatch> match = ctx.store->FindSeries(instance, model ? &*model : nullptr, metric);
+  if (!match.ok()) return StatusReply(*ctx.clock, match.status());
+  if (!match->instance_known) {
+    return ErrorReply(*ctx.clock, 404, kNotFound, "unknown instance '" + instance + "'",
+                      {{"instance", instance}});
+  }
+  if (!match->model_known) {
+    return ErrorReply(*ctx.clock, 404, kNotFound,
+                      "instance '" + instance + "' has no model '" + *model + "'",
+                      {{"instance", instance}, {"model", *model}});
+  }
+  if (match->models.empty()) {
+    return ErrorReply(*ctx.clock, 404, kNotFound,
+                      "instance '" + instance + "' has no series of metric '" + metric + "'",
+                      {{"instance", instance}, {"metric", metric}});
+  }
+
+  const int64_t watermark = ctx.store->Watermark();
+  std::optional<WindowRange> range = ResolveRange(ctx, *params, query, watermark, &error);
+  if (!range) return error;
+
+  WindowsRequest request;
+  request.instance = instance;
+  request.models = match->models;
+  request.metric = metric;
+  request.from_ms = range->first_start;
+  request.window_ms = params->step_ms;
+  request.num_windows = range->num_windows;
+  request.max_resolution_ms = params->max_resolution_ms;
+  WindowsRead read;
+  Status s = ctx.store->ReadWindows(request, &read);
+  if (read.mismatched_bucket_ms) {
+    const int64_t pane_ms = *read.mismatched_bucket_ms;
+    return BadParameter(ctx, query.step_param,
+                        std::string(query.step_param) + " " + params->step_text +
+                            " is not a multiple of the stored pane length (" +
+                            std::to_string(pane_ms) + "ms)",
+                        {{"value", params->step_text}, {"pane_ms", pane_ms}});
+  }
+  if (!s.ok()) return StatusReply(*ctx.clock, s);
+
   ApiReply reply;
-  reply.body = {{"instance", instance},
-                {"model", model ? json(*model) : json()},
-                {"models", models},
-                {"metric", metric},
-                {query.step_param, window_text},
-                {std::string(query.step_param) + "_ms", w},
-                {"from", first_start},
-                {"to", end_ms},
-                {"complete_from", complete_from},
-                {"tier", answered.Name()},
-                {"resolution_ms", answered.resolution_ms},
-                {"tiers", std::move(segments)},
-                {"as_of", watermark},
-                {query.list_key, std::move(list)}};
+  reply.body = WindowedReply(ctx, instance, *params, query, match->models, *range, read, watermark);
   return reply;
 }
 

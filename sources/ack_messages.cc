@@ -4,12 +4,11 @@
 
 #include <msgpack.hpp>
 
+#include "pipeline/names.h"
 #include "pipeline/utf8.h"
 
 namespace inferscope {
 namespace {
-
-constexpr size_t kMaxPublisherBytes = 255;
 
 // Small control maps only: a few keys, short strings. The limits keep a hostile payload (a 5-byte
 // array32 header claiming 4 G elements) from making the parser allocate for it.
@@ -54,7 +53,7 @@ bool IsUint(const msgpack::object* o) {
   return o != nullptr && o->type == msgpack::type::POSITIVE_INTEGER;
 }
 
-// Checks "v" is 1 and reads "pub" (1..255 bytes) and "inc" (optional uint).
+// Checks "v" is 1 and reads "pub" (1..kMaxNameBytes bytes) and "inc" (optional uint).
 Status ReadCommon(const msgpack::object& map, std::string* publisher, uint64_t* incarnation) {
   const msgpack::object* v = Find(map, "v");
   if (!IsUint(v) || v->via.u64 != 1) {
@@ -62,8 +61,9 @@ Status ReadCommon(const msgpack::object& map, std::string* publisher, uint64_t* 
   }
   const msgpack::object* pub = Find(map, "pub");
   if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
-      pub->via.str.size > kMaxPublisherBytes) {
-    return Status::InvalidArgument("\"pub\" missing or not a string of 1..255 bytes");
+      pub->via.str.size > kMaxNameBytes) {
+    return Status::InvalidArgument("\"pub\" missing or not a string of 1.." +
+                                   std::to_string(kMaxNameBytes) + " bytes");
   }
   if (!IsValidUtf8(std::string_view(pub->via.str.ptr, pub->via.str.size))) {
     return Status::InvalidArgument("\"pub\" is not valid UTF-8");

@@ -14,7 +14,7 @@ namespace inferscope {
 // it can be tested and fuzzed on its own; it never throws and bounds what it allocates (the maps
 // are small: at most 64 entries, strings of at most 1024 bytes, nesting 8).
 
-// Publisher → engine: {"v": 1, "pub": <str 1..255>, "inc": <uint, optional>}.
+// Publisher → engine: {"v": 1, "pub": <str 1..kMaxNameBytes>, "inc": <uint, optional>}.
 struct HelloMessage {
   std::string publisher;
   uint64_t incarnation = 0;  // 0 when absent (a legacy publisher)

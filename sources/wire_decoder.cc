@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <new>
 #include <utility>
 
+#include "pipeline/names.h"
 #include "pipeline/utf8.h"
+#include "sources/msgpack_cursor.h"
 
 // Why a hand-written msgpack cursor rather than msgpack-c (measured on the 2-vCPU target, GCC 12
 // -O3, bench/decode_bench: 256 events per message, ~100 bytes per event, 11 fields per request):
@@ -31,6 +34,14 @@
 
 namespace inferscope {
 namespace {
+
+using wire::LoadBe16;
+using wire::LoadBe32;
+using wire::LoadBe64;
+using wire::LoadLe32;
+using wire::LoadLe64;
+using wire::MsgpackCursor;
+using wire::Value;
 
 constexpr std::string_view kReasonNames[kNumRejectReasons] = {
     "",
@@ -55,7 +66,7 @@ constexpr std::string_view kReasonNames[kNumRejectReasons] = {
 };
 
 // Deeper nesting is rejected (not_msgpack). The top-level value is at depth 1.
-constexpr int kMaxDepth = 32;
+constexpr int kMaxDepth = MsgpackCursor::kMaxDepth;
 constexpr uint64_t kMaxTokens = std::numeric_limits<uint32_t>::max();
 
 // Event fields, by wire key.
@@ -92,35 +103,6 @@ enum EnvField : uint8_t {
   kNumEnvFields,
   kEnvUnknown
 };
-
-// Big-endian loads (msgpack) and little-endian loads (key matching, hashing) from unaligned bytes.
-static_assert(std::endian::native == std::endian::little,
-              "the loads below assume a little-endian host");
-inline uint16_t LoadBe16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return __builtin_bswap16(v);
-}
-inline uint32_t LoadBe32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return __builtin_bswap32(v);
-}
-inline uint64_t LoadBe64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return __builtin_bswap64(v);
-}
-inline uint64_t LoadLe64(const char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-inline uint32_t LoadLe32(const char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // a[0..len) == b[0..len); len >= 1. Short strings (names are mostly 4..16 bytes) compare with two
 // overlapping loads each instead of a call to memcmp.
@@ -232,22 +214,6 @@ inline EnvField EnvelopeField(std::string_view s) {
   return kEnvUnknown;
 }
 
-// One scalar as it appeared on the wire. Negative integers are kInt; non-negative ones are kUint
-// whatever their msgpack width or signedness. kOther: nil, bool, bin, ext or a container. Only the
-// member that `type` names is meaningful.
-struct Value {
-  enum Type : uint8_t { kUint, kInt, kFloat, kStr, kOther };
-  Type type = kOther;
-  uint32_t len = 0;  // kStr
-  union {
-    uint64_t u = 0;  // kUint
-    int64_t i;       // kInt
-    double d;        // kFloat
-    const char* s;   // kStr
-  };
-  std::string_view str() const { return {s, len}; }
-};
-
 // Reads a number as a double. kNone on success.
 inline RejectReason AsDouble(const Value& v, double& out) {
   switch (v.type) {
@@ -285,8 +251,11 @@ inline RejectReason AsCount(const Value& v, uint64_t& out) {
   }
 }
 
-void SetDetail(DecodeResult& result, const char* fmt, auto... args) {
-  int n = std::snprintf(result.detail_buf.data(), result.detail_buf.size(), fmt, args...);
+[[gnu::format(printf, 2, 3)]] void SetDetail(DecodeResult& result, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  int n = std::vsnprintf(result.detail_buf.data(), result.detail_buf.size(), fmt, args);
+  va_end(args);
   if (n < 0) n = 0;
   result.detail_len =
       static_cast<uint8_t>(std::min<size_t>(static_cast<size_t>(n), result.detail_buf.size() - 1));
@@ -303,34 +272,15 @@ bool IsMessageLevel(RejectReason reason) {
   return reason >= RejectReason::kBadFrames && reason <= RejectReason::kUnauthorizedPublisher;
 }
 
-std::string_view SequenceVerdictName(SequenceVerdict verdict) {
-  switch (verdict) {
-    case SequenceVerdict::kNone:
-      return "none";
-    case SequenceVerdict::kFirst:
-      return "first";
-    case SequenceVerdict::kInOrder:
-      return "in_order";
-    case SequenceVerdict::kGap:
-      return "gap";
-    case SequenceVerdict::kDuplicate:
-      return "duplicate";
-    case SequenceVerdict::kRestart:
-      return "restart";
-    case SequenceVerdict::kStale:
-      return "stale_incarnation";
-  }
-  return "none";
-}
-
 Status WireDecoderOptions::Validate() const {
   if (max_future_skew_ms < 0) return Status::InvalidArgument("max_future_skew must be >= 0");
   if (max_past_ms <= 0) return Status::InvalidArgument("max_past must be > 0");
   if (max_events_per_message < 1 || max_events_per_message > (1u << 24)) {
     return Status::InvalidArgument("max_events_per_message must be in 1..16777216");
   }
-  if (max_string_bytes < 1 || max_string_bytes > 65535) {
-    return Status::InvalidArgument("max_string_bytes must be in 1..65535");
+  if (max_string_bytes < 1 || max_string_bytes > kMaxNameBytes) {
+    return Status::InvalidArgument("max_string_bytes must be in 1.." +
+                                   std::to_string(kMaxNameBytes));
   }
   if (max_message_bytes < 16 || max_message_bytes > (size_t{1} << 31)) {
     return Status::InvalidArgument("max_message_bytes must be in 16..2147483648");
@@ -338,19 +288,20 @@ Status WireDecoderOptions::Validate() const {
   return Status::Ok();
 }
 
-// Walker decodes one payload in one pass: a bounds-checked cursor over the msgpack bytes that
-// knows the levels top → envelope map → events array → event map. Event values are kept as Values
-// until their map ends; the event is then validated and appended to the batch straight away
-// (Decode() rolls the batch back if the envelope turns out bad). Values nobody asked for (unknown
-// keys, containers where scalars belong, non-map events) are skipped with an explicit stack.
+// Walker decodes one payload in one pass: a MsgpackCursor over the bytes, driven by what this
+// schema expects at each level: top → envelope map → events array → event map. Event values are
+// kept as Values until their map ends; the event is then validated and appended to the batch
+// straight away (Decode() takes the batch back if the envelope turns out bad). Values nobody asked
+// for (unknown keys, containers where scalars belong, non-map events) are skipped by the cursor.
 //
-// Every read checks the bytes left first; a failed check stops the walk (stop() says why), with
-// the same verdict and in the same stream order as a generic msgpack parser: truncated input,
-// the reserved byte 0xc1, nesting deeper than kMaxDepth, and an events array longer than
-// max_events_per_message.
+// A stop of the cursor ends the walk with its verdict (truncated, invalid, too deep); the walk
+// stops it itself (kBatchTooLarge) when the events array is longer than max_events_per_message.
 class WireDecoder::Walker {
  public:
-  enum class Stop : uint8_t { kNone, kTruncated, kInvalid, kTooDeep, kBatchTooLarge };
+  using Stop = MsgpackCursor::Stop;
+  // The walk's own stop (MsgpackCursor::Fail): the events array is longer than
+  // max_events_per_message.
+  static constexpr Stop kBatchTooLarge = Stop::kRefused;
 
   Walker(WireDecoder& d, EventBatch& batch, DecodeResult& result, int64_t now_ms,
          std::string_view payload)
@@ -362,20 +313,18 @@ class WireDecoder::Walker {
         max_time_(d.max_event_time_ms_),
         string_limit_(d.options_.max_string_bytes),
         max_events_(d.options_.max_events_per_message),
-        begin_(reinterpret_cast<const uint8_t*>(payload.data())),
-        p_(begin_),
-        end_(begin_ + payload.size()) {}
+        c_(payload) {}
 
   // Walks the one top-level value. False when the walk stopped early (see stop()); the caller
   // checks consumed() for trailing bytes.
   bool Parse() {
     uint32_t n = 0;
-    switch (MapHeader(n)) {
+    switch (c_.MapHeader(n)) {
       case kYes:
         top_is_map_ = true;
-        return Envelope(n);
+        return EnvelopeMap(n);
       case kNo:
-        return Skip(0);
+        return c_.Skip(0);
       case kFailed:
         break;
     }
@@ -387,37 +336,37 @@ class WireDecoder::Walker {
   // when the payload is not a map or not well-formed up to the map's end.
   bool ScanEnvelope() {
     uint32_t n = 0;
-    if (MapHeader(n) != kYes) return false;
+    if (c_.MapHeader(n) != kYes) return false;
     top_is_map_ = true;
     Value ignored;
     for (uint32_t k = 0; k < n; ++k) {
       EnvField f = kEnvUnknown;
       const uint8_t* key = nullptr;
       uint32_t len = 0;
-      switch (Str(key, len)) {
+      switch (c_.Str(key, len)) {
         case kYes:
           f = EnvelopeField({reinterpret_cast<const char*>(key), len});
           break;
         case kNo:
-          if (!Skip(1)) return false;
+          if (!c_.Skip(1)) return false;
           break;
         case kFailed:
           return false;
       }
       if (f == kEnvUnknown || f == kEnvEvents) {
-        if (!ReadValue(ignored, 1)) return false;
+        if (!c_.ReadValue(ignored, 1)) return false;
         continue;
       }
-      if (!ReadValue(env_[f], 1)) return false;
+      if (!c_.ReadValue(env_[f], 1)) return false;
       env_seen_ |= 1u << f;
     }
     return true;
   }
 
   // --- results ---
-  Stop stop() const { return stop_; }
-  size_t stopped_at() const { return stopped_at_; }
-  size_t consumed() const { return static_cast<size_t>(p_ - begin_); }
+  Stop stop() const { return c_.stop(); }
+  size_t stopped_at() const { return c_.stopped_at(); }
+  size_t consumed() const { return c_.consumed(); }
   bool top_is_map() const { return top_is_map_; }
   const Value* env(EnvField f) const { return (env_seen_ & (1u << f)) ? &env_[f] : nullptr; }
   bool events_is_array() const { return events_is_array_; }
@@ -434,380 +383,52 @@ class WireDecoder::Walker {
   const std::array<uint32_t, kNumRejectReasons>& reasons() const { return reasons_; }
 
  private:
-  enum Got : uint8_t { kYes, kNo, kFailed };
-
-  // --- cursor primitives ---
-
-  size_t Left() const { return static_cast<size_t>(end_ - p_); }
-  bool Fail(Stop why) {
-    stop_ = why;
-    stopped_at_ = consumed();
-    return false;
-  }
-  // True when at least `n` bytes are left; else stops (truncated).
-  bool Need(uint64_t n) { return Left() >= n || Fail(Stop::kTruncated); }
-
-  // A map header at the cursor: kYes with its pair count (cursor past the header), kNo when the
-  // next value is something else (cursor unchanged), kFailed when truncated.
-  Got MapHeader(uint32_t& n) {
-    if (!Need(1)) return kFailed;
-    const uint8_t b = *p_;
-    if ((b & 0xf0) == 0x80) {
-      n = b & 0x0f;
-      p_ += 1;
-      return kYes;
-    }
-    if (b == 0xde) {
-      if (!Need(3)) return kFailed;
-      n = LoadBe16(p_ + 1);
-      p_ += 3;
-      return kYes;
-    }
-    if (b == 0xdf) {
-      if (!Need(5)) return kFailed;
-      n = LoadBe32(p_ + 1);
-      p_ += 5;
-      return kYes;
-    }
-    return kNo;
-  }
-
-  // As MapHeader, for arrays.
-  Got ArrayHeader(uint32_t& n) {
-    if (!Need(1)) return kFailed;
-    const uint8_t b = *p_;
-    if ((b & 0xf0) == 0x90) {
-      n = b & 0x0f;
-      p_ += 1;
-      return kYes;
-    }
-    if (b == 0xdc) {
-      if (!Need(3)) return kFailed;
-      n = LoadBe16(p_ + 1);
-      p_ += 3;
-      return kYes;
-    }
-    if (b == 0xdd) {
-      if (!Need(5)) return kFailed;
-      n = LoadBe32(p_ + 1);
-      p_ += 5;
-      return kYes;
-    }
-    return kNo;
-  }
-
-  // A whole str at the cursor: kYes with its bytes (cursor past it), kNo when the next value is
-  // not a str (cursor unchanged), kFailed when truncated.
-  Got Str(const uint8_t*& s, uint32_t& n) {
-    if (!Need(1)) return kFailed;
-    const uint8_t b = *p_;
-    uint32_t header;
-    if ((b & 0xe0) == 0xa0) {
-      n = b & 0x1f;
-      header = 1;
-    } else if (b == 0xd9) {
-      if (!Need(2)) return kFailed;
-      n = p_[1];
-      header = 2;
-    } else if (b == 0xda) {
-      if (!Need(3)) return kFailed;
-      n = LoadBe16(p_ + 1);
-      header = 3;
-    } else if (b == 0xdb) {
-      if (!Need(5)) return kFailed;
-      n = LoadBe32(p_ + 1);
-      header = 5;
-    } else {
-      return kNo;
-    }
-    if (!Need(uint64_t{header} + n)) return kFailed;
-    s = p_ + header;
-    p_ += header + n;
-    return kYes;
-  }
-
-  // Reads the value at the cursor into `v`: a scalar, or kOther for nil/bool/bin/ext and for a
-  // container, which is skipped. `depth`: the containers enclosing the value.
-  [[gnu::always_inline]] bool ReadValue(Value& v, int depth) {
-    if (!Need(1)) return false;
-    const uint8_t b = *p_;
-    if (b <= 0x7f) {  // positive fixint
-      v.type = Value::kUint;
-      v.u = b;
-      p_ += 1;
-      return true;
-    }
-    if ((b & 0xe0) == 0xa0) {  // fixstr
-      const uint32_t n = b & 0x1f;
-      if (!Need(1 + uint64_t{n})) return false;
-      v.type = Value::kStr;
-      v.s = reinterpret_cast<const char*>(p_ + 1);
-      v.len = n;
-      p_ += 1 + n;
-      return true;
-    }
-    if (b >= 0xe0) {  // negative fixint
-      v.type = Value::kInt;
-      v.i = static_cast<int8_t>(b);
-      p_ += 1;
-      return true;
-    }
-    switch (b) {
-      case 0xcb:  // float64
-        if (!Need(9)) return false;
-        v.type = Value::kFloat;
-        v.d = std::bit_cast<double>(LoadBe64(p_ + 1));
-        p_ += 9;
-        return true;
-      case 0xca:  // float32
-        if (!Need(5)) return false;
-        v.type = Value::kFloat;
-        v.d = static_cast<double>(std::bit_cast<float>(LoadBe32(p_ + 1)));
-        p_ += 5;
-        return true;
-      case 0xcc:  // uint8..64
-        if (!Need(2)) return false;
-        SetUint(v, p_[1]);
-        p_ += 2;
-        return true;
-      case 0xcd:
-        if (!Need(3)) return false;
-        SetUint(v, LoadBe16(p_ + 1));
-        p_ += 3;
-        return true;
-      case 0xce:
-        if (!Need(5)) return false;
-        SetUint(v, LoadBe32(p_ + 1));
-        p_ += 5;
-        return true;
-      case 0xcf:
-        if (!Need(9)) return false;
-        SetUint(v, LoadBe64(p_ + 1));
-        p_ += 9;
-        return true;
-      case 0xd0:  // int8..64: non-negative values are unsigned
-        if (!Need(2)) return false;
-        SetInt(v, static_cast<int8_t>(p_[1]));
-        p_ += 2;
-        return true;
-      case 0xd1:
-        if (!Need(3)) return false;
-        SetInt(v, static_cast<int16_t>(LoadBe16(p_ + 1)));
-        p_ += 3;
-        return true;
-      case 0xd2:
-        if (!Need(5)) return false;
-        SetInt(v, static_cast<int32_t>(LoadBe32(p_ + 1)));
-        p_ += 5;
-        return true;
-      case 0xd3:
-        if (!Need(9)) return false;
-        SetInt(v, static_cast<int64_t>(LoadBe64(p_ + 1)));
-        p_ += 9;
-        return true;
-      case 0xd9:
-      case 0xda:
-      case 0xdb: {
-        const uint8_t* s = nullptr;
-        uint32_t n = 0;
-        if (Str(s, n) == kFailed) return false;
-        v.type = Value::kStr;
-        v.s = reinterpret_cast<const char*>(s);
-        v.len = n;
-        return true;
-      }
-      default:
-        v.type = Value::kOther;
-        return Skip(depth);
-    }
-  }
-  static void SetUint(Value& v, uint64_t u) {
-    v.type = Value::kUint;
-    v.u = u;
-  }
-  static void SetInt(Value& v, int64_t i) {
-    if (i >= 0) {
-      SetUint(v, static_cast<uint64_t>(i));
-    } else {
-      v.type = Value::kInt;
-      v.i = i;
-    }
-  }
-
-  // Skips one header at the cursor: a whole scalar (returns kScalar), or a container's header
-  // (returns how many values it holds, keys and values for a map). kBroken when the bytes stop or
-  // hold the reserved byte 0xc1.
-  static constexpr int64_t kScalar = -1;
-  static constexpr int64_t kBroken = -2;
-  int64_t SkipHeader() {
-    if (!Need(1)) return kBroken;
-    const uint8_t b = *p_;
-    uint64_t size = 1;  // of a scalar, header included
-    if (b <= 0x7f || b >= 0xe0) {
-      size = 1;
-    } else if (b <= 0x8f) {
-      p_ += 1;
-      return 2 * int64_t{b & 0x0f};
-    } else if (b <= 0x9f) {
-      p_ += 1;
-      return b & 0x0f;
-    } else if (b <= 0xbf) {
-      size = 1 + uint64_t{b & 0x1fu};
-    } else {
-      switch (b) {
-        case 0xc0:  // nil, false, true
-        case 0xc2:
-        case 0xc3:
-          size = 1;
-          break;
-        case 0xc1:
-          Fail(Stop::kInvalid);
-          return kBroken;
-        case 0xc4:  // bin8, str8
-        case 0xd9:
-          if (!Need(2)) return kBroken;
-          size = 2 + uint64_t{p_[1]};
-          break;
-        case 0xc5:  // bin16, str16
-        case 0xda:
-          if (!Need(3)) return kBroken;
-          size = 3 + uint64_t{LoadBe16(p_ + 1)};
-          break;
-        case 0xc6:  // bin32, str32
-        case 0xdb:
-          if (!Need(5)) return kBroken;
-          size = 5 + uint64_t{LoadBe32(p_ + 1)};
-          break;
-        case 0xc7:  // ext8/16/32: length, type byte, data
-          if (!Need(2)) return kBroken;
-          size = 3 + uint64_t{p_[1]};
-          break;
-        case 0xc8:
-          if (!Need(3)) return kBroken;
-          size = 4 + uint64_t{LoadBe16(p_ + 1)};
-          break;
-        case 0xc9:
-          if (!Need(5)) return kBroken;
-          size = 6 + uint64_t{LoadBe32(p_ + 1)};
-          break;
-        case 0xca:  // float32, uint32, int32
-        case 0xce:
-        case 0xd2:
-          size = 5;
-          break;
-        case 0xcb:  // float64, uint64, int64
-        case 0xcf:
-        case 0xd3:
-          size = 9;
-          break;
-        case 0xcc:  // uint8, int8
-        case 0xd0:
-          size = 2;
-          break;
-        case 0xcd:  // uint16, int16
-        case 0xd1:
-          size = 3;
-          break;
-        case 0xd4:  // fixext 1/2/4/8/16: type byte, data
-          size = 3;
-          break;
-        case 0xd5:
-          size = 4;
-          break;
-        case 0xd6:
-          size = 6;
-          break;
-        case 0xd7:
-          size = 10;
-          break;
-        case 0xd8:
-          size = 18;
-          break;
-        case 0xdc:  // array16/32
-          if (!Need(3)) return kBroken;
-          p_ += 3;
-          return LoadBe16(p_ - 2);
-        case 0xdd:
-          if (!Need(5)) return kBroken;
-          p_ += 5;
-          return LoadBe32(p_ - 4);
-        case 0xde:  // map16/32
-          if (!Need(3)) return kBroken;
-          p_ += 3;
-          return 2 * int64_t{LoadBe16(p_ - 2)};
-        case 0xdf:
-          if (!Need(5)) return kBroken;
-          p_ += 5;
-          return 2 * int64_t{LoadBe32(p_ - 4)};
-      }
-    }
-    if (!Need(size)) return kBroken;
-    p_ += size;
-    return kScalar;
-  }
-
-  // Skips one whole value of any type; `depth`: the containers enclosing it. Iterative: the stack
-  // holds, per open container, the values left in its parent.
-  [[gnu::noinline]] bool Skip(int depth) {
-    std::array<uint64_t, kMaxDepth + 1> parent_left;
-    int open = 0;
-    uint64_t left = 1;
-    for (;;) {
-      while (left == 0) {
-        if (open == 0) return true;
-        left = parent_left[--open];
-      }
-      --left;
-      const int64_t children = SkipHeader();
-      if (children == kScalar) continue;
-      if (children == kBroken) return false;
-      if (depth + open + 1 > kMaxDepth) return Fail(Stop::kTooDeep);
-      parent_left[open++] = left;
-      left = static_cast<uint64_t>(children);
-    }
-  }
+  using Got = MsgpackCursor::Got;
+  static constexpr Got kYes = MsgpackCursor::kYes;
+  static constexpr Got kNo = MsgpackCursor::kNo;
+  static constexpr Got kFailed = MsgpackCursor::kFailed;
 
   // --- the protocol's levels ---
 
   // The envelope's `n` pairs (depth 1).
-  bool Envelope(uint32_t n) {
+  bool EnvelopeMap(uint32_t n) {
     for (uint32_t k = 0; k < n; ++k) {
       EnvField f = kEnvUnknown;
       const uint8_t* key = nullptr;
       uint32_t len = 0;
-      switch (Str(key, len)) {
+      switch (c_.Str(key, len)) {
         case kYes:
           f = EnvelopeField({reinterpret_cast<const char*>(key), len});
           break;
         case kNo:  // a non-string key is an unknown key
-          if (!Skip(1)) return false;
+          if (!c_.Skip(1)) return false;
           break;
         case kFailed:
           return false;
       }
       if (f == kEnvUnknown) {
-        if (!Skip(1)) return false;
+        if (!c_.Skip(1)) return false;
         continue;
       }
       if (f == kEnvEvents && !events_is_array_) {
         uint32_t count = 0;
-        Got got = ArrayHeader(count);
+        Got got = c_.ArrayHeader(count);
         if (got == kFailed) return false;
         if (got == kYes) {
           env_seen_ |= 1u << kEnvEvents;
           events_is_array_ = true;
           events_declared_ = count;
-          if (count > max_events_) return Fail(Stop::kBatchTooLarge);
+          if (count > max_events_) return c_.Fail(kBatchTooLarge);
           if (!Events(count)) return false;
           continue;
         }
       }
       Value& v = env_[f];
-      if (!ReadValue(v, 1)) return false;
+      if (!c_.ReadValue(v, 1)) return false;
       env_seen_ |= 1u << f;
       // Intern the publisher before the events' strings when it comes first (as clients write
       // it), so that a full Interner rejects events rather than whole messages.
-      if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= 255 &&
+      if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= kMaxNameBytes &&
           IsValidUtf8(v.str())) {
         publisher_ = d_.cache_.Intern(v.str());
       }
@@ -820,12 +441,12 @@ class WireDecoder::Walker {
     for (uint32_t k = 0; k < n; ++k) {
       ++event_index_;
       uint32_t pairs = 0;
-      switch (MapHeader(pairs)) {
+      switch (c_.MapHeader(pairs)) {
         case kYes:
           if (!EventMap(pairs)) return false;
           break;
         case kNo:
-          if (!Skip(2)) return false;
+          if (!c_.Skip(2)) return false;
           RejectEvent(RejectReason::kWrongType, "event is not a map");
           break;
         case kFailed:
@@ -843,32 +464,32 @@ class WireDecoder::Walker {
   // bytes of the payload, go through PairChecked().
   bool EventMap(uint32_t n) {
     static constexpr ptrdiff_t kFastBytes = 64;
-    const uint8_t* p = p_;
-    const uint8_t* const end = end_;
+    const uint8_t* p = c_.pos();
+    const uint8_t* const end = c_.end();
     uint32_t seen = 0;
     for (uint32_t k = 0; k < n; ++k) {
       if (end - p < kFastBytes || (*p & 0xe0) != 0xa0) [[unlikely]] {
-        p_ = p;
+        c_.set_pos(p);
         const int64_t bit = PairChecked();
         if (bit < 0) return false;
         seen |= static_cast<uint32_t>(bit);
-        p = p_;
+        p = c_.pos();
         continue;
       }
       const uint32_t key_len = *p & 0x1f;
       const Field f = FixstrKeyField(p, key_len);
       p += 1 + key_len;
       if (f == kFieldUnknown) [[unlikely]] {
-        p_ = p;
-        if (!Skip(3)) return false;
-        p = p_;
+        c_.set_pos(p);
+        if (!c_.Skip(3)) return false;
+        p = c_.pos();
         continue;
       }
       Value& v = fields_[f];
       const uint8_t b = *p;
       switch (b) {
         case 0x00 ... 0x7f:  // positive fixint
-          SetUint(v, b);
+          v.SetUint(b);
           p += 1;
           break;
         case 0xa0 ... 0xbf:  // fixstr
@@ -888,35 +509,35 @@ class WireDecoder::Walker {
           p += 5;
           break;
         case 0xcc:
-          SetUint(v, p[1]);
+          v.SetUint(p[1]);
           p += 2;
           break;
         case 0xcd:
-          SetUint(v, LoadBe16(p + 1));
+          v.SetUint(LoadBe16(p + 1));
           p += 3;
           break;
         case 0xce:
-          SetUint(v, LoadBe32(p + 1));
+          v.SetUint(LoadBe32(p + 1));
           p += 5;
           break;
         case 0xcf:
-          SetUint(v, LoadBe64(p + 1));
+          v.SetUint(LoadBe64(p + 1));
           p += 9;
           break;
         case 0xd0:
-          SetInt(v, static_cast<int8_t>(p[1]));
+          v.SetInt(static_cast<int8_t>(p[1]));
           p += 2;
           break;
         case 0xd1:
-          SetInt(v, static_cast<int16_t>(LoadBe16(p + 1)));
+          v.SetInt(static_cast<int16_t>(LoadBe16(p + 1)));
           p += 3;
           break;
         case 0xd2:
-          SetInt(v, static_cast<int32_t>(LoadBe32(p + 1)));
+          v.SetInt(static_cast<int32_t>(LoadBe32(p + 1)));
           p += 5;
           break;
         case 0xd3:
-          SetInt(v, static_cast<int64_t>(LoadBe64(p + 1)));
+          v.SetInt(static_cast<int64_t>(LoadBe64(p + 1)));
           p += 9;
           break;
         case 0xe0 ... 0xff:  // negative fixint
@@ -925,14 +546,14 @@ class WireDecoder::Walker {
           p += 1;
           break;
         default:  // long strings, nil, bool, bin, ext, containers
-          p_ = p;
-          if (!ReadValue(v, 3)) return false;
-          p = p_;
+          c_.set_pos(p);
+          if (!c_.ReadValue(v, 3)) return false;
+          p = c_.pos();
           break;
       }
       seen |= 1u << f;
     }
-    p_ = p;
+    c_.set_pos(p);
     seen_ = seen;
     FinishEvent();
     return true;
@@ -944,18 +565,18 @@ class WireDecoder::Walker {
     Field f = kFieldUnknown;
     const uint8_t* key = nullptr;
     uint32_t len = 0;
-    switch (Str(key, len)) {
+    switch (c_.Str(key, len)) {
       case kYes:
         f = EventField(key, len);
         break;
       case kNo:  // a non-string key is an unknown key
-        if (!Skip(3)) return -1;
+        if (!c_.Skip(3)) return -1;
         break;
       case kFailed:
         return -1;
     }
-    if (f == kFieldUnknown) return Skip(3) ? 0 : -1;
-    if (!ReadValue(fields_[f], 3)) return -1;
+    if (f == kFieldUnknown) return c_.Skip(3) ? 0 : -1;
+    if (!c_.ReadValue(fields_[f], 3)) return -1;
     return int64_t{1} << f;
   }
 
@@ -1149,11 +770,7 @@ class WireDecoder::Walker {
   const uint32_t string_limit_;
   const uint32_t max_events_;
 
-  const uint8_t* const begin_;
-  const uint8_t* p_;
-  const uint8_t* const end_;
-  Stop stop_ = Stop::kNone;
-  size_t stopped_at_ = 0;
+  MsgpackCursor c_;
   bool top_is_map_ = false;
 
   std::array<Value, kNumEnvFields> env_{};
@@ -1171,7 +788,6 @@ class WireDecoder::Walker {
   uint32_t rejected_ = 0;
   std::array<uint32_t, kNumRejectReasons> reasons_{};
 };
-
 WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, const Clock& clock,
                          MetricsRegistry* metrics, std::string stage)
     : options_(options),
@@ -1180,7 +796,8 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
       recent_(new RecentString[size_t{1} << kRecentBits]()),
       clock_(clock),
       metrics_(metrics != nullptr ? metrics : &own_metrics_),
-      stage_(std::move(stage)) {
+      stage_(std::move(stage)),
+      sequences_(options.strict_sequence) {
   const Labels stage_label = {{"stage", stage_}};
   messages_counter_ = MakeCounter("inferscope_source_messages_total",
                                   "Messages received by a source, valid or not.", stage_label);
@@ -1208,64 +825,40 @@ Counter* WireDecoder::MakeCounter(std::string_view name, std::string_view help,
 }
 
 void WireDecoder::RestoreSequence(StringId publisher, uint64_t next_seq) {
-  PublisherState& p = Publisher(publisher);
-  p.tracking = true;
-  p.incarnation = 0;
-  p.next_seq = next_seq;
+  Publisher(publisher);
+  sequences_.Restore(publisher, next_seq);
 }
 
 void WireDecoder::RestoreSequence(StringId publisher, const AppliedSequence& applied) {
-  PublisherState& p = Publisher(publisher);
-  p.tracking = true;
-  p.incarnation = applied.incarnation;
-  p.next_seq = applied.seq + 1;
-  p.has_prev = applied.has_prev;
-  p.prev_incarnation = applied.prev_incarnation;
-  p.prev_next_seq = applied.prev_seq + 1;
+  Publisher(publisher);
+  sequences_.Restore(publisher, applied);
 }
 
 std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher) const {
-  auto it = publishers_.find(publisher);
-  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
-  return it->second.next_seq;
+  return sequences_.NextSequence(publisher);
 }
 
 std::optional<uint64_t> WireDecoder::NextSequence(StringId publisher, uint64_t incarnation) const {
-  auto it = publishers_.find(publisher);
-  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
-  const PublisherState& p = it->second;
-  if (incarnation == p.incarnation) return p.next_seq;
-  if (incarnation > p.incarnation) return 0;
-  return std::nullopt;
+  return sequences_.NextSequence(publisher, incarnation);
 }
 
 std::optional<uint64_t> WireDecoder::CurrentIncarnation(StringId publisher) const {
-  auto it = publishers_.find(publisher);
-  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
-  return it->second.incarnation;
+  return sequences_.CurrentIncarnation(publisher);
 }
 
 std::optional<AppliedSequence> WireDecoder::Position(StringId publisher) const {
-  auto it = publishers_.find(publisher);
-  if (it == publishers_.end() || !it->second.tracking) return std::nullopt;
-  const PublisherState& p = it->second;
-  AppliedSequence a;
-  a.publisher = publisher;
-  a.incarnation = p.incarnation;
-  a.seq = p.next_seq - 1;
-  a.has_prev = p.has_prev;
-  a.prev_incarnation = p.prev_incarnation;
-  a.prev_seq = p.prev_next_seq - 1;
-  return a;
+  return sequences_.Position(publisher);
 }
 
-WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
-  if (id == last_publisher_ && last_publisher_state_ != nullptr) return *last_publisher_state_;
+WireDecoder::PublisherCounters& WireDecoder::Publisher(StringId id) {
+  if (id == last_publisher_ && last_publisher_counters_ != nullptr) {
+    return *last_publisher_counters_;
+  }
   auto [it, inserted] = publishers_.try_emplace(id);
   if (inserted) {
     interner_.Pin(id);  // sequence state and counters are keyed by it for the process's life
     const Labels labels = {{"stage", stage_}, {"publisher", std::string(interner_.Name(id))}};
-    PublisherState& p = it->second;
+    PublisherCounters& p = it->second;
     p.rejected = MakeCounter("inferscope_source_rejected_by_publisher_total",
                              "Events rejected, by publisher (valid envelopes only).", labels);
     p.gaps = MakeCounter("inferscope_source_sequence_gaps_total",
@@ -1281,13 +874,15 @@ WireDecoder::PublisherState& WireDecoder::Publisher(StringId id) {
                                  labels);
   }
   last_publisher_ = id;
-  last_publisher_state_ = &it->second;  // unordered_map never moves its elements
+  last_publisher_counters_ = &it->second;  // unordered_map never moves its elements
   return it->second;
 }
 
 StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
   // After an Interner::Sweep the slots may point at reclaimed names: start afresh.
-  if (cache_.Sync()) std::fill(recent_.get(), recent_.get() + (size_t{1} << kRecentBits), RecentString{});
+  if (cache_.Sync()) {
+    std::fill(recent_.get(), recent_.get() + (size_t{1} << kRecentBits), RecentString{});
+  }
   // A cheap hash of the length and the first, last (and, for long strings, middle) bytes; the
   // slot's bytes are compared in full, so a collision only costs a trip to cache_. len >= 1.
   uint64_t a;
@@ -1327,51 +922,11 @@ void WireDecoder::RejectMessage(RejectReason reason, DecodeResult& result) {
   reason_counters_[static_cast<size_t>(reason)]->Inc();
 }
 
-SequenceVerdict WireDecoder::Judge(const PublisherState& p, uint64_t incarnation, uint64_t seq,
-                                   DecodeResult& result) const {
-  const bool strict = options_.strict_sequence;
-  SequenceVerdict verdict;
-  if (!p.tracking) {
-    // Acknowledged mode: a publisher the engine has never applied anything from starts at 0, so a
-    // lost first message cannot be covered by a later cumulative ack.
-    verdict = strict && seq != 0 ? SequenceVerdict::kGap : SequenceVerdict::kFirst;
-    if (verdict == SequenceVerdict::kGap) result.missing = seq;
-  } else if (incarnation != p.incarnation) {
-    if (!strict || (incarnation > p.incarnation && seq == 0)) {
-      verdict = SequenceVerdict::kRestart;  // a new incarnation starts a new sequence
-    } else if (incarnation > p.incarnation) {
-      verdict = SequenceVerdict::kGap;  // its first message (seq 0) is missing
-      result.missing = seq;
-    } else if (p.has_prev && incarnation == p.prev_incarnation && seq < p.prev_next_seq) {
-      verdict = SequenceVerdict::kDuplicate;
-    } else {
-      verdict = SequenceVerdict::kStale;
-    }
-  } else if (seq == p.next_seq) {
-    verdict = SequenceVerdict::kInOrder;
-  } else if (seq > p.next_seq) {
-    verdict = SequenceVerdict::kGap;
-    result.missing = seq - p.next_seq;
-  } else if (strict || p.next_seq - seq <= kDuplicateWindow) {
-    // Acknowledged mode: far behind is no restart (restarts change the incarnation), and applying
-    // it would apply a message twice.
-    verdict = SequenceVerdict::kDuplicate;
-  } else {
-    verdict = SequenceVerdict::kRestart;
-  }
-  result.sequence = verdict;
-  return verdict;
-}
-
-void WireDecoder::Advance(PublisherState& p, uint64_t incarnation, uint64_t seq) {
-  if (p.tracking && incarnation != p.incarnation) {
-    p.has_prev = true;
-    p.prev_incarnation = p.incarnation;
-    p.prev_next_seq = p.next_seq;
-  }
-  p.tracking = true;
-  p.incarnation = incarnation;
-  p.next_seq = seq + 1;
+void WireDecoder::RejectDecoded(RejectReason reason, EventBatch& batch, size_t start,
+                                DecodeResult& result) {
+  batch.events.resize(start);
+  result.first_reason = RejectReason::kNone;  // a message-level reason replaces event details
+  RejectMessage(reason, result);
 }
 
 void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
@@ -1384,8 +939,8 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
   const Value* seq = scan.env(kEnvSeq);
   const Value* inc = scan.env(kEnvInc);
   if (v == nullptr || v->type != Value::kUint || v->u != 1 || pub == nullptr ||
-      pub->type != Value::kStr || pub->len == 0 || pub->len > 255 || !IsValidUtf8(pub->str()) ||
-      seq == nullptr || seq->type != Value::kUint ||
+      pub->type != Value::kStr || pub->len == 0 || pub->len > kMaxNameBytes ||
+      !IsValidUtf8(pub->str()) || seq == nullptr || seq->type != Value::kUint ||
       (inc != nullptr && inc->type != Value::kUint)) {
     return;
   }
@@ -1394,21 +949,25 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
   result.publisher = publisher;
   result.incarnation = inc != nullptr ? inc->u : 0;
   result.seq = seq->u;
-  PublisherState& p = Publisher(publisher);
-  switch (Judge(p, result.incarnation, result.seq, result)) {
+  PublisherCounters& counters = Publisher(publisher);
+  const SequenceTracker::Judgement judged =
+      sequences_.Judge(publisher, result.incarnation, result.seq);
+  result.sequence = judged.verdict;
+  result.missing = judged.missing;
+  switch (judged.verdict) {
     case SequenceVerdict::kFirst:
     case SequenceVerdict::kInOrder:
     case SequenceVerdict::kRestart:
-      Advance(p, result.incarnation, result.seq);
+      sequences_.Advance(publisher, result.incarnation, result.seq);
       result.consumed = true;
       break;
     case SequenceVerdict::kGap:
       ++out_of_order_;
-      p.out_of_order->Inc();
+      counters.out_of_order->Inc();
       break;
     case SequenceVerdict::kDuplicate:
       ++duplicates_;
-      p.duplicates->Inc();
+      counters.duplicates->Inc();
       break;
     default:
       break;
@@ -1451,98 +1010,108 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
     parsed = false;
   }
 
-  auto reject = [&](RejectReason reason) {
-    batch.events.resize(start);
-    result.first_reason = RejectReason::kNone;  // a message-level reason replaces event details
-    RejectMessage(reason, result);
-  };
+  Envelope envelope;
+  if (!CheckWalk(walker, parsed, payload, batch, start, result) ||
+      !CheckEnvelope(walker, payload, batch, start, authorizer, envelope, result) ||
+      !ApplySequence(envelope, batch, start, result)) {
+    return result;
+  }
+  CommitEvents(walker, envelope, batch, start, result);
+  return result;
+}
 
+bool WireDecoder::CheckWalk(const Walker& walker, bool parsed, std::string_view payload,
+                            EventBatch& batch, size_t start, DecodeResult& result) {
   if (!parsed) {
     switch (walker.stop()) {
-      case Walker::Stop::kBatchTooLarge:
-        reject(RejectReason::kBatchTooLarge);
+      case Walker::kBatchTooLarge:
+        RejectDecoded(RejectReason::kBatchTooLarge, batch, start, result);
         SetDetail(result, "%u events exceed max_events_per_message %u", walker.events_declared(),
                   options_.max_events_per_message);
         ConsumeRejected(payload, batch, result);
-        return result;
+        return false;
       case Walker::Stop::kTooDeep:
-        reject(RejectReason::kNotMsgpack);
+        RejectDecoded(RejectReason::kNotMsgpack, batch, start, result);
         SetDetail(result, "msgpack nested deeper than %d levels", kMaxDepth);
-        return result;
-      default:
-        reject(RejectReason::kNotMsgpack);
+        return false;
+      default:  // truncated or invalid; also kNone after a failed allocation
+        RejectDecoded(RejectReason::kNotMsgpack, batch, start, result);
         SetDetail(result, "%s msgpack at byte %zu of %zu",
                   walker.stop() == Walker::Stop::kInvalid ? "invalid" : "truncated",
                   walker.stopped_at(), payload.size());
-        return result;
+        return false;
     }
   }
   if (walker.consumed() != payload.size()) {
-    reject(RejectReason::kNotMsgpack);
+    RejectDecoded(RejectReason::kNotMsgpack, batch, start, result);
     SetDetail(result, "%zu trailing bytes after the msgpack value",
               payload.size() - walker.consumed());
-    return result;
+    return false;
   }
   if (!walker.top_is_map()) {
-    reject(RejectReason::kBadEnvelope);
+    RejectDecoded(RejectReason::kBadEnvelope, batch, start, result);
     SetDetail(result, "payload is not a msgpack map");
-    return result;
+    return false;
   }
+  return true;
+}
 
-  // Envelope.
+bool WireDecoder::CheckEnvelope(const Walker& walker, std::string_view payload, EventBatch& batch,
+                                size_t start, const PublisherAuthorizer* authorizer,
+                                Envelope& envelope, DecodeResult& result) {
+  auto reject = [&](RejectReason reason) { RejectDecoded(reason, batch, start, result); };
   const Value* v = walker.env(kEnvVersion);
   if (v == nullptr || v->type != Value::kUint) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"v\" missing or not an unsigned integer");
-    return result;
+    return false;
   }
   if (v->u != 1) {
     reject(RejectReason::kUnknownVersion);
     SetDetail(result, "protocol version %llu (this decoder reads 1)",
               static_cast<unsigned long long>(v->u));
-    return result;
+    return false;
   }
   const Value* pub = walker.env(kEnvPub);
-  if (pub == nullptr || pub->type != Value::kStr || pub->len == 0 || pub->len > 255) {
+  if (pub == nullptr || pub->type != Value::kStr || pub->len == 0 || pub->len > kMaxNameBytes) {
     reject(RejectReason::kBadEnvelope);
-    SetDetail(result, "\"pub\" missing or not a string of 1..255 bytes");
-    return result;
+    SetDetail(result, "\"pub\" missing or not a string of 1..%zu bytes", kMaxNameBytes);
+    return false;
   }
   if (!IsValidUtf8(pub->str())) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"pub\" is not valid UTF-8");
-    return result;
+    return false;
   }
   const Value* seq = walker.env(kEnvSeq);
   if (seq == nullptr || seq->type != Value::kUint) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"seq\" missing or not an unsigned integer");
-    return result;
+    return false;
   }
   const Value* inc = walker.env(kEnvInc);
   if (inc != nullptr && inc->type != Value::kUint) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"inc\" not an unsigned integer");
-    return result;
+    return false;
   }
-  const uint64_t incarnation = inc != nullptr ? inc->u : 0;
   if (seq->u == std::numeric_limits<uint64_t>::max()) {
     // The expected sequence number (seq + 1) would wrap to 0 and the message be applied again.
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"seq\" 2^64 - 1 is out of range (the largest is 2^64 - 2)");
-    return result;
+    return false;
   }
   if (!walker.events_is_array()) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"events\" missing or not an array");
     ConsumeRejected(payload, batch, result);
-    return result;
+    return false;
   }
   if (authorizer != nullptr && !authorizer->MayPublishAs(pub->str())) {
     reject(RejectReason::kUnauthorizedPublisher);
     SetDetail(result, "the sender's key may not publish as \"%.*s\"",
               static_cast<int>(std::min<size_t>(pub->len, 64)), pub->str().data());
-    return result;
+    return false;
   }
   const StringId publisher =
       walker.publisher() != 0 && interner_.Name(walker.publisher()) == pub->str()
@@ -1551,58 +1120,73 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
   if (publisher == 0) {
     reject(RejectReason::kPublisherLimit);
     SetDetail(result, "publisher id cannot be interned (interner full)");
-    return result;
+    return false;
   }
+  envelope.publisher = publisher;
+  envelope.incarnation = inc != nullptr ? inc->u : 0;
+  envelope.seq = seq->u;
   result.publisher = publisher;
-  result.seq = seq->u;
-  result.incarnation = incarnation;
+  result.seq = envelope.seq;
+  result.incarnation = envelope.incarnation;
+  return true;
+}
 
-  // Sequence.
-  PublisherState& p = Publisher(publisher);
-  const uint64_t s = seq->u;
-  const SequenceVerdict verdict = Judge(p, incarnation, s, result);
+bool WireDecoder::ApplySequence(const Envelope& envelope, EventBatch& batch, size_t start,
+                                DecodeResult& result) {
+  PublisherCounters& counters = Publisher(envelope.publisher);
+  const SequenceTracker::Judgement judged =
+      sequences_.Judge(envelope.publisher, envelope.incarnation, envelope.seq);
+  const SequenceVerdict verdict = judged.verdict;
+  result.sequence = verdict;
+  result.missing = judged.missing;
+  auto drop = [&] {
+    batch.events.resize(start);
+    result.accepted = 0;
+    result.rejected = 0;
+    result.first_reason = RejectReason::kNone;
+  };
   if (options_.strict_sequence &&
       (verdict == SequenceVerdict::kGap || verdict == SequenceVerdict::kStale)) {
     // Not applied: the publisher resends from the first unacknowledged message (a gap), or its
     // incarnation is over (stale).
-    batch.events.resize(start);
-    result.accepted = 0;
-    result.rejected = 0;
-    result.first_reason = RejectReason::kNone;
+    drop();
     if (verdict == SequenceVerdict::kGap) {
       ++out_of_order_;
-      p.out_of_order->Inc();
+      counters.out_of_order->Inc();
     } else {
       SetDetail(result, "seq %llu of incarnation %llu, older than the current one %llu",
-                static_cast<unsigned long long>(s), static_cast<unsigned long long>(incarnation),
-                static_cast<unsigned long long>(p.incarnation));
+                static_cast<unsigned long long>(envelope.seq),
+                static_cast<unsigned long long>(envelope.incarnation),
+                static_cast<unsigned long long>(judged.current_incarnation));
     }
-    return result;
+    return false;
   }
   if (verdict == SequenceVerdict::kDuplicate) {
-    batch.events.resize(start);
-    result.accepted = 0;
-    result.rejected = 0;
-    result.first_reason = RejectReason::kNone;
+    drop();
     ++duplicates_;
-    p.duplicates->Inc();
-    SetDetail(result, "duplicate seq %llu (expected %llu)", static_cast<unsigned long long>(s),
-              static_cast<unsigned long long>(p.next_seq));
-    return result;
+    counters.duplicates->Inc();
+    SetDetail(result, "duplicate seq %llu (expected %llu)",
+              static_cast<unsigned long long>(envelope.seq),
+              static_cast<unsigned long long>(judged.expected));
+    return false;
   }
   if (verdict == SequenceVerdict::kGap) {
     gaps_ += result.missing;
-    p.gaps->Inc(result.missing);
+    counters.gaps->Inc(result.missing);
   } else if (verdict == SequenceVerdict::kRestart) {
     ++restarts_;
-    p.restarts->Inc();
+    counters.restarts->Inc();
   }
-  Advance(p, incarnation, s);
+  sequences_.Advance(envelope.publisher, envelope.incarnation, envelope.seq);
   result.applied = true;
+  return true;
+}
 
-  // Commit the events. They were stamped with the publisher known when each was appended; fix
-  // them up only if that was not the final one (the envelope came after the events, or "pub" was
-  // repeated).
+void WireDecoder::CommitEvents(const Walker& walker, const Envelope& envelope, EventBatch& batch,
+                               size_t start, DecodeResult& result) {
+  // The events were stamped with the publisher known when each was appended; fix them up only if
+  // that was not the final one (the envelope came after the events, or "pub" was repeated).
+  const StringId publisher = envelope.publisher;
   const uint32_t accepted = walker.accepted();
   result.accepted = accepted;
   result.rejected = walker.rejected();
@@ -1620,7 +1204,7 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
     max_event_time_ms_ = walker.max_time();
   }
   if (result.rejected > 0) {
-    p.rejected->Inc(result.rejected);
+    Publisher(publisher).rejected->Inc(result.rejected);
     const auto& reasons = walker.reasons();
     for (size_t i = 0; i < reasons.size(); ++i) {
       if (reasons[i] == 0) continue;
@@ -1628,7 +1212,6 @@ DecodeResult WireDecoder::Decode(std::string_view payload, EventBatch& batch,
       reason_counters_[i]->Inc(reasons[i]);
     }
   }
-  return result;
 }
 
 }  // namespace inferscope

@@ -13,7 +13,9 @@
 #include "pipeline/event.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
+#include "pipeline/names.h"
 #include "pipeline/status.h"
+#include "sources/sequence_tracker.h"
 
 namespace inferscope {
 
@@ -49,21 +51,6 @@ inline constexpr int kNumRejectReasons = 19;  // including kNone
 std::string_view RejectReasonName(RejectReason reason);
 // True for the reasons that reject a whole message.
 bool IsMessageLevel(RejectReason reason);
-
-// What the sequence number of a message says about its publisher's stream.
-enum class SequenceVerdict : uint8_t {
-  kNone = 0,   // the message was rejected before its sequence number was looked at
-  kFirst,      // first message seen from this publisher: tracking starts here
-  kInOrder,    // seq == expected
-  kGap,        // seq > expected: `DecodeResult::missing` messages were lost
-  kDuplicate,  // expected - 1024 <= seq < expected: the message was dropped
-  kRestart,    // seq < expected - 1024, or a new incarnation: the publisher restarted; accepted,
-               // tracking reset
-  // strict_sequence: the message's incarnation is older than the publisher's current one, and it
-  // is not a duplicate of what that incarnation had applied: refused for good, not applied.
-  kStale,
-};
-std::string_view SequenceVerdictName(SequenceVerdict verdict);
 
 // The outcome of decoding one message.
 struct DecodeResult {
@@ -120,22 +107,24 @@ struct WireDecoderOptions {
   int64_t max_past_ms = 60 * 60 * 1000;
   // At most this many events per message. Default 65536; 1..2^24.
   uint32_t max_events_per_message = 65536;
-  // Longest instance/model/metric name in bytes. Default 255; 1..65535. (Names, the error kind and
-  // the publisher id must also be well-formed UTF-8: see pipeline/utf8.h.)
-  uint32_t max_string_bytes = 255;
+  // Longest instance/model/metric name in bytes. Default and maximum kMaxNameBytes (255,
+  // pipeline/names.h: what the state store keeps); 1..kMaxNameBytes. (Names, the error kind and the
+  // publisher id must also be well-formed UTF-8: see pipeline/utf8.h.)
+  uint32_t max_string_bytes = kMaxNameBytes;
   // Largest payload in bytes. Default 16 MiB; 16..2^31.
   size_t max_message_bytes = size_t{16} << 20;
 
   Status Validate() const;
 };
 
-// WireDecoder turns protocol-v1 payloads (docs/PROTOCOL.md) into Events, zero-copy: one pass of a
-// bounds-checked msgpack cursor specialised for this schema walks the bytes, validates each event,
-// interns its strings (a direct-mapped table of recent strings in front of an InternCache) and
-// appends the accepted events to a batch.
+// WireDecoder turns protocol-v1 payloads (docs/PROTOCOL.md) into Events, zero-copy: one pass over
+// the bytes with a bounds-checked msgpack cursor (sources/msgpack_cursor.h) that knows this schema
+// validates each event, interns its strings (a direct-mapped table of recent strings in front of an
+// InternCache) and appends the accepted events to a batch; then the envelope is checked, the
+// message's sequence number judged (SequenceTracker: gaps, duplicates, restarts, incarnations) and
+// the events committed or taken back.
 //
-// It keeps per-publisher sequence tracking (gaps, duplicates, restarts), the latest accepted event
-// time (for max_past_ms) and the source metrics:
+// It keeps the latest accepted event time (for max_past_ms) and the source metrics:
 //   inferscope_source_messages_total{stage}             every message handed to Decode or
 //                                                       RecordBadFrames
 //   inferscope_source_bytes_total{stage}                their payload bytes
@@ -158,7 +147,7 @@ class WireDecoder {
  public:
   // Duplicates are recognised this far behind the expected sequence number; further back is a
   // publisher restart.
-  static constexpr uint64_t kDuplicateWindow = 1024;
+  static constexpr uint64_t kDuplicateWindow = SequenceTracker::kDuplicateWindow;
 
   // `interner`, `clock` and `metrics` (may be null: metrics are then kept privately) must outlive
   // the decoder. `options` must be valid (see Validate).
@@ -217,14 +206,14 @@ class WireDecoder {
 
  private:
   class Walker;
-  struct PublisherState {
-    bool tracking = false;
+  // A message's identity once its envelope passed every check.
+  struct Envelope {
+    StringId publisher = 0;
     uint64_t incarnation = 0;
-    uint64_t next_seq = 0;
-    // The incarnation before the current one and the sequence number it expected next (>= 1).
-    bool has_prev = false;
-    uint64_t prev_incarnation = 0;
-    uint64_t prev_next_seq = 0;
+    uint64_t seq = 0;
+  };
+  // Per-publisher counters (labelled with the publisher id), looked up once per publisher.
+  struct PublisherCounters {
     Counter* rejected = nullptr;
     Counter* gaps = nullptr;
     Counter* duplicates = nullptr;
@@ -243,14 +232,33 @@ class WireDecoder {
   static constexpr int kRecentBits = 12;
 
   StringId InternRecent(const char* s, uint32_t len);
-  PublisherState& Publisher(StringId id);
+  // The publisher's counters; pins its id on first sight (sequence state and counters are keyed
+  // by it for the process's life).
+  PublisherCounters& Publisher(StringId id);
   Counter* MakeCounter(std::string_view name, std::string_view help, const Labels& labels);
   void RejectMessage(RejectReason reason, DecodeResult& result);
-  // The verdict on sequence number `seq` of `incarnation` (sets result.sequence and missing).
-  SequenceVerdict Judge(const PublisherState& p, uint64_t incarnation, uint64_t seq,
-                        DecodeResult& result) const;
-  // Moves the publisher's position past `seq` of `incarnation` (applied or consumed).
-  static void Advance(PublisherState& p, uint64_t incarnation, uint64_t seq);
+
+  // The steps of Decode, in order. Each returns false once the message is settled (rejected,
+  // dropped or held back), with `result` filled in and the batch back at `start` events.
+  // Message-level verdicts of the walk: msgpack well-formedness, trailing bytes, batch size, and
+  // whether the payload is a map.
+  // `parsed`: what Walker::Parse returned.
+  bool CheckWalk(const Walker& walker, bool parsed, std::string_view payload, EventBatch& batch,
+                 size_t start, DecodeResult& result);
+  // The envelope's fields (v, pub, seq, inc, events), the authorizer, and interning the
+  // publisher id.
+  bool CheckEnvelope(const Walker& walker, std::string_view payload, EventBatch& batch,
+                     size_t start, const PublisherAuthorizer* authorizer, Envelope& envelope,
+                     DecodeResult& result);
+  // The sequence verdict: counts gaps, duplicates and restarts, and advances the publisher's
+  // position when the message is to be applied.
+  bool ApplySequence(const Envelope& envelope, EventBatch& batch, size_t start,
+                     DecodeResult& result);
+  // Commits the events the walk appended: publisher stamps, batch.publisher, counters.
+  void CommitEvents(const Walker& walker, const Envelope& envelope, EventBatch& batch, size_t start,
+                    DecodeResult& result);
+  // Takes back what the walk appended and rejects the message for `reason`.
+  void RejectDecoded(RejectReason reason, EventBatch& batch, size_t start, DecodeResult& result);
   // strict_sequence: a message rejected as a whole for `reason` (already counted): when its
   // envelope names a publisher and an in-order sequence number, consumes it.
   void ConsumeRejected(std::string_view payload, EventBatch& batch, DecodeResult& result);
@@ -269,11 +277,12 @@ class WireDecoder {
   Counter* bytes_counter_;
   std::array<Counter*, kNumRejectReasons> reason_counters_{};
 
-  std::unordered_map<StringId, PublisherState> publishers_;
-  // The publisher of the previous message and its state (publishers_ never erases, so the pointer
-  // stays valid): most messages come from the same publisher as the one before.
+  SequenceTracker sequences_;
+  std::unordered_map<StringId, PublisherCounters> publishers_;
+  // The publisher of the previous message and its counters (publishers_ never erases, so the
+  // pointer stays valid): most messages come from the same publisher as the one before.
   StringId last_publisher_ = 0;
-  PublisherState* last_publisher_state_ = nullptr;
+  PublisherCounters* last_publisher_counters_ = nullptr;
   std::array<uint64_t, kNumRejectReasons> reason_counts_{};
   uint64_t messages_ = 0;
   uint64_t events_ = 0;

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pipeline/names.h"
 #include "sources/ack_messages.h"
 
 namespace inferscope {
@@ -98,7 +99,8 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
       node.GetInt("max_events_per_message", d.max_events_per_message, 1, 1 << 24);
   if (!max_events.ok()) return max_events.status();
   d.max_events_per_message = static_cast<uint32_t>(*max_events);
-  Result<int64_t> max_string = node.GetInt("max_string_bytes", d.max_string_bytes, 1, 65535);
+  Result<int64_t> max_string =
+      node.GetInt("max_string_bytes", d.max_string_bytes, 1, kMaxNameBytes);
   if (!max_string.ok()) return max_string.status();
   d.max_string_bytes = static_cast<uint32_t>(*max_string);
   Result<int64_t> max_message = node.GetInt(
@@ -274,7 +276,8 @@ void ZmqSource::AnswerHello(std::string_view payload) {
     decoder_->RecordBadFrames(payload.size());
     return;
   }
-  if (sender_ != nullptr && !sender_->MayPublishAs(hello->publisher)) {  // unanswered: nothing to learn
+  if (sender_ != nullptr &&
+      !sender_->MayPublishAs(hello->publisher)) {  // unanswered: nothing to learn
     decoder_->RecordRejectedMessage(RejectReason::kUnauthorizedPublisher, payload.size());
     return;
   }

@@ -18,10 +18,12 @@
 #include <tuple>
 #include <utility>
 
+#include "pipeline/int_math.h"
+#include "pipeline/names.h"
+
 namespace inferscope {
 namespace {
 
-constexpr size_t kMaxNameBytes = 255;
 constexpr size_t kPanes = 1;
 constexpr size_t kSeries = 2;
 constexpr size_t kMeta = 3;
@@ -53,9 +55,19 @@ bool ReadStr(std::string_view* in, std::string_view* out) {
 Status CheckName(std::string_view what, std::string_view name) {
   if (name.size() > kMaxNameBytes) {
     return Status::InvalidArgument(std::string(what) + " name is " + std::to_string(name.size()) +
-                                   " bytes; at most 255 are allowed");
+                                   " bytes; at most " + std::to_string(kMaxNameBytes) +
+                                   " are allowed");
   }
   return Status::Ok();
+}
+
+// The smallest key greater than every key that starts with `prefix` ("" when there is none: the
+// prefix is all 0xff).
+std::string PrefixSuccessor(std::string prefix) {
+  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+  if (!prefix.empty())
+    prefix.back() = static_cast<char>(static_cast<unsigned char>(prefix.back()) + 1);
+  return prefix;
 }
 
 std::string SeriesPrefix(std::string_view instance, std::string_view model,
@@ -86,11 +98,6 @@ std::string EncodeRange(int64_t first, int64_t last) {
   AppendBigEndian64(&v, static_cast<uint64_t>(first));
   AppendBigEndian64(&v, static_cast<uint64_t>(last));
   return v;
-}
-
-int64_t FloorDiv(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
 // Start of the first bucket of `tier` that is not expired when every bucket ending at or before
@@ -546,8 +553,9 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
                               const std::function<bool(const SeriesInfo&)>& fn) const {
   std::string prefix;
   if (!start_instance.empty()) {
-    if (start_instance.size() > 255) {
-      return Status::InvalidArgument("state store: instance longer than 255 bytes");
+    if (start_instance.size() > kMaxNameBytes) {
+      return Status::InvalidArgument("state store: instance longer than " +
+                                     std::to_string(kMaxNameBytes) + " bytes");
     }
     AppendStr(&prefix, start_instance);
   }
@@ -577,6 +585,116 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
     if (!fn(info)) return Status::Ok();
   }
   return FromRocks(it->status(), "state store: scanning series");
+}
+
+Result<SeriesMatch> StateStore::FindSeries(std::string_view instance, const std::string* model,
+                                           std::string_view metric) const {
+  INFERSCOPE_RETURN_IF_ERROR(CheckName("instance", instance));
+  if (model != nullptr) INFERSCOPE_RETURN_IF_ERROR(CheckName("model", *model));
+  INFERSCOPE_RETURN_IF_ERROR(CheckName("metric", metric));
+  std::string instance_prefix;
+  AppendStr(&instance_prefix, instance);
+  std::string prefix = instance_prefix;
+  if (model != nullptr) AppendStr(&prefix, *model);
+
+  SeriesMatch match;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  // Scans the series whose key starts with `p` (bounded above by its successor); `fn` sees each
+  // key past the prefix and may stop the scan by returning false.
+  auto scan_prefix = [&](const std::string& p,
+                         const std::function<bool(std::string_view)>& fn) -> Status {
+    const std::string upper = PrefixSuccessor(p);
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kSeries]));
+    for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+      if (!fn(it->key().ToStringView().substr(p.size()))) break;
+    }
+    return FromRocks(it->status(), "state store: scanning series");
+  };
+  Status status = Status::Ok();
+  INFERSCOPE_RETURN_IF_ERROR(scan_prefix(prefix, [&](std::string_view rest) {
+    std::string_view series_model, series_metric;
+    if (model != nullptr) {
+      series_model = *model;
+    } else if (!ReadStr(&rest, &series_model)) {
+      status = Status::Corruption("state store: malformed series entry under '" +
+                                  Printable(prefix) + "'");
+      return false;
+    }
+    if (!ReadStr(&rest, &series_metric) || !rest.empty()) {
+      status = Status::Corruption("state store: malformed series entry under '" +
+                                  Printable(prefix) + "'");
+      return false;
+    }
+    match.instance_known = true;
+    match.model_known = true;
+    if (series_metric == metric) match.models.emplace_back(series_model);
+    return true;
+  }));
+  INFERSCOPE_RETURN_IF_ERROR(status);
+  if (!match.instance_known && model != nullptr) {
+    // Is it the model or the whole instance that is unknown? One seek says.
+    INFERSCOPE_RETURN_IF_ERROR(scan_prefix(instance_prefix, [&](std::string_view) {
+      match.instance_known = true;
+      return false;
+    }));
+  }
+  db_lock.unlock();
+  std::sort(match.models.begin(), match.models.end());
+  return match;
+}
+
+Status StateStore::ReadWindows(const WindowsRequest& request, WindowsRead* out) const {
+  const int64_t w = request.window_ms;
+  if (w <= 0 || request.num_windows < 0 || FloorDiv(request.from_ms, w) * w != request.from_ms) {
+    return Status::InvalidArgument("state store: windows must start at a multiple of their length");
+  }
+  const int64_t end_ms = request.from_ms + request.num_windows * w;
+  out->windows.assign(static_cast<size_t>(request.num_windows), Aggregate());
+  out->mismatched_bucket_ms.reset();
+
+  std::vector<int64_t> rolled;
+  for (size_t i = 0; i < tiers_.size(); ++i) rolled.push_back(RolledThroughMs(i));
+  out->plan = PlanTierRead(tiers_, rolled, request.from_ms, end_ms, w, request.max_resolution_ms);
+  const int64_t now = clock_->NowMs();
+  out->complete_from_ms = request.from_ms;
+  for (const TierSegment& seg : out->plan) {
+    const TierSpec& tier = tiers_[seg.tier];
+    const int64_t expired = tier.ExpiredThroughMs(now);
+    // Buckets ending at or before `expired` are gone: the answer is complete from the first live
+    // bucket on.
+    if (tier.resolution_ms > 0 && expired != INT64_MIN) {
+      const int64_t live = FloorDiv(expired, tier.resolution_ms) * tier.resolution_ms;
+      if (live > seg.from_ms) {
+        out->complete_from_ms = std::max(out->complete_from_ms, std::min(live, seg.to_ms));
+      }
+    }
+  }
+
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  for (const std::string& model : request.models) {
+    for (const TierSegment& seg : out->plan) {
+      INFERSCOPE_RETURN_IF_ERROR(ScanTierLocked(
+          seg.tier, request.instance, model, request.metric, seg.from_ms, seg.to_ms,
+          [&](const StoredPane& bucket) -> Status {
+            const int64_t length = bucket.end_ms - bucket.start_ms;
+            if (length <= 0 || w % length != 0) {
+              out->mismatched_bucket_ms = length;
+              return Status::InvalidArgument("state store: a window of " + std::to_string(w) +
+                                             " ms is not a multiple of the stored bucket length (" +
+                                             std::to_string(length) + " ms)");
+            }
+            out->windows[static_cast<size_t>((bucket.start_ms - request.from_ms) / w)].Merge(
+                bucket.agg);
+            return Status::Ok();
+          }));
+    }
+  }
+  return Status::Ok();
 }
 
 std::string_view StateTableName(StateTable table) {

@@ -106,6 +106,41 @@ struct SeriesInfo {
   int64_t last_seen_ms = 0;   // latest event time written
 };
 
+// The series of one instance that a windowed read covers (StateStore::FindSeries).
+struct SeriesMatch {
+  bool instance_known = false;  // the instance has a series
+  // The instance has a series of the model asked for (with no model asked for: instance_known).
+  bool model_known = false;
+  std::vector<std::string> models;  // the models with a series of the metric, sorted
+};
+
+// A read of consecutive windows of one length over one instance (StateStore::ReadWindows).
+struct WindowsRequest {
+  std::string_view instance;
+  std::span<const std::string> models;  // merged into the same windows
+  std::string_view metric;
+  // The windows are [from_ms + i × window_ms, from_ms + (i + 1) × window_ms) for i < num_windows;
+  // from_ms is a multiple of window_ms (> 0).
+  int64_t from_ms = 0;
+  int64_t window_ms = 0;
+  int64_t num_windows = 0;
+  // Only tiers of at most this resolution answer.
+  int64_t max_resolution_ms = INT64_MAX;
+};
+
+// What StateStore::ReadWindows found.
+struct WindowsRead {
+  // Which tier answered which part of the range (PlanTierRead, pipeline/tiers.h).
+  std::vector<TierSegment> plan;
+  // From here on no bucket of the range has expired (at the clock's time of the read).
+  int64_t complete_from_ms = 0;
+  // windows[i]: the merge of every stored bucket of the models in window i.
+  std::vector<Aggregate> windows;
+  // Set when a stored bucket's length does not divide window_ms (the read stopped with
+  // InvalidArgument): that length.
+  std::optional<int64_t> mismatched_bucket_ms;
+};
+
 // StateStore is the engine's durable state: RocksDB with one column family per kind of record.
 //
 // clang-format off
@@ -123,9 +158,10 @@ struct SeriesInfo {
 // clock reaches e + R: reads skip it from then on, and a compaction filter asking the same clock
 // drops it from disk at the next compaction of its column family.
 //
-// str(x) is a 1-byte length followed by the bytes (names are at most 255 bytes, enforced at
-// decode), so a key prefix selects one series and big-endian times keep its panes in time order.
-// Strings, not interned ids, are stored: ids are per process, the store outlives it.
+// str(x) is a 1-byte length followed by the bytes (names are at most kMaxNameBytes = 255 bytes,
+// pipeline/names.h, enforced at decode), so a key prefix selects one series and big-endian times
+// keep its panes in time order. Strings, not interned ids, are stored: ids are per process, the
+// store outlives it.
 //
 // Write failures (LevelDB's `bg_error_` discipline, docs/ARCHITECTURE.md "Storage failures"): the
 // store itself returns every failure to its caller. A writer that must not skip a failed write (the
@@ -152,7 +188,7 @@ class StateStore {
 
   // Writes the panes, their series index entries and the watermark in one atomic WriteBatch. A pane
   // already stored under the same key is replaced (upsert). The stored watermark never moves back.
-  // InvalidArgument (and nothing written) when a name is longer than 255 bytes or a pane starts
+  // InvalidArgument (and nothing written) when a name is longer than kMaxNameBytes or a pane starts
   // before the epoch; IOError when RocksDB fails.
   Status WritePanes(const std::vector<WindowSummary>& panes, const Interner& names,
                     int64_t watermark_ms) {
@@ -186,6 +222,18 @@ class StateStore {
   // Flushes and compacts every tier's column family, so that the compaction filter drops every
   // bucket expired at the clock's current time from disk now rather than at the next compaction.
   Status CompactTiers();
+  // The models of `instance` (just `model`, when given) that have a series of `metric`. One
+  // prefix scan of the series index over the instance's series (the instance and model's, when a
+  // model is given), so the cost follows that instance, not the size of the index.
+  Result<SeriesMatch> FindSeries(std::string_view instance, const std::string* model,
+                                 std::string_view metric) const;
+  // Windows of one length over one instance's models, each merged from the stored buckets of the
+  // coarsest tier that answers it exactly: the plan is made once (PlanTierRead, with the tiers'
+  // rolled-through cursors as they are now) so every model is read alike, then each model's
+  // series is read with a prefix scan per planned segment. Expired buckets are skipped
+  // (complete_from_ms says from where the answer is whole). InvalidArgument, with
+  // `out->mismatched_bucket_ms` set, when a stored bucket's length does not divide the window.
+  Status ReadWindows(const WindowsRequest& request, WindowsRead* out) const;
   // Calls `fn` for every series in the index, ordered by (instance, model, metric).
   Status ListSeries(const std::function<void(const SeriesInfo&)>& fn) const;
   // Streams the series index in key order without buffering it, until `fn` returns false. Key order

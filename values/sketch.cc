@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "pipeline/coding.h"
+#include "pipeline/int_math.h"
 
 namespace inferscope {
 namespace {
@@ -20,11 +21,6 @@ constexpr double kMaxRelativeAccuracy = 0.5;
 constexpr int kMaxMaxBins = 1 << 20;
 
 constexpr uint8_t kFormatVersion = 1;
-
-uint64_t ZigZag(int64_t v) {
-  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
-}
-int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 }  // namespace
 

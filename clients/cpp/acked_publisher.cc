@@ -7,6 +7,8 @@
 #include <random>
 #include <utility>
 
+#include "pipeline/names.h"
+
 namespace inferscope::client {
 namespace {
 
@@ -111,8 +113,8 @@ bool AckedPublisher::Connect(std::string* error) {
     return false;
   };
   if (options_.endpoint.empty()) return fail("endpoint is required");
-  if (options_.publisher_id.empty() || options_.publisher_id.size() > 255) {
-    return fail("publisher_id must be 1..255 bytes");
+  if (options_.publisher_id.empty() || options_.publisher_id.size() > kMaxNameBytes) {
+    return fail("publisher_id must be 1.." + std::to_string(kMaxNameBytes) + " bytes");
   }
   if (options_.batch_size == 0 || options_.max_unacked == 0) {
     return fail("batch_size and max_unacked must be >= 1");

@@ -7,6 +7,8 @@
 #include <msgpack.hpp>
 #include <zmq.hpp>
 
+#include "pipeline/names.h"
+
 namespace inferscope::client {
 
 // A growable byte buffer that msgpack::packer writes into; capacity is kept across batches.
@@ -190,8 +192,8 @@ bool Publisher::Connect(std::string* error) {
     return false;
   };
   if (options_.endpoint.empty()) return fail("endpoint is required");
-  if (options_.publisher_id.empty() || options_.publisher_id.size() > 255) {
-    return fail("publisher_id must be 1..255 bytes");
+  if (options_.publisher_id.empty() || options_.publisher_id.size() > kMaxNameBytes) {
+    return fail("publisher_id must be 1.." + std::to_string(kMaxNameBytes) + " bytes");
   }
   if (options_.batch_size == 0) return fail("batch_size must be >= 1");
   try {

@@ -32,7 +32,7 @@ import zmq
 import zmq.utils.z85
 
 PROTOCOL_VERSION = 1
-MAX_STRING_BYTES = 255
+MAX_STRING_BYTES = 255  # the engine's kMaxNameBytes (pipeline/names.h)
 
 __all__ = ["Publisher", "AckedPublisher", "Rejection", "CurveKeys", "load_key_file",
            "encode_payload", "request_event", "gauge_event", "PROTOCOL_VERSION",

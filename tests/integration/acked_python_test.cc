@@ -18,14 +18,17 @@
 #include <thread>
 
 #include "clients/cpp/acked_publisher.h"
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
+using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -69,36 +72,16 @@ int64_t NowMs() {
 // names one (a restart on the port an earlier run was given).
 class Engine {
  public:
-  Engine(const TempDir& dir, int start, const std::string& endpoint = "tcp://127.0.0.1:*") {
-    std::string topology = kTopology;
-    topology.replace(topology.find("STATE"), 5, dir.str() + "/state");
-    topology.replace(topology.find("ENDPOINT"), 8, endpoint);
-    const std::string path = dir.str() + "/topology.yaml";
-    std::ofstream(path) << topology;
-    ready_ = dir.str() + "/ready." + std::to_string(start) + ".json";
-    log_ = dir.str() + "/engine." + std::to_string(start) + ".log";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
-                                 "--ready-file", ready_},
-        log_);
-  }
+  Engine(const TempDir& dir, int start, const std::string& endpoint = "tcp://127.0.0.1:*")
+      : process_(dir,
+                 {Substitute(kTopology, {{"STATE", dir.str() + "/state"}, {"ENDPOINT", endpoint}}),
+                  "engine." + std::to_string(start)}) {}
 
-  bool WaitReady() {
-    if (!WaitFor([&] { return !ReadFile(ready_).empty() || !process_->Running(); })) return false;
-    if (ReadFile(ready_).empty()) return false;
-    info_ = json::parse(ReadFile(ready_));
-    http_ = std::make_unique<httplib::Client>(info_["http"].get<std::string>());
-    return true;
-  }
-
-  std::string Endpoint() const { return info_["endpoints"]["ingest"]; }
-  std::string Log() const { return ReadFile(log_); }
-
+  bool WaitReady() { return process_.WaitReady(); }
+  std::string Endpoint() const { return process_.Endpoint("ingest"); }
+  std::string Log() const { return process_.Log(); }
   // SIGTERM, and the exit code.
-  int Stop() {
-    process_->Signal(SIGTERM);
-    return process_->Wait();
-  }
+  int Stop() { return process_.Stop(); }
 
   // The ttft_ms count of node-a/m1 summed over the stored panes since `since_ms` (-1 when the
   // series does not exist yet).
@@ -108,9 +91,10 @@ class Engine {
   int64_t Stored(int64_t since_ms, const std::string& field) {
     const int64_t from = since_ms - 60'000;
     const int64_t to = NowMs() + 120'000;
-    auto res = http_->Get(("/v1/instances/node-a/summary?model=m1&metric=ttft_ms&window=1m&from=" +
-                           std::to_string(from) + "&to=" + std::to_string(to))
-                              .c_str());
+    auto res = process_.http().Get(
+        ("/v1/instances/node-a/summary?model=m1&metric=ttft_ms&window=1m&from=" +
+         std::to_string(from) + "&to=" + std::to_string(to))
+            .c_str());
     if (!res || res->status != 200) return -1;
     json body = json::parse(res->body, nullptr, false);
     if (!body.is_object() || !body.contains("windows")) return -1;
@@ -138,7 +122,7 @@ class Engine {
 
   // The value of a Prometheus sample whose line starts with `prefix` (summed over matches).
   double Metric(const std::string& prefix) {
-    auto res = http_->Get("/metrics");
+    auto res = process_.http().Get("/metrics");
     if (!res) return -1;
     double sum = 0;
     std::istringstream in(res->body);
@@ -149,10 +133,7 @@ class Engine {
   }
 
  private:
-  std::string ready_, log_;
-  json info_;
-  std::unique_ptr<httplib::Client> http_;
-  std::unique_ptr<Subprocess> process_;
+  EngineProcess process_;
 };
 
 // publish_acked.py running as a subprocess.

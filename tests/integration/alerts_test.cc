@@ -4,8 +4,6 @@
 
 #include <signal.h>
 
-#include <fstream>
-
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <msgpack.hpp>
@@ -13,14 +11,17 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
+using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -88,19 +89,10 @@ json ToJson(const msgpack::object& o) {
 class AlertsEndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string topology = kTopology;
-    topology.replace(topology.find("STATE"), 5, dir_.str() + "/state");
-    const std::string path = dir_.str() + "/topology.yaml";
-    std::ofstream(path) << topology;
-    ready_ = dir_.str() + "/ready.json";
-    log_ = dir_.str() + "/engine.log";
-    engine_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
-                                 "--ready-file", ready_},
-        log_);
-    ASSERT_TRUE(WaitFor([&] { return !ReadFile(ready_).empty() || !engine_->Running(); }));
-    ASSERT_FALSE(ReadFile(ready_).empty()) << ReadFile(log_);
-    info_ = json::parse(ReadFile(ready_));
+    engine_ = std::make_unique<EngineProcess>(
+        dir_, Substitute(kTopology, {{"STATE", dir_.str() + "/state"}}));
+    ASSERT_TRUE(engine_->WaitReady()) << engine_->Log();
+    info_ = engine_->info();
   }
 
   // Runs the simulator: 3 instances, a 20x latency spike on vllm-0 from 2 s to 5 s.
@@ -142,9 +134,8 @@ class AlertsEndToEndTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::string ready_, log_;
   json info_;
-  std::unique_ptr<Subprocess> engine_;
+  std::unique_ptr<EngineProcess> engine_;
 };
 
 TEST_F(AlertsEndToEndTest, SpikeFiresResolvesIsStoredAndSilenceSuppresses) {
@@ -176,7 +167,7 @@ TEST_F(AlertsEndToEndTest, SpikeFiresResolvesIsStoredAndSilenceSuppresses) {
         return !resolved.is_null();
       },
       std::chrono::seconds(30)))
-      << ReadFile(log_);
+      << engine_->Log();
   ASSERT_TRUE(firing.is_object()) << "resolved without firing";
   EXPECT_EQ(firing_topic.rfind("alerts." + firing["severity"].get<std::string>() + ".vllm-0.", 0),
             0u)
@@ -270,8 +261,7 @@ TEST_F(AlertsEndToEndTest, SpikeFiresResolvesIsStoredAndSilenceSuppresses) {
             std::string::npos)
       << metrics->body;
 
-  engine_->Signal(SIGTERM);
-  EXPECT_EQ(engine_->Wait(), 0) << ReadFile(log_);
+  EXPECT_EQ(engine_->Stop(), 0) << engine_->Log();
 }
 
 }  // namespace

@@ -15,14 +15,17 @@
 
 #include "clients/cpp/acked_publisher.h"
 #include "state/state_store.h"
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
+using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -58,33 +61,19 @@ sinks:
 class Engine {
  public:
   Engine(const TempDir& dir, const std::string& state, const std::string& endpoint, int run,
-         const std::string& checkpoint_interval = "100ms") {
-    std::string topology = kTopology;
-    topology.replace(topology.find("100ms"), 5, checkpoint_interval);
-    topology.replace(topology.find("STATE"), 5, state);
-    topology.replace(topology.find("ENDPOINT"), 8, endpoint);
-    const std::string path = dir.str() + "/topology-" + std::to_string(run) + ".yaml";
-    std::ofstream(path) << topology;
-    ready_ = dir.str() + "/ready-" + std::to_string(run) + ".json";
-    log_ = dir.str() + "/engine-" + std::to_string(run) + ".log";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
-                                 "--ready-file", ready_},
-        log_);
-  }
-  bool WaitReady() {
-    if (!WaitFor([&] { return !ReadFile(ready_).empty() || !process_->Running(); })) return false;
-    if (ReadFile(ready_).empty()) return false;
-    endpoint_ = json::parse(ReadFile(ready_))["endpoints"]["ingest"];
-    return true;
-  }
-  const std::string& endpoint() const { return endpoint_; }
-  std::string Log() const { return ReadFile(log_); }
-  Subprocess& process() { return *process_; }
+         const std::string& checkpoint_interval = "100ms")
+      : process_(
+            dir,
+            {Substitute(kTopology,
+                        {{"100ms", checkpoint_interval}, {"STATE", state}, {"ENDPOINT", endpoint}}),
+             "engine-" + std::to_string(run)}) {}
+  bool WaitReady() { return process_.WaitReady(); }
+  std::string endpoint() const { return process_.Endpoint("ingest"); }
+  std::string Log() const { return process_.Log(); }
+  Subprocess& process() { return process_.process(); }
 
  private:
-  std::string ready_, log_, endpoint_;
-  std::unique_ptr<Subprocess> process_;
+  EngineProcess process_;
 };
 
 // The known stream: `messages` messages of 50 events over 12 series (requests and gauges), event

@@ -15,12 +15,14 @@
 #include <sstream>
 #include <string>
 
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
 using testing::TempDir;
@@ -129,19 +131,14 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   std::ofstream(topology) << kTopology;
   ASSERT_EQ(RunProcess({bin, "check-topology", topology}, log), 0) << ReadFile(log);
 
-  const std::string ready = dir.str() + "/ready.json";
-  const std::string engine_log = dir.str() + "/engine.log";
-  Subprocess engine({bin, "run", "--topology", topology, "--ready-file", ready, "--state-dir",
-                     dir.str() + "/state"},
-                    engine_log);
-  ASSERT_TRUE(WaitFor([&] { return !ReadFile(ready).empty() || !engine.Running(); }));
-  ASSERT_FALSE(ReadFile(ready).empty()) << ReadFile(engine_log);
-  const json info = json::parse(ReadFile(ready));
-  const std::string ingest = info["endpoints"]["ingest"];
-  httplib::Client http(info["http"].get<std::string>());
+  EngineProcess engine(dir, {kTopology, "engine", {"--state-dir", dir.str() + "/state"}});
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  const json& info = engine.info();
+  const std::string ingest = engine.Endpoint("ingest");
+  httplib::Client& http = engine.http();
 
   // The warning names the source without keys, and only that one.
-  const std::string started_log = ReadFile(engine_log);
+  const std::string started_log = engine.Log();
   EXPECT_NE(started_log.find("source plain: ingest on"), std::string::npos) << started_log;
   EXPECT_NE(started_log.find("is unauthenticated"), std::string::npos) << started_log;
   EXPECT_EQ(started_log.find("source ingest: ingest on"), std::string::npos) << started_log;
@@ -224,7 +221,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   })) << metrics();
   EXPECT_EQ(Metric(metrics(), "inferscope_source_events_total", {"stage=\"ingest\""}),
             events_before);
-  EXPECT_NE(ReadFile(engine_log).find("refused a CurveZMQ client"), std::string::npos);
+  EXPECT_NE(engine.Log().find("refused a CurveZMQ client"), std::string::npos);
 
   // `tail` presents its key: with an unlisted one the stream sink refuses (and counts) it.
   const std::string alerts = info["endpoints"]["alerts"];
@@ -241,8 +238,7 @@ TEST(CurveCliTest, KeygenRunAndPublishersWithKeys) {
   tail.Signal(SIGTERM);
   EXPECT_EQ(tail.Wait(), 0);
 
-  engine.Signal(SIGTERM);
-  EXPECT_EQ(engine.Wait(), 0) << ReadFile(engine_log);
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
 }
 
 }  // namespace

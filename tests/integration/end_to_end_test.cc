@@ -10,14 +10,17 @@
 
 #include <fstream>
 
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
+using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -50,40 +53,6 @@ sinks:
       endpoint: tcp://127.0.0.1:*
 )";
 
-// A running `inferscope run` and what its ready file says.
-class EngineProcess {
- public:
-  explicit EngineProcess(const TempDir& dir) {
-    std::string topology = kTopology;
-    topology.replace(topology.find("STATE"), 5, dir.str() + "/state");
-    std::string path = dir.str() + "/topology.yaml";
-    std::ofstream(path) << topology;
-    ready_ = dir.str() + "/ready.json";
-    log_ = dir.str() + "/engine.log";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
-                                 "--ready-file", ready_},
-        log_);
-  }
-
-  bool WaitReady() {
-    if (!WaitFor([&] { return !ReadFile(ready_).empty() || !process_->Running(); })) return false;
-    if (ReadFile(ready_).empty()) return false;
-    info_ = json::parse(ReadFile(ready_));
-    return true;
-  }
-
-  std::string Endpoint(const std::string& stage) const { return info_["endpoints"][stage]; }
-  std::string Http() const { return info_["http"]; }
-  std::string Log() const { return ReadFile(log_); }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::string ready_, log_;
-  json info_;
-  std::unique_ptr<Subprocess> process_;
-};
-
 json GetJson(httplib::Client& http, const std::string& path, int* status = nullptr) {
   auto res = http.Get(path.c_str());
   if (!res) return json();
@@ -93,7 +62,7 @@ json GetJson(httplib::Client& http, const std::string& path, int* status = nullp
 
 TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
   TempDir dir;
-  EngineProcess engine(dir);
+  EngineProcess engine(dir, Substitute(kTopology, {{"STATE", dir.str() + "/state"}}));
   ASSERT_TRUE(engine.WaitReady()) << engine.Log();
 
   // Subscribe before anything is published; summaries are published once per closed pane.
@@ -115,7 +84,7 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
       dir.str() + "/publisher.log");
   ASSERT_EQ(publisher.Wait(), 0) << ReadFile(dir.str() + "/publisher.log");
 
-  httplib::Client http(engine.Http());
+  httplib::Client http(engine.HttpUrl());
   std::string query = "/v1/instances/node-a/summary?model=m1&metric=ttft_ms&window=10s&from=" +
                       std::to_string(start) + "&to=" + std::to_string(start + 10'000);
   json summary;

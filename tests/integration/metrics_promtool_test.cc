@@ -15,12 +15,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
 using testing::Subprocess;
 using testing::TempDir;
@@ -50,16 +52,10 @@ TEST(MetricsPromtoolTest, LiveEngineMetricsPassPromtoolCheck) {
   ASSERT_FALSE(topology.empty());
   topology =
       std::regex_replace(topology, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
-  const std::string topology_path = dir.str() + "/topology.yaml";
-  std::ofstream(topology_path) << topology;
-  const std::string ready = dir.str() + "/ready.json";
-  const std::string log = dir.str() + "/engine.log";
-  Subprocess engine({testing::InferscopeBinary(), "run", "--topology", topology_path, "--state-dir",
-                     dir.str() + "/state", "--listen", "127.0.0.1:0", "--ready-file", ready},
-                    log);
-  ASSERT_TRUE(WaitFor([&] { return !ReadFile(ready).empty() || !engine.Running(); }));
-  ASSERT_FALSE(ReadFile(ready).empty()) << ReadFile(log);
-  const json info = json::parse(ReadFile(ready));
+  EngineProcess engine(
+      dir, {topology, "engine", {"--state-dir", dir.str() + "/state", "--listen", "127.0.0.1:0"}});
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  const json& info = engine.info();
 
   // Events from the Python client, so the per-stage and per-publisher families have samples.
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -82,7 +78,7 @@ TEST(MetricsPromtoolTest, LiveEngineMetricsPassPromtoolCheck) {
     return text.find("inferscope_source_events_total{stage=\"ingest\"} 114\n") != std::string::npos;
   })) << text
       << "\n"
-      << ReadFile(log);
+      << engine.Log();
 
   // What the issue asked for, checked directly as well.
   EXPECT_NE(text.find("inferscope_build_info{version=\""), std::string::npos);
@@ -102,8 +98,7 @@ TEST(MetricsPromtoolTest, LiveEngineMetricsPassPromtoolCheck) {
                    check_log);
   EXPECT_EQ(check.Wait(), 0) << "promtool check metrics:\n" << ReadFile(check_log);
 
-  engine.Signal(SIGTERM);
-  EXPECT_EQ(engine.Wait(), 0) << ReadFile(log);
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
 }
 
 }  // namespace

@@ -22,14 +22,16 @@
 #include <nlohmann/json.hpp>
 
 #include "clients/cpp/publisher.h"
+#include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
+using testing::EngineProcess;
 using testing::ReadFile;
-using testing::Subprocess;
+using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -114,20 +116,11 @@ client::RequestOutcome Request(std::string_view instance, std::string_view model
 class Utf8NamesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string topology = kTopology;
-    topology.replace(topology.find("STATE"), 5, dir_.str() + "/state");
-    const std::string path = dir_.str() + "/topology.yaml";
-    std::ofstream(path) << topology;
-    ready_ = dir_.str() + "/ready.json";
-    log_ = dir_.str() + "/engine.log";
-    engine_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "run", "--topology", path,
-                                 "--ready-file", ready_},
-        log_);
-    ASSERT_TRUE(WaitFor([&] { return !ReadFile(ready_).empty() || !engine_->Running(); }));
-    ASSERT_FALSE(ReadFile(ready_).empty()) << ReadFile(log_);
-    info_ = json::parse(ReadFile(ready_));
-    http_ = std::make_unique<httplib::Client>(info_["http"].get<std::string>());
+    engine_ = std::make_unique<EngineProcess>(
+        dir_, Substitute(kTopology, {{"STATE", dir_.str() + "/state"}}));
+    ASSERT_TRUE(engine_->WaitReady()) << engine_->Log();
+    info_ = engine_->info();
+    http_ = &engine_->http();
   }
 
   std::string Metrics() {
@@ -139,7 +132,7 @@ class Utf8NamesTest : public ::testing::Test {
   bool WaitForMetrics(const std::function<bool(const std::string&)>& done) {
     bool ok = false;
     WaitFor([&] {
-      if (!engine_->Running()) return true;
+      if (!engine_->process().Running()) return true;
       ok = done(Metrics());
       return ok;
     });
@@ -163,10 +156,9 @@ class Utf8NamesTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::string ready_, log_;
   json info_;
-  std::unique_ptr<Subprocess> engine_;
-  std::unique_ptr<httplib::Client> http_;
+  std::unique_ptr<EngineProcess> engine_;
+  httplib::Client* http_ = nullptr;
   int good_events_ = 0;
   int bad_events_ = 0;
 };
@@ -196,12 +188,12 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
   SendMixed(pub, t0 + 100, 5000);
   // Pushes the watermark to t0+5s: panes up to t0+5s close, the rule fires for "good".
   SendMixed(pub, t0 + 5000, 10);
-  ASSERT_TRUE(WaitForMetrics(watermark_at_least(t0 + 5000))) << ReadFile(log_);
+  ASSERT_TRUE(WaitForMetrics(watermark_at_least(t0 + 5000))) << engine_->Log();
   // Late, within the allowed lateness: pane [t0+3s, t0+4s) closed, kept until t0+6s.
   SendMixed(pub, t0 + 3500, 10);
   ASSERT_TRUE(WaitForMetrics([](const std::string& m) {
     return Metric(m, "inferscope_window_late_events_total") >= 2;
-  })) << ReadFile(log_);
+  })) << engine_->Log();
   // Beyond the allowed lateness: pane [t0+1s, t0+2s) is gone; dead letters.
   SendMixed(pub, t0 + 1500, 10);
   // A publisher id that is not UTF-8: the whole message is rejected.
@@ -217,15 +209,15 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
            Metric(m, "inferscope_sink_results_total",
                   {{"stage", "alert_store"}, {"kind", "alert"}}) >= 1;
   })) << "the engine "
-      << (engine_->Running() ? "is running" : "died") << "\n"
-      << ReadFile(log_);
+      << (engine_->process().Running() ? "is running" : "died") << "\n"
+      << engine_->Log();
 
   // A checkpoint after the alert fired (it holds the alert's lifecycle state, names included).
   const double checkpoints = Metric(Metrics(), "inferscope_checkpoints_total");
   ASSERT_TRUE(WaitForMetrics([&](const std::string& m) {
     return Metric(m, "inferscope_checkpoints_total") > checkpoints;
-  })) << ReadFile(log_);
-  ASSERT_TRUE(engine_->Running()) << ReadFile(log_);
+  })) << engine_->Log();
+  ASSERT_TRUE(engine_->process().Running()) << engine_->Log();
 
   // Every rejection counted, by reason and by publisher; every good event kept.
   const std::string m = Metrics();
@@ -270,8 +262,7 @@ TEST_F(Utf8NamesTest, EngineSurvivesInvalidUtf8OnEveryPathAndKeepsTheRest) {
   EXPECT_EQ(instances->body.find("\xef\xbf\xbd"), std::string::npos) << instances->body;
 
   // And it stops cleanly.
-  engine_->Signal(SIGTERM);
-  EXPECT_EQ(engine_->Wait(), 0) << ReadFile(log_);
+  EXPECT_EQ(engine_->Stop(), 0) << engine_->Log();
 }
 
 }  // namespace

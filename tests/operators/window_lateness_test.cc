@@ -21,6 +21,7 @@
 #include "operators/window_aggregate.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
+#include "pipeline/int_math.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "sources/wire_decoder.h"
@@ -35,11 +36,6 @@ using Options = WindowAggregateOperator::Options;
 
 constexpr int64_t kT0 = 1'700'000'000'000;  // aligned to 10 s
 constexpr int64_t kMaxAbsTimeMs = int64_t{1} << 53;
-
-int64_t FloorDiv(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
 
 // instance, model, metric, pane start.
 using PaneKey = std::tuple<StringId, StringId, StringId, int64_t>;

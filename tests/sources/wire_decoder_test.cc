@@ -23,6 +23,7 @@
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
+#include "pipeline/names.h"
 
 // The replacement operators below pair malloc with free; GCC cannot tell they match.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -365,6 +366,42 @@ TEST(WireDecoderTest, RejectsBadEventsAndKeepsTheRest) {
   }
 }
 
+// One name limit (pipeline/names.h), enforced here so that nothing longer reaches the store: a
+// name of kMaxNameBytes is kept, one byte more is string_too_long (counted), and a source cannot
+// be configured to let longer names through.
+TEST(WireDecoderTest, NameLimitIsEnforcedAtTheSource) {
+  Fixture f;
+  EXPECT_EQ(f.decoder.options().max_string_bytes, kMaxNameBytes);
+  const std::string at_limit(kMaxNameBytes, 'a');
+  const std::string over(kMaxNameBytes + 1, 'b');
+  DecodeResult r = f.Decode(
+      Payload({With(With(Request(), "i", at_limit), "m", at_limit), With(Gauge(), "n", at_limit),
+               With(Request(), "i", over), With(Request(), "m", over), With(Gauge(), "n", over)}));
+  EXPECT_EQ(r.accepted, 2u);
+  EXPECT_EQ(r.rejected, 3u);
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kStringTooLong), 3u);
+  EXPECT_EQ(f.metrics
+                .GetCounter("inferscope_source_rejected_total", "",
+                            {{"stage", "ingest"}, {"reason", "string_too_long"}})
+                ->value(),
+            3u);
+  ASSERT_EQ(f.batch.events.size(), 2u);
+  EXPECT_EQ(f.interner.Name(f.batch.events[0].instance), at_limit);
+  EXPECT_EQ(f.interner.Name(f.batch.events[1].metric), at_limit);
+  // The publisher id: at the limit it is accepted, over it the message is a bad envelope.
+  EXPECT_TRUE(f.Decode(Payload({Request()}, 0, std::string(kMaxNameBytes, 'p'))).applied);
+  EXPECT_EQ(f.Decode(Payload({Request()}, 0, std::string(kMaxNameBytes + 1, 'p'))).first_reason,
+            RejectReason::kBadEnvelope);
+
+  WireDecoderOptions options;
+  options.max_string_bytes = kMaxNameBytes;
+  EXPECT_TRUE(options.Validate().ok());
+  options.max_string_bytes = kMaxNameBytes + 1;  // the store keeps no longer name
+  EXPECT_FALSE(options.Validate().ok());
+  options.max_string_bytes = 65535;
+  EXPECT_FALSE(options.Validate().ok());
+}
+
 TEST(WireDecoderTest, Utf8NamesAreKeptAndInvalidOnesRejected) {
   Fixture f;
   const std::string instance = "n\xc5\x93ud-\xf0\x9f\x9a\x80";  // "nœud-" and U+1F680
@@ -392,9 +429,8 @@ TEST(WireDecoderTest, Utf8NamesAreKeptAndInvalidOnesRejected) {
   EXPECT_EQ(f.interner.Name(f.batch.events[1].publisher), "pub-\xc3\xa9");
   EXPECT_EQ(f.interner.size(), strings_before + 4);  // publisher, instance, model, gauge name
   EXPECT_EQ(f.decoder.rejected_count(RejectReason::kInvalidUtf8), 4u);
-  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_total",
-                                   {{"reason", "invalid_utf8"}}),
-            4u);
+  EXPECT_EQ(
+      f.metrics.CounterValue("inferscope_source_rejected_total", {{"reason", "invalid_utf8"}}), 4u);
   EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_by_publisher_total",
                                    {{"publisher", "pub-\xc3\xa9"}}),
             4u);
@@ -1095,7 +1131,7 @@ class ReferenceDecoder {
     } else if (v->via.u64 != 1) {
       r.message_reason = RejectReason::kUnknownVersion;
     } else if (pub == nullptr || pub->type != msgpack::type::STR || pub->via.str.size == 0 ||
-               pub->via.str.size > 255 ||
+               pub->via.str.size > kMaxNameBytes ||
                !RefValidUtf8(std::string_view(pub->via.str.ptr, pub->via.str.size))) {
       r.message_reason = RejectReason::kBadEnvelope;
     } else if (seq == nullptr || seq->type != msgpack::type::POSITIVE_INTEGER ||
@@ -1688,8 +1724,13 @@ class PayloadGenerator {
       } else if (key == "pt" || key == "ot" || key == "ct") {
         Number(p, /*count=*/true);
       } else if (key == "err") {
-        const char* errs[] = {"",          "timeout",   "rate_limited", "gpu_on_fire",
-                              "cancelled", "d\xc3\xa9j\xc3\xa0", "time\xf4\x90\x80\x80"};
+        const char* errs[] = {"",
+                              "timeout",
+                              "rate_limited",
+                              "gpu_on_fire",
+                              "cancelled",
+                              "d\xc3\xa9j\xc3\xa0",
+                              "time\xf4\x90\x80\x80"};
         Chance(5) ? p.Uint(3) : p.Str(errs[rng_() % std::size(errs)]);
       } else if (key == "q") {
         Chance(10) ? p.Float(1.5) : p.Float(std::ldexp(static_cast<double>(rng_() % 1024), -10));

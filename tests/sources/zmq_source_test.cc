@@ -467,6 +467,13 @@ TEST(ZmqSourceTest, CreateFromConfig) {
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', topics: [a]}")).ok());
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', batch_events: 0}")).ok());
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_past: 0}")).ok());
+  // Names longer than the store keeps (kMaxNameBytes, 255) cannot be let through.
+  EXPECT_TRUE(
+      ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_string_bytes: 255}")).ok());
+  auto too_long = ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_string_bytes: 256}"));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_NE(too_long.status().message().find("max_string_bytes"), std::string::npos)
+      << too_long.status().ToString();
 
   // An endpoint libzmq cannot parse is refused when the topology is built, naming the field.
   auto unknown = ZmqSource::Create(node("{endpoint: 'nonsense://x'}"));

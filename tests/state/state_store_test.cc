@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/names.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -279,6 +280,90 @@ TEST_F(StateStoreTest, KeyEncodingIsLengthPrefixedAndBigEndian) {
                              "ab\x00\x01"
                              "c\x00\x00\x00\x00\x00\x00\x01\x02",
                              14));
+}
+
+// FindSeries reads only the instance's own series (and the model's, when given) and tells an
+// unknown instance from an unknown model; names that are prefixes of others, or end in 0xff bytes
+// (the scan's upper bound carries), are kept apart.
+TEST_F(StateStoreTest, FindSeriesScansOneInstance) {
+  const std::string ff = "n\xff\xff";
+  ASSERT_TRUE(
+      store_
+          ->WritePanes(
+              {Pane("node", "m2", "ttft_ms", 0, {1}), Pane("node", "m10", "ttft_ms", 0, {1}),
+               Pane("node", "m1", "e2e_ms", 0, {1}), Pane("node", "m", "ttft_ms", 0, {1}),
+               Pane("node-2", "m1", "ttft_ms", 0, {1}), Pane("nod", "m1", "ttft_ms", 0, {1}),
+               Pane(ff, "m", "ttft_ms", 0, {1}), Pane("n\xff\xff\x01", "x", "ttft_ms", 0, {1})},
+              interner_, 0)
+          .ok());
+  Result<SeriesMatch> all = store_->FindSeries("node", nullptr, "ttft_ms");
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_TRUE(all->instance_known);
+  EXPECT_TRUE(all->model_known);
+  EXPECT_EQ(all->models, (std::vector<std::string>{"m", "m10", "m2"}));  // sorted by name
+
+  const std::string m1 = "m1";
+  Result<SeriesMatch> one = store_->FindSeries("node", &m1, "ttft_ms");
+  ASSERT_TRUE(one.ok());
+  EXPECT_TRUE(one->model_known);     // m1 has a series (e2e_ms) ...
+  EXPECT_TRUE(one->models.empty());  // ... but not of ttft_ms
+  const std::string m3 = "m3";
+  Result<SeriesMatch> unknown_model = store_->FindSeries("node", &m3, "ttft_ms");
+  ASSERT_TRUE(unknown_model.ok());
+  EXPECT_TRUE(unknown_model->instance_known);
+  EXPECT_FALSE(unknown_model->model_known);
+  Result<SeriesMatch> unknown = store_->FindSeries("no", &m1, "ttft_ms");
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_FALSE(unknown->instance_known);
+  EXPECT_FALSE(unknown->model_known);
+
+  Result<SeriesMatch> high = store_->FindSeries(ff, nullptr, "ttft_ms");
+  ASSERT_TRUE(high.ok());
+  EXPECT_EQ(high->models, std::vector<std::string>{"m"});
+  EXPECT_FALSE(store_->FindSeries(std::string(kMaxNameBytes + 1, 'x'), nullptr, "ttft_ms").ok());
+}
+
+// ReadWindows merges every model's buckets into windows of the step, from the tier the plan picks.
+TEST_F(StateStoreTest, ReadWindowsMergesModelsIntoWindows) {
+  ASSERT_TRUE(store_
+                  ->WritePanes({Pane("node", "a", "ttft_ms", 0, {1, 2}),
+                                Pane("node", "a", "ttft_ms", kPaneMs, {3}),
+                                Pane("node", "b", "ttft_ms", kPaneMs, {4}),
+                                Pane("node", "b", "ttft_ms", 3 * kPaneMs, {5}),
+                                Pane("node", "c", "ttft_ms", 0, {100})},
+                               interner_, 4 * kPaneMs)
+                  .ok());
+  const std::vector<std::string> models = {"a", "b"};
+  WindowsRequest request;
+  request.instance = "node";
+  request.models = models;
+  request.metric = "ttft_ms";
+  request.from_ms = 0;
+  request.window_ms = 2 * kPaneMs;
+  request.num_windows = 3;
+  WindowsRead read;
+  Status s = store_->ReadWindows(request, &read);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(read.windows.size(), 3u);
+  EXPECT_EQ(read.windows[0].count, 4u);  // a: 1, 2, 3; b: 4
+  EXPECT_EQ(read.windows[0].sum, 10);
+  EXPECT_EQ(read.windows[1].count, 1u);  // b: 5
+  EXPECT_EQ(read.windows[2].count, 0u);
+  ASSERT_EQ(read.plan.size(), 1u);
+  EXPECT_EQ(read.plan[0].tier, 0u);
+  EXPECT_EQ(read.plan[0].from_ms, 0);
+  EXPECT_EQ(read.plan[0].to_ms, 6 * kPaneMs);
+  EXPECT_EQ(read.complete_from_ms, 0);
+  EXPECT_FALSE(read.mismatched_bucket_ms.has_value());
+
+  // A window that is no multiple of the stored panes.
+  request.window_ms = 15'000;
+  request.num_windows = 2;
+  EXPECT_EQ(store_->ReadWindows(request, &read).code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(read.mismatched_bucket_ms, kPaneMs);
+  // Windows must be aligned to their length.
+  request.from_ms = 5'000;
+  EXPECT_EQ(store_->ReadWindows(request, &read).code(), Status::Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+
+#include "pipeline/event.h"
+#include "pipeline/interner.h"
+
+namespace inferscope {
+
+// What the sequence number of a message says about its publisher's stream.
+enum class SequenceVerdict : uint8_t {
+  kNone = 0,   // the message was rejected before its sequence number was looked at
+  kFirst,      // first message seen from this publisher: tracking starts here
+  kInOrder,    // seq == expected
+  kGap,        // seq > expected: `missing` messages were lost
+  kDuplicate,  // expected - 1024 <= seq < expected: the message was dropped
+  kRestart,    // seq < expected - 1024, or a new incarnation: the publisher restarted; accepted,
+               // tracking reset
+  // strict: the message's incarnation is older than the publisher's current one, and it is not a
+  // duplicate of what that incarnation had applied: refused for good, not applied.
+  kStale,
+};
+// "none", "first", "in_order", "gap", "duplicate", "restart", "stale_incarnation".
+std::string_view SequenceVerdictName(SequenceVerdict verdict);
+
+// SequenceTracker keeps where each publisher's message stream stands — its incarnation, the
+// sequence number expected next, and the incarnation before it — and judges the sequence number of
+// each new message against it (docs/PROTOCOL.md §4 and, strict, §9).
+//
+// Fire-and-forget (strict = false): the first message starts tracking at any number; a number
+// ahead of the expected one is a gap (accepted, the messages in between counted missing); up to
+// kDuplicateWindow behind is a duplicate (dropped); further behind, or another incarnation, is a
+// publisher restart (accepted, tracking starts again).
+// Acknowledged mode (strict = true): messages count from 0 within each incarnation; ahead of the
+// expected number is a gap that is not applied (the publisher resends in order); behind it is a
+// duplicate however far; a newer incarnation restarts at 0; an older one is a duplicate of what the
+// previous incarnation had applied, else stale (refused for good).
+//
+// Judge only looks; Advance moves a publisher past a message once the caller applied (or
+// consumed) it, so a rejected message leaves no trace. Positions are checkpointed as
+// AppliedSequence and restored with Restore.
+// Concurrency: not thread-safe; owned by one decoder.
+class SequenceTracker {
+ public:
+  // Duplicates are recognised this far behind the expected sequence number (fire-and-forget);
+  // further back is a publisher restart.
+  static constexpr uint64_t kDuplicateWindow = 1024;
+
+  struct Judgement {
+    SequenceVerdict verdict = SequenceVerdict::kNone;
+    uint64_t missing = 0;  // kGap: messages missing before this one
+    // The publisher's position before this message (0 before its first message): for details.
+    uint64_t expected = 0;
+    uint64_t current_incarnation = 0;
+  };
+
+  explicit SequenceTracker(bool strict) : strict_(strict) {}
+
+  // The verdict on message `seq` of `incarnation` from `publisher`. Changes nothing.
+  Judgement Judge(StringId publisher, uint64_t incarnation, uint64_t seq) const;
+  // Moves the publisher's position past `seq` of `incarnation` (a message applied or consumed). A
+  // new incarnation keeps the current one as the previous (for duplicates, strict).
+  void Advance(StringId publisher, uint64_t incarnation, uint64_t seq);
+
+  // Sets the sequence number expected next from `publisher` in incarnation 0 (tests).
+  void Restore(StringId publisher, uint64_t next_seq);
+  // Restores a publisher's position from a checkpoint record: `applied.seq + 1` is expected next
+  // in `applied.incarnation`; the previous incarnation is kept for duplicate detection.
+  void Restore(StringId publisher, const AppliedSequence& applied);
+
+  // The sequence number expected next from `publisher` in its current incarnation; nullopt before
+  // its first message.
+  std::optional<uint64_t> NextSequence(StringId publisher) const;
+  // The sequence number expected next from `publisher` in `incarnation`: the current one's next; 0
+  // for a newer incarnation than the current one; nullopt for an older one (it is closed) and for
+  // a publisher never heard of.
+  std::optional<uint64_t> NextSequence(StringId publisher, uint64_t incarnation) const;
+  // The publisher's current incarnation; nullopt before its first message.
+  std::optional<uint64_t> CurrentIncarnation(StringId publisher) const;
+  // The publisher's position (current incarnation, last consumed sequence number, previous
+  // incarnation), as checkpointed; nullopt before its first message.
+  std::optional<AppliedSequence> Position(StringId publisher) const;
+
+  bool strict() const { return strict_; }
+
+ private:
+  struct Stream {
+    uint64_t incarnation = 0;
+    uint64_t next_seq = 0;
+    // The incarnation before the current one and the sequence number it expected next (>= 1).
+    bool has_prev = false;
+    uint64_t prev_incarnation = 0;
+    uint64_t prev_next_seq = 0;
+  };
+
+  const Stream* Find(StringId publisher) const;
+  Stream& Get(StringId publisher);
+
+  const bool strict_;
+  // Entries are never erased (publisher ids are pinned by the decoder), so pointers stay valid.
+  std::unordered_map<StringId, Stream> streams_;
+  // The publisher of the previous Advance and its entry: most messages come from the same
+  // publisher as the one before.
+  StringId last_publisher_ = 0;
+  Stream* last_stream_ = nullptr;
+};
+
+}  // namespace inferscope

@@ -314,8 +314,8 @@ int Main(int argc, char** argv) {
       // publishing a tick every 2 ms, as a live gateway does: watermarks are per publisher, and
       // one that fell silent after its probe would hold the watermark back for idle_timeout.
       std::uniform_int_distribution<int64_t> offset(0, args.pane_ms - 1);
-      const auto wake = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(args.pane_ms + offset(rng));
+      const auto wake =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(args.pane_ms + offset(rng));
       while (std::chrono::steady_clock::now() < wake) {
         probe_pub.Gauge("tick", "m", "tick", 1, NowUs() / 1000);
         probe_pub.Flush();

@@ -69,7 +69,8 @@ struct Args {
 
 std::string TempRoot() {
   static const std::string root =
-      (std::filesystem::temp_directory_path() / ("inferscope-ckbench-" + std::to_string(getpid()))).string();
+      (std::filesystem::temp_directory_path() / ("inferscope-ckbench-" + std::to_string(getpid())))
+          .string();
   return root;
 }
 
@@ -116,15 +117,19 @@ class SeriesSet {
     groups_ = layout == Layout::kGauge ? series : series / kNumWellKnownIds;
     const int64_t per_instance = layout == Layout::kGauge ? 400 : 4;
     const int64_t instances = (groups_ + per_instance - 1) / per_instance;
-    for (int64_t i = 0; i < instances; ++i) instance_.push_back(interner.Intern("node-" + std::to_string(i)));
+    for (int64_t i = 0; i < instances; ++i)
+      instance_.push_back(interner.Intern("node-" + std::to_string(i)));
     for (int m = 0; m < 4; ++m) model_.push_back(interner.Intern("model-" + std::to_string(m)));
     if (layout == Layout::kGauge) {
-      for (int m = 0; m < 100; ++m) metric_.push_back(interner.Intern("gauge_" + std::to_string(m)));
+      for (int m = 0; m < 100; ++m)
+        metric_.push_back(interner.Intern("gauge_" + std::to_string(m)));
     }
     publisher_ = interner.Intern("bench-publisher");
   }
   int64_t groups() const { return groups_; }
-  int64_t series() const { return layout_ == Layout::kGauge ? groups_ : groups_ * kNumWellKnownIds; }
+  int64_t series() const {
+    return layout_ == Layout::kGauge ? groups_ : groups_ * kNumWellKnownIds;
+  }
   StringId publisher() const { return publisher_; }
 
   // The event of group `g` at `time_ms`; `salt` varies the values.
@@ -144,8 +149,8 @@ class SeriesSet {
     e.kind = EventKind::kRequest;
     e.model = model_[g % 4];
     e.instance = instance_[g / 4];
-    e.present = kHasTtft | kHasTpot | kHasE2e | kHasPromptTokens | kHasOutputTokens | kHasCachedTokens |
-                kHasCost | kHasQuality;
+    e.present = kHasTtft | kHasTpot | kHasE2e | kHasPromptTokens | kHasOutputTokens |
+                kHasCachedTokens | kHasCost | kHasQuality;
     const double v = Unit(salt * 31 + static_cast<uint64_t>(g));
     e.ttft_ms = 150 * std::exp(0.6 * (u - 0.5) * 3);
     e.tpot_ms = 25 * std::exp(0.3 * (v - 0.5) * 3);
@@ -257,8 +262,9 @@ CheckpointRow RunCheckpoint(Layout layout, int64_t series) {
     for (int64_t g = 0; g < set.groups(); ++g) feed.Add(set.Make(g, base + g % 1000, 1));
     feed.Flush();
     if (feed.dead_letters() != 0 || op->series() != row.series) {
-      std::fprintf(stderr, "load: %ld series tracked of %ld, %lu dead letters\n", static_cast<long>(op->series()),
-                   static_cast<long>(row.series), static_cast<unsigned long>(feed.dead_letters()));
+      std::fprintf(stderr, "load: %ld series tracked of %ld, %lu dead letters\n",
+                   static_cast<long>(op->series()), static_cast<long>(row.series),
+                   static_cast<unsigned long>(feed.dead_letters()));
     }
   }
   const std::string dir = TempRoot() + "/ck-" + LayoutName(layout) + "-" + std::to_string(series);
@@ -291,7 +297,8 @@ CheckpointRow RunCheckpoint(Layout layout, int64_t series) {
   {
     // Touch 1% of the series (groups), in the same pane.
     Feeder feed(*op, set.publisher());
-    for (int64_t g = 0; g < set.groups(); g += 100) feed.Add(set.Make(g, base + 1000 + g % 1000, 2));
+    for (int64_t g = 0; g < set.groups(); g += 100)
+      feed.Add(set.Make(g, base + 1000 + g % 1000, 2));
   }
   checkpoint(&row.incr_collect_s, &row.incr_write_s, &row.incr_records, &row.incr_bytes);
   op.reset();
@@ -321,20 +328,27 @@ std::string Count(int64_t n) {
 }
 
 void PrintCheckpointTable(const std::vector<CheckpointRow>& rows) {
-  std::printf("\n### 1. Checkpoint cost vs open series (default window_aggregate options, RocksDB, sync)\n\n");
-  std::printf("Every series has one event in the open pane; the incremental checkpoint follows one event in "
-              "1%% of the groups. Restore: a fresh operator and interner reading the store.\n\n");
-  std::printf("| layout | series | groups | full: collect ms | full: write ms (sync) | records | MB | "
-              "B/series | incr: collect ms | incr: write ms | incr records | incr KB | restore ms | "
-              "restored series |\n");
+  std::printf(
+      "\n### 1. Checkpoint cost vs open series (default window_aggregate options, RocksDB, "
+      "sync)\n\n");
+  std::printf(
+      "Every series has one event in the open pane; the incremental checkpoint follows one event "
+      "in "
+      "1%% of the groups. Restore: a fresh operator and interner reading the store.\n\n");
+  std::printf(
+      "| layout | series | groups | full: collect ms | full: write ms (sync) | records | MB | "
+      "B/series | incr: collect ms | incr: write ms | incr records | incr KB | restore ms | "
+      "restored series |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const CheckpointRow& r : rows) {
-    std::printf("| %s | %s | %ld | %.1f | %.1f | %zu | %.1f | %.0f | %.2f | %.2f | %zu | %.1f | %.1f | %ld |\n",
-                LayoutName(r.layout), Count(r.series).c_str(), static_cast<long>(r.groups), r.collect_s * 1e3,
-                r.write_s * 1e3, r.records, static_cast<double>(r.bytes) / 1e6,
-                static_cast<double>(r.bytes) / static_cast<double>(r.series), r.incr_collect_s * 1e3,
-                r.incr_write_s * 1e3, r.incr_records, static_cast<double>(r.incr_bytes) / 1e3, r.restore_s * 1e3,
-                static_cast<long>(r.restored_series));
+    std::printf(
+        "| %s | %s | %ld | %.1f | %.1f | %zu | %.1f | %.0f | %.2f | %.2f | %zu | %.1f | %.1f | %ld "
+        "|\n",
+        LayoutName(r.layout), Count(r.series).c_str(), static_cast<long>(r.groups),
+        r.collect_s * 1e3, r.write_s * 1e3, r.records, static_cast<double>(r.bytes) / 1e6,
+        static_cast<double>(r.bytes) / static_cast<double>(r.series), r.incr_collect_s * 1e3,
+        r.incr_write_s * 1e3, r.incr_records, static_cast<double>(r.incr_bytes) / 1e3,
+        r.restore_s * 1e3, static_cast<long>(r.restored_series));
   }
 }
 
@@ -373,13 +387,16 @@ MemoryResult MeasureMemory(Layout layout, int64_t series, int per_pane, int pane
         const int64_t t = base + p * 10'000 + j * step;
         clock.Set(t + 2'000);
         for (int64_t g = 0; g < set.groups(); ++g) {
-          feed.Add(set.Make(g, t + g * step / set.groups(), static_cast<uint64_t>(p * per_pane + j)));
+          feed.Add(
+              set.Make(g, t + g * step / set.groups(), static_cast<uint64_t>(p * per_pane + j)));
           ++r.events;
         }
       }
     }
     feed.Flush();
-    if (feed.dead_letters() != 0) std::fprintf(stderr, "memory: %lu dead letters\n", static_cast<unsigned long>(feed.dead_letters()));
+    if (feed.dead_letters() != 0)
+      std::fprintf(stderr, "memory: %lu dead letters\n",
+                   static_cast<unsigned long>(feed.dead_letters()));
   }
   r.load_s = Seconds(t0, SteadyClock::now());
   r.rss_after = RssBytes();
@@ -389,7 +406,8 @@ MemoryResult MeasureMemory(Layout layout, int64_t series, int per_pane, int pane
   malloc_trim(0);
   r.rss_after_trim = RssBytes();
   r.open_panes = op->open_panes();
-  if (op->series() != r.series) std::fprintf(stderr, "memory: %ld series tracked\n", static_cast<long>(op->series()));
+  if (op->series() != r.series)
+    std::fprintf(stderr, "memory: %ld series tracked\n", static_cast<long>(op->series()));
   return r;
 }
 
@@ -442,35 +460,46 @@ void RunMemory(const Args& args) {
                              {Layout::kGauge, 10, "1 event / s"},
                              {Layout::kRequest, 10, "1 request / s per group"}};
   if (args.quick) cases.resize(2);
-  std::printf("\n### 2. Memory per active series (%s series, default options, %d panes of 10 s loaded)\n\n",
-              Count(n).c_str(), panes);
+  std::printf(
+      "\n### 2. Memory per active series (%s series, default options, %d panes of 10 s loaded)\n\n",
+      Count(n).c_str(), panes);
   const WindowAggregateOperator::Options defaults;
   const int64_t ring = RingSlots(defaults);
-  std::printf("sizeof(Aggregate) = %zu B, sizeof(DDSketch) = %zu B, sizeof(Event) = %zu B; ring slots per group = "
-              "(out_of_orderness %ld + allowed_lateness %ld + max_publisher_lag %ld) / pane %ld + 2 = %ld; "
-              "so %ld B of Aggregate per gauge series, %ld B per request group (%ld B per series).\n",
-              sizeof(Aggregate), sizeof(DDSketch), sizeof(Event), static_cast<long>(defaults.out_of_orderness_ms),
-              static_cast<long>(defaults.allowed_lateness_ms), static_cast<long>(defaults.max_publisher_lag_ms),
-              static_cast<long>(defaults.pane_ms), static_cast<long>(ring), static_cast<long>(ring * sizeof(Aggregate)),
-              static_cast<long>(ring * kNumWellKnownIds * sizeof(Aggregate)), static_cast<long>(ring * sizeof(Aggregate)));
-  std::printf("DDSketch bin heap, measured on one Aggregate: 1 gauge value %ld B, 10 gauge values %ld B, "
-              "10 latency values %ld B.\n\n",
-              static_cast<long>(SketchHeapBytes(1, false)), static_cast<long>(SketchHeapBytes(10, false)),
-              static_cast<long>(SketchHeapBytes(10, true)));
-  std::printf("| layout | load | series | groups | events | load s | open panes | RSS delta MiB | RSS/series B | "
-              "after malloc_trim B/series | big arrays (mmap) B/series | small blocks (heap) B/series | "
-              "vs 4 KiB target |\n");
+  std::printf(
+      "sizeof(Aggregate) = %zu B, sizeof(DDSketch) = %zu B, sizeof(Event) = %zu B; ring slots per "
+      "group = "
+      "(out_of_orderness %ld + allowed_lateness %ld + max_publisher_lag %ld) / pane %ld + 2 = %ld; "
+      "so %ld B of Aggregate per gauge series, %ld B per request group (%ld B per series).\n",
+      sizeof(Aggregate), sizeof(DDSketch), sizeof(Event),
+      static_cast<long>(defaults.out_of_orderness_ms),
+      static_cast<long>(defaults.allowed_lateness_ms),
+      static_cast<long>(defaults.max_publisher_lag_ms), static_cast<long>(defaults.pane_ms),
+      static_cast<long>(ring), static_cast<long>(ring * sizeof(Aggregate)),
+      static_cast<long>(ring * kNumWellKnownIds * sizeof(Aggregate)),
+      static_cast<long>(ring * sizeof(Aggregate)));
+  std::printf(
+      "DDSketch bin heap, measured on one Aggregate: 1 gauge value %ld B, 10 gauge values %ld B, "
+      "10 latency values %ld B.\n\n",
+      static_cast<long>(SketchHeapBytes(1, false)), static_cast<long>(SketchHeapBytes(10, false)),
+      static_cast<long>(SketchHeapBytes(10, true)));
+  std::printf(
+      "| layout | load | series | groups | events | load s | open panes | RSS delta MiB | "
+      "RSS/series B | "
+      "after malloc_trim B/series | big arrays (mmap) B/series | small blocks (heap) B/series | "
+      "vs 4 KiB target |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Case& c : cases) {
     MemoryResult r = MeasureMemoryForked(c.layout, n, c.per_pane, panes);
     const double s = static_cast<double>(r.series);
     const double per = static_cast<double>(r.rss_after - r.rss_before) / s;
-    std::printf("| %s | %s | %s | %ld | %ld | %.1f | %ld | %.0f | %.0f | %.0f | %.0f | %.0f | %.2fx |\n",
-                LayoutName(c.layout), c.load, Count(r.series).c_str(), static_cast<long>(r.groups),
-                static_cast<long>(r.events), r.load_s, static_cast<long>(r.open_panes),
-                static_cast<double>(r.rss_after - r.rss_before) / (1 << 20), per,
-                static_cast<double>(r.rss_after_trim - r.rss_before) / s, static_cast<double>(r.mmap_delta) / s,
-                static_cast<double>(r.arena_delta) / s, per / 4096.0);
+    std::printf(
+        "| %s | %s | %s | %ld | %ld | %.1f | %ld | %.0f | %.0f | %.0f | %.0f | %.0f | %.2fx |\n",
+        LayoutName(c.layout), c.load, Count(r.series).c_str(), static_cast<long>(r.groups),
+        static_cast<long>(r.events), r.load_s, static_cast<long>(r.open_panes),
+        static_cast<double>(r.rss_after - r.rss_before) / (1 << 20), per,
+        static_cast<double>(r.rss_after_trim - r.rss_before) / s,
+        static_cast<double>(r.mmap_delta) / s, static_cast<double>(r.arena_delta) / s,
+        per / 4096.0);
     std::fflush(stdout);
   }
 }
@@ -517,8 +546,8 @@ sinks:
 }
 
 struct EngineRun {
-  double seconds = 0;          // publish start -> processed (A) / all acknowledged (B)
-  double processed_s = 0;      // publish start -> all events processed by the operator
+  double seconds = 0;      // publish start -> processed (A) / all acknowledged (B)
+  double processed_s = 0;  // publish start -> all events processed by the operator
   uint64_t events = 0;
   uint64_t checkpoints = 0;
   uint64_t resends = 0;
@@ -564,13 +593,15 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
     std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
     std::exit(2);
   }
-  const std::string state = TempRoot() + "/engine-" + (acked ? "acked-" : "ff-") + std::to_string(run);
+  const std::string state =
+      TempRoot() + "/engine-" + (acked ? "acked-" : "ff-") + std::to_string(run);
   std::filesystem::remove_all(state);
   Registry registry;
   RegisterBuiltins(registry);
   Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
   if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n", built.ok() ? "start" : built.status().ToString().c_str());
+    std::fprintf(stderr, "engine failed: %s\n",
+                 built.ok() ? "start" : built.status().ToString().c_str());
     std::exit(2);
   }
   Engine& engine = **built;
@@ -595,7 +626,8 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
       for (uint64_t i = 0; i < events; ++i) pub.Request(stream.Get(i));
       pub.Flush();
       if (pub.events_dropped() != 0) {
-        std::fprintf(stderr, "publisher dropped %lu events\n", static_cast<unsigned long>(pub.events_dropped()));
+        std::fprintf(stderr, "publisher dropped %lu events\n",
+                     static_cast<unsigned long>(pub.events_dropped()));
       }
       // Keep the socket open until the engine has everything (Close lingers anyway).
       while (engine.metrics().CounterValue("inferscope_window_events_total") < events) {
@@ -615,7 +647,8 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
       }
       for (uint64_t i = 0; i < events; ++i) pub.Request(stream.Get(i));
       if (!pub.WaitAcked(60'000)) {
-        std::fprintf(stderr, "acked publisher: not all acknowledged (%zu unacked)\n", pub.unacked());
+        std::fprintf(stderr, "acked publisher: not all acknowledged (%zu unacked)\n",
+                     pub.unacked());
         result.ok = false;
       }
       acked_at = Seconds(t0, SteadyClock::now());
@@ -648,8 +681,8 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
   const uint64_t rejected = engine.metrics().CounterValue("inferscope_source_rejected_total");
   const uint64_t late = engine.metrics().CounterValue("inferscope_window_late_events_total");
   if (rejected + late > 0) {
-    std::fprintf(stderr, "warning: %lu rejected, %lu late events\n", static_cast<unsigned long>(rejected),
-                 static_cast<unsigned long>(late));
+    std::fprintf(stderr, "warning: %lu rejected, %lu late events\n",
+                 static_cast<unsigned long>(rejected), static_cast<unsigned long>(late));
   }
   engine.Stop();
   built->reset();
@@ -666,12 +699,14 @@ T MedianBy(std::vector<T> v, F key) {
 void RunEngine(const Args& args) {
   const uint64_t events = args.events != 0 ? args.events : (args.quick ? 500'000 : 3'000'000);
   const int runs = args.quick ? 1 : args.runs;
-  std::printf("\n### 3. Acknowledged vs fire-and-forget throughput (in-process engine, same run)\n\n");
-  std::printf("zmq source -> window_aggregate (default options) -> rocksdb_state; checkpoint_interval 1 s. "
-              "%lu request events per phase over %d (instance, model) groups x 5 metrics = %d series, "
-              "256 events/message; acknowledged: AckedPublisher max_unacked 8192 messages, time until "
-              "WaitAcked returns. Median of %d runs (phases interleaved).\n\n",
-              static_cast<unsigned long>(events), kEngineGroups, kEngineGroups * 5, runs);
+  std::printf(
+      "\n### 3. Acknowledged vs fire-and-forget throughput (in-process engine, same run)\n\n");
+  std::printf(
+      "zmq source -> window_aggregate (default options) -> rocksdb_state; checkpoint_interval 1 s. "
+      "%lu request events per phase over %d (instance, model) groups x 5 metrics = %d series, "
+      "256 events/message; acknowledged: AckedPublisher max_unacked 8192 messages, time until "
+      "WaitAcked returns. Median of %d runs (phases interleaved).\n\n",
+      static_cast<unsigned long>(events), kEngineGroups, kEngineGroups * 5, runs);
   std::vector<EngineRun> ff, acked;
   for (int run = 0; run < runs; ++run) {
     ff.push_back(RunEnginePhase(false, events, run));
@@ -680,7 +715,9 @@ void RunEngine(const Args& args) {
   auto rate = [](const EngineRun& r) { return r.rate(); };
   const EngineRun a = MedianBy(ff, rate);
   const EngineRun b = MedianBy(acked, rate);
-  std::printf("| mode | source | events/s (median) | seconds | runs (events/s) | checkpoints | resends | vs fire-and-forget |\n");
+  std::printf(
+      "| mode | source | events/s (median) | seconds | runs (events/s) | checkpoints | resends | "
+      "vs fire-and-forget |\n");
   std::printf("|---|---|---:|---:|---|---:|---:|---:|\n");
   auto runs_list = [](const std::vector<EngineRun>& v) {
     std::string s;
@@ -691,15 +728,20 @@ void RunEngine(const Args& args) {
     }
     return s;
   };
-  std::printf("| fire-and-forget | PULL + Publisher (until processed) | %.0f | %.2f | %s | %lu | - | 1.00x |\n", a.rate(),
-              a.seconds, runs_list(ff).c_str(), static_cast<unsigned long>(a.checkpoints));
-  std::printf("| acknowledged | router + AckedPublisher (until all acked) | %.0f | %.2f | %s | %lu | %lu | %.2fx |\n",
-              b.rate(), b.seconds, runs_list(acked).c_str(), static_cast<unsigned long>(b.checkpoints),
-              static_cast<unsigned long>(b.resends), b.rate() / a.rate());
-  std::printf("\nAcknowledged run (median): all events processed after %.2f s (%.0f events/s, %.2fx), "
-              "all acknowledged after %.2f s.\n",
-              b.processed_s, static_cast<double>(b.events) / b.processed_s,
-              static_cast<double>(b.events) / b.processed_s / a.rate(), b.seconds);
+  std::printf(
+      "| fire-and-forget | PULL + Publisher (until processed) | %.0f | %.2f | %s | %lu | - | 1.00x "
+      "|\n",
+      a.rate(), a.seconds, runs_list(ff).c_str(), static_cast<unsigned long>(a.checkpoints));
+  std::printf(
+      "| acknowledged | router + AckedPublisher (until all acked) | %.0f | %.2f | %s | %lu | %lu | "
+      "%.2fx |\n",
+      b.rate(), b.seconds, runs_list(acked).c_str(), static_cast<unsigned long>(b.checkpoints),
+      static_cast<unsigned long>(b.resends), b.rate() / a.rate());
+  std::printf(
+      "\nAcknowledged run (median): all events processed after %.2f s (%.0f events/s, %.2fx), "
+      "all acknowledged after %.2f s.\n",
+      b.processed_s, static_cast<double>(b.events) / b.processed_s,
+      static_cast<double>(b.events) / b.processed_s / a.rate(), b.seconds);
   bool ok = true;
   for (const auto* v : {&ff, &acked}) {
     for (const EngineRun& r : *v) ok = ok && r.ok;
@@ -718,13 +760,20 @@ int Main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (flag == "--series-max") args.series_max = std::stoll(value());
-    else if (flag == "--quick") args.quick = true;
-    else if (flag == "--events") args.events = std::stoull(value());
-    else if (flag == "--runs") args.runs = std::max(1, std::stoi(value()));
-    else if (flag == "--skip-engine") args.engine = false;
-    else if (flag == "--skip-memory") args.memory = false;
-    else if (flag == "--skip-checkpoint") args.checkpoint = false;
+    if (flag == "--series-max")
+      args.series_max = std::stoll(value());
+    else if (flag == "--quick")
+      args.quick = true;
+    else if (flag == "--events")
+      args.events = std::stoull(value());
+    else if (flag == "--runs")
+      args.runs = std::max(1, std::stoi(value()));
+    else if (flag == "--skip-engine")
+      args.engine = false;
+    else if (flag == "--skip-memory")
+      args.memory = false;
+    else if (flag == "--skip-checkpoint")
+      args.checkpoint = false;
     else {
       std::fprintf(stderr,
                    "usage: checkpoint_bench [--series-max N] [--quick] [--events M] [--runs R] "
@@ -737,8 +786,9 @@ int Main(int argc, char** argv) {
   std::filesystem::remove_all(TempRoot());
   std::filesystem::create_directories(TempRoot());
 
-  std::printf("## checkpoint_bench\n\nMachine: %u cores (nproc), %s. Temp dir %s (deleted at the end).\n",
-              std::thread::hardware_concurrency(), CpuModel().c_str(), TempRoot().c_str());
+  std::printf(
+      "## checkpoint_bench\n\nMachine: %u cores (nproc), %s. Temp dir %s (deleted at the end).\n",
+      std::thread::hardware_concurrency(), CpuModel().c_str(), TempRoot().c_str());
   std::fflush(stdout);
   // Memory first, in forked children, so that nothing measured before has grown the heap.
   if (args.memory) RunMemory(args);

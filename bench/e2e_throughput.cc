@@ -7,10 +7,11 @@
 //
 // The messages are encoded once, up front, with the C++ client's BatchEncoder (about 100 bytes per
 // event, so 20 M events take about 2 GB of memory); a publisher thread in this process then sends
-// the very same bytes to each receiver, so the three rows differ only in the receiving side. Workload: request outcomes over G (instance, model) groups; each request updates the 5
-// request metrics it carries (ttft, tpot, e2e, prompt and output tokens), so G=2000 gives 10,000
-// series. Event time advances 60 s over the run, so six 10 s panes close for every series and go
-// to RocksDB while ingest goes on.
+// the very same bytes to each receiver, so the three rows differ only in the receiving side.
+// Workload: request outcomes over G (instance, model) groups; each request updates the 5 request
+// metrics it carries (ttft, tpot, e2e, prompt and output tokens), so G=2000 gives 10,000 series.
+// Event time advances 60 s over the run, so six 10 s panes close for every series and go to RocksDB
+// while ingest goes on.
 //
 // Usage: e2e_throughput [--events N] [--groups G] [--batch B] [--topology FILE] [--runs R]
 
@@ -160,7 +161,8 @@ Measured RunPull(const Args& args, const std::vector<std::string>& messages, boo
     (void)pull.recv(topic);
     (void)pull.recv(payload);
     if (decode) {
-      DecodeResult r = decoder.Decode(std::string_view(payload.data<char>(), payload.size()), batch);
+      DecodeResult r =
+          decoder.Decode(std::string_view(payload.data<char>(), payload.size()), batch);
       m.events += r.accepted;
       batch.events.clear();
     } else {
@@ -175,8 +177,8 @@ Measured RunPull(const Args& args, const std::vector<std::string>& messages, boo
 }
 
 // (c): the engine on the default topology with ephemeral ports and a temp state dir.
-Measured RunEngine(const Args& args, const std::vector<std::string>& messages, uint64_t* panes_written,
-                   double* drain_s) {
+Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
+                   uint64_t* panes_written, double* drain_s) {
   Result<TopologySpec> spec = LoadTopologyFile(args.topology);
   if (!spec.ok()) {
     std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
@@ -190,13 +192,16 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages, u
       if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
     }
   }
-  std::string state = (std::filesystem::temp_directory_path() / ("inferscope-bench-" + std::to_string(getpid()))).string();
+  std::string state =
+      (std::filesystem::temp_directory_path() / ("inferscope-bench-" + std::to_string(getpid())))
+          .string();
   std::filesystem::remove_all(state);
   Registry registry;
   RegisterBuiltins(registry);
   Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
   if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n", built.ok() ? "start" : built.status().ToString().c_str());
+    std::fprintf(stderr, "engine failed: %s\n",
+                 built.ok() ? "start" : built.status().ToString().c_str());
     std::exit(2);
   }
   Engine& engine = **built;
@@ -207,7 +212,8 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages, u
   std::thread publisher([&] { Publish(messages, endpoint); });
   Measured m;
   auto last_progress = SteadyClock::now();
-  while ((m.events = engine.metrics().CounterValue("inferscope_stage_events_in_total")) < args.events) {
+  while ((m.events = engine.metrics().CounterValue("inferscope_stage_events_in_total")) <
+         args.events) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     static uint64_t seen = 0;
     if (m.events != seen) {
@@ -229,8 +235,8 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages, u
   uint64_t rejected = engine.metrics().CounterValue("inferscope_source_rejected_total");
   uint64_t late = engine.metrics().CounterValue("inferscope_window_late_events_total");
   if (rejected + late > 0) {
-    std::fprintf(stderr, "warning: %lu rejected, %lu late events\n", static_cast<unsigned long>(rejected),
-                 static_cast<unsigned long>(late));
+    std::fprintf(stderr, "warning: %lu rejected, %lu late events\n",
+                 static_cast<unsigned long>(rejected), static_cast<unsigned long>(late));
   }
   built->reset();
   std::filesystem::remove_all(state);
@@ -241,11 +247,16 @@ int Main(int argc, char** argv) {
   Args args;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
-    if (flag == "--events") args.events = std::stoull(argv[i + 1]);
-    else if (flag == "--groups") args.groups = std::stoi(argv[i + 1]);
-    else if (flag == "--batch") args.batch = std::stoi(argv[i + 1]);
-    else if (flag == "--topology") args.topology = argv[i + 1];
-    else if (flag == "--runs") args.runs = std::stoi(argv[i + 1]);
+    if (flag == "--events")
+      args.events = std::stoull(argv[i + 1]);
+    else if (flag == "--groups")
+      args.groups = std::stoi(argv[i + 1]);
+    else if (flag == "--batch")
+      args.batch = std::stoi(argv[i + 1]);
+    else if (flag == "--topology")
+      args.topology = argv[i + 1];
+    else if (flag == "--runs")
+      args.runs = std::stoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -255,10 +266,12 @@ int Main(int argc, char** argv) {
   std::vector<std::string> messages = gen.EncodeAll();
   size_t bytes = 0;
   for (const auto& m : messages) bytes += m.size();
-  std::printf("workload: %lu request events, %d (instance, model) groups = %d series, %d events/message "
-              "(%.0f bytes/event), %u cores\n",
-              static_cast<unsigned long>(args.events), args.groups, args.groups * 5, args.batch,
-              static_cast<double>(bytes) / static_cast<double>(args.events), std::thread::hardware_concurrency());
+  std::printf(
+      "workload: %lu request events, %d (instance, model) groups = %d series, %d events/message "
+      "(%.0f bytes/event), %u cores\n",
+      static_cast<unsigned long>(args.events), args.groups, args.groups * 5, args.batch,
+      static_cast<double>(bytes) / static_cast<double>(args.events),
+      std::thread::hardware_concurrency());
   std::printf("%-34s %14s %10s %12s %10s\n", "run", "events/s", "seconds", "cpu-seconds", "vs raw");
   for (int run = 0; run < args.runs; ++run) {
     Measured raw = RunPull(args, messages, false);

@@ -9,11 +9,11 @@ namespace inferscope {
 // The `inferscope` subcommands. Each returns the process exit code.
 
 struct RunArgs {
-  std::string topology;      // topology file
-  std::string state_dir;     // overrides state.path
-  std::string listen;        // overrides query.listen
-  std::string ready_file;    // written (JSON) once every stage is open
-  double duration_s = 0;     // 0 = until SIGINT/SIGTERM
+  std::string topology;               // topology file
+  std::string state_dir;              // overrides state.path
+  std::string listen;                 // overrides query.listen
+  std::string ready_file;             // written (JSON) once every stage is open
+  double duration_s = 0;              // 0 = until SIGINT/SIGTERM
   size_t metrics_max_publishers = 0;  // publisher label values per metric family; 0 = default
 };
 int RunCommand(const RunArgs& args);
@@ -25,17 +25,17 @@ struct SimulateArgs {
   std::string publisher_id = "simulator";
   int instances = 4;
   int models = 2;
-  double rate = 2000;        // request outcomes per second, whole fleet
-  double duration_s = 30;    // 0 = forever
+  double rate = 2000;      // request outcomes per second, whole fleet
+  double duration_s = 30;  // 0 = forever
   int64_t gauge_interval_ms = 1000;
   int batch_size = 256;
   uint64_t seed = 42;
-  std::string spike_instance;     // inject a latency spike on this instance ...
-  double spike_start_s = -1;      // ... from this many seconds after start ...
-  double spike_duration_s = 0;    // ... for this long ...
-  double spike_factor = 10;       // ... multiplying its latencies by this
-  std::string curve_key;          // CurveZMQ: this publisher's secret key file (keygen's NAME.key)
-  std::string curve_server_key;   // CurveZMQ: the engine source's public key file (NAME.pub)
+  std::string spike_instance;    // inject a latency spike on this instance ...
+  double spike_start_s = -1;     // ... from this many seconds after start ...
+  double spike_duration_s = 0;   // ... for this long ...
+  double spike_factor = 10;      // ... multiplying its latencies by this
+  std::string curve_key;         // CurveZMQ: this publisher's secret key file (keygen's NAME.key)
+  std::string curve_server_key;  // CurveZMQ: the engine source's public key file (NAME.pub)
 };
 int SimulateCommand(const SimulateArgs& args);
 
@@ -53,7 +53,7 @@ struct TailArgs {
   // Alternatively the prefix built from names (escaped as docs/PROTOCOL.md, "Topics", says):
   // severity, then optionally instance, then optionally model. Override `topic` when set.
   std::string severity, instance, model;
-  bool json = false;                              // one JSON object per line
+  bool json = false;             // one JSON object per line
   std::string curve_key;         // CurveZMQ: this subscriber's secret key file (keygen's NAME.key)
   std::string curve_server_key;  // CurveZMQ: the stream's public key file (NAME.pub)
 };
@@ -64,12 +64,12 @@ int TailCommand(const TailArgs& args);
 // Exit code 0, 1 when some lines were bad (each reported on stderr with its line number and
 // skipped), 2 on usage, option or I/O errors.
 struct DetectArgs {
-  std::string input;              // CSV file or "-" (stdin)
-  std::string output = "-";       // CSV file or "-" (stdout)
-  int64_t season_points = 0;      // period in points (0 = none, unless the config sets one)
-  std::string season_period;      // period in time, e.g. "1d" (buckets: season_points or 48)
-  std::string config;             // YAML mapping of DetectorOptions fields
-  int64_t warmup_points = -1;     // points before any verdict (-1: the config's or 30; >= 2)
+  std::string input;           // CSV file or "-" (stdin)
+  std::string output = "-";    // CSV file or "-" (stdout)
+  int64_t season_points = 0;   // period in points (0 = none, unless the config sets one)
+  std::string season_period;   // period in time, e.g. "1d" (buckets: season_points or 48)
+  std::string config;          // YAML mapping of DetectorOptions fields
+  int64_t warmup_points = -1;  // points before any verdict (-1: the config's or 30; >= 2)
 };
 int DetectCommand(const DetectArgs& args);
 

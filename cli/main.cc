@@ -1,7 +1,7 @@
 // inferscope: a stream-processing engine for LLM-inference fleets. See README.md.
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
 #include "pipeline/config.h"
@@ -10,14 +10,16 @@ int main(int argc, char** argv) {
   CLI::App app{"inferscope: windowed metrics, anomalies and routing for LLM-inference fleets"};
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
 
   inferscope::RunArgs run;
   run.topology = "topologies/inference-fleet.yaml";
   CLI::App* run_cmd = app.add_subcommand("run", "Run the engine on a topology");
   run_cmd->add_option("-t,--topology", run.topology, "Topology file")->capture_default_str();
   run_cmd->add_option("--state-dir", run.state_dir, "RocksDB directory (overrides state.path)");
-  run_cmd->add_option("--listen", run.listen, "host:port of the query API (overrides query.listen)");
+  run_cmd->add_option("--listen", run.listen,
+                      "host:port of the query API (overrides query.listen)");
   run_cmd->add_option("--ready-file", run.ready_file, "Write endpoints as JSON here once ready");
   run_cmd->add_option("--duration", run.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
   run_cmd->add_option("--metrics-max-publishers", run.metrics_max_publishers,
@@ -31,56 +33,84 @@ int main(int argc, char** argv) {
   inferscope::SimulateArgs sim;
   std::string gauge_interval = "1s";
   CLI::App* sim_cmd = app.add_subcommand("simulate", "Publish a simulated inference fleet");
-  sim_cmd->add_option("-e,--endpoint", sim.endpoint, "Engine ingest endpoint (PUSH connects)")->capture_default_str();
+  sim_cmd->add_option("-e,--endpoint", sim.endpoint, "Engine ingest endpoint (PUSH connects)")
+      ->capture_default_str();
   sim_cmd->add_option("--publisher-id", sim.publisher_id, "Publisher id")->capture_default_str();
-  sim_cmd->add_option("--instances", sim.instances, "Inference instances")->capture_default_str()->check(CLI::Range(1, 100000));
-  sim_cmd->add_option("--models", sim.models, "Models per instance")->capture_default_str()->check(CLI::Range(1, 1000));
-  sim_cmd->add_option("--rate", sim.rate, "Request outcomes per second, whole fleet")->capture_default_str()->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--instances", sim.instances, "Inference instances")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  sim_cmd->add_option("--models", sim.models, "Models per instance")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  sim_cmd->add_option("--rate", sim.rate, "Request outcomes per second, whole fleet")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sim_cmd->add_option("--duration", sim.duration_s, "Seconds; 0 = forever")->capture_default_str();
-  sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period, e.g. 1s")->capture_default_str();
-  sim_cmd->add_option("--batch-size", sim.batch_size, "Events per message")->capture_default_str()->check(CLI::Range(1, 65536));
+  sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period, e.g. 1s")
+      ->capture_default_str();
+  sim_cmd->add_option("--batch-size", sim.batch_size, "Events per message")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   sim_cmd->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
-  sim_cmd->add_option("--spike-instance", sim.spike_instance, "Inject a latency spike on this instance");
+  sim_cmd->add_option("--spike-instance", sim.spike_instance,
+                      "Inject a latency spike on this instance");
   sim_cmd->add_option("--spike-start", sim.spike_start_s, "Spike start, seconds after start");
   sim_cmd->add_option("--spike-duration", sim.spike_duration_s, "Spike length in seconds");
-  sim_cmd->add_option("--spike-factor", sim.spike_factor, "Latency multiplier during the spike")->capture_default_str();
-  sim_cmd->add_option("--curve-key", sim.curve_key, "CurveZMQ: this publisher's secret key file (keygen NAME.key)");
-  sim_cmd->add_option("--curve-server-key", sim.curve_server_key, "CurveZMQ: the source's public key file (NAME.pub)");
+  sim_cmd->add_option("--spike-factor", sim.spike_factor, "Latency multiplier during the spike")
+      ->capture_default_str();
+  sim_cmd->add_option("--curve-key", sim.curve_key,
+                      "CurveZMQ: this publisher's secret key file (keygen NAME.key)");
+  sim_cmd->add_option("--curve-server-key", sim.curve_server_key,
+                      "CurveZMQ: the source's public key file (NAME.pub)");
 
   inferscope::TableArgs table;
   CLI::App* query_cmd = app.add_subcommand("query", "Read from a running engine's query API");
   query_cmd->require_subcommand(1);
-  CLI::App* table_cmd = query_cmd->add_subcommand("table", "Per-instance latency, throughput and errors");
+  CLI::App* table_cmd =
+      query_cmd->add_subcommand("table", "Per-instance latency, throughput and errors");
   table_cmd->add_option("--url", table.url, "Query API base URL")->capture_default_str();
-  table_cmd->add_option("--window", table.window, "At most this much event time, e.g. 1m")->capture_default_str();
+  table_cmd->add_option("--window", table.window, "At most this much event time, e.g. 1m")
+      ->capture_default_str();
   table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
   table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
 
   inferscope::TailArgs tail;
-  CLI::App* tail_cmd = app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
-  tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")->capture_default_str();
-  tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")->capture_default_str();
+  CLI::App* tail_cmd =
+      app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
+  tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")
+      ->capture_default_str();
+  tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")
+      ->capture_default_str();
   tail_cmd->add_option("--severity", tail.severity, "Only this severity (builds the topic prefix)");
   tail_cmd->add_option("--instance", tail.instance, "Only this instance (needs --severity)");
   tail_cmd->add_option("--model", tail.model, "Only this model (needs --instance)");
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
-  tail_cmd->add_option("--curve-key", tail.curve_key, "CurveZMQ: this subscriber's secret key file (keygen NAME.key)");
-  tail_cmd->add_option("--curve-server-key", tail.curve_server_key, "CurveZMQ: the stream's public key file (NAME.pub)");
+  tail_cmd->add_option("--curve-key", tail.curve_key,
+                       "CurveZMQ: this subscriber's secret key file (keygen NAME.key)");
+  tail_cmd->add_option("--curve-server-key", tail.curve_server_key,
+                       "CurveZMQ: the stream's public key file (NAME.pub)");
 
   inferscope::KeygenArgs keygen;
-  CLI::App* keygen_cmd = app.add_subcommand("keygen", "Write a CurveZMQ key pair: NAME.key (secret, mode 0600) and NAME.pub");
-  keygen_cmd->add_option("-o,--out", keygen.out, "NAME: the files' path without extension")->required();
+  CLI::App* keygen_cmd = app.add_subcommand(
+      "keygen", "Write a CurveZMQ key pair: NAME.key (secret, mode 0600) and NAME.pub");
+  keygen_cmd->add_option("-o,--out", keygen.out, "NAME: the files' path without extension")
+      ->required();
   keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing files");
 
   inferscope::DetectArgs detect;
   CLI::App* detect_cmd =
       app.add_subcommand("detect", "Run the anomaly detectors over a timestamp,value CSV");
   detect_cmd->add_option("-i,--input", detect.input, "CSV file, or - for stdin")->required();
-  detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")->capture_default_str();
-  auto* season_opt = detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
-  detect_cmd->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")->excludes(season_opt);
+  detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")
+      ->capture_default_str();
+  auto* season_opt =
+      detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
+  detect_cmd
+      ->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")
+      ->excludes(season_opt);
   detect_cmd->add_option("--config", detect.config, "YAML file of detector options");
-  detect_cmd->add_option("--warmup", detect.warmup_points, "Points before any verdict (>= 2; default 30)");
+  detect_cmd->add_option("--warmup", detect.warmup_points,
+                         "Points before any verdict (>= 2; default 30)");
 
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));

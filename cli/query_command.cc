@@ -21,12 +21,14 @@ using nlohmann::json;
 json Get(httplib::Client& http, const std::string& path) {
   auto res = http.Get(path.c_str());
   if (!res) {
-    std::fprintf(stderr, "query: GET %s failed: %s\n", path.c_str(), httplib::to_string(res.error()).c_str());
+    std::fprintf(stderr, "query: GET %s failed: %s\n", path.c_str(),
+                 httplib::to_string(res.error()).c_str());
     return json(json::value_t::discarded);
   }
   json body = json::parse(res->body, nullptr, false);
   if (res->status != 200) {
-    std::fprintf(stderr, "query: GET %s: HTTP %d %s\n", path.c_str(), res->status, res->body.c_str());
+    std::fprintf(stderr, "query: GET %s: HTTP %d %s\n", path.c_str(), res->status,
+                 res->body.c_str());
     return json(json::value_t::discarded);
   }
   return body;
@@ -35,18 +37,19 @@ json Get(httplib::Client& http, const std::string& path) {
 double Number(const json& v) { return v.is_number() ? v.get<double>() : 0.0; }
 
 // One window of `metric` for `instance` (all models merged) over [from_ms, to_ms).
-json Window(httplib::Client& http, const std::string& instance, const std::string& metric, int64_t from_ms,
-            int64_t to_ms) {
-  json s = Get(http, "/v1/instances/" + instance + "/summary?metric=" + metric + "&window=" +
-                         std::to_string(to_ms - from_ms) + "ms&from=" + std::to_string(from_ms) +
-                         "&to=" + std::to_string(to_ms));
+json Window(httplib::Client& http, const std::string& instance, const std::string& metric,
+            int64_t from_ms, int64_t to_ms) {
+  json s = Get(http, "/v1/instances/" + instance + "/summary?metric=" + metric +
+                         "&window=" + std::to_string(to_ms - from_ms) +
+                         "ms&from=" + std::to_string(from_ms) + "&to=" + std::to_string(to_ms));
   if (s.is_discarded() || !s.contains("windows") || s["windows"].empty()) return json::object();
   return s["windows"].back();
 }
 
 // The span of whole panes an instance has data for, at most `max_ms` long and ending at its last
 // whole pane: the first and last panes of a stream are usually partial and would understate rates.
-bool WholePanes(const json& instance, int64_t pane_ms, int64_t max_ms, int64_t* from_ms, int64_t* to_ms) {
+bool WholePanes(const json& instance, int64_t pane_ms, int64_t max_ms, int64_t* from_ms,
+                int64_t* to_ms) {
   auto first = instance.value("first_seen", int64_t{0});  // start of the first pane written
   auto last = instance.value("last_seen", int64_t{0});    // latest event time
   *to_ms = last / pane_ms * pane_ms;
@@ -77,10 +80,11 @@ int QueryTableCommand(const TableArgs& args) {
     std::fprintf(stderr, "query: --pane and --window must be durations, window >= pane\n");
     return 2;
   }
-  std::printf("Per instance, all models merged, over its last whole %s panes (at most %s of event time):\n",
-              args.pane.c_str(), args.window.c_str());
-  std::printf("%-16s %6s %7s %9s %10s %10s %10s %11s %7s\n", "instance", "models", "span s", "req/s",
-              "p50 ms", "p95 ms", "p99 ms", "out tok/s", "err %");
+  std::printf(
+      "Per instance, all models merged, over its last whole %s panes (at most %s of event time):\n",
+      args.pane.c_str(), args.window.c_str());
+  std::printf("%-16s %6s %7s %9s %10s %10s %10s %11s %7s\n", "instance", "models", "span s",
+              "req/s", "p50 ms", "p95 ms", "p99 ms", "out tok/s", "err %");
   int rows = 0;
   for (const json& inst : instances.value("instances", json::array())) {
     std::string id = inst.value("id", "");

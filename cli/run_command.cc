@@ -31,7 +31,8 @@ Status WriteFileAtomically(const std::string& path, const std::string& text) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Engine>> BuildFromFile(const std::string& path, const Engine::Overrides& overrides) {
+Result<std::unique_ptr<Engine>> BuildFromFile(const std::string& path,
+                                              const Engine::Overrides& overrides) {
   Result<TopologySpec> spec = LoadTopologyFile(path);
   if (!spec.ok()) return spec.status();
   Registry registry;

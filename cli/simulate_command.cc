@@ -75,9 +75,12 @@ class Fleet {
     double ttft = b.profile->ttft_median_ms * factor * std::exp(0.5 * normal_(rng_));
     if (uniform_(rng_) < 0.02) ttft *= std::pow(1 - uniform_(rng_), -1 / 1.5);  // Pareto tail
     double tpot = b.profile->tpot_median_ms * factor * std::exp(0.25 * normal_(rng_));
-    auto prompt = static_cast<uint32_t>(std::clamp(600 * std::exp(0.8 * normal_(rng_)), 4.0, 32000.0));
-    auto output = static_cast<uint32_t>(std::clamp(180 * std::exp(0.7 * normal_(rng_)), 1.0, 8192.0));
-    auto cached = static_cast<uint32_t>(prompt * std::clamp(b.cache_hit + 0.15 * normal_(rng_), 0.0, 1.0));
+    auto prompt =
+        static_cast<uint32_t>(std::clamp(600 * std::exp(0.8 * normal_(rng_)), 4.0, 32000.0));
+    auto output =
+        static_cast<uint32_t>(std::clamp(180 * std::exp(0.7 * normal_(rng_)), 1.0, 8192.0));
+    auto cached =
+        static_cast<uint32_t>(prompt * std::clamp(b.cache_hit + 0.15 * normal_(rng_), 0.0, 1.0));
 
     r = client::RequestOutcome{};
     r.instance = b.instance;
@@ -87,7 +90,8 @@ class Fleet {
     r.prompt_tokens = prompt;
     r.cached_tokens = cached;
     if (uniform_(rng_) < b.error_rate * (InSpike(b, elapsed_s) ? 5 : 1)) {
-      static constexpr const char* kErrors[] = {"timeout", "server_error", "rate_limited", "cancelled"};
+      static constexpr const char* kErrors[] = {"timeout", "server_error", "rate_limited",
+                                                "cancelled"};
       r.error = kErrors[static_cast<size_t>(uniform_(rng_) * 4) % 4];
       r.e2e_ms = ttft * 2;
     } else {
@@ -95,7 +99,8 @@ class Fleet {
       r.tpot_ms = tpot;
       r.output_tokens = output;
       r.e2e_ms = ttft + tpot * output;
-      r.cost_usd = (prompt * b.profile->input_price_per_1k + output * b.profile->output_price_per_1k) / 1000;
+      r.cost_usd =
+          (prompt * b.profile->input_price_per_1k + output * b.profile->output_price_per_1k) / 1000;
       r.quality = std::clamp(0.85 + 0.05 * normal_(rng_), 0.0, 1.0);
       b.output_tokens += output;
     }
@@ -108,12 +113,13 @@ class Fleet {
       b.load = std::clamp(b.load + 0.05 * normal_(rng_), 0.05, 0.98);
       double running = std::round(b.load * 64);
       double waiting = std::max(0.0, std::round((b.load - 0.8) * 200 + 2 * normal_(rng_)));
-      pub.Gauge(b.instance, b.model, "kv_cache_usage", std::clamp(b.load * 0.95 + 0.02 * normal_(rng_), 0.0, 1.0),
-                now_ms);
+      pub.Gauge(b.instance, b.model, "kv_cache_usage",
+                std::clamp(b.load * 0.95 + 0.02 * normal_(rng_), 0.0, 1.0), now_ms);
       pub.Gauge(b.instance, b.model, "num_requests_running", running, now_ms);
       pub.Gauge(b.instance, b.model, "num_requests_waiting", waiting, now_ms);
       pub.Gauge(b.instance, b.model, "gpu_memory_bytes", (40 + 38 * b.load) * 1e9, now_ms);
-      pub.Gauge(b.instance, b.model, "tokens_per_s", static_cast<double>(b.output_tokens) / interval_s, now_ms);
+      pub.Gauge(b.instance, b.model, "tokens_per_s",
+                static_cast<double>(b.output_tokens) / interval_s, now_ms);
       b.requests = 0;
       b.output_tokens = 0;
     }
@@ -121,8 +127,9 @@ class Fleet {
 
  private:
   bool InSpike(const Backend& b, double elapsed_s) const {
-    return !args_.spike_instance.empty() && b.instance == args_.spike_instance && args_.spike_start_s >= 0 &&
-           elapsed_s >= args_.spike_start_s && elapsed_s < args_.spike_start_s + args_.spike_duration_s;
+    return !args_.spike_instance.empty() && b.instance == args_.spike_instance &&
+           args_.spike_start_s >= 0 && elapsed_s >= args_.spike_start_s &&
+           elapsed_s < args_.spike_start_s + args_.spike_duration_s;
   }
 
   const SimulateArgs& args_;
@@ -153,8 +160,9 @@ int SimulateCommand(const SimulateArgs& args) {
     return 1;
   }
   Fleet fleet(args);
-  spdlog::info("simulate: {} instances x {} models, {:.0f} requests/s, {} -> {}", args.instances, args.models,
-               args.rate, args.duration_s > 0 ? std::to_string(args.duration_s) + " s" : "until stopped",
+  spdlog::info("simulate: {} instances x {} models, {:.0f} requests/s, {} -> {}", args.instances,
+               args.models, args.rate,
+               args.duration_s > 0 ? std::to_string(args.duration_s) + " s" : "until stopped",
                args.endpoint);
 
   using Clock = std::chrono::steady_clock;
@@ -188,8 +196,8 @@ int SimulateCommand(const SimulateArgs& args) {
     }
   }
   pub.Close();
-  spdlog::info("simulate: sent {} events in {} messages ({} dropped)", pub.events_sent(), pub.messages_sent(),
-               pub.events_dropped());
+  spdlog::info("simulate: sent {} events in {} messages ({} dropped)", pub.events_sent(),
+               pub.messages_sent(), pub.events_dropped());
   return pub.events_dropped() == 0 ? 0 : 1;
 }
 

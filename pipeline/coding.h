@@ -47,7 +47,8 @@ inline void PutDouble(std::string* out, double d) {
 inline bool GetDouble(std::string_view* in, double* d) {
   if (in->size() < 8) return false;
   uint64_t bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    bits |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
   in->remove_prefix(8);
   std::memcpy(d, &bits, sizeof(bits));
   return true;

@@ -95,8 +95,9 @@ struct AppliedSequence {
 struct EventBatch {
   std::vector<Event> events;
   StringId publisher = 0;  // the publisher of every event in the batch (0 when mixed or unknown)
-  int64_t received_ns = 0;  // monotonic receive time of the message that filled it (latency tracking)
-  uint32_t source = 0;      // index of the emitting source; set by the engine, not by sources
+  int64_t received_ns =
+      0;                // monotonic receive time of the message that filled it (latency tracking)
+  uint32_t source = 0;  // index of the emitting source; set by the engine, not by sources
   // The messages whose events the batch carries, in order (sources that track sequence numbers).
   std::vector<AppliedSequence> sequences;
 

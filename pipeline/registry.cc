@@ -7,7 +7,8 @@ template <typename T, typename Map>
 Result<std::unique_ptr<T>> Create(const Map& map, std::string_view kind, std::string_view type,
                                   const ConfigNode& options) {
   auto it = map.find(type);
-  if (it == map.end()) return Status::NotFound("unknown " + std::string(kind) + " type '" + std::string(type) + "'");
+  if (it == map.end())
+    return Status::NotFound("unknown " + std::string(kind) + " type '" + std::string(type) + "'");
   return it->second.factory(options);
 }
 
@@ -41,7 +42,8 @@ Result<std::unique_ptr<Operator>> Registry::CreateOperator(std::string_view type
                                                            const ConfigNode& options) const {
   return Create<Operator>(operators_, "operator", type, options);
 }
-Result<std::unique_ptr<Sink>> Registry::CreateSink(std::string_view type, const ConfigNode& options) const {
+Result<std::unique_ptr<Sink>> Registry::CreateSink(std::string_view type,
+                                                   const ConfigNode& options) const {
   return Create<Sink>(sinks_, "sink", type, options);
 }
 

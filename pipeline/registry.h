@@ -56,8 +56,10 @@ class Registry {
   bool HasSink(std::string_view name) const { return sinks_.count(name) > 0; }
 
   // NotFound when `type` is not registered; otherwise whatever the factory returns.
-  Result<std::unique_ptr<Source>> CreateSource(std::string_view type, const ConfigNode& options) const;
-  Result<std::unique_ptr<Operator>> CreateOperator(std::string_view type, const ConfigNode& options) const;
+  Result<std::unique_ptr<Source>> CreateSource(std::string_view type,
+                                               const ConfigNode& options) const;
+  Result<std::unique_ptr<Operator>> CreateOperator(std::string_view type,
+                                                   const ConfigNode& options) const;
   Result<std::unique_ptr<Sink>> CreateSink(std::string_view type, const ConfigNode& options) const;
 
   // Every registered type, sources first, each kind sorted by name.

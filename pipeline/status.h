@@ -8,23 +8,25 @@
 
 namespace inferscope {
 
-// Status is the outcome of an operation that can fail at run time. The data path never throws; foreign
-// errors (RocksDB, ZeroMQ, msgpack, yaml-cpp) are converted to a Status at the boundary.
+// Status is the outcome of an operation that can fail at run time. The data path never throws;
+// foreign errors (RocksDB, ZeroMQ, msgpack, yaml-cpp) are converted to a Status at the boundary.
 class [[nodiscard]] Status {
  public:
   enum class Code : unsigned char {
     kOk = 0,
     kInvalidArgument,  // the caller's input is wrong (bad config, bad request, malformed message)
     kNotFound,
-    kCorruption,  // stored or received bytes cannot be decoded
-    kIOError,     // RocksDB, sockets, files
+    kCorruption,   // stored or received bytes cannot be decoded
+    kIOError,      // RocksDB, sockets, files
     kUnavailable,  // resource exhausted or shutting down; retry may succeed
     kInternal,
   };
 
   Status() = default;
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
+  static Status InvalidArgument(std::string msg) {
+    return Status(Code::kInvalidArgument, std::move(msg));
+  }
   static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
   static Status Corruption(std::string msg) { return Status(Code::kCorruption, std::move(msg)); }
   static Status IOError(std::string msg) { return Status(Code::kIOError, std::move(msg)); }
@@ -53,7 +55,7 @@ std::string_view CodeName(Status::Code code);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!status_.ok() && "Result constructed from an OK status without a value");
   }
@@ -75,10 +77,10 @@ class [[nodiscard]] Result {
 
 }  // namespace inferscope
 
-// Returns early from the enclosing function when `expr` yields a non-OK Status. The one macro of the
-// project: it keeps error propagation readable without exceptions.
-#define INFERSCOPE_RETURN_IF_ERROR(expr)      \
-  do {                                        \
-    ::inferscope::Status _st = (expr);        \
-    if (!_st.ok()) return _st;                \
+// Returns early from the enclosing function when `expr` yields a non-OK Status. The one macro of
+// the project: it keeps error propagation readable without exceptions.
+#define INFERSCOPE_RETURN_IF_ERROR(expr) \
+  do {                                   \
+    ::inferscope::Status _st = (expr);   \
+    if (!_st.ok()) return _st;           \
   } while (false)

@@ -14,7 +14,8 @@
 namespace inferscope::testing {
 
 TempDir::TempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "inferscope-test-XXXXXX").string();
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "inferscope-test-XXXXXX").string();
   if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   path_ = pattern;
 }

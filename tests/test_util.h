@@ -38,7 +38,8 @@ class Subprocess {
   pid_t pid() const { return pid_; }
   bool Running();
   void Signal(int sig);
-  // Waits up to `timeout` for exit; returns the exit code, 128+signal when killed, or -1 on timeout.
+  // Waits up to `timeout` for exit; returns the exit code, 128+signal when killed, or -1 on
+  // timeout.
   int Wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
  private:
@@ -49,7 +50,8 @@ class Subprocess {
 
 // Polls `done` every few milliseconds until it returns true or `timeout` passes; returns its last
 // answer. For waiting on asynchronous effects (a count reaching a value), never as a fixed sleep.
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+bool WaitFor(const std::function<bool()>& done,
+             std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
 // The whole content of a file ("" when it cannot be read).
 std::string ReadFile(const std::string& path);

@@ -110,7 +110,8 @@ class Reference {
   void Apply(const Event& e) {
     if (e.time_ms > max_time_) {
       max_time_ = e.time_ms;
-      watermark_ = std::max(watermark_, max_time_ - o_.out_of_orderness_ms - o_.max_publisher_lag_ms);
+      watermark_ =
+          std::max(watermark_, max_time_ - o_.out_of_orderness_ms - o_.max_publisher_lag_ms);
     }
     const int64_t start = (e.time_ms / o_.pane_ms) * o_.pane_ms;  // times are positive
     if (start + o_.pane_ms <= watermark_) {
@@ -254,7 +255,8 @@ TEST(WindowAggregateTest, RandomOutOfOrderStreamMatchesBruteForce) {
   }
   ASSERT_GT(ref.late(), 100u);
   EXPECT_EQ(dead_letters, ref.late());
-  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total", {{"stage", "window"}, {"publisher", "unknown"}}),
+  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total",
+                      {{"stage", "window"}, {"publisher", "unknown"}}),
             ref.late());
 
   // Before Close: exactly the reference panes that end at or before the watermark.
@@ -334,7 +336,8 @@ TEST(WindowAggregateTest, ClosesPaneWhenWatermarkPassesItsEnd) {
   ASSERT_EQ(out.Get<kind::DeadLetter>().size(), 1u);
   EXPECT_EQ(out.Get<kind::DeadLetter>()[0].event.time_ms, kT0 + 5000);
   EXPECT_EQ(out.Get<kind::DeadLetter>()[0].reason, "too_late");
-  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total", {{"stage", "window"}, {"publisher", "unknown"}}),
+  EXPECT_EQ(h.Counter("inferscope_window_dead_letters_total",
+                      {{"stage", "window"}, {"publisher", "unknown"}}),
             1u);
 }
 
@@ -558,9 +561,9 @@ TEST(WindowAggregateTest, CreateReadsOptions) {
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ((*defaults)->options().pane_ms, 10'000);
 
-  for (const char* bad : {"pain: 5s\n", "pane: 50ms\n", "pane: soon\n", "max_series: -1\n",
-                          "flush_on_close: maybe\n", "out_of_orderness: 2h\n",
-                          "allowed_lateness: -1s\n", "max_publisher_lag: 3h\n"}) {
+  for (const char* bad :
+       {"pain: 5s\n", "pane: 50ms\n", "pane: soon\n", "max_series: -1\n", "flush_on_close: maybe\n",
+        "out_of_orderness: 2h\n", "allowed_lateness: -1s\n", "max_publisher_lag: 3h\n"}) {
     auto r = parse(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);

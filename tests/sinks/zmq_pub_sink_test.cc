@@ -122,7 +122,8 @@ TEST_F(ZmqPubSinkTest, OpenReportsABadEndpoint) {
   EXPECT_NE(malformed.status().message().find("nonsense"), std::string::npos)
       << malformed.status().ToString();
   // Well-formed but unbindable: an IOError at Open.
-  auto sink = ZmqPubSink::Create(Options("{endpoint: 'ipc:///nonexistent-inferscope-dir/out.sock'}"));
+  auto sink =
+      ZmqPubSink::Create(Options("{endpoint: 'ipc:///nonexistent-inferscope-dir/out.sock'}"));
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   EXPECT_EQ((*sink)->Open(ctx_).code(), Status::Code::kIOError);
 }

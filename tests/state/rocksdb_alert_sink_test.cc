@@ -80,7 +80,7 @@ TEST_F(RocksDbAlertSinkTest, StoresLatestStateAndHistoryAndCountsThem) {
 
   OutputBatch first;
   first.Mutable<kind::Alert>() = {MakeAlert("node-1", AlertState::kFiring, 100),
-                  MakeAlert("node-2", AlertState::kFiring, 100)};
+                                  MakeAlert("node-2", AlertState::kFiring, 100)};
   ASSERT_TRUE(sink->Write(first).ok());
   OutputBatch nothing;  // batches without alerts write nothing
   ASSERT_TRUE(sink->Write(nothing).ok());

@@ -851,7 +851,7 @@ void WindowAggregateOperator::PublishGauges() {
   if (watermark_ms_ != INT64_MIN) watermark_gauge_->Set(static_cast<double>(watermark_ms_) / 1000);
 }
 
-// Checkpoint records (StateTable::kCheckpoint, under this stage's prefix):
+// Checkpoint records (the `checkpoint` record table, under this stage's prefix):
 //   key ""                          value: varint version, zigzag watermark, zigzag max event time,
 //                                          varint publishers, each str(name) zigzag max event time,
 //                                          then idle ages: varint for the last input, one varint

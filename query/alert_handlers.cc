@@ -156,7 +156,7 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
   std::string last_key;
   bool more = false;
   Status st = ctx.store->ScanRecords(
-      StateTable::kAlertHistory, from, "", [&](std::string_view key, std::string_view value) {
+      kAlertHistoryTable, from, "", [&](std::string_view key, std::string_view value) {
         if (page->after && key == *page->after) return true;
         Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
         if (!a.ok() || a->fingerprint != *fingerprint) return true;

@@ -8,6 +8,9 @@
 
 namespace inferscope {
 
+const RecordTable kAlertsTable("alerts");
+const RecordTable kAlertHistoryTable("alert_history");
+
 using nlohmann::json;
 
 std::string AlertKey(uint64_t fingerprint) {
@@ -32,15 +35,14 @@ Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {
   writes.reserve(alerts.size() * 2);
   for (const Alert& a : alerts) {
     std::string value = ToJsonText(AlertToJson(a));
-    writes.push_back({StateTable::kAlerts, AlertKey(a.fingerprint), value});
-    writes.push_back({StateTable::kAlertHistory, AlertHistoryKey(a), std::move(value)});
+    writes.push_back({&kAlertsTable, AlertKey(a.fingerprint), value});
+    writes.push_back({&kAlertHistoryTable, AlertHistoryKey(a), std::move(value)});
   }
   return store.WriteRecords(writes);
 }
 
 Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerprint) {
-  Result<std::optional<std::string>> value =
-      store.GetRecord(StateTable::kAlerts, AlertKey(fingerprint));
+  Result<std::optional<std::string>> value = store.GetRecord(kAlertsTable, AlertKey(fingerprint));
   if (!value.ok()) return value.status();
   if (!value->has_value()) return std::optional<Alert>();
   Result<Alert> alert = AlertFromJson(json::parse(**value, nullptr, false));
@@ -50,22 +52,21 @@ Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerp
 
 Status ScanAlerts(const StateStore& store, const std::function<bool(const Alert&)>& fn,
                   uint64_t* skipped) {
-  return store.ScanRecords(StateTable::kAlerts, "", "",
-                           [&](std::string_view, std::string_view value) {
-                             Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
-                             if (!a.ok()) {
-                               if (skipped != nullptr) ++*skipped;
-                               return true;
-                             }
-                             return fn(*a);
-                           });
+  return store.ScanRecords(kAlertsTable, "", "", [&](std::string_view, std::string_view value) {
+    Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
+    if (!a.ok()) {
+      if (skipped != nullptr) ++*skipped;
+      return true;
+    }
+    return fn(*a);
+  });
 }
 
 Status ScanAlertHistory(const StateStore& store, int64_t from_ms,
                         const std::function<bool(const Alert&)>& fn) {
   std::string from;
   AppendBigEndian64(&from, static_cast<uint64_t>(std::max<int64_t>(from_ms, 0)));
-  return store.ScanRecords(StateTable::kAlertHistory, from, "",
+  return store.ScanRecords(kAlertHistoryTable, from, "",
                            [&](std::string_view, std::string_view value) {
                              Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
                              return a.ok() ? fn(*a) : true;

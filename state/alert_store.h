@@ -11,6 +11,7 @@
 #include "alerting/alert.h"
 #include "alerting/alert_json.h"
 #include "pipeline/status.h"
+#include "state/record_table.h"
 
 namespace inferscope {
 
@@ -29,6 +30,9 @@ class StateStore;
 // range scan; two changes of one alert in the same millisecond differ by state or severity.
 // Limitations: nothing expires yet (retention is issue 3's); a fingerprint's history is a full
 // scan of alert_history filtered by fingerprint.
+
+extern const RecordTable kAlertsTable;        // "alerts"
+extern const RecordTable kAlertHistoryTable;  // "alert_history"
 
 std::string AlertKey(uint64_t fingerprint);
 std::string AlertHistoryKey(const Alert& alert);

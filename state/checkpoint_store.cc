@@ -4,9 +4,11 @@
 
 namespace inferscope {
 
+const RecordTable kCheckpointTable("checkpoint");
+
 Status WriteCheckpointRecords(StateStore& store, std::span<const CheckpointRecord> records,
                               bool sync) {
-  return store.WriteRecords(StateTable::kCheckpoint, records, sync);
+  return store.WriteRecords(kCheckpointTable, records, sync);
 }
 
 StateCheckpointReader::StateCheckpointReader(std::string_view kind, std::string_view stage,
@@ -21,7 +23,7 @@ Status StateCheckpointReader::ForEach(
   std::string end = prefix_;
   end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
   Status result = Status::Ok();
-  Status scan = store_->ScanRecords(StateTable::kCheckpoint, prefix_, end,
+  Status scan = store_->ScanRecords(kCheckpointTable, prefix_, end,
                                     [&](std::string_view key, std::string_view value) {
                                       result = fn(key.substr(prefix_.size()), value);
                                       return result.ok();

@@ -8,13 +8,15 @@
 
 #include "pipeline/checkpoint.h"
 #include "pipeline/status.h"
+#include "state/record_table.h"
 
 namespace inferscope {
 
 class StateStore;
 
 // Checkpoint storage over the StateStore: the records of pipeline/checkpoint.h live in the
-// `checkpoint` table (StateTable::kCheckpoint) under their full keys, `str(kind) str(stage) key`.
+// `checkpoint` table (kCheckpointTable) under their full keys, `str(kind) str(stage) key`.
+extern const RecordTable kCheckpointTable;  // "checkpoint"
 
 // Writes `records` in one atomic WriteBatch; `sync` fsyncs the WAL before returning. What the
 // state sink does with a PendingCheckpoint (state/rocksdb_state_sink.h).

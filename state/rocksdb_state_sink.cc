@@ -15,6 +15,8 @@
 
 namespace inferscope {
 
+const RecordTable kDeadLetterTable("dead_letter");
+
 Status RocksDbStateSink::Options::Validate() const {
   if (max_batch_panes < 1)
     return Status::InvalidArgument("rocksdb_state: max_batch_panes must be >= 1");
@@ -176,7 +178,7 @@ Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
     AppendBigEndian64(&key, static_cast<uint64_t>(now));
     AppendBigEndian64(&key, dead_letter_seq_++);
     writes.push_back(
-        {StateTable::kDeadLetter, std::move(key), ToJsonText(DeadLetterJson(d, *interner_))});
+        {&kDeadLetterTable, std::move(key), ToJsonText(DeadLetterJson(d, *interner_))});
   }
   Status s = WriteHeld("dead letters", [&] { return state_->WriteRecords(writes); });
   if (!s.ok()) return s.WithContext("rocksdb_state: dead letters");

@@ -15,6 +15,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
+#include "state/record_table.h"
 
 namespace inferscope {
 
@@ -27,7 +28,7 @@ class StateStore;
 // Options: `max_batch_panes` (default 10000, 1..10000000): a batch larger than this is written in
 // several atomic WriteBatches; only the last one advances the stored watermark, so the watermark
 // never claims panes that are not yet written.
-// It also writes the batch's dead letters (StateTable::kDeadLetter: key be64(wall-clock ms)
+// It also writes the batch's dead letters (kDeadLetterTable: key be64(wall-clock ms)
 // be64(sequence), value one JSON object with the event's fields, its publisher, the reason and the
 // watermark) and is the engine's checkpoint writer: a batch carrying a checkpoint has its records
 // written in one atomic, synced WriteBatch, after which the checkpoint is reported durable.
@@ -45,6 +46,9 @@ class StateStore;
 //
 // Lifecycle: Open fails with InvalidArgument when the topology has no state directory (ctx.state is
 // null). Concurrency: Write is called from the sink thread only; Interrupt from any thread.
+// Dead letters: key be64(wall-clock ms) be64(sequence), value JSON (see above).
+extern const RecordTable kDeadLetterTable;  // "dead_letter"
+
 class RocksDbStateSink final : public Sink {
  public:
   static constexpr std::string_view kName = "rocksdb_state";

@@ -7,18 +7,20 @@
 
 namespace inferscope {
 
+const RecordTable kSilencesTable("silences");
+
 Status StateSilenceStore::Scan(
     const std::function<bool(std::string_view, std::string_view)>& fn) const {
-  return store_->ScanRecords(StateTable::kSilences, "", "", fn);
+  return store_->ScanRecords(kSilencesTable, "", "", fn);
 }
 
 Status StateSilenceStore::Put(std::string_view id, std::string json_text) {
-  RecordWrite w{StateTable::kSilences, std::string(id), std::move(json_text)};
+  RecordWrite w{&kSilencesTable, std::string(id), std::move(json_text)};
   return store_->WriteRecords(std::span<const RecordWrite>(&w, 1));
 }
 
 Status StateSilenceStore::Delete(std::string_view id) {
-  RecordWrite w{StateTable::kSilences, std::string(id), std::nullopt};
+  RecordWrite w{&kSilencesTable, std::string(id), std::nullopt};
   return store_->WriteRecords(std::span<const RecordWrite>(&w, 1));
 }
 

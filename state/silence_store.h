@@ -6,16 +6,19 @@
 
 #include "alerting/silence.h"
 #include "pipeline/status.h"
+#include "state/record_table.h"
 
 namespace inferscope {
 
 class StateStore;
 
 // The SilenceStore of an engine with state: silences in the StateStore's `silences` table
-// (StateTable::kSilences), key the silence id, value its JSON text (SilenceToJson without
+// (kSilencesTable), key the silence id, value its JSON text (SilenceToJson without
 // "status").
 //
 // Concurrency: thread-safe (the StateStore is).
+extern const RecordTable kSilencesTable;  // "silences"
+
 class StateSilenceStore final : public SilenceStore {
  public:
   // `store` must outlive this object.

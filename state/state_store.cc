@@ -27,14 +27,13 @@ namespace {
 constexpr size_t kPanes = 1;
 constexpr size_t kSeries = 2;
 constexpr size_t kMeta = 3;
-constexpr size_t kFirstTable = 4;  // handles_ index of StateTable 0
+constexpr size_t kFirstTable = 4;  // handles_ index of record table 0 (state/record_table.h)
 constexpr std::string_view kWatermarkKey = "watermark";
 constexpr std::string_view kRolledThroughKeyPrefix = "rollup_through/";
 // Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
 // after a crash between batches rewrites the same buckets with the same values).
 constexpr int64_t kRollupBatchBuckets = 1000;
-const char* const kOwnFamilies[] = {"panes",         "series",   "meta",        "alerts",
-                                    "alert_history", "silences", "dead_letter", "checkpoint"};
+const char* const kOwnFamilies[] = {"panes", "series", "meta"};
 
 uint64_t DecodeBigEndian64(std::string_view in) {
   uint64_t v = 0;
@@ -265,6 +264,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   }
   std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
   for (const char* name : kOwnFamilies) own.insert(name);
+  // Every record table declared by now (by the components linked into this binary).
+  for (const RecordTable* table : RecordTable::All()) {
+    descriptors.emplace_back(std::string(table->name()), cf_options);
+    own.insert(std::string(table->name()));
+  }
+  store->num_tables_ = RecordTable::All().size();
   store->first_tier_handle_ = descriptors.size();
   for (size_t i = 1; i < store->tiers_.size(); ++i) {
     std::string name = TierFamilyName(i, store->tiers_[i]);
@@ -697,20 +702,26 @@ Status StateStore::ReadWindows(const WindowsRequest& request, WindowsRead* out) 
   return Status::Ok();
 }
 
-std::string_view StateTableName(StateTable table) {
-  auto i = static_cast<size_t>(table);
-  return i < static_cast<size_t>(kNumStateTables) ? kOwnFamilies[kFirstTable - 1 + i] : "unknown";
+rocksdb::ColumnFamilyHandle* StateStore::TableHandle(const RecordTable& table) const {
+  return table.index() < num_tables_ ? handles_[kFirstTable + table.index()] : nullptr;
 }
+
+namespace {
+Status TableNotOpen(const RecordTable& table) {
+  return Status::Internal("state store: record table '" + std::string(table.name()) +
+                          "' was declared after the store opened");
+}
+}  // namespace
 
 Status StateStore::WriteRecords(std::span<const RecordWrite> writes, bool sync) {
   return WriteRecordBatch(
-      writes, [](const RecordWrite& w) { return w.table; }, sync);
+      writes, [](const RecordWrite& w) -> const RecordTable& { return *w.table; }, sync);
 }
 
-Status StateStore::WriteRecords(StateTable table, std::span<const CheckpointRecord> records,
+Status StateStore::WriteRecords(const RecordTable& table, std::span<const CheckpointRecord> records,
                                 bool sync) {
   return WriteRecordBatch(
-      records, [table](const CheckpointRecord&) { return table; }, sync);
+      records, [&table](const CheckpointRecord&) -> const RecordTable& { return table; }, sync);
 }
 
 template <typename Write, typename TableOf>
@@ -719,7 +730,9 @@ Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
   for (const Write& w : writes) {
-    rocksdb::ColumnFamilyHandle* cf = handles_[kFirstTable + static_cast<size_t>(table_of(w))];
+    const RecordTable& table = table_of(w);
+    rocksdb::ColumnFamilyHandle* cf = TableHandle(table);
+    if (cf == nullptr) return TableNotOpen(table);
     rocksdb::Status s = w.value ? batch.Put(cf, w.key, *w.value) : batch.Delete(cf, w.key);
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store"));
   }
@@ -730,34 +743,35 @@ Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table
   return FromRocks(s, "state store: writing " + std::to_string(writes.size()) + " records");
 }
 
-Result<std::optional<std::string>> StateStore::GetRecord(StateTable table,
+Result<std::optional<std::string>> StateStore::GetRecord(const RecordTable& table,
                                                          std::string_view key) const {
   std::string value;
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  rocksdb::ColumnFamilyHandle* cf = TableHandle(table);
+  if (cf == nullptr) return TableNotOpen(table);
   rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), handles_[kFirstTable + static_cast<size_t>(table)],
-               rocksdb::Slice(key.data(), key.size()), &value);
+      db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
-  INFERSCOPE_RETURN_IF_ERROR(
-      FromRocks(s, "state store: reading " + std::string(StateTableName(table))));
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading " + std::string(table.name())));
   return std::optional<std::string>(std::move(value));
 }
 
 Status StateStore::ScanRecords(
-    StateTable table, std::string_view from, std::string_view to,
+    const RecordTable& table, std::string_view from, std::string_view to,
     const std::function<bool(std::string_view, std::string_view)>& fn) const {
   rocksdb::ReadOptions read_options;
   rocksdb::Slice upper(to.data(), to.size());
   if (!to.empty()) read_options.iterate_upper_bound = &upper;
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(read_options, handles_[kFirstTable + static_cast<size_t>(table)]));
+  rocksdb::ColumnFamilyHandle* cf = TableHandle(table);
+  if (cf == nullptr) return TableNotOpen(table);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, cf));
   for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
     if (!fn(it->key().ToStringView(), it->value().ToStringView())) break;
   }
-  return FromRocks(it->status(), "state store: scanning " + std::string(StateTableName(table)));
+  return FromRocks(it->status(), "state store: scanning " + std::string(table.name()));
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }

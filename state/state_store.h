@@ -21,6 +21,7 @@
 #include "pipeline/status.h"
 #include "pipeline/summary.h"
 #include "pipeline/tiers.h"
+#include "state/record_table.h"
 #include "values/aggregate.h"
 
 namespace rocksdb {
@@ -70,22 +71,9 @@ struct MaintenanceReport {
   int64_t series_dropped = 0;  // series index entries whose every bucket had expired
 };
 
-// Column families for records other than panes, each with its own key scheme (documented by the
-// component that owns it). They exist in every store.
-enum class StateTable : uint8_t {
-  kAlerts = 0,    // latest state of each alert, by fingerprint
-  kAlertHistory,  // alert state changes, by time
-  kSilences,      // silences, by id
-  kDeadLetter,    // events rejected after the fact (too late), by time
-  kCheckpoint,    // operator and source state of the last checkpoint
-};
-inline constexpr int kNumStateTables = 5;
-// "alerts", "alert_history", "silences", "dead_letter", "checkpoint".
-std::string_view StateTableName(StateTable table);
-
-// One write to a StateTable: a Put, or a Delete when `value` is empty.
+// One write to a record table (state/record_table.h): a Put, or a Delete when `value` is empty.
 struct RecordWrite {
-  StateTable table = StateTable::kAlerts;
+  const RecordTable* table = nullptr;
   std::string key;
   std::optional<std::string> value;
 };
@@ -247,13 +235,14 @@ class StateStore {
   // makes every earlier write durable too).
   Status WriteRecords(std::span<const RecordWrite> writes, bool sync = false);
   // The same for records of one table (a checkpoint's records: state/checkpoint_store.h).
-  Status WriteRecords(StateTable table, std::span<const CheckpointRecord> records,
+  Status WriteRecords(const RecordTable& table, std::span<const CheckpointRecord> records,
                       bool sync = false);
   // The value stored under `key`, or nullopt.
-  Result<std::optional<std::string>> GetRecord(StateTable table, std::string_view key) const;
+  Result<std::optional<std::string>> GetRecord(const RecordTable& table,
+                                               std::string_view key) const;
   // Calls `fn(key, value)` for every record with `from <= key < to` (empty `to`: no upper bound),
   // in key order, until `fn` returns false.
-  Status ScanRecords(StateTable table, std::string_view from, std::string_view to,
+  Status ScanRecords(const RecordTable& table, std::string_view from, std::string_view to,
                      const std::function<bool(std::string_view, std::string_view)>& fn) const;
 
   // The latest watermark written with WritePanes (0 when none).
@@ -332,6 +321,9 @@ class StateStore {
   std::vector<TierSpec> tiers_;
   int64_t rollup_delay_ms_ = 0;
   size_t first_tier_handle_ = 0;  // handles_ index of tier 1
+  size_t num_tables_ = 0;         // record tables opened (RecordTable::All() at Open)
+  // The family of `table`, or null when the table was declared after the store opened.
+  rocksdb::ColumnFamilyHandle* TableHandle(const RecordTable& table) const;
   // One per tier with a retention; referenced by the column family options, so they must outlive
   // db_ (the destructor closes db_ first).
   std::vector<std::unique_ptr<rocksdb::CompactionFilter>> expiry_filters_;

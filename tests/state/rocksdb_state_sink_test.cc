@@ -149,7 +149,7 @@ TEST_F(RocksDbStateSinkTest, DeadLetterWithANameThatIsNotUtf8IsStored) {
       1u);
   std::vector<std::string> values;
   ASSERT_TRUE(store_
-                  ->ScanRecords(StateTable::kDeadLetter, "", "",
+                  ->ScanRecords(kDeadLetterTable, "", "",
                                 [&](std::string_view, std::string_view value) {
                                   values.emplace_back(value);
                                   return true;

@@ -12,6 +12,11 @@
 namespace inferscope {
 namespace {
 
+// Record tables of this test alone: a table is a declaration beside its owner
+// (state/record_table.h).
+const RecordTable kTestTable("test_records");
+const RecordTable kOtherTestTable("test_other_records");
+
 constexpr int64_t kPaneMs = 10'000;
 
 class StateStoreTest : public ::testing::Test {
@@ -199,19 +204,19 @@ TEST_F(StateStoreTest, ReopenKeepsPanesSeriesAndWatermark) {
 }
 
 TEST_F(StateStoreTest, RecordTablesPutDeleteScanAndSurviveReopen) {
-  std::vector<RecordWrite> writes = {{StateTable::kAlerts, "b", "2"},
-                                     {StateTable::kAlerts, "a", "1"},
-                                     {StateTable::kAlerts, "c", "3"},
-                                     {StateTable::kSilences, "a", "other table"}};
+  std::vector<RecordWrite> writes = {{&kTestTable, "b", "2"},
+                                     {&kTestTable, "a", "1"},
+                                     {&kTestTable, "c", "3"},
+                                     {&kOtherTestTable, "a", "other table"}};
   ASSERT_TRUE(store_->WriteRecords(writes).ok());
-  std::vector<RecordWrite> remove = {{StateTable::kAlerts, "c", std::nullopt}};
+  std::vector<RecordWrite> remove = {{&kTestTable, "c", std::nullopt}};
   ASSERT_TRUE(store_->WriteRecords(remove).ok());
   ASSERT_TRUE(Reopen().ok());
 
-  Result<std::optional<std::string>> a = store_->GetRecord(StateTable::kAlerts, "a");
+  Result<std::optional<std::string>> a = store_->GetRecord(kTestTable, "a");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->value_or("missing"), "1");
-  Result<std::optional<std::string>> c = store_->GetRecord(StateTable::kAlerts, "c");
+  Result<std::optional<std::string>> c = store_->GetRecord(kTestTable, "c");
   ASSERT_TRUE(c.ok());
   EXPECT_FALSE(c->has_value());
 
@@ -220,15 +225,32 @@ TEST_F(StateStoreTest, RecordTablesPutDeleteScanAndSurviveReopen) {
     seen.push_back(std::string(k) + "=" + std::string(v));
     return true;
   };
-  ASSERT_TRUE(store_->ScanRecords(StateTable::kAlerts, "", "", collect).ok());
+  ASSERT_TRUE(store_->ScanRecords(kTestTable, "", "", collect).ok());
   EXPECT_EQ(seen, (std::vector<std::string>{"a=1", "b=2"}));
   seen.clear();
-  ASSERT_TRUE(store_->ScanRecords(StateTable::kAlerts, "b", "", collect).ok());
+  ASSERT_TRUE(store_->ScanRecords(kTestTable, "b", "", collect).ok());
   EXPECT_EQ(seen, (std::vector<std::string>{"b=2"}));
   seen.clear();
-  ASSERT_TRUE(store_->ScanRecords(StateTable::kSilences, "", "b", collect).ok());
+  ASSERT_TRUE(store_->ScanRecords(kOtherTestTable, "", "b", collect).ok());
   EXPECT_EQ(seen, (std::vector<std::string>{"a=other table"}));
-  EXPECT_EQ(StateTableName(StateTable::kDeadLetter), "dead_letter");
+  EXPECT_EQ(kTestTable.name(), "test_records");
+}
+
+// A table declared after the store opened has no column family in it: its reads and writes are
+// refused with an error naming it, and the next store that opens has it.
+TEST_F(StateStoreTest, RecordTableDeclaredAfterOpenIsRefusedUntilReopen) {
+  static const RecordTable late("test_declared_late");
+  Result<std::optional<std::string>> read = store_->GetRecord(late, "k");
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("test_declared_late"), std::string::npos)
+      << read.status().ToString();
+  std::vector<RecordWrite> write = {{&late, "k", "v"}};
+  EXPECT_FALSE(store_->WriteRecords(write).ok());
+  ASSERT_TRUE(Reopen().ok());
+  ASSERT_TRUE(store_->WriteRecords(write).ok());
+  read = store_->GetRecord(late, "k");
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->value_or("missing"), "v");
 }
 
 TEST_F(StateStoreTest, RejectsNamesLongerThan255BytesAndWritesNothing) {

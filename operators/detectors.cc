@@ -31,6 +31,13 @@ constexpr double kQ999P = 0.999;
 constexpr double kQ999Up = 0.05;          // relative step of the 99.9th percentile tracker
 constexpr double kInitialQ999 = 3.29;     // gaussian 99.9th percentile of |z|
 constexpr double kTailMargin = 1.25;      // spike threshold >= this x q99.9(|z|)
+// CUSUM tail margin: initial 99.9th percentiles of S / h (gaussian noise: about 0.48 for the
+// fast and 0.69 for the drift CUSUM), and their floor.
+constexpr double kInitialQFast = 0.5;
+constexpr double kInitialQDrift = 0.7;
+constexpr double kMinQCusum = 0.3;
+constexpr double kExcursionP = 0.99;  // percentile of the excursion maxima
+constexpr double kExcursionUp = 0.1;
 constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
 constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
 constexpr double kSlowFloor = 0.5;        // floor >= this x the long-memory scale
@@ -253,7 +260,9 @@ ChangePointDetector::ChangePointDetector(const DetectorOptions& o)
       drift_h_(o.drift_h),
       clip_(o.clip),
       shift_max_run_(o.shift_max_run),
-      adaptive_(o.adaptive_thresholds) {}
+      adaptive_(o.adaptive_thresholds) {
+  Reset();
+}
 
 void ChangePointDetector::Restart() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
@@ -263,11 +272,24 @@ void ChangePointDetector::Restart() {
 void ChangePointDetector::Reset() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
   recent_ = 0;
+  q_fast_ = kInitialQFast;
+  q_drift_ = kInitialQDrift;
+  fast_max_ = drift_max_ = 0;
   c0_ = 1;
   c1_ = 0;
   prev_z_ = 0;
   factor_ = 1;
   n_ = 0;
+}
+
+void ChangePointDetector::EndExcursion(double s, double& max, double& q, double x) {
+  max = std::max(max, x);
+  // An excursion ends when its statistic is back at 0 (or restarts after an alarm: see Observe,
+  // which calls this before resetting).
+  if (s == 0 || x >= std::max(1.0, kTailMargin * q)) {
+    if (max > 0) TrackQuantileRelative(max, kExcursionP, kExcursionUp, kMinQCusum, q);
+    max = 0;
+  }
 }
 
 namespace {
@@ -292,8 +314,17 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.run);
 
   Reading r;
-  const double fast = std::max(up_.s, down_.s) / shift_h_;
-  const double slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  const double raw_fast = std::max(up_.s, down_.s) / shift_h_;
+  const double raw_slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  double fast = raw_fast, slow = raw_slow;
+  if (adaptive_) {
+    // Tail margin: the interval is at least kTailMargin x a learned high percentile of the
+    // excursion maxima of S / h (one sample per excursion, so a long ramp counts once).
+    fast /= std::max(1.0, kTailMargin * q_fast_);
+    slow /= std::max(1.0, kTailMargin * q_drift_);
+    EndExcursion(up_.s + down_.s, fast_max_, q_fast_, raw_fast);
+    EndExcursion(drift_up_.s + drift_down_.s, drift_max_, q_drift_, raw_slow);
+  }
   if (fast >= 1) {
     const Cusum& c = up_.s >= down_.s ? up_ : down_;
     r.evidence = fast;
@@ -437,6 +468,7 @@ void RateOfChangeDetector::Reset() {
   recent_sq_ = 0;
   floor_ = 0;
   q99_ = kInitialQ99;
+  q999_ = kInitialQ999;
   n_ = 0;
 }
 
@@ -474,10 +506,15 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   const double var = std::max(var_, floor_ * floor_);
   if (var > 0) {
     r.z = rate_ / std::sqrt(var);
-    r.evidence = std::fabs(r.z) / (rate_z_ * TailFactor(q99_, adaptive_));
+    double threshold = rate_z_ * TailFactor(q99_, adaptive_);
+    if (adaptive_) threshold = std::max(threshold, kTailMargin * q999_);
+    r.evidence = std::fabs(r.z) / threshold;
+  }
+  if (learn && var > 0) {
+    TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
+    TrackQuantileRelative(std::fabs(r.z), kQ999P, kQ999Up, kInitialQ999, q999_);
   }
   if (learn) {
-    if (var > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
     ++n_;
     double sq = rate_ * rate_;
     if (n_ > 5 && var > 0) sq = std::min(sq, clip_ * clip_ * var);

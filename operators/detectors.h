@@ -179,11 +179,20 @@ class ChangePointDetector {
     double sum = 0;   // raw residual sum over the run
     int32_t run = 0;  // points since s left 0
   };
+  // Feeds the maximum of an excursion of a CUSUM pair (sum of its sides `s`, current S / h `x`)
+  // to the percentile tracker `q` when the excursion ends.
+  static void EndExcursion(double s, double& max, double& q, double x);
   double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
   int64_t shift_max_run_;
   bool adaptive_;
   Cusum up_, down_, drift_up_, drift_down_;
   double recent_ = 0;  // EWMA(0.2) of the residual
+  // Learned 99.9th percentiles of the fast and drift statistics in units of their intervals
+  // (adaptive mode): an interval is at least kTailMargin x its percentile, so a series whose
+  // normal excursions (bursts of a sparse count, the ramps of a daily pattern) reach the interval
+  // does not report each one as a change.
+  double q_fast_ = 0, q_drift_ = 0;
+  double fast_max_ = 0, drift_max_ = 0;  // maximum of S / h in the current excursion
   double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
   int64_t n_ = 0;
 };
@@ -267,6 +276,7 @@ class RateOfChangeDetector {
   int64_t prev_time_ms_ = 0;
   double interval_ms_ = 0;
   double rate_ = 0, var_ = 0, q99_ = 2.576;
+  double q999_ = 3.29;    // learned 99.9th percentile of |z| (tail margin, as SpikeDetector)
   double recent_sq_ = 0;  // EWMA(0.25) of rate^2, every point
   double floor_ = 0;
   int64_t n_ = 0;

@@ -28,14 +28,15 @@ constexpr double kWarmLevelRate = 0.1;
 constexpr int kWarmPeriods = 3;
 // Safeguards for real metric shapes (issue 10; see docs/DETECTORS.md).
 constexpr double kQ999P = 0.999;
-constexpr double kQ999Up = 0.05;          // relative step of the 99.9th percentile tracker
-constexpr double kInitialQ999 = 3.29;     // gaussian 99.9th percentile of |z|
-constexpr double kTailMargin = 1.25;      // spike threshold >= this x q99.9(|z|)
+constexpr double kQ999Up = 0.05;       // relative step of the 99.9th percentile tracker
+constexpr double kInitialQ999 = 3.29;  // gaussian 99.9th percentile of |z|
+constexpr double kTailMargin = 1.25;   // spike threshold >= this x q99.9(|z|)
 // CUSUM tail margin: initial 99.9th percentiles of S / h (gaussian noise: about 0.48 for the
 // fast and 0.69 for the drift CUSUM), and their floor.
 constexpr double kInitialQFast = 0.5;
 constexpr double kInitialQDrift = 0.7;
 constexpr double kMinQCusum = 0.3;
+constexpr double kSpreadRate = 0.25;  // per-bucket spread rate = this x season_alpha
 constexpr double kExcursionP = 0.99;  // percentile of the excursion maxima
 constexpr double kExcursionUp = 0.1;
 constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
@@ -221,19 +222,19 @@ void SpikeDetector::RaiseVariance(double var) {
   }
 }
 
-SpikeDetector::Reading SpikeDetector::Score(double residual) const {
+SpikeDetector::Reading SpikeDetector::Score(double residual, double local) const {
   Reading r;
-  const double s = scale();
+  const double s = std::max(scale(), local);
   if (s <= 0) return r;
   r.z = residual / s;
   r.evidence = std::fabs(r.z) / threshold();
   return r;
 }
 
-void SpikeDetector::Learn(double residual, bool warm, bool anomalous) {
+void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double local) {
   const double s = scale();
   if (s > 0) {
-    const double abs_z = std::fabs(residual) / s;
+    const double abs_z = std::fabs(residual) / std::max(s, local);
     TrackQuantile(abs_z, warm ? kQuantileStepWarm : kQuantileStep, q99_);
     // Every point, anomalous or not: the 99.9th percentile is what the series does normally.
     TrackQuantileRelative(abs_z, kQ999P, kQ999Up, kInitialQ999, q999_);
@@ -369,12 +370,14 @@ SeasonalBaseline::SeasonalBaseline(const DetectorOptions& o)
       k_(o.season_break_k),
       h_(o.season_break_h),
       clip_(o.clip),
-      profile_(static_cast<size_t>(std::max<int64_t>(buckets_, 0))) {
+      profile_(static_cast<size_t>(std::max<int64_t>(buckets_, 0))),
+      spread_(profile_.size()) {
   Reset();
 }
 
 void SeasonalBaseline::Reset() {
   std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
+  RestartSpread();
   initialised_ = false;
   first_time_ms_ = INT64_MIN;
   sum_ = sumsq_ = 0;
@@ -441,6 +444,15 @@ double SeasonalBaseline::ObserveBreak(int64_t phase, double z, double long_run_f
   const double evidence = std::max(up_, down_) / h_;
   if (evidence >= 1) up_ = down_ = 0;
   return evidence;
+}
+
+void SeasonalBaseline::RestartSpread() {
+  std::fill(spread_.begin(), spread_.end(), std::numeric_limits<float>::quiet_NaN());
+}
+
+void SeasonalBaseline::LearnSpread(int64_t phase, double sq, double rate) {
+  float& slot = spread_[phase];
+  slot = std::isnan(slot) ? static_cast<float>(sq) : static_cast<float>(slot + rate * (sq - slot));
 }
 
 void SeasonalBaseline::Learn(int64_t phase, double residual, double rate) {
@@ -671,10 +683,12 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   }
 
   const double offset = seasonal_.enabled() ? seasonal_.Offset(phase) : 0.0;
+  const double local = seasonal_.enabled() ? seasonal_.Spread(phase) : 0.0;
   const double expected = level_ + offset;
   const double residual = y - expected;
-  const SpikeDetector::Reading spike = spike_.Score(residual);
-  const double band = spike_.threshold() * spike_.scale();
+  const SpikeDetector::Reading spike = spike_.Score(residual, local);
+  const double scale = std::max(spike_.scale(), local);
+  const double band = spike_.threshold() * scale;
   if (log_space_) {
     v.expected = ToValue(expected);
     v.lower = ToValue(expected - band);
@@ -684,7 +698,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     v.lower = expected - band;
     v.upper = expected + band;
   }
-  const double limit = options_.clip * spike_.scale();
+  const double limit = options_.clip * scale;
   const double clipped = Clip(residual, limit);
   {
     const double d = residual - recent_residual_;
@@ -699,8 +713,12 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       const auto period = static_cast<int64_t>(seasonal_.Periods(index, time_ms));
       if (period != last_period_) {
         last_period_ = period;
-        if (period == kWarmPeriods - 1) spike_.RestartWarmup();
+        if (period == kWarmPeriods - 1) {
+          spike_.RestartWarmup();
+          seasonal_.RestartSpread();
+        }
       }
+      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
     }
     spike_.Learn(residual, true, false);
     change_.Learn(spike.z, true);
@@ -763,7 +781,11 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
                              1.0 / static_cast<double>(options_.shift_max_run - settle_ + 1))
                   : options_.level_alpha;
   level_ += level_rate * clipped;
-  if (seasonal_.enabled()) seasonal_.Learn(phase, clipped, options_.season_alpha);
+  if (seasonal_.enabled()) {
+    seasonal_.Learn(phase, clipped, options_.season_alpha);
+    if (!anomalous)
+      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
+  }
   UpdateFloor(y, residual, false);
   if (change.evidence >= 1) {
     level_ += change.shift;

@@ -118,10 +118,12 @@ class SpikeDetector {
     double evidence = 0;  // |z| / (spike_z * tail factor)
   };
   explicit SpikeDetector(const DetectorOptions& options);
-  Reading Score(double residual) const;
+  // `local`: a scale of this point's phase (the seasonal spread); z = residual / max(scale(),
+  // local).
+  Reading Score(double residual, double local = 0) const;
   // Updates the scale (unless `anomalous`) and the tail tracker. `warm` selects the fast warm-up
   // rates.
-  void Learn(double residual, bool warm, bool anomalous);
+  void Learn(double residual, bool warm, bool anomalous, double local = 0);
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
   void Reset();
@@ -233,7 +235,19 @@ class SeasonalBaseline {
   // Moves bucket `phase` towards the residual (winsorised by the caller).
   void Learn(int64_t phase, double residual, double rate);
   void Reset();
-  size_t bytes() const { return profile_.capacity() * sizeof(float); }
+  // Per-bucket residual spread (issue 10): the RMS of the residuals seen at `phase` (0 until
+  // learned). The detectors standardise by max(global scale, this), so the deterministic
+  // within-bucket error of a ramp (a 30-minute bucket of a daily pattern) is normal at its phase.
+  double Spread(int64_t phase) const {
+    const float v = spread_[phase];
+    return v > 0 ? std::sqrt(static_cast<double>(v)) : 0.0;
+  }
+  // Forgets the spreads (the start of the last warm-up period).
+  void RestartSpread();
+  // Moves the spread of `phase` towards `sq` (a winsorised squared residual); the first visit
+  // after RestartSpread sets it.
+  void LearnSpread(int64_t phase, double sq, double rate);
+  size_t bytes() const { return (profile_.capacity() + spread_.capacity()) * sizeof(float); }
 
  private:
   void RecomputeMoments();
@@ -241,6 +255,7 @@ class SeasonalBaseline {
   int64_t season_ms_;
   double k_, h_, clip_;
   std::vector<float> profile_;
+  std::vector<float> spread_;  // per-bucket mean squared residual; NaN = not seen yet
   bool initialised_ = false;
   int64_t first_time_ms_ = INT64_MIN;
   double sum_ = 0, sumsq_ = 0;  // of the profile, for its mean and RMS

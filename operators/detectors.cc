@@ -22,6 +22,7 @@ constexpr double kRecentRate = 0.2;
 constexpr double kIntervalRate = 0.05;
 constexpr double kGapIntervals = 10;
 constexpr int64_t kDefaultTimeBuckets = 48;
+constexpr int64_t kAutoBuckets = 48;  // profile size of a detected period
 constexpr int64_t kMaxSeasonPoints = 100'000;
 constexpr double kWarmSeasonRate = 0.3;
 constexpr double kWarmLevelRate = 0.1;
@@ -49,6 +50,19 @@ constexpr double kOctaveRate = 0.02;
 constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
+// Automatic period.
+constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the envelope's range
+constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
+constexpr double kPeriodTolIntervals = 1.5;  // crossing-interval tolerance, sampling intervals
+constexpr double kPeriodTolShare = 0.02;     // ... or share of the period
+constexpr double kMinPeriodIntervals = 4;    // shortest period, in sampling intervals
+constexpr int64_t kMaxMissedCycles = 4;      // a crossing up to 4 periods later still re-anchors
+constexpr int32_t kPeriodMisses = 3;         // inconsistent crossings in a row that unlock
+constexpr double kVerifySpreadRate = 0.5;    // spread from the verification errors
+constexpr double kPeriodExplained = 0.75;
+constexpr double kEnvelopeGrowth = 2;   // envelope growth that restarts the crossing history
+constexpr double kVerifyShare = 0.25;   // verified share of a cycle before a lock
+constexpr double kMinVerifyPoints = 8;  // share of the variance the last cycle must predict
 
 int64_t FloorMod(int64_t a, int64_t b) {
   int64_t m = a % b;
@@ -132,7 +146,7 @@ Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node) {
        "level_alpha",   "scale_alpha",   "season_alpha",   "clip",
        "spike_z",       "shift_k",       "shift_h",        "shift_max_run",
        "drift_k",       "drift_h",       "season_break_k", "season_break_h",
-       "rate_alpha",    "rate_z"}));
+       "rate_alpha",    "rate_z",        "auto_season"}));
   DetectorOptions o;
   auto get_int = [&](std::string_view field, int64_t& out, int64_t min, int64_t max) -> Status {
     Result<int64_t> v = node.GetInt(field, out, min, max);
@@ -155,6 +169,9 @@ Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(get_double("warning", o.warning, 0, 1));
   INFERSCOPE_RETURN_IF_ERROR(get_double("critical", o.critical, 0, 1));
   INFERSCOPE_RETURN_IF_ERROR(get_double("emergency", o.emergency, 0, 1));
+  Result<bool> auto_season = node.GetBool("auto_season", o.auto_season);
+  if (!auto_season.ok()) return auto_season.status();
+  o.auto_season = *auto_season;
   Result<bool> adaptive = node.GetBool("adaptive_thresholds", o.adaptive_thresholds);
   if (!adaptive.ok()) return adaptive.status();
   o.adaptive_thresholds = *adaptive;
@@ -365,17 +382,63 @@ void ChangePointDetector::Learn(double z, bool warm) {
 // ---- SeasonalBaseline ----
 
 SeasonalBaseline::SeasonalBaseline(const DetectorOptions& o)
-    : buckets_(o.season_ms > 0 && o.season_points == 0 ? kDefaultTimeBuckets : o.season_points),
+    : automatic_(o.auto_season && o.season_points == 0 && o.season_ms == 0),
+      buckets_(o.season_ms > 0 && o.season_points == 0 ? kDefaultTimeBuckets : o.season_points),
       season_ms_(o.season_ms),
       k_(o.season_break_k),
       h_(o.season_break_h),
       clip_(o.clip),
-      profile_(static_cast<size_t>(std::max<int64_t>(buckets_, 0))),
+      profile_(static_cast<size_t>(automatic_ ? kAutoBuckets : std::max<int64_t>(buckets_, 0))),
       spread_(profile_.size()) {
   Reset();
 }
 
+void SeasonalBaseline::BeginCandidate(int64_t anchor_ms, int64_t period_ms, double interval_ms) {
+  const double points = interval_ms > 0 ? static_cast<double>(period_ms) / interval_ms : 0;
+  candidate_buckets_ = std::clamp<int64_t>(std::llround(points), 2, kAutoBuckets);
+  anchor_ms_ = anchor_ms;
+  season_ms_ = period_ms;
+  std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
+  RestartSpread();
+}
+
+double SeasonalBaseline::StoredMean() const {
+  double sum = 0;
+  int64_t seen = 0;
+  for (int64_t i = 0; i < candidate_buckets_; ++i) {
+    if (!std::isnan(profile_[i])) {
+      sum += profile_[i];
+      ++seen;
+    }
+  }
+  return seen > 0 ? sum / static_cast<double>(seen) : 0.0;
+}
+
+double SeasonalBaseline::Lock() {
+  buckets_ = candidate_buckets_;
+  first_time_ms_ = INT64_MIN;
+  up_ = down_ = 0;
+  return FinishInitial();
+}
+
+void SeasonalBaseline::Reanchor(int64_t anchor_ms, int64_t period_ms) {
+  anchor_ms_ = anchor_ms;
+  season_ms_ = period_ms;
+}
+
+void SeasonalBaseline::Unlock() {
+  buckets_ = 0;
+  initialised_ = false;
+  up_ = down_ = 0;
+}
+
 void SeasonalBaseline::Reset() {
+  if (automatic_) {
+    buckets_ = 0;
+    season_ms_ = 0;
+    candidate_buckets_ = 0;
+    anchor_ms_ = 0;
+  }
   std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
   RestartSpread();
   initialised_ = false;
@@ -386,6 +449,12 @@ void SeasonalBaseline::Reset() {
 }
 
 int64_t SeasonalBaseline::Phase(int64_t index, int64_t time_ms) const {
+  if (automatic_) {
+    if (season_ms_ <= 0) return 0;
+    const int64_t b = buckets_ > 0 ? buckets_ : candidate_buckets_;
+    const int64_t in_period = FloorMod(time_ms - anchor_ms_, season_ms_);
+    return static_cast<int64_t>(static_cast<__int128>(in_period) * b / season_ms_);
+  }
   if (season_ms_ > 0) {
     // Epoch-aligned, so a daily period follows UTC days whatever the first point.
     const int64_t in_period = FloorMod(time_ms, season_ms_);
@@ -410,14 +479,18 @@ void SeasonalBaseline::StoreInitial(int64_t phase, double value) {
 double SeasonalBaseline::FinishInitial() {
   double sum = 0;
   int64_t seen = 0;
-  for (float v : profile_) {
-    if (!std::isnan(v)) {
-      sum += v;
+  const auto n = static_cast<size_t>(buckets_);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isnan(profile_[i])) {
+      sum += profile_[i];
       ++seen;
     }
   }
   const double mean = seen > 0 ? sum / static_cast<double>(seen) : 0.0;
-  for (float& v : profile_) v = std::isnan(v) ? 0.0f : static_cast<float>(v - mean);
+  for (size_t i = 0; i < n; ++i) {
+    float& v = profile_[i];
+    v = std::isnan(v) ? 0.0f : static_cast<float>(v - mean);
+  }
   initialised_ = true;
   RecomputeMoments();
   return mean;
@@ -425,7 +498,9 @@ double SeasonalBaseline::FinishInitial() {
 
 void SeasonalBaseline::RecomputeMoments() {
   sum_ = sumsq_ = 0;
-  for (float v : profile_) {
+  const auto n = static_cast<size_t>(buckets_);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = profile_[i];
     sum_ += v;
     sumsq_ += static_cast<double>(v) * v;
   }
@@ -560,6 +635,15 @@ void SeriesDetector::ResetModel() {
   floor_ = 0;
   recent_residual_ = recent_var_ = 0;
   episode_ = quiet_ = settle_ = 0;
+  env_hi_ = env_lo_ = 0;
+  crossing_span_ = 0;
+  crossing_state_ = 0;
+  candidate_ = 0;
+  period_misses_ = 0;
+  ups_ = downs_ = 0;
+  verify_sse_ = verify_sst_ = verify_mean_ = 0;
+  anchor_type_ = 0;
+  verify_n_ = 0;
 }
 
 void SeriesDetector::Reset() {
@@ -636,6 +720,104 @@ void SeriesDetector::Rebaseline() {
   settle_ = static_cast<int32_t>(options_.shift_max_run);
 }
 
+void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
+  if (n_ == 1) {
+    env_hi_ = env_lo_ = y;
+    return;
+  }
+  // A slowly shrinking envelope of the values; crossings of its 25 % and 75 % lines, so noise
+  // around one line does not count as crossings.
+  const double range = env_hi_ - env_lo_;
+  env_hi_ = std::max(y, env_hi_ - kEnvelopeDecay * range);
+  env_lo_ = std::min(y, env_lo_ + kEnvelopeDecay * range);
+  const double span = env_hi_ - env_lo_;
+  if (!(span > 0)) return;
+  int8_t state = crossing_state_;
+  if (y > env_lo_ + (1 - kCrossingLine) * span) state = 1;
+  if (y < env_lo_ + kCrossingLine * span) state = -1;
+  const int8_t previous = crossing_state_;
+  crossing_state_ = state;
+  if (previous == 0 || state == previous) return;
+  if (span > kEnvelopeGrowth * crossing_span_) {
+    // The envelope grew a lot since the last crossing (the first cycle of a pattern after noise
+    // around a flat start): crossings of the old lines are not comparable with the new ones.
+    ups_ = downs_ = 0;
+    if (!seasonal_.enabled()) candidate_ = 0;
+  }
+  crossing_span_ = span;
+  // A crossing of type `state` (1 up, -1 down).
+  int64_t* times = state > 0 ? up_ms_ : down_ms_;
+  int32_t& count = state > 0 ? ups_ : downs_;
+  times[1] = times[0];
+  times[0] = time_ms;
+  ++count;
+  if (count < 2) return;
+  const int64_t latest = times[0] - times[1];
+  const double interval = rate_.interval_ms();
+  const double tol = std::max(kPeriodTolIntervals * interval, kPeriodTolShare * double(latest));
+  if (seasonal_.enabled()) {
+    if (state != anchor_type_) return;
+    // Locked: a crossing one (or a few, across a frozen stretch) periods after the phase origin
+    // moves the origin a quarter of the way towards it (jitter of one sample averages out; a
+    // period that is not a whole number of samples does not drift).
+    const int64_t period = seasonal_.period_ms();
+    const int64_t since = time_ms - seasonal_.anchor_ms();
+    const int64_t cycles = std::max<int64_t>(1, std::llround(double(since) / double(period)));
+    const int64_t deviation = since - cycles * period;
+    if (cycles <= kMaxMissedCycles && std::fabs(double(deviation)) <= tol) {
+      seasonal_.Reanchor(seasonal_.anchor_ms() + cycles * period + deviation / 4,
+                         period + deviation / (8 * cycles));
+      period_misses_ = 0;
+    } else if (++period_misses_ >= kPeriodMisses) {
+      DropPeriod();
+    }
+    return;
+  }
+  // Not locked. A candidate period (the last interval between two crossings of one type) fills
+  // the profile over one cycle; from the next crossing of that type one consistent interval
+  // later, the stored cycle is the prediction of the values. Once it has explained
+  // kPeriodExplained of their variance over a quarter of a cycle, the period locks (at the next
+  // crossing of either type). Noise, whose crossings happen to look regular now and then, but
+  // whose last cycle predicts nothing, does not lock.
+  if (candidate_ == 2 && warm_done_) {
+    const double points = double(seasonal_.period_ms()) / std::max(interval, 1.0);
+    if (points >= kMinPeriodIntervals &&
+        double(verify_n_) >= std::max(kMinVerifyPoints, kVerifyShare * points) &&
+        verify_sse_ <= (1 - kPeriodExplained) * verify_sst_) {
+      level_ = seasonal_.Lock();
+      candidate_ = 0;
+      period_misses_ = 0;
+      change_.Restart();
+      rate_.Restart();
+      return;
+    }
+  }
+  if (candidate_ > 0 && state != anchor_type_ &&
+      std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+    return;  // the other crossing type agrees with the candidate
+  }
+  if (candidate_ == 1 && std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+    // The period: the mean of the two consistent intervals (a crossing jitters by a sample).
+    seasonal_.Reanchor(seasonal_.anchor_ms(), (seasonal_.period_ms() + latest) / 2);
+    candidate_ = 2;
+    verify_sse_ = verify_sst_ = 0;
+    verify_n_ = 0;
+    verify_mean_ = seasonal_.StoredMean();
+    return;
+  }
+  // (Re)start the candidate: the last interval, filled from this crossing on.
+  seasonal_.BeginCandidate(time_ms, latest, interval);
+  anchor_type_ = state;
+  candidate_ = 1;
+}
+
+void SeriesDetector::DropPeriod() {
+  seasonal_.Unlock();
+  candidate_ = 0;
+  period_misses_ = 0;
+  rate_.Restart();
+}
+
 Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   Verdict v;
   v.warming_up = !warm_done_;
@@ -653,6 +835,23 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   }
   const double y = log_space_ ? SignedLog1p(value) : value;
   const int64_t index = n_++;
+  if (seasonal_.automatic()) {
+    TrackPeriod(time_ms, y);
+    if (candidate_ > 0 && !seasonal_.enabled()) {
+      const int64_t phase = seasonal_.Phase(index, time_ms);
+      const double stored = seasonal_.Stored(phase);
+      if (candidate_ == 2 && !std::isnan(stored)) {
+        // Verification: the stored cycle predicts this one; its error is also the first spread
+        // of the phase.
+        const double e2 = (y - stored) * (y - stored);
+        verify_sse_ += e2;
+        verify_sst_ += (y - verify_mean_) * (y - verify_mean_);
+        ++verify_n_;
+        seasonal_.LearnSpread(phase, e2, kVerifySpreadRate);
+      }
+      seasonal_.StoreInitial(phase, y);
+    }
+  }
 
   int64_t phase = 0;
   if (seasonal_.enabled()) phase = seasonal_.Phase(index, time_ms);

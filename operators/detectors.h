@@ -32,6 +32,11 @@ struct DetectorOptions {
   // timestamp (epoch-aligned), so gaps and irregular sampling do not shift it, and season_points is
   // the number of buckets (48 when left 0). Default 0 (index-based or no seasonality); >= 0.
   int64_t season_ms = 0;
+  // With no configured season (season_points and season_ms 0): detect a period causally from the
+  // intervals between level crossings and enable a seasonal profile of up to 48 buckets once it
+  // is stable over 3 cycles (SeriesDetector, automatic period). Costs 2 x 48 floats per series.
+  // Default true.
+  bool auto_season = true;
 
   // Score thresholds of the severities, ascending in (0, 1]. Defaults 0.5 / 0.7 / 0.85 / 0.95.
   // A component statistic exactly at its warning level (evidence 1) scores 0.7.
@@ -213,7 +218,26 @@ class ChangePointDetector {
 class SeasonalBaseline {
  public:
   explicit SeasonalBaseline(const DetectorOptions& options);
+  // A configured season, or a detected one (automatic mode, after Lock).
   bool enabled() const { return buckets_ > 0; }
+  // Automatic mode (no configured season, auto_season): the profile is allocated at construction
+  // (kAutoBuckets) and enabled by Lock.
+  bool automatic() const { return automatic_; }
+  // Automatic mode, candidate period: restarts the stored first period at `anchor_ms` with
+  // `period_ms` (StoreInitial then fills it; Phase follows it).
+  void BeginCandidate(int64_t anchor_ms, int64_t period_ms, double interval_ms);
+  // Automatic mode: the candidate period becomes the season (FinishInitial; returns the mean of
+  // the stored values).
+  double Lock();
+  // Automatic mode, candidate: the stored value at `phase` (NaN if none) and the stored mean.
+  double Stored(int64_t phase) const { return profile_[phase]; }
+  double StoredMean() const;
+  // Automatic mode: moves the phase origin (a period's reference crossing) and the period.
+  void Reanchor(int64_t anchor_ms, int64_t period_ms);
+  // Automatic mode: disables the season again (its period is no longer seen).
+  void Unlock();
+  int64_t period_ms() const { return season_ms_; }
+  int64_t anchor_ms() const { return anchor_ms_; }
   // Bucket of the point with this index (0-based) and time.
   int64_t Phase(int64_t index, int64_t time_ms) const;
   // Periods elapsed since the first point (fractional in time mode).
@@ -251,7 +275,10 @@ class SeasonalBaseline {
 
  private:
   void RecomputeMoments();
-  int64_t buckets_;
+  bool automatic_;
+  int64_t candidate_buckets_ = 0;  // automatic mode: buckets of the candidate period
+  int64_t anchor_ms_ = 0;          // automatic mode: phase origin
+  int64_t buckets_;                // active buckets (0 = disabled)
   int64_t season_ms_;
   double k_, h_, clip_;
   std::vector<float> profile_;
@@ -279,6 +306,11 @@ class RateOfChangeDetector {
   // Re-baseline after a persistent change: the smoothed rate restarts at 0 and the rate variance
   // becomes at least the recent mean square of the rate.
   void Rebaseline();
+  // Forgets the previous value and the smoothed rate (the deseasonalised value changed meaning).
+  void Restart() {
+    has_prev_ = false;
+    rate_ = 0;
+  }
   // The rate RMS used to standardise is at least `floor` (a quantisation step per interval).
   void set_floor(double floor) { floor_ = floor; }
   double interval_ms() const { return interval_ms_; }
@@ -364,6 +396,11 @@ class SeriesDetector {
   void UpdateFloor(double y, double residual, bool warm);
   // Forced re-baseline at the end of a bounded episode.
   void Rebaseline();
+  // Automatic period (no configured season): level crossings with hysteresis, candidate profile,
+  // lock and unlock. Called for every point before it is judged.
+  void TrackPeriod(int64_t time_ms, double y);
+  // Disables the detected period (TrackPeriod).
+  void DropPeriod();
   double ToValue(double y) const;
 
   DetectorOptions options_;
@@ -391,6 +428,19 @@ class SeriesDetector {
   double magnitude_ = 0;   // EWMA of |y|
   double slow_var_ = 0;    // long-memory residual variance, every point
   double floor_ = 0;
+
+  // Automatic period: envelope, crossing state and the times of the last crossings.
+  double env_hi_ = 0, env_lo_ = 0;
+  double crossing_span_ = 0;   // envelope range at the last crossing
+  int8_t crossing_state_ = 0;  // 1 above the upper threshold, -1 below the lower one, 0 unknown
+  int8_t candidate_ = 0;       // automatic period: 0 none, 1 filling the profile, 2 verifying it
+  int8_t anchor_type_ = 0;     // crossing type of the phase origin: 1 up, -1 down
+  double verify_sse_ = 0, verify_sst_ = 0, verify_mean_ = 0;
+  int64_t verify_n_ = 0;
+  int32_t period_misses_ = 0;  // inconsistent up-crossings in a row while locked
+  int32_t ups_ = 0, downs_ = 0;
+  int64_t up_ms_[2] = {0, 0};  // latest first
+  int64_t down_ms_[2] = {0, 0};
 
   // Episode bound and re-baseline.
   double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2

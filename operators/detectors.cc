@@ -30,6 +30,7 @@ constexpr int kWarmPeriods = 3;
 // Safeguards for real metric shapes (issue 10; see docs/DETECTORS.md).
 constexpr double kQ999P = 0.999;
 constexpr double kQ999Up = 0.05;       // relative step of the 99.9th percentile tracker
+constexpr double kQ999UpWarm = 0.2;    // ... during the warm-up
 constexpr double kInitialQ999 = 3.29;  // gaussian 99.9th percentile of |z|
 constexpr double kTailMargin = 1.25;   // spike threshold >= this x q99.9(|z|)
 // CUSUM tail margin: initial 99.9th percentiles of S / h (gaussian noise: about 0.48 for the
@@ -50,6 +51,7 @@ constexpr double kOctaveRate = 0.02;
 constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
+constexpr int64_t kMaxWarmupFactor = 30;    // informative warm-up: at most 20 x warmup_points
 // Automatic period.
 constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the envelope's range
 constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
@@ -248,13 +250,18 @@ SpikeDetector::Reading SpikeDetector::Score(double residual, double local) const
   return r;
 }
 
-void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double local) {
+void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double local,
+                          bool informative) {
   const double s = scale();
   if (s > 0) {
     const double abs_z = std::fabs(residual) / std::max(s, local);
     TrackQuantile(abs_z, warm ? kQuantileStepWarm : kQuantileStep, q99_);
-    // Every point, anomalous or not: the 99.9th percentile is what the series does normally.
-    TrackQuantileRelative(abs_z, kQ999P, kQ999Up, kInitialQ999, q999_);
+    // Every informative point, anomalous or not: the 99.9th percentile is what the series does
+    // normally. A repeated value is not a new sample of the tail: a sparse series (zeros with
+    // rare bursts) learns the tail of its bursts, not of its zeros.
+    if (informative) {
+      TrackQuantileRelative(abs_z, kQ999P, warm ? kQ999UpWarm : kQ999Up, kInitialQ999, q999_);
+    }
   }
   ++n_;
   double sq = residual * residual;
@@ -635,6 +642,7 @@ void SeriesDetector::ResetModel() {
   floor_ = 0;
   recent_residual_ = recent_var_ = 0;
   episode_ = quiet_ = settle_ = 0;
+  changes_ = 0;
   env_hi_ = env_lo_ = 0;
   crossing_span_ = 0;
   crossing_state_ = 0;
@@ -658,6 +666,12 @@ void SeriesDetector::Reset() {
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
   if (n_ < options_.warmup_points) return false;
+  // Informative points: a sparse series (mostly one value, with rare bursts) has learned nothing
+  // about its bursts after warmup_points points; the warm-up lasts until half as many changes of
+  // the value have been seen (at most kMaxWarmupFactor x warmup_points points).
+  if (2 * changes_ < options_.warmup_points && n_ < kMaxWarmupFactor * options_.warmup_points) {
+    return false;
+  }
   return !seasonal_.enabled() || seasonal_.Periods(index, time_ms) >= kWarmPeriods;
 }
 
@@ -835,6 +849,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   }
   const double y = log_space_ ? SignedLog1p(value) : value;
   const int64_t index = n_++;
+  const bool changed = !has_prev_y_ || y != prev_y_;
+  changes_ += changed;
   if (seasonal_.automatic()) {
     TrackPeriod(time_ms, y);
     if (candidate_ > 0 && !seasonal_.enabled()) {
@@ -919,7 +935,9 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       }
       seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
     }
-    spike_.Learn(residual, true, false);
+    spike_.Learn(residual, true, false, 0.0, changed);
+    // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
+    if (!seasonal) change_.Observe(spike.z, residual);
     change_.Learn(spike.z, true);
     rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {
@@ -973,7 +991,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
 
   // Learn. Points at warning or above do not update the scales.
   const bool anomalous = v.severity >= Severity::kWarning;
-  spike_.Learn(residual, false, anomalous);
+  spike_.Learn(residual, false, anomalous, 0.0, changed);
   if (!anomalous) change_.Learn(spike.z, false);
   const double level_rate =
       settle_ > 0 ? std::max(options_.level_alpha,

@@ -128,7 +128,9 @@ class SpikeDetector {
   Reading Score(double residual, double local = 0) const;
   // Updates the scale (unless `anomalous`) and the tail tracker. `warm` selects the fast warm-up
   // rates.
-  void Learn(double residual, bool warm, bool anomalous, double local = 0);
+  // `informative`: the value changed since the previous point (only those update the 99.9th
+  // percentile).
+  void Learn(double residual, bool warm, bool anomalous, double local = 0, bool informative = true);
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
   void Reset();
@@ -411,6 +413,7 @@ class SeriesDetector {
   double level_ = 0;
   int64_t n_ = 0;  // points of the current model (since the last space switch)
   int64_t accepted_ = 0;
+  int64_t changes_ = 0;  // points whose value differs from the previous one (current model)
   int64_t ignored_ = 0;
   int64_t last_time_ms_ = INT64_MIN;
   int64_t last_period_ = 0;

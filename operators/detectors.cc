@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 #include <string>
 
 namespace inferscope {
@@ -51,7 +52,9 @@ constexpr double kOctaveRate = 0.02;
 constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
-constexpr int64_t kMaxWarmupFactor = 30;    // informative warm-up: at most 20 x warmup_points
+constexpr int64_t kMaxWarmupFactor = 30;
+constexpr int64_t kMinSeededWarmup = 5;  // warm-up points left after a switch to log space    //
+                                         // informative warm-up: at most 20 x warmup_points
 // Automatic period.
 constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the envelope's range
 constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
@@ -662,6 +665,7 @@ void SeriesDetector::Reset() {
   log_space_ = false;
   space_n_ = 0;
   prev_octave_ = octave_step_ = 0;
+  shadow_mean_ = shadow_var_ = 0;
 }
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
@@ -683,6 +687,11 @@ bool SeriesDetector::WantsLogSpace(double value) {
   }
   prev_octave_ = octave;
   ++space_n_;
+  // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there.
+  const double s = std::copysign(octave * std::numbers::ln2, value);
+  const double b = std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
+  shadow_mean_ += b * (s - shadow_mean_);
+  shadow_var_ += b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_);
   return space_n_ > options_.warmup_points && octave_step_ >= kLogSpaceOctaves;
 }
 
@@ -846,6 +855,18 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     log_space_ = true;
     ResetModel();
     v.warming_up = true;
+    const int64_t seeded =
+        options_.warmup_points - std::max<int64_t>(kMinSeededWarmup, options_.warmup_points / 3);
+    if (!seasonal_.enabled() && seeded > 0) {
+      // Seeded from the shadow statistics of the values in log space, as if `seeded` warm-up
+      // points had been seen there: a third of the warm-up remains (a short series that switches
+      // is still judged).
+      n_ = changes_ = seeded;
+      level_ = shadow_mean_;
+      magnitude_ = std::fabs(shadow_mean_);
+      slow_var_ = shadow_var_;
+      spike_.Seed(shadow_var_, seeded);
+    }
   }
   const double y = log_space_ ? SignedLog1p(value) : value;
   const int64_t index = n_++;

@@ -138,6 +138,13 @@ class SpikeDetector {
   void set_floor(double floor) { floor_ = floor; }
   // Re-baselines the scale after a persistent change: the variance becomes at least `var`.
   void RaiseVariance(double var);
+  // Starts from variance `var` as if `count` warm-up points had been seen (a switch of the judged
+  // space with shadow statistics).
+  void Seed(double var, int64_t count) {
+    var_ = var;
+    scale_ = std::sqrt(std::max(var, 0.0));
+    n_ = count;
+  }
   double scale() const { return std::max(scale_, floor_); }
   double learned_scale() const { return scale_; }
   double tail_factor() const;
@@ -423,6 +430,7 @@ class SeriesDetector {
   bool log_space_ = false;
   int64_t space_n_ = 0;
   double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
+  double shadow_mean_ = 0, shadow_var_ = 0;   // of the value in signed log1p space (approx.)
 
   // Scale floor.
   bool has_prev_y_ = false, integral_ = true;

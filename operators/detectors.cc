@@ -969,6 +969,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     }
     UpdateFloor(y, residual, true);
     warm_done_ = WarmupDone(index, time_ms);
+    // Verdicts start from fresh CUSUMs (their excursion percentiles keep what they learned).
+    if (warm_done_) change_.Restart();
     return v;
   }
   v.warming_up = false;

@@ -755,18 +755,24 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   env_lo_ = std::min(y, env_lo_ + kEnvelopeDecay * range);
   const double span = env_hi_ - env_lo_;
   if (!(span > 0)) return;
-  int8_t state = crossing_state_;
-  if (y > env_lo_ + (1 - kCrossingLine) * span) state = 1;
-  if (y < env_lo_ + kCrossingLine * span) state = -1;
-  const int8_t previous = crossing_state_;
-  crossing_state_ = state;
-  if (previous == 0 || state == previous) return;
+  auto side = [&](double x, int8_t otherwise) -> int8_t {
+    if (x > env_lo_ + (1 - kCrossingLine) * span) return 1;
+    if (x < env_lo_ + kCrossingLine * span) return -1;
+    return otherwise;
+  };
+  int8_t previous = crossing_state_;
   if (span > kEnvelopeGrowth * crossing_span_) {
     // The envelope grew a lot since the last crossing (the first cycle of a pattern after noise
-    // around a flat start): crossings of the old lines are not comparable with the new ones.
+    // around a flat start): crossings of the old lines are not comparable with the new ones. The
+    // previous value is classified against the new lines, so this very step can be a crossing.
     ups_ = downs_ = 0;
     if (!seasonal_.enabled()) candidate_ = 0;
+    crossing_span_ = span;
+    previous = side(prev_y_, 0);
   }
+  const int8_t state = side(y, previous);
+  crossing_state_ = state;
+  if (previous == 0 || state == previous) return;
   crossing_span_ = span;
   // A crossing of type `state` (1 up, -1 down).
   int64_t* times = state > 0 ? up_ms_ : down_ms_;

@@ -60,11 +60,12 @@ constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the env
 constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
 constexpr double kPeriodTolIntervals = 1.5;  // crossing-interval tolerance, sampling intervals
 constexpr double kPeriodTolShare = 0.02;     // ... or share of the period
-constexpr double kMinPeriodIntervals = 4;    // shortest period, in sampling intervals
+constexpr double kMinPeriodIntervals = 8;    // shortest period, in sampling intervals
 constexpr int64_t kMaxMissedCycles = 4;      // a crossing up to 4 periods later still re-anchors
 constexpr int32_t kPeriodMisses = 3;         // inconsistent crossings in a row that unlock
 constexpr double kVerifySpreadRate = 0.5;    // spread from the verification errors
 constexpr double kPeriodExplained = 0.75;
+constexpr double kMinDwell = 0.4;       // share of a cycle beyond the lines for a candidate
 constexpr double kEnvelopeGrowth = 2;   // envelope growth that restarts the crossing history
 constexpr double kVerifyShare = 0.25;   // verified share of a cycle before a lock
 constexpr double kMinVerifyPoints = 8;  // share of the variance the last cycle must predict
@@ -463,7 +464,9 @@ int64_t SeasonalBaseline::Phase(int64_t index, int64_t time_ms) const {
     if (season_ms_ <= 0) return 0;
     const int64_t b = buckets_ > 0 ? buckets_ : candidate_buckets_;
     const int64_t in_period = FloorMod(time_ms - anchor_ms_, season_ms_);
-    return static_cast<int64_t>(static_cast<__int128>(in_period) * b / season_ms_);
+    const auto phase = static_cast<int64_t>(
+        static_cast<double>(in_period) * static_cast<double>(b) / static_cast<double>(season_ms_));
+    return std::min(phase, b - 1);
   }
   if (season_ms_ > 0) {
     // Epoch-aligned, so a daily period follows UTC days whatever the first point.
@@ -625,7 +628,14 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
 // ---- SeriesDetector ----
 
 SeriesDetector::SeriesDetector(const DetectorOptions& options)
-    : options_(options), spike_(options), change_(options), seasonal_(options), rate_(options) {}
+    : options_{options.clip,         options.level_alpha, options.scale_alpha,
+               options.season_alpha, options.info,        options.warning,
+               options.critical,     options.emergency,   options.warmup_points,
+               options.shift_max_run},
+      spike_(options),
+      change_(options),
+      seasonal_(options),
+      rate_(options) {}
 
 void SeriesDetector::ResetModel() {
   spike_.Reset();
@@ -649,6 +659,7 @@ void SeriesDetector::ResetModel() {
   env_hi_ = env_lo_ = 0;
   crossing_span_ = 0;
   crossing_state_ = 0;
+  cycle_points_[0] = cycle_points_[1] = cycle_outside_[0] = cycle_outside_[1] = 0;
   candidate_ = 0;
   period_misses_ = 0;
   ups_ = downs_ = 0;
@@ -772,6 +783,14 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   }
   const int8_t state = side(y, previous);
   crossing_state_ = state;
+  // Share of the points beyond either line over the last cycle (per crossing type): a periodic
+  // signal dwells beyond its lines (a square wave always, a sine two thirds of the time), noise
+  // mostly crosses the band between them.
+  const bool outside = side(y, 0) != 0;
+  cycle_points_[0] += 1;
+  cycle_points_[1] += 1;
+  cycle_outside_[0] += outside;
+  cycle_outside_[1] += outside;
   if (previous == 0 || state == previous) return;
   crossing_span_ = span;
   // A crossing of type `state` (1 up, -1 down).
@@ -780,6 +799,10 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   times[1] = times[0];
   times[0] = time_ms;
   ++count;
+  const int type = state > 0 ? 0 : 1;
+  const double dwell =
+      cycle_points_[type] > 0 ? double(cycle_outside_[type]) / double(cycle_points_[type]) : 0.0;
+  cycle_points_[type] = cycle_outside_[type] = 0;
   if (count < 2) return;
   const int64_t latest = times[0] - times[1];
   const double interval = rate_.interval_ms();
@@ -834,7 +857,13 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     verify_mean_ = seasonal_.StoredMean();
     return;
   }
-  // (Re)start the candidate: the last interval, filled from this crossing on.
+  // (Re)start the candidate: the last interval, filled from this crossing on, if the signal
+  // dwelt beyond the lines over it (noise does not, so it starts few candidates: the fill is
+  // what costs memory traffic).
+  if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval) {
+    candidate_ = 0;
+    return;
+  }
   seasonal_.BeginCandidate(time_ms, latest, interval);
   anchor_type_ = state;
   candidate_ = 1;
@@ -1015,7 +1044,11 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     evidence = std::min(evidence, kSettleEvidence);
   }
   v.score = EvidenceToScore(evidence);
-  v.severity = SeverityOf(v.score, options_);
+  v.severity = v.score >= options_.emergency  ? Severity::kEmergency
+               : v.score >= options_.critical ? Severity::kCritical
+               : v.score >= options_.warning  ? Severity::kWarning
+               : v.score >= options_.info     ? Severity::kInfo
+                                              : Severity::kNone;
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
 
   // Learn. Points at warning or above do not update the scales.

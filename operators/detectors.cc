@@ -39,8 +39,12 @@ constexpr double kTailMargin = 1.25;   // spike threshold >= this x q99.9(|z|)
 constexpr double kInitialQFast = 0.5;
 constexpr double kInitialQDrift = 0.7;
 constexpr double kMinQCusum = 0.3;
-constexpr double kSpreadRate = 0.25;  // per-bucket spread rate = this x season_alpha
-constexpr double kExcursionP = 0.99;  // percentile of the excursion maxima
+constexpr double kInitialQRun = 32;  // 99th percentile of drift excursion lengths, points
+constexpr double kMinQRun = 4;
+constexpr double kRunMargin = 1.5;     // an excursion this x longer than normal ones: no margin
+constexpr double kMaxCusumMargin = 3;  // CUSUM intervals are raised at most 2x
+constexpr double kSpreadRate = 0.25;   // per-bucket spread rate = this x season_alpha
+constexpr double kExcursionP = 0.99;   // percentile of the excursion maxima
 constexpr double kExcursionUp = 0.1;
 constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
 constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
@@ -304,6 +308,8 @@ void ChangePointDetector::Reset() {
   q_fast_ = kInitialQFast;
   q_drift_ = kInitialQDrift;
   fast_max_ = drift_max_ = 0;
+  q_run_ = kInitialQRun;
+  drift_run_ = 0;
   c0_ = 1;
   c1_ = 0;
   prev_z_ = 0;
@@ -315,7 +321,7 @@ void ChangePointDetector::EndExcursion(double s, double& max, double& q, double 
   max = std::max(max, x);
   // An excursion ends when its statistic is back at 0 (or restarts after an alarm: see Observe,
   // which calls this before resetting).
-  if (s == 0 || x >= std::max(1.0, kTailMargin * q)) {
+  if (s == 0 || x >= std::clamp(kTailMargin * q, 1.0, kMaxCusumMargin)) {
     if (max > 0) TrackQuantileRelative(max, kExcursionP, kExcursionUp, kMinQCusum, q);
     max = 0;
   }
@@ -349,8 +355,19 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   if (adaptive_) {
     // Tail margin: the interval is at least kTailMargin x a learned high percentile of the
     // excursion maxima of S / h (one sample per excursion, so a long ramp counts once).
-    fast /= std::max(1.0, kTailMargin * q_fast_);
-    slow /= std::max(1.0, kTailMargin * q_drift_);
+    fast /= std::clamp(kTailMargin * q_fast_, 1.0, kMaxCusumMargin);
+    // The margin covers drift excursions as long as the normal ones: one that has lasted longer
+    // than kTailMargin x the learned 99th percentile of their lengths is judged against the
+    // plain interval (a write storm far longer than any normal burst).
+    const int32_t run = std::max(drift_up_.run, drift_down_.run);
+    if (static_cast<double>(run) <= kRunMargin * q_run_) {
+      slow /= std::clamp(kTailMargin * q_drift_, 1.0, kMaxCusumMargin);
+    }
+    if (drift_up_.s + drift_down_.s == 0 && drift_run_ > 0) {
+      TrackQuantileRelative(static_cast<double>(drift_run_), kExcursionP, kExcursionUp, kMinQRun,
+                            q_run_);
+    }
+    drift_run_ = run;
     EndExcursion(up_.s + down_.s, fast_max_, q_fast_, raw_fast);
     EndExcursion(drift_up_.s + drift_down_.s, drift_max_, q_drift_, raw_slow);
   }
@@ -765,6 +782,11 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   env_hi_ = std::max(y, env_hi_ - kEnvelopeDecay * range);
   env_lo_ = std::min(y, env_lo_ + kEnvelopeDecay * range);
   const double span = env_hi_ - env_lo_;
+  if (seasonal_.enabled() &&
+      time_ms - seasonal_.anchor_ms() > (kMaxMissedCycles + 1) * seasonal_.period_ms()) {
+    // No crossing of the locked type for several periods (the pattern stopped): dropped.
+    DropPeriod();
+  }
   if (!(span > 0)) return;
   auto side = [&](double x, int8_t otherwise) -> int8_t {
     if (x > env_lo_ + (1 - kCrossingLine) * span) return 1;

@@ -209,6 +209,8 @@ class ChangePointDetector {
   // does not report each one as a change.
   double q_fast_ = 0, q_drift_ = 0;
   double fast_max_ = 0, drift_max_ = 0;  // maximum of S / h in the current excursion
+  double q_run_ = 0;                     // learned 99th percentile of drift excursion lengths
+  int32_t drift_run_ = 0;                // length of the current drift excursion
   double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
   int64_t n_ = 0;
 };
@@ -385,6 +387,10 @@ class SeriesDetector {
   // True once the series is judged in signed log1p space; level() and scale() are in that space.
   bool log_space() const { return log_space_; }
   double level() const { return level_; }
+  // The automatically detected period in ms (0 when none is locked, or a season is configured).
+  int64_t detected_period_ms() const {
+    return seasonal_.automatic() && seasonal_.enabled() ? seasonal_.period_ms() : 0;
+  }
   double scale() const { return spike_.scale(); }
   double scale_floor() const { return floor_; }
   // The longest run of points at or above warning the detector allows (2 x shift_max_run).

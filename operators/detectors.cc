@@ -57,8 +57,10 @@ constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| th
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
 constexpr int64_t kMaxWarmupFactor = 30;
-constexpr int64_t kMinSeededWarmup = 5;  // warm-up points left after a switch to log space    //
-                                         // informative warm-up: at most 20 x warmup_points
+constexpr int64_t kMinSeededWarmup = 5;
+constexpr double kShadowOctaves =
+    0.25;  // dispersion from which shadow statistics are kept  // warm-up points left after a
+           // switch to log space    // informative warm-up: at most 20 x warmup_points
 // Automatic period.
 constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the envelope's range
 constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
@@ -694,6 +696,7 @@ void SeriesDetector::Reset() {
   space_n_ = 0;
   prev_octave_ = octave_step_ = 0;
   shadow_mean_ = shadow_var_ = 0;
+  shadow_n_ = 0;
 }
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
@@ -715,11 +718,16 @@ bool SeriesDetector::WantsLogSpace(double value) {
   }
   prev_octave_ = octave;
   ++space_n_;
-  // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there.
-  const double s = std::copysign(octave * std::numbers::ln2, value);
-  const double b = std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
-  shadow_mean_ += b * (s - shadow_mean_);
-  shadow_var_ += b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_);
+  // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there
+  // if it switches: kept once the dispersion is a quarter of the way to a switch (the EWMA needs
+  // at least ~35 points from there to reach it), so ordinary series do not pay for them.
+  if (octave_step_ >= kShadowOctaves) {
+    const double s = std::copysign(octave * std::numbers::ln2, value);
+    ++shadow_n_;
+    const double b = std::max(kOctaveRate, 1.0 / static_cast<double>(shadow_n_));
+    shadow_mean_ += static_cast<float>(b * (s - shadow_mean_));
+    shadow_var_ += static_cast<float>(b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_));
+  }
   return space_n_ > options_.warmup_points && octave_step_ >= kLogSpaceOctaves;
 }
 
@@ -778,21 +786,19 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   }
   // A slowly shrinking envelope of the values; crossings of its 25 % and 75 % lines, so noise
   // around one line does not count as crossings.
-  const double range = env_hi_ - env_lo_;
-  env_hi_ = std::max(y, env_hi_ - kEnvelopeDecay * range);
-  env_lo_ = std::min(y, env_lo_ + kEnvelopeDecay * range);
-  const double span = env_hi_ - env_lo_;
+  const double shrink = kEnvelopeDecay * (env_hi_ - env_lo_);
+  const double hi = std::max(y, env_hi_ - shrink), lo = std::min(y, env_lo_ + shrink);
+  env_hi_ = static_cast<float>(hi);
+  env_lo_ = static_cast<float>(lo);
+  const double span = hi - lo;
   if (seasonal_.enabled() &&
       time_ms - seasonal_.anchor_ms() > (kMaxMissedCycles + 1) * seasonal_.period_ms()) {
     // No crossing of the locked type for several periods (the pattern stopped): dropped.
     DropPeriod();
   }
   if (!(span > 0)) return;
-  auto side = [&](double x, int8_t otherwise) -> int8_t {
-    if (x > env_lo_ + (1 - kCrossingLine) * span) return 1;
-    if (x < env_lo_ + kCrossingLine * span) return -1;
-    return otherwise;
-  };
+  const double lower = lo + kCrossingLine * span, upper = hi - kCrossingLine * span;
+  const int8_t here = y > upper ? 1 : (y < lower ? -1 : 0);
   int8_t previous = crossing_state_;
   if (span > kEnvelopeGrowth * crossing_span_) {
     // The envelope grew a lot since the last crossing (the first cycle of a pattern after noise
@@ -800,21 +806,21 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     // previous value is classified against the new lines, so this very step can be a crossing.
     ups_ = downs_ = 0;
     if (!seasonal_.enabled()) candidate_ = 0;
-    crossing_span_ = span;
-    previous = side(prev_y_, 0);
+    crossing_span_ = static_cast<float>(span);
+    previous = prev_y_ > upper ? 1 : (prev_y_ < lower ? -1 : 0);
   }
-  const int8_t state = side(y, previous);
+  const int8_t state = here != 0 ? here : previous;
   crossing_state_ = state;
   // Share of the points beyond either line over the last cycle (per crossing type): a periodic
   // signal dwells beyond its lines (a square wave always, a sine two thirds of the time), noise
   // mostly crosses the band between them.
-  const bool outside = side(y, 0) != 0;
+  const int32_t outside = here != 0;
   cycle_points_[0] += 1;
   cycle_points_[1] += 1;
   cycle_outside_[0] += outside;
   cycle_outside_[1] += outside;
   if (previous == 0 || state == previous) return;
-  crossing_span_ = span;
+  crossing_span_ = static_cast<float>(span);
   // A crossing of type `state` (1 up, -1 down).
   int64_t* times = state > 0 ? up_ms_ : down_ms_;
   int32_t& count = state > 0 ? ups_ : downs_;
@@ -1015,7 +1021,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     }
     spike_.Learn(residual, true, false, 0.0, changed);
     // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
-    if (!seasonal) change_.Observe(spike.z, residual);
+    // (Only in an extended, informative warm-up: a sparse series' bursts.)
+    if (!seasonal && n_ > options_.warmup_points) change_.Observe(spike.z, residual);
     change_.Learn(spike.z, true);
     rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {

@@ -449,6 +449,7 @@ class SeriesDetector {
   int64_t space_n_ = 0;
   double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
   float shadow_mean_ = 0, shadow_var_ = 0;    // of the value in signed log1p space (approx.)
+  int64_t shadow_n_ = 0;
   double prev_y_ = 0;
   double resolution_ = 0;  // smallest non-zero |change| seen (0 = none yet)
   double magnitude_ = 0;   // EWMA of |y|

@@ -888,7 +888,8 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   // (Re)start the candidate: the last interval, filled from this crossing on, if the signal
   // dwelt beyond the lines over it (noise does not, so it starts few candidates: the fill is
   // what costs memory traffic).
-  if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval) {
+  if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval ||
+      n_ <= options_.warmup_points) {
     candidate_ = 0;
     return;
   }

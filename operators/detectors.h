@@ -361,7 +361,15 @@ class RateOfChangeDetector {
 //   row (gaps of <= 3 points bridged); then level, scale and every CUSUM re-baseline on the recent
 //   values and the verdicts stay below warning for shift_max_run points while they settle (a
 //   change-point alarm re-baselines the rate detector too);
-// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|.
+// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|
+//   (of changed values only), the rate threshold likewise, and each CUSUM interval at least
+//   1.25 x the learned 99th percentile of its excursion maxima (at most 3x; the drift margin only
+//   for excursions no longer than 1.5 x the normal ones);
+// - per-bucket seasonal spread: z = residual / max(scale, RMS of the bucket's residuals);
+// - automatic period (auto_season, no configured season): level crossings with hysteresis, a
+//   candidate profile verified on the next cycle, then a seasonal profile (see TrackPeriod);
+// - informative warm-up: until warmup_points / 2 changes of the value (at most 30 x
+//   warmup_points points); a switch to log1p space seeds the new model from shadow statistics.
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
@@ -370,8 +378,8 @@ class RateOfChangeDetector {
 // order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
 // change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
 // typical interval and the seasonal phase comes from time when season_ms is set. With an
-// index-based period, missing points shift the phase: use season_ms for data with gaps. The period
-// is configured, not detected.
+// index-based period, missing points shift the phase: use season_ms for data with gaps. A detected
+// period needs a pattern that crosses the middle of its range once up and once down per period.
 class SeriesDetector {
  public:
   explicit SeriesDetector(const DetectorOptions& options);

@@ -127,6 +127,29 @@ void BM_SeriesDetectorBursty(benchmark::State& state) {
 }
 BENCHMARK(BM_SeriesDetectorBursty);
 
+// The combined detector on a near noise-free square wave (period 60 points) without a configured
+// season: the automatic period locks after a few cycles and the seasonal profile is used from
+// then on (issue 10).
+void BM_SeriesDetectorAutoPeriod(benchmark::State& state) {
+  static const std::vector<double> values = [] {
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> normal(0, 0.05);
+    std::vector<double> v(kPoints);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = (i % 60 < 30 ? 150.0 : 100.0) + normal(rng);
+    return v;
+  }();
+  SeriesDetector d{DetectorOptions{}};
+  size_t i = 0;
+  int64_t t = 0;
+  for (auto _ : state) {
+    t += 1000;
+    benchmark::DoNotOptimize(d.Observe(t, values[i]));
+    i = (i + 1) % kPoints;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SeriesDetectorAutoPeriod);
+
 // 100k series fed round-robin: every point touches a detector that is not in cache.
 void BM_SeriesDetector100k(benchmark::State& state) {
   const std::vector<double>& v = Values();

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 #include <string>
 
 namespace inferscope {
@@ -22,15 +23,29 @@ constexpr double kRecentRate = 0.2;
 constexpr double kIntervalRate = 0.05;
 constexpr double kGapIntervals = 10;
 constexpr int64_t kDefaultTimeBuckets = 48;
+constexpr int64_t kAutoBuckets = 48;  // profile size of a detected period
 constexpr int64_t kMaxSeasonPoints = 100'000;
 constexpr double kWarmSeasonRate = 0.3;
 constexpr double kWarmLevelRate = 0.1;
 constexpr int kWarmPeriods = 3;
 // Safeguards for real metric shapes (issue 10; see docs/DETECTORS.md).
 constexpr double kQ999P = 0.999;
-constexpr double kQ999Up = 0.05;          // relative step of the 99.9th percentile tracker
-constexpr double kInitialQ999 = 3.29;     // gaussian 99.9th percentile of |z|
-constexpr double kTailMargin = 1.25;      // spike threshold >= this x q99.9(|z|)
+constexpr double kQ999Up = 0.05;       // relative step of the 99.9th percentile tracker
+constexpr double kQ999UpWarm = 0.2;    // ... during the warm-up
+constexpr double kInitialQ999 = 3.29;  // gaussian 99.9th percentile of |z|
+constexpr double kTailMargin = 1.25;   // spike threshold >= this x q99.9(|z|)
+// CUSUM tail margin: initial 99.9th percentiles of S / h (gaussian noise: about 0.48 for the
+// fast and 0.69 for the drift CUSUM), and their floor.
+constexpr double kInitialQFast = 0.5;
+constexpr double kInitialQDrift = 0.7;
+constexpr double kMinQCusum = 0.3;
+constexpr double kInitialQRun = 32;  // 99th percentile of drift excursion lengths, points
+constexpr double kMinQRun = 4;
+constexpr double kRunMargin = 1.5;     // an excursion this x longer than normal ones: no margin
+constexpr double kMaxCusumMargin = 3;  // CUSUM intervals are raised at most 2x
+constexpr double kSpreadRate = 0.25;   // per-bucket spread rate = this x season_alpha
+constexpr double kExcursionP = 0.99;   // percentile of the excursion maxima
+constexpr double kExcursionUp = 0.1;
 constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
 constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
 constexpr double kSlowFloor = 0.5;        // floor >= this x the long-memory scale
@@ -41,6 +56,25 @@ constexpr double kOctaveRate = 0.02;
 constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
+constexpr int64_t kMaxWarmupFactor = 30;
+constexpr int64_t kMinSeededWarmup = 5;
+constexpr double kShadowOctaves =
+    0.25;  // dispersion from which shadow statistics are kept  // warm-up points left after a
+           // switch to log space    // informative warm-up: at most 20 x warmup_points
+// Automatic period.
+constexpr double kEnvelopeDecay = 1e-4;      // per point, as a share of the envelope's range
+constexpr double kCrossingLine = 0.25;       // crossings of the 25 % and 75 % lines
+constexpr double kPeriodTolIntervals = 1.5;  // crossing-interval tolerance, sampling intervals
+constexpr double kPeriodTolShare = 0.02;     // ... or share of the period
+constexpr double kMinPeriodIntervals = 8;    // shortest period, in sampling intervals
+constexpr int64_t kMaxMissedCycles = 4;      // a crossing up to 4 periods later still re-anchors
+constexpr int32_t kPeriodMisses = 3;         // inconsistent crossings in a row that unlock
+constexpr double kVerifySpreadRate = 0.5;    // spread from the verification errors
+constexpr double kPeriodExplained = 0.75;
+constexpr double kMinDwell = 0.4;       // share of a cycle beyond the lines for a candidate
+constexpr double kEnvelopeGrowth = 2;   // envelope growth that restarts the crossing history
+constexpr double kVerifyShare = 0.25;   // verified share of a cycle before a lock
+constexpr double kMinVerifyPoints = 8;  // share of the variance the last cycle must predict
 
 int64_t FloorMod(int64_t a, int64_t b) {
   int64_t m = a % b;
@@ -124,7 +158,7 @@ Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node) {
        "level_alpha",   "scale_alpha",   "season_alpha",   "clip",
        "spike_z",       "shift_k",       "shift_h",        "shift_max_run",
        "drift_k",       "drift_h",       "season_break_k", "season_break_h",
-       "rate_alpha",    "rate_z"}));
+       "rate_alpha",    "rate_z",        "auto_season"}));
   DetectorOptions o;
   auto get_int = [&](std::string_view field, int64_t& out, int64_t min, int64_t max) -> Status {
     Result<int64_t> v = node.GetInt(field, out, min, max);
@@ -147,6 +181,9 @@ Result<DetectorOptions> ParseDetectorOptions(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(get_double("warning", o.warning, 0, 1));
   INFERSCOPE_RETURN_IF_ERROR(get_double("critical", o.critical, 0, 1));
   INFERSCOPE_RETURN_IF_ERROR(get_double("emergency", o.emergency, 0, 1));
+  Result<bool> auto_season = node.GetBool("auto_season", o.auto_season);
+  if (!auto_season.ok()) return auto_season.status();
+  o.auto_season = *auto_season;
   Result<bool> adaptive = node.GetBool("adaptive_thresholds", o.adaptive_thresholds);
   if (!adaptive.ok()) return adaptive.status();
   o.adaptive_thresholds = *adaptive;
@@ -214,22 +251,27 @@ void SpikeDetector::RaiseVariance(double var) {
   }
 }
 
-SpikeDetector::Reading SpikeDetector::Score(double residual) const {
+SpikeDetector::Reading SpikeDetector::Score(double residual, double local) const {
   Reading r;
-  const double s = scale();
+  const double s = std::max(scale(), local);
   if (s <= 0) return r;
   r.z = residual / s;
   r.evidence = std::fabs(r.z) / threshold();
   return r;
 }
 
-void SpikeDetector::Learn(double residual, bool warm, bool anomalous) {
+void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double local,
+                          bool informative) {
   const double s = scale();
   if (s > 0) {
-    const double abs_z = std::fabs(residual) / s;
+    const double abs_z = std::fabs(residual) / std::max(s, local);
     TrackQuantile(abs_z, warm ? kQuantileStepWarm : kQuantileStep, q99_);
-    // Every point, anomalous or not: the 99.9th percentile is what the series does normally.
-    TrackQuantileRelative(abs_z, kQ999P, kQ999Up, kInitialQ999, q999_);
+    // Every informative point, anomalous or not: the 99.9th percentile is what the series does
+    // normally. A repeated value is not a new sample of the tail: a sparse series (zeros with
+    // rare bursts) learns the tail of its bursts, not of its zeros.
+    if (informative) {
+      TrackQuantileRelative(abs_z, kQ999P, warm ? kQ999UpWarm : kQ999Up, kInitialQ999, q999_);
+    }
   }
   ++n_;
   double sq = residual * residual;
@@ -253,7 +295,9 @@ ChangePointDetector::ChangePointDetector(const DetectorOptions& o)
       drift_h_(o.drift_h),
       clip_(o.clip),
       shift_max_run_(o.shift_max_run),
-      adaptive_(o.adaptive_thresholds) {}
+      adaptive_(o.adaptive_thresholds) {
+  Reset();
+}
 
 void ChangePointDetector::Restart() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
@@ -263,11 +307,26 @@ void ChangePointDetector::Restart() {
 void ChangePointDetector::Reset() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
   recent_ = 0;
+  q_fast_ = kInitialQFast;
+  q_drift_ = kInitialQDrift;
+  fast_max_ = drift_max_ = 0;
+  q_run_ = kInitialQRun;
+  drift_run_ = 0;
   c0_ = 1;
   c1_ = 0;
   prev_z_ = 0;
   factor_ = 1;
   n_ = 0;
+}
+
+void ChangePointDetector::EndExcursion(double s, double& max, double& q, double x) {
+  max = std::max(max, x);
+  // An excursion ends when its statistic is back at 0 (or restarts after an alarm: see Observe,
+  // which calls this before resetting).
+  if (s == 0 || x >= std::clamp(kTailMargin * q, 1.0, kMaxCusumMargin)) {
+    if (max > 0) TrackQuantileRelative(max, kExcursionP, kExcursionUp, kMinQCusum, q);
+    max = 0;
+  }
 }
 
 namespace {
@@ -292,8 +351,28 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.run);
 
   Reading r;
-  const double fast = std::max(up_.s, down_.s) / shift_h_;
-  const double slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  const double raw_fast = std::max(up_.s, down_.s) / shift_h_;
+  const double raw_slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  double fast = raw_fast, slow = raw_slow;
+  if (adaptive_) {
+    // Tail margin: the interval is at least kTailMargin x a learned high percentile of the
+    // excursion maxima of S / h (one sample per excursion, so a long ramp counts once).
+    fast /= std::clamp(kTailMargin * q_fast_, 1.0, kMaxCusumMargin);
+    // The margin covers drift excursions as long as the normal ones: one that has lasted longer
+    // than kTailMargin x the learned 99th percentile of their lengths is judged against the
+    // plain interval (a write storm far longer than any normal burst).
+    const int32_t run = std::max(drift_up_.run, drift_down_.run);
+    if (static_cast<double>(run) <= kRunMargin * q_run_) {
+      slow /= std::clamp(kTailMargin * q_drift_, 1.0, kMaxCusumMargin);
+    }
+    if (drift_up_.s + drift_down_.s == 0 && drift_run_ > 0) {
+      TrackQuantileRelative(static_cast<double>(drift_run_), kExcursionP, kExcursionUp, kMinQRun,
+                            q_run_);
+    }
+    drift_run_ = run;
+    EndExcursion(up_.s + down_.s, fast_max_, q_fast_, raw_fast);
+    EndExcursion(drift_up_.s + drift_down_.s, drift_max_, q_drift_, raw_slow);
+  }
   if (fast >= 1) {
     const Cusum& c = up_.s >= down_.s ? up_ : down_;
     r.evidence = fast;
@@ -333,17 +412,65 @@ void ChangePointDetector::Learn(double z, bool warm) {
 // ---- SeasonalBaseline ----
 
 SeasonalBaseline::SeasonalBaseline(const DetectorOptions& o)
-    : buckets_(o.season_ms > 0 && o.season_points == 0 ? kDefaultTimeBuckets : o.season_points),
+    : automatic_(o.auto_season && o.season_points == 0 && o.season_ms == 0),
+      buckets_(o.season_ms > 0 && o.season_points == 0 ? kDefaultTimeBuckets : o.season_points),
       season_ms_(o.season_ms),
       k_(o.season_break_k),
       h_(o.season_break_h),
       clip_(o.clip),
-      profile_(static_cast<size_t>(std::max<int64_t>(buckets_, 0))) {
+      profile_(static_cast<size_t>(automatic_ ? kAutoBuckets : std::max<int64_t>(buckets_, 0))),
+      spread_(profile_.size()) {
   Reset();
 }
 
-void SeasonalBaseline::Reset() {
+void SeasonalBaseline::BeginCandidate(int64_t anchor_ms, int64_t period_ms, double interval_ms) {
+  const double points = interval_ms > 0 ? static_cast<double>(period_ms) / interval_ms : 0;
+  candidate_buckets_ = std::clamp<int64_t>(std::llround(points), 2, kAutoBuckets);
+  anchor_ms_ = anchor_ms;
+  season_ms_ = period_ms;
   std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
+  RestartSpread();
+}
+
+double SeasonalBaseline::StoredMean() const {
+  double sum = 0;
+  int64_t seen = 0;
+  for (int64_t i = 0; i < candidate_buckets_; ++i) {
+    if (!std::isnan(profile_[i])) {
+      sum += profile_[i];
+      ++seen;
+    }
+  }
+  return seen > 0 ? sum / static_cast<double>(seen) : 0.0;
+}
+
+double SeasonalBaseline::Lock() {
+  buckets_ = candidate_buckets_;
+  first_time_ms_ = INT64_MIN;
+  up_ = down_ = 0;
+  return FinishInitial();
+}
+
+void SeasonalBaseline::Reanchor(int64_t anchor_ms, int64_t period_ms) {
+  anchor_ms_ = anchor_ms;
+  season_ms_ = period_ms;
+}
+
+void SeasonalBaseline::Unlock() {
+  buckets_ = 0;
+  initialised_ = false;
+  up_ = down_ = 0;
+}
+
+void SeasonalBaseline::Reset() {
+  if (automatic_) {
+    buckets_ = 0;
+    season_ms_ = 0;
+    candidate_buckets_ = 0;
+    anchor_ms_ = 0;
+  }
+  std::fill(profile_.begin(), profile_.end(), std::numeric_limits<float>::quiet_NaN());
+  RestartSpread();
   initialised_ = false;
   first_time_ms_ = INT64_MIN;
   sum_ = sumsq_ = 0;
@@ -352,6 +479,14 @@ void SeasonalBaseline::Reset() {
 }
 
 int64_t SeasonalBaseline::Phase(int64_t index, int64_t time_ms) const {
+  if (automatic_) {
+    if (season_ms_ <= 0) return 0;
+    const int64_t b = buckets_ > 0 ? buckets_ : candidate_buckets_;
+    const int64_t in_period = FloorMod(time_ms - anchor_ms_, season_ms_);
+    const auto phase = static_cast<int64_t>(
+        static_cast<double>(in_period) * static_cast<double>(b) / static_cast<double>(season_ms_));
+    return std::min(phase, b - 1);
+  }
   if (season_ms_ > 0) {
     // Epoch-aligned, so a daily period follows UTC days whatever the first point.
     const int64_t in_period = FloorMod(time_ms, season_ms_);
@@ -376,14 +511,18 @@ void SeasonalBaseline::StoreInitial(int64_t phase, double value) {
 double SeasonalBaseline::FinishInitial() {
   double sum = 0;
   int64_t seen = 0;
-  for (float v : profile_) {
-    if (!std::isnan(v)) {
-      sum += v;
+  const auto n = static_cast<size_t>(buckets_);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isnan(profile_[i])) {
+      sum += profile_[i];
       ++seen;
     }
   }
   const double mean = seen > 0 ? sum / static_cast<double>(seen) : 0.0;
-  for (float& v : profile_) v = std::isnan(v) ? 0.0f : static_cast<float>(v - mean);
+  for (size_t i = 0; i < n; ++i) {
+    float& v = profile_[i];
+    v = std::isnan(v) ? 0.0f : static_cast<float>(v - mean);
+  }
   initialised_ = true;
   RecomputeMoments();
   return mean;
@@ -391,7 +530,9 @@ double SeasonalBaseline::FinishInitial() {
 
 void SeasonalBaseline::RecomputeMoments() {
   sum_ = sumsq_ = 0;
-  for (float v : profile_) {
+  const auto n = static_cast<size_t>(buckets_);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = profile_[i];
     sum_ += v;
     sumsq_ += static_cast<double>(v) * v;
   }
@@ -410,6 +551,15 @@ double SeasonalBaseline::ObserveBreak(int64_t phase, double z, double long_run_f
   const double evidence = std::max(up_, down_) / h_;
   if (evidence >= 1) up_ = down_ = 0;
   return evidence;
+}
+
+void SeasonalBaseline::RestartSpread() {
+  std::fill(spread_.begin(), spread_.end(), std::numeric_limits<float>::quiet_NaN());
+}
+
+void SeasonalBaseline::LearnSpread(int64_t phase, double sq, double rate) {
+  float& slot = spread_[phase];
+  slot = std::isnan(slot) ? static_cast<float>(sq) : static_cast<float>(slot + rate * (sq - slot));
 }
 
 void SeasonalBaseline::Learn(int64_t phase, double residual, double rate) {
@@ -437,6 +587,7 @@ void RateOfChangeDetector::Reset() {
   recent_sq_ = 0;
   floor_ = 0;
   q99_ = kInitialQ99;
+  q999_ = kInitialQ999;
   n_ = 0;
 }
 
@@ -474,10 +625,15 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   const double var = std::max(var_, floor_ * floor_);
   if (var > 0) {
     r.z = rate_ / std::sqrt(var);
-    r.evidence = std::fabs(r.z) / (rate_z_ * TailFactor(q99_, adaptive_));
+    double threshold = rate_z_ * TailFactor(q99_, adaptive_);
+    if (adaptive_) threshold = std::max(threshold, kTailMargin * q999_);
+    r.evidence = std::fabs(r.z) / threshold;
+  }
+  if (learn && var > 0) {
+    TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
+    TrackQuantileRelative(std::fabs(r.z), kQ999P, kQ999Up, kInitialQ999, q999_);
   }
   if (learn) {
-    if (var > 0) TrackQuantile(std::fabs(r.z), warm ? kQuantileStepWarm : kQuantileStep, q99_);
     ++n_;
     double sq = rate_ * rate_;
     if (n_ > 5 && var > 0) sq = std::min(sq, clip_ * clip_ * var);
@@ -491,7 +647,14 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
 // ---- SeriesDetector ----
 
 SeriesDetector::SeriesDetector(const DetectorOptions& options)
-    : options_(options), spike_(options), change_(options), seasonal_(options), rate_(options) {}
+    : options_{options.clip,         options.level_alpha, options.scale_alpha,
+               options.season_alpha, options.info,        options.warning,
+               options.critical,     options.emergency,   options.warmup_points,
+               options.shift_max_run},
+      spike_(options),
+      change_(options),
+      seasonal_(options),
+      rate_(options) {}
 
 void SeriesDetector::ResetModel() {
   spike_.Reset();
@@ -511,6 +674,17 @@ void SeriesDetector::ResetModel() {
   floor_ = 0;
   recent_residual_ = recent_var_ = 0;
   episode_ = quiet_ = settle_ = 0;
+  changes_ = 0;
+  env_hi_ = env_lo_ = 0;
+  crossing_span_ = 0;
+  crossing_state_ = 0;
+  cycle_points_[0] = cycle_points_[1] = cycle_outside_[0] = cycle_outside_[1] = 0;
+  candidate_ = 0;
+  period_misses_ = 0;
+  ups_ = downs_ = 0;
+  verify_sse_ = verify_sst_ = verify_mean_ = 0;
+  anchor_type_ = 0;
+  verify_n_ = 0;
 }
 
 void SeriesDetector::Reset() {
@@ -521,10 +695,18 @@ void SeriesDetector::Reset() {
   log_space_ = false;
   space_n_ = 0;
   prev_octave_ = octave_step_ = 0;
+  shadow_mean_ = shadow_var_ = 0;
+  shadow_n_ = 0;
 }
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
   if (n_ < options_.warmup_points) return false;
+  // Informative points: a sparse series (mostly one value, with rare bursts) has learned nothing
+  // about its bursts after warmup_points points; the warm-up lasts until half as many changes of
+  // the value have been seen (at most kMaxWarmupFactor x warmup_points points).
+  if (2 * changes_ < options_.warmup_points && n_ < kMaxWarmupFactor * options_.warmup_points) {
+    return false;
+  }
   return !seasonal_.enabled() || seasonal_.Periods(index, time_ms) >= kWarmPeriods;
 }
 
@@ -536,6 +718,16 @@ bool SeriesDetector::WantsLogSpace(double value) {
   }
   prev_octave_ = octave;
   ++space_n_;
+  // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there
+  // if it switches: kept once the dispersion is a quarter of the way to a switch (the EWMA needs
+  // at least ~35 points from there to reach it), so ordinary series do not pay for them.
+  if (octave_step_ >= kShadowOctaves) {
+    const double s = std::copysign(octave * std::numbers::ln2, value);
+    ++shadow_n_;
+    const double b = std::max(kOctaveRate, 1.0 / static_cast<double>(shadow_n_));
+    shadow_mean_ += static_cast<float>(b * (s - shadow_mean_));
+    shadow_var_ += static_cast<float>(b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_));
+  }
   return space_n_ > options_.warmup_points && octave_step_ >= kLogSpaceOctaves;
 }
 
@@ -587,6 +779,132 @@ void SeriesDetector::Rebaseline() {
   settle_ = static_cast<int32_t>(options_.shift_max_run);
 }
 
+void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
+  if (n_ == 1) {
+    env_hi_ = env_lo_ = y;
+    return;
+  }
+  // A slowly shrinking envelope of the values; crossings of its 25 % and 75 % lines, so noise
+  // around one line does not count as crossings.
+  const double shrink = kEnvelopeDecay * (env_hi_ - env_lo_);
+  const double hi = std::max(y, env_hi_ - shrink), lo = std::min(y, env_lo_ + shrink);
+  env_hi_ = static_cast<float>(hi);
+  env_lo_ = static_cast<float>(lo);
+  const double span = hi - lo;
+  if (seasonal_.enabled() &&
+      time_ms - seasonal_.anchor_ms() > (kMaxMissedCycles + 1) * seasonal_.period_ms()) {
+    // No crossing of the locked type for several periods (the pattern stopped): dropped.
+    DropPeriod();
+  }
+  if (!(span > 0)) return;
+  const double lower = lo + kCrossingLine * span, upper = hi - kCrossingLine * span;
+  const int8_t here = y > upper ? 1 : (y < lower ? -1 : 0);
+  int8_t previous = crossing_state_;
+  if (span > kEnvelopeGrowth * crossing_span_) {
+    // The envelope grew a lot since the last crossing (the first cycle of a pattern after noise
+    // around a flat start): crossings of the old lines are not comparable with the new ones. The
+    // previous value is classified against the new lines, so this very step can be a crossing.
+    ups_ = downs_ = 0;
+    if (!seasonal_.enabled()) candidate_ = 0;
+    crossing_span_ = static_cast<float>(span);
+    previous = prev_y_ > upper ? 1 : (prev_y_ < lower ? -1 : 0);
+  }
+  const int8_t state = here != 0 ? here : previous;
+  crossing_state_ = state;
+  // Share of the points beyond either line over the last cycle (per crossing type): a periodic
+  // signal dwells beyond its lines (a square wave always, a sine two thirds of the time), noise
+  // mostly crosses the band between them.
+  const int32_t outside = here != 0;
+  cycle_points_[0] += 1;
+  cycle_points_[1] += 1;
+  cycle_outside_[0] += outside;
+  cycle_outside_[1] += outside;
+  if (previous == 0 || state == previous) return;
+  crossing_span_ = static_cast<float>(span);
+  // A crossing of type `state` (1 up, -1 down).
+  int64_t* times = state > 0 ? up_ms_ : down_ms_;
+  int32_t& count = state > 0 ? ups_ : downs_;
+  times[1] = times[0];
+  times[0] = time_ms;
+  ++count;
+  const int type = state > 0 ? 0 : 1;
+  const double dwell =
+      cycle_points_[type] > 0 ? double(cycle_outside_[type]) / double(cycle_points_[type]) : 0.0;
+  cycle_points_[type] = cycle_outside_[type] = 0;
+  if (count < 2) return;
+  const int64_t latest = times[0] - times[1];
+  const double interval = rate_.interval_ms();
+  const double tol = std::max(kPeriodTolIntervals * interval, kPeriodTolShare * double(latest));
+  if (seasonal_.enabled()) {
+    if (state != anchor_type_) return;
+    // Locked: a crossing one (or a few, across a frozen stretch) periods after the phase origin
+    // moves the origin a quarter of the way towards it (jitter of one sample averages out; a
+    // period that is not a whole number of samples does not drift).
+    const int64_t period = seasonal_.period_ms();
+    const int64_t since = time_ms - seasonal_.anchor_ms();
+    const int64_t cycles = std::max<int64_t>(1, std::llround(double(since) / double(period)));
+    const int64_t deviation = since - cycles * period;
+    if (cycles <= kMaxMissedCycles && std::fabs(double(deviation)) <= tol) {
+      seasonal_.Reanchor(seasonal_.anchor_ms() + cycles * period + deviation / 4,
+                         period + deviation / (8 * cycles));
+      period_misses_ = 0;
+    } else if (++period_misses_ >= kPeriodMisses) {
+      DropPeriod();
+    }
+    return;
+  }
+  // Not locked. A candidate period (the last interval between two crossings of one type) fills
+  // the profile over one cycle; from the next crossing of that type one consistent interval
+  // later, the stored cycle is the prediction of the values. Once it has explained
+  // kPeriodExplained of their variance over a quarter of a cycle, the period locks (at the next
+  // crossing of either type). Noise, whose crossings happen to look regular now and then, but
+  // whose last cycle predicts nothing, does not lock.
+  if (candidate_ == 2 && warm_done_) {
+    const double points = double(seasonal_.period_ms()) / std::max(interval, 1.0);
+    if (points >= kMinPeriodIntervals &&
+        double(verify_n_) >= std::max(kMinVerifyPoints, kVerifyShare * points) &&
+        verify_sse_ <= (1 - kPeriodExplained) * verify_sst_) {
+      level_ = seasonal_.Lock();
+      candidate_ = 0;
+      period_misses_ = 0;
+      change_.Restart();
+      rate_.Restart();
+      return;
+    }
+  }
+  if (candidate_ > 0 && state != anchor_type_ &&
+      std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+    return;  // the other crossing type agrees with the candidate
+  }
+  if (candidate_ == 1 && std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+    // The period: the mean of the two consistent intervals (a crossing jitters by a sample).
+    seasonal_.Reanchor(seasonal_.anchor_ms(), (seasonal_.period_ms() + latest) / 2);
+    candidate_ = 2;
+    verify_sse_ = verify_sst_ = 0;
+    verify_n_ = 0;
+    verify_mean_ = seasonal_.StoredMean();
+    return;
+  }
+  // (Re)start the candidate: the last interval, filled from this crossing on, if the signal
+  // dwelt beyond the lines over it (noise does not, so it starts few candidates: the fill is
+  // what costs memory traffic).
+  if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval ||
+      n_ <= options_.warmup_points) {
+    candidate_ = 0;
+    return;
+  }
+  seasonal_.BeginCandidate(time_ms, latest, interval);
+  anchor_type_ = state;
+  candidate_ = 1;
+}
+
+void SeriesDetector::DropPeriod() {
+  seasonal_.Unlock();
+  candidate_ = 0;
+  period_misses_ = 0;
+  rate_.Restart();
+}
+
 Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   Verdict v;
   v.warming_up = !warm_done_;
@@ -601,9 +919,40 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     log_space_ = true;
     ResetModel();
     v.warming_up = true;
+    const int64_t seeded =
+        options_.warmup_points - std::max<int64_t>(kMinSeededWarmup, options_.warmup_points / 3);
+    if (!seasonal_.enabled() && seeded > 0) {
+      // Seeded from the shadow statistics of the values in log space, as if `seeded` warm-up
+      // points had been seen there: a third of the warm-up remains (a short series that switches
+      // is still judged).
+      n_ = changes_ = seeded;
+      level_ = shadow_mean_;
+      magnitude_ = std::fabs(shadow_mean_);
+      slow_var_ = shadow_var_;
+      spike_.Seed(shadow_var_, seeded);
+    }
   }
   const double y = log_space_ ? SignedLog1p(value) : value;
   const int64_t index = n_++;
+  const bool changed = !has_prev_y_ || y != prev_y_;
+  changes_ += changed;
+  if (seasonal_.automatic()) {
+    TrackPeriod(time_ms, y);
+    if (candidate_ > 0 && !seasonal_.enabled()) {
+      const int64_t phase = seasonal_.Phase(index, time_ms);
+      const double stored = seasonal_.Stored(phase);
+      if (candidate_ == 2 && !std::isnan(stored)) {
+        // Verification: the stored cycle predicts this one; its error is also the first spread
+        // of the phase.
+        const double e2 = (y - stored) * (y - stored);
+        verify_sse_ += e2;
+        verify_sst_ += (y - verify_mean_) * (y - verify_mean_);
+        ++verify_n_;
+        seasonal_.LearnSpread(phase, e2, kVerifySpreadRate);
+      }
+      seasonal_.StoreInitial(phase, y);
+    }
+  }
 
   int64_t phase = 0;
   if (seasonal_.enabled()) phase = seasonal_.Phase(index, time_ms);
@@ -634,10 +983,12 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   }
 
   const double offset = seasonal_.enabled() ? seasonal_.Offset(phase) : 0.0;
+  const double local = seasonal_.enabled() ? seasonal_.Spread(phase) : 0.0;
   const double expected = level_ + offset;
   const double residual = y - expected;
-  const SpikeDetector::Reading spike = spike_.Score(residual);
-  const double band = spike_.threshold() * spike_.scale();
+  const SpikeDetector::Reading spike = spike_.Score(residual, local);
+  const double scale = std::max(spike_.scale(), local);
+  const double band = spike_.threshold() * scale;
   if (log_space_) {
     v.expected = ToValue(expected);
     v.lower = ToValue(expected - band);
@@ -647,7 +998,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     v.lower = expected - band;
     v.upper = expected + band;
   }
-  const double limit = options_.clip * spike_.scale();
+  const double limit = options_.clip * scale;
   const double clipped = Clip(residual, limit);
   {
     const double d = residual - recent_residual_;
@@ -662,10 +1013,17 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       const auto period = static_cast<int64_t>(seasonal_.Periods(index, time_ms));
       if (period != last_period_) {
         last_period_ = period;
-        if (period == kWarmPeriods - 1) spike_.RestartWarmup();
+        if (period == kWarmPeriods - 1) {
+          spike_.RestartWarmup();
+          seasonal_.RestartSpread();
+        }
       }
+      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
     }
-    spike_.Learn(residual, true, false);
+    spike_.Learn(residual, true, false, 0.0, changed);
+    // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
+    // (Only in an extended, informative warm-up: a sparse series' bursts.)
+    if (!seasonal && n_ > options_.warmup_points) change_.Observe(spike.z, residual);
     change_.Learn(spike.z, true);
     rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {
@@ -676,6 +1034,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     }
     UpdateFloor(y, residual, true);
     warm_done_ = WarmupDone(index, time_ms);
+    // Verdicts start from fresh CUSUMs (their excursion percentiles keep what they learned).
+    if (warm_done_) change_.Restart();
     return v;
   }
   v.warming_up = false;
@@ -714,19 +1074,27 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     evidence = std::min(evidence, kSettleEvidence);
   }
   v.score = EvidenceToScore(evidence);
-  v.severity = SeverityOf(v.score, options_);
+  v.severity = v.score >= options_.emergency  ? Severity::kEmergency
+               : v.score >= options_.critical ? Severity::kCritical
+               : v.score >= options_.warning  ? Severity::kWarning
+               : v.score >= options_.info     ? Severity::kInfo
+                                              : Severity::kNone;
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
 
   // Learn. Points at warning or above do not update the scales.
   const bool anomalous = v.severity >= Severity::kWarning;
-  spike_.Learn(residual, false, anomalous);
+  spike_.Learn(residual, false, anomalous, 0.0, changed);
   if (!anomalous) change_.Learn(spike.z, false);
   const double level_rate =
       settle_ > 0 ? std::max(options_.level_alpha,
                              1.0 / static_cast<double>(options_.shift_max_run - settle_ + 1))
                   : options_.level_alpha;
   level_ += level_rate * clipped;
-  if (seasonal_.enabled()) seasonal_.Learn(phase, clipped, options_.season_alpha);
+  if (seasonal_.enabled()) {
+    seasonal_.Learn(phase, clipped, options_.season_alpha);
+    if (!anomalous)
+      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
+  }
   UpdateFloor(y, residual, false);
   if (change.evidence >= 1) {
     level_ += change.shift;

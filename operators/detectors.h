@@ -32,6 +32,11 @@ struct DetectorOptions {
   // timestamp (epoch-aligned), so gaps and irregular sampling do not shift it, and season_points is
   // the number of buckets (48 when left 0). Default 0 (index-based or no seasonality); >= 0.
   int64_t season_ms = 0;
+  // With no configured season (season_points and season_ms 0): detect a period causally from the
+  // intervals between level crossings and enable a seasonal profile of up to 48 buckets once it
+  // is stable over 3 cycles (SeriesDetector, automatic period). Costs 2 x 48 floats per series.
+  // Default true.
+  bool auto_season = true;
 
   // Score thresholds of the severities, ascending in (0, 1]. Defaults 0.5 / 0.7 / 0.85 / 0.95.
   // A component statistic exactly at its warning level (evidence 1) scores 0.7.
@@ -118,10 +123,14 @@ class SpikeDetector {
     double evidence = 0;  // |z| / (spike_z * tail factor)
   };
   explicit SpikeDetector(const DetectorOptions& options);
-  Reading Score(double residual) const;
+  // `local`: a scale of this point's phase (the seasonal spread); z = residual / max(scale(),
+  // local).
+  Reading Score(double residual, double local = 0) const;
   // Updates the scale (unless `anomalous`) and the tail tracker. `warm` selects the fast warm-up
   // rates.
-  void Learn(double residual, bool warm, bool anomalous);
+  // `informative`: the value changed since the previous point (only those update the 99.9th
+  // percentile).
+  void Learn(double residual, bool warm, bool anomalous, double local = 0, bool informative = true);
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
   void Reset();
@@ -129,6 +138,13 @@ class SpikeDetector {
   void set_floor(double floor) { floor_ = floor; }
   // Re-baselines the scale after a persistent change: the variance becomes at least `var`.
   void RaiseVariance(double var);
+  // Starts from variance `var` as if `count` warm-up points had been seen (a switch of the judged
+  // space with shadow statistics).
+  void Seed(double var, int64_t count) {
+    var_ = var;
+    scale_ = std::sqrt(std::max(var, 0.0));
+    n_ = count;
+  }
   double scale() const { return std::max(scale_, floor_); }
   double learned_scale() const { return scale_; }
   double tail_factor() const;
@@ -179,11 +195,22 @@ class ChangePointDetector {
     double sum = 0;   // raw residual sum over the run
     int32_t run = 0;  // points since s left 0
   };
+  // Feeds the maximum of an excursion of a CUSUM pair (sum of its sides `s`, current S / h `x`)
+  // to the percentile tracker `q` when the excursion ends.
+  static void EndExcursion(double s, double& max, double& q, double x);
   double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
   int64_t shift_max_run_;
   bool adaptive_;
   Cusum up_, down_, drift_up_, drift_down_;
   double recent_ = 0;  // EWMA(0.2) of the residual
+  // Learned 99.9th percentiles of the fast and drift statistics in units of their intervals
+  // (adaptive mode): an interval is at least kTailMargin x its percentile, so a series whose
+  // normal excursions (bursts of a sparse count, the ramps of a daily pattern) reach the interval
+  // does not report each one as a change.
+  double q_fast_ = 0, q_drift_ = 0;
+  double fast_max_ = 0, drift_max_ = 0;  // maximum of S / h in the current excursion
+  double q_run_ = 0;                     // learned 99th percentile of drift excursion lengths
+  int32_t drift_run_ = 0;                // length of the current drift excursion
   double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
   int64_t n_ = 0;
 };
@@ -202,7 +229,26 @@ class ChangePointDetector {
 class SeasonalBaseline {
  public:
   explicit SeasonalBaseline(const DetectorOptions& options);
+  // A configured season, or a detected one (automatic mode, after Lock).
   bool enabled() const { return buckets_ > 0; }
+  // Automatic mode (no configured season, auto_season): the profile is allocated at construction
+  // (kAutoBuckets) and enabled by Lock.
+  bool automatic() const { return automatic_; }
+  // Automatic mode, candidate period: restarts the stored first period at `anchor_ms` with
+  // `period_ms` (StoreInitial then fills it; Phase follows it).
+  void BeginCandidate(int64_t anchor_ms, int64_t period_ms, double interval_ms);
+  // Automatic mode: the candidate period becomes the season (FinishInitial; returns the mean of
+  // the stored values).
+  double Lock();
+  // Automatic mode, candidate: the stored value at `phase` (NaN if none) and the stored mean.
+  double Stored(int64_t phase) const { return profile_[phase]; }
+  double StoredMean() const;
+  // Automatic mode: moves the phase origin (a period's reference crossing) and the period.
+  void Reanchor(int64_t anchor_ms, int64_t period_ms);
+  // Automatic mode: disables the season again (its period is no longer seen).
+  void Unlock();
+  int64_t period_ms() const { return season_ms_; }
+  int64_t anchor_ms() const { return anchor_ms_; }
   // Bucket of the point with this index (0-based) and time.
   int64_t Phase(int64_t index, int64_t time_ms) const;
   // Periods elapsed since the first point (fractional in time mode).
@@ -224,14 +270,30 @@ class SeasonalBaseline {
   // Moves bucket `phase` towards the residual (winsorised by the caller).
   void Learn(int64_t phase, double residual, double rate);
   void Reset();
-  size_t bytes() const { return profile_.capacity() * sizeof(float); }
+  // Per-bucket residual spread (issue 10): the RMS of the residuals seen at `phase` (0 until
+  // learned). The detectors standardise by max(global scale, this), so the deterministic
+  // within-bucket error of a ramp (a 30-minute bucket of a daily pattern) is normal at its phase.
+  double Spread(int64_t phase) const {
+    const float v = spread_[phase];
+    return v > 0 ? std::sqrt(static_cast<double>(v)) : 0.0;
+  }
+  // Forgets the spreads (the start of the last warm-up period).
+  void RestartSpread();
+  // Moves the spread of `phase` towards `sq` (a winsorised squared residual); the first visit
+  // after RestartSpread sets it.
+  void LearnSpread(int64_t phase, double sq, double rate);
+  size_t bytes() const { return (profile_.capacity() + spread_.capacity()) * sizeof(float); }
 
  private:
   void RecomputeMoments();
-  int64_t buckets_;
+  bool automatic_;
+  int64_t candidate_buckets_ = 0;  // automatic mode: buckets of the candidate period
+  int64_t anchor_ms_ = 0;          // automatic mode: phase origin
+  int64_t buckets_;                // active buckets (0 = disabled)
   int64_t season_ms_;
   double k_, h_, clip_;
   std::vector<float> profile_;
+  std::vector<float> spread_;  // per-bucket mean squared residual; NaN = not seen yet
   bool initialised_ = false;
   int64_t first_time_ms_ = INT64_MIN;
   double sum_ = 0, sumsq_ = 0;  // of the profile, for its mean and RMS
@@ -255,6 +317,11 @@ class RateOfChangeDetector {
   // Re-baseline after a persistent change: the smoothed rate restarts at 0 and the rate variance
   // becomes at least the recent mean square of the rate.
   void Rebaseline();
+  // Forgets the previous value and the smoothed rate (the deseasonalised value changed meaning).
+  void Restart() {
+    has_prev_ = false;
+    rate_ = 0;
+  }
   // The rate RMS used to standardise is at least `floor` (a quantisation step per interval).
   void set_floor(double floor) { floor_ = floor; }
   double interval_ms() const { return interval_ms_; }
@@ -267,6 +334,7 @@ class RateOfChangeDetector {
   int64_t prev_time_ms_ = 0;
   double interval_ms_ = 0;
   double rate_ = 0, var_ = 0, q99_ = 2.576;
+  double q999_ = 3.29;    // learned 99.9th percentile of |z| (tail margin, as SpikeDetector)
   double recent_sq_ = 0;  // EWMA(0.25) of rate^2, every point
   double floor_ = 0;
   int64_t n_ = 0;
@@ -293,7 +361,15 @@ class RateOfChangeDetector {
 //   row (gaps of <= 3 points bridged); then level, scale and every CUSUM re-baseline on the recent
 //   values and the verdicts stay below warning for shift_max_run points while they settle (a
 //   change-point alarm re-baselines the rate detector too);
-// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|.
+// - tail margin: the spike threshold is at least 1.25 x the learned 99.9th percentile of |z|
+//   (of changed values only), the rate threshold likewise, and each CUSUM interval at least
+//   1.25 x the learned 99th percentile of its excursion maxima (at most 3x; the drift margin only
+//   for excursions no longer than 1.5 x the normal ones);
+// - per-bucket seasonal spread: z = residual / max(scale, RMS of the bucket's residuals);
+// - automatic period (auto_season, no configured season): level crossings with hysteresis, a
+//   candidate profile verified on the next cycle, then a seasonal profile (see TrackPeriod);
+// - informative warm-up: until warmup_points / 2 changes of the value (at most 30 x
+//   warmup_points points); a switch to log1p space seeds the new model from shadow statistics.
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
@@ -302,8 +378,8 @@ class RateOfChangeDetector {
 // order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
 // change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
 // typical interval and the seasonal phase comes from time when season_ms is set. With an
-// index-based period, missing points shift the phase: use season_ms for data with gaps. The period
-// is configured, not detected.
+// index-based period, missing points shift the phase: use season_ms for data with gaps. A detected
+// period needs a pattern that crosses the middle of its range once up and once down per period.
 class SeriesDetector {
  public:
   explicit SeriesDetector(const DetectorOptions& options);
@@ -313,13 +389,16 @@ class SeriesDetector {
   Verdict Observe(int64_t time_ms, double value);
   void Reset();
 
-  const DetectorOptions& options() const { return options_; }
   int64_t points() const { return accepted_; }  // accepted points
   int64_t ignored() const { return ignored_; }  // NaN/Inf or out-of-order points
   bool warming_up() const { return !warm_done_; }
   // True once the series is judged in signed log1p space; level() and scale() are in that space.
   bool log_space() const { return log_space_; }
   double level() const { return level_; }
+  // The automatically detected period in ms (0 when none is locked, or a season is configured).
+  int64_t detected_period_ms() const {
+    return seasonal_.automatic() && seasonal_.enabled() ? seasonal_.period_ms() : 0;
+  }
   double scale() const { return spike_.scale(); }
   double scale_floor() const { return floor_; }
   // The longest run of points at or above warning the detector allows (2 x shift_max_run).
@@ -339,9 +418,23 @@ class SeriesDetector {
   void UpdateFloor(double y, double residual, bool warm);
   // Forced re-baseline at the end of a bounded episode.
   void Rebaseline();
+  // Automatic period (no configured season): level crossings with hysteresis, candidate profile,
+  // lock and unlock. Called for every point before it is judged.
+  void TrackPeriod(int64_t time_ms, double y);
+  // Disables the detected period (TrackPeriod).
+  void DropPeriod();
   double ToValue(double y) const;
 
-  DetectorOptions options_;
+  // The options SeriesDetector itself reads (the components keep their own copies): compact, so
+  // that 100k detectors fed round-robin touch fewer cache lines per point.
+  struct Params {
+    double clip, level_alpha, scale_alpha, season_alpha;
+    double info, warning, critical, emergency;
+    int64_t warmup_points, shift_max_run;
+  };
+
+  // Fields touched by every point first, those touched rarely (crossings, warm-up) last.
+  Params options_;
   SpikeDetector spike_;
   ChangePointDetector change_;
   SeasonalBaseline seasonal_;
@@ -349,29 +442,47 @@ class SeriesDetector {
   double level_ = 0;
   int64_t n_ = 0;  // points of the current model (since the last space switch)
   int64_t accepted_ = 0;
-  int64_t ignored_ = 0;
+  int64_t changes_ = 0;  // points whose value differs from the previous one (current model)
   int64_t last_time_ms_ = INT64_MIN;
-  int64_t last_period_ = 0;
   bool warm_done_ = false;
-
   // Judged space.
   bool log_space_ = false;
-  int64_t space_n_ = 0;
-  double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
-
   // Scale floor.
   bool has_prev_y_ = false, integral_ = true;
+  // Automatic period: crossing state.
+  int8_t crossing_state_ = 0;  // 1 above the upper line, -1 below the lower one, 0 unknown
+  // Automatic period: 0 none, 1 filling the profile, 2 verifying it.
+  int8_t candidate_ = 0;
+  int8_t anchor_type_ = 0;  // crossing type of the phase origin: 1 up, -1 down
+  int64_t space_n_ = 0;
+  double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
+  float shadow_mean_ = 0, shadow_var_ = 0;    // of the value in signed log1p space (approx.)
+  int64_t shadow_n_ = 0;
   double prev_y_ = 0;
   double resolution_ = 0;  // smallest non-zero |change| seen (0 = none yet)
   double magnitude_ = 0;   // EWMA of |y|
   double slow_var_ = 0;    // long-memory residual variance, every point
   double floor_ = 0;
-
   // Episode bound and re-baseline.
   double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2
   int32_t episode_ = 0;                          // points at >= warning in the current episode
   int32_t quiet_ = 0;                            // points below warning in a row
   int32_t settle_ = 0;                           // points left with verdicts capped below warning
+  // Automatic period: the envelope and, per crossing type (0 up, 1 down), the points and the
+  // points beyond either line since the last crossing.
+  int32_t cycle_points_[2] = {0, 0}, cycle_outside_[2] = {0, 0};
+  float env_hi_ = 0, env_lo_ = 0;
+  float crossing_span_ = 0;  // envelope range at the last crossing
+
+  // Rarely touched: the times of the last crossings, the verification, counters.
+  int32_t period_misses_ = 0;  // inconsistent crossings in a row while locked
+  int32_t ups_ = 0, downs_ = 0;
+  int64_t up_ms_[2] = {0, 0};  // latest first
+  int64_t down_ms_[2] = {0, 0};
+  double verify_sse_ = 0, verify_sst_ = 0, verify_mean_ = 0;
+  int64_t verify_n_ = 0;
+  int64_t ignored_ = 0;
+  int64_t last_period_ = 0;
 };
 
 }  // namespace inferscope

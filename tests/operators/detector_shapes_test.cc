@@ -176,19 +176,21 @@ TEST(DetectorShapesTest, MultiDecadeBurstsAreJudgedInLogSpace) {
   std::vector<Verdict> vs = RunSeries(d, v);
   EXPECT_TRUE(d.log_space());
   EXPECT_LE(LongestEpisode(vs), d.EpisodeBound());
-  // Issue-10 target <= 0.1 %; this shape is at ~0.2 % (docs/DETECTORS.md, calibration): guard.
-  EXPECT_LE(AlarmPoints(vs, 0, vs.size()), 40);
+  // Issue-10 target: <= 0.1 % (the CUSUM tail margin: normal long bursts are not drifts).
+  EXPECT_LE(AlarmPoints(vs, 0, vs.size()), 10);
   EXPECT_EQ(std::count_if(vs.begin(), vs.end(), [](const Verdict& x) { return x.score >= 0.95; }),
             0);
   // Expected values are reported in value units, not log units, and stay finite.
   EXPECT_GT(vs.back().upper, 1e3);
   for (const Verdict& x : vs) ASSERT_TRUE(std::isfinite(x.upper) && std::isfinite(x.lower));
 
-  // A sustained write storm at the device limit is found.
+  // A sustained write storm at the device limit is found once it has lasted longer than the
+  // normal bursts (up to 30 points here; the drift margin covers excursions up to 1.5 x the
+  // learned 99th percentile of their lengths).
   for (size_t i = 8000; i < 8150; ++i) v[i] = 6.5e8;
   SeriesDetector storm{DetectorOptions{}};
   vs = RunSeries(storm, v);
-  EXPECT_GT(AlarmPoints(vs, 8000, 8040), 0);
+  EXPECT_GT(AlarmPoints(vs, 8000, 8100), 0);
 }
 
 // A series whose level dispersion is small stays in value space (the synthetic harness, gauges).
@@ -255,6 +257,128 @@ TEST(DetectorShapesTest, NoiseFreePeriodicSignalsWithoutSeasonStopAlarmingAfterA
           << "wave " << static_cast<int>(w) << " period " << period;
     }
   }
+}
+
+// ---- automatic period ----
+
+// Without a configured season, a noise-free square wave with a long period (the transitions are
+// full-amplitude level shifts) is learned as a period: no alarm once 3 periods were seen, and the
+// detector reports the detected period.
+TEST(DetectorShapesTest, SquareWaveWithoutSeasonLocksAPeriod) {
+  for (int64_t period : {60, 288, 720}) {
+    for (double noise : {0.0, 0.05}) {
+      SeriesDetector d{DetectorOptions{}};
+      const std::vector<Verdict> vs =
+          RunSeries(d, Periodic(Wave::kSquare, period, 8000, noise, 12));
+      EXPECT_EQ(AlarmPoints(vs, static_cast<size_t>(3 * period), vs.size()), 0)
+          << "period " << period << " noise " << noise;
+      EXPECT_EQ(d.detected_period_ms(), period * kStepMs) << "period " << period;
+    }
+  }
+}
+
+// Noise does not lock a period (its crossings are irregular and its last cycle predicts
+// nothing), and a locked period is dropped when the pattern stops.
+TEST(DetectorShapesTest, AutomaticPeriodIsNotFooledByNoiseAndIsDropped) {
+  std::mt19937_64 rng(13);
+  std::normal_distribution<double> normal(100, 1);
+  std::student_t_distribution<double> heavy(5);
+  SeriesDetector gaussian{DetectorOptions{}}, student{DetectorOptions{}};
+  int64_t locked = 0;
+  for (int i = 0; i < 50'000; ++i) {
+    const int64_t t = kT0 + i * kStepMs;
+    gaussian.Observe(t, normal(rng));
+    student.Observe(t, 100 + heavy(rng));
+    locked += gaussian.detected_period_ms() > 0 || student.detected_period_ms() > 0;
+  }
+  EXPECT_EQ(locked, 0);
+  // A square wave that becomes flat noise: the period is dropped after a few missed cycles.
+  std::vector<double> v = Periodic(Wave::kSquare, 60, 3000, 0.0, 14);
+  for (int i = 0; i < 3000; ++i) v.push_back(normal(rng));
+  SeriesDetector d{DetectorOptions{}};
+  RunSeries(d, std::vector<double>(v.begin(), v.begin() + 3000));
+  EXPECT_EQ(d.detected_period_ms(), 60 * kStepMs);
+  for (size_t i = 3000; i < v.size(); ++i) d.Observe(kT0 + static_cast<int64_t>(i) * kStepMs, v[i]);
+  EXPECT_EQ(d.detected_period_ms(), 0);
+  // auto_season: false keeps the old behaviour (no profile allocated).
+  DetectorOptions off;
+  off.auto_season = false;
+  SeriesDetector plain(off);
+  RunSeries(plain, std::vector<double>(v.begin(), v.begin() + 3000));
+  EXPECT_EQ(plain.detected_period_ms(), 0);
+  EXPECT_EQ(plain.heap_bytes(), 0u);
+}
+
+// ---- per-bucket seasonal spread ----
+
+// A noise-free business-day shape with a configured daily season of 48 buckets: the ramps move
+// inside each 30-minute bucket, which the per-bucket spread makes normal at those phases.
+TEST(DetectorShapesTest, DailyRampsInsideBucketsDoNotAlarm) {
+  std::vector<double> v;
+  for (int i = 0; i < 10 * 1440; ++i) {
+    const double h = (i % 1440) / 60.0;
+    double x = 0.1;
+    if (h >= 6 && h < 9) x = 0.1 + 0.9 * (h - 6) / 3;
+    if (h >= 9 && h < 17) x = 1.0;
+    if (h >= 17 && h < 20) x = 1.0 - 0.9 * (h - 17) / 3;
+    v.push_back(200 + 80 * x);
+  }
+  DetectorOptions o;
+  o.season_ms = 86'400'000;
+  SeriesDetector d(o);
+  const std::vector<Verdict> vs = RunSeries(d, v);
+  EXPECT_LE(AlarmPoints(vs, 3 * 1440, vs.size()), 2) << "of " << vs.size() - 3 * 1440;
+  // A spike of half the amplitude at noon is still found.
+  v[8 * 1440 + 720] += 40;
+  SeriesDetector again(o);
+  const std::vector<Verdict> vs2 = RunSeries(again, v);
+  EXPECT_TRUE(Alarm(vs2[8 * 1440 + 720]));
+}
+
+// ---- sparse counts: informative warm-up, tail learned from changes ----
+
+// A count that is 0 except for rare short bursts of small integers: the warm-up lasts until the
+// bursts have been seen (changes of the value), so the first bursts after it are not alarms.
+TEST(DetectorShapesTest, RareBurstsOfSmallCountsAreLearned) {
+  int64_t alarms = 0, points = 0;
+  for (uint64_t seed = 20; seed < 26; ++seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::vector<double> v(10'000, 0.0);
+    int left = 0;
+    for (double& x : v) {
+      if (left == 0 && u(rng) < 0.005) left = 1 + static_cast<int>(u(rng) * 6);
+      if (left > 0) {
+        x = 1 + static_cast<int>(u(rng) * 9);
+        --left;
+      }
+    }
+    SeriesDetector d{DetectorOptions{}};
+    const std::vector<Verdict> vs = RunSeries(d, v);
+    for (const Verdict& x : vs) {
+      if (x.warming_up) continue;
+      ++points;
+      alarms += Alarm(x);
+    }
+    EXPECT_LE(LongestEpisode(vs), d.EpisodeBound());
+  }
+  // The shape suite (burst start probabilities 0.5-4 %) meets the issue-10 target of 0.1 %; this
+  // rarest case alone (0.5 %, six seeds) is at ~0.12 %: the first bursts after a warm-up that saw
+  // only a few of them (docs/DETECTORS.md, "not met"). Guarded at 0.15 %.
+  EXPECT_LE(double(alarms), 0.0015 * double(points)) << alarms << " of " << points;
+  EXPECT_GT(points, 50'000);  // the informative warm-up is bounded (30 x warmup_points)
+}
+
+// A short series that switches to log1p space is still judged: the new model is seeded from
+// shadow statistics (a third of the warm-up remains), not restarted from scratch.
+TEST(DetectorShapesTest, ShortSeriesThatSwitchesToLogSpaceIsJudged) {
+  const std::vector<double> v = BurstyBytes(60, 15);
+  SeriesDetector d{DetectorOptions{}};
+  const std::vector<Verdict> vs = RunSeries(d, v);
+  ASSERT_TRUE(d.log_space());
+  const auto judged =
+      std::count_if(vs.begin(), vs.end(), [](const Verdict& x) { return !x.warming_up; });
+  EXPECT_GE(judged, 15);
 }
 
 // ---- no stuck alarm, ever ----
@@ -355,21 +479,11 @@ TEST(DetectorShapesTest, ShapeSuiteCalibration) {
   config.series_per_shape = 4;
   const std::vector<bench::PointwiseResult> clean =
       bench::EvaluatePointwise(bench::GenerateShapeSuite(config), /*clean_only=*/true);
-  // Shapes that miss the issue-10 targets at this commit (docs/DETECTORS.md, "Calibration"),
-  // guarded at about their measured share so they do not get worse: {>= warning, >= 0.95}.
-  const std::map<std::string, std::pair<double, double>> not_met = {
-      {"sparse_counts", {0.005, 0.0004}},          {"bursty_bytes", {0.004, 0.0001}},
-      {"square (no season)", {0.008, 0.006}},      {"sawtooth (no season)", {0.001, 0.0003}},
-      {"daily_pattern (season)", {0.004, 0.0001}}, {"daily_pattern (no season)", {0.003, 0.0001}},
-  };
   for (const bench::PointwiseResult& r : clean) {
     SCOPED_TRACE(r.name);
     EXPECT_EQ(r.persistent_over_bound, 0) << "longest " << r.longest_persistent_episode;
-    auto it = not_met.find(r.name);
-    const double warning = it == not_met.end() ? 0.001 : it->second.first;
-    const double emergency = it == not_met.end() ? 0.0001 : it->second.second;
-    EXPECT_LE(r.clean_warning_share(), warning);
-    EXPECT_LE(r.clean_emergency_share(), emergency);
+    EXPECT_LE(r.clean_warning_share(), 0.001);
+    EXPECT_LE(r.clean_emergency_share(), 0.0001);
   }
 }
 
@@ -390,8 +504,9 @@ TEST(DetectorShapesTest, RealTracesRarelyFlagged) {
   };
   DetectorOptions options;
   EXPECT_LE(share(bench::EvaluateTraces(ten_seconds, options)), 0.005);
-  // 58-minute traces: with the default warm-up of 30 points few per-minute points are judged;
-  // `--warmup 10` matches their length.
+  // 58-minute traces at the default warm-up (series that switch to log1p space are seeded there,
+  // so they are still judged) and with `--warmup 10`, matching their length.
+  EXPECT_LE(share(bench::EvaluateTraces(minute, options)), 0.005);
   options.warmup_points = 10;
   EXPECT_LE(share(bench::EvaluateTraces(minute, options)), 0.005);
 }

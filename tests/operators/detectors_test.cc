@@ -133,8 +133,16 @@ TEST(SeasonalBaselineTest, BreakOfThePatternDetectedWithinAPeriod) {
   ASSERT_FALSE(alerts.empty());
   EXPECT_GE(alerts[0].index, 2000);
   EXPECT_LT(alerts[0].index, 2048);
+  // The break CUSUM sees it too (at info or above within the period). Since the CUSUM tail
+  // margins (issue 10) the alerts of this particular vanished pattern are reported as level
+  // shifts first: the break evidence reaches 0.6, not warning (type attribution is informative,
+  // see docs/DETECTORS.md; the harness's seasonal-break type match is 0.86).
+  SeriesDetector again(o);
   bool saw_break = false;
-  for (const Alert& a : alerts) saw_break |= a.type == AnomalyType::kSeasonalBreak;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const Verdict x = again.Observe(kT0 + static_cast<int64_t>(i) * kStepMs, v[i]);
+    saw_break |= i >= 2000 && i < 2048 && x.type == AnomalyType::kSeasonalBreak;
+  }
   EXPECT_TRUE(saw_break);
 }
 
@@ -246,12 +254,18 @@ TEST(SeriesDetectorTest, ResetForgetsEverything) {
 
 TEST(SeriesDetectorTest, MemoryPerSeriesIsSmall) {
   DetectorOptions o;
-  // 696 bytes before the issue-10 safeguards (scale floor, judged space, episode bound: ~140
-  // bytes of state); 100k series x 0.9 KiB stays under 100 MB.
-  EXPECT_LE(sizeof(SeriesDetector), 896u);
-  EXPECT_EQ(SeriesDetector(o).heap_bytes(), 0u);
+  // 696 bytes before the issue-10 safeguards, 840 with the first ones (scale floor, judged space,
+  // episode bound), 968 with the automatic period, the CUSUM tail margins and the informative
+  // warm-up (docs/DETECTORS.md, memory per series).
+  EXPECT_LE(sizeof(SeriesDetector), 976u);
+  // Without a configured season: the automatic period's profile and spread, 2 x 48 floats.
+  EXPECT_EQ(SeriesDetector(o).heap_bytes(), 2 * 48 * sizeof(float));
+  DetectorOptions off = o;
+  off.auto_season = false;
+  EXPECT_EQ(SeriesDetector(off).heap_bytes(), 0u);
+  // A configured season: profile and per-bucket spread.
   o.season_points = 96;
-  EXPECT_EQ(SeriesDetector(o).heap_bytes(), 96 * sizeof(float));
+  EXPECT_EQ(SeriesDetector(o).heap_bytes(), 2 * 96 * sizeof(float));
 }
 
 ConfigNode Node(const std::string& yaml) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <string_view>
 
 #include <msgpack.hpp>
 
@@ -19,29 +20,32 @@ namespace {
 
 constexpr int64_t kNow = 1'718'000'100'000;
 
-std::string OneEventPayload(uint64_t seq) {
+// A message of `events` identical request events from publisher `pub`.
+std::string Payload(uint64_t seq, std::string_view pub = "p", int events = 1) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_map(4);
   pk.pack("v");
   pk.pack(1);
   pk.pack("pub");
-  pk.pack("p");
+  pk.pack(pub);
   pk.pack("seq");
   pk.pack(seq);
   pk.pack("events");
-  pk.pack_array(1);
-  pk.pack_map(5);
-  pk.pack("k");
-  pk.pack("r");
-  pk.pack("i");
-  pk.pack("node-1");
-  pk.pack("m");
-  pk.pack("llama");
-  pk.pack("t");
-  pk.pack(kNow - 1000);
-  pk.pack("e2e");
-  pk.pack(1.5);
+  pk.pack_array(events);
+  for (int i = 0; i < events; ++i) {
+    pk.pack_map(5);
+    pk.pack("k");
+    pk.pack("r");
+    pk.pack("i");
+    pk.pack("node-1");
+    pk.pack("m");
+    pk.pack("llama");
+    pk.pack("t");
+    pk.pack(kNow - 1000);
+    pk.pack("e2e");
+    pk.pack(1.5);
+  }
   return std::string(buf.data(), buf.size());
 }
 
@@ -57,7 +61,7 @@ TEST(WireDecoderFuzzRegression, LargestSequenceNumberIsRejectedAndNeverAppliedTw
     options.strict_sequence = strict;
     WireDecoder decoder(options, interner, clock, nullptr, "test");
     EventBatch batch;
-    const std::string payload = OneEventPayload(std::numeric_limits<uint64_t>::max());
+    const std::string payload = Payload(std::numeric_limits<uint64_t>::max());
     for (int round = 0; round < 2; ++round) {
       const DecodeResult r = decoder.Decode(payload, batch);
       EXPECT_TRUE(r.message_rejected);
@@ -83,32 +87,9 @@ TEST(WireDecoderFuzzRegression, RefusedMessageWithANonUtf8PublisherConsumesNothi
   options.max_events_per_message = 1;
   WireDecoder decoder(options, interner, clock, nullptr, "test");
   const std::string bad_pub("\x90\x30", 2);
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(4);
-  pk.pack("v");
-  pk.pack(1);
-  pk.pack("pub");
-  pk.pack(bad_pub);
-  pk.pack("seq");
-  pk.pack(0);
-  pk.pack("events");
-  pk.pack_array(2);
-  for (int i = 0; i < 2; ++i) {
-    pk.pack_map(5);
-    pk.pack("k");
-    pk.pack("r");
-    pk.pack("i");
-    pk.pack("node-1");
-    pk.pack("m");
-    pk.pack("llama");
-    pk.pack("t");
-    pk.pack(kNow - 1000);
-    pk.pack("e2e");
-    pk.pack(1.5);
-  }
+  const std::string payload = Payload(0, bad_pub, /*events=*/2);
   EventBatch batch;
-  const DecodeResult r = decoder.Decode(std::string_view(buf.data(), buf.size()), batch);
+  const DecodeResult r = decoder.Decode(payload, batch);
   EXPECT_TRUE(r.message_rejected);
   EXPECT_FALSE(r.applied);
   EXPECT_FALSE(r.consumed);
@@ -123,7 +104,7 @@ TEST(WireDecoderFuzzRegression, SecondLargestSequenceNumberIsAppliedOnce) {
   ManualClock clock(kNow);
   WireDecoder decoder(WireDecoderOptions{}, interner, clock, nullptr, "test");
   EventBatch batch;
-  const std::string payload = OneEventPayload(std::numeric_limits<uint64_t>::max() - 1);
+  const std::string payload = Payload(std::numeric_limits<uint64_t>::max() - 1);
   const DecodeResult first = decoder.Decode(payload, batch);
   EXPECT_TRUE(first.applied);
   EXPECT_EQ(first.accepted, 1u);

@@ -31,6 +31,11 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
           hp.status().message());
     }
   }
+  for (const auto& [table, ms] : engine->spec_.record_retention_ms) {
+    if (Status st = CheckRecordRetention(table, ms); !st.ok()) {
+      return engine->spec_.record_retention_at.Error(table, st.message());
+    }
+  }
   engine->capabilities_ = registry.List();
   engine->clock_ = clock;
   if (overrides.metrics_max_publishers > 0) {
@@ -71,6 +76,8 @@ Status Engine::Start() {
     options.path = spec_.state_path;
     options.tiers = spec_.state_tiers;
     options.rollup_delay_ms = spec_.rollup_delay_ms;
+    options.record_retention_ms.insert(spec_.record_retention_ms.begin(),
+                                       spec_.record_retention_ms.end());
     options.clock = clock_;
     options.file_system = state_file_system_;
     Result<std::unique_ptr<StateStore>> state = StateStore::Open(options, &metrics_);

@@ -68,5 +68,11 @@ inline void AppendBigEndian64(std::string* out, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8)
     out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
+// Reads be64 from the first 8 bytes of `in` (which must have them).
+inline uint64_t ReadBigEndian64(std::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+  return v;
+}
 
 }  // namespace inferscope

@@ -65,13 +65,13 @@ Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_v
   return out;
 }
 
-// state: path, tiers, rollup_delay, maintenance_interval.
+// state: path, tiers, rollup_delay, maintenance_interval, record_retention.
 Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
   Result<ConfigNode> state = root.Child("state");
   if (!state.ok()) return state.status();
   spec->state_at = *state;
-  INFERSCOPE_RETURN_IF_ERROR(
-      state->CheckKnownFields({"path", "tiers", "rollup_delay", "maintenance_interval"}));
+  INFERSCOPE_RETURN_IF_ERROR(state->CheckKnownFields(
+      {"path", "tiers", "rollup_delay", "maintenance_interval", "record_retention"}));
   Result<std::string> state_path = state->GetString("path", std::string());
   if (!state_path.ok()) return state_path.status();
   spec->state_path = *state_path;
@@ -87,6 +87,23 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
       state->GetDurationMs("maintenance_interval", spec->maintenance_interval_ms, 100);
   if (!interval.ok()) return interval.status();
   spec->maintenance_interval_ms = *interval;
+  // record_retention: {table: duration}; which tables exist is the state store's business
+  // (Engine::Build checks the names).
+  if (state->Has("record_retention")) {
+    if (!state->node()["record_retention"].IsMap()) {
+      return state->Error("record_retention",
+                          "expected a mapping of record table to duration, e.g. {dead_letter: 7d}");
+    }
+    Result<ConfigNode> retention = state->Child("record_retention");
+    if (!retention.ok()) return retention.status();
+    spec->record_retention_at = *retention;
+    for (const auto& item : retention->node()) {
+      const std::string table = item.first.as<std::string>();
+      Result<int64_t> ms = retention->GetDurationMs(table);
+      if (!ms.ok()) return ms.status();
+      spec->record_retention_ms.emplace_back(table, *ms);
+    }
+  }
 
   std::vector<ConfigNode> tier_nodes;
   if (state->Has("tiers")) {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pipeline/config.h"
@@ -49,8 +50,12 @@ struct TopologySpec {
   bool state_tiers_given = false;            // `state.tiers` was in the file
   int64_t rollup_delay_ms = 60'000;          // state.rollup_delay (1m)
   int64_t maintenance_interval_ms = 10'000;  // state.maintenance_interval (10s); rollups, retention
-  ConfigNode state_at;                       // the `state` mapping, for error locations
-  std::string query_listen;                  // "host:port" of the HTTP API; empty = no API
+  // state.record_retention: retention per time-keyed record table (state/record_table.h), in file
+  // order; 0 keeps forever. Tables not named keep their declared default.
+  std::vector<std::pair<std::string, int64_t>> record_retention_ms;
+  ConfigNode record_retention_at;  // the `state.record_retention` mapping
+  ConfigNode state_at;             // the `state` mapping, for error locations
+  std::string query_listen;        // "host:port" of the HTTP API; empty = no API
   EngineSettings engine;
   std::vector<StageSpec> sources;
   std::vector<StageSpec> operators;

@@ -151,23 +151,30 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
   ApiReply error;
   std::optional<PageRequest> page = ParsePage(ctx, req, &error);
   if (!page) return error;
-  const std::string from = page->after.value_or("");
+  const std::string prefix = AlertKey(*fingerprint);
+  if (page->after && page->after->rfind(prefix, 0) != 0) {
+    return BadParameter(ctx, "cursor", "the cursor belongs to another alert's history",
+                        req.Param("cursor").value_or(""));
+  }
+  std::string end = AlertKey(*fingerprint + 1);
+  if (*fingerprint == UINT64_MAX) end.clear();  // no upper bound
   json history = json::array();
   std::string last_key;
   bool more = false;
-  Status st = ctx.store->ScanRecords(
-      kAlertHistoryTable, from, "", [&](std::string_view key, std::string_view value) {
-        if (page->after && key == *page->after) return true;
-        Result<Alert> a = AlertFromJson(json::parse(value, nullptr, false));
-        if (!a.ok() || a->fingerprint != *fingerprint) return true;
-        if (history.size() == page->limit) {
-          more = true;
-          return false;
-        }
-        history.push_back(AlertToJson(*a));
-        last_key.assign(key);
-        return true;
-      });
+  Status st = ctx.store->ScanRecords(kAlertHistoryByFingerprintTable, page->after.value_or(prefix),
+                                     end, [&](std::string_view key, std::string_view value) {
+                                       if (page->after && key == *page->after) return true;
+                                       Result<Alert> a =
+                                           AlertFromJson(json::parse(value, nullptr, false));
+                                       if (!a.ok()) return true;
+                                       if (history.size() == page->limit) {
+                                         more = true;
+                                         return false;
+                                       }
+                                       history.push_back(AlertToJson(*a));
+                                       last_key.assign(key);
+                                       return true;
+                                     });
   if (!st.ok()) return StatusReply(*ctx.clock, st);
   Result<std::optional<Alert>> latest = LoadAlert(*ctx.store, *fingerprint);
   if (!latest.ok()) return StatusReply(*ctx.clock, latest.status());

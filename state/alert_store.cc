@@ -8,10 +8,45 @@
 
 namespace inferscope {
 
+namespace {
+Status ExpireAlertChange(const StateStore& store, std::string_view key, std::string_view value,
+                         int64_t cutoff_ms, std::vector<RecordWrite>* writes);
+}  // namespace
+
 const RecordTable kAlertsTable("alerts");
-const RecordTable kAlertHistoryTable("alert_history");
+const RecordTable kAlertHistoryTable("alert_history", RecordExpiry{kDefaultAlertHistoryRetentionMs,
+                                                                   &ExpireAlertChange});
+const RecordTable kAlertHistoryByFingerprintTable("alert_history_by_fp");
 
 using nlohmann::json;
+
+namespace {
+
+// alert_history key: be64(detected_at ms) be64(fingerprint) u8(state) u8(severity).
+constexpr size_t kHistoryKeyBytes = 18;
+
+// The expiry hook of alert_history (RecordExpiry::Hook): the change's by-fingerprint copy goes,
+// and so does a resolved alert whose latest change is older than the cutoff.
+Status ExpireAlertChange(const StateStore& store, std::string_view key, std::string_view value,
+                         int64_t cutoff_ms, std::vector<RecordWrite>* writes) {
+  (void)value;
+  if (key.size() != kHistoryKeyBytes) return Status::Ok();  // not written by StoreAlerts
+  const uint64_t fingerprint = ReadBigEndian64(key.substr(8));
+  std::string by_fp(key.substr(8, 8));
+  by_fp.append(key.substr(0, 8));
+  by_fp.append(key.substr(16));
+  writes->push_back({&kAlertHistoryByFingerprintTable, std::move(by_fp), std::nullopt});
+  if (static_cast<AlertState>(key[16]) != AlertState::kResolved) return Status::Ok();
+  Result<std::optional<Alert>> latest = LoadAlert(store, fingerprint);
+  if (!latest.ok()) return latest.status();
+  if (latest->has_value() && (*latest)->state == AlertState::kResolved &&
+      (*latest)->detected_at_ms < cutoff_ms) {
+    writes->push_back({&kAlertsTable, AlertKey(fingerprint), std::nullopt});
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 std::string AlertKey(uint64_t fingerprint) {
   std::string key;
@@ -29,13 +64,22 @@ std::string AlertHistoryKey(const Alert& alert) {
   return key;
 }
 
+std::string AlertHistoryByFingerprintKey(const Alert& alert) {
+  std::string key = AlertKey(alert.fingerprint);
+  AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(alert.detected_at_ms, 0)));
+  key.push_back(static_cast<char>(alert.state));
+  key.push_back(static_cast<char>(alert.severity));
+  return key;
+}
+
 Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {
   if (alerts.empty()) return Status::Ok();
   std::vector<RecordWrite> writes;
-  writes.reserve(alerts.size() * 2);
+  writes.reserve(alerts.size() * 3);
   for (const Alert& a : alerts) {
     std::string value = ToJsonText(AlertToJson(a));
     writes.push_back({&kAlertsTable, AlertKey(a.fingerprint), value});
+    writes.push_back({&kAlertHistoryByFingerprintTable, AlertHistoryByFingerprintKey(a), value});
     writes.push_back({&kAlertHistoryTable, AlertHistoryKey(a), std::move(value)});
   }
   return store.WriteRecords(writes);

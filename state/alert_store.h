@@ -22,23 +22,33 @@ class StateStore;
 // `ldb` and easy to evolve.
 //
 // clang-format off
-//   alerts         key: be64(fingerprint)                              value: JSON of the latest state change
-//   alert_history  key: be64(detected_at ms) be64(fingerprint) u8(state) u8(severity)  value: JSON of that change
+//   alerts               key: be64(fingerprint)                                             value: JSON of the latest state change
+//   alert_history        key: be64(detected_at ms) be64(fingerprint) u8(state) u8(severity)  value: JSON of that change
+//   alert_history_by_fp  key: be64(fingerprint) be64(detected_at ms) u8(state) u8(severity)  value: the same JSON
 // clang-format on
 //
 // The history key orders changes by detection (wall-clock) time, so "what changed since T" is one
-// range scan; two changes of one alert in the same millisecond differ by state or severity.
-// Limitations: nothing expires yet (retention is issue 3's); a fingerprint's history is a full
-// scan of alert_history filtered by fingerprint.
+// range scan; two changes of one alert in the same millisecond differ by state or severity. The
+// by-fingerprint copy makes one alert's history a prefix scan.
+//
+// Retention: alert_history is time-keyed (state/record_table.h), kept 30 days by default
+// (`state.record_retention.alert_history`). When a change expires, its by-fingerprint copy goes
+// with it, and a resolved alert whose latest change is older than the retention is forgotten
+// (its `alerts` record is deleted): the tables hold what changed within the retention plus the
+// alerts still pending or firing.
 
-extern const RecordTable kAlertsTable;        // "alerts"
-extern const RecordTable kAlertHistoryTable;  // "alert_history"
+extern const RecordTable kAlertsTable;                     // "alerts"
+extern const RecordTable kAlertHistoryTable;               // "alert_history"
+extern const RecordTable kAlertHistoryByFingerprintTable;  // "alert_history_by_fp"
+inline constexpr int64_t kDefaultAlertHistoryRetentionMs = 30LL * 24 * 3600 * 1000;
 
 std::string AlertKey(uint64_t fingerprint);
 std::string AlertHistoryKey(const Alert& alert);
+// The key of `alert` in alert_history_by_fp; its first 8 bytes (AlertKey) select the fingerprint.
+std::string AlertHistoryByFingerprintKey(const Alert& alert);
 
-// Writes each alert as the latest state of its fingerprint and appends it to the history, all in
-// one atomic WriteBatch.
+// Writes each alert as the latest state of its fingerprint and appends it to the history (both
+// orders), all in one atomic WriteBatch.
 Status StoreAlerts(StateStore& store, std::span<const Alert> alerts);
 // The latest state of one fingerprint, or nullopt.
 Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerprint);

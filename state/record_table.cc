@@ -38,6 +38,12 @@ RecordTable::RecordTable(std::string_view name) : name_(name), index_(Declared()
   Declared().push_back(this);
 }
 
+RecordTable::RecordTable(std::string_view name, RecordExpiry expiry) : RecordTable(name) {
+  if (expiry.default_retention_ms < 0) Die(name, "a retention is >= 0");
+  time_keyed_ = true;
+  expiry_ = expiry;
+}
+
 std::span<const RecordTable* const> RecordTable::All() { return Declared(); }
 
 }  // namespace inferscope

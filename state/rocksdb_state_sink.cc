@@ -15,7 +15,7 @@
 
 namespace inferscope {
 
-const RecordTable kDeadLetterTable("dead_letter");
+const RecordTable kDeadLetterTable("dead_letter", RecordExpiry{kDefaultDeadLetterRetentionMs});
 
 Status RocksDbStateSink::Options::Validate() const {
   if (max_batch_panes < 1)

@@ -47,7 +47,10 @@ class StateStore;
 // Lifecycle: Open fails with InvalidArgument when the topology has no state directory (ctx.state is
 // null). Concurrency: Write is called from the sink thread only; Interrupt from any thread.
 // Dead letters: key be64(wall-clock ms) be64(sequence), value JSON (see above).
+// Dead letters are time-keyed (state/record_table.h): kept 7 days by default
+// (`state.record_retention.dead_letter`).
 extern const RecordTable kDeadLetterTable;  // "dead_letter"
+inline constexpr int64_t kDefaultDeadLetterRetentionMs = 7LL * 24 * 3600 * 1000;
 
 class RocksDbStateSink final : public Sink {
  public:

@@ -163,6 +163,29 @@ Status StateStoreOptions::Validate() const {
   } else if (rollup_delay_ms < 0) {
     return Status::InvalidArgument("state store: rollup_delay_ms must not be negative");
   }
+  for (const auto& [name, retention] : record_retention_ms) {
+    Status s = CheckRecordRetention(name, retention);
+    if (!s.ok()) return s.WithContext("state store");
+  }
+  return Status::Ok();
+}
+
+Status CheckRecordRetention(std::string_view name, int64_t retention_ms) {
+  std::string keyed;
+  const RecordTable* found = nullptr;
+  for (const RecordTable* table : RecordTable::All()) {
+    if (!table->time_keyed()) continue;
+    if (table->name() == name) found = table;
+    keyed += (keyed.empty() ? "" : ", ") + std::string(table->name());
+  }
+  if (found == nullptr) {
+    return Status::InvalidArgument("'" + std::string(name) +
+                                   "' is not a time-keyed record table (those are: " + keyed + ")");
+  }
+  if (retention_ms < 0) {
+    return Status::InvalidArgument("record retention of '" + std::string(name) +
+                                   "' must be >= 0 (0 keeps records forever)");
+  }
   return Status::Ok();
 }
 
@@ -213,6 +236,19 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
                                                       "Duration of state maintenance runs");
   store->maintenance_errors_ = metrics->GetCounter("inferscope_state_maintenance_errors_total",
                                                    "State maintenance runs that failed");
+  for (const RecordTable* table : RecordTable::All()) {
+    auto it = options.record_retention_ms.find(table->name());
+    store->record_retention_ms_.push_back(!table->time_keyed() ? 0
+                                          : it != options.record_retention_ms.end()
+                                              ? it->second
+                                              : table->expiry().default_retention_ms);
+    store->records_expired_.push_back(
+        table->time_keyed()
+            ? metrics->GetCounter("inferscope_state_records_expired_total",
+                                  "Records of time-keyed tables deleted after their retention",
+                                  {{"table", std::string(table->name())}})
+            : nullptr);
+  }
   store->metrics_ = metrics;
   store->clock_ = options.clock != nullptr ? options.clock : &SystemClock::Instance();
   store->tiers_ = options.tiers.empty() ? std::vector<TierSpec>{TierSpec{}} : options.tiers;
@@ -726,6 +762,7 @@ Status StateStore::WriteRecords(const RecordTable& table, std::span<const Checkp
 
 template <typename Write, typename TableOf>
 Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table_of, bool sync) {
+  std::lock_guard<std::mutex> records_lock(records_mu_);
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
@@ -823,6 +860,10 @@ Result<MaintenanceReport> StateStore::RunMaintenance() {
     status = RollUp(i, target, report.now_ms, &report.rollups_written[i]);
   }
   if (status.ok()) status = DropExpiredSeries(report.now_ms, &report.series_dropped);
+  for (const RecordTable* table : RecordTable::All()) {
+    if (!status.ok() || table->index() >= num_tables_) break;
+    status = ExpireRecords(*table, report.now_ms, &report.records_expired);
+  }
   for (size_t i = 0; i < tiers_.size(); ++i) {
     report.rolled_through_ms.push_back(RolledThroughMs(i));
     if (i > 0) rolled_through_gauges_[i]->Set(static_cast<double>(RolledThroughMs(i)) / 1000.0);
@@ -946,6 +987,57 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   for (const std::string& key : gone) index_.erase(key);
   *dropped += static_cast<int64_t>(gone.size());
   series_dropped_->Inc(gone.size());
+  return Status::Ok();
+}
+
+Status StateStore::ExpireRecords(const RecordTable& table, int64_t now_ms, int64_t* expired) {
+  const int64_t retention = record_retention_ms_[table.index()];
+  if (retention <= 0 || now_ms - retention <= 0) return Status::Ok();
+  const int64_t cutoff_ms = now_ms - retention;
+  std::string cutoff_key;
+  AppendBigEndian64(&cutoff_key, static_cast<uint64_t>(cutoff_ms));
+  const RecordExpiry::Hook hook = table.expiry().on_expire;
+
+  std::lock_guard<std::mutex> records_lock(records_mu_);
+  // The expired records (values only for the hook), read first: the hook reads the store, which
+  // must not happen while this thread holds the scan's lock.
+  std::vector<RecordWrite> writes;
+  std::vector<std::string> values;
+  INFERSCOPE_RETURN_IF_ERROR(
+      ScanRecords(table, "", cutoff_key, [&](std::string_view key, std::string_view value) {
+        writes.push_back({&table, std::string(key), std::nullopt});
+        if (hook != nullptr) values.emplace_back(value);
+        return writes.size() < static_cast<size_t>(kMaxRecordsExpiredPerRun);
+      }));
+  if (writes.empty()) return Status::Ok();
+  const size_t count = writes.size();
+  if (hook != nullptr) {
+    std::vector<RecordWrite> dependent;
+    for (size_t i = 0; i < count; ++i) {
+      INFERSCOPE_RETURN_IF_ERROR(
+          hook(*this, writes[i].key, values[i], cutoff_ms, &dependent)
+              .WithContext("state store: expiring " + std::string(table.name())));
+    }
+    for (RecordWrite& w : dependent) writes.push_back(std::move(w));
+  }
+
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  rocksdb::WriteBatch batch;
+  for (const RecordWrite& w : writes) {
+    rocksdb::ColumnFamilyHandle* cf = TableHandle(*w.table);
+    if (cf == nullptr) return TableNotOpen(*w.table);
+    rocksdb::Status s = w.value ? batch.Put(cf, w.key, *w.value) : batch.Delete(cf, w.key);
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: expiring records"));
+  }
+  rocksdb::WriteOptions write_options;
+  write_options.sync = sync_writes_;
+  rocksdb::Status s = db_->Write(write_options, &batch);
+  if (!s.ok()) write_errors_->Inc();
+  INFERSCOPE_RETURN_IF_ERROR(
+      FromRocks(s, "state store: expiring records of " + std::string(table.name())));
+  *expired += static_cast<int64_t>(count);
+  records_expired_[table.index()]->Inc(count);
   return Status::Ok();
 }
 

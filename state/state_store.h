@@ -57,9 +57,16 @@ struct StateStoreOptions {
   // The file system RocksDB writes through; nullptr (the default): the local one. Tests pass a
   // wrapper that fails writes on demand (tests/fault_fs.h).
   std::shared_ptr<rocksdb::FileSystem> file_system;
+  // Retention of time-keyed record tables (state/record_table.h), by table name, overriding the
+  // table's declared default; 0 keeps its records forever. Only time-keyed tables may be named.
+  std::map<std::string, int64_t, std::less<>> record_retention_ms;
 
   Status Validate() const;
 };
+
+// Checks a retention override for record table `name`: OK for a declared time-keyed table and a
+// retention >= 0; otherwise an InvalidArgument naming the tables that can be given.
+Status CheckRecordRetention(std::string_view name, int64_t retention_ms);
 
 // What one StateStore::RunMaintenance did.
 struct MaintenanceReport {
@@ -68,7 +75,8 @@ struct MaintenanceReport {
   // Per tier (index 0 always 0): buckets written, and the end of the last final bucket rolled up.
   std::vector<int64_t> rollups_written;
   std::vector<int64_t> rolled_through_ms;
-  int64_t series_dropped = 0;  // series index entries whose every bucket had expired
+  int64_t series_dropped = 0;   // series index entries whose every bucket had expired
+  int64_t records_expired = 0;  // records of time-keyed tables deleted (their retention passed)
 };
 
 // One write to a record table (state/record_table.h): a Put, or a Delete when `value` is empty.
@@ -168,6 +176,8 @@ struct WindowsRead {
 // inferscope_state_panes_after_rollup_total.
 class StateStore {
  public:
+  static constexpr int64_t kMaxRecordsExpiredPerRun = 10'000;
+
   static Result<std::unique_ptr<StateStore>> Open(const StateStoreOptions& options,
                                                   MetricsRegistry* metrics);
   ~StateStore();
@@ -205,7 +215,9 @@ class StateStore {
   int64_t RolledThroughMs(size_t tier) const;
   // One maintenance step at the clock's current time: rolls every tier up to the buckets that are
   // final under the stored watermark, drops the series index entries whose data has all expired,
-  // and updates the tier metrics. Idempotent; safe concurrently with writers and readers.
+  // deletes the records of time-keyed tables older than their retention (at most
+  // kMaxRecordsExpiredPerRun per table and run: a backlog goes over several runs) and updates the
+  // tier metrics. Idempotent; safe concurrently with writers and readers.
   Result<MaintenanceReport> RunMaintenance();
   // Flushes and compacts every tier's column family, so that the compaction filter drops every
   // bucket expired at the clock's current time from disk now rather than at the next compaction.
@@ -232,7 +244,8 @@ class StateStore {
   Status ScanSeries(std::string_view start_instance, bool after,
                     const std::function<bool(const SeriesInfo&)>& fn) const;
   // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
-  // makes every earlier write durable too).
+  // makes every earlier write durable too). Record writes are serialised with the expiry of
+  // time-keyed tables (RunMaintenance), so an expiry hook's read-then-delete sees no write between.
   Status WriteRecords(std::span<const RecordWrite> writes, bool sync = false);
   // The same for records of one table (a checkpoint's records: state/checkpoint_store.h).
   Status WriteRecords(const RecordTable& table, std::span<const CheckpointRecord> records,
@@ -295,6 +308,8 @@ class StateStore {
   // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
   Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
   Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
+  // Deletes the records of time-keyed `table` older than now_ms - retention (RunMaintenance).
+  Status ExpireRecords(const RecordTable& table, int64_t now_ms, int64_t* expired);
 
   // A write error a writer holds (HoldWriteError).
   struct HeldError {
@@ -343,6 +358,11 @@ class StateStore {
   Counter* panes_after_rollup_ = nullptr;
   Counter* rollups_written_ = nullptr;
   Counter* series_dropped_ = nullptr;
+  // Per record table (by index): its retention (0: forever) and its expired-records counter.
+  std::vector<int64_t> record_retention_ms_;
+  std::vector<Counter*> records_expired_;
+  // Serialises record writes with record expiry (see WriteRecords). Taken before db_mu_.
+  std::mutex records_mu_;
   Histogram* maintenance_seconds_ = nullptr;
   Counter* maintenance_errors_ = nullptr;
   std::vector<Gauge*> rolled_through_gauges_;  // per tier

@@ -191,6 +191,11 @@ TEST(EndToEndTest, CheckTopologyRefusesAddressesAndPathsRunCannotUse) {
        ":27:17: sinks[1].options.endpoint: 'tcp://127.0.0.1:70000': port '70000'"},
       {"path: STATE", "path: " + a_file,
        ":3:9: state.path: '" + a_file + "' exists and is not a directory"},
+      {"path: STATE", "path: STATE\n  record_retention: {alerts: 1d}",
+       ":4:30: state.record_retention.alerts: 'alerts' is not a time-keyed "
+       "record table (those are: "},
+      {"path: STATE", "path: STATE\n  record_retention: {dead_letter: soon}",
+       ":4:35: state.record_retention.dead_letter: expected a duration"},
   };
   for (const Case& c : cases) {
     std::string text = std::string(kTopology) + ")";

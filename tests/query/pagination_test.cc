@@ -198,6 +198,21 @@ TEST_F(QueryPaginationTest, AlertHistoryIsPaged) {
     for (const json& h : page["history"]) times.push_back(h["detected_at"].get<int64_t>());
   }
   EXPECT_EQ(times, (std::vector<int64_t>{1'000'000, 2'001'000, 2'002'000, 2'003'000, 2'004'000}));
+
+  // Another alert's history holds only its own change; a cursor of the first alert's history
+  // does not page it.
+  json list = Get("/v1/alerts?limit=1000");
+  std::string other;
+  for (const json& a : list["alerts"]) {
+    if (a["fingerprint"] != first_fingerprint_) other = a["fingerprint"].get<std::string>();
+  }
+  ASSERT_FALSE(other.empty());
+  json own = Get("/v1/alerts/" + other);
+  ASSERT_EQ(own["history"].size(), 1u) << own.dump();
+  EXPECT_EQ(own["history"][0]["fingerprint"], other);
+  const std::string cursor = pages[0]["next_cursor"].get<std::string>();
+  json refused = Get("/v1/alerts/" + other + "?cursor=" + cursor, 400);
+  EXPECT_EQ(refused["error"]["details"]["parameter"], "cursor") << refused.dump();
 }
 
 TEST_F(QueryPaginationTest, SilencesArePagedById) {

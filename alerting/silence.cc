@@ -171,6 +171,18 @@ Status SilenceRegistry::Load() {
   INFERSCOPE_RETURN_IF_ERROR(parse_error);
   std::unique_lock lock(mu_);
   silences_ = std::move(loaded);
+  return DropLongExpired(clock_->NowMs());
+}
+
+Status SilenceRegistry::DropLongExpired(int64_t now_ms) {
+  for (auto it = silences_.begin(); it != silences_.end();) {
+    if (now_ms - it->ends_at_ms <= kExpiredRetentionMs) {
+      ++it;
+      continue;
+    }
+    if (store_ != nullptr) INFERSCOPE_RETURN_IF_ERROR(store_->Delete(it->id));
+    it = silences_.erase(it);
+  }
   return Status::Ok();
 }
 
@@ -181,9 +193,10 @@ Result<Silence> SilenceRegistry::Add(Silence silence) {
     return Status::InvalidArgument("ends_at: must be after starts_at");
   }
   std::unique_lock lock(mu_);
+  INFERSCOPE_RETURN_IF_ERROR(DropLongExpired(clock_->NowMs()));
   if (silences_.size() >= kMaxSilences) {
     return Status::Unavailable("too many silences (" + std::to_string(kMaxSilences) +
-                               "); delete expired ones first");
+                               "); delete some first");
   }
   // Ids: random 64 bits (so they do not repeat across restarts) mixed with a counter.
   static thread_local std::mt19937_64 rng{std::random_device{}()};

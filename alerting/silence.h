@@ -73,10 +73,14 @@ class SilenceStore {
 // finds the same silences.
 // Concurrency: thread-safe; Match takes a shared lock (called on the operator thread only when an
 // alert changes state), Add/Remove an exclusive one.
-// Limitations: at most kMaxSilences; expired silences are kept (listed as "expired") until deleted.
+// Retention: a silence stays listed ("expired") for kExpiredRetentionMs after it ends, as
+// Alertmanager keeps them (its --data.retention, 120 h), then it is deleted — at the next Load or
+// Add — so expired silences never fill the registry.
+// Limitations: at most kMaxSilences.
 class SilenceRegistry {
  public:
   static constexpr size_t kMaxSilences = 10'000;
+  static constexpr int64_t kExpiredRetentionMs = 120LL * 3600 * 1000;
 
   // `store` may be null (silences then live in memory only); `clock` must outlive the registry.
   SilenceRegistry(SilenceStore* store, const Clock* clock) : store_(store), clock_(clock) {}
@@ -92,6 +96,9 @@ class SilenceRegistry {
   std::optional<std::string> Match(const Alert& alert, int64_t now_ms) const;
 
  private:
+  // Deletes the silences that ended more than kExpiredRetentionMs before `now_ms` (mu_ held).
+  Status DropLongExpired(int64_t now_ms);
+
   SilenceStore* store_;
   const Clock* clock_;
   mutable std::shared_mutex mu_;

@@ -84,5 +84,46 @@ TEST(StateSilenceStoreTest, PutScanDelete) {
   EXPECT_EQ(seen, (Seen{{"b", R"({"x":3})"}}));
 }
 
+// An expired silence stays listed for 120 h (as in Alertmanager), then goes from the registry and
+// the store, so expired silences never fill the registry.
+TEST(StateSilenceStoreTest, SilencesLongExpiredAreDeleted) {
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str() + "/state";
+  ManualClock clock(10'000);
+  Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  StateSilenceStore silences(store->get());
+  auto count_stored = [&] {
+    int n = 0;
+    EXPECT_TRUE(silences.Scan([&](std::string_view, std::string_view) { return ++n > 0; }).ok());
+    return n;
+  };
+  Silence s;
+  s.matchers = {{"instance", "vllm-*"}};
+  s.starts_at_ms = 5'000;
+  s.ends_at_ms = 20'000;
+  {
+    SilenceRegistry registry(&silences, &clock);
+    ASSERT_TRUE(registry.Load().ok());
+    ASSERT_TRUE(registry.Add(s).ok());
+    clock.Set(20'000 + SilenceRegistry::kExpiredRetentionMs);  // expired, still within retention
+    s.ends_at_ms = clock.NowMs() + 60'000;
+    ASSERT_TRUE(registry.Add(s).ok());
+    EXPECT_EQ(registry.List().size(), 2u);
+    clock.Advance(1);
+    s.ends_at_ms = clock.NowMs() + 60'000;
+    ASSERT_TRUE(registry.Add(s).ok());
+    EXPECT_EQ(registry.List().size(), 2u) << "the first one is past its retention";
+    EXPECT_EQ(count_stored(), 2);
+  }
+  // A restart drops what expired meanwhile.
+  clock.Advance(60'000 + SilenceRegistry::kExpiredRetentionMs + 1);
+  SilenceRegistry reloaded(&silences, &clock);
+  ASSERT_TRUE(reloaded.Load().ok());
+  EXPECT_TRUE(reloaded.List().empty());
+  EXPECT_EQ(count_stored(), 0);
+}
+
 }  // namespace
 }  // namespace inferscope

@@ -44,6 +44,21 @@ class DDSketch {
 
   uint64_t count() const { return count_; }
   bool empty() const { return count_ == 0; }
+  // Calls `fn(value, count)` for every non-empty bin in increasing order of value, where `value`
+  // represents the bin (the value Quantile returns for its ranks; 0 for the zero bin). Two sketches
+  // with equal parameters give equal `value`s for equal bins, so their bins can be merged by value
+  // (values/rank_test.h compares two sketches this way).
+  template <typename Fn>
+  void ForEachBin(Fn&& fn) const {
+    for (uint32_t i = negative_.size(); i-- > 0;) {
+      if (uint64_t n = negative_.Get(i))
+        fn(-Value(negative_.offset() + static_cast<int32_t>(i)), n);
+    }
+    if (zero_count_ > 0) fn(0.0, zero_count_);
+    for (uint32_t i = 0; i < positive_.size(); ++i) {
+      if (uint64_t n = positive_.Get(i)) fn(Value(positive_.offset() + static_cast<int32_t>(i)), n);
+    }
+  }
   double relative_accuracy() const { return relative_accuracy_; }
   // Removes all values, keeping allocated capacity.
   void Clear();

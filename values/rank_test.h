@@ -37,5 +37,8 @@ Result<RankComparison> CompareSketches(const DDSketch& x, const DDSketch& y);
 
 // The standard normal upper tail P(Z > z).
 double NormalUpperTail(double z);
+// The standard normal quantile Φ⁻¹(p) for p in (0, 1) (Acklam's rational approximation refined by
+// one Halley step: relative error below 1e-12); ±infinity at 0 and 1, NaN outside.
+double NormalQuantile(double p);
 
 }  // namespace inferscope

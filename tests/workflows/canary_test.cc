@@ -1,0 +1,147 @@
+#include "workflows/canary.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+namespace inferscope {
+namespace {
+
+// One simulated canary: an instance and three peers, lognormal latencies (σ = 0.5) around a
+// median of 200 ms. `effect` multiplies the instance's latencies after the change, `drift` every
+// instance's (a fleet-wide load swing during the canary). Looks at 10 evenly spaced fractions.
+struct CanaryRun {
+  CanaryEvidence last;
+  int looks = 0;
+};
+CanaryRun Simulate(uint64_t seed, double effect, double drift, bool peers, int per_look = 60,
+                   int before_n = 600, const CanaryOptions& options = {}) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0, 0.5);
+  auto draw = [&](double median) { return median * std::exp(normal(rng)); };
+  DDSketch before, after, peers_before, peers_after;
+  for (int i = 0; i < before_n; ++i) {
+    before.Add(draw(200));
+    for (int p = 0; p < 3; ++p) peers_before.Add(draw(200));
+  }
+  CanaryRun run;
+  for (int look = 1; look <= 10; ++look) {
+    for (int i = 0; i < per_look; ++i) {
+      after.Add(draw(200 * effect * drift));
+      for (int p = 0; p < 3; ++p) peers_after.Add(draw(200 * drift));
+    }
+    CanarySamples s{&before, &after, peers ? &peers_before : nullptr,
+                    peers ? &peers_after : nullptr};
+    Result<CanaryEvidence> e = JudgeCanary(s, look / 10.0, /*lower_is_better=*/true, options);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    run.last = *e;
+    run.looks = look;
+    if (e->verdict != CanaryVerdict::kContinue) break;
+  }
+  return run;
+}
+
+TEST(CanaryTest, AClearImprovementOrRegressionStopsEarly) {
+  for (bool peers : {false, true}) {
+    CanaryRun better = Simulate(1, 0.7, 1.0, peers);
+    EXPECT_EQ(better.last.verdict, CanaryVerdict::kImproved) << peers;
+    EXPECT_LT(better.looks, 10) << "a 30 % improvement does not wait for the full period";
+    EXPECT_LT(better.last.ratio, 0.85);
+    EXPECT_LT(better.last.z, -better.last.boundary);
+    CanaryRun worse = Simulate(2, 1.4, 1.0, peers);
+    EXPECT_EQ(worse.last.verdict, CanaryVerdict::kRegressed) << peers;
+    EXPECT_LT(worse.looks, 10);
+    EXPECT_GT(worse.last.ratio, 1.2);
+    EXPECT_EQ(worse.last.peer_adjusted, peers);
+  }
+}
+
+TEST(CanaryTest, WrongVerdictsOnNeutralChangesStayBelowAlphaPerDirection) {
+  // 400 neutral canaries, 10 looks each: a verdict either way is wrong. alpha (5 %) bounds each
+  // direction; 24 of 400 is 5 % plus one binomial standard deviation of slack.
+  for (bool peers : {false, true}) {
+    int improved = 0, regressed = 0, no_effect = 0;
+    for (uint64_t seed = 0; seed < 400; ++seed) {
+      CanaryRun r = Simulate(1000 + seed, 1.0, 1.0, peers);
+      improved += r.last.verdict == CanaryVerdict::kImproved ? 1 : 0;
+      regressed += r.last.verdict == CanaryVerdict::kRegressed ? 1 : 0;
+      no_effect += r.last.verdict == CanaryVerdict::kNoEffect ? 1 : 0;
+    }
+    EXPECT_LE(improved, 24) << "peers: " << peers;
+    EXPECT_LE(regressed, 24) << "peers: " << peers;
+    EXPECT_EQ(improved + regressed + no_effect, 400);
+  }
+}
+
+TEST(CanaryTest, PeersKeepAFleetWideSwingFromPassingForTheChange) {
+  // Load rises 40 % on every instance during the canary; the change itself does nothing.
+  int blamed_alone = 0, blamed_with_peers = 0;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    blamed_alone += Simulate(seed, 1.0, 1.4, false).last.verdict == CanaryVerdict::kRegressed;
+    blamed_with_peers += Simulate(seed, 1.0, 1.4, true).last.verdict == CanaryVerdict::kRegressed;
+  }
+  EXPECT_GE(blamed_alone, 45) << "before/after alone sees the swing";
+  EXPECT_LE(blamed_with_peers, 3);
+  // And a real improvement still shows through the swing.
+  CanaryRun helped = Simulate(77, 0.7, 1.4, true);
+  EXPECT_EQ(helped.last.verdict, CanaryVerdict::kImproved);
+  EXPECT_NEAR(helped.last.ratio, 0.7, 0.1);
+}
+
+TEST(CanaryTest, ASignificantButTinyChangeIsNoEffect) {
+  // 2 % slower with lots of data: significant, but below min_effect (5 %).
+  CanaryOptions options;
+  CanaryRun tiny = Simulate(5, 1.02, 1.0, false, /*per_look=*/3000, /*before_n=*/30000, options);
+  EXPECT_EQ(tiny.last.verdict, CanaryVerdict::kNoEffect);
+  EXPECT_GT(std::abs(tiny.last.z), tiny.last.boundary) << "the test itself does see it";
+  options.min_effect = 0.01;
+  CanaryRun counted = Simulate(5, 1.02, 1.0, false, 3000, 30000, options);
+  EXPECT_EQ(counted.last.verdict, CanaryVerdict::kRegressed);
+}
+
+TEST(CanaryTest, TooFewSamplesWaitThenEndWithoutEffect) {
+  CanaryOptions options;
+  options.min_samples = 1000;
+  DDSketch before, after;
+  for (int i = 0; i < 500; ++i) {
+    before.Add(100);
+    after.Add(300);
+  }
+  CanarySamples s{&before, &after, nullptr, nullptr};
+  Result<CanaryEvidence> mid = JudgeCanary(s, 0.5, true, options);
+  ASSERT_TRUE(mid.ok());
+  EXPECT_EQ(mid->verdict, CanaryVerdict::kContinue);
+  Result<CanaryEvidence> end = JudgeCanary(s, 1.0, true, options);
+  ASSERT_TRUE(end.ok());
+  EXPECT_EQ(end->verdict, CanaryVerdict::kNoEffect);
+  // Higher is better (throughput): the same move is an improvement.
+  options.min_samples = 100;
+  Result<CanaryEvidence> up = JudgeCanary(s, 0.5, /*lower_is_better=*/false, options);
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(up->verdict, CanaryVerdict::kImproved);
+}
+
+TEST(CanaryTest, RefusesIncompleteInputAndBadOptions) {
+  DDSketch a, b;
+  a.Add(1);
+  b.Add(2);
+  EXPECT_FALSE(JudgeCanary({&a, nullptr, nullptr, nullptr}, 1, true, {}).ok());
+  EXPECT_FALSE(JudgeCanary({&a, &b, &a, nullptr}, 1, true, {}).ok());
+  CanaryOptions bad;
+  bad.alpha = 0.7;
+  EXPECT_FALSE(JudgeCanary({&a, &b, nullptr, nullptr}, 1, true, bad).ok());
+  bad = {};
+  bad.quantile = 1;
+  EXPECT_FALSE(bad.Validate().ok());
+}
+
+TEST(CanaryTest, NormalQuantileInvertsTheTail) {
+  for (double p : {1e-10, 0.001, 0.025, 0.3, 0.5, 0.9, 0.975, 0.999999}) {
+    EXPECT_NEAR(NormalUpperTail(-NormalQuantile(p)), p, p * 1e-9) << p;
+  }
+  EXPECT_NEAR(NormalQuantile(0.975), 1.959963984540054, 1e-12);
+}
+
+}  // namespace
+}  // namespace inferscope

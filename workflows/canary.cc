@@ -1,0 +1,90 @@
+#include "workflows/canary.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace inferscope {
+
+std::string_view CanaryVerdictName(CanaryVerdict verdict) {
+  switch (verdict) {
+    case CanaryVerdict::kContinue:
+      return "continue";
+    case CanaryVerdict::kImproved:
+      return "improved";
+    case CanaryVerdict::kRegressed:
+      return "regressed";
+    case CanaryVerdict::kNoEffect:
+      return "no_effect";
+  }
+  return "continue";
+}
+
+Status CanaryOptions::Validate() const {
+  if (!(alpha > 0 && alpha < 0.5)) return Status::InvalidArgument("alpha must be in (0, 0.5)");
+  if (!(min_effect >= 0 && std::isfinite(min_effect))) {
+    return Status::InvalidArgument("min_effect must be >= 0");
+  }
+  if (!(quantile > 0 && quantile < 1)) return Status::InvalidArgument("quantile must be in (0, 1)");
+  if (min_samples < 2) return Status::InvalidArgument("min_samples must be >= 2");
+  return Status::Ok();
+}
+
+Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
+                                   bool lower_is_better, const CanaryOptions& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.Validate());
+  if (samples.before == nullptr || samples.after == nullptr) {
+    return Status::InvalidArgument("canary: the before and after samples are required");
+  }
+  if ((samples.peers_before == nullptr) != (samples.peers_after == nullptr)) {
+    return Status::InvalidArgument("canary: give both peer periods or neither");
+  }
+  CanaryEvidence e;
+  e.fraction = std::clamp(std::isfinite(fraction) ? fraction : 1.0, 1e-6, 1.0);
+  e.n_before = samples.before->count();
+  e.n_after = samples.after->count();
+  const bool with_peers = samples.peers_before != nullptr;
+  uint64_t fewest = std::min(e.n_before, e.n_after);
+  if (with_peers) {
+    fewest = std::min({fewest, samples.peers_before->count(), samples.peers_after->count()});
+  }
+  e.boundary = NormalQuantile(1 - options.alpha / 2) / std::sqrt(e.fraction);
+  if (fewest < options.min_samples) {
+    e.verdict = e.fraction >= 1 ? CanaryVerdict::kNoEffect : CanaryVerdict::kContinue;
+    return e;
+  }
+
+  e.before_q = samples.before->Quantile(options.quantile);
+  e.after_q = samples.after->Quantile(options.quantile);
+  e.ratio = e.before_q != 0 ? e.after_q / e.before_q : 1;
+  if (with_peers) {
+    e.peer_adjusted = true;
+    Result<RankComparison> now = CompareSketches(*samples.after, *samples.peers_after);
+    if (!now.ok()) return now.status();
+    Result<RankComparison> then = CompareSketches(*samples.before, *samples.peers_before);
+    if (!then.ok()) return then.status();
+    e.auc_shift = now->auc - then->auc;
+    const double se = std::hypot(now->auc_se, then->auc_se);
+    e.z = se > 0 ? e.auc_shift / se : 0;
+    const double peers_before = samples.peers_before->Quantile(options.quantile);
+    const double peers_after = samples.peers_after->Quantile(options.quantile);
+    if (peers_before != 0 && peers_after != 0) e.ratio /= peers_after / peers_before;
+  } else {
+    Result<RankComparison> r = CompareSketches(*samples.after, *samples.before);
+    if (!r.ok()) return r.status();
+    e.auc_shift = r->auc - 0.5;
+    e.z = r->z;
+  }
+  e.p_value = NormalUpperTail(std::abs(e.z));
+
+  const bool went_up = e.z > 0;
+  const double moved =
+      went_up ? e.ratio - 1 : 1 - e.ratio;  // relative move in the test's direction
+  if (std::abs(e.z) >= e.boundary && moved >= options.min_effect) {
+    e.verdict = went_up == lower_is_better ? CanaryVerdict::kRegressed : CanaryVerdict::kImproved;
+  } else if (e.fraction >= 1) {
+    e.verdict = CanaryVerdict::kNoEffect;
+  }
+  return e;
+}
+
+}  // namespace inferscope

@@ -119,7 +119,9 @@ Result<std::unique_ptr<AnomalyDetectOperator>> AnomalyDetectOperator::Create(
 }
 
 AnomalyDetectOperator::AnomalyDetectOperator(Options options)
-    : options_(std::move(options)), lifecycle_(options_.lifecycle) {}
+    : options_(std::move(options)),
+      detector_options_(std::make_shared<const DetectorOptions>(options_.detector)),
+      lifecycle_(options_.lifecycle) {}
 
 Status AnomalyDetectOperator::Open(const StageContext& ctx) {
   INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
@@ -177,7 +179,7 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
       return;
     }
     it =
-        detectors_.emplace(key, Tracked{std::make_unique<SeriesDetector>(options_.detector)}).first;
+        detectors_.emplace(key, Tracked{std::make_unique<SeriesDetector>(detector_options_)}).first;
     if (detectors_gauge_) detectors_gauge_->Set(static_cast<double>(detectors_.size()));
   }
   if (points_) points_->Inc();

@@ -6,6 +6,7 @@
 #include <limits>
 #include <numbers>
 #include <string>
+#include <utility>
 
 namespace inferscope {
 namespace {
@@ -220,13 +221,7 @@ Severity SeverityOf(double score, const DetectorOptions& o) {
 
 // ---- SpikeDetector ----
 
-SpikeDetector::SpikeDetector(const DetectorOptions& o)
-    : spike_z_(o.spike_z),
-      scale_alpha_(o.scale_alpha),
-      clip_(o.clip),
-      adaptive_(o.adaptive_thresholds) {
-  Reset();
-}
+SpikeDetector::SpikeDetector(const DetectorOptions& o) : o_(&o) { Reset(); }
 
 void SpikeDetector::Reset() {
   scale_ = 0;
@@ -237,11 +232,11 @@ void SpikeDetector::Reset() {
   n_ = 0;
 }
 
-double SpikeDetector::tail_factor() const { return TailFactor(q99_, adaptive_); }
+double SpikeDetector::tail_factor() const { return TailFactor(q99_, o_->adaptive_thresholds); }
 
 double SpikeDetector::threshold() const {
-  const double t = spike_z_ * tail_factor();
-  return adaptive_ ? std::max(t, kTailMargin * q999_) : t;
+  const double t = o_->spike_z * tail_factor();
+  return o_->adaptive_thresholds ? std::max(t, kTailMargin * q999_) : t;
 }
 
 void SpikeDetector::RaiseVariance(double var) {
@@ -276,8 +271,8 @@ void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double loc
   ++n_;
   double sq = residual * residual;
   // Winsorise once a few points give the scale meaning.
-  if (n_ > 5 && s > 0) sq = std::min(sq, clip_ * clip_ * std::max(var_, floor_ * floor_));
-  double a = warm ? std::max(scale_alpha_, 1.0 / static_cast<double>(n_)) : scale_alpha_;
+  if (n_ > 5 && s > 0) sq = std::min(sq, o_->clip * o_->clip * std::max(var_, floor_ * floor_));
+  double a = warm ? std::max(o_->scale_alpha, 1.0 / static_cast<double>(n_)) : o_->scale_alpha;
   // Anomalous points still count, slowly: skipping them entirely would freeze a scale that started
   // too small (then every point looks anomalous).
   if (anomalous) a *= 0.25;
@@ -288,16 +283,7 @@ void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double loc
 
 // ---- ChangePointDetector ----
 
-ChangePointDetector::ChangePointDetector(const DetectorOptions& o)
-    : shift_k_(o.shift_k),
-      shift_h_(o.shift_h),
-      drift_k_(o.drift_k),
-      drift_h_(o.drift_h),
-      clip_(o.clip),
-      shift_max_run_(o.shift_max_run),
-      adaptive_(o.adaptive_thresholds) {
-  Reset();
-}
+ChangePointDetector::ChangePointDetector(const DetectorOptions& o) : o_(&o) { Reset(); }
 
 void ChangePointDetector::Restart() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
@@ -343,18 +329,18 @@ void Step(double u, double residual, double k, double& s, double& sum, int32_t& 
 }  // namespace
 
 ChangePointDetector::Reading ChangePointDetector::Observe(double z, double residual) {
-  const double u = Clip(z, clip_) / factor_;
+  const double u = Clip(z, o_->clip) / factor_;
   recent_ += kRecentRate * (residual - recent_);
-  Step(u, residual, shift_k_, up_.s, up_.sum, up_.run);
-  Step(-u, residual, shift_k_, down_.s, down_.sum, down_.run);
-  Step(u, residual, drift_k_, drift_up_.s, drift_up_.sum, drift_up_.run);
-  Step(-u, residual, drift_k_, drift_down_.s, drift_down_.sum, drift_down_.run);
+  Step(u, residual, o_->shift_k, up_.s, up_.sum, up_.run);
+  Step(-u, residual, o_->shift_k, down_.s, down_.sum, down_.run);
+  Step(u, residual, o_->drift_k, drift_up_.s, drift_up_.sum, drift_up_.run);
+  Step(-u, residual, o_->drift_k, drift_down_.s, drift_down_.sum, drift_down_.run);
 
   Reading r;
-  const double raw_fast = std::max(up_.s, down_.s) / shift_h_;
-  const double raw_slow = std::max(drift_up_.s, drift_down_.s) / drift_h_;
+  const double raw_fast = std::max(up_.s, down_.s) / o_->shift_h;
+  const double raw_slow = std::max(drift_up_.s, drift_down_.s) / o_->drift_h;
   double fast = raw_fast, slow = raw_slow;
-  if (adaptive_) {
+  if (o_->adaptive_thresholds) {
     // Tail margin: the interval is at least kTailMargin x a learned high percentile of the
     // excursion maxima of S / h (one sample per excursion, so a long ramp counts once).
     fast /= std::clamp(kTailMargin * q_fast_, 1.0, kMaxCusumMargin);
@@ -376,7 +362,7 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   if (fast >= 1) {
     const Cusum& c = up_.s >= down_.s ? up_ : down_;
     r.evidence = fast;
-    r.type = c.run <= shift_max_run_ ? AnomalyType::kLevelShift : AnomalyType::kDrift;
+    r.type = c.run <= o_->shift_max_run ? AnomalyType::kLevelShift : AnomalyType::kDrift;
     r.shift = c.run > 0 ? c.sum / c.run : 0;
   } else if (slow >= 1) {
     r.evidence = slow;
@@ -395,13 +381,13 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
 
 void ChangePointDetector::Learn(double z, bool warm) {
   ++n_;
-  const double zc = Clip(z, clip_);
+  const double zc = Clip(z, o_->clip);
   const double a =
       warm ? std::max(kCorrelationRate, 1.0 / static_cast<double>(n_)) : kCorrelationRate;
   c0_ += a * (zc * zc - c0_);
   if (n_ > 1) c1_ += a * (zc * prev_z_ - c1_);
   prev_z_ = zc;
-  if (adaptive_ && c0_ > 0) {
+  if (o_->adaptive_thresholds && c0_ > 0) {
     const double rho = std::clamp(c1_ / c0_, 0.0, kMaxRho);
     factor_ = std::sqrt((1 + rho) / (1 - rho));
   } else {
@@ -575,8 +561,7 @@ void SeasonalBaseline::Learn(int64_t phase, double residual, double rate) {
 
 // ---- RateOfChangeDetector ----
 
-RateOfChangeDetector::RateOfChangeDetector(const DetectorOptions& o)
-    : alpha_(o.rate_alpha), rate_z_(o.rate_z), clip_(o.clip), adaptive_(o.adaptive_thresholds) {}
+RateOfChangeDetector::RateOfChangeDetector(const DetectorOptions& o) : o_(&o) {}
 
 void RateOfChangeDetector::Reset() {
   has_prev_ = false;
@@ -620,13 +605,13 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   // Difference per typical interval. Closer points are not scaled up: their difference is mostly
   // noise, which does not shrink with the interval.
   const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
-  rate_ += alpha_ * (diff / units - rate_);
+  rate_ += o_->rate_alpha * (diff / units - rate_);
   recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
   const double var = std::max(var_, floor_ * floor_);
   if (var > 0) {
     r.z = rate_ / std::sqrt(var);
-    double threshold = rate_z_ * TailFactor(q99_, adaptive_);
-    if (adaptive_) threshold = std::max(threshold, kTailMargin * q999_);
+    double threshold = o_->rate_z * TailFactor(q99_, o_->adaptive_thresholds);
+    if (o_->adaptive_thresholds) threshold = std::max(threshold, kTailMargin * q999_);
     r.evidence = std::fabs(r.z) / threshold;
   }
   if (learn && var > 0) {
@@ -636,7 +621,7 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   if (learn) {
     ++n_;
     double sq = rate_ * rate_;
-    if (n_ > 5 && var > 0) sq = std::min(sq, clip_ * clip_ * var);
+    if (n_ > 5 && var > 0) sq = std::min(sq, o_->clip * o_->clip * var);
     double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
     if (r.evidence >= 1) a *= 0.25;
     var_ += a * (sq - var_);
@@ -647,23 +632,24 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
 // ---- SeriesDetector ----
 
 SeriesDetector::SeriesDetector(const DetectorOptions& options)
-    : options_{options.clip,         options.level_alpha, options.scale_alpha,
-               options.season_alpha, options.info,        options.warning,
-               options.critical,     options.emergency,   options.warmup_points,
-               options.shift_max_run},
-      spike_(options),
-      change_(options),
-      seasonal_(options),
-      rate_(options) {}
+    : SeriesDetector(std::make_shared<const DetectorOptions>(options)) {}
+
+SeriesDetector::SeriesDetector(std::shared_ptr<const DetectorOptions> options)
+    : options_(std::move(options)), spike_(*options_), change_(*options_), rate_(*options_) {
+  const DetectorOptions& o = *options_;
+  if (o.season_points > 0 || o.season_ms > 0 || o.auto_season) {
+    season_ = SeasonPtr(std::make_unique<Season>(o));
+    auto_period_ = season_->baseline.automatic();
+  }
+  SyncSeason();
+}
 
 void SeriesDetector::ResetModel() {
   spike_.Reset();
   change_.Reset();
-  seasonal_.Reset();
   rate_.Reset();
   level_ = 0;
   n_ = 0;
-  last_period_ = 0;
   warm_done_ = false;
   has_prev_y_ = false;
   integral_ = true;
@@ -680,11 +666,11 @@ void SeriesDetector::ResetModel() {
   crossing_state_ = 0;
   cycle_points_[0] = cycle_points_[1] = cycle_outside_[0] = cycle_outside_[1] = 0;
   candidate_ = 0;
-  period_misses_ = 0;
-  ups_ = downs_ = 0;
-  verify_sse_ = verify_sst_ = verify_mean_ = 0;
-  anchor_type_ = 0;
-  verify_n_ = 0;
+  if (season_) {
+    season_->baseline.Reset();
+    season_->ResetPeriod();
+  }
+  SyncSeason();
 }
 
 void SeriesDetector::Reset() {
@@ -700,14 +686,14 @@ void SeriesDetector::Reset() {
 }
 
 bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
-  if (n_ < options_.warmup_points) return false;
+  if (n_ < options_->warmup_points) return false;
   // Informative points: a sparse series (mostly one value, with rare bursts) has learned nothing
   // about its bursts after warmup_points points; the warm-up lasts until half as many changes of
   // the value have been seen (at most kMaxWarmupFactor x warmup_points points).
-  if (2 * changes_ < options_.warmup_points && n_ < kMaxWarmupFactor * options_.warmup_points) {
+  if (2 * changes_ < options_->warmup_points && n_ < kMaxWarmupFactor * options_->warmup_points) {
     return false;
   }
-  return !seasonal_.enabled() || seasonal_.Periods(index, time_ms) >= kWarmPeriods;
+  return !season_on_ || season_->baseline.Periods(index, time_ms) >= kWarmPeriods;
 }
 
 bool SeriesDetector::WantsLogSpace(double value) {
@@ -728,7 +714,7 @@ bool SeriesDetector::WantsLogSpace(double value) {
     shadow_mean_ += static_cast<float>(b * (s - shadow_mean_));
     shadow_var_ += static_cast<float>(b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_));
   }
-  return space_n_ > options_.warmup_points && octave_step_ >= kLogSpaceOctaves;
+  return space_n_ > options_->warmup_points && octave_step_ >= kLogSpaceOctaves;
 }
 
 double SeriesDetector::ToValue(double y) const {
@@ -754,8 +740,8 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   if (!std::isnan(residual)) {
     double sq = residual * residual;
     const double limit = std::max(slow_var_, spike_.learned_scale() * spike_.learned_scale());
-    if (!warm && limit > 0) sq = std::min(sq, options_.clip * options_.clip * limit);
-    const double a = warm ? 1.0 / std::max(1.0, n - 1) : kSlowRateFactor * options_.scale_alpha;
+    if (!warm && limit > 0) sq = std::min(sq, options_->clip * options_->clip * limit);
+    const double a = warm ? 1.0 / std::max(1.0, n - 1) : kSlowRateFactor * options_->scale_alpha;
     slow_var_ += a * (sq - slow_var_);
   }
   // Before any change was seen, integers have a step of at least 1.
@@ -772,11 +758,11 @@ void SeriesDetector::Rebaseline() {
   spike_.RaiseVariance(recent_var_);
   slow_var_ = std::max(slow_var_, recent_var_);
   change_.Restart();
-  seasonal_.RestartBreak();
+  if (season_) season_->baseline.RestartBreak();
   rate_.Rebaseline();
   recent_residual_ = 0;
   episode_ = quiet_ = 0;
-  settle_ = static_cast<int32_t>(options_.shift_max_run);
+  settle_ = static_cast<int32_t>(options_->shift_max_run);
 }
 
 void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
@@ -791,8 +777,8 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   env_hi_ = static_cast<float>(hi);
   env_lo_ = static_cast<float>(lo);
   const double span = hi - lo;
-  if (seasonal_.enabled() &&
-      time_ms - seasonal_.anchor_ms() > (kMaxMissedCycles + 1) * seasonal_.period_ms()) {
+  if (season_on_ && time_ms - season_->baseline.anchor_ms() >
+                        (kMaxMissedCycles + 1) * season_->baseline.period_ms()) {
     // No crossing of the locked type for several periods (the pattern stopped): dropped.
     DropPeriod();
   }
@@ -804,8 +790,8 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     // The envelope grew a lot since the last crossing (the first cycle of a pattern after noise
     // around a flat start): crossings of the old lines are not comparable with the new ones. The
     // previous value is classified against the new lines, so this very step can be a crossing.
-    ups_ = downs_ = 0;
-    if (!seasonal_.enabled()) candidate_ = 0;
+    season_->ups = season_->downs = 0;
+    if (!season_on_) candidate_ = 0;
     crossing_span_ = static_cast<float>(span);
     previous = prev_y_ > upper ? 1 : (prev_y_ < lower ? -1 : 0);
   }
@@ -822,8 +808,8 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   if (previous == 0 || state == previous) return;
   crossing_span_ = static_cast<float>(span);
   // A crossing of type `state` (1 up, -1 down).
-  int64_t* times = state > 0 ? up_ms_ : down_ms_;
-  int32_t& count = state > 0 ? ups_ : downs_;
+  int64_t* times = state > 0 ? season_->up_ms : season_->down_ms;
+  int32_t& count = state > 0 ? season_->ups : season_->downs;
   times[1] = times[0];
   times[0] = time_ms;
   ++count;
@@ -835,20 +821,20 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   const int64_t latest = times[0] - times[1];
   const double interval = rate_.interval_ms();
   const double tol = std::max(kPeriodTolIntervals * interval, kPeriodTolShare * double(latest));
-  if (seasonal_.enabled()) {
-    if (state != anchor_type_) return;
+  if (season_on_) {
+    if (state != season_->anchor_type) return;
     // Locked: a crossing one (or a few, across a frozen stretch) periods after the phase origin
     // moves the origin a quarter of the way towards it (jitter of one sample averages out; a
     // period that is not a whole number of samples does not drift).
-    const int64_t period = seasonal_.period_ms();
-    const int64_t since = time_ms - seasonal_.anchor_ms();
+    const int64_t period = season_->baseline.period_ms();
+    const int64_t since = time_ms - season_->baseline.anchor_ms();
     const int64_t cycles = std::max<int64_t>(1, std::llround(double(since) / double(period)));
     const int64_t deviation = since - cycles * period;
     if (cycles <= kMaxMissedCycles && std::fabs(double(deviation)) <= tol) {
-      seasonal_.Reanchor(seasonal_.anchor_ms() + cycles * period + deviation / 4,
-                         period + deviation / (8 * cycles));
-      period_misses_ = 0;
-    } else if (++period_misses_ >= kPeriodMisses) {
+      season_->baseline.Reanchor(season_->baseline.anchor_ms() + cycles * period + deviation / 4,
+                                 period + deviation / (8 * cycles));
+      season_->period_misses = 0;
+    } else if (++season_->period_misses >= kPeriodMisses) {
       DropPeriod();
     }
     return;
@@ -860,48 +846,51 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   // crossing of either type). Noise, whose crossings happen to look regular now and then, but
   // whose last cycle predicts nothing, does not lock.
   if (candidate_ == 2 && warm_done_) {
-    const double points = double(seasonal_.period_ms()) / std::max(interval, 1.0);
+    const double points = double(season_->baseline.period_ms()) / std::max(interval, 1.0);
     if (points >= kMinPeriodIntervals &&
-        double(verify_n_) >= std::max(kMinVerifyPoints, kVerifyShare * points) &&
-        verify_sse_ <= (1 - kPeriodExplained) * verify_sst_) {
-      level_ = seasonal_.Lock();
+        double(season_->verify_n) >= std::max(kMinVerifyPoints, kVerifyShare * points) &&
+        season_->verify_sse <= (1 - kPeriodExplained) * season_->verify_sst) {
+      level_ = season_->baseline.Lock();
+      SyncSeason();
       candidate_ = 0;
-      period_misses_ = 0;
+      season_->period_misses = 0;
       change_.Restart();
       rate_.Restart();
       return;
     }
   }
-  if (candidate_ > 0 && state != anchor_type_ &&
-      std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+  if (candidate_ > 0 && state != season_->anchor_type &&
+      std::fabs(double(season_->baseline.period_ms() - latest)) <= tol) {
     return;  // the other crossing type agrees with the candidate
   }
-  if (candidate_ == 1 && std::fabs(double(seasonal_.period_ms() - latest)) <= tol) {
+  if (candidate_ == 1 && std::fabs(double(season_->baseline.period_ms() - latest)) <= tol) {
     // The period: the mean of the two consistent intervals (a crossing jitters by a sample).
-    seasonal_.Reanchor(seasonal_.anchor_ms(), (seasonal_.period_ms() + latest) / 2);
+    season_->baseline.Reanchor(season_->baseline.anchor_ms(),
+                               (season_->baseline.period_ms() + latest) / 2);
     candidate_ = 2;
-    verify_sse_ = verify_sst_ = 0;
-    verify_n_ = 0;
-    verify_mean_ = seasonal_.StoredMean();
+    season_->verify_sse = season_->verify_sst = 0;
+    season_->verify_n = 0;
+    season_->verify_mean = season_->baseline.StoredMean();
     return;
   }
   // (Re)start the candidate: the last interval, filled from this crossing on, if the signal
   // dwelt beyond the lines over it (noise does not, so it starts few candidates: the fill is
   // what costs memory traffic).
   if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval ||
-      n_ <= options_.warmup_points) {
+      n_ <= options_->warmup_points) {
     candidate_ = 0;
     return;
   }
-  seasonal_.BeginCandidate(time_ms, latest, interval);
-  anchor_type_ = state;
+  season_->baseline.BeginCandidate(time_ms, latest, interval);
+  season_->anchor_type = state;
   candidate_ = 1;
 }
 
 void SeriesDetector::DropPeriod() {
-  seasonal_.Unlock();
+  season_->baseline.Unlock();
+  SyncSeason();
   candidate_ = 0;
-  period_misses_ = 0;
+  season_->period_misses = 0;
   rate_.Restart();
 }
 
@@ -920,8 +909,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     ResetModel();
     v.warming_up = true;
     const int64_t seeded =
-        options_.warmup_points - std::max<int64_t>(kMinSeededWarmup, options_.warmup_points / 3);
-    if (!seasonal_.enabled() && seeded > 0) {
+        options_->warmup_points - std::max<int64_t>(kMinSeededWarmup, options_->warmup_points / 3);
+    if (!season_on_ && seeded > 0) {
       // Seeded from the shadow statistics of the values in log space, as if `seeded` warm-up
       // points had been seen there: a third of the warm-up remains (a short series that switches
       // is still judged).
@@ -936,32 +925,32 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const int64_t index = n_++;
   const bool changed = !has_prev_y_ || y != prev_y_;
   changes_ += changed;
-  if (seasonal_.automatic()) {
+  if (auto_period_) {
     TrackPeriod(time_ms, y);
-    if (candidate_ > 0 && !seasonal_.enabled()) {
-      const int64_t phase = seasonal_.Phase(index, time_ms);
-      const double stored = seasonal_.Stored(phase);
+    if (candidate_ > 0 && !season_on_) {
+      const int64_t phase = season_->baseline.Phase(index, time_ms);
+      const double stored = season_->baseline.Stored(phase);
       if (candidate_ == 2 && !std::isnan(stored)) {
         // Verification: the stored cycle predicts this one; its error is also the first spread
         // of the phase.
         const double e2 = (y - stored) * (y - stored);
-        verify_sse_ += e2;
-        verify_sst_ += (y - verify_mean_) * (y - verify_mean_);
-        ++verify_n_;
-        seasonal_.LearnSpread(phase, e2, kVerifySpreadRate);
+        season_->verify_sse += e2;
+        season_->verify_sst += (y - season_->verify_mean) * (y - season_->verify_mean);
+        ++season_->verify_n;
+        season_->baseline.LearnSpread(phase, e2, kVerifySpreadRate);
       }
-      seasonal_.StoreInitial(phase, y);
+      season_->baseline.StoreInitial(phase, y);
     }
   }
 
   int64_t phase = 0;
-  if (seasonal_.enabled()) phase = seasonal_.Phase(index, time_ms);
+  if (season_on_) phase = season_->baseline.Phase(index, time_ms);
   if (index == 0) {
     // The first point defines the level; nothing to judge it against.
     level_ = y;
-    if (seasonal_.enabled()) {
-      seasonal_.MarkStart(time_ms);
-      seasonal_.StoreInitial(phase, y);
+    if (season_on_) {
+      season_->baseline.MarkStart(time_ms);
+      season_->baseline.StoreInitial(phase, y);
     }
     rate_.Observe(time_ms, y, true, true);
     UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
@@ -969,21 +958,21 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     return v;
   }
 
-  if (seasonal_.enabled() && !seasonal_.initialised()) {
-    if (seasonal_.Periods(index, time_ms) < 1) {
-      seasonal_.StoreInitial(phase, y);
+  if (season_on_ && !season_->baseline.initialised()) {
+    if (season_->baseline.Periods(index, time_ms) < 1) {
+      season_->baseline.StoreInitial(phase, y);
       level_ += (y - level_) / static_cast<double>(n_);
       rate_.Observe(time_ms, y, true, true);
       UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
       v.expected = v.lower = v.upper = ToValue(level_);
       return v;
     }
-    level_ = seasonal_.FinishInitial();
+    level_ = season_->baseline.FinishInitial();
     spike_.RestartWarmup();
   }
 
-  const double offset = seasonal_.enabled() ? seasonal_.Offset(phase) : 0.0;
-  const double local = seasonal_.enabled() ? seasonal_.Spread(phase) : 0.0;
+  const double offset = season_on_ ? season_->baseline.Offset(phase) : 0.0;
+  const double local = season_on_ ? season_->baseline.Spread(phase) : 0.0;
   const double expected = level_ + offset;
   const double residual = y - expected;
   const SpikeDetector::Reading spike = spike_.Score(residual, local);
@@ -998,7 +987,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     v.lower = expected - band;
     v.upper = expected + band;
   }
-  const double limit = options_.clip * scale;
+  const double limit = options_->clip * scale;
   const double clipped = Clip(residual, limit);
   {
     const double d = residual - recent_residual_;
@@ -1007,30 +996,30 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   }
 
   if (!warm_done_) {
-    const bool seasonal = seasonal_.enabled();
+    const bool seasonal = season_on_;
     if (seasonal) {
       // Learn the scale from the last warm-up period only, once the profile has settled.
-      const auto period = static_cast<int64_t>(seasonal_.Periods(index, time_ms));
-      if (period != last_period_) {
-        last_period_ = period;
+      const auto period = static_cast<int64_t>(season_->baseline.Periods(index, time_ms));
+      if (period != season_->last_period) {
+        season_->last_period = period;
         if (period == kWarmPeriods - 1) {
           spike_.RestartWarmup();
-          seasonal_.RestartSpread();
+          season_->baseline.RestartSpread();
         }
       }
-      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
+      season_->baseline.LearnSpread(phase, clipped * clipped, kSpreadRate * options_->season_alpha);
     }
     spike_.Learn(residual, true, false, 0.0, changed);
     // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
     // (Only in an extended, informative warm-up: a sparse series' bursts.)
-    if (!seasonal && n_ > options_.warmup_points) change_.Observe(spike.z, residual);
+    if (!seasonal && n_ > options_->warmup_points) change_.Observe(spike.z, residual);
     change_.Learn(spike.z, true);
     rate_.Observe(time_ms, y - offset, true, true);
     if (seasonal) {
       level_ += kWarmLevelRate * clipped;
-      seasonal_.Learn(phase, clipped, kWarmSeasonRate);
+      season_->baseline.Learn(phase, clipped, kWarmSeasonRate);
     } else {
-      level_ += std::max(options_.level_alpha, 1.0 / static_cast<double>(n_)) * clipped;
+      level_ += std::max(options_->level_alpha, 1.0 / static_cast<double>(n_)) * clipped;
     }
     UpdateFloor(y, residual, true);
     warm_done_ = WarmupDone(index, time_ms);
@@ -1042,7 +1031,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
 
   const ChangePointDetector::Reading change = change_.Observe(spike.z, residual);
   const double season_break =
-      seasonal_.enabled() ? seasonal_.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
+      season_on_ ? season_->baseline.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
   // The rate of the deseasonalised value: a regular transition of the pattern is not a rate.
   const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, y - offset, false, true);
 
@@ -1074,11 +1063,11 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     evidence = std::min(evidence, kSettleEvidence);
   }
   v.score = EvidenceToScore(evidence);
-  v.severity = v.score >= options_.emergency  ? Severity::kEmergency
-               : v.score >= options_.critical ? Severity::kCritical
-               : v.score >= options_.warning  ? Severity::kWarning
-               : v.score >= options_.info     ? Severity::kInfo
-                                              : Severity::kNone;
+  v.severity = v.score >= options_->emergency  ? Severity::kEmergency
+               : v.score >= options_->critical ? Severity::kCritical
+               : v.score >= options_->warning  ? Severity::kWarning
+               : v.score >= options_->info     ? Severity::kInfo
+                                               : Severity::kNone;
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
 
   // Learn. Points at warning or above do not update the scales.
@@ -1086,14 +1075,14 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   spike_.Learn(residual, false, anomalous, 0.0, changed);
   if (!anomalous) change_.Learn(spike.z, false);
   const double level_rate =
-      settle_ > 0 ? std::max(options_.level_alpha,
-                             1.0 / static_cast<double>(options_.shift_max_run - settle_ + 1))
-                  : options_.level_alpha;
+      settle_ > 0 ? std::max(options_->level_alpha,
+                             1.0 / static_cast<double>(options_->shift_max_run - settle_ + 1))
+                  : options_->level_alpha;
   level_ += level_rate * clipped;
-  if (seasonal_.enabled()) {
-    seasonal_.Learn(phase, clipped, options_.season_alpha);
+  if (season_on_) {
+    season_->baseline.Learn(phase, clipped, options_->season_alpha);
     if (!anomalous)
-      seasonal_.LearnSpread(phase, clipped * clipped, kSpreadRate * options_.season_alpha);
+      season_->baseline.LearnSpread(phase, clipped * clipped, kSpreadRate * options_->season_alpha);
   }
   UpdateFloor(y, residual, false);
   if (change.evidence >= 1) {

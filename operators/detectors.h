@@ -1,7 +1,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "alerting/alert.h"
@@ -115,7 +118,8 @@ Severity SeverityOf(double score, const DetectorOptions& options);
 // quantile tracker: gaussian residuals keep f near 1, heavy tails (laplace, student-t) raise the
 // spike threshold to spike_z * f. Why squared: the gap between the 99th percentile and the far tail
 // (1e-5) grows faster than the 99th percentile itself for heavy-tailed noise.
-// Lifecycle: Score (const) then Learn for every point. Concurrency: none.
+// Lifecycle: Score (const) then Learn for every point. Concurrency: none. The detector keeps a
+// pointer to `options` (shared by every detector of a SeriesDetector): they must outlive it.
 class SpikeDetector {
  public:
   struct Reading {
@@ -154,8 +158,7 @@ class SpikeDetector {
   double threshold() const;
 
  private:
-  double spike_z_, scale_alpha_, clip_;
-  bool adaptive_;
+  const DetectorOptions* o_;
   double scale_ = 0, var_ = 0, floor_ = 0;
   double q99_ = 2.576;
   double q999_ = 3.29;
@@ -171,7 +174,7 @@ class SpikeDetector {
 // the mean residual over the alarm's run (fast CUSUM; an unbiased new-level estimate after an
 // abrupt change) or a recent EWMA of the residual (slow CUSUM, whose run mean lags a ramp).
 // Limitations: a shift shorter than about 2 points is a spike, not a level shift; two shifts closer
-// than the run of the first are seen as one.
+// than the run of the first are seen as one. Keeps a pointer to `options`: they must outlive it.
 class ChangePointDetector {
  public:
   struct Reading {
@@ -198,9 +201,7 @@ class ChangePointDetector {
   // Feeds the maximum of an excursion of a CUSUM pair (sum of its sides `s`, current S / h `x`)
   // to the percentile tracker `q` when the excursion ends.
   static void EndExcursion(double s, double& max, double& q, double x);
-  double shift_k_, shift_h_, drift_k_, drift_h_, clip_;
-  int64_t shift_max_run_;
-  bool adaptive_;
+  const DetectorOptions* o_;
   Cusum up_, down_, drift_up_, drift_down_;
   double recent_ = 0;  // EWMA(0.2) of the residual
   // Learned 99.9th percentiles of the fast and drift statistics in units of their intervals
@@ -304,7 +305,7 @@ class SeasonalBaseline {
 // RateOfChangeDetector judges how fast the series moves: an EWMA of the difference per typical
 // sampling interval (so irregular sampling does not fake a rate), standardised by its own
 // winsorised RMS and tail factor. A gap longer than 10 typical intervals restarts the difference
-// (no rate is inferred across missing data).
+// (no rate is inferred across missing data). Keeps a pointer to `options`: they must outlive it.
 class RateOfChangeDetector {
  public:
   struct Reading {
@@ -327,8 +328,7 @@ class RateOfChangeDetector {
   double interval_ms() const { return interval_ms_; }
 
  private:
-  double alpha_, rate_z_, clip_;
-  bool adaptive_;
+  const DetectorOptions* o_;
   bool has_prev_ = false;
   double prev_value_ = 0;
   int64_t prev_time_ms_ = 0;
@@ -383,6 +383,9 @@ class RateOfChangeDetector {
 class SeriesDetector {
  public:
   explicit SeriesDetector(const DetectorOptions& options);
+  // Shares `options` (one copy for many series: with 100k detectors a private copy each would be
+  // a cache line more per point; AnomalyDetectOperator shares one).
+  explicit SeriesDetector(std::shared_ptr<const DetectorOptions> options);
 
   // Causal verdict on (time_ms, value). NaN/Inf values and out-of-order times are ignored: the
   // verdict is kNone and the state does not change.
@@ -397,14 +400,15 @@ class SeriesDetector {
   double level() const { return level_; }
   // The automatically detected period in ms (0 when none is locked, or a season is configured).
   int64_t detected_period_ms() const {
-    return seasonal_.automatic() && seasonal_.enabled() ? seasonal_.period_ms() : 0;
+    return auto_period_ && season_on_ ? season_->baseline.period_ms() : 0;
   }
   double scale() const { return spike_.scale(); }
   double scale_floor() const { return floor_; }
   // The longest run of points at or above warning the detector allows (2 x shift_max_run).
-  int64_t EpisodeBound() const { return 2 * options_.shift_max_run; }
-  // Heap bytes owned (the seasonal profile); total per series = sizeof + this.
-  size_t heap_bytes() const { return seasonal_.bytes(); }
+  int64_t EpisodeBound() const { return 2 * options_->shift_max_run; }
+  // Heap bytes owned (the out-of-line seasonal state and profile; none without a configured season
+  // or automatic period); total per series = sizeof + this.
+  size_t heap_bytes() const { return season_ ? sizeof(Season) + season_->baseline.bytes() : 0; }
 
  private:
   bool WarmupDone(int64_t index, int64_t time_ms) const;
@@ -425,19 +429,12 @@ class SeriesDetector {
   void DropPeriod();
   double ToValue(double y) const;
 
-  // The options SeriesDetector itself reads (the components keep their own copies): compact, so
-  // that 100k detectors fed round-robin touch fewer cache lines per point.
-  struct Params {
-    double clip, level_alpha, scale_alpha, season_alpha;
-    double info, warning, critical, emergency;
-    int64_t warmup_points, shift_max_run;
-  };
-
-  // Fields touched by every point first, those touched rarely (crossings, warm-up) last.
-  Params options_;
+  // Fields touched by every point first, those touched rarely (crossings, warm-up) last. The
+  // options are shared (immutable; the components point into them), so that 100k detectors fed
+  // round-robin read one copy that stays in cache.
+  std::shared_ptr<const DetectorOptions> options_;
   SpikeDetector spike_;
   ChangePointDetector change_;
-  SeasonalBaseline seasonal_;
   RateOfChangeDetector rate_;
   double level_ = 0;
   int64_t n_ = 0;  // points of the current model (since the last space switch)
@@ -453,7 +450,9 @@ class SeriesDetector {
   int8_t crossing_state_ = 0;  // 1 above the upper line, -1 below the lower one, 0 unknown
   // Automatic period: 0 none, 1 filling the profile, 2 verifying it.
   int8_t candidate_ = 0;
-  int8_t anchor_type_ = 0;  // crossing type of the phase origin: 1 up, -1 down
+  // Mirrors of season_->baseline.enabled() and .automatic(), read by every point without touching
+  // the out-of-line state.
+  bool season_on_ = false, auto_period_ = false;
   int64_t space_n_ = 0;
   double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
   float shadow_mean_ = 0, shadow_var_ = 0;    // of the value in signed log1p space (approx.)
@@ -474,15 +473,52 @@ class SeriesDetector {
   float env_hi_ = 0, env_lo_ = 0;
   float crossing_span_ = 0;  // envelope range at the last crossing
 
-  // Rarely touched: the times of the last crossings, the verification, counters.
-  int32_t period_misses_ = 0;  // inconsistent crossings in a row while locked
-  int32_t ups_ = 0, downs_ = 0;
-  int64_t up_ms_[2] = {0, 0};  // latest first
-  int64_t down_ms_[2] = {0, 0};
-  double verify_sse_ = 0, verify_sst_ = 0, verify_mean_ = 0;
-  int64_t verify_n_ = 0;
   int64_t ignored_ = 0;
-  int64_t last_period_ = 0;
+
+  // Out of line (allocated only with a configured season or automatic period): the seasonal
+  // profile and the rarely touched automatic-period state, so that a detector without a season
+  // does not carry them in its cache lines.
+  struct Season {
+    explicit Season(const DetectorOptions& options) : baseline(options) {}
+    // Forgets the automatic-period state (not the baseline).
+    void ResetPeriod() {
+      last_period = 0;
+      period_misses = ups = downs = 0;
+      anchor_type = 0;
+      verify_sse = verify_sst = verify_mean = 0;
+      verify_n = 0;
+    }
+    SeasonalBaseline baseline;
+    int64_t last_period = 0;    // warm-up: seasonal periods seen
+    int32_t period_misses = 0;  // inconsistent crossings in a row while locked
+    int32_t ups = 0, downs = 0;
+    int8_t anchor_type = 0;     // crossing type of the phase origin: 1 up, -1 down
+    int64_t up_ms[2] = {0, 0};  // latest first
+    int64_t down_ms[2] = {0, 0};
+    double verify_sse = 0, verify_sst = 0, verify_mean = 0;
+    int64_t verify_n = 0;
+  };
+  // A unique_ptr that copies its object (SeriesDetector stays copyable).
+  class SeasonPtr {
+   public:
+    SeasonPtr() = default;
+    explicit SeasonPtr(std::unique_ptr<Season> p) : p_(std::move(p)) {}
+    SeasonPtr(const SeasonPtr& o) : p_(o.p_ ? std::make_unique<Season>(*o.p_) : nullptr) {}
+    SeasonPtr& operator=(const SeasonPtr& o) {
+      if (this != &o) p_ = o.p_ ? std::make_unique<Season>(*o.p_) : nullptr;
+      return *this;
+    }
+    SeasonPtr(SeasonPtr&&) noexcept = default;
+    SeasonPtr& operator=(SeasonPtr&&) noexcept = default;
+    Season* operator->() const { return p_.get(); }
+    explicit operator bool() const { return p_ != nullptr; }
+
+   private:
+    std::unique_ptr<Season> p_;
+  };
+  SeasonPtr season_;
+  // Sets season_on_ from the baseline (after a lock, an unlock or a reset).
+  void SyncSeason() { season_on_ = season_ && season_->baseline.enabled(); }
 };
 
 }  // namespace inferscope

@@ -287,11 +287,13 @@ ChangePointDetector::ChangePointDetector(const DetectorOptions& o) : o_(&o) { Re
 
 void ChangePointDetector::Restart() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  run_[0] = run_[1] = run_[2] = run_[3] = 0;
   recent_ = 0;
 }
 
 void ChangePointDetector::Reset() {
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  run_[0] = run_[1] = run_[2] = run_[3] = 0;
   recent_ = 0;
   q_fast_ = kInitialQFast;
   q_drift_ = kInitialQDrift;
@@ -331,10 +333,10 @@ void Step(double u, double residual, double k, double& s, double& sum, int32_t& 
 ChangePointDetector::Reading ChangePointDetector::Observe(double z, double residual) {
   const double u = Clip(z, o_->clip) / factor_;
   recent_ += kRecentRate * (residual - recent_);
-  Step(u, residual, o_->shift_k, up_.s, up_.sum, up_.run);
-  Step(-u, residual, o_->shift_k, down_.s, down_.sum, down_.run);
-  Step(u, residual, o_->drift_k, drift_up_.s, drift_up_.sum, drift_up_.run);
-  Step(-u, residual, o_->drift_k, drift_down_.s, drift_down_.sum, drift_down_.run);
+  Step(u, residual, o_->shift_k, up_.s, up_.sum, run_[0]);
+  Step(-u, residual, o_->shift_k, down_.s, down_.sum, run_[1]);
+  Step(u, residual, o_->drift_k, drift_up_.s, drift_up_.sum, run_[2]);
+  Step(-u, residual, o_->drift_k, drift_down_.s, drift_down_.sum, run_[3]);
 
   Reading r;
   const double raw_fast = std::max(up_.s, down_.s) / o_->shift_h;
@@ -347,7 +349,7 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
     // The margin covers drift excursions as long as the normal ones: one that has lasted longer
     // than kTailMargin x the learned 99th percentile of their lengths is judged against the
     // plain interval (a write storm far longer than any normal burst).
-    const int32_t run = std::max(drift_up_.run, drift_down_.run);
+    const int32_t run = std::max(run_[2], run_[3]);
     if (static_cast<double>(run) <= kRunMargin * q_run_) {
       slow /= std::clamp(kTailMargin * q_drift_, 1.0, kMaxCusumMargin);
     }
@@ -360,10 +362,12 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
     EndExcursion(drift_up_.s + drift_down_.s, drift_max_, q_drift_, raw_slow);
   }
   if (fast >= 1) {
-    const Cusum& c = up_.s >= down_.s ? up_ : down_;
+    const bool up = up_.s >= down_.s;
+    const Cusum& c = up ? up_ : down_;
+    const int32_t c_run = up ? run_[0] : run_[1];
     r.evidence = fast;
-    r.type = c.run <= o_->shift_max_run ? AnomalyType::kLevelShift : AnomalyType::kDrift;
-    r.shift = c.run > 0 ? c.sum / c.run : 0;
+    r.type = c_run <= o_->shift_max_run ? AnomalyType::kLevelShift : AnomalyType::kDrift;
+    r.shift = c_run > 0 ? c.sum / c_run : 0;
   } else if (slow >= 1) {
     r.evidence = slow;
     r.type = AnomalyType::kDrift;
@@ -375,12 +379,13 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   }
   // Alarm: the caller re-baselines by r.shift, so every statistic restarts from the new level.
   up_ = down_ = drift_up_ = drift_down_ = Cusum{};
+  run_[0] = run_[1] = run_[2] = run_[3] = 0;
   recent_ -= r.shift;
   return r;
 }
 
 void ChangePointDetector::Learn(double z, bool warm) {
-  ++n_;
+  n_ += n_ < INT32_MAX;
   const double zc = Clip(z, o_->clip);
   const double a =
       warm ? std::max(kCorrelationRate, 1.0 / static_cast<double>(n_)) : kCorrelationRate;
@@ -570,7 +575,6 @@ void RateOfChangeDetector::Reset() {
   interval_ms_ = 0;
   rate_ = var_ = 0;
   recent_sq_ = 0;
-  floor_ = 0;
   q99_ = kInitialQ99;
   q999_ = kInitialQ999;
   n_ = 0;
@@ -582,7 +586,7 @@ void RateOfChangeDetector::Rebaseline() {
 }
 
 RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, double value,
-                                                            bool warm, bool learn) {
+                                                            bool warm, bool learn, double floor) {
   Reading r;
   if (!has_prev_) {
     has_prev_ = true;
@@ -607,7 +611,7 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
   rate_ += o_->rate_alpha * (diff / units - rate_);
   recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
-  const double var = std::max(var_, floor_ * floor_);
+  const double var = std::max(var_, floor * floor);
   if (var > 0) {
     r.z = rate_ / std::sqrt(var);
     double threshold = o_->rate_z * TailFactor(q99_, o_->adaptive_thresholds);
@@ -619,7 +623,7 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
     TrackQuantileRelative(std::fabs(r.z), kQ999P, kQ999Up, kInitialQ999, q999_);
   }
   if (learn) {
-    ++n_;
+    n_ += n_ < INT32_MAX;
     double sq = rate_ * rate_;
     if (n_ > 5 && var > 0) sq = std::min(sq, o_->clip * o_->clip * var);
     double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
@@ -657,7 +661,6 @@ void SeriesDetector::ResetModel() {
   resolution_ = 0;
   magnitude_ = 0;
   slow_var_ = 0;
-  floor_ = 0;
   recent_residual_ = recent_var_ = 0;
   episode_ = quiet_ = settle_ = 0;
   changes_ = 0;
@@ -703,13 +706,13 @@ bool SeriesDetector::WantsLogSpace(double value) {
     octave_step_ += a * (std::fabs(octave - prev_octave_) - octave_step_);
   }
   prev_octave_ = octave;
-  ++space_n_;
+  space_n_ += space_n_ < INT32_MAX;
   // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there
   // if it switches: kept once the dispersion is a quarter of the way to a switch (the EWMA needs
   // at least ~35 points from there to reach it), so ordinary series do not pay for them.
   if (octave_step_ >= kShadowOctaves) {
     const double s = std::copysign(octave * std::numbers::ln2, value);
-    ++shadow_n_;
+    shadow_n_ += shadow_n_ < INT32_MAX;
     const double b = std::max(kOctaveRate, 1.0 / static_cast<double>(shadow_n_));
     shadow_mean_ += static_cast<float>(b * (s - shadow_mean_));
     shadow_var_ += static_cast<float>(b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_));
@@ -746,10 +749,10 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   }
   // Before any change was seen, integers have a step of at least 1.
   const double step = resolution_ > 0 ? resolution_ : (integral_ && !log_space_ ? 1.0 : 0.0);
-  floor_ = std::max({kResolutionFloor * step, kMagnitudeFloor * magnitude_,
-                     kSlowFloor * std::sqrt(slow_var_), std::numeric_limits<double>::min()});
-  spike_.set_floor(floor_);
-  rate_.set_floor(kResolutionFloor * floor_);
+  const double floor =
+      std::max({kResolutionFloor * step, kMagnitudeFloor * magnitude_,
+                kSlowFloor * std::sqrt(slow_var_), std::numeric_limits<double>::min()});
+  spike_.set_floor(floor);
 }
 
 void SeriesDetector::Rebaseline() {
@@ -952,7 +955,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       season_->baseline.MarkStart(time_ms);
       season_->baseline.StoreInitial(phase, y);
     }
-    rate_.Observe(time_ms, y, true, true);
+    rate_.Observe(time_ms, y, true, true, kResolutionFloor * spike_.floor());
     UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
     v.expected = v.lower = v.upper = value;
     return v;
@@ -962,7 +965,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     if (season_->baseline.Periods(index, time_ms) < 1) {
       season_->baseline.StoreInitial(phase, y);
       level_ += (y - level_) / static_cast<double>(n_);
-      rate_.Observe(time_ms, y, true, true);
+      rate_.Observe(time_ms, y, true, true, kResolutionFloor * spike_.floor());
       UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
       v.expected = v.lower = v.upper = ToValue(level_);
       return v;
@@ -1014,7 +1017,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     // (Only in an extended, informative warm-up: a sparse series' bursts.)
     if (!seasonal && n_ > options_->warmup_points) change_.Observe(spike.z, residual);
     change_.Learn(spike.z, true);
-    rate_.Observe(time_ms, y - offset, true, true);
+    rate_.Observe(time_ms, y - offset, true, true, kResolutionFloor * spike_.floor());
     if (seasonal) {
       level_ += kWarmLevelRate * clipped;
       season_->baseline.Learn(phase, clipped, kWarmSeasonRate);
@@ -1033,7 +1036,8 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const double season_break =
       season_on_ ? season_->baseline.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
   // The rate of the deseasonalised value: a regular transition of the pattern is not a rate.
-  const RateOfChangeDetector::Reading rate = rate_.Observe(time_ms, y - offset, false, true);
+  const RateOfChangeDetector::Reading rate =
+      rate_.Observe(time_ms, y - offset, false, true, kResolutionFloor * spike_.floor());
 
   // The most specific confirmed explanation wins; below alarm level the strongest evidence names
   // the type.

@@ -140,6 +140,7 @@ class SpikeDetector {
   void Reset();
   // The scale used to standardise is max(learned scale, floor): see SeriesDetector (scale floor).
   void set_floor(double floor) { floor_ = floor; }
+  double floor() const { return floor_; }
   // Re-baselines the scale after a persistent change: the variance becomes at least `var`.
   void RaiseVariance(double var);
   // Starts from variance `var` as if `count` warm-up points had been seen (a switch of the judged
@@ -194,15 +195,17 @@ class ChangePointDetector {
 
  private:
   struct Cusum {
-    double s = 0;     // statistic
-    double sum = 0;   // raw residual sum over the run
-    int32_t run = 0;  // points since s left 0
+    double s = 0;    // statistic
+    double sum = 0;  // raw residual sum over the run
   };
   // Feeds the maximum of an excursion of a CUSUM pair (sum of its sides `s`, current S / h `x`)
   // to the percentile tracker `q` when the excursion ends.
   static void EndExcursion(double s, double& max, double& q, double x);
   const DetectorOptions* o_;
   Cusum up_, down_, drift_up_, drift_down_;
+  // Points since each CUSUM's s left 0 (up_, down_, drift_up_, drift_down_): beside the sums, not
+  // in them, so that four of them fill 16 bytes instead of padding four structs.
+  int32_t run_[4] = {0, 0, 0, 0};
   double recent_ = 0;  // EWMA(0.2) of the residual
   // Learned 99.9th percentiles of the fast and drift statistics in units of their intervals
   // (adaptive mode): an interval is at least kTailMargin x its percentile, so a series whose
@@ -212,8 +215,8 @@ class ChangePointDetector {
   double fast_max_ = 0, drift_max_ = 0;  // maximum of S / h in the current excursion
   double q_run_ = 0;                     // learned 99th percentile of drift excursion lengths
   int32_t drift_run_ = 0;                // length of the current drift excursion
+  int32_t n_ = 0;                        // learned points (saturates)
   double c0_ = 1, c1_ = 0, prev_z_ = 0, factor_ = 1;
-  int64_t n_ = 0;
 };
 
 // SeasonalBaseline keeps an additive seasonal profile (Holt-Winters without trend, error-correction
@@ -313,7 +316,8 @@ class RateOfChangeDetector {
     double evidence = 0;
   };
   explicit RateOfChangeDetector(const DetectorOptions& options);
-  Reading Observe(int64_t time_ms, double value, bool warm, bool learn);
+  // `floor`: the rate RMS used to standardise is at least this (a quantisation step per interval).
+  Reading Observe(int64_t time_ms, double value, bool warm, bool learn, double floor = 0);
   void Reset();
   // Re-baseline after a persistent change: the smoothed rate restarts at 0 and the rate variance
   // becomes at least the recent mean square of the rate.
@@ -323,21 +327,18 @@ class RateOfChangeDetector {
     has_prev_ = false;
     rate_ = 0;
   }
-  // The rate RMS used to standardise is at least `floor` (a quantisation step per interval).
-  void set_floor(double floor) { floor_ = floor; }
   double interval_ms() const { return interval_ms_; }
 
  private:
   const DetectorOptions* o_;
   bool has_prev_ = false;
+  int32_t n_ = 0;  // learned points (saturates)
   double prev_value_ = 0;
   int64_t prev_time_ms_ = 0;
   double interval_ms_ = 0;
   double rate_ = 0, var_ = 0, q99_ = 2.576;
   double q999_ = 3.29;    // learned 99.9th percentile of |z| (tail margin, as SpikeDetector)
   double recent_sq_ = 0;  // EWMA(0.25) of rate^2, every point
-  double floor_ = 0;
-  int64_t n_ = 0;
 };
 
 // SeriesDetector combines the detectors above on one series into a Verdict per point.
@@ -380,7 +381,7 @@ class RateOfChangeDetector {
 // typical interval and the seasonal phase comes from time when season_ms is set. With an
 // index-based period, missing points shift the phase: use season_ms for data with gaps. A detected
 // period needs a pattern that crosses the middle of its range once up and once down per period.
-class SeriesDetector {
+class alignas(64) SeriesDetector {
  public:
   explicit SeriesDetector(const DetectorOptions& options);
   // Shares `options` (one copy for many series: with 100k detectors a private copy each would be
@@ -403,7 +404,7 @@ class SeriesDetector {
     return auto_period_ && season_on_ ? season_->baseline.period_ms() : 0;
   }
   double scale() const { return spike_.scale(); }
-  double scale_floor() const { return floor_; }
+  double scale_floor() const { return spike_.floor(); }
   // The longest run of points at or above warning the detector allows (2 x shift_max_run).
   int64_t EpisodeBound() const { return 2 * options_->shift_max_run; }
   // Heap bytes owned (the out-of-line seasonal state and profile; none without a configured season
@@ -418,7 +419,7 @@ class SeriesDetector {
   // Updates the statistic that decides the judged space; true when the series should now be
   // judged in log1p space.
   bool WantsLogSpace(double value);
-  // Resolution, magnitude and long-memory scale → floor_.
+  // Resolution, magnitude and long-memory scale → the scale floor (spike_.floor()).
   void UpdateFloor(double y, double residual, bool warm);
   // Forced re-baseline at the end of a bounded episode.
   void Rebaseline();
@@ -453,15 +454,15 @@ class SeriesDetector {
   // Mirrors of season_->baseline.enabled() and .automatic(), read by every point without touching
   // the out-of-line state.
   bool season_on_ = false, auto_period_ = false;
-  int64_t space_n_ = 0;
+  int32_t space_n_ = 0;                       // points seen by WantsLogSpace (saturates)
+  int32_t shadow_n_ = 0;                      // points in the shadow statistics (saturates)
   double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
   float shadow_mean_ = 0, shadow_var_ = 0;    // of the value in signed log1p space (approx.)
-  int64_t shadow_n_ = 0;
   double prev_y_ = 0;
   double resolution_ = 0;  // smallest non-zero |change| seen (0 = none yet)
   double magnitude_ = 0;   // EWMA of |y|
-  double slow_var_ = 0;    // long-memory residual variance, every point
-  double floor_ = 0;
+  double slow_var_ = 0;    // long-memory residual variance, every point (the scale floor is kept
+                           // by spike_)
   // Episode bound and re-baseline.
   double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2
   int32_t episode_ = 0;                          // points at >= warning in the current episode

@@ -47,13 +47,13 @@ constexpr double kMaxCusumMargin = 3;  // CUSUM intervals are raised at most 2x
 constexpr double kSpreadRate = 0.25;   // per-bucket spread rate = this x season_alpha
 constexpr double kExcursionP = 0.99;   // percentile of the excursion maxima
 constexpr double kExcursionUp = 0.1;
-constexpr double kResolutionFloor = 0.5;  // floor >= this x the quantisation step
-constexpr double kMagnitudeFloor = 1e-3;  // floor >= this x the typical |value|
-constexpr double kSlowFloor = 0.5;        // floor >= this x the long-memory scale
-constexpr double kSlowRateFactor = 0.1;   // long-memory scale rate = this x scale_alpha
-constexpr double kMagnitudeRate = 0.01;
-constexpr double kRecentRateFast = 0.25;  // the recent residual mean/variance (re-baseline)
-constexpr double kOctaveRate = 0.02;
+constexpr double kResolutionFloor = 0.5;    // floor >= this x the quantisation step
+constexpr double kMagnitudeFloor = 1e-3;    // floor >= this x the typical |value|
+constexpr double kSlowFloor = 0.5;          // floor >= this x the long-memory scale
+constexpr double kSlowRateFactor = 0.1;     // long-memory scale rate = this x scale_alpha
+constexpr double kMagnitudeRate = 0.01;     // = 1 / 100 (UpdateFloor)
+constexpr double kRecentRateFast = 0.25;    // the recent residual mean/variance (re-baseline)
+constexpr double kOctaveRate = 0.02;        // = 1 / 50 (WantsLogSpace)
 constexpr double kLogSpaceOctaves = 1.0;    // mean |change of log2(1 + |x|)| that selects log1p
 constexpr int32_t kBridgedQuietPoints = 3;  // quiet points that do not end an episode
 constexpr double kSettleEvidence = 0.95;    // evidence cap while settling (score < 0.7)
@@ -702,7 +702,9 @@ bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
 bool SeriesDetector::WantsLogSpace(double value) {
   const double octave = Octaves(value);
   if (space_n_ > 0) {
-    const double a = std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
+    // 1 / n is below the rate from n = 1 / kOctaveRate on: no division there (same result).
+    const double a =
+        space_n_ >= 50 ? kOctaveRate : std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
     octave_step_ += a * (std::fabs(octave - prev_octave_) - octave_step_);
   }
   prev_octave_ = octave;
@@ -739,7 +741,9 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   prev_y_ = y;
   integral_ = integral_ && y == std::rint(y);
   const double n = static_cast<double>(n_);
-  magnitude_ += std::max(kMagnitudeRate, 1.0 / n) * (std::fabs(y) - magnitude_);
+  // 1 / n is below the rate from n = 1 / kMagnitudeRate on: no division there (same result).
+  const double m = n_ >= 100 ? kMagnitudeRate : std::max(kMagnitudeRate, 1.0 / n);
+  magnitude_ += m * (std::fabs(y) - magnitude_);
   if (!std::isnan(residual)) {
     double sq = residual * residual;
     const double limit = std::max(slow_var_, spike_.learned_scale() * spike_.learned_scale());

@@ -374,11 +374,12 @@ class RateOfChangeDetector {
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
-// Memory: sizeof(SeriesDetector) (< 1 KiB, a copy of the options included) + 4 * season buckets
-// bytes; fixed after construction; Observe never allocates. Limitations: points must come in time
-// order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling does not
-// change the level/scale/CUSUM updates (they are per point); the rate detector normalises by the
-// typical interval and the seasonal phase comes from time when season_ms is set. With an
+// Memory: sizeof(SeriesDetector) (512 bytes, 64-aligned; the options are shared, not copied) +
+// heap_bytes() (with a season or the automatic period: the out-of-line seasonal state, 256 bytes
+// + 8 per bucket); fixed after construction; Observe never allocates. Limitations: points must come
+// in time order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling
+// does not change the level/scale/CUSUM updates (they are per point); the rate detector normalises
+// by the typical interval and the seasonal phase comes from time when season_ms is set. With an
 // index-based period, missing points shift the phase: use season_ms for data with gaps. A detected
 // period needs a pattern that crosses the middle of its range once up and once down per period.
 class alignas(64) SeriesDetector {

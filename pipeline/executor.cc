@@ -214,6 +214,16 @@ Status Executor::Start() {
         "inferscope_interner_reclaimed_strings",
         "Names reclaimed because nothing held them (total)", {},
         [interner] { return static_cast<double>(interner->reclaimed()); }, this);
+    m.AddCallbackGauge(
+        "inferscope_interner_refused_strings",
+        "New names refused (total): the table was full, or the publisher's share of it was",
+        {{"reason", "full"}}, [interner] { return static_cast<double>(interner->refused_full()); },
+        this);
+    m.AddCallbackGauge(
+        "inferscope_interner_refused_strings",
+        "New names refused (total): the table was full, or the publisher's share of it was",
+        {{"reason", "publisher_share"}},
+        [interner] { return static_cast<double>(interner->refused_share()); }, this);
   }
 
   for (size_t i = 0; i < settings_.batch_pool; ++i) {

@@ -32,21 +32,46 @@ Interner::~Interner() {
 
 StringId Interner::Intern(std::string_view s) {
   std::lock_guard<std::mutex> lock(mu_);
+  return InternLocked(s, nullptr, 0);
+}
+
+StringId Interner::InternFor(std::string_view s, StringId owner, size_t owner_limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return InternLocked(s, &owner, owner_limit);
+}
+
+size_t Interner::owned_by(StringId owner) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = owned_.find(owner);
+  return it != owned_.end() ? it->second : 0;
+}
+
+StringId Interner::InternLocked(std::string_view s, const StringId* charge, size_t owner_limit) {
   const uint32_t epoch = epoch_.load(std::memory_order_relaxed);
   if (auto it = ids_.find(s); it != ids_.end()) {
     Lookup(it->second)->last_used = epoch;
     return it->second;
   }
   const size_t live = live_.load(std::memory_order_relaxed);
-  if (live >= max_strings_) return 0;
+  if (live >= max_strings_ || (free_slots_.empty() && next_slot_ >= kHardLimit)) {
+    refused_full_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  size_t* owned = nullptr;
+  if (charge != nullptr) {
+    auto it = owned_.find(*charge);
+    if ((it != owned_.end() ? it->second : 0) >= owner_limit) {
+      refused_share_.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+    owned = it != owned_.end() ? &it->second : &owned_[*charge];
+  }
   uint32_t slot = 0;
   if (!free_slots_.empty()) {
     slot = free_slots_.front();
     free_slots_.pop_front();
-  } else if (next_slot_ < kHardLimit) {
-    slot = next_slot_++;
   } else {
-    return 0;
+    slot = next_slot_++;
   }
   if (generation_.size() <= slot)
     generation_.resize(std::max<size_t>(slot + 1, generation_.size() * 2));
@@ -62,6 +87,11 @@ StringId Interner::Intern(std::string_view s) {
   entry->name.assign(s);
   entry->id = id;
   entry->last_used = epoch;
+  if (owned != nullptr) {
+    ++*owned;
+    entry->charged = true;
+    entry->owner = *charge;
+  }
   slots[slot & (kChunkSize - 1)].store(entry, std::memory_order_release);
   ids_.emplace(std::string_view(entry->name), id);
   live_.store(live + 1, std::memory_order_release);
@@ -128,6 +158,10 @@ size_t Interner::Sweep() {
     }
     cell.store(nullptr, std::memory_order_release);
     ids_.erase(std::string_view(entry->name));
+    if (entry->charged) {
+      auto owned = owned_.find(entry->owner);
+      if (owned != owned_.end() && --owned->second == 0) owned_.erase(owned);
+    }
     retired_.push_back(entry);
     // A slot whose generations are used up is retired for good (one slot per 1,023 reuses).
     if (++generation_[slot] <= kMaxGeneration) free_slots_.push_back(slot);
@@ -159,6 +193,16 @@ StringId InternCache::Intern(std::string_view s) {
   Slot& slot = slots_[h & mask_];
   if (slot.hash == h && interner_.Name(slot.id) == s) return slot.id;
   StringId id = interner_.Intern(s);
+  if (id != 0) slot = Slot{h, id};
+  return id;
+}
+
+StringId InternCache::InternFor(std::string_view s, StringId owner, size_t owner_limit) {
+  Sync();
+  uint64_t h = std::hash<std::string_view>{}(s) | 1;
+  Slot& slot = slots_[h & mask_];
+  if (slot.hash == h && interner_.Name(slot.id) == s) return slot.id;
+  StringId id = interner_.InternFor(s, owner, owner_limit);
   if (id != 0) slot = Slot{h, id};
   return id;
 }

@@ -45,6 +45,11 @@ enum WellKnownId : StringId {
 // string. The memory of a reclaimed name is freed two sweeps later, so a reader that loaded it just
 // before stays valid.
 //
+// Shares: InternFor charges each name it adds to an owner (the publisher whose event named it) and
+// refuses a new name once that owner holds `owner_limit` names it added, so one publisher cannot
+// fill the table with names and starve the others until the sweeps reclaim them. A charge ends when
+// the name is reclaimed. Refusals are counted by reason (the table is full; the owner's share is).
+//
 // Concurrency: Intern(), Find(), Ref(), Unref(), Pin() and Sweep() take a mutex (decoders put a
 // per-thread InternCache in front, so the mutex is only taken the first time a thread sees a
 // string after each sweep). Name() and epoch() are lock-free and may be called from any thread.
@@ -68,6 +73,13 @@ class Interner {
 
   // Returns the id of `s`, adding it if new. Returns 0 when the table is full.
   StringId Intern(std::string_view s);
+  // Like Intern, but a name it adds is charged to `owner` (a publisher id; 0 stands for "publisher
+  // not known yet" and is an owner like the others), and a new name is refused (0) when `owner`
+  // already holds `owner_limit` names. A name already interned is returned whoever added it and
+  // charges nobody.
+  StringId InternFor(std::string_view s, StringId owner, size_t owner_limit);
+  // Names charged to `owner` that are still interned.
+  size_t owned_by(StringId owner) const;
   // Returns the id of `s` if it is interned.
   std::optional<StringId> Find(std::string_view s) const;
   // The string of `id`; empty for 0, ids not handed out and reclaimed ids.
@@ -90,6 +102,10 @@ class Interner {
   size_t max_strings() const { return max_strings_; }
   // Names reclaimed so far.
   uint64_t reclaimed() const { return reclaimed_.load(std::memory_order_relaxed); }
+  // New names refused so far because the table was full (max_strings) or, in InternFor, because
+  // the owner's share was used up.
+  uint64_t refused_full() const { return refused_full_.load(std::memory_order_relaxed); }
+  uint64_t refused_share() const { return refused_share_.load(std::memory_order_relaxed); }
 
  private:
   struct Entry {
@@ -98,10 +114,14 @@ class Interner {
     uint32_t refs = 0;       // under mu_
     uint32_t last_used = 0;  // epoch of the last Intern/Unref; under mu_
     bool pinned = false;     // under mu_
+    bool charged = false;    // added by InternFor: counted in owned_[owner] (under mu_)
+    StringId owner = 0;      // under mu_
   };
   using Chunk = std::atomic<Entry*>;
 
   Entry* Lookup(StringId id) const;
+  // Intern's body, under mu_; `charge` is null for Intern.
+  StringId InternLocked(std::string_view s, const StringId* charge, size_t owner_limit);
 
   const size_t max_strings_;
   mutable std::mutex mu_;
@@ -112,9 +132,14 @@ class Interner {
   uint32_t next_slot_ = 1;              // slots below it have been used (under mu_)
   std::vector<Entry*> retired_;         // reclaimed by the last Sweep
   std::vector<Entry*> retired_before_;  // reclaimed by the Sweep before; freed by the next
+  // Names charged to each owner (InternFor), entries erased at 0: at most one per owner holding a
+  // name (owners are publishers, which the sources bound).
+  std::unordered_map<StringId, size_t> owned_;
   std::atomic<uint32_t> epoch_{1};
   std::atomic<size_t> live_{0};
   std::atomic<uint64_t> reclaimed_{0};
+  std::atomic<uint64_t> refused_full_{0};
+  std::atomic<uint64_t> refused_share_{0};
 };
 
 // InternCache is a thread-local front for an Interner: a fixed-size direct-mapped table from string
@@ -127,6 +152,8 @@ class InternCache {
 
   // Same contract as Interner::Intern.
   StringId Intern(std::string_view s);
+  // Same contract as Interner::InternFor (a name the cache holds is returned without a charge).
+  StringId InternFor(std::string_view s, StringId owner, size_t owner_limit);
   // Empties the cache if the interner swept since it was last filled; true if it did. Callers
   // that keep their own views of interned names drop them when this returns true.
   bool Sync();

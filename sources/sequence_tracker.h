@@ -85,6 +85,8 @@ class SequenceTracker {
   std::optional<AppliedSequence> Position(StringId publisher) const;
 
   bool strict() const { return strict_; }
+  // Publishers with a position.
+  size_t size() const { return streams_.size(); }
 
  private:
   struct Stream {

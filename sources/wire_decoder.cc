@@ -285,6 +285,12 @@ Status WireDecoderOptions::Validate() const {
   if (max_message_bytes < 16 || max_message_bytes > (size_t{1} << 31)) {
     return Status::InvalidArgument("max_message_bytes must be in 16..2147483648");
   }
+  if (max_publishers < 1 || max_publishers > (1u << 20)) {
+    return Status::InvalidArgument("max_publishers must be in 1..1048576");
+  }
+  if (max_strings_per_publisher > Interner::kHardLimit) {
+    return Status::InvalidArgument("max_strings_per_publisher must be in 0..4194304");
+  }
   return Status::Ok();
 }
 
@@ -426,11 +432,13 @@ class WireDecoder::Walker {
       Value& v = env_[f];
       if (!c_.ReadValue(v, 1)) return false;
       env_seen_ |= 1u << f;
-      // Intern the publisher before the events' strings when it comes first (as clients write
-      // it), so that a full Interner rejects events rather than whole messages.
+      // Look the publisher up before the events' strings when it comes first (as clients write
+      // it), so that a full Interner rejects events rather than whole messages, the events' new
+      // names are charged to it, and a refused publisher (max_publishers) adds no names at all.
       if (f == kEnvPub && v.type == Value::kStr && v.len > 0 && v.len <= kMaxNameBytes &&
           IsValidUtf8(v.str())) {
-        publisher_ = d_.cache_.Intern(v.str());
+        publisher_ = d_.LookupPublisher(v.str());
+        publisher_refused_ = publisher_ == 0;
       }
     }
     return true;
@@ -711,15 +719,18 @@ class WireDecoder::Walker {
       if ((r = AsDouble(fields_[kFieldValue], e.value)) != RejectReason::kNone) return r;
     }
 
-    // Intern last, so that rejected events never take a slot of the Interner.
+    // Intern last, so that rejected events never take a slot of the Interner. A message whose
+    // publisher is refused is rejected whole: its names are not interned.
     bad = kFieldUnknown;
+    if (publisher_refused_) [[unlikely]]
+      return RejectReason::kCardinalityLimit;
     const Value& i = fields_[kFieldInstance];
     const Value& m = fields_[kFieldModel];
-    e.instance = d_.InternRecent(i.s, i.len);
-    e.model = d_.InternRecent(m.s, m.len);
+    e.instance = d_.InternRecent(i.s, i.len, publisher_);
+    e.model = d_.InternRecent(m.s, m.len, publisher_);
     if (e.kind == EventKind::kGauge) {
       const Value& n = fields_[kFieldName];
-      e.metric = d_.InternRecent(n.s, n.len);
+      e.metric = d_.InternRecent(n.s, n.len, publisher_);
     }
     if (e.instance == 0 || e.model == 0 || (e.kind == EventKind::kGauge && e.metric == 0)) {
       return RejectReason::kCardinalityLimit;
@@ -778,6 +789,7 @@ class WireDecoder::Walker {
   bool events_is_array_ = false;
   uint32_t events_declared_ = 0;
   StringId publisher_ = 0;
+  bool publisher_refused_ = false;  // "pub" was seen and refused (LookupPublisher)
   StringId stamped_ = 0;
 
   std::array<Value, kNumFields> fields_;
@@ -798,7 +810,13 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
       metrics_(metrics != nullptr ? metrics : &own_metrics_),
       stage_(std::move(stage)),
       sequences_(options.strict_sequence) {
+  string_share_ = options_.max_strings_per_publisher != 0 ? options_.max_strings_per_publisher
+                                                          : std::max<size_t>(interner.max_strings() / 4, 1);
   const Labels stage_label = {{"stage", stage_}};
+  publishers_gauge_ = metrics_->GetGauge(
+      "inferscope_source_publishers",
+      "Publisher ids a source keeps state for (at most max_publishers, plus restored ones)",
+      stage_label);
   messages_counter_ = MakeCounter("inferscope_source_messages_total",
                                   "Messages received by a source, valid or not.", stage_label);
   events_counter_ =
@@ -857,6 +875,8 @@ WireDecoder::PublisherCounters& WireDecoder::Publisher(StringId id) {
   auto [it, inserted] = publishers_.try_emplace(id);
   if (inserted) {
     interner_.Pin(id);  // sequence state and counters are keyed by it for the process's life
+    publisher_ids_.emplace(interner_.Name(id), id);  // pinned: the name never moves or goes
+    publishers_gauge_->Set(static_cast<double>(publishers_.size()));
     const Labels labels = {{"stage", stage_}, {"publisher", std::string(interner_.Name(id))}};
     PublisherCounters& p = it->second;
     p.rejected = MakeCounter("inferscope_source_rejected_by_publisher_total",
@@ -878,7 +898,20 @@ WireDecoder::PublisherCounters& WireDecoder::Publisher(StringId id) {
   return it->second;
 }
 
-StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
+StringId WireDecoder::LookupPublisher(std::string_view name) {
+  if (last_publisher_ != 0 && interner_.Name(last_publisher_) == name) return last_publisher_;
+  if (auto it = publisher_ids_.find(name); it != publisher_ids_.end()) return it->second;
+  if (publishers_.size() >= options_.max_publishers) return 0;
+  return cache_.Intern(name);
+}
+
+StringId WireDecoder::AdmitPublisher(std::string_view name) {
+  const StringId id = LookupPublisher(name);
+  if (id != 0) Publisher(id);
+  return id;
+}
+
+StringId WireDecoder::InternRecent(const char* s, uint32_t len, StringId owner) {
   // After an Interner::Sweep the slots may point at reclaimed names: start afresh.
   if (cache_.Sync()) {
     std::fill(recent_.get(), recent_.get() + (size_t{1} << kRecentBits), RecentString{});
@@ -903,7 +936,7 @@ StringId WireDecoder::InternRecent(const char* s, uint32_t len) {
       ((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ len) * 0xD6E8FEB86659FD93ull;
   RecentString& slot = recent_[h >> (64 - kRecentBits)];
   if (slot.len == len && SameBytes(slot.data, s, len)) return slot.id;
-  const StringId id = cache_.Intern({s, len});
+  const StringId id = cache_.InternFor({s, len}, owner, string_share_);
   if (id != 0) {
     // The Interner's copy never moves or changes until two sweeps after it is reclaimed (and
     // the slots are emptied at the first), so the slot can point at it.
@@ -944,7 +977,8 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
       (inc != nullptr && inc->type != Value::kUint)) {
     return;
   }
-  const StringId publisher = cache_.Intern(pub->str());
+  // A new id beyond max_publishers gets nothing (the message was counted for its reason).
+  const StringId publisher = LookupPublisher(pub->str());
   if (publisher == 0) return;
   result.publisher = publisher;
   result.incarnation = inc != nullptr ? inc->u : 0;
@@ -1116,10 +1150,19 @@ bool WireDecoder::CheckEnvelope(const Walker& walker, std::string_view payload, 
   const StringId publisher =
       walker.publisher() != 0 && interner_.Name(walker.publisher()) == pub->str()
           ? walker.publisher()
-          : cache_.Intern(pub->str());
+          : LookupPublisher(pub->str());
   if (publisher == 0) {
     reject(RejectReason::kPublisherLimit);
-    SetDetail(result, "publisher id cannot be interned (interner full)");
+    result.refused_publisher = pub->str();
+    result.incarnation = inc != nullptr ? inc->u : 0;
+    result.seq = seq->u;
+    if (publishers_.size() >= options_.max_publishers) {
+      SetDetail(result, "new publisher id \"%.*s\" beyond max_publishers %u",
+                static_cast<int>(std::min<size_t>(pub->len, 64)), pub->str().data(),
+                options_.max_publishers);
+    } else {
+      SetDetail(result, "publisher id cannot be interned (interner full)");
+    }
     return false;
   }
   envelope.publisher = publisher;

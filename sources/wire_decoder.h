@@ -30,7 +30,8 @@ enum class RejectReason : uint8_t {
   kUnknownVersion,   // "v" is not 1
   kBatchTooLarge,    // more than max_events_per_message events
   kMessageTooLarge,  // payload larger than max_message_bytes
-  kPublisherLimit,   // the publisher id could not be interned (the Interner is full)
+  // A new publisher id beyond max_publishers, or one the Interner is too full to take.
+  kPublisherLimit,
   // CurveZMQ: the sender's key may not use this publisher id (PublisherAuthorizer).
   kUnauthorizedPublisher,
   // Event-level.
@@ -59,6 +60,9 @@ struct DecodeResult {
   // A message-level reason: nothing was appended (first_reason says why).
   bool message_rejected = false;
   StringId publisher = 0;    // 0 when the envelope could not be read
+  // publisher_limit: the refused "pub" (a view into the payload, valid as long as it is), so that
+  // acknowledged mode can tell the sender; empty otherwise.
+  std::string_view refused_publisher;
   uint64_t incarnation = 0;  // the envelope's "inc" (0 when absent)
   uint64_t seq = 0;
   SequenceVerdict sequence = SequenceVerdict::kNone;
@@ -113,6 +117,16 @@ struct WireDecoderOptions {
   uint32_t max_string_bytes = kMaxNameBytes;
   // Largest payload in bytes. Default 16 MiB; 16..2^31.
   size_t max_message_bytes = size_t{16} << 20;
+  // Publisher ids this decoder keeps state for (sequence position, per-publisher counters, the id
+  // pinned in the Interner), for the process's life: a message (or a hello) from a new id beyond
+  // it is rejected (publisher_limit) before anything is created for the id. Publishers restored
+  // from a checkpoint are always taken and count. Default 4096; 1..1048576.
+  uint32_t max_publishers = 4096;
+  // New instance/model/metric names one publisher may add to the Interner (its share; names are
+  // charged to the publisher whose event named them first, until reclaimed); beyond it an event
+  // with a new name is rejected (cardinality_limit). 0 (the default): a quarter of the Interner's
+  // max_strings. 0..2^22.
+  size_t max_strings_per_publisher = 0;
 
   Status Validate() const;
 };
@@ -186,8 +200,19 @@ class WireDecoder {
   // Counts a transport message that did not have exactly 2 frames (reason bad_frames).
   void RecordBadFrames(size_t total_bytes);
   // Counts a transport message the source rejected itself (a hello with a publisher id its sender
-  // may not use: unauthorized_publisher).
+  // may not use: unauthorized_publisher; a hello from a new id beyond max_publishers:
+  // publisher_limit).
   void RecordRejectedMessage(RejectReason reason, size_t total_bytes);
+
+  // The id of publisher `name` (well-formed: 1..kMaxNameBytes bytes of UTF-8), admitted now
+  // (interned, pinned, counters made) if it is new and fewer than max_publishers are known; 0 when
+  // refused (the table is full, or the Interner is). For a hello (acknowledged mode).
+  StringId AdmitPublisher(std::string_view name);
+  // Publishers this decoder keeps state for, and those with a sequence position (<= publishers()).
+  size_t publishers() const { return publishers_.size(); }
+  size_t sequence_positions() const { return sequences_.size(); }
+  // The share of new Interner names each publisher may add (max_strings_per_publisher resolved).
+  size_t string_share() const { return string_share_; }
 
   // Totals since construction, for tests and logging.
   uint64_t rejected_count(RejectReason reason) const {
@@ -231,9 +256,14 @@ class WireDecoder {
   };
   static constexpr int kRecentBits = 12;
 
-  StringId InternRecent(const char* s, uint32_t len);
-  // The publisher's counters; pins its id on first sight (sequence state and counters are keyed
-  // by it for the process's life).
+  // Interns an event's name, charging a new one to `owner`'s share (0: the publisher is not known
+  // yet, "pub" follows the events).
+  StringId InternRecent(const char* s, uint32_t len, StringId owner);
+  // The id of publisher `name` if it is known, or interned (not yet admitted: Publisher() does
+  // that) when there is room for one more; 0 when refused. Creates nothing for a refused id.
+  StringId LookupPublisher(std::string_view name);
+  // The publisher's counters; admits it on first sight: pins its id (sequence state and counters
+  // are keyed by it for the process's life) and indexes its name.
   PublisherCounters& Publisher(StringId id);
   Counter* MakeCounter(std::string_view name, std::string_view help, const Labels& labels);
   void RejectMessage(RejectReason reason, DecodeResult& result);
@@ -278,7 +308,11 @@ class WireDecoder {
   std::array<Counter*, kNumRejectReasons> reason_counters_{};
 
   SequenceTracker sequences_;
-  std::unordered_map<StringId, PublisherCounters> publishers_;
+  std::unordered_map<StringId, PublisherCounters> publishers_;  // at most max_publishers + restored
+  // The admitted publishers by name (views into the Interner's copies, which pinning keeps).
+  std::unordered_map<std::string_view, StringId> publisher_ids_;
+  Gauge* publishers_gauge_ = nullptr;
+  size_t string_share_ = 0;
   // The publisher of the previous message and its counters (publishers_ never erases, so the
   // pointer stays valid): most messages come from the same publisher as the one before.
   StringId last_publisher_ = 0;

@@ -38,7 +38,8 @@ Status ZmqSource::Options::Validate() const {
 Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
       {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
-       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes", "curve"}));
+       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes", "max_publishers",
+       "max_strings_per_publisher", "curve"}));
   Options o;
   Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -107,6 +108,14 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
       "max_message_bytes", static_cast<int64_t>(d.max_message_bytes), 16, int64_t{1} << 31);
   if (!max_message.ok()) return max_message.status();
   d.max_message_bytes = static_cast<size_t>(*max_message);
+  Result<int64_t> max_publishers = node.GetInt("max_publishers", d.max_publishers, 1, 1 << 20);
+  if (!max_publishers.ok()) return max_publishers.status();
+  d.max_publishers = static_cast<uint32_t>(*max_publishers);
+  Result<int64_t> string_share =
+      node.GetInt("max_strings_per_publisher", static_cast<int64_t>(d.max_strings_per_publisher),
+                  0, static_cast<int64_t>(Interner::kHardLimit));
+  if (!string_share.ok()) return string_share.status();
+  d.max_strings_per_publisher = static_cast<size_t>(*string_share);
   Result<CurveServerOptions> curve = ParseCurveServerOptions(node, /*require_globs=*/true);
   if (!curve.ok()) return curve.status();
   o.curve = std::move(curve).value();
@@ -228,6 +237,18 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
       batch.sequences.push_back(*position);
     }
   }
+  if (router && result.first_reason == RejectReason::kPublisherLimit &&
+      !result.refused_publisher.empty()) {
+    // A new id beyond max_publishers: tell the sender (nothing is kept for it, so this is not
+    // rate-limited per publisher; it is one small answer per message received).
+    NackMessage nack;
+    nack.publisher = std::string(result.refused_publisher);
+    nack.incarnation = result.incarnation;
+    nack.seq = result.seq;
+    nack.reason = std::string(RejectReasonName(result.first_reason));
+    nack.consumed = false;
+    SendNackTo(nack);
+  }
   if (router && result.publisher != 0) {
     // Acks go to the peer that sent the publisher's latest message (a reconnected publisher has a
     // new routing id); a stale incarnation does not take them over.
@@ -281,8 +302,12 @@ void ZmqSource::AnswerHello(std::string_view payload) {
     decoder_->RecordRejectedMessage(RejectReason::kUnauthorizedPublisher, payload.size());
     return;
   }
-  const StringId id = ctx_.interner->Intern(hello->publisher);
-  if (id == 0) return;
+  // Admitting the id here (not just interning it) keeps peers_ within max_publishers too.
+  const StringId id = decoder_->AdmitPublisher(hello->publisher);
+  if (id == 0) {  // a new id beyond max_publishers: unanswered, like an unauthorised one
+    decoder_->RecordRejectedMessage(RejectReason::kPublisherLimit, payload.size());
+    return;
+  }
   if (hellos_ != nullptr) hellos_->Inc();
   const std::optional<uint64_t> current = decoder_->CurrentIncarnation(id);
   if (!current || hello->incarnation >= *current) peers_[id].assign(identity_.to_string_view());
@@ -325,6 +350,10 @@ void ZmqSource::SendNack(StringId publisher, uint64_t incarnation, uint64_t seq,
   nack.reason = std::string(reason);
   nack.consumed = consumed;
   nack.latest = decoder_->CurrentIncarnation(publisher);
+  SendNackTo(nack);
+}
+
+void ZmqSource::SendNackTo(const NackMessage& nack) {
   SendControl(identity_.to_string_view(), "nack", EncodeNack(nack));
   if (nacks_sent_ != nullptr) nacks_sent_->Inc();
 }

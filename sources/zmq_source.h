@@ -15,6 +15,7 @@
 #include "pipeline/config.h"
 #include "pipeline/source.h"
 #include "pipeline/status.h"
+#include "sources/ack_messages.h"
 #include "sources/ingest_auth.h"
 #include "sources/wire_decoder.h"
 
@@ -45,6 +46,11 @@ namespace inferscope {
 // admits only the client keys of its authorised-keys file, and a message or hello whose publisher
 // id the sender's key may not use is rejected (unauthorized_publisher) before it touches that
 // publisher's sequence state. Without it, Open warns that ingest is unauthenticated.
+// Bounded state: at most `max_publishers` publisher ids (decoder option) get state — sequence
+// position, counters, routing id, pinned name; a message or hello from a new id beyond that is
+// rejected (publisher_limit) before anything is kept for it, and a message is answered with a
+// nack (router mode). Known publishers are never forgotten (exactly-once needs their positions:
+// docs/PROTOCOL.md §9).
 // Concurrency: Open/Close/Restore on the engine thread, Run on the source's own thread,
 // OnCheckpointDurable on a sink thread (it hands the acks over under a mutex).
 class ZmqSource final : public Source {
@@ -80,7 +86,8 @@ class ZmqSource final : public Source {
 
   // From a topology's `options` mapping: endpoint, mode, bind, topics, rcvhwm, on_full,
   // batch_events, max_future_skew, max_past, max_events_per_message, max_string_bytes,
-  // max_message_bytes, curve ({server_secret_key_file, authorized_keys_file}).
+  // max_message_bytes, max_publishers, max_strings_per_publisher, curve
+  // ({server_secret_key_file, authorized_keys_file}).
   static Result<std::unique_ptr<ZmqSource>> Create(const ConfigNode& options);
 
   // `options` must be valid (Create validates; tests may construct directly).
@@ -113,6 +120,7 @@ class ZmqSource final : public Source {
   // A nack to the sender of the message being handled.
   void SendNack(StringId publisher, uint64_t incarnation, uint64_t seq, std::string_view reason,
                 bool consumed);
+  void SendNackTo(const NackMessage& nack);
   void SendControl(std::string_view peer, std::string_view kind, const std::string& payload);
   void Shed(const EventBatch& batch);
   void LogRejection(const DecodeResult& result);

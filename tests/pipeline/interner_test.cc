@@ -116,6 +116,43 @@ TEST(InternerReclaimTest, SweepReclaimsUnheldNamesAfterAFullInterval) {
   EXPECT_EQ(interner.Intern("ttft_ms"), kMetricTtft);
 }
 
+// Each owner (publisher) may add at most its share of new names; names already interned cost
+// nothing; a reclaimed name returns its charge; refusals are counted by reason.
+TEST(InternerShareTest, OwnersAreRefusedBeyondTheirShare) {
+  Interner interner(kNumWellKnownIds + 20);
+  const StringId a = interner.Intern("publisher-a");
+  const StringId b = interner.Intern("publisher-b");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NE(interner.InternFor("a-" + std::to_string(i), a, 5), 0u) << i;
+  }
+  EXPECT_EQ(interner.owned_by(a), 5u);
+  EXPECT_EQ(interner.InternFor("a-5", a, 5), 0u);
+  EXPECT_FALSE(interner.Find("a-5").has_value());
+  EXPECT_EQ(interner.refused_share(), 1u);
+  EXPECT_NE(interner.InternFor("a-0", a, 5), 0u);      // already there: no charge
+  EXPECT_NE(interner.InternFor("a-1", b, 5), 0u);      // someone else's name: no charge to b
+  EXPECT_NE(interner.InternFor("b-new", b, 5), 0u);    // b's own share is untouched
+  EXPECT_EQ(interner.owned_by(b), 1u);
+  EXPECT_NE(interner.InternFor("anon-0", 0, 1), 0u);   // 0 ("not known yet") is an owner too
+  EXPECT_EQ(interner.InternFor("anon-1", 0, 1), 0u);
+  EXPECT_EQ(interner.refused_share(), 2u);
+
+  // Reclaiming a's names (nobody holds them) gives its share back.
+  interner.Pin(a);
+  interner.Pin(b);
+  for (int i = 0; i < 3; ++i) interner.Sweep();
+  EXPECT_EQ(interner.owned_by(a), 0u);
+  EXPECT_EQ(interner.owned_by(b), 0u);
+  EXPECT_NE(interner.InternFor("a-5", a, 5), 0u);
+
+  // The table limit still applies, counted apart.
+  Interner tiny(kNumWellKnownIds + 1);
+  EXPECT_NE(tiny.InternFor("x", a, 100), 0u);
+  EXPECT_EQ(tiny.InternFor("y", a, 100), 0u);
+  EXPECT_EQ(tiny.refused_full(), 1u);
+  EXPECT_EQ(tiny.refused_share(), 0u);
+}
+
 TEST(InternerReclaimTest, CachesStartAfreshAfterASweep) {
   Interner interner;
   InternCache cache(interner, 4);

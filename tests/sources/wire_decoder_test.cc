@@ -779,6 +779,173 @@ TEST(WireDecoderTest, StrictSequenceConsumesMessagesRefusedForGood) {
   EXPECT_FALSE(loose.Decode(IncPayload({Request(), Request(), Request()}, 7, 0)).consumed);
 }
 
+// Issue 8: publisher ids are bounded. A message from a new id beyond max_publishers is rejected
+// (publisher_limit) before anything is kept for the id: no interned name (its own or its events'),
+// no sequence position, no counters with its label; the publishers admitted first keep working.
+TEST(WireDecoderTest, PublisherLimitRefusesNewIdsBeforeKeepingAnything) {
+  WireDecoderOptions options;
+  options.max_publishers = 3;
+  Fixture f(options);
+  for (int p = 0; p < 3; ++p) {
+    DecodeResult r = f.Decode(Payload({Request()}, 0, "pub-" + std::to_string(p)));
+    ASSERT_TRUE(r.applied) << r.detail();
+  }
+  EXPECT_EQ(f.decoder.publishers(), 3u);
+  const size_t strings = f.interner.size();
+
+  // The 4th id, with an event naming a new instance: refused whole, nothing of it kept.
+  DecodeResult refused =
+      f.Decode(Payload({With(Request(), "i", std::string("attacker-node"))}, 5, "pub-3"));
+  EXPECT_TRUE(refused.message_rejected);
+  EXPECT_EQ(refused.first_reason, RejectReason::kPublisherLimit);
+  EXPECT_EQ(refused.publisher, 0u);
+  EXPECT_EQ(refused.refused_publisher, "pub-3");
+  EXPECT_EQ(refused.seq, 5u);
+  EXPECT_NE(refused.detail().find("max_publishers 3"), std::string_view::npos) << refused.detail();
+  EXPECT_FALSE(f.interner.Find("pub-3").has_value());
+  EXPECT_FALSE(f.interner.Find("attacker-node").has_value());
+  EXPECT_EQ(f.interner.size(), strings);
+  EXPECT_EQ(f.decoder.publishers(), 3u);
+  EXPECT_EQ(f.decoder.sequence_positions(), 3u);
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kPublisherLimit), 1u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_total",
+                                   {{"stage", "ingest"}, {"reason", "publisher_limit"}}),
+            1u);
+  EXPECT_EQ(f.batch.events.size(), 3u);
+
+  // A flood of fresh ids: every one refused and counted, the tables stay as they were.
+  for (int p = 4; p < 2004; ++p) {
+    DecodeResult r = f.Decode(Payload({Request()}, 0, "flood-" + std::to_string(p)));
+    ASSERT_EQ(r.first_reason, RejectReason::kPublisherLimit);
+  }
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kPublisherLimit), 2001u);
+  EXPECT_EQ(f.decoder.publishers(), 3u);
+  EXPECT_EQ(f.decoder.sequence_positions(), 3u);
+  EXPECT_EQ(f.interner.size(), strings);
+  const std::string text = f.metrics.RenderPrometheus();
+  EXPECT_EQ(text.find("flood-"), std::string::npos);  // no per-publisher label for refused ids
+  EXPECT_EQ(text.find("pub-3"), std::string::npos);
+  EXPECT_NE(text.find("inferscope_source_publishers{stage=\"ingest\"} 3"), std::string::npos)
+      << text;
+
+  // "pub" after the events: refused the same way, no state kept for the id. (The events' new
+  // names, if any, would be charged to the "publisher not known yet" share and reclaimed by the
+  // sweeps: the reference clients write "pub" first.)
+  {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> p(b);
+    p.pack_map(4);
+    p.pack(std::string("events"));
+    p.pack_array(1);
+    PackFields(p, b, Request());
+    p.pack(std::string("v"));
+    p.pack(1);
+    p.pack(std::string("seq"));
+    p.pack(0);
+    p.pack(std::string("pub"));
+    p.pack(std::string("late-pub"));
+    DecodeResult r = f.Decode(Bytes(b));
+    EXPECT_EQ(r.first_reason, RejectReason::kPublisherLimit) << r.detail();
+    EXPECT_FALSE(f.interner.Find("late-pub").has_value());
+    EXPECT_EQ(f.decoder.publishers(), 3u);
+    EXPECT_EQ(f.batch.events.size(), 3u);
+  }
+
+  // The first three still work, in order.
+  for (int p = 0; p < 3; ++p) {
+    DecodeResult r = f.Decode(Payload({Request()}, 1, "pub-" + std::to_string(p)));
+    EXPECT_TRUE(r.applied) << r.detail();
+    EXPECT_EQ(r.sequence, SequenceVerdict::kInOrder);
+  }
+  EXPECT_EQ(f.batch.events.size(), 6u);
+}
+
+// The acknowledged-mode paths: a hello (AdmitPublisher) and a message refused for good
+// (ConsumeRejected) create nothing for a new id beyond the limit; positions restored from a
+// checkpoint are always taken.
+TEST(WireDecoderTest, PublisherLimitCoversHelloConsumedMessagesAndRestore) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  options.max_publishers = 2;
+  options.max_events_per_message = 2;
+  Fixture f(options);
+  const StringId a = f.decoder.AdmitPublisher("acked-a");  // a hello
+  ASSERT_NE(a, 0u);
+  EXPECT_EQ(f.decoder.AdmitPublisher("acked-a"), a);
+  EXPECT_EQ(f.decoder.publishers(), 1u);
+  ASSERT_TRUE(f.Decode(IncPayload({Request()}, 7, 0, "acked-b")).applied);
+  EXPECT_EQ(f.decoder.publishers(), 2u);
+
+  EXPECT_EQ(f.decoder.AdmitPublisher("acked-c"), 0u);
+  EXPECT_FALSE(f.interner.Find("acked-c").has_value());
+  // Over the event limit (consumed for a known publisher): only rejected, nothing consumed.
+  DecodeResult big = f.Decode(IncPayload({Request(), Request(), Request()}, 7, 0, "acked-c"));
+  EXPECT_EQ(big.first_reason, RejectReason::kBatchTooLarge);
+  EXPECT_FALSE(big.consumed);
+  EXPECT_EQ(big.publisher, 0u);
+  EXPECT_FALSE(f.interner.Find("acked-c").has_value());
+  DecodeResult small = f.Decode(IncPayload({Request()}, 7, 0, "acked-c"));
+  EXPECT_EQ(small.first_reason, RejectReason::kPublisherLimit);
+  EXPECT_EQ(small.refused_publisher, "acked-c");
+  EXPECT_EQ(small.incarnation, 7u);
+  EXPECT_FALSE(small.applied);
+  EXPECT_EQ(f.decoder.publishers(), 2u);
+  EXPECT_EQ(f.decoder.sequence_positions(), 1u);
+  EXPECT_FALSE(f.interner.Find("acked-c").has_value());
+
+  // A known publisher's over-limit message is still consumed.
+  DecodeResult known_big = f.Decode(IncPayload({Request(), Request(), Request()}, 7, 1, "acked-b"));
+  EXPECT_TRUE(known_big.consumed);
+
+  // Restored positions are always taken (the limit may have been lowered since they were kept).
+  const StringId restored = f.interner.Intern("restored");
+  f.decoder.RestoreSequence(restored, AppliedSequence{restored, 3, 10, false, 0, 0});
+  EXPECT_EQ(f.decoder.publishers(), 3u);
+  EXPECT_EQ(f.decoder.NextSequence(restored), 11u);
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, 3, 11, "restored")).applied);
+}
+
+// Issue 8: each publisher has a share of the Interner's new names. Publisher A flooding fresh
+// instance names is refused beyond its share (cardinality_limit, counted per publisher) while
+// publisher B's new instance is still accepted; A's share comes back once the sweeps reclaim its
+// names.
+TEST(WireDecoderTest, PublisherStringShareLeavesRoomForOthers) {
+  WireDecoderOptions options;
+  options.max_strings_per_publisher = 10;
+  Fixture f(options, 1000);
+  EXPECT_EQ(f.decoder.string_share(), 10u);
+  std::vector<Fields> flood;
+  for (int i = 0; i < 50; ++i) flood.push_back(With(Gauge(), "i", "a-node-" + std::to_string(i)));
+  DecodeResult a = f.Decode(Payload(flood, 0, "pub-a"));
+  // The model and the metric name are new too: 2 + 8 instances fill A's share of 10.
+  EXPECT_EQ(a.accepted, 8u) << a.detail();
+  EXPECT_EQ(a.rejected, 42u);
+  EXPECT_EQ(a.first_reason, RejectReason::kCardinalityLimit);
+  const StringId pub_a = *f.interner.Find("pub-a");
+  EXPECT_EQ(f.interner.owned_by(pub_a), 10u);
+  EXPECT_EQ(f.interner.refused_share(), 42u);
+  EXPECT_EQ(f.interner.refused_full(), 0u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_rejected_by_publisher_total",
+                                   {{"publisher", "pub-a"}}),
+            42u);
+  // A name A added is shared: using it again is not a new name.
+  EXPECT_EQ(f.Decode(Payload({With(Gauge(), "i", std::string("a-node-0"))}, 1, "pub-a")).accepted,
+            1u);
+
+  // B's new instance (and the names A added, which cost B nothing) are accepted.
+  DecodeResult b = f.Decode(Payload({With(Gauge(), "i", std::string("b-node")),
+                                     With(Gauge(), "i", std::string("a-node-1"))},
+                                    0, "pub-b"));
+  EXPECT_EQ(b.accepted, 2u) << b.detail();
+  EXPECT_EQ(f.interner.owned_by(*f.interner.Find("pub-b")), 1u);
+
+  // Once nothing holds A's names for two sweep intervals they are reclaimed and A's share is free.
+  for (int i = 0; i < 3; ++i) f.interner.Sweep();
+  EXPECT_EQ(f.interner.owned_by(pub_a), 0u);
+  EXPECT_EQ(f.Decode(Payload({With(Gauge(), "i", std::string("a-node-new"))}, 2, "pub-a")).accepted,
+            1u);
+}
+
 TEST(WireDecoderTest, CountsGapsDuplicatesAndRestarts) {
   Fixture f;
   auto decode = [&](uint64_t seq, const std::string& pub = "pub-1") {

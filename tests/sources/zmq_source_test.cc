@@ -467,6 +467,19 @@ TEST(ZmqSourceTest, CreateFromConfig) {
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', topics: [a]}")).ok());
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', batch_events: 0}")).ok());
   EXPECT_FALSE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_past: 0}")).ok());
+  EXPECT_TRUE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_publishers: 10, "
+                                     "max_strings_per_publisher: 1000}"))
+                  .ok());
+  for (const char* bad_limit : {"max_publishers: 0", "max_publishers: 1048577",
+                                "max_strings_per_publisher: -1",
+                                "max_strings_per_publisher: 4194305"}) {
+    auto refused =
+        ZmqSource::Create(node(std::string("{endpoint: 'tcp://127.0.0.1:*', ") + bad_limit + "}"));
+    ASSERT_FALSE(refused.ok()) << bad_limit;
+    EXPECT_NE(refused.status().message().find(std::string(bad_limit).substr(0, 14)),
+              std::string::npos)
+        << refused.status().ToString();
+  }
   // Names longer than the store keeps (kMaxNameBytes, 255) cannot be let through.
   EXPECT_TRUE(
       ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_string_bytes: 255}")).ok());
@@ -628,6 +641,119 @@ TEST(ZmqSourceTest, AckedClientReportsARefusedMessageAndGoesOn) {
   EXPECT_EQ(pub.rejected_events(), 6u);
   EXPECT_EQ(pub.acked_seq(), 1u);
   EXPECT_EQ(h.output.events().size(), 3u);
+}
+
+// Issue 8: publisher ids are bounded, over real sockets. With max_publishers 2, the third id's
+// hello goes unanswered and its messages are nacked (publisher_limit, not consumed), each counted;
+// the C++ client reports them; the first two publishers keep working; the source's tables stay at
+// two publishers.
+TEST(ZmqSourceTest, RouterRefusesPublishersBeyondMaxPublishers) {
+  ZmqSource::Options options = RouterOptions();
+  options.decoder.max_publishers = 2;
+  Harness h(options);
+  RawDealer a(h.source.Endpoint());
+  a.Send("hello", EncodeHello({"pub-a", 5}));
+  auto [kind, payload] = a.Receive();
+  ASSERT_EQ(kind, "ack");
+  a.Send("metrics", AckedPayload("pub-a", 5, 0, 2));
+  RawDealer b(h.source.Endpoint());
+  b.Send("metrics", AckedPayload("pub-b", 6, 0, 3));
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() == 5; }));
+
+  // The third id: its hello is not answered (the first answer it gets is the nack of its message,
+  // which the ROUTER handles after the hello).
+  RawDealer c(h.source.Endpoint());
+  c.Send("hello", EncodeHello({"pub-c", 7}));
+  c.Send("metrics", AckedPayload("pub-c", 7, 0, 4));
+  std::tie(kind, payload) = c.Receive();
+  ASSERT_EQ(kind, "nack");
+  Result<NackMessage> nack = ParseNack(payload);
+  ASSERT_TRUE(nack.ok()) << nack.status().ToString();
+  EXPECT_EQ(nack->publisher, "pub-c");
+  EXPECT_EQ(nack->incarnation, 7u);
+  EXPECT_EQ(nack->seq, 0u);
+  EXPECT_EQ(nack->reason, "publisher_limit");
+  EXPECT_FALSE(nack->consumed);
+  EXPECT_FALSE(nack->latest.has_value());
+
+  // The reference client reports the refusal (on_rejected) and does not resend it.
+  client::AckedPublisherOptions o;
+  o.endpoint = h.source.Endpoint();
+  o.publisher_id = "cpp-refused";
+  o.hello_timeout_ms = 0;  // its hello is never answered
+  std::vector<client::Rejection> rejections;
+  o.on_rejected = [&](const client::Rejection& r) { rejections.push_back(r); };
+  client::AckedPublisher refused(o);
+  ASSERT_TRUE(refused.Connect());
+  client::RequestOutcome r;
+  r.instance = "node-1";
+  r.model = "m";
+  r.e2e_ms = 5;
+  ASSERT_TRUE(refused.Request(r));
+  ASSERT_TRUE(refused.Flush());
+  ASSERT_TRUE(DriveAcked(h, refused, [&] { return !rejections.empty(); })) << refused.last_error();
+  EXPECT_EQ(rejections[0].reason, "publisher_limit");
+  EXPECT_EQ(rejections[0].events, 1u);
+  EXPECT_EQ(refused.unacked(), 0u);
+  EXPECT_FALSE(refused.hello_answered());
+
+  // The first two still work.
+  a.Send("metrics", AckedPayload("pub-a", 5, 1, 1));
+  b.Send("metrics", AckedPayload("pub-b", 6, 1, 1));
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() == 7; }));
+  EXPECT_EQ(h.EventsFrom("pub-a"), 3u);
+  EXPECT_EQ(h.EventsFrom("pub-b"), 4u);
+
+  h.StopAndJoin();
+  // Refused: pub-c's hello and message, cpp-refused's hello(s) and message.
+  const uint64_t refusals = h.Counter("inferscope_source_rejected_total",
+                                      {{"stage", "zmq-in"}, {"reason", "publisher_limit"}});
+  EXPECT_GE(refusals, 4u);
+  EXPECT_EQ(refusals, h.source.decoder()->rejected_count(RejectReason::kPublisherLimit));
+  EXPECT_EQ(h.source.decoder()->publishers(), 2u);
+  EXPECT_EQ(h.source.decoder()->sequence_positions(), 2u);
+  EXPECT_FALSE(h.interner.Find("pub-c").has_value());
+  EXPECT_FALSE(h.interner.Find("cpp-refused").has_value());
+  const std::string text = h.metrics.RenderPrometheus();
+  EXPECT_NE(text.find("inferscope_source_publishers{stage=\"zmq-in\"} 2"), std::string::npos);
+  EXPECT_EQ(text.find("pub-c"), std::string::npos);  // no label for a refused id
+}
+
+// The same bound in fire-and-forget mode (PUSH → PULL): a flood of fresh ids is refused and
+// counted; the tables hold max_publishers ids; the admitted publishers go on.
+TEST(ZmqSourceTest, PullRefusesPublishersBeyondMaxPublishers) {
+  ZmqSource::Options options = PullOptions();
+  options.decoder.max_publishers = 3;
+  Harness h(options);
+  zmq::context_t context(1);
+  zmq::socket_t push(context, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 1000);
+  push.connect(h.source.Endpoint());
+  auto send = [&](const std::string& pub, uint64_t seq) {
+    client::BatchEncoder encoder(pub, seq);
+    client::RequestOutcome r;
+    r.instance = "node-1";
+    r.model = "m";
+    r.e2e_ms = 1;
+    encoder.AddRequest(r);
+    push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+    push.send(zmq::buffer(encoder.Finish()), zmq::send_flags::none);
+  };
+  for (int p = 0; p < 3; ++p) send("keep-" + std::to_string(p), 0);
+  for (int p = 0; p < 500; ++p) send("fresh-" + std::to_string(p), 0);
+  for (int p = 0; p < 3; ++p) send("keep-" + std::to_string(p), 1);
+  ASSERT_TRUE(h.output.WaitFor([&] {
+    return h.output.events().size() == 6 &&
+           h.Counter("inferscope_source_rejected_total",
+                     {{"stage", "zmq-in"}, {"reason", "publisher_limit"}}) == 500;
+  }));
+  h.StopAndJoin();
+  EXPECT_EQ(h.source.decoder()->publishers(), 3u);
+  EXPECT_EQ(h.source.decoder()->sequence_positions(), 3u);
+  for (int p = 0; p < 3; ++p) EXPECT_EQ(h.EventsFrom("keep-" + std::to_string(p)), 2u);
+  for (int p = 0; p < 500; p += 50) {
+    EXPECT_FALSE(h.interner.Find("fresh-" + std::to_string(p)).has_value()) << p;
+  }
 }
 
 TEST(ZmqSourceTest, AckedClientNeverBuildsAMessageOverTheLimits) {

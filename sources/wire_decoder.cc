@@ -810,8 +810,9 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
       metrics_(metrics != nullptr ? metrics : &own_metrics_),
       stage_(std::move(stage)),
       sequences_(options.strict_sequence) {
-  string_share_ = options_.max_strings_per_publisher != 0 ? options_.max_strings_per_publisher
-                                                          : std::max<size_t>(interner.max_strings() / 4, 1);
+  string_share_ = options_.max_strings_per_publisher != 0
+                      ? options_.max_strings_per_publisher
+                      : std::max<size_t>(interner.max_strings() / 4, 1);
   const Labels stage_label = {{"stage", stage_}};
   publishers_gauge_ = metrics_->GetGauge(
       "inferscope_source_publishers",

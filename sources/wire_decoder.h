@@ -59,7 +59,7 @@ struct DecodeResult {
   uint32_t rejected = 0;  // events rejected one by one (the rest of the message was kept)
   // A message-level reason: nothing was appended (first_reason says why).
   bool message_rejected = false;
-  StringId publisher = 0;    // 0 when the envelope could not be read
+  StringId publisher = 0;  // 0 when the envelope could not be read
   // publisher_limit: the refused "pub" (a view into the payload, valid as long as it is), so that
   // acknowledged mode can tell the sender; empty otherwise.
   std::string_view refused_publisher;

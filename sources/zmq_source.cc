@@ -38,8 +38,8 @@ Status ZmqSource::Options::Validate() const {
 Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
       {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
-       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes", "max_publishers",
-       "max_strings_per_publisher", "curve"}));
+       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes",
+       "max_publishers", "max_strings_per_publisher", "curve"}));
   Options o;
   Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -112,8 +112,8 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   if (!max_publishers.ok()) return max_publishers.status();
   d.max_publishers = static_cast<uint32_t>(*max_publishers);
   Result<int64_t> string_share =
-      node.GetInt("max_strings_per_publisher", static_cast<int64_t>(d.max_strings_per_publisher),
-                  0, static_cast<int64_t>(Interner::kHardLimit));
+      node.GetInt("max_strings_per_publisher", static_cast<int64_t>(d.max_strings_per_publisher), 0,
+                  static_cast<int64_t>(Interner::kHardLimit));
   if (!string_share.ok()) return string_share.status();
   d.max_strings_per_publisher = static_cast<size_t>(*string_share);
   Result<CurveServerOptions> curve = ParseCurveServerOptions(node, /*require_globs=*/true);

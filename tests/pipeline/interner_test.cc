@@ -129,11 +129,11 @@ TEST(InternerShareTest, OwnersAreRefusedBeyondTheirShare) {
   EXPECT_EQ(interner.InternFor("a-5", a, 5), 0u);
   EXPECT_FALSE(interner.Find("a-5").has_value());
   EXPECT_EQ(interner.refused_share(), 1u);
-  EXPECT_NE(interner.InternFor("a-0", a, 5), 0u);      // already there: no charge
-  EXPECT_NE(interner.InternFor("a-1", b, 5), 0u);      // someone else's name: no charge to b
-  EXPECT_NE(interner.InternFor("b-new", b, 5), 0u);    // b's own share is untouched
+  EXPECT_NE(interner.InternFor("a-0", a, 5), 0u);    // already there: no charge
+  EXPECT_NE(interner.InternFor("a-1", b, 5), 0u);    // someone else's name: no charge to b
+  EXPECT_NE(interner.InternFor("b-new", b, 5), 0u);  // b's own share is untouched
   EXPECT_EQ(interner.owned_by(b), 1u);
-  EXPECT_NE(interner.InternFor("anon-0", 0, 1), 0u);   // 0 ("not known yet") is an owner too
+  EXPECT_NE(interner.InternFor("anon-0", 0, 1), 0u);  // 0 ("not known yet") is an owner too
   EXPECT_EQ(interner.InternFor("anon-1", 0, 1), 0u);
   EXPECT_EQ(interner.refused_share(), 2u);
 

@@ -933,9 +933,9 @@ TEST(WireDecoderTest, PublisherStringShareLeavesRoomForOthers) {
             1u);
 
   // B's new instance (and the names A added, which cost B nothing) are accepted.
-  DecodeResult b = f.Decode(Payload({With(Gauge(), "i", std::string("b-node")),
-                                     With(Gauge(), "i", std::string("a-node-1"))},
-                                    0, "pub-b"));
+  DecodeResult b = f.Decode(Payload(
+      {With(Gauge(), "i", std::string("b-node")), With(Gauge(), "i", std::string("a-node-1"))}, 0,
+      "pub-b"));
   EXPECT_EQ(b.accepted, 2u) << b.detail();
   EXPECT_EQ(f.interner.owned_by(*f.interner.Find("pub-b")), 1u);
 

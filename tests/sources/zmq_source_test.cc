@@ -470,9 +470,9 @@ TEST(ZmqSourceTest, CreateFromConfig) {
   EXPECT_TRUE(ZmqSource::Create(node("{endpoint: 'tcp://127.0.0.1:*', max_publishers: 10, "
                                      "max_strings_per_publisher: 1000}"))
                   .ok());
-  for (const char* bad_limit : {"max_publishers: 0", "max_publishers: 1048577",
-                                "max_strings_per_publisher: -1",
-                                "max_strings_per_publisher: 4194305"}) {
+  for (const char* bad_limit :
+       {"max_publishers: 0", "max_publishers: 1048577", "max_strings_per_publisher: -1",
+        "max_strings_per_publisher: 4194305"}) {
     auto refused =
         ZmqSource::Create(node(std::string("{endpoint: 'tcp://127.0.0.1:*', ") + bad_limit + "}"));
     ASSERT_FALSE(refused.ok()) << bad_limit;

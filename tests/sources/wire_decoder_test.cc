@@ -794,8 +794,10 @@ TEST(WireDecoderTest, PublisherLimitRefusesNewIdsBeforeKeepingAnything) {
   const size_t strings = f.interner.size();
 
   // The 4th id, with an event naming a new instance: refused whole, nothing of it kept.
-  DecodeResult refused =
-      f.Decode(Payload({With(Request(), "i", std::string("attacker-node"))}, 5, "pub-3"));
+  // (refused_publisher views the payload: keep it alive.)
+  const std::string refused_payload =
+      Payload({With(Request(), "i", std::string("attacker-node"))}, 5, "pub-3");
+  DecodeResult refused = f.Decode(refused_payload);
   EXPECT_TRUE(refused.message_rejected);
   EXPECT_EQ(refused.first_reason, RejectReason::kPublisherLimit);
   EXPECT_EQ(refused.publisher, 0u);
@@ -884,7 +886,8 @@ TEST(WireDecoderTest, PublisherLimitCoversHelloConsumedMessagesAndRestore) {
   EXPECT_FALSE(big.consumed);
   EXPECT_EQ(big.publisher, 0u);
   EXPECT_FALSE(f.interner.Find("acked-c").has_value());
-  DecodeResult small = f.Decode(IncPayload({Request()}, 7, 0, "acked-c"));
+  const std::string small_payload = IncPayload({Request()}, 7, 0, "acked-c");
+  DecodeResult small = f.Decode(small_payload);
   EXPECT_EQ(small.first_reason, RejectReason::kPublisherLimit);
   EXPECT_EQ(small.refused_publisher, "acked-c");
   EXPECT_EQ(small.incarnation, 7u);

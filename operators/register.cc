@@ -1,6 +1,7 @@
 #include "operators/register.h"
 
 #include "operators/anomaly_detect.h"
+#include "operators/bottleneck_classify.h"
 #include "operators/sliding_window.h"
 #include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
@@ -9,6 +10,7 @@ namespace inferscope {
 
 void RegisterOperators(Registry& registry) {
   registry.AddOperator<AnomalyDetectOperator>();
+  registry.AddOperator<BottleneckClassifyOperator>();
   registry.AddOperator<ThresholdRulesOperator>();
   registry.AddOperator<SlidingWindowOperator>();
   registry.AddOperator<WindowAggregateOperator>();

@@ -458,9 +458,12 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
       v.peer_median = pv.median;
       Consider(&result, v);
     };
-    const PeerSample self = PeerSampleOf(w, o);
-    peer(WindowMetric::kTtft, "p95", self.ttft_p95, peers.ttft_p95);
-    peer(WindowMetric::kTpot, "p50", self.tpot_p50, peers.tpot_p50);
+    // Peers judge only what the SLOs do not flag: an SLO breach is the stronger statement.
+    if (result.judgement != Judgement::kActive) {
+      const PeerSample self = PeerSampleOf(w, o);
+      peer(WindowMetric::kTtft, "p95", self.ttft_p95, peers.ttft_p95);
+      peer(WindowMetric::kTpot, "p50", self.tpot_p50, peers.tpot_p50);
+    }
   }
 
   // LOW_THROUGHPUT: decode tokens/s per running request, absolute and against peers.
@@ -475,7 +478,7 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
       v.aux = w.Get(WindowMetric::kRunning).mean;
       Consider(&result, v);
       const PeerValue& pv = peers.decode_rate;
-      if (pv.peers >= o.min_peers && pv.median > 0) {
+      if (result.judgement != Judgement::kActive && pv.peers >= o.min_peers && pv.median > 0) {
         RuleVerdict p = Judge(o.peer, rate > 0 ? pv.median / rate : INFINITY);
         p.metric = v.metric;
         p.stat = v.stat;

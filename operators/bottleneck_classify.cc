@@ -438,7 +438,9 @@ void BottleneckClassifyOperator::Apply(InstanceState& s, const InstanceWindow& w
         }
         break;
       case Phase::kRaised:
-        if (v.judgement == Judgement::kClear) {
+        // No evidence any more (too few requests, the gauge no longer reported) counts as clear:
+        // a bottleneck is not kept raised on data that stopped coming.
+        if (v.judgement == Judgement::kClear || v.judgement == Judgement::kNotJudged) {
           if (ts.clear_since_ms == INT64_MIN) {
             ts.clear_since_ms = t;
             s.changed = true;
@@ -446,7 +448,7 @@ void BottleneckClassifyOperator::Apply(InstanceState& s, const InstanceWindow& w
           if (t - ts.clear_since_ms >= options_.clear_for_ms) {
             change[i] = static_cast<int>(BottleneckChange::kResolved);
           }
-        } else if (v.judgement != Judgement::kNotJudged) {
+        } else {
           if (ts.clear_since_ms != INT64_MIN) s.changed = true;
           ts.clear_since_ms = INT64_MIN;
           if (!active || v.severity == ts.severity) {
@@ -511,7 +513,14 @@ void BottleneckClassifyOperator::Publish(InstanceState& s, BottleneckType type,
                                          std::vector<Bottleneck>& out) {
   TypeState& ts = s.types[static_cast<size_t>(type)];
   Bottleneck b;
-  if (verdict != nullptr && w != nullptr && verdict->judgement != Judgement::kNotJudged) {
+  if (verdict != nullptr && w != nullptr && verdict->judgement == Judgement::kNotJudged) {
+    b = ts.last;  // resolved for lack of evidence: repeat the last evidence
+    b.window_start_ms = w->start_ms;
+    b.window_end_ms = w->end_ms;
+    b.description =
+        "no evidence over " + std::to_string((w->end_ms - w->start_ms) / 1000) +
+        "s (too few requests, or the metric is no longer reported); was: " + b.description;
+  } else if (verdict != nullptr && w != nullptr) {
     b.metric = std::string(verdict->metric);
     b.stat = std::string(verdict->stat);
     b.value = verdict->value;

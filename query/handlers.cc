@@ -678,6 +678,7 @@ const std::vector<Route>& Routes() {
       {"POST", "/v1/silences", "/v1/silences", true, &HandleCreateSilence},
       {"GET", "/v1/silences", "/v1/silences", true, &HandleListSilences},
       {"DELETE", "/v1/silences/([^/]+)", "/v1/silences/{id}", true, &HandleDeleteSilence},
+      {"GET", "/v1/bottlenecks", "/v1/bottlenecks", true, &HandleBottlenecks},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
   };
   return routes;

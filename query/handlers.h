@@ -115,5 +115,9 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleCreateSilence(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleListSilences(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleDeleteSilence(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/bottlenecks?instance=&model=&type=&severity=&state=&primary=&limit=&cursor= (query/
+// bottleneck_handlers.cc): the latest change per (instance, model, type), by instance; `state`
+// active (default), resolved or all; unknown parameters are 400s.
+ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

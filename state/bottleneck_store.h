@@ -1,0 +1,53 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "bottlenecks/bottleneck.h"
+#include "pipeline/status.h"
+#include "state/record_table.h"
+
+namespace inferscope {
+
+class StateStore;
+
+// Bottleneck records in the StateStore, shared by the sink that writes them (rocksdb_bottlenecks)
+// and the query node that reads them (GET /v1/bottlenecks). Values are JSON (BottleneckToJson).
+//
+// clang-format off
+//   bottlenecks         key: str(instance) str(model) u8(type)                     value: JSON of its latest change
+//   bottleneck_history  key: be64(detected_at ms) be64(BottleneckId) u8(change)    value: JSON of that change
+// clang-format on
+//
+// The current table keeps one record per (instance, model, type): its latest change, active or
+// resolved; key order groups an instance's bottlenecks together (the API lists them in that
+// order). The history orders changes by detection time. Both are pruned by PruneBottlenecks:
+// history older than the retention, and resolved current records resolved before it.
+
+extern const RecordTable kBottlenecksTable;        // "bottlenecks"
+extern const RecordTable kBottleneckHistoryTable;  // "bottleneck_history"
+
+std::string BottleneckKey(std::string_view instance, std::string_view model, BottleneckType type);
+std::string BottleneckHistoryKey(const Bottleneck& b);
+
+// Writes each change as the latest state of its (instance, model, type) and appends it to the
+// history, in one atomic WriteBatch.
+Status StoreBottlenecks(StateStore& store, std::span<const Bottleneck> changes);
+// Calls `fn(key, bottleneck)` for every current record with key > `after` (empty: from the first),
+// in key order, until it returns false. Undecodable records are skipped and counted in *skipped.
+Status ScanBottlenecks(const StateStore& store, std::string_view after,
+                       const std::function<bool(std::string_view, const Bottleneck&)>& fn,
+                       uint64_t* skipped = nullptr);
+// Calls `fn` with every change detected at or after `from_ms`, oldest first, until it returns
+// false.
+Status ScanBottleneckHistory(const StateStore& store, int64_t from_ms,
+                             const std::function<bool(const Bottleneck&)>& fn);
+// Deletes history detected before `before_ms` and resolved current records detected before it
+// (at most `max_deletes` records per call; returns how many were deleted).
+Result<size_t> PruneBottlenecks(StateStore& store, int64_t before_ms, size_t max_deletes = 10'000);
+
+}  // namespace inferscope

@@ -1,0 +1,177 @@
+// GET /v1/bottlenecks: filters, pagination and every error case, over a real RocksDB store.
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "query/server.h"
+#include "state/bottleneck_store.h"
+#include "state/state_store.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using nlohmann::json;
+
+Bottleneck Make(const std::string& instance, BottleneckType type, BottleneckSeverity severity,
+                bool primary, int64_t detected_at) {
+  Bottleneck b;
+  b.instance = instance;
+  b.model = "llama";
+  b.engine = "vllm";
+  b.type = type;
+  b.severity = severity;
+  b.primary = primary;
+  b.root = primary ? type : BottleneckType::kMemoryPressure;
+  b.chain = {b.root};
+  if (!primary) b.chain.push_back(type);
+  b.metric = "m";
+  b.stat = "mean";
+  b.value = 1;
+  b.threshold = 0.5;
+  b.peer_median = NAN;
+  b.window_start_ms = 0;
+  b.window_end_ms = 30'000;
+  b.detected_at_ms = detected_at;
+  b.description = "d";
+  return b;
+}
+
+class BottlenecksApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StateStoreOptions options;
+    options.path = dir_.str();
+    auto opened = StateStore::Open(options, &metrics_);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(opened).value();
+    using T = BottleneckType;
+    using S = BottleneckSeverity;
+    std::vector<Bottleneck> changes = {
+        Make("vllm-0", T::kMemoryPressure, S::kHigh, true, 1000),
+        Make("vllm-0", T::kQueueBuildup, S::kMedium, false, 1000),
+        Make("vllm-0", T::kHighLatency, S::kLow, false, 1000),
+        Make("vllm-1", T::kErrorSpike, S::kCritical, true, 2000),
+        Make("sglang-2", T::kCacheInefficiency, S::kHigh, true, 3000),
+        Make("tgi-3", T::kLowThroughput, S::kLow, true, 3000),
+    };
+    // tgi-3's bottleneck resolved later: the current record is replaced.
+    Bottleneck resolved = changes.back();
+    resolved.state = BottleneckState::kResolved;
+    resolved.change = BottleneckChange::kResolved;
+    resolved.primary = false;
+    resolved.detected_at_ms = 4000;
+    changes.push_back(resolved);
+    ASSERT_TRUE(StoreBottlenecks(*store_, changes).ok());
+    server_ = std::make_unique<QueryServer>(
+        QueryServer::Options{}, store_.get(), &metrics_, &clock_, [] { return json::object(); },
+        std::vector<Registry::Entry>{});
+    ASSERT_TRUE(server_->Start().ok());
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+  }
+
+  json Get(const std::string& path, int expected_status = 200) {
+    auto res = client_->Get(path.c_str());
+    EXPECT_TRUE(res) << path;
+    if (!res) return json();
+    EXPECT_EQ(res->status, expected_status) << path << ": " << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+
+  // The (instance/type) of each listed bottleneck.
+  static std::vector<std::string> Names(const json& reply) {
+    std::vector<std::string> out;
+    for (const json& b : reply["bottlenecks"]) {
+      out.push_back(b["instance"].get<std::string>() + "/" + b["type"].get<std::string>());
+    }
+    return out;
+  }
+
+  void ExpectValidationError(const std::string& path, const std::string& parameter) {
+    SCOPED_TRACE(path);
+    json reply = Get(path, 400);
+    ASSERT_TRUE(reply.is_object());
+    EXPECT_EQ(reply["error"]["code"], "VALIDATION_ERROR");
+    EXPECT_EQ(reply["error"]["details"]["parameter"], parameter);
+    EXPECT_TRUE(reply["error"]["message"].is_string());
+    EXPECT_TRUE(reply["timestamp"].is_string());
+  }
+
+  testing::TempDir dir_;
+  MetricsRegistry metrics_;
+  ManualClock clock_{1'750'000'000'000};
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<QueryServer> server_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(BottlenecksApiTest, ListsActiveBottlenecksByInstance) {
+  json reply = Get("/v1/bottlenecks");
+  // Key order: instance names by (length, bytes), then model, then type (causal rank).
+  EXPECT_EQ(Names(reply),
+            (std::vector<std::string>{"vllm-0/MEMORY_PRESSURE", "vllm-0/QUEUE_BUILDUP",
+                                      "vllm-0/HIGH_LATENCY", "vllm-1/ERROR_SPIKE",
+                                      "sglang-2/CACHE_INEFFICIENCY"}));
+  EXPECT_EQ(reply["count"], 5);
+  EXPECT_TRUE(reply["next_cursor"].is_null());
+  const json& first = reply["bottlenecks"][0];
+  EXPECT_EQ(first["severity"], "HIGH");
+  EXPECT_EQ(first["state"], "active");
+  EXPECT_EQ(first["primary"], true);
+  EXPECT_EQ(first["engine"], "vllm");
+  EXPECT_EQ(first["window"]["end"], 30'000);
+  EXPECT_EQ(reply["bottlenecks"][2]["chain"], json({"MEMORY_PRESSURE", "HIGH_LATENCY"}));
+}
+
+TEST_F(BottlenecksApiTest, Filters) {
+  EXPECT_EQ(Names(Get("/v1/bottlenecks?instance=vllm-*&primary=true")),
+            (std::vector<std::string>{"vllm-0/MEMORY_PRESSURE", "vllm-1/ERROR_SPIKE"}));
+  EXPECT_EQ(Names(Get("/v1/bottlenecks?type=QUEUE_BUILDUP")),
+            (std::vector<std::string>{"vllm-0/QUEUE_BUILDUP"}));
+  EXPECT_EQ(Names(Get("/v1/bottlenecks?severity=HIGH")),
+            (std::vector<std::string>{"vllm-0/MEMORY_PRESSURE", "sglang-2/CACHE_INEFFICIENCY"}));
+  EXPECT_EQ(Names(Get("/v1/bottlenecks?state=resolved")),
+            (std::vector<std::string>{"tgi-3/LOW_THROUGHPUT"}));
+  EXPECT_EQ(Get("/v1/bottlenecks?state=all")["count"], 6);
+  EXPECT_EQ(Get("/v1/bottlenecks?model=other")["count"], 0);
+  EXPECT_EQ(Get("/v1/bottlenecks?instance=tgi-3")["count"], 0);  // resolved: not active
+}
+
+TEST_F(BottlenecksApiTest, CursorWalksEveryBottleneckOnce) {
+  std::set<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  while (true) {
+    json page = Get("/v1/bottlenecks?state=all&limit=2" +
+                    (cursor.empty() ? std::string() : "&cursor=" + cursor));
+    ++pages;
+    EXPECT_LE(page["bottlenecks"].size(), 2u);
+    for (const std::string& name : Names(page)) EXPECT_TRUE(seen.insert(name).second) << name;
+    if (page["next_cursor"].is_null()) break;
+    cursor = page["next_cursor"].get<std::string>();
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_EQ(pages, 3);
+}
+
+TEST_F(BottlenecksApiTest, EveryErrorCaseIsA400NamingTheParameter) {
+  ExpectValidationError("/v1/bottlenecks?instanse=vllm-0", "instanse");
+  ExpectValidationError("/v1/bottlenecks?type=SLOW", "type");
+  ExpectValidationError("/v1/bottlenecks?type=memory_pressure", "type");
+  ExpectValidationError("/v1/bottlenecks?severity=warning", "severity");
+  ExpectValidationError("/v1/bottlenecks?severity=NONE", "severity");
+  ExpectValidationError("/v1/bottlenecks?state=firing", "state");
+  ExpectValidationError("/v1/bottlenecks?primary=yes", "primary");
+  ExpectValidationError("/v1/bottlenecks?limit=0", "limit");
+  ExpectValidationError("/v1/bottlenecks?limit=1001", "limit");
+  ExpectValidationError("/v1/bottlenecks?cursor=xyz", "cursor");
+}
+
+}  // namespace
+}  // namespace inferscope

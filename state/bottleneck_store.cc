@@ -12,10 +12,43 @@
 
 namespace inferscope {
 
+namespace {
+Status ExpireBottleneckChange(const StateStore& store, std::string_view key, std::string_view value,
+                              int64_t cutoff_ms, std::vector<RecordWrite>* writes);
+}  // namespace
+
 const RecordTable kBottlenecksTable("bottlenecks");
-const RecordTable kBottleneckHistoryTable("bottleneck_history");
+const RecordTable kBottleneckHistoryTable("bottleneck_history",
+                                          RecordExpiry{kDefaultBottleneckHistoryRetentionMs,
+                                                       &ExpireBottleneckChange});
 
 using nlohmann::json;
+
+namespace {
+
+// The expiry hook of bottleneck_history (RecordExpiry::Hook): an expiring resolution takes the
+// current record of its (instance, model, type) when that record is still a resolution older than
+// the cutoff (a later raise keeps it).
+Status ExpireBottleneckChange(const StateStore& store, std::string_view key, std::string_view value,
+                              int64_t cutoff_ms, std::vector<RecordWrite>* writes) {
+  if (key.size() != 17 || static_cast<BottleneckChange>(key[16]) != BottleneckChange::kResolved) {
+    return Status::Ok();
+  }
+  Result<Bottleneck> change = BottleneckFromJson(json::parse(value, nullptr, false));
+  if (!change.ok()) return Status::Ok();  // unreadable: the history record just goes
+  const std::string current_key = BottleneckKey(change->instance, change->model, change->type);
+  Result<std::optional<std::string>> current = store.GetRecord(kBottlenecksTable, current_key);
+  if (!current.ok()) return current.status();
+  if (!current->has_value()) return Status::Ok();
+  Result<Bottleneck> latest = BottleneckFromJson(json::parse(**current, nullptr, false));
+  if (!latest.ok() ||
+      (latest->state == BottleneckState::kResolved && latest->detected_at_ms < cutoff_ms)) {
+    writes->push_back({&kBottlenecksTable, current_key, std::nullopt});
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 std::string BottleneckKey(std::string_view instance, std::string_view model, BottleneckType type) {
   std::string key;
@@ -70,33 +103,6 @@ Status ScanBottleneckHistory(const StateStore& store, int64_t from_ms,
         Result<Bottleneck> b = BottleneckFromJson(json::parse(value, nullptr, false));
         return b.ok() ? fn(*b) : true;
       });
-}
-
-Result<size_t> PruneBottlenecks(StateStore& store, int64_t before_ms, size_t max_deletes) {
-  std::vector<RecordWrite> deletes;
-  std::string to;
-  AppendBigEndian64(&to, static_cast<uint64_t>(std::max<int64_t>(before_ms, 0)));
-  Status st = store.ScanRecords(
-      kBottleneckHistoryTable, "", to, [&](std::string_view key, std::string_view) {
-        deletes.push_back({&kBottleneckHistoryTable, std::string(key), std::nullopt});
-        return deletes.size() < max_deletes;
-      });
-  if (!st.ok()) return st;
-  if (deletes.size() < max_deletes) {
-    st = store.ScanRecords(
-        kBottlenecksTable, "", "", [&](std::string_view key, std::string_view value) {
-          Result<Bottleneck> b = BottleneckFromJson(json::parse(value, nullptr, false));
-          if (!b.ok() ||
-              (b->state == BottleneckState::kResolved && b->detected_at_ms < before_ms)) {
-            deletes.push_back({&kBottlenecksTable, std::string(key), std::nullopt});
-          }
-          return deletes.size() < max_deletes;
-        });
-    if (!st.ok()) return st;
-  }
-  if (deletes.empty()) return size_t{0};
-  INFERSCOPE_RETURN_IF_ERROR(store.WriteRecords(deletes));
-  return deletes.size();
 }
 
 }  // namespace inferscope

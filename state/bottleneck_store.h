@@ -25,11 +25,17 @@ class StateStore;
 //
 // The current table keeps one record per (instance, model, type): its latest change, active or
 // resolved; key order groups an instance's bottlenecks together (the API lists them in that
-// order). The history orders changes by detection time. Both are pruned by PruneBottlenecks:
-// history older than the retention, and resolved current records resolved before it.
+// order). The history orders changes by detection time and is time-keyed (state/record_table.h):
+// its changes expire after kDefaultBottleneckHistoryRetentionMs (the topology's
+// `state.record_retention.bottleneck_history` overrides it), and an expiring resolution takes the
+// current record with it when that record is the resolution (a bottleneck resolved longer ago than
+// the retention is forgotten). Active records stay.
+
+// Default retention of bottleneck_history: 7 days.
+inline constexpr int64_t kDefaultBottleneckHistoryRetentionMs = 7LL * 24 * 3600 * 1000;
 
 extern const RecordTable kBottlenecksTable;        // "bottlenecks"
-extern const RecordTable kBottleneckHistoryTable;  // "bottleneck_history"
+extern const RecordTable kBottleneckHistoryTable;  // "bottleneck_history" (time-keyed)
 
 std::string BottleneckKey(std::string_view instance, std::string_view model, BottleneckType type);
 std::string BottleneckHistoryKey(const Bottleneck& b);
@@ -46,8 +52,5 @@ Status ScanBottlenecks(const StateStore& store, std::string_view after,
 // false.
 Status ScanBottleneckHistory(const StateStore& store, int64_t from_ms,
                              const std::function<bool(const Bottleneck&)>& fn);
-// Deletes history detected before `before_ms` and resolved current records detected before it
-// (at most `max_deletes` records per call; returns how many were deleted).
-Result<size_t> PruneBottlenecks(StateStore& store, int64_t before_ms, size_t max_deletes = 10'000);
 
 }  // namespace inferscope

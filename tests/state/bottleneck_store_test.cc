@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "pipeline/clock.h"
 #include "pipeline/summary.h"
 #include "state/rocksdb_bottleneck_sink.h"
 #include "state/state_store.h"
@@ -37,35 +38,55 @@ Bottleneck Make(const std::string& instance, BottleneckType type, BottleneckSeve
   return b;
 }
 
-TEST(BottleneckStoreTest, PruneDropsOldHistoryAndOldResolvedRecords) {
+size_t Count(const StateStore& store, const RecordTable& table) {
+  size_t n = 0;
+  EXPECT_TRUE(store
+                  .ScanRecords(table, "", "",
+                               [&](std::string_view, std::string_view) {
+                                 ++n;
+                                 return true;
+                               })
+                  .ok());
+  return n;
+}
+
+TEST(BottleneckStoreTest, HistoryExpiresAndTakesOldResolutionsWithIt) {
+  constexpr int64_t kDay = 24LL * 3600 * 1000;
+  constexpr int64_t kStart = 1'700'000'000'000;
   testing::TempDir dir;
+  ManualClock clock(kStart);
   StateStoreOptions options;
   options.path = dir.str();
+  options.clock = &clock;
   auto store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  Bottleneck active = Make("a", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, 1000);
-  Bottleneck old_resolved =
-      Make("b", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, 1000);
-  old_resolved.state = BottleneckState::kResolved;
-  Bottleneck new_resolved =
-      Make("c", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, 9000);
-  new_resolved.state = BottleneckState::kResolved;
-  ASSERT_TRUE(StoreBottlenecks(**store, std::vector{active, old_resolved, new_resolved}).ok());
-  Result<size_t> pruned = PruneBottlenecks(**store, 5000);
-  ASSERT_TRUE(pruned.ok());
-  EXPECT_EQ(*pruned, 3u);  // two history records before 5000, one resolved current record
+  ASSERT_TRUE(kBottleneckHistoryTable.time_keyed());
+  // "a" raised long ago and still active; "b" raised and resolved long ago; "c" resolved recently.
+  Bottleneck active =
+      Make("a", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, kStart);
+  Bottleneck b_raised =
+      Make("b", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, kStart);
+  Bottleneck b_resolved = b_raised;
+  b_resolved.state = BottleneckState::kResolved;
+  b_resolved.change = BottleneckChange::kResolved;
+  b_resolved.detected_at_ms = kStart + 1000;
+  Bottleneck c_resolved =
+      Make("c", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, kStart + 7 * kDay);
+  c_resolved.state = BottleneckState::kResolved;
+  c_resolved.change = BottleneckChange::kResolved;
+  ASSERT_TRUE(
+      StoreBottlenecks(**store, std::vector{active, b_raised, b_resolved, c_resolved}).ok());
+  EXPECT_EQ(Count(**store, kBottleneckHistoryTable), 4u);
+
+  clock.Set(kStart + 7 * kDay + 2000);  // the default retention (7 d) has passed for a and b
+  ASSERT_TRUE((*store)->RunMaintenance().ok());
+  EXPECT_EQ(Count(**store, kBottleneckHistoryTable), 1u);  // c's resolution is recent
   std::vector<std::string> current;
   ASSERT_TRUE(ScanBottlenecks(**store, "", [&](std::string_view, const Bottleneck& b) {
                 current.push_back(b.instance);
                 return true;
               }).ok());
-  EXPECT_EQ(current, (std::vector<std::string>{"a", "c"}));
-  int history = 0;
-  ASSERT_TRUE(ScanBottleneckHistory(**store, 0, [&](const Bottleneck&) {
-                ++history;
-                return true;
-              }).ok());
-  EXPECT_EQ(history, 1);
+  EXPECT_EQ(current, (std::vector<std::string>{"a", "c"})) << "b was resolved 7 d ago: forgotten";
 }
 
 TEST(BottleneckStoreTest, SinkStoresTheLatestChangeAndTheHistory) {
@@ -74,15 +95,12 @@ TEST(BottleneckStoreTest, SinkStoresTheLatestChangeAndTheHistory) {
   options.path = dir.str();
   auto store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  Result<std::unique_ptr<RocksDbBottleneckSink>> sink =
-      RocksDbBottleneckSink::Create(ConfigNode("t.yaml", YAML::Load("retention: 1h"), "options"));
+  Result<std::unique_ptr<RocksDbBottleneckSink>> sink = RocksDbBottleneckSink::Create(ConfigNode());
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   MetricsRegistry metrics;
-  ManualClock clock(10'000);
   StageContext ctx;
   ctx.name = "bottleneck_store";
   ctx.metrics = &metrics;
-  ctx.clock = &clock;
   EXPECT_FALSE((*sink)->Open(ctx).ok()) << "no state store";
   ctx.state = store->get();
   ASSERT_TRUE((*sink)->Open(ctx).ok());

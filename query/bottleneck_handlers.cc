@@ -1,9 +1,15 @@
-// GET /v1/bottlenecks.
+// GET /v1/bottlenecks and the stateless POST /v1/analysis/detect-bottlenecks.
 
 #include <algorithm>
 #include <array>
 
+#include <cmath>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
 #include "bottlenecks/bottleneck_json.h"
+#include "bottlenecks/classify.h"
 #include "pipeline/glob.h"
 #include "query/handlers.h"
 #include "state/bottleneck_store.h"
@@ -24,7 +30,242 @@ ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::st
                     {{"parameter", parameter}, {"value", value.substr(0, 256)}});
 }
 
+// At most this many instances per detect-bottlenecks request.
+constexpr size_t kMaxDetectInstances = 1000;
+
+ApiReply BadField(const ApiContext& ctx, const std::string& field, std::string message) {
+  return ErrorReply(*ctx.clock, 400, kValidationError, field + ": " + message, {{"field", field}});
+}
+
+// Reads one metric's statistics ({"count", "events", "errors", "sum", "mean", "max", "last",
+// "p50", "p95", "p99", "first_mean", "last_mean"}, all optional numbers) into `*out`; the error
+// names the field.
+std::optional<std::string> ReadMetric(const json& j, const std::string& path, MetricWindow* out) {
+  if (!j.is_object()) return path + ": expected an object of statistics";
+  bool has_mean = false, has_sum = false;
+  for (const auto& [key, value] : j.items()) {
+    if (!value.is_number()) return path + "." + key + ": expected a number";
+    const double v = value.get<double>();
+    if (!std::isfinite(v)) return path + "." + key + ": expected a finite number";
+    auto count = [&](uint64_t* target) -> std::optional<std::string> {
+      if (v < 0 || v != std::floor(v) || v > 1e15) {
+        return path + "." + key + ": expected a non-negative integer";
+      }
+      *target = static_cast<uint64_t>(v);
+      return std::nullopt;
+    };
+    std::optional<std::string> error;
+    if (key == "count") {
+      error = count(&out->count);
+    } else if (key == "events") {
+      error = count(&out->events);
+    } else if (key == "errors") {
+      error = count(&out->errors);
+    } else if (key == "sum") {
+      out->sum = v;
+      has_sum = true;
+    } else if (key == "mean") {
+      out->mean = v;
+      has_mean = true;
+    } else if (key == "max") {
+      out->max = v;
+    } else if (key == "last") {
+      out->last = v;
+    } else if (key == "p50") {
+      out->p50 = v;
+    } else if (key == "p95") {
+      out->p95 = v;
+    } else if (key == "p99") {
+      out->p99 = v;
+    } else if (key == "first_mean") {
+      out->first_mean = v;
+    } else if (key == "last_mean") {
+      out->last_mean = v;
+    } else {
+      return path + "." + key +
+             ": unknown statistic (expected count, events, errors, sum, mean, max, last, p50, p95, "
+             "p99, first_mean, last_mean)";
+    }
+    if (error) return error;
+  }
+  if (out->count == 0 && !j.empty()) out->count = 1;  // a gauge given by its mean alone
+  if (out->events == 0) out->events = out->count;
+  if (out->errors > out->events) return path + ".errors: more errors than events";
+  if (has_mean && !has_sum) out->sum = out->mean * static_cast<double>(out->count);
+  if (has_sum && !has_mean) out->mean = out->sum / static_cast<double>(out->count);
+  if (!j.contains("first_mean")) out->first_mean = out->mean;
+  if (!j.contains("last_mean")) out->last_mean = out->mean;
+  return std::nullopt;
+}
+
 }  // namespace
+
+ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
+  if (!req.params.empty()) {
+    const std::string name = req.params.begin()->first.substr(0, 64);
+    return ErrorReply(*ctx.clock, 400, kValidationError,
+                      "unknown parameter '" + name + "'; this endpoint takes none",
+                      {{"parameter", name}});
+  }
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) {
+    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
+  }
+  for (const auto& [key, value] : body.items()) {
+    if (key != "instances" && key != "options" && key != "window_ms") {
+      return BadField(ctx, key, "unknown field (expected instances, options, window_ms)");
+    }
+  }
+  // The rules, with the topology's option syntax (YAML reads JSON) and its validation.
+  BottleneckOptions options;
+  if (body.contains("options")) {
+    if (!body["options"].is_object()) return BadField(ctx, "options", "expected an object");
+    // yaml-cpp throws on what it cannot parse; the dump of a JSON object always parses, but the
+    // boundary converts rather than trusts that.
+    YAML::Node yaml;
+    try {
+      yaml = YAML::Load(body["options"].dump());
+    } catch (const YAML::Exception& e) {
+      return BadField(ctx, "options", std::string("unreadable: ") + e.what());
+    }
+    ConfigNode node("request", yaml, "options");
+    for (const auto& [key, value] : body["options"].items()) {
+      if (std::find(kBottleneckOptionFields.begin(), kBottleneckOptionFields.end(), key) ==
+          kBottleneckOptionFields.end()) {
+        return BadField(ctx, "options." + key, "unknown field");
+      }
+    }
+    Status st = ParseBottleneckOptions(node, &options);
+    if (!st.ok()) return ErrorReply(*ctx.clock, 400, kValidationError, st.message());
+  }
+  int64_t window_ms = 30'000;
+  if (body.contains("window_ms")) {
+    if (!body["window_ms"].is_number_integer() || body["window_ms"].get<int64_t>() < 1 ||
+        body["window_ms"].get<int64_t>() > 86'400'000) {
+      return BadField(ctx, "window_ms", "expected an integer in 1..86400000 (ms)");
+    }
+    window_ms = body["window_ms"].get<int64_t>();
+  }
+  const auto instances_it = body.find("instances");
+  if (instances_it == body.end() || !instances_it->is_array() || instances_it->empty() ||
+      instances_it->size() > kMaxDetectInstances) {
+    return BadField(ctx, "instances", "expected an array of 1..1000 instances");
+  }
+  const json& instances = *instances_it;
+  const size_t n = instances.size();
+  std::vector<InstanceWindow> windows(n);
+  std::vector<std::pair<std::string, std::string>> names(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string path = "instances[" + std::to_string(i) + "]";
+    const json& in = instances[i];
+    if (!in.is_object()) return BadField(ctx, path, "expected an object");
+    for (const auto& [key, value] : in.items()) {
+      if (key != "instance" && key != "model" && key != "metrics") {
+        return BadField(ctx, path + "." + key, "unknown field (expected instance, model, metrics)");
+      }
+    }
+    if (!in.contains("instance") || !in["instance"].is_string() ||
+        in["instance"].get<std::string>().empty()) {
+      return BadField(ctx, path + ".instance", "expected a non-empty string");
+    }
+    if (in.contains("model") && !in["model"].is_string()) {
+      return BadField(ctx, path + ".model", "expected a string");
+    }
+    names[i] = {in["instance"].get<std::string>(), in.value("model", std::string())};
+    if (!in.contains("metrics") || !in["metrics"].is_object()) {
+      return BadField(ctx, path + ".metrics", "expected an object of metric name to statistics");
+    }
+    InstanceWindow& w = windows[i];
+    w.start_ms = 0;
+    w.end_ms = window_ms;
+    for (const auto& [metric, stats] : in["metrics"].items()) {
+      MetricWindow* target = nullptr;
+      for (size_t m = 0; m < kNumWindowMetrics && target == nullptr; ++m) {
+        if (WindowMetricName(static_cast<WindowMetric>(m)) == metric) target = &w.metrics[m];
+      }
+      for (size_t g = 0; g < options.saturation.size() && target == nullptr; ++g) {
+        if (options.saturation[g].metric == metric) target = &w.saturation[g];
+      }
+      if (target == nullptr) {
+        return BadField(ctx, path + ".metrics." + metric,
+                        "unknown metric (the metric contract's names, or a configured "
+                        "resource_saturation gauge)");
+      }
+      if (auto error = ReadMetric(stats, path + ".metrics." + metric, target)) {
+        // "<field>: <message>": details name the field.
+        return ErrorReply(*ctx.clock, 400, kValidationError, *error,
+                          {{"field", error->substr(0, error->find(": "))}});
+      }
+    }
+  }
+  // Peers: the request's instances of the same model.
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return names[a].second < names[b].second; });
+  std::vector<PeerSample> samples(n);
+  std::vector<PeerView> views(n);
+  for (size_t k = 0; k < n; ++k) samples[k] = PeerSampleOf(windows[order[k]], options);
+  std::vector<std::pair<double, uint32_t>> scratch;
+  for (size_t begin = 0; begin < n;) {
+    size_t end = begin + 1;
+    while (end < n && names[order[end]].second == names[order[begin]].second) ++end;
+    ComputePeerViews(std::span<const PeerSample>(samples).subspan(begin, end - begin),
+                     std::span<PeerView>(views).subspan(begin, end - begin), scratch);
+    begin = end;
+  }
+  std::vector<json> results(n);
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = order[k];
+    RuleVerdicts verdicts;
+    ClassifyInstance(windows[i], views[k], options, &verdicts);
+    uint32_t mask = 0;
+    std::array<BottleneckSeverity, kNumBottleneckTypes> severity{};
+    for (size_t t = 0; t < kNumBottleneckTypes; ++t) {
+      if (verdicts[t].judgement != Judgement::kActive) continue;
+      mask |= uint32_t{1} << t;
+      severity[t] = verdicts[t].severity;
+    }
+    json list = json::array();
+    json primary_name;
+    if (mask != 0) {
+      std::array<CausalPath, kNumBottleneckTypes> paths;
+      const BottleneckType primary = CausalOrder(mask, severity, &paths);
+      primary_name = BottleneckTypeName(primary);
+      for (size_t t = 0; t < kNumBottleneckTypes; ++t) {
+        if (((mask >> t) & 1) == 0) continue;
+        const auto type = static_cast<BottleneckType>(t);
+        const RuleVerdict& v = verdicts[t];
+        json chain = json::array();
+        for (uint8_t c = 0; c < paths[t].length; ++c) {
+          chain.push_back(BottleneckTypeName(paths[t].chain[c]));
+        }
+        auto number = [](double x) { return std::isfinite(x) ? json(x) : json(); };
+        list.push_back({{"type", BottleneckTypeName(type)},
+                        {"severity", BottleneckSeverityName(v.severity)},
+                        {"primary", type == primary},
+                        {"root", BottleneckTypeName(paths[t].root)},
+                        {"chain", std::move(chain)},
+                        {"metric", v.metric},
+                        {"stat", v.stat},
+                        {"value", number(v.value)},
+                        {"threshold", number(v.threshold)},
+                        {"basis", BottleneckBasisName(v.basis)},
+                        {"peer_median", number(v.peer_median)},
+                        {"description", DescribeVerdict(type, v, window_ms)}});
+      }
+    }
+    results[i] = {{"instance", names[i].first},
+                  {"model", names[i].second},
+                  {"primary", primary_name},
+                  {"bottlenecks", std::move(list)}};
+  }
+  ApiReply reply;
+  reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
+                {"window_ms", window_ms},
+                {"instances", std::move(results)}};
+  return reply;
+}
 
 ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
   for (const auto& [name, value] : req.params) {

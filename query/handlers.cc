@@ -679,6 +679,8 @@ const std::vector<Route>& Routes() {
       {"GET", "/v1/silences", "/v1/silences", true, &HandleListSilences},
       {"DELETE", "/v1/silences/([^/]+)", "/v1/silences/{id}", true, &HandleDeleteSilence},
       {"GET", "/v1/bottlenecks", "/v1/bottlenecks", true, &HandleBottlenecks},
+      {"POST", "/v1/analysis/detect-bottlenecks", "/v1/analysis/detect-bottlenecks", true,
+       &HandleDetectBottlenecks},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
   };
   return routes;

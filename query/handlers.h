@@ -119,5 +119,9 @@ ApiReply HandleDeleteSilence(const ApiContext& ctx, const ApiRequest& req);
 // bottleneck_handlers.cc): the latest change per (instance, model, type), by instance; `state`
 // active (default), resolved or all; unknown parameters are 400s.
 ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req);
+// POST /v1/analysis/detect-bottlenecks: stateless — an evidence window's statistics per instance
+// in, the active bottlenecks (peers: the request's instances of the same model; causal order) out.
+// No `for`, no state: what the windows say now (docs/BOTTLENECKS.md, "Stateless detection").
+ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -92,6 +92,14 @@ class BottlenecksApiTest : public ::testing::Test {
     return out;
   }
 
+  json Post(const std::string& path, const std::string& body, int expected_status = 200) {
+    auto res = client_->Post(path.c_str(), body, "application/json");
+    EXPECT_TRUE(res) << path;
+    if (!res) return json();
+    EXPECT_EQ(res->status, expected_status) << body << ": " << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+
   void ExpectValidationError(const std::string& path, const std::string& parameter) {
     SCOPED_TRACE(path);
     json reply = Get(path, 400);
@@ -171,6 +179,108 @@ TEST_F(BottlenecksApiTest, EveryErrorCaseIsA400NamingTheParameter) {
   ExpectValidationError("/v1/bottlenecks?limit=0", "limit");
   ExpectValidationError("/v1/bottlenecks?limit=1001", "limit");
   ExpectValidationError("/v1/bottlenecks?cursor=xyz", "cursor");
+}
+
+// A healthy instance's evidence window, in the request format of detect-bottlenecks.
+json HealthyMetrics() {
+  return {{"ttft_ms", {{"count", 300}, {"p50", 180}, {"p95", 200}}},
+          {"tpot_ms", {{"count", 300}, {"p50", 20}, {"p95", 22}}},
+          {"e2e_ms", {{"count", 300}, {"errors", 0}, {"p95", 2000}}},
+          {"num_requests_running", {{"mean", 16}}},
+          {"num_requests_waiting", {{"mean", 0}}},
+          {"kv_cache_usage", {{"mean", 0.5}}},
+          {"num_preemptions", {{"sum", 0}}},
+          {"prefix_cache_hit_rate", {{"mean", 0.5}}},
+          {"generation_tokens_per_s", {{"mean", 640}}}};
+}
+
+TEST_F(BottlenecksApiTest, DetectBottlenecksIsStatelessWithPeersAndCausalOrder) {
+  json full = HealthyMetrics();
+  full["kv_cache_usage"] = {{"mean", 0.97}};
+  full["num_preemptions"] = {{"sum", 60}};  // 2/s over 30 s
+  full["num_requests_waiting"] = {{"mean", 20}};
+  full["ttft_ms"]["p95"] = 3500;
+  json slow = HealthyMetrics();
+  slow["ttft_ms"]["p95"] = 400;  // 2x its peers, within the 2 s SLO
+  json body = {{"window_ms", 30'000},
+               {"instances",
+                {{{"instance", "vllm-0"}, {"model", "m"}, {"metrics", HealthyMetrics()}},
+                 {{"instance", "vllm-1"}, {"model", "m"}, {"metrics", full}},
+                 {{"instance", "vllm-2"}, {"model", "m"}, {"metrics", HealthyMetrics()}},
+                 {{"instance", "vllm-3"}, {"model", "m"}, {"metrics", slow}},
+                 {{"instance", "solo"}, {"model", "other"}, {"metrics", slow}}}}};
+  json reply = Post("/v1/analysis/detect-bottlenecks", body.dump());
+  ASSERT_TRUE(reply.is_object());
+  ASSERT_EQ(reply["instances"].size(), 5u);  // in request order
+  EXPECT_EQ(reply["instances"][0]["instance"], "vllm-0");
+  EXPECT_TRUE(reply["instances"][0]["bottlenecks"].empty());
+  EXPECT_TRUE(reply["instances"][0]["primary"].is_null());
+  const json& one = reply["instances"][1];
+  EXPECT_EQ(one["primary"], "MEMORY_PRESSURE") << one.dump();
+  ASSERT_EQ(one["bottlenecks"].size(), 3u) << one.dump();
+  for (const json& b : one["bottlenecks"]) {
+    EXPECT_EQ(b["root"], "MEMORY_PRESSURE");
+    if (b["type"] == "MEMORY_PRESSURE") {
+      EXPECT_EQ(b["severity"], "HIGH");
+    }
+    if (b["type"] == "HIGH_LATENCY") {
+      EXPECT_EQ(b["chain"], json({"MEMORY_PRESSURE", "QUEUE_BUILDUP", "HIGH_LATENCY"}));
+      EXPECT_EQ(b["basis"], "absolute");
+      EXPECT_FALSE(b["primary"].get<bool>());
+    }
+  }
+  const json& three = reply["instances"][3];
+  ASSERT_EQ(three["bottlenecks"].size(), 1u) << three.dump();
+  EXPECT_EQ(three["bottlenecks"][0]["type"], "HIGH_LATENCY");
+  EXPECT_EQ(three["bottlenecks"][0]["basis"], "peer");
+  EXPECT_DOUBLE_EQ(three["bottlenecks"][0]["peer_median"].get<double>(), 200);
+  EXPECT_TRUE(reply["instances"][2]["bottlenecks"].empty()) << "a peer of the slow one";
+  EXPECT_TRUE(reply["instances"][4]["bottlenecks"].empty()) << "no peers of its model";
+
+  // The topology's option syntax: a tighter SLO makes the slow one an absolute breach.
+  body["options"] = {{"high_latency", {{"ttft_p95_ms", 300}}}};
+  reply = Post("/v1/analysis/detect-bottlenecks", body.dump());
+  EXPECT_EQ(reply["instances"][3]["bottlenecks"][0]["basis"], "absolute");
+  EXPECT_EQ(reply["instances"][4]["bottlenecks"].size(), 1u);
+}
+
+TEST_F(BottlenecksApiTest, DetectBottlenecksErrorsNameTheField) {
+  const std::string path = "/v1/analysis/detect-bottlenecks";
+  auto expect = [&](const std::string& body, const std::string& fragment) {
+    SCOPED_TRACE(body);
+    json reply = Post(path, body, 400);
+    ASSERT_TRUE(reply.is_object());
+    EXPECT_EQ(reply["error"]["code"], "VALIDATION_ERROR");
+    EXPECT_NE(reply["error"]["message"].get<std::string>().find(fragment), std::string::npos)
+        << reply.dump();
+  };
+  expect("not json", "JSON object");
+  expect("{}", "instances");
+  expect(R"({"instances": []})", "instances");
+  expect(R"({"instances": [{"instance": "a", "metrics": {}}], "extra": 1})", "extra");
+  expect(R"({"instances": [{"metrics": {}}]})", "instances[0].instance");
+  expect(R"({"instances": [{"instance": "a"}]})", "instances[0].metrics");
+  expect(R"({"instances": [{"instance": "a", "metrics": {"gpu_temp": {"mean": 1}}}]})",
+         "instances[0].metrics.gpu_temp: unknown metric");
+  expect(R"({"instances": [{"instance": "a", "metrics": {"ttft_ms": {"p95": "high"}}}]})",
+         "instances[0].metrics.ttft_ms.p95: expected a number");
+  EXPECT_EQ(
+      Post(path, R"({"instances": [{"instance": "a", "metrics": {"ttft_ms": {"p95": "x"}}}]})",
+           400)["error"]["details"]["field"],
+      "instances[0].metrics.ttft_ms.p95");
+  expect(R"({"instances": [{"instance": "a", "metrics": {"ttft_ms": {"p42": 1}}}]})",
+         "unknown statistic");
+  expect(R"({"instances": [{"instance": "a", "metrics": {"e2e_ms": {"count": 2, "errors": 3}}}]})",
+         "more errors than events");
+  expect(R"({"window_ms": 0, "instances": [{"instance": "a", "metrics": {}}]})", "window_ms");
+  expect(R"({"options": {"queue_buildup": {"levels": {"low": 1, "medium": 0.5}}},
+             "instances": [{"instance": "a", "metrics": {}}]})",
+         "options.queue_buildup.levels");
+  expect(R"({"options": {"for": "20s"}, "instances": [{"instance": "a", "metrics": {}}]})",
+         "options.for: unknown field");
+  json reply =
+      Post(path + "?verbose=1", R"({"instances": [{"instance": "a", "metrics": {}}]})", 400);
+  EXPECT_EQ(reply["error"]["details"]["parameter"], "verbose");
 }
 
 }  // namespace

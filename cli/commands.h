@@ -30,8 +30,10 @@ struct SimulateArgs {
   std::string publisher_id = "simulator";
   int instances = 4;
   int models = 2;
-  double rate = 30;                  // Poisson arrivals per second of simulated time, whole fleet
-  double wander = 0.05;              // the load wanders (PoissonOptions::wander); 0 = constant
+  double rate = 30;            // Poisson arrivals per second of simulated time, whole fleet
+  double wander = 0.05;        // the load wanders (PoissonOptions::wander); 0 = constant
+  double prompt_median = 600;  // Poisson arrivals' token counts: lognormal medians
+  double output_median = 180;
   std::string trace;                 // replay this Azure-format trace instead of Poisson arrivals
   double speed = 1;                  // simulated seconds per wall second
   double duration_s = 30;            // wall seconds; 0 = forever (with --trace: until its end)
@@ -39,7 +41,7 @@ struct SimulateArgs {
   int batch_size = 256;
   uint64_t seed = 42;
   std::vector<std::string> faults;     // kind:instance:START-END[:factor] (sim/faults.h)
-  double timeout_s = 60;               // a request older than this fails with `timeout`
+  double timeout_s = 120;              // a request older than this fails with `timeout`
   std::string router = "round_robin";  // or random
   // The old latency spike, now a slow_gpu fault: on this instance ...
   std::string spike_instance;

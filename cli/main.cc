@@ -50,6 +50,14 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--wander", sim.wander, "How much the Poisson load wanders (0 = constant)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
+  sim_cmd
+      ->add_option("--prompt-median", sim.prompt_median, "Median prompt tokens (without --trace)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 8192.0));
+  sim_cmd
+      ->add_option("--output-median", sim.output_median, "Median output tokens (without --trace)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1024.0));
   sim_cmd->add_option("--trace", sim.trace,
                       "Replay an Azure-format trace (TIMESTAMP,ContextTokens,GeneratedTokens) "
                       "instead of Poisson arrivals");

@@ -124,6 +124,8 @@ int SimulateCommand(const SimulateArgs& args) {
     sim::PoissonOptions p;
     p.rate_per_s = args.rate;
     p.wander = args.wander;
+    p.prompt_median = args.prompt_median;
+    p.output_median = args.output_median;
     p.seed = args.seed;
     if (Status st = p.Validate(); !st.ok()) {
       spdlog::error("simulate: {}", st.message());

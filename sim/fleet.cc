@@ -22,10 +22,10 @@ const ModelProfile kModels[] = {
      0.0002},
     {"mistral-7b-instruct", "1x A100-80GB", Params(20, 0.15, 6.5e-5, 0.07, 420'000), 0.0002,
      0.0002},
-    {"qwen2.5-14b-instruct", "1x A100-80GB", Params(38, 0.2, 1.0e-4, 0.15, 220'000), 0.0004,
+    {"qwen2.5-14b-instruct", "1x A100-80GB", Params(30, 0.2, 1.0e-4, 0.15, 220'000), 0.0004,
      0.0004},
-    {"llama-3.1-70b-instruct", "4x A100-80GB (TP 4)", Params(45, 0.25, 5.0e-5, 0.2, 460'000),
-     0.0009, 0.0009},
+    {"llama-3.1-70b-instruct", "4x A100-80GB (TP 4)", Params(35, 0.2, 5.0e-5, 0.2, 460'000), 0.0009,
+     0.0009},
     {"mixtral-8x7b-instruct", "2x A100-80GB (TP 2)", Params(30, 0.2, 5.0e-5, 0.1, 400'000), 0.0006,
      0.0006},
 };
@@ -79,7 +79,7 @@ std::vector<InstanceOptions> StandardFleet(int instances, int models, uint64_t s
       }
       o.engine = std::string(engine);
       o.params = WithEngineDefaults(profile.params, engine);
-      const double slowness = (weak ? 1.8 : 1.0) * u(rng);
+      const double slowness = (weak ? 1.5 : 1.0) * u(rng);
       o.params.step_base_ms *= slowness;
       o.params.step_per_seq_ms *= slowness;
       o.params.step_per_kv_token_ms *= slowness;

@@ -43,7 +43,7 @@ ServingParams WithEngineDefaults(ServingParams params, std::string_view engine);
 // 0.9..1.1, seeded); every fourth (i % 4 == 3) is a weaker node: times x 1.8 and 3 % server
 // errors instead of 0.5 %. `timeout_s` applies to all.
 std::vector<InstanceOptions> StandardFleet(int instances, int models, uint64_t seed,
-                                           double timeout_s = 60);
+                                           double timeout_s = 120);
 
 // One arrival before routing. The fleet assigns the model.
 struct Arrival {

@@ -113,7 +113,7 @@ struct ServingParams {
   double prefix_hit_concentration = 5;  // per-request hit ~ Beta(mean * c, (1 - mean) * c)
   double error_probability = 0;         // injected server errors, per request
   double error_latency_ms = 5;          // how long an injected server error takes
-  double timeout_s = 60;                // waiting + running longer than this: timeout
+  double timeout_s = 120;               // waiting + running longer than this: timeout
 
   Status Validate() const;
 };

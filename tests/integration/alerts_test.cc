@@ -95,10 +95,10 @@ class AlertsEndToEndTest : public ::testing::Test {
     info_ = engine_->info();
   }
 
-  // Runs the simulator (the serving model of sim/): 3 instances at 10 requests/s each, short
-  // answers (so outcomes, which are reported when a request completes, follow the spike closely),
-  // and vllm-0's GPU 8x slower from 2 s to 5 s: its queue builds up and the requests it then
-  // serves report ttft of seconds until about 10 s. 14 s, so the alert also resolves.
+  // Runs the simulator (the serving model of sim/): 2 instances (Llama-8B, Mistral-7B) at 12
+  // requests/s each, short answers (outcomes are reported when a request completes, so they follow
+  // the spike closely), and vllm-0's GPU 8x slower from 2 s to 5 s: its queue builds up and the
+  // requests it serves report ttft of seconds until about 10 s; 16 s, so the alert also resolves.
   void Simulate(const std::string& publisher) {
     Subprocess sim({testing::InferscopeBinary(),
                     "simulate",
@@ -107,17 +107,17 @@ class AlertsEndToEndTest : public ::testing::Test {
                     "--publisher-id",
                     publisher,
                     "--instances",
-                    "3",
+                    "2",
                     "--models",
                     "1",
                     "--rate",
-                    "30",
+                    "24",
                     "--prompt-median",
                     "300",
                     "--output-median",
                     "16",
                     "--duration",
-                    "14",
+                    "16",
                     "--spike-instance",
                     "vllm-0",
                     "--spike-start",

@@ -34,8 +34,11 @@ struct SimulateArgs {
   double wander = 0.05;        // the load wanders (PoissonOptions::wander); 0 = constant
   double prompt_median = 600;  // Poisson arrivals' token counts: lognormal medians
   double output_median = 180;
-  std::string trace;                 // replay this Azure-format trace instead of Poisson arrivals
-  double speed = 1;                  // simulated seconds per wall second
+  std::string trace;  // replay this Azure-format trace instead of Poisson arrivals
+  double speed = 1;   // simulated seconds per wall second
+  // Simulated seconds run before publishing (faults count from its end); < 0: 60 without a
+  // trace, 0 with one.
+  double warmup_s = -1;
   double duration_s = 30;            // wall seconds; 0 = forever (with --trace: until its end)
   int64_t gauge_interval_ms = 1000;  // simulated time
   int batch_size = 256;

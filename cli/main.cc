@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--speed", sim.speed, "Simulated seconds per wall second")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--warmup", sim.warmup_s,
+                      "Simulated seconds computed before publishing, so the first panes show a "
+                      "steady fleet (default 60, 0 with --trace); fault times count from its end");
   sim_cmd
       ->add_option("--duration", sim.duration_s,
                    "Wall seconds; 0 = forever (or to the trace's end)")

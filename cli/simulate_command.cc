@@ -33,7 +33,11 @@ class PublishingSink final : public sim::OutcomeSink {
     }
   }
 
+  // Events before this are the warm-up: computed, not published (nor is anything before Bind).
+  void set_publish_from(sim::SimMs t) { publish_from_ms_ = t; }
+
   void OnRequest(const sim::RequestOutcome& o) override {
+    if (pacer_ == nullptr || o.time_ms < publish_from_ms_) return;
     const sim::InstanceOptions& inst = fleet_->instance(o.instance).options();
     client::RequestOutcome r;
     r.instance = inst.name;
@@ -58,6 +62,7 @@ class PublishingSink final : public sim::OutcomeSink {
   }
 
   void OnGauge(const sim::GaugeSample& g) override {
+    if (pacer_ == nullptr || g.time_ms < publish_from_ms_) return;
     const sim::InstanceOptions& inst = fleet_->instance(g.instance).options();
     pub_->Gauge(inst.name, inst.model, sim::GaugeName(g.gauge), g.value,
                 pacer_->EventTimeMs(g.time_ms));
@@ -74,6 +79,7 @@ class PublishingSink final : public sim::OutcomeSink {
   std::mt19937_64 rng_;
   std::normal_distribution<double> normal_{0, 1};
   uint64_t completed_ = 0, failed_ = 0;
+  sim::SimMs publish_from_ms_ = 0;
 };
 
 }  // namespace
@@ -96,6 +102,14 @@ int SimulateCommand(const SimulateArgs& args) {
     }
     faults.push_back(std::move(*f));
   }
+  // The warm-up: simulated seconds computed before the first published event, so the first panes
+  // show a fleet in its steady state. Fault times count from the end of the warm-up.
+  const double warmup_s = args.warmup_s >= 0 ? args.warmup_s : (args.trace.empty() ? 60 : 0);
+  const double warmup_ms = warmup_s * 1000;
+  for (sim::Fault& f : faults) {
+    f.start_ms += warmup_ms;
+    f.end_ms += warmup_ms;
+  }
   // The old latency spike is a slow GPU now.
   if (!args.spike_instance.empty() && args.spike_start_s >= 0) {
     if (!(args.spike_factor > 0)) {
@@ -105,12 +119,13 @@ int SimulateCommand(const SimulateArgs& args) {
     sim::Fault f;
     f.kind = sim::FaultKind::kSlowGpu;
     f.instance = args.spike_instance;
-    f.start_ms = args.spike_start_s * 1000;
-    f.end_ms = (args.spike_start_s + args.spike_duration_s) * 1000;
+    f.start_ms = warmup_ms + args.spike_start_s * 1000;
+    f.end_ms = warmup_ms + (args.spike_start_s + args.spike_duration_s) * 1000;
     f.factor = args.spike_factor;
     faults.push_back(std::move(f));
   }
   std::unique_ptr<sim::ArrivalSource> arrivals;
+  double trace_span_ms = -1;  // simulated time the trace covers (-1: no trace)
   std::string load;
   if (!args.trace.empty()) {
     Result<std::vector<sim::TraceRecord>> records = sim::ReadAzureTrace(args.trace);
@@ -119,6 +134,10 @@ int SimulateCommand(const SimulateArgs& args) {
       return 2;
     }
     load = "trace " + args.trace + " (" + std::to_string(records->size()) + " requests)";
+    if (!records->empty()) {
+      trace_span_ms =
+          static_cast<double>(records->back().time_us - records->front().time_us) / 1000;
+    }
     arrivals = std::make_unique<sim::TraceArrivals>(std::move(*records));
   } else {
     sim::PoissonOptions p;
@@ -156,7 +175,8 @@ int SimulateCommand(const SimulateArgs& args) {
   PublishingSink sink(&pub, args.seed + 2);
   sim::FleetOptions fleet_options;
   fleet_options.gauge_interval_ms = static_cast<double>(args.gauge_interval_ms);
-  fleet_options.duration_ms = args.duration_s * args.speed * 1000;
+  fleet_options.duration_ms =
+      args.duration_s > 0 ? warmup_ms + args.duration_s * args.speed * 1000 : 0;
   fleet_options.seed = args.seed;
   Result<std::unique_ptr<sim::Fleet>> fleet = sim::Fleet::Create(
       fleet_options, sim::StandardFleet(args.instances, args.models, args.seed, args.timeout_s),
@@ -169,12 +189,32 @@ int SimulateCommand(const SimulateArgs& args) {
     spdlog::error("simulate: cannot connect to {}: {}", args.endpoint, error);
     return 1;
   }
+  sink.set_publish_from(warmup_ms);
+  (*fleet)->RunUntil(warmup_ms);  // the warm-up, unpublished (the sink is not bound yet)
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  sim::Pacer pacer(fleet->get(), args.speed, client::NowMs());
+  // Where event time starts. At speed 1, now. Faster, event times run ahead of the clock, which
+  // the engine refuses beyond its source's max_future_skew (5 min by default); when the simulated
+  // span is known (a duration, or a trace) the events are stamped so that the run *ends* at the
+  // wall clock's end instead: they start span x (1 - 1 / speed) in the past and catch up with the
+  // clock as the run ends (sim/README.md, "Time").
+  double span_ms = args.duration_s > 0 ? args.duration_s * args.speed * 1000 : -1;
+  if (trace_span_ms >= 0) span_ms = span_ms < 0 ? trace_span_ms : std::min(span_ms, trace_span_ms);
+  int64_t start_ms = client::NowMs();
+  if (args.speed > 1) {
+    if (span_ms >= 0) {
+      start_ms -= static_cast<int64_t>(span_ms * (1 - 1 / args.speed));
+    } else {
+      spdlog::warn(
+          "simulate: --speed {} without an end: event times run ahead of the clock; the engine "
+          "accepts them only up to its source's max_future_skew (5 min by default)",
+          args.speed);
+    }
+  }
+  sim::Pacer pacer(fleet->get(), args.speed, start_ms, warmup_ms);
   sink.Bind(fleet->get(), &pacer);
-  spdlog::info("simulate: {} instances x {} models, {}, speed x{}, {} -> {}", args.instances,
-               args.models, load, args.speed,
+  spdlog::info("simulate: {} instances x {} models, {}, speed x{}, {:.0f} s warm-up, {} -> {}",
+               args.instances, args.models, load, args.speed, warmup_s,
                args.duration_s > 0 ? std::to_string(args.duration_s) + " s" : "until stopped",
                args.endpoint);
 
@@ -200,10 +240,12 @@ int SimulateCommand(const SimulateArgs& args) {
     timeouts += (*fleet)->instance(i).totals().timeouts;
   }
   spdlog::info(
-      "simulate: {:.0f} s simulated; {} requests: {} completed, {} failed ({} timeouts), {} "
+      "simulate: {:.0f} s simulated after the warm-up; {} requests (warm-up included): {} "
+      "published completed, {} failed ({} timeouts), {} "
       "preemptions; sent {} events in {} messages ({} dropped)",
-      (*fleet)->now_ms() / 1000, (*fleet)->requests(), sink.completed(), sink.failed(), timeouts,
-      preemptions, pub.events_sent(), pub.messages_sent(), pub.events_dropped());
+      ((*fleet)->now_ms() - warmup_ms) / 1000, (*fleet)->requests(), sink.completed(),
+      sink.failed(), timeouts, preemptions, pub.events_sent(), pub.messages_sent(),
+      pub.events_dropped());
   return pub.events_dropped() == 0 ? 0 : 1;
 }
 

@@ -4,6 +4,7 @@
 // dispatcher with a pluggable routing policy, faults, gauge sampling, and a pacer that ties the
 // simulated clock to a wall clock.
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -222,23 +223,30 @@ class Fleet {
 };
 
 // Pacer ties the simulated clock to a wall clock: simulated time runs `speed` times faster, so
-// after `w` ms of wall time the simulation has reached w x speed ms, and an event at simulated
-// time s is published at wall offset s / speed with event time start_ms + s (event times advance
-// at speed x real time: the engine's windows see a compressed day).
+// after `w` ms of wall time the simulation has reached origin + w x speed ms, and an event at
+// simulated time s is published at wall offset (s - origin) / speed with event time
+// start_ms + (s - origin) (event times advance at speed x real time: the engine's windows see a
+// compressed day). `origin_ms` is where the wall clock's start falls in simulated time (a warm-up
+// before it is not published).
 class Pacer {
  public:
-  Pacer(Fleet* fleet, double speed, int64_t start_epoch_ms)
-      : fleet_(fleet), speed_(speed), start_ms_(start_epoch_ms) {}
+  Pacer(Fleet* fleet, double speed, int64_t start_epoch_ms, SimMs origin_ms = 0)
+      : fleet_(fleet), speed_(speed), start_ms_(start_epoch_ms), origin_ms_(origin_ms) {}
   // Runs the fleet up to wall offset `wall_elapsed_ms`; false once the fleet is done.
-  bool Advance(double wall_elapsed_ms) { return fleet_->RunUntil(wall_elapsed_ms * speed_); }
-  double WallOffsetMs(SimMs sim_ms) const { return sim_ms / speed_; }
-  int64_t EventTimeMs(SimMs sim_ms) const { return start_ms_ + static_cast<int64_t>(sim_ms); }
+  bool Advance(double wall_elapsed_ms) {
+    return fleet_->RunUntil(origin_ms_ + wall_elapsed_ms * speed_);
+  }
+  double WallOffsetMs(SimMs sim_ms) const { return (sim_ms - origin_ms_) / speed_; }
+  int64_t EventTimeMs(SimMs sim_ms) const {
+    return start_ms_ + static_cast<int64_t>(std::floor(sim_ms - origin_ms_));
+  }
   double speed() const { return speed_; }
 
  private:
   Fleet* fleet_;
   double speed_;
   int64_t start_ms_;
+  SimMs origin_ms_;
 };
 
 }  // namespace inferscope::sim

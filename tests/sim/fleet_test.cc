@@ -95,6 +95,11 @@ TEST(TraceReplayTest, PacerScalesArrivalSpacingByOneOverSpeed) {
   }
   EXPECT_EQ(pacer.EventTimeMs(60'000), 1'700'000'060'000);
   EXPECT_DOUBLE_EQ(pacer.WallOffsetMs(60'000), 3'000);
+  // With a warm-up of 60 s before the wall clock's start, that is where event time starts.
+  Pacer after_warmup(fleet->get(), 20, 1'700'000'000'000, 60'000);
+  EXPECT_EQ(after_warmup.EventTimeMs(60'000), 1'700'000'000'000);
+  EXPECT_EQ(after_warmup.EventTimeMs(120'000.7), 1'700'000'060'000);
+  EXPECT_DOUBLE_EQ(after_warmup.WallOffsetMs(120'000), 3'000);
 }
 
 TEST(FleetTest, RoundRobinSplitsEachModelsRequestsEvenly) {

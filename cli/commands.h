@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace inferscope {
 
@@ -20,20 +21,36 @@ int RunCommand(const RunArgs& args);
 
 int CheckTopologyCommand(const std::string& path);
 
+// `inferscope simulate`: the serving model of sim/ (sim/README.md) over a fleet of instances,
+// published through the C++ client. Simulated time runs `speed` times faster than the wall clock;
+// event times are the start's wall-clock time + simulated time. Exit code 0, 1 when events were
+// dropped or the endpoint is unusable, 2 on bad options (faults, trace lines: file:line).
 struct SimulateArgs {
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::string publisher_id = "simulator";
   int instances = 4;
   int models = 2;
-  double rate = 2000;      // request outcomes per second, whole fleet
-  double duration_s = 30;  // 0 = forever
-  int64_t gauge_interval_ms = 1000;
+  double rate = 30;            // Poisson arrivals per second of simulated time, whole fleet
+  double wander = 0.05;        // the load wanders (PoissonOptions::wander); 0 = constant
+  double prompt_median = 600;  // Poisson arrivals' token counts: lognormal medians
+  double output_median = 180;
+  std::string trace;  // replay this Azure-format trace instead of Poisson arrivals
+  double speed = 1;   // simulated seconds per wall second
+  // Simulated seconds run before publishing (faults count from its end); < 0: 60 without a
+  // trace, 0 with one.
+  double warmup_s = -1;
+  double duration_s = 30;            // wall seconds; 0 = forever (with --trace: until its end)
+  int64_t gauge_interval_ms = 1000;  // simulated time
   int batch_size = 256;
   uint64_t seed = 42;
-  std::string spike_instance;    // inject a latency spike on this instance ...
-  double spike_start_s = -1;     // ... from this many seconds after start ...
+  std::vector<std::string> faults;     // kind:instance:START-END[:factor] (sim/faults.h)
+  double timeout_s = 120;              // a request older than this fails with `timeout`
+  std::string router = "round_robin";  // or random
+  // The old latency spike, now a slow_gpu fault: on this instance ...
+  std::string spike_instance;
+  double spike_start_s = -1;     // ... from this many simulated seconds after start ...
   double spike_duration_s = 0;   // ... for this long ...
-  double spike_factor = 10;      // ... multiplying its latencies by this
+  double spike_factor = 10;      // ... step and prefill times x this
   std::string curve_key;         // CurveZMQ: this publisher's secret key file (keygen's NAME.key)
   std::string curve_server_key;  // CurveZMQ: the engine source's public key file (NAME.pub)
 };

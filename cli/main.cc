@@ -42,21 +42,55 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--models", sim.models, "Models per instance")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  sim_cmd->add_option("--rate", sim.rate, "Request outcomes per second, whole fleet")
+  sim_cmd
+      ->add_option("--rate", sim.rate,
+                   "Poisson arrivals per second of simulated time, whole fleet (without --trace)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sim_cmd->add_option("--duration", sim.duration_s, "Seconds; 0 = forever")->capture_default_str();
-  sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period, e.g. 1s")
+  sim_cmd->add_option("--wander", sim.wander, "How much the Poisson load wanders (0 = constant)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sim_cmd
+      ->add_option("--prompt-median", sim.prompt_median, "Median prompt tokens (without --trace)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 8192.0));
+  sim_cmd
+      ->add_option("--output-median", sim.output_median, "Median output tokens (without --trace)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1024.0));
+  sim_cmd->add_option("--trace", sim.trace,
+                      "Replay an Azure-format trace (TIMESTAMP,ContextTokens,GeneratedTokens) "
+                      "instead of Poisson arrivals");
+  sim_cmd->add_option("--speed", sim.speed, "Simulated seconds per wall second")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--warmup", sim.warmup_s,
+                      "Simulated seconds computed before publishing, so the first panes show a "
+                      "steady fleet (default 60, 0 with --trace); fault times count from its end");
+  sim_cmd
+      ->add_option("--duration", sim.duration_s,
+                   "Wall seconds; 0 = forever (or to the trace's end)")
+      ->capture_default_str();
+  sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period (simulated), e.g. 1s")
       ->capture_default_str();
   sim_cmd->add_option("--batch-size", sim.batch_size, "Events per message")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
   sim_cmd->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
+  sim_cmd->add_option("--fault", sim.faults,
+                      "kind:instance:START-END[:factor], repeatable; kinds kv_cache_small, "
+                      "slot_limit_low, slow_gpu, prefix_cache_off, error_burst, load_double "
+                      "(e.g. slow_gpu:vllm-0:60s-180s:3)");
+  sim_cmd->add_option("--timeout", sim.timeout_s, "Seconds before a request fails with timeout")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sim_cmd->add_option("--router", sim.router, "round_robin or random")->capture_default_str();
   sim_cmd->add_option("--spike-instance", sim.spike_instance,
-                      "Inject a latency spike on this instance");
-  sim_cmd->add_option("--spike-start", sim.spike_start_s, "Spike start, seconds after start");
+                      "Slow this instance's GPU (a slow_gpu fault)");
+  sim_cmd->add_option("--spike-start", sim.spike_start_s,
+                      "Spike start, simulated seconds after start");
   sim_cmd->add_option("--spike-duration", sim.spike_duration_s, "Spike length in seconds");
-  sim_cmd->add_option("--spike-factor", sim.spike_factor, "Latency multiplier during the spike")
+  sim_cmd->add_option("--spike-factor", sim.spike_factor, "Step and prefill time multiplier")
       ->capture_default_str();
   sim_cmd->add_option("--curve-key", sim.curve_key,
                       "CurveZMQ: this publisher's secret key file (keygen NAME.key)");

@@ -1,4 +1,5 @@
-// `inferscope simulate`: a realistic inference fleet published through the public protocol.
+// `inferscope simulate`: a simulated inference fleet (the serving model of sim/) published through
+// the public protocol, paced to the wall clock x --speed.
 
 #include <spdlog/spdlog.h>
 
@@ -12,136 +13,152 @@
 
 #include "cli/commands.h"
 #include "clients/cpp/publisher.h"
+#include "sim/fleet.h"
 
 namespace inferscope {
 namespace {
 
-constexpr const char* kEngines[] = {"vllm", "sglang", "tgi"};
-
-struct ModelProfile {
-  const char* name;
-  double ttft_median_ms;  // at nominal load
-  double tpot_median_ms;
-  double input_price_per_1k;   // USD
-  double output_price_per_1k;  // USD
-};
-constexpr ModelProfile kModels[] = {
-    {"llama-3.1-8b-instruct", 120, 18, 0.0002, 0.0002},
-    {"mistral-7b-instruct", 110, 16, 0.0002, 0.0002},
-    {"qwen2.5-14b-instruct", 190, 28, 0.0004, 0.0004},
-    {"llama-3.1-70b-instruct", 420, 55, 0.0009, 0.0009},
-    {"mixtral-8x7b-instruct", 260, 32, 0.0006, 0.0006},
-};
-
-// One (instance, model) backend with its own character: how slow, how error-prone, how well its
-// prefix cache works, and a load that wanders.
-struct Backend {
-  std::string instance;
-  std::string model;
-  const ModelProfile* profile;
-  double slowness;        // multiplies latencies
-  double error_rate;      // probability a request fails
-  double cache_hit;       // mean fraction of prompt tokens served from the prefix cache
-  double load = 0.5;      // 0..1, drives queueing and KV-cache usage
-  uint64_t requests = 0;  // since the last gauge sample
-  uint64_t output_tokens = 0;
-};
-
-class Fleet {
+// Publishes every outcome and gauge the model produces, stamped start + simulated time.
+class PublishingSink final : public sim::OutcomeSink {
  public:
-  explicit Fleet(const SimulateArgs& args) : args_(args), rng_(args.seed) {
-    std::uniform_real_distribution<double> u(0, 1);
-    for (int i = 0; i < args.instances; ++i) {
-      std::string instance = std::string(kEngines[i % 3]) + "-" + std::to_string(i);
-      // Every fourth instance is a weaker node: slower and failing more often.
-      bool weak = i % 4 == 3;
-      for (int m = 0; m < args.models; ++m) {
-        const ModelProfile& p = kModels[(i + m) % std::size(kModels)];
-        std::string model = args.models > static_cast<int>(std::size(kModels))
-                                ? std::string(p.name) + "-" + std::to_string(m)
-                                : p.name;
-        backends_.push_back(Backend{instance, model, &p, (weak ? 1.8 : 1.0) * (0.9 + 0.2 * u(rng_)),
-                                    weak ? 0.03 : 0.005, 0.3 + 0.5 * u(rng_)});
-      }
+  PublishingSink(client::Publisher* pub, uint64_t seed) : pub_(pub), rng_(seed) {}
+
+  void Bind(const sim::Fleet* fleet, const sim::Pacer* pacer) {
+    fleet_ = fleet;
+    pacer_ = pacer;
+    for (size_t i = 0; i < fleet->size(); ++i) {
+      const sim::ModelProfile* p = sim::FindModel(fleet->instance(i).options().model);
+      prices_.push_back(p != nullptr ? std::pair{p->input_price_per_1k, p->output_price_per_1k}
+                                     : std::pair{0.0002, 0.0002});
     }
   }
 
-  // Fills `r` with one request outcome on a random backend at event time `now_ms`.
-  void NextRequest(int64_t now_ms, double elapsed_s, client::RequestOutcome& r) {
-    std::uniform_int_distribution<size_t> pick(0, backends_.size() - 1);
-    Backend& b = backends_[pick(rng_)];
-    double factor = b.slowness * (1 + 1.5 * b.load * b.load);
-    if (InSpike(b, elapsed_s)) factor *= args_.spike_factor;
-    double ttft = b.profile->ttft_median_ms * factor * std::exp(0.5 * normal_(rng_));
-    if (uniform_(rng_) < 0.02) ttft *= std::pow(1 - uniform_(rng_), -1 / 1.5);  // Pareto tail
-    double tpot = b.profile->tpot_median_ms * factor * std::exp(0.25 * normal_(rng_));
-    auto prompt =
-        static_cast<uint32_t>(std::clamp(600 * std::exp(0.8 * normal_(rng_)), 4.0, 32000.0));
-    auto output =
-        static_cast<uint32_t>(std::clamp(180 * std::exp(0.7 * normal_(rng_)), 1.0, 8192.0));
-    auto cached =
-        static_cast<uint32_t>(prompt * std::clamp(b.cache_hit + 0.15 * normal_(rng_), 0.0, 1.0));
+  // Events before this are the warm-up: computed, not published (nor is anything before Bind).
+  void set_publish_from(sim::SimMs t) { publish_from_ms_ = t; }
 
-    r = client::RequestOutcome{};
-    r.instance = b.instance;
-    r.model = b.model;
-    // Event times lag a little and arrive slightly out of order, as they do from real gateways.
-    r.time_ms = now_ms - static_cast<int64_t>(300 * uniform_(rng_));
-    r.prompt_tokens = prompt;
-    r.cached_tokens = cached;
-    if (uniform_(rng_) < b.error_rate * (InSpike(b, elapsed_s) ? 5 : 1)) {
-      static constexpr const char* kErrors[] = {"timeout", "server_error", "rate_limited",
-                                                "cancelled"};
-      r.error = kErrors[static_cast<size_t>(uniform_(rng_) * 4) % 4];
-      r.e2e_ms = ttft * 2;
-    } else {
-      r.ttft_ms = ttft;
-      r.tpot_ms = tpot;
-      r.output_tokens = output;
-      r.e2e_ms = ttft + tpot * output;
-      r.cost_usd =
-          (prompt * b.profile->input_price_per_1k + output * b.profile->output_price_per_1k) / 1000;
+  void OnRequest(const sim::RequestOutcome& o) override {
+    if (pacer_ == nullptr || o.time_ms < publish_from_ms_) return;
+    const sim::InstanceOptions& inst = fleet_->instance(o.instance).options();
+    client::RequestOutcome r;
+    r.instance = inst.name;
+    r.model = inst.model;
+    r.time_ms = pacer_->EventTimeMs(o.time_ms);
+    r.e2e_ms = o.e2e_ms;
+    if (o.ttft_ms >= 0) r.ttft_ms = o.ttft_ms;
+    if (o.tpot_ms >= 0) r.tpot_ms = o.tpot_ms;
+    r.prompt_tokens = o.prompt_tokens;
+    r.output_tokens = o.output_tokens;
+    r.cached_tokens = o.cached_tokens;
+    r.error = sim::ErrorName(o.error);
+    if (o.ok()) {
+      const auto [in, out] = prices_[o.instance];
+      r.cost_usd = (o.prompt_tokens * in + o.output_tokens * out) / 1000;
       r.quality = std::clamp(0.85 + 0.05 * normal_(rng_), 0.0, 1.0);
-      b.output_tokens += output;
+      ++completed_;
+    } else {
+      ++failed_;
     }
-    ++b.requests;
+    pub_->Request(r);
   }
 
-  // Publishes one sample of every gauge of every backend and lets the load wander.
-  void PublishGauges(client::Publisher& pub, int64_t now_ms, double interval_s) {
-    for (Backend& b : backends_) {
-      b.load = std::clamp(b.load + 0.05 * normal_(rng_), 0.05, 0.98);
-      double running = std::round(b.load * 64);
-      double waiting = std::max(0.0, std::round((b.load - 0.8) * 200 + 2 * normal_(rng_)));
-      pub.Gauge(b.instance, b.model, "kv_cache_usage",
-                std::clamp(b.load * 0.95 + 0.02 * normal_(rng_), 0.0, 1.0), now_ms);
-      pub.Gauge(b.instance, b.model, "num_requests_running", running, now_ms);
-      pub.Gauge(b.instance, b.model, "num_requests_waiting", waiting, now_ms);
-      pub.Gauge(b.instance, b.model, "gpu_memory_bytes", (40 + 38 * b.load) * 1e9, now_ms);
-      pub.Gauge(b.instance, b.model, "tokens_per_s",
-                static_cast<double>(b.output_tokens) / interval_s, now_ms);
-      b.requests = 0;
-      b.output_tokens = 0;
-    }
+  void OnGauge(const sim::GaugeSample& g) override {
+    if (pacer_ == nullptr || g.time_ms < publish_from_ms_) return;
+    const sim::InstanceOptions& inst = fleet_->instance(g.instance).options();
+    pub_->Gauge(inst.name, inst.model, sim::GaugeName(g.gauge), g.value,
+                pacer_->EventTimeMs(g.time_ms));
   }
+
+  uint64_t completed() const { return completed_; }
+  uint64_t failed() const { return failed_; }
 
  private:
-  bool InSpike(const Backend& b, double elapsed_s) const {
-    return !args_.spike_instance.empty() && b.instance == args_.spike_instance &&
-           args_.spike_start_s >= 0 && elapsed_s >= args_.spike_start_s &&
-           elapsed_s < args_.spike_start_s + args_.spike_duration_s;
-  }
-
-  const SimulateArgs& args_;
+  client::Publisher* pub_;
+  const sim::Fleet* fleet_ = nullptr;
+  const sim::Pacer* pacer_ = nullptr;
+  std::vector<std::pair<double, double>> prices_;
   std::mt19937_64 rng_;
   std::normal_distribution<double> normal_{0, 1};
-  std::uniform_real_distribution<double> uniform_{0, 1};
-  std::vector<Backend> backends_;
+  uint64_t completed_ = 0, failed_ = 0;
+  sim::SimMs publish_from_ms_ = 0;
 };
 
 }  // namespace
 
 int SimulateCommand(const SimulateArgs& args) {
+  if (!(std::isfinite(args.speed) && args.speed > 0)) {
+    spdlog::error("simulate: --speed must be > 0");
+    return 2;
+  }
+  if (!(std::isfinite(args.timeout_s) && args.timeout_s > 0)) {
+    spdlog::error("simulate: --timeout must be > 0");
+    return 2;
+  }
+  std::vector<sim::Fault> faults;
+  for (const std::string& spec : args.faults) {
+    Result<sim::Fault> f = sim::ParseFault(spec);
+    if (!f.ok()) {
+      spdlog::error("simulate: --fault: {}", f.status().message());
+      return 2;
+    }
+    faults.push_back(std::move(*f));
+  }
+  // The warm-up: simulated seconds computed before the first published event, so the first panes
+  // show a fleet in its steady state. Fault times count from the end of the warm-up.
+  const double warmup_s = args.warmup_s >= 0 ? args.warmup_s : (args.trace.empty() ? 60 : 0);
+  const double warmup_ms = warmup_s * 1000;
+  for (sim::Fault& f : faults) {
+    f.start_ms += warmup_ms;
+    f.end_ms += warmup_ms;
+  }
+  // The old latency spike is a slow GPU now.
+  if (!args.spike_instance.empty() && args.spike_start_s >= 0) {
+    if (!(args.spike_factor > 0)) {
+      spdlog::error("simulate: --spike-factor must be > 0");
+      return 2;
+    }
+    sim::Fault f;
+    f.kind = sim::FaultKind::kSlowGpu;
+    f.instance = args.spike_instance;
+    f.start_ms = warmup_ms + args.spike_start_s * 1000;
+    f.end_ms = warmup_ms + (args.spike_start_s + args.spike_duration_s) * 1000;
+    f.factor = args.spike_factor;
+    faults.push_back(std::move(f));
+  }
+  std::unique_ptr<sim::ArrivalSource> arrivals;
+  double trace_span_ms = -1;  // simulated time the trace covers (-1: no trace)
+  std::string load;
+  if (!args.trace.empty()) {
+    Result<std::vector<sim::TraceRecord>> records = sim::ReadAzureTrace(args.trace);
+    if (!records.ok()) {
+      spdlog::error("simulate: --trace: {}", records.status().message());
+      return 2;
+    }
+    load = "trace " + args.trace + " (" + std::to_string(records->size()) + " requests)";
+    if (!records->empty()) {
+      trace_span_ms =
+          static_cast<double>(records->back().time_us - records->front().time_us) / 1000;
+    }
+    arrivals = std::make_unique<sim::TraceArrivals>(std::move(*records));
+  } else {
+    sim::PoissonOptions p;
+    p.rate_per_s = args.rate;
+    p.wander = args.wander;
+    p.prompt_median = args.prompt_median;
+    p.output_median = args.output_median;
+    p.seed = args.seed;
+    if (Status st = p.Validate(); !st.ok()) {
+      spdlog::error("simulate: {}", st.message());
+      return 2;
+    }
+    load = fmt::format("Poisson {:.1f} requests/s", args.rate);
+    arrivals = std::make_unique<sim::PoissonArrivals>(p);
+  }
+  std::unique_ptr<sim::Router> router = sim::MakeRouter(args.router, args.seed + 1);
+  if (router == nullptr) {
+    spdlog::error("simulate: --router: expected round_robin or random, got '{}'", args.router);
+    return 2;
+  }
+
   client::PublisherOptions options;
   options.endpoint = args.endpoint;
   options.publisher_id = args.publisher_id;
@@ -155,49 +172,80 @@ int SimulateCommand(const SimulateArgs& args) {
     }
   }
   client::Publisher pub(options);
+  PublishingSink sink(&pub, args.seed + 2);
+  sim::FleetOptions fleet_options;
+  fleet_options.gauge_interval_ms = static_cast<double>(args.gauge_interval_ms);
+  fleet_options.duration_ms =
+      args.duration_s > 0 ? warmup_ms + args.duration_s * args.speed * 1000 : 0;
+  fleet_options.seed = args.seed;
+  Result<std::unique_ptr<sim::Fleet>> fleet = sim::Fleet::Create(
+      fleet_options, sim::StandardFleet(args.instances, args.models, args.seed, args.timeout_s),
+      std::move(faults), std::move(arrivals), std::move(router), &sink);
+  if (!fleet.ok()) {
+    spdlog::error("simulate: {}", fleet.status().message());
+    return 2;
+  }
   if (!pub.Connect(&error)) {
     spdlog::error("simulate: cannot connect to {}: {}", args.endpoint, error);
     return 1;
   }
-  Fleet fleet(args);
-  spdlog::info("simulate: {} instances x {} models, {:.0f} requests/s, {} -> {}", args.instances,
-               args.models, args.rate,
+  sink.set_publish_from(warmup_ms);
+  (*fleet)->RunUntil(warmup_ms);  // the warm-up, unpublished (the sink is not bound yet)
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  // Where event time starts. At speed 1, now. Faster, event times run ahead of the clock, which
+  // the engine refuses beyond its source's max_future_skew (5 min by default); when the simulated
+  // span is known (a duration, or a trace) the events are stamped so that the run *ends* at the
+  // wall clock's end instead: they start span x (1 - 1 / speed) in the past and catch up with the
+  // clock as the run ends (sim/README.md, "Time").
+  double span_ms = args.duration_s > 0 ? args.duration_s * args.speed * 1000 : -1;
+  if (trace_span_ms >= 0) span_ms = span_ms < 0 ? trace_span_ms : std::min(span_ms, trace_span_ms);
+  int64_t start_ms = client::NowMs();
+  if (args.speed > 1) {
+    if (span_ms >= 0) {
+      start_ms -= static_cast<int64_t>(span_ms * (1 - 1 / args.speed));
+    } else {
+      spdlog::warn(
+          "simulate: --speed {} without an end: event times run ahead of the clock; the engine "
+          "accepts them only up to its source's max_future_skew (5 min by default)",
+          args.speed);
+    }
+  }
+  sim::Pacer pacer(fleet->get(), args.speed, start_ms, warmup_ms);
+  sink.Bind(fleet->get(), &pacer);
+  spdlog::info("simulate: {} instances x {} models, {}, speed x{}, {:.0f} s warm-up, {} -> {}",
+               args.instances, args.models, load, args.speed, warmup_s,
                args.duration_s > 0 ? std::to_string(args.duration_s) + " s" : "until stopped",
                args.endpoint);
 
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  uint64_t requests = 0;
-  double next_gauge_s = 0;
-  double last_flush_s = 0;
-  client::RequestOutcome r;
+  double last_flush_ms = 0;
   while (true) {
-    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    if (args.duration_s > 0 && elapsed >= args.duration_s) break;
-    int64_t now_ms = client::NowMs();
-    if (elapsed >= next_gauge_s) {
-      fleet.PublishGauges(pub, now_ms, args.gauge_interval_ms / 1000.0);
-      next_gauge_s += args.gauge_interval_ms / 1000.0;
+    double elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (args.duration_s > 0 && elapsed_ms >= args.duration_s * 1000) {
+      pacer.Advance(args.duration_s * 1000);
+      break;
     }
-    // Catch up to where the rate says we should be, then sleep a little.
-    auto due = static_cast<uint64_t>(elapsed * args.rate);
-    if (requests >= due) {
-      // Keep batches large at low rates, but never hold events back for more than 50 ms.
-      if (elapsed - last_flush_s >= 0.05) {
-        pub.Flush();
-        last_flush_s = elapsed;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      continue;
+    if (!pacer.Advance(elapsed_ms)) break;  // the trace is over and every request done
+    // Keep batches large at low rates, but never hold events back for more than 50 ms.
+    if (elapsed_ms - last_flush_ms >= 50) {
+      pub.Flush();
+      last_flush_ms = elapsed_ms;
     }
-    for (uint64_t n = std::min<uint64_t>(due - requests, 10'000); n > 0; --n, ++requests) {
-      fleet.NextRequest(now_ms, elapsed, r);
-      pub.Request(r);
-    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   pub.Close();
-  spdlog::info("simulate: sent {} events in {} messages ({} dropped)", pub.events_sent(),
-               pub.messages_sent(), pub.events_dropped());
+  uint64_t preemptions = 0, timeouts = 0;
+  for (size_t i = 0; i < (*fleet)->size(); ++i) {
+    preemptions += (*fleet)->instance(i).totals().preemptions;
+    timeouts += (*fleet)->instance(i).totals().timeouts;
+  }
+  spdlog::info(
+      "simulate: {:.0f} s simulated after the warm-up; {} requests (warm-up included): {} "
+      "published completed, {} failed ({} timeouts), {} "
+      "preemptions; sent {} events in {} messages ({} dropped)",
+      ((*fleet)->now_ms() - warmup_ms) / 1000, (*fleet)->requests(), sink.completed(),
+      sink.failed(), timeouts, preemptions, pub.events_sent(), pub.messages_sent(),
+      pub.events_dropped());
   return pub.events_dropped() == 0 ? 0 : 1;
 }
 

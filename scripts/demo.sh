@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
 DURATION=${DURATION:-30}
-RATE=${RATE:-2000}
+RATE=${RATE:-30}  # simulated requests per second, whole fleet (12 instance-models)
 bin="$BUILD_DIR/cli/inferscope"
 topology=topologies/inference-fleet.yaml
 work=$(mktemp -d /tmp/inferscope-demo.XXXXXX)

@@ -95,7 +95,10 @@ class AlertsEndToEndTest : public ::testing::Test {
     info_ = engine_->info();
   }
 
-  // Runs the simulator: 3 instances, a 20x latency spike on vllm-0 from 2 s to 5 s.
+  // Runs the simulator (the serving model of sim/): 2 instances (Llama-8B, Mistral-7B) at 12
+  // requests/s each, short answers (outcomes are reported when a request completes, so they follow
+  // the spike closely), and vllm-0's GPU 8x slower from 2 s to 5 s: its queue builds up and the
+  // requests it serves report ttft of seconds until about 10 s; 16 s, so the alert also resolves.
   void Simulate(const std::string& publisher) {
     Subprocess sim({testing::InferscopeBinary(),
                     "simulate",
@@ -104,13 +107,17 @@ class AlertsEndToEndTest : public ::testing::Test {
                     "--publisher-id",
                     publisher,
                     "--instances",
-                    "3",
+                    "2",
                     "--models",
                     "1",
                     "--rate",
-                    "600",
+                    "24",
+                    "--prompt-median",
+                    "300",
+                    "--output-median",
+                    "16",
                     "--duration",
-                    "7",
+                    "16",
                     "--spike-instance",
                     "vllm-0",
                     "--spike-start",
@@ -118,7 +125,7 @@ class AlertsEndToEndTest : public ::testing::Test {
                     "--spike-duration",
                     "3",
                     "--spike-factor",
-                    "20"},
+                    "8"},
                    dir_.str() + "/sim.log");
     ASSERT_EQ(sim.Wait(), 0) << ReadFile(dir_.str() + "/sim.log");
   }

@@ -23,7 +23,7 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
   const std::string build_dir =
       std::filesystem::path(testing::InferscopeBinary()).parent_path().parent_path().string();
   const std::string log = dir.str() + "/demo.log";
-  Subprocess demo({"/usr/bin/env", "BUILD_DIR=" + build_dir, "DURATION=25", "RATE=600", "bash",
+  Subprocess demo({"/usr/bin/env", "BUILD_DIR=" + build_dir, "DURATION=25", "RATE=30", "bash",
                    testing::SourceDir() + "/scripts/demo.sh"},
                   log);
   ASSERT_EQ(demo.Wait(std::chrono::seconds(120)), 0) << ReadFile(log);

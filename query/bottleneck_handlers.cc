@@ -43,7 +43,10 @@ ApiReply BadField(const ApiContext& ctx, const std::string& field, std::string m
 std::optional<std::string> ReadMetric(const json& j, const std::string& path, MetricWindow* out) {
   if (!j.is_object()) return path + ": expected an object of statistics";
   bool has_mean = false, has_sum = false;
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const std::string& key = item.key();
+    const json& value = item.value();
     if (!value.is_number()) return path + "." + key + ": expected a number";
     const double v = value.get<double>();
     if (!std::isfinite(v)) return path + "." + key + ": expected a finite number";

@@ -212,7 +212,7 @@ TEST_F(BottleneckClassifyTest, HighLatencyAbsolute) {
   PaneSpec p;
   p.ttft_ms = 3500;  // p95 ~3800 ms: 1.9x the 2 s SLO → MEDIUM
   ExpectRaisedAndCleared(p, BottleneckType::kHighLatency, BottleneckSeverity::kMedium);
-  const Bottleneck& raised = Of(all_, BottleneckChange::kRaised).at(0);
+  const Bottleneck raised = Of(all_, BottleneckChange::kRaised).at(0);
   EXPECT_EQ(raised.metric, "ttft_ms");
   EXPECT_EQ(raised.stat, "p95");
   EXPECT_EQ(raised.basis, BottleneckBasis::kAbsolute);
@@ -236,7 +236,7 @@ TEST_F(BottleneckClassifyTest, CacheInefficiencyAgainstPeers) {
   PaneSpec p;
   p.hit_rate = 0.05;  // peers reach 0.5: 0.1 of it → HIGH (<= 0.2, > 0.05)
   ExpectRaisedAndCleared(p, BottleneckType::kCacheInefficiency, BottleneckSeverity::kHigh);
-  const Bottleneck& raised = Of(all_, BottleneckChange::kRaised).at(0);
+  const Bottleneck raised = Of(all_, BottleneckChange::kRaised).at(0);
   EXPECT_EQ(raised.basis, BottleneckBasis::kPeer);
   EXPECT_DOUBLE_EQ(raised.peer_median, 0.5);
 }

@@ -12,8 +12,8 @@
 
 namespace inferscope {
 
-// PubSocket is the bound ZeroMQ PUB socket (with its own context) of a stream sink: the summary
-// and alert sinks publish `[topic, payload]` messages on one each.
+// PubSocket is the bound ZeroMQ PUB socket (with its own context) of a stream sink: each stream
+// sink publishes `[topic, payload]` messages on one (through StreamPublisher, sinks/stream_sink.h).
 //
 // Delivery: PUB never blocks; past the high-water mark ZeroMQ drops the message for that
 // subscriber. Close lingers at most 100 ms for queued messages.

@@ -17,60 +17,28 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 
 }  // namespace
 
-Status ZmqAlertSink::Options::Validate() const {
-  if (endpoint.empty()) return Status::InvalidArgument("zmq_alerts: endpoint is required");
-  if (sndhwm < 0 || sndhwm > INT32_MAX)
-    return Status::InvalidArgument("zmq_alerts: sndhwm out of range");
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(
       options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced", "curve"}));
   Options opts;
-  Result<std::string> endpoint = options.GetEndpoint("endpoint");
-  if (!endpoint.ok()) return endpoint.status();
-  if (endpoint->empty()) return options.Error("endpoint", "must not be empty");
-  opts.endpoint = *endpoint;
-  Result<int64_t> hwm = options.GetInt("sndhwm", opts.sndhwm, 0, INT32_MAX);
-  if (!hwm.ok()) return hwm.status();
-  opts.sndhwm = *hwm;
-  Result<std::string> format = options.GetString("format", "msgpack");
-  if (!format.ok()) return format.status();
-  if (*format == "msgpack") {
-    opts.format = Format::kMsgpack;
-  } else if (*format == "json") {
-    opts.format = Format::kJson;
-  } else {
-    return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
-  }
+  Result<StreamSinkOptions> stream = ParseStreamSinkOptions(options);
+  if (!stream.ok()) return stream.status();
+  opts.stream = std::move(stream).value();
+  INFERSCOPE_RETURN_IF_ERROR(opts.stream.Validate(kName));
   Result<bool> silenced = options.GetBool("include_silenced", opts.include_silenced);
   if (!silenced.ok()) return silenced.status();
   opts.include_silenced = *silenced;
-  Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
-  if (!curve.ok()) return curve.status();
-  opts.curve = std::move(curve).value();
-  INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
   return std::make_unique<ZmqAlertSink>(std::move(opts));
 }
 
 ZmqAlertSink::~ZmqAlertSink() { Close(); }
 
 Status ZmqAlertSink::Open(const StageContext& ctx) {
-  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
-  if (ctx.metrics == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks metrics");
-  }
-  Labels labels = {{"stage", ctx.name}};
-  messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
-                                      "Messages a sink published or wrote", labels);
-  skipped_silenced_ =
-      ctx.metrics->GetCounter("inferscope_sink_alerts_silenced_total",
-                              "Silenced alerts a stream sink did not publish", labels);
-  errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
-                                    labels);
-  pub_.RequireKeys(options_.curve, ctx.metrics, ctx.name);
-  return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_alerts");
+  INFERSCOPE_RETURN_IF_ERROR(pub_.Open(ctx, options_.stream, kName));
+  skipped_silenced_ = ctx.metrics->GetCounter("inferscope_sink_alerts_silenced_total",
+                                              "Silenced alerts a stream sink did not publish",
+                                              {{"stage", ctx.name}});
+  return Status::Ok();
 }
 
 void ZmqAlertSink::Close() { pub_.Close(); }
@@ -146,34 +114,24 @@ std::string ZmqAlertSink::EncodeJson(const Alert& a) {
 }
 
 Status ZmqAlertSink::Write(const OutputBatch& batch) {
-  if (!pub_.bound()) return Status::Internal("zmq_alerts: Write before Open");
-  uint64_t sent = 0, skipped = 0;
-  Status result;
+  INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
   for (const Alert& a : batch.Get<kind::Alert>()) {
     if (a.silenced && !options_.include_silenced) {
-      ++skipped;
+      skipped_silenced_->Inc();
       continue;
     }
-    const std::string topic = Topic(a);
     std::string json;
-    zmq::const_buffer payload;
-    if (options_.format == Format::kMsgpack) {
+    std::string_view payload;
+    if (options_.stream.format == StreamFormat::kMsgpack) {
       EncodeMsgpack(a, packed_);
-      payload = zmq::buffer(packed_.data(), packed_.size());
+      payload = std::string_view(packed_.data(), packed_.size());
     } else {
       json = EncodeJson(a);
-      payload = zmq::buffer(json);
+      payload = json;
     }
-    result = pub_.Send(zmq::buffer(topic), payload);
-    if (!result.ok()) {
-      errors_->Inc();
-      break;
-    }
-    ++sent;
+    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(Topic(a), payload));
   }
-  messages_->Inc(sent);
-  skipped_silenced_->Inc(skipped);
-  return result;
+  return Status::Ok();
 }
 
 }  // namespace inferscope

@@ -13,7 +13,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
-#include "sinks/pub_socket.h"
+#include "sinks/stream_sink.h"
 
 namespace inferscope {
 
@@ -37,16 +37,9 @@ class ZmqAlertSink final : public Sink {
       "Publishes alert state changes on a ZeroMQ PUB socket (topic "
       "alerts.<severity>.<instance>.<model>.)";
 
-  enum class Format { kMsgpack, kJson };
   struct Options {
-    std::string endpoint;     // required; the address to bind
-    int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
-    Format format = Format::kMsgpack;
-    // Who may subscribe: CurveZMQ server keys and the authorised subscriber keys. Default: off
-    // (anyone who can connect subscribes).
-    CurveServerOptions curve;
-    bool include_silenced = false;
-    Status Validate() const;
+    StreamSinkOptions stream;       // endpoint, sndhwm, format, curve
+    bool include_silenced = false;  // publish alerts a silence matched too
   };
   static constexpr int kVersion = 1;
 
@@ -67,10 +60,8 @@ class ZmqAlertSink final : public Sink {
 
  private:
   Options options_;
-  PubSocket pub_;
-  Counter* messages_ = nullptr;
+  StreamPublisher pub_;
   Counter* skipped_silenced_ = nullptr;
-  Counter* errors_ = nullptr;
   msgpack::sbuffer packed_;
 };
 

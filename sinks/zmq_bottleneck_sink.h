@@ -13,7 +13,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
-#include "sinks/pub_socket.h"
+#include "sinks/stream_sink.h"
 
 namespace inferscope {
 
@@ -37,15 +37,7 @@ class ZmqBottleneckSink final : public Sink {
   static constexpr std::string_view kDescription =
       "Publishes bottleneck changes on a ZeroMQ PUB socket (topic bottlenecks.<type>.<instance>.)";
 
-  enum class Format { kMsgpack, kJson };
-  struct Options {
-    std::string endpoint;     // required; the address to bind
-    int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
-    Format format = Format::kMsgpack;
-    // Who may subscribe (CurveZMQ). Default: off.
-    CurveServerOptions curve;
-    Status Validate() const;
-  };
+  using Options = StreamSinkOptions;
   static constexpr int kVersion = 1;
 
   static Result<std::unique_ptr<ZmqBottleneckSink>> Create(const ConfigNode& options);
@@ -65,9 +57,7 @@ class ZmqBottleneckSink final : public Sink {
 
  private:
   Options options_;
-  PubSocket pub_;
-  Counter* messages_ = nullptr;
-  Counter* errors_ = nullptr;
+  StreamPublisher pub_;
   msgpack::sbuffer packed_;
   std::string topic_;
 };

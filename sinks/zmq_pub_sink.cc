@@ -21,55 +21,22 @@ nlohmann::json JsonDouble(double v) {
 
 }  // namespace
 
-Status ZmqPubSink::Options::Validate() const {
-  if (endpoint.empty()) return Status::InvalidArgument("zmq_pub: endpoint is required");
-  if (sndhwm < 0 || sndhwm > INT32_MAX)
-    return Status::InvalidArgument("zmq_pub: sndhwm out of range");
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Options opts;
-  Result<std::string> endpoint = options.GetEndpoint("endpoint");
-  if (!endpoint.ok()) return endpoint.status();
-  opts.endpoint = *endpoint;
-  if (opts.endpoint.empty()) return options.Error("endpoint", "must not be empty");
-  Result<int64_t> hwm = options.GetInt("sndhwm", opts.sndhwm, 0, INT32_MAX);
-  if (!hwm.ok()) return hwm.status();
-  opts.sndhwm = *hwm;
-  Result<std::string> format = options.GetString("format", "msgpack");
-  if (!format.ok()) return format.status();
-  if (*format == "msgpack") {
-    opts.format = Format::kMsgpack;
-  } else if (*format == "json") {
-    opts.format = Format::kJson;
-  } else {
-    return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
-  }
-  Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
-  if (!curve.ok()) return curve.status();
-  opts.curve = std::move(curve).value();
-  INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
-  return std::make_unique<ZmqPubSink>(std::move(opts));
+  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  if (!opts.ok()) return opts.status();
+  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
+  return std::make_unique<ZmqPubSink>(std::move(opts).value());
 }
 
 ZmqPubSink::~ZmqPubSink() { Close(); }
 
 Status ZmqPubSink::Open(const StageContext& ctx) {
-  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
-  if (ctx.interner == nullptr || ctx.metrics == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name +
-                                   "': the stage context lacks an interner or metrics");
+  if (ctx.interner == nullptr) {
+    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks an interner");
   }
   interner_ = ctx.interner;
-  Labels labels = {{"stage", ctx.name}};
-  messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
-                                      "Messages a sink published or wrote", labels);
-  errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
-                                    labels);
-  pub_.RequireKeys(options_.curve, ctx.metrics, ctx.name);
-  return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_pub");
+  return pub_.Open(ctx, options_, kName);
 }
 
 void ZmqPubSink::Close() { pub_.Close(); }
@@ -169,42 +136,27 @@ void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) 
 }
 
 Status ZmqPubSink::Write(const OutputBatch& batch) {
-  if (!pub_.bound()) return Status::Internal("zmq_pub: Write before Open");
-  uint64_t sent = 0;
-  Status result;
-  const std::span<const WindowSummary> summaries[] = {batch.Get<kind::PaneSummary>(),
-                                                      batch.Get<kind::WindowSummary>()};
-  for (std::span<const WindowSummary> part : summaries) {
-    result = Publish(part, batch.watermark_ms, sent);
-    if (!result.ok()) break;
-  }
-  messages_->Inc(sent);
-  return result;
+  INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
+  INFERSCOPE_RETURN_IF_ERROR(Publish(batch.Get<kind::PaneSummary>(), batch.watermark_ms));
+  return Publish(batch.Get<kind::WindowSummary>(), batch.watermark_ms);
 }
 
-Status ZmqPubSink::Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms,
-                           uint64_t& sent) {
-  Status result;
+Status ZmqPubSink::Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms) {
   for (const WindowSummary& summary : summaries) {
     topic_.assign("summaries.");
     AppendTopicSegment(topic_, interner_->Name(summary.series.instance));
     AppendTopicSegment(topic_, interner_->Name(summary.series.model));
-    zmq::const_buffer payload;
-    if (options_.format == Format::kMsgpack) {
+    std::string_view payload;
+    if (options_.format == StreamFormat::kMsgpack) {
       EncodeMsgpack(summary, watermark_ms);
-      payload = zmq::buffer(packed_.data(), packed_.size());
+      payload = std::string_view(packed_.data(), packed_.size());
     } else {
       EncodeJson(summary, watermark_ms);
-      payload = zmq::buffer(json_);
+      payload = json_;
     }
-    result = pub_.Send(zmq::buffer(topic_), payload);
-    if (!result.ok()) {
-      errors_->Inc();
-      break;
-    }
-    ++sent;
+    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
   }
-  return result;
+  return Status::Ok();
 }
 
 }  // namespace inferscope

@@ -12,7 +12,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
-#include "sinks/pub_socket.h"
+#include "sinks/stream_sink.h"
 
 namespace inferscope {
 
@@ -37,16 +37,7 @@ class ZmqPubSink final : public Sink {
   static constexpr std::string_view kDescription =
       "Publishes window summaries on a ZeroMQ PUB socket (topic summaries.<instance>.<model>.)";
 
-  enum class Format { kMsgpack, kJson };
-  struct Options {
-    std::string endpoint;     // required; the address to bind
-    int64_t sndhwm = 10'000;  // send high-water mark in messages; >= 0 (0 = unlimited)
-    Format format = Format::kMsgpack;
-    // Who may subscribe: CurveZMQ server keys and the authorised subscriber keys. Default: off
-    // (anyone who can connect subscribes).
-    CurveServerOptions curve;
-    Status Validate() const;
-  };
+  using Options = StreamSinkOptions;
   static constexpr int kVersion = 1;
 
   static Result<std::unique_ptr<ZmqPubSink>> Create(const ConfigNode& options);
@@ -61,16 +52,14 @@ class ZmqPubSink final : public Sink {
   std::string Endpoint() const override { return pub_.endpoint(); }
 
  private:
-  // Publishes `summaries`, adding each message sent to `sent`; stops at the first failure.
-  Status Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms, uint64_t& sent);
+  // Publishes `summaries`; stops at the first failure.
+  Status Publish(std::span<const WindowSummary> summaries, int64_t watermark_ms);
   void EncodeMsgpack(const WindowSummary& summary, int64_t watermark_ms);
   void EncodeJson(const WindowSummary& summary, int64_t watermark_ms);
 
   Options options_;
   const Interner* interner_ = nullptr;
-  PubSocket pub_;
-  Counter* messages_ = nullptr;
-  Counter* errors_ = nullptr;
+  StreamPublisher pub_;
   // Reused across messages so the steady state does not allocate.
   std::string topic_;
   msgpack::sbuffer packed_;

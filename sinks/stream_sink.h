@@ -1,0 +1,59 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "auth/curve.h"
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/stage.h"
+#include "pipeline/status.h"
+#include "sinks/pub_socket.h"
+
+namespace inferscope {
+
+// What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks) share: their options and their
+// PUB socket with its counters. Each sink adds its topic and payload (docs/PROTOCOL.md).
+
+enum class StreamFormat { kMsgpack, kJson };
+
+struct StreamSinkOptions {
+  std::string endpoint;     // required; the address to bind (e.g. "tcp://127.0.0.1:*")
+  int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
+  StreamFormat format = StreamFormat::kMsgpack;  // `format`: "msgpack" (default) or "json"
+  // Who may subscribe: CurveZMQ server keys and the authorised subscriber keys. Default: off
+  // (anyone who can connect subscribes).
+  CurveServerOptions curve;
+  // InvalidArgument, prefixed with `sink` ("zmq_alerts"), when endpoint is empty or sndhwm is out
+  // of range.
+  Status Validate(std::string_view sink) const;
+};
+
+// Reads `endpoint`, `sndhwm`, `format` and `curve` from a stream sink's options; the caller checks
+// for unknown fields (these four plus its own).
+Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options);
+
+// StreamPublisher is a stream sink's bound PUB socket with the sink's message and error counters
+// (inferscope_sink_messages_total, inferscope_sink_write_errors_total{stage}).
+// Lifecycle: Open (engine thread) → Send (sink thread) → Close.
+class StreamPublisher {
+ public:
+  // Validates `options`, registers the counters of stage `ctx.name` and binds. `sink` names the
+  // sink type in errors.
+  Status Open(const StageContext& ctx, const StreamSinkOptions& options, std::string_view sink);
+  // Sends one [topic, payload] message and counts it, or counts the failure and returns it.
+  Status Send(std::string_view topic, std::string_view payload);
+  // Internal error unless Open succeeded (for Write before Open).
+  Status CheckOpen() const;
+  void Close() { pub_.Close(); }
+  const std::string& endpoint() const { return pub_.endpoint(); }
+
+ private:
+  std::string sink_;
+  PubSocket pub_;
+  Counter* messages_ = nullptr;
+  Counter* errors_ = nullptr;
+};
+
+}  // namespace inferscope

@@ -221,6 +221,9 @@ Status BottleneckOptions::Validate() const {
   if (!(peer.exit >= 1)) return Status::InvalidArgument("peer.levels: exit must be >= 1");
   if (min_peers < 1) return Status::InvalidArgument("peer: min_peers must be >= 1");
   if (!(peer_min_delta_ms >= 0)) return Status::InvalidArgument("peer: min_delta_ms must be >= 0");
+  if (!(peer_max_running_ratio >= 1)) {
+    return Status::InvalidArgument("peer: max_running_ratio must be >= 1");
+  }
   INFERSCOPE_RETURN_IF_ERROR(throughput.Validate("low_throughput.levels"));
   if (!(throughput.critical >= 0)) {
     return Status::InvalidArgument("low_throughput.levels: critical must be >= 0");
@@ -283,11 +286,12 @@ Status ParseBottleneckOptions(const ConfigNode& node, BottleneckOptions* out) {
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "e2e_p95_ms", &o.e2e_p95_slo_ms, 0));
     INFERSCOPE_RETURN_IF_ERROR(ParseLevels(**s, "levels", &o.latency));
   }
-  s = section("peer", {"min_peers", "min_delta_ms", "levels"});
+  s = section("peer", {"min_peers", "min_delta_ms", "max_running_ratio", "levels"});
   if (!s.ok()) return s.status();
   if (*s) {
     INFERSCOPE_RETURN_IF_ERROR(ReadInt(**s, "min_peers", &o.min_peers, 1, 1000));
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "min_delta_ms", &o.peer_min_delta_ms, 0));
+    INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "max_running_ratio", &o.peer_max_running_ratio, 1));
     INFERSCOPE_RETURN_IF_ERROR(ParseLevels(**s, "levels", &o.peer));
   }
   s = section("low_throughput", {"min_running", "levels"});
@@ -360,11 +364,13 @@ PeerSample PeerSampleOf(const InstanceWindow& w, const BottleneckOptions& o) {
   if (enough) {
     const MetricWindow& ttft = w.Get(WindowMetric::kTtft);
     const MetricWindow& tpot = w.Get(WindowMetric::kTpot);
-    if (ttft.count >= static_cast<uint64_t>(o.min_requests)) s.ttft_p95 = ttft.p95;
+    if (ttft.count >= static_cast<uint64_t>(o.min_requests)) s.ttft_p50 = ttft.p50;
     if (tpot.count >= static_cast<uint64_t>(o.min_requests)) s.tpot_p50 = tpot.p50;
     s.hit_rate = HitRate(w);
   }
   s.decode_rate = DecodeRate(w, o);
+  const MetricWindow& running = w.Get(WindowMetric::kRunning);
+  if (running.present()) s.running = running.mean;
   return s;
 }
 
@@ -390,10 +396,11 @@ void ComputePeerViews(std::span<const PeerSample> samples, std::span<PeerView> o
     for (size_t i = 0; i < samples.size(); ++i) out[i].*target = all;
     for (size_t k = 0; k < n; ++k) out[scratch[k].second].*target = median(k);
   };
-  one(&PeerSample::ttft_p95, &PeerView::ttft_p95);
+  one(&PeerSample::ttft_p50, &PeerView::ttft_p50);
   one(&PeerSample::tpot_p50, &PeerView::tpot_p50);
   one(&PeerSample::decode_rate, &PeerView::decode_rate);
   one(&PeerSample::hit_rate, &PeerView::hit_rate);
+  one(&PeerSample::running, &PeerView::running);
 }
 
 void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const BottleneckOptions& o,
@@ -427,7 +434,7 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
     }
   }
 
-  // HIGH_LATENCY: absolute SLOs on p95, and peers on ttft p95 / tpot p50.
+  // HIGH_LATENCY: absolute SLOs on p95, and peers on ttft p50 / tpot p50.
   {
     RuleVerdict& result = (*out)[Index(BottleneckType::kHighLatency)];
     auto absolute = [&](WindowMetric m, double slo) {
@@ -461,7 +468,7 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
     // Peers judge only what the SLOs do not flag: an SLO breach is the stronger statement.
     if (result.judgement != Judgement::kActive) {
       const PeerSample self = PeerSampleOf(w, o);
-      peer(WindowMetric::kTtft, "p95", self.ttft_p95, peers.ttft_p95);
+      peer(WindowMetric::kTtft, "p50", self.ttft_p50, peers.ttft_p50);
       peer(WindowMetric::kTpot, "p50", self.tpot_p50, peers.tpot_p50);
     }
   }
@@ -478,7 +485,14 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
       v.aux = w.Get(WindowMetric::kRunning).mean;
       Consider(&result, v);
       const PeerValue& pv = peers.decode_rate;
-      if (result.judgement != Judgement::kActive && pv.peers >= o.min_peers && pv.median > 0) {
+      const MetricWindow& running = w.Get(WindowMetric::kRunning);
+      const bool larger_batch = peers.running.peers >= o.min_peers && peers.running.median > 0 &&
+                                running.mean > o.peer_max_running_ratio * peers.running.median;
+      if (result.judgement != Judgement::kActive && larger_batch && pv.peers >= o.min_peers) {
+        // A much larger batch than the peers': its per-request rate says nothing about the GPU.
+        result.judgement = Judgement::kHold;
+      } else if (result.judgement != Judgement::kActive && pv.peers >= o.min_peers &&
+                 pv.median > 0) {
         RuleVerdict p = Judge(o.peer, rate > 0 ? pv.median / rate : INFINITY);
         p.metric = v.metric;
         p.stat = v.stat;
@@ -633,7 +647,8 @@ bool Causes(BottleneckType cause, BottleneckType effect) {
     case T::kLowThroughput:
       return effect == T::kQueueBuildup || effect == T::kHighLatency;
     case T::kQueueBuildup:
-      return effect == T::kHighLatency;
+      // Waiting time is ttft; requests that wait past their deadline time out.
+      return effect == T::kHighLatency || effect == T::kErrorSpike;
     case T::kErrorSpike:
     case T::kHighLatency:
       return false;

@@ -70,7 +70,7 @@ struct BottleneckOptions {
   double e2e_p95_slo_ms = 60000;
   RuleLevels latency{1.0, 1.5, 2.5, 5.0, 0.8, true};
 
-  // Peer-relative judgement (HIGH_LATENCY on ttft p95 and tpot p50, LOW_THROUGHPUT on the decode
+  // Peer-relative judgement (HIGH_LATENCY on ttft p50 and tpot p50, LOW_THROUGHPUT on the decode
   // rate): levels are multiples of the peers' median (for throughput: median / value). Judged
   // only with at least `min_peers` peers, and for latency only when the difference is at least
   // `peer_min_delta_ms`.
@@ -80,8 +80,15 @@ struct BottleneckOptions {
 
   // LOW_THROUGHPUT: generation_tokens_per_s / num_requests_running (means over the window), in
   // tokens/s per running request; judged when num_requests_running mean >= min_running.
-  RuleLevels throughput{8.0, 6.0, 4.0, 2.0, 10.0, false};
+  // Calibrated on the serving model (docs/BOTTLENECKS.md, "Scenarios"): a healthy 8B instance
+  // at its full 256-request batch with the whole chunked-prefill budget in use decodes ~4.5
+  // tokens/s per request, so the levels sit below that.
+  RuleLevels throughput{3.0, 2.0, 1.0, 0.5, 5.0, false};
   double min_running = 1;
+  // The peer judgement of the decode rate holds (neither raises nor clears) while the instance
+  // runs more than this multiple of its peers' median running requests: a larger batch decodes
+  // each request more slowly on a healthy GPU (an overloaded instance is a queue, not a slow GPU).
+  double peer_max_running_ratio = 3;
 
   // QUEUE_BUILDUP: num_requests_waiting mean / max(num_requests_running mean, 1); judged when the
   // waiting mean is >= min_waiting. A queue that grew by >= queue_growth × that denominator from
@@ -169,12 +176,13 @@ struct InstanceWindow {
 // The values compared with peers, NaN where the instance cannot be judged (too few requests, no
 // running requests, no prompt tokens).
 struct PeerSample {
-  double ttft_p95 = NAN;
+  double ttft_p50 = NAN;
   double tpot_p50 = NAN;
   double decode_rate = NAN;  // generation tokens/s per running request
   double hit_rate = NAN;     // prefix-cache hit rate
+  double running = NAN;      // num_requests_running mean
 };
-inline constexpr size_t kNumPeerValues = 4;
+inline constexpr size_t kNumPeerValues = 5;
 PeerSample PeerSampleOf(const InstanceWindow& window, const BottleneckOptions& options);
 
 // The median of one value over an instance's peers, and how many peers had it.
@@ -183,7 +191,7 @@ struct PeerValue {
   int peers = 0;
 };
 struct PeerView {
-  PeerValue ttft_p95, tpot_p50, decode_rate, hit_rate;
+  PeerValue ttft_p50, tpot_p50, decode_rate, hit_rate, running;
 };
 // For each sample, the medians of the *other* samples' values (the peers of the same model judged
 // at the same pane end). `out` must have samples.size() entries; `scratch` is reused (no

@@ -107,35 +107,35 @@ TEST(ClassifyTest, TooFewRequestsAreNotJudged) {
 
 TEST(ClassifyTest, PeerViewsAreMediansOfTheOthers) {
   std::vector<PeerSample> samples(4);
-  samples[0].ttft_p95 = 100;
-  samples[1].ttft_p95 = 200;
-  samples[2].ttft_p95 = 110;
-  samples[3].ttft_p95 = NAN;  // not judged itself, still gets its peers' median
+  samples[0].ttft_p50 = 100;
+  samples[1].ttft_p50 = 200;
+  samples[2].ttft_p50 = 110;
+  samples[3].ttft_p50 = NAN;  // not judged itself, still gets its peers' median
   std::vector<PeerView> views(4);
   std::vector<std::pair<double, uint32_t>> scratch;
   ComputePeerViews(samples, views, scratch);
-  EXPECT_DOUBLE_EQ(views[0].ttft_p95.median, 155);  // {110, 200}
-  EXPECT_EQ(views[0].ttft_p95.peers, 2);
-  EXPECT_DOUBLE_EQ(views[1].ttft_p95.median, 105);  // {100, 110}
-  EXPECT_DOUBLE_EQ(views[2].ttft_p95.median, 150);  // {100, 200}
-  EXPECT_DOUBLE_EQ(views[3].ttft_p95.median, 110);  // {100, 110, 200}
-  EXPECT_EQ(views[3].ttft_p95.peers, 3);
+  EXPECT_DOUBLE_EQ(views[0].ttft_p50.median, 155);  // {110, 200}
+  EXPECT_EQ(views[0].ttft_p50.peers, 2);
+  EXPECT_DOUBLE_EQ(views[1].ttft_p50.median, 105);  // {100, 110}
+  EXPECT_DOUBLE_EQ(views[2].ttft_p50.median, 150);  // {100, 200}
+  EXPECT_DOUBLE_EQ(views[3].ttft_p50.median, 110);  // {100, 110, 200}
+  EXPECT_EQ(views[3].ttft_p50.peers, 3);
   EXPECT_EQ(views[0].hit_rate.peers, 0);
 }
 
 TEST(ClassifyTest, PeerRelativeLatencyWithinTheSlo) {
   InstanceWindow w = Window();
-  w.Mutable(WindowMetric::kTtft).p95 = 400;
+  w.Mutable(WindowMetric::kTtft).p50 = 400;  // peers compare medians (p95 is too noisy)
   PeerView peers;
-  peers.ttft_p95 = {200, 3};
+  peers.ttft_p50 = {200, 3};
   RuleVerdict v = Of(Classify(w, peers), BottleneckType::kHighLatency);
   EXPECT_EQ(v.judgement, Judgement::kActive);
   EXPECT_EQ(v.basis, BottleneckBasis::kPeer);
   EXPECT_EQ(v.severity, BottleneckSeverity::kMedium);  // 2x: the medium level
-  peers.ttft_p95 = {200, 1};                           // one peer is not enough
+  peers.ttft_p50 = {200, 1};                           // one peer is not enough
   EXPECT_NE(Of(Classify(w, peers), BottleneckType::kHighLatency).judgement, Judgement::kActive);
-  peers.ttft_p95 = {2, 3};  // 4 ms vs 2 ms: below the minimum difference
-  w.Mutable(WindowMetric::kTtft).p95 = 4;
+  peers.ttft_p50 = {2, 3};  // 4 ms vs 2 ms: below the minimum difference
+  w.Mutable(WindowMetric::kTtft).p50 = 4;
   EXPECT_NE(Of(Classify(w, peers), BottleneckType::kHighLatency).judgement, Judgement::kActive);
 }
 
@@ -159,12 +159,19 @@ TEST(ClassifyTest, CausalOrderNamesTheRoot) {
   // Cache inefficiency → ttft.
   mask = bit(T::kCacheInefficiency) | bit(T::kHighLatency);
   EXPECT_EQ(CausalOrder(mask, sev, &paths), T::kCacheInefficiency);
-  // Errors stand alone: two roots, the more severe is primary; latency keeps its own root.
-  mask = bit(T::kErrorSpike) | bit(T::kQueueBuildup) | bit(T::kHighLatency);
+  // Errors cause nothing: with latency two roots, the more severe is primary.
+  mask = bit(T::kErrorSpike) | bit(T::kHighLatency);
   sev[static_cast<size_t>(T::kErrorSpike)] = BottleneckSeverity::kCritical;
   EXPECT_EQ(CausalOrder(mask, sev, &paths), T::kErrorSpike);
-  EXPECT_EQ(paths[static_cast<size_t>(T::kHighLatency)].root, T::kQueueBuildup);
+  EXPECT_EQ(paths[static_cast<size_t>(T::kHighLatency)].root, T::kHighLatency);
   EXPECT_EQ(paths[static_cast<size_t>(T::kErrorSpike)].length, 1);
+  // A queue that holds requests past their deadline causes timeouts: errors with a queue are
+  // its symptom, even when more severe.
+  mask = bit(T::kErrorSpike) | bit(T::kQueueBuildup) | bit(T::kHighLatency);
+  EXPECT_EQ(CausalOrder(mask, sev, &paths), T::kQueueBuildup);
+  EXPECT_EQ(paths[static_cast<size_t>(T::kErrorSpike)].root, T::kQueueBuildup);
+  EXPECT_EQ(paths[static_cast<size_t>(T::kHighLatency)].root, T::kQueueBuildup);
+  EXPECT_TRUE(Causes(T::kQueueBuildup, T::kErrorSpike));
   EXPECT_FALSE(Causes(T::kErrorSpike, T::kHighLatency));
   EXPECT_FALSE(Causes(T::kHighLatency, T::kQueueBuildup));
 }

@@ -1,4 +1,5 @@
-// `inferscope query table`: per-instance latency, throughput and errors from the query API.
+// `inferscope query table`: per-instance latency, throughput, errors and the primary bottleneck
+// from the query API.
 
 #include <httplib.h>
 
@@ -6,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -57,6 +59,39 @@ bool WholePanes(const json& instance, int64_t pane_ms, int64_t max_ms, int64_t* 
   return *to_ms - *from_ms >= pane_ms;
 }
 
+int SeverityRank(const std::string& severity) {
+  if (severity == "LOW") return 1;
+  if (severity == "MEDIUM") return 2;
+  if (severity == "HIGH") return 3;
+  if (severity == "CRITICAL") return 4;
+  return 0;
+}
+
+// The active primary bottleneck of each instance (GET /v1/bottlenecks?primary=true&state=active,
+// every page), as "TYPE/SEVERITY"; an instance serving several models shows the most severe of
+// its models' primaries. False when the endpoint could not be read.
+bool PrimaryBottlenecks(httplib::Client& http, std::map<std::string, std::string>* out) {
+  std::map<std::string, int> rank;
+  for (std::string cursor;;) {
+    json page = Get(http, "/v1/bottlenecks?primary=true&state=active&limit=1000" +
+                              (cursor.empty() ? "" : "&cursor=" + cursor));
+    if (page.is_discarded()) return false;
+    for (const json& b : page.value("bottlenecks", json::array())) {
+      const std::string instance = b.value("instance", "");
+      const std::string severity = b.value("severity", "");
+      const int r = SeverityRank(severity);
+      auto it = rank.find(instance);
+      if (it != rank.end() && it->second >= r) continue;
+      rank[instance] = r;
+      (*out)[instance] = b.value("type", "") + "/" + severity;
+    }
+    const json next = page.value("next_cursor", json());
+    if (!next.is_string()) break;
+    cursor = next.get<std::string>();
+  }
+  return true;
+}
+
 }  // namespace
 
 int QueryTableCommand(const TableArgs& args) {
@@ -80,11 +115,15 @@ int QueryTableCommand(const TableArgs& args) {
     std::fprintf(stderr, "query: --pane and --window must be durations, window >= pane\n");
     return 2;
   }
+  // The bottleneck column is informative: an engine without the classifier (a topology without
+  // bottleneck_classify, an older engine) still gets its table, with the column showing "?".
+  std::map<std::string, std::string> bottlenecks;
+  const bool have_bottlenecks = PrimaryBottlenecks(http, &bottlenecks);
   std::printf(
       "Per instance, all models merged, over its last whole %s panes (at most %s of event time):\n",
       args.pane.c_str(), args.window.c_str());
-  std::printf("%-16s %6s %7s %9s %10s %10s %10s %11s %7s\n", "instance", "models", "span s",
-              "req/s", "p50 ms", "p95 ms", "p99 ms", "out tok/s", "err %");
+  std::printf("%-16s %6s %7s %9s %10s %10s %10s %11s %7s  %s\n", "instance", "models", "span s",
+              "req/s", "p50 ms", "p95 ms", "p99 ms", "out tok/s", "err %", "bottleneck");
   int rows = 0;
   for (const json& inst : instances.value("instances", json::array())) {
     std::string id = inst.value("id", "");
@@ -94,18 +133,25 @@ int QueryTableCommand(const TableArgs& args) {
     json out = Window(http, id, "output_tokens", from, to);
     if (ttft.empty()) continue;
     double span_s = static_cast<double>(to - from) / 1000.0;
-    std::printf("%-16s %6zu %7.0f %9.1f %10.1f %10.1f %10.1f %11.1f %7.2f\n", id.c_str(),
+    auto bottleneck = bottlenecks.find(id);
+    const std::string shown = !have_bottlenecks                 ? "?"
+                              : bottleneck == bottlenecks.end() ? "-"
+                                                                : bottleneck->second;
+    std::printf("%-16s %6zu %7.0f %9.1f %10.1f %10.1f %10.1f %11.1f %7.2f  %s\n", id.c_str(),
                 inst.value("models", json::array()).size(), span_s, Number(ttft["events"]) / span_s,
                 Number(ttft["p50"]), Number(ttft["p95"]), Number(ttft["p99"]),
-                Number(out["mean"]) * Number(out["rate"]), 100 * Number(ttft["error_ratio"]));
+                Number(out["mean"]) * Number(out["rate"]), 100 * Number(ttft["error_ratio"]),
+                shown.c_str());
     ++rows;
   }
   if (rows == 0) {
     std::printf("(no whole pane closed yet: panes close once the watermark passes them)\n");
     return 1;
   }
-  std::printf("(%s percentiles merged from stored DDSketch panes, 1%% relative accuracy)\n",
-              args.metric.c_str());
+  std::printf(
+      "(%s percentiles merged from stored DDSketch panes, 1%% relative accuracy;\n"
+      " bottleneck: the active primary bottleneck, GET /v1/bottlenecks?primary=true)\n",
+      args.metric.c_str());
   return 0;
 }
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # `make demo`: the engine on the default topology, the fleet simulator publishing into it, and a
-# table of per-instance latency, throughput and errors read back from the query API.
+# table of per-instance latency, throughput, errors and primary bottleneck read back from the
+# query API.
 #
-# DURATION=N (seconds, default 30) runs the simulator that long, prints the table and exits.
+# DURATION=N (wall seconds, default 30) runs the simulator that long, prints the table and exits.
 # DURATION=0 keeps everything serving (the table is reprinted every 10 s) until Ctrl-C.
+# SPEED=N (default 10; 1 with DURATION=0): simulated seconds per wall second, so that 30 s show 5
+# minutes of fleet, long enough for the bottleneck classifier (30 s of evidence, 20 s to raise).
+# FAULT=kind:instance:START-END[:factor] (default: vllm-0's KV cache at 2 % from 60 s simulated,
+# which the table shows as MEMORY_PRESSURE); FAULT= (empty) runs a fault-free fleet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
 DURATION=${DURATION:-30}
 RATE=${RATE:-30}  # simulated requests per second, whole fleet (12 instance-models)
+# Faster than real time only with an end: without one the simulator cannot place its events in
+# the past, and events ahead of the clock are refused (sim/README.md, "Time").
+if [ "$DURATION" = 0 ]; then SPEED=${SPEED:-1}; else SPEED=${SPEED:-10}; fi
+FAULT=${FAULT-kv_cache_small:vllm-0:60s-24h:0.02}
 bin="$BUILD_DIR/cli/inferscope"
 topology=topologies/inference-fleet.yaml
 work=$(mktemp -d /tmp/inferscope-demo.XXXXXX)
@@ -46,9 +55,14 @@ ingest=$(json_field ingest)
 summaries=$(json_field summaries)
 echo "== engine ready: ingest $ingest, summaries stream $summaries, query API $url"
 
-echo "== simulating a fleet: 6 instances x 2 models, $RATE requests/s$( [ "$DURATION" != 0 ] && echo ", ${DURATION} s")"
+echo "== simulating a fleet: 6 instances x 2 models, $RATE requests/s, ${SPEED}x real time$( [ "$DURATION" != 0 ] && echo ", ${DURATION} s")"
+fault_args=()
+if [ -n "$FAULT" ]; then
+  echo "== injecting a fault: $FAULT (times simulated, from the end of the 60 s warm-up)"
+  fault_args=(--fault "$FAULT")
+fi
 "$bin" simulate --endpoint "$ingest" --instances 6 --models 2 --rate "$RATE" --duration "$DURATION" \
-  >"$work/simulate.log" 2>&1 &
+  --speed "$SPEED" "${fault_args[@]}" >"$work/simulate.log" 2>&1 &
 sim_pid=$!
 
 if [ "$DURATION" = 0 ]; then
@@ -79,5 +93,5 @@ done
 echo
 "$bin" query table --url "$url"
 echo
-echo "Query API was at $url (e.g. $url/v1/instances, $url/v1/performance/metrics?window=1m, $url/metrics)."
+echo "Query API was at $url (e.g. $url/v1/instances, $url/v1/bottlenecks?primary=true, $url/metrics)."
 echo "Run 'DURATION=0 make demo' to keep it serving until Ctrl-C."

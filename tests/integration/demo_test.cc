@@ -17,8 +17,9 @@ using testing::TempDir;
 
 // The table is printed only once the stored watermark has passed the end of the run, so every
 // simulated instance has its whole panes in it (it once printed 4 of 6 instances, with 10 s of a
-// 30 s run each).
-TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
+// 30 s run each). Its last column is each instance's active primary bottleneck: the demo injects
+// a KV cache fault on vllm-0 (scripts/demo.sh, FAULT), which shows as MEMORY_PRESSURE.
+TEST(DemoTest, TableCoversEveryInstanceOfTheRunAndShowsTheInjectedBottleneck) {
   TempDir dir;
   const std::string build_dir =
       std::filesystem::path(testing::InferscopeBinary()).parent_path().parent_path().string();
@@ -30,6 +31,7 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
   const std::string out = ReadFile(log);
   std::istringstream lines(out);
   std::string line;
+  EXPECT_NE(out.find("== injecting a fault: kv_cache_small:vllm-0:"), std::string::npos) << out;
   int rows = 0;
   while (std::getline(lines, line)) {
     std::istringstream fields(line);
@@ -37,6 +39,11 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
     int models = 0;
     double span_s = 0;
     if (!(fields >> instance >> models >> span_s)) continue;
+    // req/s, p50, p95, p99, out tok/s, err %, then the bottleneck column.
+    double number = 0;
+    for (int i = 0; i < 6; ++i) fields >> number;
+    std::string bottleneck;
+    fields >> bottleneck;
     if (instance.rfind("vllm-", 0) != 0 && instance.rfind("tgi-", 0) != 0 &&
         instance.rfind("sglang-", 0) != 0) {
       continue;
@@ -46,6 +53,14 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRun) {
     // 25 s of events touch 3 or 4 panes of 10 s; the first and last are partial, so the table
     // covers the whole panes between them: 10 or 20 s, never less.
     EXPECT_GE(span_s, 10) << line;
+    if (instance == "vllm-0") {
+      EXPECT_EQ(bottleneck.rfind("MEMORY_PRESSURE/", 0), 0u) << out;
+    } else if (instance == "vllm-3") {
+      // StandardFleet's weak node (1.8x slower, 3 % errors) may be flagged, justly.
+      EXPECT_FALSE(bottleneck.empty()) << line;
+    } else {
+      EXPECT_EQ(bottleneck, "-") << out;  // healthy
+    }
   }
   EXPECT_EQ(rows, 6) << out;
 }

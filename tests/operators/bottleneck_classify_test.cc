@@ -222,7 +222,7 @@ TEST_F(BottleneckClassifyTest, HighLatencyAbsolute) {
 
 TEST_F(BottleneckClassifyTest, LowThroughput) {
   PaneSpec p;
-  p.gen_tps = 16 * 5;  // 5 tokens/s per running request: MEDIUM (<= 6, > 4)
+  p.gen_tps = 16 * 1.5;  // 1.5 tokens/s per running request: MEDIUM (<= 2, > 1)
   ExpectRaisedAndCleared(p, BottleneckType::kLowThroughput, BottleneckSeverity::kMedium);
 }
 
@@ -486,7 +486,7 @@ TEST(BottleneckClassifyParseTest, ErrorsNameFileLineAndField) {
                 .find("fleet.yaml:2:11: options.queue_buildup.levels"),
             std::string::npos)
       << error("queue_buildup:\n  levels: {low: 1, medium: 0.5}\n");
-  EXPECT_NE(error("low_throughput:\n  levels: {exit: 5}\n").find("exit must be above low"),
+  EXPECT_NE(error("low_throughput:\n  levels: {exit: 2}\n").find("exit must be above low"),
             std::string::npos);
   EXPECT_NE(error("memory_pressure:\n  kv_enter: 0.5\n  kv_exit: 0.6\n")
                 .find("fleet.yaml:3:12: options.memory_pressure.kv_exit"),

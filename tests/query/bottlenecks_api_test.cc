@@ -201,7 +201,8 @@ TEST_F(BottlenecksApiTest, DetectBottlenecksIsStatelessWithPeersAndCausalOrder) 
   full["num_requests_waiting"] = {{"mean", 20}};
   full["ttft_ms"]["p95"] = 3500;
   json slow = HealthyMetrics();
-  slow["ttft_ms"]["p95"] = 400;  // 2x its peers, within the 2 s SLO
+  slow["ttft_ms"]["p50"] = 360;  // 2x its peers' median (peers compare p50s), within the SLO
+  slow["ttft_ms"]["p95"] = 400;
   json body = {{"window_ms", 30'000},
                {"instances",
                 {{{"instance", "vllm-0"}, {"model", "m"}, {"metrics", HealthyMetrics()}},
@@ -233,7 +234,7 @@ TEST_F(BottlenecksApiTest, DetectBottlenecksIsStatelessWithPeersAndCausalOrder) 
   ASSERT_EQ(three["bottlenecks"].size(), 1u) << three.dump();
   EXPECT_EQ(three["bottlenecks"][0]["type"], "HIGH_LATENCY");
   EXPECT_EQ(three["bottlenecks"][0]["basis"], "peer");
-  EXPECT_DOUBLE_EQ(three["bottlenecks"][0]["peer_median"].get<double>(), 200);
+  EXPECT_DOUBLE_EQ(three["bottlenecks"][0]["peer_median"].get<double>(), 180);
   EXPECT_TRUE(reply["instances"][2]["bottlenecks"].empty()) << "a peer of the slow one";
   EXPECT_TRUE(reply["instances"][4]["bottlenecks"].empty()) << "no peers of its model";
 

@@ -73,6 +73,7 @@ struct Outcome {
   uint64_t requests = 0;
   double seconds = 0;  // simulated, fed to the operators
   int instances = 0;
+  std::vector<double> kv_pane_means;  // vllm-1's (instance 1's) kv_cache_usage per 10 s pane
 
   std::vector<Bottleneck> Of(const std::string& instance) const {
     std::vector<Bottleneck> out;
@@ -190,6 +191,18 @@ class Pipeline final : public sim::OutcomeSink {
     e.metric = gauge_ids_[static_cast<size_t>(g.gauge)];
     e.value = g.value;
     batch_.events.push_back(e);
+    if (g.instance == 1 && g.gauge == sim::Gauge::kKvCacheUsage) {
+      const size_t pane = static_cast<size_t>((g.time_ms - kWarmupS * 1000) / 10'000);
+      if (kv_sum_.size() <= pane) kv_sum_.resize(pane + 1), kv_n_.resize(pane + 1);
+      kv_sum_[pane] += g.value;
+      ++kv_n_[pane];
+    }
+  }
+
+  std::vector<double> KvPaneMeans() const {
+    std::vector<double> out;
+    for (size_t i = 0; i < kv_sum_.size(); ++i) out.push_back(kv_n_[i] ? kv_sum_[i] / kv_n_[i] : 0);
+    return out;
   }
 
   // Runs the events collected so far through both operators.
@@ -220,6 +233,8 @@ class Pipeline final : public sim::OutcomeSink {
   EventBatch batch_;
   std::vector<Bottleneck> changes_;
   uint64_t requests_ = 0;
+  std::vector<double> kv_sum_;
+  std::vector<int> kv_n_;
 };
 
 Outcome Simulate(Scenario s) {
@@ -255,6 +270,7 @@ Outcome Simulate(Scenario s) {
   pipeline.Flush();
   result.changes = std::move(pipeline.changes());
   result.requests = pipeline.requests();
+  result.kv_pane_means = pipeline.KvPaneMeans();
   result.seconds = s.duration_s;
   return result;
 }
@@ -440,15 +456,43 @@ TEST(BottleneckScenarioTest, PeerRelativeOnlyTheTwiceSlowerInstanceIsFlagged) {
   }
 }
 
-TEST(BottleneckScenarioTest, KvUsageHoveringAtTheEnterLevelGivesAtMostOneEpisode) {
+// A constant load at which vllm-1's KV cache (6.5 % of its size) is full about half the time:
+// per-pane kv means on both sides of the 0.85 enter level, preemptions in bursts. What the model
+// shows (docs/BOTTLENECKS.md, "Scenarios"): no pane-scale flapping — each episode lasts at least
+// `for` + a pane and episodes are at least a minute apart — but not a single episode either:
+// 3 in 20 minutes, because a 30 s window without a preemption clears MEMORY_PRESSURE even with
+// the cache at 75 %. This test pins that behaviour (at most 3, gaps >= 60 s).
+TEST(BottleneckScenarioTest, KvUsageHoveringAtTheEnterLevelDoesNotFlap) {
   Scenario s;
-  s.wander = 0.1;
-  s.faults = {"kv_cache_small:vllm-1:300s-1500s:0.08"};
+  s.faults = {"kv_cache_small:vllm-1:300s-1500s:0.065"};
   s.duration_s = 1800;
   const Outcome r = Simulate(std::move(s));
-  SCOPED_TRACE(Dump(r.changes));
-  EXPECT_TRUE(r.Except("vllm-1").empty());
-  EXPECT_LE(r.Count("vllm-1", BottleneckType::kMemoryPressure, BottleneckChange::kRaised), 1);
+  // The load really hovers at the level: during the fault, panes on both sides of it.
+  int above = 0, below = 0;
+  for (size_t i = 31; i < 150 && i < r.kv_pane_means.size(); ++i) {
+    (r.kv_pane_means[i] >= 0.85 ? above : below) += 1;
+  }
+  const int episodes =
+      r.Count("vllm-1", BottleneckType::kMemoryPressure, BottleneckChange::kRaised);
+  std::printf("[scenario] hover: %d panes with kv mean >= 0.85, %d below; %d episodes\n", above,
+              below, episodes);
+  EXPECT_GE(above, 20);
+  EXPECT_GE(below, 20);
+  EXPECT_TRUE(r.Except("vllm-1").empty()) << Dump(r.changes);
+  EXPECT_GE(episodes, 1);
+  EXPECT_LE(episodes, 3) << Dump(r.changes);
+  double last_resolved = -1e9, last_raised = 0;
+  for (const Bottleneck& b : r.Of("vllm-1")) {
+    if (b.type != BottleneckType::kMemoryPressure) continue;
+    if (b.change == BottleneckChange::kRaised) {
+      EXPECT_GE(Rel(b.window_end_ms) - last_resolved, 60) << Dump(r.changes);
+      last_raised = Rel(b.window_end_ms);
+    }
+    if (b.change == BottleneckChange::kResolved) {
+      EXPECT_GE(Rel(b.window_end_ms) - last_raised, 40) << Dump(r.changes);
+      last_resolved = Rel(b.window_end_ms);
+    }
+  }
 }
 
 // The fleet `make demo` simulates (StandardFleet: 6 instances x 2 models, 30 requests/s, seed 42,

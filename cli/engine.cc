@@ -85,6 +85,7 @@ Status Engine::Start() {
     state_ = std::move(state).value();
     checkpoints_ = std::make_unique<StateCheckpointStorage>(state_.get());
     silence_store_ = std::make_unique<StateSilenceStore>(state_.get());
+    workflow_store_ = std::make_unique<StateWorkflowStore>(state_.get());
     {
       std::lock_guard<std::mutex> lock(maintenance_mu_);
       maintenance_stop_ = false;
@@ -93,6 +94,8 @@ Status Engine::Start() {
   }
   silences_ = std::make_unique<SilenceRegistry>(silence_store_.get(), clock_);
   INFERSCOPE_RETURN_IF_ERROR(silences_->Load().WithContext("loading silences"));
+  workflows_ = std::make_unique<WorkflowRegistry>(workflow_store_.get(), clock_);
+  INFERSCOPE_RETURN_IF_ERROR(workflows_->Load().WithContext("loading workflows"));
   // The executor's stages were created without the store; hand it to them now, before Open.
   StageContext base;
   base.interner = &interner_;
@@ -101,6 +104,7 @@ Status Engine::Start() {
   base.state = state_.get();
   base.checkpoints = checkpoints_.get();
   base.services.Provide(silences_.get());
+  base.services.Provide(workflows_.get());
   executor_->SetStageContext(base);
   Status started = executor_->Start();
   if (!started.ok()) {
@@ -116,6 +120,7 @@ Status Engine::Start() {
     query_ = std::make_unique<QueryServer>(
         options, state_.get(), &metrics_, clock_, [this] { return Health(); }, capabilities_);
     query_->SetSilences(silences_.get());
+    query_->SetWorkflows(workflows_.get());
     Status st = query_->Start();
     if (!st.ok()) {
       executor_->Stop();

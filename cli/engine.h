@@ -19,6 +19,8 @@
 #include "state/checkpoint_store.h"
 #include "state/silence_store.h"
 #include "state/state_store.h"
+#include "state/workflow_store.h"
+#include "workflows/workflow.h"
 
 namespace inferscope {
 
@@ -76,6 +78,8 @@ class Engine {
   StateStore* state() { return state_.get(); }
   // The silences (loaded from the store at Start); null before Start.
   SilenceRegistry* silences() { return silences_.get(); }
+  // The optimization workflows (loaded from the store at Start); null before Start.
+  WorkflowRegistry* workflows() { return workflows_.get(); }
 
  private:
   Engine() = default;
@@ -94,6 +98,8 @@ class Engine {
   std::unique_ptr<StateCheckpointStorage> checkpoints_;
   std::unique_ptr<StateSilenceStore> silence_store_;
   std::unique_ptr<SilenceRegistry> silences_;  // shared by alerting operators and the query API
+  std::unique_ptr<StateWorkflowStore> workflow_store_;
+  std::unique_ptr<WorkflowRegistry> workflows_;  // shared by workflow_canary and the query API
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;
 

@@ -5,6 +5,7 @@
 #include "operators/sliding_window.h"
 #include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
+#include "operators/workflow_canary.h"
 
 namespace inferscope {
 
@@ -14,6 +15,7 @@ void RegisterOperators(Registry& registry) {
   registry.AddOperator<ThresholdRulesOperator>();
   registry.AddOperator<SlidingWindowOperator>();
   registry.AddOperator<WindowAggregateOperator>();
+  registry.AddOperator<WorkflowCanaryOperator>();
 }
 
 }  // namespace inferscope

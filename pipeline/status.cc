@@ -18,6 +18,8 @@ std::string_view CodeName(Status::Code code) {
       return "Unavailable";
     case Status::Code::kInternal:
       return "Internal";
+    case Status::Code::kFailedPrecondition:
+      return "FailedPrecondition";
   }
   return "Unknown";
 }

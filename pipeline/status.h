@@ -20,6 +20,7 @@ class [[nodiscard]] Status {
     kIOError,      // RocksDB, sockets, files
     kUnavailable,  // resource exhausted or shutting down; retry may succeed
     kInternal,
+    kFailedPrecondition,  // not allowed in the target's current state (e.g. a workflow transition)
   };
 
   Status() = default;
@@ -32,6 +33,9 @@ class [[nodiscard]] Status {
   static Status IOError(std::string msg) { return Status(Code::kIOError, std::move(msg)); }
   static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
   static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+  static Status FailedPrecondition(std::string msg) {
+    return Status(Code::kFailedPrecondition, std::move(msg));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -168,6 +168,8 @@ ApiReply StatusReply(const Clock& clock, const Status& status) {
       return ErrorReply(clock, 400, kValidationError, status.message());
     case Status::Code::kNotFound:
       return ErrorReply(clock, 404, kNotFound, status.message());
+    case Status::Code::kFailedPrecondition:
+      return ErrorReply(clock, 409, "CONFLICT", status.message());
     default:
       return ErrorReply(clock, 500, "INTERNAL_ERROR", status.ToString());
   }
@@ -681,6 +683,15 @@ const std::vector<Route>& Routes() {
       {"GET", "/v1/bottlenecks", "/v1/bottlenecks", true, &HandleBottlenecks},
       {"POST", "/v1/analysis/detect-bottlenecks", "/v1/analysis/detect-bottlenecks", true,
        &HandleDetectBottlenecks},
+      {"POST", "/v1/workflows", "/v1/workflows", true, &HandleCreateWorkflow},
+      {"GET", "/v1/workflows", "/v1/workflows", true, &HandleListWorkflows},
+      {"GET", "/v1/workflows/([^/]+)", "/v1/workflows/{id}", true, &HandleGetWorkflow},
+      {"POST", "/v1/workflows/([^/]+)/approve", "/v1/workflows/{id}/approve", true,
+       &HandleApproveWorkflow},
+      {"POST", "/v1/workflows/([^/]+)/reject", "/v1/workflows/{id}/reject", true,
+       &HandleRejectWorkflow},
+      {"POST", "/v1/workflows/([^/]+)/applied", "/v1/workflows/{id}/applied", true,
+       &HandleWorkflowApplied},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
   };
   return routes;

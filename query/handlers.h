@@ -22,6 +22,7 @@ namespace inferscope {
 
 class SilenceRegistry;
 class StateStore;
+class WorkflowRegistry;
 
 // What every handler may read. Owned by QueryServer; shared read-only by the request threads.
 struct ApiContext {
@@ -30,7 +31,8 @@ struct ApiContext {
   const Clock* clock = nullptr;
   std::function<nlohmann::json()> health_info;
   std::vector<Registry::Entry> capabilities;
-  SilenceRegistry* silences = nullptr;  // null: the silence routes answer 500
+  SilenceRegistry* silences = nullptr;    // null: the silence routes answer 500
+  WorkflowRegistry* workflows = nullptr;  // null: the workflow routes answer 500
 };
 
 struct ApiRequest {
@@ -67,6 +69,7 @@ const std::vector<Route>& Routes();
 ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::string message,
                     nlohmann::json details = nlohmann::json::object());
 // A Status turned into an error reply: InvalidArgument → 400, NotFound → 404, else 500.
+// FailedPrecondition → 409 (CONFLICT), else 500.
 ApiReply StatusReply(const Clock& clock, const Status& status);
 
 // "2025-06-22T10:30:00.000Z".
@@ -123,5 +126,17 @@ ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req);
 // in, the active bottlenecks (peers: the request's instances of the same model; causal order) out.
 // No `for`, no state: what the windows say now (docs/BOTTLENECKS.md, "Stateless detection").
 ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req);
+// Optimization workflows (query/workflow_handlers.cc, docs/WORKFLOWS.md). Unknown query
+// parameters are refused (400); transitions the workflow's state does not allow answer 409.
+// POST /v1/workflows → 201 with the workflow.
+ApiReply HandleCreateWorkflow(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/workflows?status=&instance_id=&limit=&cursor=, by id (paginated).
+ApiReply HandleListWorkflows(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleGetWorkflow(const ApiContext& ctx, const ApiRequest& req);
+// POST /v1/workflows/{id}/approve {"by"?}, /reject {"by"?, "reason"?}, /applied {"by"?,
+// "applied_at"? (event time: epoch ms or RFC 3339; default now)}.
+ApiReply HandleApproveWorkflow(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleRejectWorkflow(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleWorkflowApplied(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -137,6 +137,8 @@ QueryServer::~QueryServer() { Stop(); }
 
 void QueryServer::SetSilences(SilenceRegistry* silences) { ctx_->silences = silences; }
 
+void QueryServer::SetWorkflows(WorkflowRegistry* workflows) { ctx_->workflows = workflows; }
+
 void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   const std::string token = options_.bearer_token;

@@ -20,6 +20,7 @@ namespace inferscope {
 
 class GatedServer;
 class SilenceRegistry;
+class WorkflowRegistry;
 class StateStore;
 struct ApiContext;
 
@@ -35,11 +36,13 @@ struct ApiContext;
 //   GET /v1/alerts                        stored alerts (latest state), filtered
 //   GET /v1/alerts/{fingerprint}          one alert and its state changes
 //   POST|GET /v1/silences, DELETE /v1/silences/{id}
+//   POST|GET /v1/workflows, GET /v1/workflows/{id}, POST /v1/workflows/{id}/approve|reject|applied
 //   GET /metrics                          Prometheus text format 0.0.4
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
-// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), PAYLOAD_TOO_LARGE (413)
-// or INTERNAL_ERROR (500).
+// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), CONFLICT (409: a
+// workflow transition its state does not allow), PAYLOAD_TOO_LARGE (413), INTERNAL_ERROR (500) or
+// UNAVAILABLE (503: the workflow registry is full).
 //
 // Connections (query/gated_server.h): an accepted socket holds no thread until a whole request
 // header has arrived (idle and slow sockets wait in one epoll set); complete requests are served by
@@ -85,6 +88,9 @@ class QueryServer {
 
   // The engine's silences, for the /v1/silences routes; call before Start. Must outlive the server.
   void SetSilences(SilenceRegistry* silences);
+  // The engine's workflows, for the /v1/workflows routes; call before Start. Must outlive the
+  // server.
+  void SetWorkflows(WorkflowRegistry* workflows);
   // Validates the options, binds and starts serving. IOError when the address cannot be bound;
   // Internal when already started.
   Status Start();

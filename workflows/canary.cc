@@ -87,4 +87,66 @@ Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction
   return e;
 }
 
+Result<CanaryEvidence> JudgeProportion(const ProportionSamples& samples, double fraction,
+                                       bool lower_is_better, const CanaryOptions& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.Validate());
+  if ((samples.peers_before == nullptr) != (samples.peers_after == nullptr)) {
+    return Status::InvalidArgument("canary: give both peer periods or neither");
+  }
+  CanaryEvidence e;
+  e.fraction = std::clamp(std::isfinite(fraction) ? fraction : 1.0, 1e-6, 1.0);
+  e.n_before = samples.before.events;
+  e.n_after = samples.after.events;
+  const bool with_peers = samples.peers_before != nullptr;
+  uint64_t fewest = std::min(e.n_before, e.n_after);
+  if (with_peers) {
+    fewest = std::min({fewest, samples.peers_before->events, samples.peers_after->events});
+  }
+  e.boundary = NormalQuantile(1 - options.alpha / 2) / std::sqrt(e.fraction);
+  if (fewest < options.min_samples) {
+    e.verdict = e.fraction >= 1 ? CanaryVerdict::kNoEffect : CanaryVerdict::kContinue;
+    return e;
+  }
+  const double pb = samples.before.ratio();
+  const double pa = samples.after.ratio();
+  const double nb = static_cast<double>(e.n_before);
+  const double na = static_cast<double>(e.n_after);
+  e.before_q = pb;
+  e.after_q = pa;
+  // A before rate of 0 is replaced by half an error (continuity) for the ratio only.
+  auto rate_ratio = [](double after, double before, double n_before) {
+    const double base = before > 0 ? before : 0.5 / n_before;
+    return after / base;
+  };
+  e.ratio = rate_ratio(pa, pb, nb);
+  double diff = pa - pb;
+  double se = 0;
+  if (with_peers) {
+    e.peer_adjusted = true;
+    const double qb = samples.peers_before->ratio();
+    const double qa = samples.peers_after->ratio();
+    const double mb = static_cast<double>(samples.peers_before->events);
+    const double ma = static_cast<double>(samples.peers_after->events);
+    diff -= qa - qb;
+    se = std::sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb + qa * (1 - qa) / ma +
+                   qb * (1 - qb) / mb);
+    const double peers_ratio = rate_ratio(qa, qb, mb);
+    if (peers_ratio > 0) e.ratio /= peers_ratio;
+  } else {
+    const double pooled = (pa * na + pb * nb) / (na + nb);
+    se = std::sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb));
+  }
+  e.auc_shift = diff;
+  e.z = se > 0 ? diff / se : 0;
+  e.p_value = NormalUpperTail(std::abs(e.z));
+  const bool went_up = e.z > 0;
+  const double moved = went_up ? e.ratio - 1 : 1 - e.ratio;
+  if (std::abs(e.z) >= e.boundary && moved >= options.min_effect) {
+    e.verdict = went_up == lower_is_better ? CanaryVerdict::kRegressed : CanaryVerdict::kImproved;
+  } else if (e.fraction >= 1) {
+    e.verdict = CanaryVerdict::kNoEffect;
+  }
+  return e;
+}
+
 }  // namespace inferscope

@@ -70,8 +70,9 @@ struct CanaryEvidence {
   double z = 0;          // test statistic; > 0 when the metric moved up
   double boundary = 0;   // |z| needed at this look
   double p_value = 1;    // one-sided fixed-sample p-value in the direction of z (informational)
-  double auc_shift = 0;  // after AUC − before AUC (peer-adjusted), or after-vs-before AUC − 0.5
-  double before_q = 0;   // the quantile before and after the change
+  double auc_shift = 0;  // after AUC − before AUC (peer-adjusted), or after-vs-before AUC − 0.5;
+                         // for a proportion: after − before (minus the peers' difference)
+  double before_q = 0;  // the quantile before and after the change
   double after_q = 0;
   double ratio = 1;  // after_q / before_q, divided by the peers' ratio when peer-adjusted
   uint64_t n_before = 0;
@@ -83,5 +84,26 @@ struct CanaryEvidence {
 // period is given, or the sketches' parameters differ.
 Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
                                    bool lower_is_better, const CanaryOptions& options);
+
+// Requests and errors of one period, for a proportion (the error ratio).
+struct ProportionCounts {
+  uint64_t events = 0;
+  uint64_t errors = 0;
+  double ratio() const { return events == 0 ? 0 : static_cast<double>(errors) / events; }
+};
+struct ProportionSamples {
+  ProportionCounts before, after;
+  const ProportionCounts* peers_before = nullptr;  // both or neither
+  const ProportionCounts* peers_after = nullptr;
+};
+
+// The same sequential look for a proportion (error_ratio, whose sketch median says nothing): a
+// two-proportion z-test of after against before (pooled variance), or with peers a difference in
+// differences of the proportions (unpooled variances); the same boundary c/√t. The effect size is
+// the relative change of the proportion (before_q, after_q are the proportions); with a before
+// proportion of 0 any rise counts as an effect (ratio reported as after/ (0.5/n_before), the
+// continuity-corrected rate). Peers need `min_samples` events in each period, the instance too.
+Result<CanaryEvidence> JudgeProportion(const ProportionSamples& samples, double fraction,
+                                       bool lower_is_better, const CanaryOptions& options);
 
 }  // namespace inferscope

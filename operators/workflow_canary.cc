@@ -38,7 +38,8 @@ json EvidenceJson(const WorkflowMetric& m, const CanaryEvidence& e) {
 void PutSketch(std::string* out, const DDSketch& s) {
   std::string bytes;
   s.EncodeTo(&bytes);
-  AppendStr(out, bytes);
+  PutVarint(out, bytes.size());  // a varint length: a sketch is longer than str()'s 255 bytes
+  out->append(bytes);
 }
 
 bool GetStr(std::string_view* in, std::string_view* s) {

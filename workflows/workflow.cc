@@ -324,10 +324,17 @@ Status WorkflowRegistry::Load() {
   std::unique_lock lock(mu_);
   workflows_ = std::move(loaded);
   version_.fetch_add(1, std::memory_order_acq_rel);
+  last_drop_ms_ = INT64_MIN;
   return DropExpired(clock_->NowMs());
 }
 
 Status WorkflowRegistry::DropExpired(int64_t now_ms) {
+  // A scan a minute is enough for a 30-day retention; a full registry always looks.
+  if (workflows_.size() < kMaxWorkflows && last_drop_ms_ != INT64_MIN &&
+      now_ms - last_drop_ms_ < 60'000) {
+    return Status::Ok();
+  }
+  last_drop_ms_ = now_ms;
   for (auto it = workflows_.begin(); it != workflows_.end();) {
     const Workflow& w = it->second;
     if (!IsTerminal(w.state) || now_ms - w.updated_at_ms <= kTerminalRetentionMs) {

@@ -180,6 +180,7 @@ class WorkflowRegistry {
   std::map<std::string, Workflow, std::less<>> workflows_;
   std::atomic<uint64_t> version_{0};
   uint64_t next_id_salt_ = 0;
+  int64_t last_drop_ms_ = INT64_MIN;  // when DropExpired last scanned
 };
 
 }  // namespace inferscope

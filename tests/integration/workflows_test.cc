@@ -69,7 +69,8 @@ constexpr int kInstances = 4;
 // vllm-0's ttft is multiplied by `factor`.
 class Fleet {
  public:
-  explicit Fleet(int64_t t0, uint64_t seed) : t0_(t0), rng_(seed) {}
+  // `t0` is rounded down to a pane boundary, so the fleet's panes are the engine's.
+  explicit Fleet(int64_t t0, uint64_t seed) : t0_(t0 - t0 % 1000), rng_(seed) {}
   int64_t PaneStart(int pane) const { return t0_ + pane * 1000; }
   void Publish(client::AckedPublisher& pub, int pane, double factor) {
     std::normal_distribution<double> noise(0, 0.35);

@@ -134,6 +134,7 @@ Status WorkflowCanaryOperator::Open(const StageContext& ctx) {
   }
   interner_ = ctx.interner;
   stage_ = ctx.name;
+  change_seq_ = registry_->last_change_seq();  // changes from now on
   if (ctx.metrics == nullptr) return Status::Ok();
   MetricsRegistry& m = *ctx.metrics;
   const Labels stage = {{"stage", ctx.name}};
@@ -486,7 +487,7 @@ void WorkflowCanaryOperator::Look(Tracked& t, int64_t event_time_ms) {
   if (!st.ok() && write_errors_ != nullptr) write_errors_->Inc();
 }
 
-Status WorkflowCanaryOperator::ProcessResults(const OutputBatch& in, OutputBatch&) {
+Status WorkflowCanaryOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
   Sync();
   if (in.watermark_ms > 0) event_time_ms_ = std::max(event_time_ms_, in.watermark_ms);
   std::span<const WindowSummary> panes = in.Get<kind::PaneSummary>();
@@ -504,12 +505,23 @@ Status WorkflowCanaryOperator::ProcessResults(const OutputBatch& in, OutputBatch
   for (const std::string& id : finished_) Untrack(id);
   finished_.clear();
   if (tracked_gauge_ != nullptr) tracked_gauge_->Set(static_cast<double>(tracked_.size()));
+  EmitChanges(out);
   return Status::Ok();
 }
 
-Status WorkflowCanaryOperator::OnTimer(int64_t, OutputBatch&) {
+Status WorkflowCanaryOperator::OnTimer(int64_t, OutputBatch& out) {
   Sync();
+  EmitChanges(out);
   return Status::Ok();
+}
+
+void WorkflowCanaryOperator::EmitChanges(OutputBatch& out) {
+  if (registry_->last_change_seq() == change_seq_) return;
+  uint64_t dropped = 0;
+  for (WorkflowChange& c : registry_->ChangesSince(&change_seq_, &dropped)) {
+    out.Add<kind::WorkflowChange>(std::move(c));
+  }
+  if (dropped > 0 && changes_dropped_ != nullptr) changes_dropped_->Inc(dropped);
 }
 
 std::string WorkflowCanaryOperator::Encode(const Tracked& t) const {

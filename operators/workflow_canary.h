@@ -42,6 +42,9 @@ namespace inferscope {
 //   no pane of the instance's target metric for `no_data_timeout` of event time → FAILED.
 // Otherwise the look's progress and evidence are recorded (RecordProgress).
 //
+// Every state change of a workflow (the API's and its own) is emitted as a kind::WorkflowChange,
+// in the step after it was made (OnTimer: within ~100 ms), for the zmq_workflows stream sink.
+//
 // Lifecycle: Create → Open (finds the registry) → Restore → ProcessResults / OnTimer → Close.
 // Concurrency: none; the operator thread makes every call. The registry is thread-safe; the
 // operator re-reads its active workflows when its version() moved.
@@ -85,7 +88,7 @@ class WorkflowCanaryOperator final : public Operator {
   Status Open(const StageContext& ctx) override;
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   KindSet Reads() const override { return KindSet::Of<kind::PaneSummary>(); }
-  KindSet Emits() const override { return {}; }
+  KindSet Emits() const override { return KindSet::Of<kind::WorkflowChange>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
   Status Checkpoint(CheckpointWriter& writer) override;
@@ -124,6 +127,7 @@ class WorkflowCanaryOperator final : public Operator {
   };
 
   void Sync();
+  void EmitChanges(OutputBatch& out);
   Status Track(const Workflow& w);
   void Untrack(const std::string& id);
   void ApplyChange(Tracked& t, int64_t applied_ms);
@@ -141,6 +145,7 @@ class WorkflowCanaryOperator final : public Operator {
   WorkflowRegistry* registry_ = nullptr;
   std::string stage_;
   uint64_t seen_version_ = UINT64_MAX;
+  uint64_t change_seq_ = 0;            // the registry's change log read up to here
   int64_t event_time_ms_ = INT64_MIN;  // newest pane end or upstream watermark seen
   std::unordered_map<std::string, Tracked> tracked_;
   std::unordered_map<std::string, std::string> restored_;  // id → checkpoint record
@@ -153,6 +158,7 @@ class WorkflowCanaryOperator final : public Operator {
   Counter* untracked_counter_ = nullptr;
   Counter* updates_ignored_ = nullptr;
   Counter* write_errors_ = nullptr;
+  Counter* changes_dropped_ = nullptr;
   Counter* verdicts_[kNumWorkflowStates] = {};
 };
 

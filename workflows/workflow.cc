@@ -347,6 +347,43 @@ Status WorkflowRegistry::DropExpired(int64_t now_ms) {
   return Status::Ok();
 }
 
+void WorkflowRegistry::RecordChange(const Workflow& w) {
+  WorkflowChange c;
+  c.seq = ++last_seq_;
+  c.id = w.id;
+  c.instance = w.instance;
+  c.model = w.model;
+  c.state = w.state;
+  if (!w.history.empty()) {
+    c.at_ms = w.history.back().at_ms;
+    c.by = w.history.back().by;
+    c.note = w.history.back().note;
+  }
+  c.verdict = w.verdict;
+  c.progress = w.progress;
+  changes_.push_back(std::move(c));
+  while (changes_.size() > kMaxPendingChanges) changes_.pop_front();
+}
+
+std::vector<WorkflowChange> WorkflowRegistry::ChangesSince(uint64_t* seq, uint64_t* dropped) const {
+  std::shared_lock lock(mu_);
+  std::vector<WorkflowChange> out;
+  *dropped = 0;
+  if (!changes_.empty() && changes_.front().seq > *seq + 1) {
+    *dropped = changes_.front().seq - *seq - 1;
+  }
+  for (const WorkflowChange& c : changes_) {
+    if (c.seq > *seq) out.push_back(c);
+  }
+  *seq = std::max(*seq, last_seq_);
+  return out;
+}
+
+uint64_t WorkflowRegistry::last_change_seq() const {
+  std::shared_lock lock(mu_);
+  return last_seq_;
+}
+
 Status WorkflowRegistry::Persist(const Workflow& w) {
   if (store_ == nullptr) return Status::Ok();
   return store_->Put(w.id, ToJsonText(WorkflowToJson(w)));
@@ -386,6 +423,13 @@ Result<Workflow> WorkflowRegistry::Create(Workflow w) {
   }
   INFERSCOPE_RETURN_IF_ERROR(Persist(w));
   workflows_.emplace(w.id, w);
+  if (w.auto_approve) {
+    Workflow pending = w;  // the stream shows both states entered
+    pending.state = WorkflowState::kPendingApproval;
+    pending.history.pop_back();
+    RecordChange(pending);
+  }
+  RecordChange(w);
   version_.fetch_add(1, std::memory_order_acq_rel);
   return w;
 }
@@ -408,6 +452,7 @@ Result<Workflow> WorkflowRegistry::Transition(std::string_view id, WorkflowState
   if (edit) edit(next);
   INFERSCOPE_RETURN_IF_ERROR(Persist(next));
   it->second = next;
+  RecordChange(next);
   version_.fetch_add(1, std::memory_order_acq_rel);
   return next;
 }

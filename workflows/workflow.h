@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/clock.h"
+#include "pipeline/result_kind.h"
 #include "pipeline/status.h"
 
 namespace inferscope {
@@ -89,6 +91,30 @@ struct Workflow {
   std::vector<WorkflowTransition> history;             // oldest first, one per state entered
 };
 
+// One state change of a workflow, as the registry records it and the workflow_canary operator
+// emits it (kind::WorkflowChange) for the stream sink `zmq_workflows`.
+struct WorkflowChange {
+  uint64_t seq = 0;  // registry-wide, increasing (per process)
+  std::string id;
+  std::string instance;
+  std::string model;
+  WorkflowState state = WorkflowState::kPendingApproval;
+  int64_t at_ms = 0;  // wall clock
+  std::string by;
+  std::string note;
+  std::string verdict;  // set with COMPLETED / ROLLED_BACK
+  double progress = 0;
+};
+
+namespace kind {
+struct WorkflowChange {
+  using Value = ::inferscope::WorkflowChange;
+  static constexpr std::string_view kName = "workflow_change";
+  static constexpr std::string_view kDescription =
+      "A state change of an optimization workflow (workflows/workflow.h)";
+};
+}  // namespace kind
+
 // Limits of a workflow request.
 inline constexpr size_t kMaxWorkflowGuards = 8;
 inline constexpr size_t kMaxWorkflowChanges = 32;
@@ -162,6 +188,12 @@ class WorkflowRegistry {
   std::vector<Workflow> List() const;
   // The workflows not in a terminal state, by id.
   std::vector<Workflow> Active() const;
+  // The state changes recorded after `*seq` (oldest first), at most kMaxPendingChanges are kept:
+  // a reader further behind loses the oldest (returned in *dropped). Sets *seq to the newest.
+  static constexpr size_t kMaxPendingChanges = 4096;
+  std::vector<WorkflowChange> ChangesSince(uint64_t* seq, uint64_t* dropped) const;
+  // The seq of the newest change (0: none yet).
+  uint64_t last_change_seq() const;
   // Incremented by every change of state (not by progress): the operator re-reads Active() when
   // it moved.
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
@@ -172,6 +204,7 @@ class WorkflowRegistry {
   Result<Workflow> Transition(std::string_view id, WorkflowState to, std::string_view by,
                               std::string_view note, const std::function<void(Workflow&)>& edit);
   Status Persist(const Workflow& w);
+  void RecordChange(const Workflow& w);  // mu_ held
   Status DropExpired(int64_t now_ms);
 
   WorkflowStore* store_;
@@ -180,7 +213,9 @@ class WorkflowRegistry {
   std::map<std::string, Workflow, std::less<>> workflows_;
   std::atomic<uint64_t> version_{0};
   uint64_t next_id_salt_ = 0;
-  int64_t last_drop_ms_ = INT64_MIN;  // when DropExpired last scanned
+  int64_t last_drop_ms_ = INT64_MIN;    // when DropExpired last scanned
+  std::deque<WorkflowChange> changes_;  // the latest kMaxPendingChanges
+  uint64_t last_seq_ = 0;
 };
 
 }  // namespace inferscope

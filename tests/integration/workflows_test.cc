@@ -15,6 +15,8 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "clients/cpp/acked_publisher.h"
 #include "clients/cpp/publisher.h"
@@ -58,6 +60,10 @@ sinks:
   - name: state
     type: rocksdb_state
     inputs: [windows]
+  - name: workflow_stream
+    type: zmq_workflows
+    inputs: [canary]
+    options: {endpoint: "tcp://127.0.0.1:*", format: json}
 )";
 
 constexpr int kBaselinePanes = 30;  // 1 s panes: 30 s of event time before the change
@@ -171,6 +177,12 @@ class WorkflowsEndToEndTest : public ::testing::Test {
 
 TEST_F(WorkflowsEndToEndTest, HelpfulChangeCompletes) {
   auto engine = StartEngine("tcp://127.0.0.1:*", 1);
+  // The verdict on the workflow stream, for this instance only.
+  zmq::context_t zctx;
+  zmq::socket_t sub(zctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::subscribe, "workflows.COMPLETED.vllm-0.");
+  sub.set(zmq::sockopt::rcvtimeo, 100);
+  sub.connect(engine->Endpoint("workflow_stream"));
   const std::string id = CreateAndApprove(*engine);
   client::AckedPublisher pub(PublisherOptions(engine->Endpoint("ingest")));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
@@ -196,6 +208,16 @@ TEST_F(WorkflowsEndToEndTest, HelpfulChangeCompletes) {
   EXPECT_LT(w["evidence"]["fraction"].get<double>(), 1.0) << "decided before the canary's end";
   EXPECT_EQ(w["history"].size(), 4u);
   EXPECT_EQ(w["history"][3]["by"], "canary");
+  std::vector<zmq::message_t> frames;
+  ASSERT_TRUE(WaitFor([&] {
+    frames.clear();
+    return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
+  }));
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].to_string(), "workflows.COMPLETED.vllm-0.");
+  json change = json::parse(frames[1].to_string());
+  EXPECT_EQ(change["id"], id);
+  EXPECT_EQ(change["verdict"], "improved");
 
   // It is listed as completed, and the engine counted the verdict.
   json list =

@@ -104,7 +104,8 @@ class Fleet {
     }
     in.watermark_ms = start + kPaneMs;
     ASSERT_TRUE(op.ProcessResults(in, out).ok());
-    EXPECT_TRUE(out.empty());
+    EXPECT_TRUE(out.kinds().Without(KindSet::Of<kind::WorkflowChange>()).empty());
+    for (const WorkflowChange& c : out.Get<kind::WorkflowChange>()) changes_.push_back(c);
   }
 
   // Creates and approves a workflow on vllm-0 (canary 60 panes), runs the baseline, applies the
@@ -136,6 +137,7 @@ class Fleet {
   }
 
   MetricsRegistry metrics_;
+  std::vector<WorkflowChange> changes_;  // what the operator emitted
 
  private:
   WorkflowRegistry* registry_;
@@ -178,6 +180,15 @@ TEST_F(WorkflowCanaryTest, HelpfulChangeCompletesEarly) {
   EXPECT_NE(w.evidence["guards"][0]["verdict"], "regressed");
   EXPECT_EQ(w.history.back().by, "canary");
   EXPECT_EQ(op->tracked(), 0u) << "finished workflows are dropped";
+  // Every state change was emitted for the stream, in order, the verdict with the last.
+  ASSERT_EQ(fleet.changes_.size(), 4u);
+  EXPECT_EQ(fleet.changes_[0].state, WorkflowState::kPendingApproval);
+  EXPECT_EQ(fleet.changes_[1].state, WorkflowState::kApproved);
+  EXPECT_EQ(fleet.changes_[2].state, WorkflowState::kApplied);
+  EXPECT_EQ(fleet.changes_[3].state, WorkflowState::kCompleted);
+  EXPECT_EQ(fleet.changes_[3].verdict, "improved");
+  EXPECT_EQ(fleet.changes_[3].instance, "vllm-0");
+  EXPECT_LT(fleet.changes_[2].seq, fleet.changes_[3].seq);
 }
 
 TEST_F(WorkflowCanaryTest, HarmfulChangeRollsBackWithEvidence) {
@@ -237,6 +248,18 @@ TEST_F(WorkflowCanaryTest, NeutralChangeCompletesWithNoEffectAtTheEnd) {
   EXPECT_EQ(w.verdict, "no_effect");
   EXPECT_EQ(reached, 60) << "decided at the end of the 10 min canary";
   EXPECT_DOUBLE_EQ(w.progress, 1.0);
+}
+
+TEST_F(WorkflowCanaryTest, WithoutPeersJudgesAgainstTheBaselineAlone) {
+  Fleet fleet(&registry_, &interner_, 11);
+  auto op = fleet.Open("{peers: false}");
+  const std::string id = fleet.Start(*op);
+  fleet.Run(*op, id, 0, 60, {.ttft = 0.7});
+  const Workflow w = *registry_.Get(id);
+  ASSERT_EQ(w.state, WorkflowState::kCompleted) << WorkflowToJson(w).dump(2);
+  EXPECT_FALSE(w.evidence["target"]["peer_adjusted"].get<bool>());
+  EXPECT_FALSE(w.evidence["guards"][1]["peer_adjusted"].get<bool>());
+  EXPECT_NEAR(w.evidence["target"]["ratio"].get<double>(), 0.7, 0.1);
 }
 
 TEST_F(WorkflowCanaryTest, ProgressIsRecordedAtEachLook) {

@@ -230,7 +230,9 @@ void WorkflowCanaryOperator::Sync() {
   seen_version_ = version;
   std::vector<Workflow> active = registry_->Active();
   std::vector<std::string> gone;
-  for (const auto& [id, t] : tracked_) {
+  for (const auto& entry : tracked_) {
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const std::string& id = entry.first;
     auto it =
         std::find_if(active.begin(), active.end(), [&](const Workflow& w) { return w.id == id; });
     if (it == active.end()) gone.push_back(id);

@@ -13,8 +13,8 @@
 
 namespace inferscope {
 
-// What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks) share: their options and their
-// PUB socket with its counters. Each sink adds its topic and payload (docs/PROTOCOL.md).
+// What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks, zmq_workflows) share: their options
+// and their PUB socket with its counters. Each sink adds its topic and payload (docs/PROTOCOL.md).
 
 enum class StreamFormat { kMsgpack, kJson };
 

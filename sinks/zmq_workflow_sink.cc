@@ -13,55 +13,17 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 
 }  // namespace
 
-Status ZmqWorkflowSink::Options::Validate() const {
-  if (endpoint.empty()) return Status::InvalidArgument("zmq_workflows: endpoint is required");
-  if (sndhwm < 0 || sndhwm > INT32_MAX) {
-    return Status::InvalidArgument("zmq_workflows: sndhwm out of range");
-  }
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<ZmqWorkflowSink>> ZmqWorkflowSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Options opts;
-  Result<std::string> endpoint = options.GetEndpoint("endpoint");
-  if (!endpoint.ok()) return endpoint.status();
-  if (endpoint->empty()) return options.Error("endpoint", "must not be empty");
-  opts.endpoint = *endpoint;
-  Result<int64_t> hwm = options.GetInt("sndhwm", opts.sndhwm, 0, INT32_MAX);
-  if (!hwm.ok()) return hwm.status();
-  opts.sndhwm = *hwm;
-  Result<std::string> format = options.GetString("format", "msgpack");
-  if (!format.ok()) return format.status();
-  if (*format == "msgpack") {
-    opts.format = Format::kMsgpack;
-  } else if (*format == "json") {
-    opts.format = Format::kJson;
-  } else {
-    return options.Error("format", "expected 'msgpack' or 'json', got '" + *format + "'");
-  }
-  Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
-  if (!curve.ok()) return curve.status();
-  opts.curve = std::move(curve).value();
-  INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
-  return std::make_unique<ZmqWorkflowSink>(std::move(opts));
+  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  if (!opts.ok()) return opts.status();
+  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
+  return std::make_unique<ZmqWorkflowSink>(std::move(opts).value());
 }
 
 ZmqWorkflowSink::~ZmqWorkflowSink() { Close(); }
 
-Status ZmqWorkflowSink::Open(const StageContext& ctx) {
-  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
-  if (ctx.metrics == nullptr) {
-    return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks metrics");
-  }
-  Labels labels = {{"stage", ctx.name}};
-  messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
-                                      "Messages a sink published or wrote", labels);
-  errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total", "Sink writes that failed",
-                                    labels);
-  pub_.RequireKeys(options_.curve, ctx.metrics, ctx.name);
-  return pub_.Bind(options_.endpoint, static_cast<int>(options_.sndhwm), "zmq_workflows");
-}
+Status ZmqWorkflowSink::Open(const StageContext& ctx) { return pub_.Open(ctx, options_, kName); }
 
 void ZmqWorkflowSink::Close() { pub_.Close(); }
 
@@ -120,29 +82,21 @@ std::string ZmqWorkflowSink::EncodeJson(const WorkflowChange& c) {
 }
 
 Status ZmqWorkflowSink::Write(const OutputBatch& batch) {
-  if (!pub_.bound()) return Status::Internal("zmq_workflows: Write before Open");
-  uint64_t sent = 0;
-  Status result;
+  INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
   for (const WorkflowChange& c : batch.Get<kind::WorkflowChange>()) {
     topic_ = Topic(c);
     std::string json;
-    zmq::const_buffer payload;
-    if (options_.format == Format::kMsgpack) {
+    std::string_view payload;
+    if (options_.format == StreamFormat::kMsgpack) {
       EncodeMsgpack(c, packed_);
-      payload = zmq::buffer(packed_.data(), packed_.size());
+      payload = std::string_view(packed_.data(), packed_.size());
     } else {
       json = EncodeJson(c);
-      payload = zmq::buffer(json);
+      payload = json;
     }
-    result = pub_.Send(zmq::buffer(topic_), payload);
-    if (!result.ok()) {
-      errors_->Inc();
-      break;
-    }
-    ++sent;
+    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
   }
-  messages_->Inc(sent);
-  return result;
+  return Status::Ok();
 }
 
 }  // namespace inferscope

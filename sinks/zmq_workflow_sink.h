@@ -12,7 +12,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
-#include "sinks/pub_socket.h"
+#include "sinks/stream_sink.h"
 #include "workflows/workflow.h"
 
 namespace inferscope {
@@ -39,14 +39,7 @@ class ZmqWorkflowSink final : public Sink {
       "Publishes workflow state changes on a ZeroMQ PUB socket (topic "
       "workflows.<state>.<instance>.)";
 
-  enum class Format { kMsgpack, kJson };
-  struct Options {
-    std::string endpoint;     // required; the address to bind
-    int64_t sndhwm = 10'000;  // send high-water mark in messages; 0..INT32_MAX (0 = unlimited)
-    Format format = Format::kMsgpack;
-    CurveServerOptions curve;  // who may subscribe (CurveZMQ); default: off
-    Status Validate() const;
-  };
+  using Options = StreamSinkOptions;
   static constexpr int kVersion = 1;
 
   static Result<std::unique_ptr<ZmqWorkflowSink>> Create(const ConfigNode& options);
@@ -66,9 +59,7 @@ class ZmqWorkflowSink final : public Sink {
 
  private:
   Options options_;
-  PubSocket pub_;
-  Counter* messages_ = nullptr;
-  Counter* errors_ = nullptr;
+  StreamPublisher pub_;
   msgpack::sbuffer packed_;
   std::string topic_;
 };

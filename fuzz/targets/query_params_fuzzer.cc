@@ -7,14 +7,15 @@
 // (httplib::detail::parse_query_text: '&'-separated, percent-decoded), the path parameter is
 // percent-decoded as httplib decodes paths, and the route's handler runs against a real StateStore
 // (RocksDB in a temporary directory, written once at start-up: 2 instances, 3 models, 10 s panes
-// over 20 minutes, default storage tiers, one alert) and an in-memory SilenceRegistry made fresh
-// for each input (so every run is deterministic).
+// over 20 minutes, default storage tiers, one alert) and in-memory silence and workflow registries
+// (one silence, one workflow pending approval) made fresh for each input, so runs are independent.
 //
 // Checked besides the sanitizers: the handler never throws (the server would turn that into a 500);
-// it answers 200, 201, 400 or 404 (500 means a handler failed on input it should have rejected);
-// every error reply has the documented shape; the reply serialises as the server does. The pure
-// parsers behind the parameters (ParseTimeMs, ParseDurationMs, GlobMatch, FormatRfc3339) are called
-// on every query value too, with a round-trip check of ParseTimeMs(FormatRfc3339(t)) == t.
+// it answers 200, 201, 400, 404 or 409 (500 means a handler failed on input it should have
+// rejected); every error reply has the documented shape; the reply serialises as the server does.
+// The pure parsers behind the parameters (ParseTimeMs, ParseDurationMs, GlobMatch, FormatRfc3339)
+// are called on every query value too, with a round-trip check of ParseTimeMs(FormatRfc3339(t)) ==
+// t.
 
 #include <unistd.h>
 
@@ -43,6 +44,7 @@
 #include "query/handlers.h"
 #include "state/alert_store.h"
 #include "state/state_store.h"
+#include "workflows/workflow.h"
 
 namespace inferscope {
 namespace {
@@ -209,13 +211,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   silence.ends_at_ms = kNowMs + 3'600'000;
   silence.created_by = "fuzz";
   if (!silences.Add(silence).ok()) Fail("cannot add the seed silence");
+  // And one workflow, pending approval.
+  WorkflowRegistry workflows(nullptr, &w.clock);
+  Result<Workflow> seed = WorkflowFromRequest(
+      {{"instance", "node-1"}, {"model", "m"}, {"target", {{"metric", "ttft_ms"}}}});
+  if (!seed.ok() || !workflows.Create(*seed).ok()) Fail("cannot add the seed workflow");
   ApiContext ctx = w.ctx;
   ctx.silences = &silences;
+  ctx.workflows = &workflows;
 
   const ApiReply reply = route.handler(ctx, req);  // an exception here is a finding
   const std::string text =
       reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (reply.status != 200 && reply.status != 201 && reply.status != 400 && reply.status != 404) {
+  // 409: a workflow transition its state does not allow.
+  if (reply.status != 200 && reply.status != 201 && reply.status != 400 && reply.status != 404 &&
+      reply.status != 409) {
     Fail(route.method + " " + route.pattern + " answered " + std::to_string(reply.status) + ": " +
          text);
   }

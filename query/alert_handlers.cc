@@ -46,12 +46,6 @@ ApiReply BadCursor(const ApiContext& ctx) {
                     {{"parameter", "cursor"}});
 }
 
-ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
-                      const std::string& value) {
-  return ErrorReply(*ctx.clock, 400, kValidationError, std::move(message),
-                    {{"parameter", parameter}, {"value", value}});
-}
-
 ApiReply NoSilences(const ApiContext& ctx) {
   return ErrorReply(*ctx.clock, 500, "INTERNAL_ERROR", "this query node has no silence registry");
 }
@@ -63,15 +57,15 @@ ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req) {
   if (auto text = req.Param("state")) {
     state = ParseAlertState(*text);
     if (!state) {
-      return BadParameter(ctx, "state", "state must be pending, firing or resolved", *text);
+      return BadParameterValue(ctx, "state", "state must be pending, firing or resolved", *text);
     }
   }
   std::optional<Severity> severity;
   if (auto text = req.Param("severity")) {
     severity = ParseSeverity(*text);
     if (!severity) {
-      return BadParameter(ctx, "severity", "severity must be info, warning, critical or emergency",
-                          *text);
+      return BadParameterValue(ctx, "severity",
+                               "severity must be info, warning, critical or emergency", *text);
     }
   }
   std::optional<std::string> instance = req.Param("instance");
@@ -79,8 +73,8 @@ ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req) {
   if (auto text = req.Param("since")) {
     std::optional<int64_t> ms = ParseTimeMs(*text);
     if (!ms) {
-      return BadParameter(ctx, "since", "since must be epoch milliseconds or an RFC 3339 time",
-                          *text);
+      return BadParameterValue(ctx, "since", "since must be epoch milliseconds or an RFC 3339 time",
+                               *text);
     }
     since = *ms;
   }
@@ -143,7 +137,7 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
   const std::string& text = req.path_params.at(0);
   std::optional<uint64_t> fingerprint = ParseFingerprintHex(text);
   if (!fingerprint) {
-    return BadParameter(ctx, "fingerprint", "fingerprint must be 1..16 hex digits", text);
+    return BadParameterValue(ctx, "fingerprint", "fingerprint must be 1..16 hex digits", text);
   }
   // The history, oldest first, paginated by its store key. It is read before the latest state:
   // both are written in one batch but read without a common snapshot, so reading the latest
@@ -153,8 +147,8 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
   if (!page) return error;
   const std::string prefix = AlertKey(*fingerprint);
   if (page->after && page->after->rfind(prefix, 0) != 0) {
-    return BadParameter(ctx, "cursor", "the cursor belongs to another alert's history",
-                        req.Param("cursor").value_or(""));
+    return BadParameterValue(ctx, "cursor", "the cursor belongs to another alert's history",
+                             req.Param("cursor").value_or(""));
   }
   std::string end = AlertKey(*fingerprint + 1);
   if (*fingerprint == UINT64_MAX) end.clear();  // no upper bound
@@ -202,9 +196,9 @@ ApiReply HandleCreateSilence(const ApiContext& ctx, const ApiRequest& req) {
     if (it == body.end() || !it->is_string()) continue;
     std::optional<int64_t> ms = ParseTimeMs(it->get<std::string>());
     if (!ms) {
-      return BadParameter(ctx, field,
-                          std::string(field) + " must be epoch milliseconds or an RFC 3339 time",
-                          it->get<std::string>());
+      return BadParameterValue(
+          ctx, field, std::string(field) + " must be epoch milliseconds or an RFC 3339 time",
+          it->get<std::string>());
     }
     *it = *ms;
   }
@@ -226,7 +220,7 @@ ApiReply HandleListSilences(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.silences == nullptr) return NoSilences(ctx);
   std::optional<std::string> status = req.Param("status");
   if (status && *status != "active" && *status != "pending" && *status != "expired") {
-    return BadParameter(ctx, "status", "status must be active, pending or expired", *status);
+    return BadParameterValue(ctx, "status", "status must be active, pending or expired", *status);
   }
   ApiReply error;
   std::optional<PageRequest> page = ParsePage(ctx, req, &error);

@@ -24,18 +24,11 @@ constexpr std::string_view kValidationError = "VALIDATION_ERROR";
 constexpr std::array<std::string_view, 8> kParams = {"instance", "model",   "type",  "severity",
                                                      "state",    "primary", "limit", "cursor"};
 
-ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
-                      const std::string& value) {
-  return ErrorReply(*ctx.clock, 400, kValidationError, std::move(message),
-                    {{"parameter", parameter}, {"value", value.substr(0, 256)}});
-}
+// At most this much of a refused parameter's value is echoed.
+std::string_view Echo(const std::string& value) { return std::string_view(value).substr(0, 256); }
 
 // At most this many instances per detect-bottlenecks request.
 constexpr size_t kMaxDetectInstances = 1000;
-
-ApiReply BadField(const ApiContext& ctx, const std::string& field, std::string message) {
-  return ErrorReply(*ctx.clock, 400, kValidationError, field + ": " + message, {{"field", field}});
-}
 
 // Reads one metric's statistics ({"count", "events", "errors", "sum", "mean", "max", "last",
 // "p50", "p95", "p99", "first_mean", "last_mean"}, all optional numbers) into `*out`; the error
@@ -286,17 +279,19 @@ ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
   if (auto text = req.Param("type")) {
     type = ParseBottleneckType(*text);
     if (!type) {
-      return BadParameter(ctx, "type",
-                          "type must be MEMORY_PRESSURE, RESOURCE_SATURATION, CACHE_INEFFICIENCY, "
-                          "LOW_THROUGHPUT, QUEUE_BUILDUP, ERROR_SPIKE or HIGH_LATENCY",
-                          *text);
+      return BadParameterValue(
+          ctx, "type",
+          "type must be MEMORY_PRESSURE, RESOURCE_SATURATION, CACHE_INEFFICIENCY, "
+          "LOW_THROUGHPUT, QUEUE_BUILDUP, ERROR_SPIKE or HIGH_LATENCY",
+          Echo(*text));
     }
   }
   std::optional<BottleneckSeverity> severity;
   if (auto text = req.Param("severity")) {
     severity = ParseBottleneckSeverity(*text);
     if (!severity || *severity == BottleneckSeverity::kNone) {
-      return BadParameter(ctx, "severity", "severity must be LOW, MEDIUM, HIGH or CRITICAL", *text);
+      return BadParameterValue(ctx, "severity", "severity must be LOW, MEDIUM, HIGH or CRITICAL",
+                               Echo(*text));
     }
   }
   // Default: what limits the instances now.
@@ -306,13 +301,15 @@ ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
       state.reset();
     } else {
       state = ParseBottleneckState(*text);
-      if (!state) return BadParameter(ctx, "state", "state must be active, resolved or all", *text);
+      if (!state)
+        return BadParameterValue(ctx, "state", "state must be active, resolved or all",
+                                 Echo(*text));
     }
   }
   std::optional<bool> primary;
   if (auto text = req.Param("primary")) {
     if (*text != "true" && *text != "false") {
-      return BadParameter(ctx, "primary", "primary must be true or false", *text);
+      return BadParameterValue(ctx, "primary", "primary must be true or false", Echo(*text));
     }
     primary = *text == "true";
   }

@@ -30,12 +30,6 @@ constexpr int64_t kMaxWindowMs = 1'000'000'000'000;
 
 json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
 
-ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
-                      json extra = json::object()) {
-  extra["parameter"] = parameter;
-  return ErrorReply(*ctx.clock, 400, kValidationError, std::move(message), std::move(extra));
-}
-
 // A positive duration parameter ("10s", "1m", "5m", "1h"...), or an error reply.
 std::optional<int64_t> ParseWindowParam(const ApiContext& ctx, const ApiRequest& req,
                                         std::string_view default_text, std::string* text,
@@ -160,6 +154,22 @@ ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::
       {"error", {{"code", code}, {"message", std::move(message)}, {"details", std::move(details)}}},
       {"timestamp", FormatRfc3339(clock.NowMs())}};
   return reply;
+}
+
+ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
+                      json extra) {
+  extra["parameter"] = parameter;
+  return ErrorReply(*ctx.clock, 400, kValidationError, std::move(message), std::move(extra));
+}
+
+ApiReply BadParameterValue(const ApiContext& ctx, std::string_view parameter, std::string message,
+                           std::string_view value) {
+  return BadParameter(ctx, parameter, std::move(message), {{"value", value}});
+}
+
+ApiReply BadField(const ApiContext& ctx, std::string_view field, std::string message) {
+  return ErrorReply(*ctx.clock, 400, kValidationError,
+                    std::string(field) + ": " + std::move(message), {{"field", field}});
 }
 
 ApiReply StatusReply(const Clock& clock, const Status& status) {

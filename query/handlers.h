@@ -68,6 +68,15 @@ const std::vector<Route>& Routes();
 // The error reply: {"error":{"code","message","details"},"timestamp"}.
 ApiReply ErrorReply(const Clock& clock, int status, std::string_view code, std::string message,
                     nlohmann::json details = nlohmann::json::object());
+// 400 VALIDATION_ERROR naming a query parameter: details {"parameter": name} plus `extra`.
+ApiReply BadParameter(const ApiContext& ctx, std::string_view parameter, std::string message,
+                      nlohmann::json extra = nlohmann::json::object());
+// The same with the offending value as details.value.
+ApiReply BadParameterValue(const ApiContext& ctx, std::string_view parameter, std::string message,
+                           std::string_view value);
+// 400 VALIDATION_ERROR naming a field of the request body: "<field>: <message>", details
+// {"field": name}.
+ApiReply BadField(const ApiContext& ctx, std::string_view field, std::string message);
 // A Status turned into an error reply: InvalidArgument → 400, NotFound → 404, else 500.
 // FailedPrecondition → 409 (CONFLICT), else 500.
 ApiReply StatusReply(const Clock& clock, const Status& status);

@@ -19,11 +19,6 @@ ApiReply NoWorkflows(const ApiContext& ctx) {
   return ErrorReply(*ctx.clock, 500, "INTERNAL_ERROR", "this query node has no workflow registry");
 }
 
-ApiReply BadField(const ApiContext& ctx, std::string_view field, std::string message) {
-  return ErrorReply(*ctx.clock, 400, kValidationError,
-                    std::string(field) + ": " + std::move(message), {{"field", field}});
-}
-
 // A registry failure as a reply: NotFound 404, FailedPrecondition 409 (CONFLICT), InvalidArgument
 // 400 naming the field, Unavailable (the registry is full) 503.
 ApiReply RegistryError(const ApiContext& ctx, const Status& st) {

@@ -3,6 +3,8 @@
 #include <array>
 #include <initializer_list>
 
+#include "pipeline/coding.h"
+
 namespace inferscope {
 namespace {
 
@@ -55,15 +57,7 @@ uint64_t AlertFingerprint(std::string_view rule, std::string_view instance, std:
   return h;
 }
 
-std::string FingerprintHex(uint64_t fingerprint) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(16, '0');
-  for (int i = 15; i >= 0; --i) {
-    out[static_cast<size_t>(i)] = kDigits[fingerprint & 0xF];
-    fingerprint >>= 4;
-  }
-  return out;
-}
+std::string FingerprintHex(uint64_t fingerprint) { return Hex64(fingerprint); }
 
 std::optional<uint64_t> ParseFingerprintHex(std::string_view text) {
   if (text.empty() || text.size() > 16) return std::nullopt;

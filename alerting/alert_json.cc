@@ -5,12 +5,12 @@
 #include <optional>
 #include <string>
 
+#include "pipeline/json_text.h"
+
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
-
-json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
 
 double NumberOr(const json& j, const char* key) {
   auto it = j.find(key);
@@ -30,11 +30,11 @@ json AlertToJson(const Alert& a) {
           {"model", a.model},
           {"metric", a.metric},
           {"stat", a.stat},
-          {"value", Number(a.value)},
-          {"expected", Number(a.expected)},
-          {"lower", Number(a.lower)},
-          {"upper", Number(a.upper)},
-          {"score", Number(a.score)},
+          {"value", JsonNumberOrNull(a.value)},
+          {"expected", JsonNumberOrNull(a.expected)},
+          {"lower", JsonNumberOrNull(a.lower)},
+          {"upper", JsonNumberOrNull(a.upper)},
+          {"score", JsonNumberOrNull(a.score)},
           {"window", {{"start", a.window_start_ms}, {"end", a.window_end_ms}}},
           {"event_time", a.event_time_ms},
           {"detected_at", a.detected_at_ms},

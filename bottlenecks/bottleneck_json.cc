@@ -1,20 +1,14 @@
 #include "bottlenecks/bottleneck_json.h"
 
 #include <cmath>
-#include <cstdio>
+
+#include "pipeline/coding.h"
+#include "pipeline/json_text.h"
 
 namespace inferscope {
 namespace {
 
 using nlohmann::json;
-
-json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
-
-std::string Hex(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 bool GetString(const json& j, const char* field, std::string* out) {
   auto it = j.find(field);
@@ -48,7 +42,7 @@ bool GetDouble(const json& j, const char* field, double* out) {
 json BottleneckToJson(const Bottleneck& b) {
   json chain = json::array();
   for (BottleneckType t : b.chain) chain.push_back(BottleneckTypeName(t));
-  return {{"id", Hex(BottleneckId(b.instance, b.model, b.type))},
+  return {{"id", Hex64(BottleneckId(b.instance, b.model, b.type))},
           {"instance", b.instance},
           {"model", b.model},
           {"engine", b.engine},
@@ -61,10 +55,10 @@ json BottleneckToJson(const Bottleneck& b) {
           {"chain", std::move(chain)},
           {"metric", b.metric},
           {"stat", b.stat},
-          {"value", Number(b.value)},
-          {"threshold", Number(b.threshold)},
+          {"value", JsonNumberOrNull(b.value)},
+          {"threshold", JsonNumberOrNull(b.threshold)},
           {"basis", BottleneckBasisName(b.basis)},
-          {"peer_median", Number(b.peer_median)},
+          {"peer_median", JsonNumberOrNull(b.peer_median)},
           {"window", {{"start", b.window_start_ms}, {"end", b.window_end_ms}}},
           {"active_since", b.active_since_ms},
           {"detected_at", b.detected_at_ms},

@@ -68,6 +68,13 @@ inline void AppendBigEndian64(std::string* out, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8)
     out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
+// `v` as 16 lowercase hex digits (ids and fingerprints in the API and the streams).
+inline std::string Hex64(uint64_t v) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = kDigits[v & 0xF];
+  return out;
+}
 // Reads be64 from the first 8 bytes of `in` (which must have them).
 inline uint64_t ReadBigEndian64(std::string_view in) {
   uint64_t v = 0;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cmath>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,11 @@ namespace inferscope {
 // goes through here, so no input can make a serialisation throw on a pipeline thread.
 inline std::string ToJsonText(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// A JSON number, or null when `v` is NaN or infinite (JSON has no such numbers).
+inline nlohmann::json JsonNumberOrNull(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
 }
 
 }  // namespace inferscope

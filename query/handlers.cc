@@ -11,6 +11,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/int_math.h"
+#include "pipeline/json_text.h"
 #include "pipeline/names.h"
 #include "pipeline/tiers.h"
 #include "state/state_store.h"
@@ -27,8 +28,6 @@ constexpr std::string_view kNotFound = "NOT_FOUND";
 // up to about 31 years.
 constexpr int64_t kMaxTimeMs = 253'402'300'799'999;
 constexpr int64_t kMaxWindowMs = 1'000'000'000'000;
-
-json Number(double v) { return std::isfinite(v) ? json(v) : json(); }
 
 // A positive duration parameter ("10s", "1m", "5m", "1h"...), or an error reply.
 std::optional<int64_t> ParseWindowParam(const ApiContext& ctx, const ApiRequest& req,
@@ -66,17 +65,17 @@ json WindowJson(int64_t start, int64_t end, const Aggregate& agg) {
   SummaryStats stats = Summarize(agg, end - start);
   json w = {{"start", start}, {"end", end}, {"count", stats.count}};
   const bool has_values = stats.count > 0;
-  w["sum"] = has_values ? Number(stats.sum) : json();
-  w["mean"] = has_values ? Number(stats.mean) : json();
-  w["min"] = has_values ? Number(stats.min) : json();
-  w["max"] = has_values ? Number(stats.max) : json();
-  w["variance"] = has_values ? Number(stats.variance) : json();
-  w["p50"] = has_values ? Number(stats.p50) : json();
-  w["p90"] = has_values ? Number(stats.p90) : json();
-  w["p95"] = has_values ? Number(stats.p95) : json();
-  w["p99"] = has_values ? Number(stats.p99) : json();
-  w["rate"] = Number(stats.rate_per_s);
-  w["error_ratio"] = stats.events > 0 ? Number(stats.error_ratio) : json();
+  w["sum"] = has_values ? JsonNumberOrNull(stats.sum) : json();
+  w["mean"] = has_values ? JsonNumberOrNull(stats.mean) : json();
+  w["min"] = has_values ? JsonNumberOrNull(stats.min) : json();
+  w["max"] = has_values ? JsonNumberOrNull(stats.max) : json();
+  w["variance"] = has_values ? JsonNumberOrNull(stats.variance) : json();
+  w["p50"] = has_values ? JsonNumberOrNull(stats.p50) : json();
+  w["p90"] = has_values ? JsonNumberOrNull(stats.p90) : json();
+  w["p95"] = has_values ? JsonNumberOrNull(stats.p95) : json();
+  w["p99"] = has_values ? JsonNumberOrNull(stats.p99) : json();
+  w["rate"] = JsonNumberOrNull(stats.rate_per_s);
+  w["error_ratio"] = stats.events > 0 ? JsonNumberOrNull(stats.error_ratio) : json();
   w["events"] = stats.events;
   w["errors"] = stats.errors;
   return w;
@@ -649,11 +648,12 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
   const double seconds = static_cast<double>(w) / 1000.0;
   json metrics = {
       {"requests_per_second", static_cast<double>(stats.events) / seconds},
-      {"avg_response_time_ms", stats.count > 0 ? Number(stats.mean) : json()},
-      {"p95_response_time_ms", stats.count > 0 ? Number(stats.p95) : json()},
-      {"p99_response_time_ms", stats.count > 0 ? Number(stats.p99) : json()},
-      {"error_rate", stats.events > 0 ? Number(stats.error_ratio) : json()},
-      {"cache_hit_rate", prompt_tokens > 0 ? Number(cached_tokens / prompt_tokens) : json()},
+      {"avg_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.mean) : json()},
+      {"p95_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.p95) : json()},
+      {"p99_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.p99) : json()},
+      {"error_rate", stats.events > 0 ? JsonNumberOrNull(stats.error_ratio) : json()},
+      {"cache_hit_rate",
+       prompt_tokens > 0 ? JsonNumberOrNull(cached_tokens / prompt_tokens) : json()},
       {"active_instances", active},
       {"requests", stats.events},
       {"errors", stats.errors},

@@ -1,10 +1,9 @@
 #include "sinks/zmq_bottleneck_sink.h"
 
-#include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "bottlenecks/bottleneck_json.h"
+#include "pipeline/coding.h"
 #include "pipeline/json_text.h"
 #include "sinks/stream_encoding.h"
 #include "sinks/topic.h"
@@ -13,12 +12,6 @@ namespace inferscope {
 namespace {
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
-
-std::string Hex(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 }  // namespace
 
@@ -50,7 +43,7 @@ void ZmqBottleneckSink::EncodeMsgpack(const Bottleneck& b, msgpack::sbuffer& out
   PackStr(pk, "v");
   pk.pack_int(kVersion);
   PackStr(pk, "id");
-  PackStr(pk, Hex(BottleneckId(b.instance, b.model, b.type)));
+  PackStr(pk, Hex64(BottleneckId(b.instance, b.model, b.type)));
   PackStr(pk, "instance");
   PackStr(pk, b.instance);
   PackStr(pk, "model");

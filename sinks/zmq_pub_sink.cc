@@ -12,14 +12,7 @@
 #include "values/aggregate.h"
 
 namespace inferscope {
-namespace {
-
-// A JSON number that is always written with a fraction or exponent (1.0, not 1), or null.
-nlohmann::json JsonDouble(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
@@ -113,24 +106,24 @@ void ZmqPubSink::EncodeJson(const WindowSummary& summary, int64_t watermark_ms) 
       {"start", summary.start_ms},
       {"end", summary.end_ms},
       {"count", stats.count},
-      {"sum", JsonDouble(stats.sum)},
-      {"mean", JsonDouble(stats.mean)},
-      {"min", JsonDouble(stats.min)},
-      {"max", JsonDouble(stats.max)},
-      {"variance", JsonDouble(stats.variance)},
-      {"last", JsonDouble(stats.last)},
-      {"rate", JsonDouble(stats.rate_per_s)},
+      {"sum", JsonNumberOrNull(stats.sum)},
+      {"mean", JsonNumberOrNull(stats.mean)},
+      {"min", JsonNumberOrNull(stats.min)},
+      {"max", JsonNumberOrNull(stats.max)},
+      {"variance", JsonNumberOrNull(stats.variance)},
+      {"last", JsonNumberOrNull(stats.last)},
+      {"rate", JsonNumberOrNull(stats.rate_per_s)},
       {"events", stats.events},
       {"errors", stats.errors},
-      {"error_ratio", JsonDouble(stats.error_ratio)},
+      {"error_ratio", JsonNumberOrNull(stats.error_ratio)},
       {"watermark", watermark_ms},
       {"update", summary.update},
   };
   if (stats.count > 0) {
-    j["p50"] = JsonDouble(stats.p50);
-    j["p90"] = JsonDouble(stats.p90);
-    j["p95"] = JsonDouble(stats.p95);
-    j["p99"] = JsonDouble(stats.p99);
+    j["p50"] = JsonNumberOrNull(stats.p50);
+    j["p90"] = JsonNumberOrNull(stats.p90);
+    j["p95"] = JsonNumberOrNull(stats.p95);
+    j["p99"] = JsonNumberOrNull(stats.p99);
   }
   json_ = ToJsonText(j);
 }

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <mutex>
 #include <random>
 
+#include "pipeline/coding.h"
 #include "pipeline/config.h"
 #include "pipeline/json_text.h"
 #include "pipeline/names.h"
@@ -99,12 +99,6 @@ json MetricToJson(const WorkflowMetric& m) {
   return {{"metric", m.metric},
           {"quantile", m.quantile},
           {"direction", m.lower_is_better ? "decrease" : "increase"}};
-}
-
-std::string Hex16(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 }  // namespace
@@ -405,7 +399,7 @@ Result<Workflow> WorkflowRegistry::Create(Workflow w) {
   }
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   do {
-    w.id = Hex16(rng() ^ (++next_id_salt_ * 0x9E3779B97F4A7C15ULL));
+    w.id = Hex64(rng() ^ (++next_id_salt_ * 0x9E3779B97F4A7C15ULL));
   } while (workflows_.count(w.id) != 0);
   w.created_at_ms = now;
   w.updated_at_ms = now;

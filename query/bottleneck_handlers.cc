@@ -30,10 +30,13 @@ std::string_view Echo(const std::string& value) { return std::string_view(value)
 // At most this many instances per detect-bottlenecks request.
 constexpr size_t kMaxDetectInstances = 1000;
 
+}  // namespace
+
 // Reads one metric's statistics ({"count", "events", "errors", "sum", "mean", "max", "last",
 // "p50", "p95", "p99", "first_mean", "last_mean"}, all optional numbers) into `*out`; the error
 // names the field.
-std::optional<std::string> ReadMetric(const json& j, const std::string& path, MetricWindow* out) {
+std::optional<std::string> ReadMetricStatistics(const json& j, const std::string& path,
+                                                MetricWindow* out) {
   if (!j.is_object()) return path + ": expected an object of statistics";
   bool has_mean = false, has_sum = false;
   for (const auto& item : j.items()) {
@@ -93,8 +96,6 @@ std::optional<std::string> ReadMetric(const json& j, const std::string& path, Me
   if (!j.contains("last_mean")) out->last_mean = out->mean;
   return std::nullopt;
 }
-
-}  // namespace
 
 ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
   if (!req.params.empty()) {
@@ -187,7 +188,7 @@ ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
                         "unknown metric (the metric contract's names, or a configured "
                         "resource_saturation gauge)");
       }
-      if (auto error = ReadMetric(stats, path + ".metrics." + metric, target)) {
+      if (auto error = ReadMetricStatistics(stats, path + ".metrics." + metric, target)) {
         // "<field>: <message>": details name the field.
         return ErrorReply(*ctx.clock, 400, kValidationError, *error,
                           {{"field", error->substr(0, error->find(": "))}});

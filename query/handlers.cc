@@ -703,6 +703,11 @@ const std::vector<Route>& Routes() {
       {"POST", "/v1/workflows/([^/]+)/applied", "/v1/workflows/{id}/applied", true,
        &HandleWorkflowApplied},
       {"GET", "/metrics", "/metrics", true, &HandlePrometheus},
+      // Last, so the query_params fuzzer's seeds (which index this table) keep their routes.
+      {"POST", "/v1/optimization/recommend", "/v1/optimization/recommend", true, &HandleRecommend},
+      {"POST", "/v1/performance/optimize", "/v1/performance/optimize", true, &HandleOptimize},
+      {"GET", "/v1/performance/profile/([^/]+)", "/v1/performance/profile/{model_id}", true,
+       &HandleModelProfile},
   };
   return routes;
 }

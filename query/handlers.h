@@ -20,6 +20,7 @@
 
 namespace inferscope {
 
+struct MetricWindow;
 class SilenceRegistry;
 class StateStore;
 class WorkflowRegistry;
@@ -135,6 +136,23 @@ ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req);
 // in, the active bottlenecks (peers: the request's instances of the same model; causal order) out.
 // No `for`, no state: what the windows say now (docs/BOTTLENECKS.md, "Stateless detection").
 ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req);
+// Reads one metric's statistics of a request body ({"count", "events", "errors", "sum", "mean",
+// "max", "last", "p50", "p95", "p99", "first_mean", "last_mean"}, all optional numbers) into
+// `*out`; the error is "<path>.<key>: <message>" (query/bottleneck_handlers.cc).
+std::optional<std::string> ReadMetricStatistics(const nlohmann::json& j, const std::string& path,
+                                                MetricWindow* out);
+// POST /v1/optimization/recommend (query/optimize_handlers.cc): an instance's active bottlenecks
+// and a recommendation per root, estimated with the calibrated serving model (optimize/). The
+// body names a stored instance (and optionally a time range) or carries the windows' statistics
+// as detect-bottlenecks does (docs/BOTTLENECKS.md, "Recommendations").
+ApiReply HandleRecommend(const ApiContext& ctx, const ApiRequest& req);
+// POST /v1/performance/optimize: a goal and constraints for an instance; the best configuration
+// found among the candidates, its predicted effect against the current one, every candidate.
+ApiReply HandleOptimize(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/performance/profile/{model_id}?window=&from=&to=: per instance of the model and in
+// total, rates, latency quantiles, errors, KV usage, running/waiting, active bottlenecks and cost
+// per 1k tokens; 404 when no instance serves the model.
+ApiReply HandleModelProfile(const ApiContext& ctx, const ApiRequest& req);
 // Optimization workflows (query/workflow_handlers.cc, docs/WORKFLOWS.md). Unknown query
 // parameters are refused (400); transitions the workflow's state does not allow answer 409.
 // POST /v1/workflows → 201 with the workflow.

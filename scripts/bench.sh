@@ -9,3 +9,5 @@ for b in "$BUILD_DIR"/bench/*_bench; do
   echo "== $(basename "$b")"
   "$b" --benchmark_min_time=0.2
 done
+echo "== routing_eval (synthetic arrivals; add --trace FILE --arrivals both for the trace)"
+"$BUILD_DIR/bench/routing_eval" --arrivals synthetic | tail -n 14

@@ -22,6 +22,12 @@ constexpr KindInfo kKinds[] = {
     {FaultKind::kPrefixCacheOff, "prefix_cache_off", 1},
     {FaultKind::kErrorBurst, "error_burst", 0.3},
     {FaultKind::kLoadDouble, "load_double", 2},
+    {FaultKind::kDown, "down", 1},
+    {FaultKind::kLatencyDrift, "latency_drift", 4},
+    {FaultKind::kBrownout, "brownout", 0.1},
+    {FaultKind::kPriceChange, "price_change", 3},
+    {FaultKind::kQualityDrop, "quality_drop", 0.5},
+    {FaultKind::kFlapping, "flapping", 30},
 };
 
 // A duration with an explicit unit: a bare number is refused (seconds or milliseconds?).
@@ -48,6 +54,14 @@ double DefaultFactor(FaultKind kind) {
 
 bool Fault::Matches(std::string_view instance_name) const {
   return instance == "fleet" || GlobMatch(instance, instance_name);
+}
+
+bool Fault::DownAt(double t_ms) const {
+  if (!ActiveAt(t_ms)) return false;
+  if (kind == FaultKind::kDown) return true;
+  if (kind != FaultKind::kFlapping) return false;
+  const double period_ms = factor * 1000;
+  return std::fmod(t_ms - start_ms, period_ms) < period_ms / 2;
 }
 
 Result<Fault> ParseFault(std::string_view spec) {
@@ -94,15 +108,16 @@ Result<Fault> ParseFault(std::string_view spec) {
   f.factor = info->default_factor;
   if (n == 4) {
     if (f.kind == FaultKind::kPrefixCacheOff) return error("prefix_cache_off takes no factor");
+    if (f.kind == FaultKind::kDown) return error("down takes no factor");
     double v = 0;
     std::string_view text = parts[3];
     auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(v) || v <= 0) {
       return error("the factor must be a number > 0, got '" + std::string(text) + "'");
     }
-    if (f.kind == FaultKind::kErrorBurst && v > 1) {
-      return error("error_burst's factor is a probability in (0, 1], got '" + std::string(text) +
-                   "'");
+    if ((f.kind == FaultKind::kErrorBurst || f.kind == FaultKind::kBrownout) && v > 1) {
+      return error(std::string(info->name) + "'s factor is a probability in (0, 1], got '" +
+                   std::string(text) + "'");
     }
     f.factor = v;
   }

@@ -86,6 +86,8 @@ std::vector<InstanceOptions> StandardFleet(int instances, int models, uint64_t s
       o.params.prefill_per_token_ms *= slowness;
       o.params.error_probability = weak ? 0.03 : 0.005;
       o.params.timeout_s = timeout_s;
+      o.input_price_per_1k = profile.input_price_per_1k;
+      o.output_price_per_1k = profile.output_price_per_1k;
       o.seed = seed * 1000 + out.size() + 1;
       out.push_back(std::move(o));
     }
@@ -179,6 +181,26 @@ Status FleetOptions::Validate() const {
     return Status::InvalidArgument("gauge_interval_ms must be >= 1");
   }
   if (!(duration_ms >= 0)) return Status::InvalidArgument("duration_ms must be >= 0");
+  if (!(std::isfinite(gauge_delay_ms) && gauge_delay_ms >= 0)) {
+    return Status::InvalidArgument("gauge_delay_ms must be >= 0");
+  }
+  if (!(quality_feedback_fraction >= 0 && quality_feedback_fraction <= 1)) {
+    return Status::InvalidArgument("quality_feedback_fraction must be in [0, 1]");
+  }
+  if (!(std::isfinite(quality_feedback_delay_ms) && quality_feedback_delay_ms >= 0)) {
+    return Status::InvalidArgument("quality_feedback_delay_ms must be >= 0");
+  }
+  double weights = 0;
+  for (double w : category_weights) {
+    if (!(std::isfinite(w) && w >= 0)) {
+      return Status::InvalidArgument("category_weights must be >= 0");
+    }
+    weights += w;
+  }
+  if (!(weights > 0)) return Status::InvalidArgument("category_weights must not all be 0");
+  if (!(std::isfinite(expected_output_sigma) && expected_output_sigma >= 0)) {
+    return Status::InvalidArgument("expected_output_sigma must be >= 0");
+  }
   return Status::Ok();
 }
 
@@ -215,6 +237,8 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(FleetOptions options,
   fleet->arrivals_src_ = std::move(arrivals);
   fleet->router_ = std::move(router);
   fleet->rng_.seed(options.seed);
+  fleet->feature_rng_.seed(options.seed ^ 0xC2B2AE3D27D4EB4FULL);
+  fleet->feedback_rng_.seed(options.seed ^ 0x165667B19E3779F9ULL);
   fleet->next_gauge_ms_ = options.gauge_interval_ms;
   fleet->inst_load_.resize(instances.size());
   for (const Fault& f : faults) {
@@ -239,12 +263,64 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(FleetOptions options,
     auto model = static_cast<uint32_t>(m - fleet->models_.begin());
     fleet->instance_model_.push_back(model);
     fleet->model_instances_[model].push_back(static_cast<uint32_t>(i));
-    fleet->instances_.push_back(
-        std::make_unique<ServingInstance>(std::move(instances[i]), static_cast<uint32_t>(i), sink));
+    fleet->instances_.push_back(std::make_unique<ServingInstance>(
+        std::move(instances[i]), static_cast<uint32_t>(i), &fleet->tap_));
     fleet->instances_.back()->SetFaults(std::move(own));
   }
   fleet->views_.reserve(instances.size());
   return fleet;
+}
+
+void Fleet::Tap::OnRequest(const RequestOutcome& outcome) {
+  Fleet& f = *fleet_;
+  if (f.sink_ != nullptr) f.sink_->OnRequest(outcome);
+  RequestOutcome seen = outcome;
+  seen.quality = -1;  // not known when the response arrives
+  f.router_->OnOutcome(seen);
+  if (outcome.ok() && f.options_.quality_feedback_fraction > 0) {
+    std::uniform_real_distribution<double> u(0, 1);
+    if (u(f.feedback_rng_) < f.options_.quality_feedback_fraction) {
+      QualityFeedback q;
+      q.instance = outcome.instance;
+      q.id = outcome.id;
+      q.category = outcome.category;
+      q.completed_ms = outcome.time_ms;
+      q.time_ms = outcome.time_ms + f.options_.quality_feedback_delay_ms;
+      q.quality = outcome.quality;
+      f.delayed_quality_.push_back(q);
+    }
+  }
+}
+
+void Fleet::Tap::OnGauge(const GaugeSample& sample) {
+  Fleet& f = *fleet_;
+  if (f.sink_ != nullptr) f.sink_->OnGauge(sample);
+  if (f.options_.gauge_delay_ms <= 0) {
+    f.router_->OnGauge(sample);
+  } else {
+    f.delayed_gauges_.push_back(sample);
+  }
+}
+
+SimMs Fleet::NextDelivery() const {
+  SimMs t = ServingInstance::kIdle;
+  if (!delayed_gauges_.empty()) {
+    t = delayed_gauges_.front().time_ms + options_.gauge_delay_ms;
+  }
+  if (!delayed_quality_.empty()) t = std::min(t, delayed_quality_.front().time_ms);
+  return t;
+}
+
+void Fleet::Deliver(SimMs t) {
+  while (!delayed_gauges_.empty() &&
+         delayed_gauges_.front().time_ms + options_.gauge_delay_ms <= t) {
+    router_->OnGauge(delayed_gauges_.front());
+    delayed_gauges_.pop_front();
+  }
+  while (!delayed_quality_.empty() && delayed_quality_.front().time_ms <= t) {
+    router_->OnQuality(delayed_quality_.front());
+    delayed_quality_.pop_front();
+  }
 }
 
 void Fleet::SendTo(uint32_t instance, const Request& r) {
@@ -283,6 +359,18 @@ void Fleet::Dispatch(const Arrival& a) {
   r.arrival_ms = a.time_ms;
   r.prompt_tokens = std::max<uint32_t>(a.prompt_tokens, 1);
   r.output_tokens = std::max<uint32_t>(a.output_tokens, 1);
+  // Features, from their own stream.
+  const std::array<double, kCategories>& w = options_.category_weights;
+  const double cat_draw =
+      std::uniform_real_distribution<double>(0, w[0] + w[1] + w[2])(feature_rng_);
+  r.category = cat_draw < w[0]          ? Category::kChat
+               : cat_draw < w[0] + w[1] ? Category::kCode
+                                        : Category::kVision;
+  if (w[static_cast<size_t>(r.category)] <= 0) r.category = Category::kChat;
+  r.needs_vision = r.category == Category::kVision;
+  const double noise = std::normal_distribution<double>(0, 1)(feature_rng_);
+  r.expected_output_tokens = static_cast<uint32_t>(std::max(
+      1.0, std::round(r.output_tokens * std::exp(options_.expected_output_sigma * noise))));
   // The model: uniformly by instance.
   auto inst = std::min(static_cast<size_t>(model_draw * static_cast<double>(instances_.size())),
                        instances_.size() - 1);
@@ -319,7 +407,8 @@ bool Fleet::RunUntil(SimMs until_ms) {
       done_ = true;  // arrivals exhausted, every instance idle
       return false;
     }
-    const SimMs t = std::min({t_inst, t_arr, next_gauge_ms_});
+    const SimMs t_del = NextDelivery();
+    const SimMs t = std::min({t_inst, t_arr, next_gauge_ms_, t_del});
     if (bounded && t >= options_.duration_ms) {
       if (until_ms >= options_.duration_ms) {
         now_ms_ = options_.duration_ms;
@@ -330,7 +419,9 @@ bool Fleet::RunUntil(SimMs until_ms) {
     }
     if (t > limit) return true;
     now_ms_ = t;
-    if (t_inst == t) {
+    if (t_del == t) {
+      Deliver(t);
+    } else if (t_inst == t) {
       instances_[which]->Step();
     } else if (t_arr == t) {
       has_pending_ = false;

@@ -4,8 +4,10 @@
 // dispatcher with a pluggable routing policy, faults, gauge sampling, and a pacer that ties the
 // simulated clock to a wall clock.
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <random>
 #include <span>
@@ -113,7 +115,25 @@ class TraceArrivals final : public ArrivalSource {
   size_t next_ = 0;
 };
 
-// Picks the instance for a request among the instances serving its model.
+// A request's latent quality, reported back to the router later (FleetOptions: a sample of the
+// successful requests, after a delay), as user ratings or an offline judge would.
+struct QualityFeedback {
+  uint32_t instance = 0;
+  uint64_t id = 0;
+  Category category = Category::kChat;
+  SimMs completed_ms = 0;  // when the request completed
+  SimMs time_ms = 0;       // when the feedback is delivered
+  double quality = 0;      // 0..1
+};
+
+// Picks the instance for a request among the instances serving its model, and learns from the
+// feedback the fleet delivers (all in simulated time, on the fleet's event order):
+//   - OnOutcome: every request's outcome at its completion or failure (ttft, tpot, e2e, tokens,
+//     error, cost; quality is not known then and reads < 0), as a gateway sees its responses;
+//   - OnGauge: every gauge sample, FleetOptions::gauge_delay_ms after it was taken (a scrape or
+//     stream delay; none while an instance is down: its scrape fails);
+//   - OnQuality: for a sample of the successful requests, their quality, later.
+// A request's `arrival_ms` is the current time when Pick is called.
 // Concurrency: called on the simulating thread only.
 class Router {
  public:
@@ -121,6 +141,12 @@ class Router {
   virtual std::string_view Name() const = 0;
   // `candidates` is not empty; returns an index into it.
   virtual size_t Pick(const Request& request, std::span<const InstanceView> candidates) = 0;
+  virtual void OnOutcome(const RequestOutcome& /*outcome*/) {}
+  virtual void OnGauge(const GaugeSample& /*sample*/) {}
+  virtual void OnQuality(const QualityFeedback& /*feedback*/) {}
+  // The probability that the last Pick chose the best candidate, in [0, 1]; < 0 when the router
+  // does not estimate one (calibration is scored only for routers that do).
+  virtual double Confidence() const { return -1; }
 };
 
 // Each model's candidates in turn.
@@ -155,6 +181,19 @@ struct FleetOptions {
   double duration_ms = 0;
   uint64_t seed = 42;  // model assignment, load_double copies
 
+  // Feedback to the router (Router): gauges are delivered this long after they are sampled.
+  double gauge_delay_ms = 0;
+  // The fraction of successful requests whose quality is reported to the router (0..1), and how
+  // long after their completion.
+  double quality_feedback_fraction = 0;
+  double quality_feedback_delay_ms = 120'000;
+  // Request features: the category of each request is drawn with these weights (chat, code,
+  // vision; >= 0, not all 0); expected_output_tokens = output_tokens x a lognormal error of this
+  // log-space sigma (0 = exact). Both draw from their own stream (seeded from `seed`): the
+  // defaults change no draw of the rest of the simulation.
+  std::array<double, kCategories> category_weights = {1, 0, 0};
+  double expected_output_sigma = 0.5;
+
   Status Validate() const;
 };
 
@@ -169,6 +208,9 @@ struct FleetOptions {
 // gives it: its share of the model's load is multiplied by the factor while the others' stay
 // unchanged. Copies arrive at the same time with the same token counts. Every other kind is
 // applied by the matched instances (ServingInstance).
+//
+// Feedback: the router gets every outcome as it happens, gauges and quality feedback delayed
+// (FleetOptions); a delivery due at the same time as another event comes first.
 //
 // Lifecycle: Create, then RunUntil with increasing times (or Run). Not thread-safe.
 class Fleet {
@@ -196,7 +238,20 @@ class Fleet {
   uint64_t requests() const { return next_id_; }   // routed, copies included
 
  private:
-  Fleet() = default;
+  // Between the instances and the caller's sink: forwards everything, and feeds the router.
+  class Tap final : public OutcomeSink {
+   public:
+    explicit Tap(Fleet* fleet) : fleet_(fleet) {}
+    void OnRequest(const RequestOutcome& outcome) override;
+    void OnGauge(const GaugeSample& sample) override;
+
+   private:
+    Fleet* fleet_;
+  };
+
+  Fleet() : tap_(this) {}
+  SimMs NextDelivery() const;
+  void Deliver(SimMs t);
   void Dispatch(const Arrival& a);
   void Route(Request r);
   void SendTo(uint32_t instance, const Request& r);
@@ -213,6 +268,11 @@ class Fleet {
   std::unique_ptr<ArrivalSource> arrivals_src_;
   std::unique_ptr<Router> router_;
   std::mt19937_64 rng_;
+  std::mt19937_64 feature_rng_;   // categories, expected output tokens
+  std::mt19937_64 feedback_rng_;  // which requests' quality is reported
+  Tap tap_;
+  std::deque<GaugeSample> delayed_gauges_;       // in delivery order
+  std::deque<QualityFeedback> delayed_quality_;  // in delivery order
   Arrival pending_;
   bool has_pending_ = false;
   SimMs next_gauge_ms_ = 0;

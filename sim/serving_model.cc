@@ -22,6 +22,20 @@ std::string_view ErrorName(RequestError error) {
   return "other";
 }
 
+std::string_view CategoryName(Category category) {
+  switch (category) {
+    case Category::kChat:
+      return "chat";
+    case Category::kCode:
+      return "code";
+    case Category::kVision:
+      return "vision";
+    case Category::kCount:
+      break;
+  }
+  return "other";
+}
+
 std::string_view GaugeName(Gauge gauge) {
   static constexpr std::string_view kNames[] = {
       "num_requests_running", "num_requests_waiting",  "kv_cache_usage",
@@ -79,6 +93,18 @@ Status InstanceOptions::Validate() const {
   if (model.empty() || model.size() > 255) {
     return Status::InvalidArgument("instance " + name + ": model must be 1..255 bytes");
   }
+  auto price = [](double v) { return std::isfinite(v) && v >= 0; };
+  if (!price(input_price_per_1k) || !price(output_price_per_1k)) {
+    return Status::InvalidArgument("instance " + name + ": prices must be >= 0");
+  }
+  for (double q : quality) {
+    if (!(q >= 0 && q <= 1)) {
+      return Status::InvalidArgument("instance " + name + ": quality must be in [0, 1]");
+    }
+  }
+  if (!(std::isfinite(quality_concentration) && quality_concentration > 0)) {
+    return Status::InvalidArgument("instance " + name + ": quality_concentration must be > 0");
+  }
   return params.Validate().WithContext("instance " + name);
 }
 
@@ -108,7 +134,11 @@ void ServingInstance::Ring::PopFront() {
 }
 
 ServingInstance::ServingInstance(InstanceOptions options, uint32_t index, OutcomeSink* sink)
-    : options_(std::move(options)), index_(index), sink_(sink), rng_(options_.seed) {
+    : options_(std::move(options)),
+      index_(index),
+      sink_(sink),
+      rng_(options_.seed),
+      quality_rng_(options_.seed ^ 0x9E3779B97F4A7C15ULL) {
   eff_ = EffectiveAt(0);
   running_.reserve(options_.params.max_num_seqs);
 }
@@ -132,8 +162,18 @@ ServingInstance::Effective ServingInstance::EffectiveAt(SimMs t) const {
       case FaultKind::kPrefixCacheOff:
         prefix = false;
         break;
+      case FaultKind::kLatencyDrift:
+        slow *= 1 + (f.factor - 1) * (t - f.start_ms) / (f.end_ms - f.start_ms);
+        break;
+      case FaultKind::kBrownout:
+        slow *= 1 + 10 * f.factor;
+        break;
       case FaultKind::kErrorBurst:
       case FaultKind::kLoadDouble:
+      case FaultKind::kDown:
+      case FaultKind::kPriceChange:
+      case FaultKind::kQualityDrop:
+      case FaultKind::kFlapping:
         break;
     }
   }
@@ -150,9 +190,90 @@ ServingInstance::Effective ServingInstance::EffectiveAt(SimMs t) const {
 double ServingInstance::ErrorProbabilityAt(SimMs t) const {
   double ok = 1 - options_.params.error_probability;
   for (const Fault& f : faults_) {
-    if (f.kind == FaultKind::kErrorBurst && f.ActiveAt(t)) ok *= 1 - f.factor;
+    if ((f.kind == FaultKind::kErrorBurst || f.kind == FaultKind::kBrownout) && f.ActiveAt(t)) {
+      ok *= 1 - f.factor;
+    }
   }
   return 1 - ok;
+}
+
+double ServingInstance::FactorAt(FaultKind kind, SimMs t) const {
+  double factor = 1;
+  for (const Fault& f : faults_) {
+    if (f.kind == kind && f.ActiveAt(t)) factor *= f.factor;
+  }
+  return factor;
+}
+
+bool ServingInstance::DownAt(SimMs t) const {
+  for (const Fault& f : faults_) {
+    if (f.DownAt(t)) return true;
+  }
+  return false;
+}
+
+bool ServingInstance::FailingAt(SimMs t) const {
+  if (DownAt(t)) return true;
+  for (const Fault& f : faults_) {
+    if ((f.kind == FaultKind::kBrownout || f.kind == FaultKind::kErrorBurst) && f.ActiveAt(t)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Expectation ServingInstance::Expect(const Request& r, SimMs now_ms) const {
+  const ServingParams& p = options_.params;
+  Expectation e;
+  e.capable = !r.needs_vision || options_.vision;
+  const double price = FactorAt(FaultKind::kPriceChange, now_ms);
+  e.cost_usd = (r.prompt_tokens * options_.input_price_per_1k +
+                r.output_tokens * options_.output_price_per_1k) /
+               1000 * price;
+  e.quality = std::clamp(
+      options_.quality[static_cast<size_t>(r.category)] * FactorAt(FaultKind::kQualityDrop, now_ms),
+      0.0, 1.0);
+  if (!e.capable || DownAt(now_ms) ||
+      static_cast<uint64_t>(r.prompt_tokens) + r.output_tokens > p.max_model_len) {
+    e.p_ok = 0;
+    e.ttft_ms = e.e2e_ms = p.error_latency_ms;
+    return e;
+  }
+  const Effective eff = EffectiveAt(now_ms);
+  const double running = static_cast<double>(running_.size());
+  const double waiting = static_cast<double>(waiting_.size());
+  const double slots = eff.max_num_seqs;
+  const double batch = std::min(running + waiting + 1, slots);
+  // KV tokens a sequence holds: the running batch's mean, or this request's own when idle.
+  const double own_kv = r.prompt_tokens + r.output_tokens / 2.0;
+  const double kv_per_seq =
+      running > 0 ? static_cast<double>(used_blocks_) * p.block_tokens / running : own_kv;
+  // The pace: the model's step for the batch with this request, or the steps the instance has
+  // been taking lately when they are slower (prefill chunks of other requests share the steps).
+  double step = eff.slowdown * (p.step_base_ms + p.step_per_seq_ms * batch +
+                                p.step_per_kv_token_ms * kv_per_seq * batch);
+  if (busy_) step = std::max(step, step_ewma_ms_);
+  // Waiting for a slot: the requests beyond the slots leave as running ones complete, `running`
+  // per (mean remaining decode tokens) steps.
+  double wait_ms = 0;
+  const double excess = running + waiting + 1 - slots;
+  if (excess > 0 && running > 0) {
+    double remaining = 0;
+    for (uint32_t s : running_) {
+      remaining += slots_[s].output - std::min(slots_[s].generated, slots_[s].output);
+    }
+    wait_ms = excess * (remaining / running) / running * step;
+  }
+  // Prefill: this prompt's uncached tokens and (about) as much per request queued before it.
+  const double hit = eff.prefix_caching ? p.prefix_hit_mean : 0;
+  const double uncached = r.prompt_tokens * (1 - hit);
+  const double prefill_steps = std::max(1.0, std::ceil(uncached / p.max_num_batched_tokens));
+  const double prefill_ms =
+      eff.slowdown * p.prefill_per_token_ms * uncached * (1 + std::min(waiting, slots));
+  e.ttft_ms = wait_ms + prefill_steps * step + prefill_ms;
+  e.e2e_ms = e.ttft_ms + (r.output_tokens - 1) * step;
+  e.p_ok = e.e2e_ms > p.timeout_s * 1000 ? 0 : 1 - ErrorProbabilityAt(now_ms);
+  return e;
 }
 
 double ServingInstance::kv_usage() const {
@@ -169,6 +290,9 @@ InstanceView ServingInstance::View() const {
   v.waiting = waiting();
   v.kv_usage = kv_usage();
   v.max_num_seqs = eff_.max_num_seqs;
+  v.vision = options_.vision;
+  v.input_price_per_1k = options_.input_price_per_1k;
+  v.output_price_per_1k = options_.output_price_per_1k;
   return v;
 }
 
@@ -197,10 +321,19 @@ void ServingInstance::Arrive(const Request& r) {
   o.id = r.id;
   o.arrival_ms = r.arrival_ms;
   o.prompt_tokens = r.prompt_tokens;
+  o.category = r.category;
   RequestError refused = RequestError::kNone;
   std::uniform_real_distribution<double> u(0, 1);
   const double draw = u(rng_);  // drawn for every request, so a fault changes no other draw
-  if (static_cast<uint64_t>(r.prompt_tokens) + r.output_tokens > p.max_model_len) {
+  if (r.needs_vision && !options_.vision) {
+    refused = RequestError::kClientError;  // the backend rejects the image input
+    o.capability_violation = true;
+    o.e2e_ms = p.error_latency_ms;
+    ++totals_.capability_violations;
+  } else if (DownAt(r.arrival_ms)) {
+    refused = RequestError::kServerError;  // connection refused
+    o.e2e_ms = p.error_latency_ms;
+  } else if (static_cast<uint64_t>(r.prompt_tokens) + r.output_tokens > p.max_model_len) {
     refused = RequestError::kClientError;
   } else if (draw < ErrorProbabilityAt(r.arrival_ms)) {
     refused = RequestError::kServerError;
@@ -232,6 +365,7 @@ void ServingInstance::Arrive(const Request& r) {
   slot.prompt = r.prompt_tokens;
   slot.output = r.output_tokens;
   slot.hit_fraction = static_cast<float>(hit);
+  slot.category = r.category;
   waiting_.PushBack(s);
   if (!busy_) StartStep(r.arrival_ms);
 }
@@ -254,6 +388,20 @@ void ServingInstance::Emit(uint32_t s, SimMs t, RequestError error) {
   o.output_tokens = slot.generated;
   o.cached_tokens = slot.cached;
   o.error = error;
+  o.category = slot.category;
+  const double billed_prompt = slot.first_token_ms >= 0 ? slot.prompt : 0;
+  o.cost_usd = (billed_prompt * options_.input_price_per_1k +
+                slot.generated * options_.output_price_per_1k) /
+               1000 * FactorAt(FaultKind::kPriceChange, t);
+  if (error == RequestError::kNone) {
+    const double q = std::clamp(
+        options_.quality[static_cast<size_t>(slot.category)] * FactorAt(FaultKind::kQualityDrop, t),
+        1e-6, 1 - 1e-6);
+    const double c = options_.quality_concentration;
+    std::gamma_distribution<double> ga(q * c, 1), gb((1 - q) * c, 1);
+    const double a = ga(quality_rng_), b = gb(quality_rng_);
+    o.quality = a + b > 0 ? a / (a + b) : q;
+  }
   if (sink_ != nullptr) sink_->OnRequest(o);
 }
 
@@ -313,6 +461,18 @@ void ServingInstance::StartStep(SimMs t) {
   const ServingParams& p = options_.params;
   AccountRunning(t);
   eff_ = EffectiveAt(t);
+  if (DownAt(t)) {
+    // The process is gone: every request it held fails (connection reset).
+    for (uint32_t s : running_) Fail(s, t, RequestError::kServerError);
+    running_.clear();
+    while (!waiting_.empty()) {
+      uint32_t s = waiting_.front();
+      waiting_.PopFront();
+      Fail(s, t, RequestError::kServerError);
+    }
+    busy_ = false;
+    return;
+  }
   ExpireTimeouts(t);
   // A smaller cache (kv_cache_small starting) holds what fits; the newest requests go back.
   while (used_blocks_ > eff_.total_blocks && !running_.empty()) PreemptNewest();
@@ -403,6 +563,7 @@ void ServingInstance::StartStep(SimMs t) {
               p.step_per_kv_token_ms * static_cast<double>(kv_tokens) +
               p.prefill_per_token_ms * prefill_tokens;
   ms *= eff_.slowdown;
+  step_ewma_ms_ = step_ewma_ms_ == 0 ? ms : 0.8 * step_ewma_ms_ + 0.2 * ms;
   busy_ = true;
   step_end_ms_ = t + ms;
   totals_.busy_ms += ms;
@@ -446,6 +607,12 @@ void ServingInstance::Step() {
 
 void ServingInstance::SampleGauges(SimMs now_ms, double interval_ms) {
   if (sink_ == nullptr) return;
+  if (DownAt(now_ms)) {
+    // The scrape fails: no sample; the interval's counters start again.
+    interval_preemptions_ = interval_generated_ = interval_prefilled_ = 0;
+    interval_prompt_scheduled_ = interval_prompt_hits_ = 0;
+    return;
+  }
   if (!busy_) eff_ = EffectiveAt(now_ms);  // idle: nothing is held, the faults of now apply
   const double per_s = interval_ms > 0 ? 1000.0 / interval_ms : 0;
   GaugeSample g;

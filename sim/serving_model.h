@@ -4,6 +4,7 @@
 // model), in virtual time. See sim/README.md for the model, its parameters and where the defaults
 // come from.
 
+#include <array>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -47,13 +48,25 @@ enum class Gauge : uint8_t {
 };
 std::string_view GaugeName(Gauge gauge);
 
-// One request as it arrives at an instance.
+// What a request asks for: its category (drawn per request by the fleet, FleetOptions::
+// category_weights). A backend has a latent quality per category; vision requests need a
+// vision-capable backend.
+enum class Category : uint8_t { kChat = 0, kCode, kVision, kCount };
+inline constexpr size_t kCategories = static_cast<size_t>(Category::kCount);
+std::string_view CategoryName(Category category);
+
+// One request as it arrives at an instance. The fields below `model` are the request's features
+// a router may use; `output_tokens` is the truth the simulation runs (a router should use
+// `expected_output_tokens`, a noisy estimate of it, as a length predictor would give).
 struct Request {
   uint64_t id = 0;
   SimMs arrival_ms = 0;
   uint32_t prompt_tokens = 1;  // >= 1
   uint32_t output_tokens = 1;  // >= 1: tokens to generate before the request completes
   uint32_t model = 0;          // index of the model in the fleet (routing only)
+  Category category = Category::kChat;
+  bool needs_vision = false;            // category == kVision
+  uint32_t expected_output_tokens = 1;  // the router's estimate of output_tokens
 };
 
 // The outcome of one request, reported when it completes or fails.
@@ -69,6 +82,16 @@ struct RequestOutcome {
   uint32_t output_tokens = 0;  // tokens generated (all of them on success)
   uint32_t cached_tokens = 0;  // prompt tokens served from the prefix cache at first admission
   RequestError error = RequestError::kNone;
+  Category category = Category::kChat;
+  // A vision request sent to an instance without vision: refused at arrival with client_error.
+  bool capability_violation = false;
+  // USD billed: prompt tokens (once prefilled) and generated tokens at the instance's prices in
+  // effect at completion (the price_change fault); 0 for a request refused at arrival.
+  double cost_usd = 0;
+  // The latent quality of the answer in [0, 1] (successful requests; < 0 otherwise): drawn from
+  // Beta around the instance's quality for the category (times the quality_drop fault). Routers
+  // see it only through the fleet's sparse, delayed quality feedback (FleetOptions).
+  double quality = -1;
   bool ok() const { return error == RequestError::kNone; }
 };
 
@@ -118,13 +141,20 @@ struct ServingParams {
   Status Validate() const;
 };
 
-// One serving instance: a name (`<engine>-<n>` by convention), the model it serves, its engine.
+// One serving instance: a name (`<engine>-<n>` by convention), the model it serves, its engine,
+// and what it offers a router (prices, latent quality, capabilities).
 struct InstanceOptions {
   std::string name;             // required, e.g. "vllm-0"
   std::string model;            // required
   std::string engine = "vllm";  // vllm, sglang or tgi (informative; the classifier reads it)
   ServingParams params;
-  uint64_t seed = 1;  // draws: prefix-cache hits, injected errors
+  uint64_t seed = 1;  // draws: prefix-cache hits, injected errors (quality has its own stream)
+  double input_price_per_1k = 0;   // USD per 1k prompt tokens, >= 0
+  double output_price_per_1k = 0;  // USD per 1k generated tokens, >= 0
+  // Latent quality per category (chat, code, vision), each in [0, 1].
+  std::array<double, kCategories> quality = {0.8, 0.8, 0.8};
+  double quality_concentration = 10;  // per-request quality ~ Beta(q * c, (1 - q) * c)
+  bool vision = true;                 // accepts vision requests
 
   Status Validate() const;
 };
@@ -137,6 +167,20 @@ struct InstanceView {
   uint32_t waiting = 0;
   double kv_usage = 0;  // 0..1
   uint32_t max_num_seqs = 0;
+  bool vision = true;                                      // the catalogue's capability
+  double input_price_per_1k = 0, output_price_per_1k = 0;  // list prices (not the faults')
+};
+
+// What an instance would give one request sent to it now, from its true parameters, the faults
+// in effect and its current load (running batch, queue, KV cache): an analytic approximation of
+// the model below, used as the routing evaluation's oracle (bench/routing/README.md).
+struct Expectation {
+  bool capable = true;  // false: a capability violation (the request fails)
+  double p_ok = 1;      // probability of success (0 when down or incapable)
+  double ttft_ms = 0;
+  double e2e_ms = 0;
+  double cost_usd = 0;  // on success
+  double quality = 0;   // mean latent quality for the request's category
 };
 
 // ServingInstance models continuous batching on one instance: a FCFS waiting queue, a running
@@ -169,6 +213,13 @@ class ServingInstance {
   void SampleGauges(SimMs now_ms, double interval_ms);
 
   InstanceView View() const;
+  // See Expectation. Does not change the instance; O(running requests).
+  Expectation Expect(const Request& r, SimMs now_ms) const;
+  // Down (the down fault, or flapping in a down half-period) at `t`.
+  bool DownAt(SimMs t) const;
+  // Failing at `t`: down, or a brownout or error burst in effect (the routing evaluation's
+  // "unhealthy" backends).
+  bool FailingAt(SimMs t) const;
   const InstanceOptions& options() const { return options_; }
   uint32_t index() const { return index_; }
 
@@ -178,6 +229,7 @@ class ServingInstance {
     uint64_t completed = 0;
     uint64_t failed = 0;
     uint64_t timeouts = 0;
+    uint64_t capability_violations = 0;
     uint64_t preemptions = 0;
     uint64_t steps = 0;
     uint64_t generated_tokens = 0;
@@ -208,6 +260,7 @@ class ServingInstance {
     uint32_t scheduled = 0;        // tokens in the step in flight
     float hit_fraction = 0;        // drawn at arrival
     bool admitted_before = false;  // preempted at least once (recompute)
+    Category category = Category::kChat;
   };
 
   // A FIFO of slot indices with push_front (preempted requests go back to the front).
@@ -236,6 +289,7 @@ class ServingInstance {
 
   Effective EffectiveAt(SimMs t) const;
   double ErrorProbabilityAt(SimMs t) const;
+  double FactorAt(FaultKind kind, SimMs t) const;  // product of the active faults' factors
   uint32_t NewSlot();
   void FreeSlot(uint32_t s);
   uint32_t BlocksFor(uint32_t tokens) const {
@@ -255,6 +309,7 @@ class ServingInstance {
   OutcomeSink* sink_;
   std::vector<Fault> faults_;
   std::mt19937_64 rng_;
+  std::mt19937_64 quality_rng_;  // its own stream: quality draws change no other draw
 
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
@@ -266,6 +321,7 @@ class ServingInstance {
   bool busy_ = false;
   SimMs step_end_ms_ = 0;
   SimMs last_change_ms_ = 0;  // for the running-size integral
+  double step_ewma_ms_ = 0;   // recent step durations (EWMA, weight 0.2): Expect's pace
 
   // Per gauge interval.
   uint64_t interval_preemptions_ = 0;

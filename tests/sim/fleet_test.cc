@@ -250,7 +250,7 @@ TEST(FaultSpecTest, ErrorsSayWhatIsWrong) {
   EXPECT_EQ(message("fast_gpu:vllm-0:1s-2s"),
             "fault 'fast_gpu:vllm-0:1s-2s': unknown kind 'fast_gpu' (expected one of "
             "kv_cache_small, slot_limit_low, slow_gpu, prefix_cache_off, error_burst, "
-            "load_double)");
+            "load_double, down, latency_drift, brownout, price_change, quality_drop, flapping)");
   EXPECT_EQ(message("slow_gpu::1s-2s"),
             "fault 'slow_gpu::1s-2s': the instance is empty (a name, a glob such as vllm-*, or *)");
   EXPECT_EQ(message("slow_gpu:a:60-180"),

@@ -19,6 +19,40 @@ constexpr double kMinLatencyMs = 0.01;
 constexpr double kDefaultTtftMs = 300, kDefaultTpotMs = 30, kDefaultE2eMs = 3000;
 constexpr double kDefaultPromptTokens = 500, kDefaultOutputTokens = 200;
 constexpr double kMaxErrorRate = 0.999;
+// Fixed noise per (backend, draw): the posterior draws are deterministic transforms of it
+// (common random numbers), so a redraw is arithmetic, not sampling, and P(best) moves smoothly
+// with the evidence. Layout: ttft (τ, μ), tpot (τ, μ), e2e (τ, μ) normals; then for the error
+// beta and the quality beta two gammas each as (normal, uniform).
+constexpr size_t kNoise = 14;
+enum NoiseSlot : size_t {
+  kTtftTau = 0,
+  kTtftMu,
+  kTpotTau,
+  kTpotMu,
+  kE2eTau,
+  kE2eMu,
+  kErrA,
+  kErrAU,
+  kErrB,
+  kErrBU,
+  kQualA,
+  kQualAU,
+  kQualB,
+  kQualBU,
+};
+
+// A Gamma(shape, 1) variate from a standard normal `z` and a uniform `u`: Wilson–Hilferty's
+// cube (accurate to a few per cent for shape >= 1), with Marsaglia–Tsang's boost
+// Gamma(a) = Gamma(a + 1) · U^(1/a) below 1.
+double GammaFromNoise(double shape, double z, double u) {
+  const double a = shape < 1 ? shape + 1 : shape;
+  const double c = 1.0 / (9.0 * a);
+  const double v = std::max(1.0 - c + z * std::sqrt(c), 1e-3);
+  double x = a * v * v * v;
+  if (shape < 1) x *= std::pow(std::max(u, 1e-300), 1.0 / shape);
+  return x;
+}
+
 // Length buckets: log2 of the token count, capped.
 constexpr uint32_t kMaxLengthBucket = 24;
 
@@ -242,7 +276,8 @@ struct RoutingLearner::Backend {
 struct RoutingLearner::Table {
   uint64_t key = UINT64_MAX;
   uint64_t version = 0;
-  uint32_t n = 0;  // routable candidates, in `scores` by weight, descending
+  uint64_t last_used = 0;  // for least-recently-used eviction
+  uint32_t n = 0;          // routable candidates, in `scores` by weight, descending
   std::array<BackendScore, kMaxBackendsPerModel> scores;
   std::array<double, kMaxBackendsPerModel> cum;  // cumulative weights over `scores`
   std::array<uint32_t, kMaxBackendsPerModel> max_context;
@@ -260,6 +295,7 @@ struct RoutingLearner::Model {
   std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> ids;
   // Posterior draws, [backend * draws + m]: expected ttft, tpot, e2e (ms), error rate, quality.
   std::vector<float> ttft, tpot, e2e, perr, qual;
+  std::vector<float> noise;    // [(backend * draws + m) * kNoise + slot]
   bool use_split = false;      // score latency as ttft + tpot × output tokens (else e2e)
   bool has_quality = false;    // some backend has quality evidence
   DecayedPair typical_prompt;  // a = Σ prompt tokens, b = count
@@ -272,7 +308,7 @@ struct RoutingLearner::Model {
   int64_t next_gate_ms = INT64_MAX;
   double utilisation = 0;
   std::vector<std::unique_ptr<Table>> tables;
-  uint32_t next_victim = 0;
+  uint64_t use_clock = 0;
   struct Published {
     bool has = false;
     int64_t time_ms = 0;
@@ -356,6 +392,14 @@ RoutingLearner::Backend& RoutingLearner::AddBackend(Model& model, const BackendS
   const size_t size = model.backends.size() * draws;
   for (std::vector<float>* v : {&model.ttft, &model.tpot, &model.e2e, &model.perr, &model.qual}) {
     v->resize(size, 0.0f);
+  }
+  std::normal_distribution<float> normal;
+  const size_t start = model.noise.size();
+  model.noise.resize(size * kNoise);
+  for (size_t i = start; i < model.noise.size(); ++i) {
+    const size_t slot = (i - start) % kNoise;
+    const bool uniform = slot >= kErrA && (slot - kErrA) % 2 == 1;
+    model.noise[i] = uniform ? static_cast<float>(rng_.Unit()) : normal(rng_);
   }
   model.dirty = true;
   model.load_dirty = true;
@@ -608,21 +652,22 @@ void RoutingLearner::Redraw(Model& model, int64_t now, bool all) {
   const double err0 = std::clamp((fail + 0.05) / (total + 1), 0.001, 0.5);
   const double q0 = qn > 0 ? std::clamp(q / qn, 0.01, 0.99) : 0.5;
 
-  Xoshiro256& urbg = rng_;
-  std::normal_distribution<double> normal;
-  auto beta = [&](double a, double b) {
-    std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
-    const double x = ga(urbg), y = gb(urbg);
+  auto beta = [](double a, double b, const float* noise, size_t slot) {
+    const double x = GammaFromNoise(a, noise[slot], noise[slot + 1]);
+    const double y = GammaFromNoise(b, noise[slot + 2], noise[slot + 3]);
     return x + y > 0 ? x / (x + y) : a / (a + b);
   };
-  auto draw_latency = [&](const DecayedMoments& m, double prior, float* out) {
+  auto draw_latency = [&](const DecayedMoments& m, double prior, size_t bi, size_t tau_slot,
+                          float* out) {
     const NormalGammaPosterior p =
         NormalGammaPosterior::From(m, now, hl, prior, e.prior_samples, e.prior_log_variance);
-    std::gamma_distribution<double> precision(p.alpha, 1.0 / p.beta);
     const double half_var = p.Variance() / 2;
-    for (size_t i = 0; i < draws; ++i) {
-      const double tau = std::max(precision(urbg), 1e-12);
-      const double mu = p.mean + normal(urbg) / std::sqrt(p.kappa * tau);
+    const float* noise = &model.noise[bi * draws * kNoise];
+    for (size_t i = 0; i < draws; ++i, noise += kNoise) {
+      // Precision τ ~ Gamma(α, rate β); mean of the log ~ N(m, 1 / (κ τ)).
+      const double tau = std::max(GammaFromNoise(p.alpha, noise[tau_slot], 0.5) / p.beta, 1e-12);
+      const double mu =
+          p.mean + static_cast<double>(noise[tau_slot + 1]) / std::sqrt(p.kappa * tau);
       out[i] = static_cast<float>(std::exp(std::min(mu + half_var, 700.0)));
     }
   };
@@ -633,18 +678,23 @@ void RoutingLearner::Redraw(Model& model, int64_t now, bool all) {
     b.dirty = false;
     const size_t off = bi * draws;
     if (model.use_split) {
-      draw_latency(b.log_ttft, prior_ttft, &model.ttft[off]);
-      draw_latency(b.log_tpot, prior_tpot, &model.tpot[off]);
+      draw_latency(b.log_ttft, prior_ttft, bi, kTtftTau, &model.ttft[off]);
+      draw_latency(b.log_tpot, prior_tpot, bi, kTpotTau, &model.tpot[off]);
     } else {
-      draw_latency(b.log_e2e, prior_e2e, &model.e2e[off]);
+      draw_latency(b.log_e2e, prior_e2e, bi, kE2eTau, &model.e2e[off]);
     }
+    const float* noise = &model.noise[off * kNoise];
     const double ea = n0 * err0 + b.errors.a(now, hl);
     const double eb = n0 * (1 - err0) + b.errors.b(now, hl);
-    for (size_t i = 0; i < draws; ++i) model.perr[off + i] = static_cast<float>(beta(ea, eb));
+    for (size_t i = 0; i < draws; ++i) {
+      model.perr[off + i] = static_cast<float>(beta(ea, eb, noise + i * kNoise, kErrA));
+    }
     if (model.has_quality) {
       const double qa = n0 * q0 + b.quality.a(now, qhl);
       const double qb = n0 * (1 - q0) + b.quality.b(now, qhl);
-      for (size_t i = 0; i < draws; ++i) model.qual[off + i] = static_cast<float>(beta(qa, qb));
+      for (size_t i = 0; i < draws; ++i) {
+        model.qual[off + i] = static_cast<float>(beta(qa, qb, noise + i * kNoise, kQualA));
+      }
     }
   }
   ++stats_.recomputes;
@@ -702,9 +752,11 @@ const RoutingLearner::Table& RoutingLearner::GetTable(Model& model, Strategy str
   const uint32_t caps = f.required_capabilities & ((1u << kNumCapabilities) - 1);
   const uint64_t key = static_cast<uint64_t>(strategy) | (static_cast<uint64_t>(caps) << 8) |
                        (static_cast<uint64_t>(pb) << 16) | (static_cast<uint64_t>(ob) << 24);
+  const uint64_t tick = ++model.use_clock;
   Table* slot = nullptr;
   for (const std::unique_ptr<Table>& t : model.tables) {
     if (t->key == key) {
+      t->last_used = tick;
       if (t->version == model.version) return *t;
       slot = t.get();
       break;
@@ -715,9 +767,12 @@ const RoutingLearner::Table& RoutingLearner::GetTable(Model& model, Strategy str
       model.tables.push_back(std::make_unique<Table>());
       slot = model.tables.back().get();
     } else {
-      slot = model.tables[model.next_victim].get();
-      model.next_victim = (model.next_victim + 1) % static_cast<uint32_t>(model.tables.size());
+      slot = model.tables.front().get();
+      for (const std::unique_ptr<Table>& t : model.tables) {
+        if (t->last_used < slot->last_used) slot = t.get();
+      }
     }
+    slot->last_used = tick;
   }
   slot->key = key;
   slot->version = model.version;

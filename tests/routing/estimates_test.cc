@@ -38,7 +38,7 @@ TEST(DecayTest, DecayIsByTimeNotBySampleCount) {
 
 TEST(DecayTest, NewEvidenceReplacesOldAfterAFewHalfLives) {
   DecayedMoments m;
-  for (int i = 0; i < 100; ++i) m.Add(1.0, i * 100, 1000);  // 10 s of 1.0
+  for (int i = 0; i < 100; ++i) m.Add(1.0, i * 100, 1000);          // 10 s of 1.0
   for (int i = 0; i < 50; ++i) m.Add(3.0, 10'000 + i * 100, 1000);  // then 5 s of 3.0
   EXPECT_NEAR(m.mean(), 3.0, 0.1);
 }

@@ -24,12 +24,12 @@ void Feed(RoutingLearner& learner, std::string_view model,
 
 // fast: fast, low quality, expensive; smart: slow, high quality, mid price; cheap: mid, mid, cheap.
 struct Fleet {
-  TrueBackend fast{.name = "fast", .ttft_ms = 50, .tpot_ms = 10, .quality = 0.55,
-                   .cost_usd = 0.010};
-  TrueBackend smart{.name = "smart", .ttft_ms = 150, .tpot_ms = 30, .quality = 0.95,
-                    .cost_usd = 0.006};
-  TrueBackend cheap{.name = "cheap", .ttft_ms = 100, .tpot_ms = 20, .quality = 0.70,
-                    .cost_usd = 0.001};
+  TrueBackend fast{
+      .name = "fast", .ttft_ms = 50, .tpot_ms = 10, .quality = 0.55, .cost_usd = 0.010};
+  TrueBackend smart{
+      .name = "smart", .ttft_ms = 150, .tpot_ms = 30, .quality = 0.95, .cost_usd = 0.006};
+  TrueBackend cheap{
+      .name = "cheap", .ttft_ms = 100, .tpot_ms = 20, .quality = 0.70, .cost_usd = 0.001};
 };
 
 std::string Favourite(const std::map<std::string, double>& shares) {
@@ -77,8 +77,7 @@ TEST(StrategyTest, EachStrategyPicksWhatItsWeightsImply) {
     if (s.name == "cheap") {
       EXPECT_NEAR(s.cost_score, 1.0, 0.01);
     }
-    EXPECT_NEAR(s.score, 0.7 * s.latency_score + 0.2 * s.quality_score + 0.1 * s.cost_score,
-                1e-9);
+    EXPECT_NEAR(s.score, 0.7 * s.latency_score + 0.2 * s.quality_score + 0.1 * s.cost_score, 1e-9);
   }
   EXPECT_GE(d.ranked[0].weight, d.ranked[1].weight);
   EXPECT_GE(d.ranked[1].weight, d.ranked[2].weight);
@@ -114,10 +113,9 @@ TEST(StrategyTest, BalancedAndAdaptiveWeights) {
 
 TEST(CapabilityTest, VisionRequestsOnlyGoToVisionBackends) {
   RoutingOptions options;
-  options.models.push_back(
-      {"m",
-       {testing::Spec("text-fast"), testing::Spec("vision-1", kVision),
-        testing::Spec("vision-2", kVision | kCode, 4096)}});
+  options.models.push_back({"m",
+                            {testing::Spec("text-fast"), testing::Spec("vision-1", kVision),
+                             testing::Spec("vision-2", kVision | kCode, 4096)}});
   RoutingLearner learner(options);
   std::mt19937_64 rng(4);
   TrueBackend fast{.name = "text-fast", .ttft_ms = 20}, v1{.name = "vision-1", .ttft_ms = 300},
@@ -134,17 +132,19 @@ TEST(CapabilityTest, VisionRequestsOnlyGoToVisionBackends) {
   EXPECT_EQ(d.capable, 2u);
   EXPECT_EQ(d.incapable, 2u);
   // Context length: a 6k-token vision request fits only vision-1.
-  const auto long_vision =
-      Shares(learner, "m", {.prompt_tokens = 5000, .expected_output_tokens = 1000,
-                            .required_capabilities = kVision},
-             Strategy::kLowestLatency, 200, 2000);
+  const auto long_vision = Shares(
+      learner, "m",
+      {.prompt_tokens = 5000, .expected_output_tokens = 1000, .required_capabilities = kVision},
+      Strategy::kLowestLatency, 200, 2000);
   EXPECT_EQ(long_vision.size(), 1u);
   EXPECT_NEAR(long_vision.at("vision-1"), 1.0, 1e-9);
   // Exact check within a bucket: 4000 + 200 tokens exceeds vision-2's 4096 although the
   // bucket's lower bound (2048 + 128) does not.
   for (int i = 0; i < 500; ++i) {
-    learner.Select("m", {.prompt_tokens = 4000, .expected_output_tokens = 200,
-                         .required_capabilities = kVision | kCode},
+    learner.Select("m",
+                   {.prompt_tokens = 4000,
+                    .expected_output_tokens = 200,
+                    .required_capabilities = kVision | kCode},
                    Strategy::kLowestLatency, 200, &d);
     EXPECT_FALSE(d.ok);
     EXPECT_EQ(d.reason, NoBackendReason::kNoCapableBackend);
@@ -163,14 +163,14 @@ TEST(LoadTest, BestBackendAtFullSlotsIsNotAlwaysChosen) {
   options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
   RoutingLearner learner(options);
   std::mt19937_64 rng(6);
-  TrueBackend a{.name = "a", .ttft_ms = 80, .tpot_ms = 18}, b{.name = "b", .ttft_ms = 100,
-                                                              .tpot_ms = 20};
+  TrueBackend a{.name = "a", .ttft_ms = 80, .tpot_ms = 18},
+      b{.name = "b", .ttft_ms = 100, .tpot_ms = 20};
   Feed(learner, "m", {&a, &b}, 0, 300, rng);
   EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, 300, 2000)["a"], 0.9);
   // a reports every slot taken and a queue as long again; b is idle.
   auto gauge = [&](std::string_view backend, std::string_view name, double v) {
-    learner.ObserveGauge({.backend = backend, .model = "m", .name = name, .value = v,
-                          .time_ms = 300});
+    learner.ObserveGauge(
+        {.backend = backend, .model = "m", .name = name, .value = v, .time_ms = 300});
   };
   gauge("a", "max_num_seqs", 64);
   gauge("a", "num_requests_running", 64);
@@ -272,8 +272,8 @@ TEST(BoundsTest, ModelsAndBackendsBeyondTheLimitsAreRefusedAndCounted) {
   EXPECT_EQ(learner.stats().refused_backends, 6u);  // 2 models × 3 backends
   EXPECT_EQ(metrics.CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}),
             18u);
-  EXPECT_EQ(
-      metrics.CounterValue("inferscope_routing_refused_total", {{"reason", "backend_limit"}}), 6u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_routing_refused_total", {{"reason", "backend_limit"}}),
+            6u);
   EXPECT_EQ(metrics.CounterValue("inferscope_routing_outcomes_total"), 6u);
 }
 

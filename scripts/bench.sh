@@ -9,3 +9,5 @@ for b in "$BUILD_DIR"/bench/*_bench; do
   echo "== $(basename "$b")"
   "$b" --benchmark_min_time=0.2
 done
+echo "== routing_select (routing learner: select latency and rate, update cost)"
+"$BUILD_DIR/bench/routing_select"

@@ -11,3 +11,5 @@ for b in "$BUILD_DIR"/bench/*_bench; do
 done
 echo "== routing_eval (synthetic arrivals; add --trace FILE --arrivals both for the trace)"
 "$BUILD_DIR/bench/routing_eval" --arrivals synthetic | tail -n 14
+echo "== routing_select (routing learner: select latency and rate, update cost)"
+"$BUILD_DIR/bench/routing_select"

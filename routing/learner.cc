@@ -1,0 +1,1210 @@
+#include "routing/learner.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <utility>
+
+namespace inferscope::routing {
+namespace {
+
+constexpr double kLn2 = 0.6931471805599453;
+// Latency floors (a 0 ms sample would be -inf in log space).
+constexpr double kMinLatencyMs = 0.01;
+// Prior medians of a model with no evidence at all (only their spread matters: every backend
+// starts from the same prior).
+constexpr double kDefaultTtftMs = 300, kDefaultTpotMs = 30, kDefaultE2eMs = 3000;
+constexpr double kDefaultPromptTokens = 500, kDefaultOutputTokens = 200;
+constexpr double kMaxErrorRate = 0.999;
+// Fixed noise per (backend, draw): the posterior draws are deterministic transforms of it
+// (common random numbers), so a redraw is arithmetic, not sampling, and P(best) moves smoothly
+// with the evidence. Layout: ttft (τ, μ), tpot (τ, μ), e2e (τ, μ) normals; then for the error
+// beta and the quality beta two gammas each as (normal, uniform).
+constexpr size_t kNoise = 14;
+enum NoiseSlot : size_t {
+  kTtftTau = 0,
+  kTtftMu,
+  kTpotTau,
+  kTpotMu,
+  kE2eTau,
+  kE2eMu,
+  kErrA,
+  kErrAU,
+  kErrB,
+  kErrBU,
+  kQualA,
+  kQualAU,
+  kQualB,
+  kQualBU,
+};
+
+// A Gamma(shape, 1) variate from a standard normal `z` and a uniform `u`: Wilson–Hilferty's
+// cube (accurate to a few per cent for shape >= 1), with Marsaglia–Tsang's boost
+// Gamma(a) = Gamma(a + 1) · U^(1/a) below 1.
+double GammaFromNoise(double shape, double z, double u) {
+  const double a = shape < 1 ? shape + 1 : shape;
+  const double c = 1.0 / (9.0 * a);
+  const double v = std::max(1.0 - c + z * std::sqrt(c), 1e-3);
+  double x = a * v * v * v;
+  if (shape < 1) x *= std::pow(std::max(u, 1e-300), 1.0 / shape);
+  return x;
+}
+
+// Length buckets: log2 of the token count, capped.
+constexpr uint32_t kMaxLengthBucket = 24;
+
+uint64_t SplitMix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint32_t LengthBucket(uint32_t tokens) {
+  return tokens == 0 ? 0 : std::min<uint32_t>(std::bit_width(tokens), kMaxLengthBucket);
+}
+// Lower bound of a bucket (0 for the "unknown" bucket).
+uint32_t BucketLow(uint32_t bucket) { return bucket == 0 ? 0 : 1u << (bucket - 1); }
+// A representative token count of a bucket: the geometric middle of [2^(b-1), 2^b).
+double BucketMid(uint32_t bucket) {
+  return bucket == 0 ? 0 : std::ldexp(1.0, static_cast<int>(bucket) - 1) * 1.4142135623730951;
+}
+
+StrategyWeights Mix(StrategyWeights a, StrategyWeights b, double t) {
+  return {a.latency + (b.latency - a.latency) * t, a.quality + (b.quality - a.quality) * t,
+          a.cost + (b.cost - a.cost) * t};
+}
+
+// How an outcome counts for the error-rate estimate of the score (the gate has its own rule).
+// rate_limited counts: it is a request the router could have placed elsewhere.
+enum class ScoreVerdict { kIgnore, kSuccess, kFailure };
+ScoreVerdict ScoreVerdictOf(ErrorKind e) {
+  switch (e) {
+    case ErrorKind::kNone:
+      return ScoreVerdict::kSuccess;
+    case ErrorKind::kServerError:
+    case ErrorKind::kTimeout:
+    case ErrorKind::kOther:
+    case ErrorKind::kRateLimited:
+      return ScoreVerdict::kFailure;
+    case ErrorKind::kClientError:
+    case ErrorKind::kCancelled:
+      return ScoreVerdict::kIgnore;
+  }
+  return ScoreVerdict::kIgnore;
+}
+
+}  // namespace
+
+std::string_view StrategyName(Strategy s) {
+  switch (s) {
+    case Strategy::kLowestLatency:
+      return "lowest_latency";
+    case Strategy::kHighestQuality:
+      return "highest_quality";
+    case Strategy::kCostEffective:
+      return "cost_effective";
+    case Strategy::kBalanced:
+      return "balanced";
+    case Strategy::kAdaptive:
+      return "adaptive";
+  }
+  return "unknown";
+}
+
+bool ParseStrategy(std::string_view name, Strategy* out) {
+  for (size_t i = 0; i < kNumStrategies; ++i) {
+    if (StrategyName(static_cast<Strategy>(i)) == name) {
+      *out = static_cast<Strategy>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+StrategyWeights FixedWeights(Strategy s) {
+  switch (s) {
+    case Strategy::kLowestLatency:
+      return {0.7, 0.2, 0.1};
+    case Strategy::kHighestQuality:
+      return {0.1, 0.8, 0.1};
+    case Strategy::kCostEffective:
+      return {0.2, 0.3, 0.5};
+    case Strategy::kBalanced:
+    case Strategy::kAdaptive:
+      return {0.33, 0.33, 0.34};
+  }
+  return {0.33, 0.33, 0.34};
+}
+
+StrategyWeights AdaptiveWeights(uint32_t prompt_tokens, uint32_t output_tokens,
+                                uint32_t capabilities, double utilisation) {
+  StrategyWeights w = FixedWeights(Strategy::kBalanced);
+  const StrategyWeights latency = FixedWeights(Strategy::kLowestLatency);
+  if (utilisation >= 0.8) {
+    w = Mix(w, latency, 0.5);  // a loaded fleet: queueing dominates what users feel
+  } else if (utilisation >= 0.5) {
+    w = Mix(w, latency, 0.25);
+  }
+  if (output_tokens > 0 && output_tokens <= 64 && prompt_tokens <= 1024) {
+    w = Mix(w, latency, 0.3);  // short interactive request: time to answer matters most
+  }
+  if (output_tokens >= 1024) {
+    w = Mix(w, FixedWeights(Strategy::kCostEffective), 0.3);  // long generation: tokens cost
+  }
+  if (prompt_tokens >= 8192 || (capabilities & (kCode | kTools | kReasoning)) != 0) {
+    w = Mix(w, FixedWeights(Strategy::kHighestQuality), 0.3);  // hard requests: quality
+  }
+  return w;
+}
+
+std::string_view NoBackendReasonName(NoBackendReason r) {
+  switch (r) {
+    case NoBackendReason::kNone:
+      return "";
+    case NoBackendReason::kUnknownModel:
+      return "unknown_model";
+    case NoBackendReason::kNoBackends:
+      return "no_backends";
+    case NoBackendReason::kNoCapableBackend:
+      return "no_capable_backend";
+    case NoBackendReason::kAllDrained:
+      return "all_drained";
+  }
+  return "unknown";
+}
+
+std::string FormatReasoning(const Decision& d) {
+  char buf[256];
+  std::string out;
+  if (!d.ok) {
+    out = "no backend: ";
+    out += NoBackendReasonName(d.reason);
+  } else {
+    const BackendScore* c = nullptr;
+    for (uint32_t i = 0; i < d.num_ranked; ++i) {
+      if (d.ranked[i].backend == d.backend) c = &d.ranked[i];
+    }
+    std::snprintf(buf, sizeof(buf), "chose %.*s (p_best %.2f, weight %.2f, %s)",
+                  static_cast<int>(d.backend_name.size()), d.backend_name.data(), d.confidence,
+                  d.weight, std::string(StrategyName(d.strategy)).c_str());
+    out = buf;
+    if (c != nullptr) {
+      std::snprintf(buf, sizeof(buf),
+                    ": latency %.2f (%.0f ms) quality %.2f cost %.2f error %.3f in-flight %.1f",
+                    c->latency_score, c->expected_latency_ms, c->quality_score, c->cost_score,
+                    c->error_rate, c->in_flight);
+      out += buf;
+    }
+    if (d.panic) out += "; panic: gate ignored";
+  }
+  for (uint32_t i = 0; i < d.num_gated; ++i) {
+    const GatedBackend& g = d.gated[i];
+    std::snprintf(
+        buf, sizeof(buf), "; gated: %.*s %s (%s) until %lld", static_cast<int>(g.name.size()),
+        g.name.data(), std::string(GateStateName(g.state)).c_str(),
+        std::string(EjectReasonName(g.reason)).c_str(), static_cast<long long>(g.until_ms));
+    out += buf;
+  }
+  if (d.incapable > 0) {
+    std::snprintf(buf, sizeof(buf), "; %u backends lack the capabilities", d.incapable);
+    out += buf;
+  }
+  return out;
+}
+
+double TotalVariation(const RoutingWeights& a, const RoutingWeights& b) {
+  double sum = 0;
+  for (const RoutingWeights::Entry& x : a.backends) {
+    double other = 0;
+    for (const RoutingWeights::Entry& y : b.backends) {
+      if (y.backend == x.backend) other = y.weight;
+    }
+    sum += std::abs(x.weight - other);
+  }
+  for (const RoutingWeights::Entry& y : b.backends) {
+    bool found = false;
+    for (const RoutingWeights::Entry& x : a.backends) found = found || x.backend == y.backend;
+    if (!found) sum += std::abs(y.weight);
+  }
+  return sum / 2;
+}
+
+bool WeightsChanged(const RoutingWeights& previous, const RoutingWeights& current,
+                    double min_change) {
+  if (previous.panic != current.panic) return true;
+  for (const RoutingWeights::Entry& y : current.backends) {
+    const bool gated = y.gate == GateState::kEjected;
+    bool was_gated = false;
+    for (const RoutingWeights::Entry& x : previous.backends) {
+      if (x.backend == y.backend) was_gated = x.gate == GateState::kEjected;
+    }
+    if (gated != was_gated) return true;
+  }
+  return TotalVariation(previous, current) >= min_change;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct RoutingLearner::Backend {
+  BackendSpec spec;
+  bool learned = false;
+  DecayedMoments log_ttft, log_tpot, log_e2e;
+  DecayedPair errors;       // a = failures, b = successes (score verdicts)
+  DecayedPair quality;      // a = Σq, b = Σ(1 - q)
+  DecayedPair cost_list;    // a = Σ observed cost, b = Σ list cost (backends with prices)
+  DecayedPair cost_tokens;  // a = Σ observed cost, b = Σ tokens
+  DecayedPair sends;        // a = requests sent (NoteSent)
+  DecayedPair completions;  // a = outcomes
+  // Last gauges; NaN = never reported.
+  double g_running = NAN, g_waiting = NAN, g_max_seqs = NAN, g_kv = NAN;
+  int64_t g_time_ms = INT64_MIN;  // of the last running/waiting gauge
+  int64_t g_kv_time_ms = INT64_MIN;
+  int64_t g_slots_time_ms = INT64_MIN;
+  int64_t sent_since_gauge = 0, done_since_gauge = 0;
+  int64_t own_in_flight = 0;
+  bool any_sent = false;
+  HealthGate gate;
+  bool dirty = true;
+  // Derived by UpdateLoad.
+  double in_flight = 0, slots = 0, load_factor = 1;
+};
+
+struct RoutingLearner::Table {
+  uint64_t key = UINT64_MAX;
+  uint64_t version = 0;
+  uint64_t last_used = 0;  // for least-recently-used eviction
+  uint32_t n = 0;          // routable candidates, in `scores` by weight, descending
+  std::array<BackendScore, kMaxBackendsPerModel> scores;
+  std::array<double, kMaxBackendsPerModel> cum;  // cumulative weights over `scores`
+  std::array<uint32_t, kMaxBackendsPerModel> max_context;
+  std::array<GatedBackend, kMaxRanked> gated;
+  uint32_t num_gated = 0;
+  uint32_t capable = 0, incapable = 0;
+  NoBackendReason reason = NoBackendReason::kNone;
+  StrategyWeights weights;
+  bool panic = false;
+};
+
+struct RoutingLearner::Model {
+  std::string name;
+  std::vector<Backend> backends;  // reserved to the limit: never reallocates (names stay put)
+  std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> ids;
+  // Posterior draws, [backend * draws + m]: expected ttft, tpot, e2e (ms), error rate, quality.
+  std::vector<float> ttft, tpot, e2e, perr, qual;
+  std::vector<float> noise;    // [(backend * draws + m) * kNoise + slot]
+  bool use_split = false;      // score latency as ttft + tpot × output tokens (else e2e)
+  bool has_quality = false;    // some backend has quality evidence
+  DecayedPair typical_prompt;  // a = Σ prompt tokens, b = count
+  DecayedPair typical_output;
+  uint64_t version = 1;
+  bool dirty = true;       // evidence changed since the last redraw
+  bool load_dirty = true;  // gauges or sends changed since the last load update
+  int64_t last_redraw_ms = INT64_MIN;
+  int64_t last_full_ms = INT64_MIN;
+  int64_t next_gate_ms = INT64_MAX;
+  double utilisation = 0;
+  std::vector<std::unique_ptr<Table>> tables;
+  uint64_t use_clock = 0;
+  struct Published {
+    bool has = false;
+    int64_t time_ms = 0;
+    RoutingWeights weights;
+  };
+  std::array<Published, kNumStrategies> published;
+};
+
+RoutingLearner::RoutingLearner(RoutingOptions options, MetricsRegistry* metrics)
+    : options_(std::move(options)), rng_(options_.estimator.seed) {
+  if (metrics != nullptr) {
+    outcomes_total_ = metrics->GetCounter("inferscope_routing_outcomes_total",
+                                          "Request outcomes the routing learner applied.");
+    const char* refused_help = "Models or backends the routing learner refused (limits).";
+    refused_models_ = metrics->GetCounter("inferscope_routing_refused_total", refused_help,
+                                          {{"reason", "model_limit"}});
+    refused_backends_ = metrics->GetCounter("inferscope_routing_refused_total", refused_help,
+                                            {{"reason", "backend_limit"}});
+    const char* eject_help = "Backends the routing health gate ejected, by reason.";
+    ejections_consecutive_ = metrics->GetCounter("inferscope_routing_ejections_total", eject_help,
+                                                 {{"reason", "consecutive_errors"}});
+    ejections_rate_ = metrics->GetCounter("inferscope_routing_ejections_total", eject_help,
+                                          {{"reason", "failure_rate"}});
+    recoveries_ = metrics->GetCounter("inferscope_routing_recoveries_total",
+                                      "Backends trusted again after their probes succeeded.");
+  }
+  for (const ModelSpec& spec : options_.models) {
+    Model* m = GetOrCreateModel(spec.name);
+    if (m == nullptr) continue;  // Validate bounds the catalogue; cannot happen
+    for (const BackendSpec& b : spec.backends) {
+      if (m->ids.contains(b.name)) continue;
+      if (m->backends.size() >= static_cast<size_t>(options_.limits.max_backends_per_model)) break;
+      AddBackend(*m, b, /*learned=*/false);
+    }
+  }
+}
+
+RoutingLearner::~RoutingLearner() = default;
+
+Xoshiro256::Xoshiro256(uint64_t seed) {
+  for (uint64_t& r : s_) r = SplitMix64(seed);
+}
+
+uint64_t Xoshiro256::operator()() {
+  const uint64_t result = std::rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = std::rotl(s_[3], 45);
+  return result;
+}
+
+RoutingLearner::Model* RoutingLearner::GetOrCreateModel(std::string_view name) {
+  if (auto it = model_ids_.find(name); it != model_ids_.end()) return models_[it->second].get();
+  if (models_.size() >= static_cast<size_t>(options_.limits.max_models)) {
+    ++stats_.refused_models;
+    if (refused_models_ != nullptr) refused_models_->Inc();
+    return nullptr;
+  }
+  auto m = std::make_unique<Model>();
+  m->name = std::string(name);
+  m->backends.reserve(static_cast<size_t>(options_.limits.max_backends_per_model));
+  const auto id = static_cast<ModelId>(models_.size());
+  model_ids_.emplace(m->name, id);
+  models_.push_back(std::move(m));
+  return models_.back().get();
+}
+
+RoutingLearner::Backend& RoutingLearner::AddBackend(Model& model, const BackendSpec& spec,
+                                                    bool learned) {
+  const auto index = static_cast<uint32_t>(model.backends.size());
+  model.backends.emplace_back();
+  Backend& b = model.backends.back();
+  b.spec = spec;
+  b.learned = learned;
+  model.ids.emplace(spec.name, index);
+  const size_t draws = static_cast<size_t>(options_.estimator.posterior_draws);
+  const size_t size = model.backends.size() * draws;
+  for (std::vector<float>* v : {&model.ttft, &model.tpot, &model.e2e, &model.perr, &model.qual}) {
+    v->resize(size, 0.0f);
+  }
+  std::normal_distribution<float> normal;
+  const size_t start = model.noise.size();
+  model.noise.resize(size * kNoise);
+  for (size_t i = start; i < model.noise.size(); ++i) {
+    const size_t slot = (i - start) % kNoise;
+    const bool uniform = slot >= kErrA && (slot - kErrA) % 2 == 1;
+    model.noise[i] = uniform ? static_cast<float>(rng_.Unit()) : normal(rng_);
+  }
+  model.dirty = true;
+  model.load_dirty = true;
+  model.last_full_ms = INT64_MIN;  // redraw everything: pooled priors changed
+  ++model.version;
+  return b;
+}
+
+RoutingLearner::Backend* RoutingLearner::GetOrCreateBackend(Model& model, std::string_view name) {
+  if (auto it = model.ids.find(name); it != model.ids.end()) return &model.backends[it->second];
+  if (model.backends.size() >= static_cast<size_t>(options_.limits.max_backends_per_model)) {
+    ++stats_.refused_backends;
+    if (refused_backends_ != nullptr) refused_backends_->Inc();
+    return nullptr;
+  }
+  BackendSpec spec;
+  spec.name = std::string(name);
+  spec.capabilities = options_.learned_capabilities;
+  return &AddBackend(model, spec, /*learned=*/true);
+}
+
+RoutingLearner::ModelId RoutingLearner::FindModel(std::string_view model) const {
+  auto it = model_ids_.find(model);
+  return it == model_ids_.end() ? kNoModel : it->second;
+}
+
+size_t RoutingLearner::num_backends(ModelId model) const {
+  return model < models_.size() ? models_[model]->backends.size() : 0;
+}
+
+std::string_view RoutingLearner::backend_name(ModelId model, uint32_t backend) const {
+  if (model >= models_.size() || backend >= models_[model]->backends.size()) return {};
+  return models_[model]->backends[backend].spec.name;
+}
+
+bool RoutingLearner::MayEject(const Model& model) const {
+  size_t ejected = 0;
+  for (const Backend& b : model.backends) ejected += b.gate.state() == GateState::kEjected;
+  const auto allowed = std::max<size_t>(
+      1, static_cast<size_t>(std::floor(static_cast<double>(model.backends.size()) *
+                                        options_.gate.max_ejection_percent / 100.0)));
+  return ejected < allowed;
+}
+
+void RoutingLearner::Observe(const Outcome& o) {
+  Model* model = GetOrCreateModel(o.model);
+  if (model == nullptr) return;
+  Backend* b = GetOrCreateBackend(*model, o.backend);
+  if (b == nullptr) return;
+  ++stats_.outcomes;
+  if (outcomes_total_ != nullptr) outcomes_total_->Inc();
+  const int64_t t = o.time_ms;
+  const EstimatorOptions& e = options_.estimator;
+
+  // The gate first: an ejection invalidates the tables at once (failover is not rate-limited).
+  switch (b->gate.Observe(GateVerdictOf(o.error), t, MayEject(*model), options_.gate)) {
+    case HealthGate::Change::kEjected:
+      ++stats_.ejections;
+      if (b->gate.reason() == EjectReason::kFailureRate) {
+        if (ejections_rate_ != nullptr) ejections_rate_->Inc();
+      } else if (ejections_consecutive_ != nullptr) {
+        ejections_consecutive_->Inc();
+      }
+      model->next_gate_ms = std::min(model->next_gate_ms, b->gate.next_change_ms());
+      ++model->version;
+      break;
+    case HealthGate::Change::kRecovered:
+      ++stats_.recoveries;
+      if (recoveries_ != nullptr) recoveries_->Inc();
+      ++model->version;
+      break;
+    case HealthGate::Change::kRefused:
+      ++stats_.ejections_refused;
+      break;
+    case HealthGate::Change::kNone:
+      break;
+  }
+
+  const ScoreVerdict verdict = ScoreVerdictOf(o.error);
+  if (verdict == ScoreVerdict::kFailure) b->errors.Add(1, 0, t, e.half_life_ms);
+  if (verdict == ScoreVerdict::kSuccess) {
+    b->errors.Add(0, 1, t, e.half_life_ms);
+    // Latency of successes only: a failure's latency says how fast it failed.
+    if (o.ttft_ms >= 0)
+      b->log_ttft.Add(std::log(std::max(o.ttft_ms, kMinLatencyMs)), t, e.half_life_ms);
+    if (o.tpot_ms >= 0)
+      b->log_tpot.Add(std::log(std::max(o.tpot_ms, kMinLatencyMs)), t, e.half_life_ms);
+    if (o.e2e_ms >= 0)
+      b->log_e2e.Add(std::log(std::max(o.e2e_ms, kMinLatencyMs)), t, e.half_life_ms);
+    if (o.ttft_ms >= 0 && o.tpot_ms >= 0 && !model->use_split) {
+      model->use_split = true;
+      model->last_full_ms = INT64_MIN;  // every backend needs ttft and tpot draws now
+    }
+    if (o.quality >= 0 && o.quality <= 1) {
+      b->quality.Add(o.quality, 1 - o.quality, t, e.quality_half_life_ms);
+      if (!model->has_quality) {
+        model->has_quality = true;
+        model->last_full_ms = INT64_MIN;
+      }
+    }
+  }
+  if (o.prompt_tokens >= 0) {
+    model->typical_prompt.Add(static_cast<double>(o.prompt_tokens), 1, t, e.half_life_ms);
+  }
+  if (o.output_tokens >= 0 && verdict == ScoreVerdict::kSuccess) {
+    model->typical_output.Add(static_cast<double>(o.output_tokens), 1, t, e.half_life_ms);
+  }
+  if (o.cost_usd >= 0 && o.prompt_tokens >= 0 && o.output_tokens >= 0) {
+    const double pt = static_cast<double>(o.prompt_tokens);
+    const double ot = static_cast<double>(o.output_tokens);
+    if (b->spec.has_price()) {
+      const double list =
+          (b->spec.price_per_1k_input * pt + b->spec.price_per_1k_output * ot) / 1000;
+      if (list > 0) b->cost_list.Add(o.cost_usd, list, t, e.half_life_ms);
+    }
+    if (pt + ot > 0) b->cost_tokens.Add(o.cost_usd, pt + ot, t, e.half_life_ms);
+  }
+  // Load bookkeeping.
+  b->completions.Add(1, 0, t, e.half_life_ms);
+  if (t > b->g_time_ms) ++b->done_since_gauge;
+  if (b->any_sent && b->own_in_flight > 0) --b->own_in_flight;
+  b->dirty = true;
+  model->dirty = true;
+  model->load_dirty = true;
+}
+
+void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
+  enum { kRunning, kWaiting, kMaxSeqs, kKv, kOther } which = kOther;
+  if (g.name == "num_requests_running") which = kRunning;
+  if (g.name == "num_requests_waiting") which = kWaiting;
+  if (g.name == "max_num_seqs") which = kMaxSeqs;
+  if (g.name == "kv_cache_usage") which = kKv;
+  if (which == kOther || !std::isfinite(g.value)) return;
+  Model* model = GetOrCreateModel(g.model);
+  if (model == nullptr) return;
+  Backend* b = GetOrCreateBackend(*model, g.backend);
+  if (b == nullptr) return;
+  ++stats_.gauges;
+  const double v = std::max(0.0, g.value);
+  switch (which) {
+    case kRunning:
+    case kWaiting:
+      if (g.time_ms < b->g_time_ms) return;  // an older sample than the one we have
+      if (g.time_ms > b->g_time_ms) {
+        // A new snapshot: what was sent and completed after it is counted afresh.
+        b->sent_since_gauge = 0;
+        b->done_since_gauge = 0;
+        b->g_time_ms = g.time_ms;
+      }
+      (which == kRunning ? b->g_running : b->g_waiting) = v;
+      break;
+    case kMaxSeqs:
+      b->g_max_seqs = v;
+      b->g_slots_time_ms = g.time_ms;
+      break;
+    case kKv:
+      b->g_kv = v;
+      b->g_kv_time_ms = g.time_ms;
+      break;
+    case kOther:
+      break;
+  }
+  model->load_dirty = true;
+}
+
+void RoutingLearner::NoteSent(ModelId model_id, uint32_t backend, int64_t now_ms) {
+  if (model_id >= models_.size()) return;
+  Model& model = *models_[model_id];
+  if (backend >= model.backends.size()) return;
+  Backend& b = model.backends[backend];
+  b.sends.Add(1, 0, now_ms, options_.estimator.half_life_ms);
+  if (now_ms > b.g_time_ms) ++b.sent_since_gauge;
+  ++b.own_in_flight;
+  b.any_sent = true;
+  model.load_dirty = true;
+}
+
+void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
+  const EstimatorOptions& e = options_.estimator;
+  const double per_s = kLn2 * 1000.0 / static_cast<double>(e.half_life_ms);
+  double in_flight_sum = 0, slots_sum = 0;
+  for (Backend& b : model.backends) {
+    const bool fresh = b.g_time_ms != INT64_MIN && now - b.g_time_ms <= e.gauge_max_age_ms &&
+                       std::isfinite(b.g_running);
+    double in_flight;
+    if (fresh) {
+      in_flight = b.g_running + (std::isfinite(b.g_waiting) ? b.g_waiting : 0.0) +
+                  static_cast<double>(b.sent_since_gauge - b.done_since_gauge);
+    } else if (b.any_sent) {
+      in_flight = static_cast<double>(b.own_in_flight);
+    } else {
+      // Little's law from the outcome rate and the typical latency.
+      const double rate = b.completions.a(now, e.half_life_ms) * per_s;
+      const double e2e_s = b.log_e2e.empty() ? 0.0 : std::exp(b.log_e2e.mean()) / 1000.0;
+      in_flight = rate * e2e_s;
+    }
+    in_flight = std::max(0.0, in_flight);
+    double slots = e.assumed_slots;
+    if (b.spec.max_concurrency > 0) slots = b.spec.max_concurrency;
+    if (std::isfinite(b.g_max_seqs) && b.g_max_seqs >= 1 &&
+        now - b.g_slots_time_ms <= e.gauge_max_age_ms * 100) {
+      slots = b.g_max_seqs;  // a configuration value: it ages slowly
+    }
+    double effective = slots;
+    if (std::isfinite(b.g_kv) && now - b.g_kv_time_ms <= e.gauge_max_age_ms &&
+        b.g_kv >= e.kv_saturation && fresh) {
+      effective = std::clamp(b.g_running, 1.0, slots);  // admits nothing new
+    }
+    b.in_flight = in_flight;
+    b.slots = slots;
+    // A request arriving now waits for (in_flight + 1 - slots) / slots of a typical request's
+    // time before it gets a slot.
+    b.load_factor = 1 + std::max(0.0, in_flight + 1 - effective) / effective;
+    in_flight_sum += in_flight;
+    slots_sum += slots;
+  }
+  model.utilisation = slots_sum > 0 ? in_flight_sum / slots_sum : 0;
+  model.load_dirty = false;
+}
+
+void RoutingLearner::Redraw(Model& model, int64_t now, bool all) {
+  const EstimatorOptions& e = options_.estimator;
+  const auto draws = static_cast<size_t>(e.posterior_draws);
+  const int64_t hl = e.half_life_ms;
+  const int64_t qhl = e.quality_half_life_ms;
+  // Pooled (model-wide) priors: each backend starts from what its peers show, worth
+  // prior_samples samples, so a backend with little data is uncertain, not assumed good or bad.
+  auto pooled_log = [&](DecayedMoments Backend::*m, double fallback) {
+    double sum = 0, weight = 0;
+    for (const Backend& b : model.backends) {
+      const DecayedMoments& x = b.*m;
+      if (x.empty()) continue;
+      const double w = std::min(1.0, x.Weight(now, hl));
+      sum += w * x.mean();
+      weight += w;
+    }
+    return weight > 0 ? sum / weight : std::log(fallback);
+  };
+  const double prior_ttft = pooled_log(&Backend::log_ttft, kDefaultTtftMs);
+  const double prior_tpot = pooled_log(&Backend::log_tpot, kDefaultTpotMs);
+  const double prior_e2e = pooled_log(&Backend::log_e2e, kDefaultE2eMs);
+  double fail = 0, total = 0, q = 0, qn = 0;
+  for (const Backend& b : model.backends) {
+    fail += b.errors.a(now, hl);
+    total += b.errors.a(now, hl) + b.errors.b(now, hl);
+    q += b.quality.a(now, qhl);
+    qn += b.quality.a(now, qhl) + b.quality.b(now, qhl);
+  }
+  const double n0 = 2 * e.prior_samples;
+  const double err0 = std::clamp((fail + 0.05) / (total + 1), 0.001, 0.5);
+  const double q0 = qn > 0 ? std::clamp(q / qn, 0.01, 0.99) : 0.5;
+
+  auto beta = [](double a, double b, const float* noise, size_t slot) {
+    const double x = GammaFromNoise(a, noise[slot], noise[slot + 1]);
+    const double y = GammaFromNoise(b, noise[slot + 2], noise[slot + 3]);
+    return x + y > 0 ? x / (x + y) : a / (a + b);
+  };
+  auto draw_latency = [&](const DecayedMoments& m, double prior, size_t bi, size_t tau_slot,
+                          float* out) {
+    const NormalGammaPosterior p =
+        NormalGammaPosterior::From(m, now, hl, prior, e.prior_samples, e.prior_log_variance);
+    const double half_var = p.Variance() / 2;
+    const float* noise = &model.noise[bi * draws * kNoise];
+    for (size_t i = 0; i < draws; ++i, noise += kNoise) {
+      // Precision τ ~ Gamma(α, rate β); mean of the log ~ N(m, 1 / (κ τ)).
+      const double tau = std::max(GammaFromNoise(p.alpha, noise[tau_slot], 0.5) / p.beta, 1e-12);
+      const double mu =
+          p.mean + static_cast<double>(noise[tau_slot + 1]) / std::sqrt(p.kappa * tau);
+      out[i] = static_cast<float>(std::exp(std::min(mu + half_var, 700.0)));
+    }
+  };
+
+  for (size_t bi = 0; bi < model.backends.size(); ++bi) {
+    Backend& b = model.backends[bi];
+    if (!all && !b.dirty) continue;
+    b.dirty = false;
+    const size_t off = bi * draws;
+    if (model.use_split) {
+      draw_latency(b.log_ttft, prior_ttft, bi, kTtftTau, &model.ttft[off]);
+      draw_latency(b.log_tpot, prior_tpot, bi, kTpotTau, &model.tpot[off]);
+    } else {
+      draw_latency(b.log_e2e, prior_e2e, bi, kE2eTau, &model.e2e[off]);
+    }
+    const float* noise = &model.noise[off * kNoise];
+    const double ea = n0 * err0 + b.errors.a(now, hl);
+    const double eb = n0 * (1 - err0) + b.errors.b(now, hl);
+    for (size_t i = 0; i < draws; ++i) {
+      model.perr[off + i] = static_cast<float>(beta(ea, eb, noise + i * kNoise, kErrA));
+    }
+    if (model.has_quality) {
+      const double qa = n0 * q0 + b.quality.a(now, qhl);
+      const double qb = n0 * (1 - q0) + b.quality.b(now, qhl);
+      for (size_t i = 0; i < draws; ++i) {
+        model.qual[off + i] = static_cast<float>(beta(qa, qb, noise + i * kNoise, kQualA));
+      }
+    }
+  }
+  ++stats_.recomputes;
+}
+
+void RoutingLearner::Refresh(Model& model, int64_t now) {
+  bool changed = false;
+  if (now >= model.next_gate_ms) {
+    model.next_gate_ms = INT64_MAX;
+    for (Backend& b : model.backends) {
+      changed |= b.gate.Advance(now, options_.gate);
+      model.next_gate_ms = std::min(model.next_gate_ms, b.gate.next_change_ms());
+    }
+  }
+  const EstimatorOptions& e = options_.estimator;
+  const bool full = model.last_full_ms == INT64_MIN || now < model.last_full_ms ||
+                    now - model.last_full_ms >= e.refresh_interval_ms;
+  const bool interval_passed = model.last_redraw_ms == INT64_MIN || now < model.last_redraw_ms ||
+                               now - model.last_redraw_ms >= e.recompute_interval_ms;
+  const bool redraw = full || (model.dirty && interval_passed);
+  if (redraw) {
+    Redraw(model, now, full);
+    model.dirty = false;
+    if (full) model.last_full_ms = now;
+  }
+  if (redraw || (model.load_dirty && interval_passed)) {
+    UpdateLoad(model, now);
+    model.last_redraw_ms = now;
+    changed = true;
+  }
+  if (changed) ++model.version;
+}
+
+double RoutingLearner::ExpectedCost(const Model& model, const Backend& b, double pt,
+                                    double ot) const {
+  (void)model;
+  // Ratios of two sums that share a time base do not depend on when they are read.
+  if (b.spec.has_price()) {
+    const double list = (b.spec.price_per_1k_input * pt + b.spec.price_per_1k_output * ot) / 1000;
+    // Observed cost over list cost (a price change shows here before the catalogue knows).
+    const double ratio = b.cost_list.raw_b() > 0 ? b.cost_list.raw_a() / b.cost_list.raw_b() : 1.0;
+    return ratio * list;
+  }
+  if (b.cost_tokens.raw_b() > 0) {
+    return b.cost_tokens.raw_a() / b.cost_tokens.raw_b() * (pt + ot);
+  }
+  return NAN;
+}
+
+const RoutingLearner::Table& RoutingLearner::GetTable(Model& model, Strategy strategy,
+                                                      const RequestFeatures& f, int64_t now) {
+  Refresh(model, now);
+  const uint32_t pb = LengthBucket(f.prompt_tokens);
+  const uint32_t ob = LengthBucket(f.expected_output_tokens);
+  const uint32_t caps = f.required_capabilities & ((1u << kNumCapabilities) - 1);
+  const uint64_t key = static_cast<uint64_t>(strategy) | (static_cast<uint64_t>(caps) << 8) |
+                       (static_cast<uint64_t>(pb) << 16) | (static_cast<uint64_t>(ob) << 24);
+  const uint64_t tick = ++model.use_clock;
+  Table* slot = nullptr;
+  for (const std::unique_ptr<Table>& t : model.tables) {
+    if (t->key == key) {
+      t->last_used = tick;
+      if (t->version == model.version) return *t;
+      slot = t.get();
+      break;
+    }
+  }
+  if (slot == nullptr) {
+    if (model.tables.size() < static_cast<size_t>(options_.limits.cache_entries)) {
+      model.tables.push_back(std::make_unique<Table>());
+      slot = model.tables.back().get();
+    } else {
+      slot = model.tables.front().get();
+      for (const std::unique_ptr<Table>& t : model.tables) {
+        if (t->last_used < slot->last_used) slot = t.get();
+      }
+    }
+    slot->last_used = tick;
+  }
+  slot->key = key;
+  slot->version = model.version;
+  BuildTable(model, *slot, strategy, caps, pb, ob);
+  return *slot;
+}
+
+void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint32_t caps,
+                                uint32_t pb, uint32_t ob) {
+  ++stats_.table_builds;
+  const EstimatorOptions& e = options_.estimator;
+  const HealthGateOptions& g = options_.gate;
+  const int64_t hl = e.half_life_ms;
+  t.n = 0;
+  t.num_gated = 0;
+  t.capable = t.incapable = 0;
+  t.reason = NoBackendReason::kNone;
+  t.panic = false;
+
+  auto typical = [&](const DecayedPair& p, double fallback) {
+    return p.raw_b() > 0 ? p.raw_a() / p.raw_b() : fallback;
+  };
+  const double pt = pb == 0 ? typical(model.typical_prompt, kDefaultPromptTokens) : BucketMid(pb);
+  const double ot = ob == 0 ? typical(model.typical_output, kDefaultOutputTokens) : BucketMid(ob);
+  const uint64_t min_context = static_cast<uint64_t>(BucketLow(pb)) + BucketLow(ob);
+
+  if (model.backends.empty()) {
+    t.reason = NoBackendReason::kNoBackends;
+    return;
+  }
+  // Capability filter, then the gate.
+  std::array<uint32_t, kMaxBackendsPerModel> capable;
+  uint32_t num_capable = 0, routable = 0;
+  for (uint32_t i = 0; i < model.backends.size(); ++i) {
+    const Backend& b = model.backends[i];
+    const bool has_caps = (b.spec.capabilities & caps) == caps;
+    const bool fits = b.spec.max_context == 0 || b.spec.max_context >= min_context;
+    if (!has_caps || !fits) {
+      ++t.incapable;
+      continue;
+    }
+    capable[num_capable++] = i;
+    routable += b.gate.state() != GateState::kEjected;
+  }
+  t.capable = num_capable;
+  if (num_capable == 0) {
+    t.reason = NoBackendReason::kNoCapableBackend;
+    return;
+  }
+  t.panic = routable == 0 || static_cast<double>(routable) * 100.0 <
+                                 g.panic_threshold_percent * static_cast<double>(num_capable);
+  std::array<uint32_t, kMaxBackendsPerModel> cand;
+  uint32_t n = 0;
+  for (uint32_t k = 0; k < num_capable; ++k) {
+    const uint32_t i = capable[k];
+    const Backend& b = model.backends[i];
+    if (!t.panic && b.gate.state() == GateState::kEjected) {
+      if (t.num_gated < kMaxRanked) {
+        t.gated[t.num_gated++] = {b.spec.name, b.gate.state(), b.gate.reason(),
+                                  b.gate.ejected_until_ms(), b.gate.ejections()};
+      }
+      continue;
+    }
+    cand[n++] = i;
+  }
+
+  t.weights = strategy == Strategy::kAdaptive
+                  ? AdaptiveWeights(static_cast<uint32_t>(pt), static_cast<uint32_t>(ot), caps,
+                                    model.utilisation)
+                  : FixedWeights(strategy);
+  const StrategyWeights w = t.weights;
+
+  // Point cost per candidate; unknown costs take the median of the known ones (neutral).
+  std::array<double, kMaxBackendsPerModel> cost;
+  std::array<double, kMaxBackendsPerModel> known;
+  uint32_t num_known = 0;
+  for (uint32_t j = 0; j < n; ++j) {
+    cost[j] = ExpectedCost(model, model.backends[cand[j]], pt, ot);
+    if (std::isfinite(cost[j]) && cost[j] > 0) known[num_known++] = cost[j];
+  }
+  double fill = 1;
+  if (num_known > 0) {
+    std::nth_element(known.begin(), known.begin() + num_known / 2, known.begin() + num_known);
+    fill = known[num_known / 2];
+  }
+  std::array<double, kMaxBackendsPerModel> cost_used;
+  for (uint32_t j = 0; j < n; ++j) {
+    cost_used[j] = (std::isfinite(cost[j]) && cost[j] > 0) ? cost[j] : fill;
+  }
+
+  // Score every posterior draw; count wins.
+  const auto draws = static_cast<size_t>(e.posterior_draws);
+  std::array<uint32_t, kMaxBackendsPerModel> wins{};
+  std::array<double, kMaxBackendsPerModel> sum_lat{}, sum_err{}, sum_q{}, sum_ls{}, sum_qs{},
+      sum_cs{}, sum_score{};
+  std::array<double, kMaxBackendsPerModel> lat, q, c, score;
+  for (size_t m = 0; m < draws; ++m) {
+    double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
+    for (uint32_t j = 0; j < n; ++j) {
+      const Backend& b = model.backends[cand[j]];
+      const size_t at = cand[j] * draws + m;
+      const double p = std::min(static_cast<double>(model.perr[at]), kMaxErrorRate);
+      const double base = model.use_split ? static_cast<double>(model.ttft[at]) +
+                                                static_cast<double>(model.tpot[at]) * ot
+                                          : static_cast<double>(model.e2e[at]);
+      // Time to a successful answer: latency with load, over the success probability.
+      lat[j] = std::max(base * b.load_factor, kMinLatencyMs) / (1 - p);
+      q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
+      c[j] = cost_used[j] / (1 - p);
+      sum_err[j] += p;
+      lmin = std::min(lmin, lat[j]);
+      cmin = std::min(cmin, c[j]);
+      qmax = std::max(qmax, q[j]);
+    }
+    uint32_t best = 0;
+    for (uint32_t j = 0; j < n; ++j) {
+      const double ls = lmin / lat[j];
+      const double qs = qmax > 0 ? q[j] / qmax : 1.0;
+      const double cs = c[j] > 0 ? cmin / c[j] : 1.0;
+      score[j] = w.latency * ls + w.quality * qs + w.cost * cs;
+      sum_lat[j] += lat[j];
+      sum_q[j] += q[j];
+      sum_ls[j] += ls;
+      sum_qs[j] += qs;
+      sum_cs[j] += cs;
+      sum_score[j] += score[j];
+      if (score[j] > score[best]) best = j;
+    }
+    ++wins[best];
+  }
+
+  // Traffic weights: P(best)^(1/T) × static weight over trusted candidates; probing backends
+  // hold the probe fraction each (not in panic, where everything capable is routed).
+  const double inv_t = 1.0 / e.temperature;
+  const double dm = static_cast<double>(draws);
+  auto probing = [&](uint32_t j) {
+    return !t.panic && model.backends[cand[j]].gate.state() == GateState::kProbing;
+  };
+  uint32_t num_probing = 0;
+  double trusted_sum = 0;
+  std::array<double, kMaxBackendsPerModel> raw{};
+  for (uint32_t j = 0; j < n; ++j) {
+    if (probing(j)) {
+      ++num_probing;
+      continue;
+    }
+    raw[j] = std::pow(static_cast<double>(wins[j]) / dm, inv_t) *
+             model.backends[cand[j]].spec.static_weight;
+    trusted_sum += raw[j];
+  }
+  if (trusted_sum <= 0) {
+    // No trusted candidate won a draw (ties, or all drained): spread evenly over the undrained
+    // ones (in panic over all).
+    for (uint32_t j = 0; j < n; ++j) {
+      if (probing(j)) continue;
+      raw[j] = (t.panic || model.backends[cand[j]].spec.static_weight > 0) ? 1.0 : 0.0;
+      trusted_sum += raw[j];
+    }
+  }
+  if (trusted_sum <= 0 && num_probing == 0) {
+    t.reason = NoBackendReason::kAllDrained;
+    return;
+  }
+  // Each probe gets the probe fraction (together at most half); all of it when nothing else is
+  // routable.
+  const double probe_each =
+      num_probing == 0
+          ? 0.0
+          : (trusted_sum > 0 ? std::min(g.probe_fraction, 0.5 / num_probing) : 1.0 / num_probing);
+  const double trusted_share = 1.0 - probe_each * num_probing;
+  for (uint32_t j = 0; j < n; ++j) {
+    const Backend& b = model.backends[cand[j]];
+    BackendScore& s = t.scores[j];
+    s.backend = cand[j];
+    s.name = b.spec.name;
+    s.weight =
+        probing(j) ? probe_each : (trusted_sum > 0 ? trusted_share * raw[j] / trusted_sum : 0.0);
+    s.p_best = static_cast<double>(wins[j]) / dm;
+    s.expected_latency_ms = sum_lat[j] / dm;
+    s.error_rate = sum_err[j] / dm;
+    s.quality = model.has_quality ? sum_q[j] / dm : NAN;
+    s.cost_usd = cost[j];
+    s.latency_score = sum_ls[j] / dm;
+    s.quality_score = sum_qs[j] / dm;
+    s.cost_score = sum_cs[j] / dm;
+    s.score = sum_score[j] / dm;
+    s.in_flight = b.in_flight;
+    s.samples = model.use_split ? b.log_ttft.Weight(model.last_redraw_ms, hl)
+                                : b.log_e2e.Weight(model.last_redraw_ms, hl);
+    if (b.log_ttft.empty() && b.log_e2e.empty()) s.samples = 0;
+    s.gate = b.gate.state();
+    t.max_context[j] = b.spec.max_context;
+  }
+  // Normalise (the probe shares and trusted share may not add to exactly 1) and rank.
+  double total = 0;
+  for (uint32_t j = 0; j < n; ++j) total += t.scores[j].weight;
+  if (total <= 0) {
+    t.reason = NoBackendReason::kAllDrained;
+    return;
+  }
+  for (uint32_t j = 0; j < n; ++j) t.scores[j].weight /= total;
+  // Rank by weight, then by score; keep max_context aligned.
+  std::array<uint32_t, kMaxBackendsPerModel> order;
+  for (uint32_t j = 0; j < n; ++j) order[j] = j;
+  std::sort(order.begin(), order.begin() + n, [&](uint32_t a, uint32_t b) {
+    if (t.scores[a].weight != t.scores[b].weight) return t.scores[a].weight > t.scores[b].weight;
+    return t.scores[a].score > t.scores[b].score;
+  });
+  std::array<BackendScore, kMaxBackendsPerModel> sorted;
+  std::array<uint32_t, kMaxBackendsPerModel> ctx;
+  for (uint32_t j = 0; j < n; ++j) {
+    sorted[j] = t.scores[order[j]];
+    ctx[j] = t.max_context[order[j]];
+  }
+  double cum = 0;
+  for (uint32_t j = 0; j < n; ++j) {
+    t.scores[j] = sorted[j];
+    t.max_context[j] = ctx[j];
+    cum += sorted[j].weight;
+    t.cum[j] = cum;
+  }
+  t.n = n;
+}
+
+void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy strategy,
+                            int64_t now, Decision* out) {
+  out->ok = false;
+  out->strategy = strategy;
+  out->num_ranked = 0;
+  out->num_gated = 0;
+  out->panic = false;
+  out->capable = out->incapable = 0;
+  out->confidence = 0;
+  out->weight = 0;
+  out->backend_name = {};
+  if (model_id >= models_.size()) {
+    out->reason = NoBackendReason::kUnknownModel;
+    return;
+  }
+  Model& model = *models_[model_id];
+  const Table& t = GetTable(model, strategy, f, now);
+  out->reason = t.reason;
+  out->weights = t.weights;
+  out->panic = t.panic;
+  out->capable = t.capable;
+  out->incapable = t.incapable;
+  out->num_gated = t.num_gated;
+  for (uint32_t i = 0; i < t.num_gated; ++i) out->gated[i] = t.gated[i];
+  if (t.n == 0) return;
+
+  // The table filtered context length by the lower bound of the request's length bucket; check
+  // the exact length here (rarely excludes anything) and draw among what fits.
+  const uint64_t need = static_cast<uint64_t>(f.prompt_tokens) + f.expected_output_tokens;
+  double total = t.cum[t.n - 1];
+  double excluded_p = 0;
+  bool any_excluded = false;
+  for (uint32_t j = 0; j < t.n; ++j) {
+    if (t.max_context[j] != 0 && t.max_context[j] < need) {
+      any_excluded = true;
+      total -= t.scores[j].weight;
+      excluded_p += t.scores[j].p_best;
+    }
+  }
+  if (any_excluded && total <= 0) {
+    out->reason = NoBackendReason::kNoCapableBackend;
+    return;
+  }
+  uint32_t chosen = t.n;
+  const double u = rng_.Unit() * total;
+  if (!any_excluded) {
+    for (uint32_t j = 0; j < t.n; ++j) {
+      if (u < t.cum[j]) {
+        chosen = j;
+        break;
+      }
+    }
+  } else {
+    double acc = 0;
+    for (uint32_t j = 0; j < t.n; ++j) {
+      if (t.max_context[j] != 0 && t.max_context[j] < need) continue;
+      acc += t.scores[j].weight;
+      if (u < acc) {
+        chosen = j;
+        break;
+      }
+    }
+  }
+  if (chosen == t.n) {  // rounding at the top end: the last eligible one
+    for (uint32_t j = t.n; j-- > 0;) {
+      if (!(t.max_context[j] != 0 && t.max_context[j] < need)) {
+        chosen = j;
+        break;
+      }
+    }
+  }
+  const BackendScore& c = t.scores[chosen];
+  out->ok = true;
+  out->reason = NoBackendReason::kNone;
+  out->backend = c.backend;
+  out->backend_name = c.name;
+  const double p_scale = excluded_p < 1 ? 1.0 / (1.0 - excluded_p) : 1.0;
+  out->confidence = std::min(1.0, c.p_best * p_scale);
+  out->weight = c.weight / total;
+  // Ranked alternatives: the table's order, the chosen one always among them.
+  uint32_t k = 0;
+  bool chosen_in = false;
+  for (uint32_t j = 0; j < t.n && k < kMaxRanked; ++j) {
+    if (any_excluded && t.max_context[j] != 0 && t.max_context[j] < need) continue;
+    out->ranked[k++] = t.scores[j];
+    chosen_in |= j == chosen;
+  }
+  if (!chosen_in) out->ranked[kMaxRanked - 1] = c;
+  out->num_ranked = k;
+}
+
+void RoutingLearner::FillWeights(const Model& model, const Table& t, Strategy strategy, int64_t now,
+                                 RoutingWeights* out) const {
+  out->model = model.name;
+  out->strategy = strategy;
+  out->time_ms = now;
+  out->panic = t.panic;
+  out->backends.resize(model.backends.size());
+  for (size_t i = 0; i < model.backends.size(); ++i) {
+    RoutingWeights::Entry& e = out->backends[i];
+    e.backend = model.backends[i].spec.name;
+    e.weight = 0;
+    e.p_best = 0;
+    e.gate = model.backends[i].gate.state();
+  }
+  for (uint32_t j = 0; j < t.n; ++j) {
+    RoutingWeights::Entry& e = out->backends[t.scores[j].backend];
+    e.weight = t.scores[j].weight;
+    e.p_best = t.scores[j].p_best;
+  }
+}
+
+Result<RoutingWeights> RoutingLearner::Weights(std::string_view model_name, Strategy strategy,
+                                               int64_t now, const RequestFeatures& features) {
+  const ModelId id = FindModel(model_name);
+  if (id == kNoModel) return Status::NotFound("no routing model '" + std::string(model_name) + "'");
+  Model& model = *models_[id];
+  const Table& t = GetTable(model, strategy, features, now);
+  RoutingWeights w;
+  FillWeights(model, t, strategy, now, &w);
+  return w;
+}
+
+bool RoutingLearner::PublishIfChanged(ModelId id, Strategy strategy, int64_t now,
+                                      RoutingWeights* out) {
+  if (id >= models_.size()) return false;
+  Model& model = *models_[id];
+  if (model.backends.empty()) return false;
+  const Table& t = GetTable(model, strategy, RequestFeatures{}, now);
+  Model::Published& last = model.published[static_cast<size_t>(strategy)];
+  FillWeights(model, t, strategy, now, out);
+  if (last.has) {
+    const bool gate_change = [&] {
+      if (last.weights.panic != out->panic) return true;
+      for (const RoutingWeights::Entry& y : out->backends) {
+        bool was = false;
+        for (const RoutingWeights::Entry& x : last.weights.backends) {
+          if (x.backend == y.backend) was = x.gate == GateState::kEjected;
+        }
+        if ((y.gate == GateState::kEjected) != was) return true;
+      }
+      return false;
+    }();
+    if (!gate_change) {
+      if (now - last.time_ms < options_.publish.min_interval_ms && now >= last.time_ms) {
+        return false;
+      }
+      if (TotalVariation(last.weights, *out) < options_.publish.min_change) return false;
+    }
+  }
+  last.has = true;
+  last.time_ms = now;
+  last.weights = *out;
+  return true;
+}
+
+Result<RoutingLearner::BackendEstimate> RoutingLearner::Estimate(std::string_view model_name,
+                                                                 std::string_view backend,
+                                                                 int64_t now) const {
+  const ModelId id = FindModel(model_name);
+  if (id == kNoModel) return Status::NotFound("no routing model '" + std::string(model_name) + "'");
+  const Model& model = *models_[id];
+  auto it = model.ids.find(backend);
+  if (it == model.ids.end()) {
+    return Status::NotFound("no backend '" + std::string(backend) + "' for model '" +
+                            std::string(model_name) + "'");
+  }
+  const Backend& b = model.backends[it->second];
+  const EstimatorOptions& e = options_.estimator;
+  const int64_t hl = e.half_life_ms, qhl = e.quality_half_life_ms;
+  auto pooled = [&](DecayedMoments Backend::*m, double fallback) {
+    double sum = 0, weight = 0;
+    for (const Backend& x : model.backends) {
+      if ((x.*m).empty()) continue;
+      const double w = std::min(1.0, (x.*m).Weight(now, hl));
+      sum += w * (x.*m).mean();
+      weight += w;
+    }
+    return weight > 0 ? sum / weight : std::log(fallback);
+  };
+  auto post = [&](DecayedMoments Backend::*m, double fallback) {
+    return NormalGammaPosterior::From(b.*m, now, hl, pooled(m, fallback), e.prior_samples,
+                                      e.prior_log_variance);
+  };
+  BackendEstimate out;
+  const NormalGammaPosterior ttft = post(&Backend::log_ttft, kDefaultTtftMs);
+  const NormalGammaPosterior tpot = post(&Backend::log_tpot, kDefaultTpotMs);
+  const NormalGammaPosterior e2e = post(&Backend::log_e2e, kDefaultE2eMs);
+  out.ttft_ms = std::exp(ttft.mean + ttft.Variance() / 2);
+  out.tpot_ms = std::exp(tpot.mean + tpot.Variance() / 2);
+  out.e2e_ms = std::exp(e2e.mean + e2e.Variance() / 2);
+  out.ttft_samples = ttft.samples;
+  out.e2e_samples = e2e.samples;
+  out.ttft_log_sd = ttft.MeanStddev();
+  const double fa = b.errors.a(now, hl), fb = b.errors.b(now, hl);
+  out.error_samples = fa + fb;
+  out.error_rate = (fa + 0.05) / (fa + fb + 1);
+  const double qa = b.quality.a(now, qhl), qb = b.quality.b(now, qhl);
+  out.quality_samples = qa + qb;
+  out.quality = qa + qb > 0 ? qa / (qa + qb) : NAN;
+  out.in_flight = b.in_flight;
+  out.slots = b.slots;
+  const double per_s = kLn2 * 1000.0 / static_cast<double>(hl);
+  out.sent_rate_per_s = b.sends.a(now, hl) * per_s;
+  out.outcome_rate_per_s = b.completions.a(now, hl) * per_s;
+  out.gate = b.gate.state();
+  out.ejections = b.gate.ejections();
+  return out;
+}
+
+}  // namespace inferscope::routing

@@ -1,0 +1,402 @@
+#include "routing/learner.h"
+
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <random>
+
+#include "routing_test_util.h"
+
+namespace inferscope::routing {
+namespace {
+
+using testing::Draw;
+using testing::Shares;
+using testing::TrueBackend;
+
+void Feed(RoutingLearner& learner, std::string_view model,
+          std::initializer_list<const TrueBackend*> backends, int64_t from, int64_t to,
+          std::mt19937_64& rng) {
+  for (int64_t t = from; t < to; ++t) {
+    for (const TrueBackend* b : backends) learner.Observe(Draw(*b, model, t, rng));
+  }
+}
+
+// fast: fast, low quality, expensive; smart: slow, high quality, mid price; cheap: mid, mid, cheap.
+struct Fleet {
+  TrueBackend fast{
+      .name = "fast", .ttft_ms = 50, .tpot_ms = 10, .quality = 0.55, .cost_usd = 0.010};
+  TrueBackend smart{
+      .name = "smart", .ttft_ms = 150, .tpot_ms = 30, .quality = 0.95, .cost_usd = 0.006};
+  TrueBackend cheap{
+      .name = "cheap", .ttft_ms = 100, .tpot_ms = 20, .quality = 0.70, .cost_usd = 0.001};
+};
+
+std::string Favourite(const std::map<std::string, double>& shares) {
+  std::string best;
+  double w = -1;
+  for (const auto& [name, share] : shares) {
+    if (share > w) best = name, w = share;
+  }
+  return best;
+}
+
+TEST(StrategyTest, EachStrategyPicksWhatItsWeightsImply) {
+  RoutingLearner learner(RoutingOptions{});
+  std::mt19937_64 rng(11);
+  Fleet f;
+  Feed(learner, "m", {&f.fast, &f.smart, &f.cheap}, 0, 400, rng);
+  const int64_t now = 400;
+  const auto latency = Shares(learner, "m", {}, Strategy::kLowestLatency, now, 2000);
+  const auto quality = Shares(learner, "m", {}, Strategy::kHighestQuality, now, 2000);
+  const auto cost = Shares(learner, "m", {}, Strategy::kCostEffective, now, 2000);
+  EXPECT_EQ(Favourite(latency), "fast");
+  EXPECT_GT(latency.at("fast"), 0.9);
+  EXPECT_EQ(Favourite(quality), "smart");
+  EXPECT_GT(quality.at("smart"), 0.9);
+  EXPECT_EQ(Favourite(cost), "cheap");
+  EXPECT_GT(cost.at("cheap"), 0.9);
+
+  // The components say why: fast has the latency score 1, smart the quality score 1, cheap the
+  // cost score 1, and the weights are the strategy's.
+  Decision d;
+  learner.Select("m", {}, Strategy::kLowestLatency, now, &d);
+  ASSERT_TRUE(d.ok);
+  EXPECT_DOUBLE_EQ(d.weights.latency, 0.7);
+  EXPECT_DOUBLE_EQ(d.weights.quality, 0.2);
+  EXPECT_DOUBLE_EQ(d.weights.cost, 0.1);
+  ASSERT_EQ(d.num_ranked, 3u);
+  for (uint32_t i = 0; i < d.num_ranked; ++i) {
+    const BackendScore& s = d.ranked[i];
+    if (s.name == "fast") {
+      EXPECT_NEAR(s.latency_score, 1.0, 0.01);
+    }
+    if (s.name == "smart") {
+      EXPECT_NEAR(s.quality_score, 1.0, 0.01);
+    }
+    if (s.name == "cheap") {
+      EXPECT_NEAR(s.cost_score, 1.0, 0.01);
+    }
+    EXPECT_NEAR(s.score, 0.7 * s.latency_score + 0.2 * s.quality_score + 0.1 * s.cost_score, 1e-9);
+  }
+  EXPECT_GE(d.ranked[0].weight, d.ranked[1].weight);
+  EXPECT_GE(d.ranked[1].weight, d.ranked[2].weight);
+}
+
+TEST(StrategyTest, BalancedAndAdaptiveWeights) {
+  const StrategyWeights b = FixedWeights(Strategy::kBalanced);
+  EXPECT_DOUBLE_EQ(b.latency + b.quality + b.cost, 1.0);
+  const StrategyWeights idle = AdaptiveWeights(500, 200, 0, 0.1);
+  EXPECT_DOUBLE_EQ(idle.latency, b.latency);
+  const StrategyWeights loaded = AdaptiveWeights(500, 200, 0, 0.9);
+  EXPECT_GT(loaded.latency, 0.5);
+  const StrategyWeights interactive = AdaptiveWeights(200, 32, 0, 0.1);
+  EXPECT_GT(interactive.latency, b.latency);
+  const StrategyWeights long_output = AdaptiveWeights(500, 2000, 0, 0.1);
+  EXPECT_GT(long_output.cost, b.cost);
+  const StrategyWeights hard = AdaptiveWeights(16000, 200, kCode, 0.1);
+  EXPECT_GT(hard.quality, b.quality);
+  for (const StrategyWeights& w : {loaded, interactive, long_output, hard}) {
+    EXPECT_NEAR(w.latency + w.quality + w.cost, 1.0, 1e-9);
+  }
+  // In the learner: a short interactive request under adaptive leans toward latency.
+  RoutingLearner learner(RoutingOptions{});
+  std::mt19937_64 rng(2);
+  Fleet f;
+  Feed(learner, "m", {&f.fast, &f.smart, &f.cheap}, 0, 200, rng);
+  Decision d;
+  learner.Select("m", {.prompt_tokens = 100, .expected_output_tokens = 16}, Strategy::kAdaptive,
+                 200, &d);
+  ASSERT_TRUE(d.ok);
+  EXPECT_GT(d.weights.latency, 0.33);
+}
+
+TEST(CapabilityTest, VisionRequestsOnlyGoToVisionBackends) {
+  RoutingOptions options;
+  options.models.push_back({"m",
+                            {testing::Spec("text-fast"), testing::Spec("vision-1", kVision),
+                             testing::Spec("vision-2", kVision | kCode, 4096)}});
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(4);
+  TrueBackend fast{.name = "text-fast", .ttft_ms = 20}, v1{.name = "vision-1", .ttft_ms = 300},
+      v2{.name = "vision-2", .ttft_ms = 400};
+  TrueBackend learned{.name = "learned-fast", .ttft_ms = 10};  // not in the catalogue
+  Feed(learner, "m", {&fast, &v1, &v2, &learned}, 0, 200, rng);
+  EXPECT_EQ(learner.num_backends(learner.FindModel("m")), 4u);
+  const auto vision =
+      Shares(learner, "m", {.required_capabilities = kVision}, Strategy::kLowestLatency, 200, 3000);
+  EXPECT_EQ(vision.count("text-fast") + vision.count("learned-fast"), 0u);
+  EXPECT_GT(vision.at("vision-1"), 0.5);
+  Decision d;
+  learner.Select("m", {.required_capabilities = kVision}, Strategy::kLowestLatency, 200, &d);
+  EXPECT_EQ(d.capable, 2u);
+  EXPECT_EQ(d.incapable, 2u);
+  // Context length: a 6k-token vision request fits only vision-1.
+  const auto long_vision = Shares(
+      learner, "m",
+      {.prompt_tokens = 5000, .expected_output_tokens = 1000, .required_capabilities = kVision},
+      Strategy::kLowestLatency, 200, 2000);
+  EXPECT_EQ(long_vision.size(), 1u);
+  EXPECT_NEAR(long_vision.at("vision-1"), 1.0, 1e-9);
+  // Exact check within a bucket: 4000 + 200 tokens exceeds vision-2's 4096 although the
+  // bucket's lower bound (2048 + 128) does not.
+  for (int i = 0; i < 500; ++i) {
+    learner.Select("m",
+                   {.prompt_tokens = 4000,
+                    .expected_output_tokens = 200,
+                    .required_capabilities = kVision | kCode},
+                   Strategy::kLowestLatency, 200, &d);
+    EXPECT_FALSE(d.ok);
+    EXPECT_EQ(d.reason, NoBackendReason::kNoCapableBackend);
+  }
+  // Nobody has audio: no backend, with the reason.
+  learner.Select("m", {.required_capabilities = kAudio}, Strategy::kBalanced, 200, &d);
+  EXPECT_FALSE(d.ok);
+  EXPECT_EQ(d.reason, NoBackendReason::kNoCapableBackend);
+  EXPECT_EQ(FormatReasoning(d).substr(0, 30), "no backend: no_capable_backend");
+  learner.Select("nope", {}, Strategy::kBalanced, 200, &d);
+  EXPECT_EQ(d.reason, NoBackendReason::kUnknownModel);
+}
+
+TEST(LoadTest, BestBackendAtFullSlotsIsNotAlwaysChosen) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(6);
+  TrueBackend a{.name = "a", .ttft_ms = 80, .tpot_ms = 18},
+      b{.name = "b", .ttft_ms = 100, .tpot_ms = 20};
+  Feed(learner, "m", {&a, &b}, 0, 300, rng);
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, 300, 2000)["a"], 0.9);
+  // a reports every slot taken and a queue as long again; b is idle.
+  auto gauge = [&](std::string_view backend, std::string_view name, double v) {
+    learner.ObserveGauge(
+        {.backend = backend, .model = "m", .name = name, .value = v, .time_ms = 300});
+  };
+  gauge("a", "max_num_seqs", 64);
+  gauge("a", "num_requests_running", 64);
+  gauge("a", "num_requests_waiting", 64);
+  gauge("b", "max_num_seqs", 64);
+  gauge("b", "num_requests_running", 4);
+  gauge("b", "num_requests_waiting", 0);
+  const auto loaded = Shares(learner, "m", {}, Strategy::kLowestLatency, 310, 2000);
+  EXPECT_GT(loaded.at("b"), 0.9);
+  const auto est = learner.Estimate("m", "a", 310);
+  EXPECT_DOUBLE_EQ(est->in_flight, 128);
+  EXPECT_DOUBLE_EQ(est->slots, 64);
+}
+
+TEST(LoadTest, OwnSendsBetweenGaugesPreventHerding) {
+  // A router that follows the decisions and reports its sends: the best backend (4 slots) fills
+  // up and traffic spills over instead of herding onto it.
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  for (BackendSpec& b : options.models[0].backends) b.max_concurrency = 4;
+  options.estimator.recompute_interval_ms = 0;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(8);
+  TrueBackend a{.name = "a", .ttft_ms = 80}, b{.name = "b", .ttft_ms = 100};
+  Feed(learner, "m", {&a, &b}, 0, 300, rng);
+  for (uint32_t i = 0; i < 2; ++i) {  // the fed outcomes were not our sends: start at zero
+    learner.NoteSent(learner.FindModel("m"), i, 300);
+  }
+  const RoutingLearner::ModelId m = learner.FindModel("m");
+  std::map<std::string, int> sent;
+  Decision d;
+  for (int i = 0; i < 40; ++i) {  // 40 requests in flight at once, none completes
+    learner.Select(m, {}, Strategy::kLowestLatency, 301 + i, &d);
+    ASSERT_TRUE(d.ok);
+    ++sent[std::string(d.backend_name)];
+    learner.NoteSent(m, d.backend, 301 + i);
+  }
+  EXPECT_GT(sent["b"], 10);
+  EXPECT_GT(sent["a"], 10);
+}
+
+TEST(DriftTest, FollowsABackendThatGetsSlower) {
+  RoutingOptions options;
+  options.estimator.half_life_ms = 10'000;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(9);
+  TrueBackend a{.name = "a", .ttft_ms = 60}, b{.name = "b", .ttft_ms = 100};
+  int64_t t = 0;
+  for (; t < 60'000; t += 50) {
+    learner.Observe(Draw(a, "m", t, rng));
+    learner.Observe(Draw(b, "m", t, rng));
+  }
+  EXPECT_EQ(Favourite(Shares(learner, "m", {}, Strategy::kLowestLatency, t, 1000)), "a");
+  a.ttft_ms = 200;
+  a.tpot_ms = 40;
+  for (const int64_t end = t + 30'000; t < end; t += 50) {  // 3 half-lives of the new truth
+    learner.Observe(Draw(a, "m", t, rng));
+    learner.Observe(Draw(b, "m", t, rng));
+  }
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, t, 1000)["b"], 0.95);
+}
+
+TEST(PriceTest, ObservedCostOverridesTheListPrice) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  options.models[0].backends[0].price_per_1k_input = 0.001;
+  options.models[0].backends[0].price_per_1k_output = 0.002;
+  options.models[0].backends[1].price_per_1k_input = 0.002;
+  options.models[0].backends[1].price_per_1k_output = 0.004;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(10);
+  TrueBackend a{.name = "a"}, b{.name = "b"};
+  Feed(learner, "m", {&a, &b}, 0, 100, rng);
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kCostEffective, 100, 2000)["a"], 0.85);
+  // a's provider raises its price fivefold: observed costs say so.
+  a.cost_usd = 5 * (0.001 * 500 + 0.002 * 200) / 1000;
+  b.cost_usd = (0.002 * 500 + 0.004 * 200) / 1000;
+  Feed(learner, "m", {&a, &b}, 100, 200, rng);
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kCostEffective, 200, 2000)["b"], 0.85);
+}
+
+TEST(BoundsTest, ModelsAndBackendsBeyondTheLimitsAreRefusedAndCounted) {
+  RoutingOptions options;
+  options.limits.max_models = 2;
+  options.limits.max_backends_per_model = 3;
+  MetricsRegistry metrics;
+  RoutingLearner learner(options, &metrics);
+  std::mt19937_64 rng(12);
+  const std::array<std::string, 6> names = {"x0", "x1", "x2", "x3", "x4", "x5"};
+  for (int m = 0; m < 5; ++m) {
+    for (int b = 0; b < 6; ++b) {
+      TrueBackend x{.name = names[b]};
+      learner.Observe(Draw(x, names[m], 0, rng));
+    }
+  }
+  EXPECT_EQ(learner.num_models(), 2u);
+  EXPECT_EQ(learner.num_backends(0), 3u);
+  EXPECT_EQ(learner.stats().refused_models, 18u);   // 3 models × 6 outcomes
+  EXPECT_EQ(learner.stats().refused_backends, 6u);  // 2 models × 3 backends
+  EXPECT_EQ(metrics.CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}),
+            18u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_routing_refused_total", {{"reason", "backend_limit"}}),
+            6u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_routing_outcomes_total"), 6u);
+}
+
+TEST(WeightsTest, PublishedWhenTheyChangeMeaningfully) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  options.publish.min_interval_ms = 1000;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(13);
+  TrueBackend a{.name = "a", .ttft_ms = 100}, b{.name = "b", .ttft_ms = 100};
+  Feed(learner, "m", {&a, &b}, 0, 200, rng);
+  const RoutingLearner::ModelId m = learner.FindModel("m");
+  RoutingWeights w;
+  EXPECT_TRUE(learner.PublishIfChanged(m, Strategy::kBalanced, 200, &w));  // first
+  ASSERT_EQ(w.backends.size(), 2u);
+  EXPECT_NEAR(w.backends[0].weight + w.backends[1].weight, 1.0, 1e-9);
+  EXPECT_FALSE(learner.PublishIfChanged(m, Strategy::kBalanced, 300, &w));  // rate-limited
+  // An ejection is published at once, whatever the interval.
+  for (int i = 0; i < 5; ++i) {
+    Outcome o = Draw(a, "m", 400, rng);
+    o.error = ErrorKind::kTimeout;
+    learner.Observe(o);
+  }
+  EXPECT_TRUE(learner.PublishIfChanged(m, Strategy::kBalanced, 400, &w));
+  EXPECT_EQ(w.backends[0].gate, GateState::kEjected);
+  EXPECT_DOUBLE_EQ(w.backends[0].weight, 0.0);
+  EXPECT_DOUBLE_EQ(w.backends[1].weight, 1.0);
+  EXPECT_FALSE(learner.PublishIfChanged(m, Strategy::kBalanced, 5000, &w));  // nothing moved
+
+  RoutingWeights x = w, y = w;
+  x.backends[0].gate = GateState::kHealthy;
+  x.backends[0].weight = 0.5;
+  x.backends[1].weight = 0.5;
+  EXPECT_NEAR(TotalVariation(x, y), 0.5, 1e-12);
+  EXPECT_TRUE(WeightsChanged(x, y, 0.9));  // gated: a change whatever the distance
+  y.backends[0].gate = GateState::kHealthy;
+  y.backends[0].weight = 0.47;
+  y.backends[1].weight = 0.53;
+  EXPECT_FALSE(WeightsChanged(x, y, 0.05));
+  y.backends[0].weight = 0.44;
+  y.backends[1].weight = 0.56;
+  EXPECT_TRUE(WeightsChanged(x, y, 0.05));
+  EXPECT_FALSE(learner.Weights("unknown", Strategy::kBalanced, 0).ok());
+}
+
+TEST(SelectTest, DeterministicForASeedAndRefreshedByEventTimeOnly) {
+  auto run = [] {
+    RoutingLearner learner(RoutingOptions{});
+    std::mt19937_64 rng(14);
+    TrueBackend a{.name = "a", .ttft_ms = 100}, b{.name = "b", .ttft_ms = 110};
+    std::string picks;
+    Decision d;
+    for (int64_t t = 0; t < 500; ++t) {
+      learner.Observe(Draw(a, "m", t, rng));
+      learner.Observe(Draw(b, "m", t, rng));
+      learner.Select("m", {}, Strategy::kBalanced, t, &d);
+      picks += d.backend_name;
+    }
+    return picks;
+  };
+  EXPECT_EQ(run(), run());
+}
+
+TEST(OptionsTest, ParsesTheCatalogueAndTuning) {
+  const std::string yaml = R"(
+half_life: 20s
+quality_half_life: 5m
+posterior_draws: 128
+learned_capabilities: [code]
+health: {consecutive_errors: 3, base_ejection_time: 10s, panic_threshold: 30}
+publish: {min_change: 0.1, min_interval: 250ms}
+limits: {max_models: 10}
+models:
+  - name: llama
+    backends:
+      - {name: vllm-0, engine: vllm, capabilities: [vision, tools], max_context: 8192,
+         price_per_1k_input: 0.1, price_per_1k_output: 0.2, weight: 2, max_concurrency: 128}
+      - {name: openai}
+)";
+  RoutingOptions o;
+  ASSERT_TRUE(ParseRoutingOptions(ConfigNode("t.yaml", YAML::Load(yaml), "options"), &o).ok());
+  EXPECT_EQ(o.estimator.half_life_ms, 20'000);
+  EXPECT_EQ(o.estimator.quality_half_life_ms, 300'000);
+  EXPECT_EQ(o.estimator.posterior_draws, 128);
+  EXPECT_EQ(o.learned_capabilities, kCode);
+  EXPECT_EQ(o.gate.consecutive_errors, 3);
+  EXPECT_EQ(o.gate.base_ejection_ms, 10'000);
+  EXPECT_DOUBLE_EQ(o.gate.panic_threshold_percent, 30);
+  EXPECT_EQ(o.publish.min_interval_ms, 250);
+  EXPECT_EQ(o.limits.max_models, 10);
+  ASSERT_EQ(o.models.size(), 1u);
+  ASSERT_EQ(o.models[0].backends.size(), 2u);
+  const BackendSpec& b = o.models[0].backends[0];
+  EXPECT_EQ(b.engine, "vllm");
+  EXPECT_EQ(b.capabilities, kVision | kTools);
+  EXPECT_EQ(b.max_context, 8192u);
+  EXPECT_DOUBLE_EQ(b.price_per_1k_output, 0.2);
+  EXPECT_DOUBLE_EQ(b.static_weight, 2);
+  EXPECT_FALSE(o.models[0].backends[1].has_price());
+  EXPECT_EQ(CapabilityMaskToString(b.capabilities), "vision,tools");
+}
+
+TEST(OptionsTest, ErrorsNameFileLineAndField) {
+  auto error = [](const std::string& yaml) {
+    RoutingOptions o;
+    return ParseRoutingOptions(ConfigNode("t.yaml", YAML::Load(yaml), "options"), &o).message();
+  };
+  EXPECT_NE(error("models:\n  - name: m\n    backends:\n      - {name: a, capabilities: [x]}\n")
+                .find("t.yaml:4:"),
+            std::string::npos);
+  EXPECT_NE(error("models:\n  - name: m\n    backends:\n      - {name: a, capabilities: [x]}\n")
+                .find("options.models[0].backends[0].capabilities: unknown capability 'x'"),
+            std::string::npos);
+  EXPECT_NE(error("health:\n  consecutive_errors: 0\n").find("t.yaml:2:"), std::string::npos);
+  EXPECT_NE(error("models:\n  - name: m\n    backends:\n      - {name: a, price_per_1k_input: 1}\n")
+                .find("give both"),
+            std::string::npos);
+  EXPECT_NE(error("models:\n  - name: m\n  - name: m\n").find("listed twice"), std::string::npos);
+  EXPECT_NE(error("models:\n  - name: m\n    backend: []\n").find("backend"), std::string::npos);
+  EXPECT_NE(error("half_life: 1m\nquality_half_life: 10s\n").find("quality_half_life"),
+            std::string::npos);
+  EXPECT_NE(error("health: {typo: 1}\n").find("typo"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace inferscope::routing

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "pipeline/status.h"
@@ -84,6 +85,21 @@ struct CanaryEvidence {
 // period is given, or the sketches' parameters differ.
 Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
                                    bool lower_is_better, const CanaryOptions& options);
+
+// Raw values of the same four periods, each sorted in increasing order (peers: both when
+// `with_peers`). The engine keeps no raw samples: this is the reference bench/canary_eval decides
+// with in the same run, to show what deciding from sketch bins costs.
+struct RawCanarySamples {
+  std::span<const double> before, after, peers_before, peers_after;
+  bool with_peers = false;
+};
+
+// JudgeCanary on raw values: the same statistic, boundary and minimum effect, with the rank test
+// of the raw values (values/rank_test.h CompareSortedSamples) and exact quantiles (the value at
+// rank q (n − 1), rounded down, as DDSketch::Quantile ranks). An empty period counts as too few
+// values. InvalidArgument when a sample is not sorted.
+Result<CanaryEvidence> JudgeCanaryRaw(const RawCanarySamples& samples, double fraction,
+                                      bool lower_is_better, const CanaryOptions& options);
 
 // Requests and errors of one period, for a proportion (the error ratio).
 struct ProportionCounts {

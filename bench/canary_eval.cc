@@ -48,6 +48,7 @@
 #include "sim/faults.h"
 #include "sim/fleet.h"
 #include "sim/trace.h"
+#include "values/rank_test.h"
 #include "workflows/canary.h"
 #include "workflows/workflow.h"
 
@@ -275,6 +276,32 @@ class Run final : public sim::OutcomeSink {
   }
 
  private:
+  // The operator's dispersion estimate on the raw values: per baseline pane, the instance's
+  // values against the peers' of the same pane (both with at least 2 values).
+  Status BaselineDispersion(bool ttft, int64_t applied, double* out) {
+    constexpr int64_t kPaneMs = 10'000;
+    const int64_t from = applied - static_cast<int64_t>(kBaselineS * 1000);
+    std::vector<double> z;
+    std::vector<double> inst, peers;
+    for (int64_t p = from; p < applied; p += kPaneMs) {
+      inst.clear();
+      peers.clear();
+      for (int i = 0; i < kInstances; ++i) {
+        for (const auto& [t, x] : ttft ? raw_[i].ttft : raw_[i].e2e) {
+          if (t >= p && t < p + kPaneMs) (i == 0 ? inst : peers).push_back(x);
+        }
+      }
+      if (inst.size() < 2 || peers.size() < 2) continue;
+      std::sort(inst.begin(), inst.end());
+      std::sort(peers.begin(), peers.end());
+      Result<RankComparison> r = CompareSortedSamples(inst, peers);
+      if (!r.ok()) return r.status();
+      z.push_back(r->z);
+    }
+    *out = DispersionOf(z);
+    return Status::Ok();
+  }
+
   // One look at the raw samples: what Look in operators/workflow_canary.cc decides, with
   // JudgeCanaryRaw instead of JudgeCanary (error_ratio: the same counts, JudgeProportion).
   Status RawLook(int64_t applied, int64_t target_end) {
@@ -333,6 +360,10 @@ class Run final : public sim::OutcomeSink {
             rs.peers_before = v[2];
             rs.peers_after = v[3];
           }
+          if (!std::isfinite(dispersion_[m])) {
+            INFERSCOPE_RETURN_IF_ERROR(BaselineDispersion(ttft, applied, &dispersion_[m]));
+          }
+          rs.dispersion = dispersion_[m];
           e = JudgeCanaryRaw(rs, fraction, metric.lower_is_better, o);
         }
       }
@@ -378,6 +409,7 @@ class Run final : public sim::OutcomeSink {
   std::vector<WorkflowMetric> metrics_list_;
   std::vector<RawSeries> raw_;
   std::vector<double> scratch_[4];
+  double dispersion_[3] = {NAN, NAN, NAN};  // per metric, once the first look needs it
   int64_t fired_end_ = INT64_MIN;
   int64_t raw_looked_end_ = INT64_MIN;
   Decision engine_;

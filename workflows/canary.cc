@@ -58,8 +58,8 @@ struct RawSample {
 
 template <typename S>
 Result<CanaryEvidence> Judge(const S& before, const S& after, const S* peers_before,
-                             const S* peers_after, double fraction, bool lower_is_better,
-                             const CanaryOptions& options) {
+                             const S* peers_after, double dispersion, double fraction,
+                             bool lower_is_better, const CanaryOptions& options) {
   CanaryEvidence e;
   e.fraction = std::clamp(std::isfinite(fraction) ? fraction : 1.0, 1e-6, 1.0);
   e.n_before = before.count();
@@ -94,6 +94,10 @@ Result<CanaryEvidence> Judge(const S& before, const S& after, const S* peers_bef
     e.auc_shift = r->auc - 0.5;
     e.z = r->z;
   }
+  if (std::isfinite(dispersion) && dispersion > 1) {
+    e.dispersion = dispersion;
+    e.z /= std::sqrt(dispersion);
+  }
   e.p_value = NormalUpperTail(std::abs(e.z));
 
   const bool went_up = e.z > 0;
@@ -109,6 +113,20 @@ Result<CanaryEvidence> Judge(const S& before, const S& after, const S* peers_bef
 
 }  // namespace
 
+double DispersionOf(std::span<const double> pane_z, size_t min_panes) {
+  size_t n = 0;
+  double mean = 0, m2 = 0;  // Welford
+  for (double z : pane_z) {
+    if (!std::isfinite(z)) continue;
+    ++n;
+    const double d = z - mean;
+    mean += d / static_cast<double>(n);
+    m2 += d * (z - mean);
+  }
+  if (n < std::max<size_t>(min_panes, 2)) return 1;
+  return std::max(1.0, m2 / static_cast<double>(n - 1));
+}
+
 Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
                                    bool lower_is_better, const CanaryOptions& options) {
   INFERSCOPE_RETURN_IF_ERROR(options.Validate());
@@ -122,7 +140,8 @@ Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction
   const SketchSample peers_before{samples.peers_before}, peers_after{samples.peers_after};
   const bool with_peers = samples.peers_before != nullptr;
   return Judge(before, after, with_peers ? &peers_before : nullptr,
-               with_peers ? &peers_after : nullptr, fraction, lower_is_better, options);
+               with_peers ? &peers_after : nullptr, samples.dispersion, fraction, lower_is_better,
+               options);
 }
 
 Result<CanaryEvidence> JudgeCanaryRaw(const RawCanarySamples& samples, double fraction,
@@ -137,7 +156,8 @@ Result<CanaryEvidence> JudgeCanaryRaw(const RawCanarySamples& samples, double fr
   const RawSample before{samples.before}, after{samples.after};
   const RawSample peers_before{samples.peers_before}, peers_after{samples.peers_after};
   return Judge(before, after, samples.with_peers ? &peers_before : nullptr,
-               samples.with_peers ? &peers_after : nullptr, fraction, lower_is_better, options);
+               samples.with_peers ? &peers_after : nullptr, samples.dispersion, fraction,
+               lower_is_better, options);
 }
 
 Result<CanaryEvidence> JudgeProportion(const ProportionSamples& samples, double fraction,

@@ -61,7 +61,20 @@ struct CanarySamples {
   const DDSketch* after = nullptr;   // the instance since the change
   const DDSketch* peers_before = nullptr;
   const DDSketch* peers_after = nullptr;
+  // Overdispersion of the values (>= 1; DispersionOf): the test's standard error is multiplied
+  // by its square root. 1 = values independent, as the rank test assumes.
+  double dispersion = 1;
 };
+
+// How much more a rank statistic varies over the panes of a period than independent values
+// would make it: the sample variance of per-pane z statistics (each pane's values of the instance
+// against a reference: its peers' values of the same pane), which is about 1 (at most 1 with a
+// constant shift) when values are independent, and larger when they come in clusters — bursts of
+// similar requests, queueing episodes that slow every request of a few seconds. Returns
+// max(1, variance) with at least `min_panes` panes, else 1. The canary estimates it on the
+// baseline (where nothing changed) and divides z by its square root: a design effect for
+// pane-sized clusters. Correlation over longer spans than a pane is not seen by it.
+double DispersionOf(std::span<const double> pane_z, size_t min_panes = 10);
 
 // What one look found, with the evidence a verdict is reported with.
 struct CanaryEvidence {
@@ -75,7 +88,8 @@ struct CanaryEvidence {
                          // for a proportion: after − before (minus the peers' difference)
   double before_q = 0;  // the quantile before and after the change
   double after_q = 0;
-  double ratio = 1;  // after_q / before_q, divided by the peers' ratio when peer-adjusted
+  double ratio = 1;       // after_q / before_q, divided by the peers' ratio when peer-adjusted
+  double dispersion = 1;  // the overdispersion z was divided by the square root of
   uint64_t n_before = 0;
   uint64_t n_after = 0;
 };
@@ -92,6 +106,7 @@ Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction
 struct RawCanarySamples {
   std::span<const double> before, after, peers_before, peers_after;
   bool with_peers = false;
+  double dispersion = 1;  // as CanarySamples::dispersion
 };
 
 // JudgeCanary on raw values: the same statistic, boundary and minimum effect, with the rank test

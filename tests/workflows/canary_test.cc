@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -206,6 +207,62 @@ TEST(CanaryTest, RawSamplesAreJudgedByTheSameMethod) {
   Result<CanaryEvidence> few = JudgeCanaryRaw({b2, {}, {}, {}, false}, 0.5, true, {});
   ASSERT_TRUE(few.ok());
   EXPECT_EQ(few->verdict, CanaryVerdict::kContinue);
+}
+
+// Values that come in pane-sized clusters (every request of a pane on the instance shares a
+// random slowdown, as a burst or a queueing episode makes them) break the rank test's
+// independence: neutral canaries then roll back far more often than alpha. The dispersion
+// estimated on the baseline's panes (DispersionOf) brings the rate back under alpha per direction.
+TEST(CanaryTest, BaselineDispersionKeepsClusteredNeutralCanariesCalibrated) {
+  EXPECT_EQ(DispersionOf(std::vector<double>{3, -3}), 1.0) << "too few panes";
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> independent(200);
+  for (double& z : independent) z = normal(rng);
+  EXPECT_NEAR(DispersionOf(independent), 1.0, 0.25);
+  constexpr int kPanes = 30, kPerPane = 15, kCanaries = 150;
+  int wrong_plain = 0, wrong_adjusted = 0;
+  for (int c = 0; c < kCanaries; ++c) {
+    DDSketch before, peers_before;
+    std::vector<DDSketch> after_panes, peer_after_panes;
+    std::vector<double> pane_z;
+    auto pane = [&](DDSketch* inst, DDSketch* peers) {
+      const double cluster = 0.4 * normal(rng);  // the instance's pane shares it
+      DDSketch pi, pp;
+      for (int i = 0; i < kPerPane; ++i) pi.Add(200 * std::exp(0.3 * normal(rng) + cluster));
+      for (int i = 0; i < 3 * kPerPane; ++i) {
+        pp.Add(200 * std::exp(0.3 * normal(rng) + 0.4 / std::sqrt(3.0) * normal(rng)));
+      }
+      EXPECT_TRUE(inst->Merge(pi).ok() && peers->Merge(pp).ok());
+      return CompareSketches(pi, pp)->z;
+    };
+    for (int p = 0; p < kPanes; ++p) pane_z.push_back(pane(&before, &peers_before));
+    const double dispersion = DispersionOf(pane_z);
+    EXPECT_GT(dispersion, 1.0);
+    DDSketch after, peers_after;
+    bool plain_done = false, adjusted_done = false;
+    for (int look = 1; look <= kPanes; ++look) {
+      pane(&after, &peers_after);
+      for (bool adjusted : {false, true}) {
+        bool& done = adjusted ? adjusted_done : plain_done;
+        if (done) continue;
+        CanarySamples s{&before, &after, &peers_before, &peers_after, adjusted ? dispersion : 1};
+        Result<CanaryEvidence> e =
+            JudgeCanary(s, static_cast<double>(look) / kPanes, true, {.min_samples = 50});
+        ASSERT_TRUE(e.ok());
+        if (e->verdict == CanaryVerdict::kContinue) continue;
+        done = true;
+        if (e->verdict == CanaryVerdict::kRegressed) ++(adjusted ? wrong_adjusted : wrong_plain);
+        if (adjusted) {
+          EXPECT_DOUBLE_EQ(e->dispersion, dispersion);
+        }
+      }
+    }
+  }
+  std::printf("[canary] clustered neutral canaries: %d/%d regressed plain, %d adjusted\n",
+              wrong_plain, kCanaries, wrong_adjusted);
+  EXPECT_GT(wrong_plain, kCanaries * 0.1) << "the clusters do break the plain test";
+  EXPECT_LE(wrong_adjusted, kCanaries * 0.05 + 3);
 }
 
 }  // namespace

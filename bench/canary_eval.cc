@@ -250,7 +250,6 @@ class Run final : public sim::OutcomeSink {
            raw_decision_.state != WorkflowState::kApplied;
   }
   const Decision& engine() const { return engine_; }
-  std::string Dump() const { return WorkflowToJson(*registry_.Get(id_)).dump(); }
   const Decision& raw() const { return raw_decision_; }
 
   // The true effect on vllm-0's ttft p50 over the whole periods (raw): after/before, divided by
@@ -490,11 +489,6 @@ Result1 RunChange(const Change& c, const std::vector<sim::TraceRecord>& trace,
       std::fprintf(stderr, "change %d: %s\n", c.index, st.ToString().c_str());
       std::exit(1);
     }
-  }
-  if (getenv("CANARY_EVAL_DEBUG")) {
-    std::fprintf(stderr, "change %d: sim ended at %.0f s, done %d\n", c.index,
-                 (*fleet)->now_ms() / 1000, (*fleet)->done());
-    std::fprintf(stderr, "%s\n", run.Dump().c_str());
   }
   r.engine = run.engine();
   r.raw = run.raw();

@@ -64,7 +64,7 @@ struct BottleneckOptions {
   // (topology `quiet_clears`, default false) a window whose preemption rate is at most
   // preemption_rate.exit clears too — the earlier rule, which splits a hover into episodes.
   double kv_enter = 0.85;
-  double kv_exit = 0.70;
+  double kv_exit = 0.50;
   bool kv_quiet_clears = false;
   RuleLevels preemption_rate{0.01, 0.2, 1.0, 5.0, 0.0, true};
 

@@ -358,8 +358,8 @@ TEST_F(BottleneckClassifyTest, HoveringAtAThresholdYieldsAtMostOneEpisode) {
 
 // Every type with an enter level, its value oscillating around that level with noise on the
 // faulty instance: value = enter + (enter − exit) × (0.5 sin(0.9 i) + N(0, 0.3)) per pane, so
-// about half the panes are beyond the enter level and some back beyond the exit level. Each type
-// yields at most one episode (and at least one: the test is not vacuous). Rules whose peer
+// about half the panes are beyond the enter level and some halfway back to the exit level. Each
+// type yields at most one episode (and at least one: the test is not vacuous). Rules whose peer
 // judgement would keep the type active regardless (the instance far from its peers) are judged
 // with the peer rule off (`min_peers: 10`).
 TEST_F(BottleneckClassifyTest, HoveringAtEachEnterLevelYieldsAtMostOneEpisode) {
@@ -370,9 +370,9 @@ TEST_F(BottleneckClassifyTest, HoveringAtEachEnterLevelYieldsAtMostOneEpisode) {
     std::function<void(PaneSpec&, double)> set;
   };
   const std::vector<Case> cases = {
-      {BottleneckType::kMemoryPressure, "", 0.85, 0.70,
+      {BottleneckType::kMemoryPressure, "", 0.85, 0.50,
        [](PaneSpec& p, double v) {
-         p.kv = v;
+         p.kv = std::min(v, 1.0);
          p.preemptions = v >= 0.85 ? 1 : 0;  // in bursts, with the cache above the level
        }},
       {BottleneckType::kHighLatency, "peer: {min_peers: 10}", 1.0, 0.8,
@@ -404,13 +404,13 @@ TEST_F(BottleneckClassifyTest, HoveringAtEachEnterLevelYieldsAtMostOneEpisode) {
       const double v = c.enter + (c.enter - c.exit) * (0.5 * std::sin(i * 0.9) + noise(rng));
       const bool higher_is_worse = c.enter > c.exit;
       beyond += (higher_is_worse ? v >= c.enter : v <= c.enter) ? 1 : 0;
-      back += (higher_is_worse ? v <= c.exit : v >= c.exit) ? 1 : 0;
+      back += (c.enter - v) / (c.enter - c.exit) >= 0.5 ? 1 : 0;  // halfway back to exit
       PaneSpec p;
       c.set(p, v);
       Step(Fleet(p));
     }
     EXPECT_GE(beyond, 40);
-    EXPECT_GE(back, 5) << "some panes are back beyond the exit level";
+    EXPECT_GE(back, 10) << "some panes are halfway back to the exit level";
     int raised = 0;
     for (const Bottleneck& b : all_) {
       EXPECT_EQ(b.instance, "vllm-1") << Dump(all_);

@@ -270,13 +270,16 @@ Status ParseBottleneckOptions(const ConfigNode& node, BottleneckOptions* out) {
       -> Result<std::optional<ConfigNode>> { return Section(node, field, known); };
 
   Result<std::optional<ConfigNode>> s =
-      section("memory_pressure", {"kv_enter", "kv_exit", "preemption_rate"});
+      section("memory_pressure", {"kv_enter", "kv_exit", "preemption_rate", "quiet_clears"});
   if (!s.ok()) return s.status();
   if (*s) {
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "kv_enter", &o.kv_enter, 0, 1));
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "kv_exit", &o.kv_exit, 0, 1));
     if (!(o.kv_exit < o.kv_enter)) return (*s)->Error("kv_exit", "must be below kv_enter");
     INFERSCOPE_RETURN_IF_ERROR(ParseLevels(**s, "preemption_rate", &o.preemption_rate));
+    Result<bool> quiet = (*s)->GetBool("quiet_clears", o.kv_quiet_clears);
+    if (!quiet.ok()) return quiet.status();
+    o.kv_quiet_clears = *quiet;
   }
   s = section("high_latency", {"ttft_p95_ms", "tpot_p95_ms", "e2e_p95_ms", "levels"});
   if (!s.ok()) return s.status();
@@ -422,8 +425,11 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
         v.judgement = Judgement::kActive;
       } else {
         v.severity = BottleneckSeverity::kNone;
-        v.judgement = kv.mean <= o.kv_exit || o.preemption_rate.Clears(rate) ? Judgement::kClear
-                                                                             : Judgement::kHold;
+        // Hysteresis on the kv level: between kv_exit and kv_enter (where a cache hovering at
+        // the level spends its quiet windows) the verdict holds; a window without preemptions
+        // clears only with quiet_clears.
+        const bool quiet = o.kv_quiet_clears && o.preemption_rate.Clears(rate);
+        v.judgement = kv.mean <= o.kv_exit || quiet ? Judgement::kClear : Judgement::kHold;
       }
       v.metric = "kv_cache_usage";
       v.stat = "mean";

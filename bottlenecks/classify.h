@@ -58,10 +58,14 @@ struct BottleneckOptions {
   int64_t min_requests = 20;
 
   // MEMORY_PRESSURE: kv_cache_usage mean >= kv_enter with preemptions; severity from the
-  // preemption rate (per second, over the evidence window). Clear when kv mean <= kv_exit or no
-  // preemption in the window.
+  // preemption rate (per second, over the evidence window). Clear when kv mean <= kv_exit
+  // (0 <= kv_exit < kv_enter <= 1); above it the verdict holds, with or without preemptions, so a
+  // cache hovering at kv_enter (preemptions in bursts) is one episode. With `kv_quiet_clears`
+  // (topology `quiet_clears`, default false) a window whose preemption rate is at most
+  // preemption_rate.exit clears too — the earlier rule, which splits a hover into episodes.
   double kv_enter = 0.85;
-  double kv_exit = 0.70;
+  double kv_exit = 0.50;
+  bool kv_quiet_clears = false;
   RuleLevels preemption_rate{0.01, 0.2, 1.0, 5.0, 0.0, true};
 
   // HIGH_LATENCY (absolute): p95 SLOs in ms (0 disables one); levels are multiples of the SLO.

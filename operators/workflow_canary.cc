@@ -13,7 +13,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr uint8_t kRecordVersion = 1;
+// 2 adds the per-metric dispersion; a version-1 record restores with dispersion 1.
+constexpr uint8_t kRecordVersion = 2;
 
 // A finite number for JSON (NaN and infinities have no JSON form).
 json Num(double v) { return std::isfinite(v) ? json(v) : json(); }
@@ -31,6 +32,7 @@ json EvidenceJson(const WorkflowMetric& m, const CanaryEvidence& e) {
           {"before", Num(e.before_q)},
           {"after", Num(e.after_q)},
           {"ratio", Num(e.ratio)},
+          {"dispersion", Num(e.dispersion)},
           {"n_before", e.n_before},
           {"n_after", e.n_after}};
 }
@@ -282,6 +284,36 @@ void WorkflowCanaryOperator::ApplyChange(Tracked& t, int64_t applied_ms) {
       }
     }
   };
+  // The baseline's overdispersion per metric: each baseline pane's instance sketch against its
+  // peers' (or, without peers, against the whole baseline of the instance).
+  t.dispersion.assign(t.metric_ids.size(), 1.0);
+  std::vector<double> pane_z;
+  for (size_t m = 0; m < t.metric_ids.size(); ++m) {
+    if (t.proportion[m]) continue;
+    pane_z.clear();
+    DDSketch whole;
+    if (!options_.peers) {
+      for (const PaneEntry& e : t.ring) {
+        const DDSketch& sk = e.period.inst[m].sketch;
+        if (e.end_ms > applied_ms || e.start_ms < applied_ms - t.workflow.baseline_ms) continue;
+        if (sk.empty()) continue;
+        if (whole.empty()) {
+          whole = sk;
+        } else {
+          (void)whole.Merge(sk);  // panes of one window operator share parameters
+        }
+      }
+    }
+    for (const PaneEntry& e : t.ring) {
+      if (e.end_ms > applied_ms || e.start_ms < applied_ms - t.workflow.baseline_ms) continue;
+      const DDSketch& inst = e.period.inst[m].sketch;
+      const DDSketch& ref = options_.peers ? e.period.peers[m].sketch : whole;
+      if (inst.count() < 2 || ref.count() < 2) continue;
+      Result<RankComparison> r = CompareSketches(inst, ref);
+      if (r.ok()) pane_z.push_back(r->z);
+    }
+    t.dispersion[m] = DispersionOf(pane_z);
+  }
   for (const PaneEntry& e : t.ring) {
     if (e.end_ms <= applied_ms) {
       if (e.start_ms >= applied_ms - t.workflow.baseline_ms) merge(t.before, e.period);
@@ -430,6 +462,7 @@ void WorkflowCanaryOperator::Look(Tracked& t, int64_t event_time_ms) {
       CanarySamples cs;
       cs.before = &t.before.inst[m].sketch;
       cs.after = &t.after.inst[m].sketch;
+      cs.dispersion = m < t.dispersion.size() ? t.dispersion[m] : 1.0;
       if (options_.peers && t.before.peers[m].sketch.count() >= o.min_samples &&
           !t.after.peers[m].sketch.empty()) {
         cs.peers_before = &t.before.peers[m].sketch;
@@ -554,12 +587,18 @@ std::string WorkflowCanaryOperator::Encode(const Tracked& t) const {
   }
   put_period(t.before);
   put_period(t.after);
+  PutVarint(&out, t.dispersion.size());
+  for (double d : t.dispersion) PutDouble(&out, d);
   return out;
 }
 
 Status WorkflowCanaryOperator::Decode(std::string_view in, Tracked* t) const {
   auto bad = [] { return Status::Corruption("workflow_canary checkpoint record"); };
-  if (in.empty() || static_cast<uint8_t>(in[0]) != kRecordVersion) return bad();
+  if (in.empty() ||
+      (static_cast<uint8_t>(in[0]) != kRecordVersion && static_cast<uint8_t>(in[0]) != 1)) {
+    return bad();
+  }
+  const bool v1 = static_cast<uint8_t>(in[0]) == 1;
   in.remove_prefix(1);
   uint64_t n = 0;
   if (!GetVarint(&in, &n) || n != t->metric_ids.size()) return bad();
@@ -605,6 +644,15 @@ Status WorkflowCanaryOperator::Decode(std::string_view in, Tracked* t) const {
   }
   INFERSCOPE_RETURN_IF_ERROR(get_period(&t->before));
   INFERSCOPE_RETURN_IF_ERROR(get_period(&t->after));
+  t->dispersion.clear();  // not applied yet (or a version-1 record): 1 at every look
+  if (!v1) {
+    uint64_t k = 0;
+    if (!GetVarint(&in, &k) || (k != n && k != 0)) return bad();
+    t->dispersion.assign(k, 1.0);
+    for (double& d : t->dispersion) {
+      if (!GetDouble(&in, &d) || !(d >= 1)) return bad();
+    }
+  }
   if (!in.empty()) return bad();
   return Status::Ok();
 }

@@ -120,6 +120,9 @@ class WorkflowCanaryOperator final : public Operator {
     bool applied = false;
     int64_t applied_ms = 0;
     Period before, after;
+    // Per metric: the overdispersion estimated on the baseline's panes when the change was
+    // applied (DispersionOf; 1 for proportions and without enough panes).
+    std::vector<double> dispersion;
     int64_t last_target_end_ms = INT64_MIN;  // newest pane end of the instance's target
     int64_t after_end_ms = INT64_MIN;        // newest after-pane end of the instance's target
     int64_t looked_end_ms = INT64_MIN;       // after_end_ms of the last look

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -47,20 +48,15 @@ double NormalQuantile(double p) {
   return x - u / (1 + x * u / 2);
 }
 
-Result<RankComparison> CompareSketches(const DDSketch& x, const DDSketch& y) {
-  if (x.empty() || y.empty()) {
-    return Status::InvalidArgument("rank test: both samples need at least one value");
-  }
-  if (x.relative_accuracy() != y.relative_accuracy()) {
-    return Status::InvalidArgument("rank test: the sketches' relative accuracies differ");
-  }
-  std::vector<std::pair<double, uint64_t>> bx, by;
-  x.ForEachBin([&](double v, uint64_t n) { bx.emplace_back(v, n); });
-  y.ForEachBin([&](double v, uint64_t n) { by.emplace_back(v, n); });
+namespace {
 
+// The rank comparison of two samples given as runs of equal values (value, count), each in
+// increasing order of value with no empty run: a sketch's bins, or sorted raw values.
+RankComparison CompareRuns(std::span<const std::pair<double, uint64_t>> bx,
+                           std::span<const std::pair<double, uint64_t>> by) {
   RankComparison r;
-  r.n_x = x.count();
-  r.n_y = y.count();
+  for (const auto& run : bx) r.n_x += run.second;
+  for (const auto& run : by) r.n_y += run.second;
   const auto nx = static_cast<double>(r.n_x);
   const auto ny = static_cast<double>(r.n_y);
   double below_x = 0, below_y = 0;  // values of each sample below the current bin
@@ -107,6 +103,46 @@ Result<RankComparison> CompareSketches(const DDSketch& x, const DDSketch& y) {
   r.p_less = NormalUpperTail((mean - r.u - 0.5) / sd);
   r.p_two_sided = std::min(1.0, 2 * std::min(r.p_greater, r.p_less));
   return r;
+}
+
+// Sorted values as runs of equal values.
+void Runs(std::span<const double> sorted, std::vector<std::pair<double, uint64_t>>* out) {
+  out->clear();
+  for (double v : sorted) {
+    if (!out->empty() && out->back().first == v) {
+      ++out->back().second;
+    } else {
+      out->emplace_back(v, 1);
+    }
+  }
+}
+
+}  // namespace
+
+Result<RankComparison> CompareSketches(const DDSketch& x, const DDSketch& y) {
+  if (x.empty() || y.empty()) {
+    return Status::InvalidArgument("rank test: both samples need at least one value");
+  }
+  if (x.relative_accuracy() != y.relative_accuracy()) {
+    return Status::InvalidArgument("rank test: the sketches' relative accuracies differ");
+  }
+  std::vector<std::pair<double, uint64_t>> bx, by;
+  x.ForEachBin([&](double v, uint64_t n) { bx.emplace_back(v, n); });
+  y.ForEachBin([&](double v, uint64_t n) { by.emplace_back(v, n); });
+  return CompareRuns(bx, by);
+}
+
+Result<RankComparison> CompareSortedSamples(std::span<const double> x, std::span<const double> y) {
+  if (x.empty() || y.empty()) {
+    return Status::InvalidArgument("rank test: both samples need at least one value");
+  }
+  if (!std::is_sorted(x.begin(), x.end()) || !std::is_sorted(y.begin(), y.end())) {
+    return Status::InvalidArgument("rank test: the samples must be sorted");
+  }
+  std::vector<std::pair<double, uint64_t>> bx, by;
+  Runs(x, &bx);
+  Runs(y, &by);
+  return CompareRuns(bx, by);
 }
 
 }  // namespace inferscope

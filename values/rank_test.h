@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "pipeline/status.h"
 #include "values/sketch.h"
@@ -34,6 +35,11 @@ struct RankComparison {
 // Compares the samples of `x` and `y`. InvalidArgument when either is empty or their parameters
 // differ.
 Result<RankComparison> CompareSketches(const DDSketch& x, const DDSketch& y);
+
+// The same comparison of raw values, each sample sorted in increasing order: ties are only equal
+// values. The engine keeps no raw samples; bench/canary_eval uses this as the reference that
+// shows what deciding from sketch bins costs. InvalidArgument when either is empty or unsorted.
+Result<RankComparison> CompareSortedSamples(std::span<const double> x, std::span<const double> y);
 
 // The standard normal upper tail P(Z > z).
 double NormalUpperTail(double z);

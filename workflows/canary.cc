@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 namespace inferscope {
 
@@ -29,50 +30,73 @@ Status CanaryOptions::Validate() const {
   return Status::Ok();
 }
 
-Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
-                                   bool lower_is_better, const CanaryOptions& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.Validate());
-  if (samples.before == nullptr || samples.after == nullptr) {
-    return Status::InvalidArgument("canary: the before and after samples are required");
+namespace {
+
+// What the judgement needs of one period's sample: its size, a quantile, and the rank comparison
+// with another (SketchSample: the engine's sketches; RawSample: sorted raw values).
+struct SketchSample {
+  const DDSketch* sketch;
+  uint64_t count() const { return sketch->count(); }
+  double Quantile(double q) const { return sketch->Quantile(q); }
+  friend Result<RankComparison> Compare(const SketchSample& x, const SketchSample& y) {
+    return CompareSketches(*x.sketch, *y.sketch);
   }
-  if ((samples.peers_before == nullptr) != (samples.peers_after == nullptr)) {
-    return Status::InvalidArgument("canary: give both peer periods or neither");
+};
+struct RawSample {
+  std::span<const double> values;  // sorted
+  uint64_t count() const { return values.size(); }
+  // The value at rank q (n − 1), rounded down: DDSketch::Quantile's rank.
+  double Quantile(double q) const {
+    if (values.empty()) return 0;
+    const auto rank = static_cast<size_t>(q * static_cast<double>(values.size() - 1));
+    return values[std::min(rank, values.size() - 1)];
   }
+  friend Result<RankComparison> Compare(const RawSample& x, const RawSample& y) {
+    return CompareSortedSamples(x.values, y.values);
+  }
+};
+
+template <typename S>
+Result<CanaryEvidence> Judge(const S& before, const S& after, const S* peers_before,
+                             const S* peers_after, double dispersion, double fraction,
+                             bool lower_is_better, const CanaryOptions& options) {
   CanaryEvidence e;
   e.fraction = std::clamp(std::isfinite(fraction) ? fraction : 1.0, 1e-6, 1.0);
-  e.n_before = samples.before->count();
-  e.n_after = samples.after->count();
-  const bool with_peers = samples.peers_before != nullptr;
+  e.n_before = before.count();
+  e.n_after = after.count();
+  const bool with_peers = peers_before != nullptr;
   uint64_t fewest = std::min(e.n_before, e.n_after);
-  if (with_peers) {
-    fewest = std::min({fewest, samples.peers_before->count(), samples.peers_after->count()});
-  }
+  if (with_peers) fewest = std::min({fewest, peers_before->count(), peers_after->count()});
   e.boundary = NormalQuantile(1 - options.alpha / 2) / std::sqrt(e.fraction);
   if (fewest < options.min_samples) {
     e.verdict = e.fraction >= 1 ? CanaryVerdict::kNoEffect : CanaryVerdict::kContinue;
     return e;
   }
 
-  e.before_q = samples.before->Quantile(options.quantile);
-  e.after_q = samples.after->Quantile(options.quantile);
+  e.before_q = before.Quantile(options.quantile);
+  e.after_q = after.Quantile(options.quantile);
   e.ratio = e.before_q != 0 ? e.after_q / e.before_q : 1;
   if (with_peers) {
     e.peer_adjusted = true;
-    Result<RankComparison> now = CompareSketches(*samples.after, *samples.peers_after);
+    Result<RankComparison> now = Compare(after, *peers_after);
     if (!now.ok()) return now.status();
-    Result<RankComparison> then = CompareSketches(*samples.before, *samples.peers_before);
+    Result<RankComparison> then = Compare(before, *peers_before);
     if (!then.ok()) return then.status();
     e.auc_shift = now->auc - then->auc;
     const double se = std::hypot(now->auc_se, then->auc_se);
     e.z = se > 0 ? e.auc_shift / se : 0;
-    const double peers_before = samples.peers_before->Quantile(options.quantile);
-    const double peers_after = samples.peers_after->Quantile(options.quantile);
-    if (peers_before != 0 && peers_after != 0) e.ratio /= peers_after / peers_before;
+    const double q_peers_before = peers_before->Quantile(options.quantile);
+    const double q_peers_after = peers_after->Quantile(options.quantile);
+    if (q_peers_before != 0 && q_peers_after != 0) e.ratio /= q_peers_after / q_peers_before;
   } else {
-    Result<RankComparison> r = CompareSketches(*samples.after, *samples.before);
+    Result<RankComparison> r = Compare(after, before);
     if (!r.ok()) return r.status();
     e.auc_shift = r->auc - 0.5;
     e.z = r->z;
+  }
+  if (std::isfinite(dispersion) && dispersion > 1) {
+    e.dispersion = dispersion;
+    e.z /= std::sqrt(dispersion);
   }
   e.p_value = NormalUpperTail(std::abs(e.z));
 
@@ -85,6 +109,55 @@ Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction
     e.verdict = CanaryVerdict::kNoEffect;
   }
   return e;
+}
+
+}  // namespace
+
+double DispersionOf(std::span<const double> pane_z, size_t min_panes) {
+  size_t n = 0;
+  double mean = 0, m2 = 0;  // Welford
+  for (double z : pane_z) {
+    if (!std::isfinite(z)) continue;
+    ++n;
+    const double d = z - mean;
+    mean += d / static_cast<double>(n);
+    m2 += d * (z - mean);
+  }
+  if (n < std::max<size_t>(min_panes, 2)) return 1;
+  return std::max(1.0, m2 / static_cast<double>(n - 1));
+}
+
+Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
+                                   bool lower_is_better, const CanaryOptions& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.Validate());
+  if (samples.before == nullptr || samples.after == nullptr) {
+    return Status::InvalidArgument("canary: the before and after samples are required");
+  }
+  if ((samples.peers_before == nullptr) != (samples.peers_after == nullptr)) {
+    return Status::InvalidArgument("canary: give both peer periods or neither");
+  }
+  const SketchSample before{samples.before}, after{samples.after};
+  const SketchSample peers_before{samples.peers_before}, peers_after{samples.peers_after};
+  const bool with_peers = samples.peers_before != nullptr;
+  return Judge(before, after, with_peers ? &peers_before : nullptr,
+               with_peers ? &peers_after : nullptr, samples.dispersion, fraction, lower_is_better,
+               options);
+}
+
+Result<CanaryEvidence> JudgeCanaryRaw(const RawCanarySamples& samples, double fraction,
+                                      bool lower_is_better, const CanaryOptions& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.Validate());
+  for (std::span<const double> s :
+       {samples.before, samples.after, samples.peers_before, samples.peers_after}) {
+    if (!std::is_sorted(s.begin(), s.end())) {
+      return Status::InvalidArgument("canary: raw samples must be sorted");
+    }
+  }
+  const RawSample before{samples.before}, after{samples.after};
+  const RawSample peers_before{samples.peers_before}, peers_after{samples.peers_after};
+  return Judge(before, after, samples.with_peers ? &peers_before : nullptr,
+               samples.with_peers ? &peers_after : nullptr, samples.dispersion, fraction,
+               lower_is_better, options);
 }
 
 Result<CanaryEvidence> JudgeProportion(const ProportionSamples& samples, double fraction,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "pipeline/status.h"
@@ -60,7 +61,20 @@ struct CanarySamples {
   const DDSketch* after = nullptr;   // the instance since the change
   const DDSketch* peers_before = nullptr;
   const DDSketch* peers_after = nullptr;
+  // Overdispersion of the values (>= 1; DispersionOf): the test's standard error is multiplied
+  // by its square root. 1 = values independent, as the rank test assumes.
+  double dispersion = 1;
 };
+
+// How much more a rank statistic varies over the panes of a period than independent values
+// would make it: the sample variance of per-pane z statistics (each pane's values of the instance
+// against a reference: its peers' values of the same pane), which is about 1 (at most 1 with a
+// constant shift) when values are independent, and larger when they come in clusters — bursts of
+// similar requests, queueing episodes that slow every request of a few seconds. Returns
+// max(1, variance) with at least `min_panes` panes, else 1. The canary estimates it on the
+// baseline (where nothing changed) and divides z by its square root: a design effect for
+// pane-sized clusters. Correlation over longer spans than a pane is not seen by it.
+double DispersionOf(std::span<const double> pane_z, size_t min_panes = 10);
 
 // What one look found, with the evidence a verdict is reported with.
 struct CanaryEvidence {
@@ -74,7 +88,8 @@ struct CanaryEvidence {
                          // for a proportion: after − before (minus the peers' difference)
   double before_q = 0;  // the quantile before and after the change
   double after_q = 0;
-  double ratio = 1;  // after_q / before_q, divided by the peers' ratio when peer-adjusted
+  double ratio = 1;       // after_q / before_q, divided by the peers' ratio when peer-adjusted
+  double dispersion = 1;  // the overdispersion z was divided by the square root of
   uint64_t n_before = 0;
   uint64_t n_after = 0;
 };
@@ -84,6 +99,22 @@ struct CanaryEvidence {
 // period is given, or the sketches' parameters differ.
 Result<CanaryEvidence> JudgeCanary(const CanarySamples& samples, double fraction,
                                    bool lower_is_better, const CanaryOptions& options);
+
+// Raw values of the same four periods, each sorted in increasing order (peers: both when
+// `with_peers`). The engine keeps no raw samples: this is the reference bench/canary_eval decides
+// with in the same run, to show what deciding from sketch bins costs.
+struct RawCanarySamples {
+  std::span<const double> before, after, peers_before, peers_after;
+  bool with_peers = false;
+  double dispersion = 1;  // as CanarySamples::dispersion
+};
+
+// JudgeCanary on raw values: the same statistic, boundary and minimum effect, with the rank test
+// of the raw values (values/rank_test.h CompareSortedSamples) and exact quantiles (the value at
+// rank q (n − 1), rounded down, as DDSketch::Quantile ranks). An empty period counts as too few
+// values. InvalidArgument when a sample is not sorted.
+Result<CanaryEvidence> JudgeCanaryRaw(const RawCanarySamples& samples, double fraction,
+                                      bool lower_is_better, const CanaryOptions& options);
 
 // Requests and errors of one period, for a proportion (the error ratio).
 struct ProportionCounts {

@@ -457,16 +457,20 @@ TEST(BottleneckScenarioTest, PeerRelativeOnlyTheTwiceSlowerInstanceIsFlagged) {
 }
 
 // A constant load at which vllm-1's KV cache (6.5 % of its size) is full about half the time:
-// per-pane kv means on both sides of the 0.85 enter level, preemptions in bursts. What the model
-// shows (docs/BOTTLENECKS.md, "Scenarios"): no pane-scale flapping — each episode lasts at least
-// `for` + a pane and episodes are at least a minute apart — but not a single episode either:
-// 3 in 20 minutes, because a 30 s window without a preemption clears MEMORY_PRESSURE even with
-// the cache at 75 %. This test pins that behaviour (at most 3, gaps >= 60 s).
-TEST(BottleneckScenarioTest, KvUsageHoveringAtTheEnterLevelDoesNotFlap) {
-  Scenario s;
-  s.faults = {"kv_cache_small:vllm-1:300s-1500s:0.065"};
-  s.duration_s = 1800;
-  const Outcome r = Simulate(std::move(s));
+// per-pane kv means on both sides of the 0.85 enter level, preemptions in bursts, the noise the
+// model's own (arrivals, token counts, prefix hits). The hover test of the issue: at most one
+// MEMORY_PRESSURE episode over the 20 minutes, as the kv hysteresis (clear at kv_exit 0.70 only)
+// gives. With `quiet_clears` (a 30 s window without a preemption clears, the earlier rule) the
+// same run gave 3 episodes: checked too, so the test can fail.
+TEST(BottleneckScenarioTest, KvUsageHoveringAtTheEnterLevelIsOneEpisode) {
+  auto run = [](const std::string& classify_yaml) {
+    Scenario s;
+    s.faults = {"kv_cache_small:vllm-1:300s-1500s:0.065"};
+    s.duration_s = 1800;
+    s.classify_yaml = classify_yaml;
+    return Simulate(std::move(s));
+  };
+  const Outcome r = run("{}");
   // The load really hovers at the level: during the fault, panes on both sides of it.
   int above = 0, below = 0;
   for (size_t i = 31; i < 150 && i < r.kv_pane_means.size(); ++i) {
@@ -479,20 +483,19 @@ TEST(BottleneckScenarioTest, KvUsageHoveringAtTheEnterLevelDoesNotFlap) {
   EXPECT_GE(above, 20);
   EXPECT_GE(below, 20);
   EXPECT_TRUE(r.Except("vllm-1").empty()) << Dump(r.changes);
-  EXPECT_GE(episodes, 1);
-  EXPECT_LE(episodes, 3) << Dump(r.changes);
-  double last_resolved = -1e9, last_raised = 0;
-  for (const Bottleneck& b : r.Of("vllm-1")) {
-    if (b.type != BottleneckType::kMemoryPressure) continue;
-    if (b.change == BottleneckChange::kRaised) {
-      EXPECT_GE(Rel(b.window_end_ms) - last_resolved, 60) << Dump(r.changes);
-      last_raised = Rel(b.window_end_ms);
-    }
-    if (b.change == BottleneckChange::kResolved) {
-      EXPECT_GE(Rel(b.window_end_ms) - last_raised, 40) << Dump(r.changes);
-      last_resolved = Rel(b.window_end_ms);
-    }
-  }
+  EXPECT_EQ(episodes, 1) << Dump(r.changes);
+  // It resolves once the fault ends (the cache is back to its size: kv far below kv_exit).
+  const Bottleneck* resolved =
+      r.First("vllm-1", BottleneckType::kMemoryPressure, BottleneckChange::kResolved);
+  ASSERT_NE(resolved, nullptr) << Dump(r.changes);
+  EXPECT_GE(Rel(resolved->window_end_ms), 1500) << Dump(r.changes);
+  EXPECT_LE(Rel(resolved->window_end_ms) - 1500, kMaxClearS) << Dump(r.changes);
+
+  const Outcome quiet = run("{memory_pressure: {quiet_clears: true}}");
+  const int quiet_episodes =
+      quiet.Count("vllm-1", BottleneckType::kMemoryPressure, BottleneckChange::kRaised);
+  std::printf("[scenario] hover with quiet_clears: %d episodes\n", quiet_episodes);
+  EXPECT_GT(quiet_episodes, 1) << "the signal does hover: the earlier rule splits it";
 }
 
 // The fleet `make demo` simulates (StandardFleet: 6 instances x 2 models, 30 requests/s, seed 42,

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -354,6 +356,84 @@ TEST_F(BottleneckClassifyTest, HoveringAtAThresholdYieldsAtMostOneEpisode) {
       << Dump(all_);
 }
 
+// Every type with an enter level, its value oscillating around that level with noise on the
+// faulty instance: value = enter + (enter − exit) × (0.5 sin(0.9 i) + N(0, 0.3)) per pane, so
+// about half the panes are beyond the enter level and some halfway back to the exit level. Each
+// type yields at most one episode (and at least one: the test is not vacuous). Rules whose peer
+// judgement would keep the type active regardless (the instance far from its peers) are judged
+// with the peer rule off (`min_peers: 10`).
+TEST_F(BottleneckClassifyTest, HoveringAtEachEnterLevelYieldsAtMostOneEpisode) {
+  struct Case {
+    BottleneckType type;
+    std::string yaml;
+    double enter, exit;
+    std::function<void(PaneSpec&, double)> set;
+  };
+  const std::vector<Case> cases = {
+      {BottleneckType::kMemoryPressure, "", 0.85, 0.50,
+       [](PaneSpec& p, double v) {
+         p.kv = std::min(v, 1.0);
+         p.preemptions = v >= 0.85 ? 1 : 0;  // in bursts, with the cache above the level
+       }},
+      {BottleneckType::kHighLatency, "peer: {min_peers: 10}", 1.0, 0.8,
+       [](PaneSpec& p, double v) { p.ttft_ms = 2000 * v / 1.08; }},  // p95 = 1.08 x the value
+      {BottleneckType::kHighLatency, "", 1.6, 1.3,
+       [](PaneSpec& p, double v) { p.ttft_ms = 200 * v; }},  // peer: p50 / the peers' 200
+      {BottleneckType::kLowThroughput, "peer: {min_peers: 10}", 3.0, 5.0,
+       [](PaneSpec& p, double v) { p.gen_tps = p.running * std::max(v, 0.0); }},
+      {BottleneckType::kQueueBuildup, "", 0.25, 0.1,
+       [](PaneSpec& p, double v) { p.waiting = p.running * std::max(v, 0.0); }},
+      {BottleneckType::kCacheInefficiency, "", 0.5, 0.7,
+       [](PaneSpec& p, double v) { p.hit_rate = 0.5 * std::clamp(v, 0.0, 1.0); }},
+      {BottleneckType::kErrorSpike, "", 0.05, 0.02,
+       [](PaneSpec& p, double v) {
+         p.errors = static_cast<int>(std::lround(p.requests * std::clamp(v, 0.0, 1.0)));
+       }},
+      {BottleneckType::kResourceSaturation, "", 0.95, 0.85,
+       [](PaneSpec& p, double v) { p.extra["gpu_utilization"] = std::min(v, 1.0); }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(BottleneckTypeName(c.type)) + " " + c.yaml);
+    Make(c.yaml);
+    all_.clear();
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> noise(0, 0.3);
+    Run(Fleet(PaneSpec{}), 4);  // a healthy history
+    int beyond = 0, back = 0;
+    for (int i = 0; i < 120; ++i) {
+      const double v = c.enter + (c.enter - c.exit) * (0.5 * std::sin(i * 0.9) + noise(rng));
+      const bool higher_is_worse = c.enter > c.exit;
+      beyond += (higher_is_worse ? v >= c.enter : v <= c.enter) ? 1 : 0;
+      back += (c.enter - v) / (c.enter - c.exit) >= 0.5 ? 1 : 0;  // halfway back to exit
+      PaneSpec p;
+      c.set(p, v);
+      Step(Fleet(p));
+    }
+    EXPECT_GE(beyond, 40);
+    EXPECT_GE(back, 10) << "some panes are halfway back to the exit level";
+    int raised = 0;
+    for (const Bottleneck& b : all_) {
+      EXPECT_EQ(b.instance, "vllm-1") << Dump(all_);
+      raised += b.type == c.type && b.change == BottleneckChange::kRaised ? 1 : 0;
+    }
+    EXPECT_EQ(raised, 1) << Dump(all_);
+  }
+  // MEMORY_PRESSURE with the earlier clear rule (a window without preemptions clears): the same
+  // signal gives several episodes — the test above can fail.
+  Make("memory_pressure: {quiet_clears: true}");
+  all_.clear();
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 0.3);
+  Run(Fleet(PaneSpec{}), 4);
+  for (int i = 0; i < 120; ++i) {
+    PaneSpec p;
+    p.kv = 0.85 + 0.15 * (0.5 * std::sin(i * 0.9) + noise(rng));
+    p.preemptions = p.kv >= 0.85 ? 1 : 0;
+    Step(Fleet(p));
+  }
+  EXPECT_GT(Of(all_, BottleneckChange::kRaised).size(), 1u) << Dump(all_);
+}
+
 TEST_F(BottleneckClassifyTest, SeverityChangesAreHeldBeforeTheyArePublished) {
   PaneSpec p;
   p.waiting = 20;  // HIGH
@@ -492,6 +572,11 @@ TEST(BottleneckClassifyParseTest, ErrorsNameFileLineAndField) {
                 .find("fleet.yaml:3:12: options.memory_pressure.kv_exit"),
             std::string::npos)
       << error("memory_pressure:\n  kv_enter: 0.5\n  kv_exit: 0.6\n");
+  EXPECT_EQ(error("memory_pressure: {quiet_clears: true}\n"), "OK");
+  EXPECT_NE(error("memory_pressure:\n  quiet_clears: sometimes\n")
+                .find("fleet.yaml:2:17: options.memory_pressure.quiet_clears"),
+            std::string::npos)
+      << error("memory_pressure:\n  quiet_clears: sometimes\n");
   EXPECT_NE(error("resource_saturation:\n  - {metric: gpu_utilization, stat: p99}\n")
                 .find("options.resource_saturation[0].stat"),
             std::string::npos);

@@ -86,6 +86,35 @@ TEST(RankTestTest, StaysCloseToTheRawSampleTestOnContinuousData) {
   }
 }
 
+TEST(RankTestTest, RawSamplesGiveTheExactTest) {
+  std::mt19937_64 rng(5);
+  std::vector<double> x = LogNormal(rng, 700, 220, 0.5);
+  std::vector<double> y = LogNormal(rng, 500, 200, 0.5);
+  x.push_back(y[0]);  // a tie across the samples
+  std::sort(x.begin(), x.end());
+  std::sort(y.begin(), y.end());
+  Result<RankComparison> r = CompareSortedSamples(x, y);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Exact e = ExactMannWhitney(x, y);
+  EXPECT_NEAR(r->u, e.u, 1e-6);
+  EXPECT_NEAR(r->z, e.z, 1e-9);
+  EXPECT_EQ(r->n_x, x.size());
+  EXPECT_NEAR(r->auc, e.u / (static_cast<double>(x.size()) * static_cast<double>(y.size())), 1e-12);
+  // Values each in a bin of their own: the sketch test is the same test, DeLong error included.
+  std::vector<double> a, b;
+  for (int i = 0; i < 60; ++i) (i % 3 == 0 ? b : a).push_back(std::pow(1.1, i));
+  Result<RankComparison> raw = CompareSortedSamples(a, b);
+  Result<RankComparison> sketch = CompareSketches(SketchOf(a), SketchOf(b));
+  ASSERT_TRUE(raw.ok() && sketch.ok());
+  EXPECT_NEAR(raw->u, sketch->u, 1e-9);
+  EXPECT_NEAR(raw->z, sketch->z, 1e-9);
+  EXPECT_NEAR(raw->auc_se, sketch->auc_se, 1e-12);
+  // Unsorted or empty input is refused.
+  const std::vector<double> unsorted = {3, 1, 2};
+  EXPECT_FALSE(CompareSortedSamples(unsorted, y).ok());
+  EXPECT_FALSE(CompareSortedSamples({}, y).ok());
+}
+
 TEST(RankTestTest, NullPValuesAreCalibratedAndShiftsAreFound) {
   std::mt19937_64 rng(3);
   int false_alarms = 0, found = 0;

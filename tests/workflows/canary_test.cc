@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
+#include <vector>
 
 namespace inferscope {
 namespace {
@@ -141,6 +144,125 @@ TEST(CanaryTest, NormalQuantileInvertsTheTail) {
     EXPECT_NEAR(NormalUpperTail(-NormalQuantile(p)), p, p * 1e-9) << p;
   }
   EXPECT_NEAR(NormalQuantile(0.975), 1.959963984540054, 1e-12);
+}
+
+// JudgeCanaryRaw is JudgeCanary's method on raw values: on values whose sketch bins are exact
+// (each value in a bin of its own, quantiles the values themselves) the two give the same
+// statistic and verdict; on continuous data the same verdict for a clear effect.
+TEST(CanaryTest, RawSamplesAreJudgedByTheSameMethod) {
+  auto sorted = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  auto sketch = [](const std::vector<double>& v) {
+    DDSketch s;
+    for (double x : v) s.Add(x);
+    return s;
+  };
+  // Powers of 1.05 lie in distinct 2 % bins, each represented by a value within 1 %: the bins
+  // order the values exactly, so the rank statistics agree to rounding.
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<int> exponent(0, 60);
+  auto draw = [&](int n, int shift) {
+    std::vector<double> v;
+    for (int i = 0; i < n; ++i) v.push_back(std::pow(1.05, exponent(rng) + shift) * 100);
+    return sorted(v);
+  };
+  const std::vector<double> before = draw(300, 0), after = draw(200, 6);
+  const std::vector<double> peers_before = draw(900, 0), peers_after = draw(600, 0);
+  const DDSketch sb = sketch(before), sa = sketch(after), spb = sketch(peers_before),
+                 spa = sketch(peers_after);
+  for (bool peers : {false, true}) {
+    RawCanarySamples raw{
+        before, after, peers ? std::span<const double>(peers_before) : std::span<const double>(),
+        peers ? std::span<const double>(peers_after) : std::span<const double>(), peers};
+    CanarySamples sk{&sb, &sa, peers ? &spb : nullptr, peers ? &spa : nullptr};
+    Result<CanaryEvidence> r = JudgeCanaryRaw(raw, 0.5, true, {});
+    Result<CanaryEvidence> s = JudgeCanary(sk, 0.5, true, {});
+    ASSERT_TRUE(r.ok() && s.ok()) << r.status().ToString() << s.status().ToString();
+    EXPECT_EQ(r->verdict, CanaryVerdict::kRegressed) << peers;
+    EXPECT_EQ(s->verdict, r->verdict) << peers;
+    EXPECT_EQ(r->peer_adjusted, peers);
+    EXPECT_NEAR(s->z, r->z, 1e-6 * std::abs(r->z)) << peers;
+    EXPECT_NEAR(s->ratio, r->ratio, 0.03) << "quantiles within the sketch's accuracy";
+    EXPECT_EQ(r->n_before, before.size());
+  }
+  // Continuous data: a 30 % improvement is found by both.
+  std::lognormal_distribution<double> base(std::log(200), 0.4), better(std::log(140), 0.4);
+  std::vector<double> b2, a2;
+  for (int i = 0; i < 400; ++i) b2.push_back(base(rng));
+  for (int i = 0; i < 200; ++i) a2.push_back(better(rng));
+  b2 = sorted(b2);
+  a2 = sorted(a2);
+  const DDSketch sb2 = sketch(b2), sa2 = sketch(a2);
+  Result<CanaryEvidence> r = JudgeCanaryRaw({b2, a2, {}, {}, false}, 0.3, true, {});
+  Result<CanaryEvidence> s = JudgeCanary({&sb2, &sa2, nullptr, nullptr}, 0.3, true, {});
+  ASSERT_TRUE(r.ok() && s.ok());
+  EXPECT_EQ(r->verdict, CanaryVerdict::kImproved);
+  EXPECT_EQ(s->verdict, CanaryVerdict::kImproved);
+  EXPECT_NEAR(s->z, r->z, 0.1);
+  // Unsorted raw samples are refused; too few values continue.
+  const std::vector<double> unsorted = {3, 1, 2};
+  EXPECT_FALSE(JudgeCanaryRaw({unsorted, a2, {}, {}, false}, 0.5, true, {}).ok());
+  Result<CanaryEvidence> few = JudgeCanaryRaw({b2, {}, {}, {}, false}, 0.5, true, {});
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(few->verdict, CanaryVerdict::kContinue);
+}
+
+// Values that come in pane-sized clusters (every request of a pane on the instance shares a
+// random slowdown, as a burst or a queueing episode makes them) break the rank test's
+// independence: neutral canaries then roll back far more often than alpha. The dispersion
+// estimated on the baseline's panes (DispersionOf) brings the rate back under alpha per direction.
+TEST(CanaryTest, BaselineDispersionKeepsClusteredNeutralCanariesCalibrated) {
+  EXPECT_EQ(DispersionOf(std::vector<double>{3, -3}), 1.0) << "too few panes";
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> independent(200);
+  for (double& z : independent) z = normal(rng);
+  EXPECT_NEAR(DispersionOf(independent), 1.0, 0.25);
+  constexpr int kPanes = 30, kPerPane = 15, kCanaries = 150;
+  int wrong_plain = 0, wrong_adjusted = 0;
+  for (int c = 0; c < kCanaries; ++c) {
+    DDSketch before, peers_before;
+    std::vector<DDSketch> after_panes, peer_after_panes;
+    std::vector<double> pane_z;
+    auto pane = [&](DDSketch* inst, DDSketch* peers) {
+      const double cluster = 0.4 * normal(rng);  // the instance's pane shares it
+      DDSketch pi, pp;
+      for (int i = 0; i < kPerPane; ++i) pi.Add(200 * std::exp(0.3 * normal(rng) + cluster));
+      for (int i = 0; i < 3 * kPerPane; ++i) {
+        pp.Add(200 * std::exp(0.3 * normal(rng) + 0.4 / std::sqrt(3.0) * normal(rng)));
+      }
+      EXPECT_TRUE(inst->Merge(pi).ok() && peers->Merge(pp).ok());
+      return CompareSketches(pi, pp)->z;
+    };
+    for (int p = 0; p < kPanes; ++p) pane_z.push_back(pane(&before, &peers_before));
+    const double dispersion = DispersionOf(pane_z);
+    EXPECT_GT(dispersion, 1.0);
+    DDSketch after, peers_after;
+    bool plain_done = false, adjusted_done = false;
+    for (int look = 1; look <= kPanes; ++look) {
+      pane(&after, &peers_after);
+      for (bool adjusted : {false, true}) {
+        bool& done = adjusted ? adjusted_done : plain_done;
+        if (done) continue;
+        CanarySamples s{&before, &after, &peers_before, &peers_after, adjusted ? dispersion : 1};
+        Result<CanaryEvidence> e =
+            JudgeCanary(s, static_cast<double>(look) / kPanes, true, {.min_samples = 50});
+        ASSERT_TRUE(e.ok());
+        if (e->verdict == CanaryVerdict::kContinue) continue;
+        done = true;
+        if (e->verdict == CanaryVerdict::kRegressed) ++(adjusted ? wrong_adjusted : wrong_plain);
+        if (adjusted) {
+          EXPECT_DOUBLE_EQ(e->dispersion, dispersion);
+        }
+      }
+    }
+  }
+  std::printf("[canary] clustered neutral canaries: %d/%d regressed plain, %d adjusted\n",
+              wrong_plain, kCanaries, wrong_adjusted);
+  EXPECT_GT(wrong_plain, kCanaries * 0.1) << "the clusters do break the plain test";
+  EXPECT_LE(wrong_adjusted, kCanaries * 0.05 + 3);
 }
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "pipeline/config.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
+#include "sim/events.h"
 #include "sim/faults.h"
 #include "sim/fleet.h"
 #include "sim/trace.h"
@@ -161,26 +162,7 @@ class Run final : public sim::OutcomeSink {
 
   void OnRequest(const sim::RequestOutcome& o) override {
     if (o.time_ms < kWarmupS * 1000) return;
-    Event e;
-    e.kind = EventKind::kRequest;
-    e.time_ms = kT0 + static_cast<int64_t>(o.time_ms);
-    e.instance = names_[o.instance];
-    e.model = model_;
-    e.publisher = publisher_;
-    e.error = o.ok() ? ErrorKind::kNone : ParseErrorKind(sim::ErrorName(o.error));
-    e.present = kHasE2e | kHasPromptTokens | kHasOutputTokens | kHasCachedTokens;
-    e.e2e_ms = o.e2e_ms;
-    if (o.ttft_ms >= 0) {
-      e.present |= kHasTtft;
-      e.ttft_ms = o.ttft_ms;
-    }
-    if (o.tpot_ms >= 0) {
-      e.present |= kHasTpot;
-      e.tpot_ms = o.tpot_ms;
-    }
-    e.prompt_tokens = o.prompt_tokens;
-    e.output_tokens = o.output_tokens;
-    e.cached_tokens = o.cached_tokens;
+    const Event e = sim::RequestEvent(o, kT0, {names_[o.instance], model_, publisher_});
     batch_.events.push_back(e);
     RawSeries& r = raw_[o.instance];
     if (o.ttft_ms >= 0) r.ttft.emplace_back(e.time_ms, o.ttft_ms);
@@ -190,15 +172,8 @@ class Run final : public sim::OutcomeSink {
 
   void OnGauge(const sim::GaugeSample& g) override {
     if (g.time_ms < kWarmupS * 1000) return;
-    Event e;
-    e.kind = EventKind::kGauge;
-    e.time_ms = kT0 + static_cast<int64_t>(g.time_ms);
-    e.instance = names_[g.instance];
-    e.model = model_;
-    e.publisher = publisher_;
-    e.metric = gauge_ids_[static_cast<size_t>(g.gauge)];
-    e.value = g.value;
-    batch_.events.push_back(e);
+    batch_.events.push_back(sim::GaugeEvent(g, kT0, {names_[g.instance], model_, publisher_},
+                                            gauge_ids_[static_cast<size_t>(g.gauge)]));
   }
 
   // Applies the change (the API's `applied` call) at event time kT0 + kAppliedS.

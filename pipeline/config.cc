@@ -181,4 +181,37 @@ Result<int64_t> ConfigNode::GetDurationMs(std::string_view field,
   return *ms;
 }
 
+Status ReadDouble(const ConfigNode& node, std::string_view field, double* out, double min,
+                  double max) {
+  Result<double> v = node.GetDouble(field, *out, min, max);
+  if (!v.ok()) return v.status();
+  *out = *v;
+  return Status::Ok();
+}
+
+Status ReadInt(const ConfigNode& node, std::string_view field, int64_t* out, int64_t min,
+               int64_t max) {
+  Result<int64_t> v = node.GetInt(field, *out, min, max);
+  if (!v.ok()) return v.status();
+  *out = *v;
+  return Status::Ok();
+}
+
+Status ReadDuration(const ConfigNode& node, std::string_view field, int64_t* out, int64_t min_ms) {
+  Result<int64_t> v = node.GetDurationMs(field, *out, min_ms);
+  if (!v.ok()) return v.status();
+  *out = *v;
+  return Status::Ok();
+}
+
+Result<std::optional<ConfigNode>> Section(const ConfigNode& node, std::string_view field,
+                                          std::initializer_list<std::string_view> known) {
+  if (!node.Has(field)) return std::optional<ConfigNode>();
+  if (!node.node()[std::string(field)].IsMap()) return node.Error(field, "expected a mapping");
+  Result<ConfigNode> child = node.Child(field);
+  if (!child.ok()) return child.status();
+  INFERSCOPE_RETURN_IF_ERROR(child->CheckKnownFields(known));
+  return std::optional<ConfigNode>(std::move(child).value());
+}
+
 }  // namespace inferscope

@@ -69,6 +69,18 @@ class ConfigNode {
   std::string path_;
 };
 
+// Options structs hold their defaults in-class; these read an optional field over the default in
+// `*out` (kept when the field is absent), with the getters' range checks and file:line errors.
+Status ReadDouble(const ConfigNode& node, std::string_view field, double* out, double min,
+                  double max = 1e308);
+Status ReadInt(const ConfigNode& node, std::string_view field, int64_t* out, int64_t min,
+               int64_t max = INT64_MAX);
+Status ReadDuration(const ConfigNode& node, std::string_view field, int64_t* out, int64_t min_ms);
+// An optional section of the options (a mapping whose fields must all be in `known`), or nullopt
+// when absent.
+Result<std::optional<ConfigNode>> Section(const ConfigNode& node, std::string_view field,
+                                          std::initializer_list<std::string_view> known);
+
 // Parses "250ms", "10s", "5m", "1h", "7d" or a bare integer (milliseconds).
 std::optional<int64_t> ParseDurationMs(std::string_view text);
 

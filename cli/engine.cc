@@ -105,6 +105,7 @@ Status Engine::Start() {
   base.checkpoints = checkpoints_.get();
   base.services.Provide(silences_.get());
   base.services.Provide(workflows_.get());
+  base.services.Provide(&source_health_);
   executor_->SetStageContext(base);
   Status started = executor_->Start();
   if (!started.ok()) {
@@ -193,6 +194,26 @@ nlohmann::json Engine::Health() const {
       {"stage_failures", executor_->stage_failures()},
       {"watermark_ms", state_ ? state_->Watermark() : 0},
       {"interned_strings", interner_.size()}};
+  // Scrape targets (prometheus_scrape sources): counts, and the ones down with their last error
+  // (at most 100 listed). A down target does not make the engine degraded.
+  std::vector<SourceHealth::Target> targets = source_health_.Snapshot();
+  if (!targets.empty()) {
+    nlohmann::json down = nlohmann::json::array();
+    size_t up = 0;
+    for (const SourceHealth::Target& t : targets) {
+      if (t.up) {
+        ++up;
+      } else if (down.size() < 100) {
+        down.push_back({{"stage", t.stage},
+                        {"target", t.target},
+                        {"instance", t.instance},
+                        {"last_error", t.last_error},
+                        {"last_error_ms", t.last_error_ms},
+                        {"failures", t.failures}});
+      }
+    }
+    health["scrape"] = {{"targets", targets.size()}, {"up", up}, {"down", std::move(down)}};
+  }
   if (state_) {
     Status error = state_->BackgroundError();
     if (!error.ok()) {

@@ -15,6 +15,7 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
+#include "pipeline/source_health.h"
 #include "pipeline/topology.h"
 #include "state/checkpoint_store.h"
 #include "state/silence_store.h"
@@ -100,6 +101,7 @@ class Engine {
   std::unique_ptr<SilenceRegistry> silences_;  // shared by alerting operators and the query API
   std::unique_ptr<StateWorkflowStore> workflow_store_;
   std::unique_ptr<WorkflowRegistry> workflows_;  // shared by workflow_canary and the query API
+  SourceHealth source_health_;  // scrape targets' health, reported by sources, shown in Health()
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;
 

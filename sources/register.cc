@@ -1,9 +1,13 @@
 #include "sources/register.h"
 
+#include "sources/prom_scrape_source.h"
 #include "sources/zmq_source.h"
 
 namespace inferscope {
 
-void RegisterSources(Registry& registry) { registry.AddSource<ZmqSource>(); }
+void RegisterSources(Registry& registry) {
+  registry.AddSource<ZmqSource>();
+  registry.AddSource<PromScrapeSource>();
+}
 
 }  // namespace inferscope

@@ -242,9 +242,43 @@ def detect_seeds():
         write(t, "azure-code.csv", b"\r\n".join(two) + b"\r\n")
 
 
+def prom_text_seeds():
+    """Prometheus /metrics pages: the real fixture pages and the format's corner cases."""
+    t = "prom_text"
+    data = os.path.join(ROOT, "tests", "data", "prometheus")
+    for name in sorted(os.listdir(data)):
+        with open(os.path.join(data, name), "rb") as f:
+            write(t, name, f.read())
+    write(t, "escapes.txt",
+          '# TYPE msdos gauge\nmsdos{path="C:\\\\DIR\\\\F.TXT",err="a\\n\\"b\\""} 1.458255915e9\n'
+          'weird{problem="division by zero"} +Inf -3982045\nn NaN\nm -Inf 5\n')
+    write(t, "openmetrics.txt",
+          "# TYPE foo counter\n# UNIT foo seconds\n# HELP foo A counter.\n"
+          'foo_total 17.0 1520879607.789 # {trace_id="oHg5SJYRHA0"} 9.8 1520879602.890\n'
+          "foo_created 1520430000.123\n# TYPE bar histogram\n"
+          'bar_bucket{le="0.1"} 8\nbar_bucket{le="+Inf"} 17\nbar_count 17\nbar_sum 324.3\n'
+          '# TYPE s summary\ns{quantile="0.5"} 1\ns_sum 2\ns_count 3\n'
+          '# TYPE g gaugehistogram\ng_bucket{le="1"} 3\ng_gcount 3\ng_gsum 2\n'
+          '# TYPE i info\ni_info{v="1"} 1\n# EOF\n')
+    write(t, "dcgm.txt",
+          "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+          'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-1",modelName="NVIDIA A100"} 87\n'
+          "# TYPE DCGM_FI_DEV_FB_USED gauge\n"
+          'DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-1"} 40123\n')
+    write(t, "tgi.txt",
+          "# TYPE tgi_queue_size gauge\ntgi_queue_size 3\n# TYPE tgi_request_count counter\n"
+          "tgi_request_count 120\n# TYPE tgi_request_duration histogram\n"
+          'tgi_request_duration_bucket{le="1"} 100\ntgi_request_duration_sum 80.5\n'
+          "tgi_request_duration_count 120\n")
+    write(t, "malformed.txt",
+          'good 1\n{no="name"} 1\nx{a="unterminated} 1\nx{a=b} 1\nx one\nx 1 12.5\n'
+          "# TYPE x flavour\n# TYPE\nx{a=\"1\"}\t7\r\n")
+
+
 if __name__ == "__main__":
     wire_decoder_seeds()
     hello_seeds()
     topology_seeds()
     query_seeds()
     detect_seeds()
+    prom_text_seeds()

@@ -62,13 +62,20 @@ StringId PromConverter::ModelOf(const PromSample& sample) {
   return last_model_;
 }
 
-PromConverter::Acc* PromConverter::Accumulator(uint16_t slot, StringId model) {
+PromConverter::Acc* PromConverter::Accumulator(uint16_t slot, StringId model,
+                                               const PromMapping& row) {
+  // Numerator and denominator rows of one ratio share an accumulator.
+  const PromConversion conversion = row.conversion == PromConversion::kRatioDenominator
+                                        ? PromConversion::kRatioNumerator
+                                        : row.conversion;
   for (Acc& acc : accs_) {
-    if (acc.slot == slot && acc.model == model) return &acc;
+    if (acc.slot == slot && acc.model == model && acc.conversion == conversion) return &acc;
   }
   Acc& acc = accs_.emplace_back();
   acc.slot = slot;
   acc.model = model;
+  acc.conversion = conversion;
+  acc.combine = row.combine;
   return &acc;
 }
 
@@ -97,7 +104,7 @@ void PromConverter::OnSample(const PromSample& sample) {
   }
   const auto slot = static_cast<uint16_t>(PromMetricSlot(m));
   if (m->conversion == PromConversion::kGauge) {
-    Acc* acc = Accumulator(slot, model);
+    Acc* acc = Accumulator(slot, model, *m);
     acc->num += sample.value * m->scale;
     ++acc->n;
     ++stats.mapped;
@@ -126,7 +133,7 @@ void PromConverter::OnSample(const PromSample& sample) {
     ++stats.resets;
   }
   if (!std::isfinite(delta)) return;
-  Acc* acc = Accumulator(slot, model);
+  Acc* acc = Accumulator(slot, model, *m);
   switch (m->conversion) {
     case PromConversion::kRate:
       acc->num += delta * m->scale / interval_s_;
@@ -168,21 +175,12 @@ PromConvertStats PromConverter::Convert(std::string_view page, int64_t time_ms, 
     return stats;
   }
   const std::span<const std::string_view> names = PromMetricNames();
-  const std::span<const PromMapping> rows = PromMappings();
   for (const Acc& acc : accs_) {
-    // The slot's kind: every row of one metric converts alike (checked by the mapping test).
-    const PromMapping* row = nullptr;
-    for (const PromMapping& r : rows) {
-      if (PromMetricSlot(&r) == acc.slot) {
-        row = &r;
-        break;
-      }
-    }
     double value = acc.num;
-    if (IsRatio(row->conversion)) {
+    if (IsRatio(acc.conversion)) {
       if (!(acc.den > 0)) continue;
       value = acc.num / acc.den;
-    } else if (row->conversion == PromConversion::kGauge && row->combine == PromCombine::kMean) {
+    } else if (acc.conversion == PromConversion::kGauge && acc.combine == PromCombine::kMean) {
       value = acc.num / acc.n;
     }
     if (!std::isfinite(value)) {

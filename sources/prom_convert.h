@@ -69,12 +69,16 @@ class PromConverter {
   struct Acc {
     uint16_t slot = 0;
     StringId model = 0;
+    // How the values combine: a metric may be a gauge for one engine version and a ratio of
+    // counters for another (prefix_cache_hit_rate), so the kind is part of the key.
+    PromConversion conversion = PromConversion::kGauge;
+    PromCombine combine = PromCombine::kSum;
     double num = 0;
     double den = 0;
     uint32_t n = 0;
   };
   StringId ModelOf(const PromSample& sample);
-  Acc* Accumulator(uint16_t slot, StringId model);
+  Acc* Accumulator(uint16_t slot, StringId model, const PromMapping& row);
   void OnSample(const PromSample& sample);
 
   const Options options_;

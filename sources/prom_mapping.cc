@@ -40,19 +40,11 @@ constexpr PromMapping kMappings[] = {
      kMean, "v0; -1 (caching off) is not carried", true},
     {E::kVllm, "vllm:num_preemptions_total", R::kTotal, "num_preemptions", C::kDelta, 1, kSum,
      "preemptions during the scrape interval"},
-    {E::kVllm, "vllm:num_preemptions", R::kTotal, "num_preemptions", C::kDelta, 1, kSum,
-     "v1 (OpenMetrics family name)"},
     {E::kVllm, "vllm:prompt_tokens_total", R::kTotal, "prompt_tokens_per_s", C::kRate, 1, kSum, ""},
-    {E::kVllm, "vllm:prompt_tokens", R::kTotal, "prompt_tokens_per_s", C::kRate, 1, kSum,
-     "OpenMetrics family name"},
     {E::kVllm, "vllm:generation_tokens_total", R::kTotal, "generation_tokens_per_s", C::kRate, 1,
      kSum, ""},
-    {E::kVllm, "vllm:generation_tokens", R::kTotal, "generation_tokens_per_s", C::kRate, 1, kSum,
-     "OpenMetrics family name"},
     {E::kVllm, "vllm:request_success_total", R::kTotal, "requests_per_s", C::kRate, 1, kSum,
      "finished requests, every finished_reason"},
-    {E::kVllm, "vllm:request_success", R::kTotal, "requests_per_s", C::kRate, 1, kSum,
-     "OpenMetrics family name"},
     {E::kVllm, "vllm:prefix_cache_hits_total", R::kTotal, "prefix_cache_hit_rate",
      C::kRatioNumerator, 1, kSum, "v1: Δhits / Δqueries"},
     {E::kVllm, "vllm:prefix_cache_queries_total", R::kTotal, "prefix_cache_hit_rate",
@@ -166,6 +158,18 @@ constexpr size_t kNumMappings = sizeof(kMappings) / sizeof(kMappings[0]);
 constexpr size_t kSlots = 256;
 static_assert(kNumMappings < kSlots / 2);
 
+// A counter's family is named with `_total` in 0.0.4 pages and without it in OpenMetrics pages
+// (`# TYPE vllm:num_preemptions counter`, sample `vllm:num_preemptions_total`): counter rows are
+// keyed without the suffix, so both spellings find them.
+std::string_view Key(std::string_view family, PromRole role) {
+  constexpr std::string_view kTotal = "_total";
+  if (role == PromRole::kTotal && family.size() > kTotal.size() &&
+      family.substr(family.size() - kTotal.size()) == kTotal) {
+    family.remove_suffix(kTotal.size());
+  }
+  return family;
+}
+
 size_t Hash(std::string_view family, PromRole role) {
   // FNV-1a.
   uint64_t h = 1469598103934665603ull;
@@ -191,7 +195,7 @@ struct Index {
     }
     slots.fill(-1);
     for (size_t i = 0; i < kNumMappings; ++i) {
-      size_t s = Hash(kMappings[i].family, kMappings[i].role);
+      size_t s = Hash(Key(kMappings[i].family, kMappings[i].role), kMappings[i].role);
       while (slots[s] >= 0) s = (s + 1) & (kSlots - 1);
       slots[s] = static_cast<int16_t>(i);
     }
@@ -252,10 +256,11 @@ std::span<const PromMapping> PromMappings() { return {kMappings, kNumMappings}; 
 
 const PromMapping* FindPromMapping(PromEngine engine, std::string_view family, PromRole role) {
   const Index& index = GetIndex();
-  size_t s = Hash(family, role);
+  const std::string_view key = Key(family, role);
+  size_t s = Hash(key, role);
   while (index.slots[s] >= 0) {
     const PromMapping& m = kMappings[index.slots[s]];
-    if (m.role == role && m.family == family) {
+    if (m.role == role && Key(m.family, m.role) == key) {
       return engine == PromEngine::kAuto || engine == m.engine ? &m : nullptr;
     }
     s = (s + 1) & (kSlots - 1);

@@ -60,7 +60,8 @@ struct PromMapping {
 std::span<const PromMapping> PromMappings();
 
 // The row for (family, role) within `engine`'s table (every table for kAuto), or null when the
-// sample is not carried over. A linear-probe hash table built once; no allocation per lookup.
+// sample is not carried over. Counter families match with or without `_total` (0.0.4 and
+// OpenMetrics spellings). A linear-probe hash table built once; no allocation per lookup.
 const PromMapping* FindPromMapping(PromEngine engine, std::string_view family, PromRole role);
 
 // The index of `mapping` in PromMappings().

@@ -84,7 +84,7 @@ TEST_F(PromConvertTest, GaugesFirstThenRatesDeltasAndRatios) {
   EXPECT_DOUBLE_EQ(first["kv_cache_usage|m"], 0.6);  // mean over engines
   EXPECT_EQ(s.not_carried, 2u);                      // the buckets
   EXPECT_EQ(s.unmapped, 0u);
-  EXPECT_EQ(s.mapped, 9u);
+  EXPECT_EQ(s.mapped, 10u);  // 2 + 2 gauges, 2 counters, _sum, _count, hits, queries
 
   auto second = Run(c, VllmPage(5, 0.9, 13, 1500, 3.0, 30, 80, 140), 1'005'000, &s);
   EXPECT_EQ(second["num_requests_running|m"], 10);
@@ -107,6 +107,21 @@ TEST_F(PromConvertTest, GaugesFirstThenRatesDeltasAndRatios) {
   EXPECT_EQ(fourth.count("ttft_mean_ms|m"), 0u);
   EXPECT_EQ(fourth.count("prefix_cache_hit_rate|m"), 0u);
   EXPECT_DOUBLE_EQ(fourth["generation_tokens_per_s|m"], 0);
+}
+
+TEST_F(PromConvertTest, CounterFamiliesMatchWithOrWithoutTotal) {
+  // 0.0.4 names the family with _total; OpenMetrics without.
+  EXPECT_NE(FindPromMapping(PromEngine::kVllm, "vllm:num_preemptions_total", PromRole::kTotal),
+            nullptr);
+  EXPECT_EQ(FindPromMapping(PromEngine::kVllm, "vllm:num_preemptions", PromRole::kTotal),
+            FindPromMapping(PromEngine::kVllm, "vllm:num_preemptions_total", PromRole::kTotal));
+  EXPECT_EQ(FindPromMapping(PromEngine::kVllm, "vllm:num_preemptions", PromRole::kValue), nullptr);
+  PromConverter c = Make();
+  const char* om = "# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total 4\n# EOF\n";
+  const char* om2 = "# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total 9\n# EOF\n";
+  Run(c, om, 1000);
+  auto r = Run(c, om2, 2000);
+  EXPECT_DOUBLE_EQ(r["num_preemptions|_"], 5);
 }
 
 TEST_F(PromConvertTest, SeriesThatLeaveAreForgottenAndComeBackAsNew) {
@@ -199,7 +214,7 @@ TEST(PromMappingTest, TableIsConsistentAndDocumented) {
   ss << in.rdbuf();
   const std::string doc = ss.str();
   ASSERT_FALSE(doc.empty());
-  std::map<size_t, const PromMapping*> first;
+  std::map<size_t, const PromMapping*> first;  // the first non-ratio row of each metric
   std::map<size_t, int> parts;
   for (const PromMapping& m : PromMappings()) {
     SCOPED_TRACE(std::string(m.family));
@@ -207,15 +222,12 @@ TEST(PromMappingTest, TableIsConsistentAndDocumented) {
     EXPECT_EQ(FindPromMapping(m.engine, m.family, m.role), &m);
     const size_t slot = PromMetricSlot(&m);
     EXPECT_EQ(PromMetricNames()[slot], m.metric);
-    auto [it, inserted] = first.emplace(slot, &m);
     const bool ratio = m.conversion == PromConversion::kRatioNumerator ||
                        m.conversion == PromConversion::kRatioDenominator;
-    const bool first_ratio = it->second->conversion == PromConversion::kRatioNumerator ||
-                             it->second->conversion == PromConversion::kRatioDenominator;
     if (ratio) {
-      EXPECT_TRUE(first_ratio);
       parts[slot] |= m.conversion == PromConversion::kRatioNumerator ? 1 : 2;
     } else {
+      auto it = first.emplace(slot, &m).first;
       EXPECT_EQ(m.conversion, it->second->conversion);
       EXPECT_EQ(m.combine, it->second->combine);
     }

@@ -123,7 +123,13 @@ json Windows(httplib::Client& http, const std::string& instance, const std::stri
   json j = GetJson(
       http, "/v1/instances/" + instance + "/summary?model=" + model_param + "&metric=" + metric +
                 "&window=1s&limit=1000&from=" + std::to_string(from) + "&to=" + std::to_string(to));
-  return j.is_object() && j.contains("windows") ? j["windows"] : json::array();
+  // Only the windows that hold values (the API lists empty ones too, with null statistics).
+  json out = json::array();
+  if (!j.is_object() || !j.contains("windows")) return out;
+  for (const json& w : j["windows"]) {
+    if (w["count"].get<int64_t>() > 0) out.push_back(w);
+  }
+  return out;
 }
 
 TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
@@ -145,6 +151,14 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
   const int port = server.bind_to_any_port("127.0.0.1");
   ASSERT_GT(port, 0);
   std::thread serving([&] { server.listen_after_bind(); });
+  struct StopServer {
+    httplib::Server& server;
+    std::thread& thread;
+    ~StopServer() {
+      server.stop();
+      thread.join();
+    }
+  } stop_server{server, serving};
 
   const int64_t start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
@@ -246,8 +260,6 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
             std::string::npos);
 
   EXPECT_EQ(engine.Stop(), 0) << engine.Log();
-  server.stop();
-  serving.join();
 }
 
 }  // namespace

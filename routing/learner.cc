@@ -526,6 +526,22 @@ void RoutingLearner::Observe(const Outcome& o) {
   model->load_dirty = true;
 }
 
+void RoutingLearner::ObserveQuality(std::string_view model_name, std::string_view backend,
+                                    double quality, int64_t time_ms) {
+  if (!(quality >= 0 && quality <= 1)) return;
+  Model* model = GetOrCreateModel(model_name);
+  if (model == nullptr) return;
+  Backend* b = GetOrCreateBackend(*model, backend);
+  if (b == nullptr) return;
+  b->quality.Add(quality, 1 - quality, time_ms, options_.estimator.quality_half_life_ms);
+  if (!model->has_quality) {
+    model->has_quality = true;
+    model->last_full_ms = INT64_MIN;
+  }
+  b->dirty = true;
+  model->dirty = true;
+}
+
 void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
   enum { kRunning, kWaiting, kMaxSeqs, kKv, kOther } which = kOther;
   if (g.name == "num_requests_running") which = kRunning;

@@ -242,6 +242,12 @@ class RoutingLearner {
   void Observe(const Outcome& outcome);
   // Feeds one gauge sample (same learning and limits).
   void ObserveGauge(const GaugeUpdate& gauge);
+  // Feeds the quality `quality` (in [0, 1]) of a request that `backend` answered at `time_ms`
+  // (its completion: the sample weighs as of then), when it arrives later and apart from the
+  // outcome (ratings, an offline judge). Counts for the quality estimate only, not as an outcome.
+  // Out-of-range values are ignored; unknown models and backends are learned as by Observe.
+  void ObserveQuality(std::string_view model, std::string_view backend, double quality,
+                      int64_t time_ms);
   // Tells the learner a request was sent to `backend` at `now_ms` (a router that follows its
   // decisions calls this; the engine operator, which only sees outcomes, does not). Raises the
   // backend's in-flight estimate until the matching outcome, so that a burst between two

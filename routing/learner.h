@@ -288,6 +288,9 @@ class RoutingLearner {
     double error_rate = 0, error_samples = 0;
     double quality = 0, quality_samples = 0;  // quality NaN without evidence on the model
     double in_flight = 0, slots = 0, sent_rate_per_s = 0, outcome_rate_per_s = 0;
+    // What the load a request meets now does to the estimates above (as of the last load
+    // update): multipliers of ttft, tpot and e2e (queueing for a slot × load elasticity).
+    double ttft_load_factor = 1, tpot_load_factor = 1, e2e_load_factor = 1;
     GateState gate = GateState::kHealthy;
     int64_t ejections = 0;
   };
@@ -314,6 +317,8 @@ class RoutingLearner {
   void Refresh(Model& model, int64_t now_ms);
   void Redraw(Model& model, int64_t now_ms, bool all);
   void UpdateLoad(Model& model, int64_t now_ms);
+  // The backend's requests in flight at `now_ms` (gauges, sends and outcomes; UpdateLoad).
+  double InFlightNow(const Backend& b, int64_t now_ms) const;
   const Table& GetTable(Model& model, Strategy strategy, const RequestFeatures& features,
                         int64_t now_ms);
   void BuildTable(Model& model, Table& table, Strategy strategy, uint32_t capabilities,

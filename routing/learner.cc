@@ -54,7 +54,7 @@ constexpr double kMaxLoadLog = 4;
 // (common random numbers), so a redraw is arithmetic, not sampling, and P(best) moves smoothly
 // with the evidence. Layout: ttft (τ, μ), tpot (τ, μ), e2e (τ, μ) normals; then for the error
 // beta and the quality beta two gammas each as (normal, uniform).
-constexpr size_t kNoise = 14;
+constexpr size_t kNoise = 15;
 enum NoiseSlot : size_t {
   kTtftTau = 0,
   kTtftMu,
@@ -70,6 +70,7 @@ enum NoiseSlot : size_t {
   kQualAU,
   kQualB,
   kQualBU,
+  kPred,  // the prediction error of this backend's latency for one request (normal)
 };
 
 // A Gamma(shape, 1) variate from a standard normal `z` and a uniform `u`: Wilson–Hilferty's
@@ -309,6 +310,8 @@ struct RoutingLearner::Backend {
   // for a slot × the elasticity of latency with in-flight requests).
   double in_flight = 0, slots = 0, load_factor = 1;
   std::array<double, 3> elastic_factor = {1, 1, 1};
+  // Log-space sd of one request's latency around the expected (Redraw; prediction_noise).
+  double pred_log_sd = 0;
 };
 
 struct RoutingLearner::Table {
@@ -771,6 +774,11 @@ void RoutingLearner::Redraw(Model& model, int64_t now, bool all) {
     } else {
       draw_latency(b.log_e2e, prior_e2e, bi, kE2eTau, &model.e2e[off]);
     }
+    b.pred_log_sd =
+        std::sqrt(NormalGammaPosterior::From(model.use_split ? b.log_tpot : b.log_e2e, now, hl,
+                                             model.use_split ? prior_tpot : prior_e2e,
+                                             e.prior_samples, e.prior_log_variance)
+                      .Variance());
     const float* noise = &model.noise[off * kNoise];
     const double ea = n0 * err0 + b.errors.a(now, hl);
     const double eb = n0 * (1 - err0) + b.errors.b(now, hl);
@@ -951,14 +959,17 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     cost_used[j] = (std::isfinite(cost[j]) && cost[j] > 0) ? cost[j] : fill;
   }
 
-  // Score every posterior draw; count wins.
+  // Score every posterior draw; count wins: of the expected latencies (P(best): the traffic
+  // weights) and of one request's latency (the prediction error added: the confidence).
   const auto draws = static_cast<size_t>(e.posterior_draws);
-  std::array<uint32_t, kMaxBackendsPerModel> wins{};
+  std::array<uint32_t, kMaxBackendsPerModel> wins{}, request_wins{};
+  std::array<double, kMaxBackendsPerModel> lat_request;
   std::array<double, kMaxBackendsPerModel> sum_lat{}, sum_err{}, sum_q{}, sum_ls{}, sum_qs{},
       sum_cs{}, sum_score{};
   std::array<double, kMaxBackendsPerModel> lat, q, c, score;
   for (size_t m = 0; m < draws; ++m) {
     double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
+    double lmin_request = lmin;
     for (uint32_t j = 0; j < n; ++j) {
       const Backend& b = model.backends[cand[j]];
       const size_t at = cand[j] * draws + m;
@@ -967,8 +978,12 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
                               ? static_cast<double>(model.ttft[at]) * b.elastic_factor[0] +
                                     static_cast<double>(model.tpot[at]) * b.elastic_factor[1] * ot
                               : static_cast<double>(model.e2e[at]) * b.elastic_factor[2];
-      // Time to a successful answer: latency with load, over the success probability.
+      // Time to a successful answer: latency with load, over the success probability; for one
+      // request, times this draw's prediction error (the state a request meets, unseen).
       lat[j] = std::max(base * b.load_factor, kMinLatencyMs) / (1 - p);
+      lat_request[j] = lat[j] * std::exp(e.prediction_noise * b.pred_log_sd *
+                                         static_cast<double>(model.noise[at * kNoise + kPred]));
+      lmin_request = std::min(lmin_request, lat_request[j]);
       q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
       c[j] = cost_used[j] / (1 - p);
       sum_err[j] += p;
@@ -976,12 +991,18 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       cmin = std::min(cmin, c[j]);
       qmax = std::max(qmax, q[j]);
     }
-    uint32_t best = 0;
+    uint32_t best = 0, best_request = 0;
+    double best_request_score = -1;
     for (uint32_t j = 0; j < n; ++j) {
       const double ls = lmin / lat[j];
       const double qs = qmax > 0 ? q[j] / qmax : 1.0;
       const double cs = c[j] > 0 ? cmin / c[j] : 1.0;
       score[j] = w.latency * ls + w.quality * qs + w.cost * cs;
+      const double request_score = score[j] + w.latency * (lmin_request / lat_request[j] - ls);
+      if (request_score > best_request_score) {
+        best_request_score = request_score;
+        best_request = j;
+      }
       sum_lat[j] += lat[j];
       sum_q[j] += q[j];
       sum_ls[j] += ls;
@@ -991,6 +1012,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       if (score[j] > score[best]) best = j;
     }
     ++wins[best];
+    ++request_wins[best_request];
   }
 
   // Traffic weights: P(best)^(1/T) × static weight over trusted candidates; probing backends
@@ -1040,6 +1062,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     s.weight =
         probing(j) ? probe_each : (trusted_sum > 0 ? trusted_share * raw[j] / trusted_sum : 0.0);
     s.p_best = static_cast<double>(wins[j]) / dm;
+    s.p_best_request = static_cast<double>(request_wins[j]) / dm;
     s.expected_latency_ms = sum_lat[j] / dm;
     s.error_rate = sum_err[j] / dm;
     s.quality = model.has_quality ? sum_q[j] / dm : NAN;
@@ -1116,13 +1139,13 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   // the exact length here (rarely excludes anything) and draw among what fits.
   const uint64_t need = static_cast<uint64_t>(f.prompt_tokens) + f.expected_output_tokens;
   double total = t.cum[t.n - 1];
-  double excluded_p = 0;
+  double excluded_p = 0;  // of the request's P(best)
   bool any_excluded = false;
   for (uint32_t j = 0; j < t.n; ++j) {
     if (t.max_context[j] != 0 && t.max_context[j] < need) {
       any_excluded = true;
       total -= t.scores[j].weight;
-      excluded_p += t.scores[j].p_best;
+      excluded_p += t.scores[j].p_best_request;
     }
   }
   if (any_excluded && total <= 0) {
@@ -1163,7 +1186,7 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   out->backend = c.backend;
   out->backend_name = c.name;
   const double p_scale = excluded_p < 1 ? 1.0 / (1.0 - excluded_p) : 1.0;
-  out->confidence = std::min(1.0, c.p_best * p_scale);
+  out->confidence = std::min(1.0, c.p_best_request * p_scale);
   out->weight = c.weight / total;
   // Ranked alternatives: the table's order, the chosen one always among them.
   uint32_t k = 0;

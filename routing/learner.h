@@ -114,10 +114,13 @@ inline constexpr size_t kMaxRanked = 8;
 
 // A backend's score for one decision table: means over the posterior draws.
 struct BackendScore {
-  uint32_t backend = 0;            // index within its model (stable)
-  std::string_view name;           // valid while the learner lives
-  double weight = 0;               // share of traffic recommended
-  double p_best = 0;               // posterior probability of being the best routable backend
+  uint32_t backend = 0;   // index within its model (stable)
+  std::string_view name;  // valid while the learner lives
+  double weight = 0;      // share of traffic recommended
+  double p_best = 0;      // posterior probability of having the best expected score (weights)
+  // Probability that it is the best routable backend for this request (p_best with the
+  // latency prediction error of one request: the decision's confidence).
+  double p_best_request = 0;
   double expected_latency_ms = 0;  // for this request, with load and errors (time to a success)
   double error_rate = 0;
   double quality = 0;        // NaN when the model has no quality evidence
@@ -154,7 +157,7 @@ struct Decision {
   NoBackendReason reason = NoBackendReason::kNone;
   uint32_t backend = 0;
   std::string_view backend_name;
-  double confidence = 0;  // P(chosen is the best routable backend now)
+  double confidence = 0;  // P(chosen is the best routable backend for this request now)
   double weight = 0;      // the chosen backend's share of traffic
   Strategy strategy = Strategy::kBalanced;
   StrategyWeights weights;  // the strategy's weights used (adaptive: as chosen)

@@ -899,7 +899,14 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     t.reason = NoBackendReason::kNoBackends;
     return;
   }
-  // Capability filter, then the gate.
+  // Capability filter, then the gate. A backend whose gauges went silent (it reported them, and
+  // none is fresh) is not probed when its ejection ends: a scrape that fails says it is still
+  // down, so probes would only fail; it is probed once its gauges resume.
+  auto held = [&](const Backend& b) {
+    if (b.gate.state() == GateState::kEjected) return true;
+    return b.gate.state() == GateState::kProbing && b.g_time_ms != INT64_MIN &&
+           model.last_redraw_ms - b.g_time_ms > e.gauge_max_age_ms;
+  };
   std::array<uint32_t, kMaxBackendsPerModel> capable;
   uint32_t num_capable = 0, routable = 0;
   for (uint32_t i = 0; i < model.backends.size(); ++i) {
@@ -911,7 +918,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       continue;
     }
     capable[num_capable++] = i;
-    routable += b.gate.state() != GateState::kEjected;
+    routable += !held(b);
   }
   t.capable = num_capable;
   if (num_capable == 0) {
@@ -925,7 +932,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   for (uint32_t k = 0; k < num_capable; ++k) {
     const uint32_t i = capable[k];
     const Backend& b = model.backends[i];
-    if (!t.panic && b.gate.state() == GateState::kEjected) {
+    if (!t.panic && held(b)) {
       if (t.num_gated < kMaxRanked) {
         t.gated[t.num_gated++] = {b.spec.name, b.gate.state(), b.gate.reason(),
                                   b.gate.ejected_until_ms(), b.gate.ejections()};

@@ -19,11 +19,42 @@ constexpr double kMinLatencyMs = 0.01;
 constexpr double kDefaultTtftMs = 300, kDefaultTpotMs = 30, kDefaultE2eMs = 3000;
 constexpr double kDefaultPromptTokens = 500, kDefaultOutputTokens = 200;
 constexpr double kMaxErrorRate = 0.999;
+// Load elasticity (UpdateLoad): the regression of log latency on in-flight requests forgets this
+// many times more slowly than the latency itself (it describes the serving engine, not the
+// moment), and is shrunk toward a prior slope of 1 / slots with this weight (in squared in-flight
+// deviations: ~20 samples of a spread of 5). The factor it gives is bounded (e^±kMaxLoadLog).
+constexpr int64_t kElasticityHalfLives = 4;
+
+// The times of a backend's last kTimeRing sends or outcomes: when a gauge arrives (late), the
+// sends and outcomes after its sample time are what it does not show yet. Beyond kTimeRing of
+// them within one gauge delay the count saturates (an underestimate, bounded memory).
+constexpr size_t kTimeRing = 256;
+class TimeRing {
+ public:
+  void Add(int64_t t) {
+    times_[next_] = t;
+    next_ = (next_ + 1) % kTimeRing;
+    size_ = std::min(size_ + 1, kTimeRing);
+  }
+  // Entries later than `t` (any order).
+  int64_t CountAfter(int64_t t) const {
+    int64_t n = 0;
+    for (size_t i = 0; i < size_; ++i) n += times_[i] > t;
+    return n;
+  }
+
+ private:
+  std::array<int64_t, kTimeRing> times_{};
+  size_t next_ = 0, size_ = 0;
+};
+constexpr double kElasticityPrior = 500;
+constexpr double kMaxElasticity = 0.1;
+constexpr double kMaxLoadLog = 4;
 // Fixed noise per (backend, draw): the posterior draws are deterministic transforms of it
 // (common random numbers), so a redraw is arithmetic, not sampling, and P(best) moves smoothly
 // with the evidence. Layout: ttft (τ, μ), tpot (τ, μ), e2e (τ, μ) normals; then for the error
 // beta and the quality beta two gammas each as (normal, uniform).
-constexpr size_t kNoise = 14;
+constexpr size_t kNoise = 15;
 enum NoiseSlot : size_t {
   kTtftTau = 0,
   kTtftMu,
@@ -39,6 +70,7 @@ enum NoiseSlot : size_t {
   kQualAU,
   kQualB,
   kQualBU,
+  kPred,  // the prediction error of this backend's latency for one request (normal)
 };
 
 // A Gamma(shape, 1) variate from a standard normal `z` and a uniform `u`: Wilson–Hilferty's
@@ -265,12 +297,21 @@ struct RoutingLearner::Backend {
   int64_t g_kv_time_ms = INT64_MIN;
   int64_t g_slots_time_ms = INT64_MIN;
   int64_t sent_since_gauge = 0, done_since_gauge = 0;
+  TimeRing sent_times, done_times;  // NoteSent and outcome event times
   int64_t own_in_flight = 0;
   bool any_sent = false;
   HealthGate gate;
   bool dirty = true;
-  // Derived by UpdateLoad.
+  // In-flight requests when the latency evidence was observed (its mean is the load the
+  // latency estimates describe).
+  DecayedMoments obs_load;
+  // Derived by UpdateLoad: in-flight now, slots, and the factors by which this backend's ttft,
+  // tpot and e2e estimates are expected to change at the load a new request meets now (queueing
+  // for a slot × the elasticity of latency with in-flight requests).
   double in_flight = 0, slots = 0, load_factor = 1;
+  std::array<double, 3> elastic_factor = {1, 1, 1};
+  // Log-space sd of one request's latency around the expected (Redraw; prediction_noise).
+  double pred_log_sd = 0;
 };
 
 struct RoutingLearner::Table {
@@ -295,8 +336,11 @@ struct RoutingLearner::Model {
   std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> ids;
   // Posterior draws, [backend * draws + m]: expected ttft, tpot, e2e (ms), error rate, quality.
   std::vector<float> ttft, tpot, e2e, perr, qual;
-  std::vector<float> noise;    // [(backend * draws + m) * kNoise + slot]
-  bool use_split = false;      // score latency as ttft + tpot × output tokens (else e2e)
+  std::vector<float> noise;  // [(backend * draws + m) * kNoise + slot]
+  bool use_split = false;    // score latency as ttft + tpot × output tokens (else e2e)
+  // Within-backend regression of log latency (ttft, tpot, e2e) on in-flight requests, pooled
+  // over the model's backends: a = Σ x·y, b = Σ x² (x, y deviations from the backend's means).
+  std::array<DecayedPair, 3> elasticity;
   bool has_quality = false;    // some backend has quality evidence
   DecayedPair typical_prompt;  // a = Σ prompt tokens, b = count
   DecayedPair typical_output;
@@ -482,13 +526,21 @@ void RoutingLearner::Observe(const Outcome& o) {
   if (verdict == ScoreVerdict::kFailure) b->errors.Add(1, 0, t, e.half_life_ms);
   if (verdict == ScoreVerdict::kSuccess) {
     b->errors.Add(0, 1, t, e.half_life_ms);
-    // Latency of successes only: a failure's latency says how fast it failed.
-    if (o.ttft_ms >= 0)
-      b->log_ttft.Add(std::log(std::max(o.ttft_ms, kMinLatencyMs)), t, e.half_life_ms);
-    if (o.tpot_ms >= 0)
-      b->log_tpot.Add(std::log(std::max(o.tpot_ms, kMinLatencyMs)), t, e.half_life_ms);
-    if (o.e2e_ms >= 0)
-      b->log_e2e.Add(std::log(std::max(o.e2e_ms, kMinLatencyMs)), t, e.half_life_ms);
+    // Latency of successes only: a failure's latency says how fast it failed. Each sample also
+    // feeds the load elasticity: its deviation from the backend's mean against the deviation of
+    // the in-flight requests now from their mean over the evidence.
+    const double load = InFlightNow(*b, t);
+    const double dx = b->obs_load.empty() ? 0.0 : load - b->obs_load.mean();
+    const int64_t ehl = e.half_life_ms * kElasticityHalfLives;
+    auto add_latency = [&](DecayedMoments& m, size_t k, double ms) {
+      const double y = std::log(std::max(ms, kMinLatencyMs));
+      if (!m.empty() && dx != 0) model->elasticity[k].Add(dx * (y - m.mean()), dx * dx, t, ehl);
+      m.Add(y, t, e.half_life_ms);
+    };
+    if (o.ttft_ms >= 0) add_latency(b->log_ttft, 0, o.ttft_ms);
+    if (o.tpot_ms >= 0) add_latency(b->log_tpot, 1, o.tpot_ms);
+    if (o.e2e_ms >= 0) add_latency(b->log_e2e, 2, o.e2e_ms);
+    if (o.ttft_ms >= 0 || o.tpot_ms >= 0 || o.e2e_ms >= 0) b->obs_load.Add(load, t, e.half_life_ms);
     if (o.ttft_ms >= 0 && o.tpot_ms >= 0 && !model->use_split) {
       model->use_split = true;
       model->last_full_ms = INT64_MIN;  // every backend needs ttft and tpot draws now
@@ -520,10 +572,27 @@ void RoutingLearner::Observe(const Outcome& o) {
   // Load bookkeeping.
   b->completions.Add(1, 0, t, e.half_life_ms);
   if (t > b->g_time_ms) ++b->done_since_gauge;
+  b->done_times.Add(t);
   if (b->any_sent && b->own_in_flight > 0) --b->own_in_flight;
   b->dirty = true;
   model->dirty = true;
   model->load_dirty = true;
+}
+
+void RoutingLearner::ObserveQuality(std::string_view model_name, std::string_view backend,
+                                    double quality, int64_t time_ms) {
+  if (!(quality >= 0 && quality <= 1)) return;
+  Model* model = GetOrCreateModel(model_name);
+  if (model == nullptr) return;
+  Backend* b = GetOrCreateBackend(*model, backend);
+  if (b == nullptr) return;
+  b->quality.Add(quality, 1 - quality, time_ms, options_.estimator.quality_half_life_ms);
+  if (!model->has_quality) {
+    model->has_quality = true;
+    model->last_full_ms = INT64_MIN;
+  }
+  b->dirty = true;
+  model->dirty = true;
 }
 
 void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
@@ -545,8 +614,10 @@ void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
       if (g.time_ms < b->g_time_ms) return;  // an older sample than the one we have
       if (g.time_ms > b->g_time_ms) {
         // A new snapshot: what was sent and completed after it is counted afresh.
-        b->sent_since_gauge = 0;
-        b->done_since_gauge = 0;
+        // A new snapshot (it arrives late): the sends and outcomes after its sample time are
+        // what it does not show.
+        b->sent_since_gauge = b->sent_times.CountAfter(g.time_ms);
+        b->done_since_gauge = b->done_times.CountAfter(g.time_ms);
         b->g_time_ms = g.time_ms;
       }
       (which == kRunning ? b->g_running : b->g_waiting) = v;
@@ -572,31 +643,39 @@ void RoutingLearner::NoteSent(ModelId model_id, uint32_t backend, int64_t now_ms
   Backend& b = model.backends[backend];
   b.sends.Add(1, 0, now_ms, options_.estimator.half_life_ms);
   if (now_ms > b.g_time_ms) ++b.sent_since_gauge;
+  b.sent_times.Add(now_ms);
   ++b.own_in_flight;
   b.any_sent = true;
   model.load_dirty = true;
 }
 
+double RoutingLearner::InFlightNow(const Backend& b, int64_t now) const {
+  const EstimatorOptions& e = options_.estimator;
+  const bool fresh = b.g_time_ms != INT64_MIN && now - b.g_time_ms <= e.gauge_max_age_ms &&
+                     std::isfinite(b.g_running);
+  double in_flight;
+  if (fresh) {
+    in_flight = b.g_running + (std::isfinite(b.g_waiting) ? b.g_waiting : 0.0) +
+                static_cast<double>(b.sent_since_gauge - b.done_since_gauge);
+  } else if (b.any_sent) {
+    in_flight = static_cast<double>(b.own_in_flight);
+  } else {
+    // Little's law from the outcome rate and the typical latency.
+    const double per_s = kLn2 * 1000.0 / static_cast<double>(e.half_life_ms);
+    const double rate = b.completions.a(now, e.half_life_ms) * per_s;
+    const double e2e_s = b.log_e2e.empty() ? 0.0 : std::exp(b.log_e2e.mean()) / 1000.0;
+    in_flight = rate * e2e_s;
+  }
+  return std::max(0.0, in_flight);
+}
+
 void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
   const EstimatorOptions& e = options_.estimator;
-  const double per_s = kLn2 * 1000.0 / static_cast<double>(e.half_life_ms);
   double in_flight_sum = 0, slots_sum = 0;
   for (Backend& b : model.backends) {
     const bool fresh = b.g_time_ms != INT64_MIN && now - b.g_time_ms <= e.gauge_max_age_ms &&
                        std::isfinite(b.g_running);
-    double in_flight;
-    if (fresh) {
-      in_flight = b.g_running + (std::isfinite(b.g_waiting) ? b.g_waiting : 0.0) +
-                  static_cast<double>(b.sent_since_gauge - b.done_since_gauge);
-    } else if (b.any_sent) {
-      in_flight = static_cast<double>(b.own_in_flight);
-    } else {
-      // Little's law from the outcome rate and the typical latency.
-      const double rate = b.completions.a(now, e.half_life_ms) * per_s;
-      const double e2e_s = b.log_e2e.empty() ? 0.0 : std::exp(b.log_e2e.mean()) / 1000.0;
-      in_flight = rate * e2e_s;
-    }
-    in_flight = std::max(0.0, in_flight);
+    const double in_flight = InFlightNow(b, now);
     double slots = e.assumed_slots;
     if (b.spec.max_concurrency > 0) slots = b.spec.max_concurrency;
     if (std::isfinite(b.g_max_seqs) && b.g_max_seqs >= 1 &&
@@ -613,6 +692,18 @@ void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
     // A request arriving now waits for (in_flight + 1 - slots) / slots of a typical request's
     // time before it gets a slot.
     b.load_factor = 1 + std::max(0.0, in_flight + 1 - effective) / effective;
+    // Below the slot limit latency still grows with the batch (continuous batching: every step
+    // does more work) and with the prefills queued ahead: the model's elasticity (d log latency /
+    // d in-flight, shrunk toward 1 / slots) times the difference between the load a request
+    // meets now and the load the evidence was observed at.
+    const double dn = in_flight + 1 - (b.obs_load.empty() ? 0.0 : b.obs_load.mean());
+    for (size_t k = 0; k < b.elastic_factor.size(); ++k) {
+      const DecayedPair& r = model.elasticity[k];
+      const double slope =
+          std::clamp((r.raw_a() + kElasticityPrior / slots) / (r.raw_b() + kElasticityPrior), 0.0,
+                     kMaxElasticity);
+      b.elastic_factor[k] = std::exp(std::clamp(slope * dn, -kMaxLoadLog, kMaxLoadLog));
+    }
     in_flight_sum += in_flight;
     slots_sum += slots;
   }
@@ -683,6 +774,11 @@ void RoutingLearner::Redraw(Model& model, int64_t now, bool all) {
     } else {
       draw_latency(b.log_e2e, prior_e2e, bi, kE2eTau, &model.e2e[off]);
     }
+    b.pred_log_sd =
+        std::sqrt(NormalGammaPosterior::From(model.use_split ? b.log_tpot : b.log_e2e, now, hl,
+                                             model.use_split ? prior_tpot : prior_e2e,
+                                             e.prior_samples, e.prior_log_variance)
+                      .Variance());
     const float* noise = &model.noise[off * kNoise];
     const double ea = n0 * err0 + b.errors.a(now, hl);
     const double eb = n0 * (1 - err0) + b.errors.b(now, hl);
@@ -803,7 +899,14 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     t.reason = NoBackendReason::kNoBackends;
     return;
   }
-  // Capability filter, then the gate.
+  // Capability filter, then the gate. A backend whose gauges went silent (it reported them, and
+  // none is fresh) is not probed when its ejection ends: a scrape that fails says it is still
+  // down, so probes would only fail; it is probed once its gauges resume.
+  auto held = [&](const Backend& b) {
+    if (b.gate.state() == GateState::kEjected) return true;
+    return b.gate.state() == GateState::kProbing && b.g_time_ms != INT64_MIN &&
+           model.last_redraw_ms - b.g_time_ms > e.gauge_max_age_ms;
+  };
   std::array<uint32_t, kMaxBackendsPerModel> capable;
   uint32_t num_capable = 0, routable = 0;
   for (uint32_t i = 0; i < model.backends.size(); ++i) {
@@ -815,7 +918,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       continue;
     }
     capable[num_capable++] = i;
-    routable += b.gate.state() != GateState::kEjected;
+    routable += !held(b);
   }
   t.capable = num_capable;
   if (num_capable == 0) {
@@ -829,7 +932,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   for (uint32_t k = 0; k < num_capable; ++k) {
     const uint32_t i = capable[k];
     const Backend& b = model.backends[i];
-    if (!t.panic && b.gate.state() == GateState::kEjected) {
+    if (!t.panic && held(b)) {
       if (t.num_gated < kMaxRanked) {
         t.gated[t.num_gated++] = {b.spec.name, b.gate.state(), b.gate.reason(),
                                   b.gate.ejected_until_ms(), b.gate.ejections()};
@@ -863,23 +966,31 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     cost_used[j] = (std::isfinite(cost[j]) && cost[j] > 0) ? cost[j] : fill;
   }
 
-  // Score every posterior draw; count wins.
+  // Score every posterior draw; count wins: of the expected latencies (P(best): the traffic
+  // weights) and of one request's latency (the prediction error added: the confidence).
   const auto draws = static_cast<size_t>(e.posterior_draws);
-  std::array<uint32_t, kMaxBackendsPerModel> wins{};
+  std::array<uint32_t, kMaxBackendsPerModel> wins{}, request_wins{};
+  std::array<double, kMaxBackendsPerModel> lat_request;
   std::array<double, kMaxBackendsPerModel> sum_lat{}, sum_err{}, sum_q{}, sum_ls{}, sum_qs{},
       sum_cs{}, sum_score{};
   std::array<double, kMaxBackendsPerModel> lat, q, c, score;
   for (size_t m = 0; m < draws; ++m) {
     double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
+    double lmin_request = lmin;
     for (uint32_t j = 0; j < n; ++j) {
       const Backend& b = model.backends[cand[j]];
       const size_t at = cand[j] * draws + m;
       const double p = std::min(static_cast<double>(model.perr[at]), kMaxErrorRate);
-      const double base = model.use_split ? static_cast<double>(model.ttft[at]) +
-                                                static_cast<double>(model.tpot[at]) * ot
-                                          : static_cast<double>(model.e2e[at]);
-      // Time to a successful answer: latency with load, over the success probability.
+      const double base = model.use_split
+                              ? static_cast<double>(model.ttft[at]) * b.elastic_factor[0] +
+                                    static_cast<double>(model.tpot[at]) * b.elastic_factor[1] * ot
+                              : static_cast<double>(model.e2e[at]) * b.elastic_factor[2];
+      // Time to a successful answer: latency with load, over the success probability; for one
+      // request, times this draw's prediction error (the state a request meets, unseen).
       lat[j] = std::max(base * b.load_factor, kMinLatencyMs) / (1 - p);
+      lat_request[j] = lat[j] * std::exp(e.prediction_noise * b.pred_log_sd *
+                                         static_cast<double>(model.noise[at * kNoise + kPred]));
+      lmin_request = std::min(lmin_request, lat_request[j]);
       q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
       c[j] = cost_used[j] / (1 - p);
       sum_err[j] += p;
@@ -887,12 +998,18 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       cmin = std::min(cmin, c[j]);
       qmax = std::max(qmax, q[j]);
     }
-    uint32_t best = 0;
+    uint32_t best = 0, best_request = 0;
+    double best_request_score = -1;
     for (uint32_t j = 0; j < n; ++j) {
       const double ls = lmin / lat[j];
       const double qs = qmax > 0 ? q[j] / qmax : 1.0;
       const double cs = c[j] > 0 ? cmin / c[j] : 1.0;
       score[j] = w.latency * ls + w.quality * qs + w.cost * cs;
+      const double request_score = score[j] + w.latency * (lmin_request / lat_request[j] - ls);
+      if (request_score > best_request_score) {
+        best_request_score = request_score;
+        best_request = j;
+      }
       sum_lat[j] += lat[j];
       sum_q[j] += q[j];
       sum_ls[j] += ls;
@@ -902,6 +1019,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       if (score[j] > score[best]) best = j;
     }
     ++wins[best];
+    ++request_wins[best_request];
   }
 
   // Traffic weights: P(best)^(1/T) × static weight over trusted candidates; probing backends
@@ -951,6 +1069,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     s.weight =
         probing(j) ? probe_each : (trusted_sum > 0 ? trusted_share * raw[j] / trusted_sum : 0.0);
     s.p_best = static_cast<double>(wins[j]) / dm;
+    s.p_best_request = static_cast<double>(request_wins[j]) / dm;
     s.expected_latency_ms = sum_lat[j] / dm;
     s.error_rate = sum_err[j] / dm;
     s.quality = model.has_quality ? sum_q[j] / dm : NAN;
@@ -1027,13 +1146,13 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   // the exact length here (rarely excludes anything) and draw among what fits.
   const uint64_t need = static_cast<uint64_t>(f.prompt_tokens) + f.expected_output_tokens;
   double total = t.cum[t.n - 1];
-  double excluded_p = 0;
+  double excluded_p = 0;  // of the request's P(best)
   bool any_excluded = false;
   for (uint32_t j = 0; j < t.n; ++j) {
     if (t.max_context[j] != 0 && t.max_context[j] < need) {
       any_excluded = true;
       total -= t.scores[j].weight;
-      excluded_p += t.scores[j].p_best;
+      excluded_p += t.scores[j].p_best_request;
     }
   }
   if (any_excluded && total <= 0) {
@@ -1074,7 +1193,7 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   out->backend = c.backend;
   out->backend_name = c.name;
   const double p_scale = excluded_p < 1 ? 1.0 / (1.0 - excluded_p) : 1.0;
-  out->confidence = std::min(1.0, c.p_best * p_scale);
+  out->confidence = std::min(1.0, c.p_best_request * p_scale);
   out->weight = c.weight / total;
   // Ranked alternatives: the table's order, the chosen one always among them.
   uint32_t k = 0;
@@ -1199,6 +1318,9 @@ Result<RoutingLearner::BackendEstimate> RoutingLearner::Estimate(std::string_vie
   out.quality = qa + qb > 0 ? qa / (qa + qb) : NAN;
   out.in_flight = b.in_flight;
   out.slots = b.slots;
+  out.ttft_load_factor = b.load_factor * b.elastic_factor[0];
+  out.tpot_load_factor = b.load_factor * b.elastic_factor[1];
+  out.e2e_load_factor = b.load_factor * b.elastic_factor[2];
   const double per_s = kLn2 * 1000.0 / static_cast<double>(hl);
   out.sent_rate_per_s = b.sends.a(now, hl) * per_s;
   out.outcome_rate_per_s = b.completions.a(now, hl) * per_s;

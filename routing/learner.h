@@ -114,10 +114,13 @@ inline constexpr size_t kMaxRanked = 8;
 
 // A backend's score for one decision table: means over the posterior draws.
 struct BackendScore {
-  uint32_t backend = 0;            // index within its model (stable)
-  std::string_view name;           // valid while the learner lives
-  double weight = 0;               // share of traffic recommended
-  double p_best = 0;               // posterior probability of being the best routable backend
+  uint32_t backend = 0;   // index within its model (stable)
+  std::string_view name;  // valid while the learner lives
+  double weight = 0;      // share of traffic recommended
+  double p_best = 0;      // posterior probability of having the best expected score (weights)
+  // Probability that it is the best routable backend for this request (p_best with the
+  // latency prediction error of one request: the decision's confidence).
+  double p_best_request = 0;
   double expected_latency_ms = 0;  // for this request, with load and errors (time to a success)
   double error_rate = 0;
   double quality = 0;        // NaN when the model has no quality evidence
@@ -154,7 +157,7 @@ struct Decision {
   NoBackendReason reason = NoBackendReason::kNone;
   uint32_t backend = 0;
   std::string_view backend_name;
-  double confidence = 0;  // P(chosen is the best routable backend now)
+  double confidence = 0;  // P(chosen is the best routable backend for this request now)
   double weight = 0;      // the chosen backend's share of traffic
   Strategy strategy = Strategy::kBalanced;
   StrategyWeights weights;  // the strategy's weights used (adaptive: as chosen)
@@ -242,6 +245,12 @@ class RoutingLearner {
   void Observe(const Outcome& outcome);
   // Feeds one gauge sample (same learning and limits).
   void ObserveGauge(const GaugeUpdate& gauge);
+  // Feeds the quality `quality` (in [0, 1]) of a request that `backend` answered at `time_ms`
+  // (its completion: the sample weighs as of then), when it arrives later and apart from the
+  // outcome (ratings, an offline judge). Counts for the quality estimate only, not as an outcome.
+  // Out-of-range values are ignored; unknown models and backends are learned as by Observe.
+  void ObserveQuality(std::string_view model, std::string_view backend, double quality,
+                      int64_t time_ms);
   // Tells the learner a request was sent to `backend` at `now_ms` (a router that follows its
   // decisions calls this; the engine operator, which only sees outcomes, does not). Raises the
   // backend's in-flight estimate until the matching outcome, so that a burst between two
@@ -282,6 +291,9 @@ class RoutingLearner {
     double error_rate = 0, error_samples = 0;
     double quality = 0, quality_samples = 0;  // quality NaN without evidence on the model
     double in_flight = 0, slots = 0, sent_rate_per_s = 0, outcome_rate_per_s = 0;
+    // What the load a request meets now does to the estimates above (as of the last load
+    // update): multipliers of ttft, tpot and e2e (queueing for a slot × load elasticity).
+    double ttft_load_factor = 1, tpot_load_factor = 1, e2e_load_factor = 1;
     GateState gate = GateState::kHealthy;
     int64_t ejections = 0;
   };
@@ -308,6 +320,8 @@ class RoutingLearner {
   void Refresh(Model& model, int64_t now_ms);
   void Redraw(Model& model, int64_t now_ms, bool all);
   void UpdateLoad(Model& model, int64_t now_ms);
+  // The backend's requests in flight at `now_ms` (gauges, sends and outcomes; UpdateLoad).
+  double InFlightNow(const Backend& b, int64_t now_ms) const;
   const Table& GetTable(Model& model, Strategy strategy, const RequestFeatures& features,
                         int64_t now_ms);
   void BuildTable(Model& model, Table& table, Strategy strategy, uint32_t capabilities,

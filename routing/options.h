@@ -94,6 +94,13 @@ struct EstimatorOptions {
   // Traffic weights are P(best)^(1/temperature), normalised. 1 = Thompson sampling. Default 1;
   // 0.05..20.
   double temperature = 1;
+  // The confidence of a decision is about one request, not only the backends' expected
+  // latencies: for it each posterior draw multiplies a backend's latency by
+  // exp(prediction_noise × σ × z), σ the backend's log-space spread of per-output-token time (of
+  // e2e without it), z fixed noise — what the batch and queue a request meets add beyond the
+  // estimates. 1 = the posterior predictive; 0 = expected latencies only (over-confident). The
+  // traffic weights do not use it. Default 1; 0..2.
+  double prediction_noise = 1;
   // Seed of the learner's random generator (draws and selections). Default 1.
   uint64_t seed = 1;
 
@@ -175,6 +182,7 @@ struct RoutingOptions {
 //   prior_log_variance: 0.25  posterior_draws: 256       recompute_interval: 5ms
 //   refresh_interval: 1s      gauge_max_age: 10s         assumed_slots: 64
 //   kv_saturation: 0.95       temperature: 1             seed: 1
+//   prediction_noise: 1
 //   learned_capabilities: []
 //   health: {consecutive_errors, failure_percentage, failure_request_volume, interval,
 //            base_ejection_time, max_ejection_time, max_ejection_percent, probe_fraction,
@@ -192,7 +200,7 @@ struct RoutingOptions {
 // column and field.
 Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out);
 // The option fields ParseRoutingOptions reads.
-inline constexpr std::array<std::string_view, 17> kRoutingOptionFields = {"half_life",
+inline constexpr std::array<std::string_view, 18> kRoutingOptionFields = {"half_life",
                                                                           "quality_half_life",
                                                                           "prior_samples",
                                                                           "prior_log_variance",
@@ -203,6 +211,7 @@ inline constexpr std::array<std::string_view, 17> kRoutingOptionFields = {"half_
                                                                           "assumed_slots",
                                                                           "kv_saturation",
                                                                           "temperature",
+                                                                          "prediction_noise",
                                                                           "seed",
                                                                           "learned_capabilities",
                                                                           "health",

@@ -226,6 +226,8 @@ Result<PolicyMetrics> RunPolicy(const Scenario& scenario, std::string_view polic
   PolicyContext context;
   context.seed = options.seed * 31 + 17;
   context.utility = utility.get();
+  context.strategy = scenario.strategy;
+  context.catalogue = scenario.backends;
   for (const sim::InstanceOptions& b : scenario.backends) {
     context.capacity.push_back(NominalCapacity(b.params));
   }

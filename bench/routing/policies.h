@@ -21,6 +21,11 @@ struct PolicyContext {
   uint64_t seed = 1;
   // Static weight per fleet instance (nominal capacity: output tokens/s at a full batch).
   std::vector<double> capacity;
+  // The scenario's strategy (what the utility weighs; a policy with strategies uses the same).
+  Strategy strategy = Strategy::kLowestLatency;
+  // The catalogue per fleet instance: name, model, vision capability, list prices and slot limit
+  // (params.max_num_seqs). A policy must not read the rest (true speed, faults, quality).
+  std::vector<sim::InstanceOptions> catalogue;
   const Utility* utility = nullptr;  // for the oracle only
 };
 

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "bench/routing/learner_policy.h"
+
 namespace inferscope::bench::routing {
 namespace {
 
@@ -43,7 +45,8 @@ const PolicyInfo kPolicies[] = {
      [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
        return std::make_unique<LatencyAverageRouter>(c.seed, kLatencyWindow, kLatencyFailureMs);
      }},
-    // Add the learner here (e.g. {"inferscope", "...", MakeLearnerPolicy}).
+    {"inferscope", "the routing learner (routing/), the scenario's strategy, default options",
+     MakeLearnerPolicy},
     {"oracle", "the best candidate by true utility now (regret 0 by definition)",
      [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
        return std::make_unique<OracleRouter>(c.utility);

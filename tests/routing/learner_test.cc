@@ -212,6 +212,167 @@ TEST(LoadTest, OwnSendsBetweenGaugesPreventHerding) {
   EXPECT_GT(sent["a"], 10);
 }
 
+TEST(LoadTest, ALateGaugeCountsTheSendsAndOutcomesAfterItsSampleTime) {
+  // A gauge sampled at t = 1000 arrives at t = 3000 (a scrape delay). The sends and outcomes
+  // between 1000 and 3000 are not in it: in-flight = gauge + those sends - those outcomes.
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  const RoutingLearner::ModelId m = learner.FindModel("m");
+  for (int64_t t = 500; t < 3000; t += 250) learner.NoteSent(m, 0, t);  // 10 sends, 7 after 1000
+  Outcome o;
+  o.backend = "a";
+  o.model = "m";
+  o.time_ms = 2000;  // one of them completed after the sample
+  o.ttft_ms = 100;
+  o.tpot_ms = 10;
+  o.e2e_ms = 1000;
+  learner.Observe(o);
+  learner.ObserveGauge(
+      {.backend = "a", .model = "m", .name = "num_requests_running", .value = 3, .time_ms = 1000});
+  learner.ObserveGauge(
+      {.backend = "a", .model = "m", .name = "num_requests_waiting", .value = 0, .time_ms = 1000});
+  learner.NoteSent(m, 0, 3000);  // after the gauge arrived
+  Decision d;
+  learner.Select(m, {}, Strategy::kLowestLatency, 3001, &d);  // updates the load
+  const auto est = learner.Estimate("m", "a", 3001);
+  ASSERT_TRUE(est.ok());
+  EXPECT_DOUBLE_EQ(est->in_flight, 3 + 7 + 1 - 1);
+}
+
+TEST(LoadTest, LatencyEstimatesScaleWithTheLoadARequestMeets) {
+  // A backend's per-token time grows with its batch (continuous batching): the learner learns
+  // the elasticity from outcomes observed at different loads and scales its estimate by the load
+  // a request meets now.
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  options.estimator.recompute_interval_ms = 0;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(21);
+  std::normal_distribution<double> z;
+  auto gauge = [&](std::string_view backend, double running, int64_t t) {
+    learner.ObserveGauge({.backend = backend,
+                          .model = "m",
+                          .name = "num_requests_running",
+                          .value = running,
+                          .time_ms = t});
+    learner.ObserveGauge({.backend = backend,
+                          .model = "m",
+                          .name = "num_requests_waiting",
+                          .value = 0,
+                          .time_ms = t});
+  };
+  int64_t t = 0;
+  for (int round = 0; round < 60; ++round) {
+    const double load = (round % 2 == 0) ? 10 : 60;
+    for (int i = 0; i < 20; ++i, t += 50) {
+      gauge("a", load, t);
+      gauge("b", load, t);
+      for (const char* name : {"a", "b"}) {
+        Outcome o;
+        o.backend = name;
+        o.model = "m";
+        o.time_ms = t;
+        o.ttft_ms = 100 * std::exp(0.05 * z(rng));
+        o.tpot_ms = 20 * (1 + load / 50) * std::exp(0.05 * z(rng));  // x1.2 at 10, x2.2 at 60
+        o.e2e_ms = o.ttft_ms + o.tpot_ms * 100;
+        learner.Observe(o);
+      }
+    }
+  }
+  Decision d;
+  gauge("a", 90, t);
+  gauge("b", 0, t);
+  learner.Select(learner.FindModel("m"), {}, Strategy::kLowestLatency, t + 1, &d);
+  const auto busy = learner.Estimate("m", "a", t + 1);
+  const auto idle = learner.Estimate("m", "b", t + 1);
+  ASSERT_TRUE(busy.ok() && idle.ok());
+  // The evidence was observed at ~35 in flight on average: at 90 a's tpot is higher, at 0 b's is
+  // lower (the truth: x2.2 / x1.45 = 1.5 and x1 / x1.45 = 0.7).
+  EXPECT_GT(busy->tpot_load_factor, 1.3);
+  EXPECT_LT(idle->tpot_load_factor, 0.85);
+  EXPECT_EQ(d.backend_name, "b");
+}
+
+TEST(HealthTest, ASilentEjectedBackendIsNotProbedUntilItsGaugesResume) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(22);
+  TrueBackend a{.name = "a", .ttft_ms = 80}, b{.name = "b", .ttft_ms = 100};
+  auto gauge = [&](std::string_view backend, int64_t t) {
+    learner.ObserveGauge({.backend = backend,
+                          .model = "m",
+                          .name = "num_requests_running",
+                          .value = 1,
+                          .time_ms = t});
+  };
+  int64_t t = 0;
+  for (; t < 10'000; t += 100) {
+    learner.Observe(Draw(a, "m", t, rng));
+    learner.Observe(Draw(b, "m", t, rng));
+    if (t % 1000 == 0) gauge("a", t), gauge("b", t);
+  }
+  // a goes down: its requests fail and its scrape fails (no gauges).
+  a.error_rate = 1;
+  for (int i = 0; i < 5; ++i, t += 10) learner.Observe(Draw(a, "m", t, rng));
+  ASSERT_EQ(learner.Estimate("m", "a", t)->gate, GateState::kEjected);
+  for (; t < 50'000; t += 100) {  // past the 30 s ejection
+    learner.Observe(Draw(b, "m", t, rng));
+    if (t % 1000 == 0) gauge("b", t);
+  }
+  EXPECT_EQ(Shares(learner, "m", {}, Strategy::kLowestLatency, t, 2000)["a"], 0);
+  ASSERT_EQ(learner.Estimate("m", "a", t)->gate, GateState::kProbing);  // (Select advanced it)
+  gauge("a", t);  // its scrape answers again: now it is probed
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, t + 10, 2000)["a"], 0.005);
+}
+
+TEST(QualityTest, LateQualityFeedbackCountsForQualityOnly) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  for (int i = 0; i < 50; ++i) {
+    learner.ObserveQuality("m", "a", 0.9, 1000 + i);
+    learner.ObserveQuality("m", "b", 0.3, 1000 + i);
+  }
+  learner.ObserveQuality("m", "a", 1.5, 2000);  // out of range: ignored
+  EXPECT_EQ(learner.stats().outcomes, 0u);
+  const auto a = learner.Estimate("m", "a", 2000);
+  ASSERT_TRUE(a.ok());
+  EXPECT_NEAR(a->quality, 0.9, 1e-9);
+  EXPECT_NEAR(a->quality_samples, 50, 1.0);
+  EXPECT_EQ(a->error_samples, 0);
+  EXPECT_EQ(Favourite(Shares(learner, "m", {}, Strategy::kHighestQuality, 2000, 500)), "a");
+}
+
+TEST(ConfidenceTest, TheRequestsPredictionErrorTempersTheConfidence) {
+  // Two backends whose expected latencies are well known and 10 % apart: the faster is almost
+  // surely the better on average (p_best ~1), but for one request with a per-token spread of
+  // 0.3 it is the better only somewhat more often than not.
+  auto confidence = [](double prediction_noise) {
+    RoutingOptions options;
+    options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+    options.estimator.prediction_noise = prediction_noise;
+    options.estimator.temperature = 0.05;
+    RoutingLearner learner(options);
+    std::mt19937_64 rng(23);
+    TrueBackend a{.name = "a", .ttft_ms = 90, .tpot_ms = 18}, b{.name = "b", .ttft_ms = 100};
+    for (int64_t t = 0; t < 2000; ++t) {
+      learner.Observe(Draw(a, "m", t, rng));
+      learner.Observe(Draw(b, "m", t, rng));
+    }
+    Decision d;
+    learner.Select(learner.FindModel("m"), {}, Strategy::kLowestLatency, 2000, &d);
+    EXPECT_EQ(d.backend_name, "a");
+    return d.confidence;
+  };
+  const double mean_only = confidence(0);
+  const double one_request = confidence(1);
+  EXPECT_GT(mean_only, 0.95);
+  EXPECT_GT(one_request, 0.55);
+  EXPECT_LT(one_request, 0.85);
+}
+
 TEST(DriftTest, FollowsABackendThatGetsSlower) {
   RoutingOptions options;
   options.estimator.half_life_ms = 10'000;

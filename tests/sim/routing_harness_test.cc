@@ -137,6 +137,27 @@ TEST(RoutingHarnessTest, VisionViolationsAreCounted) {
   EXPECT_EQ(oracle->capability_violations, 0u);
 }
 
+TEST(RoutingHarnessTest, InferscopeFollowsAFailureWithoutViolationsAndReportsConfidence) {
+  // The learner policy (learner_policy.h): a down backend, vision requests only two backends
+  // serve. It stops sending to the down one (detected, nothing sent after detection: the probes
+  // wait for its gauges), never sends a vision request to a backend without vision, reports a
+  // confidence, and beats round robin.
+  Scenario s = Find("vision");
+  s.faults[0].start_ms = 20'000;
+  s.faults[0].end_ms = 70'000;
+  Result<PolicyMetrics> m = RunPolicy(s, "inferscope", Short());
+  Result<PolicyMetrics> rr = RunPolicy(s, "round_robin", Short());
+  ASSERT_TRUE(m.ok() && rr.ok());
+  EXPECT_EQ(m->capability_violations, 0u);
+  EXPECT_EQ(m->episodes, 1u);
+  EXPECT_EQ(m->undetected, 0u);
+  EXPECT_EQ(m->unhealthy_after, 0);
+  EXPECT_FALSE(std::isnan(m->ece));
+  EXPECT_LT(m->ece, 0.15);
+  EXPECT_LT(m->mean_regret, rr->mean_regret);
+  EXPECT_GT(m->success_rate, rr->success_rate);
+}
+
 TEST(RoutingHarnessTest, EveryPolicyRunsAndTheRunIsDeterministic) {
   Scenario s = Find("brownout");
   s.faults[0].start_ms = 30'000;

@@ -106,6 +106,7 @@ Status Engine::Start() {
   base.services.Provide(silences_.get());
   base.services.Provide(workflows_.get());
   base.services.Provide(&source_health_);
+  base.services.Provide(routing_.get());
   executor_->SetStageContext(base);
   Status started = executor_->Start();
   if (!started.ok()) {
@@ -122,6 +123,7 @@ Status Engine::Start() {
         options, state_.get(), &metrics_, clock_, [this] { return Health(); }, capabilities_);
     query_->SetSilences(silences_.get());
     query_->SetWorkflows(workflows_.get());
+    query_->SetRouting(routing_.get());
     Status st = query_->Start();
     if (!st.ok()) {
       executor_->Stop();

@@ -17,6 +17,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/source_health.h"
 #include "pipeline/topology.h"
+#include "routing/live_router.h"
 #include "state/checkpoint_store.h"
 #include "state/silence_store.h"
 #include "state/state_store.h"
@@ -81,6 +82,7 @@ class Engine {
   SilenceRegistry* silences() { return silences_.get(); }
   // The optimization workflows (loaded from the store at Start); null before Start.
   WorkflowRegistry* workflows() { return workflows_.get(); }
+  routing::RoutingRegistry* routing() { return routing_.get(); }
 
  private:
   Engine() = default;
@@ -102,6 +104,8 @@ class Engine {
   std::unique_ptr<StateWorkflowStore> workflow_store_;
   std::unique_ptr<WorkflowRegistry> workflows_;  // shared by workflow_canary and the query API
   SourceHealth source_health_;  // scrape targets' health, reported by sources, shown in Health()
+  // The live routing learners (routing_learn registers its own), shared with the query API.
+  std::unique_ptr<routing::RoutingRegistry> routing_ = std::make_unique<routing::RoutingRegistry>();
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<QueryServer> query_;
 

@@ -708,6 +708,10 @@ const std::vector<Route>& Routes() {
       {"POST", "/v1/performance/optimize", "/v1/performance/optimize", true, &HandleOptimize},
       {"GET", "/v1/performance/profile/([^/]+)", "/v1/performance/profile/{model_id}", true,
        &HandleModelProfile},
+      {"GET", "/v1/routing/weights", "/v1/routing/weights", true, &HandleRoutingWeights},
+      {"POST", "/v1/routing/select", "/v1/routing/select", true, &HandleRoutingSelect},
+      {"GET", "/v1/models/recommendations", "/v1/models/recommendations", true,
+       &HandleModelRecommendations},
   };
   return routes;
 }

@@ -24,6 +24,9 @@ struct MetricWindow;
 class SilenceRegistry;
 class StateStore;
 class WorkflowRegistry;
+namespace routing {
+class RoutingRegistry;
+}
 
 // What every handler may read. Owned by QueryServer; shared read-only by the request threads.
 struct ApiContext {
@@ -34,6 +37,9 @@ struct ApiContext {
   std::vector<Registry::Entry> capabilities;
   SilenceRegistry* silences = nullptr;    // null: the silence routes answer 500
   WorkflowRegistry* workflows = nullptr;  // null: the workflow routes answer 500
+  // The engine's live routing learner: null (or none registered), select and recommendations
+  // answer 503; GET /v1/routing/weights reads the store and needs none.
+  routing::RoutingRegistry* routing = nullptr;
 };
 
 struct ApiRequest {
@@ -165,5 +171,16 @@ ApiReply HandleGetWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleApproveWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleRejectWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleWorkflowApplied(const ApiContext& ctx, const ApiRequest& req);
+// Routing (query/routing_handlers.cc, docs/ROUTING.md). Unknown parameters and body fields are
+// 400s naming them; an unknown model 404; no routable backend 503 (with the decision's reason).
+// GET /v1/routing/weights?model=&strategy=: the latest stored weights (store, not the learner).
+ApiReply HandleRoutingWeights(const ApiContext& ctx, const ApiRequest& req);
+// POST /v1/routing/select {"model", "strategy"?, "prompt_tokens"?, "expected_output_tokens"?,
+// "required_capabilities"?}: the live learner's decision (backend, confidence, reasoning, ranked
+// alternatives, gated backends).
+ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/models/recommendations?model=&strategy=&capabilities=&prompt_tokens=
+// &expected_output_tokens=&n=: the top-n backends for those features.
+ApiReply HandleModelRecommendations(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -139,6 +139,8 @@ void QueryServer::SetSilences(SilenceRegistry* silences) { ctx_->silences = sile
 
 void QueryServer::SetWorkflows(WorkflowRegistry* workflows) { ctx_->workflows = workflows; }
 
+void QueryServer::SetRouting(routing::RoutingRegistry* routing) { ctx_->routing = routing; }
+
 void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   const std::string token = options_.bearer_token;

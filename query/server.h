@@ -21,6 +21,9 @@ namespace inferscope {
 class GatedServer;
 class SilenceRegistry;
 class WorkflowRegistry;
+namespace routing {
+class RoutingRegistry;
+}
 class StateStore;
 struct ApiContext;
 
@@ -91,6 +94,9 @@ class QueryServer {
   // The engine's workflows, for the /v1/workflows routes; call before Start. Must outlive the
   // server.
   void SetWorkflows(WorkflowRegistry* workflows);
+  // The engine's routing learners, for POST /v1/routing/select and GET /v1/models/recommendations;
+  // call before Start. Must outlive the server.
+  void SetRouting(routing::RoutingRegistry* routing);
   // Validates the options, binds and starts serving. IOError when the address cannot be bound;
   // Internal when already started.
   Status Start();

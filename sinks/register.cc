@@ -3,6 +3,7 @@
 #include "sinks/zmq_alert_sink.h"
 #include "sinks/zmq_bottleneck_sink.h"
 #include "sinks/zmq_pub_sink.h"
+#include "sinks/zmq_routing_sink.h"
 #include "sinks/zmq_workflow_sink.h"
 
 namespace inferscope {
@@ -12,6 +13,7 @@ void RegisterSinks(Registry& registry) {
   registry.AddSink<ZmqBottleneckSink>();
   registry.AddSink<ZmqWorkflowSink>();
   registry.AddSink<ZmqPubSink>();
+  registry.AddSink<ZmqRoutingSink>();
 }
 
 }  // namespace inferscope

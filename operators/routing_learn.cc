@@ -1,0 +1,195 @@
+#include "operators/routing_learn.h"
+
+#include <algorithm>
+#include <string>
+
+#include "pipeline/summary.h"
+
+namespace inferscope {
+
+using routing::RoutingLearner;
+using routing::Strategy;
+
+Status RoutingLearnOperator::Options::Validate() const {
+  INFERSCOPE_RETURN_IF_ERROR(routing.Validate());
+  if (strategies.empty()) return Status::InvalidArgument("strategies must not be empty");
+  if (max_event_age_ms < 1) return Status::InvalidArgument("max_event_age must be at least 1ms");
+  return Status::Ok();
+}
+
+Result<RoutingLearnOperator::Options> RoutingLearnOperator::ParseOptions(const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"half_life", "quality_half_life", "prior_samples", "prior_log_variance", "posterior_draws",
+       "recompute_interval", "refresh_interval", "gauge_max_age", "assumed_slots", "kv_saturation",
+       "temperature", "seed", "learned_capabilities", "health", "publish", "limits", "models",
+       "strategies", "max_event_age"}));
+  Options o;
+  INFERSCOPE_RETURN_IF_ERROR(routing::ParseRoutingOptions(node, &o.routing));
+  if (node.Has("strategies")) {
+    const YAML::Node list = node.node()["strategies"];
+    if (!list.IsSequence() || list.size() == 0) {
+      return node.Error("strategies", "expected a non-empty list such as [balanced, adaptive]");
+    }
+    o.strategies.clear();
+    for (const YAML::Node& item : list) {
+      Strategy s;
+      const std::string name = item.IsScalar() ? item.Scalar() : std::string();
+      if (!routing::ParseStrategy(name, &s)) {
+        return node.Error("strategies",
+                          "unknown strategy '" + name +
+                              "' (lowest_latency, highest_quality, cost_effective, balanced, "
+                              "adaptive)");
+      }
+      if (std::find(o.strategies.begin(), o.strategies.end(), s) != o.strategies.end()) {
+        return node.Error("strategies", "strategy '" + name + "' listed twice");
+      }
+      o.strategies.push_back(s);
+    }
+  }
+  Result<int64_t> age = node.GetDurationMs("max_event_age", o.max_event_age_ms, 1);
+  if (!age.ok()) return age.status();
+  o.max_event_age_ms = *age;
+  if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
+  return o;
+}
+
+Result<std::unique_ptr<RoutingLearnOperator>> RoutingLearnOperator::Create(
+    const ConfigNode& options) {
+  Result<Options> parsed = ParseOptions(options);
+  if (!parsed.ok()) return parsed.status();
+  return std::make_unique<RoutingLearnOperator>(std::move(parsed).value());
+}
+
+RoutingLearnOperator::RoutingLearnOperator(Options options) : options_(std::move(options)) {}
+
+RoutingLearnOperator::~RoutingLearnOperator() = default;
+
+Status RoutingLearnOperator::Open(const StageContext& ctx) {
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  if (ctx.interner == nullptr) {
+    return Status::InvalidArgument("operator '" + ctx.name +
+                                   "': the stage context lacks an interner");
+  }
+  interner_ = ctx.interner;
+  // Open may run again (a restarted executor): a new learner replaces the registered one.
+  router_ = std::make_shared<routing::LiveRouter>(options_.routing, ctx.metrics);
+  if (auto* registry = ctx.services.Get<routing::RoutingRegistry>()) {
+    registry->Register(ctx.name, router_);
+  }
+  touched_.reserve(16);
+  if (ctx.metrics == nullptr) return Status::Ok();
+  MetricsRegistry& m = *ctx.metrics;
+  const Labels stage = {{"stage", ctx.name}};
+  outcomes_ =
+      m.GetCounter("inferscope_routing_updates_total", "Events fed to the routing learner, by kind",
+                   {{"stage", ctx.name}, {"kind", "request"}});
+  gauges_ =
+      m.GetCounter("inferscope_routing_updates_total", "Events fed to the routing learner, by kind",
+                   {{"stage", ctx.name}, {"kind", "gauge"}});
+  publications_ = m.GetCounter("inferscope_routing_publications_total",
+                               "Routing weights emitted per (model, strategy) change", stage);
+  dropped_old_ = m.GetCounter("inferscope_routing_events_dropped_total",
+                              "Events the routing learner dropped, by reason",
+                              {{"stage", ctx.name}, {"reason", "too_old"}});
+  dropped_unnamed_ = m.GetCounter("inferscope_routing_events_dropped_total",
+                                  "Events the routing learner dropped, by reason",
+                                  {{"stage", ctx.name}, {"reason", "no_model_or_instance"}});
+  models_ = m.GetGauge("inferscope_routing_models", "Models the routing learner tracks", stage);
+  return Status::Ok();
+}
+
+void RoutingLearnOperator::PublishModel(RoutingLearner& learner, RoutingLearner::ModelId model,
+                                        int64_t now_ms, std::vector<routing::RoutingWeights>& out) {
+  for (Strategy s : options_.strategies) {
+    if (learner.PublishIfChanged(model, s, now_ms, &scratch_)) {
+      out.push_back(scratch_);
+      if (publications_) publications_->Inc();
+    }
+  }
+}
+
+Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) {
+  if (router_ == nullptr) return Status::Internal("routing_learn: Process before Open");
+  if (batch.events.empty()) return Status::Ok();
+  int64_t newest = router_->now_ms();
+  for (const Event& e : batch.events) newest = std::max(newest, e.time_ms);
+  const int64_t oldest_kept = newest - options_.max_event_age_ms;
+  touched_.clear();
+  uint64_t outcomes = 0, gauges = 0, old = 0, unnamed = 0;
+  router_->With([&](RoutingLearner& learner) {
+    for (const Event& e : batch.events) {
+      if (e.time_ms < oldest_kept) {
+        ++old;
+        continue;
+      }
+      const std::string_view model = interner_->Name(e.model);
+      const std::string_view instance = interner_->Name(e.instance);
+      if (model.empty() || instance.empty()) {
+        ++unnamed;
+        continue;
+      }
+      if (e.kind == EventKind::kRequest) {
+        routing::Outcome o;
+        o.backend = instance;
+        o.model = model;
+        o.time_ms = e.time_ms;
+        if (e.Has(kHasTtft)) o.ttft_ms = e.ttft_ms;
+        if (e.Has(kHasTpot)) o.tpot_ms = e.tpot_ms;
+        if (e.Has(kHasE2e)) o.e2e_ms = e.e2e_ms;
+        if (e.Has(kHasPromptTokens)) o.prompt_tokens = e.prompt_tokens;
+        if (e.Has(kHasOutputTokens)) o.output_tokens = e.output_tokens;
+        if (e.Has(kHasCachedTokens)) o.cached_tokens = e.cached_tokens;
+        if (e.Has(kHasCost)) o.cost_usd = e.cost_usd;
+        if (e.Has(kHasQuality)) o.quality = e.quality;
+        o.error = e.error;
+        learner.Observe(o);
+        ++outcomes;
+      } else {
+        learner.ObserveGauge({.backend = instance,
+                              .model = model,
+                              .name = interner_->Name(e.metric),
+                              .value = e.value,
+                              .time_ms = e.time_ms});
+        ++gauges;
+      }
+      if (std::find(touched_.begin(), touched_.end(), e.model) == touched_.end()) {
+        touched_.push_back(e.model);
+      }
+    }
+    router_->AdvanceTo(newest);
+    std::vector<routing::RoutingWeights>* results = nullptr;
+    for (StringId id : touched_) {
+      const RoutingLearner::ModelId m = learner.FindModel(interner_->Name(id));
+      if (m == RoutingLearner::kNoModel) continue;  // refused (limits)
+      if (results == nullptr) results = &out.Mutable<kind::RoutingWeights>();
+      PublishModel(learner, m, newest, *results);
+    }
+    if (models_) models_->Set(static_cast<double>(learner.num_models()));
+  });
+  if (outcomes_) {
+    outcomes_->Inc(outcomes);
+    gauges_->Inc(gauges);
+    if (old > 0) dropped_old_->Inc(old);
+    if (unnamed > 0) dropped_unnamed_->Inc(unnamed);
+  }
+  return Status::Ok();
+}
+
+Status RoutingLearnOperator::OnTimer(int64_t, OutputBatch& out) {
+  if (router_ == nullptr) return Status::Ok();
+  const int64_t now = router_->now_ms();
+  if (now == INT64_MIN) return Status::Ok();
+  // Changes that were held back by publish.min_interval, or that come from time alone (an
+  // ejection ending, evidence ageing), are published here when the stream is quiet.
+  router_->With([&](RoutingLearner& learner) {
+    std::vector<routing::RoutingWeights>* results = nullptr;
+    for (RoutingLearner::ModelId m = 0; m < learner.num_models(); ++m) {
+      if (learner.num_backends(m) == 0) continue;
+      if (results == nullptr) results = &out.Mutable<kind::RoutingWeights>();
+      PublishModel(learner, m, now, *results);
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace inferscope

@@ -1,0 +1,94 @@
+#include "sinks/zmq_routing_sink.h"
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/json_text.h"
+#include "sinks/stream_encoding.h"
+#include "sinks/topic.h"
+
+namespace inferscope {
+
+using routing::RoutingWeights;
+
+Result<std::unique_ptr<ZmqRoutingSink>> ZmqRoutingSink::Create(const ConfigNode& options) {
+  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
+  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  if (!opts.ok()) return opts.status();
+  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
+  return std::make_unique<ZmqRoutingSink>(std::move(opts).value());
+}
+
+ZmqRoutingSink::~ZmqRoutingSink() { Close(); }
+
+Status ZmqRoutingSink::Open(const StageContext& ctx) { return pub_.Open(ctx, options_, kName); }
+
+void ZmqRoutingSink::Close() { pub_.Close(); }
+
+void ZmqRoutingSink::AppendTopic(const RoutingWeights& w, std::string& topic) {
+  topic.clear();
+  topic += "routing.";
+  AppendTopicSegment(topic, w.model);
+  AppendTopicSegment(topic, routing::StrategyName(w.strategy));
+}
+
+std::string ZmqRoutingSink::Topic(const RoutingWeights& w) {
+  std::string topic;
+  AppendTopic(w, topic);
+  return topic;
+}
+
+void ZmqRoutingSink::EncodeMsgpack(const RoutingWeights& w, msgpack::sbuffer& out) {
+  using Packer = msgpack::packer<msgpack::sbuffer>;
+  out.clear();
+  Packer pk(out);
+  pk.pack_map(6);
+  PackStr(pk, "v");
+  pk.pack_int(kVersion);
+  PackStr(pk, "model");
+  PackStr(pk, w.model);
+  PackStr(pk, "strategy");
+  PackStr(pk, routing::StrategyName(w.strategy));
+  PackStr(pk, "time");
+  pk.pack_int64(w.time_ms);
+  PackStr(pk, "panic");
+  pk.pack(w.panic);
+  PackStr(pk, "backends");
+  pk.pack_array(static_cast<uint32_t>(w.backends.size()));
+  for (const RoutingWeights::Entry& e : w.backends) {
+    pk.pack_map(4);
+    PackStr(pk, "backend");
+    PackStr(pk, e.backend);
+    PackStr(pk, "weight");
+    PackFloat64OrNil(out, e.weight);
+    PackStr(pk, "p_best");
+    PackFloat64OrNil(out, e.p_best);
+    PackStr(pk, "gate");
+    PackStr(pk, routing::GateStateName(e.gate));
+  }
+}
+
+std::string ZmqRoutingSink::EncodeJson(const RoutingWeights& w) {
+  nlohmann::json j = routing::WeightsToJson(w);
+  j["v"] = kVersion;
+  return ToJsonText(j);
+}
+
+Status ZmqRoutingSink::Write(const OutputBatch& batch) {
+  INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
+  for (const RoutingWeights& w : batch.Get<kind::RoutingWeights>()) {
+    AppendTopic(w, topic_);
+    std::string json;
+    std::string_view payload;
+    if (options_.format == StreamFormat::kMsgpack) {
+      EncodeMsgpack(w, packed_);
+      payload = std::string_view(packed_.data(), packed_.size());
+    } else {
+      json = EncodeJson(w);
+      payload = json;
+    }
+    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
+  }
+  return Status::Ok();
+}
+
+}  // namespace inferscope

@@ -1,0 +1,231 @@
+// The routing_learn operator: options with file:line errors, raw events in → weights per
+// (model, strategy) out when they change, failover off a failing backend, event-time handling
+// (out-of-order, too old), unknown models, the shared learner, and what a restart does.
+
+#include "operators/routing_learn.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "pipeline/summary.h"
+
+namespace inferscope {
+namespace {
+
+using routing::GateState;
+using routing::RoutingWeights;
+using routing::Strategy;
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+
+class RoutingLearnTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<RoutingLearnOperator> Make(const std::string& yaml) {
+    auto made = RoutingLearnOperator::Create(ConfigNode("t.yaml", YAML::Load(yaml), "options"));
+    EXPECT_TRUE(made.ok()) << made.status().ToString();
+    if (!made.ok()) return nullptr;
+    std::unique_ptr<RoutingLearnOperator> op = std::move(made).value();
+    StageContext ctx;
+    ctx.name = "routing";
+    ctx.interner = &interner_;
+    ctx.metrics = &metrics_;
+    ctx.services.Provide(&registry_);
+    EXPECT_TRUE(op->Open(ctx).ok());
+    return op;
+  }
+
+  Event Request(const std::string& backend, int64_t t, ErrorKind error = ErrorKind::kNone,
+                const std::string& model = "llama") {
+    Event e;
+    e.kind = EventKind::kRequest;
+    e.time_ms = t;
+    e.instance = interner_.Intern(backend);
+    e.model = interner_.Intern(model);
+    e.error = error;
+    e.present = kHasTtft | kHasTpot | kHasE2e | kHasOutputTokens | kHasPromptTokens;
+    e.ttft_ms = error == ErrorKind::kNone ? 100 : 5;
+    e.tpot_ms = 20;
+    e.e2e_ms = error == ErrorKind::kNone ? 100 + 20 * 100 : 5;
+    e.prompt_tokens = 500;
+    e.output_tokens = 100;
+    return e;
+  }
+
+  // Feeds one batch; returns the weights emitted.
+  std::vector<RoutingWeights> Feed(RoutingLearnOperator& op, std::vector<Event> events) {
+    EventBatch batch;
+    batch.events = std::move(events);
+    OutputBatch out;
+    EXPECT_TRUE(op.Process(batch, out).ok());
+    auto got = out.Get<kind::RoutingWeights>();
+    return {got.begin(), got.end()};
+  }
+
+  // Steady traffic: one outcome per backend every 10 ms for `ms`, from `t`; returns the end time.
+  int64_t Steady(RoutingLearnOperator& op, int64_t t, int64_t ms,
+                 std::vector<RoutingWeights>* seen = nullptr) {
+    for (int64_t end = t + ms; t < end; t += 10) {
+      auto w = Feed(op, {Request("b0", t), Request("b1", t), Request("b2", t), Request("b3", t)});
+      if (seen) seen->insert(seen->end(), w.begin(), w.end());
+    }
+    return t;
+  }
+
+  static double WeightOf(const RoutingWeights& w, const std::string& backend) {
+    for (const auto& e : w.backends) {
+      if (e.backend == backend) return e.weight;
+    }
+    return -1;
+  }
+
+  uint64_t CounterValue(const std::string& name, const Labels& labels) {
+    return metrics_.GetCounter(name, "", labels)->value();
+  }
+
+  Interner interner_;
+  MetricsRegistry metrics_;
+  routing::RoutingRegistry registry_;
+};
+
+TEST_F(RoutingLearnTest, OptionErrorsNameFileLineAndField) {
+  auto bad = RoutingLearnOperator::Create(
+      ConfigNode("t.yaml", YAML::Load("half_life: 30s\nstrategie: [balanced]\n"), "options"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("t.yaml:2"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("strategie"), std::string::npos);
+
+  bad = RoutingLearnOperator::Create(
+      ConfigNode("t.yaml", YAML::Load("strategies: [balanced, fastest]\n"), "options"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("t.yaml:1"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("fastest"), std::string::npos);
+
+  bad = RoutingLearnOperator::Create(
+      ConfigNode("t.yaml", YAML::Load("health: {consecutive_errors: 0}\n"), "options"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("consecutive_errors"), std::string::npos)
+      << bad.status().message();
+}
+
+TEST_F(RoutingLearnTest, PublishesPerStrategyAndMovesTrafficOffAFailingBackend) {
+  auto op = Make("strategies: [balanced, lowest_latency]\n");
+  ASSERT_NE(op, nullptr);
+  std::vector<RoutingWeights> seen;
+  int64_t t = Steady(*op, kT0, 3'000, &seen);
+  ASSERT_FALSE(seen.empty());
+  std::set<Strategy> strategies;
+  for (const auto& w : seen) {
+    EXPECT_EQ(w.model, "llama");
+    EXPECT_EQ(w.backends.size(), 4u);
+    strategies.insert(w.strategy);
+  }
+  EXPECT_EQ(strategies, (std::set<Strategy>{Strategy::kBalanced, Strategy::kLowestLatency}));
+
+  // b2 turns into server errors: the gate ejects it after 5 in a row and the weights that follow
+  // (at once, not after publish.min_interval) give it nothing.
+  std::vector<RoutingWeights> after;
+  int failures = 0;
+  for (; failures < 10; ++failures, t += 10) {
+    auto w = Feed(*op, {Request("b0", t), Request("b1", t),
+                        Request("b2", t, ErrorKind::kServerError), Request("b3", t)});
+    after.insert(after.end(), w.begin(), w.end());
+    const bool moved = std::any_of(w.begin(), w.end(), [&](const RoutingWeights& x) {
+      return x.strategy == Strategy::kBalanced && WeightOf(x, "b2") <= 0.02;
+    });
+    if (moved) break;
+  }
+  EXPECT_LT(failures, 5) << "moved after the 5th consecutive failure (index 4) at the latest";
+  const RoutingWeights& last = after.back();
+  EXPECT_LE(WeightOf(last, "b2"), 0.02);
+  auto gate = std::find_if(last.backends.begin(), last.backends.end(),
+                           [](const auto& e) { return e.backend == "b2"; });
+  ASSERT_NE(gate, last.backends.end());
+  EXPECT_EQ(gate->gate, GateState::kEjected);
+  EXPECT_GE(CounterValue("inferscope_routing_publications_total", {{"stage", "routing"}}),
+            seen.size() + after.size());
+  EXPECT_GT(
+      CounterValue("inferscope_routing_updates_total", {{"stage", "routing"}, {"kind", "request"}}),
+      1000u);
+  EXPECT_GE(CounterValue("inferscope_routing_ejections_total", {{"reason", "consecutive_errors"}}),
+            1u);
+}
+
+TEST_F(RoutingLearnTest, SharesItsLearnerThroughTheRegistry) {
+  auto op = Make("{}");
+  ASSERT_NE(op, nullptr);
+  ASSERT_EQ(registry_.Get(), op->router());
+  EXPECT_EQ(registry_.stage(), "routing");
+  const int64_t t = Steady(*op, kT0, 500);
+  EXPECT_EQ(registry_.Get()->now_ms(), t - 10);
+  routing::Decision d;
+  registry_.Get()->With(
+      [&](routing::RoutingLearner& l) { l.Select("llama", {}, Strategy::kBalanced, t, &d); });
+  EXPECT_TRUE(d.ok);
+  EXPECT_EQ(d.num_ranked, 4u);
+}
+
+TEST_F(RoutingLearnTest, LateEventsCountDecayedAndTooOldOnesAreDropped) {
+  auto op = Make("max_event_age: 1m\n");
+  ASSERT_NE(op, nullptr);
+  const int64_t t = Steady(*op, kT0, 200);
+  // An out-of-order outcome within max_event_age is taken (the learner weighs it by its age);
+  // one older than that is dropped and counted; neither moves "now" back.
+  Feed(*op, {Request("b0", t - 30'000, ErrorKind::kServerError)});
+  Feed(*op, {Request("b0", t - 61'000, ErrorKind::kServerError)});
+  EXPECT_EQ(CounterValue("inferscope_routing_events_dropped_total",
+                         {{"stage", "routing"}, {"reason", "too_old"}}),
+            1u);
+  EXPECT_EQ(op->router()->now_ms(), t - 10);
+  auto est =
+      op->router()->With([&](routing::RoutingLearner& l) { return l.Estimate("llama", "b0", t); });
+  ASSERT_TRUE(est.ok());
+  EXPECT_GT(est->error_rate, 0.0);
+}
+
+TEST_F(RoutingLearnTest, UnknownModelsAreLearnedUpToTheLimit) {
+  auto op = Make("limits: {max_models: 1}\nstrategies: [balanced]\n");
+  ASSERT_NE(op, nullptr);
+  auto first = Feed(*op, {Request("a", kT0, ErrorKind::kNone, "m1")});
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].model, "m1");
+  auto second = Feed(*op, {Request("a", kT0 + 1, ErrorKind::kNone, "m2")});
+  EXPECT_TRUE(second.empty());
+  EXPECT_EQ(CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}), 1u);
+}
+
+// No checkpoint (routing_learn.h): a restarted operator starts without evidence and without
+// ejections; a backend that still fails is ejected again after consecutive_errors failures.
+TEST_F(RoutingLearnTest, ARestartForgetsAndReEjectsWithinConsecutiveErrors) {
+  auto op = Make("strategies: [balanced]\n");
+  ASSERT_NE(op, nullptr);
+  int64_t t = Steady(*op, kT0, 1'000);
+  for (int i = 0; i < 6; ++i, t += 10) Feed(*op, {Request("b2", t, ErrorKind::kServerError)});
+  op.reset();
+
+  auto restarted = Make("strategies: [balanced]\n");
+  ASSERT_NE(restarted, nullptr);
+  EXPECT_EQ(registry_.Get(), restarted->router());
+  auto first = Feed(*restarted, {Request("b0", t), Request("b1", t),
+                                 Request("b2", t + 1, ErrorKind::kServerError), Request("b3", t)});
+  ASSERT_FALSE(first.empty());
+  EXPECT_GT(WeightOf(first.back(), "b2"), 0.02) << "the ejection was not restored";
+  int failures = 1;
+  bool moved = false;
+  for (t += 10; failures < 10 && !moved; ++failures, t += 10) {
+    auto w = Feed(*restarted, {Request("b0", t), Request("b1", t),
+                               Request("b2", t, ErrorKind::kServerError), Request("b3", t)});
+    moved = std::any_of(w.begin(), w.end(),
+                        [&](const RoutingWeights& x) { return WeightOf(x, "b2") <= 0.02; });
+  }
+  EXPECT_TRUE(moved);
+  EXPECT_LE(failures, 5);
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -1,0 +1,94 @@
+#include "sinks/zmq_routing_sink.h"
+
+#include <gtest/gtest.h>
+#include <zmq_addon.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/summary.h"
+#include "sinks/topic.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+routing::RoutingWeights Sample(const std::string& model = "llama-3.1-8b") {
+  routing::RoutingWeights w;
+  w.model = model;
+  w.strategy = routing::Strategy::kLowestLatency;
+  w.time_ms = 1'700'000'000'123;
+  w.backends = {{"vllm-0", 0.98, 0.97, routing::GateState::kHealthy},
+                {"vllm-1", 0.0, NAN, routing::GateState::kEjected},
+                {"vllm-2", 0.02, 0.0, routing::GateState::kProbing}};
+  return w;
+}
+
+TEST(ZmqRoutingSinkTest, PublishesTopicAndFloat64Payload) {
+  auto made = ZmqRoutingSink::Create(
+      ConfigNode("t.yaml", YAML::Load("endpoint: tcp://127.0.0.1:*"), "options"));
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  std::unique_ptr<ZmqRoutingSink> sink = std::move(made).value();
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "routing_stream";
+  ctx.metrics = &metrics;
+  ASSERT_TRUE(sink->Open(ctx).ok());
+
+  zmq::context_t zctx;
+  zmq::socket_t sub(zctx, zmq::socket_type::sub);
+  // One model: the escaped name ends the prefix, so "llama-3" does not match it.
+  sub.set(zmq::sockopt::subscribe, "routing.llama-3%2E1-8b.");
+  sub.set(zmq::sockopt::rcvtimeo, 100);
+  sub.connect(sink->Endpoint());
+
+  OutputBatch batch;
+  batch.Mutable<kind::RoutingWeights>() = {Sample("llama-3"), Sample()};
+  std::vector<zmq::message_t> frames;
+  ASSERT_TRUE(testing::WaitFor([&] {
+    EXPECT_TRUE(sink->Write(batch).ok());
+    frames.clear();
+    return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
+  }));
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].to_string(), "routing.llama-3%2E1-8b.lowest_latency.");
+  EXPECT_EQ(SplitTopic(frames[0].to_string())->at(1), "llama-3.1-8b");
+  msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
+  auto m = oh.get().as<std::map<std::string, msgpack::object>>();
+  EXPECT_EQ(m.size(), 6u);
+  EXPECT_EQ(m.at("v").as<int>(), 1);
+  EXPECT_EQ(m.at("model").as<std::string>(), "llama-3.1-8b");
+  EXPECT_EQ(m.at("strategy").as<std::string>(), "lowest_latency");
+  EXPECT_EQ(m.at("time").as<int64_t>(), 1'700'000'000'123);
+  EXPECT_FALSE(m.at("panic").as<bool>());
+  auto backends = m.at("backends").as<std::vector<std::map<std::string, msgpack::object>>>();
+  ASSERT_EQ(backends.size(), 3u);
+  EXPECT_EQ(backends[1].at("backend").as<std::string>(), "vllm-1");
+  EXPECT_EQ(backends[1].at("gate").as<std::string>(), "ejected");
+  EXPECT_EQ(backends[1].at("weight").type, msgpack::type::FLOAT64) << "0.0 stays a float";
+  EXPECT_EQ(backends[1].at("p_best").type, msgpack::type::NIL);
+  EXPECT_DOUBLE_EQ(backends[0].at("weight").as<double>(), 0.98);
+  EXPECT_GE(metrics.GetCounter("inferscope_sink_messages_total", "", {{"stage", "routing_stream"}})
+                ->value(),
+            2u);
+
+  const nlohmann::json j = nlohmann::json::parse(ZmqRoutingSink::EncodeJson(Sample()));
+  EXPECT_EQ(j["v"], 1);
+  EXPECT_EQ(j["backends"][2]["gate"], "probing");
+  EXPECT_TRUE(j["backends"][1]["p_best"].is_null());
+  Result<routing::RoutingWeights> back = routing::WeightsFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->backends.size(), 3u);
+  EXPECT_EQ(back->strategy, routing::Strategy::kLowestLatency);
+  sink->Close();
+}
+
+TEST(ZmqRoutingSinkTest, OptionErrorsNameTheField) {
+  auto made = ZmqRoutingSink::Create(
+      ConfigNode("t.yaml", YAML::Load("endpoint: tcp://127.0.0.1:*\nfromat: json\n"), "options"));
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(made.status().message().find("t.yaml:2"), std::string::npos) << made.status().message();
+  EXPECT_NE(made.status().message().find("fromat"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -50,8 +50,7 @@ struct Args {
 };
 
 int64_t SteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             SteadyClock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
       .count();
 }
 
@@ -150,9 +149,9 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s has no zmq_routing sink\n", args.topology.c_str());
     return 2;
   }
-  const std::string state = (std::filesystem::temp_directory_path() /
-                             ("inferscope-failover-" + std::to_string(getpid())))
-                                .string();
+  const std::string state =
+      (std::filesystem::temp_directory_path() / ("inferscope-failover-" + std::to_string(getpid())))
+          .string();
   std::filesystem::remove_all(state);
   Registry registry;
   RegisterBuiltins(registry);
@@ -186,7 +185,8 @@ int Main(int argc, char** argv) {
       const std::string model = m.at("model").as<std::string>();
       std::lock_guard<std::mutex> lock(mu);
       if (model != watch_model || moved_ns != 0 || watch_backend.empty()) continue;
-      for (const auto& b : m.at("backends").as<std::vector<std::map<std::string, msgpack::object>>>()) {
+      for (const auto& b :
+           m.at("backends").as<std::vector<std::map<std::string, msgpack::object>>>()) {
         if (b.at("backend").as<std::string>() != watch_backend) continue;
         if (b.at("weight").type == msgpack::type::FLOAT64 && b.at("weight").as<double>() <= 0.02) {
           moved_ns = now;
@@ -207,8 +207,7 @@ int Main(int argc, char** argv) {
   for (int trial = 0; trial < args.trials; ++trial) {
     const std::string model = "failover-model-" + std::to_string(trial);
     const int failed = static_cast<int>(rng() % 4);
-    const int64_t fail_after_ns =
-        (args.warmup_ms + static_cast<int64_t>(rng() % 100)) * 1'000'000;
+    const int64_t fail_after_ns = (args.warmup_ms + static_cast<int64_t>(rng() % 100)) * 1'000'000;
     {
       std::lock_guard<std::mutex> lock(mu);
       watch_model = model;
@@ -264,10 +263,11 @@ int Main(int argc, char** argv) {
   std::filesystem::remove_all(state);
 
   const std::vector<double> raw = RawRoundTripsMs(1000);
-  std::printf("routing failover: %d trials, 4 backends, %.0f outcomes/s per backend, %lu events, "
-              "%lu publications received\n",
-              args.trials, args.rate, static_cast<unsigned long>(events),
-              static_cast<unsigned long>(publications.load()));
+  std::printf(
+      "routing failover: %d trials, 4 backends, %.0f outcomes/s per backend, %lu events, "
+      "%lu publications received\n",
+      args.trials, args.rate, static_cast<unsigned long>(events),
+      static_cast<unsigned long>(publications.load()));
   std::printf("%-58s %9s %9s %9s %9s\n", "path", "n", "p50 ms", "p99 ms", "max ms");
   std::printf("%-58s %9zu %9.3f %9.3f %9.3f\n",
               "first failed outcome sent -> weights moving traffic off", latencies.size(),
@@ -277,9 +277,10 @@ int Main(int argc, char** argv) {
               raw.size(), Quantile(raw, 0.5), Quantile(raw, 0.99),
               raw.empty() ? NAN : *std::max_element(raw.begin(), raw.end()));
   const double inter = 1000.0 / args.rate;
-  std::printf("(the gate ejects after 5 consecutive failures: 4 more outcomes of the failed backend "
-              "after the first = %.1f ms of the latency at this rate)\n",
-              4 * inter);
+  std::printf(
+      "(the gate ejects after 5 consecutive failures: 4 more outcomes of the failed backend "
+      "after the first = %.1f ms of the latency at this rate)\n",
+      4 * inter);
   if (timeouts > 0) std::printf("%d trials timed out (no move within 2 s)\n", timeouts);
   return timeouts > 0 ? 1 : 0;
 }

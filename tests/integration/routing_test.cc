@@ -11,8 +11,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <regex>
 
@@ -50,10 +50,27 @@ TEST(RoutingEndToEndTest, SimulatedFailureMovesTrafficOffTheBackend) {
 
   // 4 instances x 5 models: every model has 4 backends (vllm-0, sglang-1, tgi-2, vllm-3); from
   // 3 s after the warm-up sglang-1 answers every request with a server error.
-  Subprocess sim({testing::InferscopeBinary(), "simulate", "--endpoint",
-                  engine.Endpoint("ingest"), "--publisher-id", "routing-sim", "--instances", "4",
-                  "--models", "5", "--rate", "200", "--prompt-median", "300", "--output-median",
-                  "16", "--warmup", "5", "--duration", "60", "--fault",
+  Subprocess sim({testing::InferscopeBinary(),
+                  "simulate",
+                  "--endpoint",
+                  engine.Endpoint("ingest"),
+                  "--publisher-id",
+                  "routing-sim",
+                  "--instances",
+                  "4",
+                  "--models",
+                  "5",
+                  "--rate",
+                  "200",
+                  "--prompt-median",
+                  "300",
+                  "--output-median",
+                  "16",
+                  "--warmup",
+                  "5",
+                  "--duration",
+                  "60",
+                  "--fault",
                   std::string("error_burst:") + kFailed + ":3s-10m:1.0"},
                  dir.str() + "/sim.log");
 
@@ -124,8 +141,8 @@ TEST(RoutingEndToEndTest, SimulatedFailureMovesTrafficOffTheBackend) {
       },
       std::chrono::seconds(20)))
       << stored.dump();
-  auto res = engine.http().Get(
-      (std::string("/v1/models/recommendations?n=2&model=") + kModel).c_str());
+  auto res =
+      engine.http().Get((std::string("/v1/models/recommendations?n=2&model=") + kModel).c_str());
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   for (const json& r : json::parse(res->body)["recommendations"]) {

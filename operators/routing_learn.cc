@@ -157,6 +157,13 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
       }
     }
     router_->AdvanceTo(newest);
+    // A backend ejected (or an ejection refused, or a recovery) in this batch: its model's
+    // weights are checked now, so failover is not delayed. Other changes are checked on the
+    // timer (OnTimer, ~100 ms): a table rebuild per batch would cost the event rate dearly.
+    const routing::LearnerStats& stats = learner.stats();
+    const uint64_t gate_events = stats.ejections + stats.ejections_refused + stats.recoveries;
+    if (gate_events == gate_events_seen_) return;
+    gate_events_seen_ = gate_events;
     std::vector<routing::RoutingWeights>* results = nullptr;
     for (StringId id : touched_) {
       const RoutingLearner::ModelId m = learner.FindModel(interner_->Name(id));
@@ -164,7 +171,6 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
       if (results == nullptr) results = &out.Mutable<kind::RoutingWeights>();
       PublishModel(learner, m, newest, *results);
     }
-    if (models_) models_->Set(static_cast<double>(learner.num_models()));
   });
   if (outcomes_) {
     outcomes_->Inc(outcomes);
@@ -188,6 +194,7 @@ Status RoutingLearnOperator::OnTimer(int64_t, OutputBatch& out) {
       if (results == nullptr) results = &out.Mutable<kind::RoutingWeights>();
       PublishModel(learner, m, now, *results);
     }
+    if (models_) models_->Set(static_cast<double>(learner.num_models()));
   });
   return Status::Ok();
 }

@@ -22,7 +22,10 @@ namespace inferscope {
 // gauges as they arrive, not closed panes, so a failover does not wait for a pane), feeds one
 // learner over all models, and emits the weights of each (model, strategy) when
 // RoutingLearner::PublishIfChanged says they changed meaningfully (kind::RoutingWeights; rate
-// limited by `publish.min_interval`, at once when a backend is gated or ungated).
+// limited by `publish.min_interval`, at once when a backend is gated or ungated). Weights are
+// checked after a batch in which a backend was ejected or recovered (failover at once), and for
+// every model on the executor's timer (about every 100 ms): a table rebuild per batch would cost
+// the event rate, and publish.min_interval (1 s) bounds how often they change anyway.
 //
 // Time: event time drives the learner; "now" is the newest event time seen. An out-of-order
 // event is fed with its own time and weighs 2^(-age / half_life) (the learner decays it); one
@@ -89,6 +92,7 @@ class RoutingLearnOperator final : public Operator {
   std::shared_ptr<routing::LiveRouter> router_;
   std::vector<StringId> touched_;  // models with events in the current batch (scratch)
   routing::RoutingWeights scratch_;
+  uint64_t gate_events_seen_ = 0;  // learner ejections + refusals + recoveries already handled
 
   Counter* outcomes_ = nullptr;
   Counter* gauges_ = nullptr;

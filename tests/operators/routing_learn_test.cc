@@ -67,11 +67,24 @@ class RoutingLearnTest : public ::testing::Test {
     return {got.begin(), got.end()};
   }
 
-  // Steady traffic: one outcome per backend every 10 ms for `ms`, from `t`; returns the end time.
+  // The executor's timer tick; returns the weights emitted.
+  std::vector<RoutingWeights> Tick(RoutingLearnOperator& op) {
+    OutputBatch out;
+    EXPECT_TRUE(op.OnTimer(0, out).ok());
+    auto got = out.Get<kind::RoutingWeights>();
+    return {got.begin(), got.end()};
+  }
+
+  // Steady traffic: one outcome per backend every 10 ms for `ms`, from `t`, with a timer tick
+  // every 100 ms; returns the end time.
   int64_t Steady(RoutingLearnOperator& op, int64_t t, int64_t ms,
                  std::vector<RoutingWeights>* seen = nullptr) {
     for (int64_t end = t + ms; t < end; t += 10) {
       auto w = Feed(op, {Request("b0", t), Request("b1", t), Request("b2", t), Request("b3", t)});
+      if ((t / 10) % 10 == 0) {
+        auto ticked = Tick(op);
+        w.insert(w.end(), ticked.begin(), ticked.end());
+      }
       if (seen) seen->insert(seen->end(), w.begin(), w.end());
     }
     return t;
@@ -191,11 +204,13 @@ TEST_F(RoutingLearnTest, LateEventsCountDecayedAndTooOldOnesAreDropped) {
 TEST_F(RoutingLearnTest, UnknownModelsAreLearnedUpToTheLimit) {
   auto op = Make("limits: {max_models: 1}\nstrategies: [balanced]\n");
   ASSERT_NE(op, nullptr);
-  auto first = Feed(*op, {Request("a", kT0, ErrorKind::kNone, "m1")});
+  EXPECT_TRUE(Feed(*op, {Request("a", kT0, ErrorKind::kNone, "m1")}).empty())
+      << "published on the timer";
+  auto first = Tick(*op);
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0].model, "m1");
-  auto second = Feed(*op, {Request("a", kT0 + 1, ErrorKind::kNone, "m2")});
-  EXPECT_TRUE(second.empty());
+  Feed(*op, {Request("a", kT0 + 1, ErrorKind::kNone, "m2")});
+  EXPECT_TRUE(Tick(*op).empty());
   EXPECT_EQ(CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}), 1u);
 }
 
@@ -211,8 +226,9 @@ TEST_F(RoutingLearnTest, ARestartForgetsAndReEjectsWithinConsecutiveErrors) {
   auto restarted = Make("strategies: [balanced]\n");
   ASSERT_NE(restarted, nullptr);
   EXPECT_EQ(registry_.Get(), restarted->router());
-  auto first = Feed(*restarted, {Request("b0", t), Request("b1", t),
-                                 Request("b2", t + 1, ErrorKind::kServerError), Request("b3", t)});
+  Feed(*restarted, {Request("b0", t), Request("b1", t),
+                    Request("b2", t + 1, ErrorKind::kServerError), Request("b3", t)});
+  auto first = Tick(*restarted);
   ASSERT_FALSE(first.empty());
   EXPECT_GT(WeightOf(first.back(), "b2"), 0.02) << "the ejection was not restored";
   int failures = 1;

@@ -212,7 +212,9 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
   std::thread publisher([&] { Publish(messages, endpoint); });
   Measured m;
   auto last_progress = SteadyClock::now();
-  while ((m.events = engine.metrics().CounterValue("inferscope_stage_events_in_total")) <
+  // Events off the operator queue, counted once however many operators read them (the
+  // per-stage inferscope_stage_events_in_total counts an event once per operator that reads it).
+  while ((m.events = engine.metrics().CounterValue("inferscope_operator_queue_events_total")) <
          args.events) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     static uint64_t seen = 0;

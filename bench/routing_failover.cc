@@ -264,7 +264,7 @@ int Main(int argc, char** argv) {
   }
   stop.store(true);
   subscriber.join();
-  const uint64_t events = engine.metrics().CounterValue("inferscope_stage_events_in_total");
+  const uint64_t events = engine.metrics().CounterValue("inferscope_operator_queue_events_total");
   engine.Stop();
   built->reset();
   std::filesystem::remove_all(state);

@@ -13,3 +13,5 @@ echo "== routing_eval (synthetic arrivals; add --trace FILE --arrivals both for 
 "$BUILD_DIR/bench/routing_eval" --arrivals synthetic | tail -n 14
 echo "== routing_select (routing learner: select latency and rate, update cost)"
 "$BUILD_DIR/bench/routing_select"
+echo "== routing_failover (failed outcome -> weights moving traffic off; raw libzmq round trip)"
+"$BUILD_DIR/bench/routing_failover" --trials 100 | grep -v '^\['

@@ -72,9 +72,10 @@ std::optional<int64_t> ParseCount(std::string_view text, int64_t min, int64_t ma
 }
 
 ApiReply NoLearner(const ApiContext& ctx) {
-  return ErrorReply(*ctx.clock, 503, "ROUTING_UNAVAILABLE",
+  return ErrorReply(*ctx.clock, 503, "UNAVAILABLE",
                     "this node runs no routing_learn operator (GET /v1/routing/weights serves the "
-                    "stored weights)");
+                    "stored weights)",
+                    {{"reason", "no_routing_learner"}});
 }
 
 int64_t NowOf(const ApiContext& ctx, const LiveRouter& router) {
@@ -92,7 +93,7 @@ ApiReply NoBackendReply(const ApiContext& ctx, std::string_view model, const Dec
   json details = routing::DecisionToJson(d);
   details["model"] = std::string(model);
   return ErrorReply(
-      *ctx.clock, 503, "NO_ROUTABLE_BACKEND",
+      *ctx.clock, 503, "UNAVAILABLE",
       "no backend of '" + std::string(model.substr(0, 256)) +
           "' can take this request: " + std::string(routing::NoBackendReasonName(d.reason)),
       std::move(details));

@@ -185,7 +185,7 @@ TEST_F(RoutingApiTest, SelectErrors) {
   ExpectError(e, "NOT_FOUND");
   // No capable backend, and no backend at all: 503 with the reason.
   e = Select({{"model", "llama"}, {"required_capabilities", {"audio"}}}, 503);
-  ExpectError(e, "NO_ROUTABLE_BACKEND");
+  ExpectError(e, "UNAVAILABLE");
   EXPECT_EQ(e["error"]["details"]["reason"], "no_capable_backend");
   e = Select({{"model", "empty"}}, 503);
   EXPECT_EQ(e["error"]["details"]["reason"], "no_backends");
@@ -199,8 +199,10 @@ TEST_F(RoutingApiTest, SelectErrors) {
   server_->SetRouting(&none);
   ASSERT_TRUE(server_->Start().ok());
   client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-  ExpectError(Select({{"model", "llama"}}, 503), "ROUTING_UNAVAILABLE");
-  ExpectError(Get("/v1/models/recommendations?model=llama", 503), "ROUTING_UNAVAILABLE");
+  json none_reply = Select({{"model", "llama"}}, 503);
+  ExpectError(none_reply, "UNAVAILABLE");
+  EXPECT_EQ(none_reply["error"]["details"]["reason"], "no_routing_learner");
+  ExpectError(Get("/v1/models/recommendations?model=llama", 503), "UNAVAILABLE");
 }
 
 TEST_F(RoutingApiTest, Recommendations) {
@@ -223,8 +225,9 @@ TEST_F(RoutingApiTest, Recommendations) {
   e = Get("/v1/models/recommendations?model=llama&top=3", 400);
   EXPECT_EQ(e["error"]["details"]["parameter"], "top");
   ExpectError(Get("/v1/models/recommendations?model=nope", 404), "NOT_FOUND");
-  ExpectError(Get("/v1/models/recommendations?model=llama&capabilities=audio", 503),
-              "NO_ROUTABLE_BACKEND");
+  json audio = Get("/v1/models/recommendations?model=llama&capabilities=audio", 503);
+  ExpectError(audio, "UNAVAILABLE");
+  EXPECT_EQ(audio["error"]["details"]["reason"], "no_capable_backend");
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 // Baseline, same run: a raw libzmq PUSH → PULL → PUB → SUB round trip (one forwarding thread)
 // of one small message, the transport floor under any engine path.
 //
-// Usage: routing_failover [--trials N] [--rate TICKS_PER_S] [--warmup-ms MS]
+// Usage: routing_failover [--trials N] [--rate TICKS_PER_S] [--warmup-ms MS] [--select-threads N]
 //                         [--topology FILE]
 
 #include <algorithm>
@@ -31,6 +31,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include <httplib.h>
+
 #include "cli/builtins.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
@@ -46,6 +48,7 @@ struct Args {
   int trials = 100;
   double rate = 200;  // ticks per second; 4 outcomes per tick
   int64_t warmup_ms = 400;
+  int select_threads = 0;  // clients calling POST /v1/routing/select in a loop meanwhile
   std::string topology = "topologies/inference-fleet.yaml";
 };
 
@@ -123,6 +126,8 @@ int Main(int argc, char** argv) {
       args.rate = std::stod(argv[i + 1]);
     } else if (flag == "--warmup-ms") {
       args.warmup_ms = std::stoll(argv[i + 1]);
+    } else if (flag == "--select-threads") {
+      args.select_threads = std::stoi(argv[i + 1]);
     } else if (flag == "--topology") {
       args.topology = argv[i + 1];
     } else {
@@ -195,6 +200,28 @@ int Main(int argc, char** argv) {
     }
   });
 
+  // API load: clients asking the live learner (the lock the operator takes once per batch) for
+  // decisions on the current trial's model, as fast as they can.
+  std::atomic<uint64_t> selects{0};
+  std::vector<std::thread> clients;
+  const std::string http = engine.HttpUrl();
+  for (int c = 0; c < args.select_threads; ++c) {
+    clients.emplace_back([&] {
+      httplib::Client cli(http);
+      while (!stop.load()) {
+        std::string model;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          model = watch_model;
+        }
+        auto res =
+            cli.Post("/v1/routing/select", "{\"model\": \"" + model + "\"}", "application/json");
+        if (res && res->status == 200) selects.fetch_add(1);
+      }
+    });
+  }
+  const auto select_t0 = SteadyClock::now();
+
   zmq::socket_t push(zctx, zmq::socket_type::push);
   push.set(zmq::sockopt::sndhwm, 100000);
   push.connect(engine.Endpoint(spec->sources[0].name));
@@ -262,8 +289,10 @@ int Main(int argc, char** argv) {
       engine_path.push_back(static_cast<double>(moved_ns - fifth_failure_ns) / 1e6);
     }
   }
+  const double select_s = std::chrono::duration<double>(SteadyClock::now() - select_t0).count();
   stop.store(true);
   subscriber.join();
+  for (std::thread& c : clients) c.join();
   const uint64_t events = engine.metrics().CounterValue("inferscope_operator_queue_events_total");
   engine.Stop();
   built->reset();
@@ -275,6 +304,11 @@ int Main(int argc, char** argv) {
       "%lu publications received\n",
       args.trials, args.rate, static_cast<unsigned long>(events),
       static_cast<unsigned long>(publications.load()));
+  if (args.select_threads > 0) {
+    std::printf("meanwhile %d API clients: %lu successful POST /v1/routing/select (%.0f/s)\n",
+                args.select_threads, static_cast<unsigned long>(selects.load()),
+                static_cast<double>(selects.load()) / select_s);
+  }
   std::printf("%-58s %9s %9s %9s %9s\n", "path", "n", "p50 ms", "p99 ms", "max ms");
   std::printf("%-58s %9zu %9.3f %9.3f %9.3f\n",
               "first failed outcome sent -> weights moving traffic off", latencies.size(),

@@ -14,15 +14,31 @@ Status RoutingLearnOperator::Options::Validate() const {
   INFERSCOPE_RETURN_IF_ERROR(routing.Validate());
   if (strategies.empty()) return Status::InvalidArgument("strategies must not be empty");
   if (max_event_age_ms < 1) return Status::InvalidArgument("max_event_age must be at least 1ms");
+  if (check_interval_ms < 0) return Status::InvalidArgument("check_interval must not be negative");
   return Status::Ok();
 }
 
 Result<RoutingLearnOperator::Options> RoutingLearnOperator::ParseOptions(const ConfigNode& node) {
-  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"half_life", "quality_half_life", "prior_samples", "prior_log_variance", "posterior_draws",
-       "recompute_interval", "refresh_interval", "gauge_max_age", "assumed_slots", "kv_saturation",
-       "temperature", "seed", "learned_capabilities", "health", "publish", "limits", "models",
-       "strategies", "max_event_age"}));
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields({"half_life",
+                                                    "quality_half_life",
+                                                    "prior_samples",
+                                                    "prior_log_variance",
+                                                    "posterior_draws",
+                                                    "recompute_interval",
+                                                    "refresh_interval",
+                                                    "gauge_max_age",
+                                                    "assumed_slots",
+                                                    "kv_saturation",
+                                                    "temperature",
+                                                    "seed",
+                                                    "learned_capabilities",
+                                                    "health",
+                                                    "publish",
+                                                    "limits",
+                                                    "models",
+                                                    "strategies",
+                                                    "max_event_age",
+                                                    "check_interval"}));
   Options o;
   INFERSCOPE_RETURN_IF_ERROR(routing::ParseRoutingOptions(node, &o.routing));
   if (node.Has("strategies")) {
@@ -49,6 +65,9 @@ Result<RoutingLearnOperator::Options> RoutingLearnOperator::ParseOptions(const C
   Result<int64_t> age = node.GetDurationMs("max_event_age", o.max_event_age_ms, 1);
   if (!age.ok()) return age.status();
   o.max_event_age_ms = *age;
+  Result<int64_t> check = node.GetDurationMs("check_interval", o.check_interval_ms, 0);
+  if (!check.ok()) return check.status();
+  o.check_interval_ms = *check;
   if (Status st = o.Validate(); !st.ok()) return node.Error("", st.message());
   return o;
 }
@@ -181,8 +200,10 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
   return Status::Ok();
 }
 
-Status RoutingLearnOperator::OnTimer(int64_t, OutputBatch& out) {
+Status RoutingLearnOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   if (router_ == nullptr) return Status::Ok();
+  if (next_check_ms_ != INT64_MIN && now_ms < next_check_ms_) return Status::Ok();
+  next_check_ms_ = now_ms + options_.check_interval_ms;
   const int64_t now = router_->now_ms();
   if (now == INT64_MIN) return Status::Ok();
   // Changes that were held back by publish.min_interval, or that come from time alone (an

@@ -70,7 +70,8 @@ class RoutingLearnTest : public ::testing::Test {
   // The executor's timer tick; returns the weights emitted.
   std::vector<RoutingWeights> Tick(RoutingLearnOperator& op) {
     OutputBatch out;
-    EXPECT_TRUE(op.OnTimer(0, out).ok());
+    tick_ms_ += 1'000;  // processing time: past check_interval every tick
+    EXPECT_TRUE(op.OnTimer(tick_ms_, out).ok());
     auto got = out.Get<kind::RoutingWeights>();
     return {got.begin(), got.end()};
   }
@@ -101,6 +102,7 @@ class RoutingLearnTest : public ::testing::Test {
     return metrics_.GetCounter(name, "", labels)->value();
   }
 
+  int64_t tick_ms_ = 0;
   Interner interner_;
   MetricsRegistry metrics_;
   routing::RoutingRegistry registry_;
@@ -199,6 +201,22 @@ TEST_F(RoutingLearnTest, LateEventsCountDecayedAndTooOldOnesAreDropped) {
       op->router()->With([&](routing::RoutingLearner& l) { return l.Estimate("llama", "b0", t); });
   ASSERT_TRUE(est.ok());
   EXPECT_GT(est->error_rate, 0.0);
+}
+
+TEST_F(RoutingLearnTest, TheTimerChecksEveryCheckInterval) {
+  auto op = Make("strategies: [balanced]\ncheck_interval: 500ms\n");
+  ASSERT_NE(op, nullptr);
+  Feed(*op, {Request("a", kT0)});
+  OutputBatch out;
+  ASSERT_TRUE(op->OnTimer(10'000, out).ok());
+  EXPECT_EQ(out.Get<kind::RoutingWeights>().size(), 1u) << "the first tick checks";
+  Feed(*op, {Request("b", kT0 + 2'000)});  // a new backend: the weights change
+  OutputBatch early, late;
+  ASSERT_TRUE(op->OnTimer(10'400, early).ok());
+  EXPECT_TRUE(early.Get<kind::RoutingWeights>().empty()) << "within check_interval";
+  ASSERT_TRUE(op->OnTimer(10'500, late).ok());
+  ASSERT_EQ(late.Get<kind::RoutingWeights>().size(), 1u);
+  EXPECT_EQ(late.Get<kind::RoutingWeights>()[0].backends.size(), 2u);
 }
 
 TEST_F(RoutingLearnTest, UnknownModelsAreLearnedUpToTheLimit) {

@@ -21,6 +21,21 @@ int RunCommand(const RunArgs& args);
 
 int CheckTopologyCommand(const std::string& path);
 
+// `inferscope query-node`: the query API as its own process, reading the engine's state directory
+// as a RocksDB secondary instance (cli/query_node.h). Exit code 0 after SIGINT/SIGTERM (or
+// `duration_s`), 1 when it cannot start (no state directory, address in use), 2 on bad options.
+struct QueryNodeArgs {
+  std::string state_dir;                  // the engine's state directory; required
+  std::string listen = "127.0.0.1:8081";  // host:port of the HTTP API (port 0: any free one)
+  std::string catch_up_interval = "500ms";
+  std::string secondary_path;  // this node's own RocksDB files; empty: a temporary directory
+  std::string engine_url;      // named in the 405 answers to writes
+  std::string topology;        // tiers for a store that holds no tier list (older engines)
+  std::string ready_file;      // written (JSON: http, state, secondary) once serving
+  double duration_s = 0;       // 0 = until SIGINT/SIGTERM
+};
+int QueryNodeCommand(const QueryNodeArgs& args);
+
 // `inferscope simulate`: the serving model of sim/ (sim/README.md) over a fleet of instances,
 // published through the C++ client. Simulated time runs `speed` times faster than the wall clock;
 // event times are the start's wall-clock time + simulated time. Exit code 0, 1 when events were

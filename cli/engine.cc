@@ -190,6 +190,7 @@ nlohmann::json Engine::Describe() const {
 nlohmann::json Engine::Health() const {
   nlohmann::json health = {
       {"status", "ok"},
+      {"role", "engine"},
       {"topology", spec_.name},
       {"running", executor_->running()},
       {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},

@@ -26,6 +26,31 @@ int main(int argc, char** argv) {
                       "Distinct publisher label values per metric family; the rest are "
                       "reported as publisher=\"_other\" (default 256)");
 
+  inferscope::QueryNodeArgs qn;
+  CLI::App* qn_cmd = app.add_subcommand(
+      "query-node",
+      "Serve the query API from an engine's state directory, as a separate read-only process "
+      "(a RocksDB secondary instance that catches up with the engine every --catch-up-interval; "
+      "writes to silences and workflows answer 405 naming the engine's API)");
+  qn_cmd->add_option("--state-dir", qn.state_dir, "The engine's state directory")->required();
+  qn_cmd->add_option("--listen", qn.listen, "host:port of the query API (port 0: any free port)")
+      ->capture_default_str();
+  qn_cmd
+      ->add_option("--catch-up-interval", qn.catch_up_interval,
+                   "How often to catch up with the engine's committed state (10ms..1h)")
+      ->capture_default_str();
+  qn_cmd->add_option("--secondary-path", qn.secondary_path,
+                     "This node's own RocksDB files, one directory per query node (default: a "
+                     "temporary directory, removed at exit)");
+  qn_cmd->add_option("--engine-url", qn.engine_url,
+                     "The engine's query API, named in the 405 answers to writes");
+  qn_cmd->add_option("-t,--topology", qn.topology,
+                     "Topology whose state.tiers apply when the store holds no tier list "
+                     "(written by an older engine)");
+  qn_cmd->add_option("--ready-file", qn.ready_file,
+                     "Write {http, state, secondary} here once ready");
+  qn_cmd->add_option("--duration", qn.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
+
   std::string check_path;
   CLI::App* check_cmd = app.add_subcommand("check-topology", "Validate a topology file");
   check_cmd->add_option("file", check_path, "Topology file")->required();
@@ -150,6 +175,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   if (*run_cmd) return inferscope::RunCommand(run);
+  if (*qn_cmd) return inferscope::QueryNodeCommand(qn);
   if (*check_cmd) return inferscope::CheckTopologyCommand(check_path);
   if (*sim_cmd) {
     std::optional<int64_t> ms = inferscope::ParseDurationMs(gauge_interval);

@@ -60,13 +60,15 @@ struct ApiReply {
 using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>;
 
 // One route: method, httplib path pattern (a regex; captures become path_params), the name used as
-// the `route` metric label, whether the bearer token applies, and the handler.
+// the `route` metric label, whether the bearer token applies, the handler, and whether it changes
+// state (a read-only query node answers such routes 405 READ_ONLY without calling the handler).
 struct Route {
   std::string method;
   std::string pattern;
   std::string name;
   bool requires_auth = true;
   ApiHandler handler;
+  bool writes = false;
 };
 
 // The route table.

@@ -144,11 +144,20 @@ void QueryServer::SetRouting(routing::RoutingRegistry* routing) { ctx_->routing 
 void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   const std::string token = options_.bearer_token;
+  const bool read_only = options_.read_only;
+  const std::string engine_url = options_.engine_url;
   for (const Route& route : Routes()) {
     Histogram* latency =
         ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
-    httplib::Server::Handler handler = [ctx, token, &route, latency](const httplib::Request& req,
-                                                                     httplib::Response& res) {
+    // What a read-only node allows on a write route's path (405's Allow header).
+    std::string allow;
+    for (const Route& other : Routes()) {
+      if (other.pattern == route.pattern && !other.writes) {
+        allow += (allow.empty() ? "" : ", ") + other.method;
+      }
+    }
+    httplib::Server::Handler handler = [ctx, token, read_only, engine_url, allow, &route, latency](
+                                           const httplib::Request& req, httplib::Response& res) {
       const int64_t started_ns = ctx->clock->MonotonicNs();
       ApiReply reply;
       try {
@@ -157,6 +166,16 @@ void QueryServer::RegisterRoutes() {
           reply = ErrorReply(*ctx->clock, 401, "UNAUTHORIZED",
                              "a valid 'Authorization: Bearer <token>' header is required");
           res.set_header("WWW-Authenticate", "Bearer");
+        } else if (read_only && route.writes) {
+          reply = ErrorReply(
+              *ctx->clock, 405, "READ_ONLY",
+              "this query node is read-only: " + route.method + " " + route.name +
+                  " changes state, which only the engine does; send it to the engine's API" +
+                  (engine_url.empty() ? std::string() : " at " + engine_url),
+              {{"method", route.method},
+               {"route", route.name},
+               {"engine_url", engine_url.empty() ? nlohmann::json() : nlohmann::json(engine_url)}});
+          res.set_header("Allow", allow);
         } else {
           ApiRequest api_request;
           for (size_t i = 1; i < req.matches.size(); ++i) {

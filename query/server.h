@@ -43,9 +43,10 @@ struct ApiContext;
 //   GET /metrics                          Prometheus text format 0.0.4
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
-// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), CONFLICT (409: a
-// workflow transition its state does not allow), PAYLOAD_TOO_LARGE (413), INTERNAL_ERROR (500) or
-// UNAVAILABLE (503: the workflow registry is full).
+// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), READ_ONLY (405: a write
+// to a read-only query node), CONFLICT (409: a workflow transition its state does not allow),
+// PAYLOAD_TOO_LARGE (413), INTERNAL_ERROR (500) or UNAVAILABLE (503: the workflow registry is
+// full).
 //
 // Connections (query/gated_server.h): an accepted socket holds no thread until a whole request
 // header has arrived (idle and slow sockets wait in one epoll set); complete requests are served by
@@ -78,6 +79,11 @@ class QueryServer {
     int listen_backlog = 1'024;           // accept queue length (the kernel caps it at somaxconn)
     size_t max_header_bytes = 16 * 1024;  // larger request headers get 431; 1 KiB..1 MiB
     size_t max_body_bytes = 1024 * 1024;  // larger request bodies get 413; 1 B..1 GiB
+    // A query node (cli/query_node.h) over a read-only store: the routes that change state
+    // (silences, workflows: Route::writes) answer 405 READ_ONLY without calling their handler,
+    // naming `engine_url` (the engine's API, where writes go; may be empty) in the error details.
+    bool read_only = false;
+    std::string engine_url;
 
     Status Validate() const;
   };

@@ -16,6 +16,11 @@ namespace inferscope {
 // registries persist through (SilenceStore, WorkflowStore), implemented once. `Interface` declares
 // Scan, Put and Delete as pure virtuals; `kTable` is the owner's table declaration.
 //
+// On a read-only store (a secondary: the query node) Scan reads what the engine committed, Put
+// answers the store's FailedPrecondition, and Delete does nothing and answers OK: the registries
+// delete what their retention dropped when they Load, and the engine's registry deletes the same
+// records from the store itself.
+//
 // Concurrency: thread-safe (the StateStore is).
 template <typename Interface, const RecordTable& kTable>
 class RecordTableStore final : public Interface {
@@ -30,6 +35,7 @@ class RecordTableStore final : public Interface {
     return Write(RecordWrite{&kTable, std::string(id), std::move(json_text)});
   }
   Status Delete(std::string_view id) override {
+    if (store_->read_only()) return Status::Ok();
     return Write(RecordWrite{&kTable, std::string(id), std::nullopt});
   }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <limits>
 #include <set>
 #include <shared_mutex>
@@ -30,6 +31,9 @@ constexpr size_t kMeta = 3;
 constexpr size_t kFirstTable = 4;  // handles_ index of record table 0 (state/record_table.h)
 constexpr std::string_view kWatermarkKey = "watermark";
 constexpr std::string_view kRolledThroughKeyPrefix = "rollup_through/";
+// The primary's tier list, so that a secondary (the query node) reads the tiers the data has:
+// per tier be64(resolution ms) be64(retention ms), finest first.
+constexpr std::string_view kTiersKey = "tiers";
 // Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
 // after a crash between batches rewrites the same buckets with the same values).
 constexpr int64_t kRollupBatchBuckets = 1000;
@@ -132,6 +136,29 @@ class ExpiryFilter final : public rocksdb::CompactionFilter {
   Counter* expired_;
 };
 
+std::string EncodeTiers(const std::vector<TierSpec>& tiers) {
+  std::string v;
+  for (const TierSpec& tier : tiers) {
+    AppendBigEndian64(&v, static_cast<uint64_t>(tier.resolution_ms));
+    AppendBigEndian64(&v, static_cast<uint64_t>(tier.retention_ms));
+  }
+  return v;
+}
+
+Result<std::vector<TierSpec>> DecodeTiers(std::string_view value) {
+  if (value.empty() || value.size() % 16 != 0 || value.size() / 16 > kMaxTiers) {
+    return Status::Corruption("state store: the stored tier list has " +
+                              std::to_string(value.size()) + " bytes");
+  }
+  std::vector<TierSpec> tiers;
+  for (size_t at = 0; at < value.size(); at += 16) {
+    std::string_view v = value.substr(at, 16);
+    tiers.push_back({static_cast<int64_t>(DecodeBigEndian64(v)),
+                     static_cast<int64_t>(DecodeBigEndian64(v.substr(8)))});
+  }
+  return tiers;
+}
+
 std::string Printable(std::string_view bytes) {
   std::string out;
   for (char c : bytes) {
@@ -150,11 +177,16 @@ std::string Printable(std::string_view bytes) {
 // What DB::Open needs, kept for Resume (reopening after a write error).
 struct StateStore::OpenSpec {
   rocksdb::DBOptions db_options;
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;  // primary
+  rocksdb::ColumnFamilyOptions cf_options;                   // every family of a secondary
 };
 
 Status StateStoreOptions::Validate() const {
   if (path.empty()) return Status::InvalidArgument("state store: path is required");
+  if (!secondary_path.empty() && secondary_path == path) {
+    return Status::InvalidArgument(
+        "state store: secondary_path must differ from path (the primary's directory)");
+  }
   if (block_cache_mb == 0)
     return Status::InvalidArgument("state store: block_cache_mb must be > 0");
   if (!tiers.empty()) {
@@ -205,6 +237,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   INFERSCOPE_RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<StateStore> store(new StateStore());
   store->path_ = options.path;
+  store->secondary_path_ = options.secondary_path;
   store->sync_writes_ = options.sync_writes;
   if (metrics == nullptr) {
     store->own_metrics_ = std::make_unique<MetricsRegistry>();
@@ -253,9 +286,6 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   store->clock_ = options.clock != nullptr ? options.clock : &SystemClock::Instance();
   store->tiers_ = options.tiers.empty() ? std::vector<TierSpec>{TierSpec{}} : options.tiers;
   store->rollup_delay_ms_ = options.rollup_delay_ms;
-  store->rolled_through_ = std::make_unique<std::atomic<int64_t>[]>(store->tiers_.size());
-  store->rolled_through_[0].store(std::numeric_limits<int64_t>::max());
-  for (size_t i = 1; i < store->tiers_.size(); ++i) store->rolled_through_[i].store(0);
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
@@ -270,55 +300,27 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
 
-  // Every column family in the directory must be opened; ours come first, in a fixed order.
-  std::vector<std::string> existing;
-  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, options.path, &existing);
-  if (!s.ok() && !(s.IsIOError() || s.IsPathNotFound())) {
-    return FromRocks(s, "state store: listing column families of " + options.path);
+  if (store->read_only()) {
+    // A secondary keeps every table file it has opened open: the primary deletes files after
+    // compactions, and a file still open stays readable (RocksDB requires max_open_files = -1
+    // of a secondary for exactly this).
+    db_options.max_open_files = -1;
+    db_options.create_if_missing = false;
+    db_options.create_missing_column_families = false;
+    store->open_spec_ = std::make_unique<OpenSpec>(OpenSpec{db_options, {}, cf_options});
+    INFERSCOPE_RETURN_IF_ERROR(
+        store->OpenSecondaryDb(&store->db_, &store->handles_, &store->manifest_));
   }
-  // A tier with a retention gets a compaction filter that drops its expired buckets, and periodic
-  // compaction so that files nothing writes to any more are still filtered.
-  auto tier_options = [&](size_t i) {
-    rocksdb::ColumnFamilyOptions tier_cf = cf_options;
-    const TierSpec& tier = store->tiers_[i];
-    if (tier.retention_ms == 0) return tier_cf;
-    Counter* expired = metrics->GetCounter("inferscope_state_buckets_expired_total",
-                                           "Buckets dropped by the retention compaction filter",
-                                           {{"tier", tier.Name()}});
-    store->expiry_filters_.push_back(
-        std::make_unique<ExpiryFilter>(store->clock_, tier.retention_ms, expired));
-    tier_cf.compaction_filter = store->expiry_filters_.back().get();
-    tier_cf.periodic_compaction_seconds =
-        static_cast<uint64_t>(std::clamp<int64_t>(tier.retention_ms / 4 / 1000, 3'600, 86'400));
-    return tier_cf;
-  };
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
-  for (const char* name : kOwnFamilies) {
-    descriptors.emplace_back(name,
-                             name == std::string_view("panes") ? tier_options(0) : cf_options);
-  }
-  std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* name : kOwnFamilies) own.insert(name);
-  // Every record table declared by now (by the components linked into this binary).
-  for (const RecordTable* table : RecordTable::All()) {
-    descriptors.emplace_back(std::string(table->name()), cf_options);
-    own.insert(std::string(table->name()));
-  }
-  store->num_tables_ = RecordTable::All().size();
-  store->first_tier_handle_ = descriptors.size();
-  for (size_t i = 1; i < store->tiers_.size(); ++i) {
-    std::string name = TierFamilyName(i, store->tiers_[i]);
-    descriptors.emplace_back(name, tier_options(i));
-    own.insert(name);
-  }
-  for (const std::string& name : existing) {
-    if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
+  store->rolled_through_ = std::make_unique<std::atomic<int64_t>[]>(store->tiers_.size());
+  store->rolled_through_[0].store(std::numeric_limits<int64_t>::max());
+  for (size_t i = 1; i < store->tiers_.size(); ++i) store->rolled_through_[i].store(0);
+  if (!store->read_only()) {
+    INFERSCOPE_RETURN_IF_ERROR(store->OpenPrimary(options, metrics, db_options, cf_options));
+  } else {
+    std::shared_lock<std::shared_mutex> lock(store->db_mu_);
+    INFERSCOPE_RETURN_IF_ERROR(store->LoadMeta());
   }
 
-  store->open_spec_ = std::make_unique<OpenSpec>(OpenSpec{db_options, std::move(descriptors)});
-  INFERSCOPE_RETURN_IF_ERROR(store->OpenDb());
-  INFERSCOPE_RETURN_IF_ERROR(store->LoadIndex());
   for (size_t i = 0; i < store->tiers_.size(); ++i) {
     const std::string tier = store->tiers_[i].Name();
     store->rolled_through_gauges_.push_back(metrics->GetGauge(
@@ -341,6 +343,66 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   return store;
 }
 
+Status StateStore::OpenPrimary(const StateStoreOptions& options, MetricsRegistry* metrics,
+                               const rocksdb::DBOptions& db_options,
+                               const rocksdb::ColumnFamilyOptions& cf_options) {
+  // Every column family in the directory must be opened; ours come first, in a fixed order.
+  std::vector<std::string> existing;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, options.path, &existing);
+  if (!s.ok() && !(s.IsIOError() || s.IsPathNotFound())) {
+    return FromRocks(s, "state store: listing column families of " + options.path);
+  }
+  // A tier with a retention gets a compaction filter that drops its expired buckets, and periodic
+  // compaction so that files nothing writes to any more are still filtered.
+  auto tier_options = [&](size_t i) {
+    rocksdb::ColumnFamilyOptions tier_cf = cf_options;
+    const TierSpec& tier = tiers_[i];
+    if (tier.retention_ms == 0) return tier_cf;
+    Counter* expired = metrics->GetCounter("inferscope_state_buckets_expired_total",
+                                           "Buckets dropped by the retention compaction filter",
+                                           {{"tier", tier.Name()}});
+    expiry_filters_.push_back(std::make_unique<ExpiryFilter>(clock_, tier.retention_ms, expired));
+    tier_cf.compaction_filter = expiry_filters_.back().get();
+    tier_cf.periodic_compaction_seconds =
+        static_cast<uint64_t>(std::clamp<int64_t>(tier.retention_ms / 4 / 1000, 3'600, 86'400));
+    return tier_cf;
+  };
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
+  for (const char* name : kOwnFamilies) {
+    descriptors.emplace_back(name,
+                             name == std::string_view("panes") ? tier_options(0) : cf_options);
+  }
+  std::set<std::string> own = {rocksdb::kDefaultColumnFamilyName};
+  for (const char* name : kOwnFamilies) own.insert(name);
+  // Every record table declared by now (by the components linked into this binary).
+  for (const RecordTable* table : RecordTable::All()) {
+    descriptors.emplace_back(std::string(table->name()), cf_options);
+    own.insert(std::string(table->name()));
+  }
+  num_tables_ = RecordTable::All().size();
+  first_tier_handle_ = descriptors.size();
+  for (size_t i = 1; i < tiers_.size(); ++i) {
+    std::string name = TierFamilyName(i, tiers_[i]);
+    descriptors.emplace_back(name, tier_options(i));
+    own.insert(name);
+  }
+  for (const std::string& name : existing) {
+    if (own.count(name) == 0) descriptors.emplace_back(name, cf_options);
+  }
+
+  open_spec_ = std::make_unique<OpenSpec>(OpenSpec{db_options, std::move(descriptors), cf_options});
+  INFERSCOPE_RETURN_IF_ERROR(OpenDb());
+  // The tier list, for secondaries (a query node) to plan their reads with.
+  rocksdb::WriteOptions write_options;
+  write_options.sync = true;
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(
+      db_->Put(write_options, handles_[kMeta], rocksdb::Slice(kTiersKey), EncodeTiers(tiers_)),
+      "state store: storing the tier list"));
+  INFERSCOPE_RETURN_IF_ERROR(LoadIndex());
+  return LoadMeta();
+}
+
 Status StateStore::LoadIndex() {
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
@@ -355,8 +417,10 @@ Status StateStore::LoadIndex() {
     index_[it->key().ToString()] = {static_cast<int64_t>(DecodeBigEndian64(view)),
                                     static_cast<int64_t>(DecodeBigEndian64(view.substr(8)))};
   }
-  INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: reading the series index"));
+  return FromRocks(it->status(), "state store: reading the series index");
+}
 
+Status StateStore::LoadMeta() {
   std::string value;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kWatermarkKey), &value);
@@ -375,6 +439,163 @@ Status StateStore::LoadIndex() {
     rolled_through_[i].store(static_cast<int64_t>(DecodeBigEndian64(value)));
   }
   return Status::Ok();
+}
+
+Result<std::optional<std::vector<TierSpec>>> StateStore::ReadStoredTiers() const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kTiersKey), &value);
+  if (s.IsNotFound()) return std::optional<std::vector<TierSpec>>();
+  INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading the tier list"));
+  Result<std::vector<TierSpec>> tiers = DecodeTiers(value);
+  if (!tiers.ok()) return tiers.status();
+  return std::optional<std::vector<TierSpec>>(std::move(tiers).value());
+}
+
+// The MANIFEST the directory's CURRENT file names ("" when it cannot be read): a primary writes a
+// new one each time it opens.
+std::string CurrentManifest(const std::string& dir) {
+  std::ifstream in(dir + "/CURRENT");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+Status StateStore::OpenSecondaryDb(std::unique_ptr<rocksdb::DB>* db_out,
+                                   std::vector<rocksdb::ColumnFamilyHandle*>* handles_out,
+                                   std::string* manifest) {
+  const rocksdb::DBOptions& db_options = open_spec_->db_options;
+  *manifest = CurrentManifest(path_);
+  std::vector<std::string> existing;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, path_, &existing);
+  if (!s.ok()) {
+    return FromRocks(
+        s, "state store: no state store to read at " + path_ + " (start the engine on it first)");
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : existing) descriptors.emplace_back(name, open_spec_->cf_options);
+  std::vector<rocksdb::ColumnFamilyHandle*> opened;
+  rocksdb::DB* raw = nullptr;
+  s = rocksdb::DB::OpenAsSecondary(db_options, path_, secondary_path_, descriptors, &opened, &raw);
+  if (!s.ok()) {
+    return FromRocks(s, "state store: opening " + path_ + " as a secondary instance (in " +
+                            secondary_path_ + ")");
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::map<std::string, rocksdb::ColumnFamilyHandle*, std::less<>> by_name;
+  for (size_t i = 0; i < opened.size(); ++i) by_name[existing[i]] = opened[i];
+  auto fail = [&](Status error) {
+    for (rocksdb::ColumnFamilyHandle* handle : opened) (void)db->DestroyColumnFamilyHandle(handle);
+    (void)db->Close();
+    return error;
+  };
+  // Arranged as a primary arranges handles_: default, panes, series, meta, tables, tiers, the rest.
+  std::vector<rocksdb::ColumnFamilyHandle*> arranged;
+  auto take = [&](std::string_view name) -> rocksdb::ColumnFamilyHandle* {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return nullptr;
+    rocksdb::ColumnFamilyHandle* handle = it->second;
+    by_name.erase(it);
+    return handle;
+  };
+  arranged.push_back(take(rocksdb::kDefaultColumnFamilyName));
+  for (const char* name : kOwnFamilies) {
+    arranged.push_back(take(name));
+    if (arranged.back() == nullptr) {
+      return fail(Status::Corruption("state store: " + path_ +
+                                     " is not an inferscope state store (no column family '" +
+                                     name + "')"));
+    }
+  }
+  // The tier list the primary stored; at the first open it replaces the fallback from the options.
+  std::string value;
+  s = db->Get(rocksdb::ReadOptions(), arranged[kMeta], rocksdb::Slice(kTiersKey), &value);
+  std::optional<std::vector<TierSpec>> stored;
+  if (!s.IsNotFound()) {
+    if (!s.ok()) return fail(FromRocks(s, "state store: reading the tier list"));
+    Result<std::vector<TierSpec>> decoded = DecodeTiers(value);
+    if (!decoded.ok()) return fail(decoded.status());
+    stored = std::move(decoded).value();
+  }
+  if (rolled_through_ == nullptr) {
+    if (stored.has_value()) tiers_ = *stored;
+  } else if (stored.has_value() && *stored != tiers_) {
+    tiers_changed_.store(true);
+  }
+  for (const RecordTable* table : RecordTable::All()) {
+    arranged.push_back(take(table->name()));  // null: the primary has not created it (yet)
+  }
+  num_tables_ = RecordTable::All().size();
+  first_tier_handle_ = arranged.size();
+  for (size_t i = 1; i < tiers_.size(); ++i) {
+    std::string name = TierFamilyName(i, tiers_[i]);
+    arranged.push_back(take(name));
+    if (arranged.back() == nullptr) {
+      return fail(Status::Corruption(
+          "state store: " + path_ + " has no column family '" + name + "' for tier " +
+          std::to_string(i) +
+          (stored.has_value() ? std::string()
+                              : " (no tier list is stored: the tiers came from the topology, "
+                                "which may not be the engine's)")));
+    }
+  }
+  for (auto& [name, handle] : by_name) arranged.push_back(handle);
+  *db_out = std::move(db);
+  *handles_out = std::move(arranged);
+  return Status::Ok();
+}
+
+Status StateStore::CheckWritable() const {
+  if (!read_only()) return Status::Ok();
+  return Status::FailedPrecondition("state store: read-only (a secondary instance of " + path_ +
+                                    "); the engine that owns it writes");
+}
+
+Result<CatchUpReport> StateStore::CatchUp() {
+  if (!read_only()) {
+    return Status::FailedPrecondition("state store: CatchUp is for secondary instances");
+  }
+  CatchUpReport report;
+  report.started_ms = clock_->NowMs();
+  const int64_t started_ns = clock_->MonotonicNs();
+  // A primary that reopened the store (the engine restarted) wrote a new MANIFEST and recovered
+  // its old logs into tables; tailing across that is where secondaries miss writes (RocksDB
+  // issue 14444), so a new MANIFEST means a fresh secondary instead.
+  Status caught_up = CurrentManifest(path_) == manifest_
+                         ? Status::Ok()
+                         : Status::Unavailable("the engine reopened the store");
+  if (caught_up.ok()) {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    caught_up = CheckOpen();
+    if (caught_up.ok()) {
+      caught_up = FromRocks(db_->TryCatchUpWithPrimary(), "state store: catching up with " + path_);
+    }
+  }
+  if (!caught_up.ok()) {
+    // Open the fresh instance first and swap it in, so readers keep the old view if it fails.
+    std::unique_ptr<rocksdb::DB> db;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    std::string manifest;
+    INFERSCOPE_RETURN_IF_ERROR(
+        OpenSecondaryDb(&db, &handles, &manifest).WithContext(caught_up.message()));
+    std::unique_lock<std::shared_mutex> lock(db_mu_);
+    CloseDb();
+    db_ = std::move(db);
+    handles_ = std::move(handles);
+    manifest_ = std::move(manifest);
+    report.reopened = true;
+  }
+  {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    INFERSCOPE_RETURN_IF_ERROR(LoadMeta());
+    Result<std::optional<std::vector<TierSpec>>> stored = ReadStoredTiers();
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value() && **stored != tiers_) tiers_changed_.store(true);
+  }
+  report.duration_ns = clock_->MonotonicNs() - started_ns;
+  report.watermark_ms = Watermark();
+  report.tiers_changed = tiers_changed_.load();
+  return report;
 }
 
 rocksdb::ColumnFamilyHandle* StateStore::TierHandle(size_t tier) const {
@@ -408,8 +629,9 @@ Status StateStore::OpenDb() {
 void StateStore::CloseDb() {
   if (db_ == nullptr) return;
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
-    // Destroying a handle only fails for a null handle; nothing to report at destruction.
-    (void)db_->DestroyColumnFamilyHandle(handle);
+    // Null: a table a secondary found no family for. Destroying a handle only fails for a null
+    // handle; nothing to report at destruction.
+    if (handle != nullptr) (void)db_->DestroyColumnFamilyHandle(handle);
   }
   handles_.clear();
   // After a write error Close reports it again ("seen error"); the reopen is what matters.
@@ -418,6 +640,7 @@ void StateStore::CloseDb() {
 }
 
 Status StateStore::Resume() {
+  INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::unique_lock<std::shared_mutex> lock(db_mu_);
   CloseDb();
   Status s = OpenDb();
@@ -432,6 +655,7 @@ Status StateStore::CheckOpen() const {
 
 Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                               int64_t watermark_ms) {
+  INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::lock_guard<std::mutex> lock(write_mu_);
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
@@ -762,6 +986,7 @@ Status StateStore::WriteRecords(const RecordTable& table, std::span<const Checkp
 
 template <typename Write, typename TableOf>
 Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table_of, bool sync) {
+  INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::lock_guard<std::mutex> records_lock(records_mu_);
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
@@ -786,7 +1011,11 @@ Result<std::optional<std::string>> StateStore::GetRecord(const RecordTable& tabl
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::ColumnFamilyHandle* cf = TableHandle(table);
-  if (cf == nullptr) return TableNotOpen(table);
+  // A secondary whose primary has not created the table yet: nothing is stored in it.
+  if (cf == nullptr) {
+    if (read_only()) return std::optional<std::string>();
+    return TableNotOpen(table);
+  }
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -803,7 +1032,7 @@ Status StateStore::ScanRecords(
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::ColumnFamilyHandle* cf = TableHandle(table);
-  if (cf == nullptr) return TableNotOpen(table);
+  if (cf == nullptr) return read_only() ? Status::Ok() : TableNotOpen(table);
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, cf));
   for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
     if (!fn(it->key().ToStringView(), it->value().ToStringView())) break;
@@ -844,6 +1073,7 @@ Status StateStore::BackgroundError() const {
 }
 
 Result<MaintenanceReport> StateStore::RunMaintenance() {
+  INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::lock_guard<std::mutex> lock(maintenance_mu_);
   const int64_t started_ns = clock_->MonotonicNs();
   MaintenanceReport report;
@@ -1042,6 +1272,7 @@ Status StateStore::ExpireRecords(const RecordTable& table, int64_t now_ms, int64
 }
 
 Status StateStore::CompactTiers() {
+  INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::lock_guard<std::mutex> lock(maintenance_mu_);
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());

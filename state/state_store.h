@@ -26,6 +26,8 @@
 
 namespace rocksdb {
 class DB;
+struct DBOptions;
+struct ColumnFamilyOptions;
 class ColumnFamilyHandle;
 class CompactionFilter;
 class Env;
@@ -60,8 +62,28 @@ struct StateStoreOptions {
   // Retention of time-keyed record tables (state/record_table.h), by table name, overriding the
   // table's declared default; 0 keeps its records forever. Only time-keyed tables may be named.
   std::map<std::string, int64_t, std::less<>> record_retention_ms;
+  // Non-empty: open `path` read-only, as a RocksDB secondary instance of the engine's store (the
+  // engine is the primary; it may run, stop, crash and restart meanwhile), keeping this
+  // instance's own files (its info log) in this directory, which must differ from `path` and from
+  // every other secondary's. The store then sees what the primary had committed when it opened
+  // and, after each CatchUp, what it has committed since; every write answers FailedPrecondition.
+  // `tiers` is then only a fallback: the tier list the primary stored (meta "tiers") is used, and
+  // `tiers` only when the primary stored none (a store written before it did). `create_if_missing`
+  // and `sync_writes` do not apply.
+  std::string secondary_path;
 
   Status Validate() const;
+};
+
+// What one StateStore::CatchUp did.
+struct CatchUpReport {
+  int64_t started_ms = 0;      // the clock when it started: the view holds every write
+                               // the primary had committed (synced to its log) by then
+  int64_t duration_ns = 0;     // TryCatchUpWithPrimary and re-reading the meta records
+  int64_t watermark_ms = 0;    // the stored watermark after it
+  bool tiers_changed = false;  // the primary stores another tier list than this store opened
+                               // with (a new topology): reopen to read the new tiers
+  bool reopened = false;       // the catch-up failed and the secondary was reopened instead
 };
 
 // Checks a retention override for record table `name`: OK for a declared time-keyed table and a
@@ -261,6 +283,19 @@ class StateStore {
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
 
+  // A secondary instance (StateStoreOptions::secondary_path): read-only, refreshed by CatchUp.
+  bool read_only() const { return !secondary_path_.empty(); }
+  // Secondary only: applies what the primary committed since the last call
+  // (rocksdb::DB::TryCatchUpWithPrimary: the new MANIFEST edits, then the tail of the primary's
+  // write-ahead logs into this instance's memtables), then re-reads the watermark and the tiers'
+  // rolled-through cursors. Readers keep reading meanwhile and see either view, never a part of a
+  // WriteBatch. When the catch-up fails (the primary deleted a log or table file between the
+  // listing and the read) or the primary has reopened the store since (its CURRENT file names a
+  // new MANIFEST: the engine restarted), a fresh secondary instance is opened on the primary's
+  // current files and swapped in (readers wait only for the swap; when the open fails, the old
+  // view stays and the error is returned); the report says so. FailedPrecondition on a primary.
+  Result<CatchUpReport> CatchUp();
+
   // Sticky write errors (see the class comment). `writer` names the holder ("sink 'state'");
   // HoldWriteError sets or updates its error (counting a retry when it already held one),
   // ReleaseWriteError clears it. Thread-safe.
@@ -292,7 +327,25 @@ class StateStore {
   // Opens / closes db_ and handles_ (the caller holds db_mu_ exclusively, or is Open / the
   // destructor).
   Status OpenDb();
+  // The rest of Open for a primary: the column families (ours in a fixed order, then any other
+  // found), the tier list stored for secondaries, the series index and the meta records.
+  Status OpenPrimary(const StateStoreOptions& options, MetricsRegistry* metrics,
+                     const rocksdb::DBOptions& db_options,
+                     const rocksdb::ColumnFamilyOptions& cf_options);
+  // Opens a secondary instance on every column family in the directory, its handles arranged as a
+  // primary arranges handles_ (tables the primary has not created are null); at the first open
+  // (rolled_through_ not yet allocated) tiers_ becomes the stored tier list, later a different
+  // one sets tiers_changed_. `manifest` receives the MANIFEST that CURRENT named before opening.
+  Status OpenSecondaryDb(std::unique_ptr<rocksdb::DB>* db,
+                         std::vector<rocksdb::ColumnFamilyHandle*>* handles, std::string* manifest);
   void CloseDb();
+  // FailedPrecondition naming the primary when this is a secondary (writes refuse).
+  Status CheckWritable() const;
+  // Reads the watermark and the rolled-through cursors from `meta` (Open; CatchUp).
+  Status LoadMeta();
+  // The tier list stored by the primary in meta "tiers" (nullopt when none is stored). Caller
+  // holds db_mu_ (or is Open).
+  Result<std::optional<std::vector<TierSpec>>> ReadStoredTiers() const;
   // Unavailable while db_ is closed (a Resume failed to reopen it). Caller holds db_mu_.
   Status CheckOpen() const;
   // ScanTier with db_mu_ held (shared) by the caller.
@@ -320,6 +373,9 @@ class StateStore {
   };
 
   std::string path_;
+  std::string secondary_path_;              // non-empty: a secondary instance
+  std::atomic<bool> tiers_changed_{false};  // the stored tier list differs from tiers_
+  std::string manifest_;  // secondary: the primary's MANIFEST it opened on (db_mu_)
   bool sync_writes_ = false;
   // The Env over options.file_system (null without one); must outlive db_.
   std::unique_ptr<rocksdb::Env> env_;

@@ -1,0 +1,87 @@
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/builtins.h"
+#include "cli/commands.h"
+#include "cli/query_node.h"
+#include "pipeline/config.h"
+#include "pipeline/json_text.h"
+#include "pipeline/topology.h"
+
+namespace inferscope {
+
+int QueryNodeCommand(const QueryNodeArgs& args) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  QueryNodeOptions options;
+  options.state_dir = args.state_dir;
+  options.secondary_path = args.secondary_path;
+  options.listen = args.listen;
+  options.engine_url = args.engine_url;
+  std::optional<int64_t> interval = ParseDurationMs(args.catch_up_interval);
+  if (!interval) {
+    spdlog::error("--catch-up-interval: expected a duration such as 500ms or 1s, got '{}'",
+                  args.catch_up_interval);
+    return 2;
+  }
+  options.catch_up_interval_ms = *interval;
+  if (!args.topology.empty()) {
+    Result<TopologySpec> spec = LoadTopologyFile(args.topology);
+    if (!spec.ok()) {
+      spdlog::error("{}", spec.status().message());
+      return 2;
+    }
+    options.fallback_tiers = spec->state_tiers;
+  }
+  Registry registry;
+  RegisterBuiltins(registry);
+  options.capabilities = registry.List();
+  if (Status st = options.Validate(); !st.ok()) {
+    spdlog::error("{}", st.message());
+    return 2;
+  }
+
+  Result<std::unique_ptr<QueryNode>> started = QueryNode::Start(options);
+  if (!started.ok()) {
+    spdlog::error("{}", started.status().ToString());
+    return 1;
+  }
+  QueryNode& node = **started;
+  if (!args.ready_file.empty()) {
+    const std::string tmp = args.ready_file + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << ToJsonText(node.Describe()) << '\n';
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, args.ready_file, ec);
+    if (ec) {
+      spdlog::error("cannot write {}: {}", args.ready_file, ec.message());
+      return 1;
+    }
+  }
+  if (args.duration_s > 0) {
+    timespec timeout{};
+    timeout.tv_sec = static_cast<time_t>(args.duration_s);
+    timeout.tv_nsec = static_cast<long>((args.duration_s - std::floor(args.duration_s)) * 1e9);
+    sigtimedwait(&signals, nullptr, &timeout);
+  } else {
+    int sig = 0;
+    sigwait(&signals, &sig);
+  }
+  spdlog::info("query node stopping");
+  node.Stop();
+  return 0;
+}
+
+}  // namespace inferscope

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: the engine on the default topology, the fleet simulator publishing into it, and a
-# table of per-instance latency, throughput, errors and primary bottleneck read back from the
-# query API.
+# `make demo`: the engine on the default topology, a query node beside it (its own process, reading
+# the engine's state directory as a RocksDB secondary instance), the fleet simulator publishing
+# into the engine, and a table of per-instance latency, throughput, errors and primary bottleneck
+# read back from the query node.
 #
 # DURATION=N (wall seconds, default 30) runs the simulator that long, prints the table and exits.
 # DURATION=0 keeps everything serving (the table is reprinted every 10 s) until Ctrl-C.
@@ -23,10 +24,15 @@ bin="$BUILD_DIR/cli/inferscope"
 topology=topologies/inference-fleet.yaml
 work=$(mktemp -d /tmp/inferscope-demo.XXXXXX)
 engine_pid=""
+node_pid=""
 sim_pid=""
 
 cleanup() {
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+  if [ -n "$node_pid" ] && kill -0 "$node_pid" 2>/dev/null; then
+    kill -TERM "$node_pid" 2>/dev/null || true
+    wait "$node_pid" 2>/dev/null || true
+  fi
   if [ -n "$engine_pid" ] && kill -0 "$engine_pid" 2>/dev/null; then
     kill -TERM "$engine_pid" 2>/dev/null || true
     wait "$engine_pid" 2>/dev/null || true
@@ -53,7 +59,24 @@ json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$work/ready.json"; }
 url=$(json_field http)
 ingest=$(json_field ingest)
 summaries=$(json_field summaries)
-echo "== engine ready: ingest $ingest, summaries stream $summaries, query API $url"
+echo "== engine ready: ingest $ingest, summaries stream $summaries, built-in query API $url"
+
+# The query node: the same API from the engine's state, in its own process (127.0.0.1:8081 unless
+# NODE_LISTEN says otherwise); the table below reads from it.
+"$bin" query-node --state-dir "$work/state" --listen "${NODE_LISTEN:-127.0.0.1:8081}" \
+  --engine-url "$url" --ready-file "$work/node.json" >"$work/node.log" 2>&1 &
+node_pid=$!
+for _ in $(seq 1 100); do
+  [ -s "$work/node.json" ] && break
+  if ! kill -0 "$node_pid" 2>/dev/null; then
+    echo "the query node did not start:"; cat "$work/node.log"; exit 1
+  fi
+  sleep 0.1
+done
+[ -s "$work/node.json" ] || { echo "the query node did not become ready:"; cat "$work/node.log"; exit 1; }
+engine_url=$url
+url=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$work/node.json")
+echo "== query node ready: $url (read-only, catching up with the engine every 500 ms)"
 
 echo "== simulating a fleet: 6 instances x 2 models, $RATE requests/s, ${SPEED}x real time$( [ "$DURATION" != 0 ] && echo ", ${DURATION} s")"
 fault_args=()
@@ -66,7 +89,8 @@ fi
 sim_pid=$!
 
 if [ "$DURATION" = 0 ]; then
-  echo "== serving until Ctrl-C. Try: curl $url/v1/instances | curl $url/metrics"
+  echo "== serving until Ctrl-C. Try: curl $url/v1/instances, curl $url/v1/health (the query"
+  echo "   node, its lag), curl $engine_url/metrics (the engine)"
   while kill -0 "$sim_pid" 2>/dev/null; do
     sleep 10
     "$bin" query table --url "$url" || true
@@ -78,7 +102,8 @@ wait "$sim_pid" || { echo "the simulator failed:"; cat "$work/simulate.log"; exi
 sim_pid=""
 # The last events fall in a pane that closes only when the watermark passes its end (the engine
 # advances it with processing time once the publisher is idle): wait until the stored watermark
-# says every pane of the run is in the state store, so the table covers the whole run.
+# says every pane of the run is in the state store (as the query node sees it, after a catch-up),
+# so the table covers the whole run.
 end_ms=$(date +%s%3N)
 pane_ms=10000  # the default topology's pane (operators[windows].options.pane)
 want=$(( (end_ms / pane_ms + 1) * pane_ms ))
@@ -93,5 +118,6 @@ done
 echo
 "$bin" query table --url "$url"
 echo
-echo "Query API was at $url (e.g. $url/v1/instances, $url/v1/bottlenecks?primary=true, $url/metrics)."
+echo "The query node was at $url (e.g. $url/v1/instances, $url/v1/bottlenecks?primary=true,"
+echo "$url/v1/health for its lag); the engine's built-in API at $engine_url."
 echo "Run 'DURATION=0 make demo' to keep it serving until Ctrl-C."

@@ -13,9 +13,20 @@
 // Event time advances 60 s over the run, so six 10 s panes close for every series and go to RocksDB
 // while ingest goes on.
 //
+// (d), with --query-node BIN: (c) again with `BIN query-node` (a separate process) attached to the
+// engine's state directory, catching up every 500 ms throughout, so (c) and (d) compare the
+// engine's ingest rate without and with a query node in the same run; the node's catch-up count,
+// mean and last duration and its lag are printed.
+//
 // Usage: e2e_throughput [--events N] [--groups G] [--batch B] [--topology FILE] [--runs R]
+//                       [--query-node BIN]
 
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <httplib.h>
 
 #include <zmq.hpp>
 
@@ -47,6 +58,70 @@ struct Args {
   int batch = 256;
   int runs = 1;
   std::string topology = "topologies/inference-fleet.yaml";
+  std::string query_node;  // the inferscope binary: run (d) with a query node attached
+};
+
+// A query node subprocess on `state` (run (d)); Stop prints what its /metrics and /v1/health say.
+class AttachedQueryNode {
+ public:
+  AttachedQueryNode(const std::string& binary, const std::string& state) {
+    ready_ = state + ".node.json";
+    std::filesystem::remove(ready_);
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::freopen("/dev/null", "w", stdout);
+      std::freopen("/dev/null", "w", stderr);
+      execl(binary.c_str(), binary.c_str(), "query-node", "--state-dir", state.c_str(), "--listen",
+            "127.0.0.1:0", "--catch-up-interval", "500ms", "--ready-file", ready_.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 500 && !std::filesystem::exists(ready_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::string text;
+    if (FILE* f = std::fopen(ready_.c_str(), "r")) {
+      char buf[512];
+      size_t n = std::fread(buf, 1, sizeof(buf), f);
+      text.assign(buf, n);
+      std::fclose(f);
+    }
+    size_t at = text.find("\"http\":\"");
+    if (at != std::string::npos) {
+      at += 8;
+      url_ = text.substr(at, text.find('"', at) - at);
+    }
+    if (url_.empty()) std::fprintf(stderr, "query node did not start\n");
+  }
+  void Report() {
+    if (url_.empty()) return;
+    httplib::Client http(url_);
+    auto metrics = http.Get("/metrics");
+    auto health = http.Get("/v1/health");
+    auto value = [&](const std::string& name) {
+      if (!metrics) return 0.0;
+      size_t at = metrics->body.find("\n" + name + " ");
+      return at == std::string::npos ? 0.0 : std::stod(metrics->body.substr(at + name.size() + 2));
+    };
+    const double count = value("inferscope_query_node_catch_up_seconds_count");
+    const double sum = value("inferscope_query_node_catch_up_seconds_sum");
+    std::printf("query node: %.0f catch-ups, mean %.1f ms%s\n  health: %s\n", count,
+                count > 0 ? sum / count * 1000 : 0.0,
+                value("inferscope_query_node_catch_up_failures_total") > 0 ? " (some failed)" : "",
+                health ? health->body.c_str() : "(no answer)");
+  }
+  ~AttachedQueryNode() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    std::filesystem::remove(ready_);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string ready_;
+  std::string url_;
 };
 
 double Seconds(SteadyClock::time_point a, SteadyClock::time_point b) {
@@ -178,7 +253,7 @@ Measured RunPull(const Args& args, const std::vector<std::string>& messages, boo
 
 // (c): the engine on the default topology with ephemeral ports and a temp state dir.
 Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
-                   uint64_t* panes_written, double* drain_s) {
+                   uint64_t* panes_written, double* drain_s, bool with_query_node = false) {
   Result<TopologySpec> spec = LoadTopologyFile(args.topology);
   if (!spec.ok()) {
     std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
@@ -206,6 +281,8 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
   }
   Engine& engine = **built;
   std::string endpoint = engine.Endpoint(spec->sources[0].name);
+  std::unique_ptr<AttachedQueryNode> node;
+  if (with_query_node) node = std::make_unique<AttachedQueryNode>(args.query_node, state);
 
   double cpu0 = CpuSeconds();
   auto t0 = SteadyClock::now();
@@ -231,6 +308,11 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
   m.cpu_seconds = CpuSeconds() - cpu0;
   publisher.join();
   auto t1 = SteadyClock::now();
+  if (node) {
+    node->Report();
+    node.reset();
+    t1 = SteadyClock::now();
+  }
   engine.Stop();  // flushes the open panes to RocksDB
   *drain_s = Seconds(t1, SteadyClock::now());
   *panes_written = engine.metrics().CounterValue("inferscope_state_panes_written_total");
@@ -259,6 +341,8 @@ int Main(int argc, char** argv) {
       args.topology = argv[i + 1];
     else if (flag == "--runs")
       args.runs = std::stoi(argv[i + 1]);
+    else if (flag == "--query-node")
+      args.query_node = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -288,6 +372,13 @@ int Main(int argc, char** argv) {
     row("(a) raw libzmq PUSH->PULL", raw);
     row("(b) libzmq + WireDecoder", dec);
     row("(c) engine, default topology", eng);
+    if (!args.query_node.empty()) {
+      uint64_t panes_d = 0;
+      double drain_d = 0;
+      Measured with_node = RunEngine(args, messages, &panes_d, &drain_d, true);
+      row("(d) engine + query node attached", with_node);
+      std::printf("(d)/(c) ingest rate: %.3f\n", with_node.rate() / eng.rate());
+    }
     std::printf("engine: %lu panes written to RocksDB; stop (flush of open panes) took %.2f s\n",
                 static_cast<unsigned long>(panes), drain);
   }

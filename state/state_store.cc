@@ -21,6 +21,7 @@
 
 #include "pipeline/int_math.h"
 #include "pipeline/names.h"
+#include "state/checkpoint_store.h"
 
 namespace inferscope {
 namespace {
@@ -473,6 +474,10 @@ Status StateStore::OpenSecondaryDb(std::unique_ptr<rocksdb::DB>* db_out,
         s, "state store: no state store to read at " + path_ + " (start the engine on it first)");
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  // Not the checkpoint table: nothing reads a checkpoint but the engine's recovery, and the
+  // checkpoints (every open pane's sketch, every second) are the bulk of the engine's log; the
+  // catch-up skips log records of families it has not opened instead of replaying them.
+  std::erase(existing, std::string(kCheckpointTable.name()));
   for (const std::string& name : existing) descriptors.emplace_back(name, open_spec_->cf_options);
   std::vector<rocksdb::ColumnFamilyHandle*> opened;
   rocksdb::DB* raw = nullptr;

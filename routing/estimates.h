@@ -20,6 +20,14 @@ inline double DecayFactor(int64_t elapsed_ms, int64_t half_life_ms) {
   return std::exp2(-static_cast<double>(elapsed_ms) / static_cast<double>(half_life_ms));
 }
 
+// The decay of a statistic last updated at `as_of_ms` (INT64_MIN: never, so its sums are 0 and
+// any factor will do), read at `now_ms`, without overflowing the subtraction.
+inline double DecayFactorSince(int64_t now_ms, int64_t as_of_ms, int64_t half_life_ms) {
+  int64_t elapsed = 0;
+  if (__builtin_sub_overflow(now_ms, as_of_ms, &elapsed)) return as_of_ms > now_ms ? 1.0 : 0.0;
+  return DecayFactor(elapsed, half_life_ms);
+}
+
 // Decayed weighted mean and variance (West's weighted Welford) of a value: the sufficient
 // statistics of a normal model of it (the learner feeds log latencies: a log-normal model).
 class DecayedMoments {
@@ -28,12 +36,12 @@ class DecayedMoments {
   void Add(double x, int64_t time_ms, int64_t half_life_ms);
   // Effective samples as of `now_ms` (the decayed weight).
   double Weight(int64_t now_ms, int64_t half_life_ms) const {
-    return weight_ * DecayFactor(now_ms - as_of_ms_, half_life_ms);
+    return weight_ * DecayFactorSince(now_ms, as_of_ms_, half_life_ms);
   }
   double mean() const { return mean_; }
   // Weighted sum of squared deviations as of `now_ms` (decays like the weight).
   double M2(int64_t now_ms, int64_t half_life_ms) const {
-    return m2_ * DecayFactor(now_ms - as_of_ms_, half_life_ms);
+    return m2_ * DecayFactorSince(now_ms, as_of_ms_, half_life_ms);
   }
   bool empty() const { return weight_ <= 0; }
   int64_t as_of_ms() const { return as_of_ms_; }
@@ -51,10 +59,10 @@ class DecayedPair {
  public:
   void Add(double a, double b, int64_t time_ms, int64_t half_life_ms);
   double a(int64_t now_ms, int64_t half_life_ms) const {
-    return a_ * DecayFactor(now_ms - as_of_ms_, half_life_ms);
+    return a_ * DecayFactorSince(now_ms, as_of_ms_, half_life_ms);
   }
   double b(int64_t now_ms, int64_t half_life_ms) const {
-    return b_ * DecayFactor(now_ms - as_of_ms_, half_life_ms);
+    return b_ * DecayFactorSince(now_ms, as_of_ms_, half_life_ms);
   }
   bool empty() const { return a_ == 0 && b_ == 0; }
   // The sums as of the last sample (for ratios a/b, which decay does not change).

@@ -37,7 +37,8 @@ std::string DefaultTopologyOnFreePorts() {
                      {"tcp://127.0.0.1:5556", "tcp://127.0.0.1:*"},
                      {"tcp://127.0.0.1:5557", "tcp://127.0.0.1:*"},
                      {"tcp://127.0.0.1:5558", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5559", "tcp://127.0.0.1:*"}});
+                     {"tcp://127.0.0.1:5559", "tcp://127.0.0.1:*"},
+                     {"tcp://127.0.0.1:5560", "tcp://127.0.0.1:*"}});
 }
 
 // `inferscope query-node` as a subprocess, waited for like EngineProcess.

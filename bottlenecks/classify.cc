@@ -71,6 +71,15 @@ double HitRate(const InstanceWindow& w) {
   return NAN;
 }
 
+// `hit` + z standard errors, the standard error bounded by the largest variance a [0, 1]-valued
+// per-request hit rate with mean `hit` can have (BottleneckOptions::confidence_z).
+double HitRateUpperBound(double hit, uint64_t requests, double z) {
+  if (z <= 0 || requests == 0) return hit;
+  const double n = static_cast<double>(requests);
+  const double variance = std::max(hit * (1 - hit), (1 - 1 / n) / n);
+  return hit + z * std::sqrt(variance / n);
+}
+
 double DecodeRate(const InstanceWindow& w, const BottleneckOptions& o) {
   const MetricWindow& running = w.Get(WindowMetric::kRunning);
   const MetricWindow& gen = w.Get(WindowMetric::kGenTokensPerS);
@@ -212,6 +221,9 @@ Status BottleneckOptions::Validate() const {
         "cache_inefficiency: expected_hit_rate must be in 0..1 and min_expected_hit_rate in "
         "(0, 1]");
   }
+  if (!(confidence_z >= 0 && confidence_z <= 10)) {
+    return Status::InvalidArgument("cache_inefficiency: confidence_z must be in 0..10");
+  }
   INFERSCOPE_RETURN_IF_ERROR(cache.Validate("cache_inefficiency.levels"));
   if (!(cache.critical >= 0 && cache.exit <= 1)) {
     return Status::InvalidArgument("cache_inefficiency.levels: ratios must be within 0..1");
@@ -283,12 +295,14 @@ Status ParseBottleneckOptions(const ConfigNode& node, BottleneckOptions* out) {
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "growth", &o.queue_growth, 1e-9));
     INFERSCOPE_RETURN_IF_ERROR(ParseLevels(**s, "levels", &o.queue));
   }
-  s = section("cache_inefficiency", {"expected_hit_rate", "min_expected_hit_rate", "levels"});
+  s = section("cache_inefficiency",
+              {"expected_hit_rate", "min_expected_hit_rate", "confidence_z", "levels"});
   if (!s.ok()) return s.status();
   if (*s) {
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "expected_hit_rate", &o.expected_hit_rate, 0, 1));
     INFERSCOPE_RETURN_IF_ERROR(
         ReadDouble(**s, "min_expected_hit_rate", &o.min_expected_hit_rate, 1e-9, 1));
+    INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "confidence_z", &o.confidence_z, 0, 10));
     INFERSCOPE_RETURN_IF_ERROR(ParseLevels(**s, "levels", &o.cache));
   }
   s = section("error_spike", {"min_requests", "levels"});
@@ -531,6 +545,12 @@ void ClassifyInstance(const InstanceWindow& w, const PeerView& peers, const Bott
       } else {
         v = Judge(o.cache, hit / expected);
         v.value = hit;
+        if (v.judgement == Judgement::kActive &&
+            o.cache.SeverityOf(HitRateUpperBound(hit, requests, o.confidence_z) / expected) ==
+                BottleneckSeverity::kNone) {
+          v.judgement = Judgement::kHold;  // below the level, but not beyond its noise
+          v.severity = BottleneckSeverity::kNone;
+        }
       }
       v.metric = "prefix_cache_hit_rate";
       v.stat = "mean";

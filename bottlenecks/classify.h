@@ -106,6 +106,12 @@ struct BottleneckOptions {
   // min_expected_hit_rate (prompts do repeat).
   double expected_hit_rate = 0;
   double min_expected_hit_rate = 0.2;
+  // A hit rate is a mean over the window's requests, noisy when they are few (a 30 s window of 2.5
+  // requests/s). A flag is raised only when the rate's upper confidence bound, hit + z * se with
+  // se = sqrt(max(hit (1 - hit), (1 - 1/n) / n) / n) over n requests (the largest variance a [0, 1]
+  // value with that mean can have), is below the low level as well; the severity comes from the
+  // hit rate itself. 0 judges the hit rate alone. Default 2.
+  double confidence_z = 2;
   RuleLevels cache{0.5, 0.35, 0.2, 0.05, 0.7, false};
 
   // ERROR_SPIKE: errors / requests over the window, with at least min_error_requests requests.

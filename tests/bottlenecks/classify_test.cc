@@ -105,6 +105,36 @@ TEST(ClassifyTest, TooFewRequestsAreNotJudged) {
   EXPECT_EQ(Of(v, BottleneckType::kCacheInefficiency).judgement, Judgement::kNotJudged);
 }
 
+// The false flag DemoTest once saw: a TGI instance whose true hit rate (0.25) sits just above
+// LOW's level (0.5 x the peers' 0.35) dipped below it over a window of ~75 requests. A hit rate
+// below the level is a flag only when it is below it beyond its noise.
+TEST(ClassifyTest, CacheInefficiencyNeedsEvidenceBeyondTheHitRatesNoise) {
+  BottleneckOptions o;
+  o.expected_hit_rate = 0.35;
+  auto judge = [&](double hit, uint64_t requests) {
+    InstanceWindow w = Window();
+    for (WindowMetric m : {WindowMetric::kTtft, WindowMetric::kTpot, WindowMetric::kE2e}) {
+      w.Mutable(m).count = w.Mutable(m).events = requests;
+    }
+    w.Mutable(WindowMetric::kPrefixHitRate).mean = hit;
+    return Of(Classify(w, {}, o), BottleneckType::kCacheInefficiency);
+  };
+  // 0.16 / 0.35 = 0.46 <= LOW's 0.5, but hit + 2 se = 0.16 + 2 x 0.042 = 0.24 is not.
+  EXPECT_EQ(judge(0.16, 75).judgement, Judgement::kHold);
+  // The same rate over 3,000 requests is evidence (se 0.007).
+  const RuleVerdict many = judge(0.16, 3000);
+  EXPECT_EQ(many.judgement, Judgement::kActive);
+  EXPECT_EQ(many.severity, BottleneckSeverity::kLow);
+  // A cache that hits nothing is flagged at min_requests already, at the severity of the rate
+  // itself (0 / 0.35: CRITICAL), not of its bound.
+  const RuleVerdict off = judge(0, 20);
+  EXPECT_EQ(off.judgement, Judgement::kActive);
+  EXPECT_EQ(off.severity, BottleneckSeverity::kCritical);
+  // confidence_z 0: the rate alone, as before.
+  o.confidence_z = 0;
+  EXPECT_EQ(judge(0.16, 75).judgement, Judgement::kActive);
+}
+
 TEST(ClassifyTest, PeerViewsAreMediansOfTheOthers) {
   std::vector<PeerSample> samples(4);
   samples[0].ttft_p50 = 100;

@@ -58,10 +58,10 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRunAndShowsTheInjectedBottleneck) {
     } else if (instance == "vllm-3") {
       // StandardFleet's weak node (1.8x slower, 3 % errors) may be flagged, justly.
       EXPECT_FALSE(bottleneck.empty()) << line;
-    } else if (bottleneck != "CACHE_INEFFICIENCY/LOW") {
-      // Healthy. Known false flag, tracked in issue 11's follow-up: under a loaded machine a
-      // healthy instance was once flagged CACHE_INEFFICIENCY/LOW (prefix hit rate of a short
-      // window); anything else, or any higher severity, fails.
+    } else {
+      // Healthy. (A TGI instance was once flagged CACHE_INEFFICIENCY/LOW here: its prefix hit
+      // rate over ~75 requests dipped below the level; the cache rule now needs the rate's
+      // confidence bound below it too: BottleneckScenarioTest.DemoFleetNoiseIsNoCacheInefficiency.)
       EXPECT_EQ(bottleneck, "-") << out;
     }
   }

@@ -14,7 +14,13 @@ Status StreamSinkOptions::Validate(std::string_view sink) const {
   return Status::Ok();
 }
 
-Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options) {
+Result<StreamSinkOptions> ParseStreamOnlySinkOptions(const ConfigNode& options,
+                                                     std::string_view sink) {
+  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
+  return ParseStreamSinkOptions(options, sink);
+}
+
+Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options, std::string_view sink) {
   StreamSinkOptions opts;
   Result<std::string> endpoint = options.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -35,6 +41,7 @@ Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options) {
   Result<CurveServerOptions> curve = ParseCurveServerOptions(options, /*require_globs=*/false);
   if (!curve.ok()) return curve.status();
   opts.curve = std::move(curve).value();
+  INFERSCOPE_RETURN_IF_ERROR(opts.Validate(sink));
   return opts;
 }
 

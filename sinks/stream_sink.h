@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include <msgpack.hpp>
+
 #include "auth/curve.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
@@ -13,8 +15,9 @@
 
 namespace inferscope {
 
-// What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks, zmq_workflows) share: their options
-// and their PUB socket with its counters. Each sink adds its topic and payload (docs/PROTOCOL.md).
+// What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks, zmq_workflows, zmq_routing) share:
+// their options, their PUB socket with its counters, and the choice of encoding per record. Each
+// sink adds its topic and payload (docs/PROTOCOL.md).
 
 enum class StreamFormat { kMsgpack, kJson };
 
@@ -30,9 +33,12 @@ struct StreamSinkOptions {
   Status Validate(std::string_view sink) const;
 };
 
-// Reads `endpoint`, `sndhwm`, `format` and `curve` from a stream sink's options; the caller checks
-// for unknown fields (these four plus its own).
-Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options);
+// Reads `endpoint`, `sndhwm`, `format` and `curve` from a stream sink's options and validates them
+// (errors prefixed with `sink`); the caller checks for unknown fields (these four plus its own).
+Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options, std::string_view sink);
+// The same for a sink with no options of its own: any other field is an error.
+Result<StreamSinkOptions> ParseStreamOnlySinkOptions(const ConfigNode& options,
+                                                     std::string_view sink);
 
 // StreamPublisher is a stream sink's bound PUB socket with the sink's message and error counters
 // (inferscope_sink_messages_total, inferscope_sink_write_errors_total{stage}).
@@ -44,6 +50,18 @@ class StreamPublisher {
   Status Open(const StageContext& ctx, const StreamSinkOptions& options, std::string_view sink);
   // Sends one [topic, payload] message and counts it, or counts the failure and returns it.
   Status Send(std::string_view topic, std::string_view payload);
+  // Sends `record` under `topic` encoded in `format`: `msgpack(record, sbuffer&)` into a buffer
+  // reused across calls, or `json(record)` returning the text.
+  template <typename Record, typename Msgpack, typename Json>
+  Status SendRecord(std::string_view topic, const Record& record, StreamFormat format,
+                    Msgpack msgpack, Json json) {
+    if (format == StreamFormat::kMsgpack) {
+      msgpack(record, packed_);
+      return Send(topic, std::string_view(packed_.data(), packed_.size()));
+    }
+    const std::string text = json(record);
+    return Send(topic, text);
+  }
   // Internal error unless Open succeeded (for Write before Open).
   Status CheckOpen() const;
   void Close() { pub_.Close(); }
@@ -54,6 +72,7 @@ class StreamPublisher {
   PubSocket pub_;
   Counter* messages_ = nullptr;
   Counter* errors_ = nullptr;
+  msgpack::sbuffer packed_;
 };
 
 }  // namespace inferscope

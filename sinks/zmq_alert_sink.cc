@@ -21,10 +21,9 @@ Result<std::unique_ptr<ZmqAlertSink>> ZmqAlertSink::Create(const ConfigNode& opt
   INFERSCOPE_RETURN_IF_ERROR(
       options.CheckKnownFields({"endpoint", "sndhwm", "format", "include_silenced", "curve"}));
   Options opts;
-  Result<StreamSinkOptions> stream = ParseStreamSinkOptions(options);
+  Result<StreamSinkOptions> stream = ParseStreamSinkOptions(options, kName);
   if (!stream.ok()) return stream.status();
   opts.stream = std::move(stream).value();
-  INFERSCOPE_RETURN_IF_ERROR(opts.stream.Validate(kName));
   Result<bool> silenced = options.GetBool("include_silenced", opts.include_silenced);
   if (!silenced.ok()) return silenced.status();
   opts.include_silenced = *silenced;
@@ -120,16 +119,8 @@ Status ZmqAlertSink::Write(const OutputBatch& batch) {
       skipped_silenced_->Inc();
       continue;
     }
-    std::string json;
-    std::string_view payload;
-    if (options_.stream.format == StreamFormat::kMsgpack) {
-      EncodeMsgpack(a, packed_);
-      payload = std::string_view(packed_.data(), packed_.size());
-    } else {
-      json = EncodeJson(a);
-      payload = json;
-    }
-    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(Topic(a), payload));
+    INFERSCOPE_RETURN_IF_ERROR(
+        pub_.SendRecord(Topic(a), a, options_.stream.format, EncodeMsgpack, EncodeJson));
   }
   return Status::Ok();
 }

@@ -62,7 +62,6 @@ class ZmqAlertSink final : public Sink {
   Options options_;
   StreamPublisher pub_;
   Counter* skipped_silenced_ = nullptr;
-  msgpack::sbuffer packed_;
 };
 
 }  // namespace inferscope

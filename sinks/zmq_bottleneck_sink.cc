@@ -16,10 +16,8 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 }  // namespace
 
 Result<std::unique_ptr<ZmqBottleneckSink>> ZmqBottleneckSink::Create(const ConfigNode& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  Result<StreamSinkOptions> opts = ParseStreamOnlySinkOptions(options, kName);
   if (!opts.ok()) return opts.status();
-  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
   return std::make_unique<ZmqBottleneckSink>(std::move(opts).value());
 }
 
@@ -102,16 +100,8 @@ Status ZmqBottleneckSink::Write(const OutputBatch& batch) {
   INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
   for (const Bottleneck& b : batch.Get<kind::Bottleneck>()) {
     topic_ = Topic(b);
-    std::string json;
-    std::string_view payload;
-    if (options_.format == StreamFormat::kMsgpack) {
-      EncodeMsgpack(b, packed_);
-      payload = std::string_view(packed_.data(), packed_.size());
-    } else {
-      json = EncodeJson(b);
-      payload = json;
-    }
-    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
+    INFERSCOPE_RETURN_IF_ERROR(
+        pub_.SendRecord(topic_, b, options_.format, EncodeMsgpack, EncodeJson));
   }
   return Status::Ok();
 }

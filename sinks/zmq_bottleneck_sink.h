@@ -58,7 +58,6 @@ class ZmqBottleneckSink final : public Sink {
  private:
   Options options_;
   StreamPublisher pub_;
-  msgpack::sbuffer packed_;
   std::string topic_;
 };
 

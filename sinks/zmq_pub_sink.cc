@@ -15,10 +15,8 @@ namespace inferscope {
 namespace {}  // namespace
 
 Result<std::unique_ptr<ZmqPubSink>> ZmqPubSink::Create(const ConfigNode& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  Result<StreamSinkOptions> opts = ParseStreamOnlySinkOptions(options, kName);
   if (!opts.ok()) return opts.status();
-  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
   return std::make_unique<ZmqPubSink>(std::move(opts).value());
 }
 

@@ -11,10 +11,8 @@ namespace inferscope {
 using routing::RoutingWeights;
 
 Result<std::unique_ptr<ZmqRoutingSink>> ZmqRoutingSink::Create(const ConfigNode& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  Result<StreamSinkOptions> opts = ParseStreamOnlySinkOptions(options, kName);
   if (!opts.ok()) return opts.status();
-  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
   return std::make_unique<ZmqRoutingSink>(std::move(opts).value());
 }
 
@@ -77,16 +75,8 @@ Status ZmqRoutingSink::Write(const OutputBatch& batch) {
   INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
   for (const RoutingWeights& w : batch.Get<kind::RoutingWeights>()) {
     AppendTopic(w, topic_);
-    std::string json;
-    std::string_view payload;
-    if (options_.format == StreamFormat::kMsgpack) {
-      EncodeMsgpack(w, packed_);
-      payload = std::string_view(packed_.data(), packed_.size());
-    } else {
-      json = EncodeJson(w);
-      payload = json;
-    }
-    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
+    INFERSCOPE_RETURN_IF_ERROR(
+        pub_.SendRecord(topic_, w, options_.format, EncodeMsgpack, EncodeJson));
   }
   return Status::Ok();
 }

@@ -55,7 +55,6 @@ class ZmqRoutingSink final : public Sink {
  private:
   Options options_;
   StreamPublisher pub_;
-  msgpack::sbuffer packed_;
   std::string topic_;
 };
 

@@ -14,10 +14,8 @@ using Packer = msgpack::packer<msgpack::sbuffer>;
 }  // namespace
 
 Result<std::unique_ptr<ZmqWorkflowSink>> ZmqWorkflowSink::Create(const ConfigNode& options) {
-  INFERSCOPE_RETURN_IF_ERROR(options.CheckKnownFields({"endpoint", "sndhwm", "format", "curve"}));
-  Result<StreamSinkOptions> opts = ParseStreamSinkOptions(options);
+  Result<StreamSinkOptions> opts = ParseStreamOnlySinkOptions(options, kName);
   if (!opts.ok()) return opts.status();
-  INFERSCOPE_RETURN_IF_ERROR(opts->Validate(kName));
   return std::make_unique<ZmqWorkflowSink>(std::move(opts).value());
 }
 
@@ -85,16 +83,8 @@ Status ZmqWorkflowSink::Write(const OutputBatch& batch) {
   INFERSCOPE_RETURN_IF_ERROR(pub_.CheckOpen());
   for (const WorkflowChange& c : batch.Get<kind::WorkflowChange>()) {
     topic_ = Topic(c);
-    std::string json;
-    std::string_view payload;
-    if (options_.format == StreamFormat::kMsgpack) {
-      EncodeMsgpack(c, packed_);
-      payload = std::string_view(packed_.data(), packed_.size());
-    } else {
-      json = EncodeJson(c);
-      payload = json;
-    }
-    INFERSCOPE_RETURN_IF_ERROR(pub_.Send(topic_, payload));
+    INFERSCOPE_RETURN_IF_ERROR(
+        pub_.SendRecord(topic_, c, options_.format, EncodeMsgpack, EncodeJson));
   }
   return Status::Ok();
 }

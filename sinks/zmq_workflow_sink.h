@@ -60,7 +60,6 @@ class ZmqWorkflowSink final : public Sink {
  private:
   Options options_;
   StreamPublisher pub_;
-  msgpack::sbuffer packed_;
   std::string topic_;
 };
 

@@ -10,7 +10,6 @@
 #include <zmq_addon.hpp>
 
 #include <chrono>
-#include <regex>
 
 #include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
@@ -27,10 +26,8 @@ using testing::WaitFor;
 
 TEST(BottlenecksEndToEndTest, DefaultTopologyNamesMemoryPressureOnTheFullInstance) {
   TempDir dir;
-  std::string topology = ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml");
+  const std::string topology = testing::DefaultTopologyOnFreePorts();
   ASSERT_FALSE(topology.empty());
-  topology =
-      std::regex_replace(topology, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
   EngineProcess engine(
       dir, {topology, "engine", {"--state-dir", dir.str() + "/state", "--listen", "127.0.0.1:0"}});
   ASSERT_TRUE(engine.WaitReady()) << engine.Log();

@@ -1,6 +1,7 @@
 #include "tests/integration/engine_fixture.h"
 
 #include <fstream>
+#include <regex>
 #include <utility>
 
 namespace inferscope::testing {
@@ -13,6 +14,13 @@ std::string Substitute(std::string text, const std::map<std::string, std::string
     }
   }
   return text;
+}
+
+std::string DefaultTopologyOnFreePorts() {
+  const std::string topology = ReadFile(SourceDir() + "/topologies/inference-fleet.yaml");
+  const std::string zmq =
+      std::regex_replace(topology, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
+  return std::regex_replace(zmq, std::regex(R"(listen: 127\.0\.0\.1:\d+)"), "listen: 127.0.0.1:0");
 }
 
 EngineProcess::EngineProcess(const TempDir& dir, Options options) {

@@ -20,6 +20,11 @@ namespace inferscope::testing {
 // "STATE", "ENDPOINT", ...).
 std::string Substitute(std::string text, const std::map<std::string, std::string>& values);
 
+// The shipped default topology (topologies/inference-fleet.yaml) with every ZeroMQ endpoint and
+// the HTTP listen address on ports the kernel chooses (read back from the ready file), so tests
+// run in parallel with each other and with `make demo`.
+std::string DefaultTopologyOnFreePorts();
+
 // The integration tests' one way to run the engine: `inferscope run` as a subprocess on a topology
 // written to a file, started with a ready file, and waited for until that file is written and
 // /v1/health answers.

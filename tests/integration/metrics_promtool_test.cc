@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 
@@ -48,10 +47,8 @@ TEST(MetricsPromtoolTest, LiveEngineMetricsPassPromtoolCheck) {
 
   TempDir dir;
   // The shipped topology, with ephemeral ports.
-  std::string topology = ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml");
+  const std::string topology = testing::DefaultTopologyOnFreePorts();
   ASSERT_FALSE(topology.empty());
-  topology =
-      std::regex_replace(topology, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
   EngineProcess engine(
       dir, {topology, "engine", {"--state-dir", dir.str() + "/state", "--listen", "127.0.0.1:0"}});
   ASSERT_TRUE(engine.WaitReady()) << engine.Log();

@@ -29,18 +29,6 @@ using testing::Substitute;
 using testing::TempDir;
 using testing::WaitFor;
 
-// The default topology on ports chosen by the kernel (read back from the ready file).
-std::string DefaultTopologyOnFreePorts() {
-  return Substitute(ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml"),
-                    {{"127.0.0.1:8080", "127.0.0.1:0"},
-                     {"tcp://127.0.0.1:5555", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5556", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5557", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5558", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5559", "tcp://127.0.0.1:*"},
-                     {"tcp://127.0.0.1:5560", "tcp://127.0.0.1:*"}});
-}
-
 // `inferscope query-node` as a subprocess, waited for like EngineProcess.
 class QueryNodeProcess {
  public:
@@ -154,7 +142,7 @@ bool SameAnswers(httplib::Client& engine, httplib::Client& node, std::string* wh
 TEST(QueryNodeTest, AnswersAsTheEngineSurvivesItsCrashAndFollowsItsRestart) {
   TempDir dir;
   const std::string state = dir.str() + "/state";
-  const std::string topology = DefaultTopologyOnFreePorts();
+  const std::string topology = testing::DefaultTopologyOnFreePorts();
   auto engine = std::make_unique<EngineProcess>(
       dir, EngineProcess::Options{topology, "engine-1", {"--state-dir", state}});
   ASSERT_TRUE(engine->WaitReady()) << engine->Log();

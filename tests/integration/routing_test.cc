@@ -14,7 +14,6 @@
 #include <chrono>
 #include <csignal>
 #include <map>
-#include <regex>
 
 #include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
@@ -34,10 +33,8 @@ constexpr const char* kFailed = "sglang-1";
 
 TEST(RoutingEndToEndTest, SimulatedFailureMovesTrafficOffTheBackend) {
   TempDir dir;
-  std::string topology = ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml");
+  const std::string topology = testing::DefaultTopologyOnFreePorts();
   ASSERT_FALSE(topology.empty());
-  topology =
-      std::regex_replace(topology, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
   EngineProcess engine(
       dir, {topology, "engine", {"--state-dir", dir.str() + "/state", "--listen", "127.0.0.1:0"}});
   ASSERT_TRUE(engine.WaitReady()) << engine.Log();

@@ -240,6 +240,33 @@ TEST(LoadTest, ALateGaugeCountsTheSendsAndOutcomesAfterItsSampleTime) {
   EXPECT_DOUBLE_EQ(est->in_flight, 3 + 7 + 1 - 1);
 }
 
+TEST(LoadTest, ALateGaugeCountsOutOfOrderOutcomesAfterItsSampleTimeToo) {
+  // The count of outcomes after a gauge's sample time stops early while they arrived in order;
+  // outcomes of several publishers arrive out of order, and then every one is looked at.
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  const RoutingLearner::ModelId m = learner.FindModel("m");
+  for (int64_t t = 100; t < 600; t += 100) learner.NoteSent(m, 0, t);  // 5 sends, 2 after 300
+  Outcome o;
+  o.backend = "a";
+  o.model = "m";
+  o.ttft_ms = 100;
+  o.tpot_ms = 10;
+  o.e2e_ms = 1000;
+  for (int64_t t : {400, 200, 500, 250}) {  // 2 after 300, out of order
+    o.time_ms = t;
+    learner.Observe(o);
+  }
+  learner.ObserveGauge(
+      {.backend = "a", .model = "m", .name = "num_requests_running", .value = 3, .time_ms = 300});
+  Decision d;
+  learner.Select(m, {}, Strategy::kLowestLatency, 600, &d);
+  const auto est = learner.Estimate("m", "a", 600);
+  ASSERT_TRUE(est.ok());
+  EXPECT_DOUBLE_EQ(est->in_flight, 3 + 2 - 2);
+}
+
 TEST(LoadTest, LatencyEstimatesScaleWithTheLoadARequestMeets) {
   // A backend's per-token time grows with its batch (continuous batching): the learner learns
   // the elasticity from outcomes observed at different loads and scales its estimate by the load

@@ -657,9 +657,11 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
     interval_ms_ += kIntervalRate * (dt - interval_ms_);
   }
   // Difference per typical interval. Closer points are not scaled up: their difference is mostly
-  // noise, which does not shrink with the interval.
-  const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
-  rate_ += o_->rate_alpha * (diff / units - rate_);
+  // noise, which does not shrink with the interval. (Rounding is monotone: dt / interval <= 1
+  // when dt <= interval, so the difference is taken as is there, without dividing by 1.)
+  const double per_interval =
+      interval_ms_ > 0 && dt > interval_ms_ ? diff / (dt / interval_ms_) : diff;
+  rate_ += o_->rate_alpha * (per_interval - rate_);
   recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
   const double var = std::max(var_, floor * floor);
   if (var > 0) {

@@ -248,6 +248,16 @@ Severity SeverityOf(double score, const DetectorOptions& o) {
   return Severity::kNone;
 }
 
+Severity SeverityOfEvidence(double evidence, const PreparedDetectorOptions& o) {
+  for (int k = 3; k >= 0; --k) {
+    if (evidence >= o.evidence_above[k]) {
+      return static_cast<Severity>(static_cast<int>(Severity::kInfo) + k);
+    }
+    if (evidence >= o.evidence_below[k]) return SeverityOf(EvidenceToScore(evidence), o);
+  }
+  return Severity::kNone;
+}
+
 // ---- SpikeDetector ----
 
 SpikeDetector::SpikeDetector(const DetectorOptions& o) : o_(&o) { Reset(); }
@@ -1130,18 +1140,8 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     evidence = std::min(evidence, kSettleEvidence);
   }
   // The severity of the score, from the evidence (the score's exp is computed last, off the path
-  // of the updates that depend on the severity): exactly SeverityOf(EvidenceToScore(evidence)).
-  v.severity = Severity::kNone;
-  for (int k = 3; k >= 0; --k) {
-    if (evidence >= options_->evidence_above[k]) {
-      v.severity = static_cast<Severity>(static_cast<int>(Severity::kInfo) + k);
-      break;
-    }
-    if (evidence >= options_->evidence_below[k]) {
-      v.severity = SeverityOf(EvidenceToScore(evidence), *options_);
-      break;
-    }
-  }
+  // of the updates that depend on the severity).
+  v.severity = SeverityOfEvidence(evidence, *options_);
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
 
   // Learn. Points at warning or above do not update the scales.

@@ -123,6 +123,11 @@ double EvidenceToScore(double evidence);
 // The severity of `score` under the thresholds of `options`.
 Severity SeverityOf(double score, const DetectorOptions& options);
 
+// SeverityOf(EvidenceToScore(evidence), options), without the exp unless the evidence is within
+// the prepared band of a threshold (SeriesDetector decides each point's severity with it and
+// computes the score afterwards, off the path of the updates that depend on the severity).
+Severity SeverityOfEvidence(double evidence, const PreparedDetectorOptions& options);
+
 // SpikeDetector judges single points: the robust z of a residual (value minus baseline) against a
 // winsorised RMS scale, with a tail factor learned per series.
 //

@@ -120,7 +120,7 @@ Result<std::unique_ptr<AnomalyDetectOperator>> AnomalyDetectOperator::Create(
 
 AnomalyDetectOperator::AnomalyDetectOperator(Options options)
     : options_(std::move(options)),
-      detector_options_(std::make_shared<const DetectorOptions>(options_.detector)),
+      detector_options_(std::make_shared<const PreparedDetectorOptions>(options_.detector)),
       lifecycle_(options_.lifecycle) {}
 
 Status AnomalyDetectOperator::Open(const StageContext& ctx) {

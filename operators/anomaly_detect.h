@@ -95,7 +95,7 @@ class AnomalyDetectOperator final : public Operator {
 
   Options options_;
   // options_.detector, shared by every SeriesDetector of this operator (one copy in cache).
-  std::shared_ptr<const DetectorOptions> detector_options_;
+  std::shared_ptr<const PreparedDetectorOptions> detector_options_;
   std::string name_;
   AlertLifecycle lifecycle_;
   const Interner* interner_ = nullptr;

@@ -211,11 +211,50 @@ double EvidenceToScore(double evidence) {
   return 1.0 - std::exp(kLnScoreAtUnit * evidence * evidence);
 }
 
+namespace {
+
+// The smallest evidence in [0, 64] whose score is at least `score` (+inf when none: a score
+// above 1). EvidenceToScore is monotone up to its rounding.
+double EvidenceAtScore(double score) {
+  if (!(EvidenceToScore(64) >= score)) return std::numeric_limits<double>::infinity();
+  double lo = 0, hi = 64;
+  for (int i = 0; i < 200 && std::nextafter(lo, hi) < hi; ++i) {
+    const double mid = lo + (hi - lo) / 2;
+    (EvidenceToScore(mid) >= score ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+// Half width of the band (in score units) around a threshold in which the severity is decided on
+// the computed score: far wider than the rounding error of EvidenceToScore (~1e-16).
+constexpr double kSeverityBand = 1e-9;
+
+}  // namespace
+
+PreparedDetectorOptions::PreparedDetectorOptions(const DetectorOptions& options)
+    : DetectorOptions(options) {
+  const double thresholds[4] = {info, warning, critical, emergency};
+  for (int k = 0; k < 4; ++k) {
+    evidence_below[k] = EvidenceAtScore(thresholds[k] - kSeverityBand);
+    evidence_above[k] = EvidenceAtScore(thresholds[k] + kSeverityBand);
+  }
+}
+
 Severity SeverityOf(double score, const DetectorOptions& o) {
   if (score >= o.emergency) return Severity::kEmergency;
   if (score >= o.critical) return Severity::kCritical;
   if (score >= o.warning) return Severity::kWarning;
   if (score >= o.info) return Severity::kInfo;
+  return Severity::kNone;
+}
+
+Severity SeverityOfEvidence(double evidence, const PreparedDetectorOptions& o) {
+  for (int k = 3; k >= 0; --k) {
+    if (evidence >= o.evidence_above[k]) {
+      return static_cast<Severity>(static_cast<int>(Severity::kInfo) + k);
+    }
+    if (evidence >= o.evidence_below[k]) return SeverityOf(EvidenceToScore(evidence), o);
+  }
   return Severity::kNone;
 }
 
@@ -251,15 +290,22 @@ SpikeDetector::Reading SpikeDetector::Score(double residual, double local) const
   const double s = std::max(scale(), local);
   if (s <= 0) return r;
   r.z = residual / s;
-  r.evidence = std::fabs(r.z) / threshold();
+  r.threshold = threshold();
+  r.evidence = std::fabs(r.z) / r.threshold;
   return r;
 }
 
 void SpikeDetector::Learn(double residual, bool warm, bool anomalous, double local,
                           bool informative) {
   const double s = scale();
+  const double abs_z = s > 0 ? std::fabs(residual) / std::max(s, local) : 0.0;
+  LearnScored(residual, abs_z, warm, anomalous, informative);
+}
+
+void SpikeDetector::LearnScored(double residual, double abs_z, bool warm, bool anomalous,
+                                bool informative) {
+  const double s = scale();
   if (s > 0) {
-    const double abs_z = std::fabs(residual) / std::max(s, local);
     TrackQuantile(abs_z, warm ? kQuantileStepWarm : kQuantileStep, q99_);
     // Every informative point, anomalous or not: the 99.9th percentile is what the series does
     // normally. A repeated value is not a new sample of the tail: a sparse series (zeros with
@@ -307,26 +353,39 @@ void ChangePointDetector::Reset() {
   n_ = 0;
 }
 
+namespace {
+
+// `keep ? x : +0.0` without a branch (the CUSUM states below change at random: a branch on them
+// is mispredicted about as often as not).
+double KeepOrZero(bool keep, double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits &= -static_cast<uint64_t>(keep);
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+
+}  // namespace
+
 void ChangePointDetector::EndExcursion(double s, double& max, double& q, double x) {
   max = std::max(max, x);
   // An excursion ends when its statistic is back at 0 (or restarts after an alarm: see Observe,
-  // which calls this before resetting).
-  if (s == 0 || x >= std::clamp(kTailMargin * q, 1.0, kMaxCusumMargin)) {
-    if (max > 0) TrackQuantileRelative(max, kExcursionP, kExcursionUp, kMinQCusum, q);
-    max = 0;
-  }
+  // which calls this before resetting). Branch-free: q * 1 = q and q >= kMinQCusum already when
+  // nothing ends (TrackQuantileRelative's update otherwise).
+  const bool end = s == 0 || x >= std::clamp(kTailMargin * q, 1.0, kMaxCusumMargin);
+  const double up = 1 + kExcursionUp;
+  const double down = 1 - kExcursionUp * (1 - kExcursionP) / kExcursionP;
+  const double factor = end && max > 0 ? (max > q ? up : down) : 1.0;
+  q = std::max(q * factor, kMinQCusum);
+  max = KeepOrZero(!end, max);
 }
 
 namespace {
 void Step(double u, double residual, double k, double& s, double& sum, int32_t& run) {
   s = std::max(0.0, s + u - k);
-  if (s == 0) {
-    sum = 0;
-    run = 0;
-  } else {
-    sum += residual;
-    ++run;
-  }
+  const bool on = s != 0;
+  sum = KeepOrZero(on, sum + residual);
+  run = on ? run + 1 : 0;
 }
 }  // namespace
 
@@ -414,7 +473,8 @@ SeasonalBaseline::SeasonalBaseline(const DetectorOptions& o)
   Reset();
 }
 
-void SeasonalBaseline::BeginCandidate(int64_t anchor_ms, int64_t period_ms, double interval_ms) {
+[[gnu::noinline]] void SeasonalBaseline::BeginCandidate(int64_t anchor_ms, int64_t period_ms,
+                                                        double interval_ms) {
   const double points = interval_ms > 0 ? static_cast<double>(period_ms) / interval_ms : 0;
   candidate_buckets_ = std::clamp<int64_t>(std::llround(points), 2, kAutoBuckets);
   anchor_ms_ = anchor_ms;
@@ -423,7 +483,7 @@ void SeasonalBaseline::BeginCandidate(int64_t anchor_ms, int64_t period_ms, doub
   RestartSpread();
 }
 
-double SeasonalBaseline::StoredMean() const {
+[[gnu::noinline]] double SeasonalBaseline::StoredMean() const {
   double sum = 0;
   int64_t seen = 0;
   for (int64_t i = 0; i < candidate_buckets_; ++i) {
@@ -435,7 +495,7 @@ double SeasonalBaseline::StoredMean() const {
   return seen > 0 ? sum / static_cast<double>(seen) : 0.0;
 }
 
-double SeasonalBaseline::Lock() {
+[[gnu::noinline]] double SeasonalBaseline::Lock() {
   buckets_ = candidate_buckets_;
   first_time_ms_ = INT64_MIN;
   up_ = down_ = 0;
@@ -453,7 +513,7 @@ void SeasonalBaseline::Unlock() {
   up_ = down_ = 0;
 }
 
-void SeasonalBaseline::Reset() {
+[[gnu::noinline]] void SeasonalBaseline::Reset() {
   if (automatic_) {
     buckets_ = 0;
     season_ms_ = 0;
@@ -499,7 +559,7 @@ void SeasonalBaseline::StoreInitial(int64_t phase, double value) {
   slot = std::isnan(slot) ? static_cast<float>(value) : static_cast<float>(0.5 * (slot + value));
 }
 
-double SeasonalBaseline::FinishInitial() {
+[[gnu::noinline]] double SeasonalBaseline::FinishInitial() {
   double sum = 0;
   int64_t seen = 0;
   const auto n = static_cast<size_t>(buckets_);
@@ -519,7 +579,7 @@ double SeasonalBaseline::FinishInitial() {
   return mean;
 }
 
-void SeasonalBaseline::RecomputeMoments() {
+[[gnu::noinline]] void SeasonalBaseline::RecomputeMoments() {
   sum_ = sumsq_ = 0;
   const auto n = static_cast<size_t>(buckets_);
   for (size_t i = 0; i < n; ++i) {
@@ -607,9 +667,11 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
     interval_ms_ += kIntervalRate * (dt - interval_ms_);
   }
   // Difference per typical interval. Closer points are not scaled up: their difference is mostly
-  // noise, which does not shrink with the interval.
-  const double units = interval_ms_ > 0 ? std::max(dt / interval_ms_, 1.0) : 1.0;
-  rate_ += o_->rate_alpha * (diff / units - rate_);
+  // noise, which does not shrink with the interval. (Rounding is monotone: dt / interval <= 1
+  // when dt <= interval, so the difference is taken as is there, without dividing by 1.)
+  const double per_interval =
+      interval_ms_ > 0 && dt > interval_ms_ ? diff / (dt / interval_ms_) : diff;
+  rate_ += o_->rate_alpha * (per_interval - rate_);
   recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
   const double var = std::max(var_, floor * floor);
   if (var > 0) {
@@ -636,9 +698,9 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
 // ---- SeriesDetector ----
 
 SeriesDetector::SeriesDetector(const DetectorOptions& options)
-    : SeriesDetector(std::make_shared<const DetectorOptions>(options)) {}
+    : SeriesDetector(std::make_shared<const PreparedDetectorOptions>(options)) {}
 
-SeriesDetector::SeriesDetector(std::shared_ptr<const DetectorOptions> options)
+SeriesDetector::SeriesDetector(std::shared_ptr<const PreparedDetectorOptions> options)
     : options_(std::move(options)), spike_(*options_), change_(*options_), rate_(*options_) {
   const DetectorOptions& o = *options_;
   if (o.season_points > 0 || o.season_ms > 0 || o.auto_season) {
@@ -648,7 +710,7 @@ SeriesDetector::SeriesDetector(std::shared_ptr<const DetectorOptions> options)
   SyncSeason();
 }
 
-void SeriesDetector::ResetModel() {
+[[gnu::noinline]] void SeriesDetector::ResetModel() {
   spike_.Reset();
   change_.Reset();
   rate_.Reset();
@@ -759,7 +821,7 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   spike_.set_floor(floor);
 }
 
-void SeriesDetector::Rebaseline() {
+[[gnu::noinline]] void SeriesDetector::Rebaseline() {
   // The recent residuals say where the series is now and how much it moves there.
   level_ += recent_residual_;
   spike_.RaiseVariance(recent_var_);
@@ -893,7 +955,7 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   candidate_ = 1;
 }
 
-void SeriesDetector::DropPeriod() {
+[[gnu::noinline]] void SeriesDetector::DropPeriod() {
   season_->baseline.Unlock();
   SyncSeason();
   candidate_ = 0;
@@ -901,7 +963,7 @@ void SeriesDetector::DropPeriod() {
   rate_.Restart();
 }
 
-Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
+[[gnu::flatten]] Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   Verdict v;
   v.warming_up = !warm_done_;
   if (!std::isfinite(value) || time_ms < last_time_ms_) {
@@ -984,7 +1046,10 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   const double residual = y - expected;
   const SpikeDetector::Reading spike = spike_.Score(residual, local);
   const double scale = std::max(spike_.scale(), local);
-  const double band = spike_.threshold() * scale;
+  const double band = (scale > 0 ? spike.threshold : spike_.threshold()) * scale;
+  // |residual| / the scale without the seasonal spread, which the spike detector learns from:
+  // Score's |z| unless the spread was larger.
+  const bool z_is_global = local <= spike_.scale();
   if (log_space_) {
     v.expected = ToValue(expected);
     v.lower = ToValue(expected - band);
@@ -1016,7 +1081,11 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
       }
       season_->baseline.LearnSpread(phase, clipped * clipped, kSpreadRate * options_->season_alpha);
     }
-    spike_.Learn(residual, true, false, 0.0, changed);
+    if (z_is_global) {
+      spike_.LearnScored(residual, std::fabs(spike.z), true, false, changed);
+    } else {
+      spike_.Learn(residual, true, false, 0.0, changed);
+    }
     // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
     // (Only in an extended, informative warm-up: a sparse series' bursts.)
     if (!seasonal && n_ > options_->warmup_points) change_.Observe(spike.z, residual);
@@ -1070,17 +1139,18 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
     --settle_;
     evidence = std::min(evidence, kSettleEvidence);
   }
-  v.score = EvidenceToScore(evidence);
-  v.severity = v.score >= options_->emergency  ? Severity::kEmergency
-               : v.score >= options_->critical ? Severity::kCritical
-               : v.score >= options_->warning  ? Severity::kWarning
-               : v.score >= options_->info     ? Severity::kInfo
-                                               : Severity::kNone;
+  // The severity of the score, from the evidence (the score's exp is computed last, off the path
+  // of the updates that depend on the severity).
+  v.severity = SeverityOfEvidence(evidence, *options_);
   v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
 
   // Learn. Points at warning or above do not update the scales.
   const bool anomalous = v.severity >= Severity::kWarning;
-  spike_.Learn(residual, false, anomalous, 0.0, changed);
+  if (z_is_global) {
+    spike_.LearnScored(residual, std::fabs(spike.z), false, anomalous, changed);
+  } else {
+    spike_.Learn(residual, false, anomalous, 0.0, changed);
+  }
   if (!anomalous) change_.Learn(spike.z, false);
   const double level_rate =
       settle_ > 0 ? std::max(options_->level_alpha,
@@ -1108,6 +1178,7 @@ Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   } else if (++quiet_ > kBridgedQuietPoints) {
     episode_ = 0;
   }
+  v.score = EvidenceToScore(evidence);
   return v;
 }
 

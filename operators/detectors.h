@@ -89,6 +89,19 @@ struct DetectorOptions {
   Status Validate() const;
 };
 
+// DetectorOptions plus constants derived from them once, shared by every SeriesDetector of an
+// operator (AnomalyDetectOperator makes one): the evidence at each score threshold, so that a
+// point's severity is decided without the exp of its score (see SeriesDetector::Observe).
+struct PreparedDetectorOptions : DetectorOptions {
+  explicit PreparedDetectorOptions(const DetectorOptions& options);
+  // Per severity (info, warning, critical, emergency): evidence below below_[k] scores below the
+  // threshold, evidence at or above above_[k] scores at or above it (+inf: never sure); in
+  // between the score is computed. The band is 1e-9 wide in score units, far wider than the
+  // rounding of EvidenceToScore, so the severity is the one of the computed score.
+  double evidence_below[4];
+  double evidence_above[4];
+};
+
 // Reads the options from a topology mapping: `warmup_points`, `season_points`, `season_period`
 // (a duration such as 1d), the four thresholds, `adaptive_thresholds` and the tuning fields above
 // under the same names. Unknown fields are errors naming file:line.
@@ -110,6 +123,11 @@ double EvidenceToScore(double evidence);
 // The severity of `score` under the thresholds of `options`.
 Severity SeverityOf(double score, const DetectorOptions& options);
 
+// SeverityOf(EvidenceToScore(evidence), options), without the exp unless the evidence is within
+// the prepared band of a threshold (SeriesDetector decides each point's severity with it and
+// computes the score afterwards, off the path of the updates that depend on the severity).
+Severity SeverityOfEvidence(double evidence, const PreparedDetectorOptions& options);
+
 // SpikeDetector judges single points: the robust z of a residual (value minus baseline) against a
 // winsorised RMS scale, with a tail factor learned per series.
 //
@@ -123,8 +141,9 @@ Severity SeverityOf(double score, const DetectorOptions& options);
 class SpikeDetector {
  public:
   struct Reading {
-    double z = 0;         // signed residual / scale
-    double evidence = 0;  // |z| / (spike_z * tail factor)
+    double z = 0;          // signed residual / scale
+    double evidence = 0;   // |z| / threshold()
+    double threshold = 0;  // threshold() (when the scale is positive)
   };
   explicit SpikeDetector(const DetectorOptions& options);
   // `local`: a scale of this point's phase (the seasonal spread); z = residual / max(scale(),
@@ -135,6 +154,9 @@ class SpikeDetector {
   // `informative`: the value changed since the previous point (only those update the 99.9th
   // percentile).
   void Learn(double residual, bool warm, bool anomalous, double local = 0, bool informative = true);
+  // Learn with local = 0 when |z| = |residual| / scale() is known (Score's, with local <= scale()
+  // and the scale unchanged since): the same update without the division.
+  void LearnScored(double residual, double abs_z, bool warm, bool anomalous, bool informative);
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
   void Reset();
@@ -387,7 +409,7 @@ class alignas(64) SeriesDetector {
   explicit SeriesDetector(const DetectorOptions& options);
   // Shares `options` (one copy for many series: with 100k detectors a private copy each would be
   // a cache line more per point; AnomalyDetectOperator shares one).
-  explicit SeriesDetector(std::shared_ptr<const DetectorOptions> options);
+  explicit SeriesDetector(std::shared_ptr<const PreparedDetectorOptions> options);
 
   // Causal verdict on (time_ms, value). NaN/Inf values and out-of-order times are ignored: the
   // verdict is kNone and the state does not change.
@@ -434,7 +456,7 @@ class alignas(64) SeriesDetector {
   // Fields touched by every point first, those touched rarely (crossings, warm-up) last. The
   // options are shared (immutable; the components point into them), so that 100k detectors fed
   // round-robin read one copy that stays in cache.
-  std::shared_ptr<const DetectorOptions> options_;
+  std::shared_ptr<const PreparedDetectorOptions> options_;
   SpikeDetector spike_;
   ChangePointDetector change_;
   RateOfChangeDetector rate_;

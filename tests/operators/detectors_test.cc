@@ -57,6 +57,51 @@ TEST(DetectorsTest, EvidenceToScoreIsMonotoneAndAnchored) {
   EXPECT_EQ(SeverityOf(0.1, o), Severity::kNone);
 }
 
+// SeriesDetector decides the severity from the evidence and computes the score afterwards: the
+// decision must be the one of the computed score, also right at the thresholds (default and
+// unusual ones, up to an emergency threshold of 1).
+TEST(DetectorsTest, SeverityOfEvidenceIsTheSeverityOfTheScore) {
+  DetectorOptions unusual;
+  unusual.info = 1e-12;
+  unusual.warning = 0.3;
+  unusual.critical = 0.999999;
+  unusual.emergency = 1.0;
+  for (const DetectorOptions& options : {DetectorOptions{}, unusual}) {
+    const PreparedDetectorOptions prepared(options);
+    std::vector<double> evidence = {0.0,
+                                    -1.0,
+                                    1e-300,
+                                    1.0,
+                                    5.0,
+                                    64.0,
+                                    1e300,
+                                    std::numeric_limits<double>::infinity(),
+                                    std::numeric_limits<double>::quiet_NaN()};
+    for (double t : {options.info, options.warning, options.critical, options.emergency}) {
+      // The evidence at which the score reaches t, and its neighbours down to the last bits.
+      double lo = 0, hi = 64;
+      for (int i = 0; i < 200; ++i) {
+        const double mid = lo + (hi - lo) / 2;
+        (EvidenceToScore(mid) >= t ? hi : lo) = mid;
+      }
+      double e = hi;
+      for (int i = 0; i < 64; ++i) e = std::nextafter(e, 0.0);
+      for (int i = 0; i < 128; ++i, e = std::nextafter(e, 100.0)) evidence.push_back(e);
+      for (double f = 0.999; f < 1.001; f += 1e-5) evidence.push_back(hi * f);
+    }
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> u(0, 4);
+    for (int i = 0; i < 20000; ++i) evidence.push_back(u(rng));
+    for (double e : evidence) {
+      ASSERT_EQ(SeverityOfEvidence(e, prepared), SeverityOf(EvidenceToScore(e), options))
+          << "evidence " << e;
+    }
+  }
+  // The thresholds are reached: a score of exactly 0.7 at evidence 1 is a warning.
+  EXPECT_EQ(SeverityOfEvidence(1.0, PreparedDetectorOptions(DetectorOptions{})),
+            SeverityOf(EvidenceToScore(1.0), DetectorOptions{}));
+}
+
 TEST(SpikeDetectorTest, FlagsATenSigmaSpikeAndDipAtOnce) {
   std::vector<double> v = Noise(1500, 1);
   v[700] += 10;

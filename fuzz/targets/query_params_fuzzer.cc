@@ -211,15 +211,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   silence.ends_at_ms = kNowMs + 3'600'000;
   silence.created_by = "fuzz";
   if (!silences.Add(silence).ok()) Fail("cannot add the seed silence");
-  // And one workflow, pending approval (parsed once; the registry is fresh).
-  static const Workflow seed = [] {
-    Result<Workflow> parsed = WorkflowFromRequest(
-        {{"instance", "node-1"}, {"model", "m"}, {"target", {{"metric", "ttft_ms"}}}});
-    if (!parsed.ok()) Fail("cannot parse the seed workflow");
-    return *parsed;
-  }();
+  // And one workflow, pending approval.
   WorkflowRegistry workflows(nullptr, &w.clock);
-  if (!workflows.Create(seed).ok()) Fail("cannot add the seed workflow");
+  Result<Workflow> seed = WorkflowFromRequest(
+      {{"instance", "node-1"}, {"model", "m"}, {"target", {{"metric", "ttft_ms"}}}});
+  if (!seed.ok() || !workflows.Create(*seed).ok()) Fail("cannot add the seed workflow");
   ApiContext ctx = w.ctx;
   ctx.silences = &silences;
   ctx.workflows = &workflows;

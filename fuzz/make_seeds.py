@@ -104,7 +104,9 @@ def wire_decoder_seeds():
         client.request_event("node-1", "llama", 1.0, time_ms=T0)]}))
 
 
-# hello target ops (see fuzz/targets/hello_fuzzer.cc).
+# hello and ack target ops (see fuzz/targets/hello_fuzzer.cc and ack_fuzzer.cc; same encoding, the
+# ack target reads the sender's peer from bits 6-7 of a message op and an incarnation from bits 4-5
+# of a durable op).
 def frame(data):
     if isinstance(data, str):
         data = data.encode()
@@ -113,27 +115,50 @@ def frame(data):
     return b"\xff" + struct.pack("<H", len(data)) + data
 
 
-def op_hello(pub, extra=None):
+def op_hello(pub, extra=None, peer=0):
     m = {"v": 1, "pub": pub}
     if extra:
         m.update(extra)
-    return bytes([0x04]) + frame(packb(m))  # 2 frames, topic "hello"
+    return bytes([0x04 | (peer << 6)]) + frame(packb(m))  # 2 frames, topic "hello"
 
 
-def op_data(pub, seq, n=1):
+def op_data(pub, seq, n=1, peer=0, inc=None):
     events = [client.request_event("node-1", "llama", 10.0 + i, time_ms=T0 + i) for i in range(n)]
-    return bytes([0x14]) + frame(client.encode_payload(pub, seq, events))  # 2 frames, "metrics"
+    payload = client.encode_payload(pub, seq, events)
+    if inc is not None:
+        m = msgpack.unpackb(payload, raw=False)
+        m["inc"] = inc
+        payload = packb(m)
+    return bytes([0x14 | (peer << 6)]) + frame(payload)  # 2 frames, "metrics"
 
 
-def op_durable(k, seq):
-    return bytes([0x02 | (k << 2), seq])
+def op_durable(k, seq, inc=0):
+    return bytes([0x02 | (k << 2) | (inc << 4), seq])
 
 
 OP_DRAIN = b"\x03"
+OP_DRAIN_LATER = b"\x07"  # ack target: flush the acks, then 50 ms pass
 
 
-def hello_seeds():
-    t = "hello"
+def ack_seeds():
+    hello_seeds("ack")
+    t = "ack"
+    # A publisher that reconnects (new routing id): acks follow its latest message.
+    write(t, "reconnect", op_hello("p0", peer=0) + op_data("p0", 0, peer=0) +
+          op_data("p0", 1, peer=1) + op_durable(0, 1) + OP_DRAIN + op_hello("p0", peer=2) +
+          op_durable(0, 1) + OP_DRAIN)
+    # Resends of applied messages: the resend hint at most every 50 ms.
+    write(t, "resend-hints", op_hello("p1") + op_data("p1", 0) + op_data("p1", 0) +
+          op_data("p1", 0) + OP_DRAIN_LATER + op_data("p1", 0) + op_data("p1", 4) + OP_DRAIN_LATER +
+          op_data("p1", 4) + OP_DRAIN)
+    # Incarnations: a restart at 2, the old one's messages then stale.
+    write(t, "incarnations", op_data("p2", 0, inc=1) + op_data("p2", 1, inc=1) +
+          op_durable(2, 1, inc=1) + op_hello("p2", {"inc": 2}, peer=1) +
+          op_data("p2", 0, inc=2, peer=1) + op_data("p2", 2, inc=1) + op_durable(2, 0, inc=2) +
+          OP_DRAIN)
+
+
+def hello_seeds(t="hello"):
     write(t, "hello", op_hello("p0") + OP_DRAIN)
     write(t, "session", op_hello("p0") + op_data("p0", 0, 2) + op_data("p0", 1) +
           op_durable(0, 1) + OP_DRAIN + op_data("p0", 2) + op_data("p0", 1) + OP_DRAIN)
@@ -278,6 +303,7 @@ def prom_text_seeds():
 if __name__ == "__main__":
     wire_decoder_seeds()
     hello_seeds()
+    ack_seeds()
     topology_seeds()
     query_seeds()
     detect_seeds()

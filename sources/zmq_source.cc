@@ -129,7 +129,7 @@ ZmqSource::ZmqSource(Options options) : options_(std::move(options)) {}
 
 ZmqSource::~ZmqSource() { Close(); }
 
-Status ZmqSource::Open(const StageContext& ctx) {
+Status ZmqSource::OpenState(const StageContext& ctx) {
   if (ctx.interner == nullptr || ctx.clock == nullptr) {
     return Status::InvalidArgument("zmq source: the stage context needs an interner and a clock");
   }
@@ -147,6 +147,36 @@ Status ZmqSource::Open(const StageContext& ctx) {
   }
   decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
                                            ctx.name);
+  return Status::Ok();
+}
+
+Status ZmqSource::OpenDetached(const StageContext& ctx, ReplySink& replies) {
+  if (options_.mode != Mode::kRouter || options_.curve.enabled()) {
+    return Status::InvalidArgument("zmq source: OpenDetached needs mode router without curve");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(OpenState(ctx));
+  replies_ = &replies;
+  return Status::Ok();
+}
+
+void ZmqSource::Deliver(std::span<const std::string_view> frames, EventBatch& batch) {
+  // As ReceiveOne: [routing id, topic, payload] is a message; any other frame count is counted as
+  // bad_frames (the routing id's bytes aside).
+  if (frames.size() != 3) {
+    size_t bytes = 0;
+    for (size_t i = 1; i < frames.size(); ++i) bytes += frames[i].size();
+    decoder_->RecordBadFrames(bytes);
+    return;
+  }
+  HandleMessage(frames[0], frames[1], frames[2], batch);
+}
+
+void ZmqSource::FlushAcks() {
+  if (ack_ready_.load(std::memory_order_acquire)) SendAcks();
+}
+
+Status ZmqSource::Open(const StageContext& ctx) {
+  INFERSCOPE_RETURN_IF_ERROR(OpenState(ctx));
   try {
     context_ = std::make_unique<zmq::context_t>(1);
     const zmq::socket_type type = options_.mode == Mode::kPull  ? zmq::socket_type::pull
@@ -223,11 +253,20 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
     decoder_->RecordBadFrames(bytes);
     return true;
   }
-  const std::string_view payload(static_cast<const char*>(payload_.data()), payload_.size());
   if (auth_ != nullptr) sender_ = auth_->Authorize(payload_);
-  if (router && topic_.to_string_view() == "hello") {
+  HandleMessage(router ? identity_.to_string_view() : std::string_view(), topic_.to_string_view(),
+                std::string_view(static_cast<const char*>(payload_.data()), payload_.size()),
+                batch);
+  return true;
+}
+
+void ZmqSource::HandleMessage(std::string_view peer, std::string_view topic,
+                              std::string_view payload, EventBatch& batch) {
+  const bool router = options_.mode == Mode::kRouter;
+  peer_ = peer;
+  if (router && topic == "hello") {
     AnswerHello(payload);
-    return true;
+    return;
   }
   if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
   DecodeResult result = decoder_->Decode(payload, batch, sender_);
@@ -254,15 +293,14 @@ bool ZmqSource::ReceiveOne(EventBatch& batch) {
     // new routing id); a stale incarnation does not take them over.
     if (result.sequence != SequenceVerdict::kStale) {
       std::string& peer = peers_[result.publisher];
-      if (peer != identity_.to_string_view()) peer.assign(identity_.to_string_view());
+      if (peer != peer_) peer.assign(peer_);
     }
     RespondToMessage(result);
   }
-  return true;
 }
 
 void ZmqSource::RespondToMessage(const DecodeResult& result) {
-  // Answers go to the sender of the message (identity_).
+  // Answers go to the sender of the message (peer_).
   if (result.consumed) {
     // Refused for good, its sequence number consumed: say so at once (the ack follows with the
     // checkpoint), so the publisher reports it instead of resending it forever.
@@ -286,7 +324,7 @@ void ZmqSource::RespondToMessage(const DecodeResult& result) {
     int64_t& last = last_nack_ns_[result.publisher];
     if (now - last >= kNackIntervalNs) {
       last = now;
-      SendAck(result.publisher, result.incarnation, identity_.to_string_view());
+      SendAck(result.publisher, result.incarnation, peer_);
     }
   }
 }
@@ -310,12 +348,16 @@ void ZmqSource::AnswerHello(std::string_view payload) {
   }
   if (hellos_ != nullptr) hellos_->Inc();
   const std::optional<uint64_t> current = decoder_->CurrentIncarnation(id);
-  if (!current || hello->incarnation >= *current) peers_[id].assign(identity_.to_string_view());
-  SendAck(id, hello->incarnation, identity_.to_string_view());
+  if (!current || hello->incarnation >= *current) peers_[id].assign(peer_);
+  SendAck(id, hello->incarnation, peer_);
 }
 
 void ZmqSource::SendControl(std::string_view peer, std::string_view kind,
                             const std::string& payload) {
+  if (replies_ != nullptr) {
+    replies_->OnReply(peer, kind, payload);
+    return;
+  }
   // A peer that went away is skipped (ROUTER drops what it cannot route); never block here.
   (void)socket_->send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   (void)socket_->send(zmq::buffer(kind), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
@@ -354,7 +396,7 @@ void ZmqSource::SendNack(StringId publisher, uint64_t incarnation, uint64_t seq,
 }
 
 void ZmqSource::SendNackTo(const NackMessage& nack) {
-  SendControl(identity_.to_string_view(), "nack", EncodeNack(nack));
+  SendControl(peer_, "nack", EncodeNack(nack));
   if (nacks_sent_ != nullptr) nacks_sent_->Inc();
 }
 

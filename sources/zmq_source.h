@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -101,6 +102,26 @@ class ZmqSource final : public Source {
   Status Restore(const CheckpointReader& reader) override;
   void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override;
 
+  // Acknowledged mode without a socket, for harnesses that drive the protocol at thousands of
+  // messages per second (fuzz/targets/ack_fuzzer.cc). A detached source keeps the same state and
+  // makes the same decisions as an opened one; its replies go to a ReplySink instead of the ROUTER
+  // socket.
+  class ReplySink {
+   public:
+    virtual ~ReplySink() = default;
+    // One reply to the peer with routing id `peer`: `kind` is "ack" or "nack", `payload` its body.
+    virtual void OnReply(std::string_view peer, std::string_view kind,
+                         std::string_view payload) = 0;
+  };
+  // Instead of Open (mode router, no curve): everything but the socket. `replies` must outlive
+  // the source. Run must not be called; use Deliver and FlushAcks on one thread instead.
+  Status OpenDetached(const StageContext& ctx, ReplySink& replies);
+  // Handles one message as received by the ROUTER socket: `frames` is the sender's routing id and
+  // then the message's frames (a message has 2: topic, payload). Accepted events go to `batch`.
+  void Deliver(std::span<const std::string_view> frames, EventBatch& batch);
+  // Sends the acks handed over by OnCheckpointDurable, as Run does between batches.
+  void FlushAcks();
+
   // The decoder (valid after Open), for tests and diagnostics. Read it only while Run is not
   // running, or read its metrics instead.
   const WireDecoder* decoder() const { return decoder_.get(); }
@@ -109,6 +130,11 @@ class ZmqSource final : public Source {
   // Receives one multipart message if one is waiting and decodes it into `batch`. Returns false
   // when nothing was waiting.
   bool ReceiveOne(EventBatch& batch);
+  // Open without the socket: validation, metrics, decoder.
+  Status OpenState(const StageContext& ctx);
+  // Handles one received message (peer: the sender's routing id in router mode).
+  void HandleMessage(std::string_view peer, std::string_view topic, std::string_view payload,
+                     EventBatch& batch);
   // Acknowledged mode: answers a hello; answers a message that was not applied (a nack when it is
   // refused for good, an ack saying where to resume when it was a duplicate or ahead); sends the
   // acks handed over by OnCheckpointDurable.
@@ -136,7 +162,9 @@ class ZmqSource final : public Source {
   zmq::message_t topic_;
   zmq::message_t payload_;
   zmq::message_t extra_;
-  zmq::message_t identity_;  // router mode: the sending peer's routing id
+  zmq::message_t identity_;       // router mode: the sending peer's routing id
+  std::string_view peer_;         // the routing id of the message being handled
+  ReplySink* replies_ = nullptr;  // OpenDetached: replies go here instead of the socket
   // Router mode (source thread): each publisher's routing id and last durable position.
   std::unordered_map<StringId, std::string> peers_;
   std::unordered_map<StringId, AppliedSequence> durable_;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,7 +85,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tight.max_samples = 5;
   Parse(page, tight);
 
-  inferscope::Interner interner(10'000);
+  // The string table outlives a run (building one costs about as much as parsing a page); it is
+  // replaced every 1000 runs and when half full, so that names from earlier inputs cannot fill it.
+  static std::unique_ptr<inferscope::Interner> shared_interner;
+  static int runs = 0;
+  if (shared_interner == nullptr || ++runs > 1000 ||
+      shared_interner->size() > shared_interner->max_strings() / 2) {
+    shared_interner = std::make_unique<inferscope::Interner>(10'000);
+    runs = 0;
+  }
+  inferscope::Interner& interner = *shared_interner;
   inferscope::PromConverter::Options co;
   co.instance = "fuzz";
   co.max_series = 64;

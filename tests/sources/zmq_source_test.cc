@@ -840,5 +840,80 @@ TEST(ZmqSourceTest, RouterAppliesANewIncarnationFromZero) {
   EXPECT_EQ(h.output.events().size(), 5u);
 }
 
+// The detached router source (fuzz/targets/ack_fuzzer.cc) makes the socket's decisions: the same
+// replies, to the peer that sent the message, and the same frame-count checks.
+class RecordingReplies final : public ZmqSource::ReplySink {
+ public:
+  void OnReply(std::string_view peer, std::string_view kind, std::string_view payload) override {
+    replies.push_back({std::string(peer), std::string(kind), std::string(payload)});
+  }
+  struct Reply {
+    std::string peer, kind, payload;
+  };
+  std::vector<Reply> replies;
+};
+
+TEST(ZmqSourceTest, DetachedRouterAnswersTheSenderWithoutASocket) {
+  Interner interner(1000);
+  // The payloads carry events stamped now (the client's clock).
+  ManualClock clock(SystemClock::Instance().NowMs());
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "detached";
+  ctx.interner = &interner;
+  ctx.clock = &clock;
+  ctx.metrics = &metrics;
+  RecordingReplies sink;
+  ZmqSource pull(PullOptions());
+  EXPECT_FALSE(pull.OpenDetached(ctx, sink).ok());  // router mode only
+  ZmqSource source(RouterOptions(/*max_events_per_message=*/4));
+  ASSERT_TRUE(source.OpenDetached(ctx, sink).ok());
+
+  EventBatch batch;
+  const std::string hello = EncodeHello({"pub-a", 3});
+  source.Deliver(std::vector<std::string_view>{"peer-1", "hello", hello}, batch);
+  ASSERT_EQ(sink.replies.size(), 1u);
+  EXPECT_EQ(sink.replies[0].peer, "peer-1");
+  ASSERT_EQ(sink.replies[0].kind, "ack");
+  Result<AckMessage> ack = ParseAck(sink.replies[0].payload);
+  ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+  EXPECT_EQ(ack->publisher, "pub-a");
+  EXPECT_FALSE(ack->next.has_value());
+
+  const std::string first = AckedPayload("pub-a", 3, 0, 2);
+  source.Deliver(std::vector<std::string_view>{"peer-2", "metrics", first}, batch);
+  EXPECT_EQ(batch.events.size(), 2u);
+  ASSERT_EQ(batch.sequences.size(), 1u);
+  EXPECT_EQ(sink.replies.size(), 1u);  // applied: the ack waits for the checkpoint
+  // The checkpoint's ack goes to the peer of the publisher's latest message, when flushed.
+  source.OnCheckpointDurable({batch.sequences[0]});
+  EXPECT_EQ(sink.replies.size(), 1u);
+  source.FlushAcks();
+  ASSERT_EQ(sink.replies.size(), 2u);
+  EXPECT_EQ(sink.replies[1].peer, "peer-2");
+  ack = ParseAck(sink.replies[1].payload);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(ack->ack, 0u);
+  EXPECT_EQ(ack->next, 1u);
+
+  // Over the event limit: a nack to the sender, its sequence number consumed.
+  const std::string poison = AckedPayload("pub-a", 3, 1, 5);
+  source.Deliver(std::vector<std::string_view>{"peer-2", "metrics", poison}, batch);
+  ASSERT_EQ(sink.replies.size(), 3u);
+  ASSERT_EQ(sink.replies[2].kind, "nack");
+  Result<NackMessage> nack = ParseNack(sink.replies[2].payload);
+  ASSERT_TRUE(nack.ok());
+  EXPECT_EQ(nack->reason, "batch_too_large");
+  EXPECT_TRUE(nack->consumed);
+
+  // A message of 1 or 3 frames is counted as bad_frames and not answered.
+  source.Deliver(std::vector<std::string_view>{"peer-3", "metrics"}, batch);
+  source.Deliver(std::vector<std::string_view>{"peer-3", "metrics", first, "x"}, batch);
+  EXPECT_EQ(sink.replies.size(), 3u);
+  EXPECT_EQ(source.decoder()->rejected_count(RejectReason::kBadFrames), 2u);
+  EXPECT_EQ(batch.events.size(), 2u);
+  source.Close();
+}
+
 }  // namespace
 }  // namespace inferscope

@@ -84,10 +84,10 @@ int QueryTableCommand(const TableArgs& args);
 // be reached or answers an error (its message on stderr).
 struct ReportArgs {
   std::string url = "http://127.0.0.1:8080";
-  std::string token;              // bearer token, when the API requires one
+  std::string token;                // bearer token, when the API requires one
   std::string format = "markdown";  // markdown | csv | json
-  std::string instances, models;  // comparison: comma-separated names (one of the two)
-  std::string instance, model;    // trend: the subject (one or both)
+  std::string instances, models;    // comparison: comma-separated names (one of the two)
+  std::string instance, model;      // trend: the subject (one or both)
   std::string window, period, to, alpha;
 };
 int ReportCommand(const std::string& kind, const ReportArgs& args);

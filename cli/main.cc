@@ -154,7 +154,8 @@ int main(int argc, char** argv) {
       ->add_option("--models", report.models, "Comma-separated models to compare (instead)")
       ->excludes(instances_opt);
   trend_cmd->add_option("--instance", report.instance, "The instance (all its models)");
-  trend_cmd->add_option("--model", report.model, "The model (all its instances; or with --instance)");
+  trend_cmd->add_option("--model", report.model,
+                        "The model (all its instances; or with --instance)");
   trend_cmd->add_option("--period", report.period,
                         "How far back the previous span ends (default: the window; 1d: a day ago)");
   trend_cmd->add_option("--alpha", report.alpha, "Significance level (default 0.05)");

@@ -53,9 +53,9 @@ struct ApiRequest {
 
 struct ApiReply {
   int status = 200;
-  nlohmann::json body;       // sent as JSON unless `text` is set
-  std::string text;          // a non-JSON body (Prometheus text)
-  std::string content_type;  // for `text`
+  nlohmann::json body;                                       // sent as JSON unless `text` is set
+  std::string text;                                          // a non-JSON body (Prometheus text)
+  std::string content_type;                                  // for `text`
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
 };
 

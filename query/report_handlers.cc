@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <set>
 #include <string>
 #include <string_view>
@@ -134,11 +135,11 @@ std::optional<ApiReply> ParseDuration(const ApiContext& ctx, const ApiRequest& r
   if (!text) return std::nullopt;
   std::optional<int64_t> ms = ParseDurationMs(*text);
   if (!ms || *ms <= 0 || *ms > max_ms) {
-    return BadParameterValue(
-        ctx, name,
-        std::string(name) + " must be a duration from 1ms to " +
-            (max_ms == kMaxWindowMs ? "24h" : "30d") + " (250ms, 10s, 5m, 1h, 7d)",
-        text->substr(0, 64));
+    return BadParameterValue(ctx, name,
+                             std::string(name) + " must be a duration from 1ms to " +
+                                 (max_ms == kMaxWindowMs ? "24h" : "30d") +
+                                 " (250ms, 10s, 5m, 1h, 7d)",
+                             text->substr(0, 64));
   }
   *out = *ms;
   return std::nullopt;
@@ -178,7 +179,8 @@ Status SeriesOf(const StateStore& store, const std::string* instance, const std:
   auto visit = [&](const SeriesInfo& info) {
     if (instance != nullptr && info.instance != *instance) return false;  // past the instance
     if (model != nullptr && info.model != *model) return true;
-    if (seen.emplace(info.instance, info.model).second) out->emplace_back(info.instance, info.model);
+    if (seen.emplace(info.instance, info.model).second)
+      out->emplace_back(info.instance, info.model);
     return out->size() < kMaxSeriesPerSubject;
   };
   return store.ScanSeries(instance != nullptr ? *instance : std::string_view(), false, visit);
@@ -261,10 +263,9 @@ std::string MarkdownText(std::string_view text) {
 }
 
 std::string RowLabel(const RowSpec& row) {
-  return std::string(row.metric) +
-         (row.stat == "rate" || row.stat == "ratio" || row.stat == "mean"
-              ? ""
-              : " " + std::string(row.stat));
+  return std::string(row.metric) + (row.stat == "rate" || row.stat == "ratio" || row.stat == "mean"
+                                        ? ""
+                                        : " " + std::string(row.stat));
 }
 
 ApiReply TextReply(Format format, std::string text) {
@@ -318,26 +319,36 @@ ApiReply HandleComparisonReport(const ApiContext& ctx, const ApiRequest& req) {
                         "give exactly one of instances or models (comma-separated names)");
   }
   const char* by = instances ? "instances" : "models";
-  std::vector<std::string> subjects;
-  {
-    std::string_view list = instances ? *instances : *models;
+  // One parameter: comma-separated names. Repeated: one name each (names may hold commas).
+  std::vector<std::string_view> names;
+  const auto [first, last] = req.params.equal_range(by);
+  for (auto it = first; it != last; ++it) {
+    std::string_view list = it->second;
+    if (std::next(first) != last) {
+      names.push_back(list);
+      continue;
+    }
     for (size_t start = 0;;) {
       const size_t comma = list.find(',', start);
-      std::string_view name = list.substr(start, comma == std::string_view::npos ? list.npos
-                                                                                 : comma - start);
-      if (auto bad = CheckName(ctx, by, name)) return *bad;
-      if (std::find(subjects.begin(), subjects.end(), name) != subjects.end()) {
-        return BadParameterValue(ctx, by, std::string(by) + ": a name is listed twice",
-                                 name.substr(0, 64));
-      }
-      subjects.emplace_back(name);
+      names.push_back(
+          list.substr(start, comma == std::string_view::npos ? list.npos : comma - start));
       if (comma == std::string_view::npos) break;
       start = comma + 1;
     }
   }
+  std::vector<std::string> subjects;
+  for (std::string_view name : names) {
+    if (auto bad = CheckName(ctx, by, name)) return *bad;
+    if (std::find(subjects.begin(), subjects.end(), name) != subjects.end()) {
+      return BadParameterValue(ctx, by, std::string(by) + ": a name is listed twice",
+                               name.substr(0, 64));
+    }
+    subjects.emplace_back(name);
+  }
   if (subjects.size() < 2 || subjects.size() > kMaxSubjects) {
-    return BadParameter(ctx, by, std::string(by) + " must name 2 to 16 distinct names, got " +
-                                     std::to_string(subjects.size()));
+    return BadParameter(ctx, by,
+                        std::string(by) + " must name 2 to 16 distinct names, got " +
+                            std::to_string(subjects.size()));
   }
   int64_t window = kDefaultWindowMs, to = 0;
   if (auto bad = ParseDuration(ctx, req, "window", kMaxWindowMs, &window)) return *bad;
@@ -398,8 +409,9 @@ ApiReply HandleComparisonReport(const ApiContext& ctx, const ApiRequest& req) {
       }
       out += "\n";
     }
-    out += "\n✓ the better value (lower latency, error rate and cost; higher throughput); – no "
-           "data. Quantiles from merged DDSketch panes (1 % relative accuracy).\n";
+    out +=
+        "\n✓ the better value (lower latency, error rate and cost; higher throughput); – no "
+        "data. Quantiles from merged DDSketch panes (1 % relative accuracy).\n";
     return TextReply(format, std::move(out));
   }
   ApiReply reply;
@@ -482,7 +494,8 @@ Change Compare(const RowSpec& row, const SubjectData& prev, const SubjectData& c
     }
   } else if (row.metric == "error_rate") {
     // Two-proportion z-test with the pooled proportion.
-    const double n1 = static_cast<double>(cur.e2e.events), n2 = static_cast<double>(prev.e2e.events);
+    const double n1 = static_cast<double>(cur.e2e.events),
+                 n2 = static_cast<double>(prev.e2e.events);
     if (n1 > 0 && n2 > 0) {
       const double e1 = static_cast<double>(cur.e2e.errors),
                    e2 = static_cast<double>(prev.e2e.errors);
@@ -504,8 +517,8 @@ Change Compare(const RowSpec& row, const SubjectData& prev, const SubjectData& c
 }  // namespace
 
 ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad =
-          RefuseUnknown(ctx, req, {"instance", "model", "window", "period", "to", "alpha", "format"})) {
+  if (auto bad = RefuseUnknown(
+          ctx, req, {"instance", "model", "window", "period", "to", "alpha", "format"})) {
     return *bad;
   }
   Format format;
@@ -543,8 +556,8 @@ ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
   const int64_t cur_from = to - window, prev_to = to - period, prev_from = prev_to - window;
 
   std::vector<std::pair<std::string, std::string>> series;
-  Status st = SeriesOf(*ctx.store, instance ? &*instance : nullptr, model ? &*model : nullptr,
-                       &series);
+  Status st =
+      SeriesOf(*ctx.store, instance ? &*instance : nullptr, model ? &*model : nullptr, &series);
   if (!st.ok()) return StatusReply(*ctx.clock, st);
   if (series.empty()) {
     json details = {{"parameter", instance ? "instance" : "model"}};
@@ -581,8 +594,8 @@ ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
       out += std::string(r.metric) + "," + std::string(r.stat) + "," + std::string(r.unit) + "," +
              std::string(BetterName(r.better)) + "," + FormatNumber(c.previous) + "," +
              FormatNumber(c.current) + "," + FormatNumber(c.current - c.previous) + "," +
-             FormatNumber(change_pct(c)) + "," + (c.test ? c.test : "") + "," +
-             FormatNumber(c.z) + "," + FormatNumber(c.p_value) + "," +
+             FormatNumber(change_pct(c)) + "," + (c.test ? c.test : "") + "," + FormatNumber(c.z) +
+             "," + FormatNumber(c.p_value) + "," +
              (c.test ? (c.significant ? "true" : "false") : "") + "," + std::string(c.verdict) +
              "\n";
     }
@@ -606,10 +619,9 @@ ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
       } else {
         change = sign + change + (pct.empty() ? "" : " (" + sign + pct + " %)");
       }
-      out += "| " + RowLabel(r) + (r.unit.empty() ? "" : " (" + std::string(r.unit) + ")") +
-             " | " + (prev_text.empty() ? "–" : prev_text) + " | " +
-             (cur_text.empty() ? "–" : cur_text) + " | " + change +
-             " | " + (c.test ? FormatNumber(c.p_value) : "–") + " | " +
+      out += "| " + RowLabel(r) + (r.unit.empty() ? "" : " (" + std::string(r.unit) + ")") + " | " +
+             (prev_text.empty() ? "–" : prev_text) + " | " + (cur_text.empty() ? "–" : cur_text) +
+             " | " + change + " | " + (c.test ? FormatNumber(c.p_value) : "–") + " | " +
              (c.significant ? "**" + std::string(c.verdict) + "**" : std::string(c.verdict)) +
              " |\n";
     }
@@ -637,19 +649,18 @@ ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
                     {"verdict", c.verdict}});
   }
   ApiReply reply;
-  reply.body = {
-      {"report", "trend"},
-      {"instance", instance ? json(*instance) : json()},
-      {"model", model ? json(*model) : json()},
-      {"series", series.size()},
-      {"window_ms", window},
-      {"period_ms", period},
-      {"alpha", alpha},
-      {"current", {{"from", cur_from}, {"to", to}, {"requests", cur.e2e.events}}},
-      {"previous", {{"from", prev_from}, {"to", prev_to}, {"requests", prev.e2e.events}}},
-      {"as_of", ctx.store->Watermark()},
-      {"rows", std::move(rows)},
-      {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
+  reply.body = {{"report", "trend"},
+                {"instance", instance ? json(*instance) : json()},
+                {"model", model ? json(*model) : json()},
+                {"series", series.size()},
+                {"window_ms", window},
+                {"period_ms", period},
+                {"alpha", alpha},
+                {"current", {{"from", cur_from}, {"to", to}, {"requests", cur.e2e.events}}},
+                {"previous", {{"from", prev_from}, {"to", prev_to}, {"requests", prev.e2e.events}}},
+                {"as_of", ctx.store->Watermark()},
+                {"rows", std::move(rows)},
+                {"timestamp", FormatRfc3339(ctx.clock->NowMs())}};
   return reply;
 }
 

@@ -52,7 +52,7 @@
       if (v.title) td.title = String(v.title);
     } else {
       td.textContent = String(v);
-      if (!numeric) td.className = "text";
+      if (!numeric && !/^[-+]?[\d.]+( %)?$/.test(String(v))) td.className = "text";
     }
     return td;
   }
@@ -82,6 +82,14 @@
     const a = Math.abs(x);
     if (digits !== undefined) return x.toFixed(digits);
     return a >= 100 ? x.toFixed(0) : a >= 10 ? x.toFixed(1) : a >= 1 ? x.toFixed(2) : x.toFixed(3);
+  }
+  // Axis labels: 1234 → "1.2k", 50000 → "50k".
+  function compact(v) {
+    if (v === null || v === undefined) return "";
+    const a = Math.abs(v);
+    if (a >= 1e6) return +(v / 1e6).toFixed(1) + "M";
+    if (a >= 1e3) return +(v / 1e3).toFixed(1) + "k";
+    return String(+v.toFixed(a >= 10 ? 0 : a >= 1 ? 1 : 3));
   }
   const pct = (x) => (x === null || x === undefined ? null : (100 * x).toFixed(2) + " %");
   const time = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : null);
@@ -130,9 +138,12 @@
         label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
         scale: s.scale || "y",
       }))),
-      axes: [{}, { scale: "y" }].concat(
-        series.some((s) => s.scale === "r") ? [{ scale: "r", side: 1, grid: { show: false } }] : []),
-      scales: { x: { time: true } },
+      axes: [{}, { scale: "y", size: 64, values: (u, splits) => splits.map(compact) }].concat(
+        series.some((s) => s.scale === "r")
+          ? [{ scale: "r", side: 1, size: 56, grid: { show: false },
+               values: (u, splits) => splits.map((v) => compact(v) + " %") }] : []),
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.05 : 1] },
+                r: { range: (u, min, max) => [0, Math.max(1, max)] } },
       legend: { live: true },
     };
     state.charts[id] = new uPlot(uopts, [xs].concat(series.map((s) => s.data)), el);
@@ -187,11 +198,12 @@
       cards.appendChild(d);
     };
     card("instances", String(instances.length));
-    if (perf) {
-      card("requests/s", fmt(perf.requests_per_second));
-      card("p95 e2e ms", fmt(perf.p95_response_time_ms));
-      card("p99 e2e ms", fmt(perf.p99_response_time_ms));
-      card("error rate", pct(perf.error_rate));
+    if (perf && perf.metrics) {
+      const m = perf.metrics;
+      card("requests/s", fmt(m.requests_per_second));
+      card("p95 e2e ms", fmt(m.p95_response_time_ms));
+      card("p99 e2e ms", fmt(m.p99_response_time_ms));
+      card("error rate", pct(m.error_rate));
     }
 
     // ttft p95 over time, one line per instance.
@@ -236,7 +248,8 @@
       const stepS = (e2e.step_ms || 10000) / 1000;
       drawChart("chart-rate", xs, [
         { label: "requests/s", data: e2e.points.map((p) => p.events / stepS) },
-        { label: "error rate", scale: "r", data: e2e.points.map((p) => (p.events > 0 ? p.error_ratio : null)) },
+        { label: "error %", scale: "r",
+          data: e2e.points.map((p) => (p.events > 0 ? 100 * p.error_ratio : null)) },
       ]);
     } else {
       drawChart("chart-rate", [], []);

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -82,13 +84,11 @@ class ReportsApiTest : public ::testing::Test {
            int64_t start, double value, int64_t t, std::optional<bool> error = std::nullopt) {
     const SeriesKey key{interner_.Intern(instance), interner_.Intern(model),
                         interner_.Intern(metric)};
-    WindowSummary* pane = nullptr;
-    for (WindowSummary& p : panes_) {
-      if (p.series == key && p.start_ms == start) pane = &p;
-    }
-    if (pane == nullptr) {
-      panes_.emplace_back();
-      pane = &panes_.back();
+    auto [it, added] =
+        index_.try_emplace({key.instance, key.model, key.metric, start}, panes_.size());
+    if (added) panes_.emplace_back();
+    WindowSummary* pane = &panes_[it->second];
+    if (added) {
       pane->series = key;
       pane->start_ms = start;
       pane->end_ms = start + kPaneMs;
@@ -116,7 +116,9 @@ class ReportsApiTest : public ::testing::Test {
     EXPECT_EQ(body["error"]["code"], status == 404 ? "NOT_FOUND" : "VALIDATION_ERROR") << body;
     EXPECT_TRUE(body["error"]["message"].is_string());
     EXPECT_TRUE(body["timestamp"].is_string());
-    if (!parameter.empty()) EXPECT_EQ(body["error"]["details"]["parameter"], parameter) << body;
+    if (!parameter.empty()) {
+      EXPECT_EQ(body["error"]["details"]["parameter"], parameter) << body;
+    }
   }
 
   static const json& Row(const json& report, const std::string& metric, const std::string& stat) {
@@ -134,6 +136,7 @@ class ReportsApiTest : public ::testing::Test {
   ManualClock clock_{1'750'000'000'000};
   std::unique_ptr<StateStore> store_;
   std::vector<WindowSummary> panes_;
+  std::map<std::tuple<StringId, StringId, StringId, int64_t>, size_t> index_;  // into panes_
   std::unique_ptr<QueryServer> server_;
   std::unique_ptr<httplib::Client> client_;
 };
@@ -186,7 +189,7 @@ TEST_F(ReportsApiTest, ComparisonOfModelsMergesTheirInstances) {
   ASSERT_TRUE(r.is_object()) << r;
   EXPECT_EQ(r["by"], "models");
   EXPECT_EQ(r["from"], 600'000);
-  EXPECT_EQ(r["subjects"][0]["series"], 2);      // fast and slow
+  EXPECT_EQ(r["subjects"][0]["series"], 2);       // fast and slow
   EXPECT_EQ(r["subjects"][0]["requests"], 1200);  // 2 instances × 60 panes × 10
   EXPECT_EQ(r["subjects"][1]["requests"], 1200);
   // m1's ttft: half 10..19, half 100..109; its p99 is slow's.
@@ -199,7 +202,9 @@ TEST_F(ReportsApiTest, ComparisonOfModelsMergesTheirInstances) {
 }
 
 TEST_F(ReportsApiTest, ComparisonAsCsv) {
-  auto res = Get(std::string("/v1/reports/comparison?format=csv&instances=fast,slow,") +
+  // A name with a comma: one name per repeated parameter.
+  auto res = Get(std::string("/v1/reports/comparison?format=csv&instances=fast&instances=slow&"
+                             "instances=") +
                  httplib::detail::encode_query_param(kWeird));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -221,7 +226,7 @@ TEST_F(ReportsApiTest, ComparisonAsCsv) {
 }
 
 TEST_F(ReportsApiTest, ComparisonAsMarkdown) {
-  auto res = Get(std::string("/v1/reports/comparison?format=markdown&instances=slow,") +
+  auto res = Get(std::string("/v1/reports/comparison?format=markdown&instances=slow&instances=") +
                  httplib::detail::encode_query_param(kWeird));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -247,6 +252,8 @@ TEST_F(ReportsApiTest, ComparisonErrors) {
   ExpectError("/v1/reports/comparison?instances=fast", 400, "instances");
   ExpectError("/v1/reports/comparison?instances=fast,fast", 400, "instances");
   ExpectError("/v1/reports/comparison?instances=fast,,slow", 400, "instances");
+  ExpectError("/v1/reports/comparison?instances=fast&instances=fast", 400, "instances");
+  ExpectError("/v1/reports/comparison?instances=fast,slow&instances=m1", 404, "instances");
   ExpectError("/v1/reports/comparison?instances=fast,slow&windw=5m", 400, "windw");
   ExpectError("/v1/reports/comparison?instances=fast,slow&window=5x", 400, "window");
   ExpectError("/v1/reports/comparison?instances=fast,slow&window=25h", 400, "window");
@@ -360,8 +367,8 @@ TEST_F(ReportsApiTest, DashboardFilesAreEmbeddedAndServed) {
   std::vector<std::string> paths;
   for (const EmbeddedFile& f : EmbeddedFiles()) {
     paths.emplace_back(f.path);
-    EXPECT_EQ(f.data, testing::ReadFile(testing::SourceDir() + "/query/dashboard/" +
-                                        std::string(f.path)))
+    EXPECT_EQ(f.data,
+              testing::ReadFile(testing::SourceDir() + "/query/dashboard/" + std::string(f.path)))
         << f.path;
   }
   for (const char* want : {"index.html", "app.js", "app.css", "vendor/uPlot.iife.min.js",
@@ -379,7 +386,7 @@ TEST_F(ReportsApiTest, DashboardFilesAreEmbeddedAndServed) {
   ASSERT_TRUE(js);
   EXPECT_EQ(js->status, 200);
   EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
-  EXPECT_EQ(js->body.substr(0, 50), "/*! https://github.com/leeoniya/uPlot (v1.6.32) */\n");
+  EXPECT_EQ(js->body.substr(0, 50), "/*! https://github.com/leeoniya/uPlot (v1.6.32) */");
   EXPECT_EQ(Get("/ui/app.css")->get_header_value("Content-Type"), "text/css; charset=utf-8");
   ExpectError("/ui/missing.js", 404);
   ExpectError("/ui/../CMakeLists.txt", 404);
@@ -406,8 +413,8 @@ TEST_F(ReportsApiTest, DashboardNeedsNoTokenButTheApiDoes) {
 // `inferscope report` prints what the API answers; an API error is its message and exit code 1.
 TEST_F(ReportsApiTest, ReportCommandPrintsTheReport) {
   auto run = [&](const std::string& args, int* code) {
-    const std::string cmd = testing::InferscopeBinary() + " report " + args + " --url http://127.0.0.1:" +
-                            std::to_string(server_->port()) + " 2>&1";
+    const std::string cmd = testing::InferscopeBinary() + " report " + args +
+                            " --url http://127.0.0.1:" + std::to_string(server_->port()) + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];

@@ -150,9 +150,12 @@
     el.dataset.series = String(series.length);
   }
 
-  function seriesPath(instance, metric, windowText) {
+  const STEP_MS = { "10s": 10000, "30s": 30000, "1m": 60000 };
+
+  // `/v1/series` over the default 60 steps before the watermark, or from `fromMs` when given.
+  function seriesPath(instance, metric, windowText, fromMs) {
     return "/v1/series?instance=" + encodeURIComponent(instance) + "&metric=" + metric +
-           "&step=" + (STEP_FOR_WINDOW[windowText] || "10s");
+           "&step=" + (STEP_FOR_WINDOW[windowText] || "10s") + (fromMs ? "&from=" + fromMs : "");
   }
 
   // ---- views ---------------------------------------------------------------------------------
@@ -208,8 +211,13 @@
 
     // ttft p95 over time, one line per instance.
     const names = instances.map((i) => i.id).slice(0, MAX_CHART_INSTANCES);
+    // A fleet younger than the chart's 60 steps: start the chart where its data starts.
+    const stepMs = STEP_MS[STEP_FOR_WINDOW[windowText]] || 10000;
+    const firstSeen = Math.min(...instances.map((i) => i.first_seen || Infinity));
+    const start = to !== null && firstSeen > to - 60 * stepMs && firstSeen < to - 2 * stepMs
+      ? firstSeen : null;
     const reads = await Promise.all(names.map((n) =>
-      api(seriesPath(n, "ttft_ms", windowText)).catch(() => null)));
+      api(seriesPath(n, "ttft_ms", windowText, start)).catch(() => null)));
     if (gen !== state.generation) return;
     let xs = [];
     const series = [];

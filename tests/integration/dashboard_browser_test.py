@@ -140,6 +140,14 @@ def main():
                 [i["id"] for i in get_json(base + "/v1/instances")["instances"]]))
         model = next(i for i in get_json(base + "/v1/instances")["instances"]
                      if i["id"] == "vllm-0")["models"][0]["name"]
+        # DASHBOARD_TEST_HISTORY_S=N (for a screenshot with some history, not for the test): wait
+        # until N seconds of event time are stored first.
+        history_s = float(os.environ.get("DASHBOARD_TEST_HISTORY_S", "0"))
+        if history_s > 0:
+            first = min(i["first_seen"] for i in get_json(base + "/v1/instances")["instances"])
+            wait_for(f"{history_s} s of history", lambda: max(
+                i["last_seen"] for i in get_json(base + "/v1/instances")["instances"]) >=
+                first + history_s * 1000, deadline_s=history_s + 30)
 
         # The injected alert: a burst of very slow first tokens on vllm-0, and one request from an
         # instance whose name is HTML.

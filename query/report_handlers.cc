@@ -210,7 +210,8 @@ Status ReadSubject(const StateStore& store,
 
 // ---- rendering -------------------------------------------------------------------------------
 
-// Up to 4 significant decimals, no exponent for ordinary magnitudes, trailing zeros trimmed.
+// Numbers for CSV and Markdown: 4 significant digits below 1 (exponent below 0.001), then 3, 2 or
+// 1 decimals up to 10, 100 and beyond (exponent from 1e12); trailing zeros trimmed; "" for NaN.
 std::string FormatNumber(double v) {
   if (!std::isfinite(v)) return "";
   char buf[64];
@@ -219,9 +220,13 @@ std::string FormatNumber(double v) {
     std::snprintf(buf, sizeof(buf), "%.3g", v);
     return buf;
   }
-  std::snprintf(buf, sizeof(buf), "%.*f", a >= 100 ? 1 : a >= 1 ? 3 : 4, v);
+  if (a < 1) {
+    std::snprintf(buf, sizeof(buf), "%.4g", v);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.*f", a >= 100 ? 1 : a >= 10 ? 2 : 3, v);
+  }
   std::string s = buf;
-  if (s.find('.') != std::string::npos) {
+  if (s.find('.') != std::string::npos && s.find('e') == std::string::npos) {
     while (s.back() == '0') s.pop_back();
     if (s.back() == '.') s.pop_back();
   }

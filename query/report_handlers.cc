@@ -301,9 +301,11 @@ std::vector<size_t> BestOf(const RowSpec& spec, const std::vector<double>& value
   for (size_t i : known) {
     best = spec.better == Better::kLower ? std::min(best, values[i]) : std::max(best, values[i]);
   }
+  // Values within a relative 1e-6 of the best tie with it (sums of float costs differ in the last
+  // bits).
   std::vector<size_t> out;
   for (size_t i : known) {
-    if (values[i] == best) out.push_back(i);
+    if (std::fabs(values[i] - best) <= 1e-6 * std::fabs(best)) out.push_back(i);
   }
   if (out.size() == known.size()) return {};
   return out;

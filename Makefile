@@ -8,12 +8,17 @@ DURATION ?= 30
 # Extra CMake arguments for the first configure, e.g. CMAKE_ARGS=-DINFERSCOPE_WERROR=ON (as CI does).
 CMAKE_ARGS ?=
 
-.PHONY: all deps build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format format-check
+.PHONY: all deps deps-test build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format format-check
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
+
+# What the tests need beyond the build: also Chromium, chromium-driver and Selenium (the
+# dashboard's browser test).
+deps-test:
+	@bash scripts/install-deps.sh --browser
 
 $(BUILD_DIR)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
@@ -26,7 +31,7 @@ build-engine: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target inferscope
 
 # Every test: unit and integration (real sockets, real RocksDB, real subprocesses).
-test: build
+test: deps-test build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 test-unit: build

@@ -79,6 +79,19 @@ struct TableArgs {
 };
 int QueryTableCommand(const TableArgs& args);
 
+// `inferscope report comparison|trend`: GET /v1/reports/<kind> with these parameters (empty ones
+// left out) and print the answer (query/report_handlers.cc). Exit code 0, 1 when the API cannot
+// be reached or answers an error (its message on stderr).
+struct ReportArgs {
+  std::string url = "http://127.0.0.1:8080";
+  std::string token;                // bearer token, when the API requires one
+  std::string format = "markdown";  // markdown | csv | json
+  std::string instances, models;    // comparison: comma-separated names (one of the two)
+  std::string instance, model;      // trend: the subject (one or both)
+  std::string window, period, to, alpha;
+};
+int ReportCommand(const std::string& kind, const ReportArgs& args);
+
 struct TailArgs {
   std::string endpoint = "tcp://127.0.0.1:5557";  // the zmq_alerts sink
   std::string topic = "alerts.";                  // subscription prefix

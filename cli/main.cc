@@ -133,6 +133,33 @@ int main(int argc, char** argv) {
   table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
   table_cmd->add_option("--metric", table.metric, "Latency metric")->capture_default_str();
 
+  inferscope::ReportArgs report;
+  CLI::App* report_cmd =
+      app.add_subcommand("report", "Print a report from the query API (Markdown, CSV or JSON)");
+  report_cmd->require_subcommand(1);
+  CLI::App* comparison_cmd = report_cmd->add_subcommand(
+      "comparison", "Instances or models side by side; the better value marked per metric");
+  CLI::App* trend_cmd = report_cmd->add_subcommand(
+      "trend", "The last window against the one `period` earlier, with change and significance");
+  for (CLI::App* cmd : {comparison_cmd, trend_cmd}) {
+    cmd->add_option("--url", report.url, "Query API base URL")->capture_default_str();
+    cmd->add_option("--token", report.token, "Bearer token, when the API requires one");
+    cmd->add_option("--format", report.format, "markdown, csv or json")->capture_default_str();
+    cmd->add_option("--window", report.window, "Length of the span(s) read (default 5m)");
+    cmd->add_option("--to", report.to, "End of the (current) span (default: the watermark)");
+  }
+  auto* instances_opt = comparison_cmd->add_option("--instances", report.instances,
+                                                   "Comma-separated instances to compare");
+  comparison_cmd
+      ->add_option("--models", report.models, "Comma-separated models to compare (instead)")
+      ->excludes(instances_opt);
+  trend_cmd->add_option("--instance", report.instance, "The instance (all its models)");
+  trend_cmd->add_option("--model", report.model,
+                        "The model (all its instances; or with --instance)");
+  trend_cmd->add_option("--period", report.period,
+                        "How far back the previous span ends (default: the window; 1d: a day ago)");
+  trend_cmd->add_option("--alpha", report.alpha, "Significance level (default 0.05)");
+
   inferscope::TailArgs tail;
   CLI::App* tail_cmd =
       app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
@@ -187,6 +214,8 @@ int main(int argc, char** argv) {
     return inferscope::SimulateCommand(sim);
   }
   if (*table_cmd) return inferscope::QueryTableCommand(table);
+  if (*comparison_cmd) return inferscope::ReportCommand("comparison", report);
+  if (*trend_cmd) return inferscope::ReportCommand("trend", report);
   if (*tail_cmd) return inferscope::TailCommand(tail);
   if (*detect_cmd) return inferscope::DetectCommand(detect);
   if (*keygen_cmd) return inferscope::KeygenCommand(keygen);

@@ -712,6 +712,11 @@ const std::vector<Route>& Routes() {
       {"POST", "/v1/routing/select", "/v1/routing/select", true, &HandleRoutingSelect},
       {"GET", "/v1/models/recommendations", "/v1/models/recommendations", true,
        &HandleModelRecommendations},
+      {"GET", "/v1/reports/comparison", "/v1/reports/comparison", true, &HandleComparisonReport},
+      {"GET", "/v1/reports/trend", "/v1/reports/trend", true, &HandleTrendReport},
+      // The dashboard's static files hold no data: no token needed to load the page.
+      {"GET", "/", "/", false, &HandleDashboardIndex},
+      {"GET", "/ui/([A-Za-z0-9._/-]+)", "/ui/{file}", false, &HandleDashboardFile},
   };
   return routes;
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -52,9 +53,10 @@ struct ApiRequest {
 
 struct ApiReply {
   int status = 200;
-  nlohmann::json body;       // sent as JSON unless `text` is set
-  std::string text;          // a non-JSON body (Prometheus text)
-  std::string content_type;  // for `text`
+  nlohmann::json body;                                       // sent as JSON unless `text` is set
+  std::string text;                                          // a non-JSON body (Prometheus text)
+  std::string content_type;                                  // for `text`
+  std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
 };
 
 using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>;
@@ -184,5 +186,16 @@ ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req);
 // GET /v1/models/recommendations?model=&strategy=&capabilities=&prompt_tokens=
 // &expected_output_tokens=&n=: the top-n backends for those features.
 ApiReply HandleModelRecommendations(const ApiContext& ctx, const ApiRequest& req);
+// Reports (query/report_handlers.cc), as JSON, CSV or Markdown (`format=`); errors are JSON.
+// GET /v1/reports/comparison?instances=a,b|models=x,y&window=&to=&format=: side by side, the
+// better value marked per metric.
+ApiReply HandleComparisonReport(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/reports/trend?instance=&model=&window=&period=&to=&alpha=&format=: the last `window`
+// against the `window` that ended `period` earlier, with change and significance.
+ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req);
+// The dashboard (query/dashboard_handlers.cc): GET / (index.html) and GET /ui/{file}, from the
+// files embedded at build time; 404 for a file not embedded.
+ApiReply HandleDashboardIndex(const ApiContext& ctx, const ApiRequest& req);
+ApiReply HandleDashboardFile(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -35,6 +35,7 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 void Send(const ApiReply& reply, httplib::Response& res) {
   res.status = reply.status;
+  for (const auto& [name, value] : reply.headers) res.set_header(name, value);
   if (!reply.text.empty() || !reply.content_type.empty()) {
     res.set_content(reply.text, reply.content_type.c_str());
     return;

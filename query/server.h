@@ -41,6 +41,8 @@ struct ApiContext;
 //   POST|GET /v1/silences, DELETE /v1/silences/{id}
 //   POST|GET /v1/workflows, GET /v1/workflows/{id}, POST /v1/workflows/{id}/approve|reject|applied
 //   GET /metrics                          Prometheus text format 0.0.4
+//   GET /v1/reports/comparison|trend      reports as JSON, CSV or Markdown (report_handlers.cc)
+//   GET /, GET /ui/{file}                 the dashboard, embedded at build time (no token needed)
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
 // code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), READ_ONLY (405: a write

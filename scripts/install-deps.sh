@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages inferscope needs to build, test and run, when any is missing.
-# Usage: scripts/install-deps.sh [--sanitizers]
+# Usage: scripts/install-deps.sh [--sanitizers] [--browser]
 set -euo pipefail
 
 packages=(
@@ -13,9 +13,15 @@ packages=(
 
 # `--sanitizers`: also clang with its sanitizer and libFuzzer runtimes and llvm-symbolizer, for
 # scripts/fuzz.sh, scripts/sanitize.sh and scripts/tsan.sh.
-if [ "${1:-}" = "--sanitizers" ]; then
-  packages+=(clang libclang-rt-14-dev llvm-14)
-fi
+# `--browser` (`make test`): headless Chromium, its WebDriver and Selenium, for the dashboard's
+# browser test (tests/integration/dashboard_browser_test.py; it skips when they are missing).
+for arg in "$@"; do
+  case "$arg" in
+    --sanitizers) packages+=(clang libclang-rt-14-dev llvm-14) ;;
+    --browser) packages+=(chromium chromium-driver python3-selenium) ;;
+    *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

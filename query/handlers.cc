@@ -712,6 +712,8 @@ const std::vector<Route>& Routes() {
       {"POST", "/v1/routing/select", "/v1/routing/select", true, &HandleRoutingSelect},
       {"GET", "/v1/models/recommendations", "/v1/models/recommendations", true,
        &HandleModelRecommendations},
+      {"GET", "/v1/export/prometheus", "/v1/export/prometheus", true, &HandleExportPrometheus},
+      {"GET", "/v1/access", "/v1/access", true, &HandleAccess, false, /*admin=*/true},
   };
   return routes;
 }

@@ -41,9 +41,9 @@ constexpr char kReader[] = "grafana-9d1c5e0f3a7b4c2d8e6f";
 constexpr char kWriter[] = "ops-bot-4b7e2a9c1d3f5e6a8b0c";
 
 std::string TopologyOnFreePorts(const std::string& query_extra) {
-  std::string text =
-      Substitute(ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml"),
-                 {{"  listen: 127.0.0.1:8080", "  listen: 127.0.0.1:0\n" + query_extra}});
+  std::string text = Substitute(
+      ReadFile(testing::SourceDir() + "/topologies/inference-fleet.yaml"),
+      {{"  listen: 127.0.0.1:8080", std::string("  listen: 127.0.0.1:0\n") + query_extra}});
   return std::regex_replace(text, std::regex(R"(tcp://127\.0\.0\.1:\d+)"), "tcp://127.0.0.1:*");
 }
 
@@ -67,7 +67,9 @@ std::string FindPromtool() {
   return "";
 }
 
-httplib::Headers Bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+httplib::Headers Bearer(const std::string& token) {
+  return {{"Authorization", std::string("Bearer ") + token}};
+}
 
 void ExpectError(const httplib::Result& res, int status, const std::string& code) {
   ASSERT_TRUE(res) << httplib::to_string(res.error());
@@ -81,10 +83,10 @@ void ExpectError(const httplib::Result& res, int status, const std::string& code
 }
 
 std::optional<double> Sample(const std::string& text, const std::string& line_prefix) {
-  const std::string needle = "\n" + line_prefix + " ";
-  const size_t at = ("\n" + text).find(needle);
+  const std::string needle = std::string("\n") + line_prefix + " ";
+  const size_t at = (std::string("\n") + text).find(needle);
   if (at == std::string::npos) return std::nullopt;
-  const std::string padded = "\n" + text;
+  const std::string padded = std::string("\n") + text;
   const size_t start = at + needle.size();
   const size_t end = padded.find('\n', start);
   double v = 0;
@@ -112,8 +114,9 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
   const std::string state = dir.str() + "/state";
   auto engine = std::make_unique<EngineProcess>(
       dir,
-      EngineProcess::Options{
-          TopologyOnFreePorts("  token_file: " + tokens + "\n"), "engine", {"--state-dir", state}});
+      EngineProcess::Options{TopologyOnFreePorts(std::string("  token_file: ") + tokens + "\n"),
+                             "engine",
+                             {"--state-dir", state}});
   ASSERT_TRUE(engine->WaitReady()) << engine->Log();
   httplib::Client& http = engine->http();
 
@@ -146,8 +149,9 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
   })) << text;
   const std::string scrape = dir.str() + "/export.txt";
   std::ofstream(scrape) << text;
-  Subprocess check({"/bin/sh", "-c", "'" + promtool + "' check metrics < '" + scrape + "'"},
-                   dir.str() + "/promtool.log");
+  Subprocess check(
+      {"/bin/sh", "-c", std::string("'") + promtool + "' check metrics < '" + scrape + "'"},
+      dir.str() + "/promtool.log");
   EXPECT_EQ(check.Wait(), 0) << ReadFile(dir.str() + "/promtool.log") << "\n" << text;
 
   // The same window through the summary API: the same numbers.
@@ -156,8 +160,9 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
   ASSERT_TRUE(start_s);
   const int64_t from = static_cast<int64_t>(*start_s * 1000);
   for (const std::string& instance : ExportedInstances(text)) {
-    auto r = http.Get("/v1/instances/" + instance + "/summary?metric=ttft_ms&window=10s&from=" +
-                          std::to_string(from) + "&to=" + std::to_string(from + 10'000),
+    auto r = http.Get(std::string("/v1/instances/") + instance +
+                          "/summary?metric=ttft_ms&window=10s&from=" + std::to_string(from) +
+                          "&to=" + std::to_string(from + 10'000),
                       Bearer(kReader));
     ASSERT_TRUE(r);
     ASSERT_EQ(r->status, 200) << r->body;
@@ -165,19 +170,22 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
     ASSERT_EQ(body["models"].size(), 1u) << body;
     const std::string model = body["models"][0];
     const json& w = body["windows"][0];
-    const std::string labels = "{instance=\"" + instance + "\",model=\"" + model + "\"";
+    const std::string labels =
+        std::string("{instance=\"") + instance + "\",model=\"" + model + "\"";
     for (const auto& [q, field] : std::map<std::string, std::string>{
              {"0", "min"}, {"0.5", "p50"}, {"0.95", "p95"}, {"0.99", "p99"}, {"1", "max"}}) {
-      EXPECT_EQ(Sample(text, "inferscope_ttft_seconds" + labels + ",quantile=\"" + q + "\"}"),
+      EXPECT_EQ(Sample(text, std::string("inferscope_ttft_seconds") + labels + ",quantile=\"" + q +
+                                 "\"}"),
                 w[field].get<double>() / 1000)
           << instance << " " << q;
     }
-    r = http.Get("/v1/instances/" + instance + "/summary?metric=e2e_ms&window=10s&from=" +
-                     std::to_string(from) + "&to=" + std::to_string(from + 10'000),
+    r = http.Get(std::string("/v1/instances/") + instance +
+                     "/summary?metric=e2e_ms&window=10s&from=" + std::to_string(from) +
+                     "&to=" + std::to_string(from + 10'000),
                  Bearer(kReader));
     ASSERT_TRUE(r);
     const json e2e = json::parse(r->body)["windows"][0];
-    EXPECT_EQ(Sample(text, "inferscope_requests_per_second" + labels + "}"),
+    EXPECT_EQ(Sample(text, std::string("inferscope_requests_per_second") + labels + "}"),
               e2e["events"].get<double>() / 10);
   }
 

@@ -193,7 +193,7 @@ ApiReply HandleExportPrometheus(const ApiContext& ctx, const ApiRequest& req) {
   for (size_t i = 0; i < std::size(kTokenRates); ++i) {
     tokens[i] = {std::string(kTokenRates[i].name), "gauge", std::string(kTokenRates[i].help), {}};
   }
-  Family gauges{"inferscope_gauge",
+  Family gauges{"inferscope_reported_value",
                 "gauge",
                 "Last value in the latest closed window of a reported gauge (label gauge: its "
                 "name, e.g. kv_cache_usage)",

@@ -130,7 +130,7 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
                 "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 201) << res->body;
-  EXPECT_NE(engine->Log().find("1 API token(s)"), std::string::npos) << engine->Log();
+  EXPECT_NE(engine->Log().find("2 API token(s)"), std::string::npos) << engine->Log();
 
   // Data: the simulator, 40 simulated seconds ending now.
   Subprocess sim({testing::InferscopeBinary(), "simulate", "--endpoint", engine->Endpoint("ingest"),

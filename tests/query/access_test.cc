@@ -549,7 +549,8 @@ TEST_F(AccessServerTest, ExportEqualsTheSummaryOfTheLatestClosedWindow) {
     EXPECT_EQ(Sample(text, std::string("inferscope_output_tokens_per_second") + labels + "}"),
               out["sum"].get<double>() / 60);
     // The gauge's last value: the last pane of the window (k = 11) ends with 0.5 + 0.11.
-    EXPECT_EQ(Sample(text, std::string("inferscope_gauge") + labels + ",gauge=\"kv_cache_usage\"}"),
+    EXPECT_EQ(Sample(text, std::string("inferscope_reported_value") + labels +
+                               ",gauge=\"kv_cache_usage\"}"),
               0.5 + 0.01 * 11);
   }
 

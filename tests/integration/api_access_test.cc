@@ -154,6 +154,34 @@ TEST(ApiAccessTest, EngineAndQueryNodeHonourTokensAndTheExportPassesPromtool) {
       dir.str() + "/promtool.log");
   EXPECT_EQ(check.Wait(), 0) << ReadFile(dir.str() + "/promtool.log") << "\n" << text;
 
+  // The scrape configuration the docs give is valid for Prometheus (promtool check config), and a
+  // request made as that scrape makes it (path, params, bearer token from credentials_file,
+  // Prometheus' Accept header) gets the text format.
+  const std::string credentials = dir.str() + "/prometheus.token";
+  std::ofstream(credentials) << kReader << "\n";
+  const std::string host_port = engine->HttpUrl().substr(std::string("http://").size());
+  const std::string config = dir.str() + "/prometheus.yml";
+  std::ofstream(config) << "scrape_configs:\n"
+                           "  - job_name: inferscope\n"
+                           "    scrape_interval: 60s\n"
+                           "    metrics_path: /v1/export/prometheus\n"
+                           "    params: {window: [1m]}\n"
+                           "    authorization: {type: Bearer, credentials_file: "
+                        << credentials << "}\n"
+                        << "    static_configs: [{targets: [\"" << host_port << "\"]}]\n";
+  Subprocess check_config({promtool, "check", "config", config}, dir.str() + "/config.log");
+  EXPECT_EQ(check_config.Wait(), 0) << ReadFile(dir.str() + "/config.log");
+  res = http.Get("/v1/export/prometheus?window=1m",
+                 {{"Authorization", std::string("Bearer ") + kReader},
+                  {"Accept",
+                   "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                   "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/plain; version=0.0.4");
+  EXPECT_NE(res->body.find("inferscope_export_window_seconds 60\n"), std::string::npos)
+      << res->body;
+
   // The same window through the summary API: the same numbers.
   const std::optional<double> start_s =
       Sample(text, "inferscope_export_window_start_timestamp_seconds");

@@ -30,9 +30,17 @@ struct QueryNodeArgs {
   std::string catch_up_interval = "500ms";
   std::string secondary_path;  // this node's own RocksDB files; empty: a temporary directory
   std::string engine_url;      // named in the 405 answers to writes
-  std::string topology;        // tiers for a store that holds no tier list (older engines)
-  std::string ready_file;      // written (JSON: http, state, secondary) once serving
-  double duration_s = 0;       // 0 = until SIGINT/SIGTERM
+  // Tiers for a store that holds no tier list (older engines), and its `query` section's tokens,
+  // limits, CORS and export settings.
+  std::string topology;
+  // A token file (query/access.h: LoadTokenFile); its tokens are added to the topology's.
+  std::string tokens;
+  double rate_limit = -1;  // requests/s per client; -1: the topology's (default: no limit)
+  double rate_burst = -1;  // bucket size; -1: the topology's
+  // Origins allowed cross-origin requests; replace the topology's query.cors.allowed_origins.
+  std::vector<std::string> cors_origins;
+  std::string ready_file;  // written (JSON: http, state, secondary) once serving
+  double duration_s = 0;   // 0 = until SIGINT/SIGTERM
 };
 int QueryNodeCommand(const QueryNodeArgs& args);
 

@@ -31,6 +31,21 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
           hp.status().message());
     }
   }
+  Result<QuerySectionAccess> access = ParseQueryAccess(engine->spec_.query_at);
+  if (!access.ok()) return access.status();
+  engine->query_access_ = std::move(access).value();
+  if (!engine->spec_.query_listen.empty() && engine->query_access_.access.tokens.empty()) {
+    const std::string host = ParseHostPort(engine->spec_.query_listen).value().host;
+    if (!IsLoopbackHost(host)) {
+      const std::string problem =
+          "'" + host +
+          "' is not a loopback address and no API tokens are configured (query.tokens or "
+          "query.token_file): the API would answer anyone who can reach it; configure tokens "
+          "or listen on 127.0.0.1";
+      if (!overrides.query_listen.empty()) return Status::InvalidArgument("--listen: " + problem);
+      return engine->spec_.query_at.Error("listen", problem);
+    }
+  }
   for (const auto& [table, ms] : engine->spec_.record_retention_ms) {
     if (Status st = CheckRecordRetention(table, ms); !st.ok()) {
       return engine->spec_.record_retention_at.Error(table, st.message());
@@ -119,6 +134,10 @@ Status Engine::Start() {
     QueryServer::Options options;
     options.host = listen.host;
     options.port = listen.port;
+    options.access = query_access_.access;
+    options.export_options = query_access_.export_options;
+    if (query_access_.max_url_bytes > 0) options.max_url_bytes = query_access_.max_url_bytes;
+    if (query_access_.max_body_bytes > 0) options.max_body_bytes = query_access_.max_body_bytes;
     query_ = std::make_unique<QueryServer>(
         options, state_.get(), &metrics_, clock_, [this] { return Health(); }, capabilities_);
     query_->SetSilences(silences_.get());

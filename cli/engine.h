@@ -17,6 +17,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/source_health.h"
 #include "pipeline/topology.h"
+#include "query/access.h"
 #include "routing/live_router.h"
 #include "state/checkpoint_store.h"
 #include "state/silence_store.h"
@@ -90,6 +91,7 @@ class Engine {
   void StopMaintenance();
 
   TopologySpec spec_;
+  QuerySectionAccess query_access_;  // the topology's query tokens, limits, CORS, export
   std::shared_ptr<StateFileSystem> state_file_system_;
   std::vector<Registry::Entry> capabilities_;
   const Clock* clock_ = nullptr;

@@ -47,6 +47,14 @@ int main(int argc, char** argv) {
   qn_cmd->add_option("-t,--topology", qn.topology,
                      "Topology whose state.tiers apply when the store holds no tier list "
                      "(written by an older engine)");
+  qn_cmd->add_option("--tokens", qn.tokens,
+                     "API token file: lines 'NAME SCOPES TOKEN' (scopes read,write,admin); "
+                     "needed to listen on a non-loopback address");
+  qn_cmd->add_option("--rate-limit", qn.rate_limit,
+                     "Requests per second per token (per address without one); 0 = no limit");
+  qn_cmd->add_option("--rate-burst", qn.rate_burst, "Token bucket size (default: the rate)");
+  qn_cmd->add_option("--cors-origin", qn.cors_origins,
+                     "An origin allowed cross-origin requests (repeatable; \"*\" = any)");
   qn_cmd->add_option("--ready-file", qn.ready_file,
                      "Write {http, state, secondary} here once ready");
   qn_cmd->add_option("--duration", qn.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");

@@ -60,9 +60,17 @@ Status QueryNodeOptions::Validate() const {
                                      std::filesystem::weakly_canonical(state_dir, ec)) {
     return Status::InvalidArgument("--secondary-path must not be the state directory");
   }
-  if (Result<HostPort> hp = ParseHostPort(listen); !hp.ok()) {
-    return Status::InvalidArgument("--listen: " + hp.status().message());
+  Result<HostPort> hp = ParseHostPort(listen);
+  if (!hp.ok()) return Status::InvalidArgument("--listen: " + hp.status().message());
+  if (access.tokens.empty() && !IsLoopbackHost(hp->host)) {
+    return Status::InvalidArgument(
+        "--listen: '" + hp->host +
+        "' is not a loopback address and no API tokens are configured (--tokens FILE, or "
+        "query.tokens / query.token_file in --topology): the API would answer anyone who can "
+        "reach it; configure tokens or listen on 127.0.0.1");
   }
+  if (Status s = access.Validate(); !s.ok()) return s;
+  if (Status s = export_options.Validate(); !s.ok()) return s;
   if (catch_up_interval_ms < 10 || catch_up_interval_ms > 3'600'000) {
     return Status::InvalidArgument("--catch-up-interval must be in 10ms..1h, got " +
                                    FormatDurationMs(catch_up_interval_ms));
@@ -150,6 +158,10 @@ Result<std::unique_ptr<QueryNode>> QueryNode::Start(QueryNodeOptions options, co
   server_options.port = listen.port;
   server_options.read_only = true;
   server_options.engine_url = o.engine_url;
+  server_options.access = o.access;
+  server_options.export_options = o.export_options;
+  if (o.max_url_bytes > 0) server_options.max_url_bytes = o.max_url_bytes;
+  if (o.max_body_bytes > 0) server_options.max_body_bytes = o.max_body_bytes;
   node->query_ = std::make_unique<QueryServer>(
       server_options, node->state_.get(), &node->metrics_, clock, [self] { return self->Health(); },
       o.capabilities);

@@ -16,6 +16,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
 #include "pipeline/tiers.h"
+#include "query/access.h"
 #include "state/silence_store.h"
 #include "state/state_store.h"
 #include "state/workflow_store.h"
@@ -46,6 +47,11 @@ struct QueryNodeOptions {
   std::vector<TierSpec> fallback_tiers;
   // What /v1/capabilities lists (the engine's registered stage types).
   std::vector<Registry::Entry> capabilities;
+  // Tokens, rate limits and CORS (query/access.h). No tokens: `listen` must be a loopback address.
+  AccessOptions access;
+  ExportOptions export_options;
+  size_t max_url_bytes = 0;   // 0: the server's default
+  size_t max_body_bytes = 0;  // 0: the server's default
 
   Status Validate() const;
 };

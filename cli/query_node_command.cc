@@ -42,7 +42,27 @@ int QueryNodeCommand(const QueryNodeArgs& args) {
       return 2;
     }
     options.fallback_tiers = spec->state_tiers;
+    Result<QuerySectionAccess> access = ParseQueryAccess(spec->query_at);
+    if (!access.ok()) {
+      spdlog::error("{}", access.status().message());
+      return 2;
+    }
+    options.access = access->access;
+    options.export_options = access->export_options;
+    options.max_url_bytes = access->max_url_bytes;
+    options.max_body_bytes = access->max_body_bytes;
   }
+  if (!args.tokens.empty()) {
+    Result<std::vector<ApiToken>> tokens = LoadTokenFile(args.tokens);
+    if (!tokens.ok()) {
+      spdlog::error("--tokens: {}", tokens.status().message());
+      return 2;
+    }
+    for (ApiToken& t : *tokens) options.access.tokens.push_back(std::move(t));
+  }
+  if (args.rate_limit >= 0) options.access.rate_limit.rate = args.rate_limit;
+  if (args.rate_burst >= 0) options.access.rate_limit.burst = args.rate_burst;
+  if (!args.cors_origins.empty()) options.access.cors.allowed_origins = args.cors_origins;
   Registry registry;
   RegisterBuiltins(registry);
   options.capabilities = registry.List();

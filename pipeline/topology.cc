@@ -220,7 +220,11 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
 
   Result<ConfigNode> query = root.Child("query");
   if (!query.ok()) return query.status();
-  INFERSCOPE_RETURN_IF_ERROR(query->CheckKnownFields({"listen"}));
+  // Access control, limits, CORS and the Prometheus export are parsed by the engine
+  // (query/access.h: ParseQueryAccess) from spec.query_at.
+  INFERSCOPE_RETURN_IF_ERROR(
+      query->CheckKnownFields({"listen", "tokens", "token_file", "rate_limit", "cors", "export",
+                               "max_url_bytes", "max_body_bytes"}));
   Result<std::string> listen = query->GetString("listen", std::string());
   if (!listen.ok()) return listen.status();
   if (!listen->empty()) {
@@ -229,6 +233,7 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
     }
   }
   spec.query_listen = *listen;
+  spec.query_at = *query;
 
   INFERSCOPE_RETURN_IF_ERROR(ParseEngineSettings(root, &spec.engine));
 

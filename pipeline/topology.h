@@ -56,6 +56,9 @@ struct TopologySpec {
   ConfigNode record_retention_at;  // the `state.record_retention` mapping
   ConfigNode state_at;             // the `state` mapping, for error locations
   std::string query_listen;        // "host:port" of the HTTP API; empty = no API
+  // The `query` mapping (empty when absent): its access, limit, CORS and export fields are read by
+  // query/access.h (ParseQueryAccess), which pipeline/ does not depend on.
+  ConfigNode query_at;
   EngineSettings engine;
   std::vector<StageSpec> sources;
   std::vector<StageSpec> operators;

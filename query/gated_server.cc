@@ -25,7 +25,8 @@ using std::chrono::steady_clock;
 constexpr std::string_view kClosedTotal = "inferscope_http_connections_closed_total";
 constexpr std::string_view kClosedHelp =
     "HTTP connections closed by the server's limits, by reason (limit: over max_connections at "
-    "accept; header_timeout, idle_timeout, header_too_large, body_too_large, read_timeout)";
+    "accept; header_timeout, idle_timeout, header_too_large, url_too_long, body_too_large, "
+    "read_timeout)";
 // Bodies of at most this many bytes (with their header) are waited for in the gate, so that a slow
 // body does not hold a worker either. Well below the loopback receive buffer.
 constexpr size_t kPeekBytes = 16 * 1024;
@@ -232,7 +233,7 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
       "inferscope_http_connections_open", "HTTP connections open (parked or being served)", {},
       [this] { return static_cast<double>(open_connections()); }, this);
   for (std::string_view reason : {"limit", "header_timeout", "idle_timeout", "header_too_large",
-                                  "body_too_large", "read_timeout"}) {
+                                  "url_too_long", "body_too_large", "read_timeout"}) {
     Closed(reason);  // so every reason is exported from the start
   }
 }
@@ -370,6 +371,25 @@ void GatedServer::OnReadable(int fd) {
   }
   const size_t peeked = static_cast<size_t>(n);
   const std::string_view data(peek_.data(), std::min(peeked, options_.max_header_bytes));
+  // The request target's length, from the request line ("METHOD SP target SP version"), or from
+  // how much of a request line has arrived without its end (method and version take < 32 bytes).
+  const size_t line_end = data.find("\r\n");
+  const std::string_view line = data.substr(0, line_end);
+  const size_t target_start = line.find(' ');
+  const size_t target_end = line.rfind(' ');
+  const size_t target_bytes =
+      line_end == std::string_view::npos
+          ? (line.size() > options_.max_url_bytes + 32 ? line.size() : 0)
+          : (target_start != std::string_view::npos && target_end > target_start
+                 ? target_end - target_start - 1
+                 : 0);
+  if (target_bytes > options_.max_url_bytes) {
+    RefuseLocked(fd, peeked, 414, "URI Too Long", "URI_TOO_LONG",
+                 "the request target (path and query) is longer than " +
+                     std::to_string(options_.max_url_bytes) + " bytes",
+                 "url_too_long");
+    return;
+  }
   const size_t end = data.find("\r\n\r\n");
   if (end == std::string_view::npos) {
     if (peeked > options_.max_header_bytes) {

@@ -32,6 +32,7 @@ struct GateOptions {
   size_t max_connections = 4'096;
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1024 * 1024;
+  size_t max_url_bytes = 8'192;
   int listen_backlog = 1'024;
 };
 
@@ -51,8 +52,9 @@ struct GateOptions {
 //    again for the next keep-alive request;
 //  * a header not complete within header_timeout_ms, or a kept-alive connection idle for
 //    idle_timeout_ms, is closed; connections beyond max_connections are closed at accept; a header
-//    over max_header_bytes gets 431, a Content-Length over max_body_bytes gets 413 before any body
-//    byte is read; all counted in inferscope_http_connections_closed_total{reason}.
+//    over max_header_bytes gets 431, a request target over max_url_bytes gets 414 (as soon as the
+//    request line shows it), a Content-Length over max_body_bytes gets 413 before any body byte is
+//    read; all counted in inferscope_http_connections_closed_total{reason}.
 //
 // Lifecycle: construct → bind (httplib) → StartGate → listen_after_bind (httplib, own thread) →
 // stop (httplib) → join that thread → StopGate (the destructor calls it).
@@ -61,7 +63,7 @@ struct GateOptions {
 class GatedServer : public httplib::Server {
  public:
   // `error_body(status, code, message)` renders the JSON error body for the replies the gate sends
-  // itself (413, 431).
+  // itself (413, 414, 431).
   using ErrorBody = std::function<std::string(int, std::string_view, std::string)>;
 
   GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBody error_body);

@@ -717,6 +717,8 @@ const std::vector<Route>& Routes() {
       // The dashboard's static files hold no data: no token needed to load the page.
       {"GET", "/", "/", false, &HandleDashboardIndex},
       {"GET", "/ui/([A-Za-z0-9._/-]+)", "/ui/{file}", false, &HandleDashboardFile},
+      {"GET", "/v1/export/prometheus", "/v1/export/prometheus", true, &HandleExportPrometheus},
+      {"GET", "/v1/access", "/v1/access", true, &HandleAccess, false, /*admin=*/true},
   };
   return routes;
 }

@@ -18,6 +18,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
+#include "query/access.h"
 
 namespace inferscope {
 
@@ -41,6 +42,13 @@ struct ApiContext {
   // The engine's live routing learner: null (or none registered), select and recommendations
   // answer 503; GET /v1/routing/weights reads the store and needs none.
   routing::RoutingRegistry* routing = nullptr;
+  // The Prometheus export (query/export_handlers.cc): its options, and the counter of series it
+  // left out (the cap).
+  ExportOptions export_options;
+  Counter* export_dropped = nullptr;
+  // What GET /v1/access shows (never a secret): the access options and the rate limiter.
+  const AccessOptions* access = nullptr;
+  const RateLimiter* limiter = nullptr;
 };
 
 struct ApiRequest {
@@ -63,7 +71,9 @@ using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>
 
 // One route: method, httplib path pattern (a regex; captures become path_params), the name used as
 // the `route` metric label, whether the bearer token applies, the handler, and whether it changes
-// state (a read-only query node answers such routes 405 READ_ONLY without calling the handler).
+// state (a read-only query node answers such routes 405 READ_ONLY without calling the handler;
+// tokens need the `write` scope) or is an admin route (tokens need the `admin` scope); other routes
+// need `read`.
 struct Route {
   std::string method;
   std::string pattern;
@@ -71,6 +81,7 @@ struct Route {
   bool requires_auth = true;
   ApiHandler handler;
   bool writes = false;
+  bool admin = false;
 };
 
 // The route table.
@@ -132,6 +143,12 @@ ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandlePrometheus(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/export/prometheus?window= (query/export_handlers.cc): the latest closed window of every
+// request series as Prometheus samples, in the text format 0.0.4 (docs/API_ACCESS.md, "Prometheus
+// export"); at most export_options.max_series stored series are read.
+ApiReply HandleExportPrometheus(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/access (admin): token names and scopes, the rate limit, CORS, the export's settings.
+ApiReply HandleAccess(const ApiContext& ctx, const ApiRequest& req);
 // Alerts and silences (query/alert_handlers.cc).
 ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req);

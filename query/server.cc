@@ -25,14 +25,6 @@ constexpr std::string_view kLatency = "inferscope_http_request_seconds";
 constexpr std::string_view kLatencyHelp = "HTTP request latency, by route";
 constexpr std::string_view kUnmatched = "unmatched";
 
-// Compares without an early exit, so the token cannot be guessed byte by byte from timings.
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 void Send(const ApiReply& reply, httplib::Response& res) {
   res.status = reply.status;
   for (const auto& [name, value] : reply.headers) res.set_header(name, value);
@@ -56,10 +48,16 @@ std::string_view CodeForStatus(int status) {
   switch (status) {
     case 401:
       return "UNAUTHORIZED";
+    case 403:
+      return "FORBIDDEN";
     case 404:
       return "NOT_FOUND";
     case 413:
       return "PAYLOAD_TOO_LARGE";
+    case 414:
+      return "URI_TOO_LONG";
+    case 429:
+      return "RATE_LIMITED";
     default:
       return status < 500 ? "VALIDATION_ERROR" : "INTERNAL_ERROR";
   }
@@ -104,6 +102,20 @@ Status QueryServer::Options::Validate() const {
     return Status::InvalidArgument("query server: max_body_bytes must be in 1..1073741824, got " +
                                    std::to_string(max_body_bytes));
   }
+  // httplib itself answers 414 to targets over 8192 bytes (CPPHTTPLIB_REQUEST_URI_MAX_LENGTH).
+  if (max_url_bytes < 256 || max_url_bytes > 8'192 || max_url_bytes >= max_header_bytes) {
+    return Status::InvalidArgument(
+        "query server: max_url_bytes must be in 256..8192 and below max_header_bytes, got " +
+        std::to_string(max_url_bytes));
+  }
+  if (Status s = access.Validate(); !s.ok()) return s.WithContext("query server");
+  if (Status s = export_options.Validate(); !s.ok()) return s.WithContext("query server");
+  if (access.tokens.empty() && !IsLoopbackHost(host)) {
+    return Status::InvalidArgument(
+        "query server: listening on '" + host +
+        "', which is not a loopback address, needs API tokens: configure them (topology "
+        "query.tokens or query.token_file; query-node --tokens FILE) or listen on 127.0.0.1");
+  }
   return Status::Ok();
 }
 
@@ -144,7 +156,8 @@ void QueryServer::SetRouting(routing::RoutingRegistry* routing) { ctx_->routing 
 
 void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
-  const std::string token = options_.bearer_token;
+  const TokenSet* tokens = tokens_.get();
+  RateLimiter* limiter = limiter_.get();
   const bool read_only = options_.read_only;
   const std::string engine_url = options_.engine_url;
   for (const Route& route : Routes()) {
@@ -157,16 +170,58 @@ void QueryServer::RegisterRoutes() {
         allow += (allow.empty() ? "" : ", ") + other.method;
       }
     }
-    httplib::Server::Handler handler = [ctx, token, read_only, engine_url, allow, &route, latency](
-                                           const httplib::Request& req, httplib::Response& res) {
+    const Scope needed = route.admin ? Scope::kAdmin : route.writes ? Scope::kWrite : Scope::kRead;
+    httplib::Server::Handler handler = [ctx, tokens, limiter, read_only, engine_url, allow, needed,
+                                        &route, latency](const httplib::Request& req,
+                                                         httplib::Response& res) {
       const int64_t started_ns = ctx->clock->MonotonicNs();
       ApiReply reply;
       try {
-        if (route.requires_auth && !token.empty() &&
-            !ConstantTimeEquals(req.get_header_value("Authorization"), "Bearer " + token)) {
-          reply = ErrorReply(*ctx->clock, 401, "UNAUTHORIZED",
-                             "a valid 'Authorization: Bearer <token>' header is required");
-          res.set_header("WWW-Authenticate", "Bearer");
+        const bool authenticate = route.requires_auth && !tokens->empty();
+        TokenSet::Outcome outcome = TokenSet::Outcome::kOk;
+        const ApiToken* token =
+            authenticate ? tokens->Authenticate(req.get_header_value("Authorization"), &outcome)
+                         : nullptr;
+        RateLimiter::Decision limit;
+        if (limiter->enabled()) {
+          // A client is its token; without a valid one, its address (so guessing is limited too).
+          limit = limiter->Acquire(
+              token != nullptr ? "token:" + token->name : "address:" + req.remote_addr, started_ns);
+        }
+        if (!limit.allowed) {
+          reply = ErrorReply(*ctx->clock, 429, "RATE_LIMITED",
+                             "too many requests from " +
+                                 (token != nullptr ? "token '" + token->name + "'"
+                                                   : "address " + req.remote_addr) +
+                                 "; retry after " + std::to_string(limit.retry_after_s) + " s",
+                             {{"retry_after_s", limit.retry_after_s}});
+          res.set_header("Retry-After", std::to_string(limit.retry_after_s));
+        } else if (authenticate && token == nullptr) {
+          const bool missing = outcome == TokenSet::Outcome::kMissing;
+          reply = ErrorReply(
+              *ctx->clock, 401, "UNAUTHORIZED",
+              missing ? "a valid 'Authorization: Bearer <token>' header is required"
+              : outcome == TokenSet::Outcome::kMalformed
+                  ? "the Authorization header must be 'Bearer <token>'"
+                  : "the bearer token is not valid",
+              {{"reason", missing                                    ? "missing_token"
+                          : outcome == TokenSet::Outcome::kMalformed ? "malformed_header"
+                                                                     : "invalid_token"}});
+          // RFC 6750 §3: no error code when the request had no credentials.
+          res.set_header("WWW-Authenticate", missing ? std::string("Bearer realm=\"inferscope\"")
+                                                     : std::string("Bearer realm=\"inferscope\", "
+                                                                   "error=\"invalid_token\""));
+        } else if (authenticate && !HasScope(token->scopes, needed)) {
+          const std::string scope(ScopeName(needed));
+          reply = ErrorReply(*ctx->clock, 403, "FORBIDDEN",
+                             "token '" + token->name + "' lacks the '" + scope + "' scope that " +
+                                 route.method + " " + route.name + " needs",
+                             {{"required_scope", scope},
+                              {"token", token->name},
+                              {"scopes", ScopeList(token->scopes)}});
+          res.set_header(
+              "WWW-Authenticate",
+              "Bearer realm=\"inferscope\", error=\"insufficient_scope\", scope=\"" + scope + "\"");
         } else if (read_only && route.writes) {
           reply = ErrorReply(
               *ctx->clock, 405, "READ_ONLY",
@@ -205,6 +260,42 @@ void QueryServer::RegisterRoutes() {
     }
   }
 
+  // CORS (query/access.h): preflights are answered without a token; every response to an allowed
+  // origin carries Access-Control-Allow-Origin (the post-routing handler runs for errors too).
+  const CorsOptions* cors = &options_.access.cors;
+  server_->Options(".*", [ctx, cors](const httplib::Request& req, httplib::Response& res) {
+    const std::string origin = req.get_header_value("Origin");
+    ApiReply reply;
+    if (!cors->enabled()) {
+      reply = ErrorReply(*ctx->clock, 403, "FORBIDDEN",
+                         "cross-origin requests are not enabled on this server (topology "
+                         "query.cors.allowed_origins)",
+                         {{"origin", origin}});
+    } else if (!cors->Allows(origin)) {
+      reply = ErrorReply(*ctx->clock, 403, "FORBIDDEN",
+                         "origin '" + origin + "' is not in query.cors.allowed_origins",
+                         {{"origin", origin}});
+    } else {
+      res.status = 204;
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE");
+      res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+      res.set_header("Access-Control-Max-Age", std::to_string(cors->max_age_s));
+      Count(*ctx->metrics, "preflight", 204);
+      return;
+    }
+    Send(reply, res);
+    Count(*ctx->metrics, "preflight", reply.status);
+  });
+  if (cors->enabled()) {
+    server_->set_post_routing_handler([cors](const httplib::Request& req, httplib::Response& res) {
+      const std::string origin = req.get_header_value("Origin");
+      if (!cors->Allows(origin)) return;
+      res.set_header("Access-Control-Allow-Origin", origin);
+      res.set_header("Vary", "Origin");
+      res.set_header("Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
+    });
+  }
+
   // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The
   // error handler also sees our handlers' error replies; those already have a body.
   server_->set_error_handler(httplib::Server::HandlerWithResponse(
@@ -232,6 +323,14 @@ Status QueryServer::Start() {
     return Status::InvalidArgument("query server: store, metrics and clock are required");
   }
   if (server_ != nullptr) return Status::Internal("query server: already started");
+  tokens_ = std::make_unique<TokenSet>(options_.access.tokens);
+  limiter_ = std::make_unique<RateLimiter>(options_.access.rate_limit, ctx_->metrics);
+  ctx_->access = &options_.access;
+  ctx_->limiter = limiter_.get();
+  ctx_->export_options = options_.export_options;
+  ctx_->export_dropped = ctx_->metrics->GetCounter(
+      "inferscope_export_series_dropped_total",
+      "Stored series left out of GET /v1/export/prometheus by its series cap (export.max_series)");
   constexpr rlim_t kReservedFds = 256;  // RocksDB files, ZeroMQ sockets, logs
   const rlim_t fd_limit =
       RaiseOpenFileLimit(static_cast<rlim_t>(options_.max_connections) + kReservedFds);
@@ -249,6 +348,7 @@ Status QueryServer::Start() {
   }
   gate.max_header_bytes = options_.max_header_bytes;
   gate.max_body_bytes = options_.max_body_bytes;
+  gate.max_url_bytes = options_.max_url_bytes;
   gate.listen_backlog = options_.listen_backlog;
   const Clock* clock = ctx_->clock;
   server_ = std::make_unique<GatedServer>(
@@ -282,6 +382,21 @@ Status QueryServer::Start() {
   });
   // Stop() only takes effect once the accept loop runs, so do not return before it does.
   while (!server_->is_running() && !thread_done_.load()) std::this_thread::yield();
+  const AccessOptions& access = options_.access;
+  if (access.tokens.empty()) {
+    spdlog::warn(
+        "query API on {}:{}: no API tokens configured, so no authentication and loopback only "
+        "(configure query.tokens or query.token_file to listen elsewhere)",
+        options_.host, port_);
+  } else {
+    spdlog::info(
+        "query API on {}:{}: {} API token(s); rate limit {}; CORS {}", options_.host, port_,
+        access.tokens.size(),
+        access.rate_limit.rate > 0 ? std::to_string(access.rate_limit.rate) + "/s per client"
+                                   : std::string("off"),
+        access.cors.enabled() ? std::to_string(access.cors.allowed_origins.size()) + " origin(s)"
+                              : std::string("off"));
+  }
   return Status::Ok();
 }
 

@@ -15,6 +15,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
+#include "query/access.h"
 
 namespace inferscope {
 
@@ -40,15 +41,27 @@ struct ApiContext;
 //   GET /v1/alerts/{fingerprint}          one alert and its state changes
 //   POST|GET /v1/silences, DELETE /v1/silences/{id}
 //   POST|GET /v1/workflows, GET /v1/workflows/{id}, POST /v1/workflows/{id}/approve|reject|applied
-//   GET /metrics                          Prometheus text format 0.0.4
 //   GET /v1/reports/comparison|trend      reports as JSON, CSV or Markdown (report_handlers.cc)
 //   GET /, GET /ui/{file}                 the dashboard, embedded at build time (no token needed)
+//   GET /metrics                          Prometheus text format 0.0.4 (the engine's own metrics)
+//   GET /v1/export/prometheus             the latest closed window of every series as Prometheus
+//                                         samples (query/export_handlers.cc)
+//   GET /v1/access                        tokens (names and scopes), limits, CORS (admin scope)
 //
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
-// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), NOT_FOUND (404), READ_ONLY (405: a write
-// to a read-only query node), CONFLICT (409: a workflow transition its state does not allow),
-// PAYLOAD_TOO_LARGE (413), INTERNAL_ERROR (500) or UNAVAILABLE (503: the workflow registry is
-// full).
+// code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), FORBIDDEN (403: a token without the
+// route's scope, a refused CORS preflight), NOT_FOUND (404), READ_ONLY (405: a write to a read-only
+// query node), CONFLICT (409: a workflow transition its state does not allow), PAYLOAD_TOO_LARGE
+// (413), URI_TOO_LONG (414), RATE_LIMITED (429, with Retry-After), INTERNAL_ERROR (500) or
+// UNAVAILABLE (503: the workflow registry is full).
+//
+// Access (query/access.h, docs/API_ACCESS.md): with tokens configured every route but /v1/health
+// needs "Authorization: Bearer <token>" (401 UNAUTHORIZED with WWW-Authenticate otherwise) and the
+// route's scope (403 FORBIDDEN): `write` for routes that change state (Route::writes), `admin` for
+// admin routes, `read` for the rest. Without tokens the server refuses to listen on anything but a
+// loopback address. Requests are rate-limited per token (per peer address without a valid token)
+// with token buckets: 429 RATE_LIMITED with Retry-After. CORS headers are sent only for the
+// configured origins; preflights (OPTIONS) are answered without a token.
 //
 // Connections (query/gated_server.h): an accepted socket holds no thread until a whole request
 // header has arrived (idle and slow sockets wait in one epoll set); complete requests are served by
@@ -63,15 +76,18 @@ struct ApiContext;
 // Lifecycle: construct → Start (binds, serves on threads of its own) → Stop (idempotent; the
 // destructor calls it). The pointers given at construction must outlive the server.
 // Concurrency: handlers run on `threads` worker threads and only read the store.
-// Limitations: plain HTTP; when a bearer token is configured every route but /v1/health requires
-// it.
+// Limitations: plain HTTP (put TLS in front: tokens travel in clear otherwise); tokens are read at
+// start (a restart picks up a changed token file).
 class QueryServer {
  public:
   struct Options {
     std::string host = "127.0.0.1";  // address to bind; loopback by default
     int port = 0;                    // 0 = an ephemeral port (read it back with port()); 0..65535
-    std::string bearer_token;        // empty = no authentication
-    int threads = 8;                 // request worker threads; 1..256
+    // Tokens, rate limits and CORS (see "Access" above). No tokens: loopback only.
+    AccessOptions access;
+    // The Prometheus export's window and series cap.
+    ExportOptions export_options;
+    int threads = 8;  // request worker threads; 1..256
     // Connection limits (see "Connections" above). Times in milliseconds, each 1..3,600,000.
     int64_t header_timeout_ms = 10'000;   // a request header must arrive within this
     int64_t idle_timeout_ms = 5'000;      // a kept-alive connection may idle this long
@@ -81,6 +97,7 @@ class QueryServer {
     int listen_backlog = 1'024;           // accept queue length (the kernel caps it at somaxconn)
     size_t max_header_bytes = 16 * 1024;  // larger request headers get 431; 1 KiB..1 MiB
     size_t max_body_bytes = 1024 * 1024;  // larger request bodies get 413; 1 B..1 GiB
+    size_t max_url_bytes = 8'192;         // longer request targets get 414; 256..8192
     // A query node (cli/query_node.h) over a read-only store: the routes that change state
     // (silences, workflows: Route::writes) answer 405 READ_ONLY without calling their handler,
     // naming `engine_url` (the engine's API, where writes go; may be empty) in the error details.
@@ -120,6 +137,8 @@ class QueryServer {
 
   Options options_;
   std::unique_ptr<ApiContext> ctx_;
+  std::unique_ptr<TokenSet> tokens_;
+  std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<GatedServer> server_;
   std::thread thread_;
   std::atomic<bool> thread_done_{false};

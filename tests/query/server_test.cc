@@ -393,11 +393,11 @@ TEST_F(QueryServerTest, PrometheusMetricsCountRequestsPerRouteAndStatus) {
 TEST_F(QueryServerTest, BearerTokenGuardsEverythingButHealth) {
   server_->Stop();
   QueryServer::Options options;
-  options.bearer_token = "s3cret";
+  options.access.tokens = {{"test", "s3cret-0123456789abcdef", static_cast<uint8_t>(Scope::kRead)}};
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
   ExpectError(GetJson("/v1/instances", 401), "UNAUTHORIZED");
   ExpectError(GetJson("/v1/instances", 401, {{"Authorization", "Bearer wrong"}}), "UNAUTHORIZED");
-  json body = GetJson("/v1/instances", 200, {{"Authorization", "Bearer s3cret"}});
+  json body = GetJson("/v1/instances", 200, {{"Authorization", "Bearer s3cret-0123456789abcdef"}});
   EXPECT_EQ(body["instances"].size(), 2u);
   GetJson("/v1/health", 200);
 }

@@ -38,8 +38,7 @@ nlohmann::json BuildInfoJson() {
 std::string VersionText() {
   return std::string("inferscope ") + kBuildVersion + " (revision " + kBuildRevision + ", " +
          (kBuildType[0] != '\0' ? kBuildType : "no build type") + " build)\n" + "libzmq " +
-         LibzmqVersion() + ", RocksDB " + RocksdbVersion() + ", msgpack-c " + msgpack_version() +
-         "\n";
+         LibzmqVersion() + ", RocksDB " + RocksdbVersion() + ", msgpack-c " + msgpack_version();
 }
 
 }  // namespace inferscope

@@ -1181,6 +1181,7 @@ bool WireDecoder::CheckEnvelope(const Walker& walker, std::string_view payload, 
 bool WireDecoder::ApplySequence(const Envelope& envelope, EventBatch& batch, size_t start,
                                 DecodeResult& result) {
   PublisherCounters& counters = Publisher(envelope.publisher);
+  counters.messages->Inc();
   const SequenceTracker::Judgement judged =
       sequences_.Judge(envelope.publisher, envelope.incarnation, envelope.seq);
   const SequenceVerdict verdict = judged.verdict;

@@ -282,8 +282,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")
       ->capture_default_str();
-  tail_cmd->add_option("--severity", tail.severity, "Only this severity (builds the topic prefix)")
-      ->check(CLI::IsMember({"info", "warning", "critical", "emergency"}));
+  tail_cmd->add_option("--severity", tail.severity, "Only this severity (builds the topic prefix)");
   tail_cmd->add_option("--instance", tail.instance, "Only this instance (needs --severity)");
   tail_cmd->add_option("--model", tail.model, "Only this model (needs --instance)");
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -64,6 +65,9 @@ struct Alert {
   double expected = 0;  // baseline / expected value
   double lower = 0;     // expected range
   double upper = 0;
+  // Threshold rules: the threshold of this alert's severity (the critical level on a critical
+  // alert); NaN for detectors and from records written before it existed.
+  double limit = std::numeric_limits<double>::quiet_NaN();
   double score = 0;             // anomaly score in [0, 1]
   int64_t window_start_ms = 0;  // event-time window that carried the evidence
   int64_t window_end_ms = 0;

@@ -21,7 +21,8 @@ double NumberOr(const json& j, const char* key) {
 }  // namespace
 
 json AlertToJson(const Alert& a) {
-  return {{"fingerprint", FingerprintHex(a.fingerprint)},
+  return {{"v", kAlertPayloadVersion},
+          {"fingerprint", FingerprintHex(a.fingerprint)},
           {"state", AlertStateName(a.state)},
           {"type", AnomalyTypeName(a.type)},
           {"severity", SeverityName(a.severity)},
@@ -29,12 +30,16 @@ json AlertToJson(const Alert& a) {
           {"instance", a.instance},
           {"model", a.model},
           {"metric", a.metric},
+          {"series", a.instance + "/" + a.model + "/" + a.metric},
           {"stat", a.stat},
           {"value", JsonNumberOrNull(a.value)},
           {"expected", JsonNumberOrNull(a.expected)},
           {"lower", JsonNumberOrNull(a.lower)},
           {"upper", JsonNumberOrNull(a.upper)},
+          {"limit", JsonNumberOrNull(a.limit)},
           {"score", JsonNumberOrNull(a.score)},
+          {"window_start", a.window_start_ms},
+          {"window_end", a.window_end_ms},
           {"window", {{"start", a.window_start_ms}, {"end", a.window_end_ms}}},
           {"event_time", a.event_time_ms},
           {"detected_at", a.detected_at_ms},
@@ -69,6 +74,7 @@ Result<Alert> AlertFromJson(const json& j) {
     a.expected = NumberOr(j, "expected");
     a.lower = NumberOr(j, "lower");
     a.upper = NumberOr(j, "upper");
+    a.limit = NumberOr(j, "limit");
     a.score = NumberOr(j, "score");
     a.window_start_ms = j.at("window").at("start").get<int64_t>();
     a.window_end_ms = j.at("window").at("end").get<int64_t>();

@@ -10,16 +10,21 @@ namespace inferscope {
 // The `inferscope` subcommands. Each returns the process exit code.
 
 struct RunArgs {
-  std::string topology;               // topology file
-  std::string state_dir;              // overrides state.path
-  std::string listen;                 // overrides query.listen
-  std::string ready_file;             // written (JSON) once every stage is open
-  double duration_s = 0;              // 0 = until SIGINT/SIGTERM
-  size_t metrics_max_publishers = 0;  // publisher label values per metric family; 0 = default
+  std::string topology;                 // topology file
+  std::string state_dir;                // overrides state.path
+  std::string listen;                   // overrides query.listen
+  std::string ready_file;               // written (JSON) once every stage is open
+  double duration_s = 0;                // 0 = until SIGINT/SIGTERM
+  size_t metrics_max_publishers = 0;    // publisher label values per metric family; 0 = default
+  std::string status_interval = "60s";  // one status line this often; 0: off (cli/status_log.h)
+  std::string publisher_idle = "60s";   // a publisher is logged idle after this long silent
 };
 int RunCommand(const RunArgs& args);
 
-int CheckTopologyCommand(const std::string& path);
+// Validates each file (builds its stages, binds nothing); prints "FILE: OK" or the error naming
+// file:line:column and the field. Exit code 0 when every file is valid, 1 otherwise. Progress on
+// stderr at a terminal when there are many files.
+int CheckTopologyCommand(const std::vector<std::string>& paths);
 
 // `inferscope query-node`: the query API as its own process, reading the engine's state directory
 // as a RocksDB secondary instance (cli/query_node.h). Exit code 0 after SIGINT/SIGTERM (or
@@ -76,11 +81,13 @@ struct SimulateArgs {
   double spike_factor = 10;      // ... step and prefill times x this
   std::string curve_key;         // CurveZMQ: this publisher's secret key file (keygen's NAME.key)
   std::string curve_server_key;  // CurveZMQ: the engine source's public key file (NAME.pub)
+  bool no_progress = false;      // no progress line (shown only when stderr is a terminal)
 };
 int SimulateCommand(const SimulateArgs& args);
 
 struct TableArgs {
   std::string url = "http://127.0.0.1:8080";
+  std::string ready_file;      // when set, the URL is its "http" (what `run --ready-file` wrote)
   std::string window = "60s";  // at most this much event time, in whole panes
   std::string pane = "10s";    // the topology's pane length
   std::string metric = "ttft_ms";
@@ -106,11 +113,15 @@ struct TailArgs {
   // Alternatively the prefix built from names (escaped as docs/PROTOCOL.md, "Topics", says):
   // severity, then optionally instance, then optionally model. Override `topic` when set.
   std::string severity, instance, model;
-  bool json = false;             // one JSON object per line
+  bool json = false;  // one JSON object per line
+  bool wide = false;  // every field; default a short line within the terminal's width
+  std::string quiet_warning = "60s";  // warn when nothing was heard for this long; 0: never
   std::string curve_key;         // CurveZMQ: this subscriber's secret key file (keygen's NAME.key)
   std::string curve_server_key;  // CurveZMQ: the stream's public key file (NAME.pub)
 };
-// Prints one line per alert until SIGINT/SIGTERM.
+// Prints one line per alert until SIGINT/SIGTERM, after a start-up line on stderr saying what it
+// subscribed to. Exit code 0, 2 on bad options (an endpoint not of the form tcp://HOST:PORT,
+// ipc://PATH or inproc://NAME), 1 when the socket fails.
 int TailCommand(const TailArgs& args);
 
 // `inferscope detect`: the streaming detectors over a `timestamp,value` CSV (backtesting).

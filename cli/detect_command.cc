@@ -4,14 +4,17 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 
 #include "cli/commands.h"
 #include "cli/detect_csv.h"
+#include "cli/progress.h"
 #include "operators/detectors.h"
 #include "pipeline/config.h"
 
@@ -76,7 +79,37 @@ int DetectCommand(const DetectArgs& args) {
   *out << "timestamp,value,anomaly_score,type,severity\n";
   // All diagnostics of this command go to stderr (spdlog's default sink is stdout, which may be
   // the CSV output).
-  const DetectCsvCounts counts = DetectCsv(*in, detector, *out, std::cerr);
+  // At a terminal, a progress line (points, and how much of the file is read); diagnostics are
+  // then collected and printed between redraws so that they do not run into it.
+  Progress progress;
+  std::ostringstream held;
+  std::streamoff file_size = -1;
+  if (progress.enabled() && args.input != "-") {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(args.input, ec);
+    if (!ec) file_size = static_cast<std::streamoff>(size);
+  }
+  const auto flush_held = [&] {
+    if (held.tellp() <= 0) return;
+    progress.Done();
+    std::cerr << held.str();
+    held.str("");
+  };
+  const auto on_progress = [&](const DetectCsvCounts& c) {
+    flush_held();
+    if (!progress.Due()) return;
+    std::string text =
+        "detect: " + std::to_string(c.rows) + " points, " + std::to_string(c.bad) + " bad lines";
+    const std::streamoff at =
+        file_size > 0 ? static_cast<std::streamoff>(in_file.tellg()) : std::streamoff(-1);
+    if (at >= 0) text += ", " + std::to_string(100 * at / file_size) + " % read";
+    progress.Show(text);
+  };
+  const DetectCsvCounts counts = progress.enabled()
+                                     ? DetectCsv(*in, detector, *out, held, on_progress)
+                                     : DetectCsv(*in, detector, *out, std::cerr);
+  flush_held();
+  progress.Done();
   out->flush();
   // Diagnostics go to stderr so that stdout stays a clean CSV.
   std::cerr << "detect: " << counts.rows << " points, " << counts.alerts << " at warning or above, "

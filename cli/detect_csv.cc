@@ -90,13 +90,15 @@ std::optional<int64_t> ParseCsvTimestampMs(std::string_view s) {
 }
 
 DetectCsvCounts DetectCsv(std::istream& in, SeriesDetector& detector, std::ostream& out,
-                          std::ostream& diagnostics) {
+                          std::ostream& diagnostics,
+                          const std::function<void(const DetectCsvCounts&)>& on_progress) {
   std::string line;
   int64_t line_no = 0;
   DetectCsvCounts counts;
   char score[32];
   while (std::getline(in, line)) {
     ++line_no;
+    if (on_progress && line_no % kDetectProgressLines == 0) on_progress(counts);
     const std::string_view text = Trim(line);
     if (text.empty() || text.front() == '#') continue;
     const size_t comma = text.find(',');

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <istream>
 #include <optional>
 #include <ostream>
@@ -25,8 +26,11 @@ struct DetectCsvCounts {
 // header), feeds each point to `detector` and writes `timestamp,value,anomaly_score,type,severity`
 // rows to `out` (the header row is the caller's), the timestamp and value echoed as given.
 // Malformed lines are reported on `diagnostics` with their line number and skipped. Any bytes are
-// read without crashing.
+// read without crashing. `on_progress`, when set, is called with the counts so far every
+// kDetectProgressLines lines (for a progress line).
+inline constexpr int64_t kDetectProgressLines = 8192;
 DetectCsvCounts DetectCsv(std::istream& in, SeriesDetector& detector, std::ostream& out,
-                          std::ostream& diagnostics);
+                          std::ostream& diagnostics,
+                          const std::function<void(const DetectCsvCounts&)>& on_progress = {});
 
 }  // namespace inferscope

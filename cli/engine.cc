@@ -4,7 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "cli/build_info.h"
+#include "cli/version.h"
 #include "pipeline/address.h"
 #include "pipeline/json_text.h"
 #include "query/server.h"
@@ -58,9 +58,8 @@ Result<std::unique_ptr<Engine>> Engine::Build(const TopologySpec& spec, const Re
   }
   engine->metrics_.AddProcessMetrics();
   engine->metrics_
-      .GetGauge(
-          "inferscope_build_info", "Build of this engine; always 1",
-          {{"version", kBuildVersion}, {"revision", kBuildRevision}, {"build_type", kBuildType}})
+      .GetGauge("inferscope_build_info",
+                "Build of this engine and its libraries' versions; always 1", BuildInfoLabels())
       ->Set(1);
 
   StageContext base;
@@ -215,7 +214,8 @@ nlohmann::json Engine::Health() const {
       {"uptime_s", static_cast<double>(clock_->NowMs() - started_ms_) / 1000.0},
       {"stage_failures", executor_->stage_failures()},
       {"watermark_ms", state_ ? state_->Watermark() : 0},
-      {"interned_strings", interner_.size()}};
+      {"interned_strings", interner_.size()},
+      {"build", BuildInfoJson()}};
   // Scrape targets (prometheus_scrape sources): counts, and the ones down with their last error
   // (at most 100 listed). A down target does not make the engine degraded.
   std::vector<SourceHealth::Target> targets = source_health_.Snapshot();

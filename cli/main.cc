@@ -3,14 +3,127 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "cli/commands.h"
+#include "cli/logging.h"
+#include "cli/version.h"
 #include "pipeline/config.h"
 
+namespace {
+
+constexpr const char* kGlobalFooter =
+    "Global options (before or after the subcommand):\n"
+    "  --log-level LEVEL   trace, debug, info, warn, error, critical, off (default info)\n"
+    "  --log-format FMT    text or json (one JSON object per line, for log shippers)\n"
+    "  --version           version, git revision, build type and library versions\n";
+
+// A value > 0; the error names the value and the valid range.
+CLI::Validator Positive(const std::string& example) {
+  return CLI::Validator(
+      [example](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v) || !(v > 0) || !std::isfinite(v)) {
+          return "must be a number > 0 (e.g. " + example + "), got '" + s + "'";
+        }
+        return {};
+      },
+      "NUMBER > 0");
+}
+
+// A duration such as 500ms, 30s, 1m (ParseDurationMs); `allow_zero` accepts 0 ("off").
+CLI::Validator Duration(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& s) -> std::string {
+        std::optional<int64_t> ms = inferscope::ParseDurationMs(s);
+        if (!ms || *ms < 0 || (*ms == 0 && !allow_zero)) {
+          return std::string("expected a duration such as 500ms, 30s or 1m") +
+                 (allow_zero ? " (0: off)" : "") + ", got '" + s + "'";
+        }
+        return {};
+      },
+      "DURATION");
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// For a parse error: when the deepest subcommand given takes subcommands and the first word it
+// did not understand is not an option, an error naming that word, the closest subcommand and
+// the list. Empty otherwise.
+std::string SubcommandHint(CLI::App& app) {
+  CLI::App* cur = &app;
+  std::string path = "inferscope";
+  for (;;) {
+    std::vector<CLI::App*> parsed = cur->get_subcommands();
+    if (parsed.empty()) break;
+    cur = parsed.front();
+    path += " " + cur->get_name();
+  }
+  std::vector<CLI::App*> subs = cur->get_subcommands([](CLI::App*) { return true; });
+  if (subs.empty()) return {};
+  // Words nobody took, wherever they fell through to.
+  std::vector<std::string> left = app.remaining(true);
+  std::string word;
+  for (const std::string& w : left) {
+    if (!w.empty() && w[0] != '-') {
+      word = w;
+      break;
+    }
+  }
+  std::string names, best;
+  size_t best_distance = SIZE_MAX;
+  for (CLI::App* s : subs) {
+    names += (names.empty() ? "" : ", ") + s->get_name();
+    const size_t d = EditDistance(word, s->get_name());
+    if (d < best_distance) {
+      best_distance = d;
+      best = s->get_name();
+    }
+  }
+  if (word.empty()) return path + ": a subcommand is required: " + names;
+  std::string out = path + ": unknown subcommand '" + word + "'";
+  if (best_distance <= std::max<size_t>(2, best.size() / 3))
+    out += "; did you mean '" + best + "'?";
+  return out + " (subcommands: " + names + ")";
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"inferscope: windowed metrics, anomalies and routing for LLM-inference fleets"};
+  CLI::App app{
+      "inferscope: event-time windowed metrics, alerts and anomaly detection, bottleneck "
+      "classification, routing weights and optimization workflows for LLM-inference fleets"};
   app.require_subcommand(1);
+  // Global options are accepted after the subcommand too (inherited by every subcommand below).
+  app.fallthrough();
+  app.set_version_flag("--version", inferscope::VersionText(),
+                       "Print the version, git revision, build type and library versions");
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+  std::string log_format = "text";
+  app.add_option("--log-level", log_level, std::string(inferscope::kLogLevels))
+      ->capture_default_str();
+  app.add_option("--log-format", log_format,
+                 "text, or json: one JSON object per line (for log shippers)")
       ->capture_default_str();
 
   inferscope::RunArgs run;
@@ -25,6 +138,17 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--metrics-max-publishers", run.metrics_max_publishers,
                       "Distinct publisher label values per metric family; the rest are "
                       "reported as publisher=\"_other\" (default 256)");
+  run_cmd
+      ->add_option("--status-interval", run.status_interval,
+                   "Log one status line this often (events/s in and out, rejections, watermark "
+                   "lag, queue depths, checkpoint age); 0: off")
+      ->capture_default_str()
+      ->check(Duration(true));
+  run_cmd
+      ->add_option("--publisher-idle", run.publisher_idle,
+                   "Log a publisher as idle after this long without a message")
+      ->capture_default_str()
+      ->check(Duration(false));
 
   inferscope::QueryNodeArgs qn;
   CLI::App* qn_cmd = app.add_subcommand(
@@ -59,13 +183,18 @@ int main(int argc, char** argv) {
                      "Write {http, state, secondary} here once ready");
   qn_cmd->add_option("--duration", qn.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
 
-  std::string check_path;
-  CLI::App* check_cmd = app.add_subcommand("check-topology", "Validate a topology file");
-  check_cmd->add_option("file", check_path, "Topology file")->required();
+  std::vector<std::string> check_paths;
+  CLI::App* check_cmd = app.add_subcommand(
+      "check-topology",
+      "Validate topology files (errors name file:line:column and the field; exit 1 if any is bad)");
+  check_cmd->add_option("files", check_paths, "Topology files")->required();
 
   inferscope::SimulateArgs sim;
   std::string gauge_interval = "1s";
-  CLI::App* sim_cmd = app.add_subcommand("simulate", "Publish a simulated inference fleet");
+  CLI::App* sim_cmd = app.add_subcommand(
+      "simulate",
+      "Publish a simulated inference fleet (the serving model of sim/, Poisson arrivals or a "
+      "replayed Azure trace); progress on stderr at a terminal");
   sim_cmd->add_option("-e,--endpoint", sim.endpoint, "Engine ingest endpoint (PUSH connects)")
       ->capture_default_str();
   sim_cmd->add_option("--publisher-id", sim.publisher_id, "Publisher id")->capture_default_str();
@@ -79,7 +208,7 @@ int main(int argc, char** argv) {
       ->add_option("--rate", sim.rate,
                    "Poisson arrivals per second of simulated time, whole fleet (without --trace)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive("30"));
   sim_cmd->add_option("--wander", sim.wander, "How much the Poisson load wanders (0 = constant)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
@@ -96,16 +225,18 @@ int main(int argc, char** argv) {
                       "instead of Poisson arrivals");
   sim_cmd->add_option("--speed", sim.speed, "Simulated seconds per wall second")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive("20"));
   sim_cmd->add_option("--warmup", sim.warmup_s,
                       "Simulated seconds computed before publishing, so the first panes show a "
                       "steady fleet (default 60, 0 with --trace); fault times count from its end");
   sim_cmd
       ->add_option("--duration", sim.duration_s,
                    "Wall seconds; 0 = forever (or to the trace's end)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sim_cmd->add_option("--gauge-interval", gauge_interval, "Gauge period (simulated), e.g. 1s")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(Duration(false));
   sim_cmd->add_option("--batch-size", sim.batch_size, "Events per message")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
@@ -116,26 +247,36 @@ int main(int argc, char** argv) {
                       "(e.g. slow_gpu:vllm-0:60s-180s:3)");
   sim_cmd->add_option("--timeout", sim.timeout_s, "Seconds before a request fails with timeout")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sim_cmd->add_option("--router", sim.router, "round_robin or random")->capture_default_str();
+      ->check(Positive("120"));
+  sim_cmd->add_option("--router", sim.router, "round_robin or random")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"round_robin", "random"}));
   sim_cmd->add_option("--spike-instance", sim.spike_instance,
                       "Slow this instance's GPU (a slow_gpu fault)");
   sim_cmd->add_option("--spike-start", sim.spike_start_s,
                       "Spike start, simulated seconds after start");
   sim_cmd->add_option("--spike-duration", sim.spike_duration_s, "Spike length in seconds");
   sim_cmd->add_option("--spike-factor", sim.spike_factor, "Step and prefill time multiplier")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(Positive("10"));
   sim_cmd->add_option("--curve-key", sim.curve_key,
                       "CurveZMQ: this publisher's secret key file (keygen NAME.key)");
   sim_cmd->add_option("--curve-server-key", sim.curve_server_key,
                       "CurveZMQ: the source's public key file (NAME.pub)");
+  sim_cmd->add_flag("--no-progress", sim.no_progress,
+                    "No progress line on stderr (it is shown only at a terminal anyway)");
 
   inferscope::TableArgs table;
   CLI::App* query_cmd = app.add_subcommand("query", "Read from a running engine's query API");
   query_cmd->require_subcommand(1);
-  CLI::App* table_cmd =
-      query_cmd->add_subcommand("table", "Per-instance latency, throughput and errors");
-  table_cmd->add_option("--url", table.url, "Query API base URL")->capture_default_str();
+  CLI::App* table_cmd = query_cmd->add_subcommand(
+      "table", "Per-instance latency, throughput, errors and the primary bottleneck");
+  auto* url_opt =
+      table_cmd->add_option("--url", table.url, "Query API base URL")->capture_default_str();
+  table_cmd
+      ->add_option("--ready-file", table.ready_file,
+                   "Take the URL from the ready file `run --ready-file` wrote (its \"http\")")
+      ->excludes(url_opt);
   table_cmd->add_option("--window", table.window, "At most this much event time, e.g. 1m")
       ->capture_default_str();
   table_cmd->add_option("--pane", table.pane, "The topology's pane length")->capture_default_str();
@@ -169,8 +310,9 @@ int main(int argc, char** argv) {
   trend_cmd->add_option("--alpha", report.alpha, "Significance level (default 0.05)");
 
   inferscope::TailArgs tail;
-  CLI::App* tail_cmd =
-      app.add_subcommand("tail", "Print alerts from the alert stream, one per line");
+  CLI::App* tail_cmd = app.add_subcommand(
+      "tail",
+      "Print alerts from the alert stream, one per line (a start-up line and warnings on stderr)");
   tail_cmd->add_option("-e,--endpoint", tail.endpoint, "Alert stream endpoint (zmq_alerts sink)")
       ->capture_default_str();
   tail_cmd->add_option("--topic", tail.topic, "Topic prefix, e.g. alerts.critical.")
@@ -179,6 +321,15 @@ int main(int argc, char** argv) {
   tail_cmd->add_option("--instance", tail.instance, "Only this instance (needs --severity)");
   tail_cmd->add_option("--model", tail.model, "Only this model (needs --instance)");
   tail_cmd->add_flag("--json", tail.json, "Print each alert as one JSON object per line");
+  tail_cmd->add_flag("--wide", tail.wide,
+                     "Every field on the line (rule, fingerprint, message); default: a short line "
+                     "cut to the terminal's width");
+  tail_cmd
+      ->add_option(
+          "--quiet-warning", tail.quiet_warning,
+          "Warn on stderr when nothing was heard from the endpoint for this long; 0: never")
+      ->capture_default_str()
+      ->check(Duration(true));
   tail_cmd->add_option("--curve-key", tail.curve_key,
                        "CurveZMQ: this subscriber's secret key file (keygen NAME.key)");
   tail_cmd->add_option("--curve-server-key", tail.curve_server_key,
@@ -192,8 +343,10 @@ int main(int argc, char** argv) {
   keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing files");
 
   inferscope::DetectArgs detect;
-  CLI::App* detect_cmd =
-      app.add_subcommand("detect", "Run the anomaly detectors over a timestamp,value CSV");
+  CLI::App* detect_cmd = app.add_subcommand(
+      "detect",
+      "Run the anomaly detectors over a timestamp,value CSV (exit 0; 1 when some lines were bad: "
+      "each is reported with its line number and skipped, the rest is scored; 2 on usage errors)");
   detect_cmd->add_option("-i,--input", detect.input, "CSV file, or - for stdin")->required();
   detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")
       ->capture_default_str();
@@ -206,19 +359,40 @@ int main(int argc, char** argv) {
   detect_cmd->add_option("--warmup", detect.warmup_points,
                          "Points before any verdict (>= 2; default 30)");
 
-  CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    sub->footer(kGlobalFooter);
+    for (CLI::App* subsub : sub->get_subcommands([](CLI::App*) { return true; })) {
+      subsub->footer(kGlobalFooter);
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    const std::string hint = SubcommandHint(app);
+    if (!hint.empty() && (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr ||
+                          dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr)) {
+      std::fprintf(stderr, "%s\nRun with --help for more information.\n", hint.c_str());
+      return 2;
+    }
+    return app.exit(e);
+  }
+  if (inferscope::Status st = inferscope::ConfigureLogging(log_level, log_format); !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.message().c_str());
+    return 2;
+  }
 
   if (*run_cmd) return inferscope::RunCommand(run);
   if (*qn_cmd) return inferscope::QueryNodeCommand(qn);
-  if (*check_cmd) return inferscope::CheckTopologyCommand(check_path);
+  if (*check_cmd) return inferscope::CheckTopologyCommand(check_paths);
   if (*sim_cmd) {
-    std::optional<int64_t> ms = inferscope::ParseDurationMs(gauge_interval);
-    if (!ms || *ms <= 0) {
-      spdlog::error("--gauge-interval: expected a duration such as 1s, got '{}'", gauge_interval);
-      return 2;
-    }
-    sim.gauge_interval_ms = *ms;
+    sim.gauge_interval_ms = *inferscope::ParseDurationMs(gauge_interval);  // checked above
     return inferscope::SimulateCommand(sim);
   }
   if (*table_cmd) return inferscope::QueryTableCommand(table);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -19,18 +20,37 @@ namespace {
 
 using nlohmann::json;
 
+// Where the URL came from, for errors: the ready file, when one was given.
+struct Origin {
+  std::string url;
+  std::string ready_file;
+};
+
 // GET `path` and parse JSON; prints why and returns a discarded value on failure.
-json Get(httplib::Client& http, const std::string& path) {
+json Get(httplib::Client& http, const std::string& path, const Origin& origin) {
   auto res = http.Get(path.c_str());
   if (!res) {
-    std::fprintf(stderr, "query: GET %s failed: %s\n", path.c_str(),
-                 httplib::to_string(res.error()).c_str());
+    if (res.error() == httplib::Error::Connection) {
+      std::fprintf(stderr, "query: nothing listens at %s; is the engine running? ",
+                   origin.url.c_str());
+      if (!origin.ready_file.empty()) {
+        std::fprintf(stderr, "its ready file %s says %s, which may be from an earlier run\n",
+                     origin.ready_file.c_str(), origin.url.c_str());
+      } else {
+        std::fprintf(stderr,
+                     "its ready file (run --ready-file F) says where its API listens: pass it "
+                     "with --ready-file F, or the URL with --url\n");
+      }
+    } else {
+      std::fprintf(stderr, "query: GET %s%s failed: %s\n", origin.url.c_str(), path.c_str(),
+                   httplib::to_string(res.error()).c_str());
+    }
     return json(json::value_t::discarded);
   }
   json body = json::parse(res->body, nullptr, false);
   if (res->status != 200) {
-    std::fprintf(stderr, "query: GET %s: HTTP %d %s\n", path.c_str(), res->status,
-                 res->body.c_str());
+    std::fprintf(stderr, "query: GET %s%s: HTTP %d %s\n", origin.url.c_str(), path.c_str(),
+                 res->status, res->body.c_str());
     return json(json::value_t::discarded);
   }
   return body;
@@ -39,11 +59,13 @@ json Get(httplib::Client& http, const std::string& path) {
 double Number(const json& v) { return v.is_number() ? v.get<double>() : 0.0; }
 
 // One window of `metric` for `instance` (all models merged) over [from_ms, to_ms).
-json Window(httplib::Client& http, const std::string& instance, const std::string& metric,
-            int64_t from_ms, int64_t to_ms) {
-  json s = Get(http, "/v1/instances/" + instance + "/summary?metric=" + metric +
-                         "&window=" + std::to_string(to_ms - from_ms) +
-                         "ms&from=" + std::to_string(from_ms) + "&to=" + std::to_string(to_ms));
+json Window(httplib::Client& http, const Origin& origin, const std::string& instance,
+            const std::string& metric, int64_t from_ms, int64_t to_ms) {
+  json s = Get(http,
+               "/v1/instances/" + instance + "/summary?metric=" + metric +
+                   "&window=" + std::to_string(to_ms - from_ms) +
+                   "ms&from=" + std::to_string(from_ms) + "&to=" + std::to_string(to_ms),
+               origin);
   if (s.is_discarded() || !s.contains("windows") || s["windows"].empty()) return json::object();
   return s["windows"].back();
 }
@@ -70,11 +92,14 @@ int SeverityRank(const std::string& severity) {
 // The active primary bottleneck of each instance (GET /v1/bottlenecks?primary=true&state=active,
 // every page), as "TYPE/SEVERITY"; an instance serving several models shows the most severe of
 // its models' primaries. False when the endpoint could not be read.
-bool PrimaryBottlenecks(httplib::Client& http, std::map<std::string, std::string>* out) {
+bool PrimaryBottlenecks(httplib::Client& http, const Origin& origin,
+                        std::map<std::string, std::string>* out) {
   std::map<std::string, int> rank;
   for (std::string cursor;;) {
-    json page = Get(http, "/v1/bottlenecks?primary=true&state=active&limit=1000" +
-                              (cursor.empty() ? "" : "&cursor=" + cursor));
+    json page = Get(http,
+                    "/v1/bottlenecks?primary=true&state=active&limit=1000" +
+                        (cursor.empty() ? "" : "&cursor=" + cursor),
+                    origin);
     if (page.is_discarded()) return false;
     for (const json& b : page.value("bottlenecks", json::array())) {
       const std::string instance = b.value("instance", "");
@@ -95,12 +120,34 @@ bool PrimaryBottlenecks(httplib::Client& http, std::map<std::string, std::string
 }  // namespace
 
 int QueryTableCommand(const TableArgs& args) {
-  httplib::Client http(args.url);
+  Origin origin{args.url, args.ready_file};
+  if (!args.ready_file.empty()) {
+    std::ifstream f(args.ready_file);
+    const json ready = f ? json::parse(f, nullptr, false) : json(json::value_t::discarded);
+    if (!ready.is_object() || !ready.contains("http") || !ready["http"].is_string() ||
+        ready["http"].get<std::string>().empty()) {
+      std::fprintf(stderr,
+                   "query: --ready-file %s: %s (expected the JSON `run --ready-file` writes, "
+                   "with \"http\": \"http://HOST:PORT\")\n",
+                   args.ready_file.c_str(),
+                   !f ? "cannot read it (is the engine started? it writes the file once ready)"
+                      : "no query API URL in it");
+      return 2;
+    }
+    origin.url = ready["http"].get<std::string>();
+  }
+  if (origin.url.rfind("http://", 0) != 0 && origin.url.rfind("https://", 0) != 0) {
+    std::fprintf(stderr, "query: --url '%s': expected http://HOST:PORT, e.g. %s\n",
+                 origin.url.c_str(), "http://127.0.0.1:8080");
+    return 2;
+  }
+  httplib::Client http(origin.url);
   http.set_connection_timeout(5);
   // Every page of /v1/instances (the endpoint is paginated; next_cursor is null on the last page).
   json instances = {{"instances", json::array()}};
   for (std::string cursor;;) {
-    json page = Get(http, "/v1/instances?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    json page =
+        Get(http, "/v1/instances?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor), origin);
     if (page.is_discarded()) return 1;
     for (json& inst : page.value("instances", json::array())) {
       instances["instances"].push_back(std::move(inst));
@@ -118,7 +165,7 @@ int QueryTableCommand(const TableArgs& args) {
   // The bottleneck column is informative: an engine without the classifier (a topology without
   // bottleneck_classify, an older engine) still gets its table, with the column showing "?".
   std::map<std::string, std::string> bottlenecks;
-  const bool have_bottlenecks = PrimaryBottlenecks(http, &bottlenecks);
+  const bool have_bottlenecks = PrimaryBottlenecks(http, origin, &bottlenecks);
   std::printf(
       "Per instance, all models merged, over its last whole %s panes (at most %s of event time):\n",
       args.pane.c_str(), args.window.c_str());
@@ -129,8 +176,8 @@ int QueryTableCommand(const TableArgs& args) {
     std::string id = inst.value("id", "");
     int64_t from = 0, to = 0;
     if (!WholePanes(inst, *pane_ms, *max_ms, &from, &to)) continue;
-    json ttft = Window(http, id, args.metric, from, to);
-    json out = Window(http, id, "output_tokens", from, to);
+    json ttft = Window(http, origin, id, args.metric, from, to);
+    json out = Window(http, origin, id, "output_tokens", from, to);
     if (ttft.empty()) continue;
     double span_s = static_cast<double>(to - from) / 1000.0;
     auto bottleneck = bottlenecks.find(id);

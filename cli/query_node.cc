@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/version.h"
 #include "pipeline/address.h"
 #include "query/handlers.h"
 #include "query/server.h"
@@ -100,6 +101,10 @@ Result<std::unique_ptr<QueryNode>> QueryNode::Start(QueryNodeOptions options, co
   const QueryNodeOptions& o = node->options_;
   MetricsRegistry& metrics = node->metrics_;
   metrics.AddProcessMetrics();
+  metrics
+      .GetGauge("inferscope_build_info",
+                "Build of this process and its libraries' versions; always 1", BuildInfoLabels())
+      ->Set(1);
   node->catch_up_seconds_ =
       metrics.GetHistogram("inferscope_query_node_catch_up_seconds",
                            "Duration of catch-ups with the engine's state (TryCatchUpWithPrimary)");
@@ -293,7 +298,8 @@ nlohmann::json QueryNode::Health() const {
       // The answers hold everything the engine committed before the last catch-up started.
       {"lag_ms",
        last_catch_up_ms_ > 0 ? nlohmann::json(now - last_catch_up_ms_) : nlohmann::json()},
-      {"watermark_age_ms", watermark > 0 ? nlohmann::json(now - watermark) : nlohmann::json()}};
+      {"watermark_age_ms", watermark > 0 ? nlohmann::json(now - watermark) : nlohmann::json()},
+      {"build", BuildInfoJson()}};
   if (consecutive_failures_ > 0) {
     health["status"] = "degraded";
     health["reason"] = "catching up with the engine's state failed " +

@@ -12,6 +12,9 @@
 #include "cli/builtins.h"
 #include "cli/commands.h"
 #include "cli/engine.h"
+#include "cli/progress.h"
+#include "cli/status_log.h"
+#include "pipeline/config.h"
 #include "pipeline/json_text.h"
 
 namespace inferscope {
@@ -42,14 +45,28 @@ Result<std::unique_ptr<Engine>> BuildFromFile(const std::string& path,
 
 }  // namespace
 
-int CheckTopologyCommand(const std::string& path) {
-  Result<std::unique_ptr<Engine>> engine = BuildFromFile(path, {});
-  if (!engine.ok()) {
-    std::cerr << "error: " << engine.status().message() << "\n";
-    return 1;
+int CheckTopologyCommand(const std::vector<std::string>& paths) {
+  Progress progress(paths.size() > 1);
+  size_t bad = 0;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (progress.Due()) {
+      progress.Show("check-topology: " + std::to_string(i) + "/" + std::to_string(paths.size()) +
+                    " files, " + std::to_string(bad) + " bad");
+    }
+    Result<std::unique_ptr<Engine>> engine = BuildFromFile(paths[i], {});
+    progress.Done();
+    if (!engine.ok()) {
+      std::cerr << "error: " << engine.status().message() << "\n";
+      ++bad;
+      continue;
+    }
+    std::cout << paths[i] << ": OK\n";
   }
-  std::cout << path << ": OK\n";
-  return 0;
+  if (paths.size() > 1) {
+    std::cerr << "check-topology: " << paths.size() - bad << " of " << paths.size()
+              << " files valid\n";
+  }
+  return bad == 0 ? 0 : 1;
 }
 
 int RunCommand(const RunArgs& args) {
@@ -79,6 +96,18 @@ int RunCommand(const RunArgs& args) {
     }
   }
   if (!engine.HttpUrl().empty()) spdlog::info("query API at {}", engine.HttpUrl());
+  StatusLogOptions status_options;
+  status_options.interval_ms = ParseDurationMs(args.status_interval).value_or(0);  // checked
+  status_options.publisher_idle_ms = ParseDurationMs(args.publisher_idle).value_or(60'000);
+  if (Status st = status_options.Validate(); !st.ok()) {
+    spdlog::error("{}", st.message());
+    engine.Stop();
+    return 2;
+  }
+  StateStore* state = engine.state();
+  StatusLog status_log(status_options, &engine.metrics(), &SystemClock::Instance(),
+                       [state] { return state != nullptr ? state->Watermark() : int64_t{0}; });
+  status_log.Start();
 
   if (args.duration_s > 0) {
     timespec timeout{};
@@ -89,6 +118,7 @@ int RunCommand(const RunArgs& args) {
     int sig = 0;
     sigwait(&signals, &sig);
   }
+  status_log.Stop();
   spdlog::info("stopping: draining queues and flushing open windows");
   engine.Stop();
   return 0;

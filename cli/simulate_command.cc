@@ -6,13 +6,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "clients/cpp/publisher.h"
+#include "pipeline/address.h"
 #include "sim/fleet.h"
 
 namespace inferscope {
@@ -85,6 +88,13 @@ class PublishingSink final : public sim::OutcomeSink {
 }  // namespace
 
 int SimulateCommand(const SimulateArgs& args) {
+  if (std::optional<std::string> problem = ZmqEndpointProblem(args.endpoint)) {
+    spdlog::error(
+        "simulate: --endpoint: {}; the engine's ingest is its zmq_pull source "
+        "(default tcp://127.0.0.1:5555)",
+        *problem);
+    return 2;
+  }
   if (!(std::isfinite(args.speed) && args.speed > 0)) {
     spdlog::error("simulate: --speed must be > 0");
     return 2;
@@ -219,8 +229,25 @@ int SimulateCommand(const SimulateArgs& args) {
                args.endpoint);
 
   double last_flush_ms = 0;
+  Progress progress(!args.no_progress);
   while (true) {
     double elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (progress.Due()) {
+      // Time left: to --duration, or to the trace's end in wall time; unknown otherwise.
+      double left_s = -1;
+      if (args.duration_s > 0) left_s = args.duration_s - elapsed_ms / 1000;
+      const double simulated_ms = (*fleet)->now_ms() - warmup_ms;
+      if (trace_span_ms >= 0) {
+        const double trace_left_s = (trace_span_ms - simulated_ms) / 1000 / args.speed;
+        left_s = left_s < 0 ? trace_left_s : std::min(left_s, trace_left_s);
+      }
+      progress.Show(fmt::format(
+          "simulate: {} events sent ({:.0f}/s), {:.0f} s simulated, {}", pub.events_sent(),
+          elapsed_ms > 0 ? static_cast<double>(pub.events_sent()) * 1000 / elapsed_ms : 0.0,
+          simulated_ms / 1000,
+          left_s >= 0 ? fmt::format("{:.0f} s left", std::max(0.0, left_s))
+                      : std::string("until stopped")));
+    }
     if (args.duration_s > 0 && elapsed_ms >= args.duration_s * 1000) {
       pacer.Advance(args.duration_s * 1000);
       break;
@@ -233,6 +260,7 @@ int SimulateCommand(const SimulateArgs& args) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  progress.Done();
   pub.Close();
   uint64_t preemptions = 0, timeouts = 0;
   for (size_t i = 0; i < (*fleet)->size(); ++i) {

@@ -1,13 +1,17 @@
 // `inferscope tail`: subscribe to the alert stream and print one line per alert.
 
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -20,6 +24,8 @@
 #include "cli/commands.h"
 #include "clients/cpp/curve.h"
 #include "clients/cpp/topics.h"
+#include "pipeline/address.h"
+#include "pipeline/config.h"
 #include "pipeline/json_text.h"
 
 namespace inferscope {
@@ -92,10 +98,17 @@ std::string LocalTime(int64_t ms) {
   return out;
 }
 
+// The limit a threshold alert is shown against: the threshold of its own severity (`limit`),
+// or, from an engine that did not send it, the lowest level's (`expected`).
+std::string Limit(const json& a) {
+  const std::string limit = Num(a, "limit");
+  return limit != "-" ? limit : Num(a, "expected");
+}
+
 // One line for a person at a terminal: local time of detection, severity, state, series, the
-// statistic and its value against the limit (rules) or the expected value, range and score
-// (detectors), then type, rule, fingerprint and the message.
-std::string FormatAlertLine(const json& a) {
+// statistic and its value against the limit of its severity (rules) or the expected value, range
+// and score (detectors), then the type. `wide` adds rule, fingerprint and the message.
+std::string FormatAlertLine(const json& a, bool wide) {
   const int64_t detected = a.value("detected_at", int64_t{0});
   std::string state = Str(a, "state");
   for (char& c : state) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -104,19 +117,59 @@ std::string FormatAlertLine(const json& a) {
                      Str(a, "stat") + " = " + Num(a, "value");
   const std::string type = Str(a, "type");
   if (type == "threshold") {
-    line += " (limit " + Num(a, "expected") + ")";
-  } else {
+    line += " (limit " + Limit(a) + ")";
+  } else if (wide) {
     line += " (expected " + Num(a, "expected") + ", range " + Num(a, "lower") + ".." +
             Num(a, "upper") + ", score " + Num(a, "score") + ")";
+  } else {
+    line += " (expected " + Num(a, "expected") + ", score " + Num(a, "score") + ")";
   }
-  line += "  [" + type + ", " + Str(a, "rule") + ", " + Str(a, "fingerprint") + "]  " +
-          Str(a, "message");
+  if (wide) {
+    line += "  [" + type + ", " + Str(a, "rule") + ", " + Str(a, "fingerprint") + "]  " +
+            Str(a, "message");
+  } else {
+    line += "  [" + type + "]";
+  }
   return line;
+}
+
+// The width lines are cut to: the terminal's when stdout is one (0 otherwise: no cut).
+size_t TerminalWidth() {
+  if (isatty(STDOUT_FILENO) != 1) return 0;
+  struct winsize ws = {};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (const char* columns = std::getenv("COLUMNS")) {
+    const long n = std::strtol(columns, nullptr, 10);
+    if (n > 0) return static_cast<size_t>(n);
+  }
+  return 80;
+}
+
+// `line` cut to `width` bytes (UTF-8 aware) with "…" at the end; unchanged when it fits or when
+// width is 0.
+std::string FitWidth(std::string line, size_t width) {
+  if (width == 0 || line.size() <= width) return line;
+  size_t cut = width > 1 ? width - 1 : 0;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  line.resize(cut);
+  return line + "\xE2\x80\xA6";  // U+2026 HORIZONTAL ELLIPSIS
 }
 
 }  // namespace
 
 int TailCommand(const TailArgs& args) {
+  if (std::optional<std::string> problem = ZmqEndpointProblem(args.endpoint)) {
+    std::cerr << "tail: --endpoint: " << *problem
+              << "; the engine's alert stream is its zmq_alerts sink (default "
+                 "tcp://127.0.0.1:5557; `run --ready-file` lists every endpoint)\n";
+    return 2;
+  }
+  const std::optional<int64_t> quiet_ms = ParseDurationMs(args.quiet_warning);
+  if (!quiet_ms || *quiet_ms < 0) {
+    std::cerr << "tail: --quiet-warning: expected a duration such as 60s (0: never), got '"
+              << args.quiet_warning << "'\n";
+    return 2;
+  }
   std::string topic = args.topic;
   if (!args.severity.empty() || !args.instance.empty() || !args.model.empty()) {
     if (args.severity.empty() || (!args.model.empty() && args.instance.empty())) {
@@ -150,7 +203,13 @@ int TailCommand(const TailArgs& args) {
       }
     }
     sub.connect(args.endpoint);
-    spdlog::debug("tail: subscribed to '{}' on {}", topic, args.endpoint);
+    std::cerr << "tail: subscribed to '" << topic << "' on " << args.endpoint
+              << (args.json ? " (JSON lines)" : "")
+              << "; alerts are printed as they change (Ctrl-C to stop)" << std::endl;
+    const size_t width = args.wide || args.json ? 0 : TerminalWidth();
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point last_heard = Clock::now();
+    bool warned = false;
     while (!g_stop) {
       zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
       // A short poll so that Ctrl-C is noticed promptly (poll returns EINTR, cppzmq throws).
@@ -161,7 +220,20 @@ int TailCommand(const TailArgs& args) {
         if (e.num() == EINTR) continue;
         throw;
       }
-      if (ready == 0) continue;
+      if (ready == 0) {
+        const auto quiet = Clock::now() - last_heard;
+        if (*quiet_ms > 0 && !warned && quiet >= std::chrono::milliseconds(*quiet_ms)) {
+          std::cerr << "tail: nothing heard from " << args.endpoint << " on '" << topic << "' for "
+                    << std::chrono::duration_cast<std::chrono::seconds>(quiet).count()
+                    << " s; alerts are rare when all is well, but check that the engine is "
+                       "running and that this is its zmq_alerts endpoint"
+                    << std::endl;
+          warned = true;  // once per quiet spell
+        }
+        continue;
+      }
+      last_heard = Clock::now();
+      warned = false;
       std::vector<zmq::message_t> frames;
       if (!zmq::recv_multipart(sub, std::back_inserter(frames), zmq::recv_flags::dontwait))
         continue;
@@ -185,12 +257,12 @@ int TailCommand(const TailArgs& args) {
       if (args.json) {
         std::cout << ToJsonText(alert) << std::endl;
       } else {
-        std::cout << FormatAlertLine(alert) << std::endl;
+        std::cout << FitWidth(FormatAlertLine(alert, args.wide), width) << std::endl;
       }
     }
   } catch (const zmq::error_t& e) {
     if (g_stop) return 0;
-    spdlog::error("tail: {}", e.what());
+    spdlog::error("tail: {} on {}", e.what(), args.endpoint);
     return 1;
   }
   return 0;

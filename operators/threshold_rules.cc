@@ -342,7 +342,14 @@ void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSum
     a.message += ", within " + std::string(IsUpper(rule.op) ? "<= " : ">= ") + FormatValue(lowest) +
                  " (rule " + rule.name + ")";
   }
+  const size_t before = out.size();
   lifecycle_.Observe(a, condition, severity, summary.end_ms, rule.timing, out);
+  // Each change shows the threshold of its own severity (a resolution: the one it fired with).
+  for (size_t i = before; i < out.size(); ++i) {
+    for (const auto& [level, threshold] : rule.levels) {
+      if (level == out[i].severity) out[i].limit = threshold;
+    }
+  }
 }
 
 Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {

@@ -262,6 +262,9 @@ Status Executor::Start() {
     m.AddCallbackGauge(
         "inferscope_queue_depth", "Batches waiting in a queue", {{"queue", s->name}},
         [slot] { return static_cast<double>(slot->queue.size()); }, this);
+    m.AddCallbackGauge(
+        "inferscope_queue_capacity", "Capacity of a queue in batches", {{"queue", s->name}},
+        [cap = settings_.sink_queue_capacity] { return static_cast<double>(cap); }, this);
     Status st = s->sink->Open(ContextFor(s->name));
     if (!st.ok()) return fail(s->name, st);
     s->opened = true;
@@ -279,6 +282,9 @@ Status Executor::Start() {
                                        "Time from taking a checkpoint to its being durable");
   checkpoint_build_seconds_ = m.GetHistogram("inferscope_checkpoint_build_seconds",
                                              "Operator-thread time spent collecting a checkpoint");
+  checkpoint_last_durable_ =
+      m.GetGauge("inferscope_checkpoint_last_durable_timestamp_seconds",
+                 "Wall-clock time the last checkpoint became durable (0: none since start)");
   checkpoint_records_ =
       m.GetGauge("inferscope_checkpoint_records", "Records written by the last checkpoint");
   checkpoint_bytes_ =
@@ -439,6 +445,7 @@ void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
   checkpoint_seconds_->Observe(
       static_cast<double>(base_.clock->MonotonicNs() - checkpoint.started_ns) * 1e-9);
   checkpoints_->Inc();
+  checkpoint_last_durable_->Set(static_cast<double>(base_.clock->NowMs()) / 1000.0);
   for (size_t i = 0; i < sources_.size() && i < checkpoint.applied.size(); ++i) {
     if (!checkpoint.applied[i].empty())
       sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);

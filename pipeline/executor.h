@@ -132,6 +132,7 @@ class Executor {
   Histogram* checkpoint_seconds_ = nullptr;
   Histogram* checkpoint_build_seconds_ = nullptr;
   Gauge* checkpoint_records_ = nullptr;
+  Gauge* checkpoint_last_durable_ = nullptr;  // wall-clock seconds of the last durable one
   Gauge* checkpoint_bytes_ = nullptr;
   Counter* batches_in_ = nullptr;
   Counter* events_in_ = nullptr;

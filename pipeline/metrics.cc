@@ -362,4 +362,19 @@ uint64_t MetricsRegistry::CounterValue(std::string_view name, const Labels& labe
   return total;
 }
 
+std::vector<std::pair<Labels, double>> MetricsRegistry::Values(std::string_view name) const {
+  std::vector<std::pair<Labels, double>> out;
+  // Callbacks are read under the lock, as at render time, so none runs after RemoveCallbacks.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end()) return out;
+  const Family& f = it->second;
+  for (const auto& [labels, c] : f.counters) {
+    out.emplace_back(labels, static_cast<double>(c->value()));
+  }
+  for (const auto& [labels, g] : f.gauges) out.emplace_back(labels, g->value());
+  for (const auto& [labels, cb] : f.callbacks) out.emplace_back(labels, cb.fn());
+  return out;
+}
+
 }  // namespace inferscope

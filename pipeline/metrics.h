@@ -108,6 +108,9 @@ class MetricsRegistry {
   // Sum of a counter family over all its label sets, or over those matching `labels` (each given
   // pair must be present). For tests and the CLI.
   uint64_t CounterValue(std::string_view name, const Labels& labels = {}) const;
+  // Every series of a counter or gauge family (callback gauges read now), with its labels; empty
+  // for an unknown name or a histogram. For the CLI's status log (cli/status_log.h), not hot paths.
+  std::vector<std::pair<Labels, double>> Values(std::string_view name) const;
 
  private:
   enum class Type { kCounter, kGauge, kHistogram };

@@ -53,9 +53,9 @@ std::string ZmqAlertSink::Topic(const Alert& a) {
 void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
   out.clear();
   Packer pk(out);
-  pk.pack_map(23);
+  pk.pack_map(24);
   PackStr(pk, "v");
-  pk.pack_int(kVersion);
+  pk.pack_int(kAlertPayloadVersion);
   PackStr(pk, "fingerprint");
   PackStr(pk, FingerprintHex(a.fingerprint));
   PackStr(pk, "state");
@@ -82,6 +82,8 @@ void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
   PackFloat64OrNil(out, a.lower);
   PackStr(pk, "upper");
   PackFloat64OrNil(out, a.upper);
+  PackStr(pk, "limit");
+  PackFloat64OrNil(out, a.limit);
   PackStr(pk, "score");
   PackFloat64OrNil(out, a.score);
   PackStr(pk, "window_start");
@@ -103,11 +105,9 @@ void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
 }
 
 std::string ZmqAlertSink::EncodeJson(const Alert& a) {
+  // The API's JSON (AlertToJson: v, series, window_start/window_end included) without the API's
+  // extra `window` object.
   nlohmann::json j = AlertToJson(a);
-  j["v"] = kVersion;
-  j["series"] = a.instance + "/" + a.model + "/" + a.metric;
-  j["window_start"] = a.window_start_ms;
-  j["window_end"] = a.window_end_ms;
   j.erase("window");
   return ToJsonText(j);
 }

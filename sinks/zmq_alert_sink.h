@@ -9,6 +9,7 @@
 #include <zmq.hpp>
 
 #include "alerting/alert.h"
+#include "alerting/alert_json.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
@@ -41,7 +42,7 @@ class ZmqAlertSink final : public Sink {
     StreamSinkOptions stream;       // endpoint, sndhwm, format, curve
     bool include_silenced = false;  // publish alerts a silence matched too
   };
-  static constexpr int kVersion = 1;
+  static constexpr int kVersion = kAlertPayloadVersion;
 
   static Result<std::unique_ptr<ZmqAlertSink>> Create(const ConfigNode& options);
   explicit ZmqAlertSink(Options options) : options_(std::move(options)) {}

@@ -880,6 +880,8 @@ WireDecoder::PublisherCounters& WireDecoder::Publisher(StringId id) {
     publishers_gauge_->Set(static_cast<double>(publishers_.size()));
     const Labels labels = {{"stage", stage_}, {"publisher", std::string(interner_.Name(id))}};
     PublisherCounters& p = it->second;
+    p.messages = MakeCounter("inferscope_source_publisher_messages_total",
+                             "Messages with a valid envelope, by publisher.", labels);
     p.rejected = MakeCounter("inferscope_source_rejected_by_publisher_total",
                              "Events rejected, by publisher (valid envelopes only).", labels);
     p.gaps = MakeCounter("inferscope_source_sequence_gaps_total",
@@ -985,6 +987,7 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
   result.incarnation = inc != nullptr ? inc->u : 0;
   result.seq = seq->u;
   PublisherCounters& counters = Publisher(publisher);
+  counters.messages->Inc();
   const SequenceTracker::Judgement judged =
       sequences_.Judge(publisher, result.incarnation, result.seq);
   result.sequence = judged.verdict;
@@ -1178,6 +1181,7 @@ bool WireDecoder::CheckEnvelope(const Walker& walker, std::string_view payload, 
 bool WireDecoder::ApplySequence(const Envelope& envelope, EventBatch& batch, size_t start,
                                 DecodeResult& result) {
   PublisherCounters& counters = Publisher(envelope.publisher);
+  counters.messages->Inc();
   const SequenceTracker::Judgement judged =
       sequences_.Judge(envelope.publisher, envelope.incarnation, envelope.seq);
   const SequenceVerdict verdict = judged.verdict;

@@ -239,6 +239,7 @@ class WireDecoder {
   };
   // Per-publisher counters (labelled with the publisher id), looked up once per publisher.
   struct PublisherCounters {
+    Counter* messages = nullptr;  // valid envelopes (the status log's publisher activity)
     Counter* rejected = nullptr;
     Counter* gaps = nullptr;
     Counter* duplicates = nullptr;

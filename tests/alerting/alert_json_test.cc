@@ -36,6 +36,12 @@ TEST(AlertJsonTest, RoundTripsEveryFieldAndWritesNonFiniteNumbersAsNull) {
   EXPECT_EQ(j["state"], "resolved");
   EXPECT_TRUE(j["lower"].is_null());
   EXPECT_EQ(j["window"]["end"], 20'000);
+  // The stream payload's fields too (docs/ALERTS.md: the API's alert is the stream payload).
+  EXPECT_EQ(j["v"], 1);
+  EXPECT_EQ(j["series"], a.instance + "/" + a.model + "/" + a.metric);
+  EXPECT_EQ(j["window_start"], 10'000);
+  EXPECT_EQ(j["window_end"], 20'000);
+  EXPECT_TRUE(j["limit"].is_null()) << "no limit set: null, as for detectors";
 
   Result<Alert> back = AlertFromJson(j);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
@@ -47,6 +53,11 @@ TEST(AlertJsonTest, RoundTripsEveryFieldAndWritesNonFiniteNumbersAsNull) {
   EXPECT_EQ(back->stat, a.stat);
   EXPECT_EQ(back->value, a.value);
   EXPECT_TRUE(std::isnan(back->lower));
+  EXPECT_TRUE(std::isnan(back->limit));
+  a.limit = 3000;
+  Result<Alert> with_limit = AlertFromJson(AlertToJson(a));
+  ASSERT_TRUE(with_limit.ok());
+  EXPECT_EQ(with_limit->limit, 3000);
   EXPECT_EQ(back->window_start_ms, a.window_start_ms);
   EXPECT_EQ(back->active_since_ms, a.active_since_ms);
   EXPECT_EQ(back->message, a.message);

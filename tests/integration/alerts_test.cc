@@ -206,6 +206,24 @@ TEST_F(AlertsEndToEndTest, SpikeFiresResolvesIsStoredAndSilenceSuppresses) {
   ASSERT_EQ(res->status, 200);
   json one = json::parse(res->body);
   EXPECT_EQ(one["alert"]["state"], "resolved");
+  // The API's alert is the stream payload: every field the stream carried, with the same value
+  // (msgpack float64 vs JSON text included), plus only `window`.
+  for (const auto& [key, value] : resolved.items()) {
+    ASSERT_TRUE(one["alert"].contains(key)) << key << " missing from " << one["alert"].dump();
+    EXPECT_EQ(one["alert"][key], value) << key;
+  }
+  for (const auto& [key, value] : one["alert"].items()) {
+    EXPECT_TRUE(resolved.contains(key) || key == "window") << key << " only in the API";
+  }
+  EXPECT_EQ(one["alert"]["window"]["start"], resolved["window_start"]);
+  EXPECT_EQ(one["alert"]["v"], 1);
+  EXPECT_EQ(one["alert"]["series"], "vllm-0/" + resolved["model"].get<std::string>() + "/ttft_ms");
+  // Each change shows the threshold of its own severity: 1500 warning, 3000 critical.
+  const double firing_limit = firing["severity"] == "critical" ? 3000 : 1500;
+  EXPECT_EQ(firing["limit"].get<double>(), firing_limit) << firing.dump();
+  EXPECT_EQ(firing["expected"].get<double>(), 1500) << "expected stays the lowest level";
+  EXPECT_TRUE(firing["lower"].is_null()) << "op '>': the bound is upper";
+  EXPECT_EQ(firing["upper"].get<double>(), 1500);
   ASSERT_GE(one["history"].size(), 2u) << one.dump();
   EXPECT_EQ(one["history"][0]["state"], "firing");
   res = http.Get("/v1/alerts?severity=loud");

@@ -74,6 +74,7 @@ TEST_F(ThresholdRulesTest, FiresEscalatesAndResolvesBelowTheBand) {
   EXPECT_NEAR(a[0].value, 200, 200 * 0.02);
   EXPECT_EQ(a[0].expected, 100);
   EXPECT_EQ(a[0].upper, 100);
+  EXPECT_EQ(a[0].limit, 100) << "the warning level's threshold";
   EXPECT_EQ(a[0].window_start_ms, 1000);
   EXPECT_EQ(a[0].window_end_ms, 2000);
   EXPECT_EQ(a[0].detected_at_ms, 42);
@@ -81,6 +82,8 @@ TEST_F(ThresholdRulesTest, FiresEscalatesAndResolvesBelowTheBand) {
   a = Feed(2000, 600);
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(a[0].severity, Severity::kCritical);
+  EXPECT_EQ(a[0].limit, 500) << "a critical alert shows the critical threshold";
+  EXPECT_EQ(a[0].expected, 100) << "expected stays the lowest level";
   // 95 is below 100 but inside the 10 % band: the alert keeps firing however long it stays.
   for (int64_t t = 3000; t < 10'000; t += 1000) EXPECT_TRUE(Feed(t, 95).empty()) << t;
   // Clearly below (<= 90) for keep_firing_for (2 s): resolved at the third clear evaluation.
@@ -90,6 +93,7 @@ TEST_F(ThresholdRulesTest, FiresEscalatesAndResolvesBelowTheBand) {
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(a[0].state, AlertState::kResolved);
   EXPECT_EQ(a[0].severity, Severity::kCritical);
+  EXPECT_EQ(a[0].limit, 500) << "a resolution shows the limit of the severity it fired with";
 }
 
 TEST_F(ThresholdRulesTest, OnlyTheRuleWindowLengthIsJudged) {

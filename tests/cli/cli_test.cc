@@ -1,0 +1,342 @@
+// The `inferscope` command line as a user meets it: the real binary run as a subprocess, its exit
+// codes, help texts and error messages, `tail`'s start-up line and quiet warning, and the engine's
+// status log (text and JSON).
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "clients/cpp/publisher.h"
+#include "tests/integration/engine_fixture.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using nlohmann::json;
+using testing::EngineProcess;
+using testing::ReadFile;
+using testing::Subprocess;
+using testing::TempDir;
+using testing::WaitFor;
+
+struct CliRun {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs `inferscope args...` to completion.
+CliRun Inferscope(const TempDir& dir, const std::vector<std::string>& args) {
+  static int n = 0;
+  const std::string log = dir.str() + "/run" + std::to_string(++n) + ".log";
+  std::vector<std::string> argv = {testing::InferscopeBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Subprocess p(argv, log);
+  CliRun r;
+  r.code = p.Wait(std::chrono::seconds(30));
+  r.output = ReadFile(log);
+  return r;
+}
+
+// A TCP port on 127.0.0.1 that nothing listens on: bound by the kernel's choice, then closed.
+int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string Topology() { return testing::SourceDir() + "/topologies/inference-fleet.yaml"; }
+
+TEST(CliTest, VersionNamesBuildAndLibraries) {
+  TempDir dir;
+  CliRun r = Inferscope(dir, {"--version"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("inferscope ", 0), 0u) << r.output;
+  for (const char* part : {"revision ", " build)", "libzmq 4.", "RocksDB ", "msgpack-c "}) {
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << " in " << r.output;
+  }
+  EXPECT_EQ(r.output.find("subcommand"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, GlobalFlagsWorkBeforeAndAfterTheSubcommand) {
+  TempDir dir;
+  CliRun before = Inferscope(dir, {"--log-level", "debug", "check-topology", Topology()});
+  EXPECT_EQ(before.code, 0) << before.output;
+  CliRun after = Inferscope(
+      dir, {"check-topology", Topology(), "--log-level", "warn", "--log-format", "json"});
+  EXPECT_EQ(after.code, 0) << after.output;
+  EXPECT_NE(after.output.find(": OK"), std::string::npos) << after.output;
+}
+
+TEST(CliTest, BadGlobalValuesAreRefusedWithTheAllowedList) {
+  TempDir dir;
+  CliRun level = Inferscope(dir, {"run", "--log-level", "verbose"});
+  EXPECT_NE(level.code, 0);
+  EXPECT_NE(level.output.find("--log-level: expected one of trace, debug, info, warn, error, "
+                              "critical, off, got 'verbose'"),
+            std::string::npos)
+      << level.output;
+  CliRun format = Inferscope(dir, {"--log-format", "xml", "check-topology", Topology()});
+  EXPECT_NE(format.code, 0);
+  EXPECT_NE(format.output.find("expected one of text, json, got 'xml'"), std::string::npos)
+      << format.output;
+}
+
+TEST(CliTest, HelpTextsMentionGlobalFlagsAndDescribeWhatExists) {
+  TempDir dir;
+  CliRun run = Inferscope(dir, {"run", "--help"});
+  EXPECT_EQ(run.code, 0) << run.output;
+  for (const char* flag : {"--log-level", "--log-format", "--version", "--status-interval",
+                           "before or after the subcommand"}) {
+    EXPECT_NE(run.output.find(flag), std::string::npos) << flag << " in " << run.output;
+  }
+  CliRun top = Inferscope(dir, {"--help"});
+  EXPECT_EQ(top.code, 0) << top.output;
+  for (const char* sub :
+       {"run", "query-node", "check-topology", "simulate", "query", "tail", "keygen", "detect"}) {
+    EXPECT_NE(top.output.find("  " + std::string(sub) + " "), std::string::npos)
+        << sub << " in " << top.output;
+  }
+  CliRun detect = Inferscope(dir, {"detect", "--help"});
+  EXPECT_NE(detect.output.find("1 when some lines were bad"), std::string::npos) << detect.output;
+}
+
+TEST(CliTest, SimulateRateNamesTheValidRange) {
+  TempDir dir;
+  CliRun r = Inferscope(dir, {"simulate", "--rate", "-5"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--rate: must be a number > 0 (e.g. 30), got '-5'"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("1797693"), std::string::npos) << "no 300-digit bound: " << r.output;
+  CliRun endpoint =
+      Inferscope(dir, {"simulate", "--endpoint", "localhost:5555", "--duration", "1"});
+  EXPECT_EQ(endpoint.code, 2);
+  EXPECT_NE(endpoint.output.find("expected tcp://host:port"), std::string::npos) << endpoint.output;
+}
+
+TEST(CliTest, UnknownSubcommandNamesTheClosest) {
+  TempDir dir;
+  CliRun r = Inferscope(dir, {"query", "tabel"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("inferscope query: unknown subcommand 'tabel'; did you mean 'table'? "
+                          "(subcommands: table)"),
+            std::string::npos)
+      << r.output;
+  CliRun top = Inferscope(dir, {"simulte"});
+  EXPECT_NE(top.output.find("did you mean 'simulate'?"), std::string::npos) << top.output;
+  CliRun none = Inferscope(dir, {"query"});
+  EXPECT_NE(none.output.find("inferscope query: a subcommand is required: table"),
+            std::string::npos)
+      << none.output;
+}
+
+TEST(CliTest, QueryTableSaysNothingListensAndWhatTheReadyFileSays) {
+  TempDir dir;
+  const std::string url = "http://127.0.0.1:" + std::to_string(ClosedPort());
+  CliRun r = Inferscope(dir, {"query", "table", "--url", url});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("nothing listens at " + url + "; is the engine running?"),
+            std::string::npos)
+      << r.output;
+  const std::string ready = dir.str() + "/ready.json";
+  std::ofstream(ready) << json{{"http", url}, {"endpoints", json::object()}}.dump();
+  CliRun from_file = Inferscope(dir, {"query", "table", "--ready-file", ready});
+  EXPECT_EQ(from_file.code, 1);
+  EXPECT_NE(from_file.output.find("its ready file " + ready + " says " + url), std::string::npos)
+      << from_file.output;
+  CliRun missing = Inferscope(dir, {"query", "table", "--ready-file", dir.str() + "/none.json"});
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.output.find("cannot read it"), std::string::npos) << missing.output;
+}
+
+TEST(CliTest, TailRefusesAMalformedEndpointWithTheExpectedForm) {
+  TempDir dir;
+  CliRun r = Inferscope(dir, {"tail", "--endpoint", "foo"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("tail: --endpoint: 'foo' has no transport (expected tcp://host:port, "
+                          "ipc://path or inproc://name)"),
+            std::string::npos)
+      << r.output;
+  CliRun severity = Inferscope(dir, {"tail", "--severity", "loud"});
+  EXPECT_EQ(severity.code, 2);
+  EXPECT_NE(severity.output.find("unknown severity 'loud' (info, warning, critical, emergency)"),
+            std::string::npos)
+      << severity.output;
+}
+
+TEST(CliTest, TailSaysWhatItSubscribedToAndWarnsWhenNothingIsHeard) {
+  TempDir dir;
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ClosedPort());
+  const std::string log = dir.str() + "/tail.log";
+  Subprocess tail({testing::InferscopeBinary(), "tail", "--endpoint", endpoint, "--severity",
+                   "critical", "--instance", "vllm-0", "--quiet-warning", "200ms"},
+                  log);
+  ASSERT_TRUE(WaitFor([&] {
+    return ReadFile(log).find("tail: subscribed to 'alerts.critical.vllm-0.' on " + endpoint) !=
+           std::string::npos;
+  })) << ReadFile(log);
+  ASSERT_TRUE(WaitFor([&] {
+    return ReadFile(log).find("tail: nothing heard from " + endpoint) != std::string::npos;
+  })) << ReadFile(log);
+  tail.Signal(SIGINT);
+  EXPECT_EQ(tail.Wait(std::chrono::seconds(10)), 0);
+}
+
+constexpr char kTopologyTemplate[] = R"(name: status-log
+state:
+  path: STATE
+query:
+  listen: 127.0.0.1:0
+sources:
+  - name: ingest
+    type: zmq
+    options:
+      endpoint: tcp://127.0.0.1:*
+operators:
+  - name: windows
+    type: window_aggregate
+    inputs: [ingest]
+    options: {pane: 1s, out_of_orderness: 100ms}
+sinks:
+  - name: summaries
+    type: zmq_pub
+    inputs: [windows]
+    options:
+      endpoint: tcp://127.0.0.1:*
+)";
+
+std::string Topology(const TempDir& dir) {
+  return testing::Substitute(kTopologyTemplate, {{"STATE", dir.str() + "/state"}});
+}
+
+// Publishes `n` request outcomes as `publisher` to `endpoint`.
+void Publish(const std::string& endpoint, const std::string& publisher, int n) {
+  client::PublisherOptions o;
+  o.endpoint = endpoint;
+  o.publisher_id = publisher;
+  client::Publisher pub(o);
+  std::string error;
+  ASSERT_TRUE(pub.Connect(&error)) << error;
+  for (int i = 0; i < n; ++i) {
+    client::RequestOutcome r;
+    r.instance = "vllm-0";
+    r.model = "llama";
+    r.time_ms = client::NowMs();
+    r.e2e_ms = 100 + i;
+    pub.Request(r);
+  }
+  pub.Close();
+}
+
+// The JSON objects of a JSON log, one per line (lines that are not objects fail the test).
+std::vector<json> JsonLines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << "not a JSON object: " << line;
+    if (j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+TEST(CliTest, StatusLogInJsonCountsEventsAndLogsPublishers) {
+  TempDir dir;
+  EngineProcess engine(dir, EngineProcess::Options(Topology(dir), "engine",
+                                                   {"--log-format", "json", "--status-interval",
+                                                    "100ms", "--publisher-idle", "300ms"}));
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  Publish(engine.Endpoint("ingest"), "gateway-7", 50);
+  // A status line that saw the 50 events, the publisher's appearance, then its idleness.
+  json status;
+  ASSERT_TRUE(WaitFor([&] {
+    bool appeared = false, idle = false;
+    double events = 0;
+    for (const json& j : JsonLines(engine.Log())) {
+      if (j.value("event", "") == "status") {
+        events += j["events_in"].get<double>();
+        status = j;
+      }
+      appeared = appeared || (j.value("event", "") == "publisher_appeared" &&
+                              j.value("publisher", "") == "gateway-7");
+      idle = idle ||
+             (j.value("event", "") == "publisher_idle" && j.value("publisher", "") == "gateway-7");
+    }
+    return events == 50 && appeared && idle;
+  })) << engine.Log();
+  for (const char* key : {"time", "level", "msg", "events_in_per_s", "results_out_per_s",
+                          "rejected", "watermark_lag_s", "queues", "checkpoint_age_s"}) {
+    EXPECT_TRUE(status.contains(key)) << key << " in " << status.dump();
+  }
+  EXPECT_EQ(status["level"], "info");
+  EXPECT_TRUE(status["queues"].contains("operators")) << status.dump();
+  EXPECT_TRUE(status["queues"].contains("summaries")) << status.dump();
+  EXPECT_EQ(status["msg"].get<std::string>().rfind("status: in ", 0), 0u) << status.dump();
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+TEST(CliTest, StatusLogInTextIsOneLinePerInterval) {
+  TempDir dir;
+  EngineProcess engine(
+      dir, EngineProcess::Options(Topology(dir), "engine", {"--status-interval", "100ms"}));
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  Publish(engine.Endpoint("ingest"), "gateway-8", 20);
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string log = engine.Log();
+    return log.find("publisher 'gateway-8' appeared on ingest") != std::string::npos &&
+           log.find("status: in ") != std::string::npos;
+  })) << engine.Log();
+  const std::string log = engine.Log();
+  const size_t at = log.find("status: in ");
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  for (const char* part : {"events/s, out ", "results/s, ", " rejected, watermark lag ",
+                           "queues [operators=", "summaries=", "last checkpoint ", "publishers"}) {
+    EXPECT_NE(line.find(part), std::string::npos) << part << " in " << line;
+  }
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+TEST(CliTest, HealthAndMetricsCarryTheBuild) {
+  TempDir dir;
+  EngineProcess engine(dir, Topology(dir));
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  auto res = engine.http().Get("/v1/health");
+  ASSERT_TRUE(res);
+  json build = json::parse(res->body)["build"];
+  for (const char* key : {"version", "revision", "build_type", "libzmq", "rocksdb", "msgpack"}) {
+    EXPECT_TRUE(build.contains(key) && build[key].is_string()) << key << " in " << res->body;
+  }
+  CliRun version = Inferscope(dir, {"--version"});
+  EXPECT_NE(version.output.find("libzmq " + build["libzmq"].get<std::string>()), std::string::npos)
+      << version.output;
+  res = engine.http().Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(
+      res->body.find("inferscope_build_info{version=\"" + build["version"].get<std::string>() +
+                     "\",revision=\"" + build["revision"].get<std::string>()),
+      std::string::npos);
+  EXPECT_NE(res->body.find("libzmq=\"" + build["libzmq"].get<std::string>() + "\""),
+            std::string::npos);
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+}  // namespace
+}  // namespace inferscope

@@ -395,7 +395,7 @@ TEST_F(ReportsApiTest, DashboardFilesAreEmbeddedAndServed) {
 TEST_F(ReportsApiTest, DashboardNeedsNoTokenButTheApiDoes) {
   server_->Stop();
   QueryServer::Options o;
-  o.bearer_token = "s3cret";
+  o.access.tokens = {{"reader", "s3cret-token-0123456789", static_cast<uint8_t>(Scope::kRead)}};
   server_ = std::make_unique<QueryServer>(
       o, store_.get(), &metrics_, &clock_, [] { return json::object(); },
       std::vector<Registry::Entry>{});
@@ -405,7 +405,7 @@ TEST_F(ReportsApiTest, DashboardNeedsNoTokenButTheApiDoes) {
   EXPECT_EQ(Get("/ui/app.js")->status, 200);
   EXPECT_EQ(Get("/v1/reports/comparison?instances=fast,slow")->status, 401);
   auto ok = client_->Get("/v1/reports/comparison?instances=fast,slow",
-                         {{"Authorization", "Bearer s3cret"}});
+                         {{"Authorization", "Bearer s3cret-token-0123456789"}});
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
 }

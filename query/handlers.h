@@ -184,5 +184,7 @@ ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req);
 // GET /v1/models/recommendations?model=&strategy=&capabilities=&prompt_tokens=
 // &expected_output_tokens=&n=: the top-n backends for those features.
 ApiReply HandleModelRecommendations(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/openapi.json (query/openapi.cc): the OpenAPI 3.1 document compiled into the binary.
+ApiReply HandleOpenApi(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

@@ -85,8 +85,12 @@ TEST(OpenApiDocumentTest, OperationsDocumentParametersAndTheErrorShape) {
     const json& responses = op["responses"];
     EXPECT_TRUE(responses.contains("400")) << route.name << ": unknown parameters are 400s";
     EXPECT_TRUE(responses.contains("500")) << route.name;
-    if (route.requires_auth) EXPECT_TRUE(responses.contains("401")) << route.name;
-    if (route.writes) EXPECT_TRUE(responses.contains("405")) << route.name;
+    if (route.requires_auth) {
+      EXPECT_TRUE(responses.contains("401")) << route.name;
+    }
+    if (route.writes) {
+      EXPECT_TRUE(responses.contains("405")) << route.name;
+    }
     for (const auto& [status, response] : responses.items()) {
       if (status[0] == '2') continue;
       ASSERT_TRUE(response.contains("$ref")) << route.name << " " << status;

@@ -11,13 +11,16 @@ function(inferscope_library name)
   target_link_libraries(inferscope_${name} PUBLIC ${ARG_DEPS})
 endfunction()
 
-# inferscope_test(<name> SOURCES <files...> DEPS <targets...> LABELS <labels...>)
+# inferscope_test(<name> SOURCES <files...> DEPS <targets...> LABELS <labels...>
+#                 [PROPERTIES <name> <value>...])
 #
-# A GoogleTest executable whose tests CTest discovers one by one, with the given labels.
+# A GoogleTest executable whose tests CTest discovers one by one, with the given labels and any
+# further test properties.
 function(inferscope_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS;PROPERTIES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${INFERSCOPE_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
-  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" ${ARG_PROPERTIES}
+    DISCOVERY_TIMEOUT 60)
 endfunction()

@@ -314,9 +314,9 @@ void BottleneckClassifyOperator::BuildWindow(const InstanceState& s, InstanceWin
   for (size_t l = 0; l < kNumLatency; ++l) {
     MetricWindow& mw = w->metrics[l];
     if (merged_[l].sketch.empty()) continue;
-    mw.p50 = merged_[l].sketch.Quantile(0.50);
-    mw.p95 = merged_[l].sketch.Quantile(0.95);
-    mw.p99 = merged_[l].sketch.Quantile(0.99);
+    mw.p50 = merged_[l].Quantile(0.50);
+    mw.p95 = merged_[l].Quantile(0.95);
+    mw.p99 = merged_[l].Quantile(0.99);
   }
 }
 

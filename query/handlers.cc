@@ -608,12 +608,34 @@ ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) {
   ApiReply error;
+  if (req.Param("window") && req.Param("from")) {
+    return BadParameter(ctx, "from", "give window or from, not both");
+  }
   std::string window_text;
   std::optional<int64_t> window = ParseWindowParam(ctx, req, "5m", &window_text, &error);
   if (!window) return error;
-  const int64_t w = *window;
+  bool has_from = false, has_to = false;
+  std::optional<int64_t> from_param = ParseTimeParam(ctx, req, "from", &error, &has_from);
+  if (has_from && !from_param) return error;
+  std::optional<int64_t> to_param = ParseTimeParam(ctx, req, "to", &error, &has_to);
+  if (has_to && !to_param) return error;
+
+  // Only whole panes count: `to` is rounded down and `from` up to pane boundaries, so a pane at
+  // an edge is never counted with the whole window's length (it used to be dropped while the rate
+  // still divided by the whole window, and a window shorter than the distance from the watermark
+  // to the last pane boundary held no pane at all).
   const int64_t watermark = ctx.store->Watermark();
-  const int64_t from_ms = watermark - w;
+  const int64_t pane = std::max<int64_t>(ctx.store->tiers().front().resolution_ms, 1);
+  const int64_t requested_to = to_param.value_or(watermark);
+  const int64_t to_ms = FloorDiv(requested_to, pane) * pane;
+  const int64_t requested_from = from_param.value_or(to_ms - *window);
+  const int64_t from_ms = -FloorDiv(-requested_from, pane) * pane;
+  if (from_ms >= to_ms) {
+    return BadParameter(ctx, from_param ? "from" : "window",
+                        "the range holds no whole pane of " + FormatDurationMs(pane) +
+                            " (from is rounded up and to down to pane boundaries)",
+                        {{"from", requested_from}, {"to", requested_to}, {"pane_ms", pane}});
+  }
 
   // One streaming pass over the series index (grouped by instance), so memory does not grow with
   // the number of series.
@@ -623,29 +645,36 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
   std::string last_active;
   Status scan_error;
   Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
-    if (info.last_seen_ms >= from_ms && info.first_seen_ms < watermark &&
-        (active == 0 || info.instance != last_active)) {
-      ++active;
-      last_active = info.instance;
-    }
     const bool is_e2e = info.metric == "e2e_ms";
     const bool is_cached = info.metric == "cached_tokens";
     const bool is_prompt = info.metric == "prompt_tokens";
     if (!is_e2e && !is_cached && !is_prompt) return true;
-    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, watermark,
+    if (info.last_seen_ms < from_ms || info.first_seen_ms >= to_ms) return true;
+    uint64_t requests = 0;
+    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, to_ms,
                                       [&](const StoredPane& pane) -> Status {
-                                        if (is_e2e) e2e.Merge(pane.agg);
+                                        if (is_e2e) {
+                                          e2e.Merge(pane.agg);
+                                          requests += pane.agg.events;
+                                        }
                                         if (is_cached) cached_tokens += pane.agg.sum;
                                         if (is_prompt) prompt_tokens += pane.agg.sum;
                                         return Status::Ok();
                                       });
+    // An instance is active when it has request outcomes in the range, so `active_instances` is
+    // 0 exactly when `requests` is.
+    if (requests > 0 && (active == 0 || info.instance != last_active)) {
+      ++active;
+      last_active = info.instance;
+    }
     return scan_error.ok();
   });
   if (!scan_error.ok()) return StatusReply(*ctx.clock, scan_error);
   if (!s.ok()) return StatusReply(*ctx.clock, s);
 
-  SummaryStats stats = Summarize(e2e, w);
-  const double seconds = static_cast<double>(w) / 1000.0;
+  const int64_t span = to_ms - from_ms;
+  SummaryStats stats = Summarize(e2e, span);
+  const double seconds = static_cast<double>(span) / 1000.0;
   json metrics = {
       {"requests_per_second", static_cast<double>(stats.events) / seconds},
       {"avg_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.mean) : json()},
@@ -660,9 +689,14 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
   };
   ApiReply reply;
   reply.body = {{"timestamp", FormatRfc3339(ctx.clock->NowMs())},
-                {"window", window_text},
+                {"window", from_param ? FormatDurationMs(span) : window_text},
+                {"window_ms", span},
                 {"from", from_ms},
-                {"to", watermark},
+                {"to", to_ms},
+                {"requested_from", requested_from},
+                {"requested_to", requested_to},
+                {"pane_ms", pane},
+                {"partial_panes", "excluded"},
                 {"metrics", std::move(metrics)},
                 {"as_of", watermark}};
   return reply;
@@ -719,6 +753,8 @@ const std::vector<Route>& Routes() {
       {"GET", "/ui/([A-Za-z0-9._/-]+)", "/ui/{file}", false, &HandleDashboardFile},
       {"GET", "/v1/export/prometheus", "/v1/export/prometheus", true, &HandleExportPrometheus},
       {"GET", "/v1/access", "/v1/access", true, &HandleAccess, false, /*admin=*/true},
+      // The API's own description; public, like /v1/health.
+      {"GET", "/v1/openapi.json", "/v1/openapi.json", false, &HandleOpenApi},
   };
   return routes;
 }

@@ -214,5 +214,7 @@ ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req);
 // files embedded at build time; 404 for a file not embedded.
 ApiReply HandleDashboardIndex(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleDashboardFile(const ApiContext& ctx, const ApiRequest& req);
+// GET /v1/openapi.json (query/openapi.cc): the OpenAPI 3.1 document compiled into the binary.
+ApiReply HandleOpenApi(const ApiContext& ctx, const ApiRequest& req);
 
 }  // namespace inferscope

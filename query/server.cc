@@ -6,6 +6,8 @@
 #include <algorithm>
 
 #include <exception>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -14,6 +16,8 @@
 
 #include "query/gated_server.h"
 #include "query/handlers.h"
+#include "query/openapi.h"
+#include "query/response_log.h"
 #include "state/state_store.h"
 
 namespace inferscope {
@@ -35,6 +39,24 @@ void Send(const ApiReply& reply, httplib::Response& res) {
   // Names come from publishers and may hold invalid UTF-8: replace rather than throw.
   res.set_content(reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                   "application/json");
+}
+
+// The first query parameter of `req` that `allowed` does not name: a 400 naming it and listing the
+// route's parameters (from the OpenAPI document), so a misspelt `windw=10s` is not silently
+// ignored.
+std::optional<ApiReply> UnknownParameter(const Clock& clock, const httplib::Request& req,
+                                         const std::vector<std::string>& allowed) {
+  for (const auto& [name, value] : req.params) {
+    if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) continue;
+    std::string expected;
+    for (const std::string& a : allowed) expected += (expected.empty() ? "" : ", ") + a;
+    const std::string shown = name.substr(0, 64);
+    return ErrorReply(clock, 400, "VALIDATION_ERROR",
+                      "unknown parameter '" + shown + "' (expected " +
+                          (expected.empty() ? std::string("none") : expected) + ")",
+                      {{"parameter", shown}, {"allowed", allowed}});
+  }
+  return std::nullopt;
 }
 
 void Count(MetricsRegistry& metrics, std::string_view route, int status) {
@@ -160,7 +182,16 @@ void QueryServer::RegisterRoutes() {
   RateLimiter* limiter = limiter_.get();
   const bool read_only = options_.read_only;
   const std::string engine_url = options_.engine_url;
+  ResponseLog* log = ResponseLog::FromEnvironment();
   for (const Route& route : Routes()) {
+    // The query parameters the OpenAPI document declares for this operation; any other is a 400.
+    // A route the document lacks accepts any (tests/query/openapi_test.cc fails on it).
+    std::optional<std::vector<std::string>> params =
+        DocumentedQueryParameters(route.method, route.name);
+    if (!params) {
+      spdlog::warn("query server: {} {} is not in the OpenAPI document (docs/openapi.json)",
+                   route.method, route.name);
+    }
     Histogram* latency =
         ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
     // What a read-only node allows on a write route's path (405's Allow header).
@@ -172,8 +203,8 @@ void QueryServer::RegisterRoutes() {
     }
     const Scope needed = route.admin ? Scope::kAdmin : route.writes ? Scope::kWrite : Scope::kRead;
     httplib::Server::Handler handler = [ctx, tokens, limiter, read_only, engine_url, allow, needed,
-                                        &route, latency](const httplib::Request& req,
-                                                         httplib::Response& res) {
+                                        &route, latency, params = std::move(params),
+                                        log](const httplib::Request& req, httplib::Response& res) {
       const int64_t started_ns = ctx->clock->MonotonicNs();
       ApiReply reply;
       try {
@@ -232,6 +263,9 @@ void QueryServer::RegisterRoutes() {
                {"route", route.name},
                {"engine_url", engine_url.empty() ? nlohmann::json() : nlohmann::json(engine_url)}});
           res.set_header("Allow", allow);
+        } else if (std::optional<ApiReply> unknown =
+                       params ? UnknownParameter(*ctx->clock, req, *params) : std::nullopt) {
+          reply = std::move(*unknown);
         } else {
           ApiRequest api_request;
           for (size_t i = 1; i < req.matches.size(); ++i) {
@@ -248,6 +282,10 @@ void QueryServer::RegisterRoutes() {
         reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error");
       }
       Send(reply, res);
+      if (log != nullptr) {
+        log->Record(req.method, &route.name, req.path, res.status,
+                    res.get_header_value("Content-Type"), res.body);
+      }
       Count(*ctx->metrics, route.name, reply.status);
       latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
     };
@@ -299,7 +337,7 @@ void QueryServer::RegisterRoutes() {
   // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The
   // error handler also sees our handlers' error replies; those already have a body.
   server_->set_error_handler(httplib::Server::HandlerWithResponse(
-      [ctx](const httplib::Request& req, httplib::Response& res) {
+      [ctx, log](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
         std::string message = res.status == 404
                                   ? "no route for " + req.method + " " + req.path
@@ -308,6 +346,10 @@ void QueryServer::RegisterRoutes() {
         Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
                         std::move(details)),
              res);
+        if (log != nullptr) {
+          log->Record(req.method, nullptr, req.path, res.status,
+                      res.get_header_value("Content-Type"), res.body);
+        }
         Count(*ctx->metrics, kUnmatched, res.status);
         return httplib::Server::HandlerResponse::Handled;
       }));

@@ -118,6 +118,12 @@ done
 echo
 "$bin" query table --url "$url"
 echo
+# For tests/integration/demo_test.cc: a command run while everything still serves (the README's
+# example queries), with ENGINE_URL and NODE_URL set; its failure fails the demo.
+if [ -n "${DEMO_CHECK:-}" ]; then
+  echo "== checking: $DEMO_CHECK"
+  ENGINE_URL=$engine_url NODE_URL=$url bash -c "$DEMO_CHECK"
+fi
 echo "The query node was at $url (e.g. $url/v1/instances, $url/v1/bottlenecks?primary=true,"
 echo "$url/v1/health for its lag); the engine's built-in API at $engine_url."
 echo "Run 'DURATION=0 make demo' to keep it serving until Ctrl-C."

@@ -8,7 +8,7 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev
   libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-zmq python3-msgpack curl
+  python3 python3-zmq python3-msgpack python3-jsonschema curl
 )
 
 # `--sanitizers`: also clang with its sanitizer and libFuzzer runtimes and llvm-symbolizer, for

@@ -1,5 +1,6 @@
 #include "values/aggregate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -121,6 +122,12 @@ Status Aggregate::DecodeFrom(std::string_view in, Aggregate* out) {
   return Status::Ok();
 }
 
+double Aggregate::Quantile(double q) const {
+  const double v = sketch.Quantile(q);
+  if (count == 0 || std::isnan(v)) return v;
+  return std::clamp(v, min, max);
+}
+
 SummaryStats Summarize(const Aggregate& agg, int64_t window_ms) {
   SummaryStats s;
   s.count = agg.count;
@@ -139,10 +146,10 @@ SummaryStats Summarize(const Aggregate& agg, int64_t window_ms) {
   s.max = agg.max;
   s.variance = agg.variance();
   s.last = agg.last;
-  s.p50 = agg.sketch.Quantile(0.50);
-  s.p90 = agg.sketch.Quantile(0.90);
-  s.p95 = agg.sketch.Quantile(0.95);
-  s.p99 = agg.sketch.Quantile(0.99);
+  s.p50 = agg.Quantile(0.50);
+  s.p90 = agg.Quantile(0.90);
+  s.p95 = agg.Quantile(0.95);
+  s.p99 = agg.Quantile(0.99);
   return s;
 }
 

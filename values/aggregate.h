@@ -43,6 +43,10 @@ struct alignas(64) Aggregate {
 
   double variance() const { return count == 0 ? 0 : m2 / static_cast<double>(count); }
   double error_ratio() const { return events == 0 ? 0 : static_cast<double>(errors) / events; }
+  // The q-quantile from the sketch (within its relative accuracy of the value at rank
+  // q * (count - 1)), clamped to [min, max]: a sketch bin's representative value can lie beyond
+  // the extreme values it holds, and a p99 above the max would be a contradiction. NaN when empty.
+  double Quantile(double q) const;
 
   void EncodeTo(std::string* out) const;
   static Status DecodeFrom(std::string_view in, Aggregate* out);

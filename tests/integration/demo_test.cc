@@ -24,8 +24,12 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRunAndShowsTheInjectedBottleneck) {
   const std::string build_dir =
       std::filesystem::path(testing::InferscopeBinary()).parent_path().parent_path().string();
   const std::string log = dir.str() + "/demo.log";
-  Subprocess demo({"/usr/bin/env", "BUILD_DIR=" + build_dir, "DURATION=25", "RATE=30", "bash",
-                   testing::SourceDir() + "/scripts/demo.sh"},
+  // Right after the table, the README's own example queries must return data (issue 13).
+  const std::string check = testing::Python() + " " + testing::SourceDir() +
+                            "/tests/integration/readme_queries.py " + testing::SourceDir() +
+                            "/README.md";
+  Subprocess demo({"/usr/bin/env", "BUILD_DIR=" + build_dir, "DURATION=25", "RATE=30",
+                   "DEMO_CHECK=" + check, "bash", testing::SourceDir() + "/scripts/demo.sh"},
                   log);
   ASSERT_EQ(demo.Wait(std::chrono::seconds(120)), 0) << ReadFile(log);
   const std::string out = ReadFile(log);
@@ -66,6 +70,8 @@ TEST(DemoTest, TableCoversEveryInstanceOfTheRunAndShowsTheInjectedBottleneck) {
     }
   }
   EXPECT_EQ(rows, 6) << out;
+  EXPECT_NE(out.find("== checking: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("FAIL"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -120,9 +120,9 @@ json Windows(httplib::Client& http, const std::string& instance, const std::stri
   for (size_t p = 0; (p = model_param.find('/', p)) != std::string::npos; p += 3) {
     model_param.replace(p, 1, "%2F");
   }
-  json j = GetJson(
-      http, "/v1/instances/" + instance + "/summary?model=" + model_param + "&metric=" + metric +
-                "&window=1s&limit=1000&from=" + std::to_string(from) + "&to=" + std::to_string(to));
+  json j = GetJson(http, "/v1/instances/" + instance + "/summary?model=" + model_param +
+                             "&metric=" + metric + "&window=1s&from=" + std::to_string(from) +
+                             "&to=" + std::to_string(to));
   // Only the windows that hold values (the API lists empty ones too, with null statistics).
   json out = json::array();
   if (!j.is_object() || !j.contains("windows")) return out;

@@ -214,3 +214,35 @@ TEST(AggregateTest, SummarizeComputesRateAndQuantiles) {
 
 }  // namespace
 }  // namespace inferscope
+
+namespace inferscope {
+namespace {
+
+// A sketch bin's value is within the relative accuracy of the values in it, on either side, so
+// the sketch's top quantile can exceed the largest value; Aggregate::Quantile clamps it. Among
+// single values 1..1000 some bins' values lie above their value (the unclamped case this guards).
+TEST(AggregateTest, QuantilesAreClampedToMinAndMax) {
+  int beyond_max = 0;
+  for (int v = 1; v <= 1000; ++v) {
+    Aggregate agg;
+    agg.Add(v, 0);
+    agg.Add(v / 2.0, 1);
+    if (agg.sketch.Quantile(1.0) > agg.max) ++beyond_max;
+    for (double q : {0.0, 0.5, 0.9, 0.99, 1.0}) {
+      EXPECT_LE(agg.Quantile(q), agg.max) << v << " q " << q;
+      EXPECT_GE(agg.Quantile(q), agg.min) << v << " q " << q;
+    }
+    // Rank q * (n - 1), the lower neighbour: with two values p99 is the smaller one.
+    EXPECT_NEAR(agg.Quantile(1.0), v, v * 0.01);
+    EXPECT_NEAR(agg.Quantile(0.99), v / 2.0, v / 2.0 * 0.01);
+    const SummaryStats s = Summarize(agg, 1000);
+    EXPECT_LE(s.p99, s.max);
+    EXPECT_LE(agg.Quantile(1.0), agg.max);
+    EXPECT_GE(s.p50, s.min);
+  }
+  EXPECT_GT(beyond_max, 0) << "the sketch never overshot: the clamp is untested";
+  EXPECT_TRUE(std::isnan(Aggregate().Quantile(0.5)));
+}
+
+}  // namespace
+}  // namespace inferscope

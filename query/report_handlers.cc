@@ -198,8 +198,10 @@ Status ReadSubject(const StateStore& store,
                                {"prompt_tokens", &out->prompt_tokens},
                                {"output_tokens", &out->output_tokens},
                                {"cost_usd", &out->cost}}) {
-      Status st = store.ScanPanes(instance, model, metric, from, to, [agg](const StoredPane& p) {
-        agg->Merge(p.agg);
+      // A named copy: clang 14 cannot capture a structured binding.
+      Aggregate* into = agg;
+      Status st = store.ScanPanes(instance, model, metric, from, to, [into](const StoredPane& p) {
+        into->Merge(p.agg);
         return Status::Ok();
       });
       if (!st.ok()) return st;

@@ -13,9 +13,8 @@
 #include <sstream>
 
 namespace inferscope {
-namespace {
 
-void AppendDouble(std::string& out, double v) {
+void AppendPromValue(std::string& out, double v) {
   if (std::isnan(v)) {
     out += "NaN";
   } else if (std::isinf(v)) {
@@ -29,6 +28,34 @@ void AppendDouble(std::string& out, double v) {
   }
 }
 
+void AppendPromLabelValue(std::string& out, std::string_view value) {
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void AppendPromFamilyHeader(std::string& out, std::string_view name, std::string_view help,
+                            std::string_view type) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+namespace {
+
 constexpr std::string_view kPublisherLabel = "publisher";
 constexpr std::string_view kFoldedTotal = "inferscope_metrics_publishers_folded_total";
 constexpr std::string_view kFoldedHelp =
@@ -41,18 +68,10 @@ double ToDouble(const std::string& text) { return std::strtod(text.c_str(), null
 void AppendProcessMetrics(std::string& out) {
   auto family = [&out](std::string_view name, std::string_view help, std::string_view type,
                        double value) {
-    out += "# HELP ";
+    AppendPromFamilyHeader(out, name, help, type);
     out += name;
     out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += ' ';
-    out += type;
-    out += '\n';
-    out += name;
-    out += ' ';
-    AppendDouble(out, value);
+    AppendPromValue(out, value);
     out += '\n';
   };
   // /proc/self/stat: fields after the parenthesised command name; utime (14), stime (15),
@@ -101,19 +120,6 @@ void AppendProcessMetrics(std::string& out) {
   }
 }
 
-void AppendEscaped(std::string& out, std::string_view value) {
-  for (char c : value) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-}
-
 void AppendLabels(std::string& out, const Labels& labels, std::string_view extra_name = {},
                   std::string_view extra_value = {}) {
   if (labels.empty() && extra_name.empty()) return;
@@ -124,7 +130,7 @@ void AppendLabels(std::string& out, const Labels& labels, std::string_view extra
     first = false;
     out += k;
     out += "=\"";
-    AppendEscaped(out, v);
+    AppendPromLabelValue(out, v);
     out += '"';
   }
   if (!extra_name.empty()) {
@@ -141,7 +147,7 @@ void AppendLabels(std::string& out, const Labels& labels, std::string_view extra
 
 std::string FormatPrometheusDouble(double v) {
   std::string out;
-  AppendDouble(out, v);
+  AppendPromValue(out, v);
   return out;
 }
 
@@ -283,15 +289,10 @@ std::string MetricsRegistry::RenderPrometheus() const {
   out.reserve(families_.size() * 256);
   for (const auto& [name, f] : families_) {
     if (f.size() == 0) continue;
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += f.help;
-    out += "\n# TYPE ";
-    out += name;
-    out += f.type == Type::kCounter ? " counter\n"
-           : f.type == Type::kGauge ? " gauge\n"
-                                    : " histogram\n";
+    AppendPromFamilyHeader(out, name, f.help,
+                           f.type == Type::kCounter ? "counter"
+                           : f.type == Type::kGauge ? "gauge"
+                                                    : "histogram");
     for (const auto& [labels, c] : f.counters) {
       out += name;
       AppendLabels(out, labels);
@@ -303,14 +304,14 @@ std::string MetricsRegistry::RenderPrometheus() const {
       out += name;
       AppendLabels(out, labels);
       out += ' ';
-      AppendDouble(out, g->value());
+      AppendPromValue(out, g->value());
       out += '\n';
     }
     for (const auto& [labels, cb] : f.callbacks) {
       out += name;
       AppendLabels(out, labels);
       out += ' ';
-      AppendDouble(out, cb.fn());
+      AppendPromValue(out, cb.fn());
       out += '\n';
     }
     for (const auto& [labels, h] : f.histograms) {
@@ -320,7 +321,7 @@ std::string MetricsRegistry::RenderPrometheus() const {
         out += "_bucket";
         std::string le;
         if (i < h->bounds().size()) {
-          AppendDouble(le, h->bounds()[i]);
+          AppendPromValue(le, h->bounds()[i]);
         } else {
           le = "+Inf";
         }
@@ -333,7 +334,7 @@ std::string MetricsRegistry::RenderPrometheus() const {
       out += "_sum";
       AppendLabels(out, labels);
       out += ' ';
-      AppendDouble(out, h->sum());
+      AppendPromValue(out, h->sum());
       out += '\n';
       out += name;
       out += "_count";

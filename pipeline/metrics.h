@@ -14,6 +14,14 @@
 
 namespace inferscope {
 
+// Pieces of the Prometheus text format 0.0.4, shared by the registry's rendering and the query
+// API's export: a sample value (shortest round-trip digits, NaN, +Inf, -Inf), an escaped label
+// value (backslash, double quote, newline) and a family's # HELP / # TYPE lines.
+void AppendPromValue(std::string& out, double v);
+void AppendPromLabelValue(std::string& out, std::string_view value);
+void AppendPromFamilyHeader(std::string& out, std::string_view name, std::string_view help,
+                            std::string_view type);
+
 // Label pairs of one metric series, e.g. {{"stage", "ingest"}, {"reason", "bad_type"}}.
 using Labels = std::vector<std::pair<std::string, std::string>>;
 

@@ -1,13 +1,13 @@
 // GET /v1/export/prometheus and GET /v1/access (query/handlers.h).
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "pipeline/config.h"
+#include "pipeline/metrics.h"
 #include "query/handlers.h"
 #include "state/state_store.h"
 #include "values/aggregate.h"
@@ -58,33 +58,6 @@ bool IsRequestMetric(std::string_view metric) {
   return metric == "cost_usd" || metric == "quality";
 }
 
-void AppendDouble(std::string& out, double v) {
-  if (std::isnan(v)) {
-    out += "NaN";
-  } else if (std::isinf(v)) {
-    out += v > 0 ? "+Inf" : "-Inf";
-  } else {
-    char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round-trip form
-    out.append(buf, end);
-  }
-}
-
-// A label value escaped as the text format requires (backslash, double quote, newline).
-void AppendLabelValue(std::string& out, std::string_view value) {
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-}
-
 // One family's samples, rendered as they are found and concatenated at the end (the text format
 // wants each family's samples together).
 struct Family {
@@ -97,46 +70,32 @@ struct Family {
               std::string_view extra_value, double value) {
     samples += name;
     samples += "{instance=\"";
-    AppendLabelValue(samples, instance);
+    AppendPromLabelValue(samples, instance);
     samples += "\",model=\"";
-    AppendLabelValue(samples, model);
+    AppendPromLabelValue(samples, model);
     samples += '"';
     if (!extra_label.empty()) {
       samples += ',';
       samples += extra_label;
       samples += "=\"";
-      AppendLabelValue(samples, extra_value);
+      AppendPromLabelValue(samples, extra_value);
       samples += '"';
     }
     samples += "} ";
-    AppendDouble(samples, value);
+    AppendPromValue(samples, value);
     samples += '\n';
   }
   void AppendTo(std::string& out) const {
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += ' ';
-    out += type;
-    out += '\n';
+    AppendPromFamilyHeader(out, name, help, type);
     out += samples;
   }
 };
 
 void AppendScalar(std::string& out, std::string_view name, std::string_view help, double value) {
-  out += "# HELP ";
+  AppendPromFamilyHeader(out, name, help, "gauge");
   out += name;
   out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += " gauge\n";
-  out += name;
-  out += ' ';
-  AppendDouble(out, value);
+  AppendPromValue(out, value);
   out += '\n';
 }
 

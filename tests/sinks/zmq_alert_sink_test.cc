@@ -4,27 +4,18 @@
 #include <zmq_addon.hpp>
 
 #include "pipeline/summary.h"
-#include "tests/test_util.h"
+#include "tests/sinks/zmq_sink_fixture.h"
 
 namespace inferscope {
 namespace {
 
 TEST(ZmqAlertSinkTest, PublishesTopicAndPayloadSkipsSilenced) {
-  Result<std::unique_ptr<ZmqAlertSink>> made = ZmqAlertSink::Create(
-      ConfigNode("t.yaml", YAML::Load("endpoint: tcp://127.0.0.1:*"), "options"));
-  ASSERT_TRUE(made.ok());
-  std::unique_ptr<ZmqAlertSink> sink = std::move(made).value();
   MetricsRegistry metrics;
-  StageContext ctx;
-  ctx.name = "alerts";
-  ctx.metrics = &metrics;
-  ASSERT_TRUE(sink->Open(ctx).ok());
+  std::unique_ptr<ZmqAlertSink> sink = testing::OpenLoopbackSink<ZmqAlertSink>("alerts", metrics);
+  ASSERT_NE(sink, nullptr);
 
   zmq::context_t zctx;
-  zmq::socket_t sub(zctx, zmq::socket_type::sub);
-  sub.set(zmq::sockopt::subscribe, "alerts.critical.");
-  sub.set(zmq::sockopt::rcvtimeo, 100);
-  sub.connect(sink->Endpoint());
+  zmq::socket_t sub = testing::Subscriber(zctx, sink->Endpoint(), "alerts.critical.");
 
   Alert a;
   a.fingerprint = 0xabcdef;
@@ -43,13 +34,7 @@ TEST(ZmqAlertSinkTest, PublishesTopicAndPayloadSkipsSilenced) {
   OutputBatch batch;
   batch.Mutable<kind::Alert>() = {silenced, warning, a};
 
-  // PUB drops until the subscription has reached it: publish until the subscriber sees one.
-  std::vector<zmq::message_t> frames;
-  ASSERT_TRUE(testing::WaitFor([&] {
-    EXPECT_TRUE(sink->Write(batch).ok());
-    frames.clear();
-    return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
-  }));
+  std::vector<zmq::message_t> frames = testing::WriteUntilReceived(*sink, batch, sub);
   ASSERT_EQ(frames.size(), 2u);
   EXPECT_EQ(frames[0].to_string(), "alerts.critical.vllm-1.llama.");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());

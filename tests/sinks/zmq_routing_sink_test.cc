@@ -7,7 +7,7 @@
 
 #include "pipeline/summary.h"
 #include "sinks/topic.h"
-#include "tests/test_util.h"
+#include "tests/sinks/zmq_sink_fixture.h"
 
 namespace inferscope {
 namespace {
@@ -24,31 +24,18 @@ routing::RoutingWeights Sample(const std::string& model = "llama-3.1-8b") {
 }
 
 TEST(ZmqRoutingSinkTest, PublishesTopicAndFloat64Payload) {
-  auto made = ZmqRoutingSink::Create(
-      ConfigNode("t.yaml", YAML::Load("endpoint: tcp://127.0.0.1:*"), "options"));
-  ASSERT_TRUE(made.ok()) << made.status().ToString();
-  std::unique_ptr<ZmqRoutingSink> sink = std::move(made).value();
   MetricsRegistry metrics;
-  StageContext ctx;
-  ctx.name = "routing_stream";
-  ctx.metrics = &metrics;
-  ASSERT_TRUE(sink->Open(ctx).ok());
+  std::unique_ptr<ZmqRoutingSink> sink =
+      testing::OpenLoopbackSink<ZmqRoutingSink>("routing_stream", metrics);
+  ASSERT_NE(sink, nullptr);
 
   zmq::context_t zctx;
-  zmq::socket_t sub(zctx, zmq::socket_type::sub);
   // One model: the escaped name ends the prefix, so "llama-3" does not match it.
-  sub.set(zmq::sockopt::subscribe, "routing.llama-3%2E1-8b.");
-  sub.set(zmq::sockopt::rcvtimeo, 100);
-  sub.connect(sink->Endpoint());
+  zmq::socket_t sub = testing::Subscriber(zctx, sink->Endpoint(), "routing.llama-3%2E1-8b.");
 
   OutputBatch batch;
   batch.Mutable<kind::RoutingWeights>() = {Sample("llama-3"), Sample()};
-  std::vector<zmq::message_t> frames;
-  ASSERT_TRUE(testing::WaitFor([&] {
-    EXPECT_TRUE(sink->Write(batch).ok());
-    frames.clear();
-    return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
-  }));
+  std::vector<zmq::message_t> frames = testing::WriteUntilReceived(*sink, batch, sub);
   ASSERT_EQ(frames.size(), 2u);
   EXPECT_EQ(frames[0].to_string(), "routing.llama-3%2E1-8b.lowest_latency.");
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(1), "llama-3.1-8b");

@@ -8,7 +8,7 @@
 
 #include "pipeline/summary.h"
 #include "sinks/topic.h"
-#include "tests/test_util.h"
+#include "tests/sinks/zmq_sink_fixture.h"
 
 namespace inferscope {
 namespace {
@@ -29,22 +29,15 @@ WorkflowChange Sample() {
 }
 
 TEST(ZmqWorkflowSinkTest, PublishesTopicAndPayload) {
-  Result<std::unique_ptr<ZmqWorkflowSink>> made = ZmqWorkflowSink::Create(
-      ConfigNode("t.yaml", YAML::Load("endpoint: tcp://127.0.0.1:*"), "options"));
-  ASSERT_TRUE(made.ok()) << made.status().ToString();
-  std::unique_ptr<ZmqWorkflowSink> sink = std::move(made).value();
   MetricsRegistry metrics;
-  StageContext ctx;
-  ctx.name = "workflow_stream";
-  ctx.metrics = &metrics;
-  ASSERT_TRUE(sink->Open(ctx).ok());
+  std::unique_ptr<ZmqWorkflowSink> sink =
+      testing::OpenLoopbackSink<ZmqWorkflowSink>("workflow_stream", metrics);
+  ASSERT_NE(sink, nullptr);
 
   zmq::context_t zctx;
-  zmq::socket_t sub(zctx, zmq::socket_type::sub);
   // One state of exactly one instance: the escaped name ends the prefix.
-  sub.set(zmq::sockopt::subscribe, "workflows.ROLLED_BACK.vllm-1%2Eeu.");
-  sub.set(zmq::sockopt::rcvtimeo, 100);
-  sub.connect(sink->Endpoint());
+  zmq::socket_t sub =
+      testing::Subscriber(zctx, sink->Endpoint(), "workflows.ROLLED_BACK.vllm-1%2Eeu.");
 
   WorkflowChange other = Sample();
   other.instance = "vllm-1";  // a prefix of the escaped name above, must not match
@@ -53,12 +46,7 @@ TEST(ZmqWorkflowSinkTest, PublishesTopicAndPayload) {
   OutputBatch batch;
   batch.Mutable<kind::WorkflowChange>() = {other, applied, Sample()};
 
-  std::vector<zmq::message_t> frames;
-  ASSERT_TRUE(testing::WaitFor([&] {
-    EXPECT_TRUE(sink->Write(batch).ok());
-    frames.clear();
-    return zmq::recv_multipart(sub, std::back_inserter(frames)).has_value();
-  }));
+  std::vector<zmq::message_t> frames = testing::WriteUntilReceived(*sink, batch, sub);
   ASSERT_EQ(frames.size(), 2u);
   EXPECT_EQ(frames[0].to_string(), "workflows.ROLLED_BACK.vllm-1%2Eeu.");
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(2), "vllm-1.eu");

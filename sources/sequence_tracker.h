@@ -84,6 +84,13 @@ class SequenceTracker {
   // incarnation), as checkpointed; nullopt before its first message.
   std::optional<AppliedSequence> Position(StringId publisher) const;
 
+  // Forgets every publisher's position, as if constructed anew.
+  void Clear() {
+    streams_.clear();
+    last_publisher_ = 0;
+    last_stream_ = nullptr;
+  }
+
   bool strict() const { return strict_; }
   // Publishers with a position.
   size_t size() const { return streams_.size(); }

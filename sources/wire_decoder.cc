@@ -838,6 +838,23 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
 
 WireDecoder::~WireDecoder() = default;
 
+void WireDecoder::Reset() {
+  sequences_.Clear();
+  publishers_.clear();
+  publisher_ids_.clear();
+  publishers_gauge_->Set(0);
+  last_publisher_ = 0;
+  last_publisher_counters_ = nullptr;
+  reason_counts_ = {};
+  messages_ = 0;
+  events_ = 0;
+  gaps_ = 0;
+  duplicates_ = 0;
+  restarts_ = 0;
+  out_of_order_ = 0;
+  max_event_time_ms_ = 0;
+}
+
 Counter* WireDecoder::MakeCounter(std::string_view name, std::string_view help,
                                   const Labels& labels) {
   return metrics_->GetCounter(name, help, labels);

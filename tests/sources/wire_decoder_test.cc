@@ -656,6 +656,38 @@ TEST(WireDecoderTest, StrictSequenceAppliesOnlyInOrderAndRestores) {
   EXPECT_TRUE(restored.Decode(Payload({Request()}, 13, "acked")).applied);
 }
 
+// Reset() makes a used decoder behave as a fresh one (the fuzz targets reuse decoders): the same
+// messages get the same verdicts, and the publisher limit counts from zero again.
+TEST(WireDecoderTest, ResetForgetsPublishersAndPositions) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  options.max_publishers = 2;
+  Fixture f(options);
+  auto verdicts = [&] {
+    std::vector<std::pair<bool, SequenceVerdict>> out;
+    for (const auto& [pub, seq] : std::vector<std::pair<std::string, uint64_t>>{
+             {"a", 0}, {"a", 1}, {"a", 1}, {"b", 3}, {"b", 0}, {"c", 0}, {"a", 5}}) {
+      const DecodeResult r = f.Decode(Payload({Request()}, seq, pub));
+      out.emplace_back(r.applied, r.sequence);
+    }
+    return out;
+  };
+  const auto first = verdicts();
+  EXPECT_EQ(f.decoder.publishers(), 2u);  // "c" is beyond max_publishers
+  EXPECT_EQ(f.decoder.messages(), 7u);
+  f.decoder.Reset();
+  EXPECT_EQ(f.decoder.publishers(), 0u);
+  EXPECT_EQ(f.decoder.sequence_positions(), 0u);
+  EXPECT_EQ(f.decoder.messages(), 0u);
+  EXPECT_EQ(f.decoder.duplicates(), 0u);
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kPublisherLimit), 0u);
+  EXPECT_FALSE(f.decoder.NextSequence(f.interner.Intern("a")).has_value());
+  EXPECT_EQ(verdicts(), first);  // a fresh decoder's verdicts, not "duplicate" for a's 0 and 1
+  EXPECT_EQ(f.decoder.messages(), 7u);
+  // The registered counters keep counting across the reset.
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_messages_total", {{"stage", "ingest"}}), 14u);
+}
+
 // An acknowledged-mode payload with an incarnation.
 std::string IncPayload(const std::vector<Fields>& events, uint64_t inc, uint64_t seq,
                        const std::string& pub = "acked") {

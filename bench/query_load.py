@@ -116,7 +116,7 @@ class SteadyPublisher(threading.Thread):
         super().__init__(daemon=True)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
-        self.socket.setsockopt(zmq.SNDHWM, 1000)
+        self.socket.setsockopt(zmq.SNDHWM, 4)  # "sent" ~ what the engine took in
         self.socket.connect(endpoint)
         self.names = [(f"inst-{i}", f"model-{m}") for i in range(instances) for m in range(models)]
         self.rate = rate

@@ -8,7 +8,7 @@ DURATION ?= 30
 # Extra CMake arguments for the first configure, e.g. CMAKE_ARGS=-DINFERSCOPE_WERROR=ON (as CI does).
 CMAKE_ARGS ?=
 
-.PHONY: all deps deps-test build build-engine test test-unit test-asan test-tsan fuzz demo bench clean format format-check
+.PHONY: all deps deps-test build build-engine test test-unit test-asan test-tsan fuzz demo bench bench-query clean format format-check
 
 all: build
 
@@ -56,6 +56,10 @@ demo: build-engine
 
 bench: build
 	@BUILD_DIR=$(BUILD_DIR) bash scripts/bench.sh
+
+# The query benchmark alone (issue 13; bench/README.md): engine + query node + wrk, ~1.5 min.
+bench-query: build-engine
+	/usr/bin/python3 bench/query_load.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -21,8 +21,6 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kValidationError = "VALIDATION_ERROR";
-constexpr std::array<std::string_view, 8> kParams = {"instance", "model",   "type",  "severity",
-                                                     "state",    "primary", "limit", "cursor"};
 
 // At most this much of a refused parameter's value is echoed.
 std::string_view Echo(const std::string& value) { return std::string_view(value).substr(0, 256); }
@@ -98,12 +96,6 @@ std::optional<std::string> ReadMetricStatistics(const json& j, const std::string
 }
 
 ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
-  if (!req.params.empty()) {
-    const std::string name = req.params.begin()->first.substr(0, 64);
-    return ErrorReply(*ctx.clock, 400, kValidationError,
-                      "unknown parameter '" + name + "'; this endpoint takes none",
-                      {{"parameter", name}});
-  }
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) {
     return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
@@ -265,15 +257,6 @@ ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
 }
 
 ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
-  for (const auto& [name, value] : req.params) {
-    if (std::find(kParams.begin(), kParams.end(), name) == kParams.end()) {
-      return ErrorReply(*ctx.clock, 400, kValidationError,
-                        "unknown parameter '" + name.substr(0, 64) +
-                            "'; expected instance, model, type, severity, state, primary, "
-                            "limit or cursor",
-                        {{"parameter", name.substr(0, 64)}});
-    }
-  }
   std::optional<std::string> instance = req.Param("instance");
   std::optional<std::string> model = req.Param("model");
   std::optional<BottleneckType> type;

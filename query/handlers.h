@@ -157,7 +157,8 @@ ApiReply HandleListSilences(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleDeleteSilence(const ApiContext& ctx, const ApiRequest& req);
 // GET /v1/bottlenecks?instance=&model=&type=&severity=&state=&primary=&limit=&cursor= (query/
 // bottleneck_handlers.cc): the latest change per (instance, model, type), by instance; `state`
-// active (default), resolved or all; unknown parameters are 400s.
+// active (default), resolved or all. (Undeclared query parameters of every route are refused
+// centrally by server.cc from the OpenAPI document, before any handler runs.)
 ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req);
 // POST /v1/analysis/detect-bottlenecks: stateless — an evidence window's statistics per instance
 // in, the active bottlenecks (peers: the request's instances of the same model; causal order) out.
@@ -180,9 +181,8 @@ ApiReply HandleOptimize(const ApiContext& ctx, const ApiRequest& req);
 // total, rates, latency quantiles, errors, KV usage, running/waiting, active bottlenecks and cost
 // per 1k tokens; 404 when no instance serves the model.
 ApiReply HandleModelProfile(const ApiContext& ctx, const ApiRequest& req);
-// Optimization workflows (query/workflow_handlers.cc, docs/WORKFLOWS.md). Unknown query
-// parameters are refused (400); transitions the workflow's state does not allow answer 409.
-// POST /v1/workflows → 201 with the workflow.
+// Optimization workflows (query/workflow_handlers.cc, docs/WORKFLOWS.md). Transitions the
+// workflow's state does not allow answer 409. POST /v1/workflows → 201 with the workflow.
 ApiReply HandleCreateWorkflow(const ApiContext& ctx, const ApiRequest& req);
 // GET /v1/workflows?status=&instance_id=&limit=&cursor=, by id (paginated).
 ApiReply HandleListWorkflows(const ApiContext& ctx, const ApiRequest& req);
@@ -192,8 +192,8 @@ ApiReply HandleGetWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleApproveWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleRejectWorkflow(const ApiContext& ctx, const ApiRequest& req);
 ApiReply HandleWorkflowApplied(const ApiContext& ctx, const ApiRequest& req);
-// Routing (query/routing_handlers.cc, docs/ROUTING.md). Unknown parameters and body fields are
-// 400s naming them; an unknown model 404; no routable backend 503 (with the decision's reason).
+// Routing (query/routing_handlers.cc, docs/ROUTING.md). Unknown body fields are 400s naming
+// them; an unknown model 404; no routable backend 503 (with the decision's reason).
 // GET /v1/routing/weights?model=&strategy=: the latest stored weights (store, not the learner).
 ApiReply HandleRoutingWeights(const ApiContext& ctx, const ApiRequest& req);
 // POST /v1/routing/select {"model", "strategy"?, "prompt_tokens"?, "expected_output_tokens"?,

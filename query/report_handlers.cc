@@ -102,18 +102,6 @@ double RowValue(const RowSpec& row, const SubjectData& d, int64_t span_ms) {
 
 // ---- parameters ------------------------------------------------------------------------------
 
-std::optional<ApiReply> RefuseUnknown(const ApiContext& ctx, const ApiRequest& req,
-                                      std::initializer_list<std::string_view> known) {
-  for (const auto& [name, value] : req.params) {
-    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    std::string expected;
-    for (std::string_view k : known) expected += (expected.empty() ? "" : ", ") + std::string(k);
-    const std::string shown = name.substr(0, 64);
-    return BadParameter(ctx, shown, "unknown parameter '" + shown + "'; expected " + expected);
-  }
-  return std::nullopt;
-}
-
 std::optional<ApiReply> ParseFormat(const ApiContext& ctx, const ApiRequest& req, Format* out) {
   *out = Format::kJson;
   auto text = req.Param("format");
@@ -316,9 +304,6 @@ std::vector<size_t> BestOf(const RowSpec& spec, const std::vector<double>& value
 }  // namespace
 
 ApiReply HandleComparisonReport(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad = RefuseUnknown(ctx, req, {"instances", "models", "window", "to", "format"})) {
-    return *bad;
-  }
   Format format;
   if (auto bad = ParseFormat(ctx, req, &format)) return *bad;
   auto instances = req.Param("instances");
@@ -526,10 +511,6 @@ Change Compare(const RowSpec& row, const SubjectData& prev, const SubjectData& c
 }  // namespace
 
 ApiReply HandleTrendReport(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad = RefuseUnknown(
-          ctx, req, {"instance", "model", "window", "period", "to", "alpha", "format"})) {
-    return *bad;
-  }
   Format format;
   if (auto bad = ParseFormat(ctx, req, &format)) return *bad;
   auto instance = req.Param("instance");

@@ -25,19 +25,6 @@ constexpr std::string_view kValidationError = "VALIDATION_ERROR";
 constexpr int64_t kMaxTokens = 100'000'000;
 constexpr int64_t kMaxRecommendations = routing::kMaxRanked;
 
-std::optional<ApiReply> UnknownParam(const ApiContext& ctx, const ApiRequest& req,
-                                     std::initializer_list<std::string_view> known) {
-  for (const auto& [name, value] : req.params) {
-    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    std::string expected;
-    for (std::string_view k : known) expected += (expected.empty() ? "" : ", ") + std::string(k);
-    return BadParameter(
-        ctx, name.substr(0, 64),
-        "unknown parameter '" + name.substr(0, 64) + "' (expected " + expected + ")");
-  }
-  return std::nullopt;
-}
-
 std::string StrategyList() {
   return "lowest_latency, highest_quality, cost_effective, balanced, adaptive";
 }
@@ -113,7 +100,6 @@ void SelectLive(LiveRouter& router, int64_t now, std::string_view model,
 }  // namespace
 
 ApiReply HandleRoutingWeights(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad = UnknownParam(ctx, req, {"model", "strategy"})) return *bad;
   if (ctx.store == nullptr) {
     return ErrorReply(*ctx.clock, 500, "INTERNAL_ERROR", "this query node has no state store");
   }
@@ -151,7 +137,6 @@ ApiReply HandleRoutingWeights(const ApiContext& ctx, const ApiRequest& req) {
 }
 
 ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad = UnknownParam(ctx, req, {})) return *bad;
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) {
     return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
@@ -211,11 +196,6 @@ ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req) {
 }
 
 ApiReply HandleModelRecommendations(const ApiContext& ctx, const ApiRequest& req) {
-  if (auto bad = UnknownParam(
-          ctx, req,
-          {"model", "strategy", "capabilities", "prompt_tokens", "expected_output_tokens", "n"})) {
-    return *bad;
-  }
   std::optional<std::string> model = req.Param("model");
   if (!model || model->empty()) return BadParameter(ctx, "model", "model is required");
   Strategy strategy = Strategy::kBalanced;

@@ -37,21 +37,6 @@ ApiReply RegistryError(const ApiContext& ctx, const Status& st) {
   return StatusReply(*ctx.clock, st);
 }
 
-// Parameters other than `known` are refused, so a misspelt filter is not silently ignored.
-std::optional<ApiReply> UnknownParameter(const ApiContext& ctx, const ApiRequest& req,
-                                         std::initializer_list<std::string_view> known) {
-  for (const auto& [name, value] : req.params) {
-    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    std::string expected;
-    for (std::string_view k : known) expected += (expected.empty() ? "" : ", ") + std::string(k);
-    return ErrorReply(*ctx.clock, 400, kValidationError,
-                      "unknown parameter '" + name.substr(0, 64) + "' (expected " +
-                          (expected.empty() ? std::string("none") : expected) + ")",
-                      {{"parameter", name.substr(0, 64)}});
-  }
-  return std::nullopt;
-}
-
 // The body of a transition: empty, or a JSON object with only `fields` (strings, except
 // applied_at). Sets *error and returns nullopt on a problem.
 std::optional<json> TransitionBody(const ApiContext& ctx, const ApiRequest& req,
@@ -94,7 +79,6 @@ ApiReply WorkflowReply(const Workflow& w, int status = 200) {
 
 ApiReply HandleCreateWorkflow(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {})) return *bad;
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) {
     return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
@@ -108,9 +92,6 @@ ApiReply HandleCreateWorkflow(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleListWorkflows(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {"status", "instance_id", "limit", "cursor"})) {
-    return *bad;
-  }
   std::optional<WorkflowState> status;
   if (std::optional<std::string> text = req.Param("status")) {
     std::string upper = *text;
@@ -151,7 +132,6 @@ ApiReply HandleListWorkflows(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleGetWorkflow(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {})) return *bad;
   const std::string& id = req.path_params.at(0);
   std::optional<Workflow> w = ctx.workflows->Get(id);
   if (!w) {
@@ -163,7 +143,6 @@ ApiReply HandleGetWorkflow(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleApproveWorkflow(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {})) return *bad;
   ApiReply error;
   std::optional<json> body = TransitionBody(ctx, req, {"by"}, &error);
   if (!body) return error;
@@ -174,7 +153,6 @@ ApiReply HandleApproveWorkflow(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleRejectWorkflow(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {})) return *bad;
   ApiReply error;
   std::optional<json> body = TransitionBody(ctx, req, {"by", "reason"}, &error);
   if (!body) return error;
@@ -186,7 +164,6 @@ ApiReply HandleRejectWorkflow(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleWorkflowApplied(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  if (auto bad = UnknownParameter(ctx, req, {})) return *bad;
   ApiReply error;
   std::optional<json> body = TransitionBody(ctx, req, {"by", "applied_at"}, &error);
   if (!body) return error;

@@ -15,3 +15,5 @@ echo "== routing_select (routing learner: select latency and rate, update cost)"
 "$BUILD_DIR/bench/routing_select"
 echo "== routing_failover (failed outcome -> weights moving traffic off; raw libzmq round trip)"
 "$BUILD_DIR/bench/routing_failover" --trials 100 | grep -v '^\['
+echo "== query_load (query node under wrk while the engine ingests; same-run ingest ratio)"
+/usr/bin/python3 bench/query_load.py --build-dir "$BUILD_DIR"

@@ -9,6 +9,7 @@ packages=(
   libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq python3-msgpack python3-jsonschema curl
+  python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db systemd
 )
 
 # `--sanitizers`: also clang with its sanitizer and libFuzzer runtimes and llvm-symbolizer, for

@@ -27,8 +27,8 @@ int main(int argc, char** argv) {
   outcome.ttft_ms = 30.0;
   publisher.Request(outcome);
   if (!publisher.WaitAcked(30000)) {
-    std::cerr << "not acknowledged: " << publisher.unacked() << " unacked, " << publisher.last_error()
-              << "\n";
+    std::cerr << "not acknowledged: " << publisher.unacked() << " unacked, "
+              << publisher.last_error() << "\n";
     return 1;
   }
   std::cout << "acknowledged seq " << publisher.acked_seq() << "\n";

@@ -22,6 +22,8 @@ Both take ``curve=CurveKeys(...)`` for an engine source that requires CurveZMQ k
     pub = Publisher("tcp://engine:5555", "gateway-1", curve=keys)
 """
 
+from __future__ import annotations
+
 import collections
 import math
 import os
@@ -30,6 +32,9 @@ import time
 import msgpack
 import zmq
 import zmq.utils.z85
+from typing import Any, Callable, Dict, List, Optional, Union
+
+Name = Union[str, bytes]
 
 PROTOCOL_VERSION = 1
 MAX_STRING_BYTES = 255  # the engine's kMaxNameBytes (pipeline/names.h)
@@ -50,7 +55,7 @@ def _is_z85_key(text):
     return True
 
 
-def load_key_file(path):
+def load_key_file(path: str) -> str:
     """Returns the Z85 key (str) of a key file written by `inferscope keygen` (NAME.key or
     NAME.pub): the line holding a 40-character key; '#' lines are comments."""
     key = None
@@ -74,7 +79,8 @@ class CurveKeys:
     """CurveZMQ client keys (Z85 strings) for an engine endpoint that requires them: the
     endpoint's public key, this client's secret key and (derived when None) its public key."""
 
-    def __init__(self, server_public_key, secret_key, public_key=None):
+    def __init__(self, server_public_key: str, secret_key: str,
+                 public_key: Optional[str] = None) -> None:
         if not zmq.has("curve"):
             raise RuntimeError("this libzmq was built without CURVE (libsodium)")
         for name, key in (("server_public_key", server_public_key), ("secret_key", secret_key)):
@@ -93,7 +99,7 @@ class CurveKeys:
         """From this client's NAME.key and the engine endpoint's NAME.pub."""
         return cls(load_key_file(server_public_key_file), load_key_file(secret_key_file))
 
-    def apply(self, sock):
+    def apply(self, sock: zmq.Socket) -> None:
         """Makes `sock` (before it connects) a CurveZMQ client."""
         sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_public_key.encode("ascii"))
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key.encode("ascii"))
@@ -104,7 +110,7 @@ def _now_ms():
     return time.time_ns() // 1_000_000
 
 
-def encode_payload(publisher_id, seq, events):
+def encode_payload(publisher_id: str, seq: int, events: List[Dict[str, Any]]) -> bytes:
     """Returns the msgpack payload of one message: {"v": 1, "pub", "seq", "events"}."""
     return msgpack.packb(
         {"v": PROTOCOL_VERSION, "pub": publisher_id, "seq": seq, "events": events},
@@ -138,9 +144,11 @@ def _event_time(time_ms):
     return time_ms
 
 
-def request_event(instance, model, e2e_ms, ttft_ms=None, tpot_ms=None, prompt_tokens=None,
-                  output_tokens=None, cached_tokens=None, error=None, cost_usd=None, quality=None,
-                  time_ms=None):
+def request_event(instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
+                  tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
+                  output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+                  error: Optional[str] = None, cost_usd: Optional[float] = None,
+                  quality: Optional[float] = None, time_ms: Optional[int] = None) -> Dict[str, Any]:
     """Returns the validated event map of one request outcome (docs/PROTOCOL.md §3)."""
     _check_name("instance", instance)
     _check_name("model", model)
@@ -169,7 +177,8 @@ def request_event(instance, model, e2e_ms, ttft_ms=None, tpot_ms=None, prompt_to
     return event
 
 
-def gauge_event(instance, model, name, value, time_ms=None):
+def gauge_event(instance: str, model: str, name: str, value: float,
+                time_ms: Optional[int] = None) -> Dict[str, Any]:
     """Returns the validated event map of one gauge sample (docs/PROTOCOL.md §3)."""
     _check_name("instance", instance)
     _check_name("model", model)
@@ -225,9 +234,11 @@ class Publisher:
 
     # -- events ------------------------------------------------------------------------------
 
-    def request(self, instance, model, e2e_ms, ttft_ms=None, tpot_ms=None, prompt_tokens=None,
-                output_tokens=None, cached_tokens=None, error=None, cost_usd=None, quality=None,
-                time_ms=None):
+    def request(self, instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
+                tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
+                output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+                error: Optional[str] = None, cost_usd: Optional[float] = None,
+                quality: Optional[float] = None, time_ms: Optional[int] = None) -> None:
         """Records the outcome of one inference request (latencies in ms).
 
         error: None or "" for success; "timeout", "rate_limited", "server_error", "client_error",
@@ -236,11 +247,12 @@ class Publisher:
         self._add(request_event(instance, model, e2e_ms, ttft_ms, tpot_ms, prompt_tokens,
                                 output_tokens, cached_tokens, error, cost_usd, quality, time_ms))
 
-    def gauge(self, instance, model, name, value, time_ms=None):
+    def gauge(self, instance: str, model: str, name: str, value: float,
+              time_ms: Optional[int] = None) -> None:
         """Records a sampled value (kv_cache_usage, num_requests_waiting, ...)."""
         self._add(gauge_event(instance, model, name, value, time_ms))
 
-    def flush(self):
+    def flush(self) -> bool:
         """Sends the pending events as one message. Returns False if the send timed out."""
         if not self._events:
             return True
@@ -256,7 +268,7 @@ class Publisher:
         self.events_sent += len(events)
         return True
 
-    def close(self, linger_ms=2000):
+    def close(self, linger_ms: int = 2000) -> None:
         """Flushes, then closes the socket, waiting up to linger_ms for queued messages."""
         if self._socket is None:
             return
@@ -431,7 +443,7 @@ class _Spool:
     def append_drop(self, inc, seq):
         self._append(b"D", inc.to_bytes(8, "big") + seq.to_bytes(8, "big"))
 
-    def close(self):
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -548,7 +560,7 @@ class AckedPublisher:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def connect(self):
+    def connect(self) -> None:
         """Opens the spool (restoring the incarnation, the next sequence number and the
         unacknowledged messages it holds), creates the DEALER socket, connects, says hello,
         resends what the spool held, then waits up to hello_timeout_ms for the answer. Raises
@@ -593,7 +605,7 @@ class AckedPublisher:
         while not self.hello_answered and time.monotonic() < deadline:
             self.poll(10)
 
-    def close(self):
+    def close(self) -> None:
         """Closes the socket (and the spool). Unacknowledged messages are not waited for: call
         wait_acked() first (with a spool, a later process resends them)."""
         if self._socket is not None:
@@ -616,9 +628,11 @@ class AckedPublisher:
 
     # -- events --------------------------------------------------------------------------------
 
-    def request(self, instance, model, e2e_ms, ttft_ms=None, tpot_ms=None, prompt_tokens=None,
-                output_tokens=None, cached_tokens=None, error=None, cost_usd=None, quality=None,
-                time_ms=None):
+    def request(self, instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
+                tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
+                output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+                error: Optional[str] = None, cost_usd: Optional[float] = None,
+                quality: Optional[float] = None, time_ms: Optional[int] = None) -> bool:
         """Adds one request outcome (see Publisher.request); flushes when the batch is full.
         Returns False when a flush reported back-pressure: the flush this event triggered (the
         event is pending), or the flush before it when the message would otherwise have grown
@@ -627,12 +641,13 @@ class AckedPublisher:
                                        output_tokens, cached_tokens, error, cost_usd, quality,
                                        time_ms))
 
-    def gauge(self, instance, model, name, value, time_ms=None):
+    def gauge(self, instance: str, model: str, name: str, value: float,
+              time_ms: Optional[int] = None) -> bool:
         """Adds one gauge sample; flushes when the batch is full. False on back-pressure (see
         request())."""
         return self._add(gauge_event(instance, model, name, value, time_ms))
 
-    def flush(self):
+    def flush(self) -> bool:
         """Sends the pending events as one message, keeping it until acknowledged. Returns False
         on back-pressure (the resend buffer stayed full for block_timeout_ms); the events then
         stay pending and a later flush sends them. A message that cannot be written to the spool
@@ -668,7 +683,7 @@ class AckedPublisher:
             self._spool_pending()
         return True
 
-    def poll(self, timeout_ms=0):
+    def poll(self, timeout_ms: int = 0) -> None:
         """Reads acknowledgements and nacks (waiting up to timeout_ms for the first) and resends
         everything unacknowledged when there was no acknowledgement progress for
         resend_timeout_ms."""
@@ -691,7 +706,7 @@ class AckedPublisher:
                 time.monotonic() - self._last_progress > self.resend_timeout_ms / 1000.0):
             self._resend_all()
 
-    def wait_acked(self, timeout_s):
+    def wait_acked(self, timeout_s: float) -> bool:
         """Flushes, then waits until every message is acknowledged (or refused for good). False on
         timeout (or back-pressure in the flush)."""
         if not self.flush():
@@ -707,22 +722,22 @@ class AckedPublisher:
     # -- state ---------------------------------------------------------------------------------
 
     @property
-    def acked_seq(self):
+    def acked_seq(self) -> Optional[int]:
         """The highest acknowledged sequence number of this incarnation (cumulative), or None."""
         return self._acked_seq
 
     @property
-    def unacked(self):
+    def unacked(self) -> int:
         """Messages sent and not yet acknowledged (the resend buffer)."""
         return len(self._unacked)
 
     @property
-    def resends(self):
+    def resends(self) -> int:
         """Messages sent again after resend_timeout_ms without acknowledgement progress."""
         return self._resends
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         """Events added and not yet flushed."""
         return len(self._events)
 
@@ -935,7 +950,7 @@ def _name_bytes(name):
     return name.encode("utf-8") if isinstance(name, str) else bytes(name)
 
 
-def escape_topic_name(name):
+def escape_topic_name(name: Name) -> bytes:
     """The topic segment (bytes, without the terminating '.') of a name (str or bytes)."""
     out = bytearray()
     for b in _name_bytes(name):
@@ -946,7 +961,7 @@ def escape_topic_name(name):
     return bytes(out)
 
 
-def unescape_topic_name(segment):
+def unescape_topic_name(segment: Name) -> bytes:
     """The name (bytes) an escaped segment stands for; ValueError when it is not one."""
     segment = _name_bytes(segment)
     out = bytearray()
@@ -976,19 +991,20 @@ def _prefix(kind, names):
     return prefix
 
 
-def summary_topic_prefix(instance=None, model=None):
+def summary_topic_prefix(instance: Optional[Name] = None, model: Optional[Name] = None) -> bytes:
     """Subscription prefix (bytes): b"summaries." (all), b"summaries.<instance>." or
     b"summaries.<instance>.<model>."."""
     return _prefix(b"summaries", [instance, model])
 
 
-def alert_topic_prefix(severity=None, instance=None, model=None):
+def alert_topic_prefix(severity: Optional[Name] = None, instance: Optional[Name] = None,
+                       model: Optional[Name] = None) -> bytes:
     """Subscription prefix (bytes): b"alerts." (all), b"alerts.<severity>.",
     b"alerts.<severity>.<instance>." or b"alerts.<severity>.<instance>.<model>."."""
     return _prefix(b"alerts", [severity, instance, model])
 
 
-def parse_topic(topic):
+def parse_topic(topic: Name) -> List[str]:
     """The names of a received topic as str: ["summaries", instance, model] or
     ["alerts", severity, instance, model] (names that are not UTF-8 keep their bytes with
     surrogateescape). ValueError when the topic is not in this format."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages inferscope needs to build, test and run, when any is missing.
+# (The packaging tests also use systemd-analyze when the systemd package is there; not installed here.)
 # Usage: scripts/install-deps.sh [--sanitizers] [--browser]
 set -euo pipefail
 
@@ -9,6 +10,7 @@ packages=(
   libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq python3-msgpack python3-jsonschema curl
+  python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db
 )
 
 # `--sanitizers`: also clang with its sanitizer and libFuzzer runtimes and llvm-symbolizer, for

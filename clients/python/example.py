@@ -7,7 +7,7 @@
 import argparse
 import random
 
-from inferscope_client import Publisher
+from inferscope import Publisher
 
 
 def main():

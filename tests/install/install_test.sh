@@ -38,5 +38,5 @@ CC
 c++ "$prefix/publish.cc" -o "$prefix/publish" $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs inferscope-client)
 "$prefix/publish" | grep -q "bound tcp://127.0.0.1:"
 
-PYTHONPATH="$prefix/lib/python3/dist-packages" /usr/bin/python3 -c "import inferscope_client"
+PYTHONPATH="$prefix/lib/python3/dist-packages" /usr/bin/python3 -c "import inferscope, inferscope_client"
 echo "install test: ok ($prefix)"

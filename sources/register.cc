@@ -1,6 +1,7 @@
 #include "sources/register.h"
 
 #include "sources/prom_scrape_source.h"
+#include "sources/remote_write_source.h"
 #include "sources/zmq_source.h"
 
 namespace inferscope {
@@ -8,6 +9,7 @@ namespace inferscope {
 void RegisterSources(Registry& registry) {
   registry.AddSource<ZmqSource>();
   registry.AddSource<PromScrapeSource>();
+  registry.AddSource<RemoteWriteSource>();
 }
 
 }  // namespace inferscope

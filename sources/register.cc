@@ -1,5 +1,6 @@
 #include "sources/register.h"
 
+#include "sources/host_source.h"
 #include "sources/prom_scrape_source.h"
 #include "sources/remote_write_source.h"
 #include "sources/zmq_source.h"
@@ -10,6 +11,7 @@ void RegisterSources(Registry& registry) {
   registry.AddSource<ZmqSource>();
   registry.AddSource<PromScrapeSource>();
   registry.AddSource<RemoteWriteSource>();
+  registry.AddSource<HostSource>();
 }
 
 }  // namespace inferscope

@@ -143,6 +143,12 @@ RwError RemoteWriteDecoder::DecodeSnappy(std::string_view body, std::string* rea
     series_.clear();
     return Fail(RwError::kTooLarge, reason, "uncompressed payload beyond the limit");
   }
+  // Validated before the buffer is sized: a few corrupt bytes announcing a large payload cost no
+  // allocation.
+  if (!snappy::IsValidCompressedBuffer(body.data(), body.size())) {
+    series_.clear();
+    return Fail(RwError::kBadSnappy, reason, "corrupt snappy block");
+  }
   buffer_.resize(n);
   if (!snappy::RawUncompress(body.data(), body.size(), buffer_.data())) {
     series_.clear();

@@ -342,6 +342,31 @@ int main(int argc, char** argv) {
       ->required();
   keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing files");
 
+  inferscope::ReplayArgs replay;
+  CLI::App* replay_cmd = app.add_subcommand(
+      "replay",
+      "Send a CSV of request outcomes to an engine at recorded speed, --speed N times faster or "
+      "as fast as possible (--speed 0), to reproduce an incident; progress on stderr at a "
+      "terminal. Columns (header line, any order): time (epoch seconds or ISO 8601), instance, "
+      "model, e2e_ms; optional ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, "
+      "error, cost_usd, quality");
+  replay_cmd->add_option("-i,--input", replay.csv, "CSV file of request outcomes")->required();
+  replay_cmd->add_option("-e,--endpoint", replay.endpoint, "Engine ingest endpoint (PUSH connects)")
+      ->capture_default_str();
+  replay_cmd->add_option("--publisher-id", replay.publisher_id, "Publisher id")
+      ->capture_default_str();
+  replay_cmd->add_option("--speed", replay.speed, "Recorded seconds per wall second; 0 = no pacing")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  replay_cmd->add_flag("--keep-times", replay.keep_times,
+                       "Send the recorded event times (default: the replay's start plus each "
+                       "row's offset, so windows fill now)");
+  replay_cmd->add_option("--batch-size", replay.batch_size, "Events per message")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  replay_cmd->add_flag("--no-progress", replay.no_progress,
+                       "No progress line on stderr (it is shown only at a terminal anyway)");
+
   inferscope::DetectArgs detect;
   CLI::App* detect_cmd = app.add_subcommand(
       "detect",
@@ -400,6 +425,7 @@ int main(int argc, char** argv) {
   if (*trend_cmd) return inferscope::ReportCommand("trend", report);
   if (*tail_cmd) return inferscope::TailCommand(tail);
   if (*detect_cmd) return inferscope::DetectCommand(detect);
+  if (*replay_cmd) return inferscope::ReplayCommand(replay);
   if (*keygen_cmd) return inferscope::KeygenCommand(keygen);
   return 0;
 }

@@ -300,6 +300,58 @@ def prom_text_seeds():
           "# TYPE x flavour\n# TYPE\nx{a=\"1\"}\t7\r\n")
 
 
+def pb_varint(v):
+    out = bytearray()
+    v &= (1 << 64) - 1
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def pb_len(field, data):
+    return pb_varint((field << 3) | 2) + pb_varint(len(data)) + data
+
+
+def rw_series(labels, samples):
+    out = b""
+    for name, value in labels:
+        out += pb_len(1, pb_len(1, name.encode()) + pb_len(2, value.encode()))
+    for value, ts in samples:
+        sample = pb_varint((1 << 3) | 1) + struct.pack("<d", value) + pb_varint(2 << 3) + pb_varint(ts)
+        out += pb_len(2, sample)
+    return pb_len(1, out)
+
+
+def snappy_literal(raw):
+    """A snappy block holding `raw` as literals (valid for the decoder; no compression)."""
+    out = pb_varint(len(raw))
+    for i in range(0, len(raw), 256):
+        chunk = raw[i:i + 256]
+        if len(chunk) <= 60:
+            out += bytes([(len(chunk) - 1) << 2]) + chunk
+        else:
+            out += bytes([60 << 2, len(chunk) - 1]) + chunk
+    return out
+
+
+def remote_write_seeds():
+    vllm = rw_series([("__name__", "vllm:num_requests_running"), ("instance", "10.0.0.1:8000"),
+                      ("model_name", "m")], [(4.0, T0), (5.0, T0 + 1000)])
+    counter = rw_series([("__name__", "vllm:num_preemptions_total"), ("instance", "a")],
+                        [(3.0, T0), (1.0, T0 + 1000)])
+    bucket = rw_series([("__name__", "vllm:time_to_first_token_seconds_bucket"), ("le", "+Inf"),
+                        ("instance", "a")], [(float("nan"), -1)])
+    request = vllm + counter + bucket + pb_len(3, b"metadata")
+    write("remote_write", "request.pb", request)
+    write("remote_write", "request.snappy", snappy_literal(request))
+    write("remote_write", "empty.snappy", snappy_literal(b""))
+    write("remote_write", "truncated.pb", request[:len(request) // 2])
+    write("remote_write", "wrong-wire-type.pb", pb_varint(1 << 3) + pb_varint(5))
+    write("remote_write", "huge-length.snappy", pb_varint(1 << 30) + b"\x00")
+
+
 if __name__ == "__main__":
     wire_decoder_seeds()
     hello_seeds()
@@ -308,3 +360,4 @@ if __name__ == "__main__":
     query_seeds()
     detect_seeds()
     prom_text_seeds()
+    remote_write_seeds()

@@ -5,7 +5,7 @@
 # command that reproduces it printed.
 #
 # Usage: scripts/fuzz.sh [seconds-per-target] [target...]     (default 60 s; every target)
-# Targets: wire_decoder ack hello topology query_params detect_csv prom_text (fuzz/README.md).
+# Targets: wire_decoder ack hello topology query_params detect_csv prom_text remote_write (fuzz/README.md).
 # Environment:
 #   BUILD_DIR   build directory (default build-fuzz; may be shared with scripts/sanitize.sh run
 #               with CMAKE_ARGS=-DINFERSCOPE_FUZZ=ON, so the libraries are built once)
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
 shift || true
-ALL_TARGETS=(wire_decoder ack hello topology query_params detect_csv prom_text)
+ALL_TARGETS=(wire_decoder ack hello topology query_params detect_csv prom_text remote_write)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
 JOBS=${JOBS:-2}

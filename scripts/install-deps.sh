@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev
-  libcpp-httplib-dev libyaml-cpp-dev libcli11-dev
+  libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libsnappy-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq python3-msgpack python3-jsonschema curl
   python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db
@@ -37,11 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# promtool (the tests run `promtool check metrics` on a live engine) comes with Debian's
-# `prometheus` package, which would also install and start a Prometheus server: take only the
-# promtool binary (~48 MB) from the package, into /usr/local/bin.
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "Installing promtool (from Debian's prometheus package) into /usr/local/bin"
+# promtool (the tests run `promtool check metrics` on a live engine) and prometheus (the
+# remote-write integration test runs a real Prometheus that scrapes a fixture server and
+# remote-writes into the engine) come with Debian's `prometheus` package, which would also install
+# and start a Prometheus service: take only the two binaries (~48 + ~100 MB) from the package, into
+# /usr/local/bin.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "Installing promtool and prometheus (from Debian's prometheus package) into /usr/local/bin"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   if ! (cd "$tmp" && apt-get download -qq prometheus); then
@@ -50,4 +52,5 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
   dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
   $SUDO install -m 0755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  $SUDO install -m 0755 "$tmp/root/usr/bin/prometheus" /usr/local/bin/prometheus
 fi

@@ -109,8 +109,8 @@ TEST(CliTest, HelpTextsMentionGlobalFlagsAndDescribeWhatExists) {
   }
   CliRun top = Inferscope(dir, {"--help"});
   EXPECT_EQ(top.code, 0) << top.output;
-  for (const char* sub :
-       {"run", "query-node", "check-topology", "simulate", "query", "tail", "keygen", "detect"}) {
+  for (const char* sub : {"run", "query-node", "check-topology", "simulate", "query", "tail",
+                          "keygen", "detect", "replay"}) {
     EXPECT_NE(top.output.find("  " + std::string(sub) + " "), std::string::npos)
         << sub << " in " << top.output;
   }

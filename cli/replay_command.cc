@@ -1,0 +1,238 @@
+// `inferscope replay`: sends a CSV of request outcomes to an engine's ingest endpoint at the pace
+// they were recorded (or `--speed` times faster, or as fast as possible), through the C++ client.
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/detect_csv.h"
+#include "cli/progress.h"
+#include "clients/cpp/publisher.h"
+
+namespace inferscope {
+namespace {
+
+enum Column : int {
+  kTime = 0,
+  kInstance,
+  kModel,
+  kE2e,
+  kTtft,
+  kTpot,
+  kPrompt,
+  kOutput,
+  kCached,
+  kError,
+  kCost,
+  kQuality,
+  kNumColumns,
+};
+constexpr std::string_view kColumnNames[kNumColumns] = {
+    "time",          "instance",      "model",         "e2e_ms", "ttft_ms",  "tpot_ms",
+    "prompt_tokens", "output_tokens", "cached_tokens", "error",  "cost_usd", "quality"};
+
+void Split(std::string_view line, std::vector<std::string_view>& out) {
+  out.clear();
+  while (true) {
+    const size_t comma = line.find(',');
+    std::string_view f = line.substr(0, comma);
+    while (!f.empty() && (f.front() == ' ' || f.front() == '\t')) f.remove_prefix(1);
+    while (!f.empty() && (f.back() == ' ' || f.back() == '\t' || f.back() == '\r')) {
+      f.remove_suffix(1);
+    }
+    out.push_back(f);
+    if (comma == std::string_view::npos) return;
+    line.remove_prefix(comma + 1);
+  }
+}
+
+bool ParseDouble(std::string_view s, double* v) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+bool ParseU32(std::string_view s, uint32_t* v) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// One row → an outcome; false with `*why` set when it is malformed.
+bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColumns],
+              client::RequestOutcome* r, int64_t* time_ms, std::string* why) {
+  auto get = [&](Column c) -> std::string_view {
+    const int i = col[c];
+    return i >= 0 && static_cast<size_t>(i) < f.size() ? f[static_cast<size_t>(i)] : "";
+  };
+  std::optional<int64_t> t = ParseCsvTimestampMs(get(kTime));
+  if (!t) {
+    *why = "time: expected epoch seconds or an ISO 8601 timestamp";
+    return false;
+  }
+  *time_ms = *t;
+  r->instance = get(kInstance);
+  r->model = get(kModel);
+  if (r->instance.empty() || r->model.empty() || r->instance.size() > 255 ||
+      r->model.size() > 255) {
+    *why = "instance and model: 1..255 bytes";
+    return false;
+  }
+  if (!ParseDouble(get(kE2e), &r->e2e_ms) || r->e2e_ms < 0) {
+    *why = "e2e_ms: expected a number >= 0";
+    return false;
+  }
+  struct OptD {
+    Column c;
+    std::optional<double>* out;
+  };
+  for (OptD o : {OptD{kTtft, &r->ttft_ms}, OptD{kTpot, &r->tpot_ms}, OptD{kCost, &r->cost_usd},
+                 OptD{kQuality, &r->quality}}) {
+    const std::string_view s = get(o.c);
+    double v = 0;
+    if (s.empty()) {
+      o.out->reset();
+    } else if (ParseDouble(s, &v) && v >= 0) {
+      *o.out = v;
+    } else {
+      *why = std::string(kColumnNames[o.c]) + ": expected a number >= 0";
+      return false;
+    }
+  }
+  struct OptU {
+    Column c;
+    std::optional<uint32_t>* out;
+  };
+  for (OptU o : {OptU{kPrompt, &r->prompt_tokens}, OptU{kOutput, &r->output_tokens},
+                 OptU{kCached, &r->cached_tokens}}) {
+    const std::string_view s = get(o.c);
+    uint32_t v = 0;
+    if (s.empty()) {
+      o.out->reset();
+    } else if (ParseU32(s, &v)) {
+      *o.out = v;
+    } else {
+      *why = std::string(kColumnNames[o.c]) + ": expected a whole number >= 0";
+      return false;
+    }
+  }
+  r->error = get(kError);
+  if (r->quality && *r->quality > 1) {
+    *why = "quality: expected a number in [0, 1]";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int ReplayCommand(const ReplayArgs& args) {
+  std::ifstream in(args.csv);
+  if (!in) {
+    spdlog::error("replay: cannot read {}", args.csv);
+    return 2;
+  }
+  // The header names the columns (any order; unknown columns are ignored).
+  std::string line;
+  std::vector<std::string_view> fields;
+  if (!std::getline(in, line)) {
+    spdlog::error("replay: {}: empty file (expected a header line)", args.csv);
+    return 2;
+  }
+  int col[kNumColumns];
+  for (int& c : col) c = -1;
+  Split(line, fields);
+  for (size_t i = 0; i < fields.size(); ++i) {
+    for (int c = 0; c < kNumColumns; ++c) {
+      if (fields[i] == kColumnNames[c] || (c == kTime && fields[i] == "time_ms")) {
+        col[c] = static_cast<int>(i);
+      }
+    }
+  }
+  for (Column c : {kTime, kInstance, kModel, kE2e}) {
+    if (col[c] < 0) {
+      spdlog::error(
+          "replay: {}:1: the header has no '{}' column (required: time, instance, "
+          "model, e2e_ms)",
+          args.csv, kColumnNames[c]);
+      return 2;
+    }
+  }
+
+  client::PublisherOptions options;
+  options.endpoint = args.endpoint;
+  options.publisher_id = args.publisher_id;
+  options.batch_size = static_cast<size_t>(args.batch_size);
+  client::Publisher pub(options);
+  std::string error;
+  if (!pub.Connect(&error)) {
+    spdlog::error("replay: cannot connect to {}: {}", args.endpoint, error);
+    return 1;
+  }
+
+  Progress progress(!args.no_progress);
+  const auto wall_start = std::chrono::steady_clock::now();
+  const int64_t epoch_start = client::NowMs();
+  std::optional<int64_t> first_ms;
+  int64_t line_no = 1;
+  int64_t sent = 0;
+  int64_t bad = 0;
+  client::RequestOutcome r;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    Split(line, fields);
+    int64_t t = 0;
+    std::string why;
+    if (!ParseRow(fields, col, &r, &t, &why)) {
+      ++bad;
+      progress.Done();
+      std::fprintf(stderr, "replay: %s:%lld: %s (skipped)\n", args.csv.c_str(),
+                   static_cast<long long>(line_no), why.c_str());
+      continue;
+    }
+    if (!first_ms) first_ms = t;
+    // The row's offset from the first, in wall time at this speed (rows out of order are sent at
+    // once).
+    const double offset_ms = static_cast<double>(t - *first_ms) / (args.speed > 0 ? args.speed : 1);
+    if (args.speed > 0) {
+      const auto due =
+          wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_ms * 1000));
+      if (due > std::chrono::steady_clock::now()) {
+        if (!pub.Flush()) {
+          spdlog::error("replay: send failed: {}", pub.last_error());
+          return 1;
+        }
+        std::this_thread::sleep_until(due);
+      }
+    }
+    // Event times: as recorded (--keep-times), or now: the replay start plus the row's offset.
+    r.time_ms = args.keep_times ? t : epoch_start + static_cast<int64_t>(offset_ms);
+    if (!pub.Request(r)) {
+      spdlog::error("replay: send failed: {}", pub.last_error());
+      return 1;
+    }
+    ++sent;
+    if (progress.Due()) {
+      progress.Show("replay: " + std::to_string(sent) + " requests sent, " + std::to_string(bad) +
+                    " rows skipped");
+    }
+  }
+  pub.Close();
+  progress.Done();
+  if (pub.events_dropped() > 0) {
+    spdlog::error("replay: {} events dropped (endpoint {} not accepting)", pub.events_dropped(),
+                  args.endpoint);
+    return 1;
+  }
+  spdlog::info("replay: {} requests sent from {} ({} rows skipped)", sent, args.csv, bad);
+  return bad > 0 && sent == 0 ? 2 : 0;
+}
+
+}  // namespace inferscope

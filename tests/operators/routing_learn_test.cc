@@ -304,8 +304,9 @@ TEST_F(RoutingLearnTest, UnknownModelsAreLearnedUpToTheLimit) {
   EXPECT_EQ(CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}), 1u);
 }
 
-// No checkpoint (routing_learn.h): a restarted operator starts without evidence and without
-// ejections; a backend that still fails is ejected again after consecutive_errors failures.
+// Without a checkpoint to restore (a first start, or a lost store): a restarted operator starts
+// without evidence and without ejections; a backend that still fails is ejected again after
+// consecutive_errors failures.
 TEST_F(RoutingLearnTest, ARestartForgetsAndReEjectsWithinConsecutiveErrors) {
   auto op = Make("strategies: [balanced]\n");
   ASSERT_NE(op, nullptr);

@@ -1,6 +1,7 @@
 #include "operators/routing_learn.h"
 
 #include <algorithm>
+#include <charconv>
 #include <string>
 
 #include "pipeline/summary.h"
@@ -15,6 +16,9 @@ Status RoutingLearnOperator::Options::Validate() const {
   if (strategies.empty()) return Status::InvalidArgument("strategies must not be empty");
   if (max_event_age_ms < 1) return Status::InvalidArgument("max_event_age must be at least 1ms");
   if (check_interval_ms < 0) return Status::InvalidArgument("check_interval must not be negative");
+  if (max_future_skew_ms < 0) {
+    return Status::InvalidArgument("max_future_skew must not be negative");
+  }
   return Status::Ok();
 }
 
@@ -38,6 +42,7 @@ Result<RoutingLearnOperator::Options> RoutingLearnOperator::ParseOptions(const C
                                                     "models",
                                                     "strategies",
                                                     "max_event_age",
+                                                    "max_future_skew",
                                                     "check_interval"}));
   Options o;
   INFERSCOPE_RETURN_IF_ERROR(routing::ParseRoutingOptions(node, &o.routing));
@@ -65,6 +70,9 @@ Result<RoutingLearnOperator::Options> RoutingLearnOperator::ParseOptions(const C
   Result<int64_t> age = node.GetDurationMs("max_event_age", o.max_event_age_ms, 1);
   if (!age.ok()) return age.status();
   o.max_event_age_ms = *age;
+  Result<int64_t> skew = node.GetDurationMs("max_future_skew", o.max_future_skew_ms, 0);
+  if (!skew.ok()) return skew.status();
+  o.max_future_skew_ms = *skew;
   Result<int64_t> check = node.GetDurationMs("check_interval", o.check_interval_ms, 0);
   if (!check.ok()) return check.status();
   o.check_interval_ms = *check;
@@ -79,7 +87,8 @@ Result<std::unique_ptr<RoutingLearnOperator>> RoutingLearnOperator::Create(
   return std::make_unique<RoutingLearnOperator>(std::move(parsed).value());
 }
 
-RoutingLearnOperator::RoutingLearnOperator(Options options) : options_(std::move(options)) {}
+RoutingLearnOperator::RoutingLearnOperator(Options options)
+    : options_(std::move(options)), clock_(options_.max_future_skew_ms) {}
 
 RoutingLearnOperator::~RoutingLearnOperator() = default;
 
@@ -113,6 +122,9 @@ Status RoutingLearnOperator::Open(const StageContext& ctx) {
   dropped_unnamed_ = m.GetCounter("inferscope_routing_events_dropped_total",
                                   "Events the routing learner dropped, by reason",
                                   {{"stage", ctx.name}, {"reason", "no_model_or_instance"}});
+  future_ =
+      m.GetCounter("inferscope_routing_events_future_total",
+                   "Events more than max_future_skew ahead of the routing learner's now", stage);
   models_ = m.GetGauge("inferscope_routing_models", "Models the routing learner tracks", stage);
   return Status::Ok();
 }
@@ -130,14 +142,16 @@ void RoutingLearnOperator::PublishModel(RoutingLearner& learner, RoutingLearner:
 Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) {
   if (router_ == nullptr) return Status::Internal("routing_learn: Process before Open");
   if (batch.events.empty()) return Status::Ok();
-  int64_t newest = router_->now_ms();
-  for (const Event& e : batch.events) newest = std::max(newest, e.time_ms);
-  const int64_t oldest_kept = newest - options_.max_event_age_ms;
   touched_.clear();
+  const uint64_t future_before = clock_.suspects();
   uint64_t outcomes = 0, gauges = 0, old = 0, unnamed = 0;
+  int64_t newest = INT64_MIN;
   router_->With([&](RoutingLearner& learner) {
     for (const Event& e : batch.events) {
-      if (e.time_ms < oldest_kept) {
+      const int64_t time_ms = clock_.Observe(e.time_ms);
+      const int64_t now = clock_.now_ms();
+      if (now > INT64_MIN + options_.max_event_age_ms &&
+          time_ms < now - options_.max_event_age_ms) {
         ++old;
         continue;
       }
@@ -151,7 +165,7 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
         routing::Outcome o;
         o.backend = instance;
         o.model = model;
-        o.time_ms = e.time_ms;
+        o.time_ms = time_ms;
         if (e.Has(kHasTtft)) o.ttft_ms = e.ttft_ms;
         if (e.Has(kHasTpot)) o.tpot_ms = e.tpot_ms;
         if (e.Has(kHasE2e)) o.e2e_ms = e.e2e_ms;
@@ -168,13 +182,17 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
                               .model = model,
                               .name = interner_->Name(e.metric),
                               .value = e.value,
-                              .time_ms = e.time_ms});
+                              .time_ms = time_ms});
         ++gauges;
       }
       if (std::find(touched_.begin(), touched_.end(), e.model) == touched_.end()) {
         touched_.push_back(e.model);
+        if (std::find(changed_.begin(), changed_.end(), e.model) == changed_.end()) {
+          changed_.push_back(e.model);
+        }
       }
     }
+    newest = clock_.now_ms();
     router_->AdvanceTo(newest);
     // A backend ejected (or an ejection refused, or a recovery) in this batch: its model's
     // weights are checked now, so failover is not delayed. Other changes are checked on the
@@ -196,6 +214,7 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
     gauges_->Inc(gauges);
     if (old > 0) dropped_old_->Inc(old);
     if (unnamed > 0) dropped_unnamed_->Inc(unnamed);
+    if (clock_.suspects() > future_before) future_->Inc(clock_.suspects() - future_before);
   }
   return Status::Ok();
 }
@@ -218,6 +237,41 @@ Status RoutingLearnOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
     if (models_) models_->Set(static_cast<double>(learner.num_models()));
   });
   return Status::Ok();
+}
+
+Status RoutingLearnOperator::Checkpoint(CheckpointWriter& writer) {
+  if (router_ == nullptr || changed_.empty()) return Status::Ok();
+  router_->With([&](RoutingLearner& learner) {
+    for (StringId id : changed_) {
+      const std::string_view name = interner_->Name(id);
+      const RoutingLearner::ModelId m = learner.FindModel(name);
+      if (m == RoutingLearner::kNoModel) continue;  // refused (limits)
+      writer.Put("m/" + std::string(name), learner.SnapshotModel(m));
+    }
+  });
+  changed_.clear();
+  if (clock_.now_ms() != INT64_MIN) writer.Put("now", std::to_string(clock_.now_ms()));
+  return Status::Ok();
+}
+
+Status RoutingLearnOperator::Restore(const CheckpointReader& reader) {
+  if (router_ == nullptr) return Status::Internal("routing_learn: Restore before Open");
+  return reader.ForEach([&](std::string_view key, std::string_view value) -> Status {
+    if (key == "now") {
+      int64_t now = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), now);
+      if (ec != std::errc() || end != value.data() + value.size()) {
+        return Status::Corruption("routing_learn checkpoint: bad now '" + std::string(value) + "'");
+      }
+      clock_.Reset(now);
+      router_->AdvanceTo(now);
+      return Status::Ok();
+    }
+    if (key.substr(0, 2) != "m/") return Status::Ok();  // a later version's record: skipped
+    Status st = router_->With([&](RoutingLearner& l) { return l.RestoreModel(value); });
+    if (!st.ok()) return Status::Corruption(st.message());
+    return Status::Ok();
+  });
 }
 
 }  // namespace inferscope

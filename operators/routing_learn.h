@@ -11,6 +11,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/operator.h"
 #include "pipeline/status.h"
+#include "routing/event_clock.h"
 #include "routing/learner.h"
 #include "routing/live_router.h"
 #include "routing/published.h"
@@ -27,12 +28,16 @@ namespace inferscope {
 // every model on the executor's timer every `check_interval` (250 ms): a table rebuild per batch
 // would cost the event rate, and publish.min_interval (1 s) bounds how often they change anyway.
 //
-// Time: event time drives the learner; "now" is the newest event time seen. An out-of-order
-// event is fed with its own time and weighs 2^(-age / half_life) (the learner decays it); one
-// older than `max_event_age` behind the newest is dropped and counted
-// (inferscope_routing_events_dropped_total{reason="too_old"}). Events of models and backends not
-// in the catalogue are learned (with `learned_capabilities`) up to `limits`; beyond, the learner
-// refuses and counts them (inferscope_routing_refused_total{reason}).
+// Time: event time drives the learner; "now" is the newest event time seen (routing/event_clock.h),
+// except that one event more than `max_future_skew` (10 s) ahead of now does not move it: it is
+// fed at now + max_future_skew and counted (inferscope_routing_events_future_total); a second
+// such event confirms a real jump of the stream (after a quiet gap), and now moves to the smaller
+// of the two. So one far-future timestamp cannot age every model's evidence at once or delay the
+// failover of the events after it. An out-of-order event is fed with its own time and weighs
+// 2^(-age / half_life) (the learner decays it); one older than `max_event_age` behind now is
+// dropped and counted (inferscope_routing_events_dropped_total{reason="too_old"}). Events of models
+// and backends not in the catalogue are learned (with `learned_capabilities`) up to `limits`;
+// beyond, the learner refuses and counts them (inferscope_routing_refused_total{reason}).
 //
 // Sharing: the learner lives in a LiveRouter registered with the engine's RoutingRegistry
 // (StageContext::services), through which the query API selects backends; the operator takes its
@@ -41,11 +46,12 @@ namespace inferscope {
 // Lifecycle: Create → Open → Process / OnTimer → Close.
 // Concurrency: the operator thread makes every call; the API reaches the learner only through the
 // LiveRouter's lock.
-// Checkpoint: none, on purpose (docs/ROUTING.md, "Restarts"): the evidence has a 30 s half-life,
-// so after a restart the estimates refill within seconds of traffic, and a backend that was
-// ejected and still fails is ejected again after `health.consecutive_errors` failures; the last
-// published weights stay in the store (rocksdb_routing) and are served meanwhile. A restart does
-// forget an ejection's back-off multiplier (the next ejection starts at base_ejection_time).
+// Checkpoint: every model's learned state (RoutingLearner::SnapshotModel: decayed evidence,
+// last gauges, health gate with its ejection multiplier, flapping history) as one versioned record
+// per model (key "m/<model>"), and the clock's now (key "now"); restored after Open, so after a
+// restart the weights continue from the evidence instead of starting cold (evidence older than
+// the restart decays by the event time that passes, as it would have). Every checkpoint rewrites
+// the records of the models that had events since the previous one.
 class RoutingLearnOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "routing_learn";
@@ -64,6 +70,9 @@ class RoutingLearnOperator final : public Operator {
     // Events further than this behind the newest event time are dropped (they would weigh less
     // than 2^-10 at the default half-life). Default 5 m; >= 1 ms.
     int64_t max_event_age_ms = 300'000;
+    // An event this far ahead of "now" does not move now on its own (see Time above). Default
+    // 10 s; >= 0.
+    int64_t max_future_skew_ms = 10'000;
     // How often (processing time) the timer checks every model's weights for a change that is
     // not a gate change (those are checked in the batch that caused them). Each check may redraw
     // a model's posteriors (~0.2 ms for 8 backends), so with many busy models this bounds the
@@ -84,6 +93,8 @@ class RoutingLearnOperator final : public Operator {
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   KindSet Emits() const override { return KindSet::Of<kind::RoutingWeights>(); }
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  Status Checkpoint(CheckpointWriter& writer) override;
+  Status Restore(const CheckpointReader& reader) override;
 
   // The shared learner (after Open).
   const std::shared_ptr<routing::LiveRouter>& router() const { return router_; }
@@ -96,7 +107,9 @@ class RoutingLearnOperator final : public Operator {
   Interner* interner_ = nullptr;
   std::shared_ptr<routing::LiveRouter> router_;
   std::vector<StringId> touched_;  // models with events in the current batch (scratch)
+  std::vector<StringId> changed_;  // models with events since the last checkpoint
   routing::RoutingWeights scratch_;
+  routing::EventClock clock_;
   uint64_t gate_events_seen_ = 0;
   int64_t next_check_ms_ = INT64_MIN;  // processing time of the next timer check  // learner
                                        // ejections + refusals + recoveries already handled
@@ -106,6 +119,7 @@ class RoutingLearnOperator final : public Operator {
   Counter* publications_ = nullptr;
   Counter* dropped_old_ = nullptr;
   Counter* dropped_unnamed_ = nullptr;
+  Counter* future_ = nullptr;
   Gauge* models_ = nullptr;
 };
 

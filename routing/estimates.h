@@ -45,6 +45,17 @@ class DecayedMoments {
   }
   bool empty() const { return weight_ <= 0; }
   int64_t as_of_ms() const { return as_of_ms_; }
+  // The raw state (checkpoints): weight and M2 as of as_of_ms().
+  double raw_weight() const { return weight_; }
+  double raw_m2() const { return m2_; }
+  static DecayedMoments FromRaw(double weight, double mean, double m2, int64_t as_of_ms) {
+    DecayedMoments m;
+    m.weight_ = weight;
+    m.mean_ = mean;
+    m.m2_ = m2;
+    m.as_of_ms_ = as_of_ms;
+    return m;
+  }
 
  private:
   double weight_ = 0;
@@ -68,6 +79,14 @@ class DecayedPair {
   // The sums as of the last sample (for ratios a/b, which decay does not change).
   double raw_a() const { return a_; }
   double raw_b() const { return b_; }
+  int64_t as_of_ms() const { return as_of_ms_; }
+  static DecayedPair FromRaw(double a, double b, int64_t as_of_ms) {
+    DecayedPair p;
+    p.a_ = a;
+    p.b_ = b;
+    p.as_of_ms_ = as_of_ms;
+    return p;
+  }
 
  private:
   double a_ = 0;

@@ -54,6 +54,38 @@ class HealthGate {
   int64_t consecutive_failures() const { return consecutive_failures_; }
   // Whether the breach that would eject now is pending (used for the reasoning).
   int64_t probe_successes() const { return probe_successes_; }
+  // The whole state (checkpoints).
+  struct Saved {
+    GateState state = GateState::kHealthy;
+    EjectReason reason = EjectReason::kNone;
+    int64_t consecutive_failures = 0, probe_successes = 0, ejections = 0, ejected_until_ms = 0;
+    int64_t interval_start_ms = INT64_MIN, interval_requests = 0, interval_failures = 0;
+    int64_t healthy_since_ms = INT64_MIN;
+  };
+  Saved Save() const {
+    return {state_,
+            reason_,
+            consecutive_failures_,
+            probe_successes_,
+            ejections_,
+            ejected_until_ms_,
+            interval_start_ms_,
+            interval_requests_,
+            interval_failures_,
+            healthy_since_ms_};
+  }
+  void Load(const Saved& s) {
+    state_ = s.state;
+    reason_ = s.reason;
+    consecutive_failures_ = s.consecutive_failures;
+    probe_successes_ = s.probe_successes;
+    ejections_ = s.ejections;
+    ejected_until_ms_ = s.ejected_until_ms;
+    interval_start_ms_ = s.interval_start_ms;
+    interval_requests_ = s.interval_requests;
+    interval_failures_ = s.interval_failures;
+    healthy_since_ms_ = s.healthy_since_ms;
+  }
   // The next time at which Advance can change something (INT64_MAX: none).
   int64_t next_change_ms() const {
     return state_ == GateState::kEjected ? ejected_until_ms_ : INT64_MAX;

@@ -8,6 +8,8 @@
 #include <random>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 namespace inferscope::routing {
 namespace {
 
@@ -309,6 +311,13 @@ struct RoutingLearner::Backend {
   // Last gauges; NaN = never reported.
   double g_running = NAN, g_waiting = NAN, g_max_seqs = NAN, g_kv = NAN;
   int64_t g_time_ms = INT64_MIN;  // of the last running/waiting gauge
+  // Gauge silences (a gap > gauge_max_age between two samples: the scrape failed, the backend
+  // was down): when the last one ended, how long it lasted, and whether the up-period before it
+  // was short (< max_ejection_time since the silence before it ended: the backend flaps).
+  int64_t up_since_ms = INT64_MIN;
+  int64_t last_down_ms = 0;
+  bool resumed = false;  // up_since_ms is the end of a silence (not the first gauge)
+  bool flapping = false;
   int64_t g_kv_time_ms = INT64_MIN;
   int64_t g_slots_time_ms = INT64_MIN;
   int64_t sent_since_gauge = 0, done_since_gauge = 0;
@@ -633,6 +642,16 @@ void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
         // what it does not show.
         b->sent_since_gauge = b->sent_times.CountAfter(g.time_ms);
         b->done_since_gauge = b->done_times.CountAfter(g.time_ms);
+        if (b->g_time_ms != INT64_MIN &&
+            g.time_ms - b->g_time_ms > options_.estimator.gauge_max_age_ms) {
+          // The gauges resume after a silence: a down-period ends.
+          b->flapping = b->resumed && b->g_time_ms - b->up_since_ms < options_.gate.max_ejection_ms;
+          b->resumed = true;
+          b->last_down_ms = g.time_ms - b->g_time_ms;
+          b->up_since_ms = g.time_ms;
+        } else if (b->up_since_ms == INT64_MIN) {
+          b->up_since_ms = g.time_ms;
+        }
         b->g_time_ms = g.time_ms;
       }
       (which == kRunning ? b->g_running : b->g_waiting) = v;
@@ -916,11 +935,16 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   }
   // Capability filter, then the gate. A backend whose gauges went silent (it reported them, and
   // none is fresh) is not probed when its ejection ends: a scrape that fails says it is still
-  // down, so probes would only fail; it is probed once its gauges resume.
+  // down, so probes would only fail; it is probed once its gauges resume. A flapping backend
+  // (its last up-period between two silences was shorter than max_ejection_time) is probed only
+  // once its current up-period, as far as its gauges confirm it (up to the last fresh sample),
+  // is longer than its last down-period: a probe sent into the next down-period would only fail
+  // (routing/README.md, "Health gate").
   auto held = [&](const Backend& b) {
     if (b.gate.state() == GateState::kEjected) return true;
-    return b.gate.state() == GateState::kProbing && b.g_time_ms != INT64_MIN &&
-           model.last_redraw_ms - b.g_time_ms > e.gauge_max_age_ms;
+    if (b.gate.state() != GateState::kProbing || b.g_time_ms == INT64_MIN) return false;
+    if (model.last_redraw_ms - b.g_time_ms > e.gauge_max_age_ms) return true;
+    return b.flapping && b.g_time_ms - b.up_since_ms <= b.last_down_ms;
   };
   std::array<uint32_t, kMaxBackendsPerModel> capable;
   uint32_t num_capable = 0, routable = 0;
@@ -1342,6 +1366,149 @@ Result<RoutingLearner::BackendEstimate> RoutingLearner::Estimate(std::string_vie
   out.gate = b.gate.state();
   out.ejections = b.gate.ejections();
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints.
+
+namespace {
+
+using Json = nlohmann::json;
+
+// NaN (a gauge never reported) is stored as null.
+Json Num(double v) { return std::isnan(v) ? Json(nullptr) : Json(v); }
+double NumOf(const Json& j) {
+  return j.is_number() ? j.get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+Json Save(const DecayedMoments& m) {
+  return Json::array({m.raw_weight(), m.mean(), m.raw_m2(), m.as_of_ms()});
+}
+Json Save(const DecayedPair& p) { return Json::array({p.raw_a(), p.raw_b(), p.as_of_ms()}); }
+DecayedMoments MomentsOf(const Json& j) {
+  return DecayedMoments::FromRaw(j.at(0).get<double>(), j.at(1).get<double>(),
+                                 j.at(2).get<double>(), j.at(3).get<int64_t>());
+}
+DecayedPair PairOf(const Json& j) {
+  return DecayedPair::FromRaw(j.at(0).get<double>(), j.at(1).get<double>(), j.at(2).get<int64_t>());
+}
+
+constexpr int kSnapshotVersion = 1;
+
+}  // namespace
+
+std::string RoutingLearner::SnapshotModel(ModelId id) const {
+  if (id >= models_.size()) return {};
+  const Model& m = *models_[id];
+  Json j;
+  j["v"] = kSnapshotVersion;
+  j["model"] = m.name;
+  j["typical_prompt"] = Save(m.typical_prompt);
+  j["typical_output"] = Save(m.typical_output);
+  j["elasticity"] = Json::array();
+  for (const DecayedPair& p : m.elasticity) j["elasticity"].push_back(Save(p));
+  j["has_quality"] = m.has_quality;
+  j["use_split"] = m.use_split;
+  Json& backends = j["backends"] = Json::array();
+  for (const Backend& b : m.backends) {
+    Json o;
+    o["name"] = b.spec.name;
+    o["learned"] = b.learned;
+    o["log_ttft"] = Save(b.log_ttft);
+    o["log_tpot"] = Save(b.log_tpot);
+    o["log_e2e"] = Save(b.log_e2e);
+    o["obs_load"] = Save(b.obs_load);
+    o["errors"] = Save(b.errors);
+    o["quality"] = Save(b.quality);
+    o["cost_list"] = Save(b.cost_list);
+    o["cost_tokens"] = Save(b.cost_tokens);
+    o["sends"] = Save(b.sends);
+    o["completions"] = Save(b.completions);
+    o["gauges"] = Json::array({Num(b.g_running), Num(b.g_waiting), Num(b.g_max_seqs), Num(b.g_kv),
+                               b.g_time_ms, b.g_kv_time_ms, b.g_slots_time_ms});
+    o["silence"] = Json::array({b.up_since_ms, b.last_down_ms, b.resumed, b.flapping});
+    const HealthGate::Saved g = b.gate.Save();
+    o["gate"] =
+        Json::array({static_cast<int>(g.state), static_cast<int>(g.reason), g.consecutive_failures,
+                     g.probe_successes, g.ejections, g.ejected_until_ms, g.interval_start_ms,
+                     g.interval_requests, g.interval_failures, g.healthy_since_ms});
+    backends.push_back(std::move(o));
+  }
+  return j.dump();
+}
+
+Status RoutingLearner::RestoreModel(std::string_view record) {
+  Json j = Json::parse(record, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::InvalidArgument("routing checkpoint: not a JSON object");
+  }
+  if (j.value("v", 0) != kSnapshotVersion) {
+    return Status::InvalidArgument("routing checkpoint: unknown version " +
+                                   std::to_string(j.value("v", 0)));
+  }
+  try {
+    Model* m = GetOrCreateModel(j.at("model").get<std::string>());
+    if (m == nullptr) return Status::Unavailable("routing checkpoint: model limit");
+    m->typical_prompt = PairOf(j.at("typical_prompt"));
+    m->typical_output = PairOf(j.at("typical_output"));
+    for (size_t i = 0; i < m->elasticity.size(); ++i) {
+      m->elasticity[i] = PairOf(j.at("elasticity").at(i));
+    }
+    m->has_quality = j.at("has_quality").get<bool>();
+    m->use_split = j.at("use_split").get<bool>();
+    for (const Json& o : j.at("backends")) {
+      Backend* b = GetOrCreateBackend(*m, o.at("name").get<std::string>());
+      if (b == nullptr) continue;  // beyond the limit (counted by GetOrCreateBackend)
+      b->log_ttft = MomentsOf(o.at("log_ttft"));
+      b->log_tpot = MomentsOf(o.at("log_tpot"));
+      b->log_e2e = MomentsOf(o.at("log_e2e"));
+      b->obs_load = MomentsOf(o.at("obs_load"));
+      b->errors = PairOf(o.at("errors"));
+      b->quality = PairOf(o.at("quality"));
+      b->cost_list = PairOf(o.at("cost_list"));
+      b->cost_tokens = PairOf(o.at("cost_tokens"));
+      b->sends = PairOf(o.at("sends"));
+      b->completions = PairOf(o.at("completions"));
+      const Json& g = o.at("gauges");
+      b->g_running = NumOf(g.at(0));
+      b->g_waiting = NumOf(g.at(1));
+      b->g_max_seqs = NumOf(g.at(2));
+      b->g_kv = NumOf(g.at(3));
+      b->g_time_ms = g.at(4).get<int64_t>();
+      b->g_kv_time_ms = g.at(5).get<int64_t>();
+      b->g_slots_time_ms = g.at(6).get<int64_t>();
+      const Json& s = o.at("silence");
+      b->up_since_ms = s.at(0).get<int64_t>();
+      b->last_down_ms = s.at(1).get<int64_t>();
+      b->resumed = s.at(2).get<bool>();
+      b->flapping = s.at(3).get<bool>();
+      const Json& gs = o.at("gate");
+      HealthGate::Saved saved;
+      const int state = gs.at(0).get<int>(), reason = gs.at(1).get<int>();
+      if (state < 0 || state > 2 || reason < 0 || reason > 2) {
+        return Status::InvalidArgument("routing checkpoint: bad gate state");
+      }
+      saved.state = static_cast<GateState>(state);
+      saved.reason = static_cast<EjectReason>(reason);
+      saved.consecutive_failures = gs.at(2).get<int64_t>();
+      saved.probe_successes = gs.at(3).get<int64_t>();
+      saved.ejections = gs.at(4).get<int64_t>();
+      saved.ejected_until_ms = gs.at(5).get<int64_t>();
+      saved.interval_start_ms = gs.at(6).get<int64_t>();
+      saved.interval_requests = gs.at(7).get<int64_t>();
+      saved.interval_failures = gs.at(8).get<int64_t>();
+      saved.healthy_since_ms = gs.at(9).get<int64_t>();
+      b->gate.Load(saved);
+      b->dirty = true;
+      m->next_gate_ms = std::min(m->next_gate_ms, b->gate.next_change_ms());
+    }
+    m->dirty = true;
+    m->load_dirty = true;
+    m->last_redraw_ms = INT64_MIN;
+    ++m->version;
+  } catch (const Json::exception& e) {
+    return Status::InvalidArgument(std::string("routing checkpoint: ") + e.what());
+  }
+  return Status::Ok();
 }
 
 }  // namespace inferscope::routing

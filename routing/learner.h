@@ -300,6 +300,16 @@ class RoutingLearner {
   Result<BackendEstimate> Estimate(std::string_view model, std::string_view backend,
                                    int64_t now_ms) const;
 
+  // Checkpoints (routing/README.md, "Restarts"): one model's learned state — the decayed
+  // evidence of each backend (latency, errors, quality, cost, load regression), its last gauges,
+  // its health gate and flapping history — as one versioned record (JSON, "v": 1). Not saved:
+  // posterior draws and tables (redrawn), requests in flight (their outcomes after a restart
+  // are taken as they come), published weights (the store keeps them).
+  std::string SnapshotModel(ModelId model) const;
+  // Restores a record of SnapshotModel into this learner (models and backends are created as by
+  // Observe, within the limits); the estimates then go on from the saved evidence.
+  Status RestoreModel(std::string_view record);
+
   const LearnerStats& stats() const { return stats_; }
   const RoutingOptions& options() const { return options_; }
 

@@ -4,9 +4,15 @@
 #include <cmath>
 
 #include "bench/routing/registry.h"
+#include "routing/options.h"
 
 namespace inferscope::bench::routing {
 namespace {
+
+// A backend failing at least the health gate's failure_percentage (Envoy's 85 %) of the
+// requests it can serve is unhealthy for the unhealthy-send metric (README, "Definitions").
+const double kUnhealthyErrorRate =
+    ::inferscope::routing::HealthGateOptions{}.failure_percentage / 100;
 
 constexpr std::string_view kModel = "llama-3.1-8b-instruct";
 
@@ -57,8 +63,9 @@ sim::Fault MakeFault(sim::FaultKind kind, std::string instance, double start_s, 
 // feedback to the policy.
 class EvalRouter final : public sim::Router {
  public:
-  EvalRouter(std::unique_ptr<sim::Router> policy, const Utility* utility, Scorer* scorer)
-      : policy_(std::move(policy)), utility_(utility), scorer_(scorer) {}
+  EvalRouter(std::unique_ptr<sim::Router> policy, const Utility* utility, Scorer* scorer,
+             const std::vector<sim::Fault>* faults)
+      : policy_(std::move(policy)), utility_(utility), scorer_(scorer), faults_(faults) {}
   void Bind(const sim::Fleet* fleet) { fleet_ = fleet; }
   std::string_view Name() const override { return policy_->Name(); }
   size_t Pick(const sim::Request& request, std::span<const sim::InstanceView> candidates) override {
@@ -67,13 +74,30 @@ class EvalRouter final : public sim::Router {
     pick = std::min(pick, candidates.size() - 1);
     const double confidence = policy_->Confidence();
     indices_.clear();
+    unhealthy_.clear();
     failing_.clear();
-    for (const sim::InstanceView& v : candidates) {
-      indices_.push_back(v.index);
-      failing_.push_back(fleet_->instance(v.index).FailingAt(request.arrival_ms) ? 1 : 0);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const sim::ServingInstance& inst = fleet_->instance(candidates[i].index);
+      const bool failing = inst.FailingAt(request.arrival_ms);
+      // Unhealthy: hard down, or failing at least the health gate's failure_percentage of its
+      // requests by the injected error faults (not a predicted timeout: that is load).
+      bool unhealthy = inst.DownAt(request.arrival_ms);
+      if (!unhealthy && failing) {
+        double ok = 1;
+        for (const sim::Fault& f : *faults_) {
+          if ((f.kind == sim::FaultKind::kBrownout || f.kind == sim::FaultKind::kErrorBurst) &&
+              f.ActiveAt(request.arrival_ms) && f.Matches(inst.options().name)) {
+            ok *= 1 - f.factor;
+          }
+        }
+        unhealthy = 1 - ok >= kUnhealthyErrorRate;
+      }
+      indices_.push_back(candidates[i].index);
+      unhealthy_.push_back(unhealthy ? 1 : 0);
+      failing_.push_back(failing ? 1 : 0);
     }
     const double regret = std::max(0.0, scores_[best] - scores_[pick]);
-    scorer_->OnDecision(request.arrival_ms, indices_, failing_, pick, regret,
+    scorer_->OnDecision(request.arrival_ms, indices_, unhealthy_, failing_, pick, regret,
                         scores_[pick] >= scores_[best] - 1e-12, confidence);
     return pick;
   }
@@ -85,10 +109,11 @@ class EvalRouter final : public sim::Router {
   std::unique_ptr<sim::Router> policy_;
   const Utility* utility_;
   Scorer* scorer_;
+  const std::vector<sim::Fault>* faults_;
   const sim::Fleet* fleet_ = nullptr;
   std::vector<double> scores_;
   std::vector<uint32_t> indices_;
-  std::vector<uint8_t> failing_;
+  std::vector<uint8_t> unhealthy_, failing_;
 };
 
 class ScoringSink final : public sim::OutcomeSink {
@@ -202,7 +227,7 @@ Result<PolicyMetrics> RunRouter(const Scenario& scenario, std::unique_ptr<sim::R
   }
   Scorer scorer(options.scorer);
   ScoringSink sink(&scorer);
-  auto eval = std::make_unique<EvalRouter>(std::move(router), u, &scorer);
+  auto eval = std::make_unique<EvalRouter>(std::move(router), u, &scorer, &scenario.faults);
   EvalRouter* eval_ptr = eval.get();
   sim::FleetOptions fo;
   fo.duration_ms = duration_ms;

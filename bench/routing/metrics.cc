@@ -45,8 +45,8 @@ double ExpectedCalibrationError(std::span<const double> confidence,
 }
 
 void Scorer::OnDecision(double t_ms, std::span<const uint32_t> candidates,
-                        std::span<const uint8_t> failing, size_t chosen, double regret, bool best,
-                        double confidence) {
+                        std::span<const uint8_t> unhealthy, std::span<const uint8_t> failing,
+                        size_t chosen, double regret, bool best, double confidence) {
   ++decisions_;
   regret_sum_ += regret;
   if (confidence >= 0) {
@@ -54,31 +54,41 @@ void Scorer::OnDecision(double t_ms, std::span<const uint32_t> candidates,
     confidence_.push_back(confidence);
     correct_.push_back(best ? 1 : 0);
   }
+  unhealthy_.OnDecision(options_, t_ms, candidates, unhealthy, chosen);
+  failing_.OnDecision(options_, t_ms, candidates, failing, chosen);
+}
+
+void Scorer::Tracker::OnDecision(const Options& options, double t_ms,
+                                 std::span<const uint32_t> candidates, std::span<const uint8_t> bad,
+                                 size_t chosen) {
   for (size_t i = 0; i < candidates.size(); ++i) {
     const uint32_t inst = candidates[i];
-    if (inst >= episodes_.size()) episodes_.resize(inst + 1);
-    Episode& e = episodes_[inst];
-    if (!failing[i]) {
-      if (e.open) Close(&e);
+    if (inst >= episodes.size()) episodes.resize(inst + 1);
+    Episode& e = episodes[inst];
+    if (!bad[i]) {
+      if (e.open) {
+        if (!e.detected) ++undetected;
+        e.open = false;
+      }
       continue;
     }
     if (!e.open) {
       e.open = true;
       e.detected = false;
       e.start_ms = t_ms;
-      e.window.assign(options_.window, 0);
-      e.times.assign(options_.window, 0);
+      e.window.assign(options.window, 0);
+      e.times.assign(options.window, 0);
       e.next = e.filled = e.sum = 0;
-      ++episode_count_;
+      ++episode_count;
     }
     const bool here = i == chosen;
     if (e.detected) {
-      ++after_total_;
-      after_bad_ += here ? 1 : 0;
+      ++after_total;
+      after_bad += here ? 1 : 0;
       continue;
     }
-    ++before_total_;
-    before_bad_ += here ? 1 : 0;
+    ++before_total;
+    before_bad += here ? 1 : 0;
     e.sum -= e.window[e.next];
     e.window[e.next] = here ? 1 : 0;
     e.times[e.next] = t_ms;
@@ -87,22 +97,25 @@ void Scorer::OnDecision(double t_ms, std::span<const uint32_t> candidates,
     e.filled = std::min(e.filled + 1, e.window.size());
     if (e.filled == e.window.size() &&
         static_cast<double>(e.sum) <=
-            options_.detect_share * static_cast<double>(e.window.size()) + 1e-9) {
+            options.detect_share * static_cast<double>(e.window.size()) + 1e-9) {
       // Detected from the window's first decision (the oldest in the ring, at e.next).
       e.detected = true;
-      ++detected_;
-      shift_sum_ms_ += e.times[e.next] - e.start_ms;
-      before_total_ -= e.window.size();
-      before_bad_ -= e.sum;
-      after_total_ += e.window.size();
-      after_bad_ += e.sum;
+      ++detected;
+      shift_sum_ms += e.times[e.next] - e.start_ms;
+      before_total -= e.window.size();
+      before_bad -= e.sum;
+      after_total += e.window.size();
+      after_bad += e.sum;
     }
   }
 }
 
-void Scorer::Close(Episode* e) {
-  if (!e->detected) ++undetected_;
-  e->open = false;
+void Scorer::Tracker::Finish() {
+  for (Episode& e : episodes) {
+    if (!e.open) continue;
+    if (!e.detected) ++undetected;
+    e.open = false;
+  }
 }
 
 void Scorer::OnOutcome(const sim::RequestOutcome& o) {
@@ -117,9 +130,8 @@ void Scorer::OnOutcome(const sim::RequestOutcome& o) {
 }
 
 PolicyMetrics Scorer::Finish() {
-  for (Episode& e : episodes_) {
-    if (e.open) Close(&e);
-  }
+  unhealthy_.Finish();
+  failing_.Finish();
   PolicyMetrics m;
   m.decisions = decisions_;
   m.outcomes = outcomes_;
@@ -131,12 +143,17 @@ PolicyMetrics Scorer::Finish() {
   m.e2e_p95_ms = Quantile(&e2e_, 0.95);
   m.cost_usd = cost_;
   m.mean_quality = ok_ == 0 ? kNaN : quality_sum_ / static_cast<double>(ok_);
-  m.unhealthy_fraction = Ratio(before_bad_ + after_bad_, before_total_ + after_total_);
-  m.unhealthy_before = Ratio(before_bad_, before_total_);
-  m.unhealthy_after = Ratio(after_bad_, after_total_);
-  m.episodes = episode_count_;
-  m.undetected = undetected_;
-  m.shift_ms = detected_ == 0 ? kNaN : shift_sum_ms_ / static_cast<double>(detected_);
+  const Tracker& u = unhealthy_;
+  m.unhealthy_fraction = Ratio(u.before_bad + u.after_bad, u.before_total + u.after_total);
+  m.unhealthy_before = Ratio(u.before_bad, u.before_total);
+  m.unhealthy_after = Ratio(u.after_bad, u.after_total);
+  m.episodes = u.episode_count;
+  m.undetected = u.undetected;
+  m.shift_ms = u.detected == 0 ? kNaN : u.shift_sum_ms / static_cast<double>(u.detected);
+  const Tracker& f = failing_;
+  m.failing_fraction = Ratio(f.before_bad + f.after_bad, f.before_total + f.after_total);
+  m.failing_before = Ratio(f.before_bad, f.before_total);
+  m.failing_after = Ratio(f.after_bad, f.after_total);
   m.capability_violations = violations_;
   m.ece = any_confidence_ ? ExpectedCalibrationError(confidence_, correct_) : kNaN;
   return m;

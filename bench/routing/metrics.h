@@ -26,13 +26,17 @@ struct PolicyMetrics {
   double ttft_p50_ms = 0, ttft_p95_ms = 0, e2e_p50_ms = 0, e2e_p95_ms = 0;  // successes
   double cost_usd = 0;                                                      // billed in total
   double mean_quality = 0;                                                  // successes
-  // Unhealthy sends (NaN when there is nothing to count).
-  double unhealthy_fraction = 0;  // sends to failing backends / sends while one was failing
+  // Unhealthy sends (NaN when there is nothing to count). "Unhealthy": hard down, or failing
+  // at least the health gate's failure_percentage of requests (README, "Definitions").
+  double unhealthy_fraction = 0;  // sends to unhealthy backends / sends while one was unhealthy
   double unhealthy_before = 0;    // the same, before the policy detected the failure
   double unhealthy_after = 0;     // ... after
-  uint64_t episodes = 0;          // failure episodes seen (backend, failing span)
+  uint64_t episodes = 0;          // unhealthy episodes seen (backend, unhealthy span)
   uint64_t undetected = 0;        // episodes the policy never shifted traffic off
   double shift_ms = 0;            // mean time to detection over detected episodes (NaN: none)
+  // The same with the earlier, wider definition: any injected error fault (a brownout's 10 %
+  // errors included) counts as failing. Kept as separate columns.
+  double failing_fraction = 0, failing_before = 0, failing_after = 0;
   uint64_t capability_violations = 0;
   double ece = 0;  // NaN when the policy reports no confidence
 };
@@ -57,12 +61,13 @@ class Scorer {
   Scorer() : Scorer(Options{}) {}
   explicit Scorer(Options options) : options_(options) {}
 
-  // One routing decision at `t_ms`: among fleet instances `candidates` (their failing state in
-  // `failing`), the policy chose position `chosen`; its regret, whether it was a best candidate
-  // and the policy's confidence (< 0: none).
+  // One routing decision at `t_ms`: among fleet instances `candidates` (unhealthy by the
+  // metric's definition in `unhealthy`, failing by the wider one in `failing`), the policy chose
+  // position `chosen`; its regret, whether it was a best candidate and the policy's confidence
+  // (< 0: none).
   void OnDecision(double t_ms, std::span<const uint32_t> candidates,
-                  std::span<const uint8_t> failing, size_t chosen, double regret, bool best,
-                  double confidence);
+                  std::span<const uint8_t> unhealthy, std::span<const uint8_t> failing,
+                  size_t chosen, double regret, bool best, double confidence);
   void OnOutcome(const sim::RequestOutcome& outcome);
 
   // The metrics (closes open episodes). Call once.
@@ -77,18 +82,24 @@ class Scorer {
     std::vector<double> times;    // ring: the decisions' times
     size_t next = 0, filled = 0, sum = 0;
   };
-  void Close(Episode* e);
+  // Episodes, detection and before/after counts under one definition of "unhealthy".
+  struct Tracker {
+    std::vector<Episode> episodes;  // per fleet instance
+    uint64_t before_total = 0, before_bad = 0, after_total = 0, after_bad = 0;
+    uint64_t episode_count = 0, undetected = 0, detected = 0;
+    double shift_sum_ms = 0;
+    void OnDecision(const Options& options, double t_ms, std::span<const uint32_t> candidates,
+                    std::span<const uint8_t> bad, size_t chosen);
+    void Finish();
+  };
 
   Options options_;
-  std::vector<Episode> episodes_;  // per fleet instance
+  Tracker unhealthy_, failing_;
   uint64_t decisions_ = 0;
   double regret_sum_ = 0;
   std::vector<double> confidence_;
   std::vector<uint8_t> correct_;  // 1: chose a best candidate
   bool any_confidence_ = false;
-  uint64_t before_total_ = 0, before_bad_ = 0, after_total_ = 0, after_bad_ = 0;
-  uint64_t episode_count_ = 0, undetected_ = 0, detected_ = 0;
-  double shift_sum_ms_ = 0;
   uint64_t outcomes_ = 0, ok_ = 0, violations_ = 0;
   double cost_ = 0, quality_sum_ = 0;
   std::vector<double> ttft_, e2e_;

@@ -116,8 +116,8 @@ int main(int argc, char** argv) {
       std::printf(
           "| policy | regret | ttft p50 ms | ttft p95 ms | e2e p50 ms | e2e p95 ms | success | "
           "cost $ | quality | unhealthy | before det. | after det. | shift s | undetected | "
-          "cap. viol. | ECE |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-          "---:|---:|---:|\n");
+          "any fault | any fault after det. | cap. viol. | ECE |\n|---|---:|---:|---:|---:|---:|"
+          "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
       for (std::string_view p : policies) {
         Result<PolicyMetrics> m = RunPolicy(s, p, options);
         if (!m.ok()) {
@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
         }
         summary[kind == ArrivalKind::kTrace][s.name][std::string(p)] = m->mean_regret;
         std::printf(
-            "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %llu "
-            "| %s |\n",
+            "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s "
+            "| %llu | %s |\n",
             std::string(p).c_str(), Fmt(m->mean_regret, "%.4f").c_str(),
             Fmt(m->ttft_p50_ms, "%.0f").c_str(), Fmt(m->ttft_p95_ms, "%.0f").c_str(),
             Fmt(m->e2e_p50_ms, "%.0f").c_str(), Fmt(m->e2e_p95_ms, "%.0f").c_str(),
@@ -140,6 +140,8 @@ int main(int argc, char** argv) {
             m->episodes == 0
                 ? "—"
                 : (std::to_string(m->undetected) + "/" + std::to_string(m->episodes)).c_str(),
+            Fmt(m->failing_fraction * 100, "%.1f %%").c_str(),
+            Fmt(m->failing_after * 100, "%.2f %%").c_str(),
             static_cast<unsigned long long>(m->capability_violations), Fmt(m->ece, "%.3f").c_str());
         std::fflush(stdout);
       }

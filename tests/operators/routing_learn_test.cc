@@ -14,6 +14,9 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/summary.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
+#include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
@@ -203,6 +206,75 @@ TEST_F(RoutingLearnTest, LateEventsCountDecayedAndTooOldOnesAreDropped) {
   EXPECT_GT(est->error_rate, 0.0);
 }
 
+TEST_F(RoutingLearnTest, OneFarFutureEventDoesNotMoveNow) {
+  auto op = Make("max_future_skew: 5s\n");
+  ASSERT_NE(op, nullptr);
+  const int64_t t = Steady(*op, kT0, 200);
+  const int64_t now = op->router()->now_ms();
+  // A publisher with a clock a day ahead: its event is taken (at now + 5 s) and counted, now
+  // stays where the stream is.
+  Feed(*op, {Request("b0", t + 86'400'000)});
+  EXPECT_EQ(op->router()->now_ms(), now);
+  EXPECT_EQ(CounterValue("inferscope_routing_events_future_total", {{"stage", "routing"}}), 1u);
+  // The stream goes on at its own times, and a failing backend is still ejected in event time.
+  Feed(*op, {Request("b0", t + 1'000)});
+  EXPECT_EQ(op->router()->now_ms(), t + 1'000);
+  for (int i = 0; i < 5; ++i) Feed(*op, {Request("b1", t + 1'010 + i, ErrorKind::kServerError)});
+  auto est =
+      op->router()->With([&](routing::RoutingLearner& l) { return l.Estimate("llama", "b1", t); });
+  ASSERT_TRUE(est.ok());
+  EXPECT_EQ(est->gate, GateState::kEjected);
+  EXPECT_EQ(op->router()->now_ms(), t + 1'014);
+}
+
+TEST_F(RoutingLearnTest, ARestartFromTheCheckpointContinuesTheWeights) {
+  auto op = Make("strategies: [lowest_latency]\n");
+  ASSERT_NE(op, nullptr);
+  int64_t t = Steady(*op, kT0, 3'000);
+  // b2 fails: ejected, its weight goes to 0.
+  for (int i = 0; i < 5; ++i) Feed(*op, {Request("b2", t + i, ErrorKind::kServerError)});
+  t += 10;
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str();
+  auto store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::vector<CheckpointRecord> records;
+  CheckpointCollector writer("op", "routing", &records);
+  ASSERT_TRUE(op->Checkpoint(writer).ok());
+  ASSERT_EQ(records.size(), 2u);  // the model and "now"
+  ASSERT_TRUE(WriteCheckpointRecords(**store, records).ok());
+  records.clear();
+  ASSERT_TRUE(op->Checkpoint(writer).ok());
+  EXPECT_TRUE(records.empty()) << "no events since: nothing to write";
+
+  auto weights = [&](RoutingLearnOperator& o) {
+    return o.router()->With([&](routing::RoutingLearner& l) {
+      return l.Weights("llama", Strategy::kLowestLatency, t);
+    });
+  };
+  auto before = weights(*op);
+  ASSERT_TRUE(before.ok());
+  // The restarted operator, without new input: the same now, gate and weights (within the
+  // posterior draws' noise); a cold one knows nothing.
+  auto restarted = Make("strategies: [lowest_latency]\n");
+  ASSERT_NE(restarted, nullptr);
+  ASSERT_TRUE(restarted->Restore(StateCheckpointReader("op", "routing", store->get())).ok());
+  EXPECT_EQ(restarted->router()->now_ms(), op->router()->now_ms());
+  auto after = weights(*restarted);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->backends.size(), before->backends.size());
+  for (size_t i = 0; i < before->backends.size(); ++i) {
+    EXPECT_EQ(after->backends[i].backend, before->backends[i].backend);
+    EXPECT_NEAR(after->backends[i].weight, before->backends[i].weight, 0.05)
+        << before->backends[i].backend;
+    EXPECT_EQ(after->backends[i].gate, before->backends[i].gate);
+  }
+  EXPECT_EQ(after->backends[2].gate, GateState::kEjected);
+  auto cold = Make("strategies: [lowest_latency]\n");
+  EXPECT_FALSE(weights(*cold).ok());
+}
+
 TEST_F(RoutingLearnTest, TheTimerChecksEveryCheckInterval) {
   auto op = Make("strategies: [balanced]\ncheck_interval: 500ms\n");
   ASSERT_NE(op, nullptr);
@@ -232,8 +304,9 @@ TEST_F(RoutingLearnTest, UnknownModelsAreLearnedUpToTheLimit) {
   EXPECT_EQ(CounterValue("inferscope_routing_refused_total", {{"reason", "model_limit"}}), 1u);
 }
 
-// No checkpoint (routing_learn.h): a restarted operator starts without evidence and without
-// ejections; a backend that still fails is ejected again after consecutive_errors failures.
+// Without a checkpoint to restore (a first start, or a lost store): a restarted operator starts
+// without evidence and without ejections; a backend that still fails is ejected again after
+// consecutive_errors failures.
 TEST_F(RoutingLearnTest, ARestartForgetsAndReEjectsWithinConsecutiveErrors) {
   auto op = Make("strategies: [balanced]\n");
   ASSERT_NE(op, nullptr);

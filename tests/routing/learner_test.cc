@@ -354,6 +354,54 @@ TEST(HealthTest, ASilentEjectedBackendIsNotProbedUntilItsGaugesResume) {
   EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, t + 10, 2000)["a"], 0.005);
 }
 
+TEST(HealthTest, AFlappingBackendIsProbedOnlyAfterAnUpPeriodLongerThanItsLastDownPeriod) {
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  options.gate.base_ejection_ms = 5'000;
+  RoutingLearner learner(options);
+  std::mt19937_64 rng(23);
+  TrueBackend a{.name = "a", .ttft_ms = 80}, b{.name = "b", .ttft_ms = 100};
+  auto gauge = [&](std::string_view backend, int64_t t) {
+    learner.ObserveGauge({.backend = backend,
+                          .model = "m",
+                          .name = "num_requests_running",
+                          .value = 1,
+                          .time_ms = t});
+  };
+  // a's scrape: up 0-10 s, silent 10-25 s, up 25-40 s, silent 40-55 s, up from 55 s (it flaps:
+  // the up-period between its two silences was 15 s). b is steady.
+  auto a_up = [](int64_t t) { return t <= 10'000 || (t >= 25'000 && t <= 40'000) || t >= 55'000; };
+  int64_t t = 0;
+  auto run = [&](int64_t until) {
+    for (; t < until; t += 100) {
+      learner.Observe(Draw(b, "m", t, rng));
+      if (a_up(t)) learner.Observe(Draw(a, "m", t, rng));
+      if (t % 1000 == 0) {
+        gauge("b", t);
+        if (a_up(t)) gauge("a", t);
+      }
+    }
+  };
+  run(56'000);
+  // a fails 5 in a row just after it came back: ejected for 5 s.
+  a.error_rate = 1;
+  for (int i = 0; i < 5; ++i, t += 10) learner.Observe(Draw(a, "m", t, rng));
+  ASSERT_EQ(learner.Estimate("m", "a", t)->gate, GateState::kEjected);
+  a.error_rate = 0;
+  auto run_b = [&](int64_t until) {  // a is not sent anything, its gauges keep coming
+    for (; t < until; t += 100) {
+      learner.Observe(Draw(b, "m", t, rng));
+      if (t % 1000 == 50) gauge("a", t), gauge("b", t);  // (t is at 50 past the 100 ms)
+    }
+  };
+  run_b(65'000);  // past the ejection; its gauges are fresh, but it has been up for 10 s only
+  EXPECT_EQ(Shares(learner, "m", {}, Strategy::kLowestLatency, t, 2000)["a"], 0);
+  ASSERT_EQ(learner.Estimate("m", "a", t)->gate, GateState::kProbing);
+  run_b(72'000);  // up for 16 s (gauges up to 71.05 s) > its last 15 s down-period: probed
+  EXPECT_EQ(GateStateName(learner.Estimate("m", "a", t)->gate), "probing");
+  EXPECT_GT(Shares(learner, "m", {}, Strategy::kLowestLatency, t, 2000)["a"], 0.005);
+}
+
 TEST(QualityTest, LateQualityFeedbackCountsForQualityOnly) {
   RoutingOptions options;
   options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});

@@ -100,15 +100,36 @@ TEST(RoutingHarnessTest, ScorerDetectionSplitsBeforeAndAfter) {
   // 4 sends to the failing backend, then 6 elsewhere: the window [1, 0, 0, 0] (share 1/4) is the
   // first that qualifies; it starts at the 4th decision (t = 3).
   for (int t = 0; t < 10; ++t) {
-    scorer.OnDecision(t, candidates, failing, t < 4 ? 0 : 1, 0, true, -1);
+    scorer.OnDecision(t, candidates, failing, failing, t < 4 ? 0 : 1, 0, true, -1);
   }
   PolicyMetrics m = scorer.Finish();
+  EXPECT_DOUBLE_EQ(m.failing_after, 1.0 / 7);  // the wider definition, the same flags here
   EXPECT_EQ(m.episodes, 1u);
   EXPECT_EQ(m.undetected, 0u);
   EXPECT_DOUBLE_EQ(m.shift_ms, 3);
   EXPECT_DOUBLE_EQ(m.unhealthy_before, 1);       // 3 of 3
   EXPECT_DOUBLE_EQ(m.unhealthy_after, 1.0 / 7);  // 1 of 7
   EXPECT_DOUBLE_EQ(m.unhealthy_fraction, 0.4);   // 4 of 10
+}
+
+TEST(RoutingHarnessTest, ScorerKeepsTheTwoDefinitionsApart) {
+  Scorer::Options o;
+  o.window = 4;
+  o.detect_share = 0.25;
+  Scorer scorer(o);
+  const uint32_t candidates[] = {0, 1};
+  const uint8_t unhealthy[] = {0, 0};  // e.g. a brownout: failing, not unhealthy
+  const uint8_t failing[] = {1, 0};
+  for (int t = 0; t < 10; ++t) {
+    scorer.OnDecision(t, candidates, unhealthy, failing, t < 4 ? 0 : 1, 0, true, -1);
+  }
+  PolicyMetrics m = scorer.Finish();
+  EXPECT_EQ(m.episodes, 0u);
+  EXPECT_TRUE(std::isnan(m.unhealthy_fraction));
+  EXPECT_TRUE(std::isnan(m.unhealthy_after));
+  EXPECT_DOUBLE_EQ(m.failing_before, 1);
+  EXPECT_DOUBLE_EQ(m.failing_after, 1.0 / 7);
+  EXPECT_DOUBLE_EQ(m.failing_fraction, 0.4);
 }
 
 TEST(RoutingHarnessTest, CalibratedReporterHasEceNearZero) {

@@ -1,6 +1,8 @@
 #include "sources/zmq_source.h"
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -27,6 +29,9 @@ Status ZmqSource::Options::Validate() const {
   if (endpoint.empty()) return Status::InvalidArgument("zmq source: endpoint is required");
   if (rcvhwm < 0) return Status::InvalidArgument("zmq source: rcvhwm must be >= 0");
   if (batch_events < 1) return Status::InvalidArgument("zmq source: batch_events must be >= 1");
+  if (batch_delay_ms < 0 || batch_delay_ms > 1000) {
+    return Status::InvalidArgument("zmq source: batch_delay must be between 0 and 1s");
+  }
   if (curve.enabled() && !binds()) {
     return Status::InvalidArgument(
         "zmq source: curve needs a bound socket (the engine is the CurveZMQ server)");
@@ -37,9 +42,9 @@ Status ZmqSource::Options::Validate() const {
 
 Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
-       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes",
-       "max_publishers", "max_strings_per_publisher", "curve"}));
+      {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "batch_delay",
+       "max_future_skew", "max_past", "max_events_per_message", "max_string_bytes",
+       "max_message_bytes", "max_publishers", "max_strings_per_publisher", "curve"}));
   Options o;
   Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -88,6 +93,9 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   Result<int64_t> batch_events = node.GetInt("batch_events", 1024, 1, 1 << 24);
   if (!batch_events.ok()) return batch_events.status();
   o.batch_events = static_cast<size_t>(*batch_events);
+  Result<int64_t> batch_delay = node.GetDurationMs("batch_delay", o.batch_delay_ms);
+  if (!batch_delay.ok()) return batch_delay.status();
+  o.batch_delay_ms = *batch_delay;
 
   WireDecoderOptions& d = o.decoder;
   Result<int64_t> skew = node.GetDurationMs("max_future_skew", d.max_future_skew_ms);
@@ -488,8 +496,22 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   // waiting, and zmq_poll costs a system call (about 1 us here) per batch for nothing. The batch
   // being filled is kept across polls and given back when Run returns.
   EventBatchPtr batch;
+  // batch_delay: whether the batch is waiting for more messages, and until when.
+  bool coalescing = false;
+  std::chrono::steady_clock::time_point coalesce_until;
   auto give_back = [&] {
-    if (batch != nullptr) out.Release(std::move(batch));
+    if (batch == nullptr) return;
+    // A batch still coalescing when the source stops holds accepted events: hand it on (the
+    // operator queue stays open until the sources have returned).
+    if (!batch->events.empty() || !batch->sequences.empty()) {
+      if (options_.on_full == OnFull::kBlock) {
+        (void)out.Emit(std::move(batch));
+        return;
+      }
+      if (out.TryEmit(batch)) return;
+      Shed(*batch);
+    }
+    out.Release(std::move(batch));
   };
   try {
     zmq::pollitem_t item{socket_->handle(), 0, ZMQ_POLLIN, 0};
@@ -510,9 +532,25 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         ++messages;
       }
       if (ack_ready_.load(std::memory_order_acquire)) SendAcks();
+      if (drained && !batch->events.empty() && options_.batch_delay_ms > 0) {
+        // Coalesce: a small batch waits for more messages until batch_delay after the drain that
+        // first put events in it (steady clock: the stage clock may be a test's manual one).
+        // Sleeping rather than polling makes one wake-up per delay however many messages come.
+        const auto now = std::chrono::steady_clock::now();
+        if (!coalescing) {
+          coalescing = true;
+          coalesce_until = now + std::chrono::milliseconds(options_.batch_delay_ms);
+        }
+        if (now < coalesce_until) {
+          std::this_thread::sleep_for(
+              std::min<std::chrono::steady_clock::duration>(coalesce_until - now, kPollTimeout));
+          continue;  // drain again into the same batch
+        }
+      }
       if (!batch->events.empty() || !batch->sequences.empty()) {
         // Emit and a successful TryEmit take the batch (a new one is acquired above); a shed batch
         // is cleared and refilled.
+        coalescing = false;
         if (options_.on_full == OnFull::kBlock) {
           if (!out.Emit(std::move(batch))) return Status::Ok();
         } else if (!out.TryEmit(batch)) {

@@ -1,5 +1,8 @@
 #include "sources/zmq_source.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -14,8 +17,6 @@ namespace inferscope {
 namespace {
 
 constexpr auto kPollTimeout = std::chrono::milliseconds(100);
-// Router mode polls more often so that acks go out soon after their checkpoint is durable.
-constexpr auto kAckPollTimeout = std::chrono::milliseconds(2);
 constexpr int64_t kNackIntervalNs = 50'000'000;
 constexpr int64_t kLogIntervalNs = 1'000'000'000;  // at most one rejection log line per second
 
@@ -202,6 +203,7 @@ Status ZmqSource::Open(const StageContext& ctx) {
     }
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
+    if (options_.mode == Mode::kRouter) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (options_.mode == Mode::kSub) {
       for (const std::string& topic : options_.topics) {
         socket_->set(zmq::sockopt::subscribe, topic);
@@ -427,6 +429,11 @@ void ZmqSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied)
   std::lock_guard<std::mutex> lock(ack_mu_);
   ack_pending_.insert(ack_pending_.end(), applied.begin(), applied.end());
   ack_ready_.store(true, std::memory_order_release);
+  // Wake Run's poll, so the acks go out now without the source polling at a short interval.
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
 }
 
 Status ZmqSource::Restore(const CheckpointReader& reader) {
@@ -514,7 +521,10 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
     out.Release(std::move(batch));
   };
   try {
-    zmq::pollitem_t item{socket_->handle(), 0, ZMQ_POLLIN, 0};
+    // The socket, and in router mode the eventfd OnCheckpointDurable writes when acks are due.
+    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    const int nitems = wake_fd_ >= 0 ? 2 : 1;
     while (!stop.load(std::memory_order_relaxed)) {
       if (batch == nullptr) {
         batch = out.Acquire();
@@ -559,7 +569,11 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         }
       }
       if (drained) {
-        (void)zmq::poll(&item, 1, options_.mode == Mode::kRouter ? kAckPollTimeout : kPollTimeout);
+        (void)zmq::poll(items, nitems, kPollTimeout);
+        if (nitems == 2 && items[1].revents != 0) {
+          uint64_t count = 0;
+          (void)!read(wake_fd_, &count, sizeof(count));
+        }
       }
     }
   } catch (const zmq::error_t& e) {
@@ -572,6 +586,10 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
 }
 
 void ZmqSource::Close() {
+  if (wake_fd_ >= 0) {
+    close(wake_fd_);
+    wake_fd_ = -1;
+  }
   if (socket_ != nullptr) {
     socket_->close();  // linger is 0: pending messages are dropped
     socket_.reset();

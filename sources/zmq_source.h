@@ -27,8 +27,10 @@ namespace inferscope {
 //
 // Lifecycle: Open creates the socket and binds or connects (Endpoint() then reports the bound
 // address with a wildcard port resolved); Run drains every message available without blocking into
-// the current batch, emits it when it holds >= batch_events events or the socket has nothing more,
-// and polls (at most 100 ms at a time, so `stop` is noticed) only once the socket is drained, so a
+// the current batch, emits it when it holds >= batch_events events or, once the socket has nothing
+// more, batch_delay after the batch's first event (small messages are coalesced: one hand-off per
+// delay), and polls (at most 100 ms at a time, so `stop` is noticed; in router mode an eventfd
+// written by OnCheckpointDurable wakes it for the acks) only once the socket is drained, so a
 // loaded source makes no poll system call per batch; Close closes the socket
 // (linger 0). Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ
 // then queues up to rcvhwm messages, after which PUSH publishers block); with on_full=shed the
@@ -179,6 +181,8 @@ class ZmqSource final : public Source {
   std::mutex ack_mu_;
   std::vector<AppliedSequence> ack_pending_;
   std::atomic<bool> ack_ready_{false};
+  // Router mode: an eventfd written when acks are handed over, polled with the socket (-1: none).
+  int wake_fd_ = -1;
   Counter* acks_sent_ = nullptr;
   Counter* hellos_ = nullptr;
   Counter* nacks_sent_ = nullptr;

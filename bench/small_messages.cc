@@ -14,7 +14,10 @@
 // the same run. The engine child reports how many events its operators received, so a row whose
 // count is short says so.
 //
-// Usage: small_messages [--publishers P] [--seconds S] [--sizes 1,8,64,256]
+// Then the idle cost: the engine with no input, its CPU over --idle S seconds (default 20; 0 skips)
+// as CPU-s per 100 s.
+//
+// Usage: small_messages [--publishers P] [--seconds S] [--sizes 1,8,64,256] [--idle S]
 //                       [--topology FILE]
 
 #include <signal.h>
@@ -49,6 +52,7 @@ struct Args {
   double seconds = 10;
   std::vector<int> sizes = {1, 8, 64, 256};
   std::string topology = "topologies/inference-fleet.yaml";
+  double idle_seconds = 20;  // then the idle engine's CPU over this long (0: skip)
 };
 
 // utime + stime of every thread of `pid`, in seconds.
@@ -270,6 +274,8 @@ int Main(int argc, char** argv) {
       args.seconds = std::atof(argv[++i]);
     } else if (flag == "--topology") {
       args.topology = argv[++i];
+    } else if (flag == "--idle") {
+      args.idle_seconds = std::atof(argv[++i]);
     } else if (flag == "--sizes") {
       args.sizes.clear();
       std::stringstream list(argv[++i]);
@@ -296,6 +302,18 @@ int Main(int argc, char** argv) {
                 raw.cpu_seconds > 0 ? eng.cpu_seconds / raw.cpu_seconds : 0.0,
                 static_cast<unsigned long>(eng.received), static_cast<unsigned long>(eng.requests));
     std::fflush(stdout);
+  }
+  if (args.idle_seconds > 0) {
+    // Idle cost: the engine with no input at all, after 2 s to settle from its start.
+    Child child = Spawn({"small_messages", "--child", "engine", "--topology", args.topology});
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    const double cpu0 = ProcessCpuSeconds(child.pid);
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(static_cast<int64_t>(args.idle_seconds * 1000)));
+    const double cpu = ProcessCpuSeconds(child.pid) - cpu0;
+    Finish(child);
+    std::printf("\nidle engine (no input): %.2f CPU-s over %.0f s = %.3f CPU-s per 100 s\n", cpu,
+                args.idle_seconds, cpu * 100 / args.idle_seconds);
   }
   return 0;
 }

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 echo "== end to end (ratios are to raw libzmq measured in the same run)"
 "$BUILD_DIR/bench/e2e_throughput" "$@"
+echo "== small_messages (engine CPU per message and per million requests; ratios to raw libzmq, same run)"
+"$BUILD_DIR/bench/small_messages" --seconds 6
 for b in "$BUILD_DIR"/bench/*_bench; do
   echo "== $(basename "$b")"
   "$b" --benchmark_min_time=0.2

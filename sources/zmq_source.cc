@@ -1,6 +1,11 @@
 #include "sources/zmq_source.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -12,8 +17,6 @@ namespace inferscope {
 namespace {
 
 constexpr auto kPollTimeout = std::chrono::milliseconds(100);
-// Router mode polls more often so that acks go out soon after their checkpoint is durable.
-constexpr auto kAckPollTimeout = std::chrono::milliseconds(2);
 constexpr int64_t kNackIntervalNs = 50'000'000;
 constexpr int64_t kLogIntervalNs = 1'000'000'000;  // at most one rejection log line per second
 
@@ -27,6 +30,9 @@ Status ZmqSource::Options::Validate() const {
   if (endpoint.empty()) return Status::InvalidArgument("zmq source: endpoint is required");
   if (rcvhwm < 0) return Status::InvalidArgument("zmq source: rcvhwm must be >= 0");
   if (batch_events < 1) return Status::InvalidArgument("zmq source: batch_events must be >= 1");
+  if (batch_delay_ms < 0 || batch_delay_ms > 1000) {
+    return Status::InvalidArgument("zmq source: batch_delay must be between 0 and 1s");
+  }
   if (curve.enabled() && !binds()) {
     return Status::InvalidArgument(
         "zmq source: curve needs a bound socket (the engine is the CurveZMQ server)");
@@ -37,9 +43,9 @@ Status ZmqSource::Options::Validate() const {
 
 Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "max_future_skew",
-       "max_past", "max_events_per_message", "max_string_bytes", "max_message_bytes",
-       "max_publishers", "max_strings_per_publisher", "curve"}));
+      {"endpoint", "mode", "bind", "topics", "rcvhwm", "on_full", "batch_events", "batch_delay",
+       "max_future_skew", "max_past", "max_events_per_message", "max_string_bytes",
+       "max_message_bytes", "max_publishers", "max_strings_per_publisher", "curve"}));
   Options o;
   Result<std::string> endpoint = node.GetEndpoint("endpoint");
   if (!endpoint.ok()) return endpoint.status();
@@ -88,6 +94,9 @@ Result<std::unique_ptr<ZmqSource>> ZmqSource::Create(const ConfigNode& node) {
   Result<int64_t> batch_events = node.GetInt("batch_events", 1024, 1, 1 << 24);
   if (!batch_events.ok()) return batch_events.status();
   o.batch_events = static_cast<size_t>(*batch_events);
+  Result<int64_t> batch_delay = node.GetDurationMs("batch_delay", o.batch_delay_ms);
+  if (!batch_delay.ok()) return batch_delay.status();
+  o.batch_delay_ms = *batch_delay;
 
   WireDecoderOptions& d = o.decoder;
   Result<int64_t> skew = node.GetDurationMs("max_future_skew", d.max_future_skew_ms);
@@ -194,6 +203,7 @@ Status ZmqSource::Open(const StageContext& ctx) {
     }
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
+    if (options_.mode == Mode::kRouter) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (options_.mode == Mode::kSub) {
       for (const std::string& topic : options_.topics) {
         socket_->set(zmq::sockopt::subscribe, topic);
@@ -419,6 +429,11 @@ void ZmqSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied)
   std::lock_guard<std::mutex> lock(ack_mu_);
   ack_pending_.insert(ack_pending_.end(), applied.begin(), applied.end());
   ack_ready_.store(true, std::memory_order_release);
+  // Wake Run's poll, so the acks go out now without the source polling at a short interval.
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
 }
 
 Status ZmqSource::Restore(const CheckpointReader& reader) {
@@ -488,11 +503,28 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   // waiting, and zmq_poll costs a system call (about 1 us here) per batch for nothing. The batch
   // being filled is kept across polls and given back when Run returns.
   EventBatchPtr batch;
+  // batch_delay: whether the batch is waiting for more messages, and until when.
+  bool coalescing = false;
+  std::chrono::steady_clock::time_point coalesce_until;
   auto give_back = [&] {
-    if (batch != nullptr) out.Release(std::move(batch));
+    if (batch == nullptr) return;
+    // A batch still coalescing when the source stops holds accepted events: hand it on (the
+    // operator queue stays open until the sources have returned).
+    if (!batch->events.empty() || !batch->sequences.empty()) {
+      if (options_.on_full == OnFull::kBlock) {
+        (void)out.Emit(std::move(batch));
+        return;
+      }
+      if (out.TryEmit(batch)) return;
+      Shed(*batch);
+    }
+    out.Release(std::move(batch));
   };
   try {
-    zmq::pollitem_t item{socket_->handle(), 0, ZMQ_POLLIN, 0};
+    // The socket, and in router mode the eventfd OnCheckpointDurable writes when acks are due.
+    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    const int nitems = wake_fd_ >= 0 ? 2 : 1;
     while (!stop.load(std::memory_order_relaxed)) {
       if (batch == nullptr) {
         batch = out.Acquire();
@@ -510,9 +542,28 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         ++messages;
       }
       if (ack_ready_.load(std::memory_order_acquire)) SendAcks();
+      // Only a small batch (under batch_events / 8) waits: under load a drain yields big batches,
+      // which go on at once as before (the big-message throughput is unchanged).
+      if (drained && !batch->events.empty() && options_.batch_delay_ms > 0 &&
+          (coalescing || batch->events.size() * 8 < options_.batch_events)) {
+        // Coalesce: a small batch waits for more messages until batch_delay after the drain that
+        // first put events in it (steady clock: the stage clock may be a test's manual one).
+        // Sleeping rather than polling makes one wake-up per delay however many messages come.
+        const auto now = std::chrono::steady_clock::now();
+        if (!coalescing) {
+          coalescing = true;
+          coalesce_until = now + std::chrono::milliseconds(options_.batch_delay_ms);
+        }
+        if (now < coalesce_until) {
+          std::this_thread::sleep_for(
+              std::min<std::chrono::steady_clock::duration>(coalesce_until - now, kPollTimeout));
+          continue;  // drain again into the same batch
+        }
+      }
       if (!batch->events.empty() || !batch->sequences.empty()) {
         // Emit and a successful TryEmit take the batch (a new one is acquired above); a shed batch
         // is cleared and refilled.
+        coalescing = false;
         if (options_.on_full == OnFull::kBlock) {
           if (!out.Emit(std::move(batch))) return Status::Ok();
         } else if (!out.TryEmit(batch)) {
@@ -521,7 +572,11 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
         }
       }
       if (drained) {
-        (void)zmq::poll(&item, 1, options_.mode == Mode::kRouter ? kAckPollTimeout : kPollTimeout);
+        (void)zmq::poll(items, nitems, kPollTimeout);
+        if (nitems == 2 && items[1].revents != 0) {
+          uint64_t count = 0;
+          (void)!read(wake_fd_, &count, sizeof(count));
+        }
       }
     }
   } catch (const zmq::error_t& e) {
@@ -534,6 +589,10 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
 }
 
 void ZmqSource::Close() {
+  if (wake_fd_ >= 0) {
+    close(wake_fd_);
+    wake_fd_ = -1;
+  }
   if (socket_ != nullptr) {
     socket_->close();  // linger is 0: pending messages are dropped
     socket_.reset();

@@ -27,33 +27,34 @@ namespace inferscope {
 //
 // Lifecycle: Open creates the socket and binds or connects (Endpoint() then reports the bound
 // address with a wildcard port resolved); Run drains every message available without blocking into
-// the current batch, emits it when it holds >= batch_events events or the socket has nothing more,
-// and polls (at most 100 ms at a time, so `stop` is noticed) only once the socket is drained, so a
-// loaded source makes no poll system call per batch; Close closes the socket
-// (linger 0). Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ
-// then queues up to rcvhwm messages, after which PUSH publishers block); with on_full=shed the
-// batch is dropped and its events counted in inferscope_source_shed_events_total{stage,publisher}.
-// Acknowledged mode (`mode: router`): publishers connect DEALER sockets and send sequenced
-// messages; the source applies a publisher's messages strictly in sequence order (a message ahead
-// of the expected one is not applied: the publisher resends from its oldest unacknowledged one),
-// drops the ones it applied already, and sends `ack` messages back once a checkpoint holding their
-// effect is durable (OnCheckpointDurable). Sequence numbers are per publisher incarnation ("inc":
-// a new incarnation starts again at 0); a message refused for good gets a `nack` with the reason.
-// A `hello` message returns the last durable sequence number and the next expected one of the
-// hello's incarnation, and the publisher's current incarnation. The applied positions are part of
-// every checkpoint and restored on start (Restore), in every mode.
-// Robustness: any input is decoded or rejected with a reason (see WireDecoder); nothing crashes.
-// Security (docs/PROTOCOL.md, "Security"): with `curve`, a bound source is a CurveZMQ server that
-// admits only the client keys of its authorised-keys file, and a message or hello whose publisher
-// id the sender's key may not use is rejected (unauthorized_publisher) before it touches that
-// publisher's sequence state. Without it, Open warns that ingest is unauthenticated.
-// Bounded state: at most `max_publishers` publisher ids (decoder option) get state — sequence
-// position, counters, routing id, pinned name; a message or hello from a new id beyond that is
-// rejected (publisher_limit) before anything is kept for it, and a message is answered with a
-// nack (router mode). Known publishers are never forgotten (exactly-once needs their positions:
-// docs/PROTOCOL.md §9).
-// Concurrency: Open/Close/Restore on the engine thread, Run on the source's own thread,
-// OnCheckpointDurable on a sink thread (it hands the acks over under a mutex).
+// the current batch, emits it when it holds >= batch_events events or, once the socket has nothing
+// more, batch_delay later if it holds under batch_events / 8 (small messages are coalesced: one
+// hand-off per delay), and polls (at most 100 ms at a time, so `stop` is noticed; in router mode an
+// eventfd written by OnCheckpointDurable wakes it for the acks) only once the socket is drained, so
+// a loaded source makes no poll system call per batch; Close closes the socket (linger 0).
+// Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ then queues up
+// to rcvhwm messages, after which PUSH publishers block); with on_full=shed the batch is dropped
+// and its events counted in inferscope_source_shed_events_total{stage,publisher}. Acknowledged mode
+// (`mode: router`): publishers connect DEALER sockets and send sequenced messages; the source
+// applies a publisher's messages strictly in sequence order (a message ahead of the expected one is
+// not applied: the publisher resends from its oldest unacknowledged one), drops the ones it applied
+// already, and sends `ack` messages back once a checkpoint holding their effect is durable
+// (OnCheckpointDurable). Sequence numbers are per publisher incarnation ("inc": a new incarnation
+// starts again at 0); a message refused for good gets a `nack` with the reason. A `hello` message
+// returns the last durable sequence number and the next expected one of the hello's incarnation,
+// and the publisher's current incarnation. The applied positions are part of every checkpoint and
+// restored on start (Restore), in every mode. Robustness: any input is decoded or rejected with a
+// reason (see WireDecoder); nothing crashes. Security (docs/PROTOCOL.md, "Security"): with `curve`,
+// a bound source is a CurveZMQ server that admits only the client keys of its authorised-keys file,
+// and a message or hello whose publisher id the sender's key may not use is rejected
+// (unauthorized_publisher) before it touches that publisher's sequence state. Without it, Open
+// warns that ingest is unauthenticated. Bounded state: at most `max_publishers` publisher ids
+// (decoder option) get state — sequence position, counters, routing id, pinned name; a message or
+// hello from a new id beyond that is rejected (publisher_limit) before anything is kept for it, and
+// a message is answered with a nack (router mode). Known publishers are never forgotten
+// (exactly-once needs their positions: docs/PROTOCOL.md §9). Concurrency: Open/Close/Restore on the
+// engine thread, Run on the source's own thread, OnCheckpointDurable on a sink thread (it hands the
+// acks over under a mutex).
 class ZmqSource final : public Source {
  public:
   static constexpr std::string_view kName = "zmq";
@@ -77,6 +78,12 @@ class ZmqSource final : public Source {
     OnFull on_full = OnFull::kBlock;
     // Emit the current batch once it holds this many events. Default 1024; >= 1.
     size_t batch_events = 1024;
+    // Coalescing of small messages: once the socket is drained, a batch holding fewer than
+    // batch_events / 8 events waits until this long after it started waiting (the source thread
+    // sleeps, then drains again) before it goes to the operators, so a fleet of small messages
+    // costs one hand-off and one wake-up per delay instead of one per message. 0: emit at once.
+    // Default 10 ms; 0..1000.
+    int64_t batch_delay_ms = 10;
     WireDecoderOptions decoder;
     // CurveZMQ server keys and the authorised client keys (default: off). Requires binds().
     CurveServerOptions curve;
@@ -86,7 +93,7 @@ class ZmqSource final : public Source {
   };
 
   // From a topology's `options` mapping: endpoint, mode, bind, topics, rcvhwm, on_full,
-  // batch_events, max_future_skew, max_past, max_events_per_message, max_string_bytes,
+  // batch_events, batch_delay, max_future_skew, max_past, max_events_per_message, max_string_bytes,
   // max_message_bytes, max_publishers, max_strings_per_publisher, curve
   // ({server_secret_key_file, authorized_keys_file}).
   static Result<std::unique_ptr<ZmqSource>> Create(const ConfigNode& options);
@@ -173,6 +180,8 @@ class ZmqSource final : public Source {
   std::mutex ack_mu_;
   std::vector<AppliedSequence> ack_pending_;
   std::atomic<bool> ack_ready_{false};
+  // Router mode: an eventfd written when acks are handed over, polled with the socket (-1: none).
+  int wake_fd_ = -1;
   Counter* acks_sent_ = nullptr;
   Counter* hellos_ = nullptr;
   Counter* nacks_sent_ = nullptr;

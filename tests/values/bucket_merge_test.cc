@@ -110,10 +110,20 @@ TEST(BucketMergeTest, QuantilesEqualHistogramQuantileWithinTheBucketWidth) {
     const double expected = HistogramQuantile(q, kUpper, kCounts);
     const double width = BucketWidthAt(q, kUpper, kCounts);
     const double got = agg.Quantile(q);
-    // The sketch's rank is q·(n-1), Prometheus' q·n; both interpolate uniformly in the bucket.
-    EXPECT_LE(std::abs(got - expected), width + expected * 0.01) << "q=" << q;
+    // The sketch's rank is q·(n-1), Prometheus' q·n; both interpolate uniformly in the bucket. In a
+    // sparse tail the two ranks can fall in different buckets: either reading is within its
+    // bucket's width.
+    const double n = static_cast<double>(total);
+    const double q2 = q * (n - 1) / n;
+    const double expected2 = HistogramQuantile(q2, kUpper, kCounts);
+    const double width2 = BucketWidthAt(q2, kUpper, kCounts);
+    EXPECT_TRUE(std::abs(got - expected) <= width + expected * 0.01 ||
+                std::abs(got - expected2) <= width2 + expected2 * 0.01)
+        << "q=" << q << " got " << got << " histogram_quantile " << expected << " / " << expected2;
     // And much closer than the bound for interior quantiles of well-filled buckets.
-    if (q == 0.5) EXPECT_NEAR(got, expected, expected * 0.03);
+    if (q == 0.5) {
+      EXPECT_NEAR(got, expected, expected * 0.03);
+    }
   }
 }
 

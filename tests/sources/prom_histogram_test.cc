@@ -31,7 +31,7 @@ std::string ScaleHistograms(const std::string& page, double factor) {
   std::istringstream in(page);
   std::ostringstream out;
   std::string line;
-  static const std::regex kHist(R"(^([a-z_:]+_(bucket|sum|count)(\{.*\})?) (\S+)$)");
+  static const std::regex kHist(R"(^([a-zA-Z0-9_:]+_(bucket|sum|count)(\{.*\})?) (\S+)$)");
   while (std::getline(in, line)) {
     std::smatch m;
     if (std::regex_match(line, m, kHist)) {
@@ -51,17 +51,15 @@ std::vector<std::pair<double, double>> Buckets(const std::string& page, const st
   std::vector<std::pair<double, double>> out;
   std::istringstream in(page);
   std::string line;
-  const std::regex re("^" + family + R"(_bucket\{le="([^"]+)"[^
-}]*\
-} (\S+)$)");
+  const std::regex re("^" + family + R"re(_bucket\{le="([^"]+)"[^}]*\} (\S+)$)re");
   while (std::getline(in, line)) {
-  std::smatch m;
-  if (std::regex_match(line, m, re)) {
-    const double le = m[1].str() == "+Inf" ? kInf : std::stod(m[1].str());
-    out.emplace_back(le, std::stod(m[2].str()));
+    std::smatch m;
+    if (std::regex_match(line, m, re)) {
+      const double le = m[1].str() == "+Inf" ? kInf : std::stod(m[1].str());
+      out.emplace_back(le, std::stod(m[2].str()));
+    }
   }
-}
-return out;
+  return out;
 }
 
 class PromHistogramTest : public ::testing::Test {
@@ -131,7 +129,9 @@ TEST_F(PromHistogramTest, SglangFixtureTwoScrapesGiveBucketDeltasAndResetIsNotNe
       {"e2e_ms", "sglang:e2e_request_latency_seconds"},
       {"tpot_ms", "sglang:time_per_output_token_seconds"}};
   for (const auto& [metric, family] : families) {
-    ASSERT_EQ(o.by_metric.count(metric), 1u) << metric;
+    ASSERT_EQ(o.by_metric.count(metric), 1u)
+        << metric << " errors " << o.stats.histogram_errors[1] << o.stats.histogram_errors[2]
+        << o.stats.histogram_errors[3] << o.stats.histogram_errors[4];
     ExpectDeltas(*o.by_metric[metric], Buckets(page, family));
   }
   // The exact sum delta (in ms) of TTFT.

@@ -770,6 +770,15 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
     }
     if (e.kind != EventKind::kRequest) {
       Aggregate& agg = in_request_group ? a[e.metric - 1] : a[0];
+      if (e.kind == EventKind::kHistogram) {
+        // Bucket deltas (Prometheus sources): spread over the pane's sketch, bucket_bounded.
+        if (const HistogramDelta* h = batch.HistogramOf(e)) {
+          agg.AddBuckets(h->upper, h->count, h->buckets, h->sum, t);
+        } else {
+          ++rejected_metric;  // an index outside the batch's buckets: nothing to add
+        }
+        continue;
+      }
       agg.Add(e.value, t);
       agg.AddEvent(false);
       continue;

@@ -13,6 +13,9 @@ using StringId = uint32_t;
 enum class EventKind : uint8_t {
   kRequest = 1,  // the outcome of one inference request
   kGauge = 2,    // a sampled value (kv_cache_usage, num_requests_waiting, ...)
+  // The bucket-count deltas of one latency histogram series over a scrape interval (Prometheus
+  // sources): the buckets are in EventBatch::histograms[Event::histogram].
+  kHistogram = 3,
 };
 
 // Why a request failed. On the wire this is the string in the "err" field.
@@ -58,8 +61,12 @@ struct Event {
   ErrorKind error = ErrorKind::kNone;  // requests only
   uint16_t present = 0;                // requests only: RequestField bits
 
-  // kGauge: the metric name and its value.
+  // kGauge: the metric name and its value. kHistogram: the metric the buckets describe (ttft_ms,
+  // tpot_ms, e2e_ms, queue_time_ms) and, in `value`, the sum delta of the interval.
   StringId metric = 0;
+  // kHistogram: index of the buckets in the carrying EventBatch's `histograms` (fills padding:
+  // sizeof(Event) is unchanged, static_assert below).
+  uint32_t histogram = 0;
   double value = 0;
 
   // kRequest: fields valid when their RequestField bit is set.
@@ -74,6 +81,23 @@ struct Event {
 
   bool Has(RequestField f) const { return (present & f) != 0; }
   bool ok() const { return error == ErrorKind::kNone; }
+};
+
+static_assert(sizeof(Event) == 96, "Event grew: the hot path copies and scans these");
+
+// The bucket deltas of one histogram series over one interval (EventKind::kHistogram): bucket i
+// holds the observations in (upper[i-1], upper[i]] (the first bucket: (0, upper[0]], or
+// (-inf, upper[0]] when its bound is negative); the last bound may be +Inf. Non-cumulative,
+// non-negative counts. Fixed capacity so a reused EventBatch never allocates for them.
+struct HistogramDelta {
+  // vLLM, SGLang and TGI latency histograms have 8-30 buckets; the limit leaves room for custom
+  // bucket layouts. A series with more buckets is refused (counted as `histogram_buckets`).
+  static constexpr uint32_t kMaxBuckets = 64;
+  uint32_t buckets = 0;  // used entries of upper/count
+  double upper[kMaxBuckets];
+  double count[kMaxBuckets];
+  double sum = 0;    // Δ_sum over the interval (in the metric's unit, ms for latencies)
+  double total = 0;  // Δ_count over the interval (the sum of `count`)
 };
 
 // The sequence number of a message a source handed on (applied, or refused for good and so
@@ -100,10 +124,20 @@ struct EventBatch {
   uint32_t source = 0;  // index of the emitting source; set by the engine, not by sources
   // The messages whose events the batch carries, in order (sources that track sequence numbers).
   std::vector<AppliedSequence> sequences;
+  // Bucket arrays of the batch's kHistogram events (Event::histogram indexes it).
+  std::vector<HistogramDelta> histograms;
+
+  // The buckets of a kHistogram event of this batch, or null when its index is out of range.
+  const HistogramDelta* HistogramOf(const Event& e) const {
+    return e.kind == EventKind::kHistogram && e.histogram < histograms.size()
+               ? &histograms[e.histogram]
+               : nullptr;
+  }
 
   void Clear() {
     events.clear();
     sequences.clear();
+    histograms.clear();
     publisher = 0;
     received_ns = 0;
     source = 0;

@@ -1,6 +1,8 @@
 #include "sources/prom_convert.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace inferscope {
@@ -17,11 +19,137 @@ uint64_t HashSeries(std::string_view s) {
   return h;
 }
 
+constexpr std::string_view kHistogramMetrics[] = {"ttft_ms", "tpot_ms", "e2e_ms", "queue_time_ms"};
+constexpr std::string_view kHistogramMeans[] = {"ttft_mean_ms", "tpot_mean_ms", "e2e_mean_ms",
+                                                "queue_time_mean_ms"};
+
+int HistogramMetricIndex(std::string_view metric) {
+  for (int i = 0; i < 4; ++i) {
+    if (metric == kHistogramMetrics[i]) return i;
+  }
+  return -1;
+}
+
+// A histogram series' identity: its family and every label but `le`, in page order.
+uint64_t HistogramKey(const PromSample& sample) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (char c : s) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
+    }
+    h ^= 0xff;
+    h *= 1099511628211ull;
+  };
+  mix(sample.family);
+  for (size_t i = 0; i < sample.num_labels; ++i) {
+    const PromLabel& l = sample.labels[i];
+    if (l.name == "le") continue;
+    mix(l.name);
+    mix(l.value);
+  }
+  return h;
+}
+
 bool IsRatio(PromConversion c) {
   return c == PromConversion::kRatioNumerator || c == PromConversion::kRatioDenominator;
 }
 
 }  // namespace
+
+std::string_view PromHistogramErrorName(PromHistogramError error) {
+  switch (error) {
+    case PromHistogramError::kNone:
+      return "";
+    case PromHistogramError::kTooManyBuckets:
+      return "too_many_buckets";
+    case PromHistogramError::kBadBound:
+      return "bad_bound";
+    case PromHistogramError::kBadCount:
+      return "bad_count";
+    case PromHistogramError::kLayoutChanged:
+      return "layout_changed";
+    case PromHistogramError::kCount_:
+      break;
+  }
+  return "";
+}
+
+PromHistogramError PromHistogramAddBucket(PromHistogramSnapshot& snapshot, double le,
+                                          double cumulative) {
+  if (std::isnan(le) || le == -std::numeric_limits<double>::infinity()) {
+    return PromHistogramError::kBadBound;
+  }
+  if (!std::isfinite(cumulative) || cumulative < 0) return PromHistogramError::kBadCount;
+  uint32_t at = snapshot.buckets;
+  while (at > 0 && snapshot.le[at - 1] > le) --at;
+  if (at > 0 && snapshot.le[at - 1] == le) return PromHistogramError::kBadBound;
+  if (snapshot.buckets >= HistogramDelta::kMaxBuckets) return PromHistogramError::kTooManyBuckets;
+  for (uint32_t i = snapshot.buckets; i > at; --i) {
+    snapshot.le[i] = snapshot.le[i - 1];
+    snapshot.cumulative[i] = snapshot.cumulative[i - 1];
+  }
+  snapshot.le[at] = le;
+  snapshot.cumulative[at] = cumulative;
+  ++snapshot.buckets;
+  return PromHistogramError::kNone;
+}
+
+PromHistogramError PromHistogramDeltaOf(const PromHistogramSnapshot& prev,
+                                        const PromHistogramSnapshot& cur, double scale,
+                                        HistogramDelta* out, bool* reset_out) {
+  if (reset_out != nullptr) *reset_out = false;
+  const uint32_t n = cur.buckets;
+  if (n == 0 || n > HistogramDelta::kMaxBuckets) {
+    return n == 0 ? PromHistogramError::kBadBound : PromHistogramError::kTooManyBuckets;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    if (std::isnan(cur.le[i]) || (i > 0 && !(cur.le[i] > cur.le[i - 1]))) {
+      return PromHistogramError::kBadBound;
+    }
+    if (!std::isfinite(cur.cumulative[i]) || cur.cumulative[i] < 0 ||
+        (i > 0 && cur.cumulative[i] < cur.cumulative[i - 1])) {
+      return PromHistogramError::kBadCount;
+    }
+  }
+  if (prev.buckets != n) return PromHistogramError::kLayoutChanged;
+  bool reset = cur.has_count && prev.has_count && cur.count < prev.count;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (prev.le[i] != cur.le[i]) return PromHistogramError::kLayoutChanged;
+    if (cur.cumulative[i] < prev.cumulative[i]) reset = true;
+  }
+  if (reset_out != nullptr) *reset_out = reset;
+  double below = 0;  // the cumulative delta of the bucket below
+  double total = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const double cumulative = reset ? cur.cumulative[i] : cur.cumulative[i] - prev.cumulative[i];
+    const double c = std::max(0.0, cumulative - below);
+    below = std::max(below, cumulative);
+    out->upper[i] = std::isinf(cur.le[i]) ? cur.le[i] : cur.le[i] * scale;
+    out->count[i] = c;
+    total += c;
+  }
+  out->buckets = n;
+  out->total = total;
+  if (cur.has_sum && (reset || prev.has_sum)) {
+    out->sum = (reset ? cur.sum : cur.sum - prev.sum) * scale;
+  } else {
+    out->sum = std::numeric_limits<double>::quiet_NaN();  // unknown: the bucket midpoints stand in
+  }
+  return PromHistogramError::kNone;
+}
+
+std::string_view PromHistogramMetric(PromEngine engine, std::string_view family, double* scale) {
+  const PromMapping* row = FindPromMapping(engine, family, PromRole::kSum);
+  if (row == nullptr || row->conversion != PromConversion::kRatioNumerator) return {};
+  for (int i = 0; i < 4; ++i) {
+    if (row->metric == kHistogramMeans[i]) {
+      if (scale != nullptr) *scale = row->scale;
+      return kHistogramMetrics[i];
+    }
+  }
+  return {};
+}
 
 class PromConvertSink final : public PromSampleSink {
  public:
@@ -79,8 +207,149 @@ PromConverter::Acc* PromConverter::Accumulator(uint16_t slot, StringId model,
   return &acc;
 }
 
+void PromConverter::OnHistogramSample(const PromSample& sample, std::string_view metric,
+                                      double scale) {
+  const uint64_t key = HistogramKey(sample);
+  auto [it, added] = cur_index_.try_emplace(key, static_cast<uint32_t>(cur_hists_.size()));
+  if (added) {
+    const StringId model = ModelOf(sample);
+    if (model == 0) {
+      ++stats_->intern_refused;
+      cur_index_.erase(it);
+      return;
+    }
+    CurrentHistogram& h = cur_hists_.emplace_back();
+    h.key = key;
+    h.family = HashSeries(sample.family);
+    h.metric = static_cast<uint8_t>(HistogramMetricIndex(metric));
+    h.model = model;
+    h.scale = scale;
+    h.error = PromHistogramError::kNone;
+    h.snapshot.buckets = 0;
+    h.snapshot.has_sum = h.snapshot.has_count = false;
+  }
+  CurrentHistogram& h = cur_hists_[it->second];
+  if (h.error != PromHistogramError::kNone) return;
+  switch (sample.role) {
+    case PromRole::kBucket: {
+      const PromLabel* le = sample.Label("le");
+      double bound = 0;
+      if (le == nullptr || !ParsePromDouble(le->value, &bound)) {
+        h.error = PromHistogramError::kBadBound;
+        return;
+      }
+      h.error = PromHistogramAddBucket(h.snapshot, bound, sample.value);
+      return;
+    }
+    case PromRole::kSum:
+      h.snapshot.sum = sample.value;
+      h.snapshot.has_sum = std::isfinite(sample.value);
+      return;
+    case PromRole::kCount:
+      h.snapshot.count = sample.value;
+      h.snapshot.has_count = std::isfinite(sample.value) && sample.value >= 0;
+      return;
+    default:
+      return;
+  }
+}
+
+void PromConverter::EmitHistograms(int64_t time_ms, StringId instance, StringId publisher,
+                                   std::vector<Event>& out,
+                                   std::vector<HistogramDelta>& histograms) {
+  PromConvertStats& stats = *stats_;
+  emitted_.clear();
+  for (CurrentHistogram& h : cur_hists_) {
+    if (h.error == PromHistogramError::kNone && h.snapshot.buckets == 0) continue;  // _sum only
+    auto prev = prev_hists_.find(h.key);
+    if (h.error != PromHistogramError::kNone) {
+      ++stats.histogram_errors[static_cast<size_t>(h.error)];
+      if (prev != prev_hists_.end()) prev_hists_.erase(prev);
+      continue;
+    }
+    if (prev == prev_hists_.end()) {
+      if (prev_hists_.size() >= options_.max_series) {
+        ++stats.series_limit;
+        continue;
+      }
+      PreviousHistogram& p = prev_hists_[h.key];
+      p.generation = generation_;
+      p.snapshot = h.snapshot;
+      continue;
+    }
+    bool reset = false;
+    const PromHistogramError error =
+        PromHistogramDeltaOf(prev->second.snapshot, h.snapshot, h.scale, &delta_, &reset);
+    prev->second.snapshot = h.snapshot;
+    prev->second.generation = generation_;
+    if (error != PromHistogramError::kNone) {
+      ++stats.histogram_errors[static_cast<size_t>(error)];
+      continue;
+    }
+    if (reset) ++stats.histogram_resets;
+    if (!(delta_.total > 0) || interval_s_ <= 0) continue;
+    bool merged = false;
+    for (const EmittedHistogram& e : emitted_) {
+      if (e.metric != h.metric || e.model != h.model) continue;
+      merged = true;
+      if (e.family != h.family) break;  // a second family of one metric: the first is carried
+      HistogramDelta& into = histograms[e.index];
+      bool same = into.buckets == delta_.buckets;
+      for (uint32_t i = 0; same && i < delta_.buckets; ++i) same = into.upper[i] == delta_.upper[i];
+      if (!same) {
+        ++stats.histogram_errors[static_cast<size_t>(PromHistogramError::kLayoutChanged)];
+        break;
+      }
+      for (uint32_t i = 0; i < delta_.buckets; ++i) into.count[i] += delta_.count[i];
+      into.sum += delta_.sum;
+      into.total += delta_.total;
+      out[e.event].value = into.total;
+      break;
+    }
+    if (merged) continue;
+    StringId& metric = hist_metric_ids_[h.metric];
+    if (metric == 0 || interner_.Name(metric).empty()) {
+      metric = interner_.Intern(kHistogramMetrics[h.metric]);
+      if (metric == 0) {
+        ++stats.intern_refused;
+        continue;
+      }
+      interner_.Pin(metric);
+    }
+    const size_t index = histograms.size();
+    histograms.push_back(delta_);
+    Event& e = out.emplace_back();
+    e.time_ms = time_ms;
+    e.instance = instance;
+    e.model = h.model;
+    e.publisher = publisher;
+    e.kind = EventKind::kHistogram;
+    e.metric = metric;
+    e.histogram = static_cast<uint32_t>(index);
+    e.value = delta_.total;
+    emitted_.push_back({h.metric, h.model, h.family, index, out.size() - 1});
+    ++stats.histogram_events;
+    ++stats.events;
+  }
+  std::erase_if(prev_hists_,
+                [this](const auto& entry) { return entry.second.generation != generation_; });
+}
+
 void PromConverter::OnSample(const PromSample& sample) {
   PromConvertStats& stats = *stats_;
+  if (want_histograms_ && sample.type == PromType::kHistogram &&
+      (sample.role == PromRole::kBucket || sample.role == PromRole::kSum ||
+       sample.role == PromRole::kCount)) {
+    double scale = 1;
+    const std::string_view metric = PromHistogramMetric(options_.engine, sample.family, &scale);
+    if (!metric.empty()) {
+      OnHistogramSample(sample, metric, scale);
+      if (sample.role == PromRole::kBucket) {
+        ++stats.mapped;
+        return;
+      }
+    }
+  }
   const PromMapping* m = FindPromMapping(options_.engine, sample.family, sample.role);
   if (m == nullptr) {
     bool family_known = false;
@@ -153,7 +422,16 @@ void PromConverter::OnSample(const PromSample& sample) {
 
 PromConvertStats PromConverter::Convert(std::string_view page, int64_t time_ms, StringId publisher,
                                         std::vector<Event>& out) {
+  return Convert(page, time_ms, publisher, out, nullptr);
+}
+
+PromConvertStats PromConverter::Convert(std::string_view page, int64_t time_ms, StringId publisher,
+                                        std::vector<Event>& out,
+                                        std::vector<HistogramDelta>* histograms) {
   PromConvertStats stats;
+  want_histograms_ = histograms != nullptr;
+  cur_hists_.clear();
+  cur_index_.clear();
   stats_ = &stats;
   ++generation_;
   interval_s_ = last_time_ms_ > 0 && time_ms > last_time_ms_
@@ -163,7 +441,6 @@ PromConvertStats PromConverter::Convert(std::string_view page, int64_t time_ms, 
   last_model_ = 0;  // names are interned afresh each scrape (the interner reclaims idle names)
   PromConvertSink sink(*this);
   stats.parse = parser_.Parse(page, sink);
-  stats_ = nullptr;
   // Series absent from this page are gone (a restart brings them back as new series).
   std::erase_if(series_,
                 [this](const auto& entry) { return entry.second.generation != generation_; });
@@ -171,9 +448,12 @@ PromConvertStats PromConverter::Convert(std::string_view page, int64_t time_ms, 
 
   const StringId instance = interner_.Intern(options_.instance);
   if (instance == 0) {
-    stats.intern_refused += accs_.size();
+    stats.intern_refused += accs_.size() + cur_hists_.size();
+    stats_ = nullptr;
     return stats;
   }
+  if (histograms != nullptr) EmitHistograms(time_ms, instance, publisher, out, *histograms);
+  stats_ = nullptr;
   const std::span<const std::string_view> names = PromMetricNames();
   for (const Acc& acc : accs_) {
     double value = acc.num;

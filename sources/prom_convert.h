@@ -14,6 +14,55 @@
 
 namespace inferscope {
 
+// ---- Histograms (callable with parsed samples of any source: scrape, remote write) ----
+
+// The cumulative buckets of one histogram series at one point in time, as exposed (`le` bounds in
+// the exposition's unit, increasing; the last may be +Inf), with its _sum and _count.
+struct PromHistogramSnapshot {
+  uint32_t buckets = 0;
+  double le[HistogramDelta::kMaxBuckets];
+  double cumulative[HistogramDelta::kMaxBuckets];
+  double sum = 0;
+  double count = 0;
+  bool has_sum = false;
+  bool has_count = false;
+};
+
+// Why a histogram series gave no bucket event (counted per reason).
+enum class PromHistogramError : uint8_t {
+  kNone = 0,
+  kTooManyBuckets,  // more than HistogramDelta::kMaxBuckets buckets
+  kBadBound,        // an `le` that is missing, NaN, -Inf or repeated
+  kBadCount,        // a bucket count that is NaN, negative, infinite or not cumulative
+  kLayoutChanged,   // bounds differ from the previous scrape's (the series restarts from here)
+  kCount_,
+};
+inline constexpr size_t kNumPromHistogramErrors = static_cast<size_t>(PromHistogramError::kCount_);
+// "too_many_buckets", "bad_bound", "bad_count", "layout_changed" ("" for kNone).
+std::string_view PromHistogramErrorName(PromHistogramError error);
+
+// Adds the bucket `le` (already parsed; "+Inf" is infinity) with cumulative count `cumulative` to
+// `snapshot`, keeping the bounds sorted.
+PromHistogramError PromHistogramAddBucket(PromHistogramSnapshot& snapshot, double le,
+                                          double cumulative);
+
+// The bucket deltas from `prev` to `cur` (two scrapes of one series), with bounds and the sum
+// multiplied by `scale` (seconds → ms: 1000; +Inf stays +Inf), as non-cumulative per-bucket counts.
+// Reset-aware as Prometheus' rate: when the count or any cumulative bucket decreased, the series
+// restarted and the increase is `cur` itself (never a negative delta). The bounds must be equal
+// (kLayoutChanged otherwise) and `cur` valid (cumulative, finite, non-negative). `*reset` (may be
+// null) tells whether a reset was seen. The result may hold zero observations (an idle interval).
+PromHistogramError PromHistogramDeltaOf(const PromHistogramSnapshot& prev,
+                                        const PromHistogramSnapshot& cur, double scale,
+                                        HistogramDelta* out, bool* reset = nullptr);
+
+// The inferscope histogram metric ("ttft_ms", "tpot_ms", "e2e_ms", "queue_time_ms") of a
+// Prometheus histogram family in `engine`'s table — the family whose _sum/_count give the mean
+// gauge "<x>_mean_ms" — or "" when the family's buckets are not carried. The unit scale of the
+// bounds is the row's scale (`*scale`, may be null).
+std::string_view PromHistogramMetric(PromEngine engine, std::string_view family,
+                                     double* scale = nullptr);
+
 // What one page of one target became.
 struct PromConvertStats {
   PromParseStats parse;
@@ -25,6 +74,10 @@ struct PromConvertStats {
   uint64_t resets = 0;          // counter resets seen (a decrease)
   uint64_t intern_refused = 0;  // model or metric names the interner refused (events dropped)
   uint64_t events = 0;          // events appended
+  // Histograms (only when Convert is given a histogram buffer; otherwise buckets are not_carried).
+  uint64_t histogram_events = 0;  // kHistogram events appended
+  uint64_t histogram_resets = 0;  // histogram series that restarted (no negative deltas)
+  uint64_t histogram_errors[kNumPromHistogramErrors] = {};  // series refused, by reason
 };
 
 // PromConverter turns successive scrapes of one target into inferscope gauge events through the
@@ -56,6 +109,14 @@ class PromConverter {
   // `publisher`) to `out`.
   PromConvertStats Convert(std::string_view page, int64_t time_ms, StringId publisher,
                            std::vector<Event>& out);
+  // As above; the latency histograms (ttft, tpot, e2e, queue time) also become kHistogram events
+  // whose bucket deltas are appended to `histograms` (Event::histogram is their index there: pass
+  // the EventBatch's `events` and `histograms`). Series of one family, metric and model add up
+  // bucket by bucket; when two families map to one metric (vLLM's time_per_output_token and
+  // inter_token_latency) the first one on the page is carried. A series seen for the first time
+  // gives no event yet (its counts since process start are not an interval).
+  PromConvertStats Convert(std::string_view page, int64_t time_ms, StringId publisher,
+                           std::vector<Event>& out, std::vector<HistogramDelta>* histograms);
 
   size_t series() const { return series_.size(); }
   const Options& options() const { return options_; }
@@ -80,6 +141,38 @@ class PromConverter {
   StringId ModelOf(const PromSample& sample);
   Acc* Accumulator(uint16_t slot, StringId model, const PromMapping& row);
   void OnSample(const PromSample& sample);
+  void OnHistogramSample(const PromSample& sample, std::string_view metric, double scale);
+  void EmitHistograms(int64_t time_ms, StringId instance, StringId publisher,
+                      std::vector<Event>& out, std::vector<HistogramDelta>& histograms);
+
+  // Histogram series of the current page, and the previous page's snapshot per series.
+  struct CurrentHistogram {
+    uint64_t key = 0;     // family + labels other than `le`
+    uint64_t family = 0;  // hash of the family name
+    uint8_t metric = 0;   // index in the histogram metric names
+    StringId model = 0;
+    double scale = 1;
+    PromHistogramError error = PromHistogramError::kNone;
+    PromHistogramSnapshot snapshot;
+  };
+  struct PreviousHistogram {
+    uint64_t generation = 0;
+    PromHistogramSnapshot snapshot;
+  };
+  std::vector<CurrentHistogram> cur_hists_;
+  std::unordered_map<uint64_t, uint32_t> cur_index_;  // key → index in cur_hists_
+  std::unordered_map<uint64_t, PreviousHistogram> prev_hists_;
+  struct EmittedHistogram {
+    uint8_t metric;
+    StringId model;
+    uint64_t family;
+    size_t index;  // in the histogram buffer
+    size_t event;  // in the event vector
+  };
+  std::vector<EmittedHistogram> emitted_;
+  HistogramDelta delta_;
+  StringId hist_metric_ids_[4] = {};
+  bool want_histograms_ = false;
 
   const Options options_;
   Interner& interner_;

@@ -461,13 +461,20 @@ Status PromScrapeSource::Open(const StageContext& ctx) {
                                              "Lines of scraped pages skipped as malformed or "
                                              "beyond a limit",
                                              stage);
-    unmapped_ = ctx.metrics->GetCounter(
-        "inferscope_scrape_unmapped_samples_total",
-        "Samples of families (or roles, such as histogram buckets) no mapping carries", stage);
+    unmapped_ = ctx.metrics->GetCounter("inferscope_scrape_unmapped_samples_total",
+                                        "Samples of families (or roles) no mapping carries", stage);
     events_ = ctx.metrics->GetCounter("inferscope_scrape_events_total",
-                                      "Gauge events made from scraped pages", stage);
-    resets_ = ctx.metrics->GetCounter("inferscope_scrape_counter_resets_total",
-                                      "Counter resets seen in scraped pages", stage);
+                                      "Gauge and histogram events made from scraped pages", stage);
+    resets_ =
+        ctx.metrics->GetCounter("inferscope_scrape_counter_resets_total",
+                                "Counter (and histogram) resets seen in scraped pages", stage);
+    for (size_t r = 1; r < kNumPromHistogramErrors; ++r) {
+      histogram_errors_[r] = ctx.metrics->GetCounter(
+          "inferscope_scrape_histogram_errors_total",
+          "Histogram series of scraped pages refused (no bucket event), by reason",
+          {{"stage", ctx.name},
+           {"reason", std::string(PromHistogramErrorName(static_cast<PromHistogramError>(r)))}});
+    }
     targets_dropped_ = ctx.metrics->GetCounter("inferscope_scrape_targets_dropped_total",
                                                "Targets not scraped: beyond max_targets", stage);
     file_sd_errors_ = ctx.metrics->GetCounter(
@@ -607,7 +614,8 @@ void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
   batch->publisher = publisher_;
   batch->received_ns = ctx_.clock->MonotonicNs();
   if (t.failure == Failure::kNone) {
-    PromConvertStats stats = t.converter.Convert(t.body, t.received_ms, publisher_, batch->events);
+    PromConvertStats stats =
+        t.converter.Convert(t.body, t.received_ms, publisher_, batch->events, &batch->histograms);
     const uint64_t skipped = stats.parse.skipped_total();
     if (stats.parse.samples == 0 && skipped > 0) {
       t.failure = Failure::kGarbage;
@@ -624,7 +632,10 @@ void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
       skipped_lines_->Inc(skipped);
       unmapped_->Inc(stats.unmapped + stats.not_carried);
       events_->Inc(stats.events);
-      resets_->Inc(stats.resets);
+      resets_->Inc(stats.resets + stats.histogram_resets);
+      for (size_t r = 1; r < kNumPromHistogramErrors; ++r) {
+        if (stats.histogram_errors[r] > 0) histogram_errors_[r]->Inc(stats.histogram_errors[r]);
+      }
     }
   }
   const bool up = t.failure == Failure::kNone;

@@ -139,6 +139,7 @@ class PromScrapeSource final : public Source {
   Counter* unmapped_ = nullptr;
   Counter* events_ = nullptr;
   Counter* resets_ = nullptr;
+  Counter* histogram_errors_[kNumPromHistogramErrors] = {};
   Counter* targets_dropped_ = nullptr;
   Counter* file_sd_errors_ = nullptr;
   Gauge* targets_gauge_ = nullptr;

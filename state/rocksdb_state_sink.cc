@@ -194,6 +194,14 @@ nlohmann::json DeadLetterJson(const DeadLetter& d, const Interner& names) {
                       {"i", names.Name(e.instance)},
                       {"m", names.Name(e.model)},
                       {"t", e.time_ms}};
+  if (e.kind == EventKind::kHistogram) {
+    // The buckets travel in the batch, not the event: a dead letter keeps the series and the
+    // interval's observation count.
+    j["k"] = "h";
+    j["n"] = names.Name(e.metric);
+    j["count"] = e.value;
+    return j;
+  }
   if (e.kind == EventKind::kGauge) {
     j["k"] = "g";
     j["n"] = names.Name(e.metric);

@@ -10,7 +10,11 @@
 
 namespace inferscope {
 namespace {
+// Version 1: no flags. Version 2 (written only when a flag is set, so plain aggregates keep their
+// version-1 bytes): a u8 of flags right after the version byte (bit 0: bucket_bounded).
 constexpr uint8_t kFormatVersion = 1;
+constexpr uint8_t kFormatVersionFlags = 2;
+constexpr uint8_t kFlagBucketBounded = 1;
 }  // namespace
 
 // Non-finite values are ignored, as DDSketch::Add does, so that `count` always equals the
@@ -31,7 +35,69 @@ void Aggregate::Add(double value, int64_t time_ms) {
   sketch.Add(value);
 }
 
+void Aggregate::AddBuckets(const double* upper, const double* count_in, uint32_t buckets,
+                           double sum_in, int64_t time_ms) {
+  // The highest finite bound (the +Inf bucket clamps to it).
+  double top = 0;
+  for (uint32_t i = 0; i < buckets; ++i) {
+    if (std::isfinite(upper[i])) top = std::max(top, upper[i]);
+  }
+  uint64_t n = 0;
+  double lo_seen = std::numeric_limits<double>::infinity();
+  double hi_seen = -std::numeric_limits<double>::infinity();
+  double mid_sum = 0;  // Σ c·mid, for the spread around the bucket midpoints
+  double mid_sq = 0;   // Σ c·mid²
+  double lower = 0;
+  for (uint32_t i = 0; i < buckets; ++i) {
+    double hi = upper[i];
+    if (std::isnan(hi)) continue;
+    if (hi == std::numeric_limits<double>::infinity()) hi = top;
+    double lo = i == 0 ? std::min(0.0, hi) : lower;
+    if (hi < lo) hi = lo;
+    lower = hi;
+    const double c = count_in[i];
+    if (!(c >= 0.5) || !std::isfinite(c)) continue;
+    const auto k = static_cast<uint64_t>(std::llround(c));
+    sketch.AddUniform(lo, hi, k);
+    n += k;
+    lo_seen = std::min(lo_seen, lo);
+    hi_seen = std::max(hi_seen, hi);
+    const double mid = 0.5 * (lo + hi);
+    mid_sum += static_cast<double>(k) * mid;
+    mid_sq += static_cast<double>(k) * mid * mid;
+  }
+  bucket_bounded = true;
+  if (n == 0) return;
+  events += n;
+  const auto nb = static_cast<double>(n);
+  // The exact sum when it is consistent with the buckets; else the midpoint estimate.
+  double batch_sum =
+      std::isfinite(sum_in) && sum_in >= lo_seen * nb && sum_in <= hi_seen * nb ? sum_in : mid_sum;
+  const double batch_mean = batch_sum / nb;
+  const double batch_m2 =
+      std::max(0.0, mid_sq - 2 * batch_mean * mid_sum + nb * batch_mean * batch_mean);
+  if (count == 0) {
+    mean = batch_mean;
+    m2 = batch_m2;
+  } else {
+    const auto na = static_cast<double>(count);
+    const double total = na + nb;
+    const double delta = batch_mean - mean;
+    mean += delta * (nb / total);
+    m2 += batch_m2 + delta * delta * (na * nb / total);
+  }
+  count += n;
+  sum += batch_sum;
+  min = std::min(min, lo_seen);
+  max = std::max(max, hi_seen);
+  if (time_ms > last_time_ms || (time_ms == last_time_ms && batch_mean > last)) {
+    last = batch_mean;
+    last_time_ms = time_ms;
+  }
+}
+
 void Aggregate::Merge(const Aggregate& other) {
+  bucket_bounded = bucket_bounded || other.bucket_bounded;
   events += other.events;
   errors += other.errors;
   if (other.count == 0) return;
@@ -72,13 +138,20 @@ void Aggregate::Clear() {
   last = 0;
   last_time_ms = std::numeric_limits<int64_t>::min();
   sketch.Clear();
+  bucket_bounded = false;
 }
 
 // Format (version 1):
 //   u8 version | varint count | varint events | varint errors |
 //   f64 sum, min, max, mean, m2, last | varint zigzag(last_time_ms) | DDSketch
+// Format version 2: u8 version | u8 flags | the rest as version 1.
 void Aggregate::EncodeTo(std::string* out) const {
-  out->push_back(static_cast<char>(kFormatVersion));
+  if (bucket_bounded) {
+    out->push_back(static_cast<char>(kFormatVersionFlags));
+    out->push_back(static_cast<char>(kFlagBucketBounded));
+  } else {
+    out->push_back(static_cast<char>(kFormatVersion));
+  }
   PutVarint(out, count);
   PutVarint(out, events);
   PutVarint(out, errors);
@@ -94,11 +167,19 @@ Status Aggregate::DecodeFrom(std::string_view in, Aggregate* out) {
     message.append(what);
     return Status::Corruption(std::move(message));
   };
-  if (in.empty() || static_cast<uint8_t>(in.front()) != kFormatVersion) {
+  const uint8_t version = in.empty() ? 0 : static_cast<uint8_t>(in.front());
+  if (version != kFormatVersion && version != kFormatVersionFlags) {
     return corrupt("unknown format version");
   }
   in.remove_prefix(1);
   Aggregate agg;
+  if (version == kFormatVersionFlags) {
+    if (in.empty()) return corrupt("truncated flags");
+    const auto flags = static_cast<uint8_t>(in.front());
+    if ((flags & ~kFlagBucketBounded) != 0) return corrupt("unknown flags");
+    agg.bucket_bounded = (flags & kFlagBucketBounded) != 0;
+    in.remove_prefix(1);
+  }
   uint64_t zigzag_time = 0;
   if (!GetVarint(&in, &agg.count) || !GetVarint(&in, &agg.events) || !GetVarint(&in, &agg.errors)) {
     return corrupt("truncated counts");

@@ -29,9 +29,22 @@ struct alignas(64) Aggregate {
   double last = 0;
   int64_t last_time_ms = std::numeric_limits<int64_t>::min();  // event time of `last`
   DDSketch sketch;
+  // Some of the values came as histogram buckets (AddBuckets): quantiles are then only known to
+  // within the width of the bucket around them, not to the sketch's relative accuracy. Sticky
+  // across Merge; stored (format version 2).
+  bool bucket_bounded = false;
 
   // Records one value observed at event time `time_ms`.
   void Add(double value, int64_t time_ms);
+  // Records the observations of one histogram interval: bucket i holds `count[i]` observations in
+  // (upper[i-1], upper[i]] (bucket 0: (0, upper[0]]; a last bound of +Inf clamps to the highest
+  // finite bound, as Prometheus' histogram_quantile does). `sum` is their exact sum: count and
+  // mean stay exact; min/max become the bounds of the lowest/highest non-empty bucket, the
+  // variance assumes each bucket's observations sit at its midpoint, `last` is the interval's
+  // mean. Counts are rounded to integers; negative or non-finite counts and bounds are ignored.
+  // Marks the aggregate bucket_bounded. Also counts the observations as events (requests).
+  void AddBuckets(const double* upper, const double* count, uint32_t buckets, double sum,
+                  int64_t time_ms);
   // Records one event (request) for the error ratio; `error` when it failed.
   void AddEvent(bool error) {
     ++events;

@@ -65,6 +65,43 @@ void DDSketch::Add(double value) {
   ++count_;
 }
 
+void DDSketch::AddUniform(double lo, double hi, uint64_t n) {
+  if (n == 0 || !std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return;
+  lo = std::max(lo, 0.0);
+  if (hi <= min_indexable_) {
+    zero_count_ += n;
+    count_ += n;
+    return;
+  }
+  if (lo == hi) {  // a point mass
+    positive_.Add(Index(hi), n, max_bins_);
+    count_ += n;
+    return;
+  }
+  const double width = hi - lo;
+  const auto total = static_cast<double>(n);
+  uint64_t assigned = 0;
+  // Bin i holds (gamma^(i-1), gamma^i]; walk down from the bin of `hi`.
+  int32_t i = Index(hi);
+  double lower = std::pow(gamma_, i - 1);
+  // At most max_bins bins are distinct (lower ones collapse anyway); the walk ends earlier when
+  // the interval's low end is reached or every count is placed.
+  for (int steps = 0; assigned < n; ++steps, --i, lower /= gamma_) {
+    const bool last = lower <= lo || lower <= min_indexable_ || steps + 1 >= max_bins_;
+    uint64_t target = n;
+    if (!last) {
+      const double covered = (hi - lower) / width;  // share of the interval above `lower`
+      target = std::min<uint64_t>(n, static_cast<uint64_t>(std::llround(covered * total)));
+    }
+    if (target > assigned) {
+      positive_.Add(i, target - assigned, max_bins_);
+      assigned = target;
+    }
+    if (last) break;
+  }
+  count_ += n;
+}
+
 // Only a hint, so the index need not be exact: log2 from the exponent bits plus a quadratic in
 // the mantissa (error < 0.005, a fraction of a bin at 1%) costs a few instructions instead of a
 // call to log, and lands in the right cache line all but rarely.
@@ -244,6 +281,30 @@ void DDSketch::Store::Reshape(int32_t new_lo, int32_t new_hi) {
     while (c + folded > MaxCount()) Widen();
     Set(0, c + folded);
   }
+}
+
+void DDSketch::Store::Add(int32_t index, uint64_t n, int max_bins) {
+  if (size_ == 0) {
+    if (capacity_bytes_ < (1u << width_log2_)) Reshape(index, index);  // reuses capacity
+    offset_ = index;
+    size_ = 1;
+    while (n > MaxCount()) Widen();
+    Set(0, n);
+    return;
+  }
+  const int64_t size = size_;
+  const int64_t rel = static_cast<int64_t>(index) - offset_;
+  auto at = static_cast<uint32_t>(rel);
+  if (rel < 0 || rel >= size) {
+    const int64_t lo = std::min<int64_t>(offset_, index);
+    const int64_t hi = std::max<int64_t>(offset_ + size - 1, index);
+    const int64_t new_lo = std::max<int64_t>(lo, hi - max_bins + 1);
+    Reshape(static_cast<int32_t>(new_lo), static_cast<int32_t>(hi));
+    at = static_cast<uint32_t>(std::max<int64_t>(index, new_lo) - new_lo);
+  }
+  const uint64_t c = Get(at);
+  while (n > MaxCount() - c) Widen();
+  Set(at, c + n);
 }
 
 void DDSketch::Store::MergeFrom(const Store& other, int max_bins) {

@@ -34,6 +34,12 @@ class DDSketch {
 
   // Adds one value. NaN and infinities are ignored (the decoder rejects them before this point).
   void Add(double value);
+  // Adds `n` values spread uniformly over (lo, hi] (a histogram bucket's count, as Prometheus'
+  // histogram_quantile interpolates within a bucket): each sketch bin overlapping the interval
+  // receives the share of `n` proportional to its overlap (cumulative rounding, so the shares add
+  // up to exactly `n`). Negative bounds are clamped to 0 (latency histograms); hi <= 0 puts all
+  // `n` in the zero bin. Non-finite bounds, hi < lo or n == 0: nothing is added.
+  void AddUniform(double lo, double hi, uint64_t n);
   // A hint that `value` is about to be added: prefetches the cache line of its bin. No effect on
   // the contents.
   void PrefetchBin(double value) const;
@@ -103,6 +109,8 @@ class DDSketch {
       const auto rel = static_cast<uint32_t>(static_cast<int64_t>(index) - offset_);
       if (rel < size_) __builtin_prefetch(bins_ + (static_cast<size_t>(rel) << width_log2_), 1);
     }
+    // Adds `n` >= 1 to bin `index` (growing, collapsing and widening as needed).
+    void Add(int32_t index, uint64_t n, int max_bins);
     void MergeFrom(const Store& other, int max_bins);
     // Appends bin `index` with count `n` >= 1 above the current range (decoding). Returns false
     // when the span would exceed max_bins.

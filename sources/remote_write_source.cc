@@ -517,7 +517,8 @@ void RemoteWriteSource::Flush(int64_t now_ms, bool all, SourceOutput& out) {
       if (batch == nullptr) return;  // stopping
       batch->publisher = publisher_;
       batch->received_ns = ctx_.clock->MonotonicNs();
-      PromConvertStats stats = inst.converter.Convert(page_, ts, publisher_, batch->events);
+      PromConvertStats stats =
+          inst.converter.Convert(page_, ts, publisher_, batch->events, &batch->histograms);
       if (events_ != nullptr) {
         events_->Inc(stats.events);
         resets_->Inc(stats.resets);

@@ -67,6 +67,100 @@ class SecondaryTest : public ::testing::Test {
   std::unique_ptr<StateStore> primary_;
 };
 
+// The secondary answers FindSeries and ScanSeries from an in-memory copy of the series index
+// rebuilt at each catch-up; its answers must be the primary's (RocksDB scans), new series must
+// appear only after a catch-up, and ScanPanesOfSeries (one iterator for many series) must read
+// what ScanPanes reads series by series.
+TEST_F(SecondaryTest, InMemorySeriesIndexAndMultiSeriesScanMatchThePrimary) {
+  auto write = [&](const std::string& instance, const std::string& model, const std::string& metric,
+                   int64_t start_ms, double value) {
+    WindowSummary pane;
+    pane.series = {interner_.Intern(instance), interner_.Intern(model), interner_.Intern(metric)};
+    pane.start_ms = start_ms;
+    pane.end_ms = start_ms + kPaneMs;
+    pane.max_event_time_ms = start_ms + kPaneMs - 1;
+    pane.agg.Add(value, start_ms);
+    pane.agg.AddEvent(false);
+    return primary_->WritePanes(std::vector<WindowSummary>{pane}, interner_, start_ms + kPaneMs);
+  };
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_TRUE(write("a", "m1", "ttft_ms", 100'000 + t * kPaneMs, 1 + t).ok());
+    ASSERT_TRUE(write("a", "m2", "ttft_ms", 100'000 + t * kPaneMs, 2 + t).ok());
+    ASSERT_TRUE(write("a", "m2", "e2e_ms", 100'000 + t * kPaneMs, 3 + t).ok());
+    ASSERT_TRUE(write("bb", "m1", "e2e_ms", 100'000 + t * kPaneMs, 4 + t).ok());
+  }
+  Result<std::unique_ptr<StateStore>> secondary = OpenSecondary("node-idx");
+  ASSERT_TRUE(secondary.ok()) << secondary.status().ToString();
+  StateStore& node = **secondary;
+
+  auto same_find = [&](std::string_view instance, const std::string* model,
+                       std::string_view metric) {
+    Result<SeriesMatch> want = primary_->FindSeries(instance, model, metric);
+    Result<SeriesMatch> got = node.FindSeries(instance, model, metric);
+    ASSERT_TRUE(want.ok() && got.ok());
+    EXPECT_EQ(got->instance_known, want->instance_known) << instance;
+    EXPECT_EQ(got->model_known, want->model_known) << instance;
+    EXPECT_EQ(got->models, want->models) << instance;
+  };
+  auto scan = [](const StateStore& store, std::string_view start, bool after) {
+    std::vector<std::string> seen;
+    Status s = store.ScanSeries(start, after, [&](const SeriesInfo& info) {
+      seen.push_back(info.instance + "/" + info.model + "/" + info.metric + "/" +
+                     std::to_string(info.first_seen_ms) + "/" + std::to_string(info.last_seen_ms));
+      return true;
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return seen;
+  };
+  const std::string m1 = "m1", m2 = "m2", m3 = "m3";
+  for (const char* instance : {"a", "bb", "c", ""}) {
+    for (const std::string* model : {static_cast<const std::string*>(nullptr), &m1, &m2, &m3}) {
+      for (const char* metric : {"ttft_ms", "e2e_ms", "x"}) same_find(instance, model, metric);
+    }
+    EXPECT_EQ(scan(node, instance, false), scan(*primary_, instance, false)) << instance;
+    EXPECT_EQ(scan(node, instance, true), scan(*primary_, instance, true)) << instance;
+  }
+  EXPECT_EQ(scan(node, "", false).size(), 4u);
+
+  // A new series and a later pane: invisible until the catch-up, then the primary's answers.
+  ASSERT_TRUE(write("c", "m3", "ttft_ms", 130'000, 9).ok());
+  ASSERT_TRUE(write("a", "m1", "ttft_ms", 130'000, 9).ok());
+  EXPECT_FALSE(node.FindSeries("c", nullptr, "ttft_ms")->instance_known);
+  ASSERT_TRUE(node.CatchUp().ok());
+  EXPECT_TRUE(node.FindSeries("c", &m3, "ttft_ms")->model_known);
+  EXPECT_EQ(scan(node, "", false), scan(*primary_, "", false));
+
+  // ScanPanesOfSeries over several series (one missing) = ScanPanes of each, in the order given.
+  std::vector<StateStore::SeriesRef> refs = {{"bb", "m1", "e2e_ms"},
+                                             {"a", "m1", "ttft_ms"},
+                                             {"a", "zz", "ttft_ms"},
+                                             {"a", "m2", "e2e_ms"}};
+  for (const auto& [from, to] : std::vector<std::pair<int64_t, int64_t>>{
+           {0, INT64_MAX}, {110'000, 130'000}, {115'000, 140'000}, {200'000, 300'000}}) {
+    std::vector<std::string> want, got;
+    for (size_t i = 0; i < refs.size(); ++i) {
+      ASSERT_TRUE(node.ScanPanes(refs[i].instance, refs[i].model, refs[i].metric, from, to,
+                                 [&, i](const StoredPane& p) {
+                                   want.push_back(std::to_string(i) + "@" +
+                                                  std::to_string(p.start_ms) + "=" +
+                                                  std::to_string(p.agg.sum));
+                                   return Status::Ok();
+                                 })
+                      .ok());
+    }
+    ASSERT_TRUE(node.ScanPanesOfSeries(refs, from, to,
+                                       [&](size_t i, const StoredPane& p) {
+                                         got.push_back(std::to_string(i) + "@" +
+                                                       std::to_string(p.start_ms) + "=" +
+                                                       std::to_string(p.agg.sum));
+                                         return Status::Ok();
+                                       })
+                    .ok());
+    EXPECT_EQ(got, want) << from << ".." << to;
+    if (from == 0) EXPECT_EQ(got.size(), 10u);
+  }
+}
+
 TEST_F(SecondaryTest, SeesCommittedStateAfterCatchUpAndRefusesWrites) {
   ASSERT_TRUE(WritePane(100'000, 5).ok());
   Result<std::unique_ptr<StateStore>> secondary = OpenSecondary("node-a");

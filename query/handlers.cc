@@ -637,60 +637,38 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
                         {{"from", requested_from}, {"to", requested_to}, {"pane_ms", pane}});
   }
 
-  // One streaming pass over the series index (grouped by instance); the panes of the series that
-  // count are read in batches of kBatch series with one RocksDB iterator per batch
-  // (StateStore::ScanPanesOfSeries: a Seek per series, not an iterator per series), so memory
-  // stays bounded by the batch, not the number of series.
-  constexpr size_t kBatch = 4096;
+  // One streaming pass over the series index (grouped by instance), so memory does not grow with
+  // the number of series.
   Aggregate e2e;
   double cached_tokens = 0, prompt_tokens = 0;
   size_t active = 0;
   std::string last_active;
-  std::vector<SeriesInfo> batch;
-  std::vector<uint64_t> requests;
   Status scan_error;
-  auto flush = [&]() -> Status {
-    if (batch.empty()) return Status::Ok();
-    std::vector<StateStore::SeriesRef> refs;
-    refs.reserve(batch.size());
-    for (const SeriesInfo& info : batch) refs.push_back({info.instance, info.model, info.metric});
-    requests.assign(batch.size(), 0);
-    Status read = ctx.store->ScanPanesOfSeries(refs, from_ms, to_ms,
-                                               [&](size_t i, const StoredPane& pane) -> Status {
-                                                 const std::string& metric = batch[i].metric;
-                                                 if (metric == "e2e_ms") {
-                                                   e2e.Merge(pane.agg);
-                                                   requests[i] += pane.agg.events;
-                                                 } else if (metric == "cached_tokens") {
-                                                   cached_tokens += pane.agg.sum;
-                                                 } else {
-                                                   prompt_tokens += pane.agg.sum;
-                                                 }
-                                                 return Status::Ok();
-                                               });
-    if (!read.ok()) return read;
+  Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
+    const bool is_e2e = info.metric == "e2e_ms";
+    const bool is_cached = info.metric == "cached_tokens";
+    const bool is_prompt = info.metric == "prompt_tokens";
+    if (!is_e2e && !is_cached && !is_prompt) return true;
+    if (info.last_seen_ms < from_ms || info.first_seen_ms >= to_ms) return true;
+    uint64_t requests = 0;
+    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, to_ms,
+                                      [&](const StoredPane& pane) -> Status {
+                                        if (is_e2e) {
+                                          e2e.Merge(pane.agg);
+                                          requests += pane.agg.events;
+                                        }
+                                        if (is_cached) cached_tokens += pane.agg.sum;
+                                        if (is_prompt) prompt_tokens += pane.agg.sum;
+                                        return Status::Ok();
+                                      });
     // An instance is active when it has request outcomes in the range, so `active_instances` is
     // 0 exactly when `requests` is.
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (requests[i] > 0 && (active == 0 || batch[i].instance != last_active)) {
-        ++active;
-        last_active = batch[i].instance;
-      }
+    if (requests > 0 && (active == 0 || info.instance != last_active)) {
+      ++active;
+      last_active = info.instance;
     }
-    batch.clear();
-    return Status::Ok();
-  };
-  Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
-    if (info.metric != "e2e_ms" && info.metric != "cached_tokens" &&
-        info.metric != "prompt_tokens") {
-      return true;
-    }
-    if (info.last_seen_ms < from_ms || info.first_seen_ms >= to_ms) return true;
-    batch.push_back(info);
-    if (batch.size() >= kBatch) scan_error = flush();
     return scan_error.ok();
   });
-  if (scan_error.ok() && s.ok()) scan_error = flush();
   if (!scan_error.ok()) return StatusReply(*ctx.clock, scan_error);
   if (!s.ok()) return StatusReply(*ctx.clock, s);
 

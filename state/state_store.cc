@@ -319,7 +319,6 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
     INFERSCOPE_RETURN_IF_ERROR(store->OpenPrimary(options, metrics, db_options, cf_options));
   } else {
     std::shared_lock<std::shared_mutex> lock(store->db_mu_);
-    store->RebuildViewIndex();
     INFERSCOPE_RETURN_IF_ERROR(store->LoadMeta());
   }
 
@@ -593,7 +592,6 @@ Result<CatchUpReport> StateStore::CatchUp() {
   }
   {
     std::shared_lock<std::shared_mutex> lock(db_mu_);
-    RebuildViewIndex();
     INFERSCOPE_RETURN_IF_ERROR(LoadMeta());
     Result<std::optional<std::vector<TierSpec>>> stored = ReadStoredTiers();
     if (!stored.ok()) return stored.status();
@@ -831,28 +829,6 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
     }
     AppendStr(&prefix, start_instance);
   }
-  if (const std::shared_ptr<const ViewIndex> view = ViewIndexSnapshot(); view != nullptr) {
-    // A secondary's in-memory copy of the index (RebuildViewIndex): well-formed by construction.
-    auto at = std::lower_bound(
-        view->begin(), view->end(), prefix,
-        [](const auto& entry, const std::string& key) { return entry.first < key; });
-    if (after && !prefix.empty()) {
-      while (at != view->end() && at->first.starts_with(prefix)) ++at;
-    }
-    SeriesInfo info;
-    for (; at != view->end(); ++at) {
-      std::string_view rest = at->first;
-      std::string_view instance, model, metric;
-      (void)(ReadStr(&rest, &instance) && ReadStr(&rest, &model) && ReadStr(&rest, &metric));
-      info.instance.assign(instance);
-      info.model.assign(model);
-      info.metric.assign(metric);
-      info.first_seen_ms = at->second.first_seen_ms;
-      info.last_seen_ms = at->second.last_seen_ms;
-      if (!fn(info)) return Status::Ok();
-    }
-    return Status::Ok();
-  }
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   std::unique_ptr<rocksdb::Iterator> it(
@@ -881,86 +857,6 @@ Status StateStore::ScanSeries(std::string_view start_instance, bool after,
   return FromRocks(it->status(), "state store: scanning series");
 }
 
-std::shared_ptr<const StateStore::ViewIndex> StateStore::ViewIndexSnapshot() const {
-  std::lock_guard<std::mutex> lock(view_index_mu_);
-  return view_index_;
-}
-
-void StateStore::RebuildViewIndex() {
-  auto view = std::make_shared<ViewIndex>();
-  bool well_formed = db_ != nullptr;
-  if (well_formed) {
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), handles_[kSeries]));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      std::string_view key = it->key().ToStringView();
-      std::string_view value = it->value().ToStringView();
-      std::string_view rest = key, instance, model, metric;
-      if (!ReadStr(&rest, &instance) || !ReadStr(&rest, &model) || !ReadStr(&rest, &metric) ||
-          !rest.empty() || value.size() != 16) {
-        well_formed = false;
-        break;
-      }
-      view->emplace_back(std::string(key),
-                         SeriesRange{static_cast<int64_t>(DecodeBigEndian64(value)),
-                                     static_cast<int64_t>(DecodeBigEndian64(value.substr(8)))});
-    }
-    well_formed = well_formed && it->status().ok();
-  }
-  std::lock_guard<std::mutex> lock(view_index_mu_);
-  if (well_formed) {
-    view_index_ = std::move(view);
-  } else {
-    view_index_.reset();
-  }
-}
-
-Status StateStore::ScanPanesOfSeries(
-    std::span<const SeriesRef> series, int64_t from_ms, int64_t to_ms,
-    const std::function<Status(size_t, const StoredPane&)>& fn) const {
-  const int64_t expired_through = tiers_[0].ExpiredThroughMs(clock_->NowMs());
-  from_ms = std::max<int64_t>({from_ms, 0, FirstLiveStart(tiers_[0], expired_through)});
-  if (to_ms <= from_ms) return Status::Ok();
-  for (const SeriesRef& ref : series) {
-    INFERSCOPE_RETURN_IF_ERROR(CheckName("instance", ref.instance));
-    INFERSCOPE_RETURN_IF_ERROR(CheckName("model", ref.model));
-    INFERSCOPE_RETURN_IF_ERROR(CheckName("metric", ref.metric));
-  }
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
-  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), TierHandle(0)));
-  std::string prefix, lower, upper;
-  for (size_t i = 0; i < series.size(); ++i) {
-    prefix = SeriesPrefix(series[i].instance, series[i].model, series[i].metric);
-    lower = PaneKey(series[i].instance, series[i].model, series[i].metric, from_ms);
-    upper = PaneKey(series[i].instance, series[i].model, series[i].metric, to_ms);
-    for (it->Seek(lower); it->Valid(); it->Next()) {
-      std::string_view key = it->key().ToStringView();
-      if (key >= std::string_view(upper)) break;
-      std::string_view value = it->value().ToStringView();
-      if (key.size() != prefix.size() + 8 || key.substr(0, prefix.size()) != prefix) {
-        return Status::Corruption("state store: unexpected pane key '" + Printable(key) + "'");
-      }
-      StoredPane pane;
-      pane.start_ms = static_cast<int64_t>(DecodeBigEndian64(key.substr(prefix.size())));
-      if (value.size() < 8) {
-        return Status::Corruption("state store: pane value of " + std::to_string(value.size()) +
-                                  " bytes for '" + Printable(key) + "'");
-      }
-      pane.end_ms = static_cast<int64_t>(DecodeBigEndian64(value));
-      if (pane.end_ms <= expired_through) continue;
-      Status decoded = Aggregate::DecodeFrom(value.substr(8), &pane.agg);
-      if (!decoded.ok()) {
-        return Status::Corruption("state store: pane '" + Printable(key) + "' at " +
-                                  std::to_string(pane.start_ms) + ": " + decoded.message());
-      }
-      INFERSCOPE_RETURN_IF_ERROR(fn(i, pane));
-    }
-    INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: scanning panes"));
-  }
-  return Status::Ok();
-}
-
 Result<SeriesMatch> StateStore::FindSeries(std::string_view instance, const std::string* model,
                                            std::string_view metric) const {
   INFERSCOPE_RETURN_IF_ERROR(CheckName("instance", instance));
@@ -972,26 +868,12 @@ Result<SeriesMatch> StateStore::FindSeries(std::string_view instance, const std:
   if (model != nullptr) AppendStr(&prefix, *model);
 
   SeriesMatch match;
-  // A secondary answers from its in-memory copy of the series index (RebuildViewIndex).
-  const std::shared_ptr<const ViewIndex> view = ViewIndexSnapshot();
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_, std::defer_lock);
-  if (view == nullptr) {
-    db_lock.lock();
-    INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
-  }
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   // Scans the series whose key starts with `p` (bounded above by its successor); `fn` sees each
   // key past the prefix and may stop the scan by returning false.
   auto scan_prefix = [&](const std::string& p,
                          const std::function<bool(std::string_view)>& fn) -> Status {
-    if (view != nullptr) {
-      auto it = std::lower_bound(
-          view->begin(), view->end(), p,
-          [](const auto& entry, const std::string& key) { return entry.first < key; });
-      for (; it != view->end() && it->first.starts_with(p); ++it) {
-        if (!fn(std::string_view(it->first).substr(p.size()))) break;
-      }
-      return Status::Ok();
-    }
     const std::string upper = PrefixSuccessor(p);
     rocksdb::Slice upper_slice(upper);
     rocksdb::ReadOptions read_options;
@@ -1030,7 +912,7 @@ Result<SeriesMatch> StateStore::FindSeries(std::string_view instance, const std:
       return false;
     }));
   }
-  if (db_lock.owns_lock()) db_lock.unlock();
+  db_lock.unlock();
   std::sort(match.models.begin(), match.models.end());
   return match;
 }

@@ -265,16 +265,6 @@ class StateStore {
   // `after` is true — so a scan can resume where an earlier one stopped (query pagination).
   Status ScanSeries(std::string_view start_instance, bool after,
                     const std::function<bool(const SeriesInfo&)>& fn) const;
-  // One series to read with ScanPanesOfSeries.
-  struct SeriesRef {
-    std::string_view instance, model, metric;
-  };
-  // ScanPanes over many series with one RocksDB iterator (one Seek per series instead of an
-  // iterator per series): `fn(i, pane)` sees the panes of series[i] whose start is in
-  // [from_ms, to_ms), series by series in the order given, each in time order, skipping expired
-  // panes. Stops at the first non-OK Status `fn` returns. (The performance endpoint's fleet scan.)
-  Status ScanPanesOfSeries(std::span<const SeriesRef> series, int64_t from_ms, int64_t to_ms,
-                           const std::function<Status(size_t, const StoredPane&)>& fn) const;
   // Applies the writes in one atomic WriteBatch; `sync` fsyncs the WAL before returning (which
   // makes every earlier write durable too). Record writes are serialised with the expiry of
   // time-keyed tables (RunMaintenance), so an expiry hook's read-then-delete sees no write between.
@@ -363,11 +353,6 @@ class StateStore {
                         std::string_view metric, int64_t from_ms, int64_t to_ms,
                         const std::function<Status(const StoredPane&)>& fn) const;
   Status LoadIndex();
-  // Secondary only: rebuilds view_index_ from the `series` column family as this instance now
-  // sees it (Open; CatchUp, before LoadMeta, so a watermark is never newer than the index). A
-  // malformed entry leaves no index: FindSeries and ScanSeries then scan RocksDB and report it.
-  // Caller holds db_mu_ (shared).
-  void RebuildViewIndex();
   // WriteRecords for any record type with `key` and optional `value`; `table_of(w)` names the
   // table of write `w`.
   template <typename Write, typename TableOf>
@@ -423,14 +408,6 @@ class StateStore {
   // first/last seen without a Get per pane.
   std::map<std::string, SeriesRange, std::less<>> index_;
   std::atomic<int64_t> watermark_{0};
-  // Secondary only: the `series` column family as of the last catch-up, in key order (encoded
-  // key, first/last seen), so FindSeries and ScanSeries answer from memory instead of a RocksDB
-  // prefix scan per request. Replaced whole at each catch-up; readers copy the pointer under
-  // view_index_mu_. Null on a primary (or after a malformed entry).
-  using ViewIndex = std::vector<std::pair<std::string, SeriesRange>>;
-  mutable std::mutex view_index_mu_;
-  std::shared_ptr<const ViewIndex> view_index_;
-  std::shared_ptr<const ViewIndex> ViewIndexSnapshot() const;
   Histogram* write_latency_ = nullptr;
   Counter* write_errors_ = nullptr;
   Counter* panes_written_ = nullptr;

@@ -334,6 +334,7 @@ struct RoutingLearner::Backend {
   // for a slot × the elasticity of latency with in-flight requests).
   double in_flight = 0, slots = 0, load_factor = 1;
   std::array<double, 3> elastic_factor = {1, 1, 1};
+  std::array<double, 3> elastic_slope = {0, 0, 0};  // d log latency / d in-flight (ttft, tpot, e2e)
   // Log-space sd of one request's latency around the expected (Redraw; prediction_noise).
   double pred_log_sd = 0;
 };
@@ -736,6 +737,7 @@ void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
       const double slope =
           std::clamp((r.raw_a() + kElasticityPrior / slots) / (r.raw_b() + kElasticityPrior), 0.0,
                      kMaxElasticity);
+      b.elastic_slope[k] = slope;
       b.elastic_factor[k] = std::exp(std::clamp(slope * dn, -kMaxLoadLog, kMaxLoadLog));
     }
     in_flight_sum += in_flight;
@@ -1198,31 +1200,53 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
     out->reason = NoBackendReason::kNoCapableBackend;
     return;
   }
-  uint32_t chosen = t.n;
-  const double u = rng_.Unit() * total;
-  if (!any_excluded) {
-    for (uint32_t j = 0; j < t.n; ++j) {
-      if (u < t.cum[j]) {
-        chosen = j;
-        break;
-      }
-    }
-  } else {
+  auto fits = [&](uint32_t j) { return !(t.max_context[j] != 0 && t.max_context[j] < need); };
+  // One draw from the weights (among what fits).
+  auto draw = [&]() {
+    const double u = rng_.Unit() * total;
     double acc = 0;
     for (uint32_t j = 0; j < t.n; ++j) {
-      if (t.max_context[j] != 0 && t.max_context[j] < need) continue;
+      if (any_excluded && !fits(j)) continue;
       acc += t.scores[j].weight;
-      if (u < acc) {
-        chosen = j;
-        break;
-      }
+      if (u < acc) return j;
     }
+    for (uint32_t j = t.n; j-- > 0;) {  // rounding at the top end: the last eligible one
+      if (fits(j)) return j;
+    }
+    return t.n;
+  };
+  uint32_t chosen = draw();
+  if (chosen == t.n) {
+    out->reason = NoBackendReason::kNoCapableBackend;
+    return;
   }
-  if (chosen == t.n) {  // rounding at the top end: the last eligible one
-    for (uint32_t j = t.n; j-- > 0;) {
-      if (!(t.max_context[j] != 0 && t.max_context[j] < need)) {
+  // Power of d among the weight draws: the one with the lowest expected latency at the load it
+  // has now (the table's expectation moved by the sends and outcomes since it was built: queueing
+  // for a slot and the elasticity), the first among equals. Probing backends keep their probe
+  // share, so a probe draw stands.
+  if (options_.estimator.load_choices > 1 && t.n > 1 &&
+      t.scores[chosen].gate != GateState::kProbing) {
+    const Model& m = *models_[model_id];
+    const size_t k_slope = m.use_split ? 1 : 2;
+    auto live_latency = [&](uint32_t j) {
+      const BackendScore& s = t.scores[j];
+      const Backend& b = m.backends[s.backend];
+      const double slots = b.slots > 0 ? b.slots : options_.estimator.assumed_slots;
+      const double now_in = InFlightNow(b, now);
+      const double queue_now = 1 + std::max(0.0, now_in + 1 - slots) / slots;
+      const double queue_then = 1 + std::max(0.0, s.in_flight + 1 - slots) / slots;
+      const double dn =
+          std::clamp(b.elastic_slope[k_slope] * (now_in - s.in_flight), -kMaxLoadLog, kMaxLoadLog);
+      return s.expected_latency_ms * queue_now / queue_then * std::exp(dn);
+    };
+    double best = live_latency(chosen);
+    for (int64_t k = 1; k < options_.estimator.load_choices; ++k) {
+      const uint32_t j = draw();
+      if (j == t.n || j == chosen || t.scores[j].gate == GateState::kProbing) continue;
+      const double lj = live_latency(j);
+      if (lj < best) {
+        best = lj;
         chosen = j;
-        break;
       }
     }
   }

@@ -159,6 +159,9 @@ Status EstimatorOptions::Validate() const {
   if (!(temperature >= 0.05 && temperature <= 20)) {
     return Status::InvalidArgument("temperature must be in 0.05..20");
   }
+  if (load_choices < 1 || load_choices > 4) {
+    return Status::InvalidArgument("load_choices must be in 1..4");
+  }
   if (!(prediction_noise >= 0 && prediction_noise <= 2)) {
     return Status::InvalidArgument("prediction_noise must be in 0..2");
   }
@@ -267,6 +270,7 @@ Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out) {
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "kv_saturation", &e.kv_saturation, 1e-9, 1));
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "temperature", &e.temperature, 0.05, 20));
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "prediction_noise", &e.prediction_noise, 0, 2));
+  INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "load_choices", &e.load_choices, 1, 4));
   int64_t seed = static_cast<int64_t>(e.seed);
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "seed", &seed, 0));
   e.seed = static_cast<uint64_t>(seed);

@@ -634,5 +634,32 @@ TEST(OptionsTest, ErrorsNameFileLineAndField) {
   EXPECT_NE(error("health: {typo: 1}\n").find("typo"), std::string::npos);
 }
 
+// load_choices: a burst at one instant (no outcome in between, the decision table unchanged) is
+// spread by the live in-flight counts over two identical backends instead of following the
+// weights' coin flips.
+TEST(LoadChoicesTest, BurstOnIdenticalBackendsIsSpreadByLiveLoad) {
+  auto burst_gap = [](int64_t load_choices) {
+    RoutingOptions o;
+    o.estimator.load_choices = load_choices;
+    RoutingLearner learner(o);
+    std::mt19937_64 rng(5);
+    const TrueBackend a{.name = "a", .ttft_ms = 100, .tpot_ms = 20};
+    const TrueBackend b{.name = "b", .ttft_ms = 100, .tpot_ms = 20};
+    Feed(learner, "m", {&a, &b}, 0, 400, rng);
+    const RoutingLearner::ModelId model = learner.FindModel("m");
+    int64_t sent[2] = {0, 0};
+    Decision d;
+    for (int i = 0; i < 200; ++i) {
+      learner.Select(model, {}, Strategy::kLowestLatency, 400, &d);
+      EXPECT_TRUE(d.ok);
+      learner.NoteSent(model, d.backend, 400);
+      ++sent[d.backend];
+    }
+    return std::abs(sent[0] - sent[1]);
+  };
+  EXPECT_LE(burst_gap(4), 6);
+  EXPECT_EQ(burst_gap(1), burst_gap(1));  // deterministic
+}
+
 }  // namespace
 }  // namespace inferscope::routing

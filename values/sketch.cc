@@ -213,26 +213,7 @@ void DDSketch::Store::Widen() {
 // Invariant: when non-empty, the first and last bins are non-zero, so equal contents have equal
 // representations; the span never exceeds max_bins.
 void DDSketch::Store::IncrementSlow(int32_t index, int max_bins) {
-  if (size_ == 0) {
-    if (capacity_bytes_ < (1u << width_log2_)) Reshape(index, index);  // reuses capacity
-    offset_ = index;
-    size_ = 1;
-    Set(0, 1);
-    return;
-  }
-  const int64_t size = size_;
-  const int64_t rel = static_cast<int64_t>(index) - offset_;
-  uint32_t at = static_cast<uint32_t>(rel);
-  if (rel < 0 || rel >= size) {
-    const int64_t lo = std::min<int64_t>(offset_, index);
-    const int64_t hi = std::max<int64_t>(offset_ + size - 1, index);
-    const int64_t new_lo = std::max<int64_t>(lo, hi - max_bins + 1);
-    Reshape(static_cast<int32_t>(new_lo), static_cast<int32_t>(hi));
-    at = static_cast<uint32_t>(std::max<int64_t>(index, new_lo) - new_lo);
-  }
-  const uint64_t c = Get(at);
-  if (c == MaxCount()) Widen();
-  Set(at, c + 1);
+  Add(index, 1, max_bins);  // the slow path: a new or out-of-range bin, or a full counter
 }
 
 // Makes the store cover [new_lo, new_hi] (new_hi >= current high end); bins below new_lo are

@@ -74,6 +74,9 @@ json WindowJson(int64_t start, int64_t end, const Aggregate& agg) {
   w["p90"] = has_values ? JsonNumberOrNull(stats.p90) : json();
   w["p95"] = has_values ? JsonNumberOrNull(stats.p95) : json();
   w["p99"] = has_values ? JsonNumberOrNull(stats.p99) : json();
+  // Whether some value came as histogram buckets: the quantiles are then exact only to the width
+  // of the bucket holding them (docs/API.md, "Percentiles").
+  w["bucket_bounded"] = agg.bucket_bounded;
   w["rate"] = JsonNumberOrNull(stats.rate_per_s);
   w["error_ratio"] = stats.events > 0 ? JsonNumberOrNull(stats.error_ratio) : json();
   w["events"] = stats.events;
@@ -680,6 +683,7 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
       {"avg_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.mean) : json()},
       {"p95_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.p95) : json()},
       {"p99_response_time_ms", stats.count > 0 ? JsonNumberOrNull(stats.p99) : json()},
+      {"bucket_bounded", e2e.bucket_bounded},
       {"error_rate", stats.events > 0 ? JsonNumberOrNull(stats.error_ratio) : json()},
       {"cache_hit_rate",
        prompt_tokens > 0 ? JsonNumberOrNull(cached_tokens / prompt_tokens) : json()},

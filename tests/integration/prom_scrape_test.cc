@@ -11,8 +11,10 @@
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -65,7 +67,8 @@ sinks:
 
 // The k-th vLLM page (k = 0, 1, ...; frozen from kPages - 1 on). Counters restart at k = 6 (a
 // server restart): preemptions 3 per scrape, then 2 at the reset, then 3 again; TTFT count 10 per
-// scrape (5 at the reset) with a sum of 0.1 s per request, so every interval's mean is 100 ms.
+// scrape (5 at the reset) with a sum of 0.1 s per request, so every interval's mean is 100 ms; its
+// buckets put 3 in 10 requests in (0, 50 ms] and the rest in (50, 100 ms].
 constexpr int kPages = 12;
 constexpr int kReset = 6;
 constexpr double kExpectedPreemptions = 5 * 3 + 2 + 5 * 3;  // increases of k = 1..11
@@ -86,11 +89,12 @@ std::string VllmPage(int k) {
                 "# TYPE vllm:generation_tokens_total counter\n"
                 "vllm:generation_tokens_total{model_name=\"m\"} %d.0\n"
                 "# TYPE vllm:time_to_first_token_seconds histogram\n"
+                "vllm:time_to_first_token_seconds_bucket{le=\"0.05\",model_name=\"m\"} %d.0\n"
                 "vllm:time_to_first_token_seconds_bucket{le=\"0.1\",model_name=\"m\"} %d.0\n"
                 "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} %d.0\n"
                 "vllm:time_to_first_token_seconds_sum{model_name=\"m\"} %d.%d\n"
                 "vllm:time_to_first_token_seconds_count{model_name=\"m\"} %d.0\n",
-                preempt, tokens, count, count, count / 10, count % 10, count);
+                preempt, tokens, count * 3 / 10, count, count, count / 10, count % 10, count);
   return page;
 }
 
@@ -195,8 +199,40 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
     EXPECT_NEAR(p["min"].get<double>(), 100, 1e-6) << p.dump();
     EXPECT_NEAR(p["max"].get<double>(), 100, 1e-6) << p.dump();
     ttft_count += p["count"].get<double>();
+    // Means are exact observations, not buckets.
+    EXPECT_FALSE(p["bucket_bounded"].get<bool>()) << p.dump();
   }
   EXPECT_EQ(ttft_count, kPages - 1);  // one mean per interval in which requests finished
+  // The same histogram's buckets (kHistogram events): every request of every interval exactly
+  // once across the reset, and bucket-bounded quantiles equal to Prometheus' histogram_quantile
+  // over the window's buckets within the width of the bucket holding them (50 ms).
+  w = Windows(http, "vllm-a", "m", "ttft_ms", start_ms, to);
+  ASSERT_FALSE(w.empty());
+  double requests = 0;
+  for (const json& p : w) {
+    requests += p["count"].get<double>();
+    const double n = p["count"].get<double>();
+    // The API says these quantiles are bucket-bounded.
+    EXPECT_TRUE(p["bucket_bounded"].get<bool>()) << p.dump();
+    // The window's requests: about 30 % in the first bucket (rounded down per scrape).
+    auto histogram_quantile = [n](double q, double first) {
+      const double rank = q * n;
+      if (rank <= first) return 50 * rank / first;
+      return 50 + 50 * (rank - first) / (n - first);
+    };
+    for (const char* q : {"p50", "p90", "p99"}) {
+      const double qv = q[1] == '5' ? 0.5 : q[2] == '0' ? 0.9 : 0.99;
+      const double got = p[q].get<double>();
+      const double expected = histogram_quantile(qv, 0.3 * n);
+      EXPECT_LE(std::abs(got - expected), 50) << q << " " << p.dump();
+      // At most 30 % of any window's requests are in (0, 50 ms], so p50..p99 fall in the
+      // (50, 100 ms] bucket, as histogram_quantile puts them (less the sketch's 1 %).
+      EXPECT_GE(got, 50 * 0.99) << q << " " << p.dump();
+      EXPECT_LE(got, 100 * 1.01) << q << " " << p.dump();
+    }
+    EXPECT_LE(p["max"].get<double>(), 100) << "the highest bucket bound";
+  }
+  EXPECT_EQ(requests, 10 * (kReset - 1) + 5 + 10 * (kPages - 1 - kReset));
   // Gauges as they are; generation tokens as a positive rate.
   w = Windows(http, "vllm-a", "m", "kv_cache_usage", start_ms, to);
   ASSERT_FALSE(w.empty());

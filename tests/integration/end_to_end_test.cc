@@ -18,6 +18,7 @@ namespace {
 
 using nlohmann::json;
 using testing::EngineProcess;
+using testing::GetJson;
 using testing::ReadFile;
 using testing::Subprocess;
 using testing::Substitute;
@@ -52,13 +53,6 @@ sinks:
     options:
       endpoint: tcp://127.0.0.1:*
 )";
-
-json GetJson(httplib::Client& http, const std::string& path, int* status = nullptr) {
-  auto res = http.Get(path.c_str());
-  if (!res) return json();
-  if (status) *status = res->status;
-  return json::parse(res->body, nullptr, false);
-}
 
 TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
   TempDir dir;

@@ -1,5 +1,10 @@
 #include "tests/integration/engine_fixture.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <regex>
 #include <utility>
@@ -14,6 +19,44 @@ std::string Substitute(std::string text, const std::map<std::string, std::string
     }
   }
   return text;
+}
+
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+nlohmann::json GetJson(httplib::Client& http, const std::string& path, int* status) {
+  auto res = http.Get(path.c_str());
+  if (!res) return nlohmann::json();
+  if (status != nullptr) *status = res->status;
+  return nlohmann::json::parse(res->body, nullptr, false);
+}
+
+nlohmann::json SummaryWindows(httplib::Client& http, const std::string& instance,
+                              const std::string& model, const std::string& metric, int64_t from,
+                              int64_t to) {
+  std::string model_param = model;
+  for (size_t p = 0; (p = model_param.find('/', p)) != std::string::npos; p += 3) {
+    model_param.replace(p, 1, "%2F");
+  }
+  nlohmann::json j = GetJson(
+      http, "/v1/instances/" + instance + "/summary?model=" + model_param + "&metric=" + metric +
+                "&window=1s&from=" + std::to_string(from) + "&to=" + std::to_string(to));
+  nlohmann::json out = nlohmann::json::array();
+  if (!j.is_object() || !j.contains("windows")) return out;
+  for (const nlohmann::json& w : j["windows"]) {
+    if (w["count"].get<int64_t>() > 0) out.push_back(w);
+  }
+  return out;
 }
 
 std::string DefaultTopologyOnFreePorts() {

@@ -25,6 +25,20 @@ std::string Substitute(std::string text, const std::map<std::string, std::string
 // run in parallel with each other and with `make demo`.
 std::string DefaultTopologyOnFreePorts();
 
+// A loopback TCP port where nothing listens: bound, then closed (for programs that cannot bind
+// port 0 and report it, such as Prometheus' --web.listen-address).
+int FreePort();
+
+// GET `path` as JSON: null when there is no response, a discarded value when the body is not JSON;
+// the HTTP status in `status` when given.
+nlohmann::json GetJson(httplib::Client& http, const std::string& path, int* status = nullptr);
+
+// The 1 s windows of /v1/instances/{instance}/summary for `model` (a '/' escaped) and `metric`
+// over [from, to) that hold values (the API lists empty ones too, with null statistics).
+nlohmann::json SummaryWindows(httplib::Client& http, const std::string& instance,
+                              const std::string& model, const std::string& metric, int64_t from,
+                              int64_t to);
+
 // The integration tests' one way to run the engine: `inferscope run` as a subprocess on a topology
 // written to a file, started with a ready file, and waited for until that file is written and
 // /v1/health answers.

@@ -28,6 +28,8 @@ namespace {
 
 using nlohmann::json;
 using testing::EngineProcess;
+using testing::FreePort;
+using testing::GetJson;
 using testing::ReadFile;
 using testing::Substitute;
 using testing::TempDir;
@@ -98,44 +100,6 @@ std::string VllmPage(int k) {
   return page;
 }
 
-// A port where nothing listens: bound, then closed.
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-json GetJson(httplib::Client& http, const std::string& path) {
-  auto res = http.Get(path.c_str());
-  if (!res) return json();
-  return json::parse(res->body, nullptr, false);
-}
-
-json Windows(httplib::Client& http, const std::string& instance, const std::string& model,
-             const std::string& metric, int64_t from, int64_t to) {
-  std::string model_param = model;
-  for (size_t p = 0; (p = model_param.find('/', p)) != std::string::npos; p += 3) {
-    model_param.replace(p, 1, "%2F");
-  }
-  json j = GetJson(http, "/v1/instances/" + instance + "/summary?model=" + model_param +
-                             "&metric=" + metric + "&window=1s&from=" + std::to_string(from) +
-                             "&to=" + std::to_string(to));
-  // Only the windows that hold values (the API lists empty ones too, with null statistics).
-  json out = json::array();
-  if (!j.is_object() || !j.contains("windows")) return out;
-  for (const json& w : j["windows"]) {
-    if (w["count"].get<int64_t>() > 0) out.push_back(w);
-  }
-  return out;
-}
-
 TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
   httplib::Server server;
   std::atomic<int> vllm_requests{0};
@@ -182,7 +146,7 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
   json w;
   ASSERT_TRUE(WaitFor(
       [&] {
-        w = Windows(http, "vllm-a", "m", "num_preemptions", start_ms, to);
+        w = testing::SummaryWindows(http, "vllm-a", "m", "num_preemptions", start_ms, to);
         preemptions = 0;
         for (const json& p : w) preemptions += p["sum"].get<double>();
         return vllm_requests.load() > kPages && preemptions == kExpectedPreemptions;
@@ -192,7 +156,7 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
       << engine.Log();
 
   // The histogram mean: 100 ms in every interval, across the reset.
-  w = Windows(http, "vllm-a", "m", "ttft_mean_ms", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "ttft_mean_ms", start_ms, to);
   ASSERT_FALSE(w.empty());
   double ttft_count = 0;
   for (const json& p : w) {
@@ -206,7 +170,7 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
   // The same histogram's buckets (kHistogram events): every request of every interval exactly
   // once across the reset, and bucket-bounded quantiles equal to Prometheus' histogram_quantile
   // over the window's buckets within the width of the bucket holding them (50 ms).
-  w = Windows(http, "vllm-a", "m", "ttft_ms", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "ttft_ms", start_ms, to);
   ASSERT_FALSE(w.empty());
   double requests = 0;
   for (const json& p : w) {
@@ -234,36 +198,36 @@ TEST(PromScrapeTest, ScrapesRatesResetsAndReportsDownTargets) {
   }
   EXPECT_EQ(requests, 10 * (kReset - 1) + 5 + 10 * (kPages - 1 - kReset));
   // Gauges as they are; generation tokens as a positive rate.
-  w = Windows(http, "vllm-a", "m", "kv_cache_usage", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "kv_cache_usage", start_ms, to);
   ASSERT_FALSE(w.empty());
   for (const json& p : w) EXPECT_DOUBLE_EQ(p["mean"].get<double>(), 0.5);
-  w = Windows(http, "vllm-a", "m", "num_requests_running", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "num_requests_running", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["max"].get<double>(), 4);
-  w = Windows(http, "vllm-a", "m", "generation_tokens_per_s", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "generation_tokens_per_s", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_GT(w[0]["max"].get<double>(), 0);
 
   // The real SGLang page: its gauges under the page's model label.
   const std::string llama = "meta-llama/Llama-3.1-8B-Instruct";
-  w = Windows(http, "sglang-a", llama, "num_requests_running", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "num_requests_running", start_ms, to);
   ASSERT_FALSE(w.empty()) << GetJson(http, "/v1/instances").dump();
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 162);
-  w = Windows(http, "sglang-a", llama, "num_requests_waiting", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "num_requests_waiting", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 2826);
-  w = Windows(http, "sglang-a", llama, "kv_cache_usage", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "kv_cache_usage", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 0.28);
 
   // Up and down: the up gauge per target, and the down targets with their reasons in /v1/health.
-  w = Windows(http, "vllm-a", "_", "up", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "_", "up", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["min"].get<double>(), 1);
-  w = Windows(http, "down-a", "_", "up", start_ms, to);
+  w = testing::SummaryWindows(http, "down-a", "_", "up", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["max"].get<double>(), 0);
-  w = Windows(http, "junk-a", "_", "up", start_ms, to);
+  w = testing::SummaryWindows(http, "junk-a", "_", "up", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["max"].get<double>(), 0);
 

@@ -31,6 +31,8 @@ namespace {
 
 using nlohmann::json;
 using testing::EngineProcess;
+using testing::FreePort;
+using testing::GetJson;
 using testing::ReadFile;
 using testing::Substitute;
 using testing::TempDir;
@@ -110,48 +112,11 @@ std::string VllmPage(int k) {
   return page;
 }
 
-// A free port: bound, then closed (Prometheus cannot listen on port 0 and say which it got).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::string PrometheusBinary() {
   for (const char* p : {"/usr/bin/prometheus", "/usr/local/bin/prometheus"}) {
     if (::access(p, X_OK) == 0) return p;
   }
   return "";
-}
-
-json GetJson(httplib::Client& http, const std::string& path) {
-  auto res = http.Get(path.c_str());
-  if (!res) return json();
-  return json::parse(res->body, nullptr, false);
-}
-
-json Windows(httplib::Client& http, const std::string& instance, const std::string& model,
-             const std::string& metric, int64_t from, int64_t to) {
-  std::string model_param = model;
-  for (size_t p = 0; (p = model_param.find('/', p)) != std::string::npos; p += 3) {
-    model_param.replace(p, 1, "%2F");
-  }
-  json j = GetJson(http, "/v1/instances/" + instance + "/summary?model=" + model_param +
-                             "&metric=" + metric + "&window=1s&from=" + std::to_string(from) +
-                             "&to=" + std::to_string(to));
-  json out = json::array();
-  if (!j.is_object() || !j.contains("windows")) return out;
-  for (const json& w : j["windows"]) {
-    if (w["count"].get<int64_t>() > 0) out.push_back(w);
-  }
-  return out;
 }
 
 TEST(RemoteWriteTest, RealPrometheusScrapesAndRemoteWritesIntoTheEngine) {
@@ -214,7 +179,7 @@ TEST(RemoteWriteTest, RealPrometheusScrapesAndRemoteWritesIntoTheEngine) {
   json w;
   ASSERT_TRUE(WaitFor(
       [&] {
-        w = Windows(http, "vllm-a", "m", "num_preemptions", start_ms, to);
+        w = testing::SummaryWindows(http, "vllm-a", "m", "num_preemptions", start_ms, to);
         preemptions = 0;
         for (const json& p : w) preemptions += p["sum"].get<double>();
         return vllm_requests.load() > kPages && preemptions == kExpectedPreemptions;
@@ -226,7 +191,7 @@ TEST(RemoteWriteTest, RealPrometheusScrapesAndRemoteWritesIntoTheEngine) {
       << engine.Log();
 
   // The histogram mean (Δsum / Δcount): 100 ms in every interval, across the reset.
-  w = Windows(http, "vllm-a", "m", "ttft_mean_ms", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "ttft_mean_ms", start_ms, to);
   ASSERT_FALSE(w.empty());
   double ttft_count = 0;
   for (const json& p : w) {
@@ -237,28 +202,28 @@ TEST(RemoteWriteTest, RealPrometheusScrapesAndRemoteWritesIntoTheEngine) {
   EXPECT_EQ(ttft_count, kPages - 1);
   // The token rate: 500 per scrape over Prometheus' 1 s interval (its scrape times jitter by a
   // few ms; the reset's increase is 250).
-  w = Windows(http, "vllm-a", "m", "generation_tokens_per_s", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "generation_tokens_per_s", start_ms, to);
   ASSERT_FALSE(w.empty());
   double max_rate = 0;
   for (const json& p : w) max_rate = std::max(max_rate, p["max"].get<double>());
   EXPECT_GT(max_rate, 400);
   EXPECT_LT(max_rate, 625);
-  w = Windows(http, "vllm-a", "m", "kv_cache_usage", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "kv_cache_usage", start_ms, to);
   ASSERT_FALSE(w.empty());
   for (const json& p : w) EXPECT_DOUBLE_EQ(p["mean"].get<double>(), 0.5);
-  w = Windows(http, "vllm-a", "m", "num_requests_running", start_ms, to);
+  w = testing::SummaryWindows(http, "vllm-a", "m", "num_requests_running", start_ms, to);
   ASSERT_FALSE(w.empty());
   for (const json& p : w) EXPECT_DOUBLE_EQ(p["mean"].get<double>(), 4);
 
   // The real SGLang page: its gauges under the page's model label.
   const std::string llama = "meta-llama/Llama-3.1-8B-Instruct";
-  w = Windows(http, "sglang-a", llama, "num_requests_running", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "num_requests_running", start_ms, to);
   ASSERT_FALSE(w.empty()) << GetJson(http, "/v1/instances").dump();
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 162);
-  w = Windows(http, "sglang-a", llama, "num_requests_waiting", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "num_requests_waiting", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 2826);
-  w = Windows(http, "sglang-a", llama, "kv_cache_usage", start_ms, to);
+  w = testing::SummaryWindows(http, "sglang-a", llama, "kv_cache_usage", start_ms, to);
   ASSERT_FALSE(w.empty());
   EXPECT_DOUBLE_EQ(w[0]["mean"].get<double>(), 0.28);
 

@@ -18,6 +18,7 @@ namespace {
 
 using nlohmann::json;
 using testing::EngineProcess;
+using testing::GetJson;
 using testing::ReadFile;
 using testing::Subprocess;
 using testing::Substitute;
@@ -47,12 +48,6 @@ sinks:
     type: rocksdb_state
     inputs: [windows]
 )";
-
-json GetJson(httplib::Client& http, const std::string& path) {
-  auto res = http.Get(path.c_str());
-  if (!res) return json();
-  return json::parse(res->body, nullptr, false);
-}
 
 TEST(ReplayTest, CsvIntoARealEngineKeepsEveryRow) {
   TempDir dir;

@@ -337,6 +337,18 @@ struct RoutingLearner::Backend {
   std::array<double, 3> elastic_slope = {0, 0, 0};  // d log latency / d in-flight (ttft, tpot, e2e)
   // Log-space sd of one request's latency around the expected (Redraw; prediction_noise).
   double pred_log_sd = 0;
+  // Pending prefill (NoteSent): prompt tokens this router sent that the backend has not
+  // prefilled yet, as a fluid queue drained at the backend's effective prefill rate; its decayed
+  // mean at the sends (the load the ttft evidence describes), and the ttft factor UpdateLoad
+  // derives from the two.
+  double pf_work = 0;
+  int64_t pf_time_ms = INT64_MIN;
+  double pf_rate = 0;  // tokens per ms (UpdateLoad)
+  DecayedMoments pf_at_send;
+  double prefill_factor = 1;
+  // What the ttft estimate is multiplied by for the load a request meets now: the pending-prefill
+  // factor when this router reports its sends (NoteSent), else the in-flight elasticity's.
+  double ttft_load_factor = 1;
 };
 
 struct RoutingLearner::Table {
@@ -671,17 +683,32 @@ void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
   model->load_dirty = true;
 }
 
-void RoutingLearner::NoteSent(ModelId model_id, uint32_t backend, int64_t now_ms) {
+void RoutingLearner::NoteSent(ModelId model_id, uint32_t backend, int64_t now_ms,
+                              uint32_t prompt_tokens) {
   if (model_id >= models_.size()) return;
   Model& model = *models_[model_id];
   if (backend >= model.backends.size()) return;
   Backend& b = model.backends[backend];
+  // The prefill queue ahead of this request, then its own prompt joins it.
+  const double work = PendingPrefill(b, now_ms);
+  b.pf_at_send.Add(work, now_ms, options_.estimator.half_life_ms);
+  const double typical_prompt = model.typical_prompt.raw_b() > 0
+                                    ? model.typical_prompt.raw_a() / model.typical_prompt.raw_b()
+                                    : kDefaultPromptTokens;
+  b.pf_work = work + (prompt_tokens > 0 ? static_cast<double>(prompt_tokens) : typical_prompt);
+  b.pf_time_ms = std::max(b.pf_time_ms, now_ms);
   b.sends.Add(1, 0, now_ms, options_.estimator.half_life_ms);
   if (now_ms > b.g_time_ms) ++b.sent_since_gauge;
   b.sent_times.Add(now_ms);
   ++b.own_in_flight;
   b.any_sent = true;
   model.load_dirty = true;
+}
+
+double RoutingLearner::PendingPrefill(const Backend& b, int64_t now) const {
+  if (b.pf_time_ms == INT64_MIN || b.pf_rate <= 0) return b.pf_work;
+  const double elapsed = static_cast<double>(std::max<int64_t>(0, now - b.pf_time_ms));
+  return std::max(0.0, b.pf_work - b.pf_rate * elapsed);
 }
 
 double RoutingLearner::InFlightNow(const Backend& b, int64_t now) const {
@@ -706,6 +733,9 @@ double RoutingLearner::InFlightNow(const Backend& b, int64_t now) const {
 
 void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
   const EstimatorOptions& e = options_.estimator;
+  const double typical_prompt = model.typical_prompt.raw_b() > 0
+                                    ? model.typical_prompt.raw_a() / model.typical_prompt.raw_b()
+                                    : kDefaultPromptTokens;
   double in_flight_sum = 0, slots_sum = 0;
   for (Backend& b : model.backends) {
     const bool fresh = b.g_time_ms != INT64_MIN && now - b.g_time_ms <= e.gauge_max_age_ms &&
@@ -740,6 +770,21 @@ void RoutingLearner::UpdateLoad(Model& model, int64_t now) {
       b.elastic_slope[k] = slope;
       b.elastic_factor[k] = std::exp(std::clamp(slope * dn, -kMaxLoadLog, kMaxLoadLog));
     }
+    // Pending prefill: the first token of a request arriving now waits for the prompt tokens
+    // queued ahead of it and its own. With the evidence's ttft observed behind the mean queue at
+    // the sends (pf_at_send), ttft scales by (pending now + prompt) / (mean pending + prompt);
+    // the effective prefill rate is the one that makes the evidence consistent:
+    // (mean pending + prompt) / median ttft.
+    b.prefill_factor = 1;
+    if (!b.pf_at_send.empty() && !b.log_ttft.empty() && typical_prompt > 0) {
+      b.pf_rate = (b.pf_at_send.mean() + typical_prompt) / std::exp(b.log_ttft.mean());
+      b.pf_work = PendingPrefill(b, now);
+      b.pf_time_ms = std::max(b.pf_time_ms, now);
+      b.prefill_factor = std::exp(std::clamp(
+          std::log((b.pf_work + typical_prompt) / (b.pf_at_send.mean() + typical_prompt)),
+          -kMaxLoadLog, kMaxLoadLog));
+    }
+    b.ttft_load_factor = b.pf_at_send.empty() ? b.elastic_factor[0] : b.prefill_factor;
     in_flight_sum += in_flight;
     slots_sum += slots;
   }
@@ -1023,7 +1068,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       const size_t at = cand[j] * draws + m;
       const double p = std::min(static_cast<double>(model.perr[at]), kMaxErrorRate);
       const double base = model.use_split
-                              ? static_cast<double>(model.ttft[at]) * b.elastic_factor[0] +
+                              ? static_cast<double>(model.ttft[at]) * b.ttft_load_factor +
                                     static_cast<double>(model.tpot[at]) * b.elastic_factor[1] * ot
                               : static_cast<double>(model.e2e[at]) * b.elastic_factor[2];
       // Time to a successful answer: latency with load, over the success probability; for one
@@ -1381,7 +1426,7 @@ Result<RoutingLearner::BackendEstimate> RoutingLearner::Estimate(std::string_vie
   out.quality = qa + qb > 0 ? qa / (qa + qb) : NAN;
   out.in_flight = b.in_flight;
   out.slots = b.slots;
-  out.ttft_load_factor = b.load_factor * b.elastic_factor[0];
+  out.ttft_load_factor = b.load_factor * b.ttft_load_factor;
   out.tpot_load_factor = b.load_factor * b.elastic_factor[1];
   out.e2e_load_factor = b.load_factor * b.elastic_factor[2];
   const double per_s = kLn2 * 1000.0 / static_cast<double>(hl);

@@ -255,7 +255,10 @@ class RoutingLearner {
   // decisions calls this; the engine operator, which only sees outcomes, does not). Raises the
   // backend's in-flight estimate until the matching outcome, so that a burst between two
   // recomputes does not herd onto one backend. Unknown names are ignored.
-  void NoteSent(ModelId model, uint32_t backend, int64_t now_ms);
+  // `prompt_tokens` (0: the model's typical prompt) is the prefill work the request brings: it
+  // is queued ahead of the next requests' first tokens until the backend has prefilled it (the
+  // pending-prefill term of the ttft estimate; routing/README.md, "Estimates").
+  void NoteSent(ModelId model, uint32_t backend, int64_t now_ms, uint32_t prompt_tokens = 0);
 
   // The model's id, or kNoModel. Ids are stable; resolve once and use the id on hot paths.
   ModelId FindModel(std::string_view model) const;
@@ -332,6 +335,8 @@ class RoutingLearner {
   void UpdateLoad(Model& model, int64_t now_ms);
   // The backend's requests in flight at `now_ms` (gauges, sends and outcomes; UpdateLoad).
   double InFlightNow(const Backend& b, int64_t now_ms) const;
+  // The prompt tokens sent to the backend and not prefilled yet at `now_ms` (NoteSent).
+  double PendingPrefill(const Backend& b, int64_t now_ms) const;
   const Table& GetTable(Model& model, Strategy strategy, const RequestFeatures& features,
                         int64_t now_ms);
   void BuildTable(Model& model, Table& table, Strategy strategy, uint32_t capabilities,

@@ -105,7 +105,7 @@ size_t LearnerRouter::Pick(const sim::Request& request,
     const uint32_t inst = candidates[i].index;
     if (inst < slots_.size() && slots_[inst].model == model &&
         slots_[inst].backend == decision_.backend) {
-      learner_->NoteSent(model, decision_.backend, now);
+      learner_->NoteSent(model, decision_.backend, now, request.prompt_tokens);
       confidence_ = decision_.confidence;
       return i;
     }

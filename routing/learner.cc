@@ -1027,6 +1027,19 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     }
     cand[n++] = i;
   }
+  // The held ones whose gauges are fresh (up, as far as its scrape says) follow the candidates
+  // in `cand`: they get no traffic, but the confidence (is the chosen one the best backend for
+  // this request now?) counts them as competitors — a held backend that is up again may well be
+  // the best one (routing/README.md, "Decisions"). One whose gauges went silent (down) or that
+  // never reported any is left out, as before.
+  uint32_t all = n;
+  for (uint32_t k = 0; k < num_capable && !t.panic; ++k) {
+    const Backend& b = model.backends[capable[k]];
+    if (held(b) && b.g_time_ms != INT64_MIN &&
+        model.last_redraw_ms - b.g_time_ms <= e.gauge_max_age_ms) {
+      cand[all++] = capable[k];
+    }
+  }
 
   t.weights = strategy == Strategy::kAdaptive
                   ? AdaptiveWeights(static_cast<uint32_t>(pt), static_cast<uint32_t>(ot), caps,
@@ -1038,7 +1051,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   std::array<double, kMaxBackendsPerModel> cost;
   std::array<double, kMaxBackendsPerModel> known;
   uint32_t num_known = 0;
-  for (uint32_t j = 0; j < n; ++j) {
+  for (uint32_t j = 0; j < all; ++j) {
     cost[j] = ExpectedCost(model, model.backends[cand[j]], pt, ot);
     if (std::isfinite(cost[j]) && cost[j] > 0) known[num_known++] = cost[j];
   }
@@ -1048,7 +1061,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     fill = known[num_known / 2];
   }
   std::array<double, kMaxBackendsPerModel> cost_used;
-  for (uint32_t j = 0; j < n; ++j) {
+  for (uint32_t j = 0; j < all; ++j) {
     cost_used[j] = (std::isfinite(cost[j]) && cost[j] > 0) ? cost[j] : fill;
   }
 
@@ -1062,8 +1075,8 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   std::array<double, kMaxBackendsPerModel> lat, q, c, score;
   for (size_t m = 0; m < draws; ++m) {
     double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
-    double lmin_request = lmin;
-    for (uint32_t j = 0; j < n; ++j) {
+    double lmin_request = lmin, cmin_all = lmin, qmax_all = 0;
+    for (uint32_t j = 0; j < all; ++j) {
       const Backend& b = model.backends[cand[j]];
       const size_t at = cand[j] * draws + m;
       const double p = std::min(static_cast<double>(model.perr[at]), kMaxErrorRate);
@@ -1079,6 +1092,9 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       lmin_request = std::min(lmin_request, lat_request[j]);
       q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
       c[j] = cost_used[j] / (1 - p);
+      cmin_all = std::min(cmin_all, c[j]);
+      qmax_all = std::max(qmax_all, q[j]);
+      if (j >= n) continue;  // held: a competitor for the confidence only
       sum_err[j] += p;
       lmin = std::min(lmin, lat[j]);
       cmin = std::min(cmin, c[j]);
@@ -1091,11 +1107,6 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       const double qs = qmax > 0 ? q[j] / qmax : 1.0;
       const double cs = c[j] > 0 ? cmin / c[j] : 1.0;
       score[j] = w.latency * ls + w.quality * qs + w.cost * cs;
-      const double request_score = score[j] + w.latency * (lmin_request / lat_request[j] - ls);
-      if (request_score > best_request_score) {
-        best_request_score = request_score;
-        best_request = j;
-      }
       sum_lat[j] += lat[j];
       sum_q[j] += q[j];
       sum_ls[j] += ls;
@@ -1104,8 +1115,17 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       sum_score[j] += score[j];
       if (score[j] > score[best]) best = j;
     }
+    for (uint32_t j = 0; j < all; ++j) {
+      const double request_score = w.latency * lmin_request / lat_request[j] +
+                                   w.quality * (qmax_all > 0 ? q[j] / qmax_all : 1.0) +
+                                   w.cost * (c[j] > 0 ? cmin_all / c[j] : 1.0);
+      if (request_score > best_request_score) {
+        best_request_score = request_score;
+        best_request = j;
+      }
+    }
     ++wins[best];
-    ++request_wins[best_request];
+    if (best_request < n) ++request_wins[best_request];
   }
 
   // Traffic weights: P(best)^(1/T) × static weight over trusted candidates; probing backends

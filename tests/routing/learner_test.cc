@@ -448,6 +448,93 @@ TEST(ConfidenceTest, TheRequestsPredictionErrorTempersTheConfidence) {
   EXPECT_LT(one_request, 0.85);
 }
 
+TEST(ConfidenceTest, AHeldBackendThatIsUpAgainCompetesForTheConfidence) {
+  // "a" (twice as fast as b and c) is ejected by 5 server errors. While it is held, b and c get
+  // the traffic; whether one of them is the best backend now depends on whether "a" is up: with
+  // its gauges fresh it may be (it competes in the confidence's draws), with its scrape silent it
+  // is taken as down (left out, as before).
+  auto request_p_best = [](bool a_gauges_fresh) {
+    RoutingOptions options;
+    options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b"), testing::Spec("c")}});
+    RoutingLearner learner(options);
+    std::mt19937_64 rng(5);
+    TrueBackend a{.name = "a", .ttft_ms = 50, .tpot_ms = 10}, b{.name = "b"}, c{.name = "c"};
+    int64_t t = 0;
+    for (; t < 20'000; t += 10) {
+      for (const TrueBackend* x : {&a, &b, &c}) learner.Observe(Draw(*x, "m", t, rng));
+      if (t % 1000 == 0) {
+        for (const char* name : {"a", "b", "c"}) {
+          learner.ObserveGauge({name, "m", "num_requests_running", 2, t});
+        }
+      }
+    }
+    for (int i = 0; i < 5; ++i) {
+      Outcome o = Draw(a, "m", t, rng);
+      o.error = ErrorKind::kServerError;
+      learner.Observe(o);
+    }
+    for (; t < 35'000; t += 1000) {
+      for (const char* name : {"a", "b", "c"}) {
+        if (name[0] != 'a' || a_gauges_fresh) {
+          learner.ObserveGauge({name, "m", "num_requests_running", 2, t});
+        }
+      }
+    }
+    Decision d;
+    learner.Select(learner.FindModel("m"), {}, Strategy::kLowestLatency, t, &d);
+    EXPECT_TRUE(d.ok);
+    EXPECT_NE(d.backend_name, "a");
+    EXPECT_EQ(d.num_gated, 1u);
+    double sum = 0;
+    for (uint32_t i = 0; i < d.num_ranked; ++i) sum += d.ranked[i].p_best_request;
+    return sum;
+  };
+  EXPECT_GT(request_p_best(false), 0.99);  // b or c is surely the best of what is up
+  EXPECT_LT(request_p_best(true), 0.5);    // "a", up again, is more likely the best
+}
+
+TEST(LoadTest, PendingPrefillRaisesTheTtftOfTheBackendItWasSentTo) {
+  // Two identical backends. A router sends a 20,000-token prompt to "a": until "a" has prefilled
+  // it (at the rate its evidence implies, ~5 tokens/ms here), a request's first token there
+  // waits behind it, so "b" is the faster; once drained, they are equal again.
+  RoutingOptions options;
+  options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+  RoutingLearner learner(options);
+  const RoutingLearner::ModelId m = learner.FindModel("m");
+  std::mt19937_64 rng(11);
+  TrueBackend a{.name = "a"}, b{.name = "b"};
+  int64_t t = 0;
+  Decision d;
+  for (; t < 20'000; t += 10) {
+    learner.Observe(Draw(a, "m", t, rng));
+    learner.Observe(Draw(b, "m", t, rng));
+    if (t % 500 == 0) {  // the router's own sends of typical prompts (prefilled well before next)
+      learner.Select(m, {}, Strategy::kLowestLatency, t, &d);
+      learner.NoteSent(m, 0, t, 500);
+      learner.NoteSent(m, 1, t, 500);
+    }
+  }
+  learner.Select(m, {}, Strategy::kLowestLatency, t, &d);
+  const auto before_a = learner.Estimate("m", "a", t);
+  ASSERT_TRUE(before_a.ok());
+  EXPECT_NEAR(before_a->ttft_load_factor, 1.0, 0.25);
+  learner.NoteSent(m, 0, t, 20'000);
+  t += 10;
+  const std::map<std::string, double> shares =
+      Shares(learner, "m", {}, Strategy::kLowestLatency, t, 500);
+  EXPECT_GT(shares.count("b") ? shares.at("b") : 0.0, 0.9);
+  const auto a_now = learner.Estimate("m", "a", t);
+  const auto b_now = learner.Estimate("m", "b", t);
+  ASSERT_TRUE(a_now.ok() && b_now.ok());
+  EXPECT_GT(a_now->ttft_load_factor, 10 * b_now->ttft_load_factor);
+  // 20,000 tokens at ~5 per ms: drained within ~4 s.
+  t += 10'000;
+  learner.Select(m, {}, Strategy::kLowestLatency, t, &d);
+  const auto a_later = learner.Estimate("m", "a", t);
+  ASSERT_TRUE(a_later.ok());
+  EXPECT_NEAR(a_later->ttft_load_factor, 1.0, 0.25);
+}
+
 TEST(DriftTest, FollowsABackendThatGetsSlower) {
   RoutingOptions options;
   options.estimator.half_life_ms = 10'000;

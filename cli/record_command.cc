@@ -79,11 +79,11 @@ int RecordCommand(const RecordArgs& args) {
 
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
-  const std::optional<Clock::time_point> deadline =
+  // No deadline (0): the largest time point.
+  const Clock::time_point deadline =
       args.duration_s > 0
-          ? std::optional<Clock::time_point>(
-                start + std::chrono::microseconds(static_cast<int64_t>(args.duration_s * 1e6)))
-          : std::nullopt;
+          ? start + std::chrono::microseconds(static_cast<int64_t>(args.duration_s * 1e6))
+          : Clock::time_point::max();
   uint64_t skipped = 0;  // messages not of 2 frames, or over the recording limits
   std::string bound;
   try {
@@ -125,7 +125,7 @@ int RecordCommand(const RecordArgs& args) {
     Clock::time_point last_flush = start;
     while (!g_stop) {
       const Clock::time_point now = Clock::now();
-      if (deadline && now >= *deadline) break;
+      if (now >= deadline) break;
       // Buffered records reach the file when the socket is idle and at least every second.
       if (dirty && now - last_flush >= std::chrono::seconds(1)) {
         if (Status st = (*writer)->Flush(); !st.ok()) throw std::runtime_error(st.message());

@@ -1,7 +1,10 @@
 #include "bench/routing/harness.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 
 #include "bench/routing/registry.h"
 #include "routing/options.h"
@@ -67,6 +70,12 @@ class EvalRouter final : public sim::Router {
              const std::vector<sim::Fault>* faults)
       : policy_(std::move(policy)), utility_(utility), scorer_(scorer), faults_(faults) {}
   void Bind(const sim::Fleet* fleet) { fleet_ = fleet; }
+  // Appends each decision with a confidence to `dump` (not owned; nullptr: off), each line
+  // starting with `label` (scenario,arrivals,policy,seed).
+  void DumpDecisions(std::FILE* dump, std::string label) {
+    dump_ = dump;
+    label_ = std::move(label);
+  }
   std::string_view Name() const override { return policy_->Name(); }
   size_t Pick(const sim::Request& request, std::span<const sim::InstanceView> candidates) override {
     const size_t best = utility_->Score(request, candidates, &scores_);
@@ -97,8 +106,16 @@ class EvalRouter final : public sim::Router {
       failing_.push_back(failing ? 1 : 0);
     }
     const double regret = std::max(0.0, scores_[best] - scores_[pick]);
-    scorer_->OnDecision(request.arrival_ms, indices_, unhealthy_, failing_, pick, regret,
-                        scores_[pick] >= scores_[best] - 1e-12, confidence);
+    const bool correct = scores_[pick] >= scores_[best] - 1e-12;
+    scorer_->OnDecision(request.arrival_ms, indices_, unhealthy_, failing_, pick, regret, correct,
+                        confidence);
+    if (dump_ != nullptr && confidence >= 0) {
+      const std::string_view chosen = candidates[pick].name, top = candidates[best].name;
+      std::fprintf(dump_, "%s,%.0f,%.6f,%.*s,%.*s,%d\n", label_.c_str(),
+                   static_cast<double>(request.arrival_ms), confidence,
+                   static_cast<int>(chosen.size()), chosen.data(), static_cast<int>(top.size()),
+                   top.data(), correct ? 1 : 0);
+    }
     return pick;
   }
   void OnOutcome(const sim::RequestOutcome& outcome) override { policy_->OnOutcome(outcome); }
@@ -114,6 +131,8 @@ class EvalRouter final : public sim::Router {
   std::vector<double> scores_;
   std::vector<uint32_t> indices_;
   std::vector<uint8_t> unhealthy_, failing_;
+  std::FILE* dump_ = nullptr;
+  std::string label_;
 };
 
 class ScoringSink final : public sim::OutcomeSink {
@@ -241,7 +260,25 @@ Result<PolicyMetrics> RunRouter(const Scenario& scenario, std::unique_ptr<sim::R
   if (!fleet.ok()) return fleet.status().WithContext("scenario " + scenario.name);
   u->Bind(fleet->get());
   eval_ptr->Bind(fleet->get());
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> dump(nullptr, &std::fclose);
+  if (!options.decisions_path.empty()) {
+    dump.reset(std::fopen(options.decisions_path.c_str(), "a"));
+    if (dump == nullptr) {
+      return Status::InvalidArgument("cannot open the decisions file " + options.decisions_path +
+                                     ": " + std::strerror(errno));
+    }
+    if (std::ftell(dump.get()) == 0) {
+      std::fputs("scenario,arrivals,policy,seed,time_ms,confidence,chosen,best,correct\n",
+                 dump.get());
+    }
+    eval_ptr->DumpDecisions(
+        dump.get(), scenario.name + "," + std::string(ArrivalKindName(options.arrivals)) + "," +
+                        std::string(eval_ptr->Name()) + "," + std::to_string(options.seed));
+  }
   (*fleet)->Run();
+  if (dump != nullptr && std::fflush(dump.get()) != 0) {
+    return Status::Internal("cannot write the decisions file " + options.decisions_path);
+  }
   return scorer.Finish();
 }
 

@@ -72,6 +72,12 @@ struct RunOptions {
   double duration_scale = 1;          // x the scenario's duration (tests run shorter)
   double rate_scale = 1;              // x the scenario's arrival rate
   Scorer::Options scorer;
+  // Diagnostic dump (empty: off, nothing is done per decision): every decision of a policy that
+  // reports a confidence is appended to this file as a CSV line
+  // `scenario,arrivals,policy,seed,time_ms,confidence,chosen,best,correct` (a header first when
+  // the file is empty; best = the utility's best candidate, correct = the chosen one scores as
+  // well as it: the ECE's label). routing_eval sets it from INFERSCOPE_ROUTING_DECISIONS.
+  std::string decisions_path;
 };
 
 // Runs `policy` (a registered name, registry.h) over the scenario and scores it.

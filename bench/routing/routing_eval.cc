@@ -4,6 +4,8 @@
 //
 //   routing_eval [--trace conv.csv] [--arrivals synthetic|trace|both] [--scenario NAME]
 //                [--policy NAME] [--seed N] [--duration-scale X] [--rate-scale X]
+//   INFERSCOPE_ROUTING_DECISIONS=FILE appends every decision with a confidence to FILE (CSV;
+//   harness.h, RunOptions::decisions_path). Off when unset.
 
 #include <chrono>
 #include <cmath>
@@ -45,6 +47,10 @@ int main(int argc, char** argv) {
       INFERSCOPE_SOURCE_DIR "/../shared/traces/azure-llm-inference-2023/conv.csv";
   std::string arrivals = "both", only_scenario, only_policy;
   RunOptions options;
+  // Diagnostic dump of the learner's decisions (harness.h, RunOptions::decisions_path).
+  if (const char* dump = std::getenv("INFERSCOPE_ROUTING_DECISIONS"); dump != nullptr) {
+    options.decisions_path = dump;
+  }
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (i + 1 >= argc) return Usage();

@@ -493,6 +493,54 @@ TEST(ConfidenceTest, AHeldBackendThatIsUpAgainCompetesForTheConfidence) {
   EXPECT_LT(request_p_best(true), 0.5);    // "a", up again, is more likely the best
 }
 
+TEST(ConfidenceTest, AHeldBackendWhoseScrapeWentQuietDoesNotCompete) {
+  // As above, but "a"'s gauges (every 1 s, like b's and c's) stop 4 s before the decision: still
+  // within gauge_max_age (10 s), yet four sample intervals older than b's and c's newest, so not
+  // evidence of being up — it must not lower the confidence. With its gauges as fresh as theirs
+  // (within two intervals) it competes.
+  auto request_p_best = [](int64_t a_gauges_stop_ms) {
+    RoutingOptions options;
+    options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b"), testing::Spec("c")}});
+    RoutingLearner learner(options);
+    std::mt19937_64 rng(5);
+    TrueBackend a{.name = "a", .ttft_ms = 50, .tpot_ms = 10}, b{.name = "b"}, c{.name = "c"};
+    int64_t t = 0;
+    for (; t < 20'000; t += 10) {
+      for (const TrueBackend* x : {&a, &b, &c}) learner.Observe(Draw(*x, "m", t, rng));
+      if (t % 1000 == 0) {
+        for (const char* name : {"a", "b", "c"}) {
+          learner.ObserveGauge({name, "m", "num_requests_running", 2, t});
+        }
+      }
+    }
+    for (int i = 0; i < 5; ++i) {
+      Outcome o = Draw(a, "m", t, rng);
+      o.error = ErrorKind::kServerError;
+      learner.Observe(o);
+    }
+    for (; t <= 35'000; t += 1000) {
+      for (const char* name : {"a", "b", "c"}) {
+        if (name[0] != 'a' || t < a_gauges_stop_ms) {
+          learner.ObserveGauge({name, "m", "num_requests_running", 2, t});
+        }
+      }
+    }
+    t -= 1000;  // the decision at the newest gauge's time
+    Decision d;
+    learner.Select(learner.FindModel("m"), {}, Strategy::kLowestLatency, t, &d);
+    EXPECT_TRUE(d.ok);
+    EXPECT_NE(d.backend_name, "a");
+    EXPECT_EQ(d.num_gated, 1u);
+    double sum = 0;
+    for (uint32_t i = 0; i < d.num_ranked; ++i) sum += d.ranked[i].p_best_request;
+    return sum;
+  };
+  // a's last gauge at 31 s, b's and c's at 35 s: 4 s (4 intervals) behind, 4 s old (< 10 s).
+  EXPECT_GT(request_p_best(32'000), 0.99);
+  // a's last gauge at 34 s: one interval behind: it competes, and is more likely the best.
+  EXPECT_LT(request_p_best(35'000), 0.5);
+}
+
 TEST(LoadTest, PendingPrefillRaisesTheTtftOfTheBackendItWasSentTo) {
   // Two identical backends. A router sends a 20,000-token prompt to "a": until "a" has prefilled
   // it (at the rate its evidence implies, ~5 tokens/ms here), a request's first token there

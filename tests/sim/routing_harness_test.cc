@@ -5,11 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "bench/routing/harness.h"
 #include "bench/routing/metrics.h"
 #include "bench/routing/registry.h"
+#include "tests/test_util.h"
 
 namespace inferscope::bench::routing {
 namespace {
@@ -177,6 +182,48 @@ TEST(RoutingHarnessTest, InferscopeFollowsAFailureWithoutViolationsAndReportsCon
   EXPECT_LT(m->ece, 0.15);
   EXPECT_LT(m->mean_regret, rr->mean_regret);
   EXPECT_GT(m->success_rate, rr->success_rate);
+}
+
+TEST(RoutingHarnessTest, TheDecisionsDumpHoldsEveryConfidentDecisionAndItsLabel) {
+  // RunOptions::decisions_path (INFERSCOPE_ROUTING_DECISIONS in routing_eval): the learner's
+  // decisions are appended one per line, with the label the ECE uses; a policy without a
+  // confidence adds nothing; the ECE recomputed from the file is the scorer's.
+  testing::TempDir dir;
+  RunOptions o = Short();
+  o.decisions_path = dir.str() + "/decisions.csv";
+  const Scenario s = Find("flapping");
+  Result<PolicyMetrics> m = RunPolicy(s, "inferscope", o);
+  Result<PolicyMetrics> rr = RunPolicy(s, "round_robin", o);
+  ASSERT_TRUE(m.ok() && rr.ok());
+  std::ifstream in(o.decisions_path);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "scenario,arrivals,policy,seed,time_ms,confidence,chosen,best,correct");
+  std::vector<double> confidence;
+  std::vector<uint8_t> correct;
+  size_t wrong_label = 0, correct_but_not_best = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    ASSERT_EQ(f.size(), 9u) << line;
+    wrong_label += f[0] != "flapping" || f[1] != "synthetic" || f[2] != "inferscope" || f[3] != "1";
+    confidence.push_back(std::stod(f[5]));
+    correct.push_back(f[8] == "1" ? 1 : 0);
+    correct_but_not_best += f[8] == "1" && f[6] != f[7] ? 1 : 0;
+  }
+  EXPECT_EQ(wrong_label, 0u);
+  EXPECT_EQ(confidence.size(), m->decisions);
+  EXPECT_LE(correct_but_not_best, confidence.size() / 100);  // ties only
+  EXPECT_NEAR(ExpectedCalibrationError(confidence, correct), m->ece, 1e-4);
+  // Off by default: no file named, nothing written.
+  RunOptions off = Short();
+  EXPECT_TRUE(off.decisions_path.empty());
+  // A file that cannot be opened is an error, not a silent skip.
+  o.decisions_path = dir.str() + "/no/such/dir/decisions.csv";
+  Result<PolicyMetrics> bad = RunPolicy(s, "inferscope", o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().ToString().find("decisions file"), std::string::npos);
 }
 
 TEST(RoutingHarnessTest, EveryPolicyRunsAndTheRunIsDeterministic) {

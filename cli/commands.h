@@ -85,13 +85,14 @@ struct SimulateArgs {
 };
 int SimulateCommand(const SimulateArgs& args);
 
-// `inferscope replay`: sends a CSV of request outcomes (header: time, instance, model, e2e_ms
-// required; ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, error, cost_usd,
-// quality optional; time as epoch seconds or ISO 8601; no quoting) to an engine's ingest endpoint,
-// paced by the rows' times at `speed` (0: as fast as possible). Event times are the replay's start
-// plus each row's offset (so windows fill now), or the recorded times with `keep_times`. Progress
-// on stderr at a terminal. Exit code 0; 1 when the endpoint is unusable or events were dropped;
-// 2 on a missing file or header (malformed rows are reported with their line and skipped).
+// `inferscope replay`: sends a CSV of request outcomes (header: time, instance, model required;
+// e2e_ms, ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality
+// optional, an empty cell = absent; time as epoch seconds or ISO 8601; no quoting) to an engine's
+// ingest endpoint, paced by the rows' times at `speed` (0: as fast as possible). Event times are
+// the replay's start plus each row's offset (so windows fill now), or the recorded times with
+// `keep_times`. Progress on stderr at a terminal. Exit code 0; 1 when the endpoint is unusable or
+// events were dropped; 2 on a missing file or header (malformed rows are reported with their line
+// and skipped).
 struct ReplayArgs {
   std::string csv;
   std::string endpoint = "tcp://127.0.0.1:5555";

@@ -348,8 +348,8 @@ int main(int argc, char** argv) {
       "Send a CSV of request outcomes to an engine at recorded speed, --speed N times faster or "
       "as fast as possible (--speed 0), to reproduce an incident; progress on stderr at a "
       "terminal. Columns (header line, any order): time (epoch seconds or ISO 8601), instance, "
-      "model, e2e_ms; optional ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, "
-      "error, cost_usd, quality");
+      "model; optional (an empty cell = absent) e2e_ms, ttft_ms, tpot_ms, prompt_tokens, "
+      "output_tokens, cached_tokens, error, cost_usd, quality");
   replay_cmd->add_option("-i,--input", replay.csv, "CSV file of request outcomes")->required();
   replay_cmd->add_option("-e,--endpoint", replay.endpoint, "Engine ingest endpoint (PUSH connects)")
       ->capture_default_str();

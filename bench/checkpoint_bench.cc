@@ -333,7 +333,8 @@ std::string Count(int64_t n) {
 
 void PrintCheckpointTable(const std::vector<CheckpointRow>& rows) {
   std::printf(
-      "\n### 1. Checkpoint cost vs open series (default window_aggregate options, RocksDB, "
+      "\n### 1. Checkpoint cost vs open series (default window_aggregate options but "
+      "max_series_per_publisher, RocksDB, "
       "sync)\n\n");
   std::printf(
       "Every series has one event in the open pane; the incremental checkpoint follows one event "

@@ -92,11 +92,11 @@ int SimulateCommand(const SimulateArgs& args);
 //   was recorded (topic, publisher id, sequence number, event times), spaced by the arrival times.
 //   A torn or corrupt record stops the replay there: an error naming its offset, nothing after
 //   it is sent (exit code 2).
-// - a CSV of request outcomes (header: time, instance, model, e2e_ms required; ttft_ms, tpot_ms,
-//   prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality optional; time as epoch
-//   seconds or ISO 8601; no quoting), sent through the C++ client. Event times are the replay's
-//   start plus each row's offset (so windows fill now), or the recorded times with `keep_times`.
-//   Malformed rows are reported with their line and skipped.
+// - a CSV of request outcomes (header: time, instance, model required; e2e_ms, ttft_ms, tpot_ms,
+//   prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality optional, an empty cell
+//   = absent; time as epoch seconds or ISO 8601; no quoting), sent through the C++ client. Event
+//   times are the replay's start plus each row's offset (so windows fill now), or the recorded
+//   times with `keep_times`. Malformed rows are reported with their line and skipped.
 // Progress on stderr at a terminal. Exit code 0; 1 when the endpoint is unusable or messages were
 // dropped; 2 on a missing or unreadable file, a missing CSV header, or a bad recording.
 struct ReplayArgs {

@@ -350,8 +350,8 @@ int main(int argc, char** argv) {
       "input is a recording of `inferscope record` (each message sent byte for byte, with its "
       "publisher id, sequence number and event times; a corrupt record stops the replay with its "
       "offset) or a CSV of request outcomes with a header line, columns in any order: time "
-      "(epoch seconds or ISO 8601), instance, model, e2e_ms; optional ttft_ms, tpot_ms, "
-      "prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality");
+      "(epoch seconds or ISO 8601), instance, model; optional (an empty cell = absent) e2e_ms, "
+      "ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality");
   replay_cmd->add_option("-i,--input", replay.input, "Recording or CSV file")->required();
   replay_cmd
       ->add_option("--format", replay.format,

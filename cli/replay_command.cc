@@ -87,16 +87,14 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
     *why = "instance and model: 1..255 bytes";
     return false;
   }
-  if (!ParseDouble(get(kE2e), &r->e2e_ms) || r->e2e_ms < 0) {
-    *why = "e2e_ms: expected a number >= 0";
-    return false;
-  }
+  // e2e_ms is optional like the other measures (an empty cell or no column: not known, e.g. a
+  // gateway that logged at first-token time); the request still counts.
   struct OptD {
     Column c;
     std::optional<double>* out;
   };
-  for (OptD o : {OptD{kTtft, &r->ttft_ms}, OptD{kTpot, &r->tpot_ms}, OptD{kCost, &r->cost_usd},
-                 OptD{kQuality, &r->quality}}) {
+  for (OptD o : {OptD{kE2e, &r->e2e_ms}, OptD{kTtft, &r->ttft_ms}, OptD{kTpot, &r->tpot_ms},
+                 OptD{kCost, &r->cost_usd}, OptD{kQuality, &r->quality}}) {
     const std::string_view s = get(o.c);
     double v = 0;
     if (s.empty()) {
@@ -156,11 +154,11 @@ int ReplayCsv(const ReplayArgs& args) {
       }
     }
   }
-  for (Column c : {kTime, kInstance, kModel, kE2e}) {
+  for (Column c : {kTime, kInstance, kModel}) {
     if (col[c] < 0) {
       spdlog::error(
           "replay: {}:1: the header has no '{}' column (required: time, instance, "
-          "model, e2e_ms)",
+          "model)",
           args.input, kColumnNames[c]);
       return 2;
     }

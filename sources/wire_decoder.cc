@@ -615,10 +615,11 @@ class WireDecoder::Walker {
     return RejectReason::kNone;
   }
 
-  // An optional (or required) non-negative latency/cost; sets the bit in `present` when given.
-  [[gnu::always_inline]] RejectReason NonNegative(Field f, double& out, uint16_t bit, Event& e,
-                                                  bool required) const {
-    if (!Has(f)) return required ? RejectReason::kMissingField : RejectReason::kNone;
+  // An optional non-negative latency/cost (every request field is optional, e2e included: a
+  // gateway reporting at first-token time has no e2e yet); sets the bit in `present` when given.
+  [[gnu::always_inline]] RejectReason NonNegative(Field f, double& out, uint16_t bit,
+                                                  Event& e) const {
+    if (!Has(f)) return RejectReason::kNone;
     RejectReason r = AsDouble(fields_[f], out);
     if (r != RejectReason::kNone) return r;
     if (out < 0) return RejectReason::kOutOfRange;
@@ -667,16 +668,15 @@ class WireDecoder::Walker {
 
     if (e.kind == EventKind::kRequest) {
       bad = kFieldE2e;
-      if ((r = NonNegative(kFieldE2e, e.e2e_ms, kHasE2e, e, /*required=*/true)) !=
-          RejectReason::kNone) {
+      if ((r = NonNegative(kFieldE2e, e.e2e_ms, kHasE2e, e)) != RejectReason::kNone) {
         return r;
       }
       bad = kFieldTtft;
-      if ((r = NonNegative(kFieldTtft, e.ttft_ms, kHasTtft, e, false)) != RejectReason::kNone) {
+      if ((r = NonNegative(kFieldTtft, e.ttft_ms, kHasTtft, e)) != RejectReason::kNone) {
         return r;
       }
       bad = kFieldTpot;
-      if ((r = NonNegative(kFieldTpot, e.tpot_ms, kHasTpot, e, false)) != RejectReason::kNone) {
+      if ((r = NonNegative(kFieldTpot, e.tpot_ms, kHasTpot, e)) != RejectReason::kNone) {
         return r;
       }
       bad = kFieldPrompt;
@@ -702,12 +702,11 @@ class WireDecoder::Walker {
         }
       }
       bad = kFieldCost;
-      if ((r = NonNegative(kFieldCost, e.cost_usd, kHasCost, e, false)) != RejectReason::kNone) {
+      if ((r = NonNegative(kFieldCost, e.cost_usd, kHasCost, e)) != RejectReason::kNone) {
         return r;
       }
       bad = kFieldQuality;
-      if ((r = NonNegative(kFieldQuality, e.quality, kHasQuality, e, false)) !=
-          RejectReason::kNone) {
+      if ((r = NonNegative(kFieldQuality, e.quality, kHasQuality, e)) != RejectReason::kNone) {
         return r;
       }
       if (e.Has(kHasQuality) && e.quality > 1) return RejectReason::kOutOfRange;

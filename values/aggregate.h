@@ -65,6 +65,10 @@ struct alignas(64) Aggregate {
   static Status DecodeFrom(std::string_view in, Aggregate* out);
 };
 
+// Two cache lines: the moments (80 bytes) and the 40-byte sketch. The window operator keeps one per
+// series and open pane, so this is most of an engine's memory per series.
+static_assert(sizeof(Aggregate) == 128, "Aggregate grew past two cache lines");
+
 // Statistics of an Aggregate over a window of `window_ms` (what the API and the PUB sink publish).
 // Quantiles are NaN when no values were observed.
 struct SummaryStats {

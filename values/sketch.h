@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,9 +20,16 @@ namespace inferscope {
 // width, see below), so a reused sketch reaches a steady state without allocation. Merging
 // requires equal accuracy parameters.
 //
-// Bin counts are stored 16 bits wide and promoted to 32 and then 64 bits when a count would
+// Bin counts are stored 8 bits wide and promoted to 16, 32 and then 64 bits when a count would
 // overflow: with many series, inserts are bound by cache misses, and narrow bins keep the hot bins
-// of ten thousands of sketches in far fewer cache lines. The width is invisible to callers.
+// of ten thousands of sketches in far fewer cache lines (and a pane of a few values in few bytes).
+// The width is invisible to callers.
+//
+// Memory (issue 15: an engine keeps a few sketches per series): the object is 40 bytes. The
+// accuracy parameters are shared (one immutable copy for the defaults every engine sketch uses; a
+// sketch with other parameters owns a copy), the zero count is implied (count minus the bins),
+// negative values get their store only when the first one arrives, and up to 8 bytes of bins
+// (eight 8-bit counts: a pane of a steady gauge) live inside the object instead of on the heap.
 //
 // Concurrency: none; one owner.
 class DDSketch {
@@ -31,6 +39,12 @@ class DDSketch {
 
   explicit DDSketch(double relative_accuracy = kDefaultRelativeAccuracy,
                     int max_bins = kDefaultMaxBins);
+  DDSketch(const DDSketch& other);
+  // A moved-from sketch is empty, with the default parameters.
+  DDSketch(DDSketch&& other) noexcept;
+  DDSketch& operator=(const DDSketch& other);
+  DDSketch& operator=(DDSketch&& other) noexcept;
+  ~DDSketch() = default;
 
   // Adds one value. NaN and infinities are ignored (the decoder rejects them before this point).
   void Add(double value);
@@ -56,16 +70,18 @@ class DDSketch {
   // (values/rank_test.h compares two sketches this way).
   template <typename Fn>
   void ForEachBin(Fn&& fn) const {
-    for (uint32_t i = negative_.size(); i-- > 0;) {
-      if (uint64_t n = negative_.Get(i))
-        fn(-Value(negative_.offset() + static_cast<int32_t>(i)), n);
+    if (negative_ != nullptr) {
+      const Store& neg = negative_->store;
+      for (uint32_t i = neg.size(); i-- > 0;) {
+        if (uint64_t n = neg.Get(i)) fn(-Value(neg.offset() + static_cast<int32_t>(i)), n);
+      }
     }
-    if (zero_count_ > 0) fn(0.0, zero_count_);
+    if (const uint64_t zeros = zero_count(); zeros > 0) fn(0.0, zeros);
     for (uint32_t i = 0; i < positive_.size(); ++i) {
       if (uint64_t n = positive_.Get(i)) fn(Value(positive_.offset() + static_cast<int32_t>(i)), n);
     }
   }
-  double relative_accuracy() const { return relative_accuracy_; }
+  double relative_accuracy() const { return params_->relative_accuracy; }
   // Removes all values, keeping allocated capacity.
   void Clear();
 
@@ -77,9 +93,34 @@ class DDSketch {
   // Equal parameters and identical bin contents.
   bool operator==(const DDSketch& other) const;
 
+  // Heap bytes the sketch holds (bin buffers, the negative store, owned parameters; without
+  // allocator overhead). For memory accounting and tests.
+  size_t HeapBytes() const;
+
  private:
-  // A dense run of bin counts for bins [offset, offset + size). Counts are `1 << width_log2` bytes
-  // wide (2, 4 or 8); `capacity_bytes` bytes are allocated.
+  // The accuracy parameters and what is derived from them. Immutable once made.
+  struct Params {
+    double relative_accuracy;
+    double gamma;
+    double log_gamma_inverse;  // 1 / ln(gamma)
+    double min_indexable;      // magnitudes below this count as zero
+    int max_bins;
+  };
+  static Params MakeParams(double relative_accuracy, int max_bins);
+  static const Params kDefaultParams;
+  // Deletes parameters the sketch owns; the shared defaults are never deleted.
+  struct ParamsDeleter {
+    void operator()(const Params* p) const {
+      if (p != &kDefaultParams) delete p;
+    }
+  };
+  using ParamsPtr = std::unique_ptr<const Params, ParamsDeleter>;
+  static ParamsPtr ShareOrCopy(const Params& p);
+
+  // A dense run of bin counts for bins [offset, offset + size), 16 bytes. Counts are
+  // `1 << width_log2` bytes wide (1, 2, 4 or 8). Up to 8 bytes of counts are kept inline (capacity
+  // class 0); larger runs in a heap buffer of one of a geometric series of sizes (classes >= 1,
+  // about 1.5x apart, sized to malloc's chunk sizes).
   class Store {
    public:
     Store() = default;
@@ -93,21 +134,33 @@ class DDSketch {
     int32_t offset() const { return offset_; }
     uint32_t size() const { return size_; }
     uint64_t Get(uint32_t i) const;
+    // The sum of the counts.
+    uint64_t Total() const;
     // Adds 1 to bin `index`, growing the range (and collapsing below max_bins) as needed.
     void Increment(int32_t index, int max_bins) {
       const auto rel = static_cast<uint32_t>(static_cast<int64_t>(index) - offset_);
-      if (rel < size_ && width_log2_ == 1) {
-        uint16_t& c = reinterpret_cast<uint16_t*>(bins_)[rel];
-        if (c != UINT16_MAX) {
-          ++c;
-          return;
+      if (rel < size_) {
+        if (width_log2_ == 0) {
+          uint8_t& c = reinterpret_cast<uint8_t*>(data())[rel];
+          if (c != UINT8_MAX) {
+            ++c;
+            return;
+          }
+        } else if (width_log2_ == 1) {
+          uint16_t& c = reinterpret_cast<uint16_t*>(data())[rel];
+          if (c != UINT16_MAX) {
+            ++c;
+            return;
+          }
         }
       }
       IncrementSlow(index, max_bins);
     }
     void PrefetchIndex(int32_t index) const {
       const auto rel = static_cast<uint32_t>(static_cast<int64_t>(index) - offset_);
-      if (rel < size_) __builtin_prefetch(bins_ + (static_cast<size_t>(rel) << width_log2_), 1);
+      if (rel < size_ && capacity_class_ != 0) {
+        __builtin_prefetch(heap_ + (static_cast<size_t>(rel) << width_log2_), 1);
+      }
     }
     // Adds `n` >= 1 to bin `index` (growing, collapsing and widening as needed).
     void Add(int32_t index, uint64_t n, int max_bins);
@@ -116,10 +169,19 @@ class DDSketch {
     // when the span would exceed max_bins.
     bool Append(int64_t index, uint64_t n, int max_bins);
     int32_t IndexAtRank(double rank) const;
+    // Scanning from the highest bin down, the first bin where the count of the values in it and
+    // above reaches `from_top`; false when the whole store holds fewer.
+    bool IndexFromTop(double from_top, int32_t* index) const;
     void Clear();
     bool operator==(const Store& other) const;
+    size_t HeapBytes() const;
 
    private:
+    unsigned char* data() { return capacity_class_ == 0 ? inline_ : heap_; }
+    const unsigned char* data() const { return capacity_class_ == 0 ? inline_ : heap_; }
+    uint32_t capacity_bytes() const;
+    // Replaces the buffer with one of at least `bytes` bytes (contents not kept).
+    void Reallocate(size_t bytes);
     void IncrementSlow(int32_t index, int max_bins);
     // Covers [new_lo, new_hi]; bins below new_lo fold into it.
     void Reshape(int32_t new_lo, int32_t new_hi);
@@ -130,28 +192,40 @@ class DDSketch {
       return width_log2_ == 3 ? UINT64_MAX : (uint64_t{1} << (8 << width_log2_)) - 1;
     }
 
-    unsigned char* bins_ = nullptr;
+    union {
+      unsigned char* heap_;                      // capacity_class_ >= 1
+      alignas(8) unsigned char inline_[8] = {};  // capacity_class_ == 0
+    };
     int32_t offset_ = 0;
-    uint32_t size_ = 0;
-    uint32_t capacity_bytes_ = 0;
-    uint8_t width_log2_ = 1;
+    uint32_t size_ : 22 = 0;  // max_bins <= 2^20
+    uint32_t width_log2_ : 2 = 0;
+    uint32_t capacity_class_ : 8 = 0;
+  };
+  static_assert(sizeof(Store) == 16);
+
+  // The rarely used parts: negative values.
+  struct Negatives {
+    Store store;
+    uint64_t count = 0;
   };
 
   int32_t Index(double magnitude) const;
   double Value(int32_t index) const;
+  uint64_t zero_count() const {
+    return count_ - (negative_ != nullptr ? negative_->count : 0) - positive_.Total();
+  }
+  Negatives& negatives() {
+    if (negative_ == nullptr) negative_ = std::make_unique<Negatives>();
+    return *negative_;
+  }
 
-  // What Add() touches comes first (48 bytes): with many series, inserts are bound by cache
-  // misses, and an Aggregate's moments plus this fit in two 64-byte lines.
+  // What Add() touches comes first: with many series, inserts are bound by cache misses.
   uint64_t count_ = 0;
-  double log_gamma_inverse_;  // 1 / ln(gamma)
-  double min_indexable_;      // magnitudes below this count as zero
+  ParamsPtr params_;
   Store positive_;
-  Store negative_;
-  uint64_t negative_count_ = 0;
-  uint64_t zero_count_ = 0;
-  double relative_accuracy_;
-  double gamma_;
-  int max_bins_;
+  std::unique_ptr<Negatives> negative_;  // null until the first negative value
 };
+
+static_assert(sizeof(DDSketch) == 40, "DDSketch grew: the engine keeps several per series");
 
 }  // namespace inferscope

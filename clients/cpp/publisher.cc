@@ -94,18 +94,21 @@ void BatchEncoder::AddRequest(const RequestOutcome& r) {
   StartIfNeeded();
   last_event_at_ = buffer_->size();
   msgpack::packer<Buffer> p(*buffer_);
-  uint32_t fields = 5;  // k i m t e2e
-  fields += r.ttft_ms.has_value() + r.tpot_ms.has_value() + r.prompt_tokens.has_value() +
-            r.output_tokens.has_value() + r.cached_tokens.has_value() + !r.error.empty() +
-            r.cost_usd.has_value() + r.quality.has_value();
+  uint32_t fields = 4;  // k i m t
+  fields += r.e2e_ms.has_value() + r.ttft_ms.has_value() + r.tpot_ms.has_value() +
+            r.prompt_tokens.has_value() + r.output_tokens.has_value() +
+            r.cached_tokens.has_value() + !r.error.empty() + r.cost_usd.has_value() +
+            r.quality.has_value();
   p.pack_map(fields);
   PackStr(p, "k", "r");
   PackStr(p, "i", r.instance);
   PackStr(p, "m", r.model);
   PackKey(p, "t");
   p.pack_int64(r.time_ms != 0 ? r.time_ms : NowMs());
-  PackKey(p, "e2e");
-  p.pack_double(r.e2e_ms);
+  if (r.e2e_ms) {
+    PackKey(p, "e2e");
+    p.pack_double(*r.e2e_ms);
+  }
   if (r.ttft_ms) {
     PackKey(p, "ttft");
     p.pack_double(*r.ttft_ms);

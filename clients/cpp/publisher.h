@@ -21,9 +21,11 @@ namespace inferscope::client {
 
 // The outcome of one inference request. Strings are only read during the call that takes it.
 struct RequestOutcome {
-  std::string_view instance;      // required, 1..255 bytes
-  std::string_view model;         // required, 1..255 bytes
-  double e2e_ms = 0;              // required: end-to-end latency
+  std::string_view instance;  // required, 1..255 bytes
+  std::string_view model;     // required, 1..255 bytes
+  // End-to-end latency; unset = not known yet (e.g. a gateway reporting at first-token time):
+  // the request still counts and feeds ttft, and is absent from e2e windows.
+  std::optional<double> e2e_ms;
   std::optional<double> ttft_ms;  // time to first token
   std::optional<double> tpot_ms;  // time per output token
   std::optional<uint32_t> prompt_tokens;

@@ -146,6 +146,61 @@ TEST(EndToEndTest, PythonPublisherToHttpSummaryAndSubscriber) {
   EXPECT_EQ(engine.process().Wait(), 0) << engine.Log();
 }
 
+// A gateway reporting at first-token time knows ttft but not e2e: such requests count (events,
+// errors) in every request series, feed ttft, and add no value to e2e_ms, whose statistics stay
+// those of the requests that carry e2e (absent, not 0).
+TEST(EndToEndTest, RequestsWithoutE2eFeedTtftAndCountButAreMissingFromE2e) {
+  TempDir dir;
+  EngineProcess engine(dir, Substitute(kTopology, {{"STATE", dir.str() + "/state"}}));
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  int64_t start = (now_ms - 60'000) / 10'000 * 10'000;
+  Subprocess publisher(
+      {testing::Python(), testing::SourceDir() + "/tests/integration/publish_without_e2e.py",
+       engine.Endpoint("ingest"), std::to_string(start)},
+      dir.str() + "/publisher.log");
+  ASSERT_EQ(publisher.Wait(), 0) << ReadFile(dir.str() + "/publisher.log");
+
+  httplib::Client http(engine.HttpUrl());
+  auto query = [&](const std::string& metric) {
+    return "/v1/instances/node-b/summary?model=m1&metric=" + metric +
+           "&window=10s&from=" + std::to_string(start) + "&to=" + std::to_string(start + 10'000);
+  };
+  json ttft;
+  ASSERT_TRUE(WaitFor([&] {
+    ttft = GetJson(http, query("ttft_ms"));
+    return ttft.is_object() && ttft.contains("windows") && ttft["windows"].size() == 1 &&
+           ttft["windows"][0]["count"] == 100;
+  })) << ttft.dump()
+      << "\n"
+      << engine.Log();
+  EXPECT_EQ(ttft["windows"][0]["events"], 100);
+  EXPECT_EQ(ttft["windows"][0]["errors"], 5);
+  EXPECT_DOUBLE_EQ(ttft["windows"][0]["min"].get<double>(), 10);
+  EXPECT_DOUBLE_EQ(ttft["windows"][0]["max"].get<double>(), 159);
+
+  json e2e = GetJson(http, query("e2e_ms"));
+  ASSERT_EQ(e2e["windows"].size(), 1u) << e2e.dump();
+  const json& w = e2e["windows"][0];
+  EXPECT_EQ(w["events"], 100);  // every request counts ...
+  EXPECT_EQ(w["errors"], 5);
+  EXPECT_NEAR(w["error_ratio"].get<double>(), 0.05, 1e-12);
+  EXPECT_EQ(w["count"], 40);  // ... but only the 40 with e2e give values: none is taken as 0
+  EXPECT_DOUBLE_EQ(w["min"].get<double>(), 2000);
+  EXPECT_DOUBLE_EQ(w["max"].get<double>(), 2039);
+  EXPECT_DOUBLE_EQ(w["mean"].get<double>(), 2019.5);
+  EXPECT_GE(w["p50"].get<double>(), 2000 * 0.99);
+
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("inferscope_source_events_total{stage=\"ingest\"} 101"),
+            std::string::npos)
+      << metrics->body;
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
 TEST(EndToEndTest, CheckTopologyNamesFileLineAndField) {
   TempDir dir;
   std::string path = dir.str() + "/bad.yaml";

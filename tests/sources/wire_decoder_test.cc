@@ -250,6 +250,41 @@ TEST(WireDecoderTest, OptionalFieldsAbsentAndErrorKinds) {
   EXPECT_EQ(f.batch.events[3].error, ErrorKind::kOther);
 }
 
+// A gateway reporting at first-token time knows ttft but not yet e2e: the request is accepted
+// without the e2e bit (consumers treat it as absent, not as 0); a present e2e is still checked.
+TEST(WireDecoderTest, E2eIsOptional) {
+  Fixture f;
+  const Fields ttft_only = With(Without(Request(), "e2e"), "ttft", 42.0);
+  DecodeResult r =
+      f.Decode(Payload({ttft_only, Without(Request(), "e2e"), With(Request(), "e2e", -1.0)}));
+  ASSERT_FALSE(r.message_rejected) << r.detail();
+  EXPECT_EQ(r.accepted, 2u);
+  EXPECT_EQ(r.rejected, 1u);
+  EXPECT_EQ(r.first_reason, RejectReason::kOutOfRange);
+  ASSERT_EQ(f.batch.events.size(), 2u);
+  const Event& e = f.batch.events[0];
+  EXPECT_EQ(e.kind, EventKind::kRequest);
+  EXPECT_FALSE(e.Has(kHasE2e));
+  EXPECT_EQ(e.present, kHasTtft);
+  EXPECT_DOUBLE_EQ(e.ttft_ms, 42);
+  EXPECT_EQ(f.batch.events[1].present, 0);
+  EXPECT_EQ(f.decoder.rejected_count(RejectReason::kMissingField), 0u);
+
+  // The C++ client leaves e2e out when it is not set.
+  client::BatchEncoder encoder("no-e2e-pub");
+  client::RequestOutcome first_token;
+  first_token.instance = "vllm-1";
+  first_token.model = "qwen";
+  first_token.ttft_ms = 80.5;
+  first_token.time_ms = kNow;
+  encoder.AddRequest(first_token);
+  Fixture g;
+  DecodeResult res = g.Decode(std::string(encoder.Finish()));
+  ASSERT_EQ(res.accepted, 1u) << res.detail();
+  EXPECT_EQ(g.batch.events[0].present, kHasTtft);
+  EXPECT_DOUBLE_EQ(g.batch.events[0].ttft_ms, 80.5);
+}
+
 TEST(WireDecoderTest, KeysInAnyOrderAndEnvelopeAfterEvents) {
   Fixture f;
   std::vector<Fields> events = {{{"e2e", 5.0},
@@ -297,7 +332,6 @@ TEST(WireDecoderTest, RejectsBadEventsAndKeepsTheRest) {
       {"missing instance", Without(Request(), "i"), RejectReason::kMissingField},
       {"missing model", Without(Request(), "m"), RejectReason::kMissingField},
       {"missing time", Without(Request(), "t"), RejectReason::kMissingField},
-      {"missing e2e", Without(Request(), "e2e"), RejectReason::kMissingField},
       {"missing gauge name", Without(Gauge(), "n"), RejectReason::kMissingField},
       {"missing gauge value", Without(Gauge(), "val"), RejectReason::kMissingField},
       {"instance not str", With(Request(), "i", uint64_t{5}), RejectReason::kWrongType},
@@ -1519,7 +1553,6 @@ class ReferenceDecoder {
     }
     e.time_ms = static_cast<int64_t>(time);
     if (e.kind == EventKind::kRequest) {
-      if (get("e2e") == nullptr) return RejectReason::kMissingField;
       RejectReason r;
       if ((r = NonNegative(get("e2e"), e.e2e, kHasE2e, e.present)) != RejectReason::kNone ||
           (r = NonNegative(get("ttft"), e.ttft, kHasTtft, e.present)) != RejectReason::kNone ||

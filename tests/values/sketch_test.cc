@@ -173,7 +173,7 @@ TEST(DDSketchTest, ClearKeepsWorking) {
   EXPECT_TRUE(s == SketchOf(values));
 }
 
-// Bin counts start 16 bits wide and widen to 32 and 64 bits; the width never shows.
+// Bin counts start 8 bits wide and widen to 16, 32 and 64 bits; the width never shows.
 TEST(DDSketchTest, CountsWidenPastSixteenAndThirtyTwoBits) {
   DDSketch a;
   DDSketch narrow;  // the same values, counts kept below 2^16 per bin until merged
@@ -225,6 +225,89 @@ TEST(DDSketchTest, CountsWidenPastSixteenAndThirtyTwoBits) {
   const std::vector<double> values = LogNormal(10'000, 21);
   for (double v : values) big.Add(v);
   EXPECT_TRUE(big == SketchOf(values));
+}
+
+// Memory per series (issue 15): the object is 40 bytes; a pane of a few nearby values keeps its
+// bins inside it; negative values get their store only when one arrives; zeros need no storage.
+TEST(DDSketchTest, SmallSketchesKeepTheirBinsInline) {
+  EXPECT_EQ(sizeof(DDSketch), 40u);
+  DDSketch s;
+  EXPECT_EQ(s.HeapBytes(), 0u);
+  for (double v : {0.71, 0.72, 0.73, 0.74, 0.0, 0.0}) s.Add(v);  // bins span < 8
+  EXPECT_EQ(s.HeapBytes(), 0u);
+  EXPECT_EQ(s.count(), 6u);
+  EXPECT_EQ(s.Quantile(0), 0);
+  EXPECT_NEAR(s.Quantile(1), 0.74, 0.74 * kTolerance);
+  // 255 values in one bin still fit 8 bits; the 256th widens the counts (and leaves the inline
+  // bytes) without changing what the sketch says.
+  DDSketch one;
+  for (int i = 0; i < 255; ++i) one.Add(42);
+  EXPECT_EQ(one.HeapBytes(), 0u);
+  one.Add(42);
+  EXPECT_GT(one.HeapBytes(), 0u);
+  EXPECT_EQ(one.count(), 256u);
+  EXPECT_NEAR(one.Quantile(0.5), 42, 42 * kTolerance);
+  // A wide pane goes to the heap; bins are at most 1 byte each until a count passes 255.
+  DDSketch wide = SketchOf(LogNormal(50, 3));
+  EXPECT_GT(wide.HeapBytes(), 0u);
+  EXPECT_LE(wide.HeapBytes(), 2 * static_cast<size_t>(std::log(1e3) / std::log(1.0202)) + 24);
+  // The first negative value allocates the negative store; Clear keeps it and it keeps working.
+  DDSketch neg = SketchOf({1, 2, 3});
+  const size_t before = neg.HeapBytes();
+  neg.Add(-5);
+  EXPECT_GT(neg.HeapBytes(), before);
+  EXPECT_NEAR(neg.Quantile(0), -5, 5 * kTolerance);
+  neg.Clear();
+  EXPECT_TRUE(neg == DDSketch());
+  neg.Add(-1);
+  neg.Add(0);
+  neg.Add(1);
+  EXPECT_NEAR(neg.Quantile(0), -1, kTolerance);
+  EXPECT_EQ(neg.Quantile(0.5), 0);
+  EXPECT_NEAR(neg.Quantile(1), 1, kTolerance);
+}
+
+// Zeros are implied by the count: merges, copies and encodings keep them.
+TEST(DDSketchTest, ZerosSurviveMergeCopyAndEncoding) {
+  DDSketch a = SketchOf({0, 0, 0, 5, -2});
+  DDSketch b = SketchOf({0, 7});
+  ASSERT_TRUE(a.Merge(b).ok());
+  EXPECT_EQ(a.count(), 7u);
+  std::vector<std::pair<double, uint64_t>> bins;
+  a.ForEachBin([&](double v, uint64_t n) { bins.emplace_back(v, n); });
+  ASSERT_EQ(bins.size(), 4u);
+  EXPECT_EQ(bins[1], std::make_pair(0.0, uint64_t{4}));
+  EXPECT_EQ(a.Quantile(0.5), 0);  // ranks 1..4 of 0..6 are zeros
+  std::string bytes;
+  a.EncodeTo(&bytes);
+  std::string_view in = bytes;
+  DDSketch decoded;
+  ASSERT_TRUE(DDSketch::DecodeFrom(&in, &decoded).ok());
+  EXPECT_TRUE(decoded == a);
+  const DDSketch copy = a;
+  EXPECT_TRUE(copy == a);
+  for (double q : kQuantiles) EXPECT_EQ(copy.Quantile(q), a.Quantile(q)) << q;
+}
+
+// A moved-from sketch is empty with the default parameters and usable; a sketch with other
+// parameters keeps them through copies and moves.
+TEST(DDSketchTest, MovedFromIsEmptyAndParametersFollowCopies) {
+  DDSketch custom(0.02, 64);
+  for (double v : LogNormal(1000, 9)) custom.Add(v);
+  const DDSketch copy = custom;
+  EXPECT_EQ(copy.relative_accuracy(), 0.02);
+  EXPECT_TRUE(copy == custom);
+  DDSketch moved = std::move(custom);
+  EXPECT_EQ(moved.relative_accuracy(), 0.02);
+  EXPECT_TRUE(moved == copy);
+  EXPECT_TRUE(custom.empty());  // NOLINT(bugprone-use-after-move): documented state
+  EXPECT_EQ(custom.relative_accuracy(), DDSketch::kDefaultRelativeAccuracy);
+  custom.Add(3);
+  EXPECT_EQ(custom.count(), 1u);
+  DDSketch assigned;
+  assigned = copy;
+  EXPECT_TRUE(assigned == copy);
+  EXPECT_FALSE(assigned.Merge(DDSketch()).ok());  // parameters differ
 }
 
 TEST(DDSketchTest, PrefetchBinChangesNothing) {

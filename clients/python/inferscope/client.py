@@ -144,18 +144,20 @@ def _event_time(time_ms):
     return time_ms
 
 
-def request_event(instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
-                  tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
-                  output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+def request_event(instance: str, model: str, e2e_ms: Optional[float] = None,
+                  ttft_ms: Optional[float] = None, tpot_ms: Optional[float] = None,
+                  prompt_tokens: Optional[int] = None, output_tokens: Optional[int] = None,
+                  cached_tokens: Optional[int] = None,
                   error: Optional[str] = None, cost_usd: Optional[float] = None,
                   quality: Optional[float] = None, time_ms: Optional[int] = None) -> Dict[str, Any]:
     """Returns the validated event map of one request outcome (docs/PROTOCOL.md §3)."""
     _check_name("instance", instance)
     _check_name("model", model)
-    _check_number("e2e_ms", e2e_ms, lo=0)
-    event = {"k": "r", "i": instance, "m": model, "t": _event_time(time_ms), "e2e": e2e_ms}
-    for key, name, value in (("ttft", "ttft_ms", ttft_ms), ("tpot", "tpot_ms", tpot_ms),
-                             ("cost", "cost_usd", cost_usd)):
+    event = {"k": "r", "i": instance, "m": model, "t": _event_time(time_ms)}
+    # e2e_ms=None: not known yet (a gateway reporting at first-token time); the request still
+    # counts and feeds ttft, and is absent from e2e windows.
+    for key, name, value in (("e2e", "e2e_ms", e2e_ms), ("ttft", "ttft_ms", ttft_ms),
+                             ("tpot", "tpot_ms", tpot_ms), ("cost", "cost_usd", cost_usd)):
         if value is not None:
             _check_number(name, value, lo=0)
             event[key] = value
@@ -234,12 +236,14 @@ class Publisher:
 
     # -- events ------------------------------------------------------------------------------
 
-    def request(self, instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
-                tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
-                output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+    def request(self, instance: str, model: str, e2e_ms: Optional[float] = None,
+                ttft_ms: Optional[float] = None, tpot_ms: Optional[float] = None,
+                prompt_tokens: Optional[int] = None, output_tokens: Optional[int] = None,
+                cached_tokens: Optional[int] = None,
                 error: Optional[str] = None, cost_usd: Optional[float] = None,
                 quality: Optional[float] = None, time_ms: Optional[int] = None) -> None:
-        """Records the outcome of one inference request (latencies in ms).
+        """Records the outcome of one inference request (latencies in ms). Every measure is
+        optional: e2e_ms=None (e.g. reported at first-token time) still counts the request.
 
         error: None or "" for success; "timeout", "rate_limited", "server_error", "client_error",
         "cancelled", or any other string (counted as "other").
@@ -628,9 +632,10 @@ class AckedPublisher:
 
     # -- events --------------------------------------------------------------------------------
 
-    def request(self, instance: str, model: str, e2e_ms: float, ttft_ms: Optional[float] = None,
-                tpot_ms: Optional[float] = None, prompt_tokens: Optional[int] = None,
-                output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None,
+    def request(self, instance: str, model: str, e2e_ms: Optional[float] = None,
+                ttft_ms: Optional[float] = None, tpot_ms: Optional[float] = None,
+                prompt_tokens: Optional[int] = None, output_tokens: Optional[int] = None,
+                cached_tokens: Optional[int] = None,
                 error: Optional[str] = None, cost_usd: Optional[float] = None,
                 quality: Optional[float] = None, time_ms: Optional[int] = None) -> bool:
         """Adds one request outcome (see Publisher.request); flushes when the batch is full.

@@ -7,6 +7,7 @@
 #include "cli/version.h"
 #include "pipeline/address.h"
 #include "pipeline/json_text.h"
+#include "pipeline/thread_name.h"
 #include "query/server.h"
 
 namespace inferscope {
@@ -169,6 +170,7 @@ void Engine::StopMaintenance() {
 }
 
 void Engine::MaintenanceLoop() {
+  SetThreadName("maintenance");
   const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
   std::unique_lock<std::mutex> lock(maintenance_mu_);
   bool failed = false;

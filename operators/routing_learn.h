@@ -93,6 +93,8 @@ class RoutingLearnOperator final : public Operator {
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   KindSet Emits() const override { return KindSet::Of<kind::RoutingWeights>(); }
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // Every check_interval once an event has arrived; never before.
+  int64_t NextTimerMs(int64_t now_ms) const override;
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
 
@@ -111,6 +113,7 @@ class RoutingLearnOperator final : public Operator {
   routing::RoutingWeights scratch_;
   routing::EventClock clock_;
   uint64_t gate_events_seen_ = 0;
+  int64_t checkpointed_now_ms_ = INT64_MIN;  // the "now" record of the last checkpoint
   int64_t next_check_ms_ = INT64_MIN;  // processing time of the next timer check  // learner
                                        // ejections + refusals + recoveries already handled
 

@@ -544,6 +544,14 @@ Status WorkflowCanaryOperator::ProcessResults(const OutputBatch& in, OutputBatch
   return Status::Ok();
 }
 
+int64_t WorkflowCanaryOperator::NextTimerMs(int64_t now_ms) const {
+  if (registry_ == nullptr) return kNoTimer;
+  if (registry_->version() != seen_version_ || registry_->last_change_seq() != change_seq_) {
+    return now_ms;
+  }
+  return now_ms + 1000;
+}
+
 Status WorkflowCanaryOperator::OnTimer(int64_t, OutputBatch& out) {
   Sync();
   EmitChanges(out);

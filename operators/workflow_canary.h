@@ -91,6 +91,10 @@ class WorkflowCanaryOperator final : public Operator {
   KindSet Emits() const override { return KindSet::Of<kind::WorkflowChange>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // At the next tick when the registry changed since the last look (workflows added, removed or
+  // changed by the API); otherwise it looks again in a second, since only the operator thread
+  // reads the registry's changes.
+  int64_t NextTimerMs(int64_t now_ms) const override;
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
 

@@ -90,7 +90,13 @@ class Executor {
   // The kinds along every edge (the rule of ValidateTopology, for stages wired in code too).
   Status CheckEdges() const;
   Status RestoreStages();
-  void RunTimers(int64_t now_ms);
+  // Runs OnTimer of the operators whose NextTimerMs has come; false when none had.
+  bool RunTimers(int64_t now_ms);
+  // When the operator thread must next wake up without input (INT64_MAX: only for input), in
+  // MonotonicNs: the earliest operator timer (not before `next_timer_ns`), the checkpoint when a
+  // step ran since the last one (`changed`), the string sweep.
+  int64_t NextWakeNs(int64_t now_ns, int64_t next_timer_ns, int64_t next_checkpoint_ns,
+                     int64_t next_sweep_ns, bool changed) const;
   // Lets the Interner reclaim unused names (operator thread, between steps); false when a sink has
   // not yet written the results routed before the previous sweep (try again later).
   bool SweepStrings();
@@ -129,6 +135,7 @@ class Executor {
   Counter* checkpoints_failed_ = nullptr;
   Counter* checkpoints_ = nullptr;
   Counter* checkpoint_skipped_ = nullptr;
+  Counter* checkpoints_unchanged_ = nullptr;
   Histogram* checkpoint_seconds_ = nullptr;
   Histogram* checkpoint_build_seconds_ = nullptr;
   Gauge* checkpoint_records_ = nullptr;

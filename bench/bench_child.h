@@ -23,9 +23,9 @@ double ProcessCpuSeconds(pid_t pid);
 
 // What one thread name of a process has cost so far (threads of the same name summed).
 struct ThreadStats {
-  std::string name;            // /proc/PID/task/TID/comm
-  double cpu_seconds = 0;      // utime + stime (clock ticks, so coarse)
-  uint64_t wakeups = 0;        // voluntary context switches: times it slept and was woken
+  std::string name;        // /proc/PID/task/TID/comm
+  double cpu_seconds = 0;  // utime + stime (clock ticks, so coarse)
+  uint64_t wakeups = 0;    // voluntary context switches: times it slept and was woken
 };
 // Per thread name of `pid`, in name order (threads alive now only).
 std::vector<ThreadStats> ThreadStatsOf(pid_t pid);

@@ -100,21 +100,24 @@ int Main(int argc, char** argv) {
   bench::Finish(baseline);
 
   const double per100 = 100 / seconds;
-  std::printf("idle cost: no input for %.0f s (after %.0f s to settle); CPU clock of each process\n\n",
-              seconds, settle);
+  std::printf(
+      "idle cost: no input for %.0f s (after %.0f s to settle); CPU clock of each process\n\n",
+      seconds, settle);
   std::printf("| process | CPU-s | CPU-s per 100 s |\n|---|---|---|\n");
   std::printf("| baseline (libzmq PULL, thread blocked in zmq_poll) | %.4f | %.4f |\n", base_cpu,
               base_cpu * per100);
   std::printf("| engine (%s) | %.4f | %.4f |\n", topology.c_str(), eng_cpu, eng_cpu * per100);
-  std::printf("\nengine - baseline: %.4f CPU-s per 100 s; engine / baseline: %s; target <= %.2f: %s\n",
-              (eng_cpu - base_cpu) * per100,
-              base_cpu > 0 ? std::to_string(eng_cpu / base_cpu).c_str() : "n/a (baseline 0)",
-              kTargetPer100s, eng_cpu * per100 <= kTargetPer100s ? "met" : "MISSED");
+  std::printf(
+      "\nengine - baseline: %.4f CPU-s per 100 s; engine / baseline: %s; target <= %.2f: %s\n",
+      (eng_cpu - base_cpu) * per100,
+      base_cpu > 0 ? std::to_string(eng_cpu / base_cpu).c_str() : "n/a (baseline 0)",
+      kTargetPer100s, eng_cpu * per100 <= kTargetPer100s ? "met" : "MISSED");
 
   std::map<std::string, bench::ThreadStats> before;
   for (const bench::ThreadStats& t : threads0) before[t.name] = t;
-  std::printf("\nengine threads over the interval (CPU in clock ticks, so coarse):\n\n"
-              "| thread | CPU-s | wake-ups/s |\n|---|---|---|\n");
+  std::printf(
+      "\nengine threads over the interval (CPU in clock ticks, so coarse):\n\n"
+      "| thread | CPU-s | wake-ups/s |\n|---|---|---|\n");
   for (const bench::ThreadStats& t : threads1) {
     const bench::ThreadStats& b = before[t.name];
     std::printf("| %s | %.2f | %.1f |\n", t.name.c_str(), t.cpu_seconds - b.cpu_seconds,

@@ -123,6 +123,8 @@ Status Engine::Start() {
   base.services.Provide(&source_health_);
   base.services.Provide(routing_.get());
   executor_->SetStageContext(base);
+  // The API's workflow changes reach the canary operator's timer at once, not at its next look.
+  workflows_->SetOnChange([exec = executor_.get()] { exec->Wake(); });
   Status started = executor_->Start();
   if (!started.ok()) {
     StopMaintenance();

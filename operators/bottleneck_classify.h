@@ -167,7 +167,7 @@ class BottleneckClassifyOperator final : public Operator {
   int64_t pane_ms_ = 0;                                // learned from the first summary
   size_t ring_size_ = 0;
   int64_t watermark_ms_ = INT64_MIN;
-  int64_t timer_watermark_ms_ = INT64_MIN;  // watermark_ms_ at the last OnTimer
+  int64_t timer_watermark_ms_ = INT64_MIN;                 // watermark_ms_ at the last OnTimer
   std::unordered_map<uint64_t, InstanceState> instances_;  // (instance << 32 | model)
   std::vector<uint64_t> due_;
   std::vector<std::string> deleted_records_;  // checkpoint records to delete

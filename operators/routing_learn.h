@@ -114,8 +114,8 @@ class RoutingLearnOperator final : public Operator {
   routing::EventClock clock_;
   uint64_t gate_events_seen_ = 0;
   int64_t checkpointed_now_ms_ = INT64_MIN;  // the "now" record of the last checkpoint
-  int64_t next_check_ms_ = INT64_MIN;  // processing time of the next timer check  // learner
-                                       // ejections + refusals + recoveries already handled
+  int64_t next_check_ms_ = INT64_MIN;        // processing time of the next timer check  // learner
+                                             // ejections + refusals + recoveries already handled
 
   Counter* outcomes_ = nullptr;
   Counter* gauges_ = nullptr;

@@ -549,7 +549,9 @@ int64_t WorkflowCanaryOperator::NextTimerMs(int64_t now_ms) const {
   if (registry_->version() != seen_version_ || registry_->last_change_seq() != change_seq_) {
     return now_ms;
   }
-  return now_ms + 1000;
+  // Its timer only relays registry changes; a change made later wakes the operator thread
+  // (WorkflowRegistry::SetOnChange: the engine wires it to Executor::Wake).
+  return kNoTimer;
 }
 
 Status WorkflowCanaryOperator::OnTimer(int64_t, OutputBatch& out) {

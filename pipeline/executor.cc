@@ -595,11 +595,10 @@ void Executor::OperatorLoop() {
     const int64_t wait_from_ns = base_.clock->MonotonicNs();
     const int64_t due_ns =
         NextWakeNs(wait_from_ns, next_timer_ns, next_checkpoint_ns, next_sweep_ns, changed);
-    std::optional<EventBatchPtr> item =
-        due_ns == INT64_MAX
-            ? operator_queue_.Pop()
-            : operator_queue_.PopFor(std::chrono::nanoseconds(std::max<int64_t>(
-                  due_ns - wait_from_ns, 0)));
+    std::optional<EventBatchPtr> item = due_ns == INT64_MAX
+                                            ? operator_queue_.Pop()
+                                            : operator_queue_.PopFor(std::chrono::nanoseconds(
+                                                  std::max<int64_t>(due_ns - wait_from_ns, 0)));
     if (item) {
       EventBatchPtr batch = std::move(*item);
       int64_t start = base_.clock->MonotonicNs();

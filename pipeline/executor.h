@@ -55,6 +55,10 @@ class Executor {
 
   Status Start();
   void Stop();
+  // Makes the operator thread look at its operators' timers now (any thread): for a change made
+  // outside the stream (the API changed a workflow, say) that an operator's NextTimerMs now asks a
+  // timer for, while the thread sleeps until input or a later timer.
+  void Wake() { operator_queue_.Wake(); }
 
   // Resolved endpoint of a source or sink by name (empty if none).
   std::string Endpoint(const std::string& stage) const;

@@ -37,7 +37,8 @@ class SourceOutput {
 //
 // Lifecycle: Open (engine thread; bind or connect here so that Endpoint() is known when the engine
 // reports it is ready) → Run (source thread, until `stop` is set; it must notice within ~100 ms, or
-// at once when Interrupt is called if it blocks longer) → Close (engine thread, after Run returned).
+// at once when Interrupt is called if it blocks longer) → Close (engine thread, after Run
+// returned).
 class Source {
  public:
   virtual ~Source() = default;

@@ -30,12 +30,12 @@ namespace inferscope {
 // the current batch, emits it when it holds >= batch_events events or, once the socket has nothing
 // more, batch_delay later if it holds under batch_events / 8 (small messages are coalesced: one
 // hand-off per delay), and polls only once the socket is drained, so a loaded source makes no poll
-// system call per batch. The poll has no timeout (an idle source does not wake up): an eventfd wakes
-// it, written by Interrupt (after `stop` is set: whoever stops Run calls Interrupt) and, in router
-// mode, by OnCheckpointDurable for the acks. Close closes the socket (linger 0).
-// Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ then queues up
-// to rcvhwm messages, after which PUSH publishers block); with on_full=shed the batch is dropped
-// and its events counted in inferscope_source_shed_events_total{stage,publisher}. Acknowledged mode
+// system call per batch. The poll has no timeout (an idle source does not wake up): an eventfd
+// wakes it, written by Interrupt (after `stop` is set: whoever stops Run calls Interrupt) and, in
+// router mode, by OnCheckpointDurable for the acks. Close closes the socket (linger 0). Delivery:
+// with on_full=block a full engine queue back-pressures the socket (ZeroMQ then queues up to rcvhwm
+// messages, after which PUSH publishers block); with on_full=shed the batch is dropped and its
+// events counted in inferscope_source_shed_events_total{stage,publisher}. Acknowledged mode
 // (`mode: router`): publishers connect DEALER sockets and send sequenced messages; the source
 // applies a publisher's messages strictly in sequence order (a message ahead of the expected one is
 // not applied: the publisher resends from its oldest unacknowledged one), drops the ones it applied

@@ -314,6 +314,7 @@ Status Executor::Start() {
   }
   if (Status st = RestoreStages(); !st.ok()) return fail("restore", st);
 
+  manual_clock_ = dynamic_cast<const ManualClock*>(base_.clock) != nullptr;
   stop_sources_.store(false);
   running_.store(true);
   for (auto& s : sinks_) sink_threads_.emplace_back([this, slot = s.get()] { SinkLoop(*slot); });
@@ -538,7 +539,7 @@ int64_t Executor::NextWakeNs(int64_t now_ns, int64_t next_timer_ns, int64_t next
   if (settings_.string_sweep_interval_ms > 0) due = std::min(due, next_sweep_ns);
   // A test's ManualClock only moves when the test says so, never while this thread waits: look at
   // it every tick, as if timers were due.
-  if (dynamic_cast<const ManualClock*>(base_.clock) != nullptr) {
+  if (manual_clock_) {
     due = std::min(due, now_ns + settings_.timer_interval_ms * 1'000'000);
   }
   return due;

@@ -117,6 +117,7 @@ class Executor {
   BoundedQueue<EventBatchPtr> free_batches_;
   BoundedQueue<EventBatchPtr> operator_queue_;
   std::atomic<bool> stop_sources_{false};
+  bool manual_clock_ = false;  // base_.clock is a ManualClock (set at Start)
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> stage_failures_{0};
   std::vector<std::thread> source_threads_;

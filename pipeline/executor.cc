@@ -427,6 +427,7 @@ void Executor::TakeCheckpoint() {
           MergeApplied(std::move(carried_applied_), std::move(checkpoint->applied));
       carried_records_.clear();
       carried_applied_.clear();
+      carried_pending_.store(false);
     }
   }
   size_t bytes = 0;
@@ -448,6 +449,7 @@ void Executor::TakeCheckpoint() {
 void Executor::Carry(std::vector<CheckpointRecord> records,
                      std::vector<std::vector<AppliedSequence>> applied, bool older) {
   std::lock_guard<std::mutex> lock(carried_mu_);
+  carried_pending_.store(true);
   if (older) {
     carried_records_ = MergeRecords(std::move(records), std::move(carried_records_));
     carried_applied_ = MergeApplied(std::move(applied), std::move(carried_applied_));
@@ -475,6 +477,7 @@ void Executor::CheckpointFailed(const PendingCheckpoint& checkpoint) {
   // at shutdown): its records are the older ones.
   Carry(checkpoint.records, checkpoint.applied, /*older=*/true);
   checkpoint_in_flight_.store(false);
+  operator_queue_.Wake();  // a sleeping operator thread would not retry it until the next step
 }
 
 void Executor::RunOperators(const EventBatch& batch) {
@@ -594,8 +597,8 @@ void Executor::OperatorLoop() {
     // Sleep until input, the earliest timer an operator asked for, or a checkpoint or sweep due;
     // with none of these, until input (or Stop) arrives.
     const int64_t wait_from_ns = base_.clock->MonotonicNs();
-    const int64_t due_ns =
-        NextWakeNs(wait_from_ns, next_timer_ns, next_checkpoint_ns, next_sweep_ns, changed);
+    const int64_t due_ns = NextWakeNs(wait_from_ns, next_timer_ns, next_checkpoint_ns,
+                                      next_sweep_ns, changed || carried_pending_.load());
     std::optional<EventBatchPtr> item = due_ns == INT64_MAX
                                             ? operator_queue_.Pop()
                                             : operator_queue_.PopFor(std::chrono::nanoseconds(
@@ -624,6 +627,8 @@ void Executor::OperatorLoop() {
     if (settings_.string_sweep_interval_ms > 0 && now_ns >= next_sweep_ns) {
       if (SweepStrings()) next_sweep_ns = now_ns + settings_.string_sweep_interval_ms * 1'000'000;
     }
+    // A checkpoint that was never durable is retried at the next interval, step or not.
+    if (carried_pending_.load()) changed = true;
     if (checkpoint_sink_ != nullptr && now_ns >= next_checkpoint_ns && changed) {
       next_checkpoint_ns = now_ns + settings_.checkpoint_interval_ms * 1'000'000;
       if (checkpoint_in_flight_.exchange(true)) {

@@ -137,6 +137,7 @@ class Executor {
   std::mutex carried_mu_;
   std::vector<CheckpointRecord> carried_records_;
   std::vector<std::vector<AppliedSequence>> carried_applied_;
+  std::atomic<bool> carried_pending_{false};  // carried_* hold something (read without the lock)
   Counter* checkpoints_failed_ = nullptr;
   Counter* checkpoints_ = nullptr;
   Counter* checkpoint_skipped_ = nullptr;

@@ -625,7 +625,10 @@ void Executor::OperatorLoop() {
       }
     }
     if (settings_.string_sweep_interval_ms > 0 && now_ns >= next_sweep_ns) {
-      if (SweepStrings()) next_sweep_ns = now_ns + settings_.string_sweep_interval_ms * 1'000'000;
+      // A sink that is behind postpones the sweep by a tick (not to the next step: an idle
+      // thread would spin).
+      next_sweep_ns =
+          now_ns + (SweepStrings() ? settings_.string_sweep_interval_ms * 1'000'000 : tick_ns);
     }
     // A checkpoint that was never durable is retried at the next interval, step or not.
     if (carried_pending_.load()) changed = true;

@@ -85,23 +85,53 @@ struct SimulateArgs {
 };
 int SimulateCommand(const SimulateArgs& args);
 
-// `inferscope replay`: sends a CSV of request outcomes (header: time, instance, model, e2e_ms
-// required; ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, error, cost_usd,
-// quality optional; time as epoch seconds or ISO 8601; no quoting) to an engine's ingest endpoint,
-// paced by the rows' times at `speed` (0: as fast as possible). Event times are the replay's start
-// plus each row's offset (so windows fill now), or the recorded times with `keep_times`. Progress
-// on stderr at a terminal. Exit code 0; 1 when the endpoint is unusable or events were dropped;
-// 2 on a missing file or header (malformed rows are reported with their line and skipped).
+// `inferscope replay`: sends a recorded stream to an engine's ingest endpoint (a PULL source; the
+// replay's PUSH socket connects), paced by the recorded times at `speed` (0: as fast as possible).
+// Two inputs, told apart by the file's first bytes or `format`:
+// - a recording of `inferscope record` (cli/recording.h): each message is sent byte for byte as it
+//   was recorded (topic, publisher id, sequence number, event times), spaced by the arrival times.
+//   A torn or corrupt record stops the replay there: an error naming its offset, nothing after
+//   it is sent (exit code 2).
+// - a CSV of request outcomes (header: time, instance, model, e2e_ms required; ttft_ms, tpot_ms,
+//   prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality optional; time as epoch
+//   seconds or ISO 8601; no quoting), sent through the C++ client. Event times are the replay's
+//   start plus each row's offset (so windows fill now), or the recorded times with `keep_times`.
+//   Malformed rows are reported with their line and skipped.
+// Progress on stderr at a terminal. Exit code 0; 1 when the endpoint is unusable or messages were
+// dropped; 2 on a missing or unreadable file, a missing CSV header, or a bad recording.
 struct ReplayArgs {
-  std::string csv;
+  std::string input;
+  std::string format = "auto";  // auto (a recording when the file starts with its magic) | csv |
+                                // recording
   std::string endpoint = "tcp://127.0.0.1:5555";
-  std::string publisher_id = "replay";
+  std::string publisher_id = "replay";  // CSV only (a recording keeps its publishers' ids)
   double speed = 1;
-  bool keep_times = false;
-  int batch_size = 256;
+  bool keep_times = false;  // CSV only (a recording always keeps its event times)
+  int batch_size = 256;     // CSV only
   bool no_progress = false;
 };
 int ReplayCommand(const ReplayArgs& args);
+
+// `inferscope record`: receives protocol messages (docs/PROTOCOL.md) and appends each, byte for
+// byte with its arrival time, to a recording file (cli/recording.h) that `replay` sends on.
+// `connect` subscribes (SUB) to publishers' PUB socket, beside the engine's own sub source;
+// `bind` takes PUSH publishers (PULL) in the engine's place; `socket` overrides either default.
+// Runs until SIGINT/SIGTERM or `duration_s`; the file is flushed when the socket is idle (at least
+// every second) and fsynced at the end. Exit code 0, 2 on bad options (not exactly one of
+// connect/bind, a malformed endpoint, an output file that exists or cannot be created), 1 when
+// the socket or the file fails.
+struct RecordArgs {
+  std::string connect;              // SUB connects here (a publisher's bound PUB)
+  std::string bind;                 // PULL binds here (publishers PUSH-connect)
+  std::string socket;               // pull | sub; empty: sub with connect, pull with bind
+  std::vector<std::string> topics;  // sub: topic prefixes (default: everything)
+  std::string output;               // the recording file; required
+  bool force = false;               // overwrite an existing output file
+  double duration_s = 0;            // 0 = until SIGINT/SIGTERM
+  int rcvhwm = 100000;              // ZMQ_RCVHWM in messages
+  std::string ready_file;           // written ({"endpoint": ...}, the bound port read back)
+};
+int RecordCommand(const RecordArgs& args);
 
 struct TableArgs {
   std::string url = "http://127.0.0.1:8080";

@@ -345,27 +345,61 @@ int main(int argc, char** argv) {
   inferscope::ReplayArgs replay;
   CLI::App* replay_cmd = app.add_subcommand(
       "replay",
-      "Send a CSV of request outcomes to an engine at recorded speed, --speed N times faster or "
-      "as fast as possible (--speed 0), to reproduce an incident; progress on stderr at a "
-      "terminal. Columns (header line, any order): time (epoch seconds or ISO 8601), instance, "
-      "model, e2e_ms; optional ttft_ms, tpot_ms, prompt_tokens, output_tokens, cached_tokens, "
-      "error, cost_usd, quality");
-  replay_cmd->add_option("-i,--input", replay.csv, "CSV file of request outcomes")->required();
+      "Send a recorded stream to an engine at recorded speed, --speed N times faster or as fast "
+      "as possible (--speed 0), to reproduce an incident; progress on stderr at a terminal. The "
+      "input is a recording of `inferscope record` (each message sent byte for byte, with its "
+      "publisher id, sequence number and event times; a corrupt record stops the replay with its "
+      "offset) or a CSV of request outcomes with a header line, columns in any order: time "
+      "(epoch seconds or ISO 8601), instance, model, e2e_ms; optional ttft_ms, tpot_ms, "
+      "prompt_tokens, output_tokens, cached_tokens, error, cost_usd, quality");
+  replay_cmd->add_option("-i,--input", replay.input, "Recording or CSV file")->required();
+  replay_cmd
+      ->add_option("--format", replay.format,
+                   "auto (a recording when the file starts with its magic ISRECORD, else CSV), "
+                   "csv or recording")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "csv", "recording"}));
   replay_cmd->add_option("-e,--endpoint", replay.endpoint, "Engine ingest endpoint (PUSH connects)")
       ->capture_default_str();
-  replay_cmd->add_option("--publisher-id", replay.publisher_id, "Publisher id")
+  replay_cmd->add_option("--publisher-id", replay.publisher_id, "Publisher id (CSV)")
       ->capture_default_str();
   replay_cmd->add_option("--speed", replay.speed, "Recorded seconds per wall second; 0 = no pacing")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   replay_cmd->add_flag("--keep-times", replay.keep_times,
-                       "Send the recorded event times (default: the replay's start plus each "
-                       "row's offset, so windows fill now)");
-  replay_cmd->add_option("--batch-size", replay.batch_size, "Events per message")
+                       "CSV: send the recorded event times (default: the replay's start plus each "
+                       "row's offset, so windows fill now); a recording always keeps them");
+  replay_cmd->add_option("--batch-size", replay.batch_size, "Events per message (CSV)")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
   replay_cmd->add_flag("--no-progress", replay.no_progress,
                        "No progress line on stderr (it is shown only at a terminal anyway)");
+
+  inferscope::RecordArgs record;
+  CLI::App* record_cmd = app.add_subcommand(
+      "record",
+      "Record protocol messages, each byte for byte with its arrival time, into a file that "
+      "`replay` sends on: --connect subscribes to publishers' PUB socket (beside the engine's sub "
+      "source), --bind takes PUSH publishers in the engine's place; until SIGINT/SIGTERM or "
+      "--duration");
+  record_cmd->add_option("--connect", record.connect,
+                         "SUB socket connects here: a publisher's bound PUB endpoint");
+  record_cmd->add_option("--bind", record.bind,
+                         "PULL socket binds here (tcp://127.0.0.1:* picks a free port): "
+                         "publishers PUSH-connect to it");
+  record_cmd->add_option("--socket", record.socket,
+                         "pull or sub (default: sub with --connect, pull with --bind)");
+  record_cmd->add_option("--topic", record.topics,
+                         "SUB: a topic prefix to record (repeatable; default every message)");
+  record_cmd->add_option("-o,--output", record.output, "The recording file")->required();
+  record_cmd->add_flag("--force", record.force, "Overwrite an existing output file");
+  record_cmd->add_option("--duration", record.duration_s, "Seconds to record; 0 = until stopped")
+      ->capture_default_str();
+  record_cmd->add_option("--rcvhwm", record.rcvhwm, "ZeroMQ receive high-water mark, messages")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000000));
+  record_cmd->add_option("--ready-file", record.ready_file,
+                         "Write {\"endpoint\": ...} here once the socket is bound or connected");
 
   inferscope::DetectArgs detect;
   CLI::App* detect_cmd = app.add_subcommand(
@@ -426,6 +460,7 @@ int main(int argc, char** argv) {
   if (*tail_cmd) return inferscope::TailCommand(tail);
   if (*detect_cmd) return inferscope::DetectCommand(detect);
   if (*replay_cmd) return inferscope::ReplayCommand(replay);
+  if (*record_cmd) return inferscope::RecordCommand(record);
   if (*keygen_cmd) return inferscope::KeygenCommand(keygen);
   return 0;
 }

@@ -1,7 +1,9 @@
-// `inferscope replay`: sends a CSV of request outcomes to an engine's ingest endpoint at the pace
-// they were recorded (or `--speed` times faster, or as fast as possible), through the C++ client.
+// `inferscope replay`: sends a recording of protocol messages (`inferscope record`, byte for byte)
+// or a CSV of request outcomes (through the C++ client) to an engine's ingest endpoint at the pace
+// they were recorded (or `--speed` times faster, or as fast as possible).
 
 #include <spdlog/spdlog.h>
+#include <zmq.hpp>
 
 #include <charconv>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/detect_csv.h"
 #include "cli/progress.h"
+#include "cli/recording.h"
 #include "clients/cpp/publisher.h"
 
 namespace inferscope {
@@ -130,19 +133,17 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
   return true;
 }
 
-}  // namespace
-
-int ReplayCommand(const ReplayArgs& args) {
-  std::ifstream in(args.csv);
+int ReplayCsv(const ReplayArgs& args) {
+  std::ifstream in(args.input);
   if (!in) {
-    spdlog::error("replay: cannot read {}", args.csv);
+    spdlog::error("replay: cannot read {}", args.input);
     return 2;
   }
   // The header names the columns (any order; unknown columns are ignored).
   std::string line;
   std::vector<std::string_view> fields;
   if (!std::getline(in, line)) {
-    spdlog::error("replay: {}: empty file (expected a header line)", args.csv);
+    spdlog::error("replay: {}: empty file (expected a header line)", args.input);
     return 2;
   }
   int col[kNumColumns];
@@ -160,7 +161,7 @@ int ReplayCommand(const ReplayArgs& args) {
       spdlog::error(
           "replay: {}:1: the header has no '{}' column (required: time, instance, "
           "model, e2e_ms)",
-          args.csv, kColumnNames[c]);
+          args.input, kColumnNames[c]);
       return 2;
     }
   }
@@ -193,7 +194,7 @@ int ReplayCommand(const ReplayArgs& args) {
     if (!ParseRow(fields, col, &r, &t, &why)) {
       ++bad;
       progress.Done();
-      std::fprintf(stderr, "replay: %s:%lld: %s (skipped)\n", args.csv.c_str(),
+      std::fprintf(stderr, "replay: %s:%lld: %s (skipped)\n", args.input.c_str(),
                    static_cast<long long>(line_no), why.c_str());
       continue;
     }
@@ -231,8 +232,109 @@ int ReplayCommand(const ReplayArgs& args) {
                   args.endpoint);
     return 1;
   }
-  spdlog::info("replay: {} requests sent from {} ({} rows skipped)", sent, args.csv, bad);
+  spdlog::info("replay: {} requests sent from {} ({} rows skipped)", sent, args.input, bad);
   return bad > 0 && sent == 0 ? 2 : 0;
+}
+
+// Sends every record of the recording as it is (2 frames: topic, payload) through a PUSH socket,
+// paced by the arrival times; stops at the first torn or corrupt record.
+int ReplayRecording(const ReplayArgs& args) {
+  auto reader = RecordingReader::Open(args.input);
+  if (!reader.ok()) {
+    spdlog::error("replay: {}", reader.status().message());
+    return 2;
+  }
+  constexpr int kSendTimeoutMs = 5000;
+  constexpr int kLingerMs = 5000;
+  zmq::context_t ctx(1);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  try {
+    push.set(zmq::sockopt::sndhwm, 1000);
+    push.set(zmq::sockopt::sndtimeo, kSendTimeoutMs);
+    push.set(zmq::sockopt::linger, kLingerMs);
+    push.connect(args.endpoint);
+  } catch (const zmq::error_t& e) {
+    spdlog::error("replay: cannot connect to {}: {}", args.endpoint, e.what());
+    return 1;
+  }
+  Progress progress(!args.no_progress);
+  const auto wall_start = std::chrono::steady_clock::now();
+  std::optional<int64_t> first_ns;
+  int64_t sent = 0;
+  uint64_t bytes = 0;
+  RecordedMessage m;
+  while ((*reader)->Next(&m)) {
+    if (!first_ns) {
+      first_ns = m.arrival_ns;
+      // The events keep their recorded times; an engine refuses those older than its source's
+      // max_past (default 1h).
+      const int64_t age_s = (client::NowMs() - m.arrival_ns / 1'000'000) / 1000;
+      if (age_s > 3600) {
+        spdlog::warn(
+            "replay: the recording starts {} s ago; its events keep their recorded times, so "
+            "the engine's source must accept events that old (option max_past, default 1h)",
+            age_s);
+      }
+    }
+    if (args.speed > 0) {
+      // Records out of order (the clock went back while recording) are sent at once.
+      const double offset_us = static_cast<double>(m.arrival_ns - *first_ns) / 1000 / args.speed;
+      const auto due = wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_us));
+      if (due > std::chrono::steady_clock::now()) std::this_thread::sleep_until(due);
+    }
+    try {
+      if (!push.send(zmq::const_buffer(m.topic.data(), m.topic.size()), zmq::send_flags::sndmore)) {
+        progress.Done();
+        spdlog::error(
+            "replay: send timed out after {} s ({} not accepting); {} of the recording's "
+            "messages were sent, up to offset {}",
+            kSendTimeoutMs / 1000, args.endpoint, sent, m.offset);
+        return 1;
+      }
+      // The second frame of a multipart message is queued with the first: it cannot time out.
+      (void)push.send(zmq::const_buffer(m.payload.data(), m.payload.size()), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      progress.Done();
+      spdlog::error("replay: send: {}", e.what());
+      return 1;
+    }
+    ++sent;
+    bytes += m.payload.size();
+    if (progress.Due()) {
+      progress.Show("replay: " + std::to_string(sent) + " messages sent");
+    }
+  }
+  progress.Done();
+  // Close waits up to the linger time for the queued messages to leave.
+  push.close();
+  ctx.close();
+  if (!(*reader)->status().ok()) {
+    spdlog::error("replay: {}; {} messages before it were sent, nothing after it",
+                  (*reader)->status().message(), sent);
+    return 2;
+  }
+  const double span_s = sent > 0 ? static_cast<double>(m.arrival_ns - *first_ns) / 1e9 : 0;
+  spdlog::info("replay: {} messages ({} payload bytes, {:.1f} s recorded) sent from {} to {}", sent,
+               bytes, span_s, args.input, args.endpoint);
+  return 0;
+}
+
+}  // namespace
+
+int ReplayCommand(const ReplayArgs& args) {
+  std::string format = args.format;
+  if (format == "auto") {
+    std::ifstream probe(args.input);
+    if (!probe) {
+      spdlog::error("replay: cannot read {}", args.input);
+      return 2;
+    }
+    format = IsRecordingFile(args.input) ? "recording" : "csv";
+  }
+  if (format == "recording") return ReplayRecording(args);
+  if (format == "csv") return ReplayCsv(args);
+  spdlog::error("replay: --format: expected auto, csv or recording, got '{}'", args.format);
+  return 2;
 }
 
 }  // namespace inferscope

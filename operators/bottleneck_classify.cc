@@ -141,6 +141,8 @@ Status BottleneckClassifyOperator::Open(const StageContext& ctx) {
   }
   interner_ = ctx.interner;
   clock_ = ctx.clock != nullptr ? ctx.clock : &SystemClock::Instance();
+  any_model_ = interner_->Intern("_");
+  if (any_model_ != 0) interner_->Pin(any_model_);
   // The gauge names are looked up by id on every summary: intern and pin them once.
   gauge_slots_.clear();
   auto add = [&](std::string_view name, int slot) {
@@ -290,17 +292,36 @@ void BottleneckClassifyOperator::BuildWindow(const InstanceState& s, InstanceWin
   last_times.fill(INT64_MIN);
   std::array<int64_t, kMaxSaturationGauges> sat_times;
   sat_times.fill(INT64_MIN);
+  // The host's gauges (model "_" of the same instance), for the saturation gauges a pane of this
+  // model lacks.
+  const InstanceState* host = nullptr;
+  if (any_model_ != 0 && s.model != any_model_) {
+    auto it = instances_.find(PairKey(s.instance, any_model_));
+    if (it != instances_.end() && it->second.ring.size() == ring_size_) host = &it->second;
+  }
+  auto has_data = [](const PaneStat& p) { return p.count > 0 || p.events > 0; };
   // Oldest pane first, so first_mean / last_mean follow time.
   for (int64_t pane_end = w->start_ms + pane_ms_; pane_end <= end; pane_end += pane_ms_) {
     const int64_t pane = pane_end / pane_ms_;
     const auto r = static_cast<int64_t>(ring_size_);
-    const PaneSlot& ps = s.ring[static_cast<size_t>(((pane % r) + r) % r)];
-    if (ps.end_ms != pane_end) continue;
+    const size_t index = static_cast<size_t>(((pane % r) + r) % r);
+    const PaneSlot* host_ps =
+        host != nullptr && host->ring[index].end_ms == pane_end ? &host->ring[index] : nullptr;
+    const PaneSlot& ps = s.ring[index];
+    if (ps.end_ms != pane_end) {
+      if (host_ps == nullptr) continue;
+      for (size_t g = 0; g < kMaxSaturationGauges; ++g) {
+        fold(w->saturation[g], host_ps->saturation[g], &sat_times[g]);
+      }
+      continue;
+    }
     for (size_t m = 0; m < kNumWindowMetrics; ++m) {
       fold(w->metrics[m], ps.metrics[m], &last_times[m]);
     }
     for (size_t g = 0; g < kMaxSaturationGauges; ++g) {
-      fold(w->saturation[g], ps.saturation[g], &sat_times[g]);
+      const PaneStat& own = ps.saturation[g];
+      fold(w->saturation[g], has_data(own) || host_ps == nullptr ? own : host_ps->saturation[g],
+           &sat_times[g]);
     }
     for (size_t l = 0; l < kNumLatency; ++l) {
       if (ps.latency[l].count > 0) (void)merged_[l].sketch.Merge(ps.latency[l].sketch);

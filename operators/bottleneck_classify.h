@@ -39,6 +39,10 @@ namespace inferscope {
 //
 // Lifecycle: Create → Open → Restore → ProcessResults / OnTimer → Close.
 // Concurrency: none; the operator thread makes every call.
+// Host gauges: a saturation gauge of model "_" (the host source's cpu_utilization, a node
+// exporter's gauges: they have no model) counts for every model of the same instance, pane by
+// pane, where that model has no value of its own for the gauge; the (instance, "_") pair is also
+// judged on its own.
 // Limitations: at most `max_instances` (instance, model) pairs are tracked; panes of further ones
 // are dropped and counted (inferscope_bottleneck_instances_dropped_total). A pair without a pane
 // for `idle_expiry` of watermark progress is forgotten (its raised bottlenecks resolve "no data";
@@ -162,6 +166,9 @@ class BottleneckClassifyOperator final : public Operator {
 
   Options options_;
   Interner* interner_ = nullptr;
+  // The model "_" (events without a model: the host source's gauges). Its saturation gauges count
+  // for every model of the same instance that has none of its own in a pane.
+  StringId any_model_ = 0;
   const Clock* clock_ = nullptr;
   std::vector<std::pair<StringId, int>> gauge_slots_;  // gauge name id → slot
   int64_t pane_ms_ = 0;                                // learned from the first summary

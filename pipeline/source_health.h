@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,27 +32,40 @@ class SourceHealth {
     uint64_t failures = 0;  // failed attempts so far
   };
 
+  // Stores `target` as its (stage, target) entry. Allocates only for a new entry (or longer
+  // strings than the entry held): a source may report after every attempt.
   void Report(const Target& target);
   void Remove(const std::string& stage, const std::string& target);
   std::vector<Target> Snapshot() const;
   uint64_t dropped() const;
 
  private:
+  using Key = std::pair<std::string, std::string>;
+  using KeyView = std::pair<std::string_view, std::string_view>;
+  // Orders keys and (stage, target) views alike, so that a lookup copies no string.
+  struct KeyLess {
+    using is_transparent = void;
+    static KeyView View(const Key& k) { return {k.first, k.second}; }
+    static KeyView View(const KeyView& k) { return k; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return View(a) < View(b);
+    }
+  };
   mutable std::mutex mu_;
-  std::map<std::pair<std::string, std::string>, Target> targets_;
+  std::map<Key, Target, KeyLess> targets_;
   uint64_t dropped_ = 0;
 };
 
 inline void SourceHealth::Report(const Target& target) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto key = std::make_pair(target.stage, target.target);
-  auto it = targets_.find(key);
+  auto it = targets_.find(KeyView(target.stage, target.target));
   if (it == targets_.end()) {
     if (targets_.size() >= kMaxEntries) {
       ++dropped_;
       return;
     }
-    targets_.emplace(std::move(key), target);
+    targets_.emplace(Key(target.stage, target.target), target);
     return;
   }
   it->second = target;
@@ -59,7 +73,8 @@ inline void SourceHealth::Report(const Target& target) {
 
 inline void SourceHealth::Remove(const std::string& stage, const std::string& target) {
   std::lock_guard<std::mutex> lock(mu_);
-  targets_.erase(std::make_pair(stage, target));
+  auto it = targets_.find(KeyView(stage, target));
+  if (it != targets_.end()) targets_.erase(it);
 }
 
 inline std::vector<SourceHealth::Target> SourceHealth::Snapshot() const {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <utility>
 
@@ -335,31 +336,60 @@ void PromConverter::EmitHistograms(int64_t time_ms, StringId instance, StringId 
                 [this](const auto& entry) { return entry.second.generation != generation_; });
 }
 
+PromConverter::FamilyLookups& PromConverter::LookupsOf(std::string_view family) {
+  if (!family_.valid || family != family_.family) {
+    family_.family.assign(family);
+    family_.valid = true;
+    family_.histogram_done = false;
+    family_.roles_done = 0;
+    family_.family_known = -1;
+  }
+  return family_;
+}
+
+const PromMapping* PromConverter::MappingOf(FamilyLookups& f, PromRole role) {
+  const auto r = static_cast<size_t>(role);
+  if (r >= std::size(f.mapping)) return FindPromMapping(options_.engine, f.family, role);
+  if ((f.roles_done & (1u << r)) == 0) {
+    f.mapping[r] = FindPromMapping(options_.engine, f.family, role);
+    f.roles_done = static_cast<uint16_t>(f.roles_done | (1u << r));
+  }
+  return f.mapping[r];
+}
+
 void PromConverter::OnSample(const PromSample& sample) {
   PromConvertStats& stats = *stats_;
+  FamilyLookups& family = LookupsOf(sample.family);
   if (want_histograms_ && sample.type == PromType::kHistogram &&
       (sample.role == PromRole::kBucket || sample.role == PromRole::kSum ||
        sample.role == PromRole::kCount)) {
-    double scale = 1;
-    const std::string_view metric = PromHistogramMetric(options_.engine, sample.family, &scale);
-    if (!metric.empty()) {
-      OnHistogramSample(sample, metric, scale);
+    if (!family.histogram_done) {
+      family.histogram_scale = 1;
+      family.histogram_metric =
+          PromHistogramMetric(options_.engine, family.family, &family.histogram_scale);
+      family.histogram_done = true;
+    }
+    if (!family.histogram_metric.empty()) {
+      OnHistogramSample(sample, family.histogram_metric, family.histogram_scale);
       if (sample.role == PromRole::kBucket) {
         ++stats.mapped;
         return;
       }
     }
   }
-  const PromMapping* m = FindPromMapping(options_.engine, sample.family, sample.role);
+  const PromMapping* m = MappingOf(family, sample.role);
   if (m == nullptr) {
-    bool family_known = false;
-    for (PromRole r : {PromRole::kValue, PromRole::kTotal, PromRole::kSum, PromRole::kCount}) {
-      if (r != sample.role && FindPromMapping(options_.engine, sample.family, r) != nullptr) {
-        family_known = true;
-        break;
+    if (family.family_known < 0) {
+      family.family_known = 0;
+      for (PromRole r : {PromRole::kValue, PromRole::kTotal, PromRole::kSum, PromRole::kCount}) {
+        if (MappingOf(family, r) != nullptr) {
+          family.family_known = 1;
+          break;
+        }
       }
     }
-    ++(family_known ? stats.not_carried : stats.unmapped);
+    // Known when another role of the family is mapped (this role is not: m is null).
+    ++(family.family_known > 0 ? stats.not_carried : stats.unmapped);
     return;
   }
   if (std::isnan(sample.value) || (m->drop_negative && sample.value < 0)) {

@@ -182,6 +182,21 @@ class PromConverter {
   uint64_t generation_ = 0;
   int64_t last_time_ms_ = 0;  // time of the previous scrape (0: none)
   double interval_s_ = 0;     // seconds since the previous scrape (0: first scrape)
+  // The mapping-table lookups of the last family seen (consecutive samples share a family: a
+  // histogram's buckets, _sum and _count, a gauge's series per GPU), per role, made on first need.
+  struct FamilyLookups {
+    std::string family;  // keeps its capacity
+    bool valid = false;
+    bool histogram_done = false;
+    std::string_view histogram_metric;  // PromHistogramMetric of the family ("" when none)
+    double histogram_scale = 1;
+    uint16_t roles_done = 0;  // bit per PromRole: mapping[role] looked up
+    const PromMapping* mapping[16] = {};
+    int8_t family_known = -1;  // some role of the family is mapped (-1: not looked up yet)
+  };
+  FamilyLookups& LookupsOf(std::string_view family);
+  const PromMapping* MappingOf(FamilyLookups& f, PromRole role);
+  FamilyLookups family_;
   // Caches: the last model label value seen and its id; the interned metric names.
   std::string last_model_raw_;
   StringId last_model_ = 0;

@@ -66,6 +66,13 @@ uint64_t Fnv(std::string_view s) {
   return h;
 }
 
+// The Accept header of every scrape, built once.
+const httplib::Headers& AcceptHeaders() {
+  static const httplib::Headers headers = {
+      {"Accept", "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5"}};
+  return headers;
+}
+
 int64_t FileMtimeNs(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return -1;
@@ -168,6 +175,12 @@ struct PromScrapeSource::Target {
   std::string error;
   int64_t received_ms = 0;
   // Source thread.
+  SourceHealth::Target health;  // what /v1/health shows, updated in place after each attempt
+  // The ids of config.instance and config.model ("_" when empty), interned again after each
+  // sweep of the interner (as an InternCache does: a first sight per sweep keeps them alive).
+  StringId instance_id = 0;
+  StringId model_id = 0;
+  uint32_t ids_epoch = 0;
   int64_t next_due_ms = 0;
   bool in_flight = false;
   bool removed = false;
@@ -374,6 +387,9 @@ std::shared_ptr<PromScrapeSource::Target> PromScrapeSource::MakeTarget(
       static_cast<uint64_t>(options_.jitter * static_cast<double>(options_.interval_ms));
   const int64_t offset = spread == 0 ? 0 : static_cast<int64_t>(Fnv(config.url) % spread);
   t->next_due_ms = ctx_.clock->NowMs() + offset;
+  t->health.stage = ctx_.name;
+  t->health.target = config.url;
+  t->health.instance = config.instance;
   return t;
 }
 
@@ -399,7 +415,11 @@ void PromScrapeSource::SetTargets(const std::vector<ScrapeTargetConfig>& configs
     }
   }
   for (auto& [url, t] : old) {
-    t->removed = true;  // an in-flight fetch comes back and is dropped
+    t->removed = true;
+    if (t->up) --up_count_;
+    t->up = false;
+    // An in-flight fetch comes back (to Finish, which drops it): keep the target alive till then.
+    if (t->in_flight) retired_.push_back(t);
     if (health_ != nullptr) health_->Remove(ctx_.name, url);
   }
   if (dropped > 0) {
@@ -408,7 +428,26 @@ void PromScrapeSource::SetTargets(const std::vector<ScrapeTargetConfig>& configs
                  dropped, options_.max_targets);
   }
   targets_ = std::move(next);
+  // The due heap holds only current targets that are not in flight (those in flight come back
+  // through Finish, which puts them back).
+  due_.clear();
+  due_.reserve(targets_.size());
+  for (const auto& t : targets_) {
+    if (!t->in_flight) PushDue(t.get());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_.reserve(targets_.size() + retired_.size());
+    done_.reserve(targets_.size() + retired_.size());
+  }
   if (targets_gauge_ != nullptr) targets_gauge_->Set(static_cast<double>(targets_.size()));
+  if (up_gauge_ != nullptr) up_gauge_->Set(static_cast<double>(up_count_));
+}
+
+void PromScrapeSource::PushDue(Target* target) {
+  due_.push_back({target->next_due_ms, target});
+  std::push_heap(due_.begin(), due_.end(),
+                 [](const Due& a, const Due& b) { return a.due_ms > b.due_ms; });
 }
 
 void PromScrapeSource::ReloadFileSd(int64_t now_ms, bool force) {
@@ -499,29 +538,39 @@ void PromScrapeSource::Close() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     work_.clear();
+    work_head_ = 0;
   }
   work_cv_.notify_all();
   for (std::thread& t : fetchers_) t.join();
   fetchers_.clear();
-  std::lock_guard<std::mutex> lock(mu_);
-  done_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_.clear();
+  }
+  // Nothing is in flight any more: an Open after this schedules every target afresh.
+  retired_.clear();
+  due_.clear();
+  for (const auto& t : targets_) t->in_flight = false;
 }
 
 void PromScrapeSource::FetchLoop() {
   while (true) {
-    std::shared_ptr<Target> target;
+    Target* target = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+      work_cv_.wait(lock, [this] { return stopping_ || work_head_ < work_.size(); });
       if (stopping_) return;
-      target = std::move(work_.front());
-      work_.pop_front();
+      target = work_[work_head_++];
+      if (work_head_ == work_.size()) {
+        work_.clear();
+        work_head_ = 0;
+      }
     }
     Fetch(*target);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
-      done_.push_back(std::move(target));
+      done_.push_back(target);
     }
     done_cv_.notify_one();
   }
@@ -536,10 +585,8 @@ void PromScrapeSource::Fetch(Target& t) {
   int status = 0;
   bool too_large = false;
   bool timed_out = false;
-  const httplib::Headers headers = {
-      {"Accept", "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5"}};
   httplib::Result res = t.client->Get(
-      t.path, headers,
+      t.path, AcceptHeaders(),
       [&](const httplib::Response& r) {
         status = r.status;
         return r.status == 200;
@@ -586,27 +633,40 @@ void PromScrapeSource::Fetch(Target& t) {
   t.body.clear();
 }
 
-void PromScrapeSource::Schedule(int64_t now_ms) {
-  bool any = false;
+void PromScrapeSource::Dispatch(int64_t now_ms) {
+  if (due_.empty() || due_.front().due_ms > now_ms) return;
+  size_t handed = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& t : targets_) {
-      if (t->in_flight || now_ms < t->next_due_ms) continue;
+    while (!due_.empty() && due_.front().due_ms <= now_ms) {
+      std::pop_heap(due_.begin(), due_.end(),
+                    [](const Due& a, const Due& b) { return a.due_ms > b.due_ms; });
+      Target* t = due_.back().target;
+      due_.pop_back();
       t->in_flight = true;
       work_.push_back(t);
-      any = true;
+      ++handed;
     }
   }
-  if (any) work_cv_.notify_all();
+  // One fetch thread per due target (all of them when more are due than there are threads).
+  if (handed >= fetchers_.size()) {
+    work_cv_.notify_all();
+  } else {
+    for (size_t i = 0; i < handed; ++i) work_cv_.notify_one();
+  }
 }
 
 void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
   t.in_flight = false;
-  if (t.removed) return;
+  if (t.removed) {
+    std::erase_if(retired_, [&t](const std::shared_ptr<Target>& r) { return r.get() == &t; });
+    return;
+  }
   const int64_t now = ctx_.clock->NowMs();
   const int64_t interval = options_.interval_ms;
   t.next_due_ms += interval;
   if (t.next_due_ms <= now) t.next_due_ms += ((now - t.next_due_ms) / interval + 1) * interval;
+  PushDue(&t);
   if (scrapes_ != nullptr) scrapes_->Inc();
 
   EventBatchPtr batch = out.Acquire();
@@ -652,8 +712,15 @@ void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
     }
   }
   // The up gauge (1/0) with the target's instance and model.
-  const StringId instance = ctx_.interner->Intern(t.config.instance);
-  const StringId model = ctx_.interner->Intern(t.config.model.empty() ? "_" : t.config.model);
+  Interner& interner = *ctx_.interner;
+  const uint32_t epoch = interner.epoch();
+  if (t.instance_id == 0 || t.model_id == 0 || t.ids_epoch != epoch) {
+    t.instance_id = interner.Intern(t.config.instance);
+    t.model_id = interner.Intern(t.config.model.empty() ? "_" : t.config.model);
+    t.ids_epoch = epoch;
+  }
+  const StringId instance = t.instance_id;
+  const StringId model = t.model_id;
   if (instance != 0 && model != 0) {
     Event& e = batch->events.emplace_back();
     e.time_ms = t.received_ms;
@@ -664,25 +731,19 @@ void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
     e.metric = up_metric_;
     e.value = up ? 1 : 0;
   }
+  if (up != t.up) up ? ++up_count_ : --up_count_;
   t.up = up;
   t.reported = true;
   if (health_ != nullptr) {
-    SourceHealth::Target h;
-    h.stage = ctx_.name;
-    h.target = t.config.url;
-    h.instance = t.config.instance;
+    SourceHealth::Target& h = t.health;
     h.up = up;
-    h.last_error = t.last_error;
+    if (!up) h.last_error = t.last_error;
     h.last_attempt_ms = t.received_ms;
     h.last_error_ms = t.last_error_ms;
     h.failures = t.failures;
     health_->Report(h);
   }
-  if (up_gauge_ != nullptr) {
-    size_t n = 0;
-    for (const auto& target : targets_) n += target->up ? 1 : 0;
-    up_gauge_->Set(static_cast<double>(n));
-  }
+  if (up_gauge_ != nullptr) up_gauge_->Set(static_cast<double>(up_count_));
   t.body.clear();
   if (batch->events.empty()) {
     out.Release(std::move(batch));
@@ -692,15 +753,14 @@ void PromScrapeSource::Finish(Target& t, SourceOutput& out) {
 }
 
 Status PromScrapeSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
-  std::deque<std::shared_ptr<Target>> finished;
+  std::vector<Target*> finished;
+  finished.reserve(targets_.size());
   while (!stop.load(std::memory_order_relaxed)) {
     const int64_t now = ctx_.clock->NowMs();
     ReloadFileSd(now, /*force=*/false);
-    Schedule(now);
+    Dispatch(now);
     int64_t wait_ms = kMaxWaitMs;
-    for (const auto& t : targets_) {
-      if (!t->in_flight) wait_ms = std::min(wait_ms, std::max<int64_t>(t->next_due_ms - now, 0));
-    }
+    if (!due_.empty()) wait_ms = std::min(wait_ms, std::max<int64_t>(due_.front().due_ms - now, 0));
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (done_.empty() && wait_ms > 0) {
@@ -709,7 +769,7 @@ Status PromScrapeSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       }
       finished.swap(done_);
     }
-    for (auto& t : finished) Finish(*t, out);
+    for (Target* t : finished) Finish(*t, out);
     finished.clear();
   }
   return Status::Ok();

@@ -3,7 +3,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -43,7 +42,11 @@ Result<std::vector<ScrapeTargetConfig>> ParseFileSd(const std::string& path);
 // converts and emits the pages they bring back, one batch per page; Close stops the fetchers.
 // Scheduling: each target every `interval`, first at a fixed offset within `jitter` × interval
 // derived from its URL (so targets spread over the interval, and the same target keeps its phase);
-// a target still in flight is not scraped twice. The file_sd file is re-read when its modification
+// a target still in flight is not scraped twice. The source thread keeps the targets that are not
+// in flight in a min-heap of due times, sleeps until the earliest (or a finished fetch), and hands
+// each due target to the fetch threads waking exactly one of them: its cost per scrape does not
+// grow with the number of targets, and a steady scrape allocates nothing of its own (the HTTP
+// client library does allocate per request). The file_sd file is re-read when its modification
 // time changes (checked every `file_sd_refresh`); targets that left are dropped with their state.
 // Failures: a refused connection, a timeout (connect, or the whole response beyond `timeout`), an
 // HTTP status other than 200, a response beyond `max_response_bytes`, or a page without a single
@@ -108,7 +111,8 @@ class PromScrapeSource final : public Source {
 
   void FetchLoop();
   void Fetch(Target& target);
-  void Schedule(int64_t now_ms);
+  void Dispatch(int64_t now_ms);
+  void PushDue(Target* target);
   void Finish(Target& target, SourceOutput& out);
   void ReloadFileSd(int64_t now_ms, bool force);
   void SetTargets(const std::vector<ScrapeTargetConfig>& configs);
@@ -118,13 +122,24 @@ class PromScrapeSource final : public Source {
   StageContext ctx_;
   StringId publisher_ = 0;
   SourceHealth* health_ = nullptr;
-  std::vector<std::shared_ptr<Target>> targets_;  // source thread (after Open)
-  // Fetch hand-over.
+  // Source thread (after Open): the targets, those removed while in flight (kept alive until
+  // they come back), and the due times of the targets not in flight (a min-heap).
+  struct Due {
+    int64_t due_ms;
+    Target* target;
+  };
+  std::vector<std::shared_ptr<Target>> targets_;
+  std::vector<std::shared_ptr<Target>> retired_;
+  std::vector<Due> due_;
+  size_t up_count_ = 0;  // targets whose last scrape succeeded
+  // Fetch hand-over (mu_): work_ from work_head_ on is a FIFO of due targets; done_ the fetched
+  // ones. Both keep their capacity (at most one entry per target).
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
-  std::deque<std::shared_ptr<Target>> work_;
-  std::deque<std::shared_ptr<Target>> done_;
+  std::vector<Target*> work_;
+  size_t work_head_ = 0;
+  std::vector<Target*> done_;
   bool stopping_ = false;
   std::vector<std::thread> fetchers_;
   // file_sd.

@@ -8,11 +8,14 @@
 // percent-decoded as httplib decodes paths, and the route's handler runs against a real StateStore
 // (RocksDB in a temporary directory, written once at start-up: 2 instances, 3 models, 10 s panes
 // over 20 minutes, default storage tiers, one alert) and in-memory silence and workflow registries
-// (one silence, one workflow pending approval) made fresh for each input, so runs are independent.
+// (one silence, one workflow pending approval) and a live routing learner (model "llama" served by
+// "vis" and "txt" with 50 outcomes each, model "empty" with no backend) made fresh for each input,
+// so runs are independent.
 //
 // Checked besides the sanitizers: the handler never throws (the server would turn that into a 500);
-// it answers 200, 201, 400, 404 or 409 (500 means a handler failed on input it should have
-// rejected); every error reply has the documented shape; the reply serialises as the server does.
+// it answers 200, 201, 400, 404 or 409, or 503 UNAVAILABLE on the routing routes that ask the live
+// learner (no backend can take the request) — 500 means a handler failed on input it should have
+// rejected; every error reply has the documented shape; the reply serialises as the server does.
 // The pure parsers behind the parameters (ParseTimeMs, ParseDurationMs, GlobMatch, FormatRfc3339)
 // are called on every query value too, with a round-trip check of ParseTimeMs(FormatRfc3339(t)) ==
 // t.
@@ -31,6 +34,7 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
 
@@ -42,6 +46,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/tiers.h"
 #include "query/handlers.h"
+#include "routing/live_router.h"
 #include "state/alert_store.h"
 #include "state/state_store.h"
 #include "workflows/workflow.h"
@@ -60,6 +65,7 @@ struct World {
   MetricsRegistry metrics;
   Interner interner;
   std::unique_ptr<StateStore> store;
+  routing::RoutingOptions routing_options;
   ApiContext ctx;
 };
 
@@ -130,6 +136,21 @@ World* MakeWorld() {
     Fail("cannot store the alert: " + s.ToString());
   }
 
+  const char* catalogue = R"(
+models:
+  - name: llama
+    backends:
+      - {name: vis, capabilities: [vision]}
+      - {name: txt}
+  - name: empty
+    backends: []
+)";
+  if (!routing::ParseRoutingOptions(ConfigNode("fuzz.yaml", YAML::Load(catalogue), "options"),
+                                    &w->routing_options)
+           .ok()) {
+    Fail("cannot parse the routing catalogue");
+  }
+
   w->ctx.store = w->store.get();
   w->ctx.metrics = &w->metrics;
   w->ctx.clock = &w->clock;
@@ -160,6 +181,28 @@ void CheckParsers(const std::string& value) {
   (void)ParseDurationMs(value);
   const size_t half = value.size() / 2;
   (void)GlobMatch(std::string_view(value).substr(0, half), std::string_view(value).substr(half));
+}
+
+// A live learner that has seen 50 outcomes of each "llama" backend (select and recommendations
+// change its state, so each input gets its own).
+std::shared_ptr<routing::LiveRouter> MakeRouter(const World& w) {
+  auto router = std::make_shared<routing::LiveRouter>(w.routing_options, nullptr);
+  router->With([](routing::RoutingLearner& l) {
+    for (int i = 0; i < 50; ++i) {
+      const int64_t t = kNowMs - 60'000 + i * 10;
+      for (const char* backend : {"vis", "txt"}) {
+        l.Observe({.backend = backend,
+                   .model = "llama",
+                   .time_ms = t,
+                   .ttft_ms = 100,
+                   .tpot_ms = 20,
+                   .e2e_ms = 2100,
+                   .output_tokens = 100});
+      }
+    }
+  });
+  router->AdvanceTo(kNowMs - 60'000 + 500);
+  return router;
 }
 
 }  // namespace
@@ -216,16 +259,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Result<Workflow> seed = WorkflowFromRequest(
       {{"instance", "node-1"}, {"model", "m"}, {"target", {{"metric", "ttft_ms"}}}});
   if (!seed.ok() || !workflows.Create(*seed).ok()) Fail("cannot add the seed workflow");
+  routing::RoutingRegistry routers;
+  routers.Register("routing", MakeRouter(w));
   ApiContext ctx = w.ctx;
   ctx.silences = &silences;
   ctx.workflows = &workflows;
+  ctx.routing = &routers;
 
   const ApiReply reply = route.handler(ctx, req);  // an exception here is a finding
   const std::string text =
       reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  // 409: a workflow transition its state does not allow.
+  // 409: a workflow transition its state does not allow; 503: no backend of the live learner can
+  // take the request (only the routes that ask it).
+  const bool asks_learner = route.pattern.starts_with("/v1/routing/select") ||
+                            route.pattern.starts_with("/v1/models/recommendations");
+  const bool unavailable = reply.status == 503 && asks_learner && reply.body.is_object() &&
+                           reply.body.contains("error") && reply.body["error"].is_object() &&
+                           reply.body["error"].value("code", "") == "UNAVAILABLE";
   if (reply.status != 200 && reply.status != 201 && reply.status != 400 && reply.status != 404 &&
-      reply.status != 409) {
+      reply.status != 409 && !unavailable) {
     Fail(route.method + " " + route.pattern + " answered " + std::to_string(reply.status) + ": " +
          text);
   }

@@ -16,6 +16,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <zmq.hpp>
+
+#include "cli/recording.h"
 #include "clients/cpp/publisher.h"
 #include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
@@ -336,6 +339,171 @@ TEST(CliTest, HealthAndMetricsCarryTheBuild) {
   EXPECT_NE(res->body.find("libzmq=\"" + build["libzmq"].get<std::string>() + "\""),
             std::string::npos);
   EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+TEST(CliTest, RecordNeedsExactlyOneSocketAndANewWritableFile) {
+  TempDir dir;
+  const std::string out = dir.str() + "/out.isrec";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"record", "--output", out},
+        std::vector<std::string>{"record", "--connect", "tcp://127.0.0.1:1", "--bind",
+                                 "tcp://127.0.0.1:*", "--output", out}}) {
+    CliRun r = Inferscope(dir, args);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("record: give exactly one of --connect ENDPOINT"), std::string::npos)
+        << r.output;
+  }
+  CliRun bad_endpoint = Inferscope(dir, {"record", "--bind", "foo", "--output", out});
+  EXPECT_EQ(bad_endpoint.code, 2);
+  EXPECT_NE(bad_endpoint.output.find("record: --bind: 'foo' has no transport"), std::string::npos)
+      << bad_endpoint.output;
+  CliRun topic_on_pull = Inferscope(
+      dir, {"record", "--bind", "tcp://127.0.0.1:*", "--topic", "metrics", "--output", out});
+  EXPECT_EQ(topic_on_pull.code, 2);
+  EXPECT_NE(topic_on_pull.output.find("--topic filters a sub socket"), std::string::npos)
+      << topic_on_pull.output;
+  CliRun no_dir = Inferscope(
+      dir, {"record", "--bind", "tcp://127.0.0.1:*", "--output", dir.str() + "/no/such/x"});
+  EXPECT_EQ(no_dir.code, 2);
+  EXPECT_NE(no_dir.output.find("record: --output: " + dir.str() + "/no/such/x: cannot create"),
+            std::string::npos)
+      << no_dir.output;
+  std::ofstream(out) << "precious";
+  CliRun exists = Inferscope(dir, {"record", "--bind", "tcp://127.0.0.1:*", "--output", out});
+  EXPECT_EQ(exists.code, 2);
+  EXPECT_NE(exists.output.find(out + ": the file exists (use --force to overwrite it)"),
+            std::string::npos)
+      << exists.output;
+  EXPECT_EQ(ReadFile(out), "precious");
+  CliRun not_recording = Inferscope(
+      dir, {"replay", "--input", out, "--format", "recording", "--endpoint", "tcp://127.0.0.1:1"});
+  EXPECT_EQ(not_recording.code, 2);
+  EXPECT_NE(not_recording.output.find(out + ": offset 0: not a recording"), std::string::npos)
+      << not_recording.output;
+}
+
+// `record --bind` in the engine's place: PUSH publishers' messages land in the file as sent.
+TEST(CliTest, RecordBindTakesPushPublishers) {
+  TempDir dir;
+  const std::string out = dir.str() + "/pushed.isrec";
+  const std::string ready = dir.str() + "/record.ready.json";
+  const std::string log = dir.str() + "/record.log";
+  Subprocess record({testing::InferscopeBinary(), "record", "--bind", "tcp://127.0.0.1:*",
+                     "--output", out, "--ready-file", ready},
+                    log);
+  json info;
+  ASSERT_TRUE(WaitFor([&] {
+    info = json::parse(ReadFile(ready), nullptr, false);
+    return info.is_object() && info.contains("endpoint");
+  })) << ReadFile(log);
+  const std::string endpoint = info["endpoint"].get<std::string>();
+  EXPECT_EQ(endpoint.rfind("tcp://127.0.0.1:", 0), 0u) << endpoint;
+  EXPECT_EQ(endpoint.find('*'), std::string::npos) << endpoint;
+  client::PublisherOptions o;
+  o.endpoint = endpoint;
+  o.publisher_id = "pusher";
+  o.topic = "metrics.vllm-0";
+  o.batch_size = 10;
+  client::Publisher pub(o);
+  std::string error;
+  ASSERT_TRUE(pub.Connect(&error)) << error;
+  for (int i = 0; i < 30; ++i) {
+    client::RequestOutcome r;
+    r.instance = "vllm-0";
+    r.model = "llama";
+    r.e2e_ms = 100 + i;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  int records = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    auto reader = RecordingReader::Open(out);
+    if (!reader.ok()) return false;
+    RecordedMessage m;
+    records = 0;
+    while ((*reader)->Next(&m)) {
+      EXPECT_EQ(m.topic, "metrics.vllm-0");
+      ++records;
+    }
+    return records == 3;
+  })) << records
+      << "\n"
+      << ReadFile(log);
+  pub.Close();
+  record.Signal(SIGINT);
+  EXPECT_EQ(record.Wait(), 0) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("record: 3 messages"), std::string::npos) << ReadFile(log);
+}
+
+// A recording of three messages whose second is corrupt (or torn): the replay sends the first,
+// names the bad record's offset and sends nothing after it.
+TEST(CliTest, ReplayStopsAtABadRecordNamingItsOffset) {
+  TempDir dir;
+  zmq::context_t ctx(1);
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  pull.set(zmq::sockopt::linger, 0);
+  pull.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = pull.get(zmq::sockopt::last_endpoint);
+  const std::string path = dir.str() + "/three.isrec";
+  {
+    auto w = RecordingWriter::Create(path, false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Append(1'000'000'000, "metrics", "first").ok());
+    ASSERT_TRUE((*w)->Append(1'001'000'000, "metrics", "second").ok());
+    ASSERT_TRUE((*w)->Append(1'002'000'000, "metrics", "third").ok());
+    ASSERT_TRUE((*w)->Close().ok());
+  }
+  const std::string bytes = ReadFile(path);
+  const size_t second = kRecordingHeaderBytes + kRecordHeaderBytes + 7 + 5 + kRecordTrailerBytes;
+  // Messages received, each "topic|payload", until none comes for a while after `want`.
+  auto receive = [&](size_t want) {
+    std::vector<std::string> got;
+    EXPECT_TRUE(WaitFor([&] {
+      zmq::message_t topic, payload;
+      while (pull.recv(topic, zmq::recv_flags::dontwait)) {
+        (void)pull.recv(payload);
+        got.push_back(topic.to_string() + "|" + payload.to_string());
+      }
+      return got.size() >= want;
+    }));
+    zmq::pollitem_t item = {pull.handle(), 0, ZMQ_POLLIN, 0};
+    while (zmq::poll(&item, 1, std::chrono::milliseconds(300)) > 0) {
+      zmq::message_t topic, payload;
+      (void)pull.recv(topic);
+      (void)pull.recv(payload);
+      got.push_back(topic.to_string() + "|" + payload.to_string());
+    }
+    return got;
+  };
+
+  std::string corrupt = bytes;
+  corrupt[second + kRecordHeaderBytes + 7 + 2] ^= 0x01;  // a payload byte of the second record
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << corrupt;
+  CliRun r = Inferscope(dir, {"replay", "--input", path, "--endpoint", endpoint, "--speed", "0"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find(path + ": offset " + std::to_string(second) +
+                          ": corrupt record (checksum mismatch); 1 messages before it were "
+                          "sent, nothing after it"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(receive(1), std::vector<std::string>{"metrics|first"});
+
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, second + 20);
+  CliRun torn =
+      Inferscope(dir, {"replay", "--input", path, "--endpoint", endpoint, "--speed", "0"});
+  EXPECT_EQ(torn.code, 2) << torn.output;
+  EXPECT_NE(torn.output.find(path + ": offset " + std::to_string(second) +
+                             ": truncated record (20 of 37 bytes)"),
+            std::string::npos)
+      << torn.output;
+  EXPECT_EQ(receive(1), std::vector<std::string>{"metrics|first"});
+
+  // The whole file, at its recorded pace: all three in order.
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  CliRun whole = Inferscope(dir, {"replay", "--input", path, "--endpoint", endpoint});
+  EXPECT_EQ(whole.code, 0) << whole.output;
+  EXPECT_NE(whole.output.find("replay: 3 messages"), std::string::npos) << whole.output;
+  EXPECT_EQ(receive(3),
+            (std::vector<std::string>{"metrics|first", "metrics|second", "metrics|third"}));
 }
 
 }  // namespace

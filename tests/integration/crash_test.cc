@@ -24,6 +24,8 @@ namespace {
 using nlohmann::json;
 using testing::EngineProcess;
 using testing::ReadFile;
+using testing::ReadStore;
+using testing::StoredResult;
 using testing::Subprocess;
 using testing::Substitute;
 using testing::TempDir;
@@ -107,42 +109,6 @@ struct Stream {
   }
   int64_t t0;
 };
-
-struct StoredResult {
-  uint64_t count, events, errors;
-  double sum, min, max, p50, p99;
-};
-
-// Every stored pane of every series, keyed by "instance/model/metric@start".
-std::map<std::string, StoredResult> ReadStore(const std::string& path) {
-  StateStoreOptions options;
-  options.path = path;
-  options.create_if_missing = false;
-  auto store = StateStore::Open(options, nullptr);
-  EXPECT_TRUE(store.ok()) << store.status().ToString();
-  std::map<std::string, StoredResult> out;
-  if (!store.ok()) return out;
-  std::vector<SeriesInfo> series;
-  EXPECT_TRUE((*store)->ListSeries([&](const SeriesInfo& s) { series.push_back(s); }).ok());
-  for (const SeriesInfo& s : series) {
-    Status st =
-        (*store)->ScanPanes(s.instance, s.model, s.metric, 0, INT64_MAX, [&](const StoredPane& p) {
-          const Aggregate& a = p.agg;
-          out[s.instance + "/" + s.model + "/" + s.metric + "@" + std::to_string(p.start_ms)] = {
-              a.count,
-              a.events,
-              a.errors,
-              a.sum,
-              a.min,
-              a.max,
-              a.count ? a.sketch.Quantile(0.5) : 0,
-              a.count ? a.sketch.Quantile(0.99) : 0};
-          return Status::Ok();
-        });
-    EXPECT_TRUE(st.ok()) << st.ToString();
-  }
-  return out;
-}
 
 client::AckedPublisherOptions PublisherOptions(const std::string& endpoint) {
   client::AckedPublisherOptions o;

@@ -1,5 +1,7 @@
 #include "tests/integration/engine_fixture.h"
 
+#include <gtest/gtest.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -8,6 +10,8 @@
 #include <fstream>
 #include <regex>
 #include <utility>
+
+#include "state/state_store.h"
 
 namespace inferscope::testing {
 
@@ -32,6 +36,61 @@ int FreePort() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+std::map<std::string, StoredResult> ReadStore(const std::string& path) {
+  StateStoreOptions options;
+  options.path = path;
+  options.create_if_missing = false;
+  auto store = StateStore::Open(options, nullptr);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  std::map<std::string, StoredResult> out;
+  if (!store.ok()) return out;
+  std::vector<SeriesInfo> series;
+  EXPECT_TRUE((*store)->ListSeries([&](const SeriesInfo& s) { series.push_back(s); }).ok());
+  for (const SeriesInfo& s : series) {
+    Status st =
+        (*store)->ScanPanes(s.instance, s.model, s.metric, 0, INT64_MAX, [&](const StoredPane& p) {
+          const Aggregate& a = p.agg;
+          out[s.instance + "/" + s.model + "/" + s.metric + "@" + std::to_string(p.start_ms)] = {
+              a.count,
+              a.events,
+              a.errors,
+              a.sum,
+              a.min,
+              a.max,
+              a.count ? a.sketch.Quantile(0.5) : 0,
+              a.count ? a.sketch.Quantile(0.99) : 0};
+          return Status::Ok();
+        });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  return out;
+}
+
+void ExpectSamePanes(const std::map<std::string, StoredResult>& got,
+                     const std::map<std::string, StoredResult>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  for (const auto& [key, w] : want) {
+    auto it = got.find(key);
+    if (it == got.end()) {
+      ADD_FAILURE() << "missing pane " << key;
+      continue;
+    }
+    const StoredResult& g = it->second;
+    SCOPED_TRACE(key);
+    EXPECT_EQ(g.count, w.count);
+    EXPECT_EQ(g.events, w.events);
+    EXPECT_EQ(g.errors, w.errors);
+    EXPECT_DOUBLE_EQ(g.sum, w.sum);
+    EXPECT_EQ(g.min, w.min);
+    EXPECT_EQ(g.max, w.max);
+    EXPECT_EQ(g.p50, w.p50);
+    EXPECT_EQ(g.p99, w.p99);
+  }
+  for (const auto& [key, g] : got) {
+    if (want.count(key) == 0) ADD_FAILURE() << "unexpected pane " << key;
+  }
 }
 
 nlohmann::json GetJson(httplib::Client& http, const std::string& path, int* status) {

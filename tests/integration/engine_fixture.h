@@ -29,6 +29,21 @@ std::string DefaultTopologyOnFreePorts();
 // port 0 and report it, such as Prometheus' --web.listen-address).
 int FreePort();
 
+// One stored pane of a series, as the store holds it.
+struct StoredResult {
+  uint64_t count, events, errors;
+  double sum, min, max, p50, p99;
+};
+
+// Every stored pane of every series of the state directory `path` (opened after the engine
+// stopped), keyed by "instance/model/metric@start"; failures are reported as test failures.
+std::map<std::string, StoredResult> ReadStore(const std::string& path);
+
+// Expects `got` to hold exactly the panes of `want`, each with equal counts, sums, extremes and
+// quantiles.
+void ExpectSamePanes(const std::map<std::string, StoredResult>& got,
+                     const std::map<std::string, StoredResult>& want);
+
 // GET `path` as JSON: null when there is no response, a discarded value when the body is not JSON;
 // the HTTP status in `status` when given.
 nlohmann::json GetJson(httplib::Client& http, const std::string& path, int* status = nullptr);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 
 #include "state/checkpoint_store.h"
 #include "state/state_store.h"
@@ -63,9 +64,10 @@ class BottleneckClassifyTest : public ::testing::Test {
     return ctx;
   }
 
-  WindowSummary Summary(const std::string& instance, const std::string& metric, int64_t start) {
+  WindowSummary Summary(const std::string& instance, const std::string& metric, int64_t start,
+                        const std::string& model = kModel) {
     WindowSummary s;
-    s.series = {interner_.Intern(instance), interner_.Intern(kModel), interner_.Intern(metric)};
+    s.series = {interner_.Intern(instance), interner_.Intern(model), interner_.Intern(metric)};
     s.start_ms = start;
     s.end_ms = start + kPaneMs;
     s.max_event_time_ms = start + kPaneMs - 1;
@@ -73,9 +75,10 @@ class BottleneckClassifyTest : public ::testing::Test {
   }
 
   // The pane summaries of one instance for the pane starting at `start`.
-  void AddPane(OutputBatch& in, const std::string& instance, const PaneSpec& p, int64_t start) {
+  void AddPane(OutputBatch& in, const std::string& instance, const PaneSpec& p, int64_t start,
+               const std::string& model = kModel) {
     auto request = [&](const char* metric, double value) {
-      WindowSummary s = Summary(instance, metric, start);
+      WindowSummary s = Summary(instance, metric, start, model);
       for (int i = 0; i < p.requests; ++i) {
         // Values spread over ±10 % so that quantiles differ from the mean.
         const double v = value * (0.9 + 0.2 * i / std::max(1, p.requests - 1));
@@ -90,7 +93,7 @@ class BottleneckClassifyTest : public ::testing::Test {
     request("prompt_tokens", p.prompt_tokens);
     request("cached_tokens", p.cached_tokens);
     auto gauge = [&](const std::string& metric, double value) {
-      WindowSummary s = Summary(instance, metric, start);
+      WindowSummary s = Summary(instance, metric, start, model);
       for (int i = 0; i < 10; ++i) s.agg.Add(value, start + i * 1000);
       in.Add<kind::PaneSummary>(std::move(s));
     };
@@ -253,6 +256,61 @@ TEST_F(BottleneckClassifyTest, ResourceSaturation) {
   PaneSpec p;
   p.extra["gpu_utilization"] = 0.995;  // HIGH (>= 0.99, < 1.0)
   ExpectRaisedAndCleared(p, BottleneckType::kResourceSaturation, BottleneckSeverity::kHigh);
+}
+
+// The host source's gauges carry model "_": they count for every model served on that instance
+// (and for no other instance), so each of them gets RESOURCE_SATURATION when the host saturates.
+TEST_F(BottleneckClassifyTest, HostGaugesWithoutModelSaturateEveryModelOfTheirInstance) {
+  Make(
+      "resource_saturation:\n"
+      "  - {metric: cpu_utilization, levels: {low: 0.9, medium: 0.95, high: 0.98, critical: 1.0, "
+      "exit: 0.8}}\n");
+  auto step = [&](double cpu) {
+    OutputBatch in;
+    AddPane(in, "node-1", PaneSpec{}, next_start_, "llama");
+    AddPane(in, "node-1", PaneSpec{}, next_start_, "qwen");
+    AddPane(in, "node-2", PaneSpec{}, next_start_, "llama");
+    for (const char* node : {"node-1", "node-2"}) {
+      WindowSummary h = Summary(node, "cpu_utilization", next_start_, "_");
+      const double v = std::string(node) == "node-1" ? cpu : 0.5;
+      for (int i = 0; i < 10; ++i) h.agg.Add(v, next_start_ + i * 1000);
+      in.Add<kind::PaneSummary>(std::move(h));
+    }
+    next_start_ += kPaneMs;
+    in.watermark_ms = next_start_;
+    OutputBatch out;
+    EXPECT_TRUE(op_->ProcessResults(in, out).ok());
+    const auto changes = out.Get<kind::Bottleneck>();
+    all_.insert(all_.end(), changes.begin(), changes.end());
+  };
+  for (int i = 0; i < 4; ++i) step(0.5);
+  EXPECT_TRUE(all_.empty()) << Dump(all_);
+  for (int i = 0; i < 8; ++i) step(0.96);  // MEDIUM (>= 0.95, < 0.98)
+  std::set<std::pair<std::string, std::string>> raised;
+  for (const Bottleneck& b : Of(all_, BottleneckChange::kRaised)) {
+    EXPECT_EQ(b.type, BottleneckType::kResourceSaturation) << b.description;
+    EXPECT_EQ(b.severity, BottleneckSeverity::kMedium) << b.description;
+    EXPECT_EQ(b.instance, "node-1") << b.description;
+    raised.emplace(b.instance, b.model);
+  }
+  EXPECT_TRUE(raised.count({"node-1", "llama"})) << Dump(all_);
+  EXPECT_TRUE(raised.count({"node-1", "qwen"})) << Dump(all_);
+  EXPECT_TRUE(op_->Active("node-2", "llama").empty());
+  // A model's own value for the gauge wins over the host's.
+  for (int i = 0; i < 10; ++i) {
+    OutputBatch in;
+    AddPane(in, "node-1", PaneSpec{.extra = {{"cpu_utilization", 0.5}}}, next_start_, "llama");
+    AddPane(in, "node-1", PaneSpec{}, next_start_, "qwen");
+    WindowSummary h = Summary("node-1", "cpu_utilization", next_start_, "_");
+    for (int j = 0; j < 10; ++j) h.agg.Add(0.96, next_start_ + j * 1000);
+    in.Add<kind::PaneSummary>(std::move(h));
+    next_start_ += kPaneMs;
+    in.watermark_ms = next_start_;
+    OutputBatch out;
+    EXPECT_TRUE(op_->ProcessResults(in, out).ok());
+  }
+  EXPECT_TRUE(op_->Active("node-1", "llama").empty());
+  EXPECT_FALSE(op_->Active("node-1", "qwen").empty());
 }
 
 TEST_F(BottleneckClassifyTest, AnIdleInstanceIsNotJudged) {

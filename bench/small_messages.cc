@@ -4,7 +4,7 @@
 // The same request rate (P publishers x 8 requests every 20 ms by default: 3,200 requests/s) is
 // sent as 1, 8, 64 and 256 requests per message, each publisher on its own PUSH socket over TCP on
 // 127.0.0.1, to two receivers, each a separate process (this binary re-executed) whose CPU
-// (utime + stime of /proc/PID/stat: every thread, libzmq's I/O thread included) is read over the
+// (its CPU clock: every thread, libzmq's I/O thread included) is read over the
 // measured interval:
 //
 //   raw     a bare libzmq PULL receive loop (blocking zmq_poll, no timeout): the baseline
@@ -14,11 +14,10 @@
 // the same run. The engine child reports how many events its operators received, so a row whose
 // count is short says so.
 //
-// Then the idle cost: the engine with no input, its CPU over --idle S seconds (default 20; 0 skips)
-// as CPU-s per 100 s.
+// The idle cost (the engine with no input) is bench/idle_cost.cc.
 //
-// Usage: small_messages [--publishers P] [--seconds S] [--sizes 1,8,64,256] [--idle S]
-//                       [--topology FILE]
+// Usage: small_messages [--publishers P] [--seconds S] [--sizes 1,8,64,256] [--topology FILE]
+//                       [--connect ENDPOINT  (send only, to a receiver started by hand)]
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -38,39 +37,28 @@
 #include <thread>
 #include <vector>
 
-#include "cli/builtins.h"
-#include "cli/engine.h"
+#include "bench/bench_child.h"
 #include "clients/cpp/publisher.h"
 
 namespace inferscope {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
+using bench::Child;
+using bench::EngineChild;
+using bench::Finish;
+using bench::ProcessCpuSeconds;
+using bench::Spawn;
 
 struct Args {
   int publishers = 8;
   double seconds = 10;
   std::vector<int> sizes = {1, 8, 64, 256};
   std::string topology = "topologies/inference-fleet.yaml";
-  double idle_seconds = 20;  // then the idle engine's CPU over this long (0: skip)
+  // Send to this endpoint instead of spawning receivers (no CPU figures): for profiling a
+  // receiver started by hand, e.g. `valgrind --tool=callgrind small_messages --child engine`.
+  std::string connect;
 };
-
-// utime + stime of every thread of `pid`, in seconds.
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  size_t close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(text.substr(close + 2));
-  std::string field;
-  // Fields after the command: state(3) ... utime(14) stime(15).
-  unsigned long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoul(field);
-    if (i == 15) stime = std::stoul(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 // Child: the raw receiver. Prints its endpoint, receives until stdin closes, prints the count.
 int RawChild() {
@@ -95,99 +83,6 @@ int RawChild() {
   return 0;
 }
 
-// Child: the engine on the default topology. Prints its endpoint, runs until stdin closes, prints
-// the events its operators received.
-int EngineChild(const std::string& topology) {
-  Result<TopologySpec> spec = LoadTopologyFile(topology);
-  if (!spec.ok()) {
-    std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
-    return 2;
-  }
-  for (auto* stages : {&spec->sources, &spec->sinks}) {
-    for (auto& s : *stages) {
-      YAML::Node options = s.options.node();
-      if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
-    }
-  }
-  std::string state =
-      (std::filesystem::temp_directory_path() / ("inferscope-small-" + std::to_string(getpid())))
-          .string();
-  std::filesystem::remove_all(state);
-  Registry registry;
-  RegisterBuiltins(registry);
-  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
-  if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n",
-                 built.ok() ? "start" : built.status().ToString().c_str());
-    return 2;
-  }
-  Engine& engine = **built;
-  std::printf("endpoint %s\n", engine.Endpoint(spec->sources[0].name).c_str());
-  std::fflush(stdout);
-  char c;
-  while (read(0, &c, 1) > 0) {
-  }
-  const uint64_t events = engine.metrics().CounterValue("inferscope_operator_queue_events_total");
-  engine.Stop();
-  built->reset();
-  std::filesystem::remove_all(state);
-  std::printf("count %lu\n", static_cast<unsigned long>(events));
-  return 0;
-}
-
-struct Child {
-  pid_t pid = -1;
-  int to_child = -1;  // its stdin
-  FILE* from_child = nullptr;
-  std::string endpoint;
-};
-
-Child Spawn(const std::vector<std::string>& argv) {
-  int in[2], out[2];
-  if (pipe(in) != 0 || pipe(out) != 0) std::exit(2);
-  Child c;
-  c.pid = fork();
-  if (c.pid == 0) {
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    close(in[1]);
-    close(out[0]);
-    std::vector<char*> a;
-    for (const std::string& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    execv("/proc/self/exe", a.data());
-    _exit(127);
-  }
-  close(in[0]);
-  close(out[1]);
-  c.to_child = in[1];
-  c.from_child = fdopen(out[0], "r");
-  // The engine logs to stdout too: the endpoint is the line that starts with "endpoint ".
-  char line[1024];
-  do {
-    if (std::fgets(line, sizeof(line), c.from_child) == nullptr) {
-      std::fprintf(stderr, "child did not start\n");
-      std::exit(2);
-    }
-  } while (std::strncmp(line, "endpoint ", 9) != 0);
-  c.endpoint = line + 9;
-  while (!c.endpoint.empty() && c.endpoint.back() == '\n') c.endpoint.pop_back();
-  return c;
-}
-
-// Closes the child's stdin, reads the count it prints, waits for it.
-uint64_t Finish(Child& c) {
-  close(c.to_child);
-  char line[1024];
-  uint64_t count = 0;
-  while (std::fgets(line, sizeof(line), c.from_child) != nullptr) {
-    if (std::strncmp(line, "count ", 6) == 0) count = std::strtoull(line + 6, nullptr, 10);
-  }
-  std::fclose(c.from_child);
-  waitpid(c.pid, nullptr, 0);
-  return count;
-}
-
 struct Row {
   uint64_t messages = 0;
   uint64_t requests = 0;
@@ -199,9 +94,12 @@ struct Row {
 // per second (8 requests every 20 ms each). CPU is measured from the first send to 300 ms after
 // the last one.
 Row Run(const Args& args, const std::string& receiver, int per_message) {
-  std::vector<std::string> argv = {"small_messages", "--child", receiver, "--topology",
-                                   args.topology};
-  Child child = Spawn(argv);
+  Child child;
+  if (args.connect.empty()) {
+    child = Spawn({"small_messages", "--child", receiver, "--topology", args.topology});
+  } else {
+    child.endpoint = args.connect;  // a receiver someone else runs (e.g. under callgrind)
+  }
   const auto interval = std::chrono::microseconds(20'000LL * per_message / 8);
   const auto t0 = SteadyClock::now() + std::chrono::milliseconds(500);  // let connects settle
   const auto end = t0 + std::chrono::milliseconds(static_cast<int64_t>(args.seconds * 1000));
@@ -245,14 +143,14 @@ Row Run(const Args& args, const std::string& receiver, int per_message) {
     });
   }
   std::this_thread::sleep_until(t0);
-  const double cpu0 = ProcessCpuSeconds(child.pid);
+  const double cpu0 = child.pid > 0 ? ProcessCpuSeconds(child.pid) : 0;
   for (std::thread& t : publishers) t.join();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   Row row;
-  row.cpu_seconds = ProcessCpuSeconds(child.pid) - cpu0;
+  row.cpu_seconds = child.pid > 0 ? ProcessCpuSeconds(child.pid) - cpu0 : 0;
   row.messages = messages.load();
   row.requests = requests.load();
-  row.received = Finish(child);
+  row.received = child.pid > 0 ? Finish(child) : 0;
   return row;
 }
 
@@ -274,8 +172,8 @@ int Main(int argc, char** argv) {
       args.seconds = std::atof(argv[++i]);
     } else if (flag == "--topology") {
       args.topology = argv[++i];
-    } else if (flag == "--idle") {
-      args.idle_seconds = std::atof(argv[++i]);
+    } else if (flag == "--connect") {
+      args.connect = argv[++i];
     } else if (flag == "--sizes") {
       args.sizes.clear();
       std::stringstream list(argv[++i]);
@@ -286,34 +184,29 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   std::printf(
       "small messages: %d publishers x 8 requests every 20 ms (%d requests/s), %.0f s per row; "
-      "CPU of the receiving process (all threads) from /proc/PID/stat\n\n",
+      "CPU clock of the receiving process (all threads)\n\n",
       args.publishers, args.publishers * 400, args.seconds);
   std::printf(
-      "| req/msg | messages | raw CPU s | engine CPU s | engine us/msg | engine CPU-s/M req | "
-      "engine/raw | events seen |\n|---|---|---|---|---|---|---|---|\n");
+      "| req/msg | messages | raw CPU s | engine CPU s | raw us/msg | engine us/msg | "
+      "engine CPU-s/M req | engine/raw | events seen |\n|---|---|---|---|---|---|---|---|---|\n");
   for (int size : args.sizes) {
+    if (!args.connect.empty()) {
+      Row sent = Run(args, "", size);
+      std::printf("| %d | %lu sent to %s | | | | | | | |\n", size,
+                  static_cast<unsigned long>(sent.messages), args.connect.c_str());
+      continue;
+    }
     Row raw = Run(args, "raw", size);
     Row eng = Run(args, "engine", size);
     const double us_per_msg = eng.cpu_seconds * 1e6 / static_cast<double>(eng.messages);
     const double per_million = eng.cpu_seconds * 1e6 / static_cast<double>(eng.requests);
-    std::printf("| %d | %lu | %.2f | %.2f | %.1f | %.2f | %.2f | %lu of %lu |\n", size,
+    const double raw_us_per_msg = raw.cpu_seconds * 1e6 / static_cast<double>(raw.messages);
+    std::printf("| %d | %lu | %.3f | %.3f | %.1f | %.1f | %.2f | %.2f | %lu of %lu |\n", size,
                 static_cast<unsigned long>(eng.messages), raw.cpu_seconds, eng.cpu_seconds,
-                us_per_msg, per_million,
+                raw_us_per_msg, us_per_msg, per_million,
                 raw.cpu_seconds > 0 ? eng.cpu_seconds / raw.cpu_seconds : 0.0,
                 static_cast<unsigned long>(eng.received), static_cast<unsigned long>(eng.requests));
     std::fflush(stdout);
-  }
-  if (args.idle_seconds > 0) {
-    // Idle cost: the engine with no input at all, after 2 s to settle from its start.
-    Child child = Spawn({"small_messages", "--child", "engine", "--topology", args.topology});
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-    const double cpu0 = ProcessCpuSeconds(child.pid);
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(static_cast<int64_t>(args.idle_seconds * 1000)));
-    const double cpu = ProcessCpuSeconds(child.pid) - cpu0;
-    Finish(child);
-    std::printf("\nidle engine (no input): %.2f CPU-s over %.0f s = %.3f CPU-s per 100 s\n", cpu,
-                args.idle_seconds, cpu * 100 / args.idle_seconds);
   }
   return 0;
 }

@@ -7,6 +7,7 @@
 #include "cli/version.h"
 #include "pipeline/address.h"
 #include "pipeline/json_text.h"
+#include "pipeline/thread_name.h"
 #include "query/server.h"
 
 namespace inferscope {
@@ -122,6 +123,8 @@ Status Engine::Start() {
   base.services.Provide(&source_health_);
   base.services.Provide(routing_.get());
   executor_->SetStageContext(base);
+  // The API's workflow changes reach the canary operator's timer at once, not at its next look.
+  workflows_->SetOnChange([exec = executor_.get()] { exec->Wake(); });
   Status started = executor_->Start();
   if (!started.ok()) {
     StopMaintenance();
@@ -169,6 +172,7 @@ void Engine::StopMaintenance() {
 }
 
 void Engine::MaintenanceLoop() {
+  SetThreadName("maintenance");
   const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
   std::unique_lock<std::mutex> lock(maintenance_mu_);
   bool failed = false;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -99,6 +100,10 @@ int RunCommand(const RunArgs& args) {
   StatusLogOptions status_options;
   status_options.interval_ms = ParseDurationMs(args.status_interval).value_or(0);  // checked
   status_options.publisher_idle_ms = ParseDurationMs(args.publisher_idle).value_or(60'000);
+  if (status_options.publisher_idle_ms > 0) {
+    status_options.check_ms =
+        std::clamp<int64_t>(status_options.publisher_idle_ms, 10, status_options.check_ms);
+  }
   if (Status st = status_options.Validate(); !st.ok()) {
     spdlog::error("{}", st.message());
     engine.Stop();

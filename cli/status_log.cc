@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/logging.h"
+#include "pipeline/thread_name.h"
 
 namespace inferscope {
 namespace {
@@ -80,6 +81,7 @@ void StatusLog::Stop() {
 }
 
 void StatusLog::Loop() {
+  SetThreadName("status-log");
   using std::chrono::milliseconds;
   auto next_status = std::chrono::steady_clock::now() + milliseconds(options_.interval_ms);
   std::unique_lock<std::mutex> lock(mu_);

@@ -20,8 +20,10 @@ struct StatusLogOptions {
   // One status line every this often (wall clock); 0 turns the status line off (state changes are
   // still logged). Default 60 s; `run --status-interval`.
   int64_t interval_ms = 60'000;
-  // State changes are looked for this often (>= 10 ms, default 1 s).
-  int64_t check_ms = 1'000;
+  // State changes are looked for this often (>= 10 ms, default 5 s: each look wakes the thread,
+  // which is most of what an idle `inferscope run` costs; `run` looks at least every
+  // publisher_idle_ms).
+  int64_t check_ms = 5'000;
   // A publisher that sent nothing for this long is logged as idle (> 0, default 60 s).
   int64_t publisher_idle_ms = 60'000;
   // A sink whose queue holds at least this fraction of its capacity is logged as falling behind;

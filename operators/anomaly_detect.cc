@@ -242,6 +242,7 @@ Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch&
 }
 
 Status AnomalyDetectOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
+  timer_watermark_ms_ = watermark_ms_;
   if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.Mutable<kind::Alert>());
   if (options_.series_ttl_ms > 0 && watermark_ms_ > 0 && now_ms >= next_expiry_ms_) {
     next_expiry_ms_ = now_ms + 1000;

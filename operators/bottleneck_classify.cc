@@ -364,6 +364,7 @@ Status BottleneckClassifyOperator::ProcessResults(const OutputBatch& in, OutputB
 }
 
 Status BottleneckClassifyOperator::OnTimer(int64_t, OutputBatch& out) {
+  timer_watermark_ms_ = watermark_ms_;
   if (watermark_ms_ != INT64_MIN) Expire(watermark_ms_, out.Mutable<kind::Bottleneck>());
   return Status::Ok();
 }

@@ -90,6 +90,11 @@ class BottleneckClassifyOperator final : public Operator {
   KindSet Emits() const override { return KindSet::Of<kind::Bottleneck>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // Its timer work (sweeping what the watermark made stale) depends on the watermark alone: due
+  // once the watermark moved since the last timer, never otherwise.
+  int64_t NextTimerMs(int64_t now_ms) const override {
+    return watermark_ms_ != timer_watermark_ms_ ? now_ms : kNoTimer;
+  }
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
 
@@ -169,6 +174,7 @@ class BottleneckClassifyOperator final : public Operator {
   int64_t pane_ms_ = 0;                                // learned from the first summary
   size_t ring_size_ = 0;
   int64_t watermark_ms_ = INT64_MIN;
+  int64_t timer_watermark_ms_ = INT64_MIN;                 // watermark_ms_ at the last OnTimer
   std::unordered_map<uint64_t, InstanceState> instances_;  // (instance << 32 | model)
   std::vector<uint64_t> due_;
   std::vector<std::string> deleted_records_;  // checkpoint records to delete

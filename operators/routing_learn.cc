@@ -219,6 +219,11 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
   return Status::Ok();
 }
 
+int64_t RoutingLearnOperator::NextTimerMs(int64_t now_ms) const {
+  if (router_ == nullptr || router_->now_ms() == INT64_MIN) return kNoTimer;
+  return std::max(now_ms, next_check_ms_);
+}
+
 Status RoutingLearnOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   if (router_ == nullptr) return Status::Ok();
   if (next_check_ms_ != INT64_MIN && now_ms < next_check_ms_) return Status::Ok();
@@ -240,7 +245,13 @@ Status RoutingLearnOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
 }
 
 Status RoutingLearnOperator::Checkpoint(CheckpointWriter& writer) {
-  if (router_ == nullptr || changed_.empty()) return Status::Ok();
+  if (router_ == nullptr) return Status::Ok();
+  // "now" only when it moved: an idle engine's checkpoints are then empty, and not written.
+  if (clock_.now_ms() != INT64_MIN && clock_.now_ms() != checkpointed_now_ms_) {
+    checkpointed_now_ms_ = clock_.now_ms();
+    writer.Put("now", std::to_string(clock_.now_ms()));
+  }
+  if (changed_.empty()) return Status::Ok();
   router_->With([&](RoutingLearner& learner) {
     for (StringId id : changed_) {
       const std::string_view name = interner_->Name(id);
@@ -250,7 +261,6 @@ Status RoutingLearnOperator::Checkpoint(CheckpointWriter& writer) {
     }
   });
   changed_.clear();
-  if (clock_.now_ms() != INT64_MIN) writer.Put("now", std::to_string(clock_.now_ms()));
   return Status::Ok();
 }
 
@@ -264,6 +274,7 @@ Status RoutingLearnOperator::Restore(const CheckpointReader& reader) {
         return Status::Corruption("routing_learn checkpoint: bad now '" + std::string(value) + "'");
       }
       clock_.Reset(now);
+      checkpointed_now_ms_ = now;
       router_->AdvanceTo(now);
       return Status::Ok();
     }

@@ -25,7 +25,7 @@ namespace inferscope {
 // RoutingLearner::PublishIfChanged says they changed meaningfully (kind::RoutingWeights; rate
 // limited by `publish.min_interval`, at once when a backend is gated or ungated). Weights are
 // checked after a batch in which a backend was ejected or recovered (failover at once), and for
-// every model on the executor's timer every `check_interval` (250 ms): a table rebuild per batch
+// every model on the executor's timer every `check_interval` (1 s): a table rebuild per batch
 // would cost the event rate, and publish.min_interval (1 s) bounds how often they change anyway.
 //
 // Time: event time drives the learner; "now" is the newest event time seen (routing/event_clock.h),
@@ -76,8 +76,11 @@ class RoutingLearnOperator final : public Operator {
     // How often (processing time) the timer checks every model's weights for a change that is
     // not a gate change (those are checked in the batch that caused them). Each check may redraw
     // a model's posteriors (~0.2 ms for 8 backends), so with many busy models this bounds the
-    // learner's share of the operator thread. Default 250 ms; >= 0 (0: every timer tick).
-    int64_t check_interval_ms = 250;
+    // learner's share of the operator thread. Default 1 s, as publish.min_interval: checking
+    // more often only shortens the wait of a change that missed a check (at 250 ms the checks
+    // were 54 % of the engine's instructions at 8 small messages/s per model: bench/README.md,
+    // "Small messages"); >= 0 (0: every timer tick).
+    int64_t check_interval_ms = 1'000;
     Status Validate() const;
   };
 
@@ -93,6 +96,8 @@ class RoutingLearnOperator final : public Operator {
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   KindSet Emits() const override { return KindSet::Of<kind::RoutingWeights>(); }
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // Every check_interval once an event has arrived; never before.
+  int64_t NextTimerMs(int64_t now_ms) const override;
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
 
@@ -111,8 +116,9 @@ class RoutingLearnOperator final : public Operator {
   routing::RoutingWeights scratch_;
   routing::EventClock clock_;
   uint64_t gate_events_seen_ = 0;
-  int64_t next_check_ms_ = INT64_MIN;  // processing time of the next timer check  // learner
-                                       // ejections + refusals + recoveries already handled
+  int64_t checkpointed_now_ms_ = INT64_MIN;  // the "now" record of the last checkpoint
+  int64_t next_check_ms_ = INT64_MIN;        // processing time of the next timer check  // learner
+                                             // ejections + refusals + recoveries already handled
 
   Counter* outcomes_ = nullptr;
   Counter* gauges_ = nullptr;

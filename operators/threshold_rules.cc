@@ -381,6 +381,7 @@ Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch
 }
 
 Status ThresholdRulesOperator::OnTimer(int64_t, OutputBatch& out) {
+  timer_watermark_ms_ = watermark_ms_;
   if (watermark_ms_ != INT64_MIN) lifecycle_.Sweep(watermark_ms_, out.Mutable<kind::Alert>());
   out.watermark_ms = std::max<int64_t>(watermark_ms_, 0);
   return Status::Ok();

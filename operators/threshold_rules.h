@@ -107,6 +107,11 @@ class ThresholdRulesOperator final : public Operator {
   KindSet Emits() const override { return KindSet::Of<kind::Alert>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // Its timer work (sweeping what the watermark made stale) depends on the watermark alone: due
+  // once the watermark moved since the last timer, never otherwise.
+  int64_t NextTimerMs(int64_t now_ms) const override {
+    return watermark_ms_ != timer_watermark_ms_ ? now_ms : kNoTimer;
+  }
   // The alert states (pending, firing) survive restarts; detector baselines do not.
   Status Checkpoint(CheckpointWriter& writer) override { return lifecycle_.Checkpoint(writer); }
   Status Restore(const CheckpointReader& reader) override { return lifecycle_.Restore(reader); }
@@ -124,6 +129,7 @@ class ThresholdRulesOperator final : public Operator {
   std::unordered_map<StringId, std::vector<uint32_t>> rules_by_metric_;
   int64_t shortest_window_ms_ = INT64_MAX;
   int64_t watermark_ms_ = INT64_MIN;
+  int64_t timer_watermark_ms_ = INT64_MIN;  // watermark_ms_ at the last OnTimer
   Counter* evaluations_ = nullptr;
 };
 

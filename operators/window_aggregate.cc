@@ -829,6 +829,13 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
   return Status::Ok();
 }
 
+int64_t WindowAggregateOperator::NextTimerMs(int64_t now_ms) const {
+  if (max_event_time_ms_ == INT64_MIN) return kNoTimer;
+  // Without series the watermark only has to reach the operators downstream (their stale-alert
+  // sweeps work in minutes), so a second is soon enough.
+  return series_ == 0 ? now_ms + 1000 : now_ms;
+}
+
 Status WindowAggregateOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   UpdateWatermark(now_ms, out);
   ExpireIdleSeries(kExpireScanGroups);
@@ -923,7 +930,12 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
   };
   PutVarint(&value, age(last_arrival_ms_));
   for (const PublisherClock& p : publishers_) PutVarint(&value, age(p.last_arrival_ms));
-  writer.Put("", std::move(value));
+  // The same bytes as the last checkpoint's (nothing arrived, no watermark moved): not written
+  // again, so that a checkpoint of an unchanged engine is empty (the executor then skips it).
+  if (value != checkpointed_header_) {
+    checkpointed_header_ = value;
+    writer.Put("", std::move(value));
+  }
 
   for (const std::string& expired : pending_deletes_) writer.Delete(expired);
   pending_deletes_.clear();

@@ -118,6 +118,10 @@ class WindowAggregateOperator final : public Operator {
   KindSet Emits() const override { return KindSet::Of<kind::PaneSummary, kind::DeadLetter>(); }
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // Every tick once events have arrived (the watermark follows processing time when publishers
+  // go idle, and idle series expire); every second once no series is left; never before the first
+  // event.
+  int64_t NextTimerMs(int64_t now_ms) const override;
   Status Close(OutputBatch& out) override;
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
@@ -263,6 +267,7 @@ class WindowAggregateOperator final : public Operator {
   size_t expire_cursor_ = 0;
   // Checkpoint keys of expired groups whose deletion is not checkpointed yet.
   std::vector<std::string> pending_deletes_;
+  std::string checkpointed_header_;  // the header record the last Checkpoint wrote
   int64_t max_series_per_publisher_ = 0;
   AddFailure add_failure_ = AddFailure::kNone;
   uint64_t series_expired_ = 0;

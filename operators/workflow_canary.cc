@@ -544,6 +544,16 @@ Status WorkflowCanaryOperator::ProcessResults(const OutputBatch& in, OutputBatch
   return Status::Ok();
 }
 
+int64_t WorkflowCanaryOperator::NextTimerMs(int64_t now_ms) const {
+  if (registry_ == nullptr) return kNoTimer;
+  if (registry_->version() != seen_version_ || registry_->last_change_seq() != change_seq_) {
+    return now_ms;
+  }
+  // Its timer only relays registry changes; a change made later wakes the operator thread
+  // (WorkflowRegistry::SetOnChange: the engine wires it to Executor::Wake).
+  return kNoTimer;
+}
+
 Status WorkflowCanaryOperator::OnTimer(int64_t, OutputBatch& out) {
   Sync();
   EmitChanges(out);

@@ -91,6 +91,10 @@ class WorkflowCanaryOperator final : public Operator {
   KindSet Emits() const override { return KindSet::Of<kind::WorkflowChange>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // At the next tick when the registry changed since the last look (workflows added, removed or
+  // changed by the API); otherwise none: whoever shares the registry with the executor wakes it
+  // on a change (WorkflowRegistry::SetOnChange → Executor::Wake, as the engine does).
+  int64_t NextTimerMs(int64_t now_ms) const override;
   Status Checkpoint(CheckpointWriter& writer) override;
   Status Restore(const CheckpointReader& reader) override;
 

@@ -14,6 +14,8 @@ namespace inferscope {
 // whole batches through it, so one lock per batch is cheap next to the work per batch.
 //
 // Lifecycle: Close() wakes every waiter; pushes then fail, pops drain what is left and then fail.
+// Wake() ends one wait of a pop without an item (a consumer sleeping until a deadline can so be
+// told to look at something else).
 // Concurrency: all methods are thread-safe.
 template <typename T>
 class BoundedQueue {
@@ -43,22 +45,32 @@ class BoundedQueue {
   template <typename Rep, typename Period>
   std::optional<T> PopFor(std::chrono::duration<Rep, Period> timeout) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!not_empty_.wait_for(lock, timeout, [&] { return closed_ || !items_.empty(); })) {
+    if (!not_empty_.wait_for(lock, timeout, [&] { return closed_ || woken_ || !items_.empty(); })) {
       return std::nullopt;
     }
+    woken_ = false;
     return PopLocked();
   }
 
   // Blocks until an item arrives; nullopt once closed and drained.
   std::optional<T> Pop() {
     std::unique_lock<std::mutex> lock(mu_);
-    not_empty_.wait(lock, [&] { return closed_ || !items_.empty(); });
+    not_empty_.wait(lock, [&] { return closed_ || woken_ || !items_.empty(); });
+    woken_ = false;
     return PopLocked();
   }
 
   std::optional<T> TryPop() {
     std::lock_guard<std::mutex> lock(mu_);
     return PopLocked();
+  }
+
+  // The next (or current) Pop/PopFor returns at once: with an item if there is one, else nullopt
+  // (Pop too, though the queue is open). Wakes that repeat before a pop count as one.
+  void Wake() {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+    not_empty_.notify_one();
   }
 
   void Close() {
@@ -93,6 +105,7 @@ class BoundedQueue {
   std::condition_variable not_full_;
   std::deque<T> items_;
   bool closed_ = false;
+  bool woken_ = false;  // Wake() called since the last pop
 };
 
 }  // namespace inferscope

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <unordered_set>
 
+#include "pipeline/thread_name.h"
+
 namespace inferscope {
 namespace {
 
@@ -275,6 +277,9 @@ Status Executor::Start() {
   checkpoints_failed_ = m.GetCounter("inferscope_checkpoints_failed_total",
                                      "Checkpoints never durable (an operator failed, or the sink "
                                      "gave the write up); their content goes into the next one");
+  checkpoints_unchanged_ =
+      m.GetCounter("inferscope_checkpoints_unchanged_total",
+                   "Checkpoints not written because nothing had changed since the previous one");
   checkpoint_skipped_ = m.GetCounter("inferscope_checkpoints_skipped_total",
                                      "Checkpoint intervals skipped because the previous checkpoint "
                                      "was not durable yet");
@@ -309,6 +314,7 @@ Status Executor::Start() {
   }
   if (Status st = RestoreStages(); !st.ok()) return fail("restore", st);
 
+  manual_clock_ = dynamic_cast<const ManualClock*>(base_.clock) != nullptr;
   stop_sources_.store(false);
   running_.store(true);
   for (auto& s : sinks_) sink_threads_.emplace_back([this, slot = s.get()] { SinkLoop(*slot); });
@@ -319,6 +325,7 @@ Status Executor::Start() {
 }
 
 void Executor::SourceLoop(SourceSlot& slot) {
+  SetThreadName("src-" + slot.name);
   Output out(*this, slot.index);
   Status st = slot.source->Run(out, stop_sources_);
   if (!st.ok()) {
@@ -404,6 +411,15 @@ void Executor::TakeCheckpoint() {
   }
   {
     std::lock_guard<std::mutex> lock(carried_mu_);
+    if (checkpoint->records.empty() && carried_records_.empty() && carried_applied_.empty() &&
+        std::all_of(checkpoint->applied.begin(), checkpoint->applied.end(),
+                    [](const auto& a) { return a.empty(); })) {
+      // Nothing changed since the previous checkpoint: writing an empty one would only cost a
+      // synced write (an idle engine would do one every interval).
+      checkpoints_unchanged_->Inc();
+      checkpoint_in_flight_.store(false);
+      return;
+    }
     if (!carried_records_.empty() || !carried_applied_.empty()) {
       checkpoint->records =
           MergeRecords(std::move(carried_records_), std::move(checkpoint->records));
@@ -411,6 +427,7 @@ void Executor::TakeCheckpoint() {
           MergeApplied(std::move(carried_applied_), std::move(checkpoint->applied));
       carried_records_.clear();
       carried_applied_.clear();
+      carried_pending_.store(false);
     }
   }
   size_t bytes = 0;
@@ -432,6 +449,7 @@ void Executor::TakeCheckpoint() {
 void Executor::Carry(std::vector<CheckpointRecord> records,
                      std::vector<std::vector<AppliedSequence>> applied, bool older) {
   std::lock_guard<std::mutex> lock(carried_mu_);
+  carried_pending_.store(true);
   if (older) {
     carried_records_ = MergeRecords(std::move(records), std::move(carried_records_));
     carried_applied_ = MergeApplied(std::move(applied), std::move(carried_applied_));
@@ -459,6 +477,7 @@ void Executor::CheckpointFailed(const PendingCheckpoint& checkpoint) {
   // at shutdown): its records are the older ones.
   Carry(checkpoint.records, checkpoint.applied, /*older=*/true);
   checkpoint_in_flight_.store(false);
+  operator_queue_.Wake();  // a sleeping operator thread would not retry it until the next step
 }
 
 void Executor::RunOperators(const EventBatch& batch) {
@@ -492,8 +511,11 @@ bool Executor::SweepStrings() {
   return true;
 }
 
-void Executor::RunTimers(int64_t now_ms) {
+bool Executor::RunTimers(int64_t now_ms) {
+  bool ran = false;
   for (auto& o : operators_) {
+    if (o->op->NextTimerMs(now_ms) > now_ms) continue;
+    ran = true;
     OutputBatch out;
     Status st = o->op->OnTimer(now_ms, out);
     if (!st.ok()) {
@@ -502,6 +524,28 @@ void Executor::RunTimers(int64_t now_ms) {
     }
     Route(*o, out);
   }
+  return ran;
+}
+
+int64_t Executor::NextWakeNs(int64_t now_ns, int64_t next_timer_ns, int64_t next_checkpoint_ns,
+                             int64_t next_sweep_ns, bool changed) const {
+  int64_t due = INT64_MAX;
+  const int64_t now_ms = base_.clock->NowMs();
+  int64_t timer_ms = Operator::kNoTimer;
+  for (const auto& o : operators_) timer_ms = std::min(timer_ms, o->op->NextTimerMs(now_ms));
+  if (timer_ms != Operator::kNoTimer) {
+    // Clamped so that a timer far ahead cannot overflow; it is asked for again after every step.
+    const int64_t ahead_ms = std::clamp<int64_t>(timer_ms - now_ms, 0, 86'400'000);
+    due = std::max(next_timer_ns, now_ns + ahead_ms * 1'000'000);
+  }
+  if (checkpoint_sink_ != nullptr && changed) due = std::min(due, next_checkpoint_ns);
+  if (settings_.string_sweep_interval_ms > 0) due = std::min(due, next_sweep_ns);
+  // A test's ManualClock only moves when the test says so, never while this thread waits: look at
+  // it every tick, as if timers were due.
+  if (manual_clock_) {
+    due = std::min(due, now_ns + settings_.timer_interval_ms * 1'000'000);
+  }
+  return due;
 }
 
 void Executor::Route(OperatorSlot& op, OutputBatch& out) {
@@ -540,16 +584,25 @@ void Executor::Route(OperatorSlot& op, OutputBatch& out) {
 }
 
 void Executor::OperatorLoop() {
-  const auto tick = std::chrono::milliseconds(std::min(
-      settings_.timer_interval_ms,
-      settings_.checkpoint_interval_ms > 0 ? settings_.checkpoint_interval_ms : INT64_MAX));
-  int64_t next_timer_ns = base_.clock->MonotonicNs() + settings_.timer_interval_ms * 1'000'000;
-  int64_t next_checkpoint_ns =
-      base_.clock->MonotonicNs() + settings_.checkpoint_interval_ms * 1'000'000;
-  int64_t next_sweep_ns =
-      base_.clock->MonotonicNs() + settings_.string_sweep_interval_ms * 1'000'000;
+  SetThreadName("operators");
+  const int64_t tick_ns = settings_.timer_interval_ms * 1'000'000;
+  const int64_t start_ns = base_.clock->MonotonicNs();
+  int64_t next_timer_ns = start_ns + tick_ns;  // timers run at most once per tick
+  int64_t next_checkpoint_ns = start_ns + settings_.checkpoint_interval_ms * 1'000'000;
+  int64_t next_sweep_ns = start_ns + settings_.string_sweep_interval_ms * 1'000'000;
+  // Whether a step ran since the last checkpoint: if none did, nothing can have changed, and the
+  // thread sleeps past the checkpoint interval instead of waking to find nothing to write.
+  bool changed = false;
   while (true) {
-    std::optional<EventBatchPtr> item = operator_queue_.PopFor(tick);
+    // Sleep until input, the earliest timer an operator asked for, or a checkpoint or sweep due;
+    // with none of these, until input (or Stop) arrives.
+    const int64_t wait_from_ns = base_.clock->MonotonicNs();
+    const int64_t due_ns = NextWakeNs(wait_from_ns, next_timer_ns, next_checkpoint_ns,
+                                      next_sweep_ns, changed || carried_pending_.load());
+    std::optional<EventBatchPtr> item = due_ns == INT64_MAX
+                                            ? operator_queue_.Pop()
+                                            : operator_queue_.PopFor(std::chrono::nanoseconds(
+                                                  std::max<int64_t>(due_ns - wait_from_ns, 0)));
     if (item) {
       EventBatchPtr batch = std::move(*item);
       int64_t start = base_.clock->MonotonicNs();
@@ -560,23 +613,32 @@ void Executor::OperatorLoop() {
                                       1e-9);
       batch->Clear();
       free_batches_.TryPush(batch);
+      changed = true;
     } else if (operator_queue_.closed()) {
       break;
     }
     int64_t now_ns = base_.clock->MonotonicNs();
     if (now_ns >= next_timer_ns) {
-      RunTimers(base_.clock->NowMs());
-      next_timer_ns = now_ns + settings_.timer_interval_ms * 1'000'000;
+      if (RunTimers(base_.clock->NowMs())) {
+        changed = true;
+        next_timer_ns = now_ns + tick_ns;
+      }
     }
     if (settings_.string_sweep_interval_ms > 0 && now_ns >= next_sweep_ns) {
-      if (SweepStrings()) next_sweep_ns = now_ns + settings_.string_sweep_interval_ms * 1'000'000;
+      // A sink that is behind postpones the sweep by a tick (not to the next step: an idle
+      // thread would spin).
+      next_sweep_ns =
+          now_ns + (SweepStrings() ? settings_.string_sweep_interval_ms * 1'000'000 : tick_ns);
     }
-    if (checkpoint_sink_ != nullptr && now_ns >= next_checkpoint_ns) {
+    // A checkpoint that was never durable is retried at the next interval, step or not.
+    if (carried_pending_.load()) changed = true;
+    if (checkpoint_sink_ != nullptr && now_ns >= next_checkpoint_ns && changed) {
       next_checkpoint_ns = now_ns + settings_.checkpoint_interval_ms * 1'000'000;
       if (checkpoint_in_flight_.exchange(true)) {
         checkpoint_skipped_->Inc();
       } else {
         TakeCheckpoint();
+        changed = false;
       }
     }
   }
@@ -595,6 +657,7 @@ void Executor::OperatorLoop() {
 }
 
 void Executor::SinkLoop(SinkSlot& slot) {
+  SetThreadName("sink-" + slot.name);
   while (std::optional<OutputBatchPtr> item = slot.queue.Pop()) {
     const OutputBatch& batch = **item;
     slot.batches_in->Inc();
@@ -618,6 +681,7 @@ void Executor::StopThreads() {
   // operator thread and the sources) forever.
   for (auto& s : sinks_) s->sink->Interrupt();
   stop_sources_.store(true);
+  for (auto& s : sources_) s->source->Interrupt();
   for (auto& t : source_threads_) t.join();
   source_threads_.clear();
   operator_queue_.Close();

@@ -55,6 +55,10 @@ class Executor {
 
   Status Start();
   void Stop();
+  // Makes the operator thread look at its operators' timers now (any thread): for a change made
+  // outside the stream (the API changed a workflow, say) that an operator's NextTimerMs now asks a
+  // timer for, while the thread sleeps until input or a later timer.
+  void Wake() { operator_queue_.Wake(); }
 
   // Resolved endpoint of a source or sink by name (empty if none).
   std::string Endpoint(const std::string& stage) const;
@@ -90,7 +94,13 @@ class Executor {
   // The kinds along every edge (the rule of ValidateTopology, for stages wired in code too).
   Status CheckEdges() const;
   Status RestoreStages();
-  void RunTimers(int64_t now_ms);
+  // Runs OnTimer of the operators whose NextTimerMs has come; false when none had.
+  bool RunTimers(int64_t now_ms);
+  // When the operator thread must next wake up without input (INT64_MAX: only for input), in
+  // MonotonicNs: the earliest operator timer (not before `next_timer_ns`), the checkpoint when a
+  // step ran since the last one (`changed`), the string sweep.
+  int64_t NextWakeNs(int64_t now_ns, int64_t next_timer_ns, int64_t next_checkpoint_ns,
+                     int64_t next_sweep_ns, bool changed) const;
   // Lets the Interner reclaim unused names (operator thread, between steps); false when a sink has
   // not yet written the results routed before the previous sweep (try again later).
   bool SweepStrings();
@@ -107,6 +117,7 @@ class Executor {
   BoundedQueue<EventBatchPtr> free_batches_;
   BoundedQueue<EventBatchPtr> operator_queue_;
   std::atomic<bool> stop_sources_{false};
+  bool manual_clock_ = false;  // base_.clock is a ManualClock (set at Start)
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> stage_failures_{0};
   std::vector<std::thread> source_threads_;
@@ -126,9 +137,11 @@ class Executor {
   std::mutex carried_mu_;
   std::vector<CheckpointRecord> carried_records_;
   std::vector<std::vector<AppliedSequence>> carried_applied_;
+  std::atomic<bool> carried_pending_{false};  // carried_* hold something (read without the lock)
   Counter* checkpoints_failed_ = nullptr;
   Counter* checkpoints_ = nullptr;
   Counter* checkpoint_skipped_ = nullptr;
+  Counter* checkpoints_unchanged_ = nullptr;
   Histogram* checkpoint_seconds_ = nullptr;
   Histogram* checkpoint_build_seconds_ = nullptr;
   Gauge* checkpoint_records_ = nullptr;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+
 #include "pipeline/checkpoint.h"
 #include "pipeline/event.h"
 #include "pipeline/result_kind.h"
@@ -36,12 +38,22 @@ class Operator {
     (void)out;
     return Status::Internal("this operator does not read results");
   }
-  // Processing-time tick (about every 100 ms, and when input is idle), for idle-watermark handling.
+  // Processing-time timer: called on the operator thread once the time NextTimerMs asked for has
+  // come (at most every engine.timer_interval, 100 ms by default), for work that time alone
+  // drives (idle watermarks, expiry, publishing held-back changes).
   virtual Status OnTimer(int64_t now_ms, OutputBatch& out) {
     (void)now_ms;
     (void)out;
     return Status::Ok();
   }
+  // NextTimerMs's answer when no timer is needed until new input arrives.
+  static constexpr int64_t kNoTimer = INT64_MAX;
+  // When OnTimer should next run, in processing time (Clock::NowMs), asked after every step of the
+  // operator thread (a batch, a chained result batch or a timer): a time <= `now_ms` means at the
+  // next tick, kNoTimer means not until input arrives. An idle engine sleeps until the earliest
+  // answer, so an operator with nothing that time can change should say kNoTimer. The default
+  // asks for every tick (OnTimer about every engine.timer_interval).
+  virtual int64_t NextTimerMs(int64_t now_ms) const { return now_ms; }
   // Writes the state changed since the previous checkpoint (see pipeline/checkpoint.h). Called on
   // the operator thread between batches. Stateless operators write nothing.
   virtual Status Checkpoint(CheckpointWriter& writer) {

@@ -36,14 +36,19 @@ class SourceOutput {
 // Source produces event batches on a thread of its own.
 //
 // Lifecycle: Open (engine thread; bind or connect here so that Endpoint() is known when the engine
-// reports it is ready) → Run (source thread, until `stop` is set; it must notice within ~100 ms)
-// → Close (engine thread, after Run returned).
+// reports it is ready) → Run (source thread, until `stop` is set; it must notice within ~100 ms, or
+// at once when Interrupt is called if it blocks longer) → Close (engine thread, after Run
+// returned).
 class Source {
  public:
   virtual ~Source() = default;
   virtual Status Open(const StageContext& ctx) = 0;
   virtual Status Run(SourceOutput& out, const std::atomic<bool>& stop) = 0;
   virtual void Close() {}
+  // Called (from another thread) after `stop` is set: wakes Run from a blocking wait so that it
+  // returns promptly. A source whose Run waits indefinitely for input (an idle engine should not
+  // wake up to poll) implements it; one that polls `stop` at least every ~100 ms need not.
+  virtual void Interrupt() {}
   // The endpoint actually bound, with a wildcard port resolved ("tcp://127.0.0.1:40123"); empty
   // when the source binds nothing.
   virtual std::string Endpoint() const { return {}; }

@@ -1,5 +1,7 @@
 #include "query/gated_server.h"
 
+#include "pipeline/thread_name.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -33,7 +35,8 @@ constexpr size_t kPeekBytes = 16 * 1024;
 constexpr int kSweepIntervalMs = 50;
 
 int RemainingMs(steady_clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now()).count();
+  // Rounded up: a wait cut to 0 ms in the deadline's last millisecond would spin until it passes.
+  auto left = std::chrono::ceil<milliseconds>(deadline - steady_clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(left, 0, 1'000'000));
 }
 
@@ -321,7 +324,14 @@ void GatedServer::Park(int fd, bool idle) {
     return;
   }
   const int64_t timeout = idle ? options_.idle_timeout_ms : options_.header_timeout_ms;
+  const bool first = parked_.empty();
   parked_[fd] = Parked{steady_clock::now() + milliseconds(timeout), idle};
+  // The gate sleeps without a timeout while nothing is parked: wake it so that it sweeps this
+  // connection's deadline (the fd's readiness alone would not end an idle wait).
+  if (first) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
   // Edge-triggered: an incomplete header already in the buffer does not wake the gate again until
   // more bytes arrive. Adding reports data that is already there.
   epoll_event ev{};
@@ -334,17 +344,29 @@ void GatedServer::Park(int fd, bool idle) {
 }
 
 void GatedServer::GateLoop() {
+  SetThreadName("http-gate");
   std::array<epoll_event, 256> events;
   SteadyTime next_sweep = steady_clock::now() + milliseconds(kSweepIntervalMs);
   while (true) {
+    // Deadlines to sweep only while connections are parked; otherwise sleep until one is (Park
+    // writes wake_fd_) or Stop: an idle query server does not wake up.
+    bool any_parked;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      any_parked = !parked_.empty();
+    }
     int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
-                         RemainingMs(next_sweep));
+                         any_parked ? RemainingMs(next_sweep) : -1);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
     }
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wake_fd_) continue;
+      if (events[i].data.fd == wake_fd_) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &count, sizeof(count));
+        continue;
+      }
       OnReadable(events[i].data.fd);
     }
     const SteadyTime now = steady_clock::now();
@@ -434,6 +456,7 @@ void GatedServer::Sweep(SteadyTime now) {
 }
 
 void GatedServer::WorkerLoop() {
+  SetThreadName("http-worker");
   while (true) {
     Job job;
     {

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pipeline/thread_name.h"
 #include "query/gated_server.h"
 #include "query/handlers.h"
 #include "query/openapi.h"
@@ -419,6 +420,7 @@ Status QueryServer::Start() {
   }
   thread_done_.store(false);
   thread_ = std::thread([this] {
+    SetThreadName("http-accept");
     server_->listen_after_bind();
     thread_done_.store(true);
   });

@@ -203,7 +203,8 @@ Status ZmqSource::Open(const StageContext& ctx) {
     }
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
-    if (options_.mode == Mode::kRouter) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) throw zmq::error_t();  // errno says why
     if (options_.mode == Mode::kSub) {
       for (const std::string& topic : options_.topics) {
         socket_->set(zmq::sockopt::subscribe, topic);
@@ -430,11 +431,17 @@ void ZmqSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied)
   ack_pending_.insert(ack_pending_.end(), applied.begin(), applied.end());
   ack_ready_.store(true, std::memory_order_release);
   // Wake Run's poll, so the acks go out now without the source polling at a short interval.
+  Wake();
+}
+
+void ZmqSource::Wake() {
   if (wake_fd_ >= 0) {
     const uint64_t one = 1;
     (void)!write(wake_fd_, &one, sizeof(one));
   }
 }
+
+void ZmqSource::Interrupt() { Wake(); }
 
 Status ZmqSource::Restore(const CheckpointReader& reader) {
   return reader.ForEach([this](std::string_view publisher, std::string_view value) -> Status {
@@ -521,10 +528,9 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
     out.Release(std::move(batch));
   };
   try {
-    // The socket, and in router mode the eventfd OnCheckpointDurable writes when acks are due.
+    // The socket, and the eventfd Interrupt (stop) and OnCheckpointDurable (acks due) write.
     zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    const int nitems = wake_fd_ >= 0 ? 2 : 1;
     while (!stop.load(std::memory_order_relaxed)) {
       if (batch == nullptr) {
         batch = out.Acquire();
@@ -571,9 +577,10 @@ Status ZmqSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
           batch->Clear();
         }
       }
-      if (drained) {
-        (void)zmq::poll(items, nitems, kPollTimeout);
-        if (nitems == 2 && items[1].revents != 0) {
+      if (drained && !stop.load(std::memory_order_relaxed)) {
+        // No timeout: nothing but a message, Interrupt or acks due can give this thread work.
+        (void)zmq::poll(items, 2, std::chrono::milliseconds(-1));
+        if (items[1].revents != 0) {
           uint64_t count = 0;
           (void)!read(wake_fd_, &count, sizeof(count));
         }

@@ -29,12 +29,13 @@ namespace inferscope {
 // address with a wildcard port resolved); Run drains every message available without blocking into
 // the current batch, emits it when it holds >= batch_events events or, once the socket has nothing
 // more, batch_delay later if it holds under batch_events / 8 (small messages are coalesced: one
-// hand-off per delay), and polls (at most 100 ms at a time, so `stop` is noticed; in router mode an
-// eventfd written by OnCheckpointDurable wakes it for the acks) only once the socket is drained, so
-// a loaded source makes no poll system call per batch; Close closes the socket (linger 0).
-// Delivery: with on_full=block a full engine queue back-pressures the socket (ZeroMQ then queues up
-// to rcvhwm messages, after which PUSH publishers block); with on_full=shed the batch is dropped
-// and its events counted in inferscope_source_shed_events_total{stage,publisher}. Acknowledged mode
+// hand-off per delay), and polls only once the socket is drained, so a loaded source makes no poll
+// system call per batch. The poll has no timeout (an idle source does not wake up): an eventfd
+// wakes it, written by Interrupt (after `stop` is set: whoever stops Run calls Interrupt) and, in
+// router mode, by OnCheckpointDurable for the acks. Close closes the socket (linger 0). Delivery:
+// with on_full=block a full engine queue back-pressures the socket (ZeroMQ then queues up to rcvhwm
+// messages, after which PUSH publishers block); with on_full=shed the batch is dropped and its
+// events counted in inferscope_source_shed_events_total{stage,publisher}. Acknowledged mode
 // (`mode: router`): publishers connect DEALER sockets and send sequenced messages; the source
 // applies a publisher's messages strictly in sequence order (a message ahead of the expected one is
 // not applied: the publisher resends from its oldest unacknowledged one), drops the ones it applied
@@ -105,6 +106,8 @@ class ZmqSource final : public Source {
   Status Open(const StageContext& ctx) override;
   Status Run(SourceOutput& out, const std::atomic<bool>& stop) override;
   void Close() override;
+  // Wakes Run's poll so that it sees `stop` (any thread; after Open, before Close).
+  void Interrupt() override;
   std::string Endpoint() const override { return endpoint_; }
   Status Restore(const CheckpointReader& reader) override;
   void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override;
@@ -156,6 +159,8 @@ class ZmqSource final : public Source {
   void SendNackTo(const NackMessage& nack);
   void SendControl(std::string_view peer, std::string_view kind, const std::string& payload);
   void Shed(const EventBatch& batch);
+  // Writes the eventfd Run polls.
+  void Wake();
   void LogRejection(const DecodeResult& result);
 
   const Options options_;
@@ -180,7 +185,8 @@ class ZmqSource final : public Source {
   std::mutex ack_mu_;
   std::vector<AppliedSequence> ack_pending_;
   std::atomic<bool> ack_ready_{false};
-  // Router mode: an eventfd written when acks are handed over, polled with the socket (-1: none).
+  // An eventfd polled with the socket, written by Interrupt and when acks are handed over (-1:
+  // none, before Open).
   int wake_fd_ = -1;
   Counter* acks_sent_ = nullptr;
   Counter* hellos_ = nullptr;

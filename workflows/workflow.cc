@@ -357,6 +357,7 @@ void WorkflowRegistry::RecordChange(const Workflow& w) {
   c.progress = w.progress;
   changes_.push_back(std::move(c));
   while (changes_.size() > kMaxPendingChanges) changes_.pop_front();
+  if (on_change_) on_change_();
 }
 
 std::vector<WorkflowChange> WorkflowRegistry::ChangesSince(uint64_t* seq, uint64_t* dropped) const {

@@ -198,6 +198,10 @@ class WorkflowRegistry {
   // it moved.
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
   size_t size() const;
+  // Called after every recorded change (with the registry's lock held: it must be quick and must
+  // not call back into the registry), so that the engine can wake the operator thread, which
+  // otherwise sleeps until input. Set before the registry is shared; null: none.
+  void SetOnChange(std::function<void()> on_change) { on_change_ = std::move(on_change); }
 
  private:
   // Moves `id` to `to` (mu_ held): checks the transition, applies `edit`, writes through.
@@ -216,6 +220,7 @@ class WorkflowRegistry {
   int64_t last_drop_ms_ = INT64_MIN;    // when DropExpired last scanned
   std::deque<WorkflowChange> changes_;  // the latest kMaxPendingChanges
   uint64_t last_seq_ = 0;
+  std::function<void()> on_change_;
 };
 
 }  // namespace inferscope

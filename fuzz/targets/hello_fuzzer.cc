@@ -288,6 +288,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)barrier_seen;
 
   stop.store(true);
+  source.Interrupt();  // Run blocks in its poll until a message or this
   runner.join();
   if (!run_status.ok()) Fail("Run failed: " + run_status.ToString());
   dealer.close();

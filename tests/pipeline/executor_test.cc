@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -248,6 +249,69 @@ TEST(ExecutorTest, EveryEventReachesOperatorsAndResultsReachEverySink) {
   EXPECT_EQ(metrics.CounterValue("inferscope_stage_events_in_total", {{"stage", "op"}}), 5000u);
   EXPECT_NE(metrics.RenderPrometheus().find("inferscope_sink_write_seconds_count{stage=\"a\"}"),
             std::string::npos);
+}
+
+// Counts OnTimer calls; asks for a timer (at the next tick) only while `wants_timer` is set, and
+// records whether it ever ran while it had not asked.
+class TimerOperator final : public Operator {
+ public:
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
+  Status Process(const EventBatch& batch, OutputBatch&) override {
+    events_ += batch.events.size();
+    return Status::Ok();
+  }
+  Status OnTimer(int64_t, OutputBatch&) override {
+    if (!wants_timer.load()) unasked_.store(true);
+    timers_.fetch_add(1);
+    return Status::Ok();
+  }
+  int64_t NextTimerMs(int64_t now_ms) const override {
+    return wants_timer.load() ? now_ms : kNoTimer;
+  }
+  int timers() const { return timers_.load(); }
+  bool ran_unasked() const { return unasked_.load(); }
+  std::atomic<bool> wants_timer{false};
+
+ private:
+  size_t events_ = 0;
+  std::atomic<int> timers_{0};
+  std::atomic<bool> unasked_{false};
+};
+
+TEST(ExecutorTest, TimersRunOnlyWhenAnOperatorAsksAndWakeMakesTheThreadLook) {
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
+  EngineSettings settings;
+  settings.timer_interval_ms = 1;  // every step may run timers: none must run unasked
+  settings.checkpoint_interval_ms = 0;
+  settings.string_sweep_interval_ms = 0;
+  Executor exec(settings, base);
+  exec.AddSource("src", std::make_unique<CountingSource>(300, 5));
+  auto op = std::make_unique<TimerOperator>();
+  TimerOperator* timer = op.get();
+  exec.AddOperator("op", std::move(op), {"src"});
+  ASSERT_TRUE(exec.Start().ok());
+  for (int i = 0;
+       i < 10000 && metrics.CounterValue("inferscope_operator_queue_events_total") < 1500; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(metrics.CounterValue("inferscope_operator_queue_events_total"), 1500u);
+  EXPECT_EQ(timer->timers(), 0);  // 300 steps, no timer asked for
+  // The thread now sleeps with no deadline (no timer, no checkpoint, no sweep): only Wake makes
+  // it ask the operator again.
+  timer->wants_timer.store(true);
+  exec.Wake();
+  for (int i = 0; i < 10000 && timer->timers() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GT(timer->timers(), 0);
+  exec.Stop();
+  EXPECT_FALSE(timer->ran_unasked());
 }
 
 TEST(ExecutorTest, ChainedOperatorReadsUpstreamResultsIncludingCloseFlush) {

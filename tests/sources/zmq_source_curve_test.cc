@@ -111,6 +111,7 @@ class Harness {
   }
   ~Harness() {
     stop = true;
+    source.Interrupt();  // Run blocks in its poll until a message or this
     if (thread.joinable()) thread.join();
     EXPECT_TRUE(run_status.ok()) << run_status.ToString();
     source.Close();

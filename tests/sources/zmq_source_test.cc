@@ -148,6 +148,7 @@ class Harness {
   // Stops Run and waits for it to return.
   void StopAndJoin() {
     stop = true;
+    source.Interrupt();  // Run blocks in its poll until a message or this
     if (thread.joinable()) thread.join();
   }
 

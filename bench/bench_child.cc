@@ -116,39 +116,54 @@ uint64_t Finish(Child& c) {
   return count;
 }
 
-int EngineChild(const std::string& topology) {
-  Result<TopologySpec> spec = LoadTopologyFile(topology);
+TopologySpec LoadTopologyOrExit(const std::string& path) {
+  Result<TopologySpec> spec = LoadTopologyFile(path);
   if (!spec.ok()) {
     std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
-    return 2;
+    std::exit(2);
   }
-  for (auto* stages : {&spec->sources, &spec->sinks}) {
+  return std::move(spec).value();
+}
+
+std::string TempStateDir(const std::string& prefix) {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / (prefix + "-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+std::unique_ptr<Engine> StartEngine(TopologySpec& spec, const std::string& state_dir) {
+  // (YAML::Node copies share their data: writing through a copy edits the spec.)
+  for (auto* stages : {&spec.sources, &spec.sinks}) {
     for (auto& s : *stages) {
       YAML::Node options = s.options.node();
       if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
     }
   }
-  std::string state =
-      (std::filesystem::temp_directory_path() / ("inferscope-bench-" + std::to_string(getpid())))
-          .string();
-  std::filesystem::remove_all(state);
   Registry registry;
   RegisterBuiltins(registry);
-  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
+  Result<std::unique_ptr<Engine>> built = Engine::Build(spec, registry, {state_dir, "127.0.0.1:0"});
   if (!built.ok() || !(*built)->Start().ok()) {
     std::fprintf(stderr, "engine failed: %s\n",
                  built.ok() ? "start" : built.status().ToString().c_str());
-    return 2;
+    std::exit(2);
   }
-  Engine& engine = **built;
-  std::printf("endpoint %s\n", engine.Endpoint(spec->sources[0].name).c_str());
+  return std::move(built).value();
+}
+
+int EngineChild(const std::string& topology) {
+  TopologySpec spec = LoadTopologyOrExit(topology);
+  const std::string state = TempStateDir("inferscope-bench");
+  std::unique_ptr<Engine> built = StartEngine(spec, state);
+  Engine& engine = *built;
+  std::printf("endpoint %s\n", engine.Endpoint(spec.sources[0].name).c_str());
   std::fflush(stdout);
   char c;
   while (read(0, &c, 1) > 0) {
   }
   const uint64_t events = engine.metrics().CounterValue("inferscope_operator_queue_events_total");
   engine.Stop();
-  built->reset();
+  built.reset();
   std::filesystem::remove_all(state);
   std::printf("count %lu\n", static_cast<unsigned long>(events));
   return 0;

@@ -11,9 +11,15 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace inferscope {
+class Engine;
+struct TopologySpec;
+}  // namespace inferscope
 
 namespace inferscope::bench {
 
@@ -43,6 +49,17 @@ Child Spawn(const std::vector<std::string>& argv);
 
 // Closes the child's stdin, reads the count it prints, waits for it to exit.
 uint64_t Finish(Child& c);
+
+// The topology file at `path`; prints the error and exits with 2 when it does not load.
+TopologySpec LoadTopologyOrExit(const std::string& path);
+
+// A fresh (emptied) state directory under the system's temp directory: PREFIX-PID.
+std::string TempStateDir(const std::string& prefix);
+
+// The engine built from `spec` and started, with every endpoint of its sources and sinks moved to
+// 127.0.0.1:* (ephemeral: a benchmark never collides with a running engine), the query server on
+// 127.0.0.1:0 and its state in `state_dir`. Prints the error and exits with 2 when it fails.
+std::unique_ptr<Engine> StartEngine(TopologySpec& spec, const std::string& state_dir);
 
 // Child: the engine on `topology` with every endpoint of its sources and sinks on 127.0.0.1:*
 // (ephemeral), the query server on 127.0.0.1:0 and a temporary state directory. Prints the endpoint

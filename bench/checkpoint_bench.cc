@@ -36,7 +36,7 @@
 #include <thread>
 #include <vector>
 
-#include "cli/builtins.h"
+#include "bench/bench_child.h"
 #include "cli/engine.h"
 #include "clients/cpp/acked_publisher.h"
 #include "clients/cpp/publisher.h"
@@ -603,15 +603,8 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
   const std::string state =
       TempRoot() + "/engine-" + (acked ? "acked-" : "ff-") + std::to_string(run);
   std::filesystem::remove_all(state);
-  Registry registry;
-  RegisterBuiltins(registry);
-  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
-  if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n",
-                 built.ok() ? "start" : built.status().ToString().c_str());
-    std::exit(2);
-  }
-  Engine& engine = **built;
+  std::unique_ptr<Engine> built = bench::StartEngine(*spec, state);
+  Engine& engine = *built;
   const std::string endpoint = engine.Endpoint("ingest");
   RequestStream stream(events);
 
@@ -692,7 +685,7 @@ EngineRun RunEnginePhase(bool acked, uint64_t events, int run) {
                  static_cast<unsigned long>(rejected), static_cast<unsigned long>(late));
   }
   engine.Stop();
-  built->reset();
+  built.reset();
   std::filesystem::remove_all(state);
   return result;
 }

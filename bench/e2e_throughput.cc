@@ -42,7 +42,7 @@
 #include <thread>
 #include <vector>
 
-#include "cli/builtins.h"
+#include "bench/bench_child.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
 #include "sources/wire_decoder.h"
@@ -254,33 +254,11 @@ Measured RunPull(const Args& args, const std::vector<std::string>& messages, boo
 // (c): the engine on the default topology with ephemeral ports and a temp state dir.
 Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
                    uint64_t* panes_written, double* drain_s, bool with_query_node = false) {
-  Result<TopologySpec> spec = LoadTopologyFile(args.topology);
-  if (!spec.ok()) {
-    std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
-    std::exit(2);
-  }
-  // Ephemeral ports, so the harness never collides with a running engine. (YAML::Node copies
-  // share their data: writing through a copy edits the spec.)
-  for (auto* stages : {&spec->sources, &spec->sinks}) {
-    for (auto& s : *stages) {
-      YAML::Node options = s.options.node();
-      if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
-    }
-  }
-  std::string state =
-      (std::filesystem::temp_directory_path() / ("inferscope-bench-" + std::to_string(getpid())))
-          .string();
-  std::filesystem::remove_all(state);
-  Registry registry;
-  RegisterBuiltins(registry);
-  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
-  if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n",
-                 built.ok() ? "start" : built.status().ToString().c_str());
-    std::exit(2);
-  }
-  Engine& engine = **built;
-  std::string endpoint = engine.Endpoint(spec->sources[0].name);
+  TopologySpec spec = bench::LoadTopologyOrExit(args.topology);
+  const std::string state = bench::TempStateDir("inferscope-bench");
+  std::unique_ptr<Engine> built = bench::StartEngine(spec, state);
+  Engine& engine = *built;
+  std::string endpoint = engine.Endpoint(spec.sources[0].name);
   std::unique_ptr<AttachedQueryNode> node;
   if (with_query_node) node = std::make_unique<AttachedQueryNode>(args.query_node, state);
 
@@ -322,7 +300,7 @@ Measured RunEngine(const Args& args, const std::vector<std::string>& messages,
     std::fprintf(stderr, "warning: %lu rejected, %lu late events\n",
                  static_cast<unsigned long>(rejected), static_cast<unsigned long>(late));
   }
-  built->reset();
+  built.reset();
   std::filesystem::remove_all(state);
   return m;
 }

@@ -33,7 +33,7 @@
 
 #include <httplib.h>
 
-#include "cli/builtins.h"
+#include "bench/bench_child.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
 #include "clients/cpp/topics.h"
@@ -135,38 +135,18 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  Result<TopologySpec> spec = LoadTopologyFile(args.topology);
-  if (!spec.ok()) {
-    std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
-    return 2;
-  }
+  TopologySpec spec = bench::LoadTopologyOrExit(args.topology);
   std::string routing_sink;
-  for (auto* stages : {&spec->sources, &spec->sinks}) {
-    for (auto& s : *stages) {
-      YAML::Node options = s.options.node();
-      if (options["endpoint"]) options["endpoint"] = "tcp://127.0.0.1:*";
-    }
-  }
-  for (const auto& s : spec->sinks) {
+  for (const auto& s : spec.sinks) {
     if (s.type == "zmq_routing") routing_sink = s.name;
   }
   if (routing_sink.empty()) {
     std::fprintf(stderr, "%s has no zmq_routing sink\n", args.topology.c_str());
     return 2;
   }
-  const std::string state =
-      (std::filesystem::temp_directory_path() / ("inferscope-failover-" + std::to_string(getpid())))
-          .string();
-  std::filesystem::remove_all(state);
-  Registry registry;
-  RegisterBuiltins(registry);
-  Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry, {state, "127.0.0.1:0"});
-  if (!built.ok() || !(*built)->Start().ok()) {
-    std::fprintf(stderr, "engine failed: %s\n",
-                 built.ok() ? "start" : built.status().ToString().c_str());
-    return 2;
-  }
-  Engine& engine = **built;
+  const std::string state = bench::TempStateDir("inferscope-failover");
+  std::unique_ptr<Engine> built = bench::StartEngine(spec, state);
+  Engine& engine = *built;
 
   // Subscriber: the first publication per model that moves traffic off its failed backend.
   std::mutex mu;
@@ -224,7 +204,7 @@ int Main(int argc, char** argv) {
 
   zmq::socket_t push(zctx, zmq::socket_type::push);
   push.set(zmq::sockopt::sndhwm, 100000);
-  push.connect(engine.Endpoint(spec->sources[0].name));
+  push.connect(engine.Endpoint(spec.sources[0].name));
   std::mt19937_64 rng(12345);
   client::BatchEncoder enc("failover-bench");
   const auto tick = std::chrono::nanoseconds(static_cast<int64_t>(1e9 / args.rate));
@@ -295,7 +275,7 @@ int Main(int argc, char** argv) {
   for (std::thread& c : clients) c.join();
   const uint64_t events = engine.metrics().CounterValue("inferscope_operator_queue_events_total");
   engine.Stop();
-  built->reset();
+  built.reset();
   std::filesystem::remove_all(state);
 
   const std::vector<double> raw = RawRoundTripsMs(1000);

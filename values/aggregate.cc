@@ -57,7 +57,9 @@ void Aggregate::AddBuckets(const double* upper, const double* count_in, uint32_t
     lower = hi;
     const double c = count_in[i];
     if (!(c >= 0.5) || !std::isfinite(c)) continue;
-    const auto k = static_cast<uint64_t>(std::llround(c));
+    // At most 2^53 per bucket (beyond, doubles are no longer whole numbers; llround of 2^63 is
+    // undefined), and the sketch cuts what would pass its kMaxCount.
+    const auto k = static_cast<uint64_t>(std::llround(std::min(c, 0x1p53)));
     sketch.AddUniform(lo, hi, k);
     n += k;
     lo_seen = std::min(lo_seen, lo);

@@ -125,6 +125,7 @@ void DDSketch::Add(double value) {
 }
 
 void DDSketch::AddUniform(double lo, double hi, uint64_t n) {
+  n = std::min(n, kMaxCount - std::min(count_, kMaxCount));
   if (n == 0 || !std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return;
   lo = std::max(lo, 0.0);
   const Params& p = *params_;
@@ -513,6 +514,9 @@ Status DDSketch::Merge(const DDSketch& other) {
     return Status::InvalidArgument("DDSketch::Merge: relative accuracy differs");
   }
   if (other.count_ == 0) return Status::Ok();
+  if (other.count_ > kMaxCount - std::min(count_, kMaxCount)) {
+    return Status::InvalidArgument("DDSketch::Merge: the count would pass 2^62");
+  }
   const int max_bins = params_->max_bins;
   positive_.MergeFrom(other.positive_, max_bins);
   if (other.negative_ != nullptr && other.negative_->count > 0) {
@@ -605,7 +609,7 @@ void DDSketch::EncodeTo(std::string* out) const {
   PutDouble(out, params_->relative_accuracy);
   PutVarint(out, static_cast<uint64_t>(params_->max_bins));
   PutVarint(out, zero_count());
-  static const Store kEmpty;
+  static const Store kEmpty{};
   for (const Store* store : {&positive_, negative_ != nullptr ? &negative_->store : &kEmpty}) {
     uint64_t nonzero = 0;
     for (uint32_t i = 0; i < store->size(); ++i) nonzero += store->Get(i) != 0 ? 1 : 0;
@@ -651,6 +655,7 @@ Status DDSketch::DecodeFrom(std::string_view* in, DDSketch* out) {
   // Every finite magnitude maps into [min_index, max_index].
   const int64_t min_index = sketch.Index(sketch.params_->min_indexable);
   const int64_t max_index = sketch.Index(DBL_MAX);
+  if (zero_count > kMaxCount) return corrupt("count overflow");
   uint64_t count = zero_count;
   for (const bool negative : {false, true}) {
     uint64_t bins = 0;
@@ -674,7 +679,7 @@ Status DDSketch::DecodeFrom(std::string_view* in, DDSketch* out) {
         index += static_cast<int64_t>(raw);
       }
       if (c == 0) return corrupt("empty bin");
-      if (total + c < total || count + c < count) return corrupt("count overflow");
+      if (c > kMaxCount - count) return corrupt("count overflow");
       if (!store->Append(index, c, static_cast<int>(max_bins))) {
         return corrupt("bins span more than max_bins");
       }

@@ -36,6 +36,10 @@ class DDSketch {
  public:
   static constexpr double kDefaultRelativeAccuracy = 0.01;
   static constexpr int kDefaultMaxBins = 2048;
+  // The most values one sketch holds: AddUniform adds at most up to it, Merge and decoding refuse
+  // to pass it, so no bin or total can overflow (a real stream would need centuries to get there;
+  // a hostile histogram delta could ask for 2^64 at once).
+  static constexpr uint64_t kMaxCount = uint64_t{1} << 62;
 
   explicit DDSketch(double relative_accuracy = kDefaultRelativeAccuracy,
                     int max_bins = kDefaultMaxBins);
@@ -52,12 +56,14 @@ class DDSketch {
   // histogram_quantile interpolates within a bucket): each sketch bin overlapping the interval
   // receives the share of `n` proportional to its overlap (cumulative rounding, so the shares add
   // up to exactly `n`). Negative bounds are clamped to 0 (latency histograms); hi <= 0 puts all
-  // `n` in the zero bin. Non-finite bounds, hi < lo or n == 0: nothing is added.
+  // `n` in the zero bin. Non-finite bounds, hi < lo or n == 0: nothing is added. `n` is cut to
+  // what keeps count() <= kMaxCount.
   void AddUniform(double lo, double hi, uint64_t n);
   // A hint that `value` is about to be added: prefetches the cache line of its bin. No effect on
   // the contents.
   void PrefetchBin(double value) const;
-  // Adds the contents of `other`. Fails when the accuracy parameters differ.
+  // Adds the contents of `other`. Fails (adding nothing) when the accuracy parameters differ or
+  // the count would pass kMaxCount.
   Status Merge(const DDSketch& other);
   // The value at quantile q in [0, 1]; NaN when empty.
   double Quantile(double q) const;

@@ -75,6 +75,28 @@ TEST(DDSketchTest, NegativeZeroAndPositiveValues) {
   ExpectWithinRelativeError(values, SketchOf(values));
 }
 
+// A hostile histogram delta can ask for counts near 2^64 (valid, finite, non-decreasing buckets):
+// the sketch holds at most kMaxCount values, so no bin widens past 64 bits and nothing wraps.
+TEST(DDSketchTest, HugeCountsStopAtTheMaximumInsteadOfOverflowing) {
+  DDSketch s;
+  const uint64_t huge = uint64_t{9} << 60;  // 9e18-ish, three of them pass 2^64
+  for (int i = 0; i < 3; ++i) s.AddUniform(1.0, 1.0, huge);
+  EXPECT_EQ(s.count(), DDSketch::kMaxCount);
+  EXPECT_NEAR(s.Quantile(0.5), 1.0, 0.01);
+  s.AddUniform(2.0, 3.0, huge);  // full: nothing more
+  EXPECT_EQ(s.count(), DDSketch::kMaxCount);
+  DDSketch merged;
+  ASSERT_TRUE(merged.Merge(s).ok());
+  EXPECT_FALSE(merged.Merge(s).ok());  // would pass the maximum: refused, nothing added
+  EXPECT_EQ(merged.count(), DDSketch::kMaxCount);
+  std::string bytes;
+  s.EncodeTo(&bytes);
+  DDSketch back;
+  std::string_view in(bytes);
+  ASSERT_TRUE(DDSketch::DecodeFrom(&in, &back).ok());
+  EXPECT_EQ(back.count(), DDSketch::kMaxCount);
+}
+
 TEST(DDSketchTest, EmptyAndInvalidInput) {
   DDSketch s;
   EXPECT_TRUE(s.empty());

@@ -832,11 +832,14 @@ Status WindowAggregateOperator::Process(const EventBatch& batch, OutputBatch& ou
 int64_t WindowAggregateOperator::NextTimerMs(int64_t now_ms) const {
   if (max_event_time_ms_ == INT64_MIN) return kNoTimer;
   // Without series the watermark only has to reach the operators downstream (their stale-alert
-  // sweeps work in minutes), so a second is soon enough.
-  return series_ == 0 ? now_ms + 1000 : now_ms;
+  // sweeps work in minutes), so a second after the previous timer is soon enough. (The answer
+  // must not move with now_ms: the executor runs a timer once now_ms reaches it.)
+  if (series_ == 0) return std::max(now_ms, last_timer_ms_ + 1000);
+  return now_ms;
 }
 
 Status WindowAggregateOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
+  last_timer_ms_ = now_ms;
   UpdateWatermark(now_ms, out);
   ExpireIdleSeries(kExpireScanGroups);
   PublishGauges();

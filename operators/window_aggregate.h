@@ -279,6 +279,7 @@ class WindowAggregateOperator final : public Operator {
   std::vector<int64_t> progress_scratch_;            // OthersProgress (capacity reused)
   std::vector<std::pair<uint32_t, int64_t>> dirty_;  // (group, pane) changed after firing
   int64_t max_event_time_ms_ = INT64_MIN;
+  int64_t last_timer_ms_ = 0;  // processing time of the latest OnTimer (NextTimerMs without series)
   int64_t watermark_ms_ = INT64_MIN;
   int64_t allowed_lateness_ms_ = 0;
   int64_t max_publisher_lag_ms_ = 0;

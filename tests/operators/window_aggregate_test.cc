@@ -382,6 +382,36 @@ TEST(WindowAggregateTest, IdleInputAdvancesWatermarkWithTheClock) {
   EXPECT_EQ(out.Get<kind::PaneSummary>().size(), 1u);
 }
 
+// Once every series has expired the operator asks for a timer a second after its previous one (the
+// idle watermark must keep reaching the alerting operators downstream), and that timer comes due:
+// an answer of "now + 1 s" at every look would never be reached.
+TEST(WindowAggregateTest, WithoutSeriesTheTimerComesDueASecondLater) {
+  Harness h;
+  Options o;  // idle_timeout 5 s
+  o.series_ttl_ms = 20'000;
+  WindowAggregateOperator op(o);
+  ASSERT_TRUE(op.Open(h.ctx).ok());
+  EventBatch batch;
+  batch.events = {Gauge(kT0 + 3000, 1000, 2000, 500, 0.5)};
+  OutputBatch out;
+  ASSERT_TRUE(op.Process(batch, out).ok());
+  int64_t now = kT0;
+  for (int i = 0; i < 600 && op.series() > 0; ++i) {
+    now += 1000;
+    out = {};
+    ASSERT_TRUE(op.OnTimer(now, out).ok());
+  }
+  ASSERT_EQ(op.series(), 0);
+  EXPECT_GT(op.NextTimerMs(now), now);                // not again at once
+  EXPECT_EQ(op.NextTimerMs(now + 999), now + 1000);   // a fixed time, not one that moves on
+  EXPECT_LE(op.NextTimerMs(now + 1000), now + 1000);  // due a second after the last one
+  const int64_t watermark = op.watermark_ms();
+  out = {};
+  ASSERT_TRUE(op.OnTimer(now + 1000, out).ok());
+  EXPECT_GT(op.watermark_ms(), watermark);
+  EXPECT_GT(op.NextTimerMs(now + 1000), now + 1000);
+}
+
 TEST(WindowAggregateTest, IdleTimeoutZeroDisables) {
   Harness h;
   Options o;

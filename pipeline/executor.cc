@@ -449,7 +449,6 @@ void Executor::TakeCheckpoint() {
 void Executor::Carry(std::vector<CheckpointRecord> records,
                      std::vector<std::vector<AppliedSequence>> applied, bool older) {
   std::lock_guard<std::mutex> lock(carried_mu_);
-  carried_pending_.store(true);
   if (older) {
     carried_records_ = MergeRecords(std::move(records), std::move(carried_records_));
     carried_applied_ = MergeApplied(std::move(applied), std::move(carried_applied_));
@@ -457,6 +456,9 @@ void Executor::Carry(std::vector<CheckpointRecord> records,
     carried_records_ = MergeRecords(std::move(carried_records_), std::move(records));
     carried_applied_ = MergeApplied(std::move(carried_applied_), std::move(applied));
   }
+  // Only when something is carried: a flag left set with nothing to clear it would make every
+  // interval look changed (an idle engine would wake and collect a checkpoint forever).
+  if (!carried_records_.empty() || !carried_applied_.empty()) carried_pending_.store(true);
 }
 
 void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {

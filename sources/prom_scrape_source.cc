@@ -638,6 +638,12 @@ void PromScrapeSource::Dispatch(int64_t now_ms) {
   size_t handed = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Drop the entries the fetchers took (they reset the queue only when they drain it, which
+    // busy fetchers may never do): the queue stays within twice the targets in flight.
+    if (work_head_ > 0 && work_head_ * 2 >= work_.size()) {
+      work_.erase(work_.begin(), work_.begin() + static_cast<std::ptrdiff_t>(work_head_));
+      work_head_ = 0;
+    }
     while (!due_.empty() && due_.front().due_ms <= now_ms) {
       std::pop_heap(due_.begin(), due_.end(),
                     [](const Due& a, const Due& b) { return a.due_ms > b.due_ms; });

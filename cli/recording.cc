@@ -1,6 +1,7 @@
 #include "cli/recording.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -176,6 +177,13 @@ bool RecordingReader::Next(RecordedMessage* out) {
                         std::to_string(kMaxRecordedPayloadBytes) + ")");
   }
   const size_t body = size_t{topic_len} + payload_len + kRecordTrailerBytes;
+  // A large record the file cannot hold is truncated: say so before allocating for it (a 16-byte
+  // file must not cost 256 MiB).
+  if (struct stat st; body > (size_t{1} << 20) && ::fstat(::fileno(file_), &st) == 0 &&
+                      static_cast<uint64_t>(st.st_size) < at + sizeof head + body) {
+    return Fail(at, "truncated record (" + std::to_string(static_cast<uint64_t>(st.st_size) - at) +
+                        " of " + std::to_string(sizeof head + body) + " bytes)");
+  }
   buffer_.resize(body);
   const size_t read = std::fread(buffer_.data(), 1, body, file_);
   if (read < body) {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -276,7 +277,10 @@ int ReplayRecording(const ReplayArgs& args) {
     }
     if (args.speed > 0) {
       // Records out of order (the clock went back while recording) are sent at once.
-      const double offset_us = static_cast<double>(m.arrival_ns - *first_ns) / 1000 / args.speed;
+      // In doubles (arrival times are any 64-bit value a file holds), at most a year ahead.
+      const double offset_us = std::min(
+          (static_cast<double>(m.arrival_ns) - static_cast<double>(*first_ns)) / 1000 / args.speed,
+          365 * 86'400e6);
       const auto due = wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_us));
       if (due > std::chrono::steady_clock::now()) std::this_thread::sleep_until(due);
     }
@@ -311,7 +315,8 @@ int ReplayRecording(const ReplayArgs& args) {
                   (*reader)->status().message(), sent);
     return 2;
   }
-  const double span_s = sent > 0 ? static_cast<double>(m.arrival_ns - *first_ns) / 1e9 : 0;
+  const double span_s =
+      sent > 0 ? (static_cast<double>(m.arrival_ns) - static_cast<double>(*first_ns)) / 1e9 : 0;
   spdlog::info("replay: {} messages ({} payload bytes, {:.1f} s recorded) sent from {} to {}", sent,
                bytes, span_s, args.input, args.endpoint);
   return 0;

@@ -1589,7 +1589,10 @@ Status RoutingLearner::RestoreModel(std::string_view record) {
       b->g_kv_time_ms = g.at(5).get<int64_t>();
       b->g_slots_time_ms = g.at(6).get<int64_t>();
       // The sample interval was added later: a record without it learns it from the next gauges.
-      b->g_interval_ms = g.size() > 7 ? std::max<int64_t>(0, g.at(7).get<int64_t>()) : 0;
+      // Within [0, gauge_max_age] as learned (a checkpoint's value is not trusted further).
+      b->g_interval_ms = g.size() > 7 ? std::clamp<int64_t>(g.at(7).get<int64_t>(), 0,
+                                                            options_.estimator.gauge_max_age_ms)
+                                      : 0;
       const Json& s = o.at("silence");
       b->up_since_ms = s.at(0).get<int64_t>();
       b->last_down_ms = s.at(1).get<int64_t>();

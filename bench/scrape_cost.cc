@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_child.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
@@ -69,22 +70,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// utime + stime of every thread of `pid`, in seconds.
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(text.substr(close + 2));
-  std::string field;
-  unsigned long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoul(field);
-    if (i == 15) stime = std::stoul(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double SelfCpuSeconds() {
@@ -175,7 +160,7 @@ Phase RunBaseline(const Args& args, const std::vector<std::string>& hosts,
     clients.push_back(std::move(c));
   }
   const double cpu0 = SelfCpuSeconds();
-  const double serve0 = ProcessCpuSeconds(server);
+  const double serve0 = bench::ProcessCpuSeconds(server);
   const auto start = SteadyClock::now();
   const auto step =
       std::chrono::microseconds(args.interval_ms * 1000 / static_cast<int64_t>(args.targets));
@@ -189,7 +174,7 @@ Phase RunBaseline(const Args& args, const std::vector<std::string>& hosts,
   }
   ph.wall_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
   ph.cpu_s = SelfCpuSeconds() - cpu0;
-  ph.serve_cpu_s = ProcessCpuSeconds(server) - serve0;
+  ph.serve_cpu_s = bench::ProcessCpuSeconds(server) - serve0;
   return ph;
 }
 
@@ -220,7 +205,7 @@ Phase RunSource(const Args& args, const std::vector<std::string>& urls, pid_t se
   CountingOutput out;
   std::atomic<bool> stop{false};
   const double cpu0 = SelfCpuSeconds();
-  const double serve0 = ProcessCpuSeconds(server);
+  const double serve0 = bench::ProcessCpuSeconds(server);
   const auto start = SteadyClock::now();
   Status opened = source.Open(ctx);
   if (!opened.ok()) {
@@ -240,7 +225,7 @@ Phase RunSource(const Args& args, const std::vector<std::string>& urls, pid_t se
   source.Close();
   ph.wall_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
   ph.cpu_s = SelfCpuSeconds() - cpu0;
-  ph.serve_cpu_s = ProcessCpuSeconds(server) - serve0;
+  ph.serve_cpu_s = bench::ProcessCpuSeconds(server) - serve0;
   const Labels stage = {{"stage", "scrape"}};
   ph.fetches = metrics.GetCounter("inferscope_scrapes_total", "", stage)->value();
   ph.samples = metrics.GetCounter("inferscope_scrape_samples_total", "", stage)->value();

@@ -16,6 +16,7 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "sources/host_source.h"
+#include "tests/sources/collecting_output.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -119,26 +120,7 @@ TEST(HostSourceTest, ReadsThisMachinesProc) {
   for (const auto& [name, v] : g) EXPECT_GE(v, 0) << name;
 }
 
-// A SourceOutput collecting the emitted events.
-class CollectingOutput final : public SourceOutput {
- public:
-  EventBatchPtr Acquire() override { return std::make_unique<EventBatch>(); }
-  bool Emit(EventBatchPtr batch) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.insert(events_.end(), batch->events.begin(), batch->events.end());
-    return true;
-  }
-  bool TryEmit(EventBatchPtr& batch) override { return Emit(std::move(batch)); }
-  void Release(EventBatchPtr) override {}
-  std::vector<Event> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Event> events_;
-};
+using testing::CollectingOutput;
 
 TEST(HostSourceTest, SourceEmitsNamedGaugesOfItsInstance) {
   HostSource::Options o;

@@ -22,6 +22,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/source_health.h"
 #include "sources/prom_scrape_source.h"
+#include "tests/sources/collecting_output.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -73,26 +74,7 @@ class CountingServer {
   std::map<std::string, int> requests_;
 };
 
-// A SourceOutput keeping the emitted events.
-class CollectingOutput final : public SourceOutput {
- public:
-  EventBatchPtr Acquire() override { return std::make_unique<EventBatch>(); }
-  bool Emit(EventBatchPtr batch) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.insert(events_.end(), batch->events.begin(), batch->events.end());
-    return true;
-  }
-  bool TryEmit(EventBatchPtr& batch) override { return Emit(std::move(batch)); }
-  void Release(EventBatchPtr) override {}
-  std::vector<Event> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Event> events_;
-};
+using testing::CollectingOutput;
 
 // The source with its engine services, run on a thread of its own.
 struct Harness {

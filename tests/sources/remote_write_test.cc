@@ -22,6 +22,7 @@
 #include "pipeline/metrics.h"
 #include "sources/remote_write_decode.h"
 #include "sources/remote_write_source.h"
+#include "tests/sources/collecting_output.h"
 
 namespace inferscope {
 namespace {
@@ -177,25 +178,7 @@ TEST(RemoteWriteDecodeTest, LimitsAreCheckedBeforeAllocating) {
 
 // ---- The source over real HTTP ----
 
-class CollectingOutput final : public SourceOutput {
- public:
-  EventBatchPtr Acquire() override { return std::make_unique<EventBatch>(); }
-  bool Emit(EventBatchPtr batch) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.insert(events_.end(), batch->events.begin(), batch->events.end());
-    return true;
-  }
-  bool TryEmit(EventBatchPtr& batch) override { return Emit(std::move(batch)); }
-  void Release(EventBatchPtr) override {}
-  std::vector<Event> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Event> events_;
-};
+using testing::CollectingOutput;
 
 bool WaitUntil(const std::function<bool()>& done) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

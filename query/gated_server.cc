@@ -33,6 +33,8 @@ constexpr std::string_view kClosedHelp =
 // body does not hold a worker either. Well below the loopback receive buffer.
 constexpr size_t kPeekBytes = 16 * 1024;
 constexpr int kSweepIntervalMs = 50;
+// Response bytes DeadlineStream gathers before sending (a typical JSON reply and its header fit).
+constexpr size_t kWriteBufferBytes = 16 * 1024;
 
 int RemainingMs(steady_clock::time_point deadline) {
   // Rounded up: a wait cut to 0 ms in the deadline's last millisecond would spin until it passes.
@@ -104,6 +106,10 @@ HeaderInfo ParseHeader(std::string_view header) {
 
 // httplib::Stream over a socket with an overall read deadline and a per-write timeout. Reads at
 // most `limit` bytes (0: unlimited), so a keep-alive connection's next request stays in the socket.
+// Writes are buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to
+// wait (so a "100 Continue" reaches the client) and when the buffer fills: httplib writes a
+// response's header and body separately, and one send of both saves a system call and a TCP
+// segment per request.
 class DeadlineStream final : public httplib::Stream {
  public:
   DeadlineStream(int fd, steady_clock::time_point read_deadline, milliseconds write_timeout,
@@ -131,21 +137,21 @@ class DeadlineStream final : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
-    const steady_clock::time_point deadline = steady_clock::now() + write_timeout_;
-    size_t off = 0;
-    while (off < size) {
-      ssize_t n = ::send(fd_, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        off += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (!WaitFor(fd_, POLLOUT, deadline)) return -1;
-      } else {
-        return -1;
-      }
+    if (out_len_ + size > out_.size()) {
+      if (!Flush()) return -1;
+      if (size > out_.size()) return Send(ptr, size) ? static_cast<ssize_t>(size) : -1;
     }
+    std::memcpy(out_.data() + out_len_, ptr, size);
+    out_len_ += size;
     return static_cast<ssize_t>(size);
+  }
+
+  // Sends what write() buffered; false when the socket failed or the write timeout passed.
+  bool Flush() {
+    if (out_len_ == 0) return true;
+    const bool sent = Send(out_.data(), out_len_);
+    out_len_ = 0;
+    return sent;
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -162,7 +168,27 @@ class DeadlineStream final : public httplib::Stream {
   bool timed_out() const { return timed_out_; }
 
  private:
+  bool Send(const char* ptr, size_t size) {
+    const steady_clock::time_point deadline = steady_clock::now() + write_timeout_;
+    size_t off = 0;
+    while (off < size) {
+      ssize_t n = ::send(fd_, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!WaitFor(fd_, POLLOUT, deadline)) return false;
+      } else {
+        return false;
+      }
+    }
+    return true;
+  }
+
   ssize_t Fill() {
+    // A reply written so far (say "100 Continue") must reach the client before it sends more.
+    if (!Flush()) return -1;
     size_t want = buf_.size();
     if (limit_ > 0) {
       if (consumed_ >= limit_) return 0;
@@ -212,6 +238,8 @@ class DeadlineStream final : public httplib::Stream {
   size_t consumed_ = 0;
   std::array<char, 4096> buf_;
   size_t pos_ = 0, end_ = 0;
+  std::array<char, kWriteBufferBytes> out_;
+  size_t out_len_ = 0;
   bool timed_out_ = false;
 };
 
@@ -479,8 +507,9 @@ void GatedServer::Serve(const Job& job) {
     stopping = stopping_;
   }
   bool connection_closed = false;
-  const bool ok =
-      process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
+  bool ok = process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
+  // Send the reply even when httplib gives up on the connection (its 400s and the like).
+  ok = stream.Flush() && ok;
   if (stream.timed_out()) Closed("read_timeout")->Inc();
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).

@@ -594,6 +594,41 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   return reply;
 }
 
+// The fleet's request latency, token sums and active instances over the panes starting in
+// [from_ms, to_ms), read series by series (a store without the engine's fleet rollup).
+Status ScanFleetPerSeries(const ApiContext& ctx, int64_t from_ms, int64_t to_ms, Aggregate* e2e,
+                          double* cached_tokens, double* prompt_tokens, size_t* active) {
+  std::string last_active;
+  Status scan_error;
+  Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
+    const bool is_e2e = info.metric == kFleetLatencyMetric;
+    const bool is_cached = info.metric == kFleetCachedMetric;
+    const bool is_prompt = info.metric == kFleetPromptMetric;
+    if (!is_e2e && !is_cached && !is_prompt) return true;
+    if (info.last_seen_ms < from_ms || info.first_seen_ms >= to_ms) return true;
+    uint64_t requests = 0;
+    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, to_ms,
+                                      [&](const StoredPane& pane) -> Status {
+                                        if (is_e2e) {
+                                          e2e->Merge(pane.agg);
+                                          requests += pane.agg.events;
+                                        }
+                                        if (is_cached) *cached_tokens += pane.agg.sum;
+                                        if (is_prompt) *prompt_tokens += pane.agg.sum;
+                                        return Status::Ok();
+                                      });
+    // An instance is active when it has request outcomes in the range, so `active_instances` is
+    // 0 exactly when `requests` is.
+    if (requests > 0 && (*active == 0 || info.instance != last_active)) {
+      ++*active;
+      last_active = info.instance;
+    }
+    return scan_error.ok();
+  });
+  if (!scan_error.ok()) return scan_error;
+  return s;
+}
+
 }  // namespace
 
 ApiReply HandleInstanceSummary(const ApiContext& ctx, const ApiRequest& req) {
@@ -640,40 +675,25 @@ ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) 
                         {{"from", requested_from}, {"to", requested_to}, {"pane_ms", pane}});
   }
 
-  // One streaming pass over the series index (grouped by instance), so memory does not grow with
-  // the number of series.
+  // The engine's fleet rollup (one row per pane, StateStore::ReadFleet) when the store has it for
+  // the range; else one streaming pass over the series index (grouped by instance), so memory
+  // does not grow with the number of series.
   Aggregate e2e;
   double cached_tokens = 0, prompt_tokens = 0;
   size_t active = 0;
-  std::string last_active;
-  Status scan_error;
-  Status s = ctx.store->ScanSeries("", false, [&](const SeriesInfo& info) {
-    const bool is_e2e = info.metric == "e2e_ms";
-    const bool is_cached = info.metric == "cached_tokens";
-    const bool is_prompt = info.metric == "prompt_tokens";
-    if (!is_e2e && !is_cached && !is_prompt) return true;
-    if (info.last_seen_ms < from_ms || info.first_seen_ms >= to_ms) return true;
-    uint64_t requests = 0;
-    scan_error = ctx.store->ScanPanes(info.instance, info.model, info.metric, from_ms, to_ms,
-                                      [&](const StoredPane& pane) -> Status {
-                                        if (is_e2e) {
-                                          e2e.Merge(pane.agg);
-                                          requests += pane.agg.events;
-                                        }
-                                        if (is_cached) cached_tokens += pane.agg.sum;
-                                        if (is_prompt) prompt_tokens += pane.agg.sum;
-                                        return Status::Ok();
-                                      });
-    // An instance is active when it has request outcomes in the range, so `active_instances` is
-    // 0 exactly when `requests` is.
-    if (requests > 0 && (active == 0 || info.instance != last_active)) {
-      ++active;
-      last_active = info.instance;
-    }
-    return scan_error.ok();
-  });
-  if (!scan_error.ok()) return StatusReply(*ctx.clock, scan_error);
-  if (!s.ok()) return StatusReply(*ctx.clock, s);
+  FleetRead fleet;
+  Result<bool> from_fleet = ctx.store->ReadFleet(from_ms, to_ms, &fleet);
+  if (!from_fleet.ok()) return StatusReply(*ctx.clock, from_fleet.status());
+  if (*from_fleet) {
+    e2e = std::move(fleet.latency);
+    cached_tokens = fleet.cached_tokens;
+    prompt_tokens = fleet.prompt_tokens;
+    active = fleet.active_instances;
+  } else {
+    Status s =
+        ScanFleetPerSeries(ctx, from_ms, to_ms, &e2e, &cached_tokens, &prompt_tokens, &active);
+    if (!s.ok()) return StatusReply(*ctx.clock, s);
+  }
 
   const int64_t span = to_ms - from_ms;
   SummaryStats stats = Summarize(e2e, span);

@@ -173,6 +173,100 @@ std::string Printable(std::string_view bytes) {
   return out;
 }
 
+// The fleet rollup (StateStore::ReadFleet), one time-keyed record family:
+//   key be64(pane start)                  the pane's total across every instance, value: a
+//                                         FleetRow plus the names of the active instances
+//   key be64(pane start) str(instance)    one instance's share (merged over its models)
+// WritePanes keeps both in the batch that writes the panes. An instance's share is added to when
+// its panes arrive for the first time and recomputed from the stored panes when one is replaced
+// (`update`) or may have been written by an earlier process; the total is added to in the first
+// case and re-merged from the instance rows in the second, so replaced panes are never counted
+// twice. Expires with tier 0 (Open sets the table's retention from it).
+const RecordTable kFleetTable("fleet_panes", RecordExpiry{});
+constexpr std::string_view kFleetFromKey = "fleet_from";
+
+struct FleetRow {
+  int64_t end_ms = 0;
+  Aggregate latency;
+  double cached = 0;
+  double prompt = 0;
+  bool has_latency = false;  // in a total: `active` lists instances with latency events
+};
+
+bool IsFleetMetric(std::string_view metric) {
+  return metric == kFleetLatencyMetric || metric == kFleetCachedMetric ||
+         metric == kFleetPromptMetric;
+}
+
+void AddToFleetRow(std::string_view metric, int64_t end_ms, const Aggregate& agg, FleetRow* row) {
+  row->end_ms = std::max(row->end_ms, end_ms);
+  if (metric == kFleetLatencyMetric) {
+    row->latency.Merge(agg);
+  } else if (metric == kFleetCachedMetric) {
+    row->cached += agg.sum;
+  } else if (metric == kFleetPromptMetric) {
+    row->prompt += agg.sum;
+  }
+}
+
+void MergeFleetRow(const FleetRow& from, FleetRow* into) {
+  into->end_ms = std::max(into->end_ms, from.end_ms);
+  into->latency.Merge(from.latency);
+  into->cached += from.cached;
+  into->prompt += from.prompt;
+}
+
+std::string FleetKey(int64_t start_ms, std::string_view instance, bool total) {
+  std::string key;
+  AppendBigEndian64(&key, static_cast<uint64_t>(start_ms));
+  if (!total) AppendStr(&key, instance);
+  return key;
+}
+
+// be64(end) double(cached) double(prompt) varint(n) Aggregate[n], then for a total:
+// varint(count) str(instance)...
+void EncodeFleetRow(const FleetRow& row, const std::vector<std::string_view>* active,
+                    std::string* out) {
+  out->clear();
+  AppendBigEndian64(out, static_cast<uint64_t>(row.end_ms));
+  PutDouble(out, row.cached);
+  PutDouble(out, row.prompt);
+  std::string agg;
+  row.latency.EncodeTo(&agg);
+  PutVarint(out, agg.size());
+  out->append(agg);
+  if (active != nullptr) {
+    PutVarint(out, active->size());
+    for (std::string_view name : *active) AppendStr(out, name);
+  }
+}
+
+// Decodes a row; a total's instance names go to `*active` (views into `in`) when it is given.
+Status DecodeFleetRow(std::string_view in, FleetRow* row, std::vector<std::string_view>* active) {
+  auto corrupt = [](std::string_view what) {
+    return Status::Corruption("state store: fleet row: " + std::string(what));
+  };
+  if (in.size() < 8) return corrupt("shorter than 8 bytes");
+  row->end_ms = static_cast<int64_t>(DecodeBigEndian64(in));
+  in.remove_prefix(8);
+  uint64_t n = 0;
+  if (!GetDouble(&in, &row->cached) || !GetDouble(&in, &row->prompt) || !GetVarint(&in, &n) ||
+      n > in.size()) {
+    return corrupt("truncated");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(in.substr(0, n), &row->latency));
+  in.remove_prefix(n);
+  if (active == nullptr) return Status::Ok();
+  uint64_t count = 0;
+  if (!GetVarint(&in, &count) || count > in.size()) return corrupt("truncated instance list");
+  for (uint64_t i = 0; i < count; ++i) {
+    std::string_view name;
+    if (!ReadStr(&in, &name)) return corrupt("truncated instance name");
+    active->push_back(name);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 // What DB::Open needs, kept for Resume (reopening after a write error).
@@ -287,6 +381,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const StateStoreOptions& op
   store->clock_ = options.clock != nullptr ? options.clock : &SystemClock::Instance();
   store->tiers_ = options.tiers.empty() ? std::vector<TierSpec>{TierSpec{}} : options.tiers;
   store->rollup_delay_ms_ = options.rollup_delay_ms;
+  // The fleet rollup expires with the panes it summarises, unless the topology says otherwise.
+  if (!options.record_retention_ms.contains(kFleetTable.name())) {
+    const TierSpec& panes = store->tiers_.front();
+    store->record_retention_ms_[kFleetTable.index()] =
+        panes.retention_ms > 0 ? panes.retention_ms + panes.resolution_ms : 0;
+  }
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
@@ -401,7 +501,19 @@ Status StateStore::OpenPrimary(const StateStoreOptions& options, MetricsRegistry
       db_->Put(write_options, handles_[kMeta], rocksdb::Slice(kTiersKey), EncodeTiers(tiers_)),
       "state store: storing the tier list"));
   INFERSCOPE_RETURN_IF_ERROR(LoadIndex());
-  return LoadMeta();
+  INFERSCOPE_RETURN_IF_ERROR(LoadMeta());
+  // The fleet rollup covers the panes that start at or after the watermark when it was first
+  // enabled on this store: every pane written before starts below that watermark.
+  watermark_at_open_ = watermark_.load();
+  if (fleet_from_.load() == std::numeric_limits<int64_t>::min()) {
+    std::string value;
+    AppendBigEndian64(&value, static_cast<uint64_t>(watermark_at_open_));
+    INFERSCOPE_RETURN_IF_ERROR(
+        FromRocks(db_->Put(write_options, handles_[kMeta], rocksdb::Slice(kFleetFromKey), value),
+                  "state store: storing fleet_from"));
+    fleet_from_.store(watermark_at_open_);
+  }
+  return Status::Ok();
 }
 
 Status StateStore::LoadIndex() {
@@ -430,6 +542,12 @@ Status StateStore::LoadMeta() {
     if (value.size() != 8)
       return Status::Corruption("state store: stored watermark is not 8 bytes");
     watermark_.store(static_cast<int64_t>(DecodeBigEndian64(value)), std::memory_order_release);
+  }
+  s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kFleetFromKey), &value);
+  if (!s.IsNotFound()) {
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading fleet_from"));
+    if (value.size() != 8) return Status::Corruption("state store: fleet_from is not 8 bytes");
+    fleet_from_.store(static_cast<int64_t>(DecodeBigEndian64(value)), std::memory_order_release);
   }
   for (size_t i = 1; i < tiers_.size(); ++i) {
     std::string key = std::string(kRolledThroughKeyPrefix) + tiers_[i].Name();
@@ -707,6 +825,7 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
                             EncodeRange(range.first_seen_ms, range.last_seen_ms)),
                   "state store"));
   }
+  INFERSCOPE_RETURN_IF_ERROR(AddFleetRows(panes, names, &batch));
   int64_t new_watermark = std::max(watermark_.load(std::memory_order_relaxed), watermark_ms);
   value.clear();
   AppendBigEndian64(&value, static_cast<uint64_t>(new_watermark));
@@ -728,6 +847,187 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   panes_written_->Inc(panes.size());
   if (after_rollup > 0) panes_after_rollup_->Inc(after_rollup);
   return Status::Ok();
+}
+
+Status StateStore::AddFleetRows(std::span<const WindowSummary> panes, const Interner& names,
+                                rocksdb::WriteBatch* batch) {
+  const int64_t fleet_from = fleet_from_.load();
+  rocksdb::ColumnFamilyHandle* cf = TableHandle(kFleetTable);
+  if (cf == nullptr || fleet_from == std::numeric_limits<int64_t>::min()) return Status::Ok();
+  // The batch's fleet panes by (pane start, instance); recompute: a pane of the group may already
+  // be stored (replaced, or written before this process opened the store).
+  struct Group {
+    std::vector<const WindowSummary*> panes;
+    bool recompute = false;
+  };
+  std::map<std::pair<int64_t, std::string_view>, Group> groups;
+  for (const WindowSummary& pane : panes) {
+    if (pane.start_ms < fleet_from || !IsFleetMetric(names.Name(pane.series.metric))) continue;
+    Group& g = groups[{pane.start_ms, names.Name(pane.series.instance)}];
+    g.panes.push_back(&pane);
+    g.recompute = g.recompute || pane.update || pane.end_ms <= watermark_at_open_;
+  }
+  std::string key, value, pane_key;
+  auto get = [&](rocksdb::ColumnFamilyHandle* family, const std::string& k,
+                 std::string* out) -> Result<bool> {
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family, k, out);
+    if (s.IsNotFound()) return false;
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading the fleet rollup"));
+    return true;
+  };
+  auto it = groups.begin();
+  while (it != groups.end()) {
+    const int64_t start = it->first.first;
+    // The new rows of this pane start's instances, and whether the total must be re-merged.
+    std::map<std::string_view, FleetRow> rows;
+    bool remerge = false;
+    FleetRow added;  // what the groups added to (no recompute) bring to the total
+    std::vector<std::string_view> newly_active;
+    for (; it != groups.end() && it->first.first == start; ++it) {
+      const std::string_view instance = it->first.second;
+      const Group& group = it->second;
+      FleetRow& row = rows[instance];
+      key = FleetKey(start, instance, /*total=*/false);
+      if (!group.recompute) {
+        Result<bool> found = get(cf, key, &value);
+        if (!found.ok()) return found.status();
+        if (*found) INFERSCOPE_RETURN_IF_ERROR(DecodeFleetRow(value, &row, nullptr));
+        const bool was_active = row.latency.events > 0;
+        for (const WindowSummary* pane : group.panes) {
+          const std::string_view metric = names.Name(pane->series.metric);
+          AddToFleetRow(metric, pane->end_ms, pane->agg, &row);
+          AddToFleetRow(metric, pane->end_ms, pane->agg, &added);
+        }
+        if (!was_active && row.latency.events > 0) newly_active.push_back(instance);
+      } else {
+        remerge = true;
+        // From scratch: this batch's panes, and the stored pane at `start` of every other fleet
+        // series of the instance (its series are contiguous in the index).
+        std::set<std::string> in_batch;
+        for (const WindowSummary* pane : group.panes) {
+          const std::string_view metric = names.Name(pane->series.metric);
+          in_batch.insert(SeriesPrefix(instance, names.Name(pane->series.model), metric));
+          AddToFleetRow(metric, pane->end_ms, pane->agg, &row);
+        }
+        std::string prefix;
+        AppendStr(&prefix, instance);
+        for (auto s = index_.lower_bound(prefix);
+             s != index_.end() && s->first.compare(0, prefix.size(), prefix) == 0; ++s) {
+          std::string_view rest = s->first, inst, model, metric;
+          if (!ReadStr(&rest, &inst) || !ReadStr(&rest, &model) || !ReadStr(&rest, &metric) ||
+              !IsFleetMetric(metric) || in_batch.contains(s->first)) {
+            continue;
+          }
+          pane_key = s->first;
+          AppendBigEndian64(&pane_key, static_cast<uint64_t>(start));
+          Result<bool> found = get(handles_[kPanes], pane_key, &value);
+          if (!found.ok()) return found.status();
+          if (!*found) continue;
+          Aggregate agg;
+          if (value.size() < 8 ||
+              !Aggregate::DecodeFrom(std::string_view(value).substr(8), &agg).ok()) {
+            return Status::Corruption("state store: pane '" + Printable(pane_key) + "'");
+          }
+          AddToFleetRow(metric, static_cast<int64_t>(DecodeBigEndian64(value)), agg, &row);
+        }
+      }
+      EncodeFleetRow(row, nullptr, &value);
+      INFERSCOPE_RETURN_IF_ERROR(FromRocks(batch->Put(cf, key, value), "state store"));
+    }
+
+    FleetRow total;
+    std::set<std::string, std::less<>> active;
+    key = FleetKey(start, {}, /*total=*/true);
+    if (!remerge) {
+      Result<bool> found = get(cf, key, &value);
+      if (!found.ok()) return found.status();
+      std::vector<std::string_view> names_stored;
+      if (*found) INFERSCOPE_RETURN_IF_ERROR(DecodeFleetRow(value, &total, &names_stored));
+      for (std::string_view name : names_stored) active.emplace(name);
+      MergeFleetRow(added, &total);
+      for (std::string_view name : newly_active) active.emplace(name);
+    } else {
+      // Every stored instance row of the pane, with this batch's rows in place of theirs.
+      rocksdb::ReadOptions read_options;
+      const std::string upper = FleetKey(start + 1, {}, true);
+      rocksdb::Slice upper_slice(upper);
+      read_options.iterate_upper_bound = &upper_slice;
+      std::unique_ptr<rocksdb::Iterator> iter(db_->NewIterator(read_options, cf));
+      for (iter->Seek(key); iter->Valid(); iter->Next()) {
+        std::string_view k = iter->key().ToStringView();
+        if (k.size() <= 8) continue;  // the total itself
+        std::string_view rest = k.substr(8), instance;
+        if (!ReadStr(&rest, &instance)) {
+          return Status::Corruption("state store: fleet key '" + Printable(k) + "'");
+        }
+        if (rows.contains(instance)) continue;
+        FleetRow row;
+        INFERSCOPE_RETURN_IF_ERROR(DecodeFleetRow(iter->value().ToStringView(), &row, nullptr));
+        MergeFleetRow(row, &total);
+        if (row.latency.events > 0) active.emplace(instance);
+      }
+      INFERSCOPE_RETURN_IF_ERROR(
+          FromRocks(iter->status(), "state store: reading the fleet rollup"));
+      for (const auto& [instance, row] : rows) {
+        MergeFleetRow(row, &total);
+        if (row.latency.events > 0) active.emplace(instance);
+      }
+    }
+    std::vector<std::string_view> list(active.begin(), active.end());
+    EncodeFleetRow(total, &list, &value);
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(batch->Put(cf, key, value), "state store"));
+  }
+  return Status::Ok();
+}
+
+std::optional<int64_t> StateStore::FleetFromMs() const {
+  const int64_t from = fleet_from_.load(std::memory_order_acquire);
+  if (from == std::numeric_limits<int64_t>::min()) return std::nullopt;
+  return from;
+}
+
+Result<bool> StateStore::ReadFleet(int64_t from_ms, int64_t to_ms, FleetRead* out) const {
+  const std::optional<int64_t> fleet_from = FleetFromMs();
+  if (!fleet_from || from_ms < *fleet_from) return false;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
+  rocksdb::ColumnFamilyHandle* cf = TableHandle(kFleetTable);
+  if (cf == nullptr) return false;
+  FleetRead read;
+  const int64_t expired_through = tiers_[0].ExpiredThroughMs(clock_->NowMs());
+  from_ms = std::max<int64_t>({from_ms, 0, FirstLiveStart(tiers_[0], expired_through)});
+  if (to_ms > from_ms) {
+    const std::string upper = FleetKey(to_ms, {}, true);
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, cf));
+    std::set<std::string, std::less<>> active;
+    std::vector<std::string_view> names;
+    // One Seek per pane start: the total row, then past the pane's instance rows.
+    for (it->Seek(FleetKey(from_ms, {}, true)); it->Valid();) {
+      std::string_view k = it->key().ToStringView();
+      const int64_t start = static_cast<int64_t>(DecodeBigEndian64(k));
+      if (k.size() == 8) {
+        FleetRow row;
+        names.clear();
+        INFERSCOPE_RETURN_IF_ERROR(DecodeFleetRow(it->value().ToStringView(), &row, &names));
+        if (row.end_ms > expired_through) {
+          read.latency.Merge(row.latency);
+          read.cached_tokens += row.cached;
+          read.prompt_tokens += row.prompt;
+          for (std::string_view name : names) active.emplace(name);
+          ++read.panes;
+        }
+      }
+      if (start == std::numeric_limits<int64_t>::max()) break;
+      it->Seek(FleetKey(start + 1, {}, true));
+    }
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(it->status(), "state store: reading the fleet rollup"));
+    read.active_instances = active.size();
+  }
+  *out = std::move(read);
+  return true;
 }
 
 Status StateStore::ScanTier(size_t tier, std::string_view instance, std::string_view model,

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,7 @@ struct DBOptions;
 struct ColumnFamilyOptions;
 class ColumnFamilyHandle;
 class CompactionFilter;
+class WriteBatch;
 class Env;
 class FileSystem;
 }  // namespace rocksdb
@@ -159,6 +161,22 @@ struct WindowsRead {
   std::optional<int64_t> mismatched_bucket_ms;
 };
 
+// The fleet rollup (StateStore::ReadFleet): per pane start, across every series, what
+// GET /v1/performance/metrics needs, so that endpoint reads O(panes) rather than O(series).
+// These are the metrics it covers.
+inline constexpr std::string_view kFleetLatencyMetric = "e2e_ms";
+inline constexpr std::string_view kFleetCachedMetric = "cached_tokens";
+inline constexpr std::string_view kFleetPromptMetric = "prompt_tokens";
+
+// What StateStore::ReadFleet found over a range of pane starts.
+struct FleetRead {
+  Aggregate latency;            // the merge of every kFleetLatencyMetric pane
+  double cached_tokens = 0;     // the sum of the kFleetCachedMetric panes' sums
+  double prompt_tokens = 0;     // the same for kFleetPromptMetric
+  size_t active_instances = 0;  // instances with a latency pane of >= 1 event in the range
+  int64_t panes = 0;            // pane starts that had a fleet row
+};
+
 // StateStore is the engine's durable state: RocksDB with one column family per kind of record.
 //
 // clang-format off
@@ -280,6 +298,15 @@ class StateStore {
   Status ScanRecords(const RecordTable& table, std::string_view from, std::string_view to,
                      const std::function<bool(std::string_view, std::string_view)>& fn) const;
 
+  // The fleet rollup over the panes whose start is in [from_ms, to_ms), skipping expired panes as
+  // ScanPanes does: the same panes a ScanSeries + ScanPanes pass over every series would merge,
+  // read from one row per pane start. False (and *out untouched) when the store cannot answer it
+  // so: the rollup starts at FleetFromMs() (written from then on by WritePanes), and a store an
+  // older engine wrote has none; the caller then reads per series.
+  Result<bool> ReadFleet(int64_t from_ms, int64_t to_ms, FleetRead* out) const;
+  // The first pane start the fleet rollup covers (nullopt: no rollup stored).
+  std::optional<int64_t> FleetFromMs() const;
+
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
 
@@ -353,6 +380,10 @@ class StateStore {
                         std::string_view metric, int64_t from_ms, int64_t to_ms,
                         const std::function<Status(const StoredPane&)>& fn) const;
   Status LoadIndex();
+  // The fleet rows of this batch's kFleet*Metric panes, added to `batch` (WritePanes, write_mu_
+  // and db_mu_ held).
+  Status AddFleetRows(std::span<const WindowSummary> panes, const Interner& names,
+                      rocksdb::WriteBatch* batch);
   // WriteRecords for any record type with `key` and optional `value`; `table_of(w)` names the
   // table of write `w`.
   template <typename Write, typename TableOf>
@@ -408,6 +439,12 @@ class StateStore {
   // first/last seen without a Get per pane.
   std::map<std::string, SeriesRange, std::less<>> index_;
   std::atomic<int64_t> watermark_{0};
+  // The fleet rollup's first pane start (INT64_MIN: none stored); meta "fleet_from".
+  std::atomic<int64_t> fleet_from_{std::numeric_limits<int64_t>::min()};
+  // Primary: the stored watermark when this process opened the store. A pane ending at or before
+  // it may have been written (and rolled into its fleet row) by an earlier process, so its
+  // instance's fleet row is recomputed rather than added to.
+  int64_t watermark_at_open_ = 0;
   Histogram* write_latency_ = nullptr;
   Counter* write_errors_ = nullptr;
   Counter* panes_written_ = nullptr;

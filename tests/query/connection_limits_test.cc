@@ -333,6 +333,24 @@ TEST_F(QueryServerConnectionTest, BodyWithinTheLimitIsServed) {
   EXPECT_EQ(res->status, 413) << res->body;
 }
 
+// Responses are buffered and sent at once (gated_server.cc, DeadlineStream): a "100 Continue"
+// must still leave before the server waits for the body, or client and server wait for each other.
+TEST_F(QueryServerConnectionTest, ExpectContinueIsAnsweredBeforeTheBodyIsRead) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
+  Socket s(server_->port());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(
+      s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"));
+  std::string interim = s.ReadResponse();
+  EXPECT_EQ(interim.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << interim;
+  ASSERT_TRUE(s.Send("{}"));
+  // No silence registry in this server: the request reaches the handler (500).
+  std::string response = s.ReadResponse();
+  EXPECT_EQ(response.rfind("HTTP/1.1 500", 0), 0u) << response;
+  EXPECT_NE(response.find("INTERNAL_ERROR"), std::string::npos) << response;
+}
+
 TEST(QueryServerOptionsTest, ValidateNamesTheBadLimit) {
   QueryServer::Options options;
   options.header_timeout_ms = 0;

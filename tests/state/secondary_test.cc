@@ -141,5 +141,39 @@ TEST_F(SecondaryTest, RefusesADirectoryWithoutAStoreAndItsOwnPathAsSecondary) {
   EXPECT_EQ(StateStore::Open(options, nullptr).status().code(), Status::Code::kInvalidArgument);
 }
 
+// The query node answers /v1/performance/metrics from the fleet rollup: it must see the rows the
+// engine wrote with its panes, and the new ones after a catch-up.
+TEST_F(SecondaryTest, ReadsTheFleetRollupAndCatchesUpWithIt) {
+  auto write_latency = [&](int64_t start_ms, double value) {
+    WindowSummary pane;
+    pane.series = {interner_.Intern("node-1"), interner_.Intern("llama"),
+                   interner_.Intern(kFleetLatencyMetric)};
+    pane.start_ms = start_ms;
+    pane.end_ms = start_ms + kPaneMs;
+    pane.max_event_time_ms = start_ms;
+    pane.agg.Add(value, start_ms);
+    pane.agg.AddEvent(false);
+    return primary_->WritePanes(std::vector<WindowSummary>{pane}, interner_, start_ms + kPaneMs);
+  };
+  ASSERT_TRUE(write_latency(100'000, 5).ok());
+  Result<std::unique_ptr<StateStore>> secondary = OpenSecondary("node-a");
+  ASSERT_TRUE(secondary.ok()) << secondary.status().ToString();
+  StateStore& node = **secondary;
+  EXPECT_EQ(node.FleetFromMs(), 0);
+  FleetRead read;
+  Result<bool> answered = node.ReadFleet(0, 200'000, &read);
+  ASSERT_TRUE(answered.ok()) << answered.status().ToString();
+  ASSERT_TRUE(*answered);
+  EXPECT_EQ(read.latency.events, 1u);
+  EXPECT_EQ(read.active_instances, 1u);
+
+  ASSERT_TRUE(write_latency(110'000, 7).ok());
+  ASSERT_TRUE(node.CatchUp().ok());
+  ASSERT_TRUE(node.ReadFleet(0, 200'000, &read).ok());
+  EXPECT_EQ(read.latency.events, 2u);
+  EXPECT_EQ(read.latency.max, 7);
+  EXPECT_EQ(read.panes, 2);
+}
+
 }  // namespace
 }  // namespace inferscope

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -386,6 +387,118 @@ TEST_F(StateStoreTest, ReadWindowsMergesModelsIntoWindows) {
   // Windows must be aligned to their length.
   request.from_ms = 5'000;
   EXPECT_EQ(store_->ReadWindows(request, &read).code(), Status::Code::kInvalidArgument);
+}
+
+// The fleet rollup against what a pass over every series reads (the per-series path of
+// GET /v1/performance/metrics): the same panes, merged.
+FleetRead FleetPerSeries(const StateStore& store, int64_t from_ms, int64_t to_ms) {
+  FleetRead out;
+  std::set<std::string> active;
+  Status s = store.ListSeries([&](const SeriesInfo& info) {
+    Status scanned = store.ScanPanes(info.instance, info.model, info.metric, from_ms, to_ms,
+                                     [&](const StoredPane& pane) {
+                                       if (info.metric == kFleetLatencyMetric) {
+                                         out.latency.Merge(pane.agg);
+                                         if (pane.agg.events > 0) active.insert(info.instance);
+                                       } else if (info.metric == kFleetCachedMetric) {
+                                         out.cached_tokens += pane.agg.sum;
+                                       } else if (info.metric == kFleetPromptMetric) {
+                                         out.prompt_tokens += pane.agg.sum;
+                                       }
+                                       return Status::Ok();
+                                     });
+    EXPECT_TRUE(scanned.ok()) << scanned.ToString();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  out.active_instances = active.size();
+  return out;
+}
+
+void ExpectSameFleet(const FleetRead& got, const FleetRead& want, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(got.latency.count, want.latency.count);
+  EXPECT_EQ(got.latency.events, want.latency.events);
+  EXPECT_EQ(got.latency.errors, want.latency.errors);
+  EXPECT_NEAR(got.latency.sum, want.latency.sum, 1e-9);
+  EXPECT_EQ(got.latency.min, want.latency.min);
+  EXPECT_EQ(got.latency.max, want.latency.max);
+  if (want.latency.count > 0) {
+    EXPECT_EQ(got.latency.Quantile(0.5), want.latency.Quantile(0.5));
+    EXPECT_EQ(got.latency.Quantile(0.99), want.latency.Quantile(0.99));
+  }
+  EXPECT_NEAR(got.cached_tokens, want.cached_tokens, 1e-9);
+  EXPECT_NEAR(got.prompt_tokens, want.prompt_tokens, 1e-9);
+  EXPECT_EQ(got.active_instances, want.active_instances);
+}
+
+TEST_F(StateStoreTest, FleetRollupMatchesAPassOverEverySeries) {
+  // Three pane starts; instance "a" with two models, "b" with one, "c" with gauges and a request
+  // series without events; an instance's panes split over two batches.
+  std::vector<WindowSummary> first = {
+      Pane("a", "m1", "e2e_ms", 0, {10, 20, 30}, 1),
+      Pane("a", "m1", "cached_tokens", 0, {5}),
+      Pane("a", "m1", "prompt_tokens", 0, {40}),
+      Pane("a", "m1", "ttft_ms", 0, {1000}),  // not a fleet metric
+      Pane("b", "m1", "e2e_ms", 0, {50}),
+      Pane("c", "m1", "e2e_ms", 0, {}),
+  };
+  ASSERT_TRUE(store_->WritePanes(first, interner_, 10'000).ok());
+  std::vector<WindowSummary> second = {
+      Pane("a", "m2", "e2e_ms", 0, {15}),
+      Pane("a", "m2", "prompt_tokens", 0, {60}),
+      Pane("a", "m1", "e2e_ms", kPaneMs, {11, 12}),
+      Pane("b", "m1", "e2e_ms", kPaneMs, {7}, 1),
+      Pane("b", "m1", "cached_tokens", kPaneMs, {3}),
+      Pane("a", "m1", "e2e_ms", 2 * kPaneMs, {99}),
+  };
+  ASSERT_TRUE(store_->WritePanes(second, interner_, 30'000).ok());
+  auto check = [&](const std::string& what) {
+    for (auto [from, to] : {std::pair<int64_t, int64_t>{0, 30'000},
+                            {0, 10'000},
+                            {10'000, 20'000},
+                            {10'000, 30'000},
+                            {20'000, 40'000},
+                            {30'000, 40'000}}) {
+      FleetRead got;
+      Result<bool> read = store_->ReadFleet(from, to, &got);
+      ASSERT_TRUE(read.ok()) << read.status().ToString();
+      ASSERT_TRUE(*read);
+      ExpectSameFleet(got, FleetPerSeries(*store_, from, to),
+                      what + " [" + std::to_string(from) + ", " + std::to_string(to) + ")");
+    }
+  };
+  check("first emissions");
+  FleetRead all;
+  ASSERT_TRUE(store_->ReadFleet(0, 30'000, &all).ok());
+  EXPECT_EQ(all.latency.events, 3u + 1 + 1 + 2 + 1 + 1);
+  EXPECT_EQ(all.active_instances, 2u);  // "c" had no request in its pane
+  EXPECT_EQ(all.panes, 3);
+
+  // Late events replace a stored pane (update): counted once, with the new value.
+  WindowSummary late = Pane("a", "m1", "e2e_ms", 0, {10, 20, 30, 500}, 2);
+  late.update = true;
+  WindowSummary late_c = Pane("c", "m1", "e2e_ms", 0, {8});
+  late_c.update = true;
+  ASSERT_TRUE(store_->WritePanes(std::vector<WindowSummary>{late, late_c}, interner_, 30'000).ok());
+  check("after updates");
+  ASSERT_TRUE(store_->ReadFleet(0, 10'000, &all).ok());
+  EXPECT_EQ(all.latency.max, 500);
+  EXPECT_EQ(all.active_instances, 3u);
+
+  // A restarted engine emitting again, without `update`, panes it had written before it stopped:
+  // recomputed, not added twice.
+  ASSERT_TRUE(Reopen().ok());
+  std::vector<WindowSummary> again = {Pane("b", "m1", "e2e_ms", kPaneMs, {7}, 1),
+                                      Pane("a", "m1", "e2e_ms", 3 * kPaneMs, {1})};
+  ASSERT_TRUE(store_->WritePanes(again, interner_, 40'000).ok());
+  check("after a restart");
+
+  // A range before the rollup's start is not answered from it.
+  EXPECT_EQ(store_->FleetFromMs(), 0);
+  FleetRead unused;
+  Result<bool> before = store_->ReadFleet(-kPaneMs, 10'000, &unused);
+  ASSERT_TRUE(before.ok());
+  EXPECT_FALSE(*before);
 }
 
 }  // namespace

@@ -178,8 +178,9 @@ std::string Printable(std::string_view bytes) {
 //                                         FleetRow plus the names of the active instances
 //   key be64(pane start) str(instance)    one instance's share (merged over its models)
 // WritePanes keeps both in the batch that writes the panes. An instance's share is added to when
-// its panes arrive for the first time and recomputed from the stored panes when one is replaced
-// (`update`) or may have been written by an earlier process; the total is added to in the first
+// its panes arrive for the first time and recomputed from the stored panes when one is already
+// stored (replaced, or fired again after a restart: not always marked `update`) or appears twice in
+// the batch; the total is added to in the first
 // case and re-merged from the instance rows in the second, so replaced panes are never counted
 // twice. Expires with tier 0 (Open sets the table's retention from it).
 const RecordTable kFleetTable("fleet_panes", RecordExpiry{});
@@ -861,12 +862,6 @@ Status StateStore::AddFleetRows(std::span<const WindowSummary> panes, const Inte
     bool recompute = false;
   };
   std::map<std::pair<int64_t, std::string_view>, Group> groups;
-  for (const WindowSummary& pane : panes) {
-    if (pane.start_ms < fleet_from || !IsFleetMetric(names.Name(pane.series.metric))) continue;
-    Group& g = groups[{pane.start_ms, names.Name(pane.series.instance)}];
-    g.panes.push_back(&pane);
-    g.recompute = g.recompute || pane.update || pane.end_ms <= watermark_at_open_;
-  }
   std::string key, value, pane_key;
   auto get = [&](rocksdb::ColumnFamilyHandle* family, const std::string& k,
                  std::string* out) -> Result<bool> {
@@ -875,6 +870,34 @@ Status StateStore::AddFleetRows(std::span<const WindowSummary> panes, const Inte
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading the fleet rollup"));
     return true;
   };
+  for (const WindowSummary& pane : panes) {
+    const std::string_view metric = names.Name(pane.series.metric);
+    if (pane.start_ms < fleet_from || !IsFleetMetric(metric)) continue;
+    const std::string_view instance = names.Name(pane.series.instance);
+    Group& g = groups[{pane.start_ms, instance}];
+    // The same pane twice in one batch: the later one is what the batch stores.
+    auto same = std::find_if(g.panes.begin(), g.panes.end(), [&](const WindowSummary* p) {
+      return p->series.model == pane.series.model && p->series.metric == pane.series.metric;
+    });
+    if (same != g.panes.end()) {
+      *same = &pane;
+      g.recompute = true;
+      continue;
+    }
+    g.panes.push_back(&pane);
+    if (g.recompute) continue;
+    // Whether the pane is stored already, whatever its `update` flag says: a partial pane flushed
+    // at shutdown fires again, complete and not marked as an update, after the restart.
+    bool stored = pane.update || pane.end_ms <= watermark_at_open_;
+    if (!stored) {
+      pane_key = SeriesPrefix(instance, names.Name(pane.series.model), metric);
+      AppendBigEndian64(&pane_key, static_cast<uint64_t>(pane.start_ms));
+      Result<bool> found = get(handles_[kPanes], pane_key, &value);
+      if (!found.ok()) return found.status();
+      stored = *found;
+    }
+    g.recompute = stored;
+  }
   auto it = groups.begin();
   while (it != groups.end()) {
     const int64_t start = it->first.first;

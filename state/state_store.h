@@ -162,8 +162,8 @@ struct WindowsRead {
 };
 
 // The fleet rollup (StateStore::ReadFleet): per pane start, across every series, what
-// GET /v1/performance/metrics needs, so that endpoint reads O(panes) rather than O(series).
-// These are the metrics it covers.
+// GET /v1/performance/metrics needs, so that endpoint reads O(panes x active instances) rather than
+// one windowed read per series. These are the metrics it covers.
 inline constexpr std::string_view kFleetLatencyMetric = "e2e_ms";
 inline constexpr std::string_view kFleetCachedMetric = "cached_tokens";
 inline constexpr std::string_view kFleetPromptMetric = "prompt_tokens";

@@ -501,5 +501,29 @@ TEST_F(StateStoreTest, FleetRollupMatchesAPassOverEverySeries) {
   EXPECT_FALSE(*before);
 }
 
+TEST_F(StateStoreTest, FleetRollupCountsAPaneFiredAgainAfterARestartOnce) {
+  // flush_on_close stores the open pane at shutdown (its end is past the stored watermark); the
+  // restarted engine restores it and fires it again, complete and not marked `update`.
+  std::vector<WindowSummary> partial = {Pane("a", "m1", "e2e_ms", 0, {10, 20}),
+                                        Pane("b", "m1", "e2e_ms", 0, {5})};
+  ASSERT_TRUE(store_->WritePanes(partial, interner_, 0).ok());
+  ASSERT_TRUE(Reopen().ok());
+  WindowSummary complete = Pane("a", "m1", "e2e_ms", 0, {10, 20, 30});
+  ASSERT_FALSE(complete.update);
+  ASSERT_TRUE(store_->WritePanes(std::vector<WindowSummary>{complete}, interner_, 0).ok());
+  // The same pane twice in one batch: the batch stores the later one, and so counts the rollup.
+  std::vector<WindowSummary> twice = {Pane("b", "m1", "e2e_ms", 0, {5, 6}),
+                                      Pane("b", "m1", "e2e_ms", 0, {5, 6, 7})};
+  ASSERT_TRUE(store_->WritePanes(twice, interner_, 0).ok());
+  FleetRead got;
+  Result<bool> read = store_->ReadFleet(0, 10'000, &got);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_TRUE(*read);
+  ExpectSameFleet(got, FleetPerSeries(*store_, 0, 10'000), "after the restart");
+  EXPECT_EQ(got.latency.events, 3u + 3);
+  EXPECT_EQ(got.latency.max, 30);
+  EXPECT_EQ(got.active_instances, 2u);
+}
+
 }  // namespace
 }  // namespace inferscope

@@ -2,6 +2,7 @@
 
 #include <nats/nats.h>
 
+#include <chrono>
 #include <utility>
 
 namespace inferscope::client {
@@ -34,7 +35,9 @@ struct JetStreamPublisherAccess {
 };
 
 JetStreamPublisher::JetStreamPublisher(JetStreamPublisherOptions options)
-    : options_(std::move(options)) {
+    : options_(std::move(options)),
+      incarnation_(static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch() /
+                                         std::chrono::nanoseconds(1))) {
   if (options_.partitions == 0) options_.partitions = 1;
   for (uint32_t p = 0; p < options_.partitions; ++p) {
     encoders_.push_back(
@@ -111,8 +114,15 @@ bool JetStreamPublisher::PublishRaw(uint32_t partition, std::string_view payload
   jsPubOptions_Init(&po);
   msg_id_.assign(msg_id);
   if (!msg_id_.empty()) po.MsgId = msg_id_.c_str();
-  natsStatus s = js_PublishAsync(js_, subjects_[partition].c_str(), payload.data(),
-                                 static_cast<int>(payload.size()), &po);
+  // With max_in_flight publishes unacknowledged, js_PublishAsync waits (StallWait) and then
+  // times out: wait on, up to ack_timeout_ms in all (back-pressure, not loss).
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.ack_timeout_ms);
+  natsStatus s = NATS_OK;
+  do {
+    s = js_PublishAsync(js_, subjects_[partition].c_str(), payload.data(),
+                        static_cast<int>(payload.size()), &po);
+  } while (s == NATS_TIMEOUT && std::chrono::steady_clock::now() < deadline);
   if (s != NATS_OK) {
     failed_.fetch_add(1);
     last_error_ = "publish to " + subjects_[partition] + ": " + NatsText(s);
@@ -128,7 +138,8 @@ bool JetStreamPublisher::FlushPartition(uint32_t p) {
   if (events == 0) return true;
   const uint64_t seq = e.next_seq();
   const std::string_view payload = e.Finish();
-  const std::string id = e.publisher_id() + ":" + std::to_string(seq);
+  const std::string id =
+      e.publisher_id() + ":" + std::to_string(incarnation_) + ":" + std::to_string(seq);
   if (!PublishRaw(p, payload, id)) return false;
   events_published_ += events;
   return true;

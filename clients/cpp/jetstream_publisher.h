@@ -39,8 +39,9 @@ struct JetStreamPublisherOptions {
 // JetStreamPublisher batches events per partition (the partition chosen from each event's instance)
 // and publishes each batch as one message with acknowledged, asynchronous JetStream publishes, at
 // most max_in_flight unacknowledged (a publish beyond it waits). Every message carries a
-// Nats-Msg-Id "<publisher id>/p<p>:<seq>", so the stream drops a message published twice within its
-// duplicate window.
+// Nats-Msg-Id "<publisher id>/p<p>:<start ns>:<seq>" (the start time of this object: a restarted
+// process numbering from 0 again is not taken for duplicates), so the stream drops a message
+// published twice within its duplicate window.
 //
 // Lifecycle: Connect → Request/Gauge (a partition's batch is published at batch_size) → Flush
 // (publishes what is pending and waits for every acknowledgement) → destructor (flushes). Errors: a
@@ -87,6 +88,7 @@ class JetStreamPublisher {
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
   std::string msg_id_;
+  uint64_t incarnation_;  // this object's start (ns since the epoch), in its message ids
   uint64_t messages_published_ = 0;
   uint64_t events_published_ = 0;
   std::atomic<uint64_t> failed_{0};  // incremented by libnats' reply thread

@@ -14,7 +14,7 @@
 // directory. Messages: request outcomes over 200 (instance, model) groups, 256 events each, event
 // times spread over 60 s. Prints a Markdown table.
 //
-// Usage: jetstream_throughput [--events N]
+// Usage: jetstream_throughput [--events N] [--fetch-batch B]
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -124,8 +124,10 @@ uint64_t WaitForEngine(Engine& engine, uint64_t events) {
 
 int Main(int argc, char** argv) {
   uint64_t events = 2'000'000;
+  int fetch_batch = 256;  // of the engine's jetstream source
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--events") == 0) events = std::stoull(argv[i + 1]);
+    if (std::strcmp(argv[i], "--fetch-batch") == 0) fetch_batch = std::stoi(argv[i + 1]);
   }
   constexpr int kBatch = 256;
   const uint64_t messages_count = (events + kBatch - 1) / kBatch;
@@ -220,10 +222,11 @@ int Main(int argc, char** argv) {
   double js_engine_s = 0;
   uint64_t js_engine_events = 0;
   {
-    TopologySpec spec = bench::LoadTopologyOrExit(
-        WriteTopology(dir, "jetstream",
-                      "type: jetstream\n    options: {url: \"" + url +
-                          "\", stream: BENCH, partitions: [0], fetch_batch: 256}"));
+    TopologySpec spec = bench::LoadTopologyOrExit(WriteTopology(
+        dir, "jetstream",
+        "type: jetstream\n    options: {url: \"" + url +
+            "\", stream: BENCH, partitions: [0], fetch_batch: " + std::to_string(fetch_batch) +
+            "}"));
     const std::string state = bench::TempStateDir("inferscope-jsbench-state");
     t0 = SteadyClock::now();
     std::unique_ptr<Engine> engine = bench::StartEngine(spec, state);
@@ -276,9 +279,10 @@ int Main(int argc, char** argv) {
               static_cast<unsigned long>(events), publish_s, e / publish_s);
   std::printf("| (b) JetStream bare consume, fetch 256, AckAll | %lu | %.2f | %.0f |\n",
               static_cast<unsigned long>(events), consume_s, e / consume_s);
-  std::printf("| (c) engine, jetstream source (stream pre-filled) | %lu | %.2f | %.0f |\n",
-              static_cast<unsigned long>(js_engine_events), js_engine_s,
-              static_cast<double>(js_engine_events) / js_engine_s);
+  std::printf(
+      "| (c) engine, jetstream source (stream pre-filled, fetch %d) | %lu | %.2f | %.0f |\n",
+      fetch_batch, static_cast<unsigned long>(js_engine_events), js_engine_s,
+      static_cast<double>(js_engine_events) / js_engine_s);
   std::printf("| (d) engine, zmq source (PUSH from this process) | %lu | %.2f | %.0f |\n",
               static_cast<unsigned long>(zmq_engine_events), zmq_engine_s,
               static_cast<double>(zmq_engine_events) / zmq_engine_s);

@@ -386,14 +386,19 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   if (conn_ == nullptr) return Status::Internal("jetstream source: Run before Open");
   // Consumers are created here, after Restore has set the positions. A server that refuses (it
   // may be restarting) is retried every second.
-  while (!stop.load(std::memory_order_relaxed)) {
-    Status st = CreateConsumers();
-    if (st.ok()) break;
-    spdlog::warn("source {}: {} (retrying in 1s)", ctx_.name, st.ToString());
-    for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // A partition whose fetch failed has its consumer created again at its position (the same
+  // path, so the restart and a consumer deleted under a running engine resume alike).
+  auto ensure_consumers = [&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      Status st = CreateConsumers();
+      if (st.ok()) return;
+      spdlog::warn("source {}: {} (retrying in 1s)", ctx_.name, st.ToString());
+      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
     }
-  }
+  };
+  ensure_consumers();
   EventBatchPtr batch;
   size_t next = 0;
   while (!stop.load(std::memory_order_relaxed)) {
@@ -405,9 +410,16 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
     next = (next + 1) % partitions_.size();
     Result<int> fetched = FetchOnce(p, *batch);
     if (!fetched.ok()) {
-      // A lost connection: libnats reconnects by itself; a deleted consumer needs creating again.
-      spdlog::warn("source {}: {}", ctx_.name, fetched.status().ToString());
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // A lost connection (libnats reconnects by itself) or a consumer deleted on the server:
+      // create the consumer again at the partition's position, at most once a second.
+      spdlog::warn("source {}: {}; creating the consumer again after stream sequence {}", ctx_.name,
+                   fetched.status().ToString(), p.applied);
+      natsSubscription_Destroy(p.sub);
+      p.sub = nullptr;
+      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ensure_consumers();
       continue;
     }
     if (!batch->events.empty() || !batch->sequences.empty()) {

@@ -41,12 +41,14 @@ namespace inferscope {
 // Lifecycle: Open connects and checks that the stream exists; Run creates the consumers (retrying
 // every second while the server refuses), then fetches from the partitions in turn (up to
 // fetch_batch messages, waiting up to fetch_wait when one is empty) and emits one batch per fetch;
-// it notices `stop` within fetch_wait. Close destroys subscriptions and the connection (the durable
-// consumers stay on the server). Bad messages (anything the decoder rejects as a whole) are counted
-// dead letters (inferscope_jetstream_dead_letters_total) and their position still advances: they
-// are acknowledged like the others and never crash or stall the source. Metrics per partition:
-// fetched messages, acked stream sequence, lag (messages pending in the consumer after the last
-// fetched one), skipped redeliveries, dead letters.
+// a partition whose fetch fails (its consumer deleted, the server gone) has its consumer created
+// again at its position, at most once a second; Run notices `stop` within fetch_wait. Close
+// destroys subscriptions and the connection (the durable consumers stay on the server). Bad
+// messages (anything the decoder rejects as a whole) are counted dead letters
+// (inferscope_jetstream_dead_letters_total) and their position still advances: they are
+// acknowledged like the others and never crash or stall the source. Metrics per partition: fetched
+// messages, acked stream sequence, lag (messages pending in the consumer after the last fetched
+// one), skipped redeliveries, dead letters.
 //
 // Concurrency: Open/Restore/Close on the engine thread; Run on the source thread;
 // OnCheckpointDurable on a sink thread (it publishes the acks itself under a mutex: the NATS

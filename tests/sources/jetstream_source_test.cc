@@ -281,6 +281,37 @@ TEST(JetStreamSourceTest, RestartResumesAfterTheCheckpointedSequenceAndAcksFollo
   EXPECT_EQ(second.Counter("inferscope_jetstream_fetched_messages_total", 0), 4u);
 }
 
+TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 25);  // sequences 1..5
+  Running r(server.url(), {0});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 5; }));
+  {
+    natsConnection* conn = nullptr;
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&conn, server.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
+    EXPECT_EQ(js_DeleteConsumer(js, kStream, "inferscope-p0", nullptr, nullptr), NATS_OK);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(conn);
+  }
+  PublishRequests(pub, 25, 25);  // sequences 6..10
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 10; }))
+      << r.out.positions()[r.Key(0)];
+  r.Stop();
+  EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
+}
+
 TEST(JetStreamSourceTest, OptionsAreValidated) {
   JetStreamSource::Options o;
   o.url = "nats://127.0.0.1:1";

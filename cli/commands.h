@@ -133,6 +133,27 @@ struct RecordArgs {
 };
 int RecordCommand(const RecordArgs& args);
 
+// `inferscope bridge`: forwards protocol-v1 messages received on a bound ZeroMQ PULL socket (the
+// engine's default ingest) into a NATS JetStream stream, for publishers that cannot change; each
+// message whole, to partition FNV-1a(publisher id) mod `partitions`, with acknowledged publishes at
+// most `max_in_flight` unacknowledged (beyond that the bridge stops reading the socket, so ZeroMQ
+// back-pressures the publishers). Built with INFERSCOPE_JETSTREAM only. Exit code 0 after
+// SIGINT/SIGTERM (or `duration_s`) with every publish acknowledged, 1 on a failure, 2 on bad
+// options.
+struct BridgeArgs {
+  std::string zmq_bind;                          // PULL binds here; tcp://127.0.0.1:* picks a port
+  std::string nats_url;                          // required, nats://host:port
+  std::string stream;                            // required
+  std::string subject_prefix = "inferscope.in";  // partition p is "<prefix>.<p>"
+  int partitions = 1;                            // the stream's partition count
+  int max_in_flight = 1024;                      // unacknowledged publishes
+  int rcvhwm = 1000;                             // ZMQ_RCVHWM in messages
+  bool create_stream = false;  // create the stream (file storage, "<prefix>.*") when missing
+  std::string ready_file;      // written ({"endpoint": ...}) once bound and connected
+  double duration_s = 0;       // 0 = until SIGINT/SIGTERM
+};
+int BridgeCommand(const BridgeArgs& args);
+
 struct TableArgs {
   std::string url = "http://127.0.0.1:8080";
   std::string ready_file;      // when set, the URL is its "http" (what `run --ready-file` wrote)

@@ -375,6 +375,41 @@ int main(int argc, char** argv) {
   replay_cmd->add_flag("--no-progress", replay.no_progress,
                        "No progress line on stderr (it is shown only at a terminal anyway)");
 
+  inferscope::BridgeArgs bridge;
+  CLI::App* bridge_cmd = app.add_subcommand(
+      "bridge",
+      "Forward protocol messages from a bound ZeroMQ PULL socket (where PUSH publishers send) into "
+      "a NATS JetStream stream for the jetstream source: each message whole, to partition "
+      "FNV-1a(publisher id) mod --partitions, acknowledged publishes, bounded in flight; until "
+      "SIGINT/SIGTERM or --duration");
+  bridge_cmd
+      ->add_option("--zmq-bind", bridge.zmq_bind,
+                   "PULL socket binds here (tcp://127.0.0.1:* picks a free port)")
+      ->required();
+  bridge_cmd->add_option("--nats", bridge.nats_url, "NATS server URL (nats://127.0.0.1:4222)")
+      ->required();
+  bridge_cmd->add_option("--stream", bridge.stream, "The JetStream stream")->required();
+  bridge_cmd
+      ->add_option("--subject-prefix", bridge.subject_prefix, "Partition p is subject PREFIX.p")
+      ->capture_default_str();
+  bridge_cmd->add_option("--partitions", bridge.partitions, "The stream's partition count")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  bridge_cmd
+      ->add_option("--max-in-flight", bridge.max_in_flight,
+                   "Publishes not yet acknowledged by the stream")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  bridge_cmd->add_option("--rcvhwm", bridge.rcvhwm, "ZeroMQ receive high-water mark, messages")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000000));
+  bridge_cmd->add_flag("--create-stream", bridge.create_stream,
+                       "Create the stream (file storage, subjects PREFIX.*) when it is missing");
+  bridge_cmd->add_option("--ready-file", bridge.ready_file,
+                         "Write {\"endpoint\": ...} here once bound and connected");
+  bridge_cmd->add_option("--duration", bridge.duration_s, "Seconds to run; 0 = until stopped")
+      ->capture_default_str();
+
   inferscope::RecordArgs record;
   CLI::App* record_cmd = app.add_subcommand(
       "record",
@@ -461,6 +496,7 @@ int main(int argc, char** argv) {
   if (*detect_cmd) return inferscope::DetectCommand(detect);
   if (*replay_cmd) return inferscope::ReplayCommand(replay);
   if (*record_cmd) return inferscope::RecordCommand(record);
+  if (*bridge_cmd) return inferscope::BridgeCommand(bridge);
   if (*keygen_cmd) return inferscope::KeygenCommand(keygen);
   return 0;
 }

@@ -9,6 +9,7 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev
   libcpp-httplib-dev libyaml-cpp-dev libcli11-dev libsnappy-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libnats-dev nats-server
   python3 python3-zmq python3-msgpack python3-jsonschema curl
   python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db
 )

@@ -1,0 +1,460 @@
+#include "sources/jetstream_source.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "sources/decoder_options.h"
+#include "sources/jetstream_register.h"
+
+namespace inferscope {
+namespace {
+
+constexpr int64_t kLogIntervalNs = 1'000'000'000;
+constexpr int64_t kNsPerMs = 1'000'000;
+
+Status NatsError(std::string_view what, natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
+  std::string message = std::string(what) + ": " + natsStatus_GetText(s);
+  const char* last = nats_GetLastError(nullptr);
+  if (last != nullptr && *last != '\0') message += std::string(" (") + last + ")";
+  if (jerr != 0) message += " [JetStream error " + std::to_string(static_cast<int>(jerr)) + "]";
+  return Status::IOError(message);
+}
+
+bool ValidName(std::string_view name) {
+  if (name.empty()) return false;
+  return std::none_of(name.begin(), name.end(), [](char c) {
+    return c == '.' || c == '*' || c == '>' || c == ' ' || c == '\t' || c == '/' || c == '\\';
+  });
+}
+
+// The stream sequence and the pending count of a JetStream message from its ack subject, without
+// allocating: "$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>" (9 tokens),
+// or with domain and account hash "$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.
+// <cseq>.<ts>.<pending>[.<token>]" (11 or 12 tokens). False when it is not such a subject.
+bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* pending) {
+  std::string_view tokens[12];
+  size_t n = 0;
+  size_t start = 0;
+  for (size_t i = 0; i <= reply.size(); ++i) {
+    if (i == reply.size() || reply[i] == '.') {
+      if (n == 12) return false;
+      tokens[n++] = reply.substr(start, i - start);
+      start = i + 1;
+    }
+  }
+  if (n < 9 || tokens[0] != "$JS" || tokens[1] != "ACK") return false;
+  const size_t base = n == 9 ? 0 : 2;  // v2 adds domain and account hash after "ACK"
+  if (n != 9 && n != 11 && n != 12) return false;
+  auto number = [](std::string_view t, uint64_t* out) {
+    if (t.empty()) return false;
+    uint64_t v = 0;
+    for (char c : t) {
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    *out = v;
+    return true;
+  };
+  return number(tokens[base + 5], stream_seq) && number(tokens[base + 8], pending);
+}
+
+}  // namespace
+
+Status JetStreamSource::Options::Validate() const {
+  if (url.empty()) return Status::InvalidArgument("jetstream source: url is required");
+  if (!ValidName(stream)) {
+    return Status::InvalidArgument(
+        "jetstream source: stream is required (a name without '.', '*', '>', '/' or spaces)");
+  }
+  if (subject_prefix.empty() || subject_prefix.front() == '.' || subject_prefix.back() == '.' ||
+      subject_prefix.find_first_of("*> \t") != std::string::npos) {
+    return Status::InvalidArgument(
+        "jetstream source: subject_prefix must be a subject such as inferscope.in");
+  }
+  if (partitions.empty()) {
+    return Status::InvalidArgument("jetstream source: partitions must list at least one");
+  }
+  if (std::set<uint32_t>(partitions.begin(), partitions.end()).size() != partitions.size()) {
+    return Status::InvalidArgument("jetstream source: partitions are listed twice");
+  }
+  if (!ValidName(durable)) {
+    return Status::InvalidArgument(
+        "jetstream source: durable must be a name without '.', '*', '>', '/' or spaces");
+  }
+  if (fetch_batch < 1 || fetch_batch > 65536) {
+    return Status::InvalidArgument("jetstream source: fetch_batch must be between 1 and 65536");
+  }
+  if (fetch_wait_ms < 1 || fetch_wait_ms > 1000) {
+    return Status::InvalidArgument("jetstream source: fetch_wait must be between 1ms and 1s");
+  }
+  if (ack_wait_ms < 1000) {
+    return Status::InvalidArgument("jetstream source: ack_wait must be at least 1s");
+  }
+  if (max_ack_pending < 1 || max_ack_pending > (int64_t{1} << 30)) {
+    return Status::InvalidArgument("jetstream source: max_ack_pending must be between 1 and 2^30");
+  }
+  return decoder.Validate().WithContext("jetstream source");
+}
+
+Result<std::unique_ptr<JetStreamSource>> JetStreamSource::Create(const ConfigNode& node) {
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"url", "stream", "subject_prefix", "partitions", "durable", "fetch_batch", "fetch_wait",
+       "ack_wait", "max_ack_pending", "max_future_skew", "max_past", "max_events_per_message",
+       "max_string_bytes", "max_message_bytes", "max_publishers", "max_strings_per_publisher"}));
+  Options o;
+  Result<std::string> url = node.GetString("url");
+  if (!url.ok()) return url.status();
+  o.url = *url;
+  Result<std::string> stream = node.GetString("stream");
+  if (!stream.ok()) return stream.status();
+  o.stream = *stream;
+  Result<std::string> prefix = node.GetString("subject_prefix", o.subject_prefix);
+  if (!prefix.ok()) return prefix.status();
+  o.subject_prefix = *prefix;
+  if (!node.Has("partitions")) return node.Error("partitions", "required: a list such as [0, 1]");
+  const YAML::Node list = node.node()["partitions"];
+  if (!list.IsSequence()) return node.Error("partitions", "expected a list of partition numbers");
+  for (const YAML::Node& p : list) {
+    int64_t v = -1;
+    try {
+      v = p.as<int64_t>();
+    } catch (const YAML::Exception&) {
+      v = -1;
+    }
+    if (!p.IsScalar() || v < 0 || v > 65535) {
+      return node.Error("partitions", "expected partition numbers between 0 and 65535");
+    }
+    o.partitions.push_back(static_cast<uint32_t>(v));
+  }
+  Result<std::string> durable = node.GetString("durable", o.durable);
+  if (!durable.ok()) return durable.status();
+  o.durable = *durable;
+  Result<int64_t> fetch_batch = node.GetInt("fetch_batch", o.fetch_batch, 1, 65536);
+  if (!fetch_batch.ok()) return fetch_batch.status();
+  o.fetch_batch = static_cast<int>(*fetch_batch);
+  Result<int64_t> fetch_wait = node.GetDurationMs("fetch_wait", o.fetch_wait_ms, 1);
+  if (!fetch_wait.ok()) return fetch_wait.status();
+  o.fetch_wait_ms = *fetch_wait;
+  Result<int64_t> ack_wait = node.GetDurationMs("ack_wait", o.ack_wait_ms, 1000);
+  if (!ack_wait.ok()) return ack_wait.status();
+  o.ack_wait_ms = *ack_wait;
+  Result<int64_t> pending = node.GetInt("max_ack_pending", o.max_ack_pending, 1, int64_t{1} << 30);
+  if (!pending.ok()) return pending.status();
+  o.max_ack_pending = *pending;
+  INFERSCOPE_RETURN_IF_ERROR(ParseDecoderOptions(node, &o.decoder));
+  Status valid = o.Validate();
+  if (!valid.ok()) return node.Error("", valid.message());
+  return std::make_unique<JetStreamSource>(std::move(o));
+}
+
+std::string JetStreamSource::PositionKey(std::string_view stream, std::string_view subject) {
+  return "jetstream:" + std::string(stream) + ":" + std::string(subject);
+}
+
+JetStreamSource::JetStreamSource(Options options) : options_(std::move(options)) {}
+
+JetStreamSource::~JetStreamSource() { Close(); }
+
+Status JetStreamSource::Open(const StageContext& ctx) {
+  if (ctx.interner == nullptr || ctx.clock == nullptr) {
+    return Status::InvalidArgument(
+        "jetstream source: the stage context needs an interner and a clock");
+  }
+  INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
+  ctx_ = ctx;
+  decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
+                                           ctx.name);
+  partitions_.clear();
+  partitions_.resize(options_.partitions.size());
+  for (size_t i = 0; i < options_.partitions.size(); ++i) {
+    Partition& p = partitions_[i];
+    p.index = options_.partitions[i];
+    p.subject = options_.subject_prefix + "." + std::to_string(p.index);
+    p.durable = options_.durable + "-p" + std::to_string(p.index);
+    p.key = ctx.interner->Intern(PositionKey(options_.stream, p.subject));
+    if (p.key == 0) return Status::Unavailable("jetstream source: string table full");
+    ctx.interner->Pin(p.key);  // checkpoints key the position by this name
+    p.ring.resize(kRing);
+    if (ctx.metrics != nullptr) {
+      const Labels labels = {{"stage", ctx.name}, {"partition", std::to_string(p.index)}};
+      p.fetched = ctx.metrics->GetCounter("inferscope_jetstream_fetched_messages_total",
+                                          "Messages fetched from the partition's consumer", labels);
+      p.dead = ctx.metrics->GetCounter(
+          "inferscope_jetstream_dead_letters_total",
+          "Messages rejected as a whole by the decoder (acknowledged, never redelivered)", labels);
+      p.skipped = ctx.metrics->GetCounter(
+          "inferscope_jetstream_redelivered_skipped_total",
+          "Messages skipped because their stream sequence was applied already", labels);
+      p.acks = ctx.metrics->GetCounter("inferscope_jetstream_acks_total",
+                                       "AckAll acks sent after durable checkpoints", labels);
+      p.acked_seq = ctx.metrics->GetGauge(
+          "inferscope_jetstream_acked_sequence",
+          "Stream sequence of the newest message acked (its effect is durable)", labels);
+      p.lag = ctx.metrics->GetGauge(
+          "inferscope_jetstream_lag_messages",
+          "Messages pending in the partition's consumer after the last one fetched", labels);
+    }
+  }
+  natsStatus s = natsConnection_ConnectTo(&conn_, options_.url.c_str());
+  if (s != NATS_OK) {
+    conn_ = nullptr;
+    return NatsError("jetstream source: cannot connect to " + options_.url, s);
+  }
+  s = natsConnection_JetStream(&js_, conn_, nullptr);
+  if (s != NATS_OK) {
+    Close();
+    return NatsError("jetstream source: no JetStream context", s);
+  }
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  s = js_GetStreamInfo(&info, js_, options_.stream.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) {
+    Close();
+    return NatsError("jetstream source: stream '" + options_.stream + "' on " + options_.url +
+                         " is not available (create it with subjects " + options_.subject_prefix +
+                         ".*)",
+                     s, jerr);
+  }
+  jsStreamInfo_Destroy(info);
+  return Status::Ok();
+}
+
+Status JetStreamSource::Restore(const CheckpointReader& reader) {
+  return reader.ForEach([this](std::string_view key, std::string_view value) -> Status {
+    Result<AppliedSequence> applied = DecodeAppliedSequence(value);
+    if (!applied.ok()) {
+      return applied.status().WithContext("jetstream source checkpoint: position of '" +
+                                          std::string(key) + "'");
+    }
+    for (Partition& p : partitions_) {
+      if (ctx_.interner->Name(p.key) == key) {
+        p.applied = applied->seq;
+        p.acked = 0;  // not known: the consumer is created again from the position
+        return Status::Ok();
+      }
+    }
+    spdlog::warn("source {}: checkpoint holds position {} of '{}', which is not configured here",
+                 ctx_.name, applied->seq, key);
+    return Status::Ok();
+  });
+}
+
+Status JetStreamSource::CreateConsumers() {
+  for (Partition& p : partitions_) {
+    if (p.sub != nullptr) continue;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    // The checkpoint is the position: a consumer left by an earlier run starts elsewhere.
+    natsStatus s =
+        js_DeleteConsumer(js_, options_.stream.c_str(), p.durable.c_str(), nullptr, &jerr);
+    if (s != NATS_OK && s != NATS_NOT_FOUND) {
+      return NatsError("jetstream source: cannot delete consumer " + p.durable, s, jerr);
+    }
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = p.durable.c_str();
+    cc.FilterSubject = p.subject.c_str();
+    cc.AckPolicy = js_AckAll;
+    cc.AckWait = options_.ack_wait_ms * kNsPerMs;
+    cc.MaxAckPending = options_.max_ack_pending;
+    if (p.applied > 0) {
+      cc.DeliverPolicy = js_DeliverByStartSequence;
+      cc.OptStartSeq = p.applied + 1;
+    } else {
+      cc.DeliverPolicy = js_DeliverAll;
+    }
+    jsConsumerInfo* ci = nullptr;
+    s = js_AddConsumer(&ci, js_, options_.stream.c_str(), &cc, nullptr, &jerr);
+    if (s != NATS_OK) {
+      return NatsError("jetstream source: cannot create consumer " + p.durable, s, jerr);
+    }
+    jsConsumerInfo_Destroy(ci);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = options_.stream.c_str();
+    so.Consumer = p.durable.c_str();
+    s = js_PullSubscribe(&p.sub, js_, p.subject.c_str(), p.durable.c_str(), nullptr, &so, &jerr);
+    if (s != NATS_OK) {
+      p.sub = nullptr;
+      return NatsError("jetstream source: cannot subscribe to consumer " + p.durable, s, jerr);
+    }
+    spdlog::info("source {}: partition {} ({}) resumes after stream sequence {}", ctx_.name,
+                 p.index, p.subject, p.applied);
+  }
+  return Status::Ok();
+}
+
+Result<int> JetStreamSource::FetchOnce(Partition& p, EventBatch& batch) {
+  natsMsgList list = {nullptr, 0};
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s =
+      natsSubscription_Fetch(&list, p.sub, options_.fetch_batch, options_.fetch_wait_ms, &jerr);
+  if (s == NATS_TIMEOUT) return 0;
+  if (s != NATS_OK) return NatsError("jetstream source: fetch from " + p.durable, s, jerr);
+  const uint64_t before = p.applied;
+  const char* last_reply = nullptr;
+  uint64_t pending = 0;
+  for (int i = 0; i < list.Count; ++i) {
+    natsMsg* msg = list.Msgs[i];
+    const char* reply = natsMsg_GetReply(msg);
+    uint64_t seq = 0;
+    uint64_t msg_pending = 0;
+    if (reply == nullptr || !ParseAckSubject(reply, &seq, &msg_pending)) {
+      // Not a JetStream delivery (nothing to position by): a dead letter.
+      if (p.dead != nullptr) p.dead->Inc();
+      decoder_->RecordBadFrames(static_cast<size_t>(natsMsg_GetDataLength(msg)));
+      continue;
+    }
+    if (seq <= p.applied) {
+      if (p.skipped != nullptr) p.skipped->Inc();
+      continue;
+    }
+    if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
+    const std::string_view payload(natsMsg_GetData(msg),
+                                   static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    DecodeResult result = decoder_->Decode(payload, batch, nullptr);
+    if (result.message_rejected) {
+      if (p.dead != nullptr) p.dead->Inc();
+      const int64_t now = ctx_.clock->MonotonicNs();
+      if (last_log_ns_ == 0 || now - last_log_ns_ >= kLogIntervalNs) {
+        last_log_ns_ = now;
+        spdlog::warn("source {}: dead letter at stream sequence {} of {}: {}", ctx_.name, seq,
+                     p.subject, result.detail());
+      }
+    }
+    p.applied = seq;
+    last_reply = reply;
+    pending = msg_pending;
+  }
+  if (p.fetched != nullptr) p.fetched->Inc(static_cast<uint64_t>(list.Count));
+  if (p.applied != before) {
+    if (p.lag != nullptr) p.lag->Set(static_cast<double>(pending));
+    AppliedSequence position;
+    position.publisher = p.key;
+    position.seq = p.applied;
+    batch.sequences.push_back(position);
+    std::lock_guard<std::mutex> lock(ack_mu_);
+    if (p.size < kRing) {
+      Unacked& u = p.ring[(p.head + p.size) % kRing];
+      u.seq = p.applied;
+      u.reply.assign(last_reply);  // capacity is kept: no allocation once warmed up
+      ++p.size;
+    }
+  }
+  const int count = list.Count;
+  natsMsgList_Destroy(&list);
+  return count;
+}
+
+void JetStreamSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied) {
+  std::lock_guard<std::mutex> lock(ack_mu_);
+  if (conn_ == nullptr) return;
+  for (const AppliedSequence& a : applied) {
+    for (Partition& p : partitions_) {
+      if (p.key != a.publisher) continue;
+      // The newest recorded message at or below the durable position: AckAll acks everything
+      // before it too.
+      const Unacked* newest = nullptr;
+      while (p.size > 0 && p.ring[p.head].seq <= a.seq) {
+        newest = &p.ring[p.head];
+        p.head = (p.head + 1) % kRing;
+        --p.size;
+      }
+      if (newest == nullptr || newest->seq <= p.acked) break;
+      natsStatus s = natsConnection_PublishString(conn_, newest->reply.c_str(), "+ACK");
+      if (s != NATS_OK) {
+        // Not fatal: the next checkpoint's ack covers this one (AckAll).
+        spdlog::warn("source {}: ack of {} sequence {}: {}", ctx_.name, p.subject, newest->seq,
+                     natsStatus_GetText(s));
+        break;
+      }
+      p.acked = newest->seq;
+      if (p.acks != nullptr) p.acks->Inc();
+      if (p.acked_seq != nullptr) p.acked_seq->Set(static_cast<double>(p.acked));
+      break;
+    }
+  }
+}
+
+Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
+  if (conn_ == nullptr) return Status::Internal("jetstream source: Run before Open");
+  // Consumers are created here, after Restore has set the positions. A server that refuses (it
+  // may be restarting) is retried every second.
+  // A partition whose fetch failed has its consumer created again at its position (the same
+  // path, so the restart and a consumer deleted under a running engine resume alike).
+  auto ensure_consumers = [&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      Status st = CreateConsumers();
+      if (st.ok()) return;
+      spdlog::warn("source {}: {} (retrying in 1s)", ctx_.name, st.ToString());
+      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  };
+  ensure_consumers();
+  EventBatchPtr batch;
+  size_t next = 0;
+  while (!stop.load(std::memory_order_relaxed)) {
+    if (batch == nullptr) {
+      batch = out.Acquire();
+      if (batch == nullptr) return Status::Ok();  // the engine is stopping
+    }
+    Partition& p = partitions_[next];
+    next = (next + 1) % partitions_.size();
+    Result<int> fetched = FetchOnce(p, *batch);
+    if (!fetched.ok()) {
+      // A lost connection (libnats reconnects by itself) or a consumer deleted on the server:
+      // create the consumer again at the partition's position, at most once a second.
+      spdlog::warn("source {}: {}; creating the consumer again after stream sequence {}", ctx_.name,
+                   fetched.status().ToString(), p.applied);
+      natsSubscription_Destroy(p.sub);
+      p.sub = nullptr;
+      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ensure_consumers();
+      continue;
+    }
+    if (!batch->events.empty() || !batch->sequences.empty()) {
+      // The positions must reach the executor even for a fetch of dead letters only.
+      if (!out.Emit(std::move(batch))) return Status::Ok();
+    }
+  }
+  if (batch != nullptr) out.Release(std::move(batch));
+  return Status::Ok();
+}
+
+void JetStreamSource::DestroySubscriptions() {
+  for (Partition& p : partitions_) {
+    if (p.sub != nullptr) {
+      // Destroy, not Unsubscribe: the durable consumer stays on the server.
+      natsSubscription_Destroy(p.sub);
+      p.sub = nullptr;
+    }
+  }
+}
+
+void JetStreamSource::Close() {
+  DestroySubscriptions();
+  std::lock_guard<std::mutex> lock(ack_mu_);
+  if (js_ != nullptr) {
+    jsCtx_Destroy(js_);
+    js_ = nullptr;
+  }
+  if (conn_ != nullptr) {
+    natsConnection_FlushTimeout(conn_, 1000);  // the last acks
+    natsConnection_Destroy(conn_);
+    conn_ = nullptr;
+  }
+}
+
+void RegisterJetStreamSource(Registry& registry) { registry.AddSource<JetStreamSource>(); }
+
+}  // namespace inferscope

@@ -1,0 +1,157 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/source.h"
+#include "pipeline/status.h"
+#include "sources/wire_decoder.h"
+
+// The NATS C client's handles (nats/nats.h), kept out of this header.
+typedef struct __natsConnection natsConnection;
+typedef struct __natsSubscription natsSubscription;
+typedef struct __jsCtx jsCtx;
+
+namespace inferscope {
+
+// JetStreamSource consumes protocol-v1 payloads (the same bytes the zmq source decodes) from a NATS
+// JetStream stream, one pull consumer per configured partition (subject `<subject_prefix>.<p>`),
+// and emits decoded EventBatches.
+//
+// Position and exactly-once: the position of partition p is the stream sequence of the last message
+// applied from it. It travels in each batch's `sequences` (publisher key
+// "jetstream:<stream>:<subject>") and so is part of every engine checkpoint, like a Kafka offset in
+// a Flink checkpoint. On start (Run, after Restore) each partition's durable consumer
+// `<durable>-p<p>` is deleted and created again with DeliverByStartSequence at the checkpointed
+// sequence + 1 (DeliverAll without a checkpoint): the checkpoint, not the consumer's ack floor, is
+// the truth, since a crash between a durable checkpoint and its ack leaves the ack floor behind,
+// and the redelivery of messages delivered but not acked would come after newer ones (out of
+// order). A message whose stream sequence is not above the partition's position (a redelivery after
+// ack_wait) is skipped and counted. Acks (AckPolicy All: one ack covers everything before it) are
+// sent only from OnCheckpointDurable, for the newest message at or below the durable position; so
+// the stream's retention sees a message consumed only once its effect is durable.
+//
+// Lifecycle: Open connects and checks that the stream exists; Run creates the consumers (retrying
+// every second while the server refuses), then fetches from the partitions in turn (up to
+// fetch_batch messages, waiting up to fetch_wait when one is empty) and emits one batch per fetch;
+// a partition whose fetch fails (its consumer deleted, the server gone) has its consumer created
+// again at its position, at most once a second; Run notices `stop` within fetch_wait. Close
+// destroys subscriptions and the connection (the durable consumers stay on the server). Bad
+// messages (anything the decoder rejects as a whole) are counted dead letters
+// (inferscope_jetstream_dead_letters_total) and their position still advances: they are
+// acknowledged like the others and never crash or stall the source. Metrics per partition: fetched
+// messages, acked stream sequence, lag (messages pending in the consumer after the last fetched
+// one), skipped redeliveries, dead letters.
+//
+// Concurrency: Open/Restore/Close on the engine thread; Run on the source thread;
+// OnCheckpointDurable on a sink thread (it publishes the acks itself under a mutex: the NATS
+// connection is thread-safe). Limitations: one engine node consumes all its configured partitions;
+// leases and takeover by another node are not built (docs/SOURCES.md, "jetstream").
+class JetStreamSource final : public Source {
+ public:
+  static constexpr std::string_view kName = "jetstream";
+  static constexpr std::string_view kDescription =
+      "Consumes protocol-v1 metric batches from a NATS JetStream stream, one durable pull consumer "
+      "per partition; positions are checkpointed";
+
+  struct Options {
+    // Required. "nats://127.0.0.1:4222".
+    std::string url;
+    // Required. The stream holding the subjects (created by the operator or a client's
+    // EnsureStream).
+    std::string stream;
+    // Partition p is subject "<subject_prefix>.<p>". Default "inferscope.in".
+    std::string subject_prefix = "inferscope.in";
+    // Required, non-empty, distinct, each in 0..65535: the partitions this engine consumes.
+    std::vector<uint32_t> partitions;
+    // Consumer of partition p: "<durable>-p<p>". Default "inferscope"; no '.', '*', '>' or spaces.
+    std::string durable = "inferscope";
+    // Messages per fetch. Default 256; 1..65536.
+    int fetch_batch = 256;
+    // How long a fetch waits for a message on an empty partition. Default 100 ms; 1..1000 ms (it
+    // bounds how long stopping takes).
+    int64_t fetch_wait_ms = 100;
+    // The consumer's AckWait: a message unacked this long is delivered again (and skipped: see the
+    // class comment). Default 60 s; >= 1 s; keep it above the checkpoint interval.
+    int64_t ack_wait_ms = 60'000;
+    // The consumer's MaxAckPending: messages delivered and not yet acked (acks follow checkpoints).
+    // Default 65536; 1..2^30.
+    int64_t max_ack_pending = 65536;
+    WireDecoderOptions decoder;
+
+    Status Validate() const;
+  };
+
+  // From a topology's `options` mapping: url, stream, subject_prefix, partitions, durable,
+  // fetch_batch, fetch_wait, ack_wait, max_ack_pending and the decoder limits of the zmq source.
+  static Result<std::unique_ptr<JetStreamSource>> Create(const ConfigNode& options);
+
+  explicit JetStreamSource(Options options);
+  ~JetStreamSource() override;
+
+  Status Open(const StageContext& ctx) override;
+  Status Run(SourceOutput& out, const std::atomic<bool>& stop) override;
+  void Close() override;
+  Status Restore(const CheckpointReader& reader) override;
+  void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override;
+  // The server URL.
+  std::string Endpoint() const override { return options_.url; }
+
+  // The checkpoint key of a partition's position.
+  static std::string PositionKey(std::string_view stream, std::string_view subject);
+
+  // The decoder (valid after Open); read it only while Run is not running.
+  const WireDecoder* decoder() const { return decoder_.get(); }
+
+ private:
+  // A message delivered and applied but not yet acked: its stream sequence and ack subject.
+  struct Unacked {
+    uint64_t seq = 0;
+    std::string reply;
+  };
+  struct Partition {
+    uint32_t index = 0;
+    std::string subject;
+    std::string durable;
+    StringId key = 0;  // PositionKey, interned and pinned
+    natsSubscription* sub = nullptr;
+    uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
+    // A ring of the newest messages applied per fetch (guarded by ack_mu_): at most kRing; when it
+    // is full, newer fetches are not recorded until acks free slots (an ack then covers less).
+    std::vector<Unacked> ring;
+    size_t head = 0;  // oldest entry
+    size_t size = 0;
+    uint64_t acked = 0;  // stream sequence acked last (guarded by ack_mu_)
+    Counter* fetched = nullptr;
+    Counter* dead = nullptr;
+    Counter* skipped = nullptr;
+    Counter* acks = nullptr;
+    Gauge* acked_seq = nullptr;
+    Gauge* lag = nullptr;
+  };
+  static constexpr size_t kRing = 1024;
+
+  // Deletes and creates every partition's consumer at its position and subscribes to it.
+  Status CreateConsumers();
+  // Fetches once from `p` into `batch`; returns the messages fetched.
+  Result<int> FetchOnce(Partition& p, EventBatch& batch);
+  void DestroySubscriptions();
+
+  const Options options_;
+  StageContext ctx_;
+  std::unique_ptr<WireDecoder> decoder_;
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  std::vector<Partition> partitions_;
+  std::mutex ack_mu_;
+  int64_t last_log_ns_ = 0;
+};
+
+}  // namespace inferscope

@@ -1,0 +1,342 @@
+// The jetstream source against a real nats-server (started per test, on a port it chooses): events
+// from every partition, positions in the batches, dead letters, restore from a checkpointed
+// position, acks only after a durable checkpoint.
+
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients/cpp/jetstream_publisher.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/clock.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
+#include "sources/jetstream_source.h"
+#include "sources/partition.h"
+#include "tests/nats_server.h"
+#include "tests/test_util.h"
+
+namespace inferscope {
+namespace {
+
+using testing::NatsServer;
+using testing::TempDir;
+using testing::WaitFor;
+
+constexpr char kStream[] = "INFERSCOPE";
+
+// Keeps the events and the positions a source emits.
+class Collector final : public SourceOutput {
+ public:
+  EventBatchPtr Acquire() override { return std::make_unique<EventBatch>(); }
+  bool Emit(EventBatchPtr batch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_ += batch->events.size();
+    for (const AppliedSequence& a : batch->sequences) positions_[a.publisher] = a.seq;
+    return true;
+  }
+  bool TryEmit(EventBatchPtr& batch) override { return Emit(std::move(batch)); }
+  void Release(EventBatchPtr) override {}
+  size_t events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  std::map<StringId, uint64_t> positions() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return positions_;
+  }
+
+ private:
+  std::mutex mu_;
+  size_t events_ = 0;
+  std::map<StringId, uint64_t> positions_;
+};
+
+class MapReader final : public CheckpointReader {
+ public:
+  explicit MapReader(std::map<std::string, std::string> records) : records_(std::move(records)) {}
+  Status ForEach(
+      const std::function<Status(std::string_view, std::string_view)>& fn) const override {
+    for (const auto& [k, v] : records_) INFERSCOPE_RETURN_IF_ERROR(fn(k, v));
+    return Status::Ok();
+  }
+
+ private:
+  std::map<std::string, std::string> records_;
+};
+
+// A source with its engine context, run on a thread of its own.
+class Running {
+ public:
+  Running(const std::string& url, std::vector<uint32_t> partitions) {
+    JetStreamSource::Options o;
+    o.url = url;
+    o.stream = kStream;
+    o.partitions = std::move(partitions);
+    o.fetch_wait_ms = 20;
+    source = std::make_unique<JetStreamSource>(o);
+    ctx.name = "js";
+    ctx.interner = &interner;
+    ctx.metrics = &metrics;
+    ctx.clock = &clock;
+  }
+  ~Running() { Stop(); }
+  Status Open() { return source->Open(ctx); }
+  void Start() {
+    thread = std::thread([this] { run_status = source->Run(out, stop); });
+  }
+  void Stop() {
+    if (!thread.joinable()) return;
+    stop.store(true);
+    source->Interrupt();
+    thread.join();
+    source->Close();
+  }
+  uint64_t Counter(const std::string& name, uint32_t partition) {
+    return metrics
+        .GetCounter(name, "", {{"stage", "js"}, {"partition", std::to_string(partition)}})
+        ->value();
+  }
+  StringId Key(uint32_t partition) {
+    return interner.Intern(
+        JetStreamSource::PositionKey(kStream, "inferscope.in." + std::to_string(partition)));
+  }
+
+  Interner interner;
+  MetricsRegistry metrics;
+  SystemClock clock;
+  StageContext ctx;
+  std::unique_ptr<JetStreamSource> source;
+  Collector out;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+  Status run_status;
+};
+
+client::JetStreamPublisherOptions PublisherOptions(const std::string& url, uint32_t partitions) {
+  client::JetStreamPublisherOptions o;
+  o.url = url;
+  o.stream = kStream;
+  o.partitions = partitions;
+  o.publisher_id = "test";
+  o.batch_size = 5;
+  return o;
+}
+
+// Publishes `requests` request outcomes over 8 instances (event times a minute ago, 10 ms apart).
+void PublishRequests(client::JetStreamPublisher& pub, int requests, int first = 0) {
+  const int64_t t0 = client::NowMs() - 60'000;
+  for (int i = first; i < first + requests; ++i) {
+    client::RequestOutcome r;
+    const std::string instance = "gpu-" + std::to_string(i % 8);
+    r.instance = instance;
+    r.model = "llama";
+    r.e2e_ms = 100 + i;
+    r.time_ms = t0 + i * 10;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  ASSERT_TRUE(pub.Flush()) << pub.last_error();
+}
+
+// The consumer's ack floor (stream sequence), or 0 when it cannot be read.
+uint64_t AckFloor(const std::string& url, const std::string& consumer) {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  uint64_t floor = 0;
+  if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
+    jsConsumerInfo* ci = nullptr;
+    if (js_GetConsumerInfo(&ci, js, kStream, consumer.c_str(), nullptr, nullptr) == NATS_OK) {
+      floor = ci->AckFloor.Stream;
+      jsConsumerInfo_Destroy(ci);
+    }
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return floor;
+}
+
+TEST(JetStreamPartitionTest, ClientAndEngineAgreeOnTheDocumentedHash) {
+  // FNV-1a 32 of "a" is 0xe40c292c (the published test vector).
+  EXPECT_EQ(Fnv1a32("a"), 0xe40c292cu);
+  EXPECT_EQ(Fnv1a32(""), 2166136261u);
+  for (const char* instance : {"gpu-0", "gpu-1", "node-17", "a", ""}) {
+    for (uint32_t n : {1u, 2u, 3u, 16u}) {
+      EXPECT_EQ(client::JetStreamPartition(instance, n), PartitionOf(instance, n)) << instance;
+    }
+  }
+}
+
+TEST(JetStreamSourceTest, ConsumesEveryPartitionAndReportsStreamPositions) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 2));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 80);
+  const uint64_t messages = pub.messages_published();
+  ASSERT_GE(messages, 16u);
+
+  Running r(server.url(), {0, 1});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() >= 80; })) << r.out.events();
+  ASSERT_TRUE(WaitFor([&] {
+    return r.Counter("inferscope_jetstream_fetched_messages_total", 0) +
+               r.Counter("inferscope_jetstream_fetched_messages_total", 1) ==
+           messages;
+  }));
+  r.Stop();
+  EXPECT_TRUE(r.run_status.ok()) << r.run_status.ToString();
+  EXPECT_EQ(r.out.events(), 80u);
+  const auto positions = r.out.positions();
+  ASSERT_EQ(positions.size(), 2u);
+  // Stream sequences number the messages of both subjects 1..messages: the newest is the last.
+  EXPECT_EQ(std::max(positions.at(r.Key(0)), positions.at(r.Key(1))), messages);
+  EXPECT_GT(r.Counter("inferscope_jetstream_fetched_messages_total", 0), 0u);
+  EXPECT_GT(r.Counter("inferscope_jetstream_fetched_messages_total", 1), 0u);
+  // Nothing acked without a durable checkpoint.
+  EXPECT_EQ(r.Counter("inferscope_jetstream_acks_total", 0), 0u);
+}
+
+TEST(JetStreamSourceTest, BadMessagesAreCountedDeadLettersAndThePositionMovesOn) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  ASSERT_TRUE(pub.PublishRaw(0, "not msgpack at all", ""));
+  ASSERT_TRUE(pub.PublishRaw(0, std::string("\x81\xa1v\x07", 4), ""));  // {"v": 7}
+  PublishRequests(pub, 5);  // one message: stream sequence 3
+
+  Running r(server.url(), {0});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == 5; }));
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 3; }));
+  r.Stop();
+  EXPECT_EQ(r.Counter("inferscope_jetstream_dead_letters_total", 0), 2u);
+  EXPECT_EQ(r.Counter("inferscope_jetstream_fetched_messages_total", 0), 3u);
+}
+
+TEST(JetStreamSourceTest, RestartResumesAfterTheCheckpointedSequenceAndAcksFollowDurability) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 30);  // 6 messages of 5 events: stream sequences 1..6
+
+  {
+    Running first(server.url(), {0});
+    ASSERT_TRUE(first.Open().ok());
+    first.Start();
+    // Two fetches at least: positions 6 and then 10 are batch ends, as checkpoints see them.
+    ASSERT_TRUE(WaitFor([&] { return first.out.positions()[first.Key(0)] == 6; }));
+    PublishRequests(pub, 20, 30);  // sequences 7..10
+    ASSERT_TRUE(WaitFor([&] { return first.out.positions()[first.Key(0)] == 10; }));
+    EXPECT_EQ(AckFloor(server.url(), "inferscope-p0"), 0u);
+    // A checkpoint holding the effect up to sequence 6 is durable: 6 is acked (AckAll), not 10.
+    AppliedSequence durable;
+    durable.publisher = first.Key(0);
+    durable.seq = 6;
+    first.source->OnCheckpointDurable({durable});
+    EXPECT_TRUE(WaitFor([&] { return AckFloor(server.url(), "inferscope-p0") == 6; }))
+        << AckFloor(server.url(), "inferscope-p0");
+    EXPECT_EQ(first.Counter("inferscope_jetstream_acks_total", 0), 1u);
+    first.Stop();
+  }
+  // A restart restored from that checkpoint applies sequences 7..10 only (20 events), although
+  // the durable consumer of the first run had been delivered all ten.
+  Running second(server.url(), {0});
+  ASSERT_TRUE(second.Open().ok());
+  AppliedSequence at6;
+  at6.seq = 6;
+  std::map<std::string, std::string> records;
+  records[JetStreamSource::PositionKey(kStream, "inferscope.in.0")] = EncodeAppliedSequence(at6);
+  MapReader reader(std::move(records));
+  ASSERT_TRUE(second.source->Restore(reader).ok());
+  second.Start();
+  ASSERT_TRUE(WaitFor([&] { return second.out.positions()[second.Key(0)] == 10; }));
+  second.Stop();
+  EXPECT_EQ(second.out.events(), 20u);
+  EXPECT_EQ(second.Counter("inferscope_jetstream_fetched_messages_total", 0), 4u);
+}
+
+TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 25);  // sequences 1..5
+  Running r(server.url(), {0});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 5; }));
+  {
+    natsConnection* conn = nullptr;
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&conn, server.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
+    EXPECT_EQ(js_DeleteConsumer(js, kStream, "inferscope-p0", nullptr, nullptr), NATS_OK);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(conn);
+  }
+  PublishRequests(pub, 25, 25);  // sequences 6..10
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 10; }))
+      << r.out.positions()[r.Key(0)];
+  r.Stop();
+  EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
+}
+
+TEST(JetStreamSourceTest, OptionsAreValidated) {
+  JetStreamSource::Options o;
+  o.url = "nats://127.0.0.1:1";
+  o.stream = "S";
+  EXPECT_FALSE(o.Validate().ok());  // no partitions
+  o.partitions = {0, 0};
+  EXPECT_FALSE(o.Validate().ok());
+  o.partitions = {0, 1};
+  EXPECT_TRUE(o.Validate().ok());
+  o.durable = "a.b";
+  EXPECT_FALSE(o.Validate().ok());
+  o.durable = "ok";
+  o.fetch_wait_ms = 5000;
+  EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(JetStreamSourceTest, OpenFailsClearlyWithoutTheStream) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  Running r(server.url(), {0});
+  Status st = r.Open();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find("INFERSCOPE"), std::string::npos) << st.ToString();
+}
+
+}  // namespace
+}  // namespace inferscope

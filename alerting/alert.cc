@@ -13,7 +13,8 @@ constexpr std::array<std::string_view, kNumAnomalyTypes> kTypeNames = {
     "seasonal_break", "rate_of_change", "threshold"};
 constexpr std::array<std::string_view, kNumSeverities> kSeverityNames = {"none", "info", "warning",
                                                                          "critical", "emergency"};
-constexpr std::array<std::string_view, 3> kStateNames = {"pending", "firing", "resolved"};
+constexpr std::array<std::string_view, 4> kStateNames = {"pending", "firing", "resolved",
+                                                         "retracted"};
 
 template <typename Enum, size_t N>
 std::optional<Enum> ParseName(const std::array<std::string_view, N>& names, std::string_view name) {

@@ -36,6 +36,9 @@ enum class AlertState : uint8_t {
   kPending = 0,  // condition holds, `for` duration not reached yet (not published)
   kFiring,
   kResolved,
+  // An alert raised early (on an open pane, `early: true` rules) that the closed pane did not
+  // confirm: withdrawn. Terminal, like resolved.
+  kRetracted,
 };
 
 // "spike", "dip", "level_shift", "drift", "seasonal_break", "rate_of_change", "threshold"
@@ -45,7 +48,7 @@ std::optional<AnomalyType> ParseAnomalyType(std::string_view name);
 // "none", "info", "warning", "critical", "emergency".
 std::string_view SeverityName(Severity severity);
 std::optional<Severity> ParseSeverity(std::string_view name);
-// "pending", "firing", "resolved".
+// "pending", "firing", "resolved", "retracted".
 std::string_view AlertStateName(AlertState state);
 std::optional<AlertState> ParseAlertState(std::string_view name);
 
@@ -76,7 +79,16 @@ struct Alert {
   int64_t active_since_ms = 0;  // when the condition first held (event time)
   std::string message;          // one human-readable line
   bool silenced = false;        // a silence matched: stored, not published on the alert stream
+  // Raised on an open pane's evidence (early evaluation) and not yet confirmed by the closed pane;
+  // a retraction of such an alert carries it too.
+  bool early = false;
 };
+
+// Whether `state` ends an alert (resolved or retracted): nothing follows it for the fingerprint
+// until the condition starts again.
+inline bool IsTerminal(AlertState state) {
+  return state == AlertState::kResolved || state == AlertState::kRetracted;
+}
 
 // The fingerprint of an alert: FNV-1a (64-bit) over the rule or detector name and the series
 // labels, each followed by a 0 byte. Stable across restarts, builds and platforms (unlike

@@ -45,7 +45,8 @@ json AlertToJson(const Alert& a) {
           {"detected_at", a.detected_at_ms},
           {"active_since", a.active_since_ms},
           {"message", a.message},
-          {"silenced", a.silenced}};
+          {"silenced", a.silenced},
+          {"early", a.early}};
 }
 
 Result<Alert> AlertFromJson(const json& j) {
@@ -83,6 +84,7 @@ Result<Alert> AlertFromJson(const json& j) {
     a.active_since_ms = j.at("active_since").get<int64_t>();
     a.message = j.at("message").get<std::string>();
     a.silenced = j.value("silenced", false);
+    a.early = j.value("early", false);
     return a;
   } catch (const std::exception& e) {
     return Status::Corruption(std::string("alert record: ") + e.what());

@@ -17,13 +17,23 @@
 // watermark can pass it when event time tracks wall time. The first is dominated by where in the
 // pane the evidence falls (up to one pane); the second is the engine's own delay.
 //
+// Before those, in virtual time (a manual clock; no wall-clock measurement), the spike and clean
+// scenarios of issue 15 item 3 on the real window_aggregate and threshold_rules operators: when a
+// threshold rule on p95 TTFT fires after a latency spike starts, for the exact per-second
+// evaluation of the raw samples (the reference), today's evaluation of the closed pane, and the
+// early evaluation of the open pane (early_slice + `early: true`), for `for: 0s` and `for: 30s`;
+// and how many alerts each raises on a clean fleet (false alerts). See RunScenarios.
+//
 // Usage: alert_latency [--pane MS] [--ooo MS] [--idle-timeout MS] [--probes N] [--groups G]
-//                      [--light-rate R] [--saturation-s S]
+//                      [--light-rate R] [--saturation-s S] [--trials N] [--clean-minutes M]
+//                      [--scenarios-only 1] [--seed S]
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -39,6 +49,11 @@
 #include "cli/builtins.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
+#include "operators/threshold_rules.h"
+#include "operators/window_aggregate.h"
+#include "pipeline/clock.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
 #include "pipeline/topology.h"
 
 namespace inferscope {
@@ -52,6 +67,12 @@ struct Args {
   int groups = 200;
   double light_rate = 1000;
   double saturation_s = 4;
+  // Virtual-time scenarios.
+  int trials = 40;            // spike trials per `for` setting
+  double clean_minutes = 60;  // clean fleet duration (virtual)
+  bool scenarios_only = false;
+  int min_count = 20;  // the rule's min_count in the spike and clean rows (kMinCount)
+  uint64_t seed = 1;
 };
 
 int64_t NowUs() {
@@ -173,6 +194,322 @@ class Load {
   int generation_ = 0;
 };
 
+// ---- Virtual-time scenarios (issue 15 item 3)
+// ----------------------------------------------------
+//
+// A fleet of kInstances instances of one model, each sending kRate requests/s (event times evenly
+// spaced with jitter) with a lognormal TTFT (median 150 ms, sigma 0.5: clean p95 ~340 ms), each
+// instance its own publisher flushing a batch every 100 ms that arrives 0-50 ms later (virtual
+// time; the manual clock is set to each batch's arrival). The rule: p95 ttft_ms > 1000 ms
+// (critical), min_count 20, on 10 s panes with 2 s out-of-orderness (the default topology's).
+// Spike: from a random moment the TTFT of one instance is multiplied by a factor ramping linearly
+// from 1 to 6 over 10 s, then held (a queue building up). Latency is from the spike's start to
+//   exact   the first whole second t (event time) at which the p95 of the raw samples of
+//           [t - 10 s, t) has been above the threshold at every second since t - `for` (known at t)
+//   today   the arrival of the batch after which the rule (closed panes only) fired
+//   early   the same with early_slice 1s and `early: true`
+// in virtual time. Clean: the same fleet without a spike; every alert is false.
+
+constexpr int kInstances = 8;
+constexpr double kRate = 20;  // requests/s per instance
+constexpr int64_t kPaneMs = 10'000;
+constexpr int64_t kFlushMs = 100;
+constexpr double kThreshold = 1000;
+constexpr int kMinCount = 20;
+
+struct Sample {
+  int64_t time_ms;
+  double ttft;
+};
+
+// One virtual-time pipeline: window_aggregate → threshold_rules, both real.
+class VirtualPipeline {
+ public:
+  VirtualPipeline(Interner& interner, bool early, int64_t for_ms, int min_count = kMinCount)
+      : interner_(interner) {
+    char window[256];
+    std::snprintf(window, sizeof(window),
+                  "{pane: %lldms, out_of_orderness: 2s, idle_timeout: 5s%s}",
+                  static_cast<long long>(kPaneMs), early ? ", early_slice: 1s" : "");
+    char rules[512];
+    std::snprintf(rules, sizeof(rules), R"(
+rules:
+  - name: ttft_p95
+    metric: ttft_ms
+    stat: p95
+    levels: {critical: %g}
+    min_count: %d
+    for: %lldms
+    early: %s
+)",
+                  kThreshold, min_count, static_cast<long long>(for_ms), early ? "true" : "false");
+    auto w = WindowAggregateOperator::Create(ConfigNode("<bench>", YAML::Load(window), "window"));
+    auto r = ThresholdRulesOperator::Create(ConfigNode("<bench>", YAML::Load(rules), "rules"));
+    if (!w.ok() || !r.ok()) {
+      std::fprintf(stderr, "bench topology: %s %s\n", w.status().ToString().c_str(),
+                   r.status().ToString().c_str());
+      std::exit(2);
+    }
+    window_ = std::move(w).value();
+    rules_ = std::move(r).value();
+    StageContext ctx;
+    ctx.interner = &interner_;
+    ctx.metrics = &metrics_;
+    ctx.clock = &clock_;
+    ctx.name = "windows";
+    (void)window_->Open(ctx);
+    ctx.name = "rules";
+    (void)rules_->Open(ctx);
+  }
+
+  // Processes one batch arriving at `arrival_ms`; returns the alerts it caused.
+  const std::vector<Alert>& Process(const EventBatch& batch, int64_t arrival_ms) {
+    clock_.Set(arrival_ms);
+    windows_.Clear();
+    out_.Clear();
+    (void)window_->Process(batch, windows_);
+    (void)rules_->ProcessResults(windows_, out_);
+    alerts_.assign(out_.Get<kind::Alert>().begin(), out_.Get<kind::Alert>().end());
+    return alerts_;
+  }
+  const AlertLifecycle& lifecycle() const { return rules_->lifecycle(); }
+  uint64_t early_evaluations() const {
+    return metrics_.CounterValue("inferscope_rule_early_evaluations_total", {{"stage", "rules"}});
+  }
+
+ private:
+  Interner& interner_;
+  MetricsRegistry metrics_;
+  ManualClock clock_{0};
+  std::unique_ptr<WindowAggregateOperator> window_;
+  std::unique_ptr<ThresholdRulesOperator> rules_;
+  OutputBatch windows_, out_;
+  std::vector<Alert> alerts_;
+};
+
+struct Arrival {
+  int64_t arrival_ms;
+  int instance;
+  std::vector<Sample> samples;
+};
+
+// The fleet's batches over [0, duration) in arrival order; instance 0's TTFT is spiked from
+// `spike_ms` (INT64_MAX: never).
+// `tail`: the fraction of requests (any instance) whose TTFT is 8x (a heavy tail; 0 by default).
+std::vector<Arrival> FleetBatches(std::mt19937_64& rng, int64_t t0, int64_t duration_ms,
+                                  int64_t spike_ms, double factor, int64_t ramp_ms,
+                                  double tail = 0) {
+  std::lognormal_distribution<double> ttft(std::log(150.0), 0.5);
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::uniform_int_distribution<int64_t> delay(0, 50);
+  std::vector<Arrival> out;
+  const double gap_ms = 1000.0 / kRate;
+  for (int i = 0; i < kInstances; ++i) {
+    double next = unit(rng) * gap_ms;
+    for (int64_t flush = kFlushMs; flush <= duration_ms; flush += kFlushMs) {
+      Arrival a{t0 + flush + delay(rng), i, {}};
+      for (; next < static_cast<double>(flush); next += gap_ms * (0.5 + unit(rng))) {
+        const auto t = static_cast<int64_t>(next);
+        double v = ttft(rng);
+        if (tail > 0 && unit(rng) < tail) v *= 8;
+        if (i == 0 && t >= spike_ms) {
+          const double ramp =
+              ramp_ms > 0
+                  ? std::min(1.0, static_cast<double>(t - spike_ms) / static_cast<double>(ramp_ms))
+                  : 1.0;
+          v *= 1 + (factor - 1) * ramp;
+        }
+        a.samples.push_back({t0 + t, v});
+      }
+      out.push_back(std::move(a));
+    }
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Arrival& x, const Arrival& y) { return x.arrival_ms < y.arrival_ms; });
+  return out;
+}
+
+// The exact per-second reference for instance 0: the first whole second (event time, offset from
+// t0) at which the p95 over [t - pane, t) has exceeded the threshold at every second since
+// t - for_ms; -1 when never.
+int64_t ExactFiring(const std::vector<Arrival>& batches, int64_t t0, int64_t duration_ms,
+                    int64_t for_ms, int min_count) {
+  std::vector<Sample> s;
+  for (const Arrival& a : batches) {
+    if (a.instance == 0) s.insert(s.end(), a.samples.begin(), a.samples.end());
+  }
+  std::sort(s.begin(), s.end(),
+            [](const Sample& x, const Sample& y) { return x.time_ms < y.time_ms; });
+  int64_t active_since = -1;
+  std::vector<double> window;
+  for (int64_t t = 1000; t <= duration_ms; t += 1000) {
+    window.clear();
+    for (const Sample& x : s) {
+      if (x.time_ms >= t0 + t - kPaneMs && x.time_ms < t0 + t) window.push_back(x.ttft);
+    }
+    bool active = false;
+    if (static_cast<int>(window.size()) >= min_count) {
+      std::sort(window.begin(), window.end());
+      const double rank = 0.95 * static_cast<double>(window.size() - 1);
+      active = window[static_cast<size_t>(std::ceil(rank))] > kThreshold;
+    }
+    if (!active) {
+      active_since = -1;
+      continue;
+    }
+    if (active_since < 0) active_since = t;
+    if (t - active_since >= for_ms) return t;
+  }
+  return -1;
+}
+
+struct Outcome {
+  int64_t fired_ms = -1;  // arrival (virtual) of the first firing, offset from t0; -1 never
+  int firings = 0, early_firings = 0, retractions = 0;
+};
+
+Outcome Drive(VirtualPipeline& p, Interner& interner, const std::vector<Arrival>& batches,
+              int64_t t0, int instance_filter) {
+  Outcome o;
+  EventBatch batch;
+  std::vector<StringId> publishers, instances;
+  for (int i = 0; i < kInstances; ++i) {
+    publishers.push_back(interner.Intern("gw-" + std::to_string(i)));
+    instances.push_back(interner.Intern("vllm-" + std::to_string(i)));
+  }
+  const StringId model = interner.Intern("llama");
+  for (const Arrival& a : batches) {
+    batch.events.clear();
+    batch.publisher = publishers[a.instance];
+    for (const Sample& x : a.samples) {
+      Event e;
+      e.kind = EventKind::kRequest;
+      e.time_ms = x.time_ms;
+      e.instance = instances[a.instance];
+      e.model = model;
+      e.publisher = batch.publisher;
+      e.present = kHasTtft;
+      e.ttft_ms = x.ttft;
+      batch.events.push_back(e);
+    }
+    for (const Alert& alert : p.Process(batch, a.arrival_ms)) {
+      if (instance_filter >= 0 && alert.instance != "vllm-" + std::to_string(instance_filter))
+        continue;
+      if (alert.state == AlertState::kFiring) {
+        ++o.firings;
+        o.early_firings += alert.early ? 1 : 0;
+        if (o.fired_ms < 0) o.fired_ms = a.arrival_ms - t0;
+      } else if (alert.state == AlertState::kRetracted) {
+        ++o.retractions;
+      }
+    }
+  }
+  return o;
+}
+
+struct Stats {
+  std::vector<double> v;
+  void Add(double x) { v.push_back(x); }
+  double Q(double q) const {
+    if (v.empty()) return 0;
+    std::vector<double> sorted = v;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+    return sorted[std::min(i, sorted.size() - 1)];
+  }
+};
+
+void RunScenarios(const Args& args) {
+  std::printf(
+      "Virtual-time scenarios (real window_aggregate + threshold_rules, manual clock): %d "
+      "instances x %.0f req/s, lognormal TTFT (median 150 ms), rule p95 ttft_ms > %.0f ms, "
+      "min_count %d, pane 10 s, out_of_orderness 2 s, early_slice 1 s; spike: one instance's TTFT "
+      "x1 -> x6 over 10 s, then held; %d trials per row, seed %llu\n\n",
+      kInstances, kRate, kThreshold, args.min_count, args.trials,
+      static_cast<unsigned long long>(args.seed));
+  std::printf(
+      "spike: seconds from the spike's start; exact = exact per-second evaluation of the raw "
+      "samples, today = closed panes, early = open panes (early_slice + early: true)\n");
+  std::printf("%-5s %-24s %-24s %-24s %6s %s\n", "for", "exact fired p50/p90/max",
+              "today - exact p50/p90/max", "early - exact p50/p90/max", "missed",
+              "early firings retracted");
+  const int64_t t0 = 1'700'000'000'000;  // aligned to the pane
+  for (int64_t for_ms : {int64_t{0}, int64_t{30'000}}) {
+    Stats exact, today_d, early_d;
+    int missed = 0, retractions = 0, early_fired = 0, over = 0;
+    std::mt19937_64 rng(args.seed * 7919 + static_cast<uint64_t>(for_ms));
+    for (int trial = 0; trial < args.trials; ++trial) {
+      // Warm-up of 20 s, then the spike at a uniformly random point of a pane.
+      std::uniform_int_distribution<int64_t> offset(0, kPaneMs - 1);
+      const int64_t spike = 20'000 + offset(rng);
+      const int64_t duration = spike + 10'000 + for_ms + 30'000;
+      const std::vector<Arrival> shifted = FleetBatches(rng, t0, duration, spike, 6, 10'000);
+      const int64_t ref = ExactFiring(shifted, t0, duration, for_ms, args.min_count);
+      Interner interner;
+      VirtualPipeline today(interner, false, for_ms, args.min_count),
+          early(interner, true, for_ms, args.min_count);
+      const Outcome a = Drive(today, interner, shifted, t0, 0);
+      const Outcome b = Drive(early, interner, shifted, t0, 0);
+      if (ref < 0 || a.fired_ms < 0 || b.fired_ms < 0) {
+        ++missed;
+        continue;
+      }
+      exact.Add(static_cast<double>(ref - spike) / 1000);
+      today_d.Add(static_cast<double>(a.fired_ms - ref) / 1000);
+      early_d.Add(static_cast<double>(b.fired_ms - ref) / 1000);
+      over += b.fired_ms - ref > 1000 ? 1 : 0;
+      retractions += b.retractions;
+      early_fired += b.early_firings;
+    }
+    char label[32];
+    std::snprintf(label, sizeof(label), "%llds", static_cast<long long>(for_ms / 1000));
+    std::printf(
+        "%-5s %6.2f / %6.2f / %6.2f %6.2f / %6.2f / %6.2f %6.2f / %6.2f / %6.2f %6d %d of %d; "
+        "early "
+        "> exact + 1 s in %d of %d\n",
+        label, exact.Q(0.5), exact.Q(0.9), exact.Q(1.0), today_d.Q(0.5), today_d.Q(0.9),
+        today_d.Q(1.0), early_d.Q(0.5), early_d.Q(0.9), early_d.Q(1.0), missed, retractions,
+        early_fired, over, static_cast<int>(early_d.v.size()));
+  }
+  // Clean fleet: every alert is false.
+  std::printf("\nclean fleet, %.0f min (virtual), %d instances: false alerts\n", args.clean_minutes,
+              kInstances);
+  for (int64_t for_ms : {int64_t{0}, int64_t{30'000}}) {
+    std::mt19937_64 rng(args.seed * 104729 + static_cast<uint64_t>(for_ms));
+    const auto duration = static_cast<int64_t>(args.clean_minutes * 60'000);
+    std::vector<Arrival> batches = FleetBatches(rng, t0, duration, INT64_MAX, 1, 0);
+    Interner interner;
+    VirtualPipeline today(interner, false, for_ms, args.min_count),
+        early(interner, true, for_ms, args.min_count);
+    const Outcome a = Drive(today, interner, batches, t0, -1);
+    const Outcome b = Drive(early, interner, batches, t0, -1);
+    std::printf(
+        "  for %2llds: today %d firings; early %d firings (%d of them early), %d retractions, "
+        "%llu early evaluations judged\n",
+        static_cast<long long>(for_ms / 1000), a.firings, b.firings, b.early_firings, b.retractions,
+        static_cast<unsigned long long>(early.early_evaluations()));
+  }
+  // A clean fleet with a heavy tail (1 % of requests 8x slower): the open pane's first seconds
+  // are thin samples, which is what min_count guards.
+  std::printf("clean fleet with a heavy tail (1 %% of requests 8x), %.0f min, for 0s:\n",
+              args.clean_minutes);
+  for (int min_count : {20, 60, 120}) {
+    std::mt19937_64 rng(args.seed * 15485863);
+    const auto duration = static_cast<int64_t>(args.clean_minutes * 60'000);
+    std::vector<Arrival> batches = FleetBatches(rng, t0, duration, INT64_MAX, 1, 0, 0.01);
+    Interner interner;
+    VirtualPipeline today(interner, false, 0, min_count), early(interner, true, 0, min_count);
+    const Outcome a = Drive(today, interner, batches, t0, -1);
+    const Outcome b = Drive(early, interner, batches, t0, -1);
+    std::printf(
+        "  min_count %3d: today %d firings; early %d firings (%d of them early), %d retractions, "
+        "%llu early evaluations judged\n",
+        min_count, a.firings, b.firings, b.early_firings, b.retractions,
+        static_cast<unsigned long long>(early.early_evaluations()));
+  }
+  std::printf("\n");
+}
+
 struct Probe {
   int64_t published_us = 0;
   int64_t complete_us = 0;  // pane end + out_of_orderness, as wall time
@@ -212,11 +549,23 @@ int Main(int argc, char** argv) {
       args.light_rate = v;
     else if (flag == "--saturation-s")
       args.saturation_s = v;
+    else if (flag == "--trials")
+      args.trials = static_cast<int>(v);
+    else if (flag == "--clean-minutes")
+      args.clean_minutes = v;
+    else if (flag == "--scenarios-only")
+      args.scenarios_only = v != 0;
+    else if (flag == "--min-count")
+      args.min_count = static_cast<int>(v);
+    else if (flag == "--seed")
+      args.seed = static_cast<uint64_t>(v);
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
+  RunScenarios(args);
+  if (args.scenarios_only) return 0;
   const std::string state = (std::filesystem::temp_directory_path() /
                              ("inferscope-alert-bench-" + std::to_string(getpid())))
                                 .string();

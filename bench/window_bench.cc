@@ -84,6 +84,8 @@ void BM_WindowProcess(benchmark::State& state) {
   const auto series = static_cast<uint32_t>(state.range(0));
   const bool all_fields = state.range(1) != 0;
   const int64_t events_per_ms = state.range(2);
+  WindowAggregateOperator::Options options;
+  options.early_slice_ms = state.range(3);  // 0: off; early summaries of the open pane
   constexpr size_t kBatch = 256;
   constexpr size_t kBatches = 256;
   ManualClock clock(1'700'000'000'000);
@@ -92,7 +94,7 @@ void BM_WindowProcess(benchmark::State& state) {
   ctx.name = "bench";
   ctx.metrics = &metrics;
   ctx.clock = &clock;
-  WindowAggregateOperator op{WindowAggregateOperator::Options{}};
+  WindowAggregateOperator op{options};
   if (!op.Open(ctx).ok()) state.SkipWithError("Open failed");
 
   std::mt19937_64 rng(5);
@@ -138,22 +140,28 @@ void BM_WindowProcess(benchmark::State& state) {
   while (events < std::min<int64_t>(2 * 10'000 * events_per_ms, 4'000'000)) step();
   const int64_t warm_events = events;
   int64_t summaries = 0;
+  int64_t early = 0;
   for (auto _ : state) {
     step();
     summaries += static_cast<int64_t>(out.Get<kind::PaneSummary>().size());
+    early += static_cast<int64_t>(out.Get<kind::EarlySummary>().size());
   }
   events -= warm_events;
   state.SetItemsProcessed(events);
   state.counters["ns_per_event"] = benchmark::Counter(
       static_cast<double>(events), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["summaries"] = static_cast<double>(summaries);
+  state.counters["early_summaries"] = static_cast<double>(early);
   state.counters["open_panes"] = static_cast<double>(op.open_panes());
 }
 BENCHMARK(BM_WindowProcess)
-    ->Args({10'000, 0, 2000})
-    ->Args({10'000, 1, 2000})
-    ->Args({10'000, 0, 20})
-    ->Args({100, 0, 2000})
+    ->Args({10'000, 0, 2000, 0})
+    ->Args({10'000, 1, 2000, 0})
+    ->Args({10'000, 0, 20, 0})
+    ->Args({100, 0, 2000, 0})
+    // The same with early summaries every second (early_slice: 1s), for the cost of early alerts.
+    ->Args({10'000, 0, 2000, 1000})
+    ->Args({10'000, 0, 20, 1000})
     ->Iterations(40'000);  // fixed: the warm-up is not repeated while calibrating
 
 }  // namespace

@@ -49,16 +49,26 @@ void AlertLifecycle::Open(const StageContext& ctx) {
                                   "Alerts not tracked because max_alert_states was reached", stage);
   tracked_gauge_ =
       m.GetGauge("inferscope_alert_states", "Alerts tracked (pending or firing)", stage);
+  early_fired_ = m.GetCounter("inferscope_alerts_early_fired_total",
+                              "Alerts that became firing on an open pane's evidence", stage);
+  confirmed_ = m.GetCounter("inferscope_alerts_early_confirmed_total",
+                            "Early alerts the closed pane confirmed", stage);
+  retracted_ =
+      m.GetCounter("inferscope_alerts_retracted_total",
+                   "Early alerts the closed pane did not confirm (published retracted)", stage);
 }
 
-void AlertLifecycle::Emit(Tracked& t, AlertState state, std::vector<Alert>& out) {
+void AlertLifecycle::Emit(Tracked& t, AlertState state, bool early, std::vector<Alert>& out) {
   Alert a = t.last;
   a.state = state;
+  a.early = early;
   a.severity = t.severity;
   a.active_since_ms = t.active_since_ms;
   a.detected_at_ms = clock_->NowMs();
   if (state == AlertState::kResolved) {
     a.message = "resolved: " + a.message;
+  } else if (state == AlertState::kRetracted) {
+    a.message = "retracted (not confirmed by the closed pane): " + a.message;
   }
   a.silenced = false;
   if (silences_ != nullptr && silences_->Match(a, a.detected_at_ms)) {
@@ -68,20 +78,91 @@ void AlertLifecycle::Emit(Tracked& t, AlertState state, std::vector<Alert>& out)
   out.push_back(std::move(a));
 }
 
+AlertLifecycle::States::iterator AlertLifecycle::Start(const Alert& evidence, Severity severity,
+                                                       int64_t time_ms) {
+  changed_ = true;
+  if (states_.size() >= static_cast<size_t>(options_.max_states)) {
+    ++dropped_;
+    if (dropped_counter_) dropped_counter_->Inc();
+    return states_.end();
+  }
+  auto it = states_.emplace(evidence.fingerprint, Tracked{}).first;
+  it->second.active_since_ms = time_ms;
+  it->second.severity = severity;
+  return it;
+}
+
+void AlertLifecycle::ObserveEarly(const Alert& evidence, Condition condition, Severity severity,
+                                  int64_t time_ms, int64_t pane_end_ms, const AlertTiming& timing,
+                                  std::vector<Alert>& out) {
+  // Early evidence only starts or advances an alert; the closed pane clears, forgets, resolves.
+  if (condition != Condition::kActive) return;
+  auto it = states_.find(evidence.fingerprint);
+  if (it == states_.end()) {
+    it = Start(evidence, severity, time_ms);
+    if (it == states_.end()) return;
+  } else if (it->second.state != AlertState::kPending) {
+    return;  // firing: escalation and resolution wait for the closed pane
+  }
+  Tracked& t = it->second;
+  changed_ = true;
+  if (t.unconfirmed_end_ms == INT64_MIN) t.unconfirmed_end_ms = pane_end_ms;
+  t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
+  t.last = evidence;
+  t.severity = std::max(t.severity, severity);
+  if (time_ms - t.active_since_ms >= timing.for_ms) {
+    t.state = AlertState::kFiring;
+    t.early_fire_end_ms = pane_end_ms;
+    Emit(t, AlertState::kFiring, /*early=*/true, out);
+    ++early_fired_count_;
+    if (fired_) fired_->Inc();
+    if (early_fired_) early_fired_->Inc();
+  }
+  if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+}
+
 void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severity severity,
                              int64_t time_ms, const AlertTiming& timing, std::vector<Alert>& out) {
   auto it = states_.find(evidence.fingerprint);
   if (it == states_.end()) {
     if (condition != Condition::kActive) return;
-    changed_ = true;
-    if (states_.size() >= static_cast<size_t>(options_.max_states)) {
-      ++dropped_;
-      if (dropped_counter_) dropped_counter_->Inc();
+    it = Start(evidence, severity, time_ms);
+    if (it == states_.end()) return;
+  } else if (it->second.unconfirmed_end_ms != INT64_MIN) {
+    // Early evidence awaits the closed pane that carried it.
+    Tracked& t = it->second;
+    if (time_ms < t.unconfirmed_end_ms) {
+      // An earlier pane: it cannot judge that evidence; an active one shows the condition held
+      // since its end.
+      if (condition == Condition::kActive && t.state == AlertState::kPending &&
+          time_ms < t.active_since_ms) {
+        t.active_since_ms = time_ms;
+        changed_ = true;
+      }
       return;
     }
-    it = states_.emplace(evidence.fingerprint, Tracked{}).first;
-    it->second.active_since_ms = time_ms;
-    it->second.severity = severity;
+    changed_ = true;
+    if (condition != Condition::kActive) {
+      if (t.state == AlertState::kFiring) {
+        t.last = evidence;
+        Emit(t, AlertState::kRetracted, /*early=*/true, out);
+        ++retracted_count_;
+        if (retracted_) retracted_->Inc();
+      }
+      states_.erase(it);  // pending: the condition did not hold in the closed pane; forgotten
+      if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+      return;
+    }
+    if (t.state == AlertState::kPending || time_ms >= t.early_fire_end_ms) {
+      if (t.state == AlertState::kFiring) {
+        ++confirmed_count_;
+        if (confirmed_) confirmed_->Inc();
+      }
+      t.unconfirmed_end_ms = INT64_MIN;
+      t.early_fire_end_ms = INT64_MIN;
+    } else {
+      t.unconfirmed_end_ms = time_ms + 1;  // the next closed pane judges what is left
+    }
   }
   Tracked& t = it->second;
   changed_ = true;
@@ -98,7 +179,7 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
       t.severity = std::max(t.severity, severity);
       if (time_ms - t.active_since_ms >= timing.for_ms) {
         t.state = AlertState::kFiring;
-        Emit(t, AlertState::kFiring, out);
+        Emit(t, AlertState::kFiring, /*early=*/false, out);
         if (fired_) fired_->Inc();
       }
     }
@@ -106,7 +187,7 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
     if (condition == Condition::kClear) {
       if (t.clear_since_ms == INT64_MIN) t.clear_since_ms = time_ms;
       if (time_ms - t.clear_since_ms >= timing.keep_firing_for_ms) {
-        Emit(t, AlertState::kResolved, out);
+        Emit(t, AlertState::kResolved, /*early=*/false, out);
         if (resolved_) resolved_->Inc();
         states_.erase(it);
       }
@@ -114,7 +195,7 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
       t.clear_since_ms = INT64_MIN;
       if (condition == Condition::kActive && severity > t.severity) {
         t.severity = severity;
-        Emit(t, AlertState::kFiring, out);
+        Emit(t, AlertState::kFiring, t.early_fire_end_ms != INT64_MIN, out);
         if (escalated_) escalated_->Inc();
       }
     }
@@ -134,7 +215,7 @@ void AlertLifecycle::Sweep(int64_t watermark_ms, std::vector<Alert>& out) {
     if (t.state == AlertState::kFiring) {
       t.last.message =
           "no data for " + Seconds(watermark_ms - t.last_eval_ms) + " (" + t.last.message + ")";
-      Emit(t, AlertState::kResolved, out);
+      Emit(t, AlertState::kResolved, /*early=*/false, out);
       if (resolved_) resolved_->Inc();
     }
     it = states_.erase(it);
@@ -153,6 +234,8 @@ Status AlertLifecycle::Checkpoint(CheckpointWriter& writer) {
                       {"active_since", t.active_since_ms},
                       {"clear_since", t.clear_since_ms},
                       {"last_eval", t.last_eval_ms},
+                      {"unconfirmed_end", t.unconfirmed_end_ms},
+                      {"early_fire_end", t.early_fire_end_ms},
                       {"alert", AlertToJson(t.last)}});
   }
   writer.Put("lifecycle", ToJsonText(states));
@@ -183,6 +266,15 @@ Status AlertLifecycle::Restore(const CheckpointReader& reader) {
       t.active_since_ms = s["active_since"].get<int64_t>();
       t.clear_since_ms = s["clear_since"].get<int64_t>();
       t.last_eval_ms = s["last_eval"].get<int64_t>();
+      // Absent in checkpoints written before early evaluation existed.
+      if (s.contains("unconfirmed_end") || s.contains("early_fire_end")) {
+        if (!s.value("unconfirmed_end", nlohmann::json(INT64_MIN)).is_number_integer() ||
+            !s.value("early_fire_end", nlohmann::json(INT64_MIN)).is_number_integer()) {
+          return Status::Corruption("alert lifecycle checkpoint: malformed early state");
+        }
+        t.unconfirmed_end_ms = s.value("unconfirmed_end", INT64_MIN);
+        t.early_fire_end_ms = s.value("early_fire_end", INT64_MIN);
+      }
       t.last = std::move(alert).value();
       states_[t.last.fingerprint] = std::move(t);
     }

@@ -49,6 +49,15 @@ struct AlertTiming {
 // active silence when it changes state is still emitted (so it is stored) with `silenced` set;
 // the stream sink does not publish it.
 //
+// Early evaluations (ObserveEarly: a still open pane judged as it fills) only ever start or advance
+// alerts: an active one starts a pending alert (active since its time) or fires it once `for` has
+// passed, published with `early` set; an inactive one changes nothing, and an early evaluation
+// does nothing to a firing alert. The closed pane decides: the first Observe of the pane that
+// carried unconfirmed early evidence (or of a later one) confirms it when active (no second
+// firing; counted) and otherwise forgets the pending alert or retracts the firing one (published
+// as state `retracted`, counted). Observe of an earlier pane does not undo early evidence; an
+// active one only moves a pending alert's active_since back to its time.
+//
 // Lifecycle: construct → Open (metrics, silences, clock) → Observe / Sweep.
 // Concurrency: none; the operator thread makes every call.
 // Limitations: at most `max_states` alerts tracked; evaluations that would start more are dropped
@@ -77,6 +86,10 @@ class AlertLifecycle {
   // State changes are appended to `out` with state, severity, active_since and detected_at set.
   void Observe(const Alert& evidence, Condition condition, Severity severity, int64_t time_ms,
                const AlertTiming& timing, std::vector<Alert>& out);
+  // One early evaluation at event time `time_ms` (how far the open pane ending at `pane_end_ms`
+  // has been observed); see the class comment.
+  void ObserveEarly(const Alert& evidence, Condition condition, Severity severity, int64_t time_ms,
+                    int64_t pane_end_ms, const AlertTiming& timing, std::vector<Alert>& out);
   // Resolves or forgets alerts not evaluated since `watermark_ms - stale_after`.
   void Sweep(int64_t watermark_ms, std::vector<Alert>& out);
 
@@ -86,6 +99,10 @@ class AlertLifecycle {
   Status Restore(const CheckpointReader& reader);
   size_t tracked() const { return states_.size(); }
   uint64_t dropped() const { return dropped_; }
+  // Early firings so far, and how many the closed pane confirmed or retracted.
+  uint64_t early_fired() const { return early_fired_count_; }
+  uint64_t confirmed() const { return confirmed_count_; }
+  uint64_t retracted() const { return retracted_count_; }
 
  private:
   struct Tracked {
@@ -94,15 +111,26 @@ class AlertLifecycle {
     int64_t active_since_ms = 0;
     int64_t clear_since_ms = INT64_MIN;  // first clear evaluation while firing, or INT64_MIN
     int64_t last_eval_ms = 0;
+    // The end of the earliest pane whose early evidence its closed pane has not judged yet, or
+    // INT64_MIN when there is none.
+    int64_t unconfirmed_end_ms = INT64_MIN;
+    // Firing raised early: the end of the pane whose closed form confirms it; else INT64_MIN.
+    int64_t early_fire_end_ms = INT64_MIN;
     Alert last;  // the latest evidence
   };
+  using States = std::unordered_map<uint64_t, Tracked>;
 
-  void Emit(Tracked& t, AlertState state, std::vector<Alert>& out);
+  void Emit(Tracked& t, AlertState state, bool early, std::vector<Alert>& out);
+  // A new pending state for `evidence`, or end() when max_states is reached (counted).
+  States::iterator Start(const Alert& evidence, Severity severity, int64_t time_ms);
 
   Options options_;
-  std::unordered_map<uint64_t, Tracked> states_;
+  States states_;
   bool changed_ = false;  // states changed since the last checkpoint
   uint64_t dropped_ = 0;
+  uint64_t early_fired_count_ = 0;
+  uint64_t confirmed_count_ = 0;
+  uint64_t retracted_count_ = 0;
   const Clock* clock_ = &SystemClock::Instance();
   const SilenceRegistry* silences_ = nullptr;
   Counter* fired_ = nullptr;
@@ -110,6 +138,9 @@ class AlertLifecycle {
   Counter* resolved_ = nullptr;
   Counter* silenced_ = nullptr;
   Counter* dropped_counter_ = nullptr;
+  Counter* early_fired_ = nullptr;
+  Counter* confirmed_ = nullptr;
+  Counter* retracted_ = nullptr;
   Gauge* tracked_gauge_ = nullptr;
 };
 

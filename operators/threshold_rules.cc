@@ -50,9 +50,9 @@ std::string FormatDuration(int64_t ms) {
 }
 
 Result<ThresholdRule> ParseRule(const ConfigNode& node) {
-  INFERSCOPE_RETURN_IF_ERROR(
-      node.CheckKnownFields({"name", "metric", "stat", "window", "op", "levels", "for",
-                             "keep_firing_for", "hysteresis", "min_count", "instance", "model"}));
+  INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
+      {"name", "metric", "stat", "window", "op", "levels", "for", "keep_firing_for", "hysteresis",
+       "min_count", "instance", "model", "early"}));
   ThresholdRule r;
   Result<std::string> name = node.GetString("name");
   if (!name.ok()) return name.status();
@@ -117,6 +117,9 @@ Result<ThresholdRule> ParseRule(const ConfigNode& node) {
   Result<std::string> model = node.GetString("model", "*");
   if (!model.ok()) return model.status();
   r.model = *model;
+  Result<bool> early = node.GetBool("early", r.early);
+  if (!early.ok()) return early.status();
+  r.early = *early;
   if (Status st = r.Validate(); !st.ok()) return node.Error("", st.message());
   return r;
 }
@@ -252,7 +255,9 @@ Result<std::unique_ptr<ThresholdRulesOperator>> ThresholdRulesOperator::Create(
 }
 
 ThresholdRulesOperator::ThresholdRulesOperator(Options options)
-    : options_(std::move(options)), lifecycle_(options_.lifecycle) {}
+    : options_(std::move(options)), lifecycle_(options_.lifecycle) {
+  for (const ThresholdRule& r : options_.rules) any_early_ = any_early_ || r.early;
+}
 
 Status ThresholdRulesOperator::Open(const StageContext& ctx) {
   INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
@@ -266,6 +271,9 @@ Status ThresholdRulesOperator::Open(const StageContext& ctx) {
     evaluations_ =
         ctx.metrics->GetCounter("inferscope_rule_evaluations_total",
                                 "Window summaries judged by a rule", {{"stage", ctx.name}});
+    early_evaluations_ = ctx.metrics->GetCounter(
+        "inferscope_rule_early_evaluations_total",
+        "Early summaries of open panes judged by an early rule", {{"stage", ctx.name}});
   }
   return Status::Ok();
 }
@@ -290,16 +298,20 @@ const std::vector<uint32_t>& ThresholdRulesOperator::RulesFor(StringId metric) {
 }
 
 void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSummary& summary,
-                                      std::vector<Alert>& out) {
+                                      bool early, std::vector<Alert>& out) {
   const int64_t window_ms = summary.end_ms - summary.start_ms;
-  const SummaryStats stats = Summarize(summary.agg, window_ms);
+  // An open pane's rate is over the part observed so far.
+  const int64_t observed_ms =
+      early ? std::clamp<int64_t>(summary.observed_until_ms - summary.start_ms, 1, window_ms)
+            : window_ms;
+  const SummaryStats stats = Summarize(summary.agg, observed_ms);
   bool has_data = false;
   const double value = StatValue(stats, rule.stat, &has_data);
   const uint64_t population = rule.stat == WindowStat::kErrorRatio ? stats.events : stats.count;
   if (!has_data || static_cast<int64_t>(population) < rule.min_count || !std::isfinite(value)) {
     return;
   }
-  if (evaluations_) evaluations_->Inc();
+  if (evaluations_) (early ? early_evaluations_ : evaluations_)->Inc();
 
   Severity severity = Severity::kNone;
   double crossed = 0;
@@ -335,6 +347,7 @@ void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSum
   a.event_time_ms = summary.max_event_time_ms;
   a.message = std::string(a.stat) + " " + a.metric + " = " + FormatValue(value) + " over " +
               FormatDuration(window_ms) + " on " + a.instance + "/" + a.model;
+  if (early) a.message += " (open pane, " + FormatDuration(observed_ms) + " observed)";
   if (condition == Condition::kActive) {
     a.message += ", " + std::string(ThresholdOpName(rule.op)) + " " + FormatValue(crossed) + " (" +
                  std::string(SeverityName(severity)) + " level of rule " + rule.name + ")";
@@ -343,7 +356,12 @@ void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSum
                  " (rule " + rule.name + ")";
   }
   const size_t before = out.size();
-  lifecycle_.Observe(a, condition, severity, summary.end_ms, rule.timing, out);
+  if (early) {
+    lifecycle_.ObserveEarly(a, condition, severity, summary.observed_until_ms, summary.end_ms,
+                            rule.timing, out);
+  } else {
+    lifecycle_.Observe(a, condition, severity, summary.end_ms, rule.timing, out);
+  }
   // Each change shows the threshold of its own severity (a resolution: the one it fired with).
   for (size_t i = before; i < out.size(); ++i) {
     for (const auto& [level, threshold] : rule.levels) {
@@ -363,21 +381,35 @@ Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch
     }
   }
   std::vector<Alert>& alerts = out.Mutable<kind::Alert>();
-  for (std::span<const WindowSummary> part : summaries) {
-    for (const WindowSummary& s : part) {
-      const int64_t window_ms = s.end_ms - s.start_ms;
-      for (uint32_t index : RulesFor(s.series.metric)) {
-        const ThresholdRule& rule = options_.rules[index];
-        if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
-        if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
-          continue;
-        if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;
-        Evaluate(rule, s, alerts);
-      }
+  // Closed windows first: a pane that closes in the same step as a later pane's early summary
+  // judges its own early evidence before the later evidence arrives.
+  for (std::span<const WindowSummary> part : summaries) EvaluateAll(part, false, alerts);
+  if (any_early_) {
+    const std::span<const WindowSummary> early = in.Get<kind::EarlySummary>();
+    // An early summary's window is its pane: it counts for the shortest window too.
+    for (const WindowSummary& s : early) {
+      shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
     }
+    EvaluateAll(early, true, alerts);
   }
   lifecycle_.Sweep(watermark_ms_, alerts);
   return Status::Ok();
+}
+
+void ThresholdRulesOperator::EvaluateAll(std::span<const WindowSummary> summaries, bool early,
+                                         std::vector<Alert>& alerts) {
+  for (const WindowSummary& s : summaries) {
+    const int64_t window_ms = s.end_ms - s.start_ms;
+    for (uint32_t index : RulesFor(s.series.metric)) {
+      const ThresholdRule& rule = options_.rules[index];
+      if (early && !rule.early) continue;
+      if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
+      if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
+        continue;
+      if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;
+      Evaluate(rule, s, early, alerts);
+    }
+  }
 }
 
 Status ThresholdRulesOperator::OnTimer(int64_t, OutputBatch& out) {

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -63,6 +64,10 @@ struct ThresholdRule {
   // Glob matchers on the series ("*" and "?"); default everything.
   std::string instance = "*";
   std::string model = "*";
+  // Judge the open pane as it fills (early summaries of a window_aggregate with `early_slice`),
+  // not only the closed one; see ThresholdRulesOperator. Default false. Only for rules that judge
+  // the pane (no `window`, or `window` equal to the pane).
+  bool early = false;
 
   Status Validate() const;
 };
@@ -77,6 +82,12 @@ std::string_view ThresholdOpName(ThresholdRule::Op op);
 // Each summary is judged by every rule whose metric, window length and instance/model matchers
 // fit it; the evaluation time is the window's end (event time), so `for` and `keep_firing_for`
 // count event time, as the windows do.
+//
+// Early rules (`early: true`) also judge the early summaries of the open pane (window_aggregate
+// `early_slice`) that have at least `min_count` values: the evaluation time is how far the pane
+// has been observed (the slice boundary), and AlertLifecycle::ObserveEarly may start the alert or
+// fire it (published with `early` set). The closed pane then confirms it (nothing published) or
+// retracts it (state `retracted`). Other rules ignore early summaries.
 //
 // Lifecycle: Create → Open → ProcessResults / OnTimer (stale sweep) → Close.
 // Concurrency: none; the operator thread makes every call.
@@ -103,7 +114,9 @@ class ThresholdRulesOperator final : public Operator {
   Status Open(const StageContext& ctx) override;
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   // Reads pane summaries (window_aggregate) and window summaries (sliding_window); emits alerts.
-  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary, kind::WindowSummary>(); }
+  KindSet Reads() const override {
+    return KindSet::Of<kind::PaneSummary, kind::WindowSummary, kind::EarlySummary>();
+  }
   KindSet Emits() const override { return KindSet::Of<kind::Alert>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
@@ -121,16 +134,21 @@ class ThresholdRulesOperator final : public Operator {
  private:
   // The rules that judge one metric id (resolved lazily from names).
   const std::vector<uint32_t>& RulesFor(StringId metric);
-  void Evaluate(const ThresholdRule& rule, const WindowSummary& summary, std::vector<Alert>& out);
+  // `early`: `summary` is an early summary of the open pane.
+  void Evaluate(const ThresholdRule& rule, const WindowSummary& summary, bool early,
+                std::vector<Alert>& out);
+  void EvaluateAll(std::span<const WindowSummary> summaries, bool early, std::vector<Alert>& out);
 
   Options options_;
   AlertLifecycle lifecycle_;
   const Interner* interner_ = nullptr;
   std::unordered_map<StringId, std::vector<uint32_t>> rules_by_metric_;
   int64_t shortest_window_ms_ = INT64_MAX;
+  bool any_early_ = false;  // some rule has early: true
   int64_t watermark_ms_ = INT64_MIN;
   int64_t timer_watermark_ms_ = INT64_MIN;  // watermark_ms_ at the last OnTimer
   Counter* evaluations_ = nullptr;
+  Counter* early_evaluations_ = nullptr;
 };
 
 }  // namespace inferscope

@@ -66,6 +66,12 @@ Status WindowAggregateOperator::Options::Validate() const {
         std::to_string(kNumWellKnownIds) + " and max_series");
   }
   if (series_ttl_ms < 0) return Status::InvalidArgument("series_ttl must not be negative");
+  if (early_slice_ms != 0 &&
+      (early_slice_ms < 10 || early_slice_ms > pane_ms || pane_ms % early_slice_ms != 0)) {
+    return Status::InvalidArgument(
+        "early_slice must be 0 (off) or 10ms..pane and divide the pane, got " +
+        std::to_string(early_slice_ms) + "ms");
+  }
   return Status::Ok();
 }
 
@@ -73,7 +79,7 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
     const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
       {"pane", "out_of_orderness", "idle_timeout", "allowed_lateness", "max_publisher_lag",
-       "flush_on_close", "max_series", "max_series_per_publisher", "series_ttl"}));
+       "flush_on_close", "max_series", "max_series_per_publisher", "series_ttl", "early_slice"}));
   Options o;
   Result<int64_t> pane = node.GetDurationMs("pane", o.pane_ms, kMinPaneMs);
   if (!pane.ok()) return pane.status();
@@ -95,6 +101,9 @@ Result<WindowAggregateOperator::Options> WindowAggregateOperator::ParseOptions(
   if (!per_publisher.ok()) return per_publisher.status();
   Result<int64_t> ttl = node.GetDurationMs("series_ttl", o.series_ttl_ms, 0);
   if (!ttl.ok()) return ttl.status();
+  Result<int64_t> early = node.GetDurationMs("early_slice", o.early_slice_ms, 0);
+  if (!early.ok()) return early.status();
+  o.early_slice_ms = *early;
   o.pane_ms = *pane;
   o.out_of_orderness_ms = *ooo;
   o.idle_timeout_ms = *idle;
@@ -164,6 +173,8 @@ Status WindowAggregateOperator::Open(const StageContext& ctx) {
                        "Events for fired panes, applied within the allowed lateness", stage);
   updates_out_ = m.GetCounter("inferscope_window_updates_total",
                               "Series-pane summaries re-emitted after late events", stage);
+  early_out_ = m.GetCounter("inferscope_window_early_summaries_total",
+                            "Early summaries of open panes (early_slice)", stage);
   const char* rejected_help = "Events not applied, by reason";
   rejected_series_ = m.GetCounter("inferscope_window_rejected_events_total", rejected_help,
                                   {{"stage", ctx.name}, {"reason", "series_limit"}});
@@ -438,6 +449,7 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
   } else if (time_ms > ps.max_event_time_ms) {
     ps.max_event_time_ms = time_ms;
   }
+  ps.early_touched = true;
   g.changed = true;
   if (time_ms > g.last_event_ms) g.last_event_ms = time_ms;
   return &aggs_[g.first_agg + slot * g.num_metrics];
@@ -530,6 +542,43 @@ void WindowAggregateOperator::UpdateWatermark(int64_t now_ms, OutputBatch& out) 
     wm = max_event_time_ms_ + idle - out_of_orderness_ms_;
   }
   AdvanceWatermark(wm, out);
+  // After the watermark: a pane it fired in this step gets no early summary.
+  if (options_.early_slice_ms > 0) EmitEarly(wm + out_of_orderness_ms_, out);
+}
+
+void WindowAggregateOperator::EmitEarly(int64_t mark_ms, OutputBatch& out) {
+  const int64_t slice = options_.early_slice_ms;
+  const int64_t boundary = FloorDiv(mark_ms, slice) * slice;
+  if (boundary <= early_boundary_ms_) return;
+  early_boundary_ms_ = boundary;
+  // The pane the boundary ends a slice of (a boundary at a pane's end belongs to that pane).
+  const int64_t pane = FloorDiv(boundary - 1, pane_ms_);
+  const size_t slot = SlotOf(pane);
+  const CloseList& list = close_lists_[slot];
+  if (list.pane != pane || list.fired) return;
+  for (uint32_t group : list.groups) {
+    const Group& g = groups_[group];
+    PaneSlot& ps = panes_[g.first_pane + slot];
+    if (!ps.early_touched) continue;
+    ps.early_touched = false;
+    const Aggregate* aggs = &aggs_[g.first_agg + slot * g.num_metrics];
+    for (uint32_t m = 0; m < g.num_metrics; ++m) {
+      const Aggregate& agg = aggs[m];
+      if (agg.count == 0 && agg.events == 0) continue;
+      WindowSummary& s = out.Emplace<kind::EarlySummary>();
+      s.series = {static_cast<StringId>(g.instance_model >> 32),
+                  static_cast<StringId>(g.instance_model),
+                  g.metric != 0 ? g.metric : static_cast<StringId>(m + 1)};
+      s.start_ms = pane * pane_ms_;
+      s.end_ms = s.start_ms + pane_ms_;
+      const bool every_event = g.metric != 0 || m < kMetricCachedTokens - 1;
+      s.max_event_time_ms = every_event ? ps.max_event_time_ms : agg.last_time_ms;
+      s.update = false;
+      s.observed_until_ms = boundary;
+      s.agg = agg;
+      ++early_emitted_;
+    }
+  }
 }
 
 void WindowAggregateOperator::AdvanceWatermark(int64_t watermark_ms, OutputBatch& out) {
@@ -864,6 +913,10 @@ void WindowAggregateOperator::PublishGauges() {
   if (updated_ > 0) {
     updates_out_->Inc(updated_);
     updated_ = 0;
+  }
+  if (early_emitted_ > 0) {
+    early_out_->Inc(early_emitted_);
+    early_emitted_ = 0;
   }
   open_panes_gauge_->Set(static_cast<double>(open_panes_));
   series_gauge_->Set(static_cast<double>(series_));

@@ -67,6 +67,16 @@ namespace inferscope {
 // reason="no_metric", events whose names were reclaimed while they were queued (possible only
 // for an event queued for longer than two Interner sweep intervals) with reason="stale_name".
 // A gauge whose metric is a request metric (ttft_ms ...) joins that series.
+//
+// Early summaries (option `early_slice`, off by default): the open pane is also emitted as it
+// fills, for rules that judge it before it closes (threshold_rules `early: true`). The early mark
+// is the watermark without the out-of-orderness allowance (the smallest largest event time of the
+// active publishers). Each time it crosses a slice boundary b (a multiple of early_slice), every
+// series of the still open pane that ends at or after b and that received events since its last
+// early summary is emitted as kind::EarlySummary: [pane start, pane end) with the data so far and
+// observed_until_ms = b. Nothing more is kept per series than a flag in the pane slot; the cost is
+// one summary per active series and slice. The final pane is emitted as always when the watermark
+// passes its end; events arriving out of order after an early summary are in it.
 class WindowAggregateOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "window_aggregate";
@@ -99,13 +109,16 @@ class WindowAggregateOperator final : public Operator {
     // Event time (on the watermark) after its last event at which a series with no open pane
     // expires. Default 1 h; 0 keeps series for ever; otherwise at least the pane.
     int64_t series_ttl_ms = 3'600'000;
+    // Early summaries of the open pane every `early_slice` of event time (see the class comment).
+    // Default 0: none. Otherwise 10 ms .. pane, dividing the pane.
+    int64_t early_slice_ms = 0;
 
     Status Validate() const;
   };
 
   // Reads `pane`, `out_of_orderness`, `idle_timeout`, `allowed_lateness`, `max_publisher_lag`,
-  // `flush_on_close`, `max_series`, `max_series_per_publisher`, `series_ttl`; unknown fields are
-  // errors.
+  // `flush_on_close`, `max_series`, `max_series_per_publisher`, `series_ttl`, `early_slice`;
+  // unknown fields are errors.
   static Result<std::unique_ptr<WindowAggregateOperator>> Create(const ConfigNode& options);
   static Result<Options> ParseOptions(const ConfigNode& options);
 
@@ -114,8 +127,13 @@ class WindowAggregateOperator final : public Operator {
   ~WindowAggregateOperator() override;
 
   Status Open(const StageContext& ctx) override;
-  // Reads events; emits kind::PaneSummary (fired and updated panes) and kind::DeadLetter.
-  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary, kind::DeadLetter>(); }
+  // Reads events; emits kind::PaneSummary (fired and updated panes), kind::DeadLetter and, with
+  // early_slice, kind::EarlySummary.
+  KindSet Emits() const override {
+    KindSet kinds = KindSet::Of<kind::PaneSummary, kind::DeadLetter>();
+    if (options_.early_slice_ms > 0) kinds.Add(KindOf<kind::EarlySummary>());
+    return kinds;
+  }
   Status Process(const EventBatch& batch, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
   // Every tick once events have arrived (the watermark follows processing time when publishers
@@ -172,6 +190,8 @@ class WindowAggregateOperator final : public Operator {
     // update. A late event can give a fired pane a metric (or a whole group) it had no data for;
     // that first summary is not an update (WindowSummary::update).
     uint8_t emitted = 0;
+    // Events arrived since the pane's last early summary (early_slice only; in the padding).
+    bool early_touched = false;
   };
   // Groups with data in one pane, for firing and purging without scanning every series.
   struct CloseList {
@@ -244,6 +264,8 @@ class WindowAggregateOperator final : public Operator {
   // Emits the group's metrics with data in `pane`; each is an update when emitted before.
   void EmitGroupPane(uint32_t group, int64_t pane, OutputBatch& out);
   void EmitUpdates(OutputBatch& out);
+  // Emits early summaries when the early mark `mark_ms` crossed a slice boundary (early_slice).
+  void EmitEarly(int64_t mark_ms, OutputBatch& out);
   void DeadLetter(const Event& e, StringId publisher, OutputBatch& out);
   void PublishGauges();
   size_t SlotOf(int64_t pane) const {
@@ -290,14 +312,17 @@ class WindowAggregateOperator final : public Operator {
   int64_t last_arrival_ms_ = INT64_MIN;    // processing time of the last accepted event
   int64_t open_panes_ = 0;
   int64_t series_ = 0;
-  uint64_t emitted_ = 0;  // summaries emitted since metrics were last published
-  uint64_t updated_ = 0;  // of which updates
+  uint64_t emitted_ = 0;                   // summaries emitted since metrics were last published
+  uint64_t updated_ = 0;                   // of which updates
+  uint64_t early_emitted_ = 0;             // early summaries since metrics were last published
+  int64_t early_boundary_ms_ = INT64_MIN;  // the latest slice boundary early summaries were cut at
 
   const Clock* clock_ = nullptr;
   Counter* events_in_ = nullptr;
   Counter* summaries_out_ = nullptr;
   Counter* late_ = nullptr;
   Counter* updates_out_ = nullptr;
+  Counter* early_out_ = nullptr;
   Interner* interner_ = nullptr;
   MetricsRegistry* metrics_ = nullptr;
   std::string stage_;

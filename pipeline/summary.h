@@ -47,6 +47,9 @@ struct WindowSummary {
   // True when this replaces a result emitted before for the same series and interval (late events
   // within the allowed lateness arrived); consumers upsert.
   bool update = false;
+  // Early summaries (kind::EarlySummary) only: the event time up to which the still open pane
+  // [start_ms, end_ms) has been observed (a slice boundary, <= end_ms); 0 otherwise.
+  int64_t observed_until_ms = 0;
   Aggregate agg;
 };
 
@@ -66,6 +69,12 @@ struct PaneSummary {
   static constexpr std::string_view kName = "pane_summary";
   static constexpr std::string_view kDescription =
       "A fired (or updated) event-time pane of one series (window_aggregate)";
+};
+struct EarlySummary {
+  using Value = ::inferscope::WindowSummary;
+  static constexpr std::string_view kName = "early_summary";
+  static constexpr std::string_view kDescription =
+      "The still open pane of one series as observed so far (window_aggregate early_slice)";
 };
 struct WindowSummary {
   using Value = ::inferscope::WindowSummary;

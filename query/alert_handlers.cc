@@ -57,7 +57,8 @@ ApiReply HandleAlerts(const ApiContext& ctx, const ApiRequest& req) {
   if (auto text = req.Param("state")) {
     state = ParseAlertState(*text);
     if (!state) {
-      return BadParameterValue(ctx, "state", "state must be pending, firing or resolved", *text);
+      return BadParameterValue(ctx, "state", "state must be pending, firing, resolved or retracted",
+                               *text);
     }
   }
   std::optional<Severity> severity;

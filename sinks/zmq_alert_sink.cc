@@ -53,7 +53,7 @@ std::string ZmqAlertSink::Topic(const Alert& a) {
 void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
   out.clear();
   Packer pk(out);
-  pk.pack_map(24);
+  pk.pack_map(25);
   PackStr(pk, "v");
   pk.pack_int(kAlertPayloadVersion);
   PackStr(pk, "fingerprint");
@@ -100,6 +100,8 @@ void ZmqAlertSink::EncodeMsgpack(const Alert& a, msgpack::sbuffer& out) {
   PackStr(pk, a.message);
   PackStr(pk, "silenced");
   pk.pack(a.silenced);
+  PackStr(pk, "early");
+  pk.pack(a.early);
   PackStr(pk, "series");
   PackStr(pk, a.instance + "/" + a.model + "/" + a.metric);
 }

@@ -36,10 +36,10 @@ Status ExpireAlertChange(const StateStore& store, std::string_view key, std::str
   by_fp.append(key.substr(0, 8));
   by_fp.append(key.substr(16));
   writes->push_back({&kAlertHistoryByFingerprintTable, std::move(by_fp), std::nullopt});
-  if (static_cast<AlertState>(key[16]) != AlertState::kResolved) return Status::Ok();
+  if (!IsTerminal(static_cast<AlertState>(key[16]))) return Status::Ok();
   Result<std::optional<Alert>> latest = LoadAlert(store, fingerprint);
   if (!latest.ok()) return latest.status();
-  if (latest->has_value() && (*latest)->state == AlertState::kResolved &&
+  if (latest->has_value() && IsTerminal((*latest)->state) &&
       (*latest)->detected_at_ms < cutoff_ms) {
     writes->push_back({&kAlertsTable, AlertKey(fingerprint), std::nullopt});
   }

@@ -168,6 +168,29 @@ TEST_F(RecordRetentionTest, ExpiredAlertChangesTakeTheirCopyAndLongResolvedAlert
   EXPECT_EQ((*c)->state, AlertState::kFiring);
 }
 
+TEST_F(RecordRetentionTest, LongRetractedAlertsAreForgottenLikeResolvedOnes) {
+  std::unique_ptr<StateStore> store = Open();
+  ASSERT_NE(store, nullptr);
+  const int64_t old = kStart - 40 * kDay;
+  // An early firing retracted 40 days ago ends the alert, as a resolution does.
+  Alert fired = MakeAlert("vllm-1", AlertState::kFiring, old);
+  fired.early = true;
+  Alert retracted = MakeAlert("vllm-1", AlertState::kRetracted, old + 1000);
+  retracted.early = true;
+  ASSERT_TRUE(StoreAlerts(*store, std::vector<Alert>{fired, retracted}).ok());
+  Result<std::optional<Alert>> before = LoadAlert(*store, fired.fingerprint);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  EXPECT_EQ((*before)->state, AlertState::kRetracted);
+  EXPECT_TRUE((*before)->early) << "stored with the flag";
+
+  Result<MaintenanceReport> report = store->RunMaintenance();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  Result<std::optional<Alert>> after = LoadAlert(*store, fired.fingerprint);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->has_value());
+  EXPECT_EQ(Count(*store, kAlertsTable), 0u);
+}
+
 TEST_F(RecordRetentionTest, OnlyTimeKeyedTablesCanBeGivenARetention) {
   EXPECT_TRUE(CheckRecordRetention("alert_history", 1000).ok());
   Status not_keyed = CheckRecordRetention("alerts", 1000);

@@ -124,6 +124,7 @@ void AlertLifecycle::ObserveEarly(const Alert& evidence, Condition condition, Se
 void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severity severity,
                              int64_t time_ms, const AlertTiming& timing, std::vector<Alert>& out) {
   auto it = states_.find(evidence.fingerprint);
+  bool confirmed_severity_changed = false;
   if (it == states_.end()) {
     if (condition != Condition::kActive) return;
     it = Start(evidence, severity, time_ms);
@@ -134,10 +135,25 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
     if (time_ms < t.unconfirmed_end_ms) {
       // An earlier pane: it cannot judge that evidence; an active one shows the condition held
       // since its end.
-      if (condition == Condition::kActive && t.state == AlertState::kPending &&
-          time_ms < t.active_since_ms) {
-        t.active_since_ms = time_ms;
-        changed_ = true;
+      if (condition == Condition::kActive && t.state == AlertState::kPending) {
+        if (time_ms < t.active_since_ms) {
+          t.active_since_ms = time_ms;
+          changed_ = true;
+        }
+        t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
+        t.severity = std::max(t.severity, severity);
+        if (time_ms - t.active_since_ms >= timing.for_ms) {
+          // Closed panes alone held the condition for `for`: fire as without early evidence. The
+          // later pane's early evidence no longer matters (its closed pane resolves, not
+          // retracts).
+          changed_ = true;
+          t.last = evidence;
+          t.state = AlertState::kFiring;
+          t.unconfirmed_end_ms = INT64_MIN;
+          t.early_fire_end_ms = INT64_MIN;
+          Emit(t, AlertState::kFiring, /*early=*/false, out);
+          if (fired_) fired_->Inc();
+        }
       }
       return;
     }
@@ -157,6 +173,12 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
       if (t.state == AlertState::kFiring) {
         ++confirmed_count_;
         if (confirmed_) confirmed_->Inc();
+        // The early severity came from part of the pane; the closed pane's level replaces it.
+        // (A higher level is published below as an escalation.)
+        if (severity < t.severity) {
+          t.severity = severity;
+          confirmed_severity_changed = true;
+        }
       }
       t.unconfirmed_end_ms = INT64_MIN;
       t.early_fire_end_ms = INT64_MIN;
@@ -197,6 +219,8 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
         t.severity = severity;
         Emit(t, AlertState::kFiring, t.early_fire_end_ms != INT64_MIN, out);
         if (escalated_) escalated_->Inc();
+      } else if (confirmed_severity_changed) {
+        Emit(t, AlertState::kFiring, /*early=*/false, out);  // the confirmed level
       }
     }
   }
@@ -215,8 +239,15 @@ void AlertLifecycle::Sweep(int64_t watermark_ms, std::vector<Alert>& out) {
     if (t.state == AlertState::kFiring) {
       t.last.message =
           "no data for " + Seconds(watermark_ms - t.last_eval_ms) + " (" + t.last.message + ")";
-      Emit(t, AlertState::kResolved, /*early=*/false, out);
-      if (resolved_) resolved_->Inc();
+      if (t.early_fire_end_ms != INT64_MIN) {
+        // Fired early and never confirmed: no closed pane backs it.
+        Emit(t, AlertState::kRetracted, /*early=*/true, out);
+        ++retracted_count_;
+        if (retracted_) retracted_->Inc();
+      } else {
+        Emit(t, AlertState::kResolved, /*early=*/false, out);
+        if (resolved_) resolved_->Inc();
+      }
     }
     it = states_.erase(it);
     changed_ = true;

@@ -55,8 +55,11 @@ struct AlertTiming {
 // does nothing to a firing alert. The closed pane decides: the first Observe of the pane that
 // carried unconfirmed early evidence (or of a later one) confirms it when active (no second
 // firing; counted) and otherwise forgets the pending alert or retracts the firing one (published
-// as state `retracted`, counted). Observe of an earlier pane does not undo early evidence; an
-// active one only moves a pending alert's active_since back to its time.
+// as state `retracted`, counted); a confirming pane at a lower level than the early one publishes
+// a firing update at its own level. Observe of an earlier pane does not undo early evidence; an
+// active one moves a pending alert's active_since back to its time and fires it (not early) once
+// `for` has passed, as without early evidence. The stale sweep retracts (not resolves) an early
+// firing that no closed pane confirmed.
 //
 // Lifecycle: construct → Open (metrics, silences, clock) → Observe / Sweep.
 // Concurrency: none; the operator thread makes every call.
@@ -98,6 +101,13 @@ class AlertLifecycle {
   // Restores the states of the last checkpoint; call after Open.
   Status Restore(const CheckpointReader& reader);
   size_t tracked() const { return states_.size(); }
+  // Whether an alert with this fingerprint is tracked (pending or firing), and whether it fires.
+  // Lets a caller skip building evidence that could not change anything (no allocation).
+  bool Tracks(uint64_t fingerprint) const { return states_.count(fingerprint) != 0; }
+  bool Firing(uint64_t fingerprint) const {
+    auto it = states_.find(fingerprint);
+    return it != states_.end() && it->second.state == AlertState::kFiring;
+  }
   uint64_t dropped() const { return dropped_; }
   // Early firings so far, and how many the closed pane confirmed or retracted.
   uint64_t early_fired() const { return early_fired_count_; }

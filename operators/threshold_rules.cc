@@ -328,14 +328,26 @@ void ThresholdRulesOperator::Evaluate(const ThresholdRule& rule, const WindowSum
     const bool clear = IsUpper(rule.op) ? value <= lowest - margin : value >= lowest + margin;
     condition = clear ? Condition::kClear : Condition::kHold;
   }
+  // Build the evidence (strings, message) only when it can change a state: an inactive verdict
+  // changes nothing for an untracked alert, and early evidence is ignored unless active and the
+  // alert is not firing yet. The common clear case allocates nothing.
+  const std::string_view instance = interner_->Name(summary.series.instance);
+  const std::string_view model = interner_->Name(summary.series.model);
+  const std::string_view stat_name = WindowStatName(rule.stat);
+  const uint64_t fingerprint = AlertFingerprint(rule.name, instance, model, rule.metric, stat_name);
+  if (early) {
+    if (condition != Condition::kActive || lifecycle_.Firing(fingerprint)) return;
+  } else if (condition != Condition::kActive && !lifecycle_.Tracks(fingerprint)) {
+    return;
+  }
 
   Alert a;
   a.rule = rule.name;
-  a.instance = std::string(interner_->Name(summary.series.instance));
-  a.model = std::string(interner_->Name(summary.series.model));
+  a.instance = std::string(instance);
+  a.model = std::string(model);
   a.metric = rule.metric;
-  a.stat = std::string(WindowStatName(rule.stat));
-  a.fingerprint = AlertFingerprint(a.rule, a.instance, a.model, a.metric, a.stat);
+  a.stat = std::string(stat_name);
+  a.fingerprint = fingerprint;
   a.type = AnomalyType::kThreshold;
   a.value = value;
   a.expected = lowest;
@@ -385,12 +397,9 @@ Status ThresholdRulesOperator::ProcessResults(const OutputBatch& in, OutputBatch
   // judges its own early evidence before the later evidence arrives.
   for (std::span<const WindowSummary> part : summaries) EvaluateAll(part, false, alerts);
   if (any_early_) {
-    const std::span<const WindowSummary> early = in.Get<kind::EarlySummary>();
-    // An early summary's window is its pane: it counts for the shortest window too.
-    for (const WindowSummary& s : early) {
-      shortest_window_ms_ = std::min(shortest_window_ms_, s.end_ms - s.start_ms);
-    }
-    EvaluateAll(early, true, alerts);
+    // Early summaries do not count for the shortest window: they repeat the pane of the closed
+    // summaries (and must not narrow what window-less rules judge among longer windows).
+    EvaluateAll(in.Get<kind::EarlySummary>(), true, alerts);
   }
   lifecycle_.Sweep(watermark_ms_, alerts);
   return Status::Ok();
@@ -402,8 +411,13 @@ void ThresholdRulesOperator::EvaluateAll(std::span<const WindowSummary> summarie
     const int64_t window_ms = s.end_ms - s.start_ms;
     for (uint32_t index : RulesFor(s.series.metric)) {
       const ThresholdRule& rule = options_.rules[index];
-      if (early && !rule.early) continue;
-      if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) continue;
+      if (early) {
+        // An early summary is always the open pane: an early rule without `window` judges it, one
+        // with `window` only when that is the pane.
+        if (!rule.early || (rule.window_ms > 0 && window_ms != rule.window_ms)) continue;
+      } else if (window_ms != (rule.window_ms > 0 ? rule.window_ms : shortest_window_ms_)) {
+        continue;
+      }
       if (rule.instance != "*" && !GlobMatch(rule.instance, interner_->Name(s.series.instance)))
         continue;
       if (rule.model != "*" && !GlobMatch(rule.model, interner_->Name(s.series.model))) continue;

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include "operators/alert_lifecycle.h"
 #include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
@@ -12,6 +14,13 @@
 #include "state/checkpoint_store.h"
 #include "state/state_store.h"
 #include "tests/test_util.h"
+
+// Heap allocation counting of this test binary (operator new is replaced in
+// window_aggregate_test.cc).
+namespace inferscope_test_alloc {
+extern std::atomic<bool> g_count_allocations;
+extern std::atomic<uint64_t> g_allocations;
+}  // namespace inferscope_test_alloc
 
 namespace inferscope {
 namespace {
@@ -296,6 +305,183 @@ TEST_F(EarlyAlertsTest, AnEarlierPanesVerdictDoesNotRetract) {
   EXPECT_TRUE(rest.empty());
   EXPECT_EQ(Counter("inferscope_alerts_retracted_total"), 0u);
   EXPECT_EQ(Counter("inferscope_alerts_early_confirmed_total"), 1u);
+}
+
+// Review finding 5: early summaries (the pane) must not narrow the window a window-less rule
+// judges when the closed results it reads are longer windows.
+TEST_F(EarlyAlertsTest, EarlySummariesDoNotNarrowTheShortestWindow) {
+  Build(R"(
+rules:
+  - name: ttft_plain
+    metric: ttft_ms
+    stat: max
+    levels: {critical: 1000}
+  - name: e2e_early
+    metric: e2e_ms
+    stat: max
+    levels: {critical: 100000}
+    early: true
+)");
+  auto summary = [&](int64_t start, int64_t end, uint32_t metric, double value) {
+    WindowSummary s;
+    s.series.instance = interner_.Intern("node-1");
+    s.series.model = interner_.Intern("m");
+    s.series.metric = metric;
+    s.start_ms = kT0 + start;
+    s.end_ms = kT0 + end;
+    s.max_event_time_ms = kT0 + end - 1;
+    for (int i = 0; i < 5; ++i) s.agg.Add(value, s.max_event_time_ms);
+    return s;
+  };
+  OutputBatch in;
+  in.Mutable<kind::WindowSummary>().push_back(summary(0, 60'000, kMetricTtft, 50));
+  WindowSummary open = summary(60'000, 70'000, kMetricE2e, 50);
+  open.observed_until_ms = kT0 + 61'000;
+  in.Mutable<kind::EarlySummary>().push_back(open);
+  in.watermark_ms = kT0 + 60'000;
+  OutputBatch out;
+  ASSERT_TRUE(rules_->ProcessResults(in, out).ok());
+  EXPECT_TRUE(out.Get<kind::Alert>().empty());
+
+  OutputBatch next;
+  next.Mutable<kind::WindowSummary>().push_back(summary(60'000, 120'000, kMetricTtft, 5000));
+  next.watermark_ms = kT0 + 120'000;
+  out = {};
+  ASSERT_TRUE(rules_->ProcessResults(next, out).ok());
+  ASSERT_EQ(out.Get<kind::Alert>().size(), 1u) << "the 60 s window is still the shortest";
+  EXPECT_EQ(out.Get<kind::Alert>()[0].rule, "ttft_plain");
+  EXPECT_FALSE(out.Get<kind::Alert>()[0].early);
+}
+
+// Review finding 9: judging an early summary whose condition is clear (no alert tracked) builds
+// no alert and allocates nothing.
+TEST_F(EarlyAlertsTest, ClearEarlySummariesAllocateNothing) {
+  size_t early = 0;
+  EXPECT_TRUE(Feed(0, 1100, 100, &early).empty());
+  ASSERT_GT(early, 0u);
+  // The open pane's summaries at the next boundary, all clear.
+  OutputBatch in;
+  for (int64_t t = 1100; t <= 2000; t += 100) {
+    EventBatch batch;
+    batch.publisher = interner_.Intern("gw");
+    batch.events = {Request(t, 100)};
+    OutputBatch windows;
+    ASSERT_TRUE(window_->Process(batch, windows).ok());
+    for (const WindowSummary& s : windows.Get<kind::EarlySummary>())
+      in.Mutable<kind::EarlySummary>().push_back(s);
+  }
+  ASSERT_FALSE(in.Get<kind::EarlySummary>().empty());
+  in.watermark_ms = kT0;
+  const uint64_t before = Counter("inferscope_rule_early_evaluations_total");
+  OutputBatch out;
+  ASSERT_TRUE(rules_->ProcessResults(in, out).ok());  // warms the per-metric rule cache
+  const uint64_t judged = Counter("inferscope_rule_early_evaluations_total") - before;
+  ASSERT_GT(judged, 0u);
+  inferscope_test_alloc::g_allocations = 0;
+  inferscope_test_alloc::g_count_allocations = true;
+  for (int round = 0; round < 10; ++round) {
+    if (!rules_->ProcessResults(in, out).ok()) break;
+  }
+  inferscope_test_alloc::g_count_allocations = false;
+  EXPECT_EQ(inferscope_test_alloc::g_allocations.load(), 0u);
+  EXPECT_EQ(Counter("inferscope_rule_early_evaluations_total"), before + judged * 11)
+      << "every round judged them";
+  EXPECT_TRUE(out.Get<kind::Alert>().empty());
+  EXPECT_EQ(rules_->lifecycle().tracked(), 0u);
+}
+
+// A lifecycle and one series' evidence for the lifecycle-level tests below.
+struct LifecycleHarness {
+  LifecycleHarness() : lifecycle(AlertLifecycle::Options{}) {
+    ctx.name = "rules";
+    ctx.metrics = &metrics;
+    ctx.clock = &clock;
+    lifecycle.Open(ctx);
+    a.rule = "r";
+    a.instance = "node-1";
+    a.model = "m";
+    a.metric = "ttft_ms";
+    a.stat = "max";
+    a.fingerprint = AlertFingerprint(a.rule, a.instance, a.model, a.metric, a.stat);
+    a.type = AnomalyType::kThreshold;
+  }
+  MetricsRegistry metrics;
+  ManualClock clock{1000};
+  StageContext ctx;
+  AlertLifecycle lifecycle;
+  Alert a;
+};
+
+// Review finding 4: several panes open at once (out-of-orderness longer than a pane). A later
+// pane's early evidence starts the alert; then earlier closed panes hold the condition for `for`:
+// it fires at that close (not early), and the later pane closing clear resolves it (no retraction).
+TEST(EarlyLifecycleTest, EarlierClosedPanesFireOnceForHasPassed) {
+  LifecycleHarness h;
+  AlertTiming timing;
+  timing.for_ms = 60'000;
+  std::vector<Alert> out;
+  // Pane 3 [120 s, 180 s) early at 121 s: pending.
+  h.lifecycle.ObserveEarly(h.a, Condition::kActive, Severity::kCritical, 121'000, 180'000, timing,
+                           out);
+  EXPECT_TRUE(out.empty());
+  h.lifecycle.Observe(h.a, Condition::kActive, Severity::kCritical, 60'000, timing, out);
+  EXPECT_TRUE(out.empty()) << "active since 60 s, for not met";
+  h.lifecycle.Observe(h.a, Condition::kActive, Severity::kCritical, 120'000, timing, out);
+  ASSERT_EQ(out.size(), 1u) << "active 60 s..120 s: for is met";
+  EXPECT_EQ(out[0].state, AlertState::kFiring);
+  EXPECT_FALSE(out[0].early);
+  EXPECT_EQ(out[0].active_since_ms, 60'000);
+  out.clear();
+  h.lifecycle.Observe(h.a, Condition::kClear, Severity::kNone, 180'000, timing, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].state, AlertState::kResolved);
+  EXPECT_EQ(h.lifecycle.retracted(), 0u);
+  EXPECT_EQ(h.lifecycle.tracked(), 0u);
+}
+
+// Review finding 6: the closed pane confirms an early firing at a lower level than the open pane
+// reached: the alert is published again at the closed pane's level.
+TEST(EarlyLifecycleTest, ConfirmationAtALowerLevelPublishesTheClosedPanesSeverity) {
+  LifecycleHarness h;
+  AlertTiming timing;
+  std::vector<Alert> out;
+  h.lifecycle.ObserveEarly(h.a, Condition::kActive, Severity::kCritical, 4000, 10'000, timing, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].severity, Severity::kCritical);
+  out.clear();
+  h.lifecycle.Observe(h.a, Condition::kActive, Severity::kWarning, 10'000, timing, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].state, AlertState::kFiring);
+  EXPECT_EQ(out[0].severity, Severity::kWarning);
+  EXPECT_FALSE(out[0].early);
+  EXPECT_EQ(h.lifecycle.confirmed(), 1u);
+  out.clear();
+  // Same level again: nothing; a higher one: an escalation.
+  h.lifecycle.Observe(h.a, Condition::kActive, Severity::kWarning, 20'000, timing, out);
+  EXPECT_TRUE(out.empty());
+  h.lifecycle.Observe(h.a, Condition::kActive, Severity::kCritical, 30'000, timing, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].severity, Severity::kCritical);
+}
+
+// Review finding 14: an early firing that no closed pane confirmed goes stale: retracted, not
+// resolved.
+TEST(EarlyLifecycleTest, StaleUnconfirmedEarlyFiringIsRetracted) {
+  LifecycleHarness h;
+  AlertTiming timing;
+  std::vector<Alert> out;
+  h.lifecycle.ObserveEarly(h.a, Condition::kActive, Severity::kCritical, 4000, 10'000, timing, out);
+  ASSERT_EQ(out.size(), 1u);
+  out.clear();
+  h.lifecycle.Sweep(4000 + 300'000, out);
+  EXPECT_TRUE(out.empty()) << "not stale yet";
+  h.lifecycle.Sweep(4000 + 300'001, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].state, AlertState::kRetracted);
+  EXPECT_TRUE(out[0].early);
+  EXPECT_NE(out[0].message.find("no data"), std::string::npos) << out[0].message;
+  EXPECT_EQ(h.lifecycle.retracted(), 1u);
+  EXPECT_EQ(h.lifecycle.tracked(), 0u);
 }
 
 TEST(EarlyLifecycleTest, EarlyStateSurvivesARestartAndIsThenRetracted) {

@@ -23,10 +23,13 @@
 // Counts heap allocations while `g_count_allocations` is set (the whole test binary's operator
 // new goes through here). GCC cannot see that the replaced new and delete pair malloc and free.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-namespace {
+// Not in an anonymous namespace: other tests of this binary (early_alerts_test.cc) count too.
+namespace inferscope_test_alloc {
 std::atomic<bool> g_count_allocations{false};
 std::atomic<uint64_t> g_allocations{0};
-}  // namespace
+}  // namespace inferscope_test_alloc
+using inferscope_test_alloc::g_allocations;
+using inferscope_test_alloc::g_count_allocations;
 
 void* operator new(std::size_t size) {
   if (g_count_allocations.load(std::memory_order_relaxed)) {

@@ -123,8 +123,9 @@ class JetStreamSource final : public Source {
     StringId key = 0;  // PositionKey, interned and pinned
     natsSubscription* sub = nullptr;
     uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
-    // A ring of the newest messages applied per fetch (guarded by ack_mu_): at most kRing; when it
-    // is full, newer fetches are not recorded until acks free slots (an ack then covers less).
+    // A ring of the last message applied per emitted batch (guarded by ack_mu_): at most kRing;
+    // when it is full, the newest entry is overwritten (so the newest applied message can always
+    // be acked; an ack of an older entry then covers less).
     std::vector<Unacked> ring;
     size_t head = 0;  // oldest entry
     size_t size = 0;
@@ -135,13 +136,32 @@ class JetStreamSource final : public Source {
     Counter* acks = nullptr;
     Gauge* acked_seq = nullptr;
     Gauge* lag = nullptr;
+    Counter* held = nullptr;
+    Counter* gaps = nullptr;
   };
   static constexpr size_t kRing = 1024;
+  // Events per emitted batch: a fetch whose messages decode to more is emitted in several batches,
+  // so pooled batches keep a bounded capacity whatever fetch_batch is.
+  static constexpr size_t kBatchEvents = 8192;
 
-  // Deletes and creates every partition's consumer at its position and subscribes to it.
+  struct FetchOutcome {
+    int messages = 0;
+    // A message was refused for a temporary reason (publisher_limit): the partition's position
+    // stays before it and its consumer must be created again there later.
+    bool hold = false;
+    bool closed = false;  // the output is closed (the engine is stopping)
+  };
+
+  // Deletes and creates every partition's consumer at its position and subscribes to it (after
+  // checking its position against the stream's first and last sequence).
   Status CreateConsumers();
-  // Fetches once from `p` into `batch`; returns the messages fetched.
-  Result<int> FetchOnce(Partition& p, EventBatch& batch);
+  // Fetches once from `p`, decoding into `batch` and emitting it whenever it holds kBatchEvents
+  // events (the last, partial batch stays in `batch` for the caller to emit).
+  Result<FetchOutcome> FetchOnce(Partition& p, SourceOutput& out, EventBatchPtr& batch);
+  // Appends p's position to `batch` and records the ack of its last applied message, when
+  // messages were applied since `before`.
+  void EndBatch(Partition& p, EventBatch& batch, uint64_t before, const char* last_reply,
+                uint64_t pending);
   void DestroySubscriptions();
 
   const Options options_;

@@ -76,6 +76,25 @@ int BridgeCommand(const BridgeArgs& args) {
   uint64_t forwarded = 0;
   uint64_t skipped = 0;  // not 2 frames, or no readable envelope
   bool failed = false;
+  // Publishes are asynchronous: the stream's refusals (or missing acknowledgements) are counted by
+  // the client's reply thread. They are checked after every poll and logged at once (at most once
+  // a second) with the total, so a failing stream is visible while the bridge runs; the exit code
+  // is then 1.
+  uint64_t failures_logged = 0;
+  Clock::time_point last_failure_log{};
+  auto check_failures = [&] {
+    const uint64_t now_failed = pub.failed_messages();
+    if (now_failed == failures_logged) return;
+    failed = true;
+    const Clock::time_point now = Clock::now();
+    if (failures_logged != 0 && now - last_failure_log < std::chrono::seconds(1)) return;
+    spdlog::error(
+        "bridge: {} publishes to stream {} failed so far ({} new; the stream refused them or did "
+        "not acknowledge them: they are lost)",
+        now_failed, args.stream, now_failed - failures_logged);
+    failures_logged = now_failed;
+    last_failure_log = now;
+  };
   std::string msg_id;
   try {
     zmq::context_t ctx(1);
@@ -99,6 +118,7 @@ int BridgeCommand(const BridgeArgs& args) {
     zmq::message_t frames[2];
     zmq::message_t extra;
     while (!g_stop && Clock::now() < deadline) {
+      check_failures();
       zmq::pollitem_t item = {sock.handle(), 0, ZMQ_POLLIN, 0};
       try {
         if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;

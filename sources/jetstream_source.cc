@@ -200,6 +200,16 @@ Status JetStreamSource::Open(const StageContext& ctx) {
       p.lag = ctx.metrics->GetGauge(
           "inferscope_jetstream_lag_messages",
           "Messages pending in the partition's consumer after the last one fetched", labels);
+      p.held = ctx.metrics->GetCounter(
+          "inferscope_jetstream_held_total",
+          "Times the partition stopped before a message refused for a temporary reason "
+          "(publisher_limit), to fetch it again a second later",
+          labels);
+      p.gaps = ctx.metrics->GetCounter(
+          "inferscope_jetstream_position_gaps_total",
+          "Consumer starts whose position was outside the stream (messages after it purged or "
+          "trimmed, or the stream recreated behind it): messages may have been skipped",
+          labels);
     }
   }
   natsStatus s = natsConnection_ConnectTo(&conn_, options_.url.c_str());
@@ -222,7 +232,23 @@ Status JetStreamSource::Open(const StageContext& ctx) {
                          ".*)",
                      s, jerr);
   }
+  // Only limits retention: a consumer is deleted and created again at each start (the checkpoint
+  // is the position), and on an interest stream deleting the only consumer makes the server drop
+  // every unacked message; a work-queue stream refuses a consumer that is not AckExplicit.
+  const jsRetentionPolicy retention =
+      info->Config != nullptr ? info->Config->Retention : js_LimitsPolicy;
   jsStreamInfo_Destroy(info);
+  if (retention != js_LimitsPolicy) {
+    Close();
+    return Status::InvalidArgument(
+        "jetstream source: stream '" + options_.stream + "' has " +
+        (retention == js_WorkQueuePolicy  ? std::string("work-queue")
+         : retention == js_InterestPolicy ? std::string("interest")
+                                          : std::to_string(static_cast<int>(retention))) +
+        " retention; only limits retention is supported (the source deletes and recreates its "
+        "consumers at the checkpointed position, which would drop unacked messages or be "
+        "refused): create the stream with limits retention (the default)");
+  }
   return Status::Ok();
 }
 
@@ -247,9 +273,37 @@ Status JetStreamSource::Restore(const CheckpointReader& reader) {
 }
 
 Status JetStreamSource::CreateConsumers() {
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+  bool have_state = false;
   for (Partition& p : partitions_) {
     if (p.sub != nullptr) continue;
     jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (!have_state) {
+      jsStreamInfo* info = nullptr;
+      natsStatus s = js_GetStreamInfo(&info, js_, options_.stream.c_str(), nullptr, &jerr);
+      if (s != NATS_OK) {
+        return NatsError("jetstream source: stream '" + options_.stream + "' info", s, jerr);
+      }
+      first_seq = info->State.FirstSeq;
+      last_seq = info->State.LastSeq;
+      jsStreamInfo_Destroy(info);
+      have_state = true;
+    }
+    // The position against the stream: messages after it gone (purged, trimmed by limits) or the
+    // stream recreated behind it (its new messages up to the position would be skipped). Warned
+    // and counted; the consumer still starts after the position.
+    if (p.applied > 0 && (first_seq > p.applied + 1 || p.applied > last_seq)) {
+      if (p.gaps != nullptr) p.gaps->Inc();
+      spdlog::warn(
+          "source {}: partition {} ({}) resumes after stream sequence {} but stream '{}' holds "
+          "sequences {}..{}: {}",
+          ctx_.name, p.index, p.subject, p.applied, options_.stream, first_seq, last_seq,
+          p.applied > last_seq ? "the stream was purged or recreated behind the position; its "
+                                 "messages up to the position are skipped"
+                               : "messages after the position were removed from the stream and "
+                                 "are lost");
+    }
     // The checkpoint is the position: a consumer left by an earlier run starts elsewhere.
     natsStatus s =
         js_DeleteConsumer(js_, options_.stream.c_str(), p.durable.c_str(), nullptr, &jerr);
@@ -290,17 +344,38 @@ Status JetStreamSource::CreateConsumers() {
   return Status::Ok();
 }
 
-Result<int> JetStreamSource::FetchOnce(Partition& p, EventBatch& batch) {
+void JetStreamSource::EndBatch(Partition& p, EventBatch& batch, uint64_t before,
+                               const char* last_reply, uint64_t pending) {
+  if (p.applied == before) return;
+  if (p.lag != nullptr) p.lag->Set(static_cast<double>(pending));
+  AppliedSequence position;
+  position.publisher = p.key;
+  position.seq = p.applied;
+  batch.sequences.push_back(position);
+  std::lock_guard<std::mutex> lock(ack_mu_);
+  // When the ring is full (checkpoints lag behind 1,024 batches), the newest entry is replaced:
+  // the newest applied message stays ackable, so an idle stream is acked to its end.
+  Unacked& u =
+      p.size < kRing ? p.ring[(p.head + p.size) % kRing] : p.ring[(p.head + kRing - 1) % kRing];
+  u.seq = p.applied;
+  u.reply.assign(last_reply);  // capacity is kept: no allocation once warmed up
+  if (p.size < kRing) ++p.size;
+}
+
+Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, SourceOutput& out,
+                                                                 EventBatchPtr& batch) {
+  FetchOutcome outcome;
   natsMsgList list = {nullptr, 0};
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s =
       natsSubscription_Fetch(&list, p.sub, options_.fetch_batch, options_.fetch_wait_ms, &jerr);
-  if (s == NATS_TIMEOUT) return 0;
+  if (s == NATS_TIMEOUT) return outcome;
   if (s != NATS_OK) return NatsError("jetstream source: fetch from " + p.durable, s, jerr);
-  const uint64_t before = p.applied;
+  uint64_t before = p.applied;
   const char* last_reply = nullptr;
   uint64_t pending = 0;
-  for (int i = 0; i < list.Count; ++i) {
+  int i = 0;
+  for (; i < list.Count; ++i) {
     natsMsg* msg = list.Msgs[i];
     const char* reply = natsMsg_GetReply(msg);
     uint64_t seq = 0;
@@ -315,10 +390,24 @@ Result<int> JetStreamSource::FetchOnce(Partition& p, EventBatch& batch) {
       if (p.skipped != nullptr) p.skipped->Inc();
       continue;
     }
-    if (batch.events.empty()) batch.received_ns = ctx_.clock->MonotonicNs();
+    if (batch->events.empty()) batch->received_ns = ctx_.clock->MonotonicNs();
     const std::string_view payload(natsMsg_GetData(msg),
                                    static_cast<size_t>(natsMsg_GetDataLength(msg)));
-    DecodeResult result = decoder_->Decode(payload, batch, nullptr);
+    DecodeResult result = decoder_->Decode(payload, *batch, nullptr);
+    if (result.message_rejected && result.first_reason == RejectReason::kPublisherLimit) {
+      // Temporary (a publisher slot may free up): not a dead letter. The position stays before
+      // this message; the caller creates the consumer again there a second later.
+      outcome.hold = true;
+      if (p.held != nullptr) p.held->Inc();
+      const int64_t now = ctx_.clock->MonotonicNs();
+      if (last_log_ns_ == 0 || now - last_log_ns_ >= kLogIntervalNs) {
+        last_log_ns_ = now;
+        spdlog::warn("source {}: {} holds at stream sequence {} (retried in 1s): {}", ctx_.name,
+                     p.subject, seq, result.detail());
+      }
+      ++i;
+      break;
+    }
     if (result.message_rejected) {
       if (p.dead != nullptr) p.dead->Inc();
       const int64_t now = ctx_.clock->MonotonicNs();
@@ -331,25 +420,28 @@ Result<int> JetStreamSource::FetchOnce(Partition& p, EventBatch& batch) {
     p.applied = seq;
     last_reply = reply;
     pending = msg_pending;
-  }
-  if (p.fetched != nullptr) p.fetched->Inc(static_cast<uint64_t>(list.Count));
-  if (p.applied != before) {
-    if (p.lag != nullptr) p.lag->Set(static_cast<double>(pending));
-    AppliedSequence position;
-    position.publisher = p.key;
-    position.seq = p.applied;
-    batch.sequences.push_back(position);
-    std::lock_guard<std::mutex> lock(ack_mu_);
-    if (p.size < kRing) {
-      Unacked& u = p.ring[(p.head + p.size) % kRing];
-      u.seq = p.applied;
-      u.reply.assign(last_reply);  // capacity is kept: no allocation once warmed up
-      ++p.size;
+    if (batch->events.size() >= kBatchEvents && i + 1 < list.Count) {
+      // Bounded batches: emit this one and go on in a new one.
+      EndBatch(p, *batch, before, last_reply, pending);
+      before = p.applied;
+      if (!out.Emit(std::move(batch))) {
+        outcome.closed = true;
+        ++i;
+        break;
+      }
+      batch = out.Acquire();
+      if (batch == nullptr) {
+        outcome.closed = true;
+        ++i;
+        break;
+      }
     }
   }
-  const int count = list.Count;
+  if (p.fetched != nullptr) p.fetched->Inc(static_cast<uint64_t>(list.Count));
+  if (batch != nullptr) EndBatch(p, *batch, before, last_reply, pending);
+  outcome.messages = list.Count;
   natsMsgList_Destroy(&list);
-  return count;
+  return outcome;
 }
 
 void JetStreamSource::OnCheckpointDurable(const std::vector<AppliedSequence>& applied) {
@@ -408,7 +500,7 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
     }
     Partition& p = partitions_[next];
     next = (next + 1) % partitions_.size();
-    Result<int> fetched = FetchOnce(p, *batch);
+    Result<FetchOutcome> fetched = FetchOnce(p, out, batch);
     if (!fetched.ok()) {
       // A lost connection (libnats reconnects by itself) or a consumer deleted on the server:
       // create the consumer again at the partition's position, at most once a second.
@@ -422,9 +514,20 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       ensure_consumers();
       continue;
     }
+    if (fetched->closed) return Status::Ok();
     if (!batch->events.empty() || !batch->sequences.empty()) {
       // The positions must reach the executor even for a fetch of dead letters only.
       if (!out.Emit(std::move(batch))) return Status::Ok();
+    }
+    if (fetched->hold) {
+      // Messages after the held one were delivered too: the consumer is created again at the
+      // position (before the held message) a second later, so they come again in order.
+      natsSubscription_Destroy(p.sub);
+      p.sub = nullptr;
+      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ensure_consumers();
     }
   }
   if (batch != nullptr) out.Release(std::move(batch));

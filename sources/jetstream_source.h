@@ -35,20 +35,26 @@ namespace inferscope {
 // and the redelivery of messages delivered but not acked would come after newer ones (out of
 // order). A message whose stream sequence is not above the partition's position (a redelivery after
 // ack_wait) is skipped and counted. Acks (AckPolicy All: one ack covers everything before it) are
-// sent only from OnCheckpointDurable, for the newest message at or below the durable position; so
-// the stream's retention sees a message consumed only once its effect is durable.
+// sent only from OnCheckpointDurable, for the newest message at or below the durable position.
+// Only limits retention is supported (Open refuses work-queue and interest streams: deleting the
+// consumer at start would make an interest stream drop unacked messages, and a work-queue stream
+// refuses AckAll consumers). Each consumer creation compares the position with the stream's first
+// and last sequence and warns and counts a gap (inferscope_jetstream_position_gaps_total) when
+// messages after it are gone or the stream is behind it.
 //
-// Lifecycle: Open connects and checks that the stream exists; Run creates the consumers (retrying
-// every second while the server refuses), then fetches from the partitions in turn (up to
-// fetch_batch messages, waiting up to fetch_wait when one is empty) and emits one batch per fetch;
-// a partition whose fetch fails (its consumer deleted, the server gone) has its consumer created
-// again at its position, at most once a second; Run notices `stop` within fetch_wait. Close
-// destroys subscriptions and the connection (the durable consumers stay on the server). Bad
-// messages (anything the decoder rejects as a whole) are counted dead letters
-// (inferscope_jetstream_dead_letters_total) and their position still advances: they are
-// acknowledged like the others and never crash or stall the source. Metrics per partition: fetched
-// messages, acked stream sequence, lag (messages pending in the consumer after the last fetched
-// one), skipped redeliveries, dead letters.
+// Lifecycle: Open connects and checks that the stream exists with limits retention; Run creates the
+// consumers (retrying every second while the server refuses), then fetches from the partitions in
+// turn (up to fetch_batch messages, waiting up to fetch_wait when one is empty) and emits a batch
+// per fetch, or several when it decodes to more than kBatchEvents events; a partition whose fetch
+// fails (its consumer deleted, the server gone) has its consumer created again at its position, at
+// most once a second; Run notices `stop` within fetch_wait. Close destroys subscriptions and the
+// connection (the durable consumers stay on the server). Bad messages (anything the decoder rejects
+// as a whole) are counted dead letters (inferscope_jetstream_dead_letters_total) and their position
+// still advances: they are acknowledged like the others and never crash or stall the source; except
+// publisher_limit (it can clear): the partition stops before that message and its consumer is
+// created again there a second later (inferscope_jetstream_held_total). Metrics per partition:
+// fetched messages, acked stream sequence, lag (messages pending in the consumer after the last
+// fetched one), skipped redeliveries, dead letters, holds, gaps.
 //
 // Concurrency: Open/Restore/Close on the engine thread; Run on the source thread;
 // OnCheckpointDurable on a sink thread (it publishes the acks itself under a mutex: the NATS
@@ -123,8 +129,9 @@ class JetStreamSource final : public Source {
     StringId key = 0;  // PositionKey, interned and pinned
     natsSubscription* sub = nullptr;
     uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
-    // A ring of the newest messages applied per fetch (guarded by ack_mu_): at most kRing; when it
-    // is full, newer fetches are not recorded until acks free slots (an ack then covers less).
+    // A ring of the last message applied per emitted batch (guarded by ack_mu_): at most kRing;
+    // when it is full, the newest entry is overwritten (so the newest applied message can always
+    // be acked; an ack of an older entry then covers less).
     std::vector<Unacked> ring;
     size_t head = 0;  // oldest entry
     size_t size = 0;
@@ -135,13 +142,32 @@ class JetStreamSource final : public Source {
     Counter* acks = nullptr;
     Gauge* acked_seq = nullptr;
     Gauge* lag = nullptr;
+    Counter* held = nullptr;
+    Counter* gaps = nullptr;
   };
   static constexpr size_t kRing = 1024;
+  // Events per emitted batch: a fetch whose messages decode to more is emitted in several batches,
+  // so pooled batches keep a bounded capacity whatever fetch_batch is.
+  static constexpr size_t kBatchEvents = 8192;
 
-  // Deletes and creates every partition's consumer at its position and subscribes to it.
+  struct FetchOutcome {
+    int messages = 0;
+    // A message was refused for a temporary reason (publisher_limit): the partition's position
+    // stays before it and its consumer must be created again there later.
+    bool hold = false;
+    bool closed = false;  // the output is closed (the engine is stopping)
+  };
+
+  // Deletes and creates every partition's consumer at its position and subscribes to it (after
+  // checking its position against the stream's first and last sequence).
   Status CreateConsumers();
-  // Fetches once from `p` into `batch`; returns the messages fetched.
-  Result<int> FetchOnce(Partition& p, EventBatch& batch);
+  // Fetches once from `p`, decoding into `batch` and emitting it whenever it holds kBatchEvents
+  // events (the last, partial batch stays in `batch` for the caller to emit).
+  Result<FetchOutcome> FetchOnce(Partition& p, SourceOutput& out, EventBatchPtr& batch);
+  // Appends p's position to `batch` and records the ack of its last applied message, when
+  // messages were applied since `before`.
+  void EndBatch(Partition& p, EventBatch& batch, uint64_t before, const char* last_reply,
+                uint64_t pending);
   void DestroySubscriptions();
 
   const Options options_;

@@ -132,6 +132,66 @@ TEST(JetStreamBridgeTest, ForwardsEachMessageWholeToThePartitionOfItsPublisher) 
   EXPECT_NE(text.find("1 skipped"), std::string::npos) << text;
 }
 
+TEST(JetStreamBridgeTest, PublishesTheStreamRefusesAreLoggedWhileRunningAndExitOne) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  {
+    // A stream that holds 3 messages and refuses more (discard new).
+    natsConnection* conn = nullptr;
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&conn, server.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = "FULL";
+    const char* subjects[] = {"inferscope.in.*"};
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.MaxMsgs = 3;
+    sc.Discard = js_DiscardNew;
+    jsStreamInfo* si = nullptr;
+    ASSERT_EQ(js_AddStream(&si, js, &sc, nullptr, nullptr), NATS_OK);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(conn);
+  }
+  const std::string ready = dir.str() + "/bridge.ready.json";
+  const std::string log = dir.str() + "/bridge.log";
+  Subprocess bridge(
+      {testing::InferscopeBinary(), "bridge", "--zmq-bind", "tcp://127.0.0.1:*", "--nats",
+       server.url(), "--stream", "FULL", "--partitions", "1", "--ready-file", ready},
+      log);
+  ASSERT_TRUE(WaitFor([&] { return !ReadFile(ready).empty() || !bridge.Running(); }));
+  const nlohmann::json info = nlohmann::json::parse(ReadFile(ready), nullptr, false);
+  ASSERT_TRUE(info.is_object()) << ReadFile(log);
+  {
+    zmq::context_t ctx(1);
+    zmq::socket_t push(ctx, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 5000);
+    push.connect(info["endpoint"].get<std::string>());
+    client::BatchEncoder alpha("alpha");
+    for (int m = 0; m < 6; ++m) {
+      client::RequestOutcome r;
+      r.instance = "gpu-0";
+      r.model = "llama";
+      r.e2e_ms = 100 + m;
+      alpha.AddRequest(r);
+      const std::string payload(alpha.Finish());
+      push.send(zmq::buffer(std::string_view("metrics")), zmq::send_flags::sndmore);
+      push.send(zmq::buffer(payload), zmq::send_flags::none);
+    }
+  }
+  // Reported while the bridge runs, not only at its final flush.
+  EXPECT_TRUE(WaitFor([&] {
+    return ReadFile(log).find("publishes to stream FULL failed so far") != std::string::npos;
+  })) << ReadFile(log);
+  EXPECT_TRUE(bridge.Running());
+  bridge.Signal(SIGTERM);
+  EXPECT_EQ(bridge.Wait(), 1) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("3 publishes failed"), std::string::npos) << ReadFile(log);
+}
+
 TEST(JetStreamBridgeTest, MissingStreamIsAClearError) {
   TempDir dir;
   NatsServer server(dir);

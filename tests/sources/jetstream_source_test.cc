@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -38,6 +40,8 @@ class Collector final : public SourceOutput {
   bool Emit(EventBatchPtr batch) override {
     std::lock_guard<std::mutex> lock(mu_);
     events_ += batch->events.size();
+    max_batch_ = std::max(max_batch_, batch->events.size());
+    ++batches_;
     for (const AppliedSequence& a : batch->sequences) positions_[a.publisher] = a.seq;
     return true;
   }
@@ -47,6 +51,14 @@ class Collector final : public SourceOutput {
     std::lock_guard<std::mutex> lock(mu_);
     return events_;
   }
+  size_t max_batch() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_batch_;
+  }
+  size_t batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
   std::map<StringId, uint64_t> positions() {
     std::lock_guard<std::mutex> lock(mu_);
     return positions_;
@@ -55,6 +67,8 @@ class Collector final : public SourceOutput {
  private:
   std::mutex mu_;
   size_t events_ = 0;
+  size_t max_batch_ = 0;
+  size_t batches_ = 0;
   std::map<StringId, uint64_t> positions_;
 };
 
@@ -74,12 +88,14 @@ class MapReader final : public CheckpointReader {
 // A source with its engine context, run on a thread of its own.
 class Running {
  public:
-  Running(const std::string& url, std::vector<uint32_t> partitions) {
+  Running(const std::string& url, std::vector<uint32_t> partitions,
+          const std::function<void(JetStreamSource::Options&)>& adjust = {}) {
     JetStreamSource::Options o;
     o.url = url;
     o.stream = kStream;
     o.partitions = std::move(partitions);
     o.fetch_wait_ms = 20;
+    if (adjust) adjust(o);
     source = std::make_unique<JetStreamSource>(o);
     ctx.name = "js";
     ctx.interner = &interner;
@@ -142,6 +158,17 @@ void PublishRequests(client::JetStreamPublisher& pub, int requests, int first = 
     ASSERT_TRUE(pub.Request(r)) << pub.last_error();
   }
   ASSERT_TRUE(pub.Flush()) << pub.last_error();
+}
+
+// Runs `fn` with a JetStream context on the server.
+void WithJs(const std::string& url, const std::function<void(jsCtx*)>& fn) {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&conn, url.c_str()), NATS_OK);
+  ASSERT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
+  fn(js);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(conn);
 }
 
 // The consumer's ack floor (stream sequence), or 0 when it cannot be read.
@@ -336,6 +363,144 @@ TEST(JetStreamSourceTest, OpenFailsClearlyWithoutTheStream) {
   Status st = r.Open();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.ToString().find("INFERSCOPE"), std::string::npos) << st.ToString();
+}
+
+TEST(JetStreamSourceTest, OpenRefusesWorkQueueAndInterestStreams) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  for (jsRetentionPolicy retention : {js_WorkQueuePolicy, js_InterestPolicy}) {
+    WithJs(server.url(), [&](jsCtx* js) {
+      js_DeleteStream(js, kStream, nullptr, nullptr);
+      jsStreamConfig sc;
+      jsStreamConfig_Init(&sc);
+      sc.Name = kStream;
+      const char* subjects[] = {"inferscope.in.*"};
+      sc.Subjects = subjects;
+      sc.SubjectsLen = 1;
+      sc.Retention = retention;
+      jsStreamInfo* si = nullptr;
+      ASSERT_EQ(js_AddStream(&si, js, &sc, nullptr, nullptr), NATS_OK);
+      jsStreamInfo_Destroy(si);
+    });
+    Running r(server.url(), {0});
+    Status st = r.Open();
+    ASSERT_FALSE(st.ok());
+    const std::string name = retention == js_WorkQueuePolicy ? "work-queue" : "interest";
+    EXPECT_NE(st.ToString().find("'INFERSCOPE' has " + name + " retention"), std::string::npos)
+        << st.ToString();
+  }
+}
+
+TEST(JetStreamSourceTest, APositionOutsideTheStreamIsWarnedAndCountedAsAGap) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 25);  // sequences 1..5
+  WithJs(server.url(),
+         [](jsCtx* js) { ASSERT_EQ(js_PurgeStream(js, kStream, nullptr, nullptr), NATS_OK); });
+  PublishRequests(pub, 25, 25);  // sequences 6..10: the stream holds 6..10
+  auto restore_at = [](Running& r, uint64_t seq) {
+    AppliedSequence a;
+    a.seq = seq;
+    std::map<std::string, std::string> records;
+    records[JetStreamSource::PositionKey(kStream, "inferscope.in.0")] = EncodeAppliedSequence(a);
+    MapReader reader(std::move(records));
+    ASSERT_TRUE(r.source->Restore(reader).ok());
+  };
+  {
+    // Applied up to 2, but 3..5 were purged: a gap, and 6..10 are applied.
+    Running r(server.url(), {0});
+    ASSERT_TRUE(r.Open().ok());
+    restore_at(r, 2);
+    r.Start();
+    ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 10; }));
+    r.Stop();
+    EXPECT_EQ(r.out.events(), 25u);
+    EXPECT_EQ(r.Counter("inferscope_jetstream_position_gaps_total", 0), 1u);
+  }
+  {
+    // Applied up to 5, the stream starts at 6: no gap.
+    Running r(server.url(), {0});
+    ASSERT_TRUE(r.Open().ok());
+    restore_at(r, 5);
+    r.Start();
+    ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 10; }));
+    r.Stop();
+    EXPECT_EQ(r.Counter("inferscope_jetstream_position_gaps_total", 0), 0u);
+  }
+  {
+    // A position beyond the stream's last sequence (a recreated stream): a gap.
+    Running r(server.url(), {0});
+    ASSERT_TRUE(r.Open().ok());
+    restore_at(r, 40);
+    r.Start();
+    ASSERT_TRUE(
+        WaitFor([&] { return r.Counter("inferscope_jetstream_position_gaps_total", 0) == 1; }));
+    r.Stop();
+    EXPECT_EQ(r.out.events(), 0u);
+  }
+}
+
+TEST(JetStreamSourceTest, APublisherLimitHoldsThePartitionInsteadOfSkippingTheMessage) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher first(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(first.Connect()) << first.last_error();
+  PublishRequests(first, 10);  // sequences 1..2, publisher test/p0
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.publisher_id = "other";
+  client::JetStreamPublisher second(o);
+  ASSERT_TRUE(second.Connect()) << second.last_error();
+  PublishRequests(second, 5, 10);  // sequence 3: a second publisher, beyond max_publishers = 1
+  PublishRequests(first, 5, 15);   // sequence 4
+
+  Running r(server.url(), {0},
+            [](JetStreamSource::Options& opt) { opt.decoder.max_publishers = 1; });
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  // Held at sequence 3 and fetched again (a new consumer at the position) at least once more.
+  ASSERT_TRUE(WaitFor([&] { return r.Counter("inferscope_jetstream_held_total", 0) >= 2; }));
+  r.Stop();
+  EXPECT_EQ(r.out.positions()[r.Key(0)], 2u);  // not past the refused message
+  EXPECT_EQ(r.out.events(), 10u);              // sequence 4 waits behind it
+  EXPECT_EQ(r.Counter("inferscope_jetstream_dead_letters_total", 0), 0u);
+  EXPECT_EQ(r.Counter("inferscope_jetstream_acks_total", 0), 0u);
+}
+
+TEST(JetStreamSourceTest, AFetchOfLargeMessagesIsEmittedInBoundedBatches) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.batch_size = 5000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 20000);  // 4 messages of 5,000 events, fetched together (fetch_batch 256)
+  Running r(server.url(), {0});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 4; }));
+  r.Stop();
+  EXPECT_EQ(r.out.events(), 20000u);
+  // A batch is closed once it holds 8,192 events: at most 2 messages of 5,000 each.
+  EXPECT_LE(r.out.max_batch(), 10000u);
+  EXPECT_GE(r.out.batches(), 2u);
 }
 
 }  // namespace

@@ -43,7 +43,9 @@ TEST(EnvelopeTest, RefusesWhatIsNotAnEnvelope) {
   EXPECT_FALSE(PeekEnvelope(std::string("\x81\xa1v\x01", 4), &e));             // no "pub"
   EXPECT_FALSE(PeekEnvelope(std::string("\x81\xa3pub\x07", 6), &e));           // "pub" not a string
   EXPECT_FALSE(PeekEnvelope(std::string("\x82\xa3pub\xa1x\xa3seq", 10), &e));  // truncated
-  EXPECT_TRUE(PeekEnvelope(std::string("\x81\xa3pub\xa1x", 7), &e));
+  // The envelope's publisher is a view into the payload: keep the payload alive while it is read.
+  const std::string valid("\x81\xa3pub\xa1x", 7);
+  EXPECT_TRUE(PeekEnvelope(valid, &e));
   EXPECT_EQ(e.publisher, "x");
   EXPECT_FALSE(e.has_seq);
 }

@@ -49,6 +49,7 @@
 #include "cli/builtins.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
+#include "operators/anomaly_detect.h"
 #include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
 #include "pipeline/clock.h"
@@ -222,11 +223,25 @@ struct Sample {
   double ttft;
 };
 
-// One virtual-time pipeline: window_aggregate → threshold_rules, both real.
+// One virtual-time pipeline: window_aggregate → threshold_rules and anomaly_detect, all real.
+// The anomaly detector has the default topology's options (p95 ttft_ms, min_count, warning,
+// keep_firing_for 30s, default detector) and `early` like the rule.
 class VirtualPipeline {
  public:
   VirtualPipeline(Interner& interner, bool early, int64_t for_ms, int min_count = kMinCount)
       : interner_(interner) {
+    char anomalies[256];
+    std::snprintf(anomalies, sizeof(anomalies),
+                  "{metrics: [ttft_ms], stats: [p95], min_count: %d, min_severity: warning, "
+                  "keep_firing_for: 30s, early: %s}",
+                  min_count, early ? "true" : "false");
+    auto d =
+        AnomalyDetectOperator::Create(ConfigNode("<bench>", YAML::Load(anomalies), "anomalies"));
+    if (!d.ok()) {
+      std::fprintf(stderr, "bench topology: %s\n", d.status().ToString().c_str());
+      std::exit(2);
+    }
+    detect_ = std::move(d).value();
     char window[256];
     std::snprintf(window, sizeof(window),
                   "{pane: %lldms, out_of_orderness: 2s, idle_timeout: 5s%s}",
@@ -260,6 +275,8 @@ rules:
     (void)window_->Open(ctx);
     ctx.name = "rules";
     (void)rules_->Open(ctx);
+    ctx.name = "anomalies";
+    (void)detect_->Open(ctx);
   }
 
   // Processes one batch arriving at `arrival_ms`; returns the alerts it caused.
@@ -270,7 +287,16 @@ rules:
     (void)window_->Process(batch, windows_);
     (void)rules_->ProcessResults(windows_, out_);
     alerts_.assign(out_.Get<kind::Alert>().begin(), out_.Get<kind::Alert>().end());
+    out_.Clear();
+    (void)detect_->ProcessResults(windows_, out_);
+    anomaly_alerts_.assign(out_.Get<kind::Alert>().begin(), out_.Get<kind::Alert>().end());
     return alerts_;
+  }
+  // The anomaly detector's alerts of the latest Process.
+  const std::vector<Alert>& anomaly_alerts() const { return anomaly_alerts_; }
+  uint64_t early_points() const {
+    return metrics_.CounterValue("inferscope_detector_early_points_total",
+                                 {{"stage", "anomalies"}});
   }
   const AlertLifecycle& lifecycle() const { return rules_->lifecycle(); }
   uint64_t early_evaluations() const {
@@ -283,8 +309,9 @@ rules:
   ManualClock clock_{0};
   std::unique_ptr<WindowAggregateOperator> window_;
   std::unique_ptr<ThresholdRulesOperator> rules_;
+  std::unique_ptr<AnomalyDetectOperator> detect_;
   OutputBatch windows_, out_;
-  std::vector<Alert> alerts_;
+  std::vector<Alert> alerts_, anomaly_alerts_;
 };
 
 struct Arrival {
@@ -366,10 +393,34 @@ int64_t ExactFiring(const std::vector<Arrival>& batches, int64_t t0, int64_t dur
 struct Outcome {
   int64_t fired_ms = -1;  // arrival (virtual) of the first firing, offset from t0; -1 never
   int firings = 0, early_firings = 0, retractions = 0;
+  // Counts the alert (instance_filter < 0: any instance); firings before `from_ms` (offset from
+  // t0) and firings on other instances are counted in `other_firings`, not as the detection.
+  void Count(const Alert& alert, int64_t arrival_ms, int64_t t0, int instance_filter,
+             int64_t from_ms) {
+    if (instance_filter >= 0 && alert.instance != "vllm-" + std::to_string(instance_filter)) {
+      other_firings += alert.state == AlertState::kFiring ? 1 : 0;
+      return;
+    }
+    if (alert.state == AlertState::kFiring) {
+      if (arrival_ms - t0 < from_ms) {
+        ++other_firings;
+        return;
+      }
+      ++firings;
+      early_firings += alert.early ? 1 : 0;
+      if (fired_ms < 0) fired_ms = arrival_ms - t0;
+    } else if (alert.state == AlertState::kRetracted) {
+      ++retractions;
+    }
+  }
+  int other_firings = 0;
 };
 
+// Drives the fleet's batches through `p`; the anomaly detector's alerts go to `anomalies` (if
+// given), counted from `anomaly_from_ms` on.
 Outcome Drive(VirtualPipeline& p, Interner& interner, const std::vector<Arrival>& batches,
-              int64_t t0, int instance_filter) {
+              int64_t t0, int instance_filter, Outcome* anomalies = nullptr,
+              int64_t anomaly_from_ms = 0) {
   Outcome o;
   EventBatch batch;
   std::vector<StringId> publishers, instances;
@@ -395,13 +446,11 @@ Outcome Drive(VirtualPipeline& p, Interner& interner, const std::vector<Arrival>
     for (const Alert& alert : p.Process(batch, a.arrival_ms)) {
       if (instance_filter >= 0 && alert.instance != "vllm-" + std::to_string(instance_filter))
         continue;
-      if (alert.state == AlertState::kFiring) {
-        ++o.firings;
-        o.early_firings += alert.early ? 1 : 0;
-        if (o.fired_ms < 0) o.fired_ms = a.arrival_ms - t0;
-      } else if (alert.state == AlertState::kRetracted) {
-        ++o.retractions;
-      }
+      o.Count(alert, a.arrival_ms, t0, instance_filter, 0);
+    }
+    if (anomalies != nullptr) {
+      for (const Alert& alert : p.anomaly_alerts())
+        anomalies->Count(alert, a.arrival_ms, t0, instance_filter, anomaly_from_ms);
     }
   }
   return o;
@@ -471,6 +520,49 @@ void RunScenarios(const Args& args) {
         today_d.Q(1.0), early_d.Q(0.5), early_d.Q(0.9), early_d.Q(1.0), missed, retractions,
         early_fired, over, static_cast<int>(early_d.v.size()));
   }
+  // The anomaly detector on the same spike. It needs 30 closed panes of warm-up (the default
+  // detector's warmup_points), so the spike starts after 400 s; latency from the spike's start to
+  // the first firing on the spiked instance, closed panes (today) vs early.
+  std::printf(
+      "\nanomaly_detect (p95 ttft_ms, default detector, min_count %d, min_severity warning, "
+      "keep_firing_for 30s): seconds from the spike's start (after 400 s of warm-up)\n",
+      args.min_count);
+  std::printf("%-24s %-24s %-24s %6s %s\n", "today fired p50/p90/max", "early fired p50/p90/max",
+              "early - today p50/p90/max", "missed", "early firings retracted; other firings");
+  {
+    Stats today_f, early_f, gain;
+    int missed = 0, retractions = 0, early_fired = 0, other_today = 0, other_early = 0;
+    std::mt19937_64 rng(args.seed * 6151);
+    for (int trial = 0; trial < args.trials; ++trial) {
+      std::uniform_int_distribution<int64_t> offset(0, kPaneMs - 1);
+      const int64_t spike = 400'000 + offset(rng);
+      const int64_t duration = spike + 10'000 + 30'000;
+      const std::vector<Arrival> shifted = FleetBatches(rng, t0, duration, spike, 6, 10'000);
+      Interner interner;
+      VirtualPipeline today(interner, false, 0, args.min_count),
+          early(interner, true, 0, args.min_count);
+      Outcome a, b;
+      Drive(today, interner, shifted, t0, 0, &a, spike);
+      Drive(early, interner, shifted, t0, 0, &b, spike);
+      other_today += a.other_firings;
+      other_early += b.other_firings;
+      if (a.fired_ms < 0 || b.fired_ms < 0) {
+        ++missed;
+        continue;
+      }
+      today_f.Add(static_cast<double>(a.fired_ms - spike) / 1000);
+      early_f.Add(static_cast<double>(b.fired_ms - spike) / 1000);
+      gain.Add(static_cast<double>(b.fired_ms - a.fired_ms) / 1000);
+      retractions += b.retractions;
+      early_fired += b.early_firings;
+    }
+    std::printf(
+        "%6.2f / %6.2f / %6.2f %6.2f / %6.2f / %6.2f %6.2f / %6.2f / %6.2f %6d %d of %d; "
+        "today %d, early %d (other instances, or before the spike)\n",
+        today_f.Q(0.5), today_f.Q(0.9), today_f.Q(1.0), early_f.Q(0.5), early_f.Q(0.9),
+        early_f.Q(1.0), gain.Q(0.5), gain.Q(0.9), gain.Q(1.0), missed, retractions, early_fired,
+        other_today, other_early);
+  }
   // Clean fleet: every alert is false.
   std::printf("\nclean fleet, %.0f min (virtual), %d instances: false alerts\n", args.clean_minutes,
               kInstances);
@@ -481,13 +573,19 @@ void RunScenarios(const Args& args) {
     Interner interner;
     VirtualPipeline today(interner, false, for_ms, args.min_count),
         early(interner, true, for_ms, args.min_count);
-    const Outcome a = Drive(today, interner, batches, t0, -1);
-    const Outcome b = Drive(early, interner, batches, t0, -1);
+    Outcome da, db;
+    const Outcome a = Drive(today, interner, batches, t0, -1, &da);
+    const Outcome b = Drive(early, interner, batches, t0, -1, &db);
     std::printf(
         "  for %2llds: today %d firings; early %d firings (%d of them early), %d retractions, "
         "%llu early evaluations judged\n",
         static_cast<long long>(for_ms / 1000), a.firings, b.firings, b.early_firings, b.retractions,
         static_cast<unsigned long long>(early.early_evaluations()));
+    std::printf(
+        "         anomaly_detect: today %d firings; early %d firings (%d of them early), %d "
+        "retractions, %llu early points scored\n",
+        da.firings, db.firings, db.early_firings, db.retractions,
+        static_cast<unsigned long long>(early.early_points()));
   }
   // A clean fleet with a heavy tail (1 % of requests 8x slower): the open pane's first seconds
   // are thin samples, which is what min_count guards.
@@ -499,13 +597,19 @@ void RunScenarios(const Args& args) {
     std::vector<Arrival> batches = FleetBatches(rng, t0, duration, INT64_MAX, 1, 0, 0.01);
     Interner interner;
     VirtualPipeline today(interner, false, 0, min_count), early(interner, true, 0, min_count);
-    const Outcome a = Drive(today, interner, batches, t0, -1);
-    const Outcome b = Drive(early, interner, batches, t0, -1);
+    Outcome da, db;
+    const Outcome a = Drive(today, interner, batches, t0, -1, &da);
+    const Outcome b = Drive(early, interner, batches, t0, -1, &db);
     std::printf(
         "  min_count %3d: today %d firings; early %d firings (%d of them early), %d retractions, "
         "%llu early evaluations judged\n",
         min_count, a.firings, b.firings, b.early_firings, b.retractions,
         static_cast<unsigned long long>(early.early_evaluations()));
+    std::printf(
+        "         anomaly_detect: today %d firings; early %d firings (%d of them early), %d "
+        "retractions, %llu early points scored\n",
+        da.firings, db.firings, db.early_firings, db.retractions,
+        static_cast<unsigned long long>(early.early_points()));
   }
   std::printf("\n");
 }

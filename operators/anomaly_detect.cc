@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "operators/alert_options.h"
+#include "pipeline/tiers.h"
 
 namespace inferscope {
 namespace {
@@ -60,7 +61,7 @@ Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const
   INFERSCOPE_RETURN_IF_ERROR(
       node.CheckKnownFields({"metrics", "stats", "window", "min_count", "min_severity",
                              "clear_below", "for", "keep_firing_for", "max_series", "series_ttl",
-                             "max_alert_states", "stale_after", "detector"}));
+                             "max_alert_states", "stale_after", "early", "detector"}));
   Options o;
   Result<std::vector<std::string>> metrics = GetStringList(node, "metrics");
   if (!metrics.ok()) return metrics.status();
@@ -102,6 +103,9 @@ Result<AnomalyDetectOperator::Options> AnomalyDetectOperator::ParseOptions(const
   if (!ttl.ok()) return ttl.status();
   o.series_ttl_ms = *ttl;
   INFERSCOPE_RETURN_IF_ERROR(ParseAlertLifecycleOptions(node, &o.lifecycle));
+  Result<bool> early = node.GetBool("early", o.early);
+  if (!early.ok()) return early.status();
+  o.early = *early;
   Result<ConfigNode> detector = node.Child("detector");
   if (!detector.ok()) return detector.status();
   Result<DetectorOptions> detector_options = ParseDetectorOptions(*detector);
@@ -136,6 +140,9 @@ Status AnomalyDetectOperator::Open(const StageContext& ctx) {
     const Labels stage = {{"stage", ctx.name}};
     points_ = ctx.metrics->GetCounter("inferscope_detector_points_total",
                                       "Window statistics fed to anomaly detectors", stage);
+    early_points_ = ctx.metrics->GetCounter(
+        "inferscope_detector_early_points_total",
+        "Statistics of open panes scored (not learned) by anomaly detectors (early: true)", stage);
     dropped_series_ =
         ctx.metrics->GetCounter("inferscope_detector_series_dropped_total",
                                 "Points not judged because max_series detectors exist", stage);
@@ -193,6 +200,12 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
   } else if (v.score < options_.clear_below) {
     condition = Condition::kClear;
   }
+  const Alert a = Evidence(summary, stat, value, v, condition);
+  lifecycle_.Observe(a, condition, v.severity, summary.end_ms, options_.timing, out);
+}
+
+Alert AnomalyDetectOperator::Evidence(const WindowSummary& summary, WindowStat stat, double value,
+                                      const Verdict& v, Condition condition) const {
   Alert a;
   a.rule = name_;
   a.instance = std::string(interner_->Name(summary.series.instance));
@@ -214,7 +227,32 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
               ", " + FormatValue(v.upper) + "], score " + FormatValue(v.score);
   if (condition == Condition::kActive)
     a.message += " (" + std::string(AnomalyTypeName(v.type)) + ")";
-  lifecycle_.Observe(a, condition, v.severity, summary.end_ms, options_.timing, out);
+  return a;
+}
+
+void AnomalyDetectOperator::ObserveEarly(const WindowSummary& summary, const SummaryStats& stats,
+                                         WindowStat stat, double noise, std::vector<Alert>& out) {
+  bool has_data = false;
+  const double value = StatValue(stats, stat, &has_data);
+  if (!has_data || !std::isfinite(value)) return;
+  // No detector yet: it is warming up (its first point is a closed pane), nothing to judge by.
+  auto it = detectors_.find(Key{summary.series, stat});
+  if (it == detectors_.end()) return;
+  if (early_points_) early_points_->Inc();
+  // The closed pane's point will be at the pane's end: score as that point, without learning.
+  const Verdict v = it->second.detector->Score(summary.end_ms, value, noise);
+  if (v.warming_up || v.severity < options_.min_severity) return;
+  // Early evidence changes nothing for a firing alert: skip building it (no allocation).
+  const std::string_view instance = interner_->Name(summary.series.instance);
+  const std::string_view model = interner_->Name(summary.series.model);
+  const std::string_view metric = interner_->Name(summary.series.metric);
+  if (lifecycle_.Firing(AlertFingerprint(name_, instance, model, metric, WindowStatName(stat))))
+    return;
+  Alert a = Evidence(summary, stat, value, v, Condition::kActive);
+  const int64_t observed_ms = summary.observed_until_ms - summary.start_ms;
+  a.message += " (open pane, " + FormatDurationMs(observed_ms) + " observed)";
+  lifecycle_.ObserveEarly(a, Condition::kActive, v.severity, summary.observed_until_ms,
+                          summary.end_ms, options_.timing, out);
 }
 
 Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch& out) {
@@ -235,6 +273,25 @@ Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch&
       if (static_cast<int64_t>(s.agg.count) < options_.min_count) continue;
       const SummaryStats stats = Summarize(s.agg, s.end_ms - s.start_ms);
       for (WindowStat stat : options_.stats) Observe(s, stats, stat, alerts);
+    }
+  }
+  // Early summaries after the closed panes: a pane that closes in this step judges its own early
+  // evidence before a later pane's arrives. They do not count for the shortest window (they repeat
+  // the pane of the closed summaries).
+  if (options_.early) {
+    for (const WindowSummary& s : in.Get<kind::EarlySummary>()) {
+      const int64_t pane_ms = s.end_ms - s.start_ms;
+      if (pane_ms != window || !WantsMetric(s.series.metric)) continue;
+      if (static_cast<int64_t>(s.agg.count) < options_.min_count) continue;
+      // The part of the pane observed so far; the statistic of a share f of the pane is noisier
+      // than a closed pane's by about 1 / sqrt(f) (a sample f times the size).
+      const int64_t observed_ms = std::clamp<int64_t>(s.observed_until_ms - s.start_ms, 1, pane_ms);
+      const double noise =
+          std::sqrt(static_cast<double>(pane_ms) / static_cast<double>(observed_ms));
+      const SummaryStats stats = Summarize(s.agg, observed_ms);
+      for (WindowStat stat : options_.stats) {
+        if (stat != WindowStat::kCount) ObserveEarly(s, stats, stat, noise, alerts);
+      }
     }
   }
   lifecycle_.Sweep(watermark_ms_, alerts);

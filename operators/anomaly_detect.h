@@ -26,6 +26,16 @@ namespace inferscope {
 // at or above `min_severity` is active (with the verdict's severity and type); a score below
 // `clear_below` is clear; in between is the hysteresis band. Warm-up verdicts are ignored.
 //
+// Early evaluation (`early: true`, default off): early summaries of the open pane (window_aggregate
+// `early_slice`) of the judged window with at least `min_count` values are scored with
+// SeriesDetector::Score — against the detector's current state, which they never change (only
+// closed panes teach the baseline) — with the scale widened by sqrt(pane / observed part) (a
+// statistic of 30 % of a pane is noisier than the closed panes the scale was learned from). A
+// verdict at or above `min_severity` goes to AlertLifecycle::ObserveEarly (evaluation time: the
+// slice boundary), so the alert can fire early and the closed pane confirms or retracts it. The
+// `count` statistic is not judged early (a partial pane's count is not comparable with a closed
+// one's). An early verdict that cannot change anything allocates nothing.
+//
 // Lifecycle: Create → Open → ProcessResults / OnTimer → Close.
 // Concurrency: none; the operator thread makes every call.
 // Limitations: at most `max_series` detectors (~700 bytes each, plus the seasonal profile); points
@@ -53,12 +63,13 @@ class AnomalyDetectOperator final : public Operator {
     int64_t series_ttl_ms = 3'600'000;  // idle detectors are forgotten; 0 keeps them; >= 0
     DetectorOptions detector;
     AlertLifecycle::Options lifecycle;
+    bool early = false;  // also judge early summaries of the open pane (see above); default false
     Status Validate() const;
   };
 
   // Reads `metrics`, `stats`, `window`, `min_count`, `min_severity`, `clear_below`, `for`,
-  // `keep_firing_for`, `max_series`, `series_ttl`, `max_alert_states`, `stale_after` and `detector`
-  // (a mapping of DetectorOptions, see operators/detectors.h).
+  // `keep_firing_for`, `max_series`, `series_ttl`, `max_alert_states`, `stale_after`, `early` and
+  // `detector` (a mapping of DetectorOptions, see operators/detectors.h).
   static Result<std::unique_ptr<AnomalyDetectOperator>> Create(const ConfigNode& options);
   static Result<Options> ParseOptions(const ConfigNode& options);
 
@@ -66,8 +77,13 @@ class AnomalyDetectOperator final : public Operator {
 
   Status Open(const StageContext& ctx) override;
   Status Process(const EventBatch& batch, OutputBatch& out) override;
-  // Reads pane summaries (window_aggregate) and window summaries (sliding_window); emits alerts.
-  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary, kind::WindowSummary>(); }
+  // Reads pane summaries (window_aggregate) and window summaries (sliding_window), and with
+  // `early` the early summaries of open panes; emits alerts.
+  KindSet Reads() const override {
+    return options_.early
+               ? KindSet::Of<kind::PaneSummary, kind::WindowSummary, kind::EarlySummary>()
+               : KindSet::Of<kind::PaneSummary, kind::WindowSummary>();
+  }
   KindSet Emits() const override { return KindSet::Of<kind::Alert>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
@@ -81,6 +97,11 @@ class AnomalyDetectOperator final : public Operator {
   Status Restore(const CheckpointReader& reader) override { return lifecycle_.Restore(reader); }
 
   size_t detectors() const { return detectors_.size(); }
+  // The detector of (series, stat), or nullptr (tests, diagnostics).
+  const SeriesDetector* detector(const SeriesKey& series, WindowStat stat) const {
+    auto it = detectors_.find(Key{series, stat});
+    return it == detectors_.end() ? nullptr : it->second.detector.get();
+  }
   uint64_t detectors_expired() const { return expired_total_; }
   const AlertLifecycle& lifecycle() const { return lifecycle_; }
 
@@ -97,6 +118,12 @@ class AnomalyDetectOperator final : public Operator {
   bool WantsMetric(StringId metric);
   void Observe(const WindowSummary& summary, const SummaryStats& stats, WindowStat stat,
                std::vector<Alert>& out);
+  // One early summary's statistic: scored (not learned) by its detector, if it has one.
+  void ObserveEarly(const WindowSummary& summary, const SummaryStats& stats, WindowStat stat,
+                    double noise, std::vector<Alert>& out);
+  // The evidence of a verdict on `value` of `summary` (labels, range, message).
+  Alert Evidence(const WindowSummary& summary, WindowStat stat, double value, const Verdict& v,
+                 Condition condition) const;
 
   Options options_;
   // options_.detector, shared by every SeriesDetector of this operator (one copy in cache).
@@ -117,6 +144,7 @@ class AnomalyDetectOperator final : public Operator {
   int64_t watermark_ms_ = INT64_MIN;
   int64_t timer_watermark_ms_ = INT64_MIN;  // watermark_ms_ at the last OnTimer
   Counter* points_ = nullptr;
+  Counter* early_points_ = nullptr;
   Counter* dropped_series_ = nullptr;
   Gauge* detectors_gauge_ = nullptr;
 };

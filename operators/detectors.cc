@@ -443,6 +443,15 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   return r;
 }
 
+double ChangePointDetector::PeekFast(double z) const {
+  const double u = Clip(z, o_->clip) / factor_;
+  const double up = std::max(0.0, up_.s + u - o_->shift_k);
+  const double down = std::max(0.0, down_.s - u - o_->shift_k);
+  double fast = std::max(up, down) / o_->shift_h;
+  if (o_->adaptive_thresholds) fast /= std::clamp(kTailMargin * q_fast_, 1.0, kMaxCusumMargin);
+  return fast;
+}
+
 void ChangePointDetector::Learn(double z, bool warm) {
   n_ += n_ < INT32_MAX;
   const double zc = Clip(z, o_->clip);
@@ -1178,6 +1187,43 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   } else if (++quiet_ > kBridgedQuietPoints) {
     episode_ = 0;
   }
+  v.score = EvidenceToScore(evidence);
+  return v;
+}
+
+Verdict SeriesDetector::Score(int64_t time_ms, double value, double noise) const {
+  Verdict v;
+  v.warming_up = true;
+  if (!warm_done_ || !std::isfinite(value) || time_ms < last_time_ms_) return v;
+  if (season_on_ && !season_->baseline.initialised()) return v;
+  v.warming_up = false;
+  noise = std::max(noise, 1.0);
+  const double y = log_space_ ? SignedLog1p(value) : value;
+  const int64_t phase = season_on_ ? season_->baseline.Phase(n_, time_ms) : 0;
+  const double offset = season_on_ ? season_->baseline.Offset(phase) : 0.0;
+  const double local = season_on_ ? season_->baseline.Spread(phase) : 0.0;
+  const double expected = level_ + offset;
+  const double residual = y - expected;
+  SpikeDetector::Reading spike = spike_.Score(residual, local);
+  spike.z /= noise;
+  spike.evidence /= noise;
+  const double scale = std::max(spike_.scale(), local) * noise;
+  const double band =
+      (scale > 0 && spike.threshold > 0 ? spike.threshold : spike_.threshold()) * scale;
+  v.expected = ToValue(expected);
+  v.lower = ToValue(expected - band);
+  v.upper = ToValue(expected + band);
+  const double shift = change_.PeekFast(spike.z);
+  double evidence = spike.evidence;
+  AnomalyType type = spike.z >= 0 ? AnomalyType::kSpike : AnomalyType::kDip;
+  // As Observe: a change-point alarm is the more specific explanation.
+  if (shift >= 1 || shift > evidence) {
+    evidence = std::max(evidence, shift);
+    type = AnomalyType::kLevelShift;
+  }
+  if (settle_ > 0) evidence = std::min(evidence, kSettleEvidence);
+  v.severity = SeverityOfEvidence(evidence, *options_);
+  v.type = v.severity == Severity::kNone ? AnomalyType::kNone : type;
   v.score = EvidenceToScore(evidence);
   return v;
 }

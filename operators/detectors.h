@@ -208,6 +208,9 @@ class ChangePointDetector {
   explicit ChangePointDetector(const DetectorOptions& options);
   // Accumulates z (residual / scale) and the raw residual; on alarm resets its sums.
   Reading Observe(double z, double residual);
+  // The evidence of the fast (level-shift) CUSUM if z were its next point, with the learned tail
+  // margin; changes nothing (SeriesDetector::Score).
+  double PeekFast(double z) const;
   // Updates the autocorrelation estimate (skip on anomalous points).
   void Learn(double z, bool warm);
   // Restarts the CUSUMs (after a re-baseline elsewhere); the autocorrelation is kept.
@@ -414,6 +417,16 @@ class alignas(64) SeriesDetector {
   // Causal verdict on (time_ms, value). NaN/Inf values and out-of-order times are ignored: the
   // verdict is kNone and the state does not change.
   Verdict Observe(int64_t time_ms, double value);
+  // The verdict on (time_ms, value) against the current state WITHOUT learning from it (const: the
+  // baseline, scales, CUSUMs and profile do not move). For a provisional value such as the
+  // statistic of a still open pane (AnomalyDetectOperator's early evaluation). Judges the spike /
+  // dip (robust z against level + seasonal offset) and the level shift the fast CUSUM would reach
+  // with this point; not the drift, seasonal-break or rate components (their statistics need the
+  // closed points' spacing), so it is never more sensitive than Observe on the same value except
+  // through `noise`. `noise` (>= 1) multiplies the scale: a statistic of a partial sample is
+  // noisier than the closed points the scale was learned from. Warming up (or a NaN/Inf value, or
+  // a time before the latest point): warming_up is set and nothing else. Allocates nothing.
+  Verdict Score(int64_t time_ms, double value, double noise = 1) const;
   void Reset();
 
   int64_t points() const { return accepted_; }  // accepted points

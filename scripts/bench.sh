@@ -9,6 +9,8 @@ echo "== small_messages (engine CPU per message and per million requests; ratios
 "$BUILD_DIR/bench/small_messages" --seconds 6
 echo "== idle_cost (engine with no input: CPU-s per 100 s against an idle libzmq receiver, same run)"
 "$BUILD_DIR/bench/idle_cost" --seconds 30
+echo "== alert_latency (virtual time: closed panes and early evaluation against an exact per-second evaluation, same run)"
+"$BUILD_DIR/bench/alert_latency" --scenarios-only 1
 echo "== scrape_cost (prometheus_scrape source CPU, 1,000 targets every 5 s; ratio to a bare httplib loop, same run)"
 "$BUILD_DIR/bench/scrape_cost" --intervals 4
 for b in "$BUILD_DIR"/bench/*_bench; do

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "pipeline/coding.h"
 #include "pipeline/int_math.h"
 
 namespace inferscope {
@@ -164,6 +165,8 @@ Status SlidingWindowOperator::SetPane(int64_t pane_ms) {
 }
 
 Status SlidingWindowOperator::Open(const StageContext& ctx) {
+  interner_ = ctx.interner;
+  mutable_interner_ = ctx.interner;
   if (ctx.metrics == nullptr) return Status::Ok();
   MetricsRegistry& m = *ctx.metrics;
   const Labels stage = {{"stage", ctx.name}};
@@ -222,10 +225,21 @@ Status SlidingWindowOperator::ProcessResults(const OutputBatch& in, OutputBatch&
   return result;
 }
 
+int64_t SlidingWindowOperator::NextTimerMs(int64_t now_ms) const {
+  if (options_.series_ttl_ms <= 0 || series_.empty() || watermark_ms_ <= expiry_watermark_ms_) {
+    return kNoTimer;
+  }
+  (void)now_ms;
+  // A fixed time, not one that moves with now_ms (the executor runs a timer once now_ms reaches
+  // it); INT64_MIN or a past time means the next tick.
+  return next_expiry_ms_;
+}
+
 Status SlidingWindowOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   (void)out;
   if (now_ms >= next_expiry_ms_) {
     next_expiry_ms_ = now_ms + 1000;
+    expiry_watermark_ms_ = watermark_ms_;
     ExpireIdleSeries();
   }
   PublishMetrics();
@@ -239,7 +253,11 @@ void SlidingWindowOperator::ExpireIdleSeries() {
   const int64_t limit = watermark_ms_ - keep_ms;
   const size_t before = series_.size();
   std::erase_if(series_, [&](const Series& s) {
-    return s.newest == kNoPane || (s.newest + 1) * pane_ms_ <= limit;
+    const bool expired = s.newest == kNoPane || (s.newest + 1) * pane_ms_ <= limit;
+    if (expired && interner_ != nullptr) {
+      SeriesCheckpointKey(s.key, &pending_deletes_.emplace_back());
+    }
+    return expired;
   });
   if (series_.size() == before) return;
   expired_total_ += before - series_.size();
@@ -298,6 +316,7 @@ void SlidingWindowOperator::OnPane(const WindowSummary& pane, OutputBatch& out) 
     ++too_old_total_;
     return;
   }
+  s.changed = true;
   PaneSlot& slot = SlotOf(s, p);
   const bool existed = slot.pane == p;
   slot.pane = p;
@@ -360,6 +379,161 @@ void SlidingWindowOperator::EmitWindows(const Series& s, int64_t q, int64_t min_
       ++(update ? updates_total_ : windows_total_);
     }
   }
+}
+
+// Checkpoint records (the `checkpoint` record table, under this stage's prefix):
+//   key ""                               value: varint version, varint pane ms, zigzag watermark
+//   key str(instance) str(model) str(metric)
+//                                        value: varint version, zigzag newest pane, zigzag early
+//                                               end pane, varint slots, each zigzag pane, zigzag
+//                                               max event time, varint length, Aggregate encoding
+namespace {
+
+constexpr uint64_t kCheckpointVersion = 1;
+
+bool GetZigZag(std::string_view* in, int64_t* v) {
+  uint64_t u = 0;
+  if (!GetVarint(in, &u)) return false;
+  *v = UnZigZag(u);
+  return true;
+}
+
+bool GetStr(std::string_view* in, std::string_view* out) {
+  if (in->empty()) return false;
+  const size_t n = static_cast<unsigned char>((*in)[0]);
+  if (in->size() < 1 + n) return false;
+  *out = in->substr(1, n);
+  in->remove_prefix(1 + n);
+  return true;
+}
+
+}  // namespace
+
+void SlidingWindowOperator::SeriesCheckpointKey(const SeriesKey& key, std::string* out) const {
+  out->clear();
+  AppendStr(out, interner_->Name(key.instance));
+  AppendStr(out, interner_->Name(key.model));
+  AppendStr(out, interner_->Name(key.metric));
+}
+
+Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
+  if (interner_ == nullptr) return Status::Internal("sliding_window: Checkpoint before Open");
+  std::string value;
+  PutVarint(&value, kCheckpointVersion);
+  PutVarint(&value, static_cast<uint64_t>(pane_ms_));
+  PutVarint(&value, ZigZag(watermark_ms_));
+  // Unchanged (no pane arrived, the watermark stood): not written, so that a checkpoint of an idle
+  // engine stays empty.
+  if (value != checkpointed_header_) {
+    checkpointed_header_ = value;
+    writer.Put("", std::move(value));
+  }
+  for (const std::string& key : pending_deletes_) writer.Delete(key);
+  pending_deletes_.clear();
+  std::string key, agg_bytes;
+  for (Series& s : series_) {
+    if (!s.changed) continue;
+    s.changed = false;
+    SeriesCheckpointKey(s.key, &key);
+    value.clear();
+    PutVarint(&value, kCheckpointVersion);
+    PutVarint(&value, ZigZag(s.newest));
+    PutVarint(&value, ZigZag(s.early));
+    // Slots holding a pane that has left the ring (not yet overwritten) are never read again.
+    const int64_t oldest = s.newest - static_cast<int64_t>(ring_) + 1;
+    auto live = [&](const PaneSlot& slot) { return slot.pane != kNoPane && slot.pane >= oldest; };
+    uint64_t slots = 0;
+    for (const PaneSlot& slot : s.ring) slots += live(slot) ? 1 : 0;
+    PutVarint(&value, slots);
+    for (const PaneSlot& slot : s.ring) {
+      if (!live(slot)) continue;
+      PutVarint(&value, ZigZag(slot.pane));
+      PutVarint(&value, ZigZag(slot.max_event_time_ms));
+      agg_bytes.clear();
+      slot.agg.EncodeTo(&agg_bytes);
+      PutVarint(&value, agg_bytes.size());
+      value += agg_bytes;
+    }
+    writer.Put(key, std::move(value));
+  }
+  return Status::Ok();
+}
+
+Status SlidingWindowOperator::Restore(const CheckpointReader& reader) {
+  if (mutable_interner_ == nullptr) return Status::Internal("sliding_window: Restore before Open");
+  Status st = reader.ForEach([this](std::string_view key, std::string_view value) -> Status {
+    if (!key.empty()) return restore_skipped_ ? Status::Ok() : RestoreSeries(key, value);
+    // The operator record (the empty key sorts first).
+    const std::string record(value);
+    uint64_t version = 0, pane_ms = 0;
+    int64_t watermark = 0;
+    if (!GetVarint(&value, &version) || version != kCheckpointVersion ||
+        !GetVarint(&value, &pane_ms) || !GetZigZag(&value, &watermark) ||
+        pane_ms > static_cast<uint64_t>(INT64_MAX)) {
+      return Status::Corruption("sliding_window checkpoint: malformed operator record");
+    }
+    const auto pane = static_cast<int64_t>(pane_ms);
+    if (pane != 0 && pane_ms_ == 0 && !broken_ && !SetPane(pane).ok()) broken_ = true;
+    restore_skipped_ = pane == 0 || broken_ || pane != pane_ms_;
+    if (restore_skipped_) return Status::Ok();
+    watermark_ms_ = std::max(watermark_ms_, watermark);
+    checkpointed_header_ = record;
+    return Status::Ok();
+  });
+  PublishMetrics();
+  return st;
+}
+
+Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_view value) {
+  auto corrupt = [](std::string_view what) {
+    return Status::Corruption("sliding_window checkpoint: " + std::string(what));
+  };
+  std::string_view instance, model, metric;
+  if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) || !key.empty()) {
+    return corrupt("malformed series key");
+  }
+  uint64_t version = 0, slots = 0;
+  int64_t newest = 0, early = 0;
+  if (!GetVarint(&value, &version) || version != kCheckpointVersion ||
+      !GetZigZag(&value, &newest) || !GetZigZag(&value, &early) || !GetVarint(&value, &slots)) {
+    return corrupt("malformed series record");
+  }
+  const SeriesKey series{mutable_interner_->Intern(instance), mutable_interner_->Intern(model),
+                         mutable_interner_->Intern(metric)};
+  if (series.instance == 0 || series.model == 0 || series.metric == 0) {
+    return Status::Unavailable("sliding_window checkpoint: string table full");
+  }
+  const uint32_t index = FindOrAddSeries(series);
+  if (index == kNoSeries) {
+    ++series_limit_total_;
+    return Status::Ok();
+  }
+  Series& s = series_[index];
+  s.newest = newest;
+  s.early = early;
+  const auto ring = static_cast<int64_t>(ring_);
+  bool dropped = false;
+  for (uint64_t i = 0; i < slots; ++i) {
+    int64_t pane = 0, max_time = 0;
+    uint64_t length = 0;
+    if (!GetZigZag(&value, &pane) || !GetZigZag(&value, &max_time) || !GetVarint(&value, &length) ||
+        length > value.size()) {
+      return corrupt("truncated pane");
+    }
+    const std::string_view bytes = value.substr(0, length);
+    value.remove_prefix(length);
+    if (newest == kNoPane || pane > newest || pane <= newest - ring) {  // a smaller ring now
+      dropped = true;
+      continue;
+    }
+    PaneSlot& slot = SlotOf(s, pane);
+    INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(bytes, &slot.agg));
+    slot.pane = pane;
+    slot.max_event_time_ms = max_time;
+  }
+  // Restored state equals the stored record unless panes were dropped: then rewrite it.
+  s.changed = dropped;
+  return Status::Ok();
 }
 
 void SlidingWindowOperator::PublishMetrics() {

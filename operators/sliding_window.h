@@ -2,10 +2,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "pipeline/checkpoint.h"
 #include "pipeline/config.h"
+#include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/operator.h"
 #include "pipeline/status.h"
@@ -31,8 +34,9 @@ namespace inferscope {
 // progress upstream, whose data is not yet visible): they are replaced (`update` set) when that
 // pane arrives, and stand as the result for that end when the series has no events in it.
 //
-// Lifecycle: construct (or Create from options) → Open → ProcessResults (chained behind a
-// window_aggregate; Process ignores events) → Close.
+// Lifecycle: construct (or Create from options) → Open → Restore (after a restart) →
+// ProcessResults (chained behind a window_aggregate; Process ignores events), Checkpoint and
+// OnTimer between them → Close.
 // Concurrency: none; the engine's operator thread makes every call.
 // Limitations: windows end only at pane ends where the series had a pane (or, with `early`, one
 // pane later), so a series that goes quiet gets no window for the ends in its silence: the
@@ -103,6 +107,18 @@ class SlidingWindowOperator final : public Operator {
   // divide a window size; the operator then ignores its input (counted as "bad_pane").
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
+  // The timer only expires idle series, and only the upstream watermark (ProcessResults) can make
+  // a series idle: kNoTimer until the watermark moved since the last expiry pass (or without
+  // series or series_ttl), then a pass at most once a second.
+  int64_t NextTimerMs(int64_t now_ms) const override;
+  // Checkpoint records (pipeline/checkpoint.h): the learned pane and the watermark under key "",
+  // and one record per series holding its ring (written when it changed since the previous
+  // checkpoint, deleted once the series expired). Needs Open with an interner.
+  Status Checkpoint(CheckpointWriter& writer) override;
+  // Restores the rings, so the windows after a restart equal an uninterrupted run's. Records of
+  // another pane length (the topology changed) are ignored; panes outside the ring of the current
+  // options are dropped; series beyond max_series count as "series_limit".
+  Status Restore(const CheckpointReader& reader) override;
 
   const Options& options() const { return options_; }
   // The pane length (0 until learned).
@@ -135,6 +151,7 @@ class SlidingWindowOperator final : public Operator {
     int64_t newest = kNoPane;    // newest pane number seen
     int64_t early = kNoPane;     // end pane number of the last early emission (emit: early)
     std::vector<PaneSlot> ring;  // ring_ slots, indexed by pane number mod ring_
+    bool changed = false;        // since the previous checkpoint
   };
 
   // Sets the pane length and ring size; fails when a window is not a multiple of `pane_ms`.
@@ -154,6 +171,9 @@ class SlidingWindowOperator final : public Operator {
   }
   bool Holds(const Series& s, int64_t pane) const { return SlotOf(s, pane).pane == pane; }
   void PublishMetrics();
+  // The checkpoint key of a series: str(instance) str(model) str(metric).
+  void SeriesCheckpointKey(const SeriesKey& key, std::string* out) const;
+  Status RestoreSeries(std::string_view key, std::string_view value);
 
   Options options_;
   int64_t pane_ms_ = 0;
@@ -175,8 +195,14 @@ class SlidingWindowOperator final : public Operator {
   uint64_t unrecomputable_total_ = 0;
   uint64_t expired_total_ = 0;
   uint64_t expired_published_ = 0;
-  int64_t watermark_ms_ = INT64_MIN;    // the upstream's, from ProcessResults
-  int64_t next_expiry_ms_ = INT64_MIN;  // processing time of the next expiry pass
+  int64_t watermark_ms_ = INT64_MIN;          // the upstream's, from ProcessResults
+  int64_t next_expiry_ms_ = INT64_MIN;        // processing time of the next expiry pass
+  int64_t expiry_watermark_ms_ = INT64_MIN;   // watermark_ms_ at the last expiry pass
+  const Interner* interner_ = nullptr;        // from Open; names series in checkpoints
+  Interner* mutable_interner_ = nullptr;      // interns restored names
+  std::string checkpointed_header_;           // the "" record last written or restored
+  std::vector<std::string> pending_deletes_;  // checkpoint keys of series expired since
+  bool restore_skipped_ = false;              // the checkpoint's pane differed from ours
   Counter* expired_ = nullptr;
   // Totals already added to the counters below.
   uint64_t windows_published_ = 0, updates_published_ = 0, too_old_published_ = 0,

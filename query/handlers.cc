@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 #include <set>
 #include <utility>
 
@@ -366,6 +367,9 @@ struct RangeQuery {
   std::string_view default_step;
   int64_t default_steps = 1;
   std::string_view list_key;
+  // Whether a `window` parameter (default: the step) sets each point's window [t - window, t) at
+  // every step boundary t (GET /v1/series).
+  bool sliding = false;
 };
 
 // A positive duration parameter `name` ("10s", "1m", "5m", "1h"...), or an error reply.
@@ -391,6 +395,8 @@ struct WindowedParams {
   std::string metric;
   std::string step_text;  // as given, for the reply
   int64_t step_ms = 0;
+  std::string window_text;  // each point's window (sliding reads; else the step)
+  int64_t window_ms = 0;
   std::optional<int64_t> from;
   std::optional<int64_t> to;
   int64_t max_resolution_ms = INT64_MAX;
@@ -423,6 +429,13 @@ std::optional<WindowedParams> ParseWindowedRead(const ApiContext& ctx, const Api
       ParseStepParam(ctx, req, query.step_param, query.default_step, &p.step_text, error);
   if (!step) return std::nullopt;
   p.step_ms = *step;
+  p.window_text = p.step_text;
+  p.window_ms = p.step_ms;
+  if (query.sliding && req.Param("window")) {
+    std::optional<int64_t> window = ParseWindowParam(ctx, req, "", &p.window_text, error);
+    if (!window) return std::nullopt;
+    p.window_ms = *window;
+  }
   bool has_from = false, has_to = false;
   p.from = ParseTimeParam(ctx, req, "from", error, &has_from);
   if (has_from && !p.from) return std::nullopt;
@@ -437,6 +450,14 @@ std::optional<WindowedParams> ParseWindowedRead(const ApiContext& ctx, const Api
                               " is not a multiple of the stored pane length (" +
                               FormatDurationMs(finest) + ")",
                           {{"value", p.step_text}, {"pane_ms", finest}});
+    return std::nullopt;
+  }
+  if (finest > 0 && p.window_ms % finest != 0) {
+    *error =
+        BadParameter(ctx, "window",
+                     "window " + p.window_text + " is not a multiple of the stored pane length (" +
+                         FormatDurationMs(finest) + ")",
+                     {{"value", p.window_text}, {"pane_ms", finest}});
     return std::nullopt;
   }
   if (std::optional<std::string> text = req.Param("resolution")) {
@@ -457,6 +478,12 @@ std::optional<WindowedParams> ParseWindowedRead(const ApiContext& ctx, const Api
                             "resolution " + *text + " does not divide " +
                                 std::string(query.step_param) + " " + p.step_text,
                             {{"value", *text}, {query.step_param, p.step_text}});
+      return std::nullopt;
+    }
+    if (p.window_ms % *ms != 0) {
+      *error = BadParameter(ctx, "resolution",
+                            "resolution " + *text + " does not divide window " + p.window_text,
+                            {{"value", *text}, {"window", p.window_text}});
       return std::nullopt;
     }
     p.max_resolution_ms = *ms;
@@ -501,9 +528,11 @@ std::optional<WindowRange> ResolveRange(const ApiContext& ctx, const WindowedPar
 }
 
 // The reply of a windowed read.
+// `points[i]` is the window of length params.window_ms ending at the (i + 1)-th step boundary.
 json WindowedReply(const ApiContext& ctx, const std::string& instance, const WindowedParams& params,
                    const RangeQuery& query, const std::vector<std::string>& models,
-                   const WindowRange& range, const WindowsRead& read, int64_t watermark) {
+                   const WindowRange& range, const WindowsRead& read,
+                   const std::vector<Aggregate>& points, int64_t watermark) {
   const int64_t w = params.step_ms;
   const std::vector<TierSpec>& tiers = ctx.store->tiers();
   json segments = json::array();
@@ -516,24 +545,29 @@ json WindowedReply(const ApiContext& ctx, const std::string& instance, const Win
   }
   json list = json::array();
   for (int64_t i = 0; i < range.num_windows; ++i) {
-    const int64_t start = range.first_start + i * w;
-    list.push_back(WindowJson(start, start + w, read.windows[static_cast<size_t>(i)]));
+    const int64_t end = range.first_start + (i + 1) * w;
+    list.push_back(WindowJson(end - params.window_ms, end, points[static_cast<size_t>(i)]));
   }
   const TierSpec& answered = tiers[read.plan.empty() ? 0 : read.plan.front().tier];
-  return {{"instance", instance},
-          {"model", params.model ? json(*params.model) : json()},
-          {"models", models},
-          {"metric", params.metric},
-          {query.step_param, params.step_text},
-          {std::string(query.step_param) + "_ms", w},
-          {"from", range.first_start},
-          {"to", range.first_start + range.num_windows * w},
-          {"complete_from", read.complete_from_ms},
-          {"tier", answered.Name()},
-          {"resolution_ms", answered.resolution_ms},
-          {"tiers", std::move(segments)},
-          {"as_of", watermark},
-          {query.list_key, std::move(list)}};
+  json reply = {{"instance", instance},
+                {"model", params.model ? json(*params.model) : json()},
+                {"models", models},
+                {"metric", params.metric},
+                {query.step_param, params.step_text},
+                {std::string(query.step_param) + "_ms", w},
+                {"from", range.first_start},
+                {"to", range.first_start + range.num_windows * w},
+                {"complete_from", read.complete_from_ms},
+                {"tier", answered.Name()},
+                {"resolution_ms", answered.resolution_ms},
+                {"tiers", std::move(segments)},
+                {"as_of", watermark},
+                {query.list_key, std::move(list)}};
+  if (query.sliding) {
+    reply["window"] = params.window_text;
+    reply["window_ms"] = params.window_ms;
+  }
+  return reply;
 }
 
 // Windows of one step over [from, to) for one instance (one model or all of them), each merged
@@ -569,28 +603,73 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   std::optional<WindowRange> range = ResolveRange(ctx, *params, query, watermark, &error);
   if (!range) return error;
 
+  // The point at step boundary t is the window [t - window, t): read the stored buckets in
+  // sub-windows of g = gcd(step, window) (so the tier that answers is one whose resolution divides
+  // both) from the first point's window start to the last step boundary, then merge window / g
+  // consecutive sub-windows per point. With window = step this is one sub-window per point.
+  const int64_t step = params->step_ms;
+  const int64_t window = params->window_ms;
+  const int64_t g = std::gcd(step, window);
+  const int64_t read_from = range->first_start + step - window;
+  const int64_t read_end = range->first_start + range->num_windows * step;
+  const int64_t sub_windows = (read_end - read_from) / g;
+  const int64_t merges = range->num_windows * (window / g);
+  if (window != step && (sub_windows > kMaxWindowsPerRequest || merges > kMaxMergesPerRequest)) {
+    return BadParameter(
+        ctx, "window",
+        "the request merges " + std::to_string(merges) + " stored buckets of " +
+            FormatDurationMs(g) + " from " + std::to_string(sub_windows) + "; at most " +
+            std::to_string(kMaxMergesPerRequest) + " merges of at most " +
+            std::to_string(kMaxWindowsPerRequest) +
+            " buckets are allowed per request (use fewer points, a shorter window, or a step and "
+            "window with a larger common divisor)",
+        {{"merges", merges},
+         {"buckets", sub_windows},
+         {"max_merges", kMaxMergesPerRequest},
+         {"max_buckets", kMaxWindowsPerRequest}});
+  }
+
   WindowsRequest request;
   request.instance = instance;
   request.models = match->models;
   request.metric = metric;
-  request.from_ms = range->first_start;
-  request.window_ms = params->step_ms;
-  request.num_windows = range->num_windows;
+  request.from_ms = read_from;
+  request.window_ms = g;
+  request.num_windows = sub_windows;
   request.max_resolution_ms = params->max_resolution_ms;
   WindowsRead read;
   Status s = ctx.store->ReadWindows(request, &read);
   if (read.mismatched_bucket_ms) {
     const int64_t pane_ms = *read.mismatched_bucket_ms;
-    return BadParameter(ctx, query.step_param,
-                        std::string(query.step_param) + " " + params->step_text +
+    const bool by_window = step % pane_ms == 0;
+    const std::string_view param = by_window ? std::string_view("window") : query.step_param;
+    const std::string& text = by_window ? params->window_text : params->step_text;
+    return BadParameter(ctx, param,
+                        std::string(param) + " " + text +
                             " is not a multiple of the stored pane length (" +
                             std::to_string(pane_ms) + "ms)",
-                        {{"value", params->step_text}, {"pane_ms", pane_ms}});
+                        {{"value", text}, {"pane_ms", pane_ms}});
   }
   if (!s.ok()) return StatusReply(*ctx.clock, s);
 
+  std::vector<Aggregate> points;
+  if (window == step) {
+    points = std::move(read.windows);
+  } else {
+    points.resize(static_cast<size_t>(range->num_windows));
+    const int64_t per_point = window / g;
+    for (int64_t i = 0; i < range->num_windows; ++i) {
+      // Point i's window [read_from + i × step, read_from + i × step + window), in sub-windows.
+      const int64_t first = i * step / g;
+      for (int64_t k = first; k < first + per_point; ++k) {
+        points[static_cast<size_t>(i)].Merge(read.windows[static_cast<size_t>(k)]);
+      }
+    }
+  }
+
   ApiReply reply;
-  reply.body = WindowedReply(ctx, instance, *params, query, match->models, *range, read, watermark);
+  reply.body =
+      WindowedReply(ctx, instance, *params, query, match->models, *range, read, points, watermark);
   return reply;
 }
 
@@ -641,7 +720,7 @@ ApiReply HandleSeries(const ApiContext& ctx, const ApiRequest& req) {
   if (!instance || instance->empty()) {
     return BadParameter(ctx, "instance", "instance is required");
   }
-  return WindowedRead(ctx, req, *instance, {"step", "1m", 60, "points"});
+  return WindowedRead(ctx, req, *instance, {"step", "1m", 60, "points", /*sliding=*/true});
 }
 
 ApiReply HandlePerformanceMetrics(const ApiContext& ctx, const ApiRequest& req) {

@@ -111,6 +111,9 @@ std::optional<int64_t> ParseTimeMs(std::string_view text);
 
 // Largest number of windows one summary request may ask for.
 inline constexpr int64_t kMaxWindowsPerRequest = 10'000;
+// Largest number of stored-bucket merges one sliding read (GET /v1/series with window != step) may
+// make: points × (window / gcd(step, window)). Its buckets are bounded by kMaxWindowsPerRequest.
+inline constexpr int64_t kMaxMergesPerRequest = 1'000'000;
 
 // Pagination of the list endpoints (instances, alerts, an alert's history, silences): `limit`
 // items per page, 1..kMaxPageLimit, default kDefaultPageLimit; the reply's "next_cursor" (a string,

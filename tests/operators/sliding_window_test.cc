@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -11,8 +12,13 @@
 #include <yaml-cpp/yaml.h>
 
 #include "operators/register.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
+#include "state/checkpoint_store.h"
+#include "state/state_store.h"
+#include "tests/test_util.h"
 
 namespace inferscope {
 namespace {
@@ -442,6 +448,207 @@ TEST(SlidingWindowTest, RegisteredByName) {
       "sliding_window", ConfigNode("t.yaml", YAML::Load("pass_panes: false"), "options"));
   ASSERT_TRUE(windows_only.ok()) << windows_only.status().message();
   EXPECT_EQ((*windows_only)->Emits(), KindSet::Of<kind::WindowSummary>());
+}
+
+// Everything a window says, as bytes, so two runs' outputs compare exactly.
+std::string Fingerprint(const WindowSummary& w) {
+  std::string out = std::to_string(w.series.instance) + "/" + std::to_string(w.series.model) + "/" +
+                    std::to_string(w.series.metric) + " [" + std::to_string(w.start_ms) + ", " +
+                    std::to_string(w.end_ms) + ") " + std::to_string(w.max_event_time_ms) +
+                    (w.update ? " update " : " ");
+  w.agg.EncodeTo(&out);
+  return out;
+}
+
+// Panes arriving out of order with updates, fed to one operator without interruption and to
+// another that is checkpointed (to a real RocksDB store), destroyed and restored at four points:
+// both emit exactly the same windows, the first ones after each restore included. Both emit
+// policies, and a pane learned from the input (restored from the checkpoint).
+TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
+  for (const bool early : {false, true}) {
+    SCOPED_TRACE(early ? "early" : "final");
+    Options o = SmallOptions();
+    o.pane_ms = early ? kPane : 0;  // final: learned from the first pane, then restored
+    o.emit = early ? SlidingWindowOperator::Emit::kEarly : SlidingWindowOperator::Emit::kFinal;
+    o.allowed_lateness_ms = 50'000;
+    o.pass_panes = false;
+    Interner interner;
+    StageContext ctx;
+    ctx.interner = &interner;
+    std::vector<SeriesKey> keys;
+    for (const char* instance : {"node-1", "node-2", "node-3", "node-4"}) {
+      keys.push_back(
+          {interner.Intern(instance), interner.Intern("llama"), interner.Intern("ttft_ms")});
+    }
+    std::mt19937_64 rng(early ? 11 : 12);
+    std::bernoulli_distribution present(0.6);
+    std::uniform_real_distribution<double> jitter(0, 4.9);
+    std::vector<std::pair<double, WindowSummary>> arrivals;
+    for (const SeriesKey& key : keys) {
+      for (int64_t p = kP0; p < kP0 + 50; ++p) {
+        if (!present(rng)) continue;
+        WindowSummary pane = MakePane(key, p, rng);
+        const double at = static_cast<double>(p - kP0) + jitter(rng);
+        arrivals.emplace_back(at, pane);
+        if (present(rng)) {
+          WindowSummary fixed = MakePane(key, p, rng);
+          fixed.update = true;
+          arrivals.emplace_back(at + jitter(rng), fixed);
+        }
+      }
+    }
+    std::stable_sort(arrivals.begin(), arrivals.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    auto feed = [](SlidingWindowOperator& op, const WindowSummary& pane,
+                   std::vector<std::string>* out) {
+      OutputBatch in;
+      in.Add<kind::PaneSummary>(pane);
+      in.watermark_ms = pane.start_ms;
+      OutputBatch result;
+      EXPECT_TRUE(op.ProcessResults(in, result).ok());
+      for (const WindowSummary& w : result.Get<kind::WindowSummary>()) {
+        out->push_back(Fingerprint(w));
+      }
+    };
+
+    SlidingWindowOperator uninterrupted(o);
+    ASSERT_TRUE(uninterrupted.Open(ctx).ok());
+    std::vector<std::string> want;
+    for (const auto& [at, pane] : arrivals) feed(uninterrupted, pane, &want);
+    ASSERT_GT(uninterrupted.updates_emitted(), 0u);
+
+    testing::TempDir dir;
+    StateStoreOptions so;
+    so.path = dir.str();
+    auto store = StateStore::Open(so, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    std::set<size_t> points;
+    while (points.size() < 4) points.insert(1 + rng() % (arrivals.size() - 1));
+    auto op = std::make_unique<SlidingWindowOperator>(o);
+    ASSERT_TRUE(op->Open(ctx).ok());
+    std::vector<std::string> got;
+    for (size_t i = 0; i < arrivals.size(); ++i) {
+      if (points.count(i) != 0) {
+        std::vector<CheckpointRecord> writes;
+        CheckpointCollector writer("op", "sliding", &writes);
+        ASSERT_TRUE(op->Checkpoint(writer).ok());
+        ASSERT_FALSE(writes.empty());
+        ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
+        const int64_t series = op->series();
+        op = std::make_unique<SlidingWindowOperator>(o);
+        ASSERT_TRUE(op->Open(ctx).ok());
+        const Status restored = op->Restore(StateCheckpointReader("op", "sliding", store->get()));
+        ASSERT_TRUE(restored.ok()) << restored.ToString();
+        EXPECT_EQ(op->series(), series);
+        EXPECT_EQ(op->pane_ms(), kPane);
+        // Nothing changed since the restore: the checkpoint writes nothing.
+        writes.clear();
+        ASSERT_TRUE(op->Checkpoint(writer).ok());
+        EXPECT_TRUE(writes.empty()) << writes.size() << " records";
+      }
+      feed(*op, arrivals[i].second, &got);
+    }
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "window " << i;
+  }
+}
+
+// Without a restore the rings start empty: a window spanning panes from before the "restart" then
+// differs, which is what the checkpoint prevents (the test above would fail without Restore).
+TEST(SlidingWindowTest, WithoutRestoreTheFirstWindowsDiffer) {
+  Options o = SmallOptions();
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  const SeriesKey key{interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+  std::mt19937_64 rng(5);
+  SlidingWindowOperator before(o);
+  ASSERT_TRUE(before.Open(ctx).ok());
+  for (int64_t p = kP0; p < kP0 + 3; ++p) Feed(before, MakePane(key, p, rng));
+  std::vector<CheckpointRecord> writes;
+  CheckpointCollector writer("op", "sliding", &writes);
+  ASSERT_TRUE(before.Checkpoint(writer).ok());
+  ASSERT_EQ(writes.size(), 2u);  // the operator record and the series
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
+
+  const WindowSummary next = MakePane(key, kP0 + 3, rng);
+  SlidingWindowOperator restored(o), fresh(o);
+  ASSERT_TRUE(restored.Open(ctx).ok());
+  ASSERT_TRUE(fresh.Open(ctx).ok());
+  ASSERT_TRUE(restored.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+  const std::vector<WindowSummary> a = WindowsOnly(Feed(before, next));
+  const std::vector<WindowSummary> b = WindowsOnly(Feed(restored, next));
+  const std::vector<WindowSummary> c = WindowsOnly(Feed(fresh, next));
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  ASSERT_EQ(c.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(Fingerprint(b[i]), Fingerprint(a[i])) << i;
+    EXPECT_NE(Fingerprint(c[i]), Fingerprint(a[i])) << i;  // only the newest pane
+  }
+}
+
+// The timer only expires idle series, and only a moving watermark can make one idle: an idle
+// operator asks for no timer; after the watermark moves, one pass at most once a second; an
+// expired series' checkpoint record is deleted.
+TEST(SlidingWindowTest, IdleOperatorAsksForNoTimer) {
+  Options o = SmallOptions();
+  o.series_ttl_ms = 60'000;
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(ctx).ok());
+  EXPECT_EQ(op.NextTimerMs(1'000), Operator::kNoTimer) << "no series";
+  const SeriesKey key{interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+  std::mt19937_64 rng(9);
+  auto feed = [&](const WindowSummary& pane, int64_t watermark_ms) {
+    OutputBatch in;
+    in.Add<kind::PaneSummary>(pane);
+    in.watermark_ms = watermark_ms;
+    OutputBatch out;
+    ASSERT_TRUE(op.ProcessResults(in, out).ok());
+  };
+  auto tick = [&](int64_t now_ms) {
+    OutputBatch out;
+    ASSERT_TRUE(op.OnTimer(now_ms, out).ok());
+  };
+  feed(MakePane(key, kP0, rng), kT0 + kPane);
+  EXPECT_LE(op.NextTimerMs(1'000), 1'000) << "the watermark moved: a pass is due";
+  tick(1'000);
+  EXPECT_EQ(op.series(), 1);
+  EXPECT_EQ(op.NextTimerMs(1'100), Operator::kNoTimer) << "nothing can change until input";
+  EXPECT_EQ(op.NextTimerMs(50'000), Operator::kNoTimer);
+  // The watermark moves far on (another series' pane): one pass, a second after the last.
+  const SeriesKey other{interner.Intern("node-2"), key.model, key.metric};
+  feed(MakePane(other, kP0 + 100, rng), kT0 + 101 * kPane);
+  EXPECT_EQ(op.NextTimerMs(1'200), 2'000);
+  std::vector<CheckpointRecord> writes;
+  CheckpointCollector writer("op", "sliding", &writes);
+  ASSERT_TRUE(op.Checkpoint(writer).ok());
+  tick(2'000);
+  EXPECT_EQ(op.series(), 1) << "node-1 expired";
+  EXPECT_EQ(op.series_expired(), 1u);
+  EXPECT_EQ(op.NextTimerMs(2'100), Operator::kNoTimer);
+  writes.clear();
+  ASSERT_TRUE(op.Checkpoint(writer).ok());
+  ASSERT_EQ(writes.size(), 1u);
+  EXPECT_FALSE(writes[0].value.has_value()) << "node-1's record deleted";
+
+  Options forever = o;
+  forever.series_ttl_ms = 0;
+  SlidingWindowOperator keep(forever);
+  ASSERT_TRUE(keep.Open(ctx).ok());
+  OutputBatch in, out;
+  in.Add<kind::PaneSummary>(MakePane(key, kP0, rng));
+  in.watermark_ms = kT0 + kPane;
+  ASSERT_TRUE(keep.ProcessResults(in, out).ok());
+  EXPECT_EQ(keep.NextTimerMs(1'000), Operator::kNoTimer) << "series_ttl 0: nothing expires";
 }
 
 }  // namespace

@@ -224,6 +224,79 @@ TEST_F(TieredQueryTest, SeriesReturnsOnePointPerStep) {
   EXPECT_EQ(body["points"].size(), 60u);
 }
 
+// GET /v1/series?window=: the point at each step boundary t is [t - window, t), merged from the
+// stored buckets of the coarsest tier whose resolution divides both the step and the window.
+TEST_F(TieredQueryTest, SeriesWindowSlidesByTheStep) {
+  struct Case {
+    std::string step, window, tier;
+    int64_t step_ms, window_ms;
+  };
+  for (const Case& c : {Case{"1m", "5m", "1m", kMinute, 5 * kMinute},
+                        Case{"10s", "1m", "10s", 10 * kSecond, kMinute},
+                        Case{"1m", "90s", "10s", kMinute, 90 * kSecond},
+                        Case{"10m", "1m", "1m", 10 * kMinute, kMinute},  // window < step
+                        Case{"1h", "2h", "1h", kHour, 2 * kHour}}) {
+    SCOPED_TRACE(c.step + " " + c.window);
+    // The range starts at the data: the first windows reach back before it (empty panes there).
+    json body = Get("/v1/series?instance=node-1&metric=ttft_ms&step=" + c.step +
+                    "&window=" + c.window + Range(kBase, kBase + kSpan));
+    EXPECT_EQ(body["tier"], c.tier);
+    EXPECT_EQ(body["window"], c.window);
+    EXPECT_EQ(body["window_ms"], c.window_ms);
+    EXPECT_EQ(body["step_ms"], c.step_ms);
+    ASSERT_EQ(body["points"].size(), static_cast<size_t>(kSpan / c.step_ms));
+    int64_t end = kBase + c.step_ms;
+    for (const json& p : body["points"]) {
+      EXPECT_EQ(p["end"], end);
+      EXPECT_EQ(p["start"], end - c.window_ms);
+      auto [count, sum] = Expected(end - c.window_ms, end);
+      EXPECT_EQ(p["count"], count) << p;
+      if (count > 0) {
+        EXPECT_EQ(p["sum"], sum);
+        // Values are 1, 2, 3... per pane: the window's extremes are its first and last pane's.
+        EXPECT_EQ(p["max"], (std::max(kBase, end) - kBase) / (10 * kSecond));
+        EXPECT_EQ(p["min"], (std::max(kBase, end - c.window_ms) - kBase) / (10 * kSecond) + 1);
+      }
+      end += c.step_ms;
+    }
+  }
+  // No window: one step per point, as before (and the reply says window = step).
+  json plain = Get("/v1/series?instance=node-1&step=10m" + Range(kBase, kBase + kHour));
+  json same = Get("/v1/series?instance=node-1&step=10m&window=10m" + Range(kBase, kBase + kHour));
+  EXPECT_EQ(plain["window"], "10m");
+  EXPECT_EQ(plain["points"], same["points"]);
+  EXPECT_EQ(plain["tier"], same["tier"]);
+}
+
+TEST_F(TieredQueryTest, SeriesWindowErrorsAre400) {
+  struct Case {
+    std::string path;
+    std::string parameter;
+  };
+  const std::string series = "/v1/series?instance=node-1";
+  for (const Case& c : {
+           Case{series + "&step=1m&window=25s", "window"},   // not a multiple of the pane
+           Case{series + "&step=1m&window=soon", "window"},  // not a duration
+           Case{series + "&step=1m&window=0s", "window"},    // not positive
+           Case{series + "&step=1m&window=90s&resolution=1m", "resolution"},  // 1m ∤ 90s
+           Case{series + "&step=10s&window=2d", "window"},  // 17,340 buckets of 10 s > 10,000
+           // 200 points × 8,640 buckets of 10 s = 1,728,000 merges > 1,000,000
+           Case{series + "&step=10s&window=1d" + Range(kBase, kBase + 2000 * kSecond), "window"},
+       }) {
+    SCOPED_TRACE(c.path);
+    json body = Get(c.path, 400);
+    EXPECT_EQ(body["error"]["code"], "VALIDATION_ERROR");
+    EXPECT_EQ(body["error"]["details"]["parameter"], c.parameter) << body;
+  }
+  json body = Get(series + "&step=10s&window=1d" + Range(kBase, kBase + 2000 * kSecond), 400);
+  EXPECT_EQ(body["error"]["details"]["merges"], 200 * 8640);
+  EXPECT_EQ(body["error"]["details"]["max_merges"], kMaxMergesPerRequest);
+  // Just inside both bounds: 60 points over a 1 d window of 10 s buckets.
+  body = Get(series + "&step=10s&window=1d" + Range(kBase, kBase + 600 * kSecond));
+  EXPECT_EQ(body["points"].size(), 60u);
+  EXPECT_EQ(body["points"][59]["count"], 60);
+}
+
 TEST_F(TieredQueryTest, ParameterErrorsAre400WithTheErrorShape) {
   struct Case {
     std::string path;

@@ -50,7 +50,8 @@ struct JetStreamPublisherOptions {
 // (publishes what is pending and waits for every acknowledgement) → destructor (flushes). Errors: a
 // publish the stream refuses or does not acknowledge is counted in failed_messages and reported by
 // the next Flush; it is not resent, since a resend after newer messages would put the partition out
-// of order. Concurrency: not thread-safe.
+// of order. On a cluster, publishes made while the stream elects a new leader (a few seconds after
+// its leader's server dies) fail this way; the connection itself fails over to another server. Concurrency: not thread-safe.
 class JetStreamPublisher {
  public:
   explicit JetStreamPublisher(JetStreamPublisherOptions options);

@@ -32,14 +32,14 @@ int FreeLoopbackPort() {
   return port;
 }
 
-// The first client URL in the ports files of `ports_dir`, or "".
-std::string ClientUrl(const std::string& ports_dir) {
+// The first `kind` URL ("nats": client, "monitoring") in the ports files of `ports_dir`, or "".
+std::string ClientUrl(const std::string& ports_dir, const char* kind = "nats") {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(ports_dir, ec)) {
     const nlohmann::json ports = nlohmann::json::parse(ReadFile(entry.path()), nullptr, false);
-    if (ports.is_object() && ports.contains("nats") && ports["nats"].is_array() &&
-        !ports["nats"].empty()) {
-      return ports["nats"][0].get<std::string>();
+    if (ports.is_object() && ports.contains(kind) && ports[kind].is_array() &&
+        !ports[kind].empty()) {
+      return ports[kind][0].get<std::string>();
     }
   }
   return "";
@@ -129,6 +129,7 @@ NatsCluster::NatsCluster(const TempDir& dir, const std::string& name)
     std::ofstream(home + "/server.conf")
         << "server_name: " << Name(i) << "\n"
         << "listen: 127.0.0.1:-1\n"
+        << "http: 127.0.0.1:-1\n"
         << "ports_file_dir: \"" << home << "/ports\"\n"
         << "jetstream { store_dir: \"" << home << "/data\" }\n"
         << "cluster {\n  name: inferscope-test\n  listen: 127.0.0.1:" << route_port[i]
@@ -140,7 +141,8 @@ NatsCluster::NatsCluster(const TempDir& dir, const std::string& name)
     WaitFor([&] {
       if (!process_[i]->Running()) return true;
       url_[i] = ClientUrl(root_ + "/" + Name(i) + "/ports");
-      return !url_[i].empty();
+      monitor_[i] = ClientUrl(root_ + "/" + Name(i) + "/ports", "monitoring");
+      return !url_[i].empty() && !monitor_[i].empty();
     });
     if (url_[i].empty()) return;
   }

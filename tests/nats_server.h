@@ -42,6 +42,8 @@ class NatsCluster {
   const std::string& urls() const { return urls_; }
   // The client URL of server i (0..2), "" when it did not come up.
   const std::string& url(int i) const { return url_[i]; }
+  // The monitoring URL of server i ("http://127.0.0.1:<port>": /connz, /jsz), "" when unknown.
+  const std::string& monitor(int i) const { return monitor_[i]; }
   // Server i's name, "n<i+1>".
   static std::string Name(int i) { return std::string("n").append(std::to_string(i + 1)); }
   // The index of the server named `name`, or -1.
@@ -54,6 +56,7 @@ class NatsCluster {
   std::string root_;
   std::string urls_;
   std::string url_[kServers];
+  std::string monitor_[kServers];
   std::unique_ptr<Subprocess> process_[kServers];
 };
 

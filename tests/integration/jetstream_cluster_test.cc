@@ -1,17 +1,22 @@
 // Failover of NATS servers: a seeded stream is published into an R3 stream on a real 3-server NATS
 // cluster (tests/nats_server.h) while the engine (a subprocess, `type: jetstream` source with
-// the three client URLs) consumes it; mid-stream the server leading the stream is killed with
-// SIGKILL. The engine, the publisher and the two remaining servers go on: every stored pane must
-// equal that of a run over the same stream on a single server, and every message must be acked
-// (applied, its checkpoint durable and its ack taken by the new consumer leaders).
+// the three client URLs) consumes it. Mid-stream, the server the engine is connected to, made the
+// leader of the stream and of every partition's consumer, is killed with SIGKILL. The engine, the
+// publisher and the two remaining servers go on: every stored pane must equal that of a run over
+// the same stream on a single server, and every message must be acked (applied, its checkpoint
+// durable and its ack taken by the new consumer leaders).
 
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 #include <signal.h>
 
+#include <httplib.h>
+
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "clients/cpp/jetstream_publisher.h"
 #include "tests/integration/engine_fixture.h"
@@ -58,6 +63,75 @@ StreamPlacement ReadPlacement(const std::string& urls, const std::string& stream
   if (js != nullptr) jsCtx_Destroy(js);
   if (conn != nullptr) natsConnection_Destroy(conn);
   return out;
+}
+
+// The server the engine's source is connected to (its connection is named
+// "inferscope-jetstream-source"), from each server's /connz; -1 when none reports it.
+int EngineServer(NatsCluster& cluster) {
+  for (int i = 0; i < NatsCluster::kServers; ++i) {
+    if (!cluster.process(i).Running()) continue;
+    httplib::Client http(cluster.monitor(i));
+    const httplib::Result res = http.Get("/connz");
+    if (!res || res->status != 200) continue;
+    const nlohmann::json connz = nlohmann::json::parse(res->body, nullptr, false);
+    if (!connz.is_object() || !connz.contains("connections")) continue;
+    for (const nlohmann::json& c : connz["connections"]) {
+      if (c.value("name", "") == "inferscope-jetstream-source") return i;
+    }
+  }
+  return -1;
+}
+
+// The leader of consumer `consumer` of `stream`, "" when the cluster does not answer.
+std::string ConsumerLeader(const std::string& urls, const std::string& stream,
+                           const std::string& consumer) {
+  std::string leader;
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  if (natsConnection_ConnectTo(&conn, urls.c_str()) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
+    jsConsumerInfo* ci = nullptr;
+    if (js_GetConsumerInfo(&ci, js, stream.c_str(), consumer.c_str(), nullptr, nullptr) ==
+        NATS_OK) {
+      if (ci->Cluster != nullptr && ci->Cluster->Leader != nullptr) leader = ci->Cluster->Leader;
+      jsConsumerInfo_Destroy(ci);
+    }
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return leader;
+}
+
+// Asks the leader behind `api` ($JS.API.STREAM.LEADER.STEPDOWN.<stream> or the consumer's) to step
+// down until `leader()` names `target`: at most `attempts` times (the new leader is elected at
+// random among the current replicas). True when `target` leads.
+bool MoveLeader(const std::string& urls, const std::string& api,
+                const std::function<std::string()>& leader, const std::string& target,
+                int attempts) {
+  natsConnection* conn = nullptr;
+  if (natsConnection_ConnectTo(&conn, urls.c_str()) != NATS_OK) return false;
+  bool moved = false;
+  for (int i = 0; i < attempts; ++i) {
+    std::string now;
+    WaitFor([&] { return !(now = leader()).empty(); }, std::chrono::seconds(30));
+    if (now == target) {
+      moved = true;
+      break;
+    }
+    natsMsg* reply = nullptr;
+    if (natsConnection_Request(&reply, conn, api.c_str(), "", 0, 5000) == NATS_OK) {
+      natsMsg_Destroy(reply);
+    }
+    // The old leader answers before the new one is elected: wait for a different one.
+    WaitFor(
+        [&] {
+          const std::string next = leader();
+          return !next.empty() && next != now;
+        },
+        std::chrono::seconds(30));
+  }
+  natsConnection_Destroy(conn);
+  return moved;
 }
 
 TEST(JetStreamClusterTest, StreamLeaderSigkilledMidStreamEqualsASingleServerRun) {
@@ -117,10 +191,29 @@ TEST(JetStreamClusterTest, StreamLeaderSigkilledMidStreamEqualsASingleServerRun)
   ASSERT_TRUE(
       WaitFor([&] { return ReadConsumers(urls, "CLU").acked > 0; }, std::chrono::seconds(60)))
       << engine->Log();
-  for (int m = kBeforeKill; m < kBeforeKill + 100; m += 50) Publish(pub, stream, m, m + 50);
+  // The victim: the server the engine is connected to, made leader of the stream and of every
+  // partition's consumer (by asking the others to step down), so that its death cuts the engine's
+  // connection, its fetches in flight and its acks, and moves every leader.
+  int victim = -1;
+  ASSERT_TRUE(WaitFor([&] { return (victim = EngineServer(cluster)) >= 0; }))
+      << "no server reports the engine's connection";
+  const std::string target = NatsCluster::Name(victim);
+  EXPECT_TRUE(MoveLeader(
+      urls, "$JS.API.STREAM.LEADER.STEPDOWN.CLU", [&] { return ReadPlacement(urls, "CLU").leader; },
+      target, 20));
+  int consumers_led = 0;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    const std::string consumer = "inferscope-p" + std::to_string(p);
+    if (MoveLeader(
+            urls, "$JS.API.CONSUMER.LEADER.STEPDOWN.CLU." + consumer,
+            [&] { return ConsumerLeader(urls, "CLU", consumer); }, target, 20)) {
+      ++consumers_led;
+    }
+  }
+  EXPECT_EQ(consumers_led, static_cast<int>(kPartitions));
   const StreamPlacement before = ReadPlacement(urls, "CLU");
-  const int victim = NatsCluster::Index(before.leader);
-  ASSERT_GE(victim, 0) << "stream leader '" << before.leader << "' is not a cluster server";
+  ASSERT_EQ(before.leader, target);
+  for (int m = kBeforeKill; m < kBeforeKill + 100; m += 50) Publish(pub, stream, m, m + 50);
   const Consumers at_kill = ReadConsumers(urls, "CLU");
   cluster.process(victim).Signal(SIGKILL);
   cluster.process(victim).Wait();

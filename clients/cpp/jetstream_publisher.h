@@ -51,7 +51,8 @@ struct JetStreamPublisherOptions {
 // publish the stream refuses or does not acknowledge is counted in failed_messages and reported by
 // the next Flush; it is not resent, since a resend after newer messages would put the partition out
 // of order. On a cluster, publishes made while the stream elects a new leader (a few seconds after
-// its leader's server dies) fail this way; the connection itself fails over to another server. Concurrency: not thread-safe.
+// its leader's server dies) fail this way; the connection itself fails over to another server.
+// Concurrency: not thread-safe.
 class JetStreamPublisher {
  public:
   explicit JetStreamPublisher(JetStreamPublisherOptions options);

@@ -14,7 +14,10 @@
 // directory. Messages: request outcomes over 200 (instance, model) groups, 256 events each, event
 // times spread over 60 s. Prints a Markdown table.
 //
-// Usage: jetstream_throughput [--events N] [--fetch-batch B]
+// With --cluster URLS (the client URLs of a 3-server cluster, e.g. from scripts/nats-cluster.sh
+// start), (a) and (b) are measured again on an R3 stream there, in the same run: rows (a3), (b3).
+//
+// Usage: jetstream_throughput [--events N] [--fetch-batch B] [--cluster URLS]
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -122,12 +125,85 @@ uint64_t WaitForEngine(Engine& engine, uint64_t events) {
   }
 }
 
+// (a): the messages published to partition 0 of `stream` (async, acked, 1024 in flight) until
+// every one is acknowledged; seconds, or -1 on failure.
+double PublishAll(const std::string& url, const std::string& stream,
+                  const std::vector<std::string>& messages,
+                  const std::string& prefix = "inferscope.in") {
+  client::JetStreamPublisherOptions po;
+  po.url = url;
+  po.stream = stream;
+  po.subject_prefix = prefix;
+  po.publisher_id = "bench";
+  po.ack_timeout_ms = 60'000;
+  client::JetStreamPublisher pub(po);
+  if (!pub.Connect()) {
+    std::fprintf(stderr, "%s\n", pub.last_error().c_str());
+    return -1;
+  }
+  const auto t0 = SteadyClock::now();
+  for (const std::string& m : messages) {
+    if (!pub.PublishRaw(0, m, "")) {
+      std::fprintf(stderr, "publish: %s\n", pub.last_error().c_str());
+      return -1;
+    }
+  }
+  if (!pub.Flush()) {
+    std::fprintf(stderr, "publish: %s\n", pub.last_error().c_str());
+    return -1;
+  }
+  return Seconds(t0, SteadyClock::now());
+}
+
+// (b): a bare pull consumer of partition 0 (fetch `batch`, AckAll per fetch) until `count`
+// messages; seconds, or -1 when it got fewer.
+double ConsumeAll(const std::string& url, const std::string& stream, uint64_t count, int batch,
+                  const std::string& prefix = "inferscope.in") {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  natsSubscription* sub = nullptr;
+  const std::string subject = prefix + ".0";
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Config.AckPolicy = js_AckAll;
+  so.Config.MaxAckPending = 65536;
+  if (natsConnection_ConnectTo(&conn, url.c_str()) != NATS_OK ||
+      natsConnection_JetStream(&js, conn, nullptr) != NATS_OK ||
+      js_PullSubscribe(&sub, js, subject.c_str(), "rawbench", nullptr, &so, nullptr) != NATS_OK) {
+    std::fprintf(stderr, "consume: cannot subscribe to %s on %s\n", subject.c_str(), url.c_str());
+    return -1;
+  }
+  uint64_t got = 0;
+  const auto t0 = SteadyClock::now();
+  while (got < count) {
+    natsMsgList list = {nullptr, 0};
+    if (natsSubscription_Fetch(&list, sub, batch, 1000, nullptr) != NATS_OK) break;
+    got += static_cast<uint64_t>(list.Count);
+    if (list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
+    natsMsgList_Destroy(&list);
+  }
+  const double s = Seconds(t0, SteadyClock::now());
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(conn);
+  if (got < count) {
+    std::fprintf(stderr, "consume: %lu of %lu messages\n", static_cast<unsigned long>(got),
+                 static_cast<unsigned long>(count));
+    return -1;
+  }
+  return s;
+}
+
 int Main(int argc, char** argv) {
   uint64_t events = 2'000'000;
-  int fetch_batch = 256;  // of the engine's jetstream source
+  int fetch_batch = 256;     // of the engine's jetstream source
+  std::string cluster_urls;  // --cluster: a 3-server cluster's client URLs, comma-separated
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--events") == 0) events = std::stoull(argv[i + 1]);
     if (std::strcmp(argv[i], "--fetch-batch") == 0) fetch_batch = std::stoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--cluster") == 0) cluster_urls = argv[i + 1];
   }
   constexpr int kBatch = 256;
   const uint64_t messages_count = (events + kBatch - 1) / kBatch;
@@ -165,57 +241,22 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
-  // (a) publish.
-  client::JetStreamPublisherOptions po;
-  po.url = url;
-  po.stream = "BENCH";
-  po.publisher_id = "bench";
-  po.ack_timeout_ms = 60'000;
-  client::JetStreamPublisher pub(po);
-  if (!pub.Connect()) {
-    std::fprintf(stderr, "%s\n", pub.last_error().c_str());
-    return 2;
-  }
-  auto t0 = SteadyClock::now();
-  for (const std::string& m : messages) {
-    if (!pub.PublishRaw(0, m, "")) {
-      std::fprintf(stderr, "publish: %s\n", pub.last_error().c_str());
-      return 1;
+  // (a) publish, (b) consume.
+  const double publish_s = PublishAll(url, "BENCH", messages);
+  const double consume_s = ConsumeAll(url, "BENCH", messages_count, kBatch);
+  if (publish_s < 0 || consume_s < 0) return 1;
+  // The same on an R3 stream of a 3-server cluster (scripts/nats-cluster.sh), same run.
+  double publish3_s = 0;
+  double consume3_s = 0;
+  if (!cluster_urls.empty()) {
+    if (!client::JetStreamPublisher::EnsureStream(cluster_urls, "BENCHR3", "bench3.in", &error,
+                                                  3)) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 2;
     }
-  }
-  if (!pub.Flush()) {
-    std::fprintf(stderr, "publish: %s\n", pub.last_error().c_str());
-    return 1;
-  }
-  const double publish_s = Seconds(t0, SteadyClock::now());
-
-  // (b) a bare consumer.
-  double consume_s = 0;
-  {
-    natsConnection* conn = nullptr;
-    jsCtx* js = nullptr;
-    natsSubscription* sub = nullptr;
-    natsConnection_ConnectTo(&conn, url.c_str());
-    natsConnection_JetStream(&js, conn, nullptr);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Config.AckPolicy = js_AckAll;
-    so.Config.MaxAckPending = 65536;
-    js_PullSubscribe(&sub, js, "inferscope.in.0", "rawbench", nullptr, &so, nullptr);
-    uint64_t got = 0;
-    t0 = SteadyClock::now();
-    while (got < messages_count) {
-      natsMsgList list = {nullptr, 0};
-      if (natsSubscription_Fetch(&list, sub, kBatch, 1000, nullptr) != NATS_OK) break;
-      got += static_cast<uint64_t>(list.Count);
-      if (list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
-      natsMsgList_Destroy(&list);
-    }
-    consume_s = Seconds(t0, SteadyClock::now());
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(conn);
+    publish3_s = PublishAll(cluster_urls, "BENCHR3", messages, "bench3.in");
+    consume3_s = ConsumeAll(cluster_urls, "BENCHR3", messages_count, kBatch, "bench3.in");
+    if (publish3_s < 0 || consume3_s < 0) return 1;
   }
 
   // (c) the engine through the jetstream source.
@@ -228,7 +269,7 @@ int Main(int argc, char** argv) {
             "\", stream: BENCH, partitions: [0], fetch_batch: " + std::to_string(fetch_batch) +
             "}"));
     const std::string state = bench::TempStateDir("inferscope-jsbench-state");
-    t0 = SteadyClock::now();
+    const auto t0 = SteadyClock::now();
     std::unique_ptr<Engine> engine = bench::StartEngine(spec, state);
     js_engine_events = WaitForEngine(*engine, events);
     js_engine_s = Seconds(t0, SteadyClock::now());
@@ -246,7 +287,7 @@ int Main(int argc, char** argv) {
     const std::string state = bench::TempStateDir("inferscope-jsbench-state");
     std::unique_ptr<Engine> engine = bench::StartEngine(spec, state);
     const std::string endpoint = engine->Endpoint("ingest");
-    t0 = SteadyClock::now();
+    const auto t0 = SteadyClock::now();
     std::thread pusher([&] {
       zmq::context_t ctx(1);
       zmq::socket_t push(ctx, zmq::socket_type::push);
@@ -286,6 +327,16 @@ int Main(int argc, char** argv) {
   std::printf("| (d) engine, zmq source (PUSH from this process) | %lu | %.2f | %.0f |\n",
               static_cast<unsigned long>(zmq_engine_events), zmq_engine_s,
               static_cast<double>(zmq_engine_events) / zmq_engine_s);
+  if (!cluster_urls.empty()) {
+    std::printf(
+        "| (a3) JetStream publish, R3 stream on the 3-server cluster | %lu | %.2f | %.0f |\n",
+        static_cast<unsigned long>(events), publish3_s, e / publish3_s);
+    std::printf(
+        "| (b3) JetStream bare consume, R3 stream, fetch 256, AckAll | %lu | %.2f | %.0f |\n",
+        static_cast<unsigned long>(events), consume3_s, e / consume3_s);
+    std::printf("\n(a3)/(a) = %.2f; (b3)/(b) = %.2f", publish_s / publish3_s,
+                consume_s / consume3_s);
+  }
   std::printf("\n(c)/(d) = %.2f; (c)/(b) = %.2f\n",
               (static_cast<double>(js_engine_events) / js_engine_s) /
                   (static_cast<double>(zmq_engine_events) / zmq_engine_s),

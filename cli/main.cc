@@ -386,7 +386,9 @@ int main(int argc, char** argv) {
       ->add_option("--zmq-bind", bridge.zmq_bind,
                    "PULL socket binds here (tcp://127.0.0.1:* picks a free port)")
       ->required();
-  bridge_cmd->add_option("--nats", bridge.nats_url, "NATS server URL (nats://127.0.0.1:4222)")
+  bridge_cmd
+      ->add_option("--nats", bridge.nats_url,
+                   "NATS server URL (nats://127.0.0.1:4222), or a cluster's URLs comma-separated")
       ->required();
   bridge_cmd->add_option("--stream", bridge.stream, "The JetStream stream")->required();
   bridge_cmd

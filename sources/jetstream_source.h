@@ -68,7 +68,10 @@ class JetStreamSource final : public Source {
       "per partition; positions are checkpointed";
 
   struct Options {
-    // Required. "nats://127.0.0.1:4222".
+    // Required. A server ("nats://127.0.0.1:4222") or a comma-separated list of the servers of one
+    // cluster (scripts/nats-cluster.sh prints one): the source connects to one that answers and,
+    // when it is lost, reconnects to any of them (and to servers the cluster announces), without
+    // limit, 250 ms apart per server.
     std::string url;
     // Required. The stream holding the subjects (created by the operator or a client's
     // EnsureStream).
@@ -107,7 +110,7 @@ class JetStreamSource final : public Source {
   void Close() override;
   Status Restore(const CheckpointReader& reader) override;
   void OnCheckpointDurable(const std::vector<AppliedSequence>& applied) override;
-  // The server URL.
+  // The server URL(s), as configured.
   std::string Endpoint() const override { return options_.url; }
 
   // The checkpoint key of a partition's position.

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <utility>
+#include <vector>
 
 namespace inferscope::client {
 
@@ -23,6 +24,33 @@ std::string NatsText(natsStatus s) {
   const char* last = nats_GetLastError(nullptr);
   if (last != nullptr && *last != '\0') text += std::string(" (") + last + ")";
   return text;
+}
+
+// Connects to one of `urls` (comma-separated) with unlimited reconnection: libnats' default (60
+// attempts, 2 s apart) closes the connection for good after two minutes without a server.
+natsStatus ConnectWithFailover(natsConnection** conn, const std::string& urls) {
+  constexpr int64_t kReconnectWaitMs = 250;
+  std::vector<std::string> servers;
+  size_t start = 0;
+  while (start <= urls.size()) {
+    size_t end = urls.find(',', start);
+    if (end == std::string::npos) end = urls.size();
+    std::string url = urls.substr(start, end - start);
+    url.erase(0, url.find_first_not_of(" \t"));
+    url.erase(url.find_last_not_of(" \t") + 1);
+    if (!url.empty()) servers.push_back(std::move(url));
+    start = end + 1;
+  }
+  std::vector<const char*> list;
+  for (const std::string& s : servers) list.push_back(s.c_str());
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetServers(opts, list.data(), static_cast<int>(list.size()));
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, kReconnectWaitMs);
+  if (s == NATS_OK) s = natsConnection_Connect(conn, opts);
+  natsOptions_Destroy(opts);
+  return s;
 }
 
 }  // namespace
@@ -60,7 +88,7 @@ bool JetStreamPublisher::Connect() {
     last_error_ = "stream and publisher_id (1..250 bytes) are required";
     return false;
   }
-  natsStatus s = natsConnection_ConnectTo(&conn_, options_.url.c_str());
+  natsStatus s = ConnectWithFailover(&conn_, options_.url);
   if (s != NATS_OK) {
     conn_ = nullptr;
     last_error_ = "connect to " + options_.url + ": " + NatsText(s);
@@ -168,10 +196,11 @@ bool JetStreamPublisher::Flush() {
 }
 
 bool JetStreamPublisher::EnsureStream(const std::string& url, const std::string& stream,
-                                      const std::string& subject_prefix, std::string* error) {
+                                      const std::string& subject_prefix, std::string* error,
+                                      int replicas) {
   natsConnection* conn = nullptr;
   jsCtx* js = nullptr;
-  natsStatus s = natsConnection_ConnectTo(&conn, url.c_str());
+  natsStatus s = ConnectWithFailover(&conn, url);
   if (s == NATS_OK) s = natsConnection_JetStream(&js, conn, nullptr);
   if (s == NATS_OK) {
     jsStreamInfo* info = nullptr;
@@ -186,6 +215,7 @@ bool JetStreamPublisher::EnsureStream(const std::string& url, const std::string&
       cfg.Subjects = subjects;
       cfg.SubjectsLen = 1;
       cfg.Storage = js_FileStorage;
+      cfg.Replicas = replicas;
       jsErrCode jerr = static_cast<jsErrCode>(0);
       s = js_AddStream(&info, js, &cfg, nullptr, &jerr);
       if (s == NATS_OK) jsStreamInfo_Destroy(info);

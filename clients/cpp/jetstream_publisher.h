@@ -23,6 +23,9 @@ namespace inferscope::client {
 uint32_t JetStreamPartition(std::string_view instance, uint32_t partitions);
 
 struct JetStreamPublisherOptions {
+  // A server, or a comma-separated list of the servers of one cluster: the publisher connects to
+  // one that answers and, when the connection is lost, reconnects to any of them (and to servers
+  // the cluster announces), without limit, 250 ms apart per server.
   std::string url = "nats://127.0.0.1:4222";
   std::string stream;                            // required
   std::string subject_prefix = "inferscope.in";  // partition p is "<subject_prefix>.<p>"
@@ -47,7 +50,9 @@ struct JetStreamPublisherOptions {
 // (publishes what is pending and waits for every acknowledgement) → destructor (flushes). Errors: a
 // publish the stream refuses or does not acknowledge is counted in failed_messages and reported by
 // the next Flush; it is not resent, since a resend after newer messages would put the partition out
-// of order. Concurrency: not thread-safe.
+// of order. On a cluster, publishes made while the stream elects a new leader (a few seconds after
+// its leader's server dies) fail this way; the connection itself fails over to another server.
+// Concurrency: not thread-safe.
 class JetStreamPublisher {
  public:
   explicit JetStreamPublisher(JetStreamPublisherOptions options);
@@ -74,10 +79,10 @@ class JetStreamPublisher {
   uint64_t failed_messages() const { return failed_.load(); }
   const std::string& last_error() const { return last_error_; }
 
-  // Creates `stream` (file storage, subjects "<subject_prefix>.*") on the server at `url` unless it
-  // exists. False with `*error` set on failure.
+  // Creates `stream` (file storage, limits retention, subjects "<subject_prefix>.*", `replicas`
+  // copies: 3 on a 3-server cluster) at `url` unless it exists. False with `*error` set on failure.
   static bool EnsureStream(const std::string& url, const std::string& stream,
-                           const std::string& subject_prefix, std::string* error);
+                           const std::string& subject_prefix, std::string* error, int replicas = 1);
 
  private:
   bool FlushPartition(uint32_t p);

@@ -225,7 +225,7 @@ struct Sample {
 
 // One virtual-time pipeline: window_aggregate → threshold_rules and anomaly_detect, all real.
 // The anomaly detector has the default topology's options (p95 ttft_ms, min_count, warning,
-// keep_firing_for 30s, default detector) and `early` like the rule.
+// keep_firing_for 30s, default detector), and `for` and `early` like the rule.
 class VirtualPipeline {
  public:
   VirtualPipeline(Interner& interner, bool early, int64_t for_ms, int min_count = kMinCount)
@@ -233,8 +233,8 @@ class VirtualPipeline {
     char anomalies[256];
     std::snprintf(anomalies, sizeof(anomalies),
                   "{metrics: [ttft_ms], stats: [p95], min_count: %d, min_severity: warning, "
-                  "keep_firing_for: 30s, early: %s}",
-                  min_count, early ? "true" : "false");
+                  "for: %lldms, keep_firing_for: 30s, early: %s}",
+                  min_count, static_cast<long long>(for_ms), early ? "true" : "false");
     auto d =
         AnomalyDetectOperator::Create(ConfigNode("<bench>", YAML::Load(anomalies), "anomalies"));
     if (!d.ok()) {

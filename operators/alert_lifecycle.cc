@@ -135,6 +135,19 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
     if (time_ms < t.unconfirmed_end_ms) {
       // An earlier pane: it cannot judge that evidence; an active one shows the condition held
       // since its end.
+      if (condition == Condition::kActive && t.state == AlertState::kFiring &&
+          t.early_fire_end_ms != INT64_MIN) {
+        // The condition holds in closed data: the early firing is confirmed (the later pane's
+        // closed verdict then only escalates, holds or resolves it).
+        changed_ = true;
+        t.unconfirmed_end_ms = INT64_MIN;
+        t.early_fire_end_ms = INT64_MIN;
+        t.clear_since_ms = INT64_MIN;
+        t.last_eval_ms = std::max(t.last_eval_ms, time_ms);
+        ++confirmed_count_;
+        if (confirmed_) confirmed_->Inc();
+        return;
+      }
       if (condition == Condition::kActive && t.state == AlertState::kPending) {
         if (time_ms < t.active_since_ms) {
           t.active_since_ms = time_ms;
@@ -224,6 +237,27 @@ void AlertLifecycle::Observe(const Alert& evidence, Condition condition, Severit
       }
     }
   }
+  if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
+}
+
+void AlertLifecycle::ObserveUnjudged(uint64_t fingerprint, int64_t time_ms,
+                                     std::vector<Alert>& out) {
+  auto it = states_.find(fingerprint);
+  if (it == states_.end()) return;
+  Tracked& t = it->second;
+  if (t.unconfirmed_end_ms == INT64_MIN || time_ms < t.unconfirmed_end_ms) return;
+  changed_ = true;
+  if (t.state == AlertState::kFiring) {
+    if (time_ms < t.early_fire_end_ms) {
+      t.unconfirmed_end_ms = time_ms + 1;  // a later closed pane judges the early firing
+      return;
+    }
+    t.last.message = "the closed pane could not be judged (" + t.last.message + ")";
+    Emit(t, AlertState::kRetracted, /*early=*/true, out);
+    ++retracted_count_;
+    if (retracted_) retracted_->Inc();
+  }
+  states_.erase(it);
   if (tracked_gauge_) tracked_gauge_->Set(static_cast<double>(states_.size()));
 }
 

@@ -56,10 +56,12 @@ struct AlertTiming {
 // carried unconfirmed early evidence (or of a later one) confirms it when active (no second
 // firing; counted) and otherwise forgets the pending alert or retracts the firing one (published
 // as state `retracted`, counted); a confirming pane at a lower level than the early one publishes
-// a firing update at its own level. Observe of an earlier pane does not undo early evidence; an
-// active one moves a pending alert's active_since back to its time and fires it (not early) once
-// `for` has passed, as without early evidence. The stale sweep retracts (not resolves) an early
-// firing that no closed pane confirmed.
+// a firing update at its own level; a pane that cannot be judged (ObserveUnjudged) retracts or
+// forgets it too. Observe of an earlier pane does not undo early evidence; an active one confirms
+// an early firing (counted; the later pane's closed verdict then holds, escalates or resolves it
+// as for any firing alert), or moves a pending alert's active_since back to its time and fires it
+// (not early) once `for` has passed, as without early evidence. The stale sweep retracts (not
+// resolves) an early firing that no closed pane confirmed.
 //
 // Lifecycle: construct → Open (metrics, silences, clock) → Observe / Sweep.
 // Concurrency: none; the operator thread makes every call.
@@ -93,6 +95,10 @@ class AlertLifecycle {
   // has been observed); see the class comment.
   void ObserveEarly(const Alert& evidence, Condition condition, Severity severity, int64_t time_ms,
                     int64_t pane_end_ms, const AlertTiming& timing, std::vector<Alert>& out);
+  // A closed pane ending at `time_ms` that could not be judged (a detector warming up again, or
+  // none): early evidence of that pane or an earlier one is withdrawn — an early firing is
+  // retracted (published, counted), a pending alert forgotten. Other alerts are left as they are.
+  void ObserveUnjudged(uint64_t fingerprint, int64_t time_ms, std::vector<Alert>& out);
   // Resolves or forgets alerts not evaluated since `watermark_ms - stale_after`.
   void Sweep(int64_t watermark_ms, std::vector<Alert>& out);
 

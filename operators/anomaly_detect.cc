@@ -183,6 +183,7 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
   if (it == detectors_.end()) {
     if (detectors_.size() >= static_cast<size_t>(options_.max_series)) {
       if (dropped_series_) dropped_series_->Inc();
+      Unjudged(summary, stat, out);
       return;
     }
     it =
@@ -192,7 +193,11 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
   if (points_) points_->Inc();
   it->second.last_end_ms = std::max(it->second.last_end_ms, summary.end_ms);
   const Verdict v = it->second.detector->Observe(summary.end_ms, value);
-  if (v.warming_up) return;
+  if (v.warming_up) {
+    // The closed pane cannot judge (a new or reset model): early evidence it carried is withdrawn.
+    Unjudged(summary, stat, out);
+    return;
+  }
 
   Condition condition = Condition::kHold;
   if (v.severity >= options_.min_severity) {
@@ -202,6 +207,15 @@ void AnomalyDetectOperator::Observe(const WindowSummary& summary, const SummaryS
   }
   const Alert a = Evidence(summary, stat, value, v, condition);
   lifecycle_.Observe(a, condition, v.severity, summary.end_ms, options_.timing, out);
+}
+
+void AnomalyDetectOperator::Unjudged(const WindowSummary& summary, WindowStat stat,
+                                     std::vector<Alert>& out) {
+  if (lifecycle_.tracked() == 0) return;
+  const uint64_t fingerprint = AlertFingerprint(
+      name_, interner_->Name(summary.series.instance), interner_->Name(summary.series.model),
+      interner_->Name(summary.series.metric), WindowStatName(stat));
+  lifecycle_.ObserveUnjudged(fingerprint, summary.end_ms, out);
 }
 
 Alert AnomalyDetectOperator::Evidence(const WindowSummary& summary, WindowStat stat, double value,
@@ -238,10 +252,16 @@ void AnomalyDetectOperator::ObserveEarly(const WindowSummary& summary, const Sum
   // No detector yet: it is warming up (its first point is a closed pane), nothing to judge by.
   auto it = detectors_.find(Key{summary.series, stat});
   if (it == detectors_.end()) return;
-  if (early_points_) early_points_->Inc();
+  // The closed pane's point will be the detector's next one only once the previous pane was
+  // learned: with out_of_orderness longer than early_slice the first early summaries of a pane
+  // come before the previous pane closes, and a seasonal detector would judge them at the previous
+  // pane's phase. (A pane after a gap in the series is not judged early either.)
+  if (it->second.last_end_ms != summary.start_ms) return;
   // The closed pane's point will be at the pane's end: score as that point, without learning.
   const Verdict v = it->second.detector->Score(summary.end_ms, value, noise);
-  if (v.warming_up || v.severity < options_.min_severity) return;
+  if (v.warming_up) return;
+  if (early_points_) early_points_->Inc();
+  if (v.severity < options_.min_severity) return;
   // Early evidence changes nothing for a firing alert: skip building it (no allocation).
   const std::string_view instance = interner_->Name(summary.series.instance);
   const std::string_view model = interner_->Name(summary.series.model);
@@ -289,8 +309,12 @@ Status AnomalyDetectOperator::ProcessResults(const OutputBatch& in, OutputBatch&
       const double noise =
           std::sqrt(static_cast<double>(pane_ms) / static_cast<double>(observed_ms));
       const SummaryStats stats = Summarize(s.agg, observed_ms);
+      // Not count (it grows with the pane) nor rate: the early summary holds events up to the
+      // newest one seen, which with publishers skewed is beyond observed_until, so count /
+      // observed time is biased upward (and newest - start biases it downward).
       for (WindowStat stat : options_.stats) {
-        if (stat != WindowStat::kCount) ObserveEarly(s, stats, stat, noise, alerts);
+        if (stat != WindowStat::kCount && stat != WindowStat::kRate)
+          ObserveEarly(s, stats, stat, noise, alerts);
       }
     }
   }

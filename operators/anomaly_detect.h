@@ -121,6 +121,9 @@ class AnomalyDetectOperator final : public Operator {
   // One early summary's statistic: scored (not learned) by its detector, if it has one.
   void ObserveEarly(const WindowSummary& summary, const SummaryStats& stats, WindowStat stat,
                     double noise, std::vector<Alert>& out);
+  // A closed summary its detector cannot judge (warming up, or no detector): early evidence of
+  // its pane or an earlier one is retracted or forgotten (AlertLifecycle::ObserveUnjudged).
+  void Unjudged(const WindowSummary& summary, WindowStat stat, std::vector<Alert>& out);
   // The evidence of a verdict on `value` of `summary` (labels, range, message).
   Alert Evidence(const WindowSummary& summary, WindowStat stat, double value, const Verdict& v,
                  Condition condition) const;

@@ -443,12 +443,16 @@ ChangePointDetector::Reading ChangePointDetector::Observe(double z, double resid
   return r;
 }
 
-double ChangePointDetector::PeekFast(double z) const {
+double ChangePointDetector::PeekFast(double z, AnomalyType* type) const {
   const double u = Clip(z, o_->clip) / factor_;
   const double up = std::max(0.0, up_.s + u - o_->shift_k);
   const double down = std::max(0.0, down_.s - u - o_->shift_k);
   double fast = std::max(up, down) / o_->shift_h;
   if (o_->adaptive_thresholds) fast /= std::clamp(kTailMargin * q_fast_, 1.0, kMaxCusumMargin);
+  // As Observe: an alarm whose run is longer than shift_max_run is a drift.
+  const bool is_up = up >= down;
+  const int32_t run = (is_up ? up : down) != 0 ? (is_up ? run_[0] : run_[1]) + 1 : 0;
+  *type = run <= o_->shift_max_run ? AnomalyType::kLevelShift : AnomalyType::kDrift;
   return fast;
 }
 
@@ -1213,13 +1217,14 @@ Verdict SeriesDetector::Score(int64_t time_ms, double value, double noise) const
   v.expected = ToValue(expected);
   v.lower = ToValue(expected - band);
   v.upper = ToValue(expected + band);
-  const double shift = change_.PeekFast(spike.z);
+  AnomalyType shift_type = AnomalyType::kLevelShift;
+  const double shift = change_.PeekFast(spike.z, &shift_type);
   double evidence = spike.evidence;
   AnomalyType type = spike.z >= 0 ? AnomalyType::kSpike : AnomalyType::kDip;
   // As Observe: a change-point alarm is the more specific explanation.
   if (shift >= 1 || shift > evidence) {
     evidence = std::max(evidence, shift);
-    type = AnomalyType::kLevelShift;
+    type = shift_type;
   }
   if (settle_ > 0) evidence = std::min(evidence, kSettleEvidence);
   v.severity = SeverityOfEvidence(evidence, *options_);

@@ -209,8 +209,9 @@ class ChangePointDetector {
   // Accumulates z (residual / scale) and the raw residual; on alarm resets its sums.
   Reading Observe(double z, double residual);
   // The evidence of the fast (level-shift) CUSUM if z were its next point, with the learned tail
-  // margin; changes nothing (SeriesDetector::Score).
-  double PeekFast(double z) const;
+  // margin, and in `type` what Observe would call it (level_shift, or drift when the run would be
+  // longer than shift_max_run); changes nothing (SeriesDetector::Score).
+  double PeekFast(double z, AnomalyType* type) const;
   // Updates the autocorrelation estimate (skip on anomalous points).
   void Learn(double z, bool warm);
   // Restarts the CUSUMs (after a re-baseline elsewhere); the autocorrelation is kept.

@@ -439,6 +439,42 @@ TEST(EarlyLifecycleTest, EarlierClosedPanesFireOnceForHasPassed) {
   EXPECT_EQ(h.lifecycle.tracked(), 0u);
 }
 
+// ANOMFIX finding 2: out-of-orderness longer than the early slice, so pane P+1's early firing
+// comes before P closes. P closes active: that confirms the firing (the condition held in closed
+// data); P+1 closing in the hold band then keeps it firing instead of retracting it. The same for
+// threshold rules and anomaly detectors (the lifecycle is shared).
+TEST(EarlyLifecycleTest, AnActiveEarlierPaneConfirmsAnEarlyFiring) {
+  for (AnomalyType type : {AnomalyType::kThreshold, AnomalyType::kSpike}) {
+    LifecycleHarness h;
+    h.a.type = type;
+    AlertTiming timing;
+    timing.keep_firing_for_ms = 30'000;
+    std::vector<Alert> out;
+    // P = [0, 10 s), P+1 = [10 s, 20 s): P+1's first slice fires early at 11 s.
+    h.lifecycle.ObserveEarly(h.a, Condition::kActive, Severity::kCritical, 11'000, 20'000, timing,
+                             out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(out[0].early);
+    out.clear();
+    h.lifecycle.Observe(h.a, Condition::kActive, Severity::kCritical, 10'000, timing, out);
+    EXPECT_TRUE(out.empty()) << "no second firing";
+    EXPECT_EQ(h.lifecycle.confirmed(), 1u);
+    h.lifecycle.Observe(h.a, Condition::kHold, Severity::kNone, 20'000, timing, out);
+    EXPECT_TRUE(out.empty()) << (out.empty() ? "" : out[0].message);
+    EXPECT_EQ(h.lifecycle.retracted(), 0u);
+    EXPECT_TRUE(h.lifecycle.Firing(h.a.fingerprint));
+    // Clear from 30 s: resolved once keep_firing_for has passed.
+    h.lifecycle.Observe(h.a, Condition::kClear, Severity::kNone, 30'000, timing, out);
+    h.lifecycle.Observe(h.a, Condition::kClear, Severity::kNone, 50'000, timing, out);
+    EXPECT_TRUE(out.empty());
+    h.lifecycle.Observe(h.a, Condition::kClear, Severity::kNone, 60'000, timing, out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].state, AlertState::kResolved);
+    EXPECT_EQ(out[0].type, type);
+    EXPECT_EQ(h.lifecycle.tracked(), 0u);
+  }
+}
+
 // Review finding 6: the closed pane confirms an early firing at a lower level than the open pane
 // reached: the alert is published again at the closed pane's level.
 TEST(EarlyLifecycleTest, ConfirmationAtALowerLevelPublishesTheClosedPanesSeverity) {

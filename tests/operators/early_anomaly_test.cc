@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <random>
@@ -170,16 +171,17 @@ TEST(EarlyAnomalyTest, FiresOnTheOpenPaneAndTheClosedPaneConfirmsWithoutASecondF
 TEST(EarlyAnomalyTest, ATransientTheClosedPaneDoesNotSupportIsRetractedAndPublished) {
   Pipeline p(true);
   EXPECT_TRUE(p.FeedClean(0, kSpikePane).empty());
-  // The first 400 ms of the pane 20x slower, then clean: the first slice (10 requests, 4 slow)
-  // has a p95 far out; the closed pane (100 requests, 4 slow) has a normal p95.
+  // The first 400 ms of the pane 20x slower, then clean: the first judged slice (2 s, once the
+  // previous pane closed: 20 requests, 4 slow) has a p95 far out; the closed pane (100 requests,
+  // 4 slow) has a normal p95.
   auto transient = [&p](int64_t t) {
     return t < kSpikePane + 400 ? 3000.0 : 150.0 * (1 + 0.05 * p.noise_(p.rng_));
   };
-  std::vector<Alert> early = p.Feed(kSpikePane, kSpikePane + 1'100, transient);
+  std::vector<Alert> early = p.Feed(kSpikePane, kSpikePane + 2'100, transient);
   ASSERT_EQ(early.size(), 1u);
   EXPECT_EQ(early[0].state, AlertState::kFiring);
   EXPECT_TRUE(early[0].early);
-  std::vector<Alert> rest = p.Feed(kSpikePane + 1'100, kSpikePane + kPane + 2'200, transient);
+  std::vector<Alert> rest = p.Feed(kSpikePane + 2'100, kSpikePane + kPane + 2'200, transient);
   ASSERT_EQ(rest.size(), 1u);
   EXPECT_EQ(rest[0].state, AlertState::kRetracted);
   EXPECT_TRUE(rest[0].early);
@@ -277,6 +279,8 @@ TEST(EarlyAnomalyTest, ClearEarlySummariesAllocateNothing) {
     ASSERT_TRUE(p.window_->Process(batch, windows).ok());
     for (const WindowSummary& s : windows.Get<kind::EarlySummary>())
       in.Mutable<kind::EarlySummary>().push_back(s);
+    OutputBatch ignored;  // the previous pane closes: its point makes the open pane judgeable
+    ASSERT_TRUE(p.detect_->ProcessResults(windows, ignored).ok());
   }
   ASSERT_FALSE(in.Get<kind::EarlySummary>().empty());
   in.watermark_ms = kT0 + kSpikePane;
@@ -299,12 +303,13 @@ TEST(EarlyAnomalyTest, ClearEarlySummariesAllocateNothing) {
 
 // The unconfirmed early state is in the lifecycle checkpoint; detector baselines are not. After a
 // restore the closed pane cannot judge (its detector warms up again), so the early firing is
-// retracted by the stale sweep ("no data"), not left firing.
+// retracted when that pane closes (ANOMFIX finding 4: before, only the stale sweep did, and never
+// with stale_after: 0), not left firing.
 TEST(EarlyAnomalyTest, AnEarlyFiringSurvivesARestartAndIsRetractedWhenNothingConfirmsIt) {
-  const std::string options = Options(true) + "\nstale_after: 30s";
+  const std::string options = Options(true) + "\nstale_after: 0s";
   Pipeline p(true, options);
   p.FeedClean(0, kSpikePane);
-  std::vector<Alert> early = p.Feed(kSpikePane, kSpikePane + 1'100, [](int64_t) { return 1500.0; });
+  std::vector<Alert> early = p.Feed(kSpikePane, kSpikePane + 2'100, [](int64_t) { return 1500.0; });
   ASSERT_EQ(early.size(), 1u);
   ASSERT_TRUE(early[0].early);
 
@@ -325,14 +330,143 @@ TEST(EarlyAnomalyTest, AnEarlyFiringSurvivesARestartAndIsRetractedWhenNothingCon
   ASSERT_TRUE(p.detect_->Open(p.Context("anomalies")).ok());
   ASSERT_TRUE(p.detect_->Restore(StateCheckpointReader("op", "anomalies", store->get())).ok());
   ASSERT_EQ(p.detect_->lifecycle().tracked(), 1u);
-  // The spiked pane closes: no detector to judge it (warming up), nothing fires again; once the
-  // series has had no verdict for stale_after the early firing is retracted.
+  // The spiked pane closes (watermark past its end at +2 s): no detector to judge it (warming
+  // up), nothing fires again, the early firing is retracted at that close (stale_after is 0).
   std::vector<Alert> rest =
-      p.Feed(kSpikePane + 1'100, kSpikePane + 6 * kPane, [](int64_t) { return 1500.0; });
+      p.Feed(kSpikePane + 2'100, kSpikePane + kPane + 2'100, [](int64_t) { return 1500.0; });
   ASSERT_EQ(rest.size(), 1u);
   EXPECT_EQ(rest[0].state, AlertState::kRetracted);
   EXPECT_TRUE(rest[0].early);
+  EXPECT_NE(rest[0].message.find("could not be judged"), std::string::npos) << rest[0].message;
   EXPECT_EQ(p.detect_->lifecycle().tracked(), 0u);
+  EXPECT_TRUE(p.Feed(kSpikePane + kPane + 2'100, kSpikePane + 6 * kPane, [](int64_t) {
+                 return 1500.0;
+               }).empty());
+}
+
+// ANOMFIX finding 1: out_of_orderness (2 s) > early_slice (1 s), so a pane's first early
+// summaries come before the previous pane closes. A detector with season_points takes the phase of
+// its next point from its point count: scoring them then would judge the open pane at the previous
+// pane's phase (a normal 200 against an expected 100). They are not scored until the previous pane
+// was learned; a clean repeating pattern raises nothing.
+TEST(EarlyAnomalyTest, AnOpenPaneIsScoredOnlyOnceThePreviousPaneWasLearned) {
+  const std::string options = R"(
+metrics: [ttft_ms]
+stats: [p95]
+min_count: 5
+detector: {warmup_points: 10, auto_season: false, season_points: 6}
+early: true
+)";
+  Pipeline p(true, options);
+  static constexpr double kPattern[] = {100, 200, 300, 300, 200, 100};
+  auto pattern = [&p](int64_t t) {
+    return kPattern[(t / kPane) % 6] + 2 * std::clamp(p.noise_(p.rng_), -1.0, 1.0);
+  };
+  constexpr int64_t kWarm = 60;  // panes
+  for (const Alert& a : p.Feed(0, kWarm * kPane, pattern)) ADD_FAILURE() << a.message;
+  ASSERT_NE(p.Detector(), nullptr);
+  ASSERT_FALSE(p.Detector()->warming_up());
+  for (int64_t pane = kWarm; pane < kWarm + 12; ++pane) {
+    // The first request of the pane ends the previous pane's last slice (scored: its own previous
+    // pane was learned).
+    for (const Alert& a : p.Feed(pane * kPane, pane * kPane + 100, pattern))
+      ADD_FAILURE() << a.message;
+    const uint64_t judged = p.Counter("inferscope_detector_early_points_total");
+    const size_t early = p.early_summaries_;
+    const int64_t points = p.Detector()->points();
+    // The open pane's 1 s slice: the previous pane is still open (watermark = newest - 2 s).
+    for (const Alert& a : p.Feed(pane * kPane + 100, pane * kPane + 1'100, pattern))
+      ADD_FAILURE() << a.message;
+    EXPECT_GT(p.early_summaries_, early);
+    EXPECT_EQ(p.Detector()->points(), points) << "the previous pane is not learned yet";
+    EXPECT_EQ(p.Counter("inferscope_detector_early_points_total"), judged) << "pane " << pane;
+    // From 2 s on the previous pane is learned and the open pane is scored at its own phase.
+    for (const Alert& a : p.Feed(pane * kPane + 1'100, (pane + 1) * kPane, pattern))
+      ADD_FAILURE() << (a.early ? "early: " : "") << a.message;
+    EXPECT_EQ(p.Detector()->points(), points + 1);
+    EXPECT_GT(p.Counter("inferscope_detector_early_points_total"), judged + 5) << "pane " << pane;
+  }
+}
+
+// ANOMFIX finding 6: inferscope_detector_early_points_total counts scored points only, not the
+// early summaries of a detector still warming up.
+TEST(EarlyAnomalyTest, EarlyPointsCountOnlyScoredPoints) {
+  Pipeline p(true);
+  p.FeedClean(0, 5 * kPane);
+  ASSERT_NE(p.Detector(), nullptr);
+  ASSERT_TRUE(p.Detector()->warming_up());
+  EXPECT_GT(p.early_summaries_, 0u);
+  EXPECT_EQ(p.Counter("inferscope_detector_early_points_total"), 0u);
+  p.FeedClean(5 * kPane, kSpikePane + 3'000);
+  EXPECT_GT(p.Counter("inferscope_detector_early_points_total"), 0u);
+}
+
+// ANOMFIX finding 3: `rate` is not judged early. Two gateways 500 ms apart: the early summary
+// holds the leading gateway's events beyond observed_until, so count / observed time is biased
+// upward; clean traffic must raise nothing.
+TEST(EarlyAnomalyTest, RateIsNotJudgedEarlyWithSkewedPublishers) {
+  const std::string options = R"(
+metrics: [ttft_ms]
+stats: [rate]
+min_count: 5
+detector: {warmup_points: 10, auto_season: false}
+early: true
+)";
+  Pipeline p(true, options);
+  std::vector<Alert> alerts;
+  for (int64_t t = 0; t < 60 * kPane; t += 100) {
+    for (int gw = 0; gw < 2; ++gw) {
+      EventBatch batch;
+      batch.publisher = p.interner_.Intern(gw == 0 ? "gw-a" : "gw-b");
+      Event e;
+      e.kind = EventKind::kRequest;
+      e.time_ms = kT0 + t + gw * 500;  // gw-b runs 500 ms ahead
+      e.instance = p.interner_.Intern("node-1");
+      e.model = p.interner_.Intern("m");
+      e.present = kHasTtft;
+      e.ttft_ms = 150;
+      batch.events = {e};
+      OutputBatch windows;
+      ASSERT_TRUE(p.window_->Process(batch, windows).ok());
+      p.early_summaries_ += windows.Get<kind::EarlySummary>().size();
+      OutputBatch out;
+      ASSERT_TRUE(p.detect_->ProcessResults(windows, out).ok());
+      for (const Alert& a : out.Get<kind::Alert>()) alerts.push_back(a);
+    }
+  }
+  EXPECT_GT(p.early_summaries_, 0u);
+  EXPECT_GT(p.Counter("inferscope_detector_points_total"), 50u) << "closed panes judge rate";
+  EXPECT_EQ(p.Counter("inferscope_detector_early_points_total"), 0u);
+  for (const Alert& a : alerts) ADD_FAILURE() << (a.early ? "early: " : "") << a.message;
+}
+
+// ANOMFIX finding 5: Score names a change-point alarm as Observe does (drift when the run is
+// longer than shift_max_run, level_shift otherwise).
+TEST(EarlyAnomalyTest, ScoreAndObserveAgreeOnLevelShiftOrDrift) {
+  DetectorOptions o;
+  o.warmup_points = 10;
+  o.auto_season = false;
+  o.shift_max_run = 1;
+  SeriesDetector d(o);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> noise(0, 1);
+  int64_t t = 0;
+  for (; t < 80; ++t) d.Observe(t * 1000, 100 + noise(rng));
+  ASSERT_FALSE(d.warming_up());
+  int drifts = 0;
+  for (int i = 0; i < 20; ++i, ++t) {
+    const double v = 101.5 + noise(rng);  // a shift below the spike level: the CUSUM builds up
+    const Verdict scored = d.Score(t * 1000, v);
+    const Verdict observed = d.Observe(t * 1000, v);
+    const auto change = [](AnomalyType type) {
+      return type == AnomalyType::kLevelShift || type == AnomalyType::kDrift;
+    };
+    if (change(scored.type) && change(observed.type)) {
+      EXPECT_EQ(scored.type, observed.type) << "point " << i;
+      drifts += observed.type == AnomalyType::kDrift;
+    }
+  }
+  EXPECT_GT(drifts, 0) << "the shift ran longer than shift_max_run";
 }
 
 }  // namespace

@@ -381,7 +381,13 @@ Status BottleneckClassifyOperator::ProcessResults(const OutputBatch& in, OutputB
   if (options_.early) {
     for (const WindowSummary& e : in.Get<kind::EarlySummary>()) {
       const int slot = SlotOf(e.series.metric);
-      if (slot < 0 || e.end_ms - e.start_ms != pane_ms_ || pane_ms_ == 0) continue;
+      if (slot < 0) continue;
+      const int64_t length = e.end_ms - e.start_ms;  // the whole pane, observed or not
+      if (pane_ms_ == 0 && length > 0) {
+        pane_ms_ = length;
+        ring_size_ = static_cast<size_t>((options_.evidence_ms + pane_ms_ - 1) / pane_ms_);
+      }
+      if (length != pane_ms_) continue;
       IngestEarly(e, slot);
     }
     JudgeEarly(results);

@@ -273,6 +273,18 @@ TEST(EarlyBottleneckTest, ATransientIsRetractedPublishedAndStored) {
   EXPECT_TRUE(off.Feed(kSpike, kSpike + 6 * kPane, transient, busy).empty());
 }
 
+// Before any pane has closed the operator learns the pane length from the early summaries: a
+// fault present from the first pane is raised early in it.
+TEST(EarlyBottleneckTest, RaisesEarlyBeforeAnyPaneHasClosed) {
+  Pipeline p(Options(true));
+  std::vector<int64_t> at;
+  std::vector<Bottleneck> changes = p.Feed(0, 3 * kPane, Spike, nullptr, &at);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_TRUE(changes[0].early);
+  EXPECT_LT(at[0], kPane);
+  EXPECT_EQ(changes[1].change, BottleneckChange::kConfirmed);
+}
+
 // Default off: an operator without `early` ignores early summaries in its input completely.
 TEST(EarlyBottleneckTest, DefaultOffIgnoresEarlySummaries) {
   Pipeline p(Options(false));

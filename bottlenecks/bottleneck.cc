@@ -10,10 +10,10 @@ constexpr std::array<std::string_view, kNumBottleneckTypes> kTypeNames = {
     "QUEUE_BUILDUP",   "ERROR_SPIKE",         "HIGH_LATENCY"};
 constexpr std::array<std::string_view, 5> kSeverityNames = {"NONE", "LOW", "MEDIUM", "HIGH",
                                                             "CRITICAL"};
-constexpr std::array<std::string_view, 2> kStateNames = {"active", "resolved"};
+constexpr std::array<std::string_view, 3> kStateNames = {"active", "resolved", "retracted"};
 constexpr std::array<std::string_view, 2> kBasisNames = {"absolute", "peer"};
-constexpr std::array<std::string_view, 4> kChangeNames = {"raised", "severity_changed",
-                                                          "primary_changed", "resolved"};
+constexpr std::array<std::string_view, kNumBottleneckChanges> kChangeNames = {
+    "raised", "severity_changed", "primary_changed", "resolved", "confirmed", "retracted"};
 
 template <typename E, size_t N>
 std::string_view NameOf(const std::array<std::string_view, N>& names, E value) {

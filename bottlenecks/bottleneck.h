@@ -26,7 +26,9 @@ inline constexpr int kNumBottleneckTypes = 7;
 // Severity, ordered: a larger value is more severe. kNone: not active.
 enum class BottleneckSeverity : uint8_t { kNone = 0, kLow, kMedium, kHigh, kCritical };
 
-enum class BottleneckState : uint8_t { kActive = 0, kResolved };
+// kRetracted: raised early (on the open pane, `early: true`) and not confirmed by the closed pane;
+// stored and expired like a resolution.
+enum class BottleneckState : uint8_t { kActive = 0, kResolved, kRetracted };
 
 // What the threshold was measured against: a configured absolute level, or the median of the
 // instance's peers (other instances of the same model judged at the same pane end).
@@ -38,7 +40,10 @@ enum class BottleneckChange : uint8_t {
   kSeverityChanged,  // still active, another severity held for `for` / `clear_for`
   kPrimaryChanged,   // still active; its root cause or its primary flag changed
   kResolved,         // clear for `clear_for`, or no data for `idle_expiry`
+  kConfirmed,        // raised early (open pane); the closed pane confirmed it (`early` now false)
+  kRetracted,        // raised early; the closed pane (or no data) did not confirm it
 };
+inline constexpr size_t kNumBottleneckChanges = 6;
 
 // "MEMORY_PRESSURE", "RESOURCE_SATURATION", "CACHE_INEFFICIENCY", "LOW_THROUGHPUT",
 // "QUEUE_BUILDUP", "ERROR_SPIKE", "HIGH_LATENCY".
@@ -47,13 +52,13 @@ std::optional<BottleneckType> ParseBottleneckType(std::string_view name);
 // "NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL".
 std::string_view BottleneckSeverityName(BottleneckSeverity severity);
 std::optional<BottleneckSeverity> ParseBottleneckSeverity(std::string_view name);
-// "active", "resolved".
+// "active", "resolved", "retracted".
 std::string_view BottleneckStateName(BottleneckState state);
 std::optional<BottleneckState> ParseBottleneckState(std::string_view name);
 // "absolute", "peer".
 std::string_view BottleneckBasisName(BottleneckBasis basis);
 std::optional<BottleneckBasis> ParseBottleneckBasis(std::string_view name);
-// "raised", "severity_changed", "primary_changed", "resolved".
+// "raised", "severity_changed", "primary_changed", "resolved", "confirmed", "retracted".
 std::string_view BottleneckChangeName(BottleneckChange change);
 std::optional<BottleneckChange> ParseBottleneckChange(std::string_view name);
 
@@ -86,6 +91,9 @@ struct Bottleneck {
   int64_t active_since_ms = 0;  // event time the condition started to hold
   int64_t detected_at_ms = 0;   // wall-clock time of this change
   std::string description;      // one human-readable line
+  // True while the bottleneck was raised by the open pane (bottleneck_classify `early: true`) and
+  // no closed pane has confirmed it yet; a retraction keeps it true. False for everything else.
+  bool early = false;
 };
 
 // A stable id of one (instance, model, type): FNV-1a (64-bit) over the names and the type name,

@@ -62,7 +62,8 @@ json BottleneckToJson(const Bottleneck& b) {
           {"window", {{"start", b.window_start_ms}, {"end", b.window_end_ms}}},
           {"active_since", b.active_since_ms},
           {"detected_at", b.detected_at_ms},
-          {"description", b.description}};
+          {"description", b.description},
+          {"early", b.early}};
 }
 
 Result<Bottleneck> BottleneckFromJson(const json& j) {
@@ -124,6 +125,11 @@ Result<Bottleneck> BottleneckFromJson(const json& j) {
   if (!GetInt(j, "active_since", &b.active_since_ms)) return bad("active_since");
   if (!GetInt(j, "detected_at", &b.detected_at_ms)) return bad("detected_at");
   if (!GetString(j, "description", &b.description)) return bad("description");
+  // Optional (records written before early evaluation existed lack it).
+  if (auto early = j.find("early"); early != j.end()) {
+    if (!early->is_boolean()) return bad("early");
+    b.early = early->get<bool>();
+  }
   return b;
 }
 

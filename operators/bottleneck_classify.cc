@@ -72,8 +72,8 @@ Status BottleneckClassifyOperator::Options::Validate() const {
 Result<BottleneckClassifyOperator::Options> BottleneckClassifyOperator::ParseOptions(
     const ConfigNode& node) {
   INFERSCOPE_RETURN_IF_ERROR(node.CheckKnownFields(
-      {"evidence", "for", "clear_for", "max_instances", "idle_expiry", "engines", "min_requests",
-       "memory_pressure", "high_latency", "peer", "low_throughput", "queue_buildup",
+      {"evidence", "for", "clear_for", "max_instances", "idle_expiry", "engines", "early",
+       "min_requests", "memory_pressure", "high_latency", "peer", "low_throughput", "queue_buildup",
        "cache_inefficiency", "error_spike", "resource_saturation"}));
   Options o;
   Result<int64_t> evidence = node.GetDurationMs("evidence", o.evidence_ms, 1);
@@ -92,6 +92,9 @@ Result<BottleneckClassifyOperator::Options> BottleneckClassifyOperator::ParseOpt
   Result<int64_t> idle = node.GetDurationMs("idle_expiry", o.idle_expiry_ms, 0);
   if (!idle.ok()) return idle.status();
   o.idle_expiry_ms = *idle;
+  Result<bool> early = node.GetBool("early", o.early);
+  if (!early.ok()) return early.status();
+  o.early = *early;
   if (node.Has("engines")) {
     const YAML::Node engines = node.node()["engines"];
     if (!engines.IsMap()) {
@@ -168,7 +171,8 @@ Status BottleneckClassifyOperator::Open(const StageContext& ctx) {
   for (size_t c = 0; c < transitions_.size(); ++c) {
     transitions_[c] = m.GetCounter(
         "inferscope_bottleneck_transitions_total",
-        "Bottleneck changes emitted (raised, severity_changed, primary_changed, resolved)",
+        "Bottleneck changes emitted (raised, severity_changed, primary_changed, resolved, "
+        "confirmed, retracted)",
         {{"stage", ctx.name},
          {"change", std::string(BottleneckChangeName(static_cast<BottleneckChange>(c)))}});
   }
@@ -261,8 +265,9 @@ void BottleneckClassifyOperator::Ingest(const WindowSummary& summary, int slot) 
   }
 }
 
-void BottleneckClassifyOperator::BuildWindow(const InstanceState& s, InstanceWindow* w) {
-  const int64_t end = s.newest_end_ms;
+void BottleneckClassifyOperator::BuildWindow(const InstanceState& s, int64_t end_ms,
+                                             const PaneSlot* open, InstanceWindow* w) {
+  const int64_t end = end_ms;
   const int64_t span = static_cast<int64_t>(ring_size_) * pane_ms_;
   *w = InstanceWindow{};
   w->end_ms = end;
@@ -297,30 +302,43 @@ void BottleneckClassifyOperator::BuildWindow(const InstanceState& s, InstanceWin
   const InstanceState* host = nullptr;
   if (any_model_ != 0 && s.model != any_model_) {
     auto it = instances_.find(PairKey(s.instance, any_model_));
-    if (it != instances_.end() && it->second.ring.size() == ring_size_) host = &it->second;
+    if (it != instances_.end()) host = &it->second;
   }
+  const bool own_ring = s.ring.size() == ring_size_;
+  const bool host_ring = host != nullptr && host->ring.size() == ring_size_;
   auto has_data = [](const PaneStat& p) { return p.count > 0 || p.events > 0; };
   // Oldest pane first, so first_mean / last_mean follow time.
   for (int64_t pane_end = w->start_ms + pane_ms_; pane_end <= end; pane_end += pane_ms_) {
     const int64_t pane = pane_end / pane_ms_;
     const auto r = static_cast<int64_t>(ring_size_);
     const size_t index = static_cast<size_t>(((pane % r) + r) % r);
-    const PaneSlot* host_ps =
-        host != nullptr && host->ring[index].end_ms == pane_end ? &host->ring[index] : nullptr;
-    const PaneSlot& ps = s.ring[index];
-    if (ps.end_ms != pane_end) {
+    const PaneSlot* host_ps = nullptr;
+    if (open != nullptr && pane_end == open->end_ms && host != nullptr && host->open != nullptr &&
+        host->open->end_ms == pane_end) {
+      host_ps = host->open.get();
+    } else if (host_ring && host->ring[index].end_ms == pane_end) {
+      host_ps = &host->ring[index];
+    }
+    const PaneSlot* own = nullptr;
+    if (open != nullptr && pane_end == open->end_ms) {
+      own = open;
+    } else if (own_ring && s.ring[index].end_ms == pane_end) {
+      own = &s.ring[index];
+    }
+    if (own == nullptr) {
       if (host_ps == nullptr) continue;
       for (size_t g = 0; g < kMaxSaturationGauges; ++g) {
         fold(w->saturation[g], host_ps->saturation[g], &sat_times[g]);
       }
       continue;
     }
+    const PaneSlot& ps = *own;
     for (size_t m = 0; m < kNumWindowMetrics; ++m) {
       fold(w->metrics[m], ps.metrics[m], &last_times[m]);
     }
     for (size_t g = 0; g < kMaxSaturationGauges; ++g) {
-      const PaneStat& own = ps.saturation[g];
-      fold(w->saturation[g], has_data(own) || host_ps == nullptr ? own : host_ps->saturation[g],
+      const PaneStat& gauge = ps.saturation[g];
+      fold(w->saturation[g], has_data(gauge) || host_ps == nullptr ? gauge : host_ps->saturation[g],
            &sat_times[g]);
     }
     for (size_t l = 0; l < kNumLatency; ++l) {
@@ -358,6 +376,22 @@ Status BottleneckClassifyOperator::ProcessResults(const OutputBatch& in, OutputB
   }
   std::vector<Bottleneck>& results = out.Mutable<kind::Bottleneck>();
   Judge(watermark_ms_, results);
+  // Early summaries after the closed panes: a pane that closes in this step confirms or retracts
+  // first, and its own early summaries (if any) are then ignored.
+  if (options_.early) {
+    for (const WindowSummary& e : in.Get<kind::EarlySummary>()) {
+      const int slot = SlotOf(e.series.metric);
+      if (slot < 0) continue;
+      const int64_t length = e.end_ms - e.start_ms;  // the whole pane, observed or not
+      if (pane_ms_ == 0 && length > 0) {
+        pane_ms_ = length;
+        ring_size_ = static_cast<size_t>((options_.evidence_ms + pane_ms_ - 1) / pane_ms_);
+      }
+      if (length != pane_ms_) continue;
+      IngestEarly(e, slot);
+    }
+    JudgeEarly(results);
+  }
   Expire(watermark_ms_, results);
   out.watermark_ms = std::max(out.watermark_ms, watermark_ms_);
   return Status::Ok();
@@ -367,6 +401,166 @@ Status BottleneckClassifyOperator::OnTimer(int64_t, OutputBatch& out) {
   timer_watermark_ms_ = watermark_ms_;
   if (watermark_ms_ != INT64_MIN) Expire(watermark_ms_, out.Mutable<kind::Bottleneck>());
   return Status::Ok();
+}
+
+void BottleneckClassifyOperator::IngestEarly(const WindowSummary& summary, int slot) {
+  InstanceState* s = FindOrAdd(summary.series.instance, summary.series.model);
+  if (s == nullptr) {
+    ++dropped_;
+    if (dropped_counter_) dropped_counter_->Inc();
+    return;
+  }
+  if (summary.end_ms <= s->newest_end_ms) return;  // that pane (or a later one) has closed
+  if (s->open == nullptr) s->open = std::make_unique<PaneSlot>();
+  PaneSlot& ps = *s->open;
+  if (ps.end_ms != summary.end_ms) {
+    if (ps.end_ms > summary.end_ms) return;  // an older open pane than the one held
+    ps.end_ms = summary.end_ms;
+    ps.metrics.fill(PaneStat{});
+    ps.saturation.fill(PaneStat{});
+    for (Aggregate& a : ps.latency) a.Clear();
+    s->open_observed_ms = INT64_MIN;
+  }
+  const Aggregate& agg = summary.agg;
+  PaneStat stat{agg.count, agg.events, agg.errors, agg.sum, agg.max, agg.last, agg.last_time_ms};
+  if (slot < static_cast<int>(kNumWindowMetrics)) {
+    ps.metrics[static_cast<size_t>(slot)] = stat;  // the pane so far replaces the earlier part
+    if (IsLatencySlot(slot)) ps.latency[static_cast<size_t>(slot)] = agg;
+  } else {
+    ps.saturation[static_cast<size_t>(slot) - kNumWindowMetrics] = stat;
+  }
+  s->open_observed_ms = std::max(s->open_observed_ms, summary.observed_until_ms);
+  if (!s->early_due) {
+    s->early_due = true;
+    early_due_.push_back(PairKey(s->instance, s->model));
+  }
+}
+
+bool BottleneckClassifyOperator::EarlyCanRaise(const InstanceState& s, int64_t at_ms) const {
+  for (const TypeState& ts : s.types) {
+    if (ts.early || ts.phase == Phase::kRaised) continue;
+    if (ts.phase == Phase::kPending ? at_ms - ts.since_ms >= options_.for_ms
+                                    : options_.for_ms == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void BottleneckClassifyOperator::JudgeEarly(std::vector<Bottleneck>& out) {
+  if (early_due_.empty()) return;
+  order_.clear();
+  const auto min_requests = static_cast<uint64_t>(options_.rules.min_requests);
+  for (uint64_t key : early_due_) {
+    auto it = instances_.find(key);
+    if (it == instances_.end()) continue;
+    InstanceState& s = it->second;
+    s.early_due = false;
+    if (s.open == nullptr || s.open->end_ms <= s.newest_end_ms) continue;
+    // `min_requests` guards the thin start of a pane; a verdict that could change nothing is not
+    // computed at all.
+    const PaneSlot& open = *s.open;
+    const uint64_t requests =
+        std::max(open.metrics[static_cast<size_t>(WindowMetric::kE2e)].events,
+                 open.metrics[static_cast<size_t>(WindowMetric::kTtft)].events);
+    if (requests < min_requests || !EarlyCanRaise(s, s.open_observed_ms)) continue;
+    order_.emplace_back(key, 0);
+  }
+  early_due_.clear();
+  if (order_.empty()) return;
+  // Peers: the pairs of one model judged early at the same open pane.
+  std::sort(order_.begin(), order_.end(), [&](const auto& a, const auto& b) {
+    const InstanceState& sa = instances_.at(a.first);
+    const InstanceState& sb = instances_.at(b.first);
+    if (sa.model != sb.model) return sa.model < sb.model;
+    if (sa.open->end_ms != sb.open->end_ms) return sa.open->end_ms < sb.open->end_ms;
+    return sa.instance < sb.instance;
+  });
+  const size_t n = order_.size();
+  if (windows_.size() < n) windows_.resize(n);
+  samples_.resize(n);
+  views_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    InstanceState& s = instances_.at(order_[i].first);
+    BuildWindow(s, s.open->end_ms, s.open.get(), &windows_[i]);
+    // Rates are over the part observed: the window ends at the slice boundary.
+    windows_[i].end_ms = std::min(s.open->end_ms, s.open_observed_ms);
+    samples_[i] = PeerSampleOf(windows_[i], options_.rules);
+  }
+  for (size_t begin = 0; begin < n;) {
+    const InstanceState& first = instances_.at(order_[begin].first);
+    size_t end = begin + 1;
+    while (end < n) {
+      const InstanceState& s = instances_.at(order_[end].first);
+      if (s.model != first.model || s.open->end_ms != first.open->end_ms) break;
+      ++end;
+    }
+    ComputePeerViews(std::span<const PeerSample>(samples_).subspan(begin, end - begin),
+                     std::span<PeerView>(views_).subspan(begin, end - begin), peer_scratch_);
+    begin = end;
+  }
+  RuleVerdicts verdicts;
+  for (size_t i = 0; i < n; ++i) {
+    InstanceState& s = instances_.at(order_[i].first);
+    ClassifyInstance(windows_[i], views_[i], options_.rules, &verdicts);
+    if (evaluations_) evaluations_->Inc();
+    ApplyEarly(s, windows_[i], verdicts, out);
+  }
+}
+
+void BottleneckClassifyOperator::ApplyEarly(InstanceState& s, const InstanceWindow& w,
+                                            const RuleVerdicts& verdicts,
+                                            std::vector<Bottleneck>& out) {
+  const int64_t at = w.end_ms;  // the slice boundary observed up to
+  uint32_t raised = 0;
+  for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
+    TypeState& ts = s.types[i];
+    const RuleVerdict& v = verdicts[i];
+    if (v.judgement != Judgement::kActive || ts.early || ts.phase == Phase::kRaised) continue;
+    const bool held =
+        ts.phase == Phase::kPending ? at - ts.since_ms >= options_.for_ms : options_.for_ms == 0;
+    if (!held) continue;
+    // Only the early fields move: phase, since_ms and the candidates stay the closed panes'.
+    ts.early = true;
+    ts.early_severity = v.severity;
+    ts.early_end_ms = s.open->end_ms;
+    ts.early_since_ms = ts.phase == Phase::kPending ? ts.since_ms : at;
+    raised |= uint32_t{1} << i;
+  }
+  if (raised == 0) return;
+  s.changed = true;
+  // Causal order over the raised and the early raised types (the raised ones' published primary
+  // and chains are left as the closed panes made them).
+  uint32_t mask = 0;
+  std::array<BottleneckSeverity, kNumBottleneckTypes> severity{};
+  for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
+    const TypeState& ts = s.types[i];
+    if (ts.phase == Phase::kRaised) {
+      severity[i] = ts.severity;
+    } else if (ts.early) {
+      severity[i] = ts.early_severity;
+    } else {
+      continue;
+    }
+    mask |= uint32_t{1} << i;
+  }
+  std::array<CausalPath, kNumBottleneckTypes> paths;
+  const BottleneckType primary = CausalOrder(mask, severity, &paths);
+  const int64_t observed_s = (at - (s.open->end_ms - pane_ms_)) / 1000;
+  for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
+    if (((raised >> i) & 1) == 0) continue;
+    TypeState& ts = s.types[i];
+    ts.primary = static_cast<size_t>(primary) == i;
+    ts.path = paths[i];
+    Publish(s, static_cast<BottleneckType>(i), &verdicts[i], &w, BottleneckChange::kRaised,
+            BottleneckState::kActive, out);
+    Bottleneck& b = out.back();
+    b.early = true;
+    b.severity = ts.early_severity;
+    b.active_since_ms = ts.early_since_ms;
+    b.description += " (open pane, " + std::to_string(observed_s) + "s observed)";
+    ts.last = b;
+  }
 }
 
 void BottleneckClassifyOperator::Judge(int64_t watermark_ms, std::vector<Bottleneck>& out) {
@@ -401,7 +595,7 @@ void BottleneckClassifyOperator::Judge(int64_t watermark_ms, std::vector<Bottlen
   views_.resize(n);
   for (size_t i = 0; i < n; ++i) {
     InstanceState& s = instances_.at(order_[i].first);
-    BuildWindow(s, &windows_[i]);
+    BuildWindow(s, s.newest_end_ms, nullptr, &windows_[i]);
     samples_[i] = PeerSampleOf(windows_[i], options_.rules);
   }
   for (size_t begin = 0; begin < n;) {
@@ -493,6 +687,32 @@ void BottleneckClassifyOperator::Apply(InstanceState& s, const InstanceWindow& w
         break;
     }
   }
+  // Early raised types: the closed pane that carried the early evidence (or a later one) decides;
+  // a raise by any closed pane confirms (no second "raised").
+  for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
+    TypeState& ts = s.types[i];
+    if (!ts.early) continue;
+    if (ts.phase == Phase::kRaised) {
+      if (change[i] == static_cast<int>(BottleneckChange::kRaised)) {
+        change[i] = static_cast<int>(BottleneckChange::kConfirmed);
+      }
+      ts.early = false;
+      s.changed = true;
+      continue;
+    }
+    if (t < ts.early_end_ms) continue;  // an earlier pane: the one that carried it decides
+    Publish(s, static_cast<BottleneckType>(i), &verdicts[i], &w, BottleneckChange::kRetracted,
+            BottleneckState::kRetracted, out);
+    Bottleneck& b = out.back();
+    b.early = true;
+    b.severity = ts.early_severity;
+    b.active_since_ms = ts.early_since_ms;
+    ts.last = b;
+    ts.early = false;
+    ts.primary = false;
+    ts.path = CausalPath{};
+    s.changed = true;
+  }
   // Resolutions first: they leave the active set before the causal order is computed.
   for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
     if (change[i] != static_cast<int>(BottleneckChange::kResolved)) continue;
@@ -568,7 +788,10 @@ void BottleneckClassifyOperator::Publish(InstanceState& s, BottleneckType type,
   if (b.chain.empty()) b.chain.push_back(type);
   b.active_since_ms = ts.since_ms;
   b.detected_at_ms = clock_->NowMs();
-  if (state == BottleneckState::kResolved && b.description.rfind("resolved: ", 0) != 0) {
+  b.early = false;
+  if (state == BottleneckState::kRetracted) {
+    if (b.description.rfind("retracted: ", 0) != 0) b.description = "retracted: " + b.description;
+  } else if (state == BottleneckState::kResolved && b.description.rfind("resolved: ", 0) != 0) {
     b.description = "resolved: " + b.description;
   } else if (state == BottleneckState::kActive && b.root != type) {
     b.description += " (caused by " + FormatChain(b.chain) + ")";
@@ -584,13 +807,25 @@ void BottleneckClassifyOperator::Expire(int64_t watermark_ms, std::vector<Bottle
   bool any = false;
   for (auto it = instances_.begin(); it != instances_.end();) {
     InstanceState& s = it->second;
-    const int64_t last = std::max(s.newest_end_ms, s.judged_end_ms);
+    const int64_t last = std::max(
+        {s.newest_end_ms, s.judged_end_ms, s.open != nullptr ? s.open->end_ms : INT64_MIN});
     if (last == INT64_MIN || last >= limit || s.due) {
       ++it;
       continue;
     }
     for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
       TypeState& ts = s.types[i];
+      if (ts.early && ts.phase != Phase::kRaised) {  // never confirmed: retracted, not resolved
+        ts.last.description = "no data for " + std::to_string((watermark_ms - last) / 1000) +
+                              "s (" + ts.last.description + ")";
+        Publish(s, static_cast<BottleneckType>(i), nullptr, nullptr, BottleneckChange::kRetracted,
+                BottleneckState::kRetracted, out);
+        Bottleneck& b = out.back();
+        b.early = true;
+        b.severity = ts.early_severity;
+        b.active_since_ms = ts.early_since_ms;
+        continue;
+      }
       if (ts.phase != Phase::kRaised) continue;
       ts.last.description = "no data for " + std::to_string((watermark_ms - last) / 1000) + "s (" +
                             ts.last.description + ")";
@@ -630,6 +865,8 @@ std::vector<std::pair<BottleneckType, BottleneckSeverity>> BottleneckClassifyOpe
     for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
       if (s.types[i].phase == Phase::kRaised) {
         active.emplace_back(static_cast<BottleneckType>(i), s.types[i].severity);
+      } else if (s.types[i].early) {
+        active.emplace_back(static_cast<BottleneckType>(i), s.types[i].early_severity);
       }
     }
   }
@@ -653,21 +890,26 @@ Status BottleneckClassifyOperator::Checkpoint(CheckpointWriter& writer) {
     json types = json::array();
     for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
       const TypeState& ts = s.types[i];
-      if (ts.phase == Phase::kIdle) continue;
+      if (ts.phase == Phase::kIdle && !ts.early) continue;
       json chain = json::array();
       for (uint8_t c = 0; c < ts.path.length; ++c) {
         chain.push_back(BottleneckTypeName(ts.path.chain[c]));
       }
-      types.push_back({{"type", BottleneckTypeName(static_cast<BottleneckType>(i))},
-                       {"phase", PhaseName(static_cast<int>(ts.phase))},
-                       {"severity", BottleneckSeverityName(ts.severity)},
-                       {"since", ts.since_ms},
-                       {"clear_since", ts.clear_since_ms},
-                       {"candidate", BottleneckSeverityName(ts.candidate)},
-                       {"candidate_since", ts.candidate_since_ms},
-                       {"primary", ts.primary},
-                       {"chain", std::move(chain)},
-                       {"last", ts.phase == Phase::kRaised ? BottleneckToJson(ts.last) : json()}});
+      types.push_back(
+          {{"type", BottleneckTypeName(static_cast<BottleneckType>(i))},
+           {"phase", PhaseName(static_cast<int>(ts.phase))},
+           {"severity", BottleneckSeverityName(ts.severity)},
+           {"since", ts.since_ms},
+           {"clear_since", ts.clear_since_ms},
+           {"candidate", BottleneckSeverityName(ts.candidate)},
+           {"candidate_since", ts.candidate_since_ms},
+           {"primary", ts.primary},
+           {"chain", std::move(chain)},
+           {"last", ts.phase == Phase::kRaised || ts.early ? BottleneckToJson(ts.last) : json()},
+           {"early", ts.early},
+           {"early_severity", BottleneckSeverityName(ts.early_severity)},
+           {"early_end", ts.early_end_ms},
+           {"early_since", ts.early_since_ms}});
     }
     const std::string record = RecordKey(s);
     if (types.empty()) {
@@ -719,11 +961,32 @@ Status BottleneckClassifyOperator::Restore(const CheckpointReader& reader) {
       std::optional<BottleneckSeverity> candidate =
           ParseBottleneckSeverity(t["candidate"].get<std::string>());
       const std::string phase = t["phase"].get<std::string>();
-      if (!type || !severity || !candidate || (phase != "pending" && phase != "raised")) {
+      // Early fields: absent in records written before early evaluation existed.
+      const bool early = t.contains("early") && t["early"].is_boolean() && t["early"].get<bool>();
+      std::optional<BottleneckSeverity> early_severity = BottleneckSeverity::kNone;
+      if (early) {
+        early_severity = t["early_severity"].is_string()
+                             ? ParseBottleneckSeverity(t["early_severity"].get<std::string>())
+                             : std::nullopt;
+        if (!early_severity || !t["early_end"].is_number_integer() ||
+            !t["early_since"].is_number_integer()) {
+          return bad("malformed early state");
+        }
+      }
+      if (!type || !severity || !candidate ||
+          (phase != "pending" && phase != "raised" && !(phase == "idle" && early))) {
         return bad("unknown type, severity or phase");
       }
       TypeState& ts = s->types[static_cast<size_t>(*type)];
-      ts.phase = phase == "raised" ? Phase::kRaised : Phase::kPending;
+      ts.phase = phase == "raised"    ? Phase::kRaised
+                 : phase == "pending" ? Phase::kPending
+                                      : Phase::kIdle;
+      ts.early = early;
+      if (early) {
+        ts.early_severity = *early_severity;
+        ts.early_end_ms = t["early_end"].get<int64_t>();
+        ts.early_since_ms = t["early_since"].get<int64_t>();
+      }
       ts.severity = *severity;
       ts.since_ms = t["since"].get<int64_t>();
       ts.clear_since_ms = t["clear_since"].get<int64_t>();
@@ -738,7 +1001,7 @@ Status BottleneckClassifyOperator::Restore(const CheckpointReader& reader) {
         ts.path.chain[ts.path.length++] = *ct;
       }
       if (ts.path.length > 0) ts.path.root = ts.path.chain[0];
-      if (ts.phase == Phase::kRaised) {
+      if (ts.phase == Phase::kRaised || ts.early) {
         Result<Bottleneck> last = BottleneckFromJson(t["last"]);
         if (!last.ok()) return last.status().WithContext("bottleneck_classify checkpoint");
         ts.last = std::move(last).value();

@@ -37,6 +37,13 @@ namespace inferscope {
 // levels it holds its state. A new severity is published once it has held for `for` (higher) or
 // `clear_for` (lower). So a value that hovers at a threshold does not flap.
 //
+// Early evaluation (`early: true`, default false; docs/BOTTLENECKS.md "Early evaluation"): the
+// open pane (kind::EarlySummary of a window_aggregate with `early_slice`) is judged as it fills,
+// with the closed panes before it, once it holds `min_requests` requests. A type that is not
+// raised and would be raised now (`for` already held by closed panes, or `for: 0s`) is published
+// raised with `early = true`; the closed pane then confirms it (change `confirmed`, no second
+// `raised`) or retracts it (state and change `retracted`). Early evidence never moves the state
+// machine (since_ms, clear_since_ms, candidates): only the early flag and what it published.
 // Lifecycle: Create → Open → Restore → ProcessResults / OnTimer → Close.
 // Concurrency: none; the operator thread makes every call.
 // Host gauges: a saturation gauge of model "_" (the host source's cpu_utilization, a node
@@ -73,6 +80,9 @@ class BottleneckClassifyOperator final : public Operator {
     // Instance glob → engine name, first match wins; default: the instance name up to its first
     // '-' ("vllm-3" → "vllm").
     std::vector<std::pair<std::string, std::string>> engines;
+    // Also judge the open pane (early summaries) and raise early; the closed pane confirms or
+    // retracts. Default false.
+    bool early = false;
     Status Validate() const;
   };
 
@@ -86,7 +96,10 @@ class BottleneckClassifyOperator final : public Operator {
 
   Status Open(const StageContext& ctx) override;
   Status Process(const EventBatch& batch, OutputBatch& out) override;
-  KindSet Reads() const override { return KindSet::Of<kind::PaneSummary>(); }
+  KindSet Reads() const override {
+    return options_.early ? KindSet::Of<kind::PaneSummary, kind::EarlySummary>()
+                          : KindSet::Of<kind::PaneSummary>();
+  }
   KindSet Emits() const override { return KindSet::Of<kind::Bottleneck>(); }
   Status ProcessResults(const OutputBatch& in, OutputBatch& out) override;
   Status OnTimer(int64_t now_ms, OutputBatch& out) override;
@@ -101,7 +114,8 @@ class BottleneckClassifyOperator final : public Operator {
   size_t tracked() const { return instances_.size(); }
   uint64_t dropped() const { return dropped_; }
   uint64_t expired() const { return expired_; }
-  // The (type → severity) of the raised bottlenecks of one pair (tests, and a later API).
+  // The (type → severity) of the raised bottlenecks of one pair (tests, and a later API); early
+  // raised ones (not yet confirmed) with their early severity.
   std::vector<std::pair<BottleneckType, BottleneckSeverity>> Active(std::string_view instance,
                                                                     std::string_view model) const;
 
@@ -134,6 +148,12 @@ class BottleneckClassifyOperator final : public Operator {
     bool primary = false;
     CausalPath path;
     Bottleneck last;  // the last published change (for "no data" resolutions, checkpoints)
+    // Raised early (published with early = true) and not yet confirmed or retracted by a closed
+    // pane: the open pane that carried it, the severity and active_since it was published with.
+    bool early = false;
+    BottleneckSeverity early_severity = BottleneckSeverity::kNone;
+    int64_t early_end_ms = 0;
+    int64_t early_since_ms = 0;
   };
   struct InstanceState {
     StringId instance = 0;
@@ -146,6 +166,11 @@ class BottleneckClassifyOperator final : public Operator {
     bool due = false;           // in due_ (a pane arrived since the last judgement)
     bool changed = false;       // state changed since the last checkpoint
     bool checkpointed = false;  // a checkpoint record exists
+    // `early` only: the open pane as observed so far (allocated on its first early summary), and
+    // the event time it was observed up to.
+    std::unique_ptr<PaneSlot> open;
+    int64_t open_observed_ms = INT64_MIN;
+    bool early_due = false;  // in early_due_ (an early summary arrived since the last judgement)
   };
 
   // The metric slot of a series' metric: [0, kNumWindowMetrics) the contract metrics,
@@ -153,7 +178,16 @@ class BottleneckClassifyOperator final : public Operator {
   int SlotOf(StringId metric) const;
   InstanceState* FindOrAdd(StringId instance, StringId model);
   void Ingest(const WindowSummary& summary, int slot);
-  void BuildWindow(const InstanceState& s, InstanceWindow* w);
+  // The evidence window ending at `end_ms`; the pane ending at `open->end_ms` comes from `open`
+  // (the open pane; nullptr: closed panes only).
+  void BuildWindow(const InstanceState& s, int64_t end_ms, const PaneSlot* open, InstanceWindow* w);
+  void IngestEarly(const WindowSummary& summary, int slot);
+  // True when an early verdict could change something for `s` (a type neither raised nor early,
+  // and `for` already held or zero).
+  bool EarlyCanRaise(const InstanceState& s, int64_t at_ms) const;
+  void JudgeEarly(std::vector<Bottleneck>& out);
+  void ApplyEarly(InstanceState& s, const InstanceWindow& w, const RuleVerdicts& verdicts,
+                  std::vector<Bottleneck>& out);
   void Judge(int64_t watermark_ms, std::vector<Bottleneck>& out);
   void Apply(InstanceState& s, const InstanceWindow& w, const RuleVerdicts& verdicts,
              std::vector<Bottleneck>& out);
@@ -177,6 +211,7 @@ class BottleneckClassifyOperator final : public Operator {
   int64_t timer_watermark_ms_ = INT64_MIN;                 // watermark_ms_ at the last OnTimer
   std::unordered_map<uint64_t, InstanceState> instances_;  // (instance << 32 | model)
   std::vector<uint64_t> due_;
+  std::vector<uint64_t> early_due_;
   std::vector<std::string> deleted_records_;  // checkpoint records to delete
   uint64_t dropped_ = 0;
   uint64_t expired_ = 0;
@@ -190,7 +225,7 @@ class BottleneckClassifyOperator final : public Operator {
   std::array<Aggregate, kNumLatency> merged_;
 
   std::array<Gauge*, kNumBottleneckTypes> active_gauges_{};
-  std::array<Counter*, 4> transitions_{};
+  std::array<Counter*, kNumBottleneckChanges> transitions_{};
   Gauge* instances_gauge_ = nullptr;
   Counter* dropped_counter_ = nullptr;
   Counter* expired_counter_ = nullptr;

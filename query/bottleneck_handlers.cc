@@ -286,7 +286,7 @@ ApiReply HandleBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
     } else {
       state = ParseBottleneckState(*text);
       if (!state)
-        return BadParameterValue(ctx, "state", "state must be active, resolved or all",
+        return BadParameterValue(ctx, "state", "state must be active, resolved, retracted or all",
                                  Echo(*text));
     }
   }

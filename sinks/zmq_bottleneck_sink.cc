@@ -37,7 +37,7 @@ std::string ZmqBottleneckSink::Topic(const Bottleneck& b) {
 void ZmqBottleneckSink::EncodeMsgpack(const Bottleneck& b, msgpack::sbuffer& out) {
   out.clear();
   Packer pk(out);
-  pk.pack_map(23);
+  pk.pack_map(24);
   PackStr(pk, "v");
   pk.pack_int(kVersion);
   PackStr(pk, "id");
@@ -85,6 +85,8 @@ void ZmqBottleneckSink::EncodeMsgpack(const Bottleneck& b, msgpack::sbuffer& out
   pk.pack_int64(b.detected_at_ms);
   PackStr(pk, "description");
   PackStr(pk, b.description);
+  PackStr(pk, "early");
+  pk.pack(b.early);
 }
 
 std::string ZmqBottleneckSink::EncodeJson(const Bottleneck& b) {

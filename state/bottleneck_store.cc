@@ -27,11 +27,13 @@ using nlohmann::json;
 namespace {
 
 // The expiry hook of bottleneck_history (RecordExpiry::Hook): an expiring resolution takes the
-// current record of its (instance, model, type) when that record is still a resolution older than
-// the cutoff (a later raise keeps it).
+// current record of its (instance, model, type) when that record is still a resolution (or a
+// retraction, stored alike) older than the cutoff (a later raise keeps it).
 Status ExpireBottleneckChange(const StateStore& store, std::string_view key, std::string_view value,
                               int64_t cutoff_ms, std::vector<RecordWrite>* writes) {
-  if (key.size() != 17 || static_cast<BottleneckChange>(key[16]) != BottleneckChange::kResolved) {
+  const auto change_kind =
+      key.size() == 17 ? static_cast<BottleneckChange>(key[16]) : BottleneckChange::kRaised;
+  if (change_kind != BottleneckChange::kResolved && change_kind != BottleneckChange::kRetracted) {
     return Status::Ok();
   }
   Result<Bottleneck> change = BottleneckFromJson(json::parse(value, nullptr, false));
@@ -42,7 +44,7 @@ Status ExpireBottleneckChange(const StateStore& store, std::string_view key, std
   if (!current->has_value()) return Status::Ok();
   Result<Bottleneck> latest = BottleneckFromJson(json::parse(**current, nullptr, false));
   if (!latest.ok() ||
-      (latest->state == BottleneckState::kResolved && latest->detected_at_ms < cutoff_ms)) {
+      (latest->state != BottleneckState::kActive && latest->detected_at_ms < cutoff_ms)) {
     writes->push_back({&kBottlenecksTable, current_key, std::nullopt});
   }
   return Status::Ok();

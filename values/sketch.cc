@@ -332,7 +332,22 @@ void DDSketch::Store::Widen() {
   const uint32_t size = size_;
   const int old_log2 = width_log2_;
   const int new_log2 = old_log2 + 1;
-  // Keep room for as many bins as before.
+  if (capacity_class_ != 0 && (static_cast<size_t>(size) << new_log2) <= capacity_bytes()) {
+    // The heap buffer holds the wider counts (Clear keeps a buffer sized for wide counts and
+    // resets the width): widen in place, last bin first — wider bin i only overwrites narrow bins
+    // >= i, which are already moved.
+    unsigned char* bins = data();
+    for (uint32_t i = size; i-- > 0;) {
+      const uint64_t v = Get(i);
+      WithWidth(new_log2, bins,
+                [i, v](auto* w) { w[i] = static_cast<std::remove_reference_t<decltype(*w)>>(v); });
+    }
+    width_log2_ = static_cast<uint32_t>(new_log2);
+    return;
+  }
+  // Keep room for as many bins as before (the buffer is too small for `size` wider counts, so
+  // this is at most twice the live bins: repeated Clear/Widen cycles cannot grow it without
+  // bound).
   const size_t bytes = std::max<size_t>(capacity_bytes() >> old_log2, size) << new_log2;
   // Twice the bytes of the current buffer (at least 16): always a heap buffer.
   const uint32_t c = ClassFor(bytes);

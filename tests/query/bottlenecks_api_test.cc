@@ -150,6 +150,34 @@ TEST_F(BottlenecksApiTest, Filters) {
   EXPECT_EQ(Get("/v1/bottlenecks?instance=tgi-3")["count"], 0);  // resolved: not active
 }
 
+// bottleneck_classify `early: true`: an early raise is active with `early: true`; a retraction is
+// stored like a resolution and listed with state=retracted only.
+TEST_F(BottlenecksApiTest, EarlyRaisesAndRetractions) {
+  Bottleneck raised =
+      Make("vllm-5", BottleneckType::kHighLatency, BottleneckSeverity::kHigh, true, 5000);
+  raised.early = true;
+  Bottleneck other =
+      Make("vllm-6", BottleneckType::kHighLatency, BottleneckSeverity::kLow, true, 5000);
+  other.early = true;
+  Bottleneck retracted = other;
+  retracted.state = BottleneckState::kRetracted;
+  retracted.change = BottleneckChange::kRetracted;
+  retracted.primary = false;
+  retracted.detected_at_ms = 6000;
+  ASSERT_TRUE(StoreBottlenecks(*store_, std::vector<Bottleneck>{raised, other, retracted}).ok());
+  json active = Get("/v1/bottlenecks?instance=vllm-5");
+  ASSERT_EQ(active["count"], 1);
+  EXPECT_EQ(active["bottlenecks"][0]["early"], true);
+  EXPECT_EQ(active["bottlenecks"][0]["state"], "active");
+  EXPECT_EQ(Get("/v1/bottlenecks?instance=vllm-0")["bottlenecks"][0]["early"], false);
+  json gone = Get("/v1/bottlenecks?state=retracted");
+  EXPECT_EQ(Names(gone), (std::vector<std::string>{"vllm-6/HIGH_LATENCY"}));
+  EXPECT_EQ(gone["bottlenecks"][0]["early"], true);
+  EXPECT_EQ(gone["bottlenecks"][0]["change"], "retracted");
+  EXPECT_EQ(Get("/v1/bottlenecks?state=resolved")["count"], 1);  // tgi-3 only
+  EXPECT_EQ(Get("/v1/bottlenecks?state=all")["count"], 8);
+}
+
 TEST_F(BottlenecksApiTest, CursorWalksEveryBottleneckOnce) {
   std::set<std::string> seen;
   std::string cursor;

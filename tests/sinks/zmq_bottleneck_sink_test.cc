@@ -59,7 +59,8 @@ TEST(ZmqBottleneckSinkTest, PublishesTopicAndFloat64Payload) {
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(2), "vllm-1.eu");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
   auto m = oh.get().as<std::map<std::string, msgpack::object>>();
-  EXPECT_EQ(m.size(), 23u);
+  EXPECT_EQ(m.size(), 24u);
+  EXPECT_FALSE(m.at("early").as<bool>());
   EXPECT_EQ(m.at("v").as<int>(), 1);
   EXPECT_EQ(m.at("instance").as<std::string>(), "vllm-1.eu");
   EXPECT_EQ(m.at("type").as<std::string>(), "HIGH_LATENCY");
@@ -85,6 +86,33 @@ TEST(ZmqBottleneckSinkTest, PublishesTopicAndFloat64Payload) {
   EXPECT_EQ(j["window_start"], 10'000);
   EXPECT_TRUE(j["peer_median"].is_null());
   EXPECT_NE(ZmqBottleneckSink::EncodeJson(Sample()).find("\"value\":5000.0"), std::string::npos);
+  sink->Close();
+}
+
+// A retraction of an early raise (bottleneck_classify `early: true`) on the real socket.
+TEST(ZmqBottleneckSinkTest, PublishesEarlyRetraction) {
+  MetricsRegistry metrics;
+  std::unique_ptr<ZmqBottleneckSink> sink =
+      testing::OpenLoopbackSink<ZmqBottleneckSink>("bottleneck_stream", metrics);
+  ASSERT_NE(sink, nullptr);
+  zmq::context_t zctx;
+  zmq::socket_t sub = testing::Subscriber(zctx, sink->Endpoint(), "bottlenecks.");
+  Bottleneck b = Sample();
+  b.state = BottleneckState::kRetracted;
+  b.change = BottleneckChange::kRetracted;
+  b.early = true;
+  OutputBatch batch;
+  batch.Mutable<kind::Bottleneck>() = {b};
+  std::vector<zmq::message_t> frames = testing::WriteUntilReceived(*sink, batch, sub);
+  ASSERT_EQ(frames.size(), 2u);
+  msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
+  auto m = oh.get().as<std::map<std::string, msgpack::object>>();
+  EXPECT_EQ(m.at("state").as<std::string>(), "retracted");
+  EXPECT_EQ(m.at("change").as<std::string>(), "retracted");
+  EXPECT_TRUE(m.at("early").as<bool>());
+  const nlohmann::json j = nlohmann::json::parse(ZmqBottleneckSink::EncodeJson(b));
+  EXPECT_EQ(j["state"], "retracted");
+  EXPECT_EQ(j["early"], true);
   sink->Close();
 }
 

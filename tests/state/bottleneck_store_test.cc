@@ -74,9 +74,19 @@ TEST(BottleneckStoreTest, HistoryExpiresAndTakesOldResolutionsWithIt) {
       Make("c", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, kStart + 7 * kDay);
   c_resolved.state = BottleneckState::kResolved;
   c_resolved.change = BottleneckChange::kResolved;
-  ASSERT_TRUE(
-      StoreBottlenecks(**store, std::vector{active, b_raised, b_resolved, c_resolved}).ok());
-  EXPECT_EQ(Count(**store, kBottleneckHistoryTable), 4u);
+  // "d" raised early and retracted long ago (bottleneck_classify `early: true`): stored and
+  // expired like a resolution.
+  Bottleneck d_raised =
+      Make("d", BottleneckType::kErrorSpike, BottleneckSeverity::kLow, true, kStart);
+  d_raised.early = true;
+  Bottleneck d_retracted = d_raised;
+  d_retracted.state = BottleneckState::kRetracted;
+  d_retracted.change = BottleneckChange::kRetracted;
+  d_retracted.detected_at_ms = kStart + 1000;
+  ASSERT_TRUE(StoreBottlenecks(**store, std::vector{active, b_raised, b_resolved, c_resolved,
+                                                    d_raised, d_retracted})
+                  .ok());
+  EXPECT_EQ(Count(**store, kBottleneckHistoryTable), 6u);
 
   clock.Set(kStart + 7 * kDay + 2000);  // the default retention (7 d) has passed for a and b
   ASSERT_TRUE((*store)->RunMaintenance().ok());
@@ -86,7 +96,8 @@ TEST(BottleneckStoreTest, HistoryExpiresAndTakesOldResolutionsWithIt) {
                 current.push_back(b.instance);
                 return true;
               }).ok());
-  EXPECT_EQ(current, (std::vector<std::string>{"a", "c"})) << "b was resolved 7 d ago: forgotten";
+  EXPECT_EQ(current, (std::vector<std::string>{"a", "c"}))
+      << "b was resolved and d retracted 7 d ago: forgotten";
 }
 
 TEST(BottleneckStoreTest, SinkStoresTheLatestChangeAndTheHistory) {

@@ -397,5 +397,31 @@ TEST(DDSketchTest, GarbageIsCorruptionNeverACrash) {
   }
 }
 
+// A scratch sketch reused with Clear() and Merge() (bottleneck_classify's evidence window does
+// this at every judgement) whose bins pass 255: Clear keeps the buffer and resets the count width,
+// and widening used to size the new buffer from the old one's bytes as if they were 8-bit counts,
+// doubling it at every cycle until the capacity table was read past its end (a crash after ~20
+// cycles). Widening now happens in place when the buffer has room.
+TEST(DDSketchTest, ReusedScratchWithWideCountsStaysBounded) {
+  DDSketch wide;
+  for (int i = 0; i < 1000; ++i) wide.Add(200);  // one bin of 1000: 16-bit counts
+  for (int i = 0; i < 20; ++i) wide.Add(3000);
+  DDSketch scratch;
+  size_t heap = 0;
+  for (int cycle = 0; cycle < 200; ++cycle) {
+    scratch.Clear();
+    DDSketch narrow;
+    narrow.Add(210);
+    ASSERT_TRUE(scratch.Merge(narrow).ok());
+    ASSERT_TRUE(scratch.Merge(wide).ok());
+    ASSERT_EQ(scratch.count(), 1021u);
+    EXPECT_NEAR(scratch.Quantile(0.5), 200, 200 * DDSketch::kDefaultRelativeAccuracy * 2);
+    if (cycle == 1) heap = scratch.HeapBytes();
+    if (cycle > 1) {
+      ASSERT_EQ(scratch.HeapBytes(), heap) << "cycle " << cycle;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace inferscope

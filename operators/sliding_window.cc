@@ -181,6 +181,8 @@ Status SlidingWindowOperator::Open(const StageContext& ctx) {
                            {{"stage", ctx.name}, {"reason", "bad_pane"}});
   series_limit_ = m.GetCounter("inferscope_sliding_ignored_panes_total", ignored_help,
                                {{"stage", ctx.name}, {"reason", "series_limit"}});
+  stale_name_ = m.GetCounter("inferscope_sliding_ignored_panes_total", ignored_help,
+                             {{"stage", ctx.name}, {"reason", "stale_name"}});
   unrecomputable_ =
       m.GetCounter("inferscope_sliding_unrecomputable_windows_total",
                    "Windows not re-emitted after an update because a pane left the ring", stage);
@@ -212,6 +214,8 @@ Status SlidingWindowOperator::ProcessResults(const OutputBatch& in, OutputBatch&
         broken_ = true;
         result = std::move(st);
       }
+      // Before this pane: the held records belong to the ring it decides.
+      if (Status held = ResolveHeld(); !held.ok() && result.ok()) result = std::move(held);
     }
     if (broken_) {
       ++bad_pane_total_;
@@ -254,10 +258,16 @@ void SlidingWindowOperator::ExpireIdleSeries() {
   const size_t before = series_.size();
   std::erase_if(series_, [&](const Series& s) {
     const bool expired = s.newest == kNoPane || (s.newest + 1) * pane_ms_ <= limit;
-    if (expired && interner_ != nullptr) {
+    if (!expired) return false;
+    // Only a stored series has a record to delete (pending deletes stay bounded by the records).
+    if (s.stored && interner_ != nullptr)
       SeriesCheckpointKey(s.key, &pending_deletes_.emplace_back());
+    if (mutable_interner_ != nullptr) {
+      mutable_interner_->Unref(s.key.instance);
+      mutable_interner_->Unref(s.key.model);
+      mutable_interner_->Unref(s.key.metric);
     }
-    return expired;
+    return true;
   });
   if (series_.size() == before) return;
   expired_total_ += before - series_.size();
@@ -280,6 +290,18 @@ uint32_t SlidingWindowOperator::FindOrAddSeries(const SeriesKey& key) {
     i = (i + 1) & table_mask_;
   }
   if (static_cast<int64_t>(series_.size()) >= options_.max_series) return kNoSeries;
+  if (mutable_interner_ != nullptr) {
+    if (!mutable_interner_->Ref(key.instance)) return kStaleName;
+    if (!mutable_interner_->Ref(key.model)) {
+      mutable_interner_->Unref(key.instance);
+      return kStaleName;
+    }
+    if (!mutable_interner_->Ref(key.metric)) {
+      mutable_interner_->Unref(key.instance);
+      mutable_interner_->Unref(key.model);
+      return kStaleName;
+    }
+  }
   const auto index = static_cast<uint32_t>(series_.size());
   Series& s = series_.emplace_back();
   s.key = key;
@@ -305,8 +327,8 @@ void SlidingWindowOperator::OnPane(const WindowSummary& pane, OutputBatch& out) 
     return;
   }
   const uint32_t index = FindOrAddSeries(pane.series);
-  if (index == kNoSeries) {
-    ++series_limit_total_;
+  if (index == kNoSeries || index == kStaleName) {
+    ++(index == kNoSeries ? series_limit_total_ : stale_name_total_);
     return;
   }
   Series& s = series_[index];
@@ -423,8 +445,9 @@ Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
   PutVarint(&value, static_cast<uint64_t>(pane_ms_));
   PutVarint(&value, ZigZag(watermark_ms_));
   // Unchanged (no pane arrived, the watermark stood): not written, so that a checkpoint of an idle
-  // engine stays empty.
-  if (value != checkpointed_header_) {
+  // engine stays empty. While restored records are held (the pane is not known yet) the stored
+  // header keeps naming their pane.
+  if (!holding_ && value != checkpointed_header_) {
     checkpointed_header_ = value;
     writer.Put("", std::move(value));
   }
@@ -434,6 +457,7 @@ Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
   for (Series& s : series_) {
     if (!s.changed) continue;
     s.changed = false;
+    s.stored = true;
     SeriesCheckpointKey(s.key, &key);
     value.clear();
     PutVarint(&value, kCheckpointVersion);
@@ -461,8 +485,25 @@ Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
 
 Status SlidingWindowOperator::Restore(const CheckpointReader& reader) {
   if (mutable_interner_ == nullptr) return Status::Internal("sliding_window: Restore before Open");
+  restore_mode_ = RestoreMode::kNoHeader;
   Status st = reader.ForEach([this](std::string_view key, std::string_view value) -> Status {
-    if (!key.empty()) return restore_skipped_ ? Status::Ok() : RestoreSeries(key, value);
+    if (!key.empty()) {
+      switch (restore_mode_) {
+        case RestoreMode::kNoHeader:
+          return Status::Corruption(
+              "sliding_window checkpoint: series record without the "
+              "operator record");
+        case RestoreMode::kRestore:
+          return RestoreSeries(key, value);
+        case RestoreMode::kHold:
+          held_records_.emplace_back(key, value);
+          return Status::Ok();
+        case RestoreMode::kDelete:
+          pending_deletes_.emplace_back(key);
+          return Status::Ok();
+      }
+      return Status::Ok();
+    }
     // The operator record (the empty key sorts first).
     const std::string record(value);
     uint64_t version = 0, pane_ms = 0;
@@ -473,21 +514,50 @@ Status SlidingWindowOperator::Restore(const CheckpointReader& reader) {
       return Status::Corruption("sliding_window checkpoint: malformed operator record");
     }
     const auto pane = static_cast<int64_t>(pane_ms);
-    if (pane != 0 && pane_ms_ == 0 && !broken_ && !SetPane(pane).ok()) broken_ = true;
-    restore_skipped_ = pane == 0 || broken_ || pane != pane_ms_;
-    if (restore_skipped_) return Status::Ok();
+    // The watermark does not depend on the pane.
     watermark_ms_ = std::max(watermark_ms_, watermark);
-    checkpointed_header_ = record;
+    if (pane != 0 && pane_ms_ == 0 && !broken_) {
+      // The upstream's pane may have changed since: wait for its first summary (ResolveHeld).
+      restore_mode_ = RestoreMode::kHold;
+      holding_ = true;
+      held_pane_ms_ = pane;
+      checkpointed_header_ = record;
+    } else if (pane != 0 && pane == pane_ms_ && !broken_) {
+      restore_mode_ = RestoreMode::kRestore;
+      checkpointed_header_ = record;
+    } else {
+      // Another pane: the records are in its units (their rings and pane numbers mean nothing
+      // now); delete them, the next checkpoint rewrites the operator record.
+      restore_mode_ = RestoreMode::kDelete;
+    }
     return Status::Ok();
   });
   PublishMetrics();
   return st;
 }
 
+Status SlidingWindowOperator::ResolveHeld() {
+  if (!holding_) return Status::Ok();
+  holding_ = false;
+  std::vector<std::pair<std::string, std::string>> held = std::move(held_records_);
+  held_records_ = {};
+  Status result = Status::Ok();
+  if (!broken_ && pane_ms_ == held_pane_ms_) {
+    for (const auto& [key, value] : held) {
+      Status st = RestoreSeries(key, value);
+      if (!st.ok() && result.ok()) result = std::move(st);
+    }
+    return result;
+  }
+  for (auto& [key, value] : held) pending_deletes_.push_back(std::move(key));
+  return result;
+}
+
 Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_view value) {
   auto corrupt = [](std::string_view what) {
     return Status::Corruption("sliding_window checkpoint: " + std::string(what));
   };
+  const std::string_view key_record = key;
   std::string_view instance, model, metric;
   if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) || !key.empty()) {
     return corrupt("malformed series key");
@@ -503,15 +573,27 @@ Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_vi
   if (series.instance == 0 || series.model == 0 || series.metric == 0) {
     return Status::Unavailable("sliding_window checkpoint: string table full");
   }
+  const auto ring = static_cast<int64_t>(ring_);
+  // Hostile or corrupt pane numbers would overflow `newest - ring` and the window ends
+  // `(q + 1) * pane` (q up to newest + 1 with early emission).
+  const int64_t max_pane = INT64_MAX / pane_ms_ - 2;
+  auto valid_pane = [&](int64_t p) {
+    return p == kNoPane || (p >= ring - max_pane && p <= max_pane);
+  };
+  if (!valid_pane(newest) || !valid_pane(early)) {
+    return corrupt("pane number out of range");
+  }
   const uint32_t index = FindOrAddSeries(series);
-  if (index == kNoSeries) {
-    ++series_limit_total_;
+  if (index == kNoSeries || index == kStaleName) {
+    ++(index == kNoSeries ? series_limit_total_ : stale_name_total_);
+    // Not restored (max_series was lowered): delete its record, else it lingers for ever.
+    pending_deletes_.emplace_back(key_record);
     return Status::Ok();
   }
   Series& s = series_[index];
+  s.stored = true;
   s.newest = newest;
   s.early = early;
-  const auto ring = static_cast<int64_t>(ring_);
   bool dropped = false;
   for (uint64_t i = 0; i < slots; ++i) {
     int64_t pane = 0, max_time = 0;
@@ -547,6 +629,7 @@ void SlidingWindowOperator::PublishMetrics() {
   publish(too_old_, too_old_total_, too_old_published_);
   publish(bad_pane_, bad_pane_total_, bad_pane_published_);
   publish(series_limit_, series_limit_total_, series_limit_published_);
+  publish(stale_name_, stale_name_total_, stale_name_published_);
   publish(unrecomputable_, unrecomputable_total_, unrecomputable_published_);
   publish(expired_, expired_total_, expired_published_);
   series_gauge_->Set(static_cast<double>(series_.size()));

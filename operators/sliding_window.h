@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pipeline/checkpoint.h"
@@ -43,7 +44,8 @@ namespace inferscope {
 // upstream emits nothing for it, and there is no watermark-driven emission (it would have to
 // visit every series at every pane end). Panes at or before the series' newest pane minus the
 // ring are ignored (counted, reason "too_old"); so are pane summaries whose length differs from
-// the pane (reason "bad_pane") and series beyond `max_series` (reason "series_limit"). A window
+// the pane (reason "bad_pane"), series beyond `max_series` (reason "series_limit") and new series
+// whose names the interner already reclaimed (reason "stale_name"). A window
 // that would need a pane that has left the ring is not re-emitted (counted as unrecomputable).
 // A series whose newest pane ends more than max(`series_ttl`, the ring) behind the upstream
 // watermark expires (counted, inferscope_sliding_series_expired_total): no pane can arrive any more
@@ -114,10 +116,17 @@ class SlidingWindowOperator final : public Operator {
   // Checkpoint records (pipeline/checkpoint.h): the learned pane and the watermark under key "",
   // and one record per series holding its ring (written when it changed since the previous
   // checkpoint, deleted once the series expired). Needs Open with an interner.
+  // Write volume: a changed series rewrites its whole ring (every live pane, 5-15 KB with
+  // realistic sketches), not only the new pane; at 100k series receiving a pane every 10 s that
+  // is 0.5-1.5 GB per 10 s, 50-150 MB/s (review estimate, not measured here).
+  // Per-slot records written once each would cut it to one pane per series and are not done.
   Status Checkpoint(CheckpointWriter& writer) override;
-  // Restores the rings, so the windows after a restart equal an uninterrupted run's. Records of
-  // another pane length (the topology changed) are ignored; panes outside the ring of the current
-  // options are dropped; series beyond max_series count as "series_limit".
+  // Restores the rings, so the windows after a restart equal an uninterrupted run's. Without a
+  // configured pane the records are held (in memory, as read) until the first pane summary
+  // tells the live pane: restored if it equals the checkpoint's, else dropped. Records of another
+  // pane length than the live one (the topology changed) are dropped and deleted by the next
+  // checkpoint; panes outside the ring of the current options are dropped; series beyond
+  // max_series count as "series_limit".
   Status Restore(const CheckpointReader& reader) override;
 
   const Options& options() const { return options_; }
@@ -126,19 +135,27 @@ class SlidingWindowOperator final : public Operator {
   // Pane slots per series (0 until the pane is known).
   size_t ring_size() const { return ring_; }
   int64_t series() const { return static_cast<int64_t>(series_.size()); }
+  // Series records restored but held until the first pane summary tells the pane.
+  int64_t held_series() const { return static_cast<int64_t>(held_records_.size()); }
   uint64_t windows_emitted() const { return windows_total_; }
   uint64_t updates_emitted() const { return updates_total_; }
-  uint64_t panes_ignored() const { return too_old_total_ + bad_pane_total_ + series_limit_total_; }
+  uint64_t panes_ignored() const {
+    return too_old_total_ + bad_pane_total_ + series_limit_total_ + stale_name_total_;
+  }
+  uint64_t panes_stale_name() const { return stale_name_total_; }
   uint64_t panes_too_old() const { return too_old_total_; }
   uint64_t panes_series_limit() const { return series_limit_total_; }
   uint64_t windows_unrecomputable() const { return unrecomputable_total_; }
   uint64_t series_expired() const { return expired_total_; }
+  // Checkpoint record deletions waiting for the next Checkpoint.
+  size_t pending_deletes() const { return pending_deletes_.size(); }
   // Forgets the series idle beyond series_ttl (OnTimer calls it at most once a second).
   void ExpireIdleSeries();
 
  private:
   static constexpr int64_t kNoPane = INT64_MIN;
   static constexpr uint32_t kNoSeries = UINT32_MAX;
+  static constexpr uint32_t kStaleName = UINT32_MAX - 1;  // a name of the key was reclaimed
 
   // One ring slot: a closed pane of the series (pane number = start / pane_ms).
   struct PaneSlot {
@@ -152,10 +169,14 @@ class SlidingWindowOperator final : public Operator {
     int64_t early = kNoPane;     // end pane number of the last early emission (emit: early)
     std::vector<PaneSlot> ring;  // ring_ slots, indexed by pane number mod ring_
     bool changed = false;        // since the previous checkpoint
+    bool stored = false;         // has a checkpoint record (written or restored)
   };
 
   // Sets the pane length and ring size; fails when a window is not a multiple of `pane_ms`.
   Status SetPane(int64_t pane_ms);
+  // The series' index; kNoSeries beyond max_series, kStaleName when a name of a new key was
+  // reclaimed. A new series holds a reference on its three names (released when it expires), so
+  // that its checkpoint key can be formed until then.
   uint32_t FindOrAddSeries(const SeriesKey& key);
   void GrowTable();
   void Rehash();
@@ -174,6 +195,8 @@ class SlidingWindowOperator final : public Operator {
   // The checkpoint key of a series: str(instance) str(model) str(metric).
   void SeriesCheckpointKey(const SeriesKey& key, std::string* out) const;
   Status RestoreSeries(std::string_view key, std::string_view value);
+  // Restores the held records if the pane now known equals theirs, else queues their deletion.
+  Status ResolveHeld();
 
   Options options_;
   int64_t pane_ms_ = 0;
@@ -192,27 +215,37 @@ class SlidingWindowOperator final : public Operator {
   uint64_t too_old_total_ = 0;
   uint64_t bad_pane_total_ = 0;
   uint64_t series_limit_total_ = 0;
+  uint64_t stale_name_total_ = 0;
   uint64_t unrecomputable_total_ = 0;
   uint64_t expired_total_ = 0;
   uint64_t expired_published_ = 0;
-  int64_t watermark_ms_ = INT64_MIN;          // the upstream's, from ProcessResults
-  int64_t next_expiry_ms_ = INT64_MIN;        // processing time of the next expiry pass
-  int64_t expiry_watermark_ms_ = INT64_MIN;   // watermark_ms_ at the last expiry pass
-  const Interner* interner_ = nullptr;        // from Open; names series in checkpoints
-  Interner* mutable_interner_ = nullptr;      // interns restored names
-  std::string checkpointed_header_;           // the "" record last written or restored
-  std::vector<std::string> pending_deletes_;  // checkpoint keys of series expired since
-  bool restore_skipped_ = false;              // the checkpoint's pane differed from ours
+  int64_t watermark_ms_ = INT64_MIN;         // the upstream's, from ProcessResults
+  int64_t next_expiry_ms_ = INT64_MIN;       // processing time of the next expiry pass
+  int64_t expiry_watermark_ms_ = INT64_MIN;  // watermark_ms_ at the last expiry pass
+  const Interner* interner_ = nullptr;       // from Open; names series in checkpoints
+  Interner* mutable_interner_ = nullptr;     // interns restored names
+  std::string checkpointed_header_;          // the "" record last written or restored
+  // Checkpoint keys of stored series expired (or dropped on restore) since the last checkpoint:
+  // at most one per stored record, so bounded even when checkpoints never run.
+  std::vector<std::string> pending_deletes_;
+  // What Restore does with the series records after the operator record.
+  enum class RestoreMode { kNoHeader, kRestore, kHold, kDelete };
+  RestoreMode restore_mode_ = RestoreMode::kNoHeader;
+  bool holding_ = false;      // restored records wait for the pane (see Restore)
+  int64_t held_pane_ms_ = 0;  // the pane of the held records
+  std::vector<std::pair<std::string, std::string>> held_records_;  // key, value
   Counter* expired_ = nullptr;
   // Totals already added to the counters below.
   uint64_t windows_published_ = 0, updates_published_ = 0, too_old_published_ = 0,
-           bad_pane_published_ = 0, series_limit_published_ = 0, unrecomputable_published_ = 0;
+           bad_pane_published_ = 0, series_limit_published_ = 0, unrecomputable_published_ = 0,
+           stale_name_published_ = 0;
 
   Counter* windows_out_ = nullptr;
   Counter* updates_out_ = nullptr;
   Counter* too_old_ = nullptr;
   Counter* bad_pane_ = nullptr;
   Counter* series_limit_ = nullptr;
+  Counter* stale_name_ = nullptr;
   Counter* unrecomputable_ = nullptr;
   Gauge* series_gauge_ = nullptr;
 };

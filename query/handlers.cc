@@ -607,13 +607,15 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   // sub-windows of g = gcd(step, window) (so the tier that answers is one whose resolution divides
   // both) from the first point's window start to the last step boundary, then merge window / g
   // consecutive sub-windows per point. With window = step this is one sub-window per point.
+  // A window longer than the step is merged from block suffixes and prefixes (see
+  // SlidingMergeCount): about 2 merges per sub-window plus one per point, not window / g per point.
   const int64_t step = params->step_ms;
   const int64_t window = params->window_ms;
   const int64_t g = std::gcd(step, window);
   const int64_t read_from = range->first_start + step - window;
   const int64_t read_end = range->first_start + range->num_windows * step;
   const int64_t sub_windows = (read_end - read_from) / g;
-  const int64_t merges = range->num_windows * (window / g);
+  const int64_t merges = SlidingMergeCount(range->num_windows, step / g, window / g);
   if (window != step && (sub_windows > kMaxWindowsPerRequest || merges > kMaxMergesPerRequest)) {
     return BadParameter(
         ctx, "window",
@@ -639,7 +641,9 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   request.max_resolution_ms = params->max_resolution_ms;
   WindowsRead read;
   Status s = ctx.store->ReadWindows(request, &read);
-  if (read.mismatched_bucket_ms) {
+  // A bucket of length <= 0 is reported as a store error, never as a mismatch (the guard keeps
+  // `step % pane_ms` from dividing by zero whatever the store reports).
+  if (read.mismatched_bucket_ms && *read.mismatched_bucket_ms > 0) {
     const int64_t pane_ms = *read.mismatched_bucket_ms;
     const bool by_window = step % pane_ms == 0;
     const std::string_view param = by_window ? std::string_view("window") : query.step_param;
@@ -656,15 +660,7 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   if (window == step) {
     points = std::move(read.windows);
   } else {
-    points.resize(static_cast<size_t>(range->num_windows));
-    const int64_t per_point = window / g;
-    for (int64_t i = 0; i < range->num_windows; ++i) {
-      // Point i's window [read_from + i × step, read_from + i × step + window), in sub-windows.
-      const int64_t first = i * step / g;
-      for (int64_t k = first; k < first + per_point; ++k) {
-        points[static_cast<size_t>(i)].Merge(read.windows[static_cast<size_t>(k)]);
-      }
-    }
+    points = SlidingMerge(read.windows, range->num_windows, step / g, window / g);
   }
 
   ApiReply reply;
@@ -672,6 +668,57 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
       WindowedReply(ctx, instance, *params, query, match->models, *range, read, points, watermark);
   return reply;
 }
+
+}  // namespace
+
+int64_t SlidingMergeCount(int64_t points, int64_t stride, int64_t width) {
+  if (points <= 0) return 0;
+  if (width <= stride) return points * width;
+  const int64_t subs = (points - 1) * stride + width;
+  return 2 * subs + points;
+}
+
+std::vector<Aggregate> SlidingMerge(std::vector<Aggregate>& subs, int64_t points, int64_t stride,
+                                    int64_t width) {
+  std::vector<Aggregate> out(static_cast<size_t>(std::max<int64_t>(points, 0)));
+  auto at = [&](int64_t k) -> Aggregate& { return subs[static_cast<size_t>(k)]; };
+  if (width <= stride) {
+    // Windows do not overlap: merge each directly (at most one merge per sub-window).
+    for (int64_t i = 0; i < points; ++i) {
+      for (int64_t k = i * stride; k < i * stride + width; ++k)
+        out[static_cast<size_t>(i)].Merge(at(k));
+    }
+    return out;
+  }
+  // Blocks of `width` sub-windows. A window starting at s in block b is the suffix of block b
+  // from s merged with the prefix of block b + 1 up to s + width - 1 (nothing when s starts the
+  // block). Suffixes are built in place, backwards, when a block is first reached (the block's
+  // own sub-windows are not read again: later windows start in later blocks); prefixes accumulate
+  // forwards as the starts in the block increase.
+  const auto n = static_cast<int64_t>(subs.size());
+  int64_t block = -1;
+  Aggregate prefix;
+  int64_t prefix_end = 0;  // prefix = merge of [next block start, prefix_end)
+  for (int64_t i = 0; i < points; ++i) {
+    const int64_t s = i * stride;
+    const int64_t b = s / width;
+    if (b != block) {
+      block = b;
+      const int64_t end = std::min((b + 1) * width, n);
+      for (int64_t k = end - 2; k >= b * width; --k) at(k).Merge(at(k + 1));
+      prefix = Aggregate();
+      prefix_end = end;
+    }
+    Aggregate& point = out[static_cast<size_t>(i)];
+    point = at(s);
+    const int64_t last = s + width;  // exclusive
+    for (; prefix_end < last; ++prefix_end) prefix.Merge(at(prefix_end));
+    if (s % width != 0) point.Merge(prefix);
+  }
+  return out;
+}
+
+namespace {
 
 // The fleet's request latency, token sums and active instances over the panes starting in
 // [from_ms, to_ms), read series by series (a store without the engine's fleet rollup).

@@ -19,6 +19,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
 #include "query/access.h"
+#include "values/aggregate.h"
 
 namespace inferscope {
 
@@ -112,8 +113,17 @@ std::optional<int64_t> ParseTimeMs(std::string_view text);
 // Largest number of windows one summary request may ask for.
 inline constexpr int64_t kMaxWindowsPerRequest = 10'000;
 // Largest number of stored-bucket merges one sliding read (GET /v1/series with window != step) may
-// make: points × (window / gcd(step, window)). Its buckets are bounded by kMaxWindowsPerRequest.
+// make (SlidingMergeCount). Its buckets are bounded by kMaxWindowsPerRequest, which bounds the
+// merges to about 3 × 10,000 (2 per bucket + 1 per point) below this.
 inline constexpr int64_t kMaxMergesPerRequest = 1'000'000;
+
+// The windows of `width` consecutive sub-windows starting every `stride` sub-windows (`points` of
+// them) over `subs`, which must hold (points - 1) × stride + width sub-windows; `subs` is used as
+// scratch (overwritten). Overlapping windows (width > stride) take SlidingMergeCount merges (van
+// Herk / Gil-Werman block suffixes and prefixes) instead of points × width.
+std::vector<Aggregate> SlidingMerge(std::vector<Aggregate>& subs, int64_t points, int64_t stride,
+                                    int64_t width);
+int64_t SlidingMergeCount(int64_t points, int64_t stride, int64_t width);
 
 // Pagination of the list endpoints (instances, alerts, an alert's history, silences): `limit`
 // items per page, 1..kMaxPageLimit, default kDefaultPageLimit; the reply's "next_cursor" (a string,

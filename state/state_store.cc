@@ -1275,7 +1275,14 @@ Status StateStore::ReadWindows(const WindowsRequest& request, WindowsRead* out) 
           seg.tier, request.instance, model, request.metric, seg.from_ms, seg.to_ms,
           [&](const StoredPane& bucket) -> Status {
             const int64_t length = bucket.end_ms - bucket.start_ms;
-            if (length <= 0 || w % length != 0) {
+            if (length <= 0) {
+              // Not a length any window could be a multiple of: a corrupt bucket, not a
+              // parameter the caller could change.
+              return Status::Corruption("state store: a stored bucket [" +
+                                        std::to_string(bucket.start_ms) + ", " +
+                                        std::to_string(bucket.end_ms) + ") has no length");
+            }
+            if (w % length != 0) {
               out->mismatched_bucket_ms = length;
               return Status::InvalidArgument("state store: a window of " + std::to_string(w) +
                                              " ms is not a multiple of the stored bucket length (" +

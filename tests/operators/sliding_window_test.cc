@@ -13,6 +13,8 @@
 
 #include "operators/register.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/coding.h"
+#include "pipeline/int_math.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
@@ -539,8 +541,10 @@ TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
         ASSERT_TRUE(op->Open(ctx).ok());
         const Status restored = op->Restore(StateCheckpointReader("op", "sliding", store->get()));
         ASSERT_TRUE(restored.ok()) << restored.ToString();
-        EXPECT_EQ(op->series(), series);
-        EXPECT_EQ(op->pane_ms(), kPane);
+        // A learned pane: the records wait for the first pane summary (the upstream's pane may
+        // have changed since the checkpoint).
+        EXPECT_EQ(op->series() + op->held_series(), series);
+        EXPECT_EQ(op->pane_ms(), o.pane_ms);
         // Nothing changed since the restore: the checkpoint writes nothing.
         writes.clear();
         ASSERT_TRUE(op->Checkpoint(writer).ok());
@@ -591,6 +595,295 @@ TEST(SlidingWindowTest, WithoutRestoreTheFirstWindowsDiffer) {
     EXPECT_EQ(Fingerprint(b[i]), Fingerprint(a[i])) << i;
     EXPECT_NE(Fingerprint(c[i]), Fingerprint(a[i])) << i;  // only the newest pane
   }
+}
+
+// A pane summary of `series` for pane number `pane` of `pane_ms`, holding the value 1.
+WindowSummary PaneOf(const SeriesKey& series, int64_t pane, int64_t pane_ms) {
+  WindowSummary s;
+  s.series = series;
+  s.start_ms = pane * pane_ms;
+  s.end_ms = s.start_ms + pane_ms;
+  s.max_event_time_ms = s.start_ms;
+  s.agg.Add(1, s.start_ms);
+  return s;
+}
+
+// Writes `op`'s checkpoint to `store`; returns the keys it deleted.
+std::vector<std::string> CheckpointTo(SlidingWindowOperator& op, StateStore& store) {
+  std::vector<CheckpointRecord> writes;
+  CheckpointCollector writer("op", "sliding", &writes);
+  EXPECT_TRUE(op.Checkpoint(writer).ok());
+  EXPECT_TRUE(WriteCheckpointRecords(store, writes).ok());
+  std::vector<std::string> deleted;
+  for (const CheckpointRecord& r : writes) {
+    if (!r.value) deleted.push_back(r.key);
+  }
+  return deleted;
+}
+
+// The pane learned from the upstream changed (10 s -> 5 s) between runs: the checkpoint's rings in
+// 10 s units are dropped and deleted, the new pane is used (not rejected as "bad_pane" because the
+// checkpoint named 10 s), and a later restart restores the 5 s state only.
+TEST(SlidingWindowTest, LearnedPaneChangeAcrossARestartStartsAfresh) {
+  Options o = SmallOptions();
+  o.pane_ms = 0;
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  const SeriesKey a{interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+  const SeriesKey b{interner.Intern("node-2"), a.model, a.metric};
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  {
+    SlidingWindowOperator before(o);
+    ASSERT_TRUE(before.Open(ctx).ok());
+    for (int64_t p = kP0; p < kP0 + 3; ++p) Feed(before, PaneOf(a, p, kPane));
+    Feed(before, PaneOf(b, kP0, kPane));
+    ASSERT_EQ(before.pane_ms(), kPane);
+    EXPECT_TRUE(CheckpointTo(before, **store).empty());
+  }
+  constexpr int64_t kHalf = kPane / 2;
+  for (int restart = 0; restart < 2; ++restart) {
+    SCOPED_TRACE(restart);
+    SlidingWindowOperator op(o);
+    ASSERT_TRUE(op.Open(ctx).ok());
+    ASSERT_TRUE(op.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+    EXPECT_EQ(op.held_series(), restart == 0 ? 2 : 1);
+    const int64_t q0 = 2 * (kP0 + 10) + 10 * restart;
+    std::vector<WindowSummary> last;
+    for (int64_t q = q0; q < q0 + 4; ++q) last = WindowsOnly(Feed(op, PaneOf(a, q, kHalf)));
+    EXPECT_EQ(op.pane_ms(), kHalf);
+    EXPECT_EQ(op.panes_ignored(), 0u);
+    EXPECT_EQ(op.held_series(), 0);
+    EXPECT_EQ(op.series(), 1);  // node-2's 10 s ring is gone; node-1 restarted in 5 s panes
+    ASSERT_EQ(last.size(), 3u);
+    // 20 s, 30 s and 60 s windows of 5 s panes holding 1 each: only panes since the restart
+    // (restart 1 restored restart 0's, 10 panes = 50 s before, outside every window).
+    EXPECT_EQ(last[0].agg.count, 4);
+    EXPECT_EQ(last[0].end_ms - last[0].start_ms, 20'000);
+    EXPECT_EQ(last[1].agg.count, 4);
+    EXPECT_EQ(last[2].agg.count, restart == 0 ? 4 : 6);
+    const std::vector<std::string> deleted = CheckpointTo(op, **store);
+    // Restart 0 deletes both 10 s records (node-1's is then written anew).
+    EXPECT_EQ(deleted.size(), restart == 0 ? 2u : 0u);
+  }
+}
+
+// A configured pane that differs from the checkpoint's skips the restore and deletes the old
+// records, so that the next run (whose checkpoint header then names the new pane) does not
+// restore 10 s rings as 5 s ones.
+TEST(SlidingWindowTest, ConfiguredPaneChangeDeletesTheOldRecords) {
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  const SeriesKey a{interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+  const SeriesKey b{interner.Intern("node-2"), a.model, a.metric};
+  const SeriesKey c{interner.Intern("node-3"), a.model, a.metric};
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  constexpr int64_t kHalf = kPane / 2;
+  Options ten = SmallOptions();
+  Options five = SmallOptions();
+  five.pane_ms = kHalf;
+  {
+    SlidingWindowOperator before(ten);
+    ASSERT_TRUE(before.Open(ctx).ok());
+    for (int64_t p = kP0; p < kP0 + 3; ++p) {
+      Feed(before, PaneOf(a, p, kPane));
+      Feed(before, PaneOf(b, p, kPane));
+    }
+    CheckpointTo(before, **store);
+  }
+  {
+    SlidingWindowOperator changed(five);
+    ASSERT_TRUE(changed.Open(ctx).ok());
+    ASSERT_TRUE(changed.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+    EXPECT_EQ(changed.series(), 0);
+    for (int64_t q = 2 * kP0 + 8; q < 2 * kP0 + 10; ++q) Feed(changed, PaneOf(c, q, kHalf));
+    EXPECT_EQ(CheckpointTo(changed, **store).size(), 2u);
+  }
+  Options learned = SmallOptions();
+  learned.pane_ms = 0;
+  SlidingWindowOperator after(learned);
+  ASSERT_TRUE(after.Open(ctx).ok());
+  ASSERT_TRUE(after.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+  EXPECT_EQ(after.held_series(), 1);
+  Feed(after, PaneOf(a, 2 * kP0 + 10, kHalf));
+  EXPECT_EQ(after.series(), 2);  // node-3 restored, node-1 new; node-2 not restored
+  EXPECT_EQ(after.panes_ignored(), 0u);
+}
+
+// Moves the operator's watermark to `watermark_ms` (no panes).
+void AdvanceWatermark(SlidingWindowOperator& op, int64_t watermark_ms) {
+  OutputBatch in;
+  in.watermark_ms = watermark_ms;
+  OutputBatch out;
+  EXPECT_TRUE(op.ProcessResults(in, out).ok());
+}
+
+// The series' names are referenced while it lives: upstream expiry (interner sweeps) cannot
+// reclaim them, so the expired series' record is deleted under the key it was written with
+// (not a key of empty names, which would leave the record for ever).
+TEST(SlidingWindowTest, ExpiredSeriesRecordIsDeletedAfterInternerSweeps) {
+  Options o = SmallOptions();
+  o.series_ttl_ms = 60'000;
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  const SeriesKey key{interner.Intern("node-1"), interner.Intern("m"), interner.Intern("ttft_ms")};
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(ctx).ok());
+  Feed(op, PaneOf(key, kP0, kPane));
+  std::vector<CheckpointRecord> writes;
+  CheckpointCollector writer("op", "sliding", &writes);
+  ASSERT_TRUE(op.Checkpoint(writer).ok());
+  ASSERT_EQ(writes.size(), 2u);
+  const std::string written = writes[1].key;
+  ASSERT_FALSE(written.empty());
+  for (int i = 0; i < 4; ++i) interner.Sweep();
+  EXPECT_EQ(interner.Name(key.instance), "node-1");
+  AdvanceWatermark(op, kT0 + 3'600'000);
+  op.ExpireIdleSeries();
+  ASSERT_EQ(op.series_expired(), 1u);
+  EXPECT_EQ(CheckpointTo(op, **store), std::vector<std::string>{written});
+  // Released: the names can now be reclaimed.
+  for (int i = 0; i < 4; ++i) interner.Sweep();
+  EXPECT_EQ(interner.Name(key.instance), "");
+  // A pane naming a reclaimed id is not tracked (its record could never be keyed).
+  Feed(op, PaneOf(key, kP0 + 400, kPane));
+  EXPECT_EQ(op.series(), 0);
+  EXPECT_EQ(op.panes_stale_name(), 1u);
+}
+
+// Without checkpoints nothing is stored, so expiring series queues no deletions (the queue used
+// to grow by one key per expired series for ever); with one checkpoint, at most one per record.
+TEST(SlidingWindowTest, PendingDeletesAreBoundedByStoredRecords) {
+  Options o = SmallOptions();
+  o.series_ttl_ms = 60'000;
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  SlidingWindowOperator op(o);
+  ASSERT_TRUE(op.Open(ctx).ok());
+  const StringId model = interner.Intern("m"), metric = interner.Intern("ttft_ms");
+  int64_t p = kP0;
+  for (int round = 0; round < 20; ++round, p += 1000) {
+    for (int i = 0; i < 50; ++i) {
+      const SeriesKey key{interner.Intern("node-" + std::to_string(i)), model, metric};
+      Feed(op, PaneOf(key, p, kPane));
+    }
+    if (round == 10) {
+      std::vector<CheckpointRecord> writes;
+      CheckpointCollector writer("op", "sliding", &writes);
+      ASSERT_TRUE(op.Checkpoint(writer).ok());  // 50 records, never written to a store here
+    }
+    AdvanceWatermark(op, (p + 500) * kPane);
+    op.ExpireIdleSeries();
+  }
+  EXPECT_EQ(op.series_expired(), 20u * 50u);
+  EXPECT_EQ(op.pending_deletes(), 50u);  // the 50 records of the one checkpoint
+}
+
+// Writes a hand-made checkpoint: the operator record with `pane_ms` and one series record.
+void WriteRawCheckpoint(StateStore& store, int64_t pane_ms, int64_t newest, int64_t early) {
+  std::string header, key, value;
+  PutVarint(&header, 1);
+  PutVarint(&header, static_cast<uint64_t>(pane_ms));
+  PutVarint(&header, ZigZag(kT0));
+  AppendStr(&key, "node-1");
+  AppendStr(&key, "m");
+  AppendStr(&key, "ttft_ms");
+  PutVarint(&value, 1);
+  PutVarint(&value, ZigZag(newest));
+  PutVarint(&value, ZigZag(early));
+  PutVarint(&value, 0);
+  std::vector<CheckpointRecord> records = {{"", header}, {key, value}};
+  std::vector<CheckpointRecord> prefixed;
+  CheckpointCollector writer("op", "sliding", &prefixed);
+  for (CheckpointRecord& r : records) writer.Put(r.key, std::move(*r.value));
+  ASSERT_TRUE(WriteCheckpointRecords(store, prefixed).ok());
+}
+
+// Pane numbers that would overflow `newest - ring` or `(newest + 1) * pane` are corruption.
+TEST(SlidingWindowTest, HostilePaneNumbersInACheckpointAreCorruption) {
+  for (const auto& [newest, early] :
+       {std::pair{INT64_MIN + 1, INT64_MIN}, std::pair{INT64_MAX / 2, INT64_MIN},
+        std::pair{INT64_MAX / kPane - 1, INT64_MIN}, std::pair{kP0, INT64_MAX - 1}}) {
+    SCOPED_TRACE(std::to_string(newest) + " " + std::to_string(early));
+    Interner interner;
+    StageContext ctx;
+    ctx.interner = &interner;
+    testing::TempDir dir;
+    StateStoreOptions so;
+    so.path = dir.str();
+    auto store = StateStore::Open(so, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    WriteRawCheckpoint(**store, kPane, newest, early);
+    SlidingWindowOperator op(SmallOptions());
+    ASSERT_TRUE(op.Open(ctx).ok());
+    const Status st = op.Restore(StateCheckpointReader("op", "sliding", store->get()));
+    EXPECT_EQ(st.code(), Status::Code::kCorruption) << st.ToString();
+  }
+  // A sane record restores.
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  WriteRawCheckpoint(**store, kPane, kP0, kP0 + 1);
+  SlidingWindowOperator op(SmallOptions());
+  ASSERT_TRUE(op.Open(ctx).ok());
+  ASSERT_TRUE(op.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+  EXPECT_EQ(op.series(), 1);
+}
+
+// Series beyond a lowered max_series are not restored, and their records are deleted.
+TEST(SlidingWindowTest, SeriesOverALoweredLimitAreDeletedOnRestore) {
+  Interner interner;
+  StageContext ctx;
+  ctx.interner = &interner;
+  testing::TempDir dir;
+  StateStoreOptions so;
+  so.path = dir.str();
+  auto store = StateStore::Open(so, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const StringId model = interner.Intern("m"), metric = interner.Intern("ttft_ms");
+  {
+    SlidingWindowOperator before(SmallOptions());
+    ASSERT_TRUE(before.Open(ctx).ok());
+    for (int i = 0; i < 3; ++i) {
+      Feed(before,
+           PaneOf({interner.Intern("node-" + std::to_string(i)), model, metric}, kP0, kPane));
+    }
+    CheckpointTo(before, **store);
+  }
+  Options one = SmallOptions();
+  one.max_series = 1;
+  SlidingWindowOperator op(one);
+  ASSERT_TRUE(op.Open(ctx).ok());
+  ASSERT_TRUE(op.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+  EXPECT_EQ(op.series(), 1);
+  EXPECT_EQ(op.panes_series_limit(), 2u);
+  EXPECT_EQ(CheckpointTo(op, **store).size(), 2u);
+  SlidingWindowOperator again(one);
+  ASSERT_TRUE(again.Open(ctx).ok());
+  ASSERT_TRUE(again.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
+  EXPECT_EQ(again.series(), 1);
+  EXPECT_EQ(again.panes_series_limit(), 0u);
 }
 
 // The timer only expires idle series, and only a moving watermark can make one idle: an idle

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -74,7 +75,8 @@ std::string NatsServer::Binary() {
 }
 
 NatsServer::NatsServer(const TempDir& dir, const std::string& name) {
-  const std::string root = dir.str() + "/" + name;
+  root_ = dir.str() + "/" + name;
+  const std::string& root = root_;
   std::filesystem::create_directories(root + "/ports");
   log_ = root + "/server.log";
   const std::string binary = Binary();
@@ -89,6 +91,21 @@ NatsServer::NatsServer(const TempDir& dir, const std::string& name) {
     url_ = ClientUrl(root + "/ports");
     return !url_.empty();
   });
+}
+
+bool NatsServer::Restart() {
+  if (process_ == nullptr || url_.empty()) return false;
+  const std::string port = url_.substr(url_.rfind(':') + 1);
+  process_->Signal(SIGKILL);
+  process_->Wait();
+  std::filesystem::remove_all(root_ + "/ports");
+  std::filesystem::create_directories(root_ + "/ports");
+  process_ = std::make_unique<Subprocess>(
+      std::vector<std::string>{Binary(), "-js", "-sd", root_ + "/data", "-a", "127.0.0.1", "-p",
+                               port, "--ports_file_dir", root_ + "/ports"},
+      log_);
+  return WaitFor([&] { return !process_->Running() || !ClientUrl(root_ + "/ports").empty(); }) &&
+         process_->Running();
 }
 
 int NatsCluster::Index(const std::string& name) {

@@ -18,11 +18,15 @@ class NatsServer {
   const std::string& url() const { return url_; }
   std::string Log() const { return ReadFile(log_); }
   Subprocess& process() { return *process_; }
+  // Kills the server (SIGKILL, also when stopped) and starts it again on the same client port and
+  // data directory; true once it listens again.
+  bool Restart();
 
   // The path of the nats-server binary, or empty when it is not installed.
   static std::string Binary();
 
  private:
+  std::string root_;
   std::string log_;
   std::string url_;
   std::unique_ptr<Subprocess> process_;

@@ -185,6 +185,17 @@ bool JetStreamPublisher::Flush() {
     last_error_ = "waiting for acknowledgements: " + NatsText(s);
     ok = false;
   }
+  if (s == NATS_TIMEOUT) {
+    // libnats has no per-publish timeout: a publish whose acknowledgement was lost (the stream's
+    // leader died with it in flight) stays pending for ever, holding a max_in_flight slot and
+    // making every later Flush time out. Take the unacknowledged publishes back and count them
+    // failed.
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) {
+      failed_.fetch_add(static_cast<uint64_t>(pending.Count));
+      natsMsgList_Destroy(&pending);
+    }
+  }
   const uint64_t failed = failed_.load();
   if (failed != failed_reported_) {
     last_error_ = std::to_string(failed - failed_reported_) +

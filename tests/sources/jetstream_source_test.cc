@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -337,6 +338,50 @@ TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtIts
       << r.out.positions()[r.Key(0)];
   r.Stop();
   EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
+}
+
+// A publish whose acknowledgement is lost (the server died with it in flight) is never acked:
+// Flush's timeout takes such publishes back and counts them failed, so later Flushes succeed again.
+TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecover) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.ack_timeout_ms = 1000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 10);
+  ASSERT_EQ(pub.failed_messages(), 0u);
+
+  // The server is stopped while 4 messages are published: their acknowledgements never come.
+  server.process().Signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i) {
+    client::RequestOutcome r;
+    r.instance = "gpu-0";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  EXPECT_FALSE(pub.Flush());
+  EXPECT_EQ(pub.failed_messages(), 4u) << pub.last_error();
+  ASSERT_TRUE(server.Restart()) << server.Log();
+
+  // Once reconnected, a publish is acknowledged and Flush succeeds (before the fix every Flush
+  // timed out waiting for the lost acknowledgements).
+  const uint64_t failed = pub.failed_messages();
+  bool recovered = WaitFor([&] {
+    client::RequestOutcome r;
+    r.instance = "gpu-1";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    return pub.Request(r) && pub.Flush();
+  });
+  EXPECT_TRUE(recovered) << pub.last_error();
+  EXPECT_GE(pub.failed_messages(), failed);
 }
 
 TEST(JetStreamSourceTest, OptionsAreValidated) {

@@ -2,6 +2,7 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -216,7 +217,18 @@ bool JetStreamPublisher::EnsureStream(const std::string& url, const std::string&
   if (s == NATS_OK) {
     jsStreamInfo* info = nullptr;
     if (js_GetStreamInfo(&info, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+      const int existing = info->Config != nullptr ? static_cast<int>(info->Config->Replicas) : 0;
       jsStreamInfo_Destroy(info);
+      if (existing != std::max(replicas, 1)) {
+        if (error != nullptr) {
+          *error = "stream " + stream + " exists with " + std::to_string(existing) +
+                   " replica(s), not the " + std::to_string(replicas) +
+                   " asked for (change its replicas, or ask for " + std::to_string(existing) + ")";
+        }
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(conn);
+        return false;
+      }
     } else {
       const std::string subject = subject_prefix + ".*";
       const char* subjects[] = {subject.c_str()};

@@ -86,7 +86,8 @@ class JetStreamPublisher {
   const std::string& last_error() const { return last_error_; }
 
   // Creates `stream` (file storage, limits retention, subjects "<subject_prefix>.*", `replicas`
-  // copies: 3 on a 3-server cluster) at `url` unless it exists. False with `*error` set on failure.
+  // copies: 3 on a 3-server cluster) at `url` unless it exists. False with `*error` set on failure,
+  // and when the stream exists with another number of replicas (it is not changed).
   static bool EnsureStream(const std::string& url, const std::string& stream,
                            const std::string& subject_prefix, std::string* error, int replicas = 1);
 

@@ -384,10 +384,27 @@ TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecov
   EXPECT_GE(pub.failed_messages(), failed);
 }
 
+TEST(JetStreamPublisherTest, EnsureStreamRefusesAnExistingStreamWithOtherReplicas) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 1))
+      << error;
+  EXPECT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 1))
+      << error;
+  EXPECT_FALSE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 3));
+  EXPECT_NE(error.find("exists with 1 replica(s), not the 3 asked for"), std::string::npos)
+      << error;
+}
+
 TEST(JetStreamSourceTest, OptionsAreValidated) {
   JetStreamSource::Options o;
-  o.url = "nats://127.0.0.1:1";
-  o.stream = "S";
+  o.url = std::string("nats://127.0.0.1:1");
+  o.stream = std::string("S");  // (assigning a literal trips GCC 12's false -Wrestrict here)
   EXPECT_FALSE(o.Validate().ok());  // no partitions
   o.partitions = {0, 0};
   EXPECT_FALSE(o.Validate().ok());

@@ -404,7 +404,7 @@ TEST(JetStreamPublisherTest, EnsureStreamRefusesAnExistingStreamWithOtherReplica
 TEST(JetStreamSourceTest, OptionsAreValidated) {
   JetStreamSource::Options o;
   o.url = std::string("nats://127.0.0.1:1");
-  o.stream = std::string("S");  // (assigning a literal trips GCC 12's false -Wrestrict here)
+  o.stream = std::string("S");      // (assigning a literal trips GCC 12's false -Wrestrict here)
   EXPECT_FALSE(o.Validate().ok());  // no partitions
   o.partitions = {0, 0};
   EXPECT_FALSE(o.Validate().ok());

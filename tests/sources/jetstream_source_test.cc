@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_connect.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
@@ -415,6 +416,32 @@ TEST(JetStreamSourceTest, OptionsAreValidated) {
   o.durable = "ok";
   o.fetch_wait_ms = 5000;
   EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(JetStreamSourceTest, AnEmptyUrlListOrItemIsRefusedNamingTheUrlOption) {
+  JetStreamSource::Options o;
+  o.stream = std::string("S");
+  o.partitions = {0};
+  for (const char* bad : {"", ",", " ", ", ,", "nats://127.0.0.1:1,", "nats://a:1,,nats://b:2"}) {
+    o.url = std::string(bad);
+    const Status st = o.Validate();
+    EXPECT_FALSE(st.ok()) << "'" << bad << "'";
+    EXPECT_NE(st.ToString().find("url: "), std::string::npos) << st.ToString();
+  }
+  o.url = std::string(" nats://127.0.0.1:1 ,\tnats://127.0.0.1:2");
+  EXPECT_TRUE(o.Validate().ok());
+  std::vector<std::string> servers;
+  std::string error;
+  ASSERT_TRUE(client::SplitNatsUrls(o.url, &servers, &error)) << error;
+  EXPECT_EQ(servers, (std::vector<std::string>{"nats://127.0.0.1:1", "nats://127.0.0.1:2"}));
+
+  // The publisher refuses them before connecting (libnats would try nats://localhost:4222).
+  client::JetStreamPublisherOptions po = PublisherOptions(", ,", 1);
+  client::JetStreamPublisher pub(po);
+  EXPECT_FALSE(pub.Connect());
+  EXPECT_NE(pub.last_error().find("url: "), std::string::npos) << pub.last_error();
+  EXPECT_FALSE(client::JetStreamPublisher::EnsureStream(" ", "S", "inferscope.in", &error));
+  EXPECT_NE(error.find("url: "), std::string::npos) << error;
 }
 
 TEST(JetStreamSourceTest, OpenFailsClearlyWithoutTheStream) {

@@ -100,7 +100,7 @@ start() {
   # A start that fails (any exit before the cluster is up) stops the servers it started.
   started=()
   start_done=0
-  trap '[ "$start_done" = 1 ] || for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
+  trap stop_started EXIT
   bin=$(binary)
   mkdir -p "$dir"
   for i in 1 2 3; do
@@ -165,6 +165,12 @@ EOF
   start_done=1
   echo "NATS cluster up in $dir (JetStream meta leader $leader)" >&2
   urls
+}
+
+stop_started() {  # the EXIT trap of start: stops what it started unless the cluster came up
+  local p
+  [ "$start_done" = 1 ] && return
+  for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 }
 
 stop() {

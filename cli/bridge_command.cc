@@ -44,7 +44,7 @@ int BridgeCommand(const BridgeArgs& args) {
   if (args.create_stream) {
     std::string error;
     if (!client::JetStreamPublisher::EnsureStream(args.nats_url, args.stream, args.subject_prefix,
-                                                  &error)) {
+                                                  &error, args.replicas)) {
       spdlog::error("bridge: {}", error);
       return 1;
     }

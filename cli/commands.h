@@ -149,6 +149,7 @@ struct BridgeArgs {
   int max_in_flight = 1024;                      // unacknowledged publishes
   int rcvhwm = 1000;                             // ZMQ_RCVHWM in messages
   bool create_stream = false;  // create the stream (file storage, "<prefix>.*") when missing
+  int replicas = 1;            // --create-stream: the stream's replicas (3 on a 3-server cluster)
   std::string ready_file;      // written ({"endpoint": ...}) once bound and connected
   double duration_s = 0;       // 0 = until SIGINT/SIGTERM
 };

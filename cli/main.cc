@@ -407,6 +407,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100000000));
   bridge_cmd->add_flag("--create-stream", bridge.create_stream,
                        "Create the stream (file storage, subjects PREFIX.*) when it is missing");
+  bridge_cmd
+      ->add_option("--replicas", bridge.replicas,
+                   "With --create-stream: the stream's replicas (3 on a 3-server cluster); an "
+                   "existing stream with other replicas is an error")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 5));
   bridge_cmd->add_option("--ready-file", bridge.ready_file,
                          "Write {\"endpoint\": ...} here once bound and connected");
   bridge_cmd->add_option("--duration", bridge.duration_s, "Seconds to run; 0 = until stopped")

@@ -23,6 +23,8 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-/tmp/inferscope-nats}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)  # absolute: running() matches it in the server's command line
 NATS_PORT=${NATS_PORT:-4222}
 NATS_CLUSTER_PORT=${NATS_CLUSTER_PORT:-6222}
 NATS_HTTP_PORT=${NATS_HTTP_PORT:-8222}
@@ -61,11 +63,14 @@ load_ports() {
   fi
 }
 
-running() {  # running <i>: the server's pid file names a live nats-server
+# running <i>: the server's pid file names a live nats-server started with this cluster's n<i>.conf
+# (a stale pid file naming another server, or another process, is not taken for it).
+running() {
   local pid
   [ -f "$dir/n$1.pid" ] || return 1
   pid=$(cat "$dir/n$1.pid")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q nats-server "/proc/$pid/cmdline" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir/n$1.conf"
 }
 
 # The meta leader's name from a server's /jsz, or nothing.
@@ -92,6 +97,10 @@ EOF
 
 start() {
   local bin i routes
+  # A start that fails (any exit before the cluster is up) stops the servers it started.
+  started=()
+  start_done=0
+  trap stop_started EXIT
   bin=$(binary)
   mkdir -p "$dir"
   for i in 1 2 3; do
@@ -132,6 +141,7 @@ cluster {
 }
 EOF
     nohup "$bin" -c "$dir/n$i.conf" >"$dir/n$i.log" 2>&1 &
+    started+=("$!")
   done
   # A meta leader (elected once the servers see each other) is what stream creation needs.
   local leader="" tries=0
@@ -152,8 +162,15 @@ EOF
     fi
     sleep 0.2
   done
+  start_done=1
   echo "NATS cluster up in $dir (JetStream meta leader $leader)" >&2
   urls
+}
+
+stop_started() {  # the EXIT trap of start: stops what it started unless the cluster came up
+  local p
+  [ "$start_done" = 1 ] && return
+  for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 }
 
 stop() {
@@ -161,12 +178,12 @@ stop() {
   for i in 1 2 3; do
     if running "$i"; then
       pid=$(cat "$dir/n$i.pid")
-      kill -TERM "$pid"
+      kill -TERM "$pid" 2>/dev/null || true  # it may have exited since
       for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
       done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+      kill -KILL "$pid" 2>/dev/null || true
       echo "n$i stopped" >&2
     fi
     rm -f "$dir/n$i.pid"

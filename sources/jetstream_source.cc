@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "clients/cpp/nats_connect.h"
 #include "sources/decoder_options.h"
 #include "sources/jetstream_register.h"
 
@@ -65,40 +66,14 @@ bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* pen
   return number(tokens[base + 5], stream_seq) && number(tokens[base + 8], pending);
 }
 
-// Connects to the first server of `urls` (comma-separated) that answers, with reconnection to any
-// of them (and to the servers the cluster announces) for as long as the source lives: MaxReconnect
-// -1 is unlimited in libnats, where the default (60 attempts, 2 s apart) closes the connection for
-// good after two minutes without a server. A reconnect is tried every kReconnectWaitMs per server.
-natsStatus ConnectWithFailover(natsConnection** conn, const std::string& urls, const char* name) {
-  constexpr int64_t kReconnectWaitMs = 250;
-  std::vector<std::string> servers;
-  size_t start = 0;
-  while (start <= urls.size()) {
-    size_t end = urls.find(',', start);
-    if (end == std::string::npos) end = urls.size();
-    std::string url = urls.substr(start, end - start);
-    url.erase(0, url.find_first_not_of(" \t"));
-    url.erase(url.find_last_not_of(" \t") + 1);
-    if (!url.empty()) servers.push_back(std::move(url));
-    start = end + 1;
-  }
-  std::vector<const char*> list;
-  for (const std::string& s : servers) list.push_back(s.c_str());
-  natsOptions* opts = nullptr;
-  natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetServers(opts, list.data(), static_cast<int>(list.size()));
-  if (s == NATS_OK) s = natsOptions_SetName(opts, name);
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, kReconnectWaitMs);
-  if (s == NATS_OK) s = natsConnection_Connect(conn, opts);
-  natsOptions_Destroy(opts);
-  return s;
-}
-
 }  // namespace
 
 Status JetStreamSource::Options::Validate() const {
-  if (url.empty()) return Status::InvalidArgument("jetstream source: url is required");
+  std::vector<std::string> servers;
+  std::string url_error;
+  if (!client::SplitNatsUrls(url, &servers, &url_error)) {
+    return Status::InvalidArgument("jetstream source: url: " + url_error);
+  }
   if (!ValidName(stream)) {
     return Status::InvalidArgument(
         "jetstream source: stream is required (a name without '.', '*', '>', '/' or spaces)");
@@ -242,7 +217,7 @@ Status JetStreamSource::Open(const StageContext& ctx) {
           labels);
     }
   }
-  natsStatus s = ConnectWithFailover(&conn_, options_.url, "inferscope-jetstream-source");
+  natsStatus s = client::ConnectWithFailover(&conn_, options_.url, "inferscope-jetstream-source");
   if (s != NATS_OK) {
     conn_ = nullptr;
     return NatsError("jetstream source: cannot connect to " + options_.url, s);

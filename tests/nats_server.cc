@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -14,9 +15,11 @@
 namespace inferscope::testing {
 namespace {
 
-// A loopback TCP port nothing listens on: bound, then closed (0 on failure).
-int FreeLoopbackPort() {
+// A loopback TCP port nothing listens on, bound by `*fd` (0 on failure): the caller keeps it bound
+// while choosing other ports (no duplicates) and closes it just before the server binds it.
+int FreeLoopbackPort(int* fd_out) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  *fd_out = fd;
   if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -28,7 +31,6 @@ int FreeLoopbackPort() {
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
     port = ntohs(addr.sin_port);
   }
-  ::close(fd);
   return port;
 }
 
@@ -74,7 +76,8 @@ std::string NatsServer::Binary() {
 }
 
 NatsServer::NatsServer(const TempDir& dir, const std::string& name) {
-  const std::string root = dir.str() + "/" + name;
+  root_ = dir.str() + "/" + name;
+  const std::string& root = root_;
   std::filesystem::create_directories(root + "/ports");
   log_ = root + "/server.log";
   const std::string binary = Binary();
@@ -89,6 +92,21 @@ NatsServer::NatsServer(const TempDir& dir, const std::string& name) {
     url_ = ClientUrl(root + "/ports");
     return !url_.empty();
   });
+}
+
+bool NatsServer::Restart() {
+  if (process_ == nullptr || url_.empty()) return false;
+  const std::string port = url_.substr(url_.rfind(':') + 1);
+  process_->Signal(SIGKILL);
+  process_->Wait();
+  std::filesystem::remove_all(root_ + "/ports");
+  std::filesystem::create_directories(root_ + "/ports");
+  process_ = std::make_unique<Subprocess>(
+      std::vector<std::string>{Binary(), "-js", "-sd", root_ + "/data", "-a", "127.0.0.1", "-p",
+                               port, "--ports_file_dir", root_ + "/ports"},
+      log_);
+  return WaitFor([&] { return !process_->Running() || !ClientUrl(root_ + "/ports").empty(); }) &&
+         process_->Running();
 }
 
 int NatsCluster::Index(const std::string& name) {
@@ -110,12 +128,29 @@ std::string NatsCluster::Log() const {
 
 NatsCluster::NatsCluster(const TempDir& dir, const std::string& name)
     : root_(dir.str() + "/" + name) {
+  // A route port taken by another process between its choice and the server's bind fails the
+  // start: tried once more with fresh ports.
+  for (int attempt = 0; attempt < 2 && urls_.empty(); ++attempt) Start(attempt);
+}
+
+void NatsCluster::Start(int attempt) {
   const std::string binary = NatsServer::Binary();
   if (binary.empty()) return;
-  int route_port[kServers];
   for (int i = 0; i < kServers; ++i) {
-    route_port[i] = FreeLoopbackPort();
-    if (route_port[i] == 0) return;
+    if (process_[i] != nullptr) {
+      process_[i]->Signal(SIGKILL);
+      process_[i]->Wait();
+      process_[i].reset();
+    }
+    url_[i].clear();
+    monitor_[i].clear();
+  }
+  int route_port[kServers];
+  int fd[kServers];
+  bool ok = true;
+  for (int i = 0; i < kServers; ++i) {
+    route_port[i] = FreeLoopbackPort(&fd[i]);
+    ok = ok && route_port[i] != 0;
   }
   std::string routes;
   for (int i = 0; i < kServers; ++i) {
@@ -125,6 +160,7 @@ NatsCluster::NatsCluster(const TempDir& dir, const std::string& name)
   }
   for (int i = 0; i < kServers; ++i) {
     const std::string home = root_ + "/" + Name(i);
+    std::filesystem::remove_all(home + "/ports");
     std::filesystem::create_directories(home + "/ports");
     std::ofstream(home + "/server.conf")
         << "server_name: " << Name(i) << "\n"
@@ -134,6 +170,14 @@ NatsCluster::NatsCluster(const TempDir& dir, const std::string& name)
         << "jetstream { store_dir: \"" << home << "/data\" }\n"
         << "cluster {\n  name: inferscope-test\n  listen: 127.0.0.1:" << route_port[i]
         << "\n  routes: [" << routes << "]\n}\n";
+  }
+  for (int i = 0; i < kServers; ++i) {
+    if (fd[i] >= 0) ::close(fd[i]);
+  }
+  if (!ok) return;
+  for (int i = 0; i < kServers; ++i) {
+    const std::string home = root_ + "/" + Name(i);
+    if (attempt > 0) std::filesystem::remove_all(home + "/data");
     process_[i] = std::make_unique<Subprocess>(
         std::vector<std::string>{binary, "-c", home + "/server.conf"}, home + "/server.log");
   }

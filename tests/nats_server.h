@@ -18,11 +18,15 @@ class NatsServer {
   const std::string& url() const { return url_; }
   std::string Log() const { return ReadFile(log_); }
   Subprocess& process() { return *process_; }
+  // Kills the server (SIGKILL, also when stopped) and starts it again on the same client port and
+  // data directory; true once it listens again.
+  bool Restart();
 
   // The path of the nats-server binary, or empty when it is not installed.
   static std::string Binary();
 
  private:
+  std::string root_;
   std::string log_;
   std::string url_;
   std::unique_ptr<Subprocess> process_;
@@ -30,9 +34,11 @@ class NatsServer {
 
 // A 3-server NATS cluster with JetStream (real nats-server processes, named n1, n2, n3) on
 // 127.0.0.1: client ports chosen by each server and read back from its ports file, route ports
-// chosen free (bound, then closed) since each server's routes name the others'. Each server stores
-// in a directory of `dir`. The constructor returns once every server listens and the cluster
-// has a JetStream meta leader (JetStream API requests are answered); the destructor kills them.
+// chosen free (all bound together until the configurations are written, then closed) since each
+// server's routes name the others'; a start that fails is tried once more with fresh ports. Each
+// server stores in a directory of `dir`. The constructor returns once every server listens and the
+// cluster has a JetStream meta leader (JetStream API requests are answered); the destructor kills
+// them.
 class NatsCluster {
  public:
   static constexpr int kServers = 3;
@@ -53,6 +59,8 @@ class NatsCluster {
   std::string Log() const;
 
  private:
+  void Start(int attempt);
+
   std::string root_;
   std::string urls_;
   std::string url_[kServers];

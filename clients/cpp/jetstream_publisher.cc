@@ -2,9 +2,12 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 #include <vector>
+
+#include "clients/cpp/nats_connect.h"
 
 namespace inferscope::client {
 
@@ -24,33 +27,6 @@ std::string NatsText(natsStatus s) {
   const char* last = nats_GetLastError(nullptr);
   if (last != nullptr && *last != '\0') text += std::string(" (") + last + ")";
   return text;
-}
-
-// Connects to one of `urls` (comma-separated) with unlimited reconnection: libnats' default (60
-// attempts, 2 s apart) closes the connection for good after two minutes without a server.
-natsStatus ConnectWithFailover(natsConnection** conn, const std::string& urls) {
-  constexpr int64_t kReconnectWaitMs = 250;
-  std::vector<std::string> servers;
-  size_t start = 0;
-  while (start <= urls.size()) {
-    size_t end = urls.find(',', start);
-    if (end == std::string::npos) end = urls.size();
-    std::string url = urls.substr(start, end - start);
-    url.erase(0, url.find_first_not_of(" \t"));
-    url.erase(url.find_last_not_of(" \t") + 1);
-    if (!url.empty()) servers.push_back(std::move(url));
-    start = end + 1;
-  }
-  std::vector<const char*> list;
-  for (const std::string& s : servers) list.push_back(s.c_str());
-  natsOptions* opts = nullptr;
-  natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetServers(opts, list.data(), static_cast<int>(list.size()));
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, kReconnectWaitMs);
-  if (s == NATS_OK) s = natsConnection_Connect(conn, opts);
-  natsOptions_Destroy(opts);
-  return s;
 }
 
 }  // namespace
@@ -88,7 +64,13 @@ bool JetStreamPublisher::Connect() {
     last_error_ = "stream and publisher_id (1..250 bytes) are required";
     return false;
   }
-  natsStatus s = ConnectWithFailover(&conn_, options_.url);
+  std::vector<std::string> servers;
+  std::string url_error;
+  if (!SplitNatsUrls(options_.url, &servers, &url_error)) {
+    last_error_ = "url: " + url_error;
+    return false;
+  }
+  natsStatus s = ConnectWithFailover(&conn_, options_.url, nullptr);
   if (s != NATS_OK) {
     conn_ = nullptr;
     last_error_ = "connect to " + options_.url + ": " + NatsText(s);
@@ -185,6 +167,17 @@ bool JetStreamPublisher::Flush() {
     last_error_ = "waiting for acknowledgements: " + NatsText(s);
     ok = false;
   }
+  if (s == NATS_TIMEOUT) {
+    // libnats has no per-publish timeout: a publish whose acknowledgement was lost (the stream's
+    // leader died with it in flight) stays pending for ever, holding a max_in_flight slot and
+    // making every later Flush time out. Take the unacknowledged publishes back and count them
+    // failed.
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) {
+      failed_.fetch_add(static_cast<uint64_t>(pending.Count));
+      natsMsgList_Destroy(&pending);
+    }
+  }
   const uint64_t failed = failed_.load();
   if (failed != failed_reported_) {
     last_error_ = std::to_string(failed - failed_reported_) +
@@ -198,14 +191,31 @@ bool JetStreamPublisher::Flush() {
 bool JetStreamPublisher::EnsureStream(const std::string& url, const std::string& stream,
                                       const std::string& subject_prefix, std::string* error,
                                       int replicas) {
+  std::vector<std::string> servers;
+  std::string url_error;
+  if (!SplitNatsUrls(url, &servers, &url_error)) {
+    if (error != nullptr) *error = "url: " + url_error;
+    return false;
+  }
   natsConnection* conn = nullptr;
   jsCtx* js = nullptr;
-  natsStatus s = ConnectWithFailover(&conn, url);
+  natsStatus s = ConnectWithFailover(&conn, url, nullptr);
   if (s == NATS_OK) s = natsConnection_JetStream(&js, conn, nullptr);
   if (s == NATS_OK) {
     jsStreamInfo* info = nullptr;
     if (js_GetStreamInfo(&info, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+      const int existing = info->Config != nullptr ? static_cast<int>(info->Config->Replicas) : 0;
       jsStreamInfo_Destroy(info);
+      if (existing != std::max(replicas, 1)) {
+        if (error != nullptr) {
+          *error = "stream " + stream + " exists with " + std::to_string(existing) +
+                   " replica(s), not the " + std::to_string(replicas) +
+                   " asked for (change its replicas, or ask for " + std::to_string(existing) + ")";
+        }
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(conn);
+        return false;
+      }
     } else {
       const std::string subject = subject_prefix + ".*";
       const char* subjects[] = {subject.c_str()};

@@ -51,7 +51,10 @@ struct JetStreamPublisherOptions {
 // publish the stream refuses or does not acknowledge is counted in failed_messages and reported by
 // the next Flush; it is not resent, since a resend after newer messages would put the partition out
 // of order. On a cluster, publishes made while the stream elects a new leader (a few seconds after
-// its leader's server dies) fail this way; the connection itself fails over to another server.
+// its leader's server dies) fail this way; the connection itself fails over to another server. A
+// publish whose acknowledgement is lost (its server died with it in flight) is never acknowledged:
+// the next Flush times out after ack_timeout_ms, drops it, counts it in failed_messages and frees
+// its max_in_flight slot, so later Flushes succeed again. The caller should resend what failed.
 // Concurrency: not thread-safe.
 class JetStreamPublisher {
  public:
@@ -71,7 +74,10 @@ class JetStreamPublisher {
   // max_in_flight publishes are unacknowledged.
   bool PublishRaw(uint32_t partition, std::string_view payload, std::string_view msg_id);
   // Publishes the pending batches and waits until every publish is acknowledged (ack_timeout_ms).
-  // False when any publish failed since the last Flush, or the wait timed out.
+  // False when any publish failed since the last Flush, or the wait timed out. On a timeout the
+  // publishes still unacknowledged are dropped and counted in failed_messages (they may or may not
+  // be stored: resend them, with the same data, to be sure; the stream's duplicate window drops a
+  // resend of a stored message only if it carries the same Nats-Msg-Id, which PublishRaw allows).
   bool Flush();
 
   uint64_t messages_published() const { return messages_published_; }
@@ -80,7 +86,8 @@ class JetStreamPublisher {
   const std::string& last_error() const { return last_error_; }
 
   // Creates `stream` (file storage, limits retention, subjects "<subject_prefix>.*", `replicas`
-  // copies: 3 on a 3-server cluster) at `url` unless it exists. False with `*error` set on failure.
+  // copies: 3 on a 3-server cluster) at `url` unless it exists. False with `*error` set on failure,
+  // and when the stream exists with another number of replicas (it is not changed).
   static bool EnsureStream(const std::string& url, const std::string& stream,
                            const std::string& subject_prefix, std::string* error, int replicas = 1);
 

@@ -192,6 +192,24 @@ TEST(JetStreamBridgeTest, PublishesTheStreamRefusesAreLoggedWhileRunningAndExitO
   EXPECT_NE(ReadFile(log).find("3 publishes failed"), std::string::npos) << ReadFile(log);
 }
 
+TEST(JetStreamBridgeTest, CreateStreamReplicasMismatchIsAClearError) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(client::JetStreamPublisher::EnsureStream(server.url(), "R1", "inferscope.in", &error))
+      << error;
+  const std::string log = dir.str() + "/bridge.log";
+  Subprocess bridge(
+      {testing::InferscopeBinary(), "bridge", "--zmq-bind", "tcp://127.0.0.1:*", "--nats",
+       server.url(), "--stream", "R1", "--create-stream", "--replicas", "3"},
+      log);
+  EXPECT_EQ(bridge.Wait(), 1) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("stream R1 exists with 1 replica(s), not the 3 asked for"),
+            std::string::npos)
+      << ReadFile(log);
+}
+
 TEST(JetStreamBridgeTest, MissingStreamIsAClearError) {
   TempDir dir;
   NatsServer server(dir);

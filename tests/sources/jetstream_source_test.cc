@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_connect.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
@@ -339,10 +341,71 @@ TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtIts
   EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
 }
 
+// A publish whose acknowledgement is lost (the server died with it in flight) is never acked:
+// Flush's timeout takes such publishes back and counts them failed, so later Flushes succeed again.
+TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecover) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.ack_timeout_ms = 1000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 10);
+  ASSERT_EQ(pub.failed_messages(), 0u);
+
+  // The server is stopped while 4 messages are published: their acknowledgements never come.
+  server.process().Signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i) {
+    client::RequestOutcome r;
+    r.instance = "gpu-0";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  EXPECT_FALSE(pub.Flush());
+  EXPECT_EQ(pub.failed_messages(), 4u) << pub.last_error();
+  ASSERT_TRUE(server.Restart()) << server.Log();
+
+  // Once reconnected, a publish is acknowledged and Flush succeeds (before the fix every Flush
+  // timed out waiting for the lost acknowledgements).
+  const uint64_t failed = pub.failed_messages();
+  bool recovered = WaitFor([&] {
+    client::RequestOutcome r;
+    r.instance = "gpu-1";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    return pub.Request(r) && pub.Flush();
+  });
+  EXPECT_TRUE(recovered) << pub.last_error();
+  EXPECT_GE(pub.failed_messages(), failed);
+}
+
+TEST(JetStreamPublisherTest, EnsureStreamRefusesAnExistingStreamWithOtherReplicas) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 1))
+      << error;
+  EXPECT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 1))
+      << error;
+  EXPECT_FALSE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error, 3));
+  EXPECT_NE(error.find("exists with 1 replica(s), not the 3 asked for"), std::string::npos)
+      << error;
+}
+
 TEST(JetStreamSourceTest, OptionsAreValidated) {
   JetStreamSource::Options o;
-  o.url = "nats://127.0.0.1:1";
-  o.stream = "S";
+  o.url = std::string("nats://127.0.0.1:1");
+  o.stream = std::string("S");      // (assigning a literal trips GCC 12's false -Wrestrict here)
   EXPECT_FALSE(o.Validate().ok());  // no partitions
   o.partitions = {0, 0};
   EXPECT_FALSE(o.Validate().ok());
@@ -353,6 +416,32 @@ TEST(JetStreamSourceTest, OptionsAreValidated) {
   o.durable = "ok";
   o.fetch_wait_ms = 5000;
   EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(JetStreamSourceTest, AnEmptyUrlListOrItemIsRefusedNamingTheUrlOption) {
+  JetStreamSource::Options o;
+  o.stream = std::string("S");
+  o.partitions = {0};
+  for (const char* bad : {"", ",", " ", ", ,", "nats://127.0.0.1:1,", "nats://a:1,,nats://b:2"}) {
+    o.url = std::string(bad);
+    const Status st = o.Validate();
+    EXPECT_FALSE(st.ok()) << "'" << bad << "'";
+    EXPECT_NE(st.ToString().find("url: "), std::string::npos) << st.ToString();
+  }
+  o.url = std::string(" nats://127.0.0.1:1 ,\tnats://127.0.0.1:2");
+  EXPECT_TRUE(o.Validate().ok());
+  std::vector<std::string> servers;
+  std::string error;
+  ASSERT_TRUE(client::SplitNatsUrls(o.url, &servers, &error)) << error;
+  EXPECT_EQ(servers, (std::vector<std::string>{"nats://127.0.0.1:1", "nats://127.0.0.1:2"}));
+
+  // The publisher refuses them before connecting (libnats would try nats://localhost:4222).
+  client::JetStreamPublisherOptions po = PublisherOptions(", ,", 1);
+  client::JetStreamPublisher pub(po);
+  EXPECT_FALSE(pub.Connect());
+  EXPECT_NE(pub.last_error().find("url: "), std::string::npos) << pub.last_error();
+  EXPECT_FALSE(client::JetStreamPublisher::EnsureStream(" ", "S", "inferscope.in", &error));
+  EXPECT_NE(error.find("url: "), std::string::npos) << error;
 }
 
 TEST(JetStreamSourceTest, OpenFailsClearlyWithoutTheStream) {

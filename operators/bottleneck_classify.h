@@ -114,6 +114,8 @@ class BottleneckClassifyOperator final : public Operator {
   size_t tracked() const { return instances_.size(); }
   uint64_t dropped() const { return dropped_; }
   uint64_t expired() const { return expired_; }
+  // Early judgements skipped because the pane before the open one had not closed yet.
+  uint64_t early_skipped() const { return early_skipped_; }
   // The (type → severity) of the raised bottlenecks of one pair (tests, and a later API); early
   // raised ones (not yet confirmed) with their early severity.
   std::vector<std::pair<BottleneckType, BottleneckSeverity>> Active(std::string_view instance,
@@ -215,6 +217,7 @@ class BottleneckClassifyOperator final : public Operator {
   std::vector<std::string> deleted_records_;  // checkpoint records to delete
   uint64_t dropped_ = 0;
   uint64_t expired_ = 0;
+  uint64_t early_skipped_ = 0;
 
   // Scratch, reused across steps (no allocation in steady state).
   std::vector<InstanceWindow> windows_;

@@ -285,6 +285,28 @@ TEST(EarlyBottleneckTest, RaisesEarlyBeforeAnyPaneHasClosed) {
   EXPECT_EQ(changes[1].change, BottleneckChange::kConfirmed);
 }
 
+// Out-of-orderness (2 s) longer than the early slice (1 s): at 100 requests/s the open pane holds
+// min_requests after 200 ms, but the pane before it closes only 2 s into it. No early judgement
+// runs before then (it would count the open pane's first second alone over the 20 s evidence
+// window); they are skipped and counted, and the raise comes once the previous pane is in.
+TEST(EarlyBottleneckTest, NoEarlyJudgementBeforeThePreviousPaneHasClosed) {
+  Pipeline p(Options(true));
+  auto busy = [](int64_t) { return 10; };
+  ASSERT_TRUE(p.Feed(
+                   0, kSpike, [](int64_t) { return 200.0; }, busy)
+                  .empty());
+  std::vector<int64_t> at;
+  std::vector<Bottleneck> changes = p.Feed(kSpike, kSpike + 3 * kPane, Spike, busy, &at);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_TRUE(changes[0].early);
+  EXPECT_EQ(changes[0].change, BottleneckChange::kRaised);
+  EXPECT_GE(at[0], kSpike + 2'000);  // the pane [kSpike - 10 s, kSpike) closed at kSpike + 2 s
+  EXPECT_LT(at[0], kSpike + kPane);
+  EXPECT_GE(changes[0].window_end_ms, kT0 + kSpike + 2'000);
+  EXPECT_GT(p.op_->early_skipped(), 0u);
+  EXPECT_EQ(changes[1].change, BottleneckChange::kConfirmed);
+}
+
 // Default off: an operator without `early` ignores early summaries in its input completely.
 TEST(EarlyBottleneckTest, DefaultOffIgnoresEarlySummaries) {
   Pipeline p(Options(false));

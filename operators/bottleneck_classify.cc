@@ -457,6 +457,15 @@ void BottleneckClassifyOperator::JudgeEarly(std::vector<Bottleneck>& out) {
     InstanceState& s = it->second;
     s.early_due = false;
     if (s.open == nullptr || s.open->end_ms <= s.newest_end_ms) continue;
+    // The evidence window spans the whole evidence period, so the pane before the open one must
+    // have closed (its summary ingested, or the watermark past it with none for this pair):
+    // judging before then would count the open pane alone over the whole period (rates too low,
+    // p95 of the open pane only). Skipped and counted; a later slice judges it.
+    const int64_t open_start = s.open->end_ms - pane_ms_;
+    if (s.newest_end_ms < open_start && watermark_ms_ < open_start) {
+      ++early_skipped_;
+      continue;
+    }
     // `min_requests` guards the thin start of a pane; a verdict that could change nothing is not
     // computed at all.
     const PaneSlot& open = *s.open;
@@ -468,36 +477,18 @@ void BottleneckClassifyOperator::JudgeEarly(std::vector<Bottleneck>& out) {
   }
   early_due_.clear();
   if (order_.empty()) return;
-  // Peers: the pairs of one model judged early at the same open pane.
-  std::sort(order_.begin(), order_.end(), [&](const auto& a, const auto& b) {
-    const InstanceState& sa = instances_.at(a.first);
-    const InstanceState& sb = instances_.at(b.first);
-    if (sa.model != sb.model) return sa.model < sb.model;
-    if (sa.open->end_ms != sb.open->end_ms) return sa.open->end_ms < sb.open->end_ms;
-    return sa.instance < sb.instance;
-  });
   const size_t n = order_.size();
   if (windows_.size() < n) windows_.resize(n);
-  samples_.resize(n);
   views_.resize(n);
   for (size_t i = 0; i < n; ++i) {
     InstanceState& s = instances_.at(order_[i].first);
     BuildWindow(s, s.open->end_ms, s.open.get(), &windows_[i]);
     // Rates are over the part observed: the window ends at the slice boundary.
     windows_[i].end_ms = std::min(s.open->end_ms, s.open_observed_ms);
-    samples_[i] = PeerSampleOf(windows_[i], options_.rules);
-  }
-  for (size_t begin = 0; begin < n;) {
-    const InstanceState& first = instances_.at(order_[begin].first);
-    size_t end = begin + 1;
-    while (end < n) {
-      const InstanceState& s = instances_.at(order_[end].first);
-      if (s.model != first.model || s.open->end_ms != first.open->end_ms) break;
-      ++end;
-    }
-    ComputePeerViews(std::span<const PeerSample>(samples_).subspan(begin, end - begin),
-                     std::span<PeerView>(views_).subspan(begin, end - begin), peer_scratch_);
-    begin = end;
+    // Peer-relative rules are not judged early: the pairs judged early at one slice are a
+    // filtered subset (events since the last boundary, min_requests, something to raise), so
+    // their median would be of the degraded ones. No peers: only absolute rules judge early.
+    views_[i] = PeerView{};
   }
   RuleVerdicts verdicts;
   for (size_t i = 0; i < n; ++i) {
@@ -546,11 +537,20 @@ void BottleneckClassifyOperator::ApplyEarly(InstanceState& s, const InstanceWind
   }
   std::array<CausalPath, kNumBottleneckTypes> paths;
   const BottleneckType primary = CausalOrder(mask, severity, &paths);
+  // An early raise never takes primary from a type that already holds it (raised, or raised
+  // early before): the pair keeps one primary until a closed pane reorders it.
+  bool has_primary = false;
+  for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
+    const TypeState& ts = s.types[i];
+    if (((raised >> i) & 1) == 0 && (ts.phase == Phase::kRaised || ts.early) && ts.primary) {
+      has_primary = true;
+    }
+  }
   const int64_t observed_s = (at - (s.open->end_ms - pane_ms_)) / 1000;
   for (size_t i = 0; i < kNumBottleneckTypes; ++i) {
     if (((raised >> i) & 1) == 0) continue;
     TypeState& ts = s.types[i];
-    ts.primary = static_cast<size_t>(primary) == i;
+    ts.primary = !has_primary && static_cast<size_t>(primary) == i;
     ts.path = paths[i];
     Publish(s, static_cast<BottleneckType>(i), &verdicts[i], &w, BottleneckChange::kRaised,
             BottleneckState::kActive, out);

@@ -39,11 +39,13 @@ namespace inferscope {
 //
 // Early evaluation (`early: true`, default false; docs/BOTTLENECKS.md "Early evaluation"): the
 // open pane (kind::EarlySummary of a window_aggregate with `early_slice`) is judged as it fills,
-// with the closed panes before it, once it holds `min_requests` requests. A type that is not
-// raised and would be raised now (`for` already held by closed panes, or `for: 0s`) is published
-// raised with `early = true`; the closed pane then confirms it (change `confirmed`, no second
-// `raised`) or retracts it (state and change `retracted`). Early evidence never moves the state
-// machine (since_ms, clear_since_ms, candidates): only the early flag and what it published.
+// with the closed panes before it, once it holds `min_requests` requests and the pane before it
+// has closed; absolute rules only (no peers early). A type that is not raised and would be raised
+// now (`for` already held by closed panes, or `for: 0s`) is published raised with `early = true`
+// (never taking the primary from a type that holds it); the closed pane then confirms it (change
+// `confirmed`, no second `raised`) or retracts it (state and change `retracted`). Early evidence
+// never moves the state machine (since_ms, clear_since_ms, candidates): only the early flag and
+// what it published.
 // Lifecycle: Create → Open → Restore → ProcessResults / OnTimer → Close.
 // Concurrency: none; the operator thread makes every call.
 // Host gauges: a saturation gauge of model "_" (the host source's cpu_utilization, a node
@@ -114,6 +116,8 @@ class BottleneckClassifyOperator final : public Operator {
   size_t tracked() const { return instances_.size(); }
   uint64_t dropped() const { return dropped_; }
   uint64_t expired() const { return expired_; }
+  // Early judgements skipped because the pane before the open one had not closed yet.
+  uint64_t early_skipped() const { return early_skipped_; }
   // The (type → severity) of the raised bottlenecks of one pair (tests, and a later API); early
   // raised ones (not yet confirmed) with their early severity.
   std::vector<std::pair<BottleneckType, BottleneckSeverity>> Active(std::string_view instance,
@@ -215,6 +219,7 @@ class BottleneckClassifyOperator final : public Operator {
   std::vector<std::string> deleted_records_;  // checkpoint records to delete
   uint64_t dropped_ = 0;
   uint64_t expired_ = 0;
+  uint64_t early_skipped_ = 0;
 
   // Scratch, reused across steps (no allocation in steady state).
   std::vector<InstanceWindow> windows_;

@@ -675,12 +675,14 @@ ApiReply HandleModelProfile(const ApiContext& ctx, const ApiRequest& req) {
   }
   const bool truncated = instances.size() > kMaxProfileInstances;
   if (truncated) instances.resize(kMaxProfileInstances);
-  // Active bottlenecks of the model's instances (the store keeps the latest change per type).
+  // Active bottlenecks of the model's instances (the store keeps the latest change per type);
+  // early raises not yet confirmed by a closed pane are left out (they may still be retracted).
   std::map<std::string, json> active;
   std::map<std::string, std::string> primary;
   const std::set<std::string> wanted(instances.begin(), instances.end());
   st = ScanBottlenecks(*ctx.store, "", [&](std::string_view, const Bottleneck& b) {
-    if (b.model != model || b.state != BottleneckState::kActive || !wanted.count(b.instance)) {
+    if (b.model != model || b.state != BottleneckState::kActive || b.early ||
+        !wanted.count(b.instance)) {
       return true;
     }
     json& list = active[b.instance];

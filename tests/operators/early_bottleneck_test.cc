@@ -285,6 +285,135 @@ TEST(EarlyBottleneckTest, RaisesEarlyBeforeAnyPaneHasClosed) {
   EXPECT_EQ(changes[1].change, BottleneckChange::kConfirmed);
 }
 
+// Out-of-orderness (2 s) longer than the early slice (1 s): at 100 requests/s the open pane holds
+// min_requests after 200 ms, but the pane before it closes only 2 s into it. No early judgement
+// runs before then (it would count the open pane's first second alone over the 20 s evidence
+// window); they are skipped and counted, and the raise comes once the previous pane is in.
+TEST(EarlyBottleneckTest, NoEarlyJudgementBeforeThePreviousPaneHasClosed) {
+  Pipeline p(Options(true));
+  auto busy = [](int64_t) { return 10; };
+  ASSERT_TRUE(p.Feed(
+                   0, kSpike, [](int64_t) { return 200.0; }, busy)
+                  .empty());
+  std::vector<int64_t> at;
+  std::vector<Bottleneck> changes = p.Feed(kSpike, kSpike + 3 * kPane, Spike, busy, &at);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_TRUE(changes[0].early);
+  EXPECT_EQ(changes[0].change, BottleneckChange::kRaised);
+  EXPECT_GE(at[0], kSpike + 2'000);  // the pane [kSpike - 10 s, kSpike) closed at kSpike + 2 s
+  EXPECT_LT(at[0], kSpike + kPane);
+  EXPECT_GE(changes[0].window_end_ms, kT0 + kSpike + 2'000);
+  EXPECT_GT(p.op_->early_skipped(), 0u);
+  EXPECT_EQ(changes[1].change, BottleneckChange::kConfirmed);
+}
+
+// Hand-built summaries fed straight to the operator (several instances, gauges).
+class Direct {
+ public:
+  explicit Direct(const std::string& options) {
+    auto op = BottleneckClassifyOperator::Create(Parse(options));
+    EXPECT_TRUE(op.ok()) << op.status().ToString();
+    op_ = std::move(op).value();
+    StageContext ctx;
+    ctx.name = "bottlenecks";
+    ctx.interner = &interner_;
+    ctx.metrics = &metrics_;
+    ctx.clock = &clock_;
+    EXPECT_TRUE(op_->Open(ctx).ok());
+  }
+
+  // `n` values of `metric` for the pane starting at `start` (an early summary observed up to
+  // `observed` when observed > 0), each with a request event when `requests`.
+  void Add(OutputBatch& in, const std::string& instance, const std::string& metric, int64_t start,
+           double value, int n, bool requests, int64_t observed = 0) {
+    WindowSummary s;
+    s.series = {interner_.Intern(instance), interner_.Intern("m"), interner_.Intern(metric)};
+    s.start_ms = kT0 + start;
+    s.end_ms = kT0 + start + kPane;
+    s.max_event_time_ms = kT0 + start;
+    for (int i = 0; i < n; ++i) {
+      s.agg.Add(value * (0.95 + 0.1 * i / std::max(1, n - 1)), kT0 + start + i);
+      if (requests) s.agg.AddEvent(false);
+    }
+    if (observed > 0) {
+      s.observed_until_ms = kT0 + observed;
+      in.Add<kind::EarlySummary>(std::move(s));
+    } else {
+      in.Add<kind::PaneSummary>(std::move(s));
+    }
+  }
+
+  std::vector<Bottleneck> Run(OutputBatch& in, int64_t watermark) {
+    in.watermark_ms = kT0 + watermark;
+    OutputBatch out;
+    EXPECT_TRUE(op_->ProcessResults(in, out).ok());
+    const auto changes = out.Get<kind::Bottleneck>();
+    return {changes.begin(), changes.end()};
+  }
+
+  Interner interner_;
+  MetricsRegistry metrics_;
+  ManualClock clock_{kT0};
+  std::unique_ptr<BottleneckClassifyOperator> op_;
+};
+
+// An early raise never takes primary from a raised type: HIGH_LATENCY is raised (primary) by the
+// closed panes, then preemptions in the open pane raise MEMORY_PRESSURE early — its cause in the
+// causal order, but published with primary = false; the pair keeps one primary.
+TEST(EarlyBottleneckTest, AnEarlyRaiseDoesNotTakePrimaryFromARaisedType) {
+  Direct d(Options(true));
+  auto pane = [&](OutputBatch& in, int64_t start, double preemptions, int64_t observed) {
+    d.Add(in, "vllm-1", "ttft_ms", start, 3000, 50, true, observed);
+    d.Add(in, "vllm-1", "kv_cache_usage", start, 0.95, 10, false, observed);
+    d.Add(in, "vllm-1", "num_preemptions", start, preemptions, 10, false, observed);
+  };
+  std::vector<Bottleneck> raised;
+  for (int64_t start = 0; start < 2 * kPane; start += kPane) {
+    OutputBatch in;
+    pane(in, start, 0, 0);
+    for (const Bottleneck& b : d.Run(in, start + kPane)) raised.push_back(b);
+  }
+  ASSERT_EQ(raised.size(), 1u);
+  EXPECT_EQ(raised[0].type, BottleneckType::kHighLatency);
+  EXPECT_TRUE(raised[0].primary);
+  OutputBatch in;
+  pane(in, 2 * kPane, 3, 2 * kPane + 5'000);
+  std::vector<Bottleneck> early = d.Run(in, 2 * kPane);
+  ASSERT_EQ(early.size(), 1u);
+  EXPECT_EQ(early[0].type, BottleneckType::kMemoryPressure);
+  EXPECT_TRUE(early[0].early);
+  EXPECT_FALSE(early[0].primary);
+}
+
+// Peer-relative rules are not judged early: vllm-1's ttft p50 is 3x its three peers' (no SLO
+// breached) in the open pane; nothing is raised early, the closed pane raises it.
+TEST(EarlyBottleneckTest, PeerRelativeRulesWaitForTheClosedPane) {
+  Direct d(
+      "{evidence: 20s, for: 0s, min_requests: 20, "
+      "high_latency: {ttft_p95_ms: 0, tpot_p95_ms: 0, e2e_p95_ms: 0}, early: true}");
+  const std::vector<std::string> fleet = {"vllm-0", "vllm-1", "vllm-2", "vllm-3"};
+  auto ttft = [](const std::string& instance, int64_t start) {
+    return instance == "vllm-1" && start >= 2 * kPane ? 600.0 : 200.0;
+  };
+  for (int64_t start = 0; start < 2 * kPane; start += kPane) {
+    OutputBatch in;
+    for (const auto& i : fleet) d.Add(in, i, "ttft_ms", start, ttft(i, start), 50, true);
+    ASSERT_TRUE(d.Run(in, start + kPane).empty());
+  }
+  OutputBatch open;
+  for (const auto& i : fleet) {
+    d.Add(open, i, "ttft_ms", 2 * kPane, ttft(i, 2 * kPane), 100, true, 2 * kPane + 5'000);
+  }
+  EXPECT_TRUE(d.Run(open, 2 * kPane).empty());
+  OutputBatch closed;
+  for (const auto& i : fleet) d.Add(closed, i, "ttft_ms", 2 * kPane, ttft(i, 2 * kPane), 100, true);
+  std::vector<Bottleneck> changes = d.Run(closed, 3 * kPane);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].instance, "vllm-1");
+  EXPECT_EQ(changes[0].type, BottleneckType::kHighLatency);
+  EXPECT_FALSE(changes[0].early);
+}
+
 // Default off: an operator without `early` ignores early summaries in its input completely.
 TEST(EarlyBottleneckTest, DefaultOffIgnoresEarlySummaries) {
   Pipeline p(Options(false));

@@ -313,6 +313,38 @@ TEST_F(OptimizeApiTest, OptimizeErrors) {
   EXPECT_EQ(reply["error"]["code"], "NOT_FOUND");
 }
 
+// An early raise not yet confirmed by a closed pane (it may still be retracted) is not an active
+// bottleneck for the profile: vllm-2's stays healthy, vllm-1 keeps its confirmed primary.
+TEST_F(OptimizeApiTest, ProfileIgnoresUnconfirmedEarlyRaises) {
+  Bottleneck b;
+  b.model = kModel;
+  b.engine = "vllm";
+  b.type = BottleneckType::kHighLatency;
+  b.severity = BottleneckSeverity::kHigh;
+  b.primary = true;
+  b.early = true;
+  b.root = b.type;
+  b.chain = {b.type};
+  b.metric = "ttft_ms";
+  b.stat = "p95";
+  b.detected_at_ms = kT0 + 350'000;
+  b.description = "d (open pane, 3s observed)";
+  b.instance = "vllm-2";
+  Bottleneck on_primary = b;
+  on_primary.instance = "vllm-1";
+  ASSERT_TRUE(StoreBottlenecks(*store_, std::vector<Bottleneck>{b, on_primary}).ok());
+  json p = Get("/v1/performance/profile/llama-3.1-8b-instruct?window=5m");
+  EXPECT_EQ(p["total"]["instances_with_bottlenecks"], 1) << p.dump();
+  for (const json& i : p["instances"]) {
+    SCOPED_TRACE(i.dump());
+    if (i["instance"] == "vllm-1") {
+      EXPECT_EQ(i["primary_bottleneck"], "MEMORY_PRESSURE");
+    } else {
+      EXPECT_TRUE(i["primary_bottleneck"].is_null());
+    }
+  }
+}
+
 TEST_F(OptimizeApiTest, ProfilesAModel) {
   json p = Get("/v1/performance/profile/llama-3.1-8b-instruct?window=5m");
   EXPECT_EQ(p["model"], kModel);

@@ -370,28 +370,7 @@ struct RoutingLearner::Table {
   NoBackendReason reason = NoBackendReason::kNone;
   StrategyWeights weights;
   bool panic = false;
-  // For hindsight judgements (calibration): the candidates in scoring order — the routable ones
-  // [0, n), then the held ones with fresh gauges [n, all) — and what their posterior draws were
-  // multiplied by for this table: ttft, tpot and e2e by the load (tpot also by the output
-  // tokens), and the point cost.
-  uint32_t all = 0;
-  std::array<uint32_t, kMaxBackendsPerModel> hb_backend;
-  std::array<std::array<float, 4>, kMaxBackendsPerModel> hb_factor;
 };
-
-// A sampled decision waiting for its hindsight judgement (calibration): when it was made, its raw
-// confidence, the strategy's weights, and its competitors (the chosen one first; the routable
-// ones, then the held ones) with the load factors and cost they were scored with.
-struct RoutingLearner::Pending {
-  static constexpr size_t kCandidates = 8;
-  int64_t time_ms = 0;
-  float raw = 0;
-  float w_latency = 0, w_quality = 0, w_cost = 0;
-  uint8_t num = 0;  // candidates below, the chosen one at 0
-  std::array<uint8_t, kCandidates> backend{};
-  std::array<std::array<float, 4>, kCandidates> factor{};
-};
-constexpr size_t kMaxPending = 256;
 
 struct RoutingLearner::Model {
   std::string name;
@@ -422,12 +401,6 @@ struct RoutingLearner::Model {
     RoutingWeights weights;
   };
   std::array<Published, kNumStrategies> published;
-  // Online recalibration of the confidence (EstimatorOptions::calibration): the map, and the
-  // sampled decisions waiting for their judgement (a ring; allocated once, when enabled).
-  ConfidenceCalibrator calibrator;
-  std::unique_ptr<std::array<Pending, kMaxPending>> pending;
-  size_t pending_head = 0, pending_size = 0;
-  int64_t last_sample_ms = INT64_MIN;
 };
 
 RoutingLearner::RoutingLearner(RoutingOptions options, MetricsRegistry* metrics)
@@ -486,11 +459,6 @@ RoutingLearner::Model* RoutingLearner::GetOrCreateModel(std::string_view name) {
   }
   auto m = std::make_unique<Model>();
   m->name = std::string(name);
-  const EstimatorOptions& e = options_.estimator;
-  m->calibrator = ConfidenceCalibrator(e.calibration_half_life_ms, e.calibration_prior);
-  if (e.calibration != EstimatorOptions::CalibrationLabel::kOff) {
-    m->pending = std::make_unique<std::array<Pending, kMaxPending>>();
-  }
   m->backends.reserve(static_cast<size_t>(options_.limits.max_backends_per_model));
   const auto id = static_cast<ModelId>(models_.size());
   model_ids_.emplace(m->name, id);
@@ -1118,14 +1086,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   std::array<double, kMaxBackendsPerModel> cost_used;
   for (uint32_t j = 0; j < all; ++j) {
     cost_used[j] = (std::isfinite(cost[j]) && cost[j] > 0) ? cost[j] : fill;
-    const Backend& b = model.backends[cand[j]];
-    t.hb_backend[j] = cand[j];
-    t.hb_factor[j] = {static_cast<float>(b.ttft_load_factor * b.load_factor),
-                      static_cast<float>(b.elastic_factor[1] * ot * b.load_factor),
-                      static_cast<float>(b.elastic_factor[2] * b.load_factor),
-                      static_cast<float>(cost_used[j])};
   }
-  t.all = all;
 
   // Score every posterior draw; count wins: of the expected latencies (P(best): the traffic
   // weights) and of one request's latency (the prediction error added: the confidence).
@@ -1384,14 +1345,6 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   out->backend_name = c.name;
   const double p_scale = excluded_p < 1 ? 1.0 / (1.0 - excluded_p) : 1.0;
   out->confidence = std::min(1.0, c.p_best_request * p_scale);
-  if (model.pending != nullptr) {
-    Judge(model, now);
-    if (model.last_sample_ms == INT64_MIN || now < model.last_sample_ms ||
-        now - model.last_sample_ms >= options_.estimator.calibration_sample_interval_ms) {
-      Remember(model, t, c.backend, out->confidence, now);
-    }
-    out->confidence = model.calibrator.Map(out->confidence);
-  }
   out->weight = c.weight / total;
   // Ranked alternatives: the table's order, the chosen one always among them.
   uint32_t k = 0;
@@ -1403,114 +1356,6 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   }
   if (!chosen_in) out->ranked[kMaxRanked - 1] = c;
   out->num_ranked = k;
-}
-
-void RoutingLearner::Remember(Model& model, const Table& t, uint32_t chosen, double raw,
-                              int64_t now) {
-  if (model.pending_size >= kMaxPending || t.all == 0) return;
-  Pending& p = (*model.pending)[(model.pending_head + model.pending_size) % kMaxPending];
-  p.time_ms = now;
-  p.raw = static_cast<float>(raw);
-  p.w_latency = static_cast<float>(t.weights.latency);
-  p.w_quality = static_cast<float>(t.weights.quality);
-  p.w_cost = static_cast<float>(t.weights.cost);
-  // The chosen one first, then the others in scoring order (routable, then held) while they fit.
-  uint32_t at = t.all;
-  for (uint32_t j = 0; j < t.all; ++j) {
-    if (t.hb_backend[j] == chosen) at = j;
-  }
-  if (at == t.all) return;
-  p.num = 0;
-  p.backend[p.num] = static_cast<uint8_t>(t.hb_backend[at]);
-  p.factor[p.num++] = t.hb_factor[at];
-  for (uint32_t j = 0; j < t.all && p.num < Pending::kCandidates; ++j) {
-    if (j == at) continue;
-    p.backend[p.num] = static_cast<uint8_t>(t.hb_backend[j]);
-    p.factor[p.num++] = t.hb_factor[j];
-  }
-  ++model.pending_size;
-  model.last_sample_ms = now;
-}
-
-void RoutingLearner::Judge(Model& model, int64_t now) {
-  // A few per call, so that a select after a long quiet spell does not judge a whole backlog.
-  constexpr int kMaxPerCall = 4;
-  const int64_t delay = options_.estimator.calibration_delay_ms;
-  for (int k = 0; k < kMaxPerCall && model.pending_size > 0; ++k) {
-    const Pending& p = (*model.pending)[model.pending_head];
-    if (now >= p.time_ms && now - p.time_ms < delay) break;  // (time running back: judge now)
-    model.calibrator.Add(p.raw, Label(model, p), now);
-    model.pending_head = (model.pending_head + 1) % kMaxPending;
-    --model.pending_size;
-  }
-}
-
-double RoutingLearner::Label(const Model& model, const Pending& p) const {
-  const EstimatorOptions& e = options_.estimator;
-  const auto draws = static_cast<size_t>(e.posterior_draws);
-  const size_t num = p.num;
-  std::array<double, Pending::kCandidates> lat, lat_request, q, c, sum_lat{}, sum_q{}, sum_c{};
-  uint32_t wins = 0;
-  for (size_t m = 0; m < draws; ++m) {
-    double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
-    double lmin_request = lmin;
-    for (size_t j = 0; j < num; ++j) {
-      const Backend& b = model.backends[p.backend[j]];
-      const size_t at = p.backend[j] * draws + m;
-      const std::array<float, 4>& f = p.factor[j];
-      const double err = std::min(static_cast<double>(model.perr[at]), kMaxErrorRate);
-      const double base = model.use_split ? static_cast<double>(model.ttft[at]) * f[0] +
-                                                static_cast<double>(model.tpot[at]) * f[1]
-                                          : static_cast<double>(model.e2e[at]) * f[2];
-      lat[j] = std::max(base, kMinLatencyMs) / (1 - err);
-      lat_request[j] = lat[j] * std::exp(e.prediction_noise * b.pred_log_sd *
-                                         static_cast<double>(model.noise[at * kNoise + kPred]));
-      q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - err);
-      c[j] = static_cast<double>(f[3]) / (1 - err);
-      sum_lat[j] += lat[j];
-      sum_q[j] += q[j];
-      sum_c[j] += c[j];
-      lmin = std::min(lmin, lat[j]);
-      lmin_request = std::min(lmin_request, lat_request[j]);
-      cmin = std::min(cmin, c[j]);
-      qmax = std::max(qmax, q[j]);
-    }
-    const bool request = e.calibration == EstimatorOptions::CalibrationLabel::kRequest;
-    size_t best = 0;
-    double best_score = -1;
-    for (size_t j = 0; j < num; ++j) {
-      const double ls = request ? lmin_request / lat_request[j] : lmin / lat[j];
-      const double score = p.w_latency * ls + p.w_quality * (qmax > 0 ? q[j] / qmax : 1.0) +
-                           p.w_cost * (c[j] > 0 ? cmin / c[j] : 1.0);
-      if (score > best_score) {
-        best_score = score;
-        best = j;
-      }
-    }
-    wins += best == 0 ? 1 : 0;
-  }
-  if (e.calibration != EstimatorOptions::CalibrationLabel::kPlugIn) {
-    return static_cast<double>(wins) / static_cast<double>(draws);
-  }
-  // Plug-in: the chosen one (at 0) has the best score of the posterior means.
-  double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
-  for (size_t j = 0; j < num; ++j) {
-    lmin = std::min(lmin, sum_lat[j]);
-    cmin = std::min(cmin, sum_c[j]);
-    qmax = std::max(qmax, sum_q[j]);
-  }
-  double chosen_score = 0, best_other = -1;
-  for (size_t j = 0; j < num; ++j) {
-    const double score = p.w_latency * lmin / sum_lat[j] +
-                         p.w_quality * (qmax > 0 ? sum_q[j] / qmax : 1.0) +
-                         p.w_cost * (sum_c[j] > 0 ? cmin / sum_c[j] : 1.0);
-    if (j == 0) {
-      chosen_score = score;
-    } else {
-      best_other = std::max(best_other, score);
-    }
-  }
-  return chosen_score >= best_other ? 1.0 : 0.0;
 }
 
 void RoutingLearner::FillWeights(const Model& model, const Table& t, Strategy strategy, int64_t now,

@@ -35,7 +35,6 @@
 #include "pipeline/event.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
-#include "routing/calibration.h"
 #include "routing/estimates.h"
 #include "routing/health_gate.h"
 #include "routing/options.h"
@@ -321,7 +320,6 @@ class RoutingLearner {
   struct Backend;
   struct Model;
   struct Table;
-  struct Pending;
 
   struct StringHash {
     using is_transparent = void;
@@ -346,13 +344,6 @@ class RoutingLearner {
   double ExpectedCost(const Model& model, const Backend& b, double prompt_tokens,
                       double output_tokens) const;
   bool MayEject(const Model& model) const;
-  // Calibration (EstimatorOptions::calibration): keeps a decision of `table` (the chosen backend
-  // `chosen`, its raw confidence) for a later judgement; judges the kept decisions that are at
-  // least calibration_delay old at `now_ms` (a few per call) and adds them to the map.
-  void Remember(Model& model, const Table& table, uint32_t chosen, double raw, int64_t now_ms);
-  void Judge(Model& model, int64_t now_ms);
-  // The hindsight label of one kept decision with the model's current posterior draws.
-  double Label(const Model& model, const Pending& p) const;
   void FillWeights(const Model& model, const Table& table, Strategy strategy, int64_t now_ms,
                    RoutingWeights* out) const;
 

@@ -116,33 +116,6 @@ Status ParseModels(const ConfigNode& node, const RoutingLimits& limits,
 
 }  // namespace
 
-std::string_view CalibrationLabelName(EstimatorOptions::CalibrationLabel label) {
-  switch (label) {
-    case EstimatorOptions::CalibrationLabel::kOff:
-      return "off";
-    case EstimatorOptions::CalibrationLabel::kRequest:
-      return "request";
-    case EstimatorOptions::CalibrationLabel::kExpected:
-      return "expected";
-    case EstimatorOptions::CalibrationLabel::kPlugIn:
-      return "plug_in";
-  }
-  return "off";
-}
-
-bool ParseCalibrationLabel(std::string_view name, EstimatorOptions::CalibrationLabel* out) {
-  for (auto l :
-       {EstimatorOptions::CalibrationLabel::kOff, EstimatorOptions::CalibrationLabel::kRequest,
-        EstimatorOptions::CalibrationLabel::kExpected,
-        EstimatorOptions::CalibrationLabel::kPlugIn}) {
-    if (CalibrationLabelName(l) == name) {
-      *out = l;
-      return true;
-    }
-  }
-  return false;
-}
-
 std::optional<uint32_t> ParseCapability(std::string_view name) {
   for (size_t i = 0; i < kNumCapabilities; ++i) {
     if (kCapabilityNames[i] == name) return 1u << i;
@@ -191,16 +164,6 @@ Status EstimatorOptions::Validate() const {
   }
   if (!(prediction_noise >= 0 && prediction_noise <= 2)) {
     return Status::InvalidArgument("prediction_noise must be in 0..2");
-  }
-  if (calibration_delay_ms < 0) return Status::InvalidArgument("calibration_delay must be >= 0");
-  if (calibration_half_life_ms < 1) {
-    return Status::InvalidArgument("calibration_half_life must be >= 1ms");
-  }
-  if (!(calibration_prior >= 0) || !std::isfinite(calibration_prior)) {
-    return Status::InvalidArgument("calibration_prior must be >= 0");
-  }
-  if (calibration_sample_interval_ms < 0) {
-    return Status::InvalidArgument("calibration_sample_interval must be >= 0");
   }
   return Status::Ok();
 }
@@ -308,20 +271,6 @@ Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out) {
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "temperature", &e.temperature, 0.05, 20));
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "prediction_noise", &e.prediction_noise, 0, 2));
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "load_choices", &e.load_choices, 1, 4));
-  {
-    Result<std::string> label =
-        node.GetString("calibration", std::string(CalibrationLabelName(e.calibration)));
-    if (!label.ok()) return label.status();
-    if (!ParseCalibrationLabel(*label, &e.calibration)) {
-      return node.Error("calibration", "must be off, request, expected or plug_in");
-    }
-  }
-  INFERSCOPE_RETURN_IF_ERROR(ReadDuration(node, "calibration_delay", &e.calibration_delay_ms, 0));
-  INFERSCOPE_RETURN_IF_ERROR(
-      ReadDuration(node, "calibration_half_life", &e.calibration_half_life_ms, 1));
-  INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "calibration_prior", &e.calibration_prior, 0, 1e9));
-  INFERSCOPE_RETURN_IF_ERROR(
-      ReadDuration(node, "calibration_sample_interval", &e.calibration_sample_interval_ms, 0));
   int64_t seed = static_cast<int64_t>(e.seed);
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "seed", &seed, 0));
   e.seed = static_cast<uint64_t>(seed);

@@ -111,35 +111,11 @@ struct EstimatorOptions {
   // +31.3 %, 2 draws +2.2 / +10.7 / +47.0 % (ECE 0.022-0.035 -> 0.032-0.051): within the seeds'
   // noise, not a robust gain, so off by default. Default 1; 1..4.
   int64_t load_choices = 1;
-  // Online recalibration of the confidence from hindsight (routing/README.md, "Confidence"): the
-  // learner keeps a sample of its decisions (at most one per calibration_sample_interval, at most
-  // 256 pending per model) and, calibration_delay later, judges each with its estimates then —
-  // the evidence that arrived after the decision — at the load the decision met; a monotone map
-  // (ConfidenceCalibrator) from the raw confidence to those judgements, forgotten with
-  // calibration_half_life and shrunk toward the identity by calibration_prior labels, gives the
-  // published confidence. The label: kOff (no recalibration: the raw confidence), kRequest (the
-  // later posterior's P(best) with one request's prediction error, as the raw confidence is
-  // computed), kExpected (the later posterior's P(best) of the expected scores), kPlugIn (1 when
-  // the chosen backend has the best expected score under the later posterior means, else 0).
-  enum class CalibrationLabel : uint8_t { kOff = 0, kRequest, kExpected, kPlugIn };
-  CalibrationLabel calibration = CalibrationLabel::kOff;
-  // Default 30 s; >= 0.
-  int64_t calibration_delay_ms = 30'000;
-  // Default 5 min; >= 1 ms.
-  int64_t calibration_half_life_ms = 300'000;
-  // Default 20 labels; >= 0.
-  double calibration_prior = 20;
-  // Default 200 ms; >= 0.
-  int64_t calibration_sample_interval_ms = 200;
   // Seed of the learner's random generator (draws and selections). Default 1.
   uint64_t seed = 1;
 
   Status Validate() const;
 };
-
-// "off", "request", "expected", "plug_in".
-std::string_view CalibrationLabelName(EstimatorOptions::CalibrationLabel label);
-bool ParseCalibrationLabel(std::string_view name, EstimatorOptions::CalibrationLabel* out);
 
 // The health gate, with Envoy's outlier-detection semantics (routing/README.md, "Health gate").
 struct HealthGateOptions {

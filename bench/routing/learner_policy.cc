@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 namespace inferscope::bench::routing {
@@ -150,21 +148,7 @@ void LearnerRouter::OnQuality(const sim::QualityFeedback& f) {
 }
 
 std::unique_ptr<sim::Router> MakeLearnerPolicy(const PolicyContext& context) {
-  rt::RoutingOptions o;
-  // Experiment hook (bench/routing/README.md): INFERSCOPE_ROUTING_CALIBRATION=
-  // "label,delay_ms,half_life_ms,prior,sample_interval_ms" turns on the confidence recalibration.
-  if (const char* v = std::getenv("INFERSCOPE_ROUTING_CALIBRATION"); v != nullptr) {
-    char label[32] = {};
-    long long d = 30000, h = 300000, si = 200;
-    double pr = 20;
-    std::sscanf(v, "%31[^,],%lld,%lld,%lf,%lld", label, &d, &h, &pr, &si);
-    rt::ParseCalibrationLabel(label, &o.estimator.calibration);
-    o.estimator.calibration_delay_ms = d;
-    o.estimator.calibration_half_life_ms = h;
-    o.estimator.calibration_prior = pr;
-    o.estimator.calibration_sample_interval_ms = si;
-  }
-  return std::make_unique<LearnerRouter>(context, o);
+  return std::make_unique<LearnerRouter>(context, rt::RoutingOptions{});
 }
 
 }  // namespace inferscope::bench::routing

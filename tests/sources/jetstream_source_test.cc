@@ -21,6 +21,7 @@
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
+#include "pipeline/source_health.h"
 #include "sources/jetstream_source.h"
 #include "sources/partition.h"
 #include "tests/nats_server.h"
@@ -339,6 +340,78 @@ TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtIts
       << r.out.positions()[r.Key(0)];
   r.Stop();
   EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
+}
+
+// The server dies under a running source: the loss is reported once (health entry, gauge,
+// counter), the source stops fetching, and after the server is back on the same port and store it
+// reconnects (reported once) and consumes what was published since.
+TEST(JetStreamSourceTest, ALostConnectionIsReportedOnceAndFetchingResumesAfterTheReconnection) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  {
+    client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+    ASSERT_TRUE(pub.Connect()) << pub.last_error();
+    PublishRequests(pub, 10);
+  }
+  SourceHealth health;
+  Running r(server.url(), {0});
+  r.ctx.services.Provide(&health);
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == 10; }));
+  auto connection = [&] {
+    const std::vector<SourceHealth::Connection> all = health.Connections();
+    return all.empty() ? SourceHealth::Connection() : all.front();
+  };
+  auto gauge = [&](const std::string& name) {
+    return r.metrics.GetGauge(name, "", {{"stage", "js"}})->value();
+  };
+  auto counter = [&](const std::string& name) {
+    return r.metrics.GetCounter(name, "", {{"stage", "js"}})->value();
+  };
+  EXPECT_TRUE(connection().connected);
+  EXPECT_EQ(connection().stage, "js");
+  EXPECT_EQ(connection().kind, "jetstream");
+  EXPECT_EQ(connection().server, server.url());
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 1);
+  ASSERT_TRUE(WaitFor([&] { return connection().last_fetch_ms > 0; }));
+
+  server.process().Signal(SIGKILL);
+  server.process().Wait();
+  ASSERT_TRUE(WaitFor([&] { return !connection().connected; }));
+  EXPECT_EQ(connection().disconnects, 1u);
+  EXPECT_EQ(connection().server, "");
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 0);
+  EXPECT_EQ(counter("inferscope_jetstream_disconnects_total"), 1u);
+  // No fetch completes while the connection is down.
+  const int64_t last_fetch = connection().last_fetch_ms;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(connection().last_fetch_ms, last_fetch);
+
+  ASSERT_TRUE(server.Restart()) << server.Log();
+  ASSERT_TRUE(WaitFor([&] { return connection().connected; }));
+  EXPECT_EQ(connection().reconnects, 1u);
+  EXPECT_EQ(connection().server, server.url());
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 1);
+  EXPECT_EQ(counter("inferscope_jetstream_reconnects_total"), 1u);
+  {
+    client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+    o.publisher_id = "after";  // "test" again would number from 0 again: duplicates
+    client::JetStreamPublisher pub(o);
+    ASSERT_TRUE(pub.Connect()) << pub.last_error();
+    PublishRequests(pub, 10, 10);
+  }
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == 20; })) << r.out.events();
+  // Reported at most once a second while fetching.
+  EXPECT_TRUE(WaitFor([&] { return connection().last_fetch_ms > last_fetch; }));
+  r.Stop();
+  EXPECT_TRUE(health.Connections().empty());                         // removed at Close
+  EXPECT_EQ(counter("inferscope_jetstream_disconnects_total"), 1u);  // Close is not a loss
 }
 
 // A publish whose acknowledgement is lost (the server died with it in flight) is never acked:

@@ -22,6 +22,7 @@
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
 #include "pipeline/source_health.h"
+#include "sources/envelope.h"
 #include "sources/jetstream_source.h"
 #include "sources/partition.h"
 #include "tests/nats_server.h"
@@ -414,9 +415,10 @@ TEST(JetStreamSourceTest, ALostConnectionIsReportedOnceAndFetchingResumesAfterTh
   EXPECT_EQ(counter("inferscope_jetstream_disconnects_total"), 1u);  // Close is not a loss
 }
 
-// A publish whose acknowledgement is lost (the server died with it in flight) is never acked:
-// Flush's timeout takes such publishes back and counts them failed, so later Flushes succeed again.
-TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecover) {
+// Without resends (resend_deadline_ms 0), a publish whose acknowledgement is lost (the server
+// stopped with it in flight) is counted failed after ack_timeout_ms, and later Flushes succeed
+// again.
+TEST(JetStreamPublisherTest, WithoutResendsAnAckTimeoutFailsThePublishAndLaterFlushesRecover) {
   TempDir dir;
   NatsServer server(dir);
   ASSERT_FALSE(server.url().empty()) << server.Log();
@@ -426,6 +428,7 @@ TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecov
       << error;
   client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
   o.ack_timeout_ms = 1000;
+  o.resend_deadline_ms = 0;
   client::JetStreamPublisher pub(o);
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 10);
@@ -456,6 +459,101 @@ TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecov
   });
   EXPECT_TRUE(recovered) << pub.last_error();
   EXPECT_GE(pub.failed_messages(), failed);
+}
+
+// The stream's messages of one subject, in stream order: (publisher id, sequence) of each payload.
+std::vector<std::pair<std::string, uint64_t>> StoredMessages(const std::string& url,
+                                                             const std::string& subject) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  WithJs(url, [&](jsCtx* js) {
+    for (uint64_t seq = 1;; ++seq) {
+      natsMsg* msg = nullptr;
+      if (js_GetMsg(&msg, js, kStream, seq, nullptr, nullptr) != NATS_OK) break;
+      if (natsMsg_GetSubject(msg) == subject) {
+        Envelope envelope;
+        const std::string_view payload(natsMsg_GetData(msg),
+                                       static_cast<size_t>(natsMsg_GetDataLength(msg)));
+        if (PeekEnvelope(payload, &envelope)) out.emplace_back(envelope.publisher, envelope.seq);
+      }
+      natsMsg_Destroy(msg);
+    }
+  });
+  return out;
+}
+
+// Resends: the server is stopped with messages in flight, then killed and started again on the same
+// store. The publisher resends what was not acknowledged (same Nats-Msg-Id) once it has
+// reconnected; every message is stored exactly once, in order, and Flush succeeds.
+TEST(JetStreamPublisherTest, PublishesLostWithTheServerAreResentAndStoredExactlyOnceInOrder) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.ack_timeout_ms = 1000;
+  o.resend_deadline_ms = 30'000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 50);  // sequences 0..9, acknowledged
+  // Stopped: messages 10..13 are published and their acknowledgements do not come; some may be
+  // stored (the server reads them before it is killed), some not.
+  server.process().Signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i) {
+    client::RequestOutcome r;
+    r.instance = "gpu-0";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the publishes time out
+    EXPECT_TRUE(server.Restart()) << server.Log();
+  });
+  const bool flushed = pub.Flush();  // resends once reconnected
+  restart.join();
+  EXPECT_TRUE(flushed) << pub.last_error();
+  EXPECT_EQ(pub.failed_messages(), 0u);
+  EXPECT_GT(pub.resent_messages(), 0u);
+  // One more after the recovery.
+  PublishRequests(pub, 5, 70);
+  const auto stored = StoredMessages(server.url(), "inferscope.in.0");
+  ASSERT_EQ(stored.size(), 15u);
+  for (size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].first, "test/p0");
+    EXPECT_EQ(stored[i].second, i) << "stream position " << i;
+  }
+}
+
+// Resends need the stream's duplicate window: Connect refuses a stream whose window is shorter
+// than resend_deadline_ms + ack_timeout_ms (a resend of a stored message would be stored twice).
+TEST(JetStreamPublisherTest, ConnectRefusesADuplicateWindowShorterThanTheResendDeadline) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  WithJs(server.url(), [](jsCtx* js) {
+    const char* subjects[] = {"inferscope.in.*"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = kStream;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Duplicates = int64_t{5'000} * 1'000'000;  // 5 s
+    jsStreamInfo* info = nullptr;
+    ASSERT_EQ(js_AddStream(&info, js, &cfg, nullptr, nullptr), NATS_OK);
+    jsStreamInfo_Destroy(info);
+  });
+  client::JetStreamPublisher refused(PublisherOptions(server.url(), 1));  // 30 s + 10 s
+  EXPECT_FALSE(refused.Connect());
+  EXPECT_NE(refused.last_error().find("duplicate window (5000 ms) is shorter"), std::string::npos)
+      << refused.last_error();
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.resend_deadline_ms = 3'000;
+  o.ack_timeout_ms = 1'000;
+  client::JetStreamPublisher fits(o);
+  EXPECT_TRUE(fits.Connect()) << fits.last_error();
 }
 
 TEST(JetStreamPublisherTest, EnsureStreamRefusesAnExistingStreamWithOtherReplicas) {

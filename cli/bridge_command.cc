@@ -76,21 +76,23 @@ int BridgeCommand(const BridgeArgs& args) {
   uint64_t forwarded = 0;
   uint64_t skipped = 0;  // not 2 frames, or no readable envelope
   bool failed = false;
-  // Publishes are asynchronous: the stream's refusals (or missing acknowledgements) are counted by
-  // the client's reply thread. They are checked after every poll and logged at once (at most once
-  // a second) with the total, so a failing stream is visible while the bridge runs; the exit code
-  // is then 1.
+  // Publishes are asynchronous: the client resends what the stream refuses for a while (a leader
+  // election) and counts as failed what it gives up or what the stream refuses for good. Its
+  // outcomes are taken (Poll) after every poll of the socket and failures logged at once (at most
+  // once a second) with the total, so a failing stream is visible while the bridge runs; the exit
+  // code is then 1.
   uint64_t failures_logged = 0;
   Clock::time_point last_failure_log{};
   auto check_failures = [&] {
+    pub.Poll();
     const uint64_t now_failed = pub.failed_messages();
     if (now_failed == failures_logged) return;
     failed = true;
     const Clock::time_point now = Clock::now();
     if (failures_logged != 0 && now - last_failure_log < std::chrono::seconds(1)) return;
     spdlog::error(
-        "bridge: {} publishes to stream {} failed so far ({} new; the stream refused them or did "
-        "not acknowledge them: they are lost)",
+        "bridge: {} publishes to stream {} failed so far ({} new; the stream refused them, or did "
+        "not acknowledge them until the resend deadline: they are lost)",
         now_failed, args.stream, now_failed - failures_logged);
     failures_logged = now_failed;
     last_failure_log = now;

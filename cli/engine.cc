@@ -1,5 +1,6 @@
 #include "cli/engine.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -239,6 +240,41 @@ nlohmann::json Engine::Health() const {
       }
     }
     health["scrape"] = {{"targets", targets.size()}, {"up", up}, {"down", std::move(down)}};
+  }
+  // Broker connections (jetstream sources): each one's state; one that is down makes the engine
+  // degraded (its source ingests nothing until the client library has reconnected).
+  std::vector<SourceHealth::Connection> connections = source_health_.Connections();
+  if (!connections.empty()) {
+    const int64_t now_ms = clock_->NowMs();
+    nlohmann::json list = nlohmann::json::array();
+    std::string down;
+    for (const SourceHealth::Connection& c : connections) {
+      nlohmann::json entry = {{"stage", c.stage},
+                              {"kind", c.kind},
+                              {"endpoint", c.endpoint},
+                              {"server", c.server},
+                              {"connected", c.connected},
+                              {"since_ms", c.since_ms},
+                              {"disconnects", c.disconnects},
+                              {"reconnects", c.reconnects}};
+      entry["last_fetch_age_s"] =
+          c.last_fetch_ms > 0
+              ? nlohmann::json(static_cast<double>(std::max<int64_t>(now_ms - c.last_fetch_ms, 0)) /
+                               1000.0)
+              : nlohmann::json(nullptr);
+      list.push_back(std::move(entry));
+      if (!c.connected) {
+        if (!down.empty()) down += "; ";
+        down += "source " + c.stage + " (" + c.kind + ") disconnected from " + c.endpoint +
+                " for " + std::to_string(std::max<int64_t>(now_ms - c.since_ms, 0) / 1000) +
+                " s, reconnecting";
+      }
+    }
+    health["connections"] = std::move(list);
+    if (!down.empty()) {
+      health["status"] = "degraded";
+      health["reason"] = down;
+    }
   }
   if (state_) {
     Status error = state_->BackgroundError();

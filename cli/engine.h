@@ -73,7 +73,9 @@ class Engine {
   // What `run --ready-file` writes: {"http": url, "endpoints": {stage: endpoint}, "state": path}.
   nlohmann::json Describe() const;
   // What /v1/health reports: "status" is "ok", or "degraded" with a "reason" while a failed state
-  // write is held and retried (StateStore::BackgroundError; back to "ok" once it succeeded).
+  // write is held and retried (StateStore::BackgroundError; back to "ok" once it succeeded) or
+  // while a source's broker connection is down ("connections": the jetstream sources' NATS
+  // connections; the state write's reason wins when both hold).
   nlohmann::json Health() const;
 
   Interner& interner() { return interner_; }
@@ -105,7 +107,8 @@ class Engine {
   std::unique_ptr<SilenceRegistry> silences_;  // shared by alerting operators and the query API
   std::unique_ptr<StateWorkflowStore> workflow_store_;
   std::unique_ptr<WorkflowRegistry> workflows_;  // shared by workflow_canary and the query API
-  SourceHealth source_health_;  // scrape targets' health, reported by sources, shown in Health()
+  // Scrape targets' and broker connections' health, reported by sources, shown in Health().
+  SourceHealth source_health_;
   // The live routing learners (routing_learn registers its own), shared with the query API.
   std::unique_ptr<routing::RoutingRegistry> routing_ = std::make_unique<routing::RoutingRegistry>();
   std::unique_ptr<Executor> executor_;

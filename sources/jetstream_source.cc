@@ -68,6 +68,30 @@ bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* pen
 
 }  // namespace
 
+// libnats' connection callbacks, on its callback thread; they run one at a time, in order, and the
+// closed callback is the connection's last.
+struct JetStreamConnectionEvents {
+  static natsStatus Set(natsOptions* opts, void* closure) {
+    natsStatus s = natsOptions_SetDisconnectedCB(opts, &OnDisconnected, closure);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, &OnReconnected, closure);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, &OnClosed, closure);
+    return s;
+  }
+  static void OnDisconnected(natsConnection* nc, void* closure) {
+    static_cast<JetStreamSource*>(closure)->ConnectionChanged(nc, false);
+  }
+  static void OnReconnected(natsConnection* nc, void* closure) {
+    static_cast<JetStreamSource*>(closure)->ConnectionChanged(nc, true);
+  }
+  static void OnClosed(natsConnection* nc, void* closure) {
+    auto* source = static_cast<JetStreamSource*>(closure);
+    source->ConnectionChanged(nc, false);
+    std::lock_guard<std::mutex> lock(source->conn_mu_);
+    source->closed_ = true;
+    source->closed_cv_.notify_all();
+  }
+};
+
 Status JetStreamSource::Options::Validate() const {
   std::vector<std::string> servers;
   std::string url_error;
@@ -217,11 +241,42 @@ Status JetStreamSource::Open(const StageContext& ctx) {
           labels);
     }
   }
-  natsStatus s = client::ConnectWithFailover(&conn_, options_.url, "inferscope-jetstream-source");
+  if (ctx.metrics != nullptr) {
+    const Labels labels = {{"stage", ctx.name}};
+    disconnects_ = ctx.metrics->GetCounter(
+        "inferscope_jetstream_disconnects_total",
+        "Losses of the connection to the NATS servers (libnats reconnects by itself)", labels);
+    reconnects_ = ctx.metrics->GetCounter("inferscope_jetstream_reconnects_total",
+                                          "Reconnections to a NATS server after a loss", labels);
+    connected_gauge_ = ctx.metrics->GetGauge(
+        "inferscope_jetstream_connected",
+        "1 while the source is connected to a NATS server, 0 while it is reconnecting", labels);
+    ctx.metrics->AddCallbackGauge(
+        "inferscope_jetstream_last_fetch_age_seconds",
+        "Seconds since a fetch last completed with the connection up (with messages or an empty "
+        "wait); since the source opened when none has",
+        labels,
+        [this] {
+          const int64_t last = last_fetch_ms_.load(std::memory_order_relaxed);
+          const int64_t from = last > 0 ? last : opened_ms_;
+          return static_cast<double>(std::max<int64_t>(ctx_.clock->NowMs() - from, 0)) / 1000.0;
+        },
+        this);
+  }
+  health_ = ctx.services.Get<SourceHealth>();
+  opened_ms_ = ctx.clock->NowMs();
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    closing_ = false;
+    closed_ = false;
+  }
+  natsStatus s = client::ConnectWithFailover(&conn_, options_.url, "inferscope-jetstream-source",
+                                             &JetStreamConnectionEvents::Set, this);
   if (s != NATS_OK) {
     conn_ = nullptr;
     return NatsError("jetstream source: cannot connect to " + options_.url, s);
   }
+  ConnectionChanged(conn_, true);
   s = natsConnection_JetStream(&js_, conn_, nullptr);
   if (s != NATS_OK) {
     Close();
@@ -349,6 +404,75 @@ Status JetStreamSource::CreateConsumers() {
   return Status::Ok();
 }
 
+void JetStreamSource::ConnectionChanged(natsConnection* nc, bool connected) {
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  if (closing_) return;  // Close's own disconnection is not a loss
+  SourceHealth::Connection& h = health_entry_;
+  const bool first = h.stage.empty();
+  if (first) {
+    h.stage = ctx_.name;
+    h.kind = std::string(kName);
+    h.endpoint = options_.url;
+  }
+  char server[256] = {0};
+  if (connected && natsConnection_GetConnectedUrl(nc, server, sizeof(server)) != NATS_OK) {
+    server[0] = '\0';
+  }
+  if (!first && connected == connected_.load()) {
+    // No change (libnats may repeat an event); the server may have changed.
+    if (connected) h.server = server;
+    ReportConnectionLocked();
+    return;
+  }
+  const int64_t now = ctx_.clock->NowMs();
+  const int64_t was_down_ms = now - h.since_ms;
+  connected_.store(connected);
+  h.connected = connected;
+  h.server = connected ? server : "";
+  h.since_ms = now;
+  if (connected_gauge_ != nullptr) connected_gauge_->Set(connected ? 1 : 0);
+  if (!first) {
+    if (connected) {
+      ++h.reconnects;
+      if (reconnects_ != nullptr) reconnects_->Inc();
+      spdlog::warn("source {}: reconnected to NATS server {} after {:.1f} s; fetching again",
+                   ctx_.name, server, static_cast<double>(was_down_ms) / 1000.0);
+    } else {
+      ++h.disconnects;
+      if (disconnects_ != nullptr) disconnects_->Inc();
+      spdlog::warn(
+          "source {}: lost the connection to the NATS servers ({}); not fetching until libnats "
+          "has reconnected (it retries without limit)",
+          ctx_.name, options_.url);
+    }
+  }
+  ReportConnectionLocked();
+}
+
+void JetStreamSource::ReportConnectionLocked() {
+  if (health_ == nullptr || health_entry_.stage.empty()) return;
+  health_entry_.last_fetch_ms = last_fetch_ms_.load(std::memory_order_relaxed);
+  health_->ReportConnection(health_entry_);
+}
+
+void JetStreamSource::FetchCompleted(bool with_messages_or_wait) {
+  const int64_t now = ctx_.clock->NowMs();
+  if (with_messages_or_wait && connected_.load(std::memory_order_relaxed)) {
+    last_fetch_ms_.store(now, std::memory_order_relaxed);
+  }
+  if (now - last_report_ms_ < 1000) return;
+  last_report_ms_ = now;
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  if (!closing_) ReportConnectionLocked();
+}
+
+void JetStreamSource::WaitConnected(const std::atomic<bool>& stop) {
+  while (!stop.load(std::memory_order_relaxed) && !connected_.load()) {
+    FetchCompleted(false);  // keeps the health entry's age current
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 void JetStreamSource::EndBatch(Partition& p, EventBatch& batch, uint64_t before,
                                const char* last_reply, uint64_t pending) {
   if (p.applied == before) return;
@@ -374,6 +498,7 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s =
       natsSubscription_Fetch(&list, p.sub, options_.fetch_batch, options_.fetch_wait_ms, &jerr);
+  FetchCompleted(s == NATS_OK || s == NATS_TIMEOUT);
   if (s == NATS_TIMEOUT) return outcome;
   if (s != NATS_OK) return NatsError("jetstream source: fetch from " + p.durable, s, jerr);
   uint64_t before = p.applied;
@@ -487,9 +612,13 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   // path, so the restart and a consumer deleted under a running engine resume alike).
   auto ensure_consumers = [&] {
     while (!stop.load(std::memory_order_relaxed)) {
+      WaitConnected(stop);  // the loss is logged once, by the connection callback
+      if (stop.load(std::memory_order_relaxed)) return;
       Status st = CreateConsumers();
       if (st.ok()) return;
-      spdlog::warn("source {}: {} (retrying in 1s)", ctx_.name, st.ToString());
+      if (connected_.load()) {
+        spdlog::warn("source {}: {} (retrying in 1s)", ctx_.name, st.ToString());
+      }
       for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -503,14 +632,22 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       batch = out.Acquire();
       if (batch == nullptr) return Status::Ok();  // the engine is stopping
     }
+    if (!connected_.load()) {
+      // libnats is reconnecting: fetches would only time out (or fail). Wait for it.
+      WaitConnected(stop);
+      continue;
+    }
     Partition& p = partitions_[next];
     next = (next + 1) % partitions_.size();
     Result<FetchOutcome> fetched = FetchOnce(p, out, batch);
     if (!fetched.ok()) {
       // A lost connection (libnats reconnects by itself) or a consumer deleted on the server:
-      // create the consumer again at the partition's position, at most once a second.
-      spdlog::warn("source {}: {}; creating the consumer again after stream sequence {}", ctx_.name,
-                   fetched.status().ToString(), p.applied);
+      // create the consumer again at the partition's position, at most once a second. A failure
+      // from a lost connection is not logged again (the loss was).
+      if (connected_.load()) {
+        spdlog::warn("source {}: {}; creating the consumer again after stream sequence {}",
+                     ctx_.name, fetched.status().ToString(), p.applied);
+      }
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
       for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
@@ -551,6 +688,7 @@ void JetStreamSource::DestroySubscriptions() {
 
 void JetStreamSource::Close() {
   DestroySubscriptions();
+  if (ctx_.metrics != nullptr) ctx_.metrics->RemoveCallbacks(this);
   std::lock_guard<std::mutex> lock(ack_mu_);
   if (js_ != nullptr) {
     jsCtx_Destroy(js_);
@@ -558,9 +696,21 @@ void JetStreamSource::Close() {
   }
   if (conn_ != nullptr) {
     natsConnection_FlushTimeout(conn_, 1000);  // the last acks
+    {
+      std::lock_guard<std::mutex> conn_lock(conn_mu_);
+      closing_ = true;
+    }
     natsConnection_Destroy(conn_);
     conn_ = nullptr;
+    // The callbacks hold this source as their closure: wait for the closed callback, the
+    // connection's last, before the source may be destroyed.
+    std::unique_lock<std::mutex> conn_lock(conn_mu_);
+    if (!closed_cv_.wait_for(conn_lock, std::chrono::seconds(10), [this] { return closed_; })) {
+      spdlog::error("source {}: the NATS connection's closed callback did not come within 10 s",
+                    ctx_.name);
+    }
   }
+  if (health_ != nullptr) health_->RemoveConnection(ctx_.name);
 }
 
 void RegisterJetStreamSource(Registry& registry) { registry.AddSource<JetStreamSource>(); }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/source.h"
+#include "pipeline/source_health.h"
 #include "pipeline/status.h"
 #include "sources/wire_decoder.h"
 
@@ -56,10 +58,20 @@ namespace inferscope {
 // fetched messages, acked stream sequence, lag (messages pending in the consumer after the last
 // fetched one), skipped redeliveries, dead letters, holds, gaps.
 //
+// Connection: libnats reconnects by itself (to any server of the list, without limit). The source
+// follows its connection events: a loss and a reconnection are each logged once (a warning),
+// counted (inferscope_jetstream_disconnects_total, _reconnects_total), shown in the gauge
+// inferscope_jetstream_connected and in the engine's /v1/health ("connections", the SourceHealth
+// service; a connection down makes the engine degraded). While disconnected the source does not
+// fetch (it waits for the reconnection, quietly); inferscope_jetstream_last_fetch_age_seconds and
+// the health's last_fetch_age_s say how long ago a fetch last completed with the connection up.
+//
 // Concurrency: Open/Restore/Close on the engine thread; Run on the source thread;
 // OnCheckpointDurable on a sink thread (it publishes the acks itself under a mutex: the NATS
-// connection is thread-safe). Limitations: one engine node consumes all its configured partitions;
-// leases and takeover by another node are not built (docs/SOURCES.md, "jetstream").
+// connection is thread-safe); the connection callbacks on libnats' callback thread (under
+// conn_mu_; Close waits for the connection's closed callback, the last one). Limitations: one
+// engine node consumes all its configured partitions; leases and takeover by another node are not
+// built (docs/SOURCES.md, "jetstream").
 class JetStreamSource final : public Source {
  public:
   static constexpr std::string_view kName = "jetstream";
@@ -173,6 +185,19 @@ class JetStreamSource final : public Source {
                 uint64_t pending);
   void DestroySubscriptions();
 
+  // libnats' connection callbacks (jetstream_source.cc; closure: the source). They set the
+  // connection state through ConnectionChanged and, for the closed callback, closed_.
+  friend struct JetStreamConnectionEvents;
+  // Sets the state after a change seen by a callback (or the first connection) and reports it.
+  void ConnectionChanged(natsConnection* nc, bool connected);
+  // Reports the connection state to the SourceHealth service (when there is one). conn_mu_ held.
+  void ReportConnectionLocked();
+  // The source thread's view: records a fetch that completed with the connection up and reports
+  // the state at most once a second, so that the health's last fetch age stays current.
+  void FetchCompleted(bool with_messages_or_wait);
+  // Waits (quietly, within ~100 ms of `stop`) until the connection is up again.
+  void WaitConnected(const std::atomic<bool>& stop);
+
   const Options options_;
   StageContext ctx_;
   std::unique_ptr<WireDecoder> decoder_;
@@ -181,6 +206,22 @@ class JetStreamSource final : public Source {
   std::vector<Partition> partitions_;
   std::mutex ack_mu_;
   int64_t last_log_ns_ = 0;
+
+  // Connection state (guarded by conn_mu_, written by the callbacks and Open; `connected_` and
+  // `last_fetch_ms_` are also read without it by the source thread and the metrics).
+  std::mutex conn_mu_;
+  std::condition_variable closed_cv_;
+  bool closing_ = false;  // Close has begun: further callbacks change nothing
+  bool closed_ = false;   // the closed callback ran
+  std::atomic<bool> connected_{false};
+  std::atomic<int64_t> last_fetch_ms_{0};
+  int64_t opened_ms_ = 0;
+  int64_t last_report_ms_ = 0;  // source thread
+  SourceHealth::Connection health_entry_;
+  SourceHealth* health_ = nullptr;
+  Counter* disconnects_ = nullptr;
+  Counter* reconnects_ = nullptr;
+  Gauge* connected_gauge_ = nullptr;
 };
 
 }  // namespace inferscope

@@ -14,11 +14,13 @@
 
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "clients/cpp/jetstream_publisher.h"
+#include "sources/envelope.h"
 #include "tests/integration/engine_fixture.h"
 #include "tests/integration/jetstream_seeded.h"
 #include "tests/nats_server.h"
@@ -232,9 +234,9 @@ TEST(JetStreamClusterTest, StreamLeaderSigkilledMidStreamEqualsASingleServerRun)
   engine->process().Signal(SIGCONT);
 
   // The rest is published through the surviving servers while the engine goes on, once they have
-  // elected a new stream leader: the publisher reconnects by itself, but a publish made while the
-  // stream has no leader (a few seconds) is refused and not resent (clients/cpp/
-  // jetstream_publisher.h), which the engine's panes would show as missing.
+  // elected a new stream leader (the publisher would resend what the stream refuses meanwhile:
+  // JetStreamClusterTest.PublishesRefusedDuringALeaderElectionAreResentAndStoredOnceInOrder; here
+  // the engine's failover alone is tested).
   ASSERT_TRUE(WaitFor(
       [&] {
         const StreamPlacement now = ReadPlacement(urls, "CLU");
@@ -264,6 +266,105 @@ TEST(JetStreamClusterTest, StreamLeaderSigkilledMidStreamEqualsASingleServerRun)
     }
   }
   EXPECT_EQ(total, static_cast<uint64_t>(kMessages) * SeededStream::kEventsPerMessage);
+}
+
+// The stream's messages of `subject`, in stream order: the (publisher id, sequence) of each.
+std::vector<std::pair<std::string, uint64_t>> StoredMessages(const std::string& urls,
+                                                             const std::string& stream,
+                                                             const std::string& subject) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  if (natsConnection_ConnectTo(&conn, urls.c_str()) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
+    jsStreamInfo* info = nullptr;
+    uint64_t last = 0;
+    if (js_GetStreamInfo(&info, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+      last = info->State.LastSeq;
+      jsStreamInfo_Destroy(info);
+    }
+    for (uint64_t seq = 1; seq <= last; ++seq) {
+      natsMsg* msg = nullptr;
+      if (js_GetMsg(&msg, js, stream.c_str(), seq, nullptr, nullptr) != NATS_OK) continue;
+      if (natsMsg_GetSubject(msg) == subject) {
+        Envelope envelope;
+        const std::string_view payload(natsMsg_GetData(msg),
+                                       static_cast<size_t>(natsMsg_GetDataLength(msg)));
+        if (PeekEnvelope(payload, &envelope)) out.emplace_back(envelope.publisher, envelope.seq);
+      }
+      natsMsg_Destroy(msg);
+    }
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return out;
+}
+
+// The stream leader's server is SIGKILLed while a seeded sequence is published (through the two
+// other servers, so that the publisher's connection survives and the stream refuses or loses the
+// publishes of the election). The publisher resends them with the same Nats-Msg-Id: Flush succeeds,
+// and consuming the stream finds every message of every partition stored exactly once, in order.
+TEST(JetStreamClusterTest, PublishesRefusedDuringALeaderElectionAreResentAndStoredOnceInOrder) {
+  constexpr int kMessages = 600;  // of 50 events, published as 20-event messages per partition
+  constexpr int kKillAt = 150;
+  TempDir dir;
+  NatsCluster cluster(dir);
+  ASSERT_FALSE(cluster.urls().empty()) << cluster.Log();
+  const std::string urls = cluster.urls();
+  std::string error;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return client::JetStreamPublisher::EnsureStream(urls, "RES", "inferscope.in", &error, 3);
+      },
+      std::chrono::seconds(60)))
+      << error << cluster.Log();
+  ASSERT_TRUE(WaitFor([&] { return ReadPlacement(urls, "RES").current_followers == 2; },
+                      std::chrono::seconds(60)))
+      << cluster.Log();
+  const std::string leader = ReadPlacement(urls, "RES").leader;
+  const int victim = NatsCluster::Index(leader);
+  ASSERT_GE(victim, 0) << leader;
+  std::string followers;
+  for (int i = 0; i < NatsCluster::kServers; ++i) {
+    if (i == victim) continue;
+    if (!followers.empty()) followers += ",";
+    followers += cluster.url(i);
+  }
+
+  const SeededStream stream(client::NowMs() - 3'600'000);
+  client::JetStreamPublisherOptions o = PublisherOptions(followers, "RES");
+  o.ack_timeout_ms = 2000;
+  o.resend_deadline_ms = 60'000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  for (int m = 0; m < kMessages; ++m) {
+    if (m == kKillAt) {
+      cluster.process(victim).Signal(SIGKILL);
+      cluster.process(victim).Wait();
+    }
+    stream.Fill(pub, m);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  ASSERT_TRUE(pub.Flush()) << pub.last_error() << cluster.Log();
+  EXPECT_EQ(pub.failed_messages(), 0u);
+  EXPECT_GT(pub.resent_messages(), 0u);  // the election refused or lost some
+  EXPECT_EQ(pub.events_published(),
+            static_cast<uint64_t>(kMessages) * SeededStream::kEventsPerMessage);
+  const StreamPlacement after = ReadPlacement(urls, "RES");
+  EXPECT_NE(after.leader, leader);
+
+  // Every partition's messages 0..n-1, each once, in order.
+  uint64_t stored = 0;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    const auto messages = StoredMessages(followers, "RES", "inferscope.in." + std::to_string(p));
+    ASSERT_FALSE(messages.empty()) << p;
+    for (size_t i = 0; i < messages.size(); ++i) {
+      EXPECT_EQ(messages[i].first, "seeded/p" + std::to_string(p));
+      ASSERT_EQ(messages[i].second, i) << "partition " << p << ", stream position " << i;
+    }
+    stored += messages.size();
+  }
+  EXPECT_EQ(stored, pub.messages_published());
 }
 
 }  // namespace

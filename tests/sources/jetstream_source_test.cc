@@ -21,6 +21,8 @@
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
+#include "pipeline/source_health.h"
+#include "sources/envelope.h"
 #include "sources/jetstream_source.h"
 #include "sources/partition.h"
 #include "tests/nats_server.h"
@@ -341,9 +343,82 @@ TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtIts
   EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
 }
 
-// A publish whose acknowledgement is lost (the server died with it in flight) is never acked:
-// Flush's timeout takes such publishes back and counts them failed, so later Flushes succeed again.
-TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecover) {
+// The server dies under a running source: the loss is reported once (health entry, gauge,
+// counter), the source stops fetching, and after the server is back on the same port and store it
+// reconnects (reported once) and consumes what was published since.
+TEST(JetStreamSourceTest, ALostConnectionIsReportedOnceAndFetchingResumesAfterTheReconnection) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  {
+    client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+    ASSERT_TRUE(pub.Connect()) << pub.last_error();
+    PublishRequests(pub, 10);
+  }
+  SourceHealth health;
+  Running r(server.url(), {0});
+  r.ctx.services.Provide(&health);
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == 10; }));
+  auto connection = [&] {
+    const std::vector<SourceHealth::Connection> all = health.Connections();
+    return all.empty() ? SourceHealth::Connection() : all.front();
+  };
+  auto gauge = [&](const std::string& name) {
+    return r.metrics.GetGauge(name, "", {{"stage", "js"}})->value();
+  };
+  auto counter = [&](const std::string& name) {
+    return r.metrics.GetCounter(name, "", {{"stage", "js"}})->value();
+  };
+  EXPECT_TRUE(connection().connected);
+  EXPECT_EQ(connection().stage, "js");
+  EXPECT_EQ(connection().kind, "jetstream");
+  EXPECT_EQ(connection().server, server.url());
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 1);
+  ASSERT_TRUE(WaitFor([&] { return connection().last_fetch_ms > 0; }));
+
+  server.process().Signal(SIGKILL);
+  server.process().Wait();
+  ASSERT_TRUE(WaitFor([&] { return !connection().connected; }));
+  EXPECT_EQ(connection().disconnects, 1u);
+  EXPECT_EQ(connection().server, "");
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 0);
+  EXPECT_EQ(counter("inferscope_jetstream_disconnects_total"), 1u);
+  // No fetch completes while the connection is down.
+  const int64_t last_fetch = connection().last_fetch_ms;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(connection().last_fetch_ms, last_fetch);
+
+  ASSERT_TRUE(server.Restart()) << server.Log();
+  ASSERT_TRUE(WaitFor([&] { return connection().connected; }));
+  EXPECT_EQ(connection().reconnects, 1u);
+  EXPECT_EQ(connection().server, server.url());
+  EXPECT_EQ(gauge("inferscope_jetstream_connected"), 1);
+  EXPECT_EQ(counter("inferscope_jetstream_reconnects_total"), 1u);
+  {
+    client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+    o.publisher_id = "after";  // "test" again would number from 0 again: duplicates
+    client::JetStreamPublisher pub(o);
+    ASSERT_TRUE(pub.Connect()) << pub.last_error();
+    PublishRequests(pub, 10, 10);
+  }
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == 20; })) << r.out.events();
+  // Reported at most once a second while fetching.
+  EXPECT_TRUE(WaitFor([&] { return connection().last_fetch_ms > last_fetch; }));
+  r.Stop();
+  EXPECT_TRUE(health.Connections().empty());                         // removed at Close
+  EXPECT_EQ(counter("inferscope_jetstream_disconnects_total"), 1u);  // Close is not a loss
+}
+
+// Without resends (resend_deadline_ms 0), a publish whose acknowledgement is lost (the server
+// stopped with it in flight) is counted failed after ack_timeout_ms, and later Flushes succeed
+// again.
+TEST(JetStreamPublisherTest, WithoutResendsAnAckTimeoutFailsThePublishAndLaterFlushesRecover) {
   TempDir dir;
   NatsServer server(dir);
   ASSERT_FALSE(server.url().empty()) << server.Log();
@@ -353,6 +428,7 @@ TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecov
       << error;
   client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
   o.ack_timeout_ms = 1000;
+  o.resend_deadline_ms = 0;
   client::JetStreamPublisher pub(o);
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 10);
@@ -383,6 +459,101 @@ TEST(JetStreamPublisherTest, AFlushTimeoutDropsLostPublishesAndLaterFlushesRecov
   });
   EXPECT_TRUE(recovered) << pub.last_error();
   EXPECT_GE(pub.failed_messages(), failed);
+}
+
+// The stream's messages of one subject, in stream order: (publisher id, sequence) of each payload.
+std::vector<std::pair<std::string, uint64_t>> StoredMessages(const std::string& url,
+                                                             const std::string& subject) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  WithJs(url, [&](jsCtx* js) {
+    for (uint64_t seq = 1;; ++seq) {
+      natsMsg* msg = nullptr;
+      if (js_GetMsg(&msg, js, kStream, seq, nullptr, nullptr) != NATS_OK) break;
+      if (natsMsg_GetSubject(msg) == subject) {
+        Envelope envelope;
+        const std::string_view payload(natsMsg_GetData(msg),
+                                       static_cast<size_t>(natsMsg_GetDataLength(msg)));
+        if (PeekEnvelope(payload, &envelope)) out.emplace_back(envelope.publisher, envelope.seq);
+      }
+      natsMsg_Destroy(msg);
+    }
+  });
+  return out;
+}
+
+// Resends: the server is stopped with messages in flight, then killed and started again on the same
+// store. The publisher resends what was not acknowledged (same Nats-Msg-Id) once it has
+// reconnected; every message is stored exactly once, in order, and Flush succeeds.
+TEST(JetStreamPublisherTest, PublishesLostWithTheServerAreResentAndStoredExactlyOnceInOrder) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.ack_timeout_ms = 1000;
+  o.resend_deadline_ms = 30'000;
+  client::JetStreamPublisher pub(o);
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  PublishRequests(pub, 50);  // sequences 0..9, acknowledged
+  // Stopped: messages 10..13 are published and their acknowledgements do not come; some may be
+  // stored (the server reads them before it is killed), some not.
+  server.process().Signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i) {
+    client::RequestOutcome r;
+    r.instance = "gpu-0";
+    r.model = "llama";
+    r.e2e_ms = 100;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the publishes time out
+    EXPECT_TRUE(server.Restart()) << server.Log();
+  });
+  const bool flushed = pub.Flush();  // resends once reconnected
+  restart.join();
+  EXPECT_TRUE(flushed) << pub.last_error();
+  EXPECT_EQ(pub.failed_messages(), 0u);
+  EXPECT_GT(pub.resent_messages(), 0u);
+  // One more after the recovery.
+  PublishRequests(pub, 5, 70);
+  const auto stored = StoredMessages(server.url(), "inferscope.in.0");
+  ASSERT_EQ(stored.size(), 15u);
+  for (size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].first, "test/p0");
+    EXPECT_EQ(stored[i].second, i) << "stream position " << i;
+  }
+}
+
+// Resends need the stream's duplicate window: Connect refuses a stream whose window is shorter
+// than resend_deadline_ms + ack_timeout_ms (a resend of a stored message would be stored twice).
+TEST(JetStreamPublisherTest, ConnectRefusesADuplicateWindowShorterThanTheResendDeadline) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  WithJs(server.url(), [](jsCtx* js) {
+    const char* subjects[] = {"inferscope.in.*"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = kStream;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Duplicates = int64_t{5'000} * 1'000'000;  // 5 s
+    jsStreamInfo* info = nullptr;
+    ASSERT_EQ(js_AddStream(&info, js, &cfg, nullptr, nullptr), NATS_OK);
+    jsStreamInfo_Destroy(info);
+  });
+  client::JetStreamPublisher refused(PublisherOptions(server.url(), 1));  // 30 s + 10 s
+  EXPECT_FALSE(refused.Connect());
+  EXPECT_NE(refused.last_error().find("duplicate window (5000 ms) is shorter"), std::string::npos)
+      << refused.last_error();
+  client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
+  o.resend_deadline_ms = 3'000;
+  o.ack_timeout_ms = 1'000;
+  client::JetStreamPublisher fits(o);
+  EXPECT_TRUE(fits.Connect()) << fits.last_error();
 }
 
 TEST(JetStreamPublisherTest, EnsureStreamRefusesAnExistingStreamWithOtherReplicas) {

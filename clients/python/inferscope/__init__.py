@@ -6,6 +6,7 @@
         pub.request("vllm-0", "llama-3-70b", e2e_ms=812.0, ttft_ms=95.0)
 
     pub = inferscope.AckedPublisher("tcp://127.0.0.1:5558", "gateway-1")  # acknowledged mode
+    pub = inferscope.JetStreamPublisher("nats://127.0.0.1:4222", "INFERSCOPE", "gateway-1")
     with inferscope.Subscriber.alerts("tcp://127.0.0.1:5557", severity="critical") as sub:
         message = sub.recv(timeout_ms=1000)  # a StreamMessage, or None
 
@@ -30,6 +31,7 @@ from inferscope.client import (
     summary_topic_prefix,
     unescape_topic_name,
 )
+from inferscope.jetstream import JetStreamPublisher, NatsError
 from inferscope.subscriber import StreamMessage, Subscriber, decode_stream_payload
 
 # The project version (CMakeLists.txt `project(inferscope VERSION ...)`; a test keeps them equal).
@@ -39,6 +41,8 @@ __all__ = [
     "__version__",
     "Publisher",
     "AckedPublisher",
+    "JetStreamPublisher",
+    "NatsError",
     "Rejection",
     "CurveKeys",
     "load_key_file",

@@ -391,45 +391,23 @@ void GatedServer::GateLoop() {
 }
 
 std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char>& peek) {
-  // Take the socket out of the table: this thread owns it (the sweep cannot close it) and looks at
-  // it without holding mu_, so workers seeing other sockets do not queue on the lock. Not parked:
-  // another thread owns it (and re-arms it when it parks it again), or this is a stale event of a
-  // closed socket whose number was reused.
-  Parked parked;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = parked_.find(fd);
-    if (it == parked_.end()) return std::nullopt;
-    parked = it->second;
-    parked_.erase(it);
-  }
-  auto close_socket = [&](std::string_view reason) {
-    std::lock_guard<std::mutex> lock(mu_);
-    CloseLocked(fd, peek, reason);
-  };
-  // Back to the table, armed, to wait for more bytes.
-  auto wait_for_more = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      CloseLocked(fd, peek, {});
-      return;
-    }
-    if (parked_.empty()) parked_cv_.notify_one();
-    parked_[fd] = parked;
-    if (!ArmLocked(fd)) CloseLocked(fd, peek, {});
-  };
+  std::lock_guard<std::mutex> lock(mu_);
+  // Not parked: another thread owns the socket (it re-arms it when it parks it again), or this is
+  // a stale event of a closed socket whose number was reused.
+  auto it = parked_.find(fd);
+  if (it == parked_.end()) return std::nullopt;
   ssize_t n = ::recv(fd, peek.data(), peek.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    wait_for_more();
+    if (!ArmLocked(fd)) CloseLocked(fd, peek, {});
     return std::nullopt;
   }
   if (n <= 0) {  // the client closed (or reset) the connection
-    close_socket({});
+    CloseLocked(fd, peek, {});
     return std::nullopt;
   }
-  if (parked.idle) {  // a kept-alive connection starts its next request
-    parked.idle = false;
-    parked.deadline = steady_clock::now() + milliseconds(options_.header_timeout_ms);
+  if (it->second.idle) {  // a kept-alive connection starts its next request
+    it->second.idle = false;
+    it->second.deadline = steady_clock::now() + milliseconds(options_.header_timeout_ms);
   }
   const size_t peeked = static_cast<size_t>(n);
   const std::string_view data(peek.data(), std::min(peeked, options_.max_header_bytes));
@@ -446,7 +424,6 @@ std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char
                  ? target_end - target_start - 1
                  : 0);
   if (target_bytes > options_.max_url_bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
     RefuseLocked(fd, peek, peeked, 414, "URI Too Long", "URI_TOO_LONG",
                  "the request target (path and query) is longer than " +
                      std::to_string(options_.max_url_bytes) + " bytes",
@@ -456,20 +433,18 @@ std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char
   const size_t end = data.find("\r\n\r\n");
   if (end == std::string_view::npos) {
     if (peeked > options_.max_header_bytes) {
-      std::lock_guard<std::mutex> lock(mu_);
       RefuseLocked(fd, peek, peeked, 431, "Request Header Fields Too Large", "VALIDATION_ERROR",
                    "the request header is larger than " +
                        std::to_string(options_.max_header_bytes) + " bytes",
                    "header_too_large");
-    } else {
-      wait_for_more();  // the rest of the header
+    } else if (!ArmLocked(fd)) {  // wait for the rest of the header
+      CloseLocked(fd, peek, {});
     }
     return std::nullopt;
   }
   const size_t header_bytes = end + 4;
   const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
   if (info.content_length > options_.max_body_bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
     RefuseLocked(
         fd, peek, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
         "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
@@ -481,11 +456,12 @@ std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char
     request_bytes = header_bytes + static_cast<size_t>(info.content_length);
     // Wait here for a small body, unless the client waits for "100 Continue" (httplib sends it).
     if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) {
-      wait_for_more();
+      if (!ArmLocked(fd)) CloseLocked(fd, peek, {});
       return std::nullopt;
     }
   }
   // The socket stays in the epoll set, disarmed (one-shot), until Park arms it again.
+  parked_.erase(it);
   return Job{fd, request_bytes};
 }
 

@@ -257,7 +257,7 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
     : options_(options), metrics_(metrics), error_body_(std::move(error_body)) {
   new_task_queue = [] { return new InlineQueue(); };
   set_payload_max_length(options_.max_body_bytes);  // enforced by httplib on chunked bodies
-  sweep_peek_.resize(PeekBytes());
+  peek_.resize(std::max(kPeekBytes, options_.max_header_bytes + 1));
   accepted_ = metrics_->GetCounter("inferscope_http_connections_accepted_total",
                                    "HTTP connections accepted");
   metrics_->AddCallbackGauge(
@@ -267,10 +267,6 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
                                   "url_too_long", "body_too_large", "read_timeout"}) {
     Closed(reason);  // so every reason is exported from the start
   }
-}
-
-size_t GatedServer::PeekBytes() const {
-  return std::max(kPeekBytes, options_.max_header_bytes + 1);
 }
 
 GatedServer::~GatedServer() {
@@ -312,18 +308,23 @@ void GatedServer::StopGate() {
     if (stopping_) return;
     stopping_ = true;
   }
-  // Level-triggered and never read: every worker waiting in epoll sees it and returns.
   if (wake_fd_ >= 0) {
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
   }
-  parked_cv_.notify_all();
   if (gate_.joinable()) gate_.join();
-  for (std::thread& t : workers_) t.join();  // in-flight requests finish first
+  {
+    std::lock_guard<std::mutex> lock(jobs_mu_);
+    jobs_stop_ = true;
+  }
+  jobs_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
   workers_.clear();
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [fd, parked] : parked_) CloseSocket(fd);
   parked_.clear();
+  for (const Job& job : jobs_) CloseSocket(job.fd);
+  jobs_.clear();
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
   epoll_fd_ = wake_fd_ = -1;
@@ -353,64 +354,73 @@ void GatedServer::Park(int fd, bool idle) {
   const int64_t timeout = idle ? options_.idle_timeout_ms : options_.header_timeout_ms;
   const bool first = parked_.empty();
   parked_[fd] = Parked{steady_clock::now() + milliseconds(timeout), idle};
-  // The gate sleeps while nothing is parked: wake it so that it sweeps this connection's deadline.
-  if (first) parked_cv_.notify_one();
-  if (!ArmLocked(fd)) {
+  // The gate sleeps without a timeout while nothing is parked: wake it so that it sweeps this
+  // connection's deadline (the fd's readiness alone would not end an idle wait).
+  if (first) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+  // Edge-triggered: an incomplete header already in the buffer does not wake the gate again until
+  // more bytes arrive. Adding reports data that is already there.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
     parked_.erase(fd);
     CloseSocket(fd);
   }
 }
 
-bool GatedServer::ArmLocked(int fd) {
-  // Edge-triggered: an incomplete header already in the buffer does not report again until more
-  // bytes arrive. One-shot: one worker per readiness, until the socket is armed again. Arming
-  // reports data that is already there. A socket seen before is still in the set (disarmed).
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | EPOLLONESHOT;
-  ev.data.fd = fd;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) == 0) return true;
-  return errno == ENOENT && ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0;
-}
-
 void GatedServer::GateLoop() {
   SetThreadName("http-gate");
-  // Deadlines to sweep only while connections are parked; otherwise sleep until one is (Park
-  // notifies) or Stop: an idle query server does not wake up.
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    if (parked_.empty()) {
-      parked_cv_.wait(lock, [this] { return stopping_ || !parked_.empty(); });
-      continue;
+  std::array<epoll_event, 256> events;
+  SteadyTime next_sweep = steady_clock::now() + milliseconds(kSweepIntervalMs);
+  while (true) {
+    // Deadlines to sweep only while connections are parked; otherwise sleep until one is (Park
+    // writes wake_fd_) or Stop: an idle query server does not wake up.
+    bool any_parked;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      any_parked = !parked_.empty();
     }
-    parked_cv_.wait_for(lock, milliseconds(kSweepIntervalMs), [this] { return stopping_; });
-    if (stopping_) return;
-    lock.unlock();
-    Sweep(steady_clock::now());
-    lock.lock();
+    int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
+                         any_parked ? RemainingMs(next_sweep) : -1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == wake_fd_) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &count, sizeof(count));
+        continue;
+      }
+      OnReadable(events[i].data.fd);
+    }
+    const SteadyTime now = steady_clock::now();
+    if (now >= next_sweep) {
+      Sweep(now);
+      next_sweep = now + milliseconds(kSweepIntervalMs);
+    }
   }
 }
 
-std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char>& peek) {
+void GatedServer::OnReadable(int fd) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Not parked: another thread owns the socket (it re-arms it when it parks it again), or this is
-  // a stale event of a closed socket whose number was reused.
   auto it = parked_.find(fd);
-  if (it == parked_.end()) return std::nullopt;
-  ssize_t n = ::recv(fd, peek.data(), peek.size(), MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    if (!ArmLocked(fd)) CloseLocked(fd, peek, {});
-    return std::nullopt;
-  }
+  if (it == parked_.end()) return;
+  ssize_t n = ::recv(fd, peek_.data(), peek_.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
   if (n <= 0) {  // the client closed (or reset) the connection
-    CloseLocked(fd, peek, {});
-    return std::nullopt;
+    CloseLocked(fd, {});
+    return;
   }
   if (it->second.idle) {  // a kept-alive connection starts its next request
     it->second.idle = false;
     it->second.deadline = steady_clock::now() + milliseconds(options_.header_timeout_ms);
   }
   const size_t peeked = static_cast<size_t>(n);
-  const std::string_view data(peek.data(), std::min(peeked, options_.max_header_bytes));
+  const std::string_view data(peek_.data(), std::min(peeked, options_.max_header_bytes));
   // The request target's length, from the request line ("METHOD SP target SP version"), or from
   // how much of a request line has arrived without its end (method and version take < 32 bytes).
   const size_t line_end = data.find("\r\n");
@@ -424,45 +434,44 @@ std::optional<GatedServer::Job> GatedServer::OnReadable(int fd, std::vector<char
                  ? target_end - target_start - 1
                  : 0);
   if (target_bytes > options_.max_url_bytes) {
-    RefuseLocked(fd, peek, peeked, 414, "URI Too Long", "URI_TOO_LONG",
+    RefuseLocked(fd, peeked, 414, "URI Too Long", "URI_TOO_LONG",
                  "the request target (path and query) is longer than " +
                      std::to_string(options_.max_url_bytes) + " bytes",
                  "url_too_long");
-    return std::nullopt;
+    return;
   }
   const size_t end = data.find("\r\n\r\n");
   if (end == std::string_view::npos) {
     if (peeked > options_.max_header_bytes) {
-      RefuseLocked(fd, peek, peeked, 431, "Request Header Fields Too Large", "VALIDATION_ERROR",
+      RefuseLocked(fd, peeked, 431, "Request Header Fields Too Large", "VALIDATION_ERROR",
                    "the request header is larger than " +
                        std::to_string(options_.max_header_bytes) + " bytes",
                    "header_too_large");
-    } else if (!ArmLocked(fd)) {  // wait for the rest of the header
-      CloseLocked(fd, peek, {});
     }
-    return std::nullopt;
+    return;  // wait for the rest of the header
   }
   const size_t header_bytes = end + 4;
   const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
   if (info.content_length > options_.max_body_bytes) {
     RefuseLocked(
-        fd, peek, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
+        fd, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
         "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
         "body_too_large");
-    return std::nullopt;
+    return;
   }
   size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
   if (!info.chunked && !info.bad_length) {
     request_bytes = header_bytes + static_cast<size_t>(info.content_length);
     // Wait here for a small body, unless the client waits for "100 Continue" (httplib sends it).
-    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) {
-      if (!ArmLocked(fd)) CloseLocked(fd, peek, {});
-      return std::nullopt;
-    }
+    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) return;
   }
-  // The socket stays in the epoll set, disarmed (one-shot), until Park arms it again.
   parked_.erase(it);
-  return Job{fd, request_bytes};
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  {
+    std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
+    jobs_.push_back(Job{fd, request_bytes});
+  }
+  jobs_cv_.notify_one();
 }
 
 void GatedServer::Sweep(SteadyTime now) {
@@ -471,21 +480,21 @@ void GatedServer::Sweep(SteadyTime now) {
   for (const auto& [fd, parked] : parked_) {
     if (parked.deadline <= now) expired.emplace_back(fd, parked.idle);
   }
-  for (const auto& [fd, idle] : expired) {
-    CloseLocked(fd, sweep_peek_, idle ? "idle_timeout" : "header_timeout");
-  }
+  for (const auto& [fd, idle] : expired) CloseLocked(fd, idle ? "idle_timeout" : "header_timeout");
 }
 
 void GatedServer::WorkerLoop() {
   SetThreadName("http-worker");
-  std::vector<char> peek(PeekBytes());
-  epoll_event ev{};
   while (true) {
-    const int n = ::epoll_wait(epoll_fd_, &ev, 1, -1);
-    if (n < 0 && errno != EINTR) return;
-    if (n <= 0) continue;
-    if (ev.data.fd == wake_fd_) return;  // StopGate
-    if (std::optional<Job> job = OnReadable(ev.data.fd, peek)) Serve(*job);
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(jobs_mu_);
+      jobs_cv_.wait(lock, [this] { return jobs_stop_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping and drained
+      job = jobs_.front();
+      jobs_.pop_front();
+    }
+    Serve(job);
   }
 }
 
@@ -511,12 +520,12 @@ void GatedServer::Serve(const Job& job) {
   Park(job.fd, /*idle=*/true);
 }
 
-void GatedServer::RefuseLocked(int fd, std::vector<char>& peek, size_t peeked, int status,
-                               std::string_view reason_phrase, std::string_view code,
-                               std::string message, std::string_view counter_reason) {
+void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
+                               std::string_view code, std::string message,
+                               std::string_view counter_reason) {
   // Consume what was peeked, so that closing with unread data does not reset the connection
   // before the client reads the reply.
-  [[maybe_unused]] ssize_t consumed = ::recv(fd, peek.data(), peeked, MSG_DONTWAIT);
+  [[maybe_unused]] ssize_t consumed = ::recv(fd, peek_.data(), peeked, MSG_DONTWAIT);
   Closed(counter_reason)->Inc();  // before the reply: the client may look as soon as it reads it
   const std::string body = error_body_(status, code, std::move(message));
   std::string reply =
@@ -526,14 +535,14 @@ void GatedServer::RefuseLocked(int fd, std::vector<char>& peek, size_t peeked, i
   [[maybe_unused]] ssize_t sent =
       ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   ::shutdown(fd, SHUT_WR);
-  CloseLocked(fd, peek, {});
+  CloseLocked(fd, {});
 }
 
-void GatedServer::CloseLocked(int fd, std::vector<char>& peek, std::string_view counter_reason) {
-  // Consume what the client sent and was only peeked, so that close() ends the connection with a
-  // FIN the client reads as end of stream, not a reset.
+void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {
+  // Consume what the client sent and the gate only peeked, so that close() ends the connection
+  // with a FIN the client reads as end of stream, not a reset. (Gate thread only: uses peek_.)
   for (int i = 0; i < 4; ++i) {
-    if (::recv(fd, peek.data(), peek.size(), MSG_DONTWAIT) <= 0) break;
+    if (::recv(fd, peek_.data(), peek_.size(), MSG_DONTWAIT) <= 0) break;
   }
   parked_.erase(fd);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);

@@ -8,9 +8,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -44,13 +44,12 @@ struct GateOptions {
 // per idle socket. GatedServer keeps httplib's accept loop, routing and request parsing, and
 // overrides only what happens to an accepted socket (Server::process_and_close_socket is virtual):
 //
-//  * the socket is parked in an epoll set until a whole request header, and a body of known length
-//    that fits the peek window, has arrived: slow and idle sockets cost no thread and no polling;
-//  * a fixed pool of `threads` workers wait on that epoll set themselves (EPOLLONESHOT: one worker
-//    per readiness event); the worker that sees a request complete runs httplib's
-//    Server::process_request on a stream with a read deadline on its own thread (no hand-off to
-//    another thread), then parks the socket again for the next keep-alive request (re-arming it);
-//  * a "gate" thread only sweeps the deadlines of parked sockets, and sleeps while none is parked;
+//  * the socket is parked in an epoll set (one "gate" thread) until a whole request header, and a
+//    body of known length that fits the peek window, has arrived: slow and idle sockets cost no
+//    thread and no polling;
+//  * a request whose header is complete goes to a fixed pool of `threads` workers, which run
+//    httplib's Server::process_request on a stream with a read deadline, then park the socket
+//    again for the next keep-alive request;
 //  * a header not complete within header_timeout_ms, or a kept-alive connection idle for
 //    idle_timeout_ms, is closed; connections beyond max_connections are closed at accept; a header
 //    over max_header_bytes gets 431, a request target over max_url_bytes gets 414 (as soon as the
@@ -59,9 +58,8 @@ struct GateOptions {
 //
 // Lifecycle: construct → bind (httplib) → StartGate → listen_after_bind (httplib, own thread) →
 // stop (httplib) → join that thread → StopGate (the destructor calls it).
-// Concurrency: the accept thread parks sockets, workers take them from the epoll set and serve
-// them, the gate thread sweeps their deadlines; the socket table is guarded by one mutex, and a
-// socket belongs to whichever thread removed it from the table under that mutex.
+// Concurrency: the accept thread parks sockets, the gate thread watches them, workers serve them;
+// the socket table is guarded by one mutex.
 class GatedServer : public httplib::Server {
  public:
   // `error_body(status, code, message)` renders the JSON error body for the replies the gate sends
@@ -87,28 +85,22 @@ class GatedServer : public httplib::Server {
     bool idle;  // between requests (idle timeout) rather than inside a header (header timeout)
   };
   struct Job {
-    int fd = -1;
-    size_t request_bytes = 0;  // header + body when known, else 0 (the connection closes after it)
+    int fd;
+    size_t request_bytes;  // header + body when known, else 0 (the connection closes after it)
   };
 
   bool process_and_close_socket(socket_t sock) override;
 
-  size_t PeekBytes() const;
   void Park(int fd, bool idle);
-  // (Re-)arms a parked socket in the epoll set (EPOLLONESHOT); false when epoll refused it.
-  bool ArmLocked(int fd);
   void GateLoop();
-  // A readiness event of `fd`: the job to serve when its request is complete (and the socket is
-  // taken out of the table), else nullopt. `peek` is the calling thread's buffer.
-  std::optional<Job> OnReadable(int fd, std::vector<char>& peek);
+  void OnReadable(int fd);
   void Sweep(SteadyTime now);
   void WorkerLoop();
   void Serve(const Job& job);
   // Consumes what the client sent, writes a canned error response and closes.
-  void RefuseLocked(int fd, std::vector<char>& peek, size_t peeked, int status,
-                    std::string_view reason_phrase, std::string_view code, std::string message,
-                    std::string_view counter_reason);
-  void CloseLocked(int fd, std::vector<char>& peek, std::string_view counter_reason);
+  void RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
+                    std::string_view code, std::string message, std::string_view counter_reason);
+  void CloseLocked(int fd, std::string_view counter_reason);
   void CloseSocket(int fd);
   Counter* Closed(std::string_view reason);
 
@@ -121,10 +113,14 @@ class GatedServer : public httplib::Server {
   Counter* accepted_ = nullptr;
 
   std::mutex mu_;  // guards parked_, stopping_, and every epoll_ctl on a parked socket
-  std::condition_variable parked_cv_;  // the gate waits on it while nothing is parked
   std::unordered_map<int, Parked> parked_;
   bool stopping_ = false;
-  std::vector<char> sweep_peek_;  // gate thread only
+  std::vector<char> peek_;  // gate thread only
+
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
+  std::deque<Job> jobs_;
+  bool jobs_stop_ = false;
 
   std::thread gate_;
   std::vector<std::thread> workers_;

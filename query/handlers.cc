@@ -666,6 +666,16 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
   ApiReply reply;
   reply.body =
       WindowedReply(ctx, instance, *params, query, match->models, *range, read, points, watermark);
+  // The answer depends on the view, on the watermark only through `to`'s default (a step boundary)
+  // and "as_of", and on the clock only through expiry.
+  CacheValidity validity;
+  if (!params->to) {
+    validity.watermark_from = FloorDiv(watermark, step) * step;
+    validity.watermark_until = validity.watermark_from + step;
+  }
+  validity.clock_until_ms = read.stable_until_ms;
+  validity.splice_as_of = true;
+  reply.cache = validity;
   return reply;
 }
 
@@ -865,8 +875,8 @@ const std::vector<Route>& Routes() {
       {"GET", "/v1/capabilities", "/v1/capabilities", true, &HandleCapabilities},
       {"GET", "/v1/instances", "/v1/instances", true, &HandleInstances},
       {"GET", "/v1/instances/([^/]+)/summary", "/v1/instances/{id}/summary", true,
-       &HandleInstanceSummary},
-      {"GET", "/v1/series", "/v1/series", true, &HandleSeries},
+       &HandleInstanceSummary, false, false, /*cacheable=*/true},
+      {"GET", "/v1/series", "/v1/series", true, &HandleSeries, false, false, /*cacheable=*/true},
       {"GET", "/v1/performance/metrics", "/v1/performance/metrics", true,
        &HandlePerformanceMetrics},
       {"GET", "/v1/alerts", "/v1/alerts", true, &HandleAlerts},

@@ -19,6 +19,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
 #include "query/access.h"
+#include "query/response_cache.h"
 #include "values/aggregate.h"
 
 namespace inferscope {
@@ -66,6 +67,10 @@ struct ApiReply {
   std::string text;                                          // a non-JSON body (Prometheus text)
   std::string content_type;                                  // for `text`
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
+  // Set by the handlers of cacheable routes (Route::cacheable) on an answer that is a function of
+  // the request, the store's view (StateStore::ViewVersion) and what this says, so that
+  // QueryServer may serve it again from its ResponseCache. Unset: never cached.
+  std::optional<CacheValidity> cache;
 };
 
 using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>;
@@ -74,7 +79,8 @@ using ApiHandler = std::function<ApiReply(const ApiContext&, const ApiRequest&)>
 // the `route` metric label, whether the bearer token applies, the handler, and whether it changes
 // state (a read-only query node answers such routes 405 READ_ONLY without calling the handler;
 // tokens need the `write` scope) or is an admin route (tokens need the `admin` scope); other routes
-// need `read`.
+// need `read`. A `cacheable` route's answers go through the server's response cache when its
+// handler marks them (ApiReply::cache).
 struct Route {
   std::string method;
   std::string pattern;
@@ -83,6 +89,7 @@ struct Route {
   ApiHandler handler;
   bool writes = false;
   bool admin = false;
+  bool cacheable = false;
 };
 
 // The route table.

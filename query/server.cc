@@ -4,7 +4,8 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-
+#include <array>
+#include <atomic>
 #include <exception>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "query/gated_server.h"
 #include "query/handlers.h"
 #include "query/openapi.h"
+#include "query/response_cache.h"
 #include "query/response_log.h"
 #include "state/state_store.h"
 
@@ -38,8 +40,71 @@ void Send(const ApiReply& reply, httplib::Response& res) {
     return;
   }
   // Names come from publishers and may hold invalid UTF-8: replace rather than throw.
-  res.set_content(reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                  "application/json");
+  res.body = reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  res.set_header("Content-Type", "application/json");
+}
+
+// The request counter of one route by status, each looked up in the registry once (GetCounter
+// takes the registry's lock and builds the label set).
+class StatusCounters {
+ public:
+  StatusCounters(MetricsRegistry* metrics, std::string route)
+      : metrics_(metrics), route_(std::move(route)) {}
+
+  void Inc(int status) {
+    if (status < kFirst || status >= kFirst + static_cast<int>(slots_.size())) {
+      Get(status)->Inc();
+      return;
+    }
+    std::atomic<Counter*>& slot = slots_[static_cast<size_t>(status - kFirst)];
+    Counter* counter = slot.load(std::memory_order_acquire);
+    if (counter == nullptr) {
+      counter = Get(status);  // the registry returns the same counter to every caller
+      slot.store(counter, std::memory_order_release);
+    }
+    counter->Inc();
+  }
+
+ private:
+  static constexpr int kFirst = 100;
+  Counter* Get(int status) {
+    return metrics_->GetCounter(kRequestsTotal, kRequestsHelp,
+                                {{"route", route_}, {"status", std::to_string(status)}});
+  }
+  MetricsRegistry* metrics_;
+  const std::string route_;
+  std::array<std::atomic<Counter*>, 500> slots_{};
+};
+
+// Appends `s` with its length in front (so that no two sequences of parts make the same key).
+void AppendPart(std::string* key, std::string_view s) {
+  const auto n = static_cast<uint32_t>(s.size());
+  key->append(reinterpret_cast<const char*>(&n), sizeof(n));
+  key->append(s);
+}
+
+// The response cache's key of a request to a cacheable route: the route, the path captures, the
+// query parameters as the handler reads them (ordered by name; the first value of a repeated
+// one) and the caller's scopes.
+void CacheKey(const Route& route, const httplib::Request& req, uint8_t scopes, std::string* key) {
+  key->clear();
+  AppendPart(key, route.name);
+  key->push_back(static_cast<char>(req.matches.size()));
+  for (size_t i = 1; i < req.matches.size(); ++i) {
+    const auto& m = req.matches[i];  // a capture of req.path
+    AppendPart(key,
+               std::string_view(req.path).substr(static_cast<size_t>(m.first - req.path.cbegin()),
+                                                 static_cast<size_t>(m.length())));
+  }
+  const std::string* previous = nullptr;
+  for (const auto& [name, value] : req.params) {  // a multimap: ordered by name
+    if (previous != nullptr && *previous == name) continue;
+    previous = &name;
+    AppendPart(key, name);
+    AppendPart(key, value);
+  }
+  key->push_back('\0');
+  key->push_back(static_cast<char>(scopes));
 }
 
 // The first query parameter of `req` that `allowed` does not name: a 400 naming it and listing the
@@ -131,6 +196,11 @@ Status QueryServer::Options::Validate() const {
         "query server: max_url_bytes must be in 256..8192 and below max_header_bytes, got " +
         std::to_string(max_url_bytes));
   }
+  if (response_cache_bytes > (size_t{1} << 40)) {
+    return Status::InvalidArgument(
+        "query server: response_cache_bytes must be at most 1 TiB, got " +
+        std::to_string(response_cache_bytes));
+  }
   if (Status s = access.Validate(); !s.ok()) return s.WithContext("query server");
   if (Status s = export_options.Validate(); !s.ok()) return s.WithContext("query server");
   if (access.tokens.empty() && !IsLoopbackHost(host)) {
@@ -203,11 +273,19 @@ void QueryServer::RegisterRoutes() {
       }
     }
     const Scope needed = route.admin ? Scope::kAdmin : route.writes ? Scope::kWrite : Scope::kRead;
+    auto counters = std::make_shared<StatusCounters>(ctx->metrics, route.name);
+    ResponseCache* cache = route.cacheable ? cache_.get() : nullptr;
     httplib::Server::Handler handler = [ctx, tokens, limiter, read_only, engine_url, allow, needed,
-                                        &route, latency, params = std::move(params),
-                                        log](const httplib::Request& req, httplib::Response& res) {
+                                        &route, latency, params = std::move(params), log, counters,
+                                        cache](const httplib::Request& req,
+                                               httplib::Response& res) {
       const int64_t started_ns = ctx->clock->MonotonicNs();
       ApiReply reply;
+      // The cache key (reused per thread) and the view it was looked up in; `cached`: answered
+      // from the cache.
+      thread_local std::string key;
+      ResponseCache::View view;
+      bool cached = false;
       try {
         const bool authenticate = route.requires_auth && !tokens->empty();
         TokenSet::Outcome outcome = TokenSet::Outcome::kOk;
@@ -268,13 +346,23 @@ void QueryServer::RegisterRoutes() {
                        params ? UnknownParameter(*ctx->clock, req, *params) : std::nullopt) {
           reply = std::move(*unknown);
         } else {
-          ApiRequest api_request;
-          for (size_t i = 1; i < req.matches.size(); ++i) {
-            api_request.path_params.push_back(req.matches[i].str());
+          if (cache != nullptr) {
+            CacheKey(route, req, token != nullptr ? token->scopes : 0, &key);
+            // The version first: whatever is read after it is at least that view.
+            view.version = ctx->store->ViewVersion();
+            view.watermark_ms = ctx->store->Watermark();
+            view.now_ms = ctx->clock->NowMs();
+            cached = cache->Lookup(key, view, &res.body);
           }
-          api_request.params.insert(req.params.begin(), req.params.end());
-          api_request.body = req.body;
-          reply = route.handler(*ctx, api_request);
+          if (!cached) {
+            ApiRequest api_request;
+            for (size_t i = 1; i < req.matches.size(); ++i) {
+              api_request.path_params.push_back(req.matches[i].str());
+            }
+            api_request.params.insert(req.params.begin(), req.params.end());
+            api_request.body = req.body;
+            reply = route.handler(*ctx, api_request);
+          }
         }
       } catch (const std::exception& e) {
         reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR",
@@ -282,12 +370,20 @@ void QueryServer::RegisterRoutes() {
       } catch (...) {
         reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error");
       }
-      Send(reply, res);
+      if (cached) {
+        res.status = 200;
+        res.set_header("Content-Type", "application/json");
+      } else {
+        Send(reply, res);
+        if (cache != nullptr && reply.status == 200 && reply.cache) {
+          cache->Insert(key, view.version, *reply.cache, res.body);
+        }
+      }
       if (log != nullptr) {
         log->Record(req.method, &route.name, req.path, res.status,
                     res.get_header_value("Content-Type"), res.body);
       }
-      Count(*ctx->metrics, route.name, reply.status);
+      counters->Inc(res.status);
       latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
     };
     if (route.method == "GET") {
@@ -370,6 +466,9 @@ Status QueryServer::Start() {
   limiter_ = std::make_unique<RateLimiter>(options_.access.rate_limit, ctx_->metrics);
   ctx_->access = &options_.access;
   ctx_->limiter = limiter_.get();
+  if (options_.response_cache_bytes > 0) {
+    cache_ = std::make_unique<ResponseCache>(options_.response_cache_bytes, ctx_->metrics);
+  }
   ctx_->export_options = options_.export_options;
   ctx_->export_dropped = ctx_->metrics->GetCounter(
       "inferscope_export_series_dropped_total",
@@ -454,6 +553,7 @@ void QueryServer::Stop() {
   if (thread_.joinable()) thread_.join();
   server_->StopGate();
   server_.reset();
+  cache_.reset();
   port_ = 0;
 }
 

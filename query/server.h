@@ -20,6 +20,7 @@
 namespace inferscope {
 
 class GatedServer;
+class ResponseCache;
 class SilenceRegistry;
 class WorkflowRegistry;
 namespace routing {
@@ -73,6 +74,17 @@ struct ApiContext;
 // inferscope_http_connections_closed_total{reason}. Start raises the soft RLIMIT_NOFILE towards
 // max_connections + 256 when the hard limit allows.
 //
+// Response cache (query/response_cache.h): answers of GET /v1/instances/{id}/summary and
+// GET /v1/series are kept, rendered, and served again to the same request (route, path, query
+// parameters and the token's scopes) while the store's view is the one they were read from
+// (StateStore::ViewVersion: on a query node it moves at each catch-up that brought pane, rollup or
+// series-index writes; in the engine at each such write), the watermark is in the range that gives
+// the same window range (a step, when `to` is not given) and no bucket of the range has expired
+// since; "as_of" is the current watermark. So a cached answer is the one the handler would give
+// now. Every request is still authenticated, rate-limited, checked, counted, timed and logged.
+// Counters: inferscope_query_cache_lookups_total{result}, inferscope_query_cache_evictions_total,
+// gauges inferscope_query_cache_entries and inferscope_query_cache_bytes.
+//
 // Lifecycle: construct → Start (binds, serves on threads of its own) → Stop (idempotent; the
 // destructor calls it). The pointers given at construction must outlive the server.
 // Concurrency: handlers run on `threads` worker threads and only read the store.
@@ -103,6 +115,10 @@ class QueryServer {
     // naming `engine_url` (the engine's API, where writes go; may be empty) in the error details.
     bool read_only = false;
     std::string engine_url;
+    // Size of the response cache of the summary and series routes (see "Response cache" above):
+    // keys, bodies and a fixed overhead per entry; least recently used answers are evicted first.
+    // 0 turns it off. At most 1 TiB.
+    size_t response_cache_bytes = 64 * 1024 * 1024;
 
     Status Validate() const;
   };
@@ -139,6 +155,7 @@ class QueryServer {
   std::unique_ptr<ApiContext> ctx_;
   std::unique_ptr<TokenSet> tokens_;
   std::unique_ptr<RateLimiter> limiter_;
+  std::unique_ptr<ResponseCache> cache_;  // null when response_cache_bytes is 0
   std::unique_ptr<GatedServer> server_;
   std::thread thread_;
   std::atomic<bool> thread_done_{false};

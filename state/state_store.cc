@@ -35,6 +35,11 @@ constexpr std::string_view kRolledThroughKeyPrefix = "rollup_through/";
 // The primary's tier list, so that a secondary (the query node) reads the tiers the data has:
 // per tier be64(resolution ms) be64(retention ms), finest first.
 constexpr std::string_view kTiersKey = "tiers";
+// be64, a number the primary writes with every WriteBatch that changes what the windowed reads
+// answer (panes, the series index, a tier's rolled-through cursor): a secondary that sees it change
+// after a catch-up knows its view changed (StateStore::ViewVersion). Not ordered: writers take
+// distinct numbers, which may commit out of order.
+constexpr std::string_view kDataVersionKey = "data_version";
 // Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
 // after a crash between batches rewrites the same buckets with the same values).
 constexpr int64_t kRollupBatchBuckets = 1000;
@@ -550,6 +555,15 @@ Status StateStore::LoadMeta() {
     if (value.size() != 8) return Status::Corruption("state store: fleet_from is not 8 bytes");
     fleet_from_.store(static_cast<int64_t>(DecodeBigEndian64(value)), std::memory_order_release);
   }
+  s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kDataVersionKey), &value);
+  stored_data_version_.reset();
+  if (!s.IsNotFound()) {
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading data_version"));
+    if (value.size() != 8) return Status::Corruption("state store: data_version is not 8 bytes");
+    stored_data_version_ = DecodeBigEndian64(value);
+    // A primary continues from the stored number (a secondary never writes).
+    next_data_version_.store(*stored_data_version_, std::memory_order_relaxed);
+  }
   for (size_t i = 1; i < tiers_.size(); ++i) {
     std::string key = std::string(kRolledThroughKeyPrefix) + tiers_[i].Name();
     s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], key, &value);
@@ -711,10 +725,20 @@ Result<CatchUpReport> StateStore::CatchUp() {
   }
   {
     std::shared_lock<std::shared_mutex> lock(db_mu_);
-    INFERSCOPE_RETURN_IF_ERROR(LoadMeta());
-    Result<std::optional<std::vector<TierSpec>>> stored = ReadStoredTiers();
-    if (!stored.ok()) return stored.status();
-    if (stored->has_value() && **stored != tiers_) tiers_changed_.store(true);
+    const std::optional<uint64_t> seen = stored_data_version_;
+    Status loaded = LoadMeta();
+    if (loaded.ok()) {
+      Result<std::optional<std::vector<TierSpec>>> stored = ReadStoredTiers();
+      loaded = stored.status();
+      if (stored.ok() && stored->has_value() && **stored != tiers_) tiers_changed_.store(true);
+    }
+    // The view is unchanged only when the primary stores a data version and it is the one seen at
+    // the last look, on the same instance (a reopened one may hold anything); after an error the
+    // log may have been applied all the same.
+    if (!loaded.ok() || report.reopened || !seen.has_value() || seen != stored_data_version_) {
+      view_version_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    INFERSCOPE_RETURN_IF_ERROR(loaded);
   }
   report.duration_ns = clock_->MonotonicNs() - started_ns;
   report.watermark_ms = Watermark();
@@ -832,6 +856,8 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   AppendBigEndian64(&value, static_cast<uint64_t>(new_watermark));
   INFERSCOPE_RETURN_IF_ERROR(
       FromRocks(batch.Put(handles_[kMeta], rocksdb::Slice(kWatermarkKey), value), "state store"));
+  // A batch that only moves the watermark leaves the view's data as it was.
+  if (!panes.empty()) INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
 
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
@@ -845,6 +871,7 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   }
   for (auto& [series_key, range] : updates) index_[series_key] = range;
   watermark_.store(new_watermark, std::memory_order_release);
+  if (!panes.empty()) view_version_.fetch_add(1, std::memory_order_acq_rel);
   panes_written_->Inc(panes.size());
   if (after_rollup > 0) panes_after_rollup_->Inc(after_rollup);
   return Status::Ok();
@@ -1254,16 +1281,28 @@ Status StateStore::ReadWindows(const WindowsRequest& request, WindowsRead* out) 
   out->plan = PlanTierRead(tiers_, rolled, request.from_ms, end_ms, w, request.max_resolution_ms);
   const int64_t now = clock_->NowMs();
   out->complete_from_ms = request.from_ms;
+  out->stable_until_ms = INT64_MAX;
   for (const TierSegment& seg : out->plan) {
     const TierSpec& tier = tiers_[seg.tier];
     const int64_t expired = tier.ExpiredThroughMs(now);
+    if (expired == INT64_MIN) continue;  // kept forever
+    const int64_t res = tier.resolution_ms;
+    if (res <= 0) {  // bucket ends unknown: any time may change the answer
+      out->stable_until_ms = now;
+      continue;
+    }
     // Buckets ending at or before `expired` are gone: the answer is complete from the first live
     // bucket on.
-    if (tier.resolution_ms > 0 && expired != INT64_MIN) {
-      const int64_t live = FloorDiv(expired, tier.resolution_ms) * tier.resolution_ms;
-      if (live > seg.from_ms) {
-        out->complete_from_ms = std::max(out->complete_from_ms, std::min(live, seg.to_ms));
-      }
+    const int64_t live = FloorDiv(expired, res) * res;
+    if (live > seg.from_ms) {
+      out->complete_from_ms = std::max(out->complete_from_ms, std::min(live, seg.to_ms));
+    }
+    // The next bucket end (a multiple of res) past both `live` and the segment's start: when the
+    // clock reaches it + retention, that bucket expires and complete_from moves. Nothing changes
+    // once every bucket of the segment has expired.
+    const int64_t next_end = std::max(live, FloorDiv(seg.from_ms, res) * res) + res;
+    if (next_end - res < seg.to_ms) {
+      out->stable_until_ms = std::min(out->stable_until_ms, next_end + tier.retention_ms);
     }
   }
 
@@ -1376,6 +1415,15 @@ Status StateStore::ScanRecords(
 }
 
 int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order_acquire); }
+
+uint64_t StateStore::ViewVersion() const { return view_version_.load(std::memory_order_acquire); }
+
+Status StateStore::AddDataVersion(rocksdb::WriteBatch* batch) {
+  std::string value;
+  AppendBigEndian64(&value, next_data_version_.fetch_add(1, std::memory_order_relaxed) + 1);
+  return FromRocks(batch->Put(handles_[kMeta], rocksdb::Slice(kDataVersionKey), value),
+                   "state store: data version");
+}
 
 void StateStore::HoldWriteError(std::string_view writer, const Status& error) {
   std::lock_guard<std::mutex> lock(held_mu_);
@@ -1515,12 +1563,14 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(
       batch.Put(handles_[kMeta], std::string(kRolledThroughKeyPrefix) + tiers_[tier].Name(), value),
       "state store: rollup"));
+  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
   rocksdb::Status s = db_->Write(write_options, &batch);
   if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
   *written += in_batch;
   rollups_written_->Inc(static_cast<uint64_t>(in_batch));
   rolled_through_[tier].store(target_ms, std::memory_order_release);
+  view_version_.fetch_add(1, std::memory_order_acq_rel);
   return Status::Ok();
 }
 
@@ -1544,12 +1594,14 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
     }
   }
   if (gone.empty()) return Status::Ok();
+  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   rocksdb::Status s = db_->Write(write_options, &batch);
   if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: dropping expired series"));
   for (const std::string& key : gone) index_.erase(key);
+  view_version_.fetch_add(1, std::memory_order_acq_rel);
   *dropped += static_cast<int64_t>(gone.size());
   series_dropped_->Inc(gone.size());
   return Status::Ok();

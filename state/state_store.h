@@ -154,6 +154,10 @@ struct WindowsRead {
   std::vector<TierSegment> plan;
   // From here on no bucket of the range has expired (at the clock's time of the read).
   int64_t complete_from_ms = 0;
+  // The clock time from which the same read of the same view (StateStore::ViewVersion) may answer
+  // otherwise, because another bucket of the range expires (INT64_MAX: never). Before it, the
+  // answer depends on the view only.
+  int64_t stable_until_ms = INT64_MAX;
   // windows[i]: the merge of every stored bucket of the models in window i.
   std::vector<Aggregate> windows;
   // Set when a stored bucket's length does not divide window_ms (the read stopped with
@@ -184,7 +188,8 @@ struct FleetRead {
 //   rollup_<r> key: str(instance) str(model) str(metric) be64(bucket start ms)  value: be64(end ms) + Aggregate
 //   series     key: str(instance) str(model) str(metric)                        value: first/last seen
 //   meta       key: name                                                         value: engine facts (watermark,
-//                                                                                "rollup_through/<r>": be64 ms)
+//                                                                                "rollup_through/<r>": be64 ms,
+//                                                                                "data_version": be64, see ViewVersion)
 // clang-format on
 //
 // Tiers and retention (docs/RETENTION.md has the exact contract): `panes` is tier 0; each further
@@ -309,6 +314,15 @@ class StateStore {
 
   // The latest watermark written with WritePanes (0 when none).
   int64_t Watermark() const;
+  // A number that changes whenever the answers of FindSeries, ScanSeries, ListSeries, ScanPanes,
+  // ReadWindows and RolledThroughMs may have changed for any reason but the clock (expiry): after
+  // a WritePanes that wrote a pane (not one that only moved the watermark), a rollup that moved a
+  // tier's cursor and a drop of expired series; on a secondary after a CatchUp that applied such a
+  // write of the primary (every CatchUp when the primary stores no data version, an older engine's
+  // store), that reopened, or that failed. It moves after the write is visible: a read that starts
+  // after ViewVersion() returned v sees at least the data of view v. Read-through caches key on it
+  // (query/response_cache.h).
+  uint64_t ViewVersion() const;
 
   // A secondary instance (StateStoreOptions::secondary_path): read-only, refreshed by CatchUp.
   bool read_only() const { return !secondary_path_.empty(); }
@@ -392,6 +406,9 @@ class StateStore {
   // Rolls tier `tier` (>= 1) up through `target_ms`; adds the buckets written to `*written`.
   Status RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_t* written);
   Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
+  // Adds meta "data_version" (a fresh number) to a batch that changes what reads answer, so that a
+  // secondary sees the change (ViewVersion). The writer bumps view_version_ once it committed.
+  Status AddDataVersion(rocksdb::WriteBatch* batch);
   // Deletes the records of time-keyed `table` older than now_ms - retention (RunMaintenance).
   Status ExpireRecords(const RecordTable& table, int64_t now_ms, int64_t* expired);
 
@@ -439,6 +456,13 @@ class StateStore {
   // first/last seen without a Get per pane.
   std::map<std::string, SeriesRange, std::less<>> index_;
   std::atomic<int64_t> watermark_{0};
+  // ViewVersion. Primary: bumped after each committed write that changes what reads answer;
+  // secondary: after each CatchUp that saw meta "data_version" change (or could not tell).
+  std::atomic<uint64_t> view_version_{1};
+  // Primary: the last number handed out for meta "data_version".
+  std::atomic<uint64_t> next_data_version_{0};
+  // meta "data_version" as LoadMeta last read it (nullopt: none stored). Open and CatchUp only.
+  std::optional<uint64_t> stored_data_version_;
   // The fleet rollup's first pane start (INT64_MIN: none stored); meta "fleet_from".
   std::atomic<int64_t> fleet_from_{std::numeric_limits<int64_t>::min()};
   // Primary: the stored watermark when this process opened the store. A pane ending at or before

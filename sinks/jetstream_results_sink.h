@@ -30,12 +30,18 @@ namespace inferscope {
 // own (`inferscope query-node --results`), so any number of them answer for every engine node.
 //
 // Publication and checkpoints: results are published as the operators emit them, before the
-// checkpoint that covers them is durable (as the rocksdb_* sinks write them). After a crash the
-// engine restores its last durable checkpoint and emits the results after it again: each carries
-// the same Msg-Id (identity + version), so the stream drops those within its duplicate window
-// (`duplicate_window`), and materialisation is idempotent for the rest (state/results_store.h).
-// What the stream holds is therefore at least what the engine's own store held before the crash,
-// and converges to what it holds after the replay.
+// checkpoint that covers them is durable (as the rocksdb_* sinks write them), and a checkpoint is
+// written only once this sink has published (and the stream acknowledged) every result emitted
+// before it (NeedsCheckpointBarrier: the executor puts a barrier in this sink's queue and hands
+// the checkpoint to the state sink when the barrier is passed). So no checkpoint ever covers a
+// result the stream does not hold — without the barrier, a crash after a checkpoint and before
+// this sink caught up lost those results for good, since the restart emits only what follows the
+// checkpoint. After a crash the engine restores its last durable checkpoint and emits the results
+// after it again: each carries the same Msg-Id (identity + version), so the stream drops those
+// within its duplicate window (`duplicate_window`), and materialisation is idempotent for the rest
+// (state/results_store.h). What the stream holds is therefore at least what the engine's own
+// store held before the crash, and converges to what it holds after the replay. The cost: a
+// checkpoint (and so the jetstream source's acks) waits for the stream's acknowledgements.
 //
 // Delivery: a batch's messages are published asynchronously (at most `max_in_flight`
 // unacknowledged) and the sink waits for every acknowledgement before the next batch. When any is
@@ -94,6 +100,9 @@ class JetStreamResultsSink final : public Sink {
   Status Open(const StageContext& ctx) override;
   KindSet Accepts() const override;
   Status Write(const OutputBatch& batch) override;
+  // Yes: a checkpoint is written only once every result emitted before it is in the stream (see
+  // the class comment).
+  bool NeedsCheckpointBarrier() const override { return true; }
   void Interrupt() override;
   void Close() override;
   std::string Endpoint() const override { return options_.url; }

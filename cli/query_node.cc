@@ -377,10 +377,10 @@ nlohmann::json QueryNode::Health() const {
         {"state", options_.state_dir},
         {"uptime_s", static_cast<double>(now - started_ms_) / 1000.0},
         {"watermark_ms", watermark},
-        {"lag_ms", lag >= 0 ? nlohmann::json(lag) : nlohmann::json()},
         {"watermark_age_ms", watermark > 0 ? nlohmann::json(now - watermark) : nlohmann::json()},
         {"results", results_ ? results_->Health() : nlohmann::json()},
         {"build", BuildInfoJson()}};
+    if (lag >= 0) health["lag_ms"] = lag;  // absent until the node has caught up once
     std::lock_guard<std::mutex> lock(stats_mu_);
     if (!error.empty()) {
       health["status"] = "degraded";

@@ -54,7 +54,7 @@ struct PendingCheckpoint {
 // never skips results such a sink had not delivered yet.
 struct CheckpointBarrier {
   std::atomic<int> remaining{0};    // sinks that have not passed it yet
-  std::atomic<bool> failed{false};  // a sink failed a write since its previous barrier
+  std::atomic<bool> failed{false};  // a sink has failed a write (ever)
   // Called once, by the thread of the last sink to pass, with whether every sink delivered.
   std::function<void(bool delivered)> on_passed;
 

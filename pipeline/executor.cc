@@ -90,8 +90,9 @@ struct Executor::SinkSlot {
   Counter* errors = nullptr;
   Histogram* write_seconds = nullptr;
   bool opened = false;
-  // A Write failed since the last checkpoint barrier (sink thread; barrier sinks only).
-  bool failed_since_barrier = false;
+  // A Write failed (sink thread; barrier sinks only): its results were not delivered, so no later
+  // checkpoint may be written either (a restart must replay from before them). Sticky.
+  bool failed_delivery = false;
   // The last result batch pushed (operator thread): once it is released, the sink has written
   // everything routed before it (see SweepStrings).
   std::weak_ptr<const OutputBatch> last_pushed;
@@ -692,8 +693,7 @@ void Executor::SinkLoop(SinkSlot& slot) {
   while (std::optional<OutputBatchPtr> item = slot.queue.Pop()) {
     const OutputBatch& batch = **item;
     if (batch.barrier != nullptr) {
-      batch.barrier->Pass(!slot.failed_since_barrier);
-      slot.failed_since_barrier = false;
+      batch.barrier->Pass(!slot.failed_delivery);
       continue;
     }
     slot.batches_in->Inc();
@@ -705,7 +705,7 @@ void Executor::SinkLoop(SinkSlot& slot) {
     slot.write_seconds->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);
     if (!st.ok()) {
       slot.errors->Inc();
-      slot.failed_since_barrier = true;
+      slot.failed_delivery = true;
       spdlog::error("sink '{}': {}", slot.name, st.ToString());
     }
   }

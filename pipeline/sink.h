@@ -30,7 +30,9 @@ class Sink {
   // outside the engine (jetstream_results), since a restart from a checkpoint does not emit again
   // what was emitted before it. The executor then sends the sink a barrier batch (`barrier` set,
   // no results; Write is not called for it) ahead of each checkpoint and writes the checkpoint once
-  // every such sink has reached its barrier without a failed Write since the previous one.
+  // every such sink has reached its barrier. A Write that fails means its results are not
+  // delivered and will not be: from then on no checkpoint is written (each is reported failed), so
+  // a restart replays from before them.
   virtual bool NeedsCheckpointBarrier() const { return false; }
   // Called from the engine's control thread when the engine starts to stop, before the sink's queue
   // drains: a sink blocked retrying a failed write gives it up (and then writes nothing more, so no

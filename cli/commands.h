@@ -46,6 +46,12 @@ struct QueryNodeArgs {
   std::vector<std::string> cors_origins;
   std::string ready_file;  // written (JSON: http, state, secondary) once serving
   double duration_s = 0;   // 0 = until SIGINT/SIGTERM
+  // The results mode (cli/results_feed.h): NATS URL(s) of the results stream; empty: off.
+  std::string results;
+  std::string results_stream = "INFERSCOPE_RESULTS";
+  std::string results_subject_prefix = "inferscope.results";
+  std::string results_consumer = "inferscope-query";
+  std::string maintenance_interval = "10s";
 };
 int QueryNodeCommand(const QueryNodeArgs& args);
 

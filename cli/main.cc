@@ -156,7 +156,29 @@ int main(int argc, char** argv) {
       "Serve the query API from an engine's state directory, as a separate read-only process "
       "(a RocksDB secondary instance that catches up with the engine every --catch-up-interval; "
       "writes to silences and workflows answer 405 naming the engine's API)");
-  qn_cmd->add_option("--state-dir", qn.state_dir, "The engine's state directory")->required();
+  qn_cmd
+      ->add_option("--state-dir", qn.state_dir,
+                   "The engine's state directory; with --results, the node's own store (created "
+                   "when missing)")
+      ->required();
+  qn_cmd->add_option("--results", qn.results,
+                     "Materialise the results stream of every engine node (their "
+                     "jetstream_results sinks) from these NATS server(s) into a store of this "
+                     "node's own in --state-dir, instead of reading one engine's directory");
+  qn_cmd->add_option("--results-stream", qn.results_stream, "The results stream (with --results)")
+      ->capture_default_str();
+  qn_cmd
+      ->add_option("--results-subject-prefix", qn.results_subject_prefix,
+                   "The sinks' subject_prefix: the node reads <prefix>.* (with --results)")
+      ->capture_default_str();
+  qn_cmd
+      ->add_option("--results-consumer", qn.results_consumer,
+                   "This node's durable consumer, one per query node (with --results)")
+      ->capture_default_str();
+  qn_cmd
+      ->add_option("--maintenance-interval", qn.maintenance_interval,
+                   "How often rollups and retention run on the node's store (with --results)")
+      ->capture_default_str();
   qn_cmd->add_option("--listen", qn.listen, "host:port of the query API (port 0: any free port)")
       ->capture_default_str();
   qn_cmd
@@ -170,7 +192,8 @@ int main(int argc, char** argv) {
                      "The engine's query API, named in the 405 answers to writes");
   qn_cmd->add_option("-t,--topology", qn.topology,
                      "Topology whose state.tiers apply when the store holds no tier list "
-                     "(written by an older engine)");
+                     "(written by an older engine); with --results, the node's tiers (give the "
+                     "engines' topology)");
   qn_cmd->add_option("--tokens", qn.tokens,
                      "API token file: lines 'NAME SCOPES TOKEN' (scopes read,write,admin); "
                      "needed to listen on a non-loopback address");

@@ -53,7 +53,13 @@ Result<std::string> MakeTempDir() {
 Status QueryNodeOptions::Validate() const {
   if (state_dir.empty()) return Status::InvalidArgument("--state-dir is required");
   std::error_code ec;
-  if (!std::filesystem::is_directory(state_dir, ec)) {
+  if (!results.url.empty()) {
+    if (Status s = results.Validate(); !s.ok()) return s;
+    if (maintenance_interval_ms < 10 || maintenance_interval_ms > 3'600'000) {
+      return Status::InvalidArgument("--maintenance-interval must be in 10ms..1h, got " +
+                                     FormatDurationMs(maintenance_interval_ms));
+    }
+  } else if (!std::filesystem::is_directory(state_dir, ec)) {
     return Status::InvalidArgument("--state-dir: " + state_dir +
                                    " is not a directory (start the engine on it first)");
   }
@@ -84,7 +90,9 @@ Result<std::unique_ptr<QueryNode>> QueryNode::Start(QueryNodeOptions options, co
   std::unique_ptr<QueryNode> node(new QueryNode());
   node->clock_ = clock;
   node->started_ms_ = clock->NowMs();
-  if (options.secondary_path.empty()) {
+  if (!options.results.url.empty()) {
+    options.secondary_path.clear();  // the node's own store: no secondary files
+  } else if (options.secondary_path.empty()) {
     Result<std::string> dir = MakeTempDir();
     if (!dir.ok()) return dir.status();
     options.secondary_path = *dir;
@@ -129,6 +137,14 @@ Result<std::unique_ptr<QueryNode>> QueryNode::Start(QueryNodeOptions options, co
         return static_cast<double>(self->clock_->NowMs() - self->last_catch_up_ms_) / 1000.0;
       },
       self);
+
+  if (node->results_mode()) {
+    if (Status st = node->StartResultsMode(); !st.ok()) {
+      node->Stop();
+      return st;
+    }
+    return node;
+  }
 
   StateStoreOptions store_options;
   store_options.path = o.state_dir;
@@ -193,6 +209,8 @@ void QueryNode::Stop() {
   if (thread_.joinable()) thread_.join();
   if (query_) query_->Stop();
   query_.reset();
+  if (results_) results_->Stop();
+  results_.reset();
   workflows_.reset();
   workflow_store_.reset();
   silences_.reset();
@@ -207,12 +225,76 @@ void QueryNode::Stop() {
 }
 
 void QueryNode::CatchUpLoop() {
-  const auto interval = std::chrono::milliseconds(options_.catch_up_interval_ms);
+  const auto interval = std::chrono::milliseconds(results_mode() ? options_.maintenance_interval_ms
+                                                                 : options_.catch_up_interval_ms);
   std::unique_lock<std::mutex> lock(loop_mu_);
   while (!loop_cv_.wait_for(lock, interval, [this] { return stop_; })) {
     lock.unlock();
-    if (Status st = CatchUpOnce(); !st.ok()) spdlog::warn("query node: {}", st.ToString());
+    if (results_mode()) {
+      MaintenanceOnce();
+    } else if (Status st = CatchUpOnce(); !st.ok()) {
+      spdlog::warn("query node: {}", st.ToString());
+    }
     lock.lock();
+  }
+}
+
+Status QueryNode::StartResultsMode() {
+  const QueryNodeOptions& o = options_;
+  std::error_code ec;
+  std::filesystem::create_directories(o.state_dir, ec);
+  if (ec) return Status::IOError("--state-dir: cannot create " + o.state_dir + ": " + ec.message());
+  StateStoreOptions store_options;
+  store_options.path = o.state_dir;
+  store_options.tiers = o.fallback_tiers.empty() ? DefaultTiers() : o.fallback_tiers;
+  store_options.clock = clock_;
+  Result<std::unique_ptr<StateStore>> state = StateStore::Open(store_options, &metrics_);
+  if (!state.ok()) return state.status().WithContext("opening the node's store");
+  state_ = std::move(state).value();
+  silence_store_ = std::make_unique<StateSilenceStore>(state_.get());
+  silences_ = std::make_unique<SilenceRegistry>(silence_store_.get(), clock_);
+  workflow_store_ = std::make_unique<StateWorkflowStore>(state_.get());
+  workflows_ = std::make_unique<WorkflowRegistry>(workflow_store_.get(), clock_);
+  INFERSCOPE_RETURN_IF_ERROR(RefreshRegistries());
+  Result<std::unique_ptr<ResultsFeed>> feed =
+      ResultsFeed::Start(o.results, state_.get(), &metrics_, clock_);
+  if (!feed.ok()) return feed.status();
+  results_ = std::move(feed).value();
+
+  HostPort listen = ParseHostPort(o.listen).value();  // checked in Validate
+  host_ = listen.host;
+  QueryServer::Options server_options;
+  server_options.host = listen.host;
+  server_options.port = listen.port;
+  server_options.read_only = true;
+  server_options.engine_url = o.engine_url;
+  server_options.access = o.access;
+  server_options.export_options = o.export_options;
+  if (o.max_url_bytes > 0) server_options.max_url_bytes = o.max_url_bytes;
+  if (o.max_body_bytes > 0) server_options.max_body_bytes = o.max_body_bytes;
+  QueryNode* self = this;
+  query_ = std::make_unique<QueryServer>(
+      server_options, state_.get(), &metrics_, clock_, [self] { return self->Health(); },
+      o.capabilities);
+  query_->SetSilences(silences_.get());
+  query_->SetWorkflows(workflows_.get());
+  if (Status st = query_->Start(); !st.ok()) {
+    return st.WithContext("starting the query API on " + o.listen);
+  }
+  thread_ = std::thread([self] { self->CatchUpLoop(); });
+  spdlog::info("query node at {} materialising results stream {} ({}) into {}", HttpUrl(),
+               o.results.stream, o.results.url, o.state_dir);
+  return Status::Ok();
+}
+
+void QueryNode::MaintenanceOnce() {
+  Result<MaintenanceReport> report = state_->RunMaintenance();
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  if (!report.ok()) {
+    maintenance_error_ = report.status().ToString();
+    spdlog::warn("query node: state maintenance: {}", maintenance_error_);
+  } else {
+    maintenance_error_.clear();
   }
 }
 
@@ -267,6 +349,13 @@ std::string QueryNode::HttpUrl() const {
 }
 
 nlohmann::json QueryNode::Describe() const {
+  if (results_mode()) {
+    return {{"role", "query-node"},
+            {"http", HttpUrl()},
+            {"state", options_.state_dir},
+            {"results", options_.results.url},
+            {"stream", options_.results.stream}};
+  }
   return {{"role", "query-node"},
           {"http", HttpUrl()},
           {"state", options_.state_dir},
@@ -276,6 +365,32 @@ nlohmann::json QueryNode::Describe() const {
 nlohmann::json QueryNode::Health() const {
   const int64_t now = clock_->NowMs();
   const int64_t watermark = state_ ? state_->Watermark() : 0;
+  if (results_mode()) {
+    // The node's view is what it has applied from the results stream; lag_ms is the time since
+    // it last had applied everything the stream held.
+    std::string error;
+    const int64_t lag = results_ ? results_->LagMs(&error) : -1;
+    nlohmann::json health = {
+        {"status", "ok"},
+        {"role", "query-node"},
+        {"mode", "results"},
+        {"state", options_.state_dir},
+        {"uptime_s", static_cast<double>(now - started_ms_) / 1000.0},
+        {"watermark_ms", watermark},
+        {"watermark_age_ms", watermark > 0 ? nlohmann::json(now - watermark) : nlohmann::json()},
+        {"results", results_ ? results_->Health() : nlohmann::json()},
+        {"build", BuildInfoJson()}};
+    if (lag >= 0) health["lag_ms"] = lag;  // absent until the node has caught up once
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    if (!error.empty()) {
+      health["status"] = "degraded";
+      health["reason"] = "materialising the results stream fails: " + error;
+    } else if (!maintenance_error_.empty()) {
+      health["status"] = "degraded";
+      health["reason"] = "state maintenance fails: " + maintenance_error_;
+    }
+    return health;
+  }
   std::lock_guard<std::mutex> lock(stats_mu_);
   nlohmann::json catch_up = {
       {"interval_ms", options_.catch_up_interval_ms},

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "alerting/silence.h"
+#include "cli/results_feed.h"
 #include "pipeline/clock.h"
 #include "pipeline/metrics.h"
 #include "pipeline/registry.h"
@@ -28,8 +29,17 @@ class QueryServer;
 
 struct QueryNodeOptions {
   // The engine's state directory (its state.path or --state-dir); required. It must exist: the
-  // engine creates it.
+  // engine creates it. With `results` (below): the node's own store, created when missing.
   std::string state_dir;
+  // Non-empty `results.url`: the results mode. The node keeps a store of its own in `state_dir`
+  // (the same StateStore format, its tiers from `fallback_tiers`, DefaultTiers() when empty) and
+  // fills it from the results stream the engines' jetstream_results sinks publish to
+  // (cli/results_feed.h), instead of reading one engine's directory: it answers for every engine
+  // node of the fleet. `secondary_path` and `catch_up_interval_ms` do not apply then.
+  ResultsFeedOptions results;
+  // Results mode: how often rollups and retention run on the node's store (RunMaintenance, as
+  // the engine's maintenance thread does). Default 10 s; 10 ms .. 1 h.
+  int64_t maintenance_interval_ms = 10'000;
   // This node's own RocksDB files (the secondary instance's info log). Empty (the default): a
   // fresh directory under $TMPDIR (or /tmp), removed at Stop. Several query nodes on one state
   // directory need one each; it must not be the state directory.
@@ -43,7 +53,8 @@ struct QueryNodeOptions {
   // empty.
   std::string engine_url;
   // Used only when the store holds no tier list (written by an engine from before the primary
-  // stored it): the topology's tiers. Empty: panes only.
+  // stored it): the topology's tiers. Empty: panes only. In the results mode: the node's tiers
+  // (give the engines' topology, so both store the same tiers).
   std::vector<TierSpec> fallback_tiers;
   // What /v1/capabilities lists (the engine's registered stage types).
   std::vector<Registry::Entry> capabilities;
@@ -102,6 +113,10 @@ class QueryNode {
  private:
   QueryNode() = default;
   void CatchUpLoop();
+  bool results_mode() const { return !options_.results.url.empty(); }
+  // Results mode: the node's store from the results stream; the loop runs maintenance.
+  Status StartResultsMode();
+  void MaintenanceOnce();
   // Reloads the registries whose record table changed since the last look.
   Status RefreshRegistries();
 
@@ -116,6 +131,8 @@ class QueryNode {
   std::unique_ptr<StateWorkflowStore> workflow_store_;
   std::unique_ptr<WorkflowRegistry> workflows_;
   std::unique_ptr<QueryServer> query_;
+  std::unique_ptr<ResultsFeed> results_;  // results mode only
+  std::string maintenance_error_;         // results mode: the last failed maintenance (stats_mu_)
   std::string host_;
 
   // Catch-up statistics (guarded by stats_mu_).

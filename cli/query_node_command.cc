@@ -35,6 +35,17 @@ int QueryNodeCommand(const QueryNodeArgs& args) {
     return 2;
   }
   options.catch_up_interval_ms = *interval;
+  options.results.url = args.results;
+  options.results.stream = args.results_stream;
+  options.results.subject_prefix = args.results_subject_prefix;
+  options.results.durable = args.results_consumer;
+  std::optional<int64_t> maintenance = ParseDurationMs(args.maintenance_interval);
+  if (!maintenance) {
+    spdlog::error("--maintenance-interval: expected a duration such as 10s, got '{}'",
+                  args.maintenance_interval);
+    return 2;
+  }
+  options.maintenance_interval_ms = *maintenance;
   if (!args.topology.empty()) {
     Result<TopologySpec> spec = LoadTopologyFile(args.topology);
     if (!spec.ok()) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,6 +46,23 @@ struct PendingCheckpoint {
   // thread): it was not durable and nothing it covers may be acknowledged. The executor carries its
   // records and sequence numbers over into the next checkpoint.
   std::function<void(const PendingCheckpoint&)> on_failed;
+};
+
+// What stands before a checkpoint in the queue of every sink that needs a barrier
+// (Sink::NeedsCheckpointBarrier): the executor writes the checkpoint only once each of those sinks
+// has handled every batch routed to it before the barrier, so that a restart from the checkpoint
+// never skips results such a sink had not delivered yet.
+struct CheckpointBarrier {
+  std::atomic<int> remaining{0};    // sinks that have not passed it yet
+  std::atomic<bool> failed{false};  // a sink has failed a write (ever)
+  // Called once, by the thread of the last sink to pass, with whether every sink delivered.
+  std::function<void(bool delivered)> on_passed;
+
+  // Called by each barrier sink's thread when it reaches the barrier.
+  void Pass(bool delivered) {
+    if (!delivered) failed.store(true);
+    if (remaining.fetch_sub(1) == 1) on_passed(!failed.load());
+  }
 };
 
 // Receives one stage's record writes for a checkpoint (Operator::Checkpoint).

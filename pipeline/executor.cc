@@ -90,6 +90,9 @@ struct Executor::SinkSlot {
   Counter* errors = nullptr;
   Histogram* write_seconds = nullptr;
   bool opened = false;
+  // A Write failed (sink thread; barrier sinks only): its results were not delivered, so no later
+  // checkpoint may be written either (a restart must replay from before them). Sticky.
+  bool failed_delivery = false;
   // The last result batch pushed (operator thread): once it is released, the sink has written
   // everything routed before it (see SweepStrings).
   std::weak_ptr<const OutputBatch> last_pushed;
@@ -271,6 +274,9 @@ Status Executor::Start() {
     if (!st.ok()) return fail(s->name, st);
     s->opened = true;
     if (s->sink->WritesCheckpoints() && checkpoint_sink_ == nullptr) checkpoint_sink_ = s.get();
+    if (s->sink->NeedsCheckpointBarrier() && !s->sink->WritesCheckpoints()) {
+      barrier_sinks_.push_back(s.get());
+    }
   }
   if (settings_.checkpoint_interval_ms == 0) checkpoint_sink_ = nullptr;
   checkpoints_ = m.GetCounter("inferscope_checkpoints_total", "Checkpoints made durable");
@@ -442,8 +448,32 @@ void Executor::TakeCheckpoint() {
   auto batch = std::make_shared<OutputBatch>();
   batch->checkpoint = std::move(checkpoint);
   OutputBatchPtr shared = std::move(batch);
-  // Behind every result routed so far: once the sink reaches it, everything before is written.
-  checkpoint_sink_->queue.Push(shared);
+  if (barrier_sinks_.empty()) {
+    // Behind every result routed so far: once the sink reaches it, everything before is written.
+    checkpoint_sink_->queue.Push(shared);
+    return;
+  }
+  // First every barrier sink must have delivered what was routed to it before now; the last one
+  // to pass the barrier hands the checkpoint to the checkpoint sink (still behind every result
+  // routed before it, so its records are written after them).
+  auto barrier = std::make_shared<CheckpointBarrier>();
+  barrier->remaining.store(static_cast<int>(barrier_sinks_.size()));
+  barrier->on_passed = [this, shared](bool delivered) mutable {
+    if (delivered) {
+      OutputBatchPtr item = shared;
+      if (checkpoint_sink_->queue.Push(item)) return;
+    } else {
+      spdlog::warn("checkpoint {} not written: a sink that must deliver its results first failed",
+                   shared->checkpoint->id);
+    }
+    CheckpointFailed(*shared->checkpoint);
+  };
+  for (SinkSlot* s : barrier_sinks_) {
+    auto b = std::make_shared<OutputBatch>();
+    b->barrier = barrier;
+    OutputBatchPtr item = std::move(b);
+    if (!s->queue.Push(item)) barrier->Pass(false);
+  }
 }
 
 void Executor::Carry(std::vector<CheckpointRecord> records,
@@ -662,6 +692,10 @@ void Executor::SinkLoop(SinkSlot& slot) {
   SetThreadName("sink-" + slot.name);
   while (std::optional<OutputBatchPtr> item = slot.queue.Pop()) {
     const OutputBatch& batch = **item;
+    if (batch.barrier != nullptr) {
+      batch.barrier->Pass(!slot.failed_delivery);
+      continue;
+    }
     slot.batches_in->Inc();
     batch.kinds().ForEach([&](KindId kind) {
       if (Counter* c = slot.results_in[kind]) c->Inc(batch.Count(kind));
@@ -671,6 +705,7 @@ void Executor::SinkLoop(SinkSlot& slot) {
     slot.write_seconds->Observe(static_cast<double>(base_.clock->MonotonicNs() - start) * 1e-9);
     if (!st.ok()) {
       slot.errors->Inc();
+      slot.failed_delivery = true;
       spdlog::error("sink '{}': {}", slot.name, st.ToString());
     }
   }
@@ -688,8 +723,20 @@ void Executor::StopThreads() {
   source_threads_.clear();
   operator_queue_.Close();
   if (operator_thread_.joinable()) operator_thread_.join();
+  // The sinks that pass checkpoint barriers drain first: the last of them to pass the final
+  // checkpoint's barrier hands it to the checkpoint sink, whose queue must still be open.
+  for (SinkSlot* s : barrier_sinks_) s->queue.Close();
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    if (i < sink_threads_.size() && sink_threads_[i].joinable() &&
+        std::find(barrier_sinks_.begin(), barrier_sinks_.end(), sinks_[i].get()) !=
+            barrier_sinks_.end()) {
+      sink_threads_[i].join();
+    }
+  }
   for (auto& s : sinks_) s->queue.Close();
-  for (auto& t : sink_threads_) t.join();
+  for (auto& t : sink_threads_) {
+    if (t.joinable()) t.join();
+  }
   sink_threads_.clear();
 }
 

@@ -127,6 +127,9 @@ class Executor {
   // Checkpoints: the sink that writes them (null: none), whether one is in flight, and per source
   // the last applied sequence number per publisher (operator thread only).
   SinkSlot* checkpoint_sink_ = nullptr;
+  // Sinks that must deliver their results before a checkpoint is written
+  // (Sink::NeedsCheckpointBarrier).
+  std::vector<SinkSlot*> barrier_sinks_;
   std::atomic<bool> checkpoint_in_flight_{false};
   uint64_t next_checkpoint_id_ = 1;
   std::vector<std::unordered_map<StringId, AppliedSequence>> applied_;

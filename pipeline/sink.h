@@ -25,6 +25,15 @@ class Sink {
   // Whether the sink writes checkpoints: batches with `checkpoint` set reach it, and it calls
   // `checkpoint->on_durable` once their records are durable. At most one sink of a topology does.
   virtual bool WritesCheckpoints() const { return false; }
+  // Whether results routed to this sink must have been delivered (Write returned OK) before a
+  // later checkpoint may be written: for a sink whose output is the only copy of the results
+  // outside the engine (jetstream_results), since a restart from a checkpoint does not emit again
+  // what was emitted before it. The executor then sends the sink a barrier batch (`barrier` set,
+  // no results; Write is not called for it) ahead of each checkpoint and writes the checkpoint once
+  // every such sink has reached its barrier. A Write that fails means its results are not
+  // delivered and will not be: from then on no checkpoint is written (each is reported failed), so
+  // a restart replays from before them.
+  virtual bool NeedsCheckpointBarrier() const { return false; }
   // Called from the engine's control thread when the engine starts to stop, before the sink's queue
   // drains: a sink blocked retrying a failed write gives it up (and then writes nothing more, so no
   // later checkpoint claims what was not written) instead of holding the shutdown forever.

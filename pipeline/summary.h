@@ -16,6 +16,7 @@
 namespace inferscope {
 
 struct PendingCheckpoint;  // pipeline/checkpoint.h
+struct CheckpointBarrier;  // pipeline/checkpoint.h
 
 // A series is one metric of one model on one instance.
 struct SeriesKey {
@@ -162,16 +163,20 @@ class OutputBatch {
     return out;
   }
   // No results of any kind and no checkpoint.
-  bool empty() const { return kinds().empty() && checkpoint == nullptr; }
+  bool empty() const { return kinds().empty() && checkpoint == nullptr && barrier == nullptr; }
   // Drops every result, keeping the vectors' capacity, and the checkpoint and watermark.
   void Clear() {
     present_.ForEach([&](KindId id) { ops_[id]->clear(slots_[id].bytes); });
     checkpoint.reset();
+    barrier.reset();
     watermark_ms = 0;
   }
 
   // Set on the batches the executor sends to checkpoint-writing sinks (and on nothing else).
   std::shared_ptr<const PendingCheckpoint> checkpoint;
+  // Set on the batches the executor sends to sinks that need a checkpoint barrier
+  // (Sink::NeedsCheckpointBarrier; such a batch carries nothing else).
+  std::shared_ptr<CheckpointBarrier> barrier;
   int64_t watermark_ms = 0;  // the emitting operator's watermark after this step
 
  private:
@@ -221,6 +226,7 @@ class OutputBatch {
     });
     present_ = other.present_;
     checkpoint = std::move(other.checkpoint);
+    barrier = std::move(other.barrier);
     watermark_ms = other.watermark_ms;
   }
   void CopyFrom(const OutputBatch& other) {
@@ -230,6 +236,7 @@ class OutputBatch {
     });
     present_ = other.present_;
     checkpoint = other.checkpoint;
+    barrier = other.barrier;
     watermark_ms = other.watermark_ms;
   }
 

@@ -1,5 +1,6 @@
 #include "sinks/register.h"
 
+#include "sinks/jetstream_results_register.h"
 #include "sinks/zmq_alert_sink.h"
 #include "sinks/zmq_bottleneck_sink.h"
 #include "sinks/zmq_pub_sink.h"
@@ -14,6 +15,7 @@ void RegisterSinks(Registry& registry) {
   registry.AddSink<ZmqWorkflowSink>();
   registry.AddSink<ZmqPubSink>();
   registry.AddSink<ZmqRoutingSink>();
+  RegisterJetStreamResultsSink(registry);
 }
 
 }  // namespace inferscope

@@ -72,16 +72,20 @@ std::string AlertHistoryByFingerprintKey(const Alert& alert) {
   return key;
 }
 
+void AppendAlertWrites(std::span<const Alert> alerts, std::vector<RecordWrite>* writes) {
+  writes->reserve(writes->size() + alerts.size() * 3);
+  for (const Alert& a : alerts) {
+    std::string value = ToJsonText(AlertToJson(a));
+    writes->push_back({&kAlertsTable, AlertKey(a.fingerprint), value});
+    writes->push_back({&kAlertHistoryByFingerprintTable, AlertHistoryByFingerprintKey(a), value});
+    writes->push_back({&kAlertHistoryTable, AlertHistoryKey(a), std::move(value)});
+  }
+}
+
 Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {
   if (alerts.empty()) return Status::Ok();
   std::vector<RecordWrite> writes;
-  writes.reserve(alerts.size() * 3);
-  for (const Alert& a : alerts) {
-    std::string value = ToJsonText(AlertToJson(a));
-    writes.push_back({&kAlertsTable, AlertKey(a.fingerprint), value});
-    writes.push_back({&kAlertHistoryByFingerprintTable, AlertHistoryByFingerprintKey(a), value});
-    writes.push_back({&kAlertHistoryTable, AlertHistoryKey(a), std::move(value)});
-  }
+  AppendAlertWrites(alerts, &writes);
   return store.WriteRecords(writes);
 }
 

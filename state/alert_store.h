@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,7 @@
 #include "alerting/alert_json.h"
 #include "pipeline/status.h"
 #include "state/record_table.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -50,6 +52,9 @@ std::string AlertHistoryByFingerprintKey(const Alert& alert);
 // Writes each alert as the latest state of its fingerprint and appends it to the history (both
 // orders), all in one atomic WriteBatch.
 Status StoreAlerts(StateStore& store, std::span<const Alert> alerts);
+// The record writes StoreAlerts makes, appended to `*writes` (for a caller that adds them to a
+// larger batch: the query node materialising the results stream).
+void AppendAlertWrites(std::span<const Alert> alerts, std::vector<RecordWrite>* writes);
 // The latest state of one fingerprint, or nullopt.
 Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerprint);
 // Calls `fn` with the latest state of every stored alert (fingerprint order) until it returns

@@ -68,15 +68,19 @@ std::string BottleneckHistoryKey(const Bottleneck& b) {
   return key;
 }
 
+void AppendBottleneckWrites(std::span<const Bottleneck> changes, std::vector<RecordWrite>* writes) {
+  writes->reserve(writes->size() + changes.size() * 2);
+  for (const Bottleneck& b : changes) {
+    std::string value = ToJsonText(BottleneckToJson(b));
+    writes->push_back({&kBottlenecksTable, BottleneckKey(b.instance, b.model, b.type), value});
+    writes->push_back({&kBottleneckHistoryTable, BottleneckHistoryKey(b), std::move(value)});
+  }
+}
+
 Status StoreBottlenecks(StateStore& store, std::span<const Bottleneck> changes) {
   if (changes.empty()) return Status::Ok();
   std::vector<RecordWrite> writes;
-  writes.reserve(changes.size() * 2);
-  for (const Bottleneck& b : changes) {
-    std::string value = ToJsonText(BottleneckToJson(b));
-    writes.push_back({&kBottlenecksTable, BottleneckKey(b.instance, b.model, b.type), value});
-    writes.push_back({&kBottleneckHistoryTable, BottleneckHistoryKey(b), std::move(value)});
-  }
+  AppendBottleneckWrites(changes, &writes);
   return store.WriteRecords(writes);
 }
 

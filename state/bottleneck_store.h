@@ -6,10 +6,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bottlenecks/bottleneck.h"
 #include "pipeline/status.h"
 #include "state/record_table.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -43,6 +45,8 @@ std::string BottleneckHistoryKey(const Bottleneck& b);
 // Writes each change as the latest state of its (instance, model, type) and appends it to the
 // history, in one atomic WriteBatch.
 Status StoreBottlenecks(StateStore& store, std::span<const Bottleneck> changes);
+// The record writes StoreBottlenecks makes, appended to `*writes`.
+void AppendBottleneckWrites(std::span<const Bottleneck> changes, std::vector<RecordWrite>* writes);
 // Calls `fn(key, bottleneck)` for every current record with key > `after` (empty: from the first),
 // in key order, until it returns false. Undecodable records are skipped and counted in *skipped.
 Status ScanBottlenecks(const StateStore& store, std::string_view after,

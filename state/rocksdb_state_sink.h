@@ -12,6 +12,7 @@
 
 #include "pipeline/clock.h"
 #include "pipeline/config.h"
+#include "pipeline/dead_letter_json.h"  // DeadLetterJson, as stored
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
@@ -99,9 +100,5 @@ class RocksDbStateSink final : public Sink {
   Counter* panes_written_ = nullptr;
   Counter* write_errors_ = nullptr;
 };
-
-// The JSON form of a dead letter (the event in wire-protocol field names, plus "pub", "reason" and
-// "watermark_ms"), as stored and served.
-nlohmann::json DeadLetterJson(const DeadLetter& dead_letter, const Interner& names);
 
 }  // namespace inferscope

@@ -20,14 +20,19 @@ std::string RoutingWeightsKey(std::string_view model, routing::Strategy strategy
   return key;
 }
 
+void AppendRoutingWeightsWrites(std::span<const routing::RoutingWeights> weights,
+                                std::vector<RecordWrite>* writes) {
+  writes->reserve(writes->size() + weights.size());
+  for (const routing::RoutingWeights& w : weights) {
+    writes->push_back({&kRoutingWeightsTable, RoutingWeightsKey(w.model, w.strategy),
+                       ToJsonText(routing::WeightsToJson(w))});
+  }
+}
+
 Status StoreRoutingWeights(StateStore& store, std::span<const routing::RoutingWeights> weights) {
   if (weights.empty()) return Status::Ok();
   std::vector<RecordWrite> writes;
-  writes.reserve(weights.size());
-  for (const routing::RoutingWeights& w : weights) {
-    writes.push_back({&kRoutingWeightsTable, RoutingWeightsKey(w.model, w.strategy),
-                      ToJsonText(routing::WeightsToJson(w))});
-  }
+  AppendRoutingWeightsWrites(weights, &writes);
   return store.WriteRecords(writes);
 }
 

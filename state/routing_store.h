@@ -5,10 +5,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pipeline/status.h"
 #include "routing/learner.h"
 #include "state/record_table.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -29,6 +31,9 @@ std::string RoutingWeightsKey(std::string_view model, routing::Strategy strategy
 
 // Writes each publication as the latest of its (model, strategy), in one atomic WriteBatch.
 Status StoreRoutingWeights(StateStore& store, std::span<const routing::RoutingWeights> weights);
+// The record writes StoreRoutingWeights makes, appended to `*writes`.
+void AppendRoutingWeightsWrites(std::span<const routing::RoutingWeights> weights,
+                                std::vector<RecordWrite>* writes);
 // The latest weights of (model, strategy); nullopt when none were stored.
 Result<std::optional<routing::RoutingWeights>> GetRoutingWeights(const StateStore& store,
                                                                  std::string_view model,

@@ -802,9 +802,12 @@ Status StateStore::CheckOpen() const {
 }
 
 Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Interner& names,
-                              int64_t watermark_ms) {
+                              int64_t watermark_ms, std::span<const RecordWrite> records) {
   INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
   std::lock_guard<std::mutex> lock(write_mu_);
+  // Record writes are serialised with record expiry (WriteRecords); taken only when there are some.
+  std::unique_lock<std::mutex> records_lock(records_mu_, std::defer_lock);
+  if (!records.empty()) records_lock.lock();
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
   rocksdb::WriteBatch batch;
@@ -851,6 +854,12 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
                   "state store"));
   }
   INFERSCOPE_RETURN_IF_ERROR(AddFleetRows(panes, names, &batch));
+  for (const RecordWrite& w : records) {
+    rocksdb::ColumnFamilyHandle* cf = w.table != nullptr ? TableHandle(*w.table) : nullptr;
+    if (cf == nullptr) return Status::InvalidArgument("state store: a record write names no table");
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(
+        w.value ? batch.Put(cf, w.key, *w.value) : batch.Delete(cf, w.key), "state store"));
+  }
   int64_t new_watermark = std::max(watermark_.load(std::memory_order_relaxed), watermark_ms);
   value.clear();
   AppendBigEndian64(&value, static_cast<uint64_t>(new_watermark));

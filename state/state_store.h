@@ -239,7 +239,13 @@ class StateStore {
   }
   // The same for a slice of a batch (sinks split very large batches without copying).
   Status WritePanes(std::span<const WindowSummary> panes, const Interner& names,
-                    int64_t watermark_ms);
+                    int64_t watermark_ms) {
+    return WritePanes(panes, names, watermark_ms, {});
+  }
+  // The same, with `records` (record table writes) in the same atomic WriteBatch: a query node
+  // materialising the results stream stores its consumer position with the rows it applied.
+  Status WritePanes(std::span<const WindowSummary> panes, const Interner& names,
+                    int64_t watermark_ms, std::span<const RecordWrite> records);
   // Calls `fn` for every stored pane of the series whose start is in [from_ms, to_ms), in time
   // order, skipping expired panes. Stops early and returns the first non-OK Status `fn` returns.
   Status ScanPanes(std::string_view instance, std::string_view model, std::string_view metric,

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -393,6 +395,153 @@ TEST(ExecutorTest, FailedOpenLeavesNothingRunning) {
   EXPECT_NE(st.message().find("opening stage 'bad': disk on fire"), std::string::npos)
       << st.message();
   EXPECT_FALSE(exec.running());
+}
+
+}  // namespace
+}  // namespace inferscope
+
+namespace inferscope {
+namespace {
+
+// SummingOperator that writes a checkpoint record whenever it processed a batch since the last one.
+class CheckpointingOperator final : public Operator {
+ public:
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Emits() const override { return KindSet::Of<kind::PaneSummary>(); }
+  Status Process(const EventBatch& batch, OutputBatch& out) override {
+    ++batches_;
+    out.Emplace<kind::PaneSummary>().agg.Add(static_cast<double>(batch.events.size()), 0);
+    return Status::Ok();
+  }
+  Status Checkpoint(CheckpointWriter& writer) override {
+    if (batches_ != checkpointed_) writer.Put("n", std::to_string(batches_));
+    checkpointed_ = batches_;
+    return Status::Ok();
+  }
+
+ private:
+  int batches_ = 0;
+  int checkpointed_ = 0;
+};
+
+// The checkpoint writer: counts the checkpoints that reach it and reports them durable.
+class CheckpointCountingSink final : public Sink {
+ public:
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
+  bool WritesCheckpoints() const override { return true; }
+  Status Write(const OutputBatch& batch) override {
+    if (batch.checkpoint != nullptr) {
+      checkpoints.fetch_add(1);
+      batch.checkpoint->on_durable(*batch.checkpoint);
+    }
+    return Status::Ok();
+  }
+  std::atomic<int> checkpoints{0};
+};
+
+// A sink that must deliver before checkpoints: its writes wait for `open` (or fail with `fail`).
+class GatedSink final : public Sink {
+ public:
+  Status Open(const StageContext&) override { return Status::Ok(); }
+  KindSet Accepts() const override { return KindSet::Of<kind::PaneSummary>(); }
+  bool NeedsCheckpointBarrier() const override { return true; }
+  Status Write(const OutputBatch&) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return open_ || interrupted_; });
+    writes.fetch_add(1);
+    return fail.load() ? Status::IOError("refused") : Status::Ok();
+  }
+  void Interrupt() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    interrupted_ = true;
+    cv_.notify_all();
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  std::atomic<bool> fail{false};
+  std::atomic<int> writes{0};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  bool interrupted_ = false;
+};
+
+// Checkpoints collected so far (the count of inferscope_checkpoint_build_seconds).
+int CheckpointsTaken(const MetricsRegistry& metrics) {
+  const std::string text = metrics.RenderPrometheus();
+  const std::string name = "inferscope_checkpoint_build_seconds_count ";
+  const size_t at = text.find(name);
+  return at == std::string::npos ? 0 : std::stoi(text.substr(at + name.size()));
+}
+
+bool Eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 5000 && !done(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return done();
+}
+
+TEST(ExecutorTest, ACheckpointWaitsForTheSinksThatMustDeliverFirst) {
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
+  EngineSettings settings;
+  settings.checkpoint_interval_ms = 5;
+  Executor exec(settings, base);
+  exec.AddSource("src", std::make_unique<CountingSource>(20, 5));
+  exec.AddOperator("op", std::make_unique<CheckpointingOperator>(), {"src"});
+  auto state = std::make_unique<CheckpointCountingSink>();
+  auto gated = std::make_unique<GatedSink>();
+  CheckpointCountingSink* s = state.get();
+  GatedSink* g = gated.get();
+  exec.AddSink("state", std::move(state), {"op"});
+  exec.AddSink("results", std::move(gated), {"op"});
+  ASSERT_TRUE(exec.Start().ok());
+  // A checkpoint is taken, but it cannot be written while the gated sink has not delivered what
+  // was routed before it.
+  ASSERT_TRUE(Eventually([&] { return CheckpointsTaken(metrics) > 0; }));
+  EXPECT_EQ(s->checkpoints.load(), 0);
+  g->Release();
+  ASSERT_TRUE(Eventually([&] { return s->checkpoints.load() > 0; }));
+  EXPECT_GT(g->writes.load(), 0);
+  exec.Stop();
+  EXPECT_GT(metrics.CounterValue("inferscope_checkpoints_total"), 0u);
+}
+
+TEST(ExecutorTest, NoCheckpointIsWrittenAfterAFailedDeliveryOfASinkThatMustDeliverFirst) {
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext base;
+  base.interner = &interner;
+  base.metrics = &metrics;
+  base.clock = &SystemClock::Instance();
+  EngineSettings settings;
+  settings.checkpoint_interval_ms = 5;
+  Executor exec(settings, base);
+  exec.AddSource("src", std::make_unique<CountingSource>(20, 5));
+  exec.AddOperator("op", std::make_unique<CheckpointingOperator>(), {"src"});
+  auto state = std::make_unique<CheckpointCountingSink>();
+  auto gated = std::make_unique<GatedSink>();
+  CheckpointCountingSink* s = state.get();
+  gated->fail.store(true);
+  gated->Release();
+  exec.AddSink("state", std::move(state), {"op"});
+  exec.AddSink("results", std::move(gated), {"op"});
+  ASSERT_TRUE(exec.Start().ok());
+  ASSERT_TRUE(
+      Eventually([&] { return metrics.CounterValue("inferscope_checkpoints_failed_total") > 0; }));
+  exec.Stop();
+  EXPECT_EQ(s->checkpoints.load(), 0);
+  EXPECT_EQ(metrics.CounterValue("inferscope_checkpoints_total"), 0u);
 }
 
 }  // namespace

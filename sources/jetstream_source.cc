@@ -640,6 +640,9 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
     Partition& p = partitions_[next];
     next = (next + 1) % partitions_.size();
     Result<FetchOutcome> fetched = FetchOnce(p, out, batch);
+    if (fetched.ok() && fetched->messages == 0 && !fetched->closed) {
+      fetched = CheckConsumerExists(p);
+    }
     if (!fetched.ok()) {
       // A lost connection (libnats reconnects by itself) or a consumer deleted on the server:
       // create the consumer again at the partition's position, at most once a second. A failure
@@ -674,6 +677,23 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
   }
   if (batch != nullptr) out.Release(std::move(batch));
   return Status::Ok();
+}
+
+Result<JetStreamSource::FetchOutcome> JetStreamSource::CheckConsumerExists(Partition& p) {
+  constexpr int64_t kCheckEveryMs = 2000;
+  const int64_t now = ctx_.clock->NowMs();
+  if (now - p.consumer_checked_ms < kCheckEveryMs) return FetchOutcome{};
+  p.consumer_checked_ms = now;
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s =
+      js_GetConsumerInfo(&ci, js_, options_.stream.c_str(), p.durable.c_str(), nullptr, &jerr);
+  if (ci != nullptr) jsConsumerInfo_Destroy(ci);
+  // Only a consumer known to be gone is an error; a failed check (timeout, election) is not.
+  if (s == NATS_NOT_FOUND) {
+    return NatsError("jetstream source: consumer " + p.durable + " no longer exists", s, jerr);
+  }
+  return FetchOutcome{};
 }
 
 void JetStreamSource::DestroySubscriptions() {

@@ -151,6 +151,9 @@ class JetStreamSource final : public Source {
     size_t head = 0;  // oldest entry
     size_t size = 0;
     uint64_t acked = 0;  // stream sequence acked last (guarded by ack_mu_)
+    // When an idle partition last checked that its consumer still exists (a consumer deleted
+    // while no fetch was pending is not reported to the next fetches: they only time out).
+    int64_t consumer_checked_ms = 0;
     Counter* fetched = nullptr;
     Counter* dead = nullptr;
     Counter* skipped = nullptr;
@@ -172,6 +175,9 @@ class JetStreamSource final : public Source {
     bool hold = false;
     bool closed = false;  // the output is closed (the engine is stopping)
   };
+  // For a partition whose fetches come back empty: at most every 2 s, asks the server whether
+  // its consumer still exists; an error when it does not (the caller creates it again).
+  Result<FetchOutcome> CheckConsumerExists(Partition& p);
 
   // Deletes and creates every partition's consumer at its position and subscribes to it (after
   // checking its position against the stream's first and last sequence).

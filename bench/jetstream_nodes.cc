@@ -6,8 +6,9 @@
 // One nats-server (Debian's 2.9, file storage, a child on a port it picks). Each repetition:
 //
 //   (a)  publish:   E events (256 per message) into a fresh P-partition stream, instances spread
-//                   over partitions by FNV-1a (sources/partition.h), one publisher id per partition;
-//                   JetStreamPublisher::PublishRaw, acknowledged, 1024 in flight, until all acked
+//                   over partitions by FNV-1a (sources/partition.h), one publisher id per
+//                   partition; JetStreamPublisher::PublishRaw, acknowledged, 1024 in flight, until
+//                   all acked
 //   (b1) consume:   one thread, one pull consumer per partition fetched in turn (256, AckAll), as
 //                   the engine's source does, until every message
 //   (b2) consume:   two threads (own connections) over half the partitions each, in parallel
@@ -74,8 +75,18 @@ std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
+// Every child started and not yet stopped, so that a failed run leaves none behind.
+std::vector<pid_t>& Children() {
+  static std::vector<pid_t> children;
+  return children;
+}
+
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "jetstream_nodes: %s\n", what.c_str());
+  for (pid_t pid : Children()) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
   std::exit(2);
 }
 
@@ -91,13 +102,30 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log) 
     execv(a[0], a.data());
     _exit(127);
   }
+  Children().push_back(pid);
   return pid;
 }
 
+void Forget(pid_t pid) {
+  auto& c = Children();
+  c.erase(std::remove(c.begin(), c.end(), pid), c.end());
+}
+
+// SIGTERM, then SIGKILL when it has not exited 10 s later.
 void StopChild(pid_t pid) {
   if (pid <= 0) return;
   kill(pid, SIGTERM);
+  for (int i = 0; i < 1000; ++i) {
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      Forget(pid);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::fprintf(stderr, "jetstream_nodes: child %d did not stop on SIGTERM in 10 s: killed\n", pid);
+  kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
+  Forget(pid);
 }
 
 // nats-server -js as a child; returns its URL.
@@ -158,8 +186,26 @@ struct Process {
     return MetricSum(res->body, name);
   }
   void CheckAlive() const {
+    if (Exited()) Die("a child exited; see " + log);
+  }
+  // True once the process has exited (reaped; pid becomes -1).
+  bool Exited() const {
     int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) Die("a child exited; see " + log);
+    if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+      Forget(pid);
+      return true;
+    }
+    return false;
+  }
+  // Why it failed, for the report: the log's last line, the log kept in the temp directory.
+  std::string Failure() const {
+    const std::string kept =
+        (std::filesystem::temp_directory_path() / std::filesystem::path(log).filename()).string();
+    std::error_code ec;
+    std::filesystem::copy_file(log, kept, std::filesystem::copy_options::overwrite_existing, ec);
+    std::string text = ReadText(log);
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    return "exited: \"" + text.substr(text.rfind('\n') + 1) + "\" (log: " + kept + ")";
   }
 };
 
@@ -208,7 +254,8 @@ constexpr char kResultsSink[] = R"(  - name: results
 )";
 
 void Replace(std::string& text, const std::string& key, const std::string& value) {
-  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + value.size())) {
+  for (size_t at = text.find(key); at != std::string::npos;
+       at = text.find(key, at + value.size())) {
     text.replace(at, key.size(), value);
   }
 }
@@ -244,12 +291,12 @@ Process StartQueryNode(const std::string& bin, const std::string& dir, const std
                        const std::string& results_stream, const std::string& consumer) {
   Process p;
   p.log = dir + "/" + consumer + ".log";
-  p.pid = SpawnLogged({bin, "--log-level", "warn", "query-node", "--results", url,
-                       "--results-stream", results_stream, "--results-subject-prefix",
-                       results_stream + ".r", "--results-consumer", consumer, "--state-dir",
-                       dir + "/" + consumer + "-state", "--listen", "127.0.0.1:0", "--ready-file",
-                       dir + "/" + consumer + ".ready.json"},
-                      p.log);
+  p.pid =
+      SpawnLogged({bin, "--log-level", "warn", "query-node", "--results", url, "--results-stream",
+                   results_stream, "--results-subject-prefix", results_stream + ".r",
+                   "--results-consumer", consumer, "--state-dir", dir + "/" + consumer + "-state",
+                   "--listen", "127.0.0.1:0", "--ready-file", dir + "/" + consumer + ".ready.json"},
+                  p.log);
   return p;
 }
 
@@ -373,9 +420,28 @@ struct Phase {
   double other_cpu = 0;  // the query node (e, f); this process (a, b)
   double load1 = 0;      // load average (1 min) at the end
   uint64_t late = 0;     // events the window operators counted late (should be 0)
-  // (e): the results stream at the end.
+  std::string failed;    // the query node exited: why (the phase has no figures)
+  // (e): the results stream at the end, and when the engines alone were done.
   uint64_t results_msgs = 0, results_bytes = 0;
+  double engines_seconds = 0;
+  // Per thread name, of the first engine (c, d, e) or the query node (f): where the CPU went.
+  std::vector<bench::ThreadStats> threads;
 };
+
+std::string ThreadsText(const std::vector<bench::ThreadStats>& threads) {
+  std::vector<bench::ThreadStats> sorted = threads;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.cpu_seconds > b.cpu_seconds; });
+  std::string text;
+  for (size_t i = 0; i < sorted.size() && i < 6; ++i) {
+    if (sorted[i].cpu_seconds < 0.05) break;
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), "%s%s %.2f", text.empty() ? "" : ", ", sorted[i].name.c_str(),
+                  sorted[i].cpu_seconds);
+    text += buf;
+  }
+  return text;
+}
 
 double Load1() {
   double load = 0;
@@ -408,6 +474,9 @@ Phase RunNodes(const std::string& bin, const std::string& dir, const std::string
   SteadyClock::time_point caught{};
   bool caught_valid = false;
   SteadyClock::time_point end{};
+  SteadyClock::time_point engines_end{};
+  double last_position = -1;
+  auto last_progress = SteadyClock::now();
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     bool all = true;
@@ -420,9 +489,11 @@ Phase RunNodes(const std::string& bin, const std::string& dir, const std::string
       if (applied >= static_cast<double>(nodes[i].events)) {
         done[i] = true;
         cpu[i] = bench::ProcessCpuSeconds(procs[i].pid);
+        if (i == 0) phase.threads = bench::ThreadStatsOf(procs[i].pid);
         phase.late += static_cast<uint64_t>(
             std::max(0.0, procs[i].Metric("inferscope_window_late_events_total")));
         end = SteadyClock::now();
+        engines_end = end;
       }
     }
     if (results_stream.empty()) {
@@ -430,7 +501,11 @@ Phase RunNodes(const std::string& bin, const std::string& dir, const std::string
       if (Seconds(t0, SteadyClock::now()) > 300) Die(tag + ": engines did not finish in 300 s");
       continue;
     }
-    query.CheckAlive();
+    if (query.Exited()) {
+      phase.failed = "(e) query node " + query.Failure();
+      query.pid = -1;
+      break;
+    }
     if (!query.Ready(dir + "/" + tag + "-query.ready.json")) continue;
     const uint64_t seq = js.StreamInfo(results_stream).last_seq;
     const auto now = SteadyClock::now();
@@ -440,6 +515,16 @@ Phase RunNodes(const std::string& bin, const std::string& dir, const std::string
       caught_valid = false;
     }
     const double position = query.Metric("inferscope_results_feed_position");
+    if (position != last_position) {
+      last_position = position;
+      last_progress = now;
+    } else if (position < static_cast<double>(seq) && Seconds(last_progress, now) > 30) {
+      phase.failed = "(e) query node stalled at position " + std::to_string(position) + " of " +
+                     std::to_string(seq) + " for 30 s (log: " + query.log + ")";
+      StopChild(query.pid);
+      query.pid = -1;
+      break;
+    }
     if (!caught_valid && seq > 0 && position >= static_cast<double>(seq)) {
       caught = now;
       caught_valid = true;
@@ -455,6 +540,7 @@ Phase RunNodes(const std::string& bin, const std::string& dir, const std::string
     if (Seconds(t0, now) > 300) Die(tag + ": the query node did not catch up in 300 s");
   }
   phase.seconds = Seconds(t0, end);
+  phase.engines_seconds = Seconds(t0, engines_end);
   phase.nats_cpu = bench::ProcessCpuSeconds(nats_pid) - nats0;
   for (size_t i = 0; i < procs.size(); ++i) {
     phase.engine_cpu += cpu[i];
@@ -476,17 +562,31 @@ Phase Materialise(const std::string& bin, const std::string& dir, const std::str
   const double nats0 = bench::ProcessCpuSeconds(nats_pid);
   const auto t0 = SteadyClock::now();
   Process query = StartQueryNode(bin, dir, url, results_stream, tag + "-replay");
+  double last_position = -1;
+  auto last_progress = SteadyClock::now();
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    query.CheckAlive();
+    if (query.Exited()) {
+      phase.failed = "(f) query node " + query.Failure();
+      return phase;
+    }
     if (!query.Ready(dir + "/" + tag + "-replay.ready.json")) continue;
-    if (query.Metric("inferscope_results_feed_position") >= static_cast<double>(info.last_seq)) {
-      break;
+    const double position = query.Metric("inferscope_results_feed_position");
+    if (position >= static_cast<double>(info.last_seq)) break;
+    if (position != last_position) {
+      last_position = position;
+      last_progress = SteadyClock::now();
+    } else if (Seconds(last_progress, SteadyClock::now()) > 30) {
+      phase.failed = "(f) query node stalled at position " + std::to_string(position) + " of " +
+                     std::to_string(info.last_seq) + " for 30 s (log: " + query.log + ")";
+      StopChild(query.pid);
+      return phase;
     }
     if (Seconds(t0, SteadyClock::now()) > 300) Die(tag + ": replay did not finish in 300 s");
   }
   phase.seconds = Seconds(t0, SteadyClock::now());
   phase.other_cpu = bench::ProcessCpuSeconds(query.pid);
+  phase.threads = bench::ThreadStatsOf(query.pid);
   phase.nats_cpu = bench::ProcessCpuSeconds(nats_pid) - nats0;
   phase.events = static_cast<double>(info.msgs);  // results messages
   phase.results_msgs = info.msgs;
@@ -638,9 +738,8 @@ int Main(int argc, char** argv) {
       const double self0 = bench::ProcessCpuSeconds(getpid());
       const double nats0 = bench::ProcessCpuSeconds(nats_pid);
       const auto t0 = SteadyClock::now();
-      std::thread other([&] {
-        ConsumeAll(url, stream, second_half, partition_messages, tag + "-bare2b");
-      });
+      std::thread other(
+          [&] { ConsumeAll(url, stream, second_half, partition_messages, tag + "-bare2b"); });
       ConsumeAll(url, stream, first_half, partition_messages, tag + "-bare2a");
       other.join();
       ph.seconds = Seconds(t0, SteadyClock::now());
@@ -672,8 +771,8 @@ int Main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   // Series: instance x model pairs; panes: the closed 10 s panes of each over span_s.
-  const double series = static_cast<double>(std::min<uint64_t>(
-      2 * static_cast<uint64_t>(instances), events));
+  const double series =
+      static_cast<double>(std::min<uint64_t>(2 * static_cast<uint64_t>(instances), events));
   std::printf(
       "%lu events in %lu messages of up to %zu, %u partitions (FNV-1a of %d instances; %lu / %lu "
       "events per half), %ld s of event time, %.0f series (instance, model); stream %.1f MB "
@@ -692,19 +791,38 @@ int Main(int argc, char** argv) {
     for (size_t r = 0; r < row->reps.size(); ++r) {
       const Phase& p = row->reps[r];
       const double m = p.events / 1e6;
-      std::printf(
-          "| %s | %zu | %.2f | %.0f | %.2f | %.2f | %.2f | %s | %.3f | %.3f | %.2f |\n",
-          row->name.c_str(), r + 1, p.seconds, rate(p), rate(p) / rate(publish.reps[r]),
-          rate(p) / rate(consume1.reps[r]), rate(p) / rate(consume2.reps[r]),
-          p.engine_cpu > 0 ? std::to_string(p.engine_cpu / m).substr(0, 5).c_str() : "-",
-          p.nats_cpu / m, p.other_cpu / m, p.load1);
+      if (!p.failed.empty()) {
+        std::printf("| %s | %zu | %s |||||||||\n", row->name.c_str(), r + 1, p.failed.c_str());
+        continue;
+      }
+      std::printf("| %s | %zu | %.2f | %.0f | %.2f | %.2f | %.2f | %s | %.3f | %.3f | %.2f |\n",
+                  row->name.c_str(), r + 1, p.seconds, rate(p), rate(p) / rate(publish.reps[r]),
+                  rate(p) / rate(consume1.reps[r]), rate(p) / rate(consume2.reps[r]),
+                  p.engine_cpu > 0 ? std::to_string(p.engine_cpu / m).substr(0, 5).c_str() : "-",
+                  p.nats_cpu / m, p.other_cpu / m, p.load1);
     }
   }
   std::printf(
       "\nother CPU: this process (the publisher in (a), the bare consumers in (b)), the query "
       "node in (e). Engine CPU includes its start (RocksDB open, consumer creation).\n");
-  for (const Phase& p : node1.reps) {
-    if (p.late > 0) std::printf("WARNING: (c) counted %lu late events\n", (unsigned long)p.late);
+  for (const Row* row : {&node1, &node2, &node2r}) {
+    for (size_t r = 0; r < row->reps.size(); ++r) {
+      const Phase& p = row->reps[r];
+      if (p.late > 0) {
+        std::printf("WARNING: %s rep %zu: %lu events counted late\n", row->name.c_str(), r + 1,
+                    static_cast<unsigned long>(p.late));
+      }
+      if (row == &node2r && p.failed.empty()) {
+        std::printf("%s rep %zu: the engines applied every event after %.2f s (%.0f events/s)\n",
+                    row->name.c_str(), r + 1, p.engines_seconds, p.events / p.engines_seconds);
+      }
+      std::printf("%s rep %zu: CPU-s by thread of the first engine: %s\n", row->name.c_str(), r + 1,
+                  ThreadsText(p.threads).c_str());
+    }
+  }
+  for (size_t r = 0; r < replay.reps.size(); ++r) {
+    std::printf("(f) rep %zu: CPU-s by thread of the query node: %s\n", r + 1,
+                ThreadsText(replay.reps[r].threads).c_str());
   }
   if (!replay.reps.empty()) {
     std::printf(
@@ -716,6 +834,11 @@ int Main(int argc, char** argv) {
     for (size_t r = 0; r < replay.reps.size(); ++r) {
       const Phase& e = node2r.reps[r];
       const Phase& f = replay.reps[r];
+      if (!e.failed.empty() || !f.failed.empty()) {
+        std::printf("| 2 nodes | %zu | %s |||||||||||\n", r + 1,
+                    (e.failed.empty() ? f.failed : e.failed).c_str());
+        continue;
+      }
       const double msgs = static_cast<double>(e.results_msgs);
       std::printf(
           "| 2 nodes | %zu | %lu | %lu | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f "

@@ -13,6 +13,11 @@ echo "== alert_latency (virtual time: closed panes and early evaluation against 
 "$BUILD_DIR/bench/alert_latency" --scenarios-only 1
 echo "== scrape_cost (prometheus_scrape source CPU, 1,000 targets every 5 s; ratio to a bare httplib loop, same run)"
 "$BUILD_DIR/bench/scrape_cost" --intervals 4
+if [ -x "$BUILD_DIR/bench/jetstream_nodes" ]; then
+  # Built with INFERSCOPE_JETSTREAM only; needs /usr/sbin/nats-server. ~1 min.
+  echo "== jetstream_nodes (1 and 2 engine nodes, results stream + query node; ratios to JetStream publish/consume, same run)"
+  "$BUILD_DIR/bench/jetstream_nodes" --events 2000000 --reps 1
+fi
 for b in "$BUILD_DIR"/bench/*_bench; do
   # checkpoint_bench is a driver with its own flags, not a Google Benchmark binary: run below.
   [ "$(basename "$b")" = checkpoint_bench ] && continue

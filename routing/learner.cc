@@ -67,6 +67,11 @@ class TimeRing {
 constexpr double kElasticityPrior = 500;
 constexpr double kMaxElasticity = 0.1;
 constexpr double kMaxLoadLog = 4;
+// Latency residuals (the confidence's prediction error, EstimatorOptions::residual_noise) are
+// forgotten over this many latency half-lives, and the fixed prediction_noise × σ counts as this
+// many residuals until they accumulate.
+constexpr int64_t kResidualHalfLives = 4;
+constexpr double kResidualPrior = 5;
 // Fixed noise per (backend, draw): the posterior draws are deterministic transforms of it
 // (common random numbers), so a redraw is arithmetic, not sampling, and P(best) moves smoothly
 // with the evidence. Layout: ttft (τ, μ), tpot (τ, μ), e2e (τ, μ) normals; then for the error
@@ -342,6 +347,10 @@ struct RoutingLearner::Backend {
   std::array<double, 3> elastic_slope = {0, 0, 0};  // d log latency / d in-flight (ttft, tpot, e2e)
   // Log-space sd of one request's latency around the expected (Redraw; prediction_noise).
   double pred_log_sd = 0;
+  // Residuals log(realised e2e / the e2e this learner expected for that request, from its
+  // estimates and load factors when the outcome arrives), over kResidualHalfLives half-lives:
+  // their spread is the confidence's per-request prediction error (residual_noise).
+  DecayedMoments residual;
   // Pending prefill (NoteSent): prompt tokens this router sent that the backend has not
   // prefilled yet, as a fluid queue drained at the backend's effective prefill rate; its decayed
   // mean at the sends (the load the ttft evidence describes), and the ttft factor UpdateLoad
@@ -573,6 +582,27 @@ void RoutingLearner::Observe(const Outcome& o) {
     // the in-flight requests now from their mean over the evidence.
     const double load = InFlightNow(*b, t);
     const double dx = b->obs_load.empty() ? 0.0 : load - b->obs_load.mean();
+    // The residual of this request's e2e against what the estimates expected for it (before they
+    // take it in), with its real output tokens: the latency part of the confidence's error,
+    // known seconds after a decision.
+    if (o.e2e_ms > 0) {
+      double expected = NAN;
+      if (model->use_split && !b->log_ttft.empty() && !b->log_tpot.empty()) {
+        const double ot = o.output_tokens >= 0 ? static_cast<double>(o.output_tokens)
+                          : model->typical_output.raw_b() > 0
+                              ? model->typical_output.raw_a() / model->typical_output.raw_b()
+                              : kDefaultOutputTokens;
+        expected = std::exp(b->log_ttft.mean()) * b->ttft_load_factor +
+                   std::exp(b->log_tpot.mean()) * b->elastic_factor[1] * ot;
+      } else if (!model->use_split && !b->log_e2e.empty()) {
+        expected = std::exp(b->log_e2e.mean()) * b->elastic_factor[2];
+      }
+      expected *= b->load_factor;
+      if (std::isfinite(expected) && expected > 0) {
+        b->residual.Add(std::log(std::max(o.e2e_ms, kMinLatencyMs) / expected), t,
+                        e.half_life_ms * kResidualHalfLives);
+      }
+    }
     const int64_t ehl = e.half_life_ms * kElasticityHalfLives;
     auto add_latency = [&](DecayedMoments& m, size_t k, double ms) {
       const double y = std::log(std::max(ms, kMinLatencyMs));
@@ -1096,6 +1126,24 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   std::array<double, kMaxBackendsPerModel> sum_lat{}, sum_err{}, sum_q{}, sum_ls{}, sum_qs{},
       sum_cs{}, sum_score{};
   std::array<double, kMaxBackendsPerModel> lat, q, c, score;
+  // One request's log-space prediction error per candidate: residual_noise × the spread of its
+  // residuals, shrunk toward prediction_noise × σ (worth kResidualPrior residuals); without
+  // residual_noise, prediction_noise × σ.
+  std::array<double, kMaxBackendsPerModel> noise_sd;
+  const int64_t rhl = e.half_life_ms * kResidualHalfLives;
+  for (uint32_t j = 0; j < all; ++j) {
+    const Backend& b = model.backends[cand[j]];
+    const double fixed = e.prediction_noise * b.pred_log_sd;
+    noise_sd[j] = fixed;
+    if (e.residual_noise > 0 && !b.residual.empty()) {
+      const double w = b.residual.Weight(model.last_redraw_ms, rhl);
+      const double prior = fixed / e.residual_noise;
+      const double var =
+          (b.residual.M2(model.last_redraw_ms, rhl) + kResidualPrior * prior * prior) /
+          (w + kResidualPrior);
+      noise_sd[j] = e.residual_noise * std::sqrt(var);
+    }
+  }
   for (size_t m = 0; m < draws; ++m) {
     double lmin = std::numeric_limits<double>::infinity(), cmin = lmin, qmax = 0;
     double lmin_request = lmin, cmin_all = lmin, qmax_all = 0;
@@ -1110,8 +1158,8 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       // Time to a successful answer: latency with load, over the success probability; for one
       // request, times this draw's prediction error (the state a request meets, unseen).
       lat[j] = std::max(base * b.load_factor, kMinLatencyMs) / (1 - p);
-      lat_request[j] = lat[j] * std::exp(e.prediction_noise * b.pred_log_sd *
-                                         static_cast<double>(model.noise[at * kNoise + kPred]));
+      lat_request[j] =
+          lat[j] * std::exp(noise_sd[j] * static_cast<double>(model.noise[at * kNoise + kPred]));
       lmin_request = std::min(lmin_request, lat_request[j]);
       q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
       c[j] = cost_used[j] / (1 - p);
@@ -1529,6 +1577,7 @@ std::string RoutingLearner::SnapshotModel(ModelId id) const {
     o["log_tpot"] = Save(b.log_tpot);
     o["log_e2e"] = Save(b.log_e2e);
     o["obs_load"] = Save(b.obs_load);
+    o["residual"] = Save(b.residual);
     o["errors"] = Save(b.errors);
     o["quality"] = Save(b.quality);
     o["cost_list"] = Save(b.cost_list);
@@ -1574,6 +1623,8 @@ Status RoutingLearner::RestoreModel(std::string_view record) {
       b->log_tpot = MomentsOf(o.at("log_tpot"));
       b->log_e2e = MomentsOf(o.at("log_e2e"));
       b->obs_load = MomentsOf(o.at("obs_load"));
+      // Added later: a record without it learns the residuals anew.
+      if (o.contains("residual")) b->residual = MomentsOf(o.at("residual"));
       b->errors = PairOf(o.at("errors"));
       b->quality = PairOf(o.at("quality"));
       b->cost_list = PairOf(o.at("cost_list"));

@@ -165,6 +165,9 @@ Status EstimatorOptions::Validate() const {
   if (!(prediction_noise >= 0 && prediction_noise <= 2)) {
     return Status::InvalidArgument("prediction_noise must be in 0..2");
   }
+  if (!(residual_noise >= 0 && residual_noise <= 4)) {
+    return Status::InvalidArgument("residual_noise must be in 0..4");
+  }
   return Status::Ok();
 }
 
@@ -270,6 +273,7 @@ Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out) {
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "kv_saturation", &e.kv_saturation, 1e-9, 1));
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "temperature", &e.temperature, 0.05, 20));
   INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "prediction_noise", &e.prediction_noise, 0, 2));
+  INFERSCOPE_RETURN_IF_ERROR(ReadDouble(node, "residual_noise", &e.residual_noise, 0, 4));
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "load_choices", &e.load_choices, 1, 4));
   int64_t seed = static_cast<int64_t>(e.seed);
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(node, "seed", &seed, 0));

@@ -103,6 +103,15 @@ struct EstimatorOptions {
   // ttft term 1 left the latency scenarios under-confident on the real trace, ECE 0.06-0.10;
   // 0.7 gives 0.03-0.07); 0..2.
   double prediction_noise = 0.7;
+  // The confidence's per-request prediction error learned online: each success's residual
+  // log(realised e2e / the e2e the estimates expected for it, with its real output tokens and the
+  // load factors when it completes) is kept per backend (4 half-lives); the error of one request
+  // is then residual_noise × the residuals' sd, shrunk toward prediction_noise × σ (worth 5
+  // residuals). 0 = off (prediction_noise × σ only). Default 1.2 (bench/routing, seeds 1-3: 1.0
+  // 1.1 / 1.2 / 1.3 / 1.4 give 12/12/10, 12/12/11, 12/12/11, 12/11/11, 12/11/11 runs with ECE <
+  // 0.05 of 16, the fixed noise 12/11/11; the residuals' sd is larger on bursty arrivals than on
+  // the real trace, which one fixed prediction_noise could not follow); 0..4.
+  double residual_noise = 1.2;
   // Select draws this many candidates from the traffic weights and sends to the one with the
   // lowest expected latency at its live load (the decision table's expectation moved by the
   // sends and outcomes since the table was built), the first draw among equals; a probe draw
@@ -192,7 +201,7 @@ struct RoutingOptions {
 //   prior_log_variance: 0.25  posterior_draws: 256       recompute_interval: 5ms
 //   refresh_interval: 1s      gauge_max_age: 10s         assumed_slots: 64
 //   kv_saturation: 0.95       temperature: 1             seed: 1
-//   prediction_noise: 0.7     load_choices: 1
+//   prediction_noise: 0.7     residual_noise: 1.2        load_choices: 1
 //   learned_capabilities: []
 //   health: {consecutive_errors, failure_percentage, failure_request_volume, interval,
 //            base_ejection_time, max_ejection_time, max_ejection_percent, probe_fraction,
@@ -210,7 +219,7 @@ struct RoutingOptions {
 // column and field.
 Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out);
 // The option fields ParseRoutingOptions reads.
-inline constexpr std::array<std::string_view, 19> kRoutingOptionFields = {"half_life",
+inline constexpr std::array<std::string_view, 20> kRoutingOptionFields = {"half_life",
                                                                           "quality_half_life",
                                                                           "prior_samples",
                                                                           "prior_log_variance",
@@ -222,6 +231,7 @@ inline constexpr std::array<std::string_view, 19> kRoutingOptionFields = {"half_
                                                                           "kv_saturation",
                                                                           "temperature",
                                                                           "prediction_noise",
+                                                                          "residual_noise",
                                                                           "load_choices",
                                                                           "seed",
                                                                           "learned_capabilities",

@@ -43,6 +43,7 @@ CalibrationResult RunProblems(int problems, int backends, double spread, double 
     // expected scores, without one request's prediction error (the evaluation harness checks
     // that one against per-request outcomes: bench/routing/README.md).
     options.estimator.prediction_noise = 0;
+    options.estimator.residual_noise = 0;
     RoutingLearner learner(options);
     std::vector<double> mu(static_cast<size_t>(backends));
     int best = 0;

@@ -428,6 +428,7 @@ TEST(ConfidenceTest, TheRequestsPredictionErrorTempersTheConfidence) {
     RoutingOptions options;
     options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
     options.estimator.prediction_noise = prediction_noise;
+    options.estimator.residual_noise = 0;  // the fixed noise alone
     options.estimator.temperature = 0.05;
     RoutingLearner learner(options);
     std::mt19937_64 rng(23);
@@ -446,6 +447,43 @@ TEST(ConfidenceTest, TheRequestsPredictionErrorTempersTheConfidence) {
   EXPECT_GT(mean_only, 0.95);
   EXPECT_GT(one_request, 0.55);
   EXPECT_LT(one_request, 0.85);
+}
+
+TEST(ConfidenceTest, TheLearnedResidualsSetTheRequestsPredictionError) {
+  // The same two backends (per-token spread 0.3), but the realised e2e of each request is
+  // either nearly what the estimates predict for it (residual sd 0.02) or far off (sd 1). The
+  // fixed noise (residual_noise 0) sees only the per-token spread, so it gives about the same
+  // confidence in both; the learned residuals make it near the expected scores' P(best) when
+  // requests land where predicted, and lower when they do not.
+  auto confidence = [](double residual_noise, double e2e_sigma) {
+    RoutingOptions options;
+    options.models.push_back({"m", {testing::Spec("a"), testing::Spec("b")}});
+    options.estimator.residual_noise = residual_noise;
+    options.estimator.temperature = 0.05;
+    RoutingLearner learner(options);
+    std::mt19937_64 rng(23);
+    std::normal_distribution<double> z;
+    TrueBackend a{.name = "a", .ttft_ms = 90, .tpot_ms = 18}, b{.name = "b", .ttft_ms = 100};
+    for (int64_t t = 0; t < 2000; ++t) {
+      for (const TrueBackend* x : {&a, &b}) {
+        Outcome o = Draw(*x, "m", t, rng);
+        o.e2e_ms = (x->ttft_ms + x->tpot_ms * static_cast<double>(o.output_tokens)) *
+                   std::exp(e2e_sigma * z(rng));
+        learner.Observe(o);
+      }
+    }
+    Decision d;
+    learner.Select(learner.FindModel("m"), {}, Strategy::kLowestLatency, 2000, &d);
+    EXPECT_EQ(d.backend_name, "a");
+    return d.confidence;
+  };
+  const double fixed_tight = confidence(0, 0.02), fixed_wide = confidence(0, 1);
+  EXPECT_NEAR(fixed_tight, fixed_wide, 0.02);  // e2e only moves the load estimate a little
+  const double tight = confidence(1.2, 0.02), wide = confidence(1.2, 1);
+  EXPECT_GT(tight, 0.9);
+  EXPECT_GT(tight, fixed_tight + 0.1);
+  EXPECT_LT(wide, fixed_wide - 0.05);
+  EXPECT_GT(wide, 0.5);
 }
 
 TEST(ConfidenceTest, AHeldBackendThatIsUpAgainCompetesForTheConfidence) {

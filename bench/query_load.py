@@ -288,6 +288,16 @@ def main():
             print(f"| {kind} | {rps:.0f} | {wrk['p50_us'] / 1000:.3f} | {wrk['p99_us'] / 1000:.3f} "
                   f"| {wrk['max_us'] / 1000:.1f} | {errors} | {rate:.0f} | {rate / quiet:.3f} | "
                   f"{cpu['sent']:.0f} | {cpu['engine']:.2f} | {cpu['node']:.2f} |")
+        # The query node's response cache over the whole run (older nodes: not all counters).
+        try:
+            _, text = http_get(f"{node_url}/metrics")
+            found = re.findall(r'^inferscope_query_cache_(lookups_total\{result="(\w+)"\}|carried_total) '
+                               r'(\S+)$', text, re.M)
+            if found:
+                print("query node response cache: " + ", ".join(
+                    f"{result or 'carried'} {float(value):.0f}" for _, result, value in found))
+        except OSError:
+            pass
         print(f"loadavg at the end: {open('/proc/loadavg').read().strip()}")
     finally:
         if publisher:

@@ -104,6 +104,60 @@ HeaderInfo ParseHeader(std::string_view header) {
   return info;
 }
 
+// What the start of a socket's input says about its next request.
+struct Inspection {
+  enum Kind {
+    kIncomplete,      // wait for more bytes
+    kUrlTooLong,      // 414
+    kHeaderTooLarge,  // 431
+    kBodyTooLarge,    // 413
+    kReady,           // serve it
+  } kind = kIncomplete;
+  // kReady: header + body when known, else 0 (the connection closes after it).
+  size_t request_bytes = 0;
+};
+
+// Inspects the `peeked` bytes at `buf` (the gate's and the workers' peeks alike).
+Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
+  const std::string_view data(buf, std::min(peeked, options.max_header_bytes));
+  // The request target's length, from the request line ("METHOD SP target SP version"), or from
+  // how much of a request line has arrived without its end (method and version take < 32 bytes).
+  const size_t line_end = data.find("\r\n");
+  const std::string_view line = data.substr(0, line_end);
+  const size_t target_start = line.find(' ');
+  const size_t target_end = line.rfind(' ');
+  const size_t target_bytes =
+      line_end == std::string_view::npos
+          ? (line.size() > options.max_url_bytes + 32 ? line.size() : 0)
+          : (target_start != std::string_view::npos && target_end > target_start
+                 ? target_end - target_start - 1
+                 : 0);
+  if (target_bytes > options.max_url_bytes) return {Inspection::kUrlTooLong, 0};
+  const size_t end = data.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    return {
+        peeked > options.max_header_bytes ? Inspection::kHeaderTooLarge : Inspection::kIncomplete,
+        0};
+  }
+  const size_t header_bytes = end + 4;
+  const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
+  if (info.content_length > options.max_body_bytes) return {Inspection::kBodyTooLarge, 0};
+  size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
+  if (!info.chunked && !info.bad_length) {
+    request_bytes = header_bytes + static_cast<size_t>(info.content_length);
+    // Wait for a small body, unless the client waits for "100 Continue" (httplib sends it).
+    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) {
+      return {Inspection::kIncomplete, 0};
+    }
+  }
+  return {Inspection::kReady, request_bytes};
+}
+
+// Tags of the workers' epoll set's own descriptors (a kept socket's tag holds its fd in the low
+// 32 bits and a generation >= 1 in the high ones, so it is never one of these).
+constexpr uint64_t kStopTag = 1;
+constexpr uint64_t kJobsTag = 2;
+
 // httplib::Stream over a socket with an overall read deadline and a per-write timeout. Reads at
 // most `limit` bytes (0: unlimited), so a keep-alive connection's next request stays in the socket.
 // Writes are buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to
@@ -296,6 +350,20 @@ Status GatedServer::StartGate() {
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
     return Status::IOError(std::string("query server: epoll_ctl: ") + std::strerror(errno));
   }
+  keep_epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  jobs_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+  if (keep_epoll_fd_ < 0 || stop_fd_ < 0 || jobs_fd_ < 0) {
+    return Status::IOError(std::string("query server: epoll: ") + std::strerror(errno));
+  }
+  for (const auto& [fd, tag] : {std::pair{stop_fd_, kStopTag}, std::pair{jobs_fd_, kJobsTag}}) {
+    epoll_event worker_ev{};
+    worker_ev.events = EPOLLIN;
+    worker_ev.data.u64 = tag;
+    if (::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_ADD, fd, &worker_ev) != 0) {
+      return Status::IOError(std::string("query server: epoll_ctl: ") + std::strerror(errno));
+    }
+  }
   started_ = true;
   gate_ = std::thread([this] { GateLoop(); });
   for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
@@ -313,21 +381,30 @@ void GatedServer::StopGate() {
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
   }
   if (gate_.joinable()) gate_.join();
-  {
-    std::lock_guard<std::mutex> lock(jobs_mu_);
-    jobs_stop_ = true;
+  // Workers finish the request they serve, then see the stop descriptor.
+  if (stop_fd_ >= 0) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_, &one, sizeof(one));
   }
-  jobs_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
   workers_.clear();
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [fd, parked] : parked_) CloseSocket(fd);
   parked_.clear();
-  for (const Job& job : jobs_) CloseSocket(job.fd);
-  jobs_.clear();
-  if (epoll_fd_ >= 0) ::close(epoll_fd_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  epoll_fd_ = wake_fd_ = -1;
+  {
+    std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
+    for (const Job& job : jobs_) CloseSocket(job.fd);
+    jobs_.clear();
+  }
+  {
+    std::lock_guard<std::mutex> kept_lock(kept_mu_);
+    for (const auto& [fd, kept] : kept_) CloseSocket(fd);
+    kept_.clear();
+  }
+  for (int* fd : {&epoll_fd_, &wake_fd_, &keep_epoll_fd_, &stop_fd_, &jobs_fd_}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
 }
 
 bool GatedServer::process_and_close_socket(socket_t sock) {
@@ -383,6 +460,10 @@ void GatedServer::GateLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       any_parked = !parked_.empty();
     }
+    if (!any_parked) {
+      std::lock_guard<std::mutex> lock(kept_mu_);
+      any_parked = !kept_.empty();
+    }
     int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
                          any_parked ? RemainingMs(next_sweep) : -1);
     {
@@ -420,58 +501,40 @@ void GatedServer::OnReadable(int fd) {
     it->second.deadline = steady_clock::now() + milliseconds(options_.header_timeout_ms);
   }
   const size_t peeked = static_cast<size_t>(n);
-  const std::string_view data(peek_.data(), std::min(peeked, options_.max_header_bytes));
-  // The request target's length, from the request line ("METHOD SP target SP version"), or from
-  // how much of a request line has arrived without its end (method and version take < 32 bytes).
-  const size_t line_end = data.find("\r\n");
-  const std::string_view line = data.substr(0, line_end);
-  const size_t target_start = line.find(' ');
-  const size_t target_end = line.rfind(' ');
-  const size_t target_bytes =
-      line_end == std::string_view::npos
-          ? (line.size() > options_.max_url_bytes + 32 ? line.size() : 0)
-          : (target_start != std::string_view::npos && target_end > target_start
-                 ? target_end - target_start - 1
-                 : 0);
-  if (target_bytes > options_.max_url_bytes) {
-    RefuseLocked(fd, peeked, 414, "URI Too Long", "URI_TOO_LONG",
-                 "the request target (path and query) is longer than " +
-                     std::to_string(options_.max_url_bytes) + " bytes",
-                 "url_too_long");
-    return;
-  }
-  const size_t end = data.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    if (peeked > options_.max_header_bytes) {
+  const Inspection inspected = Inspect(peek_.data(), peeked, options_);
+  switch (inspected.kind) {
+    case Inspection::kUrlTooLong:
+      RefuseLocked(fd, peeked, 414, "URI Too Long", "URI_TOO_LONG",
+                   "the request target (path and query) is longer than " +
+                       std::to_string(options_.max_url_bytes) + " bytes",
+                   "url_too_long");
+      return;
+    case Inspection::kHeaderTooLarge:
       RefuseLocked(fd, peeked, 431, "Request Header Fields Too Large", "VALIDATION_ERROR",
                    "the request header is larger than " +
                        std::to_string(options_.max_header_bytes) + " bytes",
                    "header_too_large");
-    }
-    return;  // wait for the rest of the header
+      return;
+    case Inspection::kBodyTooLarge:
+      RefuseLocked(
+          fd, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
+          "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
+          "body_too_large");
+      return;
+    case Inspection::kIncomplete:
+      return;  // wait for the rest
+    case Inspection::kReady:
+      break;
   }
-  const size_t header_bytes = end + 4;
-  const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
-  if (info.content_length > options_.max_body_bytes) {
-    RefuseLocked(
-        fd, peeked, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
-        "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
-        "body_too_large");
-    return;
-  }
-  size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
-  if (!info.chunked && !info.bad_length) {
-    request_bytes = header_bytes + static_cast<size_t>(info.content_length);
-    // Wait here for a small body, unless the client waits for "100 Continue" (httplib sends it).
-    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) return;
-  }
+  const size_t request_bytes = inspected.request_bytes;
   parked_.erase(it);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   {
     std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
     jobs_.push_back(Job{fd, request_bytes});
   }
-  jobs_cv_.notify_one();
+  uint64_t one = 1;  // a semaphore count: one worker takes the job
+  [[maybe_unused]] ssize_t w = ::write(jobs_fd_, &one, sizeof(one));
 }
 
 void GatedServer::Sweep(SteadyTime now) {
@@ -481,24 +544,114 @@ void GatedServer::Sweep(SteadyTime now) {
     if (parked.deadline <= now) expired.emplace_back(fd, parked.idle);
   }
   for (const auto& [fd, idle] : expired) CloseLocked(fd, idle ? "idle_timeout" : "header_timeout");
+  // Kept-alive sockets idle past their deadline (one a worker holds is not armed, so not closed
+  // here).
+  std::lock_guard<std::mutex> kept_lock(kept_mu_);
+  for (auto it = kept_.begin(); it != kept_.end();) {
+    if (!it->second.armed || it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    const int fd = it->first;
+    it = kept_.erase(it);
+    ::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    Closed("idle_timeout")->Inc();
+    CloseSocket(fd);
+  }
 }
 
 void GatedServer::WorkerLoop() {
   SetThreadName("http-worker");
+  std::vector<char> peek(peek_.size());
   while (true) {
-    Job job;
-    {
-      std::unique_lock<std::mutex> lock(jobs_mu_);
-      jobs_cv_.wait(lock, [this] { return jobs_stop_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping and drained
-      job = jobs_.front();
-      jobs_.pop_front();
+    epoll_event ev{};
+    const int n = ::epoll_wait(keep_epoll_fd_, &ev, 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return;
+    if (n == 0) continue;
+    const uint64_t tag = ev.data.u64;
+    if (tag == kStopTag) return;  // level-triggered and never read: every worker sees it
+    if (tag == kJobsTag) {
+      uint64_t count = 0;  // EFD_SEMAPHORE: takes one job's count, or EAGAIN when another did
+      if (::read(jobs_fd_, &count, sizeof(count)) != sizeof(count)) continue;
+      Job job;
+      {
+        std::lock_guard<std::mutex> lock(jobs_mu_);
+        if (jobs_.empty()) continue;
+        job = jobs_.front();
+        jobs_.pop_front();
+      }
+      Serve(job, /*kept=*/false);
+      continue;
     }
-    Serve(job);
+    ServeKept(tag, &peek);
   }
 }
 
-void GatedServer::Serve(const Job& job) {
+void GatedServer::ServeKept(uint64_t tag, std::vector<char>* peek) {
+  const int fd = static_cast<int>(tag & 0xffffffffu);
+  {
+    std::lock_guard<std::mutex> lock(kept_mu_);
+    auto it = kept_.find(fd);
+    // Closed by the sweep since (and perhaps the number reused): not ours.
+    if (it == kept_.end() || it->second.generation != (tag >> 32) || !it->second.armed) return;
+    it->second.armed = false;  // this worker holds it (EPOLLONESHOT: no other event until re-armed)
+  }
+  ssize_t n = ::recv(fd, peek->data(), peek->size(), MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    Keep(fd, /*registered=*/true);  // nothing to read after all
+    return;
+  }
+  if (n <= 0) {  // the client closed (or reset) the connection
+    Unkeep(fd);
+    CloseSocket(fd);
+    return;
+  }
+  const Inspection inspected = Inspect(peek->data(), static_cast<size_t>(n), options_);
+  if (inspected.kind != Inspection::kReady) {
+    // An incomplete (or refused) request waits in the gate, as a new connection's does, so slow
+    // clients cost the workers nothing; the gate refuses what is over the limits.
+    Unkeep(fd);
+    Park(fd, /*idle=*/false);
+    return;
+  }
+  Serve(Job{fd, inspected.request_bytes}, /*kept=*/true);
+}
+
+void GatedServer::Keep(int fd, bool registered) {
+  std::lock_guard<std::mutex> lock(kept_mu_);
+  const bool first = kept_.empty();
+  Kept& k = kept_[fd];
+  if (!registered) {
+    k.generation = next_generation_;
+    if (++next_generation_ == 0) next_generation_ = 1;
+  }
+  k.deadline = steady_clock::now() + milliseconds(options_.idle_timeout_ms);
+  k.armed = true;
+  epoll_event ev{};
+  // Level-triggered, one event until re-armed: a pipelined request already buffered fires at once.
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  ev.data.u64 = (uint64_t{k.generation} << 32) | static_cast<uint32_t>(fd);
+  if (::epoll_ctl(keep_epoll_fd_, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
+    kept_.erase(fd);
+    if (registered) ::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    CloseSocket(fd);
+    return;
+  }
+  // The gate sweeps idle deadlines only while it has something to sweep.
+  if (first) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void GatedServer::Unkeep(int fd) {
+  std::lock_guard<std::mutex> lock(kept_mu_);
+  kept_.erase(fd);
+  ::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void GatedServer::Serve(const Job& job, bool kept) {
   DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
                         milliseconds(options_.write_timeout_ms), job.request_bytes);
   bool stopping;
@@ -514,10 +667,12 @@ void GatedServer::Serve(const Job& job) {
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).
   if (!ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request()) {
+    if (kept) Unkeep(job.fd);
     CloseSocket(job.fd);
     return;
   }
-  Park(job.fd, /*idle=*/true);
+  // The next request on this connection is served by whichever worker sees it complete.
+  Keep(job.fd, kept);
 }
 
 void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,

@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -47,9 +46,13 @@ struct GateOptions {
 //  * the socket is parked in an epoll set (one "gate" thread) until a whole request header, and a
 //    body of known length that fits the peek window, has arrived: slow and idle sockets cost no
 //    thread and no polling;
-//  * a request whose header is complete goes to a fixed pool of `threads` workers, which run
-//    httplib's Server::process_request on a stream with a read deadline, then park the socket
-//    again for the next keep-alive request;
+//  * a request whose header is complete goes to a fixed pool of `threads` workers (through a
+//    queue counted by an eventfd in the workers' epoll set), which run httplib's
+//    Server::process_request on a stream with a read deadline;
+//  * a kept-alive connection then waits in the workers' own epoll set (EPOLLONESHOT, one MOD to
+//    re-arm): whichever worker sees its next request complete serves it on the spot, with no
+//    hand-off to another thread; a next request that is not complete yet (or is over a limit) goes
+//    back to the gate, so slow clients still cost the workers nothing;
 //  * a header not complete within header_timeout_ms, or a kept-alive connection idle for
 //    idle_timeout_ms, is closed; connections beyond max_connections are closed at accept; a header
 //    over max_header_bytes gets 431, a request target over max_url_bytes gets 414 (as soon as the
@@ -58,8 +61,11 @@ struct GateOptions {
 //
 // Lifecycle: construct → bind (httplib) → StartGate → listen_after_bind (httplib, own thread) →
 // stop (httplib) → join that thread → StopGate (the destructor calls it).
-// Concurrency: the accept thread parks sockets, the gate thread watches them, workers serve them;
-// the socket table is guarded by one mutex.
+// Concurrency: the accept thread parks sockets, the gate thread watches them and sweeps every
+// deadline, workers serve them; the gate's socket table and the kept-alive table each have a mutex.
+// A kept-alive socket belongs to the one worker whose event fired until it re-arms it; its epoll
+// tag carries a generation, so an event for a socket the sweep closed (its number since reused) is
+// ignored.
 class GatedServer : public httplib::Server {
  public:
   // `error_body(status, code, message)` renders the JSON error body for the replies the gate sends
@@ -88,6 +94,12 @@ class GatedServer : public httplib::Server {
     int fd;
     size_t request_bytes;  // header + body when known, else 0 (the connection closes after it)
   };
+  // A kept-alive connection in the workers' epoll set.
+  struct Kept {
+    SteadyTime deadline;      // idle timeout
+    uint32_t generation = 0;  // in its epoll tag, so that a stale event for a reused fd is ignored
+    bool armed = false;       // waiting for its next request (false: a worker holds it)
+  };
 
   bool process_and_close_socket(socket_t sock) override;
 
@@ -96,7 +108,16 @@ class GatedServer : public httplib::Server {
   void OnReadable(int fd);
   void Sweep(SteadyTime now);
   void WorkerLoop();
-  void Serve(const Job& job);
+  // A worker's turn on a kept-alive socket whose epoll event carried `tag`: serves its next
+  // request when it is complete, else moves the socket to the gate.
+  void ServeKept(uint64_t tag, std::vector<char>* peek);
+  // Puts a kept-alive socket (back) into the workers' epoll set; `registered`: it is there already
+  // (held by this worker), else it came from the gate.
+  void Keep(int fd, bool registered);
+  // Takes a socket this worker holds out of the workers' set.
+  void Unkeep(int fd);
+  // `kept`: the socket is in the workers' set (held by this worker), else it came from the gate.
+  void Serve(const Job& job, bool kept);
   // Consumes what the client sent, writes a canned error response and closes.
   void RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
                     std::string_view code, std::string message, std::string_view counter_reason);
@@ -117,10 +138,19 @@ class GatedServer : public httplib::Server {
   bool stopping_ = false;
   std::vector<char> peek_;  // gate thread only
 
+  // Requests the gate found complete, for the workers; jobs_fd_ (an EFD_SEMAPHORE eventfd in the
+  // workers' epoll set) counts them.
   std::mutex jobs_mu_;
-  std::condition_variable jobs_cv_;
   std::deque<Job> jobs_;
-  bool jobs_stop_ = false;
+  int jobs_fd_ = -1;
+
+  // The workers' epoll set: kept-alive sockets (EPOLLONESHOT), jobs_fd_, and stop_fd_ (written
+  // once at StopGate).
+  int keep_epoll_fd_ = -1;
+  int stop_fd_ = -1;
+  std::mutex kept_mu_;  // guards kept_, next_generation_, every epoll_ctl on a kept socket
+  std::unordered_map<int, Kept> kept_;
+  uint32_t next_generation_ = 1;  // never 0 (tags 1 and 2 are the workers' own descriptors)
 
   std::thread gate_;
   std::vector<std::thread> workers_;

@@ -674,6 +674,8 @@ ApiReply WindowedRead(const ApiContext& ctx, const ApiRequest& req, const std::s
     validity.watermark_until = validity.watermark_from + step;
   }
   validity.clock_until_ms = read.stable_until_ms;
+  // Only buckets starting before the read's end were read (ReadWindows).
+  validity.data_until_ms = read_end;
   validity.splice_as_of = true;
   reply.cache = validity;
   return reply;

@@ -20,6 +20,10 @@ ResponseCache::ResponseCache(size_t max_bytes, MetricsRegistry* metrics)
   hits_ = metrics_->GetCounter(kLookups, kLookupsHelp, {{"result", "hit"}});
   misses_ = metrics_->GetCounter(kLookups, kLookupsHelp, {{"result", "miss"}});
   stale_ = metrics_->GetCounter(kLookups, kLookupsHelp, {{"result", "stale"}});
+  carried_ = metrics_->GetCounter(
+      "inferscope_query_cache_carried_total",
+      "Cached answers found valid in a newer view of the store (no change since touched their "
+      "range), kept and served");
   evictions_ = metrics_->GetCounter(
       "inferscope_query_cache_evictions_total",
       "Entries evicted from the response cache to stay within its size (least recently used)");
@@ -50,12 +54,23 @@ bool ResponseCache::Lookup(std::string_view key, const View& view, std::string* 
       misses_->Inc();
       return false;
     }
-    const Entry& e = *it->second;
+    Entry& e = *it->second;
     const CacheValidity& v = e.validity;
-    if (e.version != view.version || view.watermark_ms < v.watermark_from ||
-        view.watermark_ms >= v.watermark_until || view.now_ms >= v.clock_until_ms) {
+    if (view.watermark_ms < v.watermark_from || view.watermark_ms >= v.watermark_until ||
+        view.now_ms >= v.clock_until_ms) {
       stale_->Inc();
       return false;
+    }
+    if (e.version != view.version) {
+      // An entry of an earlier view answers in this one when nothing changed since touched its
+      // range; it then belongs to this view (a later lookup needs no question).
+      if (e.version > view.version || view.store == nullptr ||
+          view.store->EarliestChangeSince(e.version, view.version) < v.data_until_ms) {
+        stale_->Inc();
+        return false;
+      }
+      e.version = view.version;
+      carried_->Inc();
     }
     lru_.splice(lru_.begin(), lru_, it->second);
     found = e.body;

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "pipeline/metrics.h"
+#include "state/state_store.h"
 
 namespace inferscope {
 
@@ -24,16 +25,23 @@ struct CacheValidity {
   int64_t clock_until_ms = INT64_MAX;  // ... and a clock before this
   // The body's first member is "as_of": the watermark; a cached body gets the current one.
   bool splice_as_of = false;
+  // The answer reads only panes and buckets that start before this (and the series index and the
+  // tier plan): a later view whose changes all start at or after it answers the same
+  // (StateStore::EarliestChangeSince). INT64_MAX: any change of the view may alter it.
+  int64_t data_until_ms = INT64_MAX;
 };
 
 // ResponseCache keeps the rendered 200 answers of read routes (summary, series) so that a repeated
 // request costs a lookup instead of store reads and JSON rendering.
 //
 // Correctness: an entry is stored with the ViewVersion read before its answer was computed, and is
-// served only while the store's ViewVersion is still that number, the watermark lies in the
-// entry's CacheValidity range and the clock is before its clock_until_ms; its "as_of" then gets
-// the current watermark. So a hit answers what the handler would answer now (the view can only
-// have been newer than the version when the answer was read, and a newer version never finds it).
+// served only while the store's ViewVersion is still that number — or a later one whose changes
+// since it all start at or after the entry's data_until_ms (StateStore::EarliestChangeSince; the
+// entry then moves to that version) —, the watermark lies in the entry's CacheValidity range and
+// the clock is before its clock_until_ms; its "as_of" then gets the current watermark. So a hit
+// answers what the handler would answer now (the view can only have been newer than the version
+// when the answer was read, and every change after that version is checked against the answer's
+// data range).
 // Keys are built by the caller (the route, the path captures, the query parameters in order, the
 // caller's scopes: QueryServer).
 // Bounds: at most `max_bytes` of keys, bodies and a fixed per-entry overhead; the least recently
@@ -48,6 +56,9 @@ class ResponseCache {
     uint64_t version = 0;  // StateStore::ViewVersion
     int64_t watermark_ms = 0;
     int64_t now_ms = 0;
+    // Asked what changed between an entry's version and this one; null: only the same version
+    // matches.
+    const StateStore* store = nullptr;
   };
 
   // Per-entry bookkeeping counted against max_bytes besides the key and the body.
@@ -86,8 +97,9 @@ class ResponseCache {
   const size_t max_bytes_;
   MetricsRegistry* metrics_;
   Counter* hits_ = nullptr;
-  Counter* misses_ = nullptr;  // no entry for the key
-  Counter* stale_ = nullptr;   // an entry of another view, watermark range or clock
+  Counter* misses_ = nullptr;   // no entry for the key
+  Counter* stale_ = nullptr;    // an entry of another view, watermark range or clock
+  Counter* carried_ = nullptr;  // an entry of an earlier view still valid in the lookup's
   Counter* evictions_ = nullptr;
   Counter* too_large_ = nullptr;
 

@@ -352,6 +352,7 @@ void QueryServer::RegisterRoutes() {
             view.version = ctx->store->ViewVersion();
             view.watermark_ms = ctx->store->Watermark();
             view.now_ms = ctx->clock->NowMs();
+            view.store = ctx->store;
             cached = cache->Lookup(key, view, &res.body);
           }
           if (!cached) {

@@ -78,11 +78,15 @@ struct ApiContext;
 // GET /v1/series are kept, rendered, and served again to the same request (route, path, query
 // parameters and the token's scopes) while the store's view is the one they were read from
 // (StateStore::ViewVersion: on a query node it moves at each catch-up that brought pane, rollup or
-// series-index writes; in the engine at each such write), the watermark is in the range that gives
+// series-index writes; in the engine at each such write) — or a later view whose changes since
+// all start at or after the end of the answer's range (StateStore::EarliestChangeSince: a pane
+// batch's earliest pane start, a rollup's previous cursor; a new or dropped series changes
+// everything) —, the watermark is in the range that gives
 // the same window range (a step, when `to` is not given) and no bucket of the range has expired
 // since; "as_of" is the current watermark. So a cached answer is the one the handler would give
 // now. Every request is still authenticated, rate-limited, checked, counted, timed and logged.
-// Counters: inferscope_query_cache_lookups_total{result}, inferscope_query_cache_evictions_total,
+// Counters: inferscope_query_cache_lookups_total{result}, inferscope_query_cache_carried_total
+// (entries found valid in a later view), inferscope_query_cache_evictions_total,
 // gauges inferscope_query_cache_entries and inferscope_query_cache_bytes.
 //
 // Lifecycle: construct → Start (binds, serves on threads of its own) → Stop (idempotent; the

@@ -37,9 +37,22 @@ constexpr std::string_view kRolledThroughKeyPrefix = "rollup_through/";
 constexpr std::string_view kTiersKey = "tiers";
 // be64, a number the primary writes with every WriteBatch that changes what the windowed reads
 // answer (panes, the series index, a tier's rolled-through cursor): a secondary that sees it change
-// after a catch-up knows its view changed (StateStore::ViewVersion). Not ordered: writers take
-// distinct numbers, which may commit out of order.
+// after a catch-up knows its view changed (StateStore::ViewVersion). Increasing: a writer takes its
+// number and commits its batch under one lock (VersionedCommits).
 constexpr std::string_view kDataVersionKey = "data_version";
+// The last StateStore::kViewLogEntries data versions handed out, oldest first, each be64(data
+// version) be64(earliest pane or bucket start it changed; INT64_MIN: anything), written with
+// "data_version" in the same batch: a secondary whose catch-up moved the data version from a to b
+// learns from it what the changes a+1..b touched (StateStore::EarliestChangeSince).
+constexpr std::string_view kViewLogKey = "view_log";
+// Held from AddDataVersion until its batch is written, so that data versions commit in order (a
+// secondary relies on it: StateStore::CatchUp). One per process, for every store: a leaf lock
+// (taken after write_mu_ and db_mu_, nothing but view_mu_ inside), and a process holds one engine
+// store.
+std::mutex& VersionedCommits() {
+  static std::mutex mu;
+  return mu;
+}
 // Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
 // after a crash between batches rewrites the same buckets with the same values).
 constexpr int64_t kRollupBatchBuckets = 1000;
@@ -564,6 +577,19 @@ Status StateStore::LoadMeta() {
     // A primary continues from the stored number (a secondary never writes).
     next_data_version_.store(*stored_data_version_, std::memory_order_relaxed);
   }
+  s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], rocksdb::Slice(kViewLogKey), &value);
+  stored_view_log_.clear();
+  if (!s.IsNotFound()) {
+    INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: reading view_log"));
+    if (value.size() % 16 != 0) {
+      return Status::Corruption("state store: view_log is not a list of 16-byte entries");
+    }
+    for (size_t at = 0; at < value.size(); at += 16) {
+      stored_view_log_.emplace_back(
+          DecodeBigEndian64(std::string_view(value).substr(at, 8)),
+          static_cast<int64_t>(DecodeBigEndian64(std::string_view(value).substr(at + 8, 8))));
+    }
+  }
   for (size_t i = 1; i < tiers_.size(); ++i) {
     std::string key = std::string(kRolledThroughKeyPrefix) + tiers_[i].Name();
     s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], key, &value);
@@ -736,7 +762,23 @@ Result<CatchUpReport> StateStore::CatchUp() {
     // the last look, on the same instance (a reopened one may hold anything); after an error the
     // log may have been applied all the same.
     if (!loaded.ok() || report.reopened || !seen.has_value() || seen != stored_data_version_) {
-      view_version_.fetch_add(1, std::memory_order_acq_rel);
+      // What the changes since the last look touched, when the primary's log lists every data
+      // version after the one seen up to the one stored (numbers commit in order, so those are
+      // the batches applied since; a failed write's number is listed but changed nothing).
+      int64_t earliest = kWholeViewChanged;
+      if (loaded.ok() && !report.reopened && seen.has_value() && stored_data_version_ &&
+          *stored_data_version_ > *seen && *stored_data_version_ - *seen <= kViewLogEntries) {
+        uint64_t next = *seen + 1;
+        int64_t min_start = std::numeric_limits<int64_t>::max();
+        for (const auto& [version, start] : stored_view_log_) {
+          if (version < next) continue;
+          if (version != next) break;  // a gap
+          min_start = std::min(min_start, start);
+          ++next;
+        }
+        if (next == *stored_data_version_ + 1) earliest = min_start;
+      }
+      BumpView(earliest);
     }
     INFERSCOPE_RETURN_IF_ERROR(loaded);
   }
@@ -817,6 +859,8 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   std::string value;
   const int64_t rolled_through = tiers_.size() > 1 ? RolledThroughMs(1) : INT64_MIN;
   uint64_t after_rollup = 0;
+  // The earliest pane start written (EarliestChangeSince).
+  int64_t earliest = std::numeric_limits<int64_t>::max();
   for (const WindowSummary& pane : panes) {
     std::string_view instance = names.Name(pane.series.instance);
     std::string_view model = names.Name(pane.series.model);
@@ -832,8 +876,10 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
     key = SeriesPrefix(instance, model, metric);
     int64_t last_seen = std::max(pane.max_event_time_ms, pane.start_ms);
     auto upd = updates.find(key);
+    earliest = std::min(earliest, pane.start_ms);
     if (upd == updates.end()) {
       auto stored = index_.find(key);
+      if (stored == index_.end()) earliest = kWholeViewChanged;  // a new series
       SeriesRange range =
           stored != index_.end() ? stored->second : SeriesRange{pane.start_ms, last_seen};
       upd = updates.emplace(key, range).first;
@@ -866,12 +912,17 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   INFERSCOPE_RETURN_IF_ERROR(
       FromRocks(batch.Put(handles_[kMeta], rocksdb::Slice(kWatermarkKey), value), "state store"));
   // A batch that only moves the watermark leaves the view's data as it was.
-  if (!panes.empty()) INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
+  std::unique_lock<std::mutex> commit_lock(VersionedCommits(), std::defer_lock);
+  if (!panes.empty()) {
+    commit_lock.lock();
+    INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(earliest, &batch));
+  }
 
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   auto started = std::chrono::steady_clock::now();
   rocksdb::Status s = db_->Write(write_options, &batch);
+  if (commit_lock.owns_lock()) commit_lock.unlock();
   write_latency_->Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   if (!s.ok()) {
@@ -880,7 +931,7 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   }
   for (auto& [series_key, range] : updates) index_[series_key] = range;
   watermark_.store(new_watermark, std::memory_order_release);
-  if (!panes.empty()) view_version_.fetch_add(1, std::memory_order_acq_rel);
+  if (!panes.empty()) BumpView(earliest);
   panes_written_->Inc(panes.size());
   if (after_rollup > 0) panes_after_rollup_->Inc(after_rollup);
   return Status::Ok();
@@ -1427,11 +1478,51 @@ int64_t StateStore::Watermark() const { return watermark_.load(std::memory_order
 
 uint64_t StateStore::ViewVersion() const { return view_version_.load(std::memory_order_acquire); }
 
-Status StateStore::AddDataVersion(rocksdb::WriteBatch* batch) {
-  std::string value;
-  AppendBigEndian64(&value, next_data_version_.fetch_add(1, std::memory_order_relaxed) + 1);
-  return FromRocks(batch->Put(handles_[kMeta], rocksdb::Slice(kDataVersionKey), value),
-                   "state store: data version");
+int64_t StateStore::EarliestChangeSince(uint64_t after, uint64_t through) const {
+  if (after >= through) return std::numeric_limits<int64_t>::max();
+  std::lock_guard<std::mutex> lock(view_mu_);
+  if (view_history_.empty() || after + 1 < view_history_.front().first ||
+      through > view_history_.back().first) {
+    return kWholeViewChanged;
+  }
+  int64_t earliest = std::numeric_limits<int64_t>::max();
+  for (size_t i = static_cast<size_t>(after + 1 - view_history_.front().first);
+       i < view_history_.size() && view_history_[i].first <= through; ++i) {
+    earliest = std::min(earliest, view_history_[i].second);
+  }
+  return earliest;
+}
+
+void StateStore::BumpView(int64_t earliest) {
+  std::lock_guard<std::mutex> lock(view_mu_);
+  const uint64_t version = view_version_.load(std::memory_order_relaxed) + 1;
+  view_history_.emplace_back(version, earliest);
+  if (view_history_.size() > kViewHistory) view_history_.pop_front();
+  view_version_.store(version, std::memory_order_release);
+}
+
+Status StateStore::AddDataVersion(int64_t earliest, rocksdb::WriteBatch* batch) {
+  std::string version;
+  std::string log;
+  {
+    // The caller holds VersionedCommits() until the batch is written: numbers commit in order, and
+    // the log of a batch lists every number before its own.
+    std::lock_guard<std::mutex> lock(view_mu_);
+    const uint64_t number = next_data_version_.fetch_add(1, std::memory_order_relaxed) + 1;
+    AppendBigEndian64(&version, number);
+    view_log_.emplace_back(number, earliest);
+    if (view_log_.size() > kViewLogEntries) view_log_.pop_front();
+    log.reserve(view_log_.size() * 16);
+    for (const auto& [n, start] : view_log_) {
+      AppendBigEndian64(&log, n);
+      AppendBigEndian64(&log, static_cast<uint64_t>(start));
+    }
+  }
+  INFERSCOPE_RETURN_IF_ERROR(
+      FromRocks(batch->Put(handles_[kMeta], rocksdb::Slice(kDataVersionKey), version),
+                "state store: data version"));
+  return FromRocks(batch->Put(handles_[kMeta], rocksdb::Slice(kViewLogKey), log),
+                   "state store: view log");
 }
 
 void StateStore::HoldWriteError(std::string_view writer, const Status& error) {
@@ -1572,14 +1663,17 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(
       batch.Put(handles_[kMeta], std::string(kRolledThroughKeyPrefix) + tiers_[tier].Name(), value),
       "state store: rollup"));
-  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
+  // Reads of ranges ending at or before the old cursor keep their plan and buckets.
+  std::unique_lock<std::mutex> commit_lock(VersionedCommits());
+  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(done, &batch));
   rocksdb::Status s = db_->Write(write_options, &batch);
+  commit_lock.unlock();
   if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
   *written += in_batch;
   rollups_written_->Inc(static_cast<uint64_t>(in_batch));
   rolled_through_[tier].store(target_ms, std::memory_order_release);
-  view_version_.fetch_add(1, std::memory_order_acq_rel);
+  BumpView(done);
   return Status::Ok();
 }
 
@@ -1603,14 +1697,16 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
     }
   }
   if (gone.empty()) return Status::Ok();
-  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(&batch));
+  std::unique_lock<std::mutex> commit_lock(VersionedCommits());
+  INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(kWholeViewChanged, &batch));
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   rocksdb::Status s = db_->Write(write_options, &batch);
+  commit_lock.unlock();
   if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: dropping expired series"));
   for (const std::string& key : gone) index_.erase(key);
-  view_version_.fetch_add(1, std::memory_order_acq_rel);
+  BumpView(kWholeViewChanged);
   *dropped += static_cast<int64_t>(gone.size());
   series_dropped_->Inc(gone.size());
   return Status::Ok();

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <map>
@@ -329,6 +330,22 @@ class StateStore {
   // after ViewVersion() returned v sees at least the data of view v. Read-through caches key on it
   // (query/response_cache.h).
   uint64_t ViewVersion() const;
+  // What a read must cover to be affected by the changes of the view after version `after` up to
+  // `through` (after <= through <= ViewVersion()): the earliest pane or bucket start any of them
+  // wrote. A read of panes and buckets that all start before that, of the same series index and
+  // tier plan, answers in view `through` what it answered in view `after`. INT64_MAX when
+  // after == through; kWholeViewChanged when a change may have altered any read (the series index
+  // changed, a drop of expired series, a secondary's reopen or failed catch-up, a catch-up whose
+  // changes the primary's log no longer lists) or `after` is older than the history kept
+  // (kViewHistory changes). A pane batch's entry is its earliest pane start; a rollup's is the
+  // tier's previous rolled-through cursor (its buckets start there or later, and the tier plan of a
+  // range ending before it is unchanged: PlanTierRead). A secondary learns the entries of the
+  // primary's changes from meta "view_log", written in the same batch as "data_version".
+  int64_t EarliestChangeSince(uint64_t after, uint64_t through) const;
+  static constexpr int64_t kWholeViewChanged = std::numeric_limits<int64_t>::min();
+  // Changes remembered by EarliestChangeSince (and, on the primary, listed in meta "view_log").
+  static constexpr size_t kViewHistory = 4096;
+  static constexpr size_t kViewLogEntries = 64;
 
   // A secondary instance (StateStoreOptions::secondary_path): read-only, refreshed by CatchUp.
   bool read_only() const { return !secondary_path_.empty(); }
@@ -414,7 +431,11 @@ class StateStore {
   Status DropExpiredSeries(int64_t now_ms, int64_t* dropped);
   // Adds meta "data_version" (a fresh number) to a batch that changes what reads answer, so that a
   // secondary sees the change (ViewVersion). The writer bumps view_version_ once it committed.
-  Status AddDataVersion(rocksdb::WriteBatch* batch);
+  // `earliest`: the change's EarliestChangeSince entry, listed in meta "view_log" (the last
+  // kViewLogEntries (data version, earliest) pairs) in the same batch.
+  Status AddDataVersion(int64_t earliest, rocksdb::WriteBatch* batch);
+  // Moves view_version_ by one, remembering `earliest` for EarliestChangeSince.
+  void BumpView(int64_t earliest);
   // Deletes the records of time-keyed `table` older than now_ms - retention (RunMaintenance).
   Status ExpireRecords(const RecordTable& table, int64_t now_ms, int64_t* expired);
 
@@ -469,6 +490,15 @@ class StateStore {
   std::atomic<uint64_t> next_data_version_{0};
   // meta "data_version" as LoadMeta last read it (nullopt: none stored). Open and CatchUp only.
   std::optional<uint64_t> stored_data_version_;
+  // meta "view_log" as LoadMeta last read it: (data version, earliest), oldest first.
+  std::vector<std::pair<uint64_t, int64_t>> stored_view_log_;
+  // Guards view_history_, view_log_ and the bumps of view_version_ (so that every version up to
+  // ViewVersion() has its entry).
+  mutable std::mutex view_mu_;
+  // (view version, earliest) of the last kViewHistory changes, consecutive versions, oldest first.
+  std::deque<std::pair<uint64_t, int64_t>> view_history_;
+  // Primary: (data version, earliest) of the last kViewLogEntries data versions handed out.
+  std::deque<std::pair<uint64_t, int64_t>> view_log_;
   // The fleet rollup's first pane start (INT64_MIN: none stored); meta "fleet_from".
   std::atomic<int64_t> fleet_from_{std::numeric_limits<int64_t>::min()};
   // Primary: the stored watermark when this process opened the store. A pane ending at or before

@@ -273,6 +273,45 @@ TEST_F(QueryServerConnectionTest, KeptAliveConnectionServesRequestsThenClosesWhe
   EXPECT_EQ(Closed("idle_timeout"), 1u);
 }
 
+// A kept-alive connection is watched by the workers; a next request that arrives in pieces goes
+// back to the gate (its header timeout, its limits) and is served once complete.
+TEST_F(QueryServerConnectionTest, KeptAliveConnectionsNextRequestInPiecesIsServedOrTimedOut) {
+  QueryServer::Options options;
+  options.header_timeout_ms = 300;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  const std::string request = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+  Socket s(server_->port());
+  ASSERT_TRUE(s.Send(request));
+  EXPECT_EQ(s.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(s.Send(request.substr(0, 10)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_TRUE(s.Send(request.substr(10)));
+    const std::string response = s.ReadResponse();
+    EXPECT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << response;
+  }
+  // Two requests in one send: both answered, in order.
+  ASSERT_TRUE(s.Send(request + "GET /v1/nowhere HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string both = s.ReadResponse();
+  if (both.find("HTTP/1.1 404") == std::string::npos) both += s.ReadResponse();
+  EXPECT_EQ(both.rfind("HTTP/1.1 200", 0), 0u) << both;
+  EXPECT_NE(both.find("HTTP/1.1 404"), std::string::npos) << both;
+  // A next request that never completes: closed at the header timeout, counted as such.
+  ASSERT_TRUE(s.Send(request.substr(0, 10)));
+  EXPECT_EQ(s.ReadToEnd(), "");
+  EXPECT_TRUE(s.closed_by_server());
+  EXPECT_EQ(Closed("header_timeout"), 1u);
+  EXPECT_EQ(Closed("idle_timeout"), 0u);
+
+  // An oversized next header on a kept-alive connection gets the gate's 431.
+  Socket big(server_->port());
+  ASSERT_TRUE(big.Send(request));
+  EXPECT_EQ(big.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  ASSERT_TRUE(big.Send("GET /v1/health HTTP/1.1\r\nX-Pad: " + std::string(20'000, 'a') + "\r\n"));
+  EXPECT_EQ(big.ReadToEnd().rfind("HTTP/1.1 431", 0), 0u);
+  EXPECT_EQ(Closed("header_too_large"), 1u);
+}
+
 TEST_F(QueryServerConnectionTest, DeclaredBodyOverTheLimitGets413BeforeItIsRead) {
   ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
   Socket s(server_->port());

@@ -186,6 +186,138 @@ TEST_F(ResponseCacheTest, AQueryNodeAnswersFromTheNewViewAfterACatchUp) {
   server_->Stop();
 }
 
+TEST_F(ResponseCacheTest, ARecentPaneLeavesAnOlderRangeCachedAndAWriteInsideItDoesNot) {
+  WritePane("llama", 660'000, {1, 2, 3}, 720'000);
+  ASSERT_NO_FATAL_FAILURE(StartServer(primary_.get()));
+  const json first = Get(kSummary, 200);  // the minute [660 s, 720 s)
+  EXPECT_EQ(first["windows"][0]["count"], 3);
+  EXPECT_EQ(Lookups("miss"), 1u);
+
+  // A pane of the next minute changes the view but not the minute asked for: served from the
+  // cache, byte for byte what the handler answers (compared with an uncached spelling below).
+  WritePane("llama", 720'000, {9}, 725'000);
+  json carried = Get(kSummary, 200);
+  EXPECT_EQ(Lookups("hit"), 1u);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_query_cache_carried_total"), 1u);
+  EXPECT_EQ(carried["as_of"], 725'000);
+  carried["as_of"] = first["as_of"];
+  EXPECT_EQ(carried, first);
+  // The entry now belongs to the new view: no second carry.
+  Get(kSummary, 200);
+  EXPECT_EQ(Lookups("hit"), 2u);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_query_cache_carried_total"), 1u);
+  auto cached = client_->Get(kSummary);
+  auto computed = client_->Get(std::string(kSummary) + "&from=660000&to=720000");
+  ASSERT_TRUE(cached && computed);
+  EXPECT_EQ(cached->body, computed->body);
+
+  // A pane inside the minute (late, same watermark): recomputed.
+  const uint64_t stale = Lookups("stale");
+  WritePane("llama", 710'000, {4}, 725'000);
+  EXPECT_EQ(Get(kSummary, 200)["windows"][0]["count"], 4);
+  EXPECT_EQ(Lookups("stale"), stale + 1);
+  // A new series of any instance changes what the series index answers: every answer recomputed.
+  Get(kSummary, 200);
+  WindowSummary pane;
+  pane.series = {interner_.Intern("node-2"), interner_.Intern("llama"),
+                 interner_.Intern("ttft_ms")};
+  pane.start_ms = 730'000;
+  pane.end_ms = 740'000;
+  pane.agg.Add(1, 730'000);
+  ASSERT_TRUE(primary_->WritePanes(std::vector<WindowSummary>{pane}, interner_, 725'000).ok());
+  EXPECT_EQ(Get(kSummary, 200)["windows"][0]["count"], 4);
+  EXPECT_EQ(Lookups("stale"), stale + 2);
+}
+
+TEST_F(ResponseCacheTest, ARollupStalesOnlyTheAnswersPastItsPreviousCursor) {
+  // Tiers 10 s and 1 min (rolled up 60 s after a minute's end).
+  for (int64_t start = 600'000; start < 720'000; start += kPaneMs) {
+    WritePane("llama", start, {1}, 720'000);
+  }
+  ASSERT_NO_FATAL_FAILURE(StartServer(primary_.get()));
+  const std::string early =
+      "/v1/series?instance=node-1&model=llama&metric=ttft_ms&step=1m&from=600000&to=660000";
+  const std::string late =
+      "/v1/series?instance=node-1&model=llama&metric=ttft_ms&step=1m&from=660000&to=720000";
+  EXPECT_EQ(Get(early, 200)["tier"], "10s");
+  EXPECT_EQ(Get(early, 200)["tier"], "10s");
+  EXPECT_EQ(Lookups("hit"), 1u);
+
+  // The 1-minute tier is rolled up through 660 s: the plan of the early minute changes.
+  Result<MaintenanceReport> report = primary_->RunMaintenance();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(primary_->RolledThroughMs(1), 660'000);
+  const json rolled = Get(early, 200);
+  EXPECT_EQ(rolled["tier"], "1m");
+  EXPECT_EQ(rolled["points"][0]["count"], 6);
+  EXPECT_EQ(Lookups("stale"), 1u);
+  EXPECT_EQ(Get(late, 200)["tier"], "10s");
+
+  // Through 720 s: the late minute's plan changes, the early one's (ending at the previous
+  // cursor) does not.
+  WritePane("llama", 720'000, {1}, 780'000);
+  report = primary_->RunMaintenance();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(primary_->RolledThroughMs(1), 720'000);
+  const uint64_t hits = Lookups("hit");
+  json again = Get(early, 200);
+  EXPECT_EQ(again["as_of"], 780'000);
+  again["as_of"] = rolled["as_of"];
+  EXPECT_EQ(again, rolled);
+  EXPECT_EQ(Lookups("hit"), hits + 1);
+  EXPECT_EQ(Get(late, 200)["tier"], "1m");
+  EXPECT_EQ(Lookups("stale"), 2u);
+}
+
+TEST_F(ResponseCacheTest, AQueryNodeKeepsOlderRangesAcrossACatchUpOfRecentPanes) {
+  WritePane("llama", 660'000, {1, 2, 3}, 720'000);
+  StateStoreOptions options;
+  options.path = dir_.str() + "/state";
+  options.secondary_path = dir_.str() + "/node";
+  options.clock = &clock_;
+  auto opened = StateStore::Open(options, &metrics_);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<StateStore> secondary = std::move(opened).value();
+  ASSERT_NO_FATAL_FAILURE(StartServer(secondary.get()));
+  const json first = Get(kSummary, 200);
+  EXPECT_EQ(first["windows"][0]["count"], 3);
+
+  // Two batches of the next minute in one catch-up: the node learns from the engine's view log
+  // that both start at or after 720 s.
+  const uint64_t before = secondary->ViewVersion();
+  WritePane("llama", 720'000, {9}, 725'000);
+  WritePane("llama", 730'000, {8}, 735'000);
+  ASSERT_TRUE(secondary->CatchUp().ok());
+  EXPECT_EQ(secondary->ViewVersion(), before + 1);
+  EXPECT_EQ(secondary->EarliestChangeSince(before, before + 1), 720'000);
+  json carried = Get(kSummary, 200);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_query_cache_carried_total"), 1u);
+  EXPECT_EQ(carried["as_of"], 735'000);
+  carried["as_of"] = first["as_of"];
+  EXPECT_EQ(carried, first);
+
+  // A late pane of the minute asked for: recomputed after the catch-up that brings it.
+  WritePane("llama", 700'000, {4}, 735'000);
+  WritePane("llama", 740'000, {4}, 745'000);
+  ASSERT_TRUE(secondary->CatchUp().ok());
+  EXPECT_EQ(secondary->EarliestChangeSince(before + 1, before + 2), 700'000);
+  EXPECT_EQ(Get(kSummary, 200)["windows"][0]["count"], 4);
+  EXPECT_EQ(metrics_.CounterValue("inferscope_query_cache_carried_total"), 1u);
+
+  // A restarted engine: the node reopens, and every answer is recomputed.
+  const uint64_t stale = Lookups("stale");
+  primary_.reset();
+  SetUp();
+  WritePane("llama", 750'000, {6}, 755'000);
+  Result<CatchUpReport> report = secondary->CatchUp();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->reopened);
+  EXPECT_EQ(secondary->EarliestChangeSince(before + 2, before + 3), StateStore::kWholeViewChanged);
+  EXPECT_EQ(Get(kSummary, 200)["windows"][0]["count"], 4);
+  EXPECT_EQ(Lookups("stale"), stale + 1);
+  server_->Stop();
+}
+
 TEST_F(ResponseCacheTest, ExpiryByTheClockIsNotHiddenByTheCache) {
   // Panes kept 30 s after their end.
   primary_.reset();
@@ -323,6 +455,9 @@ TEST(ResponseCacheUnitTest, EvictsLeastRecentlyUsedWithinMaxBytes) {
   EXPECT_FALSE(cache.Lookup("w", {7, 200, 49}, &out));
   EXPECT_FALSE(cache.Lookup("w", {7, 99, 49}, &out));
   EXPECT_FALSE(cache.Lookup("w", {7, 150, 50}, &out));
+  // Without a store to ask, an entry of an earlier view is not served in a later one.
+  cache.Insert("v", 7, {}, body);
+  EXPECT_FALSE(cache.Lookup("v", {8, 0, 0}, &out));
   // An older answer does not replace a newer one; one larger than the cache is not kept.
   cache.Insert("w", 6, {}, "old");
   EXPECT_TRUE(cache.Lookup("w", {7, 150, 0}, &out));

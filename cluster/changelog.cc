@@ -223,14 +223,36 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
   out.last_seq = natsMsg_GetSequence(last);
   natsMsg_Destroy(last);
 
+  // A pull consumer of its own over the subject (deleted at the end; the server removes it after
+  // a minute of inactivity should this process die first), fetching a few chunks at a time.
+  const std::string consumer =
+      "restore-" + std::string(slot) + "-" + std::to_string(std::random_device{}());
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = consumer.c_str();
+  cc.FilterSubject = subject.c_str();
+  cc.AckPolicy = js_AckExplicit;  // 2.9 pull consumers need acks; never sent (deleted at the end)
+  cc.AckWait = int64_t{3600} * 1'000'000'000;
+  cc.MaxAckPending = -1;
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.InactiveThreshold = int64_t{60} * 1'000'000'000;
+  jsConsumerInfo* ci = nullptr;
+  s = js_AddConsumer(&ci, js, options.stream.c_str(), &cc, nullptr, &jerr);
+  if (s != NATS_OK) return NatsError("changelog: reading " + subject, s, jerr);
+  jsConsumerInfo_Destroy(ci);
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = options.stream.c_str();
-  so.Ordered = true;
-  so.Config.DeliverPolicy = js_DeliverAll;
+  so.Consumer = consumer.c_str();
   natsSubscription* sub = nullptr;
-  s = js_SubscribeSync(&sub, js, subject.c_str(), nullptr, &so, &jerr);
-  if (s != NATS_OK) return NatsError("changelog: reading " + subject, s, jerr);
+  s = js_PullSubscribe(&sub, js, subject.c_str(), consumer.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) {
+    js_DeleteConsumer(js, options.stream.c_str(), consumer.c_str(), nullptr, nullptr);
+    return NatsError("changelog: reading " + subject, s, jerr);
+  }
+  // Chunks fetched and not yet consumed.
+  natsMsgList list{};
+  int next = 0;
 
   // The checkpoint being assembled.
   bool open = false;
@@ -239,15 +261,31 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
   Status result = Status::Ok();
   uint64_t seq = 0;
   while (seq < out.last_seq) {
-    natsMsg* msg = nullptr;
-    s = natsSubscription_NextMsg(&msg, sub, static_cast<int64_t>(options.publish_timeout_ms) * 2);
+    if (next == list.Count) {
+      natsMsgList_Destroy(&list);
+      list = natsMsgList{};
+      next = 0;
+      s = natsSubscription_Fetch(&list, sub, 8, options.publish_timeout_ms * 2, &jerr);
+      if (s == NATS_OK && list.Count == 0) s = NATS_TIMEOUT;
+    }
+    natsMsg* msg = s == NATS_OK ? list.Msgs[next] : nullptr;
+    if (msg != nullptr) list.Msgs[next++] = nullptr;  // ours to destroy
     if (s != NATS_OK) {
       result = NatsError("changelog: reading " + subject + " (at sequence " + std::to_string(seq) +
                              " of " + std::to_string(out.last_seq) + ")",
                          s);
       break;
     }
-    seq = natsMsg_GetSequence(msg);
+    // A consumer's message carries its stream sequence in its metadata (natsMsg_GetSequence is
+    // for messages read by sequence).
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
+      natsMsg_Destroy(msg);
+      result = Status::Corruption("changelog: a message of " + subject + " has no metadata");
+      break;
+    }
+    seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
     const char* data = natsMsg_GetData(msg);
     const size_t len = static_cast<size_t>(natsMsg_GetDataLength(msg));
     ++out.messages;
@@ -290,7 +328,10 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
     body.shrink_to_fit();
   }
   if (open) ++out.torn;
+  natsMsgList_Destroy(&list);
+  natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
+  js_DeleteConsumer(js, options.stream.c_str(), consumer.c_str(), nullptr, nullptr);
   INFERSCOPE_RETURN_IF_ERROR(result);
   INFERSCOPE_RETURN_IF_ERROR(
       store.ScanRecords(kCheckpointTable, "", "", [&](std::string_view, std::string_view) {

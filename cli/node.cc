@@ -367,7 +367,11 @@ void ClusterNode::Tick() {
     }
     const int64_t now = NowMs();
     Result<Lease> lease = leases_->Get(slot.name);
-    if (!lease.ok()) continue;
+    if (!lease.ok()) {
+      spdlog::warn("node {}: reading the lease of slot {}: {}", spec_.node, slot.name,
+                   lease.status().ToString());
+      continue;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       slot.owner_seen = lease->owner;
@@ -380,6 +384,9 @@ void ClusterNode::Tick() {
         slot.revision = *claimed;
         slot.renewed_sent_ms = now;
         Claim(slot, *claimed, now, own ? std::string() : lease->owner);
+      } else {
+        spdlog::info("node {}: claiming slot {}: {}", spec_.node, slot.name,
+                     claimed.status().ToString());
       }
     }
   }

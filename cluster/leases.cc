@@ -36,7 +36,7 @@ Result<std::unique_ptr<LeaseTable>> LeaseTable::Open(jsCtx* js, const std::strin
     if (s != NATS_OK) s = js_KeyValue(&kv, js, bucket.c_str());
   }
   if (s != NATS_OK) return NatsError("leases: bucket " + bucket, s);
-  return std::unique_ptr<LeaseTable>(new LeaseTable(kv));
+  return std::unique_ptr<LeaseTable>(new LeaseTable(js, kv, bucket));
 }
 
 LeaseTable::~LeaseTable() {
@@ -44,24 +44,29 @@ LeaseTable::~LeaseTable() {
 }
 
 Result<Lease> LeaseTable::Get(std::string_view slot) {
-  kvEntry* e = nullptr;
   const std::string key = Key(slot);
-  natsStatus s = kvStore_Get(&e, kv_, key.c_str());
+  const std::string stream = "KV_" + bucket_;
+  const std::string subject = "$KV." + bucket_ + "." + key;
+  natsMsg* msg = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&msg, js_, stream.c_str(), subject.c_str(), nullptr, &jerr);
   Lease lease;
-  if (s == NATS_NOT_FOUND) return lease;
-  if (s != NATS_OK) return NatsError("leases: reading " + key, s);
-  lease.revision = kvEntry_Revision(e);
-  if (kvEntry_Operation(e) == kvOp_Put) {
-    nlohmann::json j =
-        nlohmann::json::parse(std::string_view(static_cast<const char*>(kvEntry_Value(e)),
-                                               static_cast<size_t>(kvEntry_ValueLen(e))),
-                              nullptr, false);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return lease;
+  if (s != NATS_OK) return NatsError("leases: reading " + key, s, jerr);
+  lease.revision = natsMsg_GetSequence(msg);
+  // A delete or purge marker (KV-Operation header) has no value: a released lease.
+  const char* op = nullptr;
+  const bool removed = natsMsgHeader_Get(msg, "KV-Operation", &op) == NATS_OK && op != nullptr;
+  if (!removed) {
+    nlohmann::json j = nlohmann::json::parse(
+        std::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))),
+        nullptr, false);
     if (j.is_object()) {
       lease.owner = j.value("owner", std::string());
       lease.ttl_ms = j.value("ttl_ms", int64_t{0});
     }
   }
-  kvEntry_Destroy(e);
+  natsMsg_Destroy(msg);
   return lease;
 }
 

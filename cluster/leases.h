@@ -40,7 +40,9 @@ class LeaseTable {
   LeaseTable& operator=(const LeaseTable&) = delete;
 
   // The lease of `slot`; revision 0 when there is none. Unavailable when the server does not
-  // answer.
+  // answer. Read from the bucket's stream leader (the last message of the key's subject), not by
+  // the KV "direct get": a replica's direct get timed out for a client that bound an existing R3
+  // bucket (nats-server 2.9, libnats 3.4).
   Result<Lease> Get(std::string_view slot);
   // Writes `owner`/`ttl_ms` if the key is still at `revision` (0: absent). The new revision, or
   // FailedPrecondition when another write came first (the CAS lost), or Unavailable.
@@ -50,8 +52,11 @@ class LeaseTable {
   static std::string Key(std::string_view slot) { return "slot." + std::string(slot); }
 
  private:
-  explicit LeaseTable(kvStore* kv) : kv_(kv) {}
+  LeaseTable(jsCtx* js, kvStore* kv, std::string bucket)
+      : js_(js), kv_(kv), bucket_(std::move(bucket)) {}
+  jsCtx* js_;
   kvStore* kv_;
+  std::string bucket_;
 };
 
 // LeaseClock decides, without comparing clocks across machines, when another node's lease has

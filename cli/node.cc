@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -60,6 +61,7 @@ struct ClusterNode::Slot {
   uint64_t claims = 0;
   uint64_t takeovers = 0;  // claims of a lease another node held
   uint64_t losses = 0;
+  uint64_t start_failures = 0;  // starts (restore included) that failed and were tried again
   std::string last_loss;
   double restore_ms = 0;
   ChangelogRestore restore;
@@ -236,11 +238,43 @@ ClusterNode::ClusterNode(ClusterSpec spec, std::string topology_path, std::strin
         "Lease renewals that failed (server unreachable or the lease taken), per slot", labels);
     slot->held = metrics_.GetGauge("inferscope_node_slot_held",
                                    "1 while this node holds the slot's lease", labels);
+    // The changelog writer's figures, of the slot's current run on this node (0 when not held).
+    Slot* raw = slot.get();
+    auto stat = [this, raw](uint64_t ChangelogWriter::Stats::*field) {
+      return [this, raw, field]() -> double {
+        std::lock_guard<std::mutex> lock(mu_);
+        return raw->writer ? static_cast<double>(raw->writer->stats().*field) : 0.0;
+      };
+    };
+    metrics_.AddCallbackGauge("inferscope_node_changelog_queued_checkpoints",
+                              "Checkpoints of the slot waiting for upload to its changelog (lag)",
+                              labels, stat(&ChangelogWriter::Stats::queued), this);
+    metrics_.AddCallbackGauge("inferscope_node_changelog_uploaded_bytes",
+                              "Record bytes uploaded to the slot's changelog since it was claimed",
+                              labels, stat(&ChangelogWriter::Stats::uploaded_bytes), this);
+    metrics_.AddCallbackGauge("inferscope_node_changelog_upload_failures",
+                              "Failed changelog appends (retried) since the slot was claimed",
+                              labels, stat(&ChangelogWriter::Stats::failures), this);
+    metrics_.AddCallbackGauge(
+        "inferscope_node_changelog_lag_checkpoints",
+        "Checkpoint ids between the slot's last durable checkpoint and the last uploaded one",
+        labels,
+        [this, raw]() -> double {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!raw->writer) return 0.0;
+          const ChangelogWriter::Stats st = raw->writer->stats();
+          return static_cast<double>(st.last_observed_id -
+                                     std::min(st.last_observed_id, st.last_uploaded_id));
+        },
+        this);
     slots_.push_back(std::move(slot));
   }
 }
 
-ClusterNode::~ClusterNode() { Stop(); }
+ClusterNode::~ClusterNode() {
+  Stop();
+  metrics_.RemoveCallbacks(this);
+}
 
 int64_t ClusterNode::NowMs() const { return SystemClock::Instance().MonotonicNs() / 1'000'000; }
 
@@ -259,12 +293,18 @@ Status ClusterNode::Start(const std::string& listen) {
   }
   natsStatus s = client::ConnectWithFailover(&conn_, spec_.url, "inferscope-node");
   if (s == NATS_OK) s = natsConnection_JetStream(&js_, conn_, nullptr);
+  if (s == NATS_OK) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = std::max<int64_t>(spec_.lease_ttl_ms / 4, 250);
+    s = natsConnection_JetStream(&lease_js_, conn_, &o);
+  }
   if (s != NATS_OK) {
     return Status::Unavailable(std::string("node: connecting to ") + spec_.url + ": " +
                                natsStatus_GetText(s));
   }
   Result<std::unique_ptr<LeaseTable>> leases =
-      LeaseTable::Open(js_, spec_.lease_bucket, spec_.lease_replicas);
+      LeaseTable::Open(lease_js_, spec_.lease_bucket, spec_.lease_replicas);
   if (!leases.ok()) return leases.status();
   leases_ = std::move(leases).value();
   INFERSCOPE_RETURN_IF_ERROR(EnsureChangelogStream(js_, spec_.changelog));
@@ -329,15 +369,24 @@ void ClusterNode::Tick() {
       if (state == SlotState::kStarting && slot.start_done.load()) {
         slot.starter.join();
         if (!slot.start_status.ok()) {
-          spdlog::error("node {}: slot {} did not start: {}", spec_.node, slot.name,
+          // A server that does not answer yet (a stream just created, a leader election): the
+          // lease is kept (renewed below) and the start tried again, restore included.
+          spdlog::error("node {}: slot {} did not start, trying again: {}", spec_.node, slot.name,
                         slot.start_status.ToString());
-          StopSlot(slot, false, "did not start: " + slot.start_status.message());
-          // Released, so that this or another node tries again.
-          (void)leases_->Write(slot.name, "", ttl, slot.revision);
-          continue;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            ++slot.start_failures;
+          }
+          slot.start_done.store(false);
+          slot.starter = std::thread([this, &slot] {
+            SetThreadName("slot-" + slot.name);
+            slot.start_status = StartSlot(slot);
+            slot.start_done.store(true);
+          });
+        } else {
+          std::lock_guard<std::mutex> lock(mu_);
+          slot.state = state = SlotState::kRunning;
         }
-        std::lock_guard<std::mutex> lock(mu_);
-        slot.state = state = SlotState::kRunning;
       }
       const int64_t now = NowMs();
       if (now - slot.renewed_sent_ms > ttl) {
@@ -533,6 +582,10 @@ void ClusterNode::Stop() {
     http_.reset();
   }
   leases_.reset();
+  if (lease_js_ != nullptr) {
+    jsCtx_Destroy(lease_js_);
+    lease_js_ = nullptr;
+  }
   if (js_ != nullptr) {
     jsCtx_Destroy(js_);
     js_ = nullptr;
@@ -556,6 +609,7 @@ nlohmann::json ClusterNode::Health() const {
                         {"claims", s.claims},
                         {"takeovers", s.takeovers},
                         {"losses", s.losses},
+                        {"start_failures", s.start_failures},
                         {"last_loss", s.last_loss},
                         {"renewals", s.renewals->value()},
                         {"renew_failures", s.renew_failures->value()}};

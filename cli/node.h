@@ -67,7 +67,8 @@ struct ClusterSpec {
 // node's clock (LeaseClock); an absent lease is claimed at once for a preferred slot and after a
 // ttl otherwise (the preferred node gets a head start). Claiming always restores the slot from its
 // changelog (cluster/changelog.h) into a wiped local directory — a local copy may be older than
-// what another node uploaded — on a thread of its own (the lease thread keeps renewing). A
+// what another node uploaded — on a thread of its own (the lease thread keeps renewing; a start
+// that fails, say on a server that does not answer yet, is tried again while the lease is held). A
 // changelog append refused (the writer is fenced: someone else appended) also abandons the slot,
 // and the node stops renewing its lease.
 //
@@ -107,7 +108,9 @@ class ClusterNode {
   const std::string topology_path_;
   std::string state_dir_;
   natsConnection* conn_ = nullptr;
-  jsCtx* js_ = nullptr;
+  jsCtx* js_ = nullptr;        // changelog uploads and restores (5 s request timeout)
+  jsCtx* lease_js_ = nullptr;  // lease reads and writes: ttl/4 request timeout, so that one
+                               // request to a dead server cannot hold the lease thread past a ttl
   std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<LeaseClock> clock_;
   std::vector<std::unique_ptr<Slot>> slots_;

@@ -80,10 +80,13 @@ Result<uint64_t> LeaseTable::Write(std::string_view slot, std::string_view owner
                                : kvStore_Update(&rev, kv_, key.c_str(), value.data(),
                                                 static_cast<int>(value.size()), revision);
   if (s == NATS_OK) return rev;
-  // The server refuses a Create of an existing key and an Update from a stale revision with a
-  // JetStream error (wrong last sequence; libnats: NATS_ERR); a lost connection is a timeout or
-  // NATS_CONNECTION_CLOSED / NATS_NO_SERVER.
-  if (s == NATS_ERR) {
+  // The server refuses an Update from a stale revision (JetStream error 10071, "wrong last
+  // sequence") and libnats a Create of an existing key ("key exists"): the CAS lost. Anything else
+  // (a timeout, no responders during a leader election, a lost connection) is Unavailable.
+  const char* last = nats_GetLastError(nullptr);
+  const std::string text = last != nullptr ? last : "";
+  if (s == NATS_ERR && (text.find("wrong last sequence") != std::string::npos ||
+                        text.find("key exists") != std::string::npos)) {
     return Status::FailedPrecondition("leases: " + key + " changed since revision " +
                                       std::to_string(revision));
   }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_connect.h"
 #include "tests/integration/engine_fixture.h"
 #include "tests/integration/jetstream_results_compare.h"
 #include "tests/integration/jetstream_seeded.h"
@@ -87,11 +88,37 @@ class NodeProcess {
   std::unique_ptr<httplib::Client> http_;
 };
 
+// Every message of `durable`'s partitions applied and its checkpoint durable: nothing pending or
+// unacknowledged. Unlike AllAckedBy it also holds for a consumer created after the stream's end
+// (a slot restored with every message applied: nothing is delivered, its ack floor stays 0).
+bool CaughtUp(const std::string& url, const std::string& durable,
+              const std::vector<uint32_t>& partitions) {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  bool done = client::ConnectWithFailover(&conn, url, "test") == NATS_OK &&
+              natsConnection_JetStream(&js, conn, nullptr) == NATS_OK;
+  for (uint32_t p : partitions) {
+    if (!done) break;
+    jsConsumerInfo* ci = nullptr;
+    const std::string name = durable + "-p" + std::to_string(p);
+    if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) {
+      done = false;
+      break;
+    }
+    done = ci->NumPending == 0 && ci->NumAckPending == 0 &&
+           (ci->AckFloor.Stream > 0 || ci->Config->OptStartSeq > 0);
+    jsConsumerInfo_Destroy(ci);
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return done;
+}
+
 std::string ClusterFile(const std::string& node, const std::string& urls,
                         const std::string& prefer) {
   return "node: " + node + "\nurl: " + urls + "\nslots: {a: [0, 1], b: [2, 3]}\nprefer: [" +
          prefer +
-         "]\nleases: {bucket: LEASES, ttl: 3s, replicas: 3}\n"
+         "]\nleases: {bucket: LEASES, ttl: 5s, replicas: 3}\n"
          "changelog: {stream: CKPT, subject_prefix: ckpt, replicas: 3, chunk_bytes: 65536, "
          "snapshot_every: 20}\n";
 }
@@ -154,13 +181,13 @@ TEST(JetStreamTakeoverTest, ANodeKilledMidStreamIsTakenOverAndTheViewEqualsOneEn
   ASSERT_TRUE(WaitFor([&] { return b.Runs("a"); }, std::chrono::seconds(60))) << b.Log();
   ASSERT_TRUE(WaitFor(
       [&] {
-        return AllAckedBy(urls, "eng-a", {0, 1});
+        return CaughtUp(urls, "eng-a", {0, 1});
       },
       std::chrono::seconds(90)))
       << b.Log();
   ASSERT_TRUE(WaitFor(
       [&] {
-        return AllAckedBy(urls, "eng-b", {2, 3});
+        return CaughtUp(urls, "eng-b", {2, 3});
       },
       std::chrono::seconds(90)))
       << b.Log();
@@ -180,7 +207,7 @@ TEST(JetStreamTakeoverTest, ANodeKilledMidStreamIsTakenOverAndTheViewEqualsOneEn
     ASSERT_TRUE(engine->WaitReady()) << engine->Log();
     ASSERT_TRUE(WaitFor(
         [&] {
-          return AllAckedBy(urls, "ref", {0, 1, 2, 3});
+          return CaughtUp(urls, "ref", {0, 1, 2, 3});
         },
         std::chrono::seconds(90)))
         << engine->Log();
@@ -211,6 +238,55 @@ TEST(JetStreamTakeoverTest, ANodeKilledMidStreamIsTakenOverAndTheViewEqualsOneEn
   }
   EXPECT_GT(alerts.size(), 0u) << "the rule fired no alert; the comparison of alerts proves little";
   EXPECT_EQ(duplicates, 0) << "an alert appears twice in /v1/alerts";
+}
+
+// A zombie: node A is stopped (SIGSTOP) past its lease's ttl, node B takes slot a over; when A
+// runs again it must notice and abandon the slot (fencing) while B keeps it.
+TEST(JetStreamTakeoverTest, AZombieOwnerThatWakesUpAbandonsItsSlot) {
+  TempDir dir;
+  testing::NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(client::JetStreamPublisher::EnsureStream(server.url(), "IN", "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), "IN"));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  const SeededStream stream(client::NowMs() - 3'600'000);
+  Publish(pub, stream, 0, 100);
+  const std::string topology = dir.str() + "/node.yaml";
+  WriteText(topology, Topology("node", dir.str() + "/unused", server.url(), "[0]", "eng", false));
+  auto cluster_file = [&](const std::string& node, const std::string& prefer) {
+    return "node: " + node + "\nurl: " + server.url() +
+           "\nslots: {a: [0, 1], b: [2, 3]}\nprefer: [" + prefer +
+           "]\nleases: {bucket: LEASES, ttl: 2s}\nchangelog: {stream: CKPT, subject_prefix: "
+           "ckpt}\n";
+  };
+  WriteText(dir.str() + "/a.cluster.yaml", cluster_file("node-a", "a"));
+  WriteText(dir.str() + "/b.cluster.yaml", cluster_file("node-b", "b"));
+  NodeProcess a(dir, "node-a", topology, dir.str() + "/a.cluster.yaml");
+  ASSERT_TRUE(a.WaitReady()) << a.Log();
+  ASSERT_TRUE(WaitFor([&] { return a.Runs("a"); }, std::chrono::seconds(30))) << a.Log();
+  NodeProcess b(dir, "node-b", topology, dir.str() + "/b.cluster.yaml");
+  ASSERT_TRUE(b.WaitReady()) << b.Log();
+  ASSERT_TRUE(WaitFor([&] { return b.Runs("b"); }, std::chrono::seconds(30))) << b.Log();
+
+  a.process().Signal(SIGSTOP);
+  ASSERT_TRUE(WaitFor([&] { return b.Runs("a"); }, std::chrono::seconds(30))) << b.Log();
+  a.process().Signal(SIGCONT);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const json h = a.Health();
+        return h.is_object() && h["slots"]["a"].value("state", "") != "running" &&
+               h["slots"]["a"].value("losses", 0) >= 1;
+      },
+      std::chrono::seconds(30)))
+      << a.Log();
+  EXPECT_NE(a.Log().find("abandoning slot a"), std::string::npos) << a.Log();
+  EXPECT_TRUE(b.Runs("a")) << b.Log();
+  // The zombie does not claim it back: B renews it.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_TRUE(b.Runs("a")) << b.Log();
+  EXPECT_NE(a.Health()["slots"]["a"].value("state", ""), "running") << a.Log();
 }
 
 }  // namespace

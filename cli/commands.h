@@ -21,6 +21,20 @@ struct RunArgs {
 };
 int RunCommand(const RunArgs& args);
 
+// `inferscope node`: one node of a cluster that runs a topology's partitions as slots, claimed
+// through leases, with their checkpoints on a JetStream changelog (cli/node.h). Exit code 0 after
+// SIGINT/SIGTERM (or `duration_s`), 1 when it cannot start, 2 on bad options or files.
+struct NodeArgs {
+  std::string topology;    // the topology every slot runs (its jetstream source's partitions are
+                           // replaced by the slot's)
+  std::string cluster;     // the cluster file (cli/node.h: ClusterSpec)
+  std::string state_dir;   // overrides state.path: slots live in <state>/slots/<slot>
+  std::string listen;      // host:port of the node's health and metrics API; empty: none
+  std::string ready_file;  // written (JSON: node, http) once the node runs
+  double duration_s = 0;   // 0 = until SIGINT/SIGTERM
+};
+int NodeCommand(const NodeArgs& args);
+
 // Validates each file (builds its stages, binds nothing); prints "FILE: OK" or the error naming
 // file:line:column and the field. Exit code 0 when every file is valid, 1 otherwise. Progress on
 // stderr at a terminal when there are many files.

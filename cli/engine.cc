@@ -163,6 +163,12 @@ void Engine::Stop() {
   if (executor_) executor_->Stop();
 }
 
+void Engine::Abandon() {
+  if (query_) query_->Stop();
+  StopMaintenance();
+  if (executor_) executor_->Abandon();
+}
+
 void Engine::StopMaintenance() {
   {
     std::lock_guard<std::mutex> lock(maintenance_mu_);

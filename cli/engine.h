@@ -1,6 +1,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +60,13 @@ class Engine {
 
   Status Start();
   void Stop();
+  // Stops at once without the graceful end (Executor::Abandon: no last checkpoint, open windows
+  // not flushed): for a cluster slot whose lease was lost (cli/node.h).
+  void Abandon();
+  // Called with every durable checkpoint (Executor::SetCheckpointObserver); call before Start.
+  void SetCheckpointObserver(std::function<void(const PendingCheckpoint&)> observer) {
+    executor_->SetCheckpointObserver(std::move(observer));
+  }
 
   // The file system the state store writes through (StateStoreOptions::file_system); null (the
   // default): the local one. Call before Start; for tests that inject storage failures.

@@ -150,6 +150,23 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(Duration(false));
 
+  inferscope::NodeArgs node;
+  CLI::App* node_cmd = app.add_subcommand(
+      "node",
+      "Run one node of a cluster: the topology's partitions as slots claimed through leases in a "
+      "JetStream key-value bucket, each slot's checkpoints on a JetStream changelog, so a live "
+      "node takes over a dead one's slots (README, \"Running more than one engine\")");
+  node_cmd->add_option("-t,--topology", node.topology, "Topology file (with a jetstream source)")
+      ->required();
+  node_cmd->add_option("--cluster", node.cluster, "Cluster file: node, slots, leases, changelog")
+      ->required();
+  node_cmd->add_option("--state-dir", node.state_dir,
+                       "Directory of the slots' stores, <dir>/slots/<slot> (overrides state.path)");
+  node_cmd->add_option("--listen", node.listen,
+                       "host:port of the node's /v1/health and /metrics (port 0: any free one)");
+  node_cmd->add_option("--ready-file", node.ready_file, "Write {node, http} as JSON here once up");
+  node_cmd->add_option("--duration", node.duration_s, "Seconds to run; 0 = until SIGINT/SIGTERM");
+
   inferscope::QueryNodeArgs qn;
   CLI::App* qn_cmd = app.add_subcommand(
       "query-node",
@@ -515,6 +532,7 @@ int main(int argc, char** argv) {
 
   if (*run_cmd) return inferscope::RunCommand(run);
   if (*qn_cmd) return inferscope::QueryNodeCommand(qn);
+  if (*node_cmd) return inferscope::NodeCommand(node);
   if (*check_cmd) return inferscope::CheckTopologyCommand(check_paths);
   if (*sim_cmd) {
     sim.gauge_interval_ms = *inferscope::ParseDurationMs(gauge_interval);  // checked above

@@ -500,6 +500,7 @@ void Executor::CheckpointDurable(const PendingCheckpoint& checkpoint) {
     if (!checkpoint.applied[i].empty())
       sources_[i]->source->OnCheckpointDurable(checkpoint.applied[i]);
   }
+  if (checkpoint_observer_) checkpoint_observer_(checkpoint);
   checkpoint_in_flight_.store(false);
 }
 
@@ -676,7 +677,9 @@ void Executor::OperatorLoop() {
   }
   // A last checkpoint of the open state before operators flush it: a restart restores the open
   // panes, and the flushed (partial) results are replaced once they complete.
-  if (checkpoint_sink_ != nullptr) {
+  // Abandon: neither (the engine lost the right to run; cli/node.h).
+  const bool abandon = abandon_.load();
+  if (checkpoint_sink_ != nullptr && !abandon) {
     checkpoint_in_flight_.store(true);
     TakeCheckpoint();
   }
@@ -684,7 +687,7 @@ void Executor::OperatorLoop() {
     OutputBatch out;
     Status st = o->op->Close(out);
     if (!st.ok()) spdlog::warn("operator '{}' close: {}", o->name, st.ToString());
-    Route(*o, out);
+    if (!abandon) Route(*o, out);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -55,6 +56,21 @@ class Executor {
 
   Status Start();
   void Stop();
+  // Stops without the graceful end: no last checkpoint of the open state and the operators' Close
+  // output (flushed open windows) is dropped, not routed; what is already queued for the sinks is
+  // still written. For an engine that lost the right to run (a cluster slot whose lease was taken:
+  // cli/node.h), whose results must not diverge from the new owner's. Idempotent with Stop.
+  void Abandon() {
+    abandon_.store(true);
+    Stop();
+  }
+  // Called with every checkpoint once it is durable (from the thread of the sink that wrote it,
+  // before the next checkpoint can be taken, so the calls are in checkpoint order and the store
+  // holds exactly that checkpoint while it runs). Set before Start; empty: none. The cluster
+  // changelog (cli/changelog.h) uploads checkpoints through it.
+  void SetCheckpointObserver(std::function<void(const PendingCheckpoint&)> observer) {
+    checkpoint_observer_ = std::move(observer);
+  }
   // Makes the operator thread look at its operators' timers now (any thread): for a change made
   // outside the stream (the API changed a workflow, say) that an operator's NextTimerMs now asks a
   // timer for, while the thread sleeps until input or a later timer.
@@ -131,6 +147,8 @@ class Executor {
   // (Sink::NeedsCheckpointBarrier).
   std::vector<SinkSlot*> barrier_sinks_;
   std::atomic<bool> checkpoint_in_flight_{false};
+  std::atomic<bool> abandon_{false};  // Abandon: no final checkpoint, Close output dropped
+  std::function<void(const PendingCheckpoint&)> checkpoint_observer_;
   uint64_t next_checkpoint_id_ = 1;
   std::vector<std::unordered_map<StringId, AppliedSequence>> applied_;
   std::vector<std::unordered_map<StringId, AppliedSequence>> checkpointed_;

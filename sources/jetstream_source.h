@@ -69,9 +69,10 @@ namespace inferscope {
 // Concurrency: Open/Restore/Close on the engine thread; Run on the source thread;
 // OnCheckpointDurable on a sink thread (it publishes the acks itself under a mutex: the NATS
 // connection is thread-safe); the connection callbacks on libnats' callback thread (under
-// conn_mu_; Close waits for the connection's closed callback, the last one). Limitations: one
-// engine node consumes all its configured partitions; leases and takeover by another node are not
-// built (docs/SOURCES.md, "jetstream").
+// conn_mu_; Close waits for the connection's closed callback, the last one). Several nodes: an
+// engine consumes all its configured partitions; `inferscope node` (cli/node.h) runs one engine
+// per slot with the slot's partitions and durable "<durable>-<slot>", and moves slots between
+// nodes with leases and a checkpoint changelog (docs/SOURCES.md, "jetstream").
 class JetStreamSource final : public Source {
  public:
   static constexpr std::string_view kName = "jetstream";

@@ -113,7 +113,9 @@ class PullFetcher {
     const int64_t start = nats_Now();
     const int64_t deadline = start + wait_ms;
     if (open_ && start > open_until_) open_ = false;  // its end was lost: the server dropped it
-    bool waited = open_;  // an open request is collected as it is: no second no_wait round
+    // A request left open by an earlier fetch is collected first; when it ends with nothing for
+    // this fetch, one waiting request follows, as after a no_wait request that found nothing.
+    bool waited = false;
     natsStatus s = NATS_OK;
     if (!open_) s = Send(batch, 0, start);
     while (s == NATS_OK && out->Count() < batch) {

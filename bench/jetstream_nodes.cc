@@ -57,6 +57,7 @@
 
 #include "bench/bench_child.h"
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_pull.h"
 #include "clients/cpp/publisher.h"
 
 namespace inferscope {
@@ -367,6 +368,7 @@ void ConsumeAll(const std::string& url, const std::string& stream,
   }
   struct Consumer {
     natsSubscription* sub = nullptr;
+    std::shared_ptr<client::PullFetcher> fetcher;
     uint64_t want = 0, got = 0;
   };
   std::vector<Consumer> consumers;
@@ -384,6 +386,8 @@ void ConsumeAll(const std::string& url, const std::string& stream,
         NATS_OK) {
       Die("consume: cannot subscribe to " + subject);
     }
+    c.fetcher = std::make_shared<client::PullFetcher>();
+    if (c.fetcher->Open(conn, stream, name) != NATS_OK) Die("consume: no inbox for " + name);
     consumers.push_back(c);
   }
   for (bool more = true; more;) {
@@ -391,19 +395,21 @@ void ConsumeAll(const std::string& url, const std::string& stream,
     for (Consumer& c : consumers) {
       if (c.got >= c.want) continue;
       more = true;
-      natsMsgList list = {nullptr, 0};
-      const natsStatus s = natsSubscription_Fetch(&list, c.sub, 256, 5000, nullptr);
+      client::PulledMsgs list;
+      const natsStatus s = c.fetcher->Fetch(&list, 256, 5000);
       if (s == NATS_TIMEOUT) {
         Die("consume: " + std::to_string(c.got) + " of " + std::to_string(c.want) +
             " messages of a partition");
       }
       if (s != NATS_OK) Die(std::string("consume: ") + natsStatus_GetText(s));
-      c.got += static_cast<uint64_t>(list.Count);
-      if (list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
-      natsMsgList_Destroy(&list);
+      c.got += static_cast<uint64_t>(list.Count());
+      if (list.Count() > 0) {
+        natsConnection_PublishString(conn, natsMsg_GetReply(list[list.Count() - 1]), "+ACK");
+      }
     }
   }
   for (Consumer& c : consumers) {
+    c.fetcher.reset();
     natsSubscription_Unsubscribe(c.sub);
     natsSubscription_Destroy(c.sub);
   }

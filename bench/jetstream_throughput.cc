@@ -39,6 +39,7 @@
 #include "bench/bench_child.h"
 #include "cli/engine.h"
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_pull.h"
 #include "clients/cpp/publisher.h"
 #include "pipeline/topology.h"
 
@@ -174,16 +175,23 @@ double ConsumeAll(const std::string& url, const std::string& stream, uint64_t co
     std::fprintf(stderr, "consume: cannot subscribe to %s on %s\n", subject.c_str(), url.c_str());
     return -1;
   }
+  client::PullFetcher fetcher;
+  if (fetcher.Open(conn, stream, "rawbench") != NATS_OK) {
+    std::fprintf(stderr, "consume: no inbox on %s\n", url.c_str());
+    return -1;
+  }
   uint64_t got = 0;
   const auto t0 = SteadyClock::now();
   while (got < count) {
-    natsMsgList list = {nullptr, 0};
-    if (natsSubscription_Fetch(&list, sub, batch, 1000, nullptr) != NATS_OK) break;
-    got += static_cast<uint64_t>(list.Count);
-    if (list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
-    natsMsgList_Destroy(&list);
+    client::PulledMsgs list;
+    if (fetcher.Fetch(&list, batch, 1000) != NATS_OK) break;
+    got += static_cast<uint64_t>(list.Count());
+    if (list.Count() > 0) {
+      natsConnection_PublishString(conn, natsMsg_GetReply(list[list.Count() - 1]), "+ACK");
+    }
   }
   const double s = Seconds(t0, SteadyClock::now());
+  fetcher.Close();
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   jsCtx_Destroy(js);

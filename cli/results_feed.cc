@@ -6,12 +6,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "clients/cpp/nats_connect.h"
+#include "clients/cpp/nats_pull.h"
 #include "pipeline/interner.h"
 #include "pipeline/thread_name.h"
 #include "sinks/results_codec.h"
@@ -145,6 +147,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
     if (sub_ != nullptr) {
       natsSubscription_Destroy(sub_);  // the durable consumer stays on the server
       sub_ = nullptr;
+      fetcher_.reset();
     }
     if (js_ != nullptr) {
       jsCtx_Destroy(js_);
@@ -217,6 +220,15 @@ class JetStreamResultsFeed final : public ResultsFeed {
     if (s != NATS_OK) {
       sub_ = nullptr;
       return Status::IOError("cannot subscribe to consumer " + options_.durable + ": " +
+                             NatsText(s));
+    }
+    fetcher_ = std::make_unique<client::PullFetcher>();
+    s = fetcher_->Open(conn_, options_.stream, options_.durable);
+    if (s != NATS_OK) {
+      natsSubscription_Destroy(sub_);
+      sub_ = nullptr;
+      fetcher_.reset();
+      return Status::IOError("cannot subscribe to an inbox for " + options_.durable + ": " +
                              NatsText(s));
     }
     spdlog::info("results feed: stream {} ({}) from sequence {}", options_.stream, filter,
@@ -304,10 +316,8 @@ class JetStreamResultsFeed final : public ResultsFeed {
 
   // One fetch, decoded and applied as one batch. False when the consumer must be created again.
   bool FetchAndApply() {
-    natsMsgList list = {nullptr, 0};
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s =
-        natsSubscription_Fetch(&list, sub_, options_.fetch_batch, options_.fetch_wait_ms, &jerr);
+    client::PulledMsgs list;
+    natsStatus s = fetcher_->Fetch(&list, options_.fetch_batch, options_.fetch_wait_ms);
     if (s == NATS_TIMEOUT) {
       pending_ = 0;
       std::lock_guard<std::mutex> lock(stats_mu_);
@@ -316,7 +326,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
       return true;
     }
     if (s != NATS_OK) {
-      Fail("fetch from " + options_.durable + ": " + NatsText(s));
+      Fail("fetch from " + options_.durable + ": " + NatsText(s) + " " + fetcher_->LastError());
       return false;
     }
     if (names_ == nullptr || names_->size() > kMaxNames) names_ = std::make_unique<Interner>();
@@ -327,8 +337,8 @@ class JetStreamResultsFeed final : public ResultsFeed {
     uint64_t pending = 0;
     natsMsg* last = nullptr;
     size_t applied = 0;
-    for (int i = 0; i < list.Count; ++i) {
-      natsMsg* msg = list.Msgs[i];
+    for (int i = 0; i < list.Count(); ++i) {
+      natsMsg* msg = list[i];
       jsMsgMetaData* meta = nullptr;
       if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) continue;
       const uint64_t seq = meta->Sequence.Stream;
@@ -360,13 +370,14 @@ class JetStreamResultsFeed final : public ResultsFeed {
     }
     if (ok) {
       pending_ = pending;
-      if (last != nullptr) (void)natsMsg_Ack(last, nullptr);  // AckAll: tidies the server's view
+      // AckAll: tidies the server's view.
+      const char* reply = last != nullptr ? natsMsg_GetReply(last) : nullptr;
+      if (reply != nullptr) (void)natsConnection_PublishString(conn_, reply, "+ACK");
       if (pending == 0) {
         std::lock_guard<std::mutex> lock(stats_mu_);
         caught_up_ms_ = clock_->NowMs();
       }
     }
-    natsMsgList_Destroy(&list);
     return ok;
   }
 
@@ -380,6 +391,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
           if (sub_ != nullptr) {
             natsSubscription_Destroy(sub_);
             sub_ = nullptr;
+            fetcher_.reset();
           }
           if (!Wait(1000)) return;
           continue;
@@ -389,6 +401,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
         // Created again at the stored position (what failed is fetched again).
         natsSubscription_Destroy(sub_);
         sub_ = nullptr;
+        fetcher_.reset();
         if (!Wait(1000)) return;
       }
     }
@@ -402,7 +415,8 @@ class JetStreamResultsFeed final : public ResultsFeed {
   ResultsBatch batch_;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
-  natsSubscription* sub_ = nullptr;
+  natsSubscription* sub_ = nullptr;  // binds the consumer; fetched through fetcher_
+  std::unique_ptr<client::PullFetcher> fetcher_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

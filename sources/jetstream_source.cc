@@ -398,6 +398,14 @@ Status JetStreamSource::CreateConsumers() {
       p.sub = nullptr;
       return NatsError("jetstream source: cannot subscribe to consumer " + p.durable, s, jerr);
     }
+    p.fetcher = std::make_unique<client::PullFetcher>();
+    s = p.fetcher->Open(conn_, options_.stream, p.durable);
+    if (s != NATS_OK) {
+      natsSubscription_Destroy(p.sub);
+      p.sub = nullptr;
+      p.fetcher.reset();
+      return NatsError("jetstream source: cannot subscribe to an inbox for " + p.durable, s);
+    }
     spdlog::info("source {}: partition {} ({}) resumes after stream sequence {}", ctx_.name,
                  p.index, p.subject, p.applied);
   }
@@ -494,19 +502,19 @@ void JetStreamSource::EndBatch(Partition& p, EventBatch& batch, uint64_t before,
 Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, SourceOutput& out,
                                                                  EventBatchPtr& batch) {
   FetchOutcome outcome;
-  natsMsgList list = {nullptr, 0};
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s =
-      natsSubscription_Fetch(&list, p.sub, options_.fetch_batch, options_.fetch_wait_ms, &jerr);
+  client::PulledMsgs list;
+  natsStatus s = p.fetcher->Fetch(&list, options_.fetch_batch, options_.fetch_wait_ms);
   FetchCompleted(s == NATS_OK || s == NATS_TIMEOUT);
   if (s == NATS_TIMEOUT) return outcome;
-  if (s != NATS_OK) return NatsError("jetstream source: fetch from " + p.durable, s, jerr);
+  if (s != NATS_OK) {
+    return NatsError("jetstream source: fetch from " + p.durable + " " + p.fetcher->LastError(), s);
+  }
   uint64_t before = p.applied;
   const char* last_reply = nullptr;
   uint64_t pending = 0;
   int i = 0;
-  for (; i < list.Count; ++i) {
-    natsMsg* msg = list.Msgs[i];
+  for (; i < list.Count(); ++i) {
+    natsMsg* msg = list[i];
     const char* reply = natsMsg_GetReply(msg);
     uint64_t seq = 0;
     uint64_t msg_pending = 0;
@@ -550,7 +558,7 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
     p.applied = seq;
     last_reply = reply;
     pending = msg_pending;
-    if (batch->events.size() >= kBatchEvents && i + 1 < list.Count) {
+    if (batch->events.size() >= kBatchEvents && i + 1 < list.Count()) {
       // Bounded batches: emit this one and go on in a new one.
       EndBatch(p, *batch, before, last_reply, pending);
       before = p.applied;
@@ -567,10 +575,10 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
       }
     }
   }
-  if (p.fetched != nullptr) p.fetched->Inc(static_cast<uint64_t>(list.Count));
+  if (p.fetched != nullptr) p.fetched->Inc(static_cast<uint64_t>(list.Count()));
   if (batch != nullptr) EndBatch(p, *batch, before, last_reply, pending);
-  outcome.messages = list.Count;
-  natsMsgList_Destroy(&list);
+  outcome.messages = list.Count();
+  list.Clear();
   return outcome;
 }
 
@@ -653,6 +661,7 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       }
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
+      p.fetcher.reset();
       for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -669,6 +678,7 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       // position (before the held message) a second later, so they come again in order.
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
+      p.fetcher.reset();
       for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -702,6 +712,7 @@ void JetStreamSource::DestroySubscriptions() {
       // Destroy, not Unsubscribe: the durable consumer stays on the server.
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
+      p.fetcher.reset();
     }
   }
 }

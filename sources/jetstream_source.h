@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "clients/cpp/nats_pull.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/source.h"
@@ -142,8 +143,11 @@ class JetStreamSource final : public Source {
     uint32_t index = 0;
     std::string subject;
     std::string durable;
-    StringId key = 0;  // PositionKey, interned and pinned
-    natsSubscription* sub = nullptr;
+    StringId key = 0;                 // PositionKey, interned and pinned
+    natsSubscription* sub = nullptr;  // binds the consumer; fetched through `fetcher`, not itself
+    // Pull requests and their deliveries on an inbox of its own (clients/cpp/nats_pull.h: not
+    // natsSubscription_Fetch, which overflows its array in libnats 3.4.1). Made with `sub`.
+    std::unique_ptr<client::PullFetcher> fetcher;
     uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
     // A ring of the last message applied per emitted batch (guarded by ack_mu_): at most kRing;
     // when it is full, the newest entry is overwritten (so the newest applied message can always

@@ -15,6 +15,7 @@
 #include <zmq.hpp>
 
 #include "clients/cpp/jetstream_publisher.h"
+#include "clients/cpp/nats_pull.h"
 #include "clients/cpp/publisher.h"
 #include "sources/partition.h"
 #include "tests/nats_server.h"
@@ -99,28 +100,30 @@ TEST(JetStreamBridgeTest, ForwardsEachMessageWholeToThePartitionOfItsPublisher) 
   natsSubscription* sub = nullptr;
   ASSERT_EQ(js_PullSubscribe(&sub, js, "inferscope.in.*", nullptr, nullptr, nullptr, nullptr),
             NATS_OK);
+  client::PullFetcher fetcher;
+  ASSERT_EQ(fetcher.Open(conn, sub), NATS_OK);
   std::map<std::string, std::vector<std::string>> got;
   std::map<std::string, std::string> subject_of;
   WaitFor([&] {
-    natsMsgList list = {nullptr, 0};
-    if (natsSubscription_Fetch(&list, sub, 32, 200, nullptr) == NATS_OK) {
-      for (int i = 0; i < list.Count; ++i) {
-        const std::string payload(natsMsg_GetData(list.Msgs[i]),
-                                  static_cast<size_t>(natsMsg_GetDataLength(list.Msgs[i])));
+    client::PulledMsgs list;
+    if (fetcher.Fetch(&list, 32, 200) == NATS_OK) {
+      for (int i = 0; i < list.Count(); ++i) {
+        const std::string payload(natsMsg_GetData(list[i]),
+                                  static_cast<size_t>(natsMsg_GetDataLength(list[i])));
         const auto& a = sent["alpha"];
         const std::string publisher =
             std::find(a.begin(), a.end(), payload) != a.end() ? "alpha" : "gamma";
         got[publisher].push_back(payload);
-        subject_of[publisher] = natsMsg_GetSubject(list.Msgs[i]);
-        natsMsg_Ack(list.Msgs[i], nullptr);
+        subject_of[publisher] = natsMsg_GetSubject(list[i]);
+        natsConnection_PublishString(conn, natsMsg_GetReply(list[i]), "+ACK");
       }
-      natsMsgList_Destroy(&list);
     }
     return got["alpha"].size() + got["gamma"].size() >= 20;
   });
   EXPECT_EQ(got, sent);
   EXPECT_EQ(subject_of["alpha"], "inferscope.in." + std::to_string(PartitionOf("alpha", 2)));
   EXPECT_EQ(subject_of["gamma"], "inferscope.in." + std::to_string(PartitionOf("gamma", 2)));
+  fetcher.Close();
   natsSubscription_Destroy(sub);
   jsCtx_Destroy(js);
   natsConnection_Destroy(conn);

@@ -486,7 +486,7 @@ Status ClusterNode::StartSlot(Slot& slot) {
     MetricsRegistry scratch;
     Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, &scratch);
     if (!store.ok()) return store.status();
-    Result<ChangelogRestore> r = RestoreChangelog(js_, spec_.changelog, slot.name, **store);
+    Result<ChangelogRestore> r = RestoreChangelog(conn_, js_, spec_.changelog, slot.name, **store);
     if (!r.ok()) return r.status();
     restored = *r;
   }

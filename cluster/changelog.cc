@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "clients/cpp/nats_pull.h"
 #include "pipeline/thread_name.h"
 #include "state/checkpoint_store.h"
 #include "state/state_store.h"
@@ -211,8 +212,9 @@ std::vector<std::string> EncodeChangelogChunks(const ChangelogCheckpoint& checkp
   return out;
 }
 
-Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& options,
-                                          std::string_view slot, StateStore& store) {
+Result<ChangelogRestore> RestoreChangelog(natsConnection* conn, jsCtx* js,
+                                          const ChangelogOptions& options, std::string_view slot,
+                                          StateStore& store) {
   ChangelogRestore out;
   const std::string subject = options.Subject(slot);
   natsMsg* last = nullptr;
@@ -240,18 +242,16 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
   s = js_AddConsumer(&ci, js, options.stream.c_str(), &cc, nullptr, &jerr);
   if (s != NATS_OK) return NatsError("changelog: reading " + subject, s, jerr);
   jsConsumerInfo_Destroy(ci);
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = options.stream.c_str();
-  so.Consumer = consumer.c_str();
-  natsSubscription* sub = nullptr;
-  s = js_PullSubscribe(&sub, js, subject.c_str(), consumer.c_str(), nullptr, &so, &jerr);
+  // Read through PullFetcher, not natsSubscription_Fetch (which can write past its array in
+  // libnats 3.4.1: clients/cpp/nats_pull.h).
+  client::PullFetcher fetcher;
+  s = fetcher.Open(conn, options.stream, consumer);
   if (s != NATS_OK) {
     js_DeleteConsumer(js, options.stream.c_str(), consumer.c_str(), nullptr, nullptr);
-    return NatsError("changelog: reading " + subject, s, jerr);
+    return NatsError("changelog: reading " + subject, s);
   }
-  // Chunks fetched and not yet consumed.
-  natsMsgList list{};
+  // Chunks fetched and not yet consumed (destroyed by the next fetch or at the end).
+  client::PulledMsgs fetched;
   int next = 0;
 
   // The checkpoint being assembled.
@@ -261,26 +261,22 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
   Status result = Status::Ok();
   uint64_t seq = 0;
   while (seq < out.last_seq) {
-    if (next == list.Count) {
-      natsMsgList_Destroy(&list);
-      list = natsMsgList{};
+    if (next == fetched.Count()) {
       next = 0;
-      s = natsSubscription_Fetch(&list, sub, 8, options.publish_timeout_ms * 2, &jerr);
-      if (s == NATS_OK && list.Count == 0) s = NATS_TIMEOUT;
+      s = fetcher.Fetch(&fetched, 8, options.publish_timeout_ms * 2);
+      if (s == NATS_OK && fetched.Count() == 0) s = NATS_TIMEOUT;
     }
-    natsMsg* msg = s == NATS_OK ? list.Msgs[next] : nullptr;
-    if (msg != nullptr) list.Msgs[next++] = nullptr;  // ours to destroy
     if (s != NATS_OK) {
       result = NatsError("changelog: reading " + subject + " (at sequence " + std::to_string(seq) +
-                             " of " + std::to_string(out.last_seq) + ")",
+                             " of " + std::to_string(out.last_seq) + ") " + fetcher.LastError(),
                          s);
       break;
     }
+    natsMsg* msg = fetched[next++];
     // A consumer's message carries its stream sequence in its metadata (natsMsg_GetSequence is
     // for messages read by sequence).
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
-      natsMsg_Destroy(msg);
       result = Status::Corruption("changelog: a message of " + subject + " has no metadata");
       break;
     }
@@ -292,7 +288,6 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
     out.bytes += len;
     ChunkHeader h;
     if (!ParseHeader(data, len, &h)) {
-      natsMsg_Destroy(msg);
       result = Status::Corruption("changelog: message " + std::to_string(seq) + " of " + subject +
                                   " is not a changelog chunk");
       break;
@@ -306,12 +301,10 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
                h.snapshot != current.snapshot || h.index != current.index + 1) {
       if (open) ++out.torn;
       open = false;  // a gap: skip to the next chunk 0
-      natsMsg_Destroy(msg);
       continue;
     }
     current.index = h.index;
     body.append(data + kHeaderBytes, len - kHeaderBytes);
-    natsMsg_Destroy(msg);
     if (!h.last) continue;
     open = false;
     Result<std::vector<CheckpointRecord>> records = DecodeBody(body);
@@ -328,9 +321,8 @@ Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& opt
     body.shrink_to_fit();
   }
   if (open) ++out.torn;
-  natsMsgList_Destroy(&list);
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
+  fetched.Clear();
+  fetcher.Close();
   js_DeleteConsumer(js, options.stream.c_str(), consumer.c_str(), nullptr, nullptr);
   INFERSCOPE_RETURN_IF_ERROR(result);
   INFERSCOPE_RETURN_IF_ERROR(

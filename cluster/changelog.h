@@ -97,8 +97,10 @@ struct ChangelogRestore {
 // time), applying each committed checkpoint in one atomic write (a snapshot first deletes every
 // record of the table), ignoring torn ones. Returns what it read, including the subject's last
 // sequence (the writer's fence: ChangelogWriter::Start). The store must not be in use by an engine.
-Result<ChangelogRestore> RestoreChangelog(jsCtx* js, const ChangelogOptions& options,
-                                          std::string_view slot, StateStore& store);
+// `js` is a JetStream context of `conn`.
+Result<ChangelogRestore> RestoreChangelog(natsConnection* conn, jsCtx* js,
+                                          const ChangelogOptions& options, std::string_view slot,
+                                          StateStore& store);
 
 // ChangelogWriter uploads one slot engine's durable checkpoints (Engine::SetCheckpointObserver)
 // to its changelog subject, off the hot path.

@@ -38,21 +38,13 @@ constexpr std::string_view kTiersKey = "tiers";
 // be64, a number the primary writes with every WriteBatch that changes what the windowed reads
 // answer (panes, the series index, a tier's rolled-through cursor): a secondary that sees it change
 // after a catch-up knows its view changed (StateStore::ViewVersion). Increasing: a writer takes its
-// number and commits its batch under one lock (VersionedCommits).
+// number and commits its batch under one lock (StateStore::versioned_commits_).
 constexpr std::string_view kDataVersionKey = "data_version";
 // The last StateStore::kViewLogEntries data versions handed out, oldest first, each be64(data
 // version) be64(earliest pane or bucket start it changed; INT64_MIN: anything), written with
 // "data_version" in the same batch: a secondary whose catch-up moved the data version from a to b
 // learns from it what the changes a+1..b touched (StateStore::EarliestChangeSince).
 constexpr std::string_view kViewLogKey = "view_log";
-// Held from AddDataVersion until its batch is written, so that data versions commit in order (a
-// secondary relies on it: StateStore::CatchUp). One per process, for every store: a leaf lock
-// (taken after write_mu_ and db_mu_, nothing but view_mu_ inside), and a process holds one engine
-// store.
-std::mutex& VersionedCommits() {
-  static std::mutex mu;
-  return mu;
-}
 // Rollup buckets per WriteBatch: bounds memory when a long backlog is rolled up at once (a rerun
 // after a crash between batches rewrites the same buckets with the same values).
 constexpr int64_t kRollupBatchBuckets = 1000;
@@ -912,7 +904,7 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   INFERSCOPE_RETURN_IF_ERROR(
       FromRocks(batch.Put(handles_[kMeta], rocksdb::Slice(kWatermarkKey), value), "state store"));
   // A batch that only moves the watermark leaves the view's data as it was.
-  std::unique_lock<std::mutex> commit_lock(VersionedCommits(), std::defer_lock);
+  std::unique_lock<std::mutex> commit_lock(versioned_commits_, std::defer_lock);
   if (!panes.empty()) {
     commit_lock.lock();
     INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(earliest, &batch));
@@ -1505,7 +1497,7 @@ Status StateStore::AddDataVersion(int64_t earliest, rocksdb::WriteBatch* batch) 
   std::string version;
   std::string log;
   {
-    // The caller holds VersionedCommits() until the batch is written: numbers commit in order, and
+    // The caller holds versioned_commits_ until the batch is written: numbers commit in order, and
     // the log of a batch lists every number before its own.
     std::lock_guard<std::mutex> lock(view_mu_);
     const uint64_t number = next_data_version_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -1664,7 +1656,7 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
       batch.Put(handles_[kMeta], std::string(kRolledThroughKeyPrefix) + tiers_[tier].Name(), value),
       "state store: rollup"));
   // Reads of ranges ending at or before the old cursor keep their plan and buckets.
-  std::unique_lock<std::mutex> commit_lock(VersionedCommits());
+  std::unique_lock<std::mutex> commit_lock(versioned_commits_);
   INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(done, &batch));
   rocksdb::Status s = db_->Write(write_options, &batch);
   commit_lock.unlock();
@@ -1697,7 +1689,7 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
     }
   }
   if (gone.empty()) return Status::Ok();
-  std::unique_lock<std::mutex> commit_lock(VersionedCommits());
+  std::unique_lock<std::mutex> commit_lock(versioned_commits_);
   INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(kWholeViewChanged, &batch));
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;

@@ -488,6 +488,10 @@ class StateStore {
   std::atomic<uint64_t> view_version_{1};
   // Primary: the last number handed out for meta "data_version".
   std::atomic<uint64_t> next_data_version_{0};
+  // Held from AddDataVersion until its batch is written, so that data versions commit in order (a
+  // secondary relies on it: CatchUp). A leaf lock: taken after write_mu_ and db_mu_, nothing but
+  // view_mu_ inside.
+  std::mutex versioned_commits_;
   // meta "data_version" as LoadMeta last read it (nullopt: none stored). Open and CatchUp only.
   std::optional<uint64_t> stored_data_version_;
   // meta "view_log" as LoadMeta last read it: (data version, earliest), oldest first.

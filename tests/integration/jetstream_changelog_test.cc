@@ -103,7 +103,7 @@ class ChangelogTest : public ::testing::Test {
 
   Result<ChangelogRestore> Restore(const std::string& name, std::unique_ptr<StateStore>* out) {
     *out = OpenStore(dir_.str() + "/" + name, &metrics_);
-    return RestoreChangelog(client_.js, options_, "a", **out);
+    return RestoreChangelog(client_.conn, client_.js, options_, "a", **out);
   }
 
   TempDir dir_;

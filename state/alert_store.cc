@@ -72,14 +72,16 @@ std::string AlertHistoryByFingerprintKey(const Alert& alert) {
   return key;
 }
 
+void AppendAlertWrite(const Alert& alert, bool current, std::vector<RecordWrite>* writes) {
+  std::string value = ToJsonText(AlertToJson(alert));
+  if (current) writes->push_back({&kAlertsTable, AlertKey(alert.fingerprint), value});
+  writes->push_back({&kAlertHistoryByFingerprintTable, AlertHistoryByFingerprintKey(alert), value});
+  writes->push_back({&kAlertHistoryTable, AlertHistoryKey(alert), std::move(value)});
+}
+
 void AppendAlertWrites(std::span<const Alert> alerts, std::vector<RecordWrite>* writes) {
   writes->reserve(writes->size() + alerts.size() * 3);
-  for (const Alert& a : alerts) {
-    std::string value = ToJsonText(AlertToJson(a));
-    writes->push_back({&kAlertsTable, AlertKey(a.fingerprint), value});
-    writes->push_back({&kAlertHistoryByFingerprintTable, AlertHistoryByFingerprintKey(a), value});
-    writes->push_back({&kAlertHistoryTable, AlertHistoryKey(a), std::move(value)});
-  }
+  for (const Alert& a : alerts) AppendAlertWrite(a, /*current=*/true, writes);
 }
 
 Status StoreAlerts(StateStore& store, std::span<const Alert> alerts) {

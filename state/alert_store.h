@@ -55,6 +55,9 @@ Status StoreAlerts(StateStore& store, std::span<const Alert> alerts);
 // The record writes StoreAlerts makes, appended to `*writes` (for a caller that adds them to a
 // larger batch: the query node materialising the results stream).
 void AppendAlertWrites(std::span<const Alert> alerts, std::vector<RecordWrite>* writes);
+// The writes of one alert: its two history rows, and its current row (kAlertsTable) only when
+// `current` (the results feed keeps the current row at the latest transition in event time).
+void AppendAlertWrite(const Alert& alert, bool current, std::vector<RecordWrite>* writes);
 // The latest state of one fingerprint, or nullopt.
 Result<std::optional<Alert>> LoadAlert(const StateStore& store, uint64_t fingerprint);
 // Calls `fn` with the latest state of every stored alert (fingerprint order) until it returns

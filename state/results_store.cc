@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <span>
 #include <tuple>
 
@@ -69,7 +70,25 @@ Result<ApplyReport> ApplyResults(StateStore& store, const Interner& names,
                                  const ResultsBatch& batch) {
   ApplyReport report;
   std::vector<RecordWrite> writes;
-  AppendAlertWrites(batch.alerts, &writes);
+  // An alert's current row follows its latest transition in event time: a slot taken over replays
+  // from its last checkpoint and emits transitions again, with new detection times (so new
+  // Msg-Ids, not dropped by the stream's duplicate window); one older than the stored current row
+  // must not replace it (it still goes to the history). Ties: the later arrival wins.
+  std::map<uint64_t, int64_t> newest;  // fingerprint -> window end of its current row
+  for (const Alert& a : batch.alerts) {
+    auto it = newest.find(a.fingerprint);
+    if (it == newest.end()) {
+      Result<std::optional<Alert>> stored = LoadAlert(store, a.fingerprint);
+      if (!stored.ok()) return stored.status();
+      it = newest
+               .emplace(a.fingerprint, stored->has_value() ? (*stored)->window_end_ms
+                                                           : std::numeric_limits<int64_t>::min())
+               .first;
+    }
+    const bool current = a.window_end_ms >= it->second;
+    if (current) it->second = a.window_end_ms;
+    AppendAlertWrite(a, current, &writes);
+  }
   AppendBottleneckWrites(batch.bottlenecks, &writes);
   AppendRoutingWeightsWrites(batch.weights, &writes);
   for (const auto& [at_ms, json] : batch.dead_letters) {

@@ -109,6 +109,57 @@ TEST_F(ResultsStoreTest, StoresRowsPositionAndTheFleetWatermarkTogether) {
   EXPECT_EQ(nodes->at("node-b"), 40'000);
 }
 
+// A slot taken over replays from its checkpoint and emits an alert's transitions again with new
+// detection times: a replayed older transition arriving after a newer one goes to the history but
+// does not replace the current row.
+TEST_F(ResultsStoreTest, AnOlderAlertTransitionArrivingLateDoesNotReplaceTheCurrentRow) {
+  Alert firing;
+  firing.fingerprint = 7;
+  firing.rule = "slow";
+  firing.state = AlertState::kFiring;
+  firing.window_start_ms = 475'000;
+  firing.window_end_ms = 476'000;
+  firing.detected_at_ms = 1'000;
+  Alert resolved = firing;
+  resolved.state = AlertState::kResolved;
+  resolved.window_start_ms = 479'000;
+  resolved.window_end_ms = 480'000;
+  resolved.detected_at_ms = 2'000;
+  ResultsBatch first;
+  first.alerts = {firing, resolved};
+  Apply(first);
+  Alert replayed = firing;
+  replayed.detected_at_ms = 9'000;  // the new owner's detection
+  ResultsBatch late;
+  late.alerts = {replayed};
+  Apply(late);
+  Result<std::optional<Alert>> stored = LoadAlert(*store_, 7);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->state, AlertState::kResolved);
+  EXPECT_EQ((*stored)->window_end_ms, 480'000);
+  int history = 0;
+  ASSERT_TRUE(store_
+                  ->ScanRecords(kAlertHistoryTable, "", "",
+                                [&](std::string_view, std::string_view) {
+                                  ++history;
+                                  return true;
+                                })
+                  .ok());
+  EXPECT_EQ(history, 3);
+  // A later transition still replaces it.
+  Alert again = firing;
+  again.window_start_ms = 490'000;
+  again.window_end_ms = 491'000;
+  again.detected_at_ms = 10'000;
+  ResultsBatch next;
+  next.alerts = {again};
+  Apply(next);
+  stored = LoadAlert(*store_, 7);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->state, AlertState::kFiring);
+  EXPECT_EQ((*stored)->window_end_ms, 491'000);
+}
+
 TEST_F(ResultsStoreTest, APaneAppliedTwiceIsCountedOnceAndASmallerVersionIsSkipped) {
   ResultsBatch batch;
   batch.panes = {Pane("a", "e2e_ms", 0, {10, 20, 30}), Pane("b", "e2e_ms", 0, {5})};

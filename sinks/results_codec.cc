@@ -121,7 +121,7 @@ void EncodeAlertResult(const Alert& alert, ResultsMessage* out) {
   out->msg_id = "alert:" + FingerprintHex(alert.fingerprint) + ":" +
                 std::string(AlertStateName(alert.state)) + ":" +
                 std::string(SeverityName(alert.severity)) + ":" +
-                std::to_string(alert.detected_at_ms);
+                std::to_string(alert.window_end_ms) + (alert.early ? ":early" : "");
 }
 
 void EncodeBottleneckResult(const Bottleneck& change, ResultsMessage* out) {

@@ -34,7 +34,8 @@ namespace inferscope {
 //
 // Msg-Ids (each at most ~90 bytes; h64 is FNV-1a 64 in 16 hex digits):
 //   pane        "pane:<h64(instance model metric)>:<start>:<count>:<h64(payload)>"
-//   alert       "alert:<fingerprint>:<state>:<severity>:<detected_at>"   (its alert_history key)
+//   alert       "alert:<fingerprint>:<state>:<severity>:<window_end>[:early]"
+//               (event time: a replay by another node has the same id)
 //   bottleneck  "bottleneck:<BottleneckId>:<change>:<detected_at>"       (its history key)
 //   routing     "routing:<h64(model)>:<strategy>:<time>:<h64(payload)>"
 //   dead_letter "dead_letter:<published at>:<h64(payload)>"

@@ -39,7 +39,10 @@ class StateStore;
 // and start; one with fewer events than the pane stored is skipped (counted), since a pane only
 // gains events: a re-emission of an earlier, smaller version after a restart must not replace the
 // final one. WritePanes' fleet rollup recomputes an instance's row when one of its panes is stored
-// already, so a pane applied twice is counted once (StateStoreTest.FleetRollup...).
+// already, so a pane applied twice is counted once (StateStoreTest.FleetRollup...). An alert goes
+// to the history tables always and to its current row only when its window ends no earlier than
+// the stored current row's: a transition replayed late (a slot taken over, whose new owner
+// re-detects transitions after its restored checkpoint) does not replace a newer one.
 //
 // The fleet watermark is the minimum of the nodes' latest watermarks (a node's panes up to its
 // watermark are in the stream before its watermark message): every pane a node will still fire

@@ -63,9 +63,21 @@ TEST(ResultsCodecTest, MsgIdsFollowIdentityAndVersion) {
   alert.state = AlertState::kFiring;
   alert.severity = Severity::kWarning;
   alert.detected_at_ms = 123;
+  alert.window_end_ms = 60'000;
   ResultsMessage firing, resolved;
   EncodeAlertResult(alert, &firing);
-  EXPECT_EQ(firing.msg_id, "alert:0000000000000abc:firing:warning:123");
+  EXPECT_EQ(firing.msg_id, "alert:0000000000000abc:firing:warning:60000");
+  // Detected again by another node (a takeover replaying from the slot's checkpoint): the same
+  // transition, the same id, so the stream's duplicate window drops it (no re-fire).
+  Alert replayed = alert;
+  replayed.detected_at_ms = 9'999;
+  ResultsMessage redetected;
+  EncodeAlertResult(replayed, &redetected);
+  EXPECT_EQ(redetected.msg_id, firing.msg_id);
+  // An early firing and its confirmation by the closed pane are two results.
+  replayed.early = true;
+  EncodeAlertResult(replayed, &redetected);
+  EXPECT_EQ(redetected.msg_id, firing.msg_id + ":early");
   alert.state = AlertState::kResolved;
   EncodeAlertResult(alert, &resolved);
   EXPECT_NE(firing.msg_id, resolved.msg_id);

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <signal.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -20,6 +22,10 @@ struct RunArgs {
   std::string publisher_idle = "60s";   // a publisher is logged idle after this long silent
 };
 int RunCommand(const RunArgs& args);
+
+// Blocks until one of `signals` (blocked by the caller) arrives or, when `duration_s` > 0, that
+// many seconds have passed: how `run`, `node` and `query-node` wait before stopping.
+void WaitForStop(const sigset_t& signals, double duration_s);
 
 // `inferscope node`: one node of a cluster that runs a topology's partitions as slots, claimed
 // through leases, with their checkpoints on a JetStream changelog (cli/node.h). Exit code 0 after

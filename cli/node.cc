@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -683,15 +682,7 @@ int NodeCommand(const NodeArgs& args) {
       return 1;
     }
   }
-  if (args.duration_s > 0) {
-    timespec timeout{};
-    timeout.tv_sec = static_cast<time_t>(args.duration_s);
-    timeout.tv_nsec = static_cast<long>((args.duration_s - std::floor(args.duration_s)) * 1e9);
-    sigtimedwait(&signals, nullptr, &timeout);
-  } else {
-    int sig = 0;
-    sigwait(&signals, &sig);
-  }
+  WaitForStop(signals, args.duration_s);
   spdlog::info("node {}: stopping: held slots stop gracefully and their leases are released",
                spec->node);
   node.Stop();

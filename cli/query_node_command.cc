@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -101,15 +100,7 @@ int QueryNodeCommand(const QueryNodeArgs& args) {
       return 1;
     }
   }
-  if (args.duration_s > 0) {
-    timespec timeout{};
-    timeout.tv_sec = static_cast<time_t>(args.duration_s);
-    timeout.tv_nsec = static_cast<long>((args.duration_s - std::floor(args.duration_s)) * 1e9);
-    sigtimedwait(&signals, nullptr, &timeout);
-  } else {
-    int sig = 0;
-    sigwait(&signals, &sig);
-  }
+  WaitForStop(signals, args.duration_s);
   spdlog::info("query node stopping");
   node.Stop();
   return 0;

@@ -70,6 +70,18 @@ int CheckTopologyCommand(const std::vector<std::string>& paths) {
   return bad == 0 ? 0 : 1;
 }
 
+void WaitForStop(const sigset_t& signals, double duration_s) {
+  if (duration_s > 0) {
+    timespec timeout{};
+    timeout.tv_sec = static_cast<time_t>(duration_s);
+    timeout.tv_nsec = static_cast<long>((duration_s - std::floor(duration_s)) * 1e9);
+    sigtimedwait(&signals, nullptr, &timeout);
+  } else {
+    int sig = 0;
+    sigwait(&signals, &sig);
+  }
+}
+
 int RunCommand(const RunArgs& args) {
   // Signals are taken synchronously by this thread; every other thread inherits the mask.
   sigset_t signals;
@@ -114,15 +126,7 @@ int RunCommand(const RunArgs& args) {
                        [state] { return state != nullptr ? state->Watermark() : int64_t{0}; });
   status_log.Start();
 
-  if (args.duration_s > 0) {
-    timespec timeout{};
-    timeout.tv_sec = static_cast<time_t>(args.duration_s);
-    timeout.tv_nsec = static_cast<long>((args.duration_s - std::floor(args.duration_s)) * 1e9);
-    sigtimedwait(&signals, nullptr, &timeout);
-  } else {
-    int sig = 0;
-    sigwait(&signals, &sig);
-  }
+  WaitForStop(signals, args.duration_s);
   status_log.Stop();
   spdlog::info("stopping: draining queues and flushing open windows");
   engine.Stop();

@@ -98,6 +98,7 @@ Result<ClusterSpec> ClusterSpec::Load(const std::string& path) {
   }
   std::set<uint32_t> all;
   for (const auto& entry : slots) {
+    if (!entry.first.IsScalar()) return root.Error("slots", "a slot name must be a string");
     const std::string name = entry.first.as<std::string>();
     if (name.empty() || name.find_first_of(".*> \t/\\") != std::string::npos) {
       return root.Error("slots", "slot '" + name + "': a name without '.', '*', '>' or spaces");
@@ -126,6 +127,7 @@ Result<ClusterSpec> ClusterSpec::Load(const std::string& path) {
   if (const YAML::Node prefer = doc["prefer"]) {
     if (!prefer.IsSequence()) return root.Error("prefer", "expected a list of slot names");
     for (const YAML::Node& p : prefer) {
+      if (!p.IsScalar()) return root.Error("prefer", "expected a list of slot names");
       const std::string name = p.as<std::string>();
       bool known = false;
       for (const auto& s : spec.slots) known = known || s.first == name;
@@ -200,6 +202,9 @@ Result<TopologySpec> SlotTopology(const std::string& path, const std::string& st
     YAML::Node list(YAML::NodeType::Sequence);
     for (uint32_t p : parts) list.push_back(p);
     options["partitions"] = list;
+    if (options["durable"] && !options["durable"].IsScalar()) {
+      return s.options.Error("durable", "expected a string");
+    }
     const std::string durable =
         options["durable"] ? options["durable"].as<std::string>() : std::string("inferscope");
     options["durable"] = durable + "-" + slot;

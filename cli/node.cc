@@ -381,12 +381,7 @@ void ClusterNode::Tick() {
             std::lock_guard<std::mutex> lock(mu_);
             ++slot.start_failures;
           }
-          slot.start_done.store(false);
-          slot.starter = std::thread([this, &slot] {
-            SetThreadName("slot-" + slot.name);
-            slot.start_status = StartSlot(slot);
-            slot.start_done.store(true);
-          });
+          LaunchStart(slot);
         } else {
           std::lock_guard<std::mutex> lock(mu_);
           slot.state = state = SlotState::kRunning;
@@ -436,7 +431,7 @@ void ClusterNode::Tick() {
       if (claimed.ok()) {
         slot.revision = *claimed;
         slot.renewed_sent_ms = now;
-        Claim(slot, *claimed, now, own ? std::string() : lease->owner);
+        Claim(slot, *claimed, own ? std::string() : lease->owner);
       } else {
         spdlog::info("node {}: claiming slot {}: {}", spec_.node, slot.name,
                      claimed.status().ToString());
@@ -445,7 +440,7 @@ void ClusterNode::Tick() {
   }
 }
 
-void ClusterNode::Claim(Slot& slot, uint64_t revision, int64_t, const std::string& previous) {
+void ClusterNode::Claim(Slot& slot, uint64_t revision, const std::string& previous) {
   spdlog::info("node {}: claimed slot {} (lease revision {}{})", spec_.node, slot.name, revision,
                previous.empty() ? "" : ", taken over from " + previous);
   {
@@ -462,6 +457,10 @@ void ClusterNode::Claim(Slot& slot, uint64_t revision, int64_t, const std::strin
         ->Inc();
   }
   slot.fenced.store(false);
+  LaunchStart(slot);
+}
+
+void ClusterNode::LaunchStart(Slot& slot) {
   slot.start_done.store(false);
   slot.starter = std::thread([this, &slot] {
     SetThreadName("slot-" + slot.name);

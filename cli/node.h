@@ -96,7 +96,9 @@ class ClusterNode {
   struct Slot;
   void LeaseLoop();
   void Tick();
-  void Claim(Slot& slot, uint64_t revision, int64_t sent_ms, const std::string& previous);
+  void Claim(Slot& slot, uint64_t revision, const std::string& previous);
+  // Restores and starts `slot` on its starter thread (StartSlot); Tick joins it when done.
+  void LaunchStart(Slot& slot);
   // Restores and starts `slot` (its starter thread).
   Status StartSlot(Slot& slot);
   // Abandons (`graceful` false) or stops the slot's engine; lease thread, mu_ not held.

@@ -112,20 +112,16 @@ inline std::unique_ptr<EngineProcess> StartNode(const TempDir& dir, const std::s
                name});
 }
 
-// `inferscope query-node` as a subprocess: on an engine's directory (`args` empty) or in the
-// results mode (`args` has --results ...).
-class QueryNodeProcess {
+// An `inferscope` subcommand as a subprocess that writes a ready file with its "http" URL
+// (`query-node`, `node`): the binary, `command`, then --listen 127.0.0.1:0 --ready-file FILE.
+class ReadyFileProcess {
  public:
-  QueryNodeProcess(const TempDir& dir, const std::string& name, std::vector<std::string> args) {
+  ReadyFileProcess(const TempDir& dir, const std::string& name, std::vector<std::string> command) {
     ready_ = dir.str() + "/" + name + ".ready.json";
     log_ = dir.str() + "/" + name + ".log";
-    std::vector<std::string> argv = {testing::InferscopeBinary(),
-                                     "query-node",
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--ready-file",
-                                     ready_};
-    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<std::string> argv = {testing::InferscopeBinary()};
+    argv.insert(argv.end(), command.begin(), command.end());
+    argv.insert(argv.end(), {"--listen", "127.0.0.1:0", "--ready-file", ready_});
     process_ = std::make_unique<Subprocess>(argv, log_);
   }
   [[nodiscard]] bool WaitReady() {
@@ -144,6 +140,20 @@ class QueryNodeProcess {
   std::string log_;
   std::unique_ptr<Subprocess> process_;
   std::unique_ptr<httplib::Client> http_;
+};
+
+// `inferscope query-node` as a subprocess: on an engine's directory (`args` empty) or in the
+// results mode (`args` has --results ...).
+class QueryNodeProcess : public ReadyFileProcess {
+ public:
+  QueryNodeProcess(const TempDir& dir, const std::string& name, std::vector<std::string> args)
+      : ReadyFileProcess(dir, name, WithCommand("query-node", std::move(args))) {}
+
+ private:
+  static std::vector<std::string> WithCommand(std::string command, std::vector<std::string> args) {
+    args.insert(args.begin(), std::move(command));
+    return args;
+  }
 };
 
 // Drops what differs between two stores of the same results by construction: the time of the

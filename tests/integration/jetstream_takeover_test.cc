@@ -49,28 +49,15 @@ void WriteText(const std::string& path, const std::string& text) {
 }
 
 // `inferscope node` as a subprocess, with its health API.
-class NodeProcess {
+class NodeProcess : public ReadyFileProcess {
  public:
   NodeProcess(const TempDir& dir, const std::string& name, const std::string& topology,
-              const std::string& cluster) {
-    ready_ = dir.str() + "/" + name + ".ready.json";
-    log_ = dir.str() + "/" + name + ".log";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{testing::InferscopeBinary(), "node", "--topology", topology,
-                                 "--cluster", cluster, "--state-dir",
-                                 dir.str() + "/" + name + "-state", "--listen", "127.0.0.1:0",
-                                 "--ready-file", ready_},
-        log_);
-  }
-  [[nodiscard]] bool WaitReady() {
-    if (!WaitFor([&] { return !ReadFile(ready_).empty() || !process_->Running(); })) return false;
-    json info = json::parse(ReadFile(ready_), nullptr, false);
-    if (!info.is_object() || !info.contains("http")) return false;
-    http_ = std::make_unique<httplib::Client>(info["http"].get<std::string>());
-    return process_->Running();
-  }
+              const std::string& cluster)
+      : ReadyFileProcess(dir, name,
+                         {"node", "--topology", topology, "--cluster", cluster, "--state-dir",
+                          dir.str() + "/" + name + "-state"}) {}
   json Health() {
-    auto res = http_->Get("/v1/health");
+    auto res = http().Get("/v1/health");
     return res ? json::parse(res->body, nullptr, false) : json();
   }
   // The node runs `slot` (restored and started).
@@ -79,14 +66,6 @@ class NodeProcess {
     return h.is_object() && h["slots"].contains(slot) &&
            h["slots"][slot].value("state", "") == "running";
   }
-  std::string Log() const { return ReadFile(log_); }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::string ready_;
-  std::string log_;
-  std::unique_ptr<Subprocess> process_;
-  std::unique_ptr<httplib::Client> http_;
 };
 
 // Every message of `durable`'s partitions applied and its checkpoint durable: nothing pending or

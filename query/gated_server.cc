@@ -158,6 +158,26 @@ Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
 constexpr uint64_t kStopTag = 1;
 constexpr uint64_t kJobsTag = 2;
 
+// Sends `size` bytes, waiting at most `timeout` for each wait for room; false when the socket
+// failed or the time passed.
+bool SendAll(int fd, const char* ptr, size_t size, milliseconds timeout) {
+  const steady_clock::time_point deadline = steady_clock::now() + timeout;
+  size_t off = 0;
+  while (off < size) {
+    ssize_t n = ::send(fd, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!WaitFor(fd, POLLOUT, deadline)) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 // httplib::Stream over a socket with an overall read deadline and a per-write timeout. Reads at
 // most `limit` bytes (0: unlimited), so a keep-alive connection's next request stays in the socket.
 // Writes are buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to
@@ -222,23 +242,7 @@ class DeadlineStream final : public httplib::Stream {
   bool timed_out() const { return timed_out_; }
 
  private:
-  bool Send(const char* ptr, size_t size) {
-    const steady_clock::time_point deadline = steady_clock::now() + write_timeout_;
-    size_t off = 0;
-    while (off < size) {
-      ssize_t n = ::send(fd_, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        off += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (!WaitFor(fd_, POLLOUT, deadline)) return false;
-      } else {
-        return false;
-      }
-    }
-    return true;
-  }
+  bool Send(const char* ptr, size_t size) { return SendAll(fd_, ptr, size, write_timeout_); }
 
   ssize_t Fill() {
     // A reply written so far (say "100 Continue") must reach the client before it sends more.
@@ -581,7 +585,7 @@ void GatedServer::WorkerLoop() {
         job = jobs_.front();
         jobs_.pop_front();
       }
-      Serve(job, /*kept=*/false);
+      Serve(job, /*kept=*/false, &peek, /*peeked=*/0);
       continue;
     }
     ServeKept(tag, &peek);
@@ -615,7 +619,7 @@ void GatedServer::ServeKept(uint64_t tag, std::vector<char>* peek) {
     Park(fd, /*idle=*/false);
     return;
   }
-  Serve(Job{fd, inspected.request_bytes}, /*kept=*/true);
+  Serve(Job{fd, inspected.request_bytes}, /*kept=*/true, peek, static_cast<size_t>(n));
 }
 
 void GatedServer::Keep(int fd, bool registered) {
@@ -651,14 +655,15 @@ void GatedServer::Unkeep(int fd) {
   ::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
-void GatedServer::Serve(const Job& job, bool kept) {
-  DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
-                        milliseconds(options_.write_timeout_ms), job.request_bytes);
+void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, size_t peeked) {
   bool stopping;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping = stopping_;
   }
+  if (fast_path_ && ServeFast(job, kept, stopping, buffer, peeked)) return;
+  DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
+                        milliseconds(options_.write_timeout_ms), job.request_bytes);
   bool connection_closed = false;
   bool ok = process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
   // Send the reply even when httplib gives up on the connection (its 400s and the like).
@@ -666,13 +671,41 @@ void GatedServer::Serve(const Job& job, bool kept) {
   if (stream.timed_out()) Closed("read_timeout")->Inc();
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).
-  if (!ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request()) {
-    if (kept) Unkeep(job.fd);
-    CloseSocket(job.fd);
+  Finish(
+      job.fd, kept,
+      !ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request());
+}
+
+bool GatedServer::ServeFast(const Job& job, bool kept, bool stopping, std::vector<char>* buffer,
+                            size_t peeked) {
+  // Only a request whose bytes are all known (a head with no body, as Inspect measured it).
+  if (job.request_bytes == 0 || job.request_bytes > buffer->size()) return false;
+  if (peeked < job.request_bytes) {  // a job from the gate: this worker has not looked yet
+    const ssize_t n = ::recv(job.fd, buffer->data(), buffer->size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < static_cast<ssize_t>(job.request_bytes)) return false;
+  }
+  thread_local std::string response;
+  bool close = stopping;
+  if (!fast_path_(std::string_view(buffer->data(), job.request_bytes), job.fd, &response, &close)) {
+    return false;
+  }
+  // Take the request off the socket (it is there: it was peeked), then answer in one send.
+  const ssize_t taken = ::recv(job.fd, buffer->data(), job.request_bytes, MSG_DONTWAIT);
+  const bool ok =
+      taken == static_cast<ssize_t>(job.request_bytes) &&
+      SendAll(job.fd, response.data(), response.size(), milliseconds(options_.write_timeout_ms));
+  Finish(job.fd, kept, !ok || close);
+  return true;
+}
+
+void GatedServer::Finish(int fd, bool kept, bool close) {
+  if (close) {
+    if (kept) Unkeep(fd);
+    CloseSocket(fd);
     return;
   }
   // The next request on this connection is served by whichever worker sees it complete.
-  Keep(job.fd, kept);
+  Keep(fd, kept);
 }
 
 void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,

@@ -72,8 +72,18 @@ class GatedServer : public httplib::Server {
   // itself (413, 414, 431).
   using ErrorBody = std::function<std::string(int, std::string_view, std::string)>;
 
+  // A server's own answer to a whole request, bypassing httplib: given the request's bytes (a
+  // head with no body), the socket and `*close` (true when the server is stopping), it returns
+  // false to leave the request to httplib, or writes the whole HTTP response to `*response`, sets
+  // `*close` when the connection must close after it, and returns true. Called on worker threads.
+  using FastPath =
+      std::function<bool(std::string_view request, int fd, std::string* response, bool* close)>;
+
   GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBody error_body);
   ~GatedServer() override;
+
+  // Installs the fast path; call before StartGate.
+  void SetFastPath(FastPath fast_path) { fast_path_ = std::move(fast_path); }
 
   // Sets the listen backlog of the bound socket (httplib listens with 5), starts the gate and
   // worker threads. Call after bind_to_port and before listen_after_bind.
@@ -117,7 +127,13 @@ class GatedServer : public httplib::Server {
   // Takes a socket this worker holds out of the workers' set.
   void Unkeep(int fd);
   // `kept`: the socket is in the workers' set (held by this worker), else it came from the gate.
-  void Serve(const Job& job, bool kept);
+  // `peeked`: the socket's input as this worker peeked it (empty when it did not).
+  void Serve(const Job& job, bool kept, std::vector<char>* buffer, size_t peeked);
+  // The fast path's turn (see FastPath); false when it left the request to httplib.
+  bool ServeFast(const Job& job, bool kept, bool stopping, std::vector<char>* buffer,
+                 size_t peeked);
+  // Keeps the connection for its next request or closes it.
+  void Finish(int fd, bool kept, bool close);
   // Consumes what the client sent, writes a canned error response and closes.
   void RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
                     std::string_view code, std::string message, std::string_view counter_reason);
@@ -128,6 +144,7 @@ class GatedServer : public httplib::Server {
   const GateOptions options_;
   MetricsRegistry* metrics_;
   ErrorBody error_body_;
+  FastPath fast_path_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::atomic<size_t> open_{0};

@@ -1,11 +1,15 @@
 #include "query/server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <exception>
 #include <optional>
 #include <string>
@@ -19,6 +23,7 @@
 #include "query/gated_server.h"
 #include "query/handlers.h"
 #include "query/openapi.h"
+#include "query/raw_request.h"
 #include "query/response_cache.h"
 #include "query/response_log.h"
 #include "state/state_store.h"
@@ -30,6 +35,9 @@ constexpr std::string_view kRequestsTotal = "inferscope_http_requests_total";
 constexpr std::string_view kRequestsHelp = "HTTP requests served, by route and status";
 constexpr std::string_view kLatency = "inferscope_http_request_seconds";
 constexpr std::string_view kLatencyHelp = "HTTP request latency, by route";
+constexpr std::string_view kFastPath = "inferscope_http_fast_path_requests_total";
+constexpr std::string_view kFastPathHelp =
+    "HTTP requests answered by the fast path (query/raw_request.h) rather than httplib, by route";
 constexpr std::string_view kUnmatched = "unmatched";
 
 void Send(const ApiReply& reply, httplib::Response& res) {
@@ -83,21 +91,61 @@ void AppendPart(std::string* key, std::string_view s) {
   key->append(s);
 }
 
+}  // namespace
+
+// One request as a route sees it, whichever reader parsed it (httplib, or the fast path's
+// ParseRawRequest). Views into the reader's buffers.
+struct RouteRequest {
+  std::string_view method;
+  std::string_view path;
+  std::vector<std::string_view> captures;  // the route pattern's, in order
+  // The query parameters ordered by name, a repeated one's values in request order (httplib's
+  // multimap order).
+  std::vector<std::pair<std::string_view, std::string_view>> params;
+  std::string_view authorization;
+  std::string_view body;
+  // The peer's address, asked only when the rate limiter needs it.
+  std::function<std::string()> remote_addr;
+};
+
+// One route's answer before a writer (httplib, or the fast path) puts it on the wire.
+struct RouteResponse {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;  // besides the content type
+  std::string content_type;
+  std::string body;
+};
+
+// A route with what serving it needs: its declared query parameters, counters, histogram, cache,
+// and (when its pattern allows) a matcher for the fast path. Shared by both readers, so a request
+// is authenticated, limited, checked, cached, counted and timed the same way whichever read it.
+struct RouteRuntime {
+  const Route* route = nullptr;
+  // The query parameters the OpenAPI document declares for this operation; any other is a 400. A
+  // route the document lacks accepts any (tests/query/openapi_test.cc fails on it).
+  std::optional<std::vector<std::string>> params;
+  Histogram* latency = nullptr;
+  std::unique_ptr<StatusCounters> counters;
+  std::string allow;  // what a read-only node allows on a write route's path (405's Allow header)
+  Scope needed = Scope::kRead;
+  ResponseCache* cache = nullptr;
+  PathPattern fast_pattern;
+  bool fast = false;               // the fast path serves this route
+  Counter* fast_served = nullptr;  // requests the fast path answered
+};
+
+namespace {
+
 // The response cache's key of a request to a cacheable route: the route, the path captures, the
 // query parameters as the handler reads them (ordered by name; the first value of a repeated
 // one) and the caller's scopes.
-void CacheKey(const Route& route, const httplib::Request& req, uint8_t scopes, std::string* key) {
+void CacheKey(const Route& route, const RouteRequest& req, uint8_t scopes, std::string* key) {
   key->clear();
   AppendPart(key, route.name);
-  key->push_back(static_cast<char>(req.matches.size()));
-  for (size_t i = 1; i < req.matches.size(); ++i) {
-    const auto& m = req.matches[i];  // a capture of req.path
-    AppendPart(key,
-               std::string_view(req.path).substr(static_cast<size_t>(m.first - req.path.cbegin()),
-                                                 static_cast<size_t>(m.length())));
-  }
-  const std::string* previous = nullptr;
-  for (const auto& [name, value] : req.params) {  // a multimap: ordered by name
+  key->push_back(static_cast<char>(req.captures.size() + 1));
+  for (std::string_view capture : req.captures) AppendPart(key, capture);
+  const std::string_view* previous = nullptr;
+  for (const auto& [name, value] : req.params) {
     if (previous != nullptr && *previous == name) continue;
     previous = &name;
     AppendPart(key, name);
@@ -110,13 +158,13 @@ void CacheKey(const Route& route, const httplib::Request& req, uint8_t scopes, s
 // The first query parameter of `req` that `allowed` does not name: a 400 naming it and listing the
 // route's parameters (from the OpenAPI document), so a misspelt `windw=10s` is not silently
 // ignored.
-std::optional<ApiReply> UnknownParameter(const Clock& clock, const httplib::Request& req,
+std::optional<ApiReply> UnknownParameter(const Clock& clock, const RouteRequest& req,
                                          const std::vector<std::string>& allowed) {
   for (const auto& [name, value] : req.params) {
     if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) continue;
     std::string expected;
     for (const std::string& a : allowed) expected += (expected.empty() ? "" : ", ") + a;
-    const std::string shown = name.substr(0, 64);
+    const std::string shown(name.substr(0, 64));
     return ErrorReply(clock, 400, "VALIDATION_ERROR",
                       "unknown parameter '" + shown + "' (expected " +
                           (expected.empty() ? std::string("none") : expected) + ")",
@@ -130,6 +178,55 @@ void Count(MetricsRegistry& metrics, std::string_view route, int status) {
       .GetCounter(kRequestsTotal, kRequestsHelp,
                   {{"route", std::string(route)}, {"status", std::to_string(status)}})
       ->Inc();
+}
+
+// The reason phrase httplib sends with `status`.
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Internal Server Error";  // httplib's phrase for a status it does not know
+  }
+}
+
+bool LessCaseInsensitive(std::string_view a, std::string_view b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) <
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+// The numeric address of a socket's peer ("" when unknown), as httplib gives it in remote_addr.
+std::string PeerAddress(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return std::string();
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text));
+  } else if (addr.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, text, sizeof(text));
+  }
+  return text;
 }
 
 std::string_view CodeForStatus(int status) {
@@ -247,145 +344,233 @@ void QueryServer::SetWorkflows(WorkflowRegistry* workflows) { ctx_->workflows = 
 
 void QueryServer::SetRouting(routing::RoutingRegistry* routing) { ctx_->routing = routing; }
 
-void QueryServer::RegisterRoutes() {
+void QueryServer::ServeRoute(const RouteRuntime& rt, const RouteRequest& req,
+                             RouteResponse* out) const {
   const ApiContext* ctx = ctx_.get();
-  const TokenSet* tokens = tokens_.get();
-  RateLimiter* limiter = limiter_.get();
-  const bool read_only = options_.read_only;
-  const std::string engine_url = options_.engine_url;
-  ResponseLog* log = ResponseLog::FromEnvironment();
+  const Route& route = *rt.route;
+  const int64_t started_ns = ctx->clock->MonotonicNs();
+  ApiReply reply;
+  out->headers.clear();
+  // The cache key (reused per thread) and the view it was looked up in; `cached`: answered from
+  // the cache.
+  thread_local std::string key;
+  ResponseCache::View view;
+  bool cached = false;
+  try {
+    const bool authenticate = route.requires_auth && !tokens_->empty();
+    TokenSet::Outcome outcome = TokenSet::Outcome::kOk;
+    const ApiToken* token =
+        authenticate ? tokens_->Authenticate(req.authorization, &outcome) : nullptr;
+    RateLimiter::Decision limit;
+    std::string address;
+    if (limiter_->enabled()) {
+      // A client is its token; without a valid one, its address (so guessing is limited too).
+      if (token == nullptr) address = req.remote_addr();
+      limit = limiter_->Acquire(token != nullptr ? "token:" + token->name : "address:" + address,
+                                started_ns);
+    }
+    if (!limit.allowed) {
+      reply =
+          ErrorReply(*ctx->clock, 429, "RATE_LIMITED",
+                     "too many requests from " +
+                         (token != nullptr ? "token '" + token->name + "'" : "address " + address) +
+                         "; retry after " + std::to_string(limit.retry_after_s) + " s",
+                     {{"retry_after_s", limit.retry_after_s}});
+      out->headers.emplace_back("Retry-After", std::to_string(limit.retry_after_s));
+    } else if (authenticate && token == nullptr) {
+      const bool missing = outcome == TokenSet::Outcome::kMissing;
+      reply =
+          ErrorReply(*ctx->clock, 401, "UNAUTHORIZED",
+                     missing ? "a valid 'Authorization: Bearer <token>' header is required"
+                     : outcome == TokenSet::Outcome::kMalformed
+                         ? "the Authorization header must be 'Bearer <token>'"
+                         : "the bearer token is not valid",
+                     {{"reason", missing                                    ? "missing_token"
+                                 : outcome == TokenSet::Outcome::kMalformed ? "malformed_header"
+                                                                            : "invalid_token"}});
+      // RFC 6750 §3: no error code when the request had no credentials.
+      out->headers.emplace_back("WWW-Authenticate",
+                                missing ? std::string("Bearer realm=\"inferscope\"")
+                                        : std::string("Bearer realm=\"inferscope\", "
+                                                      "error=\"invalid_token\""));
+    } else if (authenticate && !HasScope(token->scopes, rt.needed)) {
+      const std::string scope(ScopeName(rt.needed));
+      reply = ErrorReply(*ctx->clock, 403, "FORBIDDEN",
+                         "token '" + token->name + "' lacks the '" + scope + "' scope that " +
+                             route.method + " " + route.name + " needs",
+                         {{"required_scope", scope},
+                          {"token", token->name},
+                          {"scopes", ScopeList(token->scopes)}});
+      out->headers.emplace_back(
+          "WWW-Authenticate",
+          "Bearer realm=\"inferscope\", error=\"insufficient_scope\", scope=\"" + scope + "\"");
+    } else if (options_.read_only && route.writes) {
+      const std::string& engine_url = options_.engine_url;
+      reply = ErrorReply(
+          *ctx->clock, 405, "READ_ONLY",
+          "this query node is read-only: " + route.method + " " + route.name +
+              " changes state, which only the engine does; send it to the engine's API" +
+              (engine_url.empty() ? std::string() : " at " + engine_url),
+          {{"method", route.method},
+           {"route", route.name},
+           {"engine_url", engine_url.empty() ? nlohmann::json() : nlohmann::json(engine_url)}});
+      out->headers.emplace_back("Allow", rt.allow);
+    } else if (std::optional<ApiReply> unknown =
+                   rt.params ? UnknownParameter(*ctx->clock, req, *rt.params) : std::nullopt) {
+      reply = std::move(*unknown);
+    } else {
+      if (rt.cache != nullptr) {
+        CacheKey(route, req, token != nullptr ? token->scopes : 0, &key);
+        // The version first: whatever is read after it is at least that view.
+        view.version = ctx->store->ViewVersion();
+        view.watermark_ms = ctx->store->Watermark();
+        view.now_ms = ctx->clock->NowMs();
+        view.store = ctx->store;
+        cached = rt.cache->Lookup(key, view, &out->body);
+      }
+      if (!cached) {
+        ApiRequest api_request;
+        for (std::string_view capture : req.captures) api_request.path_params.emplace_back(capture);
+        for (const auto& [name, value] : req.params) api_request.params.emplace(name, value);
+        api_request.body = req.body;
+        reply = route.handler(*ctx, api_request);
+      }
+    }
+  } catch (const std::exception& e) {
+    reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR",
+                       std::string("unexpected error: ") + e.what());
+  } catch (...) {
+    reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error");
+  }
+  if (cached) {
+    out->status = 200;
+    out->content_type = "application/json";
+  } else {
+    out->status = reply.status;
+    for (auto& header : reply.headers) out->headers.push_back(std::move(header));
+    if (!reply.text.empty() || !reply.content_type.empty()) {
+      out->body = std::move(reply.text);
+      out->content_type = reply.content_type;
+    } else {
+      // Names come from publishers and may hold invalid UTF-8: replace rather than throw.
+      out->body = reply.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      out->content_type = "application/json";
+    }
+    if (rt.cache != nullptr && reply.status == 200 && reply.cache) {
+      rt.cache->Insert(key, view.version, *reply.cache, out->body);
+    }
+  }
+  if (log_ != nullptr) {
+    log_->Record(req.method, &route.name, req.path, out->status, out->content_type, out->body);
+  }
+  rt.counters->Inc(out->status);
+  rt.latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
+}
+
+bool QueryServer::ServeFast(std::string_view request, int fd, std::string* response,
+                            bool* close) const {
+  RawRequest raw;
+  if (!ParseRawRequest(request, &raw) || raw.method != "GET") return false;
+  // CORS response headers are added by httplib's post-routing handler: leave those requests to it.
+  if (!raw.origin.empty() && options_.access.cors.enabled()) return false;
+  thread_local RouteRequest req;
+  const RouteRuntime* rt = nullptr;
+  for (const auto& candidate : routes_) {
+    if (candidate->fast && candidate->route->method == raw.method &&
+        candidate->fast_pattern.Match(raw.path, &req.captures)) {
+      rt = candidate.get();
+      break;
+    }
+  }
+  if (rt == nullptr) return false;
+  req.method = raw.method;
+  req.path = raw.path;
+  req.params.assign(raw.params.begin(),
+                    raw.params.begin() + static_cast<ptrdiff_t>(raw.param_count));
+  std::stable_sort(req.params.begin(), req.params.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  req.authorization = raw.authorization;
+  req.body = {};
+  req.remote_addr = [fd] { return PeerAddress(fd); };
+  thread_local RouteResponse out;
+  ServeRoute(*rt, req, &out);
+  rt->fast_served->Inc();
+  *close = *close || raw.connection_close;
+  // What httplib writes for the same answer (its header order: names sorted case-insensitively).
+  response->clear();
+  response->append("HTTP/1.1 ");
+  response->append(std::to_string(out.status));
+  response->push_back(' ');
+  response->append(ReasonPhrase(out.status));
+  response->append("\r\n");
+  out.headers.emplace_back("Content-Length", std::to_string(out.body.size()));
+  out.headers.emplace_back("Content-Type", out.content_type);
+  if (*close) {
+    out.headers.emplace_back("Connection", "close");
+  } else {
+    out.headers.emplace_back("Keep-Alive", keep_alive_);
+  }
+  std::sort(out.headers.begin(), out.headers.end(),
+            [](const auto& a, const auto& b) { return LessCaseInsensitive(a.first, b.first); });
+  for (const auto& [name, value] : out.headers) {
+    response->append(name);
+    response->append(": ");
+    response->append(value);
+    response->append("\r\n");
+  }
+  response->append("\r\n");
+  response->append(out.body);
+  return true;
+}
+
+void QueryServer::RegisterRoutes() {
+  log_ = ResponseLog::FromEnvironment();
   for (const Route& route : Routes()) {
-    // The query parameters the OpenAPI document declares for this operation; any other is a 400.
-    // A route the document lacks accepts any (tests/query/openapi_test.cc fails on it).
-    std::optional<std::vector<std::string>> params =
-        DocumentedQueryParameters(route.method, route.name);
-    if (!params) {
+    auto rt = std::make_unique<RouteRuntime>();
+    rt->route = &route;
+    rt->params = DocumentedQueryParameters(route.method, route.name);
+    if (!rt->params) {
       spdlog::warn("query server: {} {} is not in the OpenAPI document (docs/openapi.json)",
                    route.method, route.name);
     }
-    Histogram* latency =
-        ctx->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
-    // What a read-only node allows on a write route's path (405's Allow header).
-    std::string allow;
+    rt->latency = ctx_->metrics->GetHistogram(kLatency, kLatencyHelp, {{"route", route.name}});
     for (const Route& other : Routes()) {
       if (other.pattern == route.pattern && !other.writes) {
-        allow += (allow.empty() ? "" : ", ") + other.method;
+        rt->allow += (rt->allow.empty() ? "" : ", ") + other.method;
       }
     }
-    const Scope needed = route.admin ? Scope::kAdmin : route.writes ? Scope::kWrite : Scope::kRead;
-    auto counters = std::make_shared<StatusCounters>(ctx->metrics, route.name);
-    ResponseCache* cache = route.cacheable ? cache_.get() : nullptr;
-    httplib::Server::Handler handler = [ctx, tokens, limiter, read_only, engine_url, allow, needed,
-                                        &route, latency, params = std::move(params), log, counters,
-                                        cache](const httplib::Request& req,
-                                               httplib::Response& res) {
-      const int64_t started_ns = ctx->clock->MonotonicNs();
-      ApiReply reply;
-      // The cache key (reused per thread) and the view it was looked up in; `cached`: answered
-      // from the cache.
-      thread_local std::string key;
-      ResponseCache::View view;
-      bool cached = false;
-      try {
-        const bool authenticate = route.requires_auth && !tokens->empty();
-        TokenSet::Outcome outcome = TokenSet::Outcome::kOk;
-        const ApiToken* token =
-            authenticate ? tokens->Authenticate(req.get_header_value("Authorization"), &outcome)
-                         : nullptr;
-        RateLimiter::Decision limit;
-        if (limiter->enabled()) {
-          // A client is its token; without a valid one, its address (so guessing is limited too).
-          limit = limiter->Acquire(
-              token != nullptr ? "token:" + token->name : "address:" + req.remote_addr, started_ns);
-        }
-        if (!limit.allowed) {
-          reply = ErrorReply(*ctx->clock, 429, "RATE_LIMITED",
-                             "too many requests from " +
-                                 (token != nullptr ? "token '" + token->name + "'"
-                                                   : "address " + req.remote_addr) +
-                                 "; retry after " + std::to_string(limit.retry_after_s) + " s",
-                             {{"retry_after_s", limit.retry_after_s}});
-          res.set_header("Retry-After", std::to_string(limit.retry_after_s));
-        } else if (authenticate && token == nullptr) {
-          const bool missing = outcome == TokenSet::Outcome::kMissing;
-          reply = ErrorReply(
-              *ctx->clock, 401, "UNAUTHORIZED",
-              missing ? "a valid 'Authorization: Bearer <token>' header is required"
-              : outcome == TokenSet::Outcome::kMalformed
-                  ? "the Authorization header must be 'Bearer <token>'"
-                  : "the bearer token is not valid",
-              {{"reason", missing                                    ? "missing_token"
-                          : outcome == TokenSet::Outcome::kMalformed ? "malformed_header"
-                                                                     : "invalid_token"}});
-          // RFC 6750 §3: no error code when the request had no credentials.
-          res.set_header("WWW-Authenticate", missing ? std::string("Bearer realm=\"inferscope\"")
-                                                     : std::string("Bearer realm=\"inferscope\", "
-                                                                   "error=\"invalid_token\""));
-        } else if (authenticate && !HasScope(token->scopes, needed)) {
-          const std::string scope(ScopeName(needed));
-          reply = ErrorReply(*ctx->clock, 403, "FORBIDDEN",
-                             "token '" + token->name + "' lacks the '" + scope + "' scope that " +
-                                 route.method + " " + route.name + " needs",
-                             {{"required_scope", scope},
-                              {"token", token->name},
-                              {"scopes", ScopeList(token->scopes)}});
-          res.set_header(
-              "WWW-Authenticate",
-              "Bearer realm=\"inferscope\", error=\"insufficient_scope\", scope=\"" + scope + "\"");
-        } else if (read_only && route.writes) {
-          reply = ErrorReply(
-              *ctx->clock, 405, "READ_ONLY",
-              "this query node is read-only: " + route.method + " " + route.name +
-                  " changes state, which only the engine does; send it to the engine's API" +
-                  (engine_url.empty() ? std::string() : " at " + engine_url),
-              {{"method", route.method},
-               {"route", route.name},
-               {"engine_url", engine_url.empty() ? nlohmann::json() : nlohmann::json(engine_url)}});
-          res.set_header("Allow", allow);
-        } else if (std::optional<ApiReply> unknown =
-                       params ? UnknownParameter(*ctx->clock, req, *params) : std::nullopt) {
-          reply = std::move(*unknown);
-        } else {
-          if (cache != nullptr) {
-            CacheKey(route, req, token != nullptr ? token->scopes : 0, &key);
-            // The version first: whatever is read after it is at least that view.
-            view.version = ctx->store->ViewVersion();
-            view.watermark_ms = ctx->store->Watermark();
-            view.now_ms = ctx->clock->NowMs();
-            view.store = ctx->store;
-            cached = cache->Lookup(key, view, &res.body);
-          }
-          if (!cached) {
-            ApiRequest api_request;
-            for (size_t i = 1; i < req.matches.size(); ++i) {
-              api_request.path_params.push_back(req.matches[i].str());
-            }
-            api_request.params.insert(req.params.begin(), req.params.end());
-            api_request.body = req.body;
-            reply = route.handler(*ctx, api_request);
-          }
-        }
-      } catch (const std::exception& e) {
-        reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR",
-                           std::string("unexpected error: ") + e.what());
-      } catch (...) {
-        reply = ErrorReply(*ctx->clock, 500, "INTERNAL_ERROR", "unexpected error");
+    rt->needed = route.admin ? Scope::kAdmin : route.writes ? Scope::kWrite : Scope::kRead;
+    rt->counters = std::make_unique<StatusCounters>(ctx_->metrics, route.name);
+    rt->cache = route.cacheable ? cache_.get() : nullptr;
+    // The fast path takes the cacheable reads (the hot ones) whose pattern it can match itself.
+    rt->fast = route.cacheable && route.method == "GET" && !route.writes &&
+               rt->fast_pattern.Compile(route.pattern);
+    if (rt->fast) {
+      rt->fast_served =
+          ctx_->metrics->GetCounter(kFastPath, kFastPathHelp, {{"route", route.name}});
+    }
+    const RouteRuntime* runtime = rt.get();
+    httplib::Server::Handler handler = [this, runtime](const httplib::Request& req,
+                                                       httplib::Response& res) {
+      thread_local RouteRequest view;
+      thread_local RouteResponse out;
+      view.method = req.method;
+      view.path = req.path;
+      view.captures.clear();
+      for (size_t i = 1; i < req.matches.size(); ++i) {
+        const auto& m = req.matches[i];  // a capture of req.path
+        view.captures.push_back(std::string_view(req.path).substr(
+            static_cast<size_t>(m.first - req.path.cbegin()), static_cast<size_t>(m.length())));
       }
-      if (cached) {
-        res.status = 200;
-        res.set_header("Content-Type", "application/json");
-      } else {
-        Send(reply, res);
-        if (cache != nullptr && reply.status == 200 && reply.cache) {
-          cache->Insert(key, view.version, *reply.cache, res.body);
-        }
-      }
-      if (log != nullptr) {
-        log->Record(req.method, &route.name, req.path, res.status,
-                    res.get_header_value("Content-Type"), res.body);
-      }
-      counters->Inc(res.status);
-      latency->Observe(static_cast<double>(ctx->clock->MonotonicNs() - started_ns) / 1e9);
+      view.params.assign(req.params.begin(), req.params.end());  // a multimap: ordered by name
+      const std::string authorization = req.get_header_value("Authorization");
+      view.authorization = authorization;
+      view.body = req.body;
+      view.remote_addr = [&req] { return req.remote_addr; };
+      ServeRoute(*runtime, view, &out);
+      res.status = out.status;
+      for (const auto& [name, value] : out.headers) res.set_header(name, value);
+      res.set_content(out.body, out.content_type.c_str());
     };
     if (route.method == "GET") {
       server_->Get(route.pattern, std::move(handler));
@@ -394,7 +579,10 @@ void QueryServer::RegisterRoutes() {
     } else if (route.method == "DELETE") {
       server_->Delete(route.pattern, std::move(handler));
     }
+    routes_.push_back(std::move(rt));
   }
+  const ApiContext* ctx = ctx_.get();
+  ResponseLog* log = log_;
 
   // CORS (query/access.h): preflights are answered without a token; every response to an allowed
   // origin carries Access-Control-Allow-Origin (the post-routing handler runs for errors too).
@@ -499,8 +687,13 @@ Status QueryServer::Start() {
         return ErrorReply(*clock, status, code, std::move(message))
             .body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       });
-  server_->set_keep_alive_timeout((options_.idle_timeout_ms + 999) / 1000);
+  const int64_t keep_alive_s = (options_.idle_timeout_ms + 999) / 1000;
+  server_->set_keep_alive_timeout(keep_alive_s);
+  keep_alive_ = "timeout=" + std::to_string(keep_alive_s) +
+                ", max=" + std::to_string(CPPHTTPLIB_KEEPALIVE_MAX_COUNT);
   RegisterRoutes();
+  server_->SetFastPath([this](std::string_view request, int fd, std::string* response,
+                              bool* close) { return ServeFast(request, fd, response, close); });
 
   if (options_.port == 0) {
     port_ = server_->bind_to_any_port(options_.host);
@@ -509,12 +702,14 @@ Status QueryServer::Start() {
   }
   if (port_ <= 0) {
     server_.reset();
+    routes_.clear();
     port_ = 0;
     return Status::IOError("query server: cannot bind " + options_.host + ":" +
                            std::to_string(options_.port));
   }
   if (Status gated = server_->StartGate(); !gated.ok()) {
     server_.reset();
+    routes_.clear();
     port_ = 0;
     return gated;
   }
@@ -554,6 +749,7 @@ void QueryServer::Stop() {
   if (thread_.joinable()) thread_.join();
   server_->StopGate();
   server_.reset();
+  routes_.clear();
   cache_.reset();
   port_ = 0;
 }

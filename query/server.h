@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -21,6 +22,10 @@ namespace inferscope {
 
 class GatedServer;
 class ResponseCache;
+class ResponseLog;
+struct RouteRequest;
+struct RouteResponse;
+struct RouteRuntime;
 class SilenceRegistry;
 class WorkflowRegistry;
 namespace routing {
@@ -154,6 +159,12 @@ class QueryServer {
 
  private:
   void RegisterRoutes();
+  // A request to one route, read by httplib or by the fast path: access checks, parameter checks,
+  // the response cache or the handler, the response log, counters and latency.
+  void ServeRoute(const RouteRuntime& rt, const RouteRequest& req, RouteResponse* out) const;
+  // GatedServer::FastPath: GET requests to the routes the fast path matches (the cacheable ones),
+  // in ParseRawRequest's strict subset, answered without httplib's parsing, routing and writing.
+  bool ServeFast(std::string_view request, int fd, std::string* response, bool* close) const;
 
   Options options_;
   std::unique_ptr<ApiContext> ctx_;
@@ -161,6 +172,9 @@ class QueryServer {
   std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<ResponseCache> cache_;  // null when response_cache_bytes is 0
   std::unique_ptr<GatedServer> server_;
+  std::vector<std::unique_ptr<RouteRuntime>> routes_;
+  ResponseLog* log_ = nullptr;
+  std::string keep_alive_;  // the Keep-Alive header's value, as httplib sends it
   std::thread thread_;
   std::atomic<bool> thread_done_{false};
   int port_ = 0;

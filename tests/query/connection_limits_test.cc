@@ -23,6 +23,7 @@
 
 #include "query/server.h"
 #include "state/state_store.h"
+#include "tests/query/raw_socket.h"
 #include "tests/test_util.h"
 
 namespace inferscope {
@@ -30,72 +31,6 @@ namespace {
 
 using nlohmann::json;
 using std::chrono::steady_clock;
-
-// A connected client socket, closed on destruction.
-class Socket {
- public:
-  explicit Socket(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd_ < 0) return;
-    timeval tv{10, 0};  // no read in these tests may hang the suite
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~Socket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-
-  bool ok() const { return fd_ >= 0; }
-  bool Send(std::string_view data) {
-    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
-  }
-  // Everything until the server closes (or 10 s pass).
-  std::string ReadToEnd() {
-    std::string out;
-    char buf[4096];
-    while (true) {
-      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) {
-        closed_by_server_ = n == 0;
-        break;
-      }
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-  // Whether the last ReadToEnd ended because the server closed (not the 10 s receive timeout).
-  bool closed_by_server() const { return closed_by_server_; }
-  // One response of a keep-alive exchange: reads until the header and Content-Length bytes.
-  std::string ReadResponse() {
-    std::string out;
-    char buf[4096];
-    while (true) {
-      size_t end = out.find("\r\n\r\n");
-      if (end != std::string::npos) {
-        size_t cl = out.find("Content-Length: ");
-        size_t len = cl == std::string::npos ? 0 : std::stoul(out.substr(cl + 16));
-        if (out.size() >= end + 4 + len) return out;
-      }
-      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) return out;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-
- private:
-  int fd_ = -1;
-  bool closed_by_server_ = false;
-};
 
 // 1,100 client sockets plus as many server sockets need more than the usual 1,024 descriptors.
 void RaiseOpenFileLimit(rlim_t wanted) {
@@ -175,13 +110,13 @@ TEST_F(QueryServerConnectionTest, NormalClientIsServedWhileSlowAndIdleSocketsAre
   const std::vector<double> baseline = Measure(kRequests, &failures);
   ASSERT_EQ(failures, 0);
 
-  std::vector<std::unique_ptr<Socket>> idle, slow;
+  std::vector<std::unique_ptr<RawSocket>> idle, slow;
   for (int i = 0; i < 1'000; ++i) {
-    idle.push_back(std::make_unique<Socket>(server_->port()));
+    idle.push_back(std::make_unique<RawSocket>(server_->port()));
     ASSERT_TRUE(idle.back()->ok()) << "connection " << i;
   }
   for (int i = 0; i < 100; ++i) {
-    slow.push_back(std::make_unique<Socket>(server_->port()));
+    slow.push_back(std::make_unique<RawSocket>(server_->port()));
     ASSERT_TRUE(slow.back()->ok());
   }
   ASSERT_TRUE(testing::WaitFor([&] { return server_->open_connections() >= 1'100; }))
@@ -226,11 +161,11 @@ TEST_F(QueryServerConnectionTest, ConnectionsBeyondTheCapAreClosedAndCounted) {
   QueryServer::Options options;
   options.max_connections = 20;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
-  std::vector<std::unique_ptr<Socket>> held;
-  for (int i = 0; i < 20; ++i) held.push_back(std::make_unique<Socket>(server_->port()));
+  std::vector<std::unique_ptr<RawSocket>> held;
+  for (int i = 0; i < 20; ++i) held.push_back(std::make_unique<RawSocket>(server_->port()));
   ASSERT_TRUE(testing::WaitFor([&] { return server_->open_connections() == 20; }));
 
-  Socket extra(server_->port());
+  RawSocket extra(server_->port());
   ASSERT_TRUE(extra.ok());
   EXPECT_EQ(extra.ReadToEnd(), "");  // closed without a reply
   EXPECT_EQ(Closed("limit"), 1u);
@@ -249,12 +184,12 @@ TEST_F(QueryServerConnectionTest, IncompleteHeaderIsClosedAfterTheHeaderTimeout)
   QueryServer::Options options;
   options.header_timeout_ms = 200;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
-  Socket slow(server_->port());
+  RawSocket slow(server_->port());
   ASSERT_TRUE(slow.Send("GET /v1/health HTTP/1.1\r\nHo"));
   EXPECT_EQ(slow.ReadToEnd(), "");
   EXPECT_TRUE(slow.closed_by_server());
   EXPECT_EQ(Closed("header_timeout"), 1u);
-  Socket silent(server_->port());  // nothing at all: the same deadline
+  RawSocket silent(server_->port());  // nothing at all: the same deadline
   EXPECT_EQ(silent.ReadToEnd(), "");
   EXPECT_EQ(Closed("header_timeout"), 2u);
 }
@@ -263,7 +198,7 @@ TEST_F(QueryServerConnectionTest, KeptAliveConnectionServesRequestsThenClosesWhe
   QueryServer::Options options;
   options.idle_timeout_ms = 200;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(s.Send("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"));
     std::string response = s.ReadResponse();
@@ -280,7 +215,7 @@ TEST_F(QueryServerConnectionTest, KeptAliveConnectionsNextRequestInPiecesIsServe
   options.header_timeout_ms = 300;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
   const std::string request = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   ASSERT_TRUE(s.Send(request));
   EXPECT_EQ(s.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
   for (int i = 0; i < 3; ++i) {
@@ -304,7 +239,7 @@ TEST_F(QueryServerConnectionTest, KeptAliveConnectionsNextRequestInPiecesIsServe
   EXPECT_EQ(Closed("idle_timeout"), 0u);
 
   // An oversized next header on a kept-alive connection gets the gate's 431.
-  Socket big(server_->port());
+  RawSocket big(server_->port());
   ASSERT_TRUE(big.Send(request));
   EXPECT_EQ(big.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
   ASSERT_TRUE(big.Send("GET /v1/health HTTP/1.1\r\nX-Pad: " + std::string(20'000, 'a') + "\r\n"));
@@ -314,7 +249,7 @@ TEST_F(QueryServerConnectionTest, KeptAliveConnectionsNextRequestInPiecesIsServe
 
 TEST_F(QueryServerConnectionTest, DeclaredBodyOverTheLimitGets413BeforeItIsRead) {
   ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   // 300 MB announced, none sent: the reply must not wait for (or read) the body.
   ASSERT_TRUE(
       s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -335,7 +270,7 @@ TEST_F(QueryServerConnectionTest, SlowLargeBodyIsCutAtTheReadTimeout) {
   options.read_timeout_ms = 300;
   options.idle_timeout_ms = 60'000;  // a connection kept after the cut request would hang below
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   ASSERT_TRUE(
       s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: 100000\r\n\r\n{\"matchers\""));
@@ -351,7 +286,7 @@ TEST_F(QueryServerConnectionTest, SlowLargeBodyIsCutAtTheReadTimeout) {
 
 TEST_F(QueryServerConnectionTest, OversizedHeaderGets431) {
   ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   ASSERT_TRUE(s.Send("GET /v1/health HTTP/1.1\r\nX-Pad: " + std::string(20'000, 'a')));
   std::string response = s.ReadToEnd();
   EXPECT_EQ(response.rfind("HTTP/1.1 431", 0), 0u) << response.substr(0, 200);
@@ -376,7 +311,7 @@ TEST_F(QueryServerConnectionTest, BodyWithinTheLimitIsServed) {
 // must still leave before the server waits for the body, or client and server wait for each other.
 TEST_F(QueryServerConnectionTest, ExpectContinueIsAnsweredBeforeTheBodyIsRead) {
   ASSERT_NO_FATAL_FAILURE(StartServer(QueryServer::Options{}));
-  Socket s(server_->port());
+  RawSocket s(server_->port());
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE(
       s.Send("POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

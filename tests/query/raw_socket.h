@@ -1,0 +1,83 @@
+#pragma once
+
+// A raw TCP client for the query server's tests: bytes exactly as written, responses exactly as
+// sent (no HTTP library in between).
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace inferscope {
+
+// A connected client socket, closed on destruction.
+class RawSocket {
+ public:
+  explicit RawSocket(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd_ < 0) return;
+    timeval tv{10, 0};  // no read in these tests may hang the suite
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RawSocket() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+  bool Send(std::string_view data) {
+    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  }
+  // Everything until the server closes (or 10 s pass).
+  std::string ReadToEnd() {
+    std::string out;
+    char buf[4096];
+    while (true) {
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        closed_by_server_ = n == 0;
+        break;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+  // Whether the last ReadToEnd ended because the server closed (not the 10 s receive timeout).
+  bool closed_by_server() const { return closed_by_server_; }
+  // One response of a keep-alive exchange: reads until the header and Content-Length bytes.
+  std::string ReadResponse() {
+    std::string out;
+    char buf[4096];
+    while (true) {
+      size_t end = out.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        size_t cl = out.find("Content-Length: ");
+        size_t len = cl == std::string::npos ? 0 : std::stoul(out.substr(cl + 16));
+        if (out.size() >= end + 4 + len) return out;
+      }
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return out;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  bool closed_by_server_ = false;
+};
+
+}  // namespace inferscope

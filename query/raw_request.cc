@@ -8,7 +8,8 @@ namespace inferscope {
 namespace {
 
 constexpr std::string_view kCrlf = "\r\n";
-// httplib refuses longer header lines (CPPHTTPLIB_HEADER_MAX_LENGTH).
+// httplib answers 414 to a longer request line (CPPHTTPLIB_REQUEST_URI_MAX_LENGTH) and 400 to a
+// longer header line (CPPHTTPLIB_HEADER_MAX_LENGTH), both counted with their CRLF.
 constexpr size_t kMaxLineBytes = 8192;
 
 // Byte classes: a request-target byte the fast path takes as is, and an RFC 9110 token byte.
@@ -76,6 +77,7 @@ bool ParseQuery(std::string_view query, RawRequest* out) {
 }
 
 bool ParseRequestLine(std::string_view line, RawRequest* out) {
+  if (line.size() + kCrlf.size() > kMaxLineBytes) return false;
   const size_t sp1 = line.find(' ');
   if (sp1 == 0 || sp1 == std::string_view::npos) return false;
   out->method = line.substr(0, sp1);
@@ -107,17 +109,24 @@ struct Seen {
 };
 
 // One header line; false when it is malformed or asks for what the fast path does not do. httplib
-// percent-decodes header values and skips lines with an empty value, so such lines are left to it.
+// percent-decodes header values and skips lines with an empty value, so such lines are left to it;
+// it compresses the response when Accept-Encoding names a coding it was built with, and answers a
+// Range with part of the body (or 416), so those headers, whatever their value, are left to it too.
 bool ParseHeaderLine(std::string_view line, RawRequest* out, Seen* seen) {
   const size_t colon = line.find(':');
-  if (colon == 0 || colon == std::string_view::npos || line.size() > kMaxLineBytes) return false;
+  if (colon == 0 || colon == std::string_view::npos || line.size() + kCrlf.size() > kMaxLineBytes) {
+    return false;
+  }
   const std::string_view name = line.substr(0, colon);
   const std::string_view raw_value = line.substr(colon + 1);
   if (!AllOf(name, kClasses.token) || !ValueBytes(raw_value)) return false;
   const std::string_view value = TrimSpaces(raw_value);
   if (value.empty()) return false;
   if (EqualsLower(name, "content-length")) return value == "0";
-  if (EqualsLower(name, "transfer-encoding") || EqualsLower(name, "expect")) return false;
+  if (EqualsLower(name, "transfer-encoding") || EqualsLower(name, "expect") ||
+      EqualsLower(name, "accept-encoding") || EqualsLower(name, "range")) {
+    return false;
+  }
   if (EqualsLower(name, "authorization")) {
     if (!std::exchange(seen->authorization, true)) out->authorization = value;
   } else if (EqualsLower(name, "origin")) {

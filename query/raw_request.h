@@ -33,9 +33,10 @@ struct RawRequest {
 // Reads `head`: a whole request head ending in an empty line and nothing after it. False, leaving
 // the request to httplib, for anything outside the subset: another version, a target with a byte
 // outside [A-Za-z0-9] and -._~/:,;@!$'()*, a second '?', an empty or '='-less or doubled-'='
-// query pair, more than kMaxParams pairs, a header line that is not `token ":" visible-text`
-// (obs-fold, bare CR or LF, control bytes), a Content-Length other than 0, Transfer-Encoding or
-// Expect.
+// query pair, more than kMaxParams pairs, a request or header line over httplib's 8192 bytes
+// (with its CRLF), a header line that is not `token ":" visible-text` (obs-fold, bare CR or LF,
+// control bytes), a Content-Length other than 0, Transfer-Encoding, Expect, Accept-Encoding
+// (httplib compresses) or Range (httplib answers part of the body).
 bool ParseRawRequest(std::string_view head, RawRequest* out);
 
 // A route pattern (httplib's regex form) that the fast path can match without std::regex: '/'

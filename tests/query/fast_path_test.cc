@@ -7,9 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,10 @@ TEST(RawRequestTest, ReadsARequestInTheSubset) {
   ASSERT_TRUE(ParseRawRequest(Get("/v1/x?a=", "Content-Length: 0\r\n"), &r));
   ASSERT_EQ(r.param_count, 1u);
   EXPECT_EQ(r.params[0].second, "");
+  // httplib's line limits: 8192 bytes with the CRLF, for the request line and each header line.
+  ASSERT_TRUE(ParseRawRequest(Get("/v1/series?a=" + std::string(8164, 'a')), &r));
+  EXPECT_EQ(r.params[0].second.size(), 8164u);
+  ASSERT_TRUE(ParseRawRequest(Get("/v1/series", "X: " + std::string(8187, 'a') + "\r\n"), &r));
 }
 
 TEST(RawRequestTest, LeavesEverythingOutsideTheSubsetToHttplib) {
@@ -86,6 +92,12 @@ TEST(RawRequestTest, LeavesEverythingOutsideTheSubsetToHttplib) {
       Get("/v1/series", "Transfer-Encoding: chunked\r\n"),         // a body
       Get("/v1/series", "Expect: 100-continue\r\n"),               // a body
       Get("/v1/series", "X: " + std::string(8200, 'a') + "\r\n"),  // over httplib's line limit
+      Get("/v1/series", "X: " + std::string(8188, 'a') + "\r\n"),  // 8193 bytes with its CRLF
+      Get("/v1/series?a=" + std::string(8165, 'a')),               // a request line of 8193
+      Get("/v1/series", "Accept-Encoding: gzip\r\n"),              // httplib compresses
+      Get("/v1/series", "accept-encoding: identity\r\n"),          // (whatever the coding)
+      Get("/v1/series", "Range: bytes=0-9\r\n"),                   // httplib answers a part
+      Get("/v1/series", "RANGE: x\r\n"),                           // or 416
       "GET /v1/series HTTP/1.1\r\nHost: x\r\n",                    // no empty line
       "GET /v1/series HTTP/1.1\r\nHost: x\r\n\r\nGET",             // bytes after the head
   };
@@ -143,6 +155,25 @@ Parsed Parse(const std::string& response) {
     p.headers[std::string(line.substr(0, colon))] = std::string(line.substr(colon + 2));
   }
   return p;
+}
+
+// Splits the bytes of pipelined responses (each with a Content-Length) into one per response; an
+// incomplete last one is kept as it is.
+std::vector<std::string> SplitResponses(std::string_view all) {
+  std::vector<std::string> out;
+  while (!all.empty()) {
+    const size_t end = all.find("\r\n\r\n");
+    if (end == std::string_view::npos) break;
+    const size_t cl = all.substr(0, end).find("Content-Length: ");
+    const size_t length = cl == std::string_view::npos
+                              ? 0
+                              : std::stoul(std::string(all.substr(cl + 16, end - cl - 16)));
+    const size_t bytes = std::min(all.size(), end + 4 + length);
+    out.emplace_back(all.substr(0, bytes));
+    all.remove_prefix(bytes);
+  }
+  if (!all.empty()) out.emplace_back(all);
+  return out;
 }
 
 class FastPathTest : public ::testing::Test {
@@ -221,6 +252,48 @@ class FastPathTest : public ::testing::Test {
 
   uint64_t FastServed(const std::string& route) {
     return metrics_.CounterValue("inferscope_http_fast_path_requests_total", {{"route", route}});
+  }
+
+  // Like ExpectSameAnswer for a whole request head of any form: `head` is the request line and
+  // header lines (each ending in CRLF) without the empty line. The first copy is sent as is, the
+  // second with a header that only httplib takes; both on a new connection, one response read.
+  // `fast` is whether the fast path must answer the first.
+  Parsed ExpectSameRaw(const std::string& head, bool fast) {
+    const uint64_t before = FastServedAll();
+    RawSocket fast_socket(server_->port());
+    EXPECT_TRUE(fast_socket.Send(head + "\r\n"));
+    const std::string fast_answer = fast_socket.ReadResponse();
+    const uint64_t served = before + (fast ? 1 : 0);
+    EXPECT_EQ(FastServedAll(), served) << Printable(head) << ": fast path";
+    RawSocket slow_socket(server_->port());
+    EXPECT_TRUE(slow_socket.Send(head + "X-Via: httplib%20path\r\n\r\n"));
+    const std::string slow_answer = slow_socket.ReadResponse();
+    EXPECT_EQ(FastServedAll(), served) << Printable(head) << ": answered by the fast path";
+    EXPECT_EQ(fast_answer, slow_answer) << Printable(head);
+    EXPECT_FALSE(fast_answer.empty()) << Printable(head);
+    return Parse(fast_answer);
+  }
+
+  // Requests the fast path answered on either of its routes.
+  uint64_t FastServedAll() {
+    return FastServed("/v1/series") + FastServed("/v1/instances/{id}/summary");
+  }
+
+  // `text` for a failure message: control bytes escaped, long runs cut.
+  static std::string Printable(const std::string& text) {
+    std::string out;
+    for (char c : text.substr(0, 200)) {
+      if (c == '\r') {
+        out += "\\r";
+      } else if (c == '\n') {
+        out += "\\n";
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        out += "\\x" + std::to_string(static_cast<int>(c));
+      } else {
+        out += c;
+      }
+    }
+    return text.size() > 200 ? out + "...(" + std::to_string(text.size()) + " bytes)" : out;
   }
 
   static constexpr int64_t kStart = 1'750'000'020'000;
@@ -312,12 +385,22 @@ TEST_F(FastPathTest, KeepsPipelinesAndClosesConnectionsAsAsked) {
     if (i == 0) first = p.body;
     EXPECT_EQ(p.body, first);
   }
-  ASSERT_TRUE(
-      socket.Send(Get(summary) + Get("/v1/series?instance=node-1&model=llama&metric=ttft_ms")));
-  EXPECT_EQ(Parse(socket.ReadResponse()).body, first);
-  Parsed second = Parse(socket.ReadResponse());
-  EXPECT_EQ(second.status_line, "HTTP/1.1 200 OK");
-  EXPECT_TRUE(json::parse(second.body).contains("points")) << second.body;
+  {
+    // (On a connection of its own that closes at the end: RawSocket::ReadResponse returns all it
+    // read, which may hold the next pipelined answer too.)
+    RawSocket pipelined(server_->port());
+    ASSERT_TRUE(pipelined.ok());
+    ASSERT_TRUE(pipelined.Send(Get(summary) +
+                               Get("/v1/series?instance=node-1&model=llama&metric=ttft_ms") +
+                               Get("/v1/health", "Connection: close\r\n")));
+    const std::vector<std::string> answers = SplitResponses(pipelined.ReadToEnd());
+    ASSERT_EQ(answers.size(), 3u);
+    EXPECT_EQ(Parse(answers[0]).body, first);
+    Parsed second = Parse(answers[1]);
+    EXPECT_EQ(second.status_line, "HTTP/1.1 200 OK");
+    EXPECT_TRUE(json::parse(second.body).contains("points")) << second.body;
+    EXPECT_EQ(Parse(answers[2]).headers["Connection"], "close");
+  }
   // A routes the fast path leaves to httplib on the same connection, then close.
   ASSERT_TRUE(socket.Send(Get("/v1/health")));
   EXPECT_EQ(Parse(socket.ReadResponse()).status_line, "HTTP/1.1 200 OK");
@@ -327,6 +410,266 @@ TEST_F(FastPathTest, KeepsPipelinesAndClosesConnectionsAsAsked) {
   Parsed p = Parse(last);
   EXPECT_EQ(p.headers["Connection"], "close");
   EXPECT_EQ(p.body, first);
+}
+
+// The attacks below send requests at the edges of the fast path's subset; each must be answered
+// with the bytes httplib gives, by the fast path only where it says so.
+
+constexpr std::string_view kSummary =
+    "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&window=1m";
+
+TEST_F(FastPathTest, ContentCodingsAreLeftToHttplib) {
+  // httplib (built with zlib and brotli) compresses a JSON answer when the first Accept-Encoding
+  // holds "gzip" or "br"; the fast path writes it as is, so it leaves every Accept-Encoding to
+  // httplib.
+  StartServer();
+  for (const char* coding : {"gzip", "br", "gzip, deflate, br", "deflate", "identity"}) {
+    ExpectSameAnswer(std::string(kSummary), "Accept-Encoding: " + std::string(coding) + "\r\n",
+                     /*fast_route=*/false);
+  }
+  ExpectSameAnswer(std::string(kSummary), "accept-encoding: gzip\r\n", /*fast_route=*/false);
+}
+
+TEST_F(FastPathTest, RangesAreLeftToHttplib) {
+  // httplib answers a Range with part of the body (and Content-Range) or 416; the fast path
+  // leaves every Range header to it.
+  StartServer();
+  for (const char* range :
+       {"bytes=0-9", "bytes=5-", "bytes=-3", "bytes=999999-", "lines=1-2", "x"}) {
+    ExpectSameAnswer(std::string(kSummary), "Range: " + std::string(range) + "\r\n",
+                     /*fast_route=*/false);
+  }
+  ExpectSameAnswer(std::string(kSummary), "range: bytes=0-0\r\n", /*fast_route=*/false);
+  // Several ranges: multipart/byteranges with a random boundary, so no two answers are the same
+  // bytes; only who answers is checked.
+  const uint64_t before = FastServedAll();
+  Parsed p = Parse(Exchange(Get(kSummary, "Range: bytes=0-1,4-5\r\nConnection: close\r\n")));
+  EXPECT_EQ(FastServedAll(), before);
+  EXPECT_TRUE(p.headers["Content-Type"].starts_with("multipart/byteranges")) << p.body;
+}
+
+// A series target of exactly `bytes` bytes.
+std::string SeriesTarget(size_t bytes) {
+  std::string target = "/v1/series?instance=node-1&model=llama&metric=";
+  target.append(bytes - target.size(), 'm');
+  return target;
+}
+
+TEST_F(FastPathTest, RequestLinesAtHttplibsLimitAnswerAsHttplibDoes) {
+  // httplib answers 414 to a request line over 8192 bytes with its CRLF ("GET " + target +
+  // " HTTP/1.1\r\n": a target over 8177 bytes), below the gate's own 414 (a target over
+  // max_url_bytes, 8192). httplib's 414 keeps the connection (it does not read the headers).
+  QueryServer::Options options;
+  options.idle_timeout_ms = 300;  // so Exchange's ReadToEnd ends this soon
+  StartServer(options);
+  for (size_t bytes : {8000, 8176, 8177}) {
+    ExpectSameAnswer(SeriesTarget(bytes), "", /*fast_route=*/true);
+  }
+  for (size_t bytes : {8178, 8179, 8185, 8192}) {
+    Parsed p = ExpectSameAnswer(SeriesTarget(bytes), "", /*fast_route=*/false);
+    EXPECT_EQ(p.status_line, "HTTP/1.1 414 URI Too Long") << bytes;
+  }
+}
+
+TEST_F(FastPathTest, HeaderLinesAtHttplibsLimitAnswerAsHttplibDoes) {
+  // httplib answers 400 to a header line over 8192 bytes with its CRLF.
+  StartServer();
+  for (size_t bytes : {4000, 8189, 8190, 8191, 8192, 8193}) {
+    const std::string line = "X-Pad: " + std::string(bytes - 7, 'p');
+    Parsed p = ExpectSameAnswer(std::string(kSummary), line + "\r\n", /*fast_route=*/bytes <= 8190);
+    EXPECT_EQ(p.status_line, bytes <= 8190 ? "HTTP/1.1 200 OK" : "HTTP/1.1 400 Bad Request")
+        << bytes;
+  }
+  // A long head of short lines (under the gate's 16 KiB) is no limit of httplib's.
+  std::string many;
+  for (int i = 0; i < 150; ++i)
+    many += "X-Pad-" + std::to_string(i) + ": " + std::string(80, 'q') + "\r\n";
+  ExpectSameAnswer(std::string(kSummary), many, /*fast_route=*/true);
+}
+
+TEST_F(FastPathTest, HeaderNamesAnyCaseTheFirstValueTrimmed) {
+  QueryServer::Options options;
+  options.access.tokens = {
+      {"reader", "reader-0123456789abcdef", static_cast<uint8_t>(Scope::kRead)}};
+  StartServer(options);
+  const std::string summary(kSummary);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"authorization: Bearer reader-0123456789abcdef\r\n", "HTTP/1.1 200 OK"},
+      {"AUTHORIZATION: Bearer reader-0123456789abcdef\r\n", "HTTP/1.1 200 OK"},
+      {"aUtHoRiZaTiOn:Bearer reader-0123456789abcdef\r\n", "HTTP/1.1 200 OK"},
+      {"Authorization: \t Bearer reader-0123456789abcdef \t \r\n", "HTTP/1.1 200 OK"},
+      {"Authorization: Bearer  reader-0123456789abcdef\r\n", ""},
+      {"Authorization: bearer reader-0123456789abcdef\r\n", ""},
+      {"Authorization: Bearer nope-0123456789abcdef\r\n"
+       "Authorization: Bearer reader-0123456789abcdef\r\n",
+       "HTTP/1.1 401 Unauthorized"},
+      {"authorization: Bearer reader-0123456789abcdef\r\n"
+       "Authorization: Bearer nope-0123456789abcdef\r\n",
+       "HTTP/1.1 200 OK"},
+      {"Authorization: Bearer reader-0123456789abcdef\r\nAUTHORIZATION: x\r\n", "HTTP/1.1 200 OK"},
+  };
+  for (const auto& [headers, status] : cases) {
+    Parsed p = ExpectSameAnswer(summary, headers);
+    if (!status.empty()) {
+      EXPECT_EQ(p.status_line, status) << headers;
+    }
+  }
+}
+
+TEST_F(FastPathTest, QueryFormsAnswerAsHttplibDoes) {
+  StartServer();
+  // Read by the fast path: empty values, repeated names (the first value counts), a pair
+  // repeated exactly (httplib keeps one), ';' (no separator to httplib), every target byte.
+  for (const char* target : {
+           "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&window=",
+           "/v1/instances/node-1/summary?model=&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&metric=e2e_ms",
+           "/v1/instances/node-1/summary?metric=e2e_ms&model=llama&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama&model=llama&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama;metric&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama&metric=ttft_ms;x",
+           "/v1/instances/node-1/summary?model=ll:a@m!a$'()*,-._~&metric=ttft_ms",
+           "/v1/instances/node-1/summary",
+           "/v1/series?instance=node-1&model=llama&metric=ttft_ms&step=10s&step=1m",
+       }) {
+    ExpectSameAnswer(target, "", /*fast_route=*/true);
+  }
+  // Left to httplib: '?' with nothing after, a trailing or doubled '&', a pair without '=' or
+  // name, two '=' in a pair (';' separates nothing), a second '?', '+', '%'.
+  for (const char* target : {
+           "/v1/instances/node-1/summary?model=llama;metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama&metric=ttft_ms;x=1",
+           "/v1/instances/node-1/summary?",
+           "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&",
+           "/v1/instances/node-1/summary?&model=llama&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama&&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model&metric=ttft_ms",
+           "/v1/instances/node-1/summary?=llama&metric=ttft_ms",
+           "/v1/instances/node-1/summary??model=llama&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=llama?metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=ll+ama&metric=ttft_ms",
+           "/v1/instances/node-1/summary?model=ll%61ma&metric=ttft_ms",
+       }) {
+    ExpectSameAnswer(target, "", /*fast_route=*/false);
+  }
+}
+
+TEST_F(FastPathTest, RequestLinesPathsAndOddBytesAnswerAsHttplibDoes) {
+  StartServer();
+  const std::string query = "?model=llama&metric=ttft_ms";
+  // Read by the fast path: no Host header, a ".." or "." segment as the instance (httplib does not
+  // normalise paths: its pattern captures them as the fast path does).
+  ExpectSameRaw("GET /v1/instances/node-1/summary" + query + " HTTP/1.1\r\n", true);
+  ExpectSameRaw("GET /v1/instances/../summary" + query + " HTTP/1.1\r\nHost: x\r\n", true);
+  ExpectSameRaw("GET /v1/instances/./summary" + query + " HTTP/1.1\r\nHost: x\r\n", true);
+  // Left to httplib (404, 400 or its answer to the same route).
+  for (const std::string& head : {
+           "GET /v1//series" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/series/" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/./series" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET //v1/series" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/../node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/instances//summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "get /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "Get /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           // (a HEAD answer's Content-Length has no body after it: closed, so the read ends)
+           "HEAD /v1/instances/node-1/summary" + query +
+               " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n",
+           "GET http://x/v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.0\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/summary" + query +
+               " HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\n",
+           "GET /v1/instances/node-1/summary" + query + " http/1.1\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.1 \r\nHost: x\r\n",
+           "GET  /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET\t/v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/summary" + query + "\tHTTP/1.1\r\nHost: x\r\n",
+           std::string("GET /v1/instances/node-1/summary\0", 34) + query +
+               " HTTP/1.1\r\nHost: x\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\nX: a" +
+               std::string(1, '\0') + "b\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\nX" +
+               std::string(1, '\0') + ": b\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost : x\r\n",
+           "GET /v1/instances/node-1/summary" + query + " HTTP/1.1\r\nHost: x\r\n x: folded\r\n",
+       }) {
+    ExpectSameRaw(head, false);
+  }
+}
+
+TEST_F(FastPathTest, ConnectionHeadersKeepOrCloseAsHttplibDoes) {
+  QueryServer::Options options;
+  options.idle_timeout_ms = 300;  // a kept connection's ReadToEnd ends this soon
+  StartServer(options);
+  const std::string line = "GET " + std::string(kSummary) + " HTTP/1.1\r\nHost: x\r\n";
+  // httplib closes only on a first Connection value of exactly "close" (its name in any case).
+  const std::vector<std::pair<std::string, bool>> cases = {
+      {"", false},
+      {"Connection: keep-alive\r\n", false},
+      {"connection: close\r\n", true},
+      {"CONNECTION: close\r\n", true},
+      {"Connection:close\r\n", true},
+      {"Connection: close \t\r\n", true},
+      {"Connection: Close\r\n", false},
+      {"Connection: close, te\r\n", false},
+      {"Connection: keep-alive\r\nConnection: close\r\n", false},
+      {"Connection: close\r\nConnection: keep-alive\r\n", true},
+  };
+  for (const auto& [headers, close] : cases) {
+    Parsed p = ExpectSameRaw(line + headers, true);
+    EXPECT_EQ(p.headers.count("Connection"), close ? 1u : 0u) << headers;
+    EXPECT_EQ(p.headers.count("Keep-Alive"), close ? 0u : 1u) << headers;
+    // And the server keeps or closes the connection as it says.
+    RawSocket socket(server_->port());
+    ASSERT_TRUE(socket.Send(line + headers + "\r\n" + line + "\r\n"));
+    const std::string all = socket.ReadToEnd();  // a kept connection ends at the idle timeout
+    size_t responses = 0;
+    for (size_t at = all.find("HTTP/1.1 "); at != std::string::npos;
+         at = all.find("HTTP/1.1 ", at + 1)) {
+      ++responses;
+    }
+    EXPECT_EQ(responses, close ? 1u : 2u) << headers;
+  }
+}
+
+TEST_F(FastPathTest, GateAndReaderAgreeWhereARequestEnds) {
+  // Request smuggling: the gate (Inspect) measures a request by its first empty line and its
+  // Content-Length; the fast path may answer only a request that both read as ending there, and
+  // whatever follows on the connection is the next request as httplib would read it.
+  QueryServer::Options options;
+  options.idle_timeout_ms = 300;  // a kept connection's ReadToEnd ends this soon
+  StartServer(options);
+  const std::string line = "GET " + std::string(kSummary) + " HTTP/1.1\r\nHost: x\r\n";
+  const std::string health = "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  {
+    // A zero length, then a pipelined request: both answered, the first by the fast path.
+    const uint64_t before = FastServedAll();
+    RawSocket socket(server_->port());
+    ASSERT_TRUE(socket.Send(line + "Content-Length: 0\r\n\r\n" + health));
+    const std::string all = socket.ReadToEnd();
+    EXPECT_EQ(FastServedAll(), before + 1);
+    EXPECT_NE(all.find("HTTP/1.1 200 OK"), std::string::npos);
+    EXPECT_NE(all.find("\"status\":\"ok\""), all.npos) << all.substr(0, 400);
+  }
+  // Bodies the gate counts in the request, whatever their framing: never the fast path's, and a
+  // body that looks like a request is never answered as one.
+  const std::string smuggled = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (const std::string& framing : {
+           "Content-Length: " + std::to_string(smuggled.size()) + "\r\n",
+           "Content-Length : " + std::to_string(smuggled.size()) + "\r\n",
+           "Content-Length:\t" + std::to_string(smuggled.size()) + "\t\r\n",
+           "Content-Length: 0\r\nContent-Length: " + std::to_string(smuggled.size()) + "\r\n",
+           "content-length: 0" + std::to_string(smuggled.size()) + "\r\n",
+           std::string("Transfer-Encoding: chunked\r\n"),
+           std::string("Transfer-Encoding: identity\r\nContent-Length: 0\r\n"),
+       }) {
+    const uint64_t before = FastServedAll();
+    RawSocket socket(server_->port());
+    ASSERT_TRUE(socket.Send(line + framing + "\r\n" + smuggled));
+    const std::string all = socket.ReadToEnd();
+    EXPECT_EQ(FastServedAll(), before) << Printable(framing);
+    EXPECT_EQ(all.find("\"status\":\"ok\""), std::string::npos) << Printable(framing);
+  }
 }
 
 }  // namespace

@@ -352,6 +352,32 @@ def remote_write_seeds():
     write("remote_write", "huge-length.snappy", pb_varint(1 << 30) + b"\x00")
 
 
+def raw_request_seeds():
+    # Request heads as the fast path's reader gets them from the gate (query/raw_request.h).
+    t = "raw_request"
+    write(t, "summary-curl",
+          "GET /v1/instances/node-1/summary?model=llama&metric=ttft_ms&window=1m HTTP/1.1\r\n"
+          "Host: localhost:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n")
+    write(t, "series-token-close",
+          "GET /v1/series?instance=node-1&model=llama&metric=ttft_ms&step=10s HTTP/1.1\r\n"
+          "Host: 127.0.0.1:8080\r\nAuthorization: Bearer reader-0123456789abcdef\r\n"
+          "Connection: close\r\n\r\n")
+    write(t, "series-repeated-case",
+          "GET /v1/series?metric=ttft_ms&metric=e2e_ms&instance=a-1 HTTP/1.1\r\nhost: x\r\n"
+          "authorization:  Bearer tok \r\nAUTHORIZATION: Bearer other\r\n"
+          "Origin: https://ui.example\r\nContent-Length: 0\r\nconnection: keep-alive\r\n\r\n")
+    write(t, "summary-empty-values",
+          "GET /v1/instances/node-1/summary?model=&window= HTTP/1.1\r\nHost: x\r\n"
+          "Accept-Encoding: gzip, deflate, br\r\nRange: bytes=0-9\r\n\r\n")
+    write(t, "smuggle-framing",
+          "GET /v1/instances/node-1/summary HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n"
+          "Transfer-Encoding: chunked\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n")
+    write(t, "target-bytes",
+          "GET /v1/instances/a;b/summary?x=1;y=2&z=(a)*!$@:, HTTP/1.1\r\n\r\n")
+    # The first line as "<pattern> <path>" for PathPattern::Compile.
+    write(t, "pattern-summary", "/v1/instances/([^/]+)/summary /v1/instances/node-1/summary\n")
+
+
 if __name__ == "__main__":
     wire_decoder_seeds()
     hello_seeds()
@@ -361,3 +387,4 @@ if __name__ == "__main__":
     detect_seeds()
     prom_text_seeds()
     remote_write_seeds()
+    raw_request_seeds()

@@ -59,6 +59,7 @@ bench: build
 
 # The query benchmark alone (issue 13; bench/README.md): engine + query node + wrk, ~1.5 min.
 bench-query: build-engine
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target http_load
 	/usr/bin/python3 bench/query_load.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)
 
 format:

@@ -12,13 +12,23 @@ rate; once the panes of the sampled series are readable from the query node, it 
      Lua script picking a random instance and model per request) against the query node for
      --phase seconds: requests/s, p50/p99 latency, non-2xx answers, and the engine's ingest rate
      during it,
-  3. the ingest rate without query load again;
+  3. for each endpoint of --open-loop-endpoints (summary by default) and each rate of
+     --open-loop-rates (20000 by default): bench/http_load (open loop: requests due at that fixed
+     rate, each one's latency counted from when it was due, so no coordinated omission) against
+     the query node for --phase seconds after a 1 s warm-up: achieved requests/s, p50/p99/p99.9
+     latency, the generator's own send lag, and the engine's ingest rate during it,
+  4. the ingest rate without query load again;
 
 and prints one table: ingest ratio = ingest during the wrk phase / mean of the two quiet phases (same
 run, same machine load). Everything shares the machine's cores: engine, query node, publisher and
 wrk; --wrk-cpus pins wrk (taskset) and --server-cpus pins engine + query node + publisher.
 
-Needs /usr/bin/python3 with python3-zmq and python3-msgpack (Debian) and wrk.
+wrk saturates the machine (closed loop: each connection sends when its last answer arrived), so its
+latencies are those of a machine at 100 % CPU; the open-loop phases measure latency at a given rate,
+which is what a target such as "p99 < 2 ms at 20,000 requests/s" asks.
+
+Needs /usr/bin/python3 with python3-zmq and python3-msgpack (Debian), wrk, and the build's
+bench/http_load (`make bench-query` builds it).
 """
 
 import argparse
@@ -172,6 +182,37 @@ def run_wrk(args, url, kind, workdir):
     sys.exit("wrk printed no result:\n" + out)
 
 
+def target_of(kind, i, m):
+    if kind == "summary":
+        return f"/v1/instances/inst-{i}/summary?model=model-{m}&metric=ttft_ms&window=1m"
+    if kind == "series":
+        return f"/v1/series?instance=inst-{i}&model=model-{m}&metric=ttft_ms&step=10s"
+    return "/v1/performance/metrics?window=1m"
+
+
+def run_open_loop(args, url, kind, rate, workdir):
+    paths = os.path.join(workdir, f"{kind}.paths")
+    with open(paths, "w") as f:
+        for i in range(args.instances):
+            for m in range(args.models):
+                f.write(target_of(kind, i, m) + "\n")
+    port = url.rsplit(":", 1)[1]
+    cmd = [args.http_load, "--port", port, "--paths", paths,
+           "--rate", str(rate), "--duration", str(args.phase), "--warmup", "1",
+           "--connections", str(args.open_loop_connections), "--threads",
+           str(args.open_loop_threads)]
+    if args.timeline_dir:
+        os.makedirs(args.timeline_dir, exist_ok=True)
+        cmd += ["--timeline", os.path.join(args.timeline_dir, f"{kind}-{rate:.0f}.txt")]
+    if args.wrk_cpus:
+        cmd = ["taskset", "-c", args.wrk_cpus] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("HTTPLOADJSON "):
+            return json.loads(line[len("HTTPLOADJSON "):])
+    sys.exit("http_load printed no result:\n" + out)
+
+
 def measure_ingest(engine_url, pids, publisher, seconds, during=None):
     """Events/s ingested by the engine, CPU cores used by `pids` (and "sent": events/s the
     publisher sent) over `seconds` (or while `during` runs)."""
@@ -195,8 +236,18 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--connections", type=int, default=16, help="wrk connections")
     p.add_argument("--endpoints", default="summary,series,performance")
-    p.add_argument("--wrk-cpus", default="", help="taskset CPU list for wrk, e.g. 1")
+    p.add_argument("--open-loop-endpoints", default="summary",
+                   help="endpoints measured at fixed rates by bench/http_load ('' for none)")
+    p.add_argument("--open-loop-rates", default="20000", help="requests/s, comma-separated")
+    p.add_argument("--open-loop-connections", type=int, default=32)
+    p.add_argument("--open-loop-threads", type=int, default=1)
+    p.add_argument("--timeline-dir", default="",
+                   help="write each open-loop phase's per-100 ms latency timeline here")
+    p.add_argument("--http-load", default="", help="the http_load binary (default: the build's)")
+    p.add_argument("--wrk-cpus", default="", help="taskset CPU list for wrk and http_load, e.g. 1")
     p.add_argument("--server-cpus", default="", help="taskset CPU list for engine + query node")
+    p.add_argument("--catch-up-interval", default="",
+                   help="the query node's --catch-up-interval (default: the node's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args()
 
@@ -205,6 +256,11 @@ def main():
         sys.exit(f"{binary} not found: build the `inferscope` target first")
     if not shutil.which("wrk"):
         sys.exit("wrk not found (Debian package wrk)")
+    open_loop = [(kind, float(rate)) for kind in filter(None, args.open_loop_endpoints.split(","))
+                 for rate in args.open_loop_rates.split(",")]
+    args.http_load = args.http_load or os.path.join(args.build_dir, "bench", "http_load")
+    if open_loop and not os.access(args.http_load, os.X_OK):
+        sys.exit(f"{args.http_load} not found: build the `http_load` target (make bench-query does)")
     work = tempfile.mkdtemp(prefix="inferscope-qload.")
     procs = []
     publisher = None
@@ -227,7 +283,8 @@ def main():
         node = subprocess.Popen(
             pin + [binary, "query-node", "--state-dir", os.path.join(work, "state"), "--listen",
                    "127.0.0.1:0", "--engine-url", engine_url, "--ready-file",
-                   os.path.join(work, "node.json")],
+                   os.path.join(work, "node.json")] +
+                  (["--catch-up-interval", args.catch_up_interval] if args.catch_up_interval else []),
             stdout=open(node_log, "w"), stderr=subprocess.STDOUT)
         procs.append(node)
         node_url = wait_ready_file(os.path.join(work, "node.json"), node, node_log,
@@ -267,10 +324,16 @@ def main():
         pids = {"engine": engine.pid, "node": node.pid}
         quiet1, cpu1, _ = measure_ingest(engine_url, pids, publisher, args.phase)
         rows = []
-        for kind in args.endpoints.split(","):
+        for kind in filter(None, args.endpoints.split(",")):
             rate, cpu, wrk = measure_ingest(engine_url, pids, publisher, args.phase,
                                             lambda k=kind: run_wrk(args, node_url, k, work))
             rows.append((kind, rate, cpu, wrk))
+        open_rows = []
+        for kind, offered in open_loop:
+            rate, cpu, result = measure_ingest(
+                engine_url, pids, publisher, args.phase,
+                lambda k=kind, r=offered: run_open_loop(args, node_url, k, r, work))
+            open_rows.append((kind, offered, rate, cpu, result))
         quiet2, cpu2, _ = measure_ingest(engine_url, pids, publisher, args.phase)
         quiet = (quiet1 + quiet2) / 2
         print(f"\ningest without query load: {quiet1:.0f} and {quiet2:.0f} events/s (offered "
@@ -288,6 +351,20 @@ def main():
             print(f"| {kind} | {rps:.0f} | {wrk['p50_us'] / 1000:.3f} | {wrk['p99_us'] / 1000:.3f} "
                   f"| {wrk['max_us'] / 1000:.1f} | {errors} | {rate:.0f} | {rate / quiet:.3f} | "
                   f"{cpu['sent']:.0f} | {cpu['engine']:.2f} | {cpu['node']:.2f} |")
+        if open_rows:
+            print(f"\nopen loop (bench/http_load): requests due at a fixed rate, latency from when "
+                  f"each was due; {args.open_loop_connections} connections, "
+                  f"{args.open_loop_threads} thread(s), {args.phase} s after a 1 s warm-up")
+            print("| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | "
+                  "send lag p99 ms | non-2xx + errors | ingest ratio | engine CPU | node CPU | "
+                  "load CPU |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for kind, offered, rate, cpu, r in open_rows:
+                print(f"| {kind} | {offered:.0f} | {r['achieved_rps']:.0f} | {r['p50_us'] / 1000:.3f} "
+                      f"| {r['p99_us'] / 1000:.3f} | {r['p999_us'] / 1000:.3f} | "
+                      f"{r['max_us'] / 1000:.1f} | {r['lag_p99_us'] / 1000:.3f} | "
+                      f"{r['non2xx'] + r['errors']} | {rate / quiet:.3f} | {cpu['engine']:.2f} | "
+                      f"{cpu['node']:.2f} | {r['cpu_s'] / (args.phase + 1):.2f} |")
         # The query node's response cache over the whole run (older nodes: not all counters).
         try:
             _, text = http_get(f"{node_url}/metrics")

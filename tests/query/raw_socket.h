@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace inferscope {
 
@@ -42,9 +43,10 @@ class RawSocket {
   bool Send(std::string_view data) {
     return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
   }
-  // Everything until the server closes (or 10 s pass).
+  // Everything until the server closes (or 10 s pass), after what ReadResponse read ahead.
   std::string ReadToEnd() {
-    std::string out;
+    std::string out = std::move(pending_);
+    pending_.clear();
     char buf[4096];
     while (true) {
       ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
@@ -58,26 +60,32 @@ class RawSocket {
   }
   // Whether the last ReadToEnd ended because the server closed (not the 10 s receive timeout).
   bool closed_by_server() const { return closed_by_server_; }
-  // One response of a keep-alive exchange: reads until the header and Content-Length bytes.
+  // One response of a keep-alive exchange: the head and Content-Length bytes of body. Bytes of a
+  // next (pipelined) response read with it are kept for the next call.
   std::string ReadResponse() {
-    std::string out;
     char buf[4096];
     while (true) {
-      size_t end = out.find("\r\n\r\n");
+      const size_t end = pending_.find("\r\n\r\n");
       if (end != std::string::npos) {
-        size_t cl = out.find("Content-Length: ");
-        size_t len = cl == std::string::npos ? 0 : std::stoul(out.substr(cl + 16));
-        if (out.size() >= end + 4 + len) return out;
+        const size_t cl = pending_.find("Content-Length: ");
+        const size_t len =
+            cl == std::string::npos || cl > end ? 0 : std::stoul(pending_.substr(cl + 16));
+        if (pending_.size() >= end + 4 + len) {
+          std::string out = pending_.substr(0, end + 4 + len);
+          pending_.erase(0, end + 4 + len);
+          return out;
+        }
       }
       ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) return out;
-      out.append(buf, static_cast<size_t>(n));
+      if (n <= 0) return std::exchange(pending_, std::string());
+      pending_.append(buf, static_cast<size_t>(n));
     }
   }
 
  private:
   int fd_ = -1;
   bool closed_by_server_ = false;
+  std::string pending_;  // read from the socket, not yet returned
 };
 
 }  // namespace inferscope

@@ -123,6 +123,9 @@ class Connection {
       const ssize_t n = ::recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
       if (n > 0) {
         inbox_.append(buf, static_cast<size_t>(n));
+        // (a whole answer needs no second recv to learn that nothing follows: one at a time)
+        const Read read = Parse(status, close, /*eof=*/false);
+        if (read != Read::kPending) return read;
         continue;
       }
       if (n == 0) return Parse(status, close, /*eof=*/true);

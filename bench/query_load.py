@@ -246,6 +246,8 @@ def main():
     p.add_argument("--http-load", default="", help="the http_load binary (default: the build's)")
     p.add_argument("--wrk-cpus", default="", help="taskset CPU list for wrk and http_load, e.g. 1")
     p.add_argument("--server-cpus", default="", help="taskset CPU list for engine + query node")
+    p.add_argument("--checkpoint-interval", default="",
+                   help="the engine's checkpoint_interval (default: the topology's, 1s)")
     p.add_argument("--catch-up-interval", default="",
                    help="the query node's --catch-up-interval (default: the node's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -268,6 +270,11 @@ def main():
         topology = open(os.path.join(ROOT, "topologies", "inference-fleet.yaml")).read()
         topology = re.sub(r"tcp://127\.0\.0\.1:\d+", "tcp://127.0.0.1:*", topology)
         topology = re.sub(r"listen: 127\.0\.0\.1:\d+", "listen: 127.0.0.1:0", topology)
+        if args.checkpoint_interval:
+            topology, n = re.subn(r"checkpoint_interval: \S+", "checkpoint_interval: "
+                                  + args.checkpoint_interval, topology)
+            if n != 1:
+                sys.exit("the default topology has no single checkpoint_interval to replace")
         with open(os.path.join(work, "topology.yaml"), "w") as f:
             f.write(topology)
         pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []

@@ -57,7 +57,7 @@ demo: build-engine
 bench: build
 	@BUILD_DIR=$(BUILD_DIR) bash scripts/bench.sh
 
-# The query benchmark alone (issue 13; bench/README.md): engine + query node + wrk, ~1.5 min.
+# The query benchmark alone (issue 13; bench/README.md): engine + query node + wrk + http_load, ~2 min.
 bench-query: build-engine
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target http_load
 	/usr/bin/python3 bench/query_load.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)

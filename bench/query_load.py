@@ -171,15 +171,20 @@ def run_wrk(args, url, kind, workdir):
     script = os.path.join(workdir, f"{kind}.lua")
     with open(script, "w") as f:
         f.write(WRK_LUA % {"instances": args.instances, "models": args.models, "kind": kind})
-    cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.phase}s",
-           "--timeout", "5s", "-s", script, url]
+    return run_load(args, ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
+                           f"{args.phase}s", "--timeout", "5s", "-s", script, url], "WRKJSON")
+
+
+def run_load(args, cmd, tag):
+    """Runs a load generator (pinned with --wrk-cpus) and returns the JSON of its `tag` line."""
+    name = os.path.basename(cmd[0])
     if args.wrk_cpus:
         cmd = ["taskset", "-c", args.wrk_cpus] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
-        if line.startswith("WRKJSON "):
-            return json.loads(line[len("WRKJSON "):])
-    sys.exit("wrk printed no result:\n" + out)
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    sys.exit(f"{name} printed no result:\n" + out)
 
 
 def target_of(kind, i, m):
@@ -204,13 +209,7 @@ def run_open_loop(args, url, kind, rate, workdir):
     if args.timeline_dir:
         os.makedirs(args.timeline_dir, exist_ok=True)
         cmd += ["--timeline", os.path.join(args.timeline_dir, f"{kind}-{rate:.0f}.txt")]
-    if args.wrk_cpus:
-        cmd = ["taskset", "-c", args.wrk_cpus] + cmd
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        if line.startswith("HTTPLOADJSON "):
-            return json.loads(line[len("HTTPLOADJSON "):])
-    sys.exit("http_load printed no result:\n" + out)
+    return run_load(args, cmd, "HTTPLOADJSON")
 
 
 def measure_ingest(engine_url, pids, publisher, seconds, during=None):

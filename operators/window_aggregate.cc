@@ -285,13 +285,23 @@ void WindowAggregateOperator::GroupKey(const Group& g, std::string* key) const {
   AppendStr(key, g.metric != 0 ? interner_->Name(g.metric) : std::string_view());
 }
 
+void WindowAggregateOperator::PaneKey(const Group& g, int64_t pane, std::string* key) const {
+  GroupKey(g, key);
+  AppendBigEndian64(key, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+}
+
 void WindowAggregateOperator::ExpireGroup(uint32_t group) {
   Group& g = groups_[group];
-  if (g.changed && interner_ != nullptr) {
-    // Its record's deletion (its last panes were purged) is not checkpointed yet.
-    std::string key;
-    GroupKey(g, &key);
-    pending_deletes_.push_back(std::move(key));
+  // Its panes were purged; the deletion of their records is not checkpointed yet.
+  for (size_t slot = 0; slot < ring_; ++slot) {
+    PaneSlot& ps = panes_[g.first_pane + slot];
+    if (ps.stored_pane != kNoPane && interner_ != nullptr) {
+      std::string key;
+      PaneKey(g, ps.stored_pane, &key);
+      pending_deletes_.push_back(std::move(key));
+    }
+    ps.stored_pane = kNoPane;
+    ps.changed = false;
   }
   EraseFromTable(g.instance_model, g.metric);
   series_ -= g.num_metrics;
@@ -450,7 +460,7 @@ Aggregate* WindowAggregateOperator::PaneAggregates(uint32_t group, int64_t pane,
     ps.max_event_time_ms = time_ms;
   }
   ps.early_touched = true;
-  g.changed = true;
+  MarkChanged(g, ps);
   if (time_ms > g.last_event_ms) g.last_event_ms = time_ms;
   return &aggs_[g.first_agg + slot * g.num_metrics];
 }
@@ -643,7 +653,12 @@ void WindowAggregateOperator::EmitGroupPane(uint32_t group, int64_t pane, Output
 void WindowAggregateOperator::FirePane(CloseList& list, OutputBatch& out) {
   for (uint32_t group : list.groups) {
     EmitGroupPane(group, list.pane, out);
-    panes_[groups_[group].first_pane + SlotOf(list.pane)].dirty = false;
+    Group& g = groups_[group];
+    PaneSlot& ps = panes_[g.first_pane + SlotOf(list.pane)];
+    if (ps.dirty) {
+      ps.dirty = false;
+      MarkChanged(g, ps);
+    }
   }
   list.fired = true;
 }
@@ -658,7 +673,7 @@ void WindowAggregateOperator::PurgePane(CloseList& list, OutputBatch& out) {
     for (uint32_t m = 0; m < g.num_metrics; ++m) aggs[m].Clear();
     ps.pane = kNoPane;
     ps.dirty = false;
-    g.changed = true;
+    MarkChanged(g, ps);  // its record is deleted
     --g.open;
     --open_panes_;
   }
@@ -673,6 +688,7 @@ void WindowAggregateOperator::EmitUpdates(OutputBatch& out) {
     if (ps.pane != pane || !ps.dirty) continue;  // purged (and emitted) meanwhile, or a repeat
     EmitGroupPane(group, pane, out);
     ps.dirty = false;
+    MarkChanged(groups_[group], ps);
   }
   dirty_.clear();
 }
@@ -929,12 +945,19 @@ void WindowAggregateOperator::PublishGauges() {
 //                                          then idle ages: varint for the last input, one varint
 //                                          per publisher (0 = none, else 1 + ms since the last
 //                                          input at the checkpoint; absent in older records)
+//   key str(instance) str(model) str(metric or "") be64(pane ^ 2^63)
+//                                   value: varint version, varint num_metrics, zigzag max event
+//                                          time, byte dirty, and num_metrics × (varint length,
+//                                          Aggregate encoding)
+// A pane record exists while its pane is in memory; it is rewritten only when the pane changed
+// since the previous checkpoint, and deleted once it is purged. A series that gets events every
+// checkpoint interval rewrites its open pane, not the fired ones still within allowed_lateness.
+// Restore also reads the group records that earlier versions wrote (the whole ring in one:
 //   key str(instance) str(model) str(metric or "")
 //                                   value: varint version, varint num_metrics, varint panes, each
 //                                          zigzag pane, zigzag max event time, byte dirty, and
-//                                          num_metrics × (varint length, Aggregate encoding)
-// A group record exists while the group has panes in memory; it is rewritten only when they
-// changed since the previous checkpoint, and deleted once they are all purged.
+//                                          num_metrics × (varint length, Aggregate encoding))
+// and replaces each with pane records at the next checkpoint.
 namespace {
 
 constexpr uint64_t kCheckpointVersion = 1;
@@ -996,27 +1019,24 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
   for (const std::string& expired : pending_deletes_) writer.Delete(expired);
   pending_deletes_.clear();
   std::string key;
-  for (uint32_t group = 0; group < groups_.size(); ++group) {
-    Group& g = groups_[group];
+  std::string agg_bytes;
+  for (Group& g : groups_) {
     if (!g.changed) continue;
     g.changed = false;
-    GroupKey(g, &key);
-    value.clear();
-    PutVarint(&value, kCheckpointVersion);
-    PutVarint(&value, g.num_metrics);
-    uint64_t panes = 0;
-    for (size_t slot = 0; slot < ring_; ++slot)
-      panes += panes_[g.first_pane + slot].pane != kNoPane;
-    if (panes == 0) {
-      writer.Delete(key);
-      continue;
-    }
-    PutVarint(&value, panes);
-    std::string agg_bytes;
     for (size_t slot = 0; slot < ring_; ++slot) {
-      const PaneSlot& ps = panes_[g.first_pane + slot];
+      PaneSlot& ps = panes_[g.first_pane + slot];
+      if (!ps.changed) continue;
+      ps.changed = false;
+      if (ps.stored_pane != kNoPane && ps.stored_pane != ps.pane) {
+        PaneKey(g, ps.stored_pane, &key);
+        writer.Delete(key);
+      }
+      ps.stored_pane = ps.pane;
       if (ps.pane == kNoPane) continue;
-      PutVarint(&value, ZigZag(ps.pane));
+      PaneKey(g, ps.pane, &key);
+      value.clear();
+      PutVarint(&value, kCheckpointVersion);
+      PutVarint(&value, g.num_metrics);
       PutVarint(&value, ZigZag(ps.max_event_time_ms));
       value.push_back(ps.dirty ? 1 : 0);
       for (uint32_t m = 0; m < g.num_metrics; ++m) {
@@ -1025,8 +1045,8 @@ Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
         PutVarint(&value, agg_bytes.size());
         value += agg_bytes;
       }
+      writer.Put(key, std::move(value));
     }
-    writer.Put(key, std::move(value));
   }
   return Status::Ok();
 }
@@ -1076,15 +1096,18 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       }
       return Status::Ok();
     }
+    const std::string_view record_key = key;
     std::string_view instance, model, metric;
     if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) ||
-        !key.empty()) {
-      return corrupt("malformed group key");
+        (!key.empty() && key.size() != 8)) {
+      return corrupt("malformed pane key");
     }
-    uint64_t num_metrics = 0, panes = 0;
-    if (!GetVarint(&value, &num_metrics) || !GetVarint(&value, &panes) ||
+    // A pane record, or a version-1 group record (the whole ring) to replace with pane records.
+    const bool pane_record = !key.empty();
+    uint64_t num_metrics = 0, panes = 1;
+    if (!GetVarint(&value, &num_metrics) || (!pane_record && !GetVarint(&value, &panes)) ||
         (num_metrics != 1 && num_metrics != kNumWellKnownIds) || panes > ring_) {
-      return corrupt("malformed group record");
+      return corrupt("malformed pane record");
     }
     const StringId instance_id = interner_->Intern(instance);
     const StringId model_id = interner_->Intern(model);
@@ -1099,8 +1122,14 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       return Status::Unavailable("window_aggregate checkpoint: max_series reached");
     for (uint64_t i = 0; i < panes; ++i) {
       int64_t pane = 0, max_time = 0;
-      if (!GetZigZag(&value, &pane) || !GetZigZag(&value, &max_time) || value.empty()) {
+      if (pane_record) {
+        pane = static_cast<int64_t>(ReadBigEndian64(key) ^ (uint64_t{1} << 63));
+      } else if (!GetZigZag(&value, &pane)) {
         return corrupt("truncated pane");
+      }
+      if (!GetZigZag(&value, &max_time) || value.empty()) return corrupt("truncated pane");
+      if (pane < -kMaxAbsTimeMs / pane_ms_ || pane > kMaxAbsTimeMs / pane_ms_) {
+        return corrupt("pane out of range");
       }
       const bool dirty = value[0] != 0;
       value.remove_prefix(1);
@@ -1113,19 +1142,22 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       }
       // Checkpoints are taken between steps: every metric with data in a fired pane has been
       // emitted (its next summary is an update).
+      PaneSlot& ps = panes_[groups_[group].first_pane + SlotOf(pane)];
       if ((pane + 1) * pane_ms_ <= watermark_ms_) {
-        PaneSlot& ps = panes_[groups_[group].first_pane + SlotOf(pane)];
         for (uint64_t m = 0; m < num_metrics; ++m) {
           if (a[m].count != 0 || a[m].events != 0) ps.emitted |= static_cast<uint8_t>(1u << m);
         }
       }
       if (dirty) {
-        panes_[groups_[group].first_pane + SlotOf(pane)].dirty = true;
+        ps.dirty = true;
         dirty_.emplace_back(group, pane);
       }
+      // A restored pane record equals the pane: nothing to rewrite at the next checkpoint.
+      ps.stored_pane = pane_record ? pane : kNoPane;
+      ps.changed = !pane_record;
     }
-    // Restored state equals the stored record: nothing to rewrite at the next checkpoint.
-    groups_[group].changed = false;
+    groups_[group].changed = !pane_record;
+    if (!pane_record) pending_deletes_.emplace_back(record_key);
     return Status::Ok();
   });
 }

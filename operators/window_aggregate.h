@@ -178,8 +178,8 @@ class WindowAggregateOperator final : public Operator {
     int64_t last_event_ms = INT64_MIN;  // latest event time applied
     uint32_t owner = kNoOwner;          // index into publishers_ of the publisher that created it
     uint32_t open = 0;                  // ring slots holding a pane
-    bool changed = false;               // pane data changed since the last checkpoint
-    bool live = true;                   // false once expired (the slot is on a free list)
+    bool changed = false;  // a pane slot changed (or was freed) since the last checkpoint
+    bool live = true;      // false once expired (the slot is on a free list)
   };
   // The pane a group's ring slot holds (kNoPane when free).
   struct PaneSlot {
@@ -192,6 +192,10 @@ class WindowAggregateOperator final : public Operator {
     uint8_t emitted = 0;
     // Events arrived since the pane's last early summary (early_slice only; in the padding).
     bool early_touched = false;
+    bool changed = false;  // the pane's record is to be rewritten at the next checkpoint
+    // The pane whose checkpoint record the store holds for this slot (kNoPane: none). It differs
+    // from `pane` after a purge or a new pane in the slot: that record is deleted.
+    int64_t stored_pane = kNoPane;
   };
   // Groups with data in one pane, for firing and purging without scanning every series.
   struct CloseList {
@@ -223,8 +227,15 @@ class WindowAggregateOperator final : public Operator {
                           PublisherClock* owner = nullptr);
   void EraseFromTable(uint64_t instance_model, uint32_t metric);
   void ExpireGroup(uint32_t group);
-  // The checkpoint key of a group: str(instance) str(model) str(metric or "").
+  // The checkpoint key of a group: str(instance) str(model) str(metric or ""); a pane's key
+  // appends be64(pane with its sign bit flipped), so a group's panes sort in pane order.
   void GroupKey(const Group& g, std::string* key) const;
+  void PaneKey(const Group& g, int64_t pane, std::string* key) const;
+  // Marks the pane in ring slot `ps` of `g` for the next checkpoint.
+  static void MarkChanged(Group& g, PaneSlot& ps) {
+    g.changed = true;
+    ps.changed = true;
+  }
   // The group of (instance_model, metric), or kNoGroup; never adds.
   uint32_t FindGroup(uint64_t instance_model, uint32_t metric) const;
   // Resolves the group and ring slot of every event of `batch` that has a group already into
@@ -287,7 +298,8 @@ class WindowAggregateOperator final : public Operator {
   std::vector<CloseList> close_lists_;    // ring_ entries, indexed by pane number mod ring_
   std::vector<uint32_t> free_groups_[2];  // expired groups to reuse: [0] gauges, [1] requests
   size_t expire_cursor_ = 0;
-  // Checkpoint keys of expired groups whose deletion is not checkpointed yet.
+  // Checkpoint keys of expired groups' panes (and of restored version-1 group records) whose
+  // deletion is not checkpointed yet.
   std::vector<std::string> pending_deletes_;
   std::string checkpointed_header_;  // the header record the last Checkpoint wrote
   int64_t max_series_per_publisher_ = 0;

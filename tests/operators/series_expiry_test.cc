@@ -164,9 +164,9 @@ TEST(SeriesExpiryTest, DefaultShareIsHalfOfMaxSeries) {
 }
 
 // Expiry never drops pane data: a series whose pane is still open (here, within the allowed
-// lateness) waits; when it does expire its checkpoint record is deleted, so a restore does not
+// lateness) waits; when it does expire its checkpoint records are deleted, so a restore does not
 // bring it back.
-TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecord) {
+TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecords) {
   Pipeline p("series_ttl: 20s\nallowed_lateness: 1m\nidle_timeout: 0\n");
   ASSERT_NE(p.op, nullptr);
   inferscope::testing::TempDir dir;
@@ -218,9 +218,15 @@ TEST(SeriesExpiryTest, ExpiryWaitsForOpenPanesAndDeletesTheCheckpointRecord) {
   AppendStr(&key, "short-lived");
   AppendStr(&key, "llama-8b");
   AppendStr(&key, "kv_cache_usage");
-  bool deleted = false;
-  for (const CheckpointRecord& w : writes) deleted |= w.key == key && !w.value.has_value();
-  EXPECT_TRUE(deleted);
+  // Its pane's record (the group key and the pane number) is deleted, and nothing of it written.
+  size_t deleted = 0;
+  for (const CheckpointRecord& w : writes) {
+    if (!w.key.starts_with(key)) continue;
+    EXPECT_EQ(w.key.size(), key.size() + 8);
+    EXPECT_FALSE(w.value.has_value());
+    ++deleted;
+  }
+  EXPECT_EQ(deleted, 1u);
 
   auto restored = Make("series_ttl: 20s\nallowed_lateness: 1m\nidle_timeout: 0\n");
   ASSERT_TRUE(restored->Open(p.ctx).ok());

@@ -21,6 +21,7 @@
 #include "operators/window_aggregate.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/clock.h"
+#include "pipeline/coding.h"
 #include "pipeline/int_math.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
@@ -974,9 +975,74 @@ TEST(WindowLatenessTest, StoredResultsMatchReference) {
   }
 }
 
-// Checkpoints at random points, each followed by a restart (a fresh operator restored from the
-// store): the results are those of an uninterrupted run, exactly.
-TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
+// The stage's checkpoint records in `store`: their number, and how many are pane records (a key
+// of three str()s and a be64 pane number).
+struct StoredRecords {
+  size_t total = 0;
+  size_t panes = 0;
+};
+StoredRecords CountRecords(const StateStore& store) {
+  StoredRecords n;
+  const Status st = StateCheckpointReader("op", "window", &store)
+                        .ForEach([&](std::string_view key, std::string_view) {
+                          ++n.total;
+                          for (int i = 0; i < 3 && !key.empty(); ++i) {
+                            key.remove_prefix(1 + static_cast<unsigned char>(key[0]));
+                          }
+                          n.panes += key.size() == 8;
+                          return Status::Ok();
+                        });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return n;
+}
+
+// Rewrites the stage's pane records in `store` as the version-1 group records earlier versions
+// wrote (one per group: its whole ring); returns how many group records were written.
+size_t RewriteAsGroupRecords(StateStore& store) {
+  std::map<std::string, std::pair<uint64_t, std::vector<std::string>>> groups;
+  std::vector<CheckpointRecord> records;
+  CheckpointCollector writer("op", "window", &records);
+  const Status st =
+      StateCheckpointReader("op", "window", &store)
+          .ForEach([&](std::string_view key, std::string_view value) {
+            if (key.empty()) return Status::Ok();
+            const std::string group(key.substr(0, key.size() - 8));
+            const auto pane = static_cast<int64_t>(ReadBigEndian64(key.substr(key.size() - 8)) ^
+                                                   (uint64_t{1} << 63));
+            uint64_t version = 0, num_metrics = 0;
+            EXPECT_TRUE(GetVarint(&value, &version) && GetVarint(&value, &num_metrics));
+            auto& [metrics, panes] = groups[group];
+            metrics = num_metrics;
+            std::string encoded;
+            PutVarint(&encoded, ZigZag(pane));
+            encoded += value;  // max event time, dirty, aggregates
+            panes.push_back(std::move(encoded));
+            writer.Delete(key);
+            return Status::Ok();
+          });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  for (auto& [key, group] : groups) {
+    std::string value;
+    PutVarint(&value, 1);
+    PutVarint(&value, group.first);
+    PutVarint(&value, group.second.size());
+    for (const std::string& pane : group.second) value += pane;
+    writer.Put(key, std::move(value));
+  }
+  EXPECT_TRUE(WriteCheckpointRecords(store, records).ok());
+  return groups.size();
+}
+
+enum class CheckpointMode {
+  kRestoreEach,   // every checkpoint is followed by a restart
+  kIncremental,   // checkpoints at about a third of the steps, restarts at a few of them
+  kGroupRecords,  // like kRestoreEach, from the version-1 group records of the same state
+};
+
+// Checkpoints and restarts (a fresh operator restored from the store) at random points: the
+// results are those of an uninterrupted run, exactly, and after every checkpoint the store holds
+// one record per open pane besides the operator record (nothing stale, nothing missing).
+void CheckpointRun(CheckpointMode mode) {
   uint64_t restores = 0;
   for (uint64_t seed = 31; seed <= 33; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -988,7 +1054,7 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
     uninterrupted.Run(s);
     uninterrupted.Close();
     uninterrupted.CheckFinal(s);
-    if (HasFailure()) return;
+    if (::testing::Test::HasFailure()) return;
 
     inferscope::testing::TempDir dir;
     StateStoreOptions so;
@@ -996,15 +1062,33 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
     auto store = StateStore::Open(so, nullptr);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     std::mt19937_64 rng(seed);
-    std::set<size_t> points;
-    while (points.size() < 4) points.insert(1 + rng() % (s.steps.size() - 1));
+    std::set<size_t> restart_points, checkpoint_points;
+    while (restart_points.size() < 4) restart_points.insert(1 + rng() % (s.steps.size() - 1));
+    checkpoint_points = restart_points;
+    if (mode == CheckpointMode::kIncremental) {
+      for (size_t i = 1; i < s.steps.size(); ++i) {
+        if (rng() % 3 == 0) checkpoint_points.insert(i);
+      }
+    }
     Driver d(o, interner);
+    size_t checkpoints = 0;
     for (size_t i = 0; i < s.steps.size(); ++i) {
-      if (points.count(i) != 0) {
+      if (checkpoint_points.count(i) != 0) {
         std::vector<CheckpointRecord> writes;
         CheckpointCollector writer("op", "window", &writes);
         ASSERT_TRUE(d.op().Checkpoint(writer).ok());
         ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
+        ++checkpoints;
+        StoredRecords stored = CountRecords(**store);
+        EXPECT_EQ(stored.panes, static_cast<size_t>(d.op().open_panes()));
+        EXPECT_EQ(stored.total, stored.panes + 1);
+      }
+      if (restart_points.count(i) != 0) {
+        size_t group_records = 0;
+        if (mode == CheckpointMode::kGroupRecords) {
+          group_records = RewriteAsGroupRecords(**store);
+          EXPECT_EQ(CountRecords(**store).panes, 0u);
+        }
         const int64_t watermark = d.op().watermark_ms();
         const int64_t open_panes = d.op().open_panes();
         d.op_ptr() = std::make_unique<WindowAggregateOperator>(o);
@@ -1013,12 +1097,18 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
         ASSERT_TRUE(restored.ok()) << restored.ToString();
         EXPECT_EQ(d.op().watermark_ms(), watermark);
         EXPECT_EQ(d.op().open_panes(), open_panes);
-        // Nothing changed since the restore: only the operator record is written.
-        writes.clear();
+        // Nothing changed since the restore: only the operator record is written, or (from group
+        // records) the deletion of each group record and its panes' records.
+        std::vector<CheckpointRecord> writes;
+        CheckpointCollector writer("op", "window", &writes);
         ASSERT_TRUE(d.op().Checkpoint(writer).ok());
-        ASSERT_EQ(writes.size(), 1u);
+        const size_t rewritten = mode == CheckpointMode::kGroupRecords ? open_panes : 0;
+        ASSERT_EQ(writes.size(), 1 + group_records + rewritten);
         EXPECT_EQ(writes[0].key, CheckpointPrefix("op", "window"));
         ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
+        StoredRecords stored = CountRecords(**store);
+        EXPECT_EQ(stored.panes, static_cast<size_t>(open_panes));
+        EXPECT_EQ(stored.total, stored.panes + 1);
         ++restores;
       }
       const Step& step = s.steps[i];
@@ -1028,7 +1118,7 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
         const EventBatch batch = BatchOf(step, s);
         d.Process(step.now, batch, batch);
       }
-      if (HasFailure()) return;
+      if (::testing::Test::HasFailure()) return;
     }
     d.Close();
     d.CheckFinal(s);
@@ -1040,9 +1130,28 @@ TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
       EXPECT_EQ(b->second.max_event_time_ms, a.max_event_time_ms) << Describe(key);
     }
     EXPECT_EQ(d.dead(), uninterrupted.dead());
-    if (HasFailure()) return;
+    if (::testing::Test::HasFailure()) return;
+    if (mode == CheckpointMode::kIncremental) {
+      EXPECT_GT(checkpoints, 100u);
+    }
   }
   EXPECT_EQ(restores, 12u);
+}
+
+TEST(WindowLatenessTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
+  CheckpointRun(CheckpointMode::kRestoreEach);
+}
+
+// Checkpoints write only the panes that changed since the previous one (and delete the purged
+// ones' records): many of them between restarts leave the store exactly the operator's state.
+TEST(WindowLatenessTest, IncrementalCheckpointsRestoreToAnUninterruptedRun) {
+  CheckpointRun(CheckpointMode::kIncremental);
+}
+
+// A state directory of an earlier version holds one record per group (its whole ring): it
+// restores, and the next checkpoint replaces each with pane records.
+TEST(WindowLatenessTest, GroupRecordsOfEarlierVersionsRestoreAndAreReplaced) {
+  CheckpointRun(CheckpointMode::kGroupRecords);
 }
 
 }  // namespace

@@ -113,6 +113,16 @@ def ingest_events(engine_url):
     return total
 
 
+def written_bytes(pid):
+    """Bytes the process passed to write(2) and friends (/proc/PID/io wchar: files, not sockets
+    written with send; for the engine, mostly RocksDB's WAL and tables)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -216,11 +226,13 @@ def measure_ingest(engine_url, pids, publisher, seconds, during=None):
     """Events/s ingested by the engine, CPU cores used by `pids` (and "sent": events/s the
     publisher sent) over `seconds` (or while `during` runs)."""
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    w0 = written_bytes(pids["engine"])
     e0, s0, t0 = ingest_events(engine_url), publisher.sent, time.monotonic()
     result = during() if during else time.sleep(seconds)
     e1, s1, t1 = ingest_events(engine_url), publisher.sent, time.monotonic()
     cpu = {name: (cpu_seconds(pid) - cpu0[name]) / (t1 - t0) for name, pid in pids.items()}
     cpu["sent"] = (s1 - s0) / (t1 - t0)
+    cpu["written_mb"] = (written_bytes(pids["engine"]) - w0) / (t1 - t0) / 1e6
     return (e1 - e0) / (t1 - t0), cpu, result
 
 
@@ -344,7 +356,8 @@ def main():
         quiet = (quiet1 + quiet2) / 2
         print(f"\ningest without query load: {quiet1:.0f} and {quiet2:.0f} events/s (offered "
               f"{args.rate:.0f}; sent {cpu1['sent']:.0f}/{cpu2['sent']:.0f}); engine CPU {cpu1['engine']:.2f}/{cpu2['engine']:.2f} cores, "
-              f"query node {cpu1['node']:.2f}/{cpu2['node']:.2f}")
+              f"query node {cpu1['node']:.2f}/{cpu2['node']:.2f}; engine writes (WAL and tables) "
+              f"{cpu1['written_mb']:.1f}/{cpu2['written_mb']:.1f} MB/s")
         print(f"wrk: {args.threads} threads, {args.connections} connections, {args.phase} s per "
               f"endpoint" + (f", pinned to CPU {args.wrk_cpus}" if args.wrk_cpus else "")
               + (f"; engine + node pinned to CPU {args.server_cpus}" if args.server_cpus else ""))

@@ -300,6 +300,9 @@ Status Executor::Start() {
       m.GetGauge("inferscope_checkpoint_records", "Records written by the last checkpoint");
   checkpoint_bytes_ =
       m.GetGauge("inferscope_checkpoint_bytes", "Bytes written by the last checkpoint");
+  checkpoint_bytes_total_ =
+      m.GetCounter("inferscope_checkpoint_bytes_total",
+                   "Bytes of checkpoint records (keys and values) handed to the state sink");
   applied_.assign(sources_.size(), {});
   checkpointed_.assign(sources_.size(), {});
   for (auto& o : operators_) {
@@ -441,6 +444,7 @@ void Executor::TakeCheckpoint() {
     bytes += w.key.size() + (w.value ? w.value->size() : 0);
   checkpoint_records_->Set(static_cast<double>(checkpoint->records.size()));
   checkpoint_bytes_->Set(static_cast<double>(bytes));
+  checkpoint_bytes_total_->Inc(bytes);
   checkpoint->on_durable = [this](const PendingCheckpoint& c) { CheckpointDurable(c); };
   checkpoint->on_failed = [this](const PendingCheckpoint& c) { CheckpointFailed(c); };
   checkpoint_build_seconds_->Observe(static_cast<double>(base_.clock->MonotonicNs() - started) *

@@ -168,6 +168,7 @@ class Executor {
   Gauge* checkpoint_records_ = nullptr;
   Gauge* checkpoint_last_durable_ = nullptr;  // wall-clock seconds of the last durable one
   Gauge* checkpoint_bytes_ = nullptr;
+  Counter* checkpoint_bytes_total_ = nullptr;
   Counter* batches_in_ = nullptr;
   Counter* events_in_ = nullptr;
   Histogram* operator_step_seconds_ = nullptr;

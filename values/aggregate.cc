@@ -1,6 +1,7 @@
 #include "values/aggregate.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -11,10 +12,25 @@
 namespace inferscope {
 namespace {
 // Version 1: no flags. Version 2 (written only when a flag is set, so plain aggregates keep their
-// version-1 bytes): a u8 of flags right after the version byte (bit 0: bucket_bounded).
+// version-1 bytes): a u8 of flags right after the version byte (bit 0: bucket_bounded). Version 3:
+// the byte alone, an empty Aggregate{} (a request group's optional metrics that no event of the
+// pane carried: 76 bytes each in version 1, most of a checkpointed pane's bytes).
 constexpr uint8_t kFormatVersion = 1;
 constexpr uint8_t kFormatVersionFlags = 2;
+constexpr uint8_t kFormatEmpty = 3;
 constexpr uint8_t kFlagBucketBounded = 1;
+
+// Whether `a` equals Aggregate{} exactly (bit for bit), so that decoding it gives the same bytes.
+bool Pristine(const Aggregate& a) {
+  static const Aggregate kEmpty;
+  auto same = [](double x, double y) {
+    return std::bit_cast<uint64_t>(x) == std::bit_cast<uint64_t>(y);
+  };
+  return a.count == 0 && a.events == 0 && a.errors == 0 && !a.bucket_bounded &&
+         same(a.sum, kEmpty.sum) && same(a.min, kEmpty.min) && same(a.max, kEmpty.max) &&
+         same(a.mean, kEmpty.mean) && same(a.m2, kEmpty.m2) && same(a.last, kEmpty.last) &&
+         a.last_time_ms == kEmpty.last_time_ms && a.sketch == kEmpty.sketch;
+}
 }  // namespace
 
 // Non-finite values are ignored, as DDSketch::Add does, so that `count` always equals the
@@ -148,6 +164,10 @@ void Aggregate::Clear() {
 //   f64 sum, min, max, mean, m2, last | varint zigzag(last_time_ms) | DDSketch
 // Format version 2: u8 version | u8 flags | the rest as version 1.
 void Aggregate::EncodeTo(std::string* out) const {
+  if (Pristine(*this)) {
+    out->push_back(static_cast<char>(kFormatEmpty));
+    return;
+  }
   if (bucket_bounded) {
     out->push_back(static_cast<char>(kFormatVersionFlags));
     out->push_back(static_cast<char>(kFlagBucketBounded));
@@ -170,6 +190,11 @@ Status Aggregate::DecodeFrom(std::string_view in, Aggregate* out) {
     return Status::Corruption(std::move(message));
   };
   const uint8_t version = in.empty() ? 0 : static_cast<uint8_t>(in.front());
+  if (version == kFormatEmpty) {
+    if (in.size() != 1) return corrupt("trailing bytes");
+    *out = Aggregate();
+    return Status::Ok();
+  }
   if (version != kFormatVersion && version != kFormatVersionFlags) {
     return corrupt("unknown format version");
   }

@@ -433,11 +433,14 @@ class CheckpointCountingSink final : public Sink {
   Status Write(const OutputBatch& batch) override {
     if (batch.checkpoint != nullptr) {
       checkpoints.fetch_add(1);
+      for (const CheckpointRecord& r : batch.checkpoint->records)
+        bytes.fetch_add(r.key.size() + (r.value ? r.value->size() : 0));
       batch.checkpoint->on_durable(*batch.checkpoint);
     }
     return Status::Ok();
   }
   std::atomic<int> checkpoints{0};
+  std::atomic<uint64_t> bytes{0};  // of the records received
 };
 
 // A sink that must deliver before checkpoints: its writes wait for `open` (or fail with `fail`).
@@ -515,6 +518,9 @@ TEST(ExecutorTest, ACheckpointWaitsForTheSinksThatMustDeliverFirst) {
   EXPECT_GT(g->writes.load(), 0);
   exec.Stop();
   EXPECT_GT(metrics.CounterValue("inferscope_checkpoints_total"), 0u);
+  // Every record's bytes are counted once, when collected.
+  EXPECT_GT(s->bytes.load(), 0u);
+  EXPECT_EQ(metrics.CounterValue("inferscope_checkpoint_bytes_total"), s->bytes.load());
 }
 
 TEST(ExecutorTest, NoCheckpointIsWrittenAfterAFailedDeliveryOfASinkThatMustDeliverFirst) {

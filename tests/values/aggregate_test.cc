@@ -1,11 +1,15 @@
 #include "values/aggregate.h"
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "pipeline/coding.h"
+#include "pipeline/int_math.h"
 
 namespace inferscope {
 namespace {
@@ -151,6 +155,50 @@ TEST(AggregateTest, EncodeDecodeRoundTrip) {
     EXPECT_EQ(decoded.errors, original.errors);
     EXPECT_EQ(decoded.last_time_ms, original.last_time_ms);
     EXPECT_TRUE(decoded.sketch == original.sketch);
+  }
+}
+
+// An empty aggregate (a request's optional metric no event of the pane carried) is one byte; the
+// 76-byte version-1 form of earlier versions still decodes to it, and anything with data is not
+// mistaken for it.
+TEST(AggregateTest, EmptyAggregateIsOneByteAndReadsItsEarlierForm) {
+  std::string bytes;
+  Aggregate().EncodeTo(&bytes);
+  EXPECT_EQ(bytes, std::string(1, '\x03'));
+  Aggregate decoded;
+  decoded.Add(5, 1);
+  ASSERT_TRUE(Aggregate::DecodeFrom(bytes, &decoded).ok());
+  std::string again;
+  decoded.EncodeTo(&again);
+  EXPECT_EQ(again, bytes);
+  EXPECT_EQ(decoded.count, 0u);
+  EXPECT_EQ(decoded.min, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(Aggregate::DecodeFrom(bytes + "x", &decoded).code(), Status::Code::kCorruption);
+
+  std::string version1(1, '\x01');
+  for (int i = 0; i < 3; ++i) PutVarint(&version1, 0);  // count, events, errors
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double d : {0.0, inf, -inf, 0.0, 0.0, 0.0}) PutDouble(&version1, d);
+  PutVarint(&version1, ZigZag(std::numeric_limits<int64_t>::min()));
+  DDSketch().EncodeTo(&version1);
+  EXPECT_EQ(version1.size(), 76u);
+  ASSERT_TRUE(Aggregate::DecodeFrom(version1, &decoded).ok());
+  again.clear();
+  decoded.EncodeTo(&again);
+  EXPECT_EQ(again, bytes);
+
+  Aggregate events_only;  // a request without this metric's value: counted, so not empty
+  events_only.AddEvent(false);
+  Aggregate timed;  // no value, but a time: not Aggregate{}
+  timed.last_time_ms = 7;
+  for (const Aggregate& a : {events_only, timed}) {
+    std::string encoded;
+    a.EncodeTo(&encoded);
+    EXPECT_GT(encoded.size(), 1u);
+    Aggregate back;
+    ASSERT_TRUE(Aggregate::DecodeFrom(encoded, &back).ok());
+    EXPECT_EQ(back.events, a.events);
+    EXPECT_EQ(back.last_time_ms, a.last_time_ms);
   }
 }
 

@@ -1,5 +1,6 @@
 // Micro-benchmarks of the sliding_window operator: the cost of one pane arrival (which emits one
-// window per configured size, each merged from the panes it spans) and the memory per series.
+// window per configured size, each merged from the panes it spans), the memory per series and
+// the bytes a checkpoint writes per pane period.
 //
 // Workload: 10 s panes of latency-like values (lognormal, 50 values per pane), 1,000 series whose
 // rings are full; one iteration = one pane of one series arriving.
@@ -15,6 +16,9 @@
 #include <benchmark/benchmark.h>
 
 #include "operators/sliding_window.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/interner.h"
+#include "pipeline/metrics.h"
 #include "pipeline/summary.h"
 
 namespace inferscope {
@@ -125,6 +129,70 @@ BENCHMARK(BM_SlidingWindowMemory)
     ->Arg(3)
     ->ArgName("windows")
     ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+// One pane period with full rings: every series gets its next pane, then a checkpoint. Reports
+// the checkpoint's bytes (keys and values) and records per series; the time per iteration is the
+// panes' arrival plus the checkpoint.
+void BM_SlidingWindowCheckpoint(benchmark::State& state) {
+  const std::vector<Aggregate> pool = PanePool(64, 3);
+  Interner interner;
+  MetricsRegistry metrics;
+  StageContext ctx;
+  ctx.name = "sliding";
+  ctx.interner = &interner;
+  ctx.metrics = &metrics;
+  SlidingWindowOperator op(OptionsFor(state.range(0)));
+  if (!op.Open(ctx).ok()) {
+    state.SkipWithError("Open failed");
+    return;
+  }
+  std::vector<SeriesKey> keys;
+  const StringId model = interner.Intern("llama-3-8b"), metric = interner.Intern("ttft_ms");
+  for (int s = 0; s < kSeries; ++s) {
+    keys.push_back({interner.Intern("node-" + std::to_string(s)), model, metric});
+  }
+  OutputBatch in;
+  in.Mutable<kind::PaneSummary>().resize(1);
+  OutputBatch out;
+  size_t next = 0;
+  auto period = [&](int64_t p) {
+    for (const SeriesKey& key : keys) {
+      WindowSummary& w = in.Mutable<kind::PaneSummary>()[0];
+      w.series = key;
+      w.start_ms = p * kPane;
+      w.end_ms = w.start_ms + kPane;
+      w.agg = pool[next++ & 63];
+      (void)op.ProcessResults(in, out);
+      out.Clear();
+    }
+  };
+  std::vector<CheckpointRecord> records;
+  auto checkpoint = [&] {
+    records.clear();
+    CheckpointCollector writer("op", "sliding", &records);
+    (void)op.Checkpoint(writer);
+  };
+  int64_t p = kP0;
+  for (const int64_t end = kP0 + static_cast<int64_t>(op.ring_size()); p < end; ++p) period(p);
+  checkpoint();  // the full rings, once
+  double bytes = 0, count = 0;
+  for (auto _ : state) {
+    period(p++);
+    checkpoint();
+    for (const CheckpointRecord& r : records)
+      bytes += r.key.size() + (r.value ? r.value->size() : 0);
+    count += static_cast<double>(records.size());
+  }
+  const double series = static_cast<double>(kSeries) * static_cast<double>(state.iterations());
+  state.counters["checkpoint_bytes_per_series"] = bytes / series;
+  state.counters["records_per_series"] = count / series;
+  state.counters["ring_panes"] = static_cast<double>(op.ring_size());
+}
+BENCHMARK(BM_SlidingWindowCheckpoint)
+    ->Arg(2)
+    ->Arg(3)
+    ->ArgName("windows")
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

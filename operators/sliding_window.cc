@@ -259,9 +259,13 @@ void SlidingWindowOperator::ExpireIdleSeries() {
   std::erase_if(series_, [&](const Series& s) {
     const bool expired = s.newest == kNoPane || (s.newest + 1) * pane_ms_ <= limit;
     if (!expired) return false;
-    // Only a stored series has a record to delete (pending deletes stay bounded by the records).
+    // Only stored records are deleted (pending deletes stay bounded by the records).
     if (s.stored && interner_ != nullptr)
       SeriesCheckpointKey(s.key, &pending_deletes_.emplace_back());
+    for (const PaneSlot& slot : s.ring) {
+      if (slot.stored_pane != kNoPane && interner_ != nullptr)
+        PaneCheckpointKey(s.key, slot.stored_pane, &pending_deletes_.emplace_back());
+    }
     if (mutable_interner_ != nullptr) {
       mutable_interner_->Unref(s.key.instance);
       mutable_interner_->Unref(s.key.model);
@@ -340,6 +344,7 @@ void SlidingWindowOperator::OnPane(const WindowSummary& pane, OutputBatch& out) 
   }
   s.changed = true;
   PaneSlot& slot = SlotOf(s, p);
+  MarkChanged(s, slot, p);
   const bool existed = slot.pane == p;
   slot.pane = p;
   slot.max_event_time_ms = pane.max_event_time_ms;
@@ -404,14 +409,22 @@ void SlidingWindowOperator::EmitWindows(const Series& s, int64_t q, int64_t min_
 }
 
 // Checkpoint records (the `checkpoint` record table, under this stage's prefix):
-//   key ""                               value: varint version, varint pane ms, zigzag watermark
+//   key ""                               value: varint version (1), varint pane ms, zigzag
+//                                               watermark
 //   key str(instance) str(model) str(metric)
-//                                        value: varint version, zigzag newest pane, zigzag early
-//                                               end pane, varint slots, each zigzag pane, zigzag
-//                                               max event time, varint length, Aggregate encoding
+//                                        value: varint version (2), zigzag newest pane, zigzag
+//                                               early end pane
+//   key str(instance) str(model) str(metric) be64(pane ^ 2^63)
+//                                        value: varint version (2), zigzag max event time,
+//                                               Aggregate encoding
+// A series record sorts before its pane records (its key is their prefix). Earlier versions wrote
+// the whole ring in the series record (version 1: newest, early, then varint slots, each zigzag
+// pane, zigzag max event time, varint length, Aggregate encoding); it is restored and rewritten
+// as version 2 and pane records at the next checkpoint.
 namespace {
 
-constexpr uint64_t kCheckpointVersion = 1;
+constexpr uint64_t kCheckpointVersion = 1;  // the operator record; series records with the ring
+constexpr uint64_t kRecordVersion = 2;      // series records without the ring, pane records
 
 bool GetZigZag(std::string_view* in, int64_t* v) {
   uint64_t u = 0;
@@ -429,6 +442,15 @@ bool GetStr(std::string_view* in, std::string_view* out) {
   return true;
 }
 
+// The length of the series key (three str()s) at the front of a record key; npos if malformed.
+size_t SeriesKeyLength(std::string_view key) {
+  std::string_view rest = key, name;
+  for (int i = 0; i < 3; ++i) {
+    if (!GetStr(&rest, &name)) return std::string_view::npos;
+  }
+  return key.size() - rest.size();
+}
+
 }  // namespace
 
 void SlidingWindowOperator::SeriesCheckpointKey(const SeriesKey& key, std::string* out) const {
@@ -436,6 +458,40 @@ void SlidingWindowOperator::SeriesCheckpointKey(const SeriesKey& key, std::strin
   AppendStr(out, interner_->Name(key.instance));
   AppendStr(out, interner_->Name(key.model));
   AppendStr(out, interner_->Name(key.metric));
+}
+
+void SlidingWindowOperator::PaneCheckpointKey(const SeriesKey& key, int64_t pane,
+                                              std::string* out) const {
+  SeriesCheckpointKey(key, out);
+  AppendBigEndian64(out, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+}
+
+void SlidingWindowOperator::MarkChanged(Series& s, PaneSlot& slot, int64_t p) {
+  if (slot.changed) return;
+  slot.changed = true;
+  if (s.dirty.size() < kMaxDirty) {
+    s.dirty.push_back(p);
+  } else {
+    s.scan = true;
+  }
+}
+
+void SlidingWindowOperator::CheckpointSlot(const Series& s, PaneSlot& slot, int64_t oldest,
+                                           CheckpointWriter& writer) {
+  const bool live = slot.pane != kNoPane && slot.pane >= oldest;
+  if (slot.stored_pane != kNoPane && (slot.stored_pane != slot.pane || !live)) {
+    PaneCheckpointKey(s.key, slot.stored_pane, &checkpoint_key_);
+    writer.Delete(checkpoint_key_);
+    slot.stored_pane = kNoPane;
+  }
+  if (!live) return;
+  PaneCheckpointKey(s.key, slot.pane, &checkpoint_key_);
+  checkpoint_value_.clear();
+  PutVarint(&checkpoint_value_, kRecordVersion);
+  PutVarint(&checkpoint_value_, ZigZag(slot.max_event_time_ms));
+  slot.agg.EncodeTo(&checkpoint_value_);
+  writer.Put(checkpoint_key_, std::move(checkpoint_value_));
+  slot.stored_pane = slot.pane;
 }
 
 Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
@@ -453,32 +509,40 @@ Status SlidingWindowOperator::Checkpoint(CheckpointWriter& writer) {
   }
   for (const std::string& key : pending_deletes_) writer.Delete(key);
   pending_deletes_.clear();
-  std::string key, agg_bytes;
+  const auto ring = static_cast<int64_t>(ring_);
   for (Series& s : series_) {
     if (!s.changed) continue;
     s.changed = false;
     s.stored = true;
-    SeriesCheckpointKey(s.key, &key);
+    SeriesCheckpointKey(s.key, &checkpoint_key_);
     value.clear();
-    PutVarint(&value, kCheckpointVersion);
+    PutVarint(&value, kRecordVersion);
     PutVarint(&value, ZigZag(s.newest));
     PutVarint(&value, ZigZag(s.early));
-    // Slots holding a pane that has left the ring (not yet overwritten) are never read again.
-    const int64_t oldest = s.newest - static_cast<int64_t>(ring_) + 1;
-    auto live = [&](const PaneSlot& slot) { return slot.pane != kNoPane && slot.pane >= oldest; };
-    uint64_t slots = 0;
-    for (const PaneSlot& slot : s.ring) slots += live(slot) ? 1 : 0;
-    PutVarint(&value, slots);
-    for (const PaneSlot& slot : s.ring) {
-      if (!live(slot)) continue;
-      PutVarint(&value, ZigZag(slot.pane));
-      PutVarint(&value, ZigZag(slot.max_event_time_ms));
-      agg_bytes.clear();
-      slot.agg.EncodeTo(&agg_bytes);
-      PutVarint(&value, agg_bytes.size());
-      value += agg_bytes;
+    writer.Put(checkpoint_key_, std::move(value));
+    value.clear();
+    const int64_t oldest = s.newest - ring + 1;
+    auto visit = [&](PaneSlot& slot) {
+      if (!slot.changed) return;  // (a slot listed under two pane numbers is visited once)
+      slot.changed = false;
+      CheckpointSlot(s, slot, oldest, writer);
+    };
+    if (s.scan) {
+      for (PaneSlot& slot : s.ring) visit(slot);
+    } else {
+      for (int64_t p : s.dirty) visit(SlotOf(s, p));
     }
-    writer.Put(key, std::move(value));
+    s.dirty.clear();
+    s.scan = false;
+    // Panes that left the ring since the previous checkpoint without another taking their slot.
+    if (s.stored_oldest != kNoPane) {
+      for (int64_t r = std::max(s.stored_oldest, oldest - ring); r < oldest; ++r) {
+        PaneSlot& slot = SlotOf(s, r);
+        if (slot.stored_pane != kNoPane && slot.stored_pane < oldest)
+          CheckpointSlot(s, slot, oldest, writer);
+      }
+    }
+    s.stored_oldest = oldest;
   }
   return Status::Ok();
 }
@@ -494,9 +558,10 @@ Status SlidingWindowOperator::Restore(const CheckpointReader& reader) {
               "sliding_window checkpoint: series record without the "
               "operator record");
         case RestoreMode::kRestore:
-          return RestoreSeries(key, value);
+          return RestoreRecord(key, value);
         case RestoreMode::kHold:
           held_records_.emplace_back(key, value);
+          held_series_ += SeriesKeyLength(key) == key.size() ? 1 : 0;
           return Status::Ok();
         case RestoreMode::kDelete:
           pending_deletes_.emplace_back(key);
@@ -541,10 +606,11 @@ Status SlidingWindowOperator::ResolveHeld() {
   holding_ = false;
   std::vector<std::pair<std::string, std::string>> held = std::move(held_records_);
   held_records_ = {};
+  held_series_ = 0;
   Status result = Status::Ok();
   if (!broken_ && pane_ms_ == held_pane_ms_) {
     for (const auto& [key, value] : held) {
-      Status st = RestoreSeries(key, value);
+      Status st = RestoreRecord(key, value);
       if (!st.ok() && result.ok()) result = std::move(st);
     }
     return result;
@@ -553,19 +619,31 @@ Status SlidingWindowOperator::ResolveHeld() {
   return result;
 }
 
+Status SlidingWindowOperator::RestoreRecord(std::string_view key, std::string_view value) {
+  const size_t series_key = SeriesKeyLength(key);
+  if (series_key == key.size()) return RestoreSeries(key, value);
+  if (series_key != std::string_view::npos && key.size() == series_key + 8) {
+    return RestorePane(key, value);
+  }
+  return Status::Corruption("sliding_window checkpoint: malformed record key");
+}
+
 Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_view value) {
   auto corrupt = [](std::string_view what) {
     return Status::Corruption("sliding_window checkpoint: " + std::string(what));
   };
   const std::string_view key_record = key;
+  restored_series_ = kNoSeries;
   std::string_view instance, model, metric;
   if (!GetStr(&key, &instance) || !GetStr(&key, &model) || !GetStr(&key, &metric) || !key.empty()) {
     return corrupt("malformed series key");
   }
+  // Version 1 holds the ring (`slots` panes); version 2 does not (pane records follow).
   uint64_t version = 0, slots = 0;
   int64_t newest = 0, early = 0;
-  if (!GetVarint(&value, &version) || version != kCheckpointVersion ||
-      !GetZigZag(&value, &newest) || !GetZigZag(&value, &early) || !GetVarint(&value, &slots)) {
+  if (!GetVarint(&value, &version) ||
+      (version != kCheckpointVersion && version != kRecordVersion) || !GetZigZag(&value, &newest) ||
+      !GetZigZag(&value, &early) || (version == kCheckpointVersion && !GetVarint(&value, &slots))) {
     return corrupt("malformed series record");
   }
   const SeriesKey series{mutable_interner_->Intern(instance), mutable_interner_->Intern(model),
@@ -586,7 +664,8 @@ Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_vi
   const uint32_t index = FindOrAddSeries(series);
   if (index == kNoSeries || index == kStaleName) {
     ++(index == kNoSeries ? series_limit_total_ : stale_name_total_);
-    // Not restored (max_series was lowered): delete its record, else it lingers for ever.
+    // Not restored (max_series was lowered): delete its record (and its pane records, which
+    // follow), else they linger for ever.
     pending_deletes_.emplace_back(key_record);
     return Status::Ok();
   }
@@ -594,6 +673,9 @@ Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_vi
   s.stored = true;
   s.newest = newest;
   s.early = early;
+  s.stored_oldest = newest == kNoPane ? kNoPane : newest - ring + 1;
+  restored_series_ = index;
+  restored_key_.assign(key_record);
   bool dropped = false;
   for (uint64_t i = 0; i < slots; ++i) {
     int64_t pane = 0, max_time = 0;
@@ -612,10 +694,50 @@ Status SlidingWindowOperator::RestoreSeries(std::string_view key, std::string_vi
     INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(bytes, &slot.agg));
     slot.pane = pane;
     slot.max_event_time_ms = max_time;
+    MarkChanged(s, slot, pane);  // not in a pane record yet: written at the next checkpoint
   }
-  // Restored state equals the stored record unless panes were dropped: then rewrite it.
-  s.changed = dropped;
+  // Restored state equals the stored records unless this is a version-1 record (rewritten as
+  // version 2 and pane records) or panes were dropped.
+  s.changed = version == kCheckpointVersion || dropped;
   return Status::Ok();
+}
+
+Status SlidingWindowOperator::RestorePane(std::string_view key, std::string_view value) {
+  const std::string_view series_key = key.substr(0, key.size() - 8);
+  if (restored_series_ == kNoSeries || series_key != restored_key_) {
+    // Its series was not restored (series_limit), or it has no series record: delete it.
+    pending_deletes_.emplace_back(key);
+    return Status::Ok();
+  }
+  Series& s = series_[restored_series_];
+  const auto pane =
+      static_cast<int64_t>(ReadBigEndian64(key.substr(series_key.size())) ^ (uint64_t{1} << 63));
+  uint64_t version = 0;
+  int64_t max_time = 0;
+  if (!GetVarint(&value, &version) || version != kRecordVersion || !GetZigZag(&value, &max_time)) {
+    return Status::Corruption("sliding_window checkpoint: malformed pane record");
+  }
+  const auto ring = static_cast<int64_t>(ring_);
+  if (s.newest == kNoPane || pane > s.newest || pane <= s.newest - ring) {
+    pending_deletes_.emplace_back(key);  // outside the ring of the current options
+    return Status::Ok();
+  }
+  PaneSlot& slot = SlotOf(s, pane);
+  INFERSCOPE_RETURN_IF_ERROR(Aggregate::DecodeFrom(value, &slot.agg));
+  slot.pane = pane;
+  slot.max_event_time_ms = max_time;
+  slot.stored_pane = pane;
+  return Status::Ok();
+}
+
+int64_t SlidingWindowOperator::ring_panes() const {
+  int64_t n = 0;
+  for (const Series& s : series_) {
+    for (const PaneSlot& slot : s.ring) {
+      n += slot.pane != kNoPane && slot.pane > s.newest - static_cast<int64_t>(ring_) ? 1 : 0;
+    }
+  }
+  return n;
 }
 
 void SlidingWindowOperator::PublishMetrics() {

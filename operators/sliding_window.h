@@ -114,12 +114,11 @@ class SlidingWindowOperator final : public Operator {
   // series or series_ttl), then a pass at most once a second.
   int64_t NextTimerMs(int64_t now_ms) const override;
   // Checkpoint records (pipeline/checkpoint.h): the learned pane and the watermark under key "",
-  // and one record per series holding its ring (written when it changed since the previous
-  // checkpoint, deleted once the series expired). Needs Open with an interner.
-  // Write volume: a changed series rewrites its whole ring (every live pane, 5-15 KB with
-  // realistic sketches), not only the new pane; at 100k series receiving a pane every 10 s that
-  // is 0.5-1.5 GB per 10 s, 50-150 MB/s (review estimate, not measured here).
-  // Per-slot records written once each would cut it to one pane per series and are not done.
+  // one small record per series (its newest and early pane numbers) and one per pane of its ring,
+  // each written when it changed since the previous checkpoint and deleted once its pane left
+  // the ring or the series expired. A series receiving a pane every pane period writes one pane
+  // record per period, not its whole ring (earlier versions wrote the ring, 5-15 KB, each time;
+  // their records are restored and rewritten as pane records). Needs Open with an interner.
   Status Checkpoint(CheckpointWriter& writer) override;
   // Restores the rings, so the windows after a restart equal an uninterrupted run's. Without a
   // configured pane the records are held (in memory, as read) until the first pane summary
@@ -135,8 +134,11 @@ class SlidingWindowOperator final : public Operator {
   // Pane slots per series (0 until the pane is known).
   size_t ring_size() const { return ring_; }
   int64_t series() const { return static_cast<int64_t>(series_.size()); }
+  // Panes held in the rings, each of which has a checkpoint record after a checkpoint (O(series
+  // × ring): for tests).
+  int64_t ring_panes() const;
   // Series records restored but held until the first pane summary tells the pane.
-  int64_t held_series() const { return static_cast<int64_t>(held_records_.size()); }
+  int64_t held_series() const { return held_series_; }
   uint64_t windows_emitted() const { return windows_total_; }
   uint64_t updates_emitted() const { return updates_total_; }
   uint64_t panes_ignored() const {
@@ -156,11 +158,16 @@ class SlidingWindowOperator final : public Operator {
   static constexpr int64_t kNoPane = INT64_MIN;
   static constexpr uint32_t kNoSeries = UINT32_MAX;
   static constexpr uint32_t kStaleName = UINT32_MAX - 1;  // a name of the key was reclaimed
+  static constexpr size_t kMaxDirty = 8;
 
   // One ring slot: a closed pane of the series (pane number = start / pane_ms).
   struct PaneSlot {
     int64_t pane = kNoPane;
     int64_t max_event_time_ms = INT64_MIN;
+    // The pane whose checkpoint record the store holds for this slot (kNoPane: none); it differs
+    // from `pane` once another pane took the slot, and that record is deleted.
+    int64_t stored_pane = kNoPane;
+    bool changed = false;  // written since the previous checkpoint (listed in Series::dirty)
     Aggregate agg;
   };
   struct Series {
@@ -170,6 +177,14 @@ class SlidingWindowOperator final : public Operator {
     std::vector<PaneSlot> ring;  // ring_ slots, indexed by pane number mod ring_
     bool changed = false;        // since the previous checkpoint
     bool stored = false;         // has a checkpoint record (written or restored)
+    // Pane numbers of the slots written since the previous checkpoint (one per slot at most),
+    // up to kMaxDirty; past that `scan` is set and the checkpoint visits every slot (so a restore
+    // of a whole ring or a burst of updates does not leave a ring-sized list on every series).
+    std::vector<int64_t> dirty;
+    bool scan = false;
+    // The oldest pane of the ring at the previous checkpoint (or restore): panes from there to
+    // the oldest now have left the ring, and their records are deleted.
+    int64_t stored_oldest = kNoPane;
   };
 
   // Sets the pane length and ring size; fails when a window is not a multiple of `pane_ms`.
@@ -194,7 +209,16 @@ class SlidingWindowOperator final : public Operator {
   void PublishMetrics();
   // The checkpoint key of a series: str(instance) str(model) str(metric).
   void SeriesCheckpointKey(const SeriesKey& key, std::string* out) const;
+  // A pane record's key: the series key, then be64(pane with its sign bit flipped).
+  void PaneCheckpointKey(const SeriesKey& key, int64_t pane, std::string* out) const;
+  // Marks the slot of pane `p` of `s` for the next checkpoint.
+  void MarkChanged(Series& s, PaneSlot& slot, int64_t p);
+  // Writes or deletes the record of one slot of `s` whose ring starts at pane `oldest`.
+  void CheckpointSlot(const Series& s, PaneSlot& slot, int64_t oldest, CheckpointWriter& writer);
+  // One record after the operator record: a series record or a pane record.
+  Status RestoreRecord(std::string_view key, std::string_view value);
   Status RestoreSeries(std::string_view key, std::string_view value);
+  Status RestorePane(std::string_view key, std::string_view value);
   // Restores the held records if the pane now known equals theirs, else queues their deletion.
   Status ResolveHeld();
 
@@ -234,6 +258,11 @@ class SlidingWindowOperator final : public Operator {
   bool holding_ = false;      // restored records wait for the pane (see Restore)
   int64_t held_pane_ms_ = 0;  // the pane of the held records
   std::vector<std::pair<std::string, std::string>> held_records_;  // key, value
+  int64_t held_series_ = 0;  // series records among held_records_
+  // The series record restored last, which the pane records after it (in key order) belong to.
+  std::string restored_key_;
+  uint32_t restored_series_ = kNoSeries;
+  std::string checkpoint_key_, checkpoint_value_, checkpoint_agg_;  // Checkpoint's buffers
   Counter* expired_ = nullptr;
   // Totals already added to the counters below.
   uint64_t windows_published_ = 0, updates_published_ = 0, too_old_published_ = 0,

@@ -466,7 +466,83 @@ std::string Fingerprint(const WindowSummary& w) {
 // another that is checkpointed (to a real RocksDB store), destroyed and restored at four points:
 // both emit exactly the same windows, the first ones after each restore included. Both emit
 // policies, and a pane learned from the input (restored from the checkpoint).
-TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
+// The stage's checkpoint records in `store`: series records (a key of three str()s) and pane
+// records (the series key and a be64 pane number); the operator record is neither.
+struct StoredRecords {
+  size_t series = 0;
+  size_t panes = 0;
+};
+StoredRecords CountRecords(const StateStore& store) {
+  StoredRecords n;
+  const Status st = StateCheckpointReader("op", "sliding", &store)
+                        .ForEach([&](std::string_view key, std::string_view) {
+                          if (key.empty()) return Status::Ok();
+                          for (int i = 0; i < 3; ++i)
+                            key.remove_prefix(1 + static_cast<unsigned char>(key[0]));
+                          ++(key.empty() ? n.series : n.panes);
+                          return Status::Ok();
+                        });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return n;
+}
+
+// Rewrites the stage's series and pane records in `store` as the version-1 series records
+// earlier versions wrote (the ring inside the series record).
+void RewriteAsRingRecords(StateStore& store) {
+  struct Ring {
+    std::string header;  // newest, early
+    std::vector<std::string> panes;
+  };
+  std::map<std::string, Ring> rings;
+  std::vector<CheckpointRecord> records;
+  CheckpointCollector writer("op", "sliding", &records);
+  const Status st =
+      StateCheckpointReader("op", "sliding", &store)
+          .ForEach([&](std::string_view key, std::string_view value) {
+            if (key.empty()) return Status::Ok();
+            std::string_view rest = key;
+            for (int i = 0; i < 3; ++i) rest.remove_prefix(1 + static_cast<unsigned char>(rest[0]));
+            uint64_t version = 0;
+            EXPECT_TRUE(GetVarint(&value, &version));
+            EXPECT_EQ(version, 2u);
+            if (rest.empty()) {
+              rings[std::string(key)].header = value;
+              return Status::Ok();
+            }
+            const auto pane = static_cast<int64_t>(ReadBigEndian64(rest) ^ (uint64_t{1} << 63));
+            uint64_t max_time = 0;
+            EXPECT_TRUE(GetVarint(&value, &max_time));
+            std::string slot;
+            PutVarint(&slot, ZigZag(pane));
+            PutVarint(&slot, max_time);
+            PutVarint(&slot, value.size());
+            slot += value;
+            rings[std::string(key.substr(0, key.size() - 8))].panes.push_back(std::move(slot));
+            writer.Delete(key);
+            return Status::Ok();
+          });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  for (auto& [key, ring] : rings) {
+    std::string value;
+    PutVarint(&value, 1);
+    value += ring.header;
+    PutVarint(&value, ring.panes.size());
+    for (const std::string& slot : ring.panes) value += slot;
+    writer.Put(key, std::move(value));
+  }
+  EXPECT_TRUE(WriteCheckpointRecords(store, records).ok());
+}
+
+enum class CheckpointMode {
+  kRestoreEach,  // every checkpoint is followed by a restart
+  kIncremental,  // checkpoints after about a third of the arrivals, restarts at a few of them
+  kRingRecords,  // like kRestoreEach, from the version-1 records of the same state
+};
+
+// Checkpoints and restarts at random points: the windows equal an uninterrupted run's, and after
+// every checkpoint the store holds one record per series and one per pane in a ring (nothing
+// stale, nothing missing).
+void CheckpointRun(CheckpointMode mode) {
   for (const bool early : {false, true}) {
     SCOPED_TRACE(early ? "early" : "final");
     Options o = SmallOptions();
@@ -524,19 +600,36 @@ TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
     so.path = dir.str();
     auto store = StateStore::Open(so, nullptr);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    std::set<size_t> points;
+    std::set<size_t> points, checkpoints;
     while (points.size() < 4) points.insert(1 + rng() % (arrivals.size() - 1));
+    checkpoints = points;
+    if (mode == CheckpointMode::kIncremental) {
+      for (size_t i = 1; i < arrivals.size(); ++i) {
+        if (rng() % 3 == 0) checkpoints.insert(i);
+      }
+    }
     auto op = std::make_unique<SlidingWindowOperator>(o);
     ASSERT_TRUE(op->Open(ctx).ok());
     std::vector<std::string> got;
     for (size_t i = 0; i < arrivals.size(); ++i) {
-      if (points.count(i) != 0) {
+      if (checkpoints.count(i) != 0) {
         std::vector<CheckpointRecord> writes;
         CheckpointCollector writer("op", "sliding", &writes);
         ASSERT_TRUE(op->Checkpoint(writer).ok());
-        ASSERT_FALSE(writes.empty());
         ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
-        const int64_t series = op->series();
+        if (op->held_series() == 0) {
+          const StoredRecords stored = CountRecords(**store);
+          EXPECT_EQ(static_cast<int64_t>(stored.series), op->series());
+          EXPECT_EQ(static_cast<int64_t>(stored.panes), op->ring_panes());
+        }
+      }
+      if (points.count(i) != 0) {
+        if (mode == CheckpointMode::kRingRecords) {
+          RewriteAsRingRecords(**store);
+          EXPECT_EQ(CountRecords(**store).panes, 0u);
+        }
+        const int64_t series = op->series() + op->held_series();
+        const int64_t panes = op->ring_panes();
         op = std::make_unique<SlidingWindowOperator>(o);
         ASSERT_TRUE(op->Open(ctx).ok());
         const Status restored = op->Restore(StateCheckpointReader("op", "sliding", store->get()));
@@ -545,16 +638,42 @@ TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
         // have changed since the checkpoint).
         EXPECT_EQ(op->series() + op->held_series(), series);
         EXPECT_EQ(op->pane_ms(), o.pane_ms);
-        // Nothing changed since the restore: the checkpoint writes nothing.
-        writes.clear();
+        if (op->held_series() == 0) {
+          EXPECT_EQ(op->ring_panes(), panes);
+        }
+        // Nothing changed since the restore: the checkpoint writes nothing (from version-1
+        // records, held or not: their rewrite as series and pane records).
+        std::vector<CheckpointRecord> writes;
+        CheckpointCollector writer("op", "sliding", &writes);
         ASSERT_TRUE(op->Checkpoint(writer).ok());
-        EXPECT_TRUE(writes.empty()) << writes.size() << " records";
+        if (mode != CheckpointMode::kRingRecords) {
+          EXPECT_TRUE(writes.empty()) << writes.size() << " records";
+        } else if (op->held_series() == 0) {
+          EXPECT_EQ(static_cast<int64_t>(writes.size()), series + panes);
+        }
+        ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
       }
       feed(*op, arrivals[i].second, &got);
     }
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "window " << i;
   }
+}
+
+TEST(SlidingWindowTest, CheckpointRestoreIsEquivalentToAnUninterruptedRun) {
+  CheckpointRun(CheckpointMode::kRestoreEach);
+}
+
+// Checkpoints write the series and panes that changed since the previous one and delete the
+// records of panes that left the ring: many of them between restarts leave exactly the rings.
+TEST(SlidingWindowTest, IncrementalCheckpointsRestoreToAnUninterruptedRun) {
+  CheckpointRun(CheckpointMode::kIncremental);
+}
+
+// A state directory of an earlier version holds each ring in its series record: it restores
+// (held or not), and the next checkpoint rewrites it as series and pane records.
+TEST(SlidingWindowTest, RingRecordsOfEarlierVersionsRestoreAndAreRewritten) {
+  CheckpointRun(CheckpointMode::kRingRecords);
 }
 
 // Without a restore the rings start empty: a window spanning panes from before the "restart" then
@@ -572,7 +691,7 @@ TEST(SlidingWindowTest, WithoutRestoreTheFirstWindowsDiffer) {
   std::vector<CheckpointRecord> writes;
   CheckpointCollector writer("op", "sliding", &writes);
   ASSERT_TRUE(before.Checkpoint(writer).ok());
-  ASSERT_EQ(writes.size(), 2u);  // the operator record and the series
+  ASSERT_EQ(writes.size(), 5u);  // the operator record, the series and its 3 panes
   testing::TempDir dir;
   StateStoreOptions so;
   so.path = dir.str();
@@ -667,8 +786,10 @@ TEST(SlidingWindowTest, LearnedPaneChangeAcrossARestartStartsAfresh) {
     EXPECT_EQ(last[1].agg.count, 4);
     EXPECT_EQ(last[2].agg.count, restart == 0 ? 4 : 6);
     const std::vector<std::string> deleted = CheckpointTo(op, **store);
-    // Restart 0 deletes both 10 s records (node-1's is then written anew).
-    EXPECT_EQ(deleted.size(), restart == 0 ? 2u : 0u);
+    // Restart 0 deletes both 10 s series records and their 4 pane records (node-1's series is
+    // then written anew); restart 1 the records of restart 0's first 2 panes, which have left
+    // the ring of 12 (its newest pane is 13 panes after them).
+    EXPECT_EQ(deleted.size(), restart == 0 ? 6u : 2u);
   }
 }
 
@@ -706,7 +827,7 @@ TEST(SlidingWindowTest, ConfiguredPaneChangeDeletesTheOldRecords) {
     ASSERT_TRUE(changed.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
     EXPECT_EQ(changed.series(), 0);
     for (int64_t q = 2 * kP0 + 8; q < 2 * kP0 + 10; ++q) Feed(changed, PaneOf(c, q, kHalf));
-    EXPECT_EQ(CheckpointTo(changed, **store).size(), 2u);
+    EXPECT_EQ(CheckpointTo(changed, **store).size(), 8u);  // 2 series and their 6 panes
   }
   Options learned = SmallOptions();
   learned.pane_ms = 0;
@@ -748,15 +869,15 @@ TEST(SlidingWindowTest, ExpiredSeriesRecordIsDeletedAfterInternerSweeps) {
   std::vector<CheckpointRecord> writes;
   CheckpointCollector writer("op", "sliding", &writes);
   ASSERT_TRUE(op.Checkpoint(writer).ok());
-  ASSERT_EQ(writes.size(), 2u);
-  const std::string written = writes[1].key;
-  ASSERT_FALSE(written.empty());
+  ASSERT_EQ(writes.size(), 3u);  // the operator record, the series and its pane
+  const std::vector<std::string> written = {writes[1].key, writes[2].key};
+  ASSERT_FALSE(written[0].empty());
   for (int i = 0; i < 4; ++i) interner.Sweep();
   EXPECT_EQ(interner.Name(key.instance), "node-1");
   AdvanceWatermark(op, kT0 + 3'600'000);
   op.ExpireIdleSeries();
   ASSERT_EQ(op.series_expired(), 1u);
-  EXPECT_EQ(CheckpointTo(op, **store), std::vector<std::string>{written});
+  EXPECT_EQ(CheckpointTo(op, **store), written);
   // Released: the names can now be reclaimed.
   for (int i = 0; i < 4; ++i) interner.Sweep();
   EXPECT_EQ(interner.Name(key.instance), "");
@@ -786,13 +907,13 @@ TEST(SlidingWindowTest, PendingDeletesAreBoundedByStoredRecords) {
     if (round == 10) {
       std::vector<CheckpointRecord> writes;
       CheckpointCollector writer("op", "sliding", &writes);
-      ASSERT_TRUE(op.Checkpoint(writer).ok());  // 50 records, never written to a store here
+      ASSERT_TRUE(op.Checkpoint(writer).ok());  // 100 records, never written to a store here
     }
     AdvanceWatermark(op, (p + 500) * kPane);
     op.ExpireIdleSeries();
   }
   EXPECT_EQ(op.series_expired(), 20u * 50u);
-  EXPECT_EQ(op.pending_deletes(), 50u);  // the 50 records of the one checkpoint
+  EXPECT_EQ(op.pending_deletes(), 100u);  // the records of the one checkpoint: 50 series, 50 panes
 }
 
 // Writes a hand-made checkpoint: the operator record with `pane_ms` and one series record.
@@ -878,7 +999,7 @@ TEST(SlidingWindowTest, SeriesOverALoweredLimitAreDeletedOnRestore) {
   ASSERT_TRUE(op.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
   EXPECT_EQ(op.series(), 1);
   EXPECT_EQ(op.panes_series_limit(), 2u);
-  EXPECT_EQ(CheckpointTo(op, **store).size(), 2u);
+  EXPECT_EQ(CheckpointTo(op, **store).size(), 4u);  // 2 series records and their pane records
   SlidingWindowOperator again(one);
   ASSERT_TRUE(again.Open(ctx).ok());
   ASSERT_TRUE(again.Restore(StateCheckpointReader("op", "sliding", store->get())).ok());
@@ -930,8 +1051,9 @@ TEST(SlidingWindowTest, IdleOperatorAsksForNoTimer) {
   EXPECT_EQ(op.NextTimerMs(2'100), Operator::kNoTimer);
   writes.clear();
   ASSERT_TRUE(op.Checkpoint(writer).ok());
-  ASSERT_EQ(writes.size(), 1u);
+  ASSERT_EQ(writes.size(), 2u);  // node-1's series record and its one pane's record
   EXPECT_FALSE(writes[0].value.has_value()) << "node-1's record deleted";
+  EXPECT_FALSE(writes[1].value.has_value()) << "node-1's pane record deleted";
 
   Options forever = o;
   forever.series_ttl_ms = 0;

@@ -1105,8 +1105,10 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
     // A pane record, or a version-1 group record (the whole ring) to replace with pane records.
     const bool pane_record = !key.empty();
     uint64_t num_metrics = 0, panes = 1;
+    // A request group (no metric) holds every well-known metric, a gauge group one: anything
+    // else would index past the group's aggregates.
     if (!GetVarint(&value, &num_metrics) || (!pane_record && !GetVarint(&value, &panes)) ||
-        (num_metrics != 1 && num_metrics != kNumWellKnownIds) || panes > ring_) {
+        num_metrics != (metric.empty() ? uint64_t{kNumWellKnownIds} : 1) || panes > ring_) {
       return corrupt("malformed pane record");
     }
     const StringId instance_id = interner_->Intern(instance);
@@ -1114,6 +1116,9 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
     const StringId metric_id = metric.empty() ? 0 : interner_->Intern(metric);
     if (instance_id == 0 || model_id == 0 || (!metric.empty() && metric_id == 0)) {
       return Status::Unavailable("window_aggregate checkpoint: string table full");
+    }
+    if (!metric.empty() && metric_id <= kNumWellKnownIds) {
+      return corrupt("a well-known metric in a gauge group");
     }
     const uint64_t instance_model = (static_cast<uint64_t>(instance_id) << 32) | model_id;
     const uint32_t group =

@@ -1154,5 +1154,68 @@ TEST(WindowLatenessTest, GroupRecordsOfEarlierVersionsRestoreAndAreReplaced) {
   CheckpointRun(CheckpointMode::kGroupRecords);
 }
 
+// Hostile or corrupt pane records are Corruption, never an index past a group's aggregates: the
+// metric count must match the group's kind (a request group holds every well-known metric, a
+// gauge group one), pane numbers must be in range, keys well formed.
+TEST(WindowLatenessTest, HostileCheckpointRecordsAreCorruption) {
+  auto key_of = [](std::string_view metric, std::string_view suffix) {
+    std::string key;
+    AppendStr(&key, "node-1");
+    AppendStr(&key, "llama");
+    AppendStr(&key, metric);
+    key += suffix;
+    return key;
+  };
+  auto pane_key = [&](std::string_view metric, int64_t pane) {
+    std::string be;
+    AppendBigEndian64(&be, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+    return key_of(metric, be);
+  };
+  auto value_of = [](uint64_t num_metrics, uint64_t aggregates) {
+    std::string value;
+    PutVarint(&value, 1);
+    PutVarint(&value, num_metrics);
+    PutVarint(&value, ZigZag(kT0));
+    value.push_back(0);
+    std::string agg;
+    Aggregate().EncodeTo(&agg);
+    for (uint64_t m = 0; m < aggregates; ++m) {
+      PutVarint(&value, agg.size());
+      value += agg;
+    }
+    return value;
+  };
+  const int64_t pane = kT0 / 10'000;
+  const std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>>
+      cases = {
+          {"request group with one metric", {{pane_key("", pane), value_of(1, 1)}}},
+          {"gauge group with every metric",
+           {{pane_key("queue_depth", pane), value_of(kNumWellKnownIds, kNumWellKnownIds)}}},
+          {"a well-known metric as a gauge group", {{pane_key("ttft_ms", pane), value_of(1, 1)}}},
+          {"the panes of one group disagree",
+           {{pane_key("queue_depth", pane), value_of(1, 1)},
+            {pane_key("queue_depth", pane + 1), value_of(kNumWellKnownIds, kNumWellKnownIds)}}},
+          {"pane number out of range", {{pane_key("", INT64_MAX / 2), value_of(9, 9)}}},
+          {"key of 5 extra bytes", {{key_of("", "abcde"), value_of(9, 9)}}},
+          {"truncated aggregates", {{pane_key("", pane), value_of(9, 3)}}},
+      };
+  Interner interner;
+  for (const auto& [what, records] : cases) {
+    SCOPED_TRACE(what);
+    inferscope::testing::TempDir dir;
+    StateStoreOptions so;
+    so.path = dir.str();
+    auto store = StateStore::Open(so, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    std::vector<CheckpointRecord> writes;
+    CheckpointCollector writer("op", "window", &writes);
+    for (const auto& [key, value] : records) writer.Put(key, value);
+    ASSERT_TRUE(WriteCheckpointRecords(**store, writes).ok());
+    Driver d(OptionsFor(31), interner);
+    const Status st = d.op().Restore(StateCheckpointReader("op", "window", store->get()));
+    EXPECT_EQ(st.code(), Status::Code::kCorruption) << st.ToString();
+  }
+}
+
 }  // namespace
 }  // namespace inferscope

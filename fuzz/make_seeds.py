@@ -14,6 +14,7 @@ with a unit test); this script writes the ones it knows, other files are left al
 """
 
 import os
+import random
 import struct
 import sys
 
@@ -378,6 +379,21 @@ def raw_request_seeds():
     write(t, "pattern-summary", "/v1/instances/([^/]+)/summary /v1/instances/node-1/summary\n")
 
 
+def checkpoint_restore_seeds():
+    """FuzzedDataProvider reads integers from the input's end: the last byte picks the operator
+    (bit 0: window_aggregate), the one before the form (bit 0: version-1 ring records), the next
+    the number of edits; the edits' bytes come from both ends."""
+    t = "checkpoint_restore"
+    for window in (0, 1):
+        for ring in (0, 1):
+            name = ("window" if window else "sliding") + ("-ring-records" if ring else "-pane-records")
+            write(t, name, bytes([ring, window]))
+    rng = random.Random(13)
+    for i in range(6):
+        write(t, f"edits-{i}", bytes(rng.randrange(256) for _ in range(24 + 8 * i)) +
+              bytes([i % 9, i % 2, (i // 2) % 2]))
+
+
 if __name__ == "__main__":
     wire_decoder_seeds()
     hello_seeds()
@@ -388,3 +404,4 @@ if __name__ == "__main__":
     prom_text_seeds()
     remote_write_seeds()
     raw_request_seeds()
+    checkpoint_restore_seeds()

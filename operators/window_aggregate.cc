@@ -1140,6 +1140,11 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
       value.remove_prefix(1);
       Aggregate* a = PaneAggregates(group, pane, SlotOf(pane), max_time);
       if (a == nullptr) return corrupt("two panes in one ring slot");
+      // Live panes always lie within one ring of each other; hostile ones further apart would
+      // make ClosePanes step through every pane number between them.
+      if (newest_open_pane_ - oldest_open_pane_ >= static_cast<int64_t>(ring_)) {
+        return corrupt("panes further apart than the ring");
+      }
       for (uint64_t m = 0; m < num_metrics; ++m) {
         std::string_view bytes;
         if (!GetLengthPrefixed(&value, &bytes)) return corrupt("truncated aggregate");

@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
 shift || true
-ALL_TARGETS=(wire_decoder ack hello topology query_params detect_csv prom_text remote_write raw_request)
+ALL_TARGETS=(wire_decoder ack hello topology query_params detect_csv prom_text remote_write raw_request
+  checkpoint_restore)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
 JOBS=${JOBS:-2}

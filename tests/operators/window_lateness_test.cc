@@ -1196,6 +1196,11 @@ TEST(WindowLatenessTest, HostileCheckpointRecordsAreCorruption) {
            {{pane_key("queue_depth", pane), value_of(1, 1)},
             {pane_key("queue_depth", pane + 1), value_of(kNumWellKnownIds, kNumWellKnownIds)}}},
           {"pane number out of range", {{pane_key("", INT64_MAX / 2), value_of(9, 9)}}},
+          // Live panes lie within one ring of each other; these, in different slots, would make
+          // Close step through every pane number between them (found by the fuzzer).
+          {"panes further apart than the ring",
+           {{pane_key("", pane), value_of(9, 9)},
+            {pane_key("", pane + 1'000'000'001), value_of(9, 9)}}},
           {"key of 5 extra bytes", {{key_of("", "abcde"), value_of(9, 9)}}},
           {"truncated aggregates", {{pane_key("", pane), value_of(9, 3)}}},
       };

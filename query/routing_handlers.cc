@@ -65,11 +65,6 @@ ApiReply NoLearner(const ApiContext& ctx) {
                     {{"reason", "no_routing_learner"}});
 }
 
-int64_t NowOf(const ApiContext& ctx, const LiveRouter& router) {
-  const int64_t t = router.now_ms();
-  return t == INT64_MIN ? ctx.clock->NowMs() : t;
-}
-
 // A decision that found no backend as an error reply: 404 for an unknown model, else 503.
 ApiReply NoBackendReply(const ApiContext& ctx, std::string_view model, const Decision& d) {
   if (d.reason == routing::NoBackendReason::kUnknownModel) {
@@ -87,13 +82,20 @@ ApiReply NoBackendReply(const ApiContext& ctx, std::string_view model, const Dec
 }
 
 // Runs Select for `model` with the live learner; fills *d.
-void SelectLive(LiveRouter& router, int64_t now, std::string_view model,
-                const RequestFeatures& features, Strategy strategy, Decision* d, json* out,
-                size_t limit) {
-  router.With([&](routing::RoutingLearner& learner) {
+// Decides at the learner's time (its newest event time; the wall clock before any event), read
+// under the same lock as the decision: read before it, a wall-clock time taken just before the
+// first batch was applied would move the learner's gates that far ahead of its events (ending an
+// ejection early). Returns that time.
+int64_t SelectLive(const ApiContext& ctx, LiveRouter& router, std::string_view model,
+                   const RequestFeatures& features, Strategy strategy, Decision* d, json* out,
+                   size_t limit) {
+  return router.With([&](routing::RoutingLearner& learner) {
+    int64_t now = router.now_ms();
+    if (now == INT64_MIN) now = ctx.clock->NowMs();
     learner.Select(model, features, strategy, now, d);
     // The names in *d are views into the learner: render them under the lock.
     if (d->ok) *out = routing::DecisionToJson(*d, limit);
+    return now;
   });
 }
 
@@ -183,10 +185,9 @@ ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.routing == nullptr) return NoLearner(ctx);
   std::shared_ptr<LiveRouter> router = ctx.routing->Get();
   if (router == nullptr) return NoLearner(ctx);
-  const int64_t now = NowOf(ctx, *router);
   Decision d;
   json decision;
-  SelectLive(*router, now, model, features, strategy, &d, &decision, 0);
+  const int64_t now = SelectLive(ctx, *router, model, features, strategy, &d, &decision, 0);
   if (!d.ok) return NoBackendReply(ctx, model, d);
   decision["model"] = model;
   decision["time"] = now;
@@ -237,10 +238,10 @@ ApiReply HandleModelRecommendations(const ApiContext& ctx, const ApiRequest& req
   if (ctx.routing == nullptr) return NoLearner(ctx);
   std::shared_ptr<LiveRouter> router = ctx.routing->Get();
   if (router == nullptr) return NoLearner(ctx);
-  const int64_t now = NowOf(ctx, *router);
   Decision d;
   json decision;
-  SelectLive(*router, now, *model, features, strategy, &d, &decision, static_cast<size_t>(n));
+  const int64_t now =
+      SelectLive(ctx, *router, *model, features, strategy, &d, &decision, static_cast<size_t>(n));
   if (!d.ok) return NoBackendReply(ctx, *model, d);
   ApiReply reply;
   reply.body = {

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -228,6 +230,67 @@ TEST_F(RoutingApiTest, Recommendations) {
   json audio = Get("/v1/models/recommendations?model=llama&capabilities=audio", 503);
   ExpectError(audio, "UNAVAILABLE");
   EXPECT_EQ(audio["error"]["details"]["reason"], "no_capable_backend");
+}
+
+// A decision that arrives while the learner applies its first batch is made at the learner's
+// time once the batch is in, not at the wall-clock time read before it (used while no event has
+// been seen): that time, an hour after the events here, moved the gates an hour ahead and ended an
+// ejection at once (RoutingEndToEndTest.LearnerCheckpointSurvivesSigkill failed so under load).
+TEST(RoutingSelectRaceTest, ADecisionRacingTheFirstBatchIsMadeAtTheLearnersTime) {
+  testing::TempDir dir;
+  MetricsRegistry metrics;
+  StateStoreOptions options;
+  options.path = dir.str() + "/state";
+  auto store = StateStore::Open(options, &metrics);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto router = std::make_shared<routing::LiveRouter>(routing::RoutingOptions{}, nullptr);
+  routing::RoutingRegistry registry;
+  registry.Register("routing", router);
+  ManualClock wall{kT0 + 3'600'000};
+  QueryServer server(
+      QueryServer::Options{}, store->get(), &metrics, &wall, [] { return json::object(); },
+      std::vector<Registry::Entry>{});
+  server.SetRouting(&registry);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+
+  json decision;
+  int status = 0;
+  std::thread select;
+  const int64_t last = kT0 + 20 * 10;
+  router->With([&](routing::RoutingLearner& l) {
+    // The first batch is being applied (the learner's lock held) when the decision comes in.
+    select = std::thread([&] {
+      auto res =
+          client.Post("/v1/routing/select", json{{"model", "llama"}}.dump(), "application/json");
+      status = res ? res->status : 0;
+      if (res) decision = json::parse(res->body, nullptr, false);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (int i = 0; i < 20; ++i) {
+      const int64_t t = kT0 + i * 10;
+      for (const char* b : {"a", "b"}) {
+        l.Observe({.backend = b,
+                   .model = "llama",
+                   .time_ms = t,
+                   .ttft_ms = 100,
+                   .tpot_ms = 20,
+                   .e2e_ms = 2100,
+                   .output_tokens = 100});
+      }
+      if (i >= 14) {  // "c" fails 6 times in a row: ejected
+        l.Observe(
+            {.backend = "c", .model = "llama", .time_ms = t, .error = ErrorKind::kServerError});
+      }
+    }
+    router->AdvanceTo(last);
+  });
+  select.join();
+  ASSERT_EQ(status, 200) << decision.dump();
+  EXPECT_EQ(decision["time"], last) << decision.dump();
+  ASSERT_EQ(decision["gated"].size(), 1u) << decision.dump();
+  EXPECT_EQ(decision["gated"][0]["backend"], "c");
+  EXPECT_GT(decision["gated"][0]["until"].get<int64_t>(), last);
 }
 
 }  // namespace

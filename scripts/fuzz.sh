@@ -79,7 +79,7 @@ for t in "${TARGETS[@]}"; do
       echo "---- reproduce: $BUILD_DIR/fuzz/fuzz_$t $a"
     done
   fi
-  summary+=("$(printf '%-14s %8s s %14s execs %10s exec/s  %s' "$t" "$SECONDS_PER_TARGET" "$execs" "$rate" "$result")")
+  summary+=("$(printf '%-18s %4s s %14s execs %10s exec/s  %s' "$t" "$SECONDS_PER_TARGET" "$execs" "$rate" "$result")")
 done
 
 echo "fuzz summary:"

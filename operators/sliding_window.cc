@@ -426,31 +426,6 @@ namespace {
 constexpr uint64_t kCheckpointVersion = 1;  // the operator record; series records with the ring
 constexpr uint64_t kRecordVersion = 2;      // series records without the ring, pane records
 
-bool GetZigZag(std::string_view* in, int64_t* v) {
-  uint64_t u = 0;
-  if (!GetVarint(in, &u)) return false;
-  *v = UnZigZag(u);
-  return true;
-}
-
-bool GetStr(std::string_view* in, std::string_view* out) {
-  if (in->empty()) return false;
-  const size_t n = static_cast<unsigned char>((*in)[0]);
-  if (in->size() < 1 + n) return false;
-  *out = in->substr(1, n);
-  in->remove_prefix(1 + n);
-  return true;
-}
-
-// The length of the series key (three str()s) at the front of a record key; npos if malformed.
-size_t SeriesKeyLength(std::string_view key) {
-  std::string_view rest = key, name;
-  for (int i = 0; i < 3; ++i) {
-    if (!GetStr(&rest, &name)) return std::string_view::npos;
-  }
-  return key.size() - rest.size();
-}
-
 }  // namespace
 
 void SlidingWindowOperator::SeriesCheckpointKey(const SeriesKey& key, std::string* out) const {
@@ -463,7 +438,7 @@ void SlidingWindowOperator::SeriesCheckpointKey(const SeriesKey& key, std::strin
 void SlidingWindowOperator::PaneCheckpointKey(const SeriesKey& key, int64_t pane,
                                               std::string* out) const {
   SeriesCheckpointKey(key, out);
-  AppendBigEndian64(out, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+  AppendOrdered64(out, pane);
 }
 
 void SlidingWindowOperator::MarkChanged(Series& s, PaneSlot& slot, int64_t p) {
@@ -561,7 +536,7 @@ Status SlidingWindowOperator::Restore(const CheckpointReader& reader) {
           return RestoreRecord(key, value);
         case RestoreMode::kHold:
           held_records_.emplace_back(key, value);
-          held_series_ += SeriesKeyLength(key) == key.size() ? 1 : 0;
+          held_series_ += StrsLength(key, 3) == key.size() ? 1 : 0;
           return Status::Ok();
         case RestoreMode::kDelete:
           pending_deletes_.emplace_back(key);
@@ -620,7 +595,7 @@ Status SlidingWindowOperator::ResolveHeld() {
 }
 
 Status SlidingWindowOperator::RestoreRecord(std::string_view key, std::string_view value) {
-  const size_t series_key = SeriesKeyLength(key);
+  const size_t series_key = StrsLength(key, 3);
   if (series_key == key.size()) return RestoreSeries(key, value);
   if (series_key != std::string_view::npos && key.size() == series_key + 8) {
     return RestorePane(key, value);
@@ -710,8 +685,7 @@ Status SlidingWindowOperator::RestorePane(std::string_view key, std::string_view
     return Status::Ok();
   }
   Series& s = series_[restored_series_];
-  const auto pane =
-      static_cast<int64_t>(ReadBigEndian64(key.substr(series_key.size())) ^ (uint64_t{1} << 63));
+  const int64_t pane = ReadOrdered64(key.substr(series_key.size()));
   uint64_t version = 0;
   int64_t max_time = 0;
   if (!GetVarint(&value, &version) || version != kRecordVersion || !GetZigZag(&value, &max_time)) {

@@ -287,7 +287,7 @@ void WindowAggregateOperator::GroupKey(const Group& g, std::string* key) const {
 
 void WindowAggregateOperator::PaneKey(const Group& g, int64_t pane, std::string* key) const {
   GroupKey(g, key);
-  AppendBigEndian64(key, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+  AppendOrdered64(key, pane);
 }
 
 void WindowAggregateOperator::ExpireGroup(uint32_t group) {
@@ -958,35 +958,7 @@ void WindowAggregateOperator::PublishGauges() {
 //                                          zigzag pane, zigzag max event time, byte dirty, and
 //                                          num_metrics × (varint length, Aggregate encoding))
 // and replaces each with pane records at the next checkpoint.
-namespace {
-
 constexpr uint64_t kCheckpointVersion = 1;
-
-bool GetZigZag(std::string_view* in, int64_t* v) {
-  uint64_t u = 0;
-  if (!GetVarint(in, &u)) return false;
-  *v = UnZigZag(u);
-  return true;
-}
-
-bool GetLengthPrefixed(std::string_view* in, std::string_view* out) {
-  uint64_t n = 0;
-  if (!GetVarint(in, &n) || n > in->size()) return false;
-  *out = in->substr(0, n);
-  in->remove_prefix(n);
-  return true;
-}
-
-bool GetStr(std::string_view* in, std::string_view* out) {
-  if (in->empty()) return false;
-  const size_t n = static_cast<unsigned char>((*in)[0]);
-  if (in->size() < 1 + n) return false;
-  *out = in->substr(1, n);
-  in->remove_prefix(1 + n);
-  return true;
-}
-
-}  // namespace
 
 Status WindowAggregateOperator::Checkpoint(CheckpointWriter& writer) {
   if (interner_ == nullptr) return Status::Internal("window_aggregate: Checkpoint before Open");
@@ -1128,7 +1100,7 @@ Status WindowAggregateOperator::Restore(const CheckpointReader& reader) {
     for (uint64_t i = 0; i < panes; ++i) {
       int64_t pane = 0, max_time = 0;
       if (pane_record) {
-        pane = static_cast<int64_t>(ReadBigEndian64(key) ^ (uint64_t{1} << 63));
+        pane = ReadOrdered64(key);
       } else if (!GetZigZag(&value, &pane)) {
         return corrupt("truncated pane");
       }

@@ -44,14 +44,6 @@ void PutSketch(std::string* out, const DDSketch& s) {
   out->append(bytes);
 }
 
-bool GetStr(std::string_view* in, std::string_view* s) {
-  uint64_t n = 0;
-  if (!GetVarint(in, &n) || n > in->size()) return false;
-  *s = in->substr(0, n);
-  in->remove_prefix(n);
-  return true;
-}
-
 }  // namespace
 
 Status WorkflowCanaryOperator::Options::Validate() const {
@@ -630,7 +622,7 @@ Status WorkflowCanaryOperator::Decode(std::string_view in, Tracked* t) const {
       for (Acc* a : {&p->inst[m], &p->peers[m]}) {
         std::string_view bytes;
         if (!GetVarint(&in, &a->counts.events) || !GetVarint(&in, &a->counts.errors) ||
-            !GetStr(&in, &bytes)) {
+            !GetLengthPrefixed(&in, &bytes)) {
           return bad();
         }
         INFERSCOPE_RETURN_IF_ERROR(DDSketch::DecodeFrom(&bytes, &a->sketch));

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "pipeline/int_math.h"
+
 namespace inferscope {
 
 // Byte encodings shared by the stored value types (values/: DDSketch, Aggregate), the state
@@ -36,6 +38,13 @@ inline bool GetVarint(std::string_view* in, uint64_t* v) {
   }
   return false;
 }
+// A zigzag-encoded signed varint (int_math.h's ZigZag).
+inline bool GetZigZag(std::string_view* in, int64_t* v) {
+  uint64_t u = 0;
+  if (!GetVarint(in, &u)) return false;
+  *v = UnZigZag(u);
+  return true;
+}
 
 // A double as its 8 IEEE-754 bytes, little-endian.
 inline void PutDouble(std::string* out, double d) {
@@ -62,6 +71,31 @@ inline void AppendStr(std::string* out, std::string_view s) {
   out->push_back(static_cast<char>(n));
   out->append(s.data(), n);
 }
+inline bool GetStr(std::string_view* in, std::string_view* out) {
+  if (in->empty()) return false;
+  const size_t n = static_cast<unsigned char>((*in)[0]);
+  if (in->size() < 1 + n) return false;
+  *out = in->substr(1, n);
+  in->remove_prefix(1 + n);
+  return true;
+}
+// A varint length, then that many bytes (for fields longer than str()'s 255 bytes).
+inline bool GetLengthPrefixed(std::string_view* in, std::string_view* out) {
+  uint64_t n = 0;
+  if (!GetVarint(in, &n) || n > in->size()) return false;
+  *out = in->substr(0, n);
+  in->remove_prefix(n);
+  return true;
+}
+// The length of the `n` str()s at the front of `key` (a series key is three: instance, model,
+// metric), or npos when they do not fit.
+inline size_t StrsLength(std::string_view key, int n) {
+  std::string_view rest = key, name;
+  for (int i = 0; i < n; ++i) {
+    if (!GetStr(&rest, &name)) return std::string_view::npos;
+  }
+  return key.size() - rest.size();
+}
 
 // be64(v): big-endian, so that byte order is numeric order (times in keys sort in time order).
 inline void AppendBigEndian64(std::string* out, uint64_t v) {
@@ -80,6 +114,15 @@ inline uint64_t ReadBigEndian64(std::string_view in) {
   uint64_t v = 0;
   for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
   return v;
+}
+// ordered64(v): be64 of a signed value with its sign bit flipped, so that byte order is signed
+// order (pane numbers in checkpoint keys sort in pane order, negative ones first).
+inline void AppendOrdered64(std::string* out, int64_t v) {
+  AppendBigEndian64(out, static_cast<uint64_t>(v) ^ (uint64_t{1} << 63));
+}
+// Reads ordered64 from the first 8 bytes of `in` (which must have them).
+inline int64_t ReadOrdered64(std::string_view in) {
+  return static_cast<int64_t>(ReadBigEndian64(in) ^ (uint64_t{1} << 63));
 }
 
 }  // namespace inferscope

@@ -64,25 +64,19 @@ Records Collect(const std::function<Status(CheckpointWriter&)>& checkpoint) {
   return records;
 }
 
-// The length of the three str()s a record key starts with (npos: none).
-size_t SeriesKeyLength(std::string_view key) {
-  size_t at = 0;
-  for (int i = 0; i < 3; ++i) {
-    if (at >= key.size()) return std::string::npos;
-    at += 1 + static_cast<unsigned char>(key[at]);
-  }
-  return at <= key.size() ? at : std::string::npos;
-}
-
-// Pane records (key = series key + be64 pane) grouped back into version-1 ring records:
+// Pane records (key = series key + ordered64 pane) grouped back into version-1 ring records:
 // `window` writes varint version, num_metrics, panes, then per pane zigzag pane + the pane
 // record's rest; sliding writes version, newest, early, slots, then per pane zigzag pane, max
 // time, varint length, Aggregate.
 Records AsRingRecords(const Records& records, bool window) {
+  struct Ring {
+    std::string header;  // window: varint num_metrics; sliding: the series record's newest, early
+    std::vector<std::string> panes;
+  };
   Records out;
-  std::map<std::string, std::pair<std::string, std::vector<std::string>>> rings;
+  std::map<std::string, Ring> rings;
   for (const auto& [key, value] : records) {
-    const size_t series = SeriesKeyLength(key);
+    const size_t series = StrsLength(key, 3);
     if (key.empty() || series == std::string::npos) {
       out[key] = value;
       continue;
@@ -91,17 +85,17 @@ Records AsRingRecords(const Records& records, bool window) {
     uint64_t version = 0;
     GetVarint(&v, &version);
     if (series == key.size()) {  // a sliding series record: newest, early
-      rings[key].first = std::string(v);
+      rings[key].header = std::string(v);
       continue;
     }
-    const auto pane =
-        static_cast<int64_t>(ReadBigEndian64(key.substr(series)) ^ (uint64_t{1} << 63));
+    Ring& ring = rings[key.substr(0, series)];
     std::string slot;
-    PutVarint(&slot, ZigZag(pane));
+    PutVarint(&slot, ZigZag(ReadOrdered64(key.substr(series))));
     if (window) {
       uint64_t num_metrics = 0;
       GetVarint(&v, &num_metrics);
-      rings[key.substr(0, series)].first = std::to_string(num_metrics);
+      ring.header.clear();
+      PutVarint(&ring.header, num_metrics);
       slot += v;
     } else {
       uint64_t max_time = 0;
@@ -110,30 +104,38 @@ Records AsRingRecords(const Records& records, bool window) {
       PutVarint(&slot, v.size());
       slot += v;
     }
-    rings[key.substr(0, series)].second.push_back(std::move(slot));
+    ring.panes.push_back(std::move(slot));
   }
   for (const auto& [key, ring] : rings) {
     std::string value;
     PutVarint(&value, 1);
-    if (window) {
-      PutVarint(&value, std::strtoull(ring.first.c_str(), nullptr, 10));
-    } else {
-      value += ring.first;
-    }
-    PutVarint(&value, ring.second.size());
-    for (const std::string& slot : ring.second) value += slot;
+    value += ring.header;
+    PutVarint(&value, ring.panes.size());
+    for (const std::string& slot : ring.panes) value += slot;
     out[key] = std::move(value);
   }
   return out;
 }
 
-struct Fixture {
-  // Names interned in this order by every Interner of the target, so ids agree.
-  static void Names(Interner& interner, StringId* ids) {
+// What an operator is opened with (a fresh string table, metrics and a manual clock at `now_ms`),
+// and the ids of the names the fixed input uses.
+struct Stage {
+  explicit Stage(int64_t now_ms) : clock(now_ms) {
+    ctx.name = "s";
+    ctx.interner = &interner;
+    ctx.metrics = &metrics;
+    ctx.clock = &clock;
     const char* names[] = {"node-1", "node-2", "llama", "mistral", "kv_cache_usage", "queue_depth"};
     for (int i = 0; i < 6; ++i) ids[i] = interner.Intern(names[i]);
   }
+  Interner interner;
+  MetricsRegistry metrics;
+  ManualClock clock;
+  StageContext ctx;
+  StringId ids[6];
+};
 
+struct Fixture {
   // Events over 6 panes: requests of every kind of field and gauges, some late.
   static EventBatch Events(const StringId* ids, int64_t start_ms) {
     EventBatch batch;
@@ -196,30 +198,21 @@ struct Fixture {
   }
 
   Fixture() {
-    Interner interner;
-    MetricsRegistry metrics;
-    ManualClock clock(kT0);
-    StageContext ctx;
-    ctx.name = "s";
-    ctx.interner = &interner;
-    ctx.metrics = &metrics;
-    ctx.clock = &clock;
-    StringId ids[6];
-    Names(interner, ids);
+    Stage stage(kT0);
     WindowAggregateOperator window(WindowOptions());
-    if (!window.Open(ctx).ok()) std::abort();
+    if (!window.Open(stage.ctx).ok()) std::abort();
     OutputBatch out;
     for (int step = 0; step < 3; ++step) {
-      clock.Set(kT0 + step * 20'000);
-      (void)window.Process(Events(ids, kT0 + step * 20'000), out);
+      stage.clock.Set(kT0 + step * 20'000);
+      (void)window.Process(Events(stage.ids, kT0 + step * 20'000), out);
       out.Clear();
     }
     window_records = Collect([&](CheckpointWriter& w) { return window.Checkpoint(w); });
     window_ring_records = AsRingRecords(window_records, true);
 
     SlidingWindowOperator sliding(SlidingOptions());
-    if (!sliding.Open(ctx).ok()) std::abort();
-    (void)sliding.ProcessResults(Panes(ids, kT0 / kPane, 9), out);
+    if (!sliding.Open(stage.ctx).ok()) std::abort();
+    (void)sliding.ProcessResults(Panes(stage.ids, kT0 / kPane, 9), out);
     sliding_records = Collect([&](CheckpointWriter& w) { return sliding.Checkpoint(w); });
     sliding_ring_records = AsRingRecords(sliding_records, false);
   }
@@ -258,7 +251,7 @@ void Mutate(FuzzedDataProvider& in, Records* records) {
         records->erase(it);
         continue;
       case 6: {  // the same record under another pane number (or a be64 suffix added)
-        const size_t series = SeriesKeyLength(key);
+        const size_t series = StrsLength(key, 3);
         if (series == std::string::npos) break;
         key.resize(series);
         AppendBigEndian64(&key, in.ConsumeIntegral<uint64_t>());
@@ -294,16 +287,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                            : (ring ? fixture.sliding_ring_records : fixture.sliding_records);
   Mutate(in, &records);
 
-  Interner interner;
-  MetricsRegistry metrics;
-  ManualClock clock(kT0 + 80'000);
-  StageContext ctx;
-  ctx.name = "s";
-  ctx.interner = &interner;
-  ctx.metrics = &metrics;
-  ctx.clock = &clock;
-  StringId ids[6];
-  Fixture::Names(interner, ids);
+  Stage stage(kT0 + 80'000);
   OutputBatch out;
   auto checkpoint = [&](Operator& op) {
     std::vector<CheckpointRecord> writes;
@@ -312,29 +296,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   if (window) {
     WindowAggregateOperator op(Fixture::WindowOptions());
-    if (!op.Open(ctx).ok()) std::abort();
+    if (!op.Open(stage.ctx).ok()) std::abort();
     const Status st = op.Restore(MapReader(records));
     if (!st.ok()) {
       CheckFailure(st);
       return 0;
     }
-    (void)op.Process(Fixture::Events(ids, kT0 + 60'000), out);
+    (void)op.Process(Fixture::Events(stage.ids, kT0 + 60'000), out);
     out.Clear();
     checkpoint(op);
-    clock.Set(kT0 + 200'000);
-    (void)op.OnTimer(clock.NowMs(), out);
+    stage.clock.Set(kT0 + 200'000);
+    (void)op.OnTimer(stage.clock.NowMs(), out);
     out.Clear();
     checkpoint(op);
     (void)op.Close(out);
   } else {
     SlidingWindowOperator op(Fixture::SlidingOptions());
-    if (!op.Open(ctx).ok()) std::abort();
+    if (!op.Open(stage.ctx).ok()) std::abort();
     const Status st = op.Restore(MapReader(records));
     if (!st.ok()) {
       CheckFailure(st);
       return 0;
     }
-    (void)op.ProcessResults(Fixture::Panes(ids, kT0 / kPane + 5, 8), out);
+    (void)op.ProcessResults(Fixture::Panes(stage.ids, kT0 / kPane + 5, 8), out);
     out.Clear();
     checkpoint(op);
     (void)op.OnTimer(kT0 + 10'000'000, out);

@@ -477,9 +477,7 @@ StoredRecords CountRecords(const StateStore& store) {
   const Status st = StateCheckpointReader("op", "sliding", &store)
                         .ForEach([&](std::string_view key, std::string_view) {
                           if (key.empty()) return Status::Ok();
-                          for (int i = 0; i < 3; ++i)
-                            key.remove_prefix(1 + static_cast<unsigned char>(key[0]));
-                          ++(key.empty() ? n.series : n.panes);
+                          ++(StrsLength(key, 3) == key.size() ? n.series : n.panes);
                           return Status::Ok();
                         });
   EXPECT_TRUE(st.ok()) << st.ToString();
@@ -500,8 +498,7 @@ void RewriteAsRingRecords(StateStore& store) {
       StateCheckpointReader("op", "sliding", &store)
           .ForEach([&](std::string_view key, std::string_view value) {
             if (key.empty()) return Status::Ok();
-            std::string_view rest = key;
-            for (int i = 0; i < 3; ++i) rest.remove_prefix(1 + static_cast<unsigned char>(rest[0]));
+            const std::string_view rest = key.substr(StrsLength(key, 3));
             uint64_t version = 0;
             EXPECT_TRUE(GetVarint(&value, &version));
             EXPECT_EQ(version, 2u);
@@ -509,7 +506,7 @@ void RewriteAsRingRecords(StateStore& store) {
               rings[std::string(key)].header = value;
               return Status::Ok();
             }
-            const auto pane = static_cast<int64_t>(ReadBigEndian64(rest) ^ (uint64_t{1} << 63));
+            const int64_t pane = ReadOrdered64(rest);
             uint64_t max_time = 0;
             EXPECT_TRUE(GetVarint(&value, &max_time));
             std::string slot;

@@ -986,10 +986,8 @@ StoredRecords CountRecords(const StateStore& store) {
   const Status st = StateCheckpointReader("op", "window", &store)
                         .ForEach([&](std::string_view key, std::string_view) {
                           ++n.total;
-                          for (int i = 0; i < 3 && !key.empty(); ++i) {
-                            key.remove_prefix(1 + static_cast<unsigned char>(key[0]));
-                          }
-                          n.panes += key.size() == 8;
+                          const size_t series = StrsLength(key, 3);
+                          n.panes += series != std::string_view::npos && key.size() == series + 8;
                           return Status::Ok();
                         });
   EXPECT_TRUE(st.ok()) << st.ToString();
@@ -1007,8 +1005,7 @@ size_t RewriteAsGroupRecords(StateStore& store) {
           .ForEach([&](std::string_view key, std::string_view value) {
             if (key.empty()) return Status::Ok();
             const std::string group(key.substr(0, key.size() - 8));
-            const auto pane = static_cast<int64_t>(ReadBigEndian64(key.substr(key.size() - 8)) ^
-                                                   (uint64_t{1} << 63));
+            const int64_t pane = ReadOrdered64(key.substr(key.size() - 8));
             uint64_t version = 0, num_metrics = 0;
             EXPECT_TRUE(GetVarint(&value, &version) && GetVarint(&value, &num_metrics));
             auto& [metrics, panes] = groups[group];
@@ -1168,7 +1165,7 @@ TEST(WindowLatenessTest, HostileCheckpointRecordsAreCorruption) {
   };
   auto pane_key = [&](std::string_view metric, int64_t pane) {
     std::string be;
-    AppendBigEndian64(&be, static_cast<uint64_t>(pane) ^ (uint64_t{1} << 63));
+    AppendOrdered64(&be, pane);
     return key_of(metric, be);
   };
   auto value_of = [](uint64_t num_metrics, uint64_t aggregates) {

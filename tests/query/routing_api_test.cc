@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -28,6 +29,17 @@ using nlohmann::json;
 using routing::Strategy;
 
 constexpr int64_t kT0 = 1'700'000'000'000;
+
+// A served request of "llama" on `backend` at `t`: `ttft_ms`, then 100 tokens at 20 ms each.
+routing::Outcome Served(std::string_view backend, int64_t t, double ttft_ms) {
+  return {.backend = backend,
+          .model = "llama",
+          .time_ms = t,
+          .ttft_ms = ttft_ms,
+          .tpot_ms = 20,
+          .e2e_ms = ttft_ms + 2000,
+          .output_tokens = 100};
+}
 
 class RoutingApiTest : public ::testing::Test {
  protected:
@@ -55,20 +67,8 @@ models:
     router_->With([&](routing::RoutingLearner& l) {
       for (int i = 0; i < 50; ++i) {
         const int64_t t = kT0 + i * 10;
-        l.Observe({.backend = "vis",
-                   .model = "llama",
-                   .time_ms = t,
-                   .ttft_ms = 200,
-                   .tpot_ms = 20,
-                   .e2e_ms = 2200,
-                   .output_tokens = 100});
-        l.Observe({.backend = "txt",
-                   .model = "llama",
-                   .time_ms = t,
-                   .ttft_ms = 100,
-                   .tpot_ms = 20,
-                   .e2e_ms = 2100,
-                   .output_tokens = 100});
+        l.Observe(Served("vis", t, 200));
+        l.Observe(Served("txt", t, 100));
         l.Observe(
             {.backend = "fails", .model = "bad", .time_ms = t, .error = ErrorKind::kServerError});
       }
@@ -269,15 +269,7 @@ TEST(RoutingSelectRaceTest, ADecisionRacingTheFirstBatchIsMadeAtTheLearnersTime)
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     for (int i = 0; i < 20; ++i) {
       const int64_t t = kT0 + i * 10;
-      for (const char* b : {"a", "b"}) {
-        l.Observe({.backend = b,
-                   .model = "llama",
-                   .time_ms = t,
-                   .ttft_ms = 100,
-                   .tpot_ms = 20,
-                   .e2e_ms = 2100,
-                   .output_tokens = 100});
-      }
+      for (const char* b : {"a", "b"}) l.Observe(Served(b, t, 100));
       if (i >= 14) {  // "c" fails 6 times in a row: ejected
         l.Observe(
             {.backend = "c", .model = "llama", .time_ms = t, .error = ErrorKind::kServerError});

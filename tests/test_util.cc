@@ -64,6 +64,24 @@ void Subprocess::Signal(int sig) {
   if (!reaped_) kill(pid_, sig);
 }
 
+bool Subprocess::Pause(std::chrono::milliseconds timeout) {
+  if (reaped_) return false;
+  kill(pid_, SIGSTOP);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG | WUNTRACED);  // reports the group stop
+    if (r == pid_) {
+      if (WIFSTOPPED(status)) return true;
+      status_ = status;
+      reaped_ = true;
+      return false;
+    }
+    if (r < 0 || std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 int Subprocess::Wait(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (Running()) {

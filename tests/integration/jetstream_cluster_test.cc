@@ -226,7 +226,7 @@ TEST(JetStreamClusterTest, StreamLeaderSigkilledMidStreamEqualsASingleServerRun)
   // The engine is paused (SIGSTOP) while the last messages before the kill are published and the
   // server dies, so that the kill certainly comes with work left (those messages pending or
   // delivered unacked), whatever the machine's load; it resumes to find its server dead.
-  engine->process().Signal(SIGSTOP);
+  ASSERT_TRUE(engine->process().Pause());
   for (int m = kBeforeKill; m < kBeforeKill + 100; m += 50) Publish(pub, stream, m, m + 50);
   const Consumers at_kill = ReadConsumers(urls, "CLU");
   cluster.process(victim).Signal(SIGKILL);

@@ -92,7 +92,7 @@ TEST(JetStreamPythonTest, PythonPublishesTheSamePanesAsTheCppPublisher) {
       log);
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.str() + "/paused"); }))
       << testing::ReadFile(log);
-  server.process().Signal(SIGSTOP);
+  ASSERT_TRUE(server.process().Pause());
   { std::ofstream go(dir.str() + "/go"); }
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // publishes time out (1 s)
   ASSERT_TRUE(server.Restart()) << server.Log();

@@ -283,7 +283,7 @@ TEST(JetStreamTakeoverTest, AZombieOwnerThatWakesUpAbandonsItsSlot) {
   ASSERT_TRUE(WaitFor([&] { return a.Runs("a"); }, std::chrono::seconds(30))) << a.Log();
   ASSERT_TRUE(WaitFor([&] { return b.Runs("b"); }, std::chrono::seconds(30))) << b.Log();
 
-  a.process().Signal(SIGSTOP);
+  ASSERT_TRUE(a.process().Pause());
   ASSERT_TRUE(WaitFor([&] { return b.Runs("a"); }, std::chrono::seconds(30))) << b.Log();
   a.process().Signal(SIGCONT);
   ASSERT_TRUE(WaitFor(

@@ -435,7 +435,7 @@ TEST(JetStreamPublisherTest, WithoutResendsAnAckTimeoutFailsThePublishAndLaterFl
   ASSERT_EQ(pub.failed_messages(), 0u);
 
   // The server is stopped while 4 messages are published: their acknowledgements never come.
-  server.process().Signal(SIGSTOP);
+  ASSERT_TRUE(server.process().Pause());
   for (int i = 0; i < 20; ++i) {
     client::RequestOutcome r;
     r.instance = "gpu-0";
@@ -500,7 +500,7 @@ TEST(JetStreamPublisherTest, PublishesLostWithTheServerAreResentAndStoredExactly
   PublishRequests(pub, 50);  // sequences 0..9, acknowledged
   // Stopped: messages 10..13 are published and their acknowledgements do not come; some may be
   // stored (the server reads them before it is killed), some not.
-  server.process().Signal(SIGSTOP);
+  ASSERT_TRUE(server.process().Pause());
   for (int i = 0; i < 20; ++i) {
     client::RequestOutcome r;
     r.instance = "gpu-0";

@@ -28,7 +28,8 @@ constexpr std::string_view kClosedTotal = "inferscope_http_connections_closed_to
 constexpr std::string_view kClosedHelp =
     "HTTP connections closed by the server's limits, by reason (limit: over max_connections at "
     "accept; header_timeout, idle_timeout, header_too_large, url_too_long, body_too_large, "
-    "read_timeout)";
+    "read_timeout, write_timeout: a response made no progress for write_timeout_ms; "
+    "send_backlog: the responses held for slow readers were at their limit)";
 // Bodies of at most this many bytes (with their header) are waited for in the gate, so that a slow
 // body does not hold a worker either. Well below the loopback receive buffer.
 constexpr size_t kPeekBytes = 16 * 1024;
@@ -158,6 +159,24 @@ Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
 constexpr uint64_t kStopTag = 1;
 constexpr uint64_t kJobsTag = 2;
 
+// Sends what the socket takes now, without waiting: the bytes sent, or -1 when the socket failed.
+ssize_t SendNow(int fd, const char* ptr, size_t size) {
+  size_t off = 0;
+  while (off < size) {
+    const ssize_t n = ::send(fd, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      return -1;
+    }
+  }
+  return static_cast<ssize_t>(off);
+}
+
 // Sends `size` bytes, waiting at most `timeout` for each wait for room; false when the socket
 // failed or the time passed.
 bool SendAll(int fd, const char* ptr, size_t size, milliseconds timeout) {
@@ -178,17 +197,21 @@ bool SendAll(int fd, const char* ptr, size_t size, milliseconds timeout) {
   return true;
 }
 
-// httplib::Stream over a socket with an overall read deadline and a per-write timeout. Reads at
-// most `limit` bytes (0: unlimited), so a keep-alive connection's next request stays in the socket.
-// Writes are buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to
-// wait (so a "100 Continue" reaches the client) and when the buffer fills: httplib writes a
-// response's header and body separately, and one send of both saves a system call and a TCP
-// segment per request.
+// httplib::Stream over a socket with an overall read deadline. Reads at most `limit` bytes (0:
+// unlimited), so a keep-alive connection's next request stays in the socket. Writes are buffered
+// (up to kWriteBufferBytes) and sent by Flush, before any read that has to wait (so a "100
+// Continue" reaches the client) and when the buffer fills: httplib writes a response's header and
+// body separately, and one send of both saves a system call and a TCP segment per request. Sends
+// never wait: what the socket does not take is kept, in order, for the gate (TakeUnsent).
 class DeadlineStream final : public httplib::Stream {
  public:
   DeadlineStream(int fd, steady_clock::time_point read_deadline, milliseconds write_timeout,
-                 size_t limit)
-      : fd_(fd), read_deadline_(read_deadline), write_timeout_(write_timeout), limit_(limit) {}
+                 size_t limit, size_t max_unsent)
+      : fd_(fd),
+        read_deadline_(read_deadline),
+        write_timeout_(write_timeout),
+        limit_(limit),
+        max_unsent_(max_unsent) {}
 
   bool is_readable() const override {
     if (pos_ < end_) return true;
@@ -220,7 +243,8 @@ class DeadlineStream final : public httplib::Stream {
     return static_cast<ssize_t>(size);
   }
 
-  // Sends what write() buffered; false when the socket failed or the write timeout passed.
+  // Sends what write() buffered; false when the socket failed or the response is over
+  // max_pending_response_bytes unsent.
   bool Flush() {
     if (out_len_ == 0) return true;
     const bool sent = Send(out_.data(), out_len_);
@@ -240,13 +264,36 @@ class DeadlineStream final : public httplib::Stream {
   // starts the next request).
   bool read_whole_request() const { return limit_ > 0 && consumed_ == limit_ && pos_ == end_; }
   bool timed_out() const { return timed_out_; }
+  // Whether a send failed because the unsent response grew over max_pending_response_bytes.
+  bool too_large() const { return too_large_; }
+  // The response bytes the socket did not take (after Flush), moved out.
+  std::string TakeUnsent() { return std::move(unsent_); }
 
  private:
-  bool Send(const char* ptr, size_t size) { return SendAll(fd_, ptr, size, write_timeout_); }
+  bool Send(const char* ptr, size_t size) {
+    if (unsent_.empty()) {
+      const ssize_t n = SendNow(fd_, ptr, size);
+      if (n < 0) return false;
+      ptr += n;
+      size -= static_cast<size_t>(n);
+      if (size == 0) return true;
+    }
+    if (unsent_.size() + size > max_unsent_) {
+      too_large_ = true;
+      return false;
+    }
+    unsent_.append(ptr, size);
+    return true;
+  }
 
   ssize_t Fill() {
-    // A reply written so far (say "100 Continue") must reach the client before it sends more.
+    // A reply written so far (say "100 Continue") must reach the client before it sends more;
+    // the only wait for a write on a worker, for a few bytes into an otherwise empty socket.
     if (!Flush()) return -1;
+    if (!unsent_.empty()) {
+      if (!SendAll(fd_, unsent_.data(), unsent_.size(), write_timeout_)) return -1;
+      unsent_.clear();
+    }
     size_t want = buf_.size();
     if (limit_ > 0) {
       if (consumed_ >= limit_) return 0;
@@ -293,12 +340,15 @@ class DeadlineStream final : public httplib::Stream {
   const steady_clock::time_point read_deadline_;
   const milliseconds write_timeout_;
   const size_t limit_;
+  const size_t max_unsent_;
   size_t consumed_ = 0;
   std::array<char, 4096> buf_;
   size_t pos_ = 0, end_ = 0;
   std::array<char, kWriteBufferBytes> out_;
   size_t out_len_ = 0;
+  std::string unsent_;
   bool timed_out_ = false;
+  bool too_large_ = false;
 };
 
 // Runs httplib's per-connection task on the accept thread: our process_and_close_socket only
@@ -321,8 +371,18 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
   metrics_->AddCallbackGauge(
       "inferscope_http_connections_open", "HTTP connections open (parked or being served)", {},
       [this] { return static_cast<double>(open_connections()); }, this);
-  for (std::string_view reason : {"limit", "header_timeout", "idle_timeout", "header_too_large",
-                                  "url_too_long", "body_too_large", "read_timeout"}) {
+  deferred_ = metrics_->GetCounter(
+      "inferscope_http_responses_deferred_total",
+      "HTTP responses the client's socket did not take at once, finished by the gate as it reads");
+  metrics_->AddCallbackGauge(
+      "inferscope_http_response_bytes_pending",
+      "Response bytes the gate holds for clients slow to read them (at most "
+      "max_pending_response_bytes)",
+      {}, [this] { return static_cast<double>(sending_bytes_.load(std::memory_order_relaxed)); },
+      this);
+  for (std::string_view reason :
+       {"limit", "header_timeout", "idle_timeout", "header_too_large", "url_too_long",
+        "body_too_large", "read_timeout", "write_timeout", "send_backlog"}) {
     Closed(reason);  // so every reason is exported from the start
   }
 }
@@ -395,6 +455,9 @@ void GatedServer::StopGate() {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [fd, parked] : parked_) CloseSocket(fd);
   parked_.clear();
+  for (const auto& [fd, sending] : sending_) CloseSocket(fd);
+  sending_.clear();
+  sending_bytes_ = 0;
   {
     std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
     for (const Job& job : jobs_) CloseSocket(job.fd);
@@ -462,7 +525,7 @@ void GatedServer::GateLoop() {
     bool any_parked;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      any_parked = !parked_.empty();
+      any_parked = !parked_.empty() || !sending_.empty();
     }
     if (!any_parked) {
       std::lock_guard<std::mutex> lock(kept_mu_);
@@ -480,7 +543,7 @@ void GatedServer::GateLoop() {
         [[maybe_unused]] ssize_t r = ::read(wake_fd_, &count, sizeof(count));
         continue;
       }
-      OnReadable(events[i].data.fd);
+      if (!OnWritable(events[i].data.fd)) OnReadable(events[i].data.fd);
     }
     const SteadyTime now = steady_clock::now();
     if (now >= next_sweep) {
@@ -541,6 +604,36 @@ void GatedServer::OnReadable(int fd) {
   [[maybe_unused]] ssize_t w = ::write(jobs_fd_, &one, sizeof(one));
 }
 
+bool GatedServer::OnWritable(int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sending_.find(fd);
+  if (it == sending_.end()) return false;
+  Sending& s = it->second;
+  const ssize_t n = SendNow(fd, s.data.data() + s.sent, s.data.size() - s.sent);
+  if (n > 0) {
+    s.sent += static_cast<size_t>(n);
+    sending_bytes_ -= static_cast<size_t>(n);
+    s.deadline = steady_clock::now() + milliseconds(options_.write_timeout_ms);
+  }
+  if (n >= 0 && s.sent < s.data.size()) return true;  // wait for room
+  EndSendingLocked(it, /*failed=*/n < 0, {});
+  return true;
+}
+
+void GatedServer::EndSendingLocked(std::unordered_map<int, Sending>::iterator it, bool failed,
+                                   std::string_view counter_reason) {
+  const int fd = it->first;
+  const bool close = failed || it->second.close;
+  sending_bytes_ -= it->second.data.size() - it->second.sent;
+  sending_.erase(it);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  if (close) {
+    CloseLocked(fd, counter_reason);
+  } else {
+    Keep(fd, /*registered=*/false);  // the next request, as after any response
+  }
+}
+
 void GatedServer::Sweep(SteadyTime now) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<int, bool>> expired;
@@ -548,6 +641,13 @@ void GatedServer::Sweep(SteadyTime now) {
     if (parked.deadline <= now) expired.emplace_back(fd, parked.idle);
   }
   for (const auto& [fd, idle] : expired) CloseLocked(fd, idle ? "idle_timeout" : "header_timeout");
+  expired.clear();
+  for (const auto& [fd, sending] : sending_) {
+    if (sending.deadline <= now) expired.emplace_back(fd, false);
+  }
+  for (const auto& [fd, unused] : expired) {
+    EndSendingLocked(sending_.find(fd), /*failed=*/true, "write_timeout");
+  }
   // Kept-alive sockets idle past their deadline (one a worker holds is not armed, so not closed
   // here).
   std::lock_guard<std::mutex> kept_lock(kept_mu_);
@@ -663,17 +763,25 @@ void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, si
   }
   if (fast_path_ && ServeFast(job, kept, stopping, buffer, peeked)) return;
   DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
-                        milliseconds(options_.write_timeout_ms), job.request_bytes);
+                        milliseconds(options_.write_timeout_ms), job.request_bytes,
+                        options_.max_pending_response_bytes);
   bool connection_closed = false;
-  bool ok = process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
+  const bool ok =
+      process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
   // Send the reply even when httplib gives up on the connection (its 400s and the like).
-  ok = stream.Flush() && ok;
+  const bool flushed = stream.Flush();
   if (stream.timed_out()) Closed("read_timeout")->Inc();
+  if (stream.too_large()) Closed("send_backlog")->Inc();
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).
-  Finish(
-      job.fd, kept,
-      !ok || connection_closed || stopping || stream.timed_out() || !stream.read_whole_request());
+  const bool close = !ok || !flushed || connection_closed || stopping || stream.timed_out() ||
+                     !stream.read_whole_request();
+  std::string unsent = stream.TakeUnsent();
+  if (flushed && !unsent.empty()) {
+    Defer(job.fd, kept, std::move(unsent), close);
+  } else {
+    Finish(job.fd, kept, close);
+  }
 }
 
 bool GatedServer::ServeFast(const Job& job, bool kept, bool stopping, std::vector<char>* buffer,
@@ -691,11 +799,57 @@ bool GatedServer::ServeFast(const Job& job, bool kept, bool stopping, std::vecto
   }
   // Take the request off the socket (it is there: it was peeked), then answer in one send.
   const ssize_t taken = ::recv(job.fd, buffer->data(), job.request_bytes, MSG_DONTWAIT);
-  const bool ok =
-      taken == static_cast<ssize_t>(job.request_bytes) &&
-      SendAll(job.fd, response.data(), response.size(), milliseconds(options_.write_timeout_ms));
-  Finish(job.fd, kept, !ok || close);
+  if (taken != static_cast<ssize_t>(job.request_bytes)) {
+    Finish(job.fd, kept, /*close=*/true);
+    return true;
+  }
+  Respond(job.fd, kept, response, close);
   return true;
+}
+
+void GatedServer::Respond(int fd, bool kept, std::string_view response, bool close) {
+  const ssize_t n = SendNow(fd, response.data(), response.size());
+  if (n < 0 || static_cast<size_t>(n) == response.size()) {
+    Finish(fd, kept, n < 0 || close);
+    return;
+  }
+  Defer(fd, kept, std::string(response.substr(static_cast<size_t>(n))), close);
+}
+
+void GatedServer::Defer(int fd, bool kept, std::string rest, bool close) {
+  if (kept) Unkeep(fd);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || epoll_fd_ < 0) {
+    CloseSocket(fd);
+    return;
+  }
+  if (sending_bytes_ + rest.size() > options_.max_pending_response_bytes) {
+    Closed("send_backlog")->Inc();
+    CloseSocket(fd);
+    return;
+  }
+  deferred_->Inc();
+  // The gate sleeps without a timeout while it holds nothing: wake it to sweep this deadline.
+  if (parked_.empty() && sending_.empty()) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+  sending_bytes_ += rest.size();
+  Sending& s = sending_[fd];
+  s.data = std::move(rest);
+  s.sent = 0;
+  s.deadline = steady_clock::now() + milliseconds(options_.write_timeout_ms);
+  s.close = close;
+  // Level-triggered EPOLLOUT (EPOLLERR and EPOLLHUP come unasked): no EPOLLRDHUP, since a client
+  // that shut its side down still reads, and the event would repeat while it does.
+  epoll_event ev{};
+  ev.events = EPOLLOUT;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    sending_bytes_ -= sending_[fd].data.size();
+    sending_.erase(fd);
+    CloseSocket(fd);
+  }
 }
 
 void GatedServer::Finish(int fd, bool kept, bool close) {

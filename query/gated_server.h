@@ -32,6 +32,7 @@ struct GateOptions {
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1024 * 1024;
   size_t max_url_bytes = 8'192;
+  size_t max_pending_response_bytes = 64 * 1024 * 1024;
   int listen_backlog = 1'024;
 };
 
@@ -57,7 +58,13 @@ struct GateOptions {
 //    idle_timeout_ms, is closed; connections beyond max_connections are closed at accept; a header
 //    over max_header_bytes gets 431, a request target over max_url_bytes gets 414 (as soon as the
 //    request line shows it), a Content-Length over max_body_bytes gets 413 before any body byte is
-//    read; all counted in inferscope_http_connections_closed_total{reason}.
+//    read; all counted in inferscope_http_connections_closed_total{reason};
+//  * responses are written without waiting: what the socket does not take at once goes to the gate
+//    with the connection, and the gate sends it as the client reads (EPOLLOUT), so a client that
+//    reads slowly or not at all holds no worker (the slow-read attack). A response that makes no
+//    progress for write_timeout_ms closes the connection (reason write_timeout); the gate holds at
+//    most max_pending_response_bytes in all, a response beyond that closes its connection at once
+//    (reason send_backlog).
 //
 // Lifecycle: construct → bind (httplib) → StartGate → listen_after_bind (httplib, own thread) →
 // stop (httplib) → join that thread → StopGate (the destructor calls it).
@@ -110,12 +117,25 @@ class GatedServer : public httplib::Server {
     uint32_t generation = 0;  // in its epoll tag, so that a stale event for a reused fd is ignored
     bool armed = false;       // waiting for its next request (false: a worker holds it)
   };
+  // A response the client has not taken yet, in the gate's epoll set (EPOLLOUT).
+  struct Sending {
+    std::string data;
+    size_t sent = 0;
+    SteadyTime deadline;  // write_timeout_ms after the last progress
+    bool close = false;   // close after it, else keep the connection for its next request
+  };
 
   bool process_and_close_socket(socket_t sock) override;
 
   void Park(int fd, bool idle);
   void GateLoop();
   void OnReadable(int fd);
+  // The gate's turn on a socket with a pending response; false when `fd` has none.
+  bool OnWritable(int fd);
+  // Ends a pending response: keeps the connection for its next request, or closes it (counted
+  // under `counter_reason` when not empty) when it failed or was to close.
+  void EndSendingLocked(std::unordered_map<int, Sending>::iterator it, bool failed,
+                        std::string_view counter_reason);
   void Sweep(SteadyTime now);
   void WorkerLoop();
   // A worker's turn on a kept-alive socket whose epoll event carried `tag`: serves its next
@@ -134,6 +154,11 @@ class GatedServer : public httplib::Server {
                  size_t peeked);
   // Keeps the connection for its next request or closes it.
   void Finish(int fd, bool kept, bool close);
+  // Sends `response` without waiting; what the socket does not take goes to the gate (Defer).
+  void Respond(int fd, bool kept, std::string_view response, bool close);
+  // Hands the connection and the unsent `rest` of its response to the gate, which sends it and
+  // then does what Finish would.
+  void Defer(int fd, bool kept, std::string rest, bool close);
   // Consumes what the client sent, writes a canned error response and closes.
   void RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
                     std::string_view code, std::string message, std::string_view counter_reason);
@@ -152,6 +177,9 @@ class GatedServer : public httplib::Server {
 
   std::mutex mu_;  // guards parked_, stopping_, and every epoll_ctl on a parked socket
   std::unordered_map<int, Parked> parked_;
+  std::unordered_map<int, Sending> sending_;
+  std::atomic<size_t> sending_bytes_{0};  // unsent bytes in sending_ (written under mu_)
+  Counter* deferred_ = nullptr;
   bool stopping_ = false;
   std::vector<char> peek_;  // gate thread only
 

@@ -293,6 +293,11 @@ Status QueryServer::Options::Validate() const {
         "query server: max_url_bytes must be in 256..8192 and below max_header_bytes, got " +
         std::to_string(max_url_bytes));
   }
+  if (max_pending_response_bytes < 64 * 1024 || max_pending_response_bytes > (size_t{1} << 40)) {
+    return Status::InvalidArgument(
+        "query server: max_pending_response_bytes must be in 65536..1099511627776, got " +
+        std::to_string(max_pending_response_bytes));
+  }
   if (response_cache_bytes > (size_t{1} << 40)) {
     return Status::InvalidArgument(
         "query server: response_cache_bytes must be at most 1 TiB, got " +
@@ -680,6 +685,7 @@ Status QueryServer::Start() {
   gate.max_header_bytes = options_.max_header_bytes;
   gate.max_body_bytes = options_.max_body_bytes;
   gate.max_url_bytes = options_.max_url_bytes;
+  gate.max_pending_response_bytes = options_.max_pending_response_bytes;
   gate.listen_backlog = options_.listen_backlog;
   const Clock* clock = ctx_->clock;
   server_ = std::make_unique<GatedServer>(

@@ -119,6 +119,9 @@ class QueryServer {
     size_t max_header_bytes = 16 * 1024;  // larger request headers get 431; 1 KiB..1 MiB
     size_t max_body_bytes = 1024 * 1024;  // larger request bodies get 413; 1 B..1 GiB
     size_t max_url_bytes = 8'192;         // longer request targets get 414; 256..8192
+    // Response bytes held for clients slow to read them, over all connections (see "Connections"
+    // above); a response that would go over closes its connection. 64 KiB..1 TiB.
+    size_t max_pending_response_bytes = 64 * 1024 * 1024;
     // A query node (cli/query_node.h) over a read-only store: the routes that change state
     // (silences, workflows: Route::writes) answer 405 READ_ONLY without calling their handler,
     // naming `engine_url` (the engine's API, where writes go; may be empty) in the error details.

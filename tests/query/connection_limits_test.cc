@@ -67,6 +67,19 @@ class QueryServerConnectionTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
+  // `n` pipelined requests for the OpenAPI document (130 KB each). The server's send buffer grows
+  // to 4 MB (tcp_wmem) even towards a client with a tiny window: 40 (5 MB) are more than it takes.
+  static std::string OpenApiRequests(int n) {
+    std::string requests;
+    for (int i = 0; i < n; ++i) requests += "GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    return requests;
+  }
+
+  double PendingResponseBytes() {
+    const auto values = metrics_.Values("inferscope_http_response_bytes_pending");
+    return values.empty() ? -1 : values.front().second;
+  }
+
   uint64_t Closed(const std::string& reason) {
     return metrics_.CounterValue("inferscope_http_connections_closed_total", {{"reason", reason}});
   }
@@ -155,6 +168,94 @@ TEST_F(QueryServerConnectionTest, NormalClientIsServedWhileSlowAndIdleSocketsAre
   // The attack sockets were held, not dropped.
   EXPECT_GE(server_->open_connections(), 1'100u);
   EXPECT_EQ(Closed("limit"), 0u);
+}
+
+// The slow-read attack (slowhttptest -X): clients with a tiny receive window ask for large
+// responses (40 pipelined requests for the 130 KB OpenAPI document: 5 MB, more than the socket
+// buffers take) and do not read them. A server that waits for a client's socket on a worker thread
+// is held by as many such clients as it has workers, each for its write timeout, and a normal
+// client's requests wait behind them (before the gate sent responses: 4 of 50 failed with 2
+// workers, and the readers were cut at the write timeout).
+TEST_F(QueryServerConnectionTest, ClientsThatDoNotReadTheirResponsesHoldNoWorker) {
+  QueryServer::Options options;
+  options.threads = 2;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  constexpr int kPipelined = 40;
+  std::vector<std::unique_ptr<RawSocket>> readers;
+  for (int i = 0; i < 3 * options.threads; ++i) {
+    readers.push_back(std::make_unique<RawSocket>(server_->port(), /*receive_buffer=*/1));
+    ASSERT_TRUE(readers.back()->ok());
+    ASSERT_TRUE(readers.back()->Send(OpenApiRequests(kPipelined)));
+  }
+  ASSERT_TRUE(testing::WaitFor([&] { return PendingResponseBytes() > 0; }));
+  int failures = 0;
+  const std::vector<double> ms = Measure(50, &failures);
+  EXPECT_EQ(failures, 0) << "requests failed while clients left their responses unread";
+  EXPECT_EQ(ms.size(), 50u);
+  EXPECT_EQ(server_->open_connections(), readers.size());  // held, not dropped
+  EXPECT_GE(metrics_.CounterValue("inferscope_http_responses_deferred_total"), readers.size());
+
+  // The readers, reading at last, get every response whole and in order.
+  httplib::Client client("127.0.0.1", server_->port());
+  auto expected = client.Get("/v1/openapi.json");
+  ASSERT_TRUE(expected);
+  ASSERT_GT(expected->body.size(), 100'000u);
+  for (auto& reader : readers) {
+    for (int r = 0; r < kPipelined; ++r) {
+      const std::string response = reader->ReadResponse();
+      ASSERT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << "response " << r;
+      const size_t body = response.find("\r\n\r\n");
+      ASSERT_NE(body, std::string::npos);
+      ASSERT_EQ(response.substr(body + 4), expected->body) << "response " << r;
+    }
+  }
+  EXPECT_TRUE(testing::WaitFor([&] { return PendingResponseBytes() == 0; }));
+  EXPECT_EQ(Closed("write_timeout"), 0u);
+}
+
+// A response that makes no progress for write_timeout_ms closes its connection (counted), and the
+// bytes held for it are released.
+TEST_F(QueryServerConnectionTest, AResponseNotReadWithinTheWriteTimeoutClosesItsConnection) {
+  QueryServer::Options options;
+  options.write_timeout_ms = 300;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  RawSocket reader(server_->port(), /*receive_buffer=*/1);
+  ASSERT_TRUE(reader.Send(OpenApiRequests(40)));
+  ASSERT_TRUE(testing::WaitFor([&] { return PendingResponseBytes() > 0; }));
+  EXPECT_TRUE(testing::WaitFor([&] { return Closed("write_timeout") == 1; }));
+  EXPECT_TRUE(testing::WaitFor([&] { return server_->open_connections() == 0; }));
+  EXPECT_EQ(PendingResponseBytes(), 0.0);
+}
+
+// The gate holds at most max_pending_response_bytes for slow readers: a response beyond it closes
+// its connection at once (counted), and a client that goes away releases what was held for it.
+TEST_F(QueryServerConnectionTest, ResponsesHeldForSlowReadersAreBoundedAndReleased) {
+  QueryServer::Options options;
+  options.max_pending_response_bytes = 1024 * 1024;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  httplib::Client client("127.0.0.1", server_->port());
+  auto doc = client.Get("/v1/openapi.json");
+  ASSERT_TRUE(doc);
+  const size_t readers_needed = options.max_pending_response_bytes / doc->body.size() + 5;
+  std::vector<std::unique_ptr<RawSocket>> readers;
+  double most = 0;
+  for (size_t i = 0; i < readers_needed; ++i) {
+    readers.push_back(std::make_unique<RawSocket>(server_->port(), /*receive_buffer=*/1));
+    ASSERT_TRUE(readers.back()->ok());
+    ASSERT_TRUE(readers.back()->Send(OpenApiRequests(40)));
+    most = std::max(most, PendingResponseBytes());
+  }
+  ASSERT_TRUE(testing::WaitFor([&] { return Closed("send_backlog") > 0; }));
+  most = std::max(most, PendingResponseBytes());
+  EXPECT_LE(most, static_cast<double>(options.max_pending_response_bytes));
+  EXPECT_GT(most, static_cast<double>(options.max_pending_response_bytes - doc->body.size()));
+  // A normal client is still served.
+  auto health = client.Get("/v1/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  readers.clear();
+  EXPECT_TRUE(testing::WaitFor([&] { return PendingResponseBytes() == 0; }));
+  EXPECT_TRUE(testing::WaitFor([&] { return server_->open_connections() == 0; }));
 }
 
 TEST_F(QueryServerConnectionTest, ConnectionsBeyondTheCapAreClosedAndCounted) {
@@ -335,6 +436,9 @@ TEST(QueryServerOptionsTest, ValidateNamesTheBadLimit) {
   options = {};
   options.max_body_bytes = 0;
   EXPECT_NE(options.Validate().message().find("max_body_bytes"), std::string::npos);
+  options = {};
+  options.max_pending_response_bytes = 1024;
+  EXPECT_NE(options.Validate().message().find("max_pending_response_bytes"), std::string::npos);
 }
 
 }  // namespace

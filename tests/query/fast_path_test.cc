@@ -412,6 +412,43 @@ TEST_F(FastPathTest, KeepsPipelinesAndClosesConnectionsAsAsked) {
   EXPECT_EQ(p.body, first);
 }
 
+// A client that pipelines fast-path requests and does not read the answers (the slow-read attack)
+// holds no worker: what its socket does not take goes to the gate, and the one worker serves
+// others meanwhile. Read at last, every answer is there, whole and in order.
+TEST_F(FastPathTest, AnswersAClientDoesNotReadHoldNoWorker) {
+  QueryServer::Options options;
+  options.threads = 1;
+  StartServer(options);
+  const std::string summary = "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&window=1m";
+  const std::string route = RouteOf(summary);
+  RawSocket reader(server_->port(), /*receive_buffer=*/64 * 1024);
+  ASSERT_TRUE(reader.ok());
+  // Requests in batches of 500, each sent once the last is answered, until the socket takes no
+  // more of an answer (the server's send buffer grows to 4 MB: some 7,000 answers of ~600 bytes).
+  // One flood of all of them would fill both directions' windows and leave both ends' TCP in
+  // zero-window probes.
+  std::string batch;
+  for (int i = 0; i < 500; ++i) batch += Get(summary);
+  const uint64_t first = FastServed(route);
+  int sent = 0;
+  auto deferred = [&] {
+    return metrics_.CounterValue("inferscope_http_responses_deferred_total") > 0;
+  };
+  while (!deferred() && sent < 40'000) {
+    ASSERT_TRUE(reader.Send(batch));
+    sent += 500;
+    ASSERT_TRUE(testing::WaitFor([&] { return deferred() || FastServed(route) == first + sent; }));
+  }
+  ASSERT_TRUE(deferred());
+  const Parsed other = ExpectSameAnswer(summary);  // on the only worker, meanwhile
+  EXPECT_EQ(other.status_line, "HTTP/1.1 200 OK");
+  for (int i = 0; i < sent; ++i) {
+    const Parsed p = Parse(reader.ReadResponse());
+    ASSERT_EQ(p.status_line, "HTTP/1.1 200 OK") << "answer " << i;
+    ASSERT_EQ(p.body, other.body) << "answer " << i;
+  }
+}
+
 // The attacks below send requests at the edges of the fast path's subset; each must be answered
 // with the bytes httplib gives, by the fast path only where it says so.
 

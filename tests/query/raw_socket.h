@@ -18,9 +18,14 @@ namespace inferscope {
 // A connected client socket, closed on destruction.
 class RawSocket {
  public:
-  explicit RawSocket(int port) {
+  // `receive_buffer` > 0 sets SO_RCVBUF before connecting (the kernel's minimum is ~2 KiB): a
+  // client that advertises a small window and reads slowly, or never.
+  explicit RawSocket(int port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) return;
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
     timeval tv{10, 0};  // no read in these tests may hang the suite
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

@@ -192,22 +192,33 @@ TEST_F(QueryServerConnectionTest, ClientsThatDoNotReadTheirResponsesHoldNoWorker
   const std::vector<double> ms = Measure(50, &failures);
   EXPECT_EQ(failures, 0) << "requests failed while clients left their responses unread";
   EXPECT_EQ(ms.size(), 50u);
-  EXPECT_EQ(server_->open_connections(), readers.size());  // held, not dropped
+  EXPECT_GE(server_->open_connections(), readers.size());  // held, not dropped
   EXPECT_GE(metrics_.CounterValue("inferscope_http_responses_deferred_total"), readers.size());
 
-  // The readers, reading at last, get every response whole and in order.
+  // The readers, reading at last (all at once: one left unread for write_timeout_ms while the
+  // others read would be cut), get every response whole and in order.
   httplib::Client client("127.0.0.1", server_->port());
   auto expected = client.Get("/v1/openapi.json");
   ASSERT_TRUE(expected);
   ASSERT_GT(expected->body.size(), 100'000u);
-  for (auto& reader : readers) {
-    for (int r = 0; r < kPipelined; ++r) {
-      const std::string response = reader->ReadResponse();
-      ASSERT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << "response " << r;
-      const size_t body = response.find("\r\n\r\n");
-      ASSERT_NE(body, std::string::npos);
-      ASSERT_EQ(response.substr(body + 4), expected->body) << "response " << r;
-    }
+  std::vector<int> whole(readers.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < readers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      for (int r = 0; r < kPipelined; ++r) {
+        const std::string response = readers[i]->ReadResponse();
+        const size_t body = response.find("\r\n\r\n");
+        if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos ||
+            response.compare(body + 4, std::string::npos, expected->body) != 0) {
+          return;
+        }
+        ++whole[i];
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < readers.size(); ++i) {
+    EXPECT_EQ(whole[i], kPipelined) << "reader " << i << ": responses whole and in order";
   }
   EXPECT_TRUE(testing::WaitFor([&] { return PendingResponseBytes() == 0; }));
   EXPECT_EQ(Closed("write_timeout"), 0u);

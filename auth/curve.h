@@ -16,6 +16,7 @@
 #include "pipeline/glob.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
+#include "pipeline/string_hash.h"
 
 namespace inferscope {
 
@@ -78,11 +79,7 @@ class AuthorizedKeys {
   size_t size() const { return entries_.size(); }
 
  private:
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
-  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> entries_;
+  std::unordered_map<std::string, Entry, StringHash, std::equal_to<>> entries_;
 };
 
 // The `curve` option of a bound ZeroMQ endpoint (a zmq source, a stream sink):

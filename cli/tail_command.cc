@@ -13,6 +13,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 #include <msgpack.hpp>
@@ -30,6 +31,9 @@
 
 namespace inferscope {
 namespace {
+
+// Topics whose topic_seq is followed; as many as a stream sink numbers (sinks/stream_sink.h).
+constexpr size_t kMaxTopics = size_t{1} << 20;
 
 using nlohmann::json;
 
@@ -210,6 +214,7 @@ int TailCommand(const TailArgs& args) {
     using Clock = std::chrono::steady_clock;
     Clock::time_point last_heard = Clock::now();
     bool warned = false;
+    std::unordered_map<std::string, uint64_t> last_seq;  // by topic
     while (!g_stop) {
       zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
       // A short poll so that Ctrl-C is noticed promptly (poll returns EINTR, cppzmq throws).
@@ -253,6 +258,20 @@ int TailCommand(const TailArgs& args) {
       if (!alert.is_object()) {
         std::cerr << "tail: undecodable message on topic " << frames[0].to_string() << "\n";
         continue;
+      }
+      // Messages ZeroMQ dropped for this subscriber (past the engine's high-water mark) show as a
+      // jump of the topic's topic_seq (docs/PROTOCOL.md, "Lost messages").
+      if (const auto seq = alert.find("topic_seq");
+          seq != alert.end() && seq->is_number_unsigned()) {
+        const uint64_t n = seq->get<uint64_t>();
+        if (last_seq.size() >= kMaxTopics) last_seq.clear();
+        uint64_t& before = last_seq[frames[0].to_string()];
+        if (before > 0 && n > before + 1) {
+          std::cerr << "tail: " << n - before - 1 << " alert message(s) lost on topic "
+                    << frames[0].to_string() << " (this subscriber fell behind the engine's sndhwm)"
+                    << std::endl;
+        }
+        before = n;  // smaller: the engine restarted and numbers from 1 again
       }
       if (args.json) {
         std::cout << ToJsonText(alert) << std::endl;

@@ -15,6 +15,7 @@
 #include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
+#include "pipeline/string_hash.h"
 
 namespace inferscope {
 
@@ -157,10 +158,6 @@ class RateLimiter {
     double tokens;
     int64_t updated_ns;
   };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
   Decision Take(Bucket& bucket, int64_t now_ns);
   void SweepLocked(int64_t now_ns);
 
@@ -169,7 +166,7 @@ class RateLimiter {
   Counter* overflow_ = nullptr;
   Counter* limited_ = nullptr;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Bucket, Hash, std::equal_to<>> buckets_;
+  std::unordered_map<std::string, Bucket, StringHash, std::equal_to<>> buckets_;
   Bucket overflow_bucket_;
   int64_t last_sweep_ns_ = 0;
   bool swept_ = false;

@@ -35,6 +35,7 @@
 #include "pipeline/event.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
+#include "pipeline/string_hash.h"
 #include "routing/estimates.h"
 #include "routing/health_gate.h"
 #include "routing/options.h"
@@ -320,11 +321,6 @@ class RoutingLearner {
   struct Backend;
   struct Model;
   struct Table;
-
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
 
   Model* GetOrCreateModel(std::string_view name);
   Backend* GetOrCreateBackend(Model& model, std::string_view name);

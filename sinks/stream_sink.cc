@@ -3,6 +3,71 @@
 #include <utility>
 
 namespace inferscope {
+namespace {
+
+void AppendBigEndian(uint64_t v, int bytes, std::string* out) {
+  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+}
+
+}  // namespace
+
+bool AppendTopicSeq(std::string_view payload, StreamFormat format, uint64_t seq, std::string* out) {
+  out->clear();
+  if (format == StreamFormat::kJson) {
+    if (payload.size() < 2 || payload.front() != '{' || payload.back() != '}') return false;
+    out->append(payload.substr(0, payload.size() - 1));
+    if (payload.find_first_not_of(" \t\r\n", 1) != payload.size() - 1) out->push_back(',');
+    out->append("\"topic_seq\":").append(std::to_string(seq)).push_back('}');
+    return true;
+  }
+  if (payload.empty()) return false;
+  const auto b0 = static_cast<uint8_t>(payload[0]);
+  uint64_t n = 0;
+  size_t header = 1;
+  if ((b0 & 0xf0) == 0x80) {
+    n = b0 & 0x0f;
+  } else if (b0 == 0xde && payload.size() >= 3) {
+    n = (uint64_t{static_cast<uint8_t>(payload[1])} << 8) | static_cast<uint8_t>(payload[2]);
+    header = 3;
+  } else if (b0 == 0xdf && payload.size() >= 5) {
+    for (size_t i = 1; i < 5; ++i) n = (n << 8) | static_cast<uint8_t>(payload[i]);
+    header = 5;
+  } else {
+    return false;
+  }
+  ++n;  // the smallest map header for one more entry
+  if (n < 16) {
+    out->push_back(static_cast<char>(0x80 | n));
+  } else if (n <= 0xffff) {
+    out->push_back(static_cast<char>(0xde));
+    AppendBigEndian(n, 2, out);
+  } else if (n <= 0xffffffff) {
+    out->push_back(static_cast<char>(0xdf));
+    AppendBigEndian(n, 4, out);
+  } else {
+    return false;
+  }
+  out->append(payload.substr(header));
+  out->append("\xa9topic_seq");  // fixstr "topic_seq"
+  if (seq < 0x80) {
+    out->push_back(static_cast<char>(seq));
+  } else if (seq <= 0xff) {
+    out->push_back(static_cast<char>(0xcc));
+    AppendBigEndian(seq, 1, out);
+  } else if (seq <= 0xffff) {
+    out->push_back(static_cast<char>(0xcd));
+    AppendBigEndian(seq, 2, out);
+  } else if (seq <= 0xffffffff) {
+    out->push_back(static_cast<char>(0xce));
+    AppendBigEndian(seq, 4, out);
+  } else {
+    out->push_back(static_cast<char>(0xcf));
+    AppendBigEndian(seq, 8, out);
+  }
+  return true;
+}
 
 Status StreamSinkOptions::Validate(std::string_view sink) const {
   if (endpoint.empty()) {
@@ -52,6 +117,7 @@ Status StreamPublisher::Open(const StageContext& ctx, const StreamSinkOptions& o
     return Status::InvalidArgument("sink '" + ctx.name + "': the stage context lacks metrics");
   }
   sink_ = std::string(sink);
+  format_ = options.format;
   Labels labels = {{"stage", ctx.name}};
   messages_ = ctx.metrics->GetCounter("inferscope_sink_messages_total",
                                       "Messages a sink published or wrote", labels);
@@ -66,8 +132,19 @@ Status StreamPublisher::CheckOpen() const {
 }
 
 Status StreamPublisher::Send(std::string_view topic, std::string_view payload) {
+  auto it = seqs_.find(topic);
+  if (it == seqs_.end()) {
+    if (seqs_.size() >= kMaxTopics) seqs_.clear();  // numbers start again, as after a restart
+    it = seqs_.emplace(std::string(topic), 0).first;
+  }
+  // A failed send keeps its number: the subscribers see the gap of a message they did not get.
+  const uint64_t seq = ++it->second;
+  if (!AppendTopicSeq(payload, format_, seq, &stamped_)) {
+    errors_->Inc();
+    return Status::Internal(sink_ + ": a payload that is not a map cannot carry its topic_seq");
+  }
   Status st = pub_.Send(zmq::buffer(topic.data(), topic.size()),
-                        zmq::buffer(payload.data(), payload.size()));
+                        zmq::buffer(stamped_.data(), stamped_.size()));
   (st.ok() ? messages_ : errors_)->Inc();
   return st;
 }

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include <msgpack.hpp>
 
@@ -11,13 +12,15 @@
 #include "pipeline/metrics.h"
 #include "pipeline/stage.h"
 #include "pipeline/status.h"
+#include "pipeline/string_hash.h"
 #include "sinks/pub_socket.h"
 
 namespace inferscope {
 
 // What the stream sinks (zmq_pub, zmq_alerts, zmq_bottlenecks, zmq_workflows, zmq_routing) share:
-// their options, their PUB socket with its counters, and the choice of encoding per record. Each
-// sink adds its topic and payload (docs/PROTOCOL.md).
+// their options, their PUB socket with its counters, the choice of encoding per record, and the
+// message number `topic_seq` every payload carries. Each sink adds its topic and payload
+// (docs/PROTOCOL.md).
 
 enum class StreamFormat { kMsgpack, kJson };
 
@@ -40,15 +43,29 @@ Result<StreamSinkOptions> ParseStreamSinkOptions(const ConfigNode& options, std:
 Result<StreamSinkOptions> ParseStreamOnlySinkOptions(const ConfigNode& options,
                                                      std::string_view sink);
 
+// Copies `payload` (a msgpack map, or a JSON object with nothing after its closing brace) into
+// `*out` with one more entry, "topic_seq": `seq`; false (and `*out` unspecified) when it is
+// neither.
+bool AppendTopicSeq(std::string_view payload, StreamFormat format, uint64_t seq, std::string* out);
+
 // StreamPublisher is a stream sink's bound PUB socket with the sink's message and error counters
 // (inferscope_sink_messages_total, inferscope_sink_write_errors_total{stage}).
-// Lifecycle: Open (engine thread) → Send (sink thread) → Close.
+//
+// Loss detection: PUB drops a subscriber's messages past the high-water mark (a slow subscriber)
+// and cannot count them. So every payload gets "topic_seq", the message's number on its topic (1,
+// 2, ... from the sink's start): a subscriber sees a gap when messages of a topic were lost to it,
+// and topic_seq starting again at 1 when the engine restarted. At most kMaxTopics topics are
+// numbered; past that the numbers start again at 1, as after a restart. Lifecycle: Open (engine
+// thread) → Send (sink thread) → Close.
 class StreamPublisher {
  public:
   // Validates `options`, registers the counters of stage `ctx.name` and binds. `sink` names the
   // sink type in errors.
   Status Open(const StageContext& ctx, const StreamSinkOptions& options, std::string_view sink);
-  // Sends one [topic, payload] message and counts it, or counts the failure and returns it.
+  static constexpr size_t kMaxTopics = size_t{1} << 20;
+
+  // Sends one [topic, payload] message with its "topic_seq" and counts it, or counts the failure
+  // and returns it. `payload` is encoded in the format the publisher was opened with.
   Status Send(std::string_view topic, std::string_view payload);
   // Sends `record` under `topic` encoded in `format`: `msgpack(record, sbuffer&)` into a buffer
   // reused across calls, or `json(record)` returning the text.
@@ -69,6 +86,9 @@ class StreamPublisher {
 
  private:
   std::string sink_;
+  StreamFormat format_ = StreamFormat::kMsgpack;
+  std::unordered_map<std::string, uint64_t, StringHash, std::equal_to<>> seqs_;  // by topic
+  std::string stamped_;  // the payload with its seq, reused across messages
   PubSocket pub_;
   Counter* messages_ = nullptr;
   Counter* errors_ = nullptr;

@@ -10,6 +10,7 @@
 #include "auth/curve.h"
 #include "pipeline/metrics.h"
 #include "pipeline/status.h"
+#include "pipeline/string_hash.h"
 #include "sources/wire_decoder.h"
 
 namespace inferscope {
@@ -59,11 +60,7 @@ class IngestAuth final : public PublisherAuthorizer {
   MetricsRegistry* const metrics_;
   mutable MetricsRegistry own_metrics_;
   const AuthorizedKeys::Entry* sender_ = nullptr;
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
-  mutable std::unordered_map<std::string, Counter*, Hash, std::equal_to<>> claimed_;
+  mutable std::unordered_map<std::string, Counter*, StringHash, std::equal_to<>> claimed_;
   mutable Counter* claimed_other_ = nullptr;
 };
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -198,6 +199,51 @@ TEST(CliTest, TailSaysWhatItSubscribedToAndWarnsWhenNothingIsHeard) {
   ASSERT_TRUE(WaitFor([&] {
     return ReadFile(log).find("tail: nothing heard from " + endpoint) != std::string::npos;
   })) << ReadFile(log);
+  tail.Signal(SIGINT);
+  EXPECT_EQ(tail.Wait(std::chrono::seconds(10)), 0);
+}
+
+// Messages lost on the way (a subscriber past the engine's high-water mark) show as a jump of
+// the topic's topic_seq, and tail says how many. The stream here is a PUB socket of the test's
+// speaking the alert stream's JSON form.
+TEST(CliTest, TailReportsAlertsLostOnTheWayFromTheTopicSeqGap) {
+  TempDir dir;
+  zmq::context_t ctx;
+  zmq::socket_t pub(ctx, zmq::socket_type::pub);
+  pub.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = pub.get(zmq::sockopt::last_endpoint);
+  const std::string log = dir.str() + "/tail.log";
+  Subprocess tail({testing::InferscopeBinary(), "tail", "--endpoint", endpoint, "--json"}, log);
+  const std::string topic = "alerts.critical.vllm-0.llama.";
+  auto send = [&](uint64_t seq) {
+    const json alert = {
+        {"v", 1},           {"state", "firing"}, {"severity", "critical"}, {"instance", "vllm-0"},
+        {"model", "llama"}, {"message", "m"},    {"topic_seq", seq}};
+    pub.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+    pub.send(zmq::buffer(alert.dump()), zmq::send_flags::none);
+  };
+  // Numbered on until tail prints one (ZeroMQ's slow joiner drops the first ones).
+  uint64_t seq = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    send(++seq);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return ReadFile(log).find("\"topic_seq\"") != std::string::npos;
+  })) << ReadFile(log);
+  EXPECT_EQ(ReadFile(log).find("lost"), std::string::npos) << ReadFile(log);
+  send(seq + 4);  // three never sent: lost, as far as tail can tell
+  ASSERT_TRUE(WaitFor([&] {
+    return ReadFile(log).find("tail: 3 alert message(s) lost on topic " + topic) !=
+           std::string::npos;
+  })) << ReadFile(log);
+  send(1);  // the engine restarted: numbers start again, nothing lost
+  send(2);
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string text = ReadFile(log);
+    return text.find("\"topic_seq\":2") != std::string::npos &&
+           text.rfind("\"topic_seq\":2") > text.find(" lost on topic ");
+  })) << ReadFile(log);
+  const std::string text = ReadFile(log);
+  EXPECT_EQ(text.find(" lost on topic "), text.rfind(" lost on topic ")) << text;
   tail.Signal(SIGINT);
   EXPECT_EQ(tail.Wait(std::chrono::seconds(10)), 0);
 }

@@ -302,12 +302,12 @@ class StreamTypesTest : public ::testing::Test {
 
 TEST_F(StreamTypesTest, TheDocumentedTablesAreRead) {
   const Spec summary = ReadSpec("Summary stream");
-  EXPECT_EQ(summary.size(), 23u);
+  EXPECT_EQ(summary.size(), 24u);  // topic_seq added
   EXPECT_EQ(summary.at("error_ratio").type, "float");
   EXPECT_EQ(summary.at("count").type, "uint");
   EXPECT_TRUE(summary.at("p99").optional);
   const Spec alert = ReadSpec("Alert stream");
-  EXPECT_EQ(alert.size(), 25u);  // limit added (issue 16), early (issue 15)
+  EXPECT_EQ(alert.size(), 26u);  // limit added (issue 16), early (issue 15), topic_seq
   EXPECT_EQ(alert.at("upper").type, "float or nil");
   EXPECT_EQ(alert.at("score").type, "float");
 }

@@ -59,7 +59,8 @@ TEST(ZmqBottleneckSinkTest, PublishesTopicAndFloat64Payload) {
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(2), "vllm-1.eu");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
   auto m = oh.get().as<std::map<std::string, msgpack::object>>();
-  EXPECT_EQ(m.size(), 24u);
+  EXPECT_EQ(m.size(), 25u);
+  EXPECT_GE(m.at("topic_seq").as<uint64_t>(), 1u);  // written until a subscriber got one
   EXPECT_FALSE(m.at("early").as<bool>());
   EXPECT_EQ(m.at("v").as<int>(), 1);
   EXPECT_EQ(m.at("instance").as<std::string>(), "vllm-1.eu");

@@ -41,7 +41,8 @@ TEST(ZmqRoutingSinkTest, PublishesTopicAndFloat64Payload) {
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(1), "llama-3.1-8b");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
   auto m = oh.get().as<std::map<std::string, msgpack::object>>();
-  EXPECT_EQ(m.size(), 6u);
+  EXPECT_EQ(m.size(), 7u);
+  EXPECT_GE(m.at("topic_seq").as<uint64_t>(), 1u);  // written until a subscriber got one
   EXPECT_EQ(m.at("v").as<int>(), 1);
   EXPECT_EQ(m.at("model").as<std::string>(), "llama-3.1-8b");
   EXPECT_EQ(m.at("strategy").as<std::string>(), "lowest_latency");

@@ -52,9 +52,10 @@ TEST(ZmqWorkflowSinkTest, PublishesTopicAndPayload) {
   EXPECT_EQ(SplitTopic(frames[0].to_string())->at(2), "vllm-1.eu");
   msgpack::object_handle oh = msgpack::unpack(frames[1].data<char>(), frames[1].size());
   auto m = oh.get().as<std::map<std::string, msgpack::object>>();
-  EXPECT_EQ(m.size(), 11u);
+  EXPECT_EQ(m.size(), 12u);
   EXPECT_EQ(m.at("v").as<int>(), 1);
-  EXPECT_EQ(m.at("seq").as<uint64_t>(), 7u);
+  EXPECT_EQ(m.at("seq").as<uint64_t>(), 7u);  // the registry's, beside the stream's topic_seq
+  EXPECT_GE(m.at("topic_seq").as<uint64_t>(), 1u);
   EXPECT_EQ(m.at("id").as<std::string>(), "5f0c9a1e2b3d4c6f");
   EXPECT_EQ(m.at("state").as<std::string>(), "ROLLED_BACK");
   EXPECT_EQ(m.at("verdict").as<std::string>(), "regressed");

@@ -126,6 +126,10 @@ def main():
             fail(f"summary topic {summary.topic!r} names {summary.names}")
         if summary.payload["count"] != 20 or summary.payload["max"] != 500.0:
             fail(f"summary {summary.payload}")
+        if not isinstance(summary.payload.get("topic_seq"), int) or summary.payload["topic_seq"] < 1:
+            fail(f"summary without its topic_seq: {summary.payload}")
+        if summaries.lost != 0 or summary.lost_before != 0:
+            fail(f"messages lost on a subscriber that kept up: {summaries.lost}")
         if alert.names != ["alerts", "warning", "node.a", "m1"] or alert.kind != "alerts":
             fail(f"alert topic {alert.topic!r}")
         if other.recv(timeout_ms=200) is not None:
@@ -141,5 +145,40 @@ def main():
         log.close()
 
 
+def check_lost_messages() -> None:
+    """Subscriber's count of lost messages from the gaps of topic_seq, on a PUB socket of the
+    test's: a gap of 2, then numbers from 1 again (an engine restart), which lose nothing."""
+    import zmq
+
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    sub = inferscope.Subscriber(pub.getsockopt(zmq.LAST_ENDPOINT).decode(), [b"alerts."],
+                                context=context)
+    probe = 0
+    while sub.recv(timeout_ms=50) is None:  # slow joiner: a probe topic until one arrives
+        probe += 1
+        if probe > 100:
+            fail("the test's PUB socket reached no subscriber")
+        pub.send_multipart([b"alerts.probe.", json.dumps({"v": 1, "topic_seq": probe}).encode()])
+    sub.lost = 0
+    for seq in (1, 2, 5, 6, 1, 2):
+        pub.send_multipart([b"alerts.critical.a.m.", json.dumps({"v": 1, "topic_seq": seq}).encode()])
+    got = []
+    while len(got) < 6:
+        m = sub.recv(timeout_ms=2000)
+        if m is None:
+            fail(f"only {len(got)} of 6 numbered messages received")
+        if m.topic == b"alerts.critical.a.m.":
+            got.append(m.lost_before)
+    if got != [0, 0, 2, 0, 0, 0] or sub.lost != 2:
+        fail(f"lost_before {got}, lost {sub.lost}: expected [0, 0, 2, 0, 0, 0] and 2")
+    sub.close()
+    pub.close()
+    context.term()
+
+
 if __name__ == "__main__":
     main()
+    check_lost_messages()

@@ -24,16 +24,22 @@ from inferscope.client import CurveKeys, alert_topic_prefix, parse_topic, summar
 
 Name = Union[str, bytes]
 
+# Topics whose topic_seq is followed; as many as a stream sink numbers (sinks/stream_sink.h).
+_MAX_TOPICS = 1 << 20
+
 
 @dataclass(frozen=True)
 class StreamMessage:
     """One message of a stream: the raw topic, its names (["summaries", instance, model] or
-    ["alerts", severity, instance, model]; None for a topic in another format) and the decoded
-    payload map."""
+    ["alerts", severity, instance, model]; None for a topic in another format), the decoded
+    payload map, and `lost_before`: how many messages of this topic were lost to this subscriber
+    just before this one (the gap in the payload's `topic_seq`; docs/PROTOCOL.md, "Lost
+    messages")."""
 
     topic: bytes
     names: Optional[List[str]]
     payload: dict[str, Any]
+    lost_before: int = 0
 
     @property
     def kind(self) -> str:
@@ -86,6 +92,8 @@ class Subscriber:
         self._socket.connect(endpoint)
         self.received = 0
         self.undecodable = 0
+        self.lost = 0  # messages the engine published that never reached this subscriber
+        self._last_seq: dict[bytes, int] = {}  # topic_seq by topic
 
     @classmethod
     def summaries(
@@ -135,7 +143,18 @@ class Subscriber:
             except ValueError:
                 names = None
             self.received += 1
-            return StreamMessage(topic=bytes(frames[0]), names=names, payload=payload)
+            topic = bytes(frames[0])
+            lost = 0
+            seq = payload.get("topic_seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if len(self._last_seq) >= _MAX_TOPICS:
+                    self._last_seq.clear()
+                before = self._last_seq.get(topic, 0)
+                if before > 0 and seq > before + 1:
+                    lost = seq - before - 1  # smaller than before: the engine restarted
+                self._last_seq[topic] = seq
+                self.lost += lost
+            return StreamMessage(topic=topic, names=names, payload=payload, lost_before=lost)
 
     def __iter__(self) -> Iterator[StreamMessage]:
         while True:

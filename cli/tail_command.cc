@@ -33,7 +33,7 @@ namespace inferscope {
 namespace {
 
 // Topics whose topic_seq is followed; as many as a stream sink numbers (sinks/stream_sink.h).
-constexpr size_t kMaxTopics = size_t{1} << 20;
+constexpr size_t kMaxTopics = size_t{1} << 18;
 
 using nlohmann::json;
 

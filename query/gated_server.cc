@@ -36,6 +36,9 @@ constexpr size_t kPeekBytes = 16 * 1024;
 constexpr int kSweepIntervalMs = 50;
 // Response bytes DeadlineStream gathers before sending (a typical JSON reply and its header fit).
 constexpr size_t kWriteBufferBytes = 16 * 1024;
+// The most the gate sends on one socket per event (it holds mu_ meanwhile), and the sent prefix
+// it keeps before dropping it from the response it holds.
+constexpr size_t kSendSliceBytes = 256 * 1024;
 
 int RemainingMs(steady_clock::time_point deadline) {
   // Rounded up: a wait cut to 0 ms in the deadline's last millisecond would spin until it passes.
@@ -159,6 +162,14 @@ Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
 constexpr uint64_t kStopTag = 1;
 constexpr uint64_t kJobsTag = 2;
 
+// Reads (and drops) what the client sent, up to four buffers: a socket closed with unread input
+// ends with a reset, which also discards the response bytes still queued for the client.
+void DiscardInput(int fd, std::vector<char>* buf) {
+  for (int i = 0; i < 4; ++i) {
+    if (::recv(fd, buf->data(), buf->size(), MSG_DONTWAIT) <= 0) break;
+  }
+}
+
 // Sends what the socket takes now, without waiting: the bytes sent, or -1 when the socket failed.
 ssize_t SendNow(int fd, const char* ptr, size_t size) {
   size_t off = 0;
@@ -177,26 +188,6 @@ ssize_t SendNow(int fd, const char* ptr, size_t size) {
   return static_cast<ssize_t>(off);
 }
 
-// Sends `size` bytes, waiting at most `timeout` for each wait for room; false when the socket
-// failed or the time passed.
-bool SendAll(int fd, const char* ptr, size_t size, milliseconds timeout) {
-  const steady_clock::time_point deadline = steady_clock::now() + timeout;
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(fd, ptr + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      off += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!WaitFor(fd, POLLOUT, deadline)) return false;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
 // httplib::Stream over a socket with an overall read deadline. Reads at most `limit` bytes (0:
 // unlimited), so a keep-alive connection's next request stays in the socket. Writes are buffered
 // (up to kWriteBufferBytes) and sent by Flush, before any read that has to wait (so a "100
@@ -205,21 +196,18 @@ bool SendAll(int fd, const char* ptr, size_t size, milliseconds timeout) {
 // never wait: what the socket does not take is kept, in order, for the gate (TakeUnsent).
 class DeadlineStream final : public httplib::Stream {
  public:
-  DeadlineStream(int fd, steady_clock::time_point read_deadline, milliseconds write_timeout,
-                 size_t limit, size_t max_unsent)
-      : fd_(fd),
-        read_deadline_(read_deadline),
-        write_timeout_(write_timeout),
-        limit_(limit),
-        max_unsent_(max_unsent) {}
+  DeadlineStream(int fd, steady_clock::time_point read_deadline, size_t limit, size_t max_unsent)
+      : fd_(fd), read_deadline_(read_deadline), limit_(limit), max_unsent_(max_unsent) {}
 
   bool is_readable() const override {
     if (pos_ < end_) return true;
     pollfd p{fd_, POLLIN, 0};
     return ::poll(&p, 1, 0) > 0;
   }
+  // Never waits (httplib asks only before writing a content provider's data; none is used).
   bool is_writable() const override {
-    return WaitFor(fd_, POLLOUT, steady_clock::now() + write_timeout_);
+    pollfd p{fd_, POLLOUT, 0};
+    return ::poll(&p, 1, 0) > 0;
   }
 
   ssize_t read(char* ptr, size_t size) override {
@@ -287,13 +275,10 @@ class DeadlineStream final : public httplib::Stream {
   }
 
   ssize_t Fill() {
-    // A reply written so far (say "100 Continue") must reach the client before it sends more;
-    // the only wait for a write on a worker, for a few bytes into an otherwise empty socket.
-    if (!Flush()) return -1;
-    if (!unsent_.empty()) {
-      if (!SendAll(fd_, unsent_.data(), unsent_.size(), write_timeout_)) return -1;
-      unsent_.clear();
-    }
+    // A reply written so far (say "100 Continue") must reach the client before it sends more. A
+    // socket that does not take it at once is full of an earlier response the client has not
+    // read: the request fails rather than hold this worker until the client reads.
+    if (!Flush() || !unsent_.empty()) return -1;
     size_t want = buf_.size();
     if (limit_ > 0) {
       if (consumed_ >= limit_) return 0;
@@ -338,7 +323,6 @@ class DeadlineStream final : public httplib::Stream {
 
   const int fd_;
   const steady_clock::time_point read_deadline_;
-  const milliseconds write_timeout_;
   const size_t limit_;
   const size_t max_unsent_;
   size_t consumed_ = 0;
@@ -438,20 +422,27 @@ void GatedServer::StopGate() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
-    stopping_ = true;
+    stopping_ = true;  // the gate takes no new request; parked connections wait to be closed
   }
-  if (wake_fd_ >= 0) {
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
-  }
-  if (gate_.joinable()) gate_.join();
-  // Workers finish the request they serve, then see the stop descriptor.
+  // Workers finish the request they serve (what its socket does not take goes to the gate, to
+  // close after it), then see the stop descriptor.
   if (stop_fd_ >= 0) {
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(stop_fd_, &one, sizeof(one));
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  // The gate sends what it holds, for at most write_timeout_ms, then ends.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_done_ = true;
+    drain_deadline_ = steady_clock::now() + milliseconds(options_.write_timeout_ms);
+  }
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+  if (gate_.joinable()) gate_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [fd, parked] : parked_) CloseSocket(fd);
   parked_.clear();
@@ -464,8 +455,14 @@ void GatedServer::StopGate() {
     jobs_.clear();
   }
   {
+    // Their last responses may still be queued in the kernel for a slow reader: consume what the
+    // client sent (pipelined requests) so that close() ends with a FIN after them, not a reset
+    // that discards them.
     std::lock_guard<std::mutex> kept_lock(kept_mu_);
-    for (const auto& [fd, kept] : kept_) CloseSocket(fd);
+    for (const auto& [fd, kept] : kept_) {
+      DiscardInput(fd, &peek_);
+      CloseSocket(fd);
+    }
     kept_.clear();
   }
   for (int* fd : {&epoll_fd_, &wake_fd_, &keep_epoll_fd_, &stop_fd_, &jobs_fd_}) {
@@ -523,9 +520,17 @@ void GatedServer::GateLoop() {
     // Deadlines to sweep only while connections are parked; otherwise sleep until one is (Park
     // writes wake_fd_) or Stop: an idle query server does not wake up.
     bool any_parked;
+    bool stopping;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      any_parked = !parked_.empty() || !sending_.empty();
+      stopping = stopping_;
+      // Stopping: responses still held are sent until the workers are gone and either nothing is
+      // left or the drain deadline passed; no new request is taken.
+      if (stopping && workers_done_ &&
+          (sending_.empty() || steady_clock::now() >= drain_deadline_)) {
+        return;
+      }
+      any_parked = stopping || !parked_.empty() || !sending_.empty();
     }
     if (!any_parked) {
       std::lock_guard<std::mutex> lock(kept_mu_);
@@ -533,17 +538,13 @@ void GatedServer::GateLoop() {
     }
     int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
                          any_parked ? RemainingMs(next_sweep) : -1);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
-    }
     for (int i = 0; i < n; ++i) {
       if (events[i].data.fd == wake_fd_) {
         uint64_t count;
         [[maybe_unused]] ssize_t r = ::read(wake_fd_, &count, sizeof(count));
         continue;
       }
-      if (!OnWritable(events[i].data.fd)) OnReadable(events[i].data.fd);
+      if (!OnWritable(events[i].data.fd) && !stopping) OnReadable(events[i].data.fd);
     }
     const SteadyTime now = steady_clock::now();
     if (now >= next_sweep) {
@@ -609,13 +610,23 @@ bool GatedServer::OnWritable(int fd) {
   auto it = sending_.find(fd);
   if (it == sending_.end()) return false;
   Sending& s = it->second;
-  const ssize_t n = SendNow(fd, s.data.data() + s.sent, s.data.size() - s.sent);
+  const ssize_t n =
+      SendNow(fd, s.data.data() + s.sent, std::min(s.data.size() - s.sent, kSendSliceBytes));
   if (n > 0) {
     s.sent += static_cast<size_t>(n);
-    sending_bytes_ -= static_cast<size_t>(n);
     s.deadline = steady_clock::now() + milliseconds(options_.write_timeout_ms);
   }
-  if (n >= 0 && s.sent < s.data.size()) return true;  // wait for room
+  if (n >= 0 && s.sent < s.data.size()) {
+    // Hold only what is left (a client that stops near the end keeps little of the budget).
+    if (s.sent >= kSendSliceBytes && s.sent >= s.data.size() / 2) {
+      s.data.erase(0, s.sent);
+      s.data.shrink_to_fit();
+      s.sent = 0;
+      sending_bytes_ -= s.held - s.data.capacity();
+      s.held = s.data.capacity();
+    }
+    return true;  // wait for room (level-triggered EPOLLOUT comes again)
+  }
   EndSendingLocked(it, /*failed=*/n < 0, {});
   return true;
 }
@@ -623,8 +634,8 @@ bool GatedServer::OnWritable(int fd) {
 void GatedServer::EndSendingLocked(std::unordered_map<int, Sending>::iterator it, bool failed,
                                    std::string_view counter_reason) {
   const int fd = it->first;
-  const bool close = failed || it->second.close;
-  sending_bytes_ -= it->second.data.size() - it->second.sent;
+  const bool close = failed || it->second.close || stopping_;
+  sending_bytes_ -= it->second.held;
   sending_.erase(it);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   if (close) {
@@ -762,9 +773,10 @@ void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, si
     stopping = stopping_;
   }
   if (fast_path_ && ServeFast(job, kept, stopping, buffer, peeked)) return;
+  // What the socket does not take may be held up to what is left of the gate's budget.
+  const size_t held = std::min(sending_bytes_.load(), options_.max_pending_response_bytes);
   DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
-                        milliseconds(options_.write_timeout_ms), job.request_bytes,
-                        options_.max_pending_response_bytes);
+                        job.request_bytes, options_.max_pending_response_bytes - held);
   bool connection_closed = false;
   const bool ok =
       process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
@@ -777,7 +789,7 @@ void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, si
   const bool close = !ok || !flushed || connection_closed || stopping || stream.timed_out() ||
                      !stream.read_whole_request();
   std::string unsent = stream.TakeUnsent();
-  if (flushed && !unsent.empty()) {
+  if (flushed && !stream.too_large() && !unsent.empty()) {
     Defer(job.fd, kept, std::move(unsent), close);
   } else {
     Finish(job.fd, kept, close);
@@ -818,12 +830,13 @@ void GatedServer::Respond(int fd, bool kept, std::string_view response, bool clo
 
 void GatedServer::Defer(int fd, bool kept, std::string rest, bool close) {
   if (kept) Unkeep(fd);
+  rest.shrink_to_fit();  // the budget counts what is held
   std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_ || epoll_fd_ < 0) {
+  if (epoll_fd_ < 0) {
     CloseSocket(fd);
     return;
   }
-  if (sending_bytes_ + rest.size() > options_.max_pending_response_bytes) {
+  if (sending_bytes_ + rest.capacity() > options_.max_pending_response_bytes) {
     Closed("send_backlog")->Inc();
     CloseSocket(fd);
     return;
@@ -834,19 +847,21 @@ void GatedServer::Defer(int fd, bool kept, std::string rest, bool close) {
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
   }
-  sending_bytes_ += rest.size();
+  const SteadyTime now = steady_clock::now();
   Sending& s = sending_[fd];
   s.data = std::move(rest);
   s.sent = 0;
-  s.deadline = steady_clock::now() + milliseconds(options_.write_timeout_ms);
-  s.close = close;
+  s.held = s.data.capacity();
+  sending_bytes_ += s.held;
+  s.deadline = now + milliseconds(options_.write_timeout_ms);
+  s.close = close || stopping_;  // a stopping server sends what a worker answered, then closes
   // Level-triggered EPOLLOUT (EPOLLERR and EPOLLHUP come unasked): no EPOLLRDHUP, since a client
   // that shut its side down still reads, and the event would repeat while it does.
   epoll_event ev{};
   ev.events = EPOLLOUT;
   ev.data.fd = fd;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    sending_bytes_ -= sending_[fd].data.size();
+    sending_bytes_ -= s.held;
     sending_.erase(fd);
     CloseSocket(fd);
   }
@@ -883,9 +898,7 @@ void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_vi
 void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {
   // Consume what the client sent and the gate only peeked, so that close() ends the connection
   // with a FIN the client reads as end of stream, not a reset. (Gate thread only: uses peek_.)
-  for (int i = 0; i < 4; ++i) {
-    if (::recv(fd, peek_.data(), peek_.size(), MSG_DONTWAIT) <= 0) break;
-  }
+  DiscardInput(fd, &peek_);
   parked_.erase(fd);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   if (!counter_reason.empty()) Closed(counter_reason)->Inc();

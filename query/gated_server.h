@@ -63,8 +63,12 @@ struct GateOptions {
 //    with the connection, and the gate sends it as the client reads (EPOLLOUT), so a client that
 //    reads slowly or not at all holds no worker (the slow-read attack). A response that makes no
 //    progress for write_timeout_ms closes the connection (reason write_timeout); the gate holds at
-//    most max_pending_response_bytes in all, a response beyond that closes its connection at once
-//    (reason send_backlog).
+//    most max_pending_response_bytes in all (what it holds, counted as allocated), and a response
+//    beyond that closes its connection at once (reason send_backlog). StopGate lets the workers
+//    finish, then the gate send what it holds for at most write_timeout_ms.
+//    Limitation: the budget is shared. Clients that keep reading just enough to make progress
+//    every write_timeout_ms (or reconnect and ask again) can hold it; then large responses to
+//    others are refused (counted) rather than memory growing. Per-client limits belong in a proxy.
 //
 // Lifecycle: construct → bind (httplib) → StartGate → listen_after_bind (httplib, own thread) →
 // stop (httplib) → join that thread → StopGate (the destructor calls it).
@@ -121,6 +125,7 @@ class GatedServer : public httplib::Server {
   struct Sending {
     std::string data;
     size_t sent = 0;
+    size_t held = 0;      // data's capacity, as counted in sending_bytes_
     SteadyTime deadline;  // write_timeout_ms after the last progress
     bool close = false;   // close after it, else keep the connection for its next request
   };
@@ -178,9 +183,11 @@ class GatedServer : public httplib::Server {
   std::mutex mu_;  // guards parked_, stopping_, and every epoll_ctl on a parked socket
   std::unordered_map<int, Parked> parked_;
   std::unordered_map<int, Sending> sending_;
-  std::atomic<size_t> sending_bytes_{0};  // unsent bytes in sending_ (written under mu_)
+  std::atomic<size_t> sending_bytes_{0};  // bytes held in sending_ (written under mu_)
   Counter* deferred_ = nullptr;
   bool stopping_ = false;
+  bool workers_done_ = false;  // StopGate joined the workers; the gate drains sending_ and ends
+  SteadyTime drain_deadline_;
   std::vector<char> peek_;  // gate thread only
 
   // Requests the gate found complete, for the workers; jobs_fd_ (an EFD_SEMAPHORE eventfd in the

@@ -62,7 +62,7 @@ class StreamPublisher {
   // Validates `options`, registers the counters of stage `ctx.name` and binds. `sink` names the
   // sink type in errors.
   Status Open(const StageContext& ctx, const StreamSinkOptions& options, std::string_view sink);
-  static constexpr size_t kMaxTopics = size_t{1} << 20;
+  static constexpr size_t kMaxTopics = size_t{1} << 18;  // ~30 MB of counters at most
 
   // Sends one [topic, payload] message with its "topic_seq" and counts it, or counts the failure
   // and returns it. `payload` is encoded in the format the publisher was opened with.

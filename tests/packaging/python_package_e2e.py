@@ -174,6 +174,22 @@ def check_lost_messages() -> None:
             got.append(m.lost_before)
     if got != [0, 0, 2, 0, 0, 0] or sub.lost != 2:
         fail(f"lost_before {got}, lost {sub.lost}: expected [0, 0, 2, 0, 0, 0] and 2")
+    # Messages published while unsubscribed are not counted as lost.
+    sub.unsubscribe(b"alerts.")
+    time.sleep(0.2)
+    pub.send_multipart([b"alerts.critical.a.m.", json.dumps({"v": 1, "topic_seq": 3}).encode()])
+    sub.subscribe(b"alerts.")
+    seq = 3
+    while True:  # the subscription reaches the PUB socket again after a while
+        seq += 1
+        if seq > 100:
+            fail("resubscribed, nothing received")
+        pub.send_multipart([b"alerts.critical.a.m.", json.dumps({"v": 1, "topic_seq": seq}).encode()])
+        m = sub.recv(timeout_ms=50)
+        if m is not None:
+            break
+    if m.lost_before != 0 or sub.lost != 2:
+        fail(f"after resubscribing: lost_before {m.lost_before}, lost {sub.lost}")
     sub.close()
     pub.close()
     context.term()

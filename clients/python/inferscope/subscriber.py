@@ -25,7 +25,7 @@ from inferscope.client import CurveKeys, alert_topic_prefix, parse_topic, summar
 Name = Union[str, bytes]
 
 # Topics whose topic_seq is followed; as many as a stream sink numbers (sinks/stream_sink.h).
-_MAX_TOPICS = 1 << 20
+_MAX_TOPICS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,11 @@ class Subscriber:
         self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8") if isinstance(prefix, str) else prefix)
 
     def unsubscribe(self, prefix: Name) -> None:
-        self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix.encode("utf-8") if isinstance(prefix, str) else prefix)
+        raw = prefix.encode("utf-8") if isinstance(prefix, str) else prefix
+        self._socket.setsockopt(zmq.UNSUBSCRIBE, raw)
+        # What is published while unsubscribed is not lost: forget where those topics were.
+        for topic in [t for t in self._last_seq if t.startswith(raw)]:
+            del self._last_seq[topic]
 
     def recv(self, timeout_ms: Optional[int] = None) -> Optional[StreamMessage]:
         """The next message (None when none arrives within `timeout_ms`; None waits forever).

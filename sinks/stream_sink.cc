@@ -5,11 +5,11 @@
 namespace inferscope {
 namespace {
 
-void AppendBigEndian(uint64_t v, int bytes, std::string* out) {
-  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((v >> shift) & 0xff));
-  }
-}
+// Lets msgpack::packer append to a std::string.
+struct StringWriter {
+  std::string* out;
+  void write(const char* data, size_t n) { out->append(data, n); }
+};
 
 }  // namespace
 
@@ -29,43 +29,22 @@ bool AppendTopicSeq(std::string_view payload, StreamFormat format, uint64_t seq,
   if ((b0 & 0xf0) == 0x80) {
     n = b0 & 0x0f;
   } else if (b0 == 0xde && payload.size() >= 3) {
-    n = (uint64_t{static_cast<uint8_t>(payload[1])} << 8) | static_cast<uint8_t>(payload[2]);
     header = 3;
   } else if (b0 == 0xdf && payload.size() >= 5) {
-    for (size_t i = 1; i < 5; ++i) n = (n << 8) | static_cast<uint8_t>(payload[i]);
     header = 5;
   } else {
     return false;
   }
-  ++n;  // the smallest map header for one more entry
-  if (n < 16) {
-    out->push_back(static_cast<char>(0x80 | n));
-  } else if (n <= 0xffff) {
-    out->push_back(static_cast<char>(0xde));
-    AppendBigEndian(n, 2, out);
-  } else if (n <= 0xffffffff) {
-    out->push_back(static_cast<char>(0xdf));
-    AppendBigEndian(n, 4, out);
-  } else {
-    return false;
-  }
+  for (size_t i = 1; i < header; ++i) n = (n << 8) | static_cast<uint8_t>(payload[i]);
+  if (n >= 0xffffffff) return false;
+  // One more entry, under the smallest map header for it; the number in its smallest form.
+  StringWriter writer{out};
+  msgpack::packer<StringWriter> pk(writer);
+  pk.pack_map(static_cast<uint32_t>(n + 1));
   out->append(payload.substr(header));
-  out->append("\xa9topic_seq");  // fixstr "topic_seq"
-  if (seq < 0x80) {
-    out->push_back(static_cast<char>(seq));
-  } else if (seq <= 0xff) {
-    out->push_back(static_cast<char>(0xcc));
-    AppendBigEndian(seq, 1, out);
-  } else if (seq <= 0xffff) {
-    out->push_back(static_cast<char>(0xcd));
-    AppendBigEndian(seq, 2, out);
-  } else if (seq <= 0xffffffff) {
-    out->push_back(static_cast<char>(0xce));
-    AppendBigEndian(seq, 4, out);
-  } else {
-    out->push_back(static_cast<char>(0xcf));
-    AppendBigEndian(seq, 8, out);
-  }
+  pk.pack_str(9);
+  pk.pack_str_body("topic_seq", 9);
+  pk.pack_uint64(seq);
   return true;
 }
 

@@ -182,15 +182,11 @@ void Engine::MaintenanceLoop() {
   SetThreadName("maintenance");
   const auto interval = std::chrono::milliseconds(spec_.maintenance_interval_ms);
   std::unique_lock<std::mutex> lock(maintenance_mu_);
-  bool failed = false;
   while (!maintenance_cv_.wait_for(lock, interval, [this] { return maintenance_stop_; })) {
     lock.unlock();
-    // After a failed run, clear RocksDB's own error first (it refuses writes until then).
-    Status resumed = failed ? state_->Resume() : Status::Ok();
-    Result<MaintenanceReport> report =
-        resumed.ok() ? state_->RunMaintenance() : Result<MaintenanceReport>(resumed);
-    failed = !report.ok();
-    if (failed) {
+    // After a failed write the store reopens itself first (StateStore::Resume).
+    Result<MaintenanceReport> report = state_->RunMaintenance();
+    if (!report.ok()) {
       spdlog::warn("{}", report.status().ToString());
       state_->HoldWriteError("state maintenance", report.status());
     } else {

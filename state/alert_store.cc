@@ -22,21 +22,32 @@ using nlohmann::json;
 
 namespace {
 
-// alert_history key: be64(detected_at ms) be64(fingerprint) u8(state) u8(severity).
-constexpr size_t kHistoryKeyBytes = 18;
+// alert_history key: be64(detected_at ms) be64(fingerprint) be64(window start ms) u8(state)
+// u8(severity); stores of versions before 2026-12-07 have no window start (18 bytes).
+constexpr size_t kHistoryKeyBytes = 26;
+constexpr size_t kHistoryKeyBytesWithoutWindow = 18;
+
+void AppendTimeMs(std::string* key, int64_t ms) {
+  // Times before the epoch do not occur (detection is wall-clock, event times are checked at
+  // ingest); clamp so the order holds.
+  AppendBigEndian64(key, static_cast<uint64_t>(std::max<int64_t>(ms, 0)));
+}
 
 // The expiry hook of alert_history (RecordExpiry::Hook): the change's by-fingerprint copy goes,
 // and so does a resolved alert whose latest change is older than the cutoff.
 Status ExpireAlertChange(const StateStore& store, std::string_view key, std::string_view value,
                          int64_t cutoff_ms, std::vector<RecordWrite>* writes) {
   (void)value;
-  if (key.size() != kHistoryKeyBytes) return Status::Ok();  // not written by StoreAlerts
+  if (key.size() != kHistoryKeyBytes && key.size() != kHistoryKeyBytesWithoutWindow) {
+    return Status::Ok();  // not written by StoreAlerts
+  }
   const uint64_t fingerprint = ReadBigEndian64(key.substr(8));
+  // The by-fingerprint key holds the same fields, the fingerprint first.
   std::string by_fp(key.substr(8, 8));
   by_fp.append(key.substr(0, 8));
   by_fp.append(key.substr(16));
   writes->push_back({&kAlertHistoryByFingerprintTable, std::move(by_fp), std::nullopt});
-  if (!IsTerminal(static_cast<AlertState>(key[16]))) return Status::Ok();
+  if (!IsTerminal(static_cast<AlertState>(key[key.size() - 2]))) return Status::Ok();
   Result<std::optional<Alert>> latest = LoadAlert(store, fingerprint);
   if (!latest.ok()) return latest.status();
   if (latest->has_value() && IsTerminal((*latest)->state) &&
@@ -56,9 +67,9 @@ std::string AlertKey(uint64_t fingerprint) {
 
 std::string AlertHistoryKey(const Alert& alert) {
   std::string key;
-  // Times before the epoch do not occur (detection is wall-clock); clamp so the order holds.
-  AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(alert.detected_at_ms, 0)));
+  AppendTimeMs(&key, alert.detected_at_ms);
   AppendBigEndian64(&key, alert.fingerprint);
+  AppendTimeMs(&key, alert.window_start_ms);
   key.push_back(static_cast<char>(alert.state));
   key.push_back(static_cast<char>(alert.severity));
   return key;
@@ -66,7 +77,8 @@ std::string AlertHistoryKey(const Alert& alert) {
 
 std::string AlertHistoryByFingerprintKey(const Alert& alert) {
   std::string key = AlertKey(alert.fingerprint);
-  AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(alert.detected_at_ms, 0)));
+  AppendTimeMs(&key, alert.detected_at_ms);
+  AppendTimeMs(&key, alert.window_start_ms);
   key.push_back(static_cast<char>(alert.state));
   key.push_back(static_cast<char>(alert.severity));
   return key;

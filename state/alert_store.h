@@ -24,13 +24,18 @@ class StateStore;
 // `ldb` and easy to evolve.
 //
 // clang-format off
-//   alerts               key: be64(fingerprint)                                             value: JSON of the latest state change
-//   alert_history        key: be64(detected_at ms) be64(fingerprint) u8(state) u8(severity)  value: JSON of that change
-//   alert_history_by_fp  key: be64(fingerprint) be64(detected_at ms) u8(state) u8(severity)  value: the same JSON
+//   alerts               key: be64(fingerprint)                                           value: JSON of the latest state change
+//   alert_history        key: be64(detected_at ms) be64(fingerprint) be64(window_start ms)
+//                             u8(state) u8(severity)                                      value: JSON of that change
+//   alert_history_by_fp  key: be64(fingerprint) be64(detected_at ms) be64(window_start ms)
+//                             u8(state) u8(severity)                                      value: the same JSON
 // clang-format on
 //
 // The history key orders changes by detection (wall-clock) time, so "what changed since T" is one
-// range scan; two changes of one alert in the same millisecond differ by state or severity. The
+// range scan. A backlog closes many panes in one step, so one alert can change several times in a
+// millisecond: the evidence window's start (event time) keeps those changes apart and in order
+// (a change on the same window differs by state or severity). Stores written before 2026-12-07
+// have history keys without the window start (18 bytes); they are read and expire alike. The
 // by-fingerprint copy makes one alert's history a prefix scan.
 //
 // Retention: alert_history is time-keyed (state/record_table.h), kept 30 days by default

@@ -31,8 +31,11 @@ namespace {
 // retraction, stored alike) older than the cutoff (a later raise keeps it).
 Status ExpireBottleneckChange(const StateStore& store, std::string_view key, std::string_view value,
                               int64_t cutoff_ms, std::vector<RecordWrite>* writes) {
-  const auto change_kind =
-      key.size() == 17 ? static_cast<BottleneckChange>(key[16]) : BottleneckChange::kRaised;
+  // The change is the key's last byte (with the window start: 25 bytes; stores written before
+  // 2026-12-07: 17).
+  const auto change_kind = key.size() == 25 || key.size() == 17
+                               ? static_cast<BottleneckChange>(key.back())
+                               : BottleneckChange::kRaised;
   if (change_kind != BottleneckChange::kResolved && change_kind != BottleneckChange::kRetracted) {
     return Status::Ok();
   }
@@ -64,6 +67,7 @@ std::string BottleneckHistoryKey(const Bottleneck& b) {
   std::string key;
   AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(b.detected_at_ms, 0)));
   AppendBigEndian64(&key, BottleneckId(b.instance, b.model, b.type));
+  AppendBigEndian64(&key, static_cast<uint64_t>(std::max<int64_t>(b.window_start_ms, 0)));
   key.push_back(static_cast<char>(b.change));
   return key;
 }

@@ -22,8 +22,13 @@ class StateStore;
 //
 // clang-format off
 //   bottlenecks         key: str(instance) str(model) u8(type)                     value: JSON of its latest change
-//   bottleneck_history  key: be64(detected_at ms) be64(BottleneckId) u8(change)    value: JSON of that change
+//   bottleneck_history  key: be64(detected_at ms) be64(BottleneckId)
+//                            be64(window_start ms) u8(change)                      value: JSON of that change
 // clang-format on
+//
+// The evidence window's start (event time) keeps apart, in order, the changes of one bottleneck
+// within one millisecond (a backlog closes many panes in one step). Stores written before
+// 2026-12-07 have history keys without it (17 bytes); they are read and expire alike.
 //
 // The current table keeps one record per (instance, model, type): its latest change, active or
 // resolved; key order groups an instance's bottlenecks together (the API lists them in that

@@ -16,6 +16,9 @@ namespace inferscope {
 // registries persist through (SilenceStore, WorkflowStore), implemented once. `Interface` declares
 // Scan, Put and Delete as pure virtuals; `kTable` is the owner's table declaration.
 //
+// A write that fails is not held: its error is returned (the registries answer the API request
+// with it) after one reopen-and-retry (see Write).
+//
 // On a read-only store (a secondary: the query node) Scan reads what the engine committed, Put
 // answers the store's FailedPrecondition, and Delete does nothing and answers OK: the registries
 // delete what their retention dropped when they Load, and the engine's registry deletes the same
@@ -40,8 +43,17 @@ class RecordTableStore final : public Interface {
   }
 
  private:
+  // A failed write is not held (the API request that made it is answered with the error), but it
+  // is tried once more: the store reopens itself first (StateStore::Resume), so one transient
+  // failure costs nothing.
   Status Write(const RecordWrite& w) {
-    return store_->WriteRecords(std::span<const RecordWrite>(&w, 1));
+    const std::span<const RecordWrite> writes(&w, 1);
+    Status s = store_->WriteRecords(writes);
+    if (s.ok() || s.code() == Status::Code::kInvalidArgument ||
+        s.code() == Status::Code::kFailedPrecondition) {
+      return s;
+    }
+    return store_->WriteRecords(writes);
   }
 
   StateStore* store_;

@@ -4,37 +4,32 @@
 #include <string_view>
 
 #include "pipeline/config.h"
-#include "pipeline/metrics.h"
-#include "pipeline/sink.h"
 #include "pipeline/status.h"
+#include "state/state_result_sink.h"
 
 namespace inferscope {
-
-class StateStore;
 
 // RocksDbAlertSink stores every alert state change it receives in the engine's StateStore: the
 // latest state per fingerprint (table `alerts`) and the change itself (table `alert_history`), in
 // one atomic write per batch (key and value encodings in state/alert_store.h). Silenced alerts
-// are stored too, marked `silenced`. The query node serves them at /v1/alerts.
+// are stored too, marked `silenced`. The query node serves them at /v1/alerts. Failed writes are
+// held and checkpoints wait for the stored alerts (state/state_result_sink.h).
 //
-// Options: none. Lifecycle: Open fails when the topology has no state directory.
-// Concurrency: Write from the sink thread only.
-class RocksDbAlertSink final : public Sink {
+// Options: `retry_backoff`, `retry_max_backoff` (state/held_writer.h).
+class RocksDbAlertSink final : public StateResultSink {
  public:
   static constexpr std::string_view kName = "rocksdb_alerts";
   static constexpr std::string_view kDescription =
       "Stores alert state changes (latest per fingerprint, and history) in the RocksDB state store";
 
   static Result<std::unique_ptr<RocksDbAlertSink>> Create(const ConfigNode& options);
+  explicit RocksDbAlertSink(HeldWriter::Options options);
 
-  Status Open(const StageContext& ctx) override;
-  KindSet Accepts() const override { return KindSet::Of<kind::Alert>(); }
-  Status Write(const OutputBatch& batch) override;
+  KindSet Accepts() const override;
 
  private:
-  StateStore* state_ = nullptr;
-  Counter* written_ = nullptr;
-  Counter* write_errors_ = nullptr;
+  size_t Count(const OutputBatch& batch) const override;
+  Status Store(StateStore& state, const OutputBatch& batch) const override;
 };
 
 }  // namespace inferscope

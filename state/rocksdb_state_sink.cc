@@ -20,11 +20,7 @@ const RecordTable kDeadLetterTable("dead_letter", RecordExpiry{kDefaultDeadLette
 Status RocksDbStateSink::Options::Validate() const {
   if (max_batch_panes < 1)
     return Status::InvalidArgument("rocksdb_state: max_batch_panes must be >= 1");
-  if (retry_backoff_ms < 1)
-    return Status::InvalidArgument("rocksdb_state: retry_backoff must be at least 1ms");
-  if (retry_max_backoff_ms < retry_backoff_ms)
-    return Status::InvalidArgument("rocksdb_state: retry_max_backoff must be >= retry_backoff");
-  return Status::Ok();
+  return retry.Validate(kName);
 }
 
 Result<std::unique_ptr<RocksDbStateSink>> RocksDbStateSink::Create(const ConfigNode& options) {
@@ -35,13 +31,7 @@ Result<std::unique_ptr<RocksDbStateSink>> RocksDbStateSink::Create(const ConfigN
       options.GetInt("max_batch_panes", opts.max_batch_panes, 1, 10'000'000);
   if (!max_batch.ok()) return max_batch.status();
   opts.max_batch_panes = *max_batch;
-  Result<int64_t> backoff = options.GetDurationMs("retry_backoff", opts.retry_backoff_ms, 1);
-  if (!backoff.ok()) return backoff.status();
-  opts.retry_backoff_ms = *backoff;
-  Result<int64_t> max_backoff =
-      options.GetDurationMs("retry_max_backoff", opts.retry_max_backoff_ms, 1);
-  if (!max_backoff.ok()) return max_backoff.status();
-  opts.retry_max_backoff_ms = *max_backoff;
+  INFERSCOPE_RETURN_IF_ERROR(HeldWriter::ParseOptions(options, kName, &opts.retry));
   INFERSCOPE_RETURN_IF_ERROR(opts.Validate());
   return std::make_unique<RocksDbStateSink>(opts);
 }
@@ -61,20 +51,20 @@ Status RocksDbStateSink::Open(const StageContext& ctx) {
   interner_ = ctx.interner;
   clock_ = ctx.clock != nullptr ? ctx.clock : &SystemClock::Instance();
   last_watermark_ = state_->Watermark();
-  writer_ = "sink '" + ctx.name + "'";
   Labels labels = {{"stage", ctx.name}};
   panes_written_ = ctx.metrics->GetCounter("inferscope_sink_panes_written_total",
                                            "Panes a state sink wrote to RocksDB", labels);
-  write_errors_ = ctx.metrics->GetCounter("inferscope_sink_write_errors_total",
-                                          "Sink writes that failed", labels);
   dead_letters_written_ = ctx.metrics->GetCounter("inferscope_sink_dead_letters_written_total",
                                                   "Dead letters a state sink wrote", labels);
+  writer_.Open(state_, "sink '" + ctx.name + "'", kName,
+               ctx.metrics->GetCounter("inferscope_sink_write_errors_total",
+                                       "Sink writes that failed", labels));
   return Status::Ok();
 }
 
 Status RocksDbStateSink::Write(const OutputBatch& batch) {
   if (state_ == nullptr) return Status::Internal("rocksdb_state: Write before Open");
-  if (given_up_) {
+  if (writer_.given_up()) {
     // A write before this one was given up: a checkpoint now would claim what was not written.
     if (batch.checkpoint != nullptr && batch.checkpoint->on_failed)
       batch.checkpoint->on_failed(*batch.checkpoint);
@@ -85,7 +75,7 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
   if (batch.checkpoint != nullptr) {
     // Pane writes before this one are in the WAL already; the synced write makes them durable too.
     const std::string what = "checkpoint " + std::to_string(batch.checkpoint->id);
-    Status s = WriteHeld(what, [&] {
+    Status s = writer_.Write(what, [&] {
       return WriteCheckpointRecords(*state_, batch.checkpoint->records, /*sync=*/true);
     });
     if (!s.ok()) {
@@ -106,7 +96,7 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
     // Only the last chunk carries the new watermark: the earlier ones must not claim panes that
     // are not yet durable.
     int64_t watermark = last ? batch.watermark_ms : last_watermark_;
-    Status s = WriteHeld(
+    Status s = writer_.Write(
         "panes", [&] { return state_->WritePanes(all.subspan(offset, n), *interner_, watermark); });
     if (!s.ok()) return s.WithContext("rocksdb_state");
     panes_written_->Inc(n);
@@ -116,57 +106,7 @@ Status RocksDbStateSink::Write(const OutputBatch& batch) {
   return Status::Ok();
 }
 
-Status RocksDbStateSink::WriteHeld(std::string_view what, const std::function<Status()>& write) {
-  int64_t backoff_ms = options_.retry_backoff_ms;
-  uint64_t attempts = 0;
-  Status s = write();
-  while (true) {
-    ++attempts;
-    if (s.ok()) {
-      if (attempts > 1) {
-        state_->ReleaseWriteError(writer_);
-        spdlog::info("rocksdb_state: {} written after {} attempts; writes resume", what, attempts);
-      }
-      return s;
-    }
-    write_errors_->Inc();
-    if (s.code() == Status::Code::kInvalidArgument) {
-      // The content is wrong, not the storage: retrying cannot help.
-      if (attempts > 1) state_->ReleaseWriteError(writer_);
-      return s;
-    }
-    state_->HoldWriteError(writer_, s.WithContext(what));
-    if (attempts == 1) {
-      spdlog::error("rocksdb_state: writing {} failed; holding it and retrying: {}", what,
-                    s.ToString());
-    }
-    {
-      std::unique_lock<std::mutex> lock(interrupt_mu_);
-      if (interrupt_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                                 [this] { return interrupted_; })) {
-        given_up_ = true;
-        spdlog::error(
-            "rocksdb_state: stopping while {} cannot be written ({} attempts): given up; nothing "
-            "more is written and no later checkpoint is durable: {}",
-            what, attempts, s.ToString());
-        return s;
-      }
-    }
-    backoff_ms = std::min(backoff_ms * 2, options_.retry_max_backoff_ms);
-    // RocksDB refuses every write after a failed one until its error is cleared
-    // (StateStore::Resume).
-    s = state_->Resume();
-    if (s.ok()) s = write();
-  }
-}
-
-void RocksDbStateSink::Interrupt() {
-  {
-    std::lock_guard<std::mutex> lock(interrupt_mu_);
-    interrupted_ = true;
-  }
-  interrupt_cv_.notify_all();
-}
+void RocksDbStateSink::Interrupt() { writer_.Interrupt(); }
 
 Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
   std::vector<RecordWrite> writes;
@@ -180,7 +120,7 @@ Status RocksDbStateSink::WriteDeadLetters(const OutputBatch& batch) {
     writes.push_back(
         {&kDeadLetterTable, std::move(key), ToJsonText(DeadLetterJson(d, *interner_))});
   }
-  Status s = WriteHeld("dead letters", [&] { return state_->WriteRecords(writes); });
+  Status s = writer_.Write("dead letters", [&] { return state_->WriteRecords(writes); });
   if (!s.ok()) return s.WithContext("rocksdb_state: dead letters");
   dead_letters_written_->Inc(writes.size());
   return Status::Ok();

@@ -1,10 +1,7 @@
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -16,6 +13,7 @@
 #include "pipeline/metrics.h"
 #include "pipeline/sink.h"
 #include "pipeline/status.h"
+#include "state/held_writer.h"
 #include "state/record_table.h"
 
 namespace inferscope {
@@ -34,16 +32,13 @@ class StateStore;
 // watermark) and is the engine's checkpoint writer: a batch carrying a checkpoint has its records
 // written in one atomic, synced WriteBatch, after which the checkpoint is reported durable.
 //
-// Storage failures are held, not skipped (LevelDB's `bg_error_` discipline): a write RocksDB fails
-// is kept and retried, the same write again, with a backoff doubling from `retry_backoff` (default
-// 100 ms) up to `retry_max_backoff` (default 5 s), until it succeeds; meanwhile the sink writes
-// nothing after it, so back-pressure reaches the sources and a checkpoint queued behind the failed
-// write is neither written nor acknowledged before it. The store's BackgroundError() says so
-// (health `degraded`) until the write succeeds. A write the store refuses as invalid
-// (InvalidArgument: its content, not the storage, is wrong) is not retried: it is counted, logged
-// and skipped. When the engine stops (Interrupt) while a write is held, the sink gives it up and
-// then writes nothing more: every later checkpoint is reported failed (on_failed), so the restart
-// resumes from the last durable checkpoint and acknowledged publishers resend the rest.
+// Storage failures are held, not skipped (state/held_writer.h): a write RocksDB fails is retried,
+// the same write again, until it succeeds (options `retry_backoff`, default 100 ms, doubling up to
+// `retry_max_backoff`, default 5 s); meanwhile the sink writes nothing after it, so back-pressure
+// reaches the sources and a checkpoint queued behind the failed write is neither written nor
+// acknowledged before it. When the engine stops (Interrupt) while a write is held, the sink gives
+// it up and then writes nothing more: every later checkpoint is reported failed (on_failed), so the
+// restart resumes from the last durable checkpoint and acknowledged publishers resend the rest.
 //
 // Lifecycle: Open fails with InvalidArgument when the topology has no state directory (ctx.state is
 // null). Concurrency: Write is called from the sink thread only; Interrupt from any thread.
@@ -61,15 +56,12 @@ class RocksDbStateSink final : public Sink {
 
   struct Options {
     int64_t max_batch_panes = 10'000;  // panes per WriteBatch; >= 1
-    // First wait before retrying a failed write (default 100 ms; >= 1); doubles per failed retry.
-    int64_t retry_backoff_ms = 100;
-    // Longest wait between retries (default 5 s; >= retry_backoff_ms).
-    int64_t retry_max_backoff_ms = 5'000;
+    HeldWriter::Options retry;         // `retry_backoff`, `retry_max_backoff`
     Status Validate() const;
   };
 
   static Result<std::unique_ptr<RocksDbStateSink>> Create(const ConfigNode& options);
-  explicit RocksDbStateSink(Options options) : options_(options) {}
+  explicit RocksDbStateSink(Options options) : options_(options), writer_(options.retry) {}
 
   Status Open(const StageContext& ctx) override;
   // Pane summaries (the panes table, series index and watermark) and dead letters. Not window
@@ -81,9 +73,6 @@ class RocksDbStateSink final : public Sink {
 
  private:
   Status WriteDeadLetters(const OutputBatch& batch);
-  // Runs `write` until it succeeds, holding a storage failure (see the class comment); returns its
-  // error when the content is invalid, or when interrupted while failing (then given_up_ is set).
-  Status WriteHeld(std::string_view what, const std::function<Status()>& write);
 
   Options options_;
   StateStore* state_ = nullptr;
@@ -91,14 +80,9 @@ class RocksDbStateSink final : public Sink {
   const Clock* clock_ = nullptr;
   int64_t last_watermark_ = 0;  // the watermark last handed to the store
   uint64_t dead_letter_seq_ = 0;
-  std::string writer_;     // "sink '<name>'", the holder named in the store's background error
-  bool given_up_ = false;  // a failed write was given up: nothing more is written (sink thread)
-  std::mutex interrupt_mu_;
-  std::condition_variable interrupt_cv_;
-  bool interrupted_ = false;  // guarded by interrupt_mu_
+  HeldWriter writer_;
   Counter* dead_letters_written_ = nullptr;
   Counter* panes_written_ = nullptr;
-  Counter* write_errors_ = nullptr;
 };
 
 }  // namespace inferscope

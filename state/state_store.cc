@@ -827,7 +827,34 @@ Status StateStore::Resume() {
   CloseDb();
   Status s = OpenDb();
   reopens_->Inc();
+  if (s.ok()) {
+    std::lock_guard<std::mutex> commit(commit_mu_);
+    write_failed_ = false;
+  }
   return s.WithContext("state store: reopening after a write error");
+}
+
+Status StateStore::ReopenIfWriteFailed() {
+  {
+    std::lock_guard<std::mutex> commit(commit_mu_);
+    if (!write_failed_) return Status::Ok();
+  }
+  return Resume();
+}
+
+rocksdb::Status StateStore::Commit(const rocksdb::WriteOptions& options,
+                                   rocksdb::WriteBatch* batch) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  if (write_failed_) {
+    return rocksdb::Status::IOError(
+        "an earlier write failed; the store is reopened before the next write");
+  }
+  rocksdb::Status s = db_->Write(options, batch);
+  if (!s.ok()) {
+    write_failed_ = true;
+    write_errors_->Inc();
+  }
+  return s;
 }
 
 Status StateStore::CheckOpen() const {
@@ -838,6 +865,7 @@ Status StateStore::CheckOpen() const {
 Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Interner& names,
                               int64_t watermark_ms, std::span<const RecordWrite> records) {
   INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
+  INFERSCOPE_RETURN_IF_ERROR(ReopenIfWriteFailed());
   std::lock_guard<std::mutex> lock(write_mu_);
   // Record writes are serialised with record expiry (WriteRecords); taken only when there are some.
   std::unique_lock<std::mutex> records_lock(records_mu_, std::defer_lock);
@@ -913,12 +941,11 @@ Status StateStore::WritePanes(std::span<const WindowSummary> panes, const Intern
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
   auto started = std::chrono::steady_clock::now();
-  rocksdb::Status s = db_->Write(write_options, &batch);
+  rocksdb::Status s = Commit(write_options, &batch);
   if (commit_lock.owns_lock()) commit_lock.unlock();
   write_latency_->Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   if (!s.ok()) {
-    write_errors_->Inc();
     return FromRocks(s, "state store: writing " + std::to_string(panes.size()) + " panes");
   }
   for (auto& [series_key, range] : updates) index_[series_key] = range;
@@ -1413,6 +1440,7 @@ Status StateStore::WriteRecords(const RecordTable& table, std::span<const Checkp
 template <typename Write, typename TableOf>
 Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table_of, bool sync) {
   INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
+  INFERSCOPE_RETURN_IF_ERROR(ReopenIfWriteFailed());
   std::lock_guard<std::mutex> records_lock(records_mu_);
   std::shared_lock<std::shared_mutex> db_lock(db_mu_);
   INFERSCOPE_RETURN_IF_ERROR(CheckOpen());
@@ -1426,8 +1454,7 @@ Status StateStore::WriteRecordBatch(std::span<const Write> writes, TableOf table
   }
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_ || sync;
-  rocksdb::Status s = db_->Write(write_options, &batch);
-  if (!s.ok()) write_errors_->Inc();
+  rocksdb::Status s = Commit(write_options, &batch);
   return FromRocks(s, "state store: writing " + std::to_string(writes.size()) + " records");
 }
 
@@ -1549,6 +1576,7 @@ Status StateStore::BackgroundError() const {
 
 Result<MaintenanceReport> StateStore::RunMaintenance() {
   INFERSCOPE_RETURN_IF_ERROR(CheckWritable());
+  INFERSCOPE_RETURN_IF_ERROR(ReopenIfWriteFailed());
   std::lock_guard<std::mutex> lock(maintenance_mu_);
   const int64_t started_ns = clock_->MonotonicNs();
   MaintenanceReport report;
@@ -1600,8 +1628,7 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
   int64_t in_batch = 0;
   auto commit = [&]() -> Status {
     if (in_batch == 0) return Status::Ok();
-    rocksdb::Status s = db_->Write(write_options, &batch);
-    if (!s.ok()) write_errors_->Inc();
+    rocksdb::Status s = Commit(write_options, &batch);
     INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
     *written += in_batch;
     rollups_written_->Inc(static_cast<uint64_t>(in_batch));
@@ -1658,9 +1685,8 @@ Status StateStore::RollUp(size_t tier, int64_t target_ms, int64_t now_ms, int64_
   // Reads of ranges ending at or before the old cursor keep their plan and buckets.
   std::unique_lock<std::mutex> commit_lock(versioned_commits_);
   INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(done, &batch));
-  rocksdb::Status s = db_->Write(write_options, &batch);
+  rocksdb::Status s = Commit(write_options, &batch);
   commit_lock.unlock();
-  if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: writing rollups"));
   *written += in_batch;
   rollups_written_->Inc(static_cast<uint64_t>(in_batch));
@@ -1693,9 +1719,8 @@ Status StateStore::DropExpiredSeries(int64_t now_ms, int64_t* dropped) {
   INFERSCOPE_RETURN_IF_ERROR(AddDataVersion(kWholeViewChanged, &batch));
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
-  rocksdb::Status s = db_->Write(write_options, &batch);
+  rocksdb::Status s = Commit(write_options, &batch);
   commit_lock.unlock();
-  if (!s.ok()) write_errors_->Inc();
   INFERSCOPE_RETURN_IF_ERROR(FromRocks(s, "state store: dropping expired series"));
   for (const std::string& key : gone) index_.erase(key);
   BumpView(kWholeViewChanged);
@@ -1746,8 +1771,7 @@ Status StateStore::ExpireRecords(const RecordTable& table, int64_t now_ms, int64
   }
   rocksdb::WriteOptions write_options;
   write_options.sync = sync_writes_;
-  rocksdb::Status s = db_->Write(write_options, &batch);
-  if (!s.ok()) write_errors_->Inc();
+  rocksdb::Status s = Commit(write_options, &batch);
   INFERSCOPE_RETURN_IF_ERROR(
       FromRocks(s, "state store: expiring records of " + std::string(table.name())));
   *expired += static_cast<int64_t>(count);

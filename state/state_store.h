@@ -33,6 +33,8 @@ struct ColumnFamilyOptions;
 class ColumnFamilyHandle;
 class CompactionFilter;
 class WriteBatch;
+struct WriteOptions;
+class Status;
 class Env;
 class FileSystem;
 }  // namespace rocksdb
@@ -210,9 +212,9 @@ struct FleetRead {
 // `rocksdb_state` sink, state maintenance) holds it: it reports the error with HoldWriteError,
 // keeps retrying the same write, and calls ReleaseWriteError once that write succeeded. While any
 // writer holds one, BackgroundError() is not OK (the engine's /v1/health says `degraded` with its
-// message) and the gauge inferscope_state_background_error is 1. Before each retry the holder calls
-// Resume, which clears RocksDB's own error (it refuses every write after a failed one) by
-// reopening the database.
+// message) and the gauge inferscope_state_background_error is 1. The first write after a failed
+// one reopens the database (Resume), which clears RocksDB's own error (it refuses every write after
+// a failed one, or worse: see Resume); no write reaches RocksDB before that.
 //
 // Concurrency: thread-safe (RocksDB is). Writers are the sink threads; readers the query handlers;
 // RunMaintenance runs on one maintenance thread (calls are serialised) and writes only the rollup
@@ -369,11 +371,13 @@ class StateStore {
   // "<writer>: <error> (failing for <n> s, <k> retries)".
   Status BackgroundError() const;
   // Clears RocksDB's own background error after a failed write by closing and reopening the
-  // database (readers and writers wait meanwhile; what was written before stays). A writer
-  // holding a failed write calls it before each retry: RocksDB stops accepting writes after a
-  // failed WAL write, and its automatic recovery in 7.8 can resume on the log file that failed,
-  // which aborts the process (a failed assertion in WritableFileWriter) at the next write. Until a
-  // reopen succeeds every call answers Unavailable. Counted in inferscope_state_reopens_total.
+  // database (readers and writers wait meanwhile; what was written before stays). RocksDB stops
+  // accepting writes after a failed WAL write, and its automatic recovery in 7.8 can resume on the
+  // log file that failed, which aborts the process (a failed assertion in WritableFileWriter) at
+  // the next write. So no write reaches RocksDB after a failed one until a reopen succeeded: every
+  // write (WritePanes, WriteRecords, RunMaintenance) first calls it when the last write failed,
+  // and a write racing past that is refused (IOError) rather than sent. Until a reopen succeeds
+  // every call answers Unavailable. Counted in inferscope_state_reopens_total.
   Status Resume();
 
   const std::string& path() const { return path_; }
@@ -488,6 +492,15 @@ class StateStore {
   std::atomic<uint64_t> view_version_{1};
   // Primary: the last number handed out for meta "data_version".
   std::atomic<uint64_t> next_data_version_{0};
+  // Every write goes through Commit: it refuses writes after a failed one (write_failed_) until
+  // Resume reopened the store. commit_mu_ is a leaf lock (taken inside db_mu_, write_mu_ and
+  // versioned_commits_); it guards write_failed_.
+  rocksdb::Status Commit(const rocksdb::WriteOptions& options, rocksdb::WriteBatch* batch);
+  // Resume when the last write failed (before any lock of a write is taken).
+  Status ReopenIfWriteFailed();
+  std::mutex commit_mu_;
+  bool write_failed_ = false;  // guarded by commit_mu_
+
   // Held from AddDataVersion until its batch is written, so that data versions commit in order (a
   // secondary relies on it: CatchUp). A leaf lock: taken after write_mu_ and db_mu_, nothing but
   // view_mu_ inside.

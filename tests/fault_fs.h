@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 
 namespace inferscope::testing {
 
@@ -25,9 +27,18 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
   void FailWalAppends(int n) { appends_to_fail_.store(n); }
   // The next `n` WAL syncs fail (-1: every one until Heal). Only synced writes sync the WAL.
   void FailWalSyncs(int n) { syncs_to_fail_.store(n); }
+  // Every WAL append whose data contains `needle` fails until Heal: one writer's records (say, an
+  // alert's rule name) fail while other writes succeed, until the first failure stops RocksDB's
+  // writes (StateStore::Resume restarts them).
+  void FailWalAppendsContaining(std::string needle) {
+    std::lock_guard<std::mutex> lock(needle_mu_);
+    needle_ = std::move(needle);
+  }
   void Heal() {
     appends_to_fail_.store(0);
     syncs_to_fail_.store(0);
+    std::lock_guard<std::mutex> lock(needle_mu_);
+    needle_.clear();
   }
   // Failures injected so far.
   int injected() const { return injected_.load(); }
@@ -59,13 +70,13 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
         : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              rocksdb::IODebugContext* dbg) override {
-      if (fs_->Take(fs_->appends_to_fail_)) return Injected();
+      if (fs_->Take(fs_->appends_to_fail_) || fs_->Matches(data)) return Injected();
       return FSWritableFileOwnerWrapper::Append(data, options, dbg);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              const rocksdb::DataVerificationInfo& info,
                              rocksdb::IODebugContext* dbg) override {
-      if (fs_->Take(fs_->appends_to_fail_)) return Injected();
+      if (fs_->Take(fs_->appends_to_fail_) || fs_->Matches(data)) return Injected();
       return FSWritableFileOwnerWrapper::Append(data, options, info, dbg);
     }
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
@@ -104,6 +115,18 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
     return false;
   }
 
+  // Whether an append of `data` must fail (FailWalAppendsContaining).
+  bool Matches(const rocksdb::Slice& data) {
+    std::lock_guard<std::mutex> lock(needle_mu_);
+    if (needle_.empty() || data.ToStringView().find(needle_) == std::string_view::npos) {
+      return false;
+    }
+    injected_.fetch_add(1);
+    return true;
+  }
+
+  std::mutex needle_mu_;
+  std::string needle_;  // guarded by needle_mu_
   std::atomic<int> appends_to_fail_{0};
   std::atomic<int> syncs_to_fail_{0};
   std::atomic<int> injected_{0};

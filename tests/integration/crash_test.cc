@@ -1,7 +1,9 @@
 // Acknowledged publishing survives crashes: the engine runs as a subprocess, a publisher sends a
 // known stream in acknowledged mode, the engine is killed with SIGKILL at random points and
 // restarted on the same state directory, and every stored window result must equal that of a
-// run without crashes — nothing lost, nothing counted twice.
+// run without crashes — nothing lost, nothing counted twice — and every alert transition of that
+// run must be stored (a transition stored twice around a crash is allowed: alert history is
+// at-least-once).
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,9 +13,12 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
+#include "alerting/alert.h"
 #include "clients/cpp/acked_publisher.h"
+#include "state/alert_store.h"
 #include "state/state_store.h"
 #include "tests/integration/engine_fixture.h"
 #include "tests/test_util.h"
@@ -54,10 +59,23 @@ operators:
       pane: 1s
       out_of_orderness: 2s
       idle_timeout: 0
+  - name: rules
+    type: threshold_rules
+    inputs: [windows]
+    options:
+      rules:
+        - name: kv_full
+          metric: kv_cache_usage
+          stat: max
+          op: ">="
+          levels: {warning: 0.99}
 sinks:
   - name: state
     type: rocksdb_state
     inputs: [windows]
+  - name: alert_store
+    type: rocksdb_alerts
+    inputs: [rules]
 )";
 
 class Engine {
@@ -77,6 +95,25 @@ class Engine {
  private:
   EngineProcess process_;
 };
+
+// The distinct alert transitions stored in the history at `path`, as
+// "<fingerprint> <state> <severity> <window start>".
+std::set<std::string> ReadAlertTransitions(const std::string& path) {
+  StateStoreOptions options;
+  options.path = path;
+  options.create_if_missing = false;
+  auto store = StateStore::Open(options, nullptr);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  std::set<std::string> out;
+  if (!store.ok()) return out;
+  Status s = ScanAlertHistory(**store, 0, [&](const Alert& a) {
+    out.insert(FingerprintHex(a.fingerprint) + " " + std::string(AlertStateName(a.state)) + " " +
+               std::string(SeverityName(a.severity)) + " " + std::to_string(a.window_start_ms));
+    return true;
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out;
+}
 
 // The known stream: `messages` messages of 50 events over 12 series (requests and gauges), event
 // times increasing by 7 ms with jitter inside out_of_orderness.
@@ -147,6 +184,8 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
   }
   const std::map<std::string, StoredResult> expected = ReadStore(ref_dir.str() + "/state");
   ASSERT_GT(expected.size(), 1000u);
+  const std::set<std::string> expected_alerts = ReadAlertTransitions(ref_dir.str() + "/state");
+  ASSERT_GT(expected_alerts.size(), 50u);
 
   // The same stream with SIGKILLs at random points; the publisher keeps running throughout.
   TempDir dir;
@@ -225,6 +264,14 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
     }
   }
   EXPECT_EQ(total, static_cast<uint64_t>(kMessages) * Stream::kEventsPerMessage);
+  const std::set<std::string> alerts = ReadAlertTransitions(state);
+  for (const std::string& a : expected_alerts) {
+    EXPECT_EQ(alerts.count(a), 1u) << "alert transition lost: " << a;
+  }
+  for (const std::string& a : alerts) {
+    EXPECT_EQ(expected_alerts.count(a), 1u)
+        << "alert transition not in the run without crashes: " << a;
+  }
 }
 
 // When acknowledgements do not come (here: checkpoints far apart, as when the engine is saturated),

@@ -12,17 +12,22 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "cli/builtins.h"
 #include "cli/engine.h"
 #include "clients/cpp/publisher.h"
+#include "operators/threshold_rules.h"
 #include "operators/window_aggregate.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/executor.h"
 #include "pipeline/registry.h"
 #include "pipeline/topology.h"
+#include "state/alert_store.h"
 #include "state/checkpoint_store.h"
+#include "state/rocksdb_alert_sink.h"
 #include "state/rocksdb_state_sink.h"
+#include "state/state_result_sink.h"
 #include "state/state_store.h"
 #include "tests/fault_fs.h"
 #include "tests/test_util.h"
@@ -139,12 +144,30 @@ WindowAggregateOperator::Options WindowOptions() {
   return o;
 }
 
+// The rule of Pipeline's optional alerts: a pane of g whose max is over 10 fires "hot_gauge".
+constexpr char kHotGaugeRule[] = R"(rules:
+  - name: hot_gauge
+    metric: g
+    stat: max
+    op: ">"
+    levels: {warning: 10}
+)";
+
+// Retries after 1 ms, at most 20 ms apart.
+HeldWriter::Options FastRetry() {
+  HeldWriter::Options o;
+  o.retry_backoff_ms = 1;
+  o.retry_max_backoff_ms = 20;
+  return o;
+}
+
 // source "src" → window_aggregate "windows" (→ optionally a flaky operator) → rocksdb_state
-// "state", on a store whose WAL writes fail on demand; processing time is a ManualClock, so a
-// checkpoint is taken exactly when the test advances it.
+// "state", optionally with threshold_rules "rules" (kHotGaugeRule) → `alert_sink` "alerts", on a
+// store whose WAL writes fail on demand; processing time is a ManualClock, so a checkpoint is taken
+// exactly when the test advances it.
 class Pipeline {
  public:
-  explicit Pipeline(bool flaky_operator = false) {
+  explicit Pipeline(bool flaky_operator = false, std::unique_ptr<Sink> alert_sink = nullptr) {
     StateStoreOptions options;
     options.path = dir_.str() + "/state";
     options.clock = &clock_;
@@ -173,9 +196,16 @@ class Pipeline {
       executor_->AddOperator("flaky", std::make_unique<FlakyCheckpointOperator>(&flaky_), {"src"});
     }
     RocksDbStateSink::Options sink_options;
-    sink_options.retry_backoff_ms = 1;
-    sink_options.retry_max_backoff_ms = 20;
+    sink_options.retry = FastRetry();
     executor_->AddSink("state", std::make_unique<RocksDbStateSink>(sink_options), {"windows"});
+    if (alert_sink != nullptr) {
+      Result<ThresholdRulesOperator::Options> rules = ThresholdRulesOperator::ParseOptions(
+          ConfigNode("rules.yaml", YAML::Load(kHotGaugeRule), "options"));
+      EXPECT_TRUE(rules.ok()) << rules.status().ToString();
+      executor_->AddOperator("rules", std::make_unique<ThresholdRulesOperator>(*rules),
+                             {"windows"});
+      executor_->AddSink("alerts", std::move(alert_sink), {"rules"});
+    }
   }
   ~Pipeline() { executor_->Stop(); }
 
@@ -224,6 +254,17 @@ class Pipeline {
     std::map<int64_t, double> panes;
     for (const WindowSummary& w : out.Get<kind::PaneSummary>()) panes[w.start_ms] = w.agg.sum;
     return panes;
+  }
+
+  // The stored alerts (their latest states).
+  size_t StoredAlerts() {
+    size_t n = 0;
+    Status s = ScanAlerts(*store_, [&](const Alert&) {
+      ++n;
+      return true;
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return n;
   }
 
   FaultFileSystem& fs() { return *fs_; }
@@ -309,6 +350,91 @@ TEST(StorageFailureTest, CheckpointAfterFailedPaneWriteIsNotAcknowledgedUntilThe
   EXPECT_TRUE(p.store().BackgroundError().ok()) << p.store().BackgroundError().ToString();
 }
 
+// (b2) On main the result sinks (rocksdb_alerts, rocksdb_bottlenecks, rocksdb_routing) logged a
+// failed write and went on, and checkpoints did not wait for them: the alert was lost for good
+// while the message that raised it was acknowledged.
+TEST(StorageFailureTest, AFailedAlertWriteIsHeldAndItsMessageIsNotAcknowledgedBeforeIt) {
+  Pipeline p(/*flaky_operator=*/false, std::make_unique<RocksDbAlertSink>(FastRetry()));
+  std::map<uint64_t, size_t> alerts_at_ack;
+  p.source().on_ack = [&](uint64_t seq) { alerts_at_ack[seq] = p.StoredAlerts(); };
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 50)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+  ASSERT_TRUE(p.WaitNoCheckpointInFlight());
+  EXPECT_EQ(p.StoredAlerts(), 0u);
+
+  p.fs().FailWalAppendsContaining("hot_gauge");  // the alert's records only
+  // Closes pane kT0 (max 50): the rule fires and the alert's write fails.
+  src.Send({src.Gauge(kT0 + kPaneMs + 10, 1)}, 2);
+  ASSERT_TRUE(WaitFor([&] { return p.fs().injected() >= 1; }));
+  // Checkpoint intervals pass while the alert cannot be stored: nothing is acknowledged.
+  EXPECT_FALSE(WaitFor(
+      [&] {
+        p.AdvanceClock();
+        return src.acked() >= 2;
+      },
+      std::chrono::milliseconds(300)));
+  EXPECT_EQ(src.acked(), 1u);
+  EXPECT_EQ(p.StoredAlerts(), 0u);
+  const Status held = p.store().BackgroundError();
+  EXPECT_NE(held.message().find("sink 'alerts'"), std::string::npos) << held.ToString();
+
+  p.fs().Heal();
+  ASSERT_TRUE(p.WaitAcked(2)) << "no acknowledgement after the store recovered";
+  EXPECT_EQ(alerts_at_ack[2], 1u) << "seq 2 was acknowledged before the alert it raised was stored";
+  EXPECT_EQ(p.StoredAlerts(), 1u);
+  EXPECT_TRUE(p.store().BackgroundError().ok()) << p.store().BackgroundError().ToString();
+}
+
+// A sink like rocksdb_alerts (the same base) whose writes wait until `open`: a slow disk, or a sink
+// thread behind on its queue.
+class GatedAlertSink final : public StateResultSink {
+ public:
+  explicit GatedAlertSink(const std::atomic<bool>* open)
+      : StateResultSink({"gated_alerts", "alert state changes", "test_gated_alerts_written_total",
+                         "Alerts the gated sink stored"},
+                        FastRetry()),
+        open_(open) {}
+  KindSet Accepts() const override { return KindSet::Of<kind::Alert>(); }
+
+ private:
+  size_t Count(const OutputBatch& batch) const override { return batch.Get<kind::Alert>().size(); }
+  Status Store(StateStore& state, const OutputBatch& batch) const override {
+    while (!open_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return StoreAlerts(state, batch.Get<kind::Alert>());
+  }
+
+  const std::atomic<bool>* open_;
+};
+
+// (b3) On main a checkpoint did not wait for the result sinks: one taken while the alert sink was
+// still writing acknowledged the message that raised the alert, and a crash then lost the alert
+// for good (the restored rules operator does not raise it again).
+TEST(StorageFailureTest, AMessageIsNotAcknowledgedBeforeTheAlertItRaisedIsStored) {
+  std::atomic<bool> open{false};
+  Pipeline p(/*flaky_operator=*/false, std::make_unique<GatedAlertSink>(&open));
+  std::map<uint64_t, size_t> alerts_at_ack;
+  p.source().on_ack = [&](uint64_t seq) { alerts_at_ack[seq] = p.StoredAlerts(); };
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 50)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+  src.Send({src.Gauge(kT0 + kPaneMs + 10, 1)}, 2);  // closes pane kT0: the rule fires
+  ASSERT_TRUE(WaitFor([&] { return p.StoredPanes().count(kT0) == 1; }));
+  EXPECT_FALSE(WaitFor(
+      [&] {
+        p.AdvanceClock();
+        return src.acked() >= 2;
+      },
+      std::chrono::milliseconds(300)));
+  EXPECT_EQ(src.acked(), 1u);
+
+  open = true;
+  ASSERT_TRUE(p.WaitAcked(2));
+  EXPECT_EQ(alerts_at_ack[2], 1u) << "seq 2 was acknowledged before the alert it raised was stored";
+}
+
 // (c) On main the operators' "changed" marks were cleared when a checkpoint was taken: when it was
 // never durable, those changes were missing from every later checkpoint.
 TEST(StorageFailureTest, ChangesBeforeAFailedCheckpointWriteAreInTheNextDurableCheckpoint) {
@@ -351,9 +477,9 @@ TEST(StorageFailureTest, ChangesBeforeAFailedOperatorCheckpointAreInTheNextDurab
   EXPECT_EQ(p.RestoredOpenPanes(), (std::map<int64_t, double>{{kT0, 3}}));
 }
 
-// (d) The engine's /v1/health says "degraded" with the reason while a state write fails, and "ok"
-// once it succeeded; the sticky-error gauge follows.
-TEST(StorageFailureTest, HealthIsDegradedWhileStateWritesFailAndOkAfter) {
+// The real engine (windows → rocksdb_state, the query API on a free port) on a state store in
+// `dir` whose writes go through `fs`; nullptr (with a test failure) when it does not start.
+std::unique_ptr<Engine> StartEngine(const TempDir& dir, std::shared_ptr<FaultFileSystem> fs) {
   constexpr char kTopology[] = R"(name: storage
 state:
   path: STATE
@@ -380,19 +506,30 @@ sinks:
       retry_backoff: 5ms
       retry_max_backoff: 50ms
 )";
-  TempDir dir;
   std::string yaml = kTopology;
   yaml.replace(yaml.find("STATE"), 5, dir.str() + "/state");
   Result<TopologySpec> spec = ParseTopology(yaml, "<test>");
-  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+  if (!spec.ok()) return nullptr;
   Registry registry;
   RegisterBuiltins(registry);
-  auto fs = std::make_shared<FaultFileSystem>();
   Result<std::unique_ptr<Engine>> built = Engine::Build(*spec, registry);
-  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  EXPECT_TRUE(built.ok()) << built.status().ToString();
+  if (!built.ok()) return nullptr;
   std::unique_ptr<Engine> engine = std::move(built).value();
-  engine->SetStateFileSystem(fs);
-  ASSERT_TRUE(engine->Start().ok());
+  engine->SetStateFileSystem(std::move(fs));
+  Status started = engine->Start();
+  EXPECT_TRUE(started.ok()) << started.ToString();
+  return started.ok() ? std::move(engine) : nullptr;
+}
+
+// (d) The engine's /v1/health says "degraded" with the reason while a state write fails, and "ok"
+// once it succeeded; the sticky-error gauge follows.
+TEST(StorageFailureTest, HealthIsDegradedWhileStateWritesFailAndOkAfter) {
+  TempDir dir;
+  auto fs = std::make_shared<FaultFileSystem>();
+  std::unique_ptr<Engine> engine = StartEngine(dir, fs);
+  ASSERT_NE(engine, nullptr);
   httplib::Client http(engine->HttpUrl());
   auto health = [&] {
     auto res = http.Get("/v1/health");
@@ -457,6 +594,46 @@ sinks:
                               })
                   .ok());
   EXPECT_EQ(panes, 1);
+  engine->Stop();
+}
+
+// (e) A silence written through the API is not held: a failed write answers its request with an
+// error and adds nothing. On main the store then refused every later write until a sink's retry
+// reopened it, so on an idle engine every later silence failed too, the disk healed or not. Now
+// the write reopens the store and tries once more, so a transient failure costs nothing.
+TEST(StorageFailureTest, AFailedSilenceWriteIsAnErrorAndTheNextOneSucceedsOnceTheDiskIsBack) {
+  TempDir dir;
+  auto fs = std::make_shared<FaultFileSystem>();
+  std::unique_ptr<Engine> engine = StartEngine(dir, fs);
+  ASSERT_NE(engine, nullptr);
+  httplib::Client http(engine->HttpUrl());
+  constexpr char kSilence[] = R"({"matchers": {"instance": "vllm-1"}, "duration": "1h"})";
+  auto silences = [&] {
+    auto res = http.Get("/v1/silences");
+    return res ? json::parse(res->body, nullptr, false)["silences"].size() : size_t{999};
+  };
+
+  fs->FailWalAppends(2);  // the write and its retry fail
+  auto failed = http.Post("/v1/silences", kSilence, "application/json");
+  ASSERT_TRUE(failed);
+  EXPECT_EQ(failed->status, 500) << failed->body;
+  json error = json::parse(failed->body, nullptr, false);
+  EXPECT_TRUE(error["error"]["message"].is_string()) << failed->body;
+  EXPECT_EQ(fs->injected(), 2);
+  EXPECT_EQ(silences(), 0u);
+
+  // The disk is back. Nothing else writes (no data flows): the API write gets the store going.
+  auto added = http.Post("/v1/silences", kSilence, "application/json");
+  ASSERT_TRUE(added);
+  EXPECT_EQ(added->status, 201) << added->body;
+  EXPECT_EQ(silences(), 1u);
+
+  fs->FailWalAppends(1);  // one transient failure: the retry succeeds
+  auto transient = http.Post("/v1/silences", kSilence, "application/json");
+  ASSERT_TRUE(transient);
+  EXPECT_EQ(transient->status, 201) << transient->body;
+  EXPECT_EQ(fs->injected(), 3);
+  EXPECT_EQ(silences(), 2u);
   engine->Stop();
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "alerting/alert_json.h"
 #include "state/state_store.h"
 #include "tests/test_util.h"
 
@@ -51,6 +52,54 @@ TEST(AlertStoreTest, LatestAndHistoryRoundTrip) {
   int count = 0;
   ASSERT_TRUE(ScanAlerts(**store, [&](const Alert&) { return ++count > 0; }).ok());
   EXPECT_EQ(count, 1);
+}
+
+// A backlog (a restart catching up, a publisher resending its spool) closes many panes in one
+// step: one alert can fire, resolve and fire again within a millisecond of wall-clock time. On
+// main such changes had the same history key and all but the last of each state were lost.
+TEST(AlertStoreTest, ChangesOfOneAlertInTheSameMillisecondAreAllKeptInOrder) {
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str() + "/state";
+  Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok());
+  std::vector<Alert> changes;
+  for (int i = 0; i < 4; ++i) {
+    Alert a;
+    a.fingerprint = AlertFingerprint("kv_full", "vllm-1", "llama", "kv_cache_usage", "max");
+    a.rule = "kv_full";
+    a.instance = "vllm-1";
+    a.model = "llama";
+    a.metric = "kv_cache_usage";
+    a.stat = "max";
+    a.severity = Severity::kWarning;
+    a.state = i % 2 == 0 ? AlertState::kFiring : AlertState::kResolved;
+    a.window_start_ms = 1'700'000'000'000 + i * 1000;
+    a.window_end_ms = a.window_start_ms + 1000;
+    a.detected_at_ms = 1'800'000'000'000;  // all in one millisecond
+    changes.push_back(a);
+  }
+  ASSERT_TRUE(StoreAlerts(**store, changes).ok());
+  std::vector<int64_t> history;
+  ASSERT_TRUE(ScanAlertHistory(**store, 0, [&](const Alert& x) {
+                history.push_back(x.window_start_ms);
+                return true;
+              }).ok());
+  const std::vector<int64_t> want = {changes[0].window_start_ms, changes[1].window_start_ms,
+                                     changes[2].window_start_ms, changes[3].window_start_ms};
+  EXPECT_EQ(history, want);
+  std::vector<int64_t> by_fingerprint;
+  ASSERT_TRUE((*store)
+                  ->ScanRecords(kAlertHistoryByFingerprintTable, "", "",
+                                [&](std::string_view, std::string_view value) {
+                                  Result<Alert> a =
+                                      AlertFromJson(nlohmann::json::parse(value, nullptr, false));
+                                  EXPECT_TRUE(a.ok());
+                                  if (a.ok()) by_fingerprint.push_back(a->window_start_ms);
+                                  return true;
+                                })
+                  .ok());
+  EXPECT_EQ(by_fingerprint, want);
 }
 
 }  // namespace

@@ -100,6 +100,32 @@ TEST(BottleneckStoreTest, HistoryExpiresAndTakesOldResolutionsWithIt) {
       << "b was resolved and d retracted 7 d ago: forgotten";
 }
 
+// One bottleneck raised, resolved and raised again within a millisecond of wall-clock time (a
+// backlog closing many panes in one step) keeps every change; on main they shared history keys.
+TEST(BottleneckStoreTest, ChangesInTheSameMillisecondAreAllKept) {
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str();
+  Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok());
+  std::vector<Bottleneck> changes;
+  for (int i = 0; i < 4; ++i) {
+    Bottleneck b = Make("vllm-1", BottleneckType::kHighLatency, BottleneckSeverity::kHigh, true,
+                        1'800'000'000'000);
+    b.change = i % 2 == 0 ? BottleneckChange::kRaised : BottleneckChange::kResolved;
+    b.window_start_ms = i * 30'000;
+    b.window_end_ms = b.window_start_ms + 30'000;
+    changes.push_back(b);
+  }
+  ASSERT_TRUE(StoreBottlenecks(**store, changes).ok());
+  std::vector<int64_t> history;
+  ASSERT_TRUE(ScanBottleneckHistory(**store, 0, [&](const Bottleneck& b) {
+                history.push_back(b.window_start_ms);
+                return true;
+              }).ok());
+  EXPECT_EQ(history, (std::vector<int64_t>{0, 30'000, 60'000, 90'000}));
+}
+
 TEST(BottleneckStoreTest, SinkStoresTheLatestChangeAndTheHistory) {
   testing::TempDir dir;
   StateStoreOptions options;

@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "alerting/alert_json.h"
 #include "pipeline/clock.h"
 #include "pipeline/coding.h"
+#include "pipeline/json_text.h"
 #include "state/alert_store.h"
 #include "state/rocksdb_state_sink.h"
 #include "state/state_store.h"
@@ -188,6 +190,34 @@ TEST_F(RecordRetentionTest, LongRetractedAlertsAreForgottenLikeResolvedOnes) {
   Result<std::optional<Alert>> after = LoadAlert(*store, fired.fingerprint);
   ASSERT_TRUE(after.ok());
   EXPECT_FALSE(after->has_value());
+  EXPECT_EQ(Count(*store, kAlertsTable), 0u);
+}
+
+// Stores written before 2026-12-07 keyed history without the window start (18 bytes): such a
+// change still expires, takes its by-fingerprint copy and forgets the long-resolved alert.
+TEST_F(RecordRetentionTest, HistoryKeysOfEarlierVersionsExpireAlike) {
+  std::unique_ptr<StateStore> store = Open();
+  ASSERT_NE(store, nullptr);
+  const Alert resolved = MakeAlert("vllm-1", AlertState::kResolved, kStart - 40 * kDay);
+  std::string history;  // be64(detected_at) be64(fingerprint) u8(state) u8(severity)
+  AppendBigEndian64(&history, static_cast<uint64_t>(resolved.detected_at_ms));
+  AppendBigEndian64(&history, resolved.fingerprint);
+  history.push_back(static_cast<char>(resolved.state));
+  history.push_back(static_cast<char>(resolved.severity));
+  std::string by_fp = AlertKey(resolved.fingerprint);
+  by_fp.append(history.substr(0, 8));
+  by_fp.append(history.substr(16));
+  const std::string value = ToJsonText(AlertToJson(resolved));
+  const std::vector<RecordWrite> writes = {{&kAlertsTable, AlertKey(resolved.fingerprint), value},
+                                           {&kAlertHistoryTable, history, value},
+                                           {&kAlertHistoryByFingerprintTable, by_fp, value}};
+  ASSERT_TRUE(store->WriteRecords(writes).ok());
+
+  Result<MaintenanceReport> report = store->RunMaintenance();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->records_expired, 1);
+  EXPECT_EQ(Count(*store, kAlertHistoryTable), 0u);
+  EXPECT_EQ(Count(*store, kAlertHistoryByFingerprintTable), 0u);
   EXPECT_EQ(Count(*store, kAlertsTable), 0u);
 }
 

@@ -57,10 +57,19 @@ class RocksDbAlertSinkTest : public ::testing::Test {
   StageContext ctx_;
 };
 
-TEST_F(RocksDbAlertSinkTest, CreateRefusesOptions) {
+TEST_F(RocksDbAlertSinkTest, CreateTakesOnlyTheRetryOptions) {
   EXPECT_TRUE(RocksDbAlertSink::Create(ConfigNode()).ok());
   ConfigNode typo("<test>", YAML::Load("retention: 1d"), "sinks[0].options");
   EXPECT_EQ(RocksDbAlertSink::Create(typo).status().code(), Status::Code::kInvalidArgument);
+  ConfigNode retry("<test>", YAML::Load("{retry_backoff: 10ms, retry_max_backoff: 1s}"),
+                   "sinks[0].options");
+  EXPECT_TRUE(RocksDbAlertSink::Create(retry).ok());
+  ConfigNode inverted("t.yaml", YAML::Load("{retry_backoff: 1s, retry_max_backoff: 10ms}"),
+                      "sinks[0].options");
+  Status s = RocksDbAlertSink::Create(inverted).status();
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("t.yaml"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("retry_max_backoff"), std::string::npos) << s.ToString();
 }
 
 TEST_F(RocksDbAlertSinkTest, OpenFailsWithoutAStateStore) {

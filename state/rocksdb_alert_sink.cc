@@ -4,12 +4,6 @@
 
 namespace inferscope {
 
-Result<std::unique_ptr<RocksDbAlertSink>> RocksDbAlertSink::Create(const ConfigNode& options) {
-  Result<HeldWriter::Options> parsed = ParseOptions(options, kName);
-  if (!parsed.ok()) return parsed.status();
-  return std::make_unique<RocksDbAlertSink>(*parsed);
-}
-
 RocksDbAlertSink::RocksDbAlertSink(HeldWriter::Options options)
     : StateResultSink({kName, "alert state changes", "inferscope_sink_alerts_written_total",
                        "Alert state changes a sink stored in RocksDB"},

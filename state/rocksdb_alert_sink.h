@@ -22,7 +22,9 @@ class RocksDbAlertSink final : public StateResultSink {
   static constexpr std::string_view kDescription =
       "Stores alert state changes (latest per fingerprint, and history) in the RocksDB state store";
 
-  static Result<std::unique_ptr<RocksDbAlertSink>> Create(const ConfigNode& options);
+  static Result<std::unique_ptr<RocksDbAlertSink>> Create(const ConfigNode& options) {
+    return CreateWith<RocksDbAlertSink>(options);
+  }
   explicit RocksDbAlertSink(HeldWriter::Options options);
 
   KindSet Accepts() const override;

@@ -6,13 +6,6 @@
 
 namespace inferscope {
 
-Result<std::unique_ptr<RocksDbBottleneckSink>> RocksDbBottleneckSink::Create(
-    const ConfigNode& options) {
-  Result<HeldWriter::Options> parsed = ParseOptions(options, kName);
-  if (!parsed.ok()) return parsed.status();
-  return std::make_unique<RocksDbBottleneckSink>(*parsed);
-}
-
 RocksDbBottleneckSink::RocksDbBottleneckSink(HeldWriter::Options options)
     : StateResultSink({kName, "bottleneck changes", "inferscope_sink_bottlenecks_written_total",
                        "Bottleneck changes a sink stored in RocksDB"},

@@ -25,7 +25,9 @@ class RocksDbBottleneckSink final : public StateResultSink {
       "Stores bottleneck changes (latest per instance, model and type, and their history) in the "
       "RocksDB state store";
 
-  static Result<std::unique_ptr<RocksDbBottleneckSink>> Create(const ConfigNode& options);
+  static Result<std::unique_ptr<RocksDbBottleneckSink>> Create(const ConfigNode& options) {
+    return CreateWith<RocksDbBottleneckSink>(options);
+  }
   explicit RocksDbBottleneckSink(HeldWriter::Options options);
 
   KindSet Accepts() const override;

@@ -5,12 +5,6 @@
 
 namespace inferscope {
 
-Result<std::unique_ptr<RocksDbRoutingSink>> RocksDbRoutingSink::Create(const ConfigNode& options) {
-  Result<HeldWriter::Options> parsed = ParseOptions(options, kName);
-  if (!parsed.ok()) return parsed.status();
-  return std::make_unique<RocksDbRoutingSink>(*parsed);
-}
-
 RocksDbRoutingSink::RocksDbRoutingSink(HeldWriter::Options options)
     : StateResultSink({kName, "routing weights", "inferscope_sink_routing_weights_written_total",
                        "Routing weight publications a sink stored in RocksDB"},

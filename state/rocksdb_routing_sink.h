@@ -22,7 +22,9 @@ class RocksDbRoutingSink final : public StateResultSink {
   static constexpr std::string_view kDescription =
       "Stores the latest routing weights per (model, strategy) in the RocksDB state store";
 
-  static Result<std::unique_ptr<RocksDbRoutingSink>> Create(const ConfigNode& options);
+  static Result<std::unique_ptr<RocksDbRoutingSink>> Create(const ConfigNode& options) {
+    return CreateWith<RocksDbRoutingSink>(options);
+  }
   explicit RocksDbRoutingSink(HeldWriter::Options options);
 
   KindSet Accepts() const override;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string_view>
 
 #include "pipeline/metrics.h"
@@ -16,16 +17,15 @@ class StateStore;
 // StateStore (rocksdb_alerts, rocksdb_bottlenecks, rocksdb_routing): one atomic write per batch.
 //
 // What is stored there is the only copy of those results: an operator restored from a checkpoint
-// does not emit again what it emitted before it. So
-// - a failed write is held and retried until it succeeds (state/held_writer.h; options
-//   `retry_backoff`, `retry_max_backoff`), never skipped;
-// - the executor writes a checkpoint only once the sink stored every result routed before it
-//   (NeedsCheckpointBarrier). The checkpoint's synced write then makes them durable too (one
-//   store, one write-ahead log), so a crash after it cannot lose them, and a message is never
-//   acknowledged before the results it caused are stored. A write given up at shutdown fails every
-//   later checkpoint: the restart replays from before it.
-// A batch the store refuses as invalid (InvalidArgument: its content, not the storage, is wrong)
-// is counted (inferscope_sink_write_errors_total), logged and skipped.
+// does not emit again what it emitted before it. So a failed write is held and retried until it
+// succeeds (state/held_writer.h; options `retry_backoff`, `retry_max_backoff`), never skipped. A
+// batch the store refuses as invalid (InvalidArgument: its content, not the storage, is wrong) is
+// counted (inferscope_sink_write_errors_total), logged and skipped.
+//
+// Limitation: checkpoints do not wait for these sinks (no NeedsCheckpointBarrier), so a crash
+// after a checkpoint and before the sink wrote results routed ahead of it loses them. Asking for
+// the barrier closed that window, but then JetStreamTakeoverTest lost events in 3 of 3 runs beside
+// other tests, for a reason not found yet (docs/ARCHITECTURE.md, "Storage failures").
 //
 // Lifecycle: Open fails when the topology has no state directory. Concurrency: Write from the sink
 // thread only; Interrupt from any thread.
@@ -33,7 +33,6 @@ class StateResultSink : public Sink {
  public:
   Status Open(const StageContext& ctx) final;
   Status Write(const OutputBatch& batch) final;
-  bool NeedsCheckpointBarrier() const final { return true; }
   void Interrupt() final { writer_.Interrupt(); }
 
  protected:
@@ -45,8 +44,14 @@ class StateResultSink : public Sink {
   };
   StateResultSink(const Traits& traits, HeldWriter::Options options)
       : traits_(traits), writer_(options) {}
-  // Reads the options every such sink takes (`retry_backoff`, `retry_max_backoff`) and refuses
-  // any other.
+  // Reads the options every such sink takes (`retry_backoff`, `retry_max_backoff`), refusing any
+  // other, and makes a `T` (constructed from HeldWriter::Options) with them.
+  template <typename T>
+  static Result<std::unique_ptr<T>> CreateWith(const ConfigNode& node) {
+    Result<HeldWriter::Options> options = ParseOptions(node, T::kName);
+    if (!options.ok()) return options.status();
+    return std::make_unique<T>(*options);
+  }
   static Result<HeldWriter::Options> ParseOptions(const ConfigNode& node, std::string_view type);
 
   // How many results of `batch` this sink stores (0: nothing to write).

@@ -13,21 +13,27 @@
 namespace inferscope {
 namespace {
 
+// A warning of rule `rule` on vllm-1/llama, statistic `stat` of `metric`.
+Alert MakeAlert(const std::string& rule, const std::string& metric, const std::string& stat) {
+  Alert a;
+  a.fingerprint = AlertFingerprint(rule, "vllm-1", "llama", metric, stat);
+  a.rule = rule;
+  a.instance = "vllm-1";
+  a.model = "llama";
+  a.metric = metric;
+  a.stat = stat;
+  a.type = AnomalyType::kThreshold;
+  a.severity = Severity::kWarning;
+  return a;
+}
+
 TEST(AlertStoreTest, LatestAndHistoryRoundTrip) {
   testing::TempDir dir;
   StateStoreOptions options;
   options.path = dir.str() + "/state";
   Result<std::unique_ptr<StateStore>> store = StateStore::Open(options, nullptr);
   ASSERT_TRUE(store.ok());
-  Alert a;
-  a.fingerprint = AlertFingerprint("high_ttft", "vllm-1", "llama", "ttft_ms", "p95");
-  a.rule = "high_ttft";
-  a.instance = "vllm-1";
-  a.model = "llama";
-  a.metric = "ttft_ms";
-  a.stat = "p95";
-  a.type = AnomalyType::kThreshold;
-  a.severity = Severity::kWarning;
+  Alert a = MakeAlert("high_ttft", "ttft_ms", "p95");
   a.value = 2500;
   a.lower = std::nan("");
   a.detected_at_ms = 100;
@@ -65,14 +71,7 @@ TEST(AlertStoreTest, ChangesOfOneAlertInTheSameMillisecondAreAllKeptInOrder) {
   ASSERT_TRUE(store.ok());
   std::vector<Alert> changes;
   for (int i = 0; i < 4; ++i) {
-    Alert a;
-    a.fingerprint = AlertFingerprint("kv_full", "vllm-1", "llama", "kv_cache_usage", "max");
-    a.rule = "kv_full";
-    a.instance = "vllm-1";
-    a.model = "llama";
-    a.metric = "kv_cache_usage";
-    a.stat = "max";
-    a.severity = Severity::kWarning;
+    Alert a = MakeAlert("kv_full", "kv_cache_usage", "max");
     a.state = i % 2 == 0 ? AlertState::kFiring : AlertState::kResolved;
     a.window_start_ms = 1'700'000'000'000 + i * 1000;
     a.window_end_ms = a.window_start_ms + 1000;

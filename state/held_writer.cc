@@ -71,8 +71,8 @@ Status HeldWriter::Write(std::string_view what, const std::function<Status()>& w
                                  [this] { return interrupted_; })) {
         given_up_ = true;
         spdlog::error(
-            "{}: stopping while {} cannot be written ({} attempts): given up; nothing more is "
-            "written and no later checkpoint is durable: {}",
+            "{}: stopping while {} cannot be written ({} attempts): given up; this sink writes "
+            "nothing more: {}",
             type_, what, attempts, s.ToString());
         return s;
       }

@@ -25,7 +25,7 @@ class StateStore;
 // succeeds. A write the store refuses as invalid (InvalidArgument: its content, not the storage, is
 // wrong) is not retried: it is counted and returned. When the engine stops (Interrupt) while a
 // write is held, the write is given up (given_up() from then on): the sink must then write nothing
-// more, so that no later checkpoint claims what was not written.
+// more (rocksdb_state: so that no later checkpoint claims what was not written).
 //
 // Concurrency: Write from the sink thread only; Interrupt from any thread.
 class HeldWriter {

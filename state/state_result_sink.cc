@@ -48,7 +48,7 @@ Status StateResultSink::Write(const OutputBatch& batch) {
   if (n == 0) return Status::Ok();
   Status st = writer_.Write(traits_.what, [&] { return Store(*state_, batch); });
   if (st.code() == Status::Code::kInvalidArgument) {
-    // Retrying cannot store it, and a failed delivery would stop every later checkpoint.
+    // Retrying cannot store it; the next batches may well be stored.
     spdlog::error("{}: {} refused as invalid, skipped: {}", traits_.type, traits_.what,
                   st.ToString());
     return Status::Ok();

@@ -222,6 +222,12 @@ bool ServingInstance::FailingAt(SimMs t) const {
   return false;
 }
 
+double ServingInstance::QualityAt(Category category, SimMs t_ms) const {
+  return std::clamp(
+      options_.quality[static_cast<size_t>(category)] * FactorAt(FaultKind::kQualityDrop, t_ms),
+      0.0, 1.0);
+}
+
 Expectation ServingInstance::Expect(const Request& r, SimMs now_ms) const {
   const ServingParams& p = options_.params;
   Expectation e;
@@ -230,9 +236,7 @@ Expectation ServingInstance::Expect(const Request& r, SimMs now_ms) const {
   e.cost_usd = (r.prompt_tokens * options_.input_price_per_1k +
                 r.output_tokens * options_.output_price_per_1k) /
                1000 * price;
-  e.quality = std::clamp(
-      options_.quality[static_cast<size_t>(r.category)] * FactorAt(FaultKind::kQualityDrop, now_ms),
-      0.0, 1.0);
+  e.quality = QualityAt(r.category, now_ms);
   if (!e.capable || DownAt(now_ms) ||
       static_cast<uint64_t>(r.prompt_tokens) + r.output_tokens > p.max_model_len) {
     e.p_ok = 0;
@@ -394,9 +398,7 @@ void ServingInstance::Emit(uint32_t s, SimMs t, RequestError error) {
                 slot.generated * options_.output_price_per_1k) /
                1000 * FactorAt(FaultKind::kPriceChange, t);
   if (error == RequestError::kNone) {
-    const double q = std::clamp(
-        options_.quality[static_cast<size_t>(slot.category)] * FactorAt(FaultKind::kQualityDrop, t),
-        1e-6, 1 - 1e-6);
+    const double q = std::clamp(QualityAt(slot.category, t), 1e-6, 1 - 1e-6);
     const double c = options_.quality_concentration;
     std::gamma_distribution<double> ga(q * c, 1), gb((1 - q) * c, 1);
     const double a = ga(quality_rng_), b = gb(quality_rng_);

@@ -215,6 +215,9 @@ class ServingInstance {
   InstanceView View() const;
   // See Expectation. Does not change the instance; O(running requests).
   Expectation Expect(const Request& r, SimMs now_ms) const;
+  // The mean latent quality of an answer to `category` at t_ms (the quality_drop faults in
+  // effect then), in [0, 1]: Expectation::quality at another time.
+  double QualityAt(Category category, SimMs t_ms) const;
   // Down (the down fault, or flapping in a down half-period) at `t`.
   bool DownAt(SimMs t) const;
   // Failing at `t`: down, or a brownout or error burst in effect (the routing evaluation's

@@ -288,6 +288,7 @@ Result<PolicyMetrics> RunPolicy(const Scenario& scenario, std::string_view polic
   PolicyContext context;
   context.seed = options.seed * 31 + 17;
   context.utility = utility.get();
+  context.quality_delay_ms = options.quality_delay_ms;
   context.strategy = scenario.strategy;
   context.catalogue = scenario.backends;
   for (const sim::InstanceOptions& b : scenario.backends) {

@@ -145,7 +145,7 @@ void LatencyAverageRouter::OnOutcome(const sim::RequestOutcome& outcome) {
 
 size_t OracleRouter::Pick(const sim::Request& request,
                           std::span<const sim::InstanceView> candidates) {
-  return utility_->Score(request, candidates, &scores_);
+  return utility_->Score(request, candidates, &scores_, quality_lag_ms_);
 }
 
 }  // namespace inferscope::bench::routing

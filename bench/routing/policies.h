@@ -26,7 +26,10 @@ struct PolicyContext {
   // The catalogue per fleet instance: name, model, vision capability, list prices and slot limit
   // (params.max_num_seqs). A policy must not read the rest (true speed, faults, quality).
   std::vector<sim::InstanceOptions> catalogue;
-  const Utility* utility = nullptr;  // for the oracle only
+  const Utility* utility = nullptr;  // for the oracles only
+  // How late quality feedback arrives after a request completes (RunOptions::quality_delay_ms):
+  // oracle_late_quality's lag.
+  double quality_delay_ms = 0;
 };
 
 // Smooth weighted round robin (nginx) by PolicyContext::capacity, per model.
@@ -128,14 +131,24 @@ class LatencyAverageRouter final : public sim::Router {
 
 // The candidate with the highest Utility: knows every backend's true parameters, faults and
 // load now. Its regret is 0 by definition.
+//
+// With quality_lag_ms > 0 ("oracle_late_quality") it knows everything now except quality, which
+// it knows as it was quality_lag_ms ago (as the fleet's quality feedback shows it), and reports
+// confidence 1: nothing it knows leaves a doubt. Its ECE is the calibration any router can reach
+// without expecting a change it cannot see yet (README, "Definitions").
 class OracleRouter final : public sim::Router {
  public:
-  explicit OracleRouter(const Utility* utility) : utility_(utility) {}
-  std::string_view Name() const override { return "oracle"; }
+  explicit OracleRouter(const Utility* utility, double quality_lag_ms = 0)
+      : utility_(utility), quality_lag_ms_(quality_lag_ms) {}
+  std::string_view Name() const override {
+    return quality_lag_ms_ > 0 ? "oracle_late_quality" : "oracle";
+  }
   size_t Pick(const sim::Request& request, std::span<const sim::InstanceView> candidates) override;
+  double Confidence() const override { return quality_lag_ms_ > 0 ? 1.0 : -1.0; }
 
  private:
   const Utility* utility_;
+  double quality_lag_ms_;
   std::vector<double> scores_;
 };
 

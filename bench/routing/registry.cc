@@ -51,6 +51,11 @@ const PolicyInfo kPolicies[] = {
      [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
        return std::make_unique<OracleRouter>(c.utility);
      }},
+    {"oracle_late_quality",
+     "the oracle, but quality as the feedback shows it (quality_delay late); confidence 1",
+     [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
+       return std::make_unique<OracleRouter>(c.utility, c.quality_delay_ms);
+     }},
 };
 
 }  // namespace
@@ -62,8 +67,9 @@ Result<std::unique_ptr<sim::Router>> MakePolicy(std::string_view name,
   std::string known;
   for (const PolicyInfo& p : kPolicies) {
     if (p.name == name) {
-      if (p.name == "oracle" && context.utility == nullptr) {
-        return Status::InvalidArgument("policy oracle needs the utility (PolicyContext)");
+      if (p.name.starts_with("oracle") && context.utility == nullptr) {
+        return Status::InvalidArgument("policy " + std::string(name) +
+                                       " needs the utility (PolicyContext)");
       }
       return p.make(context);
     }

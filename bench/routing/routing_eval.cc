@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  // Summary: mean regret per scenario, the lowest of the non-oracle policies in bold.
+  // Summary: mean regret per scenario, the lowest of the policies other than the oracles in bold.
   for (ArrivalKind kind : kinds) {
     const auto& table = summary[kind == ArrivalKind::kTrace];
     std::printf(
@@ -169,10 +169,10 @@ int main(int argc, char** argv) {
         const auto& row = table.at(s.name);
         double best = INFINITY;
         for (const auto& [name, r] : row) {
-          if (name != "oracle" && r < best) best = r;
+          if (!name.starts_with("oracle") && r < best) best = r;
         }
         const double r = row.at(std::string(p));
-        const bool bold = p != "oracle" && r == best;
+        const bool bold = !p.starts_with("oracle") && r == best;
         std::printf(" %s%s%s |", bold ? "**" : "", Fmt(r, "%.4f").c_str(), bold ? "**" : "");
       }
       std::printf("\n");

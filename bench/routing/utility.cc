@@ -34,13 +34,14 @@ std::string_view StrategyName(Strategy strategy) {
 }
 
 size_t Utility::Score(const sim::Request& r, std::span<const sim::InstanceView> candidates,
-                      std::vector<double>* out) const {
+                      std::vector<double>* out, double quality_lag_ms) const {
   expect_.clear();
   double e2e_min = std::numeric_limits<double>::infinity();
   double cost_min = std::numeric_limits<double>::infinity();
   for (const sim::InstanceView& v : candidates) {
-    expect_.push_back(fleet_->instance(v.index).Expect(r, r.arrival_ms));
-    const sim::Expectation& e = expect_.back();
+    const sim::ServingInstance& inst = fleet_->instance(v.index);
+    sim::Expectation& e = expect_.emplace_back(inst.Expect(r, r.arrival_ms));
+    if (quality_lag_ms > 0) e.quality = inst.QualityAt(r.category, r.arrival_ms - quality_lag_ms);
     if (e.p_ok > 0) {
       e2e_min = std::min(e2e_min, e.e2e_ms);
       cost_min = std::min(cost_min, e.cost_usd);

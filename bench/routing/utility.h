@@ -39,9 +39,10 @@ class Utility {
   Strategy strategy() const { return strategy_; }
 
   // Fills `out` with the utility of each candidate for `r` at r.arrival_ms; returns the index of
-  // the best (the lowest index among equals).
+  // the best (the lowest index among equals). With quality_lag_ms > 0 the quality term is each
+  // backend's quality as it was that long before (what quality feedback that late can show).
   size_t Score(const sim::Request& r, std::span<const sim::InstanceView> candidates,
-               std::vector<double>* out) const;
+               std::vector<double>* out, double quality_lag_ms = 0) const;
 
  private:
   Strategy strategy_;

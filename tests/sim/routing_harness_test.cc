@@ -241,6 +241,39 @@ TEST(RoutingHarnessTest, EveryPolicyRunsAndTheRunIsDeterministic) {
   }
   EXPECT_FALSE(MakePolicy("nope", PolicyContext{}).ok());
   EXPECT_FALSE(MakePolicy("oracle", PolicyContext{}).ok());  // needs the utility
+  EXPECT_FALSE(MakePolicy("oracle_late_quality", PolicyContext{}).ok());
+}
+
+// The oracle that sees quality only as late as the feedback: perfect (regret 0, ECE 0 at
+// confidence 1) while nothing changes unseen, wrong for as long as a quality regression is
+// hidden by the feedback's delay — the calibration a router can reach there without expecting
+// the change.
+TEST(RoutingHarnessTest, TheLateQualityOracleIsWrongOnlyWhileARegressionIsUnseen) {
+  RunOptions o = Short();
+  o.quality_delay_ms = 30'000;
+  Scenario s = Find("quality_regression");
+  s.faults[0].start_ms = 300'000;  // after the short run: nothing changes
+  Result<PolicyMetrics> steady = RunPolicy(s, "oracle_late_quality", o);
+  ASSERT_TRUE(steady.ok()) << steady.status().ToString();
+  EXPECT_EQ(steady->mean_regret, 0);
+  EXPECT_EQ(steady->ece, 0);
+
+  s.faults[0].start_ms = 30'000;  // a-fast (the best) regresses; feedback shows it from 60 s
+  Result<PolicyMetrics> late = RunPolicy(s, "oracle_late_quality", o);
+  Result<PolicyMetrics> now = RunPolicy(s, "oracle", o);
+  ASSERT_TRUE(late.ok() && now.ok());
+  EXPECT_EQ(now->mean_regret, 0);
+  EXPECT_GT(late->mean_regret, 0);
+  // Wrong on most decisions of the 30 s of 90 in which a-fast is worse than the feedback says,
+  // at confidence 1: ECE = its error rate.
+  EXPECT_GT(late->ece, 0.15);
+  EXPECT_LT(late->ece, 1.0 / 3);
+
+  o.quality_delay_ms = 0;  // no lag: the oracle itself, no confidence
+  Result<PolicyMetrics> prompt = RunPolicy(s, "oracle_late_quality", o);
+  ASSERT_TRUE(prompt.ok());
+  EXPECT_EQ(prompt->mean_regret, 0);
+  EXPECT_TRUE(std::isnan(prompt->ece));
 }
 
 TEST(RoutingHarnessTest, TraceArrivalsReachTheTargetRate) {

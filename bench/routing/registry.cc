@@ -50,24 +50,33 @@ const PolicyInfo kPolicies[] = {
     {"oracle", "the best candidate by true utility now (regret 0 by definition)",
      [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
        return std::make_unique<OracleRouter>(c.utility);
-     }},
+     },
+     true},
     {"oracle_late_quality",
      "the oracle, but quality as the feedback shows it (quality_delay late); confidence 1",
      [](const PolicyContext& c) -> std::unique_ptr<sim::Router> {
        return std::make_unique<OracleRouter>(c.utility, c.quality_delay_ms);
-     }},
+     },
+     true},
 };
 
 }  // namespace
 
 std::span<const PolicyInfo> Policies() { return kPolicies; }
 
+bool IsOracle(std::string_view name) {
+  for (const PolicyInfo& p : kPolicies) {
+    if (p.name == name) return p.oracle;
+  }
+  return false;
+}
+
 Result<std::unique_ptr<sim::Router>> MakePolicy(std::string_view name,
                                                 const PolicyContext& context) {
   std::string known;
   for (const PolicyInfo& p : kPolicies) {
     if (p.name == name) {
-      if (p.name.starts_with("oracle") && context.utility == nullptr) {
+      if (p.oracle && context.utility == nullptr) {
         return Status::InvalidArgument("policy " + std::string(name) +
                                        " needs the utility (PolicyContext)");
       }

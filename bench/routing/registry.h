@@ -18,10 +18,15 @@ struct PolicyInfo {
   std::string_view name;
   std::string_view description;
   std::unique_ptr<sim::Router> (*make)(const PolicyContext& context);
+  // Reads the fleet's true state (PolicyContext::utility): a reference, not ranked.
+  bool oracle = false;
 };
 
 // Every registered policy, in the order of the results table.
 std::span<const PolicyInfo> Policies();
+
+// Whether `name` is a registered oracle (PolicyInfo::oracle).
+bool IsOracle(std::string_view name);
 
 // The policy `name`, built for `context`; InvalidArgument naming the known policies otherwise.
 Result<std::unique_ptr<sim::Router>> MakePolicy(std::string_view name,

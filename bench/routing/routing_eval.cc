@@ -169,10 +169,10 @@ int main(int argc, char** argv) {
         const auto& row = table.at(s.name);
         double best = INFINITY;
         for (const auto& [name, r] : row) {
-          if (!name.starts_with("oracle") && r < best) best = r;
+          if (!IsOracle(name) && r < best) best = r;
         }
         const double r = row.at(std::string(p));
-        const bool bold = !p.starts_with("oracle") && r == best;
+        const bool bold = !IsOracle(p) && r == best;
         std::printf(" %s%s%s |", bold ? "**" : "", Fmt(r, "%.4f").c_str(), bold ? "**" : "");
       }
       std::printf("\n");

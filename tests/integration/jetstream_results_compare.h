@@ -11,9 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/engine_fixture.h"
@@ -201,6 +205,45 @@ inline std::vector<std::string> ComparedPaths(int64_t t0,
           "/v1/alerts?limit=1000"};
 }
 
+// For a failure report: the 1 s series of two metrics of every instance (which panes differ).
+inline std::vector<std::string> DiagnosticPaths(int64_t t0,
+                                                const std::vector<std::string>& instances) {
+  const int64_t from = t0 / 60'000 * 60'000;
+  const std::string range =
+      "&from=" + std::to_string(from) + "&to=" + std::to_string(from + 300'000);
+  std::vector<std::string> out;
+  for (const std::string& instance : instances) {
+    for (const char* metric : {"kv_cache_usage", "e2e_ms"}) {
+      out.push_back("/v1/series?instance=" + instance + "&metric=" + metric + "&step=1s" + range);
+    }
+  }
+  return out;
+}
+
+// The lines of a Prometheus page that name one of `words` (comments left out): what a failure
+// report shows of a node that is about to stop.
+inline std::string MetricLines(httplib::Client& http, const std::vector<std::string>& words) {
+  std::string out;
+  auto res = http.Get("/metrics");
+  if (!res) return "(no /metrics)\n";
+  size_t start = 0;
+  while (start < res->body.size()) {
+    size_t end = res->body.find('\n', start);
+    if (end == std::string::npos) end = res->body.size();
+    const std::string_view line(res->body.data() + start, end - start);
+    if (!line.empty() && line[0] != '#') {
+      for (const std::string& w : words) {
+        if (line.find(w) != std::string_view::npos) {
+          out.append(line).append("\n");
+          break;
+        }
+      }
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
 // Equal JSON, floating-point numbers within a relative 1e-12: a mean merged from the same panes
 // in another order (the fleet rollup adds each node's panes as they arrive) may differ in its last
 // digits.
@@ -227,23 +270,61 @@ inline bool Alike(const json& a, const json& b) {
 }
 
 // Waits until every compared path answers alike; the last difference in `*why`.
+// The leaves where `a` and `b` differ (Alike), as "path: a vs b" lines, at most `limit`.
+inline void DiffLeaves(const json& a, const json& b, const std::string& path, size_t limit,
+                       std::vector<std::string>* out) {
+  if (out->size() >= limit) return;
+  if (a.is_structured() && a.type() == b.type()) {
+    if (a.is_object()) {
+      for (auto it = a.begin(); it != a.end(); ++it) {
+        DiffLeaves(it.value(), b.contains(it.key()) ? b[it.key()] : json(), path + "." + it.key(),
+                   limit, out);
+      }
+      for (auto it = b.begin(); it != b.end(); ++it) {
+        if (!a.contains(it.key()))
+          DiffLeaves(json(), it.value(), path + "." + it.key(), limit, out);
+      }
+    } else {
+      for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        DiffLeaves(i < a.size() ? a[i] : json(), i < b.size() ? b[i] : json(),
+                   path + "[" + std::to_string(i) + "]", limit, out);
+      }
+    }
+    return;
+  }
+  if (!Alike(a, b)) out->push_back(path + ": " + a.dump() + " vs " + b.dump());
+}
+
+// Whether every path answers 200 with alike JSON on both (waiting up to 60 s for `got` to catch
+// up). When not, `why` names every path that differs, each with the first differing leaves.
 inline bool SameAnswers(httplib::Client& want, httplib::Client& got,
                         const std::vector<std::string>& paths, std::string* why) {
-  return WaitFor(
-      [&] {
-        for (const std::string& path : paths) {
-          int want_status = 0, got_status = 0;
-          json a = Get(want, path, &want_status);
-          json b = Get(got, path, &got_status);
-          if (want_status != 200 || got_status != 200 || !Alike(a, b)) {
-            *why = path + ":\nwant " + std::to_string(want_status) + " " + a.dump() + "\ngot  " +
-                   std::to_string(got_status) + " " + b.dump();
-            return false;
-          }
-        }
-        return true;
-      },
-      std::chrono::seconds(60));
+  if (WaitFor(
+          [&] {
+            for (const std::string& path : paths) {
+              int want_status = 0, got_status = 0;
+              json a = Get(want, path, &want_status);
+              json b = Get(got, path, &got_status);
+              if (want_status != 200 || got_status != 200 || !Alike(a, b)) return false;
+            }
+            return true;
+          },
+          std::chrono::seconds(60))) {
+    return true;
+  }
+  why->clear();
+  for (const std::string& path : paths) {
+    int want_status = 0, got_status = 0;
+    json a = Get(want, path, &want_status);
+    json b = Get(got, path, &got_status);
+    if (want_status == 200 && got_status == 200 && Alike(a, b)) continue;
+    *why += path + ": want " + std::to_string(want_status) + ", got " + std::to_string(got_status) +
+            "\n";
+    std::vector<std::string> leaves;
+    DiffLeaves(a, b, "", 40, &leaves);
+    for (const std::string& leaf : leaves) *why += "  " + leaf + "\n";
+  }
+  return false;
 }
 
 // Every message of the input stream applied by `durable`'s consumers and its checkpoint durable.
@@ -267,6 +348,72 @@ inline bool AllAckedBy(const std::string& url, const std::string& durable,
   if (js != nullptr) jsCtx_Destroy(js);
   if (conn != nullptr) natsConnection_Destroy(conn);
   return done;
+}
+
+// The stream sequence last delivered to each of `durable`'s partition consumers (0 when one
+// cannot be read).
+inline std::vector<uint64_t> DeliveredTo(const std::string& url, const std::string& durable,
+                                         const std::vector<uint32_t>& partitions) {
+  std::vector<uint64_t> out(partitions.size(), 0);
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
+    for (size_t i = 0; i < partitions.size(); ++i) {
+      jsConsumerInfo* ci = nullptr;
+      const std::string name = durable + "-p" + std::to_string(partitions[i]);
+      if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) continue;
+      out[i] = ci->Delivered.Stream;
+      jsConsumerInfo_Destroy(ci);
+    }
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return out;
+}
+
+// Calls `kill` as soon as `durable`'s consumers show work in flight: a message delivered past
+// `delivered_before` (DeliveredTo before the chunk was published) while some message is not yet
+// acknowledged (its checkpoint is not durable). Polls every millisecond on one connection, so the
+// kill follows the observation by far less than a checkpoint interval (a fixed sleep before the
+// kill missed the window on a loaded machine: the node had applied and acknowledged the whole
+// chunk). Returns whether work was in flight; false (after killing all the same) when every
+// message was acknowledged before it was seen, or nothing was seen within 30 s.
+inline bool KillWithWorkInFlight(const std::string& url, const std::string& durable,
+                                 const std::vector<uint32_t>& partitions,
+                                 const std::vector<uint64_t>& delivered_before,
+                                 const std::function<void()>& kill) {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  bool in_flight = false;
+  if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool read = true, progressed = false;
+      uint64_t outstanding = 0;
+      for (size_t i = 0; i < partitions.size() && read; ++i) {
+        jsConsumerInfo* ci = nullptr;
+        const std::string name = durable + "-p" + std::to_string(partitions[i]);
+        if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) {
+          read = false;
+          break;
+        }
+        progressed = progressed || ci->Delivered.Stream > delivered_before[i];
+        outstanding += ci->NumPending + static_cast<uint64_t>(ci->NumAckPending);
+        jsConsumerInfo_Destroy(ci);
+      }
+      if (read && progressed) {
+        in_flight = outstanding > 0;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  kill();
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  return in_flight;
 }
 
 }  // namespace inferscope::jetstream_test

@@ -52,6 +52,11 @@ class JetStreamResultsFeed final : public ResultsFeed {
     failures_total_ = metrics->GetCounter(
         "inferscope_results_feed_failures_total",
         "Fetches, consumer creations or writes of the results feed that failed", labels);
+    delivery_gaps_total_ = metrics->GetCounter(
+        "inferscope_results_feed_delivery_gaps_total",
+        "Deliveries lost on the way (the consumer sequence skipped, e.g. a server died with them "
+        "in flight): the consumer was created again after the position to fetch them again",
+        labels);
     metrics->AddCallbackGauge(
         "inferscope_results_feed_pending_messages",
         "Messages in the results stream after the last one this node fetched", labels,
@@ -212,6 +217,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
       return Status::IOError("cannot create consumer " + options_.durable + ": " + NatsText(s));
     }
     jsConsumerInfo_Destroy(ci);
+    delivered_ = 0;  // a new consumer numbers its deliveries from 1
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = options_.stream.c_str();
@@ -337,13 +343,30 @@ class JetStreamResultsFeed final : public ResultsFeed {
     uint64_t pending = 0;
     natsMsg* last = nullptr;
     size_t applied = 0;
+    bool gap = false;
     for (int i = 0; i < list.Count(); ++i) {
       natsMsg* msg = list[i];
       jsMsgMetaData* meta = nullptr;
       if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) continue;
       const uint64_t seq = meta->Sequence.Stream;
-      pending = meta->NumPending;
+      const uint64_t delivery = meta->Sequence.Consumer;
+      const uint64_t msg_pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
+      // Deliveries are numbered 1, 2, ... per consumer (a redelivery keeps a number at or below
+      // the highest seen): one beyond the next number means some were lost on the way. What came
+      // before is applied; the consumer is created again after it, so the lost ones come again
+      // (acknowledging a later message would have acknowledged them too: AckAll).
+      if (delivery > delivered_ + 1) {
+        gap = true;
+        delivery_gaps_total_->Inc();
+        spdlog::warn(
+            "results feed: delivery {} arrived after {}: {} deliveries lost on the way; creating "
+            "the consumer again after stream sequence {}",
+            delivery, delivered_, delivery - delivered_ - 1, position);
+        break;
+      }
+      delivered_ = std::max(delivered_, delivery);
+      pending = msg_pending;
       last = msg;
       if (seq <= position) continue;  // applied already (a redelivery)
       Decode(msg, seq);
@@ -368,6 +391,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
         failing_ = false;
       }
     }
+    if (ok && gap) return false;  // created again after the position (Loop)
     if (ok) {
       pending_ = pending;
       // AckAll: tidies the server's view.
@@ -423,6 +447,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
   bool stop_ = false;  // guarded by mu_
 
   std::atomic<uint64_t> position_{0};
+  uint64_t delivered_ = 0;  // highest consumer sequence received from the current consumer
   std::atomic<uint64_t> pending_{0};
   mutable std::mutex stats_mu_;
   bool connected_ = false;
@@ -437,6 +462,7 @@ class JetStreamResultsFeed final : public ResultsFeed {
   std::string last_error_;
 
   Counter* applied_total_ = nullptr;
+  Counter* delivery_gaps_total_ = nullptr;
   Counter* bad_total_ = nullptr;
   Counter* skipped_panes_total_ = nullptr;
   Counter* failures_total_ = nullptr;

@@ -39,7 +39,8 @@ bool ValidName(std::string_view name) {
 // allocating: "$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>" (9 tokens),
 // or with domain and account hash "$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.
 // <cseq>.<ts>.<pending>[.<token>]" (11 or 12 tokens). False when it is not such a subject.
-bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* pending) {
+bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* consumer_seq,
+                     uint64_t* pending) {
   std::string_view tokens[12];
   size_t n = 0;
   size_t start = 0;
@@ -63,7 +64,8 @@ bool ParseAckSubject(std::string_view reply, uint64_t* stream_seq, uint64_t* pen
     *out = v;
     return true;
   };
-  return number(tokens[base + 5], stream_seq) && number(tokens[base + 8], pending);
+  return number(tokens[base + 5], stream_seq) && number(tokens[base + 6], consumer_seq) &&
+         number(tokens[base + 8], pending);
 }
 
 }  // namespace
@@ -239,6 +241,11 @@ Status JetStreamSource::Open(const StageContext& ctx) {
           "Consumer starts whose position was outside the stream (messages after it purged or "
           "trimmed, or the stream recreated behind it): messages may have been skipped",
           labels);
+      p.delivery_gaps = ctx.metrics->GetCounter(
+          "inferscope_jetstream_delivery_gaps_total",
+          "Deliveries lost on the way (the consumer sequence skipped, e.g. a server died with "
+          "them in flight): the consumer was created again after the position to fetch them again",
+          labels);
     }
   }
   if (ctx.metrics != nullptr) {
@@ -389,6 +396,7 @@ Status JetStreamSource::CreateConsumers() {
       return NatsError("jetstream source: cannot create consumer " + p.durable, s, jerr);
     }
     jsConsumerInfo_Destroy(ci);
+    p.delivered = 0;  // a new consumer numbers its deliveries from 1
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = options_.stream.c_str();
@@ -517,13 +525,26 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
     natsMsg* msg = list[i];
     const char* reply = natsMsg_GetReply(msg);
     uint64_t seq = 0;
+    uint64_t delivery = 0;
     uint64_t msg_pending = 0;
-    if (reply == nullptr || !ParseAckSubject(reply, &seq, &msg_pending)) {
+    if (reply == nullptr || !ParseAckSubject(reply, &seq, &delivery, &msg_pending)) {
       // Not a JetStream delivery (nothing to position by): a dead letter.
       if (p.dead != nullptr) p.dead->Inc();
       decoder_->RecordBadFrames(static_cast<size_t>(natsMsg_GetDataLength(msg)));
       continue;
     }
+    // Deliveries are numbered 1, 2, ... per consumer (a redelivery after ack_wait keeps a number
+    // at or below the highest seen). One beyond the next number means some were lost on the way.
+    if (delivery > p.delivered + 1) {
+      outcome.gap = true;
+      if (p.delivery_gaps != nullptr) p.delivery_gaps->Inc();
+      spdlog::warn(
+          "source {}: {} delivery {} arrived after {}: {} deliveries lost on the way; creating "
+          "the consumer again after stream sequence {} to fetch them again",
+          ctx_.name, p.subject, delivery, p.delivered, delivery - p.delivered - 1, p.applied);
+      break;
+    }
+    p.delivered = std::max(p.delivered, delivery);
     if (seq <= p.applied) {
       if (p.skipped != nullptr) p.skipped->Inc();
       continue;
@@ -673,13 +694,14 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       // The positions must reach the executor even for a fetch of dead letters only.
       if (!out.Emit(std::move(batch))) return Status::Ok();
     }
-    if (fetched->hold) {
+    if (fetched->hold || fetched->gap) {
       // Messages after the held one were delivered too: the consumer is created again at the
-      // position (before the held message) a second later, so they come again in order.
+      // position (before the held message) a second later, so they come again in order. After a
+      // delivery gap, at once: the lost messages and those after them come again.
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
       p.fetcher.reset();
-      for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+      for (int i = 0; i < 10 && fetched->hold && !stop.load(std::memory_order_relaxed); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       ensure_consumers();

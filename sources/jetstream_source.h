@@ -149,6 +149,10 @@ class JetStreamSource final : public Source {
     // natsSubscription_Fetch, which overflows its array in libnats 3.4.1). Made with `sub`.
     std::unique_ptr<client::PullFetcher> fetcher;
     uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
+    // The highest consumer (delivery) sequence received from the current consumer (0: none since
+    // it was created). A first delivery beyond it + 1 means deliveries were lost on the way
+    // (a server that died with them in flight): see FetchOutcome::gap.
+    uint64_t delivered = 0;
     // A ring of the last message applied per emitted batch (guarded by ack_mu_): at most kRing;
     // when it is full, the newest entry is overwritten (so the newest applied message can always
     // be acked; an ack of an older entry then covers less).
@@ -167,6 +171,7 @@ class JetStreamSource final : public Source {
     Gauge* lag = nullptr;
     Counter* held = nullptr;
     Counter* gaps = nullptr;
+    Counter* delivery_gaps = nullptr;
   };
   static constexpr size_t kRing = 1024;
   // Events per emitted batch: a fetch whose messages decode to more is emitted in several batches,
@@ -178,6 +183,11 @@ class JetStreamSource final : public Source {
     // A message was refused for a temporary reason (publisher_limit): the partition's position
     // stays before it and its consumer must be created again there later.
     bool hold = false;
+    // A delivery was lost on the way (its consumer sequence skipped): the messages before the gap
+    // are applied, the rest are not, and the consumer is created again after the position, so the
+    // lost ones come again. Without this, acknowledging a later message (AckAll) would have
+    // acknowledged the lost ones too, and their events were gone.
+    bool gap = false;
     bool closed = false;  // the output is closed (the engine is stopping)
   };
   // For a partition whose fetches come back empty: at most every 2 s, asks the server whether

@@ -343,6 +343,92 @@ TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtIts
   EXPECT_EQ(r.out.events(), 50u);  // nothing applied twice, nothing skipped
 }
 
+// Publishes `requests` request outcomes of one instance whose partition (of 2) is 1, one message
+// per 5 (PublisherOptions' batch_size), event times after `first`.
+void PublishToPartitionOne(client::JetStreamPublisher& pub, int requests, int first) {
+  std::string instance;
+  for (int i = 0; instance.empty(); ++i) {
+    const std::string name = "gpu-" + std::to_string(i);
+    if (client::JetStreamPartition(name, 2) == 1) instance = name;
+  }
+  const int64_t t0 = client::NowMs() - 60'000;
+  for (int i = first; i < first + requests; ++i) {
+    client::RequestOutcome r;
+    r.instance = instance;
+    r.model = "llama";
+    r.e2e_ms = 100 + i;
+    r.time_ms = t0 + i * 10;
+    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
+  }
+  ASSERT_TRUE(pub.Flush()) << pub.last_error();
+}
+
+// A delivery lost on the way, as when the server a client is connected through dies with it in
+// flight: here a pull request of the test's own (the server cannot tell it from the source's)
+// takes one message of partition 1 while the source waits on partition 0. The next delivery the
+// source gets skips a consumer sequence; it creates the consumer again after its position and
+// applies the lost message once. Before, it applied the next ones, and its AckAll ack after the
+// checkpoint covered the lost message too: its events were gone for good.
+TEST(JetStreamSourceTest, ADeliveryLostOnTheWayIsFetchedAgainNotSkipped) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 2));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  ASSERT_NO_FATAL_FAILURE(PublishToPartitionOne(pub, 20, 0));  // sequences 1..4
+  // Each empty fetch of partition 0 waits 300 ms with no request of the source's open on 1.
+  Running r(server.url(), {0, 1}, [](JetStreamSource::Options& o) { o.fetch_wait_ms = 300; });
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(1)] == 4; }));
+
+  natsConnection* conn = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&conn, server.url().c_str()), NATS_OK);
+  natsSubscription* inbox = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&inbox, conn, "test.stolen"), NATS_OK);
+  int published = 20;
+  uint64_t stolen_seq = 0;
+  for (int attempt = 0; attempt < 100 && stolen_seq == 0; ++attempt) {
+    ASSERT_NO_FATAL_FAILURE(PublishToPartitionOne(pub, 5, published));  // one message
+    published += 5;
+    const std::string pull = "{\"batch\":1,\"no_wait\":true}";
+    ASSERT_EQ(
+        natsConnection_PublishRequest(conn, "$JS.API.CONSUMER.MSG.NEXT.INFERSCOPE.inferscope-p1",
+                                      "test.stolen", pull.data(), static_cast<int>(pull.size())),
+        NATS_OK);
+    natsMsg* msg = nullptr;
+    ASSERT_EQ(natsSubscription_NextMsg(&msg, inbox, 5000), NATS_OK);
+    const char* reply = natsMsg_GetReply(msg);
+    if (reply != nullptr && std::string_view(reply).starts_with("$JS.ACK.")) {
+      jsMsgMetaData* meta = nullptr;
+      ASSERT_EQ(natsMsg_GetMetaData(&meta, msg), NATS_OK);
+      stolen_seq = meta->Sequence.Stream;  // delivered, never acked: lost on the way
+      jsMsgMetaData_Destroy(meta);
+    }
+    natsMsg_Destroy(msg);  // else a 404 status: the source had fetched it; try again
+  }
+  natsSubscription_Destroy(inbox);
+  natsConnection_Destroy(conn);
+  ASSERT_GT(stolen_seq, 0u) << "the source fetched every message before the test's pull request";
+  ASSERT_NO_FATAL_FAILURE(PublishToPartitionOne(pub, 10, published));  // two more messages
+  published += 10;
+  const uint64_t last = pub.messages_published();
+
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(1)] == last; }))
+      << r.out.positions()[r.Key(1)] << " of " << last;
+  ASSERT_TRUE(WaitFor([&] { return r.out.events() == static_cast<size_t>(published); }))
+      << r.out.events() << " events of " << published << " (message " << stolen_seq
+      << " was lost on the way)";
+  EXPECT_GE(r.Counter("inferscope_jetstream_delivery_gaps_total", 1), 1u);
+  EXPECT_EQ(r.Counter("inferscope_jetstream_delivery_gaps_total", 0), 0u);
+  r.Stop();
+  EXPECT_EQ(r.out.events(), static_cast<size_t>(published));  // and nothing applied twice
+}
+
 // The server dies under a running source: the loss is reported once (health entry, gauge,
 // counter), the source stops fetching, and after the server is back on the same port and store it
 // reconnects (reported once) and consumes what was published since.

@@ -27,18 +27,20 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
   void FailWalAppends(int n) { appends_to_fail_.store(n); }
   // The next `n` WAL syncs fail (-1: every one until Heal). Only synced writes sync the WAL.
   void FailWalSyncs(int n) { syncs_to_fail_.store(n); }
-  // Every WAL append whose data contains `needle` fails until Heal: one writer's records (say, an
-  // alert's rule name) fail while other writes succeed, until the first failure stops RocksDB's
-  // writes (StateStore::Resume restarts them).
-  void FailWalAppendsContaining(std::string needle) {
+  // Every WAL append whose data contains `needle` (and not `unless`, when given) fails until Heal:
+  // one writer's records (say, an alert's rule name) fail while other writes succeed, until the
+  // first failure stops RocksDB's writes (StateStore::Resume restarts them).
+  void FailWalAppendsContaining(std::string needle, std::string unless = {}) {
     std::lock_guard<std::mutex> lock(needle_mu_);
     needle_ = std::move(needle);
+    unless_ = std::move(unless);
   }
   void Heal() {
     appends_to_fail_.store(0);
     syncs_to_fail_.store(0);
     std::lock_guard<std::mutex> lock(needle_mu_);
     needle_.clear();
+    unless_.clear();
   }
   // Failures injected so far.
   int injected() const { return injected_.load(); }
@@ -118,7 +120,8 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
   // Whether an append of `data` must fail (FailWalAppendsContaining).
   bool Matches(const rocksdb::Slice& data) {
     std::lock_guard<std::mutex> lock(needle_mu_);
-    if (needle_.empty() || data.ToStringView().find(needle_) == std::string_view::npos) {
+    if (needle_.empty() || data.ToStringView().find(needle_) == std::string_view::npos ||
+        (!unless_.empty() && data.ToStringView().find(unless_) != std::string_view::npos)) {
       return false;
     }
     injected_.fetch_add(1);
@@ -127,6 +130,7 @@ class FaultFileSystem final : public rocksdb::FileSystemWrapper {
 
   std::mutex needle_mu_;
   std::string needle_;  // guarded by needle_mu_
+  std::string unless_;  // guarded by needle_mu_
   std::atomic<int> appends_to_fail_{0};
   std::atomic<int> syncs_to_fail_{0};
   std::atomic<int> injected_{0};

@@ -27,6 +27,7 @@ namespace {
 using nlohmann::json;
 using testing::EngineProcess;
 using testing::ReadFile;
+using testing::RestartablePort;
 using testing::Subprocess;
 using testing::Substitute;
 using testing::TempDir;
@@ -286,7 +287,8 @@ TEST(AckedPythonTest, PublisherRestartedWhileTheEngineIsDownLosesNothing) {
   constexpr int kFirst = 350, kSecond = 105;  // 15 messages: fewer than max_unacked (16)
   std::string endpoint;
   {
-    Engine engine(dir, 0);
+    // A port the engine can bind again after its stop (RestartablePort).
+    Engine engine(dir, 0, "tcp://127.0.0.1:" + std::to_string(RestartablePort()));
     ASSERT_TRUE(engine.WaitReady()) << engine.Log();
     endpoint = engine.Endpoint();
     json r;
@@ -412,7 +414,7 @@ TEST(AckedCppTest, PublisherStartedWhileTheEngineIsDownLosesNothing) {
   std::string error;
   std::string endpoint;
   {
-    Engine engine(dir, 0);
+    Engine engine(dir, 0, "tcp://127.0.0.1:" + std::to_string(RestartablePort()));
     ASSERT_TRUE(engine.WaitReady()) << engine.Log();
     endpoint = engine.Endpoint();
     ASSERT_TRUE(PublishCpp(endpoint, 210, &first, &acked, &error)) << error;

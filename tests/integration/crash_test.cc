@@ -198,9 +198,10 @@ TEST(CrashTest, SigkillAtRandomPointsLosesNothingAndCountsNothingTwice) {
   kills.push_back(kMessages);
 
   int run = 1;
-  auto engine = std::make_unique<Engine>(dir, state, "tcp://127.0.0.1:*", run);
+  auto engine = std::make_unique<Engine>(
+      dir, state, "tcp://127.0.0.1:" + std::to_string(testing::RestartablePort()), run);
   ASSERT_TRUE(engine->WaitReady()) << engine->Log();
-  // Restarts bind the port the first run was given, so the publisher's connection finds them.
+  // Restarts bind the port of the first run, so the publisher's connection finds them.
   const std::string endpoint = engine->endpoint();
   client::AckedPublisher pub(PublisherOptions(endpoint));
   ASSERT_TRUE(pub.Connect());

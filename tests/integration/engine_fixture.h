@@ -29,6 +29,12 @@ std::string DefaultTopologyOnFreePorts();
 // port 0 and report it, such as Prometheus' --web.listen-address).
 int FreePort();
 
+// A free loopback TCP port below the kernel's ephemeral range (net.ipv4.ip_local_port_range), for
+// a server stopped and started again on the same port: the kernel never hands such a port to
+// another socket's bind to port 0 or outgoing connection in between (a port of that range was
+// taken by a parallel test between an engine's stop and its restart: "Address already in use").
+int RestartablePort();
+
 // One stored pane of a series, as the store holds it.
 struct StoredResult {
   uint64_t count, events, errors;

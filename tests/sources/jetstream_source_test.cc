@@ -149,13 +149,14 @@ client::JetStreamPublisherOptions PublisherOptions(const std::string& url, uint3
   return o;
 }
 
-// Publishes `requests` request outcomes over 8 instances (event times a minute ago, 10 ms apart).
-void PublishRequests(client::JetStreamPublisher& pub, int requests, int first = 0) {
+// Publishes `requests` request outcomes over 8 instances, or of `instance` alone when given
+// (event times a minute ago, 10 ms apart).
+void PublishRequests(client::JetStreamPublisher& pub, int requests, int first = 0,
+                     const std::string& instance = "") {
   const int64_t t0 = client::NowMs() - 60'000;
   for (int i = first; i < first + requests; ++i) {
     client::RequestOutcome r;
-    const std::string instance = "gpu-" + std::to_string(i % 8);
-    r.instance = instance;
+    r.instance = instance.empty() ? "gpu-" + std::to_string(i % 8) : instance;
     r.model = "llama";
     r.e2e_ms = 100 + i;
     r.time_ms = t0 + i * 10;
@@ -351,16 +352,7 @@ void PublishToPartitionOne(client::JetStreamPublisher& pub, int requests, int fi
     const std::string name = "gpu-" + std::to_string(i);
     if (client::JetStreamPartition(name, 2) == 1) instance = name;
   }
-  const int64_t t0 = client::NowMs() - 60'000;
-  for (int i = first; i < first + requests; ++i) {
-    client::RequestOutcome r;
-    r.instance = instance;
-    r.model = "llama";
-    r.e2e_ms = 100 + i;
-    r.time_ms = t0 + i * 10;
-    ASSERT_TRUE(pub.Request(r)) << pub.last_error();
-  }
-  ASSERT_TRUE(pub.Flush()) << pub.last_error();
+  PublishRequests(pub, requests, first, instance);
 }
 
 // A delivery lost on the way, as when the server a client is connected through dies with it in

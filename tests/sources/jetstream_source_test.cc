@@ -156,7 +156,8 @@ void PublishRequests(client::JetStreamPublisher& pub, int requests, int first = 
   const int64_t t0 = client::NowMs() - 60'000;
   for (int i = first; i < first + requests; ++i) {
     client::RequestOutcome r;
-    r.instance = instance.empty() ? "gpu-" + std::to_string(i % 8) : instance;
+    const std::string name = instance.empty() ? "gpu-" + std::to_string(i % 8) : instance;
+    r.instance = name;  // a view
     r.model = "llama";
     r.e2e_ms = 100 + i;
     r.time_ms = t0 + i * 10;

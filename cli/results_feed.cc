@@ -352,8 +352,8 @@ class JetStreamResultsFeed final : public ResultsFeed {
       const uint64_t delivery = meta->Sequence.Consumer;
       const uint64_t msg_pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
-      // Deliveries are numbered 1, 2, ... per consumer (a redelivery keeps a number at or below
-      // the highest seen): one beyond the next number means some were lost on the way. What came
+      // Deliveries are numbered 1, 2, ... per consumer (a redelivery keeps its first number or
+      // takes the next one): one beyond the next number means some were lost on the way. What came
       // before is applied; the consumer is created again after it, so the lost ones come again
       // (acknowledging a later message would have acknowledged them too: AckAll).
       if (delivery > delivered_ + 1) {

@@ -533,8 +533,8 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
       decoder_->RecordBadFrames(static_cast<size_t>(natsMsg_GetDataLength(msg)));
       continue;
     }
-    // Deliveries are numbered 1, 2, ... per consumer (a redelivery after ack_wait keeps a number
-    // at or below the highest seen). One beyond the next number means some were lost on the way.
+    // Deliveries are numbered 1, 2, ... per consumer (a redelivery after ack_wait keeps its first
+    // number or takes the next one). One beyond the next number means some were lost on the way.
     if (delivery > p.delivered + 1) {
       outcome.gap = true;
       if (p.delivery_gaps != nullptr) p.delivery_gaps->Inc();

@@ -16,7 +16,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -216,30 +215,6 @@ inline std::vector<std::string> DiagnosticPaths(int64_t t0,
     for (const char* metric : {"kv_cache_usage", "e2e_ms"}) {
       out.push_back("/v1/series?instance=" + instance + "&metric=" + metric + "&step=1s" + range);
     }
-  }
-  return out;
-}
-
-// The lines of a Prometheus page that name one of `words` (comments left out): what a failure
-// report shows of a node that is about to stop.
-inline std::string MetricLines(httplib::Client& http, const std::vector<std::string>& words) {
-  std::string out;
-  auto res = http.Get("/metrics");
-  if (!res) return "(no /metrics)\n";
-  size_t start = 0;
-  while (start < res->body.size()) {
-    size_t end = res->body.find('\n', start);
-    if (end == std::string::npos) end = res->body.size();
-    const std::string_view line(res->body.data() + start, end - start);
-    if (!line.empty() && line[0] != '#') {
-      for (const std::string& w : words) {
-        if (line.find(w) != std::string_view::npos) {
-          out.append(line).append("\n");
-          break;
-        }
-      }
-    }
-    start = end + 1;
   }
   return out;
 }

@@ -217,7 +217,6 @@ class JetStreamResultsFeed final : public ResultsFeed {
       return Status::IOError("cannot create consumer " + options_.durable + ": " + NatsText(s));
     }
     jsConsumerInfo_Destroy(ci);
-    delivered_ = 0;  // a new consumer numbers its deliveries from 1
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = options_.stream.c_str();
@@ -352,20 +351,17 @@ class JetStreamResultsFeed final : public ResultsFeed {
       const uint64_t delivery = meta->Sequence.Consumer;
       const uint64_t msg_pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
-      // Deliveries are numbered 1, 2, ... per consumer (a redelivery keeps its first number or
-      // takes the next one): one beyond the next number means some were lost on the way. What came
-      // before is applied; the consumer is created again after it, so the lost ones come again
-      // (acknowledging a later message would have acknowledged them too: AckAll).
-      if (delivery > delivered_ + 1) {
+      // Deliveries lost on the way: what came before is applied, and the consumer is created
+      // again after it, so the lost ones come again.
+      if (const uint64_t lost = fetcher_->Lost(delivery); lost > 0) {
         gap = true;
         delivery_gaps_total_->Inc();
         spdlog::warn(
             "results feed: delivery {} arrived after {}: {} deliveries lost on the way; creating "
             "the consumer again after stream sequence {}",
-            delivery, delivered_, delivery - delivered_ - 1, position);
+            delivery, fetcher_->delivered(), lost, position);
         break;
       }
-      delivered_ = std::max(delivered_, delivery);
       pending = msg_pending;
       last = msg;
       if (seq <= position) continue;  // applied already (a redelivery)
@@ -447,7 +443,6 @@ class JetStreamResultsFeed final : public ResultsFeed {
   bool stop_ = false;  // guarded by mu_
 
   std::atomic<uint64_t> position_{0};
-  uint64_t delivered_ = 0;  // highest consumer sequence received from the current consumer
   std::atomic<uint64_t> pending_{0};
   mutable std::mutex stats_mu_;
   bool connected_ = false;

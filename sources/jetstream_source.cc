@@ -396,7 +396,6 @@ Status JetStreamSource::CreateConsumers() {
       return NatsError("jetstream source: cannot create consumer " + p.durable, s, jerr);
     }
     jsConsumerInfo_Destroy(ci);
-    p.delivered = 0;  // a new consumer numbers its deliveries from 1
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = options_.stream.c_str();
@@ -533,18 +532,15 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
       decoder_->RecordBadFrames(static_cast<size_t>(natsMsg_GetDataLength(msg)));
       continue;
     }
-    // Deliveries are numbered 1, 2, ... per consumer (a redelivery after ack_wait keeps its first
-    // number or takes the next one). One beyond the next number means some were lost on the way.
-    if (delivery > p.delivered + 1) {
+    if (const uint64_t lost = p.fetcher->Lost(delivery); lost > 0) {
       outcome.gap = true;
       if (p.delivery_gaps != nullptr) p.delivery_gaps->Inc();
       spdlog::warn(
           "source {}: {} delivery {} arrived after {}: {} deliveries lost on the way; creating "
           "the consumer again after stream sequence {} to fetch them again",
-          ctx_.name, p.subject, delivery, p.delivered, delivery - p.delivered - 1, p.applied);
+          ctx_.name, p.subject, delivery, p.fetcher->delivered(), lost, p.applied);
       break;
     }
-    p.delivered = std::max(p.delivered, delivery);
     if (seq <= p.applied) {
       if (p.skipped != nullptr) p.skipped->Inc();
       continue;

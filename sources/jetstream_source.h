@@ -149,10 +149,6 @@ class JetStreamSource final : public Source {
     // natsSubscription_Fetch, which overflows its array in libnats 3.4.1). Made with `sub`.
     std::unique_ptr<client::PullFetcher> fetcher;
     uint64_t applied = 0;  // stream sequence of the last message applied (0: none)
-    // The highest consumer (delivery) sequence received from the current consumer (0: none since
-    // it was created). A first delivery beyond it + 1 means deliveries were lost on the way
-    // (a server that died with them in flight): see FetchOutcome::gap.
-    uint64_t delivered = 0;
     // A ring of the last message applied per emitted batch (guarded by ack_mu_): at most kRing;
     // when it is full, the newest entry is overwritten (so the newest applied message can always
     // be acked; an ack of an older entry then covers less).

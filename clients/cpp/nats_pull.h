@@ -28,6 +28,7 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -68,6 +69,7 @@ class PullFetcher {
                   const char* api_prefix = "$JS.API") {
     Close();
     conn_ = conn;
+    delivered_ = 0;
     subject_ = std::string(api_prefix) + ".CONSUMER.MSG.NEXT." + stream + "." + consumer;
     natsInbox* inbox = nullptr;
     natsStatus s = natsInbox_Create(&inbox);
@@ -154,6 +156,20 @@ class PullFetcher {
     return NATS_TIMEOUT;
   }
 
+  // Deliveries lost on the way: a consumer numbers its deliveries 1, 2, ... (the consumer sequence
+  // of a message's metadata; a redelivery keeps its first number or takes the next one), and a
+  // fetcher serves one consumer. Returns the number of deliveries skipped before `delivery`, 0
+  // when none (a server that died with deliveries in flight loses them while the consumer goes on
+  // with the next ones; with AckAll, acknowledging a later message would acknowledge them too).
+  // Call it for each message fetched, in order; a skipped one is not counted as received.
+  uint64_t Lost(uint64_t delivery) {
+    if (delivery > delivered_ + 1) return delivery - delivered_ - 1;
+    delivered_ = std::max(delivered_, delivery);
+    return 0;
+  }
+  // The highest delivery number received (0: none yet).
+  uint64_t delivered() const { return delivered_; }
+
   const std::string& LastError() const { return last_error_; }
   // True while a request may still deliver (tests).
   bool RequestOpen() const { return open_; }
@@ -196,6 +212,7 @@ class PullFetcher {
   std::string subject_;
   std::string inbox_;
   std::string last_error_;
+  uint64_t delivered_ = 0;  // the highest consumer sequence received (Lost)
   bool open_ = false;       // a request that may still deliver
   int remaining_ = 0;       // messages it may still deliver
   int64_t open_until_ = 0;  // nats_Now() after which it is taken as ended

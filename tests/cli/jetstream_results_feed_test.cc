@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "cli/results_feed.h"
+#include "clients/cpp/jetstream_publisher.h"
 #include "pipeline/clock.h"
 #include "pipeline/interner.h"
 #include "pipeline/metrics.h"
@@ -64,19 +65,11 @@ TEST(JetStreamResultsFeedTest, ADeliveryLostOnTheWayIsFetchedAgainNotSkipped) {
   TempDir dir;
   NatsServer server(dir);
   ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(client::JetStreamPublisher::EnsureStream(server.url(), "RES", "res", &error))
+      << error;  // subjects res.*, as a jetstream_results sink would make it
   natsConnection* conn = nullptr;
-  jsCtx* js = nullptr;
   ASSERT_EQ(natsConnection_ConnectTo(&conn, server.url().c_str()), NATS_OK);
-  ASSERT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
-  {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = "RES";
-    const char* subjects[] = {"res.*"};
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    ASSERT_EQ(js_AddStream(nullptr, js, &cfg, nullptr, nullptr), NATS_OK);
-  }
   MetricsRegistry metrics;
   StateStoreOptions store_options;
   store_options.path = dir.str() + "/state";
@@ -135,7 +128,6 @@ TEST(JetStreamResultsFeedTest, ADeliveryLostOnTheWayIsFetchedAgainNotSkipped) {
           ->value(),
       1u);
   (*feed)->Stop();
-  jsCtx_Destroy(js);
   natsConnection_Destroy(conn);
 }
 

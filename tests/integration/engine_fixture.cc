@@ -27,18 +27,29 @@ std::string Substitute(std::string text, const std::map<std::string, std::string
   return text;
 }
 
-int FreePort() {
+namespace {
+
+// Binds a loopback TCP socket to `port` (0: one the kernel chooses) and closes it; the port bound,
+// or 0 when the bind failed.
+int BindLoopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  int bound = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    bound = ntohs(addr.sin_port);
+  }
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return bound;
 }
+
+}  // namespace
+
+int FreePort() { return BindLoopback(0); }
 
 int RestartablePort() {
   int low = 32768;  // Linux's default start of the ephemeral range
@@ -49,15 +60,7 @@ int RestartablePort() {
   std::mt19937 rng(seed());
   std::uniform_int_distribution<int> pick(std::max(1024, low - 10'000), low - 1);
   for (int attempt = 0; attempt < 200; ++attempt) {
-    const int port = pick(rng);
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    ::close(fd);
-    if (free) return port;
+    if (const int port = BindLoopback(pick(rng)); port != 0) return port;
   }
   return FreePort();
 }

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -244,7 +245,6 @@ inline bool Alike(const json& a, const json& b) {
   return a == b;
 }
 
-// Waits until every compared path answers alike; the last difference in `*why`.
 // The leaves where `a` and `b` differ (Alike), as "path: a vs b" lines, at most `limit`.
 inline void DiffLeaves(const json& a, const json& b, const std::string& path, size_t limit,
                        std::vector<std::string>* out) {
@@ -302,48 +302,73 @@ inline bool SameAnswers(httplib::Client& want, httplib::Client& got,
   return false;
 }
 
+// A JetStream context on `url` (a server or a comma-separated list) for the scope; `js` is null
+// when the connection failed.
+struct JsConnection {
+  explicit JsConnection(const std::string& url) {
+    if (natsConnection_ConnectTo(&conn, url.c_str()) != NATS_OK ||
+        natsConnection_JetStream(&js, conn, nullptr) != NATS_OK) {
+      js = nullptr;
+    }
+  }
+  JsConnection(const JsConnection&) = delete;
+  JsConnection& operator=(const JsConnection&) = delete;
+  ~JsConnection() {
+    if (js != nullptr) jsCtx_Destroy(js);
+    if (conn != nullptr) natsConnection_Destroy(conn);
+  }
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+};
+
+// One partition consumer of the input stream IN, as the server reports it.
+struct PartitionConsumer {
+  uint64_t delivered = 0;    // stream sequence last delivered
+  uint64_t pending = 0;      // not delivered yet
+  uint64_t ack_pending = 0;  // delivered, not acknowledged (its checkpoint not durable)
+  uint64_t ack_floor = 0;    // stream sequence acknowledged
+  uint64_t opt_start = 0;    // the start sequence it was created with (0: from the first)
+};
+
+// `durable`'s consumers "<durable>-p<p>" of `partitions`, in order; nullopt for one that cannot
+// be read (or for every one without a connection).
+inline std::vector<std::optional<PartitionConsumer>> ReadPartitionConsumers(
+    jsCtx* js, const std::string& durable, const std::vector<uint32_t>& partitions) {
+  std::vector<std::optional<PartitionConsumer>> out(partitions.size());
+  for (size_t i = 0; i < partitions.size() && js != nullptr; ++i) {
+    jsConsumerInfo* ci = nullptr;
+    const std::string name = durable + "-p" + std::to_string(partitions[i]);
+    if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) continue;
+    out[i] = PartitionConsumer{ci->Delivered.Stream, ci->NumPending,
+                               static_cast<uint64_t>(ci->NumAckPending), ci->AckFloor.Stream,
+                               ci->Config != nullptr ? ci->Config->OptStartSeq : 0};
+    jsConsumerInfo_Destroy(ci);
+  }
+  return out;
+}
+
 // Every message of the input stream applied by `durable`'s consumers and its checkpoint durable.
 inline bool AllAckedBy(const std::string& url, const std::string& durable,
                        const std::vector<uint32_t>& partitions) {
-  natsConnection* conn = nullptr;
-  jsCtx* js = nullptr;
-  bool done = natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
-              natsConnection_JetStream(&js, conn, nullptr) == NATS_OK;
-  for (uint32_t p : partitions) {
-    if (!done) break;
-    jsConsumerInfo* ci = nullptr;
-    const std::string name = durable + "-p" + std::to_string(p);
-    if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) {
-      done = false;
-      break;
-    }
-    done = ci->NumPending == 0 && ci->NumAckPending == 0 && ci->AckFloor.Stream > 0;
-    jsConsumerInfo_Destroy(ci);
+  JsConnection c(url);
+  if (c.js == nullptr) return false;
+  for (const std::optional<PartitionConsumer>& p :
+       ReadPartitionConsumers(c.js, durable, partitions)) {
+    if (!p || p->pending != 0 || p->ack_pending != 0 || p->ack_floor == 0) return false;
   }
-  if (js != nullptr) jsCtx_Destroy(js);
-  if (conn != nullptr) natsConnection_Destroy(conn);
-  return done;
+  return true;
 }
 
 // The stream sequence last delivered to each of `durable`'s partition consumers (0 when one
 // cannot be read).
 inline std::vector<uint64_t> DeliveredTo(const std::string& url, const std::string& durable,
                                          const std::vector<uint32_t>& partitions) {
-  std::vector<uint64_t> out(partitions.size(), 0);
-  natsConnection* conn = nullptr;
-  jsCtx* js = nullptr;
-  if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
-      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
-    for (size_t i = 0; i < partitions.size(); ++i) {
-      jsConsumerInfo* ci = nullptr;
-      const std::string name = durable + "-p" + std::to_string(partitions[i]);
-      if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) continue;
-      out[i] = ci->Delivered.Stream;
-      jsConsumerInfo_Destroy(ci);
-    }
+  JsConnection c(url);
+  std::vector<uint64_t> out;
+  for (const std::optional<PartitionConsumer>& p :
+       ReadPartitionConsumers(c.js, durable, partitions)) {
+    out.push_back(p ? p->delivered : 0);
   }
-  if (js != nullptr) jsCtx_Destroy(js);
-  if (conn != nullptr) natsConnection_Destroy(conn);
   return out;
 }
 
@@ -358,36 +383,29 @@ inline bool KillWithWorkInFlight(const std::string& url, const std::string& dura
                                  const std::vector<uint32_t>& partitions,
                                  const std::vector<uint64_t>& delivered_before,
                                  const std::function<void()>& kill) {
-  natsConnection* conn = nullptr;
-  jsCtx* js = nullptr;
+  JsConnection c(url);
   bool in_flight = false;
-  if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
-      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool read = true, progressed = false;
-      uint64_t outstanding = 0;
-      for (size_t i = 0; i < partitions.size() && read; ++i) {
-        jsConsumerInfo* ci = nullptr;
-        const std::string name = durable + "-p" + std::to_string(partitions[i]);
-        if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) {
-          read = false;
-          break;
-        }
-        progressed = progressed || ci->Delivered.Stream > delivered_before[i];
-        outstanding += ci->NumPending + static_cast<uint64_t>(ci->NumAckPending);
-        jsConsumerInfo_Destroy(ci);
-      }
-      if (read && progressed) {
-        in_flight = outstanding > 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (c.js != nullptr && std::chrono::steady_clock::now() < deadline) {
+    const std::vector<std::optional<PartitionConsumer>> consumers =
+        ReadPartitionConsumers(c.js, durable, partitions);
+    bool read = true, progressed = false;
+    uint64_t outstanding = 0;
+    for (size_t i = 0; i < consumers.size(); ++i) {
+      if (!consumers[i]) {
+        read = false;
         break;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      progressed = progressed || consumers[i]->delivered > delivered_before[i];
+      outstanding += consumers[i]->pending + consumers[i]->ack_pending;
     }
+    if (read && progressed) {
+      in_flight = outstanding > 0;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   kill();
-  if (js != nullptr) jsCtx_Destroy(js);
-  if (conn != nullptr) natsConnection_Destroy(conn);
   return in_flight;
 }
 

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -77,17 +78,12 @@ bool CaughtUp(const std::string& url, const std::string& durable,
   jsCtx* js = nullptr;
   bool done = client::ConnectWithFailover(&conn, url, "test") == NATS_OK &&
               natsConnection_JetStream(&js, conn, nullptr) == NATS_OK;
-  for (uint32_t p : partitions) {
-    if (!done) break;
-    jsConsumerInfo* ci = nullptr;
-    const std::string name = durable + "-p" + std::to_string(p);
-    if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) {
-      done = false;
-      break;
+  if (done) {
+    for (const std::optional<PartitionConsumer>& p :
+         ReadPartitionConsumers(js, durable, partitions)) {
+      done = done && p && p->pending == 0 && p->ack_pending == 0 &&
+             (p->ack_floor > 0 || p->opt_start > 0);
     }
-    done = ci->NumPending == 0 && ci->NumAckPending == 0 &&
-           (ci->AckFloor.Stream > 0 || ci->Config->OptStartSeq > 0);
-    jsConsumerInfo_Destroy(ci);
   }
   if (js != nullptr) jsCtx_Destroy(js);
   if (conn != nullptr) natsConnection_Destroy(conn);

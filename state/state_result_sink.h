@@ -17,16 +17,16 @@ class StateStore;
 // StateStore (rocksdb_alerts, rocksdb_bottlenecks, rocksdb_routing): one atomic write per batch.
 //
 // What is stored there is the only copy of those results: an operator restored from a checkpoint
-// does not emit again what it emitted before it. So a failed write is held and retried until it
-// succeeds (state/held_writer.h; options `retry_backoff`, `retry_max_backoff`), never skipped. A
-// batch the store refuses as invalid (InvalidArgument: its content, not the storage, is wrong) is
-// counted (inferscope_sink_write_errors_total), logged and skipped.
-//
-// Limitation: checkpoints do not wait for these sinks (no NeedsCheckpointBarrier), so a crash
-// after a checkpoint and before the sink wrote results routed ahead of it loses them. Asking for
-// the barrier closes that window; it was turned off when JetStreamTakeoverTest lost events with
-// it, a loss since traced to deliveries lost in flight in the jetstream source, not the barrier
-// (docs/ARCHITECTURE.md, "Storage failures"); it is to be turned on again with its test.
+// does not emit again what it emitted before it. So
+// - a failed write is held and retried until it succeeds (state/held_writer.h; options
+//   `retry_backoff`, `retry_max_backoff`), never skipped;
+// - the executor writes a checkpoint only once the sink stored every result routed before it
+//   (NeedsCheckpointBarrier). The checkpoint's synced write then makes them durable too (one
+//   store, one write-ahead log), so a crash after it cannot lose them, and a message is never
+//   acknowledged before the results it caused are stored. A write given up at shutdown fails every
+//   later checkpoint: the restart replays from before it.
+// A batch the store refuses as invalid (InvalidArgument: its content, not the storage, is wrong)
+// is counted (inferscope_sink_write_errors_total), logged and skipped.
 //
 // Lifecycle: Open fails when the topology has no state directory. Concurrency: Write from the sink
 // thread only; Interrupt from any thread.
@@ -34,6 +34,7 @@ class StateResultSink : public Sink {
  public:
   Status Open(const StageContext& ctx) final;
   Status Write(const OutputBatch& batch) final;
+  bool NeedsCheckpointBarrier() const final { return true; }
   void Interrupt() final { writer_.Interrupt(); }
 
  protected:

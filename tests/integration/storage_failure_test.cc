@@ -12,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "cli/builtins.h"
 #include "cli/engine.h"
@@ -26,6 +27,7 @@
 #include "state/checkpoint_store.h"
 #include "state/rocksdb_alert_sink.h"
 #include "state/rocksdb_state_sink.h"
+#include "state/state_result_sink.h"
 #include "state/state_store.h"
 #include "tests/fault_fs.h"
 #include "tests/test_util.h"
@@ -353,15 +355,17 @@ TEST(StorageFailureTest, CheckpointAfterFailedPaneWriteIsNotAcknowledgedUntilThe
 }
 
 // (b2) On main the result sinks (rocksdb_alerts, rocksdb_bottlenecks, rocksdb_routing) logged a
-// failed write and went on: the alert was lost for good (the rules operator does not raise it
-// again). Now the write is held, the store reports it, and the alert is stored once the disk is
-// back.
-TEST(StorageFailureTest, AFailedAlertWriteIsHeldUntilTheDiskIsBack) {
+// failed write and went on, and checkpoints did not wait for them: the alert was lost for good
+// (the rules operator does not raise it again) while the message that raised it was acknowledged.
+TEST(StorageFailureTest, AFailedAlertWriteIsHeldAndItsMessageIsNotAcknowledgedBeforeIt) {
   Pipeline p(/*flaky_operator=*/false, std::make_unique<RocksDbAlertSink>(FastRetry()));
+  std::map<uint64_t, size_t> alerts_at_ack;
+  p.source().on_ack = [&](uint64_t seq) { alerts_at_ack[seq] = p.StoredAlerts(); };
   ASSERT_TRUE(p.Start().ok());
   ScriptedSource& src = p.source();
   src.Send({src.Gauge(kT0 + 10, 50)}, 1);
   ASSERT_TRUE(p.WaitAcked(1));
+  ASSERT_TRUE(p.WaitNoCheckpointInFlight());
   EXPECT_EQ(p.StoredAlerts(), 0u);
 
   // The alert's records only: the rules operator's checkpoint record ("lifecycle") holds the
@@ -373,15 +377,62 @@ TEST(StorageFailureTest, AFailedAlertWriteIsHeldUntilTheDiskIsBack) {
   Counter* errors =
       p.metrics().GetCounter("inferscope_sink_write_errors_total", "", {{"stage", "alerts"}});
   ASSERT_TRUE(WaitFor([&] { return errors->value() >= 3; }));
+  // Checkpoint intervals pass while the alert cannot be stored: nothing is acknowledged.
+  EXPECT_TRUE(p.StaysUnacked(2, std::chrono::milliseconds(300)));
+  EXPECT_EQ(src.acked(), 1u);
   EXPECT_EQ(p.StoredAlerts(), 0u);
   const Status held = p.store().BackgroundError();
   EXPECT_NE(held.message().find("sink 'alerts'"), std::string::npos) << held.ToString();
 
   p.fs().Heal();
-  ASSERT_TRUE(WaitFor([&] { return p.StoredAlerts() == 1; })) << "the held alert was not stored";
+  ASSERT_TRUE(p.WaitAcked(2)) << "no acknowledgement after the store recovered";
+  EXPECT_EQ(alerts_at_ack[2], 1u) << "seq 2 was acknowledged before the alert it raised was stored";
+  EXPECT_EQ(p.StoredAlerts(), 1u);
   ASSERT_TRUE(WaitFor([&] { return p.store().BackgroundError().ok(); }))
       << p.store().BackgroundError().ToString();
+}
+
+// A sink like rocksdb_alerts (the same base) whose writes wait until `open`: a slow disk, or a sink
+// thread behind on its queue.
+class GatedAlertSink final : public StateResultSink {
+ public:
+  explicit GatedAlertSink(const std::atomic<bool>* open)
+      : StateResultSink({"gated_alerts", "alert state changes", "test_gated_alerts_written_total",
+                         "Alerts the gated sink stored"},
+                        FastRetry()),
+        open_(open) {}
+  KindSet Accepts() const override { return KindSet::Of<kind::Alert>(); }
+
+ private:
+  size_t Count(const OutputBatch& batch) const override { return batch.Get<kind::Alert>().size(); }
+  Status Store(StateStore& state, const OutputBatch& batch) const override {
+    while (!open_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return StoreAlerts(state, batch.Get<kind::Alert>());
+  }
+
+  const std::atomic<bool>* open_;
+};
+
+// (b3) On main a checkpoint did not wait for the result sinks: one taken while the alert sink was
+// still writing acknowledged the message that raised the alert, and a crash then lost the alert
+// for good (the restored rules operator does not raise it again).
+TEST(StorageFailureTest, AMessageIsNotAcknowledgedBeforeTheAlertItRaisedIsStored) {
+  std::atomic<bool> open{false};
+  Pipeline p(/*flaky_operator=*/false, std::make_unique<GatedAlertSink>(&open));
+  std::map<uint64_t, size_t> alerts_at_ack;
+  p.source().on_ack = [&](uint64_t seq) { alerts_at_ack[seq] = p.StoredAlerts(); };
+  ASSERT_TRUE(p.Start().ok());
+  ScriptedSource& src = p.source();
+  src.Send({src.Gauge(kT0 + 10, 50)}, 1);
+  ASSERT_TRUE(p.WaitAcked(1));
+  src.Send({src.Gauge(kT0 + kPaneMs + 10, 1)}, 2);  // closes pane kT0: the rule fires
+  ASSERT_TRUE(WaitFor([&] { return p.StoredPanes().count(kT0) == 1; }));
+  EXPECT_TRUE(p.StaysUnacked(2, std::chrono::milliseconds(300)));
+  EXPECT_EQ(src.acked(), 1u);
+
+  open = true;
   ASSERT_TRUE(p.WaitAcked(2));
+  EXPECT_EQ(alerts_at_ack[2], 1u) << "seq 2 was acknowledged before the alert it raised was stored";
 }
 
 // (c) On main the operators' "changed" marks were cleared when a checkpoint was taken: when it was

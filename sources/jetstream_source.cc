@@ -506,6 +506,15 @@ void JetStreamSource::EndBatch(Partition& p, EventBatch& batch, uint64_t before,
   if (p.size < kRing) ++p.size;
 }
 
+void JetStreamSource::AckRedelivered(Partition& p, uint64_t seq, const char* reply) {
+  std::lock_guard<std::mutex> lock(ack_mu_);
+  if (seq > p.acked || conn_ == nullptr) return;
+  // AckAll: acks the durable messages before it too, none after it.
+  if (natsConnection_PublishString(conn_, reply, "+ACK") == NATS_OK && p.acks != nullptr) {
+    p.acks->Inc();
+  }
+}
+
 Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, SourceOutput& out,
                                                                  EventBatchPtr& batch) {
   FetchOutcome outcome;
@@ -543,6 +552,7 @@ Result<JetStreamSource::FetchOutcome> JetStreamSource::FetchOnce(Partition& p, S
     }
     if (seq <= p.applied) {
       if (p.skipped != nullptr) p.skipped->Inc();
+      AckRedelivered(p, seq, reply);
       continue;
     }
     if (batch->events.empty()) batch->received_ns = ctx_.clock->MonotonicNs();

@@ -38,7 +38,8 @@ namespace inferscope {
 // and the redelivery of messages delivered but not acked would come after newer ones (out of
 // order). A message whose stream sequence is not above the partition's position (a redelivery after
 // ack_wait) is skipped and counted. Acks (AckPolicy All: one ack covers everything before it) are
-// sent only from OnCheckpointDurable, for the newest message at or below the durable position.
+// sent from OnCheckpointDurable, for the newest message at or below the durable position, and for
+// a skipped redelivery that a durable checkpoint covers (its first ack was lost: AckRedelivered).
 // Only limits retention is supported (Open refuses work-queue and interest streams: deleting the
 // consumer at start would make an interest stream drop unacked messages, and a work-queue stream
 // refuses AckAll consumers). Each consumer creation compares the position with the stream's first
@@ -200,6 +201,12 @@ class JetStreamSource final : public Source {
   // messages were applied since `before`.
   void EndBatch(Partition& p, EventBatch& batch, uint64_t before, const char* last_reply,
                 uint64_t pending);
+  // A redelivery of a message of `p` applied already (seq <= p.applied): acknowledged at once
+  // (its `reply`) when a durable checkpoint covers it. Its first ack was lost (a server died
+  // with it, a consumer leader changed), and on a stream that went idle no later ack covers it:
+  // the server would redeliver it every ack_wait for ever. One not covered yet is acked by the
+  // checkpoint that covers it, as any other.
+  void AckRedelivered(Partition& p, uint64_t seq, const char* reply);
   void DestroySubscriptions();
 
   // libnats' connection callbacks (jetstream_source.cc; closure: the source). They set the

@@ -177,22 +177,32 @@ void WithJs(const std::string& url, const std::function<void(jsCtx*)>& fn) {
   natsConnection_Destroy(conn);
 }
 
-// The consumer's ack floor (stream sequence), or 0 when it cannot be read.
-uint64_t AckFloor(const std::string& url, const std::string& consumer) {
+// A consumer's acknowledgement state as the server reports it.
+struct ConsumerAcks {
+  uint64_t floor = 0;    // ack floor (stream sequence); 0 when it cannot be read
+  int64_t pending = -1;  // delivered and not acknowledged; -1 when it cannot be read
+};
+
+ConsumerAcks ReadConsumerAcks(const std::string& url, const std::string& consumer) {
   natsConnection* conn = nullptr;
   jsCtx* js = nullptr;
-  uint64_t floor = 0;
+  ConsumerAcks acks;
   if (natsConnection_ConnectTo(&conn, url.c_str()) == NATS_OK &&
       natsConnection_JetStream(&js, conn, nullptr) == NATS_OK) {
     jsConsumerInfo* ci = nullptr;
     if (js_GetConsumerInfo(&ci, js, kStream, consumer.c_str(), nullptr, nullptr) == NATS_OK) {
-      floor = ci->AckFloor.Stream;
+      acks.floor = ci->AckFloor.Stream;
+      acks.pending = ci->NumAckPending;
       jsConsumerInfo_Destroy(ci);
     }
   }
   if (js != nullptr) jsCtx_Destroy(js);
   if (conn != nullptr) natsConnection_Destroy(conn);
-  return floor;
+  return acks;
+}
+
+uint64_t AckFloor(const std::string& url, const std::string& consumer) {
+  return ReadConsumerAcks(url, consumer).floor;
 }
 
 TEST(JetStreamPartitionTest, ClientAndEngineAgreeOnTheDocumentedHash) {
@@ -312,6 +322,53 @@ TEST(JetStreamSourceTest, RestartResumesAfterTheCheckpointedSequenceAndAcksFollo
   second.Stop();
   EXPECT_EQ(second.out.events(), 20u);
   EXPECT_EQ(second.Counter("inferscope_jetstream_fetched_messages_total", 0), 4u);
+}
+
+// An ack lost on the way (here the server is stopped, the ack sits unread in its socket, and the
+// server is killed) on a stream that then stays idle: no later ack covers it, so the server
+// redelivers the messages every ack_wait. Before, the source skipped each redelivery (applied
+// already) without acking it, for ever: the consumer never drained (a takeover test's "caught up"
+// wait once timed out so). Now a redelivery that a durable checkpoint covers is acked at once.
+TEST(JetStreamSourceTest, ARedeliveryAfterALostAckIsAcknowledgedAgain) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+  {
+    client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+    ASSERT_TRUE(pub.Connect()) << pub.last_error();
+    PublishRequests(pub, 20);  // sequences 1..4
+  }
+  Running r(server.url(), {0}, [](JetStreamSource::Options& o) { o.ack_wait_ms = 1000; });
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 4; }));
+
+  server.process().Signal(SIGSTOP);
+  AppliedSequence durable;
+  durable.publisher = r.Key(0);
+  durable.seq = 4;
+  r.source->OnCheckpointDurable({durable});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // libnats flushes the ack
+  ASSERT_TRUE(server.Restart()) << server.Log();                // it dies unread
+  EXPECT_EQ(r.Counter("inferscope_jetstream_acks_total", 0), 1u);
+
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const ConsumerAcks acks = ReadConsumerAcks(server.url(), "inferscope-p0");
+        return acks.floor == 4 && acks.pending == 0;
+      },
+      std::chrono::seconds(20)))
+      << "ack floor " << ReadConsumerAcks(server.url(), "inferscope-p0").floor << ", pending "
+      << ReadConsumerAcks(server.url(), "inferscope-p0").pending << ", redeliveries skipped "
+      << r.Counter("inferscope_jetstream_redelivered_skipped_total", 0);
+  EXPECT_GE(r.Counter("inferscope_jetstream_redelivered_skipped_total", 0), 1u);
+  EXPECT_GE(r.Counter("inferscope_jetstream_acks_total", 0), 2u);
+  r.Stop();
+  EXPECT_EQ(r.out.events(), 20u);  // nothing applied twice
 }
 
 TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {

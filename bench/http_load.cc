@@ -14,7 +14,8 @@
 //             [--threads 1] [--host 127.0.0.1] [--seed 1] [--timeline FILE]
 //
 // FILE holds one request target per line ("/v1/series?..."); each request takes one at random.
-// Prints one line: HTTPLOADJSON {...} with requests due and completed, non-2xx answers, errors,
+// Prints one line: HTTPLOADJSON {...} with requests due and completed, non-2xx answers, errors
+// (and their kinds: send, read, unanswered; idle connections the server closed are not errors),
 // the achieved rate, latency percentiles (from due), service-time percentiles (from sent) and
 // send-lag percentiles, in microseconds. Requests due in the warm-up are sent but not counted.
 // --timeline writes requests, p50 and max latency per 100 ms of due time (to find stalls).
@@ -73,7 +74,11 @@ struct Tally {
   std::vector<int64_t> lag_ns;      // sent - due
   uint64_t due = 0;                 // requests due in the measured period
   uint64_t non2xx = 0;
-  uint64_t errors = 0;  // connections that failed or answered something unreadable
+  uint64_t errors = 0;       // connections that failed or answered something unreadable: the sum of
+  uint64_t send_errors = 0;  // a request that could not be sent (the connection is opened again)
+  uint64_t read_errors = 0;  // a connection closed, failed or unreadable with a request out
+  uint64_t unanswered = 0;   // requests still out 2 s after the last one was due
+  uint64_t idle_closed = 0;  // idle connections the server closed (not errors), opened again
 };
 
 class Connection {
@@ -231,6 +236,7 @@ void RunThread(const Options& options, const std::vector<std::string>& requests,
       const std::string& request = requests[rng() % requests.size()];
       if (!conns[c].Send(request, queue[queue_head], now)) {
         ++tally->errors;
+        ++tally->send_errors;
         if (!conns[c].Open(addr, epoll_fd, c)) std::exit(2);
         idle.push_back(c);
         continue;
@@ -245,6 +251,7 @@ void RunThread(const Options& options, const std::vector<std::string>& requests,
     if (!issuing && queue.empty() && idle.size() == conns.size()) break;
     if (now >= drain_until) {
       tally->errors += conns.size() - idle.size();
+      tally->unanswered += conns.size() - idle.size();
       break;
     }
     // Wait for answers, or until the next request is due.
@@ -260,6 +267,13 @@ void RunThread(const Options& options, const std::vector<std::string>& requests,
     for (int e = 0; e < n; ++e) {
       const uint32_t c = events[static_cast<size_t>(e)].data.u32;
       Connection& conn = conns[c];
+      if (!conn.busy()) {
+        // Nothing asked on it: the server closed it after its keep-alive idle timeout (a
+        // connection seldom used at a low rate). Opened again quietly; it stays in `idle`.
+        ++tally->idle_closed;
+        if (!conn.Open(addr, epoll_fd, c)) std::exit(2);
+        continue;
+      }
       int status = 0;
       bool close = false;
       const Connection::Read read = conn.Receive(&status, &close);
@@ -275,6 +289,7 @@ void RunThread(const Options& options, const std::vector<std::string>& requests,
         }
       } else {
         ++tally->errors;
+        ++tally->read_errors;
         close = true;
       }
       conn.Idle();
@@ -385,6 +400,10 @@ int main(int argc, char** argv) {
     all.due += t.due;
     all.non2xx += t.non2xx;
     all.errors += t.errors;
+    all.send_errors += t.send_errors;
+    all.read_errors += t.read_errors;
+    all.unanswered += t.unanswered;
+    all.idle_closed += t.idle_closed;
     all.due_ns.insert(all.due_ns.end(), t.due_ns.begin(), t.due_ns.end());
     all.latency_ns.insert(all.latency_ns.end(), t.latency_ns.begin(), t.latency_ns.end());
     all.service_ns.insert(all.service_ns.end(), t.service_ns.begin(), t.service_ns.end());
@@ -400,15 +419,19 @@ int main(int argc, char** argv) {
   const int64_t max_ns = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
   std::printf(
       "HTTPLOADJSON {\"rate\":%.0f,\"duration_s\":%.3f,\"completed\":%llu,\"achieved_rps\":%.1f,"
-      "\"non2xx\":%llu,\"errors\":%llu,\"p50_us\":%lld,\"p90_us\":%lld,\"p99_us\":%lld,"
+      "\"non2xx\":%llu,\"errors\":%llu,\"send_errors\":%llu,\"read_errors\":%llu,"
+      "\"unanswered\":%llu,\"idle_closed\":%llu,\"p50_us\":%lld,\"p90_us\":%lld,\"p99_us\":%lld,"
       "\"p999_us\":%lld,\"max_us\":%lld,\"service_p50_us\":%lld,\"service_p99_us\":%lld,"
       "\"lag_p50_us\":%lld,\"lag_p99_us\":%lld,\"cpu_s\":%.3f}\n",
       options.rate, options.duration_s, static_cast<unsigned long long>(all.due),
       static_cast<double>(all.due) / options.duration_s,
       static_cast<unsigned long long>(all.non2xx), static_cast<unsigned long long>(all.errors),
-      us(Percentile(&lat, 0.50)), us(Percentile(&lat, 0.90)), us(Percentile(&lat, 0.99)),
-      us(Percentile(&lat, 0.999)), us(max_ns), us(Percentile(&all.service_ns, 0.50)),
-      us(Percentile(&all.service_ns, 0.99)), us(Percentile(&all.lag_ns, 0.50)),
-      us(Percentile(&all.lag_ns, 0.99)), cpu_s);
+      static_cast<unsigned long long>(all.send_errors),
+      static_cast<unsigned long long>(all.read_errors),
+      static_cast<unsigned long long>(all.unanswered),
+      static_cast<unsigned long long>(all.idle_closed), us(Percentile(&lat, 0.50)),
+      us(Percentile(&lat, 0.90)), us(Percentile(&lat, 0.99)), us(Percentile(&lat, 0.999)),
+      us(max_ns), us(Percentile(&all.service_ns, 0.50)), us(Percentile(&all.service_ns, 0.99)),
+      us(Percentile(&all.lag_ns, 0.50)), us(Percentile(&all.lag_ns, 0.99)), cpu_s);
   return 0;
 }

@@ -22,6 +22,10 @@ rate; once the panes of the sampled series are readable from the query node, it 
 and prints one table: ingest ratio = ingest during the wrk phase / mean of the two quiet phases (same
 run, same machine load). Everything shares the machine's cores: engine, query node, publisher and
 wrk; --wrk-cpus pins wrk (taskset) and --server-cpus pins engine + query node + publisher.
+--fifo N runs the query node and bench/http_load at SCHED_FIFO priority N (chrt): the
+generator's own run-queue delays are then out of its figures (on a real deployment the clients
+are elsewhere), and the node is served before the engine's bursts (as a latency-critical reader
+would be run beside the engine, e.g. systemd CPUSchedulingPolicy=fifo).
 
 wrk saturates the machine (closed loop: each connection sends when its last answer arrived), so its
 latencies are those of a machine at 100 % CPU; the open-loop phases measure latency at a given rate,
@@ -185,9 +189,16 @@ def run_wrk(args, url, kind, workdir):
                            f"{args.phase}s", "--timeout", "5s", "-s", script, url], "WRKJSON")
 
 
+def fifo(args):
+    """The command prefix that runs a process at SCHED_FIFO --fifo (none when 0)."""
+    return ["chrt", "-f", str(args.fifo)] if args.fifo > 0 else []
+
+
 def run_load(args, cmd, tag):
     """Runs a load generator (pinned with --wrk-cpus) and returns the JSON of its `tag` line."""
     name = os.path.basename(cmd[0])
+    if tag == "HTTPLOADJSON":
+        cmd = fifo(args) + cmd  # the open-loop generator (wrk saturates: its policy stays)
     if args.wrk_cpus:
         cmd = ["taskset", "-c", args.wrk_cpus] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -257,6 +268,10 @@ def main():
     p.add_argument("--http-load", default="", help="the http_load binary (default: the build's)")
     p.add_argument("--wrk-cpus", default="", help="taskset CPU list for wrk and http_load, e.g. 1")
     p.add_argument("--server-cpus", default="", help="taskset CPU list for engine + query node")
+    p.add_argument("--fifo", type=int, default=0,
+                   help="run the query node and the open-loop generator at SCHED_FIFO with this "
+                        "priority (chrt; root or CAP_SYS_NICE), the engine and the publisher "
+                        "as usual; 0: every process at the default policy")
     p.add_argument("--checkpoint-interval", default="",
                    help="the engine's checkpoint_interval (default: the topology's, 1s)")
     p.add_argument("--catch-up-interval", default="",
@@ -299,7 +314,7 @@ def main():
         engine_url, ingest = ready["http"], ready["endpoints"]["ingest"]
         node_log = os.path.join(work, "node.log")
         node = subprocess.Popen(
-            pin + [binary, "query-node", "--state-dir", os.path.join(work, "state"), "--listen",
+            pin + fifo(args) + [binary, "query-node", "--state-dir", os.path.join(work, "state"), "--listen",
                    "127.0.0.1:0", "--engine-url", engine_url, "--ready-file",
                    os.path.join(work, "node.json")] +
                   (["--catch-up-interval", args.catch_up_interval] if args.catch_up_interval else []),
@@ -360,7 +375,8 @@ def main():
               f"{cpu1['written_mb']:.1f}/{cpu2['written_mb']:.1f} MB/s")
         print(f"wrk: {args.threads} threads, {args.connections} connections, {args.phase} s per "
               f"endpoint" + (f", pinned to CPU {args.wrk_cpus}" if args.wrk_cpus else "")
-              + (f"; engine + node pinned to CPU {args.server_cpus}" if args.server_cpus else ""))
+              + (f"; engine + node pinned to CPU {args.server_cpus}" if args.server_cpus else "")
+              + (f"; query node at SCHED_FIFO {args.fifo}" if args.fifo else ""))
         print("| endpoint | req/s | p50 ms | p99 ms | max ms | non-2xx | ingest ev/s | "
               "ingest ratio | sent ev/s | engine CPU | node CPU |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -373,16 +389,18 @@ def main():
         if open_rows:
             print(f"\nopen loop (bench/http_load): requests due at a fixed rate, latency from when "
                   f"each was due; {args.open_loop_connections} connections, "
-                  f"{args.open_loop_threads} thread(s), {args.phase} s after a 1 s warm-up")
+                  f"{args.open_loop_threads} thread(s), {args.phase} s after a 1 s warm-up"
+                  + (f"; query node and generator at SCHED_FIFO {args.fifo}" if args.fifo else ""))
             print("| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | "
-                  "send lag p99 ms | non-2xx + errors | ingest ratio | engine CPU | node CPU | "
-                  "load CPU |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  "send lag p99 ms | non-2xx + errors | ingest ratio | sent ev/s | engine CPU | "
+                  "node CPU | load CPU |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for kind, offered, rate, cpu, r in open_rows:
                 print(f"| {kind} | {offered:.0f} | {r['achieved_rps']:.0f} | {r['p50_us'] / 1000:.3f} "
                       f"| {r['p99_us'] / 1000:.3f} | {r['p999_us'] / 1000:.3f} | "
                       f"{r['max_us'] / 1000:.1f} | {r['lag_p99_us'] / 1000:.3f} | "
-                      f"{r['non2xx'] + r['errors']} | {rate / quiet:.3f} | {cpu['engine']:.2f} | "
+                      f"{r['non2xx'] + r['errors']} | {rate / quiet:.3f} | {cpu['sent']:.0f} | "
+                      f"{cpu['engine']:.2f} | "
                       f"{cpu['node']:.2f} | {r['cpu_s'] / (args.phase + 1):.2f} |")
         # The query node's response cache over the whole run (older nodes: not all counters).
         try:

@@ -11,6 +11,7 @@
 
 #include "cli/version.h"
 #include "pipeline/address.h"
+#include "pipeline/thread_name.h"
 #include "query/handlers.h"
 #include "query/server.h"
 
@@ -225,6 +226,7 @@ void QueryNode::Stop() {
 }
 
 void QueryNode::CatchUpLoop() {
+  SetThreadName(results_mode() ? "maintenance" : "catch-up");
   const auto interval = std::chrono::milliseconds(results_mode() ? options_.maintenance_interval_ms
                                                                  : options_.catch_up_interval_ms);
   std::unique_lock<std::mutex> lock(loop_mu_);

@@ -281,7 +281,19 @@ Result<ChangelogRestore> RestoreChangelog(natsConnection* conn, jsCtx* js,
       break;
     }
     seq = meta->Sequence.Stream;
+    const uint64_t delivery = meta->Sequence.Consumer;
     jsMsgMetaData_Destroy(meta);
+    // A delivery lost on the way (the server the client reads through died with it in flight)
+    // would skip a whole checkpoint — a torn one at best, unseen when it was one chunk — and the
+    // later deltas would apply over a state without it. The restore fails instead and is tried
+    // again from the start (the slot's start is retried).
+    if (const uint64_t lost = fetcher.Lost(delivery); lost > 0) {
+      result = Status::Unavailable("changelog: reading " + subject + ": delivery " +
+                                   std::to_string(delivery) + " arrived after " +
+                                   std::to_string(fetcher.delivered()) + ", " +
+                                   std::to_string(lost) + " lost on the way");
+      break;
+    }
     const char* data = natsMsg_GetData(msg);
     const size_t len = static_cast<size_t>(natsMsg_GetDataLength(msg));
     ++out.messages;

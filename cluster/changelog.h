@@ -93,9 +93,11 @@ struct ChangelogRestore {
 };
 
 // Rebuilds `store`'s checkpoint table from `subject` of the changelog stream: reads its messages
-// in order (an ordered consumer: streamed, flow-controlled; one checkpoint's body is held at a
+// in order (a pull consumer of its own, a few chunks per fetch; one checkpoint's body is held at a
 // time), applying each committed checkpoint in one atomic write (a snapshot first deletes every
-// record of the table), ignoring torn ones. Returns what it read, including the subject's last
+// record of the table), ignoring torn ones. A delivery lost on the way (a skipped consumer
+// sequence: a server died with it in flight) fails the restore with Unavailable rather than skip
+// a checkpoint; so does a fetch that times out. Returns what it read, including the subject's last
 // sequence (the writer's fence: ChangelogWriter::Start). The store must not be in use by an engine.
 // `js` is a JetStream context of `conn`.
 Result<ChangelogRestore> RestoreChangelog(natsConnection* conn, jsCtx* js,

@@ -1,7 +1,8 @@
 // The cluster's building blocks against a real nats-server (cluster/): the lease bucket's
 // compare-and-set (of two claimers exactly one wins), the lease clock, and the checkpoint
 // changelog — chunked uploads, snapshots and the purge below them, a restore equal to the local
-// checkpoint table, a torn last checkpoint ignored, and a zombie writer fenced.
+// checkpoint table, a torn last checkpoint ignored, a delivery lost during a restore failing it,
+// and a zombie writer fenced.
 
 #include <gtest/gtest.h>
 #include <nats/nats.h>
@@ -9,8 +10,11 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cluster/changelog.h"
@@ -92,11 +96,13 @@ class ChangelogTest : public ::testing::Test {
     ASSERT_NE(local_, nullptr);
   }
 
-  // Writes checkpoint `id` to the local table and hands it to `writer` as the sink would.
-  void Checkpoint(ChangelogWriter& writer, uint64_t id) {
+  // Writes checkpoint `id` (its `records`, by default Records(id)) to the local table and hands it
+  // to `writer` as the sink would.
+  void Checkpoint(ChangelogWriter& writer, uint64_t id,
+                  std::optional<std::vector<CheckpointRecord>> records = std::nullopt) {
     PendingCheckpoint c;
     c.id = id;
-    c.records = Records(id);
+    c.records = records ? std::move(*records) : Records(id);
     ASSERT_TRUE(WriteCheckpointRecords(*local_, c.records).ok());
     writer.OnCheckpoint(c, *local_);
   }
@@ -191,6 +197,107 @@ TEST_F(ChangelogTest, ATornLastCheckpointIsIgnored) {
   EXPECT_EQ(r->checkpoint, 3u);
   EXPECT_EQ(r->torn, 1u);
   EXPECT_EQ(Table(*restored), committed);
+}
+
+// Takes one delivery of the next consumer created on `stream`, as a server that died with it in
+// flight would: on the server's advisory that the consumer was created it sends pull requests of
+// one message (the server cannot tell them from the reader's) until one delivers.
+class DeliveryThief {
+ public:
+  DeliveryThief(const std::string& url, const std::string& stream) : stream_(stream) {
+    ok_ = natsConnection_ConnectTo(&conn_, url.c_str()) == NATS_OK &&
+          natsConnection_SubscribeSync(
+              &advisories_, conn_,
+              ("$JS.EVENT.ADVISORY.CONSUMER.CREATED." + stream + ".*").c_str()) == NATS_OK &&
+          natsConnection_SubscribeSync(&inbox_, conn_, "test.stolen") == NATS_OK &&
+          natsConnection_Flush(conn_) == NATS_OK;
+    if (ok_) thread_ = std::thread([this] { Run(); });
+  }
+  ~DeliveryThief() {
+    if (thread_.joinable()) thread_.join();
+    if (inbox_ != nullptr) natsSubscription_Destroy(inbox_);
+    if (advisories_ != nullptr) natsSubscription_Destroy(advisories_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  }
+  bool ok() const { return ok_; }
+  // After the reader is done: whether a delivery was taken.
+  bool Stolen() {
+    if (thread_.joinable()) thread_.join();
+    return stolen_;
+  }
+
+ private:
+  void Run() {
+    natsMsg* advisory = nullptr;
+    if (natsSubscription_NextMsg(&advisory, advisories_, 10'000) != NATS_OK) return;
+    const std::string subject = natsMsg_GetSubject(advisory);
+    natsMsg_Destroy(advisory);
+    const std::string next =
+        "$JS.API.CONSUMER.MSG.NEXT." + stream_ + "." + subject.substr(subject.rfind('.') + 1);
+    const std::string pull = "{\"batch\":1,\"no_wait\":true}";
+    for (int i = 0; i < 500 && !stolen_; ++i) {
+      if (natsConnection_PublishRequest(conn_, next.c_str(), "test.stolen", pull.data(),
+                                        static_cast<int>(pull.size())) != NATS_OK) {
+        return;
+      }
+      natsMsg* msg = nullptr;
+      if (natsSubscription_NextMsg(&msg, inbox_, 1000) != NATS_OK) return;
+      const char* reply = natsMsg_GetReply(msg);
+      stolen_ = reply != nullptr && std::string_view(reply).starts_with("$JS.ACK.");
+      natsMsg_Destroy(msg);  // else a status: nothing for us yet, or the reader is done
+    }
+  }
+
+  std::string stream_;
+  natsConnection* conn_ = nullptr;
+  natsSubscription* advisories_ = nullptr;
+  natsSubscription* inbox_ = nullptr;
+  bool ok_ = false;
+  bool stolen_ = false;
+  std::thread thread_;
+};
+
+// A delivery lost on the way during a restore (the server the node reads through dies): before,
+// the restore skipped the checkpoint it belonged to (counted as torn, or not seen at all when it
+// was a one-chunk checkpoint) and applied the later deltas over a state without it, reporting
+// success. Now it fails (Unavailable; the slot's start is retried), and a restore that lost
+// nothing equals the local table.
+TEST_F(ChangelogTest, ADeliveryLostOnTheWayFailsTheRestoreInsteadOfSkippingACheckpoint) {
+  options_.snapshot_every = 1000;  // one snapshot, then deltas: each one matters
+  ChangelogWriter writer(client_.js, options_, "a", nullptr);
+  writer.Start(0);
+  // Each checkpoint also writes a key of its own (as a new pane's record is): one skipped shows.
+  for (uint64_t id = 1; id <= 40; ++id) {
+    std::vector<CheckpointRecord> records = Records(id);
+    records.push_back(CheckpointRecord{"op windows pane-" + std::to_string(id), std::string("p")});
+    Checkpoint(writer, id, std::move(records));
+  }
+  writer.Stop(/*drain=*/true);
+  ASSERT_EQ(writer.stats().last_uploaded_id, 40u);
+  const auto want = Table(*local_);
+
+  int stolen = 0;
+  for (int attempt = 0; attempt < 20 && stolen < 3; ++attempt) {
+    DeliveryThief thief(server_.url(), options_.stream);
+    ASSERT_TRUE(thief.ok());
+    std::unique_ptr<StateStore> restored;
+    Result<ChangelogRestore> r = Restore("attempt-" + std::to_string(attempt), &restored);
+    if (thief.Stolen()) {
+      ++stolen;
+      EXPECT_FALSE(r.ok()) << "a delivery was lost and the restore reported success: applied "
+                           << r->applied << " of 40 checkpoints, torn " << r->torn
+                           << ", table equal: " << (Table(*restored) == want);
+    } else {
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(Table(*restored), want);
+    }
+  }
+  ASSERT_GT(stolen, 0) << "the restores read every delivery before the thief's pull requests";
+  std::unique_ptr<StateStore> restored;
+  Result<ChangelogRestore> r = Restore("final", &restored);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->applied, 40u);
+  EXPECT_EQ(Table(*restored), want);
 }
 
 TEST_F(ChangelogTest, AZombieWriterIsFencedWhenANewOwnerAppended) {

@@ -63,6 +63,7 @@ struct ClusterNode::Slot {
   uint64_t start_failures = 0;  // starts (restore included) that failed and were tried again
   std::string last_loss;
   double restore_ms = 0;
+  int64_t started_at_ms = 0;  // wall clock: when the slot's current start began (its restore)
   ChangelogRestore restore;
   Counter* renewals = nullptr;
   Counter* renew_failures = nullptr;
@@ -471,6 +472,10 @@ void ClusterNode::LaunchStart(Slot& slot) {
 
 Status ClusterNode::StartSlot(Slot& slot) {
   const int64_t started = NowMs();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot.started_at_ms = SystemClock::Instance().NowMs();
+  }
   Result<TopologySpec> spec = SlotTopology(topology_path_, state_dir_, slot.name, slot.partitions);
   if (!spec.ok()) return spec.status();
   // The changelog is the truth: a local copy may be older than what another node uploaded.
@@ -619,6 +624,7 @@ nlohmann::json ClusterNode::Health() const {
     if (s.state != SlotState::kIdle) held.push_back(s.name);
     if (s.state == SlotState::kRunning && s.writer) {
       const ChangelogWriter::Stats c = s.writer->stats();
+      j["started_at_ms"] = s.started_at_ms;
       j["restore"] = {{"ms", s.restore_ms},           {"checkpoint", s.restore.checkpoint},
                       {"applied", s.restore.applied}, {"torn", s.restore.torn},
                       {"records", s.restore.records}, {"bytes", s.restore.bytes}};

@@ -328,6 +328,7 @@ struct PartitionConsumer {
   uint64_t ack_pending = 0;  // delivered, not acknowledged (its checkpoint not durable)
   uint64_t ack_floor = 0;    // stream sequence acknowledged
   uint64_t opt_start = 0;    // the start sequence it was created with (0: from the first)
+  int64_t created_ms = 0;    // when it was created (the server's wall clock)
 };
 
 // `durable`'s consumers "<durable>-p<p>" of `partitions`, in order; nullopt for one that cannot
@@ -339,9 +340,12 @@ inline std::vector<std::optional<PartitionConsumer>> ReadPartitionConsumers(
     jsConsumerInfo* ci = nullptr;
     const std::string name = durable + "-p" + std::to_string(partitions[i]);
     if (js_GetConsumerInfo(&ci, js, "IN", name.c_str(), nullptr, nullptr) != NATS_OK) continue;
-    out[i] = PartitionConsumer{ci->Delivered.Stream, ci->NumPending,
-                               static_cast<uint64_t>(ci->NumAckPending), ci->AckFloor.Stream,
-                               ci->Config != nullptr ? ci->Config->OptStartSeq : 0};
+    out[i] = PartitionConsumer{ci->Delivered.Stream,
+                               ci->NumPending,
+                               static_cast<uint64_t>(ci->NumAckPending),
+                               ci->AckFloor.Stream,
+                               ci->Config != nullptr ? ci->Config->OptStartSeq : 0,
+                               ci->Created / 1'000'000};
     jsConsumerInfo_Destroy(ci);
   }
   return out;

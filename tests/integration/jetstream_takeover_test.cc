@@ -62,18 +62,24 @@ class NodeProcess : public ReadyFileProcess {
     return res ? json::parse(res->body, nullptr, false) : json();
   }
   // The node runs `slot` (restored and started).
-  bool Runs(const std::string& slot) {
+  bool Runs(const std::string& slot) { return RunningSince(slot) > 0; }
+  // When the slot's current start began (wall-clock ms) while it runs here; 0 otherwise.
+  int64_t RunningSince(const std::string& slot) {
     json h = Health();
-    return h.is_object() && h["slots"].contains(slot) &&
-           h["slots"][slot].value("state", "") == "running";
+    if (!h.is_object() || !h["slots"].contains(slot)) return 0;
+    const json& s = h["slots"][slot];
+    return s.value("state", "") == "running" ? s.value("started_at_ms", int64_t{1}) : 0;
   }
 };
 
 // Every message of `durable`'s partitions applied and its checkpoint durable: nothing pending or
 // unacknowledged. Unlike AllAckedBy it also holds for a consumer created after the stream's end
 // (a slot restored with every message applied: nothing is delivered, its ack floor stays 0).
+// Only consumers created at or after `since_ms` count: those of the slot's current start (a slot
+// lost and started again, restore included, resumes from its changelog's checkpoint, and the
+// consumers of its stopped engine may look caught up before the new ones exist).
 bool CaughtUp(const std::string& url, const std::string& durable,
-              const std::vector<uint32_t>& partitions) {
+              const std::vector<uint32_t>& partitions, int64_t since_ms) {
   natsConnection* conn = nullptr;
   jsCtx* js = nullptr;
   bool done = client::ConnectWithFailover(&conn, url, "test") == NATS_OK &&
@@ -81,7 +87,7 @@ bool CaughtUp(const std::string& url, const std::string& durable,
   if (done) {
     for (const std::optional<PartitionConsumer>& p :
          ReadPartitionConsumers(js, durable, partitions)) {
-      done = done && p && p->pending == 0 && p->ack_pending == 0 &&
+      done = done && p && p->created_ms >= since_ms && p->pending == 0 && p->ack_pending == 0 &&
              (p->ack_floor > 0 || p->opt_start > 0);
     }
   }
@@ -178,15 +184,19 @@ TEST(JetStreamTakeoverTest, ANodeKilledMidStreamIsTakenOverAndTheViewEqualsOneEn
   const auto taken_over_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::steady_clock::now() - killed)
                                  .count();
+  // Both slots running on node B (slot b too: under load node B can lose its lease while the
+  // NATS cluster elects leaders, and start it again) and caught up since their current start.
   ASSERT_TRUE(WaitFor(
       [&] {
-        return CaughtUp(urls, "eng-a", {0, 1});
+        const int64_t since = b.RunningSince("a");
+        return since > 0 && CaughtUp(urls, "eng-a", {0, 1}, since);
       },
       std::chrono::seconds(90)))
       << b.Log();
   ASSERT_TRUE(WaitFor(
       [&] {
-        return CaughtUp(urls, "eng-b", {2, 3});
+        const int64_t since = b.RunningSince("b");
+        return since > 0 && CaughtUp(urls, "eng-b", {2, 3}, since);
       },
       std::chrono::seconds(90)))
       << b.Log();
@@ -214,7 +224,7 @@ TEST(JetStreamTakeoverTest, ANodeKilledMidStreamIsTakenOverAndTheViewEqualsOneEn
     ASSERT_TRUE(engine->WaitReady()) << engine->Log();
     ASSERT_TRUE(WaitFor(
         [&] {
-          return CaughtUp(urls, "ref", {0, 1, 2, 3});
+          return CaughtUp(urls, "ref", {0, 1, 2, 3}, /*since_ms=*/0);
         },
         std::chrono::seconds(90)))
         << engine->Log();

@@ -707,8 +707,10 @@ Status JetStreamSource::Run(SourceOutput& out, const std::atomic<bool>& stop) {
       natsSubscription_Destroy(p.sub);
       p.sub = nullptr;
       p.fetcher.reset();
-      for (int i = 0; i < 10 && fetched->hold && !stop.load(std::memory_order_relaxed); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (fetched->hold) {
+        for (int i = 0; i < 10 && !stop.load(std::memory_order_relaxed); ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
       }
       ensure_consumers();
     }

@@ -139,6 +139,16 @@ class Running {
   Status run_status;
 };
 
+// Checks that `server` is up and creates the stream kStream over "inferscope.in.*" on it, as
+// every source test starts.
+void MakeStream(const NatsServer& server) {
+  ASSERT_FALSE(server.url().empty()) << server.Log();
+  std::string error;
+  ASSERT_TRUE(
+      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
+      << error;
+}
+
 client::JetStreamPublisherOptions PublisherOptions(const std::string& url, uint32_t partitions) {
   client::JetStreamPublisherOptions o;
   o.url = url;
@@ -219,11 +229,7 @@ TEST(JetStreamPartitionTest, ClientAndEngineAgreeOnTheDocumentedHash) {
 TEST(JetStreamSourceTest, ConsumesEveryPartitionAndReportsStreamPositions) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 2));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 80);
@@ -255,11 +261,7 @@ TEST(JetStreamSourceTest, ConsumesEveryPartitionAndReportsStreamPositions) {
 TEST(JetStreamSourceTest, BadMessagesAreCountedDeadLettersAndThePositionMovesOn) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   ASSERT_TRUE(pub.PublishRaw(0, "not msgpack at all", ""));
@@ -279,11 +281,7 @@ TEST(JetStreamSourceTest, BadMessagesAreCountedDeadLettersAndThePositionMovesOn)
 TEST(JetStreamSourceTest, RestartResumesAfterTheCheckpointedSequenceAndAcksFollowDurability) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 30);  // 6 messages of 5 events: stream sequences 1..6
@@ -332,11 +330,7 @@ TEST(JetStreamSourceTest, RestartResumesAfterTheCheckpointedSequenceAndAcksFollo
 TEST(JetStreamSourceTest, ARedeliveryAfterALostAckIsAcknowledgedAgain) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   {
     client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
     ASSERT_TRUE(pub.Connect()) << pub.last_error();
@@ -374,11 +368,7 @@ TEST(JetStreamSourceTest, ARedeliveryAfterALostAckIsAcknowledgedAgain) {
 TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 25);  // sequences 1..5
@@ -422,11 +412,7 @@ void PublishToPartitionOne(client::JetStreamPublisher& pub, int requests, int fi
 TEST(JetStreamSourceTest, ADeliveryLostOnTheWayIsFetchedAgainNotSkipped) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 2));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   ASSERT_NO_FATAL_FAILURE(PublishToPartitionOne(pub, 20, 0));  // sequences 1..4
@@ -485,11 +471,7 @@ TEST(JetStreamSourceTest, ADeliveryLostOnTheWayIsFetchedAgainNotSkipped) {
 TEST(JetStreamSourceTest, ALostConnectionIsReportedOnceAndFetchingResumesAfterTheReconnection) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   {
     client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
     ASSERT_TRUE(pub.Connect()) << pub.last_error();
@@ -557,11 +539,7 @@ TEST(JetStreamSourceTest, ALostConnectionIsReportedOnceAndFetchingResumesAfterTh
 TEST(JetStreamPublisherTest, WithoutResendsAnAckTimeoutFailsThePublishAndLaterFlushesRecover) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
   o.ack_timeout_ms = 1000;
   o.resend_deadline_ms = 0;
@@ -623,11 +601,7 @@ std::vector<std::pair<std::string, uint64_t>> StoredMessages(const std::string& 
 TEST(JetStreamPublisherTest, PublishesLostWithTheServerAreResentAndStoredExactlyOnceInOrder) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
   o.ack_timeout_ms = 1000;
   o.resend_deadline_ms = 30'000;
@@ -791,11 +765,7 @@ TEST(JetStreamSourceTest, OpenRefusesWorkQueueAndInterestStreams) {
 TEST(JetStreamSourceTest, APositionOutsideTheStreamIsWarnedAndCountedAsAGap) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
   PublishRequests(pub, 25);  // sequences 1..5
@@ -847,11 +817,7 @@ TEST(JetStreamSourceTest, APositionOutsideTheStreamIsWarnedAndCountedAsAGap) {
 TEST(JetStreamSourceTest, APublisherLimitHoldsThePartitionInsteadOfSkippingTheMessage) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher first(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(first.Connect()) << first.last_error();
   PublishRequests(first, 10);  // sequences 1..2, publisher test/p0
@@ -878,11 +844,7 @@ TEST(JetStreamSourceTest, APublisherLimitHoldsThePartitionInsteadOfSkippingTheMe
 TEST(JetStreamSourceTest, AFetchOfLargeMessagesIsEmittedInBoundedBatches) {
   TempDir dir;
   NatsServer server(dir);
-  ASSERT_FALSE(server.url().empty()) << server.Log();
-  std::string error;
-  ASSERT_TRUE(
-      client::JetStreamPublisher::EnsureStream(server.url(), kStream, "inferscope.in", &error))
-      << error;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisherOptions o = PublisherOptions(server.url(), 1);
   o.batch_size = 5000;
   client::JetStreamPublisher pub(o);

@@ -1,5 +1,7 @@
 #include "sources/sequence_tracker.h"
 
+#include <algorithm>
+
 namespace inferscope {
 
 std::string_view SequenceVerdictName(SequenceVerdict verdict) {
@@ -18,6 +20,8 @@ std::string_view SequenceVerdictName(SequenceVerdict verdict) {
       return "restart";
     case SequenceVerdict::kStale:
       return "stale_incarnation";
+    case SequenceVerdict::kLate:
+      return "late";
   }
   return "none";
 }
@@ -67,17 +71,46 @@ SequenceTracker::Judgement SequenceTracker::Judge(StringId publisher, uint64_t i
     j.missing = seq - p->next_seq;
   } else if (strict_ || p->next_seq - seq <= kDuplicateWindow) {
     // Acknowledged mode: far behind is no restart (restarts change the incarnation), and applying
-    // it would apply a message twice.
-    j.verdict = SequenceVerdict::kDuplicate;
+    // it would apply a message twice. A message a gap skipped is applied when it comes after all.
+    j.verdict = p->IsMissing(seq) ? SequenceVerdict::kLate : SequenceVerdict::kDuplicate;
   } else {
     j.verdict = SequenceVerdict::kRestart;
   }
   return j;
 }
 
+void SequenceTracker::Stream::SetMissing(uint64_t seq, bool value) {
+  if (!value && missing == 0) return;  // in order, none missing: the common case
+  uint64_t& word = missing_bits[(seq % kDuplicateWindow) / 64];
+  const uint64_t bit = uint64_t{1} << (seq % 64);
+  if (((word & bit) != 0) == value) return;
+  word ^= bit;
+  if (value) {
+    ++missing;
+  } else {
+    --missing;
+  }
+}
+
 void SequenceTracker::Advance(StringId publisher, uint64_t incarnation, uint64_t seq) {
   const bool tracking = Find(publisher) != nullptr;
   Stream& p = Get(publisher);
+  if (tracking && incarnation == p.incarnation && seq < p.next_seq &&
+      p.next_seq - seq <= kDuplicateWindow) {
+    p.SetMissing(seq, false);  // a late message: the position stays
+    return;
+  }
+  if (tracking && incarnation == p.incarnation && seq >= p.next_seq) {
+    // The ring's slots from next_seq to seq are reused: those skipped become missing (at most the
+    // window's worth), seq's is applied.
+    if (seq - p.next_seq >= kDuplicateWindow) p.ClearMissing();
+    const uint64_t from =
+        seq >= kDuplicateWindow ? std::max(p.next_seq, seq + 1 - kDuplicateWindow) : p.next_seq;
+    for (uint64_t s = from; s < seq; ++s) p.SetMissing(s, true);
+    p.SetMissing(seq, false);
+  } else {
+    p.ClearMissing();  // first message, a restart or a new incarnation
+  }
   if (tracking && incarnation != p.incarnation) {
     p.has_prev = true;
     p.prev_incarnation = p.incarnation;
@@ -87,10 +120,16 @@ void SequenceTracker::Advance(StringId publisher, uint64_t incarnation, uint64_t
   p.next_seq = seq + 1;
 }
 
+uint32_t SequenceTracker::MissingInWindow(StringId publisher) const {
+  const Stream* p = Find(publisher);
+  return p == nullptr ? 0 : p->missing;
+}
+
 void SequenceTracker::Restore(StringId publisher, uint64_t next_seq) {
   Stream& p = Get(publisher);
   p.incarnation = 0;
   p.next_seq = next_seq;
+  p.ClearMissing();
 }
 
 void SequenceTracker::Restore(StringId publisher, const AppliedSequence& applied) {
@@ -100,6 +139,7 @@ void SequenceTracker::Restore(StringId publisher, const AppliedSequence& applied
   p.has_prev = applied.has_prev;
   p.prev_incarnation = applied.prev_incarnation;
   p.prev_next_seq = applied.prev_seq + 1;
+  p.ClearMissing();
 }
 
 std::optional<uint64_t> SequenceTracker::NextSequence(StringId publisher) const {

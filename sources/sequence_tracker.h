@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -16,14 +17,17 @@ enum class SequenceVerdict : uint8_t {
   kFirst,      // first message seen from this publisher: tracking starts here
   kInOrder,    // seq == expected
   kGap,        // seq > expected: `missing` messages were lost
-  kDuplicate,  // expected - 1024 <= seq < expected: the message was dropped
+  kDuplicate,  // expected - 1024 <= seq < expected, not counted missing: the message was dropped
   kRestart,    // seq < expected - 1024, or a new incarnation: the publisher restarted; accepted,
                // tracking reset
   // strict: the message's incarnation is older than the publisher's current one, and it is not a
   // duplicate of what that incarnation had applied: refused for good, not applied.
   kStale,
+  // fire-and-forget: expected - 1024 <= seq < expected and a gap counted this message missing: it
+  // arrived after newer ones (a JetStream resend stored after them); applied, once.
+  kLate,
 };
-// "none", "first", "in_order", "gap", "duplicate", "restart", "stale_incarnation".
+// "none", "first", "in_order", "gap", "duplicate", "restart", "stale_incarnation", "late".
 std::string_view SequenceVerdictName(SequenceVerdict verdict);
 
 // SequenceTracker keeps where each publisher's message stream stands — its incarnation, the
@@ -32,8 +36,10 @@ std::string_view SequenceVerdictName(SequenceVerdict verdict);
 //
 // Fire-and-forget (strict = false): the first message starts tracking at any number; a number
 // ahead of the expected one is a gap (accepted, the messages in between counted missing); up to
-// kDuplicateWindow behind is a duplicate (dropped); further behind, or another incarnation, is a
-// publisher restart (accepted, tracking starts again).
+// kDuplicateWindow behind is late if a gap counted it missing (applied, once: a message stored
+// after newer ones, such as a JetStream publisher's resend after a lost acknowledgement), else a
+// duplicate (dropped); further behind, or another incarnation, is a publisher restart (accepted,
+// tracking starts again, the missing ones forgotten).
 // Acknowledged mode (strict = true): messages count from 0 within each incarnation; ahead of the
 // expected number is a gap that is not applied (the publisher resends in order); behind it is a
 // duplicate however far; a newer incarnation restarts at 0; an older one is a duplicate of what the
@@ -41,7 +47,10 @@ std::string_view SequenceVerdictName(SequenceVerdict verdict);
 //
 // Judge only looks; Advance moves a publisher past a message once the caller applied (or
 // consumed) it, so a rejected message leaves no trace. Positions are checkpointed as
-// AppliedSequence and restored with Restore.
+// AppliedSequence and restored with Restore; the missing messages are not (a restored publisher
+// has none): over ZeroMQ a lost message never comes later, and the JetStream source restores no
+// publisher positions (its checkpoint is the stream position; a message stored late comes after
+// it, to a publisher tracked from its next message on).
 // Concurrency: not thread-safe; owned by one decoder.
 class SequenceTracker {
  public:
@@ -61,14 +70,17 @@ class SequenceTracker {
 
   // The verdict on message `seq` of `incarnation` from `publisher`. Changes nothing.
   Judgement Judge(StringId publisher, uint64_t incarnation, uint64_t seq) const;
-  // Moves the publisher's position past `seq` of `incarnation` (a message applied or consumed). A
-  // new incarnation keeps the current one as the previous (for duplicates, strict).
+  // Moves the publisher's position past `seq` of `incarnation` (a message applied or consumed),
+  // recording the messages it skips as missing; a late one (kLate) is no longer missing and the
+  // position stays. A new incarnation keeps the current one as the previous (for duplicates,
+  // strict).
   void Advance(StringId publisher, uint64_t incarnation, uint64_t seq);
 
-  // Sets the sequence number expected next from `publisher` in incarnation 0 (tests).
+  // Sets the sequence number expected next from `publisher` in incarnation 0, none missing (tests).
   void Restore(StringId publisher, uint64_t next_seq);
   // Restores a publisher's position from a checkpoint record: `applied.seq + 1` is expected next
-  // in `applied.incarnation`; the previous incarnation is kept for duplicate detection.
+  // in `applied.incarnation`, none missing; the previous incarnation is kept for duplicate
+  // detection.
   void Restore(StringId publisher, const AppliedSequence& applied);
 
   // The sequence number expected next from `publisher` in its current incarnation; nullopt before
@@ -94,6 +106,9 @@ class SequenceTracker {
   bool strict() const { return strict_; }
   // Publishers with a position.
   size_t size() const { return streams_.size(); }
+  // The messages of `publisher` counted missing within kDuplicateWindow of its position (a late
+  // one arriving is applied).
+  uint32_t MissingInWindow(StringId publisher) const;
 
  private:
   struct Stream {
@@ -103,6 +118,20 @@ class SequenceTracker {
     bool has_prev = false;
     uint64_t prev_incarnation = 0;
     uint64_t prev_next_seq = 0;
+    // The messages counted missing among the kDuplicateWindow before next_seq (fire-and-forget):
+    // bit (s % kDuplicateWindow) for sequence number s; `missing` of them set.
+    uint32_t missing = 0;
+    std::array<uint64_t, kDuplicateWindow / 64> missing_bits{};
+
+    bool IsMissing(uint64_t seq) const {
+      return missing > 0 && (missing_bits[(seq % kDuplicateWindow) / 64] >> (seq % 64) & 1) != 0;
+    }
+    void SetMissing(uint64_t seq, bool value);
+    void ClearMissing() {
+      if (missing == 0) return;
+      missing_bits.fill(0);
+      missing = 0;
+    }
   };
 
   const Stream* Find(StringId publisher) const;

@@ -849,6 +849,7 @@ void WireDecoder::Reset() {
   events_ = 0;
   gaps_ = 0;
   duplicates_ = 0;
+  late_ = 0;
   restarts_ = 0;
   out_of_order_ = 0;
   max_event_time_ms_ = 0;
@@ -904,6 +905,10 @@ WireDecoder::PublisherCounters& WireDecoder::Publisher(StringId id) {
                          "Messages missing according to the publisher's sequence numbers.", labels);
     p.duplicates =
         MakeCounter("inferscope_source_duplicates_total", "Duplicate messages dropped.", labels);
+    p.late = MakeCounter("inferscope_source_late_messages_total",
+                         "Messages counted missing by a gap that arrived later, after newer ones "
+                         "(applied once).",
+                         labels);
     p.restarts =
         MakeCounter("inferscope_source_publisher_restarts_total",
                     "Publisher restarts (sequence number far behind the expected one).", labels);
@@ -1237,6 +1242,9 @@ bool WireDecoder::ApplySequence(const Envelope& envelope, EventBatch& batch, siz
   if (verdict == SequenceVerdict::kGap) {
     gaps_ += result.missing;
     counters.gaps->Inc(result.missing);
+  } else if (verdict == SequenceVerdict::kLate) {
+    ++late_;
+    counters.late->Inc();
   } else if (verdict == SequenceVerdict::kRestart) {
     ++restarts_;
     counters.restarts->Inc();

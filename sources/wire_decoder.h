@@ -149,6 +149,8 @@ struct WireDecoderOptions {
 //                                                       whose envelope was valid
 //   inferscope_source_sequence_gaps_total{stage,publisher}          missing messages
 //   inferscope_source_duplicates_total{stage,publisher}             dropped duplicate messages
+//   inferscope_source_late_messages_total{stage,publisher}          messages a gap counted missing
+//                                                       that came later (applied; fire-and-forget)
 //   inferscope_source_publisher_restarts_total{stage,publisher}
 //
 // Performance: no allocation per message or per event in steady state (the batch's capacity is
@@ -229,6 +231,7 @@ class WireDecoder {
   uint64_t events() const { return events_; }
   uint64_t gaps() const { return gaps_; }
   uint64_t duplicates() const { return duplicates_; }
+  uint64_t late() const { return late_; }
   uint64_t restarts() const { return restarts_; }
   uint64_t out_of_order() const { return out_of_order_; }
   // The latest accepted event time (0 before the first event).
@@ -250,6 +253,7 @@ class WireDecoder {
     Counter* rejected = nullptr;
     Counter* gaps = nullptr;
     Counter* duplicates = nullptr;
+    Counter* late = nullptr;
     Counter* restarts = nullptr;
     Counter* out_of_order = nullptr;
   };
@@ -288,8 +292,8 @@ class WireDecoder {
   bool CheckEnvelope(const Walker& walker, std::string_view payload, EventBatch& batch,
                      size_t start, const PublisherAuthorizer* authorizer, Envelope& envelope,
                      DecodeResult& result);
-  // The sequence verdict: counts gaps, duplicates and restarts, and advances the publisher's
-  // position when the message is to be applied.
+  // The sequence verdict: counts gaps, duplicates, late messages and restarts, and advances the
+  // publisher's position when the message is to be applied.
   bool ApplySequence(const Envelope& envelope, EventBatch& batch, size_t start,
                      DecodeResult& result);
   // Commits the events the walk appended: publisher stamps, batch.publisher, counters.
@@ -330,6 +334,7 @@ class WireDecoder {
   uint64_t events_ = 0;
   uint64_t gaps_ = 0;
   uint64_t duplicates_ = 0;
+  uint64_t late_ = 0;
   uint64_t restarts_ = 0;
   uint64_t out_of_order_ = 0;
   int64_t max_event_time_ms_ = 0;

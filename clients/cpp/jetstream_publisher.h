@@ -71,8 +71,9 @@ struct JetStreamPublisherOptions {
 // then goes on. Limitation: a message whose acknowledgement is lost while the connection stays up
 // is known to be in doubt only after ack_timeout_ms; if the stream stored newer messages of its
 // partition in between (a new leader elected before the publisher saw any refusal), its resend is
-// stored after them and the engine drops it as an old sequence number (counted in
-// inferscope_source_duplicates_total, not applied).
+// stored after them. The engine applies it then, once (the gap it left counted it missing:
+// docs/PROTOCOL.md §4, inferscope_source_late_messages_total); its events are late events for the
+// windows.
 //
 // Lifecycle: Connect → Request/Gauge (a partition's batch is published at batch_size) → Flush
 // (publishes what is pending and waits until every message is acknowledged or given up) →

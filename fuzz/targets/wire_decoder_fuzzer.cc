@@ -48,6 +48,10 @@ void CheckResult(const WireDecoderOptions& options, const DecodeResult& r, const
   }
   if (r.first_reason == RejectReason::kNone) Check(r.rejected == 0, "rejections without a reason");
   if (r.sequence == SequenceVerdict::kDuplicate) Check(!r.applied, "a duplicate was applied");
+  if (r.sequence == SequenceVerdict::kLate) {
+    Check(!options.strict_sequence, "strict mode found a late message (it never applies gaps)");
+    Check(r.applied && r.missing == 0, "a late message not applied, or with messages missing");
+  }
   if (options.strict_sequence && r.sequence == SequenceVerdict::kGap) {
     Check(!r.applied, "strict mode applied a message ahead of the expected one");
   }

@@ -365,6 +365,45 @@ TEST(JetStreamSourceTest, ARedeliveryAfterALostAckIsAcknowledgedAgain) {
   EXPECT_EQ(r.out.events(), 20u);  // nothing applied twice
 }
 
+// A message stored after newer ones of its publisher — a JetStream publisher's resend after an
+// acknowledgement lost in a leader election, which the new leader stores after what was published
+// meanwhile — is applied when it comes (it was counted missing by the gap its absence made), once;
+// a copy stored again later is a duplicate. Before, it was dropped as a duplicate: its events were
+// lost although the stream held them.
+TEST(JetStreamSourceTest, AMessageStoredAfterNewerOnesIsAppliedOnce) {
+  TempDir dir;
+  NatsServer server(dir);
+  ASSERT_NO_FATAL_FAILURE(MakeStream(server));
+  client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
+  ASSERT_TRUE(pub.Connect()) << pub.last_error();
+  // Publisher "late/p0"'s messages 0..4 (three requests each), stored in the order 0 1 3 4 2 3.
+  const int64_t t0 = client::NowMs() - 60'000;
+  for (const uint64_t seq : {0, 1, 3, 4, 2, 3}) {
+    client::BatchEncoder encoder("late/p0", seq);
+    for (int i = 0; i < 3; ++i) {
+      client::RequestOutcome r;
+      r.instance = "gpu-0";
+      r.model = "llama";
+      r.e2e_ms = 100;
+      r.time_ms = t0 + static_cast<int64_t>(seq) * 100 + i;
+      encoder.AddRequest(r);
+    }
+    ASSERT_TRUE(pub.PublishRaw(0, encoder.Finish(), "")) << pub.last_error();
+  }
+  ASSERT_TRUE(pub.Flush()) << pub.last_error();
+
+  Running r(server.url(), {0});
+  ASSERT_TRUE(r.Open().ok());
+  r.Start();
+  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 6; }));
+  r.Stop();
+  EXPECT_EQ(r.out.events(), 15u);  // messages 0..4 once each
+  const Labels labels = {{"stage", "js"}, {"publisher", "late/p0"}};
+  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_sequence_gaps_total", labels), 1u);
+  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_late_messages_total", labels), 1u);
+  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_duplicates_total", labels), 1u);
+}
+
 TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {
   TempDir dir;
   NatsServer server(dir);

@@ -16,7 +16,8 @@ SequenceVerdict Apply(SequenceTracker& t, uint64_t inc, uint64_t seq, StringId p
   const SequenceTracker::Judgement j = t.Judge(pub, inc, seq);
   const bool applied =
       j.verdict == SequenceVerdict::kFirst || j.verdict == SequenceVerdict::kInOrder ||
-      j.verdict == SequenceVerdict::kRestart || (!t.strict() && j.verdict == SequenceVerdict::kGap);
+      j.verdict == SequenceVerdict::kRestart || j.verdict == SequenceVerdict::kLate ||
+      (!t.strict() && j.verdict == SequenceVerdict::kGap);
   if (applied) t.Advance(pub, inc, seq);
   return j.verdict;
 }
@@ -33,7 +34,8 @@ TEST(SequenceTrackerTest, FireAndForgetVerdicts) {
   EXPECT_EQ(gap.expected, 102u);
   EXPECT_EQ(Apply(t, 0, 105), SequenceVerdict::kGap);
   EXPECT_EQ(t.NextSequence(kPub), 106u);
-  EXPECT_EQ(Apply(t, 0, 103), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(Apply(t, 0, 105), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(Apply(t, 0, 101), SequenceVerdict::kDuplicate);
   EXPECT_EQ(t.NextSequence(kPub), 106u);  // a duplicate does not move anything
   // Publishers are tracked apart.
   EXPECT_EQ(Apply(t, 0, 0, kOther), SequenceVerdict::kFirst);
@@ -51,6 +53,69 @@ TEST(SequenceTrackerTest, DuplicateWindowThenRestart) {
   EXPECT_EQ(t.Judge(kPub, 0, next - w - 1).verdict, SequenceVerdict::kRestart);
   EXPECT_EQ(Apply(t, 0, 0), SequenceVerdict::kRestart);
   EXPECT_EQ(t.NextSequence(kPub), 1u);
+}
+
+// A message the gap counted missing that comes after all (a JetStream resend stored after newer
+// messages) is applied once; a second copy of it is a duplicate. The position does not move back.
+TEST(SequenceTrackerTest, AMessageAGapSkippedIsAppliedOnceWhenItComesLate) {
+  SequenceTracker t(false);
+  EXPECT_EQ(Apply(t, 0, 10), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(t, 0, 14), SequenceVerdict::kGap);  // 11, 12, 13 missing
+  EXPECT_EQ(t.MissingInWindow(kPub), 3u);
+  EXPECT_EQ(Apply(t, 0, 12), SequenceVerdict::kLate);
+  EXPECT_EQ(t.NextSequence(kPub), 15u);
+  EXPECT_EQ(t.MissingInWindow(kPub), 2u);
+  EXPECT_EQ(Apply(t, 0, 12), SequenceVerdict::kDuplicate);  // applied already
+  EXPECT_EQ(Apply(t, 0, 10), SequenceVerdict::kDuplicate);  // never missing
+  EXPECT_EQ(Apply(t, 0, 15), SequenceVerdict::kInOrder);
+  EXPECT_EQ(Apply(t, 0, 11), SequenceVerdict::kLate);
+  EXPECT_EQ(Apply(t, 0, 13), SequenceVerdict::kLate);
+  EXPECT_EQ(t.MissingInWindow(kPub), 0u);
+  EXPECT_EQ(Apply(t, 0, 13), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(t.NextSequence(kPub), 16u);
+  // Acknowledged mode holds gaps back (never applied), so nothing there is ever late.
+  SequenceTracker strict(true);
+  EXPECT_EQ(Apply(strict, 0, 0), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(strict, 0, 3), SequenceVerdict::kGap);
+  EXPECT_EQ(Apply(strict, 0, 2), SequenceVerdict::kGap);
+  EXPECT_EQ(Apply(strict, 0, 0), SequenceVerdict::kDuplicate);
+}
+
+// The missing messages are remembered within kDuplicateWindow of the position: one that falls out
+// of it is forgotten (far behind is a restart), as is everything at a restart, a new incarnation
+// or a restored position.
+TEST(SequenceTrackerTest, MissingMessagesAreForgottenOutsideTheWindowAndAtARestart) {
+  const uint64_t w = SequenceTracker::kDuplicateWindow;
+  SequenceTracker t(false);
+  EXPECT_EQ(Apply(t, 0, 0), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(t, 0, 2), SequenceVerdict::kGap);  // 1 missing
+  for (uint64_t s = 3; s < w + 1; ++s) ASSERT_EQ(Apply(t, 0, s), SequenceVerdict::kInOrder) << s;
+  EXPECT_EQ(t.Judge(kPub, 0, 1).verdict, SequenceVerdict::kLate);  // w behind: the window's edge
+  EXPECT_EQ(Apply(t, 0, w + 1), SequenceVerdict::kInOrder);
+  EXPECT_EQ(t.MissingInWindow(kPub), 0u);
+  EXPECT_EQ(t.Judge(kPub, 0, 1).verdict, SequenceVerdict::kRestart);
+
+  // A gap wider than the window: its newest w - 1 messages are missing.
+  EXPECT_EQ(Apply(t, 0, w + 1 + 3 * w), SequenceVerdict::kGap);
+  EXPECT_EQ(t.MissingInWindow(kPub), w - 1);
+  EXPECT_EQ(t.Judge(kPub, 0, 3 * w + 2).verdict, SequenceVerdict::kLate);
+  EXPECT_EQ(t.Judge(kPub, 0, 4 * w).verdict, SequenceVerdict::kLate);
+  EXPECT_EQ(t.Judge(kPub, 0, 3 * w + 1).verdict, SequenceVerdict::kRestart);
+
+  // A gap right after the first message, near 0 (no wrap below zero).
+  SequenceTracker low(false);
+  EXPECT_EQ(Apply(low, 0, 0), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(low, 0, 5), SequenceVerdict::kGap);
+  EXPECT_EQ(low.MissingInWindow(kPub), 4u);
+  EXPECT_EQ(Apply(low, 0, 4), SequenceVerdict::kLate);
+
+  EXPECT_EQ(Apply(low, 1, 7), SequenceVerdict::kRestart);  // a new incarnation
+  EXPECT_EQ(low.MissingInWindow(kPub), 0u);
+  EXPECT_EQ(Apply(low, 1, 9), SequenceVerdict::kGap);
+  EXPECT_EQ(low.MissingInWindow(kPub), 1u);
+  low.Restore(kPub, *low.Position(kPub));
+  EXPECT_EQ(low.MissingInWindow(kPub), 0u);
+  EXPECT_EQ(low.Judge(kPub, 1, 8).verdict, SequenceVerdict::kDuplicate);
 }
 
 TEST(SequenceTrackerTest, FireAndForgetIncarnationChangeIsARestart) {
@@ -139,6 +204,7 @@ TEST(SequenceTrackerTest, VerdictNames) {
   EXPECT_EQ(SequenceVerdictName(SequenceVerdict::kDuplicate), "duplicate");
   EXPECT_EQ(SequenceVerdictName(SequenceVerdict::kRestart), "restart");
   EXPECT_EQ(SequenceVerdictName(SequenceVerdict::kStale), "stale_incarnation");
+  EXPECT_EQ(SequenceVerdictName(SequenceVerdict::kLate), "late");
 }
 
 }  // namespace

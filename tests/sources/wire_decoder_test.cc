@@ -12,6 +12,7 @@
 #include <map>
 #include <new>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <variant>
@@ -1026,25 +1027,34 @@ TEST(WireDecoderTest, CountsGapsDuplicatesAndRestarts) {
   EXPECT_EQ(gap.sequence, SequenceVerdict::kGap);
   EXPECT_EQ(gap.missing, 3u);
   EXPECT_EQ(gap.accepted, 1u);
-  DecodeResult dup = decode(103);  // late arrival within the window: dropped
+  DecodeResult late = decode(103);  // one the gap counted missing, arriving after all: applied
+  EXPECT_EQ(late.sequence, SequenceVerdict::kLate);
+  EXPECT_TRUE(late.applied);
+  EXPECT_EQ(late.accepted, 1u);
+  DecodeResult dup = decode(103);  // and only once
   EXPECT_EQ(dup.sequence, SequenceVerdict::kDuplicate);
   EXPECT_EQ(dup.accepted, 0u);
   EXPECT_EQ(decode(105).sequence, SequenceVerdict::kDuplicate);
+  EXPECT_EQ(decode(101).sequence, SequenceVerdict::kDuplicate);
   EXPECT_EQ(decode(106).sequence, SequenceVerdict::kInOrder);
   EXPECT_EQ(decode(5000).sequence, SequenceVerdict::kGap);
+  // The window's oldest message, counted missing by that gap; then a duplicate; then beyond.
+  EXPECT_EQ(decode(5001 - WireDecoder::kDuplicateWindow).sequence, SequenceVerdict::kLate);
   EXPECT_EQ(decode(5001 - WireDecoder::kDuplicateWindow).sequence, SequenceVerdict::kDuplicate);
   EXPECT_EQ(decode(5000 - WireDecoder::kDuplicateWindow).sequence, SequenceVerdict::kRestart);
   EXPECT_EQ(decode(5001 - WireDecoder::kDuplicateWindow).sequence, SequenceVerdict::kInOrder);
   EXPECT_EQ(decode(0, "pub-2").sequence, SequenceVerdict::kFirst);  // independent tracking
   EXPECT_EQ(decode(1, "pub-2").sequence, SequenceVerdict::kInOrder);
 
-  EXPECT_EQ(f.batch.events.size(), 9u);  // 11 messages - 2 duplicates... see below
+  EXPECT_EQ(f.batch.events.size(), 11u);  // 15 messages - 4 duplicates
   EXPECT_EQ(f.decoder.gaps(), 3u + (5000 - 107));
-  EXPECT_EQ(f.decoder.duplicates(), 3u);
+  EXPECT_EQ(f.decoder.duplicates(), 4u);
+  EXPECT_EQ(f.decoder.late(), 2u);
   EXPECT_EQ(f.decoder.restarts(), 1u);
   const Labels pub1 = {{"stage", "ingest"}, {"publisher", "pub-1"}};
   EXPECT_EQ(f.metrics.CounterValue("inferscope_source_sequence_gaps_total", pub1), 3u + 4893u);
-  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_duplicates_total", pub1), 3u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_duplicates_total", pub1), 4u);
+  EXPECT_EQ(f.metrics.CounterValue("inferscope_source_late_messages_total", pub1), 2u);
   EXPECT_EQ(f.metrics.CounterValue("inferscope_source_publisher_restarts_total", pub1), 1u);
   EXPECT_EQ(f.batch.publisher, 0u);  // mixed publishers
 }
@@ -1397,6 +1407,8 @@ class ReferenceDecoder {
     // Sequence (§4).
     auto [it, first] = next_seq_.try_emplace(r.publisher, 0);
     uint64_t& expected = it->second;
+    std::set<uint64_t>& missing = missing_[r.publisher];
+    const uint64_t window = WireDecoder::kDuplicateWindow;
     if (first) {
       r.sequence = SequenceVerdict::kFirst;
     } else if (r.seq == expected) {
@@ -1404,7 +1416,14 @@ class ReferenceDecoder {
     } else if (r.seq > expected) {
       r.sequence = SequenceVerdict::kGap;
       r.missing = r.seq - expected;
-    } else if (expected - r.seq <= WireDecoder::kDuplicateWindow) {
+      for (uint64_t s = std::max(expected, r.seq + 1 > window ? r.seq + 1 - window : 0); s < r.seq;
+           ++s) {
+        missing.insert(s);
+      }
+    } else if (expected - r.seq <= window && missing.erase(r.seq) == 1) {
+      r.sequence = SequenceVerdict::kLate;  // a message the gap skipped, applied once
+      ++late_;
+    } else if (expected - r.seq <= window) {
       r.sequence = SequenceVerdict::kDuplicate;
       r.events.clear();
       r.event_reasons.clear();
@@ -1414,9 +1433,12 @@ class ReferenceDecoder {
     } else {
       r.sequence = SequenceVerdict::kRestart;
       ++restarts_;
+      missing.clear();
     }
     gaps_ += r.missing;
-    expected = r.seq + 1;
+    if (r.sequence != SequenceVerdict::kLate) expected = r.seq + 1;
+    // Only the window before the position is remembered.
+    while (!missing.empty() && expected - *missing.begin() > window) missing.erase(missing.begin());
     r.accepted = static_cast<uint32_t>(r.events.size());
     r.rejected = static_cast<uint32_t>(r.event_reasons.size());
     for (RejectReason reason : r.event_reasons) ++counts_[static_cast<size_t>(reason)];
@@ -1429,6 +1451,7 @@ class ReferenceDecoder {
   uint64_t events() const { return events_; }
   uint64_t gaps() const { return gaps_; }
   uint64_t duplicates() const { return duplicates_; }
+  uint64_t late() const { return late_; }
   uint64_t restarts() const { return restarts_; }
   int64_t max_time() const { return max_time_; }
 
@@ -1595,8 +1618,9 @@ class ReferenceDecoder {
   const WireDecoderOptions options_;
   const int64_t now_ms_;
   std::map<std::string, uint64_t> next_seq_;
+  std::map<std::string, std::set<uint64_t>> missing_;  // counted by a gap, not come yet
   std::array<uint64_t, kNumRejectReasons> counts_{};
-  uint64_t events_ = 0, gaps_ = 0, duplicates_ = 0, restarts_ = 0;
+  uint64_t events_ = 0, gaps_ = 0, duplicates_ = 0, late_ = 0, restarts_ = 0;
   int64_t max_time_ = 0;
 };
 
@@ -2052,6 +2076,7 @@ class Differential {
     EXPECT_EQ(d.events(), reference_.events());
     EXPECT_EQ(d.gaps(), reference_.gaps());
     EXPECT_EQ(d.duplicates(), reference_.duplicates());
+    EXPECT_EQ(d.late(), reference_.late());
     EXPECT_EQ(d.restarts(), reference_.restarts());
     EXPECT_EQ(d.max_event_time_ms(), reference_.max_time());
     EXPECT_EQ(d.messages(), checked_);
@@ -2061,6 +2086,7 @@ class Differential {
   uint64_t with_events() const { return with_events_; }
   uint64_t with_rejected_events() const { return with_rejected_events_; }
   uint64_t rejected_messages() const { return rejected_messages_; }
+  const ReferenceDecoder& reference() const { return reference_; }
 
  private:
   static std::string Hex(const std::string& payload) {
@@ -2096,6 +2122,9 @@ TEST(WireDecoderDifferentialTest, VariedEncodingsMatchTheReference) {
   EXPECT_GT(diff.with_events(), 10000u);
   EXPECT_GT(diff.with_rejected_events(), 2000u);
   EXPECT_GT(diff.rejected_messages(), 1000u);
+  EXPECT_GT(diff.reference().late(), 500u);
+  EXPECT_GT(diff.reference().duplicates(), 500u);
+  EXPECT_GT(diff.reference().restarts(), 200u);
 }
 
 TEST(WireDecoderDifferentialTest, BatchEncoderPayloadsMatchTheReference) {

@@ -27,9 +27,11 @@ Acknowledged, bounded, resent: at most ``max_in_flight`` messages are kept unack
 publish beyond waits). A message refused or not acknowledged within ``ack_timeout_ms``, and every
 message in flight when the connection was lost, is resent with the same Nats-Msg-Id (backoff 100 ms
 doubling to 2 s) until ``resend_deadline_ms`` after its first publish; only then is it dropped and
-counted in ``failed_messages`` (other refusals, such as a full stream, fail at once). Order within a partition is kept as the C++ client keeps it: a
-partition with such a message publishes nothing new, resends its oldest unacknowledged message
-until the stream takes it, then the others in order. A lost connection is reopened (to any URL of
+counted in ``failed_messages`` (other refusals, such as a full stream, fail at once). Order within
+a partition is kept as the C++ client keeps it: a partition with such a message publishes nothing
+new, resends its oldest unacknowledged message until the stream takes it, then the others in order.
+The same limit too: a message whose acknowledgement was lost while newer ones were stored is stored
+after them when resent; the engine applies it late, once (docs/PROTOCOL.md §4). A lost connection is reopened (to any URL of
 the list, every 250 ms) inside the calls. Not thread-safe: one publisher per thread.
 """
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include <spdlog/formatter.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include "pipeline/json_text.h"
 
@@ -73,6 +74,11 @@ Status ConfigureLogging(std::string_view level, std::string_view format) {
   g_json = format == "json";
   if (g_json) spdlog::default_logger()->set_formatter(std::make_unique<JsonFormatter>());
   return Status::Ok();
+}
+
+void LogToStderr() {
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
 }
 
 bool JsonLogs() { return g_json; }

@@ -10,8 +10,8 @@
 
 namespace inferscope {
 
-// The process's log: spdlog's default logger, configured once by main() from the global flags
-// `--log-level` and `--log-format`.
+// The process's log: spdlog's default logger, on stderr, configured once by main() from the global
+// flags `--log-level` and `--log-format`.
 //
 // Formats: `text` (spdlog's default pattern, one line per record) and `json` (one JSON object per
 // line: {"time": RFC 3339 UTC with ms, "level", "msg", plus the record's structured fields}, for
@@ -20,6 +20,11 @@ namespace inferscope {
 
 inline constexpr std::string_view kLogLevels = "trace, debug, info, warn, error, critical, off";
 inline constexpr std::string_view kLogFormats = "text, json";
+
+// Makes the default logger write to stderr, as every Unix tool's diagnostics: stdout carries a
+// command's output (keygen's public key, query and report results), and `cmd >/dev/null` must not
+// hide an error. main() calls it first.
+void LogToStderr();
 
 // Applies the level and format; InvalidArgument naming the allowed values when one is unknown.
 Status ConfigureLogging(std::string_view level, std::string_view format);

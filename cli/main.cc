@@ -525,6 +525,7 @@ int main(int argc, char** argv) {
     }
     return app.exit(e);
   }
+  inferscope::LogToStderr();
   if (inferscope::Status st = inferscope::ConfigureLogging(log_level, log_format); !st.ok()) {
     std::fprintf(stderr, "%s\n", st.message().c_str());
     return 2;

@@ -200,7 +200,12 @@ Status JetStreamSource::Open(const StageContext& ctx) {
   }
   INFERSCOPE_RETURN_IF_ERROR(options_.Validate());
   ctx_ = ctx;
-  decoder_ = std::make_unique<WireDecoder>(options_.decoder, *ctx.interner, *ctx.clock, ctx.metrics,
+  // The consumers start after the checkpointed stream position, so a publisher's number behind
+  // the first one seen since can only be a message stored late (never one applied before): the
+  // same messages are applied with or without a restart in between.
+  WireDecoderOptions decoder_options = options_.decoder;
+  decoder_options.late_before_first = true;
+  decoder_ = std::make_unique<WireDecoder>(decoder_options, *ctx.interner, *ctx.clock, ctx.metrics,
                                            ctx.name);
   partitions_.clear();
   partitions_.resize(options_.partitions.size());

@@ -1,6 +1,7 @@
 #include "sources/sequence_tracker.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace inferscope {
 
@@ -69,9 +70,12 @@ SequenceTracker::Judgement SequenceTracker::Judge(StringId publisher, uint64_t i
   } else if (seq > p->next_seq) {
     j.verdict = SequenceVerdict::kGap;
     j.missing = seq - p->next_seq;
-  } else if (strict_ || p->next_seq - seq <= kDuplicateWindow) {
-    // Acknowledged mode: far behind is no restart (restarts change the incarnation), and applying
-    // it would apply a message twice. A message a gap skipped is applied when it comes after all.
+  } else if (strict_) {
+    // Far behind is no restart (restarts change the incarnation), and applying it would apply a
+    // message twice.
+    j.verdict = SequenceVerdict::kDuplicate;
+  } else if (p->next_seq - seq <= kDuplicateWindow) {
+    // A message a gap skipped is applied when it comes after all.
     j.verdict = p->IsMissing(seq) ? SequenceVerdict::kLate : SequenceVerdict::kDuplicate;
   } else {
     j.verdict = SequenceVerdict::kRestart;
@@ -79,17 +83,29 @@ SequenceTracker::Judgement SequenceTracker::Judge(StringId publisher, uint64_t i
   return j;
 }
 
-void SequenceTracker::Stream::SetMissing(uint64_t seq, bool value) {
-  if (!value && missing == 0) return;  // in order, none missing: the common case
-  uint64_t& word = missing_bits[(seq % kDuplicateWindow) / 64];
-  const uint64_t bit = uint64_t{1} << (seq % 64);
-  if (((word & bit) != 0) == value) return;
-  word ^= bit;
-  if (value) {
-    ++missing;
-  } else {
-    --missing;
+void SequenceTracker::Stream::MarkMissing(uint64_t from, uint64_t to) {
+  if (from >= to) return;
+  if (missing_bits == nullptr) {
+    missing_bits = std::make_unique<std::array<uint64_t, kDuplicateWindow / 64>>();
   }
+  while (from < to) {
+    const uint64_t bit = from % 64;
+    const uint64_t n = std::min<uint64_t>(64 - bit, to - from);
+    const uint64_t mask = (n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1) << bit;
+    uint64_t& word = (*missing_bits)[(from % kDuplicateWindow) / 64];
+    missing += static_cast<uint32_t>(std::popcount(mask & ~word));
+    word |= mask;
+    from += n;
+  }
+}
+
+void SequenceTracker::Stream::Unmark(uint64_t seq) {
+  if (missing == 0) return;  // in order, none missing: the common case
+  uint64_t& word = (*missing_bits)[(seq % kDuplicateWindow) / 64];
+  const uint64_t bit = uint64_t{1} << (seq % 64);
+  if ((word & bit) == 0) return;
+  word &= ~bit;
+  --missing;
 }
 
 void SequenceTracker::Advance(StringId publisher, uint64_t incarnation, uint64_t seq) {
@@ -97,19 +113,22 @@ void SequenceTracker::Advance(StringId publisher, uint64_t incarnation, uint64_t
   Stream& p = Get(publisher);
   if (tracking && incarnation == p.incarnation && seq < p.next_seq &&
       p.next_seq - seq <= kDuplicateWindow) {
-    p.SetMissing(seq, false);  // a late message: the position stays
+    p.Unmark(seq);  // a late message: the position stays
     return;
   }
+  const uint64_t window_start = seq >= kDuplicateWindow ? seq + 1 - kDuplicateWindow : 0;
   if (tracking && incarnation == p.incarnation && seq >= p.next_seq) {
-    // The ring's slots from next_seq to seq are reused: those skipped become missing (at most the
-    // window's worth), seq's is applied.
+    // The ring's slots from next_seq to seq are reused: those skipped become missing (the
+    // window's worth at most, none the incarnation had reached before), seq's is applied.
     if (seq - p.next_seq >= kDuplicateWindow) p.ClearMissing();
-    const uint64_t from =
-        seq >= kDuplicateWindow ? std::max(p.next_seq, seq + 1 - kDuplicateWindow) : p.next_seq;
-    for (uint64_t s = from; s < seq; ++s) p.SetMissing(s, true);
-    p.SetMissing(seq, false);
+    p.MarkMissing(std::max({p.next_seq, window_start, p.reached}), seq);
+    p.Unmark(seq);
   } else {
-    p.ClearMissing();  // first message, a restart or a new incarnation
+    // The first message, a restart or a new incarnation. A restart within the incarnation keeps
+    // what it had reached.
+    p.ClearMissing();
+    if (!tracking || incarnation != p.incarnation) p.reached = 0;
+    if (!tracking && late_before_first_) p.MarkMissing(window_start, seq);
   }
   if (tracking && incarnation != p.incarnation) {
     p.has_prev = true;
@@ -118,6 +137,7 @@ void SequenceTracker::Advance(StringId publisher, uint64_t incarnation, uint64_t
   }
   p.incarnation = incarnation;
   p.next_seq = seq + 1;
+  p.reached = std::max(p.reached, p.next_seq);
 }
 
 uint32_t SequenceTracker::MissingInWindow(StringId publisher) const {
@@ -129,6 +149,7 @@ void SequenceTracker::Restore(StringId publisher, uint64_t next_seq) {
   Stream& p = Get(publisher);
   p.incarnation = 0;
   p.next_seq = next_seq;
+  p.reached = next_seq;
   p.ClearMissing();
 }
 
@@ -139,6 +160,7 @@ void SequenceTracker::Restore(StringId publisher, const AppliedSequence& applied
   p.has_prev = applied.has_prev;
   p.prev_incarnation = applied.prev_incarnation;
   p.prev_next_seq = applied.prev_seq + 1;
+  p.reached = p.next_seq;
   p.ClearMissing();
 }
 

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -45,12 +46,22 @@ std::string_view SequenceVerdictName(SequenceVerdict verdict);
 // duplicate however far; a newer incarnation restarts at 0; an older one is a duplicate of what the
 // previous incarnation had applied, else stale (refused for good).
 //
+// A number is marked missing only once: never below the highest position the incarnation had
+// reached (after a far-behind restart, the numbers up to it may have been applied).
+//
+// late_before_first (fire-and-forget, for a source that resumes after its checkpoint in a log,
+// the JetStream source): a publisher's first message marks the kDuplicateWindow numbers before it
+// missing. There, a number behind the first one seen that was not delivered before it can only be
+// a message stored late — messages before the checkpoint are never delivered again — so the run
+// after a restart applies the same messages as a run without one. (A second copy of one message
+// stored in the log, which the stream's Nats-Msg-Id deduplication prevents within its window,
+// would be applied again across a restart either way.)
+//
 // Judge only looks; Advance moves a publisher past a message once the caller applied (or
 // consumed) it, so a rejected message leaves no trace. Positions are checkpointed as
-// AppliedSequence and restored with Restore; the missing messages are not (a restored publisher
-// has none): over ZeroMQ a lost message never comes later, and the JetStream source restores no
-// publisher positions (its checkpoint is the stream position; a message stored late comes after
-// it, to a publisher tracked from its next message on).
+// AppliedSequence and restored with Restore; the missing numbers are not (a restored publisher has
+// none): over ZeroMQ a lost message never comes later, and the JetStream source restores no
+// publisher positions (late_before_first covers them).
 // Concurrency: not thread-safe; owned by one decoder.
 class SequenceTracker {
  public:
@@ -66,7 +77,8 @@ class SequenceTracker {
     uint64_t current_incarnation = 0;
   };
 
-  explicit SequenceTracker(bool strict) : strict_(strict) {}
+  explicit SequenceTracker(bool strict, bool late_before_first = false)
+      : strict_(strict), late_before_first_(!strict && late_before_first) {}
 
   // The verdict on message `seq` of `incarnation` from `publisher`. Changes nothing.
   Judgement Judge(StringId publisher, uint64_t incarnation, uint64_t seq) const;
@@ -118,18 +130,23 @@ class SequenceTracker {
     bool has_prev = false;
     uint64_t prev_incarnation = 0;
     uint64_t prev_next_seq = 0;
-    // The messages counted missing among the kDuplicateWindow before next_seq (fire-and-forget):
-    // bit (s % kDuplicateWindow) for sequence number s; `missing` of them set.
+    // The highest next_seq of the incarnation: numbers below it are never marked missing.
+    uint64_t reached = 0;
+    // The numbers counted missing among the kDuplicateWindow before next_seq (fire-and-forget):
+    // bit (s % kDuplicateWindow) for sequence number s, `missing` of them set. Allocated at the
+    // publisher's first gap (most never have one; acknowledged mode never).
     uint32_t missing = 0;
-    std::array<uint64_t, kDuplicateWindow / 64> missing_bits{};
+    std::unique_ptr<std::array<uint64_t, kDuplicateWindow / 64>> missing_bits;
 
     bool IsMissing(uint64_t seq) const {
-      return missing > 0 && (missing_bits[(seq % kDuplicateWindow) / 64] >> (seq % 64) & 1) != 0;
+      return missing > 0 && ((*missing_bits)[(seq % kDuplicateWindow) / 64] >> (seq % 64) & 1) != 0;
     }
-    void SetMissing(uint64_t seq, bool value);
+    // Marks [from, to) missing (to - from <= kDuplicateWindow), with whole words.
+    void MarkMissing(uint64_t from, uint64_t to);
+    void Unmark(uint64_t seq);
     void ClearMissing() {
       if (missing == 0) return;
-      missing_bits.fill(0);
+      missing_bits->fill(0);
       missing = 0;
     }
   };
@@ -138,6 +155,7 @@ class SequenceTracker {
   Stream& Get(StringId publisher);
 
   const bool strict_;
+  const bool late_before_first_;
   // Entries are never erased (publisher ids are pinned by the decoder), so pointers stay valid.
   std::unordered_map<StringId, Stream> streams_;
   // The publisher of the previous Advance and its entry: most messages come from the same

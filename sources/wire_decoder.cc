@@ -808,7 +808,7 @@ WireDecoder::WireDecoder(const WireDecoderOptions& options, Interner& interner, 
       clock_(clock),
       metrics_(metrics != nullptr ? metrics : &own_metrics_),
       stage_(std::move(stage)),
-      sequences_(options.strict_sequence) {
+      sequences_(options.strict_sequence, options.late_before_first) {
   string_share_ = options_.max_strings_per_publisher != 0
                       ? options_.max_strings_per_publisher
                       : std::max<size_t>(interner.max_strings() / 4, 1);

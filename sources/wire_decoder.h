@@ -103,6 +103,11 @@ struct WireDecoderOptions {
   // else refused for good (kStale); a message rejected as a whole whose sequence number is in order
   // consumes it (DecodeResult::consumed). Default false: an incarnation change is a restart.
   bool strict_sequence = false;
+  // Fire-and-forget only: a publisher's first message marks the numbers within the duplicate window
+  // before it missing, so that they are applied if they come later (SequenceTracker). Set by the
+  // jetstream source, which resumes after its checkpoint in the stream: a number not seen before
+  // can only be a message stored late there. Default false.
+  bool late_before_first = false;
   // Events later than now + max_future_skew_ms (processing time, from the Clock) are rejected.
   // Default 5 minutes; >= 0.
   int64_t max_future_skew_ms = 5 * 60 * 1000;

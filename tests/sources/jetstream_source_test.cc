@@ -367,19 +367,26 @@ TEST(JetStreamSourceTest, ARedeliveryAfterALostAckIsAcknowledgedAgain) {
 
 // A message stored after newer ones of its publisher — a JetStream publisher's resend after an
 // acknowledgement lost in a leader election, which the new leader stores after what was published
-// meanwhile — is applied when it comes (it was counted missing by the gap its absence made), once;
-// a copy stored again later is a duplicate. Before, it was dropped as a duplicate: its events were
-// lost although the stream held them.
-TEST(JetStreamSourceTest, AMessageStoredAfterNewerOnesIsAppliedOnce) {
+// meanwhile — is applied when it comes (it was counted missing by the gap its absence made), once.
+// Before, it was dropped as a duplicate: its events were lost although the stream held them. A run
+// restored from a checkpoint between the newer ones and the late one applies it too (the first
+// message seen of a publisher marks the numbers before it missing: the consumer starts after the
+// checkpoint, so they were not applied since), so the same messages are applied with or without a
+// restart in between. A copy of a message stored twice is a duplicate in both runs.
+TEST(JetStreamSourceTest, AMessageStoredAfterNewerOnesIsAppliedOnceWithOrWithoutARestart) {
   TempDir dir;
   NatsServer server(dir);
   ASSERT_NO_FATAL_FAILURE(MakeStream(server));
   client::JetStreamPublisher pub(PublisherOptions(server.url(), 1));
   ASSERT_TRUE(pub.Connect()) << pub.last_error();
-  // Publisher "late/p0"'s messages 0..4 (three requests each), stored in the order 0 1 3 4 2 3.
+  // Stream sequences 1..8: publisher "late/p0"'s messages in the order 0 1 3 4 2, then "copy/p0"'s
+  // 0 1 1 (three requests each).
   const int64_t t0 = client::NowMs() - 60'000;
-  for (const uint64_t seq : {0, 1, 3, 4, 2, 3}) {
-    client::BatchEncoder encoder("late/p0", seq);
+  const std::pair<const char*, uint64_t> stored[] = {{"late/p0", 0}, {"late/p0", 1}, {"late/p0", 3},
+                                                     {"late/p0", 4}, {"late/p0", 2}, {"copy/p0", 0},
+                                                     {"copy/p0", 1}, {"copy/p0", 1}};
+  for (const auto& [publisher, seq] : stored) {
+    client::BatchEncoder encoder(publisher, seq);
     for (int i = 0; i < 3; ++i) {
       client::RequestOutcome r;
       r.instance = "gpu-0";
@@ -391,17 +398,36 @@ TEST(JetStreamSourceTest, AMessageStoredAfterNewerOnesIsAppliedOnce) {
     ASSERT_TRUE(pub.PublishRaw(0, encoder.Finish(), "")) << pub.last_error();
   }
   ASSERT_TRUE(pub.Flush()) << pub.last_error();
+  const Labels late = {{"stage", "js"}, {"publisher", "late/p0"}};
+  const Labels copy = {{"stage", "js"}, {"publisher", "copy/p0"}};
 
-  Running r(server.url(), {0});
-  ASSERT_TRUE(r.Open().ok());
-  r.Start();
-  ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 6; }));
-  r.Stop();
-  EXPECT_EQ(r.out.events(), 15u);  // messages 0..4 once each
-  const Labels labels = {{"stage", "js"}, {"publisher", "late/p0"}};
-  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_sequence_gaps_total", labels), 1u);
-  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_late_messages_total", labels), 1u);
-  EXPECT_EQ(r.metrics.CounterValue("inferscope_source_duplicates_total", labels), 1u);
+  {
+    Running r(server.url(), {0});
+    ASSERT_TRUE(r.Open().ok());
+    r.Start();
+    ASSERT_TRUE(WaitFor([&] { return r.out.positions()[r.Key(0)] == 8; }));
+    r.Stop();
+    EXPECT_EQ(r.out.events(), 21u);  // late/p0's 0..4 and copy/p0's 0..1, once each
+    EXPECT_EQ(r.metrics.CounterValue("inferscope_source_sequence_gaps_total", late), 1u);
+    EXPECT_EQ(r.metrics.CounterValue("inferscope_source_late_messages_total", late), 1u);
+    EXPECT_EQ(r.metrics.CounterValue("inferscope_source_duplicates_total", copy), 1u);
+  }
+  // Restored from a checkpoint at stream sequence 3 (late/p0's 0, 1 and 3 applied): its 4 and the
+  // late 2 are applied, and copy/p0's 0 and 1 once.
+  Running again(server.url(), {0});
+  ASSERT_TRUE(again.Open().ok());
+  AppliedSequence at3;
+  at3.seq = 3;
+  std::map<std::string, std::string> records;
+  records[JetStreamSource::PositionKey(kStream, "inferscope.in.0")] = EncodeAppliedSequence(at3);
+  MapReader reader(std::move(records));
+  ASSERT_TRUE(again.source->Restore(reader).ok());
+  again.Start();
+  ASSERT_TRUE(WaitFor([&] { return again.out.positions()[again.Key(0)] == 8; }));
+  again.Stop();
+  EXPECT_EQ(again.out.events(), 12u);
+  EXPECT_EQ(again.metrics.CounterValue("inferscope_source_late_messages_total", late), 1u);
+  EXPECT_EQ(again.metrics.CounterValue("inferscope_source_duplicates_total", copy), 1u);
 }
 
 TEST(JetStreamSourceTest, AConsumerDeletedUnderARunningSourceIsCreatedAgainAtItsPosition) {

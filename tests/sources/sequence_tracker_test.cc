@@ -118,6 +118,45 @@ TEST(SequenceTrackerTest, MissingMessagesAreForgottenOutsideTheWindowAndAtAResta
   EXPECT_EQ(low.Judge(kPub, 1, 8).verdict, SequenceVerdict::kDuplicate);
 }
 
+// After a far-behind restart moves the position back, a gap never marks the numbers the
+// incarnation had reached before missing: they may have been applied (2000 here).
+TEST(SequenceTrackerTest, AGapAfterARestartDoesNotReopenNumbersAppliedBeforeIt) {
+  SequenceTracker t(false);
+  EXPECT_EQ(Apply(t, 0, 2000), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(t, 0, 0), SequenceVerdict::kRestart);
+  EXPECT_EQ(Apply(t, 0, 2003), SequenceVerdict::kGap);
+  EXPECT_EQ(t.MissingInWindow(kPub), 2u);  // 2001 and 2002 only
+  EXPECT_EQ(Apply(t, 0, 2000), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(Apply(t, 0, 1990), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(Apply(t, 0, 2002), SequenceVerdict::kLate);
+  // A new incarnation numbers afresh: its gaps mark anything.
+  EXPECT_EQ(Apply(t, 1, 0), SequenceVerdict::kRestart);
+  EXPECT_EQ(Apply(t, 1, 3), SequenceVerdict::kGap);
+  EXPECT_EQ(Apply(t, 1, 1), SequenceVerdict::kLate);
+}
+
+// late_before_first (the JetStream source): the first message seen of a publisher marks the window
+// before it missing, so a message stored late before a restart's resume point is applied after
+// the restart as it would have been without one.
+TEST(SequenceTrackerTest, LateBeforeFirstMarksTheWindowBeforeTheFirstMessageMissing) {
+  const uint64_t w = SequenceTracker::kDuplicateWindow;
+  SequenceTracker t(false, /*late_before_first=*/true);
+  EXPECT_EQ(Apply(t, 0, 4), SequenceVerdict::kFirst);
+  EXPECT_EQ(t.MissingInWindow(kPub), 4u);
+  EXPECT_EQ(Apply(t, 0, 2), SequenceVerdict::kLate);
+  EXPECT_EQ(Apply(t, 0, 2), SequenceVerdict::kDuplicate);
+  EXPECT_EQ(Apply(t, 0, 5000), SequenceVerdict::kGap);
+  EXPECT_EQ(Apply(t, 0, 5001 - w), SequenceVerdict::kLate);  // the window's oldest
+  EXPECT_EQ(t.Judge(kPub, 0, 5000 - w).verdict, SequenceVerdict::kRestart);
+  EXPECT_EQ(Apply(t, 0, 20000, kOther), SequenceVerdict::kFirst);
+  EXPECT_EQ(t.MissingInWindow(kOther), w - 1);
+  // Not in acknowledged mode.
+  SequenceTracker strict(true, /*late_before_first=*/true);
+  EXPECT_EQ(Apply(strict, 0, 0), SequenceVerdict::kFirst);
+  EXPECT_EQ(Apply(strict, 1, 0), SequenceVerdict::kRestart);
+  EXPECT_EQ(strict.MissingInWindow(kPub), 0u);
+}
+
 TEST(SequenceTrackerTest, FireAndForgetIncarnationChangeIsARestart) {
   SequenceTracker t(false);
   EXPECT_EQ(Apply(t, 1, 10), SequenceVerdict::kFirst);

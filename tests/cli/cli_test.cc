@@ -751,5 +751,25 @@ TEST(CliTest, ReplaySkipsRowsTheEngineWouldRejectAndTheEngineAcceptsTheRest) {
   EXPECT_EQ(engine.Stop(), 0) << engine.Log();
 }
 
+// window_aggregate's lag bound sums three durations: two of 60000000000d each overflowed int64
+// (undefined behaviour) and the topology passed. Now the sum saturates and is refused.
+TEST(CliTest, CheckTopologyRefusesALagSumThatOverflows) {
+  TempDir dir;
+  std::string text = ReadFile(Topology());
+  for (const std::string field : {"out_of_orderness: 2s", "allowed_lateness: 30s"}) {
+    const size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos) << field;
+    text.replace(at, field.size(), field.substr(0, field.find(':')) + ": 60000000000d");
+  }
+  const std::string path = dir.str() + "/overflow.yaml";
+  std::ofstream(path) << text;
+  CliRun r = Inferscope(dir, {"check-topology", path});
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("out_of_orderness + allowed_lateness + max_publisher_lag must be at "
+                          "most 510 panes, got a sum beyond 2^63 ms"),
+            std::string::npos)
+      << r.output;
+}
+
 }  // namespace
 }  // namespace inferscope

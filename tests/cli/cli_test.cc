@@ -6,9 +6,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -769,6 +771,43 @@ TEST(CliTest, CheckTopologyRefusesALagSumThatOverflows) {
                           "most 510 panes, got a sum beyond 2^63 ms"),
             std::string::npos)
       << r.output;
+}
+
+// keygen checks both NAME.key and NAME.pub before writing either (a NAME.pub alone made it write a
+// new NAME.key, then fail); with --force a symlink at NAME.key is replaced, its target untouched.
+TEST(CliTest, KeygenChecksBothFilesFirstAndForceReplacesASymlink) {
+  TempDir dir;
+  const std::string base = dir.str() + "/k";
+  std::ofstream(base + ".pub") << "old public\n";
+  CliRun r = Inferscope(dir, {"keygen", "-o", base});
+  if (r.output.find("without CURVE") != std::string::npos) GTEST_SKIP() << r.output;
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(base + ".pub: exists (use --force to overwrite)"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(base + ".key")) << "a secret key was written";
+  EXPECT_EQ(ReadFile(base + ".pub"), "old public\n");
+
+  const std::string target = dir.str() + "/target.txt";
+  std::ofstream(target) << "not a key\n";
+  ASSERT_EQ(::chmod(target.c_str(), 0644), 0);
+  ASSERT_EQ(symlink(target.c_str(), (base + ".key").c_str()), 0);
+  CliRun forced = Inferscope(dir, {"keygen", "-o", base, "--force"});
+  EXPECT_EQ(forced.code, 0) << forced.output;
+  EXPECT_EQ(ReadFile(target), "not a key\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  ASSERT_EQ(::lstat((base + ".key").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the link was not replaced";
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_NE(ReadFile(base + ".key").find("CurveZMQ secret key"), std::string::npos);
+  EXPECT_NE(ReadFile(base + ".pub"), "old public\n");
+  // No temporary files are left beside them.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    files += e.path().filename().string().rfind("k.", 0) == 0;
+  }
+  EXPECT_EQ(files, 2);
 }
 
 }  // namespace

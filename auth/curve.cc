@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -58,16 +59,9 @@ Result<std::string> ReadWholeFile(const std::string& path) {
   return text.str();
 }
 
-Status WriteFile(const std::string& path, const std::string& text, mode_t mode, bool overwrite) {
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL);
-  int fd = ::open(path.c_str(), flags, mode);
-  if (fd < 0) {
-    if (errno == EEXIST) {
-      return Status::InvalidArgument(path + ": exists (use --force to overwrite)");
-    }
-    return Status::IOError(path + ": cannot create: " + std::strerror(errno));
-  }
-  // An existing file keeps its mode on O_TRUNC: set it, so an old 0644 secret key becomes 0600.
+// Writes `text` to the open `fd` with `mode`, fsyncs and closes it; errors name `path`.
+Status WriteAndClose(int fd, const std::string& path, const std::string& text, mode_t mode) {
+  // An existing file keeps its mode, and mkstemp creates 0600: set it.
   Status st = Status::Ok();
   if (::fchmod(fd, mode) != 0) {
     st = Status::IOError(path + ": chmod: " + std::strerror(errno));
@@ -84,6 +78,32 @@ Status WriteFile(const std::string& path, const std::string& text, mode_t mode, 
   }
   if (st.ok() && ::fsync(fd) != 0) st = Status::IOError(path + ": fsync: " + std::strerror(errno));
   if (::close(fd) != 0 && st.ok()) st = Status::IOError(path + ": close: " + std::strerror(errno));
+  return st;
+}
+
+// Creates `path` (O_EXCL: an existing file, or a symlink, is never written through), or with
+// `overwrite` writes a new file beside it and renames it over `path`, so that a symlink there is
+// replaced rather than followed (its target, possibly any file, is left alone) and the old file
+// stays whole until the new one is complete.
+Status WriteFile(const std::string& path, const std::string& text, mode_t mode, bool overwrite) {
+  if (!overwrite) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+      if (errno == EEXIST) {
+        return Status::InvalidArgument(path + ": exists (use --force to overwrite)");
+      }
+      return Status::IOError(path + ": cannot create: " + std::strerror(errno));
+    }
+    return WriteAndClose(fd, path, text, mode);
+  }
+  std::string temp = path + ".tmp-XXXXXX";
+  const int fd = ::mkstemp(temp.data());
+  if (fd < 0) return Status::IOError(path + ": cannot create: " + std::strerror(errno));
+  Status st = WriteAndClose(fd, path, text, mode);
+  if (st.ok() && ::rename(temp.c_str(), path.c_str()) != 0) {
+    st = Status::IOError(path + ": cannot replace: " + std::strerror(errno));
+  }
+  if (!st.ok()) ::unlink(temp.c_str());
   return st;
 }
 
@@ -133,6 +153,16 @@ Status WriteCurveKeyFiles(const std::string& base, const CurveKeyPair& pair, boo
       pair.public_key + "\n" + pair.secret_key + "\n";
   const std::string public_text =
       "# inferscope CurveZMQ public key (Z85)\n" + pair.public_key + "\n";
+  // Without overwrite, both must be absent before either is written: a failure on the second
+  // would leave a new secret key whose public key is not the .pub beside it.
+  if (!overwrite) {
+    for (const std::string& path : {base + ".key", base + ".pub"}) {
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) == 0) {
+        return Status::InvalidArgument(path + ": exists (use --force to overwrite)");
+      }
+    }
+  }
   INFERSCOPE_RETURN_IF_ERROR(WriteFile(base + ".key", secret_text, 0600, overwrite));
   return WriteFile(base + ".pub", public_text, 0644, overwrite);
 }

@@ -42,7 +42,9 @@ bool IsZ85Key(std::string_view key);
 
 // Writes `<base>.key` (the secret key, mode 0600, created without ever being readable by others)
 // and `<base>.pub` (the public key). Both hold one Z85 key on a line of its own after '#' comment
-// lines. Fails with AlreadyExists-like InvalidArgument when a file exists and !overwrite.
+// lines. Without `overwrite`, fails with InvalidArgument ("exists") when either file exists,
+// before writing any. With `overwrite`, each file is written beside its path and renamed over it:
+// a symlink there is replaced, never written through.
 Status WriteCurveKeyFiles(const std::string& base, const CurveKeyPair& pair, bool overwrite);
 // Reads a key file: the one line holding a 40-character Z85 key; blank lines and lines starting
 // with '#' (that are not a key) are ignored. Errors name the file and line.

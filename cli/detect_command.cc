@@ -2,8 +2,14 @@
 // backtesting on history. Input `timestamp,value` (header optional); output
 // `timestamp,value,anomaly_score,type,severity` with the timestamp and value echoed as given.
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -14,6 +20,7 @@
 
 #include "cli/commands.h"
 #include "cli/detect_csv.h"
+#include "cli/line_reader.h"
 #include "cli/progress.h"
 #include "operators/detectors.h"
 #include "pipeline/config.h"
@@ -23,11 +30,21 @@ namespace inferscope {
 int DetectCommand(const DetectArgs& args) {
   DetectorOptions options;
   if (!args.config.empty()) {
+    // yaml-cpp reads a directory through a stream that throws (std::ios_failure, not a
+    // YAML::Exception): refuse it first, and catch any other read failure as well.
+    std::error_code ec;
+    if (std::filesystem::is_directory(args.config, ec)) {
+      std::cerr << "--config " << args.config << ": is a directory\n";
+      return 2;
+    }
     YAML::Node node;
     try {
       node = YAML::LoadFile(args.config);
     } catch (const YAML::Exception& e) {
-      std::cerr << args.config << ": " << e.what() << "\n";
+      std::cerr << "--config " << args.config << ": " << e.what() << "\n";
+      return 2;
+    } catch (const std::exception& e) {
+      std::cerr << "--config " << args.config << ": cannot read: " << e.what() << "\n";
       return 2;
     }
     if (node.IsNull()) node = YAML::Node(YAML::NodeType::Map);
@@ -54,22 +71,47 @@ int DetectCommand(const DetectArgs& args) {
     return 2;
   }
 
-  std::ifstream in_file;
-  std::istream* in = &std::cin;
+  int in_fd = STDIN_FILENO;
   if (args.input != "-") {
-    in_file.open(args.input);
-    if (!in_file) {
-      std::cerr << "cannot open " << args.input << "\n";
+    in_fd = ::open(args.input.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in_fd < 0) {
+      std::cerr << "detect: cannot open " << args.input << ": " << std::strerror(errno) << "\n";
       return 2;
     }
-    in = &in_file;
   }
+  // Closes the input on every return.
+  struct FdCloser {
+    int fd;
+    ~FdCloser() {
+      if (fd != STDIN_FILENO) ::close(fd);
+    }
+  } in_closer{in_fd};
+  struct stat in_stat {};
+  const bool in_stat_ok = ::fstat(in_fd, &in_stat) == 0;
+  if (in_stat_ok && S_ISDIR(in_stat.st_mode)) {
+    std::cerr << "detect: " << args.input << ": is a directory\n";
+    return 2;
+  }
+  // The output must not be the input: opening it for writing would truncate the input before it
+  // is read (also through a symlink or a hard link: compared by device and inode).
+  if (in_stat_ok && S_ISREG(in_stat.st_mode)) {
+    struct stat out_stat {};
+    const bool out_exists = args.output == "-" ? ::fstat(STDOUT_FILENO, &out_stat) == 0
+                                               : ::stat(args.output.c_str(), &out_stat) == 0;
+    if (out_exists && out_stat.st_dev == in_stat.st_dev && out_stat.st_ino == in_stat.st_ino) {
+      std::cerr << "detect: the output " << (args.output == "-" ? "(stdout)" : args.output)
+                << " is the input file " << args.input
+                << "; writing it would destroy the input: write to another file\n";
+      return 2;
+    }
+  }
+  LineReader reader(in_fd);
   std::ofstream out_file;
   std::ostream* out = &std::cout;
   if (args.output != "-") {
     out_file.open(args.output);
     if (!out_file) {
-      std::cerr << "cannot write " << args.output << "\n";
+      std::cerr << "detect: cannot write " << args.output << ": " << std::strerror(errno) << "\n";
       return 2;
     }
     out = &out_file;
@@ -83,12 +125,7 @@ int DetectCommand(const DetectArgs& args) {
   // then collected and printed between redraws so that they do not run into it.
   Progress progress;
   std::ostringstream held;
-  std::streamoff file_size = -1;
-  if (progress.enabled() && args.input != "-") {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(args.input, ec);
-    if (!ec) file_size = static_cast<std::streamoff>(size);
-  }
+  const int64_t file_size = in_stat_ok && S_ISREG(in_stat.st_mode) ? in_stat.st_size : -1;
   const auto flush_held = [&] {
     if (held.tellp() <= 0) return;
     progress.Done();
@@ -100,20 +137,30 @@ int DetectCommand(const DetectArgs& args) {
     if (!progress.Due()) return;
     std::string text =
         "detect: " + std::to_string(c.rows) + " points, " + std::to_string(c.bad) + " bad lines";
-    const std::streamoff at =
-        file_size > 0 ? static_cast<std::streamoff>(in_file.tellg()) : std::streamoff(-1);
-    if (at >= 0) text += ", " + std::to_string(100 * at / file_size) + " % read";
+    if (file_size > 0) {
+      const int64_t at = static_cast<int64_t>(reader.bytes_read());
+      text += ", " + std::to_string(100 * std::min(at, file_size) / file_size) + " % read";
+    }
     progress.Show(text);
   };
   const DetectCsvCounts counts = progress.enabled()
-                                     ? DetectCsv(*in, detector, *out, held, on_progress)
-                                     : DetectCsv(*in, detector, *out, std::cerr);
+                                     ? DetectCsv(reader, detector, *out, held, on_progress)
+                                     : DetectCsv(reader, detector, *out, std::cerr);
   flush_held();
   progress.Done();
   out->flush();
   // Diagnostics go to stderr so that stdout stays a clean CSV.
   std::cerr << "detect: " << counts.rows << " points, " << counts.alerts << " at warning or above, "
-            << counts.bad << " bad lines\n";
+            << counts.ignored << " ignored, " << counts.bad << " bad lines\n";
+  if (counts.read_error != 0) {
+    std::cerr << "detect: cannot read " << args.input << " after line " << reader.line_number()
+              << ": " << std::strerror(counts.read_error) << "\n";
+    return 2;
+  }
+  if (!*out) {
+    std::cerr << "detect: cannot write " << (args.output == "-" ? "stdout" : args.output) << "\n";
+    return 2;
+  }
   return counts.bad > 0 ? 1 : 0;
 }
 

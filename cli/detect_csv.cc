@@ -89,18 +89,33 @@ std::optional<int64_t> ParseCsvTimestampMs(std::string_view s) {
   return static_cast<int64_t>(std::llround(*seconds * 1000));
 }
 
-DetectCsvCounts DetectCsv(std::istream& in, SeriesDetector& detector, std::ostream& out,
+DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream& out,
                           std::ostream& diagnostics,
                           const std::function<void(const DetectCsvCounts&)>& on_progress) {
-  std::string line;
-  int64_t line_no = 0;
   DetectCsvCounts counts;
+  bool first_content_line = true;  // only the first line that is not blank or '#' may be a header
   char score[32];
-  while (std::getline(in, line)) {
-    ++line_no;
+  while (true) {
+    std::string_view line;
+    const LineReader::Outcome outcome = in.Next(&line);
+    if (outcome == LineReader::Outcome::kEnd) break;
+    if (outcome == LineReader::Outcome::kError) {
+      counts.read_error = in.error();
+      break;
+    }
+    const int64_t line_no = in.line_number();
     if (on_progress && line_no % kDetectProgressLines == 0) on_progress(counts);
+    if (outcome == LineReader::Outcome::kTooLong) {
+      diagnostics << "line " << line_no << ": longer than " << LineReader::kMaxLineBytes
+                  << " bytes; skipped\n";
+      ++counts.bad;
+      first_content_line = false;
+      continue;
+    }
     const std::string_view text = Trim(line);
     if (text.empty() || text.front() == '#') continue;
+    const bool may_be_header = first_content_line;
+    first_content_line = false;
     const size_t comma = text.find(',');
     if (comma == std::string_view::npos) {
       diagnostics << "line " << line_no << ": expected timestamp,value\n";
@@ -112,7 +127,7 @@ DetectCsvCounts DetectCsv(std::istream& in, SeriesDetector& detector, std::ostre
     const std::optional<int64_t> time_ms = ParseCsvTimestampMs(ts);
     const std::optional<double> value = ParseNumber(val);
     if (!time_ms || !value) {
-      if (counts.rows == 0 && counts.bad == 0 && !value) continue;  // a header line
+      if (may_be_header && !value) continue;
       diagnostics << "line " << line_no << ": "
                   << (!time_ms ? "bad timestamp '" + std::string(ts) + "'"
                                : "bad value '" + std::string(val) + "'")
@@ -122,8 +137,16 @@ DetectCsvCounts DetectCsv(std::istream& in, SeriesDetector& detector, std::ostre
     }
     const int64_t ignored_before = detector.ignored();
     const Verdict v = detector.Observe(*time_ms, *value);
-    if (detector.ignored() > ignored_before && std::isfinite(*value)) {
-      diagnostics << "line " << line_no << ": timestamp earlier than the previous point; ignored\n";
+    // A point the detector ignores (older than the previous one, or NaN/±Inf) gets no verdict: it
+    // is written with type `ignored` and counted apart, so that it does not read as judged normal.
+    if (detector.ignored() > ignored_before) {
+      if (std::isfinite(*value)) {
+        diagnostics << "line " << line_no
+                    << ": timestamp earlier than the previous point; ignored\n";
+      }
+      ++counts.ignored;
+      out << ts << ',' << val << ",0.0000,ignored,none\n";
+      continue;
     }
     ++counts.rows;
     counts.alerts += v.severity >= Severity::kWarning;

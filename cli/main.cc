@@ -488,7 +488,8 @@ int main(int argc, char** argv) {
   CLI::App* detect_cmd = app.add_subcommand(
       "detect",
       "Run the anomaly detectors over a timestamp,value CSV (exit 0; 1 when some lines were bad: "
-      "each is reported with its line number and skipped, the rest is scored; 2 on usage errors)");
+      "each is reported with its line number and skipped, the rest is scored; lines are at "
+      "most 1 MiB; 2 on usage or I/O errors, and when the output is the input file)");
   detect_cmd->add_option("-i,--input", detect.input, "CSV file, or - for stdin")->required();
   detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")
       ->capture_default_str();

@@ -2,13 +2,19 @@
 // or a CSV of request outcomes (through the C++ client) to an engine's ingest endpoint at the pace
 // they were recorded (or `--speed` times faster, or as fast as possible).
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -18,9 +24,11 @@
 
 #include "cli/commands.h"
 #include "cli/detect_csv.h"
+#include "cli/line_reader.h"
 #include "cli/progress.h"
 #include "cli/recording.h"
 #include "clients/cpp/publisher.h"
+#include "pipeline/utf8.h"
 
 namespace inferscope {
 namespace {
@@ -68,7 +76,9 @@ bool ParseU32(std::string_view s, uint32_t* v) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
-// One row → an outcome; false with `*why` set when it is malformed.
+// One row → an outcome; false with `*why` set when it is malformed or would be rejected by the
+// engine (docs/PROTOCOL.md: finite numbers, UTF-8 strings), so that replay reports it as skipped
+// instead of sending it. The event time is checked by the caller (it may be shifted).
 bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColumns],
               client::RequestOutcome* r, int64_t* time_ms, std::string* why) {
   auto get = [&](Column c) -> std::string_view {
@@ -88,6 +98,13 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
     *why = "instance and model: 1..255 bytes";
     return false;
   }
+  r->error = get(kError);
+  for (Column c : {kInstance, kModel, kError}) {
+    if (!IsValidUtf8(get(c))) {
+      *why = std::string(kColumnNames[c]) + ": not valid UTF-8";
+      return false;
+    }
+  }
   // e2e_ms is optional like the other measures (an empty cell or no column: not known, e.g. a
   // gateway that logged at first-token time); the request still counts.
   struct OptD {
@@ -100,10 +117,10 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
     double v = 0;
     if (s.empty()) {
       o.out->reset();
-    } else if (ParseDouble(s, &v) && v >= 0) {
+    } else if (ParseDouble(s, &v) && std::isfinite(v) && v >= 0) {
       *o.out = v;
     } else {
-      *why = std::string(kColumnNames[o.c]) + ": expected a number >= 0";
+      *why = std::string(kColumnNames[o.c]) + ": expected a finite number >= 0";
       return false;
     }
   }
@@ -124,7 +141,6 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
       return false;
     }
   }
-  r->error = get(kError);
   if (r->quality && *r->quality > 1) {
     *why = "quality: expected a number in [0, 1]";
     return false;
@@ -133,17 +149,32 @@ bool ParseRow(const std::vector<std::string_view>& f, const int (&col)[kNumColum
 }
 
 int ReplayCsv(const ReplayArgs& args) {
-  std::ifstream in(args.input);
-  if (!in) {
-    spdlog::error("replay: cannot read {}", args.input);
+  const int fd = ::open(args.input.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    spdlog::error("replay: cannot read {}: {}", args.input, std::strerror(errno));
     return 2;
   }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  LineReader in(fd);
   // The header names the columns (any order; unknown columns are ignored).
-  std::string line;
+  std::string_view line;
   std::vector<std::string_view> fields;
-  if (!std::getline(in, line)) {
-    spdlog::error("replay: {}: empty file (expected a header line)", args.input);
-    return 2;
+  switch (in.Next(&line)) {
+    case LineReader::Outcome::kLine:
+      break;
+    case LineReader::Outcome::kEnd:
+      spdlog::error("replay: {}: empty file (expected a header line)", args.input);
+      return 2;
+    case LineReader::Outcome::kTooLong:
+      spdlog::error("replay: {}:1: longer than {} bytes (expected a header line)", args.input,
+                    LineReader::kMaxLineBytes);
+      return 2;
+    case LineReader::Outcome::kError:
+      spdlog::error("replay: cannot read {}: {}", args.input, std::strerror(in.error()));
+      return 2;
   }
   int col[kNumColumns];
   for (int& c : col) c = -1;
@@ -180,27 +211,52 @@ int ReplayCsv(const ReplayArgs& args) {
   const auto wall_start = std::chrono::steady_clock::now();
   const int64_t epoch_start = client::NowMs();
   std::optional<int64_t> first_ms;
-  int64_t line_no = 1;
   int64_t sent = 0;
   int64_t bad = 0;
   client::RequestOutcome r;
-  while (std::getline(in, line)) {
-    ++line_no;
+  const auto skip = [&](const std::string& why) {
+    ++bad;
+    progress.Done();
+    std::fprintf(stderr, "replay: %s:%lld: %s (skipped)\n", args.input.c_str(),
+                 static_cast<long long>(in.line_number()), why.c_str());
+  };
+  while (true) {
+    const LineReader::Outcome outcome = in.Next(&line);
+    if (outcome == LineReader::Outcome::kEnd) break;
+    if (outcome == LineReader::Outcome::kError) {
+      progress.Done();
+      spdlog::error("replay: cannot read {} after line {}: {}; {} requests queued before it",
+                    args.input, in.line_number(), std::strerror(in.error()), sent);
+      return 2;
+    }
+    if (outcome == LineReader::Outcome::kTooLong) {
+      skip("longer than " + std::to_string(LineReader::kMaxLineBytes) + " bytes");
+      continue;
+    }
     if (line.empty() || line[0] == '#') continue;
     Split(line, fields);
     int64_t t = 0;
     std::string why;
     if (!ParseRow(fields, col, &r, &t, &why)) {
-      ++bad;
-      progress.Done();
-      std::fprintf(stderr, "replay: %s:%lld: %s (skipped)\n", args.input.c_str(),
-                   static_cast<long long>(line_no), why.c_str());
+      skip(why);
+      continue;
+    }
+    // Event times must be > 0 (docs/PROTOCOL.md; the client would send 0 as "now").
+    if (args.keep_times && t <= 0) {
+      skip("time: at or before 1970-01-01T00:00:00Z (event times must be > 0)");
+      continue;
+    }
+    // The row's offset from the first, in wall time at this speed (rows out of order are sent at
+    // once).
+    const double offset_ms =
+        static_cast<double>(t - first_ms.value_or(t)) / (args.speed > 0 ? args.speed : 1);
+    if (!args.keep_times && static_cast<double>(epoch_start) + offset_ms < 1) {
+      skip("time: " + std::to_string((first_ms.value_or(t) - t) / 1000) +
+           " s before the first row, so its shifted time would be before 1970 (is the first row's "
+           "time right?)");
       continue;
     }
     if (!first_ms) first_ms = t;
-    // The row's offset from the first, in wall time at this speed (rows out of order are sent at
-    // once).
-    const double offset_ms = static_cast<double>(t - *first_ms) / (args.speed > 0 ? args.speed : 1);
     if (args.speed > 0) {
       const auto due =
           wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_ms * 1000));
@@ -220,7 +276,7 @@ int ReplayCsv(const ReplayArgs& args) {
     }
     ++sent;
     if (progress.Due()) {
-      progress.Show("replay: " + std::to_string(sent) + " requests sent, " + std::to_string(bad) +
+      progress.Show("replay: " + std::to_string(sent) + " requests queued, " + std::to_string(bad) +
                     " rows skipped");
     }
   }
@@ -231,7 +287,10 @@ int ReplayCsv(const ReplayArgs& args) {
                   args.endpoint);
     return 1;
   }
-  spdlog::info("replay: {} requests sent from {} ({} rows skipped)", sent, args.input, bad);
+  // The publisher is fire-and-forget (clients/cpp/publisher.h): it knows what ZeroMQ queued, not
+  // what the engine received, so the count says "queued".
+  spdlog::info("replay: {} requests queued for {} from {} ({} rows skipped)", sent, args.endpoint,
+               args.input, bad);
   return bad > 0 && sent == 0 ? 2 : 0;
 }
 
@@ -326,10 +385,19 @@ int ReplayRecording(const ReplayArgs& args) {
 
 int ReplayCommand(const ReplayArgs& args) {
   std::string format = args.format;
+  struct stat st {};
+  if (::stat(args.input.c_str(), &st) != 0) {
+    spdlog::error("replay: cannot read {}: {}", args.input, std::strerror(errno));
+    return 2;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    spdlog::error("replay: {}: is a directory", args.input);
+    return 2;
+  }
   if (format == "auto") {
     std::ifstream probe(args.input);
     if (!probe) {
-      spdlog::error("replay: cannot read {}", args.input);
+      spdlog::error("replay: cannot read {}: {}", args.input, std::strerror(errno));
       return 2;
     }
     format = IsRecordingFile(args.input) ? "recording" : "csv";

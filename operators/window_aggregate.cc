@@ -46,11 +46,16 @@ Status WindowAggregateOperator::Options::Validate() const {
   if (max_publisher_lag_ms < 0) {
     return Status::InvalidArgument("max_publisher_lag must not be negative");
   }
-  const int64_t span = out_of_orderness_ms + allowed_lateness_ms + max_publisher_lag_ms;
+  // Saturating: two values of 60000000000d each overflowed int64 (undefined behaviour) and could
+  // wrap into a sum that passed.
+  const int64_t span =
+      SaturatingAdd(SaturatingAdd(out_of_orderness_ms, allowed_lateness_ms), max_publisher_lag_ms);
   if (span / pane_ms + 2 > kMaxRing) {
     return Status::InvalidArgument(
         "out_of_orderness + allowed_lateness + max_publisher_lag must be at most " +
-        std::to_string(kMaxRing - 2) + " panes, got " + std::to_string(span) + "ms");
+        std::to_string(kMaxRing - 2) + " panes, got " +
+        (span == std::numeric_limits<int64_t>::max() ? "a sum beyond 2^63 ms"
+                                                     : std::to_string(span) + "ms"));
   }
   if (idle_timeout_ms < 0) return Status::InvalidArgument("idle_timeout must not be negative");
   if (max_series < kNumWellKnownIds || max_series > kMaxSeriesLimit) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 namespace inferscope {
 
@@ -12,6 +13,15 @@ namespace inferscope {
 constexpr int64_t FloorDiv(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+// a + b, clamped to the int64 range instead of overflowing (undefined behaviour): for sums of
+// configured durations that are checked against a bound, so that huge values are refused rather
+// than wrapped into small ones.
+constexpr int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  if (!__builtin_add_overflow(a, b, &sum)) return sum;
+  return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
 }
 
 // The zigzag mapping of signed onto unsigned integers (0, -1, 1, -2, ... → 0, 1, 2, 3, ...), so

@@ -1,9 +1,15 @@
 #include "pipeline/topology.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <set>
-#include <sstream>
+#include <tuple>
 
 #include "pipeline/address.h"
 
@@ -13,6 +19,34 @@ namespace {
 std::string MarkPrefix(const std::string& file, const YAML::Mark& mark) {
   if (mark.line < 0) return file;
   return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+// A key given twice in one mapping is an error: yaml-cpp keeps the first value and drops the second
+// silently. Walks the tree once, iteratively; a collection reached again through an alias (yaml-cpp
+// shares aliased nodes) is skipped by its Mark, so an alias bomb costs time linear in the text.
+Status CheckDuplicateKeys(const YAML::Node& doc, const std::string& file) {
+  std::set<std::tuple<int, int, int>> visited;
+  std::vector<YAML::Node> stack = {doc};
+  while (!stack.empty()) {
+    const YAML::Node node = stack.back();
+    stack.pop_back();
+    if (!node.IsMap() && !node.IsSequence()) continue;
+    const YAML::Mark mark = node.Mark();
+    if (!visited.emplace(mark.pos, mark.line, mark.column).second) continue;
+    if (node.IsSequence()) {
+      for (const YAML::Node& item : node) stack.push_back(item);
+      continue;
+    }
+    std::set<std::string> keys;
+    for (const auto& kv : node) {
+      if (kv.first.IsScalar() && !keys.insert(kv.first.Scalar()).second) {
+        return Status::InvalidArgument(MarkPrefix(file, kv.first.Mark()) + ": duplicate key '" +
+                                       kv.first.Scalar() + "' (given earlier in the same mapping)");
+      }
+      stack.push_back(kv.second);
+    }
+  }
+  return Status::Ok();
 }
 
 Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_view section,
@@ -206,6 +240,7 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
   if (!doc.IsMap()) {
     return Status::InvalidArgument(file + ": expected a mapping with sources, operators and sinks");
   }
+  INFERSCOPE_RETURN_IF_ERROR(CheckDuplicateKeys(doc, file));
   ConfigNode root(file, doc, "");
   INFERSCOPE_RETURN_IF_ERROR(
       root.CheckKnownFields({"name", "state", "query", "engine", "sources", "operators", "sinks"}));
@@ -264,11 +299,45 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
 }
 
 Result<TopologySpec> LoadTopologyFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot read topology file");
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseTopology(text.str(), path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return Status::NotFound(path + ": cannot read topology file: " + std::strerror(errno));
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  const std::string cap_text =
+      "topology files are at most " + std::to_string(kMaxTopologyFileBytes) + " bytes (2 MiB)";
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(path + ": is a directory");
+    if (S_ISREG(st.st_mode) && st.st_size > kMaxTopologyFileBytes) {
+      return Status::InvalidArgument(path + ": " + std::to_string(st.st_size) + " bytes, " +
+                                     cap_text);
+    }
+  }
+  // At most the cap plus one byte, whatever the file claims (a FIFO, /dev/zero, a growing file).
+  std::string text;
+  char buf[64 * 1024];
+  while (true) {
+    // text.size() <= the cap here (more returns below), so this reads at most the cap + 1 bytes.
+    const size_t want =
+        std::min(sizeof buf, static_cast<size_t>(kMaxTopologyFileBytes) + 1 - text.size());
+    const ssize_t n = ::read(fd, buf, want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (errno == EISDIR) return Status::InvalidArgument(path + ": is a directory");
+      return Status::InvalidArgument(path + ": cannot read topology file: " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (static_cast<int64_t>(text.size()) > kMaxTopologyFileBytes) {
+      return Status::InvalidArgument(path + ": more than " + std::to_string(kMaxTopologyFileBytes) +
+                                     " bytes, " + cap_text);
+    }
+  }
+  return ParseTopology(text, path);
 }
 
 namespace {

@@ -27,10 +27,12 @@ namespace {
 void Run(const inferscope::DetectorOptions& options, const std::string& text) {
   if (!options.Validate().ok()) Fail("fuzzer's detector options are invalid");
   inferscope::SeriesDetector detector(options);
-  std::istringstream in(text);
+  std::istringstream text_in(text);
+  inferscope::LineReader in(text_in);
   std::ostringstream out, diagnostics;
   const inferscope::DetectCsvCounts counts = inferscope::DetectCsv(in, detector, out, diagnostics);
-  if (counts.rows < 0 || counts.bad < 0 || counts.alerts < 0 || counts.alerts > counts.rows) {
+  if (counts.rows < 0 || counts.ignored < 0 || counts.bad < 0 || counts.read_error != 0 ||
+      counts.alerts < 0 || counts.alerts > counts.rows) {
     Fail("counts");
   }
   // One output row per point, each with 5 fields and a numeric score.
@@ -51,7 +53,7 @@ void Run(const inferscope::DetectorOptions& options, const std::string& text) {
       Fail("a score that is not a finite number");
     }
   }
-  if (n != counts.rows) Fail("output rows != points");
+  if (n != counts.rows + counts.ignored) Fail("output rows != points judged + ignored");
 }
 
 }  // namespace

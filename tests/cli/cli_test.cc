@@ -6,8 +6,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -550,6 +553,261 @@ TEST(CliTest, ReplayStopsAtABadRecordNamingItsOffset) {
   EXPECT_NE(whole.output.find("replay: 3 messages"), std::string::npos) << whole.output;
   EXPECT_EQ(receive(3),
             (std::vector<std::string>{"metrics|first", "metrics|second", "metrics|third"}));
+}
+
+// `detect -o` naming its own input (directly or through a symlink) would truncate the input before
+// reading it: refused, the input left intact.
+TEST(CliTest, DetectRefusesAnOutputThatIsItsInput) {
+  TempDir dir;
+  const std::string input = dir.str() + "/series.csv";
+  std::string content = "timestamp,value\n";
+  for (int i = 0; i < 50; ++i) content += std::to_string(1700000000 + i * 60) + ",100\n";
+  std::ofstream(input) << content;
+  const std::string link = dir.str() + "/link.csv";
+  ASSERT_EQ(symlink(input.c_str(), link.c_str()), 0);
+  for (const std::string& output : {input, link}) {
+    CliRun r = Inferscope(dir, {"detect", "-i", input, "-o", output});
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("detect: the output " + output + " is the input file " + input),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(ReadFile(input), content);
+  }
+  // Another file is fine.
+  CliRun other = Inferscope(dir, {"detect", "-i", input, "-o", dir.str() + "/out.csv"});
+  EXPECT_EQ(other.code, 0) << other.output;
+  EXPECT_EQ(ReadFile(input), content);
+}
+
+// A line longer than the 1 MiB limit (here 2 MiB) between good rows is reported with its line
+// number and skipped like any bad line (exit 1); the rows after it are still read.
+TEST(CliTest, DetectSkipsALineLongerThanTheLimitAndReadsOn) {
+  TempDir dir;
+  const std::string input = dir.str() + "/series.csv";
+  {
+    std::ofstream f(input);
+    f << "timestamp,value\n";
+    for (int i = 0; i < 40; ++i) f << 1700000000 + i * 60 << ",100\n";
+    f << std::string(2 << 20, '1') << "\n";  // line 42
+    for (int i = 40; i < 80; ++i) f << 1700000000 + i * 60 << ",100\n";
+  }
+  const std::string output = dir.str() + "/out.csv";
+  CliRun r = Inferscope(dir, {"detect", "-i", input, "-o", output});
+  EXPECT_EQ(r.code, 1) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("line 42: longer than 1048576 bytes; skipped"), std::string::npos)
+      << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("detect: 80 points, 0 at warning or above, 0 ignored, 1 bad lines"),
+            std::string::npos)
+      << r.output.substr(0, 2000);
+  const std::string out = ReadFile(output);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 81);
+  EXPECT_NE(out.find("\n" + std::to_string(1700000000 + 79 * 60) + ",100,"), std::string::npos);
+}
+
+// Only the first line may be a header: a later unparsable line before the first point is reported.
+// A point older than the previous one is written as `ignored` and counted apart.
+TEST(CliTest, DetectReportsALateHeaderLikeLineAndMarksIgnoredPoints) {
+  TempDir dir;
+  const std::string input = dir.str() + "/series.csv";
+  {
+    std::ofstream f(input);
+    f << "# a comment\ntimestamp,value\ntimestamp,value,extra\n";  // line 3: not a header
+    for (int i = 0; i < 40; ++i) f << 1700000000 + i * 60 << ",100\n";
+    f << "1600000000,100\n";  // line 44: older than the previous point
+  }
+  const std::string output = dir.str() + "/out.csv";
+  CliRun r = Inferscope(dir, {"detect", "-i", input, "-o", output});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("line 3: bad timestamp 'timestamp'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("line 44: timestamp earlier than the previous point; ignored"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("detect: 40 points, 0 at warning or above, 1 ignored, 1 bad lines"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(ReadFile(output).find("\n1600000000,100,0.0000,ignored,none\n"), std::string::npos)
+      << ReadFile(output);
+}
+
+// Directories and missing files as inputs: "is a directory" (no crash, no "0 points"), and the
+// reason a file cannot be opened.
+TEST(CliTest, DirectoryAndMissingInputsSayWhatIsWrong) {
+  TempDir dir;
+  const std::string input = dir.str() + "/series.csv";
+  std::ofstream(input) << "timestamp,value\n1700000000,1\n";
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(ClosedPort());
+  CliRun config = Inferscope(dir, {"detect", "-i", input, "--config", dir.str()});
+  EXPECT_EQ(config.code, 2) << config.output;
+  EXPECT_NE(config.output.find("--config " + dir.str() + ": is a directory"), std::string::npos)
+      << config.output;
+  CliRun detect = Inferscope(dir, {"detect", "-i", dir.str()});
+  EXPECT_EQ(detect.code, 2) << detect.output;
+  EXPECT_NE(detect.output.find("detect: " + dir.str() + ": is a directory"), std::string::npos)
+      << detect.output;
+  CliRun replay = Inferscope(dir, {"replay", "-i", dir.str(), "-e", endpoint});
+  EXPECT_EQ(replay.code, 2) << replay.output;
+  EXPECT_NE(replay.output.find("replay: " + dir.str() + ": is a directory"), std::string::npos)
+      << replay.output;
+  const std::string missing = dir.str() + "/none.csv";
+  CliRun detect_missing = Inferscope(dir, {"detect", "-i", missing});
+  EXPECT_EQ(detect_missing.code, 2);
+  EXPECT_NE(detect_missing.output.find("cannot open " + missing + ": No such file or directory"),
+            std::string::npos)
+      << detect_missing.output;
+  CliRun replay_missing = Inferscope(dir, {"replay", "-i", missing, "-e", endpoint});
+  EXPECT_EQ(replay_missing.code, 2);
+  EXPECT_NE(replay_missing.output.find("cannot read " + missing + ": No such file or directory"),
+            std::string::npos)
+      << replay_missing.output;
+}
+
+// The sum of a metric's samples in a Prometheus text exposition (all label sets).
+double MetricSum(const std::string& text, const std::string& name) {
+  double sum = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name, 0) != 0 || (line[name.size()] != '{' && line[name.size()] != ' ')) {
+      continue;
+    }
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
+// Rows the engine would reject (non-finite numbers, invalid UTF-8, event times <= 0, a shifted
+// time before 1970, a 2 MiB line) are reported with their line numbers and skipped; everything
+// replay queues, a real engine accepts, with no rejection.
+TEST(CliTest, ReplaySkipsRowsTheEngineWouldRejectAndTheEngineAcceptsTheRest) {
+  TempDir dir;
+  EngineProcess engine(dir, Topology(dir));
+  ASSERT_TRUE(engine.WaitReady()) << engine.Log();
+  const int64_t now_s = client::NowMs() / 1000;
+  const std::string now = std::to_string(now_s);
+  const std::string csv = dir.str() + "/rows.csv";
+  {
+    std::ofstream f(csv);
+    f << "time,instance,model,e2e_ms,error\n";
+    f << now << ",a,m,10,\n";    // 2: good
+    f << now << ",a,m,inf,\n";   // 3
+    f << now << ",a,m,-inf,\n";  // 4
+    f << now << ",a,m,nan,\n";   // 5
+    f << now
+      << ",i\xff"
+         "0,m,10,\n";                                          // 6
+    f << now << ",a,m,10,\xfe\n";                              // 7
+    f << now << ",a,m," << std::string(2 << 20, '1') << "\n";  // 8
+    f << now << ",a,m,12,timeout\n";                           // 9: good
+  }
+  const std::string endpoint = engine.Endpoint("ingest");
+  CliRun r = Inferscope(
+      dir, {"replay", "-i", csv, "-e", endpoint, "--speed", "0", "--publisher-id", "r1"});
+  EXPECT_EQ(r.code, 0) << r.output.substr(0, 3000);
+  for (const std::string& want : std::vector<std::string>{
+           ":3: e2e_ms: expected a finite number >= 0 (skipped)",
+           ":4: e2e_ms: expected a finite number >= 0 (skipped)",
+           ":5: e2e_ms: expected a finite number >= 0 (skipped)",
+           ":6: instance: not valid UTF-8 (skipped)", ":7: error: not valid UTF-8 (skipped)",
+           ":8: longer than 1048576 bytes (skipped)",
+           "replay: 2 requests queued for " + endpoint + " from " + csv + " (6 rows skipped)"}) {
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << " in " << r.output.substr(0, 3000);
+  }
+
+  // --keep-times: times at or before 1970 are skipped, 0 is not sent as "now".
+  const std::string keep = dir.str() + "/keep.csv";
+  std::ofstream(keep) << "time,instance,model,e2e_ms\n"
+                      << "0,b,m,1\n-1,b,m,1\n1969-12-31T23:59:59Z,b,m,1\n"
+                      << "1970-01-01T00:00:00.0001Z,b,m,1\n"
+                      << now << ",b,m,1\n";
+  CliRun k = Inferscope(dir, {"replay", "-i", keep, "-e", endpoint, "--speed", "0", "--keep-times",
+                              "--publisher-id", "r2"});
+  EXPECT_EQ(k.code, 0) << k.output;
+  for (int line = 2; line <= 5; ++line) {
+    EXPECT_NE(k.output.find(":" + std::to_string(line) +
+                            ": time: at or before 1970-01-01T00:00:00Z (event times must be > 0)"),
+              std::string::npos)
+        << line << " in " << k.output;
+  }
+  EXPECT_NE(k.output.find("replay: 1 requests queued"), std::string::npos) << k.output;
+
+  // Without --keep-times, an outlier first row (year 9999) would shift the others before 1970.
+  const std::string far = dir.str() + "/far.csv";
+  std::ofstream(far) << "time,instance,model,e2e_ms\n9999-12-31T00:00:00Z,c,m,1\n"
+                     << "1700000000,c,m,1\n1700000001,c,m,1\n";
+  CliRun fr = Inferscope(
+      dir, {"replay", "-i", far, "-e", endpoint, "--speed", "0", "--publisher-id", "r3"});
+  EXPECT_EQ(fr.code, 0) << fr.output;
+  EXPECT_NE(fr.output.find(":3: time: "), std::string::npos) << fr.output;
+  EXPECT_NE(fr.output.find(":4: time: "), std::string::npos) << fr.output;
+  EXPECT_NE(fr.output.find("shifted time would be before 1970"), std::string::npos) << fr.output;
+  EXPECT_NE(fr.output.find("replay: 1 requests queued"), std::string::npos) << fr.output;
+
+  // The engine accepted all 4 queued events (each run is its own publisher: a sequence starting at
+  // 0 again would be taken for duplicates) and rejected none.
+  std::string metrics;
+  EXPECT_TRUE(WaitFor([&] {
+    auto res = engine.http().Get("/metrics");
+    metrics = res ? res->body : "";
+    return MetricSum(metrics, "inferscope_source_events_total") == 4;
+  })) << metrics;
+  EXPECT_EQ(MetricSum(metrics, "inferscope_source_rejected_total"), 0) << metrics;
+  EXPECT_EQ(engine.Stop(), 0) << engine.Log();
+}
+
+// window_aggregate's lag bound sums three durations: two of 60000000000d each overflowed int64
+// (undefined behaviour) and the topology passed. Now the sum saturates and is refused.
+TEST(CliTest, CheckTopologyRefusesALagSumThatOverflows) {
+  TempDir dir;
+  std::string text = ReadFile(Topology());
+  for (const std::string field : {"out_of_orderness: 2s", "allowed_lateness: 30s"}) {
+    const size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos) << field;
+    text.replace(at, field.size(), field.substr(0, field.find(':')) + ": 60000000000d");
+  }
+  const std::string path = dir.str() + "/overflow.yaml";
+  std::ofstream(path) << text;
+  CliRun r = Inferscope(dir, {"check-topology", path});
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("out_of_orderness + allowed_lateness + max_publisher_lag must be at "
+                          "most 510 panes, got a sum beyond 2^63 ms"),
+            std::string::npos)
+      << r.output;
+}
+
+// keygen checks both NAME.key and NAME.pub before writing either (a NAME.pub alone made it write a
+// new NAME.key, then fail); with --force a symlink at NAME.key is replaced, its target untouched.
+TEST(CliTest, KeygenChecksBothFilesFirstAndForceReplacesASymlink) {
+  TempDir dir;
+  const std::string base = dir.str() + "/k";
+  std::ofstream(base + ".pub") << "old public\n";
+  CliRun r = Inferscope(dir, {"keygen", "-o", base});
+  if (r.output.find("without CURVE") != std::string::npos) GTEST_SKIP() << r.output;
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(base + ".pub: exists (use --force to overwrite)"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(base + ".key")) << "a secret key was written";
+  EXPECT_EQ(ReadFile(base + ".pub"), "old public\n");
+
+  const std::string target = dir.str() + "/target.txt";
+  std::ofstream(target) << "not a key\n";
+  ASSERT_EQ(::chmod(target.c_str(), 0644), 0);
+  ASSERT_EQ(symlink(target.c_str(), (base + ".key").c_str()), 0);
+  CliRun forced = Inferscope(dir, {"keygen", "-o", base, "--force"});
+  EXPECT_EQ(forced.code, 0) << forced.output;
+  EXPECT_EQ(ReadFile(target), "not a key\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  ASSERT_EQ(::lstat((base + ".key").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the link was not replaced";
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_NE(ReadFile(base + ".key").find("CurveZMQ secret key"), std::string::npos);
+  EXPECT_NE(ReadFile(base + ".pub"), "old public\n");
+  // No temporary files are left beside them.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    files += e.path().filename().string().rfind("k.", 0) == 0;
+  }
+  EXPECT_EQ(files, 2);
 }
 
 }  // namespace

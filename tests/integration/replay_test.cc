@@ -91,7 +91,7 @@ TEST(ReplayTest, CsvIntoARealEngineKeepsEveryRow) {
                     log);
   ASSERT_EQ(replay.Wait(), 0) << ReadFile(log);
   EXPECT_NE(ReadFile(log).find(":64: time: expected"), std::string::npos) << ReadFile(log);
-  EXPECT_NE(ReadFile(log).find("121 requests sent"), std::string::npos) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("121 requests queued"), std::string::npos) << ReadFile(log);
 
   httplib::Client http(engine.HttpUrl());
   auto query = [&](const std::string& instance, const std::string& metric) {

@@ -36,6 +36,18 @@ TEST(IntMathTest, FloorDivTimesDivisorIsTheAlignedStart) {
   }
 }
 
+TEST(IntMathTest, SaturatingAddClampsInsteadOfOverflowing) {
+  EXPECT_EQ(SaturatingAdd(2, 3), 5);
+  EXPECT_EQ(SaturatingAdd(-2, 3), 1);
+  EXPECT_EQ(SaturatingAdd(kMax - 1, 1), kMax);
+  // 60000000000d twice, in ms: wrapped to a negative sum before.
+  constexpr int64_t k60e9Days = 60'000'000'000LL * 86'400'000LL;
+  EXPECT_EQ(SaturatingAdd(k60e9Days, k60e9Days), kMax);
+  EXPECT_EQ(SaturatingAdd(kMax, kMax), kMax);
+  EXPECT_EQ(SaturatingAdd(kMin, -1), kMin);
+  EXPECT_EQ(SaturatingAdd(kMin, kMax), -1);
+}
+
 TEST(IntMathTest, ZigZagInterleavesSigns) {
   EXPECT_EQ(ZigZag(0), 0u);
   EXPECT_EQ(ZigZag(-1), 1u);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "tests/test_util.h"
@@ -208,6 +209,71 @@ TEST(TopologyTest, LoadsFileAndReportsMissingFile) {
   Result<TopologySpec> missing = LoadTopologyFile(dir.str() + "/none.yaml");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
+}
+
+// A key given twice in one mapping (yaml-cpp keeps the first silently) names the second one.
+TEST(TopologyTest, DuplicateKeyNamesFileLineColumnAndKey) {
+  Status in_options =
+      Check(Replace(kGood, "      pane: 5s\n", "      pane: 5s\n      pane: bogus\n"));
+  EXPECT_EQ(in_options.message(),
+            "t.yaml:15:7: duplicate key 'pane' (given earlier in the same mapping)");
+  Status top = Check(std::string(kGood) + "name: dup\n");
+  EXPECT_EQ(top.message(), "t.yaml:19:1: duplicate key 'name' (given earlier in the same mapping)");
+  // The same key in different mappings is fine.
+  EXPECT_TRUE(Check(kGood).ok());
+}
+
+// Aliased collections are shared nodes: the duplicate-key walk visits each once. Without that, this
+// 10^8-leaf alias bomb would take minutes; it parses at once (its field is the test operator's,
+// which does not read it).
+TEST(TopologyTest, DuplicateKeyCheckVisitsAnAliasedNodeOnce) {
+  std::string bomb = "      bomb:\n        l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i <= 8; ++i) {
+    bomb += "        l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) bomb += (j ? ", *l" : "*l") + std::to_string(i - 1);
+    bomb += "]\n";
+  }
+  Status st = Check(Replace(kGood, "      pane: 5s\n", "      pane: 5s\n" + bomb));
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  Status dup =
+      Check(Replace(kGood, "      pane: 5s\n", "      pane: 5s\n" + bomb + "        l0: x\n"));
+  EXPECT_NE(dup.message().find("duplicate key 'l0'"), std::string::npos) << dup.ToString();
+}
+
+// A topology file over the 2 MiB cap is refused before it is parsed, reading at most cap + 1 bytes
+// (so /dev/zero ends too); a directory and an unreadable file say so.
+TEST(TopologyTest, FileOverTheSizeCapDirectoryAndMissingFileAreRefusedWithTheReason) {
+  testing::TempDir dir;
+  const std::string big = dir.str() + "/big.yaml";
+  {
+    std::ofstream f(big);
+    f << kGood << "#" << std::string(kMaxTopologyFileBytes, 'x') << "\n";
+  }
+  const int64_t size = static_cast<int64_t>(std::filesystem::file_size(big));
+  Result<TopologySpec> too_big = LoadTopologyFile(big);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().message(),
+            big + ": " + std::to_string(size) +
+                " bytes, topology files are at most 2097152 bytes (2 MiB)");
+  // Just under the cap: parsed (the comment is ignored).
+  {
+    std::ofstream f(big, std::ios::trunc);
+    f << kGood << "#" << std::string(kMaxTopologyFileBytes - sizeof kGood - 2, 'x') << "\n";
+  }
+  ASSERT_LE(static_cast<int64_t>(std::filesystem::file_size(big)), kMaxTopologyFileBytes);
+  Result<TopologySpec> at_cap = LoadTopologyFile(big);
+  EXPECT_TRUE(at_cap.ok()) << at_cap.status().ToString();
+  Result<TopologySpec> zero = LoadTopologyFile("/dev/zero");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().message(),
+            "/dev/zero: more than 2097152 bytes, topology files are at most 2097152 bytes (2 MiB)");
+  Result<TopologySpec> directory = LoadTopologyFile(dir.str());
+  ASSERT_FALSE(directory.ok());
+  EXPECT_EQ(directory.status().message(), dir.str() + ": is a directory");
+  Result<TopologySpec> missing = LoadTopologyFile(dir.str() + "/none.yaml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(),
+            dir.str() + "/none.yaml: cannot read topology file: No such file or directory");
 }
 
 TEST(ConfigNodeTest, Durations) {

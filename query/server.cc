@@ -628,11 +628,17 @@ void QueryServer::RegisterRoutes() {
   // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The
   // error handler also sees our handlers' error replies; those already have a body.
   server_->set_error_handler(httplib::Server::HandlerWithResponse(
-      [ctx, log](const httplib::Request& req, httplib::Response& res) {
+      [ctx, log, max_body = options_.max_body_bytes](const httplib::Request& req,
+                                                     httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-        std::string message = res.status == 404
-                                  ? "no route for " + req.method + " " + req.path
-                                  : "request failed with HTTP status " + std::to_string(res.status);
+        // A body of unknown length (chunked) that the connection layer cut at the limit: httplib
+        // saw a failed read (400).
+        if (res.status == 400 && GatedServer::BodyCutAtLimit()) res.status = 413;
+        std::string message =
+            res.status == 404 ? "no route for " + req.method + " " + req.path
+            : res.status == 413
+                ? "the request body is larger than " + std::to_string(max_body) + " bytes"
+                : "request failed with HTTP status " + std::to_string(res.status);
         nlohmann::json details = {{"method", req.method}, {"path", req.path}};
         Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
                         std::move(details)),

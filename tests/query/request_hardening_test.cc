@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,12 @@ namespace inferscope {
 namespace {
 
 using nlohmann::json;
+
+// The body of a raw HTTP response.
+std::string BodyOf(const std::string& response) {
+  const size_t end = response.find("\r\n\r\n");
+  return end == std::string::npos ? std::string() : response.substr(end + 4);
+}
 
 // `depth` nested arrays around nothing: "[[...]]".
 std::string NestedArrays(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
@@ -48,6 +55,18 @@ class QueryServerRequestTest : public ::testing::Test {
     httplib::Client client("127.0.0.1", server_->port());
     client.set_read_timeout(std::chrono::seconds(10));
     return client.Post(path, body, content_type);
+  }
+
+  // One request on a new connection that asks to close after it; the whole response.
+  std::string Exchange(const std::string& request) {
+    RawSocket socket(server_->port());
+    EXPECT_TRUE(socket.ok());
+    EXPECT_TRUE(socket.Send(request));
+    return socket.ReadToEnd();
+  }
+
+  uint64_t Closed(const std::string& reason) {
+    return metrics_.CounterValue("inferscope_http_connections_closed_total", {{"reason", reason}});
   }
 
   int HealthStatus() {
@@ -133,6 +152,153 @@ TEST_F(QueryServerRequestTest, BodyAtTheDepthLimitReachesTheHandler) {
   EXPECT_NE(res->body.find("\\\"" + std::string(64, 'v') + "\\\"..."), std::string::npos)
       << res->body.substr(0, 300);
   EXPECT_EQ(res->body.find(std::string(65, 'v')), std::string::npos);
+}
+
+// httplib honoured Range on every route: 2,700 ranges of "0-" made a 355 MB multipart answer of
+// the OpenAPI document (built in memory, past the response budget), a range past the end a 416
+// with an empty body, and error bodies came out cut. The API ignores Range: the whole answer, 200.
+TEST_F(QueryServerRequestTest, RangeHeadersAreIgnored) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const std::string plain =
+      Exchange("GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  ASSERT_EQ(plain.rfind("HTTP/1.1 200", 0), 0u) << plain.substr(0, 300);
+  ASSERT_GT(BodyOf(plain).size(), 10'000u);
+  std::string many = "bytes=0-";
+  for (int i = 0; i < 2'000; ++i) many += ",0-";
+  for (const std::string& range : {many, std::string("bytes=0-9"), std::string("bytes=999999-"),
+                                   std::string("bytes=abc"), std::string("bytes=5-1,0-")}) {
+    SCOPED_TRACE(range.substr(0, 20));
+    const std::string ranged =
+        Exchange("GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nRange: " + range +
+                 "\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(ranged.rfind("HTTP/1.1 200", 0), 0u) << ranged.substr(0, 300);
+    const std::string head = ranged.substr(0, ranged.find("\r\n\r\n"));
+    EXPECT_EQ(head.find("Content-Range"), std::string::npos) << head;
+    EXPECT_NE(head.find("Content-Type: application/json"), std::string::npos) << head;
+    EXPECT_EQ(BodyOf(ranged), BodyOf(plain));
+  }
+  // An error answer is whole too, and a lower-case header name is just as ignored.
+  const std::string error =
+      Exchange("GET /v1/nope HTTP/1.1\r\nHost: x\r\nrange: bytes=0-9\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(error.rfind("HTTP/1.1 404", 0), 0u) << error;
+  json body = json::parse(BodyOf(error), nullptr, false);
+  ASSERT_TRUE(body.is_object()) << error;
+  EXPECT_EQ(body["error"]["code"], "NOT_FOUND");
+}
+
+// A chunked body is cut at the size line that takes it over max_body_bytes: the server answers
+// 413 without waiting for (or buffering) that chunk's data. Without the limit the server waits
+// for the megabyte the client never sends, and this client's read times out.
+TEST_F(QueryServerRequestTest, ChunkedBodyIsCutAtTheChunkThatTakesItOverTheLimit) {
+  QueryServer::Options options;
+  options.read_timeout_ms = 60'000;  // longer than RawSocket's 10 s: a wait would fail the test
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  RawSocket s(server_->port());
+  ASSERT_TRUE(
+      s.Send("POST /v1/routing/select HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n"
+             "a\r\n{\"model\":\"\r\n"
+             "100000\r\naaaa"));  // 1 MiB more announced; 10 + 1,048,576 bytes > 1 MiB
+  const std::string response = s.ReadToEnd();
+  ASSERT_EQ(response.rfind("HTTP/1.1 413", 0), 0u) << response.substr(0, 300);
+  json body = json::parse(BodyOf(response), nullptr, false);
+  ASSERT_TRUE(body.is_object()) << response;
+  EXPECT_EQ(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("1048576"), std::string::npos);
+  EXPECT_TRUE(s.closed_by_server());
+  EXPECT_EQ(Closed("body_too_large"), 1u);
+  EXPECT_EQ(HealthStatus(), 200);
+}
+
+// The review's upload: a chunked body over the limit in many chunks, all sent. Without the limit
+// the whole body was read and the route answered it (here 503: no routing learner).
+TEST_F(QueryServerRequestTest, ChunkedBodyOverTheLimitGets413) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  std::string data = "{\"model\":\"" + std::string(1024 * 1024 + 100 - 12, 'a') + "\"}";
+  ASSERT_EQ(data.size(), 1024u * 1024 + 100);
+  std::string request =
+      "POST /v1/routing/select HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < data.size(); at += 64 * 1024) {
+    const std::string piece = data.substr(at, 64 * 1024);
+    char size[16];
+    std::snprintf(size, sizeof(size), "%zx\r\n", piece.size());
+    request += size + piece + "\r\n";
+  }
+  request += "0\r\n\r\n";
+  RawSocket s(server_->port());
+  ASSERT_TRUE(s.Send(request));
+  const std::string response = s.ReadToEnd();
+  ASSERT_EQ(response.rfind("HTTP/1.1 413", 0), 0u) << response.substr(0, 300);
+  EXPECT_EQ(json::parse(BodyOf(response), nullptr, false)["error"]["code"], "PAYLOAD_TOO_LARGE");
+  EXPECT_EQ(Closed("body_too_large"), 1u);
+}
+
+// Chunked bodies within the limit are read as before, and a body of unknown length that is not
+// chunked (httplib reads it until the connection closes) is limited too.
+TEST_F(QueryServerRequestTest, ChunkedBodyWithinTheLimitIsServed) {
+  QueryServer::Options options;
+  options.max_body_bytes = 64;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  // 60 data bytes in chunks (more than 64 bytes on the wire): the route answers (503, no learner).
+  std::string response = Exchange(
+      "POST /v1/routing/select HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Connection: close\r\n\r\n"
+      "1;ext=1\r\n{\r\n3\r\n\"mo\r\n8\r\ndel\":\"x\"\r\n30\r\n}" +
+      std::string(47, ' ') + "\r\n0\r\n\r\n");
+  EXPECT_EQ(response.rfind("HTTP/1.1 503", 0), 0u) << response;
+  EXPECT_NE(response.find("no_routing_learner"), std::string::npos) << response;
+  response = Exchange(
+      "POST /v1/routing/select HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+      "Connection: close\r\n\r\n" +
+      std::string(100, 'x'));
+  EXPECT_EQ(response.rfind("HTTP/1.1 413", 0), 0u) << response;
+}
+
+// `curl -d '{...}'` sends Content-Type application/x-www-form-urlencoded: httplib decoded the JSON
+// into a query parameter, refused as unknown (400), and answered 413 to such bodies over 8 KiB.
+// The API reads every body as JSON; query parameters come from the URL only.
+TEST_F(QueryServerRequestTest, JsonBodyWithAFormContentTypeIsReadAsJson) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  for (const std::string type :
+       {"application/x-www-form-urlencoded", "application%2Fx-www-form-urlencoded; charset=utf-8",
+        "multipart/form-data; boundary=x", "text/plain"}) {
+    SCOPED_TRACE(type);
+    auto res = Post("/v1/routing/select", R"({"model": "llama-3.1-8b-instruct"})", type);
+    ASSERT_TRUE(res);
+    // The body was read: the model passed validation, and this server runs no learner.
+    EXPECT_EQ(res->status, 503) << res->body;
+    EXPECT_NE(res->body.find("no_routing_learner"), std::string::npos) << res->body;
+  }
+  auto res = Post("/v1/routing/select", R"({"model":"x")" + std::string(10'000, ' ') + "}",
+                  "application/x-www-form-urlencoded");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  res = Post("/v1/routing/select?strategy=fast", R"({"model":"x"})",
+             "application/x-www-form-urlencoded");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(json::parse(res->body, nullptr, false)["error"]["details"]["parameter"], "strategy")
+      << res->body;
+}
+
+// httplib read "Content-Length: -1" as 2^64 - 1 (413) and "0x10" as 0.
+TEST_F(QueryServerRequestTest, ContentLengthThatIsNoNumberIs400) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  for (const std::string length : {"-1", "0x10", "1e3", ""}) {
+    SCOPED_TRACE(length);
+    const std::string response = Exchange(
+        "POST /v1/routing/select HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: " +
+        length + "\r\n\r\n{}");
+    EXPECT_EQ(response.rfind("HTTP/1.1 400", 0), 0u) << response;
+    json body = json::parse(BodyOf(response), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << response;
+    EXPECT_EQ(body["error"]["code"], "VALIDATION_ERROR");
+    EXPECT_NE(body["error"]["message"].get<std::string>().find("Content-Length"),
+              std::string::npos);
+  }
+  EXPECT_EQ(Closed("bad_length"), 4u);
 }
 
 }  // namespace

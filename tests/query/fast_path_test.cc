@@ -556,8 +556,9 @@ TEST_F(FastPathTest, HeaderNamesAnyCaseTheFirstValueTrimmed) {
 
 TEST_F(FastPathTest, QueryFormsAnswerAsHttplibDoes) {
   StartServer();
-  // Read by the fast path: empty values, repeated names (the first value counts), a pair
-  // repeated exactly (httplib keeps one), ';' (no separator to httplib), every target byte.
+  // Read by the fast path: empty values, repeated names (400 naming the parameter), a pair
+  // repeated exactly (httplib keeps one, so it is no repeat), ';' (no separator to httplib), every
+  // target byte.
   for (const char* target : {
            "/v1/instances/node-1/summary?model=llama&metric=ttft_ms&window=",
            "/v1/instances/node-1/summary?model=&metric=ttft_ms",

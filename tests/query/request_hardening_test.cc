@@ -301,5 +301,65 @@ TEST_F(QueryServerRequestTest, ContentLengthThatIsNoNumberIs400) {
   EXPECT_EQ(Closed("bad_length"), 4u);
 }
 
+// A wrong method on a path that has routes was a 404 "no route"; it is a 405 naming the methods
+// the path answers, in the Allow header and in the one error shape.
+TEST_F(QueryServerRequestTest, WrongMethodOnAnExistingPathIs405WithAllow) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  struct Case {
+    const char* method;
+    const char* path;
+    const char* allow;
+  };
+  for (const Case& c :
+       {Case{"PUT", "/v1/health", "GET, HEAD"}, Case{"DELETE", "/v1/instances", "GET, HEAD"},
+        Case{"PUT", "/v1/silences", "GET, HEAD, POST"}, Case{"GET", "/v1/routing/select", "POST"},
+        Case{"POST", "/v1/silences/abc", "DELETE"}}) {
+    SCOPED_TRACE(std::string(c.method) + " " + c.path);
+    const std::string response = Exchange(std::string(c.method) + " " + c.path +
+                                          " HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                          "Connection: close\r\n\r\n");
+    EXPECT_EQ(response.rfind("HTTP/1.1 405", 0), 0u) << response;
+    EXPECT_NE(response.find("\r\nAllow: " + std::string(c.allow) + "\r\n"), std::string::npos)
+        << response;
+    json body = json::parse(BodyOf(response), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << response;
+    EXPECT_EQ(body["error"]["code"], "METHOD_NOT_ALLOWED");
+    EXPECT_EQ(body["error"]["details"]["allowed"], c.allow);
+  }
+  // A path no route has stays a 404.
+  const std::string response = Exchange(
+      "PUT /v1/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(response.rfind("HTTP/1.1 404", 0), 0u) << response;
+}
+
+// A repeated query parameter was silently read as its first value (`limit=1&limit=2` gave one
+// item); it is a 400 naming it, on both readers (httplib, and the fast path's for summary).
+// `instances` of the comparison report is declared repeatable (names with commas).
+TEST_F(QueryServerRequestTest, RepeatedQueryParameterIs400NamingIt) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  httplib::Client client("127.0.0.1", server_->port());
+  for (const std::string target :
+       {"/v1/instances?limit=1&limit=2", "/v1/instances/i/summary?window=10s&window=1m",
+        "/v1/instances/i/summary?window=10s&model=m&window=1m"}) {
+    SCOPED_TRACE(target);
+    auto res = client.Get(target);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    json body = json::parse(res->body, nullptr, false);
+    EXPECT_EQ(body["error"]["details"]["parameter"],
+              target.find("limit") != std::string::npos ? "limit" : "window")
+        << res->body;
+  }
+  // Once, or repeated with the same value (httplib keeps one such pair), is fine.
+  for (const std::string target : {"/v1/instances?limit=1", "/v1/instances?limit=1&limit=1"}) {
+    auto res = client.Get(target);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+  }
+  auto res = client.Get("/v1/reports/comparison?instances=a&instances=b");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->status, 400) << res->body;
+}
+
 }  // namespace
 }  // namespace inferscope

@@ -609,8 +609,9 @@ void QueryServer::RegisterRoutes() {
   const ApiContext* ctx = ctx_.get();
   ResponseLog* log = log_;
   // Each route pattern with the methods its routes answer (HEAD with GET: httplib answers it from
-  // the GET handler), so that a request httplib routes nowhere because only its method is wrong
-  // answers 405 with `Allow` rather than 404.
+  // the GET handler; on a read-only node not the write routes, as RouteRuntime::allow), so that a
+  // request httplib routes nowhere because only its method is wrong answers 405 with `Allow` rather
+  // than 404.
   auto methods = std::make_shared<std::vector<std::pair<std::regex, std::string>>>();
   for (size_t i = 0; i < Routes().size(); ++i) {
     const Route& route = Routes()[i];
@@ -620,7 +621,9 @@ void QueryServer::RegisterRoutes() {
     std::string allow;
     for (std::string_view method : {"GET", "POST", "DELETE"}) {
       if (std::none_of(Routes().begin(), Routes().end(), [&](const Route& other) {
-            return other.pattern == route.pattern && other.method == method;
+            // A read-only node's write routes answer 405 READ_ONLY: not allowed there.
+            return other.pattern == route.pattern && other.method == method &&
+                   !(options_.read_only && other.writes);
           })) {
         continue;
       }

@@ -332,6 +332,34 @@ TEST_F(QueryServerRequestTest, WrongMethodOnAnExistingPathIs405WithAllow) {
   EXPECT_EQ(response.rfind("HTTP/1.1 404", 0), 0u) << response;
 }
 
+// On a read-only node (the query node) the write routes answer 405 READ_ONLY; a path's Allow
+// lists only what the node answers, the same in both 405s: empty for /v1/silences/{id}, which
+// has no read method (RFC 9110 §10.2.1: an empty Allow is a resource that allows none).
+TEST_F(QueryServerRequestTest, ReadOnlyNodeAllowsOnlyItsReadMethods) {
+  QueryServer::Options options;
+  options.read_only = true;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  struct Case {
+    const char* method;
+    const char* path;
+    const char* code;
+    const char* allow;
+  };
+  for (const Case& c : {Case{"DELETE", "/v1/silences/abc", "READ_ONLY", ""},
+                        Case{"GET", "/v1/silences/abc", "METHOD_NOT_ALLOWED", ""},
+                        Case{"POST", "/v1/silences", "READ_ONLY", "GET"},
+                        Case{"PUT", "/v1/silences", "METHOD_NOT_ALLOWED", "GET, HEAD"}}) {
+    SCOPED_TRACE(std::string(c.method) + " " + c.path);
+    const std::string response = Exchange(std::string(c.method) + " " + c.path +
+                                          " HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                          "Connection: close\r\n\r\n");
+    EXPECT_EQ(response.rfind("HTTP/1.1 405", 0), 0u) << response;
+    const std::string head = response.substr(0, response.find("\r\n\r\n") + 2);
+    EXPECT_NE(head.find("\r\nAllow: " + std::string(c.allow) + "\r\n"), std::string::npos) << head;
+    EXPECT_EQ(json::parse(BodyOf(response), nullptr, false)["error"]["code"], c.code) << response;
+  }
+}
+
 // A repeated query parameter was silently read as its first value (`limit=1&limit=2` gave one
 // item); it is a 400 naming it, on both readers (httplib, and the fast path's for summary).
 // `instances` of the comparison report is declared repeatable (names with commas).

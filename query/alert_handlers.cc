@@ -187,10 +187,8 @@ ApiReply HandleAlert(const ApiContext& ctx, const ApiRequest& req) {
 
 ApiReply HandleCreateSilence(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.silences == nullptr) return NoSilences(ctx);
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
-  }
+  json body;
+  if (std::optional<ApiReply> error = ParseJsonBody(ctx, req.body, &body)) return *error;
   // Times may be RFC 3339 strings; the silence parser takes epoch milliseconds.
   for (const char* field : {"starts_at", "ends_at"}) {
     auto it = body.find(field);

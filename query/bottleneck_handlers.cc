@@ -96,10 +96,8 @@ std::optional<std::string> ReadMetricStatistics(const json& j, const std::string
 }
 
 ApiReply HandleDetectBottlenecks(const ApiContext& ctx, const ApiRequest& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
-  }
+  json body;
+  if (std::optional<ApiReply> error = ParseJsonBody(ctx, req.body, &body)) return *error;
   for (const auto& [key, value] : body.items()) {
     if (key != "instances" && key != "options" && key != "window_ms") {
       return BadField(ctx, key, "unknown field (expected instances, options, window_ms)");

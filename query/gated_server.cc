@@ -27,8 +27,10 @@ using std::chrono::steady_clock;
 constexpr std::string_view kClosedTotal = "inferscope_http_connections_closed_total";
 constexpr std::string_view kClosedHelp =
     "HTTP connections closed by the server's limits, by reason (limit: over max_connections at "
-    "accept; header_timeout, idle_timeout, header_too_large, url_too_long, body_too_large, "
-    "read_timeout, write_timeout: a response made no progress for write_timeout_ms; "
+    "accept; header_timeout, idle_timeout, header_too_large, url_too_long, body_too_large (a "
+    "Content-Length over max_body_bytes, or a body of unknown length cut there), bad_length (a "
+    "Content-Length that is no decimal number), read_timeout, write_timeout: a response made no "
+    "progress for write_timeout_ms; "
     "send_backlog: the responses held for slow readers were at their limit)";
 // Bodies of at most this many bytes (with their header) are waited for in the gate, so that a slow
 // body does not hold a worker either. Well below the loopback receive buffer.
@@ -74,7 +76,9 @@ std::string_view Trim(std::string_view s) {
 // What the gate needs from a complete request header.
 struct HeaderInfo {
   bool chunked = false;          // Transfer-Encoding present: length unknown
-  bool bad_length = false;       // Content-Length not a number
+  bool chunked_coding = false;   // ... and it is "chunked", which httplib decodes (else it reads
+                                 // the body until the connection closes)
+  bool bad_length = false;       // Content-Length not a decimal number
   bool expect_continue = false;  // the client waits for "100 Continue" before sending the body
   uint64_t content_length = 0;
 };
@@ -92,6 +96,12 @@ HeaderInfo ParseHeader(std::string_view header) {
     std::string_view name = Trim(line.substr(0, colon));
     std::string_view value = Trim(line.substr(colon + 1));
     if (EqualsIgnoreCase(name, "transfer-encoding")) {
+      // httplib decodes header values (%xx) and compares the first Transfer-Encoding ignoring
+      // case.
+      if (!info.chunked) {
+        info.chunked_coding =
+            EqualsIgnoreCase(httplib::detail::decode_url(std::string(value), false), "chunked");
+      }
       info.chunked = true;
     } else if (EqualsIgnoreCase(name, "expect")) {
       info.expect_continue = EqualsIgnoreCase(value, "100-continue");
@@ -115,6 +125,7 @@ struct Inspection {
     kUrlTooLong,      // 414
     kHeaderTooLarge,  // 431
     kBodyTooLarge,    // 413
+    kBadLength,       // 400: a Content-Length that is not a decimal number
     kReady,           // serve it
   } kind = kIncomplete;
   // kReady: header + body when known, else 0 (the connection closes after it).
@@ -146,8 +157,10 @@ Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
   const size_t header_bytes = end + 4;
   const HeaderInfo info = ParseHeader(data.substr(0, header_bytes));
   if (info.content_length > options.max_body_bytes) return {Inspection::kBodyTooLarge, 0};
-  size_t request_bytes = 0;  // unknown: chunked or unparsable (httplib answers the latter)
-  if (!info.chunked && !info.bad_length) {
+  // httplib would read "-1" as 2^64 - 1 (413) and "0x10" as 0.
+  if (info.bad_length) return {Inspection::kBadLength, 0};
+  size_t request_bytes = 0;  // unknown: Transfer-Encoding
+  if (!info.chunked) {
     request_bytes = header_bytes + static_cast<size_t>(info.content_length);
     // Wait for a small body, unless the client waits for "100 Continue" (httplib sends it).
     if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) {
@@ -188,19 +201,166 @@ ssize_t SendNow(int fd, const char* ptr, size_t size) {
   return static_cast<ssize_t>(off);
 }
 
-// httplib::Stream over a socket with an overall read deadline. Reads at most `limit` bytes (0:
-// unlimited), so a keep-alive connection's next request stays in the socket. Writes are buffered
-// (up to kWriteBufferBytes) and sent by Flush, before any read that has to wait (so a "100
+// The request header (request line to the blank line) as httplib is to read it: without the
+// headers that httplib acts on but the API does not honour.
+//  * Range: httplib would answer a part of any response, or several as multipart/byteranges built
+//    in memory (2,700 ranges of "0-" turned the 131 KB OpenAPI document into 355 MB, past the
+//    response budget), cut JSON error bodies, and answer 416. The API answers the whole
+//    representation (200), as RFC 9110 allows a server that ignores Range.
+//  * a form Content-Type (application/x-www-form-urlencoded, multipart/form-data): httplib would
+//    decode the body into query parameters or files; the API reads every body as JSON, so that
+//    `curl -d '{...}'` (which sends the form type) works.
+std::string HeaderForHttplib(std::string_view header) {
+  std::string out;
+  out.reserve(header.size());
+  size_t pos = 0;
+  bool request_line = true;
+  while (pos < header.size()) {
+    size_t end = header.find("\r\n", pos);
+    end = end == std::string_view::npos ? header.size() : end + 2;
+    const std::string_view line = header.substr(pos, end - pos);
+    pos = end;
+    bool keep = true;
+    if (!request_line) {
+      const size_t colon = line.find(':');
+      if (colon != std::string_view::npos) {
+        const std::string_view name = Trim(line.substr(0, colon));
+        if (EqualsIgnoreCase(name, "range")) {
+          keep = false;
+        } else if (EqualsIgnoreCase(name, "content-type")) {
+          // httplib decodes header values (%xx) before it looks at the type.
+          std::string type = httplib::detail::decode_url(std::string(Trim(line.substr(colon + 1))),
+                                                         /*convert_plus_to_space=*/false);
+          std::transform(type.begin(), type.end(), type.begin(),
+                         [](unsigned char c) { return std::tolower(c); });
+          keep = type.rfind("application/x-www-form-urlencoded", 0) != 0 &&
+                 type.rfind("multipart/form-data", 0) != 0;
+        }
+      }
+    }
+    request_line = false;
+    if (keep) out.append(line);
+  }
+  return out;
+}
+
+// Follows the framing of a chunked request body (RFC 9112 §7.1) as httplib reads it, counting the
+// data bytes, so that a body over the limit is cut at the size line that takes it over, before
+// httplib reads (and buffers) that chunk. Framing httplib would read differently ("0x10", signs,
+// spaces) counts as trailer bytes, which are bounded too.
+class ChunkedBodyMeter {
+ public:
+  explicit ChunkedBodyMeter(size_t max_data) : max_data_(max_data) {}
+
+  // How many of the `n` bytes at `p` httplib may read: all of them, or those up to the byte at
+  // which the body went over the limit (over_limit()) or its framing over the line limits
+  // (malformed()); after that, none.
+  size_t Feed(const char* p, size_t n) {
+    if (over_limit_ || malformed_) return 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (state_ == State::kData) {  // skip the chunk's data in one step
+        const size_t take = std::min<uint64_t>(remaining_, n - i);
+        remaining_ -= take;
+        i += take - 1;
+        if (remaining_ == 0) state_ = State::kDataEnd;
+        continue;
+      }
+      const char c = p[i];
+      if (c == '\n') {
+        EndLine();
+        continue;
+      }
+      if (++line_bytes_ > kMaxLineBytes ||
+          (state_ == State::kTrailer && ++trailer_bytes_ > kMaxTrailerBytes)) {
+        malformed_ = true;
+        return i + 1;
+      }
+      if (state_ != State::kSize) continue;
+      const int digit = HexDigit(c);
+      if (digit < 0 || size_ended_) {
+        size_ended_ = true;  // ";extension", "\r"
+        continue;
+      }
+      size_ = size_ * 16 + static_cast<uint64_t>(digit);
+      if (data_ + size_ > max_data_) {
+        over_limit_ = true;
+        return i + 1;
+      }
+    }
+    return n;
+  }
+  bool over_limit() const { return over_limit_; }
+  bool malformed() const { return malformed_; }
+
+ private:
+  enum class State { kSize, kData, kDataEnd, kTrailer };
+  static constexpr size_t kMaxLineBytes = 4'096;
+  static constexpr size_t kMaxTrailerBytes = 16 * 1024;
+
+  static int HexDigit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+  void EndLine() {
+    line_bytes_ = 0;
+    if (state_ == State::kSize) {
+      if (size_ == 0) {
+        state_ = State::kTrailer;  // the last chunk: trailer lines up to an empty one
+      } else {
+        data_ += size_;
+        remaining_ = size_;
+        state_ = State::kData;
+      }
+      size_ = 0;
+      size_ended_ = false;
+    } else if (state_ == State::kDataEnd) {
+      state_ = State::kSize;
+    }
+  }
+
+  const uint64_t max_data_;
+  State state_ = State::kSize;
+  uint64_t size_ = 0;        // the size line's value so far
+  bool size_ended_ = false;  // past the size's hex digits
+  uint64_t data_ = 0;        // data bytes of the chunks so far
+  uint64_t remaining_ = 0;   // of the current chunk's data
+  size_t line_bytes_ = 0;
+  size_t trailer_bytes_ = 0;
+  bool over_limit_ = false;
+  bool malformed_ = false;
+};
+
+// Set on a worker thread while it serves a request whose body the stream cut at max_body_bytes
+// (GatedServer::BodyCutAtLimit).
+thread_local bool body_cut_at_limit = false;
+
+// httplib::Stream over a socket with an overall read deadline. httplib reads `head` (the request's
+// header, already taken off the socket: `consumed` bytes) first, then the socket. Reads at most
+// `limit` bytes of the socket in all (0: the body's length is unknown), so a keep-alive
+// connection's next request stays in the socket; a body of unknown length is cut once it is over
+// `max_body` (a chunked body's data bytes, else its bytes), and reads then fail. Writes are
+// buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to wait (so a "100
 // Continue" reaches the client) and when the buffer fills: httplib writes a response's header and
 // body separately, and one send of both saves a system call and a TCP segment per request. Sends
 // never wait: what the socket does not take is kept, in order, for the gate (TakeUnsent).
 class DeadlineStream final : public httplib::Stream {
  public:
-  DeadlineStream(int fd, steady_clock::time_point read_deadline, size_t limit, size_t max_unsent)
-      : fd_(fd), read_deadline_(read_deadline), limit_(limit), max_unsent_(max_unsent) {}
+  DeadlineStream(int fd, steady_clock::time_point read_deadline, std::string head, size_t consumed,
+                 size_t limit, bool chunked, size_t max_body, size_t max_unsent)
+      : fd_(fd),
+        read_deadline_(read_deadline),
+        head_(std::move(head)),
+        limit_(limit),
+        chunked_(chunked),
+        max_body_(max_body),
+        meter_(max_body),
+        max_unsent_(max_unsent),
+        consumed_(consumed) {}
 
   bool is_readable() const override {
-    if (pos_ < end_) return true;
+    if (head_pos_ < head_.size() || pos_ < end_) return true;
     pollfd p{fd_, POLLIN, 0};
     return ::poll(&p, 1, 0) > 0;
   }
@@ -211,11 +371,19 @@ class DeadlineStream final : public httplib::Stream {
   }
 
   ssize_t read(char* ptr, size_t size) override {
+    if (head_pos_ < head_.size()) {
+      const size_t n = std::min(size, head_.size() - head_pos_);
+      std::memcpy(ptr, head_.data() + head_pos_, n);
+      head_pos_ += n;
+      return static_cast<ssize_t>(n);
+    }
+    if (cut_) return -1;
     if (pos_ == end_) {
       ssize_t n = Fill();
       if (n <= 0) return n;
     }
     size_t n = std::min(size, end_ - pos_);
+    if (limit_ == 0 && !Meter(&n)) return -1;
     std::memcpy(ptr, buf_.data() + pos_, n);
     pos_ += n;
     return static_cast<ssize_t>(n);
@@ -250,7 +418,11 @@ class DeadlineStream final : public httplib::Stream {
 
   // Whether exactly the `limit` bytes of the request were read (so the next byte on the socket
   // starts the next request).
-  bool read_whole_request() const { return limit_ > 0 && consumed_ == limit_ && pos_ == end_; }
+  bool read_whole_request() const {
+    return limit_ > 0 && consumed_ == limit_ && pos_ == end_ && head_pos_ == head_.size();
+  }
+  // Whether the body was cut for being over max_body.
+  bool body_over_limit() const { return cut_ && !malformed_; }
   bool timed_out() const { return timed_out_; }
   // Whether a send failed because the unsent response grew over max_pending_response_bytes.
   bool too_large() const { return too_large_; }
@@ -272,6 +444,24 @@ class DeadlineStream final : public httplib::Stream {
     }
     unsent_.append(ptr, size);
     return true;
+  }
+
+  // Counts the `*n` body bytes httplib is about to read (a body of unknown length), lowering `*n`
+  // to those before the cut; false when none may be read.
+  bool Meter(size_t* n) {
+    size_t allowed = *n;
+    if (chunked_) {
+      allowed = meter_.Feed(buf_.data() + pos_, *n);
+      cut_ = meter_.over_limit() || meter_.malformed();
+      malformed_ = meter_.malformed();
+    } else if (body_bytes_ + *n > max_body_) {
+      allowed = 0;
+      cut_ = true;
+    }
+    body_bytes_ += allowed;
+    if (cut_ && !malformed_) body_cut_at_limit = true;
+    *n = allowed;
+    return allowed > 0;
   }
 
   ssize_t Fill() {
@@ -323,9 +513,17 @@ class DeadlineStream final : public httplib::Stream {
 
   const int fd_;
   const steady_clock::time_point read_deadline_;
+  const std::string head_;
+  size_t head_pos_ = 0;
   const size_t limit_;
+  const bool chunked_;
+  const size_t max_body_;
+  ChunkedBodyMeter meter_;
+  size_t body_bytes_ = 0;  // of a body of unknown length, read by httplib
+  bool cut_ = false;
+  bool malformed_ = false;
   const size_t max_unsent_;
-  size_t consumed_ = 0;
+  size_t consumed_;
   std::array<char, 4096> buf_;
   size_t pos_ = 0, end_ = 0;
   std::array<char, kWriteBufferBytes> out_;
@@ -366,7 +564,7 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
       this);
   for (std::string_view reason :
        {"limit", "header_timeout", "idle_timeout", "header_too_large", "url_too_long",
-        "body_too_large", "read_timeout", "write_timeout", "send_backlog"}) {
+        "body_too_large", "bad_length", "read_timeout", "write_timeout", "send_backlog"}) {
     Closed(reason);  // so every reason is exported from the start
   }
 }
@@ -589,6 +787,10 @@ void GatedServer::OnReadable(int fd) {
           "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
           "body_too_large");
       return;
+    case Inspection::kBadLength:
+      RefuseLocked(fd, peeked, 400, "Bad Request", "VALIDATION_ERROR",
+                   "the Content-Length header must be a decimal number of bytes", "bad_length");
+      return;
     case Inspection::kIncomplete:
       return;  // wait for the rest
     case Inspection::kReady:
@@ -772,18 +974,48 @@ void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, si
     std::lock_guard<std::mutex> lock(mu_);
     stopping = stopping_;
   }
-  if (fast_path_ && ServeFast(job, kept, stopping, buffer, peeked)) return;
+  if (fast_path_ && ServeFast(job, kept, stopping, buffer, &peeked)) return;
+  // The header is complete on the socket (the gate or ServeKept saw it): take it off and give
+  // httplib its rewritten form (HeaderForHttplib).
+  if (peeked == 0) {
+    const ssize_t n = ::recv(job.fd, buffer->data(), buffer->size(), MSG_PEEK | MSG_DONTWAIT);
+    peeked = n > 0 ? static_cast<size_t>(n) : 0;
+  }
+  const std::string_view input(buffer->data(), std::min(peeked, options_.max_header_bytes));
+  const size_t header_end = input.find("\r\n\r\n");
+  if (header_end == std::string_view::npos) {  // not as inspected (the client reset?)
+    Finish(job.fd, kept, /*close=*/true);
+    return;
+  }
+  const size_t header_bytes = header_end + 4;
+  const HeaderInfo info = ParseHeader(input.substr(0, header_bytes));
+  std::string head = HeaderForHttplib(input.substr(0, header_bytes));
+  if (::recv(job.fd, buffer->data(), header_bytes, MSG_DONTWAIT) !=
+      static_cast<ssize_t>(header_bytes)) {
+    Finish(job.fd, kept, /*close=*/true);
+    return;
+  }
   // What the socket does not take may be held up to what is left of the gate's budget.
   const size_t held = std::min(sending_bytes_.load(), options_.max_pending_response_bytes);
   DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
-                        job.request_bytes, options_.max_pending_response_bytes - held);
+                        std::move(head), header_bytes, job.request_bytes, info.chunked_coding,
+                        options_.max_body_bytes, options_.max_pending_response_bytes - held);
   bool connection_closed = false;
+  body_cut_at_limit = false;
   const bool ok =
       process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
+  body_cut_at_limit = false;
   // Send the reply even when httplib gives up on the connection (its 400s and the like).
   const bool flushed = stream.Flush();
   if (stream.timed_out()) Closed("read_timeout")->Inc();
   if (stream.too_large()) Closed("send_backlog")->Inc();
+  if (stream.body_over_limit()) {
+    Closed("body_too_large")->Inc();
+    // The client may still be sending: stop reading, so that the close is a FIN after the 413
+    // rather than a reset that discards it, and drop what already arrived.
+    ::shutdown(job.fd, SHUT_WR);
+    DiscardInput(job.fd, buffer);
+  }
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).
   const bool close = !ok || !flushed || connection_closed || stopping || stream.timed_out() ||
@@ -797,11 +1029,12 @@ void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, si
 }
 
 bool GatedServer::ServeFast(const Job& job, bool kept, bool stopping, std::vector<char>* buffer,
-                            size_t peeked) {
+                            size_t* peeked) {
   // Only a request whose bytes are all known (a head with no body, as Inspect measured it).
   if (job.request_bytes == 0 || job.request_bytes > buffer->size()) return false;
-  if (peeked < job.request_bytes) {  // a job from the gate: this worker has not looked yet
+  if (*peeked < job.request_bytes) {  // a job from the gate: this worker has not looked yet
     const ssize_t n = ::recv(job.fd, buffer->data(), buffer->size(), MSG_PEEK | MSG_DONTWAIT);
+    *peeked = n > 0 ? static_cast<size_t>(n) : 0;
     if (n < static_cast<ssize_t>(job.request_bytes)) return false;
   }
   thread_local std::string response;
@@ -909,5 +1142,7 @@ void GatedServer::CloseSocket(int fd) {
   ::close(fd);
   open_.fetch_sub(1, std::memory_order_relaxed);
 }
+
+bool GatedServer::BodyCutAtLimit() { return body_cut_at_limit; }
 
 }  // namespace inferscope

@@ -58,7 +58,12 @@ struct GateOptions {
 //    idle_timeout_ms, is closed; connections beyond max_connections are closed at accept; a header
 //    over max_header_bytes gets 431, a request target over max_url_bytes gets 414 (as soon as the
 //    request line shows it), a Content-Length over max_body_bytes gets 413 before any body byte is
-//    read; all counted in inferscope_http_connections_closed_total{reason};
+//    read, one that is not a decimal number 400; a body of unknown length (Transfer-Encoding) is
+//    cut once it is over max_body_bytes (a chunked body's data, counted as httplib reads it;
+//    httplib 0.11 does not limit it) and answered 413 (BodyCutAtLimit); all counted in
+//    inferscope_http_connections_closed_total{reason};
+//  * the header goes to httplib without Range and without a form Content-Type
+//    (HeaderForHttplib in gated_server.cc): the API ignores Range and reads every body as JSON;
 //  * responses are written without waiting: what the socket does not take at once goes to the gate
 //    with the connection, and the gate sends it as the client reads (EPOLLOUT), so a client that
 //    reads slowly or not at all holds no worker (the slow-read attack). A response that makes no
@@ -101,6 +106,11 @@ class GatedServer : public httplib::Server {
   Status StartGate();
   // Closes every parked socket and joins the gate and workers; in-flight requests finish first.
   void StopGate();
+
+  // Whether the request the calling worker thread serves had a body of unknown length
+  // (Transfer-Encoding) that was cut at max_body_bytes; httplib then fails the request with 400,
+  // and the error handler should answer 413 instead. Meaningful in httplib's handlers only.
+  static bool BodyCutAtLimit();
 
   // Connections accepted and not yet closed.
   size_t open_connections() const { return open_.load(std::memory_order_relaxed); }
@@ -155,8 +165,9 @@ class GatedServer : public httplib::Server {
   // `peeked`: the socket's input as this worker peeked it (empty when it did not).
   void Serve(const Job& job, bool kept, std::vector<char>* buffer, size_t peeked);
   // The fast path's turn (see FastPath); false when it left the request to httplib.
+  // `*peeked` is updated when it peeks.
   bool ServeFast(const Job& job, bool kept, bool stopping, std::vector<char>* buffer,
-                 size_t peeked);
+                 size_t* peeked);
   // Keeps the connection for its next request or closes it.
   void Finish(int fd, bool kept, bool close);
   // Sends `response` without waiting; what the socket does not take goes to the gate (Defer).

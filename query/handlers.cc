@@ -175,6 +175,67 @@ ApiReply BadField(const ApiContext& ctx, std::string_view field, std::string mes
                     std::string(field) + ": " + std::move(message), {{"field", field}});
 }
 
+size_t JsonNestingDepth(std::string_view text, size_t limit) {
+  size_t depth = 0;
+  size_t deepest = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+std::optional<ApiReply> ParseJsonBody(const ApiContext& ctx, std::string_view body, json* out) {
+  if (JsonNestingDepth(body, kMaxJsonBodyDepth) > kMaxJsonBodyDepth) {
+    return ErrorReply(*ctx.clock, 400, kValidationError,
+                      "the body nests arrays and objects more than " +
+                          std::to_string(kMaxJsonBodyDepth) + " levels deep (at most " +
+                          std::to_string(kMaxJsonBodyDepth) + " are allowed)",
+                      {{"max_depth", kMaxJsonBodyDepth}});
+  }
+  *out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded() || !out->is_object()) {
+    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
+  }
+  return std::nullopt;
+}
+
+std::string ShowJsonValue(const json& value) {
+  constexpr size_t kShownBytes = 64;
+  switch (value.type()) {
+    case json::value_t::string: {
+      const std::string& s = value.get_ref<const std::string&>();
+      if (s.size() <= kShownBytes) {
+        return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+      }
+      return json(s.substr(0, kShownBytes)).dump(-1, ' ', false, json::error_handler_t::replace) +
+             "...";
+    }
+    case json::value_t::array:
+      return "an array of " + std::to_string(value.size());
+    case json::value_t::object:
+      return "an object of " + std::to_string(value.size()) + " fields";
+    default:
+      return value.dump();  // a number, boolean or null: short
+  }
+}
+
 ApiReply StatusReply(const Clock& clock, const Status& status) {
   switch (status.code()) {
     case Status::Code::kInvalidArgument:

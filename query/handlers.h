@@ -107,6 +107,23 @@ ApiReply BadParameterValue(const ApiContext& ctx, std::string_view parameter, st
 // 400 VALIDATION_ERROR naming a field of the request body: "<field>: <message>", details
 // {"field": name}.
 ApiReply BadField(const ApiContext& ctx, std::string_view field, std::string message);
+// The deepest nesting of arrays and objects a request body may have (`{"a":[1]}` is 2 deep).
+// Deeper bodies are refused before they are parsed: serialising or copying a JSON value recurses
+// once per level (an error message that echoed a 60,000-deep value overflowed the worker's stack).
+inline constexpr size_t kMaxJsonBodyDepth = 64;
+// How deep `text` nests arrays and objects, read as JSON (brackets inside strings do not count),
+// in one pass without recursion; it stops at the first level past `limit` and returns that.
+// Malformed text gets some count (the parser refuses it later).
+size_t JsonNestingDepth(std::string_view text, size_t limit);
+// Parses a request body that must be a JSON object into `*out`: nullopt when it is one, else the
+// reply: 400 VALIDATION_ERROR "the body must be a JSON object", or, for a body nesting deeper than
+// kMaxJsonBodyDepth, a message naming the limit with details {"max_depth"}.
+std::optional<ApiReply> ParseJsonBody(const ApiContext& ctx, std::string_view body,
+                                      nlohmann::json* out);
+// A JSON value as an error message shows it: a string quoted and cut to 64 bytes, a number,
+// boolean or null as JSON, an array or object by its kind only ("an array of 3"), so that what a
+// message echoes is short whatever the client sent.
+std::string ShowJsonValue(const nlohmann::json& value);
 // A Status turned into an error reply: InvalidArgument → 400, NotFound → 404, else 500.
 // FailedPrecondition → 409 (CONFLICT), else 500.
 ApiReply StatusReply(const Clock& clock, const Status& status);

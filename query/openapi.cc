@@ -15,8 +15,8 @@ const nlohmann::json& OpenApiDocument() {
   return doc;
 }
 
-std::optional<std::vector<std::string>> DocumentedQueryParameters(std::string_view method,
-                                                                  std::string_view path) {
+std::optional<std::vector<std::string>> DocumentedQueryParameters(
+    std::string_view method, std::string_view path, std::vector<std::string>* repeatable) {
   const nlohmann::json& doc = OpenApiDocument();
   if (!doc.is_object() || !doc.contains("paths")) return std::nullopt;
   const nlohmann::json& paths = doc["paths"];
@@ -44,6 +44,9 @@ std::optional<std::vector<std::string>> DocumentedQueryParameters(std::string_vi
       }
       if (param->value("in", "") == "query" && param->contains("name")) {
         names.push_back(param->value("name", ""));
+        if (repeatable != nullptr && param->value("x-repeatable", false)) {
+          repeatable->push_back(names.back());
+        }
       }
     }
   }

@@ -25,8 +25,9 @@ std::string_view OpenApiDocumentText();
 const nlohmann::json& OpenApiDocument();
 // The query parameters the document declares for the operation `method` ("GET", "POST"...) on the
 // path template `path` (a Route's name, "/v1/instances/{id}/summary"), in the document's order;
-// nullopt when the document has no such operation.
-std::optional<std::vector<std::string>> DocumentedQueryParameters(std::string_view method,
-                                                                  std::string_view path);
+// nullopt when the document has no such operation. `repeatable`, when given, gets those that may
+// be given more than once (`"x-repeatable": true`); any other may appear once.
+std::optional<std::vector<std::string>> DocumentedQueryParameters(
+    std::string_view method, std::string_view path, std::vector<std::string>* repeatable = nullptr);
 
 }  // namespace inferscope

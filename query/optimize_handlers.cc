@@ -476,11 +476,7 @@ json BottlenecksJson(const Subject& s, int64_t window_ms, std::string* primary_n
 // Parses the body as a JSON object, refusing query parameters.
 std::optional<ApiReply> ParseBody(const ApiContext& ctx, const ApiRequest& req, json* body) {
   if (auto e = RefuseParameters(ctx, req)) return e;
-  *body = json::parse(req.body, nullptr, false);
-  if (body->is_discarded() || !body->is_object()) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
-  }
-  return std::nullopt;
+  return ParseJsonBody(ctx, req.body, body);
 }
 
 }  // namespace

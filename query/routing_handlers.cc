@@ -139,10 +139,8 @@ ApiReply HandleRoutingWeights(const ApiContext& ctx, const ApiRequest& req) {
 }
 
 ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
-  }
+  json body;
+  if (std::optional<ApiReply> error = ParseJsonBody(ctx, req.body, &body)) return *error;
   RequestFeatures features;
   Strategy strategy = Strategy::kBalanced;
   std::string model;
@@ -170,7 +168,7 @@ ApiReply HandleRoutingSelect(const ApiContext& ctx, const ApiRequest& req) {
             c.is_string() ? routing::ParseCapability(c.get<std::string>()) : std::nullopt;
         if (!bit) {
           return BadField(ctx, key,
-                          "unknown capability " + c.dump().substr(0, 64) +
+                          "unknown capability " + ShowJsonValue(c) +
                               " (expected vision, code, tools, json, audio, reasoning)");
         }
         features.required_capabilities |= *bit;

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <exception>
 #include <optional>
+#include <regex>
 #include <string>
 #include <utility>
 
@@ -124,6 +125,7 @@ struct RouteRuntime {
   // The query parameters the OpenAPI document declares for this operation; any other is a 400. A
   // route the document lacks accepts any (tests/query/openapi_test.cc fails on it).
   std::optional<std::vector<std::string>> params;
+  std::vector<std::string> repeatable;  // of `params`, those that may appear more than once
   Histogram* latency = nullptr;
   std::unique_ptr<StatusCounters> counters;
   std::string allow;  // what a read-only node allows on a write route's path (405's Allow header)
@@ -157,9 +159,26 @@ void CacheKey(const Route& route, const RouteRequest& req, uint8_t scopes, std::
 
 // The first query parameter of `req` that `allowed` does not name: a 400 naming it and listing the
 // route's parameters (from the OpenAPI document), so a misspelt `windw=10s` is not silently
-// ignored.
+// ignored. Then the first one given more than once with different values that is not
+// `repeatable` (handlers read the first value: `limit=1&limit=2` would silently mean 1).
 std::optional<ApiReply> UnknownParameter(const Clock& clock, const RouteRequest& req,
-                                         const std::vector<std::string>& allowed) {
+                                         const std::vector<std::string>& allowed,
+                                         const std::vector<std::string>& repeatable) {
+  // req.params is ordered by name, so repeats are neighbours.
+  for (size_t i = 1; i < req.params.size(); ++i) {
+    const std::string_view name = req.params[i].first;
+    // An exact repeat (same value) is one parameter: httplib keeps one such pair, and both readers
+    // must answer alike.
+    if (name != req.params[i - 1].first || req.params[i].second == req.params[i - 1].second ||
+        std::find(repeatable.begin(), repeatable.end(), name) != repeatable.end() ||
+        std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      continue;
+    }
+    const std::string shown(name.substr(0, 64));
+    return ErrorReply(clock, 400, "VALIDATION_ERROR",
+                      "parameter '" + shown + "' is given more than once (give it once)",
+                      {{"parameter", shown}});
+  }
   for (const auto& [name, value] : req.params) {
     if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) continue;
     std::string expected;
@@ -421,7 +440,8 @@ void QueryServer::ServeRoute(const RouteRuntime& rt, const RouteRequest& req,
            {"engine_url", engine_url.empty() ? nlohmann::json() : nlohmann::json(engine_url)}});
       out->headers.emplace_back("Allow", rt.allow);
     } else if (std::optional<ApiReply> unknown =
-                   rt.params ? UnknownParameter(*ctx->clock, req, *rt.params) : std::nullopt) {
+                   rt.params ? UnknownParameter(*ctx->clock, req, *rt.params, rt.repeatable)
+                             : std::nullopt) {
       reply = std::move(*unknown);
     } else {
       if (rt.cache != nullptr) {
@@ -533,7 +553,7 @@ void QueryServer::RegisterRoutes() {
   for (const Route& route : Routes()) {
     auto rt = std::make_unique<RouteRuntime>();
     rt->route = &route;
-    rt->params = DocumentedQueryParameters(route.method, route.name);
+    rt->params = DocumentedQueryParameters(route.method, route.name, &rt->repeatable);
     if (!rt->params) {
       spdlog::warn("query server: {} {} is not in the OpenAPI document (docs/openapi.json)",
                    route.method, route.name);
@@ -588,6 +608,30 @@ void QueryServer::RegisterRoutes() {
   }
   const ApiContext* ctx = ctx_.get();
   ResponseLog* log = log_;
+  // Each route pattern with the methods its routes answer (HEAD with GET: httplib answers it from
+  // the GET handler; on a read-only node not the write routes, as RouteRuntime::allow), so that a
+  // request httplib routes nowhere because only its method is wrong answers 405 with `Allow` rather
+  // than 404.
+  auto methods = std::make_shared<std::vector<std::pair<std::regex, std::string>>>();
+  for (size_t i = 0; i < Routes().size(); ++i) {
+    const Route& route = Routes()[i];
+    bool first = true;
+    for (size_t j = 0; j < i; ++j) first = first && Routes()[j].pattern != route.pattern;
+    if (!first) continue;
+    std::string allow;
+    for (std::string_view method : {"GET", "POST", "DELETE"}) {
+      if (std::none_of(Routes().begin(), Routes().end(), [&](const Route& other) {
+            // A read-only node's write routes answer 405 READ_ONLY: not allowed there.
+            return other.pattern == route.pattern && other.method == method &&
+                   !(options_.read_only && other.writes);
+          })) {
+        continue;
+      }
+      allow += (allow.empty() ? "" : ", ") + std::string(method);
+      if (method == "GET") allow += ", HEAD";
+    }
+    methods->emplace_back(std::regex(route.pattern), std::move(allow));
+  }
 
   // CORS (query/access.h): preflights are answered without a token; every response to an allowed
   // origin carries Access-Control-Allow-Origin (the post-routing handler runs for errors too).
@@ -628,11 +672,34 @@ void QueryServer::RegisterRoutes() {
   // Unknown routes and httplib's own errors (bad request lines...) get the same error shape. The
   // error handler also sees our handlers' error replies; those already have a body.
   server_->set_error_handler(httplib::Server::HandlerWithResponse(
-      [ctx, log](const httplib::Request& req, httplib::Response& res) {
+      [ctx, log, methods, max_body = options_.max_body_bytes](const httplib::Request& req,
+                                                              httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-        std::string message = res.status == 404
-                                  ? "no route for " + req.method + " " + req.path
-                                  : "request failed with HTTP status " + std::to_string(res.status);
+        if (res.status == 404) {
+          for (const auto& [pattern, allow] : *methods) {
+            if (!std::regex_match(req.path, pattern)) continue;
+            res.status = 405;
+            res.set_header("Allow", allow);
+            Send(ErrorReply(
+                     *ctx->clock, 405, "METHOD_NOT_ALLOWED",
+                     req.method + " is not allowed on " + req.path + " (allowed: " + allow + ")",
+                     {{"method", req.method}, {"path", req.path}, {"allowed", allow}}),
+                 res);
+            if (log != nullptr) {
+              log->Record(req.method, nullptr, req.path, res.status, "application/json", res.body);
+            }
+            Count(*ctx->metrics, kUnmatched, res.status);
+            return httplib::Server::HandlerResponse::Handled;
+          }
+        }
+        // A body of unknown length (chunked) that the connection layer cut at the limit: httplib
+        // saw a failed read (400).
+        if (res.status == 400 && GatedServer::BodyCutAtLimit()) res.status = 413;
+        std::string message =
+            res.status == 404 ? "no route for " + req.method + " " + req.path
+            : res.status == 413
+                ? "the request body is larger than " + std::to_string(max_body) + " bytes"
+                : "request failed with HTTP status " + std::to_string(res.status);
         nlohmann::json details = {{"method", req.method}, {"path", req.path}};
         Send(ErrorReply(*ctx->clock, res.status, CodeForStatus(res.status), std::move(message),
                         std::move(details)),

@@ -46,9 +46,9 @@ std::optional<json> TransitionBody(const ApiContext& ctx, const ApiRequest& req,
                   [](char c) { return std::isspace(static_cast<unsigned char>(c)); })) {
     return json::object();
   }
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    *error = ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
+  json body;
+  if (std::optional<ApiReply> refused = ParseJsonBody(ctx, req.body, &body)) {
+    *error = std::move(*refused);
     return std::nullopt;
   }
   for (auto it = body.begin(); it != body.end(); ++it) {
@@ -79,10 +79,8 @@ ApiReply WorkflowReply(const Workflow& w, int status = 200) {
 
 ApiReply HandleCreateWorkflow(const ApiContext& ctx, const ApiRequest& req) {
   if (ctx.workflows == nullptr) return NoWorkflows(ctx);
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return ErrorReply(*ctx.clock, 400, kValidationError, "the body must be a JSON object");
-  }
+  json body;
+  if (std::optional<ApiReply> error = ParseJsonBody(ctx, req.body, &body)) return *error;
   Result<Workflow> w = WorkflowFromRequest(body);
   if (!w.ok()) return RegistryError(ctx, w.status());
   Result<Workflow> created = ctx.workflows->Create(std::move(w).value());

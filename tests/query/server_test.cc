@@ -363,10 +363,12 @@ TEST_F(QueryServerTest, UnknownRoutesGetTheErrorShape) {
   json body = GetJson("/v1/nothing/here", 404);
   ExpectError(body, "NOT_FOUND");
   EXPECT_EQ(body["error"]["details"]["path"], "/v1/nothing/here");
+  // A route's path with another method: 405 naming the methods it answers.
   auto res = client_->Post("/v1/health", "{}", "application/json");
   ASSERT_TRUE(res);
-  EXPECT_EQ(res->status, 404);
-  ExpectError(json::parse(res->body), "NOT_FOUND");
+  EXPECT_EQ(res->status, 405);
+  EXPECT_EQ(res->get_header_value("Allow"), "GET, HEAD");
+  ExpectError(json::parse(res->body), "METHOD_NOT_ALLOWED");
 }
 
 TEST_F(QueryServerTest, PrometheusMetricsCountRequestsPerRouteAndStatus) {

@@ -207,6 +207,7 @@ ssize_t SendNow(int fd, const char* ptr, size_t size) {
 //    in memory (2,700 ranges of "0-" turned the 131 KB OpenAPI document into 355 MB, past the
 //    response budget), cut JSON error bodies, and answer 416. The API answers the whole
 //    representation (200), as RFC 9110 allows a server that ignores Range.
+//  * a '?' within the query: percent-encoded (see below).
 //  * a form Content-Type (application/x-www-form-urlencoded, multipart/form-data): httplib would
 //    decode the body into query parameters or files; the API reads every body as JSON, so that
 //    `curl -d '{...}'` (which sends the form type) works.
@@ -221,7 +222,24 @@ std::string HeaderForHttplib(std::string_view header) {
     const std::string_view line = header.substr(pos, end - pos);
     pos = end;
     bool keep = true;
-    if (!request_line) {
+    if (request_line) {
+      // A '?' inside the query (RFC 3986 allows it: `instance=vllm-?`, a glob) would end httplib's
+      // query at it (a wrong answer) or make it refuse the request; percent-encoded, it decodes
+      // back to '?' in the parameter's value.
+      const size_t query = line.find('?');
+      const size_t target_end = line.find(' ', line.find(' ') + 1);
+      if (query != std::string_view::npos && query < target_end) {
+        out.append(line.substr(0, query + 1));
+        for (size_t i = query + 1; i < line.size(); ++i) {
+          if (line[i] == '?' && i < target_end) {
+            out.append("%3F");
+          } else {
+            out.push_back(line[i]);
+          }
+        }
+        keep = false;
+      }
+    } else {
       const size_t colon = line.find(':');
       if (colon != std::string_view::npos) {
         const std::string_view name = Trim(line.substr(0, colon));

@@ -363,6 +363,24 @@ TEST_F(QueryServerRequestTest, ReadOnlyNodeAllowsOnlyItsReadMethods) {
 // A repeated query parameter was silently read as its first value (`limit=1&limit=2` gave one
 // item); it is a 400 naming it, on both readers (httplib, and the fast path's for summary).
 // `instances` of the comparison report is declared repeatable (names with commas).
+// A '?' inside a query value (RFC 3986 allows it; the docs' globs use it) is part of the value.
+// Before, httplib ended the query at it: `limit=1?` was read as limit=1 (a 200), and `limit=a?b`
+// got a generic 400 naming nothing.
+TEST_F(QueryServerRequestTest, AQuestionMarkInsideTheQueryIsPartOfTheValue) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  for (const std::string target : {"/v1/instances?limit=1?", "/v1/instances?limit=a?b"}) {
+    SCOPED_TRACE(target);
+    const std::string response =
+        Exchange("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(response.rfind("HTTP/1.1 400", 0), 0u) << response;
+    json body = json::parse(BodyOf(response), nullptr, false);
+    EXPECT_EQ(body["error"]["details"]["parameter"], "limit") << response;
+  }
+  const std::string ok =
+      Exchange("GET /v1/instances?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
+}
+
 TEST_F(QueryServerRequestTest, RepeatedQueryParameterIs400NamingIt) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   httplib::Client client("127.0.0.1", server_->port());

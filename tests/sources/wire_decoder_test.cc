@@ -2125,8 +2125,9 @@ TEST(WireDecoderDifferentialTest, VariedEncodingsMatchTheReference) {
   EXPECT_GT(diff.with_events(), 10000u);
   EXPECT_GT(diff.with_rejected_events(), 2000u);
   EXPECT_GT(diff.rejected_messages(), 1000u);
-  EXPECT_GT(diff.reference().late(),
-            20u);  // fewer than gaps: a restart to 0 keeps what was reached
+  // Few late ones (46 with GCC, 5 with Clang, whose draws differ): after a restart to 0 nothing
+  // below what was reached is marked missing. SequenceTrackerTest covers late messages in detail.
+  EXPECT_GT(diff.reference().late(), 0u);
   EXPECT_GT(diff.reference().duplicates(), 500u);
   EXPECT_GT(diff.reference().restarts(), 200u);
 }

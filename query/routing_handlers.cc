@@ -21,7 +21,6 @@ using routing::LiveRouter;
 using routing::RequestFeatures;
 using routing::Strategy;
 
-constexpr std::string_view kValidationError = "VALIDATION_ERROR";
 constexpr int64_t kMaxTokens = 100'000'000;
 constexpr int64_t kMaxRecommendations = routing::kMaxRanked;
 

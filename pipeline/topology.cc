@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <vector>
 
 #include "pipeline/address.h"
 
@@ -233,7 +234,14 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
 Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::string& file) {
   YAML::Node doc;
   try {
-    doc = YAML::Load(yaml_text);
+    // Every document, so that a second one (after `---`) is refused rather than silently ignored.
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.size() > 1) {
+      return Status::InvalidArgument(MarkPrefix(file, docs[1].Mark()) +
+                                     ": a second YAML document; a topology file holds one (remove "
+                                     "the '---' or split the file)");
+    }
+    if (!docs.empty()) doc = docs.front();
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(MarkPrefix(file, e.mark) + ": YAML syntax error: " + e.msg);
   }

@@ -223,6 +223,17 @@ TEST(TopologyTest, DuplicateKeyNamesFileLineColumnAndKey) {
   EXPECT_TRUE(Check(kGood).ok());
 }
 
+// yaml-cpp's Load reads the first document only: a second one (after `---`) was silently ignored.
+TEST(TopologyTest, ASecondYamlDocumentIsRefused) {
+  Status two = Check(std::string(kGood) + "---\nname: other\n");
+  EXPECT_FALSE(two.ok());
+  EXPECT_NE(two.message().find("t.yaml:20:1: a second YAML document"), std::string::npos)
+      << two.message();
+  // A document start marker before the one document is fine.
+  EXPECT_TRUE(Check("---\n" + std::string(kGood)).ok())
+      << Check("---\n" + std::string(kGood)).message();
+}
+
 // Aliased collections are shared nodes: the duplicate-key walk visits each once. Without that, this
 // 10^8-leaf alias bomb would take minutes; it parses at once (its field is the test operator's,
 // which does not read it).

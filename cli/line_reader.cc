@@ -69,6 +69,7 @@ LineReader::Outcome LineReader::Next(std::string_view* line) {
   }
   ++line_number_;
   if (too_long) return Outcome::kTooLong;
+  if (line_number_ == 1 && line_.rfind("\xEF\xBB\xBF", 0) == 0) line_.erase(0, 3);
   *line = line_;
   return Outcome::kLine;
 }

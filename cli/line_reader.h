@@ -34,7 +34,9 @@ class LineReader {
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
 
-  // The next line. *line stays valid until the next call. A last line without '\n' is a line.
+  // The next line. *line stays valid until the next call. A last line without '\n' is a line. A
+  // UTF-8 byte order mark at the start of the input is not part of the first line (spreadsheets
+  // write one before a CSV header).
   Outcome Next(std::string_view* line);
 
   // 1-based number of the line last returned by Next (kLine or kTooLong).

@@ -24,6 +24,7 @@
 #include "cli/progress.h"
 #include "operators/detectors.h"
 #include "pipeline/config.h"
+#include "pipeline/scoped_fd.h"
 
 namespace inferscope {
 
@@ -79,13 +80,7 @@ int DetectCommand(const DetectArgs& args) {
       return 2;
     }
   }
-  // Closes the input on every return.
-  struct FdCloser {
-    int fd;
-    ~FdCloser() {
-      if (fd != STDIN_FILENO) ::close(fd);
-    }
-  } in_closer{in_fd};
+  const ScopedFd in_closer(in_fd);  // stdin stays open
   struct stat in_stat {};
   const bool in_stat_ok = ::fstat(in_fd, &in_stat) == 0;
   if (in_stat_ok && S_ISDIR(in_stat.st_mode)) {

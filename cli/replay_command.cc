@@ -28,6 +28,7 @@
 #include "cli/progress.h"
 #include "cli/recording.h"
 #include "clients/cpp/publisher.h"
+#include "pipeline/scoped_fd.h"
 #include "pipeline/utf8.h"
 
 namespace inferscope {
@@ -154,10 +155,7 @@ int ReplayCsv(const ReplayArgs& args) {
     spdlog::error("replay: cannot read {}: {}", args.input, std::strerror(errno));
     return 2;
   }
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
+  const ScopedFd closer(fd);
   LineReader in(fd);
   // The header names the columns (any order; unknown columns are ignored).
   std::string_view line;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pipeline/address.h"
+#include "pipeline/scoped_fd.h"
 
 namespace inferscope {
 namespace {
@@ -311,10 +312,7 @@ Result<TopologySpec> LoadTopologyFile(const std::string& path) {
   if (fd < 0) {
     return Status::NotFound(path + ": cannot read topology file: " + std::strerror(errno));
   }
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
+  const ScopedFd closer(fd);
   const std::string cap_text =
       "topology files are at most " + std::to_string(kMaxTopologyFileBytes) + " bytes (2 MiB)";
   struct stat st {};

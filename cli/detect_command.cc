@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -25,29 +24,19 @@
 #include "operators/detectors.h"
 #include "pipeline/config.h"
 #include "pipeline/scoped_fd.h"
+#include "pipeline/yaml_file.h"
 
 namespace inferscope {
 
 int DetectCommand(const DetectArgs& args) {
   DetectorOptions options;
   if (!args.config.empty()) {
-    // yaml-cpp reads a directory through a stream that throws (std::ios_failure, not a
-    // YAML::Exception): refuse it first, and catch any other read failure as well.
-    std::error_code ec;
-    if (std::filesystem::is_directory(args.config, ec)) {
-      std::cerr << "--config " << args.config << ": is a directory\n";
+    Result<YAML::Node> loaded = LoadYamlFile(args.config, "detector config");
+    if (!loaded.ok()) {
+      std::cerr << "--config " << loaded.status().message() << "\n";
       return 2;
     }
-    YAML::Node node;
-    try {
-      node = YAML::LoadFile(args.config);
-    } catch (const YAML::Exception& e) {
-      std::cerr << "--config " << args.config << ": " << e.what() << "\n";
-      return 2;
-    } catch (const std::exception& e) {
-      std::cerr << "--config " << args.config << ": cannot read: " << e.what() << "\n";
-      return 2;
-    }
+    YAML::Node node = *loaded;
     if (node.IsNull()) node = YAML::Node(YAML::NodeType::Map);
     Result<DetectorOptions> parsed = ParseDetectorOptions(ConfigNode(args.config, node, ""));
     if (!parsed.ok()) {

@@ -24,6 +24,7 @@
 #include "pipeline/json_text.h"
 #include "pipeline/thread_name.h"
 #include "pipeline/topology.h"
+#include "pipeline/yaml_file.h"
 #include "state/state_store.h"
 
 namespace inferscope {
@@ -71,12 +72,9 @@ struct ClusterNode::Slot {
 };
 
 Result<ClusterSpec> ClusterSpec::Load(const std::string& path) {
-  YAML::Node doc;
-  try {
-    doc = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(path + ": " + e.what());
-  }
+  Result<YAML::Node> loaded = LoadYamlFile(path, "cluster file");
+  if (!loaded.ok()) return loaded.status();
+  const YAML::Node doc = *loaded;
   if (!doc.IsMap()) return Status::InvalidArgument(path + ": expected a mapping");
   ConfigNode root(path, doc, "");
   INFERSCOPE_RETURN_IF_ERROR(

@@ -1,55 +1,15 @@
 #include "pipeline/topology.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <map>
 #include <set>
-#include <tuple>
 #include <vector>
 
 #include "pipeline/address.h"
-#include "pipeline/scoped_fd.h"
+#include "pipeline/yaml_file.h"
 
 namespace inferscope {
 namespace {
-
-std::string MarkPrefix(const std::string& file, const YAML::Mark& mark) {
-  if (mark.line < 0) return file;
-  return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
-}
-
-// A key given twice in one mapping is an error: yaml-cpp keeps the first value and drops the second
-// silently. Walks the tree once, iteratively; a collection reached again through an alias (yaml-cpp
-// shares aliased nodes) is skipped by its Mark, so an alias bomb costs time linear in the text.
-Status CheckDuplicateKeys(const YAML::Node& doc, const std::string& file) {
-  std::set<std::tuple<int, int, int>> visited;
-  std::vector<YAML::Node> stack = {doc};
-  while (!stack.empty()) {
-    const YAML::Node node = stack.back();
-    stack.pop_back();
-    if (!node.IsMap() && !node.IsSequence()) continue;
-    const YAML::Mark mark = node.Mark();
-    if (!visited.emplace(mark.pos, mark.line, mark.column).second) continue;
-    if (node.IsSequence()) {
-      for (const YAML::Node& item : node) stack.push_back(item);
-      continue;
-    }
-    std::set<std::string> keys;
-    for (const auto& kv : node) {
-      if (kv.first.IsScalar() && !keys.insert(kv.first.Scalar()).second) {
-        return Status::InvalidArgument(MarkPrefix(file, kv.first.Mark()) + ": duplicate key '" +
-                                       kv.first.Scalar() + "' (given earlier in the same mapping)");
-      }
-      stack.push_back(kv.second);
-    }
-  }
-  return Status::Ok();
-}
 
 Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_view section,
                                            bool has_inputs) {
@@ -60,7 +20,7 @@ Result<std::vector<StageSpec>> ParseStages(const ConfigNode& root, std::string_v
   for (size_t i = 0; i < list.size(); ++i) {
     std::string path = std::string(section) + "[" + std::to_string(i) + "]";
     if (!list[i].IsMap()) {
-      return Status::InvalidArgument(MarkPrefix(root.file(), list[i].Mark()) + ": " + path +
+      return Status::InvalidArgument(YamlMarkPrefix(root.file(), list[i].Mark()) + ": " + path +
                                      ": expected a mapping with name, type" +
                                      (has_inputs ? ", inputs" : "") + " and options");
     }
@@ -152,7 +112,7 @@ Status ParseStateSettings(const ConfigNode& root, TopologySpec* spec) {
     for (size_t i = 0; i < list.size(); ++i) {
       std::string path = state->path() + ".tiers[" + std::to_string(i) + "]";
       if (!list[i].IsMap()) {
-        return Status::InvalidArgument(MarkPrefix(root.file(), list[i].Mark()) + ": " + path +
+        return Status::InvalidArgument(YamlMarkPrefix(root.file(), list[i].Mark()) + ": " + path +
                                        ": expected a mapping {resolution, retention}");
       }
       ConfigNode tier(root.file(), list[i], path);
@@ -233,23 +193,12 @@ Status ParseEngineSettings(const ConfigNode& root, EngineSettings* out) {
 }  // namespace
 
 Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::string& file) {
-  YAML::Node doc;
-  try {
-    // Every document, so that a second one (after `---`) is refused rather than silently ignored.
-    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    if (docs.size() > 1) {
-      return Status::InvalidArgument(MarkPrefix(file, docs[1].Mark()) +
-                                     ": a second YAML document; a topology file holds one (remove "
-                                     "the '---' or split the file)");
-    }
-    if (!docs.empty()) doc = docs.front();
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(MarkPrefix(file, e.mark) + ": YAML syntax error: " + e.msg);
-  }
+  Result<YAML::Node> parsed = ParseYamlDocument(yaml_text, file);
+  if (!parsed.ok()) return parsed.status();
+  const YAML::Node doc = *parsed;
   if (!doc.IsMap()) {
     return Status::InvalidArgument(file + ": expected a mapping with sources, operators and sinks");
   }
-  INFERSCOPE_RETURN_IF_ERROR(CheckDuplicateKeys(doc, file));
   ConfigNode root(file, doc, "");
   INFERSCOPE_RETURN_IF_ERROR(
       root.CheckKnownFields({"name", "state", "query", "engine", "sources", "operators", "sinks"}));
@@ -308,42 +257,9 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
 }
 
 Result<TopologySpec> LoadTopologyFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return Status::NotFound(path + ": cannot read topology file: " + std::strerror(errno));
-  }
-  const ScopedFd closer(fd);
-  const std::string cap_text =
-      "topology files are at most " + std::to_string(kMaxTopologyFileBytes) + " bytes (2 MiB)";
-  struct stat st {};
-  if (::fstat(fd, &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(path + ": is a directory");
-    if (S_ISREG(st.st_mode) && st.st_size > kMaxTopologyFileBytes) {
-      return Status::InvalidArgument(path + ": " + std::to_string(st.st_size) + " bytes, " +
-                                     cap_text);
-    }
-  }
-  // At most the cap plus one byte, whatever the file claims (a FIFO, /dev/zero, a growing file).
-  std::string text;
-  char buf[64 * 1024];
-  while (true) {
-    // text.size() <= the cap here (more returns below), so this reads at most the cap + 1 bytes.
-    const size_t want =
-        std::min(sizeof buf, static_cast<size_t>(kMaxTopologyFileBytes) + 1 - text.size());
-    const ssize_t n = ::read(fd, buf, want);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      if (errno == EISDIR) return Status::InvalidArgument(path + ": is a directory");
-      return Status::InvalidArgument(path + ": cannot read topology file: " + std::strerror(errno));
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (static_cast<int64_t>(text.size()) > kMaxTopologyFileBytes) {
-      return Status::InvalidArgument(path + ": more than " + std::to_string(kMaxTopologyFileBytes) +
-                                     " bytes, " + cap_text);
-    }
-  }
-  return ParseTopology(text, path);
+  Result<std::string> text = ReadBoundedFile(path, "topology file", kMaxTopologyFileBytes);
+  if (!text.ok()) return text.status();
+  return ParseTopology(*text, path);
 }
 
 namespace {

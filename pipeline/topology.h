@@ -10,6 +10,7 @@
 #include "pipeline/registry.h"
 #include "pipeline/status.h"
 #include "pipeline/tiers.h"
+#include "pipeline/yaml_file.h"
 
 namespace inferscope {
 
@@ -65,13 +66,12 @@ struct TopologySpec {
   std::vector<StageSpec> sinks;
 };
 
-// The largest topology file LoadTopologyFile reads: 2 MiB. The shipped topologies are a few KB;
-// yaml-cpp takes about 100-270x a file's size in memory (4.8 MB took 1.26 GB), so a larger file is
-// refused before it is parsed.
-inline constexpr int64_t kMaxTopologyFileBytes = int64_t{2} << 20;
+// The largest topology file LoadTopologyFile reads: 2 MiB, as every YAML file (yaml_file.h).
+inline constexpr int64_t kMaxTopologyFileBytes = kMaxYamlFileBytes;
 
-// Parses YAML text; `file` names it in errors ("file:line:col: field: message"). A key that
-// appears twice in one mapping is an error naming the second one (yaml-cpp would keep the first).
+// Parses YAML text; `file` names it in errors ("file:line:col: field: message"). The text is one
+// YAML document (ParseYamlDocument: a second document, unreadable content or a key given twice in
+// one mapping is an error).
 Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::string& file);
 // Reads and parses a topology file: NotFound when it cannot be opened (with the errno reason),
 // InvalidArgument for a directory or a file larger than kMaxTopologyFileBytes (at most that many

@@ -12,6 +12,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "pipeline/yaml_file.h"
+
 namespace inferscope {
 namespace {
 
@@ -94,12 +96,9 @@ Status CheckTarget(ScrapeTargetConfig& t) {
 }  // namespace
 
 Result<std::vector<ScrapeTargetConfig>> ParseFileSd(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(path + ": " + e.what());
-  }
+  Result<YAML::Node> loaded = LoadYamlFile(path, "file_sd file");
+  if (!loaded.ok()) return loaded.status();
+  const YAML::Node root = *loaded;
   if (!root.IsSequence()) {
     return Status::InvalidArgument(path + ": expected a list of {targets, labels} groups");
   }

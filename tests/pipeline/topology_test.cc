@@ -227,7 +227,7 @@ TEST(TopologyTest, DuplicateKeyNamesFileLineColumnAndKey) {
 TEST(TopologyTest, ASecondYamlDocumentIsRefused) {
   Status two = Check(std::string(kGood) + "---\nname: other\n");
   EXPECT_FALSE(two.ok());
-  EXPECT_NE(two.message().find("t.yaml:20:1: a second YAML document"), std::string::npos)
+  EXPECT_NE(two.message().find("t.yaml:19:1: a second YAML document"), std::string::npos)
       << two.message();
   // A document start marker before the one document is fine.
   EXPECT_TRUE(Check("---\n" + std::string(kGood)).ok())

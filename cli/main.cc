@@ -38,6 +38,33 @@ CLI::Validator Positive(const std::string& example) {
       "NUMBER > 0");
 }
 
+// A count that cannot be negative (CLI::NonNegativeNumber's message prints DBL_MAX in full).
+CLI::Validator NonNegative() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        int64_t v = 0;
+        if (!CLI::detail::lexical_cast(s, v) || v < 0) {
+          return "must be a whole number >= 0, got '" + s + "'";
+        }
+        return {};
+      },
+      "INTEGER >= 0");
+}
+
+// replay --speed: 0 (no pacing) or a finite number of at least 0.001 (a thousand times slower
+// than recorded); NaN passed CLI::NonNegativeNumber and paced nothing, 1e-12 waited for ages.
+CLI::Validator ReplaySpeed() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v) || !std::isfinite(v) || !(v == 0 || v >= 0.001)) {
+          return "must be 0 (no pacing) or a number >= 0.001, got '" + s + "'";
+        }
+        return {};
+      },
+      "0 or NUMBER >= 0.001");
+}
+
 // A duration such as 500ms, 30s, 1m (ParseDurationMs); `allow_zero` accepts 0 ("off").
 CLI::Validator Duration(bool allow_zero) {
   return CLI::Validator(
@@ -403,9 +430,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   replay_cmd->add_option("--publisher-id", replay.publisher_id, "Publisher id (CSV)")
       ->capture_default_str();
-  replay_cmd->add_option("--speed", replay.speed, "Recorded seconds per wall second; 0 = no pacing")
+  replay_cmd
+      ->add_option("--speed", replay.speed,
+                   "Recorded seconds per wall second (at least 0.001); 0 = no pacing")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(ReplaySpeed());
   replay_cmd->add_flag("--keep-times", replay.keep_times,
                        "CSV: send the recorded event times (default: the replay's start plus each "
                        "row's offset, so windows fill now); a recording always keeps them");
@@ -494,13 +523,15 @@ int main(int argc, char** argv) {
   detect_cmd->add_option("-o,--output", detect.output, "CSV file, or - for stdout")
       ->capture_default_str();
   auto* season_opt =
-      detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points");
+      detect_cmd->add_option("--season", detect.season_points, "Seasonal period in points")
+          ->check(NonNegative());
   detect_cmd
       ->add_option("--season-period", detect.season_period, "Seasonal period in time, e.g. 1d")
       ->excludes(season_opt);
   detect_cmd->add_option("--config", detect.config, "YAML file of detector options");
-  detect_cmd->add_option("--warmup", detect.warmup_points,
-                         "Points before any verdict (>= 2; default 30)");
+  detect_cmd
+      ->add_option("--warmup", detect.warmup_points, "Points before any verdict (>= 2; default 30)")
+      ->check(NonNegative());
 
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->footer(kGlobalFooter);

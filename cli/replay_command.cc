@@ -34,6 +34,26 @@
 namespace inferscope {
 namespace {
 
+// A pacing offset in microseconds as a duration, at most a year ahead (the offsets are doubles from
+// any 64-bit times a file holds).
+std::chrono::microseconds PaceOffset(double offset_us) {
+  return std::chrono::microseconds(static_cast<int64_t>(std::min(offset_us, 365 * 86'400e6)));
+}
+
+// Sleeps until `due`. A wait over a minute (a gap in the input, or a slow --speed) is said first,
+// so that a replay which seems stuck is not taken for one.
+void PaceUntil(std::chrono::steady_clock::time_point due, const char* what, int64_t where) {
+  const auto wait =
+      std::chrono::duration_cast<std::chrono::seconds>(due - std::chrono::steady_clock::now());
+  if (wait > std::chrono::minutes(1)) {
+    spdlog::warn(
+        "replay: waiting {} s for the {} {} (its recorded time is that far ahead at this "
+        "--speed; a higher --speed, or 0, sends sooner)",
+        wait.count(), what, where);
+  }
+  std::this_thread::sleep_until(due);
+}
+
 enum Column : int {
   kTime = 0,
   kInstance,
@@ -256,14 +276,13 @@ int ReplayCsv(const ReplayArgs& args) {
     }
     if (!first_ms) first_ms = t;
     if (args.speed > 0) {
-      const auto due =
-          wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_ms * 1000));
+      const auto due = wall_start + PaceOffset(offset_ms * 1000);
       if (due > std::chrono::steady_clock::now()) {
         if (!pub.Flush()) {
           spdlog::error("replay: send failed: {}", pub.last_error());
           return 1;
         }
-        std::this_thread::sleep_until(due);
+        PaceUntil(due, "row", in.line_number());
       }
     }
     // Event times: as recorded (--keep-times), or now: the replay start plus the row's offset.
@@ -335,11 +354,12 @@ int ReplayRecording(const ReplayArgs& args) {
     if (args.speed > 0) {
       // Records out of order (the clock went back while recording) are sent at once.
       // In doubles (arrival times are any 64-bit value a file holds), at most a year ahead.
-      const double offset_us = std::min(
-          (static_cast<double>(m.arrival_ns) - static_cast<double>(*first_ns)) / 1000 / args.speed,
-          365 * 86'400e6);
-      const auto due = wall_start + std::chrono::microseconds(static_cast<int64_t>(offset_us));
-      if (due > std::chrono::steady_clock::now()) std::this_thread::sleep_until(due);
+      const auto due =
+          wall_start +
+          PaceOffset((static_cast<double>(m.arrival_ns) - static_cast<double>(*first_ns)) / 1000 /
+                     args.speed);
+      if (due > std::chrono::steady_clock::now())
+        PaceUntil(due, "message at offset", static_cast<int64_t>(m.offset));
     }
     try {
       if (!push.send(zmq::const_buffer(m.topic.data(), m.topic.size()), zmq::send_flags::sndmore)) {

@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 
 #include "pipeline/scoped_fd.h"
@@ -57,6 +58,28 @@ Status CheckOneDocument(const std::string& text, const std::string& file) {
                                  "or split the file)");
 }
 
+// yaml-cpp reports a tab in an indentation as whatever the tab broke ("illegal block entry", "end
+// of sequence not found"): name it when the error's line, or the one before, is indented with one.
+std::string TabHint(const std::string& text, const YAML::Mark& mark) {
+  if (mark.line < 0) return {};
+  int line = 0;
+  size_t begin = 0;
+  while (begin < text.size() && line <= mark.line) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    if (line >= mark.line - 1) {
+      const size_t indent_end = text.find_first_not_of(" \t", begin);
+      if (text.find('\t', begin) < std::min(indent_end, end)) {
+        return " (line " + std::to_string(line + 1) +
+               " is indented with a tab; YAML indents with spaces only)";
+      }
+    }
+    begin = end + 1;
+    ++line;
+  }
+  return {};
+}
+
 // A key given twice in one mapping is an error: yaml-cpp keeps the first value and drops the second
 // silently. Walks the tree once, iteratively; a collection reached again through an alias (yaml-cpp
 // shares aliased nodes) is skipped by its Mark, so an alias bomb costs time linear in the text.
@@ -97,8 +120,14 @@ Result<YAML::Node> ParseYamlDocument(const std::string& text, const std::string&
   try {
     INFERSCOPE_RETURN_IF_ERROR(CheckOneDocument(text, file));
     doc = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's message for this is "bad file". Its guard counts parser calls, not brackets: a
+    // few hundred nested collections reach it.
+    return Status::InvalidArgument(YamlMarkPrefix(file, e.mark) +
+                                   ": YAML syntax error: nested too deeply for the YAML parser");
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(YamlMarkPrefix(file, e.mark) + ": YAML syntax error: " + e.msg);
+    return Status::InvalidArgument(YamlMarkPrefix(file, e.mark) + ": YAML syntax error: " + e.msg +
+                                   TabHint(text, e.mark));
   }
   INFERSCOPE_RETURN_IF_ERROR(CheckDuplicateKeys(doc, file));
   return doc;

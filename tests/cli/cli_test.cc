@@ -773,6 +773,37 @@ TEST(CliTest, CheckTopologyRefusesALagSumThatOverflows) {
       << r.output;
 }
 
+// Values that were accepted and then ignored or misused: a negative --season or --warmup (silently
+// the default), --speed nan (no pacing at all) or 1e-12 (a wait of 30,000 years); and a tab in a
+// topology's indentation, which yaml-cpp reports as whatever the tab broke.
+TEST(CliTest, NegativeCountsUnusableSpeedsAndTabIndentsAreRefusedSayingWhy) {
+  TempDir dir;
+  const std::string csv = dir.str() + "/s.csv";
+  std::ofstream(csv) << "timestamp,value\n1700000000,5\n";
+  for (const std::string option : {"--season", "--warmup"}) {
+    CliRun r = Inferscope(dir, {"detect", "-i", csv, option, "-1"});
+    EXPECT_NE(r.code, 0) << option << r.output;
+    EXPECT_NE(r.output.find(option + ": must be a whole number >= 0, got '-1'"), std::string::npos)
+        << r.output;
+  }
+  for (const std::string speed : {"nan", "1e-12", "-1", "inf"}) {
+    CliRun r = Inferscope(dir, {"replay", "-i", csv, "--speed", speed});
+    EXPECT_NE(r.code, 0) << speed << r.output;
+    EXPECT_NE(
+        r.output.find("--speed: must be 0 (no pacing) or a number >= 0.001, got '" + speed + "'"),
+        std::string::npos)
+        << r.output;
+  }
+  const std::string tab = dir.str() + "/tab.yaml";
+  std::ofstream(tab) << "name: t\nsources:\n\t- name: x\n";
+  CliRun r = Inferscope(dir, {"check-topology", tab});
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find(tab + ":3:2: YAML syntax error: illegal block entry (line 3 is indented "
+                                "with a tab; YAML indents with spaces only)"),
+            std::string::npos)
+      << r.output;
+}
+
 // keygen checks both NAME.key and NAME.pub before writing either (a NAME.pub alone made it write a
 // new NAME.key, then fail); with --force a symlink at NAME.key is replaced, its target untouched.
 TEST(CliTest, KeygenChecksBothFilesFirstAndForceReplacesASymlink) {

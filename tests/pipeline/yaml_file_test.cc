@@ -68,6 +68,33 @@ TEST(YamlFileTest, EmptyTextIsANullNodeAndSyntaxErrorsNameTheirPlace) {
             "f.yaml:2:11: duplicate key 'c' (given earlier in the same mapping)");
 }
 
+// yaml-cpp's own messages for these name neither cause: "illegal block entry" for a tab, "bad
+// file" for nesting past its parser's depth guard.
+TEST(YamlFileTest, ATabIndentAndDeepNestingAreNamed) {
+  Result<YAML::Node> tab = ParseYamlDocument("name: t\nsources:\n\t- name: x\n", "f.yaml");
+  ASSERT_FALSE(tab.ok());
+  EXPECT_NE(tab.status().message().find(
+                "f.yaml:3:2: YAML syntax error: illegal block entry (line 3 is indented with a "
+                "tab; YAML indents with spaces only)"),
+            std::string::npos)
+      << tab.status().message();
+  // A tab inside a value is no indentation.
+  Result<YAML::Node> value_tab = ParseYamlDocument("a: [1,\t2]\nb: ]\n", "f.yaml");
+  ASSERT_FALSE(value_tab.ok());
+  EXPECT_EQ(value_tab.status().message().find("tab"), std::string::npos)
+      << value_tab.status().message();
+
+  const std::string deep = "a: " + std::string(1000, '[') + std::string(1000, ']') + "\n";
+  Result<YAML::Node> nested = ParseYamlDocument(deep, "f.yaml");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.status().message().find("YAML syntax error: nested too deeply"),
+            std::string::npos)
+      << nested.status().message();
+  // A hundred levels are fine.
+  EXPECT_TRUE(
+      ParseYamlDocument("a: " + std::string(100, '[') + std::string(100, ']'), "f.yaml").ok());
+}
+
 TEST(YamlFileTest, LoadYamlFileReadsAtMostTheCapAndNamesTheKindOfFile) {
   testing::TempDir dir;
   const std::string path = dir.str() + "/c.yaml";

@@ -141,6 +141,7 @@ int DetectCommand(const DetectArgs& args) {
               << ": " << std::strerror(counts.read_error) << "\n";
     return 2;
   }
+  if (counts.reversed_header) return 2;
   if (!*out) {
     std::cerr << "detect: cannot write " << (args.output == "-" ? "stdout" : args.output) << "\n";
     return 2;

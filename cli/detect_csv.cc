@@ -3,6 +3,7 @@
 
 #include "cli/detect_csv.h"
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,16 @@ std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
     s.remove_suffix(1);
   return s;
+}
+
+// A header field naming a time column ("timestamp", "Time", "ts", ...; the first of the fields).
+bool NamesATime(std::string_view fields) {
+  std::string name(Trim(fields.substr(0, fields.find(','))));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* time : {"time", "timestamp", "ts", "date", "datetime", "t"}) {
+    if (name == time) return true;
+  }
+  return false;
 }
 
 std::optional<double> ParseNumber(std::string_view s) {
@@ -127,7 +138,16 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
     const std::optional<int64_t> time_ms = ParseCsvTimestampMs(ts);
     const std::optional<double> value = ParseNumber(val);
     if (!time_ms || !value) {
-      if (may_be_header && !value) continue;
+      if (may_be_header && !value) {
+        if (NamesATime(val)) {
+          // "value,timestamp": every row would be scored with its value as the time.
+          diagnostics << "line " << line_no << ": the header puts the time second ('" << text
+                      << "'); detect reads timestamp,value: swap the columns\n";
+          counts.reversed_header = true;
+          break;
+        }
+        continue;
+      }
       diagnostics << "line " << line_no << ": "
                   << (!time_ms ? "bad timestamp '" + std::string(ts) + "'"
                                : "bad value '" + std::string(val) + "'")

@@ -629,6 +629,23 @@ TEST(CliTest, DetectReportsALateHeaderLikeLineAndMarksIgnoredPoints) {
       << ReadFile(output);
 }
 
+// A header "value,timestamp" made every row score its value as the time (exit 0): refused.
+TEST(CliTest, DetectRefusesAHeaderWithTheColumnsSwapped) {
+  TempDir dir;
+  const std::string input = dir.str() + "/swapped.csv";
+  std::ofstream(input) << "Value, Timestamp\n5,1700000000\n6,1700000060\n";
+  CliRun r = Inferscope(dir, {"detect", "-i", input, "-o", dir.str() + "/out.csv"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("line 1: the header puts the time second ('Value, Timestamp'); detect "
+                          "reads timestamp,value: swap the columns"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("detect: 0 points"), std::string::npos) << r.output;
+  // A header that names its columns otherwise is still skipped.
+  std::ofstream(input, std::ios::trunc) << "when,latency\n1700000000,5\n";
+  EXPECT_EQ(Inferscope(dir, {"detect", "-i", input, "-o", dir.str() + "/out.csv"}).code, 0);
+}
+
 // Directories and missing files as inputs: "is a directory" (no crash, no "0 points"), and the
 // reason a file cannot be opened.
 TEST(CliTest, DirectoryAndMissingInputsSayWhatIsWrong) {

@@ -106,6 +106,17 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
   DetectCsvCounts counts;
   bool first_content_line = true;  // only the first line that is not blank or '#' may be a header
   char score[32];
+  // Line reports, at most kDetectMaxLineReports of them (a file of millions of bad or out-of-order
+  // lines printed millions of lines); the counts say how many there were.
+  int64_t reports = 0;
+  auto report = [&](int64_t line_no, const std::string& what) {
+    if (reports < kDetectMaxLineReports) {
+      diagnostics << "line " << line_no << ": " << what << "\n";
+    } else if (reports == kDetectMaxLineReports) {
+      diagnostics << "... further line reports not shown (the totals below count them)\n";
+    }
+    ++reports;
+  };
   while (true) {
     std::string_view line;
     const LineReader::Outcome outcome = in.Next(&line);
@@ -117,8 +128,8 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
     const int64_t line_no = in.line_number();
     if (on_progress && line_no % kDetectProgressLines == 0) on_progress(counts);
     if (outcome == LineReader::Outcome::kTooLong) {
-      diagnostics << "line " << line_no << ": longer than " << LineReader::kMaxLineBytes
-                  << " bytes; skipped\n";
+      report(line_no,
+             "longer than " + std::to_string(LineReader::kMaxLineBytes) + " bytes; skipped");
       ++counts.bad;
       first_content_line = false;
       continue;
@@ -129,7 +140,7 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
     first_content_line = false;
     const size_t comma = text.find(',');
     if (comma == std::string_view::npos) {
-      diagnostics << "line " << line_no << ": expected timestamp,value\n";
+      report(line_no, "expected timestamp,value");
       ++counts.bad;
       continue;
     }
@@ -148,10 +159,8 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
         }
         continue;
       }
-      diagnostics << "line " << line_no << ": "
-                  << (!time_ms ? "bad timestamp '" + std::string(ts) + "'"
-                               : "bad value '" + std::string(val) + "'")
-                  << "\n";
+      report(line_no, !time_ms ? "bad timestamp '" + std::string(ts) + "'"
+                               : "bad value '" + std::string(val) + "'");
       ++counts.bad;
       continue;
     }
@@ -161,8 +170,7 @@ DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream
     // is written with type `ignored` and counted apart, so that it does not read as judged normal.
     if (detector.ignored() > ignored_before) {
       if (std::isfinite(*value)) {
-        diagnostics << "line " << line_no
-                    << ": timestamp earlier than the previous point; ignored\n";
+        report(line_no, "timestamp earlier than the previous point; ignored");
       }
       ++counts.ignored;
       out << ts << ',' << val << ",0.0000,ignored,none\n";

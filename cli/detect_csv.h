@@ -35,6 +35,9 @@ struct DetectCsvCounts {
 // bounded memory. `on_progress`, when set, is called with the counts so far every
 // kDetectProgressLines lines (for a progress line).
 inline constexpr int64_t kDetectProgressLines = 8192;
+// Malformed, too long and out-of-order lines are reported one by one up to this many; one line
+// then says further reports are not shown (the counts still count them).
+inline constexpr int64_t kDetectMaxLineReports = 100;
 DetectCsvCounts DetectCsv(LineReader& in, SeriesDetector& detector, std::ostream& out,
                           std::ostream& diagnostics,
                           const std::function<void(const DetectCsvCounts&)>& on_progress = {});

@@ -15,6 +15,14 @@ int KeygenCommand(const KeygenArgs& args) {
     spdlog::error("keygen: --out NAME is required");
     return 2;
   }
+  // NAME is a path without extension: "keys/" would write the hidden files keys/.key and .pub.
+  if (args.out.back() == '/') {
+    spdlog::error(
+        "keygen: --out {}: NAME is a file name without extension (e.g. {}engine), not a "
+        "directory",
+        args.out, args.out);
+    return 2;
+  }
   Result<CurveKeyPair> pair = GenerateCurveKeyPair();
   if (!pair.ok()) {
     spdlog::error("keygen: {}", pair.status().ToString());

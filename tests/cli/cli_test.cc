@@ -629,6 +629,29 @@ TEST(CliTest, DetectReportsALateHeaderLikeLineAndMarksIgnoredPoints) {
       << ReadFile(output);
 }
 
+// A file of many bad or out-of-order lines printed a report per line (4 M lines for one input):
+// at most kDetectMaxLineReports are printed, then one line says the rest are counted only.
+TEST(CliTest, DetectCapsItsLineReportsAndStillCountsEveryLine) {
+  TempDir dir;
+  const std::string input = dir.str() + "/late.csv";
+  {
+    std::ofstream f(input);
+    f << "1800000000,1\n";
+    for (int i = 0; i < 250; ++i) f << 1700000000 + i << ",1\n";  // all older than the first
+    for (int i = 0; i < 50; ++i) f << "x\n";
+  }
+  CliRun r = Inferscope(dir, {"detect", "-i", input, "-o", dir.str() + "/out.csv"});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("line 101: timestamp earlier than the previous point; ignored"),
+            std::string::npos);
+  EXPECT_EQ(r.output.find("line 102:"), std::string::npos) << "more than 100 line reports";
+  EXPECT_NE(r.output.find("... further line reports not shown (the totals below count them)\n"),
+            std::string::npos);
+  EXPECT_NE(r.output.find("detect: 1 points, 0 at warning or above, 250 ignored, 50 bad lines"),
+            std::string::npos)
+      << r.output.substr(r.output.size() > 2000 ? r.output.size() - 2000 : 0);
+}
+
 // A header "value,timestamp" made every row score its value as the time (exit 0): refused.
 TEST(CliTest, DetectRefusesAHeaderWithTheColumnsSwapped) {
   TempDir dir;
@@ -856,6 +879,14 @@ TEST(CliTest, KeygenChecksBothFilesFirstAndForceReplacesASymlink) {
     files += e.path().filename().string().rfind("k.", 0) == 0;
   }
   EXPECT_EQ(files, 2);
+
+  // A directory as NAME wrote the hidden files sub/.key and sub/.pub.
+  std::filesystem::create_directory(dir.str() + "/sub");
+  CliRun sub = Inferscope(dir, {"keygen", "-o", dir.str() + "/sub/"});
+  EXPECT_EQ(sub.code, 2) << sub.output;
+  EXPECT_NE(sub.output.find("NAME is a file name without extension"), std::string::npos)
+      << sub.output;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.str() + "/sub"));
 }
 
 }  // namespace

@@ -218,6 +218,9 @@ int ReplayCsv(const ReplayArgs& args) {
   options.endpoint = args.endpoint;
   options.publisher_id = args.publisher_id;
   options.batch_size = static_cast<size_t>(args.batch_size);
+  // With no engine listening, the rows are dropped and counted (exit 1), not queued and discarded
+  // at close while the summary says "queued".
+  options.immediate = true;
   client::Publisher pub(options);
   std::string error;
   if (!pub.Connect(&error)) {
@@ -327,6 +330,7 @@ int ReplayRecording(const ReplayArgs& args) {
     push.set(zmq::sockopt::sndhwm, 1000);
     push.set(zmq::sockopt::sndtimeo, kSendTimeoutMs);
     push.set(zmq::sockopt::linger, kLingerMs);
+    push.set(zmq::sockopt::immediate, 1);  // no engine listening: the send times out, said below
     push.connect(args.endpoint);
   } catch (const zmq::error_t& e) {
     spdlog::error("replay: cannot connect to {}: {}", args.endpoint, e.what());

@@ -207,6 +207,7 @@ bool Publisher::Connect(std::string* error) {
     socket_->set(zmq::sockopt::sndhwm, options_.sndhwm);
     socket_->set(zmq::sockopt::sndtimeo, options_.send_timeout_ms);
     socket_->set(zmq::sockopt::linger, options_.linger_ms);
+    if (push && options_.immediate) socket_->set(zmq::sockopt::immediate, 1);
     if (options_.curve.enabled()) {
       std::string curve_error;
       if (options_.bind) return fail("curve keys need a connecting socket (the engine binds)");

@@ -127,6 +127,11 @@ struct PublisherOptions {
   // dropped (and counted) when it expires.
   int send_timeout_ms = 5000;
   int linger_ms = 2000;  // how long Close() waits for unsent messages
+  // ZMQ_IMMEDIATE for kPush: queue messages only on a completed connection. Without it a message
+  // sent while no engine listens waits in the connection's queue and Close() discards it unsaid
+  // after linger_ms; with it the send blocks up to send_timeout_ms and is then dropped and counted
+  // (events_dropped). For a sender that must know, such as `inferscope replay`.
+  bool immediate = false;
   // CurveZMQ keys, for an engine source that requires them (connecting sockets only).
   CurveClientKeys curve;
 };

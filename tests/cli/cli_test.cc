@@ -485,6 +485,43 @@ TEST(CliTest, RecordBindTakesPushPublishers) {
 
 // A recording of three messages whose second is corrupt (or torn): the replay sends the first,
 // names the bad record's offset and sends nothing after it.
+// With no engine listening, replay said "N requests queued" with exit 0: ZeroMQ queued the
+// messages on a connection that never came up and discarded them at close. Both paths (CSV through
+// the C++ publisher, a recording through its own PUSH socket) now send on completed connections
+// only, so the send times out and says so.
+TEST(CliTest, ReplayToAnEndpointNobodyListensOnFailsSayingSo) {
+  TempDir dir;
+  std::string endpoint;
+  {
+    zmq::context_t ctx(1);
+    zmq::socket_t pull(ctx, zmq::socket_type::pull);
+    pull.set(zmq::sockopt::linger, 0);
+    pull.bind("tcp://127.0.0.1:*");
+    endpoint = pull.get(zmq::sockopt::last_endpoint);
+  }  // closed: nothing listens on the port now
+  const std::string csv = dir.str() + "/r.csv";
+  std::ofstream(csv) << "time,instance,model,e2e_ms\n1700000000,a,m,5\n1700000001,a,m,6\n";
+  CliRun rows = Inferscope(dir, {"replay", "-i", csv, "-e", endpoint, "--speed", "0"});
+  EXPECT_EQ(rows.code, 1) << rows.output;
+  EXPECT_NE(rows.output.find("replay: 2 events dropped (endpoint " + endpoint + " not accepting)"),
+            std::string::npos)
+      << rows.output;
+
+  const std::string recording = dir.str() + "/one.isrec";
+  {
+    auto w = RecordingWriter::Create(recording, false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Append(1'000'000'000, "metrics", "first").ok());
+    ASSERT_TRUE((*w)->Close().ok());
+  }
+  CliRun records = Inferscope(dir, {"replay", "-i", recording, "-e", endpoint, "--speed", "0"});
+  EXPECT_NE(records.code, 0) << records.output;
+  EXPECT_NE(records.output.find("replay: send timed out after"), std::string::npos)
+      << records.output;
+  EXPECT_NE(records.output.find("0 of the recording's messages were sent"), std::string::npos)
+      << records.output;
+}
+
 TEST(CliTest, ReplayStopsAtABadRecordNamingItsOffset) {
   TempDir dir;
   zmq::context_t ctx(1);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -34,6 +35,19 @@
 
 namespace inferscope {
 namespace {
+
+// The largest incarnation accepted: the reference clients make theirs (ms since the epoch) << 22
+// | 22 random bits, so one beyond a day ahead of the wall clock is no clock's. Refused, because an
+// incarnation is final: one near 2^64 - 1 would make the publisher id's every later incarnation
+// stale, for good (a counter 1, 2, 3 ... is fine). The system clock, not the decoder's injected
+// one: the bound is about the clocks publishers read.
+bool IncarnationBeyondClocks(uint64_t incarnation) {
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  constexpr int64_t kDayMs = 86'400'000;
+  return incarnation > (static_cast<uint64_t>(std::max<int64_t>(now_ms, 0) + kDayMs) << 22);
+}
 
 using wire::LoadBe16;
 using wire::LoadBe32;
@@ -998,7 +1012,7 @@ void WireDecoder::ConsumeRejected(std::string_view payload, EventBatch& batch,
   if (v == nullptr || v->type != Value::kUint || v->u != 1 || pub == nullptr ||
       pub->type != Value::kStr || pub->len == 0 || pub->len > kMaxNameBytes ||
       !IsValidUtf8(pub->str()) || seq == nullptr || seq->type != Value::kUint ||
-      (inc != nullptr && inc->type != Value::kUint)) {
+      (inc != nullptr && (inc->type != Value::kUint || IncarnationBeyondClocks(inc->u)))) {
     return;
   }
   // A new id beyond max_publishers gets nothing (the message was counted for its reason).
@@ -1152,6 +1166,14 @@ bool WireDecoder::CheckEnvelope(const Walker& walker, std::string_view payload, 
   if (inc != nullptr && inc->type != Value::kUint) {
     reject(RejectReason::kBadEnvelope);
     SetDetail(result, "\"inc\" not an unsigned integer");
+    return false;
+  }
+  if (inc != nullptr && IncarnationBeyondClocks(inc->u)) {
+    reject(RejectReason::kBadEnvelope);
+    SetDetail(result,
+              "\"inc\" %llu is beyond (ms since the epoch + 1 day) << 22, the incarnations of "
+              "any clock",
+              static_cast<unsigned long long>(inc->u));
     return false;
   }
   if (seq->u == std::numeric_limits<uint64_t>::max()) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <iterator>
-#include <random>
 #include <utility>
 
 #include "pipeline/names.h"
@@ -73,16 +72,6 @@ Control ParseControl(const zmq::message_t& payload) {
     c.ok = false;  // not a message we understand; ignore it
   }
   return c;
-}
-
-// (ms since the epoch) << 22 | 22 random bits, and above `above`: greater than the incarnations
-// this publisher id used before as long as the wall clock does not go back, and made greater than
-// the one the engine reports otherwise.
-uint64_t NewIncarnation(uint64_t above) {
-  std::random_device rd;
-  const uint64_t random = ((uint64_t{rd()} << 32) | rd()) & ((uint64_t{1} << 22) - 1);
-  const uint64_t inc = (static_cast<uint64_t>(NowMs()) << 22) | random;
-  return std::max(inc, above + 1);
 }
 
 void PutBigEndian64(std::string& s, size_t at, uint64_t v) {

@@ -1,7 +1,9 @@
 #include "clients/cpp/publisher.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <random>
 #include <utility>
 
 #include <msgpack.hpp>
@@ -52,6 +54,13 @@ int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+uint64_t NewIncarnation(uint64_t above) {
+  std::random_device rd;
+  const uint64_t random = ((uint64_t{rd()} << 32) | rd()) & ((uint64_t{1} << 22) - 1);
+  const uint64_t inc = (static_cast<uint64_t>(NowMs()) << 22) | random;
+  return std::max(inc, above + 1);
 }
 
 BatchEncoder::BatchEncoder(std::string publisher_id, uint64_t first_seq)
@@ -182,7 +191,9 @@ void BatchEncoder::Reset() {
 }
 
 Publisher::Publisher(PublisherOptions options)
-    : options_(std::move(options)), encoder_(options_.publisher_id) {}
+    : options_(std::move(options)), encoder_(options_.publisher_id) {
+  encoder_.enable_incarnation(NewIncarnation());
+}
 
 Publisher::~Publisher() { Close(); }
 

@@ -136,7 +136,17 @@ struct PublisherOptions {
   CurveClientKeys curve;
 };
 
+// A new publisher incarnation (docs/PROTOCOL.md §4, §9): (ms since the epoch) << 22 | 22 random
+// bits, and above `above`. Greater than the incarnations this publisher id used before as long as
+// the wall clock does not go back; made greater than the one the engine reports otherwise.
+uint64_t NewIncarnation(uint64_t above = 0);
+
 // Publisher batches events and sends them as protocol-v1 messages [topic, payload].
+//
+// Every Publisher is a new incarnation of its publisher id (NewIncarnation, sent as "inc" in
+// every message): a process restarted with the same id starts again at seq 0 and the engine takes
+// it for a restart. Without "inc" the engine took the new run's first 1,024 messages for
+// duplicates of the old run's and dropped them.
 //
 // Lifecycle: Connect → Request/Gauge (auto-flush at batch_size) → Flush → Close (also in the
 // destructor; it flushes). Fire-and-forget: a message is "sent" once ZeroMQ has queued it; a
@@ -168,6 +178,7 @@ class Publisher {
   uint64_t messages_sent() const { return messages_sent_; }
   uint64_t events_sent() const { return events_sent_; }
   uint64_t events_dropped() const { return events_dropped_; }
+  uint64_t incarnation() const { return encoder_.incarnation(); }
   const std::string& last_error() const { return last_error_; }
 
  private:

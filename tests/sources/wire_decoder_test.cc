@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -791,6 +792,40 @@ TEST(WireDecoderTest, StrictSequenceNewIncarnationStartsAgainAtZero) {
                                      nullptr))
                 .first_reason,
             RejectReason::kBadEnvelope);
+}
+
+// One message with "inc" 2^64 - 1 made every later incarnation of its publisher id stale, for good
+// (checkpointed), and the reference client crashed computing latest + 1. An incarnation beyond a
+// day ahead of the wall clock << 22 is a bad envelope now and moves nothing, also when the message
+// is refused for another reason first (a refused message consumes its number in strict mode).
+TEST(WireDecoderTest, AnIncarnationBeyondAnyClockIsRefusedAndMovesNothing) {
+  WireDecoderOptions options;
+  options.strict_sequence = true;
+  options.max_events_per_message = 1;
+  Fixture f(options);
+  const uint64_t now_inc =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count())
+      << 22;
+  ASSERT_TRUE(f.Decode(IncPayload({Request()}, now_inc, 0)).applied);
+  const StringId acked = f.interner.Intern("acked");
+  for (const uint64_t inc : {~uint64_t{0}, now_inc + (uint64_t{2 * 86'400'000} << 22)}) {
+    DecodeResult far = f.Decode(IncPayload({Request()}, inc, 0));
+    EXPECT_FALSE(far.applied);
+    EXPECT_EQ(far.first_reason, RejectReason::kBadEnvelope);
+    EXPECT_NE(far.detail().find("beyond (ms since the epoch + 1 day) << 22"), std::string::npos)
+        << far.detail();
+    DecodeResult far_and_too_big = f.Decode(IncPayload({Request(), Request()}, inc, 0));
+    EXPECT_FALSE(far_and_too_big.applied);
+    EXPECT_EQ(f.decoder.CurrentIncarnation(acked), std::optional<uint64_t>(now_inc));
+  }
+  // The live incarnation goes on; an hour ahead (a skewed clock) and a small counter are fine.
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, now_inc, 1)).applied);
+  const uint64_t skewed = now_inc + (uint64_t{3'600'000} << 22);
+  EXPECT_TRUE(f.Decode(IncPayload({Request()}, skewed, 0)).applied);
+  Fixture counter(options);
+  EXPECT_TRUE(counter.Decode(IncPayload({Request()}, 3, 0)).applied);
 }
 
 // Issue 8 item 4: a message that can never be applied consumes its sequence number, so the

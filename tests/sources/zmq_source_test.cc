@@ -410,6 +410,61 @@ class Child {
   int status_ = -1;
 };
 
+// A publisher process restarted with the same id starts again at seq 0. Without an incarnation
+// the engine took the new run's first 1,024 messages for duplicates of the old run's and dropped
+// them (the review's restarted sidecar: 500 of 1,000 events stored). Each reference Publisher, C++
+// and Python, is now a new incarnation: the restart is counted and every event applied.
+TEST(ZmqSourceTest, APublisherRestartedWithTheSameIdLosesNothing) {
+  Harness h(PullOptions());
+  const int64_t now = client::NowMs();
+  for (int run = 0; run < 2; ++run) {
+    client::PublisherOptions po;
+    po.endpoint = h.source.Endpoint();
+    po.publisher_id = "sidecar-cpp";
+    po.batch_size = 10;
+    client::Publisher pub(po);
+    ASSERT_TRUE(pub.Connect());
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(pub.Gauge("node", "m", "kv_cache_usage", run * 50 + i, now));
+    }
+    ASSERT_TRUE(pub.Flush());
+    const size_t want = static_cast<size_t>(50 * (run + 1));
+    ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= want; }))
+        << h.output.events().size();
+  }
+
+  testing::TempDir dir;
+  const std::string script = (dir.path() / "publish.py").string();
+  std::ofstream(script) << R"PY(
+import sys
+from inferscope_client import Publisher
+
+endpoint, now, run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pub = Publisher(endpoint, "sidecar-py", batch_size=10)
+for i in range(50):
+    pub.gauge("node", "m", "kv_cache_usage", 100 + run * 50 + i, time_ms=now)
+pub.flush()
+sys.stdin.read()  # keep the socket open until the test has counted everything
+pub.close()
+)PY";
+  for (int run = 0; run < 2; ++run) {
+    Child child("PYTHONPATH='" + testing::SourceDir() + "/clients/python' '" + testing::Python() +
+                "' '" + script + "' '" + h.source.Endpoint() + "' " + std::to_string(now) + " " +
+                std::to_string(run));
+    ASSERT_TRUE(child.ok());
+    const size_t want = static_cast<size_t>(150 + 50 * run);
+    ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= want; }))
+        << h.output.events().size();
+    EXPECT_EQ(child.Finish(), 0);
+  }
+  ASSERT_EQ(h.output.events().size(), 200u);
+  std::vector<bool> seen(200, false);
+  for (const Event& e : h.output.events()) seen[static_cast<size_t>(e.value)] = true;
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), 200);
+  EXPECT_EQ(h.Counter("inferscope_source_duplicates_total"), 0u);
+  EXPECT_EQ(h.Counter("inferscope_source_publisher_restarts_total"), 2u);
+}
+
 TEST(ZmqSourceTest, ReceivesThePythonClient) {
   Harness h(PullOptions());
   testing::TempDir dir;

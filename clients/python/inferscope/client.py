@@ -110,12 +110,14 @@ def _now_ms():
     return time.time_ns() // 1_000_000
 
 
-def encode_payload(publisher_id: str, seq: int, events: List[Dict[str, Any]]) -> bytes:
-    """Returns the msgpack payload of one message: {"v": 1, "pub", "seq", "events"}."""
-    return msgpack.packb(
-        {"v": PROTOCOL_VERSION, "pub": publisher_id, "seq": seq, "events": events},
-        use_bin_type=True,
-    )
+def encode_payload(publisher_id: str, seq: int, events: List[Dict[str, Any]],
+                   incarnation: Optional[int] = None) -> bytes:
+    """Returns the msgpack payload of one message: {"v": 1, "pub", "seq", "events"}, and "inc"
+    when an incarnation is given."""
+    payload = {"v": PROTOCOL_VERSION, "pub": publisher_id, "seq": seq, "events": events}
+    if incarnation is not None:
+        payload["inc"] = incarnation
+    return msgpack.packb(payload, use_bin_type=True)
 
 
 def _check_name(what, value):
@@ -200,6 +202,10 @@ class Publisher:
     Invalid arguments raise ValueError/TypeError at the call, so that a bad event never reaches the
     wire. Sending blocks for at most send_timeout_ms (a PUSH socket with no peer); a batch that
     cannot be sent then is dropped and counted in ``events_dropped``.
+
+    Every Publisher is a new incarnation of its publisher id (``incarnation``, sent as "inc" in
+    every message, docs/PROTOCOL.md §4): a process restarted with the same id starts again at seq 0
+    and the engine takes it for a restart, not for duplicates of the old run's messages.
     """
 
     def __init__(self, endpoint, publisher_id, batch_size=256, socket="push", topic="metrics",
@@ -214,6 +220,7 @@ class Publisher:
         self.batch_size = batch_size
         self.topic = topic.encode("utf-8") if isinstance(topic, str) else bytes(topic)
         self.seq = first_seq
+        self.incarnation = _new_incarnation()
         self.messages_sent = 0
         self.events_sent = 0
         self.events_dropped = 0
@@ -261,7 +268,7 @@ class Publisher:
         if not self._events:
             return True
         events, self._events = self._events, []
-        payload = encode_payload(self.publisher_id, self.seq, events)
+        payload = encode_payload(self.publisher_id, self.seq, events, self.incarnation)
         self.seq += 1  # a lost message shows up as a gap on the engine side
         try:
             self._socket.send_multipart([self.topic, payload], copy=False)

@@ -329,6 +329,7 @@ class WireDecoder::Walker {
         batch_(batch),
         result_(result),
         future_limit_(static_cast<uint64_t>(now_ms + d.options_.max_future_skew_ms)),
+        now_ms_(now_ms),
         max_past_ms_(d.options_.max_past_ms),
         max_time_(d.max_event_time_ms_),
         string_limit_(d.options_.max_string_bytes),
@@ -675,7 +676,11 @@ class WireDecoder::Walker {
     if ((r = AsCount(fields_[kFieldTime], t)) != RejectReason::kNone) {
       return r == RejectReason::kOutOfRange ? RejectReason::kTimestampOutOfRange : r;
     }
-    if (t == 0 || t > future_limit_ || static_cast<int64_t>(t) < max_time_ - max_past_ms_) {
+    // max_past counts back from the latest accepted event time (historical data moves it), but
+    // never from beyond the clock: one event ahead of it (up to max_future_skew) from any
+    // publisher would otherwise reject everybody's on-time events.
+    if (t == 0 || t > future_limit_ ||
+        static_cast<int64_t>(t) < std::min(max_time_, now_ms_) - max_past_ms_) {
       return RejectReason::kTimestampOutOfRange;
     }
     e.time_ms = static_cast<int64_t>(t);
@@ -789,6 +794,7 @@ class WireDecoder::Walker {
   EventBatch& batch_;
   DecodeResult& result_;
   const uint64_t future_limit_;  // now + max_future_skew_ms, as the unsigned event time
+  const int64_t now_ms_;
   const int64_t max_past_ms_;
   int64_t max_time_;
   const uint32_t string_limit_;

@@ -111,8 +111,9 @@ struct WireDecoderOptions {
   // Events later than now + max_future_skew_ms (processing time, from the Clock) are rejected.
   // Default 5 minutes; >= 0.
   int64_t max_future_skew_ms = 5 * 60 * 1000;
-  // Events earlier than the latest accepted event time - max_past_ms are rejected. Default 1 hour;
-  // > 0.
+  // Events earlier than min(the latest accepted event time, now) - max_past_ms are rejected
+  // (historical data moves the reference back; an event ahead of the clock does not move it
+  // forward). Default 1 hour; > 0.
   int64_t max_past_ms = 60 * 60 * 1000;
   // At most this many events per message. Default 65536; 1..2^24.
   uint32_t max_events_per_message = 65536;

@@ -523,6 +523,30 @@ TEST(WireDecoderTest, TimestampWindowFollowsTheLatestAcceptedEvent) {
   EXPECT_EQ(f.Decode(Payload({Request(1, kNow + 10 * 60 * 1000)}, 4)).accepted, 1u);
 }
 
+// The reference of max_past is the latest accepted event time, but never one beyond the clock:
+// one stray event ahead of it (within max_future_skew) from any publisher made every publisher's
+// on-time events older than it - max_past out of range (review-ingest-streams finding 4: with
+// max_past 1m, 70 of 70 good events refused; with a large skew, all of them until a restart).
+TEST(WireDecoderTest, AnEventAheadOfTheClockDoesNotMoveTheMaxPastReference) {
+  WireDecoderOptions options;
+  options.max_past_ms = 60 * 1000;
+  options.max_future_skew_ms = int64_t{1000} * 86'400'000;
+  Fixture f(options);
+  const int64_t minute = 60 * 1000;
+  EXPECT_EQ(f.Decode(Payload({Request(1, kNow + 900 * 1440 * minute)}, 0, "stray")).accepted, 1u);
+  DecodeResult good = f.Decode(Payload({Request(1, kNow - 30'000), Request(1, kNow)}, 0, "good"));
+  EXPECT_EQ(good.accepted, 2u);
+  EXPECT_EQ(good.rejected, 0u);
+  // The clock still bounds it: older than now - max_past is out of range.
+  EXPECT_EQ(f.Decode(Payload({Request(1, kNow - minute - 1)}, 1, "good")).accepted, 0u);
+  // Historical data (all before the clock) still moves the reference back with it.
+  Fixture history(options);
+  const int64_t year_ago = kNow - 365 * 1440 * minute;
+  EXPECT_EQ(history.Decode(Payload({Request(1, year_ago)}, 0)).accepted, 1u);
+  EXPECT_EQ(history.Decode(Payload({Request(1, year_ago - 30'000)}, 1)).accepted, 1u);
+  EXPECT_EQ(history.Decode(Payload({Request(1, year_ago - minute - 1)}, 2)).accepted, 0u);
+}
+
 TEST(WireDecoderTest, CardinalityLimit) {
   // 8 well-known ids + the publisher, "node-1" and "llama-70b".
   Fixture f({}, kNumWellKnownIds + 3);
@@ -1608,7 +1632,7 @@ class ReferenceDecoder {
       return r == RejectReason::kOutOfRange ? RejectReason::kTimestampOutOfRange : r;
     }
     if (time == 0 || time > static_cast<uint64_t>(now_ms_ + options_.max_future_skew_ms) ||
-        static_cast<int64_t>(time) < max_time - options_.max_past_ms) {
+        static_cast<int64_t>(time) < std::min(max_time, now_ms_) - options_.max_past_ms) {
       return RejectReason::kTimestampOutOfRange;
     }
     e.time_ms = static_cast<int64_t>(time);

@@ -178,6 +178,12 @@ Status ZmqSource::Open(const StageContext& ctx) {
     }
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::rcvhwm, options_.rcvhwm);
+    // libzmq assembles a whole frame before the decoder sees it: without a bound, a peer's
+    // 800 MB frame is 800 MB of memory. A frame over max_message_bytes + kFrameSlackBytes closes
+    // its connection at the frame's header (the peer reconnects); one just over max_message_bytes
+    // still reaches the decoder and is counted message_too_large.
+    socket_->set(zmq::sockopt::maxmsgsize,
+                 static_cast<int64_t>(options_.decoder.max_message_bytes + kFrameSlackBytes));
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw zmq::error_t();  // errno says why
     if (options_.mode == Mode::kSub) {

@@ -64,6 +64,9 @@ class ZmqSource final : public Source {
 
   enum class Mode { kPull, kSub, kRouter };
   enum class OnFull { kBlock, kShed };
+  // A frame larger than the decoder's max_message_bytes by more than this closes its connection
+  // in libzmq (ZMQ_MAXMSGSIZE), before it is held in memory whole.
+  static constexpr size_t kFrameSlackBytes = size_t{1} << 20;
 
   struct Options {
     // Required. "tcp://127.0.0.1:5555"; "tcp://127.0.0.1:*" binds an ephemeral port.

@@ -277,6 +277,47 @@ TEST(ZmqSourceTest, BadFramesAndGarbageAreCountedAndSurvived) {
   EXPECT_EQ(h.Counter("inferscope_source_events_total"), 1u);
 }
 
+// A frame far over max_message_bytes was assembled whole by libzmq before the decoder refused it
+// (three 800 MB messages: 2.3 GB resident). ZMQ_MAXMSGSIZE now cuts its connection at the frame's
+// header, so it never reaches the decoder; one just over the limit is still counted. A topic
+// frame is bounded the same way (a 50 MB topic was accepted).
+TEST(ZmqSourceTest, AFrameFarOverTheLimitIsCutAtItsHeaderAndTheRestFlows) {
+  ZmqSource::Options options = PullOptions();
+  options.decoder.max_message_bytes = 1024;
+  Harness h(options);
+  zmq::context_t ctx(1);
+  auto connect = [&] {
+    zmq::socket_t push(ctx, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 1000);
+    push.connect(h.source.Endpoint());
+    return push;
+  };
+  const std::string giant(1024 + ZmqSource::kFrameSlackBytes + 1, '\x91');
+  {
+    zmq::socket_t push = connect();
+    push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+    push.send(zmq::buffer(giant), zmq::send_flags::none);
+  }
+  {
+    zmq::socket_t push = connect();
+    push.send(zmq::buffer(giant), zmq::send_flags::sndmore);  // the topic frame
+    push.send(zmq::str_buffer("x"), zmq::send_flags::none);
+  }
+  zmq::socket_t push = connect();
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::buffer(std::string(1100, '\x91')), zmq::send_flags::none);  // just over
+  client::BatchEncoder encoder("raw-pub");
+  encoder.AddGauge("n", "m", "g", 1.0);
+  std::string_view payload = encoder.Finish();
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+
+  ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 1; }));
+  EXPECT_EQ(h.Counter("inferscope_source_rejected_total", {{"reason", "message_too_large"}}), 1u);
+  EXPECT_EQ(h.Counter("inferscope_source_messages_total"), 2u);
+  EXPECT_LT(h.Counter("inferscope_source_bytes_total"), 4096u);
+}
+
 TEST(ZmqSourceTest, SubModeFiltersTopicsByPrefix) {
   zmq::context_t ctx(1);
   zmq::socket_t pub(ctx, zmq::socket_type::pub);

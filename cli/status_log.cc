@@ -135,7 +135,16 @@ json StatusLog::StatusFields(int64_t now_ms) {
   for (const auto& [queue, depth] : ByLabel(*metrics_, "inferscope_queue_depth", "queue")) {
     queues[queue] = depth;
   }
-  const int64_t watermark = watermark_ms_ ? watermark_ms_() : 0;
+  // The window operators' watermark (the slowest of them): it advances with processing time while
+  // every publisher is idle, where the stored one waits for the next pane written, so an idle
+  // engine's lag read as ever growing.
+  int64_t watermark = 0;
+  for (const auto& [stage, seconds] :
+       ByLabel(*metrics_, "inferscope_window_watermark_seconds", "stage")) {
+    const auto ms = static_cast<int64_t>(seconds * 1000.0);
+    if (ms > 0 && (watermark == 0 || ms < watermark)) watermark = ms;
+  }
+  if (watermark == 0 && watermark_ms_) watermark = watermark_ms_();
   double last_checkpoint = Sum(*metrics_, "inferscope_checkpoint_last_durable_timestamp_seconds");
   size_t active = 0;
   for (const auto& [name, p] : publishers_) active += p.idle ? 0 : 1;

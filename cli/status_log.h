@@ -47,7 +47,9 @@ struct StatusLogOptions {
 // Step() is for tests and runs on the caller's thread (not while started).
 class StatusLog {
  public:
-  // `watermark_ms` returns the engine's watermark (0: none yet).
+  // The lag is measured from the window operators' watermark gauge
+  // (inferscope_window_watermark_seconds, the slowest); `watermark_ms` is the fallback when there
+  // is none (0: none yet).
   StatusLog(StatusLogOptions options, const MetricsRegistry* metrics, const Clock* clock,
             std::function<int64_t()> watermark_ms);
   ~StatusLog();

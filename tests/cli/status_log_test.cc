@@ -52,6 +52,27 @@ class StatusLogTest : public ::testing::Test {
   std::shared_ptr<spdlog::logger> previous_;
 };
 
+// The lag was measured from the stored watermark, which waits for the next pane written: an idle
+// engine logged an ever-growing lag while its window operators' watermarks kept pace with the
+// clock. It is now the slowest window operator's watermark; the stored one only without any.
+TEST_F(StatusLogTest, WatermarkLagIsTheSlowestWindowOperators) {
+  MetricsRegistry metrics;
+  ManualClock clock(1'000'000);
+  StatusLog log({}, &metrics, &clock, [] { return int64_t{900'000}; });
+  log.Step(true);
+  std::vector<json> r = Records();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_DOUBLE_EQ(r[0]["watermark_lag_s"].get<double>(), 100.0);  // the fallback
+
+  metrics.GetGauge("inferscope_window_watermark_seconds", "", {{"stage", "windows"}})->Set(995);
+  metrics.GetGauge("inferscope_window_watermark_seconds", "", {{"stage", "sliding"}})->Set(990);
+  clock.Advance(1000);
+  log.Step(true);
+  r = Records();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_DOUBLE_EQ(r[0]["watermark_lag_s"].get<double>(), 11.0);
+}
+
 TEST_F(StatusLogTest, SinkBehindAndCaughtUpAreLoggedOnceEach) {
   MetricsRegistry metrics;
   ManualClock clock(1'000'000);

@@ -139,6 +139,31 @@ void RoutingLearnOperator::PublishModel(RoutingLearner& learner, RoutingLearner:
   }
 }
 
+void RoutingLearnOperator::PublishForgotten(RoutingLearner& learner, int64_t now_ms,
+                                            OutputBatch& out) {
+  std::vector<std::string> models = learner.TakeForgotten();
+  if (models.empty()) return;
+  std::vector<routing::RoutingWeights>& results = out.Mutable<kind::RoutingWeights>();
+  for (std::string& name : models) {
+    const RoutingLearner::ModelId m = learner.FindModel(name);
+    if (m != RoutingLearner::kNoModel) {
+      PublishModel(learner, m, now_ms, results);  // a backend added or removed: published at once
+    } else {
+      // The model is gone: its weights are published once more, without backends, so the
+      // stream's subscribers and the store stop routing to the old ones.
+      for (Strategy s : options_.strategies) {
+        routing::RoutingWeights w;
+        w.model = name;
+        w.strategy = s;
+        w.time_ms = now_ms;
+        results.push_back(std::move(w));
+        if (publications_) publications_->Inc();
+      }
+    }
+    changed_.insert(std::move(name));  // the checkpoint rewrites or deletes its record
+  }
+}
+
 Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) {
   if (router_ == nullptr) return Status::Internal("routing_learn: Process before Open");
   if (batch.events.empty()) return Status::Ok();
@@ -187,13 +212,20 @@ Status RoutingLearnOperator::Process(const EventBatch& batch, OutputBatch& out) 
       }
       if (std::find(touched_.begin(), touched_.end(), e.model) == touched_.end()) {
         touched_.push_back(e.model);
-        if (std::find(changed_.begin(), changed_.end(), e.model) == changed_.end()) {
-          changed_.push_back(e.model);
-        }
       }
     }
     newest = clock_.now_ms();
     router_->AdvanceTo(newest);
+    for (StringId id : touched_) {
+      const std::string_view name = interner_->Name(id);
+      // A refused model (limits) has no record to write.
+      if (learner.FindModel(name) != RoutingLearner::kNoModel && !changed_.contains(name)) {
+        changed_.emplace(name);
+      }
+    }
+    // Backends silent for limits.backend_ttl are removed as event time passes them.
+    learner.ExpireIdle(newest);
+    PublishForgotten(learner, newest, out);
     // A backend ejected (or an ejection refused, or a recovery) in this batch: its model's
     // weights are checked now, so failover is not delayed. Other changes are checked on the
     // timer (OnTimer, ~100 ms): a table rebuild per batch would cost the event rate dearly.
@@ -233,8 +265,10 @@ Status RoutingLearnOperator::OnTimer(int64_t now_ms, OutputBatch& out) {
   // Changes that were held back by publish.min_interval, or that come from time alone (an
   // ejection ending, evidence ageing), are published here when the stream is quiet.
   router_->With([&](RoutingLearner& learner) {
+    learner.ExpireIdle(now);
+    PublishForgotten(learner, now, out);
     std::vector<routing::RoutingWeights>* results = nullptr;
-    for (RoutingLearner::ModelId m = 0; m < learner.num_models(); ++m) {
+    for (RoutingLearner::ModelId m = 0; m < learner.model_id_limit(); ++m) {
       if (learner.num_backends(m) == 0) continue;
       if (results == nullptr) results = &out.Mutable<kind::RoutingWeights>();
       PublishModel(learner, m, now, *results);
@@ -253,11 +287,13 @@ Status RoutingLearnOperator::Checkpoint(CheckpointWriter& writer) {
   }
   if (changed_.empty()) return Status::Ok();
   router_->With([&](RoutingLearner& learner) {
-    for (StringId id : changed_) {
-      const std::string_view name = interner_->Name(id);
+    for (const std::string& name : changed_) {
       const RoutingLearner::ModelId m = learner.FindModel(name);
-      if (m == RoutingLearner::kNoModel) continue;  // refused (limits)
-      writer.Put("m/" + std::string(name), learner.SnapshotModel(m));
+      if (m == RoutingLearner::kNoModel) {
+        writer.Delete("m/" + name);  // removed (limits.backend_ttl): not restored again
+      } else {
+        writer.Put("m/" + name, learner.SnapshotModel(m));
+      }
     }
   });
   changed_.clear();

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <set>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -37,7 +39,10 @@ namespace inferscope {
 // 2^(-age / half_life) (the learner decays it); one older than `max_event_age` behind now is
 // dropped and counted (inferscope_routing_events_dropped_total{reason="too_old"}). Events of models
 // and backends not in the catalogue are learned (with `learned_capabilities`) up to `limits`;
-// beyond, the learner refuses and counts them (inferscope_routing_refused_total{reason}).
+// beyond, the learner refuses and counts them (inferscope_routing_refused_total{reason}). A learned
+// backend silent for limits.backend_ttl of event time is removed (checked after every batch and on
+// the timer), a model left without backends too: its weights are published once more without
+// backends and its checkpoint record deleted (inferscope_routing_removed_total{what,reason}).
 //
 // Sharing: the learner lives in a LiveRouter registered with the engine's RoutingRegistry
 // (StageContext::services), through which the query API selects backends; the operator takes its
@@ -51,7 +56,8 @@ namespace inferscope {
 // per model (key "m/<model>"), and the clock's now (key "now"); restored after Open, so after a
 // restart the weights continue from the evidence instead of starting cold (evidence older than
 // the restart decays by the event time that passes, as it would have). Every checkpoint rewrites
-// the records of the models that had events since the previous one.
+// the records of the models that had events or lost backends since the previous one, and deletes
+// those of the models removed, so a restart does not bring back what expired.
 class RoutingLearnOperator final : public Operator {
  public:
   static constexpr std::string_view kName = "routing_learn";
@@ -107,12 +113,18 @@ class RoutingLearnOperator final : public Operator {
  private:
   void PublishModel(routing::RoutingLearner& learner, routing::RoutingLearner::ModelId model,
                     int64_t now_ms, std::vector<routing::RoutingWeights>& out);
+  // The models whose backends the learner removed (or that it removed) since the last call: their
+  // weights are published (a removed model's without backends) and their records rewritten or
+  // deleted at the next checkpoint.
+  void PublishForgotten(routing::RoutingLearner& learner, int64_t now_ms, OutputBatch& out);
 
   Options options_;
   Interner* interner_ = nullptr;
   std::shared_ptr<routing::LiveRouter> router_;
   std::vector<StringId> touched_;  // models with events in the current batch (scratch)
-  std::vector<StringId> changed_;  // models with events since the last checkpoint
+  // Models with events, or backends removed, since the last checkpoint (names: a restored or
+  // removed model's name need not be interned).
+  std::set<std::string, std::less<>> changed_;
   routing::RoutingWeights scratch_;
   routing::EventClock clock_;
   uint64_t gate_events_seen_ = 0;

@@ -110,6 +110,13 @@ double GammaFromNoise(double shape, double z, double u) {
 // Length buckets: log2 of the token count, capped.
 constexpr uint32_t kMaxLengthBucket = 24;
 
+// a + b, saturated at the int64 range (times near INT64_MIN / INT64_MAX mean "never").
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return out;
+}
+
 uint64_t SplitMix64(uint64_t& x) {
   uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -290,13 +297,16 @@ double TotalVariation(const RoutingWeights& a, const RoutingWeights& b) {
 bool WeightsChanged(const RoutingWeights& previous, const RoutingWeights& current,
                     double min_change) {
   if (previous.panic != current.panic) return true;
+  if (previous.backends.size() != current.backends.size()) return true;
   for (const RoutingWeights::Entry& y : current.backends) {
     const bool gated = y.gate == GateState::kEjected;
-    bool was_gated = false;
+    bool was_gated = false, known = false;
     for (const RoutingWeights::Entry& x : previous.backends) {
-      if (x.backend == y.backend) was_gated = x.gate == GateState::kEjected;
+      if (x.backend != y.backend) continue;
+      was_gated = x.gate == GateState::kEjected;
+      known = true;
     }
-    if (gated != was_gated) return true;
+    if (!known || gated != was_gated) return true;
   }
   return TotalVariation(previous, current) >= min_change;
 }
@@ -363,6 +373,12 @@ struct RoutingLearner::Backend {
   // What the ttft estimate is multiplied by for the load a request meets now: the pending-prefill
   // factor when this router reports its sends (NoteSent), else the in-flight elasticity's.
   double ttft_load_factor = 1;
+  // Forgetting (routing/README.md, "Forgetting backends"): the event time of its last outcome or
+  // gauge (INT64_MIN: a catalogue backend not seen yet), the model's outcome count then (IsIdle),
+  // and whether it was idle at the last redraw (BuildTable gives it the idle share).
+  int64_t last_seen_ms = INT64_MIN;
+  uint64_t seen_at_outcome = 0;
+  bool idle = false;
 };
 
 struct RoutingLearner::Table {
@@ -383,7 +399,10 @@ struct RoutingLearner::Table {
 
 struct RoutingLearner::Model {
   std::string name;
-  std::vector<Backend> backends;  // reserved to the limit: never reallocates (names stay put)
+  bool catalogued = false;  // in the catalogue: never removed
+  // Reserved to the limit: never reallocates. Removing a learned backend moves the ones after it
+  // (their names with them); the version changes, so no table keeps a view of a moved name.
+  std::vector<Backend> backends;
   std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> ids;
   // Posterior draws, [backend * draws + m]: expected ttft, tpot, e2e (ms), error rate, quality.
   std::vector<float> ttft, tpot, e2e, perr, qual;
@@ -410,6 +429,10 @@ struct RoutingLearner::Model {
     RoutingWeights weights;
   };
   std::array<Published, kNumStrategies> published;
+  // Outcomes of the model's backends (refused newcomers' included) since this learner started,
+  // and the time of its first event here: a catalogue backend not seen yet is silent since then.
+  uint64_t outcomes = 0;
+  int64_t first_event_ms = INT64_MIN;
 };
 
 RoutingLearner::RoutingLearner(RoutingOptions options, MetricsRegistry* metrics)
@@ -422,6 +445,15 @@ RoutingLearner::RoutingLearner(RoutingOptions options, MetricsRegistry* metrics)
                                           {{"reason", "model_limit"}});
     refused_backends_ = metrics->GetCounter("inferscope_routing_refused_total", refused_help,
                                             {{"reason", "backend_limit"}});
+    const char* removed_help =
+        "Backends and models the routing learner forgot: silent for limits.backend_ttl "
+        "(expired), or idle and replaced by a new backend in a full table (evicted).";
+    expired_backends_ = metrics->GetCounter("inferscope_routing_removed_total", removed_help,
+                                            {{"what", "backend"}, {"reason", "expired"}});
+    evicted_backends_ = metrics->GetCounter("inferscope_routing_removed_total", removed_help,
+                                            {{"what", "backend"}, {"reason", "evicted"}});
+    expired_models_ = metrics->GetCounter("inferscope_routing_removed_total", removed_help,
+                                          {{"what", "model"}, {"reason", "expired"}});
     const char* eject_help = "Backends the routing health gate ejected, by reason.";
     ejections_consecutive_ = metrics->GetCounter("inferscope_routing_ejections_total", eject_help,
                                                  {{"reason", "consecutive_errors"}});
@@ -430,9 +462,11 @@ RoutingLearner::RoutingLearner(RoutingOptions options, MetricsRegistry* metrics)
     recoveries_ = metrics->GetCounter("inferscope_routing_recoveries_total",
                                       "Backends trusted again after their probes succeeded.");
   }
+  idle_evidence_ = static_cast<uint64_t>(std::ceil(3.0 / options_.gate.probe_fraction));
   for (const ModelSpec& spec : options_.models) {
     Model* m = GetOrCreateModel(spec.name);
     if (m == nullptr) continue;  // Validate bounds the catalogue; cannot happen
+    m->catalogued = true;
     for (const BackendSpec& b : spec.backends) {
       if (m->ids.contains(b.name)) continue;
       if (m->backends.size() >= static_cast<size_t>(options_.limits.max_backends_per_model)) break;
@@ -461,7 +495,7 @@ uint64_t Xoshiro256::operator()() {
 
 RoutingLearner::Model* RoutingLearner::GetOrCreateModel(std::string_view name) {
   if (auto it = model_ids_.find(name); it != model_ids_.end()) return models_[it->second].get();
-  if (models_.size() >= static_cast<size_t>(options_.limits.max_models)) {
+  if (num_models_ >= static_cast<size_t>(options_.limits.max_models)) {
     ++stats_.refused_models;
     if (refused_models_ != nullptr) refused_models_->Inc();
     return nullptr;
@@ -469,10 +503,37 @@ RoutingLearner::Model* RoutingLearner::GetOrCreateModel(std::string_view name) {
   auto m = std::make_unique<Model>();
   m->name = std::string(name);
   m->backends.reserve(static_cast<size_t>(options_.limits.max_backends_per_model));
-  const auto id = static_cast<ModelId>(models_.size());
+  // The id of a removed model is reused (the ids stay below max_models).
+  auto id = static_cast<ModelId>(models_.size());
+  for (ModelId i = 0; i < models_.size(); ++i) {
+    if (models_[i] == nullptr) {
+      id = i;
+      break;
+    }
+  }
   model_ids_.emplace(m->name, id);
-  models_.push_back(std::move(m));
-  return models_.back().get();
+  if (id == models_.size()) models_.emplace_back();
+  models_[id] = std::move(m);
+  ++num_models_;
+  return models_[id].get();
+}
+
+void RoutingLearner::RemoveModel(ModelId id) {
+  model_ids_.erase(models_[id]->name);
+  models_[id].reset();
+  --num_models_;
+}
+
+void RoutingLearner::NoteForgotten(const std::string& model) {
+  if (std::find(forgotten_.begin(), forgotten_.end(), model) == forgotten_.end()) {
+    forgotten_.push_back(model);
+  }
+}
+
+std::vector<std::string> RoutingLearner::TakeForgotten() {
+  std::vector<std::string> out;
+  out.swap(forgotten_);
+  return out;
 }
 
 RoutingLearner::Backend& RoutingLearner::AddBackend(Model& model, const BackendSpec& spec,
@@ -503,17 +564,108 @@ RoutingLearner::Backend& RoutingLearner::AddBackend(Model& model, const BackendS
   return b;
 }
 
-RoutingLearner::Backend* RoutingLearner::GetOrCreateBackend(Model& model, std::string_view name) {
+RoutingLearner::Backend* RoutingLearner::GetOrCreateBackend(Model& model, std::string_view name,
+                                                            int64_t now, bool evict) {
   if (auto it = model.ids.find(name); it != model.ids.end()) return &model.backends[it->second];
   if (model.backends.size() >= static_cast<size_t>(options_.limits.max_backends_per_model)) {
-    ++stats_.refused_backends;
-    if (refused_backends_ != nullptr) refused_backends_->Inc();
-    return nullptr;
+    // A full table: the newcomer takes the slot of the learned backend that has been idle the
+    // longest (seen least recently), if there is one (routing/README.md, "Forgetting backends").
+    int64_t victim = -1;
+    for (size_t i = 0; evict && i < model.backends.size(); ++i) {
+      const Backend& b = model.backends[i];
+      if (!b.learned || !IsIdle(model, b, now)) continue;
+      if (victim < 0 || b.last_seen_ms < model.backends[static_cast<size_t>(victim)].last_seen_ms) {
+        victim = static_cast<int64_t>(i);
+      }
+    }
+    if (victim < 0) {
+      ++stats_.refused_backends;
+      if (refused_backends_ != nullptr) refused_backends_->Inc();
+      return nullptr;
+    }
+    RemoveBackend(model, static_cast<uint32_t>(victim));
+    ++stats_.evicted_backends;
+    if (evicted_backends_ != nullptr) evicted_backends_->Inc();
+    NoteForgotten(model.name);
   }
   BackendSpec spec;
   spec.name = std::string(name);
   spec.capabilities = options_.learned_capabilities;
-  return &AddBackend(model, spec, /*learned=*/true);
+  Backend& b = AddBackend(model, spec, /*learned=*/true);
+  b.last_seen_ms = now;
+  b.seen_at_outcome = model.outcomes;
+  if (options_.limits.backend_ttl_ms > 0) {
+    next_expiry_ms_ = std::min(next_expiry_ms_, SaturatingAdd(now, options_.limits.backend_ttl_ms));
+  }
+  return &b;
+}
+
+void RoutingLearner::RemoveBackend(Model& model, uint32_t index) {
+  const size_t draws = static_cast<size_t>(options_.estimator.posterior_draws);
+  model.backends.erase(model.backends.begin() + index);
+  for (std::vector<float>* v : {&model.ttft, &model.tpot, &model.e2e, &model.perr, &model.qual}) {
+    v->erase(v->begin() + static_cast<ptrdiff_t>(index * draws),
+             v->begin() + static_cast<ptrdiff_t>((index + 1) * draws));
+  }
+  model.noise.erase(model.noise.begin() + static_cast<ptrdiff_t>(index * draws * kNoise),
+                    model.noise.begin() + static_cast<ptrdiff_t>((index + 1) * draws * kNoise));
+  model.ids.clear();
+  for (uint32_t i = 0; i < model.backends.size(); ++i) {
+    model.ids.emplace(model.backends[i].spec.name, i);
+  }
+  model.dirty = true;
+  model.load_dirty = true;
+  model.last_full_ms = INT64_MIN;  // redraw everything: pooled priors changed
+  ++model.version;
+}
+
+void RoutingLearner::NoteSeen(Model& model, Backend& b, int64_t time_ms) {
+  b.last_seen_ms = std::max(b.last_seen_ms, time_ms);
+  b.seen_at_outcome = model.outcomes;
+  if (b.idle) {
+    b.idle = false;
+    ++model.version;  // back among the candidates at once
+  }
+}
+
+bool RoutingLearner::IsIdle(const Model& model, const Backend& b, int64_t now) const {
+  const int64_t idle_ms = options_.limits.backend_idle_ms;
+  if (idle_ms <= 0) return false;
+  const int64_t since = b.last_seen_ms != INT64_MIN ? b.last_seen_ms : model.first_event_ms;
+  if (since == INT64_MIN || now < SaturatingAdd(since, idle_ms)) return false;
+  return model.outcomes - b.seen_at_outcome >= idle_evidence_;
+}
+
+void RoutingLearner::ExpireIdle(int64_t now) {
+  const int64_t ttl = options_.limits.backend_ttl_ms;
+  if (ttl <= 0 || now < next_expiry_ms_) return;
+  int64_t next = INT64_MAX;
+  for (ModelId id = 0; id < models_.size(); ++id) {
+    Model* m = models_[id].get();
+    if (m == nullptr) continue;
+    bool removed = false;
+    for (auto i = static_cast<uint32_t>(m->backends.size()); i-- > 0;) {
+      const Backend& b = m->backends[i];
+      if (!b.learned) continue;  // the catalogue's backends stay
+      const int64_t due = SaturatingAdd(b.last_seen_ms, ttl);
+      if (now < due) {
+        next = std::min(next, due);
+        continue;
+      }
+      RemoveBackend(*m, i);
+      removed = true;
+      ++stats_.expired_backends;
+      if (expired_backends_ != nullptr) expired_backends_->Inc();
+    }
+    if (!removed) continue;
+    NoteForgotten(m->name);
+    if (m->backends.empty() && !m->catalogued) {
+      RemoveModel(id);
+      ++stats_.expired_models;
+      if (expired_models_ != nullptr) expired_models_->Inc();
+    }
+  }
+  next_expiry_ms_ = next;
 }
 
 RoutingLearner::ModelId RoutingLearner::FindModel(std::string_view model) const {
@@ -522,11 +674,11 @@ RoutingLearner::ModelId RoutingLearner::FindModel(std::string_view model) const 
 }
 
 size_t RoutingLearner::num_backends(ModelId model) const {
-  return model < models_.size() ? models_[model]->backends.size() : 0;
+  return model < models_.size() && models_[model] != nullptr ? models_[model]->backends.size() : 0;
 }
 
 std::string_view RoutingLearner::backend_name(ModelId model, uint32_t backend) const {
-  if (model >= models_.size() || backend >= models_[model]->backends.size()) return {};
+  if (backend >= num_backends(model)) return {};
   return models_[model]->backends[backend].spec.name;
 }
 
@@ -540,13 +692,17 @@ bool RoutingLearner::MayEject(const Model& model) const {
 }
 
 void RoutingLearner::Observe(const Outcome& o) {
+  const int64_t t = o.time_ms;
+  ExpireIdle(t);
   Model* model = GetOrCreateModel(o.model);
   if (model == nullptr) return;
-  Backend* b = GetOrCreateBackend(*model, o.backend);
+  if (model->first_event_ms == INT64_MIN) model->first_event_ms = t;
+  ++model->outcomes;  // a refused newcomer's too: its peers are serving
+  Backend* b = GetOrCreateBackend(*model, o.backend, t, /*evict=*/true);
   if (b == nullptr) return;
+  NoteSeen(*model, *b, t);
   ++stats_.outcomes;
   if (outcomes_total_ != nullptr) outcomes_total_->Inc();
-  const int64_t t = o.time_ms;
   const EstimatorOptions& e = options_.estimator;
 
   // The gate first: an ejection invalidates the tables at once (failover is not rate-limited).
@@ -654,9 +810,10 @@ void RoutingLearner::Observe(const Outcome& o) {
 void RoutingLearner::ObserveQuality(std::string_view model_name, std::string_view backend,
                                     double quality, int64_t time_ms) {
   if (!(quality >= 0 && quality <= 1)) return;
+  ExpireIdle(time_ms);
   Model* model = GetOrCreateModel(model_name);
   if (model == nullptr) return;
-  Backend* b = GetOrCreateBackend(*model, backend);
+  Backend* b = GetOrCreateBackend(*model, backend, time_ms, /*evict=*/false);
   if (b == nullptr) return;
   b->quality.Add(quality, 1 - quality, time_ms, options_.estimator.quality_half_life_ms);
   if (!model->has_quality) {
@@ -674,10 +831,13 @@ void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
   if (g.name == "max_num_seqs") which = kMaxSeqs;
   if (g.name == "kv_cache_usage") which = kKv;
   if (which == kOther || !std::isfinite(g.value)) return;
+  ExpireIdle(g.time_ms);
   Model* model = GetOrCreateModel(g.model);
   if (model == nullptr) return;
-  Backend* b = GetOrCreateBackend(*model, g.backend);
+  if (model->first_event_ms == INT64_MIN) model->first_event_ms = g.time_ms;
+  Backend* b = GetOrCreateBackend(*model, g.backend, g.time_ms, /*evict=*/true);
   if (b == nullptr) return;
+  NoteSeen(*model, *b, g.time_ms);
   ++stats_.gauges;
   const double v = std::max(0.0, g.value);
   switch (which) {
@@ -723,9 +883,8 @@ void RoutingLearner::ObserveGauge(const GaugeUpdate& g) {
 
 void RoutingLearner::NoteSent(ModelId model_id, uint32_t backend, int64_t now_ms,
                               uint32_t prompt_tokens) {
-  if (model_id >= models_.size()) return;
+  if (backend >= num_backends(model_id)) return;
   Model& model = *models_[model_id];
-  if (backend >= model.backends.size()) return;
   Backend& b = model.backends[backend];
   // The prefill queue ahead of this request, then its own prompt joins it.
   const double work = PendingPrefill(b, now_ms);
@@ -934,6 +1093,9 @@ void RoutingLearner::Refresh(Model& model, int64_t now) {
     Redraw(model, now, full);
     model.dirty = false;
     if (full) model.last_full_ms = now;
+    // Idleness moves with time: checked at every redraw (at least every refresh_interval); the
+    // version changes below, so the tables are rebuilt.
+    for (Backend& b : model.backends) b.idle = IsIdle(model, b, now);
   }
   if (redraw || (model.load_dirty && interval_passed)) {
     UpdateLoad(model, now);
@@ -1093,6 +1255,23 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     }
     cand[all++] = capable[k];
   }
+  auto probing = [&](uint32_t j) {
+    return !t.panic && model.backends[cand[j]].gate.state() == GateState::kProbing;
+  };
+  // Idle candidates (silent for backend_idle while their peers served: routing/README.md,
+  // "Forgetting backends") share the idle share of the traffic and compete neither for P(best)
+  // nor for the confidence — as long as a trusted, undrained candidate that is not idle takes the
+  // rest. A silent backend's evidence has decayed to the prior, so many of them (the pods of
+  // past deploys) would otherwise win most draws between them.
+  std::array<bool, kMaxBackendsPerModel> idle{};
+  bool active = false;
+  for (uint32_t j = 0; j < n; ++j) {
+    const Backend& b = model.backends[cand[j]];
+    if (probing(j)) continue;
+    idle[j] = b.idle;
+    active |= !b.idle && b.spec.static_weight > 0;
+  }
+  if (!active) idle.fill(false);  // all quiet (or only drained ones are not): weighed as usual
 
   t.weights = strategy == Strategy::kAdaptive
                   ? AdaptiveWeights(static_cast<uint32_t>(pt), static_cast<uint32_t>(ot), caps,
@@ -1160,9 +1339,13 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       lat[j] = std::max(base * b.load_factor, kMinLatencyMs) / (1 - p);
       lat_request[j] =
           lat[j] * std::exp(noise_sd[j] * static_cast<double>(model.noise[at * kNoise + kPred]));
-      lmin_request = std::min(lmin_request, lat_request[j]);
       q[j] = (model.has_quality ? static_cast<double>(model.qual[at]) : 1.0) * (1 - p);
       c[j] = cost_used[j] / (1 - p);
+      if (idle[j]) {  // scored against the others, competing with none
+        sum_err[j] += p;
+        continue;
+      }
+      lmin_request = std::min(lmin_request, lat_request[j]);
       cmin_all = std::min(cmin_all, c[j]);
       qmax_all = std::max(qmax_all, q[j]);
       if (j >= n) continue;  // held: a competitor for the confidence only
@@ -1172,6 +1355,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       qmax = std::max(qmax, q[j]);
     }
     uint32_t best = 0, best_request = 0;
+    while (idle[best]) ++best;  // a candidate that is not idle exists
     double best_request_score = -1;
     for (uint32_t j = 0; j < n; ++j) {
       const double ls = lmin / lat[j];
@@ -1184,9 +1368,10 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       sum_qs[j] += qs;
       sum_cs[j] += cs;
       sum_score[j] += score[j];
-      if (score[j] > score[best]) best = j;
+      if (!idle[j] && score[j] > score[best]) best = j;
     }
     for (uint32_t j = 0; j < all; ++j) {
+      if (idle[j]) continue;
       const double request_score = w.latency * lmin_request / lat_request[j] +
                                    w.quality * (qmax_all > 0 ? q[j] / qmax_all : 1.0) +
                                    w.cost * (c[j] > 0 ? cmin_all / c[j] : 1.0);
@@ -1203,9 +1388,6 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
   // hold the probe fraction each (not in panic, where everything capable is routed).
   const double inv_t = 1.0 / e.temperature;
   const double dm = static_cast<double>(draws);
-  auto probing = [&](uint32_t j) {
-    return !t.panic && model.backends[cand[j]].gate.state() == GateState::kProbing;
-  };
   uint32_t num_probing = 0;
   double trusted_sum = 0;
   std::array<double, kMaxBackendsPerModel> raw{};
@@ -1214,6 +1396,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       ++num_probing;
       continue;
     }
+    if (idle[j]) continue;  // the idle share, below
     raw[j] = std::pow(static_cast<double>(wins[j]) / dm, inv_t) *
              model.backends[cand[j]].spec.static_weight;
     trusted_sum += raw[j];
@@ -1222,7 +1405,7 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
     // No trusted candidate won a draw (ties, or all drained): spread evenly over the undrained
     // ones (in panic over all).
     for (uint32_t j = 0; j < n; ++j) {
-      if (probing(j)) continue;
+      if (probing(j) || idle[j]) continue;
       raw[j] = (t.panic || model.backends[cand[j]].spec.static_weight > 0) ? 1.0 : 0.0;
       trusted_sum += raw[j];
     }
@@ -1237,14 +1420,26 @@ void RoutingLearner::BuildTable(Model& model, Table& t, Strategy strategy, uint3
       num_probing == 0
           ? 0.0
           : (trusted_sum > 0 ? std::min(g.probe_fraction, 0.5 / num_probing) : 1.0 / num_probing);
-  const double trusted_share = 1.0 - probe_each * num_probing;
+  // The idle ones get probe_fraction together (at most half of what the probes leave), evenly
+  // over the undrained ones: enough that a live backend that merely went unsampled reports again.
+  uint32_t idle_undrained = 0;
+  for (uint32_t j = 0; j < n; ++j) {
+    idle_undrained += idle[j] && model.backends[cand[j]].spec.static_weight > 0;
+  }
+  const double idle_each =
+      idle_undrained == 0
+          ? 0.0
+          : std::min(g.probe_fraction, 0.5 * (1.0 - probe_each * num_probing)) / idle_undrained;
+  const double trusted_share = 1.0 - probe_each * num_probing - idle_each * idle_undrained;
   for (uint32_t j = 0; j < n; ++j) {
     const Backend& b = model.backends[cand[j]];
     BackendScore& s = t.scores[j];
     s.backend = cand[j];
     s.name = b.spec.name;
-    s.weight =
-        probing(j) ? probe_each : (trusted_sum > 0 ? trusted_share * raw[j] / trusted_sum : 0.0);
+    s.weight = probing(j) ? probe_each
+               : idle[j]  ? (b.spec.static_weight > 0 ? idle_each : 0.0)
+                          : (trusted_sum > 0 ? trusted_share * raw[j] / trusted_sum : 0.0);
+    s.idle = idle[j];
     s.p_best = static_cast<double>(wins[j]) / dm;
     s.p_best_request = static_cast<double>(request_wins[j]) / dm;
     s.expected_latency_ms = sum_lat[j] / dm;
@@ -1304,7 +1499,8 @@ void RoutingLearner::Select(ModelId model_id, const RequestFeatures& f, Strategy
   out->confidence = 0;
   out->weight = 0;
   out->backend_name = {};
-  if (model_id >= models_.size()) {
+  ExpireIdle(now);
+  if (model_id >= models_.size() || models_[model_id] == nullptr) {
     out->reason = NoBackendReason::kUnknownModel;
     return;
   }
@@ -1419,16 +1615,19 @@ void RoutingLearner::FillWeights(const Model& model, const Table& t, Strategy st
     e.weight = 0;
     e.p_best = 0;
     e.gate = model.backends[i].gate.state();
+    e.idle = false;
   }
   for (uint32_t j = 0; j < t.n; ++j) {
     RoutingWeights::Entry& e = out->backends[t.scores[j].backend];
     e.weight = t.scores[j].weight;
     e.p_best = t.scores[j].p_best;
+    e.idle = t.scores[j].idle;
   }
 }
 
 Result<RoutingWeights> RoutingLearner::Weights(std::string_view model_name, Strategy strategy,
                                                int64_t now, const RequestFeatures& features) {
+  ExpireIdle(now);
   const ModelId id = FindModel(model_name);
   if (id == kNoModel) return Status::NotFound("no routing model '" + std::string(model_name) + "'");
   Model& model = *models_[id];
@@ -1440,21 +1639,24 @@ Result<RoutingWeights> RoutingLearner::Weights(std::string_view model_name, Stra
 
 bool RoutingLearner::PublishIfChanged(ModelId id, Strategy strategy, int64_t now,
                                       RoutingWeights* out) {
-  if (id >= models_.size()) return false;
+  ExpireIdle(now);
+  if (num_backends(id) == 0) return false;
   Model& model = *models_[id];
-  if (model.backends.empty()) return false;
   const Table& t = GetTable(model, strategy, RequestFeatures{}, now);
   Model::Published& last = model.published[static_cast<size_t>(strategy)];
   FillWeights(model, t, strategy, now, out);
   if (last.has) {
     const bool gate_change = [&] {
       if (last.weights.panic != out->panic) return true;
+      if (last.weights.backends.size() != out->backends.size()) return true;  // added, removed
       for (const RoutingWeights::Entry& y : out->backends) {
-        bool was = false;
+        bool was = false, known = false;
         for (const RoutingWeights::Entry& x : last.weights.backends) {
-          if (x.backend == y.backend) was = x.gate == GateState::kEjected;
+          if (x.backend != y.backend) continue;
+          was = x.gate == GateState::kEjected;
+          known = true;
         }
-        if ((y.gate == GateState::kEjected) != was) return true;
+        if (!known || (y.gate == GateState::kEjected) != was) return true;
       }
       return false;
     }();
@@ -1557,7 +1759,7 @@ constexpr int kSnapshotVersion = 1;
 }  // namespace
 
 std::string RoutingLearner::SnapshotModel(ModelId id) const {
-  if (id >= models_.size()) return {};
+  if (id >= models_.size() || models_[id] == nullptr) return {};
   const Model& m = *models_[id];
   Json j;
   j["v"] = kSnapshotVersion;
@@ -1587,6 +1789,7 @@ std::string RoutingLearner::SnapshotModel(ModelId id) const {
     o["gauges"] = Json::array({Num(b.g_running), Num(b.g_waiting), Num(b.g_max_seqs), Num(b.g_kv),
                                b.g_time_ms, b.g_kv_time_ms, b.g_slots_time_ms, b.g_interval_ms});
     o["silence"] = Json::array({b.up_since_ms, b.last_down_ms, b.resumed, b.flapping});
+    o["seen"] = b.last_seen_ms;  // added later: optional when read
     const HealthGate::Saved g = b.gate.Save();
     o["gate"] =
         Json::array({static_cast<int>(g.state), static_cast<int>(g.reason), g.consecutive_failures,
@@ -1617,7 +1820,9 @@ Status RoutingLearner::RestoreModel(std::string_view record) {
     m->has_quality = j.at("has_quality").get<bool>();
     m->use_split = j.at("use_split").get<bool>();
     for (const Json& o : j.at("backends")) {
-      Backend* b = GetOrCreateBackend(*m, o.at("name").get<std::string>());
+      // Created as last seen "never" (its time is set below, and the next ExpireIdle sweeps).
+      const std::string name = o.at("name").get<std::string>();
+      Backend* b = GetOrCreateBackend(*m, name, INT64_MIN, /*evict=*/false);
       if (b == nullptr) continue;  // beyond the limit (counted by GetOrCreateBackend)
       b->log_ttft = MomentsOf(o.at("log_ttft"));
       b->log_tpot = MomentsOf(o.at("log_tpot"));
@@ -1666,6 +1871,19 @@ Status RoutingLearner::RestoreModel(std::string_view record) {
       saved.interval_failures = gs.at(8).get<int64_t>();
       saved.healthy_since_ms = gs.at(9).get<int64_t>();
       b->gate.Load(saved);
+      // When it was last seen (expiry, idleness). Added later: a record without it takes its
+      // newest evidence — the last outcome (completions), gauge or quality sample.
+      if (o.contains("seen")) {
+        b->last_seen_ms = o.at("seen").get<int64_t>();
+      } else {
+        b->last_seen_ms = std::max({b->completions.as_of_ms(), b->g_time_ms, b->g_kv_time_ms,
+                                    b->g_slots_time_ms, b->quality.as_of_ms()});
+      }
+      b->seen_at_outcome = m->outcomes;
+      if (b->learned && options_.limits.backend_ttl_ms > 0) {
+        next_expiry_ms_ = std::min(next_expiry_ms_,
+                                   SaturatingAdd(b->last_seen_ms, options_.limits.backend_ttl_ms));
+      }
       b->dirty = true;
       m->next_gate_ms = std::min(m->next_gate_ms, b->gate.next_change_ms());
     }

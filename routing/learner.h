@@ -18,11 +18,15 @@
 // Lifecycle: construct from validated RoutingOptions (the catalogue's models and backends exist
 // from the start; others are learned from the stream up to the limits). Feed Observe/ObserveGauge
 // and NoteSent; call Select/Weights. Every call takes the event time; nothing reads a clock, so a
-// simulator can drive it in virtual time.
+// simulator can drive it in virtual time. Forgetting (routing/README.md, "Forgetting backends"):
+// a learned backend with no outcome and no gauge for limits.backend_ttl of event time is removed
+// (and a model left without backends); one silent for limits.backend_idle while its peers serve
+// keeps only the idle share of traffic and may be evicted by a newcomer when the table is full.
+// Catalogue backends and models are never removed. Removals happen inside the calls that take a
+// time (Observe*, Select, Weights, PublishIfChanged, ExpireIdle).
 // Concurrency: none; one thread owns a learner (the operator thread, or the simulator).
-// Limitations: backends and models are never forgotten (bounded by the limits); cost is a point
-// estimate (no posterior); latency does not depend on the prompt length (only cost and the
-// context-length filter do).
+// Limitations: cost is a point estimate (no posterior); latency does not depend on the prompt
+// length (only cost and the context-length filter do).
 
 #include <array>
 #include <cstdint>
@@ -133,6 +137,8 @@ struct BackendScore {
   double in_flight = 0;
   double samples = 0;  // effective latency samples (after decay)
   GateState gate = GateState::kHealthy;
+  // Silent for limits.backend_idle while its peers serve: it holds the idle share, p_best 0.
+  bool idle = false;
 };
 
 // A backend the gate keeps out of this decision, and why.
@@ -186,13 +192,15 @@ struct RoutingWeights {
     double weight = 0;
     double p_best = 0;
     GateState gate = GateState::kHealthy;
+    bool idle = false;  // silent for limits.backend_idle: weight = its part of the idle share
   };
   std::vector<Entry> backends;  // every backend of the model, in catalogue/learned order
   bool panic = false;
 };
 
 // Whether `current` differs meaningfully from `previous`: a total-variation distance of at least
-// `min_change` (backends missing on one side count as weight 0), or any backend gated or ungated.
+// `min_change` (backends missing on one side count as weight 0), any backend gated or ungated, or
+// a backend added or removed.
 bool WeightsChanged(const RoutingWeights& previous, const RoutingWeights& current,
                     double min_change);
 // Total-variation distance (1/2 Σ|w - w'|) by backend name.
@@ -205,6 +213,9 @@ struct LearnerStats {
   uint64_t gauges = 0;
   uint64_t refused_models = 0;    // a new model beyond limits.max_models
   uint64_t refused_backends = 0;  // a new backend beyond limits.max_backends_per_model
+  uint64_t expired_backends = 0;  // learned backends removed after limits.backend_ttl of silence
+  uint64_t evicted_backends = 0;  // idle learned backends removed to admit a new one
+  uint64_t expired_models = 0;    // learned models removed when their last backend went
   uint64_t ejections = 0;
   uint64_t ejections_refused = 0;  // a breach not enforced (max_ejection_percent)
   uint64_t recoveries = 0;
@@ -234,6 +245,7 @@ class RoutingLearner {
 
   // `options` must be valid (Validate). `metrics` (optional) gets
   // inferscope_routing_outcomes_total, inferscope_routing_refused_total{reason},
+  // inferscope_routing_removed_total{what="backend"|"model",reason="expired"|"evicted"},
   // inferscope_routing_ejections_total{reason} and inferscope_routing_recoveries_total; it must
   // outlive the learner.
   explicit RoutingLearner(RoutingOptions options, MetricsRegistry* metrics = nullptr);
@@ -242,14 +254,16 @@ class RoutingLearner {
   RoutingLearner& operator=(const RoutingLearner&) = delete;
 
   // Feeds one outcome. Unknown models and backends are learned (with `learned_capabilities`)
-  // unless a limit refuses them (counted; the outcome is dropped).
+  // unless a limit refuses them (counted; the outcome is dropped); a new backend of a full model
+  // takes the slot of its least recently seen idle learned backend, if it has one (evicted).
   void Observe(const Outcome& outcome);
-  // Feeds one gauge sample (same learning and limits).
+  // Feeds one gauge sample (same learning, limits and eviction).
   void ObserveGauge(const GaugeUpdate& gauge);
   // Feeds the quality `quality` (in [0, 1]) of a request that `backend` answered at `time_ms`
   // (its completion: the sample weighs as of then), when it arrives later and apart from the
   // outcome (ratings, an offline judge). Counts for the quality estimate only, not as an outcome.
-  // Out-of-range values are ignored; unknown models and backends are learned as by Observe.
+  // Out-of-range values are ignored; unknown models and backends are learned as by Observe (but
+  // evict nothing). It does not count as a sign of life (it is about a past request).
   void ObserveQuality(std::string_view model, std::string_view backend, double quality,
                       int64_t time_ms);
   // Tells the learner a request was sent to `backend` at `now_ms` (a router that follows its
@@ -261,14 +275,32 @@ class RoutingLearner {
   // pending-prefill term of the ttft estimate; routing/README.md, "Estimates").
   void NoteSent(ModelId model, uint32_t backend, int64_t now_ms, uint32_t prompt_tokens = 0);
 
-  // The model's id, or kNoModel. Ids are stable; resolve once and use the id on hot paths.
+  // The model's id, or kNoModel. An id is stable while its model exists (catalogue models always
+  // do): resolve once and use the id on hot paths. A removed model's id answers as unknown until
+  // a later new model reuses it.
   ModelId FindModel(std::string_view model) const;
-  size_t num_models() const { return models_.size(); }
+  // Models that exist now.
+  size_t num_models() const { return num_models_; }
+  // Every id in use is below this (ids of removed models included: num_backends is 0 for them).
+  ModelId model_id_limit() const { return static_cast<ModelId>(models_.size()); }
+  // A backend's index is stable until a learned backend of its model before it is removed
+  // (catalogue backends come first and keep theirs); decisions name backends by index and name.
   size_t num_backends(ModelId model) const;
   std::string_view backend_name(ModelId model, uint32_t backend) const;
 
+  // Removes the learned backends with no outcome and no gauge for limits.backend_ttl before
+  // `now_ms`, and the learned models left without backends (counted). Cheap when nothing can be
+  // due (one comparison). Observe*, Select, Weights and PublishIfChanged call it with their time;
+  // the operator also calls it on its timer, so that a quiet stream still forgets.
+  void ExpireIdle(int64_t now_ms);
+  // The models whose backends were removed (expired or evicted), or which were removed, since the
+  // last call; each once. The operator rewrites their checkpoint records (or deletes those of the
+  // models that no longer exist) and publishes their weights (empty for a removed model).
+  std::vector<std::string> TakeForgotten();
+
   // Chooses the backend for one request at `now_ms` and fills `*out` (always; `out->ok` false
-  // with a reason when there is none). No allocation once the model's tables exist.
+  // with a reason when there is none). No allocation once the model's tables exist. The names in
+  // `*out` are valid until the next call that takes a time (it may remove a backend).
   void Select(ModelId model, const RequestFeatures& features, Strategy strategy, int64_t now_ms,
               Decision* out);
   void Select(std::string_view model, const RequestFeatures& features, Strategy strategy,
@@ -306,12 +338,15 @@ class RoutingLearner {
 
   // Checkpoints (routing/README.md, "Restarts"): one model's learned state — the decayed
   // evidence of each backend (latency, errors, quality, cost, load regression), its last gauges,
-  // its health gate and flapping history — as one versioned record (JSON, "v": 1). Not saved:
+  // when it was last seen (expiry), its health gate and flapping history — as one versioned record
+  // (JSON, "v": 1; fields added later are optional when read). Not saved:
   // posterior draws and tables (redrawn), requests in flight (their outcomes after a restart
   // are taken as they come), published weights (the store keeps them).
   std::string SnapshotModel(ModelId model) const;
   // Restores a record of SnapshotModel into this learner (models and backends are created as by
-  // Observe, within the limits); the estimates then go on from the saved evidence.
+  // Observe, within the limits, evicting nothing); the estimates then go on from the saved
+  // evidence, and a restored learned backend expires backend_ttl after it was last seen (a record
+  // without that time: after its newest evidence).
   Status RestoreModel(std::string_view record);
 
   const LearnerStats& stats() const { return stats_; }
@@ -323,8 +358,16 @@ class RoutingLearner {
   struct Table;
 
   Model* GetOrCreateModel(std::string_view name);
-  Backend* GetOrCreateBackend(Model& model, std::string_view name);
+  // At the limit, evicts the least recently seen idle learned backend at `now_ms` when `evict`.
+  Backend* GetOrCreateBackend(Model& model, std::string_view name, int64_t now_ms, bool evict);
   Backend& AddBackend(Model& model, const BackendSpec& spec, bool learned);
+  void RemoveBackend(Model& model, uint32_t index);
+  void RemoveModel(ModelId id);
+  void NoteForgotten(const std::string& model);
+  // An outcome or gauge of `b` at `time_ms`: it is there (not idle, expiry postponed).
+  void NoteSeen(Model& model, Backend& b, int64_t time_ms);
+  // Silent for backend_idle at `now_ms` while its peers had idle_evidence_ outcomes since.
+  bool IsIdle(const Model& model, const Backend& b, int64_t now_ms) const;
   // Gate transitions due by `now_ms`, posterior redraws due; invalidates tables when needed.
   void Refresh(Model& model, int64_t now_ms);
   void Redraw(Model& model, int64_t now_ms, bool all);
@@ -344,14 +387,24 @@ class RoutingLearner {
                    RoutingWeights* out) const;
 
   RoutingOptions options_;
-  std::vector<std::unique_ptr<Model>> models_;
+  std::vector<std::unique_ptr<Model>> models_;  // null: a removed model's free id
+  size_t num_models_ = 0;
   std::unordered_map<std::string, ModelId, StringHash, std::equal_to<>> model_ids_;
+  // Outcomes of its peers after which a silent backend is idle: 3 / probe_fraction (a live
+  // backend with at least the probe share of traffic has had one with probability >= 95 %).
+  uint64_t idle_evidence_ = 0;
+  // No learned backend can expire before this (a lower bound; ExpireIdle recomputes it).
+  int64_t next_expiry_ms_ = INT64_MAX;
+  std::vector<std::string> forgotten_;
   LearnerStats stats_;
   Xoshiro256 rng_;
 
   Counter* outcomes_total_ = nullptr;
   Counter* refused_models_ = nullptr;
   Counter* refused_backends_ = nullptr;
+  Counter* expired_backends_ = nullptr;
+  Counter* evicted_backends_ = nullptr;
+  Counter* expired_models_ = nullptr;
   Counter* ejections_consecutive_ = nullptr;
   Counter* ejections_rate_ = nullptr;
   Counter* recoveries_ = nullptr;

@@ -214,6 +214,12 @@ Status RoutingLimits::Validate() const {
   if (cache_entries < 1 || cache_entries > 256) {
     return Status::InvalidArgument("limits.cache_entries must be in 1..256");
   }
+  if (backend_idle_ms < 0) return Status::InvalidArgument("limits.backend_idle must be >= 0");
+  if (backend_ttl_ms < 0) return Status::InvalidArgument("limits.backend_ttl must be >= 0");
+  if (backend_ttl_ms > 0 && backend_ttl_ms < backend_idle_ms) {
+    return Status::InvalidArgument(
+        "limits.backend_ttl must be 0 (never) or >= limits.backend_idle");
+  }
   return Status::Ok();
 }
 
@@ -311,7 +317,9 @@ Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out) {
     INFERSCOPE_RETURN_IF_ERROR(ReadDouble(**s, "min_change", &o.publish.min_change, 1e-9, 1));
     INFERSCOPE_RETURN_IF_ERROR(ReadDuration(**s, "min_interval", &o.publish.min_interval_ms, 0));
   }
-  s = Section(node, "limits", {"max_models", "max_backends_per_model", "cache_entries"});
+  s = Section(
+      node, "limits",
+      {"max_models", "max_backends_per_model", "cache_entries", "backend_ttl", "backend_idle"});
   if (!s.ok()) return s.status();
   if (*s) {
     INFERSCOPE_RETURN_IF_ERROR(ReadInt(**s, "max_models", &o.limits.max_models, 1, 1'000'000));
@@ -319,6 +327,9 @@ Status ParseRoutingOptions(const ConfigNode& node, RoutingOptions* out) {
                                        &o.limits.max_backends_per_model, 1,
                                        static_cast<int64_t>(kMaxBackendsPerModel)));
     INFERSCOPE_RETURN_IF_ERROR(ReadInt(**s, "cache_entries", &o.limits.cache_entries, 1, 256));
+    INFERSCOPE_RETURN_IF_ERROR(ReadDuration(**s, "backend_ttl", &o.limits.backend_ttl_ms, 0));
+    INFERSCOPE_RETURN_IF_ERROR(ReadDuration(**s, "backend_idle", &o.limits.backend_idle_ms, 0));
+    if (Status st = o.limits.Validate(); !st.ok()) return (**s).Error("", st.message());
   }
   if (node.Has("models")) {
     INFERSCOPE_RETURN_IF_ERROR(ParseModels(node, o.limits, &o.models));

@@ -170,13 +170,28 @@ struct PublishOptions {
   Status Validate() const;
 };
 
-// Memory bounds; beyond them new models / backends are refused and counted.
+// Memory bounds and forgetting (routing/README.md, "Forgetting backends"). Beyond the bounds new
+// models / backends are refused and counted, unless a backend can be evicted (below).
 struct RoutingLimits {
   int64_t max_models = 256;             // >= 1
   int64_t max_backends_per_model = 32;  // 1..kMaxBackendsPerModel
   // Decision-table cache entries per model (one per strategy × capabilities × length bucket in
   // use). Default 32; 1..256.
   int64_t cache_entries = 32;
+  // A learned backend (not in the catalogue) with no request outcome and no load gauge for this
+  // long, in event time (as the half-lives), is removed: from its model's table, weights,
+  // decisions and checkpoint; its slot is free. A model left without backends (and not in the
+  // catalogue) is removed too. Default 10 min (20 half-lives: its evidence weighs < 1e-6); 0 =
+  // never; otherwise >= backend_idle.
+  int64_t backend_ttl_ms = 600'000;
+  // A backend (catalogued or learned) with no outcome and no gauge for this long, while its
+  // model's other backends had at least 3 / health.probe_fraction outcomes (150) since, is idle:
+  // the idle backends of a model share health.probe_fraction of its traffic (as a probe) and take
+  // no part in P(best) while a trusted backend that is not idle is routable; its next outcome or
+  // gauge ends it. When a model's table is full, a new backend takes the slot of the learned
+  // idle backend seen least recently (counted as evicted). Default 1 min (2 half-lives); 0 =
+  // never idle.
+  int64_t backend_idle_ms = 60'000;
 
   Status Validate() const;
 };
@@ -207,7 +222,7 @@ struct RoutingOptions {
 //            base_ejection_time, max_ejection_time, max_ejection_percent, probe_fraction,
 //            probe_successes, panic_threshold}
 //   publish: {min_change, min_interval}
-//   limits: {max_models, max_backends_per_model, cache_entries}
+//   limits: {max_models, max_backends_per_model, cache_entries, backend_ttl, backend_idle}
 //   models:
 //     - name: llama-3.1-8b-instruct
 //       backends:

@@ -27,7 +27,8 @@ json WeightsToJson(const RoutingWeights& w) {
     backends.push_back({{"backend", e.backend},
                         {"weight", Num(e.weight)},
                         {"p_best", Num(e.p_best)},
-                        {"gate", GateStateName(e.gate)}});
+                        {"gate", GateStateName(e.gate)},
+                        {"idle", e.idle}});
   }
   return {{"model", w.model},
           {"strategy", StrategyName(w.strategy)},
@@ -67,6 +68,7 @@ Result<RoutingWeights> WeightsFromJson(const json& j) {
         !ParseGate(b["gate"].get<std::string>(), &e.gate)) {
       return bad("backends[].gate");
     }
+    e.idle = b.contains("idle") && b["idle"].is_boolean() && b["idle"].get<bool>();  // added later
     w.backends.push_back(std::move(e));
   }
   return w;
@@ -86,7 +88,8 @@ json BackendScoreToJson(const BackendScore& s) {
           {"cost_usd", Num(s.cost_usd)},
           {"in_flight", Num(s.in_flight)},
           {"samples", Num(s.samples)},
-          {"gate", GateStateName(s.gate)}};
+          {"gate", GateStateName(s.gate)},
+          {"idle", s.idle}};
 }
 
 json DecisionToJson(const Decision& d, size_t limit) {

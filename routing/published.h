@@ -28,7 +28,7 @@ struct RoutingWeights {
 namespace routing {
 
 // {"model", "strategy", "time" (event time, ms), "panic", "backends": [{"backend", "weight",
-// "p_best", "gate"}]}.
+// "p_best", "gate", "idle"}]} ("backends" empty: the model was removed).
 nlohmann::json WeightsToJson(const RoutingWeights& w);
 // The inverse; InvalidArgument naming the first missing or malformed field.
 Result<RoutingWeights> WeightsFromJson(const nlohmann::json& j);

@@ -53,7 +53,7 @@ void ZmqRoutingSink::EncodeMsgpack(const RoutingWeights& w, msgpack::sbuffer& ou
   PackStr(pk, "backends");
   pk.pack_array(static_cast<uint32_t>(w.backends.size()));
   for (const RoutingWeights::Entry& e : w.backends) {
-    pk.pack_map(4);
+    pk.pack_map(5);
     PackStr(pk, "backend");
     PackStr(pk, e.backend);
     PackStr(pk, "weight");
@@ -62,6 +62,8 @@ void ZmqRoutingSink::EncodeMsgpack(const RoutingWeights& w, msgpack::sbuffer& ou
     PackFloat64OrNil(out, e.p_best);
     PackStr(pk, "gate");
     PackStr(pk, routing::GateStateName(e.gate));
+    PackStr(pk, "idle");
+    pk.pack(e.idle);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 
 #include <yaml-cpp/yaml.h>
@@ -26,6 +27,7 @@ using routing::RoutingWeights;
 using routing::Strategy;
 
 constexpr int64_t kT0 = 1'700'000'000'000;
+constexpr int64_t kMinute = 60'000;
 
 class RoutingLearnTest : public ::testing::Test {
  protected:
@@ -332,6 +334,129 @@ TEST_F(RoutingLearnTest, ARestartForgetsAndReEjectsWithinConsecutiveErrors) {
   }
   EXPECT_TRUE(moved);
   EXPECT_LE(failures, 5);
+}
+
+// The review's scenario (review-ingest-streams.md, section 3) through the operator: 32
+// short-lived pods of `llama` report 20 requests each once, then only `pod-new` serves (one request
+// a second), and a model `old` was seen once. After limits.backend_ttl (10 min of event time) the
+// dead pods and the model are forgotten: the last publications list only pod-new (and nothing for
+// `old`), select answers pod-new, and the removals are counted.
+TEST_F(RoutingLearnTest, DeadPodsAndModelsAreForgottenAfterTheTtl) {
+  auto op = Make("strategies: [balanced]\n");
+  ASSERT_NE(op, nullptr);
+  Feed(*op, {Request("x", kT0, ErrorKind::kNone, "old")});
+  for (int k = 0; k < 32; ++k) {
+    Feed(*op, std::vector<Event>(20, Request("pod-" + std::to_string(k), kT0 + k)));
+  }
+  std::vector<RoutingWeights> seen;
+  int64_t t = kT0 + 2'000;
+  for (; t <= kT0 + 11 * kMinute; t += 1'000) {
+    auto w = Feed(*op, {Request("pod-new", t)});
+    seen.insert(seen.end(), w.begin(), w.end());
+    if ((t / 1'000) % 10 == 0) {
+      auto ticked = Tick(*op);
+      seen.insert(seen.end(), ticked.begin(), ticked.end());
+    }
+  }
+  auto ticked = Tick(*op);
+  seen.insert(seen.end(), ticked.begin(), ticked.end());
+  const RoutingWeights* llama = nullptr;
+  const RoutingWeights* old = nullptr;
+  for (const RoutingWeights& w : seen) (w.model == "llama" ? llama : old) = &w;
+  ASSERT_NE(llama, nullptr);
+  ASSERT_EQ(llama->backends.size(), 1u);
+  EXPECT_EQ(llama->backends[0].backend, "pod-new");
+  EXPECT_DOUBLE_EQ(llama->backends[0].weight, 1.0);
+  ASSERT_NE(old, nullptr);
+  EXPECT_EQ(old->model, "old");
+  EXPECT_TRUE(old->backends.empty()) << "a removed model is published without backends";
+
+  routing::Decision d;
+  registry_.Get()->With([&](routing::RoutingLearner& l) {
+    l.Select("llama", {}, Strategy::kBalanced, op->router()->now_ms(), &d);
+  });
+  ASSERT_TRUE(d.ok);
+  EXPECT_EQ(d.backend_name, "pod-new");
+  EXPECT_EQ(CounterValue("inferscope_routing_removed_total",
+                         {{"what", "backend"}, {"reason", "evicted"}}),
+            1u);
+  EXPECT_EQ(CounterValue("inferscope_routing_removed_total",
+                         {{"what", "backend"}, {"reason", "expired"}}),
+            32u);  // 31 pods and old's x
+  EXPECT_EQ(
+      CounterValue("inferscope_routing_removed_total", {{"what", "model"}, {"reason", "expired"}}),
+      1u);
+  // pod-new was refused until pod-0 had been idle for backend_idle (1 min), then took its slot.
+  EXPECT_EQ(CounterValue("inferscope_routing_refused_total", {{"reason", "backend_limit"}}), 58u);
+}
+
+// Expiry across restarts, through a real RocksDB checkpoint store: a table restored from a
+// checkpoint taken before the TTL passed still expires the dead pods; the checkpoint taken after
+// it rewrites the model's record without them and deletes the removed model's record, so the next
+// restart does not resurrect them.
+TEST_F(RoutingLearnTest, ExpiryHoldsAcrossRestarts) {
+  testing::TempDir dir;
+  StateStoreOptions options;
+  options.path = dir.str();
+  auto store = StateStore::Open(options, nullptr);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto checkpoint = [&](RoutingLearnOperator& o) {
+    std::vector<CheckpointRecord> records;
+    CheckpointCollector writer("op", "routing", &records);
+    ASSERT_TRUE(o.Checkpoint(writer).ok());
+    ASSERT_TRUE(WriteCheckpointRecords(**store, records).ok());
+  };
+  auto restart = [&]() {
+    auto o = Make("strategies: [balanced]\n");
+    EXPECT_TRUE(o->Restore(StateCheckpointReader("op", "routing", store->get())).ok());
+    return o;
+  };
+  auto backends = [&](RoutingLearnOperator& o, const std::string& model) {
+    std::set<std::string> names;
+    o.router()->With([&](routing::RoutingLearner& l) {
+      auto w = l.Weights(model, Strategy::kBalanced, o.router()->now_ms());
+      if (!w.ok()) return;
+      for (const auto& e : w->backends) names.insert(e.backend);
+    });
+    return names;
+  };
+
+  auto op = Make("strategies: [balanced]\n");
+  ASSERT_NE(op, nullptr);
+  Feed(*op, {Request("x", kT0, ErrorKind::kNone, "old")});
+  for (int k = 0; k < 32; ++k) {
+    Feed(*op, std::vector<Event>(20, Request("pod-" + std::to_string(k), kT0 + k)));
+  }
+  int64_t t = kT0 + 2'000;
+  for (; t <= kT0 + 30'000; t += 1'000) Feed(*op, {Request("pod-new", t)});
+  checkpoint(*op);  // before the TTL: the 32 pods and `old` are in it
+  op.reset();
+
+  auto restarted = restart();
+  ASSERT_NE(restarted, nullptr);
+  EXPECT_EQ(backends(*restarted, "llama").size(), 32u);
+  EXPECT_EQ(backends(*restarted, "old").size(), 1u);
+  for (; t <= kT0 + 11 * kMinute; t += 1'000) {
+    Feed(*restarted, {Request("pod-new", t)});
+    if ((t / 1'000) % 10 == 0) Tick(*restarted);
+  }
+  Tick(*restarted);
+  EXPECT_EQ(backends(*restarted, "llama"), std::set<std::string>{"pod-new"});
+  EXPECT_TRUE(backends(*restarted, "old").empty());
+  checkpoint(*restarted);  // after the TTL
+  restarted.reset();
+
+  auto again = restart();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(backends(*again, "llama"), std::set<std::string>{"pod-new"});
+  EXPECT_EQ(again->router()->With([](routing::RoutingLearner& l) { return l.FindModel("old"); }),
+            routing::RoutingLearner::kNoModel);
+  routing::Decision d;
+  again->router()->With([&](routing::RoutingLearner& l) {
+    l.Select("llama", {}, Strategy::kBalanced, again->router()->now_ms(), &d);
+  });
+  ASSERT_TRUE(d.ok);
+  EXPECT_EQ(d.backend_name, "pod-new");
 }
 
 }  // namespace

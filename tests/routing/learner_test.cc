@@ -754,7 +754,7 @@ posterior_draws: 128
 learned_capabilities: [code]
 health: {consecutive_errors: 3, base_ejection_time: 10s, panic_threshold: 30}
 publish: {min_change: 0.1, min_interval: 250ms}
-limits: {max_models: 10}
+limits: {max_models: 10, backend_ttl: 30m, backend_idle: 2m}
 models:
   - name: llama
     backends:
@@ -773,6 +773,8 @@ models:
   EXPECT_DOUBLE_EQ(o.gate.panic_threshold_percent, 30);
   EXPECT_EQ(o.publish.min_interval_ms, 250);
   EXPECT_EQ(o.limits.max_models, 10);
+  EXPECT_EQ(o.limits.backend_ttl_ms, 1'800'000);
+  EXPECT_EQ(o.limits.backend_idle_ms, 120'000);
   ASSERT_EQ(o.models.size(), 1u);
   ASSERT_EQ(o.models[0].backends.size(), 2u);
   const BackendSpec& b = o.models[0].backends[0];
@@ -797,6 +799,12 @@ TEST(OptionsTest, ErrorsNameFileLineAndField) {
                 .find("options.models[0].backends[0].capabilities: unknown capability 'x'"),
             std::string::npos);
   EXPECT_NE(error("health:\n  consecutive_errors: 0\n").find("t.yaml:2:"), std::string::npos);
+  EXPECT_NE(error("limits:\n  backend_ttl: 30s\n")
+                .find("limits.backend_ttl must be 0 (never) or >= "
+                      "limits.backend_idle"),
+            std::string::npos);
+  EXPECT_NE(error("limits:\n  backend_ttl: 30s\n").find("t.yaml:2:"), std::string::npos);
+  EXPECT_NE(error("limits: {backend_idle: -1s}\n").find("backend_idle"), std::string::npos);
   EXPECT_NE(error("models:\n  - name: m\n    backends:\n      - {name: a, price_per_1k_input: 1}\n")
                 .find("give both"),
             std::string::npos);

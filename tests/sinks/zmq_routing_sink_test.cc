@@ -55,6 +55,7 @@ TEST(ZmqRoutingSinkTest, PublishesTopicAndFloat64Payload) {
   EXPECT_EQ(backends[1].at("weight").type, msgpack::type::FLOAT64) << "0.0 stays a float";
   EXPECT_EQ(backends[1].at("p_best").type, msgpack::type::NIL);
   EXPECT_DOUBLE_EQ(backends[0].at("weight").as<double>(), 0.98);
+  EXPECT_FALSE(backends[0].at("idle").as<bool>());
   EXPECT_GE(metrics.GetCounter("inferscope_sink_messages_total", "", {{"stage", "routing_stream"}})
                 ->value(),
             2u);
@@ -67,6 +68,18 @@ TEST(ZmqRoutingSinkTest, PublishesTopicAndFloat64Payload) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->backends.size(), 3u);
   EXPECT_EQ(back->strategy, routing::Strategy::kLowestLatency);
+  EXPECT_FALSE(back->backends[0].idle);
+  // An idle backend (routing/README.md, "Forgetting backends") says so; a removed model is
+  // published without backends.
+  routing::RoutingWeights idle = Sample();
+  idle.backends[0].idle = true;
+  back = routing::WeightsFromJson(nlohmann::json::parse(ZmqRoutingSink::EncodeJson(idle)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->backends[0].idle);
+  idle.backends.clear();
+  back = routing::WeightsFromJson(nlohmann::json::parse(ZmqRoutingSink::EncodeJson(idle)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->backends.empty());
   sink->Close();
 }
 

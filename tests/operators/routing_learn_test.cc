@@ -131,6 +131,17 @@ TEST_F(RoutingLearnTest, OptionErrorsNameFileLineAndField) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("consecutive_errors"), std::string::npos)
       << bad.status().message();
+
+  // Estimator options documented in routing/README.md were refused as unknown fields.
+  auto tuned = RoutingLearnOperator::Create(ConfigNode(
+      "t.yaml", YAML::Load("prediction_noise: 0.7\nresidual_noise: 1.2\nload_choices: 2\n"),
+      "options"));
+  EXPECT_TRUE(tuned.ok()) << tuned.status().message();
+  bad = RoutingLearnOperator::Create(
+      ConfigNode("t.yaml", YAML::Load("load_choices: 9\n"), "options"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("load_choices"), std::string::npos)
+      << bad.status().message();
 }
 
 TEST_F(RoutingLearnTest, PublishesPerStrategyAndMovesTrafficOffAFailingBackend) {

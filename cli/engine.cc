@@ -141,6 +141,10 @@ Status Engine::Start() {
     options.export_options = query_access_.export_options;
     if (query_access_.max_url_bytes > 0) options.max_url_bytes = query_access_.max_url_bytes;
     if (query_access_.max_body_bytes > 0) options.max_body_bytes = query_access_.max_body_bytes;
+    if (query_access_.max_connections_per_address > 0) {
+      options.max_connections_per_address =
+          static_cast<int>(query_access_.max_connections_per_address);
+    }
     query_ = std::make_unique<QueryServer>(
         options, state_.get(), &metrics_, clock_, [this] { return Health(); }, capabilities_);
     query_->SetSilences(silences_.get());

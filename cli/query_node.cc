@@ -184,6 +184,9 @@ Result<std::unique_ptr<QueryNode>> QueryNode::Start(QueryNodeOptions options, co
   server_options.export_options = o.export_options;
   if (o.max_url_bytes > 0) server_options.max_url_bytes = o.max_url_bytes;
   if (o.max_body_bytes > 0) server_options.max_body_bytes = o.max_body_bytes;
+  if (o.max_connections_per_address > 0) {
+    server_options.max_connections_per_address = static_cast<int>(o.max_connections_per_address);
+  }
   node->query_ = std::make_unique<QueryServer>(
       server_options, node->state_.get(), &node->metrics_, clock, [self] { return self->Health(); },
       o.capabilities);
@@ -274,6 +277,9 @@ Status QueryNode::StartResultsMode() {
   server_options.export_options = o.export_options;
   if (o.max_url_bytes > 0) server_options.max_url_bytes = o.max_url_bytes;
   if (o.max_body_bytes > 0) server_options.max_body_bytes = o.max_body_bytes;
+  if (o.max_connections_per_address > 0) {
+    server_options.max_connections_per_address = static_cast<int>(o.max_connections_per_address);
+  }
   QueryNode* self = this;
   query_ = std::make_unique<QueryServer>(
       server_options, state_.get(), &metrics_, clock_, [self] { return self->Health(); },

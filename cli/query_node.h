@@ -61,8 +61,9 @@ struct QueryNodeOptions {
   // Tokens, rate limits and CORS (query/access.h). No tokens: `listen` must be a loopback address.
   AccessOptions access;
   ExportOptions export_options;
-  size_t max_url_bytes = 0;   // 0: the server's default
-  size_t max_body_bytes = 0;  // 0: the server's default
+  size_t max_url_bytes = 0;                // 0: the server's default
+  size_t max_body_bytes = 0;               // 0: the server's default
+  size_t max_connections_per_address = 0;  // 0: the server's default
 
   Status Validate() const;
 };

@@ -61,6 +61,7 @@ int QueryNodeCommand(const QueryNodeArgs& args) {
     options.export_options = access->export_options;
     options.max_url_bytes = access->max_url_bytes;
     options.max_body_bytes = access->max_body_bytes;
+    options.max_connections_per_address = access->max_connections_per_address;
   }
   if (!args.tokens.empty()) {
     Result<std::vector<ApiToken>> tokens = LoadTokenFile(args.tokens);

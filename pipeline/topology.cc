@@ -217,7 +217,7 @@ Result<TopologySpec> ParseTopology(const std::string& yaml_text, const std::stri
   // (query/access.h: ParseQueryAccess) from spec.query_at.
   INFERSCOPE_RETURN_IF_ERROR(
       query->CheckKnownFields({"listen", "tokens", "token_file", "rate_limit", "cors", "export",
-                               "max_url_bytes", "max_body_bytes"}));
+                               "max_url_bytes", "max_body_bytes", "max_connections_per_address"}));
   Result<std::string> listen = query->GetString("listen", std::string());
   if (!listen.ok()) return listen.status();
   if (!listen->empty()) {

@@ -314,11 +314,14 @@ Result<QuerySectionAccess> ParseQueryAccess(const ConfigNode& query) {
     if (Status s = out.export_options.Validate(); !s.ok()) return e.Error("window", s.message());
   }
 
-  int64_t max_url = 0, max_body = 0;
+  int64_t max_url = 0, max_body = 0, max_per_address = 0;
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(query, "max_url_bytes", &max_url, 256, 8192));
   INFERSCOPE_RETURN_IF_ERROR(ReadInt(query, "max_body_bytes", &max_body, 1, 1024 * 1024 * 1024));
+  INFERSCOPE_RETURN_IF_ERROR(
+      ReadInt(query, "max_connections_per_address", &max_per_address, 1, 1'000'000));
   out.max_url_bytes = static_cast<size_t>(max_url);
   out.max_body_bytes = static_cast<size_t>(max_body);
+  out.max_connections_per_address = static_cast<size_t>(max_per_address);
   return out;
 }
 

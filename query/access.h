@@ -93,14 +93,15 @@ struct ExportOptions {
 Result<std::vector<ApiToken>> LoadTokenFile(const std::string& path);
 
 // The access and export settings of a topology's `query` section (its fields `tokens`,
-// `token_file`, `rate_limit`, `cors`, `export`; `listen`, `max_url_bytes` and `max_body_bytes` are
-// read by the caller). `token_file` is relative to the topology file's directory. Errors name
-// file:line:col and the field.
+// `token_file`, `rate_limit`, `cors`, `export`; `listen`, `max_url_bytes`, `max_body_bytes` and
+// `max_connections_per_address` are read by the caller). `token_file` is relative to the topology
+// file's directory. Errors name file:line:col and the field.
 struct QuerySectionAccess {
   AccessOptions access;
   ExportOptions export_options;
-  size_t max_url_bytes = 0;   // 0: not given
-  size_t max_body_bytes = 0;  // 0: not given
+  size_t max_url_bytes = 0;                // 0: not given
+  size_t max_body_bytes = 0;               // 0: not given
+  size_t max_connections_per_address = 0;  // 0: not given
 };
 Result<QuerySectionAccess> ParseQueryAccess(const ConfigNode& query);
 

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 namespace inferscope {
@@ -27,14 +28,25 @@ using std::chrono::steady_clock;
 constexpr std::string_view kClosedTotal = "inferscope_http_connections_closed_total";
 constexpr std::string_view kClosedHelp =
     "HTTP connections closed by the server's limits, by reason (limit: over max_connections at "
-    "accept; header_timeout, idle_timeout, header_too_large, url_too_long, body_too_large (a "
-    "Content-Length over max_body_bytes, or a body of unknown length cut there), bad_length (a "
-    "Content-Length that is no decimal number), read_timeout, write_timeout: a response made no "
-    "progress for write_timeout_ms; "
-    "send_backlog: the responses held for slow readers were at their limit)";
-// Bodies of at most this many bytes (with their header) are waited for in the gate, so that a slow
-// body does not hold a worker either. Well below the loopback receive buffer.
+    "accept; address_limit: over max_connections_per_address at accept; header_timeout, "
+    "idle_timeout, header_too_large, url_too_long, body_too_large (a Content-Length over "
+    "max_body_bytes, or a chunked body or one ending with the connection cut there), bad_length (a "
+    "Content-Length that is no decimal number), bad_chunk (a malformed chunked body), "
+    "read_timeout (408: a body not complete within read_timeout_ms), body_backlog (503: the "
+    "request bodies the gate holds were at max_buffered_body_bytes), write_timeout: a response "
+    "made no progress for write_timeout_ms; send_backlog: the responses held for slow readers were "
+    "at their limit)";
+// Requests of at most this many bytes (header and Content-Length body) are only peeked by the
+// gate, and read by their worker from the socket; larger bodies the gate reads into memory.
+// Well below the loopback receive buffer.
 constexpr size_t kPeekBytes = 16 * 1024;
+// The most the gate reads of a body per recv.
+constexpr size_t kBodySliceBytes = 64 * 1024;
+// The first buffer for a body the gate reads (it doubles as bytes arrive, up to the request's
+// most), so that a client trickling a large body holds little of the budget.
+constexpr size_t kMinBodyBuffer = 4 * 1024;
+// Retry-After of the 503 for a full body budget: bodies are read in milliseconds, or time out.
+constexpr int kBacklogRetryAfterS = 1;
 constexpr int kSweepIntervalMs = 50;
 // Response bytes DeadlineStream gathers before sending (a typical JSON reply and its header fit).
 constexpr size_t kWriteBufferBytes = 16 * 1024;
@@ -76,8 +88,8 @@ std::string_view Trim(std::string_view s) {
 // What the gate needs from a complete request header.
 struct HeaderInfo {
   bool chunked = false;          // Transfer-Encoding present: length unknown
-  bool chunked_coding = false;   // ... and it is "chunked", which httplib decodes (else it reads
-                                 // the body until the connection closes)
+  bool chunked_coding = false;   // ... and it is "chunked", which the gate decodes (else the
+                                 // body ends with the connection)
   bool bad_length = false;       // Content-Length not a decimal number
   bool expect_continue = false;  // the client waits for "100 Continue" before sending the body
   uint64_t content_length = 0;
@@ -126,9 +138,10 @@ struct Inspection {
     kHeaderTooLarge,  // 431
     kBodyTooLarge,    // 413
     kBadLength,       // 400: a Content-Length that is not a decimal number
-    kReady,           // serve it
+    kReady,           // the whole request is in the peeked bytes: serve it
+    kReadBody,        // the header is; the gate reads the body
   } kind = kIncomplete;
-  // kReady: header + body when known, else 0 (the connection closes after it).
+  // kReady: header + body; kReadBody: the header.
   size_t request_bytes = 0;
 };
 
@@ -159,15 +172,14 @@ Inspection Inspect(const char* buf, size_t peeked, const GateOptions& options) {
   if (info.content_length > options.max_body_bytes) return {Inspection::kBodyTooLarge, 0};
   // httplib would read "-1" as 2^64 - 1 (413) and "0x10" as 0.
   if (info.bad_length) return {Inspection::kBadLength, 0};
-  size_t request_bytes = 0;  // unknown: Transfer-Encoding
-  if (!info.chunked) {
-    request_bytes = header_bytes + static_cast<size_t>(info.content_length);
-    // Wait for a small body, unless the client waits for "100 Continue" (httplib sends it).
-    if (!info.expect_continue && request_bytes <= kPeekBytes && peeked < request_bytes) {
-      return {Inspection::kIncomplete, 0};
-    }
-  }
-  return {Inspection::kReady, request_bytes};
+  // A body of unknown length (Transfer-Encoding) is read by the gate, which finds its end.
+  if (info.chunked) return {Inspection::kReadBody, header_bytes};
+  const size_t request_bytes = header_bytes + static_cast<size_t>(info.content_length);
+  if (peeked >= request_bytes) return {Inspection::kReady, request_bytes};
+  // Wait for the rest of a small body in the socket, unless the client waits for "100 Continue"
+  // (the gate sends it when it starts reading the body).
+  if (!info.expect_continue && request_bytes <= kPeekBytes) return {Inspection::kIncomplete, 0};
+  return {Inspection::kReadBody, header_bytes};
 }
 
 // Tags of the workers' epoll set's own descriptors (a kept socket's tag holds its fd in the low
@@ -211,9 +223,13 @@ ssize_t SendNow(int fd, const char* ptr, size_t size) {
 //  * a form Content-Type (application/x-www-form-urlencoded, multipart/form-data): httplib would
 //    decode the body into query parameters or files; the API reads every body as JSON, so that
 //    `curl -d '{...}'` (which sends the form type) works.
-std::string HeaderForHttplib(std::string_view header) {
+//  * "Expect: 100-continue": the gate sent "100 Continue" when it started reading the body (or the
+//    body had arrived), so httplib must not send another.
+// With `body_length` (a body the gate read, chunked or not, whose data follows the header in
+// memory), Content-Length and Transfer-Encoding are replaced by "Content-Length: body_length".
+std::string HeaderForHttplib(std::string_view header, std::optional<size_t> body_length) {
   std::string out;
-  out.reserve(header.size());
+  out.reserve(header.size() + 32);
   size_t pos = 0;
   bool request_line = true;
   while (pos < header.size()) {
@@ -239,11 +255,20 @@ std::string HeaderForHttplib(std::string_view header) {
         }
         keep = false;
       }
+    } else if (line == "\r\n") {  // the end of the header
+      if (body_length) out.append("Content-Length: " + std::to_string(*body_length) + "\r\n");
     } else {
       const size_t colon = line.find(':');
       if (colon != std::string_view::npos) {
         const std::string_view name = Trim(line.substr(0, colon));
         if (EqualsIgnoreCase(name, "range")) {
+          keep = false;
+        } else if (EqualsIgnoreCase(name, "expect")) {
+          std::string_view value = line.substr(colon + 1);
+          if (value.ends_with("\r\n")) value.remove_suffix(2);
+          keep = !EqualsIgnoreCase(Trim(value), "100-continue");
+        } else if (body_length && (EqualsIgnoreCase(name, "content-length") ||
+                                   EqualsIgnoreCase(name, "transfer-encoding"))) {
           keep = false;
         } else if (EqualsIgnoreCase(name, "content-type")) {
           // httplib decodes header values (%xx) before it looks at the type.
@@ -262,56 +287,52 @@ std::string HeaderForHttplib(std::string_view header) {
   return out;
 }
 
-// Follows the framing of a chunked request body (RFC 9112 §7.1) as httplib reads it, counting the
-// data bytes, so that a body over the limit is cut at the size line that takes it over, before
-// httplib reads (and buffers) that chunk. Framing httplib would read differently ("0x10", signs,
-// spaces) counts as trailer bytes, which are bounded too.
-class ChunkedBodyMeter {
+// Decodes a chunked request body (RFC 9112 §7.1) as the gate reads it: appends the chunks' data
+// to a buffer and finds where the body ends (after the last chunk and the trailer section, whose
+// fields are dropped), so that a kept-alive connection's next request stays on the socket. The
+// data is refused at the size line of the chunk that takes it over the limit, before that chunk's
+// data is read. Strict where httplib 0.11 was lax: a size is hex digits only (no "0x", sign or
+// leading blank; an extension after it is skipped) and a chunk's data must be followed by CRLF.
+// A bare LF ends a line as CRLF does (RFC 9112 §2.2).
+class ChunkedDecoder {
  public:
-  explicit ChunkedBodyMeter(size_t max_data) : max_data_(max_data) {}
+  explicit ChunkedDecoder(uint64_t max_data) : max_data_(max_data) {}
 
-  // How many of the `n` bytes at `p` httplib may read: all of them, or those up to the byte at
-  // which the body went over the limit (over_limit()) or its framing over the line limits
-  // (malformed()); after that, none.
-  size_t Feed(const char* p, size_t n) {
-    if (over_limit_ || malformed_) return 0;
+  // Decodes the `n` bytes at `p`, appending data to `*out`, and returns how many it took: all of
+  // them, or those up to the byte at which the body ended (done()), went over the limit
+  // (over_limit()) or turned out malformed (malformed()); after that, none.
+  size_t Feed(const char* p, size_t n, std::string* out) {
     for (size_t i = 0; i < n; ++i) {
-      if (state_ == State::kData) {  // skip the chunk's data in one step
-        const size_t take = std::min<uint64_t>(remaining_, n - i);
+      if (state_ == State::kData) {  // the chunk's data in one step
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(remaining_, n - i));
+        out->append(p + i, take);
         remaining_ -= take;
         i += take - 1;
         if (remaining_ == 0) state_ = State::kDataEnd;
         continue;
       }
-      const char c = p[i];
-      if (c == '\n') {
-        EndLine();
-        continue;
+      if (state_ == State::kDone || state_ == State::kOverLimit || state_ == State::kMalformed) {
+        return i;
       }
-      if (++line_bytes_ > kMaxLineBytes ||
-          (state_ == State::kTrailer && ++trailer_bytes_ > kMaxTrailerBytes)) {
-        malformed_ = true;
-        return i + 1;
-      }
-      if (state_ != State::kSize) continue;
-      const int digit = HexDigit(c);
-      if (digit < 0 || size_ended_) {
-        size_ended_ = true;  // ";extension", "\r"
-        continue;
-      }
-      size_ = size_ * 16 + static_cast<uint64_t>(digit);
-      if (data_ + size_ > max_data_) {
-        over_limit_ = true;
-        return i + 1;
-      }
+      if (!Step(p[i])) return i + 1;
     }
     return n;
   }
-  bool over_limit() const { return over_limit_; }
-  bool malformed() const { return malformed_; }
+  bool done() const { return state_ == State::kDone; }
+  bool over_limit() const { return state_ == State::kOverLimit; }
+  bool malformed() const { return state_ == State::kMalformed; }
 
  private:
-  enum class State { kSize, kData, kDataEnd, kTrailer };
+  enum class State {
+    kSize,      // the size's hex digits
+    kSizeRest,  // after them: an extension, up to the end of the line
+    kData,      // the chunk's data
+    kDataEnd,   // the CRLF after it
+    kTrailer,   // trailer field lines, up to an empty one
+    kDone,
+    kOverLimit,
+    kMalformed,
+  };
   static constexpr size_t kMaxLineBytes = 4'096;
   static constexpr size_t kMaxTrailerBytes = 16 * 1024;
 
@@ -321,64 +342,101 @@ class ChunkedBodyMeter {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
   }
-  void EndLine() {
-    line_bytes_ = 0;
-    if (state_ == State::kSize) {
-      if (size_ == 0) {
-        state_ = State::kTrailer;  // the last chunk: trailer lines up to an empty one
-      } else {
-        data_ += size_;
-        remaining_ = size_;
-        state_ = State::kData;
+
+  // One byte outside a chunk's data; false when it ended the body or the decoding.
+  bool Step(char c) {
+    switch (state_) {
+      case State::kSize: {
+        const int digit = HexDigit(c);
+        if (digit >= 0) {
+          size_ = size_ * 16 + static_cast<uint64_t>(digit);
+          ++digits_;
+          if (data_ + size_ > max_data_) return End(State::kOverLimit);
+          return LineByte();
+        }
+        if (digits_ == 0) return End(State::kMalformed);
+        if (c == '\n') return EndSizeLine();
+        if (c != ';' && c != '\r' && c != ' ' && c != '\t') return End(State::kMalformed);
+        state_ = State::kSizeRest;
+        return LineByte();
       }
-      size_ = 0;
-      size_ended_ = false;
-    } else if (state_ == State::kDataEnd) {
-      state_ = State::kSize;
+      case State::kSizeRest:
+        return c == '\n' ? EndSizeLine() : LineByte();
+      case State::kDataEnd:
+        if (c == '\r' && !cr_) {
+          cr_ = true;
+          return true;
+        }
+        if (c != '\n') return End(State::kMalformed);
+        cr_ = false;
+        state_ = State::kSize;
+        return true;
+      case State::kTrailer:
+        if (c == '\n') {
+          if (line_bytes_ == 0) return End(State::kDone);  // the empty line: the body's end
+          line_bytes_ = 0;
+          return true;
+        }
+        if (++trailer_bytes_ > kMaxTrailerBytes) return End(State::kMalformed);
+        if (c == '\r') return true;
+        return LineByte();
+      default:
+        return false;
     }
+  }
+  bool LineByte() { return ++line_bytes_ <= kMaxLineBytes || End(State::kMalformed); }
+  bool EndSizeLine() {
+    line_bytes_ = 0;
+    if (size_ == 0) {
+      state_ = State::kTrailer;  // the last chunk
+    } else {
+      data_ += size_;
+      remaining_ = size_;
+      state_ = State::kData;
+    }
+    size_ = 0;
+    digits_ = 0;
+    return true;
+  }
+  bool End(State state) {
+    state_ = state;
+    return false;
   }
 
   const uint64_t max_data_;
   State state_ = State::kSize;
-  uint64_t size_ = 0;        // the size line's value so far
-  bool size_ended_ = false;  // past the size's hex digits
-  uint64_t data_ = 0;        // data bytes of the chunks so far
-  uint64_t remaining_ = 0;   // of the current chunk's data
+  uint64_t size_ = 0;       // the size line's value so far
+  size_t digits_ = 0;       // of the size
+  uint64_t data_ = 0;       // data bytes of the chunks so far
+  uint64_t remaining_ = 0;  // of the current chunk's data
+  bool cr_ = false;         // kDataEnd: its CR seen
   size_t line_bytes_ = 0;
   size_t trailer_bytes_ = 0;
-  bool over_limit_ = false;
-  bool malformed_ = false;
 };
 
-// Set on a worker thread while it serves a request whose body the stream cut at max_body_bytes
-// (GatedServer::BodyCutAtLimit).
-thread_local bool body_cut_at_limit = false;
-
 // httplib::Stream over a socket with an overall read deadline. httplib reads `head` (the request's
-// header, already taken off the socket: `consumed` bytes) first, then the socket. Reads at most
-// `limit` bytes of the socket in all (0: the body's length is unknown), so a keep-alive
-// connection's next request stays in the socket; a body of unknown length is cut once it is over
-// `max_body` (a chunked body's data bytes, else its bytes), and reads then fail. Writes are
-// buffered (up to kWriteBufferBytes) and sent by Flush, before any read that has to wait (so a "100
-// Continue" reaches the client) and when the buffer fills: httplib writes a response's header and
-// body separately, and one send of both saves a system call and a TCP segment per request. Sends
-// never wait: what the socket does not take is kept, in order, for the gate (TakeUnsent).
+// header, already taken off the socket: `consumed` bytes in all) first, then `body` (a body the
+// gate read), then the socket. Reads at most `limit` bytes of the socket in all, so a keep-alive
+// connection's next request stays in the socket; the gate saw the whole request arrive, so reads
+// do not wait for the client (the deadline is a safety net). Writes are buffered (up to
+// kWriteBufferBytes) and sent by Flush, before any read of the socket and when the buffer fills:
+// httplib writes a response's header and body separately, and one send of both saves a system call
+// and a TCP segment per request. Sends never wait: what the socket does not take is kept, in order,
+// for the gate (TakeUnsent).
 class DeadlineStream final : public httplib::Stream {
  public:
-  DeadlineStream(int fd, steady_clock::time_point read_deadline, std::string head, size_t consumed,
-                 size_t limit, bool chunked, size_t max_body, size_t max_unsent)
+  DeadlineStream(int fd, steady_clock::time_point read_deadline, std::string head,
+                 std::string_view body, size_t consumed, size_t limit, size_t max_unsent)
       : fd_(fd),
         read_deadline_(read_deadline),
         head_(std::move(head)),
+        body_(body),
         limit_(limit),
-        chunked_(chunked),
-        max_body_(max_body),
-        meter_(max_body),
         max_unsent_(max_unsent),
         consumed_(consumed) {}
 
   bool is_readable() const override {
-    if (head_pos_ < head_.size() || pos_ < end_) return true;
+    if (head_pos_ < head_.size() || body_pos_ < body_.size() || pos_ < end_) return true;
     pollfd p{fd_, POLLIN, 0};
     return ::poll(&p, 1, 0) > 0;
   }
@@ -395,13 +453,17 @@ class DeadlineStream final : public httplib::Stream {
       head_pos_ += n;
       return static_cast<ssize_t>(n);
     }
-    if (cut_) return -1;
+    if (body_pos_ < body_.size()) {
+      const size_t n = std::min(size, body_.size() - body_pos_);
+      std::memcpy(ptr, body_.data() + body_pos_, n);
+      body_pos_ += n;
+      return static_cast<ssize_t>(n);
+    }
     if (pos_ == end_) {
       ssize_t n = Fill();
       if (n <= 0) return n;
     }
-    size_t n = std::min(size, end_ - pos_);
-    if (limit_ == 0 && !Meter(&n)) return -1;
+    const size_t n = std::min(size, end_ - pos_);
     std::memcpy(ptr, buf_.data() + pos_, n);
     pos_ += n;
     return static_cast<ssize_t>(n);
@@ -437,10 +499,9 @@ class DeadlineStream final : public httplib::Stream {
   // Whether exactly the `limit` bytes of the request were read (so the next byte on the socket
   // starts the next request).
   bool read_whole_request() const {
-    return limit_ > 0 && consumed_ == limit_ && pos_ == end_ && head_pos_ == head_.size();
+    return consumed_ == limit_ && pos_ == end_ && head_pos_ == head_.size() &&
+           body_pos_ == body_.size();
   }
-  // Whether the body was cut for being over max_body.
-  bool body_over_limit() const { return cut_ && !malformed_; }
   bool timed_out() const { return timed_out_; }
   // Whether a send failed because the unsent response grew over max_pending_response_bytes.
   bool too_large() const { return too_large_; }
@@ -464,34 +525,13 @@ class DeadlineStream final : public httplib::Stream {
     return true;
   }
 
-  // Counts the `*n` body bytes httplib is about to read (a body of unknown length), lowering `*n`
-  // to those before the cut; false when none may be read.
-  bool Meter(size_t* n) {
-    size_t allowed = *n;
-    if (chunked_) {
-      allowed = meter_.Feed(buf_.data() + pos_, *n);
-      cut_ = meter_.over_limit() || meter_.malformed();
-      malformed_ = meter_.malformed();
-    } else if (body_bytes_ + *n > max_body_) {
-      allowed = 0;
-      cut_ = true;
-    }
-    body_bytes_ += allowed;
-    if (cut_ && !malformed_) body_cut_at_limit = true;
-    *n = allowed;
-    return allowed > 0;
-  }
-
   ssize_t Fill() {
-    // A reply written so far (say "100 Continue") must reach the client before it sends more. A
-    // socket that does not take it at once is full of an earlier response the client has not
-    // read: the request fails rather than hold this worker until the client reads.
+    // A reply written so far must reach the client before the stream reads on. A socket that
+    // does not take it at once is full of an earlier response the client has not read: the
+    // request fails rather than hold this worker until the client reads.
     if (!Flush() || !unsent_.empty()) return -1;
-    size_t want = buf_.size();
-    if (limit_ > 0) {
-      if (consumed_ >= limit_) return 0;
-      want = std::min(want, limit_ - consumed_);
-    }
+    if (consumed_ >= limit_) return 0;
+    const size_t want = std::min(buf_.size(), limit_ - consumed_);
     while (true) {
       ssize_t n = ::recv(fd_, buf_.data(), want, MSG_DONTWAIT);
       if (n >= 0) {
@@ -533,13 +573,9 @@ class DeadlineStream final : public httplib::Stream {
   const steady_clock::time_point read_deadline_;
   const std::string head_;
   size_t head_pos_ = 0;
+  const std::string_view body_;
+  size_t body_pos_ = 0;
   const size_t limit_;
-  const bool chunked_;
-  const size_t max_body_;
-  ChunkedBodyMeter meter_;
-  size_t body_bytes_ = 0;  // of a body of unknown length, read by httplib
-  bool cut_ = false;
-  bool malformed_ = false;
   const size_t max_unsent_;
   size_t consumed_;
   std::array<char, 4096> buf_;
@@ -551,6 +587,25 @@ class DeadlineStream final : public httplib::Stream {
   bool too_large_ = false;
 };
 
+// The client address of a connection, as the key of its per-address count: the IPv4 or IPv6
+// address's bytes, an IPv4-mapped IPv6 address as IPv4; empty when unknown.
+std::string PeerAddress(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
+  if (addr.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+    return std::string(reinterpret_cast<const char*>(&in->sin_addr), 4);
+  }
+  if (addr.ss_family == AF_INET6) {
+    const auto* in = reinterpret_cast<const sockaddr_in6*>(&addr);
+    const char* bytes = reinterpret_cast<const char*>(in->sin6_addr.s6_addr);
+    return IN6_IS_ADDR_V4MAPPED(&in->sin6_addr) ? std::string(bytes + 12, 4)
+                                                : std::string(bytes, 16);
+  }
+  return {};
+}
+
 // Runs httplib's per-connection task on the accept thread: our process_and_close_socket only
 // parks the socket, which is quick.
 class InlineQueue final : public httplib::TaskQueue {
@@ -561,11 +616,32 @@ class InlineQueue final : public httplib::TaskQueue {
 
 }  // namespace
 
+// A request body the gate reads (gate thread, under mu_): the header as received, then the body's
+// data (a chunked body decoded), in a buffer that grows as bytes arrive, counted in body_bytes_.
+struct GatedServer::BodyRead {
+  enum class Framing {
+    kLength,      // Content-Length
+    kChunked,     // Transfer-Encoding: chunked
+    kUntilClose,  // another transfer coding: the body ends with the connection
+  };
+  explicit BodyRead(size_t max_body) : decoder(max_body) {}
+
+  Framing framing = Framing::kLength;
+  std::string request;
+  size_t header_bytes = 0;
+  size_t limit = 0;        // the most `request` may hold
+  uint64_t remaining = 0;  // kLength: body bytes still to come
+  size_t held = 0;         // request.capacity(), as counted in body_bytes_
+  bool close = false;      // kUntilClose: the body ended, and the connection with it
+  ChunkedDecoder decoder;  // kChunked
+};
+
 GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBody error_body)
     : options_(options), metrics_(metrics), error_body_(std::move(error_body)) {
   new_task_queue = [] { return new InlineQueue(); };
-  set_payload_max_length(options_.max_body_bytes);  // enforced by httplib on chunked bodies
+  set_payload_max_length(options_.max_body_bytes);  // the gate refuses larger bodies first
   peek_.resize(std::max(kPeekBytes, options_.max_header_bytes + 1));
+  body_scratch_.resize(kBodySliceBytes);
   accepted_ = metrics_->GetCounter("inferscope_http_connections_accepted_total",
                                    "HTTP connections accepted");
   metrics_->AddCallbackGauge(
@@ -580,9 +656,21 @@ GatedServer::GatedServer(GateOptions options, MetricsRegistry* metrics, ErrorBod
       "max_pending_response_bytes)",
       {}, [this] { return static_cast<double>(sending_bytes_.load(std::memory_order_relaxed)); },
       this);
+  bodies_read_ = metrics_->GetCounter(
+      "inferscope_http_request_bodies_read_total",
+      "HTTP request bodies the gate read before a worker took the request (a body beyond the "
+      "16 KiB peek window, a chunked one, one ending with the connection, or one sent after "
+      "\"100 Continue\")");
+  metrics_->AddCallbackGauge(
+      "inferscope_http_request_body_bytes_buffered",
+      "Bytes of request bodies (with their headers) the gate read and holds until their request "
+      "is served, as allocated (at most max_buffered_body_bytes, or one body alone)",
+      {}, [this] { return static_cast<double>(body_bytes_.load(std::memory_order_relaxed)); },
+      this);
   for (std::string_view reason :
-       {"limit", "header_timeout", "idle_timeout", "header_too_large", "url_too_long",
-        "body_too_large", "bad_length", "read_timeout", "write_timeout", "send_backlog"}) {
+       {"limit", "address_limit", "header_timeout", "idle_timeout", "header_too_large",
+        "url_too_long", "body_too_large", "bad_length", "bad_chunk", "read_timeout", "body_backlog",
+        "write_timeout", "send_backlog"}) {
     Closed(reason);  // so every reason is exported from the start
   }
 }
@@ -670,6 +758,7 @@ void GatedServer::StopGate() {
     for (const Job& job : jobs_) CloseSocket(job.fd);
     jobs_.clear();
   }
+  body_bytes_ = 0;  // the bodies of the parked connections and the queued jobs are gone
   {
     // Their last responses may still be queued in the kernel for a slow reader: consume what the
     // client sent (pipelined requests) so that close() ends with a FIN after them, not a reset
@@ -696,6 +785,11 @@ bool GatedServer::process_and_close_socket(socket_t sock) {
     CloseSocket(sock);
     return false;
   }
+  if (!AdmitAddress(sock)) {
+    Closed("address_limit")->Inc();
+    CloseSocket(sock);
+    return false;
+  }
   int one = 1;
   ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Park(sock, /*idle=*/false);
@@ -710,7 +804,7 @@ void GatedServer::Park(int fd, bool idle) {
   }
   const int64_t timeout = idle ? options_.idle_timeout_ms : options_.header_timeout_ms;
   const bool first = parked_.empty();
-  parked_[fd] = Parked{steady_clock::now() + milliseconds(timeout), idle};
+  parked_[fd] = Parked{steady_clock::now() + milliseconds(timeout), idle, nullptr};
   // The gate sleeps without a timeout while nothing is parked: wake it so that it sweeps this
   // connection's deadline (the fd's readiness alone would not end an idle wait).
   if (first) {
@@ -774,6 +868,10 @@ void GatedServer::OnReadable(int fd) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = parked_.find(fd);
   if (it == parked_.end()) return;
+  if (it->second.body) {
+    ReadBodyLocked(it);
+    return;
+  }
   ssize_t n = ::recv(fd, peek_.data(), peek_.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
   if (n <= 0) {  // the client closed (or reset) the connection
@@ -811,18 +909,177 @@ void GatedServer::OnReadable(int fd) {
       return;
     case Inspection::kIncomplete:
       return;  // wait for the rest
+    case Inspection::kReadBody:
+      StartBodyLocked(it, peeked, inspected.request_bytes);
+      return;
     case Inspection::kReady:
       break;
   }
-  const size_t request_bytes = inspected.request_bytes;
+  Job job;
+  job.fd = fd;
+  job.request_bytes = inspected.request_bytes;
+  DispatchLocked(it, std::move(job));
+}
+
+void GatedServer::DispatchLocked(std::unordered_map<int, Parked>::iterator it, Job job) {
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
   parked_.erase(it);
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   {
     std::lock_guard<std::mutex> jobs_lock(jobs_mu_);
-    jobs_.push_back(Job{fd, request_bytes});
+    jobs_.push_back(std::move(job));
   }
   uint64_t one = 1;  // a semaphore count: one worker takes the job
   [[maybe_unused]] ssize_t w = ::write(jobs_fd_, &one, sizeof(one));
+}
+
+void GatedServer::StartBodyLocked(std::unordered_map<int, Parked>::iterator it, size_t peeked,
+                                  size_t header_bytes) {
+  const int fd = it->first;
+  const HeaderInfo info = ParseHeader(std::string_view(peek_.data(), header_bytes));
+  auto body = std::make_unique<BodyRead>(options_.max_body_bytes);
+  body->header_bytes = header_bytes;
+  if (!info.chunked) {
+    body->framing = BodyRead::Framing::kLength;
+    body->remaining = info.content_length;
+    body->limit = header_bytes + static_cast<size_t>(info.content_length);
+    // A declared body the budget has no room for now is refused before any of it is read (and,
+    // with "Expect: 100-continue", before the client sends it).
+    const size_t held = body_bytes_.load();
+    if (held > 0 && held + body->limit > options_.max_buffered_body_bytes) {
+      RefuseBacklogLocked(fd, peeked);
+      return;
+    }
+  } else if (info.chunked_coding) {
+    body->framing = BodyRead::Framing::kChunked;
+    body->limit = header_bytes + options_.max_body_bytes;
+  } else {
+    body->framing = BodyRead::Framing::kUntilClose;
+    body->limit = header_bytes + options_.max_body_bytes + 1;  // one byte over: 413
+  }
+  if (!GrowLocked(body.get(), header_bytes)) {
+    RefuseBacklogLocked(fd, peeked);
+    return;
+  }
+  body->request.assign(peek_.data(), header_bytes);
+  it->second.body = std::move(body);
+  it->second.deadline = steady_clock::now() + milliseconds(options_.read_timeout_ms);
+  // Take the header off the socket (it was peeked).
+  if (::recv(fd, peek_.data(), header_bytes, MSG_DONTWAIT) != static_cast<ssize_t>(header_bytes)) {
+    CloseLocked(fd, {});
+    return;
+  }
+  if (info.expect_continue) {
+    constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (SendNow(fd, kContinue.data(), kContinue.size()) != static_cast<ssize_t>(kContinue.size())) {
+      CloseLocked(fd, {});
+      return;
+    }
+  }
+  ReadBodyLocked(it);
+}
+
+void GatedServer::ReadBodyLocked(std::unordered_map<int, Parked>::iterator it) {
+  const int fd = it->first;
+  BodyRead& body = *it->second.body;
+  const bool chunked = body.framing == BodyRead::Framing::kChunked;
+  // Edge-triggered: read until the socket has nothing more, or the body is complete.
+  while (!(body.framing == BodyRead::Framing::kLength && body.remaining == 0) &&
+         !(chunked && body.decoder.done()) && !body.close) {
+    size_t want = body_scratch_.size();
+    if (body.framing == BodyRead::Framing::kLength) {
+      want = static_cast<size_t>(std::min<uint64_t>(want, body.remaining));
+    } else if (body.framing == BodyRead::Framing::kUntilClose) {
+      want = std::min(want, body.limit - body.request.size());
+    }
+    // A chunked body is peeked, and only what the decoder took is consumed: the bytes after its
+    // end belong to the connection's next request.
+    const ssize_t n =
+        ::recv(fd, body_scratch_.data(), want, chunked ? MSG_PEEK | MSG_DONTWAIT : MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // wait for more
+    if (n == 0 && body.framing == BodyRead::Framing::kUntilClose) {
+      body.close = true;  // the body ends with the connection
+      break;
+    }
+    if (n <= 0) {  // the client went away (or reset) before its body was complete
+      CloseLocked(fd, {});
+      return;
+    }
+    const size_t got = static_cast<size_t>(n);
+    if (!GrowLocked(&body, std::min(body.request.size() + got, body.limit))) {
+      RefuseBacklogLocked(fd, chunked ? got : 0);
+      return;
+    }
+    if (!chunked) {
+      body.request.append(body_scratch_.data(), got);
+      if (body.framing == BodyRead::Framing::kLength) {
+        body.remaining -= got;
+      } else if (body.request.size() - body.header_bytes > options_.max_body_bytes) {
+        RefuseLocked(
+            fd, 0, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
+            "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
+            "body_too_large");
+        return;
+      }
+      continue;
+    }
+    const size_t taken = body.decoder.Feed(body_scratch_.data(), got, &body.request);
+    if (body.decoder.over_limit()) {
+      RefuseLocked(
+          fd, got, 413, "Payload Too Large", "PAYLOAD_TOO_LARGE",
+          "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes",
+          "body_too_large");
+      return;
+    }
+    if (body.decoder.malformed()) {
+      RefuseLocked(fd, got, 400, "Bad Request", "VALIDATION_ERROR",
+                   "the chunked request body is malformed (RFC 9112 section 7.1: hex chunk sizes, "
+                   "CRLF after each chunk's data, a last chunk of size 0)",
+                   "bad_chunk");
+      return;
+    }
+    if (::recv(fd, body_scratch_.data(), taken, MSG_DONTWAIT) != static_cast<ssize_t>(taken)) {
+      CloseLocked(fd, {});
+      return;
+    }
+  }
+  // Complete: the request, and its share of the budget, go to a worker.
+  Job job;
+  job.fd = fd;
+  job.request = std::move(body.request);
+  job.header_bytes = body.header_bytes;
+  job.held = body.held;
+  job.close = body.close;
+  body.held = 0;
+  bodies_read_->Inc();
+  DispatchLocked(it, std::move(job));
+}
+
+bool GatedServer::GrowLocked(BodyRead* body, size_t needed) {
+  std::string& buffer = body->request;
+  if (needed <= buffer.capacity()) return true;
+  // Doubling, so that a trickled body holds at most twice what arrived, up to the request's most.
+  const size_t want =
+      std::min(body->limit, std::max({needed, 2 * buffer.capacity(), kMinBodyBuffer}));
+  const size_t held = body_bytes_.load();
+  // The others' share; a body alone is never refused, so that one of max_body_bytes always fits.
+  const size_t others = held - body->held;
+  if (others > 0 && others + want > options_.max_buffered_body_bytes) return false;
+  std::string bigger;
+  bigger.reserve(want);
+  bigger.append(buffer);
+  buffer.swap(bigger);
+  body_bytes_ += buffer.capacity() - body->held;
+  body->held = buffer.capacity();
+  return true;
+}
+
+void GatedServer::RefuseBacklogLocked(int fd, size_t peeked) {
+  RefuseLocked(fd, peeked, 503, "Service Unavailable", "UNAVAILABLE",
+               "the server is reading as many request bodies as it may hold "
+               "(max_buffered_body_bytes); retry after " +
+                   std::to_string(kBacklogRetryAfterS) + " s",
+               "body_backlog", kBacklogRetryAfterS);
 }
 
 bool GatedServer::OnWritable(int fd) {
@@ -867,16 +1124,27 @@ void GatedServer::EndSendingLocked(std::unordered_map<int, Sending>::iterator it
 
 void GatedServer::Sweep(SteadyTime now) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::pair<int, bool>> expired;
+  enum class Wait { kHeader, kIdle, kBody };
+  std::vector<std::pair<int, Wait>> expired;
   for (const auto& [fd, parked] : parked_) {
-    if (parked.deadline <= now) expired.emplace_back(fd, parked.idle);
+    if (parked.deadline > now) continue;
+    expired.emplace_back(fd, parked.body ? Wait::kBody : parked.idle ? Wait::kIdle : Wait::kHeader);
   }
-  for (const auto& [fd, idle] : expired) CloseLocked(fd, idle ? "idle_timeout" : "header_timeout");
-  expired.clear();
+  for (const auto& [fd, wait] : expired) {
+    if (wait == Wait::kBody) {
+      RefuseLocked(fd, 0, 408, "Request Timeout", "REQUEST_TIMEOUT",
+                   "the request body did not arrive within " +
+                       std::to_string(options_.read_timeout_ms) + " ms",
+                   "read_timeout");
+    } else {
+      CloseLocked(fd, wait == Wait::kIdle ? "idle_timeout" : "header_timeout");
+    }
+  }
+  std::vector<std::pair<int, bool>> unsent;
   for (const auto& [fd, sending] : sending_) {
-    if (sending.deadline <= now) expired.emplace_back(fd, false);
+    if (sending.deadline <= now) unsent.emplace_back(fd, false);
   }
-  for (const auto& [fd, unused] : expired) {
+  for (const auto& [fd, unused] : unsent) {
     EndSendingLocked(sending_.find(fd), /*failed=*/true, "write_timeout");
   }
   // Kept-alive sockets idle past their deadline (one a worker holds is not armed, so not closed
@@ -913,10 +1181,10 @@ void GatedServer::WorkerLoop() {
       {
         std::lock_guard<std::mutex> lock(jobs_mu_);
         if (jobs_.empty()) continue;
-        job = jobs_.front();
+        job = std::move(jobs_.front());
         jobs_.pop_front();
       }
-      Serve(job, /*kept=*/false, &peek, /*peeked=*/0);
+      Serve(std::move(job), /*kept=*/false, &peek, /*peeked=*/0);
       continue;
     }
     ServeKept(tag, &peek);
@@ -944,13 +1212,17 @@ void GatedServer::ServeKept(uint64_t tag, std::vector<char>* peek) {
   }
   const Inspection inspected = Inspect(peek->data(), static_cast<size_t>(n), options_);
   if (inspected.kind != Inspection::kReady) {
-    // An incomplete (or refused) request waits in the gate, as a new connection's does, so slow
-    // clients cost the workers nothing; the gate refuses what is over the limits.
+    // An incomplete (or refused) request, or one whose body the gate is to read, waits in the
+    // gate, as a new connection's does, so slow clients cost the workers nothing; the gate
+    // refuses what is over the limits.
     Unkeep(fd);
     Park(fd, /*idle=*/false);
     return;
   }
-  Serve(Job{fd, inspected.request_bytes}, /*kept=*/true, peek, static_cast<size_t>(n));
+  Job job;
+  job.fd = fd;
+  job.request_bytes = inspected.request_bytes;
+  Serve(std::move(job), /*kept=*/true, peek, static_cast<size_t>(n));
 }
 
 void GatedServer::Keep(int fd, bool registered) {
@@ -986,58 +1258,63 @@ void GatedServer::Unkeep(int fd) {
   ::epoll_ctl(keep_epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
-void GatedServer::Serve(const Job& job, bool kept, std::vector<char>* buffer, size_t peeked) {
+void GatedServer::Serve(Job job, bool kept, std::vector<char>* buffer, size_t peeked) {
   bool stopping;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping = stopping_;
   }
-  if (fast_path_ && ServeFast(job, kept, stopping, buffer, &peeked)) return;
-  // The header is complete on the socket (the gate or ServeKept saw it): take it off and give
-  // httplib its rewritten form (HeaderForHttplib).
-  if (peeked == 0) {
-    const ssize_t n = ::recv(job.fd, buffer->data(), buffer->size(), MSG_PEEK | MSG_DONTWAIT);
-    peeked = n > 0 ? static_cast<size_t>(n) : 0;
-  }
-  const std::string_view input(buffer->data(), std::min(peeked, options_.max_header_bytes));
-  const size_t header_end = input.find("\r\n\r\n");
-  if (header_end == std::string_view::npos) {  // not as inspected (the client reset?)
-    Finish(job.fd, kept, /*close=*/true);
-    return;
-  }
-  const size_t header_bytes = header_end + 4;
-  const HeaderInfo info = ParseHeader(input.substr(0, header_bytes));
-  std::string head = HeaderForHttplib(input.substr(0, header_bytes));
-  if (::recv(job.fd, buffer->data(), header_bytes, MSG_DONTWAIT) !=
-      static_cast<ssize_t>(header_bytes)) {
-    Finish(job.fd, kept, /*close=*/true);
-    return;
+  const bool read_by_gate = !job.request.empty();
+  if (!read_by_gate && fast_path_ && ServeFast(job, kept, stopping, buffer, &peeked)) return;
+  // httplib gets the header rewritten (HeaderForHttplib), then the body.
+  std::string head;
+  std::string_view body;
+  size_t consumed = 0;  // bytes of the request taken off the socket
+  if (read_by_gate) {
+    const std::string_view request(job.request);
+    body = request.substr(job.header_bytes);
+    head = HeaderForHttplib(request.substr(0, job.header_bytes), body.size());
+    consumed = job.request_bytes = request.size();  // nothing more of it on the socket
+  } else {
+    // The whole request is on the socket (the gate or ServeKept saw it): take the header off it.
+    if (peeked == 0) {
+      const ssize_t n = ::recv(job.fd, buffer->data(), buffer->size(), MSG_PEEK | MSG_DONTWAIT);
+      peeked = n > 0 ? static_cast<size_t>(n) : 0;
+    }
+    const std::string_view input(buffer->data(), std::min(peeked, options_.max_header_bytes));
+    const size_t header_end = input.find("\r\n\r\n");
+    if (header_end == std::string_view::npos) {  // not as inspected (the client reset?)
+      Finish(job.fd, kept, /*close=*/true);
+      return;
+    }
+    consumed = header_end + 4;
+    head = HeaderForHttplib(input.substr(0, consumed), std::nullopt);
+    if (::recv(job.fd, buffer->data(), consumed, MSG_DONTWAIT) != static_cast<ssize_t>(consumed)) {
+      Finish(job.fd, kept, /*close=*/true);
+      return;
+    }
   }
   // What the socket does not take may be held up to what is left of the gate's budget.
   const size_t held = std::min(sending_bytes_.load(), options_.max_pending_response_bytes);
   DeadlineStream stream(job.fd, steady_clock::now() + milliseconds(options_.read_timeout_ms),
-                        std::move(head), header_bytes, job.request_bytes, info.chunked_coding,
-                        options_.max_body_bytes, options_.max_pending_response_bytes - held);
+                        std::move(head), body, consumed, job.request_bytes,
+                        options_.max_pending_response_bytes - held);
   bool connection_closed = false;
-  body_cut_at_limit = false;
   const bool ok =
       process_request(stream, /*close_connection=*/stopping, connection_closed, nullptr);
-  body_cut_at_limit = false;
+  if (job.held > 0) {  // the body the gate read is no longer needed
+    std::string().swap(job.request);
+    body_bytes_ -= job.held;
+    job.held = 0;
+  }
   // Send the reply even when httplib gives up on the connection (its 400s and the like).
   const bool flushed = stream.Flush();
   if (stream.timed_out()) Closed("read_timeout")->Inc();
   if (stream.too_large()) Closed("send_backlog")->Inc();
-  if (stream.body_over_limit()) {
-    Closed("body_too_large")->Inc();
-    // The client may still be sending: stop reading, so that the close is a FIN after the 413
-    // rather than a reset that discards it, and drop what already arrived.
-    ::shutdown(job.fd, SHUT_WR);
-    DiscardInput(job.fd, buffer);
-  }
   // Keep the connection only when the request was consumed exactly (not cut by the read timeout,
   // no unread body, nothing of a pipelined next request buffered here).
-  const bool close = !ok || !flushed || connection_closed || stopping || stream.timed_out() ||
-                     !stream.read_whole_request();
+  const bool close = !ok || !flushed || connection_closed || stopping || job.close ||
+                     stream.timed_out() || !stream.read_whole_request();
   std::string unsent = stream.TakeUnsent();
   if (flushed && !stream.too_large() && !unsent.empty()) {
     Defer(job.fd, kept, std::move(unsent), close);
@@ -1130,15 +1407,21 @@ void GatedServer::Finish(int fd, bool kept, bool close) {
 
 void GatedServer::RefuseLocked(int fd, size_t peeked, int status, std::string_view reason_phrase,
                                std::string_view code, std::string message,
-                               std::string_view counter_reason) {
+                               std::string_view counter_reason, int retry_after_s) {
   // Consume what was peeked, so that closing with unread data does not reset the connection
   // before the client reads the reply.
-  [[maybe_unused]] ssize_t consumed = ::recv(fd, peek_.data(), peeked, MSG_DONTWAIT);
+  while (peeked > 0) {
+    const ssize_t n = ::recv(fd, peek_.data(), std::min(peeked, peek_.size()), MSG_DONTWAIT);
+    if (n <= 0) break;
+    peeked -= static_cast<size_t>(n);
+  }
   Closed(counter_reason)->Inc();  // before the reply: the client may look as soon as it reads it
-  const std::string body = error_body_(status, code, std::move(message));
+  const std::string body =
+      error_body_(status, code, std::move(message), counter_reason, retry_after_s);
   std::string reply =
       "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase) +
       "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+      (retry_after_s > 0 ? "\r\nRetry-After: " + std::to_string(retry_after_s) : std::string()) +
       "\r\nConnection: close\r\n\r\n" + body;
   [[maybe_unused]] ssize_t sent =
       ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1150,17 +1433,37 @@ void GatedServer::CloseLocked(int fd, std::string_view counter_reason) {
   // Consume what the client sent and the gate only peeked, so that close() ends the connection
   // with a FIN the client reads as end of stream, not a reset. (Gate thread only: uses peek_.)
   DiscardInput(fd, &peek_);
-  parked_.erase(fd);
+  if (auto it = parked_.find(fd); it != parked_.end()) {
+    if (it->second.body) body_bytes_ -= it->second.body->held;
+    parked_.erase(it);
+  }
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   if (!counter_reason.empty()) Closed(counter_reason)->Inc();
   CloseSocket(fd);
 }
 
+bool GatedServer::AdmitAddress(int fd) {
+  std::string address = PeerAddress(fd);
+  std::lock_guard<std::mutex> lock(addresses_mu_);
+  size_t& count = per_address_[address];
+  if (count >= options_.max_connections_per_address) return false;
+  ++count;
+  address_of_[fd] = std::move(address);
+  return true;
+}
+
 void GatedServer::CloseSocket(int fd) {
+  {
+    // Before close(): the number may be reused by the next accept as soon as it is closed.
+    std::lock_guard<std::mutex> lock(addresses_mu_);
+    if (auto it = address_of_.find(fd); it != address_of_.end()) {
+      auto count = per_address_.find(it->second);
+      if (count != per_address_.end() && --count->second == 0) per_address_.erase(count);
+      address_of_.erase(it);
+    }
+  }
   ::close(fd);
   open_.fetch_sub(1, std::memory_order_relaxed);
 }
-
-bool GatedServer::BodyCutAtLimit() { return body_cut_at_limit; }
 
 }  // namespace inferscope

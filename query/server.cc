@@ -294,6 +294,11 @@ Status QueryServer::Options::Validate() const {
     return Status::InvalidArgument("query server: max_connections must be in 1..1000000, got " +
                                    std::to_string(max_connections));
   }
+  if (max_connections_per_address < 1 || max_connections_per_address > 1'000'000) {
+    return Status::InvalidArgument(
+        "query server: max_connections_per_address must be in 1..1000000, got " +
+        std::to_string(max_connections_per_address));
+  }
   if (listen_backlog < 1 || listen_backlog > 65'535) {
     return Status::InvalidArgument("query server: listen_backlog must be in 1..65535, got " +
                                    std::to_string(listen_backlog));
@@ -316,6 +321,11 @@ Status QueryServer::Options::Validate() const {
     return Status::InvalidArgument(
         "query server: max_pending_response_bytes must be in 65536..1099511627776, got " +
         std::to_string(max_pending_response_bytes));
+  }
+  if (max_buffered_body_bytes < 64 * 1024 || max_buffered_body_bytes > (size_t{1} << 40)) {
+    return Status::InvalidArgument(
+        "query server: max_buffered_body_bytes must be in 65536..1099511627776, got " +
+        std::to_string(max_buffered_body_bytes));
   }
   if (response_cache_bytes > (size_t{1} << 40)) {
     return Status::InvalidArgument(
@@ -692,9 +702,6 @@ void QueryServer::RegisterRoutes() {
             return httplib::Server::HandlerResponse::Handled;
           }
         }
-        // A body of unknown length (chunked) that the connection layer cut at the limit: httplib
-        // saw a failed read (400).
-        if (res.status == 400 && GatedServer::BodyCutAtLimit()) res.status = 413;
         std::string message =
             res.status == 404 ? "no route for " + req.method + " " + req.path
             : res.status == 413
@@ -749,15 +756,21 @@ Status QueryServer::Start() {
     spdlog::warn("query server: the open-file limit ({}) allows only {} connections, not {}",
                  fd_limit, gate.max_connections, options_.max_connections);
   }
+  gate.max_connections_per_address = static_cast<size_t>(options_.max_connections_per_address);
   gate.max_header_bytes = options_.max_header_bytes;
   gate.max_body_bytes = options_.max_body_bytes;
   gate.max_url_bytes = options_.max_url_bytes;
   gate.max_pending_response_bytes = options_.max_pending_response_bytes;
+  gate.max_buffered_body_bytes = options_.max_buffered_body_bytes;
   gate.listen_backlog = options_.listen_backlog;
   const Clock* clock = ctx_->clock;
   server_ = std::make_unique<GatedServer>(
-      gate, ctx_->metrics, [clock](int status, std::string_view code, std::string message) {
-        return ErrorReply(*clock, status, code, std::move(message))
+      gate, ctx_->metrics,
+      [clock](int status, std::string_view code, std::string message, std::string_view reason,
+              int retry_after_s) {
+        nlohmann::json details = {{"reason", reason}};
+        if (retry_after_s > 0) details["retry_after_s"] = retry_after_s;
+        return ErrorReply(*clock, status, code, std::move(message), std::move(details))
             .body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       });
   const int64_t keep_alive_s = (options_.idle_timeout_ms + 999) / 1000;

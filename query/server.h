@@ -57,9 +57,11 @@ struct ApiContext;
 // Every error, including unknown routes, is {"error":{"code","message","details"},"timestamp"} with
 // code VALIDATION_ERROR (400, 431), UNAUTHORIZED (401), FORBIDDEN (403: a token without the
 // route's scope, a refused CORS preflight), NOT_FOUND (404), READ_ONLY (405: a write to a read-only
-// query node), CONFLICT (409: a workflow transition its state does not allow), PAYLOAD_TOO_LARGE
-// (413), URI_TOO_LONG (414), RATE_LIMITED (429, with Retry-After), INTERNAL_ERROR (500) or
-// UNAVAILABLE (503: the workflow registry is full).
+// query node), REQUEST_TIMEOUT (408: a request body not complete within read_timeout_ms),
+// CONFLICT (409: a workflow transition its state does not allow), PAYLOAD_TOO_LARGE (413),
+// URI_TOO_LONG (414), RATE_LIMITED (429, with Retry-After), INTERNAL_ERROR (500) or UNAVAILABLE
+// (503: the workflow registry is full; the request bodies being read are at their budget, with
+// Retry-After).
 //
 // Access (query/access.h, docs/API_ACCESS.md): with tokens configured every route but /v1/health
 // needs "Authorization: Bearer <token>" (401 UNAUTHORIZED with WWW-Authenticate otherwise) and the
@@ -69,13 +71,18 @@ struct ApiContext;
 // with token buckets: 429 RATE_LIMITED with Retry-After. CORS headers are sent only for the
 // configured origins; preflights (OPTIONS) are answered without a token.
 //
-// Connections (query/gated_server.h): an accepted socket holds no thread until a whole request
-// header has arrived (idle and slow sockets wait in one epoll set); complete requests are served by
-// `threads` workers. A header must arrive within header_timeout_ms (else the connection is closed),
-// a kept-alive connection is closed after idle_timeout_ms without a request, a body must arrive
-// within read_timeout_ms; connections beyond max_connections are closed at accept; a header over
+// Connections (query/gated_server.h): an accepted socket holds no thread until a whole request,
+// header and body, has arrived (idle and slow sockets wait in one epoll set, and the connection
+// gate reads bodies beyond its 16 KiB peek window, and chunked ones, into memory); complete
+// requests are served by `threads` workers, which never wait for a client. A header must arrive
+// within header_timeout_ms (else the connection is closed), a kept-alive connection is closed
+// after idle_timeout_ms without a request, a body must arrive within read_timeout_ms of its header
+// (else 408 REQUEST_TIMEOUT); connections beyond max_connections, or beyond
+// max_connections_per_address from one client address, are closed at accept; a header over
 // max_header_bytes gets 431 and a declared body over max_body_bytes gets 413 before it is read
-// (PAYLOAD_TOO_LARGE; chunked bodies are cut at the limit). Every such close is counted in
+// (PAYLOAD_TOO_LARGE; chunked bodies at the chunk that takes them over the limit); the bodies
+// the gate holds are at most max_buffered_body_bytes in all (one body alone always fits), and a
+// body beyond that gets 503 UNAVAILABLE with Retry-After. Every such close is counted in
 // inferscope_http_connections_closed_total{reason}. Start raises the soft RLIMIT_NOFILE towards
 // max_connections + 256 when the hard limit allows.
 //
@@ -110,11 +117,15 @@ class QueryServer {
     ExportOptions export_options;
     int threads = 8;  // request worker threads; 1..256
     // Connection limits (see "Connections" above). Times in milliseconds, each 1..3,600,000.
-    int64_t header_timeout_ms = 10'000;   // a request header must arrive within this
-    int64_t idle_timeout_ms = 5'000;      // a kept-alive connection may idle this long
-    int64_t read_timeout_ms = 10'000;     // a request body must arrive within this
-    int64_t write_timeout_ms = 10'000;    // each response write must progress within this
-    int max_connections = 4'096;          // open connections; more are closed at accept; 1..1M
+    int64_t header_timeout_ms = 10'000;  // a request header must arrive within this
+    int64_t idle_timeout_ms = 5'000;     // a kept-alive connection may idle this long
+    int64_t read_timeout_ms = 10'000;    // a request body must arrive within this
+    int64_t write_timeout_ms = 10'000;   // each response write must progress within this
+    int max_connections = 4'096;         // open connections; more are closed at accept; 1..1M
+    // Open connections from one client address (IPv4, or IPv6 address); more are closed at
+    // accept, so that one client cannot take every connection. Raise it behind a proxy that
+    // concentrates many clients on one address. 1..1M.
+    int max_connections_per_address = 256;
     int listen_backlog = 1'024;           // accept queue length (the kernel caps it at somaxconn)
     size_t max_header_bytes = 16 * 1024;  // larger request headers get 431; 1 KiB..1 MiB
     size_t max_body_bytes = 1024 * 1024;  // larger request bodies get 413; 1 B..1 GiB
@@ -122,6 +133,10 @@ class QueryServer {
     // Response bytes held for clients slow to read them, over all connections (see "Connections"
     // above); a response that would go over closes its connection. 64 KiB..1 TiB.
     size_t max_pending_response_bytes = 64 * 1024 * 1024;
+    // Request bodies the connection gate reads and holds until their request is served, over all
+    // connections (see "Connections" above); a body that would go over gets 503 with Retry-After,
+    // except when it is the only one held. 64 KiB..1 TiB.
+    size_t max_buffered_body_bytes = 64 * 1024 * 1024;
     // A query node (cli/query_node.h) over a read-only store: the routes that change state
     // (silences, workflows: Route::writes) answer 405 READ_ONLY without calling their handler,
     // naming `engine_url` (the engine's API, where writes go; may be empty) in the error details.

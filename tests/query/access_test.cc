@@ -179,8 +179,10 @@ TEST(AccessConfigTest, TopologyErrorsNameFileLineAndField) {
             "\n      scopes: [read]\n"
             "  rate_limit: {rate: 5, burst: 10}\n"
             "  cors: {allowed_origins: [\"https://g.example\"]}\n"
-            "  export: {window: 30s, max_series: 50}\n");
+            "  export: {window: 30s, max_series: 50}\n"
+            "  max_connections_per_address: 1000\n");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->max_connections_per_address, 1000u);
   EXPECT_EQ(ok->access.tokens.size(), 1u);
   EXPECT_EQ(ok->access.rate_limit.rate, 5);
   EXPECT_EQ(ok->export_options.window_ms, 30'000);
@@ -197,6 +199,10 @@ TEST(AccessConfigTest, TopologyErrorsNameFileLineAndField) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("t.yaml:3:22: query.cors.allowed_origins"),
             std::string::npos)
+      << bad.status().message();
+  bad = parse("query:\n  max_connections_per_address: 0\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("max_connections_per_address"), std::string::npos)
       << bad.status().message();
   bad = parse("query:\n  rate_limit: {rate: -1}\n");
   ASSERT_FALSE(bad.ok());

@@ -19,12 +19,23 @@ namespace inferscope {
 class RawSocket {
  public:
   // `receive_buffer` > 0 sets SO_RCVBUF before connecting (the kernel's minimum is ~2 KiB): a
-  // client that advertises a small window and reads slowly, or never.
-  explicit RawSocket(int port, int receive_buffer = 0) {
+  // client that advertises a small window and reads slowly, or never. `source_address` (an IPv4
+  // loopback address such as "127.0.0.2") binds the client's end first: another client address.
+  explicit RawSocket(int port, int receive_buffer = 0, const char* source_address = nullptr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) return;
     if (receive_buffer > 0) {
       ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
+    if (source_address != nullptr) {
+      sockaddr_in source{};
+      source.sin_family = AF_INET;
+      if (::inet_pton(AF_INET, source_address, &source.sin_addr) != 1 ||
+          ::bind(fd_, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+        return;
+      }
     }
     timeval tv{10, 0};  // no read in these tests may hang the suite
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -63,6 +74,11 @@ class RawSocket {
       out.append(buf, static_cast<size_t>(n));
     }
     return out;
+  }
+  // Whether the server sent anything not read yet, or closed, without waiting.
+  bool HasInput() {
+    char c;
+    return !pending_.empty() || ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
   }
   // Whether the last ReadToEnd ended because the server closed (not the 10 s receive timeout).
   bool closed_by_server() const { return closed_by_server_; }

@@ -235,7 +235,7 @@ TEST_F(QueryServerRequestTest, ChunkedBodyOverTheLimitGets413) {
 }
 
 // Chunked bodies within the limit are read as before, and a body of unknown length that is not
-// chunked (httplib reads it until the connection closes) is limited too.
+// chunked (the gate reads it until the connection closes) is limited too.
 TEST_F(QueryServerRequestTest, ChunkedBodyWithinTheLimitIsServed) {
   QueryServer::Options options;
   options.max_body_bytes = 64;

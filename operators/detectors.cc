@@ -76,6 +76,21 @@ constexpr double kMinDwell = 0.4;       // share of a cycle beyond the lines for
 constexpr double kEnvelopeGrowth = 2;   // envelope growth that restarts the crossing history
 constexpr double kVerifyShare = 0.25;   // verified share of a cycle before a lock
 constexpr double kMinVerifyPoints = 8;  // share of the variance the last cycle must predict
+// Outlier hold (docs/DETECTORS.md, "Isolated outliers"). A point this many spike bands
+// (threshold x scale) or more from the expected and the previous value can be held (HeldPart).
+// Nearer, a spike's raw effects are small (3 bands are 18 sd of gaussian noise; the rate echo of
+// a spike stays below info up to ~40 sd) and sparse counts learn their bursts as before.
+constexpr double kHoldBands = 3;
+// ... once the model and its scale have seen more points than this (before, there is nothing to
+// judge a value against: the first points define the model).
+constexpr int64_t kHoldMinPoints = 5;
+// The next point confirms a held one only if their residuals are within this factor (an absurd
+// value next to a merely large one is not a level).
+constexpr double kConfirmRatio = 8;
+// A refuted one still counts as a step of the judged-space statistic when it lies within this
+// many standard deviations of the series in log1p space (shadow statistics).
+constexpr double kPlausibleSds = 4;
+constexpr double kMaxFiniteDouble = std::numeric_limits<double>::max();
 
 int64_t FloorMod(int64_t a, int64_t b) {
   int64_t m = a % b;
@@ -389,6 +404,16 @@ void Step(double u, double residual, double k, double& s, double& sum, int32_t& 
 }
 }  // namespace
 
+void ChangePointDetector::Release(double held) {
+  recent_ += kRecentRate * held;
+  // A sum includes the previous point's residual when its CUSUM was running there (Step); the
+  // statistics s themselves saw the winsorised z, which the held part does not change.
+  if (up_.s != 0) up_.sum += held;
+  if (down_.s != 0) down_.sum += held;
+  if (drift_up_.s != 0) drift_up_.sum += held;
+  if (drift_down_.s != 0) drift_down_.sum += held;
+}
+
 ChangePointDetector::Reading ChangePointDetector::Observe(double z, double residual) {
   const double u = Clip(z, o_->clip) / factor_;
   recent_ += kRecentRate * (residual - recent_);
@@ -647,6 +672,7 @@ void RateOfChangeDetector::Reset() {
   prev_time_ms_ = 0;
   interval_ms_ = 0;
   rate_ = var_ = 0;
+  step_weight_ = 0;
   recent_sq_ = 0;
   q99_ = kInitialQ99;
   q999_ = kInitialQ999;
@@ -656,11 +682,21 @@ void RateOfChangeDetector::Reset() {
 void RateOfChangeDetector::Rebaseline() {
   var_ = std::max(var_, recent_sq_);
   rate_ = 0;
+  step_weight_ = 0;  // the latest step is explained: an Amend of it adds no rate
+}
+
+void RateOfChangeDetector::Amend(double held) {
+  prev_value_ += held;
+  const double before = rate_;
+  rate_ += static_cast<double>(step_weight_) * held;
+  recent_sq_ += kRecentRateFast * (rate_ * rate_ - before * before);
 }
 
 RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, double value,
-                                                            bool warm, bool learn, double floor) {
+                                                            bool warm, bool learn, double floor,
+                                                            double held) {
   Reading r;
+  step_weight_ = 0;
   if (!has_prev_) {
     has_prev_ = true;
     prev_value_ = value;
@@ -682,13 +718,17 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
   // Difference per typical interval. Closer points are not scaled up: their difference is mostly
   // noise, which does not shrink with the interval. (Rounding is monotone: dt / interval <= 1
   // when dt <= interval, so the difference is taken as is there, without dividing by 1.)
-  const double per_interval =
-      interval_ms_ > 0 && dt > interval_ms_ ? diff / (dt / interval_ms_) : diff;
+  const bool spread = interval_ms_ > 0 && dt > interval_ms_;
+  const double per_interval = spread ? diff / (dt / interval_ms_) : diff;
   rate_ += o_->rate_alpha * (per_interval - rate_);
+  const double weight = spread ? o_->rate_alpha * interval_ms_ / dt : o_->rate_alpha;
+  step_weight_ = static_cast<float>(weight);
   recent_sq_ += kRecentRateFast * (rate_ * rate_ - recent_sq_);
+  // The rate of the whole value (a held one: what rate_ becomes if Amend confirms it).
+  const double rate = rate_ + weight * held;
   const double var = std::max(var_, floor * floor);
   if (var > 0) {
-    r.z = rate_ / std::sqrt(var);
+    r.z = rate / std::sqrt(var);
     double threshold = o_->rate_z * TailFactor(q99_, o_->adaptive_thresholds);
     if (o_->adaptive_thresholds) threshold = std::max(threshold, kTailMargin * q999_);
     r.evidence = std::fabs(r.z) / threshold;
@@ -698,8 +738,8 @@ RateOfChangeDetector::Reading RateOfChangeDetector::Observe(int64_t time_ms, dou
     TrackQuantileRelative(std::fabs(r.z), kQ999P, kQ999Up, kInitialQ999, q999_);
   }
   if (learn) {
-    n_ += n_ < INT32_MAX;
-    double sq = rate_ * rate_;
+    n_ += n_ < INT16_MAX;
+    double sq = rate * rate;
     if (n_ > 5 && var > 0) sq = std::min(sq, o_->clip * o_->clip * var);
     double a = warm ? std::max(0.01, 1.0 / static_cast<double>(n_)) : 0.01;
     if (r.evidence >= 1) a *= 0.25;
@@ -737,6 +777,7 @@ SeriesDetector::SeriesDetector(std::shared_ptr<const PreparedDetectorOptions> op
   magnitude_ = 0;
   slow_var_ = 0;
   recent_residual_ = recent_var_ = 0;
+  held_ = 0;
   episode_ = quiet_ = settle_ = 0;
   changes_ = 0;
   env_hi_ = env_lo_ = 0;
@@ -757,7 +798,6 @@ void SeriesDetector::Reset() {
   ignored_ = 0;
   last_time_ms_ = INT64_MIN;
   log_space_ = false;
-  space_n_ = 0;
   prev_octave_ = octave_step_ = 0;
   shadow_mean_ = shadow_var_ = 0;
   shadow_n_ = 0;
@@ -768,22 +808,38 @@ bool SeriesDetector::WarmupDone(int64_t index, int64_t time_ms) const {
   // Informative points: a sparse series (mostly one value, with rare bursts) has learned nothing
   // about its bursts after warmup_points points; the warm-up lasts until half as many changes of
   // the value have been seen (at most kMaxWarmupFactor x warmup_points points).
-  if (2 * changes_ < options_->warmup_points && n_ < kMaxWarmupFactor * options_->warmup_points) {
+  if (2 * int64_t{changes_} < options_->warmup_points &&
+      n_ < kMaxWarmupFactor * options_->warmup_points) {
     return false;
   }
   return !season_on_ || season_->baseline.Periods(index, time_ms) >= kWarmPeriods;
 }
 
-bool SeriesDetector::WantsLogSpace(double value) {
+bool SeriesDetector::PlausibleInLogSpace(double value) const {
+  if (!(octave_step_ >= kShadowOctaves && shadow_var_ > 0)) return false;
+  const double s = std::copysign(Octaves(value) * std::numbers::ln2, value);
+  return std::fabs(s - shadow_mean_) <= kPlausibleSds * std::sqrt(shadow_var_);
+}
+
+bool SeriesDetector::WantsLogSpace(double value, bool held) {
+  // A held value that is not a plausible one of the series in log1p space (a burst of a series on
+  // its way there is) waits for the next point: ResolveHeld counts it if that confirms it. One
+  // absurd value is no step of the series.
+  if (held && !PlausibleInLogSpace(value)) return false;
+  // Called once for every accepted point until the switch: the points seen before this one.
+  OctaveStep(value, accepted_ - 1);
+  return accepted_ > options_->warmup_points && octave_step_ >= kLogSpaceOctaves;
+}
+
+void SeriesDetector::OctaveStep(double value, int64_t seen) {
   const double octave = Octaves(value);
-  if (space_n_ > 0) {
+  if (seen > 0) {
     // 1 / n is below the rate from n = 1 / kOctaveRate on: no division there (same result).
     const double a =
-        space_n_ >= 50 ? kOctaveRate : std::max(kOctaveRate, 1.0 / static_cast<double>(space_n_));
+        seen >= 50 ? kOctaveRate : std::max(kOctaveRate, 1.0 / static_cast<double>(seen));
     octave_step_ += a * (std::fabs(octave - prev_octave_) - octave_step_);
   }
   prev_octave_ = octave;
-  space_n_ += space_n_ < INT32_MAX;
   // Shadow statistics of the value in (approximate) signed log1p space, to seed the model there
   // if it switches: kept once the dispersion is a quarter of the way to a switch (the EWMA needs
   // at least ~35 points from there to reach it), so ordinary series do not pay for them.
@@ -794,7 +850,6 @@ bool SeriesDetector::WantsLogSpace(double value) {
     shadow_mean_ += static_cast<float>(b * (s - shadow_mean_));
     shadow_var_ += static_cast<float>(b * ((s - shadow_mean_) * (s - shadow_mean_) - shadow_var_));
   }
-  return space_n_ > options_->warmup_points && octave_step_ >= kLogSpaceOctaves;
 }
 
 double SeriesDetector::ToValue(double y) const {
@@ -804,7 +859,12 @@ double SeriesDetector::ToValue(double y) const {
   return std::copysign(v, y);
 }
 
-void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
+double SeriesDetector::MagnitudeRate() const {
+  // 1 / n is below the rate from n = 1 / kMagnitudeRate on: no division there (same result).
+  return n_ >= 100 ? kMagnitudeRate : std::max(kMagnitudeRate, 1.0 / static_cast<double>(n_));
+}
+
+void SeriesDetector::UpdateFloor(double y, double residual, bool warm, double typical) {
   if (has_prev_y_) {
     const double d = std::fabs(y - prev_y_);
     // Differences at the rounding level of the values are not a quantisation step.
@@ -816,9 +876,7 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   prev_y_ = y;
   integral_ = integral_ && y == std::rint(y);
   const double n = static_cast<double>(n_);
-  // 1 / n is below the rate from n = 1 / kMagnitudeRate on: no division there (same result).
-  const double m = n_ >= 100 ? kMagnitudeRate : std::max(kMagnitudeRate, 1.0 / n);
-  magnitude_ += m * (std::fabs(y) - magnitude_);
+  magnitude_ += MagnitudeRate() * (std::fabs(typical) - magnitude_);
   if (!std::isnan(residual)) {
     double sq = residual * residual;
     const double limit = std::max(slow_var_, spike_.learned_scale() * spike_.learned_scale());
@@ -826,6 +884,10 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
     const double a = warm ? 1.0 / std::max(1.0, n - 1) : kSlowRateFactor * options_->scale_alpha;
     slow_var_ += a * (sq - slow_var_);
   }
+  SetFloor();
+}
+
+void SeriesDetector::SetFloor() {
   // Before any change was seen, integers have a step of at least 1.
   const double step = resolution_ > 0 ? resolution_ : (integral_ && !log_space_ ? 1.0 : 0.0);
   const double floor =
@@ -847,10 +909,10 @@ void SeriesDetector::UpdateFloor(double y, double residual, bool warm) {
   settle_ = static_cast<int32_t>(options_->shift_max_run);
 }
 
-void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
+bool SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   if (n_ == 1) {
     env_hi_ = env_lo_ = y;
-    return;
+    return false;
   }
   // A slowly shrinking envelope of the values; crossings of its 25 % and 75 % lines, so noise
   // around one line does not count as crossings.
@@ -859,12 +921,14 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   env_hi_ = static_cast<float>(hi);
   env_lo_ = static_cast<float>(lo);
   const double span = hi - lo;
+  bool dropped = false;
   if (season_on_ && time_ms - season_->baseline.anchor_ms() >
                         (kMaxMissedCycles + 1) * season_->baseline.period_ms()) {
     // No crossing of the locked type for several periods (the pattern stopped): dropped.
     DropPeriod();
+    dropped = true;
   }
-  if (!(span > 0)) return;
+  if (!(span > 0)) return dropped;
   const double lower = lo + kCrossingLine * span, upper = hi - kCrossingLine * span;
   const int8_t here = y > upper ? 1 : (y < lower ? -1 : 0);
   int8_t previous = crossing_state_;
@@ -887,7 +951,7 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   cycle_points_[1] += 1;
   cycle_outside_[0] += outside;
   cycle_outside_[1] += outside;
-  if (previous == 0 || state == previous) return;
+  if (previous == 0 || state == previous) return dropped;
   crossing_span_ = static_cast<float>(span);
   // A crossing of type `state` (1 up, -1 down).
   int64_t* times = state > 0 ? season_->up_ms : season_->down_ms;
@@ -899,12 +963,12 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   const double dwell =
       cycle_points_[type] > 0 ? double(cycle_outside_[type]) / double(cycle_points_[type]) : 0.0;
   cycle_points_[type] = cycle_outside_[type] = 0;
-  if (count < 2) return;
+  if (count < 2) return true;
   const int64_t latest = times[0] - times[1];
   const double interval = rate_.interval_ms();
   const double tol = std::max(kPeriodTolIntervals * interval, kPeriodTolShare * double(latest));
   if (season_on_) {
-    if (state != season_->anchor_type) return;
+    if (state != season_->anchor_type) return true;
     // Locked: a crossing one (or a few, across a frozen stretch) periods after the phase origin
     // moves the origin a quarter of the way towards it (jitter of one sample averages out; a
     // period that is not a whole number of samples does not drift).
@@ -919,7 +983,7 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     } else if (++season_->period_misses >= kPeriodMisses) {
       DropPeriod();
     }
-    return;
+    return true;
   }
   // Not locked. A candidate period (the last interval between two crossings of one type) fills
   // the profile over one cycle; from the next crossing of that type one consistent interval
@@ -938,12 +1002,12 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
       season_->period_misses = 0;
       change_.Restart();
       rate_.Restart();
-      return;
+      return true;
     }
   }
   if (candidate_ > 0 && state != season_->anchor_type &&
       std::fabs(double(season_->baseline.period_ms() - latest)) <= tol) {
-    return;  // the other crossing type agrees with the candidate
+    return true;  // the other crossing type agrees with the candidate
   }
   if (candidate_ == 1 && std::fabs(double(season_->baseline.period_ms() - latest)) <= tol) {
     // The period: the mean of the two consistent intervals (a crossing jitters by a sample).
@@ -953,7 +1017,7 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     season_->verify_sse = season_->verify_sst = 0;
     season_->verify_n = 0;
     season_->verify_mean = season_->baseline.StoredMean();
-    return;
+    return true;
   }
   // (Re)start the candidate: the last interval, filled from this crossing on, if the signal
   // dwelt beyond the lines over it (noise does not, so it starts few candidates: the fill is
@@ -961,11 +1025,31 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   if (dwell < kMinDwell || double(latest) < kMinPeriodIntervals * interval ||
       n_ <= options_->warmup_points) {
     candidate_ = 0;
-    return;
+    return true;
   }
   season_->baseline.BeginCandidate(time_ms, latest, interval);
   season_->anchor_type = state;
   candidate_ = 1;
+  return true;
+}
+
+bool SeriesDetector::ObservePeriod(int64_t index, int64_t time_ms, double y) {
+  const bool moved = TrackPeriod(time_ms, y);
+  if (candidate_ > 0 && !season_on_) {
+    const int64_t phase = season_->baseline.Phase(index, time_ms);
+    const double stored = season_->baseline.Stored(phase);
+    if (candidate_ == 2 && !std::isnan(stored)) {
+      // Verification: the stored cycle predicts this one; its error is also the first spread
+      // of the phase.
+      const double e2 = (y - stored) * (y - stored);
+      season_->verify_sse += e2;
+      season_->verify_sst += (y - season_->verify_mean) * (y - season_->verify_mean);
+      season_->verify_n += season_->verify_n < INT32_MAX;
+      season_->baseline.LearnSpread(phase, e2, kVerifySpreadRate);
+    }
+    season_->baseline.StoreInitial(phase, y);
+  }
+  return moved;
 }
 
 [[gnu::noinline]] void SeriesDetector::DropPeriod() {
@@ -976,6 +1060,87 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
   rate_.Restart();
 }
 
+void SeriesDetector::Judge(int64_t phase, double y, Basis& b) const {
+  b.phase = phase;
+  b.offset = season_on_ ? season_->baseline.Offset(phase) : 0.0;
+  b.local = season_on_ ? season_->baseline.Spread(phase) : 0.0;
+  b.expected = level_ + b.offset;
+  b.residual = y - b.expected;
+  b.spike = spike_.Score(b.residual, b.local);
+  b.scale = std::max(spike_.scale(), b.local);
+  b.limit = options_->clip * b.scale;
+}
+
+[[gnu::noinline]] double SeriesDetector::HeldPart(double y, double offset, double residual,
+                                                  double threshold, double scale,
+                                                  double limit) const {
+  // Held: kHoldBands spike bands from the expected value (the caller) and from the previous
+  // value, both deseasonalised (not the second point of a spike that a regular transition of the
+  // pattern follows), unless it continues the previous point's excursion as a confirmation would
+  // see it (the points after the first one of a new level).
+  const double previous = rate_.previous_value();
+  const double jump = std::isnan(previous) ? y - prev_y_ : y - offset - previous;
+  const double before = residual - jump;  // the previous residual, against today's level
+  const double r = std::fabs(residual), q = std::fabs(before);
+  const bool continues =
+      before * residual > 0 && q > limit && q * kConfirmRatio >= r && r * kConfirmRatio >= q;
+  // The jump is measured against the recent spread too: just after a change (of units) the scale
+  // lags the new noise, which is no outlier.
+  const double spread = std::max(scale, std::sqrt(recent_var_));
+  if (continues || std::fabs(jump) < kHoldBands * threshold * spread) return 0;
+  return residual - Clip(residual, limit);
+}
+
+[[gnu::noinline]] bool SeriesDetector::ResolveHeld(double residual, double limit, double expected,
+                                                   int64_t held_ms) {
+  const double held = held_;
+  held_ = 0;
+  // Confirmed: this point is on the same side beyond the winsorising limit too, and within a
+  // factor kConfirmRatio of the held point (an absurd value next to a merely large one is not a
+  // level: neither the absurd one after a real spike nor the large one after an absurd one).
+  const double was = std::fabs(held) + limit;  // the held point's |residual|, about
+  const double is = std::fabs(residual);
+  const bool confirmed =
+      residual * held > 0 && is > limit && is * kConfirmRatio >= was && was * kConfirmRatio >= is;
+  if (!confirmed) return false;
+  // The judged-space statistic skipped it unless plausible (WantsLogSpace; then its last octave is
+  // the point's): its step now, before this point's, at the rate it had then.
+  if (!log_space_ && prev_octave_ != Octaves(prev_y_)) OctaveStep(prev_y_, accepted_ - 2);
+  change_.Release(held);
+  rate_.Amend(held);
+  // The recent residual mean and variance saw the winsorised residual c = r - held; with r:
+  // mean += k * held and variance += k * ((d + held)^2 - d^2), d = c - previous mean
+  // = (c - mean) / (1 - k). c is the limit on held's side (its scale moved little since).
+  const double c = std::copysign(limit, held);
+  const double d = (c - recent_residual_) / (1 - kRecentRateFast);
+  recent_residual_ += kRecentRateFast * held;
+  recent_var_ = std::min(recent_var_ + kRecentRateFast * held * (2 * d + held), kMaxFiniteDouble);
+  // The magnitude learned |c + expected| instead of |r + expected| (n_ is the previous point's).
+  const double typical = expected + c;
+  magnitude_ =
+      std::min(magnitude_ + MagnitudeRate() * (std::fabs(typical + held) - std::fabs(typical)),
+               kMaxFiniteDouble);
+  // The held point reached the episode bound and re-baselined (settle_ is untouched since): the
+  // re-baseline again, with the recent residuals now complete (its level is then the one the whole
+  // residual gives; a refuted point re-baselines on its winsorised value).
+  if (settle_ == options_->shift_max_run && episode_ == 0) Rebaseline();
+  if (held_warm_) {
+    // A warm-up point: the long-memory scale (a plain mean there) learned c^2 instead of r^2.
+    const double r = c + held;
+    slow_var_ = std::min(slow_var_ + (r * r - c * c) / std::max(1.0, static_cast<double>(n_) - 1),
+                         kMaxFiniteDouble);
+  }
+  SetFloor();
+  if (auto_period_ && !std::isnan(season_->held_prev_y)) {
+    // The period tracking skipped the held point: it sees it now, after its predecessor.
+    const double y = prev_y_;
+    prev_y_ = season_->held_prev_y;
+    ObservePeriod(n_ - 1, held_ms, y);
+    prev_y_ = y;
+  }
+  return true;
+}
+
 [[gnu::flatten]] Verdict SeriesDetector::Observe(int64_t time_ms, double value) {
   Verdict v;
   v.warming_up = !warm_done_;
@@ -984,11 +1149,47 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     return v;
   }
   ++accepted_;
+  const int64_t previous_ms = last_time_ms_;
   last_time_ms_ = time_ms;
-  if (!log_space_ && WantsLogSpace(value)) {
+  double y = log_space_ ? SignedLog1p(value) : value;
+
+  // Outlier hold (docs/DETECTORS.md, "Isolated outliers"). A point kHoldBands spike bands away
+  // from both the expected value and the previous value (HeldPart) is judged on its value, but
+  // the state that took values raw takes it winsorised at clip x scale (as the level and the scale
+  // always did): the CUSUM sums, the recent residuals, the rate detector's smoothed rate and the
+  // magnitude. The part beyond, `held`, waits for the next point: ResolveHeld adds it if the
+  // value stayed there (a change), drops it if not (an outlier). Meanwhile the judged-space
+  // statistic (WantsLogSpace) and the automatic period (if it is far outside the envelope) do not
+  // see it. The judgement is made here, before them, and reused below unless they changed the
+  // model.
+  double held = 0;
+  Basis b{};  // judged early (have_early) when the hold is possible, else below
+  bool have_early = false;
+  // (Judged points always qualify: the warm-up took more points, and a season is initialised.)
+  if (warm_done_ || (has_prev_y_ && n_ > kHoldMinPoints && spike_.points() > kHoldMinPoints &&
+                     (!season_on_ || season_->baseline.initialised()))) {
+    int64_t phase = season_on_ ? season_->baseline.Phase(n_, time_ms) : 0;
+    Judge(phase, y, b);
+    have_early = true;
+    if (held_ != 0 && ResolveHeld(b.residual, b.limit, b.expected, previous_ms)) {
+      // The floor moved, and the period tracking may have moved the phase.
+      phase = season_on_ ? season_->baseline.Phase(n_, time_ms) : 0;
+      Judge(phase, y, b);
+    }
+    // (Evidence is 0 without a scale.)
+    if (b.spike.evidence >= kHoldBands) [[unlikely]] {
+      held = HeldPart(y, b.offset, b.residual, b.spike.threshold, b.scale, b.limit);
+    }
+  }
+  held_ = 0;
+
+  if (!log_space_ && WantsLogSpace(value, held != 0)) {
     // Multi-decade dispersion: judge the series in log1p space from now on, with a fresh model.
     log_space_ = true;
     ResetModel();
+    held = 0;
+    have_early = false;
+    y = SignedLog1p(value);
     v.warming_up = true;
     const int64_t seeded =
         options_->warmup_points - std::max<int64_t>(kMinSeededWarmup, options_->warmup_points / 3);
@@ -996,73 +1197,77 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
       // Seeded from the shadow statistics of the values in log space, as if `seeded` warm-up
       // points had been seen there: a third of the warm-up remains (a short series that switches
       // is still judged).
-      n_ = changes_ = seeded;
+      n_ = seeded;
+      changes_ = static_cast<int32_t>(std::min<int64_t>(seeded, INT32_MAX));
       level_ = shadow_mean_;
       magnitude_ = std::fabs(shadow_mean_);
       slow_var_ = shadow_var_;
       spike_.Seed(shadow_var_, seeded);
     }
   }
-  const double y = log_space_ ? SignedLog1p(value) : value;
   const int64_t index = n_++;
   const bool changed = !has_prev_y_ || y != prev_y_;
-  changes_ += changed;
+  // (Read by WarmupDone only: not counted once warm; ResetModel restarts it with the warm-up.)
+  if (!warm_done_) changes_ += changed && changes_ < INT32_MAX;
   if (auto_period_) {
-    TrackPeriod(time_ms, y);
-    if (candidate_ > 0 && !season_on_) {
-      const int64_t phase = season_->baseline.Phase(index, time_ms);
-      const double stored = season_->baseline.Stored(phase);
-      if (candidate_ == 2 && !std::isnan(stored)) {
-        // Verification: the stored cycle predicts this one; its error is also the first spread
-        // of the phase.
-        const double e2 = (y - stored) * (y - stored);
-        season_->verify_sse += e2;
-        season_->verify_sst += (y - season_->verify_mean) * (y - season_->verify_mean);
-        ++season_->verify_n;
-        season_->baseline.LearnSpread(phase, e2, kVerifySpreadRate);
+    // A held value beyond the envelope by more than its span would widen it (and move its crossing
+    // lines) for thousands of points: the period tracking sees it only once the next point confirms
+    // it (ResolveHeld). Within, it sees it now (a transition of the pattern locks the period here).
+    bool defer = false;
+    if (held != 0) {
+      const double span = static_cast<double>(env_hi_) - static_cast<double>(env_lo_);
+      defer = y > env_hi_ + span || y < env_lo_ - span;
+      season_->held_prev_y = defer ? prev_y_ : std::numeric_limits<double>::quiet_NaN();
+    }
+    if (!defer) {
+      // A crossing (a lock, which also sets the level, an unlock or a moved phase origin) may
+      // change what the point is judged against.
+      if (ObservePeriod(index, time_ms, y)) have_early = false;
+    }
+  }
+
+  if (!have_early) {
+    int64_t phase = 0;
+    if (season_on_) phase = season_->baseline.Phase(index, time_ms);
+    if (index == 0) {
+      // The first point defines the level; nothing to judge it against.
+      level_ = y;
+      if (season_on_) {
+        season_->baseline.MarkStart(time_ms);
+        season_->baseline.StoreInitial(phase, y);
       }
-      season_->baseline.StoreInitial(phase, y);
-    }
-  }
-
-  int64_t phase = 0;
-  if (season_on_) phase = season_->baseline.Phase(index, time_ms);
-  if (index == 0) {
-    // The first point defines the level; nothing to judge it against.
-    level_ = y;
-    if (season_on_) {
-      season_->baseline.MarkStart(time_ms);
-      season_->baseline.StoreInitial(phase, y);
-    }
-    rate_.Observe(time_ms, y, true, true, kResolutionFloor * spike_.floor());
-    UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
-    v.expected = v.lower = v.upper = value;
-    return v;
-  }
-
-  if (season_on_ && !season_->baseline.initialised()) {
-    if (season_->baseline.Periods(index, time_ms) < 1) {
-      season_->baseline.StoreInitial(phase, y);
-      level_ += (y - level_) / static_cast<double>(n_);
       rate_.Observe(time_ms, y, true, true, kResolutionFloor * spike_.floor());
-      UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true);
-      v.expected = v.lower = v.upper = ToValue(level_);
+      UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true, y);
+      v.expected = v.lower = v.upper = value;
       return v;
     }
-    level_ = season_->baseline.FinishInitial();
-    spike_.RestartWarmup();
+
+    if (season_on_ && !season_->baseline.initialised()) {
+      if (season_->baseline.Periods(index, time_ms) < 1) {
+        season_->baseline.StoreInitial(phase, y);
+        level_ += (y - level_) / static_cast<double>(n_);
+        rate_.Observe(time_ms, y, true, true, kResolutionFloor * spike_.floor());
+        UpdateFloor(y, std::numeric_limits<double>::quiet_NaN(), true, y);
+        v.expected = v.lower = v.upper = ToValue(level_);
+        return v;
+      }
+      level_ = season_->baseline.FinishInitial();
+      spike_.RestartWarmup();
+    }
+    Judge(phase, y, b);
+    if (held != 0) held = b.residual - Clip(b.residual, b.limit);  // the basis moved since
   }
 
-  const double offset = season_on_ ? season_->baseline.Offset(phase) : 0.0;
-  const double local = season_on_ ? season_->baseline.Spread(phase) : 0.0;
-  const double expected = level_ + offset;
-  const double residual = y - expected;
-  const SpikeDetector::Reading spike = spike_.Score(residual, local);
-  const double scale = std::max(spike_.scale(), local);
+  const int64_t phase = b.phase;
+  const double offset = b.offset;
+  const double expected = b.expected;
+  const double residual = b.residual;
+  const SpikeDetector::Reading& spike = b.spike;
+  const double scale = b.scale;
   const double band = (scale > 0 ? spike.threshold : spike_.threshold()) * scale;
   // |residual| / the scale without the seasonal spread, which the spike detector learns from:
   // Score's |z| unless the spread was larger.
-  const bool z_is_global = local <= spike_.scale();
+  const bool z_is_global = b.local <= spike_.scale();
   if (log_space_) {
     v.expected = ToValue(expected);
     v.lower = ToValue(expected - band);
@@ -1072,19 +1277,26 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     v.lower = expected - band;
     v.upper = expected + band;
   }
-  const double limit = options_->clip * scale;
-  const double clipped = Clip(residual, limit);
+  const double clipped = Clip(residual, b.limit);
+  // The residual and value the state learns from: a held point's part beyond the limit waits
+  // (ResolveHeld).
+  double kept = residual, seen = y;
+  if (held != 0) [[unlikely]] {
+    kept = clipped;
+    seen = expected + clipped;
+  }
   {
-    const double d = residual - recent_residual_;
+    const double d = kept - recent_residual_;
     recent_residual_ += kRecentRateFast * d;
-    recent_var_ += kRecentRateFast * (d * d - recent_var_);
+    recent_var_ = std::min(recent_var_ + kRecentRateFast * (d * d - recent_var_), kMaxFiniteDouble);
   }
 
   if (!warm_done_) {
     const bool seasonal = season_on_;
     if (seasonal) {
       // Learn the scale from the last warm-up period only, once the profile has settled.
-      const auto period = static_cast<int64_t>(season_->baseline.Periods(index, time_ms));
+      const auto period = static_cast<int32_t>(
+          std::min(season_->baseline.Periods(index, time_ms), static_cast<double>(INT32_MAX)));
       if (period != season_->last_period) {
         season_->last_period = period;
         if (period == kWarmPeriods - 1) {
@@ -1101,29 +1313,33 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     }
     // The CUSUMs run (without verdicts) so that their excursion percentiles learn the warm-up.
     // (Only in an extended, informative warm-up: a sparse series' bursts.)
-    if (!seasonal && n_ > options_->warmup_points) change_.Observe(spike.z, residual);
+    if (!seasonal && n_ > options_->warmup_points) change_.Observe(spike.z, kept);
     change_.Learn(spike.z, true);
-    rate_.Observe(time_ms, y - offset, true, true, kResolutionFloor * spike_.floor());
+    rate_.Observe(time_ms, seen - offset, true, true, kResolutionFloor * spike_.floor(), held);
     if (seasonal) {
       level_ += kWarmLevelRate * clipped;
       season_->baseline.Learn(phase, clipped, kWarmSeasonRate);
     } else {
       level_ += std::max(options_->level_alpha, 1.0 / static_cast<double>(n_)) * clipped;
     }
-    UpdateFloor(y, residual, true);
+    // (The long-memory scale is a plain mean during the warm-up: a held point's winsorised part,
+    // the rest if the next point confirms it.)
+    UpdateFloor(y, kept, true, seen);
     warm_done_ = WarmupDone(index, time_ms);
     // Verdicts start from fresh CUSUMs (their excursion percentiles keep what they learned).
     if (warm_done_) change_.Restart();
+    held_ = held;
+    held_warm_ = true;
     return v;
   }
   v.warming_up = false;
 
-  const ChangePointDetector::Reading change = change_.Observe(spike.z, residual);
+  const ChangePointDetector::Reading change = change_.Observe(spike.z, kept);
   const double season_break =
       season_on_ ? season_->baseline.ObserveBreak(phase, spike.z, change_.long_run_factor()) : 0.0;
   // The rate of the deseasonalised value: a regular transition of the pattern is not a rate.
   const RateOfChangeDetector::Reading rate =
-      rate_.Observe(time_ms, y - offset, false, true, kResolutionFloor * spike_.floor());
+      rate_.Observe(time_ms, seen - offset, false, true, kResolutionFloor * spike_.floor(), held);
 
   // The most specific confirmed explanation wins; below alarm level the strongest evidence names
   // the type.
@@ -1175,7 +1391,7 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     if (!anomalous)
       season_->baseline.LearnSpread(phase, clipped * clipped, kSpreadRate * options_->season_alpha);
   }
-  UpdateFloor(y, residual, false);
+  UpdateFloor(y, residual, false, seen);
   if (change.evidence >= 1) {
     level_ += change.shift;
     recent_residual_ -= change.shift;
@@ -1188,9 +1404,11 @@ void SeriesDetector::TrackPeriod(int64_t time_ms, double y) {
     ++episode_;
     quiet_ = 0;
     if (episode_ >= EpisodeBound()) Rebaseline();
-  } else if (++quiet_ > kBridgedQuietPoints) {
-    episode_ = 0;
+  } else if (quiet_ <= kBridgedQuietPoints && ++quiet_ > kBridgedQuietPoints) {
+    episode_ = 0;  // (quiet_ stops counting there: more quiet points change nothing)
   }
+  held_ = held;
+  held_warm_ = false;
   v.score = EvidenceToScore(evidence);
   return v;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -159,6 +160,8 @@ class SpikeDetector {
   void LearnScored(double residual, double abs_z, bool warm, bool anomalous, bool informative);
   // Restarts the running-mean scale estimate (used at the start of the last warm-up period).
   void RestartWarmup() { n_ = 0; }
+  // Points learned since the start or the last RestartWarmup.
+  int64_t points() const { return n_; }
   void Reset();
   // The scale used to standardise is max(learned scale, floor): see SeriesDetector (scale floor).
   void set_floor(double floor) { floor_ = floor; }
@@ -208,6 +211,10 @@ class ChangePointDetector {
   explicit ChangePointDetector(const DetectorOptions& options);
   // Accumulates z (residual / scale) and the raw residual; on alarm resets its sums.
   Reading Observe(double z, double residual);
+  // Adds `held` to the residual the latest Observe accumulated, in the sums of the CUSUMs still
+  // running and in the recent mean (SeriesDetector's outlier hold: Observe saw the winsorised
+  // residual of a point that the next one confirmed as a change).
+  void Release(double held);
   // The evidence of the fast (level-shift) CUSUM if z were its next point, with the learned tail
   // margin, and in `type` what Observe would call it (level_shift, or drift when the run would be
   // longer than shift_max_run); changes nothing (SeriesDetector::Score).
@@ -343,22 +350,38 @@ class RateOfChangeDetector {
   };
   explicit RateOfChangeDetector(const DetectorOptions& options);
   // `floor`: the rate RMS used to standardise is at least this (a quantisation step per interval).
-  Reading Observe(int64_t time_ms, double value, bool warm, bool learn, double floor = 0);
+  // `held`: the value is value + held, of which the smoothed rate and the previous value keep only
+  // `value` (SeriesDetector's outlier hold) until Amend; the reading and the learned spread and
+  // tails are those of the whole value (the spread winsorised, the tails moved one step).
+  Reading Observe(int64_t time_ms, double value, bool warm, bool learn, double floor = 0,
+                  double held = 0);
   void Reset();
   // Re-baseline after a persistent change: the smoothed rate restarts at 0 and the rate variance
   // becomes at least the recent mean square of the rate.
   void Rebaseline();
+  // Adds `held` to the value of the latest Observe (which saw it winsorised; SeriesDetector's
+  // outlier hold, when the next point confirms a change): the previous value and the smoothed rate
+  // become those of the whole value. The learned spread and tails are not replayed.
+  void Amend(double held);
   // Forgets the previous value and the smoothed rate (the deseasonalised value changed meaning).
   void Restart() {
     has_prev_ = false;
     rate_ = 0;
+    step_weight_ = 0;
   }
   double interval_ms() const { return interval_ms_; }
+  // The value of the latest Observe (NaN when forgotten: none yet, Restart).
+  double previous_value() const {
+    return has_prev_ ? prev_value_ : std::numeric_limits<double>::quiet_NaN();
+  }
 
  private:
   const DetectorOptions* o_;
   bool has_prev_ = false;
-  int32_t n_ = 0;  // learned points (saturates)
+  int16_t n_ = 0;  // learned points (saturates; its rate 1 / n counts only up to n = 100)
+  // The weight of the latest value in rate_ (rate_alpha, divided by the intervals its difference
+  // spanned; 0 when it set no rate): Amend's step.
+  float step_weight_ = 0;
   double prev_value_ = 0;
   int64_t prev_time_ms_ = 0;
   double interval_ms_ = 0;
@@ -396,14 +419,23 @@ class RateOfChangeDetector {
 // - automatic period (auto_season, no configured season): level crossings with hysteresis, a
 //   candidate profile verified on the next cycle, then a seasonal profile (see TrackPeriod);
 // - informative warm-up: until warmup_points / 2 changes of the value (at most 30 x
-//   warmup_points points); a switch to log1p space seeds the new model from shadow statistics.
+//   warmup_points points); a switch to log1p space seeds the new model from shadow statistics;
+// - outlier hold: a point 3 spike bands or more from both the expected and the previous value
+//   (HeldPart) is judged on its value, but the state that learned values raw (CUSUM sums, recent
+//   residuals, smoothed rate, magnitude) learns it winsorised until the next point confirms a
+//   change (same side, beyond the winsorising limit, within 8x) or refutes it (ResolveHeld); the
+//   judged-space statistic counts it only if confirmed or plausible in log1p space (within 4 sd of
+//   the shadow statistics), and the automatic period sees it only if confirmed while it is far
+//   outside the envelope. One absurd value is one spike.
 //
 // Lifecycle: construct → Observe per point in time order → (Reset to forget).
 // Concurrency: none; one owner thread.
 // Memory: sizeof(SeriesDetector) (512 bytes, 64-aligned; the options are shared, not copied) +
 // heap_bytes() (with a season or the automatic period: the out-of-line seasonal state, 256 bytes
 // + 8 per bucket); fixed after construction; Observe never allocates. Limitations: points must come
-// in time order (an older point is ignored and counted); NaN/Inf are ignored. Irregular sampling
+// in time order (an older point is ignored and counted); NaN/Inf are ignored; the first 7 points
+// define the model (no outlier hold among them: an absurd value there spoils the scale for long).
+// Two or more absurd values in a row are a change, not an outlier. Irregular sampling
 // does not change the level/scale/CUSUM updates (they are per point); the rate detector normalises
 // by the typical interval and the seasonal phase comes from time when season_ms is set. With an
 // index-based period, missing points shift the phase: use season_ms for data with gaps. A detected
@@ -454,15 +486,55 @@ class alignas(64) SeriesDetector {
   // judged space.
   void ResetModel();
   // Updates the statistic that decides the judged space; true when the series should now be
-  // judged in log1p space.
-  bool WantsLogSpace(double value);
-  // Resolution, magnitude and long-memory scale → the scale floor (spike_.floor()).
-  void UpdateFloor(double y, double residual, bool warm);
+  // judged in log1p space. `held`: the point is a held outlier, which counts only if plausible in
+  // log1p space or once the next point confirms it (ResolveHeld), so that one absurd value cannot
+  // switch the space.
+  bool WantsLogSpace(double value, bool held);
+  // One step of that statistic and of the shadow statistics: `value` after `seen` points.
+  void OctaveStep(double value, int64_t seen);
+  // `value` lies within kPlausibleSds standard deviations of the shadow statistics (kept once the
+  // series is a quarter of the way to log1p space).
+  bool PlausibleInLogSpace(double value) const;
+  // Resolution, magnitude and long-memory scale → the scale floor (spike_.floor()). `typical`:
+  // the value the magnitude learns (y, or a held outlier's winsorised value).
+  void UpdateFloor(double y, double residual, bool warm, double typical);
+  // The scale floor from resolution_, magnitude_ and slow_var_.
+  void SetFloor();
+  // The EWMA rate of the magnitude at the current point count.
+  double MagnitudeRate() const;
+  // What a point is judged against: expected value, residual, spike reading and scales (Judge
+  // sets every field).
+  struct Basis {
+    int64_t phase;
+    double offset, local, expected, residual;
+    double scale;  // max(spike scale, seasonal spread)
+    double limit;  // clip x scale: residuals are winsorised there
+    SpikeDetector::Reading spike;
+  };
+  // Sets `b` for the point at `phase` with judged value y.
+  void Judge(int64_t phase, double y, Basis& b) const;
+  // Outlier hold: the part of this point's residual to hold (0: none), for a point kHoldBands
+  // spike bands or more from the expected value (Basis fields): held if its jump from the
+  // previous value is as far (against the recent spread too) and it does not continue the
+  // previous point's excursion.
+  double HeldPart(double y, double offset, double residual, double threshold, double scale,
+                  double limit) const;
+  // Outlier hold: the point after a held one (held_ != 0) confirms it (same side, beyond the
+  // winsorising limit, within a factor of it) or refutes it. Confirmed: the held part reaches the
+  // state the point updated winsorised (CUSUM sums, rate, recent residuals, magnitude), the
+  // judged-space statistic and the automatic period see the point (at `held_ms`) if they had not,
+  // a re-baseline at the held point is redone, and true is returned; refuted, it is dropped.
+  // `residual`, `limit`, `expected`: the current point's (Basis).
+  bool ResolveHeld(double residual, double limit, double expected, int64_t held_ms);
   // Forced re-baseline at the end of a bounded episode.
   void Rebaseline();
   // Automatic period (no configured season): level crossings with hysteresis, candidate profile,
-  // lock and unlock. Called for every point before it is judged.
-  void TrackPeriod(int64_t time_ms, double y);
+  // lock and unlock. Called for every point before it is judged. False when the seasonal state
+  // (lock, phase origin, level) did not change: no crossing and no drop.
+  bool TrackPeriod(int64_t time_ms, double y);
+  // TrackPeriod, then the candidate profile's store and verification, for point `index`; returns
+  // TrackPeriod's.
+  bool ObservePeriod(int64_t index, int64_t time_ms, double y);
   // Disables the detected period (TrackPeriod).
   void DropPeriod();
   double ToValue(double y) const;
@@ -477,7 +549,9 @@ class alignas(64) SeriesDetector {
   double level_ = 0;
   int64_t n_ = 0;  // points of the current model (since the last space switch)
   int64_t accepted_ = 0;
-  int64_t changes_ = 0;  // points whose value differs from the previous one (current model)
+  // Outlier hold: the part of the previous point's residual kept out of the state until this
+  // point confirms or refutes it (0: none; ResolveHeld).
+  double held_ = 0;
   int64_t last_time_ms_ = INT64_MIN;
   bool warm_done_ = false;
   // Judged space.
@@ -491,8 +565,9 @@ class alignas(64) SeriesDetector {
   // Mirrors of season_->baseline.enabled() and .automatic(), read by every point without touching
   // the out-of-line state.
   bool season_on_ = false, auto_period_ = false;
-  int32_t space_n_ = 0;                       // points seen by WantsLogSpace (saturates)
-  int32_t shadow_n_ = 0;                      // points in the shadow statistics (saturates)
+  int32_t changes_ = 0;   // points whose value differs from the previous one (current model,
+                          // counted during the warm-up only, for WarmupDone; saturates)
+  int32_t shadow_n_ = 0;  // points in the shadow statistics (saturates)
   double prev_octave_ = 0, octave_step_ = 0;  // mean |change of log2(1 + |x|)| per point
   float shadow_mean_ = 0, shadow_var_ = 0;    // of the value in signed log1p space (approx.)
   double prev_y_ = 0;
@@ -503,8 +578,9 @@ class alignas(64) SeriesDetector {
   // Episode bound and re-baseline.
   double recent_residual_ = 0, recent_var_ = 0;  // EWMA(0.25) of r and of (r - mean)^2
   int32_t episode_ = 0;                          // points at >= warning in the current episode
-  int32_t quiet_ = 0;                            // points below warning in a row
-  int32_t settle_ = 0;                           // points left with verdicts capped below warning
+  int16_t quiet_ = 0;       // points below warning in a row (up to kBridgedQuietPoints + 1)
+  bool held_warm_ = false;  // outlier hold: the held point was a warm-up point (ResolveHeld)
+  int32_t settle_ = 0;      // points left with verdicts capped below warning
   // Automatic period: the envelope and, per crossing type (0 up, 1 down), the points and the
   // points beyond either line since the last crossing.
   int32_t cycle_points_[2] = {0, 0}, cycle_outside_[2] = {0, 0};
@@ -527,14 +603,17 @@ class alignas(64) SeriesDetector {
       verify_n = 0;
     }
     SeasonalBaseline baseline;
-    int64_t last_period = 0;    // warm-up: seasonal periods seen
+    int32_t last_period = 0;    // warm-up: seasonal periods seen (saturates)
     int32_t period_misses = 0;  // inconsistent crossings in a row while locked
     int32_t ups = 0, downs = 0;
+    int32_t verify_n = 0;       // (saturates)
     int8_t anchor_type = 0;     // crossing type of the phase origin: 1 up, -1 down
     int64_t up_ms[2] = {0, 0};  // latest first
     int64_t down_ms[2] = {0, 0};
     double verify_sse = 0, verify_sst = 0, verify_mean = 0;
-    int64_t verify_n = 0;
+    // Outlier hold: the value before a held point (the period tracking sees a held point only
+    // once the next one confirms it, and then with its predecessor as before).
+    double held_prev_y = 0;
   };
   // A unique_ptr that copies its object (SeriesDetector stays copyable).
   class SeasonPtr {

@@ -169,6 +169,16 @@ class Harness {
   std::thread thread;
 };
 
+// Sends one valid message of one gauge event: PUSH→PULL keeps order, so once its event is out,
+// everything the socket sent before it has been counted.
+void SendOneGauge(zmq::socket_t& push) {
+  client::BatchEncoder encoder("raw-pub");
+  encoder.AddGauge("n", "m", "g", 1.0);
+  std::string_view payload = encoder.Finish();
+  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
+  push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+}
+
 ZmqSource::Options PullOptions() {
   ZmqSource::Options o;
   o.endpoint = "tcp://127.0.0.1:*";
@@ -264,11 +274,7 @@ TEST(ZmqSourceTest, BadFramesAndGarbageAreCountedAndSurvived) {
   push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
   push.send(zmq::buffer(std::string(3000, '\x91')), zmq::send_flags::none);
   // Then a valid message: PUSH→PULL keeps order, so once it is counted so is everything before.
-  client::BatchEncoder encoder("raw-pub");
-  encoder.AddGauge("n", "m", "g", 1.0);
-  std::string_view payload = encoder.Finish();
-  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
-  push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+  SendOneGauge(push);
 
   ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 1; }));
   EXPECT_EQ(h.Counter("inferscope_source_rejected_total", {{"reason", "bad_frames"}}), 2u);
@@ -306,11 +312,7 @@ TEST(ZmqSourceTest, AFrameFarOverTheLimitIsCutAtItsHeaderAndTheRestFlows) {
   zmq::socket_t push = connect();
   push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
   push.send(zmq::buffer(std::string(1100, '\x91')), zmq::send_flags::none);  // just over
-  client::BatchEncoder encoder("raw-pub");
-  encoder.AddGauge("n", "m", "g", 1.0);
-  std::string_view payload = encoder.Finish();
-  push.send(zmq::str_buffer("metrics"), zmq::send_flags::sndmore);
-  push.send(zmq::buffer(payload.data(), payload.size()), zmq::send_flags::none);
+  SendOneGauge(push);
 
   ASSERT_TRUE(h.output.WaitFor([&] { return h.output.events().size() >= 1; }));
   EXPECT_EQ(h.Counter("inferscope_source_rejected_total", {{"reason", "message_too_large"}}), 1u);
